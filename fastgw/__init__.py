@@ -1,0 +1,3 @@
+"""fastgw: a fast API security gateway."""
+
+__version__ = "0.1.0"

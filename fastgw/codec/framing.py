@@ -1,0 +1,137 @@
+"""HTTP/1.1 request framing rules, shared by every parser backend (RFC 9112 6.1, 6.3, 11.2; RFC 9110 7.2).
+
+The parsers differ in what they tolerate (h11 accepts ``Content-Length`` with ``Transfer-Encoding``, a
+repeated identical ``Content-Length``, obs-fold and CTL bytes; llhttp does not check ``Host``), and every
+difference between two HTTP parsers on a request path is a smuggling vector. So after either backend has
+produced a head, :func:`scan_request_head` applies one strict rule set, and both backends end up
+accepting exactly the same requests. The scan also picks out the few headers the proxy needs, in the
+single pass over the header list that a request pays for.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from fastgw.codec.problem import CodecError
+from fastgw.exchange import Exchange
+
+# Headers the scan looks at; everything else costs one set membership test.
+_SCANNED: Final = frozenset(
+    {
+        b"host",
+        b"content-length",
+        b"transfer-encoding",
+        b"connection",
+        b"expect",
+        b"upgrade",
+        b"x-forwarded-for",
+        b"x-request-id",
+        b"traceparent",
+    }
+)
+
+# reg-name / IPv4 / IP-literal with an optional port (RFC 3986 3.2.2); anything else in Host is refused.
+_HOST_RE: Final = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+_MAX_CONTENT_LENGTH_DIGITS: Final = 18  # 10**18 bytes is far beyond any body limit and fits an int64
+
+
+def scan_request_head(ex: Exchange, max_target: int) -> None:
+    """Validate the framing of a parsed request head and fill the Exchange's framing fields.
+
+    Raises:
+        CodecError: 400 for ambiguous or malformed framing, 414 for an oversized target, 501 for
+            ``CONNECT`` or an unsupported transfer coding, 505 for an HTTP version other than 1.0/1.1.
+            The Exchange is then half-filled and must be discarded with the connection.
+    """
+    version = ex.version
+    if version != b"1.1" and version != b"1.0":
+        raise CodecError(505, "http-version", f"HTTP/{version.decode('latin-1')} is not supported")
+    if len(ex.target) > max_target:
+        raise CodecError(414, "uri-too-long", f"request target exceeds {max_target} bytes")
+    if ex.method == b"CONNECT":
+        raise CodecError(501, "method-not-implemented", "CONNECT is not supported by this gateway")
+
+    host: bytes | None = None
+    content_length: bytes | None = None
+    transfer_encoding: bytes | None = None
+    for name, value in ex.headers:
+        if name not in _SCANNED:
+            continue
+        if name == b"host":
+            if host is not None:
+                raise CodecError(400, "bad-host", "more than one Host header")
+            host = value
+        elif name == b"content-length":
+            # Any repetition is refused, even of the same value: RFC 9112 6.3 lets a recipient merge
+            # identical values, but a gateway that merges sits in front of servers that may not.
+            if content_length is not None:
+                raise CodecError(400, "bad-framing", "more than one Content-Length header")
+            if not value.isdigit() or len(value) > _MAX_CONTENT_LENGTH_DIGITS:
+                raise CodecError(400, "bad-framing", "Content-Length is not a decimal number")
+            content_length = value
+        elif name == b"transfer-encoding":
+            if transfer_encoding is not None:
+                raise CodecError(400, "bad-framing", "more than one Transfer-Encoding header")
+            transfer_encoding = value
+        elif name == b"connection":
+            tokens = tuple(t.strip().lower() for t in value.split(b",") if t.strip())
+            ex.conn_tokens = ex.conn_tokens + tokens
+        elif name == b"expect":
+            if value.lower() == b"100-continue":
+                ex.expect_continue = True
+            else:
+                raise CodecError(417, "expectation-failed", "only Expect: 100-continue is supported")
+        elif name == b"upgrade":
+            ex.upgrade = value.strip().lower()
+        elif name == b"x-forwarded-for":
+            ex.xff = value if not ex.xff else ex.xff + b", " + value
+        elif name == b"x-request-id":
+            ex.xrid = value
+        else:  # traceparent
+            ex.traceparent = value
+
+    if transfer_encoding is not None:
+        if content_length is not None:
+            raise CodecError(400, "bad-framing", "both Content-Length and Transfer-Encoding are present")
+        if version == b"1.0":
+            # RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
+            raise CodecError(400, "bad-framing", "Transfer-Encoding in an HTTP/1.0 request")
+        # Only a lone "chunked" is accepted: a gateway that decodes chunked and forwards the result must
+        # not pass on codings it did not apply (RFC 9112 6.1 lets us refuse with 501).
+        if transfer_encoding.strip().lower() != b"chunked":
+            raise CodecError(501, "bad-framing", "only Transfer-Encoding: chunked is supported")
+        ex.chunked = True
+    elif content_length is not None:
+        ex.content_length = int(content_length)
+
+    target = ex.target
+    if target[:1] != b"/":
+        if target[:7].lower() == b"http://" or target[:8].lower() == b"https://":
+            # absolute-form (RFC 9112 3.2.2): the authority must agree with Host.
+            rest = target.split(b"://", 1)[1]
+            slash = rest.find(b"/")
+            authority = rest if slash < 0 else rest[:slash]
+            ex.target = b"/" if slash < 0 else rest[slash:]
+            if host is not None and host.lower() != authority.lower():
+                raise CodecError(400, "bad-host", "absolute-form authority differs from Host")
+            host = authority
+        elif target == b"*" and ex.method == b"OPTIONS":
+            pass
+        else:
+            raise CodecError(400, "bad-target", "request target must be origin-form or absolute-form")
+
+    if host is None:
+        if version == b"1.1":
+            raise CodecError(400, "bad-host", "HTTP/1.1 request without Host header")
+        host = b""
+    elif host and _HOST_RE.fullmatch(host) is None:
+        raise CodecError(400, "bad-host", "Host header is not a valid authority")
+    ex.host = host
+
+    if version == b"1.1":
+        ex.keep_alive = b"close" not in ex.conn_tokens
+    else:
+        ex.keep_alive = b"keep-alive" in ex.conn_tokens and b"close" not in ex.conn_tokens
+    if ex.upgrade and b"upgrade" not in ex.conn_tokens:
+        ex.upgrade = b""  # an Upgrade header not named in Connection is not an upgrade request

@@ -1,0 +1,59 @@
+"""The interface every HTTP/1 request parser backend implements, and backend selection.
+
+A backend turns bytes from a client into calls on a :class:`RequestSink`; it never writes and never
+imports asyncio. ``http1 = "auto" | "httptools" | "h11"`` is resolved once, at compile time, to one of the
+classes in :data:`BACKENDS` (uvicorn ``HTTP_PROTOCOLS`` precedent).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from fastgw.exchange import Exchange
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ParserLimits:
+    max_header_bytes: int = 16384
+    max_header_count: int = 100
+    max_target_bytes: int = 8192
+
+
+class RequestSink(Protocol):
+    """What a parser backend reports to; implemented by the client connection."""
+
+    def on_request_head(self, ex: Exchange) -> None: ...
+    def on_request_body(self, data: bytes) -> None: ...
+    def on_request_end(self) -> None: ...
+    def on_upgrade(self, rest: bytes) -> None:
+        """The parser stopped after an upgrade request; ``rest`` is what followed its head."""
+
+
+class RequestReader(Protocol):
+    def feed(self, data: bytes) -> None:
+        """Parse ``data``, calling the sink. Raises CodecError; the connection is then unusable."""
+
+    def resume_after_upgrade(self) -> None:
+        """Continue parsing as HTTP/1.1 after an upgrade request the gateway declined (e.g. h2c)."""
+
+
+def make_reader(backend: str, sink: RequestSink, limits: ParserLimits) -> RequestReader:
+    if backend == "h11":
+        from fastgw.codec.http1_h11 import H11Reader
+
+        return H11Reader(sink, limits)
+    from fastgw.codec.http1_httptools import HttptoolsReader
+
+    return HttptoolsReader(sink, limits)
+
+
+def resolve_backend(name: str) -> str:
+    """Map ``auto`` to the fastest importable backend."""
+    if name != "auto":
+        return name
+    try:
+        import httptools  # noqa: F401
+    except ImportError:  # pragma: no cover - httptools is a hard dependency, kept for wheels-less installs
+        return "h11"
+    return "httptools"

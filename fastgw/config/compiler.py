@@ -1,0 +1,262 @@
+"""Specs -> Snapshot: check what types cannot express, then precompute everything the data plane needs.
+
+The compiler runs in the control plane only. It never mutates a spec and never exits; every problem is a
+``ConfigError`` with the key path. Output is immutable: a route table, per-route policy tuples sorted by
+phase, header lines pre-encoded as bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from typing import Final, Literal
+
+from fastgw.codec.http1 import resolve_backend
+from fastgw.config.loader import ConfigError, _did_you_mean, parse_config
+from fastgw.config.schema import ConfigSpec, HeaderOpsSpec, NetworkSpec, RouteSpec, UpstreamSpec
+from fastgw.policy.chain import Policy
+from fastgw.policy.network import NetworkRules, parse_networks
+from fastgw.router import HostTable, MethodTable, Router, route_key
+from fastgw.snapshot import (
+    AccessLogSettings,
+    IPNetwork,
+    ListenerSettings,
+    Route,
+    ServerSettings,
+    Snapshot,
+    Target,
+    UpstreamSettings,
+)
+
+_TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HOSTNAME: Final = re.compile(r"(\*|\*\.[A-Za-z0-9.-]+|[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])")
+# Headers whose framing or routing meaning the gateway owns; config may not set or remove them.
+_MANAGED: Final = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer"}
+)
+
+
+def parse_address(value: str) -> tuple[str, int]:
+    """Split ``host:port`` or ``[v6]:port``. Raises ValueError with a reason."""
+    if value.startswith("["):
+        host, sep, port = value[1:].partition("]:")
+    else:
+        host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not host:port")
+    return host, int(port)
+
+
+class _Compiler:
+    def __init__(self, file: str) -> None:
+        self.file = file
+
+    def error(self, key: str, reason: str) -> ConfigError:
+        return ConfigError(self.file, key, reason)
+
+    def positive(self, key: str, value: float) -> None:
+        if value <= 0:
+            raise self.error(key, f"must be greater than 0, got {value}")
+
+    def networks(self, key: str, values: Sequence[str]) -> tuple[IPNetwork, ...]:
+        for i, value in enumerate(values):
+            try:
+                parse_networks([value])
+            except ValueError as exc:
+                raise self.error(f"{key}[{i}]", str(exc)) from None
+        return parse_networks(values)
+
+    def network_policy(self, key: str, spec: NetworkSpec, name: str) -> NetworkRules | None:
+        allow = self.networks(f"{key}.allow", spec.allow)
+        deny = self.networks(f"{key}.deny", spec.deny)
+        if not allow and not deny:
+            return None
+        return NetworkRules(name, allow, deny, spec.mode == "shadow")
+
+    def header_ops(self, key: str, spec: HeaderOpsSpec) -> tuple[frozenset[bytes], tuple[tuple[bytes, bytes], ...]]:
+        for name in (*spec.set, *spec.remove):
+            if not _TOKEN.fullmatch(name):
+                raise self.error(key, f"{name!r} is not a valid header name")
+            if name.lower() in _MANAGED:
+                raise self.error(key, f"{name!r} is managed by the gateway and cannot be set or removed")
+        for name, value in spec.set.items():
+            if any(c in value for c in "\r\n\x00"):
+                raise self.error(f"{key}.set.{name}", "header value contains CR, LF or NUL")
+        drop = frozenset(n.lower().encode() for n in (*spec.remove, *spec.set))
+        add = tuple((n.lower().encode(), v.encode("latin-1")) for n, v in spec.set.items())
+        return drop, add
+
+    def upstream(self, name: str, spec: UpstreamSpec) -> UpstreamSettings:
+        key = f"upstreams.{name}"
+        if not spec.targets:
+            raise self.error(f"{key}.targets", "needs at least one host:port")
+        targets = []
+        for i, value in enumerate(spec.targets):
+            try:
+                host, port = parse_address(value)
+            except ValueError as exc:
+                raise self.error(f"{key}.targets[{i}]", str(exc)) from None
+            targets.append(Target(host=host, port=port))
+        for field_name in ("max_connections", "connect_timeout", "read_timeout", "queue_timeout",
+                           "idle_timeout", "max_failures", "eject_seconds"):
+            self.positive(f"{key}.{field_name}", getattr(spec, field_name))
+        if spec.max_idle < 0:
+            raise self.error(f"{key}.max_idle", "must not be negative")
+        return UpstreamSettings(
+            name=name, targets=tuple(targets), balance=spec.balance, max_connections=spec.max_connections,
+            max_idle=spec.max_idle, idle_timeout=spec.idle_timeout, connect_timeout=spec.connect_timeout,
+            read_timeout=spec.read_timeout, queue_timeout=spec.queue_timeout, max_failures=spec.max_failures,
+            eject_seconds=spec.eject_seconds, retry=spec.retry,
+        )
+
+    def route(
+        self, i: int, spec: RouteSpec, upstreams: dict[str, UpstreamSettings], server: ServerSettings,
+        global_policies: tuple[Policy, ...],
+    ) -> Route:
+        key = f"routes[{i}]"
+        if spec.upstream not in upstreams:
+            hint = _did_you_mean(spec.upstream, upstreams)
+            raise self.error(f"{key}.upstream", f"no upstream named {spec.upstream!r}{hint}")
+        if not spec.path.startswith("/"):
+            raise self.error(f"{key}.path", "must start with '/'")
+        if not _HOSTNAME.fullmatch(spec.host):
+            raise self.error(f"{key}.host", f"{spec.host!r} is not a host name, '*.suffix' or '*'")
+        for j, method in enumerate(spec.methods):
+            if not _TOKEN.fullmatch(method) or method != method.upper():
+                raise self.error(f"{key}.methods[{j}]", f"{method!r} is not an upper-case method name")
+            if method == "CONNECT":
+                raise self.error(f"{key}.methods[{j}]", "CONNECT is not supported")
+        if spec.strip_prefix and spec.match == "exact":
+            raise self.error(f"{key}.strip_prefix", "only applies to match = \"prefix\"")
+        max_body = server.max_body_bytes if spec.max_body_bytes is None else spec.max_body_bytes
+        if max_body < 0:
+            raise self.error(f"{key}.max_body_bytes", "must not be negative")
+        policies: list[Policy] = list(global_policies)
+        if spec.network is not None:
+            route_net = self.network_policy(f"{key}.network", spec.network, "route_network")
+            if route_net is not None:
+                policies.append(route_net)
+        chain = tuple(sorted(policies, key=lambda p: p.PHASE))
+        drop_req, add_req = self.header_ops(f"{key}.request_headers", spec.request_headers)
+        drop_resp, add_resp = self.header_ops(f"{key}.response_headers", spec.response_headers)
+        strip = route_key(spec.path) if spec.strip_prefix and spec.path != "/" else b""
+        return Route(
+            name=spec.name, name_bytes=spec.name.encode(), upstream=upstreams[spec.upstream],
+            strip_prefix=strip, preserve_host=spec.preserve_host, max_body_bytes=max_body, chain=chain,
+            response_hooks=tuple(reversed([p for p in chain if hasattr(p, "on_response")])),  # type: ignore[misc]
+            complete_hooks=tuple(p for p in chain if hasattr(p, "on_complete")),  # type: ignore[misc]
+            drop_request=drop_req, add_request=b"".join(n + b": " + v + b"\r\n" for n, v in add_req),
+            drop_response=drop_resp, add_response=add_resp,
+        )
+
+    def router(self, specs: Sequence[RouteSpec], routes: Sequence[Route]) -> Router:
+        hosts: dict[bytes, HostTable] = {}
+        seen: dict[tuple[str, str, str, str], int] = {}
+        for i, (spec, route) in enumerate(zip(specs, routes, strict=True)):
+            host = spec.host.lower().encode()
+            table = hosts.setdefault(host, HostTable())
+            index = table.exact if spec.match == "exact" else table.prefixes
+            path = spec.path.encode() if spec.match == "exact" else route_key(spec.path)
+            methods = index.setdefault(path, MethodTable())
+            for method in spec.methods or ("*",):
+                clash = (spec.host, spec.match, path.decode(), method)
+                if clash in seen:
+                    raise self.error(
+                        f"routes[{i}]", f"same host, path and method as routes[{seen[clash]}]"
+                    )
+                seen[clash] = i
+                if method == "*":
+                    methods.any_method = route
+                else:
+                    methods.by_method[method.encode()] = route
+        for table in hosts.values():
+            for methods in (*table.exact.values(), *table.prefixes.values()):
+                methods.seal()
+        wildcards = [(h[1:], t) for h, t in hosts.items() if h.startswith(b"*.")]
+        plain = {h: t for h, t in hosts.items() if not h.startswith(b"*.")}
+        return Router(plain, wildcards)
+
+
+def compile_spec(spec: ConfigSpec, data: bytes, file: str) -> Snapshot:
+    """Compile a parsed config. Raises ConfigError; nothing is changed when it does."""
+    c = _Compiler(file)
+    s = spec.server
+    for name in ("max_header_bytes", "max_header_count", "max_target_bytes", "header_timeout",
+                 "body_timeout", "idle_timeout", "send_timeout", "max_connections",
+                 "max_connections_per_ip", "max_pipelined", "drain_timeout"):
+        c.positive(f"server.{name}", getattr(s, name))
+    if s.max_body_bytes < 0 or s.body_min_rate < 0:
+        raise c.error("server", "max_body_bytes and body_min_rate must not be negative")
+    backend: Literal["httptools", "h11"] = "h11" if resolve_backend(s.http1) == "h11" else "httptools"
+    server = ServerSettings(
+        http1=backend, max_header_bytes=s.max_header_bytes, max_header_count=s.max_header_count,
+        max_target_bytes=s.max_target_bytes, max_body_bytes=s.max_body_bytes, header_timeout=s.header_timeout,
+        body_timeout=s.body_timeout, body_min_rate=s.body_min_rate, idle_timeout=s.idle_timeout,
+        send_timeout=s.send_timeout, max_connections=s.max_connections,
+        max_connections_per_ip=s.max_connections_per_ip, max_pipelined=s.max_pipelined,
+        merge_slashes=s.merge_slashes, allow_encoded_slash=s.allow_encoded_slash,
+        trusted_proxies=c.networks("server.trusted_proxies", s.trusted_proxies),
+        server_name=s.server_name.encode(), drain_timeout=s.drain_timeout,
+    )
+    if not _TOKEN.fullmatch(s.server_name):
+        raise c.error("server.server_name", "must be a token (letters, digits, -._~)")
+
+    if not spec.listeners:
+        raise c.error("listeners", "at least one [[listeners]] table is required")
+    listeners = []
+    names: set[str] = set()
+    for i, ls in enumerate(spec.listeners):
+        try:
+            host, port = parse_address(ls.bind)
+        except ValueError as exc:
+            raise c.error(f"listeners[{i}].bind", str(exc)) from None
+        if ls.name in names:
+            raise c.error(f"listeners[{i}].name", f"duplicate listener name {ls.name!r}")
+        names.add(ls.name)
+        listeners.append(ListenerSettings(name=ls.name, host=host, port=port,
+                                          proxy_protocol=ls.proxy_protocol, backlog=ls.backlog))
+
+    upstreams = {name: c.upstream(name, u) for name, u in spec.upstreams.items()}
+    global_net = c.network_policy("network", spec.network, "network")
+    global_policies: tuple[Policy, ...] = (global_net,) if global_net is not None else ()
+    if not spec.routes:
+        raise c.error("routes", "at least one [[routes]] table is required")
+    route_names: dict[str, int] = {}
+    routes = []
+    for i, r in enumerate(spec.routes):
+        if r.name in route_names:
+            raise c.error(f"routes[{i}].name", f"duplicate route name {r.name!r} (also routes[{route_names[r.name]}])")
+        route_names[r.name] = i
+        routes.append(c.route(i, r, upstreams, server, global_policies))
+    router = c.router(spec.routes, routes)
+
+    demo = None
+    if spec.demo_upstream is not None:
+        try:
+            demo = parse_address(spec.demo_upstream.bind)
+        except ValueError as exc:
+            raise c.error("demo_upstream.bind", str(exc)) from None
+    al = spec.access_log
+    c.positive("access_log.max_pending", al.max_pending)
+    return Snapshot(
+        id=hashlib.blake2b(data, digest_size=6).hexdigest(), source=file, server=server,
+        listeners=tuple(listeners), router=router, routes=tuple(routes), upstreams=upstreams,
+        access_log=AccessLogSettings(target=al.target, include_query=al.include_query, max_pending=al.max_pending),
+        demo_upstream=demo,
+    )
+
+
+def compile_config(data: bytes, file: str) -> Snapshot:
+    """Parse and compile config bytes. Raises ConfigError."""
+    return compile_spec(parse_config(data, file), data, file)
+
+
+def load_snapshot(path: str) -> Snapshot:
+    """Read, parse and compile a config file. Raises ConfigError."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise ConfigError(path, "", f"cannot read: {exc.strerror}") from None
+    return compile_config(data, path)

@@ -1,0 +1,137 @@
+"""TOML -> frozen specs, refusing anything it does not understand.
+
+Every refusal is a :class:`ConfigError` naming the file, the key path and the reason, with a did-you-mean
+for misspelt keys and values: ``conf/x.toml: routes[2].auht: unknown key (did you mean 'auth'?)``. The
+conversion is driven by the spec dataclasses' type hints, so it cannot drift from the schema.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import types
+import typing
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+from fastgw.config.schema import ConfigSpec
+
+T = TypeVar("T")
+
+
+class ConfigError(Exception):
+    """A config that must not be used. ``str()`` is the one line shown to the user."""
+
+    def __init__(self, file: str, key: str, reason: str) -> None:
+        self.file = file
+        self.key = key
+        self.reason = reason
+        super().__init__(f"{file}: {key}: {reason}" if key else f"{file}: {reason}")
+
+
+def _did_you_mean(word: str, options: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if tp is str:
+        return "a string"
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if origin is tuple:
+        return "an array"
+    if origin is dict or dataclasses.is_dataclass(tp):
+        return "a table"
+    return str(tp)
+
+
+class _Converter:
+    def __init__(self, file: str) -> None:
+        self.file = file
+
+    def error(self, path: str, reason: str) -> ConfigError:
+        return ConfigError(self.file, path, reason)
+
+    def convert(self, tp: Any, value: Any, path: str) -> Any:
+        origin = get_origin(tp)
+        if origin in (Union, types.UnionType):
+            inner = [a for a in get_args(tp) if a is not type(None)]
+            return self.convert(inner[0], value, path)
+        if origin is Literal:
+            options = get_args(tp)
+            if value not in options:
+                allowed = ", ".join(repr(o) for o in options)
+                hint = _did_you_mean(value, options) if isinstance(value, str) else ""
+                raise self.error(path, f"invalid value {value!r}{hint} (expected one of {allowed})")
+            return value
+        if dataclasses.is_dataclass(tp):
+            return self.table(typing.cast(type, tp), value, path)
+        if origin is tuple:
+            if not isinstance(value, list):
+                raise self.error(path, f"expected {_type_name(tp)}, got {type(value).__name__}")
+            item = get_args(tp)[0]
+            return tuple(self.convert(item, v, f"{path}[{i}]") for i, v in enumerate(value))
+        if origin is dict:
+            if not isinstance(value, dict):
+                raise self.error(path, f"expected {_type_name(tp)}, got {type(value).__name__}")
+            item = get_args(tp)[1]
+            return {k: self.convert(item, v, f"{path}.{k}") for k, v in value.items()}
+        if tp is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise self.error(path, f"expected a number, got {value!r}")
+            return float(value)
+        if tp is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise self.error(path, f"expected an integer, got {value!r}")
+            return value
+        if not isinstance(value, tp):
+            raise self.error(path, f"expected {_type_name(tp)}, got {value!r}")
+        return value
+
+    def table(self, cls: type[T], value: Any, path: str) -> T:
+        if not isinstance(value, dict):
+            raise self.error(path or "(top level)", f"expected a table, got {value!r}")
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        for key in value:
+            if key not in fields:
+                where = f"{path}.{key}" if path else key
+                raise self.error(where, f"unknown key{_did_you_mean(key, fields)}")
+        kwargs: dict[str, Any] = {}
+        for name, f in fields.items():
+            where = f"{path}.{name}" if path else name
+            if name in value:
+                kwargs[name] = self.convert(hints[name], value[name], where)
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                reason = "missing required key"
+                if name == "auth":
+                    reason += " (every route must state auth; write auth = \"none\" for a public route)"
+                raise self.error(where, reason)
+        return cls(**kwargs)
+
+
+def parse_config(data: bytes, file: str) -> ConfigSpec:
+    """Parse TOML bytes into a ConfigSpec. Raises ConfigError."""
+    try:
+        document = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(file, "", f"not UTF-8: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(file, "", f"invalid TOML: {exc}") from None
+    return _Converter(file).table(ConfigSpec, document, "")
+
+
+def read_config(path: str) -> tuple[bytes, ConfigSpec]:
+    """Read and parse a config file. Raises ConfigError (also for an unreadable file)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise ConfigError(path, "", f"cannot read: {exc.strerror}") from None
+    return data, parse_config(data, path)

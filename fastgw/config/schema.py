@@ -1,0 +1,122 @@
+"""Frozen specs mirroring the TOML file, key for key. Every key has a default and a ``doc`` line.
+
+``loader.py`` builds these from a parsed TOML document generically from the type hints below, so adding a
+key means adding one field here (and its README line: ``tests/config/test_docs.py`` checks that every key
+is documented). Specs are plain data; validation that needs more than a type (addresses, references,
+CIDRs) happens in ``compiler.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+MiB = 1024 * 1024
+
+
+def doc(text: str, default: Any = None, **kw: Any) -> Any:
+    """A dataclass field with its documentation; ``default=...`` marks the key as required."""
+    meta = {"doc": text}
+    if default is ...:
+        return field(metadata=meta, **kw)
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta, **kw)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerSpec:
+    http1: Literal["auto", "httptools", "h11"] = doc("HTTP/1 parser backend; auto picks httptools", "auto")
+    max_header_bytes: int = doc("largest request header section in bytes (else 431)", 16384)
+    max_header_count: int = doc("most request header lines (else 431)", 100)
+    max_target_bytes: int = doc("longest request target in bytes (else 414)", 8192)
+    max_body_bytes: int = doc("largest request body in bytes, unless a route sets its own (else 413)", 10 * MiB)
+    header_timeout: float = doc("seconds to receive a complete request head (else 408 and close)", 10.0)
+    body_timeout: float = doc("seconds without any body byte before a body read times out (408)", 30.0)
+    body_min_rate: int = doc("minimum average body rate in bytes/s, enforced after body_timeout", 1024)
+    idle_timeout: float = doc("seconds a keep-alive connection may sit idle between requests", 60.0)
+    send_timeout: float = doc("seconds a client may stop reading a response before it is dropped", 30.0)
+    max_connections: int = doc("client connections per worker; accepting pauses beyond it", 10000)
+    max_connections_per_ip: int = doc("client connections per client address per worker", 1024)
+    max_pipelined: int = doc("pipelined requests queued per connection before reading pauses", 16)
+    merge_slashes: bool = doc("merge repeated '/' in paths before routing", True)
+    allow_encoded_slash: bool = doc("accept %2F and %5C in paths (kept encoded) instead of 400", False)
+    trusted_proxies: tuple[str, ...] = doc("CIDRs whose X-Forwarded-For is believed", ())
+    server_name: str = doc("pseudonym this gateway adds to Via", "fastgw")
+    drain_timeout: float = doc("seconds in-flight requests get to finish on shutdown", 10.0)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListenerSpec:
+    bind: str = doc("address:port to listen on, e.g. 127.0.0.1:8080 or [::1]:8080", ...)
+    name: str = doc("listener name used in logs", "public")
+    proxy_protocol: bool = doc("require a PROXY protocol v1/v2 header on every connection", False)
+    backlog: int = doc("listen(2) backlog", 2048)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccessLogSpec:
+    target: str = doc("where JSON lines go: 'stdout', 'off' or a file path", "stdout")
+    include_query: bool = doc("log the query string (off: it may carry secrets)", False)
+    max_pending: int = doc("records buffered before new ones are dropped (and counted)", 65536)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NetworkSpec:
+    allow: tuple[str, ...] = doc("CIDRs admitted; empty admits every address not denied", ())
+    deny: tuple[str, ...] = doc("CIDRs refused with 403; deny wins over allow", ())
+    mode: Literal["enforce", "shadow"] = doc("shadow logs would-denials and lets requests pass", "enforce")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeaderOpsSpec:
+    set: dict[str, str] = doc("headers to set (replacing any copy), name -> value", {})
+    remove: tuple[str, ...] = doc("header names to remove", ())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpstreamSpec:
+    targets: tuple[str, ...] = doc("host:port of each backend", ...)
+    balance: Literal["round_robin", "least_conn"] = doc("how a target is chosen", "round_robin")
+    max_connections: int = doc("connections per target per worker, connects in flight included", 256)
+    max_idle: int = doc("idle keep-alive connections kept per target per worker", 64)
+    idle_timeout: float = doc("seconds an idle upstream connection is kept", 30.0)
+    connect_timeout: float = doc("seconds to establish a connection (else 504)", 3.0)
+    read_timeout: float = doc("seconds to wait for response bytes (else 504)", 30.0)
+    queue_timeout: float = doc("seconds a request waits for a free connection at the limit (else 503)", 5.0)
+    max_failures: int = doc("consecutive failures that eject a target (passive health)", 3)
+    eject_seconds: float = doc("seconds an ejected target is skipped", 10.0)
+    retry: bool = doc("retry idempotent requests once when a reused connection was closed", True)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteSpec:
+    name: str = doc("unique route name, used in logs and metrics", ...)
+    path: str = doc("path prefix (segment-wise) or exact path, starting with '/'", ...)
+    upstream: str = doc("name of an [upstreams.NAME] table", ...)
+    auth: Literal["none"] = doc("authentication; required on every route ('none' = public)", ...)
+    host: str = doc("Host to match: a name, '*.suffix' or '*' for any", "*")
+    match: Literal["prefix", "exact"] = doc("how path is matched", "prefix")
+    methods: tuple[str, ...] = doc("allowed methods; empty allows all", ())
+    strip_prefix: bool = doc("remove the matched prefix before forwarding", False)
+    preserve_host: bool = doc("forward the client's Host instead of the target's host:port", False)
+    max_body_bytes: int | None = doc("body limit for this route (default: server.max_body_bytes)", None)
+    request_headers: HeaderOpsSpec = doc("headers set/removed before forwarding", HeaderOpsSpec())
+    response_headers: HeaderOpsSpec = doc("headers set/removed on responses", HeaderOpsSpec())
+    network: NetworkSpec | None = doc("route-level IP rules, applied after the global ones", None)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DemoUpstreamSpec:
+    bind: str = doc("address:port of the built-in demo upstream", "127.0.0.1:8081")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConfigSpec:
+    listeners: tuple[ListenerSpec, ...] = doc("[[listeners]] tables: where clients connect", ...)
+    routes: tuple[RouteSpec, ...] = doc("[[routes]] tables, matched host -> path -> method", ...)
+    upstreams: dict[str, UpstreamSpec] = doc("[upstreams.NAME] tables", {})
+    server: ServerSpec = doc("[server] limits and timeouts", ServerSpec())
+    access_log: AccessLogSpec = doc("[access_log] settings", AccessLogSpec())
+    network: NetworkSpec = doc("[network] global IP rules", NetworkSpec())
+    demo_upstream: DemoUpstreamSpec | None = doc("[demo_upstream]: serve a demo backend in-process", None)

@@ -1,0 +1,102 @@
+"""One request/response pair: what the client sent, what policies learned, what the log records.
+
+An Exchange is created by a codec when a request head is complete, read by the router and the policy
+chain, and turned into a log record when the response ends. It holds plain bytes and numbers only, so the
+access-log tuple is built from it without formatting. ``__slots__`` keeps it at one allocation per request.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fastgw.snapshot import Route
+
+
+class Exchange:
+    __slots__ = (
+        "body_buffer",
+        "body_complete",
+        "body_received",
+        "bytes_out",
+        "chunked",
+        "client_ip",
+        "conn_tokens",
+        "consumer",
+        "content_length",
+        "denial",
+        "expect_continue",
+        "headers",
+        "host",
+        "keep_alive",
+        "method",
+        "passed",
+        "path",
+        "query",
+        "request_id",
+        "response_started",
+        "route",
+        "shadow",
+        "snapshot_id",
+        "start",
+        "status",
+        "target",
+        "traceparent",
+        "upgrade",
+        "upstream_addr",
+        "upstream_ms",
+        "upstream_start",
+        "version",
+        "xff",
+        "xrid",
+    )
+
+    def __init__(
+        self, method: bytes, target: bytes, version: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.version = version
+        # Header names are lower-cased once by the codec; values are the raw bytes received.
+        self.headers = headers
+        self.host = b""
+        self.path = b""
+        self.query = b""
+        self.content_length = -1  # -1: no Content-Length header
+        self.chunked = False
+        self.keep_alive = True
+        self.expect_continue = False
+        self.upgrade = b""
+        self.conn_tokens: tuple[bytes, ...] = ()
+        self.xff = b""
+        self.xrid = b""
+        self.traceparent = b""
+        self.client_ip = ""
+        self.request_id = b""
+        self.route: Route | None = None
+        self.consumer: Any = None
+        self.denial = ""  # reason code of the denial that ended the chain, for the log
+        self.shadow: list[str] | None = None  # would-denials of shadow-mode policies
+        self.body_buffer: list[bytes] | None = None
+        self.body_complete = False
+        self.body_received = 0
+        self.bytes_out = 0
+        self.status = 0
+        self.start = 0.0
+        self.upstream_start = 0.0
+        self.upstream_ms = -1.0
+        self.upstream_addr = ""
+        self.response_started = False
+        self.passed = False  # the chain passed: on_complete hooks are owed exactly once
+        self.snapshot_id = ""
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or self.content_length > 0
+
+    def header(self, name: bytes) -> bytes | None:
+        """First value of a (lower-case) header name; a linear scan, meant for cold paths and tests."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None

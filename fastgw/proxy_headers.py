@@ -1,0 +1,153 @@
+"""Header rewriting between client and upstream, in both directions. Pure bytes in, bytes out.
+
+Request side (RFC 9110 7.6): hop-by-hop headers and every header named in ``Connection`` are removed;
+``Host`` is the target's unless the route preserves it; ``X-Forwarded-For/-Proto/-Host`` are overwritten
+unless the peer is a trusted proxy (then appended to / kept); ``Via`` gets our hop (7.6.3); the request id
+and W3C ``traceparent`` are kept when well-formed, else generated; the route's set/remove rules apply;
+framing headers are re-emitted from what the codec decoded, never copied.
+
+Response side: hop-by-hop headers are removed, the route's rules apply, ``Via`` and ``X-Request-Id`` are
+added, ``Date`` is added when the upstream sent none; framing is decided by the connection (it knows the
+client's version and the request method).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Final
+
+from fastgw.exchange import Exchange
+from fastgw.snapshot import Route
+
+HOP_BY_HOP: Final = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authorization",
+        b"proxy-authenticate",
+    }
+)
+# Request headers the gateway always re-emits itself (never copied from the client).
+_REQUEST_OWNED: Final = HOP_BY_HOP | {
+    b"host",
+    b"content-length",
+    b"expect",
+    b"via",
+    b"x-request-id",
+    b"traceparent",
+    b"x-forwarded-for",
+    b"forwarded",
+}
+# ... and, when the peer is not a trusted proxy, these too.
+_REQUEST_OWNED_UNTRUSTED: Final = _REQUEST_OWNED | {b"x-forwarded-proto", b"x-forwarded-host", b"x-real-ip"}
+_RESPONSE_DROP: Final = HOP_BY_HOP | {b"x-request-id", b"via"}
+_SAFE_REQUEST_ID: Final = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
+_TRACEPARENT: Final = re.compile(rb"[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
+
+
+class IdSource:
+    """Request ids and trace ids, unique per worker: a random per-process prefix plus a counter.
+
+    Cheaper than ``uuid4`` (~0.15 us vs ~1.5 us) and still unique across workers and restarts.
+    """
+
+    __slots__ = ("_counter", "_prefix", "_trace_prefix")
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(6).hex().encode()
+        self._trace_prefix = os.urandom(8).hex().encode()
+        self._counter = 0
+
+    def request_id(self, candidate: bytes) -> bytes:
+        if candidate and _SAFE_REQUEST_ID.fullmatch(candidate) is not None:
+            return candidate
+        self._counter += 1
+        return b"%s%010x" % (self._prefix, self._counter)
+
+    def traceparent(self, candidate: bytes) -> bytes:
+        if candidate and _TRACEPARENT.fullmatch(candidate) is not None:
+            return candidate
+        self._counter += 1
+        return b"00-%s%016x-%016x-01" % (self._trace_prefix, self._counter, self._counter)
+
+
+def build_request_head(
+    ex: Exchange, route: Route, path: bytes, host: bytes, peer_ip: bytes, peer_trusted: bool,
+    via: bytes, trace: bytes,
+) -> list[bytes]:
+    """Return the upstream request head as pieces to join (the body framing line included)."""
+    parts = [ex.method, b" ", path, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
+    owned = _REQUEST_OWNED if peer_trusted else _REQUEST_OWNED_UNTRUSTED
+    drop = route.drop_request
+    named = ex.conn_tokens
+    incoming_via = b""
+    has_proto = has_host = False
+    for name, value in ex.headers:
+        if name in owned or name in drop:
+            if name == b"via":
+                incoming_via = value
+            continue
+        if named and name in named:
+            continue
+        if name == b"x-forwarded-proto":
+            has_proto = True
+        elif name == b"x-forwarded-host":
+            has_host = True
+        parts.extend((name, b": ", value, b"\r\n"))
+    xff = ex.xff + b", " + peer_ip if peer_trusted and ex.xff else peer_ip
+    parts.extend((b"x-forwarded-for: ", xff, b"\r\n"))
+    if not has_proto:
+        parts.append(b"x-forwarded-proto: http\r\n")
+    if not has_host and ex.host:
+        parts.extend((b"x-forwarded-host: ", ex.host, b"\r\n"))
+    if incoming_via:
+        parts.extend((b"via: ", incoming_via, b", ", via, b"\r\n"))
+    else:
+        parts.extend((b"via: ", via, b"\r\n"))
+    parts.extend((b"x-request-id: ", ex.request_id, b"\r\ntraceparent: ", trace, b"\r\n"))
+    if route.add_request:
+        parts.append(route.add_request)
+    if ex.upgrade == b"websocket":
+        parts.append(b"connection: upgrade\r\nupgrade: websocket\r\n")
+    if ex.chunked:
+        parts.append(b"transfer-encoding: chunked\r\n\r\n")
+    elif ex.content_length >= 0:
+        parts.append(b"content-length: %d\r\n\r\n" % ex.content_length)
+    else:
+        parts.append(b"\r\n")
+    return parts
+
+
+def filter_response_headers(
+    headers: list[tuple[bytes, bytes]], route: Route, keep_length: bool
+) -> tuple[list[bytes], bool]:
+    """Response header lines to relay, and whether the upstream sent a Date header.
+
+    ``keep_length`` keeps the upstream's Content-Length line (a fixed-length body, or a HEAD/304 response
+    describing the representation); otherwise the connection re-frames the body.
+    """
+    drop = route.drop_response
+    named: frozenset[bytes] | None = None
+    for name, value in headers:
+        if name == b"connection":
+            tokens = frozenset(t.strip().lower() for t in value.split(b",")) - {b"close", b"keep-alive"}
+            named = tokens if named is None else named | tokens
+    parts: list[bytes] = []
+    has_date = False
+    for name, value in headers:
+        if name in _RESPONSE_DROP or name in drop or (named and name in named):
+            continue
+        if name == b"content-length" and not keep_length:
+            continue
+        if name == b"date":
+            has_date = True
+        parts.extend((name, b": ", value, b"\r\n"))
+    for name, value in route.add_response:
+        parts.extend((name, b": ", value, b"\r\n"))
+    return parts, has_date

@@ -1,0 +1,101 @@
+"""Compiled route lookup: host -> path (exact, then longest segment prefix) -> method.
+
+Built once per Snapshot. A lookup costs two or three dict probes for a typical path: exact paths first,
+then prefixes tried from the full path down to ``/`` one segment at a time, so ``/api`` matches ``/api``
+and ``/api/x`` but never ``/apix``. The method table carries its precomputed ``Allow`` value, so a 405
+knows its allowed set at once (RFC 9110 15.5.6). Matching is case-sensitive; the path is already
+normalised by ``codec/path.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+from fastgw.policy.chain import Denial
+from fastgw.snapshot import Route
+
+NOT_FOUND: Final = Denial(404, "not-found", "no route matches this host and path", "route.not_found")
+
+
+@dataclass(slots=True)
+class MethodTable:
+    by_method: dict[bytes, Route] = field(default_factory=dict)
+    any_method: Route | None = None
+    not_allowed: Denial | None = None
+
+    def seal(self) -> None:
+        allow = b", ".join(sorted(self.by_method))
+        if b"GET" in self.by_method and b"HEAD" not in self.by_method:
+            # RFC 9110 9.3.2: HEAD is served wherever GET is; the router maps it to the GET route.
+            allow += b", HEAD"
+        self.not_allowed = Denial(
+            405, "method-not-allowed", "method not allowed on this route", "route.method", ((b"allow", allow),)
+        )
+
+
+@dataclass(slots=True)
+class HostTable:
+    exact: dict[bytes, MethodTable] = field(default_factory=dict)
+    prefixes: dict[bytes, MethodTable] = field(default_factory=dict)
+
+
+class Router:
+    __slots__ = ("_default", "_hosts", "_single", "_wildcards")
+
+    def __init__(self, hosts: dict[bytes, HostTable], wildcards: list[tuple[bytes, HostTable]]) -> None:
+        self._hosts = hosts
+        self._default = hosts.get(b"*")
+        self._wildcards = sorted(wildcards, key=lambda item: -len(item[0]))
+        # With a single catch-all host the Host header never needs parsing.
+        self._single = self._default if len(hosts) == 1 and not wildcards else None
+
+    def lookup(self, host: bytes, path: bytes, method: bytes) -> Route | Denial:
+        table = self._single or self._host_table(host)
+        if table is None:
+            return NOT_FOUND
+        methods = table.exact.get(path)
+        if methods is None:
+            prefixes = table.prefixes
+            probe = path
+            while True:
+                methods = prefixes.get(probe)
+                if methods is not None or probe == b"/":
+                    break
+                cut = probe.rfind(b"/")
+                probe = probe[:cut] if cut > 0 else b"/"
+            if methods is None:
+                return NOT_FOUND
+        route = methods.by_method.get(method)
+        if route is not None:
+            return route
+        if methods.any_method is not None:
+            return methods.any_method
+        if method == b"HEAD":
+            route = methods.by_method.get(b"GET")
+            if route is not None:
+                return route
+        assert methods.not_allowed is not None
+        return methods.not_allowed
+
+    def _host_table(self, host: bytes) -> HostTable | None:
+        name = host.lower()
+        if name[:1] == b"[":
+            name = name[: name.find(b"]") + 1]
+        else:
+            name = name.partition(b":")[0]
+        table = self._hosts.get(name)
+        if table is not None:
+            return table
+        for suffix, wildcard in self._wildcards:
+            if name.endswith(suffix):
+                return wildcard
+        return self._default
+
+
+def route_key(path: str) -> bytes:
+    """The key a configured path prefix is stored under: no trailing slash except for the root."""
+    key = path.encode()
+    if len(key) > 1 and key.endswith(b"/"):
+        key = key.rstrip(b"/") or b"/"
+    return key

@@ -1,0 +1,45 @@
+"""One 100 ms tick per worker instead of a timer per request (DESIGN.md hot-path rule 4).
+
+Each connection stores plain floats (``deadline``, ``send_deadline``, its upstream's ``deadline``); the
+tick compares them with the clock and acts: slow or idle clients are closed (408 where a response is
+still possible), clients that stopped reading are dropped, silent upstreams become 504. The same tick
+refreshes the cached ``Date`` header, expires pool waiters and hands the access-log batch to its writer.
+Sweeping 10,000 connections costs ~1 ms, 1% of one core at 10 ticks a second.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Final
+
+from fastgw.codec.serialize import DATE
+
+if TYPE_CHECKING:
+    from fastgw.server.worker import Worker
+
+TICK_SECONDS: Final = 0.1
+
+
+def sweep(worker: Worker, now: float) -> None:
+    """Enforce every connection's deadlines at monotonic time ``now``."""
+    DATE.refresh(time.time())
+    server = worker.holder.current.server
+    for conn in list(worker.connections):
+        deadline = conn.deadline
+        if deadline and now >= deadline:
+            conn.on_deadline(now)
+            continue
+        if conn.send_deadline and now >= conn.send_deadline:
+            conn.send_deadline = 0.0
+            conn.closing = True
+            if conn.transport is not None:
+                conn.transport.abort()
+            continue
+        upstream = conn.upstream
+        if upstream is not None and upstream.deadline and now >= upstream.deadline:
+            upstream.on_deadline()
+            continue
+        if server.body_min_rate and conn.deadline_kind == 2:
+            conn.check_body_rate(now, server.body_min_rate, server.body_timeout)
+    worker.pools.tick(now)
+    worker.access_log.flush()

@@ -1,0 +1,719 @@
+"""The client-side Protocol: bytes in -> codec -> router -> policy chain -> upstream, and back.
+
+Everything on the fast path runs inside ``data_received`` and the upstream Protocol's callbacks: no Task,
+no ``await``, no timer per request (DESIGN.md hot-path rules). A Task exists only while a policy's
+``Pending`` waits on a cold cache miss.
+
+Per connection, requests are parsed as they arrive and served strictly in order (pipelining): ``active``
+is the exchange whose response is in progress, ``queue`` holds parsed requests waiting their turn (their
+bodies buffered, bounded by pausing reads). An exchange's head is written upstream together with any body
+bytes that arrived in the same read, in one ``write``.
+
+Failure rules: a codec error or a denial of a request whose body was not read ends the connection after
+the response (framing is lost otherwise); if response bytes were already sent, the connection is closed
+instead of writing a second response (STYLE.md 5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Final
+
+from fastgw.codec.http1 import ParserLimits, RequestReader, make_reader
+from fastgw.codec.path import normalize_path
+from fastgw.codec.problem import CodecError, render_problem
+from fastgw.codec.proxy_protocol import parse_proxy_header
+from fastgw.codec.serialize import DATE, LAST_CHUNK, NO_BODY_STATUSES, chunk, status_line
+from fastgw.exchange import Exchange
+from fastgw.policy.chain import Denial, Pending, resolve_pending, run_chain
+from fastgw.policy.network import client_from_forwarded, in_networks
+from fastgw.proxy_headers import build_request_head, filter_response_headers
+from fastgw.snapshot import ListenerSettings, Route, Snapshot
+
+if TYPE_CHECKING:
+    from fastgw.server.worker import Worker
+    from fastgw.upstream.connection import UpstreamConnection
+
+_monotonic = time.monotonic
+_time = time.time
+
+CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+RETRY_BODY_MAX: Final = 65536  # a body this small, fully received, is kept for a transparent retry
+BODY_HIGH_WATER: Final = 256 * 1024  # body bytes buffered ahead of the upstream before reads pause
+
+# Why reading is paused (a bit each, reading resumes when none is left).
+PAUSE_UPSTREAM: Final = 1  # the upstream is not taking the request body fast enough
+PAUSE_BUFFER: Final = 2  # body buffered while no upstream connection is attached yet
+PAUSE_PIPELINE: Final = 4  # too many pipelined requests queued
+PAUSE_CLOSING: Final = 8  # a final response is being written; nothing more will be parsed
+
+# Deadline kinds (server/deadlines.py enforces them).
+DL_NONE: Final = 0
+DL_HEAD: Final = 1
+DL_BODY: Final = 2
+DL_IDLE: Final = 3
+
+
+class ClientConnection(asyncio.Protocol):
+    __slots__ = (
+        "_out",
+        "_paused",
+        "_pending_payload",
+        "_proxy_buf",
+        "_retry_payload",
+        "_to_forward",
+        "_tunnel_buffer",
+        "active",
+        "body_since",
+        "chunk_out",
+        "client_ip",
+        "closing",
+        "deadline",
+        "deadline_kind",
+        "listener",
+        "peer_ip",
+        "peer_ip_bytes",
+        "peer_trusted",
+        "queue",
+        "reader",
+        "receiving",
+        "send_deadline",
+        "transport",
+        "tunnel",
+        "upstream",
+        "worker",
+    )
+
+    def __init__(self, worker: Worker, listener: ListenerSettings) -> None:
+        self.worker = worker
+        self.listener = listener
+        self.transport: asyncio.Transport | None = None
+        self.active: Exchange | None = None
+        self.receiving: Exchange | None = None
+        self.queue: deque[Exchange] = deque()
+        self.upstream: UpstreamConnection | None = None
+        self.tunnel: UpstreamConnection | None = None
+        self._tunnel_buffer: list[bytes] | None = None
+        self._to_forward: Exchange | None = None
+        self._retry_payload: bytes | None = None
+        self._pending_payload = b""
+        self._out: list[bytes] = []
+        self._paused = 0
+        self._proxy_buf: bytes | None = b"" if listener.proxy_protocol else None
+        self.chunk_out = False
+        self.closing = False
+        self.deadline = 0.0
+        self.deadline_kind = DL_NONE
+        self.send_deadline = 0.0
+        self.body_since = 0.0
+        self.peer_ip = ""
+        self.peer_ip_bytes = b""
+        self.client_ip = ""
+        self.peer_trusted = False
+        snapshot = worker.holder.current
+        server = snapshot.server
+        self.reader: RequestReader = make_reader(
+            server.http1,
+            self,
+            ParserLimits(
+                max_header_bytes=server.max_header_bytes,
+                max_header_count=server.max_header_count,
+                max_target_bytes=server.max_target_bytes,
+            ),
+        )
+
+    # -- connection lifecycle --------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        ip = peer[0] if isinstance(peer, tuple) else "127.0.0.1"
+        if ip.startswith("::ffff:"):
+            ip = ip[7:]
+        self._set_peer(ip)
+        worker = self.worker
+        server = worker.holder.current.server
+        if not worker.admit(self, server.max_connections, server.max_connections_per_ip):
+            self.closing = True
+            self.transport.write(
+                render_problem(503, "too-many-connections", "connection limit reached", close=True)
+            )
+            self.transport.close()
+            return
+        self.deadline = _monotonic() + server.header_timeout
+        self.deadline_kind = DL_HEAD
+
+    def _set_peer(self, ip: str) -> None:
+        self.peer_ip = ip
+        self.client_ip = ip
+        self.peer_ip_bytes = ip.encode()
+        trusted = self.worker.holder.current.server.trusted_proxies
+        self.peer_trusted = bool(trusted) and in_networks(ip, trusted)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.worker.release(self)
+        tunnel = self.tunnel
+        if tunnel is not None:
+            self.tunnel = None
+            tunnel.detach()
+            tunnel.close()
+        ex = self.active
+        if ex is not None:
+            self.active = None
+            upstream = self.upstream
+            if upstream is not None:
+                self.upstream = None
+                upstream.detach()
+                upstream.pool.discard(upstream)
+            if not ex.status:
+                ex.status = 499  # nginx's "client closed request": logged, never sent
+            self._complete(ex)
+        self.queue.clear()
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.write(data)
+            return
+        if self._tunnel_buffer is not None:
+            self._tunnel_buffer.append(data)  # waiting for the upstream's 101
+            return
+        if self.closing:
+            return
+        if self.deadline_kind == DL_IDLE:
+            self.deadline_kind = DL_HEAD
+            self.deadline = _monotonic() + self.worker.holder.current.server.header_timeout
+        if self._proxy_buf is not None:
+            data = self._read_proxy_header(data)
+            if not data:
+                return
+        try:
+            self.reader.feed(data)
+        except CodecError as err:
+            self._codec_error(err)
+            return
+        ex = self._to_forward
+        if ex is not None:
+            self._to_forward = None
+            self._forward(ex)
+
+    def _read_proxy_header(self, data: bytes) -> bytes:
+        buf = (self._proxy_buf or b"") + data
+        try:
+            parsed = parse_proxy_header(buf)
+        except CodecError as err:
+            self._proxy_buf = None
+            self._codec_error(err)
+            return b""
+        if parsed is None:
+            self._proxy_buf = buf
+            return b""
+        consumed, source = parsed
+        self._proxy_buf = None
+        if source is not None:
+            self._set_peer(source)
+        return buf[consumed:]
+
+    # -- codec sink ------------------------------------------------------------------------------------
+    def on_request_head(self, ex: Exchange) -> None:
+        if self.closing:
+            return
+        ex.start = _monotonic()
+        ex.client_ip = self.client_ip
+        if self.peer_trusted and ex.xff:
+            ex.client_ip = client_from_forwarded(ex.xff, self.worker.holder.current.server.trusted_proxies) or (
+                self.client_ip
+            )
+        self.receiving = ex
+        if ex.has_body:
+            self.deadline_kind = DL_BODY
+            self.deadline = ex.start + self.worker.holder.current.server.body_timeout
+            self.body_since = ex.start
+        else:
+            self.deadline_kind = DL_NONE
+            ex.body_complete = True  # no body: the end callback only confirms it
+        if self.active is None:
+            self._start(ex)
+        else:
+            ex.body_buffer = []
+            self.queue.append(ex)
+            if len(self.queue) >= self.worker.holder.current.server.max_pipelined:
+                self._pause(PAUSE_PIPELINE)
+
+    def on_request_body(self, data: bytes) -> None:
+        ex = self.receiving
+        if ex is None or self.closing:
+            return
+        ex.body_received += len(data)
+        self.deadline = _monotonic() + self.worker.holder.current.server.body_timeout
+        route = ex.route
+        limit = route.max_body_bytes if route is not None else self.worker.holder.current.server.max_body_bytes
+        if ex.body_received > limit:
+            self._body_too_large(ex, limit)
+            return
+        framed = chunk(data) if ex.chunked else data
+        if ex is self.active and self.upstream is not None:
+            self.upstream.write(framed)
+        elif ex.body_buffer is not None:
+            ex.body_buffer.append(framed)
+            if ex.body_received > BODY_HIGH_WATER:
+                self._pause(PAUSE_BUFFER)
+
+    def on_request_end(self) -> None:
+        ex = self.receiving
+        if ex is None or self.closing:
+            return
+        self.receiving = None
+        ex.body_complete = True
+        if self.deadline_kind == DL_BODY:
+            self.deadline_kind = DL_NONE
+        if ex.chunked:
+            if ex is self.active and self.upstream is not None:
+                self.upstream.write(LAST_CHUNK)
+            elif ex.body_buffer is not None:
+                ex.body_buffer.append(LAST_CHUNK)
+
+    def on_upgrade(self, rest: bytes) -> None:
+        ex = self.receiving if self.receiving is not None else (self.queue[-1] if self.queue else self.active)
+        if ex is not None and ex.upgrade == b"websocket" and not ex.has_body:
+            # Everything after the head belongs to the new protocol once the upstream agrees (101).
+            self._tunnel_buffer = [rest] if rest else []
+            return
+        if ex is not None and ex.has_body:
+            self._codec_error(CodecError(400, "bad-request", "upgrade request with a body is not supported"))
+            return
+        # An upgrade we decline (h2c, unknown protocols): serve it as plain HTTP/1.1 and keep parsing.
+        if ex is not None:
+            ex.upgrade = b""
+        self.reader.resume_after_upgrade()
+        if rest:
+            try:
+                self.reader.feed(rest)
+            except CodecError as err:
+                self._codec_error(err)
+
+    # -- routing and the policy chain ------------------------------------------------------------------
+    def _start(self, ex: Exchange) -> None:
+        self.active = ex
+        snapshot: Snapshot = self.worker.holder.current
+        ex.snapshot_id = snapshot.id
+        ex.request_id = self.worker.ids.request_id(ex.xrid)
+        server = snapshot.server
+        target = ex.target
+        q = target.find(b"?")
+        if q >= 0:
+            ex.query = target[q + 1 :]
+            target = target[:q]
+        try:
+            ex.path = normalize_path(
+                target, merge_slashes=server.merge_slashes, allow_encoded_slash=server.allow_encoded_slash
+            )
+        except CodecError as err:
+            ex.path = target
+            self._deny(ex, Denial(err.status, err.problem, err.detail, "codec." + err.problem))
+            return
+        found = snapshot.router.lookup(ex.host, ex.path, ex.method)
+        if type(found) is Denial:
+            self._deny(ex, found)
+            return
+        route: Route = found  # type: ignore[assignment]
+        ex.route = route
+        if ex.content_length > route.max_body_bytes:
+            self._deny(ex, Denial(413, "content-too-large",
+                                  f"request body exceeds {route.max_body_bytes} bytes", "body.too_large"))
+            return
+        if route.chain:
+            index, outcome = run_chain(route.chain, ex)
+            if outcome is not None:
+                if type(outcome) is Pending:
+                    self._park(ex, route, index, outcome)  # type: ignore[arg-type]
+                else:
+                    self._deny(ex, outcome)  # type: ignore[arg-type]
+                return
+        ex.passed = True
+        if ex.body_buffer is None:
+            ex.body_buffer = []
+        self._to_forward = ex
+
+    def _park(self, ex: Exchange, route: Route, index: int, pending: Pending) -> None:
+        """A policy needs I/O: wait for it in a Task (cold path only), then resume the chain."""
+
+        async def resume() -> None:
+            i, outcome = index, pending
+            while True:
+                result = resolve_pending(route.chain[i], ex, await outcome.awaitable)
+                if result is not None:
+                    self._deny(ex, result)
+                    return
+                i, next_outcome = run_chain(route.chain, ex, i + 1)
+                if next_outcome is None:
+                    break
+                if type(next_outcome) is Denial:
+                    self._deny(ex, next_outcome)
+                    return
+                outcome = next_outcome  # type: ignore[assignment]
+            if self.closing or self.active is not ex:
+                return
+            ex.passed = True
+            if ex.body_buffer is None:
+                ex.body_buffer = []
+            self._forward(ex)
+
+        if ex.body_buffer is None:
+            ex.body_buffer = []
+        self.worker.spawn(resume())
+
+    # -- forwarding ------------------------------------------------------------------------------------
+    def _forward(self, ex: Exchange) -> None:
+        route = ex.route
+        assert route is not None and self.transport is not None
+        if ex.expect_continue and not ex.body_complete:
+            self.transport.write(CONTINUE)
+        path = ex.path
+        if route.strip_prefix:
+            path = path[len(route.strip_prefix) :] or b"/"
+            if path[:1] != b"/":
+                path = b"/" + path
+        if ex.query:
+            path = path + b"?" + ex.query
+        group = self.worker.pools.group(route.upstream)
+        pool = group.pick()
+        host = ex.host if route.preserve_host and ex.host else pool.label.encode()
+        ids = self.worker.ids
+        parts = build_request_head(
+            ex, route, path, host, self.peer_ip_bytes, self.peer_trusted, self.worker.via,
+            ids.traceparent(ex.traceparent),
+        )
+        buffered = ex.body_buffer
+        if buffered:
+            parts.extend(buffered)
+        ex.body_buffer = None
+        payload = b"".join(parts)
+        retry_ok = (
+            route.upstream.retry
+            and ex.method in IDEMPOTENT
+            and not ex.upgrade
+            and ex.body_complete
+            and ex.body_received <= RETRY_BODY_MAX
+        )
+        self._retry_payload = payload if retry_ok else None
+        ex.upstream_addr = pool.label
+        ex.upstream_start = _monotonic()
+        self._resume(PAUSE_BUFFER)
+        conn = pool.acquire(self._on_upstream_ready)
+        if conn is not None:
+            self._attach(conn, payload)
+        else:
+            self._pending_payload = payload
+
+    def _on_upstream_ready(self, conn: UpstreamConnection | None, status: int, problem: str, detail: str) -> None:
+        ex = self.active
+        if conn is None:
+            if ex is not None and not ex.response_started:
+                self._upstream_failed(ex, status, problem, detail)
+            return
+        if ex is None or self.closing or self.upstream is not None:
+            conn.pool.release(conn)  # the client went away while we were connecting
+            return
+        payload = self._pending_payload
+        self._pending_payload = b""
+        self._attach(conn, payload)
+
+    def _attach(self, conn: UpstreamConnection, payload: bytes) -> None:
+        ex = self.active
+        assert ex is not None
+        self.upstream = conn
+        ex.bytes_out = 0
+        conn.start(self, payload, ex.method == b"HEAD")
+
+    # -- upstream response sink ------------------------------------------------------------------------
+    def on_upstream_head(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], length: int, chunked: bool
+    ) -> None:
+        ex = self.active
+        if ex is None:
+            return
+        route = ex.route
+        assert route is not None
+        ex.status = status
+        ex.response_started = True
+        ex.upstream_ms = (_monotonic() - ex.upstream_start) * 1000.0
+        no_body = ex.method == b"HEAD" or status in NO_BODY_STATUSES
+        fixed = length >= 0 and not chunked
+        lines, has_date = filter_response_headers(headers, route, keep_length=no_body or fixed)
+        parts = [status_line(status, reason)]
+        if not has_date:
+            parts.append(DATE.value)
+        parts.extend(lines)
+        for hook in route.response_hooks:
+            extra: list[tuple[bytes, bytes]] = []
+            hook.on_response(ex, extra)
+            for name, value in extra:
+                parts.extend((name, b": ", value, b"\r\n"))
+        parts.extend((b"via: ", self.worker.via, b"\r\nx-request-id: ", ex.request_id, b"\r\n"))
+        self.chunk_out = False
+        close = not ex.keep_alive or self.worker.draining or not ex.body_complete
+        if status == 101:
+            parts.append(b"connection: upgrade\r\nupgrade: " + ex.upgrade + b"\r\n")
+        elif not no_body and not fixed:
+            if ex.version == b"1.1":
+                self.chunk_out = True
+                parts.append(b"transfer-encoding: chunked\r\n")
+            else:
+                close = True  # HTTP/1.0 client: the body ends when we close
+        if status != 101:
+            if close:
+                parts.append(b"connection: close\r\n")
+                ex.keep_alive = False
+            elif ex.version == b"1.0":
+                parts.append(b"connection: keep-alive\r\n")
+        parts.append(b"\r\n")
+        head = b"".join(parts)
+        ex.bytes_out += len(head)
+        self._out.append(head)
+
+    def on_upstream_body(self, data: bytes) -> None:
+        ex = self.active
+        if ex is None:
+            return
+        ex.bytes_out += len(data)
+        self._out.append(chunk(data) if self.chunk_out else data)
+
+    def on_upstream_end(self, reusable: bool) -> None:
+        ex = self.active
+        upstream = self.upstream
+        self.upstream = None
+        if ex is None:
+            return
+        if self.chunk_out:
+            self._out.append(LAST_CHUNK)
+            self.chunk_out = False
+        self.flush()
+        if upstream is not None:
+            upstream.detach()
+            if reusable and ex.body_complete and not self.tunnel:
+                upstream.pool.release(upstream)
+            elif not self.tunnel:
+                upstream.pool.discard(upstream)
+        if self.tunnel is not None:
+            return
+        self._finish(ex, close=not ex.keep_alive)
+
+    def on_upstream_error(self, status: int, problem: str, detail: str, retryable: bool) -> None:
+        ex = self.active
+        self.upstream = None
+        if ex is None:
+            return
+        payload = self._retry_payload
+        if retryable and payload is not None and not ex.response_started:
+            # A reused keep-alive connection died before answering: retry once on a fresh connection.
+            self._retry_payload = None
+            group = self.worker.pools.group(ex.route.upstream)  # type: ignore[union-attr]
+            pool = group.pick()
+            ex.upstream_addr = pool.label
+            conn = pool.acquire(self._on_upstream_ready, fresh=True)
+            self._pending_payload = payload
+            if conn is not None:
+                self._attach(conn, payload)
+            return
+        self._upstream_failed(ex, status, problem, detail)
+
+    def on_upstream_upgrade(self, rest: bytes) -> None:
+        ex = self.active
+        upstream = self.upstream
+        if ex is None or upstream is None or ex.status != 101:
+            self.on_upstream_error(502, "bad-upstream-response", "unexpected upgrade from upstream", False)
+            return
+        self.tunnel = upstream
+        if rest:
+            self._out.append(rest)
+        self.flush()
+        pending = self._tunnel_buffer or []
+        self._tunnel_buffer = None
+        for data in pending:
+            upstream.write(data)
+        self.deadline_kind = DL_NONE
+
+    def on_upstream_tunnel_data(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def flush(self) -> None:
+        out = self._out
+        if out and self.transport is not None:
+            self.transport.write(b"".join(out) if len(out) > 1 else out[0])
+            out.clear()
+
+    def pause_client_reading(self) -> None:
+        self._pause(PAUSE_UPSTREAM)
+
+    def resume_client_reading(self) -> None:
+        self._resume(PAUSE_UPSTREAM)
+
+    # -- client write-side flow control (asyncio calls these) -------------------------------------------
+    def pause_writing(self) -> None:
+        self.send_deadline = _monotonic() + self.worker.holder.current.server.send_timeout
+        upstream = self.upstream or self.tunnel
+        if upstream is not None and upstream.transport is not None:
+            upstream.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.send_deadline = 0.0
+        upstream = self.upstream or self.tunnel
+        if upstream is not None and upstream.transport is not None and not upstream.closed:
+            upstream.transport.resume_reading()
+
+    def _pause(self, reason: int) -> None:
+        if not self._paused and self.transport is not None:
+            self.transport.pause_reading()
+        self._paused |= reason
+
+    def _resume(self, reason: int) -> None:
+        if self._paused & reason:
+            self._paused &= ~reason
+            if not self._paused and self.transport is not None and not self.closing:
+                self.transport.resume_reading()
+
+    # -- responses the gateway writes itself ------------------------------------------------------------
+    def _deny(self, ex: Exchange, denial: Denial) -> None:
+        ex.denial = denial.reason
+        ex.status = denial.status
+        close = not ex.body_complete or not ex.keep_alive or self.worker.draining
+        body = render_problem(
+            denial.status, denial.problem, denial.detail, request_id=ex.request_id, headers=denial.headers,
+            close=close, http10=ex.version == b"1.0",
+        )
+        ex.bytes_out = len(body)
+        ex.response_started = True
+        self.flush()
+        assert self.transport is not None
+        self.transport.write(body)
+        self._finish(ex, close=close)
+
+    def _upstream_failed(self, ex: Exchange, status: int, problem: str, detail: str) -> None:
+        ex.upstream_ms = (_monotonic() - ex.upstream_start) * 1000.0
+        if ex.response_started:
+            ex.denial = "upstream." + problem
+            self._out.clear()
+            self._abort(ex)
+            return
+        self._deny(ex, Denial(status, problem, detail, "upstream." + problem))
+
+    def _body_too_large(self, ex: Exchange, limit: int) -> None:
+        denial = Denial(413, "content-too-large", f"request body exceeds {limit} bytes", "body.too_large")
+        if ex is self.active:
+            upstream = self.upstream
+            if upstream is not None:
+                self.upstream = None
+                upstream.detach()
+                upstream.pool.discard(upstream)
+            if ex.response_started:
+                ex.denial = denial.reason
+                self._abort(ex)
+            else:
+                self._deny(ex, denial)
+        else:
+            # A queued request's body overflowed: answer what is in flight, then refuse and close.
+            self._close_now()
+
+    def _codec_error(self, err: CodecError) -> None:
+        """Malformed input: answer with the error (after the response in flight, if any) and close."""
+        self._pause(PAUSE_CLOSING)
+        active = self.active
+        if active is not None and active.response_started and not active.body_complete:
+            self._abort(active)
+            return
+        body = render_problem(err.status, err.problem, err.detail, close=True)
+        w = self.worker
+        w.log_record((_time(), w.holder.current.id, b"", self.client_ip, b"", b"", b"", "", err.status, "",
+                      -1.0, 0.0, 0, len(body), "codec." + err.problem, None))
+        if active is not None:
+            # Let the exchange in flight finish; the error response follows it, then the connection closes.
+            self.queue.clear()
+            self.closing = True
+            self._out.append(body)
+            active.keep_alive = False
+            return
+        self.closing = True
+        self.flush()
+        assert self.transport is not None
+        self.transport.write(body)
+        self.transport.close()
+
+    # -- completion ------------------------------------------------------------------------------------
+    def _finish(self, ex: Exchange, *, close: bool) -> None:
+        self.active = None
+        self.upstream = None
+        self._retry_payload = None
+        self._complete(ex)
+        if close or self.closing:
+            self._close_now()
+            return
+        if self.queue:
+            self._resume(PAUSE_PIPELINE)
+            while self.queue and self.active is None and not self.closing:
+                self._start(self.queue.popleft())
+                nxt = self._to_forward
+                if nxt is not None:
+                    self._to_forward = None
+                    self._forward(nxt)
+            return
+        if self.receiving is None:
+            self.deadline_kind = DL_IDLE
+            self.deadline = _monotonic() + self.worker.holder.current.server.idle_timeout
+
+    def _complete(self, ex: Exchange) -> None:
+        route = ex.route
+        if ex.passed and route is not None:
+            ex.passed = False
+            for hook in route.complete_hooks:
+                hook.on_complete(ex)
+        self.worker.log_exchange(ex)
+
+    def _abort(self, ex: Exchange) -> None:
+        """The response cannot be completed: close without writing anything more."""
+        self.active = None
+        self._complete(ex)
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort() if ex.response_started else self.transport.close()
+
+    def _close_now(self) -> None:
+        self.closing = True
+        self.flush()
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- deadlines (called by the worker tick) -----------------------------------------------------------
+    def on_deadline(self, now: float) -> None:
+        kind = self.deadline_kind
+        self.deadline = 0.0
+        self.deadline_kind = DL_NONE
+        if kind == DL_IDLE or self.transport is None:
+            self._close_now()
+            return
+        if kind == DL_HEAD:
+            self._codec_error(CodecError(408, "request-timeout", "request head not received in time"))
+            return
+        ex = self.active
+        if ex is not None and not ex.response_started:
+            self._deny(ex, Denial(408, "request-timeout", "request body not received in time", "body.timeout"))
+        else:
+            self._close_now()
+
+    def check_body_rate(self, now: float, min_rate: int, grace: float) -> None:
+        ex = self.receiving
+        if ex is None or self.deadline_kind != DL_BODY:
+            return
+        elapsed = now - self.body_since
+        if elapsed > grace and ex.body_received < min_rate * elapsed:
+            self.deadline = now  # expire at once: the tick calls on_deadline
+            self.on_deadline(now)
+
+    def drain(self) -> None:
+        """Shutdown: close now if idle; otherwise the response in flight ends with Connection: close."""
+        if self.active is None and not self.queue and self.tunnel is None:
+            self._close_now()
+

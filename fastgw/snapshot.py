@@ -1,0 +1,131 @@
+"""Frozen runtime types compiled from config, and the one reference a worker swaps on reload.
+
+Everything derivable from config is computed once by ``config/compiler.py`` into these types: the router,
+per-route policy tuples, pre-encoded header bytes, pool parameters. A reload builds a new Snapshot next to
+the old one and swaps :attr:`SnapshotHolder.current`; requests in flight keep the Snapshot (and Route)
+they started with. Nothing here imports asyncio or the config package.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from fastgw.policy.chain import CompleteHook, Policy, ResponseHook
+    from fastgw.router import Router
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerSettings:
+    http1: Literal["httptools", "h11"]
+    max_header_bytes: int
+    max_header_count: int
+    max_target_bytes: int
+    max_body_bytes: int
+    header_timeout: float
+    body_timeout: float
+    body_min_rate: int
+    idle_timeout: float
+    send_timeout: float
+    max_connections: int
+    max_connections_per_ip: int
+    max_pipelined: int
+    merge_slashes: bool
+    allow_encoded_slash: bool
+    trusted_proxies: tuple[IPNetwork, ...]
+    server_name: bytes  # the pseudonym in Via
+    drain_timeout: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListenerSettings:
+    name: str
+    host: str
+    port: int
+    proxy_protocol: bool
+    backlog: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Target:
+    host: str
+    port: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpstreamSettings:
+    """One upstream group; its pools and health state live in the worker, keyed by target."""
+
+    name: str
+    targets: tuple[Target, ...]
+    balance: Literal["round_robin", "least_conn"]
+    max_connections: int
+    max_idle: int
+    idle_timeout: float
+    connect_timeout: float
+    read_timeout: float
+    queue_timeout: float
+    max_failures: int
+    eject_seconds: float
+    retry: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Route:
+    """A compiled route: everything the data plane needs, pre-encoded."""
+
+    name: str
+    name_bytes: bytes
+    upstream: UpstreamSettings
+    strip_prefix: bytes  # b"" when the route does not strip
+    preserve_host: bool
+    max_body_bytes: int
+    chain: tuple[Policy, ...]
+    response_hooks: tuple[ResponseHook, ...]
+    complete_hooks: tuple[CompleteHook, ...]
+    drop_request: frozenset[bytes]  # lower-case names removed before forwarding (and the names set)
+    add_request: bytes  # pre-joined "name: value\r\n" lines
+    drop_response: frozenset[bytes]
+    add_response: tuple[tuple[bytes, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccessLogSettings:
+    target: str  # "stdout", "off" or a file path
+    include_query: bool
+    max_pending: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Snapshot:
+    id: str
+    source: str
+    server: ServerSettings
+    listeners: tuple[ListenerSettings, ...]
+    router: Router
+    routes: tuple[Route, ...]
+    upstreams: dict[str, UpstreamSettings]
+    access_log: AccessLogSettings
+    demo_upstream: tuple[str, int] | None
+    warnings: tuple[str, ...] = field(default=())
+
+
+class SnapshotHolder:
+    """The single mutable reference to the Snapshot in force; swapped whole, never edited."""
+
+    __slots__ = ("current",)
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.current = snapshot
+
+    def swap(self, snapshot: Snapshot) -> Snapshot:
+        old, self.current = self.current, snapshot
+        return old

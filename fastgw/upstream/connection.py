@@ -1,0 +1,237 @@
+"""The upstream client Protocol: writes one request at a time, parses the response, streams it back.
+
+It never pipelines: one request per connection at a time, so a response can always be matched to its
+request and a reused connection that turns out dead can be retried safely. The response is parsed by
+llhttp (strict: ``Content-Length`` with ``Transfer-Encoding``, repeated lengths and garbage are errors and
+become a 502, never relayed). Two llhttp gaps are closed here: it has no header-size limit (counted here,
+as for requests) and it cannot be told a response answers a HEAD, so after a HEAD response's head the
+parser is replaced and any body bytes make the connection unusable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Final, Protocol
+
+import httptools
+
+if TYPE_CHECKING:
+    from fastgw.upstream.pool import TargetPool
+
+MAX_RESPONSE_HEAD: Final = 65536  # bytes of upstream response head before it is a 502
+MAX_RESPONSE_HEADERS: Final = 200
+
+
+class ResponseSink(Protocol):
+    """Implemented by the client connection the response is streamed to."""
+
+    def on_upstream_head(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], length: int, chunked: bool
+    ) -> None: ...
+    def on_upstream_body(self, data: bytes) -> None: ...
+    def on_upstream_end(self, reusable: bool) -> None: ...
+    def on_upstream_error(self, status: int, problem: str, detail: str, retryable: bool) -> None: ...
+    def on_upstream_upgrade(self, rest: bytes) -> None: ...
+    def on_upstream_tunnel_data(self, data: bytes) -> None: ...
+    def flush(self) -> None: ...
+    def pause_client_reading(self) -> None: ...
+    def resume_client_reading(self) -> None: ...
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = (
+        "_head_bytes",
+        "_headers",
+        "_interim",
+        "_no_body",
+        "_parser",
+        "_reason",
+        "closed",
+        "deadline",
+        "got_response_bytes",
+        "pool",
+        "reused",
+        "sink",
+        "transport",
+        "tunnel",
+        "upstream_keep_alive",
+    )
+
+    def __init__(self, pool: TargetPool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.sink: ResponseSink | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0
+        self._reason = b""
+        self._interim = False
+        self._no_body = False
+        self.closed = False
+        self.reused = False
+        self.tunnel = False
+        self.got_response_bytes = False
+        self.upstream_keep_alive = True
+        self.deadline = 0.0
+
+    # -- used by the pool and the client connection ----------------------------------------------------
+    def transport_set_limits(self, high: int) -> None:
+        if self.transport is not None:
+            self.transport.set_write_buffer_limits(high=high)
+
+    def start(self, sink: ResponseSink, payload: bytes, no_body: bool) -> None:
+        """Send one request head (and any body already buffered) and stream its response to ``sink``."""
+        self.sink = sink
+        self._no_body = no_body
+        self.got_response_bytes = False
+        self.deadline = time.monotonic() + self.pool.settings.read_timeout
+        assert self.transport is not None
+        self.transport.write(payload)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.close()
+
+    def detach(self) -> None:
+        self.sink = None
+        self.deadline = 0.0
+        self.reused = True
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        sink = self.sink
+        if sink is None:
+            # Bytes on an idle connection: a protocol error (or a late body); it cannot be reused.
+            self.close()
+            self.pool.forget_idle(self)
+            return
+        if self.tunnel:
+            sink.on_upstream_tunnel_data(data)
+            return
+        self.got_response_bytes = True
+        self.deadline = time.monotonic() + self.pool.settings.read_timeout
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self.tunnel = True
+            sink.on_upstream_upgrade(data[exc.args[0] :])
+        except httptools.HttpParserError as exc:
+            detail = str(exc.__context__) if isinstance(exc, httptools.HttpParserCallbackError) else str(exc)
+            self.pool.record_failure()
+            self._fail(sink, 502, "bad-upstream-response", f"invalid response from {self.pool.label}: {detail}")
+            return
+        sink.flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        was_closed = self.closed
+        self.closed = True
+        sink = self.sink
+        if sink is None:
+            if not was_closed:
+                self.pool.forget_idle(self)
+            return
+        if self.tunnel:
+            self.sink = None
+            sink.on_upstream_end(False)
+            return
+        try:
+            # A close-delimited body ends here: let llhttp see EOF (it reports completion or an error).
+            self._parser.feed_data(b"")
+        except httptools.HttpParserError:
+            pass
+        if self.sink is None:
+            return  # the EOF completed the response
+        retryable = self.reused and not self.got_response_bytes
+        if not retryable:
+            self.pool.record_failure()
+        self._fail(sink, 502, "upstream-closed", f"{self.pool.label} closed the connection before responding",
+                   retryable)
+
+    def pause_writing(self) -> None:
+        if self.sink is not None:
+            self.sink.pause_client_reading()
+
+    def resume_writing(self) -> None:
+        if self.sink is not None:
+            self.sink.resume_client_reading()
+
+    def on_deadline(self) -> None:
+        sink = self.sink
+        if sink is not None:
+            self.pool.record_failure()
+            self._fail(sink, 504, "upstream-timeout",
+                       f"{self.pool.label} sent nothing for {self.pool.settings.read_timeout:g}s")
+
+    def _fail(self, sink: ResponseSink, status: int, problem: str, detail: str, retryable: bool = False) -> None:
+        self.sink = None
+        self.deadline = 0.0
+        self.pool.discard(self)
+        sink.on_upstream_error(status, problem, detail, retryable)
+
+    # -- llhttp callbacks ------------------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._headers = []
+        self._head_bytes = 0
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason = reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value) + 4
+        self._headers.append((name.lower(), value))
+        if self._head_bytes > MAX_RESPONSE_HEAD or len(self._headers) > MAX_RESPONSE_HEADERS:
+            raise ValueError(f"response header section exceeds {MAX_RESPONSE_HEAD} bytes")
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        status = parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            self._interim = True  # 100 Continue / 103 Early Hints: not relayed (we answered 100 ourselves)
+            return
+        self.upstream_keep_alive = parser.should_keep_alive()
+        length = -1
+        chunked = False
+        for name, value in self._headers:
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding":
+                chunked = value.strip().lower().endswith(b"chunked")
+        sink = self.sink
+        if sink is None:
+            return
+        sink.on_upstream_head(status, self._reason, self._headers, length, chunked)
+        if self._no_body and status != 101:
+            # A HEAD response has no body whatever its headers say; llhttp cannot be told, so start a fresh
+            # parser for the next response and report completion now.
+            self._parser = httptools.HttpResponseParser(self)
+            self._finish(sink)
+
+    def on_body(self, body: bytes) -> None:
+        sink = self.sink
+        if sink is None:
+            self.close()  # body bytes after a HEAD response: this connection's framing is not trustworthy
+            return
+        sink.on_upstream_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
+        sink = self.sink
+        if sink is not None:
+            self._finish(sink)
+
+    def _finish(self, sink: ResponseSink) -> None:
+        self.sink = None
+        self.deadline = 0.0
+        sink.on_upstream_end(self.upstream_keep_alive and not self.closed)

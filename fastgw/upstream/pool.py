@@ -1,0 +1,226 @@
+"""Per-worker upstream connection pools: one per target, grouped and balanced per upstream.
+
+Semantics (aiohttp connector precedent, without its 1800 lines):
+
+* Key: ``(scheme, host, port, TLS profile)``. Plain HTTP only for now, so the key is ``("http", host, port,
+  "")``; the TLS issue adds the profile. Pools outlive Snapshots: a reload that keeps a target keeps its
+  warm connections and health state.
+* Idle connections sit in a FIFO ``deque`` of ``(conn, idle_since)``; liveness and age are checked lazily
+  when a connection is taken, never by a timer.
+* ``max_connections`` counts connections in use *and* connects in flight; beyond it requests wait in a
+  FIFO queue until ``queue_timeout`` (expired by the worker tick, 503).
+* Passive health: ``max_failures`` consecutive failures eject a target for ``eject_seconds``; when every
+  target is ejected the balancer uses them all (better a likely 502 than a certain 503).
+
+Invariant: between taking a connection (``in_use += 1``) and returning it to the caller there is no
+``await`` and no callback, so no other request can observe a half-acquired connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final
+
+from fastgw.snapshot import Target, UpstreamSettings
+
+if TYPE_CHECKING:
+    from fastgw.upstream.connection import UpstreamConnection
+
+# Called with a ready connection, or with None and (status, problem, detail) when none can be had.
+Waiter = Callable[["UpstreamConnection | None", int, str, str], None]
+
+PoolKey = tuple[str, str, int, str]
+_WRITE_HIGH_WATER: Final = 256 * 1024  # per-connection send buffer before the client side is paused
+
+
+class TargetPool:
+    __slots__ = (
+        "_connecting",
+        "_loop",
+        "ejected_until",
+        "failures",
+        "idle",
+        "in_use",
+        "key",
+        "label",
+        "settings",
+        "target",
+        "waiters",
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, target: Target, settings: UpstreamSettings) -> None:
+        self._loop = loop
+        self.target = target
+        self.settings = settings
+        self.key: PoolKey = ("http", target.host, target.port, "")
+        self.label = target.label
+        self.idle: deque[tuple[UpstreamConnection, float]] = deque()
+        self.in_use = 0
+        self._connecting = 0
+        self.waiters: deque[tuple[Waiter, float]] = deque()
+        self.failures = 0
+        self.ejected_until = 0.0
+
+    @property
+    def load(self) -> int:
+        return self.in_use + self._connecting
+
+    def acquire(self, waiter: Waiter, *, fresh: bool = False) -> UpstreamConnection | None:
+        """Return an idle connection now, or arrange for ``waiter`` to be called later and return None."""
+        now = time.monotonic()
+        idle = self.idle
+        settings = self.settings
+        while idle and not fresh:
+            conn, since = idle.popleft()
+            if conn.closed or now - since > settings.idle_timeout:
+                conn.close()
+                continue
+            self.in_use += 1
+            return conn
+        if self.in_use + self._connecting < settings.max_connections:
+            self._connect(waiter)
+        else:
+            self.waiters.append((waiter, now + settings.queue_timeout))
+        return None
+
+    def _connect(self, waiter: Waiter) -> None:
+        from fastgw.upstream.connection import UpstreamConnection
+
+        self._connecting += 1
+        loop = self._loop
+        task = loop.create_task(
+            loop.create_connection(lambda: UpstreamConnection(self), self.target.host, self.target.port)
+        )
+        timer = loop.call_later(self.settings.connect_timeout, task.cancel)
+
+        def done(fut: asyncio.Future[tuple[asyncio.BaseTransport, UpstreamConnection]]) -> None:
+            timer.cancel()
+            self._connecting -= 1
+            if fut.cancelled():
+                self.record_failure()
+                waiter(None, 504, "upstream-timeout", f"connect to {self.label} timed out")
+                self._serve_waiters()
+                return
+            exc = fut.exception()
+            if exc is not None:
+                self.record_failure()
+                reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+                waiter(None, 502, "upstream-unavailable", f"cannot connect to {self.label}: {reason}")
+                self._serve_waiters()
+                return
+            conn = fut.result()[1]
+            conn.transport_set_limits(_WRITE_HIGH_WATER)
+            self.in_use += 1
+            waiter(conn, 0, "", "")
+
+        task.add_done_callback(done)
+
+    def release(self, conn: UpstreamConnection) -> None:
+        """Return a healthy, idle-able connection: hand it to the first waiter or keep it idle."""
+        self.in_use -= 1
+        self.failures = 0
+        if self.waiters:
+            waiter, _ = self.waiters.popleft()
+            self.in_use += 1
+            waiter(conn, 0, "", "")
+        elif len(self.idle) < self.settings.max_idle and not conn.closed:
+            self.idle.append((conn, time.monotonic()))
+        else:
+            conn.close()
+
+    def discard(self, conn: UpstreamConnection) -> None:
+        """A connection in use that will not be reused (closed, broken or mid-message)."""
+        self.in_use -= 1
+        conn.close()
+        self._serve_waiters()
+
+    def forget_idle(self, conn: UpstreamConnection) -> None:
+        """An idle connection that the upstream closed: drop it now instead of at the next acquire."""
+        for i, (idle_conn, _) in enumerate(self.idle):
+            if idle_conn is conn:
+                del self.idle[i]
+                return
+
+    def _serve_waiters(self) -> None:
+        while self.waiters and self.in_use + self._connecting < self.settings.max_connections:
+            waiter, _ = self.waiters.popleft()
+            self._connect(waiter)
+
+    def record_failure(self) -> None:
+        self.failures += 1
+        if self.failures >= self.settings.max_failures:
+            self.ejected_until = time.monotonic() + self.settings.eject_seconds
+
+    def expire_waiters(self, now: float) -> None:
+        waiters = self.waiters
+        while waiters and waiters[0][1] <= now:
+            waiter, _ = waiters.popleft()
+            waiter(None, 503, "upstream-busy", f"no free connection to {self.label} within queue_timeout")
+
+    def close_idle(self) -> None:
+        while self.idle:
+            self.idle.popleft()[0].close()
+
+
+class UpstreamGroup:
+    """The targets of one upstream and how one is picked."""
+
+    __slots__ = ("_next", "pools", "settings")
+
+    def __init__(self, settings: UpstreamSettings, pools: list[TargetPool]) -> None:
+        self.settings = settings
+        self.pools = pools
+        self._next = 0
+
+    def pick(self) -> TargetPool:
+        pools = self.pools
+        if len(pools) == 1:
+            return pools[0]
+        now = time.monotonic()
+        healthy = [p for p in pools if p.ejected_until <= now] or pools
+        if self.settings.balance == "least_conn":
+            return min(healthy, key=lambda p: p.load)
+        self._next = (self._next + 1) % len(healthy)
+        return healthy[self._next]
+
+
+class PoolManager:
+    """All pools of one worker. Groups are rebuilt per Snapshot; target pools are reused by key."""
+
+    __slots__ = ("_groups", "_loop", "_pools")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._pools: dict[PoolKey, TargetPool] = {}
+        self._groups: dict[int, UpstreamGroup] = {}
+
+    def group(self, settings: UpstreamSettings) -> UpstreamGroup:
+        group = self._groups.get(id(settings))
+        if group is None or group.settings is not settings:
+            pools = []
+            for target in settings.targets:
+                key: PoolKey = ("http", target.host, target.port, "")
+                pool = self._pools.get(key)
+                if pool is None:
+                    pool = self._pools[key] = TargetPool(self._loop, target, settings)
+                else:
+                    pool.settings = settings
+                pools.append(pool)
+            group = self._groups[id(settings)] = UpstreamGroup(settings, pools)
+        return group
+
+    def tick(self, now: float) -> None:
+        for pool in self._pools.values():
+            if pool.waiters:
+                pool.expire_waiters(now)
+
+    def close(self) -> None:
+        for pool in self._pools.values():
+            pool.close_idle()
+
+    @property
+    def pools(self) -> list[TargetPool]:
+        return list(self._pools.values())
