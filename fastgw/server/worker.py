@@ -27,6 +27,7 @@ from fastgw.snapshot import ListenerSettings, Snapshot, SnapshotHolder
 from fastgw.upstream.pool import PoolManager
 
 _time = time.time
+_monotonic = time.monotonic
 
 
 def _log(message: str) -> None:
@@ -81,9 +82,8 @@ class Worker:
         route = ex.route
         self.access_log.record((
             _time(), ex.snapshot_id, ex.request_id, ex.client_ip, ex.method, ex.path or ex.target, ex.query,
-            route.name if route is not None else "", ex.status, ex.upstream_addr, round(ex.upstream_ms, 3),
-            round((time.monotonic() - ex.start) * 1000.0, 3), ex.body_received, ex.bytes_out, ex.denial,
-            ex.shadow,
+            route.name if route is not None else "", ex.status, ex.upstream_addr, ex.upstream_ms,
+            _monotonic() - ex.start, ex.body_received, ex.bytes_out, ex.denial, ex.shadow,
         ))
 
     def log_record(self, record: Record) -> None:
