@@ -45,6 +45,17 @@ def _prescan(head: bytes) -> None:
         raise CodecError(400, "bad-request", "malformed request: obsolete line folding")
     if _CTL.search(head) is not None:
         raise CodecError(400, "bad-request", "malformed request: control character in head")
+    # h11 merges repeated identical Content-Length headers (and "3, 3" lists) before we see them; the
+    # shared rules refuse both, so they are checked here on the raw lines.
+    lengths = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.lower() == b"content-length":
+            lengths += 1
+            if lengths > 1:
+                raise CodecError(400, "bad-framing", "more than one Content-Length header")
+            if not value.strip().isdigit():
+                raise CodecError(400, "bad-framing", "Content-Length is not a decimal number")
 
 
 class H11Reader:
@@ -67,6 +78,8 @@ class H11Reader:
                     if len(buf) > self._limits.max_header_bytes:
                         raise CodecError(431, "headers-too-large", "request header section too large")
                     return
+                if end > self._limits.max_header_bytes:
+                    raise CodecError(431, "headers-too-large", "request header section too large")
                 _prescan(buf.lstrip(b"\r\n")[:end])
                 self._head_checked = True
             try:

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# One entry point for people and CI:
+#   scripts/dev.sh run [CONFIG]     install into .venv and serve CONFIG (default: the built-in quickstart)
+#   scripts/dev.sh test [ARGS]      install into .venv, then ruff + mypy --strict + the whole pytest suite
+#   scripts/dev.sh bench [ARGS]     install bench tools (wrk, nginx) and run bench/run.py
+#   scripts/dev.sh system PROFILE   install the system packages PROFILE needs (test | bench)
+# System packages are installed with apt-get when running as root; otherwise the exact apt line is
+# printed and the script fails (it never guesses at sudo).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+VENV=${FASTGW_VENV:-$ROOT/.venv}
+
+# command -> Debian package, per profile. Tests need no system service yet; bench needs wrk and nginx.
+declare -A TEST_PKGS=()
+declare -A BENCH_PKGS=([wrk]=wrk [nginx]=nginx)
+
+need_system() {
+    local profile=$1 missing=()
+    local -n pkgs="${profile^^}_PKGS"
+    for cmd in "${!pkgs[@]}"; do
+        command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("${pkgs[$cmd]}")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" -eq 0 ]; then
+        echo "installing system packages: ${missing[*]}" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        echo "missing system packages; run as root:" >&2
+        echo "  apt-get install -y ${missing[*]}" >&2
+        exit 1
+    fi
+}
+
+need_python() {
+    local py=${PYTHON:-python3}
+    if ! "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+        echo "fastgw needs Python >= 3.11 (found: $("$py" --version 2>&1))" >&2
+        exit 1
+    fi
+    if [ ! -x "$VENV/bin/python" ]; then
+        "$py" -m venv "$VENV"
+    fi
+    local extras=$1
+    local stamp="$VENV/.installed-$extras"
+    if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+        "$VENV/bin/python" -m pip install -q --upgrade pip
+        "$VENV/bin/python" -m pip install -q -e ".[$extras]"
+        touch "$stamp"
+    fi
+}
+
+cmd=${1:-}
+shift || true
+case "$cmd" in
+    run)
+        need_python test
+        exec "$VENV/bin/fastgw" run "$@"
+        ;;
+    test)
+        need_system test
+        need_python test
+        export PATH="$VENV/bin:$PATH"
+        ruff check fastgw tests bench
+        ruff format --check fastgw tests bench
+        mypy fastgw
+        if [ "${CI:-}" = "true" ]; then export HYPOTHESIS_PROFILE=ci; fi
+        exec python -m pytest "$@"
+        ;;
+    bench)
+        need_system bench
+        need_python "test,bench"
+        exec "$VENV/bin/python" bench/run.py "$@"
+        ;;
+    system)
+        need_system "${1:?profile: test or bench}"
+        ;;
+    *)
+        sed -n '2,8p' "$0" >&2
+        exit 2
+        ;;
+esac

@@ -1,0 +1,163 @@
+"""Both HTTP/1 backends, fed bytes, must produce the same events and refuse the same inputs."""
+
+from __future__ import annotations
+
+import pytest
+
+from fastgw.codec.http1 import ParserLimits
+from fastgw.codec.problem import CodecError
+from tests.codec.recorder import reader_for
+
+H = b"Host: a\r\n"
+
+# (name, request bytes, expected status) -- every one is refused by both backends with that status.
+REFUSED = [
+    ("cl+te", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    ("te+cl", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n", 400),
+    ("duplicate cl same", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 3\r\nContent-Length: 3\r\n\r\nabc", 400),
+    ("duplicate cl differ", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400),
+    ("cl list", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 3, 3\r\n\r\nabc", 400),
+    ("cl plus sign", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: +3\r\n\r\nabc", 400),
+    ("cl negative", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: -1\r\n\r\n", 400),
+    ("te gzip", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: gzip\r\n\r\n", (400, 501)),
+    ("te chunked,gzip", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked, gzip\r\n\r\n", (400, 501)),
+    ("te gzip,chunked", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", (400, 501)),
+    ("te twice", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", (400, 501)),
+    ("te xchunked", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n", (400, 501)),
+    ("te in http/1.0", b"POST / HTTP/1.0\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    ("space before colon", b"GET / HTTP/1.1\r\n" + H + b"Transfer-Encoding : chunked\r\n\r\n", 400),
+    ("bad chunk size", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n\r\n", 400),
+    ("negative chunk size", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n-3\r\nabc\r\n0\r\n\r\n", 400),
+    ("chunk line bare LF", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n3\nabc\r\n0\r\n\r\n", 400),
+    ("obs-fold", b"GET / HTTP/1.1\r\n" + H + b"X: a\r\n b\r\n\r\n", 400),
+    ("ctl in value", b"GET / HTTP/1.1\r\n" + H + b"X: a\x01b\r\n\r\n", 400),
+    ("nul in value", b"GET / HTTP/1.1\r\n" + H + b"X: a\x00b\r\n\r\n", 400),
+    ("del in value", b"GET / HTTP/1.1\r\n" + H + b"X: a\x7fb\r\n\r\n", 400),
+    ("bare LF line ends", b"GET / HTTP/1.1\nHost: a\n\n", 400),
+    ("bare CR", b"GET / HTTP/1.1\r\nHost: a\rX: y\r\n\r\n", 400),
+    ("missing host", b"GET / HTTP/1.1\r\n\r\n", 400),
+    ("two hosts", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+    ("bad host", b"GET / HTTP/1.1\r\nHost: a b@c\r\n\r\n", 400),
+    ("absolute-form differs from host", b"GET http://evil/x HTTP/1.1\r\nHost: good\r\n\r\n", 400),
+    ("space in target", b"GET /a b HTTP/1.1\r\n" + H + b"\r\n", 400),
+    ("leading space header", b"GET / HTTP/1.1\r\n Host: a\r\n\r\n", 400),
+    ("http/2.0 in h1", b"GET / HTTP/1.2\r\n" + H + b"\r\n", (400, 505)),
+    ("connect", b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", (400, 501)),
+    ("relative target", b"GET a/b HTTP/1.1\r\n" + H + b"\r\n", 400),
+    ("expect other", b"POST / HTTP/1.1\r\n" + H + b"Expect: magic\r\nContent-Length: 0\r\n\r\n", 417),
+]
+
+
+def _feed(backend: str, data: bytes, limits: ParserLimits | None = None) -> list[tuple[object, ...]]:
+    rec, reader = reader_for(backend, limits)
+    reader.feed(data)
+    return rec.events
+
+
+@pytest.mark.parametrize(("name", "raw", "status"), REFUSED, ids=[c[0] for c in REFUSED])
+def test_refused_by_both_backends(http1_backend: str, name: str, raw: bytes, status: int | tuple[int, ...]) -> None:
+    with pytest.raises(CodecError) as info:
+        _feed(http1_backend, raw)
+    allowed = status if isinstance(status, tuple) else (status,)
+    assert info.value.status in allowed, info.value.detail
+
+
+@pytest.mark.parametrize(("name", "raw", "status"), REFUSED, ids=[c[0] for c in REFUSED])
+def test_backends_agree_on_refusal_status(name: str, raw: bytes, status: object) -> None:
+    statuses = []
+    for backend in ("httptools", "h11"):
+        with pytest.raises(CodecError) as info:
+            _feed(backend, raw)
+        statuses.append(info.value.status)
+    assert statuses[0] == statuses[1] or isinstance(status, tuple), statuses
+
+
+def test_simple_get(http1_backend: str) -> None:
+    events = _feed(http1_backend, b"GET /a?b=1 HTTP/1.1\r\nHost: Example.com:8080\r\nX-Y: z\r\n\r\n")
+    head = events[0]
+    assert head[1:4] == (b"GET", b"/a?b=1", b"1.1")
+    assert head[4] == ((b"host", b"Example.com:8080"), (b"x-y", b"z"))
+    assert head[5] == b"Example.com:8080"
+    assert head[8] is True  # keep-alive by default on 1.1
+    assert events[-1] == ("end",)
+
+
+def test_content_length_body(http1_backend: str) -> None:
+    events = _feed(http1_backend, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello")
+    assert events[0][6] == 5
+    assert ("body", b"hello") in events
+    assert events[-1] == ("end",)
+
+
+def test_chunked_body_decoded(http1_backend: str) -> None:
+    raw = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\n\r\n"
+    events = _feed(http1_backend, raw)
+    assert events[0][7] is True
+    assert ("body", b"abcde") in events
+    assert events[-1] == ("end",)
+
+
+def test_pipelined_requests_in_one_read(http1_backend: str) -> None:
+    one = b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n"
+    two = b"POST /2 HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi"
+    events = _feed(http1_backend, one + two + b"GET /3 HTTP/1.1\r\nHost: a\r\n\r\n")
+    targets = [e[2] for e in events if e[0] == "head"]
+    assert targets == [b"/1", b"/2", b"/3"]
+    assert events.count(("end",)) == 3
+
+
+def test_http10_keep_alive_rules(http1_backend: str) -> None:
+    assert _feed(http1_backend, b"GET / HTTP/1.0\r\n\r\n")[0][8] is False
+    assert _feed(http1_backend, b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")[0][8] is True
+    assert _feed(http1_backend, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")[0][8] is False
+
+
+def test_absolute_form_uses_authority(http1_backend: str) -> None:
+    events = _feed(http1_backend, b"GET http://a/x?q HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert events[0][2] == b"/x?q"
+    assert events[0][5] == b"a"
+
+
+def test_expect_continue_flag(http1_backend: str) -> None:
+    events = _feed(http1_backend, b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n")
+    assert events[0][9] is True
+
+
+def test_websocket_upgrade_reports_rest(http1_backend: str) -> None:
+    raw = b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nFRAME"
+    events = _feed(http1_backend, raw)
+    assert events[0][10] == b"websocket"
+    assert events[-1] == ("upgrade", b"FRAME")
+
+
+def test_header_section_limit_is_431(http1_backend: str) -> None:
+    limits = ParserLimits(max_header_bytes=1024)
+    raw = b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"a" * 2000 + b"\r\n\r\n"
+    with pytest.raises(CodecError) as info:
+        _feed(http1_backend, raw, limits)
+    assert info.value.status == 431
+
+
+def test_trickled_giant_header_is_431_before_it_ends(http1_backend: str) -> None:
+    limits = ParserLimits(max_header_bytes=1024)
+    rec, reader = reader_for(http1_backend, limits)
+    reader.feed(b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: ")
+    with pytest.raises(CodecError) as info:
+        for _ in range(100):
+            reader.feed(b"a" * 100)
+    assert info.value.status == 431
+
+
+def test_header_count_limit(http1_backend: str) -> None:
+    limits = ParserLimits(max_header_count=10)
+    raw = b"GET / HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(20)) + b"\r\n"
+    with pytest.raises(CodecError) as info:
+        _feed(http1_backend, raw, limits)
+    assert info.value.status == 431
+
+
+def test_long_target_is_414(http1_backend: str) -> None:
+    limits = ParserLimits(max_target_bytes=100)
+    with pytest.raises(CodecError) as info:
+        _feed(http1_backend, b"GET /" + b"a" * 200 + b" HTTP/1.1\r\nHost: a\r\n\r\n", limits)
+    assert info.value.status == 414
