@@ -89,6 +89,10 @@ class _UpstreamProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.server.connections += 1
+        self.server._transports.add(self.transport)  # type: ignore[arg-type]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server._transports.discard(self.transport)  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel:
@@ -162,6 +166,7 @@ class TestUpstream:
         self.body_bytes = 0
         self.connections = 0
         self.parse_errors = 0
+        self._transports: set[asyncio.Transport] = set()
         self.loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
         self._ready = threading.Event()
@@ -189,6 +194,10 @@ class TestUpstream:
         asyncio.run_coroutine_threadsafe(stop(), self.loop).result(5)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
+        for transport in list(self._transports):
+            transport.abort()
+        self.loop.run_until_complete(asyncio.sleep(0))
+        self.loop.close()
 
 
 @pytest.fixture
@@ -252,7 +261,7 @@ def start_gateway(tmp_path: Path, body: str, *, name: str = "gw", env: dict[str,
     port = free_port()
     log = tmp_path / f"{name}-access.log"
     config = tmp_path / f"{name}.toml"
-    config.write_text(textwrap.dedent(body).format(port=port, log=log))
+    config.write_text(textwrap.dedent(body).replace("{port}", str(port)).replace("{log}", str(log)))
     ready = tmp_path / f"{name}.ready"
     stderr_path = tmp_path / f"{name}.stderr"
     with open(stderr_path, "wb") as err:

@@ -26,16 +26,17 @@ class RequestSink(Protocol):
     def on_request_head(self, ex: Exchange) -> None: ...
     def on_request_body(self, data: bytes) -> None: ...
     def on_request_end(self) -> None: ...
-    def on_upgrade(self, rest: bytes) -> None:
-        """The parser stopped after an upgrade request; ``rest`` is what followed its head."""
+    def on_upgrade(self, rest: bytes) -> bool:
+        """The parser stopped after an upgrade request; ``rest`` is what followed its head.
+
+        Return True to take the connection over (a tunnel), False to decline: the reader then goes on
+        parsing ``rest`` as HTTP/1.1.
+        """
 
 
 class RequestReader(Protocol):
     def feed(self, data: bytes) -> None:
         """Parse ``data``, calling the sink. Raises CodecError; the connection is then unusable."""
-
-    def resume_after_upgrade(self) -> None:
-        """Continue parsing as HTTP/1.1 after an upgrade request the gateway declined (e.g. h2c)."""
 
 
 def make_reader(backend: str, sink: RequestSink, limits: ParserLimits) -> RequestReader:

@@ -68,9 +68,9 @@ class H11Reader:
         self._head_checked = False
 
     def feed(self, data: bytes) -> None:
-        conn = self._conn
-        conn.receive_data(data)
+        self._conn.receive_data(data)
         while True:
+            conn = self._conn
             if conn.their_state is h11.IDLE and not self._head_checked:
                 buf = conn.trailing_data[0]
                 end = _head_end(buf.lstrip(b"\r\n"))
@@ -90,7 +90,9 @@ class H11Reader:
                 raise CodecError(status, problem, f"malformed request: {exc}") from None
             if event is h11.NEED_DATA or event is h11.PAUSED:
                 if event is h11.PAUSED and conn.their_state is h11.MIGHT_SWITCH_PROTOCOL:
-                    self._sink.on_upgrade(conn.trailing_data[0])
+                    if not self._sink.on_upgrade(conn.trailing_data[0]):
+                        self._advance_cycle()  # declined: the buffered bytes are the next request
+                        continue
                 return
             if isinstance(event, h11.Request):
                 self._head_checked = False
@@ -111,12 +113,16 @@ class H11Reader:
             elif isinstance(event, h11.ConnectionClosed):
                 return
 
-    def resume_after_upgrade(self) -> None:
-        self._advance_cycle()
-
     def _advance_cycle(self) -> None:
         conn = self._conn
         conn.send(_PLACEHOLDER)
         conn.send(h11.EndOfMessage())
         if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
             conn.start_next_cycle()
+        else:
+            # h11 closes after every HTTP/1.0 exchange; keep-alive is decided by the shared framing rules
+            # (the connection stops reading when it closes), so continue on a fresh state machine.
+            rest = conn.trailing_data[0]
+            self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self._limits.max_header_bytes)
+            if rest:
+                self._conn.receive_data(rest)  # b"" would mean EOF to h11

@@ -51,7 +51,12 @@ class HttptoolsReader:
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
-            self._sink.on_upgrade(data[exc.args[0] :])
+            rest = data[exc.args[0] :]
+            if not self._sink.on_upgrade(rest):
+                # Declined (h2c, unknown protocols): llhttp stopped at the head; go on with a fresh parser.
+                self._parser = httptools.HttpRequestParser(self)
+                if rest:
+                    self.feed(rest)
             return
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
@@ -69,9 +74,6 @@ class HttptoolsReader:
                 self._stall += len(data)
             if self._head_bytes + self._stall > self._limits.max_header_bytes:
                 raise _too_large(self._limits.max_header_bytes)
-
-    def resume_after_upgrade(self) -> None:
-        self._parser = httptools.HttpRequestParser(self)
 
     # -- llhttp callbacks ------------------------------------------------------------------------------
     def on_message_begin(self) -> None:

@@ -275,24 +275,20 @@ class ClientConnection(asyncio.Protocol):
             elif ex.body_buffer is not None:
                 ex.body_buffer.append(LAST_CHUNK)
 
-    def on_upgrade(self, rest: bytes) -> None:
+    def on_upgrade(self, rest: bytes) -> bool:
         ex = self.receiving if self.receiving is not None else (self.queue[-1] if self.queue else self.active)
-        if ex is not None and ex.upgrade == b"websocket" and not ex.has_body:
+        if ex is not None and ex.has_body:
+            # The body would be read as the next request (or as tunnel bytes): a smuggling vector.
+            self._codec_error(CodecError(400, "bad-request", "upgrade request with a body is not supported"))
+            return True
+        if ex is not None and ex.upgrade == b"websocket":
             # Everything after the head belongs to the new protocol once the upstream agrees (101).
             self._tunnel_buffer = [rest] if rest else []
-            return
-        if ex is not None and ex.has_body:
-            self._codec_error(CodecError(400, "bad-request", "upgrade request with a body is not supported"))
-            return
-        # An upgrade we decline (h2c, unknown protocols): serve it as plain HTTP/1.1 and keep parsing.
+            return True
+        # An upgrade we decline (h2c, unknown protocols) is served as plain HTTP/1.1.
         if ex is not None:
             ex.upgrade = b""
-        self.reader.resume_after_upgrade()
-        if rest:
-            try:
-                self.reader.feed(rest)
-            except CodecError as err:
-                self._codec_error(err)
+        return False
 
     # -- routing and the policy chain ------------------------------------------------------------------
     def _start(self, ex: Exchange) -> None:
@@ -389,7 +385,7 @@ class ClientConnection(asyncio.Protocol):
         buffered = ex.body_buffer
         if buffered:
             parts.extend(buffered)
-        ex.body_buffer = None
+        ex.body_buffer = []  # body bytes that arrive before the upstream connection is ready wait here
         payload = b"".join(parts)
         retry_ok = (
             route.upstream.retry
@@ -401,12 +397,10 @@ class ClientConnection(asyncio.Protocol):
         self._retry_payload = payload if retry_ok else None
         ex.upstream_addr = pool.label
         ex.upstream_start = _monotonic()
-        self._resume(PAUSE_BUFFER)
+        self._pending_payload = payload
         conn = pool.acquire(self._on_upstream_ready)
         if conn is not None:
-            self._attach(conn, payload)
-        else:
-            self._pending_payload = payload
+            self._attach(conn)
 
     def _on_upstream_ready(self, conn: UpstreamConnection | None, status: int, problem: str, detail: str) -> None:
         ex = self.active
@@ -417,16 +411,21 @@ class ClientConnection(asyncio.Protocol):
         if ex is None or self.closing or self.upstream is not None:
             conn.pool.release(conn)  # the client went away while we were connecting
             return
-        payload = self._pending_payload
-        self._pending_payload = b""
-        self._attach(conn, payload)
+        self._attach(conn)
 
-    def _attach(self, conn: UpstreamConnection, payload: bytes) -> None:
+    def _attach(self, conn: UpstreamConnection) -> None:
+        """Send the request head and every body byte received so far; later bytes stream directly."""
         ex = self.active
         assert ex is not None
+        payload = self._pending_payload
+        self._pending_payload = b""
+        if ex.body_buffer:
+            payload += b"".join(ex.body_buffer)
+        ex.body_buffer = None
         self.upstream = conn
         ex.bytes_out = 0
         conn.start(self, payload, ex.method == b"HEAD")
+        self._resume(PAUSE_BUFFER)
 
     # -- upstream response sink ------------------------------------------------------------------------
     def on_upstream_head(
@@ -513,10 +512,11 @@ class ClientConnection(asyncio.Protocol):
             group = self.worker.pools.group(ex.route.upstream)  # type: ignore[union-attr]
             pool = group.pick()
             ex.upstream_addr = pool.label
-            conn = pool.acquire(self._on_upstream_ready, fresh=True)
             self._pending_payload = payload
+            ex.body_buffer = []
+            conn = pool.acquire(self._on_upstream_ready, fresh=True)
             if conn is not None:
-                self._attach(conn, payload)
+                self._attach(conn)
             return
         self._upstream_failed(ex, status, problem, detail)
 

@@ -47,6 +47,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_no_body",
         "_parser",
         "_reason",
+        "_until_close",
         "closed",
         "deadline",
         "got_response_bytes",
@@ -55,6 +56,7 @@ class UpstreamConnection(asyncio.Protocol):
         "sink",
         "transport",
         "tunnel",
+        "upgrading",
         "upstream_keep_alive",
     )
 
@@ -68,9 +70,11 @@ class UpstreamConnection(asyncio.Protocol):
         self._reason = b""
         self._interim = False
         self._no_body = False
+        self._until_close = False
         self.closed = False
         self.reused = False
         self.tunnel = False
+        self.upgrading = False
         self.got_response_bytes = False
         self.upstream_keep_alive = True
         self.deadline = 0.0
@@ -144,13 +148,11 @@ class UpstreamConnection(asyncio.Protocol):
             self.sink = None
             sink.on_upstream_end(False)
             return
-        try:
-            # A close-delimited body ends here: let llhttp see EOF (it reports completion or an error).
-            self._parser.feed_data(b"")
-        except httptools.HttpParserError:
-            pass
-        if self.sink is None:
-            return  # the EOF completed the response
+        if self._until_close:
+            # A close-delimited body (RFC 9112 6.3 rule 8) ends here. httptools exposes no llhttp_finish(),
+            # so this framing is tracked here rather than by the parser.
+            self._finish(sink)
+            return
         retryable = self.reused and not self.got_response_bytes
         if not retryable:
             self.pool.record_failure()
@@ -209,6 +211,8 @@ class UpstreamConnection(asyncio.Protocol):
         sink = self.sink
         if sink is None:
             return
+        self.upgrading = status == 101
+        self._until_close = length < 0 and not chunked and not self._no_body and status not in (101, 204, 304)
         sink.on_upstream_head(status, self._reason, self._headers, length, chunked)
         if self._no_body and status != 101:
             # A HEAD response has no body whatever its headers say; llhttp cannot be told, so start a fresh
@@ -227,11 +231,14 @@ class UpstreamConnection(asyncio.Protocol):
         if self._interim:
             self._interim = False
             return
+        if self.upgrading:
+            return  # llhttp completes a 101 head, then raises HttpParserUpgrade: the tunnel starts there
         sink = self.sink
         if sink is not None:
             self._finish(sink)
 
     def _finish(self, sink: ResponseSink) -> None:
+        self._until_close = False
         self.sink = None
         self.deadline = 0.0
         sink.on_upstream_end(self.upstream_keep_alive and not self.closed)

@@ -28,8 +28,9 @@ class Recorder:
     def on_request_end(self) -> None:
         self.events.append(("end",))
 
-    def on_upgrade(self, rest: bytes) -> None:
+    def on_upgrade(self, rest: bytes) -> bool:
         self.events.append(("upgrade", rest))
+        return True
 
 
 def reader_for(backend: str, limits: ParserLimits | None = None) -> tuple[Recorder, RequestReader]:
