@@ -64,7 +64,8 @@ class SeenRequest:
         return [v for k, v in self.headers if k == name]
 
 
-Handler = Callable[[SeenRequest], "bytes | None"]
+# A handler returns the raw response, or a list of pieces written 50 ms apart, or None to hang up.
+Handler = Callable[[SeenRequest], "bytes | list[bytes] | None"]
 
 
 def ok_response(req: SeenRequest) -> bytes:
@@ -144,10 +145,17 @@ class _UpstreamProtocol(asyncio.Protocol):
         else:
             self._send(response)
 
-    def _send(self, response: bytes) -> None:
+    def _send(self, response: bytes | list[bytes]) -> None:
         if self.transport is None or self.transport.is_closing():
             return
-        self.transport.write(response)
+        if isinstance(response, list):
+            first, *rest = response
+            self.transport.write(first)
+            if rest:
+                asyncio.get_running_loop().call_later(0.05, self._send, rest)
+                return
+        else:
+            self.transport.write(response)
         if self.server.close_after_response:
             self.transport.close()
 

@@ -437,7 +437,6 @@ class ClientConnection(asyncio.Protocol):
         route = ex.route
         assert route is not None
         ex.status = status
-        ex.response_started = True
         ex.upstream_ms = (_monotonic() - ex.upstream_start) * 1000.0
         no_body = ex.method == b"HEAD" or status in NO_BODY_STATUSES
         fixed = length >= 0 and not chunked
@@ -545,6 +544,14 @@ class ClientConnection(asyncio.Protocol):
         if out and self.transport is not None:
             self.transport.write(b"".join(out) if len(out) > 1 else out[0])
             out.clear()
+            ex = self.active
+            if ex is not None:
+                ex.response_started = True  # bytes reached the client: no second response is possible
+
+    def _discard_unsent(self) -> None:
+        """Drop response bytes not yet written, so an error response can replace them."""
+        self._out.clear()
+        self.chunk_out = False
 
     def pause_client_reading(self) -> None:
         self._pause(PAUSE_UPSTREAM)
@@ -594,9 +601,9 @@ class ClientConnection(asyncio.Protocol):
 
     def _upstream_failed(self, ex: Exchange, status: int, problem: str, detail: str) -> None:
         ex.upstream_ms = (_monotonic() - ex.upstream_start) * 1000.0
+        self._discard_unsent()
         if ex.response_started:
             ex.denial = "upstream." + problem
-            self._out.clear()
             self._abort(ex)
             return
         self._deny(ex, Denial(status, problem, detail, "upstream." + problem))
@@ -609,6 +616,7 @@ class ClientConnection(asyncio.Protocol):
                 self.upstream = None
                 upstream.detach()
                 upstream.pool.discard(upstream)
+            self._discard_unsent()
             if ex.response_started:
                 ex.denial = denial.reason
                 self._abort(ex)
@@ -619,22 +627,34 @@ class ClientConnection(asyncio.Protocol):
             self._close_now()
 
     def _codec_error(self, err: CodecError) -> None:
-        """Malformed input: answer with the error (after the response in flight, if any) and close."""
+        """Malformed input: answer with the error and close (after the response in flight, if any)."""
         self._pause(PAUSE_CLOSING)
         active = self.active
-        if active is not None and active.response_started and not active.body_complete:
-            self._abort(active)
+        if active is not None and not active.body_complete:
+            # The request in flight is itself broken (bad chunk, oversized): it cannot be completed.
+            self._to_forward = None
+            upstream = self.upstream
+            if upstream is not None:
+                self.upstream = None
+                upstream.detach()
+                upstream.pool.discard(upstream)
+            self._discard_unsent()
+            if active.response_started:
+                active.denial = "codec." + err.problem
+                self._abort(active)
+            else:
+                self._deny(active, Denial(err.status, err.problem, err.detail, "codec." + err.problem))
             return
         body = render_problem(err.status, err.problem, err.detail, close=True)
         w = self.worker
         w.log_record((_time(), w.holder.current.id, b"", self.client_ip, b"", b"", b"", "", err.status, "",
                       -1.0, 0.0, 0, len(body), "codec." + err.problem, None))
         if active is not None:
-            # Let the exchange in flight finish; the error response follows it, then the connection closes.
+            # A later pipelined request is broken: the exchange in flight finishes, the error follows it.
             self.queue.clear()
             self.closing = True
-            self._out.append(body)
             active.keep_alive = False
+            self._out.append(body)
             return
         self.closing = True
         self.flush()
@@ -699,6 +719,12 @@ class ClientConnection(asyncio.Protocol):
             return
         ex = self.active
         if ex is not None and not ex.response_started:
+            upstream = self.upstream
+            if upstream is not None:
+                self.upstream = None
+                upstream.detach()
+                upstream.pool.discard(upstream)
+            self._discard_unsent()
             self._deny(ex, Denial(408, "request-timeout", "request body not received in time", "body.timeout"))
         else:
             self._close_now()

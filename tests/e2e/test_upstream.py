@@ -1,0 +1,157 @@
+"""Upstream failure handling as a client sees it: 502/503/504 problem+json, retry, ejection, balancing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from tests.conftest import Gateway, ResponseReader, TestUpstream, connect, free_port, get
+
+
+def two_target_config(a: int, b: int, extra: str = "") -> str:
+    return f"""
+        [[listeners]]
+        bind = "127.0.0.1:{{port}}"
+        [access_log]
+        target = "{{log}}"
+        [upstreams.u]
+        targets = ["127.0.0.1:{a}", "127.0.0.1:{b}"]
+        {extra}
+        [[routes]]
+        name = "r"
+        path = "/"
+        upstream = "u"
+        auth = "none"
+        """
+
+
+def one_target_config(port: int, extra: str = "") -> str:
+    return f"""
+        [[listeners]]
+        bind = "127.0.0.1:{{port}}"
+        [access_log]
+        target = "{{log}}"
+        [upstreams.u]
+        targets = ["127.0.0.1:{port}"]
+        {extra}
+        [[routes]]
+        name = "r"
+        path = "/"
+        upstream = "u"
+        auth = "none"
+        """
+
+
+def test_connection_refused_is_502_problem(gateway_factory: Callable[..., Gateway]) -> None:
+    gw = gateway_factory(one_target_config(free_port()))
+    resp = get(gw.port, "/")
+    assert resp.status == 502
+    assert resp.header(b"content-type") == b"application/problem+json"
+    assert "cannot connect" in resp.json()["detail"]
+    records = gw.wait_log(1)
+    assert records[0]["status"] == 502 and records[0]["denial"] == "upstream.upstream-unavailable"
+
+
+def test_slow_upstream_is_504(gateway_factory: Callable[..., Gateway], upstream: TestUpstream) -> None:
+    upstream.delay = 3.0
+    gw = gateway_factory(one_target_config(upstream.port, "read_timeout = 0.5"))
+    started = time.monotonic()
+    resp = get(gw.port, "/")
+    elapsed = time.monotonic() - started
+    assert resp.status == 504, resp.body
+    assert 0.4 <= elapsed < 2.0, f"504 after {elapsed:.2f}s"
+
+
+def test_upstream_hangup_without_response_is_502(gateway_factory: Callable[..., Gateway],
+                                                 upstream: TestUpstream) -> None:
+    upstream.handler = lambda req: None
+    gw = gateway_factory(one_target_config(upstream.port, "retry = false"))
+    assert get(gw.port, "/").status == 502
+
+
+def test_reused_connection_dying_before_response_is_retried_once(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
+    seen: list[bytes] = []
+
+    def handler(req):  # type: ignore[no-untyped-def]
+        seen.append(req.target)
+        if req.target == b"/2" and seen.count(b"/2") == 1:
+            return None  # hang up without a byte: the keep-alive race a retry exists for
+        return b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+
+    upstream.handler = handler
+    gw = gateway_factory(one_target_config(upstream.port))
+    with connect(gw.port) as sock:
+        reader = ResponseReader(sock)
+        sock.sendall(b"GET /1 HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert reader.read().status == 200
+        sock.sendall(b"GET /2 HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert reader.read().body == b"ok"
+    assert seen == [b"/1", b"/2", b"/2"]
+    assert upstream.connections == 2
+
+
+def test_idle_connection_closed_by_upstream_is_not_used(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
+    gw = gateway_factory(one_target_config(upstream.port, "retry = false"))
+    assert get(gw.port, "/1").status == 200
+
+    def close_all() -> None:
+        for transport in list(upstream._transports):
+            transport.close()
+
+    upstream.loop.call_soon_threadsafe(close_all)
+    time.sleep(0.2)
+    assert get(gw.port, "/2").status == 200
+    assert upstream.connections == 2
+
+
+def test_non_idempotent_request_is_not_retried(gateway_factory: Callable[..., Gateway],
+                                               upstream: TestUpstream) -> None:
+    calls: list[bytes] = []
+
+    def handler(req):  # type: ignore[no-untyped-def]
+        calls.append(req.target)
+        return None if req.method == b"POST" else b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+
+    upstream.handler = handler
+    gw = gateway_factory(one_target_config(upstream.port))
+    resp = gw and get(gw.port, "/post", method="POST", headers="Content-Length: 0\r\n")
+    assert resp.status == 502
+    assert calls == [b"/post"]
+
+
+def test_round_robin_and_passive_ejection(gateway_factory: Callable[..., Gateway], upstream: TestUpstream) -> None:
+    dead = free_port()
+    gw = gateway_factory(two_target_config(upstream.port, dead, "max_failures = 1\neject_seconds = 30"))
+    statuses = [get(gw.port, f"/{i}").status for i in range(10)]
+    # At most one request hits the dead target before it is ejected for 30 s; the rest go to the live one.
+    assert statuses.count(502) == 1, statuses
+    assert statuses.count(200) == 9
+
+
+def test_least_conn_balances_to_the_idle_target(gateway_factory: Callable[..., Gateway], upstream: TestUpstream) -> None:
+    second = TestUpstream()
+    try:
+        gw = gateway_factory(two_target_config(upstream.port, second.port, 'balance = "least_conn"'))
+        for i in range(6):
+            assert get(gw.port, f"/{i}").status == 200
+        assert len(upstream.requests) + len(second.requests) == 6
+        assert upstream.requests and second.requests or len(upstream.requests) == 6
+    finally:
+        second.close()
+
+
+def test_pool_limit_queues_then_503(gateway_factory: Callable[..., Gateway], upstream: TestUpstream) -> None:
+    upstream.delay = 1.5
+    gw = gateway_factory(one_target_config(upstream.port, "max_connections = 1\nqueue_timeout = 0.3"))
+    first = connect(gw.port)
+    first.sendall(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+    time.sleep(0.2)
+    resp = get(gw.port, "/queued")
+    assert resp.status == 503
+    assert "queue_timeout" in resp.json()["detail"]
+    assert ResponseReader(first).read().status == 200
+    first.close()
