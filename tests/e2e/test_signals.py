@@ -1,0 +1,57 @@
+"""Signals on a real gateway process: SIGHUP reload (an invalid file changes nothing), SIGTERM drain."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+from tests.conftest import Gateway, ResponseReader, TestUpstream, basic_config, connect, get, wait_until
+
+
+def test_sighup_reload_swaps_routes(gateway_factory: Callable[..., Gateway], upstream: TestUpstream) -> None:
+    gw = gateway_factory(basic_config(upstream.port))
+    first = get(gw.port, "/x")
+    assert first.status == 200
+    old_id = gw.wait_log(1)[0]["snapshot"]
+    text = gw.config.read_text().replace('path = "/"', 'path = "/only"')
+    gw.config.write_text(text)
+    gw.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "reloaded" in gw.stderr(), 5, "the reload log line")
+    assert get(gw.port, "/x").status == 404
+    assert get(gw.port, "/only/y").status == 200
+    records = gw.wait_log(3)
+    assert records[-1]["snapshot"] != old_id
+
+
+def test_invalid_reload_keeps_running_config(gateway_factory: Callable[..., Gateway], upstream: TestUpstream) -> None:
+    gw = gateway_factory(basic_config(upstream.port))
+    gw.config.write_text(gw.config.read_text().replace('auth = "none"', 'auth = "nope"'))
+    gw.proc.send_signal(signal.SIGHUP)
+    line = wait_until(lambda: [ln for ln in gw.stderr().splitlines() if "reload failed" in ln], 5, "reload error")[0]
+    assert f"{gw.config}: routes[0].auth: invalid value 'nope'" in line
+    assert get(gw.port, "/still").status == 200
+
+
+def test_sigterm_drains_in_flight_request(gateway_factory: Callable[..., Gateway], upstream: TestUpstream) -> None:
+    upstream.delay = 0.5
+    gw = gateway_factory(basic_config(upstream.port))
+    result: dict[str, int] = {}
+
+    def slow() -> None:
+        with connect(gw.port) as sock:
+            sock.sendall(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+            resp = ResponseReader(sock).read()
+            result["status"] = resp.status
+            result["close"] = int(resp.header(b"connection") == b"close")
+
+    t = threading.Thread(target=slow)
+    t.start()
+    wait_until(lambda: upstream.requests, 5, "the request to reach the upstream")
+    started = time.monotonic()
+    gw.proc.send_signal(signal.SIGTERM)
+    t.join(5)
+    assert result == {"status": 200, "close": 1}
+    assert gw.proc.wait(5) == 0
+    assert time.monotonic() - started < 3

@@ -1,0 +1,60 @@
+"""The command line as a user meets it: exit codes and one-line errors, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from fastgw import __version__
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fastgw(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fastgw", *args], capture_output=True, text=True, timeout=30)
+
+
+def test_version() -> None:
+    out = fastgw("version")
+    assert out.returncode == 0
+    assert out.stdout.strip() == f"fastgw {__version__}"
+
+
+def test_check_quickstart_prints_summary() -> None:
+    out = fastgw("check", str(ROOT / "conf" / "quickstart.toml"))
+    assert out.returncode == 0, out.stderr
+    assert "config OK" in out.stdout
+    assert "route demo -> demo" in out.stdout
+
+
+def test_check_examples() -> None:
+    for path in sorted((ROOT / "conf" / "examples").glob("*.toml")):
+        out = fastgw("check", str(path))
+        assert out.returncode == 0, f"{path}: {out.stderr}"
+
+
+def test_bad_config_is_one_line_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[listeners]]\nbind = "127.0.0.1:1"\n[[routes]]\nname = "r"\npath = "/"\nupstream = "x"\n')
+    for command in ("check", "run"):
+        out = fastgw(command, str(bad))
+        assert out.returncode == 2
+        assert "Traceback" not in out.stderr
+        assert out.stderr.strip().count("\n") == 0
+        assert f"{bad}: routes[0].auth: missing required key" in out.stderr
+
+
+def test_busy_port_is_one_line_exit_2(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(f'[[listeners]]\nbind = "127.0.0.1:{port}"\n[upstreams.u]\ntargets = ["127.0.0.1:1"]\n'
+                       '[[routes]]\nname = "r"\npath = "/"\nupstream = "u"\nauth = "none"\n')
+        out = fastgw("run", str(cfg))
+    assert out.returncode == 2
+    assert "cannot listen" in out.stderr and "Traceback" not in out.stderr

@@ -1,0 +1,54 @@
+"""Import-boundary rules from STYLE.md, checked by parsing imports (aiohttp precedent)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[1] / "fastgw"
+
+
+def imports_of(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def modules(*parts: str) -> list[Path]:
+    out = []
+    for part in parts:
+        p = PKG / part
+        out.extend(sorted(p.rglob("*.py")) if p.is_dir() else [p.with_suffix(".py")])
+    return out
+
+
+def test_core_and_codec_never_import_asyncio_server_or_config() -> None:
+    for path in modules("codec", "exchange", "router", "snapshot", "proxy_headers"):
+        bad = {m for m in imports_of(path) if m == "asyncio" or m.startswith(("fastgw.server", "fastgw.config"))}
+        assert not bad, f"{path.relative_to(PKG)} imports {bad}"
+
+
+def test_config_never_imports_server_or_upstream_connection() -> None:
+    for path in modules("config"):
+        bad = {m for m in imports_of(path) if m.startswith(("fastgw.server", "fastgw.upstream.connection"))}
+        assert not bad, f"{path.relative_to(PKG)} imports {bad}"
+
+
+def test_only_worker_imports_the_compiler_on_the_data_plane() -> None:
+    for path in modules("server", "upstream", "policy", "codec"):
+        if path.name == "worker.py":
+            continue
+        assert "fastgw.config.compiler" not in imports_of(path), path
+
+
+def test_policy_check_never_awaits() -> None:
+    for path in modules("policy"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.AsyncFunctionDef) and node.name == "check":
+                raise AssertionError(f"{path}: check() must be sync")
