@@ -1,0 +1,300 @@
+"""fastgw vs nginx, side by side in one run, reported as ratios.
+
+    scripts/dev.sh bench            # full run (~7 min): 5 runs x 8 s per scenario and target
+    scripts/dev.sh bench --quick    # ~1 min: 3 runs x 2 s, for commit-message deltas
+
+An nginx upstream (``return 200`` with a 100-byte body, and a 64 KiB file) runs pinned to CPU 1 with wrk.
+fastgw (access log on, to a file) and nginx as a reverse proxy (1 worker, keep-alive upstream pool, access
+log off) both run pinned to CPU 0; the runs alternate between them so drift hits both alike. Each scenario
+reports the median req/s, p50 and p99 of its runs, the fastgw/nginx ratio and the spread (max-min over
+median). Results are written as JSON under bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+BODY_100 = "x" * 100
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    path: str
+    connections: int
+    script: str = ""  # wrk Lua
+    headers: tuple[str, ...] = ()
+
+
+SCENARIOS = [
+    Scenario("small GET keep-alive c=64", "/small", 64),
+    Scenario("small GET c=16 (latency)", "/small", 16),
+    Scenario("POST 4 KiB c=64", "/small", 64,
+             script='wrk.method = "POST"\nwrk.body = string.rep("a", 4096)\n'
+                    'wrk.headers["Content-Type"] = "application/octet-stream"\n'),
+    Scenario("64 KiB response c=64", "/64k", 64),
+    Scenario("new connection per request c=16", "/small", 16, headers=("Connection: close",)),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    if not found or not shutil.which("wrk"):
+        raise SystemExit("bench needs wrk and nginx: run `scripts/dev.sh system bench` (apt-get install -y wrk nginx)")
+    return found
+
+
+def nginx_conf(work: Path, name: str, server_block: str) -> Path:
+    user = "user root;" if os.geteuid() == 0 else ""
+    temp = work / f"{name}-tmp"
+    temp.mkdir(exist_ok=True)
+    conf = work / f"{name}.conf"
+    conf.write_text(f"""
+{user}
+worker_processes 1;
+daemon off;
+pid {work}/{name}.pid;
+error_log {work}/{name}.error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    client_body_temp_path {temp}/body;
+    proxy_temp_path {temp}/proxy;
+    fastcgi_temp_path {temp}/fcgi;
+    uwsgi_temp_path {temp}/uwsgi;
+    scgi_temp_path {temp}/scgi;
+    keepalive_requests 1000000;
+    {server_block}
+}}
+""")
+    return conf
+
+
+def start(cmd: list[str], cpu: int, log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(["taskset", "-c", str(cpu), *cmd], stdout=log.open("wb"), stderr=subprocess.STDOUT)
+
+
+def parse_wrk(output: str) -> dict[str, float]:
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+
+    def latency(pct: str) -> float:
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", output, re.M)
+        if not m:
+            return float("nan")
+        value, unit = float(m.group(1)), m.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    socket_errors = re.search(r"Socket errors: (.*)", output)
+    return {
+        "rps": rps,
+        "p50_ms": latency("50"),
+        "p99_ms": latency("99"),
+        "non_2xx": float(errors.group(1)) if errors else 0.0,
+        "socket_errors": 1.0 if socket_errors else 0.0,
+    }
+
+
+def run_wrk(port: int, scenario: Scenario, duration: int, work: Path) -> dict[str, float]:
+    cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{scenario.connections}", f"-d{duration}s", "--latency"]
+    for header in scenario.headers:
+        cmd += ["-H", header]
+    if scenario.script:
+        script = work / f"wrk-{abs(hash(scenario.name))}.lua"
+        script.write_text(scenario.script)
+        cmd += ["-s", str(script)]
+    cmd.append(f"http://127.0.0.1:{port}{scenario.path}")
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    if out.returncode != 0:
+        raise SystemExit(f"wrk failed: {out.stderr}")
+    return parse_wrk(out.stdout)
+
+
+def summarize(runs: list[dict[str, float]]) -> dict[str, object]:
+    rps = [r["rps"] for r in runs]
+    median = statistics.median(rps)
+    return {
+        "runs": runs,
+        "rps": median,
+        "p50_ms": statistics.median(r["p50_ms"] for r in runs),
+        "p99_ms": statistics.median(r["p99_ms"] for r in runs),
+        "spread_pct": (max(rps) - min(rps)) / median * 100 if median else 0.0,
+        "errors": sum(r["non_2xx"] + r["socket_errors"] for r in runs),
+    }
+
+
+def machine() -> dict[str, object]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "kernel": platform.release()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="3 runs x 2 s (about a minute)")
+    parser.add_argument("--runs", type=int, help="runs per scenario and target")
+    parser.add_argument("--duration", type=int, help="seconds per run")
+    parser.add_argument("--only", help="run only scenarios whose name contains this text")
+    parser.add_argument("--no-log", action="store_true", help="fastgw with the access log off")
+    parser.add_argument("--http1", default="httptools", choices=["httptools", "h11"])
+    args = parser.parse_args()
+    runs = args.runs or (3 if args.quick else 5)
+    duration = args.duration or (2 if args.quick else 8)
+    nginx = nginx_binary()
+    if (os.cpu_count() or 1) < 2:
+        raise SystemExit("bench needs 2 CPUs: the gateway on CPU 0, wrk and the upstream on CPU 1")
+
+    work = Path(tempfile.mkdtemp(prefix="fastgw-bench-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        (work / "64k").write_bytes(b"y" * 65536)
+        up_port, ngx_port, gw_port = free_port(), free_port(), free_port()
+        up_conf = nginx_conf(work, "upstream", f"""
+    server {{
+        listen 127.0.0.1:{up_port} backlog=4096;
+        location = /small {{ default_type text/plain; return 200 "{BODY_100}"; }}
+        location = /64k {{ default_type application/octet-stream; alias {work}/64k; }}
+    }}""")
+        procs.append(start([nginx, "-c", str(up_conf)], 1, work / "upstream.out"))
+        proxy_conf = nginx_conf(work, "proxy", f"""
+    upstream backend {{ server 127.0.0.1:{up_port}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{ngx_port} backlog=4096;
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering on;
+        }}
+    }}""")
+        procs.append(start([nginx, "-c", str(proxy_conf)], 0, work / "proxy.out"))
+        log_target = "off" if args.no_log else str(work / "access.log")
+        gw_conf = work / "fastgw.toml"
+        gw_conf.write_text(f"""
+[server]
+http1 = "{args.http1}"
+max_connections_per_ip = 100000
+[[listeners]]
+bind = "127.0.0.1:{gw_port}"
+backlog = 4096
+[access_log]
+target = "{log_target}"
+[upstreams.backend]
+targets = ["127.0.0.1:{up_port}"]
+max_idle = 256
+[[routes]]
+name = "bench"
+path = "/"
+upstream = "backend"
+auth = "none"
+""")
+        procs.append(start([sys.executable, "-m", "fastgw", "run", str(gw_conf)], 0, work / "fastgw.out"))
+        for port in (up_port, ngx_port, gw_port):
+            wait_port(port)
+
+        targets = {"nginx": ngx_port, "fastgw": gw_port}
+        results: dict[str, dict[str, object]] = {}
+        scenarios = [s for s in SCENARIOS if not args.only or args.only in s.name]
+        for scenario in scenarios:
+            for port in targets.values():  # warm-up: pools filled, caches hot
+                run_wrk(port, scenario, 1, work)
+            per_target: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+            for _ in range(runs):
+                for name, port in targets.items():
+                    per_target[name].append(run_wrk(port, scenario, duration, work))
+            summary = {name: summarize(r) for name, r in per_target.items()}
+            ng, fg = summary["nginx"], summary["fastgw"]
+            results[scenario.name] = {
+                **summary,
+                "ratio": fg["rps"] / ng["rps"] if ng["rps"] else 0.0,  # type: ignore[operator]
+                "p50_ratio": fg["p50_ms"] / ng["p50_ms"] if ng["p50_ms"] else 0.0,  # type: ignore[operator]
+            }
+            print_row(scenario.name, results[scenario.name])
+        report = {
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "machine": machine(),
+            "runs": runs,
+            "duration_s": duration,
+            "fastgw": {"access_log": not args.no_log, "http1": args.http1},
+            "scenarios": results,
+        }
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = RESULTS / f"bench-{stamp}{'-quick' if args.quick else ''}.json"
+        out.write_text(json.dumps(report, indent=2))
+        print(f"\nwritten {out.relative_to(ROOT)}")
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM if proc.args[3:4] != [nginx] else signal.SIGQUIT)
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+_HEADER_PRINTED = False
+
+
+def print_row(name: str, result: dict[str, object]) -> None:
+    global _HEADER_PRINTED
+    if not _HEADER_PRINTED:
+        print(f"{'scenario':34} {'nginx req/s':>12} {'fastgw req/s':>13} {'ratio':>6}  "
+              f"{'nginx p50/p99 ms':>17}  {'fastgw p50/p99 ms':>18}  spread n/f")
+        _HEADER_PRINTED = True
+    ng = result["nginx"]
+    fg = result["fastgw"]
+    assert isinstance(ng, dict) and isinstance(fg, dict)
+    print(
+        f"{name:34} {ng['rps']:12.0f} {fg['rps']:13.0f} {result['ratio']:6.2f}  "
+        f"{ng['p50_ms']:8.2f}/{ng['p99_ms']:<8.2f}  {fg['p50_ms']:9.2f}/{fg['p99_ms']:<8.2f}  "
+        f"{ng['spread_pct']:.0f}%/{fg['spread_pct']:.0f}%",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
