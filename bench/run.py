@@ -178,6 +178,8 @@ def main() -> int:
     parser.add_argument("--only", help="run only scenarios whose name contains this text")
     parser.add_argument("--no-log", action="store_true", help="fastgw with the access log off")
     parser.add_argument("--http1", default="httptools", choices=["httptools", "h11"])
+    parser.add_argument("--bare", action="store_true",
+                        help="also measure the bare uvloop+httptools proxy floor (keep-alive GET scenarios)")
     args = parser.parse_args()
     runs = args.runs or (3 if args.quick else 5)
     duration = args.duration or (2 if args.quick else 8)
@@ -189,7 +191,7 @@ def main() -> int:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         (work / "64k").write_bytes(b"y" * 65536)
-        up_port, ngx_port, gw_port = free_port(), free_port(), free_port()
+        up_port, ngx_port, gw_port, bare_port = free_port(), free_port(), free_port(), free_port()
         up_conf = nginx_conf(work, "upstream", f"""
     server {{
         listen 127.0.0.1:{up_port} backlog=4096;
@@ -230,10 +232,14 @@ upstream = "backend"
 auth = "none"
 """)
         procs.append(start([sys.executable, "-m", "fastgw", "run", str(gw_conf)], 0, work / "fastgw.out"))
-        for port in (up_port, ngx_port, gw_port):
+        procs.append(start([sys.executable, str(ROOT / "bench" / "bare_proxy.py"), str(bare_port), str(up_port)],
+                           0, work / "bare.out"))
+        for port in (up_port, ngx_port, gw_port, bare_port):
             wait_port(port)
 
         targets = {"nginx": ngx_port, "fastgw": gw_port}
+        if args.bare:
+            targets["bare"] = bare_port
         results: dict[str, dict[str, object]] = {}
         scenarios = [s for s in SCENARIOS if not args.only or args.only in s.name]
         for scenario in scenarios:
@@ -245,8 +251,12 @@ auth = "none"
                     per_target[name].append(run_wrk(port, scenario, duration, work))
             summary = {name: summarize(r) for name, r in per_target.items()}
             ng, fg = summary["nginx"], summary["fastgw"]
+            extra = {}
+            if "bare" in summary:
+                extra["bare_ratio"] = summary["bare"]["rps"] / ng["rps"] if ng["rps"] else 0.0  # type: ignore[operator]
             results[scenario.name] = {
                 **summary,
+                **extra,
                 "ratio": fg["rps"] / ng["rps"] if ng["rps"] else 0.0,  # type: ignore[operator]
                 "p50_ratio": fg["p50_ms"] / ng["p50_ms"] if ng["p50_ms"] else 0.0,  # type: ignore[operator]
             }
@@ -288,10 +298,12 @@ def print_row(name: str, result: dict[str, object]) -> None:
     ng = result["nginx"]
     fg = result["fastgw"]
     assert isinstance(ng, dict) and isinstance(fg, dict)
+    bare = result.get("bare")
+    floor = f"  bare {bare['rps']:.0f} ({result['bare_ratio']:.2f}x)" if isinstance(bare, dict) else ""
     print(
         f"{name:34} {ng['rps']:12.0f} {fg['rps']:13.0f} {result['ratio']:6.2f}  "
         f"{ng['p50_ms']:8.2f}/{ng['p99_ms']:<8.2f}  {fg['p50_ms']:9.2f}/{fg['p99_ms']:<8.2f}  "
-        f"{ng['spread_pct']:.0f}%/{fg['spread_pct']:.0f}%",
+        f"{ng['spread_pct']:.0f}%/{fg['spread_pct']:.0f}%{floor}",
         flush=True,
     )
 

@@ -27,49 +27,58 @@ FIELDS: Final = (
     "upstream", "upstream_ms", "total_s", "bytes_in", "bytes_out", "denial", "shadow",
 )
 Record = tuple[Any, ...]
-_MILLIS: Final = tuple(f"{ms:03d}Z" for ms in range(1000))
+_MILLIS: Final = tuple(b"%03dZ" % ms for ms in range(1000))
 _REOPEN: Final = "reopen"
 _STOP: Final = "stop"
 
 
-def format_batch(records: list[Record], include_query: bool) -> bytes:
-    """JSON lines for a batch of records (the writer thread's whole job), ~1 us per record.
+_LINE: Final = (
+    b'{"time":"%s%s","snapshot":"%s","request_id":"%s","client":"%s","method":"%s","path":%s,"route":%s,'
+    b'"status":%d,"upstream":"%s","upstream_ms":%.3f,"total_ms":%.3f,"bytes_in":%d,"bytes_out":%d%s}'
+)
 
-    Field order is fixed; ``query`` appears only when configured, ``denial`` and ``shadow`` only when set.
-    The timestamp prefix is formatted once per second, not per record.
+
+def _json_bytes(value: bytes) -> bytes:
+    """A JSON string for client-controlled bytes: quoted as is when nothing needs escaping."""
+    if b'"' in value or b"\\" in value or not value.isascii():
+        return orjson.dumps(value.decode("latin-1"))
+    return b'"' + value + b'"'
+
+
+def format_batch(records: list[Record], include_query: bool) -> bytes:
+    """JSON lines for a batch of records, ~1.5 us per record (a dict + orjson costs ~4 us).
+
+    Only the path and query come from the client unvalidated (llhttp admits ``"`` and ``\\`` in targets),
+    so only they go through escaping; method and request id are validated tokens, the rest is ours.
+    Field order is fixed; ``query`` appears only when configured, ``denial`` and ``shadow`` when set.
     """
     dumps = orjson.dumps
+    line = _LINE
+    millis = _MILLIS
+    names: dict[str, bytes] = {}
     lines: list[bytes] = []
     last_second = -1
-    prefix = ""
+    prefix = b""
     for r in records:
         stamp = r[0]
         second = int(stamp)
         if second != last_second:
             last_second = second
-            prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
-        doc: dict[str, Any] = {
-            "time": prefix + _MILLIS[int((stamp - second) * 1000)],
-            "snapshot": r[1],
-            "request_id": r[2].decode("latin-1"),
-            "client": r[3],
-            "method": r[4].decode("latin-1"),
-            "path": r[5].decode("latin-1"),
-            "route": r[7],
-            "status": r[8],
-            "upstream": r[9],
-            "upstream_ms": round(r[10], 3),
-            "total_ms": round(r[11] * 1000.0, 3),
-            "bytes_in": r[12],
-            "bytes_out": r[13],
-        }
+            prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second)).encode()
+        route = names.get(r[7])
+        if route is None:
+            route = names[r[7]] = dumps(r[7])
+        tail = b""
         if include_query and r[6]:
-            doc["query"] = r[6].decode("latin-1")
+            tail += b',"query":' + _json_bytes(r[6])
         if r[14]:
-            doc["denial"] = r[14]
+            tail += b',"denial":' + dumps(r[14])
         if r[15] is not None:
-            doc["shadow"] = r[15]
-        lines.append(dumps(doc))
+            tail += b',"shadow":' + dumps(r[15])
+        lines.append(
+            line % (prefix, millis[int((stamp - second) * 1000)], r[1], r[2], r[3], r[4], _json_bytes(r[5]),
+                    route, r[8], r[9], r[10], r[11] * 1000.0, r[12], r[13], tail)
+        )
     lines.append(b"")
     return b"\n".join(lines)
 

@@ -85,10 +85,10 @@ class Exchange:
         self.start = 0.0
         self.upstream_start = 0.0
         self.upstream_ms = -1.0
-        self.upstream_addr = ""
+        self.upstream_addr = b""
         self.response_started = False
         self.passed = False  # the chain passed: on_complete hooks are owed exactly once
-        self.snapshot_id = ""
+        self.snapshot_id = b""
 
     @property
     def has_body(self) -> bool:

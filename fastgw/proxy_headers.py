@@ -17,6 +17,7 @@ import os
 import re
 from typing import Final
 
+from fastgw.codec.serialize import DATE, NO_BODY_STATUSES, status_line
 from fastgw.exchange import Exchange
 from fastgw.snapshot import Route
 
@@ -124,30 +125,71 @@ def build_request_head(
     return parts
 
 
-def filter_response_headers(
-    headers: list[tuple[bytes, bytes]], route: Route, keep_length: bool
-) -> tuple[list[bytes], bool]:
-    """Response header lines to relay, and whether the upstream sent a Date header.
+def build_response_head(
+    ex: Exchange, route: Route, status: int, headers: list[tuple[bytes, bytes]], length: int,
+    chunked: bool, via: bytes, draining: bool,
+) -> tuple[bytes, bool, bool]:
+    """Serialise the response head for the client and decide its framing.
 
-    ``keep_length`` keeps the upstream's Content-Length line (a fixed-length body, or a HEAD/304 response
-    describing the representation); otherwise the connection re-frames the body.
+    Returns ``(head, chunk_out, close)``: whether the body must be re-chunked (an upstream chunked or
+    close-delimited body to an HTTP/1.1 client) and whether the connection closes after this response
+    (client asked, HTTP/1.0 close-delimited body, request body not fully read, or the worker drains).
+    Hop-by-hop headers, headers named in the upstream's ``Connection`` and the route's removals are
+    dropped; the upstream's Content-Length is kept only for a fixed-length or body-less response.
     """
+    no_body = ex.method == b"HEAD" or status in NO_BODY_STATUSES
+    fixed = length >= 0 and not chunked
+    keep_length = no_body or fixed
     drop = route.drop_response
-    named: frozenset[bytes] | None = None
-    for name, value in headers:
-        if name == b"connection":
-            tokens = frozenset(t.strip().lower() for t in value.split(b",")) - {b"close", b"keep-alive"}
-            named = tokens if named is None else named | tokens
-    parts: list[bytes] = []
+    parts = [status_line(status)]
     has_date = False
+    named: list[bytes] | None = None
     for name, value in headers:
-        if name in _RESPONSE_DROP or name in drop or (named and name in named):
+        if name in _RESPONSE_DROP or name in drop:
+            if name == b"connection":
+                tokens = [t.strip().lower() for t in value.split(b",")]
+                named = tokens if named is None else named + tokens
             continue
         if name == b"content-length" and not keep_length:
             continue
         if name == b"date":
             has_date = True
         parts.extend((name, b": ", value, b"\r\n"))
+    if named and any(t not in (b"close", b"keep-alive") for t in named):
+        parts = [parts[0], *_without_named(parts[1:], frozenset(named))]  # rare: RFC 9110 7.6.1
+    if not has_date:
+        parts.append(DATE.value)
     for name, value in route.add_response:
         parts.extend((name, b": ", value, b"\r\n"))
-    return parts, has_date
+    for hook in route.response_hooks:
+        extra: list[tuple[bytes, bytes]] = []
+        hook.on_response(ex, extra)
+        for name, value in extra:
+            parts.extend((name, b": ", value, b"\r\n"))
+    parts.extend((b"via: ", via, b"\r\nx-request-id: ", ex.request_id, b"\r\n"))
+    chunk_out = False
+    close = not ex.keep_alive or draining or not ex.body_complete
+    if status == 101:
+        parts.append(b"connection: upgrade\r\nupgrade: " + ex.upgrade + b"\r\n")
+    elif not no_body and not fixed:
+        if ex.version == b"1.1":
+            chunk_out = True
+            parts.append(b"transfer-encoding: chunked\r\n")
+        else:
+            close = True  # HTTP/1.0 client: the body ends when we close
+    if status != 101:
+        if close:
+            parts.append(b"connection: close\r\n")
+        elif ex.version == b"1.0":
+            parts.append(b"connection: keep-alive\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts), chunk_out, close
+
+
+def _without_named(pieces: list[bytes], named: frozenset[bytes]) -> list[bytes]:
+    """Drop the header lines (4 pieces each) whose names the upstream listed in Connection."""
+    out: list[bytes] = []
+    for i in range(0, len(pieces), 4):
+        if pieces[i] not in named:
+            out.extend(pieces[i : i + 4])
+    return out

@@ -115,6 +115,7 @@ class Snapshot:
     upstreams: dict[str, UpstreamSettings]
     access_log: AccessLogSettings
     demo_upstream: tuple[str, int] | None
+    id_bytes: bytes  # the id, pre-encoded for the access log
     warnings: tuple[str, ...] = field(default=())
 
 

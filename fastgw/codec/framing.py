@@ -33,7 +33,10 @@ _SCANNED: Final = frozenset(
 
 # reg-name / IPv4 / IP-literal with an optional port (RFC 3986 3.2.2); anything else in Host is refused.
 _HOST_RE: Final = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
-_MAX_CONTENT_LENGTH_DIGITS: Final = 18  # 10**18 bytes is far beyond any body limit and fits an int64
+_MAX_CONTENT_LENGTH_DIGITS: Final = 18
+# Host values already validated (a regex match costs ~0.25 us; a set probe ~0.04 us). Bounded.
+_VALID_HOSTS: set[bytes] = set()
+_VALID_HOSTS_MAX: Final = 1024  # 10**18 bytes is far beyond any body limit and fits an int64
 
 
 def scan_request_head(ex: Exchange, max_target: int) -> None:
@@ -125,8 +128,12 @@ def scan_request_head(ex: Exchange, max_target: int) -> None:
         if version == b"1.1":
             raise CodecError(400, "bad-host", "HTTP/1.1 request without Host header")
         host = b""
-    elif host and _HOST_RE.fullmatch(host) is None:
-        raise CodecError(400, "bad-host", "Host header is not a valid authority")
+    elif host not in _VALID_HOSTS:
+        if host and _HOST_RE.fullmatch(host) is None:
+            raise CodecError(400, "bad-host", "Host header is not a valid authority")
+        if len(_VALID_HOSTS) >= _VALID_HOSTS_MAX:
+            _VALID_HOSTS.clear()
+        _VALID_HOSTS.add(host)
     ex.host = host
 
     if version == b"1.1":

@@ -10,12 +10,17 @@ the last completed line.
 
 from __future__ import annotations
 
+from typing import Final
+
 import httptools
 
 from fastgw.codec.framing import scan_request_head
 from fastgw.codec.http1 import ParserLimits, RequestSink
 from fastgw.codec.problem import CodecError
 from fastgw.exchange import Exchange
+
+
+_VERSIONS: Final = {"1.1": b"1.1", "1.0": b"1.0", "0.9": b"0.9"}
 
 
 def _too_large(limit: int) -> CodecError:
@@ -25,10 +30,8 @@ def _too_large(limit: int) -> CodecError:
 class HttptoolsReader:
     __slots__ = (
         "_headers",
-        "_in_head",
         "_limits",
         "_parser",
-        "_progress",
         "_head_bytes",
         "_sink",
         "_stall",
@@ -41,13 +44,11 @@ class HttptoolsReader:
         self._parser = httptools.HttpRequestParser(self)
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
-        self._in_head = False
-        self._progress = False
         self._head_bytes = 0
         self._stall = 0
 
     def feed(self, data: bytes) -> None:
-        self._progress = False
+        before = self._head_bytes + len(self._url)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -67,42 +68,43 @@ class HttptoolsReader:
             raise CodecError(400, "bad-request", "invalid or unsupported request method") from None
         except httptools.HttpParserError as exc:
             raise CodecError(400, "bad-request", f"malformed request: {exc}") from None
-        if self._in_head:
-            if self._progress:
-                self._stall = 0
-            else:
+        if self._url or self._headers:
+            # The read ended inside a head: enforce the limits now, counting bytes that made no progress
+            # (one giant header trickled in) so an unfinished head cannot grow without bound.
+            if self._head_bytes + len(self._url) == before:
                 self._stall += len(data)
-            if self._head_bytes + self._stall > self._limits.max_header_bytes:
-                raise _too_large(self._limits.max_header_bytes)
+            else:
+                self._stall = 0
+            self._check_head(self._stall)
 
-    # -- llhttp callbacks ------------------------------------------------------------------------------
-    def on_message_begin(self) -> None:
-        self._url = b""
-        self._headers = []
-        self._in_head = True
-        self._head_bytes = 0
-        self._stall = 0
+    def _check_head(self, pending: int) -> None:
+        limits = self._limits
+        headers = self._headers
+        if len(headers) > limits.max_header_count:
+            raise CodecError(431, "headers-too-large", f"more than {limits.max_header_count} headers")
+        if self._head_bytes + 4 * len(headers) + pending > limits.max_header_bytes:
+            raise _too_large(limits.max_header_bytes)
 
+    # -- llhttp callbacks (no on_message_begin: the head state is reset when a head completes) ----------
     def on_url(self, url: bytes) -> None:
         self._url += url
-        self._progress = True
         if len(self._url) > self._limits.max_target_bytes:
             raise CodecError(414, "uri-too-long", f"request target exceeds {self._limits.max_target_bytes} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._progress = True
-        self._head_bytes += len(name) + len(value) + 4
-        headers = self._headers
-        headers.append((name.lower(), value))
-        if len(headers) > self._limits.max_header_count:
-            raise CodecError(431, "headers-too-large", f"more than {self._limits.max_header_count} headers")
-        if self._head_bytes > self._limits.max_header_bytes:
-            raise _too_large(self._limits.max_header_bytes)
+        # Kept minimal (it runs per header line): limits are checked when the head completes or a read ends
+        # inside it, which bounds memory by one read.
+        self._headers.append((name.lower(), value))
+        self._head_bytes += len(name) + len(value)
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
+        self._check_head(0)
         parser = self._parser
-        ex = Exchange(parser.get_method(), self._url, parser.get_http_version().encode(), self._headers)
+        ex = Exchange(parser.get_method(), self._url, _VERSIONS.get(parser.get_http_version(), b"?"), self._headers)
+        self._url = b""
+        self._headers = []
+        self._head_bytes = 0
+        self._stall = 0
         scan_request_head(ex, self._limits.max_target_bytes)
         self._sink.on_request_head(ex)
 

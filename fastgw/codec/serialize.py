@@ -25,11 +25,12 @@ CRLF: Final = b"\r\n"
 LAST_CHUNK: Final = b"0\r\n\r\n"
 
 
-def status_line(status: int, reason: bytes = b"") -> bytes:
-    """Return the status line for ``status``; unknown codes keep the upstream's reason phrase."""
+def status_line(status: int) -> bytes:
+    """Return the status line for ``status``. An unknown code gets an empty reason phrase, which
+    RFC 9112 4 allows (clients ignore the phrase)."""
     line = STATUS_LINES.get(status)
     if line is None:
-        line = b"HTTP/1.1 %d %s\r\n" % (status, reason or b"Unknown")
+        line = b"HTTP/1.1 %d \r\n" % status
     return line
 
 

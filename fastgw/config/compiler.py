@@ -239,8 +239,9 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str) -> Snapshot:
             raise c.error("demo_upstream.bind", str(exc)) from None
     al = spec.access_log
     c.positive("access_log.max_pending", al.max_pending)
+    snapshot_id = hashlib.blake2b(data, digest_size=6).hexdigest()
     return Snapshot(
-        id=hashlib.blake2b(data, digest_size=6).hexdigest(), source=file, server=server,
+        id=snapshot_id, id_bytes=snapshot_id.encode(), source=file, server=server,
         listeners=tuple(listeners), router=router, routes=tuple(routes), upstreams=upstreams,
         access_log=AccessLogSettings(target=al.target, include_query=al.include_query, max_pending=al.max_pending),
         demo_upstream=demo,

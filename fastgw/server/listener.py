@@ -25,11 +25,11 @@ from fastgw.codec.http1 import ParserLimits, RequestReader, make_reader
 from fastgw.codec.path import normalize_path
 from fastgw.codec.problem import CodecError, render_problem
 from fastgw.codec.proxy_protocol import parse_proxy_header
-from fastgw.codec.serialize import DATE, LAST_CHUNK, NO_BODY_STATUSES, chunk, status_line
+from fastgw.codec.serialize import LAST_CHUNK, chunk
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Pending, resolve_pending, run_chain
 from fastgw.policy.network import client_from_forwarded, in_networks
-from fastgw.proxy_headers import build_request_head, filter_response_headers
+from fastgw.proxy_headers import build_request_head, build_response_head
 from fastgw.snapshot import ListenerSettings, Route, Snapshot
 
 if TYPE_CHECKING:
@@ -227,7 +227,7 @@ class ClientConnection(asyncio.Protocol):
                 self.client_ip
             )
         self.receiving = ex
-        if ex.has_body:
+        if ex.chunked or ex.content_length > 0:
             self.deadline_kind = DL_BODY
             self.deadline = ex.start + self.worker.holder.current.server.body_timeout
             self.body_since = ex.start
@@ -294,7 +294,7 @@ class ClientConnection(asyncio.Protocol):
     def _start(self, ex: Exchange) -> None:
         self.active = ex
         snapshot: Snapshot = self.worker.holder.current
-        ex.snapshot_id = snapshot.id
+        ex.snapshot_id = snapshot.id_bytes
         ex.request_id = self.worker.ids.request_id(ex.xrid)
         server = snapshot.server
         target = ex.target
@@ -376,7 +376,7 @@ class ClientConnection(asyncio.Protocol):
             path = path + b"?" + ex.query
         group = self.worker.pools.group(route.upstream)
         pool = group.pick()
-        host = ex.host if route.preserve_host and ex.host else pool.label.encode()
+        host = ex.host if route.preserve_host and ex.host else pool.label_bytes
         ids = self.worker.ids
         parts = build_request_head(
             ex, route, path, host, self.peer_ip_bytes, self.peer_trusted, self.worker.via,
@@ -388,14 +388,14 @@ class ClientConnection(asyncio.Protocol):
         ex.body_buffer = []  # body bytes that arrive before the upstream connection is ready wait here
         payload = b"".join(parts)
         retry_ok = (
-            route.upstream.retry
+            ex.body_complete
             and ex.method in IDEMPOTENT
+            and route.upstream.retry
             and not ex.upgrade
-            and ex.body_complete
             and ex.body_received <= RETRY_BODY_MAX
         )
         self._retry_payload = payload if retry_ok else None
-        ex.upstream_addr = pool.label
+        ex.upstream_addr = pool.label_bytes
         ex.upstream_start = _monotonic()
         self._pending_payload = payload
         conn = pool.acquire(self._on_upstream_ready)
@@ -425,12 +425,11 @@ class ClientConnection(asyncio.Protocol):
         self.upstream = conn
         ex.bytes_out = 0
         conn.start(self, payload, ex.method == b"HEAD")
-        self._resume(PAUSE_BUFFER)
+        if self._paused:
+            self._resume(PAUSE_BUFFER)
 
     # -- upstream response sink ------------------------------------------------------------------------
-    def on_upstream_head(
-        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], length: int, chunked: bool
-    ) -> None:
+    def on_upstream_head(self, status: int, headers: list[tuple[bytes, bytes]], length: int, chunked: bool) -> None:
         ex = self.active
         if ex is None:
             return
@@ -438,37 +437,11 @@ class ClientConnection(asyncio.Protocol):
         assert route is not None
         ex.status = status
         ex.upstream_ms = (_monotonic() - ex.upstream_start) * 1000.0
-        no_body = ex.method == b"HEAD" or status in NO_BODY_STATUSES
-        fixed = length >= 0 and not chunked
-        lines, has_date = filter_response_headers(headers, route, keep_length=no_body or fixed)
-        parts = [status_line(status, reason)]
-        if not has_date:
-            parts.append(DATE.value)
-        parts.extend(lines)
-        for hook in route.response_hooks:
-            extra: list[tuple[bytes, bytes]] = []
-            hook.on_response(ex, extra)
-            for name, value in extra:
-                parts.extend((name, b": ", value, b"\r\n"))
-        parts.extend((b"via: ", self.worker.via, b"\r\nx-request-id: ", ex.request_id, b"\r\n"))
-        self.chunk_out = False
-        close = not ex.keep_alive or self.worker.draining or not ex.body_complete
-        if status == 101:
-            parts.append(b"connection: upgrade\r\nupgrade: " + ex.upgrade + b"\r\n")
-        elif not no_body and not fixed:
-            if ex.version == b"1.1":
-                self.chunk_out = True
-                parts.append(b"transfer-encoding: chunked\r\n")
-            else:
-                close = True  # HTTP/1.0 client: the body ends when we close
-        if status != 101:
-            if close:
-                parts.append(b"connection: close\r\n")
-                ex.keep_alive = False
-            elif ex.version == b"1.0":
-                parts.append(b"connection: keep-alive\r\n")
-        parts.append(b"\r\n")
-        head = b"".join(parts)
+        head, self.chunk_out, close = build_response_head(
+            ex, route, status, headers, length, chunked, self.worker.via, self.worker.draining
+        )
+        if close:
+            ex.keep_alive = False
         ex.bytes_out += len(head)
         self._out.append(head)
 
@@ -510,7 +483,7 @@ class ClientConnection(asyncio.Protocol):
             self._retry_payload = None
             group = self.worker.pools.group(ex.route.upstream)  # type: ignore[union-attr]
             pool = group.pick()
-            ex.upstream_addr = pool.label
+            ex.upstream_addr = pool.label_bytes
             self._pending_payload = payload
             ex.body_buffer = []
             conn = pool.acquire(self._on_upstream_ready, fresh=True)
@@ -647,8 +620,8 @@ class ClientConnection(asyncio.Protocol):
             return
         body = render_problem(err.status, err.problem, err.detail, close=True)
         w = self.worker
-        w.log_record((_time(), w.holder.current.id, b"", self.client_ip, b"", b"", b"", "", err.status, "",
-                      -1.0, 0.0, 0, len(body), "codec." + err.problem, None))
+        w.log_record((_time(), w.holder.current.id_bytes, b"", self.peer_ip_bytes, b"", b"", b"", "", err.status,
+                      b"", -1.0, 0.0, 0, len(body), "codec." + err.problem, None))
         if active is not None:
             # A later pipelined request is broken: the exchange in flight finishes, the error follows it.
             self.queue.clear()
@@ -685,11 +658,12 @@ class ClientConnection(asyncio.Protocol):
             self.deadline = _monotonic() + self.worker.holder.current.server.idle_timeout
 
     def _complete(self, ex: Exchange) -> None:
-        route = ex.route
-        if ex.passed and route is not None:
+        if ex.passed:
             ex.passed = False
-            for hook in route.complete_hooks:
-                hook.on_complete(ex)
+            route = ex.route
+            if route is not None and route.complete_hooks:
+                for hook in route.complete_hooks:
+                    hook.on_complete(ex)
         self.worker.log_exchange(ex)
 
     def _abort(self, ex: Exchange) -> None:

@@ -81,8 +81,8 @@ class Worker:
             return
         route = ex.route
         self.access_log.record((
-            _time(), ex.snapshot_id, ex.request_id, ex.client_ip, ex.method, ex.path or ex.target, ex.query,
-            route.name if route is not None else "", ex.status, ex.upstream_addr, ex.upstream_ms,
+            _time(), ex.snapshot_id, ex.request_id, ex.client_ip.encode(), ex.method, ex.path or ex.target,
+            ex.query, route.name if route is not None else "", ex.status, ex.upstream_addr, ex.upstream_ms,
             _monotonic() - ex.start, ex.body_received, ex.bytes_out, ex.denial, ex.shadow,
         ))
 

@@ -26,9 +26,7 @@ MAX_RESPONSE_HEADERS: Final = 200
 class ResponseSink(Protocol):
     """Implemented by the client connection the response is streamed to."""
 
-    def on_upstream_head(
-        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], length: int, chunked: bool
-    ) -> None: ...
+    def on_upstream_head(self, status: int, headers: list[tuple[bytes, bytes]], length: int, chunked: bool) -> None: ...
     def on_upstream_body(self, data: bytes) -> None: ...
     def on_upstream_end(self, reusable: bool) -> None: ...
     def on_upstream_error(self, status: int, problem: str, detail: str, retryable: bool) -> None: ...
@@ -46,7 +44,6 @@ class UpstreamConnection(asyncio.Protocol):
         "_interim",
         "_no_body",
         "_parser",
-        "_reason",
         "_until_close",
         "closed",
         "deadline",
@@ -67,7 +64,6 @@ class UpstreamConnection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_bytes = 0
-        self._reason = b""
         self._interim = False
         self._no_body = False
         self._until_close = False
@@ -123,7 +119,6 @@ class UpstreamConnection(asyncio.Protocol):
             sink.on_upstream_tunnel_data(data)
             return
         self.got_response_bytes = True
-        self.deadline = time.monotonic() + self.pool.settings.read_timeout
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -134,6 +129,13 @@ class UpstreamConnection(asyncio.Protocol):
             self.pool.record_failure()
             self._fail(sink, 502, "bad-upstream-response", f"invalid response from {self.pool.label}: {detail}")
             return
+        if self.sink is not None:
+            # Still waiting for the rest of the response: the read timeout restarts from this read.
+            if self._head_bytes > MAX_RESPONSE_HEAD:  # a head still growing after this read
+                self.pool.record_failure()
+                self._fail(sink, 502, "bad-upstream-response", f"response head from {self.pool.label} too large")
+                return
+            self.deadline = time.monotonic() + self.pool.settings.read_timeout
         sink.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -180,22 +182,19 @@ class UpstreamConnection(asyncio.Protocol):
         self.pool.discard(self)
         sink.on_upstream_error(status, problem, detail, retryable)
 
-    # -- llhttp callbacks ------------------------------------------------------------------------------
-    def on_message_begin(self) -> None:
-        self._headers = []
-        self._head_bytes = 0
-
-    def on_status(self, reason: bytes) -> None:
-        self._reason = reason
-
+    # -- llhttp callbacks (no on_message_begin/on_status: each callback is a Python call per response) ---
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_bytes += len(name) + len(value) + 4
         self._headers.append((name.lower(), value))
-        if self._head_bytes > MAX_RESPONSE_HEAD or len(self._headers) > MAX_RESPONSE_HEADERS:
-            raise ValueError(f"response header section exceeds {MAX_RESPONSE_HEAD} bytes")
+        self._head_bytes += len(name) + len(value)
 
     def on_headers_complete(self) -> None:
         parser = self._parser
+        headers = self._headers
+        self._headers = []
+        head_bytes = self._head_bytes + 4 * len(headers)
+        self._head_bytes = 0
+        if head_bytes > MAX_RESPONSE_HEAD or len(headers) > MAX_RESPONSE_HEADERS:
+            raise ValueError(f"response header section exceeds {MAX_RESPONSE_HEAD} bytes or {MAX_RESPONSE_HEADERS} lines")
         status = parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             self._interim = True  # 100 Continue / 103 Early Hints: not relayed (we answered 100 ourselves)
@@ -203,7 +202,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.upstream_keep_alive = parser.should_keep_alive()
         length = -1
         chunked = False
-        for name, value in self._headers:
+        for name, value in headers:
             if name == b"content-length":
                 length = int(value)
             elif name == b"transfer-encoding":
@@ -213,7 +212,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.upgrading = status == 101
         self._until_close = length < 0 and not chunked and not self._no_body and status not in (101, 204, 304)
-        sink.on_upstream_head(status, self._reason, self._headers, length, chunked)
+        sink.on_upstream_head(status, headers, length, chunked)
         if self._no_body and status != 101:
             # A HEAD response has no body whatever its headers say; llhttp cannot be told, so start a fresh
             # parser for the next response and report completion now.

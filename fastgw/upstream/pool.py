@@ -46,6 +46,7 @@ class TargetPool:
         "in_use",
         "key",
         "label",
+        "label_bytes",
         "settings",
         "target",
         "waiters",
@@ -57,6 +58,7 @@ class TargetPool:
         self.settings = settings
         self.key: PoolKey = ("http", target.host, target.port, "")
         self.label = target.label
+        self.label_bytes = target.label.encode()
         self.idle: deque[tuple[UpstreamConnection, float]] = deque()
         self.in_use = 0
         self._connecting = 0

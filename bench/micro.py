@@ -1,0 +1,151 @@
+"""Microseconds per request for each data-plane step: the hot-path budget in DESIGN.md, line by line.
+
+    python bench/micro.py            # both parser backends
+    python bench/micro.py --json F   # also write the numbers as JSON
+
+Each step runs the real code on a typical small GET (6 request headers, 4 response headers) in a tight
+loop; numbers are the best of 5 repeats, in microseconds. The bar in issue 2: parse + route + header steps
++ serialise <= 6 us with httptools.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import timeit
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fastgw.access_log import format_batch  # noqa: E402
+from fastgw.codec.http1 import ParserLimits, make_reader  # noqa: E402
+from fastgw.codec.path import normalize_path  # noqa: E402
+from fastgw.config.compiler import compile_config  # noqa: E402
+from fastgw.exchange import Exchange  # noqa: E402
+from fastgw.policy.network import NetworkRules, parse_networks  # noqa: E402
+from fastgw.proxy_headers import IdSource, build_request_head, build_response_head  # noqa: E402
+
+REQUEST = (
+    b"GET /api/v1/items?id=42 HTTP/1.1\r\nHost: api.example.com\r\nUser-Agent: wrk/4.2\r\n"
+    b"Accept: application/json\r\nAccept-Encoding: gzip\r\nX-Request-Id: abc-123\r\n"
+    b"Authorization: Bearer t0k3n\r\n\r\n"
+)
+RESPONSE_HEADERS = [
+    (b"server", b"nginx"),
+    (b"date", b"Sun, 22 Nov 2026 18:00:00 GMT"),
+    (b"content-type", b"application/json"),
+    (b"content-length", b"100"),
+]
+CONFIG = b"""
+[[listeners]]
+bind = "127.0.0.1:8080"
+[upstreams.api]
+targets = ["127.0.0.1:9000"]
+[[routes]]
+name = "items"
+path = "/api/v1"
+upstream = "api"
+auth = "none"
+[[routes]]
+name = "other"
+path = "/other"
+upstream = "api"
+auth = "none"
+"""
+
+
+class NullSink:
+    def __init__(self) -> None:
+        self.ex: Exchange | None = None
+
+    def on_request_head(self, ex: Exchange) -> None:
+        self.ex = ex
+
+    def on_request_body(self, data: bytes) -> None:
+        pass
+
+    def on_request_end(self) -> None:
+        pass
+
+    def on_upgrade(self, rest: bytes) -> bool:
+        return False
+
+
+def best(fn: Callable[[], object], number: int = 20000) -> float:
+    return min(timeit.repeat(fn, number=number, repeat=5)) / number * 1e6
+
+
+def measure(backend: str) -> dict[str, float]:
+    snapshot = compile_config(CONFIG, "micro.toml")
+    route = snapshot.routes[0]
+    sink = NullSink()
+    reader = make_reader(backend, sink, ParserLimits())
+    ids = IdSource()
+    results: dict[str, float] = {}
+    results["parse (codec + framing scan)"] = best(lambda: reader.feed(REQUEST), 5000 if backend == "h11" else 20000)
+    ex = sink.ex
+    assert ex is not None
+    ex.client_ip = "127.0.0.1"
+
+    def route_step() -> None:
+        target = ex.target
+        q = target.find(b"?")
+        ex.query = target[q + 1 :]
+        ex.path = normalize_path(target[:q])
+        snapshot.router.lookup(ex.host, ex.path, ex.method)
+
+    results["route (split query, normalise, lookup)"] = best(route_step)
+
+    def request_head() -> None:
+        ex.request_id = ids.request_id(ex.xrid)
+        b"".join(build_request_head(ex, route, ex.path + b"?" + ex.query, b"127.0.0.1:9000", b"127.0.0.1",
+                                    False, b"1.1 fastgw", ids.traceparent(ex.traceparent)))
+
+    results["request headers (ids, XFF, Via, hop-by-hop)"] = best(request_head)
+
+    def response_head() -> None:
+        build_response_head(ex, route, 200, RESPONSE_HEADERS, 100, False, b"1.1 fastgw", False)
+
+    results["response head (filter + serialise)"] = best(response_head)
+    rules = NetworkRules("network", parse_networks(["10.0.0.0/8"]), parse_networks(["192.0.2.0/24"]), False)
+    results["network policy check (cached verdict)"] = best(lambda: rules.check(ex))
+    pending: list[tuple[object, ...]] = []
+    _time = time.time
+    _mono = time.monotonic
+
+    def log_record() -> None:
+        pending.append((_time(), snapshot.id_bytes, ex.request_id, ex.client_ip.encode(), ex.method, ex.path,
+                        ex.query, route.name, 200, b"127.0.0.1:9000", 1.0, _mono() - 1.0, 0, 280, "", None))
+
+    results["log record hand-off (tuple append)"] = best(log_record)
+    batch = pending[:1000]
+    results["log formatting (per record, in the tick)"] = (
+        min(timeit.repeat(lambda: format_batch(batch, False), number=20, repeat=5)) / 20 / len(batch) * 1e6
+    )
+    results["= parse + route + headers + serialise"] = sum(
+        results[k] for k in list(results)[:4]
+    )
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", help="write results to this file")
+    args = parser.parse_args()
+    everything = {}
+    for backend in ("httptools", "h11"):
+        results = measure(backend)
+        everything[backend] = results
+        print(f"\n{backend}")
+        for step, us in results.items():
+            print(f"  {step:48} {us:7.2f} us")
+    if args.json:
+        Path(args.json).write_text(json.dumps(everything, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""The whole per-request Python path without sockets: client bytes in -> upstream bytes out -> response
+bytes in -> client bytes out, through the real ClientConnection and UpstreamConnection on fake transports.
+
+What it prints is fastgw's own CPU per request (no syscalls, no event loop), the number to shrink when the
+wrk bench says fastgw is slower than the bare-proxy floor. ``--profile`` shows where it goes.
+
+    python bench/pipeline.py [--log] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import pstats
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fastgw.config.compiler import compile_config  # noqa: E402
+from fastgw.server.listener import ClientConnection  # noqa: E402
+from fastgw.server.worker import Worker  # noqa: E402
+from fastgw.upstream.connection import UpstreamConnection  # noqa: E402
+
+REQUEST = b"GET /small HTTP/1.1\r\nHost: 127.0.0.1:9080\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sun, 22 Nov 2026 19:00:00 GMT\r\n"
+    b"Content-Type: text/plain\r\nContent-Length: 100\r\nConnection: keep-alive\r\n\r\n" + b"x" * 100
+)
+
+
+class FakeTransport:
+    """Just enough of asyncio.Transport for the data plane."""
+
+    def __init__(self, peer: tuple[str, int]) -> None:
+        self.peer = peer
+        self.written: list[bytes] = []
+        self.closed = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.peer if name == "peername" else default
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+
+async def run(n: int, log: bool, profile: bool) -> None:
+    target = "/dev/null" if log else "off"
+    config = f"""
+[[listeners]]
+bind = "127.0.0.1:0"
+[access_log]
+target = "{target}"
+[upstreams.u]
+targets = ["127.0.0.1:9"]
+[[routes]]
+name = "r"
+path = "/"
+upstream = "u"
+auth = "none"
+""".encode()
+    worker = Worker(compile_config(config, "pipeline.toml"))
+    client = ClientConnection(worker, worker.holder.current.listeners[0])
+    client_transport = FakeTransport(("127.0.0.1", 50000))
+    client.connection_made(client_transport)  # type: ignore[arg-type]
+    pool = worker.pools.group(worker.holder.current.routes[0].upstream).pools[0]
+    upstream = UpstreamConnection(pool)
+    upstream_transport = FakeTransport(("127.0.0.1", 9))
+    upstream.connection_made(upstream_transport)  # type: ignore[arg-type]
+    pool.idle.append((upstream, time.monotonic() + 3600))
+
+    def one() -> None:
+        client.data_received(REQUEST)
+        upstream.data_received(RESPONSE)
+
+    for _ in range(1000):
+        one()
+    assert client_transport.written[-1].endswith(b"x" * 100), client_transport.written[-1][:200]
+    client_transport.written.clear()
+    upstream_transport.written.clear()
+    prof = cProfile.Profile() if profile else None
+    if prof:
+        prof.enable()
+    started = time.perf_counter()
+    for _ in range(n):
+        one()
+        if len(client_transport.written) > 1000:
+            client_transport.written.clear()
+            upstream_transport.written.clear()
+            worker.access_log.flush()
+    elapsed = time.perf_counter() - started
+    if prof:
+        prof.disable()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+    print(f"{elapsed / n * 1e6:.2f} us per request through the Python data plane (log {'on' if log else 'off'})")
+    worker.access_log.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--log", action="store_true", help="access log on (to /dev/null), formatting included")
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("-n", type=int, default=50000)
+    args = parser.parse_args()
+    asyncio.run(run(args.n, args.log, args.profile))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
