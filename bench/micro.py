@@ -20,13 +20,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fastgw.access_log import format_batch  # noqa: E402
-from fastgw.codec.http1 import ParserLimits, make_reader  # noqa: E402
-from fastgw.codec.path import normalize_path  # noqa: E402
-from fastgw.config.compiler import compile_config  # noqa: E402
-from fastgw.exchange import Exchange  # noqa: E402
-from fastgw.policy.network import NetworkRules, parse_networks  # noqa: E402
-from fastgw.proxy_headers import IdSource, build_request_head, build_response_head  # noqa: E402
+from fastgw.access_log import format_batch
+from fastgw.codec.http1 import ParserLimits, make_reader
+from fastgw.codec.path import normalize_path
+from fastgw.config.compiler import compile_config
+from fastgw.exchange import Exchange
+from fastgw.policy.network import NetworkRules, parse_networks
+from fastgw.proxy_headers import IdSource, build_request_head, build_response_head
 
 REQUEST = (
     b"GET /api/v1/items?id=42 HTTP/1.1\r\nHost: api.example.com\r\nUser-Agent: wrk/4.2\r\n"
@@ -85,7 +85,9 @@ def measure(backend: str) -> dict[str, float]:
     reader = make_reader(backend, sink, ParserLimits())
     ids = IdSource()
     results: dict[str, float] = {}
-    results["parse (codec + framing scan)"] = best(lambda: reader.feed(REQUEST), 5000 if backend == "h11" else 20000)
+    results["parse (codec + framing scan)"] = best(
+        lambda: reader.feed(REQUEST), 5000 if backend == "h11" else 20000
+    )
     ex = sink.ex
     assert ex is not None
     ex.client_ip = "127.0.0.1"
@@ -101,8 +103,18 @@ def measure(backend: str) -> dict[str, float]:
 
     def request_head() -> None:
         ex.request_id = ids.request_id(ex.xrid)
-        b"".join(build_request_head(ex, route, ex.path + b"?" + ex.query, b"127.0.0.1:9000", b"127.0.0.1",
-                                    False, b"1.1 fastgw", ids.traceparent(ex.traceparent)))
+        b"".join(
+            build_request_head(
+                ex,
+                route,
+                ex.path + b"?" + ex.query,
+                b"127.0.0.1:9000",
+                b"127.0.0.1",
+                False,
+                b"1.1 fastgw",
+                ids.traceparent(ex.traceparent),
+            )
+        )
 
     results["request headers (ids, XFF, Via, hop-by-hop)"] = best(request_head)
 
@@ -117,22 +129,40 @@ def measure(backend: str) -> dict[str, float]:
     _mono = time.monotonic
 
     def log_record() -> None:
-        pending.append((_time(), snapshot.id_bytes, ex.request_id, ex.client_ip.encode(), ex.method, ex.path,
-                        ex.query, route.name, 200, b"127.0.0.1:9000", 1.0, _mono() - 1.0, 0, 280, "", None))
+        pending.append(
+            (
+                _time(),
+                snapshot.id_bytes,
+                ex.request_id,
+                ex.client_ip.encode(),
+                ex.method,
+                ex.path,
+                ex.query,
+                route.name,
+                200,
+                b"127.0.0.1:9000",
+                1.0,
+                _mono() - 1.0,
+                0,
+                280,
+                "",
+                None,
+            )
+        )
 
     results["log record hand-off (tuple append)"] = best(log_record)
     batch = pending[:1000]
     results["log formatting (per record, in the tick)"] = (
         min(timeit.repeat(lambda: format_batch(batch, False), number=20, repeat=5)) / 20 / len(batch) * 1e6
     )
-    results["= parse + route + headers + serialise"] = sum(
-        results[k] for k in list(results)[:4]
-    )
+    results["= parse + route + headers + serialise"] = sum(results[k] for k in list(results)[:4])
     return results
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--json", help="write results to this file")
     args = parser.parse_args()
     everything = {}

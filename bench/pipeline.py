@@ -20,10 +20,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fastgw.config.compiler import compile_config  # noqa: E402
-from fastgw.server.listener import ClientConnection  # noqa: E402
-from fastgw.server.worker import Worker  # noqa: E402
-from fastgw.upstream.connection import UpstreamConnection  # noqa: E402
+from fastgw.config.compiler import compile_config
+from fastgw.server.listener import ClientConnection
+from fastgw.server.worker import Worker
+from fastgw.upstream.connection import UpstreamConnection
 
 REQUEST = b"GET /small HTTP/1.1\r\nHost: 127.0.0.1:9080\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
 RESPONSE = (
@@ -113,13 +113,17 @@ auth = "none"
     if prof:
         prof.disable()
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)
-    print(f"{elapsed / n * 1e6:.2f} us per request through the Python data plane (log {'on' if log else 'off'})")
+    print(
+        f"{elapsed / n * 1e6:.2f} us per request through the Python data plane (log {'on' if log else 'off'})"
+    )
     worker.access_log.close()
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--log", action="store_true", help="access log on (to /dev/null), formatting included")
+    parser.add_argument(
+        "--log", action="store_true", help="access log on (to /dev/null), formatting included"
+    )
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("-n", type=int, default=50000)
     args = parser.parse_args()

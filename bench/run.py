@@ -46,9 +46,13 @@ class Scenario:
 SCENARIOS = [
     Scenario("small GET keep-alive c=64", "/small", 64),
     Scenario("small GET c=16 (latency)", "/small", 16),
-    Scenario("POST 4 KiB c=64", "/small", 64,
-             script='wrk.method = "POST"\nwrk.body = string.rep("a", 4096)\n'
-                    'wrk.headers["Content-Type"] = "application/octet-stream"\n'),
+    Scenario(
+        "POST 4 KiB c=64",
+        "/small",
+        64,
+        script='wrk.method = "POST"\nwrk.body = string.rep("a", 4096)\n'
+        'wrk.headers["Content-Type"] = "application/octet-stream"\n',
+    ),
     Scenario("64 KiB response c=64", "/64k", 64),
     Scenario("new connection per request c=16", "/small", 16, headers=("Connection: close",)),
 ]
@@ -74,7 +78,9 @@ def wait_port(port: int, timeout: float = 10) -> None:
 def nginx_binary() -> str:
     found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
     if not found or not shutil.which("wrk"):
-        raise SystemExit("bench needs wrk and nginx: run `scripts/dev.sh system bench` (apt-get install -y wrk nginx)")
+        raise SystemExit(
+            "bench needs wrk and nginx: run `scripts/dev.sh system bench` (apt-get install -y wrk nginx)"
+        )
     return found
 
 
@@ -105,7 +111,9 @@ http {{
 
 
 def start(cmd: list[str], cpu: int, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(["taskset", "-c", str(cpu), *cmd], stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        ["taskset", "-c", str(cpu), *cmd], stdout=log.open("wb"), stderr=subprocess.STDOUT
+    )
 
 
 def parse_wrk(output: str) -> dict[str, float]:
@@ -138,7 +146,7 @@ def run_wrk(port: int, scenario: Scenario, duration: int, work: Path) -> dict[st
         script.write_text(scenario.script)
         cmd += ["-s", str(script)]
     cmd.append(f"http://127.0.0.1:{port}{scenario.path}")
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    out = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=duration + 60)
     if out.returncode != 0:
         raise SystemExit(f"wrk failed: {out.stderr}")
     return parse_wrk(out.stdout)
@@ -166,20 +174,30 @@ def machine() -> dict[str, object]:
                 break
     except OSError:
         pass
-    return {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "kernel": platform.release()}
+    return {
+        "host": platform.node(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="3 runs x 2 s (about a minute)")
     parser.add_argument("--runs", type=int, help="runs per scenario and target")
     parser.add_argument("--duration", type=int, help="seconds per run")
     parser.add_argument("--only", help="run only scenarios whose name contains this text")
     parser.add_argument("--no-log", action="store_true", help="fastgw with the access log off")
     parser.add_argument("--http1", default="httptools", choices=["httptools", "h11"])
-    parser.add_argument("--bare", action="store_true",
-                        help="also measure the bare uvloop+httptools proxy floor (keep-alive GET scenarios)")
+    parser.add_argument(
+        "--bare",
+        action="store_true",
+        help="also measure the bare uvloop+httptools proxy floor (keep-alive GET scenarios)",
+    )
     args = parser.parse_args()
     runs = args.runs or (3 if args.quick else 5)
     duration = args.duration or (2 if args.quick else 8)
@@ -192,14 +210,21 @@ def main() -> int:
     try:
         (work / "64k").write_bytes(b"y" * 65536)
         up_port, ngx_port, gw_port, bare_port = free_port(), free_port(), free_port(), free_port()
-        up_conf = nginx_conf(work, "upstream", f"""
+        up_conf = nginx_conf(
+            work,
+            "upstream",
+            f"""
     server {{
         listen 127.0.0.1:{up_port} backlog=4096;
         location = /small {{ default_type text/plain; return 200 "{BODY_100}"; }}
         location = /64k {{ default_type application/octet-stream; alias {work}/64k; }}
-    }}""")
+    }}""",
+        )
         procs.append(start([nginx, "-c", str(up_conf)], 1, work / "upstream.out"))
-        proxy_conf = nginx_conf(work, "proxy", f"""
+        proxy_conf = nginx_conf(
+            work,
+            "proxy",
+            f"""
     upstream backend {{ server 127.0.0.1:{up_port}; keepalive 64; }}
     server {{
         listen 127.0.0.1:{ngx_port} backlog=4096;
@@ -209,7 +234,8 @@ def main() -> int:
             proxy_set_header Connection "";
             proxy_buffering on;
         }}
-    }}""")
+    }}""",
+        )
         procs.append(start([nginx, "-c", str(proxy_conf)], 0, work / "proxy.out"))
         log_target = "off" if args.no_log else str(work / "access.log")
         gw_conf = work / "fastgw.toml"
@@ -232,8 +258,13 @@ upstream = "backend"
 auth = "none"
 """)
         procs.append(start([sys.executable, "-m", "fastgw", "run", str(gw_conf)], 0, work / "fastgw.out"))
-        procs.append(start([sys.executable, str(ROOT / "bench" / "bare_proxy.py"), str(bare_port), str(up_port)],
-                           0, work / "bare.out"))
+        procs.append(
+            start(
+                [sys.executable, str(ROOT / "bench" / "bare_proxy.py"), str(bare_port), str(up_port)],
+                0,
+                work / "bare.out",
+            )
+        )
         for port in (up_port, ngx_port, gw_port, bare_port):
             wait_port(port)
 
@@ -292,8 +323,10 @@ _HEADER_PRINTED = False
 def print_row(name: str, result: dict[str, object]) -> None:
     global _HEADER_PRINTED
     if not _HEADER_PRINTED:
-        print(f"{'scenario':34} {'nginx req/s':>12} {'fastgw req/s':>13} {'ratio':>6}  "
-              f"{'nginx p50/p99 ms':>17}  {'fastgw p50/p99 ms':>18}  spread n/f")
+        print(
+            f"{'scenario':34} {'nginx req/s':>12} {'fastgw req/s':>13} {'ratio':>6}  "
+            f"{'nginx p50/p99 ms':>17}  {'fastgw p50/p99 ms':>18}  spread n/f"
+        )
         _HEADER_PRINTED = True
     ng = result["nginx"]
     fg = result["fastgw"]

@@ -23,8 +23,22 @@ import orjson
 from fastgw.snapshot import AccessLogSettings
 
 FIELDS: Final = (
-    "time", "snapshot", "request_id", "client", "method", "path", "query", "route", "status",
-    "upstream", "upstream_ms", "total_s", "bytes_in", "bytes_out", "denial", "shadow",
+    "time",
+    "snapshot",
+    "request_id",
+    "client",
+    "method",
+    "path",
+    "query",
+    "route",
+    "status",
+    "upstream",
+    "upstream_ms",
+    "total_s",
+    "bytes_in",
+    "bytes_out",
+    "denial",
+    "shadow",
 )
 Record = tuple[Any, ...]
 _MILLIS: Final = tuple(b"%03dZ" % ms for ms in range(1000))
@@ -76,8 +90,24 @@ def format_batch(records: list[Record], include_query: bool) -> bytes:
         if r[15] is not None:
             tail += b',"shadow":' + dumps(r[15])
         lines.append(
-            line % (prefix, millis[int((stamp - second) * 1000)], r[1], r[2], r[3], r[4], _json_bytes(r[5]),
-                    route, r[8], r[9], r[10], r[11] * 1000.0, r[12], r[13], tail)
+            line
+            % (
+                prefix,
+                millis[int((stamp - second) * 1000)],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                _json_bytes(r[5]),
+                route,
+                r[8],
+                r[9],
+                r[10],
+                r[11] * 1000.0,
+                r[12],
+                r[13],
+                tail,
+            )
         )
     lines.append(b"")
     return b"\n".join(lines)

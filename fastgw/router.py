@@ -30,7 +30,11 @@ class MethodTable:
             # RFC 9110 9.3.2: HEAD is served wherever GET is; the router maps it to the GET route.
             allow += b", HEAD"
         self.not_allowed = Denial(
-            405, "method-not-allowed", "method not allowed on this route", "route.method", ((b"allow", allow),)
+            405,
+            "method-not-allowed",
+            "method not allowed on this route",
+            "route.method",
+            ((b"allow", allow),),
         )
 
 
@@ -80,10 +84,7 @@ class Router:
 
     def _host_table(self, host: bytes) -> HostTable | None:
         name = host.lower()
-        if name[:1] == b"[":
-            name = name[: name.find(b"]") + 1]
-        else:
-            name = name.partition(b":")[0]
+        name = name[: name.find(b"]") + 1] if name[:1] == b"[" else name.partition(b":")[0]
         table = self._hosts.get(name)
         if table is not None:
             return table

@@ -91,7 +91,10 @@ class Route:
     chain: tuple[Policy, ...]
     response_hooks: tuple[ResponseHook, ...]
     complete_hooks: tuple[CompleteHook, ...]
-    drop_request: frozenset[bytes]  # lower-case names removed before forwarding (and the names set)
+    # Lower-case header names never copied through: hop-by-hop and gateway-owned names plus the route's own
+    # removals and the names it sets (proxy_headers.request_drop_sets / response_drop_set).
+    drop_request: frozenset[bytes]  # for an untrusted peer
+    drop_request_trusted: frozenset[bytes]  # for a trusted proxy (its X-Forwarded-Proto/-Host are kept)
     add_request: bytes  # pre-joined "name: value\r\n" lines
     drop_response: frozenset[bytes]
     add_response: tuple[tuple[bytes, bytes], ...]

@@ -14,11 +14,16 @@ VENV=${FASTGW_VENV:-$ROOT/.venv}
 # command -> Debian package, per profile. Tests need no system service yet; bench needs wrk and nginx.
 declare -A TEST_PKGS=()
 declare -A BENCH_PKGS=([wrk]=wrk [nginx]=nginx)
+declare -A VENV_PKGS=([venv]=python3-venv)
 
 need_system() {
     local profile=$1 missing=()
     local -n pkgs="${profile^^}_PKGS"
     for cmd in "${!pkgs[@]}"; do
+        if [ "$cmd" = venv ]; then
+            missing+=("${pkgs[$cmd]}")  # asked for only after `python3 -m venv` failed
+            continue
+        fi
         command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("${pkgs[$cmd]}")
     done
     [ ${#missing[@]} -eq 0 ] && return 0
@@ -40,7 +45,11 @@ need_python() {
         exit 1
     fi
     if [ ! -x "$VENV/bin/python" ]; then
-        "$py" -m venv "$VENV"
+        if ! "$py" -m venv "$VENV" >/dev/null 2>&1; then
+            rm -rf "$VENV"
+            need_system venv  # Debian's system Python ships venv separately
+            "$py" -m venv "$VENV"
+        fi
     fi
     local extras=$1
     local stamp="$VENV/.installed-$extras"

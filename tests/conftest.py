@@ -5,6 +5,7 @@ wire-true test upstream that records what reached it and answers with exact byte
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import socket
@@ -30,6 +31,14 @@ settings.register_profile("dev", deadline=None, max_examples=100)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 HTTP1_BACKENDS = ["httptools", "h11"]
+
+
+@pytest.fixture(autouse=True)
+def _collect_after_test() -> Iterator[None]:
+    """Collect garbage after each test, so a leaked socket, transport or loop raises its ResourceWarning
+    (an error under filterwarnings=error) in the test that leaked it rather than in a later one."""
+    yield
+    gc.collect()
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
@@ -263,8 +272,14 @@ class Gateway:
         return self.proc.returncode
 
 
-def start_gateway(tmp_path: Path, body: str, *, name: str = "gw", env: dict[str, str] | None = None,
-                  preexec: Callable[[], None] | None = None) -> Gateway:
+def start_gateway(
+    tmp_path: Path,
+    body: str,
+    *,
+    name: str = "gw",
+    env: dict[str, str] | None = None,
+    preexec: Callable[[], None] | None = None,
+) -> Gateway:
     """Start ``fastgw run`` on a config whose text is ``body`` with {port} and {log} filled in."""
     port = free_port()
     log = tmp_path / f"{name}-access.log"
@@ -290,8 +305,9 @@ def start_gateway(tmp_path: Path, body: str, *, name: str = "gw", env: dict[str,
     return Gateway(proc, port, config, log, stderr_path)
 
 
-def basic_config(upstream_port: int, *, http1: str = "httptools", server: str = "", route: str = "",
-                 extra: str = "") -> str:
+def basic_config(
+    upstream_port: int, *, http1: str = "httptools", server: str = "", route: str = "", extra: str = ""
+) -> str:
     return f"""
         [server]
         http1 = "{http1}"

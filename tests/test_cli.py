@@ -12,7 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def fastgw(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fastgw", *args], capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [sys.executable, "-m", "fastgw", *args], check=False, capture_output=True, text=True, timeout=30
+    )
 
 
 def test_version() -> None:
@@ -36,7 +38,9 @@ def test_check_examples() -> None:
 
 def test_bad_config_is_one_line_exit_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
-    bad.write_text('[[listeners]]\nbind = "127.0.0.1:1"\n[[routes]]\nname = "r"\npath = "/"\nupstream = "x"\n')
+    bad.write_text(
+        '[[listeners]]\nbind = "127.0.0.1:1"\n[[routes]]\nname = "r"\npath = "/"\nupstream = "x"\n'
+    )
     for command in ("check", "run"):
         out = fastgw(command, str(bad))
         assert out.returncode == 2
@@ -53,8 +57,10 @@ def test_busy_port_is_one_line_exit_2(tmp_path: Path) -> None:
         s.listen()
         port = s.getsockname()[1]
         cfg = tmp_path / "c.toml"
-        cfg.write_text(f'[[listeners]]\nbind = "127.0.0.1:{port}"\n[upstreams.u]\ntargets = ["127.0.0.1:1"]\n'
-                       '[[routes]]\nname = "r"\npath = "/"\nupstream = "u"\nauth = "none"\n')
+        cfg.write_text(
+            f'[[listeners]]\nbind = "127.0.0.1:{port}"\n[upstreams.u]\ntargets = ["127.0.0.1:1"]\n'
+            '[[routes]]\nname = "r"\npath = "/"\nupstream = "u"\nauth = "none"\n'
+        )
         out = fastgw("run", str(cfg))
     assert out.returncode == 2
     assert "cannot listen" in out.stderr and "Traceback" not in out.stderr

@@ -29,7 +29,9 @@ def modules(*parts: str) -> list[Path]:
 
 def test_core_and_codec_never_import_asyncio_server_or_config() -> None:
     for path in modules("codec", "exchange", "router", "snapshot", "proxy_headers"):
-        bad = {m for m in imports_of(path) if m == "asyncio" or m.startswith(("fastgw.server", "fastgw.config"))}
+        bad = {
+            m for m in imports_of(path) if m == "asyncio" or m.startswith(("fastgw.server", "fastgw.config"))
+        }
         assert not bad, f"{path.relative_to(PKG)} imports {bad}"
 
 

@@ -40,7 +40,9 @@ def test_case_sensitive() -> None:
 
 
 def test_methods_405_with_allow_and_head_via_get() -> None:
-    r = router_for(route("get", "/x", 'methods = ["GET"]') + route("post", "/x", 'methods = ["POST"]\nmatch = "prefix"'))
+    r = router_for(
+        route("get", "/x", 'methods = ["GET"]') + route("post", "/x", 'methods = ["POST"]\nmatch = "prefix"')
+    )
     assert name_of(r.lookup(b"h", b"/x", b"POST")) == "post"
     assert name_of(r.lookup(b"h", b"/x", b"HEAD")) == "get"
     denied = r.lookup(b"h", b"/x", b"PUT")
@@ -50,7 +52,9 @@ def test_methods_405_with_allow_and_head_via_get() -> None:
 
 def test_hosts_exact_wildcard_default_and_ports() -> None:
     r = router_for(
-        route("a", "/", 'host = "api.example.com"') + route("w", "/", 'host = "*.example.com"') + route("d", "/")
+        route("a", "/", 'host = "api.example.com"')
+        + route("w", "/", 'host = "*.example.com"')
+        + route("d", "/")
     )
     assert name_of(r.lookup(b"API.example.com:8443", b"/", b"GET")) == "a"
     assert name_of(r.lookup(b"x.example.com", b"/", b"GET")) == "w"

@@ -48,7 +48,7 @@ def scan_request_head(ex: Exchange, max_target: int) -> None:
             The Exchange is then half-filled and must be discarded with the connection.
     """
     version = ex.version
-    if version != b"1.1" and version != b"1.0":
+    if version not in {b"1.1", b"1.0"}:
         raise CodecError(505, "http-version", f"HTTP/{version.decode('latin-1')} is not supported")
     if len(ex.target) > max_target:
         raise CodecError(414, "uri-too-long", f"request target exceeds {max_target} bytes")

@@ -23,6 +23,9 @@ from fastgw.codec.http1 import ParserLimits, RequestSink
 from fastgw.codec.problem import CodecError
 from fastgw.exchange import Exchange
 
+# Not in h11's typed exports, but a documented state (h11 docs, "Switching protocols").
+_MIGHT_SWITCH: Final = h11._state.MIGHT_SWITCH_PROTOCOL
+
 _CTL: Final = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _PLACEHOLDER: Final = h11.Response(status_code=200, headers=[(b"content-length", b"0")])
 
@@ -89,23 +92,28 @@ class H11Reader:
                 problem = "headers-too-large" if status == 431 else "bad-request"
                 raise CodecError(status, problem, f"malformed request: {exc}") from None
             if event is h11.NEED_DATA or event is h11.PAUSED:
-                if event is h11.PAUSED and conn.their_state is h11.MIGHT_SWITCH_PROTOCOL:
-                    if not self._sink.on_upgrade(conn.trailing_data[0]):
-                        self._advance_cycle()  # declined: the buffered bytes are the next request
-                        continue
+                if (
+                    event is h11.PAUSED
+                    and conn.their_state is _MIGHT_SWITCH
+                    and not self._sink.on_upgrade(conn.trailing_data[0])
+                ):
+                    self._advance_cycle()  # an upgrade we declined: the buffered bytes are the next request
+                    continue
                 return
             if isinstance(event, h11.Request):
                 self._head_checked = False
                 headers = list(event.headers)
                 if len(headers) > self._limits.max_header_count:
-                    raise CodecError(431, "headers-too-large", f"more than {self._limits.max_header_count} headers")
+                    raise CodecError(
+                        431, "headers-too-large", f"more than {self._limits.max_header_count} headers"
+                    )
                 ex = Exchange(event.method, event.target, event.http_version, headers)
                 scan_request_head(ex, self._limits.max_target_bytes)
                 self._sink.on_request_head(ex)
             elif isinstance(event, h11.Data):
                 self._sink.on_request_body(bytes(event.data))
             elif isinstance(event, h11.EndOfMessage):
-                if conn.their_state is h11.MIGHT_SWITCH_PROTOCOL:
+                if conn.their_state is _MIGHT_SWITCH:
                     self._sink.on_request_end()
                     continue  # the next call returns PAUSED and reports the upgrade
                 self._advance_cycle()

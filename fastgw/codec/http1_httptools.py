@@ -19,7 +19,6 @@ from fastgw.codec.http1 import ParserLimits, RequestSink
 from fastgw.codec.problem import CodecError
 from fastgw.exchange import Exchange
 
-
 _VERSIONS: Final = {"1.1": b"1.1", "1.0": b"1.0", "0.9": b"0.9"}
 
 
@@ -29,10 +28,10 @@ def _too_large(limit: int) -> CodecError:
 
 class HttptoolsReader:
     __slots__ = (
+        "_head_bytes",
         "_headers",
         "_limits",
         "_parser",
-        "_head_bytes",
         "_sink",
         "_stall",
         "_url",
@@ -89,18 +88,24 @@ class HttptoolsReader:
     def on_url(self, url: bytes) -> None:
         self._url += url
         if len(self._url) > self._limits.max_target_bytes:
-            raise CodecError(414, "uri-too-long", f"request target exceeds {self._limits.max_target_bytes} bytes")
+            raise CodecError(
+                414, "uri-too-long", f"request target exceeds {self._limits.max_target_bytes} bytes"
+            )
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # Kept minimal (it runs per header line): limits are checked when the head completes or a read ends
         # inside it, which bounds memory by one read.
-        self._headers.append((name.lower(), value))
+        # llhttp keeps trailing whitespace in a value; RFC 9110 5.5 excludes it (and h11 strips it), so
+        # strip it here or "Content-Length: 3 " would mean different things on the two backends.
+        self._headers.append((name.lower(), value.rstrip(b" \t")))
         self._head_bytes += len(name) + len(value)
 
     def on_headers_complete(self) -> None:
         self._check_head(0)
         parser = self._parser
-        ex = Exchange(parser.get_method(), self._url, _VERSIONS.get(parser.get_http_version(), b"?"), self._headers)
+        ex = Exchange(
+            parser.get_method(), self._url, _VERSIONS.get(parser.get_http_version(), b"?"), self._headers
+        )
         self._url = b""
         self._headers = []
         self._head_bytes = 0

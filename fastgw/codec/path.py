@@ -53,9 +53,7 @@ def normalize_path(path: bytes, *, merge_slashes: bool = True, allow_encoded_sla
         if seg == b"..":
             if out:
                 out.pop()
-        elif seg == b".":
-            continue
-        elif not seg and merge_slashes:
+        elif seg == b"." or (not seg and merge_slashes):
             continue
         else:
             if b";" in seg and seg.split(b";", 1)[0] in (b".", b".."):

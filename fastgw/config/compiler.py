@@ -17,6 +17,7 @@ from fastgw.config.loader import ConfigError, _did_you_mean, parse_config
 from fastgw.config.schema import ConfigSpec, HeaderOpsSpec, NetworkSpec, RouteSpec, UpstreamSpec
 from fastgw.policy.chain import Policy
 from fastgw.policy.network import NetworkRules, parse_networks
+from fastgw.proxy_headers import request_drop_sets, response_drop_set
 from fastgw.router import HostTable, MethodTable, Router, route_key
 from fastgw.snapshot import (
     AccessLogSettings,
@@ -74,7 +75,9 @@ class _Compiler:
             return None
         return NetworkRules(name, allow, deny, spec.mode == "shadow")
 
-    def header_ops(self, key: str, spec: HeaderOpsSpec) -> tuple[frozenset[bytes], tuple[tuple[bytes, bytes], ...]]:
+    def header_ops(
+        self, key: str, spec: HeaderOpsSpec
+    ) -> tuple[frozenset[bytes], tuple[tuple[bytes, bytes], ...]]:
         for name in (*spec.set, *spec.remove):
             if not _TOKEN.fullmatch(name):
                 raise self.error(key, f"{name!r} is not a valid header name")
@@ -98,20 +101,39 @@ class _Compiler:
             except ValueError as exc:
                 raise self.error(f"{key}.targets[{i}]", str(exc)) from None
             targets.append(Target(host=host, port=port))
-        for field_name in ("max_connections", "connect_timeout", "read_timeout", "queue_timeout",
-                           "idle_timeout", "max_failures", "eject_seconds"):
+        for field_name in (
+            "max_connections",
+            "connect_timeout",
+            "read_timeout",
+            "queue_timeout",
+            "idle_timeout",
+            "max_failures",
+            "eject_seconds",
+        ):
             self.positive(f"{key}.{field_name}", getattr(spec, field_name))
         if spec.max_idle < 0:
             raise self.error(f"{key}.max_idle", "must not be negative")
         return UpstreamSettings(
-            name=name, targets=tuple(targets), balance=spec.balance, max_connections=spec.max_connections,
-            max_idle=spec.max_idle, idle_timeout=spec.idle_timeout, connect_timeout=spec.connect_timeout,
-            read_timeout=spec.read_timeout, queue_timeout=spec.queue_timeout, max_failures=spec.max_failures,
-            eject_seconds=spec.eject_seconds, retry=spec.retry,
+            name=name,
+            targets=tuple(targets),
+            balance=spec.balance,
+            max_connections=spec.max_connections,
+            max_idle=spec.max_idle,
+            idle_timeout=spec.idle_timeout,
+            connect_timeout=spec.connect_timeout,
+            read_timeout=spec.read_timeout,
+            queue_timeout=spec.queue_timeout,
+            max_failures=spec.max_failures,
+            eject_seconds=spec.eject_seconds,
+            retry=spec.retry,
         )
 
     def route(
-        self, i: int, spec: RouteSpec, upstreams: dict[str, UpstreamSettings], server: ServerSettings,
+        self,
+        i: int,
+        spec: RouteSpec,
+        upstreams: dict[str, UpstreamSettings],
+        server: ServerSettings,
         global_policies: tuple[Policy, ...],
     ) -> Route:
         key = f"routes[{i}]"
@@ -128,7 +150,7 @@ class _Compiler:
             if method == "CONNECT":
                 raise self.error(f"{key}.methods[{j}]", "CONNECT is not supported")
         if spec.strip_prefix and spec.match == "exact":
-            raise self.error(f"{key}.strip_prefix", "only applies to match = \"prefix\"")
+            raise self.error(f"{key}.strip_prefix", 'only applies to match = "prefix"')
         max_body = server.max_body_bytes if spec.max_body_bytes is None else spec.max_body_bytes
         if max_body < 0:
             raise self.error(f"{key}.max_body_bytes", "must not be negative")
@@ -142,12 +164,20 @@ class _Compiler:
         drop_resp, add_resp = self.header_ops(f"{key}.response_headers", spec.response_headers)
         strip = route_key(spec.path) if spec.strip_prefix and spec.path != "/" else b""
         return Route(
-            name=spec.name, name_bytes=spec.name.encode(), upstream=upstreams[spec.upstream],
-            strip_prefix=strip, preserve_host=spec.preserve_host, max_body_bytes=max_body, chain=chain,
+            name=spec.name,
+            name_bytes=spec.name.encode(),
+            upstream=upstreams[spec.upstream],
+            strip_prefix=strip,
+            preserve_host=spec.preserve_host,
+            max_body_bytes=max_body,
+            chain=chain,
             response_hooks=tuple(reversed([p for p in chain if hasattr(p, "on_response")])),  # type: ignore[misc]
             complete_hooks=tuple(p for p in chain if hasattr(p, "on_complete")),  # type: ignore[misc]
-            drop_request=drop_req, add_request=b"".join(n + b": " + v + b"\r\n" for n, v in add_req),
-            drop_response=drop_resp, add_response=add_resp,
+            drop_request=request_drop_sets(drop_req)[0],
+            drop_request_trusted=request_drop_sets(drop_req)[1],
+            add_request=b"".join(n + b": " + v + b"\r\n" for n, v in add_req),
+            drop_response=response_drop_set(drop_resp),
+            add_response=add_resp,
         )
 
     def router(self, specs: Sequence[RouteSpec], routes: Sequence[Route]) -> Router:
@@ -162,9 +192,7 @@ class _Compiler:
             for method in spec.methods or ("*",):
                 clash = (spec.host, spec.match, path.decode(), method)
                 if clash in seen:
-                    raise self.error(
-                        f"routes[{i}]", f"same host, path and method as routes[{seen[clash]}]"
-                    )
+                    raise self.error(f"routes[{i}]", f"same host, path and method as routes[{seen[clash]}]")
                 seen[clash] = i
                 if method == "*":
                     methods.any_method = route
@@ -182,22 +210,42 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str) -> Snapshot:
     """Compile a parsed config. Raises ConfigError; nothing is changed when it does."""
     c = _Compiler(file)
     s = spec.server
-    for name in ("max_header_bytes", "max_header_count", "max_target_bytes", "header_timeout",
-                 "body_timeout", "idle_timeout", "send_timeout", "max_connections",
-                 "max_connections_per_ip", "max_pipelined", "drain_timeout"):
+    for name in (
+        "max_header_bytes",
+        "max_header_count",
+        "max_target_bytes",
+        "header_timeout",
+        "body_timeout",
+        "idle_timeout",
+        "send_timeout",
+        "max_connections",
+        "max_connections_per_ip",
+        "max_pipelined",
+        "drain_timeout",
+    ):
         c.positive(f"server.{name}", getattr(s, name))
     if s.max_body_bytes < 0 or s.body_min_rate < 0:
         raise c.error("server", "max_body_bytes and body_min_rate must not be negative")
     backend: Literal["httptools", "h11"] = "h11" if resolve_backend(s.http1) == "h11" else "httptools"
     server = ServerSettings(
-        http1=backend, max_header_bytes=s.max_header_bytes, max_header_count=s.max_header_count,
-        max_target_bytes=s.max_target_bytes, max_body_bytes=s.max_body_bytes, header_timeout=s.header_timeout,
-        body_timeout=s.body_timeout, body_min_rate=s.body_min_rate, idle_timeout=s.idle_timeout,
-        send_timeout=s.send_timeout, max_connections=s.max_connections,
-        max_connections_per_ip=s.max_connections_per_ip, max_pipelined=s.max_pipelined,
-        merge_slashes=s.merge_slashes, allow_encoded_slash=s.allow_encoded_slash,
+        http1=backend,
+        max_header_bytes=s.max_header_bytes,
+        max_header_count=s.max_header_count,
+        max_target_bytes=s.max_target_bytes,
+        max_body_bytes=s.max_body_bytes,
+        header_timeout=s.header_timeout,
+        body_timeout=s.body_timeout,
+        body_min_rate=s.body_min_rate,
+        idle_timeout=s.idle_timeout,
+        send_timeout=s.send_timeout,
+        max_connections=s.max_connections,
+        max_connections_per_ip=s.max_connections_per_ip,
+        max_pipelined=s.max_pipelined,
+        merge_slashes=s.merge_slashes,
+        allow_encoded_slash=s.allow_encoded_slash,
         trusted_proxies=c.networks("server.trusted_proxies", s.trusted_proxies),
-        server_name=s.server_name.encode(), drain_timeout=s.drain_timeout,
+        server_name=s.server_name.encode(),
+        drain_timeout=s.drain_timeout,
     )
     if not _TOKEN.fullmatch(s.server_name):
         raise c.error("server.server_name", "must be a token (letters, digits, -._~)")
@@ -214,8 +262,11 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str) -> Snapshot:
         if ls.name in names:
             raise c.error(f"listeners[{i}].name", f"duplicate listener name {ls.name!r}")
         names.add(ls.name)
-        listeners.append(ListenerSettings(name=ls.name, host=host, port=port,
-                                          proxy_protocol=ls.proxy_protocol, backlog=ls.backlog))
+        listeners.append(
+            ListenerSettings(
+                name=ls.name, host=host, port=port, proxy_protocol=ls.proxy_protocol, backlog=ls.backlog
+            )
+        )
 
     upstreams = {name: c.upstream(name, u) for name, u in spec.upstreams.items()}
     global_net = c.network_policy("network", spec.network, "network")
@@ -226,7 +277,9 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str) -> Snapshot:
     routes = []
     for i, r in enumerate(spec.routes):
         if r.name in route_names:
-            raise c.error(f"routes[{i}].name", f"duplicate route name {r.name!r} (also routes[{route_names[r.name]}])")
+            raise c.error(
+                f"routes[{i}].name", f"duplicate route name {r.name!r} (also routes[{route_names[r.name]}])"
+            )
         route_names[r.name] = i
         routes.append(c.route(i, r, upstreams, server, global_policies))
     router = c.router(spec.routes, routes)
@@ -241,9 +294,17 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str) -> Snapshot:
     c.positive("access_log.max_pending", al.max_pending)
     snapshot_id = hashlib.blake2b(data, digest_size=6).hexdigest()
     return Snapshot(
-        id=snapshot_id, id_bytes=snapshot_id.encode(), source=file, server=server,
-        listeners=tuple(listeners), router=router, routes=tuple(routes), upstreams=upstreams,
-        access_log=AccessLogSettings(target=al.target, include_query=al.include_query, max_pending=al.max_pending),
+        id=snapshot_id,
+        id_bytes=snapshot_id.encode(),
+        source=file,
+        server=server,
+        listeners=tuple(listeners),
+        router=router,
+        routes=tuple(routes),
+        upstreams=upstreams,
+        access_log=AccessLogSettings(
+            target=al.target, include_query=al.include_query, max_pending=al.max_pending
+        ),
         demo_upstream=demo,
     )
 

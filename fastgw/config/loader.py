@@ -111,7 +111,7 @@ class _Converter:
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 reason = "missing required key"
                 if name == "auth":
-                    reason += " (every route must state auth; write auth = \"none\" for a public route)"
+                    reason += ' (every route must state auth; write auth = "none" for a public route)'
                 raise self.error(where, reason)
         return cls(**kwargs)
 

@@ -30,13 +30,17 @@ class ServerSpec:
     max_header_bytes: int = doc("largest request header section in bytes (else 431)", 16384)
     max_header_count: int = doc("most request header lines (else 431)", 100)
     max_target_bytes: int = doc("longest request target in bytes (else 414)", 8192)
-    max_body_bytes: int = doc("largest request body in bytes, unless a route sets its own (else 413)", 10 * MiB)
+    max_body_bytes: int = doc(
+        "largest request body in bytes, unless a route sets its own (else 413)", 10 * MiB
+    )
     header_timeout: float = doc("seconds to receive a complete request head (else 408 and close)", 10.0)
     body_timeout: float = doc("seconds without any body byte before a body read times out (408)", 30.0)
     body_min_rate: int = doc("minimum average body rate in bytes/s, enforced after body_timeout", 1024)
     idle_timeout: float = doc("seconds a keep-alive connection may sit idle between requests", 60.0)
     send_timeout: float = doc("seconds a client may stop reading a response before it is dropped", 30.0)
-    max_connections: int = doc("client connections per worker; accepting pauses beyond it", 10000)
+    max_connections: int = doc(
+        "client connections per worker; beyond it new ones get 503 and are closed", 10000
+    )
     max_connections_per_ip: int = doc("client connections per client address per worker", 1024)
     max_pipelined: int = doc("pipelined requests queued per connection before reading pauses", 16)
     merge_slashes: bool = doc("merge repeated '/' in paths before routing", True)

@@ -13,8 +13,16 @@ import asyncio
 import httptools
 import orjson
 
-_SHOWN = (b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"via", b"x-request-id",
-          b"traceparent", b"user-agent")
+_SHOWN = (
+    b"host",
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+    b"x-forwarded-host",
+    b"via",
+    b"x-request-id",
+    b"traceparent",
+    b"user-agent",
+)
 
 
 class DemoUpstream(asyncio.Protocol):
@@ -35,7 +43,9 @@ class DemoUpstream(asyncio.Protocol):
             self._parser.feed_data(data)
         except httptools.HttpParserError:
             if self.transport is not None:
-                self.transport.write(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                self.transport.write(
+                    b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                )
                 self.transport.close()
 
     def on_message_begin(self) -> None:
@@ -64,7 +74,9 @@ class DemoUpstream(asyncio.Protocol):
         body = orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"
         keep = self._parser.should_keep_alive()
         head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%s\r\n" % (
-            len(body), b"" if keep else b"connection: close\r\n")
+            len(body),
+            b"" if keep else b"connection: close\r\n",
+        )
         if self.transport is not None:
             self.transport.write(head + body)
             if not keep:

@@ -30,11 +30,12 @@ from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Pending, resolve_pending, run_chain
 from fastgw.policy.network import client_from_forwarded, in_networks
 from fastgw.proxy_headers import build_request_head, build_response_head
-from fastgw.snapshot import ListenerSettings, Route, Snapshot
+from fastgw.snapshot import ListenerSettings, Route, Snapshot, UpstreamSettings
 
 if TYPE_CHECKING:
     from fastgw.server.worker import Worker
     from fastgw.upstream.connection import UpstreamConnection
+    from fastgw.upstream.pool import UpstreamGroup
 
 _monotonic = time.monotonic
 _time = time.time
@@ -59,6 +60,8 @@ DL_IDLE: Final = 3
 
 class ClientConnection(asyncio.Protocol):
     __slots__ = (
+        "_group",
+        "_group_key",
         "_out",
         "_paused",
         "_pending_payload",
@@ -100,6 +103,8 @@ class ClientConnection(asyncio.Protocol):
         self._to_forward: Exchange | None = None
         self._retry_payload: bytes | None = None
         self._pending_payload = b""
+        self._group: UpstreamGroup | None = None  # the last upstream group used, looked up once per route
+        self._group_key: UpstreamSettings | None = None
         self._out: list[bytes] = []
         self._paused = 0
         self._proxy_buf: bytes | None = b"" if listener.proxy_protocol else None
@@ -137,10 +142,10 @@ class ClientConnection(asyncio.Protocol):
         server = worker.holder.current.server
         if not worker.admit(self, server.max_connections, server.max_connections_per_ip):
             self.closing = True
-            self.transport.write(
+            transport.write(  # type: ignore[attr-defined]
                 render_problem(503, "too-many-connections", "connection limit reached", close=True)
             )
-            self.transport.close()
+            transport.close()
             return
         self.deadline = _monotonic() + server.header_timeout
         self.deadline_kind = DL_HEAD
@@ -223,9 +228,9 @@ class ClientConnection(asyncio.Protocol):
         ex.start = _monotonic()
         ex.client_ip = self.client_ip
         if self.peer_trusted and ex.xff:
-            ex.client_ip = client_from_forwarded(ex.xff, self.worker.holder.current.server.trusted_proxies) or (
-                self.client_ip
-            )
+            ex.client_ip = client_from_forwarded(
+                ex.xff, self.worker.holder.current.server.trusted_proxies
+            ) or (self.client_ip)
         self.receiving = ex
         if ex.chunked or ex.content_length > 0:
             self.deadline_kind = DL_BODY
@@ -249,7 +254,9 @@ class ClientConnection(asyncio.Protocol):
         ex.body_received += len(data)
         self.deadline = _monotonic() + self.worker.holder.current.server.body_timeout
         route = ex.route
-        limit = route.max_body_bytes if route is not None else self.worker.holder.current.server.max_body_bytes
+        limit = (
+            route.max_body_bytes if route is not None else self.worker.holder.current.server.max_body_bytes
+        )
         if ex.body_received > limit:
             self._body_too_large(ex, limit)
             return
@@ -317,16 +324,23 @@ class ClientConnection(asyncio.Protocol):
         route: Route = found  # type: ignore[assignment]
         ex.route = route
         if ex.content_length > route.max_body_bytes:
-            self._deny(ex, Denial(413, "content-too-large",
-                                  f"request body exceeds {route.max_body_bytes} bytes", "body.too_large"))
+            self._deny(
+                ex,
+                Denial(
+                    413,
+                    "content-too-large",
+                    f"request body exceeds {route.max_body_bytes} bytes",
+                    "body.too_large",
+                ),
+            )
             return
         if route.chain:
             index, outcome = run_chain(route.chain, ex)
             if outcome is not None:
-                if type(outcome) is Pending:
-                    self._park(ex, route, index, outcome)  # type: ignore[arg-type]
+                if isinstance(outcome, Pending):
+                    self._park(ex, route, index, outcome)
                 else:
-                    self._deny(ex, outcome)  # type: ignore[arg-type]
+                    self._deny(ex, outcome)
                 return
         ex.passed = True
         if ex.body_buffer is None:
@@ -374,12 +388,23 @@ class ClientConnection(asyncio.Protocol):
                 path = b"/" + path
         if ex.query:
             path = path + b"?" + ex.query
-        group = self.worker.pools.group(route.upstream)
+        settings = route.upstream
+        if settings is self._group_key and self._group is not None:
+            group = self._group
+        else:
+            group = self._group = self.worker.pools.group(settings)
+            self._group_key = settings
         pool = group.pick()
         host = ex.host if route.preserve_host and ex.host else pool.label_bytes
         ids = self.worker.ids
         parts = build_request_head(
-            ex, route, path, host, self.peer_ip_bytes, self.peer_trusted, self.worker.via,
+            ex,
+            route,
+            path,
+            host,
+            self.peer_ip_bytes,
+            self.peer_trusted,
+            self.worker.via,
             ids.traceparent(ex.traceparent),
         )
         buffered = ex.body_buffer
@@ -402,7 +427,9 @@ class ClientConnection(asyncio.Protocol):
         if conn is not None:
             self._attach(conn)
 
-    def _on_upstream_ready(self, conn: UpstreamConnection | None, status: int, problem: str, detail: str) -> None:
+    def _on_upstream_ready(
+        self, conn: UpstreamConnection | None, status: int, problem: str, detail: str
+    ) -> None:
         ex = self.active
         if conn is None:
             if ex is not None and not ex.response_started:
@@ -429,7 +456,9 @@ class ClientConnection(asyncio.Protocol):
             self._resume(PAUSE_BUFFER)
 
     # -- upstream response sink ------------------------------------------------------------------------
-    def on_upstream_head(self, status: int, headers: list[tuple[bytes, bytes]], length: int, chunked: bool) -> None:
+    def on_upstream_head(
+        self, status: int, headers: list[tuple[bytes, bytes]], length: int, chunked: bool
+    ) -> None:
         ex = self.active
         if ex is None:
             return
@@ -463,7 +492,7 @@ class ClientConnection(asyncio.Protocol):
             self.chunk_out = False
         self.flush()
         if upstream is not None:
-            upstream.detach()
+            upstream.reused = True  # sink and deadline were cleared by the upstream when it finished
             if reusable and ex.body_complete and not self.tunnel:
                 upstream.pool.release(upstream)
             elif not self.tunnel:
@@ -562,8 +591,13 @@ class ClientConnection(asyncio.Protocol):
         ex.status = denial.status
         close = not ex.body_complete or not ex.keep_alive or self.worker.draining
         body = render_problem(
-            denial.status, denial.problem, denial.detail, request_id=ex.request_id, headers=denial.headers,
-            close=close, http10=ex.version == b"1.0",
+            denial.status,
+            denial.problem,
+            denial.detail,
+            request_id=ex.request_id,
+            headers=denial.headers,
+            close=close,
+            http10=ex.version == b"1.0",
         )
         ex.bytes_out = len(body)
         ex.response_started = True
@@ -620,8 +654,26 @@ class ClientConnection(asyncio.Protocol):
             return
         body = render_problem(err.status, err.problem, err.detail, close=True)
         w = self.worker
-        w.log_record((_time(), w.holder.current.id_bytes, b"", self.peer_ip_bytes, b"", b"", b"", "", err.status,
-                      b"", -1.0, 0.0, 0, len(body), "codec." + err.problem, None))
+        w.log_record(
+            (
+                _time(),
+                w.holder.current.id_bytes,
+                b"",
+                self.peer_ip_bytes,
+                b"",
+                b"",
+                b"",
+                "",
+                err.status,
+                b"",
+                -1.0,
+                0.0,
+                0,
+                len(body),
+                "codec." + err.problem,
+                None,
+            )
+        )
         if active is not None:
             # A later pipelined request is broken: the exchange in flight finishes, the error follows it.
             self.queue.clear()
@@ -654,17 +706,40 @@ class ClientConnection(asyncio.Protocol):
                     self._forward(nxt)
             return
         if self.receiving is None:
+            worker = self.worker
             self.deadline_kind = DL_IDLE
-            self.deadline = _monotonic() + self.worker.holder.current.server.idle_timeout
+            self.deadline = worker.now + worker.holder.current.server.idle_timeout  # tick clock: 100 ms grain
 
     def _complete(self, ex: Exchange) -> None:
+        """Run on_complete hooks (once) and hand the access-log record off."""
+        route = ex.route
         if ex.passed:
             ex.passed = False
-            route = ex.route
             if route is not None and route.complete_hooks:
                 for hook in route.complete_hooks:
                     hook.on_complete(ex)
-        self.worker.log_exchange(ex)
+        log = self.worker.access_log
+        if log.enabled:
+            log.record(
+                (
+                    _time(),
+                    ex.snapshot_id,
+                    ex.request_id,
+                    ex.client_ip.encode(),
+                    ex.method,
+                    ex.path or ex.target,
+                    ex.query,
+                    route.name if route is not None else "",
+                    ex.status,
+                    ex.upstream_addr,
+                    ex.upstream_ms,
+                    _monotonic() - ex.start,
+                    ex.body_received,
+                    ex.bytes_out,
+                    ex.denial,
+                    ex.shadow,
+                )
+            )
 
     def _abort(self, ex: Exchange) -> None:
         """The response cannot be completed: close without writing anything more."""
@@ -699,7 +774,9 @@ class ClientConnection(asyncio.Protocol):
                 upstream.detach()
                 upstream.pool.discard(upstream)
             self._discard_unsent()
-            self._deny(ex, Denial(408, "request-timeout", "request body not received in time", "body.timeout"))
+            self._deny(
+                ex, Denial(408, "request-timeout", "request body not received in time", "body.timeout")
+            )
         else:
             self._close_now()
 
@@ -716,4 +793,3 @@ class ClientConnection(asyncio.Protocol):
         """Shutdown: close now if idle; otherwise the response in flight ends with Connection: close."""
         if self.active is None and not self.queue and self.tunnel is None:
             self._close_now()
-

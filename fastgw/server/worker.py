@@ -19,15 +19,11 @@ from collections.abc import Coroutine
 from typing import Any
 
 from fastgw.access_log import AccessLog, Record
-from fastgw.exchange import Exchange
 from fastgw.proxy_headers import IdSource
 from fastgw.server.deadlines import TICK_SECONDS, sweep
 from fastgw.server.listener import ClientConnection
 from fastgw.snapshot import ListenerSettings, Snapshot, SnapshotHolder
 from fastgw.upstream.pool import PoolManager
-
-_time = time.time
-_monotonic = time.monotonic
 
 
 def _log(message: str) -> None:
@@ -54,6 +50,7 @@ class Worker:
         self._stopped = asyncio.Event()
         self.draining = False
         self.bound: list[tuple[str, int]] = []
+        self.now = time.monotonic()  # refreshed by every tick: for deadlines where 100 ms grain is enough
 
     # -- connection accounting -----------------------------------------------------------------------
     def admit(self, conn: ClientConnection, max_total: int, max_per_ip: int) -> bool:
@@ -76,16 +73,6 @@ class Worker:
                 self._per_ip.pop(ip, None)
 
     # -- logging -------------------------------------------------------------------------------------
-    def log_exchange(self, ex: Exchange) -> None:
-        if not self.access_log.enabled:
-            return
-        route = ex.route
-        self.access_log.record((
-            _time(), ex.snapshot_id, ex.request_id, ex.client_ip.encode(), ex.method, ex.path or ex.target,
-            ex.query, route.name if route is not None else "", ex.status, ex.upstream_addr, ex.upstream_ms,
-            _monotonic() - ex.start, ex.body_received, ex.bytes_out, ex.denial, ex.shadow,
-        ))
-
     def log_record(self, record: Record) -> None:
         if self.access_log.enabled:
             self.access_log.record(record)
@@ -125,8 +112,9 @@ class Worker:
         self._tick_handle = self.loop.call_later(TICK_SECONDS, self._tick)
 
     def _tick(self) -> None:
+        self.now = now = time.monotonic()
         try:
-            sweep(self, time.monotonic())
+            sweep(self, now)
         finally:
             if not self._stopped.is_set():
                 self._schedule_tick()
@@ -185,8 +173,10 @@ async def serve(snapshot: Snapshot, config_path: str | None, *, ready: str | Non
     await worker.start()
     worker.install_signal_handlers()
     addresses = ", ".join(f"http://{h}:{p}" for h, p in worker.bound)
-    _log(f"snapshot {snapshot.id} from {snapshot.source}; listening on {addresses} "
-         f"(http1={snapshot.server.http1})")
+    _log(
+        f"snapshot {snapshot.id} from {snapshot.source}; listening on {addresses} "
+        f"(http1={snapshot.server.http1})"
+    )
     if ready:
         with open(ready, "w") as fh:
             fh.write(",".join(f"{h}:{p}" for h, p in worker.bound))

@@ -26,7 +26,9 @@ MAX_RESPONSE_HEADERS: Final = 200
 class ResponseSink(Protocol):
     """Implemented by the client connection the response is streamed to."""
 
-    def on_upstream_head(self, status: int, headers: list[tuple[bytes, bytes]], length: int, chunked: bool) -> None: ...
+    def on_upstream_head(
+        self, status: int, headers: list[tuple[bytes, bytes]], length: int, chunked: bool
+    ) -> None: ...
     def on_upstream_body(self, data: bytes) -> None: ...
     def on_upstream_end(self, reusable: bool) -> None: ...
     def on_upstream_error(self, status: int, problem: str, detail: str, retryable: bool) -> None: ...
@@ -127,13 +129,17 @@ class UpstreamConnection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             detail = str(exc.__context__) if isinstance(exc, httptools.HttpParserCallbackError) else str(exc)
             self.pool.record_failure()
-            self._fail(sink, 502, "bad-upstream-response", f"invalid response from {self.pool.label}: {detail}")
+            self._fail(
+                sink, 502, "bad-upstream-response", f"invalid response from {self.pool.label}: {detail}"
+            )
             return
         if self.sink is not None:
             # Still waiting for the rest of the response: the read timeout restarts from this read.
             if self._head_bytes > MAX_RESPONSE_HEAD:  # a head still growing after this read
                 self.pool.record_failure()
-                self._fail(sink, 502, "bad-upstream-response", f"response head from {self.pool.label} too large")
+                self._fail(
+                    sink, 502, "bad-upstream-response", f"response head from {self.pool.label} too large"
+                )
                 return
             self.deadline = time.monotonic() + self.pool.settings.read_timeout
         sink.flush()
@@ -158,8 +164,13 @@ class UpstreamConnection(asyncio.Protocol):
         retryable = self.reused and not self.got_response_bytes
         if not retryable:
             self.pool.record_failure()
-        self._fail(sink, 502, "upstream-closed", f"{self.pool.label} closed the connection before responding",
-                   retryable)
+        self._fail(
+            sink,
+            502,
+            "upstream-closed",
+            f"{self.pool.label} closed the connection before responding",
+            retryable,
+        )
 
     def pause_writing(self) -> None:
         if self.sink is not None:
@@ -173,10 +184,16 @@ class UpstreamConnection(asyncio.Protocol):
         sink = self.sink
         if sink is not None:
             self.pool.record_failure()
-            self._fail(sink, 504, "upstream-timeout",
-                       f"{self.pool.label} sent nothing for {self.pool.settings.read_timeout:g}s")
+            self._fail(
+                sink,
+                504,
+                "upstream-timeout",
+                f"{self.pool.label} sent nothing for {self.pool.settings.read_timeout:g}s",
+            )
 
-    def _fail(self, sink: ResponseSink, status: int, problem: str, detail: str, retryable: bool = False) -> None:
+    def _fail(
+        self, sink: ResponseSink, status: int, problem: str, detail: str, retryable: bool = False
+    ) -> None:
         self.sink = None
         self.deadline = 0.0
         self.pool.discard(self)
@@ -194,7 +211,9 @@ class UpstreamConnection(asyncio.Protocol):
         head_bytes = self._head_bytes + 4 * len(headers)
         self._head_bytes = 0
         if head_bytes > MAX_RESPONSE_HEAD or len(headers) > MAX_RESPONSE_HEADERS:
-            raise ValueError(f"response header section exceeds {MAX_RESPONSE_HEAD} bytes or {MAX_RESPONSE_HEADERS} lines")
+            raise ValueError(
+                f"response header section exceeds {MAX_RESPONSE_HEAD} bytes or {MAX_RESPONSE_HEADERS} lines"
+            )
         status = parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             self._interim = True  # 100 Continue / 103 Early Hints: not relayed (we answered 100 ourselves)

@@ -98,7 +98,7 @@ class TargetPool:
         )
         timer = loop.call_later(self.settings.connect_timeout, task.cancel)
 
-        def done(fut: asyncio.Future[tuple[asyncio.BaseTransport, UpstreamConnection]]) -> None:
+        def done(fut: asyncio.Task[tuple[asyncio.Transport, UpstreamConnection]]) -> None:
             timer.cancel()
             self._connecting -= 1
             if fut.cancelled():

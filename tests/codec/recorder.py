@@ -15,8 +15,19 @@ class Recorder:
 
     def on_request_head(self, ex: Exchange) -> None:
         self.events.append(
-            ("head", ex.method, ex.target, ex.version, tuple(ex.headers), ex.host, ex.content_length,
-             ex.chunked, ex.keep_alive, ex.expect_continue, ex.upgrade)
+            (
+                "head",
+                ex.method,
+                ex.target,
+                ex.version,
+                tuple(ex.headers),
+                ex.host,
+                ex.content_length,
+                ex.chunked,
+                ex.keep_alive,
+                ex.expect_continue,
+                ex.upgrade,
+            )
         )
 
     def on_request_body(self, data: bytes) -> None:

@@ -17,8 +17,12 @@ from fastgw.codec.problem import CodecError
 from tests.codec.recorder import reader_for
 
 _token = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=12)
-_value = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -_.,;=/", max_size=30)
-_path = st.lists(st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-._~", min_size=1, max_size=8), max_size=5)
+_value = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -_.,;=/", max_size=30
+)
+_path = st.lists(
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-._~", min_size=1, max_size=8), max_size=5
+)
 
 
 @st.composite
@@ -89,8 +93,8 @@ def test_random_bytes_never_crash_either_backend(data: bytes, cuts: list[int]) -
 def test_mutated_requests_are_accepted_or_refused_alike(raw: bytes, where: int, junk: bytes) -> None:
     i = where % (len(raw) + 1)
     mutated = raw[:i] + junk + raw[i:]
-    a_events, a_err = _run("httptools", [mutated])
-    b_events, b_err = _run("h11", [mutated])
+    a_events, _a_err = _run("httptools", [mutated])
+    b_events, _b_err = _run("h11", [mutated])
     a_heads = [e for e in a_events if e[0] == "head"]
     b_heads = [e for e in b_events if e[0] == "head"]
     # Whatever one backend forwarded as a request head, the other produced identically (or refused it

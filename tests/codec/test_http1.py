@@ -12,23 +12,57 @@ H = b"Host: a\r\n"
 
 # (name, request bytes, expected status) -- every one is refused by both backends with that status.
 REFUSED = [
-    ("cl+te", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
-    ("te+cl", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n", 400),
-    ("duplicate cl same", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 3\r\nContent-Length: 3\r\n\r\nabc", 400),
-    ("duplicate cl differ", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400),
+    (
+        "cl+te",
+        b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400,
+    ),
+    (
+        "te+cl",
+        b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n",
+        400,
+    ),
+    (
+        "duplicate cl same",
+        b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+        400,
+    ),
+    (
+        "duplicate cl differ",
+        b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        400,
+    ),
     ("cl list", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 3, 3\r\n\r\nabc", 400),
     ("cl plus sign", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: +3\r\n\r\nabc", 400),
     ("cl negative", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: -1\r\n\r\n", 400),
     ("te gzip", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: gzip\r\n\r\n", (400, 501)),
     ("te chunked,gzip", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked, gzip\r\n\r\n", (400, 501)),
-    ("te gzip,chunked", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", (400, 501)),
-    ("te twice", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", (400, 501)),
+    (
+        "te gzip,chunked",
+        b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        (400, 501),
+    ),
+    (
+        "te twice",
+        b"POST / HTTP/1.1\r\n"
+        + H
+        + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        (400, 501),
+    ),
     ("te xchunked", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n", (400, 501)),
     ("te in http/1.0", b"POST / HTTP/1.0\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
     ("space before colon", b"GET / HTTP/1.1\r\n" + H + b"Transfer-Encoding : chunked\r\n\r\n", 400),
     ("bad chunk size", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n\r\n", 400),
-    ("negative chunk size", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n-3\r\nabc\r\n0\r\n\r\n", 400),
-    ("chunk line bare LF", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n3\nabc\r\n0\r\n\r\n", 400),
+    (
+        "negative chunk size",
+        b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n-3\r\nabc\r\n0\r\n\r\n",
+        400,
+    ),
+    (
+        "chunk line bare LF",
+        b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n3\nabc\r\n0\r\n\r\n",
+        400,
+    ),
     ("obs-fold", b"GET / HTTP/1.1\r\n" + H + b"X: a\r\n b\r\n\r\n", 400),
     ("ctl in value", b"GET / HTTP/1.1\r\n" + H + b"X: a\x01b\r\n\r\n", 400),
     ("nul in value", b"GET / HTTP/1.1\r\n" + H + b"X: a\x00b\r\n\r\n", 400),
@@ -55,7 +89,9 @@ def _feed(backend: str, data: bytes, limits: ParserLimits | None = None) -> list
 
 
 @pytest.mark.parametrize(("name", "raw", "status"), REFUSED, ids=[c[0] for c in REFUSED])
-def test_refused_by_both_backends(http1_backend: str, name: str, raw: bytes, status: int | tuple[int, ...]) -> None:
+def test_refused_by_both_backends(
+    http1_backend: str, name: str, raw: bytes, status: int | tuple[int, ...]
+) -> None:
     with pytest.raises(CodecError) as info:
         _feed(http1_backend, raw)
     allowed = status if isinstance(status, tuple) else (status,)
@@ -90,7 +126,10 @@ def test_content_length_body(http1_backend: str) -> None:
 
 
 def test_chunked_body_decoded(http1_backend: str) -> None:
-    raw = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\n\r\n"
+    raw = (
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\n\r\n"
+    )
     events = _feed(http1_backend, raw)
     assert events[0][7] is True
     assert ("body", b"abcde") in events
@@ -119,7 +158,9 @@ def test_absolute_form_uses_authority(http1_backend: str) -> None:
 
 
 def test_expect_continue_flag(http1_backend: str) -> None:
-    events = _feed(http1_backend, b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n")
+    events = _feed(
+        http1_backend, b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n"
+    )
     assert events[0][9] is True
 
 
@@ -140,7 +181,7 @@ def test_header_section_limit_is_431(http1_backend: str) -> None:
 
 def test_trickled_giant_header_is_431_before_it_ends(http1_backend: str) -> None:
     limits = ParserLimits(max_header_bytes=1024)
-    rec, reader = reader_for(http1_backend, limits)
+    _rec, reader = reader_for(http1_backend, limits)
     reader.feed(b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: ")
     with pytest.raises(CodecError) as info:
         for _ in range(100):
@@ -161,3 +202,11 @@ def test_long_target_is_414(http1_backend: str) -> None:
     with pytest.raises(CodecError) as info:
         _feed(http1_backend, b"GET /" + b"a" * 200 + b" HTTP/1.1\r\nHost: a\r\n\r\n", limits)
     assert info.value.status == 414
+
+
+def test_trailing_whitespace_is_not_part_of_a_value(http1_backend: str) -> None:
+    # Found by hypothesis: llhttp kept the trailing space, h11 did not.
+    events = _feed(http1_backend, b"POST / HTTP/1.1\r\nHost: a \r\nContent-Length: 3 \r\nX: v\t\r\n\r\nabc")
+    head = events[0]
+    assert head[4] == ((b"host", b"a"), (b"content-length", b"3"), (b"x", b"v"))
+    assert head[6] == 3

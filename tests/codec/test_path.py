@@ -36,8 +36,19 @@ def test_keep_duplicate_slashes_when_configured() -> None:
 
 
 @pytest.mark.parametrize(
-    "raw", [b"/a%2fb", b"/a%2Fb", b"/a%5cb", b"/..%5c/x", b"/a%00", b"/a\\b", b"/..;/admin", b"/a/.;x/b",
-            b"/%zz", b"/%4"]
+    "raw",
+    [
+        b"/a%2fb",
+        b"/a%2Fb",
+        b"/a%5cb",
+        b"/..%5c/x",
+        b"/a%00",
+        b"/a\\b",
+        b"/..;/admin",
+        b"/a/.;x/b",
+        b"/%zz",
+        b"/%4",
+    ],
 )
 def test_refused(raw: bytes) -> None:
     with pytest.raises(CodecError) as info:

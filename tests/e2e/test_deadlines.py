@@ -45,8 +45,9 @@ def test_idle_keep_alive_is_closed(gateway_factory: Callable[..., Gateway], upst
     assert 0.3 <= elapsed < 2.0, f"idle connection closed after {elapsed:.2f}s"
 
 
-def test_body_trickle_below_min_rate_gets_408(gateway_factory: Callable[..., Gateway],
-                                              upstream: TestUpstream) -> None:
+def test_body_trickle_below_min_rate_gets_408(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
     gw = gateway_factory(basic_config(upstream.port, server="body_timeout = 0.5\nbody_min_rate = 10000"))
     with connect(gw.port) as sock:
         sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n")
@@ -72,7 +73,9 @@ def test_body_trickle_below_min_rate_gets_408(gateway_factory: Callable[..., Gat
     assert elapsed < 2.5, f"slow body cut after {elapsed:.2f}s"
 
 
-def test_client_that_stops_reading_is_dropped(gateway_factory: Callable[..., Gateway], upstream: TestUpstream) -> None:
+def test_client_that_stops_reading_is_dropped(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
     big = b"x" * (8 * 1024 * 1024)
     upstream.handler = lambda req: b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(big), big)
     gw = gateway_factory(basic_config(upstream.port, server="send_timeout = 0.5"))

@@ -58,8 +58,9 @@ class StreamingProtocol(_UpstreamProtocol):
 
 
 @pytest.mark.slow
-def test_one_gib_up_and_down_with_bounded_memory(gateway_factory: Callable[..., Gateway],
-                                                 upstream: TestUpstream) -> None:
+def test_one_gib_up_and_down_with_bounded_memory(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
     streaming = TestUpstream()
 
     async def swap() -> None:

@@ -10,8 +10,9 @@ from fastgw.codec.proxy_protocol import V2_SIGNATURE
 from tests.conftest import Gateway, ResponseReader, TestUpstream, connect, get
 
 
-def config(upstream_port: int, *, network: str = "", route: str = "", server: str = "",
-           listener: str = "") -> str:
+def config(
+    upstream_port: int, *, network: str = "", route: str = "", server: str = "", listener: str = ""
+) -> str:
     return f"""
         [server]
         {server}
@@ -54,26 +55,33 @@ def test_route_allow_list(gateway_factory: Callable[..., Gateway], upstream: Tes
 
 
 def test_shadow_mode_logs_and_passes(gateway_factory: Callable[..., Gateway], upstream: TestUpstream) -> None:
-    gw = gateway_factory(config(upstream.port, route='network = { deny = ["127.0.0.1/32"], mode = "shadow" }'))
+    gw = gateway_factory(
+        config(upstream.port, route='network = { deny = ["127.0.0.1/32"], mode = "shadow" }')
+    )
     assert get(gw.port, "/guarded").status == 200
     record = gw.wait_log(1)[0]
     assert record["status"] == 200
     assert record["shadow"] == ["route_network.deny"]
 
 
-def test_untrusted_peer_cannot_choose_its_address(gateway_factory: Callable[..., Gateway],
-                                                  upstream: TestUpstream) -> None:
+def test_untrusted_peer_cannot_choose_its_address(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
     gw = gateway_factory(config(upstream.port, route='network.allow = ["203.0.113.0/24"]'))
     resp = get(gw.port, "/guarded", "X-Forwarded-For: 203.0.113.9\r\n")
     assert resp.status == 403
 
 
-def test_trusted_proxy_forwarded_for_is_believed(gateway_factory: Callable[..., Gateway],
-                                                 upstream: TestUpstream) -> None:
-    gw = gateway_factory(config(
-        upstream.port, server='trusted_proxies = ["127.0.0.1/32", "10.0.0.0/8"]',
-        route='network.allow = ["203.0.113.0/24"]',
-    ))
+def test_trusted_proxy_forwarded_for_is_believed(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
+    gw = gateway_factory(
+        config(
+            upstream.port,
+            server='trusted_proxies = ["127.0.0.1/32", "10.0.0.0/8"]',
+            route='network.allow = ["203.0.113.0/24"]',
+        )
+    )
     # Right-most untrusted entry wins: 198.51.100.1 was written by a client we cannot trust.
     resp = get(gw.port, "/guarded", "X-Forwarded-For: 198.51.100.1, 203.0.113.9, 10.1.1.1\r\n")
     assert resp.status == 200
@@ -84,8 +92,13 @@ def test_trusted_proxy_forwarded_for_is_believed(gateway_factory: Callable[..., 
 
 
 def test_proxy_protocol_v1_and_v2(gateway_factory: Callable[..., Gateway], upstream: TestUpstream) -> None:
-    gw = gateway_factory(config(upstream.port, listener="proxy_protocol = true",
-                                route='network.allow = ["192.0.2.0/24", "2001:db8::/32"]'))
+    gw = gateway_factory(
+        config(
+            upstream.port,
+            listener="proxy_protocol = true",
+            route='network.allow = ["192.0.2.0/24", "2001:db8::/32"]',
+        )
+    )
     with connect(gw.port) as sock:
         sock.sendall(b"PROXY TCP4 192.0.2.10 10.0.0.1 40000 80\r\nGET /guarded HTTP/1.1\r\nHost: t\r\n\r\n")
         assert ResponseReader(sock).read().status == 200
@@ -101,8 +114,9 @@ def test_proxy_protocol_v1_and_v2(gateway_factory: Callable[..., Gateway], upstr
         assert ResponseReader(sock).read().status == 200
 
 
-def test_proxy_protocol_required_when_enabled(gateway_factory: Callable[..., Gateway],
-                                              upstream: TestUpstream) -> None:
+def test_proxy_protocol_required_when_enabled(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
     gw = gateway_factory(config(upstream.port, listener="proxy_protocol = true"))
     with connect(gw.port) as sock:
         sock.sendall(b"GET /open HTTP/1.1\r\nHost: t\r\n\r\n")

@@ -36,8 +36,12 @@ def test_get_is_proxied_with_forwarding_headers(gateway: Gateway, upstream: Test
 
 
 def test_spoofed_forwarding_headers_are_overwritten(gateway: Gateway, upstream: TestUpstream) -> None:
-    get(gateway.port, "/", "X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: evil\r\n"
-                           "Forwarded: for=6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\n")
+    get(
+        gateway.port,
+        "/",
+        "X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: evil\r\n"
+        "Forwarded: for=6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\n",
+    )
     seen = upstream.requests[-1]
     assert seen.all(b"x-forwarded-for") == [b"127.0.0.1"]
     assert seen.all(b"x-forwarded-proto") == [b"http"]
@@ -63,8 +67,12 @@ def test_hop_by_hop_headers_removed_both_ways(gateway: Gateway, upstream: TestUp
         b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: x-secret-resp\r\nx-secret-resp: 1\r\n"
         b"keep-alive: timeout=5\r\nproxy-authenticate: Basic\r\nx-fine: yes\r\n\r\nok"
     )
-    resp = get(gateway.port, "/", "Connection: keep-alive, X-Secret\r\nX-Secret: s\r\nKeep-Alive: 1\r\n"
-                                  "Proxy-Authorization: Basic Zm9v\r\nTE: trailers\r\nX-Kept: k\r\n")
+    resp = get(
+        gateway.port,
+        "/",
+        "Connection: keep-alive, X-Secret\r\nX-Secret: s\r\nKeep-Alive: 1\r\n"
+        "Proxy-Authorization: Basic Zm9v\r\nTE: trailers\r\nX-Kept: k\r\n",
+    )
     seen = upstream.requests[-1]
     for name in (b"x-secret", b"keep-alive", b"proxy-authorization", b"te"):
         assert seen.header(name) is None, name
@@ -100,7 +108,10 @@ def test_content_length_and_chunked_request_bodies(gateway: Gateway, upstream: T
     resp = request(gateway.port, b"POST /cl HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\n\r\nhello world")
     assert resp.json()["len"] == 11
     assert upstream.requests[-1].body == b"hello world"
-    raw = b"POST /ch HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+    raw = (
+        b"POST /ch HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+    )
     resp = request(gateway.port, raw)
     assert resp.status == 200
     seen = upstream.requests[-1]
@@ -109,7 +120,9 @@ def test_content_length_and_chunked_request_bodies(gateway: Gateway, upstream: T
 
 
 def test_chunked_and_close_delimited_responses_are_reframed(gateway: Gateway, upstream: TestUpstream) -> None:
-    upstream.handler = lambda req: b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    upstream.handler = lambda req: (
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    )
     resp = get(gateway.port, "/")
     assert resp.body == b"abcde"
     assert resp.header(b"transfer-encoding") == b"chunked"
@@ -129,9 +142,11 @@ def test_chunked_and_close_delimited_responses_are_reframed(gateway: Gateway, up
 
 def test_head_204_304_have_no_body(gateway: Gateway, upstream: TestUpstream) -> None:
     upstream.handler = lambda req: (
-        b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n" if req.method == b"HEAD" else
-        b"HTTP/1.1 204 No Content\r\n\r\n" if req.target == b"/204" else
-        b"HTTP/1.1 304 Not Modified\r\netag: x\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n"
+        if req.method == b"HEAD"
+        else b"HTTP/1.1 204 No Content\r\n\r\n"
+        if req.target == b"/204"
+        else b"HTTP/1.1 304 Not Modified\r\netag: x\r\n\r\n"
     )
     with connect(gateway.port) as sock:
         reader = ResponseReader(sock)
@@ -185,7 +200,9 @@ def test_expect_100_continue_after_checks(gateway: Gateway, upstream: TestUpstre
 
 def test_expect_100_denied_never_reads_body(gateway: Gateway, upstream: TestUpstream) -> None:
     with connect(gateway.port) as sock:
-        sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 999999999\r\n\r\n")
+        sock.sendall(
+            b"POST / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 999999999\r\n\r\n"
+        )
         reader = ResponseReader(sock)
         resp = reader.read()
         assert resp.status == 413
@@ -200,8 +217,10 @@ def test_websocket_upgrade_tunnels_both_ways(gateway: Gateway, upstream: TestUps
         b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n"
     )
     with connect(gateway.port) as sock:
-        sock.sendall(b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        sock.sendall(
+            b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
         reader = ResponseReader(sock)
         resp = reader.read()
         assert resp.status == 101
@@ -217,8 +236,10 @@ def test_websocket_upgrade_tunnels_both_ways(gateway: Gateway, upstream: TestUps
 
 def test_h2c_upgrade_is_never_forwarded(gateway: Gateway, upstream: TestUpstream) -> None:
     with connect(gateway.port) as sock:
-        sock.sendall(b"GET /a HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
-                     b"HTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\nGET /b HTTP/1.1\r\nHost: t\r\n\r\n")
+        sock.sendall(
+            b"GET /a HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+            b"HTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\nGET /b HTTP/1.1\r\nHost: t\r\n\r\n"
+        )
         reader = ResponseReader(sock)
         assert reader.read().json()["target"] == "/a"
         assert reader.read().json()["target"] == "/b"

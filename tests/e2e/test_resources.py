@@ -22,8 +22,9 @@ def test_idle_rss_under_40_mib(gateway_factory: Callable[..., Gateway], upstream
 
 
 @pytest.mark.slow
-def test_ten_thousand_idle_keep_alive_connections(gateway_factory: Callable[..., Gateway],
-                                                  upstream: TestUpstream) -> None:
+def test_ten_thousand_idle_keep_alive_connections(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = 10_000 + 500
     if hard < want:
@@ -43,7 +44,9 @@ def test_ten_thousand_idle_keep_alive_connections(gateway_factory: Callable[...,
             s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
             assert ResponseReader(s).read().status == 200
         # Wait until the gateway has accepted them all (not just the kernel backlog), then read RSS.
-        wait_until(lambda: len(os.listdir(f"/proc/{gw.proc.pid}/fd")) >= 10_000, 20, "10,000 accepted sockets")
+        wait_until(
+            lambda: len(os.listdir(f"/proc/{gw.proc.pid}/fd")) >= 10_000, 20, "10,000 accepted sockets"
+        )
         after = rss_mib(gw.proc.pid)
         added = after - before
         print(f"\n10,000 idle connections: RSS {before:.1f} -> {after:.1f} MiB (+{added:.1f})")
@@ -55,8 +58,9 @@ def test_ten_thousand_idle_keep_alive_connections(gateway_factory: Callable[...,
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def test_survives_emfile_and_resumes_accepting(gateway_factory: Callable[..., Gateway],
-                                               upstream: TestUpstream) -> None:
+def test_survives_emfile_and_resumes_accepting(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
     def low_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
 

@@ -25,16 +25,22 @@ def test_sighup_reload_swaps_routes(gateway_factory: Callable[..., Gateway], ups
     assert records[-1]["snapshot"] != old_id
 
 
-def test_invalid_reload_keeps_running_config(gateway_factory: Callable[..., Gateway], upstream: TestUpstream) -> None:
+def test_invalid_reload_keeps_running_config(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
     gw = gateway_factory(basic_config(upstream.port))
     gw.config.write_text(gw.config.read_text().replace('auth = "none"', 'auth = "nope"'))
     gw.proc.send_signal(signal.SIGHUP)
-    line = wait_until(lambda: [ln for ln in gw.stderr().splitlines() if "reload failed" in ln], 5, "reload error")[0]
+    line = wait_until(
+        lambda: [ln for ln in gw.stderr().splitlines() if "reload failed" in ln], 5, "reload error"
+    )[0]
     assert f"{gw.config}: routes[0].auth: invalid value 'nope'" in line
     assert get(gw.port, "/still").status == 200
 
 
-def test_sigterm_drains_in_flight_request(gateway_factory: Callable[..., Gateway], upstream: TestUpstream) -> None:
+def test_sigterm_drains_in_flight_request(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
     upstream.delay = 0.5
     gw = gateway_factory(basic_config(upstream.port))
     result: dict[str, int] = {}

@@ -14,7 +14,9 @@ SMUGGLING = [c for c in REFUSED if c[0] not in ("connect",)]
 
 
 @pytest.mark.parametrize(("name", "raw", "status"), SMUGGLING, ids=[c[0] for c in SMUGGLING])
-def test_refused_and_closed(gateway: Gateway, upstream: TestUpstream, name: str, raw: bytes, status: object) -> None:
+def test_refused_and_closed(
+    gateway: Gateway, upstream: TestUpstream, name: str, raw: bytes, status: object
+) -> None:
     # A valid request follows each bad one on the same connection: it must never be executed.
     follow = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
     with connect(gateway.port) as sock:
@@ -50,7 +52,12 @@ def test_oversized_body_413_without_reading(gateway_factory, upstream: TestUpstr
         assert resp.status == 413
         assert reader.closed()
     # A chunked body that grows past the limit is cut off too.
-    raw = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + b"400\r\n" + b"x" * 1024 + b"\r\n"
+    raw = (
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"400\r\n"
+        + b"x" * 1024
+        + b"\r\n"
+    )
     with connect(gw.port) as sock:
         sock.sendall(raw)
         reader = ResponseReader(sock)
@@ -60,8 +67,12 @@ def test_oversized_body_413_without_reading(gateway_factory, upstream: TestUpstr
 
 def test_route_body_limit_overrides_server(gateway_factory, upstream: TestUpstream) -> None:  # type: ignore[no-untyped-def]
     gw = gateway_factory(basic_config(upstream.port, route="max_body_bytes = 10"))
-    assert request(gw.port, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\nhello world").status == 413
-    assert request(gw.port, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nhelloworld").status == 200
+    assert (
+        request(gw.port, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\nhello world").status == 413
+    )
+    assert (
+        request(gw.port, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nhelloworld").status == 200
+    )
 
 
 BAD_UPSTREAM = [
@@ -76,7 +87,9 @@ BAD_UPSTREAM = [
 
 
 @pytest.mark.parametrize(("name", "raw"), BAD_UPSTREAM, ids=[c[0] for c in BAD_UPSTREAM])
-def test_ambiguous_upstream_responses_become_502(gateway: Gateway, upstream: TestUpstream, name: str, raw: bytes) -> None:
+def test_ambiguous_upstream_responses_become_502(
+    gateway: Gateway, upstream: TestUpstream, name: str, raw: bytes
+) -> None:
     upstream.handler = lambda req: raw
     with connect(gateway.port) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -89,7 +102,10 @@ def test_ambiguous_upstream_responses_become_502(gateway: Gateway, upstream: Tes
 
 def test_bad_chunk_after_head_aborts_connection(gateway: Gateway, upstream: TestUpstream) -> None:
     # The head and a good chunk go out first; the broken chunk arrives after they were relayed.
-    upstream.handler = lambda req: [b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n", b"zz\r\n"]
+    upstream.handler = lambda req: [
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n",
+        b"zz\r\n",
+    ]
     with connect(gateway.port) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
         reader = ResponseReader(sock)

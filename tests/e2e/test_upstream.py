@@ -62,8 +62,9 @@ def test_slow_upstream_is_504(gateway_factory: Callable[..., Gateway], upstream:
     assert 0.4 <= elapsed < 2.0, f"504 after {elapsed:.2f}s"
 
 
-def test_upstream_hangup_without_response_is_502(gateway_factory: Callable[..., Gateway],
-                                                 upstream: TestUpstream) -> None:
+def test_upstream_hangup_without_response_is_502(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
     upstream.handler = lambda req: None
     gw = gateway_factory(one_target_config(upstream.port, "retry = false"))
     assert get(gw.port, "/").status == 502
@@ -108,8 +109,9 @@ def test_idle_connection_closed_by_upstream_is_not_used(
     assert upstream.connections == 2
 
 
-def test_non_idempotent_request_is_not_retried(gateway_factory: Callable[..., Gateway],
-                                               upstream: TestUpstream) -> None:
+def test_non_idempotent_request_is_not_retried(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
     calls: list[bytes] = []
 
     def handler(req):  # type: ignore[no-untyped-def]
@@ -123,7 +125,9 @@ def test_non_idempotent_request_is_not_retried(gateway_factory: Callable[..., Ga
     assert calls == [b"/post"]
 
 
-def test_round_robin_and_passive_ejection(gateway_factory: Callable[..., Gateway], upstream: TestUpstream) -> None:
+def test_round_robin_and_passive_ejection(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
     dead = free_port()
     gw = gateway_factory(two_target_config(upstream.port, dead, "max_failures = 1\neject_seconds = 30"))
     statuses = [get(gw.port, f"/{i}").status for i in range(10)]
@@ -132,14 +136,16 @@ def test_round_robin_and_passive_ejection(gateway_factory: Callable[..., Gateway
     assert statuses.count(200) == 9
 
 
-def test_least_conn_balances_to_the_idle_target(gateway_factory: Callable[..., Gateway], upstream: TestUpstream) -> None:
+def test_least_conn_balances_to_the_idle_target(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
     second = TestUpstream()
     try:
         gw = gateway_factory(two_target_config(upstream.port, second.port, 'balance = "least_conn"'))
         for i in range(6):
             assert get(gw.port, f"/{i}").status == 200
         assert len(upstream.requests) + len(second.requests) == 6
-        assert upstream.requests and second.requests or len(upstream.requests) == 6
+        assert (upstream.requests and second.requests) or len(upstream.requests) == 6
     finally:
         second.close()
 

@@ -38,7 +38,11 @@ class SlowIdentity:
             if user == b"wait":
                 await self.release.wait()
             await asyncio.sleep(0.01)
-            return None if user in (b"good", b"wait") else Denial(401, "unauthorized", "who are you", "test.unknown")
+            return (
+                None
+                if user in (b"good", b"wait")
+                else Denial(401, "unauthorized", "who are you", "test.unknown")
+            )
 
         return Pending(lookup())
 
@@ -67,9 +71,7 @@ auth = "none"
     snapshot = compile_config(text.encode(), "seam.toml")
     policy = SlowIdentity()
     route = snapshot.routes[0]
-    patched = dataclasses.replace(
-        route, chain=(policy,), response_hooks=(policy,), complete_hooks=(policy,)
-    )
+    patched = dataclasses.replace(route, chain=(policy,), response_hooks=(policy,), complete_hooks=(policy,))
     table = snapshot.router._default  # the catch-all host table of this one-route config
     assert table is not None
     table.prefixes[b"/"].any_method = patched
@@ -125,8 +127,9 @@ async def test_parked_request_does_not_block_others(served: tuple[int, SlowIdent
 
 
 @pytest.mark.asyncio
-async def test_on_complete_runs_once_when_client_aborts(served: tuple[int, SlowIdentity],
-                                                        upstream: TestUpstream) -> None:
+async def test_on_complete_runs_once_when_client_aborts(
+    served: tuple[int, SlowIdentity], upstream: TestUpstream
+) -> None:
     port, policy = served
     upstream.delay = 0.3
     _, writer = await asyncio.open_connection("127.0.0.1", port)

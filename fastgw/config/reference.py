@@ -1,0 +1,85 @@
+"""The configuration reference in README.md, generated from the schema so it cannot drift.
+
+``python -m fastgw.config.reference`` prints the Markdown that sits between the ``config-reference``
+markers in README.md; ``tests/config/test_docs.py`` fails when the two differ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any, Literal, Union, get_args, get_origin
+
+from fastgw.config import schema
+
+TABLES: list[tuple[str, type, str]] = [
+    ("[[listeners]]", schema.ListenerSpec, "Where clients connect. At least one."),
+    ("[server]", schema.ServerSpec, "Limits and timeouts of the HTTP/1 server."),
+    ("[access_log]", schema.AccessLogSpec, "One JSON line per request."),
+    ("[network]", schema.NetworkSpec, "Global IP rules, the first policy of every route."),
+    ("[upstreams.NAME]", schema.UpstreamSpec, "A group of backends, its pool and its health rules."),
+    ("[[routes]]", schema.RouteSpec, "Matched host -> longest path prefix -> method."),
+    (
+        "routes.request_headers / routes.response_headers",
+        schema.HeaderOpsSpec,
+        "Header rules of a route (inline tables).",
+    ),
+    (
+        "routes.network",
+        schema.NetworkSpec,
+        "Route-level IP rules, applied after the global ones (same keys).",
+    ),
+    ("[demo_upstream]", schema.DemoUpstreamSpec, "A built-in demo backend (the quickstart uses it)."),
+]
+
+
+def _type(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin in (Union, __import__("types").UnionType):
+        inner = [a for a in get_args(tp) if a is not type(None)]
+        return _type(inner[0])
+    if origin is Literal:
+        return " \\| ".join(f'"{a}"' for a in get_args(tp))
+    if origin is tuple:
+        return f"array of {_type(get_args(tp)[0])}"
+    if origin is dict:
+        return "table"
+    if dataclasses.is_dataclass(tp):
+        return "table"
+    return {str: "string", int: "integer", float: "number", bool: "boolean"}.get(tp, str(tp))
+
+
+def _default(f: dataclasses.Field[Any]) -> str:
+    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+        return "**required**"
+    factory: Any = f.default_factory
+    value = f.default if f.default is not dataclasses.MISSING else factory()
+    if value is None:
+        return "unset"
+    if dataclasses.is_dataclass(value):
+        return "empty"
+    if isinstance(value, bool):
+        return "`true`" if value else "`false`"
+    if isinstance(value, str):
+        return f'`"{value}"`'
+    if isinstance(value, (tuple, list)):
+        return "`[]`" if not value else f"`{list(value)}`"
+    if isinstance(value, dict):
+        return "`{}`"
+    return f"`{value}`"
+
+
+def render() -> str:
+    out: list[str] = []
+    for title, cls, blurb in TABLES:
+        hints = typing.get_type_hints(cls)
+        out.append(f"#### `{title}`\n\n{blurb}\n")
+        out.append("| key | type | default | meaning |\n|---|---|---|---|")
+        for f in dataclasses.fields(cls):
+            out.append(f"| `{f.name}` | {_type(hints[f.name])} | {_default(f)} | {f.metadata['doc']} |")
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(render())
