@@ -41,6 +41,7 @@ FIELDS: Final = (
     "shadow",
 )
 Record = tuple[Any, ...]
+BATCH_RECORDS: Final = 256  # formatting 256 records blocks the loop ~0.4 ms; a whole tick's ~3000 took ~5 ms
 _MILLIS: Final = tuple(b"%03dZ" % ms for ms in range(1000))
 _REOPEN: Final = "reopen"
 _STOP: Final = "stop"
@@ -114,7 +115,19 @@ def format_batch(records: list[Record], include_query: bool) -> bytes:
 
 
 class AccessLog:
-    __slots__ = ("_include_query", "_max", "_pending", "_queue", "_target", "_thread", "dropped", "enabled")
+    __slots__ = (
+        "_include_query",
+        "_max",
+        "_pending",
+        "_queue",
+        "_queued",
+        "_target",
+        "_thread",
+        "_written",
+        "dropped",
+        "enabled",
+        "write_failures",
+    )
 
     def __init__(self, settings: AccessLogSettings) -> None:
         self.enabled = settings.target != "off"
@@ -123,7 +136,12 @@ class AccessLog:
         self._max = settings.max_pending
         self._pending: list[Record] = []
         self.dropped = 0
-        self._queue: aiologic.SimpleQueue[bytes | str] = aiologic.SimpleQueue()
+        # Single-writer counters: _queued is only written by the loop, _written and write_failures only by
+        # the writer thread; records in flight = _queued - _written.
+        self._queued = 0
+        self._written = 0
+        self.write_failures = 0
+        self._queue: aiologic.SimpleQueue[tuple[int, bytes] | str] = aiologic.SimpleQueue()
         self._thread: threading.Thread | None = None
         if self.enabled:
             self._open()  # fail at start-up, not in the thread, if the file cannot be opened
@@ -132,16 +150,24 @@ class AccessLog:
 
     def record(self, record: Record) -> None:
         pending = self._pending
-        if len(pending) < self._max:
-            pending.append(record)
-        else:
-            self.dropped += 1
+        pending.append(record)
+        if len(pending) >= BATCH_RECORDS:
+            self.flush()
 
     def flush(self) -> None:
-        """Hand the pending batch to the writer thread (called by the worker tick)."""
-        if self._pending:
-            batch, self._pending = self._pending, []
-            self._queue.put(format_batch(batch, self._include_query))
+        """Format the pending batch and hand it to the writer thread (every tick, or every BATCH_RECORDS).
+
+        The writer's queue is bounded by ``max_pending`` records: past it, batches are dropped and counted
+        rather than allowed to grow memory while the disk is stuck.
+        """
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        if self._queued - self._written + len(batch) > self._max:
+            self.dropped += len(batch)
+            return
+        self._queued += len(batch)
+        self._queue.put((len(batch), format_batch(batch, self._include_query)))
 
     def reopen(self) -> None:
         """Reopen the log file (SIGUSR1, after logrotate moved it)."""
@@ -173,12 +199,14 @@ class AccessLog:
                     out.close()
                 out = self._open()
                 continue
-            assert isinstance(item, bytes)
+            assert isinstance(item, tuple)
+            count, data = item
             try:
-                out.write(item)
+                out.write(data)
                 out.flush()
             except OSError:
-                self.dropped += item.count(b"\n")
+                self.write_failures += count
+            self._written += count
         out.flush()
         if out is not sys.stdout.buffer:
             out.close()
