@@ -207,13 +207,16 @@ class TestUpstream:
         async def stop() -> None:
             if self._server is not None:
                 self._server.close()
+            # Let accepts already queued run their connection_made, then drop every connection, so no
+            # transport outlives the test (an unclosed one is a ResourceWarning in a later test).
+            await asyncio.sleep(0.01)
+            for transport in list(self._transports):
+                transport.abort()
+            await asyncio.sleep(0)
 
         asyncio.run_coroutine_threadsafe(stop(), self.loop).result(5)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
-        for transport in list(self._transports):
-            transport.abort()
-        self.loop.run_until_complete(asyncio.sleep(0))
         self.loop.close()
 
 
