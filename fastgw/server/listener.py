@@ -202,7 +202,8 @@ class ClientConnection(asyncio.Protocol):
         ex = self._to_forward
         if ex is not None:
             self._to_forward = None
-            self._forward(ex)
+            if ex is self.active and not self.closing:  # not denied by a later callback of this read
+                self._forward(ex)
 
     def _read_proxy_header(self, data: bytes) -> bytes:
         buf = (self._proxy_buf or b"") + data
@@ -606,29 +607,30 @@ class ClientConnection(asyncio.Protocol):
         self.transport.write(body)
         self._finish(ex, close=close)
 
-    def _upstream_failed(self, ex: Exchange, status: int, problem: str, detail: str) -> None:
-        ex.upstream_ms = (_monotonic() - ex.upstream_start) * 1000.0
+    def _fail_active(self, ex: Exchange, denial: Denial) -> None:
+        """End the exchange in flight with an error: its upstream connection (if any) is discarded, bytes
+        not yet written are dropped, then the error is answered -- or, if response bytes already reached
+        the client, the connection is aborted (a second response is never written)."""
+        upstream = self.upstream
+        if upstream is not None:
+            self.upstream = None
+            upstream.detach()
+            upstream.pool.discard(upstream)
         self._discard_unsent()
         if ex.response_started:
-            ex.denial = "upstream." + problem
+            ex.denial = denial.reason
             self._abort(ex)
-            return
-        self._deny(ex, Denial(status, problem, detail, "upstream." + problem))
+        else:
+            self._deny(ex, denial)
+
+    def _upstream_failed(self, ex: Exchange, status: int, problem: str, detail: str) -> None:
+        ex.upstream_ms = (_monotonic() - ex.upstream_start) * 1000.0
+        self._fail_active(ex, Denial(status, problem, detail, "upstream." + problem))
 
     def _body_too_large(self, ex: Exchange, limit: int) -> None:
-        denial = Denial(413, "content-too-large", f"request body exceeds {limit} bytes", "body.too_large")
         if ex is self.active:
-            upstream = self.upstream
-            if upstream is not None:
-                self.upstream = None
-                upstream.detach()
-                upstream.pool.discard(upstream)
-            self._discard_unsent()
-            if ex.response_started:
-                ex.denial = denial.reason
-                self._abort(ex)
-            else:
-                self._deny(ex, denial)
+            reason = f"request body exceeds {limit} bytes"
+            self._fail_active(ex, Denial(413, "content-too-large", reason, "body.too_large"))
         else:
             # A queued request's body overflowed: answer what is in flight, then refuse and close.
             self._close_now()
@@ -640,17 +642,7 @@ class ClientConnection(asyncio.Protocol):
         if active is not None and not active.body_complete:
             # The request in flight is itself broken (bad chunk, oversized): it cannot be completed.
             self._to_forward = None
-            upstream = self.upstream
-            if upstream is not None:
-                self.upstream = None
-                upstream.detach()
-                upstream.pool.discard(upstream)
-            self._discard_unsent()
-            if active.response_started:
-                active.denial = "codec." + err.problem
-                self._abort(active)
-            else:
-                self._deny(active, Denial(err.status, err.problem, err.detail, "codec." + err.problem))
+            self._fail_active(active, Denial(err.status, err.problem, err.detail, "codec." + err.problem))
             return
         body = render_problem(err.status, err.problem, err.detail, close=True)
         w = self.worker
@@ -703,7 +695,8 @@ class ClientConnection(asyncio.Protocol):
                 nxt = self._to_forward
                 if nxt is not None:
                     self._to_forward = None
-                    self._forward(nxt)
+                    if nxt is self.active and not self.closing:
+                        self._forward(nxt)
             return
         if self.receiving is None:
             worker = self.worker
@@ -767,18 +760,12 @@ class ClientConnection(asyncio.Protocol):
             self._codec_error(CodecError(408, "request-timeout", "request head not received in time"))
             return
         ex = self.active
-        if ex is not None and not ex.response_started:
-            upstream = self.upstream
-            if upstream is not None:
-                self.upstream = None
-                upstream.detach()
-                upstream.pool.discard(upstream)
-            self._discard_unsent()
-            self._deny(
+        if ex is not None and ex is self.receiving:
+            self._fail_active(
                 ex, Denial(408, "request-timeout", "request body not received in time", "body.timeout")
             )
         else:
-            self._close_now()
+            self._close_now()  # a queued request's body stalled: nothing to answer in order
 
     def check_body_rate(self, now: float, min_rate: int, grace: float) -> None:
         ex = self.receiving

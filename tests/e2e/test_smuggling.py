@@ -4,6 +4,8 @@ closed, nothing reaches the upstream; upstream responses with ambiguous framing 
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.codec.test_http1 import REFUSED
@@ -51,7 +53,8 @@ def test_oversized_body_413_without_reading(gateway_factory, upstream: TestUpstr
         resp = reader.read()
         assert resp.status == 413
         assert reader.closed()
-    # A chunked body that grows past the limit is cut off too.
+    # A chunked body that grows past the limit is cut off too, and a request refused in the same read as
+    # its head never reaches the upstream (not even its head).
     raw = (
         b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
         + b"400\r\n"
@@ -63,6 +66,9 @@ def test_oversized_body_413_without_reading(gateway_factory, upstream: TestUpstr
         reader = ResponseReader(sock)
         assert reader.read().status == 413
         assert reader.closed()
+    time.sleep(0.2)
+    assert upstream.connections == 0
+    assert upstream.requests == []
 
 
 def test_route_body_limit_overrides_server(gateway_factory, upstream: TestUpstream) -> None:  # type: ignore[no-untyped-def]
