@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING, Final
 
 from fastgw.codec.serialize import DATE
+from fastgw.server.listener import DL_BODY
 
 if TYPE_CHECKING:
     from fastgw.server.worker import Worker
@@ -39,7 +40,7 @@ def sweep(worker: Worker, now: float) -> None:
         if upstream is not None and upstream.deadline and now >= upstream.deadline:
             upstream.on_deadline()
             continue
-        if server.body_min_rate and conn.deadline_kind == 2:
+        if server.body_min_rate and conn.deadline_kind == DL_BODY:
             conn.check_body_rate(now, server.body_min_rate, server.body_timeout)
     worker.pools.tick(now)
     worker.access_log.flush()

@@ -183,7 +183,10 @@ class ClientConnection(asyncio.Protocol):
             self.tunnel.write(data)
             return
         if self._tunnel_buffer is not None:
-            self._tunnel_buffer.append(data)  # waiting for the upstream's 101
+            # Waiting for the upstream's 101: keep what the client sends, bounded by pausing reads.
+            self._tunnel_buffer.append(data)
+            if sum(len(b) for b in self._tunnel_buffer) > BODY_HIGH_WATER:
+                self._pause(PAUSE_BUFFER)
             return
         if self.closing:
             return
@@ -537,6 +540,8 @@ class ClientConnection(asyncio.Protocol):
         for data in pending:
             upstream.write(data)
         self.deadline_kind = DL_NONE
+        if self._paused:
+            self._resume(PAUSE_BUFFER)
 
     def on_upstream_tunnel_data(self, data: bytes) -> None:
         if self.transport is not None:
