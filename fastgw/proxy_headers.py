@@ -71,24 +71,32 @@ class IdSource:
     Cheaper than ``uuid4`` (~0.15 us vs ~1.5 us) and still unique across workers and restarts.
     """
 
-    __slots__ = ("_counter", "_prefix", "_trace_prefix")
+    __slots__ = ("_counter", "_last", "_prefix", "_trace_prefix")
 
     def __init__(self) -> None:
         self._prefix = os.urandom(6).hex().encode()
-        self._trace_prefix = os.urandom(8).hex().encode()
+        self._trace_prefix = b"00-" + os.urandom(8).hex().encode()
         self._counter = 0
+        self._last = b""  # the hex counter of the last generated request id, reused by traceparent()
 
     def request_id(self, candidate: bytes) -> bytes:
         if candidate and _SAFE_REQUEST_ID.fullmatch(candidate) is not None:
+            self._last = b""
             return candidate
         self._counter += 1
-        return b"%s%010x" % (self._prefix, self._counter)
+        self._last = hexed = b"%016x" % self._counter
+        return self._prefix + hexed
 
     def traceparent(self, candidate: bytes) -> bytes:
+        """A valid incoming traceparent, else a new one (its ids share the request id's counter)."""
         if candidate and _TRACEPARENT.fullmatch(candidate) is not None:
             return candidate
-        self._counter += 1
-        return b"00-%s%016x-%016x-01" % (self._trace_prefix, self._counter, self._counter)
+        hexed = self._last
+        if not hexed:
+            self._counter += 1
+            hexed = b"%016x" % self._counter
+        self._last = b""
+        return self._trace_prefix + hexed + b"-" + hexed + b"-01"
 
 
 def build_request_head(

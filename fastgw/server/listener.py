@@ -425,9 +425,9 @@ class ClientConnection(asyncio.Protocol):
         )
         self._retry_payload = payload if retry_ok else None
         ex.upstream_addr = pool.label_bytes
-        ex.upstream_start = _monotonic()
+        ex.upstream_start = now = _monotonic()
         self._pending_payload = payload
-        conn = pool.acquire(self._on_upstream_ready)
+        conn = pool.acquire(self._on_upstream_ready, now=now)
         if conn is not None:
             self._attach(conn)
 
@@ -455,7 +455,7 @@ class ClientConnection(asyncio.Protocol):
         ex.body_buffer = None
         self.upstream = conn
         ex.bytes_out = 0
-        conn.start(self, payload, ex.method == b"HEAD")
+        conn.start(self, payload, ex.method == b"HEAD", ex.upstream_start)
         if self._paused:
             self._resume(PAUSE_BUFFER)
 

@@ -82,12 +82,15 @@ class UpstreamConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.set_write_buffer_limits(high=high)
 
-    def start(self, sink: ResponseSink, payload: bytes, no_body: bool) -> None:
-        """Send one request head (and any body already buffered) and stream its response to ``sink``."""
+    def start(self, sink: ResponseSink, payload: bytes, no_body: bool, now: float) -> None:
+        """Send one request head (and any body already buffered) and stream its response to ``sink``.
+
+        ``now`` (monotonic) starts the read timeout.
+        """
         self.sink = sink
         self._no_body = no_body
         self.got_response_bytes = False
-        self.deadline = time.monotonic() + self.pool.settings.read_timeout
+        self.deadline = now + self.pool.settings.read_timeout
         assert self.transport is not None
         self.transport.write(payload)
 
