@@ -61,3 +61,26 @@ def test_sigterm_drains_in_flight_request(
     assert result == {"status": 200, "close": 1}
     assert gw.proc.wait(5) == 0
     assert time.monotonic() - started < 3
+
+
+def test_sigusr1_reopens_the_access_log(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
+    gw = gateway_factory(basic_config(upstream.port))
+    assert get(gw.port, "/before").status == 200
+    gw.wait_log(1)
+    rotated = gw.access_log.with_suffix(".1")
+    gw.access_log.rename(rotated)  # what logrotate does before signalling
+    gw.proc.send_signal(signal.SIGUSR1)
+    # The reopen is queued behind any pending batch; poll until the new file receives a record.
+    wait_until(
+        lambda: (
+            get(gw.port, "/after").status == 200
+            and gw.access_log.exists()
+            and b"/after" in gw.access_log.read_bytes()
+        ),
+        5,
+        "a record in the reopened log",
+    )
+    assert b"/before" in rotated.read_bytes()
+    assert b"/before" not in gw.access_log.read_bytes()
