@@ -111,6 +111,7 @@ def measure(backend: str) -> dict[str, float]:
                 b"127.0.0.1:9000",
                 b"127.0.0.1",
                 False,
+                b"http",
                 b"1.1 fastgw",
                 ids.traceparent(ex.traceparent),
             )
@@ -146,6 +147,7 @@ def measure(backend: str) -> dict[str, float]:
                 0,
                 280,
                 "",
+                None,
                 None,
             )
         )

@@ -1,4 +1,4 @@
-"""Command line: ``fastgw run [CONFIG]``, ``fastgw check CONFIG``, ``fastgw version``.
+"""Command line: ``fastgw run [CONFIG]``, ``fastgw check CONFIG``, ``fastgw cert dev``, ``fastgw version``.
 
 User mistakes (a bad config, a busy port) get one precise line on stderr and exit status 2, never a
 traceback. With no CONFIG, ``run`` serves the quickstart shipped inside the package, so it works from an
@@ -49,6 +49,28 @@ def _summary(snapshot: Snapshot) -> str:
     return "\n".join(lines)
 
 
+def _cert_dev(directory: str) -> int:
+    from pathlib import Path
+
+    from fastgw.tls.dev_certs import write_dev_certificates
+
+    out = write_dev_certificates(Path(directory))
+    print(f"""wrote development certificates to {directory}/ (for this machine only, never for production):
+  CA             {out.ca_cert}  (key {out.ca_key})
+  server         {out.server_cert}  (key {out.server_key}), valid for localhost, 127.0.0.1 and ::1
+  client (mTLS)  {out.client_cert}  (key {out.client_key})
+
+Use them in a listener:
+  [[listeners]]
+  bind = "127.0.0.1:8443"
+  tls = {{ certificates = [{{ cert = "{out.server_cert}", key = "{out.server_key}" }}] }}
+
+Trust the CA per command:   curl --cacert {out.ca_cert} https://localhost:8443/
+or system-wide (Debian):    cp {out.ca_cert} /usr/local/share/ca-certificates/fastgw-dev.crt
+                            update-ca-certificates""")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     snapshot = _load(args.config)
     try:
@@ -78,11 +100,17 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("check", help="validate a config and print a summary")
     check.add_argument("config", help="path to a TOML config")
     sub.add_parser("version", help="print the version")
+    cert = sub.add_parser("cert", help="certificates for development")
+    cert_sub = cert.add_subparsers(dest="cert_command", required=True)
+    dev = cert_sub.add_parser("dev", help="create a local CA, a localhost server and a client certificate")
+    dev.add_argument("--dir", default="fastgw-dev-certs", help="where to write them (default: %(default)s)")
     args = parser.parse_args(argv)
     try:
         if args.command == "version":
             print(f"fastgw {__version__}")
             return 0
+        if args.command == "cert":
+            return _cert_dev(args.dir)
         if args.command == "check":
             print(_summary(load_snapshot(args.config)))
             return 0

@@ -20,6 +20,7 @@ class Exchange:
         "body_received",
         "bytes_out",
         "chunked",
+        "client_cert",
         "client_ip",
         "conn_tokens",
         "consumer",
@@ -72,6 +73,7 @@ class Exchange:
         self.xrid = b""
         self.traceparent = b""
         self.client_ip = ""
+        self.client_cert: Any = None  # tls.server.PeerCertificate of a verified client certificate
         self.request_id = b""
         self.route: Route | None = None
         self.consumer: Any = None

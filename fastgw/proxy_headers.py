@@ -106,6 +106,7 @@ def build_request_head(
     host: bytes,
     peer_ip: bytes,
     peer_trusted: bool,
+    proto: bytes,
     via: bytes,
     trace: bytes,
 ) -> list[bytes]:
@@ -130,7 +131,7 @@ def build_request_head(
     xff = ex.xff + b", " + peer_ip if peer_trusted and ex.xff else peer_ip
     parts.extend((b"x-forwarded-for: ", xff, b"\r\n"))
     if not has_proto:
-        parts.append(b"x-forwarded-proto: http\r\n")
+        parts.extend((b"x-forwarded-proto: ", proto, b"\r\n"))
     if not has_host and ex.host:
         parts.extend((b"x-forwarded-host: ", ex.host, b"\r\n"))
     if incoming_via:

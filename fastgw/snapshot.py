@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from fastgw.policy.chain import CompleteHook, Policy, ResponseHook
     from fastgw.router import Router
+    from fastgw.tls.server import ListenerTls
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -48,6 +49,7 @@ class ListenerSettings:
     port: int
     proxy_protocol: bool
     backlog: int
+    tls: ListenerTls | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -8,13 +8,14 @@ phase, header lines pre-encoded as bytes.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Sequence
 from typing import Final, Literal
 
 from fastgw.codec.http1 import resolve_backend
 from fastgw.config.loader import ConfigError, _did_you_mean, parse_config
-from fastgw.config.schema import ConfigSpec, HeaderOpsSpec, NetworkSpec, RouteSpec, UpstreamSpec
+from fastgw.config.schema import ConfigSpec, HeaderOpsSpec, NetworkSpec, RouteSpec, TlsSpec, UpstreamSpec
 from fastgw.policy.chain import Policy
 from fastgw.policy.network import NetworkRules, parse_networks
 from fastgw.proxy_headers import request_drop_sets, response_drop_set
@@ -29,6 +30,7 @@ from fastgw.snapshot import (
     Target,
     UpstreamSettings,
 )
+from fastgw.tls.server import ListenerTls, TlsConfigError, build_listener_tls
 
 _TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HOSTNAME: Final = re.compile(r"(\*|\*\.[A-Za-z0-9.-]+|[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])")
@@ -89,6 +91,31 @@ class _Compiler:
         drop = frozenset(n.lower().encode() for n in (*spec.remove, *spec.set))
         add = tuple((n.lower().encode(), v.encode("latin-1")) for n, v in spec.set.items())
         return drop, add
+
+    def path(self, value: str) -> str:
+        """A file named in the config: relative paths are relative to the config file."""
+        if os.path.isabs(value) or self.file.startswith("<"):
+            return value
+        return os.path.join(os.path.dirname(os.path.abspath(self.file)), value)
+
+    def listener_tls(self, key: str, spec: TlsSpec) -> ListenerTls:
+        def private(path: str) -> bool:
+            try:
+                return os.stat(path).st_mode & 0o077 == 0
+            except OSError:
+                return True
+
+        try:
+            return build_listener_tls(
+                [(self.path(c.cert), self.path(c.key)) for c in spec.certificates],
+                spec.profile,
+                spec.client_auth,
+                self.path(spec.client_ca) if spec.client_ca else None,
+                self.path(spec.crl) if spec.crl else None,
+                private,
+            )
+        except TlsConfigError as exc:
+            raise self.error(f"{key}.{exc.key}", str(exc)) from None
 
     def upstream(self, name: str, spec: UpstreamSpec) -> UpstreamSettings:
         key = f"upstreams.{name}"
@@ -253,6 +280,7 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str) -> Snapshot:
     if not spec.listeners:
         raise c.error("listeners", "at least one [[listeners]] table is required")
     listeners = []
+    warnings: list[str] = []
     names: set[str] = set()
     for i, ls in enumerate(spec.listeners):
         try:
@@ -262,9 +290,18 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str) -> Snapshot:
         if ls.name in names:
             raise c.error(f"listeners[{i}].name", f"duplicate listener name {ls.name!r}")
         names.add(ls.name)
+        tls = None
+        if ls.tls is not None:
+            tls = c.listener_tls(f"listeners[{i}].tls", ls.tls)
+            warnings.extend(tls.warnings)
         listeners.append(
             ListenerSettings(
-                name=ls.name, host=host, port=port, proxy_protocol=ls.proxy_protocol, backlog=ls.backlog
+                name=ls.name,
+                host=host,
+                port=port,
+                proxy_protocol=ls.proxy_protocol,
+                backlog=ls.backlog,
+                tls=tls,
             )
         )
 
@@ -306,6 +343,7 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str) -> Snapshot:
             target=al.target, include_query=al.include_query, max_pending=al.max_pending
         ),
         demo_upstream=demo,
+        warnings=tuple(warnings),
     )
 
 

@@ -14,6 +14,12 @@ from fastgw.config import schema
 
 TABLES: list[tuple[str, type, str]] = [
     ("[[listeners]]", schema.ListenerSpec, "Where clients connect. At least one."),
+    (
+        "listeners.tls",
+        schema.TlsSpec,
+        "TLS termination. Certificates reload with the config; `client_auth` changes take a restart.",
+    ),
+    ("listeners.tls.certificates", schema.CertificateSpec, "One certificate and its key."),
     ("[server]", schema.ServerSpec, "Limits and timeouts of the HTTP/1 server."),
     ("[access_log]", schema.AccessLogSpec, "One JSON line per request."),
     ("[network]", schema.NetworkSpec, "Global IP rules, the first policy of every route."),

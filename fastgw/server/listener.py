@@ -31,6 +31,7 @@ from fastgw.policy.chain import Denial, Pending, resolve_pending, run_chain
 from fastgw.policy.network import client_from_forwarded, in_networks
 from fastgw.proxy_headers import build_request_head, build_response_head
 from fastgw.snapshot import ListenerSettings, Route, Snapshot, UpstreamSettings
+from fastgw.tls.server import PeerCertificate, peer_certificate
 
 if TYPE_CHECKING:
     from fastgw.server.worker import Worker
@@ -72,6 +73,7 @@ class ClientConnection(asyncio.Protocol):
         "active",
         "body_since",
         "chunk_out",
+        "client_cert",
         "client_ip",
         "closing",
         "deadline",
@@ -80,6 +82,7 @@ class ClientConnection(asyncio.Protocol):
         "peer_ip",
         "peer_ip_bytes",
         "peer_trusted",
+        "proto",
         "queue",
         "reader",
         "receiving",
@@ -118,6 +121,8 @@ class ClientConnection(asyncio.Protocol):
         self.peer_ip_bytes = b""
         self.client_ip = ""
         self.peer_trusted = False
+        self.proto = b"https" if listener.tls is not None else b"http"
+        self.client_cert: PeerCertificate | None = None
         snapshot = worker.holder.current
         server = snapshot.server
         self.reader: RequestReader = make_reader(
@@ -149,6 +154,10 @@ class ClientConnection(asyncio.Protocol):
             return
         self.deadline = _monotonic() + server.header_timeout
         self.deadline_kind = DL_HEAD
+        if self.listener.tls is not None and self.listener.tls.client_auth != "none":
+            ssl_object = transport.get_extra_info("ssl_object")
+            if ssl_object is not None:
+                self.client_cert = peer_certificate(ssl_object.getpeercert(binary_form=True))
 
     def _set_peer(self, ip: str) -> None:
         self.peer_ip = ip
@@ -231,6 +240,7 @@ class ClientConnection(asyncio.Protocol):
             return
         ex.start = _monotonic()
         ex.client_ip = self.client_ip
+        ex.client_cert = self.client_cert
         if self.peer_trusted and ex.xff:
             ex.client_ip = client_from_forwarded(
                 ex.xff, self.worker.holder.current.server.trusted_proxies
@@ -408,6 +418,7 @@ class ClientConnection(asyncio.Protocol):
             host,
             self.peer_ip_bytes,
             self.peer_trusted,
+            self.proto,
             self.worker.via,
             ids.traceparent(ex.traceparent),
         )
@@ -669,6 +680,7 @@ class ClientConnection(asyncio.Protocol):
                 len(body),
                 "codec." + err.problem,
                 None,
+                self.client_cert,
             )
         )
         if active is not None:
@@ -736,6 +748,7 @@ class ClientConnection(asyncio.Protocol):
                     ex.bytes_out,
                     ex.denial,
                     ex.shadow,
+                    ex.client_cert,
                 )
             )
 

@@ -24,6 +24,7 @@ from fastgw.proxy_headers import IdSource
 from fastgw.server.deadlines import TICK_SECONDS, sweep
 from fastgw.server.listener import ClientConnection
 from fastgw.snapshot import ListenerSettings, Snapshot, SnapshotHolder
+from fastgw.tls.server import ListenerTls
 from fastgw.upstream.pool import PoolManager
 
 GC_GEN0_THRESHOLD = 20_000  # allocations between young collections (CPython's default is 700)
@@ -105,11 +106,30 @@ class Worker:
         def factory() -> ClientConnection:
             return ClientConnection(self, listener)
 
+        ssl_context = None
+        if listener.tls is not None:
+            from fastgw.tls.server import front_context
+
+            name = listener.name
+            ssl_context = front_context(listener.tls, lambda: self._listener_tls(name))
         if sock is not None:
-            return await self.loop.create_server(factory, sock=sock, backlog=listener.backlog)
+            return await self.loop.create_server(
+                factory, sock=sock, backlog=listener.backlog, ssl=ssl_context
+            )
         return await self.loop.create_server(
-            factory, listener.host, listener.port, backlog=listener.backlog, reuse_address=True
+            factory,
+            listener.host,
+            listener.port,
+            backlog=listener.backlog,
+            reuse_address=True,
+            ssl=ssl_context,
         )
+
+    def _listener_tls(self, name: str) -> ListenerTls | None:
+        for listener in self.holder.current.listeners:
+            if listener.name == name:
+                return listener.tls
+        return None
 
     def _schedule_tick(self) -> None:
         self._tick_handle = self.loop.call_later(TICK_SECONDS, self._tick)
@@ -189,7 +209,8 @@ async def serve(snapshot: Snapshot, config_path: str | None, *, ready: str | Non
     await worker.start()
     worker.install_signal_handlers()
     tune_gc()
-    addresses = ", ".join(f"http://{h}:{p}" for h, p in worker.bound)
+    schemes = [("https" if ls.tls else "http") for ls in snapshot.listeners]
+    addresses = ", ".join(f"{s}://{h}:{p}" for s, (h, p) in zip(schemes, worker.bound, strict=False))
     _log(
         f"snapshot {snapshot.id} from {snapshot.source}; listening on {addresses} "
         f"(http1={snapshot.server.http1})"

@@ -1,0 +1,1 @@
+"""TLS: server contexts per listener (profiles, SNI, client certificates) and development certificates."""

@@ -1,0 +1,249 @@
+"""TLS termination with real handshakes and certificates made in the test."""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from fastgw.tls.dev_certs import DevCertificates, issue, write_dev_certificates
+from tests.conftest import Gateway, ResponseReader, TestUpstream, wait_until
+
+
+@pytest.fixture
+def certs(tmp_path: Path) -> DevCertificates:
+    return write_dev_certificates(tmp_path / "certs")
+
+
+def _second_cert(certs: DevCertificates, name: str) -> tuple[Path, Path]:
+    ca = x509.load_pem_x509_certificate(certs.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(certs.ca_key.read_bytes(), None)
+    cert, key = issue(ca, ca_key, name, dns=(name,))  # type: ignore[arg-type]
+    cert_path = certs.ca_cert.parent / f"{name}.pem"
+    key_path = certs.ca_cert.parent / f"{name}-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    key_path.chmod(0o600)
+    return cert_path, key_path
+
+
+def tls_config(upstream_port: int, certificates: list[tuple[Path, Path]], extra: str = "") -> str:
+    pairs = ", ".join(f'{{ cert = "{c}", key = "{k}" }}' for c, k in certificates)
+    return f"""
+        [[listeners]]
+        bind = "127.0.0.1:{{port}}"
+        tls = {{ certificates = [{pairs}] {extra} }}
+        [access_log]
+        target = "{{log}}"
+        [upstreams.u]
+        targets = ["127.0.0.1:{upstream_port}"]
+        [[routes]]
+        name = "r"
+        path = "/"
+        upstream = "u"
+        auth = "none"
+        """
+
+
+def client_context(certs: DevCertificates, *, client_cert: bool = False) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(certs.ca_cert))
+    if client_cert:
+        ctx.load_cert_chain(certs.client_cert, certs.client_key)
+    return ctx
+
+
+def https_get(
+    port: int, ctx: ssl.SSLContext, server_name: str | None = "localhost", path: str = "/"
+) -> tuple[int, bytes]:
+    """One request over TLS; returns (status, DER certificate the server presented)."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    with ctx.wrap_socket(raw, server_hostname=server_name) as sock:
+        der = sock.getpeercert(binary_form=True) or b""
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
+        resp = ResponseReader(sock).read()  # type: ignore[arg-type]
+    return resp.status, der
+
+
+def common_name(der: bytes) -> str:
+    cert = x509.load_der_x509_certificate(der)
+    return str(cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)[0].value)
+
+
+def test_https_proxying_and_forwarded_proto(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream, certs: DevCertificates
+) -> None:
+    gw = gateway_factory(tls_config(upstream.port, [(certs.server_cert, certs.server_key)]))
+    status, der = https_get(gw.port, client_context(certs))
+    assert status == 200
+    assert common_name(der) == "localhost"
+    assert upstream.requests[-1].header(b"x-forwarded-proto") == b"https"
+
+
+def test_sni_selects_the_certificate(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream, certs: DevCertificates
+) -> None:
+    api = _second_cert(certs, "api.example.test")
+    gw = gateway_factory(tls_config(upstream.port, [(certs.server_cert, certs.server_key), api]))
+    ctx = client_context(certs)
+    assert common_name(https_get(gw.port, ctx, "api.example.test")[1]) == "api.example.test"
+    assert common_name(https_get(gw.port, ctx, "localhost")[1]) == "localhost"
+    no_sni = ssl.create_default_context(cafile=str(certs.ca_cert))
+    no_sni.check_hostname = False
+    assert common_name(https_get(gw.port, no_sni, None)[1]) == "localhost"  # the first is the default
+
+
+@pytest.mark.parametrize(
+    ("profile", "client_max"), [("intermediate", ssl.TLSVersion.TLSv1_1), ("modern", ssl.TLSVersion.TLSv1_2)]
+)
+def test_old_protocols_are_refused(
+    gateway_factory: Callable[..., Gateway],
+    upstream: TestUpstream,
+    certs: DevCertificates,
+    profile: str,
+    client_max: ssl.TLSVersion,
+) -> None:
+    gw = gateway_factory(
+        tls_config(upstream.port, [(certs.server_cert, certs.server_key)], f', profile = "{profile}"')
+    )
+    with warnings.catch_warnings():  # this client offers deprecated versions on purpose
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(certs.ca_cert)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1
+        ctx.maximum_version = client_max
+        ctx.set_ciphers("ALL:@SECLEVEL=0")
+    with pytest.raises(ssl.SSLError) as info:
+        https_get(gw.port, ctx)
+    # The server ended the handshake (an alert or, with uvloop, a close): our client did not refuse locally.
+    assert "NO_PROTOCOLS_AVAILABLE" not in str(info.value).upper()
+    # One version up, the same listener accepts.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ok = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ok.load_verify_locations(certs.ca_cert)
+        ok.minimum_version = ok.maximum_version = ssl.TLSVersion(client_max + 1)
+    assert https_get(gw.port, ok)[0] == 200
+
+
+def test_client_certificate_required(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream, certs: DevCertificates
+) -> None:
+    gw = gateway_factory(
+        tls_config(
+            upstream.port,
+            [(certs.server_cert, certs.server_key)],
+            f', client_auth = "required", client_ca = "{certs.ca_cert}"',
+        )
+    )
+    with pytest.raises((ssl.SSLError, ConnectionResetError, AssertionError)):
+        https_get(gw.port, client_context(certs))  # TLS 1.3: the refusal arrives on first read
+    status, _ = https_get(gw.port, client_context(certs, client_cert=True), path="/mtls")
+    assert status == 200
+    record = wait_until(lambda: [r for r in gw.log_records() if r.get("path") == "/mtls"], 5, "the log line")[
+        0
+    ]
+    der = x509.load_pem_x509_certificate(certs.client_cert.read_bytes()).public_bytes(
+        serialization.Encoding.DER
+    )
+    assert record["client_cert"]["sha256"] == hashlib.sha256(der).hexdigest()
+    assert "CN=fastgw dev client" in record["client_cert"]["subject"]
+    assert upstream.requests == [upstream.requests[-1]]  # the refused handshake never reached it
+
+
+def test_client_certificate_optional(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream, certs: DevCertificates
+) -> None:
+    gw = gateway_factory(
+        tls_config(
+            upstream.port,
+            [(certs.server_cert, certs.server_key)],
+            f', client_auth = "optional", client_ca = "{certs.ca_cert}"',
+        )
+    )
+    assert https_get(gw.port, client_context(certs), path="/anon")[0] == 200
+    assert https_get(gw.port, client_context(certs, client_cert=True), path="/known")[0] == 200
+    records = {r["path"]: r for r in gw.wait_log(2)}
+    assert "client_cert" not in records["/anon"]
+    assert records["/known"]["client_cert"]["sha256"]
+
+
+def test_renewed_certificate_is_served_after_reload(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream, certs: DevCertificates
+) -> None:
+    gw = gateway_factory(tls_config(upstream.port, [(certs.server_cert, certs.server_key)]))
+    ctx = client_context(certs)
+    before = https_get(gw.port, ctx)[1]
+    renewed_cert, renewed_key = _second_cert(certs, "localhost")
+    certs.server_cert.write_bytes(renewed_cert.read_bytes())
+    certs.server_key.write_bytes(renewed_key.read_bytes())
+    gw.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "reloaded" in gw.stderr(), 5, "the reload")
+    after = https_get(gw.port, ctx)[1]
+    assert after != before
+    assert after == x509.load_pem_x509_certificate(renewed_cert.read_bytes()).public_bytes(
+        serialization.Encoding.DER
+    )
+
+
+def test_tls_config_errors_and_key_permission_warning(tmp_path: Path, certs: DevCertificates) -> None:
+    def check(text: str) -> subprocess.CompletedProcess[str]:
+        cfg = tmp_path / "tls.toml"
+        cfg.write_text(text)
+        return subprocess.run(
+            [sys.executable, "-m", "fastgw", "check", str(cfg)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    base = """
+[[listeners]]
+bind = "127.0.0.1:8443"
+tls = {{ certificates = [{{ cert = "{cert}", key = "{key}" }}] {extra} }}
+[upstreams.u]
+targets = ["127.0.0.1:9"]
+[[routes]]
+name = "r"
+path = "/"
+upstream = "u"
+auth = "none"
+"""
+    out = check(base.format(cert="missing.pem", key=certs.server_key, extra=""))
+    assert out.returncode == 2
+    assert "listeners[0].tls.certificates[0]: no such file" in out.stderr
+    out = check(base.format(cert=certs.server_cert, key=certs.server_key, extra=', client_auth = "required"'))
+    assert out.returncode == 2 and "listeners[0].tls.client_ca:" in out.stderr
+    certs.server_key.chmod(0o644)
+    out = check(base.format(cert=certs.server_cert, key=certs.server_key, extra=""))
+    assert out.returncode == 0
+    assert "warning: certificates[0].key" in out.stdout and "chmod 600" in out.stdout
+
+
+def test_cert_dev_command(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "fastgw", "cert", "dev", "--dir", str(tmp_path / "d")],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "curl --cacert" in out.stdout
+    assert (tmp_path / "d" / "server-key.pem").stat().st_mode & 0o077 == 0
+    ctx = ssl.create_default_context(cafile=str(tmp_path / "d" / "ca.pem"))
+    ctx.load_cert_chain(tmp_path / "d" / "client.pem", tmp_path / "d" / "client-key.pem")
