@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from fastgw.policy.chain import CompleteHook, Policy, ResponseHook
     from fastgw.router import Router
+    from fastgw.tls.client import ClientTls
     from fastgw.tls.server import ListenerTls
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -78,6 +79,7 @@ class UpstreamSettings:
     max_failures: int
     eject_seconds: float
     retry: bool
+    tls: ClientTls | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

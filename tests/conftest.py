@@ -9,6 +9,7 @@ import gc
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import textwrap
@@ -174,7 +175,8 @@ class TestUpstream:
 
     __test__ = False
 
-    def __init__(self) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.ssl_context = ssl_context
         self.requests: list[SeenRequest] = []
         self.handler: Handler = ok_response
         self.delay = 0.0
@@ -197,7 +199,9 @@ class TestUpstream:
         asyncio.set_event_loop(self.loop)
 
         async def start() -> None:
-            self._server = await self.loop.create_server(lambda: _UpstreamProtocol(self), "127.0.0.1", 0)
+            self._server = await self.loop.create_server(
+                lambda: _UpstreamProtocol(self), "127.0.0.1", 0, ssl=self.ssl_context
+            )
             self._ready.set()
 
         self.loop.run_until_complete(start())

@@ -30,6 +30,7 @@ from fastgw.snapshot import (
     Target,
     UpstreamSettings,
 )
+from fastgw.tls.client import build_client_tls
 from fastgw.tls.server import ListenerTls, TlsConfigError, build_listener_tls
 
 _TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -117,8 +118,23 @@ class _Compiler:
         except TlsConfigError as exc:
             raise self.error(f"{key}.{exc.key}", str(exc)) from None
 
-    def upstream(self, name: str, spec: UpstreamSpec) -> UpstreamSettings:
+    def upstream(self, name: str, spec: UpstreamSpec, warnings: list[str]) -> UpstreamSettings:
         key = f"upstreams.{name}"
+        tls = None
+        if spec.tls is not None:
+            t = spec.tls
+            try:
+                tls = build_client_tls(
+                    t.verify,
+                    self.path(t.ca) if t.ca else None,
+                    t.sni,
+                    self.path(t.cert) if t.cert else None,
+                    self.path(t.key) if t.key else None,
+                )
+            except TlsConfigError as exc:
+                raise self.error(f"{key}.tls.{exc.key}", str(exc)) from None
+            if not t.verify:
+                warnings.append(f"{key}.tls.verify = false: the upstream's identity is not checked")
         if not spec.targets:
             raise self.error(f"{key}.targets", "needs at least one host:port")
         targets = []
@@ -153,6 +169,7 @@ class _Compiler:
             max_failures=spec.max_failures,
             eject_seconds=spec.eject_seconds,
             retry=spec.retry,
+            tls=tls,
         )
 
     def route(
@@ -305,7 +322,7 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str) -> Snapshot:
             )
         )
 
-    upstreams = {name: c.upstream(name, u) for name, u in spec.upstreams.items()}
+    upstreams = {name: c.upstream(name, u, warnings) for name, u in spec.upstreams.items()}
     global_net = c.network_policy("network", spec.network, "network")
     global_policies: tuple[Policy, ...] = (global_net,) if global_net is not None else ()
     if not spec.routes:

@@ -24,6 +24,7 @@ TABLES: list[tuple[str, type, str]] = [
     ("[access_log]", schema.AccessLogSpec, "One JSON line per request."),
     ("[network]", schema.NetworkSpec, "Global IP rules, the first policy of every route."),
     ("[upstreams.NAME]", schema.UpstreamSpec, "A group of backends, its pool and its health rules."),
+    ("upstreams.NAME.tls", schema.UpstreamTlsSpec, "TLS to the backends. Part of the pool key."),
     ("[[routes]]", schema.RouteSpec, "Matched host -> longest path prefix -> method."),
     (
         "routes.request_headers / routes.response_headers",

@@ -99,6 +99,15 @@ class HeaderOpsSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class UpstreamTlsSpec:
+    verify: bool = doc("verify the upstream's certificate and host name (false: fastgw check warns)", True)
+    ca: str | None = doc("PEM bundle of CAs to trust instead of the system store", None)
+    sni: str | None = doc("server name to send and verify (default: the target's host)", None)
+    cert: str | None = doc("client certificate (PEM) to present to the upstream", None)
+    key: str | None = doc("key of the client certificate", None)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class UpstreamSpec:
     targets: tuple[str, ...] = doc("host:port of each backend", ...)
     balance: Literal["round_robin", "least_conn"] = doc("how a target is chosen", "round_robin")
@@ -111,6 +120,7 @@ class UpstreamSpec:
     max_failures: int = doc("consecutive failures that eject a target (passive health)", 3)
     eject_seconds: float = doc("seconds an ejected target is skipped", 10.0)
     retry: bool = doc("retry idempotent requests once when a reused connection was closed", True)
+    tls: UpstreamTlsSpec | None = doc("connect with TLS (a table, see upstreams.NAME.tls)", None)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

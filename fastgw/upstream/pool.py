@@ -19,6 +19,7 @@ Invariant: between taking a connection (``in_use += 1``) and returning it to the
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable
@@ -33,6 +34,15 @@ if TYPE_CHECKING:
 Waiter = Callable[["UpstreamConnection | None", int, str, str], None]
 
 PoolKey = tuple[str, str, int, str]
+
+
+def pool_key(target: Target, settings: UpstreamSettings) -> PoolKey:
+    """(scheme, host, port, TLS profile): connections are shared only between identical TLS identities."""
+    if settings.tls is None:
+        return ("http", target.host, target.port, "")
+    return ("https", target.host, target.port, settings.tls.key)
+
+
 _WRITE_HIGH_WATER: Final = 256 * 1024  # per-connection send buffer before the client side is paused
 
 
@@ -56,7 +66,7 @@ class TargetPool:
         self._loop = loop
         self.target = target
         self.settings = settings
-        self.key: PoolKey = ("http", target.host, target.port, "")
+        self.key: PoolKey = pool_key(target, settings)
         self.label = target.label
         self.label_bytes = target.label.encode()
         self.idle: deque[tuple[UpstreamConnection, float]] = deque()
@@ -96,9 +106,20 @@ class TargetPool:
 
         self._connecting += 1
         loop = self._loop
-        task = loop.create_task(
-            loop.create_connection(lambda: UpstreamConnection(self), self.target.host, self.target.port)
-        )
+        tls = self.settings.tls
+        if tls is None:
+            connect = loop.create_connection(
+                lambda: UpstreamConnection(self), self.target.host, self.target.port
+            )
+        else:
+            connect = loop.create_connection(
+                lambda: UpstreamConnection(self),
+                self.target.host,
+                self.target.port,
+                ssl=tls.context,
+                server_hostname=tls.server_hostname(self.target.host),
+            )
+        task = loop.create_task(connect)
         timer = loop.call_later(self.settings.connect_timeout, task.cancel)
 
         def done(fut: asyncio.Task[tuple[asyncio.Transport, UpstreamConnection]]) -> None:
@@ -112,6 +133,11 @@ class TargetPool:
             exc = fut.exception()
             if exc is not None:
                 self.record_failure()
+                if isinstance(exc, ssl.SSLCertVerificationError):
+                    detail = f"TLS verification of {self.label} failed: {exc.verify_message}"
+                    waiter(None, 502, "upstream-tls", detail)
+                    self._serve_waiters()
+                    return
                 reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
                 waiter(None, 502, "upstream-unavailable", f"cannot connect to {self.label}: {reason}")
                 self._serve_waiters()
@@ -207,7 +233,7 @@ class PoolManager:
         if group is None or group.settings is not settings:
             pools = []
             for target in settings.targets:
-                key: PoolKey = ("http", target.host, target.port, "")
+                key = pool_key(target, settings)
                 pool = self._pools.get(key)
                 if pool is None:
                     pool = self._pools[key] = TargetPool(self._loop, target, settings)
