@@ -56,6 +56,7 @@ class ListenerTls:
     wildcards: tuple[tuple[str, ssl.SSLContext], ...]
     client_auth: ClientAuth
     client_ca: str | None
+    crl: str | None = None
     warnings: tuple[str, ...] = field(default=())
 
     def select(self, server_name: str | None) -> ssl.SSLContext:
@@ -152,6 +153,7 @@ def build_listener_tls(
         wildcards=tuple(wildcards),
         client_auth=client_auth,
         client_ca=client_ca,
+        crl=crl,
         warnings=tuple(warnings),
     )
 
@@ -159,7 +161,9 @@ def build_listener_tls(
 def front_context(first: ListenerTls, current: Callable[[], ListenerTls | None]) -> ssl.SSLContext:
     """The context an asyncio server is created with: it hands every handshake to the context that the
     Snapshot in force selects for the client's server name."""
-    ctx = _context("intermediate", first.client_auth, first.client_ca, None)
+    # Verify mode and flags (the CRL check among them) are copied from this context into each connection
+    # and survive the switch below, so they must be the listener's own.
+    ctx = _context("intermediate", first.client_auth, first.client_ca, first.crl)
     # Load the default certificate too, so a client without SNI gets it even before the callback runs.
     ctx.minimum_version = first.default.minimum_version
 

@@ -25,10 +25,10 @@ def certs(tmp_path: Path) -> DevCertificates:
     return write_dev_certificates(tmp_path / "certs")
 
 
-def _second_cert(certs: DevCertificates, name: str) -> tuple[Path, Path]:
+def _second_cert(certs: DevCertificates, name: str, *, client: bool = False) -> tuple[Path, Path]:
     ca = x509.load_pem_x509_certificate(certs.ca_cert.read_bytes())
     ca_key = serialization.load_pem_private_key(certs.ca_key.read_bytes(), None)
-    cert, key = issue(ca, ca_key, name, dns=(name,))  # type: ignore[arg-type]
+    cert, key = issue(ca, ca_key, name, dns=(name,), client=client)  # type: ignore[arg-type]
     cert_path = certs.ca_cert.parent / f"{name}.pem"
     key_path = certs.ca_cert.parent / f"{name}-key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -247,3 +247,42 @@ def test_cert_dev_command(tmp_path: Path) -> None:
     assert (tmp_path / "d" / "server-key.pem").stat().st_mode & 0o077 == 0
     ctx = ssl.create_default_context(cafile=str(tmp_path / "d" / "ca.pem"))
     ctx.load_cert_chain(tmp_path / "d" / "client.pem", tmp_path / "d" / "client-key.pem")
+
+
+def test_revoked_client_certificate_is_refused(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream, certs: DevCertificates
+) -> None:
+    import datetime
+
+    from cryptography.hazmat.primitives import hashes
+
+    ca = x509.load_pem_x509_certificate(certs.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(certs.ca_key.read_bytes(), None)
+    revoked = x509.load_pem_x509_certificate(certs.client_cert.read_bytes())
+    now = datetime.datetime.now(datetime.UTC)
+    crl = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.subject)
+        .last_update(now - datetime.timedelta(minutes=5))
+        .next_update(now + datetime.timedelta(days=1))
+        .add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(revoked.serial_number).revocation_date(now).build()
+        )
+        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    crl_path = certs.ca_cert.parent / "crl.pem"
+    crl_path.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    good_cert, good_key = _second_cert(certs, "good-client", client=True)
+    gw = gateway_factory(
+        tls_config(
+            upstream.port,
+            [(certs.server_cert, certs.server_key)],
+            f', client_auth = "required", client_ca = "{certs.ca_cert}", crl = "{crl_path}"',
+        )
+    )
+    with pytest.raises((ssl.SSLError, ConnectionResetError, AssertionError)):
+        https_get(gw.port, client_context(certs, client_cert=True), path="/revoked")
+    ok = ssl.create_default_context(cafile=str(certs.ca_cert))
+    ok.load_cert_chain(good_cert, good_key)
+    assert https_get(gw.port, ok, path="/fine")[0] == 200
+    assert [r.target for r in upstream.requests] == [b"/fine"]
