@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results"
 BODY_100 = "x" * 100
 
@@ -41,6 +42,7 @@ class Scenario:
     connections: int
     script: str = ""  # wrk Lua
     headers: tuple[str, ...] = ()
+    tls: bool = False
 
 
 SCENARIOS = [
@@ -55,6 +57,8 @@ SCENARIOS = [
     ),
     Scenario("64 KiB response c=64", "/64k", 64),
     Scenario("new connection per request c=16", "/small", 16, headers=("Connection: close",)),
+    Scenario("HTTPS small GET keep-alive c=64", "/small", 64, tls=True),
+    Scenario("new TLS connection per request c=16", "/small", 16, headers=("Connection: close",), tls=True),
 ]
 
 
@@ -138,6 +142,7 @@ def parse_wrk(output: str) -> dict[str, float]:
 
 
 def run_wrk(port: int, scenario: Scenario, duration: int, work: Path) -> dict[str, float]:
+    scheme = "https" if scenario.tls else "http"
     cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{scenario.connections}", f"-d{duration}s", "--latency"]
     for header in scenario.headers:
         cmd += ["-H", header]
@@ -145,7 +150,7 @@ def run_wrk(port: int, scenario: Scenario, duration: int, work: Path) -> dict[st
         script = work / f"wrk-{abs(hash(scenario.name))}.lua"
         script.write_text(scenario.script)
         cmd += ["-s", str(script)]
-    cmd.append(f"http://127.0.0.1:{port}{scenario.path}")
+    cmd.append(f"{scheme}://127.0.0.1:{port}{scenario.path}")
     out = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=duration + 60)
     if out.returncode != 0:
         raise SystemExit(f"wrk failed: {out.stderr}")
@@ -210,6 +215,10 @@ def main() -> int:
     try:
         (work / "64k").write_bytes(b"y" * 65536)
         up_port, ngx_port, gw_port, bare_port = free_port(), free_port(), free_port(), free_port()
+        ngx_tls_port, gw_tls_port = free_port(), free_port()
+        from fastgw.tls.dev_certs import write_dev_certificates
+
+        certs = write_dev_certificates(work / "certs")  # one certificate for both, ECDSA P-256
         up_conf = nginx_conf(
             work,
             "upstream",
@@ -228,6 +237,10 @@ def main() -> int:
     upstream backend {{ server 127.0.0.1:{up_port}; keepalive 64; }}
     server {{
         listen 127.0.0.1:{ngx_port} backlog=4096;
+        listen 127.0.0.1:{ngx_tls_port} ssl backlog=4096;
+        ssl_certificate {certs.server_cert};
+        ssl_certificate_key {certs.server_key};
+        ssl_protocols TLSv1.2 TLSv1.3;
         location / {{
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -246,6 +259,11 @@ max_connections_per_ip = 100000
 [[listeners]]
 bind = "127.0.0.1:{gw_port}"
 backlog = 4096
+[[listeners]]
+name = "https"
+bind = "127.0.0.1:{gw_tls_port}"
+backlog = 4096
+tls = {{ certificates = [{{ cert = "{certs.server_cert}", key = "{certs.server_key}" }}] }}
 [access_log]
 target = "{log_target}"
 [upstreams.backend]
@@ -265,7 +283,7 @@ auth = "none"
                 work / "bare.out",
             )
         )
-        for port in (up_port, ngx_port, gw_port, bare_port):
+        for port in (up_port, ngx_port, gw_port, bare_port, ngx_tls_port, gw_tls_port):
             wait_port(port)
 
         targets = {"nginx": ngx_port, "fastgw": gw_port}
@@ -273,12 +291,14 @@ auth = "none"
             targets["bare"] = bare_port
         results: dict[str, dict[str, object]] = {}
         scenarios = [s for s in SCENARIOS if not args.only or args.only in s.name]
+        tls_targets = {"nginx": ngx_tls_port, "fastgw": gw_tls_port}  # the bare floor speaks no TLS
         for scenario in scenarios:
-            for port in targets.values():  # warm-up: pools filled, caches hot
+            ports = tls_targets if scenario.tls else targets
+            for port in ports.values():  # warm-up: pools filled, caches hot
                 run_wrk(port, scenario, 1, work)
-            per_target: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+            per_target: dict[str, list[dict[str, float]]] = {name: [] for name in ports}
             for _ in range(runs):
-                for name, port in targets.items():
+                for name, port in ports.items():
                     per_target[name].append(run_wrk(port, scenario, duration, work))
             summary = {name: summarize(r) for name, r in per_target.items()}
             ng, fg = summary["nginx"], summary["fastgw"]
