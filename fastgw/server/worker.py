@@ -15,7 +15,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastgw.access_log import AccessLog, Record
@@ -101,26 +101,25 @@ class Worker:
         self._schedule_tick()
 
     async def _listen(self, listener: ListenerSettings, sock: socket.socket | None) -> asyncio.Server:
-        def factory() -> ClientConnection:
+        def make_connection() -> ClientConnection:
             return ClientConnection(self, listener)
 
-        ssl_context = None
+        factory: Callable[[], asyncio.Protocol] = make_connection
         if listener.tls is not None:
+            from fastgw.server.tls_accept import TlsAcceptor
             from fastgw.tls.server import front_context
 
             name = listener.name
-            ssl_context = front_context(listener.tls, lambda: self._listener_tls(name))
+            context = front_context(listener.tls, lambda: self._listener_tls(name))
+            timeout = self.holder.current.server.header_timeout
+
+            def factory() -> asyncio.Protocol:
+                return TlsAcceptor(context, make_connection, timeout, _log)
+
         if sock is not None:
-            return await self.loop.create_server(
-                factory, sock=sock, backlog=listener.backlog, ssl=ssl_context
-            )
+            return await self.loop.create_server(factory, sock=sock, backlog=listener.backlog)
         return await self.loop.create_server(
-            factory,
-            listener.host,
-            listener.port,
-            backlog=listener.backlog,
-            reuse_address=True,
-            ssl=ssl_context,
+            factory, listener.host, listener.port, backlog=listener.backlog, reuse_address=True
         )
 
     def _listener_tls(self, name: str) -> ListenerTls | None:

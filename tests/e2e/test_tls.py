@@ -130,6 +130,10 @@ def test_old_protocols_are_refused(
         https_get(gw.port, ctx)
     # The server ended the handshake (an alert or, with uvloop, a close): our client did not refuse locally.
     assert "NO_PROTOCOLS_AVAILABLE" not in str(info.value).upper()
+    line = wait_until(
+        lambda: [ln for ln in gw.stderr().splitlines() if "TLS handshake" in ln], 5, "a log line"
+    )[0]
+    assert "failed" in line and "127.0.0.1" in line and "PROTOCOL" in line.upper()
     # One version up, the same listener accepts.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -151,6 +155,10 @@ def test_client_certificate_required(
     )
     with pytest.raises((ssl.SSLError, ConnectionResetError, AssertionError)):
         https_get(gw.port, client_context(certs))  # TLS 1.3: the refusal arrives on first read
+    line = wait_until(
+        lambda: [ln for ln in gw.stderr().splitlines() if "TLS handshake" in ln], 5, "a log line"
+    )[0]
+    assert "CERTIFICATE" in line.upper(), line  # e.g. PEER_DID_NOT_RETURN_A_CERTIFICATE
     status, _ = https_get(gw.port, client_context(certs, client_cert=True), path="/mtls")
     assert status == 200
     record = wait_until(lambda: [r for r in gw.log_records() if r.get("path") == "/mtls"], 5, "the log line")[
@@ -282,7 +290,32 @@ def test_revoked_client_certificate_is_refused(
     )
     with pytest.raises((ssl.SSLError, ConnectionResetError, AssertionError)):
         https_get(gw.port, client_context(certs, client_cert=True), path="/revoked")
+    line = wait_until(
+        lambda: [ln for ln in gw.stderr().splitlines() if "TLS handshake" in ln], 5, "a log line"
+    )[0]
+    assert "REVOKED" in line.upper() or "CERTIFICATE" in line.upper(), line
     ok = ssl.create_default_context(cafile=str(certs.ca_cert))
     ok.load_cert_chain(good_cert, good_key)
     assert https_get(gw.port, ok, path="/fine")[0] == 200
     assert [r.target for r in upstream.requests] == [b"/fine"]
+
+
+def test_non_aead_ciphers_are_refused(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream, certs: DevCertificates
+) -> None:
+    gw = gateway_factory(tls_config(upstream.port, [(certs.server_cert, certs.server_key)]))
+    cbc_only = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    cbc_only.load_verify_locations(certs.ca_cert)
+    cbc_only.maximum_version = ssl.TLSVersion.TLSv1_2  # TLS 1.3 suites are all AEAD
+    cbc_only.set_ciphers("ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:ECDHE-ECDSA-AES128-SHA256")
+    with pytest.raises(ssl.SSLError):
+        https_get(gw.port, cbc_only)
+    line = wait_until(
+        lambda: [ln for ln in gw.stderr().splitlines() if "TLS handshake" in ln], 5, "a log line"
+    )[0]
+    assert "CIPHER" in line.upper(), line  # NO_SHARED_CIPHER
+    aead = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    aead.load_verify_locations(certs.ca_cert)
+    aead.maximum_version = ssl.TLSVersion.TLSv1_2
+    aead.set_ciphers("ECDHE-ECDSA-AES128-GCM-SHA256")
+    assert https_get(gw.port, aead)[0] == 200
