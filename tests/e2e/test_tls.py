@@ -319,3 +319,28 @@ def test_non_aead_ciphers_are_refused(
     aead.maximum_version = ssl.TLSVersion.TLSv1_2
     aead.set_ciphers("ECDHE-ECDSA-AES128-GCM-SHA256")
     assert https_get(gw.port, aead)[0] == 200
+
+
+def test_session_resumption_and_reload_keep_connections(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream, certs: DevCertificates
+) -> None:
+    gw = gateway_factory(tls_config(upstream.port, [(certs.server_cert, certs.server_key)]))
+    ctx = client_context(certs)
+    # A keep-alive connection opened before a reload keeps working after it.
+    raw = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
+    kept = ctx.wrap_socket(raw, server_hostname="localhost")
+    reader = ResponseReader(kept)  # type: ignore[arg-type]
+    kept.sendall(b"GET /before HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    assert reader.read().status == 200
+    session = kept.session  # TLS 1.3 tickets arrive after the handshake; one response read is enough
+    gw.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "reloaded" in gw.stderr(), 5, "the reload")
+    kept.sendall(b"GET /after HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    assert reader.read().status == 200
+    kept.close()
+    # The ticket from the first connection resumes a new one (one worker, so the ticket keys match).
+    raw = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
+    with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as again:
+        again.sendall(b"GET /resumed HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        assert ResponseReader(again).read().status == 200  # type: ignore[arg-type]
+        assert again.session_reused
