@@ -211,10 +211,14 @@ class ClientConnection(asyncio.Protocol):
         except CodecError as err:
             self._codec_error(err)
             return
+        self._forward_pending()
+
+    def _forward_pending(self) -> None:
+        """Forward the exchange the chain passed during this read, unless a later callback denied it."""
         ex = self._to_forward
         if ex is not None:
             self._to_forward = None
-            if ex is self.active and not self.closing:  # not denied by a later callback of this read
+            if ex is self.active and not self.closing:
                 self._forward(ex)
 
     def _read_proxy_header(self, data: bytes) -> bytes:
@@ -402,13 +406,7 @@ class ClientConnection(asyncio.Protocol):
                 path = b"/" + path
         if ex.query:
             path = path + b"?" + ex.query
-        settings = route.upstream
-        if settings is self._group_key and self._group is not None:
-            group = self._group
-        else:
-            group = self._group = self.worker.pools.group(settings)
-            self._group_key = settings
-        pool = group.pick()
+        pool = self._upstream_group(route.upstream).pick()
         host = ex.host if route.preserve_host and ex.host else pool.label_bytes
         ids = self.worker.ids
         parts = build_request_head(
@@ -441,6 +439,14 @@ class ClientConnection(asyncio.Protocol):
         conn = pool.acquire(self._on_upstream_ready, now=now)
         if conn is not None:
             self._attach(conn)
+
+    def _upstream_group(self, settings: UpstreamSettings) -> UpstreamGroup:
+        """The worker's group for these settings, looked up once per route change on this connection."""
+        if settings is self._group_key and self._group is not None:
+            return self._group
+        group = self._group = self.worker.pools.group(settings)
+        self._group_key = settings
+        return group
 
     def _on_upstream_ready(
         self, conn: UpstreamConnection | None, status: int, problem: str, detail: str
@@ -525,8 +531,7 @@ class ClientConnection(asyncio.Protocol):
         if retryable and payload is not None and not ex.response_started:
             # A reused keep-alive connection died before answering: retry once on a fresh connection.
             self._retry_payload = None
-            group = self.worker.pools.group(ex.route.upstream)  # type: ignore[union-attr]
-            pool = group.pick()
+            pool = self._upstream_group(ex.route.upstream).pick()  # type: ignore[union-attr]
             ex.upstream_addr = pool.label_bytes
             self._pending_payload = payload
             ex.body_buffer = []
@@ -709,11 +714,7 @@ class ClientConnection(asyncio.Protocol):
             self._resume(PAUSE_PIPELINE)
             while self.queue and self.active is None and not self.closing:
                 self._start(self.queue.popleft())
-                nxt = self._to_forward
-                if nxt is not None:
-                    self._to_forward = None
-                    if nxt is self.active and not self.closing:
-                        self._forward(nxt)
+                self._forward_pending()
             return
         if self.receiving is None:
             worker = self.worker

@@ -107,19 +107,15 @@ class TargetPool:
         self._connecting += 1
         loop = self._loop
         tls = self.settings.tls
-        if tls is None:
-            connect = loop.create_connection(
-                lambda: UpstreamConnection(self), self.target.host, self.target.port
-            )
-        else:
-            connect = loop.create_connection(
+        task = loop.create_task(
+            loop.create_connection(
                 lambda: UpstreamConnection(self),
                 self.target.host,
                 self.target.port,
-                ssl=tls.context,
-                server_hostname=tls.server_hostname(self.target.host),
+                ssl=tls.context if tls is not None else None,
+                server_hostname=tls.server_hostname(self.target.host) if tls is not None else None,
             )
-        task = loop.create_task(connect)
+        )
         timer = loop.call_later(self.settings.connect_timeout, task.cancel)
 
         def done(fut: asyncio.Task[tuple[asyncio.Transport, UpstreamConnection]]) -> None:
@@ -134,12 +130,12 @@ class TargetPool:
             if exc is not None:
                 self.record_failure()
                 if isinstance(exc, ssl.SSLCertVerificationError):
+                    problem = "upstream-tls"
                     detail = f"TLS verification of {self.label} failed: {exc.verify_message}"
-                    waiter(None, 502, "upstream-tls", detail)
-                    self._serve_waiters()
-                    return
-                reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-                waiter(None, 502, "upstream-unavailable", f"cannot connect to {self.label}: {reason}")
+                else:
+                    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+                    problem, detail = "upstream-unavailable", f"cannot connect to {self.label}: {reason}"
+                waiter(None, 502, problem, detail)
                 self._serve_waiters()
                 return
             conn = fut.result()[1]
