@@ -1,4 +1,4 @@
-"""Command line: ``fastgw run [CONFIG]``, ``fastgw check CONFIG``, ``fastgw cert dev``, ``fastgw version``.
+"""Command line: run, check, diff, reload, stop, rollback, audit verify, cert dev, version.
 
 User mistakes (a bad config, a busy port) get one precise line on stderr and exit status 2, never a
 traceback. With no CONFIG, ``run`` serves the quickstart shipped inside the package, so it works from an
@@ -8,7 +8,8 @@ installed wheel.
 from __future__ import annotations
 
 import argparse
-import asyncio
+import os
+import signal
 import sys
 from importlib import resources
 
@@ -25,11 +26,16 @@ def _quickstart() -> tuple[bytes, str]:
     return data, f"<built-in {QUICKSTART}>"
 
 
-def _load(path: str | None) -> Snapshot:
+def _load(path: str | None) -> tuple[bytes, Snapshot]:
     if path is None:
         data, name = _quickstart()
-        return compile_config(data, name)
-    return load_snapshot(path)
+        return data, compile_config(data, name)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise ConfigError(path, "", f"cannot read: {exc.strerror}") from None
+    return data, compile_config(data, path)
 
 
 def _summary(snapshot: Snapshot) -> str:
@@ -72,23 +78,83 @@ or system-wide (Debian):    cp {out.ca_cert} /usr/local/share/ca-certificates/fa
 
 
 def _run(args: argparse.Namespace) -> int:
-    snapshot = _load(args.config)
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency; keep the stdlib loop as a fallback
-        runner = asyncio.run
-    else:
-        runner = uvloop.run
-    from fastgw.server.worker import serve
+    from fastgw.secrets import resolve_secret
+    from fastgw.server.supervisor import supervise
 
+    data, snapshot = _load(args.config)
+    for ref in (snapshot.admin.token if snapshot.admin else None, snapshot.audit.key):
+        if ref is not None:
+            resolve_secret(ref)  # fail here, with the key named, not later in the control process
+    if args.workers is not None and args.workers < 0:
+        print("fastgw: --workers must not be negative", file=sys.stderr)
+        return 2
     try:
-        runner(serve(snapshot, args.config, ready=args.ready_file))
+        return supervise(
+            snapshot, data, args.config, workers=args.workers or None, ready_file=args.ready_file
+        )
     except OSError as exc:
         print(f"fastgw: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        pass
+        return 0
+
+
+def _signal(args: argparse.Namespace, sig: signal.Signals, what: str) -> int:
+    """Signal the running supervisor named by the pid file (``--pid-file`` or the config's state)."""
+    path = args.pid_file
+    if path is None:
+        path = _load(args.config)[1].state.pid_file
+    try:
+        with open(path) as fh:
+            pid = int(fh.read().strip())
+    except (OSError, ValueError) as exc:
+        print(
+            f"fastgw: cannot read pid file {path}: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr
+        )
+        return 2
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        print(f"fastgw: no process {pid} (stale pid file {path})", file=sys.stderr)
+        return 2
+    except PermissionError:
+        print(f"fastgw: not allowed to signal process {pid}", file=sys.stderr)
+        return 2
+    print(f"fastgw: {what} requested (pid {pid}); the result is in the gateway's log and audit log")
     return 0
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    from fastgw.audit import audit_key, verify
+    from fastgw.store.sqlite import Store
+
+    snapshot = _load(args.config)[1]
+    path = args.file or snapshot.audit.file
+    key = audit_key(snapshot.audit, snapshot.state)
+    store = Store.in_state_dir(snapshot.state.dir)
+    try:
+        anchor = store.audit_anchor(os.path.abspath(path)) or store.audit_anchor(path)
+    finally:
+        store.close()
+    try:
+        result = verify(path, key, anchor)
+    except OSError as exc:
+        print(f"fastgw: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    if result.ok:
+        anchored = f", matches the store's anchor (seq {anchor[0]})" if anchor else ", no anchor in the store"
+        print(f"{path}: OK, {result.records} records{anchored}")
+        return 0
+    print(f"{path}: TAMPERED: {result.problem} ({result.records} records verified before it)")
+    return 1
+
+
+def _diff(args: argparse.Namespace) -> int:
+    from fastgw.config.diff import diff_configs
+
+    lines = diff_configs(args.old, args.new)
+    print("\n".join(lines) if lines else "no differences in routes, upstreams, listeners or policies")
+    return 1 if lines else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,7 +162,24 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="serve a config (default: the built-in quickstart)")
     run.add_argument("config", nargs="?", help="path to a TOML config")
-    run.add_argument("--ready-file", help="write the bound host:port list here once listening")
+    run.add_argument("--ready-file", help="write the bound host:port list here once every worker serves")
+    run.add_argument("--workers", type=int, help="worker processes (default: process.workers, 0 = CPUs)")
+    for name, text in (
+        ("reload", "tell the running gateway to reload its config file (SIGHUP)"),
+        ("stop", "tell the running gateway to drain and stop (SIGTERM)"),
+        ("rollback", "tell the running gateway to restore its previous valid config (SIGUSR2)"),
+    ):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("config", nargs="?", help="the config, to find the pid file in its state directory")
+        cmd.add_argument("--pid-file", help="the supervisor's pid file")
+    diff = sub.add_parser("diff", help="routes, upstreams, listeners and policies added, removed, changed")
+    diff.add_argument("old")
+    diff.add_argument("new")
+    audit = sub.add_parser("audit", help="audit log tools")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser("verify", help="check the audit log's HMAC chain and its anchor")
+    verify.add_argument("file", nargs="?", help="audit log (default: the config's audit.file)")
+    verify.add_argument("--config", required=True, help="the gateway config (audit key and state directory)")
     check = sub.add_parser("check", help="validate a config and print a summary")
     check.add_argument("config", help="path to a TOML config")
     sub.add_parser("version", help="print the version")
@@ -114,6 +197,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check":
             print(_summary(load_snapshot(args.config)))
             return 0
+        if args.command == "reload":
+            return _signal(args, signal.SIGHUP, "reload")
+        if args.command == "stop":
+            return _signal(args, signal.SIGTERM, "stop")
+        if args.command == "rollback":
+            return _signal(args, signal.SIGUSR2, "rollback")
+        if args.command == "diff":
+            return _diff(args)
+        if args.command == "audit":
+            return _audit_verify(args)
         return _run(args)
     except ConfigError as exc:
         print(f"fastgw: {exc}", file=sys.stderr)

@@ -124,7 +124,6 @@ class AccessLog:
     __slots__ = (
         "_include_query",
         "_max",
-        "_pending",
         "_queue",
         "_queued",
         "_target",
@@ -140,7 +139,6 @@ class AccessLog:
         self._target = settings.target
         self._include_query = settings.include_query
         self._max = settings.max_pending
-        self._pending: list[Record] = []
         self.dropped = 0
         # Single-writer counters: _queued is only written by the loop, _written and write_failures only by
         # the writer thread; records in flight = _queued - _written.
@@ -154,21 +152,12 @@ class AccessLog:
             self._thread = threading.Thread(target=self._run, name="fastgw-access-log", daemon=True)
             self._thread.start()
 
-    def record(self, record: Record) -> None:
-        pending = self._pending
-        pending.append(record)
-        if len(pending) >= BATCH_RECORDS:
-            self.flush()
-
-    def flush(self) -> None:
-        """Format the pending batch and hand it to the writer thread (every tick, or every BATCH_RECORDS).
+    def submit(self, batch: list[Record]) -> None:
+        """Format a batch (every tick, or every BATCH_RECORDS records) and hand it to the writer thread.
 
         The writer's queue is bounded by ``max_pending`` records: past it, batches are dropped and counted
         rather than allowed to grow memory while the disk is stuck.
         """
-        if not self._pending:
-            return
-        batch, self._pending = self._pending, []
         if self._queued - self._written + len(batch) > self._max:
             self.dropped += len(batch)
             return
@@ -183,7 +172,6 @@ class AccessLog:
         """Write everything pending and stop the writer thread."""
         if self._thread is None:
             return
-        self.flush()
         self._queue.put(_STOP)
         self._thread.join(timeout=10)
         self._thread = None

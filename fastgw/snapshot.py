@@ -112,6 +112,47 @@ class AccessLogSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SecretRef:
+    """Where a secret lives (resolved by ``fastgw.secrets`` in the process that needs it)."""
+
+    kind: Literal["file", "env", "credential"]
+    name: str
+    key: str  # the config key path, for error messages
+    file: str  # the config file, for error messages
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProcessSettings:
+    workers: int  # 0 = one per CPU
+    reuse_port: bool
+    restart_backoff_max: float
+    reload_timeout: float
+    watchdog: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateSettings:
+    dir: str
+    keep_configs: int
+    pid_file: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdminSettings:
+    host: str
+    port: int
+    unix: str  # a unix socket path instead of host:port
+    token: SecretRef
+    open_metrics: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditSettings:
+    file: str
+    key: SecretRef | None  # None: a key generated in the state directory
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Snapshot:
     id: str
     source: str
@@ -123,6 +164,10 @@ class Snapshot:
     access_log: AccessLogSettings
     demo_upstream: tuple[str, int] | None
     id_bytes: bytes  # the id, pre-encoded for the access log
+    process: ProcessSettings
+    state: StateSettings
+    admin: AdminSettings | None
+    audit: AuditSettings
     warnings: tuple[str, ...] = field(default=())
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import re
 import signal
 import socket
 import ssl
@@ -247,6 +248,7 @@ class Gateway:
     config: Path
     access_log: Path
     stderr_path: Path
+    state: Path
     extra_ports: list[int] = field(default_factory=list)
 
     @property
@@ -268,6 +270,17 @@ class Gateway:
     def stderr(self) -> str:
         return self.stderr_path.read_text()
 
+    def worker_pid(self, slot: int = 0) -> int:
+        """The pid of worker ``slot`` (the newest, after restarts), from the supervisor's log."""
+        pids = re.findall(rf"worker {slot} started as pid (\d+)", self.stderr())
+        assert pids, f"no worker {slot} in the log:\n{self.stderr()}"
+        return int(pids[-1])
+
+    def control_pid(self) -> int:
+        pids = re.findall(r"control started as pid (\d+)", self.stderr())
+        assert pids, f"no control process in the log:\n{self.stderr()}"
+        return int(pids[-1])
+
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -286,20 +299,26 @@ def start_gateway(
     name: str = "gw",
     env: dict[str, str] | None = None,
     preexec: Callable[[], None] | None = None,
+    workers: int = 1,
+    args: tuple[str, ...] = (),
 ) -> Gateway:
-    """Start ``fastgw run`` on a config whose text is ``body`` with {port} and {log} filled in."""
+    """Start ``fastgw run`` (supervisor, control process, ``workers`` workers) on a config whose text is
+    ``body`` with {port}, {log} and {state} filled in. Each gateway gets its own state directory."""
     port = free_port()
+    state = tmp_path / f"{name}-state"
     log = tmp_path / f"{name}-access.log"
     config = tmp_path / f"{name}.toml"
-    config.write_text(textwrap.dedent(body).replace("{port}", str(port)).replace("{log}", str(log)))
+    text = textwrap.dedent(body).replace("{port}", str(port)).replace("{log}", str(log))
+    config.write_text(text.replace("{state}", str(state)))
     ready = tmp_path / f"{name}.ready"
     stderr_path = tmp_path / f"{name}.stderr"
     with open(stderr_path, "wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "fastgw", "run", str(config), "--ready-file", str(ready)],
+            [sys.executable, "-m", "fastgw", "run", str(config), "--ready-file", str(ready)]
+            + ["--workers", str(workers), *args],
             stdout=subprocess.DEVNULL,
             stderr=err,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, "STATE_DIRECTORY": str(state), **(env or {})},
             preexec_fn=preexec,  # noqa: PLW1509 - only resource limits, set before exec
         )
     try:
@@ -309,7 +328,7 @@ def start_gateway(
         raise
     if proc.poll() is not None:
         raise AssertionError(f"gateway exited {proc.returncode}: {stderr_path.read_text()}")
-    return Gateway(proc, port, config, log, stderr_path)
+    return Gateway(proc, port, config, log, stderr_path, state=state)
 
 
 def basic_config(

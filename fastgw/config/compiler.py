@@ -15,18 +15,35 @@ from typing import Final, Literal
 
 from fastgw.codec.http1 import resolve_backend
 from fastgw.config.loader import ConfigError, _did_you_mean, parse_config
-from fastgw.config.schema import ConfigSpec, HeaderOpsSpec, NetworkSpec, RouteSpec, TlsSpec, UpstreamSpec
+from fastgw.config.schema import (
+    AdminSpec,
+    AuditSpec,
+    ConfigSpec,
+    HeaderOpsSpec,
+    NetworkSpec,
+    ProcessSpec,
+    RouteSpec,
+    SecretSpec,
+    StateSpec,
+    TlsSpec,
+    UpstreamSpec,
+)
 from fastgw.policy.chain import Policy
 from fastgw.policy.network import NetworkRules, parse_networks
 from fastgw.proxy_headers import request_drop_sets, response_drop_set
 from fastgw.router import HostTable, MethodTable, Router, route_key
 from fastgw.snapshot import (
     AccessLogSettings,
+    AdminSettings,
+    AuditSettings,
     IPNetwork,
     ListenerSettings,
+    ProcessSettings,
     Route,
+    SecretRef,
     ServerSettings,
     Snapshot,
+    StateSettings,
     Target,
     UpstreamSettings,
 )
@@ -53,6 +70,9 @@ def parse_address(value: str) -> tuple[str, int]:
 
 
 class _Compiler:
+    snapshot_id = b""
+    snapshot_header = b""
+
     def __init__(self, file: str) -> None:
         self.file = file
 
@@ -92,6 +112,77 @@ class _Compiler:
         drop = frozenset(n.lower().encode() for n in (*spec.remove, *spec.set))
         add = tuple((n.lower().encode(), v.encode("latin-1")) for n, v in spec.set.items())
         return drop, add
+
+    def secret(self, key: str, spec: SecretSpec) -> SecretRef:
+        given = [
+            (k, v) for k, v in (("file", spec.file), ("env", spec.env), ("credential", spec.credential)) if v
+        ]
+        if len(given) != 1:
+            raise self.error(key, "name exactly one of file, env or credential (secrets are never inline)")
+        if spec.file:
+            return SecretRef(kind="file", name=self.path(spec.file), key=key, file=self.file)
+        if spec.env:
+            return SecretRef(kind="env", name=spec.env, key=key, file=self.file)
+        name = given[0][1]
+        if "/" in name or name in (".", ".."):
+            raise self.error(f"{key}.credential", "must be a credential name, not a path")
+        return SecretRef(kind="credential", name=name, key=key, file=self.file)
+
+    def process(self, spec: ProcessSpec) -> ProcessSettings:
+        if spec.workers < 0:
+            raise self.error("process.workers", "must not be negative (0 = one per CPU)")
+        self.positive("process.restart_backoff_max", spec.restart_backoff_max)
+        self.positive("process.reload_timeout", spec.reload_timeout)
+        return ProcessSettings(
+            workers=spec.workers,
+            reuse_port=spec.reuse_port,
+            restart_backoff_max=spec.restart_backoff_max,
+            reload_timeout=spec.reload_timeout,
+            watchdog=spec.watchdog,
+        )
+
+    def state(self, spec: StateSpec) -> StateSettings:
+        directory = spec.dir
+        if directory:
+            directory = self.path(directory)
+        elif os.environ.get("STATE_DIRECTORY"):
+            directory = os.environ["STATE_DIRECTORY"].split(":")[0]
+        else:
+            base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+                os.path.expanduser("~"), ".local", "state"
+            )
+            directory = os.path.join(base, "fastgw")
+        if spec.keep_configs < 1:
+            raise self.error("state.keep_configs", "must be at least 1")
+        pid_file = self.path(spec.pid_file) if spec.pid_file else os.path.join(directory, "fastgw.pid")
+        return StateSettings(dir=directory, keep_configs=spec.keep_configs, pid_file=pid_file)
+
+    def admin(self, spec: AdminSpec | None) -> AdminSettings | None:
+        if spec is None:
+            return None
+        unix = ""
+        host, port = "", 0
+        if spec.bind.startswith("unix:"):
+            unix = self.path(spec.bind[5:])
+            if not spec.bind[5:]:
+                raise self.error("admin.bind", "unix: needs a socket path")
+        else:
+            try:
+                host, port = parse_address(spec.bind)
+            except ValueError as exc:
+                raise self.error("admin.bind", str(exc)) from None
+        return AdminSettings(
+            host=host,
+            port=port,
+            unix=unix,
+            token=self.secret("admin.token", spec.token),
+            open_metrics=spec.open_metrics,
+        )
+
+    def audit(self, spec: AuditSpec, state: StateSettings) -> AuditSettings:
+        file = self.path(spec.file) if spec.file else os.path.join(state.dir, "audit.log")
+        key = self.secret("audit.key", spec.key) if spec.key is not None else None
+        return AuditSettings(file=file, key=key)
 
     def path(self, value: str) -> str:
         """A file named in the config: relative paths are relative to the config file."""
@@ -205,6 +296,9 @@ class _Compiler:
                 policies.append(route_net)
         chain = tuple(sorted(policies, key=lambda p: p.PHASE))
         drop_req, add_req = self.header_ops(f"{key}.request_headers", spec.request_headers)
+        if self.snapshot_header:
+            drop_req |= {self.snapshot_header}
+            add_req = (*add_req, (self.snapshot_header, self.snapshot_id))
         drop_resp, add_resp = self.header_ops(f"{key}.response_headers", spec.response_headers)
         strip = route_key(spec.path) if spec.strip_prefix and spec.path != "/" else b""
         return Route(
@@ -254,6 +348,11 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str) -> Snapshot:
     """Compile a parsed config. Raises ConfigError; nothing is changed when it does."""
     c = _Compiler(file)
     s = spec.server
+    snapshot_id = hashlib.blake2b(data, digest_size=6).hexdigest()
+    c.snapshot_id = snapshot_id.encode()
+    if s.snapshot_header and not _TOKEN.fullmatch(s.snapshot_header):
+        raise c.error("server.snapshot_header", f"{s.snapshot_header!r} is not a valid header name")
+    c.snapshot_header = s.snapshot_header.lower().encode()
     for name in (
         "max_header_bytes",
         "max_header_count",
@@ -346,7 +445,6 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str) -> Snapshot:
             raise c.error("demo_upstream.bind", str(exc)) from None
     al = spec.access_log
     c.positive("access_log.max_pending", al.max_pending)
-    snapshot_id = hashlib.blake2b(data, digest_size=6).hexdigest()
     return Snapshot(
         id=snapshot_id,
         id_bytes=snapshot_id.encode(),
@@ -360,6 +458,10 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str) -> Snapshot:
             target=al.target, include_query=al.include_query, max_pending=al.max_pending
         ),
         demo_upstream=demo,
+        process=c.process(spec.process),
+        state=(state := c.state(spec.state)),
+        admin=c.admin(spec.admin),
+        audit=c.audit(spec.audit, state),
         warnings=tuple(warnings),
     )
 

@@ -14,7 +14,7 @@ import types
 import typing
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
-from fastgw.config.schema import ConfigSpec
+from fastgw.config.schema import ConfigSpec, SecretSpec
 
 T = TypeVar("T")
 
@@ -96,6 +96,12 @@ class _Converter:
 
     def table(self, cls: type[T], value: Any, path: str) -> T:
         if not isinstance(value, dict):
+            if cls is SecretSpec:  # never echo what may be a pasted secret
+                raise self.error(
+                    path,
+                    "secrets are never written inline: use { file = PATH }, { env = NAME } "
+                    "or { credential = NAME }",
+                )
             raise self.error(path or "(top level)", f"expected a table, got {value!r}")
         hints = typing.get_type_hints(cls)
         fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]

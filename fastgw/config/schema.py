@@ -48,6 +48,9 @@ class ServerSpec:
     trusted_proxies: tuple[str, ...] = doc("CIDRs whose X-Forwarded-For is believed", ())
     server_name: str = doc("pseudonym this gateway adds to Via", "fastgw")
     drain_timeout: float = doc("seconds in-flight requests get to finish on shutdown", 10.0)
+    snapshot_header: str = doc(
+        "request header telling the upstream which config snapshot routed it ('' = none)", "fastgw-snapshot"
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -146,6 +149,50 @@ class DemoUpstreamSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SecretSpec:
+    """Where a secret comes from; secrets are never written inline in TOML."""
+
+    file: str | None = doc("read the secret from this file (trailing newline removed)", None)
+    env: str | None = doc("read the secret from this environment variable", None)
+    credential: str | None = doc("read $CREDENTIALS_DIRECTORY/NAME (systemd LoadCredential=)", None)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProcessSpec:
+    workers: int = doc("worker processes; 0 = one per CPU (`fastgw run --workers N` overrides)", 0)
+    reuse_port: bool = doc("one SO_REUSEPORT socket per worker instead of one shared socket", False)
+    restart_backoff_max: float = doc("longest wait in seconds before restarting a crashing child", 30.0)
+    reload_timeout: float = doc("seconds workers get to compile and acknowledge a reload", 10.0)
+    watchdog: bool = doc("send systemd WATCHDOG=1 pings when WatchdogSec= is set", True)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateSpec:
+    dir: str = doc(
+        "state directory (store, audit log, config history); default $STATE_DIRECTORY, "
+        "else ~/.local/state/fastgw",
+        "",
+    )
+    keep_configs: int = doc("valid configs kept for `fastgw rollback`", 10)
+    pid_file: str = doc("pid file of the supervisor (default: DIR/fastgw.pid)", "")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdminSpec:
+    bind: str = doc("admin listener: address:port (loopback advised) or unix:/path", "127.0.0.1:9901")
+    token: SecretSpec = doc("the admin bearer token (a secret reference: file, env or credential)", ...)
+    open_metrics: bool = doc("serve /metrics without the token (for a scraper on a trusted network)", False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditSpec:
+    file: str = doc("append-only audit log (default: STATE_DIR/audit.log)", "")
+    key: SecretSpec | None = doc(
+        "HMAC key of the audit chain (a secret reference); default: STATE_DIR/audit.key, generated", None
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ConfigSpec:
     listeners: tuple[ListenerSpec, ...] = doc("[[listeners]] tables: where clients connect", ...)
     routes: tuple[RouteSpec, ...] = doc("[[routes]] tables, matched host -> path -> method", ...)
@@ -154,3 +201,7 @@ class ConfigSpec:
     access_log: AccessLogSpec = doc("[access_log] settings", AccessLogSpec())
     network: NetworkSpec = doc("[network] global IP rules", NetworkSpec())
     demo_upstream: DemoUpstreamSpec | None = doc("[demo_upstream]: serve a demo backend in-process", None)
+    process: ProcessSpec = doc("[process] supervisor and workers", ProcessSpec())
+    state: StateSpec = doc("[state] where fastgw keeps its state", StateSpec())
+    admin: AdminSpec | None = doc("[admin] API on its own listener (off unless configured)", None)
+    audit: AuditSpec = doc("[audit] the tamper-evident log of admin actions and reloads", AuditSpec())

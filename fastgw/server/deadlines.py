@@ -43,4 +43,4 @@ def sweep(worker: Worker, now: float) -> None:
         if server.body_min_rate and conn.deadline_kind == DL_BODY:
             conn.check_body_rate(now, server.body_min_rate, server.body_timeout)
     worker.pools.tick(now)
-    worker.access_log.flush()
+    worker.flush_records()

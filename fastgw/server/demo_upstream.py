@@ -9,6 +9,7 @@ keep-alive and Content-Length/chunked bodies work; it enforces no limits and is 
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import httptools
 import orjson
@@ -83,6 +84,9 @@ class DemoUpstream(asyncio.Protocol):
                 self.transport.close()
 
 
-async def start_demo_upstream(host: str, port: int) -> asyncio.Server:
+async def start_demo_upstream(host: str, port: int, sock: socket.socket | None = None) -> asyncio.Server:
+    """Serve the demo upstream on ``sock`` (bound by the supervisor, shared by workers) or on host:port."""
     loop = asyncio.get_running_loop()
+    if sock is not None:
+        return await loop.create_server(DemoUpstream, sock=sock)
     return await loop.create_server(DemoUpstream, host, port, reuse_address=True)

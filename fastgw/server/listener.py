@@ -667,7 +667,7 @@ class ClientConnection(asyncio.Protocol):
             return
         body = render_problem(err.status, err.problem, err.detail, close=True)
         w = self.worker
-        w.log_record(
+        w.record(
             (
                 _time(),
                 w.holder.current.id_bytes,
@@ -729,29 +729,27 @@ class ClientConnection(asyncio.Protocol):
             if route is not None and route.complete_hooks:
                 for hook in route.complete_hooks:
                     hook.on_complete(ex)
-        log = self.worker.access_log
-        if log.enabled:
-            log.record(
-                (
-                    _time(),
-                    ex.snapshot_id,
-                    ex.request_id,
-                    ex.client_ip.encode(),
-                    ex.method,
-                    ex.path or ex.target,
-                    ex.query,
-                    route.name if route is not None else "",
-                    ex.status,
-                    ex.upstream_addr,
-                    ex.upstream_ms,
-                    _monotonic() - ex.start,
-                    ex.body_received,
-                    ex.bytes_out,
-                    ex.denial,
-                    ex.shadow,
-                    ex.client_cert,
-                )
+        self.worker.record(
+            (
+                _time(),
+                ex.snapshot_id,
+                ex.request_id,
+                ex.client_ip.encode(),
+                ex.method,
+                ex.path or ex.target,
+                ex.query,
+                route.name if route is not None else "",
+                ex.status,
+                ex.upstream_addr,
+                ex.upstream_ms,
+                _monotonic() - ex.start,
+                ex.body_received,
+                ex.bytes_out,
+                ex.denial,
+                ex.shadow,
+                ex.client_cert,
             )
+        )
 
     def _abort(self, ex: Exchange) -> None:
         """The response cannot be completed: close without writing anything more."""

@@ -1,10 +1,11 @@
-"""One worker: a uvloop event loop that owns its listeners, client connections and upstream pools.
+"""One worker: a uvloop event loop that owns its client connections and upstream pools for life.
 
-Single-process for now (the supervisor with N forked workers comes with the operations work). Signals,
-as ops expect: SIGHUP reloads the config file (an invalid file is reported and changes nothing),
-SIGTERM/SIGINT stop accepting and drain in-flight requests up to ``server.drain_timeout``, SIGUSR1
-reopens the access log file. This is the only data-plane module that imports the config compiler, and
-only to reload.
+Forked by the supervisor with the listening sockets already bound. Reloads arrive as config bytes over the
+control channel (``server/control_link.py``): the worker compiles them, swaps its Snapshot and acks;
+requests in flight finish on the Snapshot they started with. SIGTERM/SIGINT stop accepting and drain
+in-flight requests up to ``server.drain_timeout``; SIGUSR1 reopens the access log file; SIGHUP is the
+supervisor's and is ignored here. This is the only data-plane module that imports the config compiler,
+and only to reload.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastgw.access_log import AccessLog, Record
+from fastgw.access_log import BATCH_RECORDS, AccessLog, Record
+from fastgw.metrics.worker import WorkerMetrics
 from fastgw.proxy_headers import IdSource
 from fastgw.server.deadlines import TICK_SECONDS, sweep
 from fastgw.server.listener import ClientConnection
@@ -36,12 +38,14 @@ def _log(message: str) -> None:
 class Worker:
     """Per-process state shared by every connection of this worker."""
 
-    def __init__(self, snapshot: Snapshot, config_path: str | None = None) -> None:
+    def __init__(self, snapshot: Snapshot, slot: int = 0) -> None:
         self.holder = SnapshotHolder(snapshot)
-        self.config_path = config_path
+        self.slot = slot
         self.loop = asyncio.get_running_loop()
         self.pools = PoolManager(self.loop)
         self.access_log = AccessLog(snapshot.access_log)
+        self.metrics = WorkerMetrics()
+        self.pending: list[Record] = []  # completed exchanges not yet counted and logged
         self.ids = IdSource()
         self.via = b"1.1 " + snapshot.server.server_name
         self.connections: set[ClientConnection] = set()
@@ -74,10 +78,30 @@ class Worker:
             else:
                 self._per_ip.pop(ip, None)
 
-    # -- logging -------------------------------------------------------------------------------------
-    def log_record(self, record: Record) -> None:
+    # -- records: metrics and access log -----------------------------------------------------------
+    def record(self, record: Record) -> None:
+        pending = self.pending
+        pending.append(record)
+        if len(pending) >= BATCH_RECORDS:
+            self.flush_records()
+
+    def flush_records(self) -> None:
+        """Count the pending records and hand them to the access log (every tick, or every batch)."""
+        if not self.pending:
+            return
+        batch, self.pending = self.pending, []
+        self.metrics.observe(batch)
         if self.access_log.enabled:
-            self.access_log.record(record)
+            self.access_log.submit(batch)
+
+    def export_metrics(self) -> dict[str, Any]:
+        self.flush_records()
+        return self.metrics.export(
+            connections=len(self.connections),
+            pools=self.pools,
+            log_dropped=self.access_log.dropped,
+            log_failed=self.access_log.write_failures,
+        )
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = self.loop.create_task(coro)
@@ -85,12 +109,14 @@ class Worker:
         task.add_done_callback(self._tasks.discard)
 
     # -- lifecycle -----------------------------------------------------------------------------------
-    async def start(self, sockets: list[socket.socket] | None = None) -> None:
+    async def start(
+        self, sockets: list[socket.socket] | None = None, demo: socket.socket | None = None
+    ) -> None:
         snapshot = self.holder.current
         if snapshot.demo_upstream is not None:
             from fastgw.server.demo_upstream import start_demo_upstream
 
-            self._servers.append(await start_demo_upstream(*snapshot.demo_upstream))
+            self._servers.append(await start_demo_upstream(*snapshot.demo_upstream, sock=demo))
         for i, listener in enumerate(snapshot.listeners):
             sock = sockets[i] if sockets else None
             server = await self._listen(listener, sock)
@@ -139,25 +165,18 @@ class Worker:
             if not self._stopped.is_set():
                 self._schedule_tick()
 
-    def reload(self) -> bool:
-        """Recompile the config file and swap the Snapshot; on any error keep the running one."""
-        from fastgw.config.compiler import load_snapshot
-        from fastgw.config.loader import ConfigError
+    def apply_config(self, data: bytes, source: str) -> Snapshot:
+        """Compile config bytes and swap the Snapshot. Raises ConfigError and then changes nothing."""
+        from fastgw.config.compiler import compile_config
 
-        if self.config_path is None:
-            _log("reload ignored: running on the built-in quickstart")
-            return False
-        try:
-            snapshot = load_snapshot(self.config_path)
-        except ConfigError as exc:
-            _log(f"reload failed, keeping snapshot {self.holder.current.id}: {exc}")
-            return False
+        snapshot = compile_config(data, source)
         old = self.holder.swap(snapshot)
-        _log(f"reloaded {self.config_path}: snapshot {old.id} -> {snapshot.id}")
-        return True
+        self.pools.retain(snapshot)
+        _log(f"worker {self.slot}: snapshot {old.id} -> {snapshot.id}")
+        return snapshot
 
     def install_signal_handlers(self) -> None:
-        self.loop.add_signal_handler(signal.SIGHUP, self.reload)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reloads come from the supervisor
         self.loop.add_signal_handler(signal.SIGUSR1, self.access_log.reopen)
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, lambda: self.spawn(self.shutdown()))
@@ -184,24 +203,43 @@ class Worker:
         await self._stopped.wait()
         if self._tick_handle is not None:
             self._tick_handle.cancel()
+        self.flush_records()
         self.access_log.close()
 
 
-async def serve(snapshot: Snapshot, config_path: str | None, *, ready: str | None = None) -> None:
-    """Run one worker until SIGTERM/SIGINT."""
+def run_worker(
+    snapshot: Snapshot,
+    data: bytes,
+    *,
+    sockets: list[socket.socket],
+    demo: socket.socket | None,
+    slot: int,
+    control_address: str,
+    status_fd: int,
+) -> int:
+    """The body of a forked worker process; returns its exit status."""
+    import uvloop
+
+    return uvloop.run(_worker_main(snapshot, sockets, demo, slot, control_address, status_fd))
+
+
+async def _worker_main(
+    snapshot: Snapshot,
+    sockets: list[socket.socket],
+    demo: socket.socket | None,
+    slot: int,
+    control_address: str,
+    status_fd: int,
+) -> int:
+    from fastgw.server.control_link import ControlLink
+
     tune_allocator()
-    worker = Worker(snapshot, config_path)
-    await worker.start()
+    worker = Worker(snapshot, slot)
+    await worker.start(sockets, demo)
     worker.install_signal_handlers()
+    ControlLink(worker, control_address).start()
     tune_gc()
-    schemes = [("https" if ls.tls else "http") for ls in snapshot.listeners]
-    addresses = ", ".join(f"{s}://{h}:{p}" for s, (h, p) in zip(schemes, worker.bound, strict=False))
-    _log(
-        f"snapshot {snapshot.id} from {snapshot.source}; listening on {addresses} "
-        f"(http1={snapshot.server.http1})"
-    )
-    if ready:
-        with open(ready, "w") as fh:
-            fh.write(",".join(f"{h}:{p}" for h, p in worker.bound))
+    os.write(status_fd, f"ready worker {slot} {os.getpid()} {snapshot.id}\n".encode())
+    os.close(status_fd)
     await worker.wait_stopped()
-    _log("stopped")
+    return 0

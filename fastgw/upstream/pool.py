@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
-from fastgw.snapshot import Target, UpstreamSettings
+from fastgw.snapshot import Snapshot, Target, UpstreamSettings
 
 if TYPE_CHECKING:
     from fastgw.upstream.connection import UpstreamConnection
@@ -51,12 +51,14 @@ class TargetPool:
         "_connecting",
         "_loop",
         "ejected_until",
+        "ejections",
         "failures",
         "idle",
         "in_use",
         "key",
         "label",
         "label_bytes",
+        "retired",
         "settings",
         "target",
         "waiters",
@@ -75,6 +77,8 @@ class TargetPool:
         self.waiters: deque[tuple[Waiter, float]] = deque()
         self.failures = 0
         self.ejected_until = 0.0
+        self.ejections = 0  # times this target was ejected (a metric)
+        self.retired = False  # removed by a reload: connections close as their exchanges finish
 
     @property
     def load(self) -> int:
@@ -153,7 +157,7 @@ class TargetPool:
             waiter, _ = self.waiters.popleft()
             self.in_use += 1
             waiter(conn, 0, "", "")
-        elif len(self.idle) < self.settings.max_idle and not conn.closed:
+        elif len(self.idle) < self.settings.max_idle and not conn.closed and not self.retired:
             self.idle.append((conn, time.monotonic()))
         else:
             conn.close()
@@ -179,6 +183,8 @@ class TargetPool:
     def record_failure(self) -> None:
         self.failures += 1
         if self.failures >= self.settings.max_failures:
+            if self.ejected_until <= time.monotonic():
+                self.ejections += 1
             self.ejected_until = time.monotonic() + self.settings.eject_seconds
 
     def expire_waiters(self, now: float) -> None:
@@ -238,6 +244,20 @@ class PoolManager:
                 pools.append(pool)
             group = self._groups[id(settings)] = UpstreamGroup(settings, pools)
         return group
+
+    def retain(self, snapshot: Snapshot) -> None:
+        """After a reload: pools of targets the new Snapshot no longer names are drained and closed.
+
+        Their idle connections close now; connections in use close when their exchange ends (``release``
+        of a retired pool closes instead of keeping idle). Pools still named keep their connections.
+        """
+        keep = {pool_key(t, u) for u in snapshot.upstreams.values() for t in u.targets}
+        self._groups.clear()  # rebuilt lazily per UpstreamSettings; old ones would pin old Snapshots
+        for key, pool in list(self._pools.items()):
+            if key not in keep:
+                del self._pools[key]
+                pool.retired = True
+                pool.close_idle()
 
     def tick(self, now: float) -> None:
         for pool in self._pools.values():

@@ -59,7 +59,7 @@ def test_aborted_clients_leak_nothing(
     )
     rng = random.Random(7)
     assert get(gw.port, "/warm").status == 200
-    baseline = rss_mib(gw.proc.pid)
+    baseline = rss_mib(gw.worker_pid())
     for round_no in range(5):
         for _name, data in ABORTS * 3:
             sock = connect(gw.port)
@@ -77,6 +77,6 @@ def test_aborted_clients_leak_nothing(
         elapsed = time.monotonic() - started
         assert statuses == [200] * 6, f"round {round_no}: {statuses} (a leaked pool slot gives 503)"
         assert elapsed < 2.0, f"round {round_no}: 6 requests took {elapsed:.2f}s"
-    grown = rss_mib(gw.proc.pid) - baseline
+    grown = rss_mib(gw.worker_pid()) - baseline
     print(f"\nRSS growth over 5 chaos rounds: {grown:.1f} MiB")
     assert grown < 20

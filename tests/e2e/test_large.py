@@ -92,7 +92,7 @@ def test_one_gib_up_and_down_with_bounded_memory(
             upstream = "source"
             auth = "none"
             """)
-        sampler = RssSampler(gw.proc.pid)
+        sampler = RssSampler(gw.worker_pid())
         sampler.start()
         upstream.count_body_only = True
         with connect(gw.port, timeout=60) as sock:

@@ -16,7 +16,7 @@ from tests.e2e.test_large import rss_mib
 def test_idle_rss_under_40_mib(gateway_factory: Callable[..., Gateway], upstream: TestUpstream) -> None:
     gw = gateway_factory(basic_config(upstream.port))
     assert get(gw.port, "/").status == 200
-    rss = rss_mib(gw.proc.pid)
+    rss = rss_mib(gw.worker_pid())
     print(f"\nidle RSS after one request: {rss:.1f} MiB")
     assert rss <= 40
 
@@ -34,7 +34,7 @@ def test_ten_thousand_idle_keep_alive_connections(
         basic_config(upstream.port, server="max_connections = 20000\nmax_connections_per_ip = 20000")
     )
     assert get(gw.port, "/").status == 200
-    before = rss_mib(gw.proc.pid)
+    before = rss_mib(gw.worker_pid())
     sockets: list[socket.socket] = []
     try:
         for _ in range(10_000):
@@ -45,9 +45,9 @@ def test_ten_thousand_idle_keep_alive_connections(
             assert ResponseReader(s).read().status == 200
         # Wait until the gateway has accepted them all (not just the kernel backlog), then read RSS.
         wait_until(
-            lambda: len(os.listdir(f"/proc/{gw.proc.pid}/fd")) >= 10_000, 20, "10,000 accepted sockets"
+            lambda: len(os.listdir(f"/proc/{gw.worker_pid()}/fd")) >= 10_000, 20, "10,000 accepted sockets"
         )
-        after = rss_mib(gw.proc.pid)
+        after = rss_mib(gw.worker_pid())
         added = after - before
         print(f"\n10,000 idle connections: RSS {before:.1f} -> {after:.1f} MiB (+{added:.1f})")
         assert added <= 150

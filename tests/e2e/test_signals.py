@@ -18,7 +18,7 @@ def test_sighup_reload_swaps_routes(gateway_factory: Callable[..., Gateway], ups
     text = gw.config.read_text().replace('path = "/"', 'path = "/only"')
     gw.config.write_text(text)
     gw.proc.send_signal(signal.SIGHUP)
-    wait_until(lambda: "reloaded" in gw.stderr(), 5, "the reload log line")
+    wait_until(lambda: "reload (SIGHUP) complete" in gw.stderr(), 5, "the reload log line")
     assert get(gw.port, "/x").status == 404
     assert get(gw.port, "/only/y").status == 200
     records = gw.wait_log(3)

@@ -199,7 +199,7 @@ def test_renewed_certificate_is_served_after_reload(
     certs.server_cert.write_bytes(renewed_cert.read_bytes())
     certs.server_key.write_bytes(renewed_key.read_bytes())
     gw.proc.send_signal(signal.SIGHUP)
-    wait_until(lambda: "reloaded" in gw.stderr(), 5, "the reload")
+    wait_until(lambda: "reload (SIGHUP) complete" in gw.stderr(), 5, "the reload")
     after = https_get(gw.port, ctx)[1]
     assert after != before
     assert after == x509.load_pem_x509_certificate(renewed_cert.read_bytes()).public_bytes(
@@ -334,7 +334,7 @@ def test_session_resumption_and_reload_keep_connections(
     assert reader.read().status == 200
     session = kept.session  # TLS 1.3 tickets arrive after the handshake; one response read is enough
     gw.proc.send_signal(signal.SIGHUP)
-    wait_until(lambda: "reloaded" in gw.stderr(), 5, "the reload")
+    wait_until(lambda: "reload (SIGHUP) complete" in gw.stderr(), 5, "the reload")
     kept.sendall(b"GET /after HTTP/1.1\r\nHost: localhost\r\n\r\n")
     assert reader.read().status == 200
     kept.close()

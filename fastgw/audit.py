@@ -1,0 +1,151 @@
+"""The audit log: append-only JSON lines, each chained to the one before by an HMAC.
+
+Written only by the control process, one record per admin action or reload, and never dropped (a failed
+write raises to the caller). Record i carries ``seq`` and ``mac``::
+
+    MAC_i = HMAC-SHA256(k, MAC_{i-1} || seq_i as 8 bytes big-endian || canonical(record_i without mac))
+
+with MAC_0's predecessor 32 zero bytes and ``canonical`` = orjson with sorted keys. After each append the
+last (seq, MAC) is anchored in the store, so removing records from the end is detectable too.
+:func:`verify` walks a file and names the first edited, removed, reordered or truncated record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from fastgw.secrets import resolve_secret
+from fastgw.snapshot import AuditSettings, StateSettings
+from fastgw.store.sqlite import Store
+
+GENESIS: Final = bytes(32)
+KEY_BYTES: Final = 32
+
+
+def audit_key(settings: AuditSettings, state: StateSettings) -> bytes:
+    """The configured key, or one generated once in the state directory (0600)."""
+    if settings.key is not None:
+        return resolve_secret(settings.key)
+    path = os.path.join(state.dir, "audit.key")
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        pass
+    os.makedirs(state.dir, mode=0o700, exist_ok=True)
+    key = os.urandom(KEY_BYTES)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key)
+    return key
+
+
+def _mac(key: bytes, previous: bytes, seq: int, body: dict[str, Any]) -> bytes:
+    canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    return hmac.new(key, previous + seq.to_bytes(8, "big") + canonical, hashlib.sha256).digest()
+
+
+class AuditLog:
+    def __init__(self, path: str, key: bytes, store: Store) -> None:
+        self.path = path
+        self._key = key
+        self._store = store
+        self.problem = ""  # set when the file does not match its anchor at start-up
+        anchor = store.audit_anchor(path)
+        result = verify(path, key, anchor) if os.path.exists(path) else None
+        # Continue after the file's last record when the file checks out; after the anchor when it does
+        # not (so the damage stays visible to verify); else after the file's last good record.
+        if result is not None and result.ok:
+            self.seq, self.mac = result.last_seq, result.last_mac
+        elif anchor is not None:
+            self.seq, self.mac = anchor[0], bytes.fromhex(anchor[1])
+        elif result is not None:
+            self.seq, self.mac = result.last_seq, result.last_mac
+        else:
+            self.seq, self.mac = 0, GENESIS
+        if result is not None and not result.ok:
+            self.problem = result.problem
+
+    def append(self, event: str, **fields: Any) -> dict[str, Any]:
+        """Write one record durably (write + fsync) and move the anchor. Raises OSError on failure."""
+        seq = self.seq + 1
+        body = {
+            "seq": seq,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "event": event,
+            **fields,
+        }
+        mac = _mac(self._key, self.mac, seq, body)
+        line = orjson.dumps({**body, "mac": mac.hex()}) + b"\n"
+        os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.seq, self.mac = seq, mac
+        self._store.set_audit_anchor(self.path, seq, mac.hex())
+        return body
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    ok: bool
+    records: int
+    last_seq: int
+    last_mac: bytes
+    problem: str  # "" when ok; else what is wrong and where (line numbers start at 1)
+
+
+def verify(path: str, key: bytes, anchor: tuple[int, str] | None = None) -> VerifyResult:
+    """Check the chain of an audit file (and its end against the store's anchor, when given)."""
+    with open(path, "rb") as fh:
+        lines = fh.read().split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    previous, expected, count = GENESIS, 1, 0
+
+    def bad(problem: str) -> VerifyResult:
+        return VerifyResult(False, count, expected - 1, previous, problem)
+
+    seqs: list[int | None] = []
+    for raw in lines:
+        try:
+            record = orjson.loads(raw)
+            seqs.append(int(record["seq"]))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            seqs.append(None)
+    for number, raw in enumerate(lines, 1):
+        seq = seqs[number - 1]
+        if seq is None:
+            return bad(f"line {number}: not an audit record (edited)")
+        record = orjson.loads(raw)
+        if seq != expected:
+            if expected in seqs[number:]:
+                return bad(f"line {number}: seq {seq} where seq {expected} was expected (reordered)")
+            if seq > expected:
+                return bad(f"line {number}: seq {expected}..{seq - 1} missing before seq {seq} (removed)")
+            return bad(f"line {number}: seq {seq} repeats or goes back, expected {expected} (reordered)")
+        mac_hex = record.pop("mac", None)
+        if not isinstance(mac_hex, str) or not hmac.compare_digest(
+            _mac(key, previous, seq, record).hex(), mac_hex
+        ):
+            return bad(f"line {number}: seq {seq}: MAC does not match (edited)")
+        previous, expected, count = bytes.fromhex(mac_hex), expected + 1, count + 1
+    if anchor is not None:
+        anchored_seq, anchored_mac = anchor
+        if count < anchored_seq:
+            return bad(
+                f"truncated: the file ends at seq {count} but the store's anchor is seq {anchored_seq}"
+            )
+        if count == anchored_seq and previous.hex() != anchored_mac:
+            return bad(f"line {count}: seq {count} differs from the store's anchor (edited)")
+    return VerifyResult(True, count, count, previous, "")

@@ -1,0 +1,274 @@
+"""The admin API: a small HTTP/1.1 JSON service in the control process, on its own listener.
+
+Never on the public listener. Every endpoint but the probes needs ``Authorization: Bearer <token>``; the
+token is read from its secret reference at start and kept only as a SHA-256 digest, compared in constant
+time. h11 parses: this path is cold, so correctness and strictness beat speed here.
+
+    GET  /healthz    200 while the control process runs (no token)
+    GET  /readyz     200 when every worker is connected and on the snapshot in force, else 503 (no token)
+    GET  /status     snapshot id, source and load time, uptime, workers, connections
+    GET  /routes     the routes of the snapshot in force
+    POST /reload     re-read the config file; 200 with the new snapshot, 422 if it is invalid
+    POST /rollback   restore the previous valid config; 200, or 422 if there is none
+    GET  /metrics    Prometheus exposition (no token when admin.open_metrics = true)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import os
+import time
+from typing import TYPE_CHECKING, Any, Final
+
+import h11
+import orjson
+
+from fastgw.codec.problem import PROBLEM_BASE
+from fastgw.metrics.exposition import render
+from fastgw.secrets import resolve_secret
+from fastgw.snapshot import AdminSettings
+
+if TYPE_CHECKING:
+    from fastgw.control.process import ControlProcess
+
+MAX_BODY: Final = 64 * 1024
+READ_TIMEOUT: Final = 10.0
+PROBLEM: Final = "application/problem+json"
+
+
+class AdminError(Exception):
+    def __init__(self, status: int, title: str, detail: str, headers: list[tuple[str, str]] | None = None):
+        super().__init__(detail)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.headers = headers or []
+
+
+class AdminServer:
+    def __init__(self, control: ControlProcess, settings: AdminSettings) -> None:
+        self.control = control
+        self.settings = settings
+        self._token_digest = hashlib.sha256(resolve_secret(settings.token)).digest()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        if s.unix:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(s.unix)
+            self._server = await asyncio.start_unix_server(self._serve, path=s.unix)
+            os.chmod(s.unix, 0o600)
+        else:
+            self._server = await asyncio.start_server(self._serve, s.host, s.port, reuse_address=True)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            if self.settings.unix:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.settings.unix)
+
+    # -- HTTP --------------------------------------------------------------------------------------------
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=16 * 1024)
+        try:
+            while True:
+                request, body = await self._read_request(conn, reader)
+                if request is None:
+                    break
+                peer = writer.get_extra_info("peername")
+                status, headers, payload = await self._respond(request, body, peer)
+                headers.append(("content-length", str(len(payload))))
+                writer.write(conn.send(h11.Response(status_code=status, headers=headers)) or b"")
+                writer.write(conn.send(h11.Data(data=payload)) or b"")
+                writer.write(conn.send(h11.EndOfMessage()) or b"")
+                await writer.drain()
+                if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+                    break
+                try:
+                    conn.start_next_cycle()
+                except h11.LocalProtocolError:
+                    break
+        except (h11.RemoteProtocolError, TimeoutError) as exc:
+            status = exc.error_status_hint if isinstance(exc, h11.RemoteProtocolError) else 408
+            payload = _problem(status, "bad-request", str(exc) or "request timed out")
+            with contextlib.suppress(Exception):
+                head = b"HTTP/1.1 %d Bad Request\r\ncontent-type: %s\r\ncontent-length: %d\r\n" % (
+                    status,
+                    PROBLEM.encode(),
+                    len(payload),
+                )
+                writer.write(head + b"connection: close\r\n\r\n" + payload)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def _read_request(
+        self, conn: h11.Connection, reader: asyncio.StreamReader
+    ) -> tuple[h11.Request | None, bytes]:
+        request: h11.Request | None = None
+        body = bytearray()
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await asyncio.wait_for(reader.read(65536), READ_TIMEOUT)
+                conn.receive_data(data)
+                continue
+            if isinstance(event, h11.Request):
+                request = event
+            elif isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > MAX_BODY:
+                    raise h11.RemoteProtocolError("request body too large", error_status_hint=413)
+            elif isinstance(event, h11.EndOfMessage):
+                return request, bytes(body)
+            elif isinstance(event, h11.ConnectionClosed):
+                return None, b""
+
+    async def _respond(
+        self, request: h11.Request, body: bytes, peer: Any
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        method = request.method.decode()
+        path = request.target.decode("latin-1").split("?", 1)[0]
+        headers = {k.decode().lower(): v.decode("latin-1") for k, v in request.headers}
+        try:
+            handler, allowed, public = self._route(path)
+            if method not in allowed:
+                raise AdminError(
+                    405,
+                    "method-not-allowed",
+                    f"{path} accepts {', '.join(allowed)}",
+                    [("allow", ", ".join(allowed))],
+                )
+            if not public:
+                self._authenticate(headers.get("authorization", ""))
+            result = await handler(headers, peer)
+        except AdminError as exc:
+            payload = _problem(exc.status, exc.title, exc.detail)
+            return exc.status, [("content-type", PROBLEM), *exc.headers], payload
+        if isinstance(result, tuple):  # (bytes, content type) from /metrics
+            return 200, [("content-type", result[1])], result[0]
+        status = int(result.pop("_status", 200))
+        return status, [("content-type", "application/json")], orjson.dumps(result)
+
+    def _route(self, path: str) -> tuple[Any, tuple[str, ...], bool]:
+        table = {
+            "/healthz": (self._healthz, ("GET",), True),
+            "/readyz": (self._readyz, ("GET",), True),
+            "/status": (self._status, ("GET",), False),
+            "/routes": (self._routes, ("GET",), False),
+            "/reload": (self._reload, ("POST",), False),
+            "/rollback": (self._rollback, ("POST",), False),
+            "/metrics": (self._metrics, ("GET",), self.settings.open_metrics),
+        }
+        entry = table.get(path)
+        if entry is None:
+            raise AdminError(404, "not-found", f"no admin endpoint {path}")
+        return entry
+
+    def _authenticate(self, authorization: str) -> None:
+        scheme, _, token = authorization.partition(" ")
+        presented = hashlib.sha256(token.strip().encode()).digest()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(presented, self._token_digest):
+            raise AdminError(
+                401,
+                "unauthorized",
+                "a valid admin bearer token is required",
+                [("www-authenticate", 'Bearer realm="fastgw-admin"')],
+            )
+
+    # -- endpoints ---------------------------------------------------------------------------------------
+    async def _healthz(self, headers: dict[str, str], peer: Any) -> dict[str, Any]:
+        return {"status": "ok"}
+
+    async def _readyz(self, headers: dict[str, str], peer: Any) -> dict[str, Any]:
+        c = self.control
+        current = c.snapshot.id
+        behind = [p.pid for p in c.workers.values() if p.snapshot != current]
+        ready = bool(c.workers) and not behind and c.reload is None
+        return {"_status": 200 if ready else 503, "ready": ready, "workers": len(c.workers), "behind": behind}
+
+    async def _status(self, headers: dict[str, str], peer: Any) -> dict[str, Any]:
+        c = self.control
+        await c.pull_metrics()
+        workers = sorted(c.workers.values(), key=lambda p: p.slot)
+        return {
+            "snapshot": c.snapshot.id,
+            "source": c.snapshot.source,
+            "loaded_at": _iso(c.loaded_at),
+            "started_at": _iso(c.started),
+            "uptime_s": round(time.time() - c.started, 3),
+            "workers": [
+                {
+                    "slot": p.slot,
+                    "pid": p.pid,
+                    "snapshot": p.snapshot,
+                    "connected_at": _iso(p.connected),
+                    "connections": (p.export or {}).get("connections", 0),
+                }
+                for p in workers
+            ],
+            "connections": sum((p.export or {}).get("connections", 0) for p in workers),
+        }
+
+    async def _routes(self, headers: dict[str, str], peer: Any) -> dict[str, Any]:
+        snapshot = self.control.snapshot
+        return {
+            "snapshot": snapshot.id,
+            "routes": [
+                {
+                    "name": r.name,
+                    "upstream": r.upstream.name,
+                    "targets": [t.label for t in r.upstream.targets],
+                    "policies": [
+                        {"name": p.name, "mode": "shadow" if p.shadow else "enforce"} for p in r.chain
+                    ],
+                }
+                for r in snapshot.routes
+            ],
+        }
+
+    async def _reload(self, headers: dict[str, str], peer: Any) -> dict[str, Any]:
+        return await self._reload_as("admin", peer)
+
+    async def _rollback(self, headers: dict[str, str], peer: Any) -> dict[str, Any]:
+        return await self._reload_as("rollback", peer)
+
+    async def _reload_as(self, reason: str, peer: Any) -> dict[str, Any]:
+        c = self.control
+        c.audit_event(f"admin.{'reload' if reason == 'admin' else 'rollback'}", client=_peer(peer))
+        try:
+            result = await c.request_reload(reason, c.snapshot.process.reload_timeout + 5.0)
+        except TimeoutError:
+            raise AdminError(504, "reload-timeout", "the supervisor did not answer in time") from None
+        if not result.get("ok"):
+            raise AdminError(422, "invalid-config", str(result.get("error")))
+        return {
+            "snapshot": result.get("snapshot"),
+            "previous": result.get("old"),
+            "confirmed": result.get("confirmed"),
+            "replaced_workers": result.get("failed", []),
+        }
+
+    async def _metrics(self, headers: dict[str, str], peer: Any) -> tuple[bytes, str]:
+        await self.control.pull_metrics()
+        return render(self.control.registry, headers.get("accept", ""))
+
+
+def _problem(status: int, title: str, detail: str) -> bytes:
+    return orjson.dumps({"type": PROBLEM_BASE + title, "title": title, "status": status, "detail": detail})
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def _peer(peer: Any) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return "unix"

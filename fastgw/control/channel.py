@@ -1,0 +1,99 @@
+"""The control channel's wire format: length-prefixed orjson frames over a unix stream socket.
+
+Used between the supervisor and the control process (a socketpair) and between the control process and
+each worker (one connection per worker to the control socket). A frame is a 4-byte big-endian length and
+a JSON object with a ``t`` (type) key. Config bytes travel as a string: TOML is UTF-8 text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import Callable
+from typing import Any, Final, cast
+
+import orjson
+
+Message = dict[str, Any]
+MAX_FRAME: Final = 64 * 1024 * 1024
+_LEN: Final = struct.Struct(">I")
+
+
+class ChannelError(Exception):
+    """The peer sent something that is not a frame: the connection is dropped."""
+
+
+def encode(message: Message) -> bytes:
+    body = orjson.dumps(message)
+    return _LEN.pack(len(body)) + body
+
+
+class FrameDecoder:
+    """Bytes in, messages out; keeps a partial frame between feeds."""
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[Message]:
+        buf = self._buffer
+        buf += data
+        out: list[Message] = []
+        while len(buf) >= 4:
+            (length,) = _LEN.unpack_from(buf)
+            if length > MAX_FRAME:
+                raise ChannelError(f"frame of {length} bytes exceeds {MAX_FRAME}")
+            if len(buf) < 4 + length:
+                break
+            try:
+                message = orjson.loads(bytes(buf[4 : 4 + length]))
+            except orjson.JSONDecodeError as exc:
+                raise ChannelError(f"bad frame: {exc}") from None
+            del buf[: 4 + length]
+            if not isinstance(message, dict) or not isinstance(message.get("t"), str):
+                raise ChannelError("frame is not a message object")
+            out.append(message)
+        return out
+
+
+class ChannelProtocol(asyncio.Protocol):
+    """One end of a control channel on an event loop: decoded messages go to ``on_message``."""
+
+    def __init__(
+        self,
+        on_message: Callable[[ChannelProtocol, Message], None],
+        on_lost: Callable[[ChannelProtocol], None],
+    ) -> None:
+        self._on_message = on_message
+        self._on_lost = on_lost
+        self._decoder = FrameDecoder()
+        self.transport: asyncio.Transport | None = None
+        self.peer: Any = None  # what the owner learns about the peer (a worker's slot and pid)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            messages = self._decoder.feed(data)
+        except ChannelError:
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        for message in messages:
+            self._on_message(self, message)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self._on_lost(self)
+
+    def send(self, message: Message) -> bool:
+        if self.transport is None or self.transport.is_closing():
+            return False
+        self.transport.write(encode(message))
+        return True
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()

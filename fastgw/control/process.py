@@ -1,0 +1,337 @@
+"""The control process: reload relay, metrics aggregation, audit log, admin API. Never serves traffic.
+
+Forked by the supervisor. It accepts one connection per worker on the control socket (same uid only,
+checked with SO_PEERCRED), relays the supervisor's reload orders to every worker and reports their acks,
+pulls metrics from the workers (every few seconds, and on each scrape), writes the audit log (its only
+writer) with the store as its anchor, and hosts the admin API on its own listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from fastgw.audit import AuditLog, audit_key
+from fastgw.config.loader import ConfigError
+from fastgw.control.channel import ChannelProtocol, Message
+from fastgw.metrics.exposition import Export, GatewayCollector, make_registry
+from fastgw.snapshot import Snapshot
+from fastgw.store.sqlite import Store
+
+PULL_SECONDS: Final = 5.0
+PULL_TIMEOUT: Final = 2.0
+
+
+def log(message: str) -> None:
+    sys.stderr.write(f"fastgw[control {os.getpid()}]: {message}\n")
+    sys.stderr.flush()
+
+
+@dataclass(slots=True)
+class WorkerPeer:
+    channel: ChannelProtocol
+    slot: int
+    pid: int
+    snapshot: str
+    connected: float
+    export: Export | None = None
+
+
+@dataclass(slots=True)
+class PendingReload:
+    seq: int
+    hash: str
+    waiting: set[int]
+    failed: set[int] = field(default_factory=set)
+    errors: list[str] = field(default_factory=list)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class ControlProcess:
+    def __init__(self, snapshot: Snapshot, data: bytes, started: float) -> None:
+        self.snapshot = snapshot
+        self.data = data
+        self.loaded_at = time.time()
+        self.started = started
+        self.loop = asyncio.get_running_loop()
+        self.workers: dict[int, WorkerPeer] = {}  # pid -> peer
+        self.reload: PendingReload | None = None
+        self.supervisor: ChannelProtocol | None = None
+        self.collector = GatewayCollector()
+        self.collector.snapshot = snapshot.id
+        self.registry = make_registry(self.collector)
+        self.store = Store.in_state_dir(snapshot.state.dir)
+        self.audit = AuditLog(snapshot.audit.file, audit_key(snapshot.audit, snapshot.state), self.store)
+        if self.audit.problem:
+            log(f"audit log {self.audit.path} failed verification: {self.audit.problem}")
+        self._pull_seq = 0
+        self._pulls: dict[int, asyncio.Future[Export]] = {}
+        self._requests: dict[str, asyncio.Future[Message]] = {}
+        self._request_seq = 0
+        self._stopped = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.admin: Any = None
+
+    # -- workers -----------------------------------------------------------------------------------------
+    def accept_worker(self) -> ChannelProtocol:
+        return _PeerCheckedChannel(self._on_worker_message, self._on_worker_lost)
+
+    def _on_worker_message(self, channel: ChannelProtocol, message: Message) -> None:
+        kind = message["t"]
+        if kind == "hello":
+            peer = WorkerPeer(
+                channel=channel,
+                slot=int(message["slot"]),
+                pid=int(message["pid"]),
+                snapshot=str(message["snapshot"]),
+                connected=time.time(),
+            )
+            channel.peer = peer
+            self.workers[peer.pid] = peer
+            if peer.snapshot != self.snapshot.id:
+                # Forked before a reload, or a reload happened while we were away: bring it in line.
+                self._order(peer, self.reload.seq if self.reload else 0)
+            return
+        peer = channel.peer
+        if not isinstance(peer, WorkerPeer):
+            return
+        if kind == "ack":
+            self._on_ack(peer, message)
+        elif kind == "metrics":
+            peer.export = message.get("data") or {}
+            future = self._pulls.get(int(message.get("seq") or 0))
+            if future is not None and not future.done():
+                future.set_result(peer.export)
+
+    def _on_worker_lost(self, channel: ChannelProtocol) -> None:
+        peer = channel.peer
+        if not isinstance(peer, WorkerPeer):
+            return
+        if self.workers.get(peer.pid) is peer:
+            del self.workers[peer.pid]
+            if peer.export is not None:
+                self.collector.retired.add(peer.export)
+
+    def _order(self, peer: WorkerPeer, seq: int) -> None:
+        peer.channel.send(
+            {
+                "t": "reload",
+                "seq": seq,
+                "config": self.data.decode(),
+                "source": self.snapshot.source,
+                "hash": self.snapshot.id,
+            }
+        )
+
+    def _on_ack(self, peer: WorkerPeer, message: Message) -> None:
+        if message.get("ok"):
+            peer.snapshot = str(message.get("snapshot"))
+        reload = self.reload
+        if reload is None or message.get("seq") != reload.seq:
+            if not message.get("ok"):
+                # A late joiner could not compile the config in force: it must not keep serving another.
+                self._tell_supervisor({"t": "replace", "pids": [peer.pid], "error": message.get("error")})
+            return
+        reload.waiting.discard(peer.pid)
+        if not message.get("ok"):
+            reload.failed.add(peer.pid)
+            reload.errors.append(f"worker {peer.slot} (pid {peer.pid}): {message.get('error')}")
+        if not reload.waiting:
+            reload.done.set()
+
+    # -- the supervisor ----------------------------------------------------------------------------------
+    def _on_supervisor_message(self, channel: ChannelProtocol, message: Message) -> None:
+        kind = message["t"]
+        if kind == "reload":
+            self._spawn(self._relay_reload(message))
+        elif kind == "reload_result":
+            self._on_reload_result(message)
+        elif kind == "event" and message.get("kind") == "child_died":
+            child = str(message.get("child"))
+            self.collector.restarts[child] = self.collector.restarts.get(child, 0) + 1
+
+    def _on_supervisor_lost(self, channel: ChannelProtocol) -> None:
+        log("lost the supervisor; stopping")
+        self._stopped.set()
+
+    def _tell_supervisor(self, message: Message) -> None:
+        if self.supervisor is not None:
+            self.supervisor.send(message)
+
+    async def _relay_reload(self, message: Message) -> None:
+        from fastgw.config.compiler import compile_config
+
+        data = str(message["config"]).encode()
+        try:
+            snapshot = compile_config(data, str(message["source"]))
+        except ConfigError as exc:  # the supervisor validated it; this would be an environment problem
+            log(f"cannot compile the reloaded config: {exc}")
+            return
+        self.snapshot, self.data, self.loaded_at = snapshot, data, time.time()
+        self.collector.snapshot = snapshot.id
+        seq = int(message["seq"])
+        waiting = {int(p) for p in message.get("workers", ())}
+        reload = self.reload = PendingReload(seq=seq, hash=snapshot.id, waiting=set(waiting))
+        for pid in waiting:
+            peer = self.workers.get(pid)
+            if peer is not None:
+                self._order(peer, seq)
+            # not connected yet: ordered on its hello
+        if reload.waiting:
+            try:
+                await asyncio.wait_for(reload.done.wait(), snapshot.process.reload_timeout)
+            except TimeoutError:
+                for pid in reload.waiting:
+                    reload.errors.append(f"pid {pid}: no ack within {snapshot.process.reload_timeout:g}s")
+                reload.failed |= reload.waiting
+        if self.reload is reload:
+            self.reload = None
+        self._tell_supervisor(
+            {"t": "reload_done", "seq": seq, "failed": sorted(reload.failed), "errors": reload.errors}
+        )
+
+    def _on_reload_result(self, message: Message) -> None:
+        ok = bool(message.get("ok"))
+        reason = str(message.get("reason"))
+        result = (
+            ("ok" if ok else "failed") if reason != "rollback" else ("rollback" if ok else "rollback_failed")
+        )
+        self.collector.reloads[result] = self.collector.reloads.get(result, 0) + 1
+        fields: dict[str, Any] = {"reason": reason, "ok": ok, "snapshot": message.get("snapshot")}
+        if ok:
+            fields["previous"] = message.get("old")
+            if message.get("failed"):
+                fields["replaced_workers"] = message.get("failed")
+        else:
+            fields["error"] = message.get("error")
+        self.audit_event("rollback" if reason == "rollback" else "reload", **fields)
+        for request_id in message.get("ids") or ():
+            future = self._requests.pop(str(request_id), None)
+            if future is not None and not future.done():
+                future.set_result(message)
+
+    async def request_reload(self, reason: str, timeout: float) -> Message:
+        """Ask the supervisor to reload (or roll back) and wait for the result."""
+        self._request_seq += 1
+        request_id = f"{os.getpid()}-{self._request_seq}"
+        future: asyncio.Future[Message] = self.loop.create_future()
+        self._requests[request_id] = future
+        self._tell_supervisor({"t": "request_reload", "reason": reason, "id": request_id})
+        try:
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self._requests.pop(request_id, None)
+
+    def audit_event(self, event: str, **fields: Any) -> None:
+        try:
+            self.audit.append(event, **fields)
+        except OSError as exc:
+            # The audit log never drops silently: the failure is loud, and the caller's action stands.
+            log(f"AUDIT WRITE FAILED ({event}): {exc}")
+
+    # -- metrics -----------------------------------------------------------------------------------------
+    async def pull_metrics(self) -> None:
+        """Ask every worker for its counters; whoever does not answer in time keeps its last export."""
+        self._pull_seq += 1
+        seq = self._pull_seq
+        futures = []
+        for peer in list(self.workers.values()):
+            future: asyncio.Future[Export] = self.loop.create_future()
+            self._pulls[seq * 1000 + peer.slot] = future
+            if peer.channel.send({"t": "metrics", "seq": seq * 1000 + peer.slot}):
+                futures.append(future)
+        if futures:
+            await asyncio.wait(futures, timeout=PULL_TIMEOUT)
+        for key in [k for k in self._pulls if k // 1000 == seq]:
+            del self._pulls[key]
+        self.collector.exports = [p.export for p in self.workers.values() if p.export is not None]
+        self.collector.gauges = {
+            "fastgw_workers_connected": len(self.workers),
+            "fastgw_uptime_seconds": time.time() - self.started,
+            "fastgw_snapshot_loaded_timestamp_seconds": self.loaded_at,
+        }
+
+    async def _pull_forever(self) -> None:
+        while True:
+            await asyncio.sleep(PULL_SECONDS)
+            await self.pull_metrics()
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    def _spawn(self, coro: Any) -> None:
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def run(self, listen: socket.socket, link: socket.socket, status_fd: int) -> None:
+        listen.setblocking(False)
+        server = await self.loop.create_unix_server(self.accept_worker, sock=listen)
+        link.setblocking(False)
+        _, self.supervisor = await self.loop.create_unix_connection(
+            lambda: ChannelProtocol(self._on_supervisor_message, self._on_supervisor_lost), sock=link
+        )
+        if self.snapshot.admin is not None:
+            from fastgw.control.admin_api import AdminServer
+
+            self.admin = AdminServer(self, self.snapshot.admin)
+            await self.admin.start()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(sig, self._stopped.set)
+        self.loop.add_signal_handler(signal.SIGUSR1, lambda: None)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        self._spawn(self._pull_forever())
+        self.audit_event("start", snapshot=self.snapshot.id, source=self.snapshot.source)
+        os.write(status_fd, f"ready control 0 {os.getpid()} {self.snapshot.id}\n".encode())
+        os.close(status_fd)
+        await self._stopped.wait()
+        server.close()
+        if self.admin is not None:
+            await self.admin.stop()
+        self.store.close()
+
+
+class _PeerCheckedChannel(ChannelProtocol):
+    """A worker connection, accepted only from a process of our own user."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        try:
+            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            _pid, uid, _gid = struct.unpack("3i", creds)
+        except (OSError, AttributeError):
+            uid = -1
+        if uid != os.getuid():
+            log(f"refused a control connection from uid {uid}")
+            if self.transport is not None:
+                self.transport.abort()
+
+
+def run_control(
+    snapshot: Snapshot,
+    data: bytes,
+    *,
+    listen: socket.socket,
+    supervisor: socket.socket,
+    status_fd: int,
+    started: float,
+) -> int:
+    """The body of the forked control process; returns its exit status."""
+    import uvloop
+
+    async def main() -> int:
+        try:
+            control = ControlProcess(snapshot, data, started)
+        except (ConfigError, OSError) as exc:
+            log(f"cannot start: {exc}")
+            return 1
+        await control.run(listen, supervisor, status_fd)
+        return 0
+
+    return uvloop.run(main())

@@ -1,0 +1,234 @@
+"""Sum the workers' metric exports and render them in the Prometheus exposition format.
+
+Runs in the control process. The text format (escaping, histogram ``_bucket``/``_sum``/``_count``,
+OpenMetrics negotiation) comes from ``prometheus_client``; its metric objects are not used for counting,
+because each increment takes a lock and its multi-process mode needs a directory of mmap files per
+process, while our workers already count plain integers from their record batches
+(``fastgw.metrics.worker``) and the control process only sums what it pulls.
+
+Counters must not go backwards when a worker dies: the last export of a worker that left is folded into
+``retired`` and added to every later sum (what it counted after its last pull is lost; pulls run every
+few seconds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from fastgw.metrics.worker import LATENCY_BUCKETS
+
+Export = dict[str, Any]
+
+
+class Totals:
+    """Counters keyed by label tuples, summed over worker exports."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, int], list[int]] = {}
+        self.latency: dict[str, list[float]] = {}
+        self.upstream_latency: dict[str, list[float]] = {}
+        self.denials: dict[tuple[str, str], int] = {}
+        self.shadow: dict[tuple[str, str], int] = {}
+        self.ejections: dict[tuple[str, str], int] = {}
+        self.access_log_dropped = 0
+        self.access_log_failed = 0
+
+    def add(self, export: Export) -> None:
+        for route, method, status, *values in export.get("requests", ()):
+            cell = self.requests.setdefault((route, method, status), [0, 0, 0])
+            for i, v in enumerate(values):
+                cell[i] += v
+        for name in ("latency", "upstream_latency"):
+            table: dict[str, list[float]] = getattr(self, name)
+            for route, hist in export.get(name, ()):
+                cell_h = table.setdefault(route, [0.0] * len(hist))
+                for i, v in enumerate(hist):
+                    cell_h[i] += v
+        for name in ("denials", "shadow"):
+            counts: dict[tuple[str, str], int] = getattr(self, name)
+            for route, reason, n in export.get(name, ()):
+                counts[(route, reason)] = counts.get((route, reason), 0) + n
+        for upstream, target, *_gauges, ejections in export.get("pools", ()):
+            key = (upstream, target)
+            self.ejections[key] = self.ejections.get(key, 0) + ejections
+        self.access_log_dropped += export.get("access_log_dropped", 0)
+        self.access_log_failed += export.get("access_log_failed", 0)
+
+
+def _policy_reason(reason: str) -> tuple[str, str]:
+    policy, _, detail = reason.partition(".")
+    return policy, detail or reason
+
+
+class GatewayCollector(Collector):
+    """Yields the gateway's metric families from the latest pulled exports."""
+
+    def __init__(self) -> None:
+        self.retired = Totals()
+        self.exports: list[Export] = []  # live workers' latest exports
+        self.gauges: dict[str, float] = {}  # control-process facts (workers, uptime, ...)
+        self.reloads: dict[str, int] = {}  # result -> count
+        self.restarts: dict[str, int] = {}  # child -> count
+        self.snapshot = ""
+
+    def collect(self) -> Iterator[Metric]:
+        totals = Totals()
+        for name in vars(self.retired):
+            value = getattr(self.retired, name)
+            setattr(totals, name, _copy(value))
+        for export in self.exports:
+            totals.add(export)
+        yield from self._traffic(totals)
+        yield from self._pools(totals)
+        yield from self._process()
+
+    def _traffic(self, t: Totals) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "fastgw_requests",
+            "Requests answered, by route, method and status class",
+            labels=["route", "method", "code"],
+        )
+        bytes_in = CounterMetricFamily(
+            "fastgw_request_body_bytes", "Request body bytes received", labels=["route"]
+        )
+        bytes_out = CounterMetricFamily("fastgw_response_bytes", "Response bytes sent", labels=["route"])
+        per_route_in: dict[str, int] = {}
+        per_route_out: dict[str, int] = {}
+        for (route, method, status), (count, b_in, b_out) in sorted(t.requests.items()):
+            requests.add_metric([route or "-", method or "-", f"{status}xx"], count)
+            per_route_in[route] = per_route_in.get(route, 0) + b_in
+            per_route_out[route] = per_route_out.get(route, 0) + b_out
+        for route, value in sorted(per_route_in.items()):
+            bytes_in.add_metric([route or "-"], value)
+        for route, value in sorted(per_route_out.items()):
+            bytes_out.add_metric([route or "-"], value)
+        yield requests
+        yield bytes_in
+        yield bytes_out
+        yield _histogram(
+            "fastgw_request_duration_seconds", "Time from request start to response end", t.latency
+        )
+        yield _histogram(
+            "fastgw_upstream_duration_seconds",
+            "Time from forwarding to the upstream's response head",
+            t.upstream_latency,
+        )
+        for name, doc, table in (
+            ("fastgw_denials", "Requests denied, by policy and reason", t.denials),
+            ("fastgw_shadow_denials", "Would-be denials of policies in shadow mode", t.shadow),
+        ):
+            family = CounterMetricFamily(name, doc, labels=["route", "policy", "reason"])
+            for (route, reason), n in sorted(table.items()):
+                family.add_metric([route or "-", *_policy_reason(reason)], n)
+            yield family
+        dropped = CounterMetricFamily(
+            "fastgw_access_log_dropped_records", "Access-log records dropped under pressure"
+        )
+        dropped.add_metric([], t.access_log_dropped)
+        yield dropped
+        failed = CounterMetricFamily(
+            "fastgw_access_log_write_failures", "Access-log records whose write failed"
+        )
+        failed.add_metric([], t.access_log_failed)
+        yield failed
+
+    def _pools(self, t: Totals) -> Iterator[Metric]:
+        connections = GaugeMetricFamily("fastgw_client_connections", "Open client connections")
+        connections.add_metric([], sum(e.get("connections", 0) for e in self.exports))
+        yield connections
+        pool = GaugeMetricFamily(
+            "fastgw_upstream_connections", "Upstream pool connections", labels=["upstream", "target", "state"]
+        )
+        waiters = GaugeMetricFamily(
+            "fastgw_upstream_waiters",
+            "Requests queued for an upstream connection",
+            labels=["upstream", "target"],
+        )
+        gauges: dict[tuple[str, str], list[int]] = {}
+        for export in self.exports:
+            for upstream, target, in_use, idle, queued, _ej in export.get("pools", ()):
+                cell = gauges.setdefault((upstream, target), [0, 0, 0])
+                cell[0] += in_use
+                cell[1] += idle
+                cell[2] += queued
+        for (upstream, target), (in_use, idle, queued) in sorted(gauges.items()):
+            pool.add_metric([upstream, target, "in_use"], in_use)
+            pool.add_metric([upstream, target, "idle"], idle)
+            waiters.add_metric([upstream, target], queued)
+        yield pool
+        yield waiters
+        ejections = CounterMetricFamily(
+            "fastgw_upstream_ejections",
+            "Targets ejected by passive health checks",
+            labels=["upstream", "target"],
+        )
+        for (upstream, target), n in sorted(t.ejections.items()):
+            ejections.add_metric([upstream, target], n)
+        yield ejections
+
+    def _process(self) -> Iterator[Metric]:
+        reloads = CounterMetricFamily("fastgw_reloads", "Config reloads by result", labels=["result"])
+        for result, n in sorted(self.reloads.items()):
+            reloads.add_metric([result], n)
+        yield reloads
+        restarts = CounterMetricFamily(
+            "fastgw_child_restarts", "Children restarted after dying", labels=["child"]
+        )
+        for child, n in sorted(self.restarts.items()):
+            restarts.add_metric([child], n)
+        yield restarts
+        info = GaugeMetricFamily("fastgw_snapshot_info", "The config snapshot in force", labels=["snapshot"])
+        info.add_metric([self.snapshot], 1)
+        yield info
+        for name, value in sorted(self.gauges.items()):
+            family = GaugeMetricFamily(name, name.replace("_", " "))
+            family.add_metric([], value)
+            yield family
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: list(v) if isinstance(v, list) else v for k, v in value.items()}
+    return value
+
+
+def _histogram(name: str, doc: str, table: dict[str, list[float]]) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, doc, labels=["route"])
+    for route, hist in sorted(table.items()):
+        running = 0.0
+        buckets: list[tuple[str, float]] = []
+        for bound, count in zip((*LATENCY_BUCKETS, float("inf")), hist[:-1], strict=True):
+            running += count
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        family.add_metric([route or "-"], buckets, sum_value=hist[-1])
+    return family
+
+
+def make_registry(collector: GatewayCollector) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return registry
+
+
+def render(registry: CollectorRegistry, accept: str) -> tuple[bytes, str]:
+    """Exposition bytes and content type, OpenMetrics when the scraper asks for it."""
+    from prometheus_client.exposition import choose_encoder
+
+    encoder, content_type = choose_encoder(accept)
+    return encoder(registry), content_type
+
+
+def sum_exports(exports: Iterable[Export]) -> Totals:
+    totals = Totals()
+    for export in exports:
+        totals.add(export)
+    return totals

@@ -1,0 +1,717 @@
+"""The supervisor: a tiny single-threaded parent that binds, forks, restarts, reloads and speaks sd_notify.
+
+It reads and validates the config, binds the listeners once (or takes them from systemd's LISTEN_FDS),
+opens the control socket, and forks one control process and N workers *before any thread exists* (a fork
+after threads start would copy locks held by threads that do not exist in the child). It never serves a
+request. Its loop is a ``selectors`` poll over three inputs: the signal wake-up socket (handlers only
+enqueue, ``signal.set_wakeup_fd``), the status pipe children write ``ready`` lines to, and its socketpair
+to the control process.
+
+* A child that dies is logged and restarted: at once the first time, then with exponential backoff
+  (0.1 s doubling up to ``process.restart_backoff_max``) while it keeps dying young; five quick deaths in
+  a row are reported as a crash loop (log and systemd STATUS).
+* SIGHUP: read + validate the file; a bad config is logged with file, key and reason and changes nothing.
+  A good one is sent (bytes + hash) to the control process, which orders every worker to compile it and
+  collects their acks; READY=1 follows the last ack. A worker that fails to compile is replaced, so no
+  worker is ever left on another config. The validated bytes become the config children are forked with.
+* SIGUSR2 (``fastgw rollback``): the previous valid config from the state directory, same path as SIGHUP.
+* SIGTERM/SIGINT: STOPPING=1, forward SIGTERM (workers drain up to ``server.drain_timeout``), wait, exit 0.
+* SIGUSR1: forwarded to every child (workers reopen their access log).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+from fastgw.config.history import ConfigHistory
+from fastgw.config.loader import ConfigError
+from fastgw.control.channel import ChannelError, FrameDecoder, Message, encode
+from fastgw.server import systemd
+from fastgw.snapshot import ListenerSettings, Snapshot
+
+QUICK_DEATH: Final = 10.0  # a child that dies younger than this counts towards backoff
+CRASH_LOOP: Final = 5  # quick deaths in a row reported as a crash loop
+FIRST_BACKOFF: Final = 0.1
+STOP_GRACE: Final = 5.0  # beyond drain_timeout before remaining children are killed
+_SIGNALS: Final = (
+    signal.SIGHUP,
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGCHLD,
+)
+
+
+def log(who: str, message: str) -> None:
+    sys.stderr.write(f"fastgw[{who} {os.getpid()}]: {message}\n")
+    sys.stderr.flush()
+
+
+@dataclass(slots=True)
+class Child:
+    kind: str  # "control" or "worker"
+    slot: int
+    pid: int = 0
+    started: float = 0.0
+    ready: bool = False
+    died_at: float = 0.0
+    quick_deaths: int = 0
+    restart_at: float = 0.0  # when a dead child is due to be forked again (0: alive)
+    replacing: bool = False  # killed on purpose (failed reload): restart at once, not a crash
+
+    @property
+    def name(self) -> str:
+        return "control" if self.kind == "control" else f"worker {self.slot}"
+
+
+@dataclass(slots=True)
+class Reload:
+    seq: int
+    reason: str
+    old_id: str
+    snapshot: Snapshot
+    data: bytes
+    deadline: float
+    requesters: list[str] = field(default_factory=list)  # admin request ids to answer
+
+
+@dataclass(slots=True)
+class Bound:
+    """The sockets children inherit."""
+
+    listeners: list[list[socket.socket]] = field(default_factory=list)  # per listener: shared or per slot
+    demo: socket.socket | None = None
+    control_address: str = ""
+    control: socket.socket | None = None
+
+    def for_slot(self, slot: int) -> list[socket.socket]:
+        return [socks[slot] if len(socks) > 1 else socks[0] for socks in self.listeners]
+
+
+def _bind(host: str, port: int, backlog: int, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+def _listener_key(ls: ListenerSettings) -> tuple[str, int, bool, bool]:
+    return (ls.host, ls.port, ls.proxy_protocol, ls.tls is not None)
+
+
+class Supervisor:
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        data: bytes,
+        config_path: str | None,
+        *,
+        workers: int | None = None,
+        ready_file: str | None = None,
+    ) -> None:
+        self.snapshot = snapshot
+        self.data = data
+        self.config_path = config_path
+        count = workers if workers is not None else snapshot.process.workers
+        self.worker_count = count or os.cpu_count() or 1
+        self.ready_file = ready_file
+        self.history = ConfigHistory(snapshot.state.dir, snapshot.state.keep_configs)
+        self.children: dict[int, Child] = {}  # pid -> child
+        self.slots: list[Child] = [Child("control", 0)] + [
+            Child("worker", i) for i in range(self.worker_count)
+        ]
+        self.bound = Bound()
+        self.stopping = False
+        self.stop_deadline = 0.0
+        self.announced_ready = False
+        self.reload: Reload | None = None
+        self.reload_again: dict[str, list[str]] = {}  # reason -> requesters queued while a reload ran
+        self.reload_seq = 0
+        self.started = time.time()
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._status_r, self._status_w = os.pipe()
+        self._status_buf = b""
+        self._link: socket.socket | None = None  # our end of the socketpair to the control process
+        self._link_decoder = FrameDecoder()
+        self._link_out = bytearray()
+        self._next_watchdog = 0.0
+        self._watchdog = systemd.watchdog_interval() if snapshot.process.watchdog else None
+
+    # -- set-up ----------------------------------------------------------------------------------------
+    def bind(self) -> None:
+        """Bind every listener (or adopt systemd's sockets), the demo upstream and the control socket."""
+        activated = systemd.listen_fds()
+        reuse = self.snapshot.process.reuse_port and not activated
+        for ls in self.snapshot.listeners:
+            sock = self._adopt(activated, ls)
+            if sock is not None:
+                self.bound.listeners.append([sock])
+                continue
+            copies = self.worker_count if reuse else 1
+            self.bound.listeners.append([_bind(ls.host, ls.port, ls.backlog, reuse) for _ in range(copies)])
+            if ls.port == 0:  # every copy must share the port the kernel picked for the first
+                port = self.bound.listeners[-1][0].getsockname()[1]
+                for extra in self.bound.listeners[-1][1:]:
+                    extra.close()
+                self.bound.listeners[-1][1:] = [
+                    _bind(ls.host, port, ls.backlog, reuse) for _ in range(copies - 1)
+                ]
+        for sock, name in activated:
+            if all(sock not in socks for socks in self.bound.listeners):
+                log(
+                    "supervisor", f"ignoring a socket-activated socket no listener uses ({name or 'unnamed'})"
+                )
+                sock.close()
+        if self.snapshot.demo_upstream is not None:
+            self.bound.demo = _bind(*self.snapshot.demo_upstream, backlog=128, reuse_port=False)
+        control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # Abstract namespace: no file to clean up; peers are checked by uid (SO_PEERCRED) on accept.
+        self.bound.control_address = f"\0fastgw-control-{os.getpid()}-{os.urandom(6).hex()}"
+        control.bind(self.bound.control_address)
+        control.listen(64)
+        self.bound.control = control
+
+    @staticmethod
+    def _adopt(activated: list[tuple[socket.socket, str]], ls: ListenerSettings) -> socket.socket | None:
+        for sock, name in activated:
+            if name == ls.name:
+                return sock
+        for sock, _name in activated:
+            try:
+                host, port = sock.getsockname()[:2]
+            except OSError:
+                continue
+            if port == ls.port and (host == ls.host or ls.host in ("0.0.0.0", "::")):
+                return sock
+        return None
+
+    def addresses(self) -> list[tuple[str, int]]:
+        out = []
+        for socks in self.bound.listeners:
+            name = socks[0].getsockname()
+            out.append((name[0], name[1]))
+        return out
+
+    # -- main loop ---------------------------------------------------------------------------------------
+    def run(self) -> int:
+        self._install_signals()
+        self._write_pid_file()
+        self.history.record(self.data, self.snapshot)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, self._on_signal)
+        os.set_blocking(self._status_r, False)
+        self._selector.register(self._status_r, selectors.EVENT_READ, self._on_status)
+        for child in self.slots:
+            self._spawn(child)
+        log(
+            "supervisor",
+            f"snapshot {self.snapshot.id} from {self.snapshot.source}; {self.worker_count} workers; "
+            f"listening on {', '.join(f'{h}:{p}' for h, p in self.addresses())}",
+        )
+        try:
+            while True:
+                timeout = self._next_timeout()
+                for key, _events in self._selector.select(timeout):
+                    callback: Callable[[], None] = key.data
+                    callback()
+                now = time.monotonic()
+                self._restart_due(now)
+                self._check_reload_deadline(now)
+                if self._watchdog and now >= self._next_watchdog:
+                    systemd.notify("WATCHDOG=1")
+                    self._next_watchdog = now + self._watchdog
+                if self.stopping:
+                    if not self.children:
+                        break
+                    if now >= self.stop_deadline:
+                        for pid in list(self.children):
+                            self._kill(pid, signal.SIGKILL)
+                        self.stop_deadline = now + 5
+        finally:
+            self._remove_pid_file()
+        log("supervisor", "stopped")
+        return 0
+
+    def _next_timeout(self) -> float:
+        now = time.monotonic()
+        due = [c.restart_at for c in self.slots if c.restart_at] + [now + 1.0]
+        if self.reload is not None:
+            due.append(self.reload.deadline)
+        if self._watchdog:
+            due.append(self._next_watchdog)
+        if self.stopping:
+            due.append(self.stop_deadline)
+        return max(0.0, min(due) - now)
+
+    def _install_signals(self) -> None:
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        for sig in _SIGNALS:
+            signal.signal(sig, lambda signum, frame: None)  # the wake-up fd carries the number
+
+    def _on_signal(self) -> None:
+        try:
+            data = self._wake_r.recv(512)
+        except BlockingIOError:
+            return
+        for signum in data:
+            if signum == signal.SIGCHLD:
+                self._reap()
+            elif signum == signal.SIGHUP:
+                self.request_reload("SIGHUP")
+            elif signum == signal.SIGUSR2:
+                self.request_reload("rollback")
+            elif signum == signal.SIGUSR1:
+                log("supervisor", "SIGUSR1: children reopen their log files")
+                for pid in list(self.children):
+                    self._kill(pid, signal.SIGUSR1)
+            elif signum in (signal.SIGTERM, signal.SIGINT):
+                self.stop(signal.Signals(signum).name)
+
+    # -- children ----------------------------------------------------------------------------------------
+    def _spawn(self, child: Child) -> None:
+        if child.kind == "control":
+            link, theirs = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child (covered by the e2e tests via subprocesses)
+            code = 70
+            try:
+                self._enter_child()
+                if child.kind == "control":
+                    link.close()
+                    code = self._run_control(theirs)
+                else:
+                    code = self._run_worker(child.slot)
+            except BaseException:  # whatever happens, the child must not return into the supervisor
+                traceback.print_exc()
+            finally:
+                sys.stderr.flush()
+                os._exit(code)
+        log("supervisor", f"{child.name} started as pid {pid}")
+        child.pid = pid
+        child.started = time.monotonic()
+        child.ready = False
+        child.restart_at = 0.0
+        self.children[pid] = child
+        if child.kind == "control":
+            theirs.close()
+            self._attach_link(link)
+
+    def _enter_child(self) -> None:
+        """In a fresh child: default signal dispositions, and none of the supervisor's private fds."""
+        signal.set_wakeup_fd(-1)
+        for sig in _SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        os.close(self._status_r)
+        if self._link is not None:
+            self._link.close()
+
+    def _run_worker(self, slot: int) -> int:
+        from fastgw.server.worker import run_worker
+
+        assert self.bound.control is not None
+        self.bound.control.close()
+        return run_worker(
+            self.snapshot,
+            self.data,
+            sockets=self.bound.for_slot(slot),
+            demo=self.bound.demo,
+            slot=slot,
+            control_address=self.bound.control_address,
+            status_fd=self._status_w,
+        )
+
+    def _run_control(self, link: socket.socket) -> int:
+        from fastgw.control.process import run_control
+
+        for socks in self.bound.listeners:
+            for sock in socks:
+                sock.close()
+        if self.bound.demo is not None:
+            self.bound.demo.close()
+        assert self.bound.control is not None
+        return run_control(
+            self.snapshot,
+            self.data,
+            listen=self.bound.control,
+            supervisor=link,
+            status_fd=self._status_w,
+            started=self.started,
+        )
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = self.children.pop(pid, None)
+            if child is None:
+                continue
+            self._on_death(child, status)
+
+    def _on_death(self, child: Child, status: int) -> None:
+        now = time.monotonic()
+        how = (
+            f"was killed by {signal.Signals(os.WTERMSIG(status)).name}"
+            if os.WIFSIGNALED(status)
+            else f"exited with status {os.waitstatus_to_exitcode(status)}"
+        )
+        lived = now - child.started
+        if child.kind == "control" and self._link is not None:
+            self._detach_link()
+        if self.stopping:
+            log("supervisor", f"{child.name} (pid {child.pid}) {how}")
+            return
+        self._tell_control({"t": "event", "kind": "child_died", "child": child.name, "pid": child.pid})
+        if child.replacing:
+            child.replacing = False
+            delay = 0.0
+        else:
+            child.quick_deaths = child.quick_deaths + 1 if lived < QUICK_DEATH else 1
+            delay = 0.0 if child.quick_deaths <= 1 else FIRST_BACKOFF * 2 ** (child.quick_deaths - 2)
+            delay = min(delay, self.snapshot.process.restart_backoff_max)
+        child.died_at = now
+        child.restart_at = now + delay
+        log(
+            "supervisor",
+            f"{child.name} (pid {child.pid}) {how} after {lived:.1f}s; restarting in {delay:.1f}s",
+        )
+        if child.quick_deaths >= CRASH_LOOP:
+            message = (
+                f"crash loop: {child.name} died {child.quick_deaths} times in a row within {QUICK_DEATH:.0f}s"
+            )
+            log("supervisor", message)
+            systemd.notify(f"STATUS={message}")
+        if self.reload is not None and child.kind == "control":
+            self._finish_reload(ok=False, detail="the control process died during the reload")
+
+    def _restart_due(self, now: float) -> None:
+        if self.stopping:
+            return
+        for child in self.slots:
+            if child.restart_at and now >= child.restart_at:
+                self._spawn(child)
+
+    def _kill(self, pid: int, sig: int) -> None:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def _on_status(self) -> None:
+        """``ready KIND SLOT PID SNAPSHOT`` lines from children (one write each, < PIPE_BUF)."""
+        try:
+            data = os.read(self._status_r, 65536)
+        except BlockingIOError:
+            return
+        self._status_buf += data
+        *lines, self._status_buf = self._status_buf.split(b"\n")
+        for line in lines:
+            parts = line.decode(errors="replace").split()
+            if len(parts) < 4 or parts[0] != "ready":
+                continue
+            child = self.children.get(int(parts[3]))
+            if child is None or child.ready:
+                continue
+            child.ready = True
+            if child.died_at:
+                took = (time.monotonic() - child.died_at) * 1000
+                log(
+                    "supervisor",
+                    f"{child.name} (pid {child.pid}) serving again {took:.0f} ms after the death",
+                )
+                child.died_at = 0.0
+            if not self.announced_ready and all(c.ready for c in self.slots):
+                self._announce_ready()
+
+    def _announce_ready(self) -> None:
+        self.announced_ready = True
+        if self.ready_file:
+            tmp = self.ready_file + ".tmp"
+            with open(tmp, "w") as fh:
+                fh.write(",".join(f"{h}:{p}" for h, p in self.addresses()))
+            os.replace(tmp, self.ready_file)
+        status = f"STATUS=serving snapshot {self.snapshot.id} with {self.worker_count} workers"
+        systemd.notify("READY=1", status)
+        log("supervisor", f"ready: {self.worker_count} workers and the control process")
+
+    # -- the link to the control process -----------------------------------------------------------------
+    def _attach_link(self, link: socket.socket) -> None:
+        link.setblocking(False)
+        self._link = link
+        self._link_decoder = FrameDecoder()
+        self._link_out = bytearray()
+        self._selector.register(link, selectors.EVENT_READ, self._on_link)
+
+    def _detach_link(self) -> None:
+        if self._link is None:
+            return
+        self._selector.unregister(self._link)
+        self._link.close()
+        self._link = None
+
+    def _tell_control(self, message: Message) -> None:
+        if self._link is None:
+            return
+        self._link_out += encode(message)
+        self._flush_link()
+
+    def _flush_link(self) -> None:
+        assert self._link is not None
+        try:
+            while self._link_out:
+                sent = self._link.send(self._link_out)
+                del self._link_out[:sent]
+        except BlockingIOError:
+            pass
+        except OSError:
+            self._link_out.clear()
+            return
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self._link_out else 0)
+        self._selector.modify(self._link, events, self._on_link)
+
+    def _on_link(self) -> None:
+        if self._link is None:  # detached earlier in the same select round (the control process died)
+            return
+        if self._link_out:
+            self._flush_link()
+        try:
+            data = self._link.recv(1 << 20)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._detach_link()
+            return
+        try:
+            messages = self._link_decoder.feed(data)
+        except ChannelError as exc:
+            log("supervisor", f"control channel: {exc}")
+            self._detach_link()
+            return
+        for message in messages:
+            self._on_control_message(message)
+
+    def _on_control_message(self, message: Message) -> None:
+        kind = message["t"]
+        if kind == "reload_done":
+            if self.reload is not None and message.get("seq") == self.reload.seq:
+                failed = [int(p) for p in message.get("failed", ())]
+                for pid in failed:
+                    child = self.children.get(pid)
+                    if child is not None:
+                        child.replacing = True
+                        self._kill(pid, signal.SIGTERM)
+                detail = "; ".join(str(e) for e in message.get("errors", ()))
+                self._finish_reload(ok=True, failed=failed, detail=detail)
+        elif kind == "replace":
+            for pid in message.get("pids", ()):
+                child = self.children.get(int(pid))
+                if child is not None:
+                    log("supervisor", f"replacing {child.name} (pid {pid}): {message.get('error')}")
+                    child.replacing = True
+                    self._kill(int(pid), signal.SIGTERM)
+        elif kind == "request_reload":
+            self.request_reload(str(message.get("reason", "admin")), requester=str(message.get("id", "")))
+
+    # -- reload ------------------------------------------------------------------------------------------
+    def request_reload(self, reason: str, requester: str | None = None) -> None:
+        requesters = [requester] if requester else []
+        if self.stopping:
+            return
+        if self.reload is not None:
+            self.reload_again.setdefault(reason, []).extend(requesters)
+            return
+        self._reload(reason, requesters)
+
+    def _reload(self, reason: str, requesters: list[str]) -> None:
+        old = self.snapshot
+        try:
+            data, snapshot = self._load_for(reason)
+        except ConfigError as exc:
+            log("supervisor", f"reload failed ({reason}), keeping snapshot {old.id}: {exc}")
+            systemd.notify("READY=1", f"STATUS=reload failed, serving snapshot {old.id}: {exc}")
+            self._tell_control(
+                {
+                    "t": "reload_result",
+                    "ok": False,
+                    "reason": reason,
+                    "error": str(exc),
+                    "ids": requesters,
+                    "snapshot": old.id,
+                }
+            )
+            return
+        systemd.notify("RELOADING=1", systemd.monotonic_usec(), f"STATUS=reloading ({reason})")
+        self.reload_seq += 1
+        # From here on, children are forked with the new config: a worker started during the reload
+        # reports a hash the control process will see differ and re-order.
+        self.snapshot, self.data = snapshot, data
+        self.reload = Reload(
+            seq=self.reload_seq,
+            reason=reason,
+            old_id=old.id,
+            snapshot=snapshot,
+            data=data,
+            deadline=time.monotonic() + snapshot.process.reload_timeout + 2.0,
+            requesters=requesters,
+        )
+        if self._link is None:
+            self._finish_reload(ok=True, detail="control process down; workers converge when it is back")
+            return
+        self._tell_control(
+            {
+                "t": "reload",
+                "seq": self.reload_seq,
+                "config": data.decode(),
+                "source": snapshot.source,
+                "hash": snapshot.id,
+                "workers": [c.pid for c in self.children.values() if c.kind == "worker"],
+                "reason": reason,
+            }
+        )
+
+    def _load_for(self, reason: str) -> tuple[bytes, Snapshot]:
+        from fastgw.config.compiler import compile_config
+        from fastgw.secrets import resolve_secret
+
+        if reason == "rollback":
+            previous = self.history.previous(self.snapshot.id)
+            if previous is None:
+                raise ConfigError(self.history.directory, "", "no previous valid config to roll back to")
+            data, source = previous
+        elif self.config_path is None:
+            raise ConfigError("<built-in quickstart>", "", "nothing to reload: no config file was given")
+        else:
+            try:
+                with open(self.config_path, "rb") as fh:
+                    data = fh.read()
+            except OSError as exc:
+                raise ConfigError(self.config_path, "", f"cannot read: {exc.strerror}") from None
+            source = self.config_path
+        snapshot = compile_config(data, source)
+        for ref in (snapshot.admin.token if snapshot.admin else None, snapshot.audit.key):
+            if ref is not None:
+                resolve_secret(ref)
+        running = [_listener_key(ls) for ls in self.snapshot.listeners]
+        wanted = [_listener_key(ls) for ls in snapshot.listeners]
+        if running != wanted:
+            raise ConfigError(
+                source, "listeners", "changing listeners needs a restart (the sockets are bound once)"
+            )
+        if snapshot.demo_upstream != self.snapshot.demo_upstream:
+            raise ConfigError(source, "demo_upstream", "changing the demo upstream needs a restart")
+        if snapshot.state.dir != self.snapshot.state.dir:
+            raise ConfigError(source, "state.dir", "changing the state directory needs a restart")
+        return data, snapshot
+
+    def _check_reload_deadline(self, now: float) -> None:
+        if self.reload is not None and now >= self.reload.deadline:
+            self._finish_reload(ok=False, detail="no answer from the control process in time")
+
+    def _finish_reload(self, *, ok: bool, failed: list[int] | None = None, detail: str = "") -> None:
+        reload = self.reload
+        if reload is None:
+            return
+        self.reload = None
+        if reload.reason != "rollback":  # a rollback re-recorded would make the next rollback undo it
+            self.history.record(reload.data, reload.snapshot)
+        extra = f"; replacing workers {failed} that failed to compile" if failed else ""
+        if detail:
+            extra += f" ({detail})"
+        log(
+            "supervisor",
+            f"reload ({reload.reason}) {'complete' if ok else 'unconfirmed'}: snapshot {reload.old_id} -> "
+            f"{reload.snapshot.id}{extra}",
+        )
+        self._tell_control(
+            {
+                "t": "reload_result",
+                "ok": True,
+                "reason": reload.reason,
+                "ids": reload.requesters,
+                "snapshot": reload.snapshot.id,
+                "old": reload.old_id,
+                "failed": failed or [],
+                "confirmed": ok,
+            }
+        )
+        systemd.notify("READY=1", f"STATUS=serving snapshot {reload.snapshot.id}")
+        if self.reload_again:
+            # Whatever was asked for during this reload is served by one more reload of each kind.
+            queued, self.reload_again = self.reload_again, {}
+            for reason, requesters in queued.items():
+                if self.reload is None:
+                    self._reload(reason, requesters)
+                else:
+                    self.reload_again.setdefault(reason, []).extend(requesters)
+
+    # -- stop --------------------------------------------------------------------------------------------
+    def stop(self, why: str) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        self.stop_deadline = time.monotonic() + self.snapshot.server.drain_timeout + STOP_GRACE
+        systemd.notify("STOPPING=1", f"STATUS=stopping ({why})")
+        log("supervisor", f"{why}: draining {len(self.children)} children")
+        for pid in list(self.children):
+            self._kill(pid, signal.SIGTERM)
+
+    def _write_pid_file(self) -> None:
+        path = self.snapshot.state.pid_file
+        try:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            with open(path + ".tmp", "w") as fh:
+                fh.write(f"{os.getpid()}\n")
+            os.replace(path + ".tmp", path)
+        except OSError as exc:
+            log("supervisor", f"cannot write pid file {path}: {exc.strerror}")
+
+    def _remove_pid_file(self) -> None:
+        path = self.snapshot.state.pid_file
+        try:
+            with open(path) as fh:
+                if fh.read().strip() == str(os.getpid()):
+                    os.unlink(path)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                log("supervisor", f"cannot remove pid file {path}: {exc.strerror}")
+
+
+def supervise(
+    snapshot: Snapshot, data: bytes, config_path: str | None, *, workers: int | None, ready_file: str | None
+) -> int:
+    """Bind, fork and supervise until stopped. OSError from binding propagates (the CLI reports it)."""
+    supervisor = Supervisor(snapshot, data, config_path, workers=workers, ready_file=ready_file)
+    supervisor.bind()
+    return supervisor.run()
