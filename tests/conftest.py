@@ -314,8 +314,10 @@ def start_gateway(
     stderr_path = tmp_path / f"{name}.stderr"
     with open(stderr_path, "wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "fastgw", "run", str(config), "--ready-file", str(ready)]
-            + ["--workers", str(workers), *args],
+            [
+                *(sys.executable, "-m", "fastgw", "run", str(config), "--ready-file", str(ready)),
+                *("--workers", str(workers), *args),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=err,
             env={**os.environ, "STATE_DIRECTORY": str(state), **(env or {})},
