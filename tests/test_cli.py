@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +12,14 @@ from fastgw import __version__
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def fastgw(*args: str) -> subprocess.CompletedProcess[str]:
+def fastgw(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "fastgw", *args], check=False, capture_output=True, text=True, timeout=30
+        [sys.executable, "-m", "fastgw", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, **(env or {})},
     )
 
 

@@ -1,0 +1,188 @@
+"""The admin API on its own listener: token, status, routes, reload, rollback, metrics; and the CLI helpers.
+
+A real gateway (supervisor, control process, two workers); requests over real sockets with urllib.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Gateway, TestUpstream, basic_config, free_port, get, wait_until
+from tests.e2e.test_supervisor import snapshot_id
+
+TOKEN = "adm-7f3c9e-test-token"
+
+
+def admin_config(upstream_port: int, admin_port: int, token_file: Path, extra: str = "") -> str:
+    return basic_config(
+        upstream_port,
+        route='network = { deny = ["127.0.0.1/32"], mode = "shadow" }',
+        extra=f"""
+        [[routes]]
+        name = "blocked"
+        path = "/blocked"
+        upstream = "backend"
+        auth = "none"
+        network = {{ deny = ["127.0.0.0/8"] }}
+
+        [admin]
+        bind = "127.0.0.1:{admin_port}"
+        token = {{ file = "{token_file}" }}
+        {extra}
+        """,
+    )
+
+
+class Admin:
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def call(
+        self, method: str, path: str, token: str | None = TOKEN, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}", method=method, headers=headers or {}
+        )
+        if token is not None:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=15) as resp:
+                return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
+        except urllib.error.HTTPError as err:
+            return err.code, {k.lower(): v for k, v in err.headers.items()}, err.read()
+
+    def json(self, method: str, path: str, **kw: Any) -> tuple[int, Any]:
+        status, _, body = self.call(method, path, **kw)
+        return status, json.loads(body)
+
+
+@pytest.fixture
+def admin_gateway(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream, tmp_path: Path
+) -> tuple[Gateway, Admin]:
+    token_file = tmp_path / "admin.token"
+    token_file.write_text(TOKEN + "\n")
+    port = free_port()
+    gw = gateway_factory(admin_config(upstream.port, port, token_file), workers=2)
+    return gw, Admin(port)
+
+
+def test_token_is_required_and_checked(admin_gateway: tuple[Gateway, Admin]) -> None:
+    gw, admin = admin_gateway
+    for token in (None, "wrong", TOKEN + "x", ""):
+        status, headers, body = admin.call("GET", "/status", token=token)
+        assert status == 401, token
+        assert headers["content-type"] == "application/problem+json"
+        assert headers["www-authenticate"].startswith("Bearer")
+        assert json.loads(body)["status"] == 401
+    assert admin.call("GET", "/healthz", token=None)[0] == 200
+    # Never on the public listener: /status there is routed like any path (to the upstream).
+    assert get(gw.port, "/status").status == 200
+    assert TOKEN not in gw.stderr()
+
+
+def test_status_routes_and_readiness(admin_gateway: tuple[Gateway, Admin]) -> None:
+    gw, admin = admin_gateway
+    status, body = admin.json("GET", "/status")
+    assert status == 200
+    assert len(body["workers"]) == 2 and {w["slot"] for w in body["workers"]} == {0, 1}
+    assert body["snapshot"] == snapshot_id(gw.config.read_text())
+    assert body["source"] == str(gw.config)
+    assert body["uptime_s"] >= 0 and body["loaded_at"].endswith("Z")
+    assert {w["pid"] for w in body["workers"]} == {gw.worker_pid(0), gw.worker_pid(1)}
+    assert all(w["snapshot"] == body["snapshot"] for w in body["workers"])
+    status, routes = admin.json("GET", "/routes")
+    names = {r["name"]: r for r in routes["routes"]}
+    assert set(names) == {"main", "blocked"}
+    assert {"name": "route_network", "mode": "shadow"} in names["main"]["policies"]
+    status, ready = admin.json("GET", "/readyz", token=None)
+    assert (status, ready["ready"]) == (200, True)
+    assert admin.call("POST", "/status")[0] == 405
+    assert admin.call("GET", "/nope")[0] == 404
+
+
+def test_reload_and_rollback_through_the_api(admin_gateway: tuple[Gateway, Admin]) -> None:
+    gw, admin = admin_gateway
+    _, before = admin.json("GET", "/status")
+    original = gw.config.read_text()
+    gw.config.write_text(original.replace('name = "blocked"', 'name = "blocked2"'))
+    status, result = admin.json("POST", "/reload")
+    assert status == 200 and result["previous"] == before["snapshot"] and result["confirmed"] is True
+    new_id = result["snapshot"]
+    _, after = admin.json("GET", "/status")
+    assert after["snapshot"] == new_id and all(w["snapshot"] == new_id for w in after["workers"])
+    _, routes = admin.json("GET", "/routes")
+    assert "blocked2" in {r["name"] for r in routes["routes"]}
+    # An invalid file: 422 problem naming file, key and reason; nothing changes.
+    gw.config.write_text(original.replace('auth = "none"', 'auth = "maybe"', 1))
+    status, headers, body = admin.call("POST", "/reload")
+    assert status == 422 and headers["content-type"] == "application/problem+json"
+    assert f"{gw.config}: routes[0].auth: invalid value 'maybe'" in json.loads(body)["detail"]
+    assert admin.json("GET", "/status")[1]["snapshot"] == new_id
+    # Rollback restores the previous valid config, which stays until the next explicit reload.
+    status, result = admin.json("POST", "/rollback")
+    assert status == 200 and result["snapshot"] == before["snapshot"]
+    _, routes = admin.json("GET", "/routes")
+    assert "blocked" in {r["name"] for r in routes["routes"]}
+    assert get(gw.port, "/x").status == 200
+
+
+def test_metrics_are_summed_across_workers(admin_gateway: tuple[Gateway, Admin]) -> None:
+    gw, admin = admin_gateway
+    for i in range(30):
+        assert get(gw.port, f"/m/{i}").status == 200
+    for _ in range(4):
+        assert get(gw.port, "/blocked/x").status == 403
+    status, headers, body = admin.call("GET", "/metrics")
+    assert status == 200 and headers["content-type"].startswith("text/plain")
+    text = body.decode()
+    assert 'fastgw_requests_total{code="2xx",method="GET",route="main"} 30.0' in text
+    assert 'fastgw_requests_total{code="4xx",method="GET",route="blocked"} 4.0' in text
+    assert 'fastgw_denials_total{policy="route_network",reason="deny",route="blocked"} 4.0' in text
+    # the main route's network rule is in shadow mode: every request there was a would-denial
+    assert 'fastgw_shadow_denials_total{policy="route_network",reason="deny",route="main"} 30.0' in text
+    assert 'fastgw_request_duration_seconds_count{route="main"} 30.0' in text
+    assert 'fastgw_upstream_connections{state="idle",target=' in text
+    assert "fastgw_workers_connected 2.0" in text
+    assert admin.call("GET", "/metrics", token=None)[0] == 401
+    # Counters survive a worker's death (its last pull is kept).
+    os.kill(gw.worker_pid(0), signal.SIGKILL)
+    wait_until(lambda: gw.stderr().count("serving again") >= 1, 5, "the replacement")
+    text = admin.call("GET", "/metrics")[2].decode()
+    assert 'fastgw_requests_total{code="2xx",method="GET",route="main"} 30.0' in text
+    assert 'fastgw_child_restarts_total{child="worker 0"} 1.0' in text
+
+
+def test_audit_log_records_admin_actions_and_verifies(
+    admin_gateway: tuple[Gateway, Admin], tmp_path: Path
+) -> None:
+    gw, admin = admin_gateway
+    admin.call("POST", "/reload")
+    admin.call("POST", "/rollback")
+    records = [json.loads(line) for line in (gw.state / "audit.log").read_text().splitlines()]
+    events = [r["event"] for r in records]
+    assert events[0] == "start"
+    assert events[1:] == ["admin.reload", "reload", "admin.rollback", "rollback"]
+    assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
+    assert all(len(r["mac"]) == 64 for r in records)
+    assert TOKEN not in (gw.state / "audit.log").read_text()
+    out = subprocess.run(
+        [sys.executable, "-m", "fastgw", "audit", "verify", "--config", str(gw.config)],
+        check=False,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "STATE_DIRECTORY": str(gw.state)},
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"OK, {len(records)} records, matches the store's anchor (seq {len(records)})" in out.stdout
