@@ -25,6 +25,7 @@ from fastgw.codec.http1 import ParserLimits, make_reader
 from fastgw.codec.path import normalize_path
 from fastgw.config.compiler import compile_config
 from fastgw.exchange import Exchange
+from fastgw.metrics.worker import WorkerMetrics
 from fastgw.policy.network import NetworkRules, parse_networks
 from fastgw.proxy_headers import IdSource, build_request_head, build_response_head
 
@@ -156,6 +157,10 @@ def measure(backend: str) -> dict[str, float]:
     batch = pending[:1000]
     results["log formatting (per record, in the tick)"] = (
         min(timeit.repeat(lambda: format_batch(batch, False), number=20, repeat=5)) / 20 / len(batch) * 1e6
+    )
+    metrics = WorkerMetrics()
+    results["metrics (per record, in the tick)"] = (
+        min(timeit.repeat(lambda: metrics.observe(batch), number=20, repeat=5)) / 20 / len(batch) * 1e6
     )
     results["= parse + route + headers + serialise"] = sum(results[k] for k in list(results)[:4])
     return results

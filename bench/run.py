@@ -274,8 +274,11 @@ name = "bench"
 path = "/"
 upstream = "backend"
 auth = "none"
+[state]
+dir = "{work / "state"}"
 """)
-        procs.append(start([sys.executable, "-m", "fastgw", "run", str(gw_conf)], 0, work / "fastgw.out"))
+        gw_cmd = [sys.executable, "-m", "fastgw", "run", str(gw_conf), "--workers", "1"]
+        procs.append(start(gw_cmd, 0, work / "fastgw.out"))  # supervisor, control and the worker on CPU 0
         procs.append(
             start(
                 [sys.executable, str(ROOT / "bench" / "bare_proxy.py"), str(bare_port), str(up_port)],
