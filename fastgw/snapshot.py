@@ -108,6 +108,7 @@ class Route:
 class AccessLogSettings:
     target: str  # "stdout", "off" or a file path
     include_query: bool
+    redact_query: frozenset[bytes]  # lower-case parameter names
     max_pending: int
 
 
@@ -127,6 +128,7 @@ class ProcessSettings:
     reuse_port: bool
     restart_backoff_max: float
     reload_timeout: float
+    hang_timeout: float
     watchdog: bool
 
 

@@ -133,11 +133,13 @@ class _Compiler:
             raise self.error("process.workers", "must not be negative (0 = one per CPU)")
         self.positive("process.restart_backoff_max", spec.restart_backoff_max)
         self.positive("process.reload_timeout", spec.reload_timeout)
+        self.positive("process.hang_timeout", spec.hang_timeout)
         return ProcessSettings(
             workers=spec.workers,
             reuse_port=spec.reuse_port,
             restart_backoff_max=spec.restart_backoff_max,
             reload_timeout=spec.reload_timeout,
+            hang_timeout=spec.hang_timeout,
             watchdog=spec.watchdog,
         )
 
@@ -455,7 +457,10 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str) -> Snapshot:
         routes=tuple(routes),
         upstreams=upstreams,
         access_log=AccessLogSettings(
-            target=al.target, include_query=al.include_query, max_pending=al.max_pending
+            target=al.target,
+            include_query=al.include_query,
+            redact_query=frozenset(name.lower().encode() for name in al.redact_query),
+            max_pending=al.max_pending,
         ),
         demo_upstream=demo,
         process=c.process(spec.process),

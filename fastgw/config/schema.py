@@ -84,7 +84,25 @@ class ListenerSpec:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AccessLogSpec:
     target: str = doc("where JSON lines go: 'stdout', 'off' or a file path", "stdout")
-    include_query: bool = doc("log the query string (off: it may carry secrets)", False)
+    include_query: bool = doc("log the query string (values of redact_query names are masked)", False)
+    redact_query: tuple[str, ...] = doc(
+        "query parameters whose values are logged as REDACTED (case-insensitive, percent-decoded)",
+        (
+            "access_token",
+            "api_key",
+            "apikey",
+            "key",
+            "token",
+            "password",
+            "secret",
+            "signature",
+            "sig",
+            "code",
+            "client_secret",
+            "x-amz-signature",
+            "x-amz-credential",
+        ),
+    )
     max_pending: int = doc("records buffered before new ones are dropped (and counted)", 65536)
 
 
@@ -163,6 +181,7 @@ class ProcessSpec:
     reuse_port: bool = doc("one SO_REUSEPORT socket per worker instead of one shared socket", False)
     restart_backoff_max: float = doc("longest wait in seconds before restarting a crashing child", 30.0)
     reload_timeout: float = doc("seconds workers get to compile and acknowledge a reload", 10.0)
+    hang_timeout: float = doc("seconds a worker's event loop may stop ticking before it is killed", 30.0)
     watchdog: bool = doc("send systemd WATCHDOG=1 pings when WatchdogSec= is set", True)
 
 

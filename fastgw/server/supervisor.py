@@ -37,6 +37,7 @@ from fastgw.config.history import ConfigHistory
 from fastgw.config.loader import ConfigError
 from fastgw.control.channel import ChannelError, FrameDecoder, Message, encode
 from fastgw.server import systemd
+from fastgw.server.shm import Heartbeats, SharedRegions
 from fastgw.snapshot import ListenerSettings, Snapshot
 
 QUICK_DEATH: Final = 10.0  # a child that dies younger than this counts towards backoff
@@ -159,6 +160,9 @@ class Supervisor:
         self._link_out = bytearray()
         self._next_watchdog = 0.0
         self._watchdog = systemd.watchdog_interval() if snapshot.process.watchdog else None
+        self.regions = SharedRegions()
+        self.heartbeats = Heartbeats.create(self.regions, self.worker_count)
+        self._next_hang_check = 0.0
 
     # -- set-up ----------------------------------------------------------------------------------------
     def bind(self) -> None:
@@ -239,6 +243,9 @@ class Supervisor:
                 now = time.monotonic()
                 self._restart_due(now)
                 self._check_reload_deadline(now)
+                if now >= self._next_hang_check:
+                    self._check_hung(now)
+                    self._next_hang_check = now + 0.5
                 if self._watchdog and now >= self._next_watchdog:
                     systemd.notify("WATCHDOG=1")
                     self._next_watchdog = now + self._watchdog
@@ -311,6 +318,8 @@ class Supervisor:
                 sys.stderr.flush()
                 os._exit(code)
         log("supervisor", f"{child.name} started as pid {pid}")
+        if child.kind == "worker":
+            self.heartbeats.beat(child.slot, time.monotonic())  # the hang clock starts at the fork
         child.pid = pid
         child.started = time.monotonic()
         child.ready = False
@@ -343,6 +352,7 @@ class Supervisor:
             sockets=self.bound.for_slot(slot),
             demo=self.bound.demo,
             slot=slot,
+            heartbeats=self.heartbeats,
             control_address=self.bound.control_address,
             status_fd=self._status_w,
         )
@@ -420,6 +430,23 @@ class Supervisor:
         for child in self.slots:
             if child.restart_at and now >= child.restart_at:
                 self._spawn(child)
+
+    def _check_hung(self, now: float) -> None:
+        """Kill a worker whose event loop stopped ticking (alive, but serving nobody); it is restarted."""
+        if self.stopping:
+            return
+        limit = self.snapshot.process.hang_timeout
+        for child in list(self.children.values()):
+            if child.kind != "worker" or child.replacing:
+                continue
+            silent = now - self.heartbeats.last(child.slot)
+            if silent > limit:
+                log(
+                    "supervisor",
+                    f"{child.name} (pid {child.pid}) stopped ticking {silent:.1f}s ago; killing it",
+                )
+                child.replacing = True
+                self._kill(child.pid, signal.SIGKILL)
 
     def _kill(self, pid: int, sig: int) -> None:
         try:

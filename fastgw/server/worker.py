@@ -25,6 +25,7 @@ from fastgw.proxy_headers import IdSource
 from fastgw.server.deadlines import TICK_SECONDS, sweep
 from fastgw.server.listener import ClientConnection
 from fastgw.server.runtime import tune_allocator, tune_gc
+from fastgw.server.shm import Heartbeats
 from fastgw.snapshot import ListenerSettings, Snapshot, SnapshotHolder
 from fastgw.tls.server import ListenerTls
 from fastgw.upstream.pool import PoolManager
@@ -57,6 +58,7 @@ class Worker:
         self.draining = False
         self.bound: list[tuple[str, int]] = []
         self.now = time.monotonic()  # refreshed by every tick: for deadlines where 100 ms grain is enough
+        self.heartbeat: Callable[[float], None] | None = None  # tells the supervisor this loop still ticks
 
     # -- connection accounting -----------------------------------------------------------------------
     def admit(self, conn: ClientConnection, max_total: int, max_per_ip: int) -> bool:
@@ -159,6 +161,8 @@ class Worker:
 
     def _tick(self) -> None:
         self.now = now = time.monotonic()
+        if self.heartbeat is not None:
+            self.heartbeat(now)
         try:
             sweep(self, now)
         finally:
@@ -214,13 +218,14 @@ def run_worker(
     sockets: list[socket.socket],
     demo: socket.socket | None,
     slot: int,
+    heartbeats: Heartbeats,
     control_address: str,
     status_fd: int,
 ) -> int:
     """The body of a forked worker process; returns its exit status."""
     import uvloop
 
-    return uvloop.run(_worker_main(snapshot, sockets, demo, slot, control_address, status_fd))
+    return uvloop.run(_worker_main(snapshot, sockets, demo, slot, heartbeats, control_address, status_fd))
 
 
 async def _worker_main(
@@ -228,6 +233,7 @@ async def _worker_main(
     sockets: list[socket.socket],
     demo: socket.socket | None,
     slot: int,
+    heartbeats: Heartbeats,
     control_address: str,
     status_fd: int,
 ) -> int:
@@ -235,6 +241,7 @@ async def _worker_main(
 
     tune_allocator()
     worker = Worker(snapshot, slot)
+    worker.heartbeat = lambda now: heartbeats.beat(slot, now)
     await worker.start(sockets, demo)
     worker.install_signal_handlers()
     ControlLink(worker, control_address).start()

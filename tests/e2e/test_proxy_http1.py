@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 
 from tests.conftest import (
     Gateway,
     ResponseReader,
     SeenRequest,
     TestUpstream,
+    basic_config,
     connect,
     get,
     request,
@@ -330,3 +332,29 @@ def test_access_log_line(gateway: Gateway, upstream: TestUpstream) -> None:
     assert "query" not in record  # query strings can carry secrets: off by default
     assert record["snapshot"] and record["total_ms"] >= record["upstream_ms"] >= 0
     assert record["bytes_out"] > 0
+
+
+def test_access_log_redacts_credentials_in_the_query(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
+    gw = gateway_factory(
+        basic_config(upstream.port).replace(
+            '[access_log]\n        target = "{log}"',
+            '[access_log]\n        target = "{log}"\n        include_query = true\n'
+            '        redact_query = ["api_key", "session"]',
+        )
+    )
+    target = "/q?page=2&api_key=abc123&API%5FKEY=def456&Session=s3&sessionx=keep&session"
+    assert (
+        get(gw.port, target, headers="Cookie: sid=topsecret\r\nAuthorization: Bearer tok-999\r\n").status
+        == 200
+    )
+    record = gw.wait_log(1)[0]
+    assert (
+        record["query"] == "page=2&api_key=REDACTED&API%5FKEY=REDACTED&Session=REDACTED&sessionx=keep&session"
+    )
+    text = gw.access_log.read_text()
+    for secret in ("abc123", "def456", "s3&", "topsecret", "tok-999"):
+        assert secret not in text, secret
+    # The upstream still receives the request unchanged: redaction is for the log only.
+    assert upstream.requests[-1].target == target.encode()

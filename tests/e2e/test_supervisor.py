@@ -253,3 +253,19 @@ def _is_zombie_of_nobody(pid: int) -> bool:
             return fh.read().split()[2] == "Z"
     except OSError:
         return True
+
+
+def test_hung_worker_is_killed_and_replaced(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
+    gw = gateway_factory(basic_config(upstream.port, extra="[process]\nhang_timeout = 1.0"), workers=1)
+    victim = gw.worker_pid(0)
+    os.kill(victim, signal.SIGSTOP)  # alive, but its event loop no longer runs
+    stopped_at = time.monotonic()
+    wait_until(lambda: gw.worker_pid(0) != victim, 5, "the hung worker to be replaced")
+    took = time.monotonic() - stopped_at
+    print(f"\nhung worker replaced {took:.2f}s after it stopped (hang_timeout 1.0s)")
+    assert 1.0 <= took < 3.0
+    assert re.search(rf"worker 0 \(pid {victim}\) stopped ticking [\d.]+s ago; killing it", gw.stderr())
+    wait_until(lambda: "serving again" in gw.stderr(), 5, "the replacement to serve")
+    assert get(gw.port, "/after").status == 200
