@@ -78,3 +78,31 @@ def test_busy_port_is_one_line_exit_2(tmp_path: Path) -> None:
         out = fastgw("run", str(cfg))
     assert out.returncode == 2
     assert "cannot listen" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_systemd_units_ship_the_hardening_the_docs_promise() -> None:
+    import configparser
+
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read(ROOT / "conf" / "fastgw.service")
+    service = unit["Service"]
+    expected = {
+        "Type": "notify",
+        "ExecReload": "/bin/kill -HUP $MAINPID",
+        "DynamicUser": "yes",
+        "StateDirectory": "fastgw",
+        "ProtectSystem": "strict",
+        "NoNewPrivileges": "yes",
+        "CapabilityBoundingSet": "CAP_NET_BIND_SERVICE",
+        "AmbientCapabilities": "CAP_NET_BIND_SERVICE",
+    }
+    for key, value in expected.items():
+        assert service.get(key) == value, key
+    assert int(service["LimitNOFILE"]) >= 65536
+    assert "LoadCredential" in service
+    socket_unit = configparser.ConfigParser(strict=False, interpolation=None)
+    socket_unit.read(ROOT / "conf" / "fastgw.socket")
+    # The socket's name is how fastgw matches it to a listener: the example config must use it.
+    name = socket_unit["Socket"]["FileDescriptorName"]
+    assert f'name = "{name}"' in (ROOT / "conf" / "examples" / "operations.toml").read_text()
