@@ -64,6 +64,18 @@ class Target:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class HealthCheckSettings:
+    path: str
+    interval: float
+    timeout: float
+    healthy_threshold: int
+    unhealthy_threshold: int
+    status_min: int
+    status_max: int
+    host: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class UpstreamSettings:
     """One upstream group; its pools and health state live in the worker, keyed by target."""
 
@@ -79,6 +91,9 @@ class UpstreamSettings:
     max_failures: int
     eject_seconds: float
     retry: bool
+    retry_budget: float = 0.2
+    retry_min: int = 10
+    health: HealthCheckSettings | None = None
     tls: ClientTls | None = None
 
 

@@ -20,6 +20,7 @@ from fastgw.config.schema import (
     AuditSpec,
     ConfigSpec,
     HeaderOpsSpec,
+    HealthCheckSpec,
     NetworkSpec,
     ProcessSpec,
     RouteSpec,
@@ -36,6 +37,7 @@ from fastgw.snapshot import (
     AccessLogSettings,
     AdminSettings,
     AuditSettings,
+    HealthCheckSettings,
     IPNetwork,
     ListenerSettings,
     ProcessSettings,
@@ -249,6 +251,11 @@ class _Compiler:
             self.positive(f"{key}.{field_name}", getattr(spec, field_name))
         if spec.max_idle < 0:
             raise self.error(f"{key}.max_idle", "must not be negative")
+        if not 0 <= spec.retry_budget <= 1:
+            raise self.error(f"{key}.retry_budget", "must be between 0 and 1")
+        if spec.retry_min < 0:
+            raise self.error(f"{key}.retry_min", "must not be negative")
+        health = self.health_check(f"{key}.health_check", spec.health_check) if spec.health_check else None
         return UpstreamSettings(
             name=name,
             targets=tuple(targets),
@@ -262,7 +269,35 @@ class _Compiler:
             max_failures=spec.max_failures,
             eject_seconds=spec.eject_seconds,
             retry=spec.retry,
+            retry_budget=spec.retry_budget,
+            retry_min=spec.retry_min,
+            health=health,
             tls=tls,
+        )
+
+    def health_check(self, key: str, spec: HealthCheckSpec) -> HealthCheckSettings:
+        if not spec.path.startswith("/") or any(c in spec.path for c in " \r\n\x00"):
+            raise self.error(f"{key}.path", "must start with '/' and contain no spaces or control characters")
+        for name in ("interval", "timeout", "healthy_threshold", "unhealthy_threshold"):
+            self.positive(f"{key}.{name}", getattr(spec, name))
+        low, sep, high = spec.expect_status.partition("-")
+        try:
+            status_min, status_max = int(low), int(high if sep else low)
+        except ValueError:
+            raise self.error(f"{key}.expect_status", "must be a status or a range like '200-399'") from None
+        if not 100 <= status_min <= status_max <= 599:
+            raise self.error(f"{key}.expect_status", "must be within 100-599, low to high")
+        if spec.host is not None and not _HOSTNAME.fullmatch(spec.host):
+            raise self.error(f"{key}.host", f"{spec.host!r} is not a host name")
+        return HealthCheckSettings(
+            path=spec.path,
+            interval=spec.interval,
+            timeout=spec.timeout,
+            healthy_threshold=spec.healthy_threshold,
+            unhealthy_threshold=spec.unhealthy_threshold,
+            status_min=status_min,
+            status_max=status_max,
+            host=spec.host,
         )
 
     def route(

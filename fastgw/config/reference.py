@@ -25,6 +25,11 @@ TABLES: list[tuple[str, type, str]] = [
     ("[network]", schema.NetworkSpec, "Global IP rules, the first policy of every route."),
     ("[upstreams.NAME]", schema.UpstreamSpec, "A group of backends, its pool and its health rules."),
     ("upstreams.NAME.tls", schema.UpstreamTlsSpec, "TLS to the backends. Part of the pool key."),
+    (
+        "upstreams.NAME.health_check",
+        schema.HealthCheckSpec,
+        "Active health checks, run once per node by the control process; results reach every worker.",
+    ),
     ("[[routes]]", schema.RouteSpec, "Matched host -> longest path prefix -> method."),
     (
         "routes.request_headers / routes.response_headers",

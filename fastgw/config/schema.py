@@ -129,6 +129,17 @@ class UpstreamTlsSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class HealthCheckSpec:
+    path: str = doc("path probed with GET on every target", "/")
+    interval: float = doc("seconds between probes of a target", 5.0)
+    timeout: float = doc("seconds a probe may take (connect + response head)", 2.0)
+    healthy_threshold: int = doc("consecutive successes that bring a target back", 2)
+    unhealthy_threshold: int = doc("consecutive failures that take a target out", 3)
+    expect_status: str = doc("status range that counts as healthy, e.g. '200-299'", "200-399")
+    host: str | None = doc("Host header of probes (default: the target's host)", None)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class UpstreamSpec:
     targets: tuple[str, ...] = doc("host:port of each backend", ...)
     balance: Literal["round_robin", "least_conn"] = doc("how a target is chosen", "round_robin")
@@ -141,6 +152,11 @@ class UpstreamSpec:
     max_failures: int = doc("consecutive failures that eject a target (passive health)", 3)
     eject_seconds: float = doc("seconds an ejected target is skipped", 10.0)
     retry: bool = doc("retry idempotent requests once when a reused connection was closed", True)
+    retry_budget: float = doc("retries allowed per worker as a fraction of requests (10 s windows)", 0.2)
+    retry_min: int = doc("retries always allowed per worker per 10 s window, whatever the budget", 10)
+    health_check: HealthCheckSpec | None = doc(
+        "active health checks (a table, see upstreams.NAME.health_check)", None
+    )
     tls: UpstreamTlsSpec | None = doc("connect with TLS (a table, see upstreams.NAME.tls)", None)
 
 

@@ -21,6 +21,7 @@ from typing import Any, Final
 from fastgw.audit import AuditLog, audit_key
 from fastgw.config.loader import ConfigError
 from fastgw.control.channel import ChannelProtocol, Message
+from fastgw.control.health import HealthProber
 from fastgw.metrics.exposition import Export, GatewayCollector, make_registry
 from fastgw.snapshot import Snapshot
 from fastgw.store.sqlite import Store
@@ -78,6 +79,7 @@ class ControlProcess:
         self._stopped = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.admin: Any = None
+        self.health = HealthProber(self._on_health_change)
 
     # -- workers -----------------------------------------------------------------------------------------
     def accept_worker(self) -> ChannelProtocol:
@@ -95,6 +97,8 @@ class ControlProcess:
             )
             channel.peer = peer
             self.workers[peer.pid] = peer
+            for upstream, target in self.health.down():
+                channel.send({"t": "health", "upstream": upstream, "target": target, "healthy": False})
             if peer.snapshot != self.snapshot.id:
                 # Forked before a reload, or a reload happened while we were away: bring it in line.
                 self._order(peer, self.reload.seq if self.reload else 0)
@@ -176,6 +180,7 @@ class ControlProcess:
             return
         self.snapshot, self.data, self.loaded_at = snapshot, data, time.time()
         self.collector.snapshot = snapshot.id
+        self.health.configure(snapshot)
         seq = int(message["seq"])
         waiting = {int(p) for p in message.get("workers", ())}
         reload = self.reload = PendingReload(seq=seq, hash=snapshot.id, waiting=set(waiting))
@@ -236,6 +241,11 @@ class ControlProcess:
             # The audit log never drops silently: the failure is loud, and the caller's action stands.
             log(f"AUDIT WRITE FAILED ({event}): {exc}")
 
+    def _on_health_change(self, upstream: str, target: str, healthy: bool, why: str) -> None:
+        log(f"upstream {upstream} target {target} is {'healthy' if healthy else 'DOWN'}: {why}")
+        for peer in self.workers.values():
+            peer.channel.send({"t": "health", "upstream": upstream, "target": target, "healthy": healthy})
+
     # -- metrics -----------------------------------------------------------------------------------------
     async def pull_metrics(self) -> None:
         """Ask every worker for its counters; whoever does not answer in time keeps its last export."""
@@ -252,6 +262,7 @@ class ControlProcess:
         for key in [k for k in self._pulls if k // 1000 == seq]:
             del self._pulls[key]
         self.collector.exports = [p.export for p in self.workers.values() if p.export is not None]
+        self.collector.health = {key: int(h.healthy) for key, h in self.health.state.items()}
         self.collector.gauges = {
             "fastgw_workers_connected": len(self.workers),
             "fastgw_uptime_seconds": time.time() - self.started,
@@ -286,10 +297,12 @@ class ControlProcess:
         self.loop.add_signal_handler(signal.SIGUSR1, lambda: None)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         self._spawn(self._pull_forever())
+        self.health.configure(self.snapshot)
         self.audit_event("start", snapshot=self.snapshot.id, source=self.snapshot.source)
         os.write(status_fd, f"ready control 0 {os.getpid()} {self.snapshot.id}\n".encode())
         os.close(status_fd)
         await self._stopped.wait()
+        self.health.stop()
         server.close()
         if self.admin is not None:
             await self.admin.stop()

@@ -78,6 +78,7 @@ class GatewayCollector(Collector):
         self.gauges: dict[str, float] = {}  # control-process facts (workers, uptime, ...)
         self.reloads: dict[str, int] = {}  # result -> count
         self.restarts: dict[str, int] = {}  # child -> count
+        self.health: dict[tuple[str, str], int] = {}  # (upstream, target) -> 1 healthy / 0 down
         self.snapshot = ""
 
     def collect(self) -> Iterator[Metric]:
@@ -174,6 +175,14 @@ class GatewayCollector(Collector):
         for (upstream, target), n in sorted(t.ejections.items()):
             ejections.add_metric([upstream, target], n)
         yield ejections
+        healthy = GaugeMetricFamily(
+            "fastgw_upstream_healthy",
+            "Active health check verdict (1 healthy, 0 down)",
+            labels=["upstream", "target"],
+        )
+        for (upstream, target), value in sorted(self.health.items()):
+            healthy.add_metric([upstream, target], value)
+        yield healthy
 
     def _process(self) -> Iterator[Metric]:
         reloads = CounterMetricFamily("fastgw_reloads", "Config reloads by result", labels=["result"])

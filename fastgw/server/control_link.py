@@ -63,6 +63,10 @@ class ControlLink:
         kind = message["t"]
         if kind == "reload":
             self._reload(channel, message)
+        elif kind == "health":
+            self.worker.pools.set_health(
+                str(message["upstream"]), str(message["target"]), bool(message["healthy"])
+            )
         elif kind == "metrics":
             channel.send({"t": "metrics", "seq": message.get("seq"), "data": self.worker.export_metrics()})
 

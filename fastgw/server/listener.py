@@ -528,10 +528,16 @@ class ClientConnection(asyncio.Protocol):
         if ex is None:
             return
         payload = self._retry_payload
-        if retryable and payload is not None and not ex.response_started:
-            # A reused keep-alive connection died before answering: retry once on a fresh connection.
+        if (
+            retryable
+            and payload is not None
+            and not ex.response_started
+            and (group := self._upstream_group(ex.route.upstream)).allow_retry()  # type: ignore[union-attr]
+        ):
+            # A reused keep-alive connection died before answering: retry once on a fresh connection,
+            # within the upstream's retry budget.
             self._retry_payload = None
-            pool = self._upstream_group(ex.route.upstream).pick()  # type: ignore[union-attr]
+            pool = group.pick()
             ex.upstream_addr = pool.label_bytes
             self._pending_payload = payload
             ex.body_buffer = []

@@ -9,8 +9,14 @@ Semantics (aiohttp connector precedent, without its 1800 lines):
   when a connection is taken, never by a timer.
 * ``max_connections`` counts connections in use *and* connects in flight; beyond it requests wait in a
   FIFO queue until ``queue_timeout`` (expired by the worker tick, 503).
-* Passive health: ``max_failures`` consecutive failures eject a target for ``eject_seconds``; when every
-  target is ejected the balancer uses them all (better a likely 502 than a certain 503).
+* Circuit breaker (passive health): ``max_failures`` consecutive failures open the circuit (the target is
+  ejected for ``eject_seconds``); then it is half-open: one trial request at a time, whose success closes
+  the circuit and whose failure opens it again. Active health checks (run by the control process) mark
+  targets down the same way. When no target is available the balancer uses them all (better a likely 502
+  than a certain 503).
+* Retry budget: the one transparent retry (a reused connection that died before answering) is allowed
+  only while retries stay under ``retry_min + retry_budget * requests`` over the last two 10 s windows, so a
+  failing upstream is not hit with twice the load.
 
 Invariant: between taking a connection (``in_use += 1``) and returning it to the caller there is no
 ``await`` and no callback, so no other request can observe a half-acquired connection.
@@ -44,12 +50,14 @@ def pool_key(target: Target, settings: UpstreamSettings) -> PoolKey:
 
 
 _WRITE_HIGH_WATER: Final = 256 * 1024  # per-connection send buffer before the client side is paused
+RETRY_WINDOW: Final = 10.0  # seconds per retry-budget window
 
 
 class TargetPool:
     __slots__ = (
         "_connecting",
         "_loop",
+        "active_down",
         "ejected_until",
         "ejections",
         "failures",
@@ -61,6 +69,7 @@ class TargetPool:
         "retired",
         "settings",
         "target",
+        "trial",
         "waiters",
     )
 
@@ -79,6 +88,8 @@ class TargetPool:
         self.ejected_until = 0.0
         self.ejections = 0  # times this target was ejected (a metric)
         self.retired = False  # removed by a reload: connections close as their exchanges finish
+        self.active_down = False  # marked down by active health checks
+        self.trial = False  # a half-open circuit's one trial request is in flight
 
     @property
     def load(self) -> int:
@@ -153,6 +164,7 @@ class TargetPool:
         """Return a healthy, idle-able connection: hand it to the first waiter or keep it idle."""
         self.in_use -= 1
         self.failures = 0
+        self.trial = False
         if self.waiters:
             waiter, _ = self.waiters.popleft()
             self.in_use += 1
@@ -165,6 +177,7 @@ class TargetPool:
     def discard(self, conn: UpstreamConnection) -> None:
         """A connection in use that will not be reused (closed, broken or mid-message)."""
         self.in_use -= 1
+        self.trial = False
         conn.close()
         self._serve_waiters()
 
@@ -180,7 +193,14 @@ class TargetPool:
             waiter, _ = self.waiters.popleft()
             self._connect(waiter)
 
+    def available(self, now: float) -> bool:
+        """Closed circuit, or half-open with no trial in flight; and not marked down by health checks."""
+        if self.active_down or self.ejected_until > now:
+            return False
+        return not (self.trial and self.failures >= self.settings.max_failures)
+
     def record_failure(self) -> None:
+        self.trial = False
         self.failures += 1
         if self.failures >= self.settings.max_failures:
             if self.ejected_until <= time.monotonic():
@@ -201,34 +221,68 @@ class TargetPool:
 class UpstreamGroup:
     """The targets of one upstream and how one is picked."""
 
-    __slots__ = ("_next", "pools", "settings")
+    __slots__ = (
+        "_next",
+        "pools",
+        "previous_requests",
+        "previous_retries",
+        "requests",
+        "retries",
+        "settings",
+        "window_start",
+    )
 
     def __init__(self, settings: UpstreamSettings, pools: list[TargetPool]) -> None:
         self.settings = settings
         self.pools = pools
         self._next = 0
+        self.requests = 0  # picks in the current retry-budget window
+        self.previous_requests = 0
+        self.retries = 0  # retries in the current window
+        self.previous_retries = 0
+        self.window_start = time.monotonic()
 
     def pick(self) -> TargetPool:
+        self.requests += 1
         pools = self.pools
         if len(pools) == 1:
             return pools[0]
         now = time.monotonic()
-        healthy = [p for p in pools if p.ejected_until <= now] or pools
+        healthy = [p for p in pools if p.available(now)] or pools
         if self.settings.balance == "least_conn":
-            return min(healthy, key=lambda p: p.load)
-        self._next = (self._next + 1) % len(healthy)
-        return healthy[self._next]
+            chosen = min(healthy, key=lambda p: p.load)
+        else:
+            self._next = (self._next + 1) % len(healthy)
+            chosen = healthy[self._next]
+        if chosen.failures >= chosen.settings.max_failures:
+            chosen.trial = True  # half-open: this request is the trial
+        return chosen
+
+    def allow_retry(self) -> bool:
+        s = self.settings
+        used = self.retries + self.previous_retries
+        if used < s.retry_min + s.retry_budget * (self.requests + self.previous_requests):
+            self.retries += 1
+            return True
+        return False
+
+    def roll_window(self, now: float) -> None:
+        if now - self.window_start >= RETRY_WINDOW:
+            self.window_start = now
+            self.previous_requests, self.requests = self.requests, 0
+            self.previous_retries, self.retries = self.retries, 0
 
 
 class PoolManager:
     """All pools of one worker. Groups are rebuilt per Snapshot; target pools are reused by key."""
 
-    __slots__ = ("_groups", "_loop", "_pools")
+    __slots__ = ("_down", "_groups", "_loop", "_pools")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._pools: dict[PoolKey, TargetPool] = {}
         self._groups: dict[int, UpstreamGroup] = {}
+        self._down: set[tuple[str, str]] = set()  # (upstream, target) marked down by health checks
 
     def group(self, settings: UpstreamSettings) -> UpstreamGroup:
         group = self._groups.get(id(settings))
@@ -241,9 +295,21 @@ class PoolManager:
                     pool = self._pools[key] = TargetPool(self._loop, target, settings)
                 else:
                     pool.settings = settings
+                pool.active_down = (settings.name, pool.label) in self._down
                 pools.append(pool)
             group = self._groups[id(settings)] = UpstreamGroup(settings, pools)
         return group
+
+    def set_health(self, upstream: str, label: str, healthy: bool) -> None:
+        """An active health check result (from the control process) for one target of an upstream."""
+        key = (upstream, label)
+        if healthy:
+            self._down.discard(key)
+        else:
+            self._down.add(key)
+        for pool in self._pools.values():
+            if pool.settings.name == upstream and pool.label == label:
+                pool.active_down = not healthy
 
     def retain(self, snapshot: Snapshot) -> None:
         """After a reload: pools of targets the new Snapshot no longer names are drained and closed.
@@ -263,6 +329,8 @@ class PoolManager:
         for pool in self._pools.values():
             if pool.waiters:
                 pool.expire_waiters(now)
+        for group in self._groups.values():
+            group.roll_window(now)
 
     def close(self) -> None:
         for pool in self._pools.values():

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.conftest import Gateway, TestUpstream, basic_config, get, wait_until
+from tests.conftest import (
+    Gateway,
+    SeenRequest,
+    TestUpstream,
+    basic_config,
+    get,
+    ok_response,
+    wait_until,
+)
 
 
 @pytest.fixture
@@ -43,3 +52,48 @@ def test_reload_closes_pools_of_removed_targets_and_keeps_the_rest(
     assert get(gw.port, "/c").status == 200
     assert len(second_upstream.requests) == 1
     assert len(upstream.requests) == 4
+
+
+def test_active_health_checks_take_a_target_out_and_bring_it_back(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream, second_upstream: TestUpstream
+) -> None:
+    sick = {"on": False}
+
+    def handler(req: SeenRequest) -> bytes:
+        if req.target == b"/health" and sick["on"]:
+            return b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n"
+        return ok_response(req)
+
+    upstream.handler = handler
+    config = basic_config(upstream.port).replace(
+        f'targets = ["127.0.0.1:{upstream.port}"]',
+        f'targets = ["127.0.0.1:{upstream.port}", "127.0.0.1:{second_upstream.port}"]\n'
+        '        health_check = { path = "/health", interval = 0.1, timeout = 0.5, '
+        "unhealthy_threshold = 2, healthy_threshold = 2 }",
+    )
+    gw = gateway_factory(config, workers=2)
+
+    def traffic_split(n: int = 20) -> tuple[int, int]:
+        a0 = sum(1 for r in upstream.requests if r.target == b"/t")
+        b0 = sum(1 for r in second_upstream.requests if r.target == b"/t")
+        for _ in range(n):
+            assert get(gw.port, "/t").status == 200
+        a1 = sum(1 for r in upstream.requests if r.target == b"/t")
+        b1 = sum(1 for r in second_upstream.requests if r.target == b"/t")
+        return a1 - a0, b1 - b0
+
+    wait_until(lambda: all(traffic_split(4)), 5, "both targets to take traffic")
+    # Probes run once per node (in the control process), not once per worker.
+    probes = lambda: sum(1 for r in upstream.requests if r.target == b"/health")  # noqa: E731
+    start, t0 = probes(), time.monotonic()
+    time.sleep(1.0)
+    rate = (probes() - start) / (time.monotonic() - t0)
+    assert 5 <= rate <= 14, f"{rate:.1f} probes/s for a 0.1 s interval with 2 workers"
+    sick["on"] = True
+    wait_until(
+        lambda: "is DOWN: 2 probes failed, last: status 503" in gw.stderr(), 5, "the target to go down"
+    )
+    assert traffic_split() == (0, 20)
+    sick["on"] = False
+    wait_until(lambda: f"target 127.0.0.1:{upstream.port} is healthy" in gw.stderr(), 5, "the recovery")
+    wait_until(lambda: traffic_split(10)[0] > 0, 5, "traffic to come back")
