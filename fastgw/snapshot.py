@@ -91,6 +91,7 @@ class UpstreamSettings:
     max_failures: int
     eject_seconds: float
     retry: bool
+    dns_ttl: float = 30.0
     retry_budget: float = 0.2
     retry_min: int = 10
     health: HealthCheckSettings | None = None

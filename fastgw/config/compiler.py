@@ -247,6 +247,7 @@ class _Compiler:
             "idle_timeout",
             "max_failures",
             "eject_seconds",
+            "dns_ttl",
         ):
             self.positive(f"{key}.{field_name}", getattr(spec, field_name))
         if spec.max_idle < 0:
@@ -269,6 +270,7 @@ class _Compiler:
             max_failures=spec.max_failures,
             eject_seconds=spec.eject_seconds,
             retry=spec.retry,
+            dns_ttl=spec.dns_ttl,
             retry_budget=spec.retry_budget,
             retry_min=spec.retry_min,
             health=health,

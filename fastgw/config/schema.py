@@ -152,6 +152,7 @@ class UpstreamSpec:
     max_failures: int = doc("consecutive failures that eject a target (passive health)", 3)
     eject_seconds: float = doc("seconds an ejected target is skipped", 10.0)
     retry: bool = doc("retry idempotent requests once when a reused connection was closed", True)
+    dns_ttl: float = doc("seconds a target host name's addresses are used before it is resolved again", 30.0)
     retry_budget: float = doc("retries allowed per worker as a fraction of requests (10 s windows)", 0.2)
     retry_min: int = doc("retries always allowed per worker per 10 s window, whatever the budget", 10)
     health_check: HealthCheckSpec | None = doc(

@@ -14,6 +14,9 @@ Semantics (aiohttp connector precedent, without its 1800 lines):
   the circuit and whose failure opens it again. Active health checks (run by the control process) mark
   targets down the same way. When no target is available the balancer uses them all (better a likely 502
   than a certain 503).
+* Host names: a target given by name is resolved by the worker (``getaddrinfo``) and its addresses are
+  used round robin for ``dns_ttl`` seconds; then the next connect resolves again. If resolution fails,
+  the last good addresses stay in use (logged) rather than failing traffic. IP literals skip all of it.
 * Retry budget: the one transparent retry (a reused connection that died before answering) is allowed
   only while retries stay under ``retry_min + retry_budget * requests`` over the last two 10 s windows, so a
   failing upstream is not hit with twice the load.
@@ -25,7 +28,11 @@ Invariant: between taking a connection (``in_use += 1``) and returning it to the
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import os
+import socket
 import ssl
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -34,6 +41,7 @@ from typing import TYPE_CHECKING, Final
 from fastgw.snapshot import Snapshot, Target, UpstreamSettings
 
 if TYPE_CHECKING:
+    from fastgw.tls.client import ClientTls
     from fastgw.upstream.connection import UpstreamConnection
 
 # Called with a ready connection, or with None and (status, problem, detail) when none can be had.
@@ -53,10 +61,21 @@ _WRITE_HIGH_WATER: Final = 256 * 1024  # per-connection send buffer before the c
 RETRY_WINDOW: Final = 10.0  # seconds per retry-budget window
 
 
+def _is_name(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return True
+    return False
+
+
 class TargetPool:
     __slots__ = (
+        "_address_index",
+        "_addresses",
         "_connecting",
         "_loop",
+        "_resolved_at",
         "active_down",
         "ejected_until",
         "ejections",
@@ -90,6 +109,9 @@ class TargetPool:
         self.retired = False  # removed by a reload: connections close as their exchanges finish
         self.active_down = False  # marked down by active health checks
         self.trial = False  # a half-open circuit's one trial request is in flight
+        self._addresses: list[str] = [] if _is_name(target.host) else [target.host]
+        self._resolved_at = 0.0
+        self._address_index = 0
 
     @property
     def load(self) -> int:
@@ -117,20 +139,11 @@ class TargetPool:
         return None
 
     def _connect(self, waiter: Waiter) -> None:
-        from fastgw.upstream.connection import UpstreamConnection
 
         self._connecting += 1
         loop = self._loop
         tls = self.settings.tls
-        task = loop.create_task(
-            loop.create_connection(
-                lambda: UpstreamConnection(self),
-                self.target.host,
-                self.target.port,
-                ssl=tls.context if tls is not None else None,
-                server_hostname=tls.server_hostname(self.target.host) if tls is not None else None,
-            )
-        )
+        task = loop.create_task(self._open(tls))
         timer = loop.call_later(self.settings.connect_timeout, task.cancel)
 
         def done(fut: asyncio.Task[tuple[asyncio.Transport, UpstreamConnection]]) -> None:
@@ -159,6 +172,44 @@ class TargetPool:
             waiter(conn, 0, "", "")
 
         task.add_done_callback(done)
+
+    async def _open(self, tls: ClientTls | None) -> tuple[asyncio.Transport, UpstreamConnection]:
+        from fastgw.upstream.connection import UpstreamConnection
+
+        address = await self.address()
+        transport, conn = await self._loop.create_connection(
+            lambda: UpstreamConnection(self),
+            address,
+            self.target.port,
+            ssl=tls.context if tls is not None else None,
+            server_hostname=tls.server_hostname(self.target.host) if tls is not None else None,
+        )
+        return transport, conn
+
+    async def address(self) -> str:
+        """The address to connect to: the literal, or the next of the name's addresses (resolved per TTL)."""
+        host = self.target.host
+        if not _is_name(host):
+            return host
+        now = time.monotonic()
+        if not self._addresses or now >= self._resolved_at + self.settings.dns_ttl:
+            try:
+                infos = await self._loop.getaddrinfo(host, self.target.port, type=socket.SOCK_STREAM)
+            except OSError as exc:
+                if not self._addresses:
+                    raise
+                sys.stderr.write(
+                    f"fastgw[{os.getpid()}]: resolving {host} failed ({exc}); "
+                    f"keeping {', '.join(self._addresses)}\n"
+                )
+                self._resolved_at = now  # try again after another TTL, not on every connect
+            else:
+                addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+                if addresses:
+                    self._addresses = addresses
+                self._resolved_at = now
+        self._address_index = (self._address_index + 1) % len(self._addresses)
+        return self._addresses[self._address_index]
 
     def release(self, conn: UpstreamConnection) -> None:
         """Return a healthy, idle-able connection: hand it to the first waiter or keep it idle."""

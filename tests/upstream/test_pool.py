@@ -85,3 +85,36 @@ def test_retry_budget(manager: PoolManager) -> None:
     group.roll_window(later + RETRY_WINDOW)  # two quiet windows: the budget is back to its floor
     assert group.requests == 0 and group.previous_requests == 0
     assert group.allow_retry() and group.allow_retry()
+
+
+def test_host_names_are_resolved_again_after_their_ttl(capfd: pytest.CaptureFixture[str]) -> None:
+    loop = asyncio.new_event_loop()
+    answers: list[list[str] | OSError] = [["10.0.0.1", "10.0.0.2"], ["10.0.0.3"], OSError("SERVFAIL")]
+    calls: list[str] = []
+
+    async def fake_getaddrinfo(host: str, port: int, **kw: object) -> list[tuple[object, ...]]:
+        calls.append(host)
+        answer = answers.pop(0)
+        if isinstance(answer, OSError):
+            raise answer
+        return [(2, 1, 6, "", (ip, port)) for ip in answer]
+
+    loop.getaddrinfo = fake_getaddrinfo  # type: ignore[assignment,method-assign]
+    settings = dataclasses.replace(
+        SETTINGS, targets=(Target(host="backend.internal", port=80),), dns_ttl=0.05
+    )
+    pool = PoolManager(loop).group(settings).pools[0]
+    try:
+        first = [loop.run_until_complete(pool.address()) for _ in range(4)]
+        assert sorted(set(first)) == ["10.0.0.1", "10.0.0.2"] and len(calls) == 1  # one lookup per TTL
+        time.sleep(0.06)
+        assert loop.run_until_complete(pool.address()) == "10.0.0.3" and len(calls) == 2
+        time.sleep(0.06)
+        # Resolution fails: the last good address stays in use, and the failure is said once per TTL.
+        assert loop.run_until_complete(pool.address()) == "10.0.0.3"
+        assert loop.run_until_complete(pool.address()) == "10.0.0.3" and len(calls) == 3
+        assert "resolving backend.internal failed (SERVFAIL); keeping 10.0.0.3" in capfd.readouterr().err
+        literal = PoolManager(loop).group(SETTINGS).pools[0]
+        assert loop.run_until_complete(literal.address()) == "127.0.0.1" and len(calls) == 3
+    finally:
+        loop.close()
