@@ -137,6 +137,29 @@ def format_batch(records: list[Record], include_query: bool, redact: frozenset[b
     return b"\n".join(lines)
 
 
+PIPE_BUF: Final = 4096  # POSIX: pipe writes up to this size are atomic
+
+
+def write_atomic_lines(fd: int, data: bytes) -> None:
+    """Write whole lines in chunks of at most PIPE_BUF bytes (a longer line alone).
+
+    Several workers share stdout (a pipe to journald or a terminal): a pipe write over PIPE_BUF may be
+    split and interleaved with another worker's, tearing JSON lines apart. Chunks under it never are.
+    """
+    start, end = 0, len(data)
+    while start < end:
+        stop = start + PIPE_BUF
+        if stop < end:
+            cut = data.rfind(b"\n", start, stop)
+            stop = cut + 1 if cut >= start else data.find(b"\n", stop) + 1 or end
+        else:
+            stop = end
+        view = memoryview(data)[start:stop]
+        while view:
+            view = view[os.write(fd, view) :]
+        start = stop
+
+
 class AccessLog:
     __slots__ = (
         "_include_query",
@@ -215,8 +238,12 @@ class AccessLog:
             assert isinstance(item, tuple)
             count, data = item
             try:
-                out.write(data)
-                out.flush()
+                if out is sys.stdout.buffer:
+                    out.flush()
+                    write_atomic_lines(out.fileno(), data)
+                else:
+                    out.write(data)  # O_APPEND file: one write() per batch lands whole
+                    out.flush()
             except OSError:
                 self.write_failures += count
             self._written += count
