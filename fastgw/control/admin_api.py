@@ -241,7 +241,10 @@ class AdminServer:
 
     async def _reload_as(self, reason: str, peer: Any) -> dict[str, Any]:
         c = self.control
-        c.audit_event(f"admin.{'reload' if reason == 'admin' else 'rollback'}", client=_peer(peer))
+        try:  # an admin action that cannot be audited is refused, not done silently
+            c.audit.append(f"admin.{'reload' if reason == 'admin' else 'rollback'}", client=_peer(peer))
+        except OSError as exc:
+            raise AdminError(503, "audit-unavailable", f"the audit log cannot be written: {exc}") from None
         try:
             result = await c.request_reload(reason, c.snapshot.process.reload_timeout + 5.0)
         except TimeoutError:

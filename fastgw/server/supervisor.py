@@ -81,6 +81,7 @@ class Reload:
     seq: int
     reason: str
     old_id: str
+    old: Snapshot
     snapshot: Snapshot
     data: bytes
     deadline: float
@@ -608,6 +609,7 @@ class Supervisor:
             seq=self.reload_seq,
             reason=reason,
             old_id=old.id,
+            old=old,
             snapshot=snapshot,
             data=data,
             deadline=time.monotonic() + snapshot.process.reload_timeout + 2.0,
@@ -694,6 +696,14 @@ class Supervisor:
             }
         )
         systemd.notify("READY=1", f"STATUS=serving snapshot {reload.snapshot.id}")
+        old, new = reload.old, reload.snapshot
+        if (old.admin, old.audit, old.state) != (new.admin, new.audit, new.state):
+            # The admin listener, token and audit key live in the control process: start a fresh one.
+            for child in self.children.values():
+                if child.kind == "control":
+                    log("supervisor", "admin or audit settings changed: restarting the control process")
+                    child.replacing = True
+                    self._kill(child.pid, signal.SIGTERM)
         if self.reload_again:
             # Whatever was asked for during this reload is served by one more reload of each kind.
             queued, self.reload_again = self.reload_again, {}

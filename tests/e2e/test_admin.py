@@ -186,3 +186,39 @@ def test_audit_log_records_admin_actions_and_verifies(
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"OK, {len(records)} records, matches the store's anchor (seq {len(records)})" in out.stdout
+
+
+def test_admin_action_that_cannot_be_audited_is_refused(admin_gateway: tuple[Gateway, Admin]) -> None:
+    gw, admin = admin_gateway
+    _, before = admin.json("GET", "/status")
+    audit = gw.state / "audit.log"
+    audit.unlink()
+    audit.mkdir()  # writes now fail (even for root, which file modes would not stop)
+    gw.config.write_text(gw.config.read_text().replace('name = "blocked"', 'name = "blocked3"'))
+    status, headers, body = admin.call("POST", "/reload")
+    assert status == 503 and headers["content-type"] == "application/problem+json"
+    assert "the audit log cannot be written" in json.loads(body)["detail"]
+    assert admin.json("GET", "/status")[1]["snapshot"] == before["snapshot"]
+
+
+def test_changing_the_admin_listener_restarts_the_control_process(
+    admin_gateway: tuple[Gateway, Admin],
+) -> None:
+    gw, admin = admin_gateway
+    control = gw.control_pid()
+    new_port = free_port()
+    gw.config.write_text(gw.config.read_text().replace(f"127.0.0.1:{admin.port}", f"127.0.0.1:{new_port}"))
+    status, _ = admin.json("POST", "/reload")
+    assert status == 200
+    wait_until(lambda: gw.control_pid() != control, 5, "a new control process")
+    moved = Admin(new_port)
+    assert wait_until(lambda: _status_ok(moved), 5, "the admin API on its new port")
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{admin.port}/healthz", timeout=2)
+
+
+def _status_ok(admin: Admin) -> bool:
+    try:
+        return admin.call("GET", "/status")[0] == 200
+    except OSError:
+        return False
