@@ -108,7 +108,7 @@ auth = "none"
         if len(client_transport.written) > 1000:
             client_transport.written.clear()
             upstream_transport.written.clear()
-            worker.access_log.flush()
+            worker.flush_records()
     elapsed = time.perf_counter() - started
     if prof:
         prof.disable()
