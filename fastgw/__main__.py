@@ -11,7 +11,11 @@ import argparse
 import os
 import signal
 import sys
+import time
 from importlib import resources
+from typing import Any
+
+import orjson
 
 from fastgw import __version__
 from fastgw.config.compiler import compile_config, load_snapshot
@@ -149,6 +153,82 @@ def _audit_verify(args: argparse.Namespace) -> int:
     return 1
 
 
+def _admin(args: argparse.Namespace) -> int:
+    """``fastgw keys|consumers ...`` through the admin API of the running gateway."""
+    from fastgw.control.admin_client import AdminUnavailableError, admin_call
+
+    snapshot = _load(args.config)[1]
+    method, path, body = _admin_request(args)
+    try:
+        status, result = admin_call(snapshot.admin, method, path, body)
+    except AdminUnavailableError as exc:
+        print(f"fastgw: {exc}", file=sys.stderr)
+        return 2
+    if status >= 400:
+        print(f"fastgw: {result.get('detail') or result}", file=sys.stderr)
+        return 1
+    if args.json:
+        sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    print(_describe(args, result))
+    return 0
+
+
+def _admin_request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
+    if args.command == "consumers":
+        if args.action == "list":
+            return "GET", "/consumers", None
+        return "POST", "/consumers", {"name": args.name, "team": args.team, "roles": args.role}
+    if args.action == "list":
+        return "GET", "/keys", None
+    if args.action == "create":
+        body: dict[str, Any] = {"consumer": args.consumer, "scopes": args.scope, "roles": args.role}
+        if args.route:
+            body["routes"] = args.route
+        if args.expires_in:
+            body["expires_in"] = args.expires_in
+        return "POST", "/keys", body
+    if args.action == "rotate":
+        return "POST", f"/keys/{args.key_id}/rotate", {"grace_seconds": args.grace}
+    if args.action == "expire":
+        return "POST", f"/keys/{args.key_id}/expire", {"at": time.time() + args.in_seconds}
+    return "POST", f"/keys/{args.key_id}/revoke", {}
+
+
+def _describe(args: argparse.Namespace, result: dict[str, Any]) -> str:
+    if args.command == "consumers":
+        if args.action == "list":
+            rows = result["consumers"]
+            return "\n".join(
+                f"{c['id']}  {c['name']}  team={c['team']}  roles={','.join(c['roles'])}" for c in rows
+            )
+        return f"created consumer {result['name']} ({result['id']})"
+    if args.action == "list":
+        return "\n".join(
+            f"{k['id']}  {k['prefix']}...  {k['consumer']}  {k['state']}"
+            + (
+                f"  expires {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(k['expires']))}"
+                if k["expires"]
+                else ""
+            )
+            for k in result["keys"]
+        )
+    if args.action in ("create", "rotate"):
+        new = result["new"] if args.action == "rotate" else result
+        lines = [f"key {new['id']} for {new['consumer']}:", "", f"    {new['key']}", ""]
+        lines.append("Shown once: store it now. The gateway keeps only a peppered digest.")
+        if args.action == "rotate":
+            lines.append(
+                f"The old key {result['old']['id']} stays valid until {_iso(result['old']['expires'])}."
+            )
+        return "\n".join(lines)
+    return f"key {result['id']} ({result['prefix']}...): {result['state']}"
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
 def _diff(args: argparse.Namespace) -> int:
     from fastgw.config.diff import diff_configs
 
@@ -175,6 +255,38 @@ def main(argv: list[str] | None = None) -> int:
     diff = sub.add_parser("diff", help="routes, upstreams, listeners and policies added, removed, changed")
     diff.add_argument("old")
     diff.add_argument("new")
+    consumers = sub.add_parser("consumers", help="consumers of API keys (through the admin API)")
+    consumers_sub = consumers.add_subparsers(dest="action", required=True)
+    c_create = consumers_sub.add_parser("create", help="create a consumer")
+    c_create.add_argument("name")
+    c_create.add_argument("--team", default="")
+    c_create.add_argument("--role", action="append", default=[], help="a role (repeatable)")
+    consumers_sub.add_parser("list", help="list consumers")
+    keys = sub.add_parser("keys", help="API keys (through the admin API of the running gateway)")
+    keys_sub = keys.add_subparsers(dest="action", required=True)
+    k_create = keys_sub.add_parser("create", help="issue a key; its plaintext is printed once")
+    k_create.add_argument("consumer", help="consumer name or id")
+    k_create.add_argument("--scope", action="append", default=[], help="a scope (repeatable)")
+    k_create.add_argument("--role", action="append", default=[], help="a role (repeatable)")
+    k_create.add_argument(
+        "--route", action="append", default=[], help="allowed route (repeatable; default all)"
+    )
+    k_create.add_argument("--expires-in", type=float, help="seconds until the key expires")
+    keys_sub.add_parser("list", help="list keys (ids and visible prefixes, never the keys)")
+    k_rotate = keys_sub.add_parser("rotate", help="issue a replacement; the old key lasts the grace period")
+    k_rotate.add_argument("key_id")
+    k_rotate.add_argument("--grace", type=float, default=86400.0, help="seconds (default: %(default)s)")
+    k_revoke = keys_sub.add_parser("revoke", help="revoke a key now")
+    k_revoke.add_argument("key_id")
+    k_expire = keys_sub.add_parser("expire", help="set a key to expire")
+    k_expire.add_argument("key_id")
+    k_expire.add_argument(
+        "--in", dest="in_seconds", type=float, default=0.0, help="seconds from now (default 0)"
+    )
+    for group in (keys_sub, consumers_sub):
+        for leaf in group.choices.values():
+            leaf.add_argument("--config", required=True, help="the gateway config (admin listener and token)")
+            leaf.add_argument("--json", action="store_true", help="print the admin API's JSON answer")
     audit = sub.add_parser("audit", help="audit log tools")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_sub.add_parser("verify", help="check the audit log's HMAC chain and its anchor")
@@ -207,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
             return _diff(args)
         if args.command == "audit":
             return _audit_verify(args)
+        if args.command in ("keys", "consumers"):
+            return _admin(args)
         return _run(args)
     except ConfigError as exc:
         print(f"fastgw: {exc}", file=sys.stderr)

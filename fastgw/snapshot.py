@@ -171,6 +171,16 @@ class AuditSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class KeySettings:
+    pepper_id: str
+    peppers: dict[str, bytes] = field(repr=False)  # id -> pepper (the current one included)
+
+    @property
+    def pepper(self) -> bytes:
+        return self.peppers[self.pepper_id]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Snapshot:
     id: str
     source: str
@@ -186,6 +196,7 @@ class Snapshot:
     state: StateSettings
     admin: AdminSettings | None
     audit: AuditSettings
+    keys: KeySettings | None = None
     warnings: tuple[str, ...] = field(default=())
 
 

@@ -17,10 +17,12 @@ from fastgw.codec.http1 import resolve_backend
 from fastgw.config.loader import ConfigError, _did_you_mean, parse_config
 from fastgw.config.schema import (
     AdminSpec,
+    ApiKeySpec,
     AuditSpec,
     ConfigSpec,
     HeaderOpsSpec,
     HealthCheckSpec,
+    KeysSpec,
     NetworkSpec,
     ProcessSpec,
     RouteSpec,
@@ -29,7 +31,9 @@ from fastgw.config.schema import (
     TlsSpec,
     UpstreamSpec,
 )
+from fastgw.policy.authn import ApiKeyAuth
 from fastgw.policy.chain import Policy
+from fastgw.policy.identity import IDENTITIES
 from fastgw.policy.network import NetworkRules, parse_networks
 from fastgw.proxy_headers import request_drop_sets, response_drop_set
 from fastgw.router import HostTable, MethodTable, Router, route_key
@@ -39,6 +43,7 @@ from fastgw.snapshot import (
     AuditSettings,
     HealthCheckSettings,
     IPNetwork,
+    KeySettings,
     ListenerSettings,
     ProcessSettings,
     Route,
@@ -74,6 +79,7 @@ def parse_address(value: str) -> tuple[str, int]:
 class _Compiler:
     snapshot_id = b""
     snapshot_header = b""
+    api_key: ApiKeyAuth | None = None
 
     def __init__(self, file: str) -> None:
         self.file = file
@@ -129,6 +135,38 @@ class _Compiler:
         if "/" in name or name in (".", ".."):
             raise self.error(f"{key}.credential", "must be a credential name, not a path")
         return SecretRef(kind="credential", name=name, key=key, file=self.file)
+
+    def keys(self, spec: KeysSpec) -> KeySettings:
+        from fastgw.secrets import resolve_secret
+
+        if not _TOKEN.fullmatch(spec.pepper_id):
+            raise self.error("keys.pepper_id", "must be a short token (letters, digits, -._~)")
+        peppers = {spec.pepper_id: resolve_secret(self.secret("keys.pepper", spec.pepper))}
+        for pepper_id, ref in spec.old_peppers.items():
+            if pepper_id == spec.pepper_id:
+                raise self.error(f"keys.old_peppers.{pepper_id}", "is the current pepper_id")
+            peppers[pepper_id] = resolve_secret(self.secret(f"keys.old_peppers.{pepper_id}", ref))
+        if len(peppers[spec.pepper_id]) < 16:
+            raise self.error("keys.pepper", "must be at least 16 bytes (32 random bytes advised)")
+        return KeySettings(pepper_id=spec.pepper_id, peppers=peppers)
+
+    def api_key_policy(self, spec: ApiKeySpec, keys: KeySettings | None) -> ApiKeyAuth | None:
+        if keys is None:
+            return None
+        for i, name in enumerate(spec.headers):
+            if not _TOKEN.fullmatch(name):
+                raise self.error(f"api_key.headers[{i}]", f"{name!r} is not a header name")
+        if not spec.headers:
+            raise self.error("api_key.headers", "needs at least one header name")
+        current = keys.peppers[keys.pepper_id]
+        others = tuple(p for pid, p in keys.peppers.items() if pid != keys.pepper_id)
+        return ApiKeyAuth(
+            "api_key",
+            frozenset(h.lower().encode() for h in spec.headers),
+            (current, *others),
+            IDENTITIES,
+            spec.mode == "shadow",
+        )
 
     def process(self, spec: ProcessSpec) -> ProcessSettings:
         if spec.workers < 0:
@@ -329,12 +367,18 @@ class _Compiler:
         if max_body < 0:
             raise self.error(f"{key}.max_body_bytes", "must not be negative")
         policies: list[Policy] = list(global_policies)
+        if spec.auth == "api_key":
+            if self.api_key is None:
+                raise self.error(f"{key}.auth", "auth = 'api_key' needs a [keys] table with a pepper")
+            policies.append(self.api_key)
         if spec.network is not None:
             route_net = self.network_policy(f"{key}.network", spec.network, "route_network")
             if route_net is not None:
                 policies.append(route_net)
         chain = tuple(sorted(policies, key=lambda p: p.PHASE))
         drop_req, add_req = self.header_ops(f"{key}.request_headers", spec.request_headers)
+        if spec.auth == "api_key" and self.api_key is not None:
+            drop_req |= self.api_key.headers  # the credential never reaches the upstream
         if self.snapshot_header:
             drop_req |= {self.snapshot_header}
             add_req = (*add_req, (self.snapshot_header, self.snapshot_id))
@@ -461,6 +505,8 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str) -> Snapshot:
         )
 
     upstreams = {name: c.upstream(name, u, warnings) for name, u in spec.upstreams.items()}
+    keys = c.keys(spec.keys) if spec.keys is not None else None
+    c.api_key = c.api_key_policy(spec.api_key, keys)
     global_net = c.network_policy("network", spec.network, "network")
     global_policies: tuple[Policy, ...] = (global_net,) if global_net is not None else ()
     if not spec.routes:
@@ -500,6 +546,7 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str) -> Snapshot:
             max_pending=al.max_pending,
         ),
         demo_upstream=demo,
+        keys=keys,
         process=c.process(spec.process),
         state=(state := c.state(spec.state)),
         admin=c.admin(spec.admin),

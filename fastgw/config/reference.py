@@ -46,8 +46,10 @@ TABLES: list[tuple[str, type, str]] = [
     ("[state]", schema.StateSpec, "Where the store, the audit log and the config history live."),
     ("[admin]", schema.AdminSpec, "The admin API, in the control process, on its own listener."),
     ("[audit]", schema.AuditSpec, "The tamper-evident audit log."),
+    ("[keys]", schema.KeysSpec, "How API keys are stored: peppered HMAC-SHA-256 digests, never the key."),
+    ("[api_key]", schema.ApiKeySpec, "The API key policy (routes with auth = 'api_key')."),
     (
-        "secret references (admin.token, audit.key)",
+        "secret references (admin.token, audit.key, keys.pepper)",
         schema.SecretSpec,
         "Name exactly one source; a secret is never written inline.",
     ),

@@ -166,7 +166,9 @@ class RouteSpec:
     name: str = doc("unique route name, used in logs and metrics", ...)
     path: str = doc("path prefix (segment-wise) or exact path, starting with '/'", ...)
     upstream: str = doc("name of an [upstreams.NAME] table", ...)
-    auth: Literal["none"] = doc("authentication; required on every route ('none' = public)", ...)
+    auth: Literal["none", "api_key"] = doc(
+        "authentication; required on every route: 'none' (public) or 'api_key' (see [api_key])", ...
+    )
     host: str = doc("Host to match: a name, '*.suffix' or '*' for any", "*")
     match: Literal["prefix", "exact"] = doc("how path is matched", "prefix")
     methods: tuple[str, ...] = doc("allowed methods; empty allows all", ())
@@ -229,6 +231,25 @@ class AuditSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class KeysSpec:
+    pepper: SecretSpec = doc("HMAC-SHA-256 pepper of stored API key digests (a secret reference)", ...)
+    pepper_id: str = doc("id stored with every new key; change it together with the pepper", "p1")
+    old_peppers: dict[str, SecretSpec] = doc(
+        "retired peppers by id, still accepted for the keys created under them", {}
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiKeySpec:
+    headers: tuple[str, ...] = doc(
+        "headers that may carry the key; Authorization takes 'Bearer KEY'", ("authorization", "x-api-key")
+    )
+    mode: Literal["enforce", "shadow"] = doc(
+        "shadow: a failed check is logged and counted, the request goes on as anonymous", "enforce"
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ConfigSpec:
     listeners: tuple[ListenerSpec, ...] = doc("[[listeners]] tables: where clients connect", ...)
     routes: tuple[RouteSpec, ...] = doc("[[routes]] tables, matched host -> path -> method", ...)
@@ -241,3 +262,5 @@ class ConfigSpec:
     state: StateSpec = doc("[state] where fastgw keeps its state", StateSpec())
     admin: AdminSpec | None = doc("[admin] API on its own listener (off unless configured)", None)
     audit: AuditSpec = doc("[audit] the tamper-evident log of admin actions and reloads", AuditSpec())
+    keys: KeysSpec | None = doc("[keys] how API keys are stored (needed by auth = 'api_key')", None)
+    api_key: ApiKeySpec = doc("[api_key] the API key policy of routes with auth = 'api_key'", ApiKeySpec())

@@ -11,6 +11,7 @@ time. h11 parses: this path is cold, so correctness and strictness beat speed he
     POST /reload     re-read the config file; 200 with the new snapshot, 422 if it is invalid
     POST /rollback   restore the previous valid config; 200, or 422 if there is none
     GET  /metrics    Prometheus exposition (no token when admin.open_metrics = true)
+    GET|POST /consumers, GET|POST /keys, POST /keys/ID/rotate|revoke|expire: consumers and API keys
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ import hashlib
 import hmac
 import os
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import h11
 import orjson
 
 from fastgw.codec.problem import PROBLEM_BASE
+from fastgw.control.keys import KeyServiceError
 from fastgw.metrics.exposition import render
 from fastgw.secrets import resolve_secret
 from fastgw.snapshot import AdminSettings
@@ -46,6 +49,15 @@ class AdminError(Exception):
         self.title = title
         self.detail = detail
         self.headers = headers or []
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """What an endpoint gets: the request's headers (lower-case names), JSON body and peer address."""
+
+    headers: dict[str, str]
+    body: dict[str, Any]
+    peer: Any
 
 
 class AdminServer:
@@ -137,7 +149,7 @@ class AdminServer:
         path = request.target.decode("latin-1").split("?", 1)[0]
         headers = {k.decode().lower(): v.decode("latin-1") for k, v in request.headers}
         try:
-            handler, allowed, public = self._route(path)
+            handler, allowed, public, params = self._route(path, method)
             if method not in allowed:
                 raise AdminError(
                     405,
@@ -147,7 +159,11 @@ class AdminServer:
                 )
             if not public:
                 self._authenticate(headers.get("authorization", ""))
-            result = await handler(headers, peer)
+            request_body = _json_body(body) if method == "POST" else {}
+            result = await handler(Call(headers, request_body, peer), *params)
+        except KeyServiceError as exc:
+            title = {404: "not-found", 409: "conflict"}.get(exc.status, "invalid-request")
+            return exc.status, [("content-type", PROBLEM)], _problem(exc.status, title, exc.detail)
         except AdminError as exc:
             payload = _problem(exc.status, exc.title, exc.detail)
             return exc.status, [("content-type", PROBLEM), *exc.headers], payload
@@ -156,7 +172,19 @@ class AdminServer:
         status = int(result.pop("_status", 200))
         return status, [("content-type", "application/json")], orjson.dumps(result)
 
-    def _route(self, path: str) -> tuple[Any, tuple[str, ...], bool]:
+    def _route(self, path: str, method: str) -> tuple[Any, tuple[str, ...], bool, tuple[str, ...]]:
+        parts = path.strip("/").split("/")
+        if len(parts) == 3 and parts[0] == "keys" and parts[2] in ("rotate", "revoke", "expire"):
+            action = {"rotate": self._key_rotate, "revoke": self._key_revoke, "expire": self._key_expire}
+            return action[parts[2]], ("POST",), False, (parts[1],)
+        if path in ("/consumers", "/keys"):
+            handlers = {
+                ("/consumers", "GET"): self._consumers,
+                ("/consumers", "POST"): self._consumer_create,
+                ("/keys", "GET"): self._keys,
+                ("/keys", "POST"): self._key_create,
+            }
+            return handlers.get((path, method), self._consumers), ("GET", "POST"), False, ()
         table = {
             "/healthz": (self._healthz, ("GET",), True),
             "/readyz": (self._readyz, ("GET",), True),
@@ -169,7 +197,7 @@ class AdminServer:
         entry = table.get(path)
         if entry is None:
             raise AdminError(404, "not-found", f"no admin endpoint {path}")
-        return entry
+        return (*entry, ())
 
     def _authenticate(self, authorization: str) -> None:
         scheme, _, token = authorization.partition(" ")
@@ -183,17 +211,17 @@ class AdminServer:
             )
 
     # -- endpoints ---------------------------------------------------------------------------------------
-    async def _healthz(self, headers: dict[str, str], peer: Any) -> dict[str, Any]:
+    async def _healthz(self, call: Call) -> dict[str, Any]:
         return {"status": "ok"}
 
-    async def _readyz(self, headers: dict[str, str], peer: Any) -> dict[str, Any]:
+    async def _readyz(self, call: Call) -> dict[str, Any]:
         c = self.control
         current = c.snapshot.id
         behind = [p.pid for p in c.workers.values() if p.snapshot != current]
         ready = bool(c.workers) and not behind and c.reload is None
         return {"_status": 200 if ready else 503, "ready": ready, "workers": len(c.workers), "behind": behind}
 
-    async def _status(self, headers: dict[str, str], peer: Any) -> dict[str, Any]:
+    async def _status(self, call: Call) -> dict[str, Any]:
         c = self.control
         await c.pull_metrics()
         workers = sorted(c.workers.values(), key=lambda p: p.slot)
@@ -216,7 +244,7 @@ class AdminServer:
             "connections": sum((p.export or {}).get("connections", 0) for p in workers),
         }
 
-    async def _routes(self, headers: dict[str, str], peer: Any) -> dict[str, Any]:
+    async def _routes(self, call: Call) -> dict[str, Any]:
         snapshot = self.control.snapshot
         return {
             "snapshot": snapshot.id,
@@ -233,11 +261,11 @@ class AdminServer:
             ],
         }
 
-    async def _reload(self, headers: dict[str, str], peer: Any) -> dict[str, Any]:
-        return await self._reload_as("admin", peer)
+    async def _reload(self, call: Call) -> dict[str, Any]:
+        return await self._reload_as("admin", call.peer)
 
-    async def _rollback(self, headers: dict[str, str], peer: Any) -> dict[str, Any]:
-        return await self._reload_as("rollback", peer)
+    async def _rollback(self, call: Call) -> dict[str, Any]:
+        return await self._reload_as("rollback", call.peer)
 
     async def _reload_as(self, reason: str, peer: Any) -> dict[str, Any]:
         c = self.control
@@ -258,9 +286,43 @@ class AdminServer:
             "replaced_workers": result.get("failed", []),
         }
 
-    async def _metrics(self, headers: dict[str, str], peer: Any) -> tuple[bytes, str]:
+    # -- consumers and keys (the plaintext of a new key is in this one response only) -------------------
+    async def _consumers(self, call: Call) -> dict[str, Any]:
+        return {"consumers": self.control.keys.consumers()}
+
+    async def _consumer_create(self, call: Call) -> dict[str, Any]:
+        return {"_status": 201, **self.control.keys.create_consumer(call.body)}
+
+    async def _keys(self, call: Call) -> dict[str, Any]:
+        return {"keys": self.control.keys.keys()}
+
+    async def _key_create(self, call: Call) -> dict[str, Any]:
+        return {"_status": 201, **self.control.keys.create_key(call.body)}
+
+    async def _key_rotate(self, call: Call, key_id: str) -> dict[str, Any]:
+        return {"_status": 201, **self.control.keys.rotate(key_id, call.body)}
+
+    async def _key_revoke(self, call: Call, key_id: str) -> dict[str, Any]:
+        return self.control.keys.revoke(key_id)
+
+    async def _key_expire(self, call: Call, key_id: str) -> dict[str, Any]:
+        return self.control.keys.expire(key_id, call.body)
+
+    async def _metrics(self, call: Call) -> tuple[bytes, str]:
         await self.control.pull_metrics()
-        return render(self.control.registry, headers.get("accept", ""))
+        return render(self.control.registry, call.headers.get("accept", ""))
+
+
+def _json_body(body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        return {}
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise AdminError(400, "bad-request", f"the body is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise AdminError(400, "bad-request", "the body must be a JSON object")
+    return value
 
 
 def _problem(status: int, title: str, detail: str) -> bytes:

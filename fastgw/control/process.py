@@ -22,6 +22,7 @@ from fastgw.audit import AuditLog, audit_key
 from fastgw.config.loader import ConfigError
 from fastgw.control.channel import ChannelProtocol, Message
 from fastgw.control.health import HealthProber
+from fastgw.control.keys import KeyService
 from fastgw.metrics.exposition import Export, GatewayCollector, make_registry
 from fastgw.snapshot import Snapshot
 from fastgw.store.sqlite import Store
@@ -80,6 +81,7 @@ class ControlProcess:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.admin: Any = None
         self.health = HealthProber(self._on_health_change)
+        self.keys = KeyService(self.store, lambda: self.snapshot.keys, self.audit_event, self.broadcast)
 
     # -- workers -----------------------------------------------------------------------------------------
     def accept_worker(self) -> ChannelProtocol:
@@ -97,6 +99,7 @@ class ControlProcess:
             )
             channel.peer = peer
             self.workers[peer.pid] = peer
+            channel.send(self.keys.full_table())
             for upstream, target in self.health.down():
                 channel.send({"t": "health", "upstream": upstream, "target": target, "healthy": False})
             if peer.snapshot != self.snapshot.id:
@@ -241,10 +244,13 @@ class ControlProcess:
             # The audit log never drops silently: the failure is loud, and the caller's action stands.
             log(f"AUDIT WRITE FAILED ({event}): {exc}")
 
+    def broadcast(self, message: Message) -> None:
+        for peer in self.workers.values():
+            peer.channel.send(message)
+
     def _on_health_change(self, upstream: str, target: str, healthy: bool, why: str) -> None:
         log(f"upstream {upstream} target {target} is {'healthy' if healthy else 'DOWN'}: {why}")
-        for peer in self.workers.values():
-            peer.channel.send({"t": "health", "upstream": upstream, "target": target, "healthy": healthy})
+        self.broadcast({"t": "health", "upstream": upstream, "target": target, "healthy": healthy})
 
     # -- metrics -----------------------------------------------------------------------------------------
     async def pull_metrics(self) -> None:

@@ -15,6 +15,7 @@ import sys
 from typing import TYPE_CHECKING, Final
 
 from fastgw.control.channel import ChannelProtocol, Message
+from fastgw.policy.identity import IDENTITIES, KeyIdentity
 
 if TYPE_CHECKING:
     from fastgw.server.worker import Worker
@@ -63,6 +64,8 @@ class ControlLink:
         kind = message["t"]
         if kind == "reload":
             self._reload(channel, message)
+        elif kind == "keys":
+            apply_key_update(message)
         elif kind == "health":
             self.worker.pools.set_health(
                 str(message["upstream"]), str(message["target"]), bool(message["healthy"])
@@ -81,3 +84,14 @@ class ControlLink:
             channel.send({"t": "ack", "seq": seq, "ok": False, "error": str(exc)})
             return
         channel.send({"t": "ack", "seq": seq, "ok": True, "snapshot": snapshot.id})
+
+
+def apply_key_update(message: Message) -> None:
+    """A full table (on connect) or puts and deletes (as they happen), into this process's cache."""
+    full = message.get("full")
+    if full is not None:
+        IDENTITIES.replace_all({bytes.fromhex(e["digest"]): KeyIdentity.from_wire(e) for e in full})
+    for entry in message.get("put", ()):
+        IDENTITIES.put(bytes.fromhex(entry["digest"]), KeyIdentity.from_wire(entry))
+    for digest in message.get("delete", ()):
+        IDENTITIES.delete(bytes.fromhex(digest))

@@ -9,11 +9,29 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from typing import Final
+from typing import Any, Final
+
+import orjson
 
 SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS audit_anchor (log TEXT PRIMARY KEY, seq INTEGER NOT NULL, mac TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS consumers (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
+    " team TEXT NOT NULL, roles TEXT NOT NULL, metadata TEXT NOT NULL, created REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS api_keys (id TEXT PRIMARY KEY,"
+    " consumer_id TEXT NOT NULL REFERENCES consumers(id), prefix TEXT NOT NULL, digest BLOB NOT NULL UNIQUE,"
+    " pepper_id TEXT NOT NULL, scopes TEXT NOT NULL, roles TEXT NOT NULL, routes TEXT, created REAL NOT NULL,"
+    " expires REAL, revoked REAL, replaced_by TEXT)",
 )
+KEY_COLUMNS: Final = ", ".join(
+    [
+        *("id", "consumer_id", "prefix", "digest", "pepper_id", "scopes", "roles", "routes"),
+        *("created", "expires", "revoked", "replaced_by"),
+    ]
+)
+
+
+def _j(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 class Store:
@@ -40,6 +58,88 @@ class Store:
             "ON CONFLICT (log) DO UPDATE SET seq = excluded.seq, mac = excluded.mac",
             (log, seq, mac),
         )
+
+    # -- consumers and keys ----------------------------------------------------------------------------
+    def add_consumer(self, row: dict[str, Any]) -> None:
+        self._db.execute(
+            "INSERT INTO consumers (id, name, team, roles, metadata, created) VALUES (?, ?, ?, ?, ?, ?)",
+            (row["id"], row["name"], row["team"], _j(row["roles"]), _j(row["metadata"]), row["created"]),
+        )
+
+    def consumers(self) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT id, name, team, roles, metadata, created FROM consumers ORDER BY created"
+        )
+        return [
+            {
+                "id": r[0],
+                "name": r[1],
+                "team": r[2],
+                "roles": orjson.loads(r[3]),
+                "metadata": orjson.loads(r[4]),
+                "created": r[5],
+            }
+            for r in rows
+        ]
+
+    def consumer(self, ref: str) -> dict[str, Any] | None:
+        for c in self.consumers():
+            if ref in (c["id"], c["name"]):
+                return c
+        return None
+
+    def add_key(self, row: dict[str, Any]) -> None:
+        self._db.execute(
+            f"INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                row["id"],
+                row["consumer_id"],
+                row["prefix"],
+                row["digest"],
+                row["pepper_id"],
+                _j(row["scopes"]),
+                _j(row["roles"]),
+                None if row["routes"] is None else _j(row["routes"]),
+                row["created"],
+                row["expires"],
+                row["revoked"],
+                row["replaced_by"],
+            ),
+        )
+
+    def api_keys(self) -> list[dict[str, Any]]:
+        rows = self._db.execute(f"SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created")
+        out = []
+        for r in rows:
+            out.append(
+                {
+                    "id": r[0],
+                    "consumer_id": r[1],
+                    "prefix": r[2],
+                    "digest": bytes(r[3]),
+                    "pepper_id": r[4],
+                    "scopes": orjson.loads(r[5]),
+                    "roles": orjson.loads(r[6]),
+                    "routes": None if r[7] is None else orjson.loads(r[7]),
+                    "created": r[8],
+                    "expires": r[9],
+                    "revoked": r[10],
+                    "replaced_by": r[11],
+                }
+            )
+        return out
+
+    def key(self, key_id: str) -> dict[str, Any] | None:
+        for k in self.api_keys():
+            if k["id"] == key_id:
+                return k
+        return None
+
+    def update_key(self, key_id: str, **fields: Any) -> None:
+        allowed = {"expires", "revoked", "replaced_by"}
+        assert set(fields) <= allowed, fields
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        self._db.execute(f"UPDATE api_keys SET {assignments} WHERE id = ?", (*fields.values(), key_id))
 
     def close(self) -> None:
         self._db.close()

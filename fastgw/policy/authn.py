@@ -1,0 +1,103 @@
+"""Authentication policies. This module: API keys (JWT, introspection and mTLS consumers come next).
+
+``ApiKeyAuth`` reads the key from the configured headers (``Authorization: Bearer`` and/or e.g.
+``X-API-Key``; names are matched case-insensitively because the codec lower-cases them), refuses two
+credential headers in one request (400: which one would the upstream believe?), looks the key up in the
+worker's IdentityCache, and checks expiry and the key's allowed routes. The credential headers are
+stripped before forwarding (they are in the route's drop set, compiled from this policy). Denials follow
+RFC 6750: no credentials -> 401 with a bare ``WWW-Authenticate: Bearer`` challenge; a bad key -> 401
+``error="invalid_token"``; a key not allowed on this route -> 403 ``error="insufficient_scope"``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import ClassVar
+
+from fastgw.exchange import Exchange
+from fastgw.policy.chain import Denial, Phase
+from fastgw.policy.identity import IdentityCache
+
+REALM = b'Bearer realm="fastgw"'
+
+
+def _challenge(error: bytes = b"", description: bytes = b"") -> tuple[tuple[bytes, bytes], ...]:
+    if not error:
+        return ((b"www-authenticate", REALM),)
+    return (
+        (b"www-authenticate", REALM + b', error="' + error + b'", error_description="' + description + b'"'),
+    )
+
+
+MISSING = Denial(401, "unauthorized", "an API key is required", "api_key.missing", _challenge())
+DUPLICATE = Denial(
+    400,
+    "bad-request",
+    "more than one credential header",
+    "api_key.duplicate",
+    _challenge(b"invalid_request", b"more than one credential"),
+)
+INVALID = Denial(
+    401,
+    "unauthorized",
+    "the API key is not valid",
+    "api_key.invalid",
+    _challenge(b"invalid_token", b"unknown, revoked or malformed key"),
+)
+EXPIRED = Denial(
+    401,
+    "unauthorized",
+    "the API key has expired",
+    "api_key.expired",
+    _challenge(b"invalid_token", b"expired"),
+)
+WRONG_ROUTE = Denial(
+    403,
+    "forbidden",
+    "this API key is not allowed on this route",
+    "api_key.route",
+    _challenge(b"insufficient_scope", b"route not allowed for this key"),
+)
+
+
+class ApiKeyAuth:
+    PHASE: ClassVar[Phase] = Phase.AUTHENTICATION
+
+    def __init__(
+        self,
+        name: str,
+        headers: frozenset[bytes],
+        peppers: tuple[bytes, ...],
+        cache: IdentityCache,
+        shadow: bool,
+    ) -> None:
+        self.name = name
+        self.headers = headers
+        self.peppers = peppers
+        self.cache = cache
+        self.shadow = shadow
+
+    def check(self, ex: Exchange) -> Denial | None:
+        wanted = self.headers
+        found: tuple[bytes, bytes] | None = None
+        for item in ex.headers:
+            if item[0] in wanted:
+                if found is not None:
+                    return DUPLICATE
+                found = item
+        if found is None:
+            return MISSING
+        name, value = found
+        if name == b"authorization":
+            scheme, _, value = value.partition(b" ")
+            if scheme.lower() != b"bearer":
+                return MISSING  # another scheme (Basic, ...) is not an API key
+        identity = self.cache.lookup(value.strip(), self.peppers)
+        if identity is None:
+            return INVALID
+        if identity.expires and time.time() >= identity.expires:
+            return EXPIRED
+        if identity.routes is not None and (ex.route is None or ex.route.name not in identity.routes):
+            return WRONG_ROUTE
+        ex.consumer = identity
+        return None
