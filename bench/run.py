@@ -55,11 +55,34 @@ SCENARIOS = [
         script='wrk.method = "POST"\nwrk.body = string.rep("a", 4096)\n'
         'wrk.headers["Content-Type"] = "application/octet-stream"\n',
     ),
+    Scenario("small GET + API key c=64", "/keyed/small", 64, headers=("X-API-Key: {api_key}",)),
     Scenario("64 KiB response c=64", "/64k", 64),
     Scenario("new connection per request c=16", "/small", 16, headers=("Connection: close",)),
     Scenario("HTTPS small GET keep-alive c=64", "/small", 64, tls=True),
     Scenario("new TLS connection per request c=16", "/small", 16, headers=("Connection: close",), tls=True),
 ]
+
+
+API_KEY = [""]  # issued through the admin API once the gateway runs
+
+
+def issue_api_key(admin_port: int, token: str) -> str:
+    """Create a consumer and a key on the running gateway, as an operator would."""
+    import json
+    import urllib.request
+
+    def post(path: str, body: dict[str, object]) -> dict[str, object]:
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{admin_port}{path}",
+            data=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())  # type: ignore[no-any-return]
+
+    post("/consumers", {"name": "bench"})
+    return str(post("/keys", {"consumer": "bench"})["key"])
 
 
 def free_port() -> int:
@@ -145,7 +168,7 @@ def run_wrk(port: int, scenario: Scenario, duration: int, work: Path) -> dict[st
     scheme = "https" if scenario.tls else "http"
     cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{scenario.connections}", f"-d{duration}s", "--latency"]
     for header in scenario.headers:
-        cmd += ["-H", header]
+        cmd += ["-H", header.replace("{api_key}", API_KEY[0])]
     if scenario.script:
         script = work / f"wrk-{abs(hash(scenario.name))}.lua"
         script.write_text(scenario.script)
@@ -216,6 +239,10 @@ def main() -> int:
         (work / "64k").write_bytes(b"y" * 65536)
         up_port, ngx_port, gw_port, bare_port = free_port(), free_port(), free_port(), free_port()
         ngx_tls_port, gw_tls_port = free_port(), free_port()
+        admin_port = free_port()
+        admin_token = os.urandom(16).hex()
+        (work / "admin.token").write_text(admin_token)
+        (work / "pepper").write_text(os.urandom(32).hex())
         from fastgw.tls.dev_certs import write_dev_certificates
 
         certs = write_dev_certificates(work / "certs")  # one certificate for both, ECDSA P-256
@@ -247,6 +274,12 @@ def main() -> int:
             proxy_set_header Connection "";
             proxy_buffering on;
         }}
+        location /keyed/ {{
+            proxy_pass http://backend/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering on;
+        }}
     }}""",
         )
         procs.append(start([nginx, "-c", str(proxy_conf)], 0, work / "proxy.out"))
@@ -274,6 +307,17 @@ name = "bench"
 path = "/"
 upstream = "backend"
 auth = "none"
+[[routes]]
+name = "keyed"
+path = "/keyed"
+strip_prefix = true
+upstream = "backend"
+auth = "api_key"
+[admin]
+bind = "127.0.0.1:{admin_port}"
+token = {{ file = "{work / "admin.token"}" }}
+[keys]
+pepper = {{ file = "{work / "pepper"}" }}
 [state]
 dir = "{work / "state"}"
 """)
@@ -286,8 +330,9 @@ dir = "{work / "state"}"
                 work / "bare.out",
             )
         )
-        for port in (up_port, ngx_port, gw_port, bare_port, ngx_tls_port, gw_tls_port):
+        for port in (up_port, ngx_port, gw_port, bare_port, ngx_tls_port, gw_tls_port, admin_port):
             wait_port(port)
+        API_KEY[0] = issue_api_key(admin_port, admin_token)
 
         targets = {"nginx": ngx_port, "fastgw": gw_port}
         if args.bare:
