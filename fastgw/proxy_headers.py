@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Final
+from typing import Any, Final
 
 from fastgw.codec.serialize import DATE, NO_BODY_STATUSES, status_line
 from fastgw.exchange import Exchange
@@ -99,6 +99,19 @@ class IdSource:
         return self._trace_prefix + hexed + b"-" + hexed + b"-01"
 
 
+def identity_lines(identity: Any, names: tuple[tuple[bytes, str], ...]) -> bytes:
+    """Who the caller is, for the upstream (the client's own copies of these headers were dropped)."""
+    out = []
+    for header, attribute in names:
+        value = getattr(identity, attribute)
+        if isinstance(value, frozenset):
+            value = (" " if attribute == "scopes" else ",").join(sorted(value))
+        encoded = str(value).encode("utf-8")
+        if encoded and b"\r" not in encoded and b"\n" not in encoded:
+            out.append(header + b": " + encoded + b"\r\n")
+    return b"".join(out)
+
+
 def build_request_head(
     ex: Exchange,
     route: Route,
@@ -141,6 +154,9 @@ def build_request_head(
     parts.extend((b"x-request-id: ", ex.request_id, b"\r\ntraceparent: ", trace, b"\r\n"))
     if route.add_request:
         parts.append(route.add_request)
+    identity = ex.consumer
+    if identity is not None and route.identity_headers:
+        parts.append(identity_lines(identity, route.identity_headers))
     if ex.upgrade == b"websocket":
         parts.append(b"connection: upgrade\r\nupgrade: websocket\r\n")
     if ex.chunked:

@@ -116,6 +116,7 @@ class Route:
     drop_request: frozenset[bytes]  # for an untrusted peer
     drop_request_trusted: frozenset[bytes]  # for a trusted proxy (its X-Forwarded-Proto/-Host are kept)
     add_request: bytes  # pre-joined "name: value\r\n" lines
+    identity_headers: tuple[tuple[bytes, str], ...] = ()  # (header, Identity attribute) sent upstream
     drop_response: frozenset[bytes]
     add_response: tuple[tuple[bytes, bytes], ...]
 

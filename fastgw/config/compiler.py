@@ -19,12 +19,15 @@ from fastgw.config.schema import (
     AdminSpec,
     ApiKeySpec,
     AuditSpec,
+    AuthorizeSpec,
     ConfigSpec,
     HeaderOpsSpec,
     HealthCheckSpec,
+    IdentityHeadersSpec,
     KeysSpec,
     NetworkSpec,
     ProcessSpec,
+    RequirementSpec,
     RouteSpec,
     SecretSpec,
     StateSpec,
@@ -35,6 +38,7 @@ from fastgw.policy.authn import ApiKeyAuth
 from fastgw.policy.chain import Policy
 from fastgw.policy.identity import IDENTITIES
 from fastgw.policy.network import NetworkRules, parse_networks
+from fastgw.policy.rbac import Authorize, Requirement, requirement
 from fastgw.proxy_headers import request_drop_sets, response_drop_set
 from fastgw.router import HostTable, MethodTable, Router, route_key
 from fastgw.snapshot import (
@@ -80,6 +84,7 @@ class _Compiler:
     snapshot_id = b""
     snapshot_header = b""
     api_key: ApiKeyAuth | None = None
+    identity_headers: tuple[tuple[bytes, str], ...] = ()
 
     def __init__(self, file: str) -> None:
         self.file = file
@@ -135,6 +140,34 @@ class _Compiler:
         if "/" in name or name in (".", ".."):
             raise self.error(f"{key}.credential", "must be a credential name, not a path")
         return SecretRef(kind="credential", name=name, key=key, file=self.file)
+
+    def authorize(self, key: str, spec: AuthorizeSpec) -> Authorize:
+        def build(where: str, need: AuthorizeSpec | RequirementSpec) -> Requirement:
+            scopes, roles, teams = need.scopes, need.roles, need.teams
+            for field_name, values in (("scopes", scopes), ("roles", roles), ("teams", teams)):
+                for i, value in enumerate(values):
+                    if not value or any(c in value for c in ' "\\\r\n'):
+                        raise self.error(f"{where}.{field_name}[{i}]", f"{value!r} is not a valid name")
+            return requirement(frozenset(scopes), frozenset(roles), frozenset(teams))
+
+        default = build(key, spec)
+        per_method = {}
+        for method, req in spec.methods.items():
+            if not _TOKEN.fullmatch(method) or method != method.upper():
+                raise self.error(f"{key}.methods.{method}", "must be an upper-case method name")
+            per_method[method.encode()] = build(f"{key}.methods.{method}", req)
+        return Authorize("authorize", default, per_method, spec.mode == "shadow")
+
+    def identity_header_names(self, spec: IdentityHeadersSpec) -> tuple[tuple[bytes, str], ...]:
+        out = []
+        for attribute in ("consumer", "consumer_id", "team", "roles", "scopes"):
+            name = getattr(spec, attribute)
+            if not name:
+                continue
+            if not _TOKEN.fullmatch(name) or name.lower() in _MANAGED:
+                raise self.error(f"identity_headers.{attribute}", f"{name!r} is not a usable header name")
+            out.append((name.lower().encode(), attribute))
+        return tuple(out)
 
     def keys(self, spec: KeysSpec) -> KeySettings:
         from fastgw.secrets import resolve_secret
@@ -371,6 +404,10 @@ class _Compiler:
             if self.api_key is None:
                 raise self.error(f"{key}.auth", "auth = 'api_key' needs a [keys] table with a pepper")
             policies.append(self.api_key)
+        if spec.authorize is not None:
+            if spec.auth == "none":
+                raise self.error(f"{key}.authorize", "needs an authenticated route (auth is 'none')")
+            policies.append(self.authorize(f"{key}.authorize", spec.authorize))
         if spec.network is not None:
             route_net = self.network_policy(f"{key}.network", spec.network, "route_network")
             if route_net is not None:
@@ -379,6 +416,7 @@ class _Compiler:
         drop_req, add_req = self.header_ops(f"{key}.request_headers", spec.request_headers)
         if spec.auth == "api_key" and self.api_key is not None:
             drop_req |= self.api_key.headers  # the credential never reaches the upstream
+        drop_req |= {name for name, _ in self.identity_headers}  # never believed from a client
         if self.snapshot_header:
             drop_req |= {self.snapshot_header}
             add_req = (*add_req, (self.snapshot_header, self.snapshot_id))
@@ -397,6 +435,7 @@ class _Compiler:
             drop_request=request_drop_sets(drop_req)[0],
             drop_request_trusted=request_drop_sets(drop_req)[1],
             add_request=b"".join(n + b": " + v + b"\r\n" for n, v in add_req),
+            identity_headers=self.identity_headers if spec.auth != "none" else (),
             drop_response=response_drop_set(drop_resp),
             add_response=add_resp,
         )
@@ -507,6 +546,7 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str) -> Snapshot:
     upstreams = {name: c.upstream(name, u, warnings) for name, u in spec.upstreams.items()}
     keys = c.keys(spec.keys) if spec.keys is not None else None
     c.api_key = c.api_key_policy(spec.api_key, keys)
+    c.identity_headers = c.identity_header_names(spec.identity_headers)
     global_net = c.network_policy("network", spec.network, "network")
     global_policies: tuple[Policy, ...] = (global_net,) if global_net is not None else ()
     if not spec.routes:

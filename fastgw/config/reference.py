@@ -46,6 +46,13 @@ TABLES: list[tuple[str, type, str]] = [
     ("[state]", schema.StateSpec, "Where the store, the audit log and the config history live."),
     ("[admin]", schema.AdminSpec, "The admin API, in the control process, on its own listener."),
     ("[audit]", schema.AuditSpec, "The tamper-evident audit log."),
+    ("routes.authorize", schema.AuthorizeSpec, "Who may call a route: scopes, roles, teams, per method."),
+    ("routes.authorize.methods.METHOD", schema.RequirementSpec, "One method's own requirement."),
+    (
+        "[identity_headers]",
+        schema.IdentityHeadersSpec,
+        "Headers that tell the upstream who called (authenticated routes); client copies are removed.",
+    ),
     ("[keys]", schema.KeysSpec, "How API keys are stored: peppered HMAC-SHA-256 digests, never the key."),
     ("[api_key]", schema.ApiKeySpec, "The API key policy (routes with auth = 'api_key')."),
     (

@@ -162,6 +162,35 @@ class UpstreamSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RequirementSpec:
+    scopes: tuple[str, ...] = doc("scopes the caller must all have", ())
+    roles: tuple[str, ...] = doc("roles of which the caller needs at least one (empty: any)", ())
+    teams: tuple[str, ...] = doc("teams of which the caller must be in one (empty: any)", ())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthorizeSpec:
+    scopes: tuple[str, ...] = doc("scopes the caller must all have", ())
+    roles: tuple[str, ...] = doc("roles of which the caller needs at least one (empty: any)", ())
+    teams: tuple[str, ...] = doc("teams of which the caller must be in one (empty: any)", ())
+    methods: dict[str, RequirementSpec] = doc(
+        "per-method requirements replacing the route's, e.g. { POST = { scopes = ['orders:write'] } }", {}
+    )
+    mode: Literal["enforce", "shadow"] = doc(
+        "shadow: refusals are logged and counted, requests pass", "enforce"
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IdentityHeadersSpec:
+    consumer: str = doc("header carrying the consumer's name upstream ('' = none)", "x-consumer")
+    consumer_id: str = doc("header carrying the consumer's id", "x-consumer-id")
+    team: str = doc("header carrying the consumer's team", "x-consumer-team")
+    roles: str = doc("header carrying the roles, comma-separated", "x-consumer-roles")
+    scopes: str = doc("header carrying the scopes, space-separated", "x-consumer-scopes")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RouteSpec:
     name: str = doc("unique route name, used in logs and metrics", ...)
     path: str = doc("path prefix (segment-wise) or exact path, starting with '/'", ...)
@@ -178,6 +207,7 @@ class RouteSpec:
     request_headers: HeaderOpsSpec = doc("headers set/removed before forwarding", HeaderOpsSpec())
     response_headers: HeaderOpsSpec = doc("headers set/removed on responses", HeaderOpsSpec())
     network: NetworkSpec | None = doc("route-level IP rules, applied after the global ones", None)
+    authorize: AuthorizeSpec | None = doc("who may call this route (a table, see routes.authorize)", None)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -264,3 +294,7 @@ class ConfigSpec:
     audit: AuditSpec = doc("[audit] the tamper-evident log of admin actions and reloads", AuditSpec())
     keys: KeysSpec | None = doc("[keys] how API keys are stored (needed by auth = 'api_key')", None)
     api_key: ApiKeySpec = doc("[api_key] the API key policy of routes with auth = 'api_key'", ApiKeySpec())
+    identity_headers: IdentityHeadersSpec = doc(
+        "[identity_headers] who the caller is, told to the upstream; client copies are always removed",
+        IdentityHeadersSpec(),
+    )

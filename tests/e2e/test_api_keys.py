@@ -195,3 +195,84 @@ def test_key_commands_explain_what_is_wrong(keyed: Gateway, tmp_path: Path) -> N
     no_admin.write_text(re.sub(r"\[admin\]\n.*\n.*\n", "", keyed.config.read_text()))
     out = fastgw("keys", "list", "--config", str(no_admin))
     assert out.returncode == 2 and "the admin API is off" in out.stderr
+
+
+def test_authorization_by_scope_role_and_method_with_identity_sent_upstream(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream, secrets_dir: Path
+) -> None:
+    config = (
+        keys_config(upstream.port, free_port(), secrets_dir)
+        + """
+        [[routes]]
+        name = "orders"
+        path = "/orders"
+        upstream = "backend"
+        auth = "api_key"
+        authorize = { scopes = ["orders:read"], methods = { POST = { scopes = ["orders:write"] } } }
+
+        [[routes]]
+        name = "ops"
+        path = "/ops"
+        upstream = "backend"
+        auth = "api_key"
+        authorize = { roles = ["admin", "operator"] }
+        """
+    )
+    gw = gateway_factory(config)
+    reader, _ = issue(gw, "acme", "--scope", "orders:read")
+    writer, _ = issue(gw, "acme", "--scope", "orders:read", "--scope", "orders:write")
+    cli(gw, "consumers", "create", "root", "--role", "admin")
+    admin_key, _ = issue(gw, "root")
+    as_reader = f"X-API-Key: {reader}\r\n"
+    wait_until(lambda: get(gw.port, "/orders/1", headers=as_reader).status == 200, 5, "the reader key")
+    seen = upstream.requests[-1]
+    assert seen.header(b"x-consumer") == b"acme"
+    assert seen.header(b"x-consumer-team") == b"payments"
+    assert seen.header(b"x-consumer-roles") == b"reader"
+    assert seen.header(b"x-consumer-scopes") == b"orders:read"
+    assert (
+        seen.header(
+            b"x-consumer-id",
+        )
+        is not None
+    )
+    post = get(gw.port, "/orders/1", headers=as_reader, method="POST")
+    assert post.status == 403
+    assert post.header(b"www-authenticate") == (
+        b'Bearer realm="fastgw", error="insufficient_scope", scope="orders:write"'
+    )
+    wait_until(
+        lambda: get(gw.port, "/orders/1", headers=f"X-API-Key: {writer}\r\n", method="POST").status == 200,
+        5,
+        "the writer key",
+    )
+    assert upstream.requests[-1].header(b"x-consumer-scopes") == b"orders:read orders:write"
+    # Roles: any one of the listed roles.
+    assert get(gw.port, "/ops/x", headers=as_reader).status == 403
+    wait_until(
+        lambda: get(gw.port, "/ops/x", headers=f"X-API-Key: {admin_key}\r\n").status == 200, 5, "admin"
+    )
+    # Identity headers are never believed from a client, on any route.
+    spoof = "X-Consumer: root\r\nX-Consumer-Roles: admin\r\nX-Consumer-Scopes: orders:write\r\n"
+    assert get(gw.port, "/open", headers=spoof).status == 200
+    seen = upstream.requests[-1]
+    assert seen.header(b"x-consumer") is None and seen.header(b"x-consumer-roles") is None
+    assert get(gw.port, "/ops/x", headers=as_reader + spoof).status == 403
+    assert get(gw.port, "/orders/2", headers=as_reader + spoof).status == 200
+    assert upstream.requests[-1].all(b"x-consumer") == [b"acme"]
+
+
+def test_authorize_on_a_public_route_is_a_config_error(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    body = (
+        basic_config(9, route='authorize = { scopes = ["x"] }')
+        .replace("{port}", "8080")
+        .replace("{log}", "off")
+    )
+    config.write_text(body)
+    out = fastgw("check", str(config))
+    assert out.returncode == 2
+    assert (
+        out.stderr.strip()
+        == f"fastgw: {config}: routes[0].authorize: needs an authenticated route (auth is 'none')"
+    )
