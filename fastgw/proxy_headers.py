@@ -177,6 +177,7 @@ def build_response_head(
     chunked: bool,
     via: bytes,
     draining: bool,
+    tls: bool = False,
 ) -> tuple[bytes, bool, bool]:
     """Serialise the response head for the client and decide its framing.
 
@@ -210,6 +211,8 @@ def build_response_head(
         parts.append(DATE.value)
     for name, value in route.add_response:
         parts.extend((name, b": ", value, b"\r\n"))
+    if tls and route.hsts:
+        parts.append(route.hsts)
     for hook in route.response_hooks:
         extra: list[tuple[bytes, bytes]] = []
         hook.on_response(ex, extra)

@@ -117,6 +117,7 @@ class Route:
     drop_request_trusted: frozenset[bytes]  # for a trusted proxy (its X-Forwarded-Proto/-Host are kept)
     add_request: bytes  # pre-joined "name: value\r\n" lines
     identity_headers: tuple[tuple[bytes, str], ...] = ()  # (header, Identity attribute) sent upstream
+    hsts: bytes = b""  # the Strict-Transport-Security line, sent on TLS listeners only
     drop_response: frozenset[bytes]
     add_response: tuple[tuple[bytes, bytes], ...]
 

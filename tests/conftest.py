@@ -375,6 +375,16 @@ def gateway_factory(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
         assert code == 0, f"gateway exited with {code}; stderr:\n{gw.stderr()}"
 
 
+@pytest.fixture
+def secrets_dir(tmp_path: Path) -> Path:
+    """An admin token and a key pepper, as files a config can reference."""
+    d = tmp_path / "secrets"
+    d.mkdir()
+    (d / "admin.token").write_text("admin-token-for-keys-tests\n")
+    (d / "pepper").write_bytes(os.urandom(32).hex().encode())
+    return d
+
+
 @pytest.fixture(params=HTTP1_BACKENDS)
 def http1_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)

@@ -56,15 +56,19 @@ def render_problem(
     }
     if request_id:
         doc["request_id"] = request_id.decode("latin-1")
-    body = orjson.dumps(doc)
-    parts = [
-        status_line(status),
-        DATE.value,
-        b"content-type: application/problem+json\r\n",
-        b"content-length: %d\r\n" % len(body),
-        b"cache-control: no-store\r\n",
-        b"x-content-type-options: nosniff\r\n",
-    ]
+    if status == 204:  # an answer with no content (a CORS preflight), not a problem
+        body = b""
+        parts = [status_line(status), DATE.value, b"cache-control: no-store\r\n"]
+    else:
+        body = orjson.dumps(doc)
+        parts = [
+            status_line(status),
+            DATE.value,
+            b"content-type: application/problem+json\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"cache-control: no-store\r\n",
+            b"x-content-type-options: nosniff\r\n",
+        ]
     if request_id:
         parts.append(b"x-request-id: " + request_id + b"\r\n")
     for name, value in headers:

@@ -21,6 +21,7 @@ from fastgw.config.schema import (
     AuditSpec,
     AuthorizeSpec,
     ConfigSpec,
+    CorsSpec,
     HeaderOpsSpec,
     HealthCheckSpec,
     IdentityHeadersSpec,
@@ -30,12 +31,14 @@ from fastgw.config.schema import (
     RequirementSpec,
     RouteSpec,
     SecretSpec,
+    SecurityHeadersSpec,
     StateSpec,
     TlsSpec,
     UpstreamSpec,
 )
 from fastgw.policy.authn import ApiKeyAuth
 from fastgw.policy.chain import Policy
+from fastgw.policy.cors import Cors
 from fastgw.policy.identity import IDENTITIES
 from fastgw.policy.network import NetworkRules, parse_networks
 from fastgw.policy.rbac import Authorize, Requirement, requirement
@@ -85,6 +88,9 @@ class _Compiler:
     snapshot_header = b""
     api_key: ApiKeyAuth | None = None
     identity_headers: tuple[tuple[bytes, str], ...] = ()
+    security_headers: tuple[tuple[bytes, bytes], ...] = ()
+    security_remove: frozenset[bytes] = frozenset()
+    hsts = b""
 
     def __init__(self, file: str) -> None:
         self.file = file
@@ -157,6 +163,53 @@ class _Compiler:
                 raise self.error(f"{key}.methods.{method}", "must be an upper-case method name")
             per_method[method.encode()] = build(f"{key}.methods.{method}", req)
         return Authorize("authorize", default, per_method, spec.mode == "shadow")
+
+    def cors(self, key: str, spec: CorsSpec) -> Cors:
+        if not spec.allow_origins:
+            raise self.error(f"{key}.allow_origins", "needs at least one origin (or '*')")
+        for i, origin in enumerate(spec.allow_origins):
+            if origin != "*" and not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?", origin):
+                raise self.error(
+                    f"{key}.allow_origins[{i}]", f"{origin!r} is not scheme://host[:port] or '*'"
+                )
+        if "*" in spec.allow_origins and spec.allow_credentials:
+            raise self.error(f"{key}.allow_credentials", "cannot be true with allow_origins = ['*']")
+        for field_name in ("allow_methods", "allow_headers", "expose_headers"):
+            for i, value in enumerate(getattr(spec, field_name)):
+                if not _TOKEN.fullmatch(value):
+                    raise self.error(f"{key}.{field_name}[{i}]", f"{value!r} is not a token")
+        if spec.max_age < 0:
+            raise self.error(f"{key}.max_age", "must not be negative")
+        return Cors(
+            "cors",
+            frozenset(o.encode() for o in spec.allow_origins),
+            frozenset(m.upper().encode() for m in spec.allow_methods),
+            frozenset(h.lower().encode() for h in spec.allow_headers),
+            b", ".join(h.encode() for h in spec.expose_headers),
+            spec.allow_credentials,
+            spec.max_age,
+        )
+
+    def security(self, spec: SecurityHeadersSpec) -> None:
+        pairs = []
+        for field_name, header in (
+            ("content_type_options", b"x-content-type-options"),
+            ("referrer_policy", b"referrer-policy"),
+            ("frame_options", b"x-frame-options"),
+        ):
+            value = getattr(spec, field_name)
+            if any(c in value for c in "\r\n\x00"):
+                raise self.error(f"security_headers.{field_name}", "contains CR, LF or NUL")
+            if value:
+                pairs.append((header, value.encode("latin-1")))
+        if any(c in spec.hsts for c in "\r\n\x00"):
+            raise self.error("security_headers.hsts", "contains CR, LF or NUL")
+        for i, name in enumerate(spec.remove):
+            if not _TOKEN.fullmatch(name):
+                raise self.error(f"security_headers.remove[{i}]", f"{name!r} is not a header name")
+        self.security_headers = tuple(pairs)
+        self.security_remove = frozenset(n.lower().encode() for n in spec.remove)
+        self.hsts = b"strict-transport-security: " + spec.hsts.encode() + b"\r\n" if spec.hsts else b""
 
     def identity_header_names(self, spec: IdentityHeadersSpec) -> tuple[tuple[bytes, str], ...]:
         out = []
@@ -404,6 +457,8 @@ class _Compiler:
             if self.api_key is None:
                 raise self.error(f"{key}.auth", "auth = 'api_key' needs a [keys] table with a pepper")
             policies.append(self.api_key)
+        if spec.cors is not None:
+            policies.append(self.cors(f"{key}.cors", spec.cors))
         if spec.authorize is not None:
             if spec.auth == "none":
                 raise self.error(f"{key}.authorize", "needs an authenticated route (auth is 'none')")
@@ -421,6 +476,10 @@ class _Compiler:
             drop_req |= {self.snapshot_header}
             add_req = (*add_req, (self.snapshot_header, self.snapshot_id))
         drop_resp, add_resp = self.header_ops(f"{key}.response_headers", spec.response_headers)
+        own = {name for name, _ in add_resp}
+        extra = tuple((name, value) for name, value in self.security_headers if name not in own)
+        drop_resp |= {name for name, _ in extra} | self.security_remove
+        add_resp = (*add_resp, *extra)
         strip = route_key(spec.path) if spec.strip_prefix and spec.path != "/" else b""
         return Route(
             name=spec.name,
@@ -437,6 +496,7 @@ class _Compiler:
             add_request=b"".join(n + b": " + v + b"\r\n" for n, v in add_req),
             identity_headers=self.identity_headers if spec.auth != "none" else (),
             drop_response=response_drop_set(drop_resp),
+            hsts=self.hsts,
             add_response=add_resp,
         )
 
@@ -449,7 +509,10 @@ class _Compiler:
             index = table.exact if spec.match == "exact" else table.prefixes
             path = spec.path.encode() if spec.match == "exact" else route_key(spec.path)
             methods = index.setdefault(path, MethodTable())
-            for method in spec.methods or ("*",):
+            methods_of_route = spec.methods
+            if spec.cors is not None and spec.methods and "OPTIONS" not in spec.methods:
+                methods_of_route = (*spec.methods, "OPTIONS")  # preflights must reach the CORS policy
+            for method in methods_of_route or ("*",):
                 clash = (spec.host, spec.match, path.decode(), method)
                 if clash in seen:
                     raise self.error(f"routes[{i}]", f"same host, path and method as routes[{seen[clash]}]")
@@ -547,6 +610,7 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str) -> Snapshot:
     keys = c.keys(spec.keys) if spec.keys is not None else None
     c.api_key = c.api_key_policy(spec.api_key, keys)
     c.identity_headers = c.identity_header_names(spec.identity_headers)
+    c.security(spec.security_headers)
     global_net = c.network_policy("network", spec.network, "network")
     global_policies: tuple[Policy, ...] = (global_net,) if global_net is not None else ()
     if not spec.routes:

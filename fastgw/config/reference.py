@@ -46,6 +46,12 @@ TABLES: list[tuple[str, type, str]] = [
     ("[state]", schema.StateSpec, "Where the store, the audit log and the config history live."),
     ("[admin]", schema.AdminSpec, "The admin API, in the control process, on its own listener."),
     ("[audit]", schema.AuditSpec, "The tamper-evident audit log."),
+    ("routes.cors", schema.CorsSpec, "CORS: preflights answered before authentication."),
+    (
+        "[security_headers]",
+        schema.SecurityHeadersSpec,
+        "Added to every proxied response (a route's own response_headers.set wins).",
+    ),
     ("routes.authorize", schema.AuthorizeSpec, "Who may call a route: scopes, roles, teams, per method."),
     ("routes.authorize.methods.METHOD", schema.RequirementSpec, "One method's own requirement."),
     (

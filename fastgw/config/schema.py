@@ -191,6 +191,28 @@ class IdentityHeadersSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CorsSpec:
+    allow_origins: tuple[str, ...] = doc("origins allowed, exactly as browsers send them, or '*'", ...)
+    allow_methods: tuple[str, ...] = doc("methods a preflight may ask for", ("GET", "HEAD", "POST"))
+    allow_headers: tuple[str, ...] = doc(
+        "request headers a preflight may ask for (CORS-safelisted ones always pass)",
+        ("authorization", "x-api-key", "content-type"),
+    )
+    expose_headers: tuple[str, ...] = doc("response headers scripts may read", ())
+    allow_credentials: bool = doc("allow cookies and credentials (not with '*')", False)
+    max_age: int = doc("seconds browsers may cache a preflight answer", 600)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SecurityHeadersSpec:
+    hsts: str = doc("Strict-Transport-Security on TLS listeners ('' = none)", "max-age=31536000")
+    content_type_options: str = doc("X-Content-Type-Options ('' = none)", "nosniff")
+    referrer_policy: str = doc("Referrer-Policy ('' = none)", "strict-origin-when-cross-origin")
+    frame_options: str = doc("X-Frame-Options, e.g. 'DENY' ('' = none)", "")
+    remove: tuple[str, ...] = doc("response headers removed from every upstream response", ())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RouteSpec:
     name: str = doc("unique route name, used in logs and metrics", ...)
     path: str = doc("path prefix (segment-wise) or exact path, starting with '/'", ...)
@@ -208,6 +230,7 @@ class RouteSpec:
     response_headers: HeaderOpsSpec = doc("headers set/removed on responses", HeaderOpsSpec())
     network: NetworkSpec | None = doc("route-level IP rules, applied after the global ones", None)
     authorize: AuthorizeSpec | None = doc("who may call this route (a table, see routes.authorize)", None)
+    cors: CorsSpec | None = doc("CORS for browser callers (a table, see routes.cors)", None)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -294,6 +317,9 @@ class ConfigSpec:
     audit: AuditSpec = doc("[audit] the tamper-evident log of admin actions and reloads", AuditSpec())
     keys: KeysSpec | None = doc("[keys] how API keys are stored (needed by auth = 'api_key')", None)
     api_key: ApiKeySpec = doc("[api_key] the API key policy of routes with auth = 'api_key'", ApiKeySpec())
+    security_headers: SecurityHeadersSpec = doc(
+        "[security_headers] added to every proxied response", SecurityHeadersSpec()
+    )
     identity_headers: IdentityHeadersSpec = doc(
         "[identity_headers] who the caller is, told to the upstream; client copies are always removed",
         IdentityHeadersSpec(),

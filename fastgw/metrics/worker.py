@@ -77,7 +77,7 @@ class WorkerMetrics:
                 seconds = ms * 0.001
                 c[_UPSTREAM + bisect_left(bounds, seconds)] += 1
                 c[upstream_sum] += seconds
-            if r[14]:
+            if r[14] and r[8] >= 400:  # a CORS preflight answer (204) is not a denial
                 dk = (r[7], r[14])
                 self.denials[dk] = self.denials.get(dk, 0) + 1
             if r[15] is not None:

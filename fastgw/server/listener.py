@@ -87,6 +87,7 @@ class ClientConnection(asyncio.Protocol):
         "reader",
         "receiving",
         "send_deadline",
+        "tls",
         "transport",
         "tunnel",
         "upstream",
@@ -122,6 +123,7 @@ class ClientConnection(asyncio.Protocol):
         self.client_ip = ""
         self.peer_trusted = False
         self.proto = b"https" if listener.tls is not None else b"http"
+        self.tls = listener.tls is not None
         self.client_cert: PeerCertificate | None = None
         snapshot = worker.holder.current
         server = snapshot.server
@@ -488,7 +490,7 @@ class ClientConnection(asyncio.Protocol):
         ex.status = status
         ex.upstream_ms = (_monotonic() - ex.upstream_start) * 1000.0
         head, self.chunk_out, close = build_response_head(
-            ex, route, status, headers, length, chunked, self.worker.via, self.worker.draining
+            ex, route, status, headers, length, chunked, self.worker.via, self.worker.draining, self.tls
         )
         if close:
             ex.keep_alive = False

@@ -7,7 +7,6 @@ measured by polling with a deadline and printed.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections.abc import Callable
@@ -49,15 +48,6 @@ def keys_config(upstream_port: int, admin_port: int, secrets_dir: Path, mode: st
         mode = "{mode}"
         """,
     )
-
-
-@pytest.fixture
-def secrets_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "secrets"
-    d.mkdir()
-    (d / "admin.token").write_text("admin-token-for-keys-tests\n")
-    (d / "pepper").write_bytes(os.urandom(32).hex().encode())
-    return d
 
 
 @pytest.fixture
