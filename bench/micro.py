@@ -29,6 +29,7 @@ from fastgw.keys import key_digest, new_key
 from fastgw.metrics.worker import WorkerMetrics
 from fastgw.policy.authn import ApiKeyAuth
 from fastgw.policy.identity import IdentityCache, KeyIdentity
+from fastgw.policy.jwt_auth import JwtAuth, JwtIssuer
 from fastgw.policy.network import NetworkRules, parse_networks
 from fastgw.proxy_headers import IdSource, build_request_head, build_response_head
 
@@ -101,6 +102,42 @@ def api_key_check(ex: Exchange) -> float:
         ex.headers = saved
 
 
+def jwt_checks(ex: Exchange) -> tuple[float, float]:
+    """The jwt policy on an RS256 token: a cache hit (steady state) and a cold verification."""
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    issuer = JwtIssuer(
+        name="idp",
+        issuer="https://idp/",
+        audiences=("api",),
+        algorithms=frozenset({"RS256"}),
+        secret=None,
+        keys_by_kid={},
+        keys_without_kid=(key.public_key(),),
+        leeway=30.0,
+        consumer_claim="sub",
+        scopes_claim="",
+        roles_claim="roles",
+        team_claim="",
+    )
+    policy = JwtAuth("jwt", {"https://idp/": issuer}, 8192, 10000, 30.0, False)
+    claims = {"iss": "https://idp/", "aud": "api", "sub": "alice", "exp": int(time.time()) + 3600}
+    token = jwt.encode(claims, key, algorithm="RS256").encode()
+    saved = ex.headers
+    ex.headers = [(n, v) for n, v in saved if n != b"authorization"] + [
+        (b"authorization", b"Bearer " + token)
+    ]
+    try:
+        assert policy.check(ex) is None
+        cached = best(lambda: policy.check(ex))
+        cold = min(timeit.repeat(lambda: policy._verify(token.decode()), number=50, repeat=5)) / 50 * 1e6
+    finally:
+        ex.headers = saved
+    return cached, cold
+
+
 def measure(backend: str) -> dict[str, float]:
     snapshot = compile_config(CONFIG, "micro.toml")
     route = snapshot.routes[0]
@@ -149,6 +186,9 @@ def measure(backend: str) -> dict[str, float]:
     rules = NetworkRules("network", parse_networks(["10.0.0.0/8"]), parse_networks(["192.0.2.0/24"]), False)
     results["network policy check (cached verdict)"] = best(lambda: rules.check(ex))
     results["API key check (memoised key, X-API-Key)"] = api_key_check(ex)
+    cached, cold = jwt_checks(ex)
+    results["JWT check (RS256, verified-token cache hit)"] = cached
+    results["JWT check (RS256, cold verification)"] = cold
     pending: list[tuple[object, ...]] = []
     _time = time.time
     _mono = time.monotonic

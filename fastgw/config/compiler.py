@@ -25,6 +25,7 @@ from fastgw.config.schema import (
     HeaderOpsSpec,
     HealthCheckSpec,
     IdentityHeadersSpec,
+    JwtSpec,
     KeysSpec,
     NetworkSpec,
     ProcessSpec,
@@ -40,10 +41,12 @@ from fastgw.policy.authn import ApiKeyAuth
 from fastgw.policy.chain import Policy
 from fastgw.policy.cors import Cors
 from fastgw.policy.identity import IDENTITIES
+from fastgw.policy.jwt_auth import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, JwtAuth, JwtIssuer
 from fastgw.policy.network import NetworkRules, parse_networks
 from fastgw.policy.rbac import Authorize, Requirement, requirement
 from fastgw.proxy_headers import request_drop_sets, response_drop_set
 from fastgw.router import HostTable, MethodTable, Router, route_key
+from fastgw.secrets import resolve_secret
 from fastgw.snapshot import (
     AccessLogSettings,
     AdminSettings,
@@ -87,6 +90,7 @@ class _Compiler:
     snapshot_id = b""
     snapshot_header = b""
     api_key: ApiKeyAuth | None = None
+    jwt: JwtAuth | None = None
     identity_headers: tuple[tuple[bytes, str], ...] = ()
     security_headers: tuple[tuple[bytes, bytes], ...] = ()
     security_remove: frozenset[bytes] = frozenset()
@@ -211,6 +215,71 @@ class _Compiler:
         self.security_remove = frozenset(n.lower().encode() for n in spec.remove)
         self.hsts = b"strict-transport-security: " + spec.hsts.encode() + b"\r\n" if spec.hsts else b""
 
+    def jwt_policy(self, spec: JwtSpec) -> JwtAuth:
+        from fastgw.config.jwt_keys import issuer_keys
+
+        if not spec.issuers:
+            raise self.error("jwt.issuers", "needs at least one issuer")
+        for name in ("max_token_bytes", "cache_size", "negative_ttl"):
+            self.positive(f"jwt.{name}", getattr(spec, name))
+        issuers: dict[str, JwtIssuer] = {}
+        for name, it in spec.issuers.items():
+            key = f"jwt.issuers.{name}"
+            if not it.issuer:
+                raise self.error(f"{key}.issuer", "must not be empty")
+            if it.issuer in issuers:
+                raise self.error(f"{key}.issuer", f"{it.issuer!r} is configured twice")
+            algorithms = frozenset(it.algorithms)
+            for alg in it.algorithms:
+                if alg.lower() == "none":
+                    raise self.error(f"{key}.algorithms", "'none' is never allowed")
+                if alg not in HMAC_ALGORITHMS | ASYMMETRIC_ALGORITHMS:
+                    raise self.error(f"{key}.algorithms", f"unknown algorithm {alg!r}")
+            if not algorithms:
+                raise self.error(f"{key}.algorithms", "needs at least one algorithm")
+            secret = None
+            if algorithms & HMAC_ALGORITHMS:
+                if it.secret is None:
+                    raise self.error(f"{key}.secret", "HS* algorithms need a shared secret")
+                secret = resolve_secret(self.secret(f"{key}.secret", it.secret))
+                if len(secret) < 32:
+                    raise self.error(f"{key}.secret", "must be at least 32 bytes")
+            elif it.secret is not None:
+                raise self.error(f"{key}.secret", "a secret is only used by HS* algorithms")
+            try:
+                by_kid, without_kid = issuer_keys(
+                    [self.path(p) for p in it.public_keys],
+                    self.path(it.jwks_file) if it.jwks_file else None,
+                    algorithms & ASYMMETRIC_ALGORITHMS,
+                )
+            except ValueError as exc:
+                raise self.error(key, str(exc)) from None
+            if algorithms & ASYMMETRIC_ALGORITHMS and not (by_kid or without_kid):
+                raise self.error(key, "RS*/PS*/ES*/EdDSA algorithms need public_keys or jwks_file")
+            if (by_kid or without_kid) and not algorithms & ASYMMETRIC_ALGORITHMS:
+                raise self.error(
+                    f"{key}.algorithms", "public keys are configured but no asymmetric algorithm"
+                )
+            if it.leeway < 0:
+                raise self.error(f"{key}.leeway", "must not be negative")
+            issuers[it.issuer] = JwtIssuer(
+                name=name,
+                issuer=it.issuer,
+                audiences=it.audiences,
+                algorithms=algorithms,
+                secret=secret,
+                keys_by_kid=by_kid,
+                keys_without_kid=tuple(without_kid),
+                leeway=it.leeway,
+                consumer_claim=it.consumer_claim,
+                scopes_claim=it.scopes_claim,
+                roles_claim=it.roles_claim,
+                team_claim=it.team_claim,
+            )
+        return JwtAuth(
+            "jwt", issuers, spec.max_token_bytes, spec.cache_size, spec.negative_ttl, spec.mode == "shadow"
+        )
+
     def identity_header_names(self, spec: IdentityHeadersSpec) -> tuple[tuple[bytes, str], ...]:
         out = []
         for attribute in ("consumer", "consumer_id", "team", "roles", "scopes"):
@@ -223,8 +292,6 @@ class _Compiler:
         return tuple(out)
 
     def keys(self, spec: KeysSpec) -> KeySettings:
-        from fastgw.secrets import resolve_secret
-
         if not _TOKEN.fullmatch(spec.pepper_id):
             raise self.error("keys.pepper_id", "must be a short token (letters, digits, -._~)")
         peppers = {spec.pepper_id: resolve_secret(self.secret("keys.pepper", spec.pepper))}
@@ -457,6 +524,10 @@ class _Compiler:
             if self.api_key is None:
                 raise self.error(f"{key}.auth", "auth = 'api_key' needs a [keys] table with a pepper")
             policies.append(self.api_key)
+        elif spec.auth == "jwt":
+            if self.jwt is None:
+                raise self.error(f"{key}.auth", "auth = 'jwt' needs a [jwt] table with at least one issuer")
+            policies.append(self.jwt)
         if spec.cors is not None:
             policies.append(self.cors(f"{key}.cors", spec.cors))
         if spec.authorize is not None:
@@ -471,6 +542,8 @@ class _Compiler:
         drop_req, add_req = self.header_ops(f"{key}.request_headers", spec.request_headers)
         if spec.auth == "api_key" and self.api_key is not None:
             drop_req |= self.api_key.headers  # the credential never reaches the upstream
+        elif spec.auth == "jwt":
+            drop_req |= {b"authorization"}
         drop_req |= {name for name, _ in self.identity_headers}  # never believed from a client
         if self.snapshot_header:
             drop_req |= {self.snapshot_header}
@@ -610,6 +683,7 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str) -> Snapshot:
     keys = c.keys(spec.keys) if spec.keys is not None else None
     c.api_key = c.api_key_policy(spec.api_key, keys)
     c.identity_headers = c.identity_header_names(spec.identity_headers)
+    c.jwt = c.jwt_policy(spec.jwt) if spec.jwt is not None else None
     c.security(spec.security_headers)
     global_net = c.network_policy("network", spec.network, "network")
     global_policies: tuple[Policy, ...] = (global_net,) if global_net is not None else ()

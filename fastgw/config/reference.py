@@ -59,10 +59,12 @@ TABLES: list[tuple[str, type, str]] = [
         schema.IdentityHeadersSpec,
         "Headers that tell the upstream who called (authenticated routes); client copies are removed.",
     ),
+    ("[jwt]", schema.JwtSpec, "JWT bearer tokens (routes with auth = 'jwt')."),
+    ("jwt.issuers.NAME", schema.JwtIssuerSpec, "One token issuer: its keys, algorithms and claims."),
     ("[keys]", schema.KeysSpec, "How API keys are stored: peppered HMAC-SHA-256 digests, never the key."),
     ("[api_key]", schema.ApiKeySpec, "The API key policy (routes with auth = 'api_key')."),
     (
-        "secret references (admin.token, audit.key, keys.pepper)",
+        "secret references (admin.token, audit.key, keys.pepper, jwt.issuers.NAME.secret)",
         schema.SecretSpec,
         "Name exactly one source; a secret is never written inline.",
     ),

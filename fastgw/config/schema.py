@@ -217,8 +217,9 @@ class RouteSpec:
     name: str = doc("unique route name, used in logs and metrics", ...)
     path: str = doc("path prefix (segment-wise) or exact path, starting with '/'", ...)
     upstream: str = doc("name of an [upstreams.NAME] table", ...)
-    auth: Literal["none", "api_key"] = doc(
-        "authentication; required on every route: 'none' (public) or 'api_key' (see [api_key])", ...
+    auth: Literal["none", "api_key", "jwt"] = doc(
+        "authentication, required on every route: 'none' (public), 'api_key' ([api_key]) or 'jwt' ([jwt])",
+        ...,
     )
     host: str = doc("Host to match: a name, '*.suffix' or '*' for any", "*")
     match: Literal["prefix", "exact"] = doc("how path is matched", "prefix")
@@ -303,6 +304,36 @@ class ApiKeySpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class JwtIssuerSpec:
+    issuer: str = doc("the exact 'iss' value of this issuer's tokens", ...)
+    audiences: tuple[str, ...] = doc(
+        "'aud' must contain one of these (required unless empty list given)", ...
+    )
+    algorithms: tuple[str, ...] = doc(
+        "allowed 'alg' values; HS* need secret, RS*/PS*/ES*/EdDSA need public keys; never 'none'", ...
+    )
+    secret: SecretSpec | None = doc("shared HMAC secret (a secret reference, >= 32 bytes)", None)
+    public_keys: tuple[str, ...] = doc("PEM public key files (used for tokens without a matching kid)", ())
+    jwks_file: str | None = doc("a JWKS file (JSON Web Key Set): keys chosen by 'kid'", None)
+    leeway: float = doc("seconds of clock skew tolerated on exp, nbf and iat", 30.0)
+    consumer_claim: str = doc("claim naming the caller", "sub")
+    scopes_claim: str = doc("claim with the scopes ('' = 'scope' (space-separated) or 'scp')", "")
+    roles_claim: str = doc("claim with the roles (a list; '' = none)", "roles")
+    team_claim: str = doc("claim with the team ('' = none)", "")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JwtSpec:
+    issuers: dict[str, JwtIssuerSpec] = doc("[jwt.issuers.NAME] tables, one per token issuer", ...)
+    max_token_bytes: int = doc("longest bearer token accepted (else 401)", 8192)
+    cache_size: int = doc("verified (and refused) tokens remembered per worker", 10000)
+    negative_ttl: float = doc("seconds a refused token is answered from the cache", 30.0)
+    mode: Literal["enforce", "shadow"] = doc(
+        "shadow: a failed check is logged and counted, the request goes on as anonymous", "enforce"
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ConfigSpec:
     listeners: tuple[ListenerSpec, ...] = doc("[[listeners]] tables: where clients connect", ...)
     routes: tuple[RouteSpec, ...] = doc("[[routes]] tables, matched host -> path -> method", ...)
@@ -317,6 +348,7 @@ class ConfigSpec:
     audit: AuditSpec = doc("[audit] the tamper-evident log of admin actions and reloads", AuditSpec())
     keys: KeysSpec | None = doc("[keys] how API keys are stored (needed by auth = 'api_key')", None)
     api_key: ApiKeySpec = doc("[api_key] the API key policy of routes with auth = 'api_key'", ApiKeySpec())
+    jwt: JwtSpec | None = doc("[jwt] bearer token issuers (needed by auth = 'jwt')", None)
     security_headers: SecurityHeadersSpec = doc(
         "[security_headers] added to every proxied response", SecurityHeadersSpec()
     )

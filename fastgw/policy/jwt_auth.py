@@ -1,0 +1,256 @@
+"""JWT bearer authentication (RFC 7519 / RFC 8725 rules) with pyjwt + cryptography.
+
+Keys are configured per issuer and only configured keys are ever used: ``jku``, ``x5u``, ``jwk`` and
+``x5c`` token headers are ignored, and a ``kid`` is only a dictionary key (no path, no URL, no SQL can be
+built from it). The algorithm must be in the issuer's allow-list, which the compiler checks against the
+issuer's keys: ``none`` is never allowed, HMAC algorithms only with a shared secret, asymmetric ones only
+with public keys, so "HS256 signed with the RSA public key" cannot verify. ``exp`` is required, ``nbf``
+and ``iat`` are checked when present, ``iss`` must be the issuer's, ``aud`` must contain one of its
+audiences; ``leeway`` absorbs clock skew.
+
+Verification (~50-200 us for RS256) runs once per token: verified tokens are cached by the token string
+until they expire (bounded), and refused tokens for ``negative_ttl`` seconds, so a flood of one forged
+token costs one verification. A cached check is two dict lookups and a clock read.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+
+from fastgw.exchange import Exchange
+from fastgw.policy.chain import Denial, Phase
+
+HMAC_ALGORITHMS: Final = frozenset({"HS256", "HS384", "HS512"})
+ASYMMETRIC_ALGORITHMS: Final = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"}
+)
+REALM: Final = b'Bearer realm="fastgw"'
+
+
+def _invalid(description: str, reason: str) -> Denial:
+    challenge = REALM + b', error="invalid_token", error_description="' + description.encode() + b'"'
+    return Denial(
+        401,
+        "unauthorized",
+        f"the bearer token is not valid: {description}",
+        reason,
+        ((b"www-authenticate", challenge),),
+    )
+
+
+MISSING = Denial(
+    401, "unauthorized", "a bearer token is required", "jwt.missing", ((b"www-authenticate", REALM),)
+)
+DUPLICATE = Denial(
+    400,
+    "bad-request",
+    "more than one Authorization header",
+    "jwt.duplicate",
+    ((b"www-authenticate", REALM + b', error="invalid_request"'),),
+)
+TOO_LARGE = _invalid("token too large", "jwt.too_large")
+MALFORMED = _invalid("malformed token", "jwt.malformed")
+UNKNOWN_ISSUER = _invalid("unknown issuer", "jwt.issuer")
+BAD_ALGORITHM = _invalid("algorithm not allowed", "jwt.algorithm")
+UNKNOWN_KEY = _invalid("unknown key id", "jwt.kid")
+BAD_SIGNATURE = _invalid("signature verification failed", "jwt.signature")
+EXPIRED = _invalid("token expired", "jwt.expired")
+NOT_YET = _invalid("token not yet valid", "jwt.not_before")
+BAD_AUDIENCE = _invalid("wrong audience", "jwt.audience")
+BAD_CLAIMS = _invalid("missing or invalid claims", "jwt.claims")
+
+
+@dataclass(frozen=True, slots=True)
+class JwtIdentity:
+    consumer: str
+    consumer_id: str
+    team: str
+    roles: frozenset[str]
+    scopes: frozenset[str]
+    expires: float
+    issuer: str
+
+
+_FAMILIES: Final[dict[str, type | tuple[type, ...]]] = {
+    "RS": rsa.RSAPublicKey,
+    "PS": rsa.RSAPublicKey,
+    "ES": ec.EllipticCurvePublicKey,
+    "Ed": (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey),
+}
+
+
+def key_fits(key: Any, alg: str) -> bool:
+    """Whether a public key is of the family an algorithm needs (RSA for RS*/PS*, EC for ES*, EdDSA)."""
+    family = _FAMILIES.get(alg[:2])
+    return family is not None and isinstance(key, family)
+
+
+def _strings(value: Any) -> frozenset[str]:
+    if not isinstance(value, list):
+        return frozenset()
+    return frozenset(v for v in value if isinstance(v, str))
+
+
+@dataclass(frozen=True, slots=True)
+class JwtIssuer:
+    name: str
+    issuer: str
+    audiences: tuple[str, ...]
+    algorithms: frozenset[str]
+    secret: bytes | None
+    keys_by_kid: dict[str, Any]  # kid -> cryptography public key
+    keys_without_kid: tuple[Any, ...]
+    leeway: float
+    consumer_claim: str
+    scopes_claim: str
+    roles_claim: str
+    team_claim: str
+
+    def key_for(self, alg: str, kid: Any) -> Any:
+        """The one configured key for this algorithm and kid, or None (never a guess)."""
+        if alg in HMAC_ALGORITHMS:
+            return self.secret
+        if isinstance(kid, str) and kid:
+            key = self.keys_by_kid.get(kid)
+            return key if key is not None and key_fits(key, alg) else None
+        candidates = [k for k in self.keys_without_kid if key_fits(k, alg)]
+        return candidates[0] if len(candidates) == 1 else None
+
+    def identity(self, claims: dict[str, Any]) -> JwtIdentity | None:
+        subject = claims.get(self.consumer_claim)
+        if not isinstance(subject, str) or not subject:
+            return None
+        raw = claims.get(self.scopes_claim or "scope", claims.get("scp") if not self.scopes_claim else None)
+        scopes = _strings(raw.split() if isinstance(raw, str) else raw)
+        roles = _strings(claims.get(self.roles_claim) if self.roles_claim else None)
+        team = claims.get(self.team_claim, "") if self.team_claim else ""
+        return JwtIdentity(
+            consumer=subject,
+            consumer_id=subject,
+            team=team if isinstance(team, str) else "",
+            roles=roles,
+            scopes=scopes,
+            expires=float(claims["exp"]),
+            issuer=self.issuer,
+        )
+
+
+class JwtAuth:
+    PHASE: ClassVar[Phase] = Phase.AUTHENTICATION
+
+    def __init__(
+        self,
+        name: str,
+        issuers: dict[str, JwtIssuer],
+        max_token_bytes: int,
+        cache_size: int,
+        negative_ttl: float,
+        shadow: bool,
+    ) -> None:
+        self.name = name
+        self.issuers = issuers  # by their "iss" value
+        self.max_token_bytes = max_token_bytes
+        self.cache_size = cache_size
+        self.negative_ttl = negative_ttl
+        self.shadow = shadow
+        self._good: OrderedDict[bytes, JwtIdentity] = OrderedDict()
+        self._bad: dict[bytes, tuple[float, Denial]] = {}
+        self.verifications = 0  # signature checks actually run (tests, metrics)
+
+    def check(self, ex: Exchange) -> Denial | None:
+        value = None
+        for name, v in ex.headers:
+            if name == b"authorization":
+                if value is not None:
+                    return DUPLICATE
+                value = v
+        if value is None:
+            return MISSING
+        scheme, _, token = value.partition(b" ")
+        if scheme.lower() != b"bearer":
+            return MISSING
+        token = token.strip()
+        if len(token) > self.max_token_bytes:
+            return TOO_LARGE
+        now = time.time()
+        identity = self._good.get(token)
+        if identity is not None:
+            if now < identity.expires + self._leeway(identity):
+                ex.consumer = identity
+                return None
+            del self._good[token]
+            return EXPIRED
+        bad = self._bad.get(token)
+        if bad is not None and now < bad[0]:
+            return bad[1]
+        outcome = self._verify(token.decode("latin-1"))
+        if isinstance(outcome, Denial):
+            if len(self._bad) >= self.cache_size:
+                self._bad.clear()
+            self._bad[token] = (now + self.negative_ttl, outcome)
+            return outcome
+        good = self._good
+        good[token] = outcome
+        if len(good) > self.cache_size:
+            good.popitem(last=False)
+        ex.consumer = outcome
+        return None
+
+    def _leeway(self, identity: JwtIdentity) -> float:
+        issuer = self.issuers.get(identity.issuer)
+        return issuer.leeway if issuer is not None else 0.0
+
+    def _verify(self, token: str) -> JwtIdentity | Denial:
+        self.verifications += 1
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            return MALFORMED
+        iss = unverified.get("iss")
+        issuer = self.issuers.get(iss) if isinstance(iss, str) else None
+        if issuer is None:
+            return UNKNOWN_ISSUER
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in issuer.algorithms:
+            return BAD_ALGORITHM
+        key = issuer.key_for(alg, header.get("kid"))
+        if key is None:
+            return UNKNOWN_KEY
+        require = ["exp", "iss"] + (["aud"] if issuer.audiences else [])
+        try:
+            claims = jwt.decode(
+                token,
+                key=key,
+                algorithms=[alg],
+                audience=list(issuer.audiences) or None,
+                issuer=issuer.issuer,
+                leeway=issuer.leeway,
+                options={"require": require, "verify_aud": bool(issuer.audiences)},
+            )
+        except jwt.ExpiredSignatureError:
+            return EXPIRED
+        except jwt.ImmatureSignatureError:
+            return NOT_YET
+        except jwt.InvalidAudienceError:
+            return BAD_AUDIENCE
+        except (jwt.MissingRequiredClaimError, jwt.InvalidIssuerError, jwt.InvalidIssuedAtError):
+            return BAD_CLAIMS
+        except (
+            jwt.InvalidSignatureError,
+            jwt.InvalidKeyError,
+            jwt.InvalidAlgorithmError,
+            TypeError,
+            ValueError,
+        ):
+            return BAD_SIGNATURE
+        except jwt.PyJWTError:
+            return MALFORMED
+        identity = issuer.identity(claims)
+        return identity if identity is not None else BAD_CLAIMS
