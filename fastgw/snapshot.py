@@ -38,6 +38,7 @@ class ServerSettings:
     max_pipelined: int
     merge_slashes: bool
     allow_encoded_slash: bool
+    allow_path_params: bool
     trusted_proxies: tuple[IPNetwork, ...]
     server_name: bytes  # the pseudonym in Via
     drain_timeout: float

@@ -644,6 +644,7 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str) -> Snapshot:
         max_pipelined=s.max_pipelined,
         merge_slashes=s.merge_slashes,
         allow_encoded_slash=s.allow_encoded_slash,
+        allow_path_params=s.allow_path_params,
         trusted_proxies=c.networks("server.trusted_proxies", s.trusted_proxies),
         server_name=s.server_name.encode(),
         drain_timeout=s.drain_timeout,

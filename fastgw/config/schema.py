@@ -45,6 +45,9 @@ class ServerSpec:
     max_pipelined: int = doc("pipelined requests queued per connection before reading pauses", 16)
     merge_slashes: bool = doc("merge repeated '/' in paths before routing", True)
     allow_encoded_slash: bool = doc("accept %2F and %5C in paths (kept encoded) instead of 400", False)
+    allow_path_params: bool = doc(
+        "accept ';' path parameters (Tomcat/Spring read /a;x as /a) instead of 400", False
+    )
     trusted_proxies: tuple[str, ...] = doc("CIDRs whose X-Forwarded-For is believed", ())
     server_name: str = doc("pseudonym this gateway adds to Via", "fastgw")
     drain_timeout: float = doc("seconds in-flight requests get to finish on shutdown", 10.0)

@@ -331,7 +331,10 @@ class ClientConnection(asyncio.Protocol):
             target = target[:q]
         try:
             ex.path = normalize_path(
-                target, merge_slashes=server.merge_slashes, allow_encoded_slash=server.allow_encoded_slash
+                target,
+                merge_slashes=server.merge_slashes,
+                allow_encoded_slash=server.allow_encoded_slash,
+                allow_params=server.allow_path_params,
             )
         except CodecError as err:
             ex.path = target

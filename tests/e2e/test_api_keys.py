@@ -266,3 +266,33 @@ def test_authorize_on_a_public_route_is_a_config_error(tmp_path: Path) -> None:
         out.stderr.strip()
         == f"fastgw: {config}: routes[0].authorize: needs an authenticated route (auth is 'none')"
     )
+
+
+PATH_TRICKS = [
+    "/open/../admin/users",
+    "/open/%2e%2e/admin/users",
+    "/open/.%2E/admin/users",
+    "//admin/users",
+    "/open/..;/admin/users",
+    "/admin;jsessionid=x/users",
+    "/open/..%5cadmin/users",
+    "/open/..%2fadmin/users",
+    "/open/%2e%2e%2fadmin/users",
+    "/./admin/users",
+    "/admin%2fusers",
+    "/open/..\\admin/users",
+]
+
+
+@pytest.mark.parametrize("path", PATH_TRICKS)
+def test_path_tricks_never_reach_a_protected_route_unauthenticated(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream, secrets_dir: Path, path: str
+) -> None:
+    """Each trick is either refused (400) or routed to /admin, where the key is required (401); the
+    upstream never sees an /admin request that skipped the check."""
+    config = keys_config(upstream.port, free_port(), secrets_dir).replace('name = "api"', 'name = "admin"')
+    config = config.replace('path = "/api"', 'path = "/admin"')
+    gw = gateway_factory(config)
+    resp = get(gw.port, path)
+    assert resp.status in (400, 401), (path, resp.status)
+    assert not upstream.requests, [r.target for r in upstream.requests]
