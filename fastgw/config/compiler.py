@@ -20,6 +20,7 @@ from fastgw.config.schema import (
     ApiKeySpec,
     AuditSpec,
     AuthorizeSpec,
+    AuthThrottleSpec,
     ConfigSpec,
     CorsSpec,
     HeaderOpsSpec,
@@ -44,6 +45,7 @@ from fastgw.policy.identity import IDENTITIES
 from fastgw.policy.jwt_auth import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, JwtAuth, JwtIssuer
 from fastgw.policy.network import NetworkRules, parse_networks
 from fastgw.policy.rbac import Authorize, Requirement, requirement
+from fastgw.policy.throttle import ThrottleSettings
 from fastgw.proxy_headers import request_drop_sets, response_drop_set
 from fastgw.router import HostTable, MethodTable, Router, route_key
 from fastgw.secrets import resolve_secret
@@ -90,6 +92,7 @@ class _Compiler:
     snapshot_id = b""
     snapshot_header = b""
     api_key: ApiKeyAuth | None = None
+    throttle: ThrottleSettings | None = None
     jwt: JwtAuth | None = None
     identity_headers: tuple[tuple[bytes, str], ...] = ()
     security_headers: tuple[tuple[bytes, bytes], ...] = ()
@@ -291,6 +294,23 @@ class _Compiler:
             out.append((name.lower().encode(), attribute))
         return tuple(out)
 
+    def auth_throttle(self, spec: AuthThrottleSpec) -> ThrottleSettings | None:
+        if not spec.enabled:
+            return None
+        for name in ("window", "slow_after", "block_after", "block_seconds"):
+            self.positive(f"auth_throttle.{name}", getattr(spec, name))
+        if spec.delay < 0:
+            raise self.error("auth_throttle.delay", "must not be negative")
+        if spec.block_after <= spec.slow_after:
+            raise self.error("auth_throttle.block_after", "must be greater than slow_after")
+        return ThrottleSettings(
+            window=spec.window,
+            slow_after=spec.slow_after,
+            delay=spec.delay,
+            block_after=spec.block_after,
+            block_seconds=spec.block_seconds,
+        )
+
     def keys(self, spec: KeysSpec) -> KeySettings:
         if not _TOKEN.fullmatch(spec.pepper_id):
             raise self.error("keys.pepper_id", "must be a short token (letters, digits, -._~)")
@@ -319,6 +339,7 @@ class _Compiler:
             (current, *others),
             IDENTITIES,
             spec.mode == "shadow",
+            self.throttle,
         )
 
     def process(self, spec: ProcessSpec) -> ProcessSettings:
@@ -682,6 +703,7 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str) -> Snapshot:
 
     upstreams = {name: c.upstream(name, u, warnings) for name, u in spec.upstreams.items()}
     keys = c.keys(spec.keys) if spec.keys is not None else None
+    c.throttle = c.auth_throttle(spec.auth_throttle)
     c.api_key = c.api_key_policy(spec.api_key, keys)
     c.identity_headers = c.identity_header_names(spec.identity_headers)
     c.jwt = c.jwt_policy(spec.jwt) if spec.jwt is not None else None

@@ -59,6 +59,11 @@ TABLES: list[tuple[str, type, str]] = [
         schema.IdentityHeadersSpec,
         "Headers that tell the upstream who called (authenticated routes); client copies are removed.",
     ),
+    (
+        "[auth_throttle]",
+        schema.AuthThrottleSpec,
+        "Clients that keep failing authentication: slowed, then refused.",
+    ),
     ("[jwt]", schema.JwtSpec, "JWT bearer tokens (routes with auth = 'jwt')."),
     ("jwt.issuers.NAME", schema.JwtIssuerSpec, "One token issuer: its keys, algorithms and claims."),
     ("[keys]", schema.KeysSpec, "How API keys are stored: peppered HMAC-SHA-256 digests, never the key."),

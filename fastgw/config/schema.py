@@ -337,6 +337,16 @@ class JwtSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AuthThrottleSpec:
+    enabled: bool = doc("slow down, then refuse, clients that keep failing authentication", True)
+    window: float = doc("seconds over which failures are counted", 60.0)
+    slow_after: int = doc("failures in the window after which each failure is answered late", 10)
+    delay: float = doc("seconds a failure answer is held back once slowed", 1.0)
+    block_after: int = doc("failures in the window after which the client is refused (429)", 50)
+    block_seconds: float = doc("seconds a blocked client address or key prefix stays refused", 300.0)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ConfigSpec:
     listeners: tuple[ListenerSpec, ...] = doc("[[listeners]] tables: where clients connect", ...)
     routes: tuple[RouteSpec, ...] = doc("[[routes]] tables, matched host -> path -> method", ...)
@@ -351,6 +361,9 @@ class ConfigSpec:
     audit: AuditSpec = doc("[audit] the tamper-evident log of admin actions and reloads", AuditSpec())
     keys: KeysSpec | None = doc("[keys] how API keys are stored (needed by auth = 'api_key')", None)
     api_key: ApiKeySpec = doc("[api_key] the API key policy of routes with auth = 'api_key'", ApiKeySpec())
+    auth_throttle: AuthThrottleSpec = doc(
+        "[auth_throttle] repeated authentication failures, per worker", AuthThrottleSpec()
+    )
     jwt: JwtSpec | None = doc("[jwt] bearer token issuers (needed by auth = 'jwt')", None)
     security_headers: SecurityHeadersSpec = doc(
         "[security_headers] added to every proxied response", SecurityHeadersSpec()

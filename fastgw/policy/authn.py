@@ -15,8 +15,9 @@ import time
 from typing import ClassVar
 
 from fastgw.exchange import Exchange
-from fastgw.policy.chain import Denial, Phase
+from fastgw.policy.chain import Denial, Pending, Phase
 from fastgw.policy.identity import IdentityCache
+from fastgw.policy.throttle import FAILURES, ThrottleSettings, answer_later
 
 REALM = b'Bearer realm="fastgw"'
 
@@ -70,14 +71,38 @@ class ApiKeyAuth:
         peppers: tuple[bytes, ...],
         cache: IdentityCache,
         shadow: bool,
+        throttle: ThrottleSettings | None = None,
     ) -> None:
         self.name = name
         self.headers = headers
         self.peppers = peppers
         self.cache = cache
         self.shadow = shadow
+        self.throttle = throttle if not shadow else None  # shadow mode never delays nor blocks
 
-    def check(self, ex: Exchange) -> Denial | None:
+    def check(self, ex: Exchange) -> Denial | Pending | None:
+        if FAILURES.blocked and self.throttle is not None:
+            refusal = FAILURES.refusal((ex.client_ip,), time.time())
+            if refusal is not None:
+                return refusal
+        outcome = self._check(ex)
+        if outcome is None or outcome is MISSING or outcome is DUPLICATE or self.throttle is None:
+            return outcome
+        keys = (ex.client_ip, "key:" + self._presented(ex)[:10])
+        if FAILURES.blocked:
+            refusal = FAILURES.refusal(keys[1:], time.time())
+            if refusal is not None:
+                return refusal
+        delay = FAILURES.failed(keys, time.time(), self.throttle)
+        return answer_later(outcome, delay) if delay else outcome
+
+    def _presented(self, ex: Exchange) -> str:
+        for name, value in ex.headers:
+            if name in self.headers:
+                return value.rpartition(b" ")[2].decode("latin-1")
+        return ""
+
+    def _check(self, ex: Exchange) -> Denial | None:
         wanted = self.headers
         found: tuple[bytes, bytes] | None = None
         for item in ex.headers:

@@ -24,7 +24,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from fastgw.exchange import Exchange
-from fastgw.policy.chain import Denial, Phase
+from fastgw.policy.chain import Denial, Pending, Phase
+from fastgw.policy.throttle import FAILURES, ThrottleSettings, answer_later
 
 HMAC_ALGORITHMS: Final = frozenset({"HS256", "HS384", "HS512"})
 ASYMMETRIC_ALGORITHMS: Final = frozenset(
@@ -152,8 +153,10 @@ class JwtAuth:
         cache_size: int,
         negative_ttl: float,
         shadow: bool,
+        throttle: ThrottleSettings | None = None,
     ) -> None:
         self.name = name
+        self.throttle = throttle if not shadow else None
         self.issuers = issuers  # by their "iss" value
         self.max_token_bytes = max_token_bytes
         self.cache_size = cache_size
@@ -163,7 +166,18 @@ class JwtAuth:
         self._bad: dict[bytes, tuple[float, Denial]] = {}
         self.verifications = 0  # signature checks actually run (tests, metrics)
 
-    def check(self, ex: Exchange) -> Denial | None:
+    def check(self, ex: Exchange) -> Denial | Pending | None:
+        if FAILURES.blocked and self.throttle is not None:
+            refusal = FAILURES.refusal((ex.client_ip,), time.time())
+            if refusal is not None:
+                return refusal
+        outcome = self._check(ex)
+        if outcome is None or outcome is MISSING or outcome is DUPLICATE or self.throttle is None:
+            return outcome
+        delay = FAILURES.failed((ex.client_ip,), time.time(), self.throttle)
+        return answer_later(outcome, delay) if delay else outcome
+
+    def _check(self, ex: Exchange) -> Denial | None:
         value = None
         for name, v in ex.headers:
             if name == b"authorization":

@@ -296,3 +296,41 @@ def test_path_tricks_never_reach_a_protected_route_unauthenticated(
     resp = get(gw.port, path)
     assert resp.status in (400, 401), (path, resp.status)
     assert not upstream.requests, [r.target for r in upstream.requests]
+
+
+def test_repeated_failures_are_slowed_then_blocked(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream, secrets_dir: Path
+) -> None:
+    config = (
+        keys_config(upstream.port, free_port(), secrets_dir)
+        + """
+        [auth_throttle]
+        window = 60.0
+        slow_after = 3
+        delay = 0.3
+        block_after = 6
+        block_seconds = 2.0
+        """
+    )
+    gw = gateway_factory(config)
+    key, _ = issue(gw)
+    wait_until(lambda: get(gw.port, "/api/ok", headers=f"X-API-Key: {key}\r\n").status == 200, 5, "the key")
+    timings = []
+    for i in range(5):
+        wrong = f"fgw_{'x' * 45}{i:04d}"
+        started = time.monotonic()
+        assert get(gw.port, "/api/x", headers=f"X-API-Key: {wrong}\r\n").status == 401
+        timings.append(time.monotonic() - started)
+    print(f"\nfailure answer times: {[f'{t * 1000:.0f} ms' for t in timings]}")
+    assert max(timings[:3]) < 0.25 and min(timings[3:]) >= 0.3  # the 4th and 5th failures were slowed
+    assert get(gw.port, "/api/x", headers="X-API-Key: fgw_wrong\r\n").status == 401  # the 6th: now blocked
+    blocked = get(gw.port, "/api/ok", headers=f"X-API-Key: {key}\r\n")  # even a good key, from this address
+    assert blocked.status == 429 and blocked.header(b"retry-after") in (b"1", b"2")
+    assert get(gw.port, "/open").status == 200  # public routes are not affected
+    wait_until(
+        lambda: get(gw.port, "/api/ok", headers=f"X-API-Key: {key}\r\n").status == 200, 5, "the unblock"
+    )
+    # Missing credentials are not failures: a browser without a key is never blocked.
+    for _ in range(10):
+        assert get(gw.port, "/api/x").status == 401
+    assert get(gw.port, "/api/ok", headers=f"X-API-Key: {key}\r\n").status == 200

@@ -1,0 +1,87 @@
+"""Failed-authentication throttling: guessing keys or tokens gets slower, then is refused for a while.
+
+Per worker, per client address and (for API keys) per presented key prefix: failures are counted in a
+fixed window; past ``slow_after`` each further failure is answered only after ``delay`` seconds (a
+``Pending`` sleep: nothing blocks, the connection just waits), and at ``block_after`` the address or prefix
+is refused with 429 and ``Retry-After`` for ``block_seconds``, before any verification is spent on it.
+A missing credential is not a failure (browsers and probes send none); a wrong one is. Counts live in the
+worker and survive reloads; with N workers a client can fail up to N times the threshold at most.
+
+The success path costs one truthiness test while nothing is blocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Final
+
+from fastgw.policy.chain import Denial, Pending
+
+MAX_TRACKED: Final = 100_000  # addresses and prefixes tracked per worker before the table is reset
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottleSettings:
+    window: float
+    slow_after: int
+    delay: float
+    block_after: int
+    block_seconds: float
+
+
+class FailureState:
+    __slots__ = ("blocked", "counts")
+
+    def __init__(self) -> None:
+        self.counts: dict[str, tuple[float, int]] = {}  # key -> (window start, failures)
+        self.blocked: dict[str, float] = {}  # key -> blocked until (unix time)
+
+    def refusal(self, keys: tuple[str, ...], now: float) -> Denial | None:
+        blocked = self.blocked
+        for key in keys:
+            until = blocked.get(key)
+            if until is not None:
+                if now < until:
+                    retry = b"%d" % max(1, int(until - now + 0.999))
+                    return Denial(
+                        429,
+                        "too-many-requests",
+                        "too many failed authentication attempts; retry later",
+                        "auth_throttle.blocked",
+                        ((b"retry-after", retry),),
+                    )
+                del blocked[key]
+        return None
+
+    def failed(self, keys: tuple[str, ...], now: float, settings: ThrottleSettings) -> float:
+        """Count a failure; return how long its answer should be delayed (0: at once)."""
+        counts = self.counts
+        if len(counts) >= MAX_TRACKED:
+            counts.clear()
+        delay = 0.0
+        for key in keys:
+            start, n = counts.get(key, (now, 0))
+            if now - start >= settings.window:
+                start, n = now, 0
+            n += 1
+            counts[key] = (start, n)
+            if n >= settings.block_after:
+                if len(self.blocked) >= MAX_TRACKED:
+                    self.blocked.clear()
+                self.blocked[key] = now + settings.block_seconds
+                del counts[key]
+            elif n > settings.slow_after:
+                delay = settings.delay
+        return delay
+
+
+FAILURES: Final = FailureState()
+
+
+def answer_later(denial: Denial, seconds: float) -> Pending:
+    async def wait() -> Denial:
+        await asyncio.sleep(seconds)
+        return denial
+
+    return Pending(wait())
