@@ -28,6 +28,7 @@ from fastgw.config.schema import (
     IdentityHeadersSpec,
     JwtSpec,
     KeysSpec,
+    MtlsSpec,
     NetworkSpec,
     ProcessSpec,
     RequirementSpec,
@@ -43,6 +44,7 @@ from fastgw.policy.chain import Policy
 from fastgw.policy.cors import Cors
 from fastgw.policy.identity import IDENTITIES
 from fastgw.policy.jwt_auth import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, JwtAuth, JwtIssuer
+from fastgw.policy.mtls import CertIdentity, MtlsAuth, normalise_fingerprint
 from fastgw.policy.network import NetworkRules, parse_networks
 from fastgw.policy.rbac import Authorize, Requirement, requirement
 from fastgw.policy.throttle import ThrottleSettings
@@ -94,6 +96,7 @@ class _Compiler:
     api_key: ApiKeyAuth | None = None
     throttle: ThrottleSettings | None = None
     jwt: JwtAuth | None = None
+    mtls: MtlsAuth | None = None
     identity_headers: tuple[tuple[bytes, str], ...] = ()
     security_headers: tuple[tuple[bytes, bytes], ...] = ()
     security_remove: frozenset[bytes] = frozenset()
@@ -278,6 +281,7 @@ class _Compiler:
                 scopes_claim=it.scopes_claim,
                 roles_claim=it.roles_claim,
                 team_claim=it.team_claim,
+                require_cert_binding=it.require_cert_binding,
             )
         return JwtAuth(
             "jwt", issuers, spec.max_token_bytes, spec.cache_size, spec.negative_ttl, spec.mode == "shadow"
@@ -293,6 +297,31 @@ class _Compiler:
                 raise self.error(f"identity_headers.{attribute}", f"{name!r} is not a usable header name")
             out.append((name.lower().encode(), attribute))
         return tuple(out)
+
+    def mtls_policy(self, spec: MtlsSpec) -> MtlsAuth:
+        tables: dict[str, dict[str, CertIdentity]] = {"sha256": {}, "san": {}, "subject": {}}
+        for i, c in enumerate(spec.consumers):
+            key = f"mtls.consumers[{i}]"
+            given = [(kind, getattr(c, kind)) for kind in ("sha256", "san", "subject") if getattr(c, kind)]
+            if len(given) != 1:
+                raise self.error(key, "name exactly one of sha256, san or subject")
+            kind, value = given[0]
+            if kind == "sha256":
+                value = normalise_fingerprint(value)
+                if not re.fullmatch(r"[0-9a-f]{64}", value):
+                    raise self.error(f"{key}.sha256", "must be 64 hex digits (colons allowed)")
+            if value in tables[kind]:
+                raise self.error(f"{key}.{kind}", f"{value!r} is mapped twice")
+            if not c.consumer:
+                raise self.error(f"{key}.consumer", "must not be empty")
+            tables[kind][value] = CertIdentity(
+                consumer=c.consumer,
+                consumer_id=c.consumer,
+                team=c.team,
+                roles=frozenset(c.roles),
+                scopes=frozenset(c.scopes),
+            )
+        return MtlsAuth("mtls", tables["sha256"], tables["san"], tables["subject"], spec.mode == "shadow")
 
     def auth_throttle(self, spec: AuthThrottleSpec) -> ThrottleSettings | None:
         if not spec.enabled:
@@ -545,6 +574,10 @@ class _Compiler:
             if self.api_key is None:
                 raise self.error(f"{key}.auth", "auth = 'api_key' needs a [keys] table with a pepper")
             policies.append(self.api_key)
+        elif spec.auth == "mtls":
+            if self.mtls is None:
+                raise self.error(f"{key}.auth", "auth = 'mtls' needs an [mtls] table mapping certificates")
+            policies.append(self.mtls)
         elif spec.auth == "jwt":
             if self.jwt is None:
                 raise self.error(f"{key}.auth", "auth = 'jwt' needs a [jwt] table with at least one issuer")
@@ -707,6 +740,11 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str) -> Snapshot:
     c.api_key = c.api_key_policy(spec.api_key, keys)
     c.identity_headers = c.identity_header_names(spec.identity_headers)
     c.jwt = c.jwt_policy(spec.jwt) if spec.jwt is not None else None
+    c.mtls = c.mtls_policy(spec.mtls) if spec.mtls is not None else None
+    if c.mtls is not None and not any(
+        ls.tls is not None and ls.tls.client_auth != "none" for ls in spec.listeners
+    ):
+        raise c.error("mtls", "no listener asks for client certificates (listeners.tls.client_auth)")
     c.security(spec.security_headers)
     global_net = c.network_policy("network", spec.network, "network")
     global_policies: tuple[Policy, ...] = (global_net,) if global_net is not None else ()

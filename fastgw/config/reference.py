@@ -64,6 +64,8 @@ TABLES: list[tuple[str, type, str]] = [
         schema.AuthThrottleSpec,
         "Clients that keep failing authentication: slowed, then refused.",
     ),
+    ("[mtls]", schema.MtlsSpec, "Client certificates as consumers (routes with auth = 'mtls')."),
+    ("mtls.consumers", schema.CertConsumerSpec, "Certificate -> consumer (one of sha256, san, subject)."),
     ("[jwt]", schema.JwtSpec, "JWT bearer tokens (routes with auth = 'jwt')."),
     ("jwt.issuers.NAME", schema.JwtIssuerSpec, "One token issuer: its keys, algorithms and claims."),
     ("[keys]", schema.KeysSpec, "How API keys are stored: peppered HMAC-SHA-256 digests, never the key."),

@@ -220,9 +220,8 @@ class RouteSpec:
     name: str = doc("unique route name, used in logs and metrics", ...)
     path: str = doc("path prefix (segment-wise) or exact path, starting with '/'", ...)
     upstream: str = doc("name of an [upstreams.NAME] table", ...)
-    auth: Literal["none", "api_key", "jwt"] = doc(
-        "authentication, required on every route: 'none' (public), 'api_key' ([api_key]) or 'jwt' ([jwt])",
-        ...,
+    auth: Literal["none", "api_key", "jwt", "mtls"] = doc(
+        "authentication, required on every route: 'none' (public), 'api_key', 'jwt' or 'mtls'", ...
     )
     host: str = doc("Host to match: a name, '*.suffix' or '*' for any", "*")
     match: Literal["prefix", "exact"] = doc("how path is matched", "prefix")
@@ -323,6 +322,9 @@ class JwtIssuerSpec:
     scopes_claim: str = doc("claim with the scopes ('' = 'scope' (space-separated) or 'scp')", "")
     roles_claim: str = doc("claim with the roles (a list; '' = none)", "roles")
     team_claim: str = doc("claim with the team ('' = none)", "")
+    require_cert_binding: bool = doc(
+        "tokens must carry cnf.x5t#S256 matching the client certificate (RFC 8705)", False
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -331,6 +333,25 @@ class JwtSpec:
     max_token_bytes: int = doc("longest bearer token accepted (else 401)", 8192)
     cache_size: int = doc("verified (and refused) tokens remembered per worker", 10000)
     negative_ttl: float = doc("seconds a refused token is answered from the cache", 30.0)
+    mode: Literal["enforce", "shadow"] = doc(
+        "shadow: a failed check is logged and counted, the request goes on as anonymous", "enforce"
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CertConsumerSpec:
+    consumer: str = doc("the consumer this certificate authenticates as", ...)
+    sha256: str | None = doc("certificate SHA-256 fingerprint (hex, colons allowed)", None)
+    san: str | None = doc("a subject alternative name (DNS, IP or email) of the certificate", None)
+    subject: str | None = doc("the subject DN as an RFC 4514 string, e.g. 'CN=billing,O=Corp'", None)
+    team: str = doc("the consumer's team", "")
+    roles: tuple[str, ...] = doc("the consumer's roles", ())
+    scopes: tuple[str, ...] = doc("the consumer's scopes", ())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MtlsSpec:
+    consumers: tuple[CertConsumerSpec, ...] = doc("[[mtls.consumers]]: certificate -> consumer mappings", ...)
     mode: Literal["enforce", "shadow"] = doc(
         "shadow: a failed check is logged and counted, the request goes on as anonymous", "enforce"
     )
@@ -364,6 +385,7 @@ class ConfigSpec:
     auth_throttle: AuthThrottleSpec = doc(
         "[auth_throttle] repeated authentication failures, per worker", AuthThrottleSpec()
     )
+    mtls: MtlsSpec | None = doc("[mtls] client certificates as consumers (needed by auth = 'mtls')", None)
     jwt: JwtSpec | None = doc("[jwt] bearer token issuers (needed by auth = 'jwt')", None)
     security_headers: SecurityHeadersSpec = doc(
         "[security_headers] added to every proxied response", SecurityHeadersSpec()

@@ -15,6 +15,8 @@ token costs one verification. A cached check is two dict lookups and a clock rea
 
 from __future__ import annotations
 
+import base64
+import hmac
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -65,6 +67,16 @@ EXPIRED = _invalid("token expired", "jwt.expired")
 NOT_YET = _invalid("token not yet valid", "jwt.not_before")
 BAD_AUDIENCE = _invalid("wrong audience", "jwt.audience")
 BAD_CLAIMS = _invalid("missing or invalid claims", "jwt.claims")
+UNBOUND = _invalid("token not bound to this client certificate", "jwt.cert_binding")
+
+
+def _bound_to(identity: JwtIdentity, ex: Exchange) -> bool:
+    """RFC 8705: cnf.x5t#S256 is base64url(SHA-256(certificate DER)) without padding."""
+    cert: Any = ex.client_cert
+    if cert is None:
+        return False
+    expected = base64.urlsafe_b64encode(bytes.fromhex(cert.sha256)).rstrip(b"=").decode()
+    return hmac.compare_digest(expected, identity.cert_thumbprint)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +88,7 @@ class JwtIdentity:
     scopes: frozenset[str]
     expires: float
     issuer: str
+    cert_thumbprint: str  # cnf.x5t#S256 when the issuer requires certificate binding, else ""
 
 
 _FAMILIES: Final[dict[str, type | tuple[type, ...]]] = {
@@ -112,6 +125,7 @@ class JwtIssuer:
     scopes_claim: str
     roles_claim: str
     team_claim: str
+    require_cert_binding: bool = False
 
     def key_for(self, alg: str, kid: Any) -> Any:
         """The one configured key for this algorithm and kid, or None (never a guess)."""
@@ -131,6 +145,12 @@ class JwtIssuer:
         scopes = _strings(raw.split() if isinstance(raw, str) else raw)
         roles = _strings(claims.get(self.roles_claim) if self.roles_claim else None)
         team = claims.get(self.team_claim, "") if self.team_claim else ""
+        thumbprint = ""
+        if self.require_cert_binding:
+            cnf = claims.get("cnf")
+            thumbprint = cnf.get("x5t#S256", "") if isinstance(cnf, dict) else ""
+            if not isinstance(thumbprint, str) or not thumbprint:
+                return None  # a bound token without its binding is not acceptable
         return JwtIdentity(
             consumer=subject,
             consumer_id=subject,
@@ -139,6 +159,7 @@ class JwtIssuer:
             scopes=scopes,
             expires=float(claims["exp"]),
             issuer=self.issuer,
+            cert_thumbprint=thumbprint,
         )
 
 
@@ -196,6 +217,8 @@ class JwtAuth:
         identity = self._good.get(token)
         if identity is not None:
             if now < identity.expires + self._leeway(identity):
+                if identity.cert_thumbprint and not _bound_to(identity, ex):
+                    return UNBOUND
                 ex.consumer = identity
                 return None
             del self._good[token]
@@ -213,6 +236,8 @@ class JwtAuth:
         good[token] = outcome
         if len(good) > self.cache_size:
             good.popitem(last=False)
+        if outcome.cert_thumbprint and not _bound_to(outcome, ex):
+            return UNBOUND
         ex.consumer = outcome
         return None
 
