@@ -41,6 +41,8 @@ def test_check_examples(tmp_path: Path) -> None:
     from fastgw.tls.dev_certs import write_dev_certificates
 
     write_dev_certificates(tmp_path / "fastgw-dev-certs")
+    for extra in (ROOT / "conf" / "examples").glob("*.json"):  # key sets the examples name
+        (tmp_path / extra.name).write_text(extra.read_text())
     examples = sorted((ROOT / "conf" / "examples").glob("*.toml"))
     assert len(examples) >= 2
     for path in examples:
