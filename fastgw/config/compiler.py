@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import urllib.parse
 from collections.abc import Sequence
 from typing import Final, Literal
 
@@ -26,6 +27,7 @@ from fastgw.config.schema import (
     HeaderOpsSpec,
     HealthCheckSpec,
     IdentityHeadersSpec,
+    IntrospectionSpec,
     JwtSpec,
     KeysSpec,
     MtlsSpec,
@@ -43,6 +45,7 @@ from fastgw.policy.authn import ApiKeyAuth
 from fastgw.policy.chain import Policy
 from fastgw.policy.cors import Cors
 from fastgw.policy.identity import IDENTITIES
+from fastgw.policy.introspection import IntrospectionAuth, IntrospectionEndpoint, basic_authorization
 from fastgw.policy.jwt_auth import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, JwtAuth, JwtIssuer
 from fastgw.policy.mtls import CertIdentity, MtlsAuth, normalise_fingerprint
 from fastgw.policy.network import NetworkRules, parse_networks
@@ -97,6 +100,7 @@ class _Compiler:
     throttle: ThrottleSettings | None = None
     jwt: JwtAuth | None = None
     mtls: MtlsAuth | None = None
+    introspection: IntrospectionAuth | None = None
     identity_headers: tuple[tuple[bytes, str], ...] = ()
     security_headers: tuple[tuple[bytes, bytes], ...] = ()
     security_remove: frozenset[bytes] = frozenset()
@@ -297,6 +301,41 @@ class _Compiler:
                 raise self.error(f"identity_headers.{attribute}", f"{name!r} is not a usable header name")
             out.append((name.lower().encode(), attribute))
         return tuple(out)
+
+    def introspection_policy(self, spec: IntrospectionSpec, warnings: list[str]) -> IntrospectionAuth:
+        parsed = urllib.parse.urlsplit(spec.url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise self.error("introspection.url", "must be an http:// or https:// URL")
+        if parsed.scheme == "http":
+            warnings.append("introspection.url is plain http: tokens and client credentials travel in clear")
+        for name in ("timeout", "cache_ttl", "negative_ttl", "cache_size"):
+            self.positive(f"introspection.{name}", getattr(spec, name))
+        secret = resolve_secret(self.secret("introspection.client_secret", spec.client_secret))
+        tls = None
+        if parsed.scheme == "https":
+            try:
+                tls = build_client_tls(
+                    True, self.path(spec.ca) if spec.ca else None, None, None, None
+                ).context
+            except TlsConfigError as exc:
+                raise self.error(f"introspection.{exc.key}", str(exc)) from None
+        endpoint = IntrospectionEndpoint(
+            host=parsed.hostname,
+            port=parsed.port or (443 if parsed.scheme == "https" else 80),
+            path=(parsed.path or "/") + (f"?{parsed.query}" if parsed.query else ""),
+            tls=tls,
+            server_hostname=parsed.hostname if tls is not None else None,
+            authorization=basic_authorization(spec.client_id, secret),
+            timeout=spec.timeout,
+        )
+        return IntrospectionAuth(
+            "introspection",
+            endpoint,
+            spec.cache_ttl,
+            spec.negative_ttl,
+            spec.cache_size,
+            spec.mode == "shadow",
+        )
 
     def mtls_policy(self, spec: MtlsSpec) -> MtlsAuth:
         tables: dict[str, dict[str, CertIdentity]] = {"sha256": {}, "san": {}, "subject": {}}
@@ -574,6 +613,10 @@ class _Compiler:
             if self.api_key is None:
                 raise self.error(f"{key}.auth", "auth = 'api_key' needs a [keys] table with a pepper")
             policies.append(self.api_key)
+        elif spec.auth == "introspection":
+            if self.introspection is None:
+                raise self.error(f"{key}.auth", "auth = 'introspection' needs an [introspection] table")
+            policies.append(self.introspection)
         elif spec.auth == "mtls":
             if self.mtls is None:
                 raise self.error(f"{key}.auth", "auth = 'mtls' needs an [mtls] table mapping certificates")
@@ -596,7 +639,7 @@ class _Compiler:
         drop_req, add_req = self.header_ops(f"{key}.request_headers", spec.request_headers)
         if spec.auth == "api_key" and self.api_key is not None:
             drop_req |= self.api_key.headers  # the credential never reaches the upstream
-        elif spec.auth == "jwt":
+        elif spec.auth in ("jwt", "introspection"):
             drop_req |= {b"authorization"}
         drop_req |= {name for name, _ in self.identity_headers}  # never believed from a client
         if self.snapshot_header:
@@ -741,6 +784,8 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str) -> Snapshot:
     c.identity_headers = c.identity_header_names(spec.identity_headers)
     c.jwt = c.jwt_policy(spec.jwt) if spec.jwt is not None else None
     c.mtls = c.mtls_policy(spec.mtls) if spec.mtls is not None else None
+    if spec.introspection is not None:
+        c.introspection = c.introspection_policy(spec.introspection, warnings)
     if c.mtls is not None and not any(
         ls.tls is not None and ls.tls.client_auth != "none" for ls in spec.listeners
     ):

@@ -64,6 +64,11 @@ TABLES: list[tuple[str, type, str]] = [
         schema.AuthThrottleSpec,
         "Clients that keep failing authentication: slowed, then refused.",
     ),
+    (
+        "[introspection]",
+        schema.IntrospectionSpec,
+        "OAuth2 introspection (routes with auth = 'introspection').",
+    ),
     ("[mtls]", schema.MtlsSpec, "Client certificates as consumers (routes with auth = 'mtls')."),
     ("mtls.consumers", schema.CertConsumerSpec, "Certificate -> consumer (one of sha256, san, subject)."),
     ("[jwt]", schema.JwtSpec, "JWT bearer tokens (routes with auth = 'jwt')."),

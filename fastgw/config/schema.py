@@ -220,8 +220,9 @@ class RouteSpec:
     name: str = doc("unique route name, used in logs and metrics", ...)
     path: str = doc("path prefix (segment-wise) or exact path, starting with '/'", ...)
     upstream: str = doc("name of an [upstreams.NAME] table", ...)
-    auth: Literal["none", "api_key", "jwt", "mtls"] = doc(
-        "authentication, required on every route: 'none' (public), 'api_key', 'jwt' or 'mtls'", ...
+    auth: Literal["none", "api_key", "jwt", "mtls", "introspection"] = doc(
+        "authentication, required on every route: 'none' (public), 'api_key', 'jwt', 'mtls', 'introspection'",
+        ...,
     )
     host: str = doc("Host to match: a name, '*.suffix' or '*' for any", "*")
     match: Literal["prefix", "exact"] = doc("how path is matched", "prefix")
@@ -358,6 +359,21 @@ class MtlsSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class IntrospectionSpec:
+    url: str = doc("the RFC 7662 introspection endpoint (https:// advised)", ...)
+    client_id: str = doc("the gateway's client id at the authorization server", ...)
+    client_secret: SecretSpec = doc("its client secret (a secret reference)", ...)
+    timeout: float = doc("seconds an introspection call may take (else 503, fail closed)", 2.0)
+    cache_ttl: float = doc("seconds an active answer is reused (never past the token's exp)", 60.0)
+    negative_ttl: float = doc("seconds an inactive answer is reused", 10.0)
+    cache_size: int = doc("tokens remembered per worker", 10000)
+    ca: str | None = doc("PEM bundle to verify the endpoint with instead of the system store", None)
+    mode: Literal["enforce", "shadow"] = doc(
+        "shadow: a failed check is logged and counted, the request goes on as anonymous", "enforce"
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AuthThrottleSpec:
     enabled: bool = doc("slow down, then refuse, clients that keep failing authentication", True)
     window: float = doc("seconds over which failures are counted", 60.0)
@@ -384,6 +400,9 @@ class ConfigSpec:
     api_key: ApiKeySpec = doc("[api_key] the API key policy of routes with auth = 'api_key'", ApiKeySpec())
     auth_throttle: AuthThrottleSpec = doc(
         "[auth_throttle] repeated authentication failures, per worker", AuthThrottleSpec()
+    )
+    introspection: IntrospectionSpec | None = doc(
+        "[introspection] OAuth2 token introspection (needed by auth = 'introspection')", None
     )
     mtls: MtlsSpec | None = doc("[mtls] client certificates as consumers (needed by auth = 'mtls')", None)
     jwt: JwtSpec | None = doc("[jwt] bearer token issuers (needed by auth = 'jwt')", None)

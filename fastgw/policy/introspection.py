@@ -1,0 +1,233 @@
+"""OAuth2 token introspection (RFC 7662): opaque bearer tokens checked with the authorization server.
+
+A cold token costs one ``POST`` to the introspection endpoint (client credentials from secrets, over the
+gateway's own TLS client): the request is parked with a ``Pending`` so the worker keeps serving others,
+and concurrent requests carrying the same token share that one call. Only ``"active": true`` passes. A
+positive answer is cached until ``min(exp, now + cache_ttl)``, a negative one for ``negative_ttl``. An
+endpoint that fails, times out or answers garbage gives 503 (fail closed, never open), not cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ssl
+import time
+import urllib.parse
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final
+
+import h11
+import orjson
+
+from fastgw.exchange import Exchange
+from fastgw.policy.chain import Denial, Pending, Phase
+
+MAX_RESPONSE: Final = 1 << 20
+REALM: Final = b'Bearer realm="fastgw"'
+
+MISSING = Denial(
+    401,
+    "unauthorized",
+    "a bearer token is required",
+    "introspection.missing",
+    ((b"www-authenticate", REALM),),
+)
+DUPLICATE = Denial(
+    400,
+    "bad-request",
+    "more than one Authorization header",
+    "introspection.duplicate",
+    ((b"www-authenticate", REALM + b', error="invalid_request"'),),
+)
+INACTIVE = Denial(
+    401,
+    "unauthorized",
+    "the bearer token is not active",
+    "introspection.inactive",
+    ((b"www-authenticate", REALM + b', error="invalid_token"'),),
+)
+UNAVAILABLE = Denial(
+    503,
+    "auth-unavailable",
+    "the token could not be checked; try again",
+    "introspection.unavailable",
+    ((b"retry-after", b"1"),),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenIdentity:
+    consumer: str
+    consumer_id: str
+    team: str
+    roles: frozenset[str]
+    scopes: frozenset[str]
+    expires: float
+
+
+@dataclass(frozen=True, slots=True)
+class IntrospectionEndpoint:
+    host: str
+    port: int
+    path: str
+    tls: ssl.SSLContext | None
+    server_hostname: str | None
+    authorization: bytes  # "Basic ..." from the client credentials
+    timeout: float
+
+
+class IntrospectionAuth:
+    PHASE: ClassVar[Phase] = Phase.AUTHENTICATION
+
+    def __init__(
+        self,
+        name: str,
+        endpoint: IntrospectionEndpoint,
+        cache_ttl: float,
+        negative_ttl: float,
+        cache_size: int,
+        shadow: bool,
+    ) -> None:
+        self.name = name
+        self.endpoint = endpoint
+        self.cache_ttl = cache_ttl
+        self.negative_ttl = negative_ttl
+        self.cache_size = cache_size
+        self.shadow = shadow
+        self._good: OrderedDict[bytes, TokenIdentity] = OrderedDict()
+        self._bad: dict[bytes, float] = {}
+        self._inflight: dict[bytes, asyncio.Future[TokenIdentity | Denial]] = {}
+        self.calls = 0  # introspection requests actually sent (tests, metrics)
+
+    def check(self, ex: Exchange) -> Denial | Pending | None:
+        value = None
+        for name, v in ex.headers:
+            if name == b"authorization":
+                if value is not None:
+                    return DUPLICATE
+                value = v
+        if value is None:
+            return MISSING
+        scheme, _, token = value.partition(b" ")
+        token = token.strip()
+        if scheme.lower() != b"bearer" or not token:
+            return MISSING
+        now = time.time()
+        identity = self._good.get(token)
+        if identity is not None:
+            if now < identity.expires:
+                ex.consumer = identity
+                return None
+            del self._good[token]
+        until = self._bad.get(token)
+        if until is not None and now < until:
+            return INACTIVE
+        return Pending(self._resolve(ex, token))
+
+    async def _resolve(self, ex: Exchange, token: bytes) -> Denial | None:
+        future = self._inflight.get(token)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._inflight[token] = future
+            try:
+                outcome = await self._introspect(token)
+            finally:
+                del self._inflight[token]
+            future.set_result(outcome)
+        else:
+            outcome = await asyncio.shield(future)
+        if isinstance(outcome, Denial):
+            return outcome
+        ex.consumer = outcome
+        return None
+
+    async def _introspect(self, token: bytes) -> TokenIdentity | Denial:
+        self.calls += 1
+        try:
+            status, body = await asyncio.wait_for(self._post(token), self.endpoint.timeout)
+            if status != 200:
+                return UNAVAILABLE
+            answer = orjson.loads(body)
+        except (OSError, TimeoutError, ssl.SSLError, h11.ProtocolError, orjson.JSONDecodeError, ValueError):
+            return UNAVAILABLE
+        now = time.time()
+        if not isinstance(answer, dict) or answer.get("active") is not True:
+            if len(self._bad) >= self.cache_size:
+                self._bad.clear()
+            self._bad[token] = now + self.negative_ttl
+            return INACTIVE
+        identity = _identity(answer, now, self.cache_ttl)
+        self._good[token] = identity
+        if len(self._good) > self.cache_size:
+            self._good.popitem(last=False)
+        return identity
+
+    async def _post(self, token: bytes) -> tuple[int, bytes]:
+        e = self.endpoint
+        reader, writer = await asyncio.open_connection(
+            e.host, e.port, ssl=e.tls, server_hostname=e.server_hostname
+        )
+        try:
+            conn = h11.Connection(h11.CLIENT)
+            form = urllib.parse.urlencode(
+                {"token": token.decode("latin-1"), "token_type_hint": "access_token"}
+            )
+            body = form.encode()
+            headers = [
+                ("host", e.server_hostname or e.host),
+                ("authorization", e.authorization.decode()),
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("accept", "application/json"),
+                ("content-length", str(len(body))),
+                ("connection", "close"),
+            ]
+            writer.write(conn.send(h11.Request(method="POST", target=e.path, headers=headers)) or b"")
+            writer.write(conn.send(h11.Data(data=body)) or b"")
+            writer.write(conn.send(h11.EndOfMessage()) or b"")
+            await writer.drain()
+            status, chunks, size = 0, [], 0
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    conn.receive_data(await reader.read(65536))
+                elif isinstance(event, h11.Response):
+                    status = event.status_code
+                elif isinstance(event, h11.Data):
+                    size += len(event.data)
+                    if size > MAX_RESPONSE:
+                        raise ValueError("introspection response too large")
+                    chunks.append(bytes(event.data))
+                elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+                    return status, b"".join(chunks)
+        finally:
+            writer.close()
+
+
+def _identity(answer: dict[str, Any], now: float, cache_ttl: float) -> TokenIdentity:
+    subject = answer.get("sub") or answer.get("username") or answer.get("client_id") or "anonymous"
+    scope = answer.get("scope")
+    roles = answer.get("roles")
+    exp = answer.get("exp")
+    expires = now + cache_ttl
+    if isinstance(exp, (int, float)):
+        expires = min(expires, float(exp))
+    return TokenIdentity(
+        consumer=str(subject),
+        consumer_id=str(subject),
+        team=str(answer.get("team", "")) if isinstance(answer.get("team", ""), str) else "",
+        roles=frozenset(r for r in roles if isinstance(r, str)) if isinstance(roles, list) else frozenset(),
+        scopes=frozenset(scope.split()) if isinstance(scope, str) else frozenset(),
+        expires=expires,
+    )
+
+
+def basic_authorization(client_id: str, secret: bytes) -> bytes:
+    """RFC 6749 2.3.1: form-encode both parts, then HTTP Basic."""
+    pair = (
+        urllib.parse.quote(client_id, safe="").encode()
+        + b":"
+        + urllib.parse.quote_from_bytes(secret, safe="").encode()
+    )
+    return b"Basic " + base64.b64encode(pair)
