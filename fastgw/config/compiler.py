@@ -28,6 +28,7 @@ from fastgw.config.schema import (
     HealthCheckSpec,
     IdentityHeadersSpec,
     IntrospectionSpec,
+    JwtIssuerSpec,
     JwtSpec,
     KeysSpec,
     MtlsSpec,
@@ -44,9 +45,11 @@ from fastgw.config.schema import (
 from fastgw.policy.authn import ApiKeyAuth
 from fastgw.policy.chain import Policy
 from fastgw.policy.cors import Cors
+from fastgw.policy.http_client import Endpoint
 from fastgw.policy.identity import IDENTITIES
 from fastgw.policy.introspection import IntrospectionAuth, IntrospectionEndpoint, basic_authorization
-from fastgw.policy.jwt_auth import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, JwtAuth, JwtIssuer
+from fastgw.policy.jwks import RemoteJwks
+from fastgw.policy.jwt_auth import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, JwtAuth, JwtIssuer, key_fits
 from fastgw.policy.mtls import CertIdentity, MtlsAuth, normalise_fingerprint
 from fastgw.policy.network import NetworkRules, parse_networks
 from fastgw.policy.rbac import Authorize, Requirement, requirement
@@ -264,8 +267,9 @@ class _Compiler:
                 )
             except ValueError as exc:
                 raise self.error(key, str(exc)) from None
-            if algorithms & ASYMMETRIC_ALGORITHMS and not (by_kid or without_kid):
-                raise self.error(key, "RS*/PS*/ES*/EdDSA algorithms need public_keys or jwks_file")
+            remote = self.remote_jwks(key, it, algorithms & ASYMMETRIC_ALGORITHMS)
+            if algorithms & ASYMMETRIC_ALGORITHMS and not (by_kid or without_kid or remote):
+                raise self.error(key, "RS*/PS*/ES*/EdDSA algorithms need public_keys, jwks_file or jwks_url")
             if (by_kid or without_kid) and not algorithms & ASYMMETRIC_ALGORITHMS:
                 raise self.error(
                     f"{key}.algorithms", "public keys are configured but no asymmetric algorithm"
@@ -286,6 +290,7 @@ class _Compiler:
                 roles_claim=it.roles_claim,
                 team_claim=it.team_claim,
                 require_cert_binding=it.require_cert_binding,
+                remote=remote,
             )
         return JwtAuth(
             "jwt", issuers, spec.max_token_bytes, spec.cache_size, spec.negative_ttl, spec.mode == "shadow"
@@ -320,11 +325,7 @@ class _Compiler:
             except TlsConfigError as exc:
                 raise self.error(f"introspection.{exc.key}", str(exc)) from None
         endpoint = IntrospectionEndpoint(
-            host=parsed.hostname,
-            port=parsed.port or (443 if parsed.scheme == "https" else 80),
-            path=(parsed.path or "/") + (f"?{parsed.query}" if parsed.query else ""),
-            tls=tls,
-            server_hostname=parsed.hostname if tls is not None else None,
+            target=Endpoint.parse(spec.url, tls),
             authorization=basic_authorization(spec.client_id, secret),
             timeout=spec.timeout,
         )
@@ -335,6 +336,34 @@ class _Compiler:
             spec.negative_ttl,
             spec.cache_size,
             spec.mode == "shadow",
+        )
+
+    def remote_jwks(self, key: str, it: JwtIssuerSpec, algorithms: frozenset[str]) -> RemoteJwks | None:
+        if it.jwks_url is None and it.discovery_url is None:
+            return None
+        if it.jwks_url is not None and it.discovery_url is not None:
+            raise self.error(key, "name jwks_url or discovery_url, not both")
+        if not algorithms:
+            raise self.error(f"{key}.algorithms", "a JWKS URL needs an asymmetric algorithm")
+        for name in ("jwks_refresh", "jwks_min_interval", "jwks_timeout"):
+            self.positive(f"{key}.{name}", getattr(it, name))
+        try:
+            tls = build_client_tls(True, self.path(it.ca) if it.ca else None, None, None, None).context
+        except TlsConfigError as exc:
+            raise self.error(f"{key}.{exc.key}", str(exc)) from None
+        url_key = "jwks_url" if it.jwks_url is not None else "discovery_url"
+        try:
+            endpoint = Endpoint.parse(it.jwks_url or it.discovery_url or "", tls)
+        except ValueError as exc:
+            raise self.error(f"{key}.{url_key}", str(exc)) from None
+        return RemoteJwks(
+            endpoint if it.jwks_url is not None else None,
+            endpoint if it.discovery_url is not None else None,
+            tls,
+            lambda k: any(key_fits(k, alg) for alg in algorithms),
+            it.jwks_refresh,
+            it.jwks_min_interval,
+            it.jwks_timeout,
         )
 
     def mtls_policy(self, spec: MtlsSpec) -> MtlsAuth:

@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 from cryptography.hazmat.primitives import serialization
-from jwt import PyJWK, PyJWKError
 
+from fastgw.policy.jwks import parse_jwks
 from fastgw.policy.jwt_auth import key_fits
 
 
@@ -50,25 +50,7 @@ def issuer_keys(
             raise ValueError(f"cannot read {jwks_file}: {exc.strerror}") from None
         except orjson.JSONDecodeError as exc:
             raise ValueError(f"{jwks_file} is not JSON: {exc}") from None
-        entries = document.get("keys") if isinstance(document, dict) else None
-        if not isinstance(entries, list) or not entries:
-            raise ValueError(f"{jwks_file} has no 'keys' list")
-        for i, entry in enumerate(entries):
-            if not isinstance(entry, dict):
-                raise ValueError(f"{jwks_file}: keys[{i}] is not an object")
-            if entry.get("kty") == "oct":
-                raise ValueError(f"{jwks_file}: keys[{i}] is a symmetric key; use a secret reference")
-            if "d" in entry:
-                raise ValueError(f"{jwks_file}: keys[{i}] is a private key: publish public keys only")
-            try:
-                key = PyJWK(entry).key
-            except PyJWKError as exc:
-                raise ValueError(f"{jwks_file}: keys[{i}]: {exc}") from None
-            if not _fits(key, algorithms):
-                continue  # keys for other algorithms may share the set; they are simply not used here
-            kid = entry.get("kid")
-            if isinstance(kid, str) and kid:
-                by_kid[kid] = key
-            else:
-                without_kid.append(key)
+        file_kid, file_without = parse_jwks(document, lambda key: _fits(key, algorithms), jwks_file)
+        by_kid.update(file_kid)
+        without_kid.extend(file_without)
     return by_kid, without_kid

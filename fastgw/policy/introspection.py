@@ -23,8 +23,8 @@ import orjson
 
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Pending, Phase
+from fastgw.policy.http_client import Endpoint, request
 
-MAX_RESPONSE: Final = 1 << 20
 REALM: Final = b'Bearer realm="fastgw"'
 
 MISSING = Denial(
@@ -69,11 +69,7 @@ class TokenIdentity:
 
 @dataclass(frozen=True, slots=True)
 class IntrospectionEndpoint:
-    host: str
-    port: int
-    path: str
-    tls: ssl.SSLContext | None
-    server_hostname: str | None
+    target: Endpoint
     authorization: bytes  # "Basic ..." from the client credentials
     timeout: float
 
@@ -166,43 +162,13 @@ class IntrospectionAuth:
 
     async def _post(self, token: bytes) -> tuple[int, bytes]:
         e = self.endpoint
-        reader, writer = await asyncio.open_connection(
-            e.host, e.port, ssl=e.tls, server_hostname=e.server_hostname
-        )
-        try:
-            conn = h11.Connection(h11.CLIENT)
-            form = urllib.parse.urlencode(
-                {"token": token.decode("latin-1"), "token_type_hint": "access_token"}
-            )
-            body = form.encode()
-            headers = [
-                ("host", e.server_hostname or e.host),
-                ("authorization", e.authorization.decode()),
-                ("content-type", "application/x-www-form-urlencoded"),
-                ("accept", "application/json"),
-                ("content-length", str(len(body))),
-                ("connection", "close"),
-            ]
-            writer.write(conn.send(h11.Request(method="POST", target=e.path, headers=headers)) or b"")
-            writer.write(conn.send(h11.Data(data=body)) or b"")
-            writer.write(conn.send(h11.EndOfMessage()) or b"")
-            await writer.drain()
-            status, chunks, size = 0, [], 0
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    conn.receive_data(await reader.read(65536))
-                elif isinstance(event, h11.Response):
-                    status = event.status_code
-                elif isinstance(event, h11.Data):
-                    size += len(event.data)
-                    if size > MAX_RESPONSE:
-                        raise ValueError("introspection response too large")
-                    chunks.append(bytes(event.data))
-                elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
-                    return status, b"".join(chunks)
-        finally:
-            writer.close()
+        fields = {"token": token.decode("latin-1"), "token_type_hint": "access_token"}
+        headers = [
+            ("authorization", e.authorization.decode()),
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("accept", "application/json"),
+        ]
+        return await request(e.target, "POST", headers, urllib.parse.urlencode(fields).encode())
 
 
 def _identity(answer: dict[str, Any], now: float, cache_ttl: float) -> TokenIdentity:

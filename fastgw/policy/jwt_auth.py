@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Pending, Phase
+from fastgw.policy.jwks import RemoteJwks
 from fastgw.policy.throttle import FAILURES, ThrottleSettings, answer_later
 
 HMAC_ALGORITHMS: Final = frozenset({"HS256", "HS384", "HS512"})
@@ -126,15 +127,20 @@ class JwtIssuer:
     roles_claim: str
     team_claim: str
     require_cert_binding: bool = False
+    remote: RemoteJwks | None = None  # keys fetched from a JWKS URL (or OIDC discovery)
 
     def key_for(self, alg: str, kid: Any) -> Any:
         """The one configured key for this algorithm and kid, or None (never a guess)."""
         if alg in HMAC_ALGORITHMS:
             return self.secret
+        remote = self.remote
         if isinstance(kid, str) and kid:
             key = self.keys_by_kid.get(kid)
+            if key is None and remote is not None:
+                key = remote.by_kid.get(kid)
             return key if key is not None and key_fits(key, alg) else None
-        candidates = [k for k in self.keys_without_kid if key_fits(k, alg)]
+        pool = self.keys_without_kid + (remote.without_kid if remote is not None else ())
+        candidates = [k for k in pool if key_fits(k, alg)]
         return candidates[0] if len(candidates) == 1 else None
 
     def identity(self, claims: dict[str, Any]) -> JwtIdentity | None:
@@ -186,6 +192,8 @@ class JwtAuth:
         self._good: OrderedDict[bytes, JwtIdentity] = OrderedDict()
         self._bad: dict[bytes, tuple[float, Denial]] = {}
         self.verifications = 0  # signature checks actually run (tests, metrics)
+        self._remotes = [i.remote for i in issuers.values() if i.remote is not None]
+        self._started = not self._remotes
 
     def check(self, ex: Exchange) -> Denial | Pending | None:
         if FAILURES.blocked and self.throttle is not None:
@@ -195,10 +203,16 @@ class JwtAuth:
         outcome = self._check(ex)
         if outcome is None or outcome is MISSING or outcome is DUPLICATE or self.throttle is None:
             return outcome
+        if isinstance(outcome, Pending):
+            return outcome
         delay = FAILURES.failed((ex.client_ip,), time.time(), self.throttle)
         return answer_later(outcome, delay) if delay else outcome
 
-    def _check(self, ex: Exchange) -> Denial | None:
+    def _check(self, ex: Exchange) -> Denial | Pending | None:
+        if not self._started:
+            self._started = True
+            for remote in self._remotes:
+                remote.start()  # background JWKS refreshes, on this worker's loop
         value = None
         for name, v in ex.headers:
             if name == b"authorization":
@@ -226,7 +240,19 @@ class JwtAuth:
         bad = self._bad.get(token)
         if bad is not None and now < bad[0]:
             return bad[1]
-        outcome = self._verify(token.decode("latin-1"))
+        issuer, outcome = self._verify(token.decode("latin-1"))
+        source = issuer.remote if issuer is not None else None
+        if outcome is UNKNOWN_KEY and source is not None and source.may_refetch():
+            return Pending(self._after_refetch(ex, token, source))  # maybe a key rotated in since
+        return self._settle(ex, token, outcome, now)
+
+    async def _after_refetch(self, ex: Exchange, token: bytes, remote: RemoteJwks) -> Denial | None:
+        await remote.refresh()
+        _issuer, outcome = self._verify(token.decode("latin-1"))
+        return self._settle(ex, token, outcome, time.time())
+
+    def _settle(self, ex: Exchange, token: bytes, outcome: JwtIdentity | Denial, now: float) -> Denial | None:
+        """Cache a verification's result and apply it to the exchange."""
         if isinstance(outcome, Denial):
             if len(self._bad) >= self.cache_size:
                 self._bad.clear()
@@ -245,23 +271,23 @@ class JwtAuth:
         issuer = self.issuers.get(identity.issuer)
         return issuer.leeway if issuer is not None else 0.0
 
-    def _verify(self, token: str) -> JwtIdentity | Denial:
+    def _verify(self, token: str) -> tuple[JwtIssuer | None, JwtIdentity | Denial]:
         self.verifications += 1
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError:
-            return MALFORMED
+            return None, MALFORMED
         iss = unverified.get("iss")
         issuer = self.issuers.get(iss) if isinstance(iss, str) else None
         if issuer is None:
-            return UNKNOWN_ISSUER
+            return issuer, UNKNOWN_ISSUER
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in issuer.algorithms:
-            return BAD_ALGORITHM
+            return issuer, BAD_ALGORITHM
         key = issuer.key_for(alg, header.get("kid"))
         if key is None:
-            return UNKNOWN_KEY
+            return issuer, UNKNOWN_KEY
         require = ["exp", "iss"] + (["aud"] if issuer.audiences else [])
         try:
             claims = jwt.decode(
@@ -274,13 +300,13 @@ class JwtAuth:
                 options={"require": require, "verify_aud": bool(issuer.audiences)},
             )
         except jwt.ExpiredSignatureError:
-            return EXPIRED
+            return issuer, EXPIRED
         except jwt.ImmatureSignatureError:
-            return NOT_YET
+            return issuer, NOT_YET
         except jwt.InvalidAudienceError:
-            return BAD_AUDIENCE
+            return issuer, BAD_AUDIENCE
         except (jwt.MissingRequiredClaimError, jwt.InvalidIssuerError, jwt.InvalidIssuedAtError):
-            return BAD_CLAIMS
+            return issuer, BAD_CLAIMS
         except (
             jwt.InvalidSignatureError,
             jwt.InvalidKeyError,
@@ -288,8 +314,8 @@ class JwtAuth:
             TypeError,
             ValueError,
         ):
-            return BAD_SIGNATURE
+            return issuer, BAD_SIGNATURE
         except jwt.PyJWTError:
-            return MALFORMED
+            return issuer, MALFORMED
         identity = issuer.identity(claims)
-        return identity if identity is not None else BAD_CLAIMS
+        return issuer, identity if identity is not None else BAD_CLAIMS

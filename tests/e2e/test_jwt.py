@@ -68,3 +68,85 @@ def test_jwt_route_with_scopes_and_identity_upstream(
     denials = sorted(r.get("denial", "") for r in records[-4:])
     assert denials == ["", "authorize.scope", "jwt.expired", "jwt.missing"]
     assert good not in gw.access_log.read_text() and good not in gw.stderr()
+
+
+def test_jwks_url_by_discovery_rotation_and_stale_keys(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
+    import json
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from tests.conftest import SeenRequest
+
+    idp = TestUpstream()
+    key_a, key_b = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+
+    def jwk(key: ec.EllipticCurvePrivateKey, kid: str) -> dict[str, str]:
+        d = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+        d["kid"] = kid
+        return d  # type: ignore[no-any-return]
+
+    published = [jwk(key_a, "a")]
+    state = {"up": True}
+
+    def handler(req: SeenRequest) -> bytes | None:
+        if not state["up"]:
+            return None
+        if req.target == b"/.well-known/openid-configuration":
+            body = json.dumps({"issuer": ISS, "jwks_uri": f"http://127.0.0.1:{idp.port}/keys"}).encode()
+        elif req.target == b"/keys":
+            body = json.dumps({"keys": published}).encode()
+        else:
+            return b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"
+        return b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (
+            len(body),
+            body,
+        )
+
+    idp.handler = handler
+    try:
+        gw = gateway_factory(
+            basic_config(
+                upstream.port,
+                extra=f"""
+                [[routes]]
+                name = "orders"
+                path = "/orders"
+                upstream = "backend"
+                auth = "jwt"
+
+                [jwt]
+                negative_ttl = 0.1
+
+                [jwt.issuers.idp]
+                issuer = "{ISS}"
+                audiences = []
+                algorithms = ["ES256"]
+                discovery_url = "http://127.0.0.1:{idp.port}/.well-known/openid-configuration"
+                jwks_min_interval = 0.2
+                jwks_refresh = 60
+                """,
+            )
+        )
+        claims = {"iss": ISS, "sub": "bob", "exp": int(time.time()) + 120}
+        token_a = jwt.encode(claims, key_a, algorithm="ES256", headers={"kid": "a"})
+        token_b = jwt.encode({**claims, "sub": "carol"}, key_b, algorithm="ES256", headers={"kid": "b"})
+        assert get(gw.port, "/orders/1", headers=f"Authorization: Bearer {token_a}\r\n").status == 200
+        assert get(gw.port, "/orders/1", headers=f"Authorization: Bearer {token_b}\r\n").status == 401
+        published.append(jwk(key_b, "b"))  # the provider rotates a key in
+        time.sleep(0.3)  # past jwks_min_interval (and the 0.1 s negative cache)
+        assert get(gw.port, "/orders/2", headers=f"Authorization: Bearer {token_b}\r\n").status == 200
+        state["up"] = False  # the provider goes down: the keys already fetched keep working
+        time.sleep(0.3)
+        other = jwt.encode({**claims, "sub": "dave"}, key_a, algorithm="ES256", headers={"kid": "zzz"})
+        assert get(gw.port, "/orders/3", headers=f"Authorization: Bearer {other}\r\n").status == 401
+        fresh_a = jwt.encode({**claims, "sub": "erin"}, key_a, algorithm="ES256", headers={"kid": "a"})
+        assert get(gw.port, "/orders/4", headers=f"Authorization: Bearer {fresh_a}\r\n").status == 200
+        assert "fetching the OIDC discovery document failed" in gw.stderr() or "fetching the JWKS failed" in (
+            gw.stderr()
+        )
+        targets = [r.target for r in idp.requests]
+        assert targets[0] == b"/.well-known/openid-configuration" and b"/keys" in targets
+    finally:
+        idp.close()

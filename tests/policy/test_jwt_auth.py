@@ -253,7 +253,7 @@ def test_verified_and_refused_tokens_are_cached(make_policy: Callable[..., JwtAu
         ),
         (
             '[jwt.issuers.b]\nissuer = "x"\naudiences = []\nalgorithms = ["RS256"]',
-            "need public_keys or jwks_file",
+            "need public_keys, jwks_file or jwks_url",
         ),
     ],
 )
