@@ -56,6 +56,7 @@ SCENARIOS = [
         'wrk.headers["Content-Type"] = "application/octet-stream"\n',
     ),
     Scenario("small GET + API key c=64", "/keyed/small", 64, headers=("X-API-Key: {api_key}",)),
+    Scenario("small GET + JWT RS256 c=64", "/jwt/small", 64, headers=("Authorization: Bearer {jwt}",)),
     Scenario("64 KiB response c=64", "/64k", 64),
     Scenario("new connection per request c=16", "/small", 16, headers=("Connection: close",)),
     Scenario("HTTPS small GET keep-alive c=64", "/small", 64, tls=True),
@@ -64,6 +65,24 @@ SCENARIOS = [
 
 
 API_KEY = [""]  # issued through the admin API once the gateway runs
+JWT = [""]  # an RS256 token from the bench's own key pair
+
+
+def make_jwt_key(work: Path) -> Path:
+    """An RS256 key pair: the public half for the gateway config, a long-lived token for wrk."""
+    import time
+
+    import jwt
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = work / "jwt-public.pem"
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    pem.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, spki))
+    claims = {"iss": "https://bench/", "aud": "bench", "sub": "bench", "exp": int(time.time()) + 86400}
+    JWT[0] = jwt.encode(claims, key, algorithm="RS256")
+    return pem
 
 
 def issue_api_key(admin_port: int, token: str) -> str:
@@ -168,7 +187,7 @@ def run_wrk(port: int, scenario: Scenario, duration: int, work: Path) -> dict[st
     scheme = "https" if scenario.tls else "http"
     cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{scenario.connections}", f"-d{duration}s", "--latency"]
     for header in scenario.headers:
-        cmd += ["-H", header.replace("{api_key}", API_KEY[0])]
+        cmd += ["-H", header.replace("{api_key}", API_KEY[0]).replace("{jwt}", JWT[0])]
     if scenario.script:
         script = work / f"wrk-{abs(hash(scenario.name))}.lua"
         script.write_text(scenario.script)
@@ -243,6 +262,7 @@ def main() -> int:
         admin_token = os.urandom(16).hex()
         (work / "admin.token").write_text(admin_token)
         (work / "pepper").write_text(os.urandom(32).hex())
+        jwt_pem = make_jwt_key(work)
         from fastgw.tls.dev_certs import write_dev_certificates
 
         certs = write_dev_certificates(work / "certs")  # one certificate for both, ECDSA P-256
@@ -270,6 +290,12 @@ def main() -> int:
         ssl_protocols TLSv1.2 TLSv1.3;
         location / {{
             proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering on;
+        }}
+        location /jwt/ {{
+            proxy_pass http://backend/;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_buffering on;
@@ -313,6 +339,17 @@ path = "/keyed"
 strip_prefix = true
 upstream = "backend"
 auth = "api_key"
+[[routes]]
+name = "jwt"
+path = "/jwt"
+strip_prefix = true
+upstream = "backend"
+auth = "jwt"
+[jwt.issuers.bench]
+issuer = "https://bench/"
+audiences = ["bench"]
+algorithms = ["RS256"]
+public_keys = ["{jwt_pem}"]
 [admin]
 bind = "127.0.0.1:{admin_port}"
 token = {{ file = "{work / "admin.token"}" }}
