@@ -12,7 +12,7 @@ import os
 import re
 import urllib.parse
 from collections.abc import Sequence
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from fastgw.codec.http1 import resolve_backend
 from fastgw.config.loader import ConfigError, _did_you_mean, parse_config
@@ -28,6 +28,7 @@ from fastgw.config.schema import (
     HealthCheckSpec,
     IdentityHeadersSpec,
     IntrospectionSpec,
+    JweSpec,
     JwtIssuerSpec,
     JwtSpec,
     KeysSpec,
@@ -49,7 +50,14 @@ from fastgw.policy.http_client import Endpoint
 from fastgw.policy.identity import IDENTITIES
 from fastgw.policy.introspection import IntrospectionAuth, IntrospectionEndpoint, basic_authorization
 from fastgw.policy.jwks import RemoteJwks
-from fastgw.policy.jwt_auth import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, JwtAuth, JwtIssuer, key_fits
+from fastgw.policy.jwt_auth import (
+    ASYMMETRIC_ALGORITHMS,
+    HMAC_ALGORITHMS,
+    JweDecrypter,
+    JwtAuth,
+    JwtIssuer,
+    key_fits,
+)
 from fastgw.policy.mtls import CertIdentity, MtlsAuth, normalise_fingerprint
 from fastgw.policy.network import NetworkRules, parse_networks
 from fastgw.policy.rbac import Authorize, Requirement, requirement
@@ -292,9 +300,35 @@ class _Compiler:
                 require_cert_binding=it.require_cert_binding,
                 remote=remote,
             )
+        jwe = self.jwe_decrypter(spec.jwe) if spec.jwe is not None else None
+        shadow = spec.mode == "shadow"
         return JwtAuth(
-            "jwt", issuers, spec.max_token_bytes, spec.cache_size, spec.negative_ttl, spec.mode == "shadow"
+            "jwt",
+            issuers,
+            spec.max_token_bytes,
+            spec.cache_size,
+            spec.negative_ttl,
+            shadow,
+            self.throttle,
+            jwe,
         )
+
+    def jwe_decrypter(self, spec: JweSpec) -> JweDecrypter:
+        from joserfc.jwk import OctKey, RSAKey
+
+        material = resolve_secret(self.secret("jwt.jwe.key", spec.key))
+        try:
+            if spec.algorithm == "dir":
+                if len(material) != 32:
+                    raise ValueError("a 'dir' A256GCM key must be exactly 32 bytes")
+                key: Any = OctKey.import_key(material)
+            else:
+                key = RSAKey.import_key(material)
+                if not key.is_private:
+                    raise ValueError("RSA-OAEP-256 needs the RSA private key")
+        except ValueError as exc:
+            raise self.error("jwt.jwe.key", str(exc)) from None
+        return JweDecrypter(key, spec.algorithm, spec.required)
 
     def identity_header_names(self, spec: IdentityHeadersSpec) -> tuple[tuple[bytes, str], ...]:
         out = []

@@ -72,6 +72,7 @@ TABLES: list[tuple[str, type, str]] = [
     ("[mtls]", schema.MtlsSpec, "Client certificates as consumers (routes with auth = 'mtls')."),
     ("mtls.consumers", schema.CertConsumerSpec, "Certificate -> consumer (one of sha256, san, subject)."),
     ("[jwt]", schema.JwtSpec, "JWT bearer tokens (routes with auth = 'jwt')."),
+    ("jwt.jwe", schema.JweSpec, "Nested JWE tokens, decrypted with joserfc before verification."),
     ("jwt.issuers.NAME", schema.JwtIssuerSpec, "One token issuer: its keys, algorithms and claims."),
     ("[keys]", schema.KeysSpec, "How API keys are stored: peppered HMAC-SHA-256 digests, never the key."),
     ("[api_key]", schema.ApiKeySpec, "The API key policy (routes with auth = 'api_key')."),

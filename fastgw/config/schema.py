@@ -335,10 +335,23 @@ class JwtIssuerSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class JweSpec:
+    key: SecretSpec = doc(
+        "decryption key: a PEM RSA private key (RSA-OAEP-256) or 32 raw bytes (dir), as a secret reference",
+        ...,
+    )
+    algorithm: Literal["RSA-OAEP-256", "dir"] = doc(
+        "key management algorithm (content: A256GCM)", "RSA-OAEP-256"
+    )
+    required: bool = doc("refuse tokens that are not encrypted", False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class JwtSpec:
     issuers: dict[str, JwtIssuerSpec] = doc("[jwt.issuers.NAME] tables, one per token issuer", ...)
     max_token_bytes: int = doc("longest bearer token accepted (else 401)", 8192)
     cache_size: int = doc("verified (and refused) tokens remembered per worker", 10000)
+    jwe: JweSpec | None = doc("decrypt nested JWE tokens before verifying them (a table, see jwt.jwe)", None)
     negative_ttl: float = doc("seconds a refused token is answered from the cache", 30.0)
     mode: Literal["enforce", "shadow"] = doc(
         "shadow: a failed check is logged and counted, the request goes on as anonymous", "enforce"

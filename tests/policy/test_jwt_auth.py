@@ -66,6 +66,8 @@ name = "r"
 path = "/"
 upstream = "u"
 auth = "jwt"
+[auth_throttle]
+enabled = false          # these tests send hundreds of bad tokens on purpose (throttling: e2e tests)
 [jwt]
 negative_ttl = 30.0
 {jwt_options}
@@ -290,3 +292,76 @@ def test_hmac_issuer(make_policy: Callable[..., JwtAuth], monkeypatch: pytest.Mo
     assert reason(check(policy, token)) == "ok"
     wrong = jwt.encode(claims(iss="svc", aud="internal"), "t" * 40, algorithm="HS256")
     assert reason(check(policy, wrong)) == "jwt.signature"
+
+
+def test_nested_jwe_is_decrypted_then_verified(
+    make_policy: Callable[..., JwtAuth], rsa_key: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from joserfc import jwe as jose_jwe
+    from joserfc.jwk import RSAKey
+
+    gateway_key = RSAKey.generate_key(2048)
+    (tmp_path / "jwe.pem").write_bytes(gateway_key.as_pem(private=True))
+    policy = make_policy(
+        jwt_options=f'jwe = {{ key = {{ file = "{tmp_path / "jwe.pem"}" }}, required = true }}'
+    )
+    registry = jose_jwe.JWERegistry(algorithms=["RSA-OAEP-256", "A256GCM"])
+    inner = jwt.encode(claims(sub="nested"), rsa_key, algorithm="RS256")
+    header = {"alg": "RSA-OAEP-256", "enc": "A256GCM", "cty": "JWT"}
+    outer = jose_jwe.encrypt_compact(header, inner.encode(), gateway_key, registry=registry)
+    ok = check(policy, outer)
+    assert isinstance(ok, Exchange) and ok.consumer.consumer == "nested"
+    assert reason(check(policy, inner)) == "jwt.jwe_required"  # plain JWS refused when JWE is required
+    other = RSAKey.generate_key(2048)
+    wrong = jose_jwe.encrypt_compact(header, inner.encode(), other, registry=registry)
+    assert reason(check(policy, wrong)) == "jwt.decrypt"
+    # The inner token is verified like any other: an encrypted forgery still fails its signature.
+    attacker = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    forged = jose_jwe.encrypt_compact(
+        header, jwt.encode(claims(), attacker, algorithm="RS256").encode(), gateway_key, registry=registry
+    )
+    assert reason(check(policy, forged)) == "jwt.signature"
+
+
+def test_failed_tokens_are_throttled_per_client(tmp_path: Path, rsa_key: Any) -> None:
+    from fastgw.policy.chain import Pending
+
+    (tmp_path / "rsa.pem").write_bytes(pem_public(rsa_key))
+    config = f"""
+[[listeners]]
+bind = "127.0.0.1:8080"
+[upstreams.u]
+targets = ["127.0.0.1:9"]
+[[routes]]
+name = "r"
+path = "/"
+upstream = "u"
+auth = "jwt"
+[auth_throttle]
+slow_after = 2
+block_after = 4
+delay = 0.5
+block_seconds = 60
+[jwt.issuers.idp]
+issuer = "{ISS}"
+audiences = []
+algorithms = ["RS256"]
+public_keys = ["{tmp_path / "rsa.pem"}"]
+"""
+    policy = compile_config(config.encode(), str(tmp_path / "gw.toml")).routes[0].chain[0]
+    assert isinstance(policy, JwtAuth)
+
+    def attempt(token: str, ip: str) -> Any:
+        ex = Exchange(b"GET", b"/", b"1.1", [(b"authorization", b"Bearer " + token.encode())])
+        ex.client_ip = ip
+        outcome = policy.check(ex)
+        if isinstance(outcome, Pending):
+            outcome.awaitable.close()  # type: ignore[attr-defined]  # not awaited here: it only sleeps
+            return "slowed"
+        return outcome.reason if isinstance(outcome, Denial) else "ok"
+
+    outcomes = [attempt(f"bad.{i}.token", "198.51.100.7") for i in range(5)]
+    assert outcomes == ["jwt.malformed", "jwt.malformed", "slowed", "jwt.malformed", "auth_throttle.blocked"]
+    good = jwt.encode(claims(), rsa_key, algorithm="RS256")
+    assert attempt(good, "198.51.100.7") == "auth_throttle.blocked"  # blocked before any verification
+    assert attempt(good, "198.51.100.8") == "ok"  # other clients are not affected
