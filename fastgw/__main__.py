@@ -19,7 +19,7 @@ import orjson
 
 from fastgw import __version__
 from fastgw.config.compiler import compile_config, load_snapshot
-from fastgw.config.loader import ConfigError
+from fastgw.config.loader import ConfigError, read_config_bytes
 from fastgw.snapshot import Snapshot
 
 QUICKSTART = "quickstart.toml"
@@ -34,11 +34,7 @@ def _load(path: str | None) -> tuple[bytes, Snapshot]:
     if path is None:
         data, name = _quickstart()
         return data, compile_config(data, name)
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        raise ConfigError(path, "", f"cannot read: {exc.strerror}") from None
+    data = read_config_bytes(path)
     return data, compile_config(data, path)
 
 

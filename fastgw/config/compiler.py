@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any, Final, Literal
 
 from fastgw.codec.http1 import resolve_backend
-from fastgw.config.loader import ConfigError, _did_you_mean, parse_config
+from fastgw.config.loader import ConfigError, _did_you_mean, parse_config, read_config_bytes
 from fastgw.config.schema import (
     AdminSpec,
     ApiKeySpec,
@@ -909,9 +909,4 @@ def compile_config(data: bytes, file: str) -> Snapshot:
 
 def load_snapshot(path: str) -> Snapshot:
     """Read, parse and compile a config file. Raises ConfigError."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        raise ConfigError(path, "", f"cannot read: {exc.strerror}") from None
-    return compile_config(data, path)
+    return compile_config(read_config_bytes(path), path)

@@ -12,18 +12,14 @@ import dataclasses
 from typing import Any
 
 from fastgw.config.compiler import compile_spec
-from fastgw.config.loader import ConfigError, parse_config
+from fastgw.config.loader import parse_config, read_config_bytes
 from fastgw.config.schema import ConfigSpec
 
 _NAMED = {"listeners": "name", "routes": "name"}
 
 
 def _load(path: str) -> ConfigSpec:
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        raise ConfigError(path, "", f"cannot read: {exc.strerror}") from None
+    data = read_config_bytes(path)
     spec = parse_config(data, path)
     compile_spec(spec, data, path)  # validate completely
     return spec

@@ -133,11 +133,16 @@ def parse_config(data: bytes, file: str) -> ConfigSpec:
     return _Converter(file).table(ConfigSpec, document, "")
 
 
-def read_config(path: str) -> tuple[bytes, ConfigSpec]:
-    """Read and parse a config file. Raises ConfigError (also for an unreadable file)."""
+def read_config_bytes(path: str) -> bytes:
+    """The bytes of a config file. Raises ConfigError naming the file for an unreadable one."""
     try:
         with open(path, "rb") as fh:
-            data = fh.read()
+            return fh.read()
     except OSError as exc:
         raise ConfigError(path, "", f"cannot read: {exc.strerror}") from None
+
+
+def read_config(path: str) -> tuple[bytes, ConfigSpec]:
+    """Read and parse a config file. Raises ConfigError (also for an unreadable file)."""
+    data = read_config_bytes(path)
     return data, parse_config(data, path)

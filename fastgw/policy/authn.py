@@ -17,9 +17,33 @@ from typing import ClassVar
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Pending, Phase
 from fastgw.policy.identity import IdentityCache
-from fastgw.policy.throttle import FAILURES, ThrottleSettings, answer_later
+from fastgw.policy.throttle import ThrottleSettings, after_failure, refused_before
 
 REALM = b'Bearer realm="fastgw"'
+
+
+BEARER_OK, BEARER_MISSING, BEARER_DUPLICATE = 0, 1, 2
+
+
+def bearer_token(ex: Exchange) -> tuple[int, bytes]:
+    """The token of the one ``Authorization: Bearer`` header: (BEARER_OK, token), or why there is none.
+
+    Another scheme (Basic, ...) counts as missing; two Authorization headers as a duplicate (which one
+    would the upstream believe?).
+    """
+    value = None
+    for name, v in ex.headers:
+        if name == b"authorization":
+            if value is not None:
+                return BEARER_DUPLICATE, b""
+            value = v
+    if value is None:
+        return BEARER_MISSING, b""
+    scheme, _, token = value.partition(b" ")
+    token = token.strip()
+    if scheme.lower() != b"bearer" or not token:
+        return BEARER_MISSING, b""
+    return BEARER_OK, token
 
 
 def _challenge(error: bytes = b"", description: bytes = b"") -> tuple[tuple[bytes, bytes], ...]:
@@ -81,20 +105,13 @@ class ApiKeyAuth:
         self.throttle = throttle if not shadow else None  # shadow mode never delays nor blocks
 
     def check(self, ex: Exchange) -> Denial | Pending | None:
-        if FAILURES.blocked and self.throttle is not None:
-            refusal = FAILURES.refusal((ex.client_ip,), time.time())
-            if refusal is not None:
-                return refusal
+        refusal = refused_before(ex, self.throttle)
+        if refusal is not None:
+            return refusal
         outcome = self._check(ex)
         if outcome is None or outcome is MISSING or outcome is DUPLICATE or self.throttle is None:
             return outcome
-        keys = (ex.client_ip, "key:" + self._presented(ex)[:10])
-        if FAILURES.blocked:
-            refusal = FAILURES.refusal(keys[1:], time.time())
-            if refusal is not None:
-                return refusal
-        delay = FAILURES.failed(keys, time.time(), self.throttle)
-        return answer_later(outcome, delay) if delay else outcome
+        return after_failure(ex, outcome, self.throttle, ("key:" + self._presented(ex)[:10],))
 
     def _presented(self, ex: Exchange) -> str:
         for name, value in ex.headers:

@@ -22,6 +22,7 @@ import h11
 import orjson
 
 from fastgw.exchange import Exchange
+from fastgw.policy.authn import BEARER_DUPLICATE, BEARER_OK, bearer_token
 from fastgw.policy.chain import Denial, Pending, Phase
 from fastgw.policy.http_client import Endpoint, request
 
@@ -98,18 +99,9 @@ class IntrospectionAuth:
         self.calls = 0  # introspection requests actually sent (tests, metrics)
 
     def check(self, ex: Exchange) -> Denial | Pending | None:
-        value = None
-        for name, v in ex.headers:
-            if name == b"authorization":
-                if value is not None:
-                    return DUPLICATE
-                value = v
-        if value is None:
-            return MISSING
-        scheme, _, token = value.partition(b" ")
-        token = token.strip()
-        if scheme.lower() != b"bearer" or not token:
-            return MISSING
+        found, token = bearer_token(ex)
+        if found != BEARER_OK:
+            return DUPLICATE if found == BEARER_DUPLICATE else MISSING
         now = time.time()
         identity = self._good.get(token)
         if identity is not None:

@@ -26,9 +26,10 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from fastgw.exchange import Exchange
+from fastgw.policy.authn import BEARER_DUPLICATE, BEARER_OK, bearer_token
 from fastgw.policy.chain import Denial, Pending, Phase
 from fastgw.policy.jwks import RemoteJwks
-from fastgw.policy.throttle import FAILURES, ThrottleSettings, answer_later
+from fastgw.policy.throttle import ThrottleSettings, after_failure, refused_before
 
 HMAC_ALGORITHMS: Final = frozenset({"HS256", "HS384", "HS512"})
 ASYMMETRIC_ALGORITHMS: Final = frozenset(
@@ -224,35 +225,24 @@ class JwtAuth:
         self._started = not self._remotes
 
     def check(self, ex: Exchange) -> Denial | Pending | None:
-        if FAILURES.blocked and self.throttle is not None:
-            refusal = FAILURES.refusal((ex.client_ip,), time.time())
-            if refusal is not None:
-                return refusal
+        refusal = refused_before(ex, self.throttle)
+        if refusal is not None:
+            return refusal
         outcome = self._check(ex)
         if outcome is None or outcome is MISSING or outcome is DUPLICATE or self.throttle is None:
             return outcome
         if isinstance(outcome, Pending):
             return outcome
-        delay = FAILURES.failed((ex.client_ip,), time.time(), self.throttle)
-        return answer_later(outcome, delay) if delay else outcome
+        return after_failure(ex, outcome, self.throttle)
 
     def _check(self, ex: Exchange) -> Denial | Pending | None:
         if not self._started:
             self._started = True
             for remote in self._remotes:
                 remote.start()  # background JWKS refreshes, on this worker's loop
-        value = None
-        for name, v in ex.headers:
-            if name == b"authorization":
-                if value is not None:
-                    return DUPLICATE
-                value = v
-        if value is None:
-            return MISSING
-        scheme, _, token = value.partition(b" ")
-        if scheme.lower() != b"bearer":
-            return MISSING
-        token = token.strip()
+        found, token = bearer_token(ex)
+        if found != BEARER_OK:
+            return DUPLICATE if found == BEARER_DUPLICATE else MISSING
         if len(token) > self.max_token_bytes:
             return TOO_LARGE
         now = time.time()

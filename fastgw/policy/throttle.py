@@ -13,9 +13,11 @@ The success path costs one truthiness test while nothing is blocked.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Final
 
+from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Pending
 
 MAX_TRACKED: Final = 100_000  # addresses and prefixes tracked per worker before the table is reset
@@ -85,3 +87,23 @@ def answer_later(denial: Denial, seconds: float) -> Pending:
         return denial
 
     return Pending(wait())
+
+
+def refused_before(ex: Exchange, settings: ThrottleSettings | None) -> Denial | None:
+    """A blocked client is refused before any credential work (one truthiness test otherwise)."""
+    if FAILURES.blocked and settings is not None:
+        return FAILURES.refusal((ex.client_ip,), time.time())
+    return None
+
+
+def after_failure(
+    ex: Exchange, outcome: Denial, settings: ThrottleSettings, extra: tuple[str, ...] = ()
+) -> Denial | Pending:
+    """Count a failed credential; answer it late once slowed, or refuse a key prefix already blocked."""
+    now = time.time()
+    if extra and FAILURES.blocked:
+        refusal = FAILURES.refusal(extra, now)
+        if refusal is not None:
+            return refusal
+    delay = FAILURES.failed((ex.client_ip, *extra), now, settings)
+    return answer_later(outcome, delay) if delay else outcome

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from fastgw.config.history import ConfigHistory
-from fastgw.config.loader import ConfigError
+from fastgw.config.loader import ConfigError, read_config_bytes
 from fastgw.control.channel import ChannelError, FrameDecoder, Message, encode
 from fastgw.server import systemd
 from fastgw.server.shm import Heartbeats, SharedRegions
@@ -642,11 +642,7 @@ class Supervisor:
         elif self.config_path is None:
             raise ConfigError("<built-in quickstart>", "", "nothing to reload: no config file was given")
         else:
-            try:
-                with open(self.config_path, "rb") as fh:
-                    data = fh.read()
-            except OSError as exc:
-                raise ConfigError(self.config_path, "", f"cannot read: {exc.strerror}") from None
+            data = read_config_bytes(self.config_path)
             source = self.config_path
         snapshot = compile_config(data, source)
         for ref in (snapshot.admin.token if snapshot.admin else None, snapshot.audit.key):
