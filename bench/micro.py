@@ -31,6 +31,7 @@ from fastgw.policy.authn import ApiKeyAuth
 from fastgw.policy.identity import IdentityCache, KeyIdentity
 from fastgw.policy.jwt_auth import JwtAuth, JwtIssuer
 from fastgw.policy.network import NetworkRules, parse_networks
+from fastgw.policy.rate_limit import CELL_INTS, CounterTable, LimitSpec, RateLimit
 from fastgw.proxy_headers import IdSource, build_request_head, build_response_head
 
 REQUEST = (
@@ -100,6 +101,27 @@ def api_key_check(ex: Exchange) -> float:
         return best(lambda: policy.check(ex))
     finally:
         ex.headers = saved
+
+
+def limit_check(ex: Exchange, count: int) -> float:
+    """RateLimit.check + on_response on a table of 2 shards, limits that never trigger."""
+    import mmap
+
+    table = CounterTable()
+    capacity = 4096
+    table.attach(mmap.mmap(-1, 2 * capacity * CELL_INTS * 8), 0, 2, capacity)
+    limits = tuple(
+        LimitSpec(f"l{i}", f"bench:l{i}".encode(), 10**9, 1.0, "ip", b"", False) for i in range(count)
+    )
+    policy = RateLimit("rate_limit", limits, table)
+    headers: list[tuple[bytes, bytes]] = []
+
+    def one() -> None:
+        policy.check(ex)
+        headers.clear()
+        policy.on_response(ex, headers)
+
+    return best(one)
 
 
 def jwt_checks(ex: Exchange) -> tuple[float, float]:
@@ -186,6 +208,8 @@ def measure(backend: str) -> dict[str, float]:
     rules = NetworkRules("network", parse_networks(["10.0.0.0/8"]), parse_networks(["192.0.2.0/24"]), False)
     results["network policy check (cached verdict)"] = best(lambda: rules.check(ex))
     results["API key check (memoised key, X-API-Key)"] = api_key_check(ex)
+    results["rate limit check (1 sliding window, 2 workers' shards)"] = limit_check(ex, 1)
+    results["rate limit check (2 limits, response headers included)"] = limit_check(ex, 2)
     cached, cold = jwt_checks(ex)
     results["JWT check (RS256, verified-token cache hit)"] = cached
     results["JWT check (RS256, cold verification)"] = cold

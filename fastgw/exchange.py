@@ -30,6 +30,7 @@ class Exchange:
         "headers",
         "host",
         "keep_alive",
+        "limit_state",
         "method",
         "passed",
         "path",
@@ -77,6 +78,7 @@ class Exchange:
         self.request_id = b""
         self.route: Route | None = None
         self.consumer: Any = None
+        self.limit_state: Any = None  # what rate limits saw, for their response headers
         self.denial = ""  # reason code of the denial that ended the chain, for the log
         self.shadow: list[str] | None = None  # would-denials of shadow-mode policies
         self.body_buffer: list[bytes] | None = None

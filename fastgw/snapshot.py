@@ -200,6 +200,7 @@ class Snapshot:
     admin: AdminSettings | None
     audit: AuditSettings
     keys: KeySettings | None = None
+    ratelimit_capacity: int = 65536  # cells per worker shard of the shared counter table
     warnings: tuple[str, ...] = field(default=())
 
 

@@ -35,6 +35,7 @@ from fastgw.config.schema import (
     MtlsSpec,
     NetworkSpec,
     ProcessSpec,
+    RateLimitSpec,
     RequirementSpec,
     RouteSpec,
     SecretSpec,
@@ -60,6 +61,7 @@ from fastgw.policy.jwt_auth import (
 )
 from fastgw.policy.mtls import CertIdentity, MtlsAuth, normalise_fingerprint
 from fastgw.policy.network import NetworkRules, parse_networks
+from fastgw.policy.rate_limit import COUNTERS, LimitSpec, RateLimit
 from fastgw.policy.rbac import Authorize, Requirement, requirement
 from fastgw.policy.throttle import ThrottleSettings
 from fastgw.proxy_headers import request_drop_sets, response_drop_set
@@ -425,6 +427,35 @@ class _Compiler:
             )
         return MtlsAuth("mtls", tables["sha256"], tables["san"], tables["subject"], spec.mode == "shadow")
 
+    def rate_limits(self, key: str, route: str, specs: tuple[RateLimitSpec, ...]) -> RateLimit:
+        limits = []
+        names: set[str] = set()
+        for i, spec in enumerate(specs):
+            where = f"{key}.limits[{i}]"
+            if not _TOKEN.fullmatch(spec.name) or '"' in spec.name:
+                raise self.error(f"{where}.name", f"{spec.name!r} is not a token")
+            if spec.name in names:
+                raise self.error(f"{where}.name", f"duplicate limit name {spec.name!r}")
+            names.add(spec.name)
+            self.positive(f"{where}.rate", spec.rate)
+            self.positive(f"{where}.per", spec.per)
+            if (spec.key == "header") != (spec.header is not None):
+                raise self.error(f"{where}.header", "name a header exactly when key = 'header'")
+            if spec.header is not None and not _TOKEN.fullmatch(spec.header):
+                raise self.error(f"{where}.header", f"{spec.header!r} is not a header name")
+            limits.append(
+                LimitSpec(
+                    name=spec.name,
+                    limit_id=f"{route}:{spec.name}".encode(),
+                    rate=spec.rate,
+                    window=spec.per,
+                    key=spec.key,
+                    header=(spec.header or "").lower().encode(),
+                    shadow=spec.mode == "shadow",
+                )
+            )
+        return RateLimit("rate_limit", tuple(limits), COUNTERS)
+
     def auth_throttle(self, spec: AuthThrottleSpec) -> ThrottleSettings | None:
         if not spec.enabled:
             return None
@@ -694,6 +725,8 @@ class _Compiler:
             if spec.auth == "none":
                 raise self.error(f"{key}.authorize", "needs an authenticated route (auth is 'none')")
             policies.append(self.authorize(f"{key}.authorize", spec.authorize))
+        if spec.limits:
+            policies.append(self.rate_limits(key, spec.name, spec.limits))
         if spec.network is not None:
             route_net = self.network_policy(f"{key}.network", spec.network, "route_network")
             if route_net is not None:
@@ -843,6 +876,7 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str) -> Snapshot:
     upstreams = {name: c.upstream(name, u, warnings) for name, u in spec.upstreams.items()}
     keys = c.keys(spec.keys) if spec.keys is not None else None
     c.throttle = c.auth_throttle(spec.auth_throttle)
+    c.positive("rate_limits.capacity", spec.rate_limits.capacity)
     c.api_key = c.api_key_policy(spec.api_key, keys)
     c.identity_headers = c.identity_header_names(spec.identity_headers)
     c.jwt = c.jwt_policy(spec.jwt) if spec.jwt is not None else None
@@ -895,6 +929,7 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str) -> Snapshot:
         demo_upstream=demo,
         keys=keys,
         process=c.process(spec.process),
+        ratelimit_capacity=spec.rate_limits.capacity,
         state=(state := c.state(spec.state)),
         admin=c.admin(spec.admin),
         audit=c.audit(spec.audit, state),

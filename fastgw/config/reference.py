@@ -46,6 +46,8 @@ TABLES: list[tuple[str, type, str]] = [
     ("[state]", schema.StateSpec, "Where the store, the audit log and the config history live."),
     ("[admin]", schema.AdminSpec, "The admin API, in the control process, on its own listener."),
     ("[audit]", schema.AuditSpec, "The tamper-evident audit log."),
+    ("routes.limits", schema.RateLimitSpec, "Sliding-window rate limits, node-wide across workers."),
+    ("[rate_limits]", schema.RateLimitsSpec, "The shared-memory counter table."),
     ("routes.cors", schema.CorsSpec, "CORS: preflights answered before authentication."),
     (
         "[security_headers]",

@@ -216,6 +216,25 @@ class SecurityHeadersSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RateLimitSpec:
+    name: str = doc("the limit's name (in headers, logs and metrics; its counts survive reloads)", ...)
+    rate: int = doc("requests admitted per window", ...)
+    per: float = doc("the window in seconds (sliding)", 1.0)
+    key: Literal["ip", "route", "consumer", "header"] = doc(
+        "what is counted: client address, the whole route, the consumer (its address when anonymous), "
+        "or a header's value",
+        "ip",
+    )
+    header: str | None = doc("the header whose value is the key (key = 'header')", None)
+    mode: Literal["enforce", "shadow"] = doc("shadow: count would-be rejections, reject nothing", "enforce")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RateLimitsSpec:
+    capacity: int = doc("counter cells per worker in shared memory (32 bytes each; needs a restart)", 65536)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RouteSpec:
     name: str = doc("unique route name, used in logs and metrics", ...)
     path: str = doc("path prefix (segment-wise) or exact path, starting with '/'", ...)
@@ -235,6 +254,7 @@ class RouteSpec:
     network: NetworkSpec | None = doc("route-level IP rules, applied after the global ones", None)
     authorize: AuthorizeSpec | None = doc("who may call this route (a table, see routes.authorize)", None)
     cors: CorsSpec | None = doc("CORS for browser callers (a table, see routes.cors)", None)
+    limits: tuple[RateLimitSpec, ...] = doc("rate limits (tables, see routes.limits); all must pass", ())
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -417,6 +437,7 @@ class ConfigSpec:
     audit: AuditSpec = doc("[audit] the tamper-evident log of admin actions and reloads", AuditSpec())
     keys: KeysSpec | None = doc("[keys] how API keys are stored (needed by auth = 'api_key')", None)
     api_key: ApiKeySpec = doc("[api_key] the API key policy of routes with auth = 'api_key'", ApiKeySpec())
+    rate_limits: RateLimitsSpec = doc("[rate_limits] the shared counter table", RateLimitsSpec())
     auth_throttle: AuthThrottleSpec = doc(
         "[auth_throttle] repeated authentication failures, per worker", AuthThrottleSpec()
     )

@@ -36,8 +36,9 @@ from typing import Final
 from fastgw.config.history import ConfigHistory
 from fastgw.config.loader import ConfigError, read_config_bytes
 from fastgw.control.channel import ChannelError, FrameDecoder, Message, encode
+from fastgw.policy.rate_limit import CELL_INTS
 from fastgw.server import systemd
-from fastgw.server.shm import Heartbeats, SharedRegions
+from fastgw.server.shm import RATELIMIT, Heartbeats, SharedRegions
 from fastgw.snapshot import ListenerSettings, Snapshot
 
 QUICK_DEATH: Final = 10.0  # a child that dies younger than this counts towards backoff
@@ -163,6 +164,8 @@ class Supervisor:
         self._watchdog = systemd.watchdog_interval() if snapshot.process.watchdog else None
         self.regions = SharedRegions()
         self.heartbeats = Heartbeats.create(self.regions, self.worker_count)
+        self.ratelimit_capacity = snapshot.ratelimit_capacity
+        self.regions.create(RATELIMIT, self.worker_count * self.ratelimit_capacity * CELL_INTS * 8)
         self._next_hang_check = 0.0
 
     # -- set-up ----------------------------------------------------------------------------------------
@@ -354,6 +357,7 @@ class Supervisor:
             demo=self.bound.demo,
             slot=slot,
             heartbeats=self.heartbeats,
+            counters=(self.regions.get(RATELIMIT), self.worker_count, self.ratelimit_capacity),
             control_address=self.bound.control_address,
             status_fd=self._status_w,
         )

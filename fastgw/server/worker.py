@@ -11,6 +11,7 @@ and only to reload.
 from __future__ import annotations
 
 import asyncio
+import mmap
 import os
 import signal
 import socket
@@ -219,12 +220,17 @@ def run_worker(
     demo: socket.socket | None,
     slot: int,
     heartbeats: Heartbeats,
+    counters: tuple[mmap.mmap, int, int],
     control_address: str,
     status_fd: int,
 ) -> int:
     """The body of a forked worker process; returns its exit status."""
     import uvloop
 
+    from fastgw.policy.rate_limit import COUNTERS
+
+    region, shards, capacity = counters
+    COUNTERS.attach(region, slot, shards, capacity)
     return uvloop.run(_worker_main(snapshot, sockets, demo, slot, heartbeats, control_address, status_fd))
 
 

@@ -1,0 +1,272 @@
+"""Node-wide rate limits without a global lock: sliding-window counters in shared memory, one shard per
+worker (DESIGN.md "Counters").
+
+Layout: the ``ratelimit`` region holds one shard per worker slot; a shard is ``capacity`` cells of four
+int64 ``(key hash, window, count in window, count in the window before)``. A worker writes only its own
+shard (single writer, no lock); a check reads the key's cell in every shard and sums. Keys are hashed with
+blake2b over the limit's stable id (``route:name``) and the key value, so a reload that keeps a limit
+keeps its counts, and ``hash()`` (randomised per process) is never used.
+
+Sliding window (the Cloudflare estimate): ``count(now) = current + previous x (1 - elapsed/window)``,
+summed over shards; a request is admitted when ``count + 1 <= limit``, then counted in the worker's own
+shard. Error bound: workers decide from the shards' last values, so between a read and a write up to
+``workers - 1`` other admissions may land: at most ``limit + workers - 1`` in any aligned window. The
+estimate treats the previous window as evenly spread, so across unaligned windows it can admit more or
+fewer than ``limit`` when traffic was bursty at the previous window's edges (documented in the README).
+
+Capacity: ``capacity`` cells per shard, probed linearly over 8 slots; a worker reuses its own cells once
+their window is more than one window old. When all 8 are live (the table is full for that hash), the key
+is counted in a per-worker dict instead: limiting continues, exact per worker but not shared, and the
+event is counted (``table_full``) and logged once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import mmap
+import struct
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final, Literal
+
+from fastgw.exchange import Exchange
+from fastgw.policy.chain import Denial, Phase
+
+CELL_INTS: Final = 4  # key hash, window, current count, previous count
+PROBES: Final = 8
+_I64: Final = struct.Struct("<q")
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSpec:
+    name: str
+    limit_id: bytes  # stable across reloads: "route:name"
+    rate: int  # requests admitted per window
+    window: float  # seconds
+    key: Literal["ip", "route", "consumer", "header"]
+    header: bytes  # for key = "header"
+    shadow: bool
+
+
+class CounterTable:
+    """The shared table as seen by one worker (or by nobody, before a worker configures it)."""
+
+    def __init__(self) -> None:
+        self.cells: memoryview | None = None  # int64 view over all shards
+        self.slot = 0
+        self.shards = 0
+        self.capacity = 0
+        self.local: dict[tuple[int, int], list[int]] = {}  # overflow: (hash, window) -> [count]
+        self.table_full = 0
+        self._where: dict[int, list[int]] = {}  # key hash -> its cell index in each shard (-1: not seen)
+
+    def attach(self, region: mmap.mmap, slot: int, shards: int, capacity: int) -> None:
+        self.cells = memoryview(region).cast("q")
+        self.slot = slot
+        self.shards = shards
+        self.capacity = capacity
+
+    def _find(self, shard: int, key_hash: int) -> int:
+        """Cell index of key_hash in a shard, or -1."""
+        cells = self.cells
+        assert cells is not None
+        base = shard * self.capacity
+        start = key_hash % self.capacity
+        for probe in range(PROBES):
+            index = (base + (start + probe) % self.capacity) * CELL_INTS
+            stored = cells[index]
+            if stored == key_hash:
+                return index
+            if stored == 0:
+                return -1
+        return -1
+
+    def _indexes(self, key_hash: int) -> list[int]:
+        where = self._where.get(key_hash)
+        if where is None:
+            if len(self._where) >= 4 * self.capacity:
+                self._where.clear()
+            where = self._where[key_hash] = [-1] * self.shards
+        return where
+
+    def count(self, key_hash: int, window: int, weight_previous: float) -> float:
+        """The sliding estimate for key_hash, summed over every shard.
+
+        Cell positions are remembered per key (checked against the stored hash on every read, since a
+        shard's owner may reuse a stale cell for another key), so a steady-state read is a few int loads.
+        """
+        cells = self.cells
+        if cells is None:
+            return 0.0
+        current = previous = 0
+        where = self._indexes(key_hash)
+        capacity = self.capacity
+        home = key_hash % capacity
+        for shard in range(self.shards):
+            index = where[shard]
+            if index < 0 or cells[index] != key_hash:
+                if cells[(shard * capacity + home) * CELL_INTS] == 0:
+                    continue  # the key's first probe slot is empty: not in this shard (one load)
+                index = where[shard] = self._find(shard, key_hash)
+                if index < 0:
+                    continue
+            cell_window = cells[index + 1]
+            if cell_window == window:
+                current += cells[index + 2]
+                previous += cells[index + 3]
+            elif cell_window == window - 1:
+                previous += cells[index + 2]
+        local = self.local.get((key_hash, window))
+        if local is not None:
+            current += local[0]
+        return current + previous * weight_previous
+
+    def add(self, key_hash: int, window: int) -> None:
+        """Count one admission in this worker's own shard (the only shard it ever writes)."""
+        cells = self.cells
+        if cells is None:
+            return
+        where = self._indexes(key_hash)
+        own = where[self.slot]
+        if own >= 0 and cells[own] == key_hash:
+            self._bump(own, window)
+            return
+        capacity = self.capacity
+        base = self.slot * capacity
+        start = key_hash % capacity
+        free = -1
+        for probe in range(PROBES):
+            index = (base + (start + probe) % capacity) * CELL_INTS
+            stored = cells[index]
+            if stored == key_hash:
+                where[self.slot] = index
+                self._bump(index, window)
+                return
+            if free < 0 and (stored == 0 or cells[index + 1] < window - 1):
+                free = index  # empty, or ours and stale: reusable
+            if stored == 0:
+                break
+        if free >= 0:
+            cells[free + 1] = window
+            cells[free + 2] = 1
+            cells[free + 3] = 0
+            cells[free] = key_hash  # published last: readers never see a half-written cell as this key
+            where[self.slot] = free
+            return
+        self.table_full += 1
+        if self.table_full == 1:
+            sys.stderr.write("fastgw: rate-limit table full for a key: counting it per worker (see README)\n")
+        cell = self.local.setdefault((key_hash, window), [0])
+        cell[0] += 1
+        if len(self.local) > 65536:
+            self.local.clear()
+
+    def _bump(self, index: int, window: int) -> None:
+        cells = self.cells
+        assert cells is not None
+        cell_window = cells[index + 1]
+        if cell_window != window:
+            cells[index + 3] = cells[index + 2] if cell_window == window - 1 else 0
+            cells[index + 2] = 0
+            cells[index + 1] = window
+        cells[index + 2] += 1
+
+
+COUNTERS: Final = CounterTable()
+
+
+def key_hash(limit_id: bytes, value: bytes) -> int:
+    digest = hashlib.blake2b(limit_id + b"\0" + value, digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True) or 1
+
+
+class RateLimit:
+    """All limits of one route; a request must pass every one, and is counted only when it does."""
+
+    PHASE: ClassVar[Phase] = Phase.RATE_LIMIT
+
+    def __init__(self, name: str, limits: tuple[LimitSpec, ...], table: CounterTable) -> None:
+        self.name = name
+        self.limits = limits
+        self.table = table
+        self.shadow = False  # shadow mode is per limit: a shadow limit records, never returns, a denial
+        self._hashes: list[dict[bytes, int]] = [{} for _ in limits]  # per limit: key -> stable hash
+        self.policy_header = b", ".join(
+            b'"%s";q=%d;w=%d' % (limit.name.encode(), limit.rate, max(1, round(limit.window)))
+            for limit in limits
+        )
+
+    def _key(self, limit: LimitSpec, ex: Exchange) -> bytes:
+        kind = limit.key
+        if kind == "ip":
+            return ex.client_ip.encode()
+        if kind == "route":
+            return b""
+        if kind == "consumer":
+            consumer: Any = ex.consumer
+            return consumer.consumer_id.encode() if consumer is not None else b"ip:" + ex.client_ip.encode()
+        for name, value in ex.headers:
+            if name == limit.header:
+                return value
+        return b""
+
+    def check(self, ex: Exchange) -> Denial | None:
+        now = time.time()
+        table = self.table
+        states = []
+        refused: tuple[LimitSpec, float, float] | None = None
+        for limit, hashes in zip(self.limits, self._hashes, strict=True):
+            position = now / limit.window
+            window = int(position)
+            weight = 1.0 - (position - window)
+            value = ex.client_ip.encode() if limit.key == "ip" else self._key(limit, ex)
+            hashed = hashes.get(value, 0)
+            if not hashed:
+                if len(hashes) >= 65536:
+                    hashes.clear()
+                hashed = hashes[value] = key_hash(limit.limit_id, value)
+            used = table.count(hashed, window, weight)
+            remaining = limit.rate - used
+            reset = (window + 1) * limit.window - now
+            states.append((limit, hashed, window, remaining - 1, reset))
+            if remaining < 1:
+                if limit.shadow:
+                    if ex.shadow is None:
+                        ex.shadow = []
+                    ex.shadow.append(f"rate_limit.{limit.name}")
+                elif refused is None or reset > refused[2]:
+                    refused = (limit, remaining, reset)
+        ex.limit_state = states
+        if refused is not None:
+            limit, remaining, reset = refused
+            retry = max(1, math.ceil(reset))
+            return Denial(
+                429,
+                "rate-limited",
+                f"rate limit {limit.name!r} ({limit.rate} per {limit.window:g}s) exceeded",
+                f"rate_limit.{limit.name}",
+                (
+                    (b"retry-after", b"%d" % retry),
+                    (b"ratelimit-policy", self.policy_header),
+                    (b"ratelimit", b'"%s";r=0;t=%d' % (limit.name.encode(), retry)),
+                ),
+            )
+        for _limit, hashed, window, _remaining, _reset in states:
+            table.add(hashed, window)
+        return None
+
+    def on_response(self, ex: Exchange, headers: list[tuple[bytes, bytes]]) -> None:
+        states = ex.limit_state
+        if not states:
+            return
+        closest = states[0] if len(states) == 1 else min(states, key=lambda s: s[3] / s[0].rate)
+        limit, _hashed, _window, remaining, reset = closest
+        headers.append((b"ratelimit-policy", self.policy_header))
+        headers.append(
+            (
+                b"ratelimit",
+                b'"%s";r=%d;t=%d' % (limit.name.encode(), max(0, int(remaining)), math.ceil(reset)),
+            )
+        )

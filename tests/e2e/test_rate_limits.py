@@ -1,0 +1,146 @@
+"""Node-wide rate limits: accuracy across 4 workers under 200 clients, headers, 429s, shadow mode."""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from tests.conftest import Gateway, TestUpstream, basic_config, get, wait_until
+
+LIMIT = 100
+
+
+def hammer(port: int, clients: int, seconds: float) -> Counter[int]:
+    """``clients`` keep-alive connections sending GETs as fast as answers come, for ``seconds``."""
+    statuses: Counter[int] = Counter()
+
+    async def client(deadline: float) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while time.monotonic() < deadline:
+                writer.write(b"GET /limited HTTP/1.1\r\nHost: t\r\n\r\n")
+                head = await reader.readuntil(b"\r\n\r\n")
+                status = int(head.split(b" ", 2)[1])
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                await reader.readexactly(length)
+                statuses[status] += 1
+        finally:
+            writer.close()
+
+    async def main() -> None:
+        deadline = time.monotonic() + seconds
+        await asyncio.gather(*(client(deadline) for _ in range(clients)))
+
+    thread = threading.Thread(target=lambda: asyncio.run(main()))
+    thread.start()
+    thread.join(seconds + 30)
+    return statuses
+
+
+def test_sliding_window_is_accurate_across_four_workers(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
+    workers = 4
+    gw = gateway_factory(
+        basic_config(
+            upstream.port,
+            server="max_connections_per_ip = 100000",
+            extra=f"""
+            [[routes]]
+            name = "limited"
+            path = "/limited"
+            upstream = "backend"
+            auth = "none"
+            limits = [{{ name = "route", rate = {LIMIT}, per = 1.0, key = "route" }}]
+            """,
+        ),
+        workers=workers,
+    )
+    statuses = hammer(gw.port, clients=200, seconds=4.5)
+    offered = sum(statuses.values())
+    assert statuses[200] and statuses[429], statuses
+    records = gw.wait_log(offered, timeout=15)
+    admitted_per_window: Counter[int] = Counter()
+    seconds = [r for r in records if r["path"] == "/limited"]
+    for r in seconds:
+        if r["status"] == 200:
+            admitted_per_window[calendar.timegm(time.strptime(r["time"][:19], "%Y-%m-%dT%H:%M:%S"))] += 1
+    windows = sorted(admitted_per_window)
+    full = windows[1:-1]  # the first and last windows were only partly under load
+    counts = [admitted_per_window[w] for w in full]
+    rate = offered / 4.5
+    print(
+        f"\noffered {offered} requests ({rate:.0f}/s, {rate / LIMIT:.0f}x the limit) from 200 clients to "
+        f"{workers} workers; admitted per full aligned window: {counts} (limit {LIMIT}, "
+        f"bound {LIMIT + workers - 1})"
+    )
+    assert offered / 4.5 >= 3 * LIMIT
+    assert len(counts) >= 2
+    for count in counts:
+        assert count <= LIMIT + workers - 1
+        assert count >= 0.98 * LIMIT
+
+
+def test_headers_429_keys_and_shadow(gateway_factory: Callable[..., Gateway], upstream: TestUpstream) -> None:
+    gw = gateway_factory(
+        basic_config(
+            upstream.port,
+            extra="""
+            [[routes]]
+            name = "per-ip"
+            path = "/per-ip"
+            upstream = "backend"
+            auth = "none"
+            limits = [
+              { name = "burst", rate = 3, per = 60.0, key = "ip" },
+              { name = "daily", rate = 1000, per = 86400.0, key = "ip" },
+            ]
+
+            [[routes]]
+            name = "per-tenant"
+            path = "/per-tenant"
+            upstream = "backend"
+            auth = "none"
+            limits = [{ name = "tenant", rate = 2, per = 60.0, key = "header", header = "X-Tenant" }]
+
+            [[routes]]
+            name = "shadow"
+            path = "/shadow"
+            upstream = "backend"
+            auth = "none"
+            limits = [{ name = "watch", rate = 1, per = 60.0, key = "route", mode = "shadow" }]
+            """,
+        )
+    )
+    first = get(gw.port, "/per-ip/a")
+    assert first.status == 200
+    assert first.header(b"ratelimit-policy") == b'"burst";q=3;w=60, "daily";q=1000;w=86400'
+    assert (first.header(b"ratelimit") or b"").startswith(b'"burst";r=2;t=')
+    assert get(gw.port, "/per-ip/a").status == 200
+    assert get(gw.port, "/per-ip/a").status == 200
+    refused = get(gw.port, "/per-ip/a")
+    assert refused.status == 429 and refused.header(b"content-type") == b"application/problem+json"
+    assert 1 <= int(refused.header(b"retry-after") or b"0") <= 60
+    assert (refused.header(b"ratelimit") or b"").startswith(b'"burst";r=0;t=')
+    # Header-keyed: each tenant has its own budget.
+    for tenant in ("a", "b"):
+        for _ in range(2):
+            assert get(gw.port, "/per-tenant/x", headers=f"X-Tenant: {tenant}\r\n").status == 200
+        assert get(gw.port, "/per-tenant/x", headers=f"X-Tenant: {tenant}\r\n").status == 429
+    # Shadow: nothing is refused; would-be rejections are logged.
+    assert [get(gw.port, "/shadow/x").status for _ in range(3)] == [200, 200, 200]
+    records = gw.wait_log(13)
+    assert [r.get("shadow") for r in records if r["path"] == "/shadow/x"][-1] == ["rate_limit.watch"]
+    # A reload that keeps a limit keeps its counts.
+    gw.config.write_text(gw.config.read_text().replace('name = "main"', 'name = "main2"'))
+    gw.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "reload (SIGHUP) complete" in gw.stderr(), 5, "the reload")
+    assert get(gw.port, "/per-ip/a").status == 429
