@@ -437,7 +437,8 @@ class _Compiler:
             if spec.name in names:
                 raise self.error(f"{where}.name", f"duplicate limit name {spec.name!r}")
             names.add(spec.name)
-            self.positive(f"{where}.rate", spec.rate)
+            if (spec.rate > 0) == (spec.concurrency > 0) or spec.rate < 0 or spec.concurrency < 0:
+                raise self.error(where, "give either a positive rate (with per) or a positive concurrency")
             self.positive(f"{where}.per", spec.per)
             if (spec.key == "header") != (spec.header is not None):
                 raise self.error(f"{where}.header", "name a header exactly when key = 'header'")
@@ -452,6 +453,7 @@ class _Compiler:
                     key=spec.key,
                     header=(spec.header or "").lower().encode(),
                     shadow=spec.mode == "shadow",
+                    concurrency=spec.concurrency,
                 )
             )
         return RateLimit("rate_limit", tuple(limits), COUNTERS)

@@ -218,8 +218,9 @@ class SecurityHeadersSpec:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RateLimitSpec:
     name: str = doc("the limit's name (in headers, logs and metrics; its counts survive reloads)", ...)
-    rate: int = doc("requests admitted per window", ...)
+    rate: int = doc("requests admitted per window (0 with concurrency)", 0)
     per: float = doc("the window in seconds (sliding)", 1.0)
+    concurrency: int = doc("instead of a rate: requests in flight at once for the key", 0)
     key: Literal["ip", "route", "consumer", "header"] = doc(
         "what is counted: client address, the whole route, the consumer (its address when anonymous), "
         "or a header's value",

@@ -35,6 +35,7 @@ from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Phase
 
 CELL_INTS: Final = 4  # key hash, window, current count, previous count
+IN_FLIGHT: Final = -1  # the window value that marks a concurrency cell (its count: requests in flight)
 PROBES: Final = 8
 _I64: Final = struct.Struct("<q")
 
@@ -48,6 +49,7 @@ class LimitSpec:
     key: Literal["ip", "route", "consumer", "header"]
     header: bytes  # for key = "header"
     shadow: bool
+    concurrency: int = 0  # > 0: a concurrency limit (requests in flight), rate and window unused
 
 
 class CounterTable:
@@ -144,8 +146,8 @@ class CounterTable:
                 where[self.slot] = index
                 self._bump(index, window)
                 return
-            if free < 0 and (stored == 0 or cells[index + 1] < window - 1):
-                free = index  # empty, or ours and stale: reusable
+            if free < 0 and (stored == 0 or 0 <= cells[index + 1] < window - 1):
+                free = index  # empty, or ours and stale (never a concurrency cell): reusable
             if stored == 0:
                 break
         if free >= 0:
@@ -162,6 +164,36 @@ class CounterTable:
         cell[0] += 1
         if len(self.local) > 65536:
             self.local.clear()
+
+    def in_flight(self, key_hash: int) -> int:
+        """Requests in flight for a concurrency key, summed over every shard."""
+        return int(self.count(key_hash, IN_FLIGHT, 0.0))
+
+    def release(self, key_hash: int) -> None:
+        """One request of this worker finished: its own shard's in-flight count goes down."""
+        cells = self.cells
+        if cells is None:
+            return
+        index = self._indexes(key_hash)[self.slot]
+        if index >= 0 and cells[index] == key_hash and cells[index + 2] > 0:
+            cells[index + 2] -= 1
+        else:
+            cell = self.local.get((key_hash, IN_FLIGHT))
+            if cell is not None and cell[0] > 0:
+                cell[0] -= 1
+
+    def release_shard(self, shard: int) -> int:
+        """A worker died: zero the in-flight counts of its shard (the supervisor's job). Returns how many."""
+        cells = self.cells
+        if cells is None:
+            return 0
+        released = 0
+        for cell in range(shard * self.capacity, (shard + 1) * self.capacity):
+            index = cell * CELL_INTS
+            if cells[index] and cells[index + 1] == IN_FLIGHT and cells[index + 2]:
+                released += cells[index + 2]
+                cells[index + 2] = 0
+        return released
 
     def _bump(self, index: int, window: int) -> None:
         cells = self.cells
@@ -193,9 +225,11 @@ class RateLimit:
         self.table = table
         self.shadow = False  # shadow mode is per limit: a shadow limit records, never returns, a denial
         self._hashes: list[dict[bytes, int]] = [{} for _ in limits]  # per limit: key -> stable hash
+        self.has_concurrency = any(limit.concurrency for limit in limits)
+        self.rated = tuple(limit for limit in limits if not limit.concurrency)
         self.policy_header = b", ".join(
             b'"%s";q=%d;w=%d' % (limit.name.encode(), limit.rate, max(1, round(limit.window)))
-            for limit in limits
+            for limit in self.rated
         )
 
     def _key(self, limit: LimitSpec, ex: Exchange) -> bytes:
@@ -218,18 +252,23 @@ class RateLimit:
         states = []
         refused: tuple[LimitSpec, float, float] | None = None
         for limit, hashes in zip(self.limits, self._hashes, strict=True):
-            position = now / limit.window
-            window = int(position)
-            weight = 1.0 - (position - window)
             value = ex.client_ip.encode() if limit.key == "ip" else self._key(limit, ex)
             hashed = hashes.get(value, 0)
             if not hashed:
                 if len(hashes) >= 65536:
                     hashes.clear()
                 hashed = hashes[value] = key_hash(limit.limit_id, value)
-            used = table.count(hashed, window, weight)
-            remaining = limit.rate - used
-            reset = (window + 1) * limit.window - now
+            remaining: float
+            if limit.concurrency:
+                window = IN_FLIGHT
+                remaining = limit.concurrency - table.in_flight(hashed)
+                reset = 1.0
+            else:
+                position = now / limit.window
+                window = int(position)
+                weight = 1.0 - (position - window)
+                remaining = limit.rate - table.count(hashed, window, weight)
+                reset = (window + 1) * limit.window - now
             states.append((limit, hashed, window, remaining - 1, reset))
             if remaining < 1:
                 if limit.shadow:
@@ -240,8 +279,14 @@ class RateLimit:
                     refused = (limit, remaining, reset)
         ex.limit_state = states
         if refused is not None:
+            ex.limit_state = None  # nothing was counted: nothing to release
             limit, remaining, reset = refused
             retry = max(1, math.ceil(reset))
+            if limit.concurrency:
+                detail = f"concurrency limit {limit.name!r} ({limit.concurrency} in flight) reached"
+                return Denial(
+                    429, "rate-limited", detail, f"rate_limit.{limit.name}", ((b"retry-after", b"1"),)
+                )
             return Denial(
                 429,
                 "rate-limited",
@@ -257,10 +302,19 @@ class RateLimit:
             table.add(hashed, window)
         return None
 
+    def on_complete(self, ex: Exchange) -> None:
+        """Runs once per admitted exchange, aborted ones included: in-flight counts go back down."""
+        if self.has_concurrency and ex.limit_state:
+            for limit, hashed, _window, _remaining, _reset in ex.limit_state:
+                if limit.concurrency:
+                    self.table.release(hashed)
+
     def on_response(self, ex: Exchange, headers: list[tuple[bytes, bytes]]) -> None:
         states = ex.limit_state
-        if not states:
+        if not states or not self.rated:
             return
+        if self.has_concurrency:
+            states = [state for state in states if not state[0].concurrency]
         closest = states[0] if len(states) == 1 else min(states, key=lambda s: s[3] / s[0].rate)
         limit, _hashed, _window, remaining, reset = closest
         headers.append((b"ratelimit-policy", self.policy_header))

@@ -36,7 +36,7 @@ from typing import Final
 from fastgw.config.history import ConfigHistory
 from fastgw.config.loader import ConfigError, read_config_bytes
 from fastgw.control.channel import ChannelError, FrameDecoder, Message, encode
-from fastgw.policy.rate_limit import CELL_INTS
+from fastgw.policy.rate_limit import CELL_INTS, CounterTable
 from fastgw.server import systemd
 from fastgw.server.shm import RATELIMIT, Heartbeats, SharedRegions
 from fastgw.snapshot import ListenerSettings, Snapshot
@@ -166,6 +166,10 @@ class Supervisor:
         self.heartbeats = Heartbeats.create(self.regions, self.worker_count)
         self.ratelimit_capacity = snapshot.ratelimit_capacity
         self.regions.create(RATELIMIT, self.worker_count * self.ratelimit_capacity * CELL_INTS * 8)
+        self.counters = (
+            CounterTable()
+        )  # the supervisor's view: only to release a dead worker's in-flight cells
+        self.counters.attach(self.regions.get(RATELIMIT), 0, self.worker_count, self.ratelimit_capacity)
         self._next_hang_check = 0.0
 
     # -- set-up ----------------------------------------------------------------------------------------
@@ -416,6 +420,10 @@ class Supervisor:
             delay = min(delay, self.snapshot.process.restart_backoff_max)
         child.died_at = now
         child.restart_at = now + delay
+        if child.kind == "worker":
+            released = self.counters.release_shard(child.slot)
+            if released:
+                log("supervisor", f"released {released} in-flight request slots of the dead {child.name}")
         log(
             "supervisor",
             f"{child.name} (pid {child.pid}) {how} after {lived:.1f}s; restarting in {delay:.1f}s",

@@ -144,3 +144,60 @@ def test_headers_429_keys_and_shadow(gateway_factory: Callable[..., Gateway], up
     gw.proc.send_signal(signal.SIGHUP)
     wait_until(lambda: "reload (SIGHUP) complete" in gw.stderr(), 5, "the reload")
     assert get(gw.port, "/per-ip/a").status == 429
+
+
+def test_concurrency_limit_released_on_completion_abort_and_worker_death(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
+    import os
+    import socket
+
+    from tests.conftest import connect
+
+    upstream.delay = 0.6
+    gw = gateway_factory(
+        basic_config(
+            upstream.port,
+            extra="""
+            [[routes]]
+            name = "slow"
+            path = "/slow"
+            upstream = "backend"
+            auth = "none"
+            limits = [{ name = "inflight", concurrency = 2, key = "route" }]
+            """,
+        )
+    )
+
+    def fire(n: int) -> list[socket.socket]:
+        socks = []
+        for _ in range(n):
+            s = connect(gw.port)
+            s.sendall(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+            socks.append(s)
+        return socks
+
+    def statuses(socks: list[socket.socket]) -> list[int]:
+        from tests.conftest import ResponseReader
+
+        out = sorted(ResponseReader(s).read().status for s in socks)
+        for s in socks:
+            s.close()
+        return out
+
+    assert statuses(fire(5)) == [200, 200, 429, 429, 429]
+    assert statuses(fire(2)) == [200, 200]  # released after completion
+    # Clients that vanish mid-request release their slots too (on_complete runs on aborts).
+    for s in fire(2):
+        s.close()
+    wait_until(lambda: statuses(fire(1)) == [200], 5, "the aborted requests' slots back")
+    # A worker killed with requests in flight: the supervisor releases its slots.
+    before = len(upstream.requests)
+    held = fire(2)
+    wait_until(lambda: len(upstream.requests) >= before + 2, 5, "the requests to reach the upstream")
+    os.kill(gw.worker_pid(0), signal.SIGKILL)
+    for s in held:
+        s.close()
+    wait_until(lambda: "released 2 in-flight request slots of the dead worker 0" in gw.stderr(), 5, "release")
+    wait_until(lambda: "serving again" in gw.stderr(), 5, "the replacement")
+    assert statuses(fire(2)) == [200, 200]
