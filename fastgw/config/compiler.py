@@ -440,6 +440,10 @@ class _Compiler:
             if (spec.rate > 0) == (spec.concurrency > 0) or spec.rate < 0 or spec.concurrency < 0:
                 raise self.error(where, "give either a positive rate (with per) or a positive concurrency")
             self.positive(f"{where}.per", spec.per)
+            if spec.burst < 0 or (spec.burst and spec.algorithm != "gcra"):
+                raise self.error(f"{where}.burst", "a non-negative burst, only with algorithm = 'gcra'")
+            if spec.algorithm == "gcra" and spec.concurrency:
+                raise self.error(f"{where}.algorithm", "GCRA needs a rate, not a concurrency")
             if (spec.key == "header") != (spec.header is not None):
                 raise self.error(f"{where}.header", "name a header exactly when key = 'header'")
             if spec.header is not None and not _TOKEN.fullmatch(spec.header):
@@ -454,6 +458,8 @@ class _Compiler:
                     header=(spec.header or "").lower().encode(),
                     shadow=spec.mode == "shadow",
                     concurrency=spec.concurrency,
+                    gcra=spec.algorithm == "gcra",
+                    burst=spec.burst,
                 )
             )
         return RateLimit("rate_limit", tuple(limits), COUNTERS)

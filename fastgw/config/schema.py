@@ -221,6 +221,8 @@ class RateLimitSpec:
     rate: int = doc("requests admitted per window (0 with concurrency)", 0)
     per: float = doc("the window in seconds (sliding)", 1.0)
     concurrency: int = doc("instead of a rate: requests in flight at once for the key", 0)
+    algorithm: Literal["sliding", "gcra"] = doc("sliding window, or GCRA (rate + burst)", "sliding")
+    burst: int = doc("GCRA: requests admitted at once on top of the rate", 0)
     key: Literal["ip", "route", "consumer", "header"] = doc(
         "what is counted: client address, the whole route, the consumer (its address when anonymous), "
         "or a header's value",

@@ -14,6 +14,11 @@ shard. Error bound: workers decide from the shards' last values, so between a re
 estimate treats the previous window as evenly spread, so across unaligned windows it can admit more or
 fewer than ``limit`` when traffic was bursty at the previous window's edges (documented in the README).
 
+GCRA (``algorithm = "gcra"``: rate + burst) keeps a theoretical arrival time, which is not additive across
+shards; each worker instead runs its share (rate/n, burst/n, a static token lease) in its own memory. n
+workers saturated by many clients admit rate x T + burst together; traffic that reaches only some workers
+gets only their shares (documented in the README).
+
 Capacity: ``capacity`` cells per shard, probed linearly over 8 slots; a worker reuses its own cells once
 their window is more than one window old. When all 8 are live (the table is full for that hash), the key
 is counted in a per-worker dict instead: limiting continues, exact per worker but not shared, and the
@@ -50,6 +55,8 @@ class LimitSpec:
     header: bytes  # for key = "header"
     shadow: bool
     concurrency: int = 0  # > 0: a concurrency limit (requests in flight), rate and window unused
+    gcra: bool = False  # GCRA (rate + burst) instead of a sliding window
+    burst: int = 0  # GCRA: requests admitted at once on top of the rate
 
 
 class CounterTable:
@@ -226,6 +233,7 @@ class RateLimit:
         self.shadow = False  # shadow mode is per limit: a shadow limit records, never returns, a denial
         self._hashes: list[dict[bytes, int]] = [{} for _ in limits]  # per limit: key -> stable hash
         self.has_concurrency = any(limit.concurrency for limit in limits)
+        self._tat: dict[int, float] = {}  # GCRA theoretical arrival times, this worker's share
         self.rated = tuple(limit for limit in limits if not limit.concurrency)
         self.policy_header = b", ".join(
             b'"%s";q=%d;w=%d' % (limit.name.encode(), limit.rate, max(1, round(limit.window)))
@@ -249,7 +257,7 @@ class RateLimit:
     def check(self, ex: Exchange) -> Denial | None:
         now = time.time()
         table = self.table
-        states = []
+        states: list[tuple[LimitSpec, int, float, float, float]] = []  # limit, hash, window|TAT, left, reset
         refused: tuple[LimitSpec, float, float] | None = None
         for limit, hashes in zip(self.limits, self._hashes, strict=True):
             value = ex.client_ip.encode() if limit.key == "ip" else self._key(limit, ex)
@@ -259,6 +267,25 @@ class RateLimit:
                     hashes.clear()
                 hashed = hashes[value] = key_hash(limit.limit_id, value)
             remaining: float
+            if limit.gcra:
+                # GCRA with per-worker shares (a static token lease): each of the n workers runs rate/n and
+                # burst/n on its own, so n saturated workers admit rate x T + burst together.
+                shares = max(1, table.shards)
+                interval = limit.window / limit.rate * shares
+                tolerance = limit.burst / shares * interval
+                tat = max(self._tat.get(hashed, 0.0), now)
+                window = -2
+                remaining = (tolerance - (tat + interval - now)) / interval * shares + 1
+                reset = max(0.0, tat + interval - tolerance - now)
+                states.append((limit, hashed, tat + interval, remaining - 1, reset))
+                if remaining < 1:
+                    if limit.shadow:
+                        if ex.shadow is None:
+                            ex.shadow = []
+                        ex.shadow.append(f"rate_limit.{limit.name}")
+                    elif refused is None or reset > refused[2]:
+                        refused = (limit, remaining, reset)
+                continue
             if limit.concurrency:
                 window = IN_FLIGHT
                 remaining = limit.concurrency - table.in_flight(hashed)
@@ -298,8 +325,14 @@ class RateLimit:
                     (b"ratelimit", b'"%s";r=0;t=%d' % (limit.name.encode(), retry)),
                 ),
             )
-        for _limit, hashed, window, _remaining, _reset in states:
-            table.add(hashed, window)
+        for limit, hashed, when, _remaining, _reset in states:
+            if limit.gcra:
+                tat_map = self._tat
+                if len(tat_map) >= 65536:
+                    tat_map.clear()
+                tat_map[hashed] = when  # for GCRA the "window" slot carries the new theoretical time
+            else:
+                table.add(hashed, int(when))
         return None
 
     def on_complete(self, ex: Exchange) -> None:

@@ -89,6 +89,45 @@ def test_sliding_window_is_accurate_across_four_workers(
         assert count >= 0.98 * LIMIT
 
 
+def test_gcra_admits_rate_times_time_plus_burst_across_four_workers(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
+    workers, rate, burst = 4, 100, 40
+    gw = gateway_factory(
+        basic_config(
+            upstream.port,
+            server="max_connections_per_ip = 100000",
+            extra=f"""
+            [[routes]]
+            name = "limited"
+            path = "/limited"
+            upstream = "backend"
+            auth = "none"
+            limits = [
+              {{ name = "g", rate = {rate}, per = 1.0, key = "route", algorithm = "gcra", burst = {burst} }},
+            ]
+            """,
+        ),
+        workers=workers,
+    )
+    statuses = hammer(gw.port, clients=200, seconds=4.0)
+    offered = sum(statuses.values())
+    records = [r for r in gw.wait_log(offered, timeout=15) if r["path"] == "/limited"]
+    stamps = sorted(
+        calendar.timegm(time.strptime(r["time"][:19], "%Y-%m-%dT%H:%M:%S")) + float(r["time"][20:23]) / 1000
+        for r in records
+    )
+    span = stamps[-1] - stamps[0]
+    admitted = statuses[200]
+    expected = rate * span + burst
+    print(
+        f"\nGCRA {rate}/s + burst {burst}, {workers} workers, 200 clients offering {offered / span:.0f}/s "
+        f"for {span:.2f}s: admitted {admitted}, rate x T + burst = {expected:.0f} "
+        f"({(admitted - expected) / expected * 100:+.1f}%)"
+    )
+    assert abs(admitted - expected) <= 0.02 * expected + workers - 1
+
+
 def test_headers_429_keys_and_shadow(gateway_factory: Callable[..., Gateway], upstream: TestUpstream) -> None:
     gw = gateway_factory(
         basic_config(
