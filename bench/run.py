@@ -57,6 +57,12 @@ SCENARIOS = [
     ),
     Scenario("small GET + API key c=64", "/keyed/small", 64, headers=("X-API-Key: {api_key}",)),
     Scenario("small GET + JWT RS256 c=64", "/jwt/small", 64, headers=("Authorization: Bearer {jwt}",)),
+    Scenario(
+        "full chain: API key + GCRA + sliding limit c=64",
+        "/chain/small",
+        64,
+        headers=("X-API-Key: {api_key}",),
+    ),
     Scenario("64 KiB response c=64", "/64k", 64),
     Scenario("new connection per request c=16", "/small", 16, headers=("Connection: close",)),
     Scenario("HTTPS small GET keep-alive c=64", "/small", 64, tls=True),
@@ -300,6 +306,12 @@ def main() -> int:
             proxy_set_header Connection "";
             proxy_buffering on;
         }}
+        location /chain/ {{
+            proxy_pass http://backend/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering on;
+        }}
         location /keyed/ {{
             proxy_pass http://backend/;
             proxy_http_version 1.1;
@@ -339,6 +351,16 @@ path = "/keyed"
 strip_prefix = true
 upstream = "backend"
 auth = "api_key"
+[[routes]]
+name = "chain"
+path = "/chain"
+strip_prefix = true
+upstream = "backend"
+auth = "api_key"
+limits = [
+  {{ name = "burst", rate = 100000000, per = 1.0, key = "consumer", algorithm = "gcra", burst = 1000 }},
+  {{ name = "daily", rate = 1000000000, per = 86400.0, key = "consumer" }},
+]
 [[routes]]
 name = "jwt"
 path = "/jwt"
