@@ -78,13 +78,11 @@ or system-wide (Debian):    cp {out.ca_cert} /usr/local/share/ca-certificates/fa
 
 
 def _run(args: argparse.Namespace) -> int:
-    from fastgw.secrets import resolve_secret
+    from fastgw.secrets import check_control_secrets
     from fastgw.server.supervisor import supervise
 
     data, snapshot = _load(args.config)
-    for ref in (snapshot.admin.token if snapshot.admin else None, snapshot.audit.key):
-        if ref is not None:
-            resolve_secret(ref)  # fail here, with the key named, not later in the control process
+    check_control_secrets(snapshot)
     if args.workers is not None and args.workers < 0:
         print("fastgw: --workers must not be negative", file=sys.stderr)
         return 2

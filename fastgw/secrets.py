@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from fastgw.config.loader import ConfigError
-from fastgw.snapshot import SecretRef
+from fastgw.snapshot import SecretRef, Snapshot
 
 
 def resolve_secret(ref: SecretRef) -> bytes:
@@ -43,3 +43,11 @@ def resolve_secret(ref: SecretRef) -> bytes:
     if not data:
         raise ConfigError(ref.file, ref.key, f"the secret ({ref.kind} {ref.name}) is empty")
     return data
+
+
+def check_control_secrets(snapshot: Snapshot) -> None:
+    """Resolve the secrets only the control process uses (admin token, audit key) now, so a missing one
+    fails start-up or a reload with its key named instead of failing later in the control process."""
+    for ref in (snapshot.admin.token if snapshot.admin else None, snapshot.audit.key):
+        if ref is not None:
+            resolve_secret(ref)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import urllib.parse
+import ssl
 from collections.abc import Sequence
 from typing import Any, Final, Literal
 
@@ -59,10 +59,10 @@ from fastgw.policy.jwt_auth import (
     JwtIssuer,
     key_fits,
 )
-from fastgw.policy.mtls import CertIdentity, MtlsAuth, normalise_fingerprint
+from fastgw.policy.mtls import MtlsAuth, normalise_fingerprint
 from fastgw.policy.network import NetworkRules, parse_networks
 from fastgw.policy.rate_limit import COUNTERS, LimitSpec, RateLimit
-from fastgw.policy.rbac import Authorize, Requirement, requirement
+from fastgw.policy.rbac import Authorize, Principal, Requirement, requirement
 from fastgw.policy.throttle import ThrottleSettings
 from fastgw.proxy_headers import request_drop_sets, response_drop_set
 from fastgw.router import HostTable, MethodTable, Router, route_key
@@ -343,25 +343,27 @@ class _Compiler:
             out.append((name.lower().encode(), attribute))
         return tuple(out)
 
+    def verifying_tls(self, table: str, ca: str | None) -> ssl.SSLContext:
+        """The client TLS context for calls the gateway makes itself (identity providers): verifying,
+        with the system store or the table's ``ca`` bundle."""
+        try:
+            return build_client_tls(True, self.path(ca) if ca else None, None, None, None).context
+        except TlsConfigError as exc:
+            raise self.error(f"{table}.{exc.key}", str(exc)) from None
+
     def introspection_policy(self, spec: IntrospectionSpec, warnings: list[str]) -> IntrospectionAuth:
-        parsed = urllib.parse.urlsplit(spec.url)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise self.error("introspection.url", "must be an http:// or https:// URL")
-        if parsed.scheme == "http":
+        tls = self.verifying_tls("introspection", spec.ca) if spec.url.lower().startswith("https:") else None
+        try:
+            target = Endpoint.parse(spec.url, tls)
+        except ValueError:
+            raise self.error("introspection.url", "must be an http:// or https:// URL") from None
+        if target.tls is None:
             warnings.append("introspection.url is plain http: tokens and client credentials travel in clear")
         for name in ("timeout", "cache_ttl", "negative_ttl", "cache_size"):
             self.positive(f"introspection.{name}", getattr(spec, name))
         secret = resolve_secret(self.secret("introspection.client_secret", spec.client_secret))
-        tls = None
-        if parsed.scheme == "https":
-            try:
-                tls = build_client_tls(
-                    True, self.path(spec.ca) if spec.ca else None, None, None, None
-                ).context
-            except TlsConfigError as exc:
-                raise self.error(f"introspection.{exc.key}", str(exc)) from None
         endpoint = IntrospectionEndpoint(
-            target=Endpoint.parse(spec.url, tls),
+            target=target,
             authorization=basic_authorization(spec.client_id, secret),
             timeout=spec.timeout,
         )
@@ -383,10 +385,7 @@ class _Compiler:
             raise self.error(f"{key}.algorithms", "a JWKS URL needs an asymmetric algorithm")
         for name in ("jwks_refresh", "jwks_min_interval", "jwks_timeout"):
             self.positive(f"{key}.{name}", getattr(it, name))
-        try:
-            tls = build_client_tls(True, self.path(it.ca) if it.ca else None, None, None, None).context
-        except TlsConfigError as exc:
-            raise self.error(f"{key}.{exc.key}", str(exc)) from None
+        tls = self.verifying_tls(key, it.ca)
         url_key = "jwks_url" if it.jwks_url is not None else "discovery_url"
         try:
             endpoint = Endpoint.parse(it.jwks_url or it.discovery_url or "", tls)
@@ -403,7 +402,7 @@ class _Compiler:
         )
 
     def mtls_policy(self, spec: MtlsSpec) -> MtlsAuth:
-        tables: dict[str, dict[str, CertIdentity]] = {"sha256": {}, "san": {}, "subject": {}}
+        tables: dict[str, dict[str, Principal]] = {"sha256": {}, "san": {}, "subject": {}}
         for i, c in enumerate(spec.consumers):
             key = f"mtls.consumers[{i}]"
             given = [(kind, getattr(c, kind)) for kind in ("sha256", "san", "subject") if getattr(c, kind)]
@@ -418,7 +417,7 @@ class _Compiler:
                 raise self.error(f"{key}.{kind}", f"{value!r} is mapped twice")
             if not c.consumer:
                 raise self.error(f"{key}.consumer", "must not be empty")
-            tables[kind][value] = CertIdentity(
+            tables[kind][value] = Principal(
                 consumer=c.consumer,
                 consumer_id=c.consumer,
                 team=c.team,

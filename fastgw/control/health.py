@@ -25,7 +25,6 @@ class TargetHealth:
     healthy: bool = True
     successes: int = 0
     failures: int = 0
-    last_error: str = ""
 
 
 async def probe(settings: UpstreamSettings, check: HealthCheckSettings, target: Target) -> tuple[bool, str]:
@@ -117,7 +116,6 @@ class HealthProber:
         else:
             health.failures += 1
             health.successes = 0
-            health.last_error = why
             if health.healthy and health.failures >= check.unhealthy_threshold:
                 health.healthy = False
                 self._on_change(key[0], key[1], False, f"{health.failures} probes failed, last: {why}")

@@ -13,7 +13,7 @@ few seconds).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client.core import (
@@ -234,10 +234,3 @@ def render(registry: CollectorRegistry, accept: str) -> tuple[bytes, str]:
 
     encoder, content_type = choose_encoder(accept)
     return encoder(registry), content_type
-
-
-def sum_exports(exports: Iterable[Export]) -> Totals:
-    totals = Totals()
-    for export in exports:
-        totals.add(export)
-    return totals

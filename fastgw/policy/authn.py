@@ -46,6 +46,25 @@ def bearer_token(ex: Exchange) -> tuple[int, bytes]:
     return BEARER_OK, token
 
 
+def bearer_denials(prefix: str) -> tuple[Denial, Denial]:
+    """(missing, duplicate) for a policy that reads ``Authorization: Bearer`` (JWT, introspection)."""
+    missing = Denial(
+        401,
+        "unauthorized",
+        "a bearer token is required",
+        f"{prefix}.missing",
+        ((b"www-authenticate", REALM),),
+    )
+    duplicate = Denial(
+        400,
+        "bad-request",
+        "more than one Authorization header",
+        f"{prefix}.duplicate",
+        ((b"www-authenticate", REALM + b', error="invalid_request"'),),
+    )
+    return missing, duplicate
+
+
 def _challenge(error: bytes = b"", description: bytes = b"") -> tuple[tuple[bytes, bytes], ...]:
     if not error:
         return ((b"www-authenticate", REALM),)

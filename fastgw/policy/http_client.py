@@ -33,6 +33,8 @@ class Endpoint:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"{url!r} is not an http:// or https:// URL")
         secure = parts.scheme == "https"
+        if secure and tls is None:
+            raise ValueError(f"{url!r} is https:// but no TLS context was given")
         return cls(
             host=parts.hostname,
             port=parts.port or (443 if secure else 80),

@@ -16,32 +16,18 @@ import time
 import urllib.parse
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar
 
 import h11
 import orjson
 
 from fastgw.exchange import Exchange
-from fastgw.policy.authn import BEARER_DUPLICATE, BEARER_OK, bearer_token
+from fastgw.policy.authn import BEARER_DUPLICATE, BEARER_OK, REALM, bearer_denials, bearer_token
 from fastgw.policy.chain import Denial, Pending, Phase
 from fastgw.policy.http_client import Endpoint, request
+from fastgw.policy.rbac import Principal
 
-REALM: Final = b'Bearer realm="fastgw"'
-
-MISSING = Denial(
-    401,
-    "unauthorized",
-    "a bearer token is required",
-    "introspection.missing",
-    ((b"www-authenticate", REALM),),
-)
-DUPLICATE = Denial(
-    400,
-    "bad-request",
-    "more than one Authorization header",
-    "introspection.duplicate",
-    ((b"www-authenticate", REALM + b', error="invalid_request"'),),
-)
+MISSING, DUPLICATE = bearer_denials("introspection")
 INACTIVE = Denial(
     401,
     "unauthorized",
@@ -56,16 +42,6 @@ UNAVAILABLE = Denial(
     "introspection.unavailable",
     ((b"retry-after", b"1"),),
 )
-
-
-@dataclass(frozen=True, slots=True)
-class TokenIdentity:
-    consumer: str
-    consumer_id: str
-    team: str
-    roles: frozenset[str]
-    scopes: frozenset[str]
-    expires: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +69,9 @@ class IntrospectionAuth:
         self.negative_ttl = negative_ttl
         self.cache_size = cache_size
         self.shadow = shadow
-        self._good: OrderedDict[bytes, TokenIdentity] = OrderedDict()
+        self._good: OrderedDict[bytes, Principal] = OrderedDict()
         self._bad: dict[bytes, float] = {}
-        self._inflight: dict[bytes, asyncio.Future[TokenIdentity | Denial]] = {}
+        self._inflight: dict[bytes, asyncio.Future[Principal | Denial]] = {}
         self.calls = 0  # introspection requests actually sent (tests, metrics)
 
     def check(self, ex: Exchange) -> Denial | Pending | None:
@@ -131,7 +107,7 @@ class IntrospectionAuth:
         ex.consumer = outcome
         return None
 
-    async def _introspect(self, token: bytes) -> TokenIdentity | Denial:
+    async def _introspect(self, token: bytes) -> Principal | Denial:
         self.calls += 1
         try:
             status, body = await asyncio.wait_for(self._post(token), self.endpoint.timeout)
@@ -163,7 +139,7 @@ class IntrospectionAuth:
         return await request(e.target, "POST", headers, urllib.parse.urlencode(fields).encode())
 
 
-def _identity(answer: dict[str, Any], now: float, cache_ttl: float) -> TokenIdentity:
+def _identity(answer: dict[str, Any], now: float, cache_ttl: float) -> Principal:
     subject = answer.get("sub") or answer.get("username") or answer.get("client_id") or "anonymous"
     scope = answer.get("scope")
     roles = answer.get("roles")
@@ -171,7 +147,7 @@ def _identity(answer: dict[str, Any], now: float, cache_ttl: float) -> TokenIden
     expires = now + cache_ttl
     if isinstance(exp, (int, float)):
         expires = min(expires, float(exp))
-    return TokenIdentity(
+    return Principal(
         consumer=str(subject),
         consumer_id=str(subject),
         team=str(answer.get("team", "")) if isinstance(answer.get("team", ""), str) else "",

@@ -74,7 +74,6 @@ class RemoteJwks:
         self.timeout = timeout
         self.by_kid: dict[str, Any] = {}
         self.without_kid: tuple[Any, ...] = ()
-        self.fetches = 0
         self._last_attempt = -1e9
         self._inflight: asyncio.Future[bool] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -116,7 +115,6 @@ class RemoteJwks:
         return orjson.loads(body)
 
     async def _fetch(self) -> bool:
-        self.fetches += 1
         where = "the JWKS"
         try:
             jwks = self.jwks

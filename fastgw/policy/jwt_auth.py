@@ -26,7 +26,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from fastgw.exchange import Exchange
-from fastgw.policy.authn import BEARER_DUPLICATE, BEARER_OK, bearer_token
+from fastgw.policy.authn import BEARER_DUPLICATE, BEARER_OK, REALM, bearer_denials, bearer_token
 from fastgw.policy.chain import Denial, Pending, Phase
 from fastgw.policy.jwks import RemoteJwks
 from fastgw.policy.throttle import ThrottleSettings, after_failure, refused_before
@@ -35,7 +35,6 @@ HMAC_ALGORITHMS: Final = frozenset({"HS256", "HS384", "HS512"})
 ASYMMETRIC_ALGORITHMS: Final = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"}
 )
-REALM: Final = b'Bearer realm="fastgw"'
 
 
 def _invalid(description: str, reason: str) -> Denial:
@@ -49,16 +48,7 @@ def _invalid(description: str, reason: str) -> Denial:
     )
 
 
-MISSING = Denial(
-    401, "unauthorized", "a bearer token is required", "jwt.missing", ((b"www-authenticate", REALM),)
-)
-DUPLICATE = Denial(
-    400,
-    "bad-request",
-    "more than one Authorization header",
-    "jwt.duplicate",
-    ((b"www-authenticate", REALM + b', error="invalid_request"'),),
-)
+MISSING, DUPLICATE = bearer_denials("jwt")
 TOO_LARGE = _invalid("token too large", "jwt.too_large")
 MALFORMED = _invalid("malformed token", "jwt.malformed")
 UNKNOWN_ISSUER = _invalid("unknown issuer", "jwt.issuer")

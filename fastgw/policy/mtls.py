@@ -8,23 +8,14 @@ is config (compiled into dicts), so a check is at most three dict lookups.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Phase
+from fastgw.policy.rbac import Principal
 
 NO_CERTIFICATE = Denial(401, "unauthorized", "a client certificate is required", "mtls.missing")
 UNMAPPED = Denial(403, "forbidden", "this client certificate is not mapped to a consumer", "mtls.unknown")
-
-
-@dataclass(frozen=True, slots=True)
-class CertIdentity:
-    consumer: str
-    consumer_id: str
-    team: str
-    roles: frozenset[str]
-    scopes: frozenset[str]
 
 
 def normalise_fingerprint(value: str) -> str:
@@ -37,9 +28,9 @@ class MtlsAuth:
     def __init__(
         self,
         name: str,
-        by_sha256: dict[str, CertIdentity],
-        by_san: dict[str, CertIdentity],
-        by_subject: dict[str, CertIdentity],
+        by_sha256: dict[str, Principal],
+        by_san: dict[str, Principal],
+        by_subject: dict[str, Principal],
         shadow: bool,
     ) -> None:
         self.name = name

@@ -267,36 +267,27 @@ class RateLimit:
                     hashes.clear()
                 hashed = hashes[value] = key_hash(limit.limit_id, value)
             remaining: float
+            when: float  # sliding: the window to count in; concurrency: IN_FLIGHT; GCRA: the new arrival time
             if limit.gcra:
                 # GCRA with per-worker shares (a static token lease): each of the n workers runs rate/n and
                 # burst/n on its own, so n saturated workers admit rate x T + burst together.
                 shares = max(1, table.shards)
                 interval = limit.window / limit.rate * shares
                 tolerance = limit.burst / shares * interval
-                tat = max(self._tat.get(hashed, 0.0), now)
-                window = -2
-                remaining = (tolerance - (tat + interval - now)) / interval * shares + 1
-                reset = max(0.0, tat + interval - tolerance - now)
-                states.append((limit, hashed, tat + interval, remaining - 1, reset))
-                if remaining < 1:
-                    if limit.shadow:
-                        if ex.shadow is None:
-                            ex.shadow = []
-                        ex.shadow.append(f"rate_limit.{limit.name}")
-                    elif refused is None or reset > refused[2]:
-                        refused = (limit, remaining, reset)
-                continue
-            if limit.concurrency:
-                window = IN_FLIGHT
+                when = max(self._tat.get(hashed, 0.0), now) + interval
+                remaining = (tolerance - (when - now)) / interval * shares + 1
+                reset = max(0.0, when - tolerance - now)
+            elif limit.concurrency:
+                when = IN_FLIGHT
                 remaining = limit.concurrency - table.in_flight(hashed)
                 reset = 1.0
             else:
                 position = now / limit.window
                 window = int(position)
-                weight = 1.0 - (position - window)
-                remaining = limit.rate - table.count(hashed, window, weight)
+                when = window
+                remaining = limit.rate - table.count(hashed, window, 1.0 - (position - window))
                 reset = (window + 1) * limit.window - now
-            states.append((limit, hashed, window, remaining - 1, reset))
+            states.append((limit, hashed, when, remaining - 1, reset))
             if remaining < 1:
                 if limit.shadow:
                     if ex.shadow is None:

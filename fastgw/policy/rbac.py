@@ -28,6 +28,18 @@ class Identity(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class Principal:
+    """An Identity with nothing else to carry: mTLS consumers and introspected tokens."""
+
+    consumer: str
+    consumer_id: str
+    team: str
+    roles: frozenset[str]
+    scopes: frozenset[str]
+    expires: float = 0.0  # unix time after which a cached principal is not used (0: no expiry)
+
+
+@dataclass(frozen=True, slots=True)
 class Requirement:
     scopes: frozenset[str]
     roles: frozenset[str]

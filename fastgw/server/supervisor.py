@@ -644,7 +644,7 @@ class Supervisor:
 
     def _load_for(self, reason: str) -> tuple[bytes, Snapshot]:
         from fastgw.config.compiler import compile_config
-        from fastgw.secrets import resolve_secret
+        from fastgw.secrets import check_control_secrets
 
         if reason == "rollback":
             previous = self.history.previous(self.snapshot.id)
@@ -657,9 +657,7 @@ class Supervisor:
             data = read_config_bytes(self.config_path)
             source = self.config_path
         snapshot = compile_config(data, source)
-        for ref in (snapshot.admin.token if snapshot.admin else None, snapshot.audit.key):
-            if ref is not None:
-                resolve_secret(ref)
+        check_control_secrets(snapshot)
         running = [_listener_key(ls) for ls in self.snapshot.listeners]
         wanted = [_listener_key(ls) for ls in snapshot.listeners]
         if running != wanted:

@@ -30,8 +30,39 @@ KEY_COLUMNS: Final = ", ".join(
 )
 
 
+CONSUMER_COLUMNS: Final = "id, name, team, roles, metadata, created"
+
+
 def _j(value: Any) -> str:
     return orjson.dumps(value).decode()
+
+
+def _consumer(r: Any) -> dict[str, Any]:
+    return {
+        "id": r[0],
+        "name": r[1],
+        "team": r[2],
+        "roles": orjson.loads(r[3]),
+        "metadata": orjson.loads(r[4]),
+        "created": r[5],
+    }
+
+
+def _key(r: Any) -> dict[str, Any]:
+    return {
+        "id": r[0],
+        "consumer_id": r[1],
+        "prefix": r[2],
+        "digest": bytes(r[3]),
+        "pepper_id": r[4],
+        "scopes": orjson.loads(r[5]),
+        "roles": orjson.loads(r[6]),
+        "routes": None if r[7] is None else orjson.loads(r[7]),
+        "created": r[8],
+        "expires": r[9],
+        "revoked": r[10],
+        "replaced_by": r[11],
+    }
 
 
 class Store:
@@ -67,26 +98,17 @@ class Store:
         )
 
     def consumers(self) -> list[dict[str, Any]]:
-        rows = self._db.execute(
-            "SELECT id, name, team, roles, metadata, created FROM consumers ORDER BY created"
-        )
-        return [
-            {
-                "id": r[0],
-                "name": r[1],
-                "team": r[2],
-                "roles": orjson.loads(r[3]),
-                "metadata": orjson.loads(r[4]),
-                "created": r[5],
-            }
-            for r in rows
-        ]
+        rows = self._db.execute(f"SELECT {CONSUMER_COLUMNS} FROM consumers ORDER BY created")
+        return [_consumer(r) for r in rows]
 
     def consumer(self, ref: str) -> dict[str, Any] | None:
-        for c in self.consumers():
-            if ref in (c["id"], c["name"]):
-                return c
-        return None
+        """A consumer by id or by name."""
+        row = self._db.execute(
+            f"SELECT {CONSUMER_COLUMNS} FROM consumers WHERE id = ? OR name = ? "
+            "ORDER BY id = ? DESC, created LIMIT 1",
+            (ref, ref, ref),
+        ).fetchone()
+        return _consumer(row) if row else None
 
     def add_key(self, row: dict[str, Any]) -> None:
         self._db.execute(
@@ -108,32 +130,11 @@ class Store:
         )
 
     def api_keys(self) -> list[dict[str, Any]]:
-        rows = self._db.execute(f"SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created")
-        out = []
-        for r in rows:
-            out.append(
-                {
-                    "id": r[0],
-                    "consumer_id": r[1],
-                    "prefix": r[2],
-                    "digest": bytes(r[3]),
-                    "pepper_id": r[4],
-                    "scopes": orjson.loads(r[5]),
-                    "roles": orjson.loads(r[6]),
-                    "routes": None if r[7] is None else orjson.loads(r[7]),
-                    "created": r[8],
-                    "expires": r[9],
-                    "revoked": r[10],
-                    "replaced_by": r[11],
-                }
-            )
-        return out
+        return [_key(r) for r in self._db.execute(f"SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created")]
 
     def key(self, key_id: str) -> dict[str, Any] | None:
-        for k in self.api_keys():
-            if k["id"] == key_id:
-                return k
-        return None
+        row = self._db.execute(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        return _key(row) if row else None
 
     def update_key(self, key_id: str, **fields: Any) -> None:
         allowed = {"expires", "revoked", "replaced_by"}
