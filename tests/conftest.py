@@ -79,11 +79,17 @@ class SeenRequest:
 Handler = Callable[[SeenRequest], "bytes | list[bytes] | None"]
 
 
-def ok_response(req: SeenRequest) -> bytes:
-    body = orjson.dumps({"method": req.method.decode(), "target": req.target.decode(), "len": len(req.body)})
+def json_response(body: bytes) -> bytes:
+    """A 200 response carrying a JSON body, as raw bytes for a test upstream's handler."""
     return b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (
         len(body),
         body,
+    )
+
+
+def ok_response(req: SeenRequest) -> bytes:
+    return json_response(
+        orjson.dumps({"method": req.method.decode(), "target": req.target.decode(), "len": len(req.body)})
     )
 
 

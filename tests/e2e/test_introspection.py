@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.conftest import Gateway, SeenRequest, TestUpstream, basic_config, get
+from tests.conftest import Gateway, SeenRequest, TestUpstream, basic_config, get, json_response
 
 
 @pytest.fixture
@@ -29,10 +29,7 @@ def idp() -> Iterator[TestUpstream]:
         if token == "hang-up":
             return None
         body = orjson.dumps(answers.get(token, {"active": False}))
-        return b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (
-            len(body),
-            body,
-        )
+        return json_response(body)
 
     server.handler = handler
     yield server

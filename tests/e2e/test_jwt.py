@@ -10,7 +10,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.conftest import Gateway, TestUpstream, basic_config, get
+from tests.conftest import Gateway, SeenRequest, TestUpstream, basic_config, get, json_response
 
 ISS = "https://idp.example.test/"
 
@@ -77,8 +77,6 @@ def test_jwks_url_by_discovery_rotation_and_stale_keys(
 
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from tests.conftest import SeenRequest
-
     idp = TestUpstream()
     key_a, key_b = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
 
@@ -99,10 +97,7 @@ def test_jwks_url_by_discovery_rotation_and_stale_keys(
             body = json.dumps({"keys": published}).encode()
         else:
             return b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"
-        return b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (
-            len(body),
-            body,
-        )
+        return json_response(body)
 
     idp.handler = handler
     try:

@@ -45,25 +45,34 @@ def hammer(port: int, clients: int, seconds: float) -> Counter[int]:
     return statuses
 
 
+def limited_config(upstream_port: int, limit: str) -> str:
+    """A gateway whose /limited route has one limit (an inline TOML table), open to many connections."""
+    return basic_config(
+        upstream_port,
+        server="max_connections_per_ip = 100000",
+        extra=f"""
+        [[routes]]
+        name = "limited"
+        path = "/limited"
+        upstream = "backend"
+        auth = "none"
+        limits = [{limit}]
+        """,
+    )
+
+
+def log_time(record: dict[str, object]) -> float:
+    """Unix time of an access-log record (its "time" field, millisecond precision)."""
+    stamp = str(record["time"])
+    return calendar.timegm(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")) + int(stamp[20:23]) / 1000
+
+
 def test_sliding_window_is_accurate_across_four_workers(
     gateway_factory: Callable[..., Gateway], upstream: TestUpstream
 ) -> None:
     workers = 4
-    gw = gateway_factory(
-        basic_config(
-            upstream.port,
-            server="max_connections_per_ip = 100000",
-            extra=f"""
-            [[routes]]
-            name = "limited"
-            path = "/limited"
-            upstream = "backend"
-            auth = "none"
-            limits = [{{ name = "route", rate = {LIMIT}, per = 1.0, key = "route" }}]
-            """,
-        ),
-        workers=workers,
-    )
+    limit = f'{{ name = "route", rate = {LIMIT}, per = 1.0, key = "route" }}'
+    gw = gateway_factory(limited_config(upstream.port, limit), workers=workers)
     statuses = hammer(gw.port, clients=200, seconds=4.5)
     offered = sum(statuses.values())
     assert statuses[200] and statuses[429], statuses
@@ -72,7 +81,7 @@ def test_sliding_window_is_accurate_across_four_workers(
     seconds = [r for r in records if r["path"] == "/limited"]
     for r in seconds:
         if r["status"] == 200:
-            admitted_per_window[calendar.timegm(time.strptime(r["time"][:19], "%Y-%m-%dT%H:%M:%S"))] += 1
+            admitted_per_window[int(log_time(r))] += 1
     windows = sorted(admitted_per_window)
     full = windows[1:-1]  # the first and last windows were only partly under load
     counts = [admitted_per_window[w] for w in full]
@@ -93,30 +102,12 @@ def test_gcra_admits_rate_times_time_plus_burst_across_four_workers(
     gateway_factory: Callable[..., Gateway], upstream: TestUpstream
 ) -> None:
     workers, rate, burst = 4, 100, 40
-    gw = gateway_factory(
-        basic_config(
-            upstream.port,
-            server="max_connections_per_ip = 100000",
-            extra=f"""
-            [[routes]]
-            name = "limited"
-            path = "/limited"
-            upstream = "backend"
-            auth = "none"
-            limits = [
-              {{ name = "g", rate = {rate}, per = 1.0, key = "route", algorithm = "gcra", burst = {burst} }},
-            ]
-            """,
-        ),
-        workers=workers,
-    )
+    limit = f'{{ name = "g", rate = {rate}, per = 1.0, key = "route", algorithm = "gcra", burst = {burst} }}'
+    gw = gateway_factory(limited_config(upstream.port, limit), workers=workers)
     statuses = hammer(gw.port, clients=200, seconds=4.0)
     offered = sum(statuses.values())
     records = [r for r in gw.wait_log(offered, timeout=15) if r["path"] == "/limited"]
-    stamps = sorted(
-        calendar.timegm(time.strptime(r["time"][:19], "%Y-%m-%dT%H:%M:%S")) + float(r["time"][20:23]) / 1000
-        for r in records
-    )
+    stamps = sorted(log_time(r) for r in records)
     span = stamps[-1] - stamps[0]
     admitted = statuses[200]
     expected = rate * span + burst

@@ -55,7 +55,8 @@ def make_policy(
     jwk["kid"] = "ec-1"
     (tmp_path / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
 
-    def make(extra: str = "", jwt_options: str = "") -> JwtAuth:
+    # These tests send hundreds of bad tokens on purpose: throttling is off unless a test sets it.
+    def make(extra: str = "", jwt_options: str = "", throttle: str = "enabled = false") -> JwtAuth:
         config = f"""
 [[listeners]]
 bind = "127.0.0.1:8080"
@@ -67,7 +68,7 @@ path = "/"
 upstream = "u"
 auth = "jwt"
 [auth_throttle]
-enabled = false          # these tests send hundreds of bad tokens on purpose (throttling: e2e tests)
+{throttle}
 [jwt]
 negative_ttl = 30.0
 {jwt_options}
@@ -323,33 +324,10 @@ def test_nested_jwe_is_decrypted_then_verified(
     assert reason(check(policy, forged)) == "jwt.signature"
 
 
-def test_failed_tokens_are_throttled_per_client(tmp_path: Path, rsa_key: Any) -> None:
+def test_failed_tokens_are_throttled_per_client(make_policy: Callable[..., JwtAuth], rsa_key: Any) -> None:
     from fastgw.policy.chain import Pending
 
-    (tmp_path / "rsa.pem").write_bytes(pem_public(rsa_key))
-    config = f"""
-[[listeners]]
-bind = "127.0.0.1:8080"
-[upstreams.u]
-targets = ["127.0.0.1:9"]
-[[routes]]
-name = "r"
-path = "/"
-upstream = "u"
-auth = "jwt"
-[auth_throttle]
-slow_after = 2
-block_after = 4
-delay = 0.5
-block_seconds = 60
-[jwt.issuers.idp]
-issuer = "{ISS}"
-audiences = []
-algorithms = ["RS256"]
-public_keys = ["{tmp_path / "rsa.pem"}"]
-"""
-    policy = compile_config(config.encode(), str(tmp_path / "gw.toml")).routes[0].chain[0]
-    assert isinstance(policy, JwtAuth)
+    policy = make_policy(throttle="slow_after = 2\nblock_after = 4\ndelay = 0.5\nblock_seconds = 60")
 
     def attempt(token: str, ip: str) -> Any:
         ex = Exchange(b"GET", b"/", b"1.1", [(b"authorization", b"Bearer " + token.encode())])
