@@ -19,6 +19,7 @@ class Exchange:
         "body_complete",
         "body_received",
         "bytes_out",
+        "chain_index",
         "chunked",
         "client_cert",
         "client_ip",
@@ -91,6 +92,7 @@ class Exchange:
         self.upstream_ms = -1.0
         self.upstream_addr = b""
         self.response_started = False
+        self.chain_index = 0  # the policy a Pending came from, for resume_chain
         self.passed = False  # the chain passed: on_complete hooks are owed exactly once
         self.snapshot_id = b""
 

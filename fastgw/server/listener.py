@@ -22,15 +22,15 @@ from collections import deque
 from typing import TYPE_CHECKING, Final
 
 from fastgw.codec.http1 import ParserLimits, RequestReader, make_reader
-from fastgw.codec.path import normalize_path
 from fastgw.codec.problem import CodecError, render_problem
 from fastgw.codec.proxy_protocol import parse_proxy_header
 from fastgw.codec.serialize import LAST_CHUNK, chunk
 from fastgw.exchange import Exchange
-from fastgw.policy.chain import Denial, Pending, resolve_pending, run_chain
+from fastgw.policy.chain import Denial, Pending
 from fastgw.policy.network import client_from_forwarded, in_networks
-from fastgw.proxy_headers import build_request_head, build_response_head
-from fastgw.snapshot import ListenerSettings, Route, Snapshot, UpstreamSettings
+from fastgw.proxy_headers import build_response_head
+from fastgw.server.dispatch import admit, complete, resume_chain, upstream_request
+from fastgw.snapshot import ListenerSettings, UpstreamSettings
 from fastgw.tls.server import PeerCertificate, peer_certificate
 
 if TYPE_CHECKING:
@@ -320,79 +320,25 @@ class ClientConnection(asyncio.Protocol):
     # -- routing and the policy chain ------------------------------------------------------------------
     def _start(self, ex: Exchange) -> None:
         self.active = ex
-        snapshot: Snapshot = self.worker.holder.current
-        ex.snapshot_id = snapshot.id_bytes
-        ex.request_id = self.worker.ids.request_id(ex.xrid)
-        server = snapshot.server
-        target = ex.target
-        q = target.find(b"?")
-        if q >= 0:
-            ex.query = target[q + 1 :]
-            target = target[:q]
-        try:
-            ex.path = normalize_path(
-                target,
-                merge_slashes=server.merge_slashes,
-                allow_encoded_slash=server.allow_encoded_slash,
-                allow_params=server.allow_path_params,
-            )
-        except CodecError as err:
-            ex.path = target
-            self._deny(ex, Denial(err.status, err.problem, err.detail, "codec." + err.problem))
-            return
-        found = snapshot.router.lookup(ex.host, ex.path, ex.method)
-        if type(found) is Denial:
-            self._deny(ex, found)
-            return
-        route: Route = found  # type: ignore[assignment]
-        ex.route = route
-        if ex.content_length > route.max_body_bytes:
-            self._deny(
-                ex,
-                Denial(
-                    413,
-                    "content-too-large",
-                    f"request body exceeds {route.max_body_bytes} bytes",
-                    "body.too_large",
-                ),
-            )
-            return
-        if route.chain:
-            index, outcome = run_chain(route.chain, ex)
-            if outcome is not None:
-                if isinstance(outcome, Pending):
-                    self._park(ex, route, index, outcome)
-                else:
-                    self._deny(ex, outcome)
-                return
-        ex.passed = True
-        if ex.body_buffer is None:
-            ex.body_buffer = []
-        self._to_forward = ex
-
-    def _park(self, ex: Exchange, route: Route, index: int, pending: Pending) -> None:
-        """A policy needs I/O: wait for it in a Task (cold path only), then resume the chain."""
-
-        async def resume() -> None:
-            i, outcome = index, pending
-            while True:
-                result = resolve_pending(route.chain[i], ex, await outcome.awaitable)
-                if result is not None:
-                    self._deny(ex, result)
-                    return
-                i, next_outcome = run_chain(route.chain, ex, i + 1)
-                if next_outcome is None:
-                    break
-                if type(next_outcome) is Denial:
-                    self._deny(ex, next_outcome)
-                    return
-                outcome = next_outcome  # type: ignore[assignment]
-            if self.closing or self.active is not ex:
-                return
-            ex.passed = True
+        outcome = admit(self.worker, ex)
+        if outcome is None:
             if ex.body_buffer is None:
                 ex.body_buffer = []
-            self._forward(ex)
+            self._to_forward = ex
+        elif type(outcome) is Denial:
+            self._deny(ex, outcome)
+        else:
+            self._park(ex, outcome)  # type: ignore[arg-type]
+
+    def _park(self, ex: Exchange, pending: Pending) -> None:
+        """A policy needs I/O: wait for it in a Task (cold path only), then forward or deny."""
+
+        async def resume() -> None:
+            denial = await resume_chain(ex, pending)
+            if denial is not None:
+                self._deny(ex, denial)
+            elif not self.closing and self.active is ex:
+                self._forward(ex)
 
         if ex.body_buffer is None:
             ex.body_buffer = []
@@ -404,27 +350,8 @@ class ClientConnection(asyncio.Protocol):
         assert route is not None and self.transport is not None
         if ex.expect_continue and not ex.body_complete:
             self.transport.write(CONTINUE)
-        path = ex.path
-        if route.strip_prefix:
-            path = path[len(route.strip_prefix) :] or b"/"
-            if path[:1] != b"/":
-                path = b"/" + path
-        if ex.query:
-            path = path + b"?" + ex.query
         pool = self._upstream_group(route.upstream).pick()
-        host = ex.host if route.preserve_host and ex.host else pool.label_bytes
-        ids = self.worker.ids
-        parts = build_request_head(
-            ex,
-            route,
-            path,
-            host,
-            self.peer_ip_bytes,
-            self.peer_trusted,
-            self.proto,
-            self.worker.via,
-            ids.traceparent(ex.traceparent),
-        )
+        parts = upstream_request(self.worker, ex, pool, self.peer_ip_bytes, self.peer_trusted, self.proto)
         buffered = ex.body_buffer
         if buffered:
             parts.extend(buffered)
@@ -438,7 +365,6 @@ class ClientConnection(asyncio.Protocol):
             and ex.body_received <= RETRY_BODY_MAX
         )
         self._retry_payload = payload if retry_ok else None
-        ex.upstream_addr = pool.label_bytes
         ex.upstream_start = now = _monotonic()
         self._pending_payload = payload
         conn = pool.acquire(self._on_upstream_ready, now=now)
@@ -733,34 +659,7 @@ class ClientConnection(asyncio.Protocol):
             self.deadline = worker.now + worker.holder.current.server.idle_timeout  # tick clock: 100 ms grain
 
     def _complete(self, ex: Exchange) -> None:
-        """Run on_complete hooks (once) and hand the access-log record off."""
-        route = ex.route
-        if ex.passed:
-            ex.passed = False
-            if route is not None and route.complete_hooks:
-                for hook in route.complete_hooks:
-                    hook.on_complete(ex)
-        self.worker.record(
-            (
-                _time(),
-                ex.snapshot_id,
-                ex.request_id,
-                ex.client_ip.encode(),
-                ex.method,
-                ex.path or ex.target,
-                ex.query,
-                route.name if route is not None else "",
-                ex.status,
-                ex.upstream_addr,
-                ex.upstream_ms,
-                _monotonic() - ex.start,
-                ex.body_received,
-                ex.bytes_out,
-                ex.denial,
-                ex.shadow,
-                ex.client_cert,
-            )
-        )
+        complete(self.worker, ex)
 
     def _abort(self, ex: Exchange) -> None:
         """The response cannot be completed: close without writing anything more."""

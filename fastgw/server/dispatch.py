@@ -1,0 +1,154 @@
+"""What every client protocol does with a request once its head is parsed, written once.
+
+The HTTP/1.1 connection (``server/listener.py``) and the HTTP/2 connection (``server/http2.py``) differ in
+framing only. Routing, the policy chain, the upstream request head and the access-log record come from
+here, so a route, a policy or a limit behaves exactly the same whichever protocol the client spoke.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING
+
+from fastgw.codec.path import normalize_path
+from fastgw.codec.problem import CodecError
+from fastgw.exchange import Exchange
+from fastgw.policy.chain import Denial, Pending, resolve_pending, run_chain
+from fastgw.proxy_headers import build_request_head
+from fastgw.snapshot import Route, Snapshot
+
+if TYPE_CHECKING:
+    from fastgw.server.worker import Worker
+    from fastgw.upstream.pool import TargetPool
+
+_monotonic = time.monotonic
+_time = time.time
+
+
+def admit(worker: Worker, ex: Exchange) -> Denial | Pending | None:
+    """Normalise the path, route, check the declared body size and run the policy chain.
+
+    Returns None when the request may be forwarded (``ex.route`` is set and ``ex.passed`` is True), a
+    Denial to answer, or a Pending whose awaitable :func:`resume_chain` finishes. ``ex.chain_index``
+    tells the resumption which policy was waiting.
+    """
+    snapshot: Snapshot = worker.holder.current
+    ex.snapshot_id = snapshot.id_bytes
+    ex.request_id = worker.ids.request_id(ex.xrid)
+    server = snapshot.server
+    target = ex.target
+    q = target.find(b"?")
+    if q >= 0:
+        ex.query = target[q + 1 :]
+        target = target[:q]
+    try:
+        ex.path = normalize_path(
+            target,
+            merge_slashes=server.merge_slashes,
+            allow_encoded_slash=server.allow_encoded_slash,
+            allow_params=server.allow_path_params,
+        )
+    except CodecError as err:
+        ex.path = target
+        return Denial(err.status, err.problem, err.detail, "codec." + err.problem)
+    found = snapshot.router.lookup(ex.host, ex.path, ex.method)
+    if type(found) is Denial:
+        return found
+    route: Route = found  # type: ignore[assignment]
+    ex.route = route
+    if ex.content_length > route.max_body_bytes:
+        return Denial(
+            413, "content-too-large", f"request body exceeds {route.max_body_bytes} bytes", "body.too_large"
+        )
+    if route.chain:
+        index, outcome = run_chain(route.chain, ex)
+        if outcome is not None:
+            if type(outcome) is Pending:
+                ex.chain_index = index
+            return outcome
+    ex.passed = True
+    return None
+
+
+async def resume_chain(ex: Exchange, pending: Pending) -> Denial | None:
+    """Wait for a policy's I/O (cold path, in a Task), then run the rest of the chain."""
+    route = ex.route
+    assert route is not None
+    i = ex.chain_index
+    awaitable: Awaitable[Denial | None] = pending.awaitable
+    while True:
+        result = resolve_pending(route.chain[i], ex, await awaitable)
+        if result is not None:
+            return result
+        i, outcome = run_chain(route.chain, ex, i + 1)
+        if outcome is None:
+            ex.passed = True
+            return None
+        if type(outcome) is Denial:
+            return outcome
+        awaitable = outcome.awaitable  # type: ignore[union-attr]
+
+
+def upstream_request(
+    worker: Worker,
+    ex: Exchange,
+    pool: TargetPool,
+    peer_ip: bytes,
+    peer_trusted: bool,
+    proto: bytes,
+) -> list[bytes]:
+    """The HTTP/1.1 request head for the upstream, as pieces to join."""
+    route = ex.route
+    assert route is not None
+    path = ex.path
+    if route.strip_prefix:
+        path = path[len(route.strip_prefix) :] or b"/"
+        if path[:1] != b"/":
+            path = b"/" + path
+    if ex.query:
+        path = path + b"?" + ex.query
+    host = ex.host if route.preserve_host and ex.host else pool.label_bytes
+    ex.upstream_addr = pool.label_bytes
+    return build_request_head(
+        ex,
+        route,
+        path,
+        host,
+        peer_ip,
+        peer_trusted,
+        proto,
+        worker.via,
+        worker.ids.traceparent(ex.traceparent),
+    )
+
+
+def complete(worker: Worker, ex: Exchange) -> None:
+    """Run on_complete hooks (once) and hand the access-log record off."""
+    route = ex.route
+    if ex.passed:
+        ex.passed = False
+        if route is not None and route.complete_hooks:
+            for hook in route.complete_hooks:
+                hook.on_complete(ex)
+    worker.record(
+        (
+            _time(),
+            ex.snapshot_id,
+            ex.request_id,
+            ex.client_ip.encode(),
+            ex.method,
+            ex.path or ex.target,
+            ex.query,
+            route.name if route is not None else "",
+            ex.status,
+            ex.upstream_addr,
+            ex.upstream_ms,
+            _monotonic() - ex.start,
+            ex.body_received,
+            ex.bytes_out,
+            ex.denial,
+            ex.shadow,
+            ex.client_cert,
+        )
+    )
