@@ -32,6 +32,7 @@ HOP_BY_HOP: Final = frozenset(
         b"upgrade",
         b"proxy-authorization",
         b"proxy-authenticate",
+        b"http2-settings",  # RFC 9113 3.1: belongs to an h2c upgrade, which is never forwarded
     }
 )
 # Request headers the gateway always re-emits itself (never copied from the client).
@@ -236,6 +237,78 @@ def build_response_head(
             parts.append(b"connection: keep-alive\r\n")
     parts.append(b"\r\n")
     return b"".join(parts), chunk_out, close
+
+
+def build_h2_response_headers(
+    ex: Exchange,
+    route: Route,
+    status: int,
+    headers: list[tuple[bytes, bytes]],
+    length: int,
+    chunked: bool,
+    via: bytes,
+    tls: bool,
+) -> list[tuple[bytes, bytes]]:
+    """The HTTP/2 header list of a proxied response: the same rules as :func:`build_response_head`,
+    with framing left to HTTP/2 (Content-Length is kept only when it is exact)."""
+    keep_length = ex.method == b"HEAD" or status in NO_BODY_STATUSES or (length >= 0 and not chunked)
+    drop = route.drop_response
+    out = [(b":status", b"%d" % status)]
+    has_date = False
+    named: list[bytes] | None = None
+    for name, value in headers:
+        if name in drop:
+            if name == b"connection":
+                tokens = [t.strip().lower() for t in value.split(b",")]
+                named = tokens if named is None else named + tokens
+            continue
+        if name == b"content-length" and not keep_length:
+            continue
+        if name == b"date":
+            has_date = True
+        out.append((name, value))
+    if named:
+        out = [field for field in out if field[0] not in named]
+    if not has_date:
+        out.append((b"date", DATE.value[6:-2]))
+    out.extend(route.add_response)
+    if tls and route.hsts:
+        out.append((b"strict-transport-security", route.hsts[27:-2]))
+    for hook in route.response_hooks:
+        hook.on_response(ex, out)
+    out.append((b"via", via))
+    out.append((b"x-request-id", ex.request_id))
+    return out
+
+
+# Never relayed in trailers (RFC 9110 6.5.1): framing, routing, authentication and controls.
+_TRAILER_DROP: Final = HOP_BY_HOP | {
+    b"content-length",
+    b"content-type",
+    b"content-encoding",
+    b"host",
+    b"authorization",
+    b"set-cookie",
+    b"cookie",
+    b"cache-control",
+    b"expires",
+    b"date",
+    b"location",
+    b"retry-after",
+    b"vary",
+    b"warning",
+    b"www-authenticate",
+}
+
+
+def filter_trailers(fields: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The trailer fields that may pass through a proxy, either way."""
+    return [(n, v) for n, v in fields if n not in _TRAILER_DROP and n[:1] != b":"]
+
+
+def trailer_lines(fields: list[tuple[bytes, bytes]]) -> bytes:
+    """The last chunk of a chunked HTTP/1.1 body, carrying ``fields`` as trailers."""
+    return b"0\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in fields) + b"\r\n"
 
 
 def _without_named(pieces: list[bytes], named: frozenset[bytes]) -> list[bytes]:

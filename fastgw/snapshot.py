@@ -45,6 +45,23 @@ class ServerSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Http2Settings:
+    """[http2], compiled; see config/schema.py for what each limit means."""
+
+    enabled: bool = True
+    max_concurrent_streams: int = 100
+    initial_window_size: int = 65535
+    max_header_list_size: int = 16384
+    max_requests_per_connection: int = 10000
+    max_resets_per_second: int = 200
+    max_control_frames_per_second: int = 1000
+    max_empty_frames_per_second: int = 100
+    max_continuation_frames: int = 32
+    max_outbound_buffer: int = 1024 * 1024
+    stream_buffer: int = 65536
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ListenerSettings:
     name: str
     host: str
@@ -200,6 +217,7 @@ class Snapshot:
     admin: AdminSettings | None
     audit: AuditSettings
     keys: KeySettings | None = None
+    http2: Http2Settings = field(default_factory=Http2Settings)
     ratelimit_capacity: int = 65536  # cells per worker shard of the shared counter table
     warnings: tuple[str, ...] = field(default=())
 

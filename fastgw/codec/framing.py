@@ -128,12 +128,8 @@ def scan_request_head(ex: Exchange, max_target: int) -> None:
         if version == b"1.1":
             raise CodecError(400, "bad-host", "HTTP/1.1 request without Host header")
         host = b""
-    elif host not in _VALID_HOSTS:
-        if host and _HOST_RE.fullmatch(host) is None:
-            raise CodecError(400, "bad-host", "Host header is not a valid authority")
-        if len(_VALID_HOSTS) >= _VALID_HOSTS_MAX:
-            _VALID_HOSTS.clear()
-        _VALID_HOSTS.add(host)
+    elif host not in _VALID_HOSTS and not valid_host(host):
+        raise CodecError(400, "bad-host", "Host header is not a valid authority")
     ex.host = host
 
     if version == b"1.1":
@@ -142,3 +138,15 @@ def scan_request_head(ex: Exchange, max_target: int) -> None:
         ex.keep_alive = b"keep-alive" in ex.conn_tokens and b"close" not in ex.conn_tokens
     if ex.upgrade and b"upgrade" not in ex.conn_tokens:
         ex.upgrade = b""  # an Upgrade header not named in Connection is not an upgrade request
+
+
+def valid_host(host: bytes) -> bool:
+    """Whether ``host`` is a reg-name, IPv4 or IP-literal authority with an optional port (cached)."""
+    if host in _VALID_HOSTS:
+        return True
+    if host and _HOST_RE.fullmatch(host) is None:
+        return False
+    if len(_VALID_HOSTS) >= _VALID_HOSTS_MAX:
+        _VALID_HOSTS.clear()
+    _VALID_HOSTS.add(host)
+    return True

@@ -31,6 +31,41 @@ class CodecError(Exception):
         self.detail = detail
 
 
+def problem_fields(
+    status: int,
+    problem: str,
+    detail: str,
+    request_id: bytes = b"",
+    headers: tuple[tuple[bytes, bytes], ...] = (),
+) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The header fields (no status, no Date, no framing) and body of a problem response; the HTTP/1.1
+    and HTTP/2 connections frame them their own way."""
+    if status == 204:  # an answer with no content (a CORS preflight), not a problem
+        fields = [(b"cache-control", b"no-store")]
+        body = b""
+    else:
+        title = REASONS.get(status, "Error")
+        doc: dict[str, object] = {
+            "type": PROBLEM_BASE + problem,
+            "title": title,
+            "status": status,
+            "detail": detail,
+        }
+        if request_id:
+            doc["request_id"] = request_id.decode("latin-1")
+        body = orjson.dumps(doc)
+        fields = [
+            (b"content-type", b"application/problem+json"),
+            (b"content-length", b"%d" % len(body)),
+            (b"cache-control", b"no-store"),
+            (b"x-content-type-options", b"nosniff"),
+        ]
+    if request_id:
+        fields.append((b"x-request-id", request_id))
+    fields.extend(headers)
+    return fields, body
+
+
 def render_problem(
     status: int,
     problem: str,
@@ -47,31 +82,9 @@ def render_problem(
     ``WWW-Authenticate``, ``Retry-After`` or ``Allow``. With ``close`` the response says
     ``Connection: close``; the caller closes after writing.
     """
-    title = REASONS.get(status, "Error")
-    doc: dict[str, object] = {
-        "type": PROBLEM_BASE + problem,
-        "title": title,
-        "status": status,
-        "detail": detail,
-    }
-    if request_id:
-        doc["request_id"] = request_id.decode("latin-1")
-    if status == 204:  # an answer with no content (a CORS preflight), not a problem
-        body = b""
-        parts = [status_line(status), DATE.value, b"cache-control: no-store\r\n"]
-    else:
-        body = orjson.dumps(doc)
-        parts = [
-            status_line(status),
-            DATE.value,
-            b"content-type: application/problem+json\r\n",
-            b"content-length: %d\r\n" % len(body),
-            b"cache-control: no-store\r\n",
-            b"x-content-type-options: nosniff\r\n",
-        ]
-    if request_id:
-        parts.append(b"x-request-id: " + request_id + b"\r\n")
-    for name, value in headers:
+    fields, body = problem_fields(status, problem, detail, request_id, headers)
+    parts = [status_line(status), DATE.value]
+    for name, value in fields:
         parts.append(name + b": " + value + b"\r\n")
     if close:
         parts.append(b"connection: close\r\n")

@@ -26,6 +26,7 @@ from fastgw.config.schema import (
     CorsSpec,
     HeaderOpsSpec,
     HealthCheckSpec,
+    Http2Spec,
     IdentityHeadersSpec,
     IntrospectionSpec,
     JweSpec,
@@ -72,6 +73,7 @@ from fastgw.snapshot import (
     AdminSettings,
     AuditSettings,
     HealthCheckSettings,
+    Http2Settings,
     IPNetwork,
     KeySettings,
     ListenerSettings,
@@ -575,7 +577,38 @@ class _Compiler:
             return value
         return os.path.join(os.path.dirname(os.path.abspath(self.file)), value)
 
-    def listener_tls(self, key: str, spec: TlsSpec) -> ListenerTls:
+    def http2(self, spec: Http2Spec, server: ServerSettings) -> Http2Settings:
+        for name in (
+            "max_concurrent_streams",
+            "initial_window_size",
+            "max_requests_per_connection",
+            "max_resets_per_second",
+            "max_control_frames_per_second",
+            "max_empty_frames_per_second",
+            "max_continuation_frames",
+            "max_outbound_buffer",
+            "stream_buffer",
+        ):
+            self.positive(f"http2.{name}", getattr(spec, name))
+        if spec.initial_window_size > 2**31 - 1:
+            raise self.error("http2.initial_window_size", "must be at most 2147483647 (RFC 9113 6.9.2)")
+        if spec.max_header_list_size < 0:
+            raise self.error("http2.max_header_list_size", "must be 0 (server.max_header_bytes) or more")
+        return Http2Settings(
+            enabled=spec.enabled,
+            max_concurrent_streams=spec.max_concurrent_streams,
+            initial_window_size=spec.initial_window_size,
+            max_header_list_size=spec.max_header_list_size or server.max_header_bytes,
+            max_requests_per_connection=spec.max_requests_per_connection,
+            max_resets_per_second=spec.max_resets_per_second,
+            max_control_frames_per_second=spec.max_control_frames_per_second,
+            max_empty_frames_per_second=spec.max_empty_frames_per_second,
+            max_continuation_frames=spec.max_continuation_frames,
+            max_outbound_buffer=spec.max_outbound_buffer,
+            stream_buffer=spec.stream_buffer,
+        )
+
+    def listener_tls(self, key: str, spec: TlsSpec, http2: bool) -> ListenerTls:
         def private(path: str) -> bool:
             try:
                 return os.stat(path).st_mode & 0o077 == 0
@@ -590,6 +623,7 @@ class _Compiler:
                 self.path(spec.client_ca) if spec.client_ca else None,
                 self.path(spec.crl) if spec.crl else None,
                 private,
+                alpn=("h2", "http/1.1") if http2 else ("http/1.1",),
             )
         except TlsConfigError as exc:
             raise self.error(f"{key}.{exc.key}", str(exc)) from None
@@ -852,6 +886,7 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str) -> Snapshot:
     if not _TOKEN.fullmatch(s.server_name):
         raise c.error("server.server_name", "must be a token (letters, digits, -._~)")
 
+    http2 = c.http2(spec.http2, server)
     if not spec.listeners:
         raise c.error("listeners", "at least one [[listeners]] table is required")
     listeners = []
@@ -867,7 +902,7 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str) -> Snapshot:
         names.add(ls.name)
         tls = None
         if ls.tls is not None:
-            tls = c.listener_tls(f"listeners[{i}].tls", ls.tls)
+            tls = c.listener_tls(f"listeners[{i}].tls", ls.tls, http2.enabled)
             warnings.extend(tls.warnings)
         listeners.append(
             ListenerSettings(
@@ -935,6 +970,7 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str) -> Snapshot:
         ),
         demo_upstream=demo,
         keys=keys,
+        http2=http2,
         process=c.process(spec.process),
         ratelimit_capacity=spec.rate_limits.capacity,
         state=(state := c.state(spec.state)),

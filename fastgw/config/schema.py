@@ -57,6 +57,42 @@ class ServerSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Http2Spec:
+    enabled: bool = doc(
+        "serve HTTP/2: ALPN 'h2' on TLS listeners, prior-knowledge h2c on cleartext ones", True
+    )
+    max_concurrent_streams: int = doc("streams a client may have open at once (SETTINGS)", 100)
+    initial_window_size: int = doc(
+        "bytes of request body a stream may send before the upstream has taken them (flow control)", 65535
+    )
+    max_header_list_size: int = doc(
+        "decoded request header bytes per stream (SETTINGS; 0 = server.max_header_bytes)", 0
+    )
+    max_requests_per_connection: int = doc(
+        "streams one connection may open; then GOAWAY and the client reconnects", 10000
+    )
+    max_resets_per_second: int = doc(
+        "RST_STREAM frames a client may send per second (rapid reset, CVE-2023-44487)", 200
+    )
+    max_control_frames_per_second: int = doc(
+        "SETTINGS, PING, PRIORITY and WINDOW_UPDATE frames a client may send per second", 1000
+    )
+    max_empty_frames_per_second: int = doc(
+        "frames without payload or END_STREAM (empty DATA, empty CONTINUATION) a client may send per second",
+        100,
+    )
+    max_continuation_frames: int = doc("CONTINUATION frames one header block may span", 32)
+    max_outbound_buffer: int = doc(
+        "bytes queued to a client that is not reading before its connection is dropped", 1024 * 1024
+    )
+    stream_buffer: int = doc(
+        "response bytes buffered per stream while the client's window is closed before the upstream "
+        "read pauses",
+        65536,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CertificateSpec:
     cert: str = doc("PEM certificate chain file (relative paths are relative to the config file)", ...)
     key: str = doc("PEM private key file; should not be readable by group or others", ...)
@@ -431,6 +467,7 @@ class ConfigSpec:
     routes: tuple[RouteSpec, ...] = doc("[[routes]] tables, matched host -> path -> method", ...)
     upstreams: dict[str, UpstreamSpec] = doc("[upstreams.NAME] tables", {})
     server: ServerSpec = doc("[server] limits and timeouts", ServerSpec())
+    http2: Http2Spec = doc("[http2] HTTP/2 settings and abuse limits", Http2Spec())
     access_log: AccessLogSpec = doc("[access_log] settings", AccessLogSpec())
     network: NetworkSpec = doc("[network] global IP rules", NetworkSpec())
     demo_upstream: DemoUpstreamSpec | None = doc("[demo_upstream]: serve a demo backend in-process", None)

@@ -36,11 +36,14 @@ def sweep(worker: Worker, now: float) -> None:
             if conn.transport is not None:
                 conn.transport.abort()
             continue
+        if conn.multiplexed:
+            conn.on_tick(now)  # type: ignore[union-attr]
+            continue
         upstream = conn.upstream
         if upstream is not None and upstream.deadline and now >= upstream.deadline:
             upstream.on_deadline()
             continue
         if server.body_min_rate and conn.deadline_kind == DL_BODY:
-            conn.check_body_rate(now, server.body_min_rate, server.body_timeout)
+            conn.check_body_rate(now, server.body_min_rate, server.body_timeout)  # type: ignore[union-attr]
     worker.pools.tick(now)
     worker.flush_records()

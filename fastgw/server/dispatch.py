@@ -97,8 +97,10 @@ def upstream_request(
     peer_ip: bytes,
     peer_trusted: bool,
     proto: bytes,
+    via: bytes,
 ) -> list[bytes]:
-    """The HTTP/1.1 request head for the upstream, as pieces to join."""
+    """The HTTP/1.1 request head for the upstream, as pieces to join; ``via`` names the protocol the
+    client spoke (RFC 9110 7.6.3)."""
     route = ex.route
     assert route is not None
     path = ex.path

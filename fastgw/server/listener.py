@@ -19,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, ClassVar, Final
 
+from fastgw.codec.h2_guard import PREFACE
 from fastgw.codec.http1 import ParserLimits, RequestReader, make_reader
 from fastgw.codec.problem import CodecError, render_problem
 from fastgw.codec.proxy_protocol import parse_proxy_header
@@ -28,7 +29,7 @@ from fastgw.codec.serialize import LAST_CHUNK, chunk
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Pending
 from fastgw.policy.network import client_from_forwarded, in_networks
-from fastgw.proxy_headers import build_response_head
+from fastgw.proxy_headers import build_response_head, filter_trailers, trailer_lines
 from fastgw.server.dispatch import admit, complete, resume_chain, upstream_request
 from fastgw.snapshot import ListenerSettings, UpstreamSettings
 from fastgw.tls.server import PeerCertificate, peer_certificate
@@ -60,6 +61,8 @@ DL_IDLE: Final = 3
 
 
 class ClientConnection(asyncio.Protocol):
+    multiplexed: ClassVar[bool] = False  # HTTP/2 connections carry many exchanges (server/http2.py)
+
     __slots__ = (
         "_group",
         "_group_key",
@@ -78,6 +81,7 @@ class ClientConnection(asyncio.Protocol):
         "closing",
         "deadline",
         "deadline_kind",
+        "fresh",
         "listener",
         "peer_ip",
         "peer_ip_bytes",
@@ -113,6 +117,10 @@ class ClientConnection(asyncio.Protocol):
         self._paused = 0
         self._proxy_buf: bytes | None = b"" if listener.proxy_protocol else None
         self.chunk_out = False
+        # Until the first request byte: what was read of a possible HTTP/2 preface (None: cannot be h2c).
+        self.fresh: bytes | None = (
+            b"" if worker.holder.current.http2.enabled and listener.tls is None else None
+        )
         self.closing = False
         self.deadline = 0.0
         self.deadline_kind = DL_NONE
@@ -156,10 +164,26 @@ class ClientConnection(asyncio.Protocol):
             return
         self.deadline = _monotonic() + server.header_timeout
         self.deadline_kind = DL_HEAD
-        if self.listener.tls is not None and self.listener.tls.client_auth != "none":
+        if self.listener.tls is not None:
             ssl_object = transport.get_extra_info("ssl_object")
             if ssl_object is not None:
-                self.client_cert = peer_certificate(ssl_object.getpeercert(binary_form=True))
+                if self.listener.tls.client_auth != "none":
+                    self.client_cert = peer_certificate(ssl_object.getpeercert(binary_form=True))
+                if ssl_object.selected_alpn_protocol() == "h2":
+                    self._become_http2(b"")
+
+    def _become_http2(self, data: bytes) -> None:
+        """Hand the connection to the HTTP/2 Protocol (ALPN chose h2, or the h2c preface arrived)."""
+        from fastgw.server.http2 import Http2Connection
+
+        h2 = Http2Connection(self.worker, self.listener, self)
+        self.closing = True  # this object is done; the transport now reports to h2
+        self.deadline = 0.0
+        self.worker.replace(self, h2)
+        assert self.transport is not None
+        self.transport.set_protocol(h2)
+        self.transport = None
+        h2.start(data)
 
     def _set_peer(self, ip: str) -> None:
         self.peer_ip = ip
@@ -208,6 +232,16 @@ class ClientConnection(asyncio.Protocol):
             data = self._read_proxy_header(data)
             if not data:
                 return
+        if self.fresh is not None:
+            data = self.fresh + data
+            if PREFACE.startswith(data[:24]):
+                if len(data) < 24:
+                    self.fresh = data  # wait for the rest of the preface
+                    return
+                self.fresh = None
+                self._become_http2(data)
+                return
+            self.fresh = None
         try:
             self.reader.feed(data)
         except CodecError as err:
@@ -351,7 +385,9 @@ class ClientConnection(asyncio.Protocol):
         if ex.expect_continue and not ex.body_complete:
             self.transport.write(CONTINUE)
         pool = self._upstream_group(route.upstream).pick()
-        parts = upstream_request(self.worker, ex, pool, self.peer_ip_bytes, self.peer_trusted, self.proto)
+        parts = upstream_request(
+            self.worker, ex, pool, self.peer_ip_bytes, self.peer_trusted, self.proto, self.worker.via
+        )
         buffered = ex.body_buffer
         if buffered:
             parts.extend(buffered)
@@ -432,6 +468,11 @@ class ClientConnection(asyncio.Protocol):
             return
         ex.bytes_out += len(data)
         self._out.append(chunk(data) if self.chunk_out else data)
+
+    def on_upstream_trailers(self, fields: list[tuple[bytes, bytes]]) -> None:
+        if self.chunk_out and self.active is not None:
+            self._out.append(trailer_lines(filter_trailers(fields)))
+            self.chunk_out = False  # the last chunk is written: on_upstream_end adds nothing
 
     def on_upstream_end(self, reusable: bool) -> None:
         ex = self.active

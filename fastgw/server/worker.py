@@ -18,13 +18,16 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastgw.access_log import BATCH_RECORDS, AccessLog, Record
 from fastgw.metrics.worker import WorkerMetrics
 from fastgw.proxy_headers import IdSource
 from fastgw.server.deadlines import TICK_SECONDS, sweep
 from fastgw.server.listener import ClientConnection
+
+if TYPE_CHECKING:
+    from fastgw.server.http2 import Http2Connection
 from fastgw.server.runtime import tune_allocator, tune_gc
 from fastgw.server.shm import Heartbeats
 from fastgw.snapshot import ListenerSettings, Snapshot, SnapshotHolder
@@ -50,7 +53,7 @@ class Worker:
         self.pending: list[Record] = []  # completed exchanges not yet counted and logged
         self.ids = IdSource()
         self.via = b"1.1 " + snapshot.server.server_name
-        self.connections: set[ClientConnection] = set()
+        self.connections: set[ClientConnection | Http2Connection] = set()
         self._per_ip: dict[str, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._servers: list[asyncio.Server] = []
@@ -71,7 +74,16 @@ class Worker:
         self.connections.add(conn)
         return True
 
-    def release(self, conn: ClientConnection) -> None:
+    def replace(self, old: ClientConnection, new: Http2Connection) -> None:
+        """A connection changed protocol (HTTP/2 took over): same client, same admission slot."""
+        if old in self.connections:
+            self.connections.discard(old)
+            self.connections.add(new)
+
+    def log_event(self, message: str) -> None:
+        _log(message)
+
+    def release(self, conn: ClientConnection | Http2Connection) -> None:
         if conn in self.connections:
             self.connections.discard(conn)
             ip = conn.peer_ip
@@ -177,6 +189,12 @@ class Worker:
         snapshot = compile_config(data, source)
         old = self.holder.swap(snapshot)
         self.pools.retain(snapshot)
+        if snapshot.http2 != old.http2:
+            # Settings were announced when each HTTP/2 connection opened: let clients reconnect to get
+            # the new ones (their streams in flight finish first).
+            for conn in list(self.connections):
+                if conn.multiplexed:
+                    conn.drain()
         _log(f"worker {self.slot}: snapshot {old.id} -> {snapshot.id}")
         return snapshot
 

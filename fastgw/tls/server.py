@@ -56,6 +56,7 @@ class ListenerTls:
     wildcards: tuple[tuple[str, ssl.SSLContext], ...]
     client_auth: ClientAuth
     client_ca: str | None
+    alpn: tuple[str, ...]
     crl: str | None = None
     warnings: tuple[str, ...] = field(default=())
 
@@ -72,13 +73,17 @@ class ListenerTls:
 
 
 def _context(
-    profile: Profile, client_auth: ClientAuth, client_ca: str | None, crl: str | None
+    profile: Profile,
+    client_auth: ClientAuth,
+    client_ca: str | None,
+    crl: str | None,
+    alpn: tuple[str, ...] = ("http/1.1",),
 ) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3 if profile == "modern" else ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers(INTERMEDIATE_CIPHERS)
     ctx.options |= ssl.OP_NO_COMPRESSION
-    ctx.set_alpn_protocols(["http/1.1"])
+    ctx.set_alpn_protocols(list(alpn))
     if client_auth != "none":
         if client_ca is None:
             raise TlsConfigError("client_ca", f'client_auth = "{client_auth}" needs a client_ca bundle')
@@ -121,6 +126,8 @@ def build_listener_tls(
     client_ca: str | None,
     crl: str | None,
     key_is_private: Callable[[str], bool],
+    *,
+    alpn: tuple[str, ...] = ("http/1.1",),
 ) -> ListenerTls:
     """Load every (certificate, key) pair of a listener. Raises TlsConfigError naming the bad key."""
     if not certificates:
@@ -130,7 +137,7 @@ def build_listener_tls(
     default: ssl.SSLContext | None = None
     warnings = []
     for i, (cert, key) in enumerate(certificates):
-        ctx = _context(profile, client_auth, client_ca, crl)
+        ctx = _context(profile, client_auth, client_ca, crl, alpn)
         try:
             ctx.load_cert_chain(cert, key)
             names = _names(cert)
@@ -153,6 +160,7 @@ def build_listener_tls(
         wildcards=tuple(wildcards),
         client_auth=client_auth,
         client_ca=client_ca,
+        alpn=alpn,
         crl=crl,
         warnings=tuple(warnings),
     )
@@ -163,7 +171,7 @@ def front_context(first: ListenerTls, current: Callable[[], ListenerTls | None])
     Snapshot in force selects for the client's server name."""
     # Verify mode and flags (the CRL check among them) are copied from this context into each connection
     # and survive the switch below, so they must be the listener's own.
-    ctx = _context("intermediate", first.client_auth, first.client_ca, first.crl)
+    ctx = _context("intermediate", first.client_auth, first.client_ca, first.crl, first.alpn)
     # Load the default certificate too, so a client without SNI gets it even before the callback runs.
     ctx.minimum_version = first.default.minimum_version
 

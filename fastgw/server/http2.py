@@ -1,0 +1,833 @@
+"""The HTTP/2 client Protocol: frames in -> h2 events -> one Exchange per stream -> HTTP/1.1 upstreams.
+
+A connection becomes HTTP/2 in one of two ways, both decided by ``ClientConnection`` before any request
+is parsed: ALPN chose ``h2`` during the TLS handshake, or a cleartext connection opened with the HTTP/2
+preface (h2c with prior knowledge, RFC 9113 3.3). ``Upgrade: h2c`` on HTTP/1.1 is declined and served as
+HTTP/1.1 (it is never forwarded upstream).
+
+Each stream is an ordinary Exchange: :mod:`fastgw.server.dispatch` routes it and runs the same policy
+chain, and it is proxied over the worker's HTTP/1.1 upstream pools, so a route behaves the same on both
+protocols. :class:`H2Stream` is the upstream's response sink for one stream.
+
+Flow control both ways: request body bytes are acknowledged to the client (WINDOW_UPDATE) only once an
+upstream connection has taken them, so a stream buffers at most its window; response bytes wait in the
+stream while the client's window is closed, and the upstream read pauses above ``http2.stream_buffer``.
+A client that stops reading pauses every upstream of the connection, is dropped after
+``server.send_timeout``, and at once if ``http2.max_outbound_buffer`` bytes pile up.
+
+Abuse limits (``codec/h2_guard.py`` scans frame headers before h2 buffers anything) end the connection
+with GOAWAY ENHANCE_YOUR_CALM; protocol errors the h2 library detects end it with its GOAWAY; a malformed
+request (RFC 9113 8.1.1) is a stream error answered 400, and the connection carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any, ClassVar, Final
+
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.errors import ErrorCodes
+from h2.events import (
+    ConnectionTerminated,
+    DataReceived,
+    RemoteSettingsChanged,
+    RequestReceived,
+    StreamEnded,
+    StreamReset,
+    TrailersReceived,
+    WindowUpdated,
+)
+from h2.exceptions import ProtocolError
+from h2.settings import SettingCodes
+from hyperframe.frame import GoAwayFrame
+
+from fastgw.codec.framing import valid_host
+from fastgw.codec.h2_guard import FloodError, FrameGuard
+from fastgw.codec.problem import CodecError, problem_fields
+from fastgw.codec.serialize import DATE, LAST_CHUNK, chunk
+from fastgw.exchange import Exchange
+from fastgw.policy.chain import Denial, Pending
+from fastgw.policy.network import client_from_forwarded
+from fastgw.proxy_headers import build_h2_response_headers, filter_trailers, trailer_lines
+from fastgw.server.dispatch import admit, complete, resume_chain, upstream_request
+from fastgw.server.listener import DL_HEAD, DL_IDLE, DL_NONE, IDEMPOTENT, RETRY_BODY_MAX
+from fastgw.snapshot import Http2Settings, ListenerSettings
+
+if TYPE_CHECKING:
+    from fastgw.server.listener import ClientConnection
+    from fastgw.server.worker import Worker
+    from fastgw.upstream.connection import UpstreamConnection
+
+_monotonic = time.monotonic
+
+# RFC 9110 5.5: field values never carry CTLs other than HTAB (h2 itself refuses CR, LF and NUL).
+_BAD_VALUE: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# RFC 3986: a request target is visible ASCII; a space or CTL would break the HTTP/1.1 request line.
+_BAD_TARGET: Final = re.compile(rb"[^\x21-\x7e]")
+_TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_SCANNED: Final = frozenset(
+    {b"content-length", b"host", b"x-forwarded-for", b"x-request-id", b"traceparent", b"expect"}
+)
+_LARGEST_WINDOW: Final = 2**31 - 1
+
+
+class H2Stream:
+    """One stream: its Exchange, its upstream connection and what waits to be sent either way."""
+
+    __slots__ = (
+        "body",
+        "body_deadline",
+        "conn",
+        "ended",
+        "ex",
+        "head",
+        "hold_acks",
+        "out",
+        "out_bytes",
+        "payload",
+        "retry_payload",
+        "sent_end",
+        "sid",
+        "trailers",
+        "trailers_in",
+        "unacked",
+        "upstream",
+        "upstream_paused",
+    )
+
+    def __init__(self, conn: Http2Connection, sid: int, ex: Exchange) -> None:
+        self.conn = conn
+        self.sid = sid
+        self.ex = ex
+        self.upstream: UpstreamConnection | None = None
+        self.body: list[bytes] = []  # request body framed for the upstream, waiting for a connection
+        self.unacked = 0  # flow-controlled bytes received but not yet handed back to the client
+        self.hold_acks = False  # the upstream is not taking the body fast enough
+        self.body_deadline = 0.0
+        self.payload = b""  # the request head (and body so far) waiting for an upstream connection
+        self.retry_payload: bytes | None = None
+        self.head: list[tuple[bytes, bytes]] | None = None  # response headers not yet sent
+        self.out: deque[bytes] = deque()  # response body waiting for the client's window
+        self.out_bytes = 0
+        self.trailers: list[tuple[bytes, bytes]] | None = None  # the response's, for the client
+        self.trailers_in: list[tuple[bytes, bytes]] | None = None  # the request's, for the upstream
+        self.ended = False  # the response is complete on our side (upstream done, or an error answer)
+        self.sent_end = False  # END_STREAM went out
+        self.upstream_paused = False
+
+    # -- upstream connection lifecycle ----------------------------------------------------------------
+    def on_upstream_ready(
+        self, conn: UpstreamConnection | None, status: int, problem: str, detail: str
+    ) -> None:
+        if conn is None:
+            if not self.ended and self.head is None:
+                self.fail(Denial(status, problem, detail, "upstream." + problem))
+            return
+        if self.conn.streams.get(self.sid) is not self or self.upstream is not None:
+            conn.pool.release(conn)  # the stream was reset while we were connecting
+            return
+        self.attach(conn)
+
+    def attach(self, conn: UpstreamConnection) -> None:
+        ex = self.ex
+        payload = self.payload
+        self.payload = b""
+        if self.body:
+            payload += b"".join(self.body)
+            self.body = []
+        self.upstream = conn
+        conn.start(self, payload, ex.method == b"HEAD", ex.upstream_start)
+        if self.unacked and not self.hold_acks:
+            self.conn.ack(self)
+
+    # -- ResponseSink ---------------------------------------------------------------------------------
+    def on_upstream_head(
+        self, status: int, headers: list[tuple[bytes, bytes]], length: int, chunked: bool
+    ) -> None:
+        ex = self.ex
+        route = ex.route
+        assert route is not None
+        if status == 101:
+            self.on_upstream_error(502, "bad-upstream-response", "unexpected upgrade from upstream", False)
+            return
+        ex.status = status
+        ex.upstream_ms = (_monotonic() - ex.upstream_start) * 1000.0
+        conn = self.conn
+        self.head = build_h2_response_headers(
+            ex, route, status, headers, length, chunked, conn.worker.via, conn.tls
+        )
+
+    def on_upstream_body(self, data: bytes) -> None:
+        self.ex.bytes_out += len(data)
+        self.out.append(data)
+        self.out_bytes += len(data)
+
+    def on_upstream_trailers(self, fields: list[tuple[bytes, bytes]]) -> None:
+        self.trailers = filter_trailers(fields) or None
+
+    def on_upstream_end(self, reusable: bool) -> None:
+        upstream = self.upstream
+        self.upstream = None
+        if upstream is not None:
+            upstream.reused = True
+            if reusable and self.ex.body_complete:
+                upstream.pool.release(upstream)
+            else:
+                upstream.pool.discard(upstream)
+        self.ended = True
+        self.conn.pump(self)
+
+    def on_upstream_error(self, status: int, problem: str, detail: str, retryable: bool) -> None:
+        self.upstream = None
+        ex = self.ex
+        payload = self.retry_payload
+        route = ex.route
+        if retryable and payload is not None and self.head is None and route is not None:
+            group = self.conn.worker.pools.group(route.upstream)
+            if group.allow_retry():
+                self.retry_payload = None
+                pool = group.pick()
+                ex.upstream_addr = pool.label_bytes
+                self.payload = payload
+                conn = pool.acquire(self.on_upstream_ready, fresh=True)
+                if conn is not None:
+                    self.attach(conn)
+                return
+        ex.upstream_ms = (_monotonic() - ex.upstream_start) * 1000.0
+        self.fail(Denial(status, problem, detail, "upstream." + problem))
+        self.conn.write_out()
+
+    def on_upstream_upgrade(self, rest: bytes) -> None:
+        self.on_upstream_error(502, "bad-upstream-response", "unexpected upgrade from upstream", False)
+
+    def on_upstream_tunnel_data(self, data: bytes) -> None:  # never: HTTP/2 requests are not upgraded
+        pass
+
+    def flush(self) -> None:
+        self.conn.pump(self)
+        self.conn.write_out()
+
+    def pause_client_reading(self) -> None:
+        self.hold_acks = True
+
+    def resume_client_reading(self) -> None:
+        self.hold_acks = False
+        if self.unacked:
+            self.conn.ack(self)
+            self.conn.write_out()
+
+    # -- answers the gateway writes itself --------------------------------------------------------------
+    def fail(self, denial: Denial) -> None:
+        """Answer with a problem response, or reset the stream if the response already started."""
+        if self.conn.streams.get(self.sid) is not self:
+            return  # reset or finished meanwhile
+        ex = self.ex
+        upstream = self.upstream
+        if upstream is not None:
+            self.upstream = None
+            upstream.detach()
+            upstream.pool.discard(upstream)
+        ex.denial = denial.reason
+        if ex.response_started or self.sent_end:
+            self.conn.reset(self, ErrorCodes.INTERNAL_ERROR)
+            return
+        ex.status = denial.status
+        fields, body = problem_fields(
+            denial.status, denial.problem, denial.detail, ex.request_id, denial.headers
+        )
+        self.head = [(b":status", b"%d" % denial.status), (b"date", DATE.value[6:-2]), *fields]
+        self.out.clear()
+        self.out_bytes = 0
+        self.trailers = None
+        if body:
+            self.out.append(body)
+            self.out_bytes = len(body)
+        ex.bytes_out = len(body)
+        self.ended = True
+        self.conn.pump(self)
+
+
+class Http2Connection(asyncio.Protocol):
+    """One client connection speaking HTTP/2; takes over from a ClientConnection that detected it."""
+
+    multiplexed: ClassVar[bool] = True
+
+    __slots__ = (
+        "client_cert",
+        "client_ip",
+        "closing",
+        "deadline",
+        "deadline_kind",
+        "goaway_sent",
+        "guard",
+        "h2",
+        "last_stream",
+        "limits",
+        "listener",
+        "max_frame",
+        "peer_ip",
+        "peer_ip_bytes",
+        "peer_trusted",
+        "proto",
+        "requests",
+        "send_deadline",
+        "streams",
+        "tls",
+        "transport",
+        "upstream",
+        "via",
+        "worker",
+        "write_paused",
+    )
+
+    def __init__(self, worker: Worker, listener: ListenerSettings, origin: ClientConnection) -> None:
+        self.worker = worker
+        self.listener = listener
+        self.transport: asyncio.Transport | None = origin.transport
+        self.peer_ip = origin.peer_ip
+        self.peer_ip_bytes = origin.peer_ip_bytes
+        self.client_ip = origin.client_ip
+        self.peer_trusted = origin.peer_trusted
+        self.client_cert = origin.client_cert
+        self.tls = origin.tls
+        self.proto = origin.proto
+        snapshot = worker.holder.current
+        self.limits: Http2Settings = snapshot.http2
+        self.via = b"2 " + snapshot.server.server_name
+        self.guard = FrameGuard(self.limits)
+        self.streams: dict[int, H2Stream] = {}
+        self.upstream = None  # the HTTP/1.1 sweep looks here; streams keep their own
+        self.requests = 0
+        self.goaway_sent = False
+        self.last_stream = 0
+        self.closing = False
+        self.write_paused = False
+        self.send_deadline = 0.0
+        self.deadline = _monotonic() + snapshot.server.header_timeout
+        self.deadline_kind = DL_HEAD
+        self.h2 = self._start_h2()
+        self.max_frame = self.h2.max_outbound_frame_size
+
+    def _start_h2(self) -> H2Connection:
+        limits = self.limits
+        h2c = H2Connection(
+            H2Configuration(
+                client_side=False,
+                header_encoding=None,
+                validate_outbound_headers=False,  # we build them; names are lower-case, values checked
+                normalize_outbound_headers=False,
+            )
+        )
+        h2c.local_settings.update(
+            {
+                SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
+                SettingCodes.INITIAL_WINDOW_SIZE: limits.initial_window_size,
+                SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_list_size,
+            }
+        )
+        h2c.local_settings.acknowledge()  # in force from the first frame, not only after the client's ACK
+        h2c.decoder.max_header_list_size = limits.max_header_list_size
+        h2c.initiate_connection()
+        # The connection window covers every stream's window, so a stream that waits on a slow upstream
+        # never blocks the others (memory stays bounded by streams x window).
+        total = min(limits.max_concurrent_streams * limits.initial_window_size, _LARGEST_WINDOW)
+        if total > 65535:
+            h2c.increment_flow_control_window(total - 65535)
+        return h2c
+
+    def start(self, data: bytes) -> None:
+        """Begin with what the HTTP/1.1 side already read (the preface and perhaps more)."""
+        self.write_out()
+        if data:
+            self.data_received(data)
+
+    # -- asyncio.Protocol -------------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # set via set_protocol
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.worker.release(self)
+        for stream in list(self.streams.values()):
+            self._abort_stream(stream)
+        self.streams.clear()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        try:
+            self.guard.scan(data, self.worker.now)
+        except FloodError as flood:
+            self._abandon(ErrorCodes.ENHANCE_YOUR_CALM, "h2.flood", str(flood))
+            return
+        try:
+            events = self.h2.receive_data(data)
+        except ProtocolError as err:
+            # h2 has queued its GOAWAY; whatever else this read held is lost with the connection.
+            self._abandon(None, "h2.protocol_error", str(err) or type(err).__name__)
+            return
+        for event in events:
+            handler = _HANDLERS.get(type(event))
+            if handler is not None:
+                handler(self, event)
+                if self.closing:
+                    return
+        self.write_out()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.send_deadline = _monotonic() + self.worker.holder.current.server.send_timeout
+        for stream in self.streams.values():
+            self._upstream_reading(stream, pause=True)
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self.send_deadline = 0.0
+        for stream in list(self.streams.values()):
+            self.pump(stream)
+        self.write_out()
+
+    # -- events -----------------------------------------------------------------------------------------
+    def _on_request(self, event: RequestReceived) -> None:
+        sid = event.stream_id
+        if self.goaway_sent and sid > self.last_stream:
+            self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
+            return
+        self.requests += 1
+        self.deadline_kind = DL_NONE
+        self.deadline = 0.0
+        ended = event.stream_ended is not None
+        now = _monotonic()
+        try:
+            ex = self._exchange(event.headers, ended)
+        except CodecError as err:
+            ex = Exchange(b"", b"", b"2", [])
+            ex.start = now
+            ex.client_ip = self.client_ip
+            stream = H2Stream(self, sid, ex)
+            self.streams[sid] = stream
+            stream.fail(Denial(err.status, err.problem, err.detail, "codec." + err.problem))
+            return
+        ex.start = now
+        ex.client_cert = self.client_cert
+        ex.client_ip = self.client_ip
+        if self.peer_trusted and ex.xff:
+            ex.client_ip = (
+                client_from_forwarded(ex.xff, self.worker.holder.current.server.trusted_proxies)
+                or self.client_ip
+            )
+        stream = H2Stream(self, sid, ex)
+        self.streams[sid] = stream
+        if not ended:
+            stream.body_deadline = now + self.worker.holder.current.server.body_timeout
+        if self.requests >= self.limits.max_requests_per_connection:
+            self.go_away()  # this stream is the last one served; the client opens a new connection
+        outcome = admit(self.worker, ex)
+        if outcome is None:
+            self._forward(stream)
+        elif type(outcome) is Denial:
+            stream.fail(outcome)
+        else:
+            self.worker.spawn(self._resume(stream, outcome))  # type: ignore[arg-type]
+
+    async def _resume(self, stream: H2Stream, pending: Pending) -> None:
+        denial = await resume_chain(stream.ex, pending)
+        if self.streams.get(stream.sid) is not stream:
+            return
+        if denial is not None:
+            stream.fail(denial)
+        else:
+            self._forward(stream)
+        self.write_out()
+
+    def _exchange(self, fields: list[tuple[bytes, bytes]], ended: bool) -> Exchange:
+        """Build the Exchange of a request header list that h2 has validated (RFC 9113 8.3)."""
+        method = path = authority = b""
+        headers: list[tuple[bytes, bytes]] = []
+        length: bytes | None = None
+        host = b""
+        xff = xrid = trace = b""
+        for name, value in fields:
+            if name[:1] == b":":
+                if name == b":method":
+                    method = value
+                elif name == b":path":
+                    path = value
+                elif name == b":authority":
+                    authority = value
+                elif name == b":scheme" and value not in (b"http", b"https"):
+                    raise CodecError(400, "bad-request", "unsupported :scheme")
+                continue
+            if value and _BAD_VALUE.search(value) is not None:
+                raise CodecError(400, "bad-header", f"control character in the value of {name.decode()}")
+            headers.append((name, value))
+            if name in _SCANNED:
+                if name == b"content-length":
+                    if length is not None:
+                        raise CodecError(400, "bad-framing", "more than one content-length field")
+                    if not value.isdigit() or len(value) > 18:
+                        raise CodecError(400, "bad-framing", "content-length is not a decimal number")
+                    length = value
+                elif name == b"host":
+                    host = value
+                elif name == b"x-forwarded-for":
+                    xff = value if not xff else xff + b", " + value
+                elif name == b"x-request-id":
+                    xrid = value
+                elif name == b"traceparent":
+                    trace = value
+                elif value.lower() != b"100-continue":  # expect
+                    raise CodecError(417, "expectation-failed", "only Expect: 100-continue is supported")
+        if method == b"CONNECT" or _TOKEN.fullmatch(method) is None:
+            raise CodecError(501, "method-not-implemented", "CONNECT is not supported by this gateway")
+        server = self.worker.holder.current.server
+        if len(path) > server.max_target_bytes:
+            raise CodecError(414, "uri-too-long", f"request target exceeds {server.max_target_bytes} bytes")
+        if _BAD_TARGET.search(path) is not None or (path[:1] != b"/" and path != b"*"):
+            raise CodecError(400, "bad-target", ":path must be an origin-form target of visible ASCII")
+        authority = authority or host
+        if not authority or not valid_host(authority):
+            raise CodecError(400, "bad-host", ":authority is missing or not a valid authority")
+        ex = Exchange(method, path, b"2", headers)
+        ex.host = authority
+        ex.xff = xff
+        ex.xrid = xrid
+        ex.traceparent = trace
+        if length is not None:
+            ex.content_length = int(length)
+        if ended:
+            ex.body_complete = True
+        elif length is None:
+            ex.chunked = True  # a body of unknown length goes upstream chunked
+        return ex
+
+    def _on_data(self, event: DataReceived) -> None:
+        sid = event.stream_id
+        size = event.flow_controlled_length
+        stream = self.streams.get(sid)
+        if stream is None or (stream.sent_end and stream.ex.body_complete):
+            if size:
+                self.h2.acknowledge_received_data(size, sid)
+            return
+        data = event.data
+        ex = stream.ex
+        ex.body_received += len(data)
+        server = self.worker.holder.current.server
+        stream.body_deadline = _monotonic() + server.body_timeout
+        route = ex.route
+        limit = route.max_body_bytes if route is not None else server.max_body_bytes
+        if ex.body_received > limit or (ex.content_length >= 0 and ex.body_received > ex.content_length):
+            self.h2.acknowledge_received_data(size, sid)
+            reason = f"request body exceeds {limit} bytes"
+            stream.fail(Denial(413, "content-too-large", reason, "body.too_large"))
+            return
+        if stream.ended:  # already answered (a denial): the body is read and dropped
+            self.h2.acknowledge_received_data(size, sid)
+            return
+        if data:
+            framed = chunk(data) if ex.chunked else data
+            upstream = stream.upstream
+            if upstream is not None and not stream.hold_acks:
+                upstream.write(framed)
+                if size:
+                    self.h2.acknowledge_received_data(size, sid)
+                return
+            if upstream is not None:
+                upstream.write(framed)  # its transport buffers; the client waits for our WINDOW_UPDATE
+            else:
+                stream.body.append(framed)
+        stream.unacked += size
+
+    def _on_trailers(self, event: TrailersReceived) -> None:
+        stream = self.streams.get(event.stream_id)
+        if stream is not None and stream.ex.chunked:
+            stream.trailers_in = filter_trailers(event.headers)
+
+    def _on_stream_end(self, event: StreamEnded) -> None:
+        stream = self.streams.get(event.stream_id)
+        if stream is None:
+            return
+        ex = stream.ex
+        ex.body_complete = True
+        stream.body_deadline = 0.0
+        if ex.content_length >= 0 and ex.body_received != ex.content_length and not stream.ended:
+            stream.fail(Denial(400, "bad-framing", "body shorter than content-length", "codec.bad-framing"))
+            return
+        if ex.chunked and not stream.ended:
+            last = trailer_lines(stream.trailers_in) if stream.trailers_in else LAST_CHUNK
+            upstream = stream.upstream
+            if upstream is not None:
+                upstream.write(last)
+            else:
+                stream.body.append(last)
+        if stream.sent_end:
+            self._finish(stream)
+
+    def _on_reset(self, event: StreamReset) -> None:
+        stream = self.streams.pop(event.stream_id, None)
+        if stream is not None:
+            self._abort_stream(stream)
+        self._maybe_idle()
+
+    def _on_window(self, event: WindowUpdated) -> None:
+        if event.stream_id:
+            stream = self.streams.get(event.stream_id)
+            if stream is not None and (stream.out or stream.head is not None):
+                self.pump(stream)
+        else:
+            for stream in list(self.streams.values()):
+                if stream.out:
+                    self.pump(stream)
+
+    def _on_settings(self, event: RemoteSettingsChanged) -> None:
+        self.max_frame = self.h2.max_outbound_frame_size
+        if SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:
+            for stream in list(self.streams.values()):
+                if stream.out:
+                    self.pump(stream)
+
+    def _on_terminated(self, event: ConnectionTerminated) -> None:
+        # h2 treats a received GOAWAY as the end of the connection: nothing more can be sent on it.
+        self.closing = True
+        for stream in list(self.streams.values()):
+            self._abort_stream(stream)
+        self.streams.clear()
+        self.write_out()
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- forwarding ---------------------------------------------------------------------------------------
+    def _forward(self, stream: H2Stream) -> None:
+        ex = stream.ex
+        route = ex.route
+        assert route is not None
+        group = self.worker.pools.group(route.upstream)
+        pool = group.pick()
+        parts = upstream_request(
+            self.worker, ex, pool, self.peer_ip_bytes, self.peer_trusted, self.proto, self.via
+        )
+        if stream.body:
+            parts.extend(stream.body)
+            stream.body = []
+        payload = b"".join(parts)
+        if (
+            ex.body_complete
+            and ex.method in IDEMPOTENT
+            and route.upstream.retry
+            and ex.body_received <= RETRY_BODY_MAX
+        ):
+            stream.retry_payload = payload
+        ex.upstream_start = now = _monotonic()
+        stream.payload = payload
+        conn = pool.acquire(stream.on_upstream_ready, now=now)
+        if conn is not None:
+            stream.attach(conn)
+
+    def ack(self, stream: H2Stream) -> None:
+        """Hand the stream's received body bytes back to the client's flow-control windows."""
+        if stream.unacked and self.streams.get(stream.sid) is stream:
+            self.h2.acknowledge_received_data(stream.unacked, stream.sid)
+        stream.unacked = 0
+
+    # -- sending --------------------------------------------------------------------------------------------
+    def pump(self, stream: H2Stream) -> None:
+        """Send what the stream has (head, body within the client's window, trailers, END_STREAM)."""
+        if stream.sent_end or self.closing or self.streams.get(stream.sid) is not stream:
+            return
+        h2c = self.h2
+        sid = stream.sid
+        out = stream.out
+        head = stream.head
+        if head is not None:
+            stream.head = None
+            stream.ex.response_started = True
+            if stream.ended and not out and stream.trailers is None:
+                h2c.send_headers(sid, head, end_stream=True)
+                self._sent_end(stream)
+                return
+            h2c.send_headers(sid, head)
+        if out and not self.write_paused:
+            window = h2c.local_flow_control_window(sid)
+            max_frame = self.max_frame
+            while out and window > 0:
+                data = out[0]
+                size = len(data)
+                if size <= window and size <= max_frame:
+                    out.popleft()
+                    last = stream.ended and not out and stream.trailers is None
+                    h2c.send_data(sid, data, end_stream=last)
+                    if last:
+                        self._sent_end(stream)
+                        return
+                else:
+                    size = min(window, max_frame)
+                    h2c.send_data(sid, data[:size])
+                    out[0] = data[size:]
+                window -= size
+                stream.out_bytes -= size
+        if stream.ended and not out:
+            if stream.trailers is not None:
+                h2c.send_headers(sid, stream.trailers, end_stream=True)
+            else:
+                h2c.end_stream(sid)
+            self._sent_end(stream)
+            return
+        self._upstream_reading(
+            stream, pause=self.write_paused or stream.out_bytes > self.limits.stream_buffer
+        )
+
+    def _upstream_reading(self, stream: H2Stream, *, pause: bool) -> None:
+        upstream = stream.upstream
+        if pause == stream.upstream_paused or upstream is None or upstream.transport is None:
+            return
+        stream.upstream_paused = pause
+        if pause:
+            upstream.transport.pause_reading()
+        elif not upstream.closed:
+            upstream.transport.resume_reading()
+
+    def _sent_end(self, stream: H2Stream) -> None:
+        stream.sent_end = True
+        if not stream.ex.body_complete:
+            # The answer came before the whole request body (a denial, a 413): stop the client sending
+            # it (RFC 9113 8.1), and give back the window its unread bytes held.
+            self.ack(stream)
+            self.h2.reset_stream(stream.sid, ErrorCodes.NO_ERROR)
+            stream.ex.body_complete = True
+            upstream = stream.upstream
+            if upstream is not None:
+                stream.upstream = None
+                upstream.detach()
+                upstream.pool.discard(upstream)
+        self._finish(stream)
+
+    def _finish(self, stream: H2Stream) -> None:
+        if self.streams.pop(stream.sid, None) is None:
+            return
+        complete(self.worker, stream.ex)
+        self._maybe_idle()
+
+    def _maybe_idle(self) -> None:
+        if self.streams:
+            return
+        if self.goaway_sent:
+            self.closing = True
+            self.write_out()
+            if self.transport is not None:
+                self.transport.close()
+            return
+        worker = self.worker
+        self.deadline_kind = DL_IDLE
+        self.deadline = worker.now + worker.holder.current.server.idle_timeout
+
+    def reset(self, stream: H2Stream, code: ErrorCodes) -> None:
+        """End a stream whose response cannot be completed."""
+        if self.streams.get(stream.sid) is stream and not stream.sent_end:
+            self.h2.reset_stream(stream.sid, code)
+            stream.sent_end = True
+        self._abort_stream(stream)
+        self.streams.pop(stream.sid, None)
+        self._maybe_idle()
+
+    def _abort_stream(self, stream: H2Stream) -> None:
+        """A stream ends unfinished (reset by either side, or the connection is gone): log it once."""
+        upstream = stream.upstream
+        if upstream is not None:
+            stream.upstream = None
+            upstream.detach()
+            upstream.pool.discard(upstream)
+        if not stream.sent_end or stream.ex.status == 0:
+            stream.sent_end = True
+            ex = stream.ex
+            if not ex.status:
+                ex.status = 499  # nginx's "client closed request": logged, never sent
+            complete(self.worker, ex)
+
+    def write_out(self) -> None:
+        data = self.h2.data_to_send()
+        transport = self.transport
+        if data and transport is not None:
+            transport.write(data)
+            if self.write_paused and transport.get_write_buffer_size() > self.limits.max_outbound_buffer:
+                self._abandon(None, "h2.outbound_buffer", "client stopped reading")
+
+    # -- ending the connection ------------------------------------------------------------------------------
+    def go_away(self) -> None:
+        """Graceful GOAWAY (drain, request budget, changed HTTP/2 settings): streams already opened finish,
+        newer ones are refused, and the connection closes when the last one ends."""
+        if self.goaway_sent or self.closing:
+            return
+        self.goaway_sent = True
+        self.last_stream = self.h2.highest_inbound_stream_id
+        frame = GoAwayFrame(0, last_stream_id=self.last_stream, error_code=0)
+        self.write_out()
+        if self.transport is not None:
+            self.transport.write(frame.serialize())
+        if not self.streams:
+            self._maybe_idle()
+
+    def _abandon(self, code: ErrorCodes | None, reason: str, detail: str) -> None:
+        """End the connection now: GOAWAY with ``code`` (h2 queued its own when None), then close."""
+        if self.closing:
+            return
+        if code is not None:
+            try:
+                self.h2.close_connection(error_code=code)
+            except ProtocolError:
+                pass
+        try:
+            self.write_out()
+        except ProtocolError:
+            pass
+        self.closing = True
+        for stream in list(self.streams.values()):
+            stream.ex.denial = reason
+            self._abort_stream(stream)
+        self.streams.clear()
+        self.worker.log_event(f"HTTP/2 connection from {self.peer_ip} closed ({reason}): {detail}")
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- deadlines (the worker tick) ------------------------------------------------------------------------
+    def on_deadline(self, now: float) -> None:
+        kind = self.deadline_kind
+        self.deadline = 0.0
+        self.deadline_kind = DL_NONE
+        if kind == DL_HEAD:
+            self._abandon(None, "h2.timeout", "no request in time")
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        self.go_away()  # idle
+
+    def on_tick(self, now: float) -> None:
+        """Per-stream deadlines: silent upstreams (504) and stalled request bodies (408)."""
+        for stream in list(self.streams.values()):
+            upstream = stream.upstream
+            if upstream is not None and upstream.deadline and now >= upstream.deadline:
+                upstream.on_deadline()
+            elif stream.body_deadline and now >= stream.body_deadline and not stream.ex.body_complete:
+                stream.body_deadline = 0.0
+                stream.fail(
+                    Denial(408, "request-timeout", "request body not received in time", "body.timeout")
+                )
+        self.write_out()
+
+    def drain(self) -> None:
+        self.go_away()
+
+
+_HANDLERS: Final[dict[type, Any]] = {
+    RequestReceived: Http2Connection._on_request,
+    DataReceived: Http2Connection._on_data,
+    StreamEnded: Http2Connection._on_stream_end,
+    TrailersReceived: Http2Connection._on_trailers,
+    StreamReset: Http2Connection._on_reset,
+    WindowUpdated: Http2Connection._on_window,
+    RemoteSettingsChanged: Http2Connection._on_settings,
+    ConnectionTerminated: Http2Connection._on_terminated,
+}
