@@ -43,6 +43,7 @@ class Scenario:
     script: str = ""  # wrk Lua
     headers: tuple[str, ...] = ()
     tls: bool = False
+    h2: bool = False  # h2c with prior knowledge, driven by h2load -c N -m 10
 
 
 SCENARIOS = [
@@ -67,6 +68,7 @@ SCENARIOS = [
     Scenario("new connection per request c=16", "/small", 16, headers=("Connection: close",)),
     Scenario("HTTPS small GET keep-alive c=64", "/small", 64, tls=True),
     Scenario("new TLS connection per request c=16", "/small", 16, headers=("Connection: close",), tls=True),
+    Scenario("h2c small GET c=16 m=10", "/small", 16, h2=True),
 ]
 
 
@@ -129,9 +131,10 @@ def wait_port(port: int, timeout: float = 10) -> None:
 
 def nginx_binary() -> str:
     found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
-    if not found or not shutil.which("wrk"):
+    if not found or not shutil.which("wrk") or not shutil.which("h2load"):
         raise SystemExit(
-            "bench needs wrk and nginx: run `scripts/dev.sh system bench` (apt-get install -y wrk nginx)"
+            "bench needs wrk, h2load and nginx: run `scripts/dev.sh system bench` "
+            "(apt-get install -y wrk nghttp2-client nginx)"
         )
     return found
 
@@ -205,6 +208,33 @@ def run_wrk(port: int, scenario: Scenario, duration: int, work: Path) -> dict[st
     return parse_wrk(out.stdout)
 
 
+def run_h2load(port: int, scenario: Scenario, duration: int) -> dict[str, float]:
+    cmd = ["taskset", "-c", "1", "h2load", "-t1", f"-c{scenario.connections}", "-m10", f"-D{duration}"]
+    for header in scenario.headers:
+        cmd += ["-H", header.replace("{api_key}", API_KEY[0]).replace("{jwt}", JWT[0])]
+    cmd.append(f"http://127.0.0.1:{port}{scenario.path}")
+    out = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=duration + 60)
+    if out.returncode != 0:
+        raise SystemExit(f"h2load failed: {out.stderr or out.stdout}")
+    return parse_h2load(out.stdout)
+
+
+def parse_h2load(output: str) -> dict[str, float]:
+    """h2load prints req/s and the mean time per request (no percentiles): the mean stands in for p50."""
+    rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", output).group(1))  # type: ignore[union-attr]
+    m = re.search(r"time for request:\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)", output)
+    mean = float("nan")
+    if m:
+        value, unit = float(m.group(1)), m.group(2)
+        mean = value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+    failed = re.search(r"requests: \d+ total, \d+ started, \d+ done, \d+ succeeded, (\d+) failed", output)
+    status = re.search(r"status codes: \d+ 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", output)
+    bad = float(failed.group(1)) if failed else 0.0
+    if status:
+        bad += sum(float(g) for g in status.groups())
+    return {"rps": rps, "p50_ms": mean, "p99_ms": float("nan"), "non_2xx": bad, "socket_errors": 0.0}
+
+
 def summarize(runs: list[dict[str, float]]) -> dict[str, object]:
     rps = [r["rps"] for r in runs]
     median = statistics.median(rps)
@@ -264,6 +294,7 @@ def main() -> int:
         (work / "64k").write_bytes(b"y" * 65536)
         up_port, ngx_port, gw_port, bare_port = free_port(), free_port(), free_port(), free_port()
         ngx_tls_port, gw_tls_port = free_port(), free_port()
+        ngx_h2c_port, floor_port = free_port(), free_port()
         admin_port = free_port()
         admin_token = os.urandom(16).hex()
         (work / "admin.token").write_text(admin_token)
@@ -291,6 +322,8 @@ def main() -> int:
     server {{
         listen 127.0.0.1:{ngx_port} backlog=4096;
         listen 127.0.0.1:{ngx_tls_port} ssl backlog=4096;
+        listen 127.0.0.1:{ngx_h2c_port} http2 backlog=4096;
+        http2_max_requests 1000000;
         ssl_certificate {certs.server_cert};
         ssl_certificate_key {certs.server_key};
         ssl_protocols TLSv1.2 TLSv1.3;
@@ -389,7 +422,22 @@ dir = "{work / "state"}"
                 work / "bare.out",
             )
         )
-        for port in (up_port, ngx_port, gw_port, bare_port, ngx_tls_port, gw_tls_port, admin_port):
+        procs.append(
+            start(
+                [sys.executable, str(ROOT / "bench" / "h2_floor.py"), str(floor_port)], 0, work / "floor.out"
+            )
+        )
+        ports_up = (
+            up_port,
+            ngx_port,
+            gw_port,
+            bare_port,
+            ngx_tls_port,
+            gw_tls_port,
+            admin_port,
+            ngx_h2c_port,
+        )
+        for port in (*ports_up, floor_port):
             wait_port(port)
         API_KEY[0] = issue_api_key(admin_port, admin_token)
 
@@ -399,19 +447,29 @@ dir = "{work / "state"}"
         results: dict[str, dict[str, object]] = {}
         scenarios = [s for s in SCENARIOS if not args.only or args.only in s.name]
         tls_targets = {"nginx": ngx_tls_port, "fastgw": gw_tls_port}  # the bare floor speaks no TLS
+        # fastgw serves h2c (prior knowledge) on its plain listener; the floor is bench/h2_floor.py
+        h2_targets = {"nginx": ngx_h2c_port, "fastgw": gw_port, "bare": floor_port}
         for scenario in scenarios:
-            ports = tls_targets if scenario.tls else targets
+            ports = h2_targets if scenario.h2 else tls_targets if scenario.tls else targets
+
+            def measure(port: int, seconds: int, scenario: Scenario = scenario) -> dict[str, float]:
+                if scenario.h2:
+                    return run_h2load(port, scenario, seconds)
+                return run_wrk(port, scenario, seconds, work)
+
             for port in ports.values():  # warm-up: pools filled, caches hot
-                run_wrk(port, scenario, 1, work)
+                measure(port, 1)
             per_target: dict[str, list[dict[str, float]]] = {name: [] for name in ports}
             for _ in range(runs):
                 for name, port in ports.items():
-                    per_target[name].append(run_wrk(port, scenario, duration, work))
+                    per_target[name].append(measure(port, duration))
             summary = {name: summarize(r) for name, r in per_target.items()}
             ng, fg = summary["nginx"], summary["fastgw"]
             extra = {}
             if "bare" in summary:
                 extra["bare_ratio"] = summary["bare"]["rps"] / ng["rps"] if ng["rps"] else 0.0  # type: ignore[operator]
+                bare_rps = summary["bare"]["rps"]
+                extra["floor_ratio"] = fg["rps"] / bare_rps if bare_rps else 0.0  # type: ignore[operator]
             results[scenario.name] = {
                 **summary,
                 **extra,
@@ -459,7 +517,12 @@ def print_row(name: str, result: dict[str, object]) -> None:
     fg = result["fastgw"]
     assert isinstance(ng, dict) and isinstance(fg, dict)
     bare = result.get("bare")
-    floor = f"  bare {bare['rps']:.0f} ({result['bare_ratio']:.2f}x)" if isinstance(bare, dict) else ""
+    floor = (
+        f"  bare {bare['rps']:.0f} ({result['bare_ratio']:.2f}x nginx;"
+        f" fastgw {result['floor_ratio']:.2f}x bare)"
+        if isinstance(bare, dict)
+        else ""
+    )
     print(
         f"{name:34} {ng['rps']:12.0f} {fg['rps']:13.0f} {result['ratio']:6.2f}  "
         f"{ng['p50_ms']:8.2f}/{ng['p99_ms']:<8.2f}  {fg['p50_ms']:9.2f}/{fg['p99_ms']:<8.2f}  "

@@ -13,7 +13,7 @@ VENV=${FASTGW_VENV:-$ROOT/.venv}
 
 # command -> Debian package, per profile. Tests need no system service yet; bench needs wrk and nginx.
 declare -A TEST_PKGS=()
-declare -A BENCH_PKGS=([wrk]=wrk [nginx]=nginx)
+declare -A BENCH_PKGS=([wrk]=wrk [nginx]=nginx [h2load]=nghttp2-client)
 declare -A VENV_PKGS=([venv]=python3-venv)
 
 need_system() {

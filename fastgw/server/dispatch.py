@@ -120,7 +120,7 @@ def upstream_request(
         peer_ip,
         peer_trusted,
         proto,
-        worker.via,
+        via,
         worker.ids.traceparent(ex.traceparent),
     )
 

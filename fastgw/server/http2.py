@@ -23,7 +23,6 @@ request (RFC 9113 8.1.1) is a stream error answered 400, and the connection carr
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar, Final
@@ -41,12 +40,13 @@ from h2.events import (
     TrailersReceived,
     WindowUpdated,
 )
-from h2.exceptions import ProtocolError
+from h2.exceptions import ProtocolError, StreamClosedError
 from h2.settings import SettingCodes
 from hyperframe.frame import GoAwayFrame
 
-from fastgw.codec.framing import valid_host
 from fastgw.codec.h2_guard import FloodError, FrameGuard
+from fastgw.codec.h2_request import check_trailers, parse_request
+from fastgw.codec.hpack_encoder import ResponseEncoder
 from fastgw.codec.problem import CodecError, problem_fields
 from fastgw.codec.serialize import DATE, LAST_CHUNK, chunk
 from fastgw.exchange import Exchange
@@ -64,14 +64,6 @@ if TYPE_CHECKING:
 
 _monotonic = time.monotonic
 
-# RFC 9110 5.5: field values never carry CTLs other than HTAB (h2 itself refuses CR, LF and NUL).
-_BAD_VALUE: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-# RFC 3986: a request target is visible ASCII; a space or CTL would break the HTTP/1.1 request line.
-_BAD_TARGET: Final = re.compile(rb"[^\x21-\x7e]")
-_TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_SCANNED: Final = frozenset(
-    {b"content-length", b"host", b"x-forwarded-for", b"x-request-id", b"traceparent", b"expect"}
-)
 _LARGEST_WINDOW: Final = 2**31 - 1
 
 
@@ -199,7 +191,7 @@ class H2Stream:
                 return
         ex.upstream_ms = (_monotonic() - ex.upstream_start) * 1000.0
         self.fail(Denial(status, problem, detail, "upstream." + problem))
-        self.conn.write_out()
+        self.conn.write_soon()
 
     def on_upstream_upgrade(self, rest: bytes) -> None:
         self.on_upstream_error(502, "bad-upstream-response", "unexpected upgrade from upstream", False)
@@ -209,7 +201,7 @@ class H2Stream:
 
     def flush(self) -> None:
         self.conn.pump(self)
-        self.conn.write_out()
+        self.conn.write_soon()
 
     def pause_client_reading(self) -> None:
         self.hold_acks = True
@@ -218,7 +210,7 @@ class H2Stream:
         self.hold_acks = False
         if self.unacked:
             self.conn.ack(self)
-            self.conn.write_out()
+            self.conn.write_soon()
 
     # -- answers the gateway writes itself --------------------------------------------------------------
     def fail(self, denial: Denial) -> None:
@@ -282,6 +274,7 @@ class Http2Connection(asyncio.Protocol):
         "via",
         "worker",
         "write_paused",
+        "write_pending",
     )
 
     def __init__(self, worker: Worker, listener: ListenerSettings, origin: ClientConnection) -> None:
@@ -306,6 +299,7 @@ class Http2Connection(asyncio.Protocol):
         self.last_stream = 0
         self.closing = False
         self.write_paused = False
+        self.write_pending = False
         self.send_deadline = 0.0
         self.deadline = _monotonic() + snapshot.server.header_timeout
         self.deadline_kind = DL_HEAD
@@ -320,8 +314,11 @@ class Http2Connection(asyncio.Protocol):
                 header_encoding=None,
                 validate_outbound_headers=False,  # we build them; names are lower-case, values checked
                 normalize_outbound_headers=False,
+                validate_inbound_headers=False,  # codec/h2_request.py checks the same rules, faster
+                normalize_inbound_headers=False,
             )
         )
+        h2c.encoder = ResponseEncoder()  # type: ignore[assignment]
         h2c.local_settings.update(
             {
                 SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
@@ -370,12 +367,16 @@ class Http2Connection(asyncio.Protocol):
             # h2 has queued its GOAWAY; whatever else this read held is lost with the connection.
             self._abandon(None, "h2.protocol_error", str(err) or type(err).__name__)
             return
-        for event in events:
-            handler = _HANDLERS.get(type(event))
-            if handler is not None:
-                handler(self, event)
-                if self.closing:
-                    return
+        try:
+            for event in events:
+                handler = _HANDLERS.get(type(event))
+                if handler is not None:
+                    handler(self, event)
+                    if self.closing:
+                        return
+        except (ProtocolError, StreamClosedError) as err:  # a state we did not foresee: end cleanly
+            self._abandon(ErrorCodes.INTERNAL_ERROR, "h2.internal_error", repr(err))
+            return
         self.write_out()
 
     def pause_writing(self) -> None:
@@ -403,9 +404,10 @@ class Http2Connection(asyncio.Protocol):
         ended = event.stream_ended is not None
         now = _monotonic()
         try:
-            ex = self._exchange(event.headers, ended)
+            ex = parse_request(event.headers, ended, self.worker.holder.current.server.max_target_bytes)
         except CodecError as err:
             ex = Exchange(b"", b"", b"2", [])
+            ex.body_complete = ended
             ex.start = now
             ex.client_ip = self.client_ip
             stream = H2Stream(self, sid, ex)
@@ -442,68 +444,7 @@ class Http2Connection(asyncio.Protocol):
             stream.fail(denial)
         else:
             self._forward(stream)
-        self.write_out()
-
-    def _exchange(self, fields: list[tuple[bytes, bytes]], ended: bool) -> Exchange:
-        """Build the Exchange of a request header list that h2 has validated (RFC 9113 8.3)."""
-        method = path = authority = b""
-        headers: list[tuple[bytes, bytes]] = []
-        length: bytes | None = None
-        host = b""
-        xff = xrid = trace = b""
-        for name, value in fields:
-            if name[:1] == b":":
-                if name == b":method":
-                    method = value
-                elif name == b":path":
-                    path = value
-                elif name == b":authority":
-                    authority = value
-                elif name == b":scheme" and value not in (b"http", b"https"):
-                    raise CodecError(400, "bad-request", "unsupported :scheme")
-                continue
-            if value and _BAD_VALUE.search(value) is not None:
-                raise CodecError(400, "bad-header", f"control character in the value of {name.decode()}")
-            headers.append((name, value))
-            if name in _SCANNED:
-                if name == b"content-length":
-                    if length is not None:
-                        raise CodecError(400, "bad-framing", "more than one content-length field")
-                    if not value.isdigit() or len(value) > 18:
-                        raise CodecError(400, "bad-framing", "content-length is not a decimal number")
-                    length = value
-                elif name == b"host":
-                    host = value
-                elif name == b"x-forwarded-for":
-                    xff = value if not xff else xff + b", " + value
-                elif name == b"x-request-id":
-                    xrid = value
-                elif name == b"traceparent":
-                    trace = value
-                elif value.lower() != b"100-continue":  # expect
-                    raise CodecError(417, "expectation-failed", "only Expect: 100-continue is supported")
-        if method == b"CONNECT" or _TOKEN.fullmatch(method) is None:
-            raise CodecError(501, "method-not-implemented", "CONNECT is not supported by this gateway")
-        server = self.worker.holder.current.server
-        if len(path) > server.max_target_bytes:
-            raise CodecError(414, "uri-too-long", f"request target exceeds {server.max_target_bytes} bytes")
-        if _BAD_TARGET.search(path) is not None or (path[:1] != b"/" and path != b"*"):
-            raise CodecError(400, "bad-target", ":path must be an origin-form target of visible ASCII")
-        authority = authority or host
-        if not authority or not valid_host(authority):
-            raise CodecError(400, "bad-host", ":authority is missing or not a valid authority")
-        ex = Exchange(method, path, b"2", headers)
-        ex.host = authority
-        ex.xff = xff
-        ex.xrid = xrid
-        ex.traceparent = trace
-        if length is not None:
-            ex.content_length = int(length)
-        if ended:
-            ex.body_complete = True
-        elif length is None:
-            ex.chunked = True  # a body of unknown length goes upstream chunked
-        return ex
+        self.write_soon()
 
     def _on_data(self, event: DataReceived) -> None:
         sid = event.stream_id
@@ -544,7 +485,14 @@ class Http2Connection(asyncio.Protocol):
 
     def _on_trailers(self, event: TrailersReceived) -> None:
         stream = self.streams.get(event.stream_id)
-        if stream is not None and stream.ex.chunked:
+        if stream is None:
+            return
+        try:
+            check_trailers(event.headers)
+        except CodecError:
+            self.reset(stream, ErrorCodes.PROTOCOL_ERROR)
+            return
+        if stream.ex.chunked:
             stream.trailers_in = filter_trailers(event.headers)
 
     def _on_stream_end(self, event: StreamEnded) -> None:
@@ -696,7 +644,10 @@ class Http2Connection(asyncio.Protocol):
             # The answer came before the whole request body (a denial, a 413): stop the client sending
             # it (RFC 9113 8.1), and give back the window its unread bytes held.
             self.ack(stream)
-            self.h2.reset_stream(stream.sid, ErrorCodes.NO_ERROR)
+            try:
+                self.h2.reset_stream(stream.sid, ErrorCodes.NO_ERROR)
+            except StreamClosedError:
+                pass  # the client ended or reset it meanwhile
             stream.ex.body_complete = True
             upstream = stream.upstream
             if upstream is not None:
@@ -746,6 +697,17 @@ class Http2Connection(asyncio.Protocol):
             if not ex.status:
                 ex.status = 499  # nginx's "client closed request": logged, never sent
             complete(self.worker, ex)
+
+    def write_soon(self) -> None:
+        """Write what h2 has queued once this loop iteration's callbacks are done: the responses of
+        every upstream that answered in the same iteration leave in one ``write``."""
+        if not self.write_pending:
+            self.write_pending = True
+            self.worker.loop.call_soon(self._write_later)
+
+    def _write_later(self) -> None:
+        self.write_pending = False
+        self.write_out()
 
     def write_out(self) -> None:
         data = self.h2.data_to_send()
@@ -815,7 +777,7 @@ class Http2Connection(asyncio.Protocol):
                 stream.fail(
                     Denial(408, "request-timeout", "request body not received in time", "body.timeout")
                 )
-        self.write_out()
+        self.write_soon()
 
     def drain(self) -> None:
         self.go_away()

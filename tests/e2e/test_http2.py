@@ -1,0 +1,246 @@
+"""HTTP/2 end to end: h2c with prior knowledge and h2 over TLS (ALPN) through a real gateway to an
+HTTP/1.1 test upstream; bodies with flow control both ways, trailers, policies exactly as on HTTP/1.1,
+and requests that would smuggle through the HTTP/2-to-HTTP/1.1 translation."""
+
+from __future__ import annotations
+
+import signal
+import ssl
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from h2.errors import ErrorCodes
+
+from fastgw.tls.dev_certs import write_dev_certificates
+from tests.conftest import Gateway, SeenRequest, TestUpstream, basic_config, connect, get, request
+from tests.h2client import H2Client
+
+
+def test_h2c_prior_knowledge_multiplexes_streams_over_http1_upstreams(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
+    gw = gateway_factory(basic_config(upstream.port))
+    client = H2Client(gw.port)
+    sids = [client.start(f"/item/{i}?q={i}", headers=[(b"x-trace-me", b"yes")]) for i in range(20)]
+    responses = [client.wait(sid) for sid in sids]
+    assert [r.status for r in responses] == [200] * 20
+    assert sorted(r.body for r in responses) == sorted(
+        b'{"method":"GET","target":"/item/%d?q=%d","len":0}' % (i, i) for i in range(20)
+    )
+    first = responses[0]
+    assert first.header(b"via") == b"1.1 fastgw"  # the hop the response took from the upstream
+    assert first.header(b"x-request-id") and first.header(b"date")
+    seen = upstream.requests[0]
+    assert seen.header(b"host") == b"127.0.0.1:%d" % upstream.port
+    assert seen.header(b"x-forwarded-host") == b"localhost"
+    assert seen.header(b"via") == b"2 fastgw"  # the client spoke HTTP/2 to us (RFC 9110 7.6.3)
+    assert seen.header(b"x-trace-me") == b"yes"
+    assert not any(name.startswith(b":") for name, _ in seen.headers)
+    records = gw.wait_log(20)
+    assert {r["status"] for r in records} == {200}
+    client.close()
+    # The same listener still speaks HTTP/1.1.
+    assert get(gw.port, "/plain").status == 200
+
+
+def test_bodies_both_ways_with_flow_control_and_trailers(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
+    big = bytes(range(256)) * 4096  # 1 MiB: sixteen times the stream window
+
+    def handler(req: SeenRequest) -> bytes:
+        if req.target == b"/download":
+            return b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(big), big)
+        if req.target == b"/trailers":
+            return (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: grpc-status\r\n\r\n"
+                b"5\r\nhello\r\n0\r\ngrpc-status: 0\r\nset-cookie: a=b\r\n\r\n"
+            )
+        return b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%d" % (len(str(len(req.body))), len(req.body))
+
+    upstream.handler = handler
+    gw = gateway_factory(basic_config(upstream.port))
+    client = H2Client(gw.port)
+    # Upload with a content-length, then one of unknown length (goes upstream chunked, with trailers).
+    sized = client.start("/upload", method="POST", headers=[(b"content-length", b"%d" % len(big))], end=False)
+    client.send_body(sized, big)
+    assert client.wait(sized, 20).body == b"%d" % len(big)
+    assert upstream.requests[-1].body == big
+    unsized = client.start("/stream", method="POST", end=False)
+    client.send_body(unsized, b"abc" * 1000, end=False)
+    client.conn.send_headers(unsized, [(b"x-checksum", b"42")], end_stream=True)
+    client.flush()
+    assert client.wait(unsized).body == b"3000"
+    seen = upstream.requests[-1]
+    assert seen.header(b"transfer-encoding") == b"chunked" and seen.body == b"abc" * 1000
+    # Download larger than every window: the gateway sends as the client's windows open.
+    down = client.request("/download")
+    assert down.status == 200 and down.body == big and down.header(b"content-length") == b"%d" % len(big)
+    # Upstream trailers reach the client; framing fields among them do not.
+    trailed = client.request("/trailers")
+    client.close()
+    assert trailed.body == b"hello" and trailed.trailers == [(b"grpc-status", b"0")]
+
+
+def test_h2_over_tls_by_alpn_and_fallback_to_http1(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream, tmp_path: Path
+) -> None:
+    certs = write_dev_certificates(tmp_path / "certs")
+    gw = gateway_factory(
+        basic_config(upstream.port).replace(
+            'bind = "127.0.0.1:{port}"',
+            f'bind = "127.0.0.1:{{port}}"\ntls = {{ certificates = [{{ cert = "{certs.server_cert}", '
+            f'key = "{certs.server_key}" }}] }}',
+        )
+    )
+    h2_ctx = ssl.create_default_context(cafile=str(certs.ca_cert))
+    h2_ctx.set_alpn_protocols(["h2", "http/1.1"])
+    client = H2Client(gw.port, tls=h2_ctx)
+    assert client.sock.selected_alpn_protocol() == "h2"  # type: ignore[attr-defined]
+    resp = client.request("/secure")
+    assert resp.status == 200 and resp.header(b"strict-transport-security") is not None
+    assert upstream.requests[-1].header(b"x-forwarded-proto") == b"https"
+    client.close()
+    h1_ctx = ssl.create_default_context(cafile=str(certs.ca_cert))
+    h1_ctx.set_alpn_protocols(["http/1.1"])
+    with h1_ctx.wrap_socket(connect(gw.port), server_hostname="localhost") as sock:
+        assert sock.selected_alpn_protocol() == "http/1.1"
+        sock.sendall(b"GET /fallback HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 ")
+
+
+def test_upgrade_h2c_on_http1_is_served_as_http1_and_never_forwarded(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
+    gw = gateway_factory(basic_config(upstream.port))
+    resp = request(
+        gw.port,
+        b"GET /up HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+        b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+    )
+    assert resp.status == 200
+    seen = upstream.requests[-1]
+    assert seen.header(b"upgrade") is None and seen.header(b"http2-settings") is None
+    assert seen.header(b"connection") is None
+
+
+def test_policies_behave_as_on_http1(gateway_factory: Callable[..., Gateway], upstream: TestUpstream) -> None:
+    import jwt
+
+    secret = "s" * 40
+    gw = gateway_factory(
+        basic_config(
+            upstream.port,
+            extra="""
+            [[routes]]
+            name = "limited"
+            path = "/limited"
+            upstream = "backend"
+            auth = "none"
+            limits = [{ name = "burst", rate = 2, per = 60.0, key = "ip" }]
+
+            [[routes]]
+            name = "orders"
+            path = "/orders"
+            upstream = "backend"
+            auth = "jwt"
+            authorize = { scopes = ["orders:read"] }
+
+            [jwt.issuers.idp]
+            issuer = "https://idp.test/"
+            audiences = ["orders"]
+            algorithms = ["HS256"]
+            secret = { env = "H2_TEST_JWT_SECRET" }
+            """,
+        ),
+        env={"H2_TEST_JWT_SECRET": secret},
+    )
+    client = H2Client(gw.port)
+    assert [client.request("/limited/x").status for _ in range(3)] == [200, 200, 429]
+    refused = client.responses[max(client.responses)]
+    assert refused.header(b"content-type") == b"application/problem+json"
+    assert refused.header(b"retry-after") and refused.header(b"ratelimit-policy") == b'"burst";q=2;w=60'
+    assert client.request("/orders/1").status == 401
+    claims = {"iss": "https://idp.test/", "aud": "orders", "sub": "bob", "exp": int(time.time()) + 60}
+    good = jwt.encode({**claims, "scope": "orders:read"}, secret, algorithm="HS256")
+    narrow = jwt.encode({**claims, "scope": "profile"}, secret, algorithm="HS256")
+    ok = client.request("/orders/1", headers=[(b"authorization", b"Bearer " + good.encode())])
+    assert ok.status == 200
+    assert upstream.requests[-1].header(b"authorization") is None
+    assert upstream.requests[-1].header(b"x-consumer") == b"bob"
+    forbidden = client.request("/orders/1", headers=[(b"authorization", b"Bearer " + narrow.encode())])
+    assert forbidden.status == 403 and b"insufficient_scope" in (forbidden.header(b"www-authenticate") or b"")
+    client.close()
+
+
+@pytest.mark.parametrize(
+    ("headers", "path", "why"),
+    [
+        ([(b"x-smuggle", b"a\r\nx-injected: 1")], "/s", "CRLF in a value"),
+        ([(b"x-smuggle", b"a\x01b")], "/s", "a control character"),
+        ([(b"transfer-encoding", b"chunked")], "/s", "a connection-specific field"),
+        ([(b"te", b"gzip")], "/s", "te other than trailers"),
+        ([(b"X-Upper", b"1")], "/s", "an upper-case name"),
+        ([(b"x-sp", b" padded")], "/s", "surrounding whitespace"),
+        ([], "/a b HTTP/1.1\r\nx: y", "a request line hidden in :path"),
+        ([], "/a b", "a space in :path"),
+        ([(b"host", b"other.example")], "/s", ":authority and host that differ"),
+        ([(b"content-length", b"1"), (b"content-length", b"2")], "/s", "two content-lengths"),
+    ],
+)
+def test_smuggling_through_translation_is_refused(
+    gateway_factory: Callable[..., Gateway],
+    upstream: TestUpstream,
+    headers: list[tuple[bytes, bytes]],
+    path: str,
+    why: str,
+) -> None:
+    gw = gateway_factory(basic_config(upstream.port))
+    client = H2Client(gw.port, strict=False)
+    outcome = client.outcome(client.start(path, headers=headers))
+    assert outcome in ("status 400", "closed") or outcome.startswith("reset"), (why, outcome)
+    assert upstream.requests == [], why
+    client.close()
+    # The connection (or a new one, after a connection error) keeps serving well-formed requests.
+    fresh = H2Client(gw.port)
+    assert fresh.request("/fine").status == 200
+    fresh.close()
+
+
+def test_content_length_mismatch_never_reaches_the_upstream_complete(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
+    gw = gateway_factory(basic_config(upstream.port))
+    for announced, sent in ((b"3", b"abcdef"), (b"10", b"abc")):
+        client = H2Client(gw.port, strict=False)
+        sid = client.start("/cl", method="POST", headers=[(b"content-length", announced)], end=False)
+        client.conn.send_data(sid, sent, end_stream=True)
+        client.flush()
+        outcome = client.outcome(sid)
+        assert outcome in ("status 400", "closed") or outcome.startswith("reset"), (announced, outcome)
+        client.close()
+    time.sleep(0.2)  # anything forwarded would have reached the upstream by now
+    assert not any(r.body in (b"abcdef", b"abc") for r in upstream.requests)
+
+
+def test_graceful_goaway_on_drain_lets_the_stream_in_flight_finish(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
+    upstream.delay = 0.5
+    gw = gateway_factory(basic_config(upstream.port))
+    client = H2Client(gw.port)
+    sid = client.start("/slow")
+    time.sleep(0.2)
+    gw.proc.send_signal(signal.SIGTERM)
+    resp = client.wait(sid, 5)
+    assert resp.status == 200
+    assert client.goaway is not None and client.goaway.error_code == ErrorCodes.NO_ERROR
+    assert client.goaway.last_stream_id == sid
+    assert client.wait_closed(5)
+    client.close()
+    assert gw.proc.wait(10) == 0
