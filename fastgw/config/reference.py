@@ -21,6 +21,11 @@ TABLES: list[tuple[str, type, str]] = [
     ),
     ("listeners.tls.certificates", schema.CertificateSpec, "One certificate and its key."),
     ("[server]", schema.ServerSpec, "Limits and timeouts of the HTTP/1 server."),
+    (
+        "[http2]",
+        schema.Http2Spec,
+        "HTTP/2 (ALPN h2 on TLS listeners, h2c with prior knowledge on cleartext ones) and its abuse limits.",
+    ),
     ("[access_log]", schema.AccessLogSpec, "One JSON line per request."),
     ("[network]", schema.NetworkSpec, "Global IP rules, the first policy of every route."),
     ("[upstreams.NAME]", schema.UpstreamSpec, "A group of backends, its pool and its health rules."),
