@@ -244,3 +244,42 @@ def test_graceful_goaway_on_drain_lets_the_stream_in_flight_finish(
     assert client.wait_closed(5)
     client.close()
     assert gw.proc.wait(10) == 0
+
+
+def test_silent_and_idle_connections_are_closed(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
+    gw = gateway_factory(basic_config(upstream.port, server="header_timeout = 0.5\nidle_timeout = 0.5"))
+    silent = H2Client(gw.port)  # the preface and SETTINGS, then no request at all
+    started = time.monotonic()
+    assert silent.wait_closed(5)
+    silent_s = time.monotonic() - started
+    silent.close()
+    idle = H2Client(gw.port)
+    assert idle.request("/once").status == 200
+    started = time.monotonic()
+    assert idle.wait_closed(5)
+    idle_s = time.monotonic() - started
+    assert idle.goaway is not None and idle.goaway.error_code == 0
+    idle.close()
+    print(f"silent h2 connection closed after {silent_s:.2f}s, idle one after {idle_s:.2f}s")
+    assert 0.3 < silent_s < 2.0 and 0.3 < idle_s < 2.0
+
+
+def test_reload_that_changes_http2_settings_sends_graceful_goaway(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
+    gw = gateway_factory(basic_config(upstream.port, extra="[http2]\nmax_concurrent_streams = 50"))
+    client = H2Client(gw.port)
+    assert client.request("/before").status == 200
+    gw.config.write_text(
+        gw.config.read_text().replace("max_concurrent_streams = 50", "max_concurrent_streams = 20")
+    )
+    gw.proc.send_signal(signal.SIGHUP)
+    assert client.wait_closed(5)
+    assert client.goaway is not None and client.goaway.error_code == 0
+    client.close()
+    fresh = H2Client(gw.port)
+    assert fresh.request("/after").status == 200
+    assert fresh.conn.remote_settings.max_concurrent_streams == 20
+    fresh.close()
