@@ -797,7 +797,12 @@ class _Compiler:
             max_body_bytes=max_body,
             chain=chain,
             response_hooks=tuple(reversed([p for p in chain if hasattr(p, "on_response")])),  # type: ignore[misc]
-            complete_hooks=tuple(p for p in chain if hasattr(p, "on_complete")),  # type: ignore[misc]
+            # A policy may say it has nothing to do on completion (a RateLimit without concurrency limits).
+            complete_hooks=tuple(
+                p  # type: ignore[misc]
+                for p in chain
+                if hasattr(p, "on_complete") and getattr(p, "needs_complete", True)
+            ),
             drop_request=request_drop_sets(drop_req)[0],
             drop_request_trusted=request_drop_sets(drop_req)[1],
             add_request=b"".join(n + b": " + v + b"\r\n" for n, v in add_req),

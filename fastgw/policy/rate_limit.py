@@ -233,6 +233,7 @@ class RateLimit:
         self.shadow = False  # shadow mode is per limit: a shadow limit records, never returns, a denial
         self._hashes: list[dict[bytes, int]] = [{} for _ in limits]  # per limit: key -> stable hash
         self.has_concurrency = any(limit.concurrency for limit in limits)
+        self.needs_complete = self.has_concurrency  # only in-flight counts are given back on completion
         self._tat: dict[int, float] = {}  # GCRA theoretical arrival times, this worker's share
         self.rated = tuple(limit for limit in limits if not limit.concurrency)
         self.policy_header = b", ".join(
