@@ -91,7 +91,7 @@ class FrameGuard:
             pos += need
             if len(self._header) < 9:
                 return
-            self._frame(self._header, 0)
+            self._skip = self._frame(self._header, 0)
             self._header = b""
             taken = min(self._skip, end - pos)
             self._skip -= taken

@@ -61,6 +61,18 @@ def encode_field(name: bytes, value: bytes, huffman: bool) -> bytes:
     return b"\x00" + _string(name, huffman) + _string(value, huffman)
 
 
+# Literal-without-indexing prefixes of the volatile names, and one-byte string lengths (RFC 7541 5.2).
+_LENGTH: Final = tuple(bytes((n,)) for n in range(127))
+_NAME_PREFIX: Final = {
+    name: (
+        bytes(encode_integer(_STATIC_NAME[name], 4))
+        if name in _STATIC_NAME
+        else b"\x00" + _string(name, True)
+    )
+    for name in _VOLATILE
+}
+
+
 class ResponseEncoder:
     """Drop-in for ``hpack.Encoder`` on a server connection (h2 calls ``encode`` and sets
     ``header_table_size``)."""
@@ -82,7 +94,11 @@ class ResponseEncoder:
             if encoded is None:
                 name, value = field[0], field[1]
                 if name in _VOLATILE or len(value) > _VALUE_CACHE_MAX:
-                    encoded = encode_field(name, value, False)
+                    prefix = _NAME_PREFIX.get(name)
+                    if prefix is not None and len(value) < 127:  # the usual request id: one join
+                        encoded = prefix + _LENGTH[len(value)] + value
+                    else:
+                        encoded = encode_field(name, value, False)
                 else:
                     encoded = encode_field(name, value, huffman)
                     if len(cache) >= _CACHE_MAX:
