@@ -449,6 +449,10 @@ class _Compiler:
                 raise self.error(f"{where}.header", "name a header exactly when key = 'header'")
             if spec.header is not None and not _TOKEN.fullmatch(spec.header):
                 raise self.error(f"{where}.header", f"{spec.header!r} is not a header name")
+            if spec.queue < 0:
+                raise self.error(f"{where}.queue", f"must be 0 or more, got {spec.queue}")
+            if spec.queue:
+                self.positive(f"{where}.max_wait", spec.max_wait)
             limits.append(
                 LimitSpec(
                     name=spec.name,
@@ -461,6 +465,8 @@ class _Compiler:
                     concurrency=spec.concurrency,
                     gcra=spec.algorithm == "gcra",
                     burst=spec.burst,
+                    queue=spec.queue,
+                    max_wait=spec.max_wait,
                 )
             )
         return RateLimit("rate_limit", tuple(limits), COUNTERS)

@@ -266,6 +266,12 @@ class RateLimitSpec:
     )
     header: str | None = doc("the header whose value is the key (key = 'header')", None)
     mode: Literal["enforce", "shadow"] = doc("shadow: count would-be rejections, reject nothing", "enforce")
+    queue: int = doc(
+        "throttle instead of refusing: requests over the limit wait in a fair queue of this many per "
+        "worker (0 = refuse at once)",
+        0,
+    )
+    max_wait: float = doc("seconds a queued request may wait before its 429", 1.0)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -37,7 +37,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Literal
 
 from fastgw.exchange import Exchange
-from fastgw.policy.chain import Denial, Phase
+from fastgw.policy.chain import Denial, Pending, Phase
+from fastgw.policy.wait_queue import WaitQueue
 
 CELL_INTS: Final = 4  # key hash, window, current count, previous count
 IN_FLIGHT: Final = -1  # the window value that marks a concurrency cell (its count: requests in flight)
@@ -57,6 +58,8 @@ class LimitSpec:
     concurrency: int = 0  # > 0: a concurrency limit (requests in flight), rate and window unused
     gcra: bool = False  # GCRA (rate + burst) instead of a sliding window
     burst: int = 0  # GCRA: requests admitted at once on top of the rate
+    queue: int = 0  # > 0: requests over the limit wait (up to this many per worker) instead of a 429
+    max_wait: float = 0.0  # seconds a queued request waits before its 429
 
 
 class CounterTable:
@@ -236,6 +239,22 @@ class RateLimit:
         self.needs_complete = self.has_concurrency  # only in-flight counts are given back on completion
         self._tat: dict[int, float] = {}  # GCRA theoretical arrival times, this worker's share
         self.rated = tuple(limit for limit in limits if not limit.concurrency)
+        self.queues = {
+            limit.name: WaitQueue(
+                limit.queue,
+                limit.max_wait,
+                self._recheck,
+                Denial(
+                    429,
+                    "rate-limited",
+                    f"waited {limit.max_wait:g}s for rate limit {limit.name!r} in vain",
+                    f"rate_limit.{limit.name}.wait",
+                    ((b"retry-after", b"1"),),
+                ),
+            )
+            for limit in limits
+            if limit.queue and not limit.shadow
+        }
         self.policy_header = b", ".join(
             b'"%s";q=%d;w=%d' % (limit.name.encode(), limit.rate, max(1, round(limit.window)))
             for limit in self.rated
@@ -255,7 +274,13 @@ class RateLimit:
                 return value
         return b""
 
-    def check(self, ex: Exchange) -> Denial | None:
+    def check(self, ex: Exchange) -> Denial | Pending | None:
+        return self._check(ex, True)
+
+    def _recheck(self, ex: Exchange) -> Denial | None:
+        return self._check(ex, False)  # type: ignore[return-value]
+
+    def _check(self, ex: Exchange, may_wait: bool) -> Denial | Pending | None:
         now = time.time()
         table = self.table
         states: list[tuple[LimitSpec, int, float, float, float]] = []  # limit, hash, window|TAT, left, reset
@@ -300,23 +325,12 @@ class RateLimit:
         if refused is not None:
             ex.limit_state = None  # nothing was counted: nothing to release
             limit, remaining, reset = refused
-            retry = max(1, math.ceil(reset))
-            if limit.concurrency:
-                detail = f"concurrency limit {limit.name!r} ({limit.concurrency} in flight) reached"
-                return Denial(
-                    429, "rate-limited", detail, f"rate_limit.{limit.name}", ((b"retry-after", b"1"),)
-                )
-            return Denial(
-                429,
-                "rate-limited",
-                f"rate limit {limit.name!r} ({limit.rate} per {limit.window:g}s) exceeded",
-                f"rate_limit.{limit.name}",
-                (
-                    (b"retry-after", b"%d" % retry),
-                    (b"ratelimit-policy", self.policy_header),
-                    (b"ratelimit", b'"%s";r=0;t=%d' % (limit.name.encode(), retry)),
-                ),
-            )
+            queue = self.queues.get(limit.name) if may_wait else None
+            if queue is not None:
+                waiting = queue.admit(ex, time.monotonic())
+                if waiting is not None:
+                    return Pending(waiting)
+            return self._denial(limit, reset, queue is not None)
         for limit, hashed, when, _remaining, _reset in states:
             if limit.gcra:
                 tat_map = self._tat
@@ -327,12 +341,34 @@ class RateLimit:
                 table.add(hashed, int(when))
         return None
 
+    def _denial(self, limit: LimitSpec, reset: float, queued: bool) -> Denial:
+        retry = max(1, math.ceil(reset))
+        full = " and its queue is full" if queued else ""
+        if limit.concurrency:
+            detail = f"concurrency limit {limit.name!r} ({limit.concurrency} in flight) reached{full}"
+            return Denial(429, "rate-limited", detail, f"rate_limit.{limit.name}", ((b"retry-after", b"1"),))
+        return Denial(
+            429,
+            "rate-limited",
+            f"rate limit {limit.name!r} ({limit.rate} per {limit.window:g}s) exceeded{full}",
+            f"rate_limit.{limit.name}",
+            (
+                (b"retry-after", b"%d" % retry),
+                (b"ratelimit-policy", self.policy_header),
+                (b"ratelimit", b'"%s";r=0;t=%d' % (limit.name.encode(), retry)),
+            ),
+        )
+
     def on_complete(self, ex: Exchange) -> None:
-        """Runs once per admitted exchange, aborted ones included: in-flight counts go back down."""
+        """Runs once per admitted exchange, aborted ones included: in-flight counts go back down, and
+        requests waiting for them get their turn at once."""
         if self.has_concurrency and ex.limit_state:
             for limit, hashed, _window, _remaining, _reset in ex.limit_state:
                 if limit.concurrency:
                     self.table.release(hashed)
+            for queue in self.queues.values():
+                if queue.length:
+                    queue.service(time.monotonic())
 
     def on_response(self, ex: Exchange, headers: list[tuple[bytes, bytes]]) -> None:
         states = ex.limit_state

@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING, Final
 
 from fastgw.codec.serialize import DATE
+from fastgw.policy.wait_queue import WAITING
 from fastgw.server.listener import DL_BODY
 
 if TYPE_CHECKING:
@@ -45,5 +46,7 @@ def sweep(worker: Worker, now: float) -> None:
             continue
         if server.body_min_rate and conn.deadline_kind == DL_BODY:
             conn.check_body_rate(now, server.body_min_rate, server.body_timeout)  # type: ignore[union-attr]
+    if WAITING.queues:
+        WAITING.tick(now)  # throttled requests: admit those the limit has room for, expire the rest
     worker.pools.tick(now)
     worker.flush_records()

@@ -125,14 +125,20 @@ def upstream_request(
     )
 
 
-def complete(worker: Worker, ex: Exchange) -> None:
-    """Run on_complete hooks (once) and hand the access-log record off."""
-    route = ex.route
+def release(ex: Exchange) -> None:
+    """Run the on_complete hooks of an exchange that passed the chain, exactly once."""
     if ex.passed:
         ex.passed = False
+        route = ex.route
         if route is not None and route.complete_hooks:
             for hook in route.complete_hooks:
                 hook.on_complete(ex)
+
+
+def complete(worker: Worker, ex: Exchange) -> None:
+    """Run on_complete hooks (once) and hand the access-log record off."""
+    release(ex)
+    route = ex.route
     worker.record(
         (
             _time(),

@@ -53,7 +53,7 @@ from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Pending
 from fastgw.policy.network import client_from_forwarded
 from fastgw.proxy_headers import build_h2_response_headers, filter_trailers, trailer_lines
-from fastgw.server.dispatch import admit, complete, resume_chain, upstream_request
+from fastgw.server.dispatch import admit, complete, release, resume_chain, upstream_request
 from fastgw.server.listener import DL_HEAD, DL_IDLE, DL_NONE, IDEMPOTENT, RETRY_BODY_MAX
 from fastgw.snapshot import Http2Settings, ListenerSettings
 
@@ -439,6 +439,7 @@ class Http2Connection(asyncio.Protocol):
     async def _resume(self, stream: H2Stream, pending: Pending) -> None:
         denial = await resume_chain(stream.ex, pending)
         if self.streams.get(stream.sid) is not stream:
+            release(stream.ex)  # the stream was reset while the policy waited (its record is written)
             return
         if denial is not None:
             stream.fail(denial)

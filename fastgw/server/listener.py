@@ -30,7 +30,7 @@ from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Pending
 from fastgw.policy.network import client_from_forwarded, in_networks
 from fastgw.proxy_headers import build_response_head, filter_trailers, trailer_lines
-from fastgw.server.dispatch import admit, complete, resume_chain, upstream_request
+from fastgw.server.dispatch import admit, complete, release, resume_chain, upstream_request
 from fastgw.snapshot import ListenerSettings, UpstreamSettings
 from fastgw.tls.server import PeerCertificate, peer_certificate
 
@@ -369,9 +369,11 @@ class ClientConnection(asyncio.Protocol):
 
         async def resume() -> None:
             denial = await resume_chain(ex, pending)
-            if denial is not None:
+            if self.closing or self.active is not ex:
+                release(ex)  # the client left while the policy waited (its record is written)
+            elif denial is not None:
                 self._deny(ex, denial)
-            elif not self.closing and self.active is ex:
+            else:
                 self._forward(ex)
 
         if ex.body_buffer is None:

@@ -1,0 +1,132 @@
+"""Throttling: a request over a rate limit waits in a bounded, fair queue instead of being refused.
+
+A limit with ``queue = N`` treats its rate as a soft threshold. A request it would refuse parks (the
+policy seam's Pending: the only Task on this path, and only for throttled requests) in the worker's queue
+for that limit, and is admitted as soon as the limit has room again; the worker's 100 ms tick (and, for
+concurrency limits, every completion) re-checks waiters and expires those past ``max_wait`` with a 429.
+Beyond the hard limit, a full queue, the request is refused at once.
+
+Fairness: waiters are grouped by owner (the consumer, else the client address) and served round-robin, so
+a consumer with fifty waiting requests delays a quiet consumer's one request by at most one turn; and one
+owner may hold at most half the queue, so a noisy consumer cannot fill it and leave others only
+refusals. Queues are per worker: across n workers up to n x N requests wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Final
+
+from fastgw.exchange import Exchange
+from fastgw.policy.chain import Denial
+
+# Re-checks one waiter: None (admitted, counted) or the Denial it would get now.
+Recheck = Callable[[Exchange], "Denial | None"]
+
+
+class Waiter:
+    __slots__ = ("deadline", "ex", "future", "owner")
+
+    def __init__(
+        self, ex: Exchange, owner: bytes, future: asyncio.Future[Denial | None], deadline: float
+    ) -> None:
+        self.ex = ex
+        self.owner = owner
+        self.future = future
+        self.deadline = deadline
+
+
+class WaitQueue:
+    """The waiters of one limit in this worker, grouped by owner."""
+
+    __slots__ = ("_by_owner", "_turns", "expired", "length", "max_length", "max_wait", "recheck")
+
+    def __init__(self, max_length: int, max_wait: float, recheck: Recheck, expired: Denial) -> None:
+        self.max_length = max_length
+        self.max_wait = max_wait
+        self.recheck = recheck
+        self.expired = expired  # the answer of a request that waited max_wait in vain
+        self.length = 0
+        self._by_owner: dict[bytes, deque[Waiter]] = {}
+        self._turns: deque[bytes] = deque()  # owners with waiters, in round-robin order
+
+    def admit(self, ex: Exchange, now: float) -> asyncio.Future[Denial | None] | None:
+        """Park ``ex``; None when the queue (or this owner's half of it) is full."""
+        consumer: Any = ex.consumer
+        owner = consumer.consumer_id.encode() if consumer is not None else ex.client_ip.encode()
+        mine = self._by_owner.get(owner)
+        if self.length >= self.max_length or (mine is not None and len(mine) >= max(1, self.max_length // 2)):
+            return None
+        future: asyncio.Future[Denial | None] = asyncio.get_running_loop().create_future()
+        if mine is None:
+            mine = self._by_owner[owner] = deque()
+            self._turns.append(owner)
+        mine.append(Waiter(ex, owner, future, now + self.max_wait))
+        self.length += 1
+        WAITING.add(self)
+        return future
+
+    def service(self, now: float) -> None:
+        """Admit waiters round-robin while the limit has room; expire those past their deadline."""
+        expired = self.expired
+        turns = self._turns
+        stalled = 0  # owners in a row whose head waiter could not be admitted
+        while turns and stalled < len(turns):
+            owner = turns[0]
+            waiters = self._by_owner[owner]
+            head = waiters[0]
+            if head.future.done() or head.ex.status:
+                outcome: Denial | None = expired  # cancelled, or the client left: just end its wait
+            elif now >= head.deadline:
+                outcome = expired
+            else:
+                outcome = self.recheck(head.ex)
+                if outcome is not None:
+                    stalled += 1
+                    turns.rotate(-1)
+                    continue
+            waiters.popleft()
+            self.length -= 1
+            if not head.future.done():
+                head.future.set_result(outcome)
+            turns.popleft()
+            if waiters:
+                turns.append(owner)  # next turn goes to the next owner
+            else:
+                del self._by_owner[owner]
+            stalled = 0
+        # Waiters that could not be admitted may still be past their deadline (behind an admissible one).
+        for owner in list(turns):
+            waiters = self._by_owner[owner]
+            while waiters and now >= waiters[0].deadline:
+                head = waiters.popleft()
+                self.length -= 1
+                if not head.future.done():
+                    head.future.set_result(expired)
+            if not waiters:
+                del self._by_owner[owner]
+                turns.remove(owner)
+        if not self.length:
+            WAITING.discard(self)
+
+
+class Waiting:
+    """Every queue of this worker that has waiters; the worker tick services them."""
+
+    def __init__(self) -> None:
+        self.queues: set[WaitQueue] = set()
+
+    def add(self, queue: WaitQueue) -> None:
+        self.queues.add(queue)
+
+    def discard(self, queue: WaitQueue) -> None:
+        self.queues.discard(queue)
+
+    def tick(self, now: float) -> None:
+        for queue in list(self.queues):
+            queue.service(now)
+
+
+WAITING: Final = Waiting()
