@@ -45,6 +45,16 @@ class ServerSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RedisSettings:
+    """[rate_limits.redis], compiled (the URL resolved from its secret when given as one)."""
+
+    url: str = field(repr=False)  # may carry a password: never printed
+    flush_interval: float
+    timeout: float
+    failure: Literal["open", "closed"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Http2Settings:
     """[http2], compiled; see config/schema.py for what each limit means."""
 
@@ -218,6 +228,7 @@ class Snapshot:
     audit: AuditSettings
     keys: KeySettings | None = None
     http2: Http2Settings = field(default_factory=Http2Settings)
+    ratelimit_redis: RedisSettings | None = None
     ratelimit_capacity: int = 65536  # cells per worker shard of the shared counter table
     warnings: tuple[str, ...] = field(default=())
 

@@ -11,8 +11,8 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 VENV=${FASTGW_VENV:-$ROOT/.venv}
 
-# command -> Debian package, per profile. Tests need no system service yet; bench needs wrk and nginx.
-declare -A TEST_PKGS=()
+# command -> Debian package, per profile. Tests start a real redis-server; bench needs wrk, h2load, nginx.
+declare -A TEST_PKGS=([redis-server]=redis-server)
 declare -A BENCH_PKGS=([wrk]=wrk [nginx]=nginx [h2load]=nghttp2-client)
 declare -A VENV_PKGS=([venv]=python3-venv)
 

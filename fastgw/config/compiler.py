@@ -37,6 +37,7 @@ from fastgw.config.schema import (
     NetworkSpec,
     ProcessSpec,
     RateLimitSpec,
+    RedisSpec,
     RequirementSpec,
     RouteSpec,
     SecretSpec,
@@ -78,6 +79,7 @@ from fastgw.snapshot import (
     KeySettings,
     ListenerSettings,
     ProcessSettings,
+    RedisSettings,
     Route,
     SecretRef,
     ServerSettings,
@@ -583,6 +585,25 @@ class _Compiler:
             return value
         return os.path.join(os.path.dirname(os.path.abspath(self.file)), value)
 
+    def redis(self, spec: RedisSpec) -> RedisSettings:
+        key = "rate_limits.redis"
+        if bool(spec.url) == (spec.url_secret is not None):
+            raise self.error(key, "give exactly one of url or url_secret")
+        url = spec.url
+        if spec.url_secret is not None:
+            url = resolve_secret(self.secret(f"{key}.url_secret", spec.url_secret)).decode().strip()
+        elif "@" in url.split("//", 1)[-1].split("/", 1)[0]:
+            raise self.error(
+                f"{key}.url", "carries a password: give it as url_secret (secrets are never inline)"
+            )
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise self.error(f"{key}.url", "must be a redis://, rediss:// or unix:// URL")
+        self.positive(f"{key}.flush_interval", spec.flush_interval)
+        self.positive(f"{key}.timeout", spec.timeout)
+        return RedisSettings(
+            url=url, flush_interval=spec.flush_interval, timeout=spec.timeout, failure=spec.failure
+        )
+
     def http2(self, spec: Http2Spec, server: ServerSettings) -> Http2Settings:
         for name in (
             "max_concurrent_streams",
@@ -982,6 +1003,7 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str) -> Snapshot:
         demo_upstream=demo,
         keys=keys,
         http2=http2,
+        ratelimit_redis=c.redis(spec.rate_limits.redis) if spec.rate_limits.redis is not None else None,
         process=c.process(spec.process),
         ratelimit_capacity=spec.rate_limits.capacity,
         state=(state := c.state(spec.state)),

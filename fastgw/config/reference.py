@@ -51,8 +51,17 @@ TABLES: list[tuple[str, type, str]] = [
     ("[state]", schema.StateSpec, "Where the store, the audit log and the config history live."),
     ("[admin]", schema.AdminSpec, "The admin API, in the control process, on its own listener."),
     ("[audit]", schema.AuditSpec, "The tamper-evident audit log."),
-    ("routes.limits", schema.RateLimitSpec, "Sliding-window rate limits, node-wide across workers."),
+    (
+        "routes.limits",
+        schema.RateLimitSpec,
+        "Rate limits (sliding window or GCRA), concurrency limits and throttling, node-wide across workers.",
+    ),
     ("[rate_limits]", schema.RateLimitsSpec, "The shared-memory counter table."),
+    (
+        "rate_limits.redis",
+        schema.RedisSpec,
+        "Cluster mode: sliding-window limits shared by every gateway through Redis.",
+    ),
     ("routes.cors", schema.CorsSpec, "CORS: preflights answered before authentication."),
     (
         "[security_headers]",

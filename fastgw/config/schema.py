@@ -275,8 +275,24 @@ class RateLimitSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RedisSpec:
+    url: str = doc(
+        "redis:// or rediss:// URL of the store the nodes share (a password in it: use url_secret)", ""
+    )
+    url_secret: SecretSpec | None = doc("the URL as a secret reference, when it carries a password", None)
+    flush_interval: float = doc("seconds between flushes of this worker's counts (<= 0.05 recommended)", 0.05)
+    timeout: float = doc("seconds a flush may take before the store counts as down", 0.25)
+    failure: Literal["open", "closed"] = doc(
+        "store down: 'open' keeps node-local limits, 'closed' refuses limited requests with 503", "open"
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RateLimitsSpec:
     capacity: int = doc("counter cells per worker in shared memory (32 bytes each; needs a restart)", 65536)
+    redis: RedisSpec | None = doc(
+        "[rate_limits.redis]: share sliding-window limits across gateways (cluster mode)", None
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -41,6 +41,7 @@ class Totals:
         self.ejections: dict[tuple[str, str], int] = {}
         self.access_log_dropped = 0
         self.access_log_failed = 0
+        self.redis_errors = 0
 
     def add(self, export: Export) -> None:
         for route, method, status, *values in export.get("requests", ()):
@@ -62,6 +63,7 @@ class Totals:
             self.ejections[key] = self.ejections.get(key, 0) + ejections
         self.access_log_dropped += export.get("access_log_dropped", 0)
         self.access_log_failed += export.get("access_log_failed", 0)
+        self.redis_errors += export.get("ratelimit_redis_errors", 0)
 
 
 def _policy_reason(reason: str) -> tuple[str, str]:
@@ -141,6 +143,18 @@ class GatewayCollector(Collector):
         )
         failed.add_metric([], t.access_log_failed)
         yield failed
+        up = [e["ratelimit_redis_up"] for e in self.exports if "ratelimit_redis_up" in e]
+        if up:
+            gauge = GaugeMetricFamily(
+                "fastgw_ratelimit_redis_up", "Workers whose last flush to the shared rate-limit store worked"
+            )
+            gauge.add_metric([], sum(up))
+            yield gauge
+            errors = CounterMetricFamily(
+                "fastgw_ratelimit_redis_errors", "Failed flushes to the shared rate-limit store"
+            )
+            errors.add_metric([], t.redis_errors)
+            yield errors
 
     def _pools(self, t: Totals) -> Iterator[Metric]:
         connections = GaugeMetricFamily("fastgw_client_connections", "Open client connections")

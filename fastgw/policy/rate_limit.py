@@ -38,12 +38,23 @@ from typing import Any, ClassVar, Final, Literal
 
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Pending, Phase
+from fastgw.policy.cluster_counts import CLUSTER
 from fastgw.policy.wait_queue import WaitQueue
 
 CELL_INTS: Final = 4  # key hash, window, current count, previous count
 IN_FLIGHT: Final = -1  # the window value that marks a concurrency cell (its count: requests in flight)
 PROBES: Final = 8
 _I64: Final = struct.Struct("<q")
+
+
+# Cluster mode with failure = "closed" while the shared store is down.
+UNAVAILABLE: Final = Denial(
+    503,
+    "rate-limit-unavailable",
+    "the shared rate-limit store is unavailable",
+    "rate_limit.unavailable",
+    ((b"retry-after", b"1"),),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,7 +322,15 @@ class RateLimit:
                 position = now / limit.window
                 window = int(position)
                 when = window
-                remaining = limit.rate - table.count(hashed, window, 1.0 - (position - window))
+                weight = 1.0 - (position - window)
+                cluster = CLUSTER.current
+                counted = None if cluster is None else cluster.count(hashed, window, weight, limit.window)
+                if counted is None:
+                    if cluster is not None and cluster.failure == "closed":
+                        ex.limit_state = None
+                        return UNAVAILABLE
+                    counted = table.count(hashed, window, weight)  # this node's workers
+                remaining = limit.rate - counted
                 reset = (window + 1) * limit.window - now
             states.append((limit, hashed, when, remaining - 1, reset))
             if remaining < 1:
@@ -339,6 +358,9 @@ class RateLimit:
                 tat_map[hashed] = when  # for GCRA the "window" slot carries the new theoretical time
             else:
                 table.add(hashed, int(when))
+                cluster = CLUSTER.current
+                if cluster is not None:
+                    cluster.add(hashed, int(when))
         return None
 
     def _denial(self, limit: LimitSpec, reset: float, queued: bool) -> Denial:

@@ -111,12 +111,19 @@ class Worker:
 
     def export_metrics(self) -> dict[str, Any]:
         self.flush_records()
-        return self.metrics.export(
+        from fastgw.policy.cluster_counts import CLUSTER
+
+        export = self.metrics.export(
             connections=len(self.connections),
             pools=self.pools,
             log_dropped=self.access_log.dropped,
             log_failed=self.access_log.write_failures,
         )
+        cluster = CLUSTER.current
+        if cluster is not None:
+            export["ratelimit_redis_up"] = int(cluster.up)
+            export["ratelimit_redis_errors"] = cluster.errors
+        return export
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = self.loop.create_task(coro)
@@ -189,6 +196,10 @@ class Worker:
         snapshot = compile_config(data, source)
         old = self.holder.swap(snapshot)
         self.pools.retain(snapshot)
+        if snapshot.ratelimit_redis != old.ratelimit_redis:
+            from fastgw.policy.cluster_counts import CLUSTER
+
+            self.spawn(CLUSTER.configure(snapshot.ratelimit_redis))
         if snapshot.http2 != old.http2:
             # Settings were announced when each HTTP/2 connection opened: let clients reconnect to get
             # the new ones (their streams in flight finish first).
@@ -220,6 +231,9 @@ class Worker:
             if conn.transport is not None:
                 conn.transport.abort()
         self.pools.close()
+        from fastgw.policy.cluster_counts import CLUSTER
+
+        await CLUSTER.configure(None)
         self._stopped.set()
 
     async def wait_stopped(self) -> None:
@@ -267,6 +281,10 @@ async def _worker_main(
     worker = Worker(snapshot, slot)
     worker.heartbeat = lambda now: heartbeats.beat(slot, now)
     await worker.start(sockets, demo)
+    if snapshot.ratelimit_redis is not None:
+        from fastgw.policy.cluster_counts import CLUSTER
+
+        await CLUSTER.configure(snapshot.ratelimit_redis)
     worker.install_signal_handlers()
     ControlLink(worker, control_address).start()
     tune_gc()

@@ -103,6 +103,28 @@ def test_snapshot_id_is_a_hash_of_the_bytes() -> None:
             BASE.replace('auth = "none"', 'auth = "none"\nresponse_headers.set = { "x" = "a\\nb" }'),
             "routes[0].response_headers.set.x: header value contains CR, LF or NUL",
         ),
+        (
+            BASE + '[rate_limits.redis]\nurl = "redis://:hunter2@10.0.0.5:6379/0"\n',
+            "conf/x.toml: rate_limits.redis.url: carries a password: give it as url_secret",
+        ),
+        (
+            BASE + '[rate_limits.redis]\nurl = "http://10.0.0.5"\n',
+            "rate_limits.redis.url: must be a redis://, rediss:// or unix:// URL",
+        ),
+        (
+            BASE + '[rate_limits.redis]\nurl = "redis://r"\nfailure = "half"\n',
+            "rate_limits.redis.failure: invalid value 'half'",
+        ),
+        (
+            BASE.replace(
+                'auth = "none"', 'auth = "none"\nlimits = [{ name = "a", rate = 1, queue = 5, max_wait = 0 }]'
+            ),
+            "routes[0].limits[0].max_wait: must be greater than 0",
+        ),
+        (
+            BASE + "[http2]\nmax_concurrent_streams = 0\n",
+            "conf/x.toml: http2.max_concurrent_streams: must be greater than 0",
+        ),
         ("listeners = 3", "conf/x.toml: listeners: expected an array, got int"),
         ("[[listeners]]\nbind = ", "conf/x.toml: invalid TOML"),
         ("", "conf/x.toml: listeners: missing required key"),

@@ -1,0 +1,178 @@
+"""Cluster-wide sliding-window counts through Redis, without Redis on the request path.
+
+Several gateways (nodes) behind one load balancer share their sliding-window limits through Redis. A
+request never waits for Redis: each worker decides from the last global counts it read plus its own
+admissions not yet sent, and a background Task flushes those admissions every ``flush_interval``
+(pipelined ``INCRBY`` + ``EXPIRE``, one round trip) and reads back the totals of every key it is watching.
+
+Keys are ``fgw:rl:<key hash>:<window index>``, the same blake2b hash the node-local table uses, so every
+node agrees on them; window indexes come from the wall clock, so nodes need synchronised clocks (NTP).
+
+Error bound: a participant (a worker) learns of others' admissions at most one flush interval plus one
+round trip late. With P participants each offered R requests a second, at most (P - 1) x R x
+(interval + rtt) requests beyond the limit can be admitted in a window, and never more than (P - 1) x
+limit (when every participant sees the same stale total at a window's start). GCRA and concurrency limits
+stay node-local (their state is not additive, or lives in flight).
+
+Redis down (a flush fails or takes longer than ``timeout``): ``failure = "open"`` falls back to the
+node-local table (limits hold per node), ``"closed"`` refuses requests on cluster-limited routes with
+503. Either way nothing waits on Redis, a log line marks the outage and the recovery, and the
+``fastgw_ratelimit_redis_up`` / ``_errors`` metrics show it. Admissions made while Redis was down are
+counted locally only; a failed flush's deltas are kept for the next one (a flush that failed after Redis
+applied it can count those admissions twice: at most one interval's worth, on the safe side).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from typing import Any, Final
+
+from fastgw.snapshot import RedisSettings
+
+_PREFIX: Final = b"fgw:rl:"
+
+
+class ClusterCounts:
+    """One worker's view of the cluster's counts, and its not-yet-flushed admissions."""
+
+    def __init__(self, settings: RedisSettings) -> None:
+        self.settings = settings
+        self.failure = settings.failure
+        self.up = True  # optimistic until the first flush says otherwise: a start never refuses
+        self.errors = 0
+        self.pending: dict[tuple[int, int], int] = {}  # (key hash, window) -> admissions not flushed
+        self.inflight: dict[tuple[int, int], int] = {}  # the batch of the flush under way
+        self.remote: dict[tuple[int, int], int] = {}  # (key hash, window) -> last total read from Redis
+        self.watched: dict[tuple[int, int], float] = {}  # (key hash, window) -> window length (s)
+        self._client: Any = None
+        self._task: asyncio.Task[None] | None = None
+
+    # -- request path (sync) -------------------------------------------------------------------------
+    def count(self, key_hash: int, window: int, weight_previous: float, length: float) -> float | None:
+        """The cluster estimate for a key, or None while Redis is unavailable."""
+        if not self.up:
+            return None
+        current = (key_hash, window)
+        previous = (key_hash, window - 1)
+        watched = self.watched
+        if current not in watched:
+            watched[current] = length
+            watched[previous] = length
+        remote = self.remote
+        pending = self.pending
+        now_count = remote.get(current, 0) + pending.get(current, 0)
+        before = remote.get(previous, 0) + pending.get(previous, 0)
+        inflight = self.inflight
+        if inflight:
+            now_count += inflight.get(current, 0)
+            before += inflight.get(previous, 0)
+        return now_count + before * weight_previous
+
+    def add(self, key_hash: int, window: int) -> None:
+        key = (key_hash, window)
+        self.pending[key] = self.pending.get(key, 0) + 1
+
+    # -- background flush ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        import redis.asyncio as aioredis
+
+        s = self.settings
+        self._client = aioredis.Redis.from_url(
+            s.url, socket_timeout=s.timeout, socket_connect_timeout=s.timeout, retry_on_timeout=False
+        )
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                await self._client.aclose()
+
+    async def _run(self) -> None:
+        interval = self.settings.flush_interval
+        while True:
+            await asyncio.sleep(interval)
+            await self.flush()
+
+    async def flush(self) -> None:
+        batch, self.pending = self.pending, {}
+        self._forget_old(time.time())
+        self.inflight = batch
+        keys = list(self.watched.keys() | batch.keys())
+        if not keys:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for key_hash, window in keys:
+            name = b"%s%x:%d" % (_PREFIX, key_hash & 0xFFFFFFFFFFFFFFFF, window)
+            delta = batch.get((key_hash, window), 0)
+            if delta:
+                pipe.incrby(name, delta)
+                length = self.watched.get((key_hash, window), 60.0)
+                pipe.expire(name, int(2 * length) + 1)
+            else:
+                pipe.get(name)
+        try:
+            results = await asyncio.wait_for(pipe.execute(), self.settings.timeout)
+        except Exception as exc:
+            self.inflight = {}  # any failure of the store: fall back, keep the deltas, say so once
+            for key, delta in batch.items():
+                self.pending[key] = self.pending.get(key, 0) + delta
+            self.errors += 1
+            if self.up:
+                self.up = False
+                fallback = "node-local limits" if self.failure == "open" else "refusing (503)"
+                _log(f"rate-limit store {self.settings.url} unavailable ({exc!r}): {fallback}")
+            return
+        self.inflight = {}
+        position = 0
+        remote = self.remote
+        for key in keys:
+            value = results[position]
+            if batch.get(key):
+                position += 2  # INCRBY's new total, then EXPIRE's flag
+            else:
+                position += 1
+            remote[key] = int(value or 0)
+        if not self.up:
+            self.up = True
+            _log(f"rate-limit store {self.settings.url} is back: cluster-wide limits again")
+
+    def _forget_old(self, now: float) -> None:
+        """Stop watching windows more than one window in the past."""
+        stale = [key for key, length in self.watched.items() if (key[1] + 2) * length < now]
+        for key in stale:
+            del self.watched[key]
+            self.remote.pop(key, None)
+
+
+def _log(message: str) -> None:
+    sys.stderr.write(f"fastgw: {message}\n")
+    sys.stderr.flush()
+
+
+class ClusterHolder:
+    """The worker's ClusterCounts, or None when no Redis is configured (set at start and on reload)."""
+
+    def __init__(self) -> None:
+        self.current: ClusterCounts | None = None
+
+    async def configure(self, settings: RedisSettings | None) -> None:
+        current = self.current
+        if current is not None and settings == current.settings:
+            return
+        if current is not None:
+            await current.stop()
+        self.current = None
+        if settings is not None:
+            counts = ClusterCounts(settings)
+            counts.start()
+            self.current = counts
+
+
+CLUSTER: Final = ClusterHolder()
