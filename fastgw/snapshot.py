@@ -230,6 +230,7 @@ class Snapshot:
     http2: Http2Settings = field(default_factory=Http2Settings)
     ratelimit_redis: RedisSettings | None = None
     ratelimit_capacity: int = 65536  # cells per worker shard of the shared counter table
+    quota_flush: float = 1.0  # seconds between a worker's sends of quota counts to the control process
     warnings: tuple[str, ...] = field(default=())
 
 

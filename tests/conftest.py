@@ -460,8 +460,12 @@ def gateway(gateway_factory: Callable[..., Gateway], upstream: TestUpstream, htt
 # -- raw clients ---------------------------------------------------------------------------------------
 
 
-def connect(port: int, timeout: float = 5.0) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+def connect(port: int, timeout: float = 5.0, source: str | None = None) -> socket.socket:
+    """A TCP connection to the gateway; ``source`` picks another loopback address (127.0.0.2...) to
+    appear as a different client."""
+    sock = socket.create_connection(
+        ("127.0.0.1", port), timeout=timeout, source_address=(source, 0) if source else None
+    )
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
 
@@ -587,12 +591,16 @@ class ResponseReader:
                 return not self.buffer
 
 
-def request(port: int, raw: bytes, *, timeout: float = 5.0, head: bool = False) -> Response:
+def request(
+    port: int, raw: bytes, *, timeout: float = 5.0, head: bool = False, source: str | None = None
+) -> Response:
     """Send raw request bytes on a new connection and read one response."""
-    with connect(port, timeout) as sock:
+    with connect(port, timeout, source) as sock:
         sock.sendall(raw)
         return ResponseReader(sock).read(timeout, head)
 
 
-def get(port: int, path: str = "/", headers: str = "", method: str = "GET") -> Response:
-    return request(port, f"{method} {path} HTTP/1.1\r\nHost: test\r\n{headers}\r\n".encode())
+def get(
+    port: int, path: str = "/", headers: str = "", method: str = "GET", source: str | None = None
+) -> Response:
+    return request(port, f"{method} {path} HTTP/1.1\r\nHost: test\r\n{headers}\r\n".encode(), source=source)

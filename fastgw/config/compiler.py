@@ -451,6 +451,8 @@ class _Compiler:
                 raise self.error(f"{where}.header", "name a header exactly when key = 'header'")
             if spec.header is not None and not _TOKEN.fullmatch(spec.header):
                 raise self.error(f"{where}.header", f"{spec.header!r} is not a header name")
+            if spec.quota and (spec.concurrency or spec.algorithm == "gcra"):
+                raise self.error(f"{where}.quota", "a quota counts requests per period: give a rate, no GCRA")
             if spec.queue < 0:
                 raise self.error(f"{where}.queue", f"must be 0 or more, got {spec.queue}")
             if spec.queue:
@@ -460,13 +462,14 @@ class _Compiler:
                     name=spec.name,
                     limit_id=f"{route}:{spec.name}".encode(),
                     rate=spec.rate,
-                    window=spec.per,
+                    window={"day": 86400.0, "month": 2592000.0}.get(spec.quota, spec.per),
                     key=spec.key,
                     header=(spec.header or "").lower().encode(),
                     shadow=spec.mode == "shadow",
                     concurrency=spec.concurrency,
                     gcra=spec.algorithm == "gcra",
                     burst=spec.burst,
+                    quota=spec.quota,
                     queue=spec.queue,
                     max_wait=spec.max_wait,
                 )
@@ -951,6 +954,7 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str) -> Snapshot:
     keys = c.keys(spec.keys) if spec.keys is not None else None
     c.throttle = c.auth_throttle(spec.auth_throttle)
     c.positive("rate_limits.capacity", spec.rate_limits.capacity)
+    c.positive("rate_limits.quota_flush", spec.rate_limits.quota_flush)
     c.api_key = c.api_key_policy(spec.api_key, keys)
     c.identity_headers = c.identity_header_names(spec.identity_headers)
     c.jwt = c.jwt_policy(spec.jwt) if spec.jwt is not None else None
@@ -1006,6 +1010,7 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str) -> Snapshot:
         ratelimit_redis=c.redis(spec.rate_limits.redis) if spec.rate_limits.redis is not None else None,
         process=c.process(spec.process),
         ratelimit_capacity=spec.rate_limits.capacity,
+        quota_flush=spec.rate_limits.quota_flush,
         state=(state := c.state(spec.state)),
         admin=c.admin(spec.admin),
         audit=c.audit(spec.audit, state),

@@ -266,6 +266,9 @@ class RateLimitSpec:
     )
     header: str | None = doc("the header whose value is the key (key = 'header')", None)
     mode: Literal["enforce", "shadow"] = doc("shadow: count would-be rejections, reject nothing", "enforce")
+    quota: Literal["", "day", "month"] = doc(
+        "a quota: 'rate' requests per UTC calendar day or month, kept in the store across restarts", ""
+    )
     queue: int = doc(
         "throttle instead of refusing: requests over the limit wait in a fair queue of this many per "
         "worker (0 = refuse at once)",
@@ -290,6 +293,9 @@ class RedisSpec:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RateLimitsSpec:
     capacity: int = doc("counter cells per worker in shared memory (32 bytes each; needs a restart)", 65536)
+    quota_flush: float = doc(
+        "seconds between a worker's sends of quota counts to the store (a crash loses at most this)", 1.0
+    )
     redis: RedisSpec | None = doc(
         "[rate_limits.redis]: share sliding-window limits across gateways (cluster mode)", None
     )

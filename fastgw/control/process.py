@@ -24,11 +24,13 @@ from fastgw.control.channel import ChannelProtocol, Message
 from fastgw.control.health import HealthProber
 from fastgw.control.keys import KeyService
 from fastgw.metrics.exposition import Export, GatewayCollector, make_registry
+from fastgw.policy.quota import QUOTAS
 from fastgw.snapshot import Snapshot
 from fastgw.store.sqlite import Store
 
 PULL_SECONDS: Final = 5.0
 PULL_TIMEOUT: Final = 2.0
+QUOTA_KEEP_SECONDS: Final = 70 * 86400  # quota rows untouched this long (two months and more) are dropped
 
 
 def log(message: str) -> None:
@@ -100,6 +102,8 @@ class ControlProcess:
             channel.peer = peer
             self.workers[peer.pid] = peer
             channel.send(self.keys.full_table())
+            periods = QUOTAS.current_periods(time.time())
+            channel.send({"t": "quota_bases", "e": self.store.quota_bases(self.started, periods)})
             for upstream, target in self.health.down():
                 channel.send({"t": "health", "upstream": upstream, "target": target, "healthy": False})
             if peer.snapshot != self.snapshot.id:
@@ -111,11 +115,23 @@ class ControlProcess:
             return
         if kind == "ack":
             self._on_ack(peer, message)
+        elif kind == "quota":
+            self._on_quota(message)
         elif kind == "metrics":
             peer.export = message.get("data") or {}
             future = self._pulls.get(int(message.get("seq") or 0))
             if future is not None and not future.done():
                 future.set_result(peer.export)
+
+    def _on_quota(self, message: Message) -> None:
+        """A worker's quota admissions since its last send: into the store, in one transaction."""
+        entries = [
+            (int(h), int(p), str(limit), str(key), int(n)) for h, p, limit, key, n in message.get("e") or ()
+        ]
+        try:
+            self.store.add_quota_counts(self.started, entries, time.time())
+        except Exception as exc:  # a full disk, a locked file: loud, and the node keeps limiting
+            log(f"QUOTA WRITE FAILED ({len(entries)} keys): {exc}")
 
     def _on_worker_lost(self, channel: ChannelProtocol) -> None:
         peer = channel.peer
@@ -303,6 +319,7 @@ class ControlProcess:
         self.loop.add_signal_handler(signal.SIGUSR1, lambda: None)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         self._spawn(self._pull_forever())
+        self.store.forget_quotas(time.time() - QUOTA_KEEP_SECONDS)
         self.health.configure(self.snapshot)
         self.audit_event("start", snapshot=self.snapshot.id, source=self.snapshot.source)
         os.write(status_fd, f"ready control 0 {os.getpid()} {self.snapshot.id}\n".encode())

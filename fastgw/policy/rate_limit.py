@@ -39,6 +39,7 @@ from typing import Any, ClassVar, Final, Literal
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Pending, Phase
 from fastgw.policy.cluster_counts import CLUSTER
+from fastgw.policy.quota import QUOTAS
 from fastgw.policy.wait_queue import WaitQueue
 
 CELL_INTS: Final = 4  # key hash, window, current count, previous count
@@ -69,6 +70,7 @@ class LimitSpec:
     concurrency: int = 0  # > 0: a concurrency limit (requests in flight), rate and window unused
     gcra: bool = False  # GCRA (rate + burst) instead of a sliding window
     burst: int = 0  # GCRA: requests admitted at once on top of the rate
+    quota: str = ""  # "day" | "month": rate per UTC calendar period, persisted (policy/quota.py)
     queue: int = 0  # > 0: requests over the limit wait (up to this many per worker) instead of a 429
     max_wait: float = 0.0  # seconds a queued request waits before its 429
 
@@ -314,6 +316,11 @@ class RateLimit:
                 when = max(self._tat.get(hashed, 0.0), now) + interval
                 remaining = (tolerance - (when - now)) / interval * shares + 1
                 reset = max(0.0, when - tolerance - now)
+            elif limit.quota:
+                when, reset = QUOTAS.period(limit.quota, now)
+                if hashed not in QUOTAS.names:
+                    QUOTAS.name(hashed, limit.limit_id, value)
+                remaining = limit.rate - QUOTAS.base.get((hashed, when), 0) - table.count(hashed, when, 0.0)
             elif limit.concurrency:
                 when = IN_FLIGHT
                 remaining = limit.concurrency - table.in_flight(hashed)
@@ -324,7 +331,9 @@ class RateLimit:
                 when = window
                 weight = 1.0 - (position - window)
                 cluster = CLUSTER.current
-                counted = None if cluster is None else cluster.count(hashed, window, weight, limit.window)
+                counted: float | None = None
+                if cluster is not None:
+                    counted = cluster.count(hashed, window, weight, limit.window)
                 if counted is None:
                     if cluster is not None and cluster.failure == "closed":
                         ex.limit_state = None
@@ -358,6 +367,9 @@ class RateLimit:
                 tat_map[hashed] = when  # for GCRA the "window" slot carries the new theoretical time
             else:
                 table.add(hashed, int(when))
+                if limit.quota:
+                    QUOTAS.add(hashed, int(when))
+                    continue
                 cluster = CLUSTER.current
                 if cluster is not None:
                     cluster.add(hashed, int(when))

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Final
 
 from fastgw.control.channel import ChannelProtocol, Message
 from fastgw.policy.identity import IDENTITIES, KeyIdentity
+from fastgw.policy.quota import QUOTAS
 
 if TYPE_CHECKING:
     from fastgw.server.worker import Worker
@@ -72,6 +73,17 @@ class ControlLink:
             )
         elif kind == "metrics":
             channel.send({"t": "metrics", "seq": message.get("seq"), "data": self.worker.export_metrics()})
+        elif kind == "quota_bases":
+            QUOTAS.apply_bases(message.get("e") or [])
+
+    def send_quotas(self) -> None:
+        """Hand this worker's quota admissions to the control process (kept for later when it is away)."""
+        entries = QUOTAS.take()
+        if not entries:
+            return
+        channel = self.channel
+        if channel is None or not channel.send({"t": "quota", "e": entries}):
+            QUOTAS.give_back(entries)
 
     def _reload(self, channel: ChannelProtocol, message: Message) -> None:
         from fastgw.config.loader import ConfigError

@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING, Final
 
 from fastgw.codec.serialize import DATE
+from fastgw.policy.quota import QUOTAS
 from fastgw.policy.wait_queue import WAITING
 from fastgw.server.listener import DL_BODY
 
@@ -46,6 +47,9 @@ def sweep(worker: Worker, now: float) -> None:
             continue
         if server.body_min_rate and conn.deadline_kind == DL_BODY:
             conn.check_body_rate(now, server.body_min_rate, server.body_timeout)  # type: ignore[union-attr]
+    if QUOTAS.pending and now >= QUOTAS.due and worker.control is not None:
+        QUOTAS.due = now + worker.holder.current.quota_flush
+        worker.control.send_quotas()
     if WAITING.queues:
         WAITING.tick(now)  # throttled requests: admit those the limit has room for, expire the rest
     worker.pools.tick(now)

@@ -409,6 +409,7 @@ class Supervisor:
             self._detach_link()
         if self.stopping:
             log("supervisor", f"{child.name} (pid {child.pid}) {how}")
+            self._stop_control_when_alone()
             return
         self._tell_control({"t": "event", "kind": "child_died", "child": child.name, "pid": child.pid})
         if child.replacing:
@@ -727,8 +728,17 @@ class Supervisor:
         self.stop_deadline = time.monotonic() + self.snapshot.server.drain_timeout + STOP_GRACE
         systemd.notify("STOPPING=1", f"STATUS=stopping ({why})")
         log("supervisor", f"{why}: draining {len(self.children)} children")
-        for pid in list(self.children):
-            self._kill(pid, signal.SIGTERM)
+        # Workers first; the control process (the store's writer) stops once they are gone, so their
+        # last quota counts and acks still reach it.
+        for pid, child in list(self.children.items()):
+            if child.kind == "worker":
+                self._kill(pid, signal.SIGTERM)
+        self._stop_control_when_alone()
+
+    def _stop_control_when_alone(self) -> None:
+        if self.stopping and all(child.kind == "control" for child in self.children.values()):
+            for pid in list(self.children):
+                self._kill(pid, signal.SIGTERM)
 
     def _write_pid_file(self) -> None:
         path = self.snapshot.state.pid_file

@@ -27,6 +27,7 @@ from fastgw.server.deadlines import TICK_SECONDS, sweep
 from fastgw.server.listener import ClientConnection
 
 if TYPE_CHECKING:
+    from fastgw.server.control_link import ControlLink
     from fastgw.server.http2 import Http2Connection
 from fastgw.server.runtime import tune_allocator, tune_gc
 from fastgw.server.shm import Heartbeats
@@ -63,6 +64,7 @@ class Worker:
         self.bound: list[tuple[str, int]] = []
         self.now = time.monotonic()  # refreshed by every tick: for deadlines where 100 ms grain is enough
         self.heartbeat: Callable[[float], None] | None = None  # tells the supervisor this loop still ticks
+        self.control: ControlLink | None = None  # the channel to the control process
 
     # -- connection accounting -----------------------------------------------------------------------
     def admit(self, conn: ClientConnection, max_total: int, max_per_ip: int) -> bool:
@@ -230,6 +232,9 @@ class Worker:
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.abort()
+        if self.control is not None:
+            self.control.send_quotas()  # the last admissions reach the store before we exit
+            await asyncio.sleep(0)
         self.pools.close()
         from fastgw.policy.cluster_counts import CLUSTER
 
@@ -286,7 +291,8 @@ async def _worker_main(
 
         await CLUSTER.configure(snapshot.ratelimit_redis)
     worker.install_signal_handlers()
-    ControlLink(worker, control_address).start()
+    worker.control = ControlLink(worker, control_address)
+    worker.control.start()
     tune_gc()
     os.write(status_fd, f"ready worker {slot} {os.getpid()} {snapshot.id}\n".encode())
     os.close(status_fd)

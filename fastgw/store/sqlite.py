@@ -21,6 +21,10 @@ SCHEMA: Final = (
     " consumer_id TEXT NOT NULL REFERENCES consumers(id), prefix TEXT NOT NULL, digest BLOB NOT NULL UNIQUE,"
     " pepper_id TEXT NOT NULL, scopes TEXT NOT NULL, roles TEXT NOT NULL, routes TEXT, created REAL NOT NULL,"
     " expires REAL, revoked REAL, replaced_by TEXT)",
+    # Quota counts: `base` before the current run of the gateway (`run_id`: its start time), `run` since.
+    "CREATE TABLE IF NOT EXISTS quotas (key_hash INTEGER NOT NULL, period INTEGER NOT NULL,"
+    " limit_id TEXT NOT NULL, key TEXT NOT NULL, base INTEGER NOT NULL, run_id REAL NOT NULL,"
+    " run INTEGER NOT NULL, updated REAL NOT NULL, PRIMARY KEY (key_hash, period))",
 )
 KEY_COLUMNS: Final = ", ".join(
     [
@@ -141,6 +145,45 @@ class Store:
         assert set(fields) <= allowed, fields
         assignments = ", ".join(f"{name} = ?" for name in fields)
         self._db.execute(f"UPDATE api_keys SET {assignments} WHERE id = ?", (*fields.values(), key_id))
+
+    # -- quotas -----------------------------------------------------------------------------------------
+    def add_quota_counts(
+        self, run_id: float, entries: list[tuple[int, int, str, str, int]], now: float
+    ) -> None:
+        """Add admissions ``(key hash, period, limit id, key, count)`` counted in run ``run_id``, in one
+        transaction; the first write of a new run folds the previous run's count into the base."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT INTO quotas (key_hash, period, limit_id, key, base, run_id, run, updated)"
+                " VALUES (?, ?, ?, ?, 0, ?, ?, ?) ON CONFLICT (key_hash, period) DO UPDATE SET"
+                " base = CASE WHEN run_id = excluded.run_id THEN base ELSE base + run END,"
+                " run = CASE WHEN run_id = excluded.run_id THEN run + excluded.run ELSE excluded.run END,"
+                " run_id = excluded.run_id, updated = excluded.updated",
+                [(h, p, limit, key, run_id, n, now) for h, p, limit, key, n in entries],
+            )
+
+    def quota_bases(self, run_id: float, periods: list[int]) -> list[tuple[int, int, int]]:
+        """``(key hash, period, count before run_id)`` for the given periods: what a worker adds its
+        node's counts of this run to."""
+        if not periods:
+            return []
+        marks = ",".join("?" * len(periods))
+        rows = self._db.execute(
+            f"SELECT key_hash, period, CASE WHEN run_id = ? THEN base ELSE base + run END"
+            f" FROM quotas WHERE period IN ({marks})",
+            (run_id, *periods),
+        ).fetchall()
+        return [(int(h), int(p), int(n)) for h, p, n in rows]
+
+    def quota_counts(self) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT limit_id, key, period, base + run, updated FROM quotas ORDER BY updated DESC"
+        ).fetchall()
+        return [{"limit": r[0], "key": r[1], "period": r[2], "count": r[3], "updated": r[4]} for r in rows]
+
+    def forget_quotas(self, before: float) -> None:
+        self._db.execute("DELETE FROM quotas WHERE updated < ?", (before,))
 
     def close(self) -> None:
         self._db.close()

@@ -1,0 +1,92 @@
+"""Quotas: day and month limits (UTC calendar periods) whose counts outlive the gateway.
+
+A quota is a limit with ``quota = "day"`` or ``"month"``: ``rate`` requests per calendar period. Its
+counts live in two places. The node-wide shared-memory table counts this run of the gateway (the
+supervisor's lifetime: it survives worker and control-process restarts), under a window code that
+cannot collide with sliding windows (negative; days even, months odd). The store keeps the totals:
+every ``[rate_limits] quota_flush`` seconds each worker sends the control process (the store's only
+writer) what it admitted since, and the control process adds it in one transaction. When a worker
+connects, the control process sends it each key's count from before this run; a decision is that base
+plus the table's count for this run.
+
+Crash bound: counts reach the store at most one flush interval late, so a crash of the whole node loses at
+most one interval of admissions per worker (a worker that dies alone loses nothing: this run's counts
+stay in shared memory). Quotas are per node, also in cluster mode.
+"""
+
+from __future__ import annotations
+
+import calendar
+import time
+from typing import Final
+
+DAY: Final = "day"
+MONTH: Final = "month"
+DAY_SECONDS: Final = 86400
+
+
+def day_code(day: int) -> int:
+    return -(2 + 2 * day)
+
+
+def month_code(month: int) -> int:
+    return -(3 + 2 * month)
+
+
+class QuotaBook:
+    """This worker's quota bases (from the store) and admissions not yet sent to the control process."""
+
+    def __init__(self) -> None:
+        self.base: dict[tuple[int, int], int] = {}  # (key hash, period code) -> count before this run
+        self.pending: dict[tuple[int, int], int] = {}  # (key hash, period code) -> admissions to send
+        self.names: dict[int, tuple[str, str]] = {}  # key hash -> (limit id, key value), for the store
+        self.due = 0.0  # monotonic time of the next send
+        self._month: tuple[int, int, float] = (-1, 0, 0.0)  # day -> (month index, month end)
+
+    def period(self, kind: str, now: float) -> tuple[int, float]:
+        """The period code for ``now`` and the seconds left in the period."""
+        day = int(now // DAY_SECONDS)
+        if kind == DAY:
+            return day_code(day), (day + 1) * DAY_SECONDS - now
+        cached_day, month, end = self._month
+        if cached_day != day:
+            t = time.gmtime(now)
+            month = (t.tm_year - 1970) * 12 + t.tm_mon - 1
+            year, next_month = (t.tm_year + 1, 1) if t.tm_mon == 12 else (t.tm_year, t.tm_mon + 1)
+            end = float(calendar.timegm((year, next_month, 1, 0, 0, 0)))
+            self._month = (day, month, end)
+        return month_code(month), end - now
+
+    def current_periods(self, now: float) -> list[int]:
+        return [self.period(DAY, now)[0], self.period(MONTH, now)[0]]
+
+    def name(self, key_hash: int, limit_id: bytes, value: bytes) -> None:
+        """Remember what a key hash stands for, so the store says which limit and key it counts."""
+        if len(self.names) >= 65536:
+            self.names.clear()
+        self.names[key_hash] = (limit_id.decode(), value.decode("utf-8", "replace"))
+
+    def add(self, key_hash: int, code: int) -> None:
+        key = (key_hash, code)
+        self.pending[key] = self.pending.get(key, 0) + 1
+
+    def take(self) -> list[list[object]]:
+        """The admissions to send: ``[key hash, period, limit id, key, count]`` each."""
+        pending, self.pending = self.pending, {}
+        out: list[list[object]] = []
+        for (key_hash, code), count in pending.items():
+            limit_id, value = self.names.get(key_hash, ("", ""))
+            out.append([key_hash, code, limit_id, value, count])
+        return out
+
+    def give_back(self, entries: list[list[object]]) -> None:
+        """A send that could not happen: keep the counts for the next one."""
+        for key_hash, code, _limit, _value, count in entries:
+            key = (int(key_hash), int(code))  # type: ignore[call-overload]
+            self.pending[key] = self.pending.get(key, 0) + int(count)  # type: ignore[call-overload]
+
+    def apply_bases(self, entries: list[list[int]]) -> None:
+        self.base = {(int(h), int(p)): int(n) for h, p, n in entries}
+
+
+QUOTAS: Final = QuotaBook()
