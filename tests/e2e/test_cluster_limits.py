@@ -9,9 +9,9 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import Gateway, RedisServer, TestUpstream, basic_config, free_port, get, wait_until
+from tests.conftest import Gateway, RedisServer, TestUpstream, free_port, get, wait_until
 from tests.e2e.test_admin import TOKEN, Admin
-from tests.e2e.test_rate_limits import hammer, log_time
+from tests.e2e.test_rate_limits import hammer, limited_config, log_time
 
 LIMIT = 300  # per 1 s window, shared by the three nodes
 INTERVAL = 0.05
@@ -20,17 +20,10 @@ INTERVAL = 0.05
 def cluster_config(
     upstream_port: int, redis_url: str, limit: str, *, failure: str = "open", admin: str = ""
 ) -> str:
-    return basic_config(
+    return limited_config(
         upstream_port,
-        server="max_connections_per_ip = 100000",
+        limit,
         extra=f"""
-        [[routes]]
-        name = "limited"
-        path = "/limited"
-        upstream = "backend"
-        auth = "none"
-        limits = [{limit}]
-
         [rate_limits.redis]
         url = "{redis_url}"
         flush_interval = {INTERVAL}

@@ -9,27 +9,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import Gateway, TestUpstream, basic_config, get, wait_until
+from tests.conftest import Gateway, TestUpstream, get, wait_until
+from tests.e2e.test_rate_limits import limited_config
 
 
 def quota_config(upstream_port: int, state: Path, quota: str) -> str:
-    return basic_config(
-        upstream_port,
-        extra=f"""
-        [[routes]]
-        name = "metered"
-        path = "/metered"
-        upstream = "backend"
-        auth = "none"
-        limits = [{quota}]
-
-        [rate_limits]
-        quota_flush = 0.2
-
-        [state]
-        dir = "{state}"
-        """,
-    )
+    extra = f'[rate_limits]\nquota_flush = 0.2\n\n[state]\ndir = "{state}"'
+    return limited_config(upstream_port, quota, extra=extra)
 
 
 def test_daily_quota_survives_a_graceful_restart(
@@ -38,16 +24,16 @@ def test_daily_quota_survives_a_graceful_restart(
     state = tmp_path / "shared-state"
     config = quota_config(upstream.port, state, '{ name = "daily", rate = 5, quota = "day", key = "ip" }')
     first = gateway_factory(config, workers=2)
-    statuses = [get(first.port, "/metered/a").status for _ in range(3)]
+    statuses = [get(first.port, "/limited/a").status for _ in range(3)]
     assert statuses == [200, 200, 200]
-    ok = get(first.port, "/metered/a")
+    ok = get(first.port, "/limited/a")
     assert ok.header(b"ratelimit-policy") == b'"daily";q=5;w=86400'
     assert (ok.header(b"ratelimit") or b"").startswith(b'"daily";r=1;t=')
     first.proc.send_signal(signal.SIGTERM)
     assert first.proc.wait(15) == 0
     second = gateway_factory(config, workers=2)
-    assert [get(second.port, "/metered/a").status for _ in range(2)] == [200, 429]
-    refused = get(second.port, "/metered/a")
+    assert [get(second.port, "/limited/a").status for _ in range(2)] == [200, 429]
+    refused = get(second.port, "/limited/a")
     assert refused.status == 429 and b"daily" in (refused.header(b"ratelimit") or b"")
 
 
@@ -59,16 +45,16 @@ def test_a_crash_loses_at_most_one_flush_interval(
         upstream.port, state, '{ name = "monthly", rate = 10, quota = "month", key = "route" }'
     )
     first = gateway_factory(config)
-    assert [get(first.port, "/metered/x").status for _ in range(6)] == [200] * 6
+    assert [get(first.port, "/limited/x").status for _ in range(6)] == [200] * 6
     time.sleep(0.6)  # > quota_flush: these six reached the store
-    assert get(first.port, "/metered/x").status == 200  # this one may be lost with the crash
+    assert get(first.port, "/limited/x").status == 200  # this one may be lost with the crash
     for pid in (first.worker_pid(0), first.control_pid(), first.proc.pid):
         os.kill(pid, signal.SIGKILL)
     first.proc.wait(10)
     wait_until(lambda: not _alive(first), 5, "the crashed node's processes to be gone")
     second = gateway_factory(config)
     admitted = 0
-    while get(second.port, "/metered/x").status == 200:
+    while get(second.port, "/limited/x").status == 200:
         admitted += 1
         assert admitted <= 10, "the quota was forgotten"
     lost = admitted - (10 - 7)

@@ -45,11 +45,12 @@ def hammer(port: int, clients: int, seconds: float) -> Counter[int]:
     return statuses
 
 
-def limited_config(upstream_port: int, limit: str) -> str:
-    """A gateway whose /limited route has one limit (an inline TOML table), open to many connections."""
+def limited_config(upstream_port: int, limit: str, *, server: str = "", extra: str = "") -> str:
+    """A gateway whose /limited route has one limit (an inline TOML table), open to many connections;
+    ``server`` adds [server] keys, ``extra`` more tables."""
     return basic_config(
         upstream_port,
-        server="max_connections_per_ip = 100000",
+        server="max_connections_per_ip = 100000\n" + server,
         extra=f"""
         [[routes]]
         name = "limited"
@@ -57,6 +58,7 @@ def limited_config(upstream_port: int, limit: str) -> str:
         upstream = "backend"
         auth = "none"
         limits = [{limit}]
+        {extra}
         """,
     )
 
