@@ -190,6 +190,7 @@ class AdminServer:
             "/readyz": (self._readyz, ("GET",), True),
             "/status": (self._status, ("GET",), False),
             "/routes": (self._routes, ("GET",), False),
+            "/quotas": (self._quotas, ("GET",), False),
             "/reload": (self._reload, ("POST",), False),
             "/rollback": (self._rollback, ("POST",), False),
             "/metrics": (self._metrics, ("GET",), self.settings.open_metrics),
@@ -243,6 +244,10 @@ class AdminServer:
             ],
             "connections": sum((p.export or {}).get("connections", 0) for p in workers),
         }
+
+    async def _quotas(self, call: Call) -> dict[str, Any]:
+        """Quota counts in the store (up to one flush interval behind the workers), newest first."""
+        return {"quotas": self.control.store.quota_counts()}
 
     async def _routes(self, call: Call) -> dict[str, Any]:
         snapshot = self.control.snapshot

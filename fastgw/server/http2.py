@@ -713,7 +713,7 @@ class Http2Connection(asyncio.Protocol):
     def write_out(self) -> None:
         data = self.h2.data_to_send()
         transport = self.transport
-        if data and transport is not None:
+        if data and transport is not None and not transport.is_closing():
             transport.write(data)
             if self.write_paused and transport.get_write_buffer_size() > self.limits.max_outbound_buffer:
                 self._abandon(None, "h2.outbound_buffer", "client stopped reading")

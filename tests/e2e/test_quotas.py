@@ -9,7 +9,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import Gateway, TestUpstream, get, wait_until
+from tests.conftest import Gateway, TestUpstream, free_port, get, wait_until
+from tests.e2e.test_admin import TOKEN, Admin
 from tests.e2e.test_rate_limits import limited_config
 
 
@@ -22,13 +23,24 @@ def test_daily_quota_survives_a_graceful_restart(
     gateway_factory: Callable[..., Gateway], upstream: TestUpstream, tmp_path: Path
 ) -> None:
     state = tmp_path / "shared-state"
+    token = tmp_path / "admin.token"
+    token.write_text(TOKEN + "\n")
+    admin_port = free_port()
     config = quota_config(upstream.port, state, '{ name = "daily", rate = 5, quota = "day", key = "ip" }')
+    config += f'\n[admin]\nbind = "127.0.0.1:{admin_port}"\ntoken = {{ file = "{token}" }}\n'
     first = gateway_factory(config, workers=2)
     statuses = [get(first.port, "/limited/a").status for _ in range(3)]
     assert statuses == [200, 200, 200]
     ok = get(first.port, "/limited/a")
     assert ok.header(b"ratelimit-policy") == b'"daily";q=5;w=86400'
     assert (ok.header(b"ratelimit") or b"").startswith(b'"daily";r=1;t=')
+    admin = Admin(admin_port)
+
+    def stored() -> list[tuple[str, str, int]]:
+        return [(q["limit"], q["key"], q["count"]) for q in admin.json("GET", "/quotas")[1]["quotas"]]
+
+    # Both workers' counts reach the store within a flush interval or two.
+    wait_until(lambda: stored() == [("limited:daily", "127.0.0.1", 4)], 5, "4 counted in the store")
     first.proc.send_signal(signal.SIGTERM)
     assert first.proc.wait(15) == 0
     second = gateway_factory(config, workers=2)
