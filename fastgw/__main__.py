@@ -39,7 +39,10 @@ def _load(path: str | None) -> tuple[bytes, Snapshot]:
 
 
 def _summary(snapshot: Snapshot) -> str:
-    lines = [f"config OK: {snapshot.source} (snapshot {snapshot.id}, http1={snapshot.server.http1})"]
+    http2 = "on" if snapshot.http2.enabled else "off"
+    lines = [
+        f"config OK: {snapshot.source} (snapshot {snapshot.id}, http1={snapshot.server.http1}, http2={http2})"
+    ]
     for ls in snapshot.listeners:
         extra = " proxy_protocol" if ls.proxy_protocol else ""
         lines.append(f"  listener {ls.name}: {ls.host}:{ls.port}{extra}")
@@ -51,6 +54,11 @@ def _summary(snapshot: Snapshot) -> str:
         lines.append(f"  route {route.name} -> {route.upstream.name}; policies: {chain}")
     if snapshot.demo_upstream is not None:
         lines.append(f"  demo upstream: {snapshot.demo_upstream[0]}:{snapshot.demo_upstream[1]}")
+    redis = snapshot.ratelimit_redis
+    if redis is not None:
+        host = redis.url.split("@")[-1].split("//")[-1]  # never the password
+        every = f"flush {redis.flush_interval:g}s, fail {redis.failure}"
+        lines.append(f"  rate limits shared through redis {host} ({every})")
     lines.extend(f"  warning: {w}" for w in snapshot.warnings)
     return "\n".join(lines)
 

@@ -109,3 +109,17 @@ def test_systemd_units_ship_the_hardening_the_docs_promise() -> None:
     # The socket's name is how fastgw matches it to a listener: the example config must use it.
     name = socket_unit["Socket"]["FileDescriptorName"]
     assert f'name = "{name}"' in (ROOT / "conf" / "examples" / "operations.toml").read_text()
+
+
+def test_check_names_http2_and_the_redis_host_but_never_its_password(tmp_path: Path) -> None:
+    config = tmp_path / "cluster.toml"
+    config.write_text(
+        (ROOT / "conf" / "examples" / "cluster.toml")
+        .read_text()
+        .replace('url = "redis://127.0.0.1:6379/0"', 'url_secret = { env = "FASTGW_TEST_REDIS_URL" }')
+    )
+    out = fastgw("check", str(config), env={"FASTGW_TEST_REDIS_URL": "redis://:s3cret-pw@10.1.2.3:6379/0\n"})
+    assert out.returncode == 0, out.stderr
+    assert "http2=on" in out.stdout
+    assert "rate limits shared through redis 10.1.2.3:6379/0" in out.stdout
+    assert "s3cret" not in out.stdout + out.stderr
