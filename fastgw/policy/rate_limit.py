@@ -46,6 +46,8 @@ CELL_INTS: Final = 4  # key hash, window, current count, previous count
 IN_FLIGHT: Final = -1  # the window value that marks a concurrency cell (its count: requests in flight)
 PROBES: Final = 8
 _I64: Final = struct.Struct("<q")
+_time = time.time
+_SLIDING, _GCRA, _CONCURRENCY, _QUOTA = range(4)  # a limit's kind, decided once per compile
 
 
 # Cluster mode with failure = "closed" while the shared store is down.
@@ -126,7 +128,7 @@ class CounterTable:
         if cells is None:
             return 0.0
         current = previous = 0
-        where = self._indexes(key_hash)
+        where = self._where.get(key_hash) or self._indexes(key_hash)
         capacity = self.capacity
         home = key_hash % capacity
         for shard in range(self.shards):
@@ -153,10 +155,13 @@ class CounterTable:
         cells = self.cells
         if cells is None:
             return
-        where = self._indexes(key_hash)
+        where = self._where.get(key_hash) or self._indexes(key_hash)
         own = where[self.slot]
         if own >= 0 and cells[own] == key_hash:
-            self._bump(own, window)
+            if cells[own + 1] == window:  # the steady state: one more in the current window
+                cells[own + 2] += 1
+            else:
+                self._bump(own, window)
             return
         capacity = self.capacity
         base = self.slot * capacity
@@ -268,6 +273,21 @@ class RateLimit:
             for limit in limits
             if limit.queue and not limit.shadow
         }
+        self._plan = tuple(
+            (
+                limit,
+                hashes,
+                _GCRA
+                if limit.gcra
+                else _QUOTA
+                if limit.quota
+                else _CONCURRENCY
+                if limit.concurrency
+                else _SLIDING,
+            )
+            for limit, hashes in zip(limits, self._hashes, strict=True)
+        )
+        self._item = {limit.name: b'"%s";r=' % limit.name.encode() for limit in limits}  # RateLimit item
         self.policy_header = b", ".join(
             b'"%s";q=%d;w=%d' % (limit.name.encode(), limit.rate, max(1, round(limit.window)))
             for limit in self.rated
@@ -287,18 +307,16 @@ class RateLimit:
                 return value
         return b""
 
-    def check(self, ex: Exchange) -> Denial | Pending | None:
-        return self._check(ex, True)
-
     def _recheck(self, ex: Exchange) -> Denial | None:
-        return self._check(ex, False)  # type: ignore[return-value]
+        return self.check(ex, False)  # type: ignore[return-value]
 
-    def _check(self, ex: Exchange, may_wait: bool) -> Denial | Pending | None:
-        now = time.time()
+    def check(self, ex: Exchange, may_wait: bool = True) -> Denial | Pending | None:
+        """Pass, refuse, or (a limit with a queue, ``may_wait``) park the request until there is room."""
+        now = _time()
         table = self.table
         states: list[tuple[LimitSpec, int, float, float, float]] = []  # limit, hash, window|TAT, left, reset
         refused: tuple[LimitSpec, float, float] | None = None
-        for limit, hashes in zip(self.limits, self._hashes, strict=True):
+        for limit, hashes, kind in self._plan:
             value = ex.client_ip.encode() if limit.key == "ip" else self._key(limit, ex)
             hashed = hashes.get(value, 0)
             if not hashed:
@@ -307,25 +325,7 @@ class RateLimit:
                 hashed = hashes[value] = key_hash(limit.limit_id, value)
             remaining: float
             when: float  # sliding: the window to count in; concurrency: IN_FLIGHT; GCRA: the new arrival time
-            if limit.gcra:
-                # GCRA with per-worker shares (a static token lease): each of the n workers runs rate/n and
-                # burst/n on its own, so n saturated workers admit rate x T + burst together.
-                shares = max(1, table.shards)
-                interval = limit.window / limit.rate * shares
-                tolerance = limit.burst / shares * interval
-                when = max(self._tat.get(hashed, 0.0), now) + interval
-                remaining = (tolerance - (when - now)) / interval * shares + 1
-                reset = max(0.0, when - tolerance - now)
-            elif limit.quota:
-                when, reset = QUOTAS.period(limit.quota, now)
-                if hashed not in QUOTAS.names:
-                    QUOTAS.name(hashed, limit.limit_id, value)
-                remaining = limit.rate - QUOTAS.base.get((hashed, when), 0) - table.count(hashed, when, 0.0)
-            elif limit.concurrency:
-                when = IN_FLIGHT
-                remaining = limit.concurrency - table.in_flight(hashed)
-                reset = 1.0
-            else:
+            if kind == _SLIDING:
                 position = now / limit.window
                 window = int(position)
                 when = window
@@ -341,6 +341,24 @@ class RateLimit:
                     counted = table.count(hashed, window, weight)  # this node's workers
                 remaining = limit.rate - counted
                 reset = (window + 1) * limit.window - now
+            elif kind == _GCRA:
+                # GCRA with per-worker shares (a static token lease): each of the n workers runs rate/n and
+                # burst/n on its own, so n saturated workers admit rate x T + burst together.
+                shares = max(1, table.shards)
+                interval = limit.window / limit.rate * shares
+                tolerance = limit.burst / shares * interval
+                when = max(self._tat.get(hashed, 0.0), now) + interval
+                remaining = (tolerance - (when - now)) / interval * shares + 1
+                reset = max(0.0, when - tolerance - now)
+            elif kind == _QUOTA:
+                when, reset = QUOTAS.period(limit.quota, now)
+                if hashed not in QUOTAS.names:
+                    QUOTAS.name(hashed, limit.limit_id, value)
+                remaining = limit.rate - QUOTAS.base.get((hashed, when), 0) - table.count(hashed, when, 0.0)
+            else:  # concurrency
+                when = IN_FLIGHT
+                remaining = limit.concurrency - table.in_flight(hashed)
+                reset = 1.0
             states.append((limit, hashed, when, remaining - 1, reset))
             if remaining < 1:
                 if limit.shadow:
@@ -359,6 +377,7 @@ class RateLimit:
                 if waiting is not None:
                     return Pending(waiting)
             return self._denial(limit, reset, queue is not None)
+        cluster = CLUSTER.current
         for limit, hashed, when, _remaining, _reset in states:
             if limit.gcra:
                 tat_map = self._tat
@@ -369,9 +388,7 @@ class RateLimit:
                 table.add(hashed, int(when))
                 if limit.quota:
                     QUOTAS.add(hashed, int(when))
-                    continue
-                cluster = CLUSTER.current
-                if cluster is not None:
+                elif cluster is not None and not limit.concurrency:
                     cluster.add(hashed, int(when))
         return None
 
@@ -413,9 +430,7 @@ class RateLimit:
         closest = states[0] if len(states) == 1 else min(states, key=lambda s: s[3] / s[0].rate)
         limit, _hashed, _window, remaining, reset = closest
         headers.append((b"ratelimit-policy", self.policy_header))
+        left = int(remaining)
         headers.append(
-            (
-                b"ratelimit",
-                b'"%s";r=%d;t=%d' % (limit.name.encode(), max(0, int(remaining)), math.ceil(reset)),
-            )
+            (b"ratelimit", b"%s%d;t=%d" % (self._item[limit.name], left if left > 0 else 0, math.ceil(reset)))
         )
