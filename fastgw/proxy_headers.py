@@ -100,8 +100,26 @@ class IdSource:
         return self._trace_prefix + hexed + b"-" + hexed + b"-01"
 
 
+# Rendered identity headers by identity object: policies hand out one object per key or token (their
+# caches), so a request usually finds its lines here (~0.1 us instead of ~2 us). Entries hold their
+# identity and names, so an id is never reused while its entry lives. Bounded.
+_IDENTITY_LINES: dict[int, tuple[Any, tuple[tuple[bytes, str], ...], bytes]] = {}
+_IDENTITY_LINES_MAX: Final = 16384
+
+
 def identity_lines(identity: Any, names: tuple[tuple[bytes, str], ...]) -> bytes:
     """Who the caller is, for the upstream (the client's own copies of these headers were dropped)."""
+    entry = _IDENTITY_LINES.get(id(identity))
+    if entry is not None and entry[0] is identity and entry[1] is names:
+        return entry[2]
+    lines = _render_identity(identity, names)
+    if len(_IDENTITY_LINES) >= _IDENTITY_LINES_MAX:
+        _IDENTITY_LINES.clear()
+    _IDENTITY_LINES[id(identity)] = (identity, names, lines)
+    return lines
+
+
+def _render_identity(identity: Any, names: tuple[tuple[bytes, str], ...]) -> bytes:
     out = []
     for header, attribute in names:
         value = getattr(identity, attribute)
