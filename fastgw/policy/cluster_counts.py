@@ -3,7 +3,8 @@
 Several gateways (nodes) behind one load balancer share their sliding-window limits through Redis. A
 request never waits for Redis: each worker decides from the last global counts it read plus its own
 admissions not yet sent, and a background Task flushes those admissions every ``flush_interval``
-(pipelined ``INCRBY`` + ``EXPIRE``, one round trip) and reads back the totals of every key it is watching.
+(pipelined ``INCRBY`` + ``EXPIRE``, one round trip) and reads back the totals of every key it is watching
+(the keys it saw in the last two windows, by ``MGET`` in chunks: the cost grows with distinct keys).
 
 Keys are ``fgw:rl:<key hash>:<window index>``, the same blake2b hash the node-local table uses, so every
 node agrees on them; window indexes come from the wall clock, so nodes need synchronised clocks (NTP).
@@ -33,6 +34,11 @@ from typing import Any, Final
 from fastgw.snapshot import RedisSettings
 
 _PREFIX: Final = b"fgw:rl:"
+_MGET_CHUNK: Final = 512  # keys per MGET: one command per chunk, not one per key
+
+
+def _name(key: tuple[int, int]) -> bytes:
+    return b"%s%x:%d" % (_PREFIX, key[0] & 0xFFFFFFFFFFFFFFFF, key[1])
 
 
 class ClusterCounts:
@@ -104,19 +110,17 @@ class ClusterCounts:
         batch, self.pending = self.pending, {}
         self._forget_old(time.time())
         self.inflight = batch
-        keys = list(self.watched.keys() | batch.keys())
-        if not keys:
+        written = [key for key, delta in batch.items() if delta]
+        read_only = [key for key in self.watched if key not in batch]
+        if not written and not read_only:
             return
         pipe = self._client.pipeline(transaction=False)
-        for key_hash, window in keys:
-            name = b"%s%x:%d" % (_PREFIX, key_hash & 0xFFFFFFFFFFFFFFFF, window)
-            delta = batch.get((key_hash, window), 0)
-            if delta:
-                pipe.incrby(name, delta)
-                length = self.watched.get((key_hash, window), 60.0)
-                pipe.expire(name, int(2 * length) + 1)
-            else:
-                pipe.get(name)
+        for key in written:  # INCRBY answers with the new total: no separate read
+            name = _name(key)
+            pipe.incrby(name, batch[key])
+            pipe.expire(name, int(2 * self.watched.get(key, 60.0)) + 1)
+        for start in range(0, len(read_only), _MGET_CHUNK):
+            pipe.mget([_name(key) for key in read_only[start : start + _MGET_CHUNK]])
         try:
             results = await asyncio.wait_for(pipe.execute(), self.settings.timeout)
         except Exception as exc:
@@ -130,14 +134,11 @@ class ClusterCounts:
                 _log(f"rate-limit store {self.settings.url} unavailable ({exc!r}): {fallback}")
             return
         self.inflight = {}
-        position = 0
         remote = self.remote
-        for key in keys:
-            value = results[position]
-            if batch.get(key):
-                position += 2  # INCRBY's new total, then EXPIRE's flag
-            else:
-                position += 1
+        for i, key in enumerate(written):
+            remote[key] = int(results[2 * i] or 0)  # INCRBY's new total (EXPIRE's flag follows)
+        values = [v for chunk in results[2 * len(written) :] for v in chunk]
+        for key, value in zip(read_only, values, strict=True):
             remote[key] = int(value or 0)
         if not self.up:
             self.up = True

@@ -773,7 +773,12 @@ class Http2Connection(asyncio.Protocol):
             upstream = stream.upstream
             if upstream is not None and upstream.deadline and now >= upstream.deadline:
                 upstream.on_deadline()
-            elif stream.body_deadline and now >= stream.body_deadline and not stream.ex.body_complete:
+            elif (
+                stream.body_deadline
+                and now >= stream.body_deadline
+                and not stream.ex.body_complete
+                and not stream.unacked  # bytes we hold back: the stall is the upstream's, not the client's
+            ):
                 stream.body_deadline = 0.0
                 stream.fail(
                     Denial(408, "request-timeout", "request body not received in time", "body.timeout")
