@@ -237,6 +237,7 @@ def measure(backend: str) -> dict[str, float]:
                 "",
                 None,
                 None,
+                b"1.1",
             )
         )
 

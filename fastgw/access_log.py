@@ -41,6 +41,7 @@ FIELDS: Final = (
     "denial",
     "shadow",
     "client_cert",
+    "protocol",  # the HTTP version the client spoke: b"1.1", b"1.0", b"2" (b"" when unparsed)
 )
 Record = tuple[Any, ...]
 BATCH_RECORDS: Final = 256  # formatting 256 records blocks the loop ~0.4 ms; a whole tick's ~3000 took ~5 ms
@@ -83,7 +84,8 @@ def format_batch(records: list[Record], include_query: bool, redact: frozenset[b
 
     Only the path and query come from the client unvalidated (llhttp admits ``"`` and ``\\`` in targets),
     so only they go through escaping; method and request id are validated tokens, the rest is ours.
-    Field order is fixed; ``query`` appears only when configured, ``denial`` and ``shadow`` when set.
+    Field order is fixed; ``query`` appears only when configured, ``denial`` and ``shadow`` when set,
+    ``protocol`` on HTTP/2 requests.
     """
     dumps = orjson.dumps
     line = _LINE
@@ -106,7 +108,7 @@ def format_batch(records: list[Record], include_query: bool, redact: frozenset[b
         if path is None:
             path = paths[r[5]] = _json_bytes(r[5])
         tail = b""
-        if r[14] or r[15] is not None or r[16] is not None or (include_query and r[6]):
+        if r[14] or r[15] is not None or r[16] is not None or (include_query and r[6]) or r[17] == b"2":
             if include_query and r[6]:
                 tail += b',"query":' + _json_bytes(redact_query(r[6], redact))
             if r[14]:
@@ -118,6 +120,8 @@ def format_batch(records: list[Record], include_query: bool, redact: frozenset[b
                 tail += b',"client_cert":' + dumps(
                     {"subject": cert.subject, "sans": cert.sans, "sha256": cert.sha256}
                 )
+            if r[17] == b"2":
+                tail += b',"protocol":"HTTP/2"'  # HTTP/1.x lines stay as they were
         lines.append(
             line
             % (

@@ -158,5 +158,6 @@ def complete(worker: Worker, ex: Exchange) -> None:
             ex.denial,
             ex.shadow,
             ex.client_cert,
+            ex.version,
         )
     )

@@ -666,6 +666,7 @@ class ClientConnection(asyncio.Protocol):
                 "codec." + err.problem,
                 None,
                 self.client_cert,
+                b"",
             )
         )
         if active is not None:

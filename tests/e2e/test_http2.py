@@ -40,9 +40,11 @@ def test_h2c_prior_knowledge_multiplexes_streams_over_http1_upstreams(
     assert not any(name.startswith(b":") for name, _ in seen.headers)
     records = gw.wait_log(20)
     assert {r["status"] for r in records} == {200}
+    assert {r.get("protocol") for r in records} == {"HTTP/2"}
     client.close()
-    # The same listener still speaks HTTP/1.1.
+    # The same listener still speaks HTTP/1.1 (and its log lines carry no protocol field).
     assert get(gw.port, "/plain").status == 200
+    assert "protocol" not in gw.wait_log(21)[-1]
 
 
 def test_bodies_both_ways_with_flow_control_and_trailers(
