@@ -180,7 +180,16 @@ def _admin_request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] |
     if args.command == "consumers":
         if args.action == "list":
             return "GET", "/consumers", None
-        return "POST", "/consumers", {"name": args.name, "team": args.team, "roles": args.role}
+        limits: dict[str, int] = {}
+        for item in args.limit:
+            name, _, number = item.partition("=")
+            if not name or not number.isdigit() or int(number) <= 0:
+                raise SystemExit(f"fastgw: --limit {item!r}: expected NAME=N with N a positive integer")
+            limits[name] = int(number)
+        body_c: dict[str, Any] = {"name": args.name, "team": args.team, "roles": args.role}
+        if limits:
+            body_c["limits"] = limits
+        return "POST", "/consumers", body_c
     if args.action == "list":
         return "GET", "/keys", None
     if args.action == "create":
@@ -263,6 +272,13 @@ def main(argv: list[str] | None = None) -> int:
     c_create.add_argument("name")
     c_create.add_argument("--team", default="")
     c_create.add_argument("--role", action="append", default=[], help="a role (repeatable)")
+    c_create.add_argument(
+        "--limit",
+        action="append",
+        default=[],
+        metavar="NAME=N",
+        help="this consumer's own number for limits named NAME keyed by consumer or api_key (repeatable)",
+    )
     consumers_sub.add_parser("list", help="list consumers")
     keys = sub.add_parser("keys", help="API keys (through the admin API of the running gateway)")
     keys_sub = keys.add_subparsers(dest="action", required=True)

@@ -259,9 +259,9 @@ class RateLimitSpec:
     concurrency: int = doc("instead of a rate: requests in flight at once for the key", 0)
     algorithm: Literal["sliding", "gcra"] = doc("sliding window, or GCRA (rate + burst)", "sliding")
     burst: int = doc("GCRA: requests admitted at once on top of the rate", 0)
-    key: Literal["ip", "route", "consumer", "header"] = doc(
+    key: Literal["ip", "route", "consumer", "api_key", "header"] = doc(
         "what is counted: client address, the whole route, the consumer (its address when anonymous), "
-        "or a header's value",
+        "the API key (the consumer for tokens and certificates), or a header's value",
         "ip",
     )
     header: str | None = doc("the header whose value is the key (key = 'header')", None)

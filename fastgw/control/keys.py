@@ -61,6 +61,14 @@ class KeyService:
         metadata = body.get("metadata", {})
         if not isinstance(metadata, dict):
             raise KeyServiceError(422, "metadata must be an object")
+        limits = body.get("limits", {})
+        if not isinstance(limits, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v > 0
+            for k, v in limits.items()
+        ):
+            raise KeyServiceError(422, "limits must map limit names to positive integers")
+        if limits:
+            metadata = {**metadata, "limits": limits}  # per-consumer overrides of routes' limits
         if self.store.consumer(name) is not None:
             raise KeyServiceError(409, f"a consumer named {name!r} exists")
         row = {
@@ -72,7 +80,9 @@ class KeyService:
             "created": time.time(),
         }
         self.store.add_consumer(row)
-        self._audit("consumer.create", consumer=row["id"], name=name, team=team, roles=row["roles"])
+        self._audit(
+            "consumer.create", consumer=row["id"], name=name, team=team, roles=row["roles"], limits=limits
+        )
         return row
 
     def consumers(self) -> list[dict[str, Any]]:
@@ -207,6 +217,7 @@ class KeyService:
             "scopes": row["scopes"],
             "routes": row["routes"],
             "expires": row["expires"] or 0.0,
+            "limits": (consumer.get("metadata") or {}).get("limits", {}),
         }
 
     @staticmethod

@@ -13,7 +13,7 @@ output, which an attacker cannot steer, so the lookup leaks nothing useful about
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from fastgw.keys import key_digest, well_formed
@@ -31,6 +31,8 @@ class KeyIdentity:
     scopes: frozenset[str]
     routes: frozenset[str] | None  # None: every route
     expires: float  # unix time; 0: never (a rotated key's grace deadline is its expiry)
+    # The consumer's own numbers for limits keyed by consumer or key, by limit name (e.g. a premium tier).
+    limits: dict[str, int] = field(default_factory=dict, compare=False, hash=False)
 
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> KeyIdentity:
@@ -44,6 +46,7 @@ class KeyIdentity:
             scopes=frozenset(d.get("scopes", ())),
             routes=None if routes is None else frozenset(routes),
             expires=float(d.get("expires") or 0.0),
+            limits={str(k): int(v) for k, v in (d.get("limits") or {}).items()},
         )
 
 

@@ -48,6 +48,7 @@ PROBES: Final = 8
 _I64: Final = struct.Struct("<q")
 _time = time.time
 _SLIDING, _GCRA, _CONCURRENCY, _QUOTA = range(4)  # a limit's kind, decided once per compile
+_CONSUMER_KEYS: Final = frozenset({"consumer", "api_key"})  # limits a consumer's overrides apply to
 
 
 # Cluster mode with failure = "closed" while the shared store is down.
@@ -66,7 +67,7 @@ class LimitSpec:
     limit_id: bytes  # stable across reloads: "route:name"
     rate: int  # requests admitted per window
     window: float  # seconds
-    key: Literal["ip", "route", "consumer", "header"]
+    key: Literal["ip", "route", "consumer", "api_key", "header"]
     header: bytes  # for key = "header"
     shadow: bool
     concurrency: int = 0  # > 0: a concurrency limit (requests in flight), rate and window unused
@@ -287,6 +288,7 @@ class RateLimit:
             )
             for limit, hashes in zip(limits, self._hashes, strict=True)
         )
+        self._per_consumer = any(limit.key in _CONSUMER_KEYS for limit in limits)
         self._item = {limit.name: b'"%s";r=' % limit.name.encode() for limit in limits}  # RateLimit item
         self.policy_header = b", ".join(
             b'"%s";q=%d;w=%d' % (limit.name.encode(), limit.rate, max(1, round(limit.window)))
@@ -299,9 +301,15 @@ class RateLimit:
             return ex.client_ip.encode()
         if kind == "route":
             return b""
-        if kind == "consumer":
+        if kind in _CONSUMER_KEYS:
             consumer: Any = ex.consumer
-            return consumer.consumer_id.encode() if consumer is not None else b"ip:" + ex.client_ip.encode()
+            if consumer is None:
+                return b"ip:" + ex.client_ip.encode()
+            if kind == "api_key":
+                key_id = getattr(consumer, "key_id", None)  # tokens and certificates: their consumer
+                if key_id is not None:
+                    return b"key:" + str(key_id).encode()
+            return str(consumer.consumer_id).encode()
         for name, value in ex.headers:
             if name == limit.header:
                 return value
@@ -316,8 +324,14 @@ class RateLimit:
         table = self.table
         states: list[tuple[LimitSpec, int, float, float, float]] = []  # limit, hash, window|TAT, left, reset
         refused: tuple[LimitSpec, float, float] | None = None
+        overrides: dict[str, int] | None = None
+        if self._per_consumer and ex.consumer is not None:
+            overrides = getattr(ex.consumer, "limits", None) or None
         for limit, hashes, kind in self._plan:
             value = ex.client_ip.encode() if limit.key == "ip" else self._key(limit, ex)
+            rate = limit.rate if kind != _CONCURRENCY else limit.concurrency
+            if overrides is not None and limit.key in _CONSUMER_KEYS:
+                rate = overrides.get(limit.name, rate)  # this consumer's own number
             hashed = hashes.get(value, 0)
             if not hashed:
                 if len(hashes) >= 65536:
@@ -339,13 +353,13 @@ class RateLimit:
                         ex.limit_state = None
                         return UNAVAILABLE
                     counted = table.count(hashed, window, weight)  # this node's workers
-                remaining = limit.rate - counted
+                remaining = rate - counted
                 reset = (window + 1) * limit.window - now
             elif kind == _GCRA:
                 # GCRA with per-worker shares (a static token lease): each of the n workers runs rate/n and
                 # burst/n on its own, so n saturated workers admit rate x T + burst together.
                 shares = max(1, table.shards)
-                interval = limit.window / limit.rate * shares
+                interval = limit.window / rate * shares
                 tolerance = limit.burst / shares * interval
                 when = max(self._tat.get(hashed, 0.0), now) + interval
                 remaining = (tolerance - (when - now)) / interval * shares + 1
@@ -354,10 +368,10 @@ class RateLimit:
                 when, reset = QUOTAS.period(limit.quota, now)
                 if hashed not in QUOTAS.names:
                     QUOTAS.name(hashed, limit.limit_id, value)
-                remaining = limit.rate - QUOTAS.base.get((hashed, when), 0) - table.count(hashed, when, 0.0)
+                remaining = rate - QUOTAS.base.get((hashed, when), 0) - table.count(hashed, when, 0.0)
             else:  # concurrency
                 when = IN_FLIGHT
-                remaining = limit.concurrency - table.in_flight(hashed)
+                remaining = rate - table.in_flight(hashed)
                 reset = 1.0
             states.append((limit, hashed, when, remaining - 1, reset))
             if remaining < 1:
@@ -376,7 +390,7 @@ class RateLimit:
                 waiting = queue.admit(ex, time.monotonic())
                 if waiting is not None:
                     return Pending(waiting)
-            return self._denial(limit, reset, queue is not None)
+            return self._denial(limit, reset, queue is not None, overrides)
         cluster = CLUSTER.current
         for limit, hashed, when, _remaining, _reset in states:
             if limit.gcra:
@@ -392,22 +406,39 @@ class RateLimit:
                     cluster.add(hashed, int(when))
         return None
 
-    def _denial(self, limit: LimitSpec, reset: float, queued: bool) -> Denial:
+    def _denial(
+        self, limit: LimitSpec, reset: float, queued: bool, overrides: dict[str, int] | None = None
+    ) -> Denial:
         retry = max(1, math.ceil(reset))
         full = " and its queue is full" if queued else ""
+        rate = limit.rate
+        if overrides and limit.key in _CONSUMER_KEYS:
+            rate = overrides.get(limit.name, rate)
         if limit.concurrency:
             detail = f"concurrency limit {limit.name!r} ({limit.concurrency} in flight) reached{full}"
             return Denial(429, "rate-limited", detail, f"rate_limit.{limit.name}", ((b"retry-after", b"1"),))
         return Denial(
             429,
             "rate-limited",
-            f"rate limit {limit.name!r} ({limit.rate} per {limit.window:g}s) exceeded{full}",
+            f"rate limit {limit.name!r} ({rate} per {limit.window:g}s) exceeded{full}",
             f"rate_limit.{limit.name}",
             (
                 (b"retry-after", b"%d" % retry),
-                (b"ratelimit-policy", self.policy_header),
+                (b"ratelimit-policy", self._policy_for(overrides) if overrides else self.policy_header),
                 (b"ratelimit", b'"%s";r=0;t=%d' % (limit.name.encode(), retry)),
             ),
+        )
+
+    def _policy_for(self, overrides: dict[str, int]) -> bytes:
+        """RateLimit-Policy with a consumer's own quotas where it has them (rare: built per request)."""
+        return b", ".join(
+            b'"%s";q=%d;w=%d'
+            % (
+                limit.name.encode(),
+                overrides.get(limit.name, limit.rate) if limit.key in _CONSUMER_KEYS else limit.rate,
+                max(1, round(limit.window)),
+            )
+            for limit in self.rated
         )
 
     def on_complete(self, ex: Exchange) -> None:
@@ -429,7 +460,10 @@ class RateLimit:
             states = [state for state in states if not state[0].concurrency]
         closest = states[0] if len(states) == 1 else min(states, key=lambda s: s[3] / s[0].rate)
         limit, _hashed, _window, remaining, reset = closest
-        headers.append((b"ratelimit-policy", self.policy_header))
+        overrides = getattr(ex.consumer, "limits", None) if self._per_consumer else None
+        headers.append(
+            (b"ratelimit-policy", self._policy_for(overrides) if overrides else self.policy_header)
+        )
         left = int(remaining)
         headers.append(
             (b"ratelimit", b"%s%d;t=%d" % (self._item[limit.name], left if left > 0 else 0, math.ceil(reset)))

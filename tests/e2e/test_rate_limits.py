@@ -9,8 +9,9 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
-from tests.conftest import Gateway, TestUpstream, basic_config, get, wait_until
+from tests.conftest import Gateway, TestUpstream, basic_config, free_port, get, wait_until
 
 LIMIT = 100
 
@@ -233,3 +234,37 @@ def test_concurrency_limit_released_on_completion_abort_and_worker_death(
     wait_until(lambda: "released 2 in-flight request slots of the dead worker 0" in gw.stderr(), 5, "release")
     wait_until(lambda: "serving again" in gw.stderr(), 5, "the replacement")
     assert statuses(fire(2)) == [200, 200]
+
+
+def test_limits_per_api_key_and_per_consumer_overrides(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream, secrets_dir: Path
+) -> None:
+    from tests.e2e.test_api_keys import cli, issue, keys_config
+
+    config = keys_config(upstream.port, free_port(), secrets_dir).replace(
+        'auth = "api_key"\n',
+        'auth = "api_key"\n        limits = [{ name = "burst", rate = 2, per = 60.0, key = "api_key" },'
+        ' { name = "team", rate = 3, per = 60.0, key = "consumer" }]\n',
+        1,
+    )
+    gw = gateway_factory(config)
+    cli(gw, "consumers", "create", "basic")
+    cli(gw, "consumers", "create", "premium", "--limit", "burst=4", "--limit", "team=6")
+    basic_1, _ = issue(gw, "basic")
+    basic_2, _ = issue(gw, "basic")
+    premium, _ = issue(gw, "premium")
+
+    def status(key: str) -> int:
+        return get(gw.port, "/api/x", headers=f"X-API-Key: {key}\r\n").status
+
+    wait_until(lambda: status(premium) == 200, 5, "the keys to reach the worker")
+    # Per key: each of basic's keys has its own 2; per consumer: basic has 3 across both keys.
+    assert [status(basic_1), status(basic_1), status(basic_1)] == [200, 200, 429]
+    assert [status(basic_2), status(basic_2)] == [200, 429]  # the consumer's 3 are used up
+    # premium's own numbers (4 per key, 6 per consumer) apply to it alone; it already used 1 above.
+    assert [status(premium) for _ in range(4)] == [200, 200, 200, 429]
+    seen = get(gw.port, "/api/x", headers=f"X-API-Key: {premium}\r\n")
+    assert seen.header(b"ratelimit-policy") == b'"burst";q=4;w=60, "team";q=6;w=60'
+    assert get(gw.port, "/api/x", headers=f"X-API-Key: {basic_1}\r\n").header(b"ratelimit-policy") == (
+        b'"burst";q=2;w=60, "team";q=3;w=60'
+    )
