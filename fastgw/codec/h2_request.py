@@ -65,8 +65,15 @@ def _check_value(name: bytes, value: bytes) -> None:
         )
 
 
-def parse_request(fields: list[tuple[bytes, bytes]], ended: bool, max_target: int) -> Exchange:
-    """Validate a request's header list and build its Exchange. Raises CodecError."""
+def parse_request(
+    fields: list[tuple[bytes, bytes]], ended: bool, max_target: int, max_count: int = 100
+) -> Exchange:
+    """Validate a request's header list and build its Exchange. Raises CodecError.
+
+    ``max_count`` is ``server.max_header_count``, as on HTTP/1.1 (the byte size is bounded by HPACK's
+    ``max_header_list_size`` before this runs)."""
+    if len(fields) > max_count + 4:  # the four request pseudo-header fields are not header lines
+        raise CodecError(431, "headers-too-large", f"more than {max_count} headers")
     pseudo: dict[bytes, bytes] = {}
     headers: list[tuple[bytes, bytes]] = []
     cookies: list[bytes] = []

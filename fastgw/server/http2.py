@@ -404,7 +404,8 @@ class Http2Connection(asyncio.Protocol):
         ended = event.stream_ended is not None
         now = _monotonic()
         try:
-            ex = parse_request(event.headers, ended, self.worker.holder.current.server.max_target_bytes)
+            server = self.worker.holder.current.server
+            ex = parse_request(event.headers, ended, server.max_target_bytes, server.max_header_count)
         except CodecError as err:
             ex = Exchange(b"", b"", b"2", [])
             ex.body_complete = ended

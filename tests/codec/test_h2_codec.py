@@ -106,3 +106,11 @@ def test_malformed_requests_are_refused(fields: list[tuple[bytes, bytes]]) -> No
     with pytest.raises(CodecError) as err:
         parse_request(fields, True, 8192)
     assert err.value.status == 400
+
+
+def test_too_many_header_fields_is_431() -> None:
+    fields = BASE + [(b"x-%d" % i, b"v") for i in range(101)]
+    with pytest.raises(CodecError) as err:
+        parse_request(fields, True, 8192, 100)
+    assert err.value.status == 431
+    assert parse_request(BASE + fields[4:104], True, 8192, 100).method == b"GET"  # exactly 100 pass
