@@ -693,12 +693,13 @@ class Http2Connection(asyncio.Protocol):
             stream.upstream = None
             upstream.detach()
             upstream.pool.discard(upstream)
-        if not stream.sent_end or stream.ex.status == 0:
-            stream.sent_end = True
-            ex = stream.ex
-            if not ex.status:
-                ex.status = 499  # nginx's "client closed request": logged, never sent
-            complete(self.worker, ex)
+        # Callers hand over live streams only (finished ones left ``streams`` in _finish), so this is the
+        # stream's one record, whether or not END_STREAM or RST_STREAM already went out.
+        stream.sent_end = True
+        ex = stream.ex
+        if not ex.status:
+            ex.status = 499  # nginx's "client closed request": logged, never sent
+        complete(self.worker, ex)
 
     def write_soon(self) -> None:
         """Write what h2 has queued once this loop iteration's callbacks are done: the responses of

@@ -285,3 +285,23 @@ def test_reload_that_changes_http2_settings_sends_graceful_goaway(
     assert fresh.request("/after").status == 200
     assert fresh.conn.remote_settings.max_concurrent_streams == 20
     fresh.close()
+
+
+def test_an_upstream_that_dies_mid_response_resets_the_stream_and_is_logged(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
+    def handler(req: SeenRequest) -> bytes | list[bytes]:
+        if req.target == b"/cut":
+            return [b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\npartial", b"more"]
+        return b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+
+    upstream.handler = handler
+    upstream.close_after_response = True  # after the second piece: 989 bytes short
+    gw = gateway_factory(basic_config(upstream.port))
+    client = H2Client(gw.port)
+    cut = client.wait(client.start("/cut"))
+    assert cut.status == 200 and cut.reset == int(ErrorCodes.INTERNAL_ERROR)
+    assert client.request("/after").status == 200  # the connection carries on
+    client.close()
+    records = {r["path"]: r for r in gw.wait_log(2)}
+    assert records["/cut"]["status"] == 200 and records["/cut"]["denial"] == "upstream.upstream-closed"
