@@ -68,11 +68,7 @@ def scan_request_head(ex: Exchange, max_target: int) -> None:
         elif name == b"content-length":
             # Any repetition is refused, even of the same value: RFC 9112 6.3 lets a recipient merge
             # identical values, but a gateway that merges sits in front of servers that may not.
-            if content_length is not None:
-                raise CodecError(400, "bad-framing", "more than one Content-Length header")
-            if not value.isdigit() or len(value) > _MAX_CONTENT_LENGTH_DIGITS:
-                raise CodecError(400, "bad-framing", "Content-Length is not a decimal number")
-            content_length = value
+            content_length = one_content_length(value, content_length)
         elif name == b"transfer-encoding":
             if transfer_encoding is not None:
                 raise CodecError(400, "bad-framing", "more than one Transfer-Encoding header")
@@ -81,10 +77,7 @@ def scan_request_head(ex: Exchange, max_target: int) -> None:
             tokens = tuple(t.strip().lower() for t in value.split(b",") if t.strip())
             ex.conn_tokens = ex.conn_tokens + tokens
         elif name == b"expect":
-            if value.lower() == b"100-continue":
-                ex.expect_continue = True
-            else:
-                raise CodecError(417, "expectation-failed", "only Expect: 100-continue is supported")
+            ex.expect_continue = expects_continue(value)
         elif name == b"upgrade":
             ex.upgrade = value.strip().lower()
         elif name == b"x-forwarded-for":
@@ -149,4 +142,21 @@ def valid_host(host: bytes) -> bool:
     if len(_VALID_HOSTS) >= _VALID_HOSTS_MAX:
         _VALID_HOSTS.clear()
     _VALID_HOSTS.add(host)
+    return True
+
+
+def one_content_length(value: bytes, seen: bytes | None) -> bytes:
+    """Content-Length rules, HTTP/1.1 and HTTP/2 alike: one field (any repetition, even of the same value,
+    is refused), a decimal number of at most 18 digits. ``seen`` is the value already found, if any."""
+    if seen is not None:
+        raise CodecError(400, "bad-framing", "more than one Content-Length header")
+    if not value.isdigit() or len(value) > _MAX_CONTENT_LENGTH_DIGITS:
+        raise CodecError(400, "bad-framing", "Content-Length is not a decimal number")
+    return value
+
+
+def expects_continue(value: bytes) -> bool:
+    """``Expect``: only ``100-continue`` is understood (RFC 9110 10.1.1); anything else is a 417."""
+    if value.lower() != b"100-continue":
+        raise CodecError(417, "expectation-failed", "only Expect: 100-continue is supported")
     return True
