@@ -403,8 +403,8 @@ class Http2Connection(asyncio.Protocol):
         self.deadline = 0.0
         ended = event.stream_ended is not None
         now = _monotonic()
+        server = self.worker.holder.current.server
         try:
-            server = self.worker.holder.current.server
             ex = parse_request(event.headers, ended, server.max_target_bytes, server.max_header_count)
         except CodecError as err:
             ex = Exchange(b"", b"", b"2", [])
@@ -419,14 +419,11 @@ class Http2Connection(asyncio.Protocol):
         ex.client_cert = self.client_cert
         ex.client_ip = self.client_ip
         if self.peer_trusted and ex.xff:
-            ex.client_ip = (
-                client_from_forwarded(ex.xff, self.worker.holder.current.server.trusted_proxies)
-                or self.client_ip
-            )
+            ex.client_ip = client_from_forwarded(ex.xff, server.trusted_proxies) or self.client_ip
         stream = H2Stream(self, sid, ex)
         self.streams[sid] = stream
         if not ended:
-            stream.body_deadline = now + self.worker.holder.current.server.body_timeout
+            stream.body_deadline = now + server.body_timeout
         if self.requests >= self.limits.max_requests_per_connection:
             self.go_away()  # this stream is the last one served; the client opens a new connection
         outcome = admit(self.worker, ex)

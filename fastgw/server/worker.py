@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastgw.access_log import BATCH_RECORDS, AccessLog, Record
 from fastgw.metrics.worker import WorkerMetrics
+from fastgw.policy.cluster_counts import CLUSTER
 from fastgw.proxy_headers import IdSource
 from fastgw.server.deadlines import TICK_SECONDS, sweep
 from fastgw.server.listener import ClientConnection
@@ -113,8 +114,6 @@ class Worker:
 
     def export_metrics(self) -> dict[str, Any]:
         self.flush_records()
-        from fastgw.policy.cluster_counts import CLUSTER
-
         export = self.metrics.export(
             connections=len(self.connections),
             pools=self.pools,
@@ -199,8 +198,6 @@ class Worker:
         old = self.holder.swap(snapshot)
         self.pools.retain(snapshot)
         if snapshot.ratelimit_redis != old.ratelimit_redis:
-            from fastgw.policy.cluster_counts import CLUSTER
-
             self.spawn(CLUSTER.configure(snapshot.ratelimit_redis))
         if snapshot.http2 != old.http2:
             # Settings were announced when each HTTP/2 connection opened: let clients reconnect to get
@@ -236,8 +233,6 @@ class Worker:
             self.control.send_quotas()  # the last admissions reach the store before we exit
             await asyncio.sleep(0)
         self.pools.close()
-        from fastgw.policy.cluster_counts import CLUSTER
-
         await CLUSTER.configure(None)
         self._stopped.set()
 
@@ -286,10 +281,7 @@ async def _worker_main(
     worker = Worker(snapshot, slot)
     worker.heartbeat = lambda now: heartbeats.beat(slot, now)
     await worker.start(sockets, demo)
-    if snapshot.ratelimit_redis is not None:
-        from fastgw.policy.cluster_counts import CLUSTER
-
-        await CLUSTER.configure(snapshot.ratelimit_redis)
+    await CLUSTER.configure(snapshot.ratelimit_redis)  # None: nothing to share, nothing started
     worker.install_signal_handlers()
     worker.control = ControlLink(worker, control_address)
     worker.control.start()
