@@ -212,17 +212,21 @@ class H2Stream:
             self.conn.ack(self)
             self.conn.write_soon()
 
+    def drop_upstream(self) -> None:
+        """Give up the upstream connection mid-exchange: its framing is unknown, so it is closed."""
+        upstream = self.upstream
+        if upstream is not None:
+            self.upstream = None
+            upstream.detach()
+            upstream.pool.discard(upstream)
+
     # -- answers the gateway writes itself --------------------------------------------------------------
     def fail(self, denial: Denial) -> None:
         """Answer with a problem response, or reset the stream if the response already started."""
         if self.conn.streams.get(self.sid) is not self:
             return  # reset or finished meanwhile
         ex = self.ex
-        upstream = self.upstream
-        if upstream is not None:
-            self.upstream = None
-            upstream.detach()
-            upstream.pool.discard(upstream)
+        self.drop_upstream()
         ex.denial = denial.reason
         if ex.response_started or self.sent_end:
             self.conn.reset(self, ErrorCodes.INTERNAL_ERROR)
@@ -648,11 +652,7 @@ class Http2Connection(asyncio.Protocol):
             except StreamClosedError:
                 pass  # the client ended or reset it meanwhile
             stream.ex.body_complete = True
-            upstream = stream.upstream
-            if upstream is not None:
-                stream.upstream = None
-                upstream.detach()
-                upstream.pool.discard(upstream)
+            stream.drop_upstream()
         self._finish(stream)
 
     def _finish(self, stream: H2Stream) -> None:
@@ -685,11 +685,7 @@ class Http2Connection(asyncio.Protocol):
 
     def _abort_stream(self, stream: H2Stream) -> None:
         """A stream ends unfinished (reset by either side, or the connection is gone): log it once."""
-        upstream = stream.upstream
-        if upstream is not None:
-            stream.upstream = None
-            upstream.detach()
-            upstream.pool.discard(upstream)
+        stream.drop_upstream()
         # Callers hand over live streams only (finished ones left ``streams`` in _finish), so this is the
         # stream's one record, whether or not END_STREAM or RST_STREAM already went out.
         stream.sent_end = True
