@@ -49,6 +49,9 @@ _REQUEST_OWNED: Final = HOP_BY_HOP | {
 # ... and, when the peer is not a trusted proxy, these too.
 _REQUEST_OWNED_UNTRUSTED: Final = _REQUEST_OWNED | {b"x-forwarded-proto", b"x-forwarded-host", b"x-real-ip"}
 _RESPONSE_DROP: Final = HOP_BY_HOP | {b"x-request-id", b"via"}
+# Connection values that name no other header: most upstreams send one of these on every response, and
+# they need no tokenising.
+_PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"close", b"Keep-Alive", b"Close"})
 
 
 def request_drop_sets(route_drop: frozenset[bytes]) -> tuple[frozenset[bytes], frozenset[bytes]]:
@@ -131,6 +134,12 @@ def _render_identity(identity: Any, names: tuple[tuple[bytes, str], ...]) -> byt
     return b"".join(out)
 
 
+def forwarded_lines(peer_ip: bytes, proto: bytes) -> bytes:
+    """The X-Forwarded-For and -Proto lines for a peer that is not a trusted proxy: the same for every
+    request on its connection, so a connection renders them once."""
+    return b"x-forwarded-for: " + peer_ip + b"\r\nx-forwarded-proto: " + proto + b"\r\n"
+
+
 def build_request_head(
     ex: Exchange,
     route: Route,
@@ -139,38 +148,57 @@ def build_request_head(
     peer_ip: bytes,
     peer_trusted: bool,
     proto: bytes,
+    forwarded: bytes,
     via: bytes,
     trace: bytes,
 ) -> list[bytes]:
-    """Return the upstream request head as pieces to join (the body framing line included)."""
+    """Return the upstream request head as pieces to join (the body framing line included).
+
+    ``forwarded`` is :func:`forwarded_lines` for the peer (used when it is not a trusted proxy).
+    """
     parts = [ex.method, b" ", path, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
-    drop = route.drop_request_trusted if peer_trusted else route.drop_request
     named = ex.conn_tokens
     incoming_via = b""
-    has_proto = has_host = False
-    for name, value in ex.headers:
-        if name in drop:
-            if name == b"via":
-                incoming_via = value
-            continue
-        if named and name in named:
-            continue
-        if name == b"x-forwarded-proto":
-            has_proto = True
-        elif name == b"x-forwarded-host":
-            has_host = True
-        parts.extend((name, b": ", value, b"\r\n"))
-    xff = ex.xff + b", " + peer_ip if peer_trusted and ex.xff else peer_ip
-    parts.extend((b"x-forwarded-for: ", xff, b"\r\n"))
-    if not has_proto:
-        parts.extend((b"x-forwarded-proto: ", proto, b"\r\n"))
-    if not has_host and ex.host:
-        parts.extend((b"x-forwarded-host: ", ex.host, b"\r\n"))
-    if incoming_via:
-        parts.extend((b"via: ", incoming_via, b", ", via, b"\r\n"))
+    if peer_trusted:
+        drop = route.drop_request_trusted
+        has_proto = has_host = False
+        for name, value in ex.headers:
+            if name in drop:
+                if name == b"via":
+                    incoming_via = value
+                continue
+            if named and name in named:
+                continue
+            if name == b"x-forwarded-proto":
+                has_proto = True
+            elif name == b"x-forwarded-host":
+                has_host = True
+            parts.extend((name, b": ", value, b"\r\n"))
+        xff = ex.xff + b", " + peer_ip if ex.xff else peer_ip
+        parts.extend((b"x-forwarded-for: ", xff, b"\r\n"))
+        if not has_proto:
+            parts.extend((b"x-forwarded-proto: ", proto, b"\r\n"))
+        if not has_host and ex.host:
+            parts.extend((b"x-forwarded-host: ", ex.host, b"\r\n"))
     else:
-        parts.extend((b"via: ", via, b"\r\n"))
-    parts.extend((b"x-request-id: ", ex.request_id, b"\r\ntraceparent: ", trace, b"\r\n"))
+        # Every X-Forwarded-* header of the client is in the drop set: ours replace them.
+        drop = route.drop_request
+        for name, value in ex.headers:
+            if name in drop:
+                if name == b"via":
+                    incoming_via = value
+                continue
+            if named and name in named:
+                continue
+            parts.extend((name, b": ", value, b"\r\n"))
+        parts.append(forwarded)
+        if ex.host:
+            parts.extend((b"x-forwarded-host: ", ex.host, b"\r\n"))
+    if incoming_via:
+        parts.extend((b"via: ", incoming_via, b", ", via, b"\r\nx-request-id: "))
+    else:
+        parts.extend((b"via: ", via, b"\r\nx-request-id: "))
+    parts.extend((ex.request_id, b"\r\ntraceparent: ", trace, b"\r\n"))
     if route.add_request:
         parts.append(route.add_request)
     identity = ex.consumer
@@ -209,27 +237,27 @@ def build_response_head(
     no_body = ex.method == b"HEAD" or status in NO_BODY_STATUSES
     fixed = length >= 0 and not chunked
     keep_length = no_body or fixed
-    drop = route.drop_response
+    special = route.response_special
     parts = [status_line(status)]
     has_date = False
     named: list[bytes] | None = None
     for name, value in headers:
-        if name in drop:
-            if name == b"connection":
-                tokens = [t.strip().lower() for t in value.split(b",")]
-                named = tokens if named is None else named + tokens
-            continue
-        if name == b"content-length" and not keep_length:
-            continue
-        if name == b"date":
-            has_date = True
+        if name in special:
+            if name in route.drop_response:
+                if name == b"connection" and value not in _PLAIN_CONNECTION:
+                    tokens = [t.strip().lower() for t in value.split(b",")]
+                    named = tokens if named is None else named + tokens
+                continue
+            if name == b"date":
+                has_date = True
+            elif not keep_length:  # content-length
+                continue
         parts.extend((name, b": ", value, b"\r\n"))
     if named and any(t not in (b"close", b"keep-alive") for t in named):
         parts = [parts[0], *_without_named(parts[1:], frozenset(named))]  # rare: RFC 9110 7.6.1
     if not has_date:
         parts.append(DATE.value)
-    for name, value in route.add_response:
-        parts.extend((name, b": ", value, b"\r\n"))
+    parts.append(route.add_response_lines)
     if tls and route.hsts:
         parts.append(route.hsts)
     for hook in route.response_hooks:
@@ -276,7 +304,7 @@ def build_h2_response_headers(
     named: list[bytes] | None = None
     for name, value in headers:
         if name in drop:
-            if name == b"connection":
+            if name == b"connection" and value not in _PLAIN_CONNECTION:
                 tokens = [t.strip().lower() for t in value.split(b",")]
                 named = tokens if named is None else named + tokens
             continue

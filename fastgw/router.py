@@ -5,17 +5,26 @@ then prefixes tried from the full path down to ``/`` one segment at a time, so `
 and ``/api/x`` but never ``/apix``. The method table carries its precomputed ``Allow`` value, so a 405
 knows its allowed set at once (RFC 9110 15.5.6). Matching is case-sensitive; the path is already
 normalised by ``codec/path.py``.
+
+:meth:`Router.resolve` puts normalisation and lookup behind one memo keyed by the raw path (and method,
+and host when several hosts are routed): a service sees few distinct paths, and a hit costs one dict
+probe instead of ~0.8 us. The memo is per Snapshot, so a reload starts empty; it is bounded (cleared
+when full) and long paths are not remembered, so unique paths cost a lookup each, nothing more.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
+from fastgw.codec.path import normalize_path
 from fastgw.policy.chain import Denial
 from fastgw.snapshot import Route
 
 NOT_FOUND: Final = Denial(404, "not-found", "no route matches this host and path", "route.not_found")
+MEMO_MAX: Final = 4096  # remembered (path, method[, host]) resolutions per Snapshot
+MEMO_PATH_MAX: Final = 256  # longer raw paths are resolved every time
 
 
 @dataclass(slots=True)
@@ -45,14 +54,39 @@ class HostTable:
 
 
 class Router:
-    __slots__ = ("_default", "_hosts", "_single", "_wildcards")
+    __slots__ = ("_default", "_hosts", "_memo", "_normalize", "_single", "_wildcards")
 
-    def __init__(self, hosts: dict[bytes, HostTable], wildcards: list[tuple[bytes, HostTable]]) -> None:
+    def __init__(
+        self,
+        hosts: dict[bytes, HostTable],
+        wildcards: list[tuple[bytes, HostTable]],
+        normalize: Callable[[bytes], bytes] = normalize_path,
+    ) -> None:
         self._hosts = hosts
         self._default = hosts.get(b"*")
         self._wildcards = sorted(wildcards, key=lambda item: -len(item[0]))
         # With a single catch-all host the Host header never needs parsing.
         self._single = self._default if len(hosts) == 1 and not wildcards else None
+        self._normalize = normalize  # codec/path.py with the server's path settings bound
+        self._memo: dict[tuple[bytes, ...], tuple[bytes, Route | Denial]] = {}
+
+    def resolve(self, host: bytes, raw_path: bytes, method: bytes) -> tuple[bytes, Route | Denial]:
+        """Normalise ``raw_path`` (no query) and look it up: ``(path, route or denial)``.
+
+        Raises:
+            CodecError: the path is malformed or refused (never remembered).
+        """
+        key = (raw_path, method) if self._single is not None else (raw_path, method, host)
+        hit = self._memo.get(key)
+        if hit is not None:
+            return hit
+        path = self._normalize(raw_path)
+        result = (path, self.lookup(host, path, method))
+        if len(raw_path) <= MEMO_PATH_MAX:
+            if len(self._memo) >= MEMO_MAX:
+                self._memo.clear()
+            self._memo[key] = result
+        return result
 
     def lookup(self, host: bytes, path: bytes, method: bytes) -> Route | Denial:
         table = self._single or self._host_table(host)

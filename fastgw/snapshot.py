@@ -148,6 +148,10 @@ class Route:
     hsts: bytes = b""  # the Strict-Transport-Security line, sent on TLS listeners only
     drop_response: frozenset[bytes]
     add_response: tuple[tuple[bytes, bytes], ...]
+    add_response_lines: bytes = b""  # add_response pre-joined as "name: value\r\n" lines
+    # drop_response plus the names the response builder looks at (content-length, date): a header not in
+    # this set is copied as is after one set probe.
+    response_special: frozenset[bytes] = frozenset()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -3,9 +3,11 @@
 llhttp is strict by default (no lenient flags are set) and rejects obs-fold, bare CR/LF, CTL bytes in
 values, whitespace before a colon, bad chunk lines and ``Content-Length`` with ``Transfer-Encoding``;
 :mod:`fastgw.codec.framing` adds the rules llhttp leaves to the application (Host, versions, targets).
-llhttp has no header-size limit, so this adapter counts head bytes itself: exactly for completed header
-lines, and for a head that stops making progress (one giant header trickled in) by the bytes fed since
-the last completed line.
+llhttp has no header-size limit, so this adapter enforces one itself, without paying for it per header:
+``_fed`` counts the bytes fed since a point at or before the current head's first byte, an upper bound
+on the head's size. Only when that bound passes the limit is the head measured exactly (completed lines,
+4 bytes of framing each), and a head that then stops making progress (one giant header trickled in)
+is charged the bytes fed without progress. An unfinished head is bounded by twice the limit plus a read.
 """
 
 from __future__ import annotations
@@ -28,10 +30,12 @@ def _too_large(limit: int) -> CodecError:
 
 class HttptoolsReader:
     __slots__ = (
-        "_head_bytes",
+        "_fed",
         "_headers",
+        "_last_size",
         "_limits",
         "_parser",
+        "_read",
         "_sink",
         "_stall",
         "_url",
@@ -43,11 +47,14 @@ class HttptoolsReader:
         self._parser = httptools.HttpRequestParser(self)
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
-        self._head_bytes = 0
+        self._fed = 0  # bytes fed since a point at or before the current head's start
+        self._read = 0  # length of the read being parsed
+        self._last_size = -1  # head bytes (target included) at the last measurement (-1: none yet)
         self._stall = 0
 
     def feed(self, data: bytes) -> None:
-        before = self._head_bytes + len(self._url)
+        self._read = size = len(data)
+        self._fed += size
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -67,21 +74,29 @@ class HttptoolsReader:
             raise CodecError(400, "bad-request", "invalid or unsupported request method") from None
         except httptools.HttpParserError as exc:
             raise CodecError(400, "bad-request", f"malformed request: {exc}") from None
-        if self._url or self._headers:
-            # The read ended inside a head: enforce the limits now, counting bytes that made no progress
-            # (one giant header trickled in) so an unfinished head cannot grow without bound.
-            if self._head_bytes + len(self._url) == before:
-                self._stall += len(data)
+        if (self._url or self._headers) and (
+            self._fed > self._limits.max_header_bytes or len(self._headers) > self._limits.max_header_count
+        ):
+            # The read ended inside a head that may be too large: measure it, charging bytes that made no
+            # progress (one giant header trickled in) so an unfinished head cannot grow without bound.
+            exact = self._head_size()
+            progress = exact + len(self._url)  # a target that still grows is progress too
+            if progress == self._last_size:
+                self._stall += size
             else:
+                self._last_size = progress
                 self._stall = 0
-            self._check_head(self._stall)
+            self._check_head(exact + self._stall)
 
-    def _check_head(self, pending: int) -> None:
+    def _head_size(self) -> int:
+        """The header section's size as the limit counts it: names and values, 4 framing bytes a line."""
+        return sum(len(name) + len(value) + 4 for name, value in self._headers)
+
+    def _check_head(self, size: int) -> None:
         limits = self._limits
-        headers = self._headers
-        if len(headers) > limits.max_header_count:
+        if len(self._headers) > limits.max_header_count:
             raise CodecError(431, "headers-too-large", f"more than {limits.max_header_count} headers")
-        if self._head_bytes + 4 * len(headers) + pending > limits.max_header_bytes:
+        if size > limits.max_header_bytes:
             raise _too_large(limits.max_header_bytes)
 
     # -- llhttp callbacks (no on_message_begin: the head state is reset when a head completes) ----------
@@ -98,17 +113,18 @@ class HttptoolsReader:
         # llhttp keeps trailing whitespace in a value; RFC 9110 5.5 excludes it (and h11 strips it), so
         # strip it here or "Content-Length: 3 " would mean different things on the two backends.
         self._headers.append((name.lower(), value.rstrip(b" \t")))
-        self._head_bytes += len(name) + len(value)
 
     def on_headers_complete(self) -> None:
-        self._check_head(0)
+        headers = self._headers
+        limits = self._limits
+        if self._fed > limits.max_header_bytes or len(headers) > limits.max_header_count:
+            self._check_head(self._head_size())
         parser = self._parser
-        ex = Exchange(
-            parser.get_method(), self._url, _VERSIONS.get(parser.get_http_version(), b"?"), self._headers
-        )
+        ex = Exchange(parser.get_method(), self._url, _VERSIONS.get(parser.get_http_version(), b"?"), headers)
         self._url = b""
         self._headers = []
-        self._head_bytes = 0
+        self._fed = self._read  # the next head starts within this read, or later
+        self._last_size = -1
         self._stall = 0
         scan_request_head(ex, self._limits.max_target_bytes)
         self._sink.on_request_head(ex)

@@ -7,6 +7,7 @@ phase, header lines pre-encoded as bytes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any, Final, Literal
 
 from fastgw.codec.http1 import resolve_backend
+from fastgw.codec.path import normalize_path
 from fastgw.config.loader import ConfigError, _did_you_mean, parse_config, read_config_bytes
 from fastgw.config.schema import (
     AdminSpec,
@@ -840,9 +842,11 @@ class _Compiler:
             drop_response=response_drop_set(drop_resp),
             hsts=self.hsts,
             add_response=add_resp,
+            add_response_lines=b"".join(n + b": " + v + b"\r\n" for n, v in add_resp),
+            response_special=response_drop_set(drop_resp) | {b"content-length", b"date"},
         )
 
-    def router(self, specs: Sequence[RouteSpec], routes: Sequence[Route]) -> Router:
+    def router(self, specs: Sequence[RouteSpec], routes: Sequence[Route], server: ServerSettings) -> Router:
         hosts: dict[bytes, HostTable] = {}
         seen: dict[tuple[str, str, str, str], int] = {}
         for i, (spec, route) in enumerate(zip(specs, routes, strict=True)):
@@ -868,7 +872,13 @@ class _Compiler:
                 methods.seal()
         wildcards = [(h[1:], t) for h, t in hosts.items() if h.startswith(b"*.")]
         plain = {h: t for h, t in hosts.items() if not h.startswith(b"*.")}
-        return Router(plain, wildcards)
+        normalize = functools.partial(
+            normalize_path,
+            merge_slashes=server.merge_slashes,
+            allow_encoded_slash=server.allow_encoded_slash,
+            allow_params=server.allow_path_params,
+        )
+        return Router(plain, wildcards, normalize)
 
 
 def compile_spec(spec: ConfigSpec, data: bytes, file: str) -> Snapshot:
@@ -979,7 +989,7 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str) -> Snapshot:
             )
         route_names[r.name] = i
         routes.append(c.route(i, r, upstreams, server, global_policies))
-    router = c.router(spec.routes, routes)
+    router = c.router(spec.routes, routes, server)
 
     demo = None
     if spec.demo_upstream is not None:

@@ -11,7 +11,6 @@ import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
-from fastgw.codec.path import normalize_path
 from fastgw.codec.problem import CodecError
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Pending, resolve_pending, run_chain
@@ -36,23 +35,16 @@ def admit(worker: Worker, ex: Exchange) -> Denial | Pending | None:
     snapshot: Snapshot = worker.holder.current
     ex.snapshot_id = snapshot.id_bytes
     ex.request_id = worker.ids.request_id(ex.xrid)
-    server = snapshot.server
     target = ex.target
     q = target.find(b"?")
     if q >= 0:
         ex.query = target[q + 1 :]
         target = target[:q]
     try:
-        ex.path = normalize_path(
-            target,
-            merge_slashes=server.merge_slashes,
-            allow_encoded_slash=server.allow_encoded_slash,
-            allow_params=server.allow_path_params,
-        )
+        ex.path, found = snapshot.router.resolve(ex.host, target, ex.method)
     except CodecError as err:
         ex.path = target
         return Denial(err.status, err.problem, err.detail, "codec." + err.problem)
-    found = snapshot.router.lookup(ex.host, ex.path, ex.method)
     if type(found) is Denial:
         return found
     route: Route = found  # type: ignore[assignment]
@@ -97,10 +89,11 @@ def upstream_request(
     peer_ip: bytes,
     peer_trusted: bool,
     proto: bytes,
+    forwarded: bytes,
     via: bytes,
 ) -> list[bytes]:
     """The HTTP/1.1 request head for the upstream, as pieces to join; ``via`` names the protocol the
-    client spoke (RFC 9110 7.6.3)."""
+    client spoke (RFC 9110 7.6.3), ``forwarded`` is the peer's X-Forwarded-For/-Proto lines."""
     route = ex.route
     assert route is not None
     path = ex.path
@@ -110,16 +103,16 @@ def upstream_request(
             path = b"/" + path
     if ex.query:
         path = path + b"?" + ex.query
-    host = ex.host if route.preserve_host and ex.host else pool.label_bytes
-    ex.upstream_addr = pool.label_bytes
+    ex.upstream_addr = label = pool.label_bytes
     return build_request_head(
         ex,
         route,
         path,
-        host,
+        ex.host if route.preserve_host and ex.host else label,
         peer_ip,
         peer_trusted,
         proto,
+        forwarded,
         via,
         worker.ids.traceparent(ex.traceparent),
     )

@@ -258,6 +258,7 @@ class Http2Connection(asyncio.Protocol):
         "closing",
         "deadline",
         "deadline_kind",
+        "forwarded",
         "goaway_sent",
         "guard",
         "h2",
@@ -287,6 +288,7 @@ class Http2Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = origin.transport
         self.peer_ip = origin.peer_ip
         self.peer_ip_bytes = origin.peer_ip_bytes
+        self.forwarded = origin.forwarded
         self.client_ip = origin.client_ip
         self.peer_trusted = origin.peer_trusted
         self.client_cert = origin.client_cert
@@ -559,7 +561,14 @@ class Http2Connection(asyncio.Protocol):
         group = self.worker.pools.group(route.upstream)
         pool = group.pick()
         parts = upstream_request(
-            self.worker, ex, pool, self.peer_ip_bytes, self.peer_trusted, self.proto, self.via
+            self.worker,
+            ex,
+            pool,
+            self.peer_ip_bytes,
+            self.peer_trusted,
+            self.proto,
+            self.forwarded,
+            self.via,
         )
         if stream.body:
             parts.extend(stream.body)

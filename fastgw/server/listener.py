@@ -29,7 +29,7 @@ from fastgw.codec.serialize import LAST_CHUNK, chunk
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Pending
 from fastgw.policy.network import client_from_forwarded, in_networks
-from fastgw.proxy_headers import build_response_head, filter_trailers, trailer_lines
+from fastgw.proxy_headers import build_response_head, filter_trailers, forwarded_lines, trailer_lines
 from fastgw.server.dispatch import admit, complete, release, resume_chain, upstream_request
 from fastgw.snapshot import ListenerSettings, UpstreamSettings
 from fastgw.tls.server import PeerCertificate, peer_certificate
@@ -81,6 +81,7 @@ class ClientConnection(asyncio.Protocol):
         "closing",
         "deadline",
         "deadline_kind",
+        "forwarded",
         "fresh",
         "listener",
         "peer_ip",
@@ -128,6 +129,7 @@ class ClientConnection(asyncio.Protocol):
         self.body_since = 0.0
         self.peer_ip = ""
         self.peer_ip_bytes = b""
+        self.forwarded = b""
         self.client_ip = ""
         self.peer_trusted = False
         self.proto = b"https" if listener.tls is not None else b"http"
@@ -189,6 +191,7 @@ class ClientConnection(asyncio.Protocol):
         self.peer_ip = ip
         self.client_ip = ip
         self.peer_ip_bytes = ip.encode()
+        self.forwarded = forwarded_lines(self.peer_ip_bytes, self.proto)
         trusted = self.worker.holder.current.server.trusted_proxies
         self.peer_trusted = bool(trusted) and in_networks(ip, trusted)
 
@@ -388,7 +391,14 @@ class ClientConnection(asyncio.Protocol):
             self.transport.write(CONTINUE)
         pool = self._upstream_group(route.upstream).pick()
         parts = upstream_request(
-            self.worker, ex, pool, self.peer_ip_bytes, self.peer_trusted, self.proto, self.worker.via
+            self.worker,
+            ex,
+            pool,
+            self.peer_ip_bytes,
+            self.peer_trusted,
+            self.proto,
+            self.forwarded,
+            self.worker.via,
         )
         buffered = ex.body_buffer
         if buffered:

@@ -3,8 +3,9 @@
 It never pipelines: one request per connection at a time, so a response can always be matched to its
 request and a reused connection that turns out dead can be retried safely. The response is parsed by
 llhttp (strict: ``Content-Length`` with ``Transfer-Encoding``, repeated lengths and garbage are errors and
-become a 502, never relayed). Two llhttp gaps are closed here: it has no header-size limit (counted here,
-as for requests) and it cannot be told a response answers a HEAD, so after a HEAD response's head the
+become a 502, never relayed). Two llhttp gaps are closed here: it has no header-size limit (the bytes
+received since the response began bound its head; trailer fields are counted) and it cannot be told a
+response answers a HEAD, so after a HEAD response's head the
 parser is replaced and any body bytes make the connection unusable.
 """
 
@@ -42,8 +43,9 @@ class ResponseSink(Protocol):
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
-        "_head_bytes",
+        "_fed",
         "_headers",
+        "_in_head",
         "_interim",
         "_no_body",
         "_parser",
@@ -66,7 +68,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.sink: ResponseSink | None = None
         self._parser = httptools.HttpResponseParser(self)
         self._headers: list[tuple[bytes, bytes]] = []
-        self._head_bytes = 0
+        self._fed = 0  # bytes received since the response began: bounds its head
+        self._in_head = False
         self._interim = False
         self._no_body = False
         self._until_close = False
@@ -90,6 +93,8 @@ class UpstreamConnection(asyncio.Protocol):
         """
         self.sink = sink
         self._no_body = no_body
+        self._fed = 0
+        self._in_head = True
         self.got_response_bytes = False
         self.deadline = now + self.pool.settings.read_timeout
         assert self.transport is not None
@@ -125,6 +130,7 @@ class UpstreamConnection(asyncio.Protocol):
             sink.on_upstream_tunnel_data(data)
             return
         self.got_response_bytes = True
+        self._fed += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -139,7 +145,9 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if self.sink is not None:
             # Still waiting for the rest of the response: the read timeout restarts from this read.
-            if self._head_bytes > MAX_RESPONSE_HEAD:  # a head still growing after this read
+            if (self._in_head and self._fed > MAX_RESPONSE_HEAD) or (
+                self._headers and not self._in_head and _size(self._headers) > MAX_RESPONSE_HEAD
+            ):  # a head (or trailer section) still growing after this read
                 self.pool.record_failure()
                 self._fail(
                     sink, 502, "bad-upstream-response", f"response head from {self.pool.label} too large"
@@ -206,15 +214,14 @@ class UpstreamConnection(asyncio.Protocol):
     # -- llhttp callbacks (no on_message_begin/on_status: each callback is a Python call per response) ---
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name.lower(), value))
-        self._head_bytes += len(name) + len(value)
 
     def on_headers_complete(self) -> None:
         parser = self._parser
         headers = self._headers
         self._headers = []
-        head_bytes = self._head_bytes + 4 * len(headers)
-        self._head_bytes = 0
-        if head_bytes > MAX_RESPONSE_HEAD or len(headers) > MAX_RESPONSE_HEADERS:
+        if len(headers) > MAX_RESPONSE_HEADERS or (
+            self._fed > MAX_RESPONSE_HEAD and _size(headers) > MAX_RESPONSE_HEAD
+        ):
             raise ValueError(
                 f"response header section exceeds {MAX_RESPONSE_HEAD} bytes or {MAX_RESPONSE_HEADERS} lines"
             )
@@ -222,6 +229,7 @@ class UpstreamConnection(asyncio.Protocol):
         if 100 <= status < 200 and status != 101:
             self._interim = True  # 100 Continue / 103 Early Hints: not relayed (we answered 100 ourselves)
             return
+        self._in_head = False
         self.upstream_keep_alive = parser.should_keep_alive()
         length = -1
         chunked = False
@@ -266,6 +274,10 @@ class UpstreamConnection(asyncio.Protocol):
         trailers = self._headers  # llhttp reports a chunked body's trailer fields through on_header
         if trailers:
             self._headers = []
-            self._head_bytes = 0
             sink.on_upstream_trailers(trailers)
         sink.on_upstream_end(self.upstream_keep_alive and not self.closed)
+
+
+def _size(fields: list[tuple[bytes, bytes]]) -> int:
+    """A header or trailer section's size: each line's name and value, 4 bytes of framing."""
+    return sum(len(name) + len(value) + 4 for name, value in fields)
