@@ -1,8 +1,9 @@
 """One request/response pair: what the client sent, what policies learned, what the log records.
 
 An Exchange is created by a codec when a request head is complete, read by the router and the policy
-chain, and turned into a log record when the response ends. It holds plain bytes and numbers only, so the
-access-log tuple is built from it without formatting. ``__slots__`` keeps it at one allocation per request.
+chain, and, once its response ends, *is* the access-log record: ``complete`` stamps ``ended`` and
+``total_s`` and queues it for the tick (no per-request copy into a record tuple). ``__slots__`` keeps it at
+one allocation per request.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class Exchange:
         "consumer",
         "content_length",
         "denial",
+        "ended",
         "expect_continue",
         "headers",
         "host",
@@ -44,6 +46,7 @@ class Exchange:
         "start",
         "status",
         "target",
+        "total_s",
         "traceparent",
         "upgrade",
         "upstream_addr",
@@ -95,6 +98,8 @@ class Exchange:
         self.chain_index = 0  # the policy a Pending came from, for resume_chain
         self.passed = False  # the chain passed: on_complete hooks are owed exactly once
         self.snapshot_id = b""
+        self.ended = 0.0  # wall-clock time the exchange completed (set by dispatch.complete)
+        self.total_s = 0.0  # seconds from its head to its completion
 
     @property
     def has_body(self) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from fastgw.codec.problem import CodecError
 from fastgw.exchange import Exchange
@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 _monotonic = time.monotonic
 _time = time.time
+
+IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+RETRY_BODY_MAX: Final = 65536  # a body this small, fully received, is kept for a transparent retry
 
 
 def admit(worker: Worker, ex: Exchange) -> Denial | Pending | None:
@@ -118,6 +121,19 @@ def upstream_request(
     )
 
 
+def retry_allowed(ex: Exchange) -> bool:
+    """Whether a request whose whole payload was kept may be sent once more on a fresh connection (a reused
+    connection died before answering): idempotent, small, not an upgrade, and the upstream allows it."""
+    route = ex.route
+    return (
+        ex.method in IDEMPOTENT
+        and route is not None
+        and route.upstream.retry
+        and not ex.upgrade
+        and ex.body_received <= RETRY_BODY_MAX
+    )
+
+
 def release(ex: Exchange) -> None:
     """Run the on_complete hooks of an exchange that passed the chain, exactly once."""
     if ex.passed:
@@ -129,28 +145,8 @@ def release(ex: Exchange) -> None:
 
 
 def complete(worker: Worker, ex: Exchange) -> None:
-    """Run on_complete hooks (once) and hand the access-log record off."""
+    """Run on_complete hooks (once) and hand the exchange to the access log and metrics as its record."""
     release(ex)
-    route = ex.route
-    worker.record(
-        (
-            _time(),
-            ex.snapshot_id,
-            ex.request_id,
-            ex.client_ip.encode(),
-            ex.method,
-            ex.path or ex.target,
-            ex.query,
-            route.name if route is not None else "",
-            ex.status,
-            ex.upstream_addr,
-            ex.upstream_ms,
-            _monotonic() - ex.start,
-            ex.body_received,
-            ex.bytes_out,
-            ex.denial,
-            ex.shadow,
-            ex.client_cert,
-            ex.version,
-        )
-    )
+    ex.ended = _time()
+    ex.total_s = _monotonic() - ex.start
+    worker.record(ex)

@@ -53,8 +53,8 @@ from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Pending
 from fastgw.policy.network import client_from_forwarded
 from fastgw.proxy_headers import build_h2_response_headers, filter_trailers, trailer_lines
-from fastgw.server.dispatch import admit, complete, release, resume_chain, upstream_request
-from fastgw.server.listener import DL_HEAD, DL_IDLE, DL_NONE, IDEMPOTENT, RETRY_BODY_MAX
+from fastgw.server.dispatch import admit, complete, release, resume_chain, retry_allowed, upstream_request
+from fastgw.server.listener import DL_HEAD, DL_IDLE, DL_NONE
 from fastgw.snapshot import Http2Settings, ListenerSettings
 
 if TYPE_CHECKING:
@@ -171,14 +171,20 @@ class H2Stream:
             else:
                 upstream.pool.discard(upstream)
         self.ended = True
-        self.conn.pump(self)
+        self.flush()
 
     def on_upstream_error(self, status: int, problem: str, detail: str, retryable: bool) -> None:
         self.upstream = None
         ex = self.ex
         payload = self.retry_payload
         route = ex.route
-        if retryable and payload is not None and self.head is None and route is not None:
+        if (
+            retryable
+            and payload is not None
+            and self.head is None
+            and route is not None
+            and retry_allowed(ex)
+        ):
             group = self.conn.worker.pools.group(route.upstream)
             if group.allow_retry():
                 self.retry_payload = None
@@ -574,13 +580,8 @@ class Http2Connection(asyncio.Protocol):
             parts.extend(stream.body)
             stream.body = []
         payload = b"".join(parts)
-        if (
-            ex.body_complete
-            and ex.method in IDEMPOTENT
-            and route.upstream.retry
-            and ex.body_received <= RETRY_BODY_MAX
-        ):
-            stream.retry_payload = payload
+        if ex.body_complete:
+            stream.retry_payload = payload  # the whole request: retry_allowed decides if a retry is wanted
         ex.upstream_start = now = _monotonic()
         stream.payload = payload
         conn = pool.acquire(stream.on_upstream_ready, now=now)

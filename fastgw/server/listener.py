@@ -30,7 +30,7 @@ from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Pending
 from fastgw.policy.network import client_from_forwarded, in_networks
 from fastgw.proxy_headers import build_response_head, filter_trailers, forwarded_lines, trailer_lines
-from fastgw.server.dispatch import admit, complete, release, resume_chain, upstream_request
+from fastgw.server.dispatch import admit, complete, release, resume_chain, retry_allowed, upstream_request
 from fastgw.snapshot import ListenerSettings, UpstreamSettings
 from fastgw.tls.server import PeerCertificate, peer_certificate
 
@@ -43,8 +43,6 @@ _monotonic = time.monotonic
 _time = time.time
 
 CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
-IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
-RETRY_BODY_MAX: Final = 65536  # a body this small, fully received, is kept for a transparent retry
 BODY_HIGH_WATER: Final = 256 * 1024  # body bytes buffered ahead of the upstream before reads pause
 
 # Why reading is paused (a bit each, reading resumes when none is left).
@@ -213,7 +211,7 @@ class ClientConnection(asyncio.Protocol):
                 upstream.pool.discard(upstream)
             if not ex.status:
                 ex.status = 499  # nginx's "client closed request": logged, never sent
-            self._complete(ex)
+            complete(self.worker, ex)
         self.queue.clear()
 
     def data_received(self, data: bytes) -> None:
@@ -250,7 +248,11 @@ class ClientConnection(asyncio.Protocol):
         except CodecError as err:
             self._codec_error(err)
             return
-        self._forward_pending()
+        ex = self._to_forward
+        if ex is not None:  # _forward_pending, inlined: this runs once per request
+            self._to_forward = None
+            if ex is self.active and not self.closing:
+                self._forward(ex)
 
     def _forward_pending(self) -> None:
         """Forward the exchange the chain passed during this read, unless a later callback denied it."""
@@ -405,14 +407,9 @@ class ClientConnection(asyncio.Protocol):
             parts.extend(buffered)
         ex.body_buffer = []  # body bytes that arrive before the upstream connection is ready wait here
         payload = b"".join(parts)
-        retry_ok = (
-            ex.body_complete
-            and ex.method in IDEMPOTENT
-            and route.upstream.retry
-            and not ex.upgrade
-            and ex.body_received <= RETRY_BODY_MAX
-        )
-        self._retry_payload = payload if retry_ok else None
+        # Kept for a transparent retry only if it holds the whole request (the rest of the rules are checked
+        # when a retry is wanted, off the fast path).
+        self._retry_payload = payload if ex.body_complete else None
         ex.upstream_start = now = _monotonic()
         self._pending_payload = payload
         conn = pool.acquire(self._on_upstream_ready, now=now)
@@ -515,6 +512,7 @@ class ClientConnection(asyncio.Protocol):
         if (
             retryable
             and payload is not None
+            and retry_allowed(ex)
             and not ex.response_started
             and (group := self._upstream_group(ex.route.upstream)).allow_retry()  # type: ignore[union-attr]
         ):
@@ -656,29 +654,15 @@ class ClientConnection(asyncio.Protocol):
             self._fail_active(active, Denial(err.status, err.problem, err.detail, "codec." + err.problem))
             return
         body = render_problem(err.status, err.problem, err.detail, close=True)
-        w = self.worker
-        w.record(
-            (
-                _time(),
-                w.holder.current.id_bytes,
-                b"",
-                self.peer_ip_bytes,
-                b"",
-                b"",
-                b"",
-                "",
-                err.status,
-                b"",
-                -1.0,
-                0.0,
-                0,
-                len(body),
-                "codec." + err.problem,
-                None,
-                self.client_cert,
-                b"",
-            )
-        )
+        record = Exchange(b"", b"", b"", [])  # what is known of a request that could not be parsed
+        record.snapshot_id = self.worker.holder.current.id_bytes
+        record.client_ip = self.peer_ip
+        record.client_cert = self.client_cert
+        record.status = err.status
+        record.bytes_out = len(body)
+        record.denial = "codec." + err.problem
+        record.ended = _time()
+        self.worker.record(record)
         if active is not None:
             # A later pipelined request is broken: the exchange in flight finishes, the error follows it.
             self.queue.clear()
@@ -697,7 +681,7 @@ class ClientConnection(asyncio.Protocol):
         self.active = None
         self.upstream = None
         self._retry_payload = None
-        self._complete(ex)
+        complete(self.worker, ex)
         if close or self.closing:
             self._close_now()
             return
@@ -712,13 +696,10 @@ class ClientConnection(asyncio.Protocol):
             self.deadline_kind = DL_IDLE
             self.deadline = worker.now + worker.holder.current.server.idle_timeout  # tick clock: 100 ms grain
 
-    def _complete(self, ex: Exchange) -> None:
-        complete(self.worker, ex)
-
     def _abort(self, ex: Exchange) -> None:
         """The response cannot be completed: close without writing anything more."""
         self.active = None
-        self._complete(ex)
+        complete(self.worker, ex)
         self.closing = True
         if self.transport is not None:
             self.transport.abort() if ex.response_started else self.transport.close()

@@ -154,7 +154,7 @@ class UpstreamConnection(asyncio.Protocol):
                 )
                 return
             self.deadline = time.monotonic() + self.pool.settings.read_timeout
-        sink.flush()
+            sink.flush()  # what this read added (a response that ended was flushed by on_upstream_end)
 
     def connection_lost(self, exc: Exception | None) -> None:
         was_closed = self.closed
