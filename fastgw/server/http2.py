@@ -46,6 +46,7 @@ from hyperframe.frame import GoAwayFrame
 
 from fastgw.codec.h2_guard import FloodError, FrameGuard
 from fastgw.codec.h2_request import check_trailers, parse_request
+from fastgw.codec.hpack_decoder import RequestDecoder
 from fastgw.codec.hpack_encoder import ResponseEncoder
 from fastgw.codec.problem import CodecError, problem_fields
 from fastgw.codec.serialize import DATE, LAST_CHUNK, chunk
@@ -331,6 +332,7 @@ class Http2Connection(asyncio.Protocol):
             )
         )
         h2c.encoder = ResponseEncoder()  # type: ignore[assignment]
+        h2c.decoder = RequestDecoder(limits.max_header_list_size)  # type: ignore[assignment]
         h2c.local_settings.update(
             {
                 SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
@@ -339,7 +341,6 @@ class Http2Connection(asyncio.Protocol):
             }
         )
         h2c.local_settings.acknowledge()  # in force from the first frame, not only after the client's ACK
-        h2c.decoder.max_header_list_size = limits.max_header_list_size
         h2c.initiate_connection()
         # The connection window covers every stream's window, so a stream that waits on a slow upstream
         # never blocks the others (memory stays bounded by streams x window).
