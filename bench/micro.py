@@ -213,7 +213,7 @@ def measure(backend: str) -> dict[str, float]:
     results["request headers (ids, XFF, Via, hop-by-hop)"] = best(request_head)
 
     def response_head() -> None:
-        build_response_head(ex, route, 200, RESPONSE_HEADERS, 100, False, b"1.1 fastgw", False)
+        build_response_head(ex, route, 200, RESPONSE_HEADERS, b"1.1 fastgw", False)
 
     results["response head (filter + serialise)"] = best(response_head)
     rules = NetworkRules("network", parse_networks(["10.0.0.0/8"]), parse_networks(["192.0.2.0/24"]), False)

@@ -243,43 +243,59 @@ def build_request_head(
     return parts
 
 
+# The framing an upstream response declared, as build_response_head and build_h2_response_headers report
+# it: a Content-Length (>= 0), none (the body runs until close, unless the response has none), or chunked.
+FRAMING_NONE: Final = -1
+FRAMING_CHUNKED: Final = -2
+
+
+def _framing(name: bytes, value: bytes, framing: int) -> int:
+    """Fold one Content-Length or Transfer-Encoding field into the response's framing. llhttp refused any
+    response with both, or with repeated Content-Length, before the head reached us."""
+    if name == b"content-length":
+        return int(value)
+    if value.strip().lower().endswith(b"chunked"):
+        return FRAMING_CHUNKED
+    return framing  # another coding last: the body is delimited by the connection closing
+
+
 def build_response_head(
     ex: Exchange,
     route: Route,
     status: int,
     headers: list[tuple[bytes, bytes]],
-    length: int,
-    chunked: bool,
     via: bytes,
     draining: bool,
     tls: bool = False,
-) -> tuple[bytes, bool, bool]:
+) -> tuple[bytes, bool, bool, int]:
     """Serialise the response head for the client and decide its framing.
 
-    Returns ``(head, chunk_out, close)``: whether the body must be re-chunked (an upstream chunked or
-    close-delimited body to an HTTP/1.1 client) and whether the connection closes after this response
-    (client asked, HTTP/1.0 close-delimited body, request body not fully read, or the worker drains).
-    Hop-by-hop headers, headers named in the upstream's ``Connection`` and the route's removals are
-    dropped; the upstream's Content-Length is kept only for a fixed-length or body-less response.
+    Returns ``(head, chunk_out, close, framing)``: whether the body must be re-chunked (an upstream chunked
+    or close-delimited body to an HTTP/1.1 client), whether the connection closes after this response
+    (client asked, HTTP/1.0 close-delimited body, request body not fully read, or the worker drains), and
+    the upstream's framing (a length, FRAMING_NONE or FRAMING_CHUNKED). Hop-by-hop headers, headers named
+    in the upstream's ``Connection`` and the route's removals are dropped; the upstream's Content-Length is
+    kept (never present with Transfer-Encoding).
     """
-    no_body = ex.method == b"HEAD" or status in NO_BODY_STATUSES
-    fixed = length >= 0 and not chunked
-    keep_length = no_body or fixed
     special = route.response_special
+    drop = route.drop_response
     parts = [status_line(status)]
     has_date = False
+    framing = FRAMING_NONE
     named: list[bytes] | None = None
     for name, value in headers:
         if name in special:
-            if name in route.drop_response:
-                if name == b"connection" and value not in _PLAIN_CONNECTION:
+            if name in drop:
+                if name == b"transfer-encoding":
+                    framing = _framing(name, value, framing)
+                elif name == b"connection" and value not in _PLAIN_CONNECTION:
                     tokens = [t.strip().lower() for t in value.split(b",")]
                     named = tokens if named is None else named + tokens
                 continue
             if name == b"date":
                 has_date = True
-            elif not keep_length:  # content-length
-                continue
+            else:  # content-length: fixed length (or a body-less response's declared length)
+                framing = _framing(name, value, framing)
         parts.extend((name, b": ", value, b"\r\n"))
     if named and any(t not in (b"close", b"keep-alive") for t in named):
         parts = [parts[0], *_without_named(parts[1:], frozenset(named))]  # rare: RFC 9110 7.6.1
@@ -298,7 +314,7 @@ def build_response_head(
     close = not ex.keep_alive or draining or not ex.body_complete
     if status == 101:
         parts.append(b"connection: upgrade\r\nupgrade: " + ex.upgrade + b"\r\n")
-    elif not no_body and not fixed:
+    elif framing < 0 and not (ex.method == b"HEAD" or status in NO_BODY_STATUSES):
         if ex.version == b"1.1":
             chunk_out = True
             parts.append(b"transfer-encoding: chunked\r\n")
@@ -310,7 +326,7 @@ def build_response_head(
         elif ex.version == b"1.0":
             parts.append(b"connection: keep-alive\r\n")
     parts.append(b"\r\n")
-    return b"".join(parts), chunk_out, close
+    return b"".join(parts), chunk_out, close, framing
 
 
 def build_h2_response_headers(
@@ -318,27 +334,27 @@ def build_h2_response_headers(
     route: Route,
     status: int,
     headers: list[tuple[bytes, bytes]],
-    length: int,
-    chunked: bool,
     via: bytes,
     tls: bool,
-) -> list[tuple[bytes, bytes]]:
-    """The HTTP/2 header list of a proxied response: the same rules as :func:`build_response_head`,
-    with framing left to HTTP/2 (Content-Length is kept only when it is exact)."""
-    keep_length = ex.method == b"HEAD" or status in NO_BODY_STATUSES or (length >= 0 and not chunked)
+) -> tuple[list[tuple[bytes, bytes]], int]:
+    """The HTTP/2 header list of a proxied response and the upstream's framing: the same rules as
+    :func:`build_response_head`, with framing left to HTTP/2 (Content-Length kept when present)."""
     drop = route.drop_response
     out = [(b":status", b"%d" % status)]
     has_date = False
+    framing = FRAMING_NONE
     named: list[bytes] | None = None
     for name, value in headers:
         if name in drop:
-            if name == b"connection" and value not in _PLAIN_CONNECTION:
+            if name == b"transfer-encoding":
+                framing = _framing(name, value, framing)
+            elif name == b"connection" and value not in _PLAIN_CONNECTION:
                 tokens = [t.strip().lower() for t in value.split(b",")]
                 named = tokens if named is None else named + tokens
             continue
-        if name == b"content-length" and not keep_length:
-            continue
-        if name == b"date":
+        if name == b"content-length":
+            framing = _framing(name, value, framing)
+        elif name == b"date":
             has_date = True
         out.append((name, value))
     if named:
@@ -352,7 +368,7 @@ def build_h2_response_headers(
         hook.on_response(ex, out)
     out.append((b"via", via))
     out.append((b"x-request-id", ex.request_id))
-    return out
+    return out, framing
 
 
 # Never relayed in trailers (RFC 9110 6.5.1): framing, routing, authentication and controls.

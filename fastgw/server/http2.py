@@ -53,7 +53,7 @@ from fastgw.codec.serialize import DATE, LAST_CHUNK, chunk
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Pending
 from fastgw.policy.network import client_from_forwarded
-from fastgw.proxy_headers import build_h2_response_headers, filter_trailers, trailer_lines
+from fastgw.proxy_headers import FRAMING_NONE, build_h2_response_headers, filter_trailers, trailer_lines
 from fastgw.server.dispatch import admit, complete, release, resume_chain, retry_allowed, upstream_request
 from fastgw.server.listener import DL_HEAD, DL_IDLE, DL_NONE
 from fastgw.snapshot import Http2Settings, ListenerSettings
@@ -138,21 +138,18 @@ class H2Stream:
             self.conn.ack(self)
 
     # -- ResponseSink ---------------------------------------------------------------------------------
-    def on_upstream_head(
-        self, status: int, headers: list[tuple[bytes, bytes]], length: int, chunked: bool
-    ) -> None:
+    def on_upstream_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> int:
         ex = self.ex
         route = ex.route
         assert route is not None
         if status == 101:
             self.on_upstream_error(502, "bad-upstream-response", "unexpected upgrade from upstream", False)
-            return
+            return FRAMING_NONE
         ex.status = status
         ex.upstream_ms = (_monotonic() - ex.upstream_start) * 1000.0
         conn = self.conn
-        self.head = build_h2_response_headers(
-            ex, route, status, headers, length, chunked, conn.worker.via, conn.tls
-        )
+        self.head, framing = build_h2_response_headers(ex, route, status, headers, conn.worker.via, conn.tls)
+        return framing
 
     def on_upstream_body(self, data: bytes) -> None:
         self.ex.bytes_out += len(data)

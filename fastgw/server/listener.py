@@ -29,7 +29,13 @@ from fastgw.codec.serialize import LAST_CHUNK, chunk
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Pending
 from fastgw.policy.network import client_from_forwarded, in_networks
-from fastgw.proxy_headers import build_response_head, filter_trailers, forwarded_lines, trailer_lines
+from fastgw.proxy_headers import (
+    FRAMING_NONE,
+    build_response_head,
+    filter_trailers,
+    forwarded_lines,
+    trailer_lines,
+)
 from fastgw.server.dispatch import admit, complete, release, resume_chain, retry_allowed, upstream_request
 from fastgw.snapshot import ListenerSettings, UpstreamSettings
 from fastgw.tls.server import PeerCertificate, peer_certificate
@@ -453,23 +459,22 @@ class ClientConnection(asyncio.Protocol):
             self._resume(PAUSE_BUFFER)
 
     # -- upstream response sink ------------------------------------------------------------------------
-    def on_upstream_head(
-        self, status: int, headers: list[tuple[bytes, bytes]], length: int, chunked: bool
-    ) -> None:
+    def on_upstream_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> int:
         ex = self.active
         if ex is None:
-            return
+            return FRAMING_NONE
         route = ex.route
         assert route is not None
         ex.status = status
         ex.upstream_ms = (_monotonic() - ex.upstream_start) * 1000.0
-        head, self.chunk_out, close = build_response_head(
-            ex, route, status, headers, length, chunked, self.worker.via, self.worker.draining, self.tls
+        head, self.chunk_out, close, framing = build_response_head(
+            ex, route, status, headers, self.worker.via, self.worker.draining, self.tls
         )
         if close:
             ex.keep_alive = False
         ex.bytes_out += len(head)
         self._out.append(head)
+        return framing
 
     def on_upstream_body(self, data: bytes) -> None:
         ex = self.active

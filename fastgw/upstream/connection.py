@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 import httptools
 
+from fastgw.proxy_headers import FRAMING_NONE
+
 if TYPE_CHECKING:
     from fastgw.upstream.pool import TargetPool
 
@@ -27,9 +29,9 @@ MAX_RESPONSE_HEADERS: Final = 200
 class ResponseSink(Protocol):
     """Implemented by the client connection the response is streamed to."""
 
-    def on_upstream_head(
-        self, status: int, headers: list[tuple[bytes, bytes]], length: int, chunked: bool
-    ) -> None: ...
+    def on_upstream_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> int:
+        """The response head; returns its framing: a Content-Length, FRAMING_NONE or FRAMING_CHUNKED."""
+
     def on_upstream_body(self, data: bytes) -> None: ...
     def on_upstream_trailers(self, fields: list[tuple[bytes, bytes]]) -> None: ...
     def on_upstream_end(self, reusable: bool) -> None: ...
@@ -231,19 +233,13 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self._in_head = False
         self.upstream_keep_alive = parser.should_keep_alive()
-        length = -1
-        chunked = False
-        for name, value in headers:
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"transfer-encoding":
-                chunked = value.strip().lower().endswith(b"chunked")
         sink = self.sink
         if sink is None:
             return
         self.upgrading = status == 101
-        self._until_close = length < 0 and not chunked and not self._no_body and status not in (101, 204, 304)
-        sink.on_upstream_head(status, headers, length, chunked)
+        # The sink reads Content-Length and Transfer-Encoding while it filters the head (one pass).
+        framing = sink.on_upstream_head(status, headers)
+        self._until_close = framing == FRAMING_NONE and not self._no_body and status not in (101, 204, 304)
         if self._no_body and status != 101:
             # A HEAD response has no body whatever its headers say; llhttp cannot be told, so start a fresh
             # parser for the next response and report completion now.

@@ -100,6 +100,10 @@ def test_snapshot_id_is_a_hash_of_the_bytes() -> None:
             "routes[0].request_headers: 'content-length' is managed by the gateway",
         ),
         (
+            BASE + '[security_headers]\nremove = ["Content-Length"]\n',
+            "conf/x.toml: security_headers.remove[0]: 'Content-Length' is managed by the gateway",
+        ),
+        (
             BASE.replace('auth = "none"', 'auth = "none"\nresponse_headers.set = { "x" = "a\\nb" }'),
             "routes[0].response_headers.set.x: header value contains CR, LF or NUL",
         ),
