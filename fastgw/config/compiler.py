@@ -241,9 +241,8 @@ class _Compiler:
             if not _TOKEN.fullmatch(name):
                 raise self.error(f"security_headers.remove[{i}]", f"{name!r} is not a header name")
             if name.lower() in _MANAGED:
-                raise self.error(
-                    f"security_headers.remove[{i}]", f"{name!r} is managed by the gateway and cannot be removed"
-                )
+                reason = f"{name!r} is managed by the gateway and cannot be removed"
+                raise self.error(f"security_headers.remove[{i}]", reason)
         self.security_headers = tuple(pairs)
         self.security_remove = frozenset(n.lower().encode() for n in spec.remove)
         self.hsts = b"strict-transport-security: " + spec.hsts.encode() + b"\r\n" if spec.hsts else b""

@@ -11,6 +11,7 @@ import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Final
 
+from fastgw.access_log import BATCH_RECORDS
 from fastgw.codec.problem import CodecError
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Pending, resolve_pending, run_chain
@@ -146,7 +147,11 @@ def release(ex: Exchange) -> None:
 
 def complete(worker: Worker, ex: Exchange) -> None:
     """Run on_complete hooks (once) and hand the exchange to the access log and metrics as its record."""
-    release(ex)
+    if ex.passed:
+        release(ex)
     ex.ended = _time()
     ex.total_s = _monotonic() - ex.start
-    worker.record(ex)
+    pending = worker.pending  # Worker.record, inlined: this runs once per request
+    pending.append(ex)
+    if len(pending) >= BATCH_RECORDS:
+        worker.flush_records()

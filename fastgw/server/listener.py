@@ -233,8 +233,9 @@ class ClientConnection(asyncio.Protocol):
         if self.closing:
             return
         if self.deadline_kind == DL_IDLE:
+            worker = self.worker
             self.deadline_kind = DL_HEAD
-            self.deadline = _monotonic() + self.worker.holder.current.server.header_timeout
+            self.deadline = worker.now + worker.holder.current.server.header_timeout  # tick clock
         if self._proxy_buf is not None:
             data = self._read_proxy_header(data)
             if not data:
@@ -367,8 +368,8 @@ class ClientConnection(asyncio.Protocol):
         self.active = ex
         outcome = admit(self.worker, ex)
         if outcome is None:
-            if ex.body_buffer is None:
-                ex.body_buffer = []
+            if ex.body_buffer is None and not ex.body_complete:
+                ex.body_buffer = []  # body bytes read before the exchange is forwarded wait here
             self._to_forward = ex
         elif type(outcome) is Denial:
             self._deny(ex, outcome)
@@ -411,7 +412,8 @@ class ClientConnection(asyncio.Protocol):
         buffered = ex.body_buffer
         if buffered:
             parts.extend(buffered)
-        ex.body_buffer = []  # body bytes that arrive before the upstream connection is ready wait here
+        # Body bytes that arrive before the upstream connection is ready wait here.
+        ex.body_buffer = None if ex.body_complete else []
         payload = b"".join(parts)
         # Kept for a transparent retry only if it holds the whole request (the rest of the rules are checked
         # when a retry is wanted, off the fast path).
