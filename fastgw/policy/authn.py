@@ -17,7 +17,7 @@ from typing import ClassVar
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Pending, Phase
 from fastgw.policy.identity import IdentityCache
-from fastgw.policy.throttle import ThrottleSettings, after_failure, refused_before
+from fastgw.policy.throttle import FAILURES, ThrottleSettings, credential_failed, refused_before
 
 REALM = b'Bearer realm="fastgw"'
 
@@ -124,19 +124,21 @@ class ApiKeyAuth:
         self.throttle = throttle if not shadow else None  # shadow mode never delays nor blocks
 
     def check(self, ex: Exchange) -> Denial | Pending | None:
-        refusal = refused_before(ex, self.throttle)
-        if refusal is not None:
-            return refusal
+        if FAILURES.blocked:
+            refusal = refused_before(ex, self.throttle)
+            if refusal is not None:
+                return refusal
         outcome = self._check(ex)
-        if outcome is None or outcome is MISSING or outcome is DUPLICATE or self.throttle is None:
-            return outcome
-        return after_failure(ex, outcome, self.throttle, ("key:" + self._presented(ex)[:10],))
+        if outcome is None:
+            return None
+        return credential_failed(ex, outcome, self.throttle, (MISSING, DUPLICATE), lambda: self._prefix(ex))
 
-    def _presented(self, ex: Exchange) -> str:
+    def _prefix(self, ex: Exchange) -> tuple[str, ...]:
+        """The presented key's first characters: a guessed key is throttled under its prefix too."""
         for name, value in ex.headers:
             if name in self.headers:
-                return value.rpartition(b" ")[2].decode("latin-1")
-        return ""
+                return ("key:" + value.rpartition(b" ")[2].decode("latin-1")[:10],)
+        return ()
 
     def _check(self, ex: Exchange) -> Denial | None:
         wanted = self.headers

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -87,6 +88,21 @@ def answer_later(denial: Denial, seconds: float) -> Pending:
         return denial
 
     return Pending(wait())
+
+
+def credential_failed(
+    ex: Exchange,
+    outcome: Denial | Pending,
+    settings: ThrottleSettings | None,
+    uncounted: tuple[Denial, ...],
+    extra: Callable[[], tuple[str, ...]] | None = None,
+) -> Denial | Pending:
+    """What a credential policy returns when its check did not pass: a wrong credential counts towards
+    throttling (``extra()``: more keys to count it under, e.g. a key prefix); a missing or duplicate one
+    (``uncounted``), a Pending, or a policy without throttling returns its outcome as it is."""
+    if settings is None or not isinstance(outcome, Denial) or outcome in uncounted:
+        return outcome
+    return after_failure(ex, outcome, settings, extra() if extra is not None else ())
 
 
 def refused_before(ex: Exchange, settings: ThrottleSettings | None) -> Denial | None:
