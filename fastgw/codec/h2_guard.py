@@ -25,6 +25,7 @@ PRIORITY: Final = 0x2
 RST_STREAM: Final = 0x3
 SETTINGS: Final = 0x4
 PING: Final = 0x6
+GOAWAY: Final = 0x7
 WINDOW_UPDATE: Final = 0x8
 CONTINUATION: Final = 0x9
 
@@ -47,6 +48,7 @@ class FrameGuard:
         "_block_frames",
         "_control",
         "_empty",
+        "_goaway_open",
         "_header",
         "_limits",
         "_max_block",
@@ -54,6 +56,7 @@ class FrameGuard:
         "_resets",
         "_skip",
         "_window",
+        "goaway_end",
     )
 
     def __init__(self, limits: Http2Settings, *, preface_seen: int = 0) -> None:
@@ -68,6 +71,10 @@ class FrameGuard:
         self._control = 0
         self._resets = 0
         self._empty = 0
+        self._goaway_open = False  # a GOAWAY frame whose payload has not all been scanned yet
+        # Where, in the bytes of the last scan, a client's GOAWAY frame ended (-1: none did). The connection
+        # hands h2 the bytes up to there on their own: h2 refuses every frame after a GOAWAY in one call.
+        self.goaway_end = -1
 
     def scan(self, data: bytes, now: float) -> None:
         """Account for ``data``, the next bytes from the client. Raises FloodError."""
@@ -75,6 +82,7 @@ class FrameGuard:
         if second != self._window:
             self._window = second
             self._control = self._resets = self._empty = 0
+        self.goaway_end = -1
         pos = 0
         end = len(data)
         if self._preface:
@@ -85,6 +93,8 @@ class FrameGuard:
             taken = min(self._skip, end - pos)
             self._skip -= taken
             pos += taken
+            if self._goaway_open and not self._skip:
+                self._goaway_ends(pos)
         if self._header:
             need = 9 - len(self._header)
             self._header += data[pos : pos + need]
@@ -96,6 +106,8 @@ class FrameGuard:
             taken = min(self._skip, end - pos)
             self._skip -= taken
             pos += taken
+            if self._goaway_open and not self._skip:
+                self._goaway_ends(pos)
         while pos < end:
             if end - pos < 9:
                 self._header = data[pos:]
@@ -106,6 +118,13 @@ class FrameGuard:
                 taken = min(length, end - pos)
                 self._skip = length - taken
                 pos += taken
+            if self._goaway_open and not self._skip:
+                self._goaway_ends(pos)
+
+    def _goaway_ends(self, pos: int) -> None:
+        self._goaway_open = False
+        if self.goaway_end < 0:
+            self.goaway_end = pos  # the first one in a read; a later one is h2's to refuse
 
     def _frame(self, buf: bytes, at: int) -> int:
         """Check one frame header at ``buf[at:at+9]``; returns its payload length."""
@@ -133,6 +152,8 @@ class FrameGuard:
             self._control += 1
             if self._control > limits.max_control_frames_per_second:
                 raise FloodError(f"more than {limits.max_control_frames_per_second} control frames a second")
+        elif kind == GOAWAY:
+            self._goaway_open = True
         elif kind == RST_STREAM:
             self._resets += 1
             if self._resets > limits.max_resets_per_second:

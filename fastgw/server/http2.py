@@ -28,7 +28,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from h2.config import H2Configuration
-from h2.connection import H2Connection
+from h2.connection import ConnectionState, H2Connection
 from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
@@ -270,6 +270,8 @@ class Http2Connection(asyncio.Protocol):
         "limits",
         "listener",
         "max_frame",
+        "open_state",
+        "peer_goaway",
         "peer_ip",
         "peer_ip_bytes",
         "peer_trusted",
@@ -306,6 +308,8 @@ class Http2Connection(asyncio.Protocol):
         self.upstream = None  # the HTTP/1.1 sweep looks here; streams keep their own
         self.requests = 0
         self.goaway_sent = False
+        self.peer_goaway = False  # the client sent a graceful GOAWAY: close once its streams end
+        self.open_state: ConnectionState | None = None  # h2's state before it read a client's GOAWAY
         self.last_stream = 0
         self.closing = False
         self.write_paused = False
@@ -371,23 +375,39 @@ class Http2Connection(asyncio.Protocol):
         except FloodError as flood:
             self._abandon(ErrorCodes.ENHANCE_YOUR_CALM, "h2.flood", str(flood))
             return
+        cut = self.guard.goaway_end
+        if cut >= 0:
+            # The client sent GOAWAY. h2 then drops its unsent output and refuses to send or receive more,
+            # so write what is queued, hand h2 the bytes up to the GOAWAY alone (_on_terminated may put it
+            # back in the state it had), then the rest.
+            self.write_out()
+            self.open_state = self.h2.state_machine.state
+            if not self._receive(data[:cut]):
+                return
+            data = data[cut:]
+        if data and not self._receive(data):
+            return
+        self.write_out()
+
+    def _receive(self, data: bytes) -> bool:
+        """Feed h2 and handle its events; False when the connection ended."""
         try:
             events = self.h2.receive_data(data)
         except ProtocolError as err:
             # h2 has queued its GOAWAY; whatever else this read held is lost with the connection.
             self._abandon(None, "h2.protocol_error", str(err) or type(err).__name__)
-            return
+            return False
         try:
             for event in events:
                 handler = _HANDLERS.get(type(event))
                 if handler is not None:
                     handler(self, event)
                     if self.closing:
-                        return
+                        return False
         except (ProtocolError, StreamClosedError) as err:  # a state we did not foresee: end cleanly
             self._abandon(ErrorCodes.INTERNAL_ERROR, "h2.internal_error", repr(err))
-            return
-        self.write_out()
+            return False
+        return True
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -548,7 +568,15 @@ class Http2Connection(asyncio.Protocol):
                     self.pump(stream)
 
     def _on_terminated(self, event: ConnectionTerminated) -> None:
-        # h2 treats a received GOAWAY as the end of the connection: nothing more can be sent on it.
+        if event.error_code == ErrorCodes.NO_ERROR and self.streams and self.open_state is not None:
+            # A graceful GOAWAY from the client (RFC 9113 6.8): it opens no more streams, but the ones in
+            # flight are owed their responses. h2 treats any received GOAWAY as the end of sending, so put
+            # its connection state back; the connection closes when the last stream ends (_maybe_idle).
+            self.h2.state_machine.state = self.open_state
+            self.open_state = None
+            self.peer_goaway = True
+            return
+        # A GOAWAY with an error (or with nothing in flight): nothing more is sent on this connection.
         self.closing = True
         for stream in list(self.streams.values()):
             self._abort_stream(stream)
@@ -672,7 +700,7 @@ class Http2Connection(asyncio.Protocol):
     def _maybe_idle(self) -> None:
         if self.streams:
             return
-        if self.goaway_sent:
+        if self.goaway_sent or self.peer_goaway:
             self.closing = True
             self.write_out()
             if self.transport is not None:

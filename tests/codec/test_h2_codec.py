@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import pytest
 from hpack import Decoder
-from hyperframe.frame import ContinuationFrame, DataFrame, HeadersFrame, PingFrame, RstStreamFrame
+from hyperframe.frame import (
+    ContinuationFrame,
+    DataFrame,
+    GoAwayFrame,
+    HeadersFrame,
+    PingFrame,
+    RstStreamFrame,
+)
 
 from fastgw.codec.h2_guard import PREFACE, FloodError, FrameGuard
 from fastgw.codec.h2_request import parse_request
@@ -61,6 +68,21 @@ def test_guard_counts_frames_split_at_any_boundary(split: int) -> None:
     # DATA payloads are skipped, never read as frame headers.
     payload = DataFrame(1, PingFrame(0).serialize() * 50).serialize()
     frames(limits, payload, split=split)
+
+
+@pytest.mark.parametrize("split", [1, 2, 5, 9, 10, 17, 1000])
+def test_guard_reports_where_a_client_goaway_ends_however_it_is_split(split: int) -> None:
+    # The connection hands h2 the bytes up to a GOAWAY on their own (h2 refuses any frame after one).
+    before = PingFrame(0).serialize()
+    goaway = GoAwayFrame(0, last_stream_id=0, additional_data=b"bye").serialize()
+    data = PREFACE + before + goaway + PingFrame(0).serialize()
+    guard = FrameGuard(Http2Settings())
+    ends = []
+    for i in range(0, len(data), split):
+        guard.scan(data[i : i + split], 1000.0)
+        if guard.goaway_end >= 0:
+            ends.append(i + guard.goaway_end)
+    assert ends == [len(PREFACE) + len(before) + len(goaway)]
 
 
 def test_guard_bounds_header_blocks() -> None:

@@ -10,8 +10,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import orjson
 import pytest
 from h2.errors import ErrorCodes
+from hyperframe.frame import GoAwayFrame
 
 from fastgw.tls.dev_certs import write_dev_certificates
 from tests.conftest import Gateway, SeenRequest, TestUpstream, basic_config, connect, get, request
@@ -246,6 +248,31 @@ def test_graceful_goaway_on_drain_lets_the_stream_in_flight_finish(
     assert client.wait_closed(5)
     client.close()
     assert gw.proc.wait(10) == 0
+
+
+def test_a_client_goaway_lets_its_streams_in_flight_finish(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
+    # RFC 9113 6.8: a client going away gracefully (NO_ERROR) is still owed the streams it opened. h2
+    # treats any received GOAWAY as the end of sending; the gateway must not drop the answers.
+    upstream.delay = 0.5
+    gw = gateway_factory(basic_config(upstream.port))
+    client = H2Client(gw.port)
+    sid = client.start("/slow")
+    time.sleep(0.2)
+    client.raw(GoAwayFrame(0, last_stream_id=0, error_code=ErrorCodes.NO_ERROR).serialize())
+    resp = client.wait(sid, 5)
+    assert resp.status == 200 and orjson.loads(resp.body)["target"] == "/slow"
+    assert client.wait_closed(5)  # then the gateway closes: nothing more will come
+    client.close()
+    # An error code is not graceful: the streams in flight are abandoned at once.
+    aborted = H2Client(gw.port)
+    sid = aborted.start("/slow")
+    time.sleep(0.2)
+    aborted.raw(GoAwayFrame(0, last_stream_id=0, error_code=ErrorCodes.PROTOCOL_ERROR).serialize())
+    assert aborted.wait_closed(5)
+    assert aborted.responses[sid].status == 0  # no answer was sent
+    aborted.close()
 
 
 def test_silent_and_idle_connections_are_closed(
