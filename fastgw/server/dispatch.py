@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from fastgw.access_log import BATCH_RECORDS
 from fastgw.codec.problem import CodecError
@@ -86,18 +86,20 @@ async def resume_chain(ex: Exchange, pending: Pending) -> Denial | None:
         awaitable = outcome.awaitable  # type: ignore[union-attr]
 
 
+class ClientSide(Protocol):
+    """What the upstream request head needs from the client connection (HTTP/1.1 or HTTP/2)."""
+
+    peer_ip_bytes: bytes
+    peer_trusted: bool
+    proto: bytes  # b"http" or b"https"
+    forwarded: bytes  # proxy_headers.forwarded_lines for this peer
+
+
 def upstream_request(
-    worker: Worker,
-    ex: Exchange,
-    pool: TargetPool,
-    peer_ip: bytes,
-    peer_trusted: bool,
-    proto: bytes,
-    forwarded: bytes,
-    via: bytes,
+    worker: Worker, ex: Exchange, pool: TargetPool, client: ClientSide, via: bytes
 ) -> list[bytes]:
     """The HTTP/1.1 request head for the upstream, as pieces to join; ``via`` names the protocol the
-    client spoke (RFC 9110 7.6.3), ``forwarded`` is the peer's X-Forwarded-For/-Proto lines."""
+    client spoke (RFC 9110 7.6.3)."""
     route = ex.route
     assert route is not None
     path = ex.path
@@ -113,10 +115,10 @@ def upstream_request(
         route,
         path,
         ex.host if route.preserve_host and ex.host else label,
-        peer_ip,
-        peer_trusted,
-        proto,
-        forwarded,
+        client.peer_ip_bytes,
+        client.peer_trusted,
+        client.proto,
+        client.forwarded,
         via,
         worker.ids.traceparent(ex.traceparent),
     )

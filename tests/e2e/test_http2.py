@@ -232,14 +232,20 @@ def test_content_length_mismatch_never_reaches_the_upstream_complete(
     assert not any(r.body in (b"abcdef", b"abc") for r in upstream.requests)
 
 
-def test_graceful_goaway_on_drain_lets_the_stream_in_flight_finish(
-    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
-) -> None:
+def _stream_in_flight(gw: Gateway, upstream: TestUpstream) -> tuple[H2Client, int]:
+    """A client with one stream the upstream answers 0.5 s late, 0.2 s into the wait."""
     upstream.delay = 0.5
-    gw = gateway_factory(basic_config(upstream.port))
     client = H2Client(gw.port)
     sid = client.start("/slow")
     time.sleep(0.2)
+    return client, sid
+
+
+def test_graceful_goaway_on_drain_lets_the_stream_in_flight_finish(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
+    gw = gateway_factory(basic_config(upstream.port))
+    client, sid = _stream_in_flight(gw, upstream)
     gw.proc.send_signal(signal.SIGTERM)
     resp = client.wait(sid, 5)
     assert resp.status == 200
@@ -255,20 +261,15 @@ def test_a_client_goaway_lets_its_streams_in_flight_finish(
 ) -> None:
     # RFC 9113 6.8: a client going away gracefully (NO_ERROR) is still owed the streams it opened. h2
     # treats any received GOAWAY as the end of sending; the gateway must not drop the answers.
-    upstream.delay = 0.5
     gw = gateway_factory(basic_config(upstream.port))
-    client = H2Client(gw.port)
-    sid = client.start("/slow")
-    time.sleep(0.2)
+    client, sid = _stream_in_flight(gw, upstream)
     client.raw(GoAwayFrame(0, last_stream_id=0, error_code=ErrorCodes.NO_ERROR).serialize())
     resp = client.wait(sid, 5)
     assert resp.status == 200 and orjson.loads(resp.body)["target"] == "/slow"
     assert client.wait_closed(5)  # then the gateway closes: nothing more will come
     client.close()
     # An error code is not graceful: the streams in flight are abandoned at once.
-    aborted = H2Client(gw.port)
-    sid = aborted.start("/slow")
-    time.sleep(0.2)
+    aborted, sid = _stream_in_flight(gw, upstream)
     aborted.raw(GoAwayFrame(0, last_stream_id=0, error_code=ErrorCodes.PROTOCOL_ERROR).serialize())
     assert aborted.wait_closed(5)
     assert aborted.responses[sid].status == 0  # no answer was sent
