@@ -60,11 +60,12 @@ class QuotaBook:
     def current_periods(self, now: float) -> list[int]:
         return [self.period(DAY, now)[0], self.period(MONTH, now)[0]]
 
-    def name(self, key_hash: int, limit_id: bytes, value: bytes) -> None:
+    def name(self, key_hash: int, limit_id: bytes, value: str | bytes) -> None:
         """Remember what a key hash stands for, so the store says which limit and key it counts."""
         if len(self.names) >= 65536:
             self.names.clear()
-        self.names[key_hash] = (limit_id.decode(), value.decode("utf-8", "replace"))
+        text = value if isinstance(value, str) else value.decode("utf-8", "replace")
+        self.names[key_hash] = (limit_id.decode(), text)
 
     def add(self, key_hash: int, code: int) -> None:
         key = (key_hash, code)

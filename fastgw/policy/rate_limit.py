@@ -146,9 +146,10 @@ class CounterTable:
                 previous += cells[index + 3]
             elif cell_window == window - 1:
                 previous += cells[index + 2]
-        local = self.local.get((key_hash, window))
-        if local is not None:
-            current += local[0]
+        if self.local:  # the overflow counts, almost always empty
+            local = self.local.get((key_hash, window))
+            if local is not None:
+                current += local[0]
         return current + previous * weight_previous
 
     def add(self, key_hash: int, window: int) -> None:
@@ -253,7 +254,7 @@ class RateLimit:
         self.limits = limits
         self.table = table
         self.shadow = False  # shadow mode is per limit: a shadow limit records, never returns, a denial
-        self._hashes: list[dict[bytes, int]] = [{} for _ in limits]  # per limit: key -> stable hash
+        self._hashes: list[dict[str | bytes, int]] = [{} for _ in limits]  # per limit: key -> stable hash
         self.has_concurrency = any(limit.concurrency for limit in limits)
         self.needs_complete = self.has_concurrency  # only in-flight counts are given back on completion
         self._tat: dict[int, float] = {}  # GCRA theoretical arrival times, this worker's share
@@ -295,21 +296,23 @@ class RateLimit:
             for limit in self.rated
         )
 
-    def _key(self, limit: LimitSpec, ex: Exchange) -> bytes:
+    def _key(self, limit: LimitSpec, ex: Exchange) -> str | bytes:
+        """What the limit counts by. A str is hashed as its UTF-8 bytes (so keys, and the counts and quotas
+        stored under their hashes, are the same whichever form a key takes), but looked up as it is."""
         kind = limit.key
         if kind == "ip":
-            return ex.client_ip.encode()
+            return ex.client_ip
         if kind == "route":
             return b""
         if kind in _CONSUMER_KEYS:
             consumer: Any = ex.consumer
             if consumer is None:
-                return b"ip:" + ex.client_ip.encode()
+                return "ip:" + ex.client_ip
             if kind == "api_key":
                 key_id = getattr(consumer, "key_id", None)  # tokens and certificates: their consumer
                 if key_id is not None:
-                    return b"key:" + str(key_id).encode()
-            return str(consumer.consumer_id).encode()
+                    return "key:" + str(key_id)
+            return str(consumer.consumer_id)
         for name, value in ex.headers:
             if name == limit.header:
                 return value
@@ -327,8 +330,9 @@ class RateLimit:
         overrides: dict[str, int] | None = None
         if self._per_consumer and ex.consumer is not None:
             overrides = getattr(ex.consumer, "limits", None) or None
+        cluster = CLUSTER.current
         for limit, hashes, kind in self._plan:
-            value = ex.client_ip.encode() if limit.key == "ip" else self._key(limit, ex)
+            value = ex.client_ip if limit.key == "ip" else self._key(limit, ex)
             rate = limit.rate if kind != _CONCURRENCY else limit.concurrency
             if overrides is not None and limit.key in _CONSUMER_KEYS:
                 rate = overrides.get(limit.name, rate)  # this consumer's own number
@@ -336,7 +340,8 @@ class RateLimit:
             if not hashed:
                 if len(hashes) >= 65536:
                     hashes.clear()
-                hashed = hashes[value] = key_hash(limit.limit_id, value)
+                raw = value.encode() if isinstance(value, str) else value
+                hashed = hashes[value] = key_hash(limit.limit_id, raw)
             remaining: float
             when: float  # sliding: the window to count in; concurrency: IN_FLIGHT; GCRA: the new arrival time
             if kind == _SLIDING:
@@ -344,15 +349,16 @@ class RateLimit:
                 window = int(position)
                 when = window
                 weight = 1.0 - (position - window)
-                cluster = CLUSTER.current
-                counted: float | None = None
-                if cluster is not None:
-                    counted = cluster.count(hashed, window, weight, limit.window)
-                if counted is None:
-                    if cluster is not None and cluster.failure == "closed":
-                        ex.limit_state = None
-                        return UNAVAILABLE
+                counted: float | None
+                if cluster is None:
                     counted = table.count(hashed, window, weight)  # this node's workers
+                else:
+                    counted = cluster.count(hashed, window, weight, limit.window)
+                    if counted is None:  # the shared store is down
+                        if cluster.failure == "closed":
+                            ex.limit_state = None
+                            return UNAVAILABLE
+                        counted = table.count(hashed, window, weight)
                 remaining = rate - counted
                 reset = (window + 1) * limit.window - now
             elif kind == _GCRA:
@@ -391,7 +397,6 @@ class RateLimit:
                 if waiting is not None:
                     return Pending(waiting)
             return self._denial(limit, reset, queue is not None, overrides)
-        cluster = CLUSTER.current
         for limit, hashed, when, _remaining, _reset in states:
             if limit.gcra:
                 tat_map = self._tat
@@ -458,7 +463,13 @@ class RateLimit:
             return
         if self.has_concurrency:
             states = [state for state in states if not state[0].concurrency]
-        closest = states[0] if len(states) == 1 else min(states, key=lambda s: s[3] / s[0].rate)
+        closest = states[0]
+        if len(states) > 1:  # the limit with the smallest share left is the one the client should see
+            share = closest[3] / closest[0].rate
+            for state in states:
+                if state[3] / state[0].rate < share:
+                    closest = state
+                    share = state[3] / state[0].rate
         limit, _hashed, _window, remaining, reset = closest
         overrides = getattr(ex.consumer, "limits", None) if self._per_consumer else None
         headers.append(
