@@ -30,6 +30,7 @@ from fastgw.snapshot import AccessLogSettings
 # (when configured), route, status, upstream, upstream_ms, total_ms, bytes_in, bytes_out, then denial,
 # shadow, client_cert and protocol when they apply.
 Record = Exchange
+HOLD_BYTES: Final = 256 * 1024  # formatted lines held between ticks before the writer gets them anyway
 BATCH_RECORDS: Final = 256  # formatting 256 records blocks the loop ~0.4 ms; a whole tick's ~3000 took ~5 ms
 _MILLIS: Final = tuple(b"%03dZ" % ms for ms in range(1000))
 _REOPEN: Final = "reopen"
@@ -169,6 +170,9 @@ def write_atomic_lines(fd: int, data: bytes) -> None:
 
 class AccessLog:
     __slots__ = (
+        "_held",
+        "_held_bytes",
+        "_held_count",
         "_include_query",
         "_max",
         "_queue",
@@ -195,32 +199,54 @@ class AccessLog:
         self._written = 0
         self.write_failures = 0
         self._queue: aiologic.SimpleQueue[tuple[int, bytes] | str] = aiologic.SimpleQueue()
+        self._held: list[bytes] = []  # formatted lines not yet handed to the writer (see submit)
+        self._held_count = 0
+        self._held_bytes = 0
         self._thread: threading.Thread | None = None
         if self.enabled:
             self._open()  # fail at start-up, not in the thread, if the file cannot be opened
             self._thread = threading.Thread(target=self._run, name="fastgw-access-log", daemon=True)
             self._thread.start()
 
-    def submit(self, batch: list[Record]) -> None:
+    def submit(self, batch: list[Record], *, hold: bool = False) -> None:
         """Format a batch (every tick, or every BATCH_RECORDS records) and hand it to the writer thread.
 
-        The writer's queue is bounded by ``max_pending`` records: past it, batches are dropped and counted
-        rather than allowed to grow memory while the disk is stuck.
+        With ``hold`` (a batch that filled up between ticks) the formatted lines wait for the tick, or for
+        HOLD_BYTES of them: the writer then wakes ~10 times a second instead of once per batch (each wake
+        costs the loop a GIL hand-over; measured ~1% of req/s on the small-GET bench). The writer's queue is
+        bounded by ``max_pending`` records: past it, batches are dropped and counted rather than allowed to
+        grow memory while the disk is stuck.
         """
         if self._queued - self._written + len(batch) > self._max:
             self.dropped += len(batch)
             return
         self._queued += len(batch)
-        self._queue.put((len(batch), format_batch(batch, self._include_query, self._redact)))
+        data = format_batch(batch, self._include_query, self._redact)
+        self._held.append(data)
+        self._held_count += len(batch)
+        self._held_bytes += len(data)
+        if not hold or self._held_bytes >= HOLD_BYTES:
+            self.release()
+
+    def release(self) -> None:
+        """Hand every formatted line held so far to the writer thread, in one write."""
+        if self._held:
+            data = self._held[0] if len(self._held) == 1 else b"".join(self._held)
+            self._queue.put((self._held_count, data))
+            self._held = []
+            self._held_count = 0
+            self._held_bytes = 0
 
     def reopen(self) -> None:
         """Reopen the log file (SIGUSR1, after logrotate moved it)."""
+        self.release()  # lines formatted before the signal end the old file
         self._queue.put(_REOPEN)
 
     def close(self) -> None:
         """Write everything pending and stop the writer thread."""
         if self._thread is None:
             return
+        self.release()
         self._queue.put(_STOP)
         self._thread.join(timeout=10)
         self._thread = None

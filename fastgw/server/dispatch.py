@@ -156,4 +156,4 @@ def complete(worker: Worker, ex: Exchange) -> None:
     pending = worker.pending  # Worker.record, inlined: this runs once per request
     pending.append(ex)
     if len(pending) >= BATCH_RECORDS:
-        worker.flush_records()
+        worker.flush_records(hold=True)

@@ -101,16 +101,19 @@ class Worker:
         pending = self.pending
         pending.append(record)
         if len(pending) >= BATCH_RECORDS:
-            self.flush_records()
+            self.flush_records(hold=True)
 
-    def flush_records(self) -> None:
-        """Count the pending records and hand them to the access log (every tick, or every batch)."""
+    def flush_records(self, *, hold: bool = False) -> None:
+        """Count the pending records and hand them to the access log (every tick, or every batch: then
+        ``hold`` lets the formatted lines wait for the tick, see AccessLog.submit)."""
         if not self.pending:
+            if not hold:
+                self.access_log.release()
             return
         batch, self.pending = self.pending, []
         self.metrics.observe(batch)
         if self.access_log.enabled:
-            self.access_log.submit(batch)
+            self.access_log.submit(batch, hold=hold)
 
     def export_metrics(self) -> dict[str, Any]:
         self.flush_records()
