@@ -17,6 +17,7 @@ import os
 import re
 from typing import Any, Final
 
+from fastgw.codec.framing import connection_tokens
 from fastgw.codec.serialize import DATE, NO_BODY_STATUSES, status_line
 from fastgw.exchange import Exchange
 from fastgw.snapshot import Route
@@ -82,7 +83,6 @@ class IdSource:
 
     __slots__ = (
         "_counter",
-        "_high",
         "_id_block",
         "_last",
         "_prefix",
@@ -99,12 +99,13 @@ class IdSource:
         self._new_block(0)
 
     def _new_block(self, high: int) -> None:
-        self._high = digits = b"%014x" % high
+        digits = b"%014x" % high
         self._id_block = self._prefix + digits
         self._trace_block = self._trace_prefix + digits
         self._span_block = b"-" + digits
 
     def _next_low(self) -> bytes:
+        """The next counter value's low byte in hex; a new block's high digits when it rolls over."""
         n = self._counter = self._counter + 1
         low = n & 0xFF
         if not low:
@@ -115,11 +116,7 @@ class IdSource:
         if candidate and _SAFE_REQUEST_ID.fullmatch(candidate) is not None:
             self._last = b""
             return candidate
-        n = self._counter = self._counter + 1
-        low = n & 0xFF
-        if not low:
-            self._new_block(n >> 8)
-        self._last = lo = _LOW_BYTE[low]
+        self._last = lo = self._next_low()
         return self._id_block + lo
 
     def traceparent(self, candidate: bytes) -> bytes:
@@ -282,15 +279,14 @@ def build_response_head(
     parts = [status_line(status)]
     has_date = False
     framing = FRAMING_NONE
-    named: list[bytes] | None = None
+    named: tuple[bytes, ...] = ()  # what the upstream's Connection header names
     for name, value in headers:
         if name in special:
             if name in drop:
                 if name == b"transfer-encoding":
                     framing = _framing(name, value, framing)
                 elif name == b"connection" and value not in _PLAIN_CONNECTION:
-                    tokens = [t.strip().lower() for t in value.split(b",")]
-                    named = tokens if named is None else named + tokens
+                    named += connection_tokens(value)
                 continue
             if name == b"date":
                 has_date = True
@@ -343,14 +339,13 @@ def build_h2_response_headers(
     out = [(b":status", b"%d" % status)]
     has_date = False
     framing = FRAMING_NONE
-    named: list[bytes] | None = None
+    named: tuple[bytes, ...] = ()  # what the upstream's Connection header names
     for name, value in headers:
         if name in drop:
             if name == b"transfer-encoding":
                 framing = _framing(name, value, framing)
             elif name == b"connection" and value not in _PLAIN_CONNECTION:
-                tokens = [t.strip().lower() for t in value.split(b",")]
-                named = tokens if named is None else named + tokens
+                named += connection_tokens(value)
             continue
         if name == b"content-length":
             framing = _framing(name, value, framing)

@@ -74,8 +74,7 @@ def scan_request_head(ex: Exchange, max_target: int) -> None:
                 raise CodecError(400, "bad-framing", "more than one Transfer-Encoding header")
             transfer_encoding = value
         elif name == b"connection":
-            tokens = tuple(t.strip().lower() for t in value.split(b",") if t.strip())
-            ex.conn_tokens = ex.conn_tokens + tokens
+            ex.conn_tokens = ex.conn_tokens + connection_tokens(value)
         elif name == b"expect":
             ex.expect_continue = expects_continue(value)
         elif name == b"upgrade":
@@ -160,3 +159,14 @@ def expects_continue(value: bytes) -> bool:
     if value.lower() != b"100-continue":
         raise CodecError(417, "expectation-failed", "only Expect: 100-continue is supported")
     return True
+
+
+def connection_tokens(value: bytes) -> tuple[bytes, ...]:
+    """The lower-case options of a ``Connection`` field (RFC 9110 7.6.1), requests and responses alike."""
+    return tuple(t.strip().lower() for t in value.split(b",") if t.strip())
+
+
+def section_size(fields: list[tuple[bytes, bytes]]) -> int:
+    """A header (or trailer) section's size as the limits count it: names and values, 4 framing bytes a
+    line. Requests and upstream responses alike."""
+    return sum(len(name) + len(value) + 4 for name, value in fields)

@@ -16,7 +16,7 @@ from typing import Final
 
 import httptools
 
-from fastgw.codec.framing import scan_request_head
+from fastgw.codec.framing import scan_request_head, section_size
 from fastgw.codec.http1 import ParserLimits, RequestSink
 from fastgw.codec.problem import CodecError
 from fastgw.exchange import Exchange
@@ -79,7 +79,7 @@ class HttptoolsReader:
         ):
             # The read ended inside a head that may be too large: measure it, charging bytes that made no
             # progress (one giant header trickled in) so an unfinished head cannot grow without bound.
-            exact = self._head_size()
+            exact = section_size(self._headers)
             progress = exact + len(self._url)  # a target that still grows is progress too
             if progress == self._last_size:
                 self._stall += size
@@ -87,10 +87,6 @@ class HttptoolsReader:
                 self._last_size = progress
                 self._stall = 0
             self._check_head(exact + self._stall)
-
-    def _head_size(self) -> int:
-        """The header section's size as the limit counts it: names and values, 4 framing bytes a line."""
-        return sum(len(name) + len(value) + 4 for name, value in self._headers)
 
     def _check_head(self, size: int) -> None:
         limits = self._limits
@@ -118,7 +114,7 @@ class HttptoolsReader:
         headers = self._headers
         limits = self._limits
         if self._fed > limits.max_header_bytes or len(headers) > limits.max_header_count:
-            self._check_head(self._head_size())
+            self._check_head(section_size(self._headers))
         parser = self._parser
         ex = Exchange(parser.get_method(), self._url, _VERSIONS.get(parser.get_http_version(), b"?"), headers)
         self._url = b""

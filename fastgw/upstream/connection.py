@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 import httptools
 
+from fastgw.codec.framing import section_size
 from fastgw.proxy_headers import FRAMING_NONE
 
 if TYPE_CHECKING:
@@ -148,7 +149,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self.sink is not None:
             # Still waiting for the rest of the response: the read timeout restarts from this read.
             if (self._in_head and self._fed > MAX_RESPONSE_HEAD) or (
-                self._headers and not self._in_head and _size(self._headers) > MAX_RESPONSE_HEAD
+                self._headers and not self._in_head and section_size(self._headers) > MAX_RESPONSE_HEAD
             ):  # a head (or trailer section) still growing after this read
                 self.pool.record_failure()
                 self._fail(
@@ -222,7 +223,7 @@ class UpstreamConnection(asyncio.Protocol):
         headers = self._headers
         self._headers = []
         if len(headers) > MAX_RESPONSE_HEADERS or (
-            self._fed > MAX_RESPONSE_HEAD and _size(headers) > MAX_RESPONSE_HEAD
+            self._fed > MAX_RESPONSE_HEAD and section_size(headers) > MAX_RESPONSE_HEAD
         ):
             raise ValueError(
                 f"response header section exceeds {MAX_RESPONSE_HEAD} bytes or {MAX_RESPONSE_HEADERS} lines"
@@ -272,8 +273,3 @@ class UpstreamConnection(asyncio.Protocol):
             self._headers = []
             sink.on_upstream_trailers(trailers)
         sink.on_upstream_end(self.upstream_keep_alive and not self.closed)
-
-
-def _size(fields: list[tuple[bytes, bytes]]) -> int:
-    """A header or trailer section's size: each line's name and value, 4 bytes of framing."""
-    return sum(len(name) + len(value) + 4 for name, value in fields)
