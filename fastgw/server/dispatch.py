@@ -11,7 +11,6 @@ import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Final, Protocol
 
-from fastgw.access_log import BATCH_RECORDS
 from fastgw.codec.problem import CodecError
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Pending, resolve_pending, run_chain
@@ -149,11 +148,7 @@ def release(ex: Exchange) -> None:
 
 def complete(worker: Worker, ex: Exchange) -> None:
     """Run on_complete hooks (once) and hand the exchange to the access log and metrics as its record."""
-    if ex.passed:
-        release(ex)
+    release(ex)
     ex.ended = _time()
     ex.total_s = _monotonic() - ex.start
-    pending = worker.pending  # Worker.record, inlined: this runs once per request
-    pending.append(ex)
-    if len(pending) >= BATCH_RECORDS:
-        worker.flush_records(hold=True)
+    worker.record(ex)

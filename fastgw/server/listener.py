@@ -255,11 +255,7 @@ class ClientConnection(asyncio.Protocol):
         except CodecError as err:
             self._codec_error(err)
             return
-        ex = self._to_forward
-        if ex is not None:  # _forward_pending, inlined: this runs once per request
-            self._to_forward = None
-            if ex is self.active and not self.closing:
-                self._forward(ex)
+        self._forward_pending()
 
     def _forward_pending(self) -> None:
         """Forward the exchange the chain passed during this read, unless a later callback denied it."""
