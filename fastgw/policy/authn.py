@@ -17,7 +17,7 @@ from typing import ClassVar
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Pending, Phase
 from fastgw.policy.identity import IdentityCache
-from fastgw.policy.throttle import FAILURES, ThrottleSettings, credential_failed, refused_before
+from fastgw.policy.throttle import ThrottleSettings, throttled
 
 REALM = b'Bearer realm="fastgw"'
 
@@ -124,14 +124,7 @@ class ApiKeyAuth:
         self.throttle = throttle if not shadow else None  # shadow mode never delays nor blocks
 
     def check(self, ex: Exchange) -> Denial | Pending | None:
-        if FAILURES.blocked:
-            refusal = refused_before(ex, self.throttle)
-            if refusal is not None:
-                return refusal
-        outcome = self._check(ex)
-        if outcome is None:
-            return None
-        return credential_failed(ex, outcome, self.throttle, (MISSING, DUPLICATE), lambda: self._prefix(ex))
+        return throttled(ex, self._check, self.throttle, (MISSING, DUPLICATE), self._prefix)
 
     def _prefix(self, ex: Exchange) -> tuple[str, ...]:
         """The presented key's first characters: a guessed key is throttled under its prefix too."""

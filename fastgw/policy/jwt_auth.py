@@ -29,7 +29,7 @@ from fastgw.exchange import Exchange
 from fastgw.policy.authn import BEARER_DUPLICATE, BEARER_OK, REALM, bearer_denials, bearer_token
 from fastgw.policy.chain import Denial, Pending, Phase
 from fastgw.policy.jwks import RemoteJwks
-from fastgw.policy.throttle import FAILURES, ThrottleSettings, credential_failed, refused_before
+from fastgw.policy.throttle import ThrottleSettings, throttled
 
 HMAC_ALGORITHMS: Final = frozenset({"HS256", "HS384", "HS512"})
 ASYMMETRIC_ALGORITHMS: Final = frozenset(
@@ -215,14 +215,7 @@ class JwtAuth:
         self._started = not self._remotes
 
     def check(self, ex: Exchange) -> Denial | Pending | None:
-        if FAILURES.blocked:
-            refusal = refused_before(ex, self.throttle)
-            if refusal is not None:
-                return refusal
-        outcome = self._check(ex)
-        if outcome is None:
-            return None
-        return credential_failed(ex, outcome, self.throttle, (MISSING, DUPLICATE))
+        return throttled(ex, self._check, self.throttle, (MISSING, DUPLICATE))
 
     def _check(self, ex: Exchange) -> Denial | Pending | None:
         if not self._started:

@@ -90,26 +90,28 @@ def answer_later(denial: Denial, seconds: float) -> Pending:
     return Pending(wait())
 
 
-def credential_failed(
+def throttled(
     ex: Exchange,
-    outcome: Denial | Pending,
+    check: Callable[[Exchange], Denial | Pending | None],
     settings: ThrottleSettings | None,
     uncounted: tuple[Denial, ...],
-    extra: Callable[[], tuple[str, ...]] | None = None,
-) -> Denial | Pending:
-    """What a credential policy returns when its check did not pass: a wrong credential counts towards
-    throttling (``extra()``: more keys to count it under, e.g. a key prefix); a missing or duplicate one
-    (``uncounted``), a Pending, or a policy without throttling returns its outcome as it is."""
-    if settings is None or not isinstance(outcome, Denial) or outcome in uncounted:
-        return outcome
-    return after_failure(ex, outcome, settings, extra() if extra is not None else ())
+    extra: Callable[[Exchange], tuple[str, ...]] | None = None,
+) -> Denial | Pending | None:
+    """A credential policy's check with failed-authentication throttling around it.
 
-
-def refused_before(ex: Exchange, settings: ThrottleSettings | None) -> Denial | None:
-    """A blocked client is refused before any credential work (one truthiness test otherwise)."""
+    A blocked client is refused before any credential work (one truthiness test otherwise). A wrong
+    credential counts towards throttling (``extra(ex)``: more keys to count it under, e.g. a key prefix); a
+    missing or duplicate one (``uncounted``), a Pending, or a policy without throttling returns its outcome
+    as it is.
+    """
     if FAILURES.blocked and settings is not None:
-        return FAILURES.refusal((ex.client_ip,), time.time())
-    return None
+        refusal = FAILURES.refusal((ex.client_ip,), time.time())
+        if refusal is not None:
+            return refusal
+    outcome = check(ex)
+    if outcome is None or settings is None or not isinstance(outcome, Denial) or outcome in uncounted:
+        return outcome
+    return after_failure(ex, outcome, settings, extra(ex) if extra is not None else ())
 
 
 def after_failure(
