@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from typing import Any, Final
 
 from fastgw.codec.framing import connection_tokens
@@ -157,6 +158,11 @@ def _render_identity(identity: Any, names: tuple[tuple[bytes, str], ...]) -> byt
         if encoded and b"\r" not in encoded and b"\n" not in encoded:
             out.append(header + b": " + encoded + b"\r\n")
     return b"".join(out)
+
+
+def header_lines(fields: Sequence[tuple[bytes, bytes]]) -> bytes:
+    """HTTP/1.1 ``name: value`` lines for ``fields``, each ending in CRLF."""
+    return b"".join(n + b": " + v + b"\r\n" for n, v in fields)
 
 
 def forwarded_lines(peer_ip: bytes, proto: bytes) -> bytes:
@@ -393,7 +399,7 @@ def filter_trailers(fields: list[tuple[bytes, bytes]]) -> list[tuple[bytes, byte
 
 def trailer_lines(fields: list[tuple[bytes, bytes]]) -> bytes:
     """The last chunk of a chunked HTTP/1.1 body, carrying ``fields`` as trailers."""
-    return b"0\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in fields) + b"\r\n"
+    return b"0\r\n" + header_lines(fields) + b"\r\n"
 
 
 def _without_named(pieces: list[bytes], named: frozenset[bytes]) -> list[bytes]:

@@ -68,7 +68,7 @@ from fastgw.policy.network import NetworkRules, parse_networks
 from fastgw.policy.rate_limit import COUNTERS, LimitSpec, RateLimit
 from fastgw.policy.rbac import Authorize, Principal, Requirement, requirement
 from fastgw.policy.throttle import ThrottleSettings
-from fastgw.proxy_headers import request_drop_sets, response_drop_set
+from fastgw.proxy_headers import header_lines, request_drop_sets, response_drop_set
 from fastgw.router import HostTable, MethodTable, Router, route_key
 from fastgw.secrets import resolve_secret
 from fastgw.snapshot import (
@@ -823,6 +823,8 @@ class _Compiler:
         drop_resp |= {name for name, _ in extra} | self.security_remove
         add_resp = (*add_resp, *extra)
         strip = route_key(spec.path) if spec.strip_prefix and spec.path != "/" else b""
+        drop_untrusted, drop_trusted = request_drop_sets(drop_req)
+        drop_response = response_drop_set(drop_resp)
         return Route(
             name=spec.name,
             name_bytes=spec.name.encode(),
@@ -838,15 +840,15 @@ class _Compiler:
                 for p in chain
                 if hasattr(p, "on_complete") and getattr(p, "needs_complete", True)
             ),
-            drop_request=request_drop_sets(drop_req)[0],
-            drop_request_trusted=request_drop_sets(drop_req)[1],
-            add_request=b"".join(n + b": " + v + b"\r\n" for n, v in add_req),
+            drop_request=drop_untrusted,
+            drop_request_trusted=drop_trusted,
+            add_request=header_lines(add_req),
             identity_headers=self.identity_headers if spec.auth != "none" else (),
-            drop_response=response_drop_set(drop_resp),
+            drop_response=drop_response,
             hsts=self.hsts,
             add_response=add_resp,
-            add_response_lines=b"".join(n + b": " + v + b"\r\n" for n, v in add_resp),
-            response_special=response_drop_set(drop_resp) | {b"content-length", b"date"},
+            add_response_lines=header_lines(add_resp),
+            response_special=drop_response | {b"content-length", b"date"},
         )
 
     def router(self, specs: Sequence[RouteSpec], routes: Sequence[Route], server: ServerSettings) -> Router:

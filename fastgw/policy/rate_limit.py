@@ -239,6 +239,11 @@ class CounterTable:
 COUNTERS: Final = CounterTable()
 
 
+def _own_rate(limit: LimitSpec, overrides: dict[str, int], rate: int) -> int:
+    """A consumer's own number for ``limit`` (limits keyed by consumer or key only), else ``rate``."""
+    return overrides.get(limit.name, rate) if limit.key in _CONSUMER_KEYS else rate
+
+
 def key_hash(limit_id: bytes, value: bytes) -> int:
     digest = hashlib.blake2b(limit_id + b"\0" + value, digest_size=8).digest()
     return int.from_bytes(digest, "little", signed=True) or 1
@@ -291,10 +296,7 @@ class RateLimit:
         )
         self._per_consumer = any(limit.key in _CONSUMER_KEYS for limit in limits)
         self._item = {limit.name: b'"%s";r=' % limit.name.encode() for limit in limits}  # RateLimit item
-        self.policy_header = b", ".join(
-            b'"%s";q=%d;w=%d' % (limit.name.encode(), limit.rate, max(1, round(limit.window)))
-            for limit in self.rated
-        )
+        self.policy_header = self._policy_for({})  # what every client without its own numbers sees
 
     def _key(self, limit: LimitSpec, ex: Exchange) -> str | bytes:
         """What the limit counts by. A str is hashed as its UTF-8 bytes (so keys, and the counts and quotas
@@ -334,8 +336,8 @@ class RateLimit:
         for limit, hashes, kind in self._plan:
             value = ex.client_ip if limit.key == "ip" else self._key(limit, ex)
             rate = limit.rate if kind != _CONCURRENCY else limit.concurrency
-            if overrides is not None and limit.key in _CONSUMER_KEYS:
-                rate = overrides.get(limit.name, rate)  # this consumer's own number
+            if overrides is not None:
+                rate = _own_rate(limit, overrides, rate)
             hashed = hashes.get(value, 0)
             if not hashed:
                 if len(hashes) >= 65536:
@@ -416,9 +418,7 @@ class RateLimit:
     ) -> Denial:
         retry = max(1, math.ceil(reset))
         full = " and its queue is full" if queued else ""
-        rate = limit.rate
-        if overrides and limit.key in _CONSUMER_KEYS:
-            rate = overrides.get(limit.name, rate)
+        rate = _own_rate(limit, overrides, limit.rate) if overrides else limit.rate
         if limit.concurrency:
             detail = f"concurrency limit {limit.name!r} ({limit.concurrency} in flight) reached{full}"
             return Denial(429, "rate-limited", detail, f"rate_limit.{limit.name}", ((b"retry-after", b"1"),))
@@ -440,7 +440,7 @@ class RateLimit:
             b'"%s";q=%d;w=%d'
             % (
                 limit.name.encode(),
-                overrides.get(limit.name, limit.rate) if limit.key in _CONSUMER_KEYS else limit.rate,
+                _own_rate(limit, overrides, limit.rate),
                 max(1, round(limit.window)),
             )
             for limit in self.rated
