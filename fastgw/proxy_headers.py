@@ -190,38 +190,25 @@ def build_request_head(
     parts = [ex.method, b" ", path, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
     named = ex.conn_tokens
     incoming_via = b""
+    # Untrusted peers: every X-Forwarded-* header of the client is in the drop set, ours replace them.
+    drop = route.drop_request_trusted if peer_trusted else route.drop_request
+    for name, value in ex.headers:
+        if name in drop:
+            if name == b"via":
+                incoming_via = value
+            continue
+        if named and name in named:
+            continue
+        parts.extend((name, b": ", value, b"\r\n"))
     if peer_trusted:
-        drop = route.drop_request_trusted
-        has_proto = has_host = False
-        for name, value in ex.headers:
-            if name in drop:
-                if name == b"via":
-                    incoming_via = value
-                continue
-            if named and name in named:
-                continue
-            if name == b"x-forwarded-proto":
-                has_proto = True
-            elif name == b"x-forwarded-host":
-                has_host = True
-            parts.extend((name, b": ", value, b"\r\n"))
+        # A trusted proxy's X-Forwarded-For is extended, its -Proto and -Host kept when they were copied.
         xff = ex.xff + b", " + peer_ip if ex.xff else peer_ip
         parts.extend((b"x-forwarded-for: ", xff, b"\r\n"))
-        if not has_proto:
+        if not _copied(ex, b"x-forwarded-proto", drop):
             parts.extend((b"x-forwarded-proto: ", proto, b"\r\n"))
-        if not has_host and ex.host:
+        if ex.host and not _copied(ex, b"x-forwarded-host", drop):
             parts.extend((b"x-forwarded-host: ", ex.host, b"\r\n"))
     else:
-        # Every X-Forwarded-* header of the client is in the drop set: ours replace them.
-        drop = route.drop_request
-        for name, value in ex.headers:
-            if name in drop:
-                if name == b"via":
-                    incoming_via = value
-                continue
-            if named and name in named:
-                continue
-            parts.extend((name, b": ", value, b"\r\n"))
         parts.append(forwarded)
         if ex.host:
             parts.extend((b"x-forwarded-host: ", ex.host, b"\r\n"))
@@ -244,6 +231,13 @@ def build_request_head(
     else:
         parts.append(b"\r\n")
     return parts
+
+
+def _copied(ex: Exchange, name: bytes, drop: frozenset[bytes]) -> bool:
+    """Whether the request header loop above copied a ``name`` header upstream (trusted peers only)."""
+    if name in drop or name in ex.conn_tokens:
+        return False
+    return any(header == name for header, _ in ex.headers)
 
 
 # The framing an upstream response declared, as build_response_head and build_h2_response_headers report

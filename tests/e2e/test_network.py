@@ -91,6 +91,23 @@ def test_trusted_proxy_forwarded_for_is_believed(
     assert get(gw.port, "/guarded", "X-Forwarded-For: 203.0.113.9, 8.8.8.8\r\n").status == 403
 
 
+def test_trusted_proxy_forwarded_proto_and_host_are_kept_once(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
+    gw = gateway_factory(config(upstream.port, server='trusted_proxies = ["127.0.0.1/32"]'))
+    forwarded = "X-Forwarded-Proto: https\r\nX-Forwarded-Host: api.example\r\n"
+    assert get(gw.port, "/open", forwarded).status == 200
+    seen = upstream.requests[-1]
+    assert seen.all(b"x-forwarded-proto") == [b"https"]
+    assert seen.all(b"x-forwarded-host") == [b"api.example"]
+    # Named in Connection, they are hop-by-hop: dropped, and ours take their place.
+    headers = "Connection: X-Forwarded-Proto\r\nX-Forwarded-Proto: https\r\n"
+    assert get(gw.port, "/open", headers).status == 200
+    seen = upstream.requests[-1]
+    assert seen.all(b"x-forwarded-proto") == [b"http"]
+    assert seen.all(b"x-forwarded-host") == [b"test"]
+
+
 def test_proxy_protocol_v1_and_v2(gateway_factory: Callable[..., Gateway], upstream: TestUpstream) -> None:
     gw = gateway_factory(
         config(
