@@ -80,8 +80,8 @@ class NullSink:
         return False
 
 
-def best(fn: Callable[[], object], number: int = 20000) -> float:
-    return min(timeit.repeat(fn, number=number, repeat=5)) / number * 1e6
+def best(fn: Callable[[], object], number: int = 4000) -> float:
+    return min(timeit.repeat(fn, number=number, repeat=25)) / number * 1e6
 
 
 def api_key_check(ex: Exchange) -> float:

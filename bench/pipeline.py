@@ -4,7 +4,10 @@ bytes in -> client bytes out, through the real ClientConnection and UpstreamConn
 What it prints is fastgw's own CPU per request (no syscalls, no event loop), the number to shrink when the
 wrk bench says fastgw is slower than the bare-proxy floor. ``--profile`` shows where it goes.
 
-    python bench/pipeline.py [--log] [--profile]
+    python bench/pipeline.py [--log] [--profile] [--route plain|key|chain]
+
+``--route key`` adds an API key (X-API-Key, memoised); ``chain`` adds to it the bench's two rate limits
+(a GCRA and a sliding window keyed by consumer, in a table of one shard), as run.py's full-chain scenario.
 """
 
 from __future__ import annotations
@@ -12,8 +15,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import mmap
+import os
 import pstats
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -21,10 +27,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fastgw.config.compiler import compile_config
+from fastgw.keys import key_digest, new_key
+from fastgw.policy.identity import IDENTITIES, KeyIdentity
+from fastgw.policy.rate_limit import CELL_INTS, COUNTERS
 from fastgw.server.listener import ClientConnection
 from fastgw.server.worker import Worker
 from fastgw.upstream.connection import UpstreamConnection
 
+PEPPER = b"pipeline-pepper-0123456789abcdef"
 REQUEST = b"GET /small HTTP/1.1\r\nHost: 127.0.0.1:9080\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
 RESPONSE = (
     b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sun, 22 Nov 2026 19:00:00 GMT\r\n"
@@ -65,21 +75,47 @@ class FakeTransport:
         self.closed = True
 
 
-async def run(n: int, log: bool, profile: bool) -> None:
+ROUTES = {
+    "plain": 'auth = "none"',
+    "key": 'auth = "api_key"',
+    "chain": """auth = "api_key"
+limits = [
+  { name = "burst", rate = 100000000, per = 1.0, key = "consumer", algorithm = "gcra", burst = 1000 },
+  { name = "daily", rate = 1000000000, per = 86400.0, key = "consumer" },
+]""",
+}
+
+
+async def run(n: int, log: bool, profile: bool, route: str) -> None:
     target = "/dev/null" if log else "off"
+    state = tempfile.mkdtemp(prefix="fastgw-pipeline-")
+    Path(state, "pepper").write_bytes(PEPPER)
     config = f"""
 [[listeners]]
 bind = "127.0.0.1:0"
 [access_log]
 target = "{target}"
+[keys]
+pepper = {{ file = "{state}/pepper" }}
+[state]
+dir = "{state}"
 [upstreams.u]
 targets = ["127.0.0.1:9"]
 [[routes]]
 name = "r"
 path = "/"
 upstream = "u"
-auth = "none"
+{ROUTES[route]}
 """.encode()
+    request = REQUEST
+    if route != "plain":
+        key = new_key().encode()
+        IDENTITIES.put(
+            key_digest(PEPPER, key),
+            KeyIdentity("k_1", "c_1", "acme", "", frozenset(), frozenset(), None, 0.0),
+        )
+        request = REQUEST[:-2] + b"X-API-Key: " + key + b"\r\n\r\n"
+        COUNTERS.attach(mmap.mmap(-1, 4096 * CELL_INTS * 8), 0, 1, 4096)
     worker = Worker(compile_config(config, "pipeline.toml"))
     client = ClientConnection(worker, worker.holder.current.listeners[0])
     client_transport = FakeTransport(("127.0.0.1", 50000))
@@ -91,7 +127,7 @@ auth = "none"
     pool.idle.append((upstream, time.monotonic() + 3600))
 
     def one() -> None:
-        client.data_received(REQUEST)
+        client.data_received(request)
         upstream.data_received(RESPONSE)
 
     for _ in range(1000):
@@ -112,9 +148,10 @@ auth = "none"
     elapsed = time.perf_counter() - started
     if prof:
         prof.disable()
-        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+        pstats.Stats(prof).sort_stats("tottime").print_stats(int(os.environ.get("PIPELINE_STATS", "25")))
     print(
-        f"{elapsed / n * 1e6:.2f} us per request through the Python data plane (log {'on' if log else 'off'})"
+        f"{elapsed / n * 1e6:.2f} us per request through the Python data plane "
+        f"(route {route}, log {'on' if log else 'off'})"
     )
     worker.access_log.close()
 
@@ -125,9 +162,10 @@ def main() -> int:
         "--log", action="store_true", help="access log on (to /dev/null), formatting included"
     )
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--route", choices=sorted(ROUTES), default="plain")
     parser.add_argument("-n", type=int, default=50000)
     args = parser.parse_args()
-    asyncio.run(run(args.n, args.log, args.profile))
+    asyncio.run(run(args.n, args.log, args.profile, args.route))
     return 0
 
 

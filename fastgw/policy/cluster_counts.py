@@ -77,9 +77,9 @@ class ClusterCounts:
             before += inflight.get(previous, 0)
         return now_count + before * weight_previous
 
-    def add(self, key_hash: int, window: int) -> None:
+    def add(self, key_hash: int, window: int, count: int = 1) -> None:
         key = (key_hash, window)
-        self.pending[key] = self.pending.get(key, 0) + 1
+        self.pending[key] = self.pending.get(key, 0) + count
 
     # -- background flush ---------------------------------------------------------------------------------
     def start(self) -> None:

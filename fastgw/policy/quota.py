@@ -67,9 +67,9 @@ class QuotaBook:
         text = value if isinstance(value, str) else value.decode("utf-8", "replace")
         self.names[key_hash] = (limit_id.decode(), text)
 
-    def add(self, key_hash: int, code: int) -> None:
+    def add(self, key_hash: int, code: int, count: int = 1) -> None:
         key = (key_hash, code)
-        self.pending[key] = self.pending.get(key, 0) + 1
+        self.pending[key] = self.pending.get(key, 0) + count
 
     def take(self) -> list[list[object]]:
         """The admissions to send: ``[key hash, period, limit id, key, count]`` each."""

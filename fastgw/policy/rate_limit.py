@@ -9,10 +9,13 @@ keeps its counts, and ``hash()`` (randomised per process) is never used.
 
 Sliding window (the Cloudflare estimate): ``count(now) = current + previous x (1 - elapsed/window)``,
 summed over shards; a request is admitted when ``count + 1 <= limit``, then counted in the worker's own
-shard. Error bound: workers decide from the shards' last values, so between a read and a write up to
-``workers - 1`` other admissions may land: at most ``limit + workers - 1`` in any aligned window. The
-estimate treats the previous window as evenly spread, so across unaligned windows it can admit more or
-fewer than ``limit`` when traffic was bursty at the previous window's edges (documented in the README).
+shard, in the same pass over the shards (a worker's own cell is written by it alone). A route's limits are
+checked in one pass too: each counts the request as it passes it, and a later refusal takes those counts
+back before the loop yields (another worker reading in between may see one too many: that can only refuse,
+never over-admit). Error bound: workers decide from the shards' last values, so between a read and a
+write up to ``workers - 1`` other admissions may land: at most ``limit + workers - 1`` in any aligned
+window. The estimate treats the previous window as evenly spread, so across unaligned windows it can
+admit more or fewer than ``limit`` when traffic was bursty at the previous window's edges (see README).
 
 GCRA (``algorithm = "gcra"``: rate + burst) keeps a theoretical arrival time, which is not additive across
 shards; each worker instead runs its share (rate/n, burst/n, a static token lease) in its own memory. n
@@ -45,8 +48,11 @@ from fastgw.policy.wait_queue import WaitQueue
 CELL_INTS: Final = 4  # key hash, window, current count, previous count
 IN_FLIGHT: Final = -1  # the window value that marks a concurrency cell (its count: requests in flight)
 PROBES: Final = 8
-_I64: Final = struct.Struct("<q")
+_CELL: Final = struct.Struct("=4q")  # one cell as stored: key hash, window, current, previous
 _time = time.time
+_floor = math.floor
+_UNCAPPED: Final = math.inf  # a shadow limit's cap: it counts every request it sees
+_ceil = math.ceil
 _SLIDING, _GCRA, _CONCURRENCY, _QUOTA = range(4)  # a limit's kind, decided once per compile
 _CONSUMER_KEYS: Final = frozenset({"consumer", "api_key"})  # limits a consumer's overrides apply to
 
@@ -79,22 +85,37 @@ class LimitSpec:
 
 
 class CounterTable:
-    """The shared table as seen by one worker (or by nobody, before a worker configures it)."""
+    """The shared table as seen by one worker (or by nobody, before a worker configures it).
+
+    Callers keep, per key, where its cell lies in each shard (``where``, from ``locate``): a cached guess,
+    checked against the stored hash on every read, since a shard's owner may reuse a stale cell for
+    another key. A steady-state read is then one ``unpack_from`` per shard.
+    """
 
     def __init__(self) -> None:
+        self.region: mmap.mmap | None = None
         self.cells: memoryview | None = None  # int64 view over all shards
         self.slot = 0
         self.shards = 0
         self.capacity = 0
         self.local: dict[tuple[int, int], list[int]] = {}  # overflow: (hash, window) -> [count]
         self.table_full = 0
-        self._where: dict[int, list[int]] = {}  # key hash -> its cell index in each shard (-1: not seen)
 
     def attach(self, region: mmap.mmap, slot: int, shards: int, capacity: int) -> None:
+        self.region = region
         self.cells = memoryview(region).cast("q")
         self.slot = slot
         self.shards = shards
         self.capacity = capacity
+
+    def locate(self, key_hash: int) -> list[int]:
+        """A new key's place in each shard: ``~home`` (negative: not found there yet; ``home`` is its first
+        probe slot, so one load tells whether the shard's owner has since counted it)."""
+        return [~self._home(shard, key_hash) for shard in range(self.shards)]
+
+    def _home(self, shard: int, key_hash: int) -> int:
+        """Index of key_hash's first probe slot in a shard."""
+        return (shard * self.capacity + key_hash % self.capacity) * CELL_INTS
 
     def _find(self, shard: int, key_hash: int) -> int:
         """Cell index of key_hash in a shard, or -1."""
@@ -111,53 +132,54 @@ class CounterTable:
                 return -1
         return -1
 
-    def _indexes(self, key_hash: int) -> list[int]:
-        where = self._where.get(key_hash)
-        if where is None:
-            if len(self._where) >= 4 * self.capacity:
-                self._where.clear()
-            where = self._where[key_hash] = [-1] * self.shards
-        return where
-
-    def count(self, key_hash: int, window: int, weight_previous: float) -> float:
-        """The sliding estimate for key_hash, summed over every shard.
-
-        Cell positions are remembered per key (checked against the stored hash on every read, since a
-        shard's owner may reuse a stale cell for another key), so a steady-state read is a few int loads.
-        """
+    def count(
+        self, key_hash: int, where: list[int], window: int, weight_previous: float, cap: float = -1.0
+    ) -> float:
+        """The sliding estimate for key_hash, summed over every shard. When it leaves room for one more
+        under ``cap``, this request is counted too, in this worker's own shard, in the same pass."""
+        region = self.region
         cells = self.cells
-        if cells is None:
+        if region is None or cells is None:
             return 0.0
         current = previous = 0
-        where = self._where.get(key_hash) or self._indexes(key_hash)
-        capacity = self.capacity
-        home = key_hash % capacity
-        for shard in range(self.shards):
-            index = where[shard]
-            if index < 0 or cells[index] != key_hash:
-                if cells[(shard * capacity + home) * CELL_INTS] == 0:
-                    continue  # the key's first probe slot is empty: not in this shard (one load)
-                index = where[shard] = self._find(shard, key_hash)
-                if index < 0:
+        slot = self.slot
+        own = own_count = -1  # this worker's cell for the key in this window, and its count
+        for shard, cached in enumerate(where):
+            at = cached
+            cell = _CELL.unpack_from(region, at << 3) if at >= 0 else None
+            if cell is None or cell[0] != key_hash:
+                if at < 0 and not cells[~at]:
+                    continue  # the key's first probe slot is still empty: not in this shard (one load)
+                at = self._find(shard, key_hash)
+                where[shard] = at if at >= 0 else ~self._home(shard, key_hash)
+                if at < 0:
                     continue
-            cell_window = cells[index + 1]
+                cell = _CELL.unpack_from(region, at << 3)
+            _stored, cell_window, in_window, before = cell
             if cell_window == window:
-                current += cells[index + 2]
-                previous += cells[index + 3]
+                current += in_window
+                previous += before
+                if shard == slot:
+                    own, own_count = at, in_window
             elif cell_window == window - 1:
-                previous += cells[index + 2]
+                previous += in_window
         if self.local:  # the overflow counts, almost always empty
             local = self.local.get((key_hash, window))
             if local is not None:
                 current += local[0]
-        return current + previous * weight_previous
+        counted = current + previous * weight_previous
+        if counted + 1 <= cap:
+            if own >= 0:
+                cells[own + 2] = own_count + 1  # the steady state: one more in our cell's current window
+            else:
+                self.add(key_hash, where, window)
+        return counted
 
-    def add(self, key_hash: int, window: int) -> None:
+    def add(self, key_hash: int, where: list[int], window: int) -> None:
         """Count one admission in this worker's own shard (the only shard it ever writes)."""
         cells = self.cells
         if cells is None:
             return
-        where = self._where.get(key_hash) or self._indexes(key_hash)
         own = where[self.slot]
         if own >= 0 and cells[own] == key_hash:
             if cells[own + 1] == window:  # the steady state: one more in the current window
@@ -195,20 +217,20 @@ class CounterTable:
         if len(self.local) > 65536:
             self.local.clear()
 
-    def in_flight(self, key_hash: int) -> int:
+    def in_flight(self, key_hash: int, where: list[int]) -> int:
         """Requests in flight for a concurrency key, summed over every shard."""
-        return int(self.count(key_hash, IN_FLIGHT, 0.0))
+        return int(self.count(key_hash, where, IN_FLIGHT, 0.0))
 
-    def release(self, key_hash: int) -> None:
-        """One request of this worker finished: its own shard's in-flight count goes down."""
+    def take_back(self, key_hash: int, where: list[int], window: int) -> None:
+        """Undo one ``add`` of this worker (a request that finished, or one a later limit refused)."""
         cells = self.cells
         if cells is None:
             return
-        index = self._indexes(key_hash)[self.slot]
-        if index >= 0 and cells[index] == key_hash and cells[index + 2] > 0:
+        index = where[self.slot]
+        if index >= 0 and cells[index] == key_hash and cells[index + 1] == window and cells[index + 2] > 0:
             cells[index + 2] -= 1
         else:
-            cell = self.local.get((key_hash, IN_FLIGHT))
+            cell = self.local.get((key_hash, window))
             if cell is not None and cell[0] > 0:
                 cell[0] -= 1
 
@@ -249,8 +271,16 @@ def key_hash(limit_id: bytes, value: bytes) -> int:
     return int.from_bytes(digest, "little", signed=True) or 1
 
 
+_Key = tuple[int, list[int]]  # a limit's key as this worker knows it: stable hash, cell index per shard
+
+
 class RateLimit:
-    """All limits of one route; a request must pass every one, and is counted only when it does."""
+    """All limits of one route; a request must pass every one, and is counted only when it does.
+
+    ``check`` leaves on the Exchange what the response headers need, already reduced to the limit nearest
+    exhaustion: ``(RateLimit-Policy pair, that limit's item prefix, requests left, seconds to reset,
+    in-flight keys to release)``, so ``on_response`` only renders one number pair.
+    """
 
     PHASE: ClassVar[Phase] = Phase.RATE_LIMIT
 
@@ -259,7 +289,7 @@ class RateLimit:
         self.limits = limits
         self.table = table
         self.shadow = False  # shadow mode is per limit: a shadow limit records, never returns, a denial
-        self._hashes: list[dict[str | bytes, int]] = [{} for _ in limits]  # per limit: key -> stable hash
+        self._keys: list[dict[str | bytes, _Key]] = [{} for _ in limits]  # per limit: key -> _Key
         self.has_concurrency = any(limit.concurrency for limit in limits)
         self.needs_complete = self.has_concurrency  # only in-flight counts are given back on completion
         self._tat: dict[int, float] = {}  # GCRA theoretical arrival times, this worker's share
@@ -283,7 +313,7 @@ class RateLimit:
         self._plan = tuple(
             (
                 limit,
-                hashes,
+                keys,
                 _GCRA
                 if limit.gcra
                 else _QUOTA
@@ -291,12 +321,15 @@ class RateLimit:
                 else _CONCURRENCY
                 if limit.concurrency
                 else _SLIDING,
+                limit.concurrency or limit.rate,
+                limit.key == "ip",
+                b'"%s";r=' % limit.name.encode(),  # the RateLimit item, up to its number
             )
-            for limit, hashes in zip(limits, self._hashes, strict=True)
+            for limit, keys in zip(limits, self._keys, strict=True)
         )
         self._per_consumer = any(limit.key in _CONSUMER_KEYS for limit in limits)
-        self._item = {limit.name: b'"%s";r=' % limit.name.encode() for limit in limits}  # RateLimit item
         self.policy_header = self._policy_for({})  # what every client without its own numbers sees
+        self._policy_pair = (b"ratelimit-policy", self.policy_header)
 
     def _key(self, limit: LimitSpec, ex: Exchange) -> str | bytes:
         """What the limit counts by. A str is hashed as its UTF-8 bytes (so keys, and the counts and quotas
@@ -320,68 +353,102 @@ class RateLimit:
                 return value
         return b""
 
+    def _new_key(self, keys: dict[str | bytes, _Key], limit: LimitSpec, value: str | bytes) -> _Key:
+        if len(keys) >= 65536:
+            keys.clear()
+        hashed = key_hash(limit.limit_id, value.encode() if isinstance(value, str) else value)
+        key = keys[value] = (hashed, self.table.locate(hashed))
+        return key
+
     def _recheck(self, ex: Exchange) -> Denial | None:
         return self.check(ex, False)  # type: ignore[return-value]
 
     def check(self, ex: Exchange, may_wait: bool = True) -> Denial | Pending | None:
-        """Pass, refuse, or (a limit with a queue, ``may_wait``) park the request until there is room."""
+        """Pass, refuse, or (a limit with a queue, ``may_wait``) park the request until there is room.
+
+        One pass: each limit that has room counts the request at once; if a later limit refuses, what the
+        earlier ones counted is taken back (refusals are the rare case, and all of it runs without a yield,
+        so no other request of this worker sees the interim counts).
+        """
         now = _time()
         table = self.table
-        states: list[tuple[LimitSpec, int, float, float, float]] = []  # limit, hash, window|TAT, left, reset
+        taken: list[tuple[int, int, list[int], float]] = []  # kind, hash, cells, window|old TAT: counted
         refused: tuple[LimitSpec, float, float] | None = None
+        share = 2.0  # the share left of the rated limit nearest exhaustion (the one the headers show) ...
+        shown: bytes | None = None  # ... its RateLimit item prefix, requests left and seconds to reset
+        shown_left = shown_reset = 0.0
+        in_flight: tuple[tuple[int, list[int]], ...] = ()
         overrides: dict[str, int] | None = None
         if self._per_consumer and ex.consumer is not None:
             overrides = getattr(ex.consumer, "limits", None) or None
         cluster = CLUSTER.current
-        for limit, hashes, kind in self._plan:
-            value = ex.client_ip if limit.key == "ip" else self._key(limit, ex)
-            rate = limit.rate if kind != _CONCURRENCY else limit.concurrency
-            if overrides is not None:
-                rate = _own_rate(limit, overrides, rate)
-            hashed = hashes.get(value, 0)
-            if not hashed:
-                if len(hashes) >= 65536:
-                    hashes.clear()
-                raw = value.encode() if isinstance(value, str) else value
-                hashed = hashes[value] = key_hash(limit.limit_id, raw)
+        for limit, keys, kind, base_rate, by_ip, prefix in self._plan:
+            value = ex.client_ip if by_ip else self._key(limit, ex)
+            rate = base_rate if overrides is None else _own_rate(limit, overrides, base_rate)
+            hashed, where = keys.get(value) or self._new_key(keys, limit, value)
+            # Count this request under a limit while nothing refused it yet, if there is room (a shadow
+            # limit counts it regardless: it only records would-be refusals).
+            cap = -1.0 if refused is not None else _UNCAPPED if limit.shadow else rate
             remaining: float
-            when: float  # sliding: the window to count in; concurrency: IN_FLIGHT; GCRA: the new arrival time
             if kind == _SLIDING:
                 position = now / limit.window
-                window = int(position)
-                when = window
+                window = _floor(position)
                 weight = 1.0 - (position - window)
                 counted: float | None
                 if cluster is None:
-                    counted = table.count(hashed, window, weight)  # this node's workers
+                    counted = table.count(hashed, where, window, weight, cap)  # this node's workers
                 else:
                     counted = cluster.count(hashed, window, weight, limit.window)
                     if counted is None:  # the shared store is down
                         if cluster.failure == "closed":
+                            self._take_back(taken, cluster)
                             ex.limit_state = None
                             return UNAVAILABLE
-                        counted = table.count(hashed, window, weight)
+                        counted = table.count(hashed, where, window, weight)
+                    if counted + 1 <= cap:
+                        table.add(hashed, where, window)
+                        cluster.add(hashed, window)
+                if counted + 1 <= cap:
+                    taken.append((kind, hashed, where, window))
                 remaining = rate - counted
                 reset = (window + 1) * limit.window - now
             elif kind == _GCRA:
                 # GCRA with per-worker shares (a static token lease): each of the n workers runs rate/n and
                 # burst/n on its own, so n saturated workers admit rate x T + burst together.
-                shares = max(1, table.shards)
+                shares = table.shards or 1
                 interval = limit.window / rate * shares
                 tolerance = limit.burst / shares * interval
-                when = max(self._tat.get(hashed, 0.0), now) + interval
-                remaining = (tolerance - (when - now)) / interval * shares + 1
-                reset = max(0.0, when - tolerance - now)
+                tat_map = self._tat
+                old = tat_map.get(hashed, 0.0)
+                arrival = (old if old > now else now) + interval
+                remaining = (tolerance - (arrival - now)) / interval * shares + 1
+                reset = max(arrival - tolerance - now, 0.0)
+                if cap > 0 and (remaining >= 1 or cap == _UNCAPPED):
+                    if len(tat_map) >= 65536:
+                        tat_map.clear()
+                    tat_map[hashed] = arrival
+                    taken.append((kind, hashed, where, old))
             elif kind == _QUOTA:
-                when, reset = QUOTAS.period(limit.quota, now)
+                period, reset = QUOTAS.period(limit.quota, now)
                 if hashed not in QUOTAS.names:
                     QUOTAS.name(hashed, limit.limit_id, value)
-                remaining = rate - QUOTAS.base.get((hashed, when), 0) - table.count(hashed, when, 0.0)
+                counted = QUOTAS.base.get((hashed, period), 0) + table.count(hashed, where, period, 0.0)
+                remaining = rate - counted
+                if counted + 1 <= cap:
+                    table.add(hashed, where, period)
+                    QUOTAS.add(hashed, period)
+                    taken.append((kind, hashed, where, period))
             else:  # concurrency
-                when = IN_FLIGHT
-                remaining = rate - table.in_flight(hashed)
+                counted = table.in_flight(hashed, where)
+                remaining = rate - counted
                 reset = 1.0
-            states.append((limit, hashed, when, remaining - 1, reset))
+                if counted + 1 <= cap:
+                    table.add(hashed, where, IN_FLIGHT)
+                    taken.append((kind, hashed, where, IN_FLIGHT))
+                    in_flight += ((hashed, where),)
+            if kind != _CONCURRENCY and (remaining - 1) / rate < share:
+                share = (remaining - 1) / rate
+                shown, shown_left, shown_reset = prefix, remaining - 1, reset
             if remaining < 1:
                 if limit.shadow:
                     if ex.shadow is None:
@@ -389,9 +456,9 @@ class RateLimit:
                     ex.shadow.append(f"rate_limit.{limit.name}")
                 elif refused is None or reset > refused[2]:
                     refused = (limit, remaining, reset)
-        ex.limit_state = states
         if refused is not None:
-            ex.limit_state = None  # nothing was counted: nothing to release
+            self._take_back(taken, cluster)
+            ex.limit_state = None  # nothing stays counted: nothing to release
             limit, remaining, reset = refused
             queue = self.queues.get(limit.name) if may_wait else None
             if queue is not None:
@@ -399,19 +466,34 @@ class RateLimit:
                 if waiting is not None:
                     return Pending(waiting)
             return self._denial(limit, reset, queue is not None, overrides)
-        for limit, hashed, when, _remaining, _reset in states:
-            if limit.gcra:
-                tat_map = self._tat
-                if len(tat_map) >= 65536:
-                    tat_map.clear()
-                tat_map[hashed] = when  # for GCRA the "window" slot carries the new theoretical time
-            else:
-                table.add(hashed, int(when))
-                if limit.quota:
-                    QUOTAS.add(hashed, int(when))
-                elif cluster is not None and not limit.concurrency:
-                    cluster.add(hashed, int(when))
+        if shown is None:  # concurrency limits only: no RateLimit headers
+            ex.limit_state = (None, b"", 0, 0, in_flight)
+        else:
+            policy = self._policy_pair
+            if overrides is not None:
+                policy = (b"ratelimit-policy", self._policy_for(overrides))
+            ex.limit_state = (
+                policy,
+                shown,
+                _floor(shown_left) if shown_left > 0 else 0,
+                _ceil(shown_reset),
+                in_flight,
+            )
         return None
+
+    def _take_back(self, taken: list[tuple[int, int, list[int], float]], cluster: Any) -> None:
+        """Undo what one check counted before a later limit refused the request."""
+        table = self.table
+        for kind, hashed, where, when in taken:
+            if kind == _GCRA:
+                self._tat[hashed] = when  # the arrival time before this request
+                continue
+            window = int(when)
+            table.take_back(hashed, where, window)
+            if kind == _QUOTA:
+                QUOTAS.add(hashed, window, -1)
+            elif kind == _SLIDING and cluster is not None:
+                cluster.add(hashed, window, -1)
 
     def _denial(
         self, limit: LimitSpec, reset: float, queued: bool, overrides: dict[str, int] | None = None
@@ -449,33 +531,17 @@ class RateLimit:
     def on_complete(self, ex: Exchange) -> None:
         """Runs once per admitted exchange, aborted ones included: in-flight counts go back down, and
         requests waiting for them get their turn at once."""
-        if self.has_concurrency and ex.limit_state:
-            for limit, hashed, _window, _remaining, _reset in ex.limit_state:
-                if limit.concurrency:
-                    self.table.release(hashed)
+        state = ex.limit_state
+        if self.has_concurrency and state:
+            for hashed, where in state[4]:
+                self.table.take_back(hashed, where, IN_FLIGHT)
             for queue in self.queues.values():
                 if queue.length:
                     queue.service(time.monotonic())
 
     def on_response(self, ex: Exchange, headers: list[tuple[bytes, bytes]]) -> None:
-        states = ex.limit_state
-        if not states or not self.rated:
+        state = ex.limit_state
+        if state is None or state[0] is None:
             return
-        if self.has_concurrency:
-            states = [state for state in states if not state[0].concurrency]
-        closest = states[0]
-        if len(states) > 1:  # the limit with the smallest share left is the one the client should see
-            share = closest[3] / closest[0].rate
-            for state in states:
-                if state[3] / state[0].rate < share:
-                    closest = state
-                    share = state[3] / state[0].rate
-        limit, _hashed, _window, remaining, reset = closest
-        overrides = getattr(ex.consumer, "limits", None) if self._per_consumer else None
-        headers.append(
-            (b"ratelimit-policy", self._policy_for(overrides) if overrides else self.policy_header)
-        )
-        left = int(remaining)
-        headers.append(
-            (b"ratelimit", b"%s%d;t=%d" % (self._item[limit.name], left if left > 0 else 0, math.ceil(reset)))
-        )
+        headers.append(state[0])
+        headers.append((b"ratelimit", b"%s%d;t=%d" % (state[1], state[2], state[3])))
