@@ -6,8 +6,9 @@
 An nginx upstream (``return 200`` with a 100-byte body, and a 64 KiB file) runs pinned to CPU 1 with wrk.
 fastgw (access log on, to a file) and nginx as a reverse proxy (1 worker, keep-alive upstream pool, access
 log off) both run pinned to CPU 0; the runs alternate between them so drift hits both alike. Each scenario
-reports the median req/s, p50 and p99 of its runs, the fastgw/nginx ratio and the spread (max-min over
-median). Results are written as JSON under bench/results/.
+reports the median req/s, p50 and p99 of its runs, the fastgw/nginx ratio, the spread (max-min over
+median) and the range of the run pairs' ratios (each fastgw run over the nginx run before it). Results
+are written as JSON under bench/results/.
 """
 
 from __future__ import annotations
@@ -475,6 +476,13 @@ dir = "{work / "state"}"
                 **extra,
                 "ratio": fg["rps"] / ng["rps"] if ng["rps"] else 0.0,  # type: ignore[operator]
                 "p50_ratio": fg["p50_ms"] / ng["p50_ms"] if ng["p50_ms"] else 0.0,  # type: ignore[operator]
+                # Each fastgw run over the nginx run just before it: how far one run's ratio can stray on
+                # this machine (the ratio above is of the medians).
+                "pair_ratios": [
+                    f["rps"] / n["rps"]
+                    for n, f in zip(per_target["nginx"], per_target["fastgw"], strict=True)
+                    if n["rps"]
+                ],
             }
             print_row(scenario.name, results[scenario.name])
         report = {
@@ -510,7 +518,7 @@ def print_row(name: str, result: dict[str, object]) -> None:
     if not _HEADER_PRINTED:
         print(
             f"{'scenario':34} {'nginx req/s':>12} {'fastgw req/s':>13} {'ratio':>6}  "
-            f"{'nginx p50/p99 ms':>17}  {'fastgw p50/p99 ms':>18}  spread n/f"
+            f"{'nginx p50/p99 ms':>17}  {'fastgw p50/p99 ms':>18}  spread n/f  run pairs"
         )
         _HEADER_PRINTED = True
     ng = result["nginx"]
@@ -523,10 +531,12 @@ def print_row(name: str, result: dict[str, object]) -> None:
         if isinstance(bare, dict)
         else ""
     )
+    pairs = result.get("pair_ratios")
+    span = f"  {min(pairs):.2f}-{max(pairs):.2f}" if isinstance(pairs, list) and pairs else ""
     print(
         f"{name:34} {ng['rps']:12.0f} {fg['rps']:13.0f} {result['ratio']:6.2f}  "
         f"{ng['p50_ms']:8.2f}/{ng['p99_ms']:<8.2f}  {fg['p50_ms']:9.2f}/{fg['p99_ms']:<8.2f}  "
-        f"{ng['spread_pct']:.0f}%/{fg['spread_pct']:.0f}%{floor}",
+        f"{ng['spread_pct']:.0f}%/{fg['spread_pct']:.0f}%{span}{floor}",
         flush=True,
     )
 
