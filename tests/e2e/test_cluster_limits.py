@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.conftest import Gateway, RedisServer, TestUpstream, free_port, get, wait_until
 from tests.e2e.test_admin import TOKEN, Admin
-from tests.e2e.test_rate_limits import hammer, limited_config, log_time
+from tests.e2e.test_rate_limits import admitted_at, hammer, limited_config
 
 LIMIT = 300  # per 1 s window, shared by the three nodes
 INTERVAL = 0.05
@@ -58,7 +58,7 @@ def test_three_nodes_share_a_limit_within_the_documented_overshoot(
         for record in records:
             if record["path"] != "/limited":
                 continue
-            second = int(log_time(record))
+            second = int(admitted_at(record))
             offered[i][second] += 1
             if record["status"] == 200:
                 admitted[second] += 1
