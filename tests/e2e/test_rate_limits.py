@@ -187,23 +187,29 @@ def test_headers_429_keys_and_shadow(gateway_factory: Callable[..., Gateway], up
 
 
 def test_a_request_refused_by_a_later_limit_is_not_counted_by_earlier_ones(
-    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream, tmp_path: Path
 ) -> None:
-    # Limits count a request as they pass it; when a later one refuses, the earlier counts are taken back.
+    # Limits count a request as they pass it; when a later one refuses, the earlier counts are taken back:
+    # a sliding window, a GCRA, a daily quota and a concurrency limit, all per IP, before a tenant limit.
     gw = gateway_factory(
         basic_config(
             upstream.port,
-            extra="""
+            extra=f"""
             [[routes]]
             name = "stacked"
             path = "/stacked"
             upstream = "backend"
             auth = "none"
             limits = [
-              { name = "ip", rate = 4, per = 60.0, key = "ip" },
-              { name = "paced", rate = 4, per = 60.0, key = "ip", algorithm = "gcra", burst = 4 },
-              { name = "tenant", rate = 2, per = 60.0, key = "header", header = "X-Tenant" },
+              {{ name = "ip", rate = 4, per = 60.0, key = "ip" }},
+              {{ name = "paced", rate = 4, per = 60.0, key = "ip", algorithm = "gcra", burst = 4 }},
+              {{ name = "daily", rate = 4, quota = "day", key = "ip" }},
+              {{ name = "inflight", concurrency = 1, key = "ip" }},
+              {{ name = "tenant", rate = 2, per = 60.0, key = "header", header = "X-Tenant" }},
             ]
+
+            [state]
+            dir = "{tmp_path / "state"}"
             """,
         )
     )
@@ -212,11 +218,11 @@ def test_a_request_refused_by_a_later_limit_is_not_counted_by_earlier_ones(
         return get(gw.port, "/stacked/x", headers=f"X-Tenant: {tenant}\r\n").status
 
     assert [status("a") for _ in range(4)] == [200, 200, 429, 429]  # the tenant limit refuses
-    # The two refusals left the per-IP limits (sliding window and GCRA) at 2 of 4: two more pass.
+    # The two refusals left every per-IP limit at 2 of 4 (and nothing in flight): two more pass.
     assert [status("b") for _ in range(2)] == [200, 200]
     refused = get(gw.port, "/stacked/x", headers="X-Tenant: c\r\n")
     assert refused.status == 429
-    assert b"'ip'" in refused.body or b"'paced'" in refused.body, refused.body
+    assert any(f"'{name}'".encode() in refused.body for name in ("ip", "paced", "daily")), refused.body
 
 
 def test_concurrency_limit_released_on_completion_abort_and_worker_death(
