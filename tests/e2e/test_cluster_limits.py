@@ -127,3 +127,23 @@ def test_redis_down_fails_closed_with_503_without_hanging(
     assert get(gw.port, "/unlimited").status == 200  # routes without limits are unaffected
     redis_server.start()
     wait_until(lambda: get(gw.port, "/limited/a").status == 200, 10, "limited requests to pass again")
+
+
+def test_a_refusal_by_a_later_limit_takes_back_the_shared_count(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream, redis_server: RedisServer
+) -> None:
+    # In cluster mode a sliding-window limit counts into the batch for Redis; a later limit's refusal
+    # takes that count back before the batch can be flushed.
+    limits = (
+        '{ name = "ip", rate = 4, per = 60.0, key = "ip" }, '
+        '{ name = "tenant", rate = 2, per = 60.0, key = "header", header = "X-Tenant" }'
+    )
+    gw = gateway_factory(cluster_config(upstream.port, redis_server.url, limits))
+
+    def status(tenant: str) -> int:
+        time.sleep(2 * INTERVAL)  # let each request's count reach Redis and come back as the global value
+        return get(gw.port, "/limited", headers=f"X-Tenant: {tenant}\r\n").status
+
+    assert [status("a") for _ in range(4)] == [200, 200, 429, 429]
+    assert [status("b") for _ in range(2)] == [200, 200]  # the shared count is 2, not 4
+    assert status("c") == 429
