@@ -6,7 +6,8 @@ wrk bench says fastgw is slower than the bare-proxy floor. ``--profile`` shows w
 
     python bench/pipeline.py [--log] [--profile] [--route plain|key|chain]
 
-``--route key`` adds an API key (X-API-Key, memoised); ``chain`` adds to it the bench's two rate limits
+``--route key`` adds an API key (X-API-Key, memoised), ``jwt`` an RS256 bearer token (verified-token cache);
+``chain`` adds to the API key the bench's two rate limits
 (a GCRA and a sliding window keyed by consumer, in a table of one shard), as run.py's full-chain scenario.
 """
 
@@ -78,12 +79,33 @@ class FakeTransport:
 ROUTES = {
     "plain": 'auth = "none"',
     "key": 'auth = "api_key"',
+    "jwt": 'auth = "jwt"',
     "chain": """auth = "api_key"
 limits = [
   { name = "burst", rate = 100000000, per = 1.0, key = "consumer", algorithm = "gcra", burst = 1000 },
   { name = "daily", rate = 1000000000, per = 86400.0, key = "consumer" },
 ]""",
 }
+
+
+JWT_ISSUER = """[jwt.issuers.bench]
+issuer = "https://bench/"
+audiences = ["bench"]
+algorithms = ["RS256"]
+public_keys = ["{state}/jwt-public.pem"]"""
+
+
+def make_jwt(state: str) -> bytes:
+    """An RS256 token whose public key the config above reads (written here before it is compiled)."""
+    import jwt
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    Path(state, "jwt-public.pem").write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, spki))
+    claims = {"iss": "https://bench/", "aud": "bench", "sub": "bench", "exp": int(time.time()) + 86400}
+    return jwt.encode(claims, key, algorithm="RS256").encode()
 
 
 async def run(n: int, log: bool, profile: bool, route: str) -> None:
@@ -99,6 +121,7 @@ target = "{target}"
 pepper = {{ file = "{state}/pepper" }}
 [state]
 dir = "{state}"
+{JWT_ISSUER.format(state=state) if route == "jwt" else ""}
 [upstreams.u]
 targets = ["127.0.0.1:9"]
 [[routes]]
@@ -108,7 +131,9 @@ upstream = "u"
 {ROUTES[route]}
 """.encode()
     request = REQUEST
-    if route != "plain":
+    if route == "jwt":
+        request = REQUEST[:-2] + b"Authorization: Bearer " + make_jwt(state) + b"\r\n\r\n"
+    elif route != "plain":
         key = new_key().encode()
         IDENTITIES.put(
             key_digest(PEPPER, key),
