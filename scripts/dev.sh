@@ -15,6 +15,8 @@ VENV=${FASTGW_VENV:-$ROOT/.venv}
 declare -A TEST_PKGS=([redis-server]=redis-server)
 declare -A BENCH_PKGS=([wrk]=wrk [nginx]=nginx [h2load]=nghttp2-client)
 declare -A VENV_PKGS=([venv]=python3-venv)
+# Installing fastgw compiles its hot-path modules with mypyc (setup.py): a C compiler and Python's headers.
+declare -A BUILD_PKGS=([gcc]=gcc [python-headers]=python3-dev)
 
 need_system() {
     local profile=$1 missing=()
@@ -22,6 +24,12 @@ need_system() {
     for cmd in "${!pkgs[@]}"; do
         if [ "$cmd" = venv ]; then
             missing+=("${pkgs[$cmd]}")  # asked for only after `python3 -m venv` failed
+            continue
+        fi
+        if [ "$cmd" = python-headers ]; then
+            "${PYTHON:-python3}" -c 'import os, sysconfig, sys
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+                || missing+=("${pkgs[$cmd]}")
             continue
         fi
         command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("${pkgs[$cmd]}")
@@ -53,7 +61,11 @@ need_python() {
     fi
     local extras=$1
     local stamp="$VENV/.installed-$extras"
-    if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    # Reinstall when the project changed, or when a module compiled with mypyc (fastgw/native.py,
+    # setup.py) was edited since: the old extension would still be the one imported.
+    if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
+        || [ fastgw/native.py -nt "$stamp" ] || ! "$VENV/bin/python" -m fastgw.native --clean >/dev/null 2>&1; then
+        need_system build
         "$VENV/bin/python" -m pip install -q --upgrade pip
         "$VENV/bin/python" -m pip install -q -e ".[$extras]"
         touch "$stamp"

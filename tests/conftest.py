@@ -36,6 +36,23 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 HTTP1_BACKENDS = ["httptools", "h11"]
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Refuse to test a stale build: a compiled module older than its source would hide the source's
+    changes (fastgw/native.py). CI must also run the compiled build, never the .py files by accident."""
+    from fastgw.native import status
+
+    states = status()
+    stale = [name for name, state in states.items() if state == "stale"]
+    if stale:
+        pytest.exit(
+            f"compiled modules older than their source: {', '.join(stale)}; rebuild with "
+            "`pip install -e .` (scripts/dev.sh test does it)",
+            returncode=2,
+        )
+    if os.environ.get("CI") == "true" and "source" in states.values():
+        pytest.exit(f"CI runs the compiled build, but some modules are not compiled: {states}", returncode=2)
+
+
 @pytest.fixture(autouse=True)
 def _collect_after_test() -> Iterator[None]:
     """Collect garbage after each test, so a leaked socket, transport or loop raises its ResourceWarning

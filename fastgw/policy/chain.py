@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import ClassVar, Protocol
 
 from fastgw.exchange import Exchange
 
@@ -57,7 +57,6 @@ class Pending:
         self.awaitable = awaitable
 
 
-@runtime_checkable
 class Policy(Protocol):
     PHASE: ClassVar[Phase]
     name: str

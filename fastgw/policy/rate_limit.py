@@ -439,10 +439,10 @@ class RateLimit:
                     QUOTAS.add(hashed, period)
                     taken.append((kind, hashed, where, period))
             else:  # concurrency
-                counted = table.in_flight(hashed, where)
-                remaining = rate - counted
+                busy = table.in_flight(hashed, where)
+                remaining = float(rate - busy)
                 reset = 1.0
-                if counted + 1 <= cap:
+                if busy + 1 <= cap:
                     table.add(hashed, where, IN_FLIGHT)
                     taken.append((kind, hashed, where, IN_FLIGHT))
                     in_flight += ((hashed, where),)

@@ -1,0 +1,85 @@
+"""Which modules ``pip install`` compiles to C with mypyc, and whether this process runs them compiled.
+
+fastgw is written and checked as plain Python (``mypy --strict``). The modules below, per-request code
+that does not subclass asyncio classes, are also compiled by mypyc when the package is installed
+(``setup.py``): the same source, run as C extension modules, costs less CPU per request (README,
+"Benchmarks"). Python imports an extension module in preference to its ``.py``, so a source file edited
+after the install is not what runs until the package is built again: ``status`` tells, the test suite
+refuses to run on a stale build, and ``scripts/dev.sh`` rebuilds.
+
+Only the standard library is imported here: ``setup.py`` reads ``COMPILED`` before fastgw's
+dependencies are installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from typing import Final
+
+COMPILED: Final = (
+    "fastgw.proxy_headers",
+    "fastgw.router",
+    "fastgw.codec.framing",
+    "fastgw.codec.serialize",
+    "fastgw.codec.path",
+    "fastgw.codec.http1_httptools",
+    "fastgw.server.dispatch",
+    "fastgw.policy.chain",
+    "fastgw.policy.authn",
+    "fastgw.policy.identity",
+    "fastgw.policy.throttle",
+    "fastgw.policy.rate_limit",
+)
+_PACKAGE: Final = Path(__file__).resolve().parent
+
+
+def source_paths() -> list[str]:
+    """COMPILED as paths relative to the project root (what mypyc is given)."""
+    return [name.replace(".", "/") + ".py" for name in COMPILED]
+
+
+def leftovers() -> list[Path]:
+    """Extension files in the package for modules no longer compiled: they would shadow their source."""
+    found = []
+    for path in _PACKAGE.rglob("*.so"):
+        module = ".".join(("fastgw", *path.relative_to(_PACKAGE).parts[:-1], path.name.split(".", 1)[0]))
+        if module not in COMPILED:
+            found.append(path)
+    return found
+
+
+def status() -> dict[str, str]:
+    """Each compiled module's state here: "compiled", "source" (no extension: pure Python) or "stale"
+    (the extension is older than the source next to it, or is left from a module no longer compiled)."""
+    states: dict[str, str] = {}
+    for name in COMPILED:
+        spec = importlib.util.find_spec(name)
+        origin = spec.origin if spec is not None else None
+        if origin is None or origin.endswith(".py"):
+            states[name] = "source"
+            continue
+        source = os.path.join(os.path.dirname(origin), name.rpartition(".")[2] + ".py")
+        fresh = not os.path.exists(source) or os.path.getmtime(source) <= os.path.getmtime(origin)
+        states[name] = "compiled" if fresh else "stale"
+    for path in leftovers():
+        states[str(path.relative_to(_PACKAGE.parent))] = "stale"
+    return states
+
+
+def main(argv: list[str]) -> int:
+    """``python -m fastgw.native [--clean]``: print each module's state, exit 1 if any is stale;
+    ``--clean`` first deletes extensions left from modules no longer compiled."""
+    if "--clean" in argv:
+        for path in leftovers():
+            path.unlink()
+    states = status()
+    for name, state in states.items():
+        print(f"{state:8} {name}")
+    return 1 if "stale" in states.values() else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
