@@ -1,9 +1,9 @@
 """Which modules ``pip install`` compiles to C with mypyc, and whether this process runs them compiled.
 
-fastgw is written and checked as plain Python (``mypy --strict``). The modules below, per-request code
-that does not subclass asyncio classes, are also compiled by mypyc when the package is installed
+fastgw is written and checked as plain Python (``mypy --strict``). The modules below, the per-request
+path, are also compiled by mypyc when the package is installed
 (``setup.py``): the same source, run as C extension modules, costs less CPU per request (README,
-"Benchmarks"). Python imports an extension module in preference to its ``.py``, so a source file edited
+"Compiled hot path"). Python imports an extension module in preference to its ``.py``, so a source file edited
 after the install is not what runs until the package is built again: ``status`` tells, the test suite
 refuses to run on a stale build, and ``scripts/dev.sh`` rebuilds.
 
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Final
 
 COMPILED: Final = (
+    "fastgw.exchange",
     "fastgw.proxy_headers",
     "fastgw.router",
     "fastgw.codec.framing",
@@ -27,11 +28,15 @@ COMPILED: Final = (
     "fastgw.codec.path",
     "fastgw.codec.http1_httptools",
     "fastgw.server.dispatch",
+    "fastgw.server.listener",
+    "fastgw.upstream.connection",
+    "fastgw.upstream.pool",
     "fastgw.policy.chain",
     "fastgw.policy.authn",
     "fastgw.policy.identity",
     "fastgw.policy.throttle",
     "fastgw.policy.rate_limit",
+    "fastgw.metrics.worker",
 )
 _PACKAGE: Final = Path(__file__).resolve().parent
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from fastgw.upstream.pool import PoolManager
 
 # Seconds; Prometheus' "le" is inclusive, hence bisect_left.
-LATENCY_BUCKETS: Final = (
+LATENCY_BUCKETS: tuple[float, ...] = (  # not Final: mypyc (fastgw/native.py) fails to initialise it
     0.0005,
     0.001,
     0.0025,

@@ -681,7 +681,7 @@ class ClientConnection(asyncio.Protocol):
             return
         if self.queue:
             self._resume(PAUSE_PIPELINE)
-            while self.queue and self.active is None and not self.closing:
+            while self.queue and self._idle() and not self.closing:
                 self._start(self.queue.popleft())
                 self._forward_pending()
             return
@@ -689,6 +689,12 @@ class ClientConnection(asyncio.Protocol):
             worker = self.worker
             self.deadline_kind = DL_IDLE
             self.deadline = worker.now + worker.holder.current.server.idle_timeout  # tick clock: 100 ms grain
+
+    def _idle(self) -> bool:
+        """No exchange in progress. A call, so that each test of the loop in _finish reads ``active``
+        afresh: mypy keeps the narrowing of ``self.active = None`` across ``_start`` (which sets it), and the
+        compiled build (fastgw/native.py) would check the attribute against that stale type."""
+        return self.active is None
 
     def _abort(self, ex: Exchange) -> None:
         """The response cannot be completed: close without writing anything more."""
