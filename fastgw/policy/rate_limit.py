@@ -217,10 +217,6 @@ class CounterTable:
         if len(self.local) > 65536:
             self.local.clear()
 
-    def in_flight(self, key_hash: int, where: list[int]) -> int:
-        """Requests in flight for a concurrency key, summed over every shard."""
-        return int(self.count(key_hash, where, IN_FLIGHT, 0.0))
-
     def take_back(self, key_hash: int, where: list[int], window: int) -> None:
         """Undo one ``add`` of this worker (a request that finished, or one a later limit refused)."""
         cells = self.cells
@@ -405,10 +401,10 @@ class RateLimit:
                             ex.limit_state = None
                             return UNAVAILABLE
                         counted = table.count(hashed, where, window, weight)
-                    if counted + 1 <= cap:
+                    if counted + 1 <= cap:  # the cluster decides: count here and in the batch for Redis
                         table.add(hashed, where, window)
                         cluster.add(hashed, window)
-                if counted + 1 <= cap:
+                if counted + 1 <= cap:  # counted above, by table.count or the cluster branch
                     taken.append((kind, hashed, where, window))
                 remaining = rate - counted
                 reset = (window + 1) * limit.window - now
@@ -432,18 +428,17 @@ class RateLimit:
                 period, reset = QUOTAS.period(limit.quota, now)
                 if hashed not in QUOTAS.names:
                     QUOTAS.name(hashed, limit.limit_id, value)
-                counted = QUOTAS.base.get((hashed, period), 0) + table.count(hashed, where, period, 0.0)
+                base = QUOTAS.base.get((hashed, period), 0)  # counted before this run
+                counted = base + table.count(hashed, where, period, 0.0, cap - base)
                 remaining = rate - counted
                 if counted + 1 <= cap:
-                    table.add(hashed, where, period)
                     QUOTAS.add(hashed, period)
                     taken.append((kind, hashed, where, period))
             else:  # concurrency
-                busy = table.in_flight(hashed, where)
-                remaining = float(rate - busy)
+                busy = table.count(hashed, where, IN_FLIGHT, 0.0, cap)  # requests in flight, every shard
+                remaining = rate - busy
                 reset = 1.0
                 if busy + 1 <= cap:
-                    table.add(hashed, where, IN_FLIGHT)
                     taken.append((kind, hashed, where, IN_FLIGHT))
                     in_flight += ((hashed, where),)
             if kind != _CONCURRENCY and (remaining - 1) / rate < share:
