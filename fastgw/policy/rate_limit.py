@@ -49,10 +49,8 @@ CELL_INTS: Final = 4  # key hash, window, current count, previous count
 IN_FLIGHT: Final = -1  # the window value that marks a concurrency cell (its count: requests in flight)
 PROBES: Final = 8
 _CELL: Final = struct.Struct("=4q")  # one cell as stored: key hash, window, current, previous
-_time = time.time
-_floor = math.floor
+_time: Final = time.time  # Final: a C static in the compiled module, not a module-dict lookup
 _UNCAPPED: Final = math.inf  # a shadow limit's cap: it counts every request it sees
-_ceil = math.ceil
 _SLIDING, _GCRA, _CONCURRENCY, _QUOTA = range(4)  # a limit's kind, decided once per compile
 _CONSUMER_KEYS: Final = frozenset({"consumer", "api_key"})  # limits a consumer's overrides apply to
 
@@ -84,6 +82,22 @@ class LimitSpec:
     max_wait: float = 0.0  # seconds a queued request waits before its 429
 
 
+class KeyCells:
+    """One key of one limit as this worker knows it: its stable hash; where its cell lies in each shard
+    (``where``: a cached guess, checked against the stored hash on every read, since a shard's owner may
+    reuse a stale cell for another key); and, for sliding windows, a copy of this worker's own cell
+    (window, current, previous), valid while ``generation`` is the table's (``CounterTable.sliding``).
+    """
+
+    __slots__ = ("current", "generation", "hash", "previous", "where", "window")
+
+    def __init__(self, key_hash: int, where: list[int]) -> None:
+        self.hash = key_hash
+        self.where = where
+        self.generation = -1  # no copy yet
+        self.window = self.current = self.previous = 0
+
+
 class CounterTable:
     """The shared table as seen by one worker (or by nobody, before a worker configures it).
 
@@ -100,6 +114,7 @@ class CounterTable:
         self.capacity = 0
         self.local: dict[tuple[int, int], list[int]] = {}  # overflow: (hash, window) -> [count]
         self.table_full = 0
+        self.generation = 0  # moves when this worker's cells change hands: KeyCells copies go stale
 
     def attach(self, region: mmap.mmap, slot: int, shards: int, capacity: int) -> None:
         self.region = region
@@ -107,6 +122,7 @@ class CounterTable:
         self.slot = slot
         self.shards = shards
         self.capacity = capacity
+        self.generation += 1
 
     def locate(self, key_hash: int) -> list[int]:
         """A new key's place in each shard: ``~home`` (negative: not found there yet; ``home`` is its first
@@ -137,16 +153,85 @@ class CounterTable:
     ) -> float:
         """The sliding estimate for key_hash, summed over every shard. When it leaves room for one more
         under ``cap``, this request is counted too, in this worker's own shard, in the same pass."""
+        cells = self.cells
+        if cells is None:
+            return 0.0
+        current, previous, own, own_count = self._read_shards(key_hash, where, window, -1)
+        counted = current + previous * weight_previous
+        if counted + 1 <= cap:
+            if own >= 0:
+                cells[own + 2] = own_count + 1  # the steady state: one more in our cell's current window
+            else:
+                self.add(key_hash, where, window)
+        return counted
+
+    def sliding(self, key: KeyCells, window: int, weight_previous: float, cap: float) -> float:
+        """``count`` for a sliding-window key, this worker's own cell read from the key's copy of it.
+
+        The copy is trusted while ``key.generation`` equals the table's: this worker is its cell's only
+        writer, every write to it goes through here or drops the copy, and the generation moves whenever
+        this worker gives one of its cells to another key. Other shards are read as in ``count``.
+        """
+        cells = self.cells
+        if cells is None or key.generation != self.generation:
+            counted = self.count(key.hash, key.where, window, weight_previous, cap)
+            self._sync(key)
+            return counted
+        own_window = key.window
+        if own_window == window:
+            own_current, own_previous = key.current, key.previous
+        elif own_window == window - 1:
+            own_current, own_previous = 0, key.current
+        else:
+            own_current = own_previous = 0
+        current, previous = own_current, own_previous
+        if self.shards > 1 or self.local:  # other workers' shards, and the overflow (almost always empty)
+            others, before, _own, _count = self._read_shards(key.hash, key.where, window, self.slot)
+            current += others
+            previous += before
+        counted = current + previous * weight_previous
+        if counted + 1 <= cap:
+            own = key.where[self.slot]
+            if own_window != window:  # a new window: the one that ended becomes the previous one
+                key.previous = own_previous
+                key.window = window
+                cells[own + 3] = own_previous
+                cells[own + 2] = 0
+                cells[own + 1] = window
+            key.current = own_current + 1
+            cells[own + 2] = own_current + 1
+        return counted
+
+    def _sync(self, key: KeyCells) -> None:
+        """Copy this worker's own cell for ``key`` (after the generic path counted it), or drop the copy."""
+        key.generation = -1
+        region = self.region
+        own = key.where[self.slot]
+        if region is None or own < 0:
+            return
+        stored, window, current, previous = _CELL.unpack_from(region, own << 3)
+        if stored == key.hash:
+            key.window, key.current, key.previous = window, current, previous
+            key.generation = self.generation
+
+    def _read_shards(
+        self, key_hash: int, where: list[int], window: int, skip: int
+    ) -> tuple[int, int, int, int]:
+        """key_hash's counts in ``window`` and the one before, summed over every shard but ``skip``; and
+        this worker's own cell with its count in ``window`` (-1, -1: none, or not in this window)."""
         region = self.region
         cells = self.cells
-        if region is None or cells is None:
-            return 0.0
+        assert region is not None and cells is not None
         current = previous = 0
         slot = self.slot
-        own = own_count = -1  # this worker's cell for the key in this window, and its count
+        own = own_count = -1
         for shard, cached in enumerate(where):
+            if shard == skip:
+                continue
             at = cached
-            cell = _CELL.unpack_from(region, at << 3) if at >= 0 else None
+            cell: tuple[int, int, int, int] | None = None
+            if at >= 0:
+                cell = _CELL.unpack_from(region, at << 3)
             if cell is None or cell[0] != key_hash:
                 if at < 0 and not cells[~at]:
                     continue  # the key's first probe slot is still empty: not in this shard (one load)
@@ -167,13 +252,7 @@ class CounterTable:
             local = self.local.get((key_hash, window))
             if local is not None:
                 current += local[0]
-        counted = current + previous * weight_previous
-        if counted + 1 <= cap:
-            if own >= 0:
-                cells[own + 2] = own_count + 1  # the steady state: one more in our cell's current window
-            else:
-                self.add(key_hash, where, window)
-        return counted
+        return current, previous, own, own_count
 
     def add(self, key_hash: int, where: list[int], window: int) -> None:
         """Count one admission in this worker's own shard (the only shard it ever writes)."""
@@ -203,6 +282,8 @@ class CounterTable:
             if stored == 0:
                 break
         if free >= 0:
+            if cells[free]:
+                self.generation += 1  # another key's stale cell: copies of it must not be trusted
             cells[free + 1] = window
             cells[free + 2] = 1
             cells[free + 3] = 0
@@ -267,15 +348,12 @@ def key_hash(limit_id: bytes, value: bytes) -> int:
     return int.from_bytes(digest, "little", signed=True) or 1
 
 
-_Key = tuple[int, list[int]]  # a limit's key as this worker knows it: stable hash, cell index per shard
-
-
 class RateLimit:
     """All limits of one route; a request must pass every one, and is counted only when it does.
 
-    ``check`` leaves on the Exchange what the response headers need, already reduced to the limit nearest
-    exhaustion: ``(RateLimit-Policy pair, that limit's item prefix, requests left, seconds to reset,
-    in-flight keys to release)``, so ``on_response`` only renders one number pair.
+    ``check`` leaves on the Exchange what the response needs, already rendered for the limit nearest
+    exhaustion: ``(RateLimit-Policy header, RateLimit header, in-flight keys to release)``, so
+    ``on_response`` only appends two prebuilt pairs.
     """
 
     PHASE: ClassVar[Phase] = Phase.RATE_LIMIT
@@ -285,7 +363,8 @@ class RateLimit:
         self.limits = limits
         self.table = table
         self.shadow = False  # shadow mode is per limit: a shadow limit records, never returns, a denial
-        self._keys: list[dict[str | bytes, _Key]] = [{} for _ in limits]  # per limit: key -> _Key
+        self._keys: list[dict[str | bytes, KeyCells]] = [{} for _ in limits]  # per limit: key -> cells
+        self._several = len(limits) > 1  # one limit never has counts of an earlier one to take back
         self.has_concurrency = any(limit.concurrency for limit in limits)
         self.needs_complete = self.has_concurrency  # only in-flight counts are given back on completion
         self._tat: dict[int, float] = {}  # GCRA theoretical arrival times, this worker's share
@@ -349,11 +428,11 @@ class RateLimit:
                 return value
         return b""
 
-    def _new_key(self, keys: dict[str | bytes, _Key], limit: LimitSpec, value: str | bytes) -> _Key:
+    def _new_key(self, keys: dict[str | bytes, KeyCells], limit: LimitSpec, value: str | bytes) -> KeyCells:
         if len(keys) >= 65536:
             keys.clear()
         hashed = key_hash(limit.limit_id, value.encode() if isinstance(value, str) else value)
-        key = keys[value] = (hashed, self.table.locate(hashed))
+        key = keys[value] = KeyCells(hashed, self.table.locate(hashed))
         return key
 
     def _recheck(self, ex: Exchange) -> Denial | None:
@@ -368,12 +447,13 @@ class RateLimit:
         """
         now = _time()
         table = self.table
-        taken: list[tuple[int, int, list[int], float]] = []  # kind, hash, cells, window|old TAT: counted
+        # What each limit counted (kind, key, window or old TAT), to take back if a later limit refuses.
+        taken: list[tuple[int, KeyCells, float]] | None = [] if self._several else None
         refused: tuple[LimitSpec, float, float] | None = None
         share = 2.0  # the share left of the rated limit nearest exhaustion (the one the headers show) ...
         shown: bytes | None = None  # ... its RateLimit item prefix, requests left and seconds to reset
         shown_left = shown_reset = 0.0
-        in_flight: tuple[tuple[int, list[int]], ...] = ()
+        in_flight: tuple[KeyCells, ...] = ()
         overrides: dict[str, int] | None = None
         if self._per_consumer and ex.consumer is not None:
             overrides = getattr(ex.consumer, "limits", None) or None
@@ -381,31 +461,34 @@ class RateLimit:
         for limit, keys, kind, base_rate, by_ip, prefix in self._plan:
             value = ex.client_ip if by_ip else self._key(limit, ex)
             rate = base_rate if overrides is None else _own_rate(limit, overrides, base_rate)
-            hashed, where = keys.get(value) or self._new_key(keys, limit, value)
+            key = keys.get(value) or self._new_key(keys, limit, value)
+            hashed, where = key.hash, key.where
             # Count this request under a limit while nothing refused it yet, if there is room (a shadow
             # limit counts it regardless: it only records would-be refusals).
-            cap = -1.0 if refused is not None else _UNCAPPED if limit.shadow else rate
+            cap = -1.0 if refused is not None else _UNCAPPED if limit.shadow else float(rate)
             remaining: float
             if kind == _SLIDING:
                 position = now / limit.window
-                window = _floor(position)
+                window = math.floor(position)
                 weight = 1.0 - (position - window)
                 counted: float | None
                 if cluster is None:
-                    counted = table.count(hashed, where, window, weight, cap)  # this node's workers
+                    counted = table.sliding(key, window, weight, cap)  # this node's workers
                 else:
+                    key.generation = -1  # counted below without the key's copy of its own cell
                     counted = cluster.count(hashed, window, weight, limit.window)
                     if counted is None:  # the shared store is down
                         if cluster.failure == "closed":
-                            self._take_back(taken, cluster)
+                            if taken:
+                                self._take_back(taken, cluster)
                             ex.limit_state = None
                             return UNAVAILABLE
                         counted = table.count(hashed, where, window, weight)
                     if counted + 1 <= cap:  # the cluster decides: count here and in the batch for Redis
                         table.add(hashed, where, window)
                         cluster.add(hashed, window)
-                if counted + 1 <= cap:  # counted above, by table.count or the cluster branch
-                    taken.append((kind, hashed, where, window))
+                if counted + 1 <= cap and taken is not None:  # counted above: by table.sliding or
+                    taken.append((kind, key, window))  # the cluster branch
                 remaining = rate - counted
                 reset = (window + 1) * limit.window - now
             elif kind == _GCRA:
@@ -423,7 +506,8 @@ class RateLimit:
                     if len(tat_map) >= 65536:
                         tat_map.clear()
                     tat_map[hashed] = arrival
-                    taken.append((kind, hashed, where, old))
+                    if taken is not None:
+                        taken.append((kind, key, old))
             elif kind == _QUOTA:
                 period, reset = QUOTAS.period(limit.quota, now)
                 if hashed not in QUOTAS.names:
@@ -433,14 +517,16 @@ class RateLimit:
                 remaining = rate - counted
                 if counted + 1 <= cap:
                     QUOTAS.add(hashed, period)
-                    taken.append((kind, hashed, where, period))
+                    if taken is not None:
+                        taken.append((kind, key, period))
             else:  # concurrency
                 busy = table.count(hashed, where, IN_FLIGHT, 0.0, cap)  # requests in flight, every shard
                 remaining = rate - busy
                 reset = 1.0
                 if busy + 1 <= cap:
-                    taken.append((kind, hashed, where, IN_FLIGHT))
-                    in_flight += ((hashed, where),)
+                    if taken is not None:
+                        taken.append((kind, key, IN_FLIGHT))
+                    in_flight += (key,)
             if kind != _CONCURRENCY and (remaining - 1) / rate < share:
                 share = (remaining - 1) / rate
                 shown, shown_left, shown_reset = prefix, remaining - 1, reset
@@ -452,7 +538,8 @@ class RateLimit:
                 elif refused is None or reset > refused[2]:
                     refused = (limit, remaining, reset)
         if refused is not None:
-            self._take_back(taken, cluster)
+            if taken:
+                self._take_back(taken, cluster)
             ex.limit_state = None  # nothing stays counted: nothing to release
             limit, remaining, reset = refused
             queue = self.queues.get(limit.name) if may_wait else None
@@ -462,29 +549,27 @@ class RateLimit:
                     return Pending(waiting)
             return self._denial(limit, reset, queue is not None, overrides)
         if shown is None:  # concurrency limits only: no RateLimit headers
-            ex.limit_state = (None, b"", 0, 0, in_flight)
+            ex.limit_state = (None, None, in_flight)
         else:
             policy = self._policy_pair
             if overrides is not None:
                 policy = (b"ratelimit-policy", self._policy_for(overrides))
-            ex.limit_state = (
-                policy,
-                shown,
-                _floor(shown_left) if shown_left > 0 else 0,
-                _ceil(shown_reset),
-                in_flight,
-            )
+            left = math.floor(shown_left) if shown_left > 0 else 0
+            item = b"%s%d;t=%d" % (shown, left, math.ceil(shown_reset))  # typed: compiled, no % parsing
+            ex.limit_state = (policy, (b"ratelimit", item), in_flight)
         return None
 
-    def _take_back(self, taken: list[tuple[int, int, list[int], float]], cluster: Any) -> None:
+    def _take_back(self, taken: list[tuple[int, KeyCells, float]], cluster: Any) -> None:
         """Undo what one check counted before a later limit refused the request."""
         table = self.table
-        for kind, hashed, where, when in taken:
+        for kind, key, when in taken:
+            hashed = key.hash
             if kind == _GCRA:
                 self._tat[hashed] = when  # the arrival time before this request
                 continue
             window = int(when)
-            table.take_back(hashed, where, window)
+            table.take_back(hashed, key.where, window)
+            key.generation = -1  # its cell changed behind the key's copy: re-read on the next count
             if kind == _QUOTA:
                 QUOTAS.add(hashed, window, -1)
             elif kind == _SLIDING and cluster is not None:
@@ -528,8 +613,8 @@ class RateLimit:
         requests waiting for them get their turn at once."""
         state = ex.limit_state
         if self.has_concurrency and state:
-            for hashed, where in state[4]:
-                self.table.take_back(hashed, where, IN_FLIGHT)
+            for key in state[2]:
+                self.table.take_back(key.hash, key.where, IN_FLIGHT)
             for queue in self.queues.values():
                 if queue.length:
                     queue.service(time.monotonic())
@@ -539,4 +624,4 @@ class RateLimit:
         if state is None or state[0] is None:
             return
         headers.append(state[0])
-        headers.append((b"ratelimit", b"%s%d;t=%d" % (state[1], state[2], state[3])))
+        headers.append(state[1])
