@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fastgw.access_log import format_batch
+from fastgw.access_line import format_batch
 from fastgw.codec.http1 import ParserLimits, make_reader
 from fastgw.codec.path import normalize_path
 from fastgw.config.compiler import compile_config
@@ -103,15 +103,19 @@ def api_key_check(ex: Exchange) -> float:
         ex.headers = saved
 
 
-def limit_check(ex: Exchange, count: int) -> float:
-    """RateLimit.check + on_response on a table of 2 shards, limits that never trigger."""
+def limit_check(ex: Exchange, count: int, gcra: bool = False) -> float:
+    """RateLimit.check + on_response on a table of 2 shards, limits that never trigger (with ``gcra``, the
+    first limit is a GCRA one, as in bench/run.py's full chain)."""
     import mmap
 
     table = CounterTable()
     capacity = 4096
     table.attach(mmap.mmap(-1, 2 * capacity * CELL_INTS * 8), 0, 2, capacity)
     limits = tuple(
-        LimitSpec(f"l{i}", f"bench:l{i}".encode(), 10**9, 1.0, "ip", b"", False) for i in range(count)
+        LimitSpec(
+            f"l{i}", f"bench:l{i}".encode(), 10**9, 1.0, "ip", b"", False, gcra=gcra and i == 0, burst=100
+        )
+        for i in range(count)
     )
     policy = RateLimit("rate_limit", limits, table)
     headers: list[tuple[bytes, bytes]] = []
@@ -221,6 +225,7 @@ def measure(backend: str) -> dict[str, float]:
     results["API key check (memoised key, X-API-Key)"] = api_key_check(ex)
     results["rate limit check (1 sliding window, 2 workers' shards)"] = limit_check(ex, 1)
     results["rate limit check (2 limits, response headers included)"] = limit_check(ex, 2)
+    results["rate limit check (GCRA + sliding window)"] = limit_check(ex, 2, gcra=True)
     cached, cold = jwt_checks(ex)
     results["JWT check (RS256, verified-token cache hit)"] = cached
     results["JWT check (RS256, cold verification)"] = cold

@@ -1,4 +1,5 @@
-"""Access log: one JSON line per completed exchange, formatted on the loop, written by a writer thread.
+"""Access log: one JSON line per completed exchange (access_line.py), formatted on the loop, written by a
+writer thread.
 
 Hot-path rule 3: a request only appends its completed Exchange to a list (~0.14 us; the Exchange is the
 record, no copy is made). Every 100 ms the worker tick formats the batch (~1 us a record: a bytes
@@ -15,13 +16,11 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import time
 from typing import IO, Final
-from urllib.parse import unquote_to_bytes
 
 import aiologic
-import orjson
 
+from fastgw.access_line import format_batch
 from fastgw.exchange import Exchange
 from fastgw.snapshot import AccessLogSettings
 
@@ -32,117 +31,8 @@ from fastgw.snapshot import AccessLogSettings
 Record = Exchange
 HOLD_BYTES: Final = 256 * 1024  # formatted lines held between ticks before the writer gets them anyway
 BATCH_RECORDS: Final = 256  # formatting 256 records blocks the loop ~0.4 ms; a whole tick's ~3000 took ~5 ms
-_MILLIS: Final = tuple(b"%03dZ" % ms for ms in range(1000))
 _REOPEN: Final = "reopen"
 _STOP: Final = "stop"
-
-
-_LINE: Final = (
-    b'{"time":"%s%s","snapshot":"%s","request_id":"%s","client":"%s","method":"%s","path":%s,"route":%s,'
-    b'"status":%d,"upstream":"%s","upstream_ms":%.3f,"total_ms":%.3f,"bytes_in":%d,"bytes_out":%d%s}'
-)
-
-
-def _json_bytes(value: bytes) -> bytes:
-    """A JSON string for client-controlled bytes: quoted as is when nothing needs escaping."""
-    if b'"' in value or b"\\" in value or not value.isascii():
-        return orjson.dumps(value.decode("latin-1"))
-    return b'"' + value + b'"'
-
-
-def redact_query(query: bytes, names: frozenset[bytes]) -> bytes:
-    """The query with the values of ``names`` replaced by REDACTED.
-
-    Names are compared percent-decoded and lower-cased, so ``API%5FKey=...`` is caught like ``api_key``.
-    Cookies and Authorization are never logged at all (no header is), so only the query needs this.
-    """
-    if not names:
-        return query
-    parts = query.split(b"&")
-    for i, part in enumerate(parts):
-        name, eq, _value = part.partition(b"=")
-        if eq and unquote_to_bytes(name.replace(b"+", b" ")).lower() in names:
-            parts[i] = name + b"=REDACTED"
-    return b"&".join(parts)
-
-
-def format_batch(records: list[Record], include_query: bool, redact: frozenset[bytes] = frozenset()) -> bytes:
-    """JSON lines for a batch of records, ~1 us per record (a dict + orjson costs ~4 us).
-
-    Only the path and query come from the client unvalidated (llhttp admits ``"`` and ``\\`` in targets),
-    so only they go through escaping; method and request id are validated tokens, the rest is ours.
-    Field order is fixed; ``query`` appears only when configured, ``denial`` and ``shadow`` when set,
-    ``protocol`` on HTTP/2 requests.
-    """
-    dumps = orjson.dumps
-    line = _LINE
-    millis = _MILLIS
-    names: dict[str, bytes] = {}  # route name -> its JSON form
-    paths: dict[bytes, bytes] = {}  # a batch repeats its paths: escape each once (~0.5 us saved a record)
-    clients: dict[str, bytes] = {}
-    lines: list[bytes] = []
-    last_second = -1
-    prefix = b""
-    for r in records:
-        stamp = r.ended
-        second = int(stamp)
-        if second != last_second:
-            last_second = second
-            prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second)).encode()
-        name = r.route.name if r.route is not None else ""
-        route = names.get(name)
-        if route is None:
-            route = names[name] = dumps(name)
-        raw_path = r.path or r.target
-        path = paths.get(raw_path)
-        if path is None:
-            path = paths[raw_path] = _json_bytes(raw_path)
-        client = clients.get(r.client_ip)
-        if client is None:
-            client = clients[r.client_ip] = r.client_ip.encode()
-        tail = b""
-        if (
-            r.denial
-            or r.shadow is not None
-            or r.client_cert is not None
-            or (include_query and r.query)
-            or (r.version == b"2")
-        ):
-            if include_query and r.query:
-                tail += b',"query":' + _json_bytes(redact_query(r.query, redact))
-            if r.denial:
-                tail += b',"denial":' + dumps(r.denial)
-            if r.shadow is not None:
-                tail += b',"shadow":' + dumps(r.shadow)
-            cert = r.client_cert
-            if cert is not None:
-                tail += b',"client_cert":' + dumps(
-                    {"subject": cert.subject, "sans": cert.sans, "sha256": cert.sha256}
-                )
-            if r.version == b"2":
-                tail += b',"protocol":"HTTP/2"'  # HTTP/1.x lines stay as they were
-        lines.append(
-            line
-            % (
-                prefix,
-                millis[int((stamp - second) * 1000)],
-                r.snapshot_id,
-                r.request_id,
-                client,
-                r.method,
-                path,
-                route,
-                r.status,
-                r.upstream_addr,
-                r.upstream_ms,
-                r.total_s * 1000.0,
-                r.body_received,
-                r.bytes_out,
-                tail,
-            )
-        )
-    lines.append(b"")
-    return b"\n".join(lines)
 
 
 PIPE_BUF: Final = 4096  # POSIX: pipe writes up to this size are atomic
