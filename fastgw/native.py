@@ -37,6 +37,8 @@ COMPILED: Final = (
     "fastgw.policy.throttle",
     "fastgw.policy.rate_limit",
     "fastgw.metrics.worker",
+    "fastgw.access_line",
+    "fastgw.snapshot",
 )
 _PACKAGE: Final = Path(__file__).resolve().parent
 

@@ -12,9 +12,11 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+# A real import: compiled, Snapshot's field types must exist when this module's classes are created.
+from fastgw.router import Router
+
 if TYPE_CHECKING:
     from fastgw.policy.chain import CompleteHook, Policy, ResponseHook
-    from fastgw.router import Router
     from fastgw.tls.client import ClientTls
     from fastgw.tls.server import ListenerTls
 
