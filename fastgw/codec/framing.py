@@ -31,6 +31,53 @@ _SCANNED: Final = frozenset(
     }
 )
 
+# Lower-case forms of the field names clients and servers commonly send, as sent and already lower-case:
+# the HTTP/1 parsers look a name up here before paying for a bytes.lower() method call (~50 ns).
+LOWER_FIELD_NAMES: Final = {
+    spelling: spelling.lower()
+    for name in (
+        b"Host",
+        b"User-Agent",
+        b"Accept",
+        b"Accept-Encoding",
+        b"Accept-Language",
+        b"Connection",
+        b"Content-Length",
+        b"Content-Type",
+        b"Authorization",
+        b"Cookie",
+        b"Cache-Control",
+        b"Origin",
+        b"Referer",
+        b"X-Api-Key",
+        b"X-API-Key",
+        b"X-Request-Id",
+        b"X-Request-ID",
+        b"X-Forwarded-For",
+        b"X-Forwarded-Proto",
+        b"X-Forwarded-Host",
+        b"Traceparent",
+        b"Transfer-Encoding",
+        b"Expect",
+        b"Upgrade",
+        b"If-None-Match",
+        b"If-Modified-Since",
+        b"Server",
+        b"Date",
+        b"Keep-Alive",
+        b"ETag",
+        b"Last-Modified",
+        b"Vary",
+        b"Set-Cookie",
+        b"Location",
+        b"Content-Encoding",
+        b"Accept-Ranges",
+        b"Access-Control-Allow-Origin",
+    )
+    for spelling in (name, name.lower())
+}
+
+
 # reg-name / IPv4 / IP-literal with an optional port (RFC 3986 3.2.2); anything else in Host is refused.
 _HOST_RE: Final = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 _MAX_CONTENT_LENGTH_DIGITS: Final = 18

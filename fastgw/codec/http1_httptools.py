@@ -16,12 +16,20 @@ from typing import Final
 
 import httptools
 
-from fastgw.codec.framing import scan_request_head, section_size
+from fastgw.codec.framing import LOWER_FIELD_NAMES, scan_request_head, section_size
 from fastgw.codec.http1 import ParserLimits, RequestSink
 from fastgw.codec.problem import CodecError
 from fastgw.exchange import Exchange
 
 _VERSIONS: Final = {"1.1": b"1.1", "1.0": b"1.0", "0.9": b"0.9"}
+
+
+def _names_connection(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a ``Connection`` field is present. llhttp accepts the versions 0.9, 1.0, 1.1 and 2.0 only,
+    and without a ``Connection`` field it keeps a request's connection alive for 1.1 alone: then
+    ``should_keep_alive()`` tells the version without the cost of ``get_http_version()``
+    (tests/codec/test_http1.py checks every version against both Connection cases)."""
+    return any(name == b"connection" for name, _value in headers)  # compiled to a plain loop
 
 
 def _too_large(limit: int) -> CodecError:
@@ -108,7 +116,10 @@ class HttptoolsReader:
         # inside it, which bounds memory by one read.
         # llhttp keeps trailing whitespace in a value; RFC 9110 5.5 excludes it (and h11 strips it), so
         # strip it here or "Content-Length: 3 " would mean different things on the two backends.
-        self._headers.append((name.lower(), value.rstrip(b" \t")))
+        # (endswith is a compiled primitive; rstrip and lower are method calls: each is paid only when needed)
+        if value.endswith(b" ") or value.endswith(b"\t"):
+            value = value.rstrip(b" \t")
+        self._headers.append((LOWER_FIELD_NAMES.get(name) or name.lower(), value))
 
     def on_headers_complete(self) -> None:
         headers = self._headers
@@ -116,7 +127,11 @@ class HttptoolsReader:
         if self._fed > limits.max_header_bytes or len(headers) > limits.max_header_count:
             self._check_head(section_size(self._headers))
         parser = self._parser
-        ex = Exchange(parser.get_method(), self._url, _VERSIONS.get(parser.get_http_version(), b"?"), headers)
+        if parser.should_keep_alive() and not _names_connection(headers):
+            version = b"1.1"  # see _names_connection: get_http_version() formats a str (~0.5 us a call)
+        else:
+            version = _VERSIONS.get(parser.get_http_version(), b"?")
+        ex = Exchange(parser.get_method(), self._url, version, headers)
         self._url = b""
         self._headers = []
         self._fed = self._read  # the next head starts within this read, or later

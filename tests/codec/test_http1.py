@@ -151,6 +151,37 @@ def test_http10_keep_alive_rules(http1_backend: str) -> None:
     assert _feed(http1_backend, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")[0][8] is False
 
 
+CONNECTION_FIELDS = (
+    b"",
+    b"Connection: close\r\n",
+    b"Connection: keep-alive\r\n",
+    b"Connection: Keep-Alive, Upgrade\r\n",
+    b"Connection: x-custom\r\n",
+)
+
+
+@pytest.mark.parametrize("connection", CONNECTION_FIELDS)
+@pytest.mark.parametrize("version", [b"1.0", b"1.1"])
+def test_version_is_the_request_lines_with_any_connection_field(
+    http1_backend: str, version: bytes, connection: bytes
+) -> None:
+    # The httptools reader reads the version from keep-alive state when no Connection field is present.
+    head = _feed(http1_backend, b"GET / HTTP/" + version + b"\r\nHost: a\r\n" + connection + b"\r\n")[0]
+    assert head[3] == version
+    keep = b"close" not in connection if version == b"1.1" else b"keep-alive" in connection.lower()
+    assert head[8] is keep
+
+
+@pytest.mark.parametrize("connection", CONNECTION_FIELDS)
+@pytest.mark.parametrize("version", [b"0.9", b"2.0", b"1.2"])
+def test_other_versions_are_refused_with_any_connection_field(
+    http1_backend: str, version: bytes, connection: bytes
+) -> None:
+    with pytest.raises(CodecError) as info:
+        _feed(http1_backend, b"GET / HTTP/" + version + b"\r\nHost: a\r\n" + connection + b"\r\n")
+    assert info.value.status in (400, 505)
+
+
 def test_absolute_form_uses_authority(http1_backend: str) -> None:
     events = _feed(http1_backend, b"GET http://a/x?q HTTP/1.1\r\nHost: a\r\n\r\n")
     assert events[0][2] == b"/x?q"
