@@ -187,7 +187,7 @@ def build_request_head(
 
     ``forwarded`` is :func:`forwarded_lines` for the peer (used when it is not a trusted proxy).
     """
-    parts = [ex.method, b" ", path, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
+    parts = [b"%b %b HTTP/1.1\r\nhost: %b\r\n" % (ex.method, path, host)]
     named = ex.conn_tokens
     incoming_via = b""
     # Untrusted peers: every X-Forwarded-* header of the client is in the drop set, ours replace them.
@@ -199,24 +199,22 @@ def build_request_head(
             continue
         if named and name in named:
             continue
-        parts.extend((name, b": ", value, b"\r\n"))
+        parts.append(b"%b: %b\r\n" % (name, value))  # compiled: one allocation, no tuple
     if peer_trusted:
         # A trusted proxy's X-Forwarded-For is extended, its -Proto and -Host kept when they were copied.
         xff = ex.xff + b", " + peer_ip if ex.xff else peer_ip
-        parts.extend((b"x-forwarded-for: ", xff, b"\r\n"))
+        parts.append(b"x-forwarded-for: %b\r\n" % xff)
         if not _copied(ex, b"x-forwarded-proto", drop):
-            parts.extend((b"x-forwarded-proto: ", proto, b"\r\n"))
+            parts.append(b"x-forwarded-proto: %b\r\n" % proto)
         if ex.host and not _copied(ex, b"x-forwarded-host", drop):
-            parts.extend((b"x-forwarded-host: ", ex.host, b"\r\n"))
+            parts.append(b"x-forwarded-host: %b\r\n" % ex.host)
     else:
         parts.append(forwarded)
         if ex.host:
-            parts.extend((b"x-forwarded-host: ", ex.host, b"\r\n"))
+            parts.append(b"x-forwarded-host: %b\r\n" % ex.host)
     if incoming_via:
-        parts.extend((b"via: ", incoming_via, b", ", via, b"\r\nx-request-id: "))
-    else:
-        parts.extend((b"via: ", via, b"\r\nx-request-id: "))
-    parts.extend((ex.request_id, b"\r\ntraceparent: ", trace, b"\r\n"))
+        via = b"%b, %b" % (incoming_via, via)
+    parts.append(b"via: %b\r\nx-request-id: %b\r\ntraceparent: %b\r\n" % (via, ex.request_id, trace))
     if route.add_request:
         parts.append(route.add_request)
     identity = ex.consumer
@@ -292,7 +290,7 @@ def build_response_head(
                 has_date = True
             else:  # content-length: fixed length (or a body-less response's declared length)
                 framing = _framing(name, value, framing)
-        parts.extend((name, b": ", value, b"\r\n"))
+        parts.append(b"%b: %b\r\n" % (name, value))  # compiled: one allocation, no tuple
     if named and any(t not in (b"close", b"keep-alive") for t in named):
         parts = [parts[0], *_without_named(parts[1:], frozenset(named))]  # rare: RFC 9110 7.6.1
     if not has_date:
@@ -304,8 +302,8 @@ def build_response_head(
         extra: list[tuple[bytes, bytes]] = []
         hook.on_response(ex, extra)
         for name, value in extra:
-            parts.extend((name, b": ", value, b"\r\n"))
-    parts.extend((b"via: ", via, b"\r\nx-request-id: ", ex.request_id, b"\r\n"))
+            parts.append(b"%b: %b\r\n" % (name, value))
+    parts.append(b"via: %b\r\nx-request-id: %b\r\n" % (via, ex.request_id))
     chunk_out = False
     close = not ex.keep_alive or draining or not ex.body_complete
     if status == 101:
@@ -396,10 +394,7 @@ def trailer_lines(fields: list[tuple[bytes, bytes]]) -> bytes:
     return b"0\r\n" + header_lines(fields) + b"\r\n"
 
 
-def _without_named(pieces: list[bytes], named: frozenset[bytes]) -> list[bytes]:
-    """Drop the header lines (4 pieces each) whose names the upstream listed in Connection."""
-    out: list[bytes] = []
-    for i in range(0, len(pieces), 4):
-        if pieces[i] not in named:
-            out.extend(pieces[i : i + 4])
-    return out
+def _without_named(lines: list[bytes], named: frozenset[bytes]) -> list[bytes]:
+    """Drop the header lines (``name: value\r\n``, one piece each) whose names the upstream listed in
+    Connection."""
+    return [line for line in lines if line.partition(b":")[0] not in named]
