@@ -39,6 +39,7 @@ COMPILED: Final = (
     "fastgw.metrics.worker",
     "fastgw.access_line",
     "fastgw.snapshot",
+    "fastgw.server.worker",
 )
 _PACKAGE: Final = Path(__file__).resolve().parent
 

@@ -147,7 +147,9 @@ class Worker:
             sock = sockets[i] if sockets else None
             server = await self._listen(listener, sock)
             self._servers.append(server)
-            for s in server.sockets:
+            # typeshed says a tuple, uvloop returns a list: read untyped, or the compiled build refuses it
+            listening: Any = getattr(server, "sockets")  # noqa: B009
+            for s in listening:
                 name = s.getsockname()
                 self.bound.append((name[0], name[1]))
         self._schedule_tick()
