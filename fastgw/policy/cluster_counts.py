@@ -55,6 +55,7 @@ class ClusterCounts:
         self.watched: dict[tuple[int, int], float] = {}  # (key hash, window) -> window length (s)
         self._client: Any = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     # -- request path (sync) -------------------------------------------------------------------------
     def count(self, key_hash: int, window: int, weight_previous: float, length: float) -> float | None:
@@ -92,17 +93,24 @@ class ClusterCounts:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """End the flush Task, in bounded time even if the cancellation is lost: Python 3.11's wait_for
+        (used by redis-py) drops a cancellation that lands as the awaited call completes, which a failing
+        Redis makes likely; the loop also checks ``_stopping``. (Awaiting the Task under
+        ``suppress(CancelledError)`` would also swallow a cancellation of ``stop`` itself.)"""
+        self._stopping = True
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=self.settings.timeout + 1.0)
+        if task is not None and task.done() and not task.cancelled():
+            task.exception()  # retrieved: never an "exception was never retrieved" warning at exit
         if self._client is not None:
             with contextlib.suppress(Exception):
                 await self._client.aclose()
 
     async def _run(self) -> None:
         interval = self.settings.flush_interval
-        while True:
+        while not self._stopping:
             await asyncio.sleep(interval)
             await self.flush()
 
@@ -122,7 +130,8 @@ class ClusterCounts:
         for start in range(0, len(read_only), _MGET_CHUNK):
             pipe.mget([_name(key) for key in read_only[start : start + _MGET_CHUNK]])
         try:
-            results = await asyncio.wait_for(pipe.execute(), self.settings.timeout)
+            async with asyncio.timeout(self.settings.timeout):
+                results = await pipe.execute()
         except Exception as exc:
             self.inflight = {}  # any failure of the store: fall back, keep the deltas, say so once
             for key, delta in batch.items():
