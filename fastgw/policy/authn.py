@@ -12,14 +12,14 @@ RFC 6750: no credentials -> 401 with a bare ``WWW-Authenticate: Bearer`` challen
 from __future__ import annotations
 
 import time
-from typing import ClassVar
+from typing import ClassVar, Final
 
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Pending, Phase
 from fastgw.policy.identity import IdentityCache
 from fastgw.policy.throttle import ThrottleSettings, throttled
 
-REALM = b'Bearer realm="fastgw"'
+REALM: Final = b'Bearer realm="fastgw"'
 
 
 BEARER_OK, BEARER_MISSING, BEARER_DUPLICATE = 0, 1, 2
@@ -73,35 +73,36 @@ def _challenge(error: bytes = b"", description: bytes = b"") -> tuple[tuple[byte
     )
 
 
-MISSING = Denial(401, "unauthorized", "an API key is required", "api_key.missing", _challenge())
-DUPLICATE = Denial(
+MISSING: Final = Denial(401, "unauthorized", "an API key is required", "api_key.missing", _challenge())
+DUPLICATE: Final = Denial(
     400,
     "bad-request",
     "more than one credential header",
     "api_key.duplicate",
     _challenge(b"invalid_request", b"more than one credential"),
 )
-INVALID = Denial(
+INVALID: Final = Denial(
     401,
     "unauthorized",
     "the API key is not valid",
     "api_key.invalid",
     _challenge(b"invalid_token", b"unknown, revoked or malformed key"),
 )
-EXPIRED = Denial(
+EXPIRED: Final = Denial(
     401,
     "unauthorized",
     "the API key has expired",
     "api_key.expired",
     _challenge(b"invalid_token", b"expired"),
 )
-WRONG_ROUTE = Denial(
+WRONG_ROUTE: Final = Denial(
     403,
     "forbidden",
     "this API key is not allowed on this route",
     "api_key.route",
     _challenge(b"insufficient_scope", b"route not allowed for this key"),
 )
+_NOT_PRESENTED: Final = (MISSING, DUPLICATE)  # no key, or two: not charged to the key throttle
 
 
 class ApiKeyAuth:
@@ -124,7 +125,7 @@ class ApiKeyAuth:
         self.throttle = throttle if not shadow else None  # shadow mode never delays nor blocks
 
     def check(self, ex: Exchange) -> Denial | Pending | None:
-        return throttled(ex, self._check, self.throttle, (MISSING, DUPLICATE), self._prefix)
+        return throttled(ex, self._check, self.throttle, _NOT_PRESENTED, self._prefix)
 
     def _prefix(self, ex: Exchange) -> tuple[str, ...]:
         """The presented key's first characters: a guessed key is throttled under its prefix too."""

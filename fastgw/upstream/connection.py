@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 MAX_RESPONSE_HEAD: Final = 65536  # bytes of upstream response head before it is a 502
 MAX_RESPONSE_HEADERS: Final = 200
+_monotonic: Final = time.monotonic  # Final: compiled, a C static (not a module attribute per call)
 
 
 class ResponseSink(Protocol):
@@ -156,7 +157,7 @@ class UpstreamConnection(asyncio.Protocol):
                     sink, 502, "bad-upstream-response", f"response head from {self.pool.label} too large"
                 )
                 return
-            self.deadline = time.monotonic() + self.pool.settings.read_timeout
+            self.deadline = _monotonic() + self.pool.settings.read_timeout
             sink.flush()  # what this read added (a response that ended was flushed by on_upstream_end)
 
     def connection_lost(self, exc: Exception | None) -> None:
