@@ -128,7 +128,8 @@ class AdminServer:
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                data = await asyncio.wait_for(reader.read(65536), READ_TIMEOUT)
+                async with asyncio.timeout(READ_TIMEOUT):  # not wait_for (cluster_counts.stop)
+                    data = await reader.read(65536)
                 conn.receive_data(data)
                 continue
             if isinstance(event, h11.Request):

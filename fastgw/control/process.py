@@ -210,7 +210,8 @@ class ControlProcess:
             # not connected yet: ordered on its hello
         if reload.waiting:
             try:
-                await asyncio.wait_for(reload.done.wait(), snapshot.process.reload_timeout)
+                async with asyncio.timeout(snapshot.process.reload_timeout):  # not wait_for: it can
+                    await reload.done.wait()  # drop a cancellation on 3.11 (cluster_counts.stop)
             except TimeoutError:
                 for pid in reload.waiting:
                     reload.errors.append(f"pid {pid}: no ack within {snapshot.process.reload_timeout:g}s")
@@ -249,7 +250,8 @@ class ControlProcess:
         self._requests[request_id] = future
         self._tell_supervisor({"t": "request_reload", "reason": reason, "id": request_id})
         try:
-            return await asyncio.wait_for(future, timeout)
+            async with asyncio.timeout(timeout):  # not wait_for (cluster_counts.stop); cancels the future
+                return await future
         finally:
             self._requests.pop(request_id, None)
 

@@ -93,10 +93,12 @@ class ClusterCounts:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        """End the flush Task, in bounded time even if the cancellation is lost: Python 3.11's wait_for
-        (used by redis-py) drops a cancellation that lands as the awaited call completes, which a failing
-        Redis makes likely; the loop also checks ``_stopping``. (Awaiting the Task under
-        ``suppress(CancelledError)`` would also swallow a cancellation of ``stop`` itself.)"""
+        """End the flush Task, in bounded time even if the cancellation is lost. Python 3.11's
+        ``asyncio.wait_for`` drops a cancellation that lands as the awaited call completes (a failing
+        Redis made that likely while the flush used it; fastgw now uses ``asyncio.timeout`` everywhere),
+        and a library below may do the same: the loop also checks ``_stopping``, and the wait is bounded.
+        (Awaiting the Task under ``suppress(CancelledError)`` would also swallow a cancellation of
+        ``stop`` itself.)"""
         self._stopping = True
         task = self._task
         if task is not None and not task.done():

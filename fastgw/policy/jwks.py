@@ -107,9 +107,10 @@ class RemoteJwks:
             await asyncio.sleep(self.refresh_seconds)
 
     async def _get_json(self, endpoint: Endpoint) -> Any:
-        status, body = await asyncio.wait_for(
-            request(endpoint, "GET", [("accept", "application/json")]), self.timeout
-        )
+        # asyncio.timeout, not wait_for: 3.11's wait_for can drop a cancellation (cluster_counts.stop),
+        # and this runs in a forever loop that shutdown cancels.
+        async with asyncio.timeout(self.timeout):
+            status, body = await request(endpoint, "GET", [("accept", "application/json")])
         if status != 200:
             raise ValueError(f"HTTP {status}")
         return orjson.loads(body)
