@@ -8,7 +8,7 @@ classes in :data:`BACKENDS` (uvicorn ``HTTP_PROTOCOLS`` precedent).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 from fastgw.exchange import Exchange
 
@@ -37,6 +37,31 @@ class RequestSink(Protocol):
 class RequestReader(Protocol):
     def feed(self, data: bytes) -> None:
         """Parse ``data``, calling the sink. Raises CodecError; the connection is then unusable."""
+
+    def close(self) -> None:
+        """The connection is gone: drop the sink and the parser. The reader, its parser and the connection
+        refer to each other; breaking those cycles lets reference counting free a closed connection at
+        once instead of leaving it to the cyclic GC, whose full collections over dead connections paused
+        a worker for up to ~14 ms (the p99 of the new-connection bench)."""
+
+
+class _DetachedSink:
+    """The sink of a closed reader: reports go nowhere."""
+
+    def on_request_head(self, ex: Exchange) -> None:
+        pass
+
+    def on_request_body(self, data: bytes) -> None:
+        pass
+
+    def on_request_end(self) -> None:
+        pass
+
+    def on_upgrade(self, rest: bytes) -> bool:
+        return False
+
+
+DETACHED: Final[RequestSink] = _DetachedSink()
 
 
 def make_reader(backend: str, sink: RequestSink, limits: ParserLimits) -> RequestReader:

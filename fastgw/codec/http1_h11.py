@@ -19,7 +19,7 @@ from typing import Final
 import h11
 
 from fastgw.codec.framing import scan_request_head
-from fastgw.codec.http1 import ParserLimits, RequestSink
+from fastgw.codec.http1 import DETACHED, ParserLimits, RequestSink
 from fastgw.codec.problem import CodecError
 from fastgw.exchange import Exchange
 
@@ -69,6 +69,9 @@ class H11Reader:
         self._limits = limits
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
         self._head_checked = False
+
+    def close(self) -> None:
+        self._sink = DETACHED
 
     def feed(self, data: bytes) -> None:
         self._conn.receive_data(data)

@@ -17,10 +17,11 @@ from typing import Final
 import httptools
 
 from fastgw.codec.framing import LOWER_FIELD_NAMES, scan_request_head, section_size
-from fastgw.codec.http1 import ParserLimits, RequestSink
+from fastgw.codec.http1 import DETACHED, ParserLimits, RequestSink
 from fastgw.codec.problem import CodecError
 from fastgw.exchange import Exchange
 
+_NO_CALLBACKS: Final = object()  # the protocol of a closed reader's parser, which is never fed
 _VERSIONS: Final = {"1.1": b"1.1", "1.0": b"1.0", "0.9": b"0.9"}
 
 
@@ -95,6 +96,11 @@ class HttptoolsReader:
                 self._last_size = progress
                 self._stall = 0
             self._check_head(exact + self._stall)
+
+    def close(self) -> None:
+        self._sink = DETACHED
+        self._parser = httptools.HttpRequestParser(_NO_CALLBACKS)  # the old one held this reader
+        self._headers = []
 
     def _check_head(self, size: int) -> None:
         limits = self._limits

@@ -202,6 +202,7 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        self.reader.close()  # breaks the reader <-> connection cycles: freed without the cyclic GC
         self.worker.release(self)
         tunnel = self.tunnel
         if tunnel is not None:

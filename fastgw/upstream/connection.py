@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 MAX_RESPONSE_HEAD: Final = 65536  # bytes of upstream response head before it is a 502
 MAX_RESPONSE_HEADERS: Final = 200
+_NO_CALLBACKS: Final = object()  # the protocol of a closed connection's parser, which is never fed
 _monotonic: Final = time.monotonic  # Final: compiled, a C static (not a module attribute per call)
 
 
@@ -163,6 +164,8 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         was_closed = self.closed
         self.closed = True
+        # The parser holds this connection (its callbacks): replace it so no cycle is left to the cyclic GC.
+        self._parser = httptools.HttpResponseParser(_NO_CALLBACKS)
         sink = self.sink
         if sink is None:
             if not was_closed:
