@@ -6,9 +6,8 @@ import gc
 
 import pytest
 
-from fastgw.codec.http1 import ParserLimits, make_reader
+from fastgw.codec.http1 import ParserLimits
 from fastgw.codec.problem import CodecError
-from fastgw.exchange import Exchange
 from tests.codec.recorder import reader_for
 
 H = b"Host: a\r\n"
@@ -246,37 +245,18 @@ def test_trailing_whitespace_is_not_part_of_a_value(http1_backend: str) -> None:
     assert head[6] == 3
 
 
-class _Connection:
-    """Holds its reader and is its sink, like the client connection: a reference cycle until closed."""
-
-    def __init__(self, backend: str) -> None:
-        self.reader = make_reader(backend, self, ParserLimits())
-        self.heads: list[Exchange] = []
-
-    def on_request_head(self, ex: Exchange) -> None:
-        self.heads.append(ex)
-
-    def on_request_body(self, data: bytes) -> None:
-        pass
-
-    def on_request_end(self) -> None:
-        pass
-
-    def on_upgrade(self, rest: bytes) -> bool:
-        return False
-
-
 def test_a_closed_reader_leaves_no_garbage_for_the_cyclic_gc(http1_backend: str) -> None:
     # A closed connection must be freed by reference counting: the cyclic GC's full collections over
     # dead connections paused a worker for milliseconds (the new-connection bench's p99).
     gc.collect()
     gc.disable()
     try:
-        conn = _Connection(http1_backend)
-        conn.reader.feed(b"GET /a HTTP/1.1\r\nHost: a\r\nX-Y: z\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n")
-        assert [ex.target for ex in conn.heads] == [b"/a", b"/b"]
-        conn.reader.close()
-        del conn
+        # The Recorder holds its reader and is its sink, like the client connection: a cycle until closed.
+        rec, reader = reader_for(http1_backend)
+        reader.feed(b"GET /a HTTP/1.1\r\nHost: a\r\nX-Y: z\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert [e[2] for e in rec.events if e[0] == "head"] == [b"/a", b"/b"]
+        reader.close()
+        del rec, reader
         assert gc.collect() == 0
     finally:
         gc.enable()
