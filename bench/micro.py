@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fastgw.access_line import format_batch
-from fastgw.codec.http1 import ParserLimits, make_reader
+from fastgw.codec.http1 import DetachedSink, ParserLimits, make_reader
 from fastgw.codec.path import normalize_path
 from fastgw.config.compiler import compile_config
 from fastgw.exchange import Exchange
@@ -63,21 +63,14 @@ auth = "none"
 """
 
 
-class NullSink:
+class NullSink(DetachedSink):
+    """Keeps the last request head; everything else goes nowhere."""
+
     def __init__(self) -> None:
         self.ex: Exchange | None = None
 
     def on_request_head(self, ex: Exchange) -> None:
         self.ex = ex
-
-    def on_request_body(self, data: bytes) -> None:
-        pass
-
-    def on_request_end(self) -> None:
-        pass
-
-    def on_upgrade(self, rest: bytes) -> bool:
-        return False
 
 
 def best(fn: Callable[[], object], number: int = 4000) -> float:
