@@ -164,6 +164,31 @@ def test_metrics_are_summed_across_workers(admin_gateway: tuple[Gateway, Admin])
     assert 'fastgw_child_restarts_total{child="worker 0"} 1.0' in text
 
 
+def test_metrics_latency_histograms_place_each_request(
+    admin_gateway: tuple[Gateway, Admin], upstream: TestUpstream
+) -> None:
+    gw, admin = admin_gateway
+    upstream.delay = 0.012  # every answer takes more than the 0.01 s bound and (far) less than 2.5 s
+    for i in range(6):
+        assert get(gw.port, f"/h/{i}").status == 200
+
+    def samples(family: str) -> dict[str, float]:
+        text = admin.call("GET", "/metrics")[2].decode()
+        prefix = family + '_bucket{le="'
+        found = {}
+        for line in text.splitlines():
+            if line.startswith(prefix) and line.split("}")[0].endswith('route="main"'):
+                found[line[len(prefix) :].split('"')[0]] = float(line.rsplit(" ", 1)[1])
+            elif line.startswith(family + '_sum{route="main"}'):
+                found["sum"] = float(line.rsplit(" ", 1)[1])
+        return found
+
+    for family in ("fastgw_request_duration_seconds", "fastgw_upstream_duration_seconds"):
+        hist = samples(family)
+        assert hist["0.01"] == 0.0 and hist["2.5"] == 6.0 and hist["+Inf"] == 6.0, (family, hist)
+        assert 6 * 0.012 <= hist["sum"] < 6 * 2.5, (family, hist)
+
+
 def test_audit_log_records_admin_actions_and_verifies(
     admin_gateway: tuple[Gateway, Admin], tmp_path: Path
 ) -> None:
