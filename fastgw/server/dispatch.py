@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Final
 
 from fastgw.codec.problem import CodecError
 from fastgw.exchange import Exchange
@@ -86,20 +86,22 @@ async def resume_chain(ex: Exchange, pending: Pending) -> Denial | None:
         awaitable = outcome.awaitable  # type: ignore[union-attr]
 
 
-class ClientSide(Protocol):
-    """What the upstream request head needs from the client connection (HTTP/1.1 or HTTP/2)."""
-
-    peer_ip_bytes: bytes
-    peer_trusted: bool
-    proto: bytes  # b"http" or b"https"
-    forwarded: bytes  # proxy_headers.forwarded_lines for this peer
-
-
 def upstream_request(
-    worker: Worker, ex: Exchange, pool: TargetPool, client: ClientSide, via: bytes
+    worker: Worker,
+    ex: Exchange,
+    pool: TargetPool,
+    peer_ip_bytes: bytes,
+    peer_trusted: bool,
+    proto: bytes,
+    forwarded: bytes,
+    via: bytes,
 ) -> list[bytes]:
-    """The HTTP/1.1 request head for the upstream, as pieces to join; ``via`` names the protocol the
-    client spoke (RFC 9110 7.6.3)."""
+    """The HTTP/1.1 request head for the upstream, as pieces to join.
+
+    The client connection's peer address, whether that peer is a trusted proxy, its scheme (b"http" or
+    b"https") and its ``proxy_headers.forwarded_lines`` are passed as values: read here through a Protocol
+    type they would be four generic attribute lookups a request. ``via`` names the protocol the client
+    spoke (RFC 9110 7.6.3)."""
     route = ex.route
     assert route is not None
     path = ex.path
@@ -115,10 +117,10 @@ def upstream_request(
         route,
         path,
         ex.host if route.preserve_host and ex.host else label,
-        client.peer_ip_bytes,
-        client.peer_trusted,
-        client.proto,
-        client.forwarded,
+        peer_ip_bytes,
+        peer_trusted,
+        proto,
+        forwarded,
         via,
         worker.ids.traceparent(ex.traceparent),
     )

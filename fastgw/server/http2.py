@@ -592,7 +592,16 @@ class Http2Connection(asyncio.Protocol):
         assert route is not None
         group = self.worker.pools.group(route.upstream)
         pool = group.pick()
-        parts = upstream_request(self.worker, ex, pool, self, self.via)
+        parts = upstream_request(
+            self.worker,
+            ex,
+            pool,
+            self.peer_ip_bytes,
+            self.peer_trusted,
+            self.proto,
+            self.forwarded,
+            self.via,
+        )
         if stream.body:
             parts.extend(stream.body)
             stream.body = []

@@ -397,7 +397,16 @@ class ClientConnection(asyncio.Protocol):
         if ex.expect_continue and not ex.body_complete:
             self.transport.write(CONTINUE)
         pool = self._upstream_group(route.upstream).pick()
-        parts = upstream_request(self.worker, ex, pool, self, self.worker.via)
+        parts = upstream_request(
+            self.worker,
+            ex,
+            pool,
+            self.peer_ip_bytes,
+            self.peer_trusted,
+            self.proto,
+            self.forwarded,
+            self.worker.via,
+        )
         buffered = ex.body_buffer
         if buffered:
             parts.extend(buffered)
