@@ -418,7 +418,9 @@ class ClientConnection(asyncio.Protocol):
         self._retry_payload = payload if ex.body_complete else None
         ex.upstream_start = now = _monotonic()
         self._pending_payload = payload
-        conn = pool.acquire(self._on_upstream_ready, now=now)
+        conn = pool.take_idle(now)
+        if conn is None:
+            conn = pool.acquire(self._on_upstream_ready, now=now)
         if conn is not None:
             self._attach(conn)
 
@@ -501,7 +503,7 @@ class ClientConnection(asyncio.Protocol):
         if upstream is not None:
             upstream.reused = True  # sink and deadline were cleared by the upstream when it finished
             if reusable and ex.body_complete and not self.tunnel:
-                upstream.pool.release(upstream)
+                upstream.pool.release(upstream, self.worker.now)  # the tick clock: no clock call
             elif not self.tunnel:
                 upstream.pool.discard(upstream)
         if self.tunnel is not None:

@@ -123,19 +123,29 @@ class TargetPool:
         ``now`` is the caller's monotonic clock reading, if it has one (saves a clock call per request).
         """
         now = now or time.monotonic()
-        idle = self.idle
+        if not fresh:
+            conn = self.take_idle(now)
+            if conn is not None:
+                return conn
         settings = self.settings
-        while idle and not fresh:
-            conn, since = idle.popleft()
-            if conn.closed or now - since > settings.idle_timeout:
-                conn.close()
-                continue
-            self.in_use += 1
-            return conn
         if self.in_use + self._connecting < settings.max_connections:
             self._connect(waiter)
         else:
             self.waiters.append((waiter, now + settings.queue_timeout))
+        return None
+
+    def take_idle(self, now: float) -> UpstreamConnection | None:
+        """An idle connection still fit for use, or None. The fast path of :meth:`acquire`: a caller that
+        tries it first builds its waiter (a bound method) only when it has to wait."""
+        idle = self.idle
+        idle_timeout = self.settings.idle_timeout
+        while idle:
+            conn, since = idle.popleft()
+            if conn.closed or now - since > idle_timeout:
+                conn.close()
+                continue
+            self.in_use += 1
+            return conn
         return None
 
     def _connect(self, waiter: Waiter) -> None:
@@ -211,8 +221,12 @@ class TargetPool:
         self._address_index = (self._address_index + 1) % len(self._addresses)
         return self._addresses[self._address_index]
 
-    def release(self, conn: UpstreamConnection) -> None:
-        """Return a healthy, idle-able connection: hand it to the first waiter or keep it idle."""
+    def release(self, conn: UpstreamConnection, now: float = 0.0) -> None:
+        """Return a healthy, idle-able connection: hand it to the first waiter or keep it idle.
+
+        ``now`` stamps the idle connection: the worker's tick clock will do (it is at most one tick early,
+        so a connection is judged idle a little longer than it was and closed sooner, never later).
+        """
         self.in_use -= 1
         self.failures = 0
         self.trial = False
@@ -221,7 +235,7 @@ class TargetPool:
             self.in_use += 1
             waiter(conn, 0, "", "")
         elif len(self.idle) < self.settings.max_idle and not conn.closed and not self.retired:
-            self.idle.append((conn, time.monotonic()))
+            self.idle.append((conn, now or time.monotonic()))
         else:
             conn.close()
 
