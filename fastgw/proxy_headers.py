@@ -18,7 +18,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, Final
 
-from fastgw.codec.framing import connection_tokens
+from fastgw.codec.framing import connection_tokens, decimal_value
 from fastgw.codec.serialize import DATE, NO_BODY_STATUSES, status_line
 from fastgw.exchange import Exchange
 from fastgw.snapshot import Route
@@ -248,7 +248,7 @@ def _framing(name: bytes, value: bytes, framing: int) -> int:
     """Fold one Content-Length or Transfer-Encoding field into the response's framing. llhttp refused any
     response with both, or with repeated Content-Length, before the head reached us."""
     if name == b"content-length":
-        return int(value)
+        return decimal_value(value)
     if value.strip().lower().endswith(b"chunked"):
         return FRAMING_CHUNKED
     return framing  # another coding last: the body is delimited by the connection closing

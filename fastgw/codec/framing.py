@@ -145,7 +145,7 @@ def scan_request_head(ex: Exchange, max_target: int) -> None:
             raise CodecError(501, "bad-framing", "only Transfer-Encoding: chunked is supported")
         ex.chunked = True
     elif content_length is not None:
-        ex.content_length = int(content_length)
+        ex.content_length = decimal_value(content_length)
 
     target = ex.target
     if target[:1] != b"/":
@@ -199,6 +199,22 @@ def one_content_length(value: bytes, seen: bytes | None) -> bytes:
     if not value.isdigit() or len(value) > _MAX_CONTENT_LENGTH_DIGITS:
         raise CodecError(400, "bad-framing", "Content-Length is not a decimal number")
     return value
+
+
+def decimal_value(value: bytes) -> int:
+    """``int(value)`` for a Content-Length, in a compiled loop over its digits: ``int()`` on bytes is a
+    generic call that goes through a str (~900 instructions a request by callgrind). Anything but up to
+    18 ASCII digits (a value with whitespace, say) is left to ``int()``, its rules and its errors."""
+    size = len(value)
+    if size == 0 or size > _MAX_CONTENT_LENGTH_DIGITS:
+        return int(value)
+    n = 0
+    for i in range(size):
+        digit = value[i] - 48
+        if digit < 0 or digit > 9:
+            return int(value)
+        n = n * 10 + digit
+    return n
 
 
 def expects_continue(value: bytes) -> bool:

@@ -3,16 +3,19 @@
 * any split of a stream of valid requests parses to the same events on both backends as the unsplit
   stream does;
 * arbitrary bytes, and mutations of valid requests, never crash or hang either backend: the only
-  exception allowed out of ``feed`` is CodecError, and both backends accept or refuse alike.
+  exception allowed out of ``feed`` is CodecError, and both backends accept or refuse alike;
+* the compiled Content-Length digit loop gives the number ``int()`` gives, or refuses what it refuses.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fastgw.codec.framing import decimal_value
 from fastgw.codec.problem import CodecError
 from tests.codec.recorder import reader_for
 
@@ -101,3 +104,21 @@ def test_mutated_requests_are_accepted_or_refused_alike(raw: bytes, where: int, 
     # first): no input is read as two different requests.
     for x, y in zip(a_heads, b_heads, strict=False):
         assert x == y
+
+
+@given(
+    st.one_of(
+        st.integers(0, 10**19).map(lambda n: str(n).encode()),
+        st.from_regex(rb"\A[ \t+\-]?[0-9_]{0,20}[ \t]?\Z"),
+        st.binary(max_size=22),
+    )
+)
+def test_content_length_digits_parse_as_int_does(value: bytes) -> None:
+    # decimal_value is int() for the Content-Length fast path: the same number, or the same refusal.
+    try:
+        expected = int(value)
+    except ValueError:
+        with pytest.raises(ValueError):
+            decimal_value(value)
+        return
+    assert decimal_value(value) == expected
