@@ -78,6 +78,13 @@ LOWER_FIELD_NAMES: Final = {
 }
 
 
+def lower_field_name(name: bytes) -> bytes:
+    """A field name in lower case, from LOWER_FIELD_NAMES when it is a common one (one dict probe) rather
+    than a ``bytes.lower()`` method call. Both HTTP/1 parsers, requests and responses."""
+    lowered = LOWER_FIELD_NAMES.get(name)
+    return name.lower() if lowered is None else lowered
+
+
 # reg-name / IPv4 / IP-literal with an optional port (RFC 3986 3.2.2); anything else in Host is refused.
 _HOST_RE: Final = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 _MAX_CONTENT_LENGTH_DIGITS: Final = 18

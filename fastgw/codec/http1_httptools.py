@@ -16,7 +16,7 @@ from typing import Final
 
 import httptools
 
-from fastgw.codec.framing import LOWER_FIELD_NAMES, scan_request_head, section_size
+from fastgw.codec.framing import lower_field_name, scan_request_head, section_size
 from fastgw.codec.http1 import DETACHED, ParserLimits, RequestSink
 from fastgw.codec.problem import CodecError
 from fastgw.exchange import Exchange
@@ -42,7 +42,9 @@ class HttptoolsReader:
         "_fed",
         "_headers",
         "_last_size",
-        "_limits",
+        "_max_count",
+        "_max_head",
+        "_max_target",
         "_parser",
         "_read",
         "_sink",
@@ -52,7 +54,10 @@ class HttptoolsReader:
 
     def __init__(self, sink: RequestSink, limits: ParserLimits) -> None:
         self._sink = sink
-        self._limits = limits
+        # The limits as native ints (ParserLimits is an interpreted dataclass: a generic lookup per read).
+        self._max_head = limits.max_header_bytes
+        self._max_count = limits.max_header_count
+        self._max_target = limits.max_target_bytes
         self._parser = httptools.HttpRequestParser(self)
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -84,7 +89,7 @@ class HttptoolsReader:
         except httptools.HttpParserError as exc:
             raise CodecError(400, "bad-request", f"malformed request: {exc}") from None
         if (self._url or self._headers) and (
-            self._fed > self._limits.max_header_bytes or len(self._headers) > self._limits.max_header_count
+            self._fed > self._max_head or len(self._headers) > self._max_count
         ):
             # The read ended inside a head that may be too large: measure it, charging bytes that made no
             # progress (one giant header trickled in) so an unfinished head cannot grow without bound.
@@ -103,19 +108,16 @@ class HttptoolsReader:
         self._headers = []
 
     def _check_head(self, size: int) -> None:
-        limits = self._limits
-        if len(self._headers) > limits.max_header_count:
-            raise CodecError(431, "headers-too-large", f"more than {limits.max_header_count} headers")
-        if size > limits.max_header_bytes:
-            raise _too_large(limits.max_header_bytes)
+        if len(self._headers) > self._max_count:
+            raise CodecError(431, "headers-too-large", f"more than {self._max_count} headers")
+        if size > self._max_head:
+            raise _too_large(self._max_head)
 
     # -- llhttp callbacks (no on_message_begin: the head state is reset when a head completes) ----------
     def on_url(self, url: bytes) -> None:
-        self._url += url
-        if len(self._url) > self._limits.max_target_bytes:
-            raise CodecError(
-                414, "uri-too-long", f"request target exceeds {self._limits.max_target_bytes} bytes"
-            )
+        self._url = self._url + url if self._url else url  # one piece unless a read split the target
+        if len(self._url) > self._max_target:
+            raise CodecError(414, "uri-too-long", f"request target exceeds {self._max_target} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # Kept minimal (it runs per header line): limits are checked when the head completes or a read ends
@@ -125,12 +127,11 @@ class HttptoolsReader:
         # (endswith is a compiled primitive; rstrip and lower are method calls: each is paid only when needed)
         if value.endswith(b" ") or value.endswith(b"\t"):
             value = value.rstrip(b" \t")
-        self._headers.append((LOWER_FIELD_NAMES.get(name) or name.lower(), value))
+        self._headers.append((lower_field_name(name), value))
 
     def on_headers_complete(self) -> None:
         headers = self._headers
-        limits = self._limits
-        if self._fed > limits.max_header_bytes or len(headers) > limits.max_header_count:
+        if self._fed > self._max_head or len(headers) > self._max_count:
             self._check_head(section_size(self._headers))
         parser = self._parser
         if parser.should_keep_alive() and not _names_connection(headers):
@@ -143,7 +144,7 @@ class HttptoolsReader:
         self._fed = self._read  # the next head starts within this read, or later
         self._last_size = -1
         self._stall = 0
-        scan_request_head(ex, self._limits.max_target_bytes)
+        scan_request_head(ex, self._max_target)
         self._sink.on_request_head(ex)
 
     def on_body(self, body: bytes) -> None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 import httptools
 
-from fastgw.codec.framing import LOWER_FIELD_NAMES, section_size
+from fastgw.codec.framing import lower_field_name, section_size
 from fastgw.proxy_headers import FRAMING_NONE
 
 if TYPE_CHECKING:
@@ -220,7 +220,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- llhttp callbacks (no on_message_begin/on_status: each callback is a Python call per response) ---
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((LOWER_FIELD_NAMES.get(name) or name.lower(), value))
+        self._headers.append((lower_field_name(name), value))
 
     def on_headers_complete(self) -> None:
         parser = self._parser
