@@ -1,11 +1,15 @@
-"""Several workers share stdout: their access-log lines must never tear or interleave."""
+"""Several workers share stdout: their access-log lines must never tear or interleave. And the numbers in a
+line are what ``%d`` and ``%.3f`` would print."""
 
 from __future__ import annotations
 
 import os
 
 import orjson
+from hypothesis import given
+from hypothesis import strategies as st
 
+from fastgw.access_line import decimal, millis3
 from fastgw.access_log import PIPE_BUF, write_atomic_lines
 
 
@@ -48,3 +52,18 @@ def test_a_line_longer_than_pipe_buf_is_written_whole() -> None:
         out += chunk
     os.close(r)
     assert out == data
+
+
+@given(st.integers(-(10**20), 10**20))
+def test_decimal_is_percent_d(n: int) -> None:
+    assert decimal(n) == b"%d" % n
+
+
+@given(st.floats(0.0, 1e9) | st.just(-1.0))
+def test_millis3_is_a_three_decimal_rounding(value: float) -> None:
+    whole, thousandths = millis3(value)
+    text = whole + b"." + thousandths
+    assert len(thousandths) == 3 and thousandths.isdigit(), text
+    assert abs(float(text) - value) <= 0.0005 + abs(value) * 1e-15, text
+    if value == -1.0:
+        assert text == b"-1.000"
