@@ -57,18 +57,18 @@ from fastgw.proxy_headers import FRAMING_NONE, build_h2_response_headers, filter
 from fastgw.server.dispatch import admit, complete, release, resume_chain, retry_allowed, upstream_request
 from fastgw.server.listener import DL_HEAD, DL_IDLE, DL_NONE
 from fastgw.snapshot import Http2Settings, ListenerSettings
+from fastgw.upstream.connection import ResponseSink, UpstreamConnection
 
 if TYPE_CHECKING:
     from fastgw.server.listener import ClientConnection
     from fastgw.server.worker import Worker
-    from fastgw.upstream.connection import UpstreamConnection
 
 _monotonic = time.monotonic
 
 _LARGEST_WINDOW: Final = 2**31 - 1
 
 
-class H2Stream:
+class H2Stream(ResponseSink):
     """One stream: its Exchange, its upstream connection and what waits to be sent either way."""
 
     __slots__ = (

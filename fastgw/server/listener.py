@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, ClassVar, Final
 
 from fastgw.codec.h2_guard import PREFACE
 from fastgw.codec.http1 import ParserLimits, RequestReader, make_reader
+from fastgw.codec.http1_httptools import HttptoolsReader
 from fastgw.codec.problem import CodecError, render_problem
 from fastgw.codec.proxy_protocol import parse_proxy_header
 from fastgw.codec.serialize import LAST_CHUNK, chunk
@@ -39,10 +40,10 @@ from fastgw.proxy_headers import (
 from fastgw.server.dispatch import admit, complete, release, resume_chain, retry_allowed, upstream_request
 from fastgw.snapshot import ListenerSettings, UpstreamSettings
 from fastgw.tls.server import PeerCertificate, peer_certificate
+from fastgw.upstream.connection import ResponseSink, UpstreamConnection
 
 if TYPE_CHECKING:
     from fastgw.server.worker import Worker
-    from fastgw.upstream.connection import UpstreamConnection
     from fastgw.upstream.pool import UpstreamGroup
 
 # Final: compiled, a C static (not a module-dict lookup per call)
@@ -65,7 +66,7 @@ DL_BODY: Final = 2
 DL_IDLE: Final = 3
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection(ResponseSink):
     multiplexed: ClassVar[bool] = False  # HTTP/2 connections carry many exchanges (server/http2.py)
 
     __slots__ = (
@@ -252,8 +253,12 @@ class ClientConnection(asyncio.Protocol):
                 self._become_http2(data)
                 return
             self.fresh = None
+        reader = self.reader
         try:
-            self.reader.feed(data)
+            if isinstance(reader, HttptoolsReader):
+                reader.feed(data)  # the default backend: a compiled, direct call
+            else:
+                reader.feed(data)  # through the RequestReader Protocol: a generic method call
         except CodecError as err:
             self._codec_error(err)
             return
