@@ -210,11 +210,15 @@ def build_request_head(
             parts.append(b"x-forwarded-host: %b\r\n" % ex.host)
     else:
         parts.append(forwarded)
-        if ex.host:
-            parts.append(b"x-forwarded-host: %b\r\n" % ex.host)
     if incoming_via:
         via = b"%b, %b" % (incoming_via, via)
-    parts.append(b"via: %b\r\nx-request-id: %b\r\ntraceparent: %b\r\n" % (via, ex.request_id, trace))
+    if ex.host and not peer_trusted:  # the common case: X-Forwarded-Host in the same build as Via
+        parts.append(
+            b"x-forwarded-host: %b\r\nvia: %b\r\nx-request-id: %b\r\ntraceparent: %b\r\n"
+            % (ex.host, via, ex.request_id, trace)
+        )
+    else:
+        parts.append(b"via: %b\r\nx-request-id: %b\r\ntraceparent: %b\r\n" % (via, ex.request_id, trace))
     if route.add_request:
         parts.append(route.add_request)
     identity = ex.consumer
