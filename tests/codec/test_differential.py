@@ -4,7 +4,8 @@
   stream does;
 * arbitrary bytes, and mutations of valid requests, never crash or hang either backend: the only
   exception allowed out of ``feed`` is CodecError, and both backends accept or refuse alike;
-* the compiled Content-Length digit loop gives the number ``int()`` gives, or refuses what it refuses.
+* the compiled Content-Length digit loop gives the number ``int()`` gives, or refuses what it refuses,
+  and the field-name table lowers names exactly as ``bytes.lower()`` does.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fastgw.codec.framing import decimal_value
+from fastgw.codec.framing import LOWER_FIELD_NAMES, decimal_value, lower_field_name
 from fastgw.codec.problem import CodecError
 from tests.codec.recorder import reader_for
 
@@ -122,3 +123,15 @@ def test_content_length_digits_parse_as_int_does(value: bytes) -> None:
             decimal_value(value)
         return
     assert decimal_value(value) == expected
+
+
+@given(
+    st.one_of(
+        st.sampled_from(sorted(LOWER_FIELD_NAMES)),
+        st.sampled_from(sorted(LOWER_FIELD_NAMES)).map(lambda n: n.swapcase()),
+        st.binary(max_size=80),
+    )
+)
+def test_field_names_lower_as_bytes_lower_does(name: bytes) -> None:
+    # lower_field_name finds common names by length and first byte; anything else is bytes.lower().
+    assert lower_field_name(name) == name.lower()
