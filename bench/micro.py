@@ -32,7 +32,7 @@ from fastgw.policy.identity import IdentityCache, KeyIdentity
 from fastgw.policy.jwt_auth import JwtAuth, JwtIssuer
 from fastgw.policy.network import NetworkRules, parse_networks
 from fastgw.policy.rate_limit import CELL_INTS, CounterTable, LimitSpec, RateLimit
-from fastgw.proxy_headers import IdSource, build_request_head, build_response_head, forwarded_lines
+from fastgw.proxy_headers import ClientPeer, IdSource, build_request_head, build_response_head
 
 REQUEST = (
     b"GET /api/v1/items?id=42 HTTP/1.1\r\nHost: api.example.com\r\nUser-Agent: wrk/4.2\r\n"
@@ -188,7 +188,7 @@ def measure(backend: str) -> dict[str, float]:
 
     results["  (a memo miss: normalise + lookup)"] = best(route_miss)
 
-    forwarded = forwarded_lines(b"127.0.0.1", b"http")
+    peer = ClientPeer(b"127.0.0.1", False, b"http")
 
     def request_head() -> None:
         ex.request_id = ids.request_id(ex.xrid)
@@ -198,10 +198,7 @@ def measure(backend: str) -> dict[str, float]:
                 route,
                 ex.path + b"?" + ex.query,
                 b"127.0.0.1:9000",
-                b"127.0.0.1",
-                False,
-                b"http",
-                forwarded,
+                peer,
                 b"1.1 fastgw",
                 ids.traceparent(ex.traceparent),
             )

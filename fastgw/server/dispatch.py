@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Final
 from fastgw.codec.problem import CodecError
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Pending, resolve_pending, run_chain
-from fastgw.proxy_headers import build_request_head
+from fastgw.proxy_headers import ClientPeer, build_request_head
 from fastgw.snapshot import Route, Snapshot
 
 if TYPE_CHECKING:
@@ -91,21 +91,10 @@ async def resume_chain(ex: Exchange, pending: Pending) -> Denial | None:
 
 
 def upstream_request(
-    worker: Worker,
-    ex: Exchange,
-    pool: TargetPool,
-    peer_ip_bytes: bytes,
-    peer_trusted: bool,
-    proto: bytes,
-    forwarded: bytes,
-    via: bytes,
+    worker: Worker, ex: Exchange, pool: TargetPool, peer: ClientPeer, via: bytes
 ) -> list[bytes]:
-    """The HTTP/1.1 request head for the upstream, as pieces to join.
-
-    The client connection's peer address, whether that peer is a trusted proxy, its scheme (b"http" or
-    b"https") and its ``proxy_headers.forwarded_lines`` are passed as values: read here through a Protocol
-    type they would be four generic attribute lookups a request. ``via`` names the protocol the client
-    spoke (RFC 9110 7.6.3)."""
+    """The HTTP/1.1 request head for the upstream, as pieces to join; ``peer`` is the client connection's
+    (HTTP/1.1 or HTTP/2), ``via`` names the protocol the client spoke (RFC 9110 7.6.3)."""
     route = ex.route
     assert route is not None
     path = ex.path
@@ -121,10 +110,7 @@ def upstream_request(
         route,
         path,
         ex.host if route.preserve_host and ex.host else label,
-        peer_ip_bytes,
-        peer_trusted,
-        proto,
-        forwarded,
+        peer,
         via,
         worker.ids.traceparent(ex.traceparent),
     )

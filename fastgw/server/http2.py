@@ -262,7 +262,6 @@ class Http2Connection(asyncio.Protocol):
         "closing",
         "deadline",
         "deadline_kind",
-        "forwarded",
         "goaway_sent",
         "guard",
         "h2",
@@ -271,11 +270,9 @@ class Http2Connection(asyncio.Protocol):
         "listener",
         "max_frame",
         "open_state",
+        "peer",
         "peer_goaway",
         "peer_ip",
-        "peer_ip_bytes",
-        "peer_trusted",
-        "proto",
         "requests",
         "send_deadline",
         "streams",
@@ -293,13 +290,10 @@ class Http2Connection(asyncio.Protocol):
         self.listener = listener
         self.transport: asyncio.Transport | None = origin.transport
         self.peer_ip = origin.peer_ip
-        self.peer_ip_bytes = origin.peer_ip_bytes
-        self.forwarded = origin.forwarded
+        self.peer = origin.peer
         self.client_ip = origin.client_ip
-        self.peer_trusted = origin.peer_trusted
         self.client_cert = origin.client_cert
         self.tls = origin.tls
-        self.proto = origin.proto
         snapshot = worker.holder.current
         self.limits: Http2Settings = snapshot.http2
         self.via = b"2 " + snapshot.server.server_name
@@ -448,7 +442,7 @@ class Http2Connection(asyncio.Protocol):
         ex.start = now
         ex.client_cert = self.client_cert
         ex.client_ip = self.client_ip
-        if self.peer_trusted and ex.xff:
+        if self.peer.trusted and ex.xff:
             ex.client_ip = client_from_forwarded(ex.xff, server.trusted_proxies) or self.client_ip
         stream = H2Stream(self, sid, ex)
         self.streams[sid] = stream
@@ -592,16 +586,7 @@ class Http2Connection(asyncio.Protocol):
         assert route is not None
         group = self.worker.pools.group(route.upstream)
         pool = group.pick()
-        parts = upstream_request(
-            self.worker,
-            ex,
-            pool,
-            self.peer_ip_bytes,
-            self.peer_trusted,
-            self.proto,
-            self.forwarded,
-            self.via,
-        )
+        parts = upstream_request(self.worker, ex, pool, self.peer, self.via)
         if stream.body:
             parts.extend(stream.body)
             stream.body = []

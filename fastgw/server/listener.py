@@ -32,9 +32,9 @@ from fastgw.policy.chain import Denial, Pending
 from fastgw.policy.network import client_from_forwarded, in_networks
 from fastgw.proxy_headers import (
     FRAMING_NONE,
+    ClientPeer,
     build_response_head,
     filter_trailers,
-    forwarded_lines,
     trailer_lines,
 )
 from fastgw.server.dispatch import admit, complete, release, resume_chain, retry_allowed, upstream_request
@@ -87,12 +87,10 @@ class ClientConnection(ResponseSink):
         "closing",
         "deadline",
         "deadline_kind",
-        "forwarded",
         "fresh",
         "listener",
+        "peer",
         "peer_ip",
-        "peer_ip_bytes",
-        "peer_trusted",
         "proto",
         "queue",
         "reader",
@@ -134,11 +132,9 @@ class ClientConnection(ResponseSink):
         self.send_deadline = 0.0
         self.body_since = 0.0
         self.peer_ip = ""
-        self.peer_ip_bytes = b""
-        self.forwarded = b""
         self.client_ip = ""
-        self.peer_trusted = False
         self.proto = b"https" if listener.tls is not None else b"http"
+        self.peer = ClientPeer(b"", False, self.proto)
         self.tls = listener.tls is not None
         self.client_cert: PeerCertificate | None = None
         snapshot = worker.holder.current
@@ -196,10 +192,8 @@ class ClientConnection(ResponseSink):
     def _set_peer(self, ip: str) -> None:
         self.peer_ip = ip
         self.client_ip = ip
-        self.peer_ip_bytes = ip.encode()
-        self.forwarded = forwarded_lines(self.peer_ip_bytes, self.proto)
         trusted = self.worker.holder.current.server.trusted_proxies
-        self.peer_trusted = bool(trusted) and in_networks(ip, trusted)
+        self.peer = ClientPeer(ip.encode(), bool(trusted) and in_networks(ip, trusted), self.proto)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -296,7 +290,7 @@ class ClientConnection(ResponseSink):
         ex.start = _monotonic()
         ex.client_ip = self.client_ip
         ex.client_cert = self.client_cert
-        if self.peer_trusted and ex.xff:
+        if self.peer.trusted and ex.xff:
             ex.client_ip = client_from_forwarded(
                 ex.xff, self.worker.holder.current.server.trusted_proxies
             ) or (self.client_ip)
@@ -402,16 +396,7 @@ class ClientConnection(ResponseSink):
         if ex.expect_continue and not ex.body_complete:
             self.transport.write(CONTINUE)
         pool = self._upstream_group(route.upstream).pick()
-        parts = upstream_request(
-            self.worker,
-            ex,
-            pool,
-            self.peer_ip_bytes,
-            self.peer_trusted,
-            self.proto,
-            self.forwarded,
-            self.worker.via,
-        )
+        parts = upstream_request(self.worker, ex, pool, self.peer, self.worker.via)
         buffered = ex.body_buffer
         if buffered:
             parts.extend(buffered)
