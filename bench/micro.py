@@ -39,12 +39,11 @@ REQUEST = (
     b"Accept: application/json\r\nAccept-Encoding: gzip\r\nX-Request-Id: abc-123\r\n"
     b"Authorization: Bearer t0k3n\r\n\r\n"
 )
-RESPONSE_HEADERS = [
-    (b"server", b"nginx"),
-    (b"date", b"Sun, 22 Nov 2026 18:00:00 GMT"),
-    (b"content-type", b"application/json"),
-    (b"content-length", b"100"),
-]
+# An upstream response head as UpstreamConnection hands it over: status line to the last field's CRLF.
+RESPONSE_HEAD = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Sun, 22 Nov 2026 18:00:00 GMT\r\n"
+    b"Content-Type: application/json\r\nContent-Length: 100\r\nConnection: keep-alive\r\n"
+)
 CONFIG = b"""
 [[listeners]]
 bind = "127.0.0.1:8080"
@@ -207,7 +206,7 @@ def measure(backend: str) -> dict[str, float]:
     results["request headers (ids, XFF, Via, hop-by-hop)"] = best(request_head)
 
     def response_head() -> None:
-        build_response_head(ex, route, 200, RESPONSE_HEADERS, b"1.1 fastgw", False)
+        build_response_head(ex, route, 200, RESPONSE_HEAD, RESPONSE_HEAD.split(b"\r\n"), b"1.1 fastgw", False)
 
     results["response head (filter + serialise)"] = best(response_head)
     rules = NetworkRules("network", parse_networks(["10.0.0.0/8"]), parse_networks(["192.0.2.0/24"]), False)

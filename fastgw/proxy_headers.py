@@ -18,7 +18,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, Final
 
-from fastgw.codec.framing import connection_tokens, decimal_value
+from fastgw.codec.framing import connection_tokens, decimal_value, lower_field_name
 from fastgw.codec.serialize import DATE, NO_BODY_STATUSES, status_line
 from fastgw.exchange import Exchange
 from fastgw.snapshot import Route
@@ -262,45 +262,138 @@ def _framing(name: bytes, value: bytes, framing: int) -> int:
     return framing  # another coding last: the body is delimited by the connection closing
 
 
+# What build_response_head does with a field of the upstream's response head, by name.
+FIELD_COPY: Final = 0  # relayed as received
+FIELD_DROP: Final = 1  # hop-by-hop, gateway-owned or removed by the route
+FIELD_DATE: Final = 2  # relayed; the gateway adds none
+FIELD_LENGTH: Final = 3  # relayed; the body's framing
+FIELD_TRANSFER_ENCODING: Final = 4  # dropped (the client's framing is ours); the body's framing
+FIELD_CONNECTION: Final = 5  # dropped; may name more fields to drop
+FieldRule = tuple[int, bytes, bytes, int]  # (name length, lower-case name, Capitalised-Name, action)
+
+
+def response_field_table(drop: frozenset[bytes]) -> tuple[tuple[FieldRule, ...], ...]:
+    """The names build_response_head acts on, indexed by their first byte (ASCII-lower-cased by ``| 0x20``):
+    a field line whose first byte has no entry is relayed after one index, with no name extracted.
+
+    ``drop`` is the route's ``drop_response``; it wins over Date and Content-Length (a route that removes
+    Content-Length gets a re-chunked body, as before)."""
+    actions: dict[bytes, int] = {name: FIELD_DROP for name in drop}
+    actions.setdefault(b"date", FIELD_DATE)
+    actions.setdefault(b"content-length", FIELD_LENGTH)
+    actions[b"transfer-encoding"] = FIELD_TRANSFER_ENCODING
+    actions[b"connection"] = FIELD_CONNECTION
+    slots: list[list[FieldRule]] = [[] for _ in range(256)]
+    for name, action in sorted(actions.items()):
+        capitalised = b"-".join(part[:1].upper() + part[1:] for part in name.split(b"-"))
+        slots[name[0] | 0x20].append((len(name), name, capitalised, action))
+    return tuple(tuple(slot) for slot in slots)
+
+
+def field_action(table: tuple[tuple[FieldRule, ...], ...], line: bytes) -> tuple[int, int]:
+    """``(action, name length)`` of one field line (``name:value``, validated by llhttp) by ``table``.
+
+    Only primitives that mypyc compiles inline: a method call on bytes (``find``, ``partition``) costs ~700
+    instructions by callgrind, and a response head has several lines. A name is matched by its length and
+    the colon after it, then by the two usual spellings; other spellings pay for one ``lower()``."""
+    size = len(line)
+    for length, lower, capitalised, action in table[line[0] | 0x20]:
+        if (
+            length < size
+            and line[length] == 0x3A
+            and (line.startswith(lower) or line.startswith(capitalised) or line[:length].lower() == lower)
+        ):
+            return action, length
+    return FIELD_COPY, 0
+
+
+def field_value(line: bytes, name_length: int) -> bytes:
+    """The value of a field line, leading whitespace removed (trailing whitespace is left to the caller:
+    every value read here is stripped, tokenised or parsed by ``int()`` rules)."""
+    i = name_length + 1
+    size = len(line)
+    while i < size and (line[i] == 0x20 or line[i] == 0x09):
+        i += 1
+    return line[i:]
+
+
+def field_pairs(lines: list[bytes]) -> list[tuple[bytes, bytes]]:
+    """``(lower-case name, value)`` pairs of a response head's field lines (``lines[1:-1]``, as
+    UpstreamConnection reports them), for HTTP/2 clients. Compiled primitives only (see field_action)."""
+    pairs = []
+    for i in range(1, len(lines) - 1):
+        line = lines[i]
+        colon = 0
+        while line[colon] != 0x3A:  # llhttp accepted the line: it has a colon after a non-empty name
+            colon += 1
+        value = field_value(line, colon)
+        if value.endswith(b" ") or value.endswith(b"\t"):
+            value = value.rstrip(b" \t")
+        pairs.append((lower_field_name(line[:colon]), value))
+    return pairs
+
+
 def build_response_head(
     ex: Exchange,
     route: Route,
     status: int,
-    headers: list[tuple[bytes, bytes]],
+    head: bytes,
+    lines: list[bytes],
     via: bytes,
     draining: bool,
     tls: bool = False,
 ) -> tuple[bytes, bool, bool, int]:
     """Serialise the response head for the client and decide its framing.
 
+    ``head`` is the upstream's head from its status line to the CRLF ending its last field line, and
+    ``lines`` is ``head.split(b"\r\n")``: the status line, the field lines, then an empty string. llhttp
+    has validated both (tokens, values, CRLF line ends, no obs-fold), so field lines are relayed as
+    received: runs of relayed lines are copied from ``head`` in one slice each, and only the lines a rule
+    names (``route.response_fields``) are looked at further.
+
     Returns ``(head, chunk_out, close, framing)``: whether the body must be re-chunked (an upstream chunked
     or close-delimited body to an HTTP/1.1 client), whether the connection closes after this response
     (client asked, HTTP/1.0 close-delimited body, request body not fully read, or the worker drains), and
-    the upstream's framing (a length, FRAMING_NONE or FRAMING_CHUNKED). Hop-by-hop headers, headers named
+    the upstream's framing (a length, FRAMING_NONE or FRAMING_CHUNKED). Hop-by-hop fields, fields named
     in the upstream's ``Connection`` and the route's removals are dropped; the upstream's Content-Length is
     kept (never present with Transfer-Encoding).
     """
-    special = route.response_special
-    drop = route.drop_response
+    table = route.response_fields
     parts = [status_line(status)]
     has_date = False
     framing = FRAMING_NONE
     named: tuple[bytes, ...] = ()  # what the upstream's Connection header names
-    for name, value in headers:
-        if name in special:
-            if name in drop:
-                if name == b"transfer-encoding":
-                    framing = _framing(name, value, framing)
-                elif name == b"connection" and value not in _PLAIN_CONNECTION:
+    offset = len(lines[0]) + 2  # where the current field line starts in head
+    run = offset  # start of the run of relayed lines not yet copied
+    for i in range(1, len(lines) - 1):
+        line = lines[i]
+        end = offset + len(line) + 2
+        action, length = field_action(table, line)
+        if action == FIELD_COPY:
+            pass
+        elif action == FIELD_DATE:
+            has_date = True
+        elif action == FIELD_LENGTH:
+            framing = decimal_value(field_value(line, length))
+        else:
+            if offset > run:
+                parts.append(head[run:offset])
+            run = end
+            if action == FIELD_TRANSFER_ENCODING:
+                if field_value(line, length).strip().lower().endswith(b"chunked"):
+                    framing = FRAMING_CHUNKED
+                else:
+                    framing = FRAMING_NONE  # another coding last: the body is delimited by the close
+            elif action == FIELD_CONNECTION:
+                value = field_value(line, length)
+                # Two compiled comparisons first: the set probe costs ~400 instructions by callgrind.
+                if value != b"keep-alive" and value != b"close" and value not in _PLAIN_CONNECTION:  # noqa: PLR1714
                     named += connection_tokens(value)
-                continue
-            if name == b"date":
-                has_date = True
-            else:  # content-length: fixed length (or a body-less response's declared length)
-                framing = _framing(name, value, framing)
-        parts.append(b"%b: %b\r\n" % (name, value))  # compiled: one allocation, no tuple
+        offset = end
+    if offset > run:
+        parts.append(head[run:offset])
     if named and any(t not in (b"close", b"keep-alive") for t in named):
-        parts = [parts[0], *_without_named(parts[1:], frozenset(named))]  # rare: RFC 9110 7.6.1
+        parts = [parts[0], *_without_named(lines, route.drop_response | frozenset(named))]  # RFC 9110 7.6.1
     if not has_date:
         parts.append(DATE.value)
     parts.append(route.add_response_lines)
@@ -402,7 +495,12 @@ def trailer_lines(fields: list[tuple[bytes, bytes]]) -> bytes:
     return b"0\r\n" + header_lines(fields) + b"\r\n"
 
 
-def _without_named(lines: list[bytes], named: frozenset[bytes]) -> list[bytes]:
-    """Drop the header lines (``name: value\r\n``, one piece each) whose names the upstream listed in
-    Connection."""
-    return [line for line in lines if line.partition(b":")[0] not in named]
+def _without_named(lines: list[bytes], drop: frozenset[bytes]) -> list[bytes]:
+    """The field lines (``lines[1:-1]``, CRLF added) whose lower-case names are not in ``drop``: the rare
+    response whose Connection header names other fields (RFC 9110 7.6.1)."""
+    kept = []
+    for i in range(1, len(lines) - 1):
+        line = lines[i]
+        if line.partition(b":")[0].lower() not in drop:
+            kept.append(line + b"\r\n")
+    return kept

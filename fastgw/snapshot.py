@@ -151,9 +151,9 @@ class Route:
     drop_response: frozenset[bytes]
     add_response: tuple[tuple[bytes, bytes], ...]
     add_response_lines: bytes = b""  # add_response pre-joined as "name: value\r\n" lines
-    # drop_response plus the names the response builder looks at (content-length, date): a header not in
-    # this set is copied as is after one set probe.
-    response_special: frozenset[bytes] = frozenset()
+    # The response field names the response builder acts on (drop_response, Date, Content-Length,
+    # Transfer-Encoding, Connection) by first byte: proxy_headers.response_field_table.
+    response_fields: tuple[tuple[tuple[int, bytes, bytes, int], ...], ...] = ((),) * 256
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

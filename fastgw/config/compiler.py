@@ -68,7 +68,7 @@ from fastgw.policy.network import NetworkRules, parse_networks
 from fastgw.policy.rate_limit import COUNTERS, LimitSpec, RateLimit
 from fastgw.policy.rbac import Authorize, Principal, Requirement, requirement
 from fastgw.policy.throttle import ThrottleSettings
-from fastgw.proxy_headers import header_lines, request_drop_sets, response_drop_set
+from fastgw.proxy_headers import header_lines, request_drop_sets, response_drop_set, response_field_table
 from fastgw.router import HostTable, MethodTable, Router, route_key
 from fastgw.secrets import resolve_secret
 from fastgw.snapshot import (
@@ -848,7 +848,7 @@ class _Compiler:
             hsts=self.hsts,
             add_response=add_resp,
             add_response_lines=header_lines(add_resp),
-            response_special=drop_response | {b"content-length", b"date"},
+            response_fields=response_field_table(drop_response),
         )
 
     def router(self, specs: Sequence[RouteSpec], routes: Sequence[Route], server: ServerSettings) -> Router:

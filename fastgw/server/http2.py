@@ -53,7 +53,13 @@ from fastgw.codec.serialize import DATE, LAST_CHUNK, chunk
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Pending
 from fastgw.policy.network import client_from_forwarded
-from fastgw.proxy_headers import FRAMING_NONE, build_h2_response_headers, filter_trailers, trailer_lines
+from fastgw.proxy_headers import (
+    FRAMING_NONE,
+    build_h2_response_headers,
+    field_pairs,
+    filter_trailers,
+    trailer_lines,
+)
 from fastgw.server.dispatch import admit, complete, release, resume_chain, retry_allowed, upstream_request
 from fastgw.server.listener import DL_HEAD, DL_IDLE, DL_NONE
 from fastgw.snapshot import Http2Settings, ListenerSettings
@@ -138,7 +144,7 @@ class H2Stream(ResponseSink):
             self.conn.ack(self)
 
     # -- ResponseSink ---------------------------------------------------------------------------------
-    def on_upstream_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> int:
+    def on_upstream_head(self, status: int, head: bytes, lines: list[bytes]) -> int:
         ex = self.ex
         route = ex.route
         assert route is not None
@@ -148,7 +154,9 @@ class H2Stream(ResponseSink):
         ex.status = status
         ex.upstream_ms = (_monotonic() - ex.upstream_start) * 1000.0
         conn = self.conn
-        self.head, framing = build_h2_response_headers(ex, route, status, headers, conn.worker.via, conn.tls)
+        self.head, framing = build_h2_response_headers(
+            ex, route, status, field_pairs(lines), conn.worker.via, conn.tls
+        )
         return framing
 
     def on_upstream_body(self, data: bytes) -> None:

@@ -451,7 +451,7 @@ class ClientConnection(ResponseSink):
             self._resume(PAUSE_BUFFER)
 
     # -- upstream response sink ------------------------------------------------------------------------
-    def on_upstream_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> int:
+    def on_upstream_head(self, status: int, head: bytes, lines: list[bytes]) -> int:
         ex = self.active
         if ex is None:
             return FRAMING_NONE
@@ -460,7 +460,7 @@ class ClientConnection(ResponseSink):
         ex.status = status
         ex.upstream_ms = (_monotonic() - ex.upstream_start) * 1000.0
         head, self.chunk_out, close, framing = build_response_head(
-            ex, route, status, headers, self.worker.via, self.worker.draining, self.tls
+            ex, route, status, head, lines, self.worker.via, self.worker.draining, self.tls
         )
         if close:
             ex.keep_alive = False

@@ -2,11 +2,18 @@
 
 It never pipelines: one request per connection at a time, so a response can always be matched to its
 request and a reused connection that turns out dead can be retried safely. The response is parsed by
-llhttp (strict: ``Content-Length`` with ``Transfer-Encoding``, repeated lengths and garbage are errors and
-become a 502, never relayed). Two llhttp gaps are closed here: it has no header-size limit (the bytes
-received since the response began bound its head; trailer fields are counted) and it cannot be told a
-response answers a HEAD, so after a HEAD response's head the
-parser is replaced and any body bytes make the connection unusable.
+llhttp (strict: ``Content-Length`` with ``Transfer-Encoding``, repeated lengths, bare LF, obs-fold and
+garbage are errors and become a 502, never relayed). Two llhttp gaps are closed here: it has no
+header-size limit (the bytes received since the response began bound its head; trailer fields are
+counted) and it cannot be told a response answers a HEAD, so after a HEAD response's head the parser is
+replaced and any body bytes make the connection unusable.
+
+The parser is given no ``on_header`` callback, so llhttp validates the head without calling Python once
+per field line (two bytes objects, a Cython-to-Python call and a tuple each). When llhttp reports the
+head complete it has accepted every byte of it: the head is cut from the bytes received (one ``split``)
+and handed to the sink as lines. Trailer fields of a chunked body do need the callback, so such a
+response's body goes on in a second parser, primed with a chunked head, that has one
+(:class:`_ChunkedTail`).
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import httptools
 from mypy_extensions import mypyc_attr
 
 from fastgw.codec.framing import lower_field_name, section_size
-from fastgw.proxy_headers import FRAMING_NONE
+from fastgw.proxy_headers import FRAMING_CHUNKED, FRAMING_NONE
 
 if TYPE_CHECKING:
     from fastgw.upstream.pool import TargetPool
@@ -27,6 +34,8 @@ if TYPE_CHECKING:
 MAX_RESPONSE_HEAD: Final = 65536  # bytes of upstream response head before it is a 502
 MAX_RESPONSE_HEADERS: Final = 200
 _NO_CALLBACKS: Final = object()  # the protocol of a closed connection's parser, which is never fed
+# What primes a _ChunkedTail's parser: it then expects chunks, as the response's own parser did.
+_CHUNKED_HEAD: Final = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
 _monotonic: Final = time.monotonic  # Final: compiled, a C static (not a module attribute per call)
 
 
@@ -41,8 +50,10 @@ class ResponseSink(asyncio.Protocol):
     (the HTTP/2 stream) are called through Python, as before.
     """
 
-    def on_upstream_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> int:
-        """The response head; returns its framing: a Content-Length, FRAMING_NONE or FRAMING_CHUNKED."""
+    def on_upstream_head(self, status: int, head: bytes, lines: list[bytes]) -> int:
+        """The response head, validated by llhttp: ``head`` runs from the status line to the CRLF that ends
+        the last field line, and ``lines`` is ``head.split(b"\\r\\n")`` (the status line, each field line,
+        then an empty string). Returns its framing: a Content-Length, FRAMING_NONE or FRAMING_CHUNKED."""
         raise NotImplementedError
 
     def on_upstream_body(self, data: bytes) -> None:
@@ -73,9 +84,35 @@ class ResponseSink(asyncio.Protocol):
         raise NotImplementedError
 
 
+class _ChunkedTail:
+    """llhttp callbacks for the body of a chunked response and its trailer fields (see the module doc)."""
+
+    __slots__ = ("conn", "primed")
+
+    def __init__(self, conn: UpstreamConnection) -> None:
+        self.conn = conn
+        self.primed = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.primed:  # a trailer field (the priming head's own field is not one)
+            self.conn.trailer_field(name, value)
+
+    def on_headers_complete(self) -> None:
+        self.primed = True
+
+    def on_body(self, body: bytes) -> None:
+        self.conn.on_body(body)
+
+    def on_message_complete(self) -> None:
+        self.conn.chunked_tail_complete()
+
+
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
+        "_body_at",
+        "_buf",
         "_fed",
+        "_head_at",
         "_headers",
         "_in_head",
         "_interim",
@@ -99,7 +136,12 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.sink: ResponseSink | None = None
         self._parser = httptools.HttpResponseParser(self)
-        self._headers: list[tuple[bytes, bytes]] = []
+        self._headers: list[tuple[bytes, bytes]] = []  # trailer fields of a chunked body
+        # While a head is incomplete: the bytes received of it (with the read being parsed), and where the
+        # head starts in them (after an interim 1xx response, the next head starts behind it).
+        self._buf = b""
+        self._head_at = 0
+        self._body_at = -1  # where a chunked body starts in _buf, while the parser is being switched
         self._fed = 0  # bytes received since the response began: bounds its head
         self._in_head = False
         self._interim = False
@@ -126,6 +168,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.sink = sink
         self._no_body = no_body
         self._fed = 0
+        self._buf = b""
+        self._head_at = 0
+        self._body_at = -1
         self._in_head = True
         self.got_response_bytes = False
         self.deadline = now + self.pool.settings.read_timeout
@@ -163,18 +208,39 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.got_response_bytes = True
         self._fed += len(data)
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade as exc:
-            self.tunnel = True
-            sink.on_upstream_upgrade(data[exc.args[0] :])
-        except httptools.HttpParserError as exc:
-            detail = str(exc.__context__) if isinstance(exc, httptools.HttpParserCallbackError) else str(exc)
-            self.pool.record_failure()
-            self._fail(
-                sink, 502, "bad-upstream-response", f"invalid response from {self.pool.label}: {detail}"
-            )
-            return
+        if self._in_head:
+            buf = self._buf
+            self._buf = buf + data if buf else data
+            self._head_at = 0
+        while True:
+            try:
+                self._parser.feed_data(data)
+            except httptools.HttpParserUpgrade as exc:
+                self.tunnel = True
+                sink.on_upstream_upgrade(data[exc.args[0] :])
+            except httptools.HttpParserError as exc:
+                if self._body_at >= 0:
+                    # A chunked body follows the head: go on with a parser that reports trailer fields.
+                    data = self._buf[self._body_at :]
+                    self._buf = b""
+                    self._body_at = -1
+                    self._parser = httptools.HttpResponseParser(_ChunkedTail(self))
+                    self._parser.feed_data(_CHUNKED_HEAD)
+                    if data and self.sink is not None:
+                        continue
+                    break
+                detail = (
+                    str(exc.__context__) if isinstance(exc, httptools.HttpParserCallbackError) else str(exc)
+                )
+                self.pool.record_failure()
+                self._fail(
+                    sink, 502, "bad-upstream-response", f"invalid response from {self.pool.label}: {detail}"
+                )
+                return
+            break
+        if self._in_head and self._head_at:
+            self._buf = self._buf[self._head_at :]  # an interim response ended in this read, the next did not
+            self._head_at = 0
         if self.sink is not None:
             # Still waiting for the rest of the response: the read timeout restarts from this read.
             if (self._in_head and self._fed > MAX_RESPONSE_HEAD) or (
@@ -245,21 +311,39 @@ class UpstreamConnection(asyncio.Protocol):
         self.pool.discard(self)
         sink.on_upstream_error(status, problem, detail, retryable)
 
-    # -- llhttp callbacks (no on_message_begin/on_status: each callback is a Python call per response) ---
-    def on_header(self, name: bytes, value: bytes) -> None:
+    # -- llhttp callbacks (no on_header, see the module doc; no on_message_begin/on_status) -------------
+    def trailer_field(self, name: bytes, value: bytes) -> None:
         self._headers.append((lower_field_name(name), value))
+
+    def chunked_tail_complete(self) -> None:
+        """A chunked response ended: the next response is parsed without on_header again."""
+        self._parser = httptools.HttpResponseParser(self)
+        self.on_message_complete()
 
     def on_headers_complete(self) -> None:
         parser = self._parser
-        headers = self._headers
-        self._headers = []
-        if len(headers) > MAX_RESPONSE_HEADERS or (
-            self._fed > MAX_RESPONSE_HEAD and section_size(headers) > MAX_RESPONSE_HEAD
-        ):
+        buf = self._buf
+        start = self._head_at
+        size = len(buf)
+        while start < size and (buf[start] == 0x0D or buf[start] == 0x0A):
+            start += 1  # llhttp skips CR and LF before a status line
+        # llhttp accepted the head: it ends at the first empty line, and every line ends in CRLF.
+        blank = buf.find(b"\r\n\r\n", start)
+        if blank < 0:
+            raise ValueError("response head without its end")  # cannot happen: llhttp saw the end
+        end = blank + 2
+        self._head_at = end + 2
+        head = buf[start:end]
+        lines = head.split(b"\r\n")
+        if len(lines) - 2 > MAX_RESPONSE_HEADERS or end - start > MAX_RESPONSE_HEAD:
             raise ValueError(
                 f"response header section exceeds {MAX_RESPONSE_HEAD} bytes or {MAX_RESPONSE_HEADERS} lines"
             )
-        status = parser.get_status_code()
+        status_line = lines[0]
+        if not status_line.startswith(b"HTTP/"):
+            raise ValueError("not an HTTP/1.x status line")  # llhttp also takes RTSP/ and ICE/ ones
+        # llhttp accepted "HTTP/d.d ddd": the status is read here, not by a method call (~700 instructions).
+        status = (status_line[9] - 48) * 100 + (status_line[10] - 48) * 10 + status_line[11] - 48
         if 100 <= status < 200 and status != 101:
             self._interim = True  # 100 Continue / 103 Early Hints: not relayed (we answered 100 ourselves)
             return
@@ -267,16 +351,24 @@ class UpstreamConnection(asyncio.Protocol):
         self.upstream_keep_alive = parser.should_keep_alive()
         sink = self.sink
         if sink is None:
+            self._buf = b""
             return
         self.upgrading = status == 101
         # The sink reads Content-Length and Transfer-Encoding while it filters the head (one pass).
-        framing = sink.on_upstream_head(status, headers)
+        framing = sink.on_upstream_head(status, head, lines)
         self._until_close = framing == FRAMING_NONE and not self._no_body and status not in (101, 204, 304)
         if self._no_body and status != 101:
             # A HEAD response has no body whatever its headers say; llhttp cannot be told, so start a fresh
             # parser for the next response and report completion now.
+            self._buf = b""
             self._parser = httptools.HttpResponseParser(self)
             self._finish(sink)
+        elif framing == FRAMING_CHUNKED and status not in (101, 204, 304):
+            # Trailer fields may follow: stop this parser here; data_received switches to a _ChunkedTail.
+            self._body_at = self._head_at
+            raise RuntimeError("a chunked body follows")  # told apart from errors by _body_at
+        else:
+            self._buf = b""
 
     def on_body(self, body: bytes) -> None:
         sink = self.sink

@@ -358,3 +358,70 @@ def test_access_log_redacts_credentials_in_the_query(
         assert secret not in text, secret
     # The upstream still receives the request unchanged: redaction is for the log only.
     assert upstream.requests[-1].target == target.encode()
+
+
+def test_upstream_head_is_relayed_as_received_across_reads_and_interim_responses(
+    gateway: Gateway, upstream: TestUpstream
+) -> None:
+    # llhttp validates the head; the gateway then relays its field lines as they came (case, spacing) from
+    # the bytes received, however the reads split them, after a leading CRLF and two interim responses.
+    head = (
+        b"\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nX-Mixed-Case: A b\r\nCONNECTION: X-Hidden\r\nX-Hidden: 1\r\nSERVER: s\r\n"
+        b"Content-Length: 2\r\nDate: Sun, 22 Nov 2026 18:00:00 GMT\r\nx-tail:  spaced\r\n\r\nok"
+    )
+    cuts = [3, 30, len(head) - 60, len(head) - 5]
+    pieces = [head[a:b] for a, b in zip([0, *cuts], [*cuts, len(head)], strict=True)]
+    upstream.handler = lambda req: pieces if req.target == b"/split" else None
+    with connect(gateway.port) as sock:
+        reader = ResponseReader(sock)
+        sock.sendall(b"GET /split HTTP/1.1\r\nHost: t\r\n\r\n")
+        resp = reader.read()
+        assert resp.status == 200
+        assert resp.body == b"ok"
+        assert b"\r\nX-Mixed-Case: A b\r\n" in resp.raw_head
+        assert b"\r\nSERVER: s\r\n" in resp.raw_head
+        assert b"\r\nx-tail:  spaced\r\n" in resp.raw_head
+        assert resp.header(b"x-hidden") is None  # named in Connection, whatever the case
+        assert resp.header(b"connection") is None
+        assert resp.header(b"link") is None  # the 103's field is not merged into the final response
+        assert [v for n, v in resp.headers if n == b"date"] == [b"Sun, 22 Nov 2026 18:00:00 GMT"]
+        assert resp.header(b"via") == b"1.1 fastgw"
+        upstream.handler = lambda req: b"HTTP/1.1 204 No Content\r\nX-Second: 2\r\n\r\n"
+        sock.sendall(b"GET /again HTTP/1.1\r\nHost: t\r\n\r\n")
+        second = reader.read()
+        assert second.status == 204
+        assert second.header(b"x-second") == b"2"
+    assert upstream.connections == 1
+
+
+def test_chunked_response_trailers_reach_the_client_then_the_connection_is_reused(
+    gateway: Gateway, upstream: TestUpstream
+) -> None:
+    chunked = [
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n3\r\nabc\r\n",
+        b"2\r\nde\r\n0\r\nX-Checksum: 42\r\nContent-Type: evil\r\n\r\n",
+    ]
+    upstream.handler = lambda req: chunked if req.target == b"/chunked" else ok_length(req)
+    with connect(gateway.port) as sock:
+        sock.sendall(b"GET /chunked HTTP/1.1\r\nHost: t\r\nTE: trailers\r\n\r\n")
+        raw = b""
+        deadline = time.monotonic() + 5
+        while not (b"\r\n0\r\n" in raw and raw.endswith(b"\r\n\r\n")):
+            assert time.monotonic() < deadline, raw
+            raw += sock.recv(65536)
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert b"transfer-encoding: chunked" in head.lower()
+        # Content-Type is never relayed as a trailer field (RFC 9110 6.5.1).
+        assert body == b"3\r\nabc\r\n2\r\nde\r\n0\r\nx-checksum: 42\r\n\r\n"
+        # The next response on the same upstream connection is parsed from its own head again.
+        sock.sendall(b"GET /after HTTP/1.1\r\nHost: t\r\n\r\n")
+        after = ResponseReader(sock).read()
+        assert after.status == 200
+        assert after.body == b"/after"
+        assert after.header(b"x-checksum") is None
+    assert upstream.connections == 1
+
+
+def ok_length(req: SeenRequest) -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(req.target), req.target)

@@ -89,6 +89,11 @@ BAD_UPSTREAM = [
     ("header injection", b"HTTP/1.1 200 OK\r\nx-a: b\rset-cookie: evil\r\ncontent-length: 0\r\n\r\n"),
     ("oversized head", b"HTTP/1.1 200 OK\r\nx-big: " + b"a" * 70000 + b"\r\ncontent-length: 0\r\n\r\n"),
     ("bad chunk", b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n"),
+    ("bare LF", b"HTTP/1.1 200 OK\nx-a: b\nset-cookie: evil\ncontent-length: 0\n\n"),
+    ("obs-fold", b"HTTP/1.1 200 OK\r\nx-a: b\r\n set-cookie: evil\r\ncontent-length: 0\r\n\r\n"),
+    ("space before colon", b"HTTP/1.1 200 OK\r\nset-cookie : evil\r\ncontent-length: 0\r\n\r\n"),
+    ("not HTTP", b"RTSP/1.0 200 OK\r\nset-cookie: evil\r\ncontent-length: 0\r\n\r\n"),
+    ("bad trailer", b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\nx a: b\r\n\r\n"),
 ]
 
 
