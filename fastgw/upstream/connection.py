@@ -98,6 +98,8 @@ class _ChunkedTail:
             self.conn.trailer_field(name, value)
 
     def on_headers_complete(self) -> None:
+        if self.primed:  # a second head after the chunked response, in the same read: nobody asked for it
+            self.conn.unsolicited()
         self.primed = True
 
     def on_body(self, body: bytes) -> None:
@@ -315,6 +317,15 @@ class UpstreamConnection(asyncio.Protocol):
     def trailer_field(self, name: bytes, value: bytes) -> None:
         self._headers.append((lower_field_name(name), value))
 
+    def unsolicited(self) -> None:
+        """A response head nobody asked for (bytes behind the last response): the connection's framing
+        cannot be trusted, so it is closed, and nothing of that head is kept for a later response."""
+        self._headers = []
+        self._buf = b""
+        if not self.closed:
+            self.close()
+            self.pool.forget_idle(self)
+
     def chunked_tail_complete(self) -> None:
         """A chunked response ended: the next response is parsed without on_header again."""
         self._parser = httptools.HttpResponseParser(self)
@@ -351,7 +362,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.upstream_keep_alive = parser.should_keep_alive()
         sink = self.sink
         if sink is None:
-            self._buf = b""
+            self.unsolicited()
             return
         self.upgrading = status == 101
         # The sink reads Content-Length and Transfer-Encoding while it filters the head (one pass).

@@ -425,3 +425,29 @@ def test_chunked_response_trailers_reach_the_client_then_the_connection_is_reuse
 
 def ok_length(req: SeenRequest) -> bytes:
     return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(req.target), req.target)
+
+
+def test_a_response_nobody_asked_for_closes_the_upstream_connection(
+    gateway: Gateway, upstream: TestUpstream
+) -> None:
+    # A chunked response with a trailer, then (same write) a second response head the gateway never asked
+    # for: that connection's framing cannot be trusted, and nothing of the extra head may reach a client.
+    extra = b"HTTP/1.1 200 OK\r\nX-Junk: 1\r\nContent-Length: 0\r\n\r\n"
+    upstream.handler = lambda req: (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-Checksum: 1\r\n\r\n" + extra
+        if req.target == b"/first"
+        else b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nnext\r\n0\r\n\r\n"
+    )
+    with connect(gateway.port) as sock:
+        reader = ResponseReader(sock)
+        sock.sendall(b"GET /first HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert reader.read().body == b"ok"
+        sock.sendall(b"GET /second HTTP/1.1\r\nHost: t\r\n\r\n")
+        raw = b""
+        deadline = time.monotonic() + 5
+        while not raw.endswith(b"\r\n0\r\n\r\n"):
+            assert time.monotonic() < deadline, raw
+            raw += sock.recv(65536)
+        assert b"junk" not in raw.lower()
+        assert raw.endswith(b"\r\n4\r\nnext\r\n0\r\n\r\n")
+    assert upstream.connections == 2
