@@ -252,14 +252,13 @@ FRAMING_NONE: Final = -1
 FRAMING_CHUNKED: Final = -2
 
 
-def _framing(name: bytes, value: bytes, framing: int) -> int:
-    """Fold one Content-Length or Transfer-Encoding field into the response's framing. llhttp refused any
-    response with both, or with repeated Content-Length, before the head reached us."""
-    if name == b"content-length":
-        return decimal_value(value)
-    if value.strip().lower().endswith(b"chunked"):
-        return FRAMING_CHUNKED
-    return framing  # another coding last: the body is delimited by the connection closing
+def transfer_encoding_framing(value: bytes) -> int:
+    """The framing one Transfer-Encoding field gives a response, as llhttp reads its body: chunked when
+    chunked is the last coding, else the body runs until the connection closes, also after an earlier
+    field that said chunked (the last field wins). llhttp refused any response with both Content-Length
+    and Transfer-Encoding before the head reached us. Both response builders, so that the framing they
+    report (which decides UpstreamConnection's chunked-body parser) agrees with llhttp's."""
+    return FRAMING_CHUNKED if value.strip().lower().endswith(b"chunked") else FRAMING_NONE
 
 
 # What build_response_head does with a field of the upstream's response head, by name.
@@ -380,10 +379,7 @@ def build_response_head(
                 parts.append(head[run:offset])
             run = end
             if action == FIELD_TRANSFER_ENCODING:
-                if field_value(line, length).strip().lower().endswith(b"chunked"):
-                    framing = FRAMING_CHUNKED
-                else:
-                    framing = FRAMING_NONE  # another coding last: the body is delimited by the close
+                framing = transfer_encoding_framing(field_value(line, length))
             elif action == FIELD_CONNECTION:
                 value = field_value(line, length)
                 # Two compiled comparisons first: the set probe costs ~400 instructions by callgrind.
@@ -442,12 +438,12 @@ def build_h2_response_headers(
     for name, value in headers:
         if name in drop:
             if name == b"transfer-encoding":
-                framing = _framing(name, value, framing)
+                framing = transfer_encoding_framing(value)
             elif name == b"connection" and value not in _PLAIN_CONNECTION:
                 named += connection_tokens(value)
             continue
         if name == b"content-length":
-            framing = _framing(name, value, framing)
+            framing = decimal_value(value)
         elif name == b"date":
             has_date = True
         out.append((name, value))

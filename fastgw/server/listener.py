@@ -91,7 +91,6 @@ class ClientConnection(ResponseSink):
         "listener",
         "peer",
         "peer_ip",
-        "proto",
         "queue",
         "reader",
         "receiving",
@@ -133,8 +132,7 @@ class ClientConnection(ResponseSink):
         self.body_since = 0.0
         self.peer_ip = ""
         self.client_ip = ""
-        self.proto = b"https" if listener.tls is not None else b"http"
-        self.peer = ClientPeer(b"", False, self.proto)
+        self.peer = ClientPeer(b"", False, b"https" if listener.tls is not None else b"http")
         self.tls = listener.tls is not None
         self.client_cert: PeerCertificate | None = None
         snapshot = worker.holder.current
@@ -193,7 +191,7 @@ class ClientConnection(ResponseSink):
         self.peer_ip = ip
         self.client_ip = ip
         trusted = self.worker.holder.current.server.trusted_proxies
-        self.peer = ClientPeer(ip.encode(), bool(trusted) and in_networks(ip, trusted), self.proto)
+        self.peer = ClientPeer(ip.encode(), bool(trusted) and in_networks(ip, trusted), self.peer.proto)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -459,13 +457,13 @@ class ClientConnection(ResponseSink):
         assert route is not None
         ex.status = status
         ex.upstream_ms = (_monotonic() - ex.upstream_start) * 1000.0
-        head, self.chunk_out, close, framing = build_response_head(
+        client_head, self.chunk_out, close, framing = build_response_head(
             ex, route, status, head, lines, self.worker.via, self.worker.draining, self.tls
         )
         if close:
             ex.keep_alive = False
-        ex.bytes_out += len(head)
-        self._out.append(head)
+        ex.bytes_out += len(client_head)
+        self._out.append(client_head)
         return framing
 
     def on_upstream_body(self, data: bytes) -> None:

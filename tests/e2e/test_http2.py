@@ -333,3 +333,26 @@ def test_an_upstream_that_dies_mid_response_resets_the_stream_and_is_logged(
     client.close()
     records = {r["path"]: r for r in gw.wait_log(2)}
     assert records["/cut"]["status"] == 200 and records["/cut"]["denial"] == "upstream.upstream-closed"
+
+
+def test_a_later_transfer_coding_makes_the_body_close_delimited_on_both_protocols(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
+    # "chunked" then a second Transfer-Encoding field naming another coding: llhttp reads the body until the
+    # connection closes, and the framing the gateway derives from the head must agree (it decides whether
+    # the body goes on in the chunked-body parser), or the body would be misread as chunks.
+    gw = gateway_factory(basic_config(upstream.port))
+    upstream.handler = lambda req: (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n"
+        b"3\r\nabc\r\n0\r\n\r\n"
+    )
+    upstream.close_after_response = True
+    raw_body = b"3\r\nabc\r\n0\r\n\r\n"  # the bytes until close, relayed as they are (not decoded as chunks)
+    client = H2Client(gw.port)
+    response = client.request("/two-codings")
+    assert response.status == 200
+    assert response.body == raw_body
+    client.close()
+    resp = get(gw.port, "/two-codings")
+    assert resp.status == 200
+    assert resp.body == raw_body
