@@ -2,7 +2,10 @@
 bytes in -> client bytes out, through the real ClientConnection and UpstreamConnection on fake transports.
 
 What it prints is fastgw's own CPU per request (no syscalls, no event loop), the number to shrink when the
-wrk bench says fastgw is slower than the bare-proxy floor. ``--profile`` shows where it goes.
+wrk bench says fastgw is slower than the bare-proxy floor. ``--profile`` shows where it goes. With no loop
+iterations there is nothing to batch writes for, so it runs with ``server.batch_writes = false`` (each
+write made at once); batching (server/write_batch.py) adds two list appends a request and one
+``call_soon`` a loop iteration.
 
     python bench/pipeline.py [--log] [--profile] [--route plain|key|chain]
 
@@ -113,6 +116,8 @@ async def run(n: int, log: bool, profile: bool, route: str) -> None:
     state = tempfile.mkdtemp(prefix="fastgw-pipeline-")
     Path(state, "pepper").write_bytes(PEPPER)
     config = f"""
+[server]
+batch_writes = false
 [[listeners]]
 bind = "127.0.0.1:0"
 [access_log]

@@ -278,6 +278,11 @@ def main() -> int:
     parser.add_argument("--no-log", action="store_true", help="fastgw with the access log off")
     parser.add_argument("--http1", default="httptools", choices=["httptools", "h11"])
     parser.add_argument(
+        "--no-batch-writes",
+        action="store_true",
+        help="fastgw with server.batch_writes = false (each write made at once: what batching buys)",
+    )
+    parser.add_argument(
         "--bare",
         action="store_true",
         help="also measure the bare uvloop+httptools proxy floor (keep-alive GET scenarios)",
@@ -360,6 +365,7 @@ def main() -> int:
         gw_conf.write_text(f"""
 [server]
 http1 = "{args.http1}"
+batch_writes = {"false" if args.no_batch_writes else "true"}
 max_connections_per_ip = 100000
 [[listeners]]
 bind = "127.0.0.1:{gw_port}"
@@ -490,7 +496,11 @@ dir = "{work / "state"}"
             "machine": machine(),
             "runs": runs,
             "duration_s": duration,
-            "fastgw": {"access_log": not args.no_log, "http1": args.http1},
+            "fastgw": {
+                "access_log": not args.no_log,
+                "http1": args.http1,
+                "batch_writes": not args.no_batch_writes,
+            },
             "scenarios": results,
         }
         RESULTS.mkdir(parents=True, exist_ok=True)

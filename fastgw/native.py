@@ -29,6 +29,7 @@ COMPILED: Final = (
     "fastgw.codec.http1_httptools",
     "fastgw.server.dispatch",
     "fastgw.server.listener",
+    "fastgw.server.write_batch",
     "fastgw.upstream.connection",
     "fastgw.upstream.pool",
     "fastgw.policy.chain",

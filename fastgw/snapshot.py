@@ -38,6 +38,7 @@ class ServerSettings:
     max_connections: int
     max_connections_per_ip: int
     max_pipelined: int
+    batch_writes: bool
     merge_slashes: bool
     allow_encoded_slash: bool
     allow_path_params: bool

@@ -926,6 +926,7 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str) -> Snapshot:
         max_connections=s.max_connections,
         max_connections_per_ip=s.max_connections_per_ip,
         max_pipelined=s.max_pipelined,
+        batch_writes=s.batch_writes,
         merge_slashes=s.merge_slashes,
         allow_encoded_slash=s.allow_encoded_slash,
         allow_path_params=s.allow_path_params,

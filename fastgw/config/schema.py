@@ -43,6 +43,12 @@ class ServerSpec:
     )
     max_connections_per_ip: int = doc("client connections per client address per worker", 1024)
     max_pipelined: int = doc("pipelined requests queued per connection before reading pauses", 16)
+    batch_writes: bool = doc(
+        "hold upstream requests and HTTP/1 responses ready in one event-loop iteration and write them"
+        " together at its end: fewer wake-ups of the peers' CPUs under load (HTTP/2 responses are always"
+        " written once per iteration)",
+        True,
+    )
     merge_slashes: bool = doc("merge repeated '/' in paths before routing", True)
     allow_encoded_slash: bool = doc("accept %2F and %5C in paths (kept encoded) instead of 400", False)
     allow_path_params: bool = doc(

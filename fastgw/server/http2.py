@@ -68,6 +68,7 @@ from fastgw.upstream.connection import ResponseSink, UpstreamConnection
 if TYPE_CHECKING:
     from fastgw.server.listener import ClientConnection
     from fastgw.server.worker import Worker
+    from fastgw.server.write_batch import WriteBatch
 
 _monotonic = time.monotonic
 
@@ -139,7 +140,7 @@ class H2Stream(ResponseSink):
             payload += b"".join(self.body)
             self.body = []
         self.upstream = conn
-        conn.start(self, payload, ex.method == b"HEAD", ex.upstream_start)
+        conn.start(self, payload, ex.method == b"HEAD", ex.upstream_start, self.conn.batch)
         if self.unacked and not self.hold_acks:
             self.conn.ack(self)
 
@@ -265,6 +266,7 @@ class Http2Connection(asyncio.Protocol):
     multiplexed: ClassVar[bool] = True
 
     __slots__ = (
+        "batch",
         "client_cert",
         "client_ip",
         "closing",
@@ -316,6 +318,8 @@ class Http2Connection(asyncio.Protocol):
         self.closing = False
         self.write_paused = False
         self.write_pending = False
+        # Requests to upstreams are held for the iteration's batch too, unless configured off.
+        self.batch: WriteBatch | None = worker.writes if snapshot.server.batch_writes else None
         self.send_deadline = 0.0
         self.deadline = _monotonic() + snapshot.server.header_timeout
         self.deadline_kind = DL_HEAD
@@ -724,13 +728,14 @@ class Http2Connection(asyncio.Protocol):
         complete(self.worker, ex)
 
     def write_soon(self) -> None:
-        """Write what h2 has queued once this loop iteration's callbacks are done: the responses of
-        every upstream that answered in the same iteration leave in one ``write``."""
+        """Write what h2 has queued once this loop iteration's callbacks are done, with the worker's
+        other held writes (server/write_batch.py): the responses of every upstream that answered in the
+        same iteration leave in one ``write``."""
         if not self.write_pending:
             self.write_pending = True
-            self.worker.loop.call_soon(self._write_later)
+            self.worker.writes.hold_h2(self)
 
-    def _write_later(self) -> None:
+    def write_held(self) -> None:
         self.write_pending = False
         self.write_out()
 

@@ -44,6 +44,7 @@ from fastgw.upstream.connection import ResponseSink, UpstreamConnection
 
 if TYPE_CHECKING:
     from fastgw.server.worker import Worker
+    from fastgw.server.write_batch import WriteBatch
     from fastgw.upstream.pool import UpstreamGroup
 
 # Final: compiled, a C static (not a module-dict lookup per call)
@@ -79,6 +80,7 @@ class ClientConnection(ResponseSink):
         "_retry_payload",
         "_to_forward",
         "_tunnel_buffer",
+        "_writes",
         "active",
         "body_since",
         "chunk_out",
@@ -137,6 +139,8 @@ class ClientConnection(ResponseSink):
         self.client_cert: PeerCertificate | None = None
         snapshot = worker.holder.current
         server = snapshot.server
+        # Writes held to the end of the loop iteration (server/write_batch.py), unless configured off.
+        self._writes: WriteBatch | None = worker.writes if server.batch_writes else None
         self.reader: RequestReader = make_reader(
             server.http1,
             self,
@@ -214,6 +218,7 @@ class ClientConnection(ResponseSink):
                 ex.status = 499  # nginx's "client closed request": logged, never sent
             complete(self.worker, ex)
         self.queue.clear()
+        self._out.clear()  # held for the loop iteration's batch: nobody left to read it
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
@@ -360,6 +365,8 @@ class ClientConnection(ResponseSink):
 
     # -- routing and the policy chain ------------------------------------------------------------------
     def _start(self, ex: Exchange) -> None:
+        if self._out:
+            self.flush()  # the previous response, held for the batch, is written before this one starts
         self.active = ex
         outcome = admit(self.worker, ex)
         if outcome is None:
@@ -444,7 +451,7 @@ class ClientConnection(ResponseSink):
         ex.body_buffer = None
         self.upstream = conn
         ex.bytes_out = 0
-        conn.start(self, payload, ex.method == b"HEAD", ex.upstream_start)
+        conn.start(self, payload, ex.method == b"HEAD", ex.upstream_start, self._writes)
         if self._paused:
             self._resume(PAUSE_BUFFER)
 
@@ -487,7 +494,11 @@ class ClientConnection(ResponseSink):
         if self.chunk_out:
             self._out.append(LAST_CHUNK)
             self.chunk_out = False
-        self.flush()
+        writes = self._writes
+        if writes is None or self.tunnel is not None:
+            self.flush()
+        elif self._out:
+            writes.hold_client(self)  # written at the end of the loop iteration: write_held
         if upstream is not None:
             upstream.reused = True  # sink and deadline were cleared by the upstream when it finished
             if reusable and ex.body_complete and not self.tunnel:
@@ -554,6 +565,12 @@ class ClientConnection(ResponseSink):
             ex = self.active
             if ex is not None:
                 ex.response_started = True  # bytes reached the client: no second response is possible
+
+    def write_held(self) -> None:
+        """The WriteBatch's call: write the response held for it. A connection that closed since (aborted,
+        or the client left) writes nothing; one that closed normally already flushed."""
+        if not self.closing:
+            self.flush()
 
     def _discard_unsent(self) -> None:
         """Drop response bytes not yet written, so an error response can replace them."""

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from fastgw.server.http2 import Http2Connection
 from fastgw.server.runtime import tune_allocator, tune_gc
 from fastgw.server.shm import Heartbeats
+from fastgw.server.write_batch import WriteBatch
 from fastgw.snapshot import ListenerSettings, Snapshot, SnapshotHolder
 from fastgw.tls.server import ListenerTls
 from fastgw.upstream.pool import PoolManager
@@ -50,6 +51,7 @@ class Worker:
         self.slot = slot
         self.loop = asyncio.get_running_loop()
         self.pools = PoolManager(self.loop)
+        self.writes = WriteBatch(self.loop)  # request and response writes made at each iteration's end
         self.access_log = AccessLog(snapshot.access_log)
         self.metrics = WorkerMetrics()
         self.pending: list[Record] = []  # completed exchanges not yet counted and logged

@@ -29,6 +29,7 @@ from fastgw.codec.framing import lower_field_name, section_size
 from fastgw.proxy_headers import FRAMING_CHUNKED, FRAMING_NONE
 
 if TYPE_CHECKING:
+    from fastgw.server.write_batch import WriteBatch
     from fastgw.upstream.pool import TargetPool
 
 MAX_RESPONSE_HEAD: Final = 65536  # bytes of upstream response head before it is a 502
@@ -116,6 +117,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_fed",
         "_head_at",
         "_headers",
+        "_held",
         "_in_head",
         "_interim",
         "_no_body",
@@ -144,6 +146,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._buf = b""
         self._head_at = 0
         self._body_at = -1  # where a chunked body starts in _buf, while the parser is being switched
+        self._held = b""  # a request written by the loop iteration's WriteBatch (server/write_batch.py)
         self._fed = 0  # bytes received since the response began: bounds its head
         self._in_head = False
         self._interim = False
@@ -162,10 +165,13 @@ class UpstreamConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.set_write_buffer_limits(high=high)
 
-    def start(self, sink: ResponseSink, payload: bytes, no_body: bool, now: float) -> None:
+    def start(
+        self, sink: ResponseSink, payload: bytes, no_body: bool, now: float, batch: WriteBatch | None = None
+    ) -> None:
         """Send one request head (and any body already buffered) and stream its response to ``sink``.
 
-        ``now`` (monotonic) starts the read timeout.
+        ``now`` (monotonic) starts the read timeout. With ``batch`` the payload is written at the end of
+        the loop iteration, together with the iteration's other writes (server/write_batch.py).
         """
         self.sink = sink
         self._no_body = no_body
@@ -177,13 +183,27 @@ class UpstreamConnection(asyncio.Protocol):
         self.got_response_bytes = False
         self.deadline = now + self.pool.settings.read_timeout
         assert self.transport is not None
-        self.transport.write(payload)
+        if batch is None:
+            self.transport.write(payload)
+        else:
+            self._held = payload
+            batch.hold_upstream(self)
 
     def write(self, data: bytes) -> None:
+        if self._held:
+            self.write_held()  # the request head goes first
         if self.transport is not None and not self.closed:
             self.transport.write(data)
 
+    def write_held(self) -> None:
+        held = self._held
+        if held:
+            self._held = b""
+            if self.transport is not None and not self.closed:
+                self.transport.write(held)
+
     def close(self) -> None:
+        self._held = b""  # a request never sent: the connection is gone with it
         if not self.closed:
             self.closed = True
             if self.transport is not None:

@@ -1,0 +1,82 @@
+"""Request and response writes held to the end of the loop iteration, then made back to back.
+
+Why: a write to a loopback or LAN socket wakes the process reading it. When that process's CPU is idle,
+the kernel wakes the CPU with an inter-processor interrupt, and on a virtual machine sending an IPI
+costs the sender a VM exit. A gateway that writes each request and response the moment it is ready
+spaces its writes by one request's processing; whenever its peers (the upstream, the clients) are
+faster than that, their CPU goes idle between two writes and nearly every write pays for a wake-up.
+Holding the writes of one iteration's callbacks and making them together at its end lets the first
+wake the peers' CPU and the rest find it awake. Measured on the bench's 2-vCPU VM (README, "Write
+batching"): IPIs received by the peers' CPU fell from 0.50-0.70 to 0.22-0.25 a request at c=16, and
+the gateway served 8% more requests.
+
+A request or response waits at most for the rest of its iteration; an idle loop runs the batch at once
+(``call_soon`` runs before the loop polls again). Only the fast path's writes are held: a whole request
+head (with its buffered body) and a response completed in one go. Every other write on the same
+connection writes what is held first, so bytes never change order (ClientConnection.flush,
+UpstreamConnection.write).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fastgw.server.http2 import Http2Connection
+    from fastgw.server.listener import ClientConnection
+    from fastgw.upstream.connection import UpstreamConnection
+
+
+class WriteBatch:
+    """One per worker: the connections holding a write, written by one callback per loop iteration."""
+
+    __slots__ = ("_clients", "_h2", "_loop", "_scheduled", "_upstreams")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._scheduled = False
+        self._upstreams: list[UpstreamConnection] = []
+        self._clients: list[ClientConnection] = []
+        self._h2: list[Http2Connection] = []
+
+    def hold_upstream(self, conn: UpstreamConnection) -> None:
+        if not self._scheduled:
+            self._schedule()
+        self._upstreams.append(conn)
+
+    def hold_client(self, conn: ClientConnection) -> None:
+        if not self._scheduled:
+            self._schedule()
+        self._clients.append(conn)
+
+    def hold_h2(self, conn: Http2Connection) -> None:
+        """An HTTP/2 connection with frames queued in h2 (always held: the frames of every stream that
+        progressed in the iteration then leave in one write)."""
+        if not self._scheduled:
+            self._schedule()
+        self._h2.append(conn)
+
+    def _schedule(self) -> None:
+        self._scheduled = True
+        self._loop.call_soon(self.write_all)
+
+    def write_all(self) -> None:
+        """Requests first (the upstream's work starts sooner), then responses. A connection that wrote
+        or closed since it was held finds nothing left to write."""
+        self._scheduled = False
+        upstreams = self._upstreams
+        if upstreams:
+            self._upstreams = []
+            for upstream in upstreams:
+                upstream.write_held()
+        clients = self._clients
+        if clients:
+            self._clients = []
+            for client in clients:
+                client.write_held()
+        streams = self._h2
+        if streams:
+            self._h2 = []
+            for h2 in streams:
+                h2.write_held()
