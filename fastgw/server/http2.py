@@ -318,8 +318,9 @@ class Http2Connection(asyncio.Protocol):
         self.closing = False
         self.write_paused = False
         self.write_pending = False
-        # Requests to upstreams are held for the iteration's batch too, unless configured off.
-        self.batch: WriteBatch | None = worker.writes if snapshot.server.batch_writes else None
+        # Requests to upstreams are held for the iteration's batch too, as the connection this one took
+        # over decided (server.batch_writes).
+        self.batch: WriteBatch | None = origin.batch
         self.send_deadline = 0.0
         self.deadline = _monotonic() + snapshot.server.header_timeout
         self.deadline_kind = DL_HEAD

@@ -80,8 +80,8 @@ class ClientConnection(ResponseSink):
         "_retry_payload",
         "_to_forward",
         "_tunnel_buffer",
-        "_writes",
         "active",
+        "batch",
         "body_since",
         "chunk_out",
         "client_cert",
@@ -139,8 +139,9 @@ class ClientConnection(ResponseSink):
         self.client_cert: PeerCertificate | None = None
         snapshot = worker.holder.current
         server = snapshot.server
-        # Writes held to the end of the loop iteration (server/write_batch.py), unless configured off.
-        self._writes: WriteBatch | None = worker.writes if server.batch_writes else None
+        # Writes held to the end of the loop iteration (server/write_batch.py), unless configured off; an
+        # HTTP/2 connection taking over this one keeps the choice.
+        self.batch: WriteBatch | None = worker.writes if server.batch_writes else None
         self.reader: RequestReader = make_reader(
             server.http1,
             self,
@@ -451,7 +452,7 @@ class ClientConnection(ResponseSink):
         ex.body_buffer = None
         self.upstream = conn
         ex.bytes_out = 0
-        conn.start(self, payload, ex.method == b"HEAD", ex.upstream_start, self._writes)
+        conn.start(self, payload, ex.method == b"HEAD", ex.upstream_start, self.batch)
         if self._paused:
             self._resume(PAUSE_BUFFER)
 
@@ -494,11 +495,11 @@ class ClientConnection(ResponseSink):
         if self.chunk_out:
             self._out.append(LAST_CHUNK)
             self.chunk_out = False
-        writes = self._writes
-        if writes is None or self.tunnel is not None:
+        batch = self.batch
+        if batch is None or self.tunnel is not None:
             self.flush()
         elif self._out:
-            writes.hold_client(self)  # written at the end of the loop iteration: write_held
+            batch.hold_client(self)  # written at the end of the loop iteration: write_held
         if upstream is not None:
             upstream.reused = True  # sink and deadline were cleared by the upstream when it finished
             if reusable and ex.body_complete and not self.tunnel:
