@@ -18,7 +18,12 @@ import re
 from collections.abc import Sequence
 from typing import Any, Final
 
-from fastgw.codec.framing import connection_tokens, decimal_value, lower_field_name
+from fastgw.codec.framing import (
+    connection_tokens,
+    decimal_value,
+    lower_field_name,
+    without_trailing_whitespace,
+)
 from fastgw.codec.serialize import DATE, NO_BODY_STATUSES, status_line
 from fastgw.exchange import Exchange
 from fastgw.snapshot import Route
@@ -325,10 +330,7 @@ def field_pairs(lines: list[bytes]) -> list[tuple[bytes, bytes]]:
         colon = 0
         while line[colon] != 0x3A:  # llhttp accepted the line: it has a colon after a non-empty name
             colon += 1
-        value = field_value(line, colon)
-        if value.endswith(b" ") or value.endswith(b"\t"):
-            value = value.rstrip(b" \t")
-        pairs.append((lower_field_name(line[:colon]), value))
+        pairs.append((lower_field_name(line[:colon]), without_trailing_whitespace(field_value(line, colon))))
     return pairs
 
 

@@ -114,6 +114,15 @@ _VALID_HOSTS: set[bytes] = set()
 _VALID_HOSTS_MAX: Final = 1024  # 10**18 bytes is far beyond any body limit and fits an int64
 
 
+def without_trailing_whitespace(value: bytes) -> bytes:
+    """A field value without trailing spaces and tabs, which llhttp keeps and RFC 9110 5.5 excludes (h11
+    strips them too), so ``Content-Length: 3 `` means the same on every path. ``endswith`` is a compiled
+    primitive; ``rstrip`` a method call, paid only when there is something to strip."""
+    if value.endswith(b" ") or value.endswith(b"\t"):
+        return value.rstrip(b" \t")
+    return value
+
+
 def scan_request_head(ex: Exchange, max_target: int) -> None:
     """Validate the framing of a parsed request head and fill the Exchange's framing fields.
 

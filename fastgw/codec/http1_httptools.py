@@ -16,7 +16,12 @@ from typing import Final
 
 import httptools
 
-from fastgw.codec.framing import lower_field_name, scan_request_head, section_size
+from fastgw.codec.framing import (
+    lower_field_name,
+    scan_request_head,
+    section_size,
+    without_trailing_whitespace,
+)
 from fastgw.codec.http1 import DETACHED, ParserLimits, RequestSink
 from fastgw.codec.problem import CodecError
 from fastgw.exchange import Exchange
@@ -122,12 +127,7 @@ class HttptoolsReader:
     def on_header(self, name: bytes, value: bytes) -> None:
         # Kept minimal (it runs per header line): limits are checked when the head completes or a read ends
         # inside it, which bounds memory by one read.
-        # llhttp keeps trailing whitespace in a value; RFC 9110 5.5 excludes it (and h11 strips it), so
-        # strip it here or "Content-Length: 3 " would mean different things on the two backends.
-        # (endswith is a compiled primitive; rstrip and lower are method calls: each is paid only when needed)
-        if value.endswith(b" ") or value.endswith(b"\t"):
-            value = value.rstrip(b" \t")
-        self._headers.append((lower_field_name(name), value))
+        self._headers.append((lower_field_name(name), without_trailing_whitespace(value)))
 
     def on_headers_complete(self) -> None:
         headers = self._headers
