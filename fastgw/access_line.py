@@ -70,7 +70,9 @@ def format_batch(
 
     Only the path and query come from the client unvalidated (llhttp admits ``"`` and ``\\`` in targets),
     so only they go through escaping; method and request id are validated tokens, the rest is ours.
-    Field order is fixed; ``query`` appears only when configured, ``denial`` and ``shadow`` when set,
+    Field order is fixed; ``query`` appears only when configured, ``denial`` and ``shadow`` when set
+    (a denial with ``stalled_side`` when a deadline ended it, and ``error`` with an upstream failure's
+    address and reason, which the client never sees),
     ``protocol`` on HTTP/2 requests.
     """
     dumps = orjson.dumps
@@ -105,11 +107,16 @@ def format_batch(
             or r.client_cert is not None
             or (include_query and r.query)
             or (r.version == b"2")
+            or r.attempts > 1
         ):
             if include_query and r.query:
                 tail += b',"query":' + _json_bytes(redact_query(r.query, redact))
             if r.denial:
                 tail += b',"denial":' + dumps(r.denial)
+                if r.stalled_side:
+                    tail += b',"stalled_side":' + dumps(r.stalled_side)
+                if r.error_detail:
+                    tail += b',"error":' + dumps(r.error_detail)
             if r.shadow is not None:
                 tail += b',"shadow":' + dumps(r.shadow)
             cert = r.client_cert
@@ -119,6 +126,8 @@ def format_batch(
                 )
             if r.version == b"2":
                 tail += b',"protocol":"HTTP/2"'  # HTTP/1.x lines stay as they were
+            if r.attempts > 1:
+                tail += b',"attempts":' + decimal(r.attempts)  # targets tried (connect failures)
         upstream_whole, upstream_thousandths = millis3(r.upstream_ms)
         total_whole, total_thousandths = millis3(r.total_s * 1000.0)
         lines.append(

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 class Exchange:
     __slots__ = (
+        "attempts",
         "body_buffer",
         "body_complete",
         "body_received",
@@ -29,6 +30,7 @@ class Exchange:
         "content_length",
         "denial",
         "ended",
+        "error_detail",
         "expect_continue",
         "headers",
         "host",
@@ -43,6 +45,7 @@ class Exchange:
         "route",
         "shadow",
         "snapshot_id",
+        "stalled_side",
         "start",
         "status",
         "target",
@@ -84,6 +87,10 @@ class Exchange:
         self.consumer: Any = None
         self.limit_state: Any = None  # what rate limits saw, for their response headers
         self.denial = ""  # reason code of the denial that ended the chain, for the log
+        # Why an upstream failed, with its address and OS error: for the log only, never for the client.
+        self.error_detail = ""
+        self.stalled_side = ""  # "client" or "upstream": whose silence ended the exchange (408 / 504)
+        self.attempts = 0  # upstream targets tried (connect failures move to a sibling target)
         self.shadow: list[str] | None = None  # would-denials of shadow-mode policies
         self.body_buffer: list[bytes] | None = None
         self.body_complete = False

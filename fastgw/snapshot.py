@@ -117,7 +117,8 @@ class UpstreamSettings:
     max_idle: int
     idle_timeout: float
     connect_timeout: float
-    read_timeout: float
+    read_timeout: float  # between response bytes (upstream idle)
+    first_byte_timeout: float  # from the end of the request body to the first response byte
     queue_timeout: float
     max_failures: int
     eject_seconds: float

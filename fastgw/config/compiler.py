@@ -700,6 +700,8 @@ class _Compiler:
             "dns_ttl",
         ):
             self.positive(f"{key}.{field_name}", getattr(spec, field_name))
+        if spec.first_byte_timeout is not None:
+            self.positive(f"{key}.first_byte_timeout", spec.first_byte_timeout)
         if spec.max_idle < 0:
             raise self.error(f"{key}.max_idle", "must not be negative")
         if not 0 <= spec.retry_budget <= 1:
@@ -716,6 +718,9 @@ class _Compiler:
             idle_timeout=spec.idle_timeout,
             connect_timeout=spec.connect_timeout,
             read_timeout=spec.read_timeout,
+            first_byte_timeout=(
+                spec.read_timeout if spec.first_byte_timeout is None else spec.first_byte_timeout
+            ),
             queue_timeout=spec.queue_timeout,
             max_failures=spec.max_failures,
             eject_seconds=spec.eject_seconds,

@@ -192,7 +192,17 @@ class UpstreamSpec:
     max_idle: int = doc("idle keep-alive connections kept per target per worker", 64)
     idle_timeout: float = doc("seconds an idle upstream connection is kept", 30.0)
     connect_timeout: float = doc("seconds to establish a connection (else 504)", 3.0)
-    read_timeout: float = doc("seconds to wait for response bytes (else 504)", 30.0)
+    first_byte_timeout: float | None = doc(
+        "seconds from the end of the request body to the first response byte (else 504); default:"
+        " read_timeout. The clock starts only once the client's whole body was sent on: a slow upload is"
+        " the client's stall (server.body_timeout), never the upstream's",
+        None,
+    )
+    read_timeout: float = doc(
+        "seconds without a response byte once the response has begun (else 504, or a reset if bytes"
+        " already reached the client); also the first-byte wait unless first_byte_timeout is set",
+        30.0,
+    )
     queue_timeout: float = doc("seconds a request waits for a free connection at the limit (else 503)", 5.0)
     max_failures: int = doc("consecutive failures that eject a target (passive health)", 3)
     eject_seconds: float = doc("seconds an ejected target is skipped", 10.0)

@@ -33,10 +33,7 @@ def sweep(worker: Worker, now: float) -> None:
             conn.on_deadline(now)
             continue
         if conn.send_deadline and now >= conn.send_deadline:
-            conn.send_deadline = 0.0
-            conn.closing = True
-            if conn.transport is not None:
-                conn.transport.abort()
+            conn.on_send_timeout()
             continue
         if conn.multiplexed:
             conn.on_tick(now)  # type: ignore[union-attr]

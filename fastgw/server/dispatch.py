@@ -129,6 +129,66 @@ def retry_allowed(ex: Exchange) -> bool:
     )
 
 
+# What a client is told when an upstream fails: the problem type says what happened, the request id ties
+# it to the access log, whose ``error`` field has the target's address and the OS error. Addresses,
+# ports and error strings of the internal network never reach the client.
+_UPSTREAM_DETAIL: Final = {
+    "upstream-unavailable": "the upstream service could not be reached",
+    "upstream-timeout": "the upstream service did not answer in time",
+    "upstream-busy": "the upstream service has no free connection; try again later",
+    "upstream-closed": "the upstream service closed the connection before answering",
+    "upstream-tls": "the upstream service's TLS certificate could not be verified",
+    "bad-upstream-response": "the upstream service sent an invalid response",
+}
+
+
+def upstream_denial(ex: Exchange, status: int, problem: str, detail: str) -> Denial:
+    """The answer for an upstream failure: ``detail`` (internal) goes to the log, a generic one to the
+    client. A 504 is the upstream's stall, so the log names it as the side that stalled."""
+    ex.error_detail = detail
+    if status == 504:
+        ex.stalled_side = "upstream"
+    public = _UPSTREAM_DETAIL.get(problem, "the upstream service failed")
+    return Denial(status, problem, public, "upstream." + problem)
+
+
+def connect_retry_target(worker: Worker, ex: Exchange, status: int, problem: str) -> TargetPool | None:
+    """Another target of the exchange's upstream to try after a failed connect, or None.
+
+    A connect that failed (refused, unreachable, timed out) sent nothing, so the request may go to a
+    sibling target whatever its method. Targets are tried in order after the failed one, each at most once
+    per request (``ex.attempts``), skipping those ejected or marked down, within the upstream's retry
+    budget. A full pool (503) or a TLS verification failure (the same everywhere) is not retried.
+    """
+    route = ex.route
+    if route is None or status == 503 or problem == "upstream-tls":
+        return None
+    group = worker.pools.group(route.upstream)
+    pools = group.pools
+    ex.attempts = max(ex.attempts, 1)
+    if ex.attempts >= len(pools):
+        return None
+    failed = next((i for i, p in enumerate(pools) if p.label_bytes == ex.upstream_addr), -1)
+    now = _monotonic()
+    for step in range(1, len(pools)):
+        pool = pools[(failed + step) % len(pools)]
+        if pool.label_bytes != ex.upstream_addr and pool.available(now):
+            if not group.allow_retry():
+                return None
+            ex.attempts += 1
+            return pool
+    return None
+
+
+def retarget(
+    worker: Worker, ex: Exchange, payload: bytes, pool: TargetPool, peer: ClientPeer, via: bytes
+) -> bytes:
+    """``payload`` (a request head and the body bytes behind it) with the head rebuilt for ``pool``'s
+    target (its Host and the upstream address in the log)."""
+    body_at = payload.find(b"\r\n\r\n") + 4  # the head ends at its first empty line
+    return b"".join(upstream_request(worker, ex, pool, peer, via)) + payload[body_at:]
+
+
 def release(ex: Exchange) -> None:
     """Run the on_complete hooks of an exchange that passed the chain, exactly once."""
     if ex.passed:

@@ -60,7 +60,17 @@ from fastgw.proxy_headers import (
     filter_trailers,
     trailer_lines,
 )
-from fastgw.server.dispatch import admit, complete, release, resume_chain, retry_allowed, upstream_request
+from fastgw.server.dispatch import (
+    admit,
+    complete,
+    connect_retry_target,
+    release,
+    resume_chain,
+    retarget,
+    retry_allowed,
+    upstream_denial,
+    upstream_request,
+)
 from fastgw.server.listener import DL_HEAD, DL_IDLE, DL_NONE
 from fastgw.snapshot import Http2Settings, ListenerSettings
 from fastgw.upstream.connection import ResponseSink, UpstreamConnection
@@ -124,8 +134,23 @@ class H2Stream(ResponseSink):
         self, conn: UpstreamConnection | None, status: int, problem: str, detail: str
     ) -> None:
         if conn is None:
-            if not self.ended and self.head is None:
-                self.fail(Denial(status, problem, detail, "upstream." + problem))
+            if self.ended or self.head is not None or self.conn.streams.get(self.sid) is not self:
+                return
+            worker = self.conn.worker
+            ex = self.ex
+            pool = connect_retry_target(worker, ex, status, problem)
+            if pool is None:
+                ex.upstream_ms = (_monotonic() - ex.upstream_start) * 1000.0
+                self.fail(upstream_denial(ex, status, problem, detail))
+                self.conn.write_soon()
+                return
+            # Nothing was sent: the request goes to a sibling target, head rebuilt for it.
+            self.payload = retarget(worker, ex, self.payload, pool, self.conn.peer, self.conn.via)
+            if self.retry_payload is not None:
+                self.retry_payload = self.payload
+            retry = pool.acquire(self.on_upstream_ready)
+            if retry is not None:
+                self.attach(retry)
             return
         if self.conn.streams.get(self.sid) is not self or self.upstream is not None:
             conn.pool.release(conn)  # the stream was reset while we were connecting
@@ -140,7 +165,7 @@ class H2Stream(ResponseSink):
             payload += b"".join(self.body)
             self.body = []
         self.upstream = conn
-        conn.start(self, payload, ex.method == b"HEAD", ex.upstream_start, self.conn.batch)
+        conn.start(self, payload, ex.method == b"HEAD", ex.upstream_start, self.conn.batch, ex.body_complete)
         if self.unacked and not self.hold_acks:
             self.conn.ack(self)
 
@@ -196,14 +221,13 @@ class H2Stream(ResponseSink):
             if group.allow_retry():
                 self.retry_payload = None
                 pool = group.pick()
-                ex.upstream_addr = pool.label_bytes
-                self.payload = payload
+                self.payload = retarget(self.conn.worker, ex, payload, pool, self.conn.peer, self.conn.via)
                 conn = pool.acquire(self.on_upstream_ready, fresh=True)
                 if conn is not None:
                     self.attach(conn)
                 return
         ex.upstream_ms = (_monotonic() - ex.upstream_start) * 1000.0
-        self.fail(Denial(status, problem, detail, "upstream." + problem))
+        self.fail(upstream_denial(ex, status, problem, detail))
         self.conn.write_soon()
 
     def on_upstream_upgrade(self, rest: bytes) -> None:
@@ -548,6 +572,8 @@ class Http2Connection(asyncio.Protocol):
                 upstream.write(last)
             else:
                 stream.body.append(last)
+        if stream.upstream is not None and not stream.ended:
+            stream.upstream.request_sent(_monotonic())  # the wait for the response is the upstream's now
         if stream.sent_end:
             self._finish(stream)
 
@@ -810,10 +836,21 @@ class Http2Connection(asyncio.Protocol):
                 and not stream.unacked  # bytes we hold back: the stall is the upstream's, not the client's
             ):
                 stream.body_deadline = 0.0
+                stream.ex.stalled_side = "client"
                 stream.fail(
                     Denial(408, "request-timeout", "request body not received in time", "body.timeout")
                 )
         self.write_soon()
+
+    def on_send_timeout(self) -> None:
+        """The client stopped reading for send_timeout: every stream's response is undeliverable."""
+        self.send_deadline = 0.0
+        for stream in self.streams.values():
+            stream.ex.stalled_side = "client"
+            stream.ex.denial = "send.timeout"
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
 
     def drain(self) -> None:
         self.go_away()

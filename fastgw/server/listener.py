@@ -37,7 +37,17 @@ from fastgw.proxy_headers import (
     filter_trailers,
     trailer_lines,
 )
-from fastgw.server.dispatch import admit, complete, release, resume_chain, retry_allowed, upstream_request
+from fastgw.server.dispatch import (
+    admit,
+    complete,
+    connect_retry_target,
+    release,
+    resume_chain,
+    retarget,
+    retry_allowed,
+    upstream_denial,
+    upstream_request,
+)
 from fastgw.snapshot import ListenerSettings, UpstreamSettings
 from fastgw.tls.server import PeerCertificate, peer_certificate
 from fastgw.upstream.connection import ResponseSink, UpstreamConnection
@@ -71,10 +81,12 @@ class ClientConnection(ResponseSink):
     multiplexed: ClassVar[bool] = False  # HTTP/2 connections carry many exchanges (server/http2.py)
 
     __slots__ = (
+        "_error_tail",
         "_group",
         "_group_key",
         "_out",
         "_paused",
+        "_paused_at",
         "_pending_payload",
         "_proxy_buf",
         "_retry_payload",
@@ -121,6 +133,9 @@ class ClientConnection(ResponseSink):
         self._group_key: UpstreamSettings | None = None
         self._out: list[bytes] = []
         self._paused = 0
+        self._paused_at = 0.0  # when the upstream stopped taking the body (reads paused on its account)
+        # A codec error behind complete pipelined requests: written after their responses, then close.
+        self._error_tail: bytes | None = None
         self._proxy_buf: bytes | None = b"" if listener.proxy_protocol else None
         self.chunk_out = False
         # Until the first request byte: what was read of a possible HTTP/2 preface (None: cannot be h2c).
@@ -231,9 +246,11 @@ class ClientConnection(ResponseSink):
             if sum(len(b) for b in self._tunnel_buffer) > BODY_HIGH_WATER:
                 self._pause(PAUSE_BUFFER)
             return
-        if self.closing:
+        if self.closing or self._error_tail is not None:
             return
-        if self.deadline_kind == DL_IDLE:
+        if self.receiving is None and self.deadline_kind != DL_HEAD:
+            # The first bytes of a request head (after an idle keep-alive wait, or pipelined behind a
+            # response in progress): the head has header_timeout to complete.
             worker = self.worker
             self.deadline_kind = DL_HEAD
             self.deadline = worker.now + worker.holder.current.server.header_timeout  # tick clock
@@ -304,7 +321,10 @@ class ClientConnection(ResponseSink):
             self.deadline = ex.start + self.worker.holder.current.server.body_timeout
             self.body_since = ex.start
         else:
+            # No body: no client deadline until the response is done (the upstream's own deadlines
+            # cover the wait; an exchange may take any time the upstream's timeouts allow).
             self.deadline_kind = DL_NONE
+            self.deadline = 0.0
             ex.body_complete = True  # no body: the end callback only confirms it
         if self.active is None:
             self._start(ex)
@@ -343,11 +363,18 @@ class ClientConnection(ResponseSink):
         ex.body_complete = True
         if self.deadline_kind == DL_BODY:
             self.deadline_kind = DL_NONE
+            self.deadline = 0.0
+        upstream = self.upstream if ex is self.active else None
         if ex.chunked:
-            if ex is self.active and self.upstream is not None:
-                self.upstream.write(LAST_CHUNK)
+            if upstream is not None:
+                upstream.write(LAST_CHUNK)
             elif ex.body_buffer is not None:
                 ex.body_buffer.append(LAST_CHUNK)
+        if upstream is not None:
+            if ex.has_body:
+                upstream.request_sent(_monotonic())  # from here the wait for the response is the upstream's
+        elif self.active is None and not self.queue:
+            self._wait_idle()  # answered before its end callback (a denial): the connection is idle now
 
     def on_upgrade(self, rest: bytes) -> bool:
         ex = self.receiving if self.receiving is not None else (self.queue[-1] if self.queue else self.active)
@@ -433,8 +460,20 @@ class ClientConnection(ResponseSink):
     ) -> None:
         ex = self.active
         if conn is None:
-            if ex is not None and not ex.response_started:
-                self._upstream_failed(ex, status, problem, detail)
+            if ex is not None and not ex.response_started and not self.closing:
+                pool = connect_retry_target(self.worker, ex, status, problem)
+                if pool is None:
+                    self._upstream_failed(ex, status, problem, detail)
+                    return
+                # Nothing was sent: the request goes to a sibling target, head rebuilt for it.
+                self._pending_payload = retarget(
+                    self.worker, ex, self._pending_payload, pool, self.peer, self.worker.via
+                )
+                if self._retry_payload is not None:
+                    self._retry_payload = self._pending_payload
+                retry = pool.acquire(self._on_upstream_ready)
+                if retry is not None:
+                    self._attach(retry)
             return
         if ex is None or self.closing or self.upstream is not None:
             conn.pool.release(conn)  # the client went away while we were connecting
@@ -452,7 +491,7 @@ class ClientConnection(ResponseSink):
         ex.body_buffer = None
         self.upstream = conn
         ex.bytes_out = 0
-        conn.start(self, payload, ex.method == b"HEAD", ex.upstream_start, self.batch)
+        conn.start(self, payload, ex.method == b"HEAD", ex.upstream_start, self.batch, ex.body_complete)
         if self._paused:
             self._resume(PAUSE_BUFFER)
 
@@ -527,8 +566,7 @@ class ClientConnection(ResponseSink):
             # within the upstream's retry budget.
             self._retry_payload = None
             pool = group.pick()
-            ex.upstream_addr = pool.label_bytes
-            self._pending_payload = payload
+            self._pending_payload = retarget(self.worker, ex, payload, pool, self.peer, self.worker.via)
             ex.body_buffer = []
             conn = pool.acquire(self._on_upstream_ready, fresh=True)
             if conn is not None:
@@ -579,9 +617,20 @@ class ClientConnection(ResponseSink):
         self.chunk_out = False
 
     def pause_client_reading(self) -> None:
+        """The upstream is not taking the body: reads pause, and the client's body clocks stop (the
+        stall is the upstream's; its connection's read timeout runs meanwhile)."""
+        if not self._paused & PAUSE_UPSTREAM:
+            self._paused_at = _monotonic()
+            if self.deadline_kind == DL_BODY:
+                self.deadline = 0.0
         self._pause(PAUSE_UPSTREAM)
 
     def resume_client_reading(self) -> None:
+        if self._paused & PAUSE_UPSTREAM:
+            now = _monotonic()
+            self.body_since += now - self._paused_at  # the paused span does not count against the rate
+            if self.deadline_kind == DL_BODY:
+                self.deadline = now + self.worker.holder.current.server.body_timeout
         self._resume(PAUSE_UPSTREAM)
 
     # -- client write-side flow control (asyncio calls these) -------------------------------------------
@@ -647,7 +696,7 @@ class ClientConnection(ResponseSink):
 
     def _upstream_failed(self, ex: Exchange, status: int, problem: str, detail: str) -> None:
         ex.upstream_ms = (_monotonic() - ex.upstream_start) * 1000.0
-        self._fail_active(ex, Denial(status, problem, detail, "upstream." + problem))
+        self._fail_active(ex, upstream_denial(ex, status, problem, detail))
 
     def _body_too_large(self, ex: Exchange, limit: int) -> None:
         if ex is self.active:
@@ -657,15 +706,25 @@ class ClientConnection(ResponseSink):
             # A queued request's body overflowed: answer what is in flight, then refuse and close.
             self._close_now()
 
-    def _codec_error(self, err: CodecError) -> None:
-        """Malformed input: answer with the error and close (after the response in flight, if any)."""
+    def _codec_error(self, err: CodecError, stalled: bool = False) -> None:
+        """Malformed input (or a head that did not arrive in time): nothing more is parsed; the complete
+        requests before it are answered in order, then the error, then the connection closes (RFC 9112
+        9.6). ``stalled``: the client's silence, not its bytes, is the error (408)."""
         self._pause(PAUSE_CLOSING)
         active = self.active
-        if active is not None and not active.body_complete:
+        broken = self.receiving
+        self.receiving = None
+        if active is not None and broken is active:
             # The request in flight is itself broken (bad chunk, oversized): it cannot be completed.
             self._to_forward = None
-            self._fail_active(active, Denial(err.status, err.problem, err.detail, "codec." + err.problem))
+            self.queue.clear()
+            denial = Denial(err.status, err.problem, err.detail, "codec." + err.problem)
+            if stalled:
+                active.stalled_side = "client"
+            self._fail_active(active, denial)
             return
+        if broken is not None and self.queue and self.queue[-1] is broken:
+            self.queue.pop()  # a queued request whose body is broken: never answered, never forwarded
         body = render_problem(err.status, err.problem, err.detail, close=True)
         record = Exchange(b"", b"", b"", [])  # what is known of a request that could not be parsed
         record.snapshot_id = self.worker.holder.current.id_bytes
@@ -674,14 +733,17 @@ class ClientConnection(ResponseSink):
         record.status = err.status
         record.bytes_out = len(body)
         record.denial = "codec." + err.problem
+        if stalled:
+            record.stalled_side = "client"
         record.ended = _time()
         self.worker.record(record)
         if active is not None:
-            # A later pipelined request is broken: the exchange in flight finishes, the error follows it.
-            self.queue.clear()
-            self.closing = True
-            active.keep_alive = False
-            self._out.append(body)
+            # Complete requests come first: the one in flight (forwarded now if this read passed its chain)
+            # and those queued behind it. The error follows the last of them, unless that one closes the
+            # connection anyway (Connection: close, HTTP/1.0): a client expects nothing after it.
+            last = self.queue[-1] if self.queue else active
+            self._error_tail = body if last.keep_alive else b""
+            self._forward_pending()
             return
         self.closing = True
         self.flush()
@@ -704,10 +766,19 @@ class ClientConnection(ResponseSink):
                 self._start(self.queue.popleft())
                 self._forward_pending()
             return
-        if self.receiving is None:
-            worker = self.worker
-            self.deadline_kind = DL_IDLE
-            self.deadline = worker.now + worker.holder.current.server.idle_timeout  # tick clock: 100 ms grain
+        tail = self._error_tail
+        if tail is not None:
+            self._out.append(tail)  # the error behind the complete requests, after the last response
+            self._close_now()
+            return
+        if self.receiving is None and self.deadline_kind != DL_HEAD:
+            self._wait_idle()  # (DL_HEAD: the next head has begun; its own deadline runs)
+
+    def _wait_idle(self) -> None:
+        """Nothing in progress: the client has idle_timeout to start its next request."""
+        worker = self.worker
+        self.deadline_kind = DL_IDLE
+        self.deadline = worker.now + worker.holder.current.server.idle_timeout  # tick clock: 100 ms grain
 
     def _idle(self) -> bool:
         """No exchange in progress. A call, so that each test of the loop in _finish reads ``active``
@@ -738,19 +809,35 @@ class ClientConnection(ResponseSink):
             self._close_now()
             return
         if kind == DL_HEAD:
-            self._codec_error(CodecError(408, "request-timeout", "request head not received in time"))
+            err = CodecError(408, "request-timeout", "request head not received in time")
+            self._codec_error(err, stalled=True)
             return
         ex = self.active
         if ex is not None and ex is self.receiving:
+            ex.stalled_side = "client"
             self._fail_active(
                 ex, Denial(408, "request-timeout", "request body not received in time", "body.timeout")
             )
         else:
-            self._close_now()  # a queued request's body stalled: nothing to answer in order
+            # A queued request's body stalled: the responses before it are written, then the 408 follows.
+            err = CodecError(408, "request-timeout", "request body not received in time")
+            self._codec_error(err, stalled=True)
+
+    def on_send_timeout(self) -> None:
+        """The client stopped reading for send_timeout: the response cannot be delivered; drop the
+        connection (the exchange is logged 499 with the client as the side that stalled)."""
+        self.send_deadline = 0.0
+        ex = self.active
+        if ex is not None:
+            ex.stalled_side = "client"
+            ex.denial = "send.timeout"
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
 
     def check_body_rate(self, now: float, min_rate: int, grace: float) -> None:
         ex = self.receiving
-        if ex is None or self.deadline_kind != DL_BODY:
+        if ex is None or self.deadline_kind != DL_BODY or self._paused & PAUSE_UPSTREAM:
             return
         elapsed = now - self.body_since
         if elapsed > grace and ex.body_received < min_rate * elapsed:

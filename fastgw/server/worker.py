@@ -167,9 +167,10 @@ class Worker:
 
             name = listener.name
             context = front_context(listener.tls, lambda: self._listener_tls(name))
-            timeout = self.holder.current.server.header_timeout
 
             def factory() -> asyncio.Protocol:
+                # The handshake is part of the head's time: header_timeout of the Snapshot serving now.
+                timeout = self.holder.current.server.header_timeout
                 return TlsAcceptor(context, make_connection, timeout, _log)
 
         if sock is not None:

@@ -113,6 +113,7 @@ class _ChunkedTail:
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "_body_at",
+        "_body_done",
         "_buf",
         "_fed",
         "_head_at",
@@ -151,6 +152,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._in_head = False
         self._interim = False
         self._no_body = False
+        self._body_done = True  # the request (head and body) is all handed to write()
         self._until_close = False
         self.closed = False
         self.reused = False
@@ -166,12 +168,21 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.set_write_buffer_limits(high=high)
 
     def start(
-        self, sink: ResponseSink, payload: bytes, no_body: bool, now: float, batch: WriteBatch | None = None
+        self,
+        sink: ResponseSink,
+        payload: bytes,
+        no_body: bool,
+        now: float,
+        batch: WriteBatch | None = None,
+        body_done: bool = True,
     ) -> None:
         """Send one request head (and any body already buffered) and stream its response to ``sink``.
 
-        ``now`` (monotonic) starts the read timeout. With ``batch`` the payload is written at the end of
-        the loop iteration, together with the iteration's other writes (server/write_batch.py).
+        ``now`` (monotonic) starts the first-byte timeout if ``body_done`` (the whole request is in
+        ``payload``); otherwise the client is still sending its body, a wait that is the client's
+        (its body deadline runs), and :meth:`request_sent` starts the clock when the body is complete.
+        With ``batch`` the payload is written at the end of the loop iteration, together with the
+        iteration's other writes (server/write_batch.py).
         """
         self.sink = sink
         self._no_body = no_body
@@ -181,13 +192,33 @@ class UpstreamConnection(asyncio.Protocol):
         self._body_at = -1
         self._in_head = True
         self.got_response_bytes = False
-        self.deadline = now + self.pool.settings.read_timeout
+        self._body_done = body_done
+        self.deadline = now + self.pool.settings.first_byte_timeout if body_done else 0.0
         assert self.transport is not None
         if batch is None:
             self.transport.write(payload)
         else:
             self._held = payload
             batch.hold_upstream(self)
+
+    def request_sent(self, now: float) -> None:
+        """The client's request body is complete: from now on, waiting for the response is the upstream's
+        (first byte) -- unless it already began answering, and its read timeout runs."""
+        self._body_done = True
+        if self.sink is not None and not self.got_response_bytes:
+            self.deadline = now + self.pool.settings.first_byte_timeout
+
+    def stalled_taking_body(self, now: float) -> None:
+        """The upstream stopped reading the request body (its socket buffer is full): the stall is its own,
+        so its read timeout runs while the client, whose reads are paused, is not blamed."""
+        if self.sink is not None and not self.deadline:
+            self.deadline = now + self.pool.settings.read_timeout
+
+    def taking_body_again(self) -> None:
+        """The upstream reads the body again: while the client is still sending, its clock stops until the
+        body ends (or it answers); once the body is all written, the first-byte wait starts."""
+        if self.sink is not None and not self.got_response_bytes:
+            self.deadline = _monotonic() + self.pool.settings.first_byte_timeout if self._body_done else 0.0
 
     def write(self, data: bytes) -> None:
         if self._held:
@@ -308,22 +339,21 @@ class UpstreamConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         if self.sink is not None:
+            self.stalled_taking_body(_monotonic())
             self.sink.pause_client_reading()
 
     def resume_writing(self) -> None:
         if self.sink is not None:
+            self.taking_body_again()
             self.sink.resume_client_reading()
 
     def on_deadline(self) -> None:
         sink = self.sink
         if sink is not None:
             self.pool.record_failure()
-            self._fail(
-                sink,
-                504,
-                "upstream-timeout",
-                f"{self.pool.label} sent nothing for {self.pool.settings.read_timeout:g}s",
-            )
+            settings = self.pool.settings
+            waited = settings.read_timeout if self.got_response_bytes else settings.first_byte_timeout
+            self._fail(sink, 504, "upstream-timeout", f"{self.pool.label} sent nothing for {waited:g}s")
 
     def _fail(
         self, sink: ResponseSink, status: int, problem: str, detail: str, retryable: bool = False

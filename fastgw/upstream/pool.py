@@ -2,8 +2,9 @@
 
 Semantics (aiohttp connector precedent, without its 1800 lines):
 
-* Key: ``(scheme, host, port, TLS profile)``. Plain HTTP only for now, so the key is ``("http", host, port,
-  "")``; the TLS issue adds the profile. Pools outlive Snapshots: a reload that keeps a target keeps its
+* Key: ``(upstream name, scheme, host, port, TLS profile)``. Two upstreams naming the same target get a
+  pool each, so each upstream's settings (timeouts, limits, breaker) govern its own requests only, and
+  its metrics are its own. Pools outlive Snapshots: a reload that keeps an upstream's target keeps its
   warm connections and health state.
 * Idle connections sit in a FIFO list of ``(conn, idle_since)``; liveness and age are checked lazily
   when a connection is taken, never by a timer. A list, not a deque: compiled code pops and appends a
@@ -49,14 +50,15 @@ if TYPE_CHECKING:
 # Called with a ready connection, or with None and (status, problem, detail) when none can be had.
 Waiter = Callable[["UpstreamConnection | None", int, str, str], None]
 
-PoolKey = tuple[str, str, int, str]
+PoolKey = tuple[str, str, str, int, str]
 
 
 def pool_key(target: Target, settings: UpstreamSettings) -> PoolKey:
-    """(scheme, host, port, TLS profile): connections are shared only between identical TLS identities."""
+    """(upstream, scheme, host, port, TLS profile): a pool belongs to one upstream (its settings apply to
+    every connection in it), and connections are shared only between identical TLS identities."""
     if settings.tls is None:
-        return ("http", target.host, target.port, "")
-    return ("https", target.host, target.port, settings.tls.key)
+        return (settings.name, "http", target.host, target.port, "")
+    return (settings.name, "https", target.host, target.port, settings.tls.key)
 
 
 _WRITE_HIGH_WATER: Final = 256 * 1024  # per-connection send buffer before the client side is paused

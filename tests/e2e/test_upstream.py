@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from tests.conftest import Gateway, ResponseReader, TestUpstream, connect, free_port, get
+from tests.conftest import Gateway, ResponseReader, TestUpstream, connect, free_port, get, request
 
 
 def two_target_config(a: int, b: int, extra: str = "") -> str:
@@ -47,9 +47,12 @@ def test_connection_refused_is_502_problem(gateway_factory: Callable[..., Gatewa
     resp = get(gw.port, "/")
     assert resp.status == 502
     assert resp.header(b"content-type") == b"application/problem+json"
-    assert "cannot connect" in resp.json()["detail"]
+    # The client learns what happened, never where: no address, port or OS error in the body.
+    assert resp.json()["detail"] == "the upstream service could not be reached"
+    assert b"127.0.0.1" not in resp.body and b"refused" not in resp.body.lower()
     records = gw.wait_log(1)
     assert records[0]["status"] == 502 and records[0]["denial"] == "upstream.upstream-unavailable"
+    assert "cannot connect to 127.0.0.1:" in records[0]["error"] and "refused" in records[0]["error"]
 
 
 def test_slow_upstream_is_504(gateway_factory: Callable[..., Gateway], upstream: TestUpstream) -> None:
@@ -131,9 +134,36 @@ def test_round_robin_and_passive_ejection(
     dead = free_port()
     gw = gateway_factory(two_target_config(upstream.port, dead, "max_failures = 1\neject_seconds = 30"))
     statuses = [get(gw.port, f"/{i}").status for i in range(10)]
-    # At most one request hits the dead target before it is ejected for 30 s; the rest go to the live one.
-    assert statuses.count(502) == 1, statuses
-    assert statuses.count(200) == 9
+    # The one request that picks the dead target is moved to the live one (its connect failed: nothing
+    # was sent); the dead target is ejected for 30 s after that failure, so no other request tries it.
+    assert statuses == [200] * 10, statuses
+    assert len(upstream.requests) == 10
+    records = gw.wait_log(10)
+    moved = [r for r in records if r.get("attempts")]
+    assert len(moved) == 1 and moved[0]["attempts"] == 2, records
+
+
+def test_connect_failure_is_retried_on_a_sibling_for_every_method(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
+    """A refused connect sent nothing, so even a POST with a body goes to the healthy target; with the
+    retry budget at zero (retry_min = 0, retry_budget = 0) the refusal reaches the client as a 502."""
+    dead = free_port()
+    gw = gateway_factory(two_target_config(dead, upstream.port, "max_failures = 100"))
+    for i in range(6):
+        raw = f"POST /p{i} HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\r\nhello".encode()
+        resp = request(gw.port, raw)
+        assert resp.status == 200, (i, resp.status, resp.body)
+    assert [r.body for r in upstream.requests] == [b"hello"] * 6
+    assert all(r.target.startswith(b"/p") for r in upstream.requests)
+    hosts = {r.header(b"host") for r in upstream.requests}
+    assert hosts == {f"127.0.0.1:{upstream.port}".encode()}, hosts  # the head was rebuilt for the sibling
+
+    budget = gateway_factory(
+        two_target_config(dead, upstream.port, "max_failures = 100\nretry_min = 0\nretry_budget = 0.0")
+    )
+    statuses = [get(budget.port, f"/b{i}").status for i in range(4)]
+    assert statuses.count(502) == 2 and statuses.count(200) == 2, statuses  # round robin: every other one
 
 
 def test_least_conn_balances_to_the_idle_target(
@@ -158,6 +188,7 @@ def test_pool_limit_queues_then_503(gateway_factory: Callable[..., Gateway], ups
     time.sleep(0.2)
     resp = get(gw.port, "/queued")
     assert resp.status == 503
-    assert "queue_timeout" in resp.json()["detail"]
+    assert resp.json()["detail"] == "the upstream service has no free connection; try again later"
+    assert "queue_timeout" in gw.wait_log(1)[0]["error"]
     assert ResponseReader(first).read().status == 200
     first.close()

@@ -21,6 +21,7 @@ SETTINGS = UpstreamSettings(
     idle_timeout=30.0,
     connect_timeout=1.0,
     read_timeout=1.0,
+    first_byte_timeout=1.0,
     queue_timeout=1.0,
     max_failures=2,
     eject_seconds=0.05,
