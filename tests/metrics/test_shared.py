@@ -8,6 +8,7 @@ import os
 from fastgw.exchange import Exchange
 from fastgw.metrics.exposition import GatewayCollector, Totals
 from fastgw.metrics.shared import (
+    BUCKETS,
     H_LOG_DROPPED,
     H_OVERFLOW,
     OTHER,
@@ -16,7 +17,7 @@ from fastgw.metrics.shared import (
     CounterRows,
     SharedMetrics,
 )
-from fastgw.metrics.worker import WorkerMetrics
+from fastgw.metrics.worker import LATENCY_BUCKETS, WorkerMetrics
 from fastgw.server.shm import METRICS, SharedRegions
 
 
@@ -127,3 +128,7 @@ def test_control_counters_survive_a_restart_of_the_control_process() -> None:
     rows = CounterRows(metrics.control(), "restart")
     assert rows.counts == {"worker 1": 1, "control": 1}
     assert CounterRows(None, "restart").counts == {}  # no shard: plain counting (unit tests, bench)
+
+
+def test_the_row_layout_holds_every_latency_bucket() -> None:
+    assert len(LATENCY_BUCKETS) + 1 == BUCKETS  # + Inf; change shared.BUCKETS with LATENCY_BUCKETS
