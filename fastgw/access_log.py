@@ -9,6 +9,13 @@ Measured on the bench box (one core, small GET): formatting in the writer thread
 per request than formatting in the tick, because the two threads then fight for the GIL (forced switches
 every 5 ms). Under pressure the pending list is bounded: records beyond ``max_pending`` are dropped and
 counted, never allowed to grow memory.
+
+Crash bound: the worker hands its lines to the writer every tick (``TICK_SECONDS``, 100 ms: batches
+formatted between ticks are held until then), and the writer writes and flushes each hand-off at once. So
+a ``kill -9`` of a worker loses the lines of the records it completed since its last tick, plus any
+hand-off the writer had not yet written (none on a healthy disk; at most ``max_pending`` records while the
+disk stalls). The worker's counters reach shared memory before its lines reach the writer, so the log never
+shows a request the metrics lost. ``tests/e2e/test_metrics_crash.py`` checks the bound with ``kill -9``.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 Forked by the supervisor. It accepts one connection per worker on the control socket (same uid only,
 checked with SO_PEERCRED), relays the supervisor's reload orders to every worker and reports their acks,
-pulls metrics from the workers (every few seconds, and on each scrape), writes the audit log (its only
-writer) with the store as its anchor, and hosts the admin API on its own listener.
+pulls metrics gauges from the workers (every few seconds, and on each scrape) and reads their counters from
+shared memory (metrics/shared.py: they survive a worker's death and this process's), writes the audit log
+(its only writer) with the store as its anchor, and hosts the admin API on its own listener.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from fastgw.control.channel import ChannelProtocol, Message
 from fastgw.control.health import HealthProber
 from fastgw.control.keys import KeyService
 from fastgw.metrics.exposition import Export, GatewayCollector, make_registry
+from fastgw.metrics.shared import SharedMetrics
 from fastgw.policy.quota import QUOTAS
 from fastgw.snapshot import Snapshot
 from fastgw.store.sqlite import Store
@@ -59,7 +61,9 @@ class PendingReload:
 
 
 class ControlProcess:
-    def __init__(self, snapshot: Snapshot, data: bytes, started: float) -> None:
+    def __init__(
+        self, snapshot: Snapshot, data: bytes, started: float, metrics: SharedMetrics | None = None
+    ) -> None:
         self.snapshot = snapshot
         self.data = data
         self.loaded_at = time.time()
@@ -68,7 +72,7 @@ class ControlProcess:
         self.workers: dict[int, WorkerPeer] = {}  # pid -> peer
         self.reload: PendingReload | None = None
         self.supervisor: ChannelProtocol | None = None
-        self.collector = GatewayCollector()
+        self.collector = GatewayCollector(metrics)
         self.collector.snapshot = snapshot.id
         self.registry = make_registry(self.collector)
         self.store = Store.in_state_dir(snapshot.state.dir)
@@ -138,9 +142,7 @@ class ControlProcess:
         if not isinstance(peer, WorkerPeer):
             return
         if self.workers.get(peer.pid) is peer:
-            del self.workers[peer.pid]
-            if peer.export is not None:
-                self.collector.retired.add(peer.export)
+            del self.workers[peer.pid]  # its counters stay in its shard; its gauges leave with it
 
     def _order(self, peer: WorkerPeer, seq: int) -> None:
         peer.channel.send(
@@ -177,8 +179,7 @@ class ControlProcess:
         elif kind == "reload_result":
             self._on_reload_result(message)
         elif kind == "event" and message.get("kind") == "child_died":
-            child = str(message.get("child"))
-            self.collector.restarts[child] = self.collector.restarts.get(child, 0) + 1
+            self.collector.restarts.add(str(message.get("child")))
 
     def _on_supervisor_lost(self, channel: ChannelProtocol) -> None:
         log("lost the supervisor; stopping")
@@ -228,7 +229,7 @@ class ControlProcess:
         result = (
             ("ok" if ok else "failed") if reason != "rollback" else ("rollback" if ok else "rollback_failed")
         )
-        self.collector.reloads[result] = self.collector.reloads.get(result, 0) + 1
+        self.collector.reloads.add(result)
         fields: dict[str, Any] = {"reason": reason, "ok": ok, "snapshot": message.get("snapshot")}
         if ok:
             fields["previous"] = message.get("old")
@@ -359,13 +360,14 @@ def run_control(
     supervisor: socket.socket,
     status_fd: int,
     started: float,
+    metrics: SharedMetrics | None = None,
 ) -> int:
     """The body of the forked control process; returns its exit status."""
     import uvloop
 
     async def main() -> int:
         try:
-            control = ControlProcess(snapshot, data, started)
+            control = ControlProcess(snapshot, data, started, metrics)
         except (ConfigError, OSError) as exc:
             log(f"cannot start: {exc}")
             return 1

@@ -1,14 +1,16 @@
-"""Sum the workers' metric exports and render them in the Prometheus exposition format.
+"""Sum the workers' counters and render them in the Prometheus exposition format.
 
 Runs in the control process. The text format (escaping, histogram ``_bucket``/``_sum``/``_count``,
 OpenMetrics negotiation) comes from ``prometheus_client``; its metric objects are not used for counting,
 because each increment takes a lock and its multi-process mode needs a directory of mmap files per
 process, while our workers already count plain integers from their record batches
-(``fastgw.metrics.worker``) and the control process only sums what it pulls.
+(``fastgw.metrics.worker``).
 
-Counters must not go backwards when a worker dies: the last export of a worker that left is folded into
-``retired`` and added to every later sum (what it counted after its last pull is lost; pulls run every
-few seconds).
+Counters are read from shared memory (``fastgw.metrics.shared``) on each scrape: a shard per worker slot,
+cumulative for the life of the supervisor (a replacement worker continues its slot's totals), and the
+control process's own counters (reloads, restarts) in its shard. So no counter goes down when a worker
+or the control process dies; a killed worker loses only what it completed since its last flush (one
+tick). Gauges (connections, pool states, Redis up) come from the workers' latest pulled exports.
 """
 
 from __future__ import annotations
@@ -24,13 +26,30 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from fastgw.metrics.shared import (
+    BUCKETS,
+    DENIALS,
+    EJECTIONS,
+    H_CONTROL_STARTS,
+    H_LOG_DROPPED,
+    H_LOG_FAILED,
+    H_OVERFLOW,
+    H_REDIS_ERRORS,
+    RELOADS,
+    REQUESTS,
+    RESTARTS,
+    SHADOW,
+    CounterRows,
+    MetricsShard,
+    SharedMetrics,
+)
 from fastgw.metrics.worker import LATENCY_BUCKETS
 
 Export = dict[str, Any]
 
 
 class Totals:
-    """Counters keyed by label tuples, summed over worker exports."""
+    """Counters keyed by label tuples, summed over the workers' shards."""
 
     def __init__(self) -> None:
         self.requests: dict[tuple[str, str, int], list[int]] = {}
@@ -42,28 +61,35 @@ class Totals:
         self.access_log_dropped = 0
         self.access_log_failed = 0
         self.redis_errors = 0
+        self.overflow = 0
 
-    def add(self, export: Export) -> None:
-        for route, method, status, *values in export.get("requests", ()):
-            cell = self.requests.setdefault((route, method, status), [0, 0, 0])
-            for i, v in enumerate(values):
-                cell[i] += v
-        for name in ("latency", "upstream_latency"):
-            table: dict[str, list[float]] = getattr(self, name)
-            for route, hist in export.get(name, ()):
-                cell_h = table.setdefault(route, [0.0] * len(hist))
-                for i, v in enumerate(hist):
-                    cell_h[i] += v
-        for name in ("denials", "shadow"):
-            counts: dict[tuple[str, str], int] = getattr(self, name)
-            for route, reason, n in export.get(name, ()):
-                counts[(route, reason)] = counts.get((route, reason), 0) + n
-        for upstream, target, *_gauges, ejections in export.get("pools", ()):
-            key = (upstream, target)
-            self.ejections[key] = self.ejections.get(key, 0) + ejections
-        self.access_log_dropped += export.get("access_log_dropped", 0)
-        self.access_log_failed += export.get("access_log_failed", 0)
-        self.redis_errors += export.get("ratelimit_redis_errors", 0)
+    def add_shard(self, shard: MetricsShard) -> None:
+        pairs = {DENIALS: self.denials, SHADOW: self.shadow, EJECTIONS: self.ejections}
+        for row, key in shard.rows():
+            kind = key[0]
+            if kind == REQUESTS and len(key) == 4:
+                route, method, status = str(key[1]), str(key[2]), int(key[3])
+                counts, total, upstream, total_sum, upstream_sum = shard.read_cell(row)
+                cell = self.requests.setdefault((route, method, status), [0, 0, 0])
+                for i in range(3):
+                    cell[i] += counts[i]
+                _add_histogram(self.latency, route, total, total_sum)
+                if any(upstream):
+                    _add_histogram(self.upstream_latency, route, upstream, upstream_sum)
+            elif len(key) == 3 and isinstance(kind, str) and kind in pairs:
+                pair = (str(key[1]), str(key[2]))
+                pairs[kind][pair] = pairs[kind].get(pair, 0) + shard.read_count(row)
+        self.access_log_dropped += shard.header(H_LOG_DROPPED)
+        self.access_log_failed += shard.header(H_LOG_FAILED)
+        self.redis_errors += shard.header(H_REDIS_ERRORS)
+        self.overflow += shard.header(H_OVERFLOW)
+
+
+def _add_histogram(table: dict[str, list[float]], route: str, counts: list[int], total: float) -> None:
+    hist = table.setdefault(route, [0.0] * (BUCKETS + 1))  # the buckets, then the sum
+    for i, n in enumerate(counts):
+        hist[i] += n
+    hist[BUCKETS] += total
 
 
 def _policy_reason(reason: str) -> tuple[str, str]:
@@ -74,22 +100,27 @@ def _policy_reason(reason: str) -> tuple[str, str]:
 class GatewayCollector(Collector):
     """Yields the gateway's metric families from the latest pulled exports."""
 
-    def __init__(self) -> None:
-        self.retired = Totals()
-        self.exports: list[Export] = []  # live workers' latest exports
+    def __init__(self, shared: SharedMetrics | None = None) -> None:
+        self.shared = shared
+        self.exports: list[Export] = []  # live workers' latest exports (gauges)
         self.gauges: dict[str, float] = {}  # control-process facts (workers, uptime, ...)
-        self.reloads: dict[str, int] = {}  # result -> count
-        self.restarts: dict[str, int] = {}  # child -> count
+        control = shared.control() if shared is not None else None
+        self.reloads = CounterRows(control, RELOADS)  # result -> count, kept across our restarts
+        self.restarts = CounterRows(control, RESTARTS)  # child -> count
+        if control is not None:
+            # The supervisor cannot tell a dead control process that it died: its successor counts it.
+            starts = control.header(H_CONTROL_STARTS)
+            control.set_header(H_CONTROL_STARTS, starts + 1)
+            if starts:
+                self.restarts.add("control")
         self.health: dict[tuple[str, str], int] = {}  # (upstream, target) -> 1 healthy / 0 down
         self.snapshot = ""
 
     def collect(self) -> Iterator[Metric]:
         totals = Totals()
-        for name in vars(self.retired):
-            value = getattr(self.retired, name)
-            setattr(totals, name, _copy(value))
-        for export in self.exports:
-            totals.add(export)
+        if self.shared is not None:
+            for shard in self.shared.worker_shards():
+                totals.add_shard(shard)
         yield from self._traffic(totals)
         yield from self._pools(totals)
         yield from self._process()
@@ -143,6 +174,12 @@ class GatewayCollector(Collector):
         )
         failed.add_metric([], t.access_log_failed)
         yield failed
+        overflow = CounterMetricFamily(
+            "fastgw_metrics_overflow",
+            'Label sets counted under route="(other)": a worker\'s metrics table was full',
+        )
+        overflow.add_metric([], t.overflow)
+        yield overflow
         up = [e["ratelimit_redis_up"] for e in self.exports if "ratelimit_redis_up" in e]
         if up:
             gauge = GaugeMetricFamily(
@@ -170,7 +207,7 @@ class GatewayCollector(Collector):
         )
         gauges: dict[tuple[str, str], list[int]] = {}
         for export in self.exports:
-            for upstream, target, in_use, idle, queued, _ej in export.get("pools", ()):
+            for upstream, target, in_use, idle, queued in export.get("pools", ()):
                 cell = gauges.setdefault((upstream, target), [0, 0, 0])
                 cell[0] += in_use
                 cell[1] += idle
@@ -200,13 +237,13 @@ class GatewayCollector(Collector):
 
     def _process(self) -> Iterator[Metric]:
         reloads = CounterMetricFamily("fastgw_reloads", "Config reloads by result", labels=["result"])
-        for result, n in sorted(self.reloads.items()):
+        for result, n in sorted(self.reloads.counts.items()):
             reloads.add_metric([result], n)
         yield reloads
         restarts = CounterMetricFamily(
             "fastgw_child_restarts", "Children restarted after dying", labels=["child"]
         )
-        for child, n in sorted(self.restarts.items()):
+        for child, n in sorted(self.restarts.counts.items()):
             restarts.add_metric([child], n)
         yield restarts
         info = GaugeMetricFamily("fastgw_snapshot_info", "The config snapshot in force", labels=["snapshot"])
@@ -216,12 +253,6 @@ class GatewayCollector(Collector):
             family = GaugeMetricFamily(name, name.replace("_", " "))
             family.add_metric([], value)
             yield family
-
-
-def _copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: list(v) if isinstance(v, list) else v for k, v in value.items()}
-    return value
 
 
 def _histogram(name: str, doc: str, table: dict[str, list[float]]) -> HistogramMetricFamily:

@@ -9,6 +9,9 @@ Region ``ratelimit``: the rate-limit counter table, one shard per worker slot (`
 
 Region ``heartbeat``: one little-endian double per worker slot, the worker's monotonic clock at its last
 tick. The supervisor reads it to find a worker whose event loop is stuck (alive but not ticking).
+
+Region ``metrics``: cumulative metric counters, one shard per worker slot and one for the control process
+(``metrics/shared.py``), so counters survive the death of the process that counted them.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import struct
 from typing import Final
 
 HEARTBEAT: Final = "heartbeat"
+METRICS: Final = "metrics"  # cumulative metric counters, a shard per slot (metrics/shared.py)
 RATELIMIT: Final = "ratelimit"  # rate-limit counter shards, one per worker (policy/rate_limit.py)
 _DOUBLE: Final = struct.Struct("<d")
 

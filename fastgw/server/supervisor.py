@@ -36,9 +36,10 @@ from typing import Final
 from fastgw.config.history import ConfigHistory
 from fastgw.config.loader import ConfigError, read_config_bytes
 from fastgw.control.channel import ChannelError, FrameDecoder, Message, encode
+from fastgw.metrics.shared import SharedMetrics
 from fastgw.policy.rate_limit import CELL_INTS, CounterTable
 from fastgw.server import systemd
-from fastgw.server.shm import RATELIMIT, Heartbeats, SharedRegions
+from fastgw.server.shm import METRICS, RATELIMIT, Heartbeats, SharedRegions
 from fastgw.snapshot import ListenerSettings, Snapshot
 
 QUICK_DEATH: Final = 10.0  # a child that dies younger than this counts towards backoff
@@ -170,6 +171,8 @@ class Supervisor:
             CounterTable()
         )  # the supervisor's view: only to release a dead worker's in-flight cells
         self.counters.attach(self.regions.get(RATELIMIT), 0, self.worker_count, self.ratelimit_capacity)
+        metrics_bytes = SharedMetrics.region_bytes(self.worker_count)
+        self.metrics = SharedMetrics(self.regions.create(METRICS, metrics_bytes), self.worker_count)
         self._next_hang_check = 0.0
 
     # -- set-up ----------------------------------------------------------------------------------------
@@ -362,6 +365,7 @@ class Supervisor:
             slot=slot,
             heartbeats=self.heartbeats,
             counters=(self.regions.get(RATELIMIT), self.worker_count, self.ratelimit_capacity),
+            metrics=self.metrics,
             control_address=self.bound.control_address,
             status_fd=self._status_w,
         )
@@ -382,6 +386,7 @@ class Supervisor:
             supervisor=link,
             status_fd=self._status_w,
             started=self.started,
+            metrics=self.metrics,
         )
 
     def _reap(self) -> None:

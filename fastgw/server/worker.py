@@ -21,6 +21,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from fastgw.access_log import BATCH_RECORDS, AccessLog, Record
+from fastgw.metrics.shared import H_LOG_DROPPED, H_LOG_FAILED, H_REDIS_ERRORS, MetricsShard, SharedMetrics
 from fastgw.metrics.worker import WorkerMetrics
 from fastgw.policy.cluster_counts import CLUSTER
 from fastgw.proxy_headers import IdSource
@@ -46,14 +47,14 @@ def _log(message: str) -> None:
 class Worker:
     """Per-process state shared by every connection of this worker."""
 
-    def __init__(self, snapshot: Snapshot, slot: int = 0) -> None:
+    def __init__(self, snapshot: Snapshot, slot: int = 0, shard: MetricsShard | None = None) -> None:
         self.holder = SnapshotHolder(snapshot)
         self.slot = slot
         self.loop = asyncio.get_running_loop()
         self.pools = PoolManager(self.loop)
         self.writes = WriteBatch(self.loop)  # request and response writes made at each iteration's end
         self.access_log = AccessLog(snapshot.access_log)
-        self.metrics = WorkerMetrics()
+        self.metrics = WorkerMetrics(shard)  # with a shard: continues from the slot's earlier workers
         self.pending: list[Record] = []  # completed exchanges not yet counted and logged
         self.ids = IdSource()
         self.via = b"1.1 " + snapshot.server.server_name
@@ -106,29 +107,40 @@ class Worker:
             self.flush_records(hold=True)
 
     def flush_records(self, *, hold: bool = False) -> None:
-        """Count the pending records and hand them to the access log (every tick, or every batch: then
-        ``hold`` lets the formatted lines wait for the tick, see AccessLog.submit)."""
-        if not self.pending:
+        """Count the pending records, copy the counts to shared memory, and hand the records to the access
+        log (every tick, or every batch: then ``hold`` lets the formatted lines wait for the tick, see
+        AccessLog.submit). The counts reach shared memory before the lines reach the log writer: a
+        ``kill -9`` loses the counts of at most the records completed since the last flush (one tick,
+        and fewer than BATCH_RECORDS), and the log lines of those plus the lines the writer thread had not
+        yet written."""
+        batch = self.pending
+        if batch:
+            self.pending = []
+            self.metrics.observe(batch)
+        self.publish_metrics()
+        if not batch:
             if not hold:
                 self.access_log.release()
-            return
-        batch, self.pending = self.pending, []
-        self.metrics.observe(batch)
-        if self.access_log.enabled:
+        elif self.access_log.enabled:
             self.access_log.submit(batch, hold=hold)
+
+    def publish_metrics(self) -> None:
+        """Copy the counters that changed into this worker's shard (metrics/shared.py)."""
+        metrics = self.metrics
+        log = self.access_log
+        metrics.count_from(H_LOG_DROPPED, log, log.dropped)
+        metrics.count_from(H_LOG_FAILED, log, log.write_failures)
+        cluster = CLUSTER.current
+        if cluster is not None:
+            metrics.count_from(H_REDIS_ERRORS, cluster, cluster.errors)
+        metrics.publish(self.pools)
 
     def export_metrics(self) -> dict[str, Any]:
         self.flush_records()
-        export = self.metrics.export(
-            connections=len(self.connections),
-            pools=self.pools,
-            log_dropped=self.access_log.dropped,
-            log_failed=self.access_log.write_failures,
-        )
+        export = self.metrics.export(connections=len(self.connections), pools=self.pools)
         cluster = CLUSTER.current
         if cluster is not None:
             export["ratelimit_redis_up"] = int(cluster.up)
-            export["ratelimit_redis_errors"] = cluster.errors
         return export
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -261,6 +273,7 @@ def run_worker(
     slot: int,
     heartbeats: Heartbeats,
     counters: tuple[mmap.mmap, int, int],
+    metrics: SharedMetrics | None = None,
     control_address: str,
     status_fd: int,
 ) -> int:
@@ -271,7 +284,10 @@ def run_worker(
 
     region, shards, capacity = counters
     COUNTERS.attach(region, slot, shards, capacity)
-    return uvloop.run(_worker_main(snapshot, sockets, demo, slot, heartbeats, control_address, status_fd))
+    shard = metrics.worker(slot) if metrics is not None else None
+    return uvloop.run(
+        _worker_main(snapshot, sockets, demo, slot, heartbeats, shard, control_address, status_fd)
+    )
 
 
 async def _worker_main(
@@ -280,13 +296,14 @@ async def _worker_main(
     demo: socket.socket | None,
     slot: int,
     heartbeats: Heartbeats,
+    shard: MetricsShard | None,
     control_address: str,
     status_fd: int,
 ) -> int:
     from fastgw.server.control_link import ControlLink
 
     tune_allocator()
-    worker = Worker(snapshot, slot)
+    worker = Worker(snapshot, slot, shard)
     worker.heartbeat = lambda now: heartbeats.beat(slot, now)
     await worker.start(sockets, demo)
     await CLUSTER.configure(snapshot.ratelimit_redis)  # None: nothing to share, nothing started

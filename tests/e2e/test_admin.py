@@ -156,7 +156,7 @@ def test_metrics_are_summed_across_workers(admin_gateway: tuple[Gateway, Admin])
     assert 'fastgw_upstream_connections{state="idle",target=' in text
     assert "fastgw_workers_connected 2.0" in text
     assert admin.call("GET", "/metrics", token=None)[0] == 401
-    # Counters survive a worker's death (its last pull is kept).
+    # Counters survive a worker's death (they live in shared memory, metrics/shared.py).
     os.kill(gw.worker_pid(0), signal.SIGKILL)
     wait_until(lambda: gw.stderr().count("serving again") >= 1, 5, "the replacement")
     text = admin.call("GET", "/metrics")[2].decode()
