@@ -180,6 +180,7 @@ class SecretRef:
 class ProcessSettings:
     workers: int  # 0 = one per CPU
     reuse_port: bool
+    max_connection_age: float  # seconds; 0 = forever
     restart_backoff_max: float
     reload_timeout: float
     hang_timeout: float

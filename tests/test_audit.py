@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -106,3 +107,26 @@ def test_restart_continues_the_chain_and_keeps_damage_visible(
     assert "truncated" in third.problem
     third.append("start")  # continues after the anchor, so the gap stays in the file
     assert "missing before seq 8 (removed)" in check(path, store)
+
+
+def test_store_and_audit_log_are_created_0600_whatever_the_umask(tmp_path: Path) -> None:
+    """The database holds key digests and consumers; SQLite creates it 0644 less the umask and gives its
+    -wal and -shm files the database's mode. Both it and the audit log are for the gateway's user only."""
+    old = os.umask(0o022)
+    try:
+        store = Store(str(tmp_path / "state" / "fastgw.db"))
+        try:
+            log = AuditLog(str(tmp_path / "state" / "audit.log"), b"k" * 32, store)
+            log.append("start")
+            names = sorted(p.name for p in (tmp_path / "state").iterdir())
+            assert names == ["audit.log", "fastgw.db", "fastgw.db-shm", "fastgw.db-wal"], names
+            modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "state").iterdir()}
+            assert modes == dict.fromkeys(names, 0o600), modes
+        finally:
+            store.close()
+        # A database an older version left 0644 is tightened when opened.
+        (tmp_path / "state" / "fastgw.db").chmod(0o644)
+        Store(str(tmp_path / "state" / "fastgw.db")).close()
+        assert (tmp_path / "state" / "fastgw.db").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)

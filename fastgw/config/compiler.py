@@ -93,6 +93,8 @@ from fastgw.snapshot import (
 from fastgw.tls.client import build_client_tls
 from fastgw.tls.server import ListenerTls, TlsConfigError, build_listener_tls
 
+# Connections are recycled to rebalance workers; beyond a day the spread would take longer than anyone waits.
+MAX_CONNECTION_AGE: Final = 86400.0
 _TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HOSTNAME: Final = re.compile(r"(\*|\*\.[A-Za-z0-9.-]+|[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])")
 # Headers whose framing or routing meaning the gateway owns; config may not set or remove them.
@@ -535,9 +537,15 @@ class _Compiler:
         self.positive("process.restart_backoff_max", spec.restart_backoff_max)
         self.positive("process.reload_timeout", spec.reload_timeout)
         self.positive("process.hang_timeout", spec.hang_timeout)
+        if not 0 <= spec.max_connection_age <= MAX_CONNECTION_AGE:
+            raise self.error(
+                "process.max_connection_age",
+                f"must be 0 (forever) to {MAX_CONNECTION_AGE:g} seconds, got {spec.max_connection_age}",
+            )
         return ProcessSettings(
             workers=spec.workers,
             reuse_port=spec.reuse_port,
+            max_connection_age=spec.max_connection_age,
             restart_backoff_max=spec.restart_backoff_max,
             reload_timeout=spec.reload_timeout,
             hang_timeout=spec.hang_timeout,

@@ -358,6 +358,13 @@ class SecretSpec:
 class ProcessSpec:
     workers: int = doc("worker processes; 0 = one per CPU (`fastgw run --workers N` overrides)", 0)
     reuse_port: bool = doc("one SO_REUSEPORT socket per worker instead of one shared socket", False)
+    max_connection_age: float = doc(
+        "seconds a client connection is kept (each one 0-10% less, so they do not all end at once):"
+        " then its next response says Connection: close (HTTP/2: GOAWAY) and the client reconnects, so"
+        " long-lived connections spread over the workers again after a worker restart; 0 = forever;"
+        " at most 86400",
+        300.0,
+    )
     restart_backoff_max: float = doc("longest wait in seconds before restarting a crashing child", 30.0)
     reload_timeout: float = doc("seconds workers get to compile and acknowledge a reload", 10.0)
     hang_timeout: float = doc("seconds a worker's event loop may stop ticking before it is killed", 30.0)

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import os
+import socket
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -67,22 +67,17 @@ class AdminServer:
         self._token_digest = hashlib.sha256(resolve_secret(settings.token)).digest()
         self._server: asyncio.Server | None = None
 
-    async def start(self) -> None:
-        s = self.settings
-        if s.unix:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(s.unix)
-            self._server = await asyncio.start_unix_server(self._serve, path=s.unix)
-            os.chmod(s.unix, 0o600)
+    async def start(self, sock: socket.socket) -> None:
+        """Serve on the listener the supervisor bound (it outlives this process: a restarted control
+        process serves on the same socket, and a busy port fails the start, not a loop of restarts)."""
+        if self.settings.unix:
+            self._server = await asyncio.start_unix_server(self._serve, sock=sock)
         else:
-            self._server = await asyncio.start_server(self._serve, s.host, s.port, reuse_address=True)
+            self._server = await asyncio.start_server(self._serve, sock=sock)
 
     async def stop(self) -> None:
         if self._server is not None:
-            self._server.close()
-            if self.settings.unix:
-                with contextlib.suppress(OSError):
-                    os.unlink(self.settings.unix)
+            self._server.close()  # the supervisor removes a unix socket's file when it stops
 
     # -- HTTP --------------------------------------------------------------------------------------------
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -13,6 +13,7 @@ import asyncio
 import os
 import signal
 import socket
+import sqlite3
 import struct
 import sys
 import time
@@ -305,7 +306,9 @@ class ControlProcess:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def run(self, listen: socket.socket, link: socket.socket, status_fd: int) -> None:
+    async def run(
+        self, listen: socket.socket, link: socket.socket, status_fd: int, admin: socket.socket | None
+    ) -> None:
         listen.setblocking(False)
         server = await self.loop.create_unix_server(self.accept_worker, sock=listen)
         link.setblocking(False)
@@ -315,8 +318,9 @@ class ControlProcess:
         if self.snapshot.admin is not None:
             from fastgw.control.admin_api import AdminServer
 
+            assert admin is not None, "the supervisor binds the admin listener whenever [admin] is set"
             self.admin = AdminServer(self, self.snapshot.admin)
-            await self.admin.start()
+            await self.admin.start(admin)
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self._stopped.set)
         self.loop.add_signal_handler(signal.SIGUSR1, lambda: None)
@@ -357,6 +361,7 @@ def run_control(
     data: bytes,
     *,
     listen: socket.socket,
+    admin: socket.socket | None,
     supervisor: socket.socket,
     status_fd: int,
     started: float,
@@ -368,10 +373,10 @@ def run_control(
     async def main() -> int:
         try:
             control = ControlProcess(snapshot, data, started, metrics)
-        except (ConfigError, OSError) as exc:
+        except (ConfigError, OSError, sqlite3.Error) as exc:  # one line; the supervisor stops a start
             log(f"cannot start: {exc}")
             return 1
-        await control.run(listen, supervisor, status_fd)
+        await control.run(listen, supervisor, status_fd, admin)
         return 0
 
     return uvloop.run(main())

@@ -108,6 +108,7 @@ class ClientConnection(ResponseSink):
         "queue",
         "reader",
         "receiving",
+        "retiring",
         "send_deadline",
         "tls",
         "transport",
@@ -143,6 +144,7 @@ class ClientConnection(ResponseSink):
             b"" if worker.holder.current.http2.enabled and listener.tls is None else None
         )
         self.closing = False
+        self.retiring = False  # past process.max_connection_age: the next response closes (Worker.retire)
         self.deadline = 0.0
         self.deadline_kind = DL_NONE
         self.send_deadline = 0.0
@@ -505,7 +507,7 @@ class ClientConnection(ResponseSink):
         ex.status = status
         ex.upstream_ms = (_monotonic() - ex.upstream_start) * 1000.0
         client_head, self.chunk_out, close, framing = build_response_head(
-            ex, route, status, head, lines, self.worker.via, self.worker.draining, self.tls
+            ex, route, status, head, lines, self.worker.via, self.worker.draining or self.retiring, self.tls
         )
         if close:
             ex.keep_alive = False
@@ -661,7 +663,7 @@ class ClientConnection(ResponseSink):
     def _deny(self, ex: Exchange, denial: Denial) -> None:
         ex.denial = denial.reason
         ex.status = denial.status
-        close = not ex.body_complete or not ex.keep_alive or self.worker.draining
+        close = not ex.body_complete or not ex.keep_alive or self.worker.draining or self.retiring
         body = render_problem(
             denial.status,
             denial.problem,

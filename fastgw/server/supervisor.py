@@ -15,8 +15,18 @@ to the control process.
   collects their acks; READY=1 follows the last ack. A worker that fails to compile is replaced, so no
   worker is ever left on another config. The validated bytes become the config children are forked with.
 * SIGUSR2 (``fastgw rollback``): the previous valid config from the state directory, same path as SIGHUP.
-* SIGTERM/SIGINT: STOPPING=1, forward SIGTERM (workers drain up to ``server.drain_timeout``), wait, exit 0.
+* SIGTERM/SIGINT: STOPPING=1, close our copies of the listening sockets, forward SIGTERM (workers close
+  theirs at once and drain up to ``server.drain_timeout``), wait, exit 0. Once the last copy of a listening
+  socket is closed the kernel refuses new connections (RST, ECONNREFUSED) instead of queueing them in a
+  backlog nobody accepts from; only a socket systemd holds (socket activation) keeps queueing them, for
+  the next start to serve.
 * SIGUSR1: forwarded to every child (workers reopen their access log).
+
+Every socket is bound here, before any child exists: the public listeners, the demo upstream and the admin
+listener. A bind failure is one line naming the listener, the address and the OS error, and the
+supervisor exits with status 2 before forking (so before READY=1). A child that dies before it was ever
+ready during start-up (say, the control process cannot open its store) stops the start the same way,
+with status 1, instead of restarting forever while systemd waits for READY=1.
 """
 
 from __future__ import annotations
@@ -26,12 +36,15 @@ import os
 import selectors
 import signal
 import socket
+import stat
 import sys
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
+
+import setproctitle
 
 from fastgw.config.history import ConfigHistory
 from fastgw.config.loader import ConfigError, read_config_bytes
@@ -40,7 +53,7 @@ from fastgw.metrics.shared import SharedMetrics
 from fastgw.policy.rate_limit import CELL_INTS, CounterTable
 from fastgw.server import systemd
 from fastgw.server.shm import METRICS, RATELIMIT, Heartbeats, SharedRegions
-from fastgw.snapshot import ListenerSettings, Snapshot
+from fastgw.snapshot import AdminSettings, ListenerSettings, Snapshot
 
 QUICK_DEATH: Final = 10.0  # a child that dies younger than this counts towards backoff
 CRASH_LOOP: Final = 5  # quick deaths in a row reported as a crash loop
@@ -99,11 +112,45 @@ class Bound:
     control_address: str = ""
     control: socket.socket | None = None
 
+    admin: socket.socket | None = None  # the admin API's listener, served by the control process
+
     def for_slot(self, slot: int) -> list[socket.socket]:
         return [socks[slot] if len(socks) > 1 else socks[0] for socks in self.listeners]
 
+    def close_listeners(self) -> None:
+        """Close our copies of the public listeners (at stop, and in a child that does not serve them)."""
+        for socks in self.listeners:
+            for sock in socks:
+                sock.close()
 
-def _bind(host: str, port: int, backlog: int, reuse_port: bool) -> socket.socket:
+    def close_all(self) -> None:
+        """Everything bound so far (a later bind failed: nothing is forked)."""
+        self.close_listeners()
+        for sock in (self.demo, self.admin, self.control):
+            if sock is not None:
+                sock.close()
+
+    def close_others(self, slot: int) -> None:
+        """In worker ``slot``: close the per-worker SO_REUSEPORT sockets of the other slots. A copy kept
+        open would hold that socket in the kernel's reuse-port group after its own worker closed it, so
+        connections hashed to it would wait in a backlog nobody accepts from."""
+        for socks in self.listeners:
+            if len(socks) > 1:
+                for i, sock in enumerate(socks):
+                    if i != slot:
+                        sock.close()
+
+
+class BindError(Exception):
+    """A listener that cannot be bound: the message names the listener, the address and the OS error."""
+
+
+def _os_error(exc: OSError) -> str:
+    name = errno.errorcode.get(exc.errno or 0, "")
+    return f"{exc.strerror or exc}" + (f" ({name})" if name else "")
+
+
+def _bind(what: str, host: str, port: int, backlog: int, reuse_port: bool) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -114,11 +161,65 @@ def _bind(host: str, port: int, backlog: int, reuse_port: bool) -> socket.socket
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((host, port))
         sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        where = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+        raise BindError(f"cannot bind {what} to {where}: {_os_error(exc)}") from None
     except BaseException:
         sock.close()
         raise
     sock.setblocking(False)
     return sock
+
+
+ADMIN_BACKLOG: Final = 64  # the admin API serves operators and scrapers, not traffic
+
+
+def _bind_admin(admin: AdminSettings) -> socket.socket:
+    """The admin listener: TCP, or a unix socket created 0600 (a stale file left by a crash is replaced;
+    a path some live process answers on is in use)."""
+    if not admin.unix:
+        return _bind("the admin listener", admin.host, admin.port, ADMIN_BACKLOG, reuse_port=False)
+    path = admin.unix
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        pass  # nobody answers: a stale file (or none)
+    else:
+        raise BindError(f"cannot bind the admin listener to unix:{path}: another process answers there")
+    finally:
+        probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)  # the socket file is 0600 from its first moment, not after a chmod
+    try:
+        try:
+            if not stat.S_ISSOCK(os.lstat(path).st_mode):
+                raise BindError(f"cannot bind the admin listener to unix:{path}: a file that is not a socket")
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        sock.bind(path)
+        sock.listen(ADMIN_BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise BindError(f"cannot bind the admin listener to unix:{path}: {_os_error(exc)}") from None
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        os.umask(old_umask)
+    sock.setblocking(False)
+    return sock
+
+
+def _admin_address(admin: AdminSettings | None) -> tuple[str, int, str] | None:
+    return None if admin is None else (admin.host, admin.port, admin.unix)
+
+
+def set_title(title: str) -> None:
+    """What ``ps`` shows for this process (its command line and /proc/PID/comm)."""
+    setproctitle.setproctitle(title)
 
 
 def _listener_key(ls: ListenerSettings) -> tuple[str, int, bool, bool]:
@@ -147,7 +248,10 @@ class Supervisor:
             Child("worker", i) for i in range(self.worker_count)
         ]
         self.bound = Bound()
+        self._addresses: list[tuple[str, int]] = []
+        self._admin_next: socket.socket | None = None  # a reload's admin listener, bound by _load_for
         self.stopping = False
+        self.exit_code = 0  # 1 when the start failed (a child died before it was ever ready)
         self.stop_deadline = 0.0
         self.announced_ready = False
         self.reload: Reload | None = None
@@ -186,14 +290,12 @@ class Supervisor:
                 self.bound.listeners.append([sock])
                 continue
             copies = self.worker_count if reuse else 1
-            self.bound.listeners.append([_bind(ls.host, ls.port, ls.backlog, reuse) for _ in range(copies)])
-            if ls.port == 0:  # every copy must share the port the kernel picked for the first
-                port = self.bound.listeners[-1][0].getsockname()[1]
-                for extra in self.bound.listeners[-1][1:]:
-                    extra.close()
-                self.bound.listeners[-1][1:] = [
-                    _bind(ls.host, port, ls.backlog, reuse) for _ in range(copies - 1)
-                ]
+            what = f"listener {ls.name!r}"
+            socks = [_bind(what, ls.host, ls.port, ls.backlog, reuse)]
+            self.bound.listeners.append(socks)
+            # Every copy shares the port of the first (the one the kernel picked, for port 0).
+            port = socks[0].getsockname()[1]
+            socks.extend(_bind(what, ls.host, port, ls.backlog, reuse) for _ in range(copies - 1))
         for sock, name in activated:
             if all(sock not in socks for socks in self.bound.listeners):
                 log(
@@ -201,7 +303,10 @@ class Supervisor:
                 )
                 sock.close()
         if self.snapshot.demo_upstream is not None:
-            self.bound.demo = _bind(*self.snapshot.demo_upstream, backlog=128, reuse_port=False)
+            host, port = self.snapshot.demo_upstream
+            self.bound.demo = _bind("the demo upstream", host, port, backlog=128, reuse_port=False)
+        if self.snapshot.admin is not None:
+            self.bound.admin = _bind_admin(self.snapshot.admin)
         control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         # Abstract namespace: no file to clean up; peers are checked by uid (SO_PEERCRED) on accept.
         self.bound.control_address = f"\0fastgw-control-{os.getpid()}-{os.urandom(6).hex()}"
@@ -224,14 +329,16 @@ class Supervisor:
         return None
 
     def addresses(self) -> list[tuple[str, int]]:
-        out = []
-        for socks in self.bound.listeners:
-            name = socks[0].getsockname()
-            out.append((name[0], name[1]))
-        return out
+        """The bound public addresses (kept from the bind: the sockets are closed when we stop)."""
+        if not self._addresses:
+            for socks in self.bound.listeners:
+                name = socks[0].getsockname()
+                self._addresses.append((name[0], name[1]))
+        return self._addresses
 
     # -- main loop ---------------------------------------------------------------------------------------
     def run(self) -> int:
+        set_title("fastgw: supervisor")
         self._install_signals()
         self._write_pid_file()
         self.history.record(self.data, self.snapshot)
@@ -269,8 +376,9 @@ class Supervisor:
                         self.stop_deadline = now + 5
         finally:
             self._remove_pid_file()
+            self._close_admin(self.snapshot.admin)
         log("supervisor", "stopped")
-        return 0
+        return self.exit_code
 
     def _next_timeout(self) -> float:
         now = time.monotonic()
@@ -318,6 +426,7 @@ class Supervisor:
             code = 70
             try:
                 self._enter_child()
+                set_title(f"fastgw: {child.name}")
                 if child.kind == "control":
                     link.close()
                     code = self._run_control(theirs)
@@ -357,6 +466,9 @@ class Supervisor:
 
         assert self.bound.control is not None
         self.bound.control.close()
+        self.bound.close_others(slot)
+        if self.bound.admin is not None:
+            self.bound.admin.close()
         return run_worker(
             self.snapshot,
             self.data,
@@ -373,9 +485,7 @@ class Supervisor:
     def _run_control(self, link: socket.socket) -> int:
         from fastgw.control.process import run_control
 
-        for socks in self.bound.listeners:
-            for sock in socks:
-                sock.close()
+        self.bound.close_listeners()
         if self.bound.demo is not None:
             self.bound.demo.close()
         assert self.bound.control is not None
@@ -383,6 +493,7 @@ class Supervisor:
             self.snapshot,
             self.data,
             listen=self.bound.control,
+            admin=self.bound.admin,
             supervisor=link,
             status_fd=self._status_w,
             started=self.started,
@@ -415,6 +526,15 @@ class Supervisor:
         if self.stopping:
             log("supervisor", f"{child.name} (pid {child.pid}) {how}")
             self._stop_control_when_alone()
+            return
+        if not self.announced_ready and not child.ready and not child.replacing:
+            # It failed before serving once: restarting it would loop on the same cause while systemd
+            # waits for a READY=1 that never comes. Fail the start instead; its own line said why.
+            message = f"start-up failed: {child.name} (pid {child.pid}) {how} before it was ready"
+            log("supervisor", f"{message}; stopping")
+            systemd.notify(f"STATUS={message}")
+            self.exit_code = 1
+            self.stop("start-up failure")
             return
         self._tell_control({"t": "event", "kind": "child_died", "child": child.name, "pid": child.pid})
         if child.replacing:
@@ -496,7 +616,7 @@ class Supervisor:
                     f"{child.name} (pid {child.pid}) serving again {took:.0f} ms after the death",
                 )
                 child.died_at = 0.0
-            if not self.announced_ready and all(c.ready for c in self.slots):
+            if not self.announced_ready and not self.stopping and all(c.ready for c in self.slots):
                 self._announce_ready()
 
     def _announce_ready(self) -> None:
@@ -623,6 +743,9 @@ class Supervisor:
         # From here on, children are forked with the new config: a worker started during the reload
         # reports a hash the control process will see differ and re-order.
         self.snapshot, self.data = snapshot, data
+        if self._admin_next is not self.bound.admin:  # the control process restarts on it (below)
+            self._close_admin(old.admin)
+            self.bound.admin = self._admin_next
         self.reload = Reload(
             seq=self.reload_seq,
             reason=reason,
@@ -674,6 +797,13 @@ class Supervisor:
             raise ConfigError(source, "demo_upstream", "changing the demo upstream needs a restart")
         if snapshot.state.dir != self.snapshot.state.dir:
             raise ConfigError(source, "state.dir", "changing the state directory needs a restart")
+        self._admin_next = self.bound.admin
+        if _admin_address(snapshot.admin) != _admin_address(self.snapshot.admin):
+            # Bound here, so a busy port refuses the reload instead of crash-looping the control process.
+            try:
+                self._admin_next = None if snapshot.admin is None else _bind_admin(snapshot.admin)
+            except BindError as exc:
+                raise ConfigError(source, "admin.bind", str(exc)) from None
         return data, snapshot
 
     def _check_reload_deadline(self, now: float) -> None:
@@ -733,6 +863,9 @@ class Supervisor:
         self.stop_deadline = time.monotonic() + self.snapshot.server.drain_timeout + STOP_GRACE
         systemd.notify("STOPPING=1", f"STATUS=stopping ({why})")
         log("supervisor", f"{why}: draining {len(self.children)} children")
+        # Stop accepting at once: workers close their copies on SIGTERM; once ours are closed too the
+        # kernel refuses new connections rather than queueing them until we exit.
+        self.bound.close_listeners()
         # Workers first; the control process (the store's writer) stops once they are gone, so their
         # last quota counts and acks still reach it.
         for pid, child in list(self.children.items()):
@@ -744,6 +877,18 @@ class Supervisor:
         if self.stopping and all(child.kind == "control" for child in self.children.values()):
             for pid in list(self.children):
                 self._kill(pid, signal.SIGTERM)
+
+    def _close_admin(self, admin: AdminSettings | None) -> None:
+        """Close our admin listener; a unix socket's file goes with it."""
+        if self.bound.admin is None:
+            return
+        self.bound.admin.close()
+        self.bound.admin = None
+        if admin is not None and admin.unix:
+            try:
+                os.unlink(admin.unix)
+            except OSError:
+                pass
 
     def _write_pid_file(self) -> None:
         path = self.snapshot.state.pid_file
@@ -769,7 +914,15 @@ class Supervisor:
 def supervise(
     snapshot: Snapshot, data: bytes, config_path: str | None, *, workers: int | None, ready_file: str | None
 ) -> int:
-    """Bind, fork and supervise until stopped. OSError from binding propagates (the CLI reports it)."""
+    """Bind, fork and supervise until stopped. A listener that cannot be bound is one line on stderr and
+    exit status 2, before any child exists (so before READY=1)."""
     supervisor = Supervisor(snapshot, data, config_path, workers=workers, ready_file=ready_file)
-    supervisor.bind()
+    try:
+        supervisor.bind()
+    except BindError as exc:
+        supervisor.bound.close_all()
+        systemd.notify(f"STATUS={exc}")
+        sys.stderr.write(f"fastgw: {exc}\n")
+        sys.stderr.flush()
+        return 2
     return supervisor.run()

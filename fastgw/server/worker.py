@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import mmap
 import os
+import random
 import signal
 import socket
 import sys
 import time
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from fastgw.access_log import BATCH_RECORDS, AccessLog, Record
 from fastgw.metrics.shared import H_LOG_DROPPED, H_LOG_FAILED, H_REDIS_ERRORS, MetricsShard, SharedMetrics
@@ -33,10 +34,14 @@ if TYPE_CHECKING:
     from fastgw.server.http2 import Http2Connection
 from fastgw.server.runtime import tune_allocator, tune_gc
 from fastgw.server.shm import Heartbeats
+from fastgw.server.systemd import listen_backlog
 from fastgw.server.write_batch import WriteBatch
 from fastgw.snapshot import ListenerSettings, Snapshot, SnapshotHolder
 from fastgw.tls.server import ListenerTls
 from fastgw.upstream.pool import PoolManager
+
+RETIRE_SPREAD: Final = 0.1  # connections opened together end up to 10% of max_connection_age apart
+RETIRE_SCAN_SECONDS: Final = 1.0  # a scan of 10,000 connections costs ~1 ms; once a second is plenty
 
 
 def _log(message: str) -> None:
@@ -59,6 +64,9 @@ class Worker:
         self.ids = IdSource()
         self.via = b"1.1 " + snapshot.server.server_name
         self.connections: set[ClientConnection | Http2Connection] = set()
+        # When each connection is due to be recycled (process.max_connection_age; absent: never).
+        self._retire_at: dict[ClientConnection | Http2Connection, float] = {}
+        self._next_retire_scan = 0.0
         self._per_ip: dict[str, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._servers: list[asyncio.Server] = []
@@ -78,6 +86,9 @@ class Worker:
             return False
         self._per_ip[ip] = count + 1
         self.connections.add(conn)
+        age = self.holder.current.process.max_connection_age
+        if age:
+            self._retire_at[conn] = self.now + age * (1.0 - RETIRE_SPREAD * random.random())
         return True
 
     def replace(self, old: ClientConnection, new: Http2Connection) -> None:
@@ -85,6 +96,9 @@ class Worker:
         if old in self.connections:
             self.connections.discard(old)
             self.connections.add(new)
+            retire_at = self._retire_at.pop(old, None)
+            if retire_at is not None:
+                self._retire_at[new] = retire_at
 
     def log_event(self, message: str) -> None:
         _log(message)
@@ -92,6 +106,7 @@ class Worker:
     def release(self, conn: ClientConnection | Http2Connection) -> None:
         if conn in self.connections:
             self.connections.discard(conn)
+            self._retire_at.pop(conn, None)
             ip = conn.peer_ip
             count = self._per_ip.get(ip, 1) - 1
             if count:
@@ -186,7 +201,9 @@ class Worker:
                 return TlsAcceptor(context, make_connection, timeout, _log)
 
         if sock is not None:
-            return await self.loop.create_server(factory, sock=sock, backlog=listener.backlog)
+            # create_server listens again: with the socket's own backlog, so systemd's Backlog= stands
+            backlog = listen_backlog(sock) or listener.backlog
+            return await self.loop.create_server(factory, sock=sock, backlog=backlog)
         return await self.loop.create_server(
             factory, listener.host, listener.port, backlog=listener.backlog, reuse_address=True
         )
@@ -200,10 +217,26 @@ class Worker:
     def _schedule_tick(self) -> None:
         self._tick_handle = self.loop.call_later(TICK_SECONDS, self._tick)
 
+    def retire_old_connections(self, now: float) -> None:
+        """End connections past their age gracefully, so their clients reconnect and the accept spreads
+        them over the workers again (after a worker restart every keep-alive client sits on the
+        survivors). HTTP/1: the next response carries Connection: close, so no request is cut off and
+        an idle connection is left to the idle timeout; HTTP/2: GOAWAY, streams in flight finish."""
+        due = [conn for conn, at in self._retire_at.items() if at <= now]
+        for conn in due:
+            del self._retire_at[conn]
+            if isinstance(conn, ClientConnection):
+                conn.retiring = True
+            else:
+                conn.drain()
+
     def _tick(self) -> None:
         self.now = now = time.monotonic()
         if self.heartbeat is not None:
             self.heartbeat(now)
+        if now >= self._next_retire_scan and self._retire_at:
+            self._next_retire_scan = now + RETIRE_SCAN_SECONDS
+            self.retire_old_connections(now)
         try:
             sweep(self, now)
         finally:

@@ -69,10 +69,30 @@ def _key(r: Any) -> dict[str, Any]:
     }
 
 
+PRIVATE: Final = 0o600  # key hashes, consumers, quota counts: for the gateway's user only
+
+
+def _create_private(path: str) -> None:
+    """Create the database file 0600 before SQLite opens it (SQLite would create it 0644 less the umask,
+    and gives its -wal and -shm files the database file's mode), and tighten one left looser."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE)
+    try:
+        if os.fstat(fd).st_mode & 0o777 != PRIVATE:
+            os.fchmod(fd, PRIVATE)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm"):
+        try:
+            os.chmod(path + suffix, PRIVATE)
+        except FileNotFoundError:
+            pass
+
+
 class Store:
     def __init__(self, path: str) -> None:
         os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
         self.path = path
+        _create_private(path)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")

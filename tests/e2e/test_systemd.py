@@ -150,3 +150,41 @@ def test_socket_activation_serves_on_the_passed_socket(upstream: TestUpstream, t
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
         err.close()
+
+
+def test_socket_activation_keeps_the_socket_units_backlog(upstream: TestUpstream, tmp_path: Path) -> None:
+    """fastgw.socket sets Backlog=; serving the passed socket must not listen() again with the config's
+    backlog (a second listen() replaces the first). Our copy of the socket reports its accept-queue limit
+    (TCP_INFO), as systemd's would."""
+    from fastgw.server.systemd import listen_backlog
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(37)  # the socket unit's Backlog=; the config keeps its default (2048)
+    port = listener.getsockname()[1]
+    config = tmp_path / "gw.toml"
+    config.write_text(
+        textwrap.dedent(basic_config(upstream.port))
+        .replace("{port}", str(port))
+        .replace("{log}", str(tmp_path / "access.log"))
+    )
+    ready = tmp_path / "ready"
+    err = open(tmp_path / "stderr", "wb")  # noqa: SIM115 - closed below
+    argv = ["run", str(config), "--workers", "2", "--ready-file", str(ready)]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRAPPER, str(listener.fileno()), *argv],
+        pass_fds=(listener.fileno(),),
+        stderr=err,
+        stdout=subprocess.DEVNULL,
+        env={**os.environ, "STATE_DIRECTORY": str(tmp_path / "state")},
+    )
+    try:
+        wait_until(lambda: ready.exists() or proc.poll() is not None, 15, "the gateway to start")
+        assert proc.poll() is None, (tmp_path / "stderr").read_text()
+        assert get(port, "/activated").status == 200
+        assert listen_backlog(listener) == 37
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        err.close()
+        listener.close()
