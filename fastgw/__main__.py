@@ -316,11 +316,7 @@ def _describe(args: argparse.Namespace, result: dict[str, Any]) -> str:
     if args.action == "list":
         return "\n".join(
             f"{k['id']}  {k['prefix']}...  {k['consumer']}  {k['state']}"
-            + (
-                f"  expires {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(k['expires']))}"
-                if k["expires"]
-                else ""
-            )
+            + (f"  expires {k['expires']}" if k["expires"] else "")
             for k in result["keys"]
         )
     if args.action in ("create", "rotate"):
@@ -328,15 +324,9 @@ def _describe(args: argparse.Namespace, result: dict[str, Any]) -> str:
         lines = [f"key {new['id']} for {new['consumer']}:", "", f"    {new['key']}", ""]
         lines.append("Shown once: store it now. The gateway keeps only a peppered digest.")
         if args.action == "rotate":
-            lines.append(
-                f"The old key {result['old']['id']} stays valid until {_iso(result['old']['expires'])}."
-            )
+            lines.append(f"The old key {result['old']['id']} stays valid until {result['old']['expires']}.")
         return "\n".join(lines)
     return f"key {result['id']} ({result['prefix']}...): {result['state']}"
-
-
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def _diff(args: argparse.Namespace) -> int:
