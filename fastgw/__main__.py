@@ -22,7 +22,8 @@ from typing import Any
 import orjson
 
 from fastgw import __version__
-from fastgw.config.loader import ConfigError
+from fastgw.config.compiler import compile_config
+from fastgw.config.loader import ConfigError, read_config_bytes
 from fastgw.config.validate import load, locate, validate
 from fastgw.snapshot import Snapshot
 
@@ -40,6 +41,12 @@ def _load(path: str | None, workers: int | None = None) -> tuple[bytes, Snapshot
         data, name = _quickstart()
         return data, validate(data, name, workers=workers)
     return load(path, workers=workers)
+
+
+def _compile(path: str) -> Snapshot:
+    """The config as the tools beside a running gateway need it (audit verify, keys, consumers): compiled,
+    without the checks only a gateway about to start needs (secrets of the control process, memory)."""
+    return compile_config(read_config_bytes(path), path)
 
 
 def _summary(snapshot: Snapshot) -> str:
@@ -233,7 +240,7 @@ def _audit_verify(args: argparse.Namespace) -> int:
     from fastgw.audit import audit_key, verify
     from fastgw.store.sqlite import Store
 
-    snapshot = _load(args.config)[1]
+    snapshot = _compile(args.config)
     path = args.file or snapshot.audit.file
     key = audit_key(snapshot.audit, snapshot.state)
     store = Store.in_state_dir(snapshot.state.dir)
@@ -258,7 +265,7 @@ def _admin(args: argparse.Namespace) -> int:
     """``fastgw keys|consumers ...`` through the admin API of the running gateway."""
     from fastgw.control.admin_client import AdminUnavailableError, admin_call
 
-    snapshot = _load(args.config)[1]
+    snapshot = _compile(args.config)
     method, path, body = _admin_request(args)
     try:
         status, result = admin_call(snapshot.admin, method, path, body)
