@@ -2,7 +2,11 @@
 
 User mistakes (a bad config, a busy port) get one precise line on stderr and exit status 2, never a
 traceback. With no CONFIG, ``run`` serves the quickstart shipped inside the package, so it works from an
-installed wheel.
+installed wheel. ``check`` and ``run`` validate through the same function (config/validate.py).
+
+``reload``, ``rollback`` and ``stop`` signal the supervisor named by the pid file, then wait for its
+answer in the status file beside it (server/status_file.py): exit 0 when the gateway applied the reload
+or stopped, 1 with the gateway's reason on one line when it refused, or did not answer or stop in time.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ from typing import Any
 import orjson
 
 from fastgw import __version__
-from fastgw.config.compiler import compile_config, load_snapshot
+from fastgw.config.compiler import compile_config
 from fastgw.config.loader import ConfigError, read_config_bytes
+from fastgw.config.validate import load, locate, validate
 from fastgw.snapshot import Snapshot
 
 QUICKSTART = "quickstart.toml"
@@ -30,12 +35,18 @@ def _quickstart() -> tuple[bytes, str]:
     return data, f"<built-in {QUICKSTART}>"
 
 
-def _load(path: str | None) -> tuple[bytes, Snapshot]:
+def _load(path: str | None, workers: int | None = None) -> tuple[bytes, Snapshot]:
+    """The config validated as ``check`` and ``run`` both validate it."""
     if path is None:
         data, name = _quickstart()
-        return data, compile_config(data, name)
-    data = read_config_bytes(path)
-    return data, compile_config(data, path)
+        return data, validate(data, name, workers=workers)
+    return load(path, workers=workers)
+
+
+def _compile(path: str) -> Snapshot:
+    """The config as the tools beside a running gateway need it (audit verify, keys, consumers): compiled,
+    without the checks only a gateway about to start needs (secrets of the control process, memory)."""
+    return compile_config(read_config_bytes(path), path)
 
 
 def _summary(snapshot: Snapshot) -> str:
@@ -86,30 +97,42 @@ or system-wide (Debian):    cp {out.ca_cert} /usr/local/share/ca-certificates/fa
 
 
 def _run(args: argparse.Namespace) -> int:
-    from fastgw.secrets import check_control_secrets
-    from fastgw.server.supervisor import supervise
+    from fastgw.server.supervisor import Supervisor
 
-    data, snapshot = _load(args.config)
-    check_control_secrets(snapshot)
+    workers = args.workers or None  # 0: the config decides
     if args.workers is not None and args.workers < 0:
         print("fastgw: --workers must not be negative", file=sys.stderr)
         return 2
+    data, snapshot = _load(args.config, workers)
     try:
-        return supervise(
-            snapshot, data, args.config, workers=args.workers or None, ready_file=args.ready_file
-        )
+        supervisor = Supervisor(snapshot, data, args.config, workers=workers, ready_file=args.ready_file)
+    except OSError as exc:  # validation sized it against this machine: the environment refused
+        print(f"fastgw: cannot allocate shared memory: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    try:
+        supervisor.bind()
     except OSError as exc:
         print(f"fastgw: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return 2
+    try:
+        return supervisor.run()
     except KeyboardInterrupt:
         return 0
 
 
+def _pid_file(args: argparse.Namespace) -> str:
+    if args.pid_file is not None:
+        return str(args.pid_file)
+    if args.config is None:
+        raise ConfigError("fastgw", "", "name the gateway's CONFIG or its --pid-file")
+    return locate(args.config).pid_file
+
+
 def _signal(args: argparse.Namespace, sig: signal.Signals, what: str) -> int:
-    """Signal the running supervisor named by the pid file (``--pid-file`` or the config's state)."""
-    path = args.pid_file
-    if path is None:
-        path = _load(args.config)[1].state.pid_file
+    """Signal the supervisor named by the pid file, then wait for what it made of it (status file)."""
+    from fastgw.server import status_file
+
+    path = _pid_file(args)
     try:
         with open(path) as fh:
             pid = int(fh.read().strip())
@@ -118,6 +141,11 @@ def _signal(args: argparse.Namespace, sig: signal.Signals, what: str) -> int:
             f"fastgw: cannot read pid file {path}: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr
         )
         return 2
+    status_path = status_file.path_for(path)
+    status = status_file.read(status_path)
+    if status is not None and status.get("pid") != pid:
+        status = None  # left by an earlier run
+    sent = time.monotonic()
     try:
         os.kill(pid, sig)
     except ProcessLookupError:
@@ -126,7 +154,85 @@ def _signal(args: argparse.Namespace, sig: signal.Signals, what: str) -> int:
     except PermissionError:
         print(f"fastgw: not allowed to signal process {pid}", file=sys.stderr)
         return 2
-    print(f"fastgw: {what} requested (pid {pid}); the result is in the gateway's log and audit log")
+    if sig == signal.SIGTERM:
+        within = args.timeout or float((status or {}).get("stop_within") or DEFAULT_WAIT)
+        return _wait_stopped(pid, sent + within, within)
+    within = args.timeout or float((status or {}).get("reload_within") or DEFAULT_WAIT) + WAIT_MARGIN
+    deadline = sent + within
+    while True:
+        status = status_file.read(status_path)
+        last = (status or {}).get("last") if (status or {}).get("pid") == pid else None
+        if isinstance(last, dict) and float(last.get("began") or 0) >= sent:
+            break
+        if not _alive(pid):
+            print(f"fastgw: {what} not done: the gateway (pid {pid}) exited", file=sys.stderr)
+            return 1
+        if time.monotonic() >= deadline:
+            print(
+                f"fastgw: {what} not confirmed: no answer from the gateway (pid {pid}) within {within:g}s "
+                f"in {status_path}",
+                file=sys.stderr,
+            )
+            return 1
+        time.sleep(POLL)
+    if not last.get("ok"):
+        print(f"fastgw: {what} refused: {last.get('error')}", file=sys.stderr)
+        return 1
+    replaced = last.get("replaced_workers") or []
+    extra = f"; replaced workers {replaced} that failed to compile it" if replaced else ""
+    print(
+        f"fastgw: {what} done: snapshot {last.get('previous')} -> {last.get('snapshot')} (pid {pid}){extra}"
+    )
+    return 0
+
+
+DEFAULT_WAIT = 30.0  # seconds, when the gateway has not said (no status file: an older version)
+WAIT_MARGIN = 3.0  # beyond the gateway's own reload deadline: the status write and our polling
+POLL = 0.05
+
+
+def _alive(pid: int) -> bool:
+    """The process still runs (a zombie does not: it has exited, its parent has not reaped it yet)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: ask the kernel (a zombie counts as running there)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+
+
+def _wait_stopped(pid: int, deadline: float, within: float) -> int:
+    while _alive(pid):
+        if time.monotonic() >= deadline:
+            print(
+                f"fastgw: stop failed: the gateway (pid {pid}) still runs after {within:g}s", file=sys.stderr
+            )
+            return 1
+        time.sleep(POLL)
+    print(f"fastgw: stopped (pid {pid})")
+    return 0
+
+
+def _rollback_list(args: argparse.Namespace) -> int:
+    """``fastgw rollback --list CONFIG``: the kept configs of this file and where a rollback goes."""
+    from fastgw.config.history import ConfigHistory
+    from fastgw.server import status_file
+
+    if args.config is None:
+        raise ConfigError("fastgw", "", "rollback --list needs the CONFIG whose history to show")
+    state = locate(args.config)
+    status = status_file.read(status_file.path_for(args.pid_file or state.pid_file))
+    running = None
+    if status is not None and _alive(int(status.get("pid") or 0)):
+        running = str(status.get("snapshot"))
+    print("\n".join(ConfigHistory(state.dir, state.keep_configs, args.config).describe(running)))
     return 0
 
 
@@ -134,7 +240,7 @@ def _audit_verify(args: argparse.Namespace) -> int:
     from fastgw.audit import audit_key, verify
     from fastgw.store.sqlite import Store
 
-    snapshot = _load(args.config)[1]
+    snapshot = _compile(args.config)
     path = args.file or snapshot.audit.file
     key = audit_key(snapshot.audit, snapshot.state)
     store = Store.in_state_dir(snapshot.state.dir)
@@ -159,7 +265,7 @@ def _admin(args: argparse.Namespace) -> int:
     """``fastgw keys|consumers ...`` through the admin API of the running gateway."""
     from fastgw.control.admin_client import AdminUnavailableError, admin_call
 
-    snapshot = _load(args.config)[1]
+    snapshot = _compile(args.config)
     method, path, body = _admin_request(args)
     try:
         status, result = admin_call(snapshot.admin, method, path, body)
@@ -217,11 +323,7 @@ def _describe(args: argparse.Namespace, result: dict[str, Any]) -> str:
     if args.action == "list":
         return "\n".join(
             f"{k['id']}  {k['prefix']}...  {k['consumer']}  {k['state']}"
-            + (
-                f"  expires {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(k['expires']))}"
-                if k["expires"]
-                else ""
-            )
+            + (f"  expires {k['expires']}" if k["expires"] else "")
             for k in result["keys"]
         )
     if args.action in ("create", "rotate"):
@@ -229,15 +331,9 @@ def _describe(args: argparse.Namespace, result: dict[str, Any]) -> str:
         lines = [f"key {new['id']} for {new['consumer']}:", "", f"    {new['key']}", ""]
         lines.append("Shown once: store it now. The gateway keeps only a peppered digest.")
         if args.action == "rotate":
-            lines.append(
-                f"The old key {result['old']['id']} stays valid until {_iso(result['old']['expires'])}."
-            )
+            lines.append(f"The old key {result['old']['id']} stays valid until {result['old']['expires']}.")
         return "\n".join(lines)
     return f"key {result['id']} ({result['prefix']}...): {result['state']}"
-
-
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def _diff(args: argparse.Namespace) -> int:
@@ -256,13 +352,18 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--ready-file", help="write the bound host:port list here once every worker serves")
     run.add_argument("--workers", type=int, help="worker processes (default: process.workers, 0 = CPUs)")
     for name, text in (
-        ("reload", "tell the running gateway to reload its config file (SIGHUP)"),
-        ("stop", "tell the running gateway to drain and stop (SIGTERM)"),
-        ("rollback", "tell the running gateway to restore its previous valid config (SIGUSR2)"),
+        ("reload", "reload the running gateway's config file (SIGHUP) and wait for its answer"),
+        ("stop", "drain and stop the running gateway (SIGTERM) and wait until it has"),
+        ("rollback", "restore the previous valid config of this file (SIGUSR2) and wait for the answer"),
     ):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("config", nargs="?", help="the config, to find the pid file in its state directory")
         cmd.add_argument("--pid-file", help="the supervisor's pid file")
+        cmd.add_argument(
+            "--timeout", type=float, help="seconds to wait for the answer (default: what the gateway says)"
+        )
+        if name == "rollback":
+            cmd.add_argument("--list", action="store_true", help="show this file's kept configs and exit")
     diff = sub.add_parser("diff", help="routes, upstreams, listeners and policies added, removed, changed")
     diff.add_argument("old")
     diff.add_argument("new")
@@ -325,14 +426,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "cert":
             return _cert_dev(args.dir)
         if args.command == "check":
-            print(_summary(load_snapshot(args.config)))
+            print(_summary(_load(args.config)[1]))
             return 0
         if args.command == "reload":
             return _signal(args, signal.SIGHUP, "reload")
         if args.command == "stop":
             return _signal(args, signal.SIGTERM, "stop")
         if args.command == "rollback":
-            return _signal(args, signal.SIGUSR2, "rollback")
+            return _rollback_list(args) if args.list else _signal(args, signal.SIGUSR2, "rollback")
         if args.command == "diff":
             return _diff(args)
         if args.command == "audit":

@@ -45,11 +45,20 @@ def test_check_examples(tmp_path: Path) -> None:
         (tmp_path / extra.name).write_text(extra.read_text())
     examples = sorted((ROOT / "conf" / "examples").glob("*.toml"))
     assert len(examples) >= 2
+    # check resolves every secret reference, as run does: environment variables and systemd credentials.
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "admin-token").write_text("t\n")
+    (credentials / "audit-key").write_text("k" * 32)
+    env = {
+        "FASTGW_KEY_PEPPER": "p" * 32,
+        "FASTGW_ADMIN_TOKEN": "t",
+        "CREDENTIALS_DIRECTORY": str(credentials),
+    }
     for path in examples:
         copy = tmp_path / path.name
         copy.write_text(path.read_text())
-        # Secrets by reference: the API key example reads its pepper from the environment.
-        out = fastgw("check", str(copy), env={"FASTGW_KEY_PEPPER": "p" * 32, "FASTGW_ADMIN_TOKEN": "t"})
+        out = fastgw("check", str(copy), env=env)
         assert out.returncode == 0, f"{path}: {out.stderr}"
 
 
@@ -127,3 +136,79 @@ def test_check_names_http2_and_the_redis_host_but_never_its_password(tmp_path: P
     assert "http2=on" in out.stdout
     assert "rate limits shared through redis 10.1.2.3:6379/0" in out.stdout
     assert "s3cret" not in out.stdout + out.stderr
+
+
+def test_check_and_run_refuse_the_same_bad_configs_with_the_same_line(tmp_path: Path) -> None:
+    """`check` and `run` share one validation path: each bad config is refused by both, exit 2, with
+    the same one line naming file, key and reason (and `run` never starts on it, never hangs)."""
+    base = (
+        '[[listeners]]\nbind = "127.0.0.1:0"\n[upstreams.u]\ntargets = ["127.0.0.1:1"]\n'
+        '[[routes]]\nname = "r"\npath = "/"\nupstream = "u"\nauth = "none"\n'
+        f'[state]\ndir = "{tmp_path / "state"}"\n'
+    )
+    missing = tmp_path / "no-such-secret"
+    credentials = tmp_path / "credentials"  # exists, holds nothing
+    credentials.mkdir()
+    huge = "1" + "0" * 400  # beyond any float
+    cases = [
+        (
+            base + f'[admin]\ntoken = {{ file = "{missing}" }}\n',
+            f"admin.token: cannot read secret file {missing}: No such file or directory",
+        ),
+        (
+            base + '[admin]\ntoken = { env = "FASTGW_TEST_NO_SUCH_VAR" }\n',
+            "admin.token: environment variable FASTGW_TEST_NO_SUCH_VAR is not set",
+        ),
+        (
+            base + '[audit]\nkey = { credential = "audit-key" }\n',
+            f"audit.key: cannot read secret file {credentials / 'audit-key'}: No such file or directory",
+        ),
+        (
+            base + "[process]\nworkers = 99999999999999999999999\n",
+            "process.workers: 99999999999999999999999 is more than the maximum 1024 (",
+        ),
+        (
+            base + "[rate_limits]\ncapacity = 1000000000000\n",
+            "rate_limits.capacity: 1000000000000 is more than the maximum 16777216 (",
+        ),
+        (
+            base + "[server]\nheader_timeout = nan\n",
+            "server.header_timeout: expected a finite number, got nan",
+        ),
+        (base + "[server]\ndrain_timeout = inf\n", "server.drain_timeout: expected a finite number, got inf"),
+        (
+            base + "[server]\nidle_timeout = 1e300\n",
+            "server.idle_timeout: 1e+300 is more than the maximum 86400 (",
+        ),
+        (
+            base + f"[process]\nreload_timeout = {huge}\n",
+            f"process.reload_timeout: {huge} is too large a number",
+        ),
+        (
+            base.replace('bind = "127.0.0.1:0"', 'bind = "127.0.0.1:0"\nbacklog = 10000000000'),
+            "listeners[0].backlog: 10000000000 is more than the maximum 65535 (",
+        ),
+    ]
+    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if memory < 2 * 1024 * (1 << 24) * 32:  # 512 GiB of counters: more than half of this machine
+        cases.append(
+            (
+                base + "[process]\nworkers = 1024\n[rate_limits]\ncapacity = 16777216\n",
+                "rate_limits.capacity: 1024 workers x 16777216 cells x 32 bytes = 524288 MiB of shared",
+            )
+        )
+    config = tmp_path / "bad.toml"
+    for text, expected in cases:
+        config.write_text(text)
+        lines = {}
+        for command in ("check", "run"):
+            out = fastgw(command, str(config), env={"CREDENTIALS_DIRECTORY": str(credentials)})
+            assert out.returncode == 2, (command, text, out.stdout, out.stderr)
+            assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr, out.stderr
+            lines[command] = out.stderr
+        assert lines["check"] == lines["run"], lines
+        assert lines["check"].startswith(f"fastgw: {config}: {expected}"), (lines["check"], expected)
+    # --workers goes through the same maximum.
+    config.write_text(base)
+    out = fastgw("run", str(config), "--workers", "5000")
+    assert out.returncode == 2 and out.stderr.startswith("fastgw: --workers: 5000 is not between 0 and 1024")

@@ -1052,6 +1052,11 @@ def compile_config(data: bytes, file: str) -> Snapshot:
     return compile_spec(parse_config(data, file), data, file)
 
 
+def compile_state(spec: StateSpec, file: str) -> StateSettings:
+    """Only the [state] settings (where the pid file and the config history are): no secrets needed."""
+    return _Compiler(file).state(spec)
+
+
 def load_snapshot(path: str) -> Snapshot:
     """Read, parse and compile a config file. Raises ConfigError."""
     return compile_config(read_config_bytes(path), path)

@@ -2,13 +2,16 @@
 
 Every refusal is a :class:`ConfigError` naming the file, the key path and the reason, with a did-you-mean
 for misspelt keys and values: ``conf/x.toml: routes[2].auht: unknown key (did you mean 'auth'?)``. The
-conversion is driven by the spec dataclasses' type hints, so it cannot drift from the schema.
+conversion is driven by the spec dataclasses' type hints, so it cannot drift from the schema; a number
+above its key's stated maximum (``schema.doc(most=...)``) is refused with the reason for that maximum, and
+numbers must be finite (TOML allows ``inf`` and ``nan``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import tomllib
 import types
 import typing
@@ -85,7 +88,13 @@ class _Converter:
         if tp is float:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise self.error(path, f"expected a number, got {value!r}")
-            return float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # an integer beyond any float
+                raise self.error(path, f"{value} is too large a number") from None
+            if not math.isfinite(number):  # TOML has inf and nan; neither is a usable setting
+                raise self.error(path, f"expected a finite number, got {value!r}")
+            return number
         if tp is int:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise self.error(path, f"expected an integer, got {value!r}")
@@ -114,6 +123,11 @@ class _Converter:
             where = f"{path}.{name}" if path else name
             if name in value:
                 kwargs[name] = self.convert(hints[name], value[name], where)
+                most = f.metadata.get("max")
+                if most is not None and kwargs[name] is not None and kwargs[name] > most:
+                    raise self.error(
+                        where, f"{value[name]} is more than the maximum {most} ({f.metadata['max_reason']})"
+                    )
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 reason = "missing required key"
                 if name == "auth":
@@ -122,15 +136,24 @@ class _Converter:
         return cls(**kwargs)
 
 
-def parse_config(data: bytes, file: str) -> ConfigSpec:
-    """Parse TOML bytes into a ConfigSpec. Raises ConfigError."""
+def _document(data: bytes, file: str) -> dict[str, Any]:
     try:
-        document = tomllib.loads(data.decode("utf-8"))
+        return tomllib.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ConfigError(file, "", f"not UTF-8: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, "", f"invalid TOML: {exc}") from None
-    return _Converter(file).table(ConfigSpec, document, "")
+
+
+def parse_config(data: bytes, file: str) -> ConfigSpec:
+    """Parse TOML bytes into a ConfigSpec. Raises ConfigError."""
+    return _Converter(file).table(ConfigSpec, _document(data, file), "")
+
+
+def parse_table(data: bytes, file: str, key: str, cls: type[T]) -> T:
+    """Only the top-level table ``key`` (its defaults when absent), whatever errors the rest holds: how
+    the CLI finds a running gateway's pid file in a config the gateway may yet refuse."""
+    return _Converter(file).table(cls, _document(data, file).get(key, {}), key)
 
 
 def read_config_bytes(path: str) -> bytes:

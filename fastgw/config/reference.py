@@ -143,7 +143,10 @@ def render() -> str:
         out.append(f"#### `{title}`\n\n{blurb}\n")
         out.append("| key | type | default | meaning |\n|---|---|---|---|")
         for f in dataclasses.fields(cls):
-            out.append(f"| `{f.name}` | {_type(hints[f.name])} | {_default(f)} | {f.metadata['doc']} |")
+            meaning = f.metadata["doc"]
+            if "max" in f.metadata:
+                meaning += f"; at most {f.metadata['max']} ({f.metadata['max_reason']})"
+            out.append(f"| `{f.name}` | {_type(hints[f.name])} | {_default(f)} | {meaning} |")
         out.append("")
     return "\n".join(out)
 

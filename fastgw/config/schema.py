@@ -9,14 +9,56 @@ CIDRs) happens in ``compiler.py``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+# The largest value of each numeric key, with the reason for it. The loader refuses a larger value with
+# this reason (one line naming file and key), so `fastgw check` catches what would make `fastgw run` hang
+# or fail later; the configuration reference shows each one. (value, reason)
+SECONDS_MAX: Final = (86400, "a day: a longer deadline is no deadline at all")
+HEAD_MAX: Final = (1 * MiB, "a request head is buffered whole in memory, per connection")
+HEADER_COUNT_MAX: Final = (10000, "every header line is parsed and kept, per request")
+BODY_MAX: Final = (1024 * GiB, "1 TiB: bodies are streamed, a larger ceiling is a typo")
+RATE_BYTES_MAX: Final = (1 * GiB, "faster than any client link: a higher minimum refuses every upload")
+CONNECTIONS_MAX: Final = (1 << 20, "the kernel's ceiling on open files per process (fs.nr_open)")
+PIPELINED_MAX: Final = (1024, "queued requests are held in memory, per connection")
+STREAMS_MAX: Final = (10000, "every open stream holds buffers in memory, per connection")
+H2_WINDOW_MAX: Final = (2**31 - 1, "the largest flow-control window (RFC 9113 6.9.2)")
+H2_STREAM_IDS_MAX: Final = (2**30, "client stream ids are odd 31-bit numbers: 2^30 of them")
+PER_SECOND_MAX: Final = (1_000_000, "no legitimate client comes near it: higher is no limit at all")
+CONTINUATION_MAX: Final = (1024, "the frames of one header block are held until it ends")
+BUFFER_MAX: Final = (1 * GiB, "bytes held in memory for one client")
+BACKLOG_MAX: Final = (65535, "the kernel caps listen(2) at net.core.somaxconn, at most 65535 on most systems")
+LOG_PENDING_MAX: Final = (1 << 20, "records wait in memory (about 200 bytes each, 200 MiB at most)")
+PORTS_MAX: Final = (65535, "each connection to a target address takes one local port")
+COUNT_MAX: Final = (1_000_000, "a count never reached in practice: higher is no limit at all")
+FRACTION_MAX: Final = (1, "a fraction of requests")
+PROBES_MAX: Final = (1000, "consecutive probes: more takes hours to change a target's state")
+PREFLIGHT_AGE_MAX: Final = (86400, "browsers cache a preflight for 24 hours at most (Firefox; Chromium 2 h)")
+REQUESTS_MAX: Final = (1_000_000_000, "a billion per window: a larger limit limits nothing")
+WINDOW_MAX: Final = (31 * 86400, "31 days: longer periods are quotas (quota = 'month')")
+CONCURRENCY_MAX: Final = (1_000_000, "requests in flight at once: connection limits stop far earlier")
+QUEUE_MAX: Final = (10000, "waiting requests are held in memory, per worker")
+WAIT_MAX: Final = (3600, "an hour: clients and proxies give up long before")
+FLUSH_MAX: Final = (60, "counts are shared only at flushes: beyond a minute the limit is per node")
+CAPACITY_MAX: Final = (
+    1 << 24,
+    "cells are 32 bytes per worker in shared memory allocated at start: 512 MiB per worker at most",
+)
+QUOTA_FLUSH_MAX: Final = (3600, "a crash of the node loses at most one interval of quota counts")
+WORKERS_MAX: Final = (1024, "one per CPU is the useful most; each adds a process and a counter shard")
+KEEP_CONFIGS_MAX: Final = (1000, "each kept config is a file in the state directory")
+CACHE_MAX: Final = (10_000_000, "entries held in memory, per worker")
 
 
-def doc(text: str, default: Any = None, **kw: Any) -> Any:
-    """A dataclass field with its documentation; ``default=...`` marks the key as required."""
-    meta = {"doc": text}
+def doc(text: str, default: Any = None, *, most: tuple[float, str] | None = None, **kw: Any) -> Any:
+    """A dataclass field with its documentation; ``default=...`` marks the key as required; ``most`` is
+    a numeric key's (maximum, reason), checked by the loader and shown in the reference."""
+    meta: dict[str, Any] = {"doc": text}
+    if most is not None:
+        meta["max"], meta["max_reason"] = most
     if default is ...:
         return field(metadata=meta, **kw)
     if isinstance(default, (list, dict)):
@@ -27,22 +69,38 @@ def doc(text: str, default: Any = None, **kw: Any) -> Any:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServerSpec:
     http1: Literal["auto", "httptools", "h11"] = doc("HTTP/1 parser backend; auto picks httptools", "auto")
-    max_header_bytes: int = doc("largest request header section in bytes (else 431)", 16384)
-    max_header_count: int = doc("most request header lines (else 431)", 100)
-    max_target_bytes: int = doc("longest request target in bytes (else 414)", 8192)
+    max_header_bytes: int = doc("largest request header section in bytes (else 431)", 16384, most=HEAD_MAX)
+    max_header_count: int = doc("most request header lines (else 431)", 100, most=HEADER_COUNT_MAX)
+    max_target_bytes: int = doc("longest request target in bytes (else 414)", 8192, most=HEAD_MAX)
     max_body_bytes: int = doc(
-        "largest request body in bytes, unless a route sets its own (else 413)", 10 * MiB
+        "largest request body in bytes, unless a route sets its own (else 413)", 10 * MiB, most=BODY_MAX
     )
-    header_timeout: float = doc("seconds to receive a complete request head (else 408 and close)", 10.0)
-    body_timeout: float = doc("seconds without any body byte before a body read times out (408)", 30.0)
-    body_min_rate: int = doc("minimum average body rate in bytes/s, enforced after body_timeout", 1024)
-    idle_timeout: float = doc("seconds a keep-alive connection may sit idle between requests", 60.0)
-    send_timeout: float = doc("seconds a client may stop reading a response before it is dropped", 30.0)
+    header_timeout: float = doc(
+        "seconds to receive a complete request head (else 408 and close)", 10.0, most=SECONDS_MAX
+    )
+    body_timeout: float = doc(
+        "seconds without any body byte before a body read times out (408)", 30.0, most=SECONDS_MAX
+    )
+    body_min_rate: int = doc(
+        "minimum average body rate in bytes/s, enforced after body_timeout", 1024, most=RATE_BYTES_MAX
+    )
+    idle_timeout: float = doc(
+        "seconds a keep-alive connection may sit idle between requests", 60.0, most=SECONDS_MAX
+    )
+    send_timeout: float = doc(
+        "seconds a client may stop reading a response before it is dropped", 30.0, most=SECONDS_MAX
+    )
     max_connections: int = doc(
-        "client connections per worker; beyond it new ones get 503 and are closed", 10000
+        "client connections per worker; beyond it new ones get 503 and are closed",
+        10000,
+        most=CONNECTIONS_MAX,
     )
-    max_connections_per_ip: int = doc("client connections per client address per worker", 1024)
-    max_pipelined: int = doc("pipelined requests queued per connection before reading pauses", 16)
+    max_connections_per_ip: int = doc(
+        "client connections per client address per worker", 1024, most=CONNECTIONS_MAX
+    )
+    max_pipelined: int = doc(
+        "pipelined requests queued per connection before reading pauses", 16, most=PIPELINED_MAX
+    )
     batch_writes: bool = doc(
         "hold upstream requests and HTTP/1 responses ready in one event-loop iteration and write them"
         " together at its end: fewer wake-ups of the peers' CPUs under load (HTTP/2 responses are always"
@@ -56,7 +114,7 @@ class ServerSpec:
     )
     trusted_proxies: tuple[str, ...] = doc("CIDRs whose X-Forwarded-For is believed", ())
     server_name: str = doc("pseudonym this gateway adds to Via", "fastgw")
-    drain_timeout: float = doc("seconds in-flight requests get to finish on shutdown", 10.0)
+    drain_timeout: float = doc("seconds in-flight requests get to finish on shutdown", 10.0, most=SECONDS_MAX)
     snapshot_header: str = doc(
         "request header telling the upstream which config snapshot routed it ('' = none)", "fastgw-snapshot"
     )
@@ -67,34 +125,50 @@ class Http2Spec:
     enabled: bool = doc(
         "serve HTTP/2: ALPN 'h2' on TLS listeners, prior-knowledge h2c on cleartext ones", True
     )
-    max_concurrent_streams: int = doc("streams a client may have open at once (SETTINGS)", 100)
+    max_concurrent_streams: int = doc(
+        "streams a client may have open at once (SETTINGS)", 100, most=STREAMS_MAX
+    )
     initial_window_size: int = doc(
-        "bytes of request body a stream may send before the upstream has taken them (flow control)", 65535
+        "bytes of request body a stream may send before the upstream has taken them (flow control)",
+        65535,
+        most=H2_WINDOW_MAX,
     )
     max_header_list_size: int = doc(
-        "decoded request header bytes per stream (SETTINGS; 0 = server.max_header_bytes)", 0
+        "decoded request header bytes per stream (SETTINGS; 0 = server.max_header_bytes)", 0, most=HEAD_MAX
     )
     max_requests_per_connection: int = doc(
-        "streams one connection may open; then GOAWAY and the client reconnects", 10000
+        "streams one connection may open; then GOAWAY and the client reconnects",
+        10000,
+        most=H2_STREAM_IDS_MAX,
     )
     max_resets_per_second: int = doc(
-        "RST_STREAM frames a client may send per second (rapid reset, CVE-2023-44487)", 200
+        "RST_STREAM frames a client may send per second (rapid reset, CVE-2023-44487)",
+        200,
+        most=PER_SECOND_MAX,
     )
     max_control_frames_per_second: int = doc(
-        "SETTINGS, PING, PRIORITY and WINDOW_UPDATE frames a client may send per second", 1000
+        "SETTINGS, PING, PRIORITY and WINDOW_UPDATE frames a client may send per second",
+        1000,
+        most=PER_SECOND_MAX,
     )
     max_empty_frames_per_second: int = doc(
         "frames without payload or END_STREAM (empty DATA, empty CONTINUATION) a client may send per second",
         100,
+        most=PER_SECOND_MAX,
     )
-    max_continuation_frames: int = doc("CONTINUATION frames one header block may span", 32)
+    max_continuation_frames: int = doc(
+        "CONTINUATION frames one header block may span", 32, most=CONTINUATION_MAX
+    )
     max_outbound_buffer: int = doc(
-        "bytes queued to a client that is not reading before its connection is dropped", 1024 * 1024
+        "bytes queued to a client that is not reading before its connection is dropped",
+        1024 * 1024,
+        most=BUFFER_MAX,
     )
     stream_buffer: int = doc(
         "response bytes buffered per stream while the client's window is closed before the upstream "
         "read pauses",
         65536,
+        most=BUFFER_MAX,
     )
 
 
@@ -122,7 +196,7 @@ class ListenerSpec:
     bind: str = doc("address:port to listen on, e.g. 127.0.0.1:8080 or [::1]:8080", ...)
     name: str = doc("listener name used in logs", "public")
     proxy_protocol: bool = doc("require a PROXY protocol v1/v2 header on every connection", False)
-    backlog: int = doc("listen(2) backlog", 2048)
+    backlog: int = doc("listen(2) backlog", 2048, most=BACKLOG_MAX)
     tls: TlsSpec | None = doc("terminate TLS on this listener (a table, see listeners.tls)", None)
 
 
@@ -148,7 +222,9 @@ class AccessLogSpec:
             "x-amz-credential",
         ),
     )
-    max_pending: int = doc("records buffered before new ones are dropped (and counted)", 65536)
+    max_pending: int = doc(
+        "records buffered before new ones are dropped (and counted)", 65536, most=LOG_PENDING_MAX
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -176,10 +252,10 @@ class UpstreamTlsSpec:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HealthCheckSpec:
     path: str = doc("path probed with GET on every target", "/")
-    interval: float = doc("seconds between probes of a target", 5.0)
-    timeout: float = doc("seconds a probe may take (connect + response head)", 2.0)
-    healthy_threshold: int = doc("consecutive successes that bring a target back", 2)
-    unhealthy_threshold: int = doc("consecutive failures that take a target out", 3)
+    interval: float = doc("seconds between probes of a target", 5.0, most=SECONDS_MAX)
+    timeout: float = doc("seconds a probe may take (connect + response head)", 2.0, most=SECONDS_MAX)
+    healthy_threshold: int = doc("consecutive successes that bring a target back", 2, most=PROBES_MAX)
+    unhealthy_threshold: int = doc("consecutive failures that take a target out", 3, most=PROBES_MAX)
     expect_status: str = doc("status range that counts as healthy, e.g. '200-299'", "200-399")
     host: str | None = doc("Host header of probes (default: the target's host)", None)
 
@@ -188,28 +264,40 @@ class HealthCheckSpec:
 class UpstreamSpec:
     targets: tuple[str, ...] = doc("host:port of each backend", ...)
     balance: Literal["round_robin", "least_conn"] = doc("how a target is chosen", "round_robin")
-    max_connections: int = doc("connections per target per worker, connects in flight included", 256)
-    max_idle: int = doc("idle keep-alive connections kept per target per worker", 64)
-    idle_timeout: float = doc("seconds an idle upstream connection is kept", 30.0)
-    connect_timeout: float = doc("seconds to establish a connection (else 504)", 3.0)
+    max_connections: int = doc(
+        "connections per target per worker, connects in flight included", 256, most=PORTS_MAX
+    )
+    max_idle: int = doc("idle keep-alive connections kept per target per worker", 64, most=PORTS_MAX)
+    idle_timeout: float = doc("seconds an idle upstream connection is kept", 30.0, most=SECONDS_MAX)
+    connect_timeout: float = doc("seconds to establish a connection (else 504)", 3.0, most=SECONDS_MAX)
     first_byte_timeout: float | None = doc(
         "seconds from the end of the request body to the first response byte (else 504); default:"
         " read_timeout. The clock starts only once the client's whole body was sent on: a slow upload is"
         " the client's stall (server.body_timeout), never the upstream's",
         None,
+        most=SECONDS_MAX,
     )
     read_timeout: float = doc(
         "seconds without a response byte once the response has begun (else 504, or a reset if bytes"
         " already reached the client); also the first-byte wait unless first_byte_timeout is set",
         30.0,
+        most=SECONDS_MAX,
     )
-    queue_timeout: float = doc("seconds a request waits for a free connection at the limit (else 503)", 5.0)
-    max_failures: int = doc("consecutive failures that eject a target (passive health)", 3)
-    eject_seconds: float = doc("seconds an ejected target is skipped", 10.0)
+    queue_timeout: float = doc(
+        "seconds a request waits for a free connection at the limit (else 503)", 5.0, most=SECONDS_MAX
+    )
+    max_failures: int = doc("consecutive failures that eject a target (passive health)", 3, most=COUNT_MAX)
+    eject_seconds: float = doc("seconds an ejected target is skipped", 10.0, most=SECONDS_MAX)
     retry: bool = doc("retry idempotent requests once when a reused connection was closed", True)
-    dns_ttl: float = doc("seconds a target host name's addresses are used before it is resolved again", 30.0)
-    retry_budget: float = doc("retries allowed per worker as a fraction of requests (10 s windows)", 0.2)
-    retry_min: int = doc("retries always allowed per worker per 10 s window, whatever the budget", 10)
+    dns_ttl: float = doc(
+        "seconds a target host name's addresses are used before it is resolved again", 30.0, most=SECONDS_MAX
+    )
+    retry_budget: float = doc(
+        "retries allowed per worker as a fraction of requests (10 s windows)", 0.2, most=FRACTION_MAX
+    )
+    retry_min: int = doc(
+        "retries always allowed per worker per 10 s window, whatever the budget", 10, most=COUNT_MAX
+    )
     health_check: HealthCheckSpec | None = doc(
         "active health checks (a table, see upstreams.NAME.health_check)", None
     )
@@ -255,7 +343,7 @@ class CorsSpec:
     )
     expose_headers: tuple[str, ...] = doc("response headers scripts may read", ())
     allow_credentials: bool = doc("allow cookies and credentials (not with '*')", False)
-    max_age: int = doc("seconds browsers may cache a preflight answer", 600)
+    max_age: int = doc("seconds browsers may cache a preflight answer", 600, most=PREFLIGHT_AGE_MAX)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -270,11 +358,13 @@ class SecurityHeadersSpec:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RateLimitSpec:
     name: str = doc("the limit's name (in headers, logs and metrics; its counts survive reloads)", ...)
-    rate: int = doc("requests admitted per window (0 with concurrency)", 0)
-    per: float = doc("the window in seconds (sliding)", 1.0)
-    concurrency: int = doc("instead of a rate: requests in flight at once for the key", 0)
+    rate: int = doc("requests admitted per window (0 with concurrency)", 0, most=REQUESTS_MAX)
+    per: float = doc("the window in seconds (sliding)", 1.0, most=WINDOW_MAX)
+    concurrency: int = doc(
+        "instead of a rate: requests in flight at once for the key", 0, most=CONCURRENCY_MAX
+    )
     algorithm: Literal["sliding", "gcra"] = doc("sliding window, or GCRA (rate + burst)", "sliding")
-    burst: int = doc("GCRA: requests admitted at once on top of the rate", 0)
+    burst: int = doc("GCRA: requests admitted at once on top of the rate", 0, most=REQUESTS_MAX)
     key: Literal["ip", "route", "consumer", "api_key", "header"] = doc(
         "what is counted: client address, the whole route, the consumer (its address when anonymous), "
         "the API key (the consumer for tokens and certificates), or a header's value",
@@ -289,8 +379,9 @@ class RateLimitSpec:
         "throttle instead of refusing: requests over the limit wait in a fair queue of this many per "
         "worker (0 = refuse at once)",
         0,
+        most=QUEUE_MAX,
     )
-    max_wait: float = doc("seconds a queued request may wait before its 429", 1.0)
+    max_wait: float = doc("seconds a queued request may wait before its 429", 1.0, most=WAIT_MAX)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -299,8 +390,10 @@ class RedisSpec:
         "redis:// or rediss:// URL of the store the nodes share (a password in it: use url_secret)", ""
     )
     url_secret: SecretSpec | None = doc("the URL as a secret reference, when it carries a password", None)
-    flush_interval: float = doc("seconds between flushes of this worker's counts (<= 0.05 recommended)", 0.05)
-    timeout: float = doc("seconds a flush may take before the store counts as down", 0.25)
+    flush_interval: float = doc(
+        "seconds between flushes of this worker's counts (<= 0.05 recommended)", 0.05, most=FLUSH_MAX
+    )
+    timeout: float = doc("seconds a flush may take before the store counts as down", 0.25, most=FLUSH_MAX)
     failure: Literal["open", "closed"] = doc(
         "store down: 'open' keeps node-local limits, 'closed' refuses limited requests with 503", "open"
     )
@@ -308,9 +401,13 @@ class RedisSpec:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RateLimitsSpec:
-    capacity: int = doc("counter cells per worker in shared memory (32 bytes each; needs a restart)", 65536)
+    capacity: int = doc(
+        "counter cells per worker in shared memory (32 bytes each; needs a restart)", 65536, most=CAPACITY_MAX
+    )
     quota_flush: float = doc(
-        "seconds between a worker's sends of quota counts to the store (a crash loses at most this)", 1.0
+        "seconds between a worker's sends of quota counts to the store (a crash loses at most this)",
+        1.0,
+        most=QUOTA_FLUSH_MAX,
     )
     redis: RedisSpec | None = doc(
         "[rate_limits.redis]: share sliding-window limits across gateways (cluster mode)", None
@@ -331,7 +428,9 @@ class RouteSpec:
     methods: tuple[str, ...] = doc("allowed methods; empty allows all", ())
     strip_prefix: bool = doc("remove the matched prefix before forwarding", False)
     preserve_host: bool = doc("forward the client's Host instead of the target's host:port", False)
-    max_body_bytes: int | None = doc("body limit for this route (default: server.max_body_bytes)", None)
+    max_body_bytes: int | None = doc(
+        "body limit for this route (default: server.max_body_bytes)", None, most=BODY_MAX
+    )
     request_headers: HeaderOpsSpec = doc("headers set/removed before forwarding", HeaderOpsSpec())
     response_headers: HeaderOpsSpec = doc("headers set/removed on responses", HeaderOpsSpec())
     network: NetworkSpec | None = doc("route-level IP rules, applied after the global ones", None)
@@ -356,18 +455,26 @@ class SecretSpec:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProcessSpec:
-    workers: int = doc("worker processes; 0 = one per CPU (`fastgw run --workers N` overrides)", 0)
+    workers: int = doc(
+        "worker processes; 0 = one per CPU (`fastgw run --workers N` overrides)", 0, most=WORKERS_MAX
+    )
     reuse_port: bool = doc("one SO_REUSEPORT socket per worker instead of one shared socket", False)
     max_connection_age: float = doc(
         "seconds a client connection is kept (each one 0-10% less, so they do not all end at once):"
         " then its next response says Connection: close (HTTP/2: GOAWAY) and the client reconnects, so"
-        " long-lived connections spread over the workers again after a worker restart; 0 = forever;"
-        " at most 86400",
+        " long-lived connections spread over the workers again after a worker restart; 0 = forever",
         300.0,
+        most=(86400, "a day: longer is the same as forever for rebalancing"),
     )
-    restart_backoff_max: float = doc("longest wait in seconds before restarting a crashing child", 30.0)
-    reload_timeout: float = doc("seconds workers get to compile and acknowledge a reload", 10.0)
-    hang_timeout: float = doc("seconds a worker's event loop may stop ticking before it is killed", 30.0)
+    restart_backoff_max: float = doc(
+        "longest wait in seconds before restarting a crashing child", 30.0, most=SECONDS_MAX
+    )
+    reload_timeout: float = doc(
+        "seconds workers get to compile and acknowledge a reload", 10.0, most=SECONDS_MAX
+    )
+    hang_timeout: float = doc(
+        "seconds a worker's event loop may stop ticking before it is killed", 30.0, most=SECONDS_MAX
+    )
     watchdog: bool = doc("send systemd WATCHDOG=1 pings when WatchdogSec= is set", True)
 
 
@@ -378,7 +485,7 @@ class StateSpec:
         "else ~/.local/state/fastgw",
         "",
     )
-    keep_configs: int = doc("valid configs kept for `fastgw rollback`", 10)
+    keep_configs: int = doc("valid configs kept for `fastgw rollback`", 10, most=KEEP_CONFIGS_MAX)
     pid_file: str = doc("pid file of the supervisor (default: DIR/fastgw.pid)", "")
 
 
@@ -430,11 +537,13 @@ class JwtIssuerSpec:
     jwks_file: str | None = doc("a JWKS file (JSON Web Key Set): keys chosen by 'kid'", None)
     jwks_url: str | None = doc("a JWKS URL, fetched by each worker and refreshed in the background", None)
     discovery_url: str | None = doc("an OIDC discovery document whose jwks_uri names the JWKS", None)
-    jwks_refresh: float = doc("seconds between background JWKS refreshes", 300.0)
-    jwks_min_interval: float = doc("least seconds between fetches (an unknown kid triggers one)", 10.0)
-    jwks_timeout: float = doc("seconds a JWKS or discovery fetch may take", 3.0)
+    jwks_refresh: float = doc("seconds between background JWKS refreshes", 300.0, most=SECONDS_MAX)
+    jwks_min_interval: float = doc(
+        "least seconds between fetches (an unknown kid triggers one)", 10.0, most=SECONDS_MAX
+    )
+    jwks_timeout: float = doc("seconds a JWKS or discovery fetch may take", 3.0, most=SECONDS_MAX)
     ca: str | None = doc("PEM bundle to verify the JWKS and discovery URLs with (default: system)", None)
-    leeway: float = doc("seconds of clock skew tolerated on exp, nbf and iat", 30.0)
+    leeway: float = doc("seconds of clock skew tolerated on exp, nbf and iat", 30.0, most=SECONDS_MAX)
     consumer_claim: str = doc("claim naming the caller", "sub")
     scopes_claim: str = doc("claim with the scopes ('' = 'scope' (space-separated) or 'scp')", "")
     roles_claim: str = doc("claim with the roles (a list; '' = none)", "roles")
@@ -459,10 +568,10 @@ class JweSpec:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JwtSpec:
     issuers: dict[str, JwtIssuerSpec] = doc("[jwt.issuers.NAME] tables, one per token issuer", ...)
-    max_token_bytes: int = doc("longest bearer token accepted (else 401)", 8192)
-    cache_size: int = doc("verified (and refused) tokens remembered per worker", 10000)
+    max_token_bytes: int = doc("longest bearer token accepted (else 401)", 8192, most=HEAD_MAX)
+    cache_size: int = doc("verified (and refused) tokens remembered per worker", 10000, most=CACHE_MAX)
     jwe: JweSpec | None = doc("decrypt nested JWE tokens before verifying them (a table, see jwt.jwe)", None)
-    negative_ttl: float = doc("seconds a refused token is answered from the cache", 30.0)
+    negative_ttl: float = doc("seconds a refused token is answered from the cache", 30.0, most=SECONDS_MAX)
     mode: Literal["enforce", "shadow"] = doc(
         "shadow: a failed check is logged and counted, the request goes on as anonymous", "enforce"
     )
@@ -492,10 +601,14 @@ class IntrospectionSpec:
     url: str = doc("the RFC 7662 introspection endpoint (https:// advised)", ...)
     client_id: str = doc("the gateway's client id at the authorization server", ...)
     client_secret: SecretSpec = doc("its client secret (a secret reference)", ...)
-    timeout: float = doc("seconds an introspection call may take (else 503, fail closed)", 2.0)
-    cache_ttl: float = doc("seconds an active answer is reused (never past the token's exp)", 60.0)
-    negative_ttl: float = doc("seconds an inactive answer is reused", 10.0)
-    cache_size: int = doc("tokens remembered per worker", 10000)
+    timeout: float = doc(
+        "seconds an introspection call may take (else 503, fail closed)", 2.0, most=SECONDS_MAX
+    )
+    cache_ttl: float = doc(
+        "seconds an active answer is reused (never past the token's exp)", 60.0, most=SECONDS_MAX
+    )
+    negative_ttl: float = doc("seconds an inactive answer is reused", 10.0, most=SECONDS_MAX)
+    cache_size: int = doc("tokens remembered per worker", 10000, most=CACHE_MAX)
     ca: str | None = doc("PEM bundle to verify the endpoint with instead of the system store", None)
     mode: Literal["enforce", "shadow"] = doc(
         "shadow: a failed check is logged and counted, the request goes on as anonymous", "enforce"
@@ -505,11 +618,17 @@ class IntrospectionSpec:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AuthThrottleSpec:
     enabled: bool = doc("slow down, then refuse, clients that keep failing authentication", True)
-    window: float = doc("seconds over which failures are counted", 60.0)
-    slow_after: int = doc("failures in the window after which each failure is answered late", 10)
-    delay: float = doc("seconds a failure answer is held back once slowed", 1.0)
-    block_after: int = doc("failures in the window after which the client is refused (429)", 50)
-    block_seconds: float = doc("seconds a blocked client address or key prefix stays refused", 300.0)
+    window: float = doc("seconds over which failures are counted", 60.0, most=SECONDS_MAX)
+    slow_after: int = doc(
+        "failures in the window after which each failure is answered late", 10, most=COUNT_MAX
+    )
+    delay: float = doc("seconds a failure answer is held back once slowed", 1.0, most=WAIT_MAX)
+    block_after: int = doc(
+        "failures in the window after which the client is refused (429)", 50, most=COUNT_MAX
+    )
+    block_seconds: float = doc(
+        "seconds a blocked client address or key prefix stays refused", 300.0, most=SECONDS_MAX
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

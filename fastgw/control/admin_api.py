@@ -2,14 +2,18 @@
 
 Never on the public listener. Every endpoint but the probes needs ``Authorization: Bearer <token>``; the
 token is read from its secret reference at start and kept only as a SHA-256 digest, compared in constant
-time. h11 parses: this path is cold, so correctness and strictness beat speed here.
+time. h11 parses: this path is cold, so correctness and strictness beat speed here. Every field is meant
+for people: times are ISO 8601 UTC strings (``_TIMES``), periods are named with their start and end, never
+the raw numbers the store and the counters keep.
 
     GET  /healthz    200 while the control process runs (no token)
     GET  /readyz     200 when every worker is connected and on the snapshot in force, else 503 (no token)
     GET  /status     snapshot id, source and load time, uptime, workers, connections
     GET  /routes     the routes of the snapshot in force
-    POST /reload     re-read the config file; 200 with the new snapshot, 422 if it is invalid
-    POST /rollback   restore the previous valid config; 200, or 422 if there is none
+    GET  /quotas     quota counts: limit, key, period (day/month with ISO start and end), count
+    POST /reload     re-read the config file; 200 with the new snapshot once every worker serves it, 422
+                     if it is invalid or changes a setting that needs a restart, 503 if not confirmed
+    POST /rollback   restore the previous valid config of the same file; as /reload (422 if there is none)
     GET  /metrics    Prometheus exposition (no token when admin.open_metrics = true)
     GET|POST /consumers, GET|POST /keys, POST /keys/ID/rotate|revoke|expire: consumers and API keys
 """
@@ -31,6 +35,7 @@ import orjson
 from fastgw.codec.problem import PROBLEM_BASE
 from fastgw.control.keys import KeyServiceError
 from fastgw.metrics.exposition import render
+from fastgw.policy.quota import period_bounds
 from fastgw.secrets import resolve_secret
 from fastgw.snapshot import AdminSettings
 
@@ -38,6 +43,8 @@ if TYPE_CHECKING:
     from fastgw.control.process import ControlProcess
 
 MAX_BODY: Final = 64 * 1024
+# Fields the store keeps as unix seconds, shown as ISO 8601 UTC (null stays null).
+_TIMES: Final = ("created", "expires", "revoked", "updated")
 READ_TIMEOUT: Final = 10.0
 PROBLEM: Final = "application/problem+json"
 
@@ -243,7 +250,7 @@ class AdminServer:
 
     async def _quotas(self, call: Call) -> dict[str, Any]:
         """Quota counts in the store (up to one flush interval behind the workers), newest first."""
-        return {"quotas": self.control.store.quota_counts()}
+        return {"quotas": [_readable(_quota_period(row)) for row in self.control.store.quota_counts()]}
 
     async def _routes(self, call: Call) -> dict[str, Any]:
         snapshot = self.control.snapshot
@@ -280,6 +287,11 @@ class AdminServer:
             raise AdminError(504, "reload-timeout", "the supervisor did not answer in time") from None
         if not result.get("ok"):
             raise AdminError(422, "invalid-config", str(result.get("error")))
+        if not result.get("confirmed"):  # in force at the supervisor, but the workers did not all say so
+            detail = result.get("detail") or "no confirmation"
+            raise AdminError(
+                503, "reload-unconfirmed", f"snapshot {result.get('snapshot')} is not confirmed: {detail}"
+            )
         return {
             "snapshot": result.get("snapshot"),
             "previous": result.get("old"),
@@ -289,25 +301,27 @@ class AdminServer:
 
     # -- consumers and keys (the plaintext of a new key is in this one response only) -------------------
     async def _consumers(self, call: Call) -> dict[str, Any]:
-        return {"consumers": self.control.keys.consumers()}
+        return {"consumers": [_readable(c) for c in self.control.keys.consumers()]}
 
     async def _consumer_create(self, call: Call) -> dict[str, Any]:
-        return {"_status": 201, **self.control.keys.create_consumer(call.body)}
+        return {"_status": 201, **_readable(self.control.keys.create_consumer(call.body))}
 
     async def _keys(self, call: Call) -> dict[str, Any]:
-        return {"keys": self.control.keys.keys()}
+        rows = self.control.keys.keys()
+        return {"keys": [_readable(row) for row in rows]}
 
     async def _key_create(self, call: Call) -> dict[str, Any]:
-        return {"_status": 201, **self.control.keys.create_key(call.body)}
+        return {"_status": 201, **_readable(self.control.keys.create_key(call.body))}
 
     async def _key_rotate(self, call: Call, key_id: str) -> dict[str, Any]:
-        return {"_status": 201, **self.control.keys.rotate(key_id, call.body)}
+        result = self.control.keys.rotate(key_id, call.body)
+        return {"_status": 201, "new": _readable(result["new"]), "old": _readable(result["old"])}
 
     async def _key_revoke(self, call: Call, key_id: str) -> dict[str, Any]:
-        return self.control.keys.revoke(key_id)
+        return _readable(self.control.keys.revoke(key_id))
 
     async def _key_expire(self, call: Call, key_id: str) -> dict[str, Any]:
-        return self.control.keys.expire(key_id, call.body)
+        return _readable(self.control.keys.expire(key_id, call.body))
 
     async def _metrics(self, call: Call) -> tuple[bytes, str]:
         await self.control.pull_metrics()
@@ -332,6 +346,22 @@ def _problem(status: int, title: str, detail: str) -> bytes:
 
 def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def _readable(row: dict[str, Any]) -> dict[str, Any]:
+    """A store row as people read it: unix seconds in ``_TIMES`` fields become ISO 8601 UTC."""
+    out = dict(row)
+    for name in _TIMES:
+        value = out.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[name] = _iso(value) if value else None
+    return out
+
+
+def _quota_period(row: dict[str, Any]) -> dict[str, Any]:
+    """The store's period code (policy/quota.py) as the period's name, start and end."""
+    kind, start, end = period_bounds(int(row["period"]))
+    return {**row, "period": kind, "period_start": _iso(start), "period_end": _iso(end)}
 
 
 def _peer(peer: Any) -> str:

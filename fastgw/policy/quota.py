@@ -33,6 +33,18 @@ def month_code(month: int) -> int:
     return -(3 + 2 * month)
 
 
+def period_bounds(code: int) -> tuple[str, float, float]:
+    """The inverse of day_code/month_code: ("day" | "month", start, end) in unix seconds (UTC)."""
+    if code % 2 == 0:
+        day = (-code - 2) // 2
+        return DAY, float(day * DAY_SECONDS), float((day + 1) * DAY_SECONDS)
+    month = (-code - 3) // 2
+    year, index = 1970 + month // 12, month % 12
+    start = calendar.timegm((year, index + 1, 1, 0, 0, 0))
+    end = calendar.timegm((year + 1, 1, 1, 0, 0, 0) if index == 11 else (year, index + 2, 1, 0, 0, 0))
+    return MONTH, float(start), float(end)
+
+
 class QuotaBook:
     """This worker's quota bases (from the store) and admissions not yet sent to the control process."""
 

@@ -14,7 +14,11 @@ to the control process.
   A good one is sent (bytes + hash) to the control process, which orders every worker to compile it and
   collects their acks; READY=1 follows the last ack. A worker that fails to compile is replaced, so no
   worker is ever left on another config. The validated bytes become the config children are forked with.
-* SIGUSR2 (``fastgw rollback``): the previous valid config from the state directory, same path as SIGHUP.
+  Validation is `fastgw check`'s (config/validate.py), and a config that changes a setting fixed at start
+  (listeners, process.workers, rate_limits.capacity, ...) is refused naming the key. Each outcome goes to
+  the status file beside the pid file (status_file.py), where `fastgw reload` reads it.
+* SIGUSR2 (``fastgw rollback``): the previous valid config of the same config file (config/history.py),
+  same path as SIGHUP.
 * SIGTERM/SIGINT: STOPPING=1, close our copies of the listening sockets, forward SIGTERM (workers close
   theirs at once and drain up to ``server.drain_timeout``), wait, exit 0. Once the last copy of a listening
   socket is closed the kernel refuses new connections (RST, ECONNREFUSED) instead of queueing them in a
@@ -51,7 +55,7 @@ from fastgw.config.loader import ConfigError, read_config_bytes
 from fastgw.control.channel import ChannelError, FrameDecoder, Message, encode
 from fastgw.metrics.shared import SharedMetrics
 from fastgw.policy.rate_limit import CELL_INTS, CounterTable
-from fastgw.server import systemd
+from fastgw.server import status_file, systemd
 from fastgw.server.shm import METRICS, RATELIMIT, Heartbeats, SharedRegions
 from fastgw.snapshot import AdminSettings, ListenerSettings, Snapshot
 
@@ -101,6 +105,7 @@ class Reload:
     data: bytes
     deadline: float
     requesters: list[str] = field(default_factory=list)  # admin request ids to answer
+    began: float = 0.0  # time.monotonic() when the supervisor started on it (status_file.py)
 
 
 @dataclass(slots=True)
@@ -222,10 +227,6 @@ def set_title(title: str) -> None:
     setproctitle.setproctitle(title)
 
 
-def _listener_key(ls: ListenerSettings) -> tuple[str, int, bool, bool]:
-    return (ls.host, ls.port, ls.proxy_protocol, ls.tls is not None)
-
-
 class Supervisor:
     def __init__(
         self,
@@ -242,7 +243,7 @@ class Supervisor:
         count = workers if workers is not None else snapshot.process.workers
         self.worker_count = count or os.cpu_count() or 1
         self.ready_file = ready_file
-        self.history = ConfigHistory(snapshot.state.dir, snapshot.state.keep_configs)
+        self.history = ConfigHistory(snapshot.state.dir, snapshot.state.keep_configs, snapshot.source)
         self.children: dict[int, Child] = {}  # pid -> child
         self.slots: list[Child] = [Child("control", 0)] + [
             Child("worker", i) for i in range(self.worker_count)
@@ -257,6 +258,8 @@ class Supervisor:
         self.reload: Reload | None = None
         self.reload_again: dict[str, list[str]] = {}  # reason -> requesters queued while a reload ran
         self.reload_seq = 0
+        self.outcomes = 0  # reload outcomes written to the status file (its generation)
+        self.last_outcome: dict[str, object] | None = None
         self.started = time.time()
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -341,6 +344,7 @@ class Supervisor:
         set_title("fastgw: supervisor")
         self._install_signals()
         self._write_pid_file()
+        self._write_status()
         self.history.record(self.data, self.snapshot)
         self._selector.register(self._wake_r, selectors.EVENT_READ, self._on_signal)
         os.set_blocking(self._status_r, False)
@@ -722,10 +726,12 @@ class Supervisor:
 
     def _reload(self, reason: str, requesters: list[str]) -> None:
         old = self.snapshot
+        began = time.monotonic()
         try:
             data, snapshot = self._load_for(reason)
         except ConfigError as exc:
             log("supervisor", f"reload failed ({reason}), keeping snapshot {old.id}: {exc}")
+            self._record_outcome(reason, began, ok=False, error=str(exc), snapshot=old.id, previous=old.id)
             systemd.notify("READY=1", f"STATUS=reload failed, serving snapshot {old.id}: {exc}")
             self._tell_control(
                 {
@@ -755,6 +761,7 @@ class Supervisor:
             data=data,
             deadline=time.monotonic() + snapshot.process.reload_timeout + 2.0,
             requesters=requesters,
+            began=began,
         )
         if self._link is None:
             self._finish_reload(ok=True, detail="control process down; workers converge when it is back")
@@ -772,8 +779,9 @@ class Supervisor:
         )
 
     def _load_for(self, reason: str) -> tuple[bytes, Snapshot]:
-        from fastgw.config.compiler import compile_config
-        from fastgw.secrets import check_control_secrets
+        """The validated config a reload would put in force; ConfigError if it is invalid or changes a
+        setting that needs a restart (config/validate.py names them)."""
+        from fastgw.config.validate import needs_restart, validate
 
         if reason == "rollback":
             previous = self.history.previous(self.snapshot.id)
@@ -785,18 +793,10 @@ class Supervisor:
         else:
             data = read_config_bytes(self.config_path)
             source = self.config_path
-        snapshot = compile_config(data, source)
-        check_control_secrets(snapshot)
-        running = [_listener_key(ls) for ls in self.snapshot.listeners]
-        wanted = [_listener_key(ls) for ls in snapshot.listeners]
-        if running != wanted:
-            raise ConfigError(
-                source, "listeners", "changing listeners needs a restart (the sockets are bound once)"
-            )
-        if snapshot.demo_upstream != self.snapshot.demo_upstream:
-            raise ConfigError(source, "demo_upstream", "changing the demo upstream needs a restart")
-        if snapshot.state.dir != self.snapshot.state.dir:
-            raise ConfigError(source, "state.dir", "changing the state directory needs a restart")
+        snapshot = validate(data, source, workers=self.worker_count)  # the path `fastgw check` takes
+        refusal = needs_restart(self.snapshot, snapshot)
+        if refusal is not None:
+            raise refusal
         self._admin_next = self.bound.admin
         if _admin_address(snapshot.admin) != _admin_address(self.snapshot.admin):
             # Bound here, so a busy port refuses the reload instead of crash-looping the control process.
@@ -817,6 +817,16 @@ class Supervisor:
         self.reload = None
         if reload.reason != "rollback":  # a rollback re-recorded would make the next rollback undo it
             self.history.record(reload.data, reload.snapshot)
+        self.history.keep = reload.snapshot.state.keep_configs
+        self._record_outcome(
+            reload.reason,
+            reload.began,
+            ok=ok,
+            error="" if ok else f"reload not confirmed: {detail}",
+            snapshot=reload.snapshot.id,
+            previous=reload.old_id,
+            replaced=failed or [],
+        )
         extra = f"; replacing workers {failed} that failed to compile" if failed else ""
         if detail:
             extra += f" ({detail})"
@@ -835,6 +845,7 @@ class Supervisor:
                 "old": reload.old_id,
                 "failed": failed or [],
                 "confirmed": ok,
+                "detail": detail,
             }
         )
         systemd.notify("READY=1", f"STATUS=serving snapshot {reload.snapshot.id}")
@@ -854,6 +865,48 @@ class Supervisor:
                     self._reload(reason, requesters)
                 else:
                     self.reload_again.setdefault(reason, []).extend(requesters)
+
+    def _record_outcome(
+        self,
+        reason: str,
+        began: float,
+        *,
+        ok: bool,
+        error: str,
+        snapshot: str,
+        previous: str,
+        replaced: list[int] | None = None,
+    ) -> None:
+        """Tell `fastgw reload|rollback` what became of their signal (server/status_file.py)."""
+        self.outcomes += 1
+        self.last_outcome = {
+            "generation": self.outcomes,
+            "reason": reason,
+            "began": began,
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "ok": ok,
+            "error": error,
+            "snapshot": snapshot,
+            "previous": previous,
+            "replaced_workers": replaced or [],
+        }
+        self._write_status()
+
+    def _write_status(self) -> None:
+        s = self.snapshot
+        status = {
+            "pid": os.getpid(),
+            "snapshot": s.id,
+            "source": s.source,
+            "reload_within": s.process.reload_timeout + 2.0,
+            "stop_within": s.server.drain_timeout + STOP_GRACE + 5.0,  # drain, grace, SIGKILL and reap
+            "last": self.last_outcome,
+        }
+        path = status_file.path_for(s.state.pid_file)
+        try:
+            status_file.write(path, status)
+        except OSError as exc:
+            log("supervisor", f"cannot write the status file {path}: {exc.strerror}")
 
     # -- stop --------------------------------------------------------------------------------------------
     def stop(self, why: str) -> None:

@@ -249,6 +249,7 @@ class Worker:
 
         snapshot = compile_config(data, source)
         old = self.holder.swap(snapshot)
+        self.via = b"1.1 " + snapshot.server.server_name  # cached per worker: server_name reloads too
         self.pools.retain(snapshot)
         if snapshot.ratelimit_redis != old.ratelimit_redis:
             self.spawn(CLUSTER.configure(snapshot.ratelimit_redis))

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -247,3 +249,76 @@ def _status_ok(admin: Admin) -> bool:
         return admin.call("GET", "/status")[0] == 200
     except OSError:
         return False
+
+
+ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+
+
+def test_every_admin_field_is_human_readable(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream, secrets_dir: Path
+) -> None:
+    """Times are ISO 8601 UTC, quota periods are named with their start and end: never the raw unix
+    seconds or the negative period codes the store keeps."""
+    from tests.e2e.test_rate_limits import limited_config
+
+    port = free_port()
+    config = limited_config(
+        upstream.port,
+        '{ name = "daily", rate = 5, quota = "day", key = "ip" }, '
+        '{ name = "monthly", rate = 50, quota = "month", key = "ip" }',
+        extra=f"""
+        [rate_limits]
+        quota_flush = 0.2
+
+        [admin]
+        bind = "127.0.0.1:{port}"
+        token = {{ file = "{secrets_dir / "admin.token"}" }}
+
+        [keys]
+        pepper = {{ file = "{secrets_dir / "pepper"}" }}
+        """,
+    )
+    gw = gateway_factory(config)
+    admin = Admin(port)
+    token = (secrets_dir / "admin.token").read_text().strip()
+    now = time.time()  # the request's period (if the day turns during the test, the test looks again)
+    assert get(gw.port, "/limited/a").status == 200
+    quotas = wait_until(
+        lambda: (q := admin.json("GET", "/quotas", token=token)[1]["quotas"]) and len(q) == 2 and q,
+        5,
+        "both quota counts in the store",
+    )
+    if int(now // 86400) != int(time.time() // 86400):
+        pytest.skip("the UTC day turned during the test")
+    day_start = time.strftime("%Y-%m-%dT00:00:00Z", time.gmtime(now))
+    day_end = time.strftime("%Y-%m-%dT00:00:00Z", time.gmtime(now - now % 86400 + 86400))
+    t = time.gmtime(now)
+    month_start = time.strftime("%Y-%m-01T00:00:00Z", t)
+    month_end = f"{t.tm_year + t.tm_mon // 12:04d}-{t.tm_mon % 12 + 1:02d}-01T00:00:00Z"
+    by_period = {q["period"]: q for q in quotas}
+    assert set(by_period) == {"day", "month"}, quotas
+    assert (by_period["day"]["period_start"], by_period["day"]["period_end"]) == (day_start, day_end)
+    assert (by_period["month"]["period_start"], by_period["month"]["period_end"]) == (month_start, month_end)
+    assert all(ISO.fullmatch(q["updated"]) and q["count"] == 1 for q in quotas), quotas
+    create = urllib.request.Request(
+        f"http://127.0.0.1:{port}/consumers",
+        method="POST",
+        data=json.dumps({"name": "acme"}).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(create, timeout=15) as resp:
+        created = json.loads(resp.read())
+    assert ISO.fullmatch(created["created"]), created
+    assert admin.json("GET", "/consumers", token=token)[1]["consumers"][0]["created"] == created["created"]
+    key = urllib.request.Request(
+        f"http://127.0.0.1:{port}/keys",
+        method="POST",
+        data=json.dumps({"consumer": "acme", "expires_in": 3600}).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(key, timeout=15) as resp:
+        issued = json.loads(resp.read())
+    assert ISO.fullmatch(issued["created"]) and ISO.fullmatch(issued["expires"]), issued
+    assert issued["revoked"] is None
+    _, keys = admin.json("GET", "/keys", token=token)
+    assert [(k["id"], k["expires"]) for k in keys["keys"]] == [(issued["id"], issued["expires"])]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import Gateway, TestUpstream, basic_config, get, wait_until
+from tests.conftest import Gateway, TestUpstream, basic_config, get
 from tests.e2e.test_supervisor import snapshot_id
 from tests.test_cli import fastgw
 
@@ -20,28 +23,121 @@ def test_reload_rollback_and_stop_through_the_pid_file(
     gw.config.write_text(v1.replace('"x-v" = "1"', '"x-v" = "2"'))
     out = fastgw("reload", "--pid-file", pid_file)
     assert out.returncode == 0, out.stderr
-    wait_until(lambda: get(gw.port, "/").header(b"x-v") == b"2", 5, "version 2 to serve")
+    v2_id = snapshot_id(gw.config.read_text())
+    assert out.stdout.strip() == (
+        f"fastgw: reload done: snapshot {snapshot_id(v1)} -> {v2_id} (pid {gw.proc.pid})"
+    )
+    # The command returned after the workers acknowledged: version 2 serves now, no waiting.
+    assert get(gw.port, "/").header(b"x-v") == b"2"
     # Rollback: the previous valid config, by its snapshot id, although the file still says version 2.
     out = fastgw("rollback", str(gw.config), env={"STATE_DIRECTORY": str(gw.state)})
     assert out.returncode == 0, out.stderr
-    wait_until(lambda: get(gw.port, "/").header(b"x-v") == b"1", 5, "version 1 to serve again")
-    assert (
-        f"reload (rollback) complete: snapshot {snapshot_id(gw.config.read_text())} -> {snapshot_id(v1)}"
-        in (gw.stderr())
-    )
-    history = sorted(p.name for p in (gw.state / "configs").glob("*.toml"))
-    assert [h.split("-")[1] for h in history] == [
-        f"{snapshot_id(v1)}.toml",
-        f"{snapshot_id(gw.config.read_text())}.toml",
-    ]
-    # A second rollback has nowhere older to go: reported, nothing changes.
-    fastgw("rollback", "--pid-file", pid_file)
-    wait_until(lambda: "no previous valid config to roll back to" in gw.stderr(), 5, "the refusal")
+    assert get(gw.port, "/").header(b"x-v") == b"1"
+    assert f"reload (rollback) complete: snapshot {v2_id} -> {snapshot_id(v1)}" in gw.stderr()
+    history = sorted(p.name for p in (gw.state / "configs").glob("*/*.toml"))
+    assert [h.split("-")[1] for h in history] == [f"{snapshot_id(v1)}.toml", f"{v2_id}.toml"]
+    # A second rollback has nowhere older to go: refused with the gateway's reason, nothing changes.
+    out = fastgw("rollback", "--pid-file", pid_file)
+    assert out.returncode == 1
+    assert out.stderr.startswith("fastgw: rollback refused: ") and out.stderr.count("\n") == 1
+    assert "no previous valid config to roll back to" in out.stderr
     assert get(gw.port, "/").header(b"x-v") == b"1"
     out = fastgw("stop", "--pid-file", pid_file)
-    assert out.returncode == 0
-    assert gw.proc.wait(15) == 0
+    assert (out.returncode, out.stdout.strip()) == (0, f"fastgw: stopped (pid {gw.proc.pid})")
+    assert gw.proc.poll() == 0  # the command waited for the exit
     assert fastgw("reload", "--pid-file", pid_file).returncode == 2  # pid file removed at exit
+
+
+def test_reload_that_the_gateway_refuses_exits_1_with_its_reason(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream, tmp_path: Path
+) -> None:
+    """Invalid configs, missing secrets and settings fixed at start: each refused with file, key and
+    reason on one line, exit status 1, the running config untouched."""
+    gw = gateway_factory(basic_config(upstream.port, route='response_headers = { set = { "x-v" = "1" } }'))
+    good = gw.config.read_text()
+    refusals = [
+        (good.replace('auth = "none"', 'auth = "maybe"'), "routes[0].auth: invalid value 'maybe'"),
+        (
+            good + '\n[admin]\nbind = "127.0.0.1:0"\ntoken = { env = "FASTGW_TEST_UNSET_TOKEN" }\n',
+            "admin.token: environment variable FASTGW_TEST_UNSET_TOKEN is not set",
+        ),
+        (good + "\n[process]\nworkers = 3\n", "process.workers: changing it needs a restart"),
+        (good + "\n[rate_limits]\ncapacity = 1024\n", "rate_limits.capacity: changing it needs a restart"),
+        (
+            good.replace("[[listeners]]", "[[listeners]]\nbacklog = 16"),
+            "listeners: changing it needs a restart",
+        ),
+        (good.replace('target = "', 'include_query = true\ntarget = "'), "access_log: changing it needs a"),
+        (good.replace("[server]", f'[state]\npid_file = "{tmp_path}/x.pid"\n[server]'), "state.pid_file: "),
+        (good + "\n[process]\nworkers = 99999999999999999999999\n", "is more than the maximum 1024"),
+    ]
+    for text, reason in refusals:
+        gw.config.write_text(text)
+        out = fastgw("reload", "--pid-file", str(gw.state / "fastgw.pid"))
+        assert out.returncode == 1, (reason, out.stdout, out.stderr)
+        assert out.stderr.startswith(f"fastgw: reload refused: {gw.config}: ") and reason in out.stderr
+        assert out.stderr.count("\n") == 1, out.stderr
+        assert get(gw.port, "/").header(b"x-v") == b"1"
+    gw.config.write_text(good.replace('"x-v" = "1"', '"x-v" = "2"'))
+    assert fastgw("reload", str(gw.config), env={"STATE_DIRECTORY": str(gw.state)}).returncode == 0
+    assert get(gw.port, "/").header(b"x-v") == b"2"
+
+
+def test_stop_exits_1_when_the_gateway_does_not_stop_in_time(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
+    gw = gateway_factory(basic_config(upstream.port))
+    pid_file = str(gw.state / "fastgw.pid")
+    os.kill(gw.proc.pid, signal.SIGSTOP)  # a supervisor that cannot act on SIGTERM
+    try:
+        out = fastgw("stop", "--pid-file", pid_file, "--timeout", "0.5")
+        assert out.returncode == 1
+        assert out.stderr == f"fastgw: stop failed: the gateway (pid {gw.proc.pid}) still runs after 0.5s\n"
+        # And a reload that gets no answer is not reported as done either.
+        out = fastgw("reload", "--pid-file", pid_file, "--timeout", "0.5")
+        assert out.returncode == 1 and "reload not confirmed: no answer from the gateway" in out.stderr
+    finally:
+        os.kill(gw.proc.pid, signal.SIGCONT)
+    # The pending SIGTERM now stops it; a second stop waits for that.
+    out = fastgw("stop", "--pid-file", pid_file)
+    assert out.returncode in (0, 2), out.stderr  # 2: it was gone before the command read the pid file
+    assert gw.proc.wait(15) == 0
+
+
+def test_rollback_history_is_per_config_file(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream, tmp_path: Path
+) -> None:
+    """Two config files sharing a state directory: a rollback of one never lands in the other's
+    configs (which would also restart the control process for its admin settings)."""
+    state = tmp_path / "shared-state"
+    other = gateway_factory(
+        basic_config(upstream.port, route='response_headers = { set = { "x-v" = "other" } }')
+        + f'\n[state]\ndir = "{state}"\n'
+    )
+    assert other.stop() == 0
+    gw = gateway_factory(
+        basic_config(upstream.port, route='response_headers = { set = { "x-v" = "1" } }')
+        + f'\n[state]\ndir = "{state}"\n'
+    )
+    v1 = gw.config.read_text()
+    gw.config.write_text(v1.replace('"x-v" = "1"', '"x-v" = "2"'))
+    assert fastgw("reload", str(gw.config)).returncode == 0
+    listing = fastgw("rollback", "--list", str(gw.config))
+    assert listing.returncode == 0, listing.stderr
+    lines = listing.stdout.splitlines()
+    assert lines[0].startswith(f"config history of {gw.config} (in {state}/configs/gw1-")
+    assert re.search(
+        rf"^ +1  snapshot {snapshot_id(v1)}  in service since \S+Z  <- `fastgw rollback`", lines[1]
+    )
+    assert re.search(rf"^ +2  snapshot {snapshot_id(gw.config.read_text())} .*<- running$", lines[2])
+    assert "stays in force until `fastgw reload`" in listing.stdout
+    assert fastgw("rollback", str(gw.config)).returncode == 0
+    assert get(gw.port, "/").header(b"x-v") == b"1"
+    out = fastgw("rollback", str(gw.config))
+    assert out.returncode == 1 and "no previous valid config to roll back to" in out.stderr
+    assert get(gw.port, "/").header(b"x-v") == b"1"
+    assert "restarting the control process" not in gw.stderr()
+    assert "`fastgw rollback` has nowhere to go" in fastgw("rollback", "--list", str(gw.config)).stdout
 
 
 def test_signal_commands_explain_a_missing_pid_file(tmp_path: Path) -> None:
