@@ -476,7 +476,7 @@ class RateLimit:
                     counted = table.sliding(key, window, weight, cap)  # this node's workers
                 else:
                     key.generation = -1  # counted below without the key's copy of its own cell
-                    counted = cluster.count(hashed, window, weight, limit.window)
+                    counted = cluster.count(hashed, window, weight, limit.window, table.shards)
                     if counted is None:  # the shared store is down
                         if cluster.failure == "closed":
                             if taken:
