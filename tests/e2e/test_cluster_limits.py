@@ -347,3 +347,17 @@ def test_the_first_window_after_idle_admits_at_most_each_participants_share_over
     )
     assert offered >= 3 * limit
     assert limit <= admitted <= bound, (admitted, bound)
+
+
+def test_a_client_that_obeys_retry_after_passes_at_its_first_retry_in_cluster_mode(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream, redis_server: RedisServer
+) -> None:
+    # As tests/e2e/test_rate_limits.py, with the counts in Redis: the wait comes from the shared estimate.
+    from tests.e2e.test_rate_limits import obey
+
+    limit = '{ name = "s", rate = 3, per = 2.0, key = "ip" }'
+    gw = gateway_factory(cluster_config(upstream.port, redis_server.url, limit))
+    time.sleep((-time.time()) % 2.0 + 0.1)
+    results = obey(gw.port, "/limited/a", 3)
+    print(f"\ncluster sliding 3 per 2 s: {results}")
+    assert [status for _, _, status in results] == [200] * 3, results

@@ -317,3 +317,114 @@ def test_limits_per_api_key_and_per_consumer_overrides(
     assert get(gw.port, "/api/x", headers=f"X-API-Key: {basic_1}\r\n").header(b"ratelimit-policy") == (
         b'"burst";q=2;w=60, "team";q=3;w=60'
     )
+
+
+def obey(port: int, path: str, rounds: int) -> list[tuple[str, int, int]]:
+    """A client that obeys the limit's answers, ``rounds`` times, alternating two ways of obeying:
+    sending until refused and then waiting what Retry-After says, or, once an admission says ``r=0``,
+    waiting its ``t`` before the next request. Returns (what it obeyed, seconds waited, retry status)."""
+    out: list[tuple[str, int, int]] = []
+    last = b""  # the RateLimit item of the last admission
+    for round_ in range(rounds):
+        by_retry_after = round_ % 2 == 0
+        for _ in range(200):
+            if not by_retry_after and b";r=0;" in last:
+                wait, obeyed = int(last.rpartition(b";t=")[2]), "r=0;t"
+                break
+            answer = get(port, path)
+            if answer.status == 429:
+                assert by_retry_after, f"refused although the last admission said {last!r}"
+                wait, obeyed = int(answer.header(b"retry-after") or b"-1"), "Retry-After"
+                break
+            assert answer.status == 200, answer.status
+            last = answer.header(b"ratelimit") or b""
+        else:
+            raise AssertionError(f"{path}: never refused")
+        time.sleep(wait)
+        retry = get(port, path)
+        last = retry.header(b"ratelimit") or b""
+        out.append((obeyed, wait, retry.status))
+    return out
+
+
+def test_a_client_that_obeys_retry_after_passes_at_its_first_retry(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream, tmp_path: Path
+) -> None:
+    # Sliding windows (shared by 2 workers, new connection per request) and GCRA (one worker: its state
+    # is per worker, so only the worker that answered can promise). The first round starts a sliding
+    # window: refused at ~0.1 s with the window full, the old answer (the window's end, 2 s) met a full
+    # previous window still weighing ~1; the right one is 1.9 + 2 x (1 - 2/3) = 2.57 -> 3 s.
+    sliding = gateway_factory(
+        limited_config(upstream.port, '{ name = "s", rate = 3, per = 2.0, key = "ip" }'), workers=2
+    )
+    time.sleep((-time.time()) % 2.0 + 0.1)
+    results = obey(sliding.port, "/limited/a", 3)
+    print(f"\nsliding 3 per 2 s: {results}")
+    assert [status for _, _, status in results] == [200] * 3, results
+    gcra = gateway_factory(
+        limited_config(
+            upstream.port,
+            '{ name = "g", rate = 3, per = 3.0, key = "ip", algorithm = "gcra", burst = 2 }',
+            extra=f'[state]\ndir = "{tmp_path / "state"}"',
+        )
+    )
+    results = obey(gcra.port, "/limited/a", 3)
+    print(f"GCRA 3 per 3 s, burst 2: {results}")
+    assert [status for _, _, status in results] == [200] * 3, results
+
+
+def test_quota_retry_after_is_the_end_of_the_period(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream, tmp_path: Path
+) -> None:
+    # A quota admits again when its UTC day ends: Retry-After says exactly that (not to be waited for).
+    gw = gateway_factory(
+        limited_config(
+            upstream.port,
+            '{ name = "daily", rate = 1, quota = "day", key = "ip" }',
+            extra=f'[state]\ndir = "{tmp_path / "state"}"',
+        )
+    )
+    assert get(gw.port, "/limited/a").status == 200
+    refused = get(gw.port, "/limited/a")
+    left = 86400 - time.time() % 86400
+    assert refused.status == 429
+    retry = int(refused.header(b"retry-after") or b"0")
+    assert left <= retry <= left + 2, (retry, left)  # rounded up, one second of clock between the two
+    assert refused.header(b"ratelimit") == b'"daily";r=0;t=%d' % retry
+
+
+def test_a_shadow_limit_sends_no_header_a_client_would_slow_down_for(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
+    gw = gateway_factory(
+        basic_config(
+            upstream.port,
+            extra="""
+            [[routes]]
+            name = "watched"
+            path = "/watched"
+            upstream = "backend"
+            auth = "none"
+            limits = [{ name = "watch", rate = 1, per = 60.0, key = "route", mode = "shadow" }]
+
+            [[routes]]
+            name = "both"
+            path = "/both"
+            upstream = "backend"
+            auth = "none"
+            limits = [
+              { name = "watch", rate = 1, per = 60.0, key = "route", mode = "shadow" },
+              { name = "enforced", rate = 100, per = 60.0, key = "route" },
+            ]
+            """,
+        )
+    )
+    for _ in range(3):  # past the shadow limit: would-be refusals, still no RateLimit headers
+        answer = get(gw.port, "/watched/x")
+        assert answer.status == 200
+        assert answer.header(b"ratelimit") is None and answer.header(b"ratelimit-policy") is None
+    for _ in range(3):  # beside an enforced limit: only the enforced one is advertised
+        answer = get(gw.port, "/both/x")
+        assert answer.status == 200
+        assert answer.header(b"ratelimit-policy") == b'"enforced";q=100;w=60'
+        assert (answer.header(b"ratelimit") or b"").startswith(b'"enforced";r=')
