@@ -24,7 +24,7 @@ from tests.conftest import (
     wait_until,
 )
 from tests.e2e.test_admin import TOKEN, Admin
-from tests.e2e.test_rate_limits import admitted_at, hammer, limited_config
+from tests.e2e.test_rate_limits import admitted_at, hammer, limited_config, sliding_window_bounds
 
 LIMIT = 300  # per 1 s window, shared by the three nodes
 INTERVAL = 0.05
@@ -65,12 +65,14 @@ def test_three_nodes_share_a_limit_within_the_documented_overshoot(
         t.join(60)
     admitted: Counter[int] = Counter()
     offered: list[Counter[int]] = [Counter() for _ in nodes]
+    decisions: list[dict[str, object]] = []
     for i, gw in enumerate(nodes):
         total = sum(results[i].values())
         records = gw.wait_log(total, timeout=20)
         for record in records:
             if record["path"] != "/limited":
                 continue
+            decisions.append(record)
             second = int(admitted_at(record))
             offered[i][second] += 1
             if record["status"] == 200:
@@ -87,7 +89,10 @@ def test_three_nodes_share_a_limit_within_the_documented_overshoot(
     )
     assert min(offered_total) >= 3 * LIMIT  # the limit was offered at least 3x
     assert all(n <= LIMIT + bound for n in per_window), (per_window, bound)
-    assert all(n >= 0.98 * LIMIT for n in per_window), per_window
+    # Fewer than the limit only from room freed after a window's last refusal (see sliding_window_bounds:
+    # a read of Redis is never above the true count, so a refusal means the true estimate was full).
+    lows = {w: low for w, _, low, _ in sliding_window_bounds(decisions, LIMIT, 1.0, 3)}
+    assert all(admitted[s] >= lows[s] for s in seconds), (per_window, [lows[s] for s in seconds])
     assert max(per_window) < 3 * LIMIT * 0.8  # unshared, three nodes would admit ~3x the limit
 
 
