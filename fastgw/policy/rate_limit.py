@@ -22,6 +22,13 @@ shards; each worker instead runs its share (rate/n, burst/n, a static token leas
 workers saturated by many clients admit rate x T + burst together; traffic that reaches only some workers
 gets only their shares (documented in the README).
 
+Retry-After (and the RateLimit header's ``t`` when it says ``r=0``) is the time until a request would be
+admitted if nothing else were: for a sliding window, when the weighted estimate leaves room
+(``sliding_wait``; the window's end is not it, since the full window then weighs 1); for GCRA, when the
+next arrival falls within the tolerance (exact for the worker that answered: each runs its own share);
+for a quota, the period's end. A concurrency limit cannot know when a request in flight ends: its
+``Retry-After: 1`` is a hint. Shadow limits send no RateLimit headers: they refuse nothing.
+
 Capacity: ``capacity`` cells per shard, probed linearly over 8 slots; a worker reuses its own cells once
 their window is more than one window old. When all 8 are live (the table is full for that hash), the key
 is counted in a per-worker dict instead: limiting continues, exact per worker but not shared, and the
@@ -343,6 +350,23 @@ def _own_rate(limit: LimitSpec, overrides: dict[str, int], rate: int) -> int:
     return overrides.get(limit.name, rate) if limit.key in _CONSUMER_KEYS else rate
 
 
+def sliding_wait(current: float, previous: float, rate: float, elapsed: float, length: float) -> float:
+    """Seconds until the sliding estimate ``current + previous x (1 - elapsed / length)`` leaves room for
+    one more request (``<= rate - 1``), if nothing else is admitted meanwhile: what Retry-After must say
+    for a client that obeys it to pass at its first retry.
+
+    The estimate falls as the previous window's weight does; if this window's own count is already over,
+    the wait runs into the next window, where this count becomes the previous one and falls in turn.
+    (The end of the window is not the answer: right after it, the full window just ended weighs 1.)
+    """
+    room = rate - 1
+    if current <= room:
+        if previous <= 0 or current + previous * (1 - elapsed / length) <= room:
+            return 0.0
+        return length * (1 - (room - current) / previous) - elapsed
+    return length - elapsed + length * (1 - room / current)
+
+
 def key_hash(limit_id: bytes, value: bytes) -> int:
     digest = hashlib.blake2b(limit_id + b"\0" + value, digest_size=8).digest()
     return int.from_bytes(digest, "little", signed=True) or 1
@@ -368,7 +392,9 @@ class RateLimit:
         self.has_concurrency = any(limit.concurrency for limit in limits)
         self.needs_complete = self.has_concurrency  # only in-flight counts are given back on completion
         self._tat: dict[int, float] = {}  # GCRA theoretical arrival times, this worker's share
-        self.rated = tuple(limit for limit in limits if not limit.concurrency)
+        # What RateLimit-Policy advertises: enforced rate limits only. A shadow limit refuses nothing, so a
+        # client must not slow down for it (nor for a concurrency limit, which has no rate).
+        self.rated = tuple(limit for limit in limits if not limit.concurrency and not limit.shadow)
         self.queues = {
             limit.name: WaitQueue(
                 limit.queue,
@@ -399,6 +425,7 @@ class RateLimit:
                 limit.concurrency or limit.rate,
                 limit.key == "ip",
                 b'"%s";r=' % limit.name.encode(),  # the RateLimit item, up to its number
+                limit in self.rated,  # shown in the RateLimit header when nearest exhaustion
             )
             for limit, keys in zip(limits, self._keys, strict=True)
         )
@@ -458,7 +485,7 @@ class RateLimit:
         if self._per_consumer and ex.consumer is not None:
             overrides = getattr(ex.consumer, "limits", None) or None
         cluster = CLUSTER.current
-        for limit, keys, kind, base_rate, by_ip, prefix in self._plan:
+        for limit, keys, kind, base_rate, by_ip, prefix, shows in self._plan:
             value = ex.client_ip if by_ip else self._key(limit, ex)
             rate = base_rate if overrides is None else _own_rate(limit, overrides, base_rate)
             key = keys.get(value) or self._new_key(keys, limit, value)
@@ -476,7 +503,7 @@ class RateLimit:
                     counted = table.sliding(key, window, weight, cap)  # this node's workers
                 else:
                     key.generation = -1  # counted below without the key's copy of its own cell
-                    counted = cluster.count(hashed, window, weight, limit.window)
+                    counted = cluster.count(hashed, window, weight, limit.window, table.shards)
                     if counted is None:  # the shared store is down
                         if cluster.failure == "closed":
                             if taken:
@@ -490,7 +517,10 @@ class RateLimit:
                 if counted + 1 <= cap and taken is not None:  # counted above: by table.sliding or
                     taken.append((kind, key, window))  # the cluster branch
                 remaining = rate - counted
-                reset = (window + 1) * limit.window - now
+                if remaining < 2 and shows:  # refused, or the headers will say r=0: when is one admitted?
+                    reset = self._sliding_wait(key, window, now, limit.window, rate, cluster)
+                else:
+                    reset = (window + 1) * limit.window - now
             elif kind == _GCRA:
                 # GCRA with per-worker shares (a static token lease): each of the n workers runs rate/n and
                 # burst/n on its own, so n saturated workers admit rate x T + burst together.
@@ -501,11 +531,14 @@ class RateLimit:
                 old = tat_map.get(hashed, 0.0)
                 arrival = (old if old > now else now) + interval
                 remaining = (tolerance - (arrival - now)) / interval * shares + 1
+                # Admitted when the arrival lies within the tolerance: this request's wait if refused, the
+                # next one's (one interval later) once this one is admitted.
                 reset = max(arrival - tolerance - now, 0.0)
                 if cap > 0 and (remaining >= 1 or cap == _UNCAPPED):
                     if len(tat_map) >= 65536:
                         tat_map.clear()
                     tat_map[hashed] = arrival
+                    reset = max(arrival + interval - tolerance - now, 0.0)
                     if taken is not None:
                         taken.append((kind, key, old))
             elif kind == _QUOTA:
@@ -527,7 +560,7 @@ class RateLimit:
                     if taken is not None:
                         taken.append((kind, key, IN_FLIGHT))
                     in_flight += (key,)
-            if kind != _CONCURRENCY and (remaining - 1) / rate < share:
+            if shows and (remaining - 1) / rate < share:
                 share = (remaining - 1) / rate
                 shown, shown_left, shown_reset = prefix, remaining - 1, reset
             if remaining < 1:
@@ -548,7 +581,7 @@ class RateLimit:
                 if waiting is not None:
                     return Pending(waiting)
             return self._denial(limit, reset, queue is not None, overrides)
-        if shown is None:  # concurrency limits only: no RateLimit headers
+        if shown is None:  # concurrency and shadow limits only: no RateLimit headers
             ex.limit_state = (None, None, in_flight)
         else:
             policy = self._policy_pair
@@ -558,6 +591,21 @@ class RateLimit:
             item = b"%s%d;t=%d" % (shown, left, math.ceil(shown_reset))  # typed: compiled, no % parsing
             ex.limit_state = (policy, (b"ratelimit", item), in_flight)
         return None
+
+    def _sliding_wait(
+        self, key: KeyCells, window: int, now: float, length: float, rate: int, cluster: Any
+    ) -> float:
+        """Seconds until a sliding-window limit admits a request again (see ``sliding_wait``), from the
+        counts as they stand (this request included if it was admitted). Only near exhaustion: it reads
+        the counts twice more."""
+        current = both = None
+        if cluster is not None:
+            current = cluster.count(key.hash, window, 0.0, length, self.table.shards)
+            both = cluster.count(key.hash, window, 1.0, length, self.table.shards)
+        if current is None or both is None:  # node-local, or the shared store is down ("open")
+            current = self.table.count(key.hash, key.where, window, 0.0)
+            both = self.table.count(key.hash, key.where, window, 1.0)
+        return sliding_wait(current, both - current, rate, now - window * length, length)
 
     def _take_back(self, taken: list[tuple[int, KeyCells, float]], cluster: Any) -> None:
         """Undo what one check counted before a later limit refused the request."""

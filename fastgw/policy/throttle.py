@@ -13,6 +13,7 @@ The success path costs one truthiness test while nothing is blocked.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ class FailureState:
             until = blocked.get(key)
             if until is not None:
                 if now < until:
-                    retry = b"%d" % max(1, int(until - now + 0.999))
+                    retry = b"%d" % max(1, math.ceil(until - now))  # a retry then is past the block
                     return Denial(
                         429,
                         "too-many-requests",

@@ -80,7 +80,7 @@ class WaitQueue:
             if head.future.done() or head.ex.status:
                 outcome: Denial | None = expired  # cancelled, or the client left: just end its wait
             elif now >= head.deadline:
-                outcome = expired
+                outcome = self._expire(head)
             else:
                 outcome = self.recheck(head.ex)
                 if outcome is not None:
@@ -104,12 +104,22 @@ class WaitQueue:
                 head = waiters.popleft()
                 self.length -= 1
                 if not head.future.done():
-                    head.future.set_result(expired)
+                    head.future.set_result(self._expire(head))
             if not waiters:
                 del self._by_owner[owner]
                 turns.remove(owner)
         if not self.length:
             WAITING.discard(self)
+
+    def _expire(self, waiter: Waiter) -> Denial | None:
+        """The answer of a waiter past its deadline: admitted if there is room at this last look, else the
+        429 for a wait in vain, with the limit's headers as they stand now (Retry-After: when a request
+        would be admitted, not a guess)."""
+        outcome = self.recheck(waiter.ex)
+        if outcome is None:
+            return None
+        e = self.expired
+        return Denial(e.status, e.problem, e.detail, e.reason, outcome.headers)
 
 
 class Waiting:

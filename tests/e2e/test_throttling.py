@@ -99,3 +99,23 @@ def test_one_noisy_client_cannot_starve_a_quiet_one(
         len(noisy_refused) >= 2
     )  # 4 admitted at once (at most), 8 waiting (its half of the queue), the rest refused
     assert quiet[-1] < noisy_ok[-1]  # the quiet client did not wait behind the noisy backlog
+
+
+def test_a_wait_in_vain_says_when_to_retry(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
+    # A request that waited max_wait in vain gets the limit's own Retry-After (it was "1" whatever the
+    # limit): at the start of a 2 s window with both admissions used, that is 1.6 + 2 x (1 - 1/2) -> 3 s.
+    gw = gateway_factory(
+        throttled_config(
+            upstream.port, '{ name = "q", rate = 2, per = 2.0, key = "route", queue = 4, max_wait = 0.3 }'
+        )
+    )
+    time.sleep((-time.time()) % 2.0 + 0.05)
+    assert [get(gw.port, "/limited/x").status for _ in range(2)] == [200, 200]
+    expired = get(gw.port, "/limited/x")
+    assert expired.status == 429 and b"in vain" in expired.body
+    retry = int(expired.header(b"retry-after") or b"0")
+    assert (expired.header(b"ratelimit") or b"").endswith(b";r=0;t=%d" % retry)
+    time.sleep(retry)
+    assert get(gw.port, "/limited/x").status == 200, retry
