@@ -200,8 +200,9 @@ class TestUpstream:
 
     __test__ = False
 
-    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None, port: int = 0) -> None:
         self.ssl_context = ssl_context
+        self._bind_port = port  # 0: any free port; a given one brings a closed upstream back on it
         self.requests: list[SeenRequest] = []
         self.handler: Handler = ok_response
         self.delay = 0.0
@@ -225,7 +226,7 @@ class TestUpstream:
 
         async def start() -> None:
             self._server = await self.loop.create_server(
-                lambda: _UpstreamProtocol(self), "127.0.0.1", 0, ssl=self.ssl_context
+                lambda: _UpstreamProtocol(self), "127.0.0.1", self._bind_port, ssl=self.ssl_context
             )
             self._ready.set()
 
@@ -292,6 +293,13 @@ class RedisServer:
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or an OOM kill: no goodbye to clients, connections just break."""
+        if self.proc is not None:
+            self.proc.kill()
             self.proc.wait(10)
             self.proc = None
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Gateway, TestUpstream, basic_config, free_port, get, wait_until
-from tests.e2e.test_supervisor import snapshot_id
+from tests.support.load import snapshot_id
 
 TOKEN = "adm-7f3c9e-test-token"
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.conftest import Gateway, TestUpstream, basic_config, get
-from tests.e2e.test_supervisor import snapshot_id
+from tests.support.load import snapshot_id
 from tests.test_cli import fastgw
 
 

@@ -30,9 +30,9 @@ from tests.conftest import (
     get,
     wait_until,
 )
-from tests.e2e.test_supervisor import _gateway_side_inodes, _socket_inodes
 from tests.e2e.test_systemd import NotifySocket
 from tests.h2client import H2Client
+from tests.support.load import gateway_side_inodes, socket_inodes
 
 # -- stop: new connections are refused at once ---------------------------------------------------------
 
@@ -176,7 +176,7 @@ def test_connections_spread_over_the_workers_again_after_a_restart(
             t.start()
         wait_until(
             lambda: (
-                len(set(_gateway_side_inodes(gw.port).values()) & _socket_inodes(gw.worker_pid(1))) >= clients
+                len(set(gateway_side_inodes(gw.port).values()) & socket_inodes(gw.worker_pid(1))) >= clients
             ),
             5,
             "every client on worker 1",
@@ -186,7 +186,7 @@ def test_connections_spread_over_the_workers_again_after_a_restart(
     try:
 
         def on_worker_0() -> int:
-            return len(set(_gateway_side_inodes(gw.port).values()) & _socket_inodes(stopped))
+            return len(set(gateway_side_inodes(gw.port).values()) & socket_inodes(stopped))
 
         # Connections are recycled 0.9-1 s after they opened (scan once a second): 3 s is two rounds.
         wait_until(on_worker_0, 3.0, "a recycled connection to land on worker 0")

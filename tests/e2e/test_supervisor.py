@@ -6,16 +6,13 @@ threads: keep-alive clients and a client that opens a new connection per request
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import resource
 import signal
 import socket
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -31,147 +28,7 @@ from tests.conftest import (
     get,
     wait_until,
 )
-
-
-def snapshot_id(text: str) -> str:
-    """What the gateway names a config: blake2b of its bytes (independent of the code under test)."""
-    return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
-
-
-@dataclass
-class Load:
-    """Clients hammering the gateway until stopped; every failure is kept with what it was."""
-
-    port: int
-    keep_alive: int = 3
-    fresh: int = 1
-    ok: int = 0
-    failures: list[str] = field(default_factory=list)
-    per_conn_failures: dict[int, int] = field(default_factory=dict)  # client local port -> failures
-    local_ports: list[int] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _threads: list[threading.Thread] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def start(self) -> None:
-        for _ in range(self.keep_alive):
-            self._threads.append(threading.Thread(target=self._keep_alive, daemon=True))
-        for _ in range(self.fresh):
-            self._threads.append(threading.Thread(target=self._fresh, daemon=True))
-        for t in self._threads:
-            t.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(10)
-
-    def _count(self, ok: bool, what: str = "", port: int = 0) -> None:
-        with self._lock:
-            if ok:
-                self.ok += 1
-            else:
-                self.failures.append(what)
-                self.per_conn_failures[port] = self.per_conn_failures.get(port, 0) + 1
-
-    def _keep_alive(self) -> None:
-        while not self._stop.is_set():
-            try:
-                sock = connect(self.port)
-            except OSError as exc:
-                self._count(False, f"connect: {exc}")
-                time.sleep(0.05)
-                continue
-            port = sock.getsockname()[1]
-            with self._lock:
-                self.local_ports.append(port)
-            reader = ResponseReader(sock)
-            try:
-                while not self._stop.is_set():
-                    sock.sendall(b"GET /load HTTP/1.1\r\nHost: t\r\n\r\n")
-                    resp = reader.read()
-                    self._count(resp.status == 200, f"status {resp.status}", port)
-            except (OSError, AssertionError) as exc:
-                self._count(False, f"keep-alive: {exc!r}", port)
-            finally:
-                sock.close()
-
-    def _fresh(self) -> None:
-        while not self._stop.is_set():
-            try:
-                resp = get(self.port, "/fresh")
-                self._count(resp.status == 200, f"status {resp.status}")
-            except (OSError, AssertionError) as exc:
-                self._count(False, f"new connection: {exc!r}")
-
-
-def reload_config(upstream_port: int, generation: int) -> str:
-    return basic_config(
-        upstream_port,
-        route=f'response_headers = {{ set = {{ "x-generation" = "{generation}" }} }}',
-    )
-
-
-def test_twenty_reloads_under_load_fail_nothing(
-    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
-) -> None:
-    gw = gateway_factory(reload_config(upstream.port, 0), workers=2)
-    valid = {snapshot_id(gw.config.read_text())}
-    template = gw.config.read_text()
-    load = Load(gw.port)
-    load.start()
-    try:
-        wait_until(lambda: load.ok > 50, 10, "load to flow")
-        for generation in range(1, 21):
-            text = template.replace('"x-generation" = "0"', f'"x-generation" = "{generation}"')
-            assert text != template
-            gw.config.write_text(text)
-            valid.add(snapshot_id(text))
-            before = load.ok
-            gw.proc.send_signal(signal.SIGHUP)
-            wait_until(
-                lambda g=generation: gw.stderr().count("reload (SIGHUP) complete") >= g,
-                10,
-                f"reload {generation} to complete",
-            )
-            wait_until(lambda b=before: load.ok > b + 20, 10, "traffic after the reload")
-    finally:
-        load.stop()
-    print(f"\n20 reloads under load: {load.ok} responses, {len(load.failures)} failures")
-    assert load.failures == []
-    assert "reload failed" not in gw.stderr()
-    seen = {req.header(b"fastgw-snapshot") for req in upstream.requests}
-    assert seen <= {v.encode() for v in valid}, seen - {v.encode() for v in valid}
-    assert len(seen) >= 15, "reloads did not take effect while traffic flowed"
-    records = gw.wait_log(load.ok)
-    assert {r["snapshot"] for r in records} <= valid
-    # The last generation is in force everywhere.
-    assert get(gw.port, "/last").header(b"x-generation") == b"20"
-
-
-def _socket_inodes(pid: int) -> set[int]:
-    out = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            out.add(int(target[8:-1]))
-    return out
-
-
-def _gateway_side_inodes(gateway_port: int) -> dict[int, int]:
-    """client port -> inode of the gateway's socket for that client connection (from /proc/net/tcp)."""
-    out = {}
-    with open("/proc/net/tcp") as fh:
-        next(fh)
-        for line in fh:
-            parts = line.split()
-            local, remote, inode = parts[1], parts[2], int(parts[9])
-            if int(local.split(":")[1], 16) == gateway_port and parts[3] != "0A":  # 0A: LISTEN
-                out[int(remote.split(":")[1], 16)] = inode
-    return out
+from tests.support.load import Load, gateway_side_inodes, socket_inodes
 
 
 def test_killed_worker_is_replaced_within_a_second(
@@ -183,8 +40,8 @@ def test_killed_worker_is_replaced_within_a_second(
     try:
         wait_until(lambda: len(load.local_ports) >= 6 and load.ok > 100, 10, "load on both workers")
         victim = gw.worker_pid(0)
-        victim_inodes = _socket_inodes(victim)
-        by_port = _gateway_side_inodes(gw.port)
+        victim_inodes = socket_inodes(victim)
+        by_port = gateway_side_inodes(gw.port)
         on_victim = {p for p, inode in by_port.items() if inode in victim_inodes}
         killed_at = time.monotonic()
         os.kill(victim, signal.SIGKILL)
@@ -202,8 +59,8 @@ def test_killed_worker_is_replaced_within_a_second(
             probes.append(probe)
             probe.sendall(b"GET /probe HTTP/1.1\r\nHost: t\r\n\r\n")
             assert ResponseReader(probe).read().status == 200
-            inode = _gateway_side_inodes(gw.port).get(probe.getsockname()[1])
-            served = inode in _socket_inodes(replacement)
+            inode = gateway_side_inodes(gw.port).get(probe.getsockname()[1])
+            served = inode in socket_inodes(replacement)
         for probe in probes:
             probe.close()
         served_after = time.monotonic() - killed_at
@@ -384,8 +241,8 @@ def test_connection_balance_across_workers(
         ResponseReader(s).read()
         socks.append(s)
     try:
-        by_port = _gateway_side_inodes(gw.port)
-        counts = [len(_socket_inodes(gw.worker_pid(slot)) & set(by_port.values())) for slot in (0, 1)]
+        by_port = gateway_side_inodes(gw.port)
+        counts = [len(socket_inodes(gw.worker_pid(slot)) & set(by_port.values())) for slot in (0, 1)]
     finally:
         for s in socks:
             s.close()
