@@ -97,7 +97,7 @@ or system-wide (Debian):    cp {out.ca_cert} /usr/local/share/ca-certificates/fa
 
 
 def _run(args: argparse.Namespace) -> int:
-    from fastgw.server.supervisor import Supervisor
+    from fastgw.server.supervisor import Supervisor, supervise
 
     workers = args.workers or None  # 0: the config decides
     if args.workers is not None and args.workers < 0:
@@ -110,12 +110,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"fastgw: cannot allocate shared memory: {exc.strerror or exc}", file=sys.stderr)
         return 2
     try:
-        supervisor.bind()
-    except OSError as exc:
-        print(f"fastgw: cannot listen: {exc.strerror or exc}", file=sys.stderr)
-        return 2
-    try:
-        return supervisor.run()
+        return supervise(supervisor)  # a bind failure: one line naming the listener, exit 2
     except KeyboardInterrupt:
         return 0
 

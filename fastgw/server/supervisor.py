@@ -964,12 +964,9 @@ class Supervisor:
                 log("supervisor", f"cannot remove pid file {path}: {exc.strerror}")
 
 
-def supervise(
-    snapshot: Snapshot, data: bytes, config_path: str | None, *, workers: int | None, ready_file: str | None
-) -> int:
+def supervise(supervisor: Supervisor) -> int:
     """Bind, fork and supervise until stopped. A listener that cannot be bound is one line on stderr and
     exit status 2, before any child exists (so before READY=1)."""
-    supervisor = Supervisor(snapshot, data, config_path, workers=workers, ready_file=ready_file)
     try:
         supervisor.bind()
     except BindError as exc:

@@ -192,3 +192,43 @@ def test_pool_limit_queues_then_503(gateway_factory: Callable[..., Gateway], ups
     assert "queue_timeout" in gw.wait_log(1)[0]["error"]
     assert ResponseReader(first).read().status == 200
     first.close()
+
+
+def test_upstreams_sharing_a_target_keep_their_own_settings(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
+    """Two upstreams naming the same target get a pool each: the /fast upstream's 0.3 s first-byte
+    timeout never applies to /reports (5 s), whichever was used last, and each is its own metrics label."""
+    upstream.delay = 0.8
+    gw = gateway_factory(
+        f"""
+        [[listeners]]
+        bind = "127.0.0.1:{{port}}"
+        [access_log]
+        target = "{{log}}"
+        [upstreams.fast]
+        targets = ["127.0.0.1:{upstream.port}"]
+        first_byte_timeout = 0.3
+        [upstreams.reports]
+        targets = ["127.0.0.1:{upstream.port}"]
+        first_byte_timeout = 5
+        [[routes]]
+        name = "fast"
+        path = "/fast"
+        upstream = "fast"
+        auth = "none"
+        [[routes]]
+        name = "reports"
+        path = "/reports"
+        upstream = "reports"
+        auth = "none"
+        """
+    )
+    for _ in range(2):  # in turn, so each pool has been used just before the other
+        assert get(gw.port, "/fast").status == 504
+        assert get(gw.port, "/reports").status == 200
+    with connect(gw.port) as sock:  # a keep-alive connection alternating between the two
+        reader = ResponseReader(sock)
+        for path, status in (("/reports", 200), ("/fast", 504), ("/reports", 200)):
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+            assert reader.read(5).status == status, path
