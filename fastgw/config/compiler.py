@@ -1053,6 +1053,8 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str) -> Snapshot:
         state=(state := c.state(spec.state)),
         admin=c.admin(spec.admin),
         audit=c.audit(spec.audit, state),
+        security_headers=c.security_headers,
+        hsts=spec.security_headers.hsts.encode(),
         warnings=tuple(warnings),
     )
 
