@@ -182,8 +182,11 @@ class ClientConnection(ResponseSink):
         server = worker.holder.current.server
         if not worker.admit(self, server.max_connections, server.max_connections_per_ip):
             self.closing = True
+            headers = answer_headers(None, (), self.tls, worker.holder.current)
             transport.write(  # type: ignore[attr-defined]
-                render_problem(503, "too-many-connections", "connection limit reached", close=True)
+                render_problem(
+                    503, "too-many-connections", "connection limit reached", headers=headers, close=True
+                )
             )
             transport.close()
             return

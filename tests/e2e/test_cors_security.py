@@ -226,3 +226,14 @@ def test_gateway_made_answers_carry_cors_and_security_headers(
             broken.status == 400 and broken.header(b"referrer-policy") == b"strict-origin-when-cross-origin"
         )
         assert broken.header(b"strict-transport-security") == (b"max-age=31536000" if secure else None)
+
+
+def test_connection_limit_answer_carries_security_headers(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
+    gw = gateway_factory(basic_config(upstream.port, server="max_connections_per_ip = 1"))
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as first:
+        first.sendall(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert ResponseReader(first).read().status == 200  # admitted and held open
+        refused = get(gw.port, "/x")
+    assert refused.status == 503 and refused.header(b"referrer-policy") == b"strict-origin-when-cross-origin"
