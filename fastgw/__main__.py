@@ -1,4 +1,4 @@
-"""Command line: run, check, diff, reload, stop, rollback, audit verify, cert dev, version.
+"""Command line: run, check, diff, reload, stop, rollback, audit verify|anchor, cert dev, version.
 
 User mistakes (a bad config, a busy port) get one precise line on stderr and exit status 2, never a
 traceback. With no CONFIG, ``run`` serves the quickstart shipped inside the package, so it works from an
@@ -232,7 +232,9 @@ def _rollback_list(args: argparse.Namespace) -> int:
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
-    from fastgw.audit import audit_key, verify
+    """Exit 0: intact and it holds its anchors; 1: tampered (or a forged anchor); 2: unreadable; 3: no
+    anchor to check the end of the log against (truncation would go unseen) and no ``--no-anchor``."""
+    from fastgw.audit import audit_key, read_anchor, verify
     from fastgw.store.sqlite import Store
 
     snapshot = _compile(args.config)
@@ -243,17 +245,84 @@ def _audit_verify(args: argparse.Namespace) -> int:
         anchor = store.audit_anchor(os.path.abspath(path)) or store.audit_anchor(path)
     finally:
         store.close()
+    exported: tuple[int, str] | None = None
+    if args.anchor is not None:
+        try:
+            with open(args.anchor, "rb") as fh:
+                seq, mac, _fields = read_anchor(fh.read(), key)
+        except OSError as exc:
+            print(f"fastgw: cannot read {args.anchor}: {exc.strerror}", file=sys.stderr)
+            return 2
+        except ValueError as exc:
+            print(f"{args.anchor}: {exc}", file=sys.stderr)
+            return 1
+        exported = (seq, mac)
+    if anchor is None and exported is None and not args.no_anchor:
+        print(
+            f"fastgw: {path}: no anchor in the store for this file (copied or rotated?): a truncated log "
+            "would pass; give --anchor FILE (from 'fastgw audit anchor --export'), or --no-anchor to check "
+            "the chain alone",
+            file=sys.stderr,
+        )
+        return 3
+    try:
+        result = verify(path, key, anchor, exported)
+    except OSError as exc:
+        print(f"fastgw: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    if not result.ok:
+        print(f"{path}: TAMPERED: {result.problem} ({result.records} records verified before it)")
+        return 1
+    held = [f"the store's anchor (seq {anchor[0]})"] if anchor else []
+    held += [f"the exported anchor (seq {exported[0]})"] if exported else []
+    if held:
+        print(f"{path}: OK, {result.records} records, matches {' and '.join(held)}")
+    else:
+        print(f"{path}: OK, {result.records} records, chain only (--no-anchor: truncation not checked)")
+    return 0
+
+
+def _audit_anchor(args: argparse.Namespace) -> int:
+    """Verify the log against the store's anchor, then write its current end as a signed anchor."""
+    from fastgw.audit import audit_key, export_anchor, verify
+    from fastgw.store.sqlite import Store
+
+    snapshot = _compile(args.config)
+    path = os.path.abspath(snapshot.audit.file)
+    key = audit_key(snapshot.audit, snapshot.state)
+    store = Store.in_state_dir(snapshot.state.dir)
+    try:
+        anchor = store.audit_anchor(path) or store.audit_anchor(snapshot.audit.file)
+    finally:
+        store.close()
     try:
         result = verify(path, key, anchor)
     except OSError as exc:
         print(f"fastgw: cannot read {path}: {exc.strerror}", file=sys.stderr)
         return 2
-    if result.ok:
-        anchored = f", matches the store's anchor (seq {anchor[0]})" if anchor else ", no anchor in the store"
-        print(f"{path}: OK, {result.records} records{anchored}")
+    if not result.ok:  # never bless a damaged log with a fresh anchor
+        print(f"{path}: TAMPERED: {result.problem}; no anchor exported", file=sys.stderr)
+        return 1
+    if result.records == 0:
+        print(f"fastgw: {path} has no records yet: nothing to anchor", file=sys.stderr)
+        return 2
+    line = export_anchor(path, key, result.last_seq, result.last_mac)
+    if args.export == "-":
+        sys.stdout.buffer.write(line)
+        sys.stdout.flush()
         return 0
-    print(f"{path}: TAMPERED: {result.problem} ({result.records} records verified before it)")
-    return 1
+    try:
+        tmp = f"{args.export}.tmp"
+        with open(tmp, "wb") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, args.export)
+    except OSError as exc:
+        print(f"fastgw: cannot write {args.export}: {exc.strerror}", file=sys.stderr)
+        return 2
+    print(f"{args.export}: anchor of {path} at seq {result.last_seq}")
+    return 0
 
 
 def _admin(args: argparse.Namespace) -> int:
@@ -406,6 +475,21 @@ def main(argv: list[str] | None = None) -> int:
     verify = audit_sub.add_parser("verify", help="check the audit log's HMAC chain and its anchor")
     verify.add_argument("file", nargs="?", help="audit log (default: the config's audit.file)")
     verify.add_argument("--config", required=True, help="the gateway config (audit key and state directory)")
+    verify.add_argument(
+        "--anchor", help="an anchor file from 'fastgw audit anchor --export' the log must hold"
+    )
+    verify.add_argument(
+        "--no-anchor",
+        action="store_true",
+        help="check the chain alone (truncation goes unseen): exit 0 if intact",
+    )
+    anchor = audit_sub.add_parser(
+        "anchor", help="export the audit log's current end, signed, to keep elsewhere"
+    )
+    anchor.add_argument(
+        "--export", required=True, metavar="FILE", help="where to write it ('-': stdout, e.g. for logger(1))"
+    )
+    anchor.add_argument("--config", required=True, help="the gateway config (audit key and state directory)")
     check = sub.add_parser("check", help="validate a config and print a summary")
     check.add_argument("config", help="path to a TOML config")
     sub.add_parser("version", help="print the version")
@@ -432,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "diff":
             return _diff(args)
         if args.command == "audit":
-            return _audit_verify(args)
+            return _audit_anchor(args) if args.audit_command == "anchor" else _audit_verify(args)
         if args.command in ("keys", "consumers"):
             return _admin(args)
         return _run(args)

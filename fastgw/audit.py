@@ -8,6 +8,10 @@ write raises to the caller). Record i carries ``seq`` and ``mac``::
 with MAC_0's predecessor 32 zero bytes and ``canonical`` = orjson with sorted keys. After each append the
 last (seq, MAC) is anchored in the store, so removing records from the end is detectable too.
 :func:`verify` walks a file and names the first edited, removed, reordered or truncated record.
+
+The store sits in the same state directory as the log: whoever can rewrite one can roll the other back.
+An *exported* anchor (:func:`export_anchor`: seq, MAC, time, HMAC-signed with the audit key) kept where
+the gateway cannot write is what pins the log's history up to that point.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ from fastgw.store.sqlite import Store
 
 GENESIS: Final = bytes(32)
 KEY_BYTES: Final = 32
+# Domain separation: an anchor's signature can never be taken for a record's MAC, nor the reverse.
+ANCHOR_CONTEXT: Final = b"fastgw audit anchor v1\0"
+ANCHOR_FIELDS: Final = ("log", "seq", "mac", "time")
 
 
 def audit_key(settings: AuditSettings, state: StateSettings) -> bytes:
@@ -105,8 +112,21 @@ class VerifyResult:
     problem: str  # "" when ok; else what is wrong and where (line numbers start at 1)
 
 
-def verify(path: str, key: bytes, anchor: tuple[int, str] | None = None) -> VerifyResult:
-    """Check the chain of an audit file (and its end against the store's anchor, when given)."""
+def verify(
+    path: str,
+    key: bytes,
+    anchor: tuple[int, str] | None = None,
+    exported: tuple[int, str] | None = None,
+) -> VerifyResult:
+    """Check the chain of an audit file, and that it holds each given anchor ``(seq, MAC hex)``: the
+    store's (``anchor``) and an exported one (``exported``). A file must reach an anchor's seq, and its
+    record at that seq must carry the anchor's MAC (records after it may follow). Raises OSError when the
+    file cannot be read."""
+    anchors = [
+        (a, name) for a, name in ((anchor, "the store's anchor"), (exported, "the exported anchor")) if a
+    ]
+    wanted = {a[0] for a, _name in anchors}
+    macs: dict[int, str] = {}
     with open(path, "rb") as fh:
         lines = fh.read().split(b"\n")
     if lines and lines[-1] == b"":
@@ -139,13 +159,45 @@ def verify(path: str, key: bytes, anchor: tuple[int, str] | None = None) -> Veri
             _mac(key, previous, seq, record).hex(), mac_hex
         ):
             return bad(f"line {number}: seq {seq}: MAC does not match (edited)")
+        if seq in wanted:
+            macs[seq] = mac_hex
         previous, expected, count = bytes.fromhex(mac_hex), expected + 1, count + 1
-    if anchor is not None:
-        anchored_seq, anchored_mac = anchor
+    for (anchored_seq, anchored_mac), name in anchors:
         if count < anchored_seq:
-            return bad(
-                f"truncated: the file ends at seq {count} but the store's anchor is seq {anchored_seq}"
-            )
-        if count == anchored_seq and previous.hex() != anchored_mac:
-            return bad(f"line {count}: seq {count} differs from the store's anchor (edited)")
+            return bad(f"truncated: the file ends at seq {count} but {name} is seq {anchored_seq}")
+        if not hmac.compare_digest(macs.get(anchored_seq, ""), anchored_mac):
+            return bad(f"line {anchored_seq}: seq {anchored_seq} differs from {name} (edited)")
     return VerifyResult(True, count, count, previous, "")
+
+
+def _anchor_signature(key: bytes, fields: dict[str, Any]) -> str:
+    body = orjson.dumps({name: fields[name] for name in ANCHOR_FIELDS}, option=orjson.OPT_SORT_KEYS)
+    return hmac.new(key, ANCHOR_CONTEXT + body, hashlib.sha256).hexdigest()
+
+
+def export_anchor(log: str, key: bytes, seq: int, mac: bytes) -> bytes:
+    """One JSON line naming the log's last record (seq, MAC) now, signed with the audit key."""
+    fields: dict[str, Any] = {
+        "log": log,
+        "seq": seq,
+        "mac": mac.hex(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    return orjson.dumps({**fields, "sig": _anchor_signature(key, fields)}) + b"\n"
+
+
+def read_anchor(data: bytes, key: bytes) -> tuple[int, str, dict[str, Any]]:
+    """(seq, MAC hex, fields) of an exported anchor. Raises ValueError, in one line, for anything that is
+    not an anchor signed with ``key`` (a wrong key and an edited anchor look alike)."""
+    try:
+        fields = orjson.loads(data.strip().splitlines()[-1] if data.strip() else b"")
+    except orjson.JSONDecodeError:
+        raise ValueError("not an exported audit anchor (expected one JSON line)") from None
+    if not isinstance(fields, dict) or any(name not in fields for name in (*ANCHOR_FIELDS, "sig")):
+        raise ValueError(f"not an exported audit anchor (needs {', '.join((*ANCHOR_FIELDS, 'sig'))})")
+    seq, mac, sig = fields["seq"], fields["mac"], fields["sig"]
+    if type(seq) is not int or seq < 1 or not isinstance(mac, str) or not isinstance(sig, str):
+        raise ValueError("not an exported audit anchor (seq must be a positive integer, mac and sig hex)")
+    if not hmac.compare_digest(_anchor_signature(key, fields), sig):
+        raise ValueError("the anchor's signature does not match the audit key (edited, or another key)")
+    return seq, mac, fields

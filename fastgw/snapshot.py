@@ -240,6 +240,9 @@ class Snapshot:
     ratelimit_redis: RedisSettings | None = None
     ratelimit_capacity: int = 65536  # cells per worker shard of the shared counter table
     quota_flush: float = 1.0  # seconds between a worker's sends of quota counts to the control process
+    # What a gateway-made answer outside any route (404, 400 before routing) carries: [security_headers].
+    security_headers: tuple[tuple[bytes, bytes], ...] = ()
+    hsts: bytes = b""  # the Strict-Transport-Security value, sent on TLS listeners only
     warnings: tuple[str, ...] = field(default=())
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -130,3 +132,113 @@ def test_store_and_audit_log_are_created_0600_whatever_the_umask(tmp_path: Path)
         assert (tmp_path / "state" / "fastgw.db").stat().st_mode & 0o777 == 0o600
     finally:
         os.umask(old)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fastgw", "audit", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+@pytest.fixture
+def gateway_state(tmp_path: Path) -> tuple[Path, Path]:
+    """A config (state dir, audit key file) and the audit log a gateway with it wrote: 6 records."""
+    state = tmp_path / "state"
+    (tmp_path / "audit.key").write_bytes(KEY)
+    config = tmp_path / "gw.toml"
+    config.write_text(
+        f'[state]\ndir = "{state}"\n[audit]\nkey = {{ file = "{tmp_path / "audit.key"}" }}\n'
+        '[[listeners]]\nbind = "127.0.0.1:1"\n[upstreams.b]\ntargets = ["127.0.0.1:2"]\n'
+        '[[routes]]\nname = "r"\npath = "/"\nupstream = "b"\nauth = "none"\n'
+    )
+    store = Store.in_state_dir(str(state))
+    try:
+        log = AuditLog(str(state / "audit.log"), KEY, store)
+        for i in range(6):
+            log.append("reload", snapshot=f"snap{i}")
+    finally:
+        store.close()
+    return config, state / "audit.log"
+
+
+def test_a_log_without_an_anchor_fails_unless_told(gateway_state: tuple[Path, Path], tmp_path: Path) -> None:
+    config, log = gateway_state
+    assert _cli("verify", "--config", str(config)).returncode == 0
+    copy = tmp_path / "audit.log.1"  # rotated or copied: the store has no anchor for this path
+    copy.write_bytes(b"".join(lines(log)[:4]))  # ...and truncated
+    out = _cli("verify", str(copy), "--config", str(config))
+    assert out.returncode == 3 and "no anchor in the store" in out.stderr and "--no-anchor" in out.stderr
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    chain_only = _cli("verify", str(copy), "--config", str(config), "--no-anchor")
+    assert chain_only.returncode == 0 and "chain only" in chain_only.stdout
+
+
+def test_an_exported_anchor_catches_truncation_with_the_store_rolled_back(
+    gateway_state: tuple[Path, Path], tmp_path: Path
+) -> None:
+    config, log = gateway_state
+    anchor = tmp_path / "elsewhere" / "anchor.json"
+    anchor.parent.mkdir()
+    out = _cli("anchor", "--export", str(anchor), "--config", str(config))
+    assert out.returncode == 0, out.stderr
+    fields = orjson.loads(anchor.read_bytes())
+    assert fields["seq"] == 6 and fields["log"] == str(log) and len(fields["sig"]) == 64
+    stdout = _cli("anchor", "--export", "-", "--config", str(config))  # for logger(1) or a webhook
+    assert orjson.loads(stdout.stdout)["mac"] == fields["mac"]
+    # The log goes on after the export: the anchor still holds (its record is in the file).
+    store = Store.in_state_dir(str(log.parent))
+    try:
+        AuditLog(str(log), KEY, store).append("start")
+        # The attacker truncates the log and rolls the store's anchor row back to match.
+        log.write_bytes(b"".join(lines(log)[:4]))
+        store.set_audit_anchor(str(log), 4, orjson.loads(lines(log)[3])["mac"])
+    finally:
+        store.close()
+    assert _cli("verify", "--config", str(config)).returncode == 0  # the state dir alone cannot tell
+    caught = _cli("verify", "--config", str(config), "--anchor", str(anchor))
+    assert caught.returncode == 1
+    assert "truncated: the file ends at seq 4 but the exported anchor is seq 6" in caught.stdout
+    # A copy of the truncated log (no store anchor for its path) is caught by the exported anchor alone.
+    copy = tmp_path / "copy.log"
+    copy.write_bytes(log.read_bytes())
+    assert _cli("verify", str(copy), "--config", str(config), "--anchor", str(anchor)).returncode == 1
+
+
+def test_an_exported_anchor_pins_history_even_against_the_key(
+    gateway_state: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """With the key, an attacker can rebuild a consistent chain, but not one through the exported MAC."""
+    config, log = gateway_state
+    anchor = tmp_path / "anchor.json"
+    assert _cli("anchor", "--export", str(anchor), "--config", str(config)).returncode == 0
+    copy = tmp_path / "copy.log"
+    copy.write_bytes(log.read_bytes())
+    ok = _cli("verify", str(copy), "--config", str(config), "--anchor", str(anchor))
+    assert ok.returncode == 0 and "matches the exported anchor (seq 6)" in ok.stdout
+    rewritten = tmp_path / "rewritten.log"
+    store = Store(str(tmp_path / "attacker.db"))
+    try:
+        forged = AuditLog(str(rewritten), KEY, store)
+        for i in range(6):
+            forged.append("reload", snapshot=f"other{i}")
+    finally:
+        store.close()
+    out = _cli("verify", str(rewritten), "--config", str(config), "--anchor", str(anchor))
+    assert out.returncode == 1 and "seq 6 differs from the exported anchor (edited)" in out.stdout
+    # An edited anchor (moved back to seq 4 with that record's MAC) is refused by its signature.
+    fields = orjson.loads(anchor.read_bytes())
+    fields.update(seq=4, mac=orjson.loads(lines(log)[3])["mac"])
+    anchor.write_bytes(orjson.dumps(fields))
+    edited = _cli("verify", str(copy), "--config", str(config), "--anchor", str(anchor))
+    assert edited.returncode == 1 and "signature does not match" in edited.stderr
+
+
+def test_no_anchor_is_exported_for_a_damaged_log(gateway_state: tuple[Path, Path], tmp_path: Path) -> None:
+    config, log = gateway_state
+    log.write_bytes(b"".join(lines(log)[:3]))
+    out = _cli("anchor", "--export", str(tmp_path / "a.json"), "--config", str(config))
+    assert out.returncode == 1 and "TAMPERED" in out.stderr and not (tmp_path / "a.json").exists()

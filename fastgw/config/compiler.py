@@ -370,7 +370,14 @@ class _Compiler:
             raise self.error("introspection.url", "must be an http:// or https:// URL") from None
         if target.tls is None:
             warnings.append("introspection.url is plain http: tokens and client credentials travel in clear")
-        for name in ("timeout", "cache_ttl", "negative_ttl", "cache_size"):
+        for name in (
+            "timeout",
+            "cache_ttl",
+            "negative_ttl",
+            "cache_size",
+            "max_token_bytes",
+            "max_concurrent",
+        ):
             self.positive(f"introspection.{name}", getattr(spec, name))
         secret = resolve_secret(self.secret("introspection.client_secret", spec.client_secret))
         endpoint = IntrospectionEndpoint(
@@ -385,6 +392,9 @@ class _Compiler:
             spec.negative_ttl,
             spec.cache_size,
             spec.mode == "shadow",
+            max_token_bytes=spec.max_token_bytes,
+            max_concurrent=spec.max_concurrent,
+            throttle=self.throttle,
         )
 
     def remote_jwks(self, key: str, it: JwtIssuerSpec, algorithms: frozenset[str]) -> RemoteJwks | None:
@@ -1043,6 +1053,8 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str) -> Snapshot:
         state=(state := c.state(spec.state)),
         admin=c.admin(spec.admin),
         audit=c.audit(spec.audit, state),
+        security_headers=c.security_headers,
+        hsts=spec.security_headers.hsts.encode(),
         warnings=tuple(warnings),
     )
 

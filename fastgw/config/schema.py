@@ -51,6 +51,10 @@ QUOTA_FLUSH_MAX: Final = (3600, "a crash of the node loses at most one interval 
 WORKERS_MAX: Final = (1024, "one per CPU is the useful most; each adds a process and a counter shard")
 KEEP_CONFIGS_MAX: Final = (1000, "each kept config is a file in the state directory")
 CACHE_MAX: Final = (10_000_000, "entries held in memory, per worker")
+INTROSPECTION_CALLS_MAX: Final = (
+    4096,
+    "each call in flight holds a connection (a file descriptor) to the authorization server, per worker",
+)
 
 
 def doc(text: str, default: Any = None, *, most: tuple[float, str] | None = None, **kw: Any) -> Any:
@@ -609,6 +613,14 @@ class IntrospectionSpec:
     )
     negative_ttl: float = doc("seconds an inactive answer is reused", 10.0, most=SECONDS_MAX)
     cache_size: int = doc("tokens remembered per worker", 10000, most=CACHE_MAX)
+    max_token_bytes: int = doc(
+        "longest bearer token sent to the endpoint (else 401, no call)", 8192, most=HEAD_MAX
+    )
+    max_concurrent: int = doc(
+        "introspection calls in flight at once, per worker; more wait for a slot within timeout (else 503)",
+        64,
+        most=INTROSPECTION_CALLS_MAX,
+    )
     ca: str | None = doc("PEM bundle to verify the endpoint with instead of the system store", None)
     mode: Literal["enforce", "shadow"] = doc(
         "shadow: a failed check is logged and counted, the request goes on as anonymous", "enforce"

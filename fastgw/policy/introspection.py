@@ -5,18 +5,27 @@ gateway's own TLS client): the request is parked with a ``Pending`` so the worke
 and concurrent requests carrying the same token share that one call. Only ``"active": true`` passes. A
 positive answer is cached until ``min(exp, now + cache_ttl)``, a negative one for ``negative_ttl``. An
 endpoint that fails, times out or answers garbage gives 503 (fail closed, never open), not cached.
+
+Nothing reaches the authorization server that could not be a token: a token longer than
+``max_token_bytes`` or outside the RFC 6750 ``b64token`` syntax is refused here. Inactive tokens count as
+failed authentications in the worker's throttle (``policy/throttle.py``, as API keys and JWTs do), and a
+call in flight counts as a failure until it is answered: an address whose failures plus unsettled calls
+reach ``block_after`` gets 429 before any call, so a flood of random tokens from one address costs the
+authorization server at most ``block_after`` calls per worker per window. At most ``max_concurrent``
+calls are in flight per worker; more wait for a slot within ``timeout``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import ssl
 import time
 import urllib.parse
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 import h11
 import orjson
@@ -26,6 +35,7 @@ from fastgw.policy.authn import BEARER_DUPLICATE, BEARER_OK, REALM, bearer_denia
 from fastgw.policy.chain import Denial, Pending, Phase
 from fastgw.policy.http_client import Endpoint, request
 from fastgw.policy.rbac import Principal
+from fastgw.policy.throttle import FAILURES, ThrottleSettings, after_failure, throttled
 
 MISSING, DUPLICATE = bearer_denials("introspection")
 INACTIVE = Denial(
@@ -35,6 +45,27 @@ INACTIVE = Denial(
     "introspection.inactive",
     ((b"www-authenticate", REALM + b', error="invalid_token"'),),
 )
+MALFORMED = Denial(
+    401,
+    "unauthorized",
+    "the bearer token is malformed",
+    "introspection.malformed",
+    ((b"www-authenticate", REALM + b', error="invalid_token"'),),
+)
+TOO_LARGE = Denial(
+    401,
+    "unauthorized",
+    "the bearer token is too large",
+    "introspection.too_large",
+    ((b"www-authenticate", REALM + b', error="invalid_token"'),),
+)
+UNSETTLED = Denial(
+    429,
+    "too-many-requests",
+    "too many unconfirmed tokens from this address; retry later",
+    "auth_throttle.unsettled",
+    ((b"retry-after", b"1"),),
+)
 UNAVAILABLE = Denial(
     503,
     "auth-unavailable",
@@ -42,6 +73,12 @@ UNAVAILABLE = Denial(
     "introspection.unavailable",
     ((b"retry-after", b"1"),),
 )
+# Not a wrong token, so not charged to the failed-authentication throttle.
+_UNCOUNTED: Final = (MISSING, DUPLICATE, UNSETTLED)
+# RFC 6750 2.1 b64token: what a bearer token can be. Anything else is refused before a call is spent.
+_B64TOKEN: Final = re.compile(rb"[A-Za-z0-9\-._~+/]+=*")
+# Addresses with calls in flight tracked per worker; a table this large is reset (as throttle.MAX_TRACKED).
+MAX_UNSETTLED: Final = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +99,9 @@ class IntrospectionAuth:
         negative_ttl: float,
         cache_size: int,
         shadow: bool,
+        max_token_bytes: int = 8192,
+        max_concurrent: int = 64,
+        throttle: ThrottleSettings | None = None,
     ) -> None:
         self.name = name
         self.endpoint = endpoint
@@ -69,15 +109,26 @@ class IntrospectionAuth:
         self.negative_ttl = negative_ttl
         self.cache_size = cache_size
         self.shadow = shadow
+        self.max_token_bytes = max_token_bytes
+        self.throttle = throttle if not shadow else None  # shadow mode never delays nor blocks
+        self._slots = asyncio.Semaphore(max_concurrent)  # binds to the worker's loop on first use
         self._good: OrderedDict[bytes, Principal] = OrderedDict()
         self._bad: dict[bytes, float] = {}
         self._inflight: dict[bytes, asyncio.Future[Principal | Denial]] = {}
+        self._unsettled: dict[str, int] = {}  # client address -> its calls in flight
         self.calls = 0  # introspection requests actually sent (tests, metrics)
 
     def check(self, ex: Exchange) -> Denial | Pending | None:
+        return throttled(ex, self._check, self.throttle, _UNCOUNTED)
+
+    def _check(self, ex: Exchange) -> Denial | Pending | None:
         found, token = bearer_token(ex)
         if found != BEARER_OK:
             return DUPLICATE if found == BEARER_DUPLICATE else MISSING
+        if len(token) > self.max_token_bytes:
+            return TOO_LARGE
+        if _B64TOKEN.fullmatch(token) is None:
+            return MALFORMED
         now = time.time()
         identity = self._good.get(token)
         if identity is not None:
@@ -88,29 +139,60 @@ class IntrospectionAuth:
         until = self._bad.get(token)
         if until is not None and now < until:
             return INACTIVE
-        return Pending(self._resolve(ex, token))
-
-    async def _resolve(self, ex: Exchange, token: bytes) -> Denial | None:
         future = self._inflight.get(token)
-        if future is None:
-            future = asyncio.get_running_loop().create_future()
-            self._inflight[token] = future
-            try:
-                outcome = await self._introspect(token)
-            finally:
-                del self._inflight[token]
-            future.set_result(outcome)
-        else:
-            outcome = await asyncio.shield(future)
+        if future is not None:
+            return Pending(self._share(ex, future))
+        settings = self.throttle
+        ip = ex.client_ip
+        unsettled = self._unsettled
+        if settings is not None and (
+            FAILURES.recent(ip, now, settings.window) + unsettled.get(ip, 0) >= settings.block_after
+        ):
+            return UNSETTLED
+        # Registered now, not when the Task starts: requests parsed in the same read must see this call.
+        if len(unsettled) >= MAX_UNSETTLED:
+            unsettled.clear()
+        unsettled[ip] = unsettled.get(ip, 0) + 1
+        future = asyncio.get_running_loop().create_future()
+        self._inflight[token] = future
+        return Pending(self._call(ex, token, future))
+
+    async def _call(
+        self, ex: Exchange, token: bytes, future: asyncio.Future[Principal | Denial]
+    ) -> Denial | None:
+        """Make the one call for ``token``, settle its waiters, then answer this request."""
+        try:
+            outcome = await self._introspect(token)
+        finally:
+            del self._inflight[token]
+            ip = ex.client_ip
+            left = self._unsettled.get(ip, 1) - 1
+            if left > 0:
+                self._unsettled[ip] = left
+            else:
+                self._unsettled.pop(ip, None)
+        future.set_result(outcome)
+        return await self._apply(ex, outcome)
+
+    async def _share(self, ex: Exchange, future: asyncio.Future[Principal | Denial]) -> Denial | None:
+        """Wait for a call another request made for the same token."""
+        return await self._apply(ex, await asyncio.shield(future))
+
+    async def _apply(self, ex: Exchange, outcome: Principal | Denial) -> Denial | None:
         if isinstance(outcome, Denial):
-            return outcome
+            settings = self.throttle
+            if outcome is not INACTIVE or settings is None:
+                return outcome  # 503: the server failed, not the client
+            late = after_failure(ex, outcome, settings)
+            return late if isinstance(late, Denial) else await late.awaitable
         ex.consumer = outcome
         return None
 
     async def _introspect(self, token: bytes) -> Principal | Denial:
-        self.calls += 1
         try:
-            async with asyncio.timeout(self.endpoint.timeout):  # not wait_for: see cluster_counts.stop
+            # The wait for a slot counts against the timeout. Not wait_for: see cluster_counts.stop.
+            async with asyncio.timeout(self.endpoint.timeout), self._slots:
+                self.calls += 1
                 status, body = await self._post(token)
             if status != 200:
                 return UNAVAILABLE

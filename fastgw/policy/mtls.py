@@ -14,7 +14,15 @@ from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Phase
 from fastgw.policy.rbac import Principal
 
-NO_CERTIFICATE = Denial(401, "unauthorized", "a client certificate is required", "mtls.missing")
+# RFC 9110 11.6.1: a 401 must carry a challenge. No scheme is registered for TLS client certificates;
+# this one names what is wanted (the client must reconnect presenting a certificate).
+NO_CERTIFICATE = Denial(
+    401,
+    "unauthorized",
+    "a client certificate is required",
+    "mtls.missing",
+    ((b"www-authenticate", b'ClientCertificate realm="fastgw"'),),
+)
 UNMAPPED = Denial(403, "forbidden", "this client certificate is not mapped to a consumer", "mtls.unknown")
 
 

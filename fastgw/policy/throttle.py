@@ -58,6 +58,11 @@ class FailureState:
                 del blocked[key]
         return None
 
+    def recent(self, key: str, now: float, window: float) -> int:
+        """Failures counted under ``key`` in its current window (0 once the window has passed)."""
+        start, n = self.counts.get(key, (now, 0))
+        return n if now - start < window else 0
+
     def failed(self, keys: tuple[str, ...], now: float, settings: ThrottleSettings) -> float:
         """Count a failure; return how long its answer should be delayed (0: at once)."""
         counts = self.counts

@@ -55,6 +55,7 @@ from fastgw.policy.chain import Denial, Pending
 from fastgw.policy.network import client_from_forwarded
 from fastgw.proxy_headers import (
     FRAMING_NONE,
+    answer_headers,
     build_h2_response_headers,
     field_pairs,
     filter_trailers,
@@ -269,9 +270,9 @@ class H2Stream(ResponseSink):
             self.conn.reset(self, ErrorCodes.INTERNAL_ERROR)
             return
         ex.status = denial.status
-        fields, body = problem_fields(
-            denial.status, denial.problem, denial.detail, ex.request_id, denial.headers
-        )
+        conn = self.conn
+        headers = answer_headers(ex, denial.headers, conn.tls, conn.worker.holder.current)
+        fields, body = problem_fields(denial.status, denial.problem, denial.detail, ex.request_id, headers)
         self.head = [(b":status", b"%d" % denial.status), (b"date", DATE.value[6:-2]), *fields]
         self.out.clear()
         self.out_bytes = 0

@@ -33,6 +33,7 @@ from fastgw.policy.network import client_from_forwarded, in_networks
 from fastgw.proxy_headers import (
     FRAMING_NONE,
     ClientPeer,
+    answer_headers,
     build_response_head,
     filter_trailers,
     trailer_lines,
@@ -181,8 +182,11 @@ class ClientConnection(ResponseSink):
         server = worker.holder.current.server
         if not worker.admit(self, server.max_connections, server.max_connections_per_ip):
             self.closing = True
+            headers = answer_headers(None, (), self.tls, worker.holder.current)
             transport.write(  # type: ignore[attr-defined]
-                render_problem(503, "too-many-connections", "connection limit reached", close=True)
+                render_problem(
+                    503, "too-many-connections", "connection limit reached", headers=headers, close=True
+                )
             )
             transport.close()
             return
@@ -669,7 +673,7 @@ class ClientConnection(ResponseSink):
             denial.problem,
             denial.detail,
             request_id=ex.request_id,
-            headers=denial.headers,
+            headers=answer_headers(ex, denial.headers, self.tls, self.worker.holder.current),
             close=close,
             http10=ex.version == b"1.0",
         )
@@ -727,7 +731,8 @@ class ClientConnection(ResponseSink):
             return
         if broken is not None and self.queue and self.queue[-1] is broken:
             self.queue.pop()  # a queued request whose body is broken: never answered, never forwarded
-        body = render_problem(err.status, err.problem, err.detail, close=True)
+        headers = answer_headers(None, (), self.tls, self.worker.holder.current)
+        body = render_problem(err.status, err.problem, err.detail, headers=headers, close=True)
         record = Exchange(b"", b"", b"", [])  # what is known of a request that could not be parsed
         record.snapshot_id = self.worker.holder.current.id_bytes
         record.client_ip = self.peer_ip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import threading
 import time
 import urllib.parse
@@ -12,7 +13,16 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.conftest import Gateway, SeenRequest, TestUpstream, basic_config, get, json_response
+from tests.conftest import (
+    Gateway,
+    ResponseReader,
+    SeenRequest,
+    TestUpstream,
+    basic_config,
+    connect,
+    get,
+    json_response,
+)
 
 
 @pytest.fixture
@@ -93,3 +103,113 @@ def test_introspection_checks_caches_and_fails_closed(
         t.join(10)
     assert results == [401] * 6
     assert len(idp.requests) - calls_before == 1
+
+
+def introspection_config(upstream_port: int, idp_port: int, secret: Path, extra: str = "") -> str:
+    secret.write_text("s3cr3t\n")
+    return basic_config(
+        upstream_port,
+        extra=f"""
+        [[routes]]
+        name = "orders"
+        path = "/orders"
+        upstream = "backend"
+        auth = "introspection"
+
+        [introspection]
+        url = "http://127.0.0.1:{idp_port}/oauth2/introspect"
+        client_id = "fastgw"
+        client_secret = {{ file = "{secret}" }}
+        timeout = 2.0
+        {extra}
+        """,
+    )
+
+
+def test_a_random_token_flood_costs_at_most_the_throttle_allowance(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream, idp: TestUpstream, tmp_path: Path
+) -> None:
+    """1,000 random opaque tokens from one address, 20 connections at once, 2 workers: the authorization
+    server sees at most block_after calls per worker (failures plus calls still in flight are counted
+    before each call), the rest are refused with 429 before any call."""
+    block_after = 8
+    gw = gateway_factory(
+        introspection_config(upstream.port, idp.port, tmp_path / "client.secret")
+        + f"""
+        [auth_throttle]
+        slow_after = 4
+        delay = 0.01
+        block_after = {block_after}
+        block_seconds = 60
+        """,
+        workers=2,
+    )
+    idp.delay = 0.02  # calls overlap: the bound must hold for calls in flight, not only answered ones
+    statuses: list[int] = []
+
+    def client(n: int) -> None:
+        with connect(gw.port, 10) as sock:
+            reader = ResponseReader(sock)
+            for i in range(50):
+                token = base64.urlsafe_b64encode(os.urandom(24)).decode()
+                head = f"GET /orders/{n}-{i} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n\r\n"
+                sock.sendall(head.encode())
+                statuses.append(reader.read(10).status)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(statuses) == 1000 and set(statuses) <= {401, 429}
+    assert len(idp.requests) <= block_after * 2, len(idp.requests)
+    assert statuses.count(429) >= 1000 - block_after * 2
+
+
+def test_malformed_and_oversized_tokens_never_reach_the_server(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream, idp: TestUpstream, tmp_path: Path
+) -> None:
+    gw = gateway_factory(
+        introspection_config(upstream.port, idp.port, tmp_path / "client.secret", "max_token_bytes = 64")
+    )
+    for token in ("a" * 65, "not,a;token", 'quo"te', "pad=ding", "=start"):
+        bad = get(gw.port, "/orders/1", headers=f"Authorization: Bearer {token}\r\n")
+        assert bad.status == 401, token
+        assert b'error="invalid_token"' in (bad.header(b"www-authenticate") or b"")
+    assert idp.requests == []
+    ok = get(gw.port, "/orders/1", headers="Authorization: Bearer good-token\r\n")
+    assert ok.status == 200 and len(idp.requests) == 1
+    assert get(gw.port, "/orders/1", headers="Authorization: Bearer a.b-c_d~e+f/g==\r\n").status == 401
+    assert len(idp.requests) == 2  # every b64token character is allowed, padding only at the end
+
+
+def test_introspection_calls_in_flight_are_capped_per_worker(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream, idp: TestUpstream, tmp_path: Path
+) -> None:
+    delay = 0.2
+    arrivals: list[float] = []
+    answer = idp.handler
+
+    def timed(req: SeenRequest) -> bytes | None:
+        arrivals.append(time.monotonic())
+        return answer(req)
+
+    idp.handler = timed
+    idp.delay = delay
+    gw = gateway_factory(
+        introspection_config(upstream.port, idp.port, tmp_path / "client.secret", "max_concurrent = 2")
+    )
+    results: list[int] = []
+
+    def one(i: int) -> None:
+        results.append(get(gw.port, f"/orders/{i}", headers=f"Authorization: Bearer tok{i}\r\n").status)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert results == [401] * 6 and len(arrivals) == 6
+    # A call starts only once an earlier one was answered (at arrival + delay): at most 2 within any delay.
+    peak = max(sum(1 for a in arrivals if t - delay < a <= t) for t in arrivals)
+    assert peak == 2, arrivals

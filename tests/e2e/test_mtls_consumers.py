@@ -86,7 +86,11 @@ def test_client_certificates_map_to_consumers_and_bind_tokens(
     assert ok.status == 200
     seen = upstream.requests[-1]
     assert seen.header(b"x-consumer") == b"billing" and seen.header(b"x-consumer-team") == b"finance"
-    assert request(gw.port, certs, None, "/x").status == 401
+    missing = request(gw.port, certs, None, "/x")
+    assert (
+        missing.status == 401 and missing.header(b"www-authenticate") == b'ClientCertificate realm="fastgw"'
+    )
+    assert missing.header(b"strict-transport-security") == b"max-age=31536000"  # a TLS listener
     assert request(gw.port, certs, other, "/x").status == 403  # valid, but mapped to nobody
 
     thumbprint = base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()
