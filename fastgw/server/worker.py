@@ -25,6 +25,7 @@ from fastgw.access_log import BATCH_RECORDS, AccessLog, Record
 from fastgw.metrics.shared import H_LOG_DROPPED, H_LOG_FAILED, H_REDIS_ERRORS, MetricsShard, SharedMetrics
 from fastgw.metrics.worker import WorkerMetrics
 from fastgw.policy.cluster_counts import CLUSTER
+from fastgw.policy.jwks import STALE
 from fastgw.proxy_headers import IdSource
 from fastgw.server.deadlines import TICK_SECONDS, sweep
 from fastgw.server.listener import ClientConnection
@@ -156,6 +157,8 @@ class Worker:
         cluster = CLUSTER.current
         if cluster is not None:
             export["ratelimit_redis_up"] = int(cluster.up)
+        if STALE:
+            export["jwks_stale"] = dict(STALE)  # issuer -> fetch time of keys served stale
         return export
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
