@@ -135,6 +135,12 @@ class RemoteJwks:
             self._restore()
             self._task = asyncio.get_running_loop().create_task(self._refresh_forever())
 
+    def stop(self) -> None:
+        """End background refreshes (the snapshot holding this set was replaced); a request still
+        running under that snapshot may fetch once more through :meth:`refresh`."""
+        if self._task is not None:
+            self._task.cancel()
+
     def usable(self) -> bool:
         """Whether the keys in use are younger than ``max_stale`` (older ones verify nothing)."""
         return time.time() - self.fetched_at <= self.max_stale

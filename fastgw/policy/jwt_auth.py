@@ -241,6 +241,12 @@ class JwtAuth:
     def check(self, ex: Exchange) -> Denial | Pending | None:
         return throttled(ex, self._check, self.throttle, (MISSING, DUPLICATE))
 
+    def stop(self) -> None:
+        """Stop this policy's background JWKS refreshes: a reload replaced it (else every reload would
+        add a poller per issuer that runs for the life of the worker)."""
+        for remote in self._remotes:
+            remote.stop()
+
     def _check(self, ex: Exchange) -> Denial | Pending | None:
         if not self._started:
             self._started = True

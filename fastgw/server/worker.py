@@ -26,6 +26,7 @@ from fastgw.metrics.shared import H_LOG_DROPPED, H_LOG_FAILED, H_REDIS_ERRORS, M
 from fastgw.metrics.worker import WorkerMetrics
 from fastgw.policy.cluster_counts import CLUSTER
 from fastgw.policy.jwks import STALE
+from fastgw.policy.jwt_auth import JwtAuth
 from fastgw.proxy_headers import IdSource
 from fastgw.server.deadlines import TICK_SECONDS, sweep
 from fastgw.server.listener import ClientConnection
@@ -252,6 +253,10 @@ class Worker:
 
         snapshot = compile_config(data, source)
         old = self.holder.swap(snapshot)
+        for jwt_auth in {
+            id(p): p for route in old.routes for p in route.chain if isinstance(p, JwtAuth)
+        }.values():
+            jwt_auth.stop()  # the new snapshot's issuers start their own refreshes (from the saved keys)
         self.via = b"1.1 " + snapshot.server.server_name  # cached per worker: server_name reloads too
         self.pools.retain(snapshot)
         if snapshot.ratelimit_redis != old.ratelimit_redis:

@@ -307,3 +307,39 @@ def test_discovery_checks_the_issuer_and_finds_a_moved_jwks_uri(
 
     asyncio.run(scenario())
     assert idp.fetches(b"/keys2") >= 1
+
+
+def test_stale_keys_are_logged_exported_and_bounded_by_jwks_max_stale(
+    tmp_path: Path, idp: Idp, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fastgw.metrics.exposition import GatewayCollector
+    from fastgw.policy.jwks import STALE
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    idp.keys = [jwk(key, "a")]
+    url = f'jwks_url = "http://127.0.0.1:{idp.port}/keys"\njwks_min_interval = 0.1\njwks_refresh = 600'
+    policy = jwt_policy(compile_with(tmp_path, url + "\njwks_max_stale = 1"))
+    remote = policy.issuers[ISS].remote
+    assert remote is not None
+
+    async def scenario() -> None:
+        assert await outcome(policy, token(key, "a")) == "ok"
+        idp.up = False
+        assert not await remote.refresh()
+        assert await outcome(policy, token(key, "a", sub="bob")) == "ok"  # stale beats down
+        collector = GatewayCollector()
+        collector.exports = [{"jwks_stale": dict(STALE)}]
+        family = next(m for m in collector.collect() if m.name == "fastgw_jwks_stale_seconds")
+        assert [s.labels for s in family.samples] == [{"issuer": "idp"}]
+        await asyncio.sleep(1.1)  # past jwks_max_stale: the keys verify nothing any more
+        assert await outcome(policy, token(key, "a", sub="carol")) == "jwt.kid"
+
+    asyncio.run(scenario())
+    err = capsys.readouterr().err
+    assert "fetching the JWKS of issuer 'idp' failed" in err and "serving stale keys fetched 0 s ago" in err
+    # A worker or snapshot started later does not take keys older than jwks_max_stale either.
+    later = jwt_policy(compile_with(tmp_path, url + "\njwks_max_stale = 1"))
+    assert asyncio.run(outcome(later, token(key, "a", sub="dave"))) == "jwt.kid"
+    fresh_enough = jwt_policy(compile_with(tmp_path, url + "\njwks_max_stale = 600"))
+    assert asyncio.run(outcome(fresh_enough, token(key, "a", sub="erin"))) == "ok"
+    STALE.clear()
