@@ -128,6 +128,7 @@ class RemoteJwks:
         self._inflight: asyncio.Future[bool] | None = None
         self._task: asyncio.Task[None] | None = None
         self._wanted = asyncio.Event()
+        self._save_failed = False
 
     def start(self) -> None:
         """Restore the saved keys and begin background refreshes on this worker's loop (idempotent)."""
@@ -272,7 +273,9 @@ class RemoteJwks:
                 os.close(fd)
             os.replace(temporary, path)
         except OSError as exc:
-            _log(f"cannot save the keys of issuer {self.name!r} to {path}: {exc.strerror}")
+            if not self._save_failed:  # once per snapshot: it fails the same way every refresh
+                _log(f"cannot save the keys of issuer {self.name!r} to {path}: {exc.strerror}")
+            self._save_failed = True
 
     def _restore(self) -> None:
         """Start from the saved set when it is younger than ``max_stale`` (a missing file is normal)."""
