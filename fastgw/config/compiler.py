@@ -41,6 +41,7 @@ from fastgw.config.schema import (
     RateLimitSpec,
     RedisSpec,
     RequirementSpec,
+    RouteJwtSpec,
     RouteSpec,
     SecretSpec,
     SecurityHeadersSpec,
@@ -54,13 +55,14 @@ from fastgw.policy.cors import Cors
 from fastgw.policy.http_client import Endpoint
 from fastgw.policy.identity import IDENTITIES
 from fastgw.policy.introspection import IntrospectionAuth, IntrospectionEndpoint, basic_authorization
-from fastgw.policy.jwks import RemoteJwks
+from fastgw.policy.jwks import RemoteJwks, is_loopback
 from fastgw.policy.jwt_auth import (
     ASYMMETRIC_ALGORITHMS,
     HMAC_ALGORITHMS,
     JweDecrypter,
     JwtAuth,
     JwtIssuer,
+    JwtRouteBinding,
     key_fits,
 )
 from fastgw.policy.mtls import MtlsAuth, normalise_fingerprint
@@ -120,6 +122,7 @@ class _Compiler:
     api_key: ApiKeyAuth | None = None
     throttle: ThrottleSettings | None = None
     jwt: JwtAuth | None = None
+    jwt_issuer_names: dict[str, str] = {}  # [jwt.issuers.NAME] -> its "iss" value
     mtls: MtlsAuth | None = None
     introspection: IntrospectionAuth | None = None
     identity_headers: tuple[tuple[bytes, str], ...] = ()
@@ -249,7 +252,7 @@ class _Compiler:
         self.security_remove = frozenset(n.lower().encode() for n in spec.remove)
         self.hsts = b"strict-transport-security: " + spec.hsts.encode() + b"\r\n" if spec.hsts else b""
 
-    def jwt_policy(self, spec: JwtSpec) -> JwtAuth:
+    def jwt_policy(self, spec: JwtSpec, state_dir: str, warnings: list[str]) -> JwtAuth:
         from fastgw.config.jwt_keys import issuer_keys
 
         if not spec.issuers:
@@ -288,7 +291,7 @@ class _Compiler:
                 )
             except ValueError as exc:
                 raise self.error(key, str(exc)) from None
-            remote = self.remote_jwks(key, it, algorithms & ASYMMETRIC_ALGORITHMS)
+            remote = self.remote_jwks(name, it, algorithms & ASYMMETRIC_ALGORITHMS, state_dir, warnings)
             if algorithms & ASYMMETRIC_ALGORITHMS and not (by_kid or without_kid or remote):
                 raise self.error(key, "RS*/PS*/ES*/EdDSA algorithms need public_keys, jwks_file or jwks_url")
             if (by_kid or without_kid) and not algorithms & ASYMMETRIC_ALGORITHMS:
@@ -315,6 +318,7 @@ class _Compiler:
             )
         jwe = self.jwe_decrypter(spec.jwe) if spec.jwe is not None else None
         shadow = spec.mode == "shadow"
+        self.jwt_issuer_names = {name: it.issuer for name, it in spec.issuers.items()}
         return JwtAuth(
             "jwt",
             issuers,
@@ -325,6 +329,32 @@ class _Compiler:
             self.throttle,
             jwe,
         )
+
+    def jwt_binding(self, key: str, spec: RouteJwtSpec | None, jwt_auth: JwtAuth) -> JwtRouteBinding | None:
+        """A route's issuer and audience binding; None where the route accepts all the [jwt] table does.
+
+        Unset with one issuer configured means that issuer; unset with several is an error, so adding a
+        second issuer never silently opens every existing route to it.
+        """
+        names = self.jwt_issuer_names
+        if spec is None:
+            if len(names) > 1:
+                listed = ", ".join(sorted(names))
+                reason = f"{len(names)} JWT issuers are configured ({listed}): name those this route accepts"
+                raise self.error(f"{key}.jwt.issuers", reason)
+            return None
+        if not spec.issuers:
+            raise self.error(f"{key}.jwt.issuers", "needs at least one issuer name")
+        for i, name in enumerate(spec.issuers):
+            if name not in names:
+                expected = ", ".join(sorted(names))
+                raise self.error(
+                    f"{key}.jwt.issuers[{i}]", f"unknown issuer {name!r} (expected one of {expected})"
+                )
+        issuers = frozenset(names[n] for n in spec.issuers)
+        if issuers == frozenset(names.values()) and not spec.audiences:
+            return None  # nothing narrower than JwtAuth itself: no extra check per request
+        return JwtRouteBinding("jwt", issuers, frozenset(spec.audiences), jwt_auth.shadow)
 
     def jwe_decrypter(self, spec: JweSpec) -> JweDecrypter:
         from joserfc.jwk import OctKey, RSAKey
@@ -397,29 +427,51 @@ class _Compiler:
             throttle=self.throttle,
         )
 
-    def remote_jwks(self, key: str, it: JwtIssuerSpec, algorithms: frozenset[str]) -> RemoteJwks | None:
+    def remote_jwks(
+        self, name: str, it: JwtIssuerSpec, algorithms: frozenset[str], state_dir: str, warnings: list[str]
+    ) -> RemoteJwks | None:
+        key = f"jwt.issuers.{name}"
         if it.jwks_url is None and it.discovery_url is None:
             return None
         if it.jwks_url is not None and it.discovery_url is not None:
             raise self.error(key, "name jwks_url or discovery_url, not both")
         if not algorithms:
             raise self.error(f"{key}.algorithms", "a JWKS URL needs an asymmetric algorithm")
-        for name in ("jwks_refresh", "jwks_min_interval", "jwks_timeout"):
-            self.positive(f"{key}.{name}", getattr(it, name))
+        for setting in (
+            "jwks_refresh",
+            "jwks_min_interval",
+            "jwks_timeout",
+            "jwks_max_stale",
+            "discovery_refresh",
+        ):
+            self.positive(f"{key}.{setting}", getattr(it, setting))
         tls = self.verifying_tls(key, it.ca)
         url_key = "jwks_url" if it.jwks_url is not None else "discovery_url"
+        url = it.jwks_url or it.discovery_url or ""
         try:
-            endpoint = Endpoint.parse(it.jwks_url or it.discovery_url or "", tls)
+            endpoint = Endpoint.parse(url, tls)
         except ValueError as exc:
             raise self.error(f"{key}.{url_key}", str(exc)) from None
+        if endpoint.tls is None:
+            if not it.allow_insecure_http and not is_loopback(endpoint.host):
+                reason = "is plain http://: keys could be swapped in transit (allow_insecure_http = true)"
+                raise self.error(f"{key}.{url_key}", reason)
+            warnings.append(f"{key}.{url_key} is plain http: its keys are not protected in transit")
+        digest = hashlib.blake2b(f"{it.issuer}\n{url}".encode(), digest_size=16).hexdigest()
         return RemoteJwks(
-            endpoint if it.jwks_url is not None else None,
-            endpoint if it.discovery_url is not None else None,
-            tls,
-            lambda k: any(key_fits(k, alg) for alg in algorithms),
-            it.jwks_refresh,
-            it.jwks_min_interval,
-            it.jwks_timeout,
+            name=name,
+            issuer=it.issuer,
+            jwks=endpoint if it.jwks_url is not None else None,
+            discovery=endpoint if it.discovery_url is not None else None,
+            tls=tls,
+            fits=lambda k: any(key_fits(k, alg) for alg in algorithms),
+            refresh=it.jwks_refresh,
+            min_interval=it.jwks_min_interval,
+            timeout=it.jwks_timeout,
+            max_stale=it.jwks_max_stale,
+            rediscover=it.discovery_refresh,
+            allow_insecure_http=it.allow_insecure_http,
+            saved_file=os.path.join(state_dir, "jwks", f"{digest}.json"),
         )
 
     def mtls_policy(self, spec: MtlsSpec) -> MtlsAuth:
@@ -818,6 +870,11 @@ class _Compiler:
             if self.jwt is None:
                 raise self.error(f"{key}.auth", "auth = 'jwt' needs a [jwt] table with at least one issuer")
             policies.append(self.jwt)
+            binding = self.jwt_binding(key, spec.jwt, self.jwt)
+            if binding is not None:
+                policies.append(binding)  # same phase, after JwtAuth: the sort below is stable
+        if spec.jwt is not None and spec.auth != "jwt":
+            raise self.error(f"{key}.jwt", "only applies to auth = 'jwt'")
         if spec.cors is not None:
             policies.append(self.cors(f"{key}.cors", spec.cors))
         if spec.authorize is not None:
@@ -996,7 +1053,7 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str) -> Snapshot:
     c.positive("rate_limits.quota_flush", spec.rate_limits.quota_flush)
     c.api_key = c.api_key_policy(spec.api_key, keys)
     c.identity_headers = c.identity_header_names(spec.identity_headers)
-    c.jwt = c.jwt_policy(spec.jwt) if spec.jwt is not None else None
+    c.jwt = c.jwt_policy(spec.jwt, c.state(spec.state).dir, warnings) if spec.jwt is not None else None
     c.mtls = c.mtls_policy(spec.mtls) if spec.mtls is not None else None
     if spec.introspection is not None:
         c.introspection = c.introspection_policy(spec.introspection, warnings)

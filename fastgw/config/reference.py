@@ -71,6 +71,12 @@ TABLES: list[tuple[str, type, str]] = [
     ("routes.authorize", schema.AuthorizeSpec, "Who may call a route: scopes, roles, teams, per method."),
     ("routes.authorize.methods.METHOD", schema.RequirementSpec, "One method's own requirement."),
     (
+        "routes.jwt",
+        schema.RouteJwtSpec,
+        "Which JWT issuers and audiences an auth = 'jwt' route accepts; required once several issuers"
+        " are configured.",
+    ),
+    (
         "[identity_headers]",
         schema.IdentityHeadersSpec,
         "Headers that tell the upstream who called (authenticated routes); client copies are removed.",

@@ -441,6 +441,19 @@ class RouteSpec:
     authorize: AuthorizeSpec | None = doc("who may call this route (a table, see routes.authorize)", None)
     cors: CorsSpec | None = doc("CORS for browser callers (a table, see routes.cors)", None)
     limits: tuple[RateLimitSpec, ...] = doc("rate limits (tables, see routes.limits); all must pass", ())
+    jwt: RouteJwtSpec | None = doc(
+        "which [jwt.issuers] and audiences an auth = 'jwt' route accepts (a table, see routes.jwt);"
+        " unset: every issuer, if only one is configured",
+        None,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteJwtSpec:
+    issuers: tuple[str, ...] = doc("names of [jwt.issuers.NAME] tables whose tokens this route accepts", ...)
+    audiences: tuple[str, ...] = doc(
+        "the token's 'aud' must also contain one of these (empty: the issuer's audiences suffice)", ()
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -546,6 +559,22 @@ class JwtIssuerSpec:
         "least seconds between fetches (an unknown kid triggers one)", 10.0, most=SECONDS_MAX
     )
     jwks_timeout: float = doc("seconds a JWKS or discovery fetch may take", 3.0, most=SECONDS_MAX)
+    jwks_max_stale: float = doc(
+        "seconds the last good JWKS (kept across reloads and worker restarts in the state directory)"
+        " is still used while the identity provider cannot be reached; older keys verify nothing",
+        86400.0,
+        most=(7 * 86400, "a week: an identity provider down longer needs an operator, not old keys"),
+    )
+    discovery_refresh: float = doc(
+        "seconds between re-reads of the OIDC discovery document (also re-read after a failed JWKS fetch)",
+        3600.0,
+        most=SECONDS_MAX,
+    )
+    allow_insecure_http: bool = doc(
+        "accept plain http:// JWKS and discovery URLs (and a discovered jwks_uri); loopback is always"
+        " accepted, with a warning",
+        False,
+    )
     ca: str | None = doc("PEM bundle to verify the JWKS and discovery URLs with (default: system)", None)
     leeway: float = doc("seconds of clock skew tolerated on exp, nbf and iat", 30.0, most=SECONDS_MAX)
     consumer_claim: str = doc("claim naming the caller", "sub")

@@ -15,6 +15,7 @@ tick). Gauges (connections, pool states, Redis up) come from the workers' latest
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -192,6 +193,23 @@ class GatewayCollector(Collector):
             )
             errors.add_metric([], t.redis_errors)
             yield errors
+        yield self._jwks_stale()
+
+    def _jwks_stale(self) -> Metric:
+        """Per issuer, the age of the oldest keys a worker serves although its fetches fail (alert on it)."""
+        oldest: dict[str, float] = {}
+        for export in self.exports:
+            for issuer, fetched_at in export.get("jwks_stale", {}).items():
+                oldest[issuer] = min(fetched_at, oldest.get(issuer, fetched_at))
+        gauge = GaugeMetricFamily(
+            "fastgw_jwks_stale_seconds",
+            "Age of JWKS keys still served while the identity provider cannot be reached",
+            labels=["issuer"],
+        )
+        now = time.time()
+        for issuer, fetched_at in sorted(oldest.items()):
+            gauge.add_metric([issuer], max(0.0, now - fetched_at))
+        return gauge
 
     def _pools(self, t: Totals) -> Iterator[Metric]:
         connections = GaugeMetricFamily("fastgw_client_connections", "Open client connections")

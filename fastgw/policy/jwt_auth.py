@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -35,6 +36,21 @@ HMAC_ALGORITHMS: Final = frozenset({"HS256", "HS384", "HS512"})
 ASYMMETRIC_ALGORITHMS: Final = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"}
 )
+
+
+# RFC 7515 2 / 7.1: a compact JWS is three base64url parts *without* padding; pyjwt's decoder pads and
+# tolerates '=', so the syntax is checked here first. RFC 7519 2: NumericDate is a JSON number.
+_COMPACT_JWS: Final = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+_TIME_CLAIMS: Final = ("exp", "nbf", "iat")
+
+
+def _numeric_dates(claims: dict[str, Any]) -> bool:
+    """Whether exp, nbf and iat, where present, are JSON numbers (not strings, not booleans)."""
+    for name in _TIME_CLAIMS:
+        value = claims.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return False
+    return True
 
 
 def _invalid(description: str, reason: str) -> Denial:
@@ -62,6 +78,8 @@ BAD_CLAIMS = _invalid("missing or invalid claims", "jwt.claims")
 UNBOUND = _invalid("token not bound to this client certificate", "jwt.cert_binding")
 UNDECRYPTABLE = _invalid("cannot decrypt the token", "jwt.decrypt")
 JWE_REQUIRED = _invalid("an encrypted token is required", "jwt.jwe_required")
+WRONG_ISSUER = _invalid("issuer not accepted on this route", "jwt.route_issuer")
+WRONG_AUDIENCE = _invalid("audience not accepted on this route", "jwt.route_audience")
 
 
 class JweDecrypter:
@@ -107,6 +125,7 @@ class JwtIdentity:
     expires: float
     issuer: str
     cert_thumbprint: str  # cnf.x5t#S256 when the issuer requires certificate binding, else ""
+    audiences: frozenset[str] = frozenset()  # the token's aud, for routes that bind audiences
 
 
 _FAMILIES: Final[dict[str, type | tuple[type, ...]]] = {
@@ -153,10 +172,11 @@ class JwtIssuer:
         remote = self.remote
         if isinstance(kid, str) and kid:
             key = self.keys_by_kid.get(kid)
-            if key is None and remote is not None:
+            if key is None and remote is not None and remote.usable():  # keys past jwks_max_stale: none
                 key = remote.by_kid.get(kid)
             return key if key is not None and key_fits(key, alg) else None
-        pool = self.keys_without_kid + (remote.without_kid if remote is not None else ())
+        usable = remote is not None and remote.usable()
+        pool = self.keys_without_kid + (remote.without_kid if remote is not None and usable else ())
         candidates = [k for k in pool if key_fits(k, alg)]
         return candidates[0] if len(candidates) == 1 else None
 
@@ -174,6 +194,7 @@ class JwtIssuer:
             thumbprint = cnf.get("x5t#S256", "") if isinstance(cnf, dict) else ""
             if not isinstance(thumbprint, str) or not thumbprint:
                 return None  # a bound token without its binding is not acceptable
+        aud = claims.get("aud")
         return JwtIdentity(
             consumer=subject,
             consumer_id=subject,
@@ -183,6 +204,7 @@ class JwtIssuer:
             expires=float(claims["exp"]),
             issuer=self.issuer,
             cert_thumbprint=thumbprint,
+            audiences=_strings([aud] if isinstance(aud, str) else aud),
         )
 
 
@@ -209,13 +231,21 @@ class JwtAuth:
         self.negative_ttl = negative_ttl
         self.shadow = shadow
         self._good: OrderedDict[bytes, JwtIdentity] = OrderedDict()
-        self._bad: dict[bytes, tuple[float, Denial]] = {}
+        # token -> (until, denial, key generation): an entry made before the key sets changed is void,
+        # so a token whose kid was rotated in works as soon as this worker has the key.
+        self._bad: dict[bytes, tuple[float, Denial, int]] = {}
         self.verifications = 0  # signature checks actually run (tests, metrics)
         self._remotes = [i.remote for i in issuers.values() if i.remote is not None]
         self._started = not self._remotes
 
     def check(self, ex: Exchange) -> Denial | Pending | None:
         return throttled(ex, self._check, self.throttle, (MISSING, DUPLICATE))
+
+    def stop(self) -> None:
+        """Stop this policy's background JWKS refreshes: a reload replaced it (else every reload would
+        add a poller per issuer that runs for the life of the worker)."""
+        for remote in self._remotes:
+            remote.stop()
 
     def _check(self, ex: Exchange) -> Denial | Pending | None:
         if not self._started:
@@ -238,13 +268,22 @@ class JwtAuth:
             del self._good[token]
             return EXPIRED
         bad = self._bad.get(token)
-        if bad is not None and now < bad[0]:
+        if bad is not None and now < bad[0] and bad[2] == self._key_generation():
             return bad[1]
         issuer, outcome = self._verify(token.decode("latin-1"))
         source = issuer.remote if issuer is not None else None
-        if outcome is UNKNOWN_KEY and source is not None and source.may_refetch():
-            return Pending(self._after_refetch(ex, token, source))  # maybe a key rotated in since
+        if outcome is UNKNOWN_KEY and source is not None:
+            if source.may_refetch():
+                return Pending(self._after_refetch(ex, token, source))  # maybe a key rotated in since
+            source.want_refresh()  # in the cooldown: fetch when it ends, never more often
         return self._settle(ex, token, outcome, now)
+
+    def _key_generation(self) -> int:
+        """Changes whenever any remote key set changes (each generation only grows)."""
+        total = 0
+        for remote in self._remotes:
+            total += remote.generation
+        return total
 
     async def _after_refetch(self, ex: Exchange, token: bytes, remote: RemoteJwks) -> Denial | None:
         await remote.refresh()
@@ -256,7 +295,7 @@ class JwtAuth:
         if isinstance(outcome, Denial):
             if len(self._bad) >= self.cache_size:
                 self._bad.clear()
-            self._bad[token] = (now + self.negative_ttl, outcome)
+            self._bad[token] = (now + self.negative_ttl, outcome, self._key_generation())
             return outcome
         good = self._good
         good[token] = outcome
@@ -282,11 +321,15 @@ class JwtAuth:
             token = inner
         elif self.jwe is not None and self.jwe.required:
             return None, JWE_REQUIRED
+        if _COMPACT_JWS.fullmatch(token) is None:
+            return None, MALFORMED
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError:
             return None, MALFORMED
+        if not _numeric_dates(unverified):
+            return None, BAD_CLAIMS
         iss = unverified.get("iss")
         issuer = self.issuers.get(iss) if isinstance(iss, str) else None
         if issuer is None:
@@ -328,3 +371,30 @@ class JwtAuth:
             return issuer, MALFORMED
         identity = issuer.identity(claims)
         return issuer, identity if identity is not None else BAD_CLAIMS
+
+
+class JwtRouteBinding:
+    """The issuers (and audiences) one route accepts, checked after :class:`JwtAuth` has verified the
+    token (its cache is shared by every route): a token of another issuer is refused here, on this route
+    only. Compiled only where the route narrows what the [jwt] table accepts."""
+
+    PHASE: ClassVar[Phase] = Phase.AUTHENTICATION
+    __slots__ = ("audiences", "issuers", "name", "shadow")
+
+    def __init__(self, name: str, issuers: frozenset[str], audiences: frozenset[str], shadow: bool) -> None:
+        self.name = name
+        self.issuers = issuers  # "iss" values
+        self.audiences = audiences
+        self.shadow = shadow
+
+    def check(self, ex: Exchange) -> Denial | None:
+        identity = ex.consumer
+        if not isinstance(identity, JwtIdentity):
+            return None  # shadow mode let an unverified request through; it is anonymous
+        if identity.issuer not in self.issuers:
+            ex.consumer = None
+            return WRONG_ISSUER
+        if self.audiences and self.audiences.isdisjoint(identity.audiences):
+            ex.consumer = None
+            return WRONG_AUDIENCE
+        return None

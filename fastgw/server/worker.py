@@ -25,6 +25,8 @@ from fastgw.access_log import BATCH_RECORDS, AccessLog, Record
 from fastgw.metrics.shared import H_LOG_DROPPED, H_LOG_FAILED, H_REDIS_ERRORS, MetricsShard, SharedMetrics
 from fastgw.metrics.worker import WorkerMetrics
 from fastgw.policy.cluster_counts import CLUSTER
+from fastgw.policy.jwks import STALE
+from fastgw.policy.jwt_auth import JwtAuth
 from fastgw.proxy_headers import IdSource
 from fastgw.server.deadlines import TICK_SECONDS, sweep
 from fastgw.server.listener import ClientConnection
@@ -156,6 +158,8 @@ class Worker:
         cluster = CLUSTER.current
         if cluster is not None:
             export["ratelimit_redis_up"] = int(cluster.up)
+        if STALE:
+            export["jwks_stale"] = dict(STALE)  # issuer -> fetch time of keys served stale
         return export
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -249,6 +253,10 @@ class Worker:
 
         snapshot = compile_config(data, source)
         old = self.holder.swap(snapshot)
+        for jwt_auth in {
+            id(p): p for route in old.routes for p in route.chain if isinstance(p, JwtAuth)
+        }.values():
+            jwt_auth.stop()  # the new snapshot's issuers start their own refreshes (from the saved keys)
         self.via = b"1.1 " + snapshot.server.server_name  # cached per worker: server_name reloads too
         self.pools.retain(snapshot)
         if snapshot.ratelimit_redis != old.ratelimit_redis:

@@ -138,10 +138,100 @@ def test_jwks_url_by_discovery_rotation_and_stale_keys(
         assert get(gw.port, "/orders/3", headers=f"Authorization: Bearer {other}\r\n").status == 401
         fresh_a = jwt.encode({**claims, "sub": "erin"}, key_a, algorithm="ES256", headers={"kid": "a"})
         assert get(gw.port, "/orders/4", headers=f"Authorization: Bearer {fresh_a}\r\n").status == 200
-        assert "fetching the OIDC discovery document failed" in gw.stderr() or "fetching the JWKS failed" in (
-            gw.stderr()
-        )
+        assert "of issuer 'idp' failed" in gw.stderr() and "serving stale keys fetched" in gw.stderr()
         targets = [r.target for r in idp.requests]
         assert targets[0] == b"/.well-known/openid-configuration" and b"/keys" in targets
+    finally:
+        idp.close()
+
+
+def test_last_good_jwks_survive_reload_and_worker_kill_while_the_idp_is_down(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
+    """IdP up: tokens work; IdP down, then a reload and a kill -9 of a worker: the new snapshot and the
+    new worker start from the saved last-good keys, so known-kid tokens still pass on every worker."""
+    import json
+    import os
+    import re
+    import signal
+    import stat
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from tests.conftest import wait_until
+
+    idp = TestUpstream()
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+    jwk["kid"] = "a"
+    state = {"up": True}
+
+    def handler(req: SeenRequest) -> bytes | None:
+        if not state["up"]:
+            return None  # the connection is dropped: the provider is down
+        return json_response(json.dumps({"keys": [jwk]}).encode())
+
+    idp.handler = handler
+
+    def fresh_token() -> str:  # a new token string each time: no worker has it cached
+        claims = {"iss": ISS, "sub": f"u{time.monotonic_ns()}", "exp": int(time.time()) + 120}
+        return jwt.encode(claims, key, algorithm="ES256", headers={"kid": "a"})
+
+    def statuses(n: int = 16) -> set[int]:
+        """Statuses of n fresh tokens, each on a new connection (so both workers answer some)."""
+        return {
+            get(gw.port, "/orders/1", headers=f"Authorization: Bearer {fresh_token()}\r\n").status
+            for _ in range(n)
+        }
+
+    try:
+        gw = gateway_factory(
+            basic_config(
+                upstream.port,
+                extra=f"""
+                [[routes]]
+                name = "orders"
+                path = "/orders"
+                upstream = "backend"
+                auth = "jwt"
+
+                [jwt.issuers.idp]
+                issuer = "{ISS}"
+                audiences = []
+                algorithms = ["ES256"]
+                jwks_url = "http://127.0.0.1:{idp.port}/keys"
+                jwks_min_interval = 0.2
+                jwks_refresh = 0.5
+                """,
+            ),
+            workers=2,
+        )
+        wait_until(lambda: statuses() == {200}, 5, "the keys on both workers")
+        saved = list((gw.state / "jwks").glob("*.json"))
+        assert len(saved) == 1 and stat.S_IMODE(saved[0].stat().st_mode) == 0o600
+        assert stat.S_IMODE((gw.state / "jwks").stat().st_mode) == 0o700
+
+        state["up"] = False
+        wait_until(lambda: "serving stale keys" in gw.stderr(), 5, "a failed refresh")
+        gw.config.write_text(gw.config.read_text() + "\n# reloaded while the provider is down\n")
+        mark = len(gw.stderr())
+        gw.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: re.search(r"reload \(\w+\) complete", gw.stderr()[mark:]), 10, "the reload")
+
+        def every_worker_restored() -> bool:
+            """Every request passes, and each live worker has said it serves the saved keys (it says so
+            on its first request under the new snapshot: proof that it answered one)."""
+            assert statuses() == {200}
+            text = gw.stderr()[mark:]
+            line = "]: issuer 'idp': starting with the keys saved"
+            return all(f"fastgw[{gw.worker_pid(slot)}{line}" in text for slot in (0, 1))
+
+        wait_until(every_worker_restored, 10, "both workers of the new snapshot")
+        victim = gw.worker_pid(1)
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: gw.worker_pid(1) != victim, 10, "a replacement worker")
+        wait_until(every_worker_restored, 10, "the replacement worker")
+        assert idp.requests and all(r.target == b"/keys" for r in idp.requests)
+        assert "Traceback" not in gw.stderr()
     finally:
         idp.close()

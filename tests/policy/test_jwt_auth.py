@@ -56,7 +56,9 @@ def make_policy(
     (tmp_path / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
 
     # These tests send hundreds of bad tokens on purpose: throttling is off unless a test sets it.
-    def make(extra: str = "", jwt_options: str = "", throttle: str = "enabled = false") -> JwtAuth:
+    def make(
+        extra: str = "", jwt_options: str = "", throttle: str = "enabled = false", route: str = ""
+    ) -> JwtAuth:
         config = f"""
 [[listeners]]
 bind = "127.0.0.1:8080"
@@ -67,6 +69,7 @@ name = "r"
 path = "/"
 upstream = "u"
 auth = "jwt"
+{route}
 [auth_throttle]
 {throttle}
 [jwt]
@@ -287,7 +290,8 @@ def test_hmac_issuer(make_policy: Callable[..., JwtAuth], monkeypatch: pytest.Mo
     monkeypatch.setenv("JWT_TEST_SECRET", HMAC_SECRET)
     policy = make_policy(
         '[jwt.issuers.svc]\nissuer = "svc"\naudiences = ["internal"]\nalgorithms = ["HS256"]\n'
-        'secret = { env = "JWT_TEST_SECRET" }'
+        'secret = { env = "JWT_TEST_SECRET" }',
+        route='jwt = { issuers = ["idp", "svc"] }',
     )
     token = jwt.encode(claims(iss="svc", aud="internal"), HMAC_SECRET, algorithm="HS256")
     assert reason(check(policy, token)) == "ok"
@@ -343,3 +347,22 @@ def test_failed_tokens_are_throttled_per_client(make_policy: Callable[..., JwtAu
     good = jwt.encode(claims(), rsa_key, algorithm="RS256")
     assert attempt(good, "198.51.100.7") == "auth_throttle.blocked"  # blocked before any verification
     assert attempt(good, "198.51.100.8") == "ok"  # other clients are not affected
+
+
+def test_numeric_dates_and_unpadded_base64url_are_required(
+    make_policy: Callable[..., JwtAuth], rsa_key: Any
+) -> None:
+    """RFC 7519 2: NumericDate is a JSON number; RFC 7515 2: base64url without '=' padding."""
+    policy = make_policy()
+    now = int(time.time())
+    for name, value in (("exp", str(now + 300)), ("nbf", str(now - 10)), ("iat", str(now)), ("exp", True)):
+        token = jwt.encode(claims(**{name: value}), rsa_key, algorithm="RS256")
+        assert reason(check(policy, token)) == "jwt.claims", (name, value)
+    token = jwt.encode(claims(exp=now + 300.5), rsa_key, algorithm="RS256")
+    assert reason(check(policy, token)) == "ok"  # a fraction is a number too
+    good = jwt.encode(claims(sub="bob"), rsa_key, algorithm="RS256")
+    head, payload, sig = good.split(".")
+    assert reason(check(policy, f"{head}.{payload}.{sig}=")) == "jwt.malformed"
+    assert reason(check(policy, f"{head}=.{payload}.{sig}")) == "jwt.malformed"
+    assert reason(check(policy, f"{head}.{payload}.")) == "jwt.signature"
+    assert reason(check(policy, good)) == "ok"
