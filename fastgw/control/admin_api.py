@@ -39,7 +39,7 @@ from fastgw.codec.problem import PROBLEM_BASE
 from fastgw.control.keys import KeyServiceError
 from fastgw.metrics.exposition import render
 from fastgw.policy.quota import period_bounds
-from fastgw.secrets import resolve_secret
+from fastgw.secrets import admin_token
 from fastgw.snapshot import AdminSettings
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ class AdminServer:
     def __init__(self, control: ControlProcess, settings: AdminSettings) -> None:
         self.control = control
         self.settings = settings
-        self._token_digest = hashlib.sha256(resolve_secret(settings.token)).digest()
+        self._token_digest = hashlib.sha256(admin_token(settings.token)).digest()
         self._server: asyncio.Server | None = None
 
     async def start(self, sock: socket.socket) -> None:
