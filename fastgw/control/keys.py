@@ -240,10 +240,7 @@ class KeyService:
         self._push({"t": "keys", "put": [self._wire(row, consumer)]})
         return {**self._public(row, consumer), "key": plaintext}
 
-    def keys(self, consumer: str | None = None) -> list[dict[str, Any]]:
-        """Every key, or one consumer's (by id or name)."""
-        if consumer is not None:
-            return list(self.consumer(consumer)["keys"])
+    def keys(self) -> list[dict[str, Any]]:
         consumers = {c["id"]: c for c in self.store.consumers()}
         return [self._public(k, consumers.get(k["consumer_id"])) for k in self.store.api_keys()]
 
