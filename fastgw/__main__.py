@@ -347,9 +347,15 @@ def _admin(args: argparse.Namespace) -> int:
 
 
 def _admin_request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
+    from urllib.parse import quote
+
     if args.command == "consumers":
         if args.action == "list":
             return "GET", "/consumers", None
+        if args.action == "show":
+            return "GET", f"/consumers/{quote(args.name, safe='')}", None
+        if args.action in ("disable", "enable", "delete"):
+            return "POST", f"/consumers/{quote(args.name, safe='')}/{args.action}", {}
         limits: dict[str, int] = {}
         for item in args.limit:
             name, _, number = item.partition("=")
@@ -361,19 +367,43 @@ def _admin_request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] |
             body_c["limits"] = limits
         return "POST", "/consumers", body_c
     if args.action == "list":
+        if args.consumer is not None:
+            return "GET", f"/consumers/{quote(args.consumer, safe='')}", None
         return "GET", "/keys", None
     if args.action == "create":
         body: dict[str, Any] = {"consumer": args.consumer, "scopes": args.scope, "roles": args.role}
         if args.route:
             body["routes"] = args.route
-        if args.expires_in:
+        if args.expires_in is not None:  # 0 included: the gateway refuses it rather than read "never"
             body["expires_in"] = args.expires_in
         return "POST", "/keys", body
     if args.action == "rotate":
         return "POST", f"/keys/{args.key_id}/rotate", {"grace_seconds": args.grace}
     if args.action == "expire":
-        return "POST", f"/keys/{args.key_id}/expire", {"at": time.time() + args.in_seconds}
+        return "POST", f"/keys/{args.key_id}/expire", {"in": args.in_seconds, "extend": args.extend}
+    if args.action == "update":
+        changes: dict[str, Any] = {}
+        for field, values, clear in (
+            ("scopes", args.scope, args.no_scopes),
+            ("roles", args.role, args.no_roles),
+            ("routes", args.route, args.all_routes),
+        ):
+            if values is not None and clear:
+                raise SystemExit(f"fastgw: keys update: give --{field[:-1]} or its clearing option, not both")
+            if values is not None:
+                changes[field] = values
+            elif clear:
+                changes[field] = None if field == "routes" else []
+        if not changes:
+            raise SystemExit("fastgw: keys update: nothing to change (--scope, --role, --route, ...)")
+        return "POST", f"/keys/{args.key_id}/update", changes
     return "POST", f"/keys/{args.key_id}/revoke", {}
+
+
+def _key_line(k: dict[str, Any]) -> str:
+    return f"{k['id']}  {k['prefix']}...  {k['consumer']}  {k['state']}" + (
+        f"  expires {k['expires']}" if k["expires"] else ""
+    )
 
 
 def _describe(args: argparse.Namespace, result: dict[str, Any]) -> str:
@@ -381,15 +411,31 @@ def _describe(args: argparse.Namespace, result: dict[str, Any]) -> str:
         if args.action == "list":
             rows = result["consumers"]
             return "\n".join(
-                f"{c['id']}  {c['name']}  team={c['team']}  roles={','.join(c['roles'])}" for c in rows
+                f"{c['id']}  {c['name']}  team={c['team']}  roles={','.join(c['roles'])}"
+                + ("  disabled" if c.get("disabled") else "")
+                for c in rows
             )
+        if args.action == "show":
+            state = f"disabled since {result['disabled']}" if result.get("disabled") else "enabled"
+            limits = (result.get("metadata") or {}).get("limits") or {}
+            lines = [
+                f"consumer {result['name']} ({result['id']}): {state}",
+                f"  team: {result['team'] or '-'}",
+                f"  roles: {','.join(result['roles']) or '-'}",
+                f"  limits: {', '.join(f'{k}={v}' for k, v in limits.items()) or '-'}",
+                f"  created: {result['created']}",
+                f"  keys ({len(result['keys'])}):",
+            ]
+            lines.extend("    " + _key_line(k) for k in result["keys"])
+            return "\n".join(lines)
+        if args.action == "delete":
+            return f"deleted consumer {result['name']} ({result['id']}) and its {len(result['keys'])} keys"
+        if args.action in ("disable", "enable"):
+            state = "disabled" if result.get("disabled") else "enabled"
+            return f"consumer {result['name']} ({result['id']}): {state}"
         return f"created consumer {result['name']} ({result['id']})"
     if args.action == "list":
-        return "\n".join(
-            f"{k['id']}  {k['prefix']}...  {k['consumer']}  {k['state']}"
-            + (f"  expires {k['expires']}" if k["expires"] else "")
-            for k in result["keys"]
-        )
+        return "\n".join(_key_line(k) for k in result["keys"])
     if args.action in ("create", "rotate"):
         new = result["new"] if args.action == "rotate" else result
         lines = [f"key {new['id']} for {new['consumer']}:", "", f"    {new['key']}", ""]
@@ -397,7 +443,14 @@ def _describe(args: argparse.Namespace, result: dict[str, Any]) -> str:
         if args.action == "rotate":
             lines.append(f"The old key {result['old']['id']} stays valid until {result['old']['expires']}.")
         return "\n".join(lines)
-    return f"key {result['id']} ({result['prefix']}...): {result['state']}"
+    if args.action == "update":
+        routes = ",".join(result["routes"]) if result["routes"] is not None else "(every route)"
+        return (
+            f"key {result['id']} ({result['prefix']}...): scopes={','.join(result['scopes'])}"
+            f"  roles={','.join(result['roles'])}  routes={routes}"
+        )
+    expires = f", expires {result['expires']}" if args.action == "expire" else ""
+    return f"key {result['id']} ({result['prefix']}...): {result['state']}{expires}"
 
 
 def _diff(args: argparse.Namespace) -> int:
@@ -445,6 +498,13 @@ def main(argv: list[str] | None = None) -> int:
         help="this consumer's own number for limits named NAME keyed by consumer or api_key (repeatable)",
     )
     consumers_sub.add_parser("list", help="list consumers")
+    for action, text in (
+        ("show", "a consumer and its keys"),
+        ("disable", "stop all the consumer's keys at once, on every worker (enable brings them back)"),
+        ("enable", "let a disabled consumer's keys work again"),
+        ("delete", "delete a consumer and its keys (the audit log keeps their history)"),
+    ):
+        consumers_sub.add_parser(action, help=text).add_argument("name", help="consumer name or id")
     keys = sub.add_parser("keys", help="API keys (through the admin API of the running gateway)")
     keys_sub = keys.add_subparsers(dest="action", required=True)
     k_create = keys_sub.add_parser("create", help="issue a key; its plaintext is printed once")
@@ -454,18 +514,34 @@ def main(argv: list[str] | None = None) -> int:
     k_create.add_argument(
         "--route", action="append", default=[], help="allowed route (repeatable; default all)"
     )
-    k_create.add_argument("--expires-in", type=float, help="seconds until the key expires")
-    keys_sub.add_parser("list", help="list keys (ids and visible prefixes, never the keys)")
+    k_create.add_argument(
+        "--expires-in", type=float, help="seconds until the key expires, > 0 (default: never)"
+    )
+    k_list = keys_sub.add_parser("list", help="list keys (ids and visible prefixes, never the keys)")
+    k_list.add_argument("--consumer", help="only this consumer's keys (name or id)")
     k_rotate = keys_sub.add_parser("rotate", help="issue a replacement; the old key lasts the grace period")
     k_rotate.add_argument("key_id")
     k_rotate.add_argument("--grace", type=float, default=86400.0, help="seconds (default: %(default)s)")
     k_revoke = keys_sub.add_parser("revoke", help="revoke a key now")
     k_revoke.add_argument("key_id")
-    k_expire = keys_sub.add_parser("expire", help="set a key to expire")
+    k_expire = keys_sub.add_parser("expire", help="set a key to expire (only earlier, unless --extend)")
     k_expire.add_argument("key_id")
     k_expire.add_argument(
-        "--in", dest="in_seconds", type=float, default=0.0, help="seconds from now (default 0)"
+        "--in", dest="in_seconds", type=float, default=0.0, help="seconds from now (default 0: now)"
     )
+    k_expire.add_argument(
+        "--extend",
+        action="store_true",
+        help="allow a later expiry (refused for revoked, expired and rotated-out keys)",
+    )
+    k_update = keys_sub.add_parser("update", help="change a key's scopes, roles or routes, keeping the key")
+    k_update.add_argument("key_id")
+    k_update.add_argument("--scope", action="append", help="the key's scopes become these (repeatable)")
+    k_update.add_argument("--no-scopes", action="store_true", help="remove every scope")
+    k_update.add_argument("--role", action="append", help="the key's roles become these (repeatable)")
+    k_update.add_argument("--no-roles", action="store_true", help="remove every role of the key")
+    k_update.add_argument("--route", action="append", help="the key's allowed routes become these")
+    k_update.add_argument("--all-routes", action="store_true", help="allow the key on every route")
     for group in (keys_sub, consumers_sub):
         for leaf in group.choices.values():
             leaf.add_argument("--config", required=True, help="the gateway config (admin listener and token)")

@@ -9,6 +9,7 @@ audit key) and in the supervisor when it validates a config, so a missing secret
 from __future__ import annotations
 
 import os
+from typing import Final
 
 from fastgw.config.loader import ConfigError
 from fastgw.snapshot import SecretRef, Snapshot
@@ -45,9 +46,32 @@ def resolve_secret(ref: SecretRef) -> bytes:
     return data
 
 
+# The admin API answers anyone who reaches its listener, so its token must be unguessable: 32 bytes are
+# 128 bits even as hex (the 128-bit floor of NIST SP 800-63B for secrets an attacker can try online). A
+# length alone passes "aaaa...a": fewer than 8 distinct bytes in 32 is no random string (a random hex
+# string of 32 characters has 16 distinct ones in all but a vanishing fraction of cases).
+ADMIN_TOKEN_MIN_BYTES: Final = 32
+ADMIN_TOKEN_MIN_DISTINCT: Final = 8
+
+
+def admin_token(ref: SecretRef) -> bytes:
+    """The admin API's bearer token, refused when it is too short or repetitive to be a random secret.
+    Raises ConfigError naming the key (never the token)."""
+    token = resolve_secret(ref)
+    if len(token) < ADMIN_TOKEN_MIN_BYTES or len(set(token)) < ADMIN_TOKEN_MIN_DISTINCT:
+        raise ConfigError(
+            ref.file,
+            ref.key,
+            f"the admin token ({ref.kind} {ref.name}) is shorter than {ADMIN_TOKEN_MIN_BYTES} bytes or too"
+            " repetitive to be random; make one with: openssl rand -hex 32",
+        )
+    return token
+
+
 def check_control_secrets(snapshot: Snapshot) -> None:
     """Resolve the secrets only the control process uses (admin token, audit key) now, so a missing one
     fails start-up or a reload with its key named instead of failing later in the control process."""
-    for ref in (snapshot.admin.token if snapshot.admin else None, snapshot.audit.key):
-        if ref is not None:
-            resolve_secret(ref)
+    if snapshot.admin is not None:
+        admin_token(snapshot.admin.token)
+    if snapshot.audit.key is not None:
+        resolve_secret(snapshot.audit.key)

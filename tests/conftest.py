@@ -466,7 +466,7 @@ def secrets_dir(tmp_path: Path) -> Path:
     """An admin token and a key pepper, as files a config can reference."""
     d = tmp_path / "secrets"
     d.mkdir()
-    (d / "admin.token").write_text("admin-token-for-keys-tests\n")
+    (d / "admin.token").write_text("admin-token-for-keys-tests-0c5e9a7d31f4\n")
     (d / "pepper").write_bytes(os.urandom(32).hex().encode())
     return d
 

@@ -48,11 +48,11 @@ def test_check_examples(tmp_path: Path) -> None:
     # check resolves every secret reference, as run does: environment variables and systemd credentials.
     credentials = tmp_path / "credentials"
     credentials.mkdir()
-    (credentials / "admin-token").write_text("t\n")
+    (credentials / "admin-token").write_text("t" + os.urandom(32).hex() + "\n")
     (credentials / "audit-key").write_text("k" * 32)
     env = {
         "FASTGW_KEY_PEPPER": "p" * 32,
-        "FASTGW_ADMIN_TOKEN": "t",
+        "FASTGW_ADMIN_TOKEN": os.urandom(32).hex(),
         "CREDENTIALS_DIRECTORY": str(credentials),
     }
     for path in examples:

@@ -15,7 +15,9 @@ the raw numbers the store and the counters keep.
                      if it is invalid or changes a setting that needs a restart, 503 if not confirmed
     POST /rollback   restore the previous valid config of the same file; as /reload (422 if there is none)
     GET  /metrics    Prometheus exposition (no token when admin.open_metrics = true)
-    GET|POST /consumers, GET|POST /keys, POST /keys/ID/rotate|revoke|expire: consumers and API keys
+    GET|POST /consumers, GET|POST /keys, POST /keys/ID/rotate|revoke|expire|update: consumers and API keys
+    GET  /consumers/REF            a consumer (by id or URL-quoted name) with its keys
+    POST /consumers/REF/disable|enable|delete
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import hashlib
 import hmac
 import socket
 import time
+import urllib.parse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -36,7 +39,7 @@ from fastgw.codec.problem import PROBLEM_BASE
 from fastgw.control.keys import KeyServiceError
 from fastgw.metrics.exposition import render
 from fastgw.policy.quota import period_bounds
-from fastgw.secrets import resolve_secret
+from fastgw.secrets import admin_token
 from fastgw.snapshot import AdminSettings
 
 if TYPE_CHECKING:
@@ -44,7 +47,7 @@ if TYPE_CHECKING:
 
 MAX_BODY: Final = 64 * 1024
 # Fields the store keeps as unix seconds, shown as ISO 8601 UTC (null stays null).
-_TIMES: Final = ("created", "expires", "revoked", "updated")
+_TIMES: Final = ("created", "expires", "revoked", "updated", "disabled")
 READ_TIMEOUT: Final = 10.0
 PROBLEM: Final = "application/problem+json"
 
@@ -71,7 +74,7 @@ class AdminServer:
     def __init__(self, control: ControlProcess, settings: AdminSettings) -> None:
         self.control = control
         self.settings = settings
-        self._token_digest = hashlib.sha256(resolve_secret(settings.token)).digest()
+        self._token_digest = hashlib.sha256(admin_token(settings.token)).digest()
         self._server: asyncio.Server | None = None
 
     async def start(self, sock: socket.socket) -> None:
@@ -153,6 +156,7 @@ class AdminServer:
         headers = {k.decode().lower(): v.decode("latin-1") for k, v in request.headers}
         try:
             handler, allowed, public, params = self._route(path, method)
+            params = tuple(urllib.parse.unquote(p) for p in params)
             if method not in allowed:
                 raise AdminError(
                     405,
@@ -175,11 +179,26 @@ class AdminServer:
         status = int(result.pop("_status", 200))
         return status, [("content-type", "application/json")], orjson.dumps(result)
 
+    _KEY_ACTIONS: Final = {
+        "rotate": "_key_rotate",
+        "revoke": "_key_revoke",
+        "expire": "_key_expire",
+        "update": "_key_update",
+    }
+    _CONSUMER_ACTIONS: Final = {
+        "disable": "_consumer_disable",
+        "enable": "_consumer_enable",
+        "delete": "_consumer_delete",
+    }
+
     def _route(self, path: str, method: str) -> tuple[Any, tuple[str, ...], bool, tuple[str, ...]]:
         parts = path.strip("/").split("/")
-        if len(parts) == 3 and parts[0] == "keys" and parts[2] in ("rotate", "revoke", "expire"):
-            action = {"rotate": self._key_rotate, "revoke": self._key_revoke, "expire": self._key_expire}
-            return action[parts[2]], ("POST",), False, (parts[1],)
+        if len(parts) == 3 and parts[0] == "keys" and parts[2] in self._KEY_ACTIONS:
+            return getattr(self, self._KEY_ACTIONS[parts[2]]), ("POST",), False, (parts[1],)
+        if len(parts) == 3 and parts[0] == "consumers" and parts[2] in self._CONSUMER_ACTIONS:
+            return getattr(self, self._CONSUMER_ACTIONS[parts[2]]), ("POST",), False, (parts[1],)
+        if len(parts) == 2 and parts[0] == "consumers" and parts[1]:
+            return self._consumer_show, ("GET",), False, (parts[1],)
         if path in ("/consumers", "/keys"):
             handlers = {
                 ("/consumers", "GET"): self._consumers,
@@ -305,6 +324,22 @@ class AdminServer:
 
     async def _consumer_create(self, call: Call) -> dict[str, Any]:
         return {"_status": 201, **_readable(self.control.keys.create_consumer(call.body))}
+
+    async def _consumer_show(self, call: Call, ref: str) -> dict[str, Any]:
+        consumer = self.control.keys.consumer(ref)
+        return {**_readable(consumer), "keys": [_readable(k) for k in consumer["keys"]]}
+
+    async def _consumer_disable(self, call: Call, ref: str) -> dict[str, Any]:
+        return _readable(self.control.keys.disable(ref))
+
+    async def _consumer_enable(self, call: Call, ref: str) -> dict[str, Any]:
+        return _readable(self.control.keys.enable(ref))
+
+    async def _consumer_delete(self, call: Call, ref: str) -> dict[str, Any]:
+        return _readable(self.control.keys.delete_consumer(ref))
+
+    async def _key_update(self, call: Call, key_id: str) -> dict[str, Any]:
+        return _readable(self.control.keys.update(key_id, call.body))
 
     async def _keys(self, call: Call) -> dict[str, Any]:
         rows = self.control.keys.keys()

@@ -5,19 +5,32 @@ prefix) and pushed to every connected worker's IdentityCache at once; a worker t
 full table. Creating or rotating a key returns its plaintext exactly once.
 
 Rotation issues a new key with the old one's consumer, scopes, roles and routes, and sets the old key's
-expiry to the end of the grace period (or leaves an earlier expiry alone), so clients can switch over.
+expiry to the end of the grace period (or leaves an earlier expiry alone), so clients can switch over. A
+key is rotated once: while its successor is live, rotating it again is refused (rotate the successor).
+
+Expiry only moves earlier, unless the caller says ``extend``; extending refuses a key that is revoked,
+expired or rotated out, so an expiry that has passed stays passed (issue a new key instead).
+
+A disabled consumer's keys leave every worker at once and come back when it is enabled; deleting a
+consumer removes it and its keys from the store (the audit log keeps the whole history).
 """
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, Final
 
 from fastgw.keys import display_prefix, key_digest, new_key
 from fastgw.snapshot import KeySettings
 from fastgw.store.sqlite import Store
+
+# The longest lifetime, grace period or expiry distance a request may ask for. A key meant to last forever
+# says so by having no expiry; beyond ~100 years a number is a mistake (and far enough out, time.gmtime,
+# which renders the ISO times of lists, overflows).
+MAX_SECONDS: Final = 100 * 365 * 86400.0
 
 
 class KeyServiceError(Exception):
@@ -37,6 +50,25 @@ def _strings(value: Any, what: str) -> list[str]:
     return list(value)
 
 
+def _seconds(value: Any, what: str, *, zero: bool) -> float:
+    """A finite number of seconds, > 0 (or >= 0 where ``zero``), at most MAX_SECONDS."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+        or (value == 0 and not zero)
+        or value > MAX_SECONDS
+    ):
+        low = ">= 0" if zero else "> 0"
+        raise KeyServiceError(422, f"{what} must be a number of seconds {low} and <= {MAX_SECONDS:.0f}")
+    return float(value)
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
 class KeyService:
     def __init__(
         self,
@@ -44,11 +76,13 @@ class KeyService:
         settings: Callable[[], KeySettings | None],
         audit: Callable[..., None],
         push: Callable[[dict[str, Any]], None],
+        route_names: Callable[[], Iterable[str]] | None = None,
     ) -> None:
         self.store = store
         self._settings = settings
         self._audit = audit
         self._push = push
+        self._route_names = route_names  # the routes of the snapshot in force; None: not checked
 
     # -- consumers -------------------------------------------------------------------------------------
     def create_consumer(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -78,6 +112,7 @@ class KeyService:
             "roles": _strings(body.get("roles"), "roles"),
             "metadata": metadata,
             "created": time.time(),
+            "disabled": None,
         }
         self.store.add_consumer(row)
         self._audit(
@@ -88,6 +123,57 @@ class KeyService:
     def consumers(self) -> list[dict[str, Any]]:
         return self.store.consumers()
 
+    def consumer(self, ref: str) -> dict[str, Any]:
+        """One consumer (by id or name) with its keys, for ``fastgw consumers show``."""
+        consumer = self._consumer(ref)
+        keys = [self._public(k, consumer) for k in self.store.api_keys(consumer["id"])]
+        return {**consumer, "keys": keys}
+
+    def disable(self, ref: str) -> dict[str, Any]:
+        """Stop every key of the consumer on every worker at once; ``enable`` brings them back."""
+        consumer = self._consumer(ref)
+        if consumer["disabled"]:
+            return consumer  # already: nothing changes, nothing to audit
+        now = time.time()
+        self.store.set_consumer_disabled(consumer["id"], now)
+        keys = self.store.api_keys(consumer["id"])
+        self._audit("consumer.disable", consumer=consumer["id"], name=consumer["name"], keys=_ids(keys))
+        self._push({"t": "keys", "delete": [k["digest"].hex() for k in keys]})
+        return {**consumer, "disabled": now}
+
+    def enable(self, ref: str) -> dict[str, Any]:
+        consumer = self._consumer(ref)
+        if not consumer["disabled"]:
+            return consumer
+        self.store.set_consumer_disabled(consumer["id"], None)
+        enabled = {**consumer, "disabled": None}
+        keys = [k for k in self.store.api_keys(consumer["id"]) if not k["revoked"]]
+        self._audit("consumer.enable", consumer=consumer["id"], name=consumer["name"], keys=_ids(keys))
+        self._push({"t": "keys", "put": [self._wire(k, enabled) for k in keys]})
+        return enabled
+
+    def delete_consumer(self, ref: str) -> dict[str, Any]:
+        """Remove the consumer and its keys (they stop on every worker at once). The audit log keeps the
+        history: this event names every key with its visible prefix."""
+        consumer = self._consumer(ref)
+        keys = self.store.api_keys(consumer["id"])
+        self._audit(
+            "consumer.delete",
+            consumer=consumer["id"],
+            name=consumer["name"],
+            keys=_ids(keys),
+            prefixes=[k["prefix"] for k in keys],
+        )
+        self.store.delete_consumer(consumer["id"])
+        self._push({"t": "keys", "delete": [k["digest"].hex() for k in keys]})
+        return {**consumer, "deleted": True, "keys": _ids(keys)}
+
+    def _consumer(self, ref: Any) -> dict[str, Any]:
+        consumer = self.store.consumer(ref) if isinstance(ref, str) else None
+        if consumer is None:
+            raise KeyServiceError(404, f"no consumer {ref!r} (create it first: fastgw consumers create NAME)")
+        return consumer
+
     # -- keys ------------------------------------------------------------------------------------------
     def _require_settings(self) -> KeySettings:
         settings = self._settings()
@@ -95,16 +181,35 @@ class KeyService:
             raise KeyServiceError(422, "API keys need a [keys] table with a pepper in the config")
         return settings
 
-    def create_key(self, body: dict[str, Any], *, event: str = "key.create") -> dict[str, Any]:
+    def _routes(self, value: Any) -> list[str] | None:
+        """A key's allowed routes: None (every route) or names of routes in the config in force."""
+        if value is None:
+            return None
+        routes = _strings(value, "routes")
+        if not routes:
+            raise KeyServiceError(422, "routes must name at least one route (leave it out for every route)")
+        if self._route_names is not None:
+            known = set(self._route_names())
+            unknown = [r for r in routes if r not in known]
+            if unknown:
+                raise KeyServiceError(
+                    422, f"no route named {unknown[0]!r} in the config (routes: {', '.join(sorted(known))})"
+                )
+        return routes
+
+    def create_key(
+        self, body: dict[str, Any], *, event: str = "key.create", check_routes: bool = True
+    ) -> dict[str, Any]:
         settings = self._require_settings()
-        ref = body.get("consumer")
-        consumer = self.store.consumer(ref) if isinstance(ref, str) else None
-        if consumer is None:
-            raise KeyServiceError(404, f"no consumer {ref!r} (create it first: fastgw consumers create NAME)")
+        consumer = self._consumer(body.get("consumer"))
+        if consumer["disabled"]:
+            raise KeyServiceError(409, f"consumer {consumer['name']!r} is disabled (enable it first)")
         expires_in = body.get("expires_in")
-        if expires_in is not None and (not isinstance(expires_in, (int, float)) or expires_in <= 0):
-            raise KeyServiceError(422, "expires_in must be a positive number of seconds")
-        routes = body.get("routes")
+        if expires_in is not None:
+            # 0 is refused rather than read as "never": a key that never expires has no expires_in.
+            expires_in = _seconds(expires_in, "expires_in", zero=False)
+        # A rotation carries the old key's routes as they are, even one a later config renamed.
+        routes = self._routes(body.get("routes")) if check_routes else body.get("routes")
         plaintext = new_key()
         now = time.time()
         row = {
@@ -115,9 +220,9 @@ class KeyService:
             "pepper_id": settings.pepper_id,
             "scopes": _strings(body.get("scopes"), "scopes"),
             "roles": _strings(body.get("roles"), "roles"),
-            "routes": None if routes is None else _strings(routes, "routes"),
+            "routes": routes,
             "created": now,
-            "expires": now + expires_in if expires_in else None,
+            "expires": None if expires_in is None else now + expires_in,
             "revoked": None,
             "replaced_by": None,
         }
@@ -141,13 +246,18 @@ class KeyService:
 
     def rotate(self, key_id: str, body: dict[str, Any]) -> dict[str, Any]:
         old = self._key(key_id)
+        now = time.time()
         if old["revoked"]:
             raise KeyServiceError(409, f"key {key_id} is revoked")
-        grace = body.get("grace_seconds", 86400)
-        if not isinstance(grace, (int, float)) or grace < 0:
-            raise KeyServiceError(422, "grace_seconds must be a number of seconds >= 0")
-        consumer = self.store.consumer(old["consumer_id"])
-        assert consumer is not None
+        if old["expires"] and old["expires"] <= now:
+            raise KeyServiceError(409, f"key {key_id} has expired: issue a new key")
+        successor = self.store.key(old["replaced_by"]) if old["replaced_by"] else None
+        if successor is not None and self._live(successor, now):
+            raise KeyServiceError(
+                409, f"key {key_id} was already rotated to {successor['id']}, which is live: rotate that one"
+            )
+        grace = _seconds(body.get("grace_seconds", 86400), "grace_seconds", zero=True)
+        consumer = self._consumer(old["consumer_id"])
         new = self.create_key(
             {
                 "consumer": consumer["id"],
@@ -156,6 +266,7 @@ class KeyService:
                 "routes": old["routes"],
             },
             event="key.rotate",
+            check_routes=False,
         )
         deadline = time.time() + grace
         expires = min(old["expires"], deadline) if old["expires"] else deadline
@@ -176,22 +287,81 @@ class KeyService:
         return {**self._public({**row, "revoked": now}, self.store.consumer(row["consumer_id"]))}
 
     def expire(self, key_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Set when the key expires: ``at`` (unix time) or ``in`` (seconds from now; 0: now, the default).
+
+        It may only move earlier; ``extend: true`` allows later, except for a key that is revoked, has
+        expired (an expiry that has passed stays passed) or was rotated out (extend its successor)."""
+        row = self._key(key_id)
+        now = time.time()
+        if row["revoked"]:
+            raise KeyServiceError(409, f"key {key_id} is revoked")
+        extend = body.get("extend", False)
+        if not isinstance(extend, bool):
+            raise KeyServiceError(422, "extend must be true or false")
+        if "at" in body and "in" in body:
+            raise KeyServiceError(422, "give at or in, not both")
+        if "at" in body:
+            at = body["at"]
+            if isinstance(at, bool) or not isinstance(at, (int, float)) or not math.isfinite(at):
+                raise KeyServiceError(422, "at must be a unix time in seconds")
+            if at > now + MAX_SECONDS:
+                raise KeyServiceError(422, f"at must be at most {MAX_SECONDS:.0f} seconds from now")
+            at = max(float(at), now)  # a time in the past means now
+        else:
+            at = now + _seconds(body.get("in", 0), "in", zero=True)
+        current = row["expires"]
+        later = current is not None and at > current
+        if later and not extend:
+            raise KeyServiceError(
+                409,
+                f"key {key_id} expires {_when(current)}: expiry only moves earlier"
+                " (extend moves it later: --extend, or extend: true)",
+            )
+        if extend:
+            if current is not None and current <= now:
+                raise KeyServiceError(409, f"key {key_id} has expired and stays expired: issue a new key")
+            if row["replaced_by"]:
+                raise KeyServiceError(
+                    409, f"key {key_id} was rotated out to {row['replaced_by']}: extend that one instead"
+                )
+        self.store.update_key(key_id, expires=at)
+        self._audit(
+            "key.expire", key=key_id, prefix=row["prefix"], expires=at, previous=current, extend=extend
+        )
+        changed = {**row, "expires": at}
+        consumer = self._consumer(row["consumer_id"])
+        self._push_key(changed, consumer)
+        return self._public(changed, consumer)
+
+    def update(self, key_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Change a key's scopes, roles or allowed routes in place (``routes: null``: every route); the
+        key itself, its id and its expiry stay. Fields left out keep their value."""
         row = self._key(key_id)
         if row["revoked"]:
             raise KeyServiceError(409, f"key {key_id} is revoked")
-        at = body.get("at", time.time())
-        if not isinstance(at, (int, float)):
-            raise KeyServiceError(422, "at must be a unix time in seconds")
-        self.store.update_key(key_id, expires=float(at))
-        self._audit("key.expire", key=key_id, prefix=row["prefix"], expires=float(at))
-        consumer = self.store.consumer(row["consumer_id"])
-        assert consumer is not None
-        self._push({"t": "keys", "put": [self._wire({**row, "expires": float(at)}, consumer)]})
-        return self._public({**row, "expires": float(at)}, consumer)
+        unknown = sorted(set(body) - {"scopes", "roles", "routes"})
+        if unknown:
+            raise KeyServiceError(422, f"cannot change {unknown[0]!r} (scopes, roles and routes can change)")
+        changes: dict[str, Any] = {}
+        for field in ("scopes", "roles"):
+            if field in body:
+                changes[field] = _strings(body[field], field)
+        if "routes" in body:
+            changes["routes"] = self._routes(body["routes"])
+        changes = {name: value for name, value in changes.items() if value != row[name]}
+        if not changes:
+            raise KeyServiceError(422, "nothing to change (give scopes, roles or routes that differ)")
+        self.store.update_key(key_id, **changes)
+        before = {name: row[name] for name in changes}
+        self._audit("key.update", key=key_id, prefix=row["prefix"], before=before, after=changes)
+        changed = {**row, **changes}
+        consumer = self._consumer(row["consumer_id"])
+        self._push_key(changed, consumer)
+        return self._public(changed, consumer)
 
     def full_table(self) -> dict[str, Any]:
         """Every usable key, for a worker that just connected."""
-        consumers = {c["id"]: c for c in self.store.consumers()}
+        consumers = {c["id"]: c for c in self.store.consumers() if not c["disabled"]}
         entries = [
             self._wire(k, consumers[k["consumer_id"]])
             for k in self.store.api_keys()
@@ -199,11 +369,20 @@ class KeyService:
         ]
         return {"t": "keys", "full": entries}
 
+    def _push_key(self, row: dict[str, Any], consumer: dict[str, Any]) -> None:
+        """A changed key to every worker, unless its consumer is disabled (then no worker holds it)."""
+        if not consumer["disabled"]:
+            self._push({"t": "keys", "put": [self._wire(row, consumer)]})
+
     def _key(self, key_id: str) -> dict[str, Any]:
         row = self.store.key(key_id)
         if row is None:
             raise KeyServiceError(404, f"no key {key_id!r}")
         return row
+
+    @staticmethod
+    def _live(row: dict[str, Any], now: float) -> bool:
+        return not row["revoked"] and not (row["expires"] and row["expires"] <= now)
 
     @staticmethod
     def _wire(row: dict[str, Any], consumer: dict[str, Any]) -> dict[str, Any]:
@@ -228,6 +407,8 @@ class KeyService:
             state = "revoked"
         elif row["expires"] and row["expires"] <= now:
             state = "expired"
+        elif consumer is not None and consumer.get("disabled"):
+            state = "disabled"  # its consumer is: no worker accepts it until the consumer is enabled
         elif row["replaced_by"]:
             state = "rotating"
         return {
@@ -243,3 +424,7 @@ class KeyService:
             "replaced_by": row["replaced_by"],
             "state": state,
         }
+
+
+def _ids(keys: list[dict[str, Any]]) -> list[str]:
+    return [k["id"] for k in keys]

@@ -88,7 +88,13 @@ class ControlProcess:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.admin: Any = None
         self.health = HealthProber(self._on_health_change)
-        self.keys = KeyService(self.store, lambda: self.snapshot.keys, self.audit_event, self.broadcast)
+        self.keys = KeyService(
+            self.store,
+            lambda: self.snapshot.keys,
+            self.audit_event,
+            self.broadcast,
+            lambda: [r.name for r in self.snapshot.routes],
+        )
 
     # -- workers -----------------------------------------------------------------------------------------
     def accept_worker(self) -> ChannelProtocol:

@@ -6,9 +6,11 @@ entry, so a policy never sees a half-applied change. There is one cache per proc
 compiled policies refer to it, and the worker's control link feeds it.
 
 Lookup cost: a presented key is first looked up in a memo of keys already verified (one dict get, the
-steady state); otherwise its checksum is checked and its HMAC digest computed under each configured
-pepper (~1.7 us each) and looked up by digest. Digests are compared through dict hashing of the HMAC
-output, which an attacker cannot steer, so the lookup leaks nothing useful about stored digests.
+steady state), valid only while the pepper that verified it is still configured (a reload that retires a
+pepper from ``keys.old_peppers`` retires its keys at once, memo or not); otherwise its checksum is
+checked and its HMAC digest computed under each configured pepper (~1.7 us each) and looked up by digest.
+Digests are compared through dict hashing of the HMAC output, which an attacker cannot steer, so the
+lookup leaks nothing useful about stored digests.
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ class IdentityCache:
 
     def __init__(self) -> None:
         self.by_digest: dict[bytes, KeyIdentity] = {}
-        self._memo: dict[bytes, bytes] = {}  # presented key -> its digest
+        # presented key -> (its digest, the pepper that verified it)
+        self._memo: dict[bytes, tuple[bytes, bytes]] = {}
         self.version = 0  # bumped by every update (tests and metrics)
 
     def replace_all(self, entries: dict[bytes, KeyIdentity]) -> None:
@@ -71,9 +74,9 @@ class IdentityCache:
         self.version += 1
 
     def lookup(self, key: bytes, peppers: tuple[bytes, ...]) -> KeyIdentity | None:
-        digest = self._memo.get(key)
-        if digest is not None:
-            return self.by_digest.get(digest)
+        hit = self._memo.get(key)
+        if hit is not None and hit[1] in peppers:  # equal bytes: a reload resolves the peppers anew
+            return self.by_digest.get(hit[0])
         if not well_formed(key):
             return None
         for pepper in peppers:
@@ -83,7 +86,7 @@ class IdentityCache:
                 memo = self._memo
                 if len(memo) >= MEMO_MAX:
                     memo.clear()
-                memo[key] = digest
+                memo[key] = (digest, pepper)
                 return identity
         return None
 

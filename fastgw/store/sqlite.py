@@ -34,7 +34,10 @@ KEY_COLUMNS: Final = ", ".join(
 )
 
 
-CONSUMER_COLUMNS: Final = "id, name, team, roles, metadata, created"
+CONSUMER_COLUMNS: Final = "id, name, team, roles, metadata, created, disabled"
+# Columns added after a table's first release: (table, column, declaration). A database made by an older
+# version gets them with ALTER TABLE when it is opened (CREATE TABLE IF NOT EXISTS leaves it as it was).
+ADDED_COLUMNS: Final = (("consumers", "disabled", "REAL"),)  # when the consumer was disabled; NULL: enabled
 
 
 def _j(value: Any) -> str:
@@ -49,6 +52,7 @@ def _consumer(r: Any) -> dict[str, Any]:
         "roles": orjson.loads(r[3]),
         "metadata": orjson.loads(r[4]),
         "created": r[5],
+        "disabled": r[6],
     }
 
 
@@ -98,6 +102,10 @@ class Store:
         self._db.execute("PRAGMA synchronous=FULL")
         for statement in SCHEMA:
             self._db.execute(statement)
+        for table, column, declaration in ADDED_COLUMNS:
+            present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     @classmethod
     def in_state_dir(cls, state_dir: str) -> Store:
@@ -134,6 +142,16 @@ class Store:
         ).fetchone()
         return _consumer(row) if row else None
 
+    def set_consumer_disabled(self, consumer_id: str, disabled: float | None) -> None:
+        self._db.execute("UPDATE consumers SET disabled = ? WHERE id = ?", (disabled, consumer_id))
+
+    def delete_consumer(self, consumer_id: str) -> None:
+        """Remove a consumer and its keys in one transaction (the audit log keeps their history)."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute("DELETE FROM api_keys WHERE consumer_id = ?", (consumer_id,))
+            self._db.execute("DELETE FROM consumers WHERE id = ?", (consumer_id,))
+
     def add_key(self, row: dict[str, Any]) -> None:
         self._db.execute(
             f"INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -153,18 +171,29 @@ class Store:
             ),
         )
 
-    def api_keys(self) -> list[dict[str, Any]]:
-        return [_key(r) for r in self._db.execute(f"SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created")]
+    def api_keys(self, consumer_id: str | None = None) -> list[dict[str, Any]]:
+        """Every key, or one consumer's, oldest first."""
+        if consumer_id is None:
+            rows = self._db.execute(f"SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created")
+        else:
+            rows = self._db.execute(
+                f"SELECT {KEY_COLUMNS} FROM api_keys WHERE consumer_id = ? ORDER BY created", (consumer_id,)
+            )
+        return [_key(r) for r in rows]
 
     def key(self, key_id: str) -> dict[str, Any] | None:
         row = self._db.execute(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
         return _key(row) if row else None
 
     def update_key(self, key_id: str, **fields: Any) -> None:
-        allowed = {"expires", "revoked", "replaced_by"}
+        allowed = {"expires", "revoked", "replaced_by", "scopes", "roles", "routes"}
         assert set(fields) <= allowed, fields
-        assignments = ", ".join(f"{name} = ?" for name in fields)
-        self._db.execute(f"UPDATE api_keys SET {assignments} WHERE id = ?", (*fields.values(), key_id))
+        encoded = {
+            n: _j(v) if n in ("scopes", "roles") or (n == "routes" and v is not None) else v
+            for n, v in fields.items()
+        }
+        assignments = ", ".join(f"{name} = ?" for name in encoded)
+        self._db.execute(f"UPDATE api_keys SET {assignments} WHERE id = ?", (*encoded.values(), key_id))
 
     # -- quotas -----------------------------------------------------------------------------------------
     def add_quota_counts(

@@ -23,7 +23,7 @@ import pytest
 from tests.conftest import Gateway, TestUpstream, basic_config, free_port, get, wait_until
 from tests.support.load import snapshot_id
 
-TOKEN = "adm-7f3c9e-test-token"
+TOKEN = "adm-7f3c9e-test-token-5d21a08b4e6c93f0"
 
 
 def admin_config(upstream_port: int, admin_port: int, token_file: Path, extra: str = "") -> str:

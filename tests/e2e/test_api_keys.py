@@ -7,6 +7,7 @@ measured by polling with a deadline and printed.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Callable
@@ -343,3 +344,38 @@ def test_repeated_failures_are_slowed_then_blocked(
     for _ in range(10):
         assert get(gw.port, "/api/x").status == 401
     assert get(gw.port, "/api/ok", headers=f"X-API-Key: {key}\r\n").status == 200
+
+
+def reload(gw: Gateway) -> None:
+    out = fastgw("reload", "--pid-file", str(gw.state / "fastgw.pid"))
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_retiring_a_pepper_retires_its_keys_on_workers_that_have_seen_them(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream, secrets_dir: Path
+) -> None:
+    """A worker remembers keys it has verified; the memo must not outlive the pepper that verified them."""
+    gw = gateway_factory(keys_config(upstream.port, free_port(), secrets_dir), workers=2)
+    old_key, _ = issue(gw)  # under pepper p1 (the default id)
+    old = f"X-API-Key: {old_key}\r\n"
+    wait_until(lambda: status_on_all_workers(gw.port, "/api/x", old) == {200}, 5, "the key under p1")
+    (secrets_dir / "pepper2").write_bytes(os.urandom(32).hex().encode())
+    first = f'pepper = {{ file = "{secrets_dir / "pepper"}" }}'
+    rotated = f'pepper = {{ file = "{secrets_dir / "pepper2"}" }}\n        pepper_id = "p2"'
+    text = gw.config.read_text()
+    assert first in text
+    gw.config.write_text(
+        text.replace(
+            first, f'{rotated}\n        old_peppers = {{ p1 = {{ file = "{secrets_dir / "pepper"}" }} }}'
+        )
+    )
+    reload(gw)
+    # p1 is retired but still accepted: the old key works on every worker, a new key is made under p2.
+    assert status_on_all_workers(gw.port, "/api/x", old) == {200}
+    new_key, _ = issue(gw)
+    new = f"X-API-Key: {new_key}\r\n"
+    wait_until(lambda: status_on_all_workers(gw.port, "/api/x", new) == {200}, 5, "the key under p2")
+    gw.config.write_text(text.replace(first, rotated))  # p1 removed from old_peppers
+    reload(gw)
+    assert status_on_all_workers(gw.port, "/api/x", old) == {401}
+    assert status_on_all_workers(gw.port, "/api/x", new) == {200}
