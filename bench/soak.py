@@ -22,14 +22,18 @@ for the whole run.
 Each worker's VmRSS (``/proc/PID/status``) is sampled every ``--sample`` seconds (default 10) and
 reported per pass (``--pass-seconds``, default 60: one line a minute) with the growth of that pass.
 
-Verdict (exit 1 when it fails): RSS must flatten. The run is cut in thirds; the first is warm-up (caches
-fill to their bounds, pymalloc arenas and glibc's heap reach their working size), and over the last third
-each worker's RSS may grow by at most ``--max-late-growth`` MiB (default 2). Why 2 MiB: the bounded caches
-are full by then, so what is left is allocator noise, and glibc keeps up to TRIM_THRESHOLD (8 MiB,
-``server/runtime.py``) of freed heap and pymalloc keeps partly used 1 MiB arenas, so RSS moves by a
-MiB or so between samples with no leak. The leak of issue 19 grew ~2 MiB per 300 abusive cases, i.e.
-several MiB a minute at this rate, well above the threshold; a run too short for thirds of a minute is
-judged on what it has, and says so.
+Verdict (exit 1 when it fails): RSS must flatten. The run is cut in thirds. Start-up growth is
+front-loaded (measured: +12 MiB in the first 20 s from lazily imported modules, pymalloc arenas, glibc's
+heap reaching its working size and bounded caches filling, then +0-3 MiB per 20 s), while a leak grows in
+proportion to the load, so about as much in the last third as in the first. Each worker's RSS may grow
+over the last third by at most ``max(--max-late-growth, first-third growth / 3)`` MiB. Why 2 MiB
+(the default): by then the bounded caches are full or nearly so, and what is left is allocator noise:
+glibc keeps up to TRIM_THRESHOLD (8 MiB, ``server/runtime.py``) of freed heap and pymalloc keeps partly
+used arenas, so RSS moves by a MiB or so between samples with no leak (measured: +0.3 to +1.4 MiB over
+the last 40 s of 120 s runs). Why a third of the first third: in a short run (CI: 60 s) the last third
+still carries some start-up growth (measured up to +3.1 MiB against +11.6 in the first third), and a
+linear leak would give a ratio near 1. The leak of issue 19 grew ~2 MiB per 300 abusive cases, about
+1 MiB a second at this rate, far above both.
 """
 
 from __future__ import annotations
@@ -76,7 +80,7 @@ except ImportError:  # a compact stand-in
     ]
 
 MiB = 1024 * 1024
-DEFAULT_MAX_LATE_GROWTH = 2.0  # MiB per worker over the last third: see the module docstring
+DEFAULT_MAX_LATE_GROWTH = 2.0  # MiB per worker over the last third, at least: see the module docstring
 CLIENT_TIMEOUT = 5.0  # seconds a client waits on the gateway before it counts a "timeout"
 
 
@@ -506,7 +510,7 @@ CASES: list[tuple[int, Callable[[int, random.Random], str]]] = [
     (10, h2_normal),
     (8, failed_api_key),
     (8, rate_limited),
-    (4, long_keys),
+    (8, long_keys),
     (14, malformed),
     (6, oversized),
     (6, slow_vanish),
@@ -589,6 +593,7 @@ def soak(gw: Gateway, args: argparse.Namespace) -> int:
             for slot, pid in pids.items():
                 if gw.worker_pids(args.workers).get(slot) != pid:
                     print(f"soak: worker {slot} (pid {pid}) was replaced: a crash, not a soak result")
+                    print(gw.stderr_path.read_text(errors="replace")[-3000:])
                     return 2
             samples.append((now, {s: rss_mib(p) for s, p in pids.items()}))
             if now >= next_pass - 0.5 or now >= args.duration - 0.5:
@@ -614,20 +619,24 @@ def soak(gw: Gateway, args: argparse.Namespace) -> int:
 
 
 def verdict(samples: list[tuple[float, dict[int, float]]], pids: dict[int, int], limit: float) -> int:
-    """Exit status: 0 when each worker's RSS grew less than ``limit`` MiB over the last third."""
+    """Exit status: 0 when each worker's RSS grew less than ``max(limit, first third / 3)`` MiB over the
+    last third of the run (see the module docstring for both numbers)."""
     end = samples[-1][0]
-    late = [s for s in samples if s[0] >= end * 2 / 3]
+    early = [s for s in samples if s[0] <= end / 3 + 0.5]
+    late = [s for s in samples if s[0] >= end * 2 / 3 - 0.5]
     first = late[0] if len(late) > 1 else samples[0]
     failed = False
     for slot in pids:
-        grew = samples[-1][1][slot] - first[1][slot]
         start_rss, end_rss = samples[0][1][slot], samples[-1][1][slot]
-        ok = grew < limit
+        warmup = early[-1][1][slot] - start_rss
+        allowed = max(limit, warmup / 3)
+        grew = end_rss - first[1][slot]
+        ok = grew < allowed
         failed |= not ok
         print(
-            f"soak: worker {slot}: {start_rss:.1f} -> {end_rss:.1f} MiB; last third "
-            f"({first[0]:.0f}-{end:.0f} s) {grew:+.1f} MiB: {'flat' if ok else 'STILL GROWING'} "
-            f"(limit {limit} MiB)"
+            f"soak: worker {slot}: {start_rss:.1f} -> {end_rss:.1f} MiB; first third {warmup:+.1f} MiB, "
+            f"last third ({first[0]:.0f}-{end:.0f} s) {grew:+.1f} MiB: "
+            f"{'flat' if ok else 'STILL GROWING'} (allowed {allowed:.1f} MiB)"
         )
     return 1 if failed else 0
 
@@ -640,7 +649,12 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=8, help="client threads (slow clients hold one)")
     parser.add_argument("--sample", type=float, default=10.0, help="seconds between RSS samples")
     parser.add_argument("--pass-seconds", type=float, default=60.0, help="seconds per reported pass")
-    parser.add_argument("--max-late-growth", type=float, default=DEFAULT_MAX_LATE_GROWTH, help="MiB")
+    parser.add_argument(
+        "--max-late-growth",
+        type=float,
+        default=DEFAULT_MAX_LATE_GROWTH,
+        help="MiB a worker may grow over the last third (at least; see the docstring)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--trace", action="store_true", help="tracemalloc in the workers (slower)")
     return run(parser.parse_args())

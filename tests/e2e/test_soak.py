@@ -1,8 +1,8 @@
 """Memory under repeated abuse (issue 19, defect 15): every per-worker structure keyed by client input has
 a bound, in entries and in bytes, and a structure whose entries expire forgets them.
 
-The whole-gateway soak is ``bench/soak.py`` (10 minutes, RSS per minute); these tests aim at the
-structures that grew, so each one fails on the code before the fix in seconds rather than minutes.
+The whole-gateway soak is ``bench/soak.py`` (10 minutes, RSS per minute; CI runs it for 60 s below);
+the other tests aim at the structures that grew, so each fails on the code before the fix in seconds.
 """
 
 from __future__ import annotations
@@ -187,8 +187,10 @@ def test_throttle_table_evicts_the_oldest_when_full_and_keeps_blocks() -> None:
 
 @pytest.mark.slow
 def test_soak_reports_rss_and_flattens(tmp_path: Path) -> None:
-    """bench/soak.py for 60 s (the CI length): mixed abuse and normal traffic, no worker lost, and the
-    verdict it prints: each worker's RSS grew less than 2 MiB over the last third (see its docstring)."""
+    """bench/soak.py for 60 s (the CI length): mixed abuse and normal traffic, no worker lost, and its
+    verdict: each worker's RSS grew over the last third by less than max(2 MiB, first third / 3) (the
+    reasons for both are in its docstring). A guard against gross leaks (KiB per case); the tests above
+    are the ones that catch the cache leaks, which need many distinct long keys to show."""
     out = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "soak.py"), "--duration", "60", "--pass-seconds", "20"],
         check=False,
