@@ -17,6 +17,7 @@ import pytest
 
 from fastgw.codec import framing, h2_request
 from fastgw.config.compiler import compile_config
+from fastgw.policy.quota import QuotaBook
 from fastgw.policy.throttle import MAX_TRACKED, FailureState, ThrottleSettings
 from tests.conftest import Gateway, ResponseReader, TestUpstream, basic_config, connect
 from tests.h2client import H2Client
@@ -152,6 +153,13 @@ def test_router_memo_does_not_keep_long_hosts() -> None:
         router.resolve(key(i, "h").encode(), b"/x", b"GET")
     memo = router._memo
     assert sum(len(part) for k in memo for part in k) < 4 * CACHE_BYTES_LIMIT, len(memo)
+
+
+def test_quota_key_names_keep_a_bounded_prefix_of_long_values() -> None:
+    book = QuotaBook()
+    for i in range(100):
+        book.name(i, b"daily", key(i, "t").encode())
+    assert max(len(text) for _limit, text in book.names.values()) <= 256
 
 
 def test_throttle_forgets_clients_whose_window_ended() -> None:
