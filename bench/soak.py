@@ -645,7 +645,12 @@ def verdict(samples: list[tuple[float, dict[int, float]]], pids: dict[int, int],
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--duration", type=float, default=600.0, help="seconds of load (default 600)")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=600.0,
+        help="seconds of load (default 600; at least 60, so each third has samples)",
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rate", type=float, default=150.0, help="cases a second, all threads together")
     parser.add_argument("--threads", type=int, default=8, help="client threads (slow clients hold one)")
