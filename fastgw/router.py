@@ -8,8 +8,10 @@ normalised by ``codec/path.py``.
 
 :meth:`Router.resolve` puts normalisation and lookup behind one memo keyed by the raw path (and method,
 and host when several hosts are routed): a service sees few distinct paths, and a hit costs one dict
-probe instead of ~0.8 us. The memo is per Snapshot, so a reload starts empty; it is bounded (cleared
-when full) and long paths are not remembered, so unique paths cost a lookup each, nothing more.
+probe instead of ~0.8 us. The memo is per Snapshot, so a reload starts empty; it is bounded in entries
+(cleared when full) and in bytes (long paths and long Host values are not remembered), so unique paths and
+hosts cost a lookup each, nothing more: at most MEMO_MAX x (MEMO_PATH_MAX + MEMO_HOST_MAX + ~400 bytes of
+tuples and dict slot), about 4 MiB per Snapshot.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ if TYPE_CHECKING:  # snapshot imports this module (Snapshot.router): no import b
 NOT_FOUND: Final = Denial(404, "not-found", "no route matches this host and path", "route.not_found")
 MEMO_MAX: Final = 4096  # remembered (path, method[, host]) resolutions per Snapshot
 MEMO_PATH_MAX: Final = 256  # longer raw paths are resolved every time
+# Longer Host values are resolved every time: a DNS name is at most 253 bytes (RFC 1035 2.3.4), plus
+# ":65535". Without it a client sending 16 KiB Host headers made each memo entry 16 KiB (64 MiB in all).
+MEMO_HOST_MAX: Final = 260
 
 
 @dataclass(slots=True)
@@ -84,7 +89,7 @@ class Router:
             return hit
         path = self._normalize(raw_path)
         result = (path, self.lookup(host, path, method))
-        if len(raw_path) <= MEMO_PATH_MAX:
+        if len(raw_path) <= MEMO_PATH_MAX and len(host) <= MEMO_HOST_MAX:
             if len(self._memo) >= MEMO_MAX:
                 self._memo.clear()
             self._memo[key] = result

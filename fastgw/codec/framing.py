@@ -108,10 +108,13 @@ def lower_field_name(name: bytes) -> bytes:
 
 # reg-name / IPv4 / IP-literal with an optional port (RFC 3986 3.2.2); anything else in Host is refused.
 _HOST_RE: Final = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
-_MAX_CONTENT_LENGTH_DIGITS: Final = 18
-# Host values already validated (a regex match costs ~0.25 us; a set probe ~0.04 us). Bounded.
+_MAX_CONTENT_LENGTH_DIGITS: Final = 18  # 10**18 bytes is far beyond any body limit and fits an int64
+# Host values already validated (a regex match costs ~0.25 us; a set probe ~0.04 us). Bounded in count
+# (cleared when full) and in bytes: longer values (past a 253-byte DNS name and a port) are matched every
+# time, so the set holds at most 1024 x 260 bytes (~0.4 MiB with the set's own slots).
 _VALID_HOSTS: set[bytes] = set()
-_VALID_HOSTS_MAX: Final = 1024  # 10**18 bytes is far beyond any body limit and fits an int64
+_VALID_HOSTS_MAX: Final = 1024
+_VALID_HOST_LEN_MAX: Final = 260
 
 
 def without_trailing_whitespace(value: bytes) -> bytes:
@@ -222,9 +225,10 @@ def valid_host(host: bytes) -> bool:
         return True
     if host and _HOST_RE.fullmatch(host) is None:
         return False
-    if len(_VALID_HOSTS) >= _VALID_HOSTS_MAX:
-        _VALID_HOSTS.clear()
-    _VALID_HOSTS.add(host)
+    if len(host) <= _VALID_HOST_LEN_MAX:
+        if len(_VALID_HOSTS) >= _VALID_HOSTS_MAX:
+            _VALID_HOSTS.clear()
+        _VALID_HOSTS.add(host)
     return True
 
 

@@ -23,6 +23,7 @@ from typing import Final
 DAY: Final = "day"
 MONTH: Final = "month"
 DAY_SECONDS: Final = 86400
+NAME_TEXT_MAX: Final = 256  # characters of a key value kept to name it (the store and /quotas show it)
 
 
 def day_code(day: int) -> int:
@@ -76,7 +77,13 @@ class QuotaBook:
         """Remember what a key hash stands for, so the store says which limit and key it counts."""
         if len(self.names) >= 65536:
             self.names.clear()
-        text = value if isinstance(value, str) else value.decode("utf-8", "replace")
+        # The text only names the key (the store counts by key_hash): a client's 16 KiB header value is
+        # kept, and stored, as its first NAME_TEXT_MAX bytes, so this dict holds at most ~20 MiB.
+        text = (
+            value[:NAME_TEXT_MAX]
+            if isinstance(value, str)
+            else value[:NAME_TEXT_MAX].decode("utf-8", "replace")
+        )
         self.names[key_hash] = (limit_id.decode(), text)
 
     def add(self, key_hash: int, code: int, count: int = 1) -> None:

@@ -55,6 +55,12 @@ from fastgw.policy.wait_queue import WaitQueue
 CELL_INTS: Final = 4  # key hash, window, current count, previous count
 IN_FLIGHT: Final = -1  # the window value that marks a concurrency cell (its count: requests in flight)
 PROBES: Final = 8
+# The per-limit key cache of each worker (key value -> KeyCells): a hit saves a blake2b and a probe (~1 us).
+# Keys are client input (addresses, header values), so it is bounded in count (cleared when full: the
+# counts are in the shared table, nothing is lost) and in bytes (longer values are hashed every time): an
+# entry costs at most ~550 bytes, so at most ~9 MiB per limit per worker (65536 entries allowed ~36 MiB).
+KEY_CACHE_MAX: Final = 16384
+KEY_CACHE_VALUE_MAX: Final = 256
 _CELL: Final = struct.Struct("=4q")  # one cell as stored: key hash, window, current, previous
 _time: Final = time.time  # Final: a C static in the compiled module, not a module-dict lookup
 _UNCAPPED: Final = math.inf  # a shadow limit's cap: it counts every request it sees
@@ -456,10 +462,15 @@ class RateLimit:
         return b""
 
     def _new_key(self, keys: dict[str | bytes, KeyCells], limit: LimitSpec, value: str | bytes) -> KeyCells:
-        if len(keys) >= 65536:
-            keys.clear()
+        """The cells of a key not in ``keys``, remembered there unless the value is long (a header value
+        is the client's choice: remembering 16 KiB values would make the cache 16 KiB an entry). The
+        counts live in the shared table, so a key forgotten here (cleared when full) loses nothing."""
         hashed = key_hash(limit.limit_id, value.encode() if isinstance(value, str) else value)
-        key = keys[value] = KeyCells(hashed, self.table.locate(hashed))
+        key = KeyCells(hashed, self.table.locate(hashed))
+        if len(value) <= KEY_CACHE_VALUE_MAX:
+            if len(keys) >= KEY_CACHE_MAX:
+                keys.clear()
+            keys[value] = key
         return key
 
     def _recheck(self, ex: Exchange) -> Denial | None:

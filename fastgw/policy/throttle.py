@@ -8,6 +8,12 @@ A missing credential is not a failure (browsers and probes send none); a wrong o
 worker and survive reloads; with N workers a client can fail up to N times the threshold at most.
 
 The success path costs one truthiness test while nothing is blocked.
+
+Memory: both tables are keyed by client input (addresses, key prefixes), so they are kept in time order
+(a key whose window restarts moves to the end) and expired entries are dropped from the front as failures
+arrive: the tables hold the clients that failed within the last ``window`` (blocked: ``block_seconds``),
+not every client ever seen. MAX_TRACKED caps them besides; past it the oldest entry is evicted (never the
+whole table: clearing it would unblock every blocked client at once).
 """
 
 from __future__ import annotations
@@ -22,7 +28,10 @@ from typing import Final
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Pending
 
-MAX_TRACKED: Final = 100_000  # addresses and prefixes tracked per worker before the table is reset
+# Addresses and prefixes tracked per worker, each table: an entry costs ~250 bytes (a key of <= 45 bytes,
+# a tuple, a dict slot), so at most ~25 MiB under a spray of distinct failing clients within one window.
+MAX_TRACKED: Final = 100_000
+PRUNE_STEP: Final = 4  # expired entries dropped per failure: more than one, so pruning outpaces inserts
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,23 +75,44 @@ class FailureState:
     def failed(self, keys: tuple[str, ...], now: float, settings: ThrottleSettings) -> float:
         """Count a failure; return how long its answer should be delayed (0: at once)."""
         counts = self.counts
-        if len(counts) >= MAX_TRACKED:
-            counts.clear()
+        self.prune(now, settings.window)
         delay = 0.0
         for key in keys:
             start, n = counts.get(key, (now, 0))
             if now - start >= settings.window:
                 start, n = now, 0
+                del counts[key]  # a new window: to the end, so the table stays in window-start order
             n += 1
+            if n == 1 and len(counts) >= MAX_TRACKED:
+                del counts[next(iter(counts))]
             counts[key] = (start, n)
             if n >= settings.block_after:
-                if len(self.blocked) >= MAX_TRACKED:
-                    self.blocked.clear()
-                self.blocked[key] = now + settings.block_seconds
+                blocked = self.blocked
+                blocked.pop(key, None)
+                if len(blocked) >= MAX_TRACKED:
+                    del blocked[next(iter(blocked))]
+                blocked[key] = now + settings.block_seconds
                 del counts[key]
             elif n > settings.slow_after:
                 delay = settings.delay
         return delay
+
+    def prune(self, now: float, window: float) -> None:
+        """Drop up to PRUNE_STEP expired entries from the front of each table (the oldest: both are kept
+        in time order). Policies may differ in ``window``; an entry of a longer one may then go early,
+        which only forgets some failures, never blocks anyone."""
+        counts = self.counts
+        for _ in range(PRUNE_STEP):
+            first = next(iter(counts), None)
+            if first is None or now - counts[first][0] < window:
+                break
+            del counts[first]
+        blocked = self.blocked
+        for _ in range(PRUNE_STEP):
+            first = next(iter(blocked), None)
+            if first is None or blocked[first] > now:
+                break
+            del blocked[first]
 
 
 FAILURES: Final = FailureState()

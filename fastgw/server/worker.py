@@ -343,6 +343,7 @@ async def _worker_main(
     status_fd: int,
 ) -> int:
     from fastgw.server.control_link import ControlLink
+    from fastgw.server.memory_probe import install as install_memory_probe
 
     tune_allocator()
     worker = Worker(snapshot, slot, shard)
@@ -353,6 +354,7 @@ async def _worker_main(
     worker.control = ControlLink(worker, control_address)
     worker.control.start()
     tune_gc()
+    install_memory_probe(f"worker {slot}")  # FASTGW_TRACEMALLOC=1 only: a diagnostic, see the module
     os.write(status_fd, f"ready worker {slot} {os.getpid()} {snapshot.id}\n".encode())
     os.close(status_fd)
     await worker.wait_stopped()
