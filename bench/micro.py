@@ -5,7 +5,8 @@
 
 Each step runs the real code on a typical small GET (6 request headers, 4 response headers) in a tight
 loop; numbers are the best of 5 repeats, in microseconds. The bar in issue 2: parse + route + header steps
-+ serialise <= 6 us with httptools.
++ serialise <= 6 us with httptools. The ``sse`` group: codec/sse.py parsing and encoding one streamed
+OpenAI chunk event (issue 21's bar: per-event translation <= 5 us).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fastgw.access_line import format_batch
 from fastgw.codec.http1 import DetachedSink, ParserLimits, make_reader
 from fastgw.codec.path import normalize_path
+from fastgw.codec.sse import SseParser, encode_event
 from fastgw.config.compiler import compile_config
 from fastgw.exchange import Exchange
 from fastgw.keys import key_digest, new_key
@@ -156,6 +158,24 @@ def jwt_checks(ex: Exchange) -> tuple[float, float]:
     return cached, cold
 
 
+# One streamed chat completion chunk as OpenAI sends it: one data line, one empty line.
+SSE_EVENT = (
+    b'data: {"id":"chatcmpl-9x","object":"chat.completion.chunk","created":1733400000,'
+    b'"model":"gpt-4o-mini","system_fingerprint":"fp_0ba0d124f1","choices":[{"index":0,'
+    b'"delta":{"content":" Hello"},"logprobs":null,"finish_reason":null}]}\n\n'
+)
+
+
+def sse_steps() -> dict[str, float]:
+    """codec/sse.py per event of an LLM stream (issue 21: per-event translation <= 5 us in all)."""
+    parser = SseParser()
+    [event] = parser.feed(SSE_EVENT)
+    return {
+        "SSE parse (one OpenAI chunk event per feed)": best(lambda: parser.feed(SSE_EVENT), 20000),
+        "SSE encode (the same event)": best(lambda: encode_event(event.data), 20000),
+    }
+
+
 def measure(backend: str) -> dict[str, float]:
     snapshot = compile_config(CONFIG, "micro.toml")
     route = snapshot.routes[0]
@@ -262,6 +282,10 @@ def main() -> int:
         print(f"\n{backend}")
         for step, us in results.items():
             print(f"  {step:48} {us:7.2f} us")
+    results = everything["sse"] = sse_steps()
+    print("\nsse")
+    for step, us in results.items():
+        print(f"  {step:48} {us:7.2f} us")
     if args.json:
         Path(args.json).write_text(json.dumps(everything, indent=2))
     return 0
