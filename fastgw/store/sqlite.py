@@ -190,6 +190,8 @@ class SQLiteStore:
         ]
 
     def migrate(self) -> list[Migration]:
+        if not self.pending_migrations():
+            return []  # the usual case: no write lock taken, so a reader beside the gateway never waits
         done = []
         for migration in MIGRATIONS:
             with self.transaction():
