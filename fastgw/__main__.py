@@ -1,4 +1,5 @@
-"""Command line: run, check, diff, reload, stop, rollback, audit verify|anchor, cert dev, version.
+"""Command line: run, check, diff, reload, stop, rollback, audit verify|anchor, store migrate, cert dev,
+version.
 
 User mistakes (a bad config, a busy port) get one precise line on stderr and exit status 2, never a
 traceback. With no CONFIG, ``run`` serves the quickstart shipped inside the package, so it works from an
@@ -235,12 +236,12 @@ def _audit_verify(args: argparse.Namespace) -> int:
     """Exit 0: intact and it holds its anchors; 1: tampered (or a forged anchor); 2: unreadable; 3: no
     anchor to check the end of the log against (truncation would go unseen) and no ``--no-anchor``."""
     from fastgw.audit import audit_key, read_anchor, verify
-    from fastgw.store.sqlite import Store
+    from fastgw.store import open_store
 
     snapshot = _compile(args.config)
     path = args.file or snapshot.audit.file
     key = audit_key(snapshot.audit, snapshot.state)
-    store = Store.in_state_dir(snapshot.state.dir)
+    store = open_store(snapshot.state.dir)
     try:
         anchor = store.audit_anchor(os.path.abspath(path)) or store.audit_anchor(path)
     finally:
@@ -273,7 +274,7 @@ def _audit_verify(args: argparse.Namespace) -> int:
     if not result.ok:
         print(f"{path}: TAMPERED: {result.problem} ({result.records} records verified before it)")
         return 1
-    held = [f"the store's anchor (seq {anchor[0]})"] if anchor else []
+    held = [f"the store's anchor (seq {anchor.seq})"] if anchor else []
     held += [f"the exported anchor (seq {exported[0]})"] if exported else []
     if held:
         print(f"{path}: OK, {result.records} records, matches {' and '.join(held)}")
@@ -285,12 +286,12 @@ def _audit_verify(args: argparse.Namespace) -> int:
 def _audit_anchor(args: argparse.Namespace) -> int:
     """Verify the log against the store's anchor, then write its current end as a signed anchor."""
     from fastgw.audit import audit_key, export_anchor, verify
-    from fastgw.store.sqlite import Store
+    from fastgw.store import open_store
 
     snapshot = _compile(args.config)
     path = os.path.abspath(snapshot.audit.file)
     key = audit_key(snapshot.audit, snapshot.state)
-    store = Store.in_state_dir(snapshot.state.dir)
+    store = open_store(snapshot.state.dir)
     try:
         anchor = store.audit_anchor(path) or store.audit_anchor(snapshot.audit.file)
     finally:
@@ -323,6 +324,21 @@ def _audit_anchor(args: argparse.Namespace) -> int:
         return 2
     print(f"{args.export}: anchor of {path} at seq {result.last_seq}")
     return 0
+
+
+def _store_migrate(args: argparse.Namespace) -> int:
+    """``fastgw store migrate``: the store of CONFIG's state directory (the quickstart's without one)."""
+    from fastgw.config.compiler import compile_state
+    from fastgw.config.loader import parse_table
+    from fastgw.config.schema import StateSpec
+    from fastgw.store.migrate_command import migrate_command
+
+    if args.config is None:
+        data, name = _quickstart()
+        state = compile_state(parse_table(data, name, "state", StateSpec), name)
+    else:
+        state = locate(args.config)
+    return migrate_command(state.dir, dry_run=args.dry_run)
 
 
 def _admin(args: argparse.Namespace) -> int:
@@ -566,6 +582,13 @@ def main(argv: list[str] | None = None) -> int:
         "--export", required=True, metavar="FILE", help="where to write it ('-': stdout, e.g. for logger(1))"
     )
     anchor.add_argument("--config", required=True, help="the gateway config (audit key and state directory)")
+    store = sub.add_parser("store", help="the store in the state directory (consumers, key digests, quotas)")
+    store_sub = store.add_subparsers(dest="store_command", required=True)
+    migrate = store_sub.add_parser("migrate", help="apply the store's pending schema migrations")
+    migrate.add_argument(
+        "--config", help="the gateway config (its state directory; default: the quickstart's)"
+    )
+    migrate.add_argument("--dry-run", action="store_true", help="print the SQL it would run; change nothing")
     check = sub.add_parser("check", help="validate a config and print a summary")
     check.add_argument("config", help="path to a TOML config")
     sub.add_parser("version", help="print the version")
@@ -593,6 +616,8 @@ def main(argv: list[str] | None = None) -> int:
             return _diff(args)
         if args.command == "audit":
             return _audit_anchor(args) if args.audit_command == "anchor" else _audit_verify(args)
+        if args.command == "store":
+            return _store_migrate(args)
         if args.command in ("keys", "consumers"):
             return _admin(args)
         return _run(args)

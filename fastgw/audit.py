@@ -27,7 +27,7 @@ import orjson
 
 from fastgw.secrets import resolve_secret
 from fastgw.snapshot import AuditSettings, StateSettings
-from fastgw.store.sqlite import Store
+from fastgw.store.base import AuditAnchor, Store
 
 GENESIS: Final = bytes(32)
 KEY_BYTES: Final = 32
@@ -72,7 +72,7 @@ class AuditLog:
         if result is not None and result.ok:
             self.seq, self.mac = result.last_seq, result.last_mac
         elif anchor is not None:
-            self.seq, self.mac = anchor[0], bytes.fromhex(anchor[1])
+            self.seq, self.mac = anchor.seq, bytes.fromhex(anchor.mac)
         elif result is not None:
             self.seq, self.mac = result.last_seq, result.last_mac
         else:
@@ -115,15 +115,16 @@ class VerifyResult:
 def verify(
     path: str,
     key: bytes,
-    anchor: tuple[int, str] | None = None,
+    anchor: AuditAnchor | None = None,
     exported: tuple[int, str] | None = None,
 ) -> VerifyResult:
-    """Check the chain of an audit file, and that it holds each given anchor ``(seq, MAC hex)``: the
-    store's (``anchor``) and an exported one (``exported``). A file must reach an anchor's seq, and its
+    """Check the chain of an audit file, and that it holds each given anchor: the store's (``anchor``)
+    and an exported one (``exported``: ``(seq, MAC hex)``). A file must reach an anchor's seq, and its
     record at that seq must carry the anchor's MAC (records after it may follow). Raises OSError when the
     file cannot be read."""
+    stored = (anchor.seq, anchor.mac) if anchor is not None else None
     anchors = [
-        (a, name) for a, name in ((anchor, "the store's anchor"), (exported, "the exported anchor")) if a
+        (a, name) for a, name in ((stored, "the store's anchor"), (exported, "the exported anchor")) if a
     ]
     wanted = {a[0] for a, _name in anchors}
     macs: dict[int, str] = {}

@@ -12,14 +12,15 @@ import orjson
 import pytest
 
 from fastgw.audit import AuditLog, verify
-from fastgw.store.sqlite import Store
+from fastgw.store.base import AuditAnchor, Store
+from fastgw.store.sqlite import SQLiteStore
 
 KEY = b"k" * 32
 
 
 @pytest.fixture
 def audit(tmp_path: Path) -> Iterator[tuple[AuditLog, Store, Path]]:
-    store = Store(str(tmp_path / "fastgw.db"))
+    store = SQLiteStore(str(tmp_path / "fastgw.db"))
     path = tmp_path / "audit.log"
     log = AuditLog(str(path), KEY, store)
     for i in range(6):
@@ -41,7 +42,7 @@ def test_intact_log_verifies_against_its_anchor(audit: tuple[AuditLog, Store, Pa
     _log, store, path = audit
     result = verify(str(path), KEY, store.audit_anchor(str(path)))
     assert result.ok and result.records == 6
-    assert store.audit_anchor(str(path)) == (6, result.last_mac.hex())
+    assert store.audit_anchor(str(path)) == AuditAnchor(str(path), 6, result.last_mac.hex())
 
 
 def test_edited_record(audit: tuple[AuditLog, Store, Path]) -> None:
@@ -116,7 +117,7 @@ def test_store_and_audit_log_are_created_0600_whatever_the_umask(tmp_path: Path)
     -wal and -shm files the database's mode. Both it and the audit log are for the gateway's user only."""
     old = os.umask(0o022)
     try:
-        store = Store(str(tmp_path / "state" / "fastgw.db"))
+        store = SQLiteStore(str(tmp_path / "state" / "fastgw.db"))
         try:
             log = AuditLog(str(tmp_path / "state" / "audit.log"), b"k" * 32, store)
             log.append("start")
@@ -128,7 +129,7 @@ def test_store_and_audit_log_are_created_0600_whatever_the_umask(tmp_path: Path)
             store.close()
         # A database an older version left 0644 is tightened when opened.
         (tmp_path / "state" / "fastgw.db").chmod(0o644)
-        Store(str(tmp_path / "state" / "fastgw.db")).close()
+        SQLiteStore(str(tmp_path / "state" / "fastgw.db")).close()
         assert (tmp_path / "state" / "fastgw.db").stat().st_mode & 0o777 == 0o600
     finally:
         os.umask(old)
@@ -155,7 +156,7 @@ def gateway_state(tmp_path: Path) -> tuple[Path, Path]:
         '[[listeners]]\nbind = "127.0.0.1:1"\n[upstreams.b]\ntargets = ["127.0.0.1:2"]\n'
         '[[routes]]\nname = "r"\npath = "/"\nupstream = "b"\nauth = "none"\n'
     )
-    store = Store.in_state_dir(str(state))
+    store = SQLiteStore.in_state_dir(str(state))
     try:
         log = AuditLog(str(state / "audit.log"), KEY, store)
         for i in range(6):
@@ -190,7 +191,7 @@ def test_an_exported_anchor_catches_truncation_with_the_store_rolled_back(
     stdout = _cli("anchor", "--export", "-", "--config", str(config))  # for logger(1) or a webhook
     assert orjson.loads(stdout.stdout)["mac"] == fields["mac"]
     # The log goes on after the export: the anchor still holds (its record is in the file).
-    store = Store.in_state_dir(str(log.parent))
+    store = SQLiteStore.in_state_dir(str(log.parent))
     try:
         AuditLog(str(log), KEY, store).append("start")
         # The attacker truncates the log and rolls the store's anchor row back to match.
@@ -220,7 +221,7 @@ def test_an_exported_anchor_pins_history_even_against_the_key(
     ok = _cli("verify", str(copy), "--config", str(config), "--anchor", str(anchor))
     assert ok.returncode == 0 and "matches the exported anchor (seq 6)" in ok.stdout
     rewritten = tmp_path / "rewritten.log"
-    store = Store(str(tmp_path / "attacker.db"))
+    store = SQLiteStore(str(tmp_path / "attacker.db"))
     try:
         forged = AuditLog(str(rewritten), KEY, store)
         for i in range(6):

@@ -55,3 +55,12 @@ def test_policy_check_never_awaits() -> None:
         for node in ast.walk(tree):
             if isinstance(node, ast.AsyncFunctionDef) and node.name == "check":
                 raise AssertionError(f"{path}: check() must be sync")
+
+
+def test_only_the_store_imports_sqlite3() -> None:
+    """Callers see the Store protocol and its rows, so another backend (PostgreSQL) needs no caller
+    changes; sqlite3 and its errors stay inside fastgw/store/."""
+    outside = [p for p in PKG.rglob("*.py") if p.parent != PKG / "store"]
+    assert outside
+    bad = [str(p.relative_to(PKG)) for p in outside if "sqlite3" in imports_of(p)]
+    assert not bad, f"import sqlite3 outside fastgw/store/: {bad}"

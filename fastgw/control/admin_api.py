@@ -29,7 +29,7 @@ import hmac
 import socket
 import time
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import h11
@@ -269,7 +269,8 @@ class AdminServer:
 
     async def _quotas(self, call: Call) -> dict[str, Any]:
         """Quota counts in the store (up to one flush interval behind the workers), newest first."""
-        return {"quotas": [_readable(_quota_period(row)) for row in self.control.store.quota_counts()]}
+        rows = self.control.store.quota_counts()
+        return {"quotas": [_readable(_quota_period(asdict(row))) for row in rows]}
 
     async def _routes(self, call: Call) -> dict[str, Any]:
         snapshot = self.control.snapshot

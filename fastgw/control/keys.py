@@ -21,11 +21,12 @@ import math
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import asdict, replace
 from typing import Any, Final
 
 from fastgw.keys import display_prefix, key_digest, new_key
 from fastgw.snapshot import KeySettings
-from fastgw.store.sqlite import Store
+from fastgw.store.base import ApiKey, Consumer, Store
 
 # The longest lifetime, grace period or expiry distance a request may ask for. A key meant to last forever
 # says so by having no expiry; beyond ~100 years a number is a mistake (and far enough out, time.gmtime,
@@ -42,12 +43,12 @@ class KeyServiceError(Exception):
         self.detail = detail
 
 
-def _strings(value: Any, what: str) -> list[str]:
+def _strings(value: Any, what: str) -> tuple[str, ...]:
     if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        return ()
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
         raise KeyServiceError(422, f"{what} must be a list of non-empty strings")
-    return list(value)
+    return tuple(value)
 
 
 def _seconds(value: Any, what: str, *, zero: bool) -> float:
@@ -70,6 +71,8 @@ def _when(ts: float) -> str:
 
 
 class KeyService:
+    """The admin API's consumers and keys: store rows in, JSON-ready answers (dicts) out."""
+
     def __init__(
         self,
         store: Store,
@@ -105,70 +108,68 @@ class KeyService:
             metadata = {**metadata, "limits": limits}  # per-consumer overrides of routes' limits
         if self.store.consumer(name) is not None:
             raise KeyServiceError(409, f"a consumer named {name!r} exists")
-        row = {
-            "id": "c_" + uuid.uuid4().hex[:16],
-            "name": name,
-            "team": team,
-            "roles": _strings(body.get("roles"), "roles"),
-            "metadata": metadata,
-            "created": time.time(),
-            "disabled": None,
-        }
-        self.store.add_consumer(row)
-        self._audit(
-            "consumer.create", consumer=row["id"], name=name, team=team, roles=row["roles"], limits=limits
+        row = Consumer(
+            id="c_" + uuid.uuid4().hex[:16],
+            name=name,
+            team=team,
+            roles=_strings(body.get("roles"), "roles"),
+            metadata=metadata,
+            created=time.time(),
+            disabled=None,
         )
-        return row
+        self.store.add_consumer(row)
+        self._audit("consumer.create", consumer=row.id, name=name, team=team, roles=row.roles, limits=limits)
+        return _consumer_view(row)
 
     def consumers(self) -> list[dict[str, Any]]:
-        return self.store.consumers()
+        return [_consumer_view(c) for c in self.store.consumers()]
 
     def consumer(self, ref: str) -> dict[str, Any]:
         """One consumer (by id or name) with its keys, for ``fastgw consumers show``."""
         consumer = self._consumer(ref)
-        keys = [self._public(k, consumer) for k in self.store.api_keys(consumer["id"])]
-        return {**consumer, "keys": keys}
+        keys = [self._public(k, consumer) for k in self.store.api_keys(consumer.id)]
+        return {**_consumer_view(consumer), "keys": keys}
 
     def disable(self, ref: str) -> dict[str, Any]:
         """Stop every key of the consumer on every worker at once; ``enable`` brings them back."""
         consumer = self._consumer(ref)
-        if consumer["disabled"]:
-            return consumer  # already: nothing changes, nothing to audit
+        if consumer.disabled:
+            return _consumer_view(consumer)  # already: nothing changes, nothing to audit
         now = time.time()
-        self.store.set_consumer_disabled(consumer["id"], now)
-        keys = self.store.api_keys(consumer["id"])
-        self._audit("consumer.disable", consumer=consumer["id"], name=consumer["name"], keys=_ids(keys))
-        self._push({"t": "keys", "delete": [k["digest"].hex() for k in keys]})
-        return {**consumer, "disabled": now}
+        self.store.set_consumer_disabled(consumer.id, now)
+        keys = self.store.api_keys(consumer.id)
+        self._audit("consumer.disable", consumer=consumer.id, name=consumer.name, keys=_ids(keys))
+        self._push({"t": "keys", "delete": [k.digest.hex() for k in keys]})
+        return _consumer_view(replace(consumer, disabled=now))
 
     def enable(self, ref: str) -> dict[str, Any]:
         consumer = self._consumer(ref)
-        if not consumer["disabled"]:
-            return consumer
-        self.store.set_consumer_disabled(consumer["id"], None)
-        enabled = {**consumer, "disabled": None}
-        keys = [k for k in self.store.api_keys(consumer["id"]) if not k["revoked"]]
-        self._audit("consumer.enable", consumer=consumer["id"], name=consumer["name"], keys=_ids(keys))
+        if not consumer.disabled:
+            return _consumer_view(consumer)
+        self.store.set_consumer_disabled(consumer.id, None)
+        enabled = replace(consumer, disabled=None)
+        keys = [k for k in self.store.api_keys(consumer.id) if not k.revoked]
+        self._audit("consumer.enable", consumer=consumer.id, name=consumer.name, keys=_ids(keys))
         self._push({"t": "keys", "put": [self._wire(k, enabled) for k in keys]})
-        return enabled
+        return _consumer_view(enabled)
 
     def delete_consumer(self, ref: str) -> dict[str, Any]:
         """Remove the consumer and its keys (they stop on every worker at once). The audit log keeps the
         history: this event names every key with its visible prefix."""
         consumer = self._consumer(ref)
-        keys = self.store.api_keys(consumer["id"])
+        keys = self.store.api_keys(consumer.id)
         self._audit(
             "consumer.delete",
-            consumer=consumer["id"],
-            name=consumer["name"],
+            consumer=consumer.id,
+            name=consumer.name,
             keys=_ids(keys),
-            prefixes=[k["prefix"] for k in keys],
+            prefixes=[k.prefix for k in keys],
         )
-        self.store.delete_consumer(consumer["id"])
-        self._push({"t": "keys", "delete": [k["digest"].hex() for k in keys]})
-        return {**consumer, "deleted": True, "keys": _ids(keys)}
+        self.store.delete_consumer(consumer.id)
+        self._push({"t": "keys", "delete": [k.digest.hex() for k in keys]})
+        return {**_consumer_view(consumer), "deleted": True, "keys": _ids(keys)}
 
-    def _consumer(self, ref: Any) -> dict[str, Any]:
+    def _consumer(self, ref: Any) -> Consumer:
         consumer = self.store.consumer(ref) if isinstance(ref, str) else None
         if consumer is None:
             raise KeyServiceError(404, f"no consumer {ref!r} (create it first: fastgw consumers create NAME)")
@@ -181,7 +182,7 @@ class KeyService:
             raise KeyServiceError(422, "API keys need a [keys] table with a pepper in the config")
         return settings
 
-    def _routes(self, value: Any) -> list[str] | None:
+    def _routes(self, value: Any) -> tuple[str, ...] | None:
         """A key's allowed routes: None (every route) or names of routes in the config in force."""
         if value is None:
             return None
@@ -202,8 +203,8 @@ class KeyService:
     ) -> dict[str, Any]:
         settings = self._require_settings()
         consumer = self._consumer(body.get("consumer"))
-        if consumer["disabled"]:
-            raise KeyServiceError(409, f"consumer {consumer['name']!r} is disabled (enable it first)")
+        if consumer.disabled:
+            raise KeyServiceError(409, f"consumer {consumer.name!r} is disabled (enable it first)")
         expires_in = body.get("expires_in")
         if expires_in is not None:
             # 0 is refused rather than read as "never": a key that never expires has no expires_in.
@@ -212,67 +213,61 @@ class KeyService:
         routes = self._routes(body.get("routes")) if check_routes else body.get("routes")
         plaintext = new_key()
         now = time.time()
-        row = {
-            "id": "k_" + uuid.uuid4().hex[:16],
-            "consumer_id": consumer["id"],
-            "prefix": display_prefix(plaintext),
-            "digest": key_digest(settings.pepper, plaintext.encode()),
-            "pepper_id": settings.pepper_id,
-            "scopes": _strings(body.get("scopes"), "scopes"),
-            "roles": _strings(body.get("roles"), "roles"),
-            "routes": routes,
-            "created": now,
-            "expires": None if expires_in is None else now + expires_in,
-            "revoked": None,
-            "replaced_by": None,
-        }
+        row = ApiKey(
+            id="k_" + uuid.uuid4().hex[:16],
+            consumer_id=consumer.id,
+            prefix=display_prefix(plaintext),
+            digest=key_digest(settings.pepper, plaintext.encode()),
+            pepper_id=settings.pepper_id,
+            scopes=_strings(body.get("scopes"), "scopes"),
+            roles=_strings(body.get("roles"), "roles"),
+            routes=routes,
+            created=now,
+            expires=None if expires_in is None else now + expires_in,
+        )
         self.store.add_key(row)
         self._audit(
             event,
-            key=row["id"],
-            prefix=row["prefix"],
-            consumer=consumer["id"],
-            scopes=row["scopes"],
-            roles=row["roles"],
-            routes=row["routes"],
-            expires=row["expires"],
+            key=row.id,
+            prefix=row.prefix,
+            consumer=consumer.id,
+            scopes=row.scopes,
+            roles=row.roles,
+            routes=row.routes,
+            expires=row.expires,
         )
         self._push({"t": "keys", "put": [self._wire(row, consumer)]})
         return {**self._public(row, consumer), "key": plaintext}
 
     def keys(self) -> list[dict[str, Any]]:
-        consumers = {c["id"]: c for c in self.store.consumers()}
-        return [self._public(k, consumers.get(k["consumer_id"])) for k in self.store.api_keys()]
+        consumers = {c.id: c for c in self.store.consumers()}
+        return [self._public(k, consumers.get(k.consumer_id)) for k in self.store.api_keys()]
 
     def rotate(self, key_id: str, body: dict[str, Any]) -> dict[str, Any]:
         old = self._key(key_id)
         now = time.time()
-        if old["revoked"]:
+        if old.revoked:
             raise KeyServiceError(409, f"key {key_id} is revoked")
-        if old["expires"] and old["expires"] <= now:
+        if old.expires and old.expires <= now:
             raise KeyServiceError(409, f"key {key_id} has expired: issue a new key")
-        successor = self.store.key(old["replaced_by"]) if old["replaced_by"] else None
+        successor = self.store.key(old.replaced_by) if old.replaced_by else None
         if successor is not None and self._live(successor, now):
             raise KeyServiceError(
-                409, f"key {key_id} was already rotated to {successor['id']}, which is live: rotate that one"
+                409, f"key {key_id} was already rotated to {successor.id}, which is live: rotate that one"
             )
         grace = _seconds(body.get("grace_seconds", 86400), "grace_seconds", zero=True)
-        consumer = self._consumer(old["consumer_id"])
+        consumer = self._consumer(old.consumer_id)
         new = self.create_key(
-            {
-                "consumer": consumer["id"],
-                "scopes": old["scopes"],
-                "roles": old["roles"],
-                "routes": old["routes"],
-            },
+            {"consumer": consumer.id, "scopes": old.scopes, "roles": old.roles, "routes": old.routes},
             event="key.rotate",
             check_routes=False,
         )
         deadline = time.time() + grace
-        expires = min(old["expires"], deadline) if old["expires"] else deadline
-        self.store.update_key(key_id, expires=expires, replaced_by=new["id"])
+        expires = min(old.expires, deadline) if old.expires else deadline
+        self.store.update_key(replace(old, expires=expires, replaced_by=new["id"]))
         self._audit("key.rotate.grace", key=key_id, replaced_by=new["id"], expires=expires)
-        self._push({"t": "keys", "put": [self._wire({**old, "expires": expires}, consumer)]})
+        self._push({"t": "keys", "put": [self._wire(replace(old, expires=expires), consumer)]})
+        # The old key's state as it was before this rotation, with its new expiry and successor.
         return {
             "new": new,
             "old": {**self._public(old, consumer), "expires": expires, "replaced_by": new["id"]},
@@ -280,11 +275,11 @@ class KeyService:
 
     def revoke(self, key_id: str) -> dict[str, Any]:
         row = self._key(key_id)
-        now = time.time()
-        self.store.update_key(key_id, revoked=now)
-        self._audit("key.revoke", key=key_id, prefix=row["prefix"])
-        self._push({"t": "keys", "delete": [row["digest"].hex()]})
-        return {**self._public({**row, "revoked": now}, self.store.consumer(row["consumer_id"]))}
+        revoked = replace(row, revoked=time.time())
+        self.store.update_key(revoked)
+        self._audit("key.revoke", key=key_id, prefix=row.prefix)
+        self._push({"t": "keys", "delete": [row.digest.hex()]})
+        return self._public(revoked, self.store.consumer(row.consumer_id))
 
     def expire(self, key_id: str, body: dict[str, Any]) -> dict[str, Any]:
         """Set when the key expires: ``at`` (unix time) or ``in`` (seconds from now; 0: now, the default).
@@ -293,7 +288,7 @@ class KeyService:
         expired (an expiry that has passed stays passed) or was rotated out (extend its successor)."""
         row = self._key(key_id)
         now = time.time()
-        if row["revoked"]:
+        if row.revoked:
             raise KeyServiceError(409, f"key {key_id} is revoked")
         extend = body.get("extend", False)
         if not isinstance(extend, bool):
@@ -309,9 +304,8 @@ class KeyService:
             at = max(float(at), now)  # a time in the past means now
         else:
             at = now + _seconds(body.get("in", 0), "in", zero=True)
-        current = row["expires"]
-        later = current is not None and at > current
-        if later and not extend:
+        current = row.expires
+        if current is not None and at > current and not extend:
             raise KeyServiceError(
                 409,
                 f"key {key_id} expires {_when(current)}: expiry only moves earlier"
@@ -320,16 +314,14 @@ class KeyService:
         if extend:
             if current is not None and current <= now:
                 raise KeyServiceError(409, f"key {key_id} has expired and stays expired: issue a new key")
-            if row["replaced_by"]:
+            if row.replaced_by:
                 raise KeyServiceError(
-                    409, f"key {key_id} was rotated out to {row['replaced_by']}: extend that one instead"
+                    409, f"key {key_id} was rotated out to {row.replaced_by}: extend that one instead"
                 )
-        self.store.update_key(key_id, expires=at)
-        self._audit(
-            "key.expire", key=key_id, prefix=row["prefix"], expires=at, previous=current, extend=extend
-        )
-        changed = {**row, "expires": at}
-        consumer = self._consumer(row["consumer_id"])
+        changed = replace(row, expires=at)
+        self.store.update_key(changed)
+        self._audit("key.expire", key=key_id, prefix=row.prefix, expires=at, previous=current, extend=extend)
+        consumer = self._consumer(row.consumer_id)
         self._push_key(changed, consumer)
         return self._public(changed, consumer)
 
@@ -337,7 +329,7 @@ class KeyService:
         """Change a key's scopes, roles or allowed routes in place (``routes: null``: every route); the
         key itself, its id and its expiry stay. Fields left out keep their value."""
         row = self._key(key_id)
-        if row["revoked"]:
+        if row.revoked:
             raise KeyServiceError(409, f"key {key_id} is revoked")
         unknown = sorted(set(body) - {"scopes", "roles", "routes"})
         if unknown:
@@ -348,83 +340,90 @@ class KeyService:
                 changes[field] = _strings(body[field], field)
         if "routes" in body:
             changes["routes"] = self._routes(body["routes"])
-        changes = {name: value for name, value in changes.items() if value != row[name]}
+        changes = {name: value for name, value in changes.items() if value != getattr(row, name)}
         if not changes:
             raise KeyServiceError(422, "nothing to change (give scopes, roles or routes that differ)")
-        self.store.update_key(key_id, **changes)
-        before = {name: row[name] for name in changes}
-        self._audit("key.update", key=key_id, prefix=row["prefix"], before=before, after=changes)
-        changed = {**row, **changes}
-        consumer = self._consumer(row["consumer_id"])
+        changed = replace(row, **changes)
+        self.store.update_key(changed)
+        before = {name: getattr(row, name) for name in changes}
+        self._audit("key.update", key=key_id, prefix=row.prefix, before=before, after=changes)
+        consumer = self._consumer(row.consumer_id)
         self._push_key(changed, consumer)
         return self._public(changed, consumer)
 
     def full_table(self) -> dict[str, Any]:
         """Every usable key, for a worker that just connected."""
-        consumers = {c["id"]: c for c in self.store.consumers() if not c["disabled"]}
+        consumers = {c.id: c for c in self.store.consumers() if not c.disabled}
         entries = [
-            self._wire(k, consumers[k["consumer_id"]])
+            self._wire(k, consumers[k.consumer_id])
             for k in self.store.api_keys()
-            if not k["revoked"] and k["consumer_id"] in consumers
+            if not k.revoked and k.consumer_id in consumers
         ]
         return {"t": "keys", "full": entries}
 
-    def _push_key(self, row: dict[str, Any], consumer: dict[str, Any]) -> None:
+    def _push_key(self, row: ApiKey, consumer: Consumer) -> None:
         """A changed key to every worker, unless its consumer is disabled (then no worker holds it)."""
-        if not consumer["disabled"]:
+        if not consumer.disabled:
             self._push({"t": "keys", "put": [self._wire(row, consumer)]})
 
-    def _key(self, key_id: str) -> dict[str, Any]:
+    def _key(self, key_id: str) -> ApiKey:
         row = self.store.key(key_id)
         if row is None:
             raise KeyServiceError(404, f"no key {key_id!r}")
         return row
 
     @staticmethod
-    def _live(row: dict[str, Any], now: float) -> bool:
-        return not row["revoked"] and not (row["expires"] and row["expires"] <= now)
+    def _live(row: ApiKey, now: float) -> bool:
+        return not row.revoked and not (row.expires and row.expires <= now)
 
     @staticmethod
-    def _wire(row: dict[str, Any], consumer: dict[str, Any]) -> dict[str, Any]:
+    def _wire(row: ApiKey, consumer: Consumer) -> dict[str, Any]:
         return {
-            "digest": row["digest"].hex(),
-            "id": row["id"],
-            "consumer_id": consumer["id"],
-            "consumer": consumer["name"],
-            "team": consumer["team"],
-            "roles": sorted(set(consumer["roles"]) | set(row["roles"])),
-            "scopes": row["scopes"],
-            "routes": row["routes"],
-            "expires": row["expires"] or 0.0,
-            "limits": (consumer.get("metadata") or {}).get("limits", {}),
+            "digest": row.digest.hex(),
+            "id": row.id,
+            "consumer_id": consumer.id,
+            "consumer": consumer.name,
+            "team": consumer.team,
+            "roles": sorted(set(consumer.roles) | set(row.roles)),
+            "scopes": list(row.scopes),
+            "routes": None if row.routes is None else list(row.routes),
+            "expires": row.expires or 0.0,
+            "limits": consumer.metadata.get("limits", {}),
         }
 
     @staticmethod
-    def _public(row: dict[str, Any], consumer: dict[str, Any] | None) -> dict[str, Any]:
+    def _public(row: ApiKey, consumer: Consumer | None) -> dict[str, Any]:
         now = time.time()
         state = "active"
-        if row["revoked"]:
+        if row.revoked:
             state = "revoked"
-        elif row["expires"] and row["expires"] <= now:
+        elif row.expires and row.expires <= now:
             state = "expired"
-        elif consumer is not None and consumer.get("disabled"):
+        elif consumer is not None and consumer.disabled:
             state = "disabled"  # its consumer is: no worker accepts it until the consumer is enabled
-        elif row["replaced_by"]:
+        elif row.replaced_by:
             state = "rotating"
         return {
-            "id": row["id"],
-            "prefix": row["prefix"],
-            "consumer": consumer["name"] if consumer else row["consumer_id"],
-            "scopes": row["scopes"],
-            "roles": row["roles"],
-            "routes": row["routes"],
-            "created": row["created"],
-            "expires": row["expires"],
-            "revoked": row["revoked"],
-            "replaced_by": row["replaced_by"],
+            "id": row.id,
+            "prefix": row.prefix,
+            "consumer": consumer.name if consumer else row.consumer_id,
+            "scopes": list(row.scopes),
+            "roles": list(row.roles),
+            "routes": None if row.routes is None else list(row.routes),
+            "created": row.created,
+            "expires": row.expires,
+            "revoked": row.revoked,
+            "replaced_by": row.replaced_by,
             "state": state,
         }
 
 
-def _ids(keys: list[dict[str, Any]]) -> list[str]:
-    return [k["id"] for k in keys]
+def _consumer_view(consumer: Consumer) -> dict[str, Any]:
+    """A consumer as the admin API answers it (lists where the row keeps tuples)."""
+    view = asdict(consumer)
+    view["roles"] = list(consumer.roles)
+    return view
+
+
+def _ids(keys: list[ApiKey]) -> list[str]:
+    return [k.id for k in keys]

@@ -13,7 +13,6 @@ import asyncio
 import os
 import signal
 import socket
-import sqlite3
 import struct
 import sys
 import time
@@ -29,7 +28,8 @@ from fastgw.metrics.exposition import Export, GatewayCollector, make_registry
 from fastgw.metrics.shared import SharedMetrics
 from fastgw.policy.quota import QUOTAS
 from fastgw.snapshot import Snapshot
-from fastgw.store.sqlite import Store
+from fastgw.store import open_store
+from fastgw.store.base import QuotaAdmission, StoreError
 
 PULL_SECONDS: Final = 5.0
 PULL_TIMEOUT: Final = 2.0
@@ -76,7 +76,7 @@ class ControlProcess:
         self.collector = GatewayCollector(metrics)
         self.collector.snapshot = snapshot.id
         self.registry = make_registry(self.collector)
-        self.store = Store.in_state_dir(snapshot.state.dir)
+        self.store = open_store(snapshot.state.dir)  # applies pending migrations
         self.audit = AuditLog(snapshot.audit.file, audit_key(snapshot.audit, snapshot.state), self.store)
         if self.audit.problem:
             log(f"audit log {self.audit.path} failed verification: {self.audit.problem}")
@@ -114,7 +114,8 @@ class ControlProcess:
             self.workers[peer.pid] = peer
             channel.send(self.keys.full_table())
             periods = QUOTAS.current_periods(time.time())
-            channel.send({"t": "quota_bases", "e": self.store.quota_bases(self.started, periods)})
+            bases = [(b.key_hash, b.period, b.count) for b in self.store.quota_bases(self.started, periods)]
+            channel.send({"t": "quota_bases", "e": bases})
             for upstream, target in self.health.down():
                 channel.send({"t": "health", "upstream": upstream, "target": target, "healthy": False})
             if peer.snapshot != self.snapshot.id:
@@ -137,7 +138,8 @@ class ControlProcess:
     def _on_quota(self, message: Message) -> None:
         """A worker's quota admissions since its last send: into the store, in one transaction."""
         entries = [
-            (int(h), int(p), str(limit), str(key), int(n)) for h, p, limit, key, n in message.get("e") or ()
+            QuotaAdmission(int(h), int(p), str(limit), str(key), int(n))
+            for h, p, limit, key, n in message.get("e") or ()
         ]
         try:
             self.store.add_quota_counts(self.started, entries, time.time())
@@ -379,7 +381,7 @@ def run_control(
     async def main() -> int:
         try:
             control = ControlProcess(snapshot, data, started, metrics)
-        except (ConfigError, OSError, sqlite3.Error) as exc:  # one line; the supervisor stops a start
+        except (ConfigError, OSError, StoreError) as exc:  # one line; the supervisor stops a start
             log(f"cannot start: {exc}")
             return 1
         await control.run(listen, supervisor, status_fd, admin)

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from fastgw.control.admin_client import admin_call
-from fastgw.store.sqlite import Store
+from fastgw.store.base import Consumer
+from fastgw.store.sqlite import SQLiteStore
 from tests.conftest import Gateway, TestUpstream, free_port, wait_until
 from tests.e2e.test_api_keys import cli, issue, keys_config, status_on_all_workers
 from tests.test_cli import fastgw
@@ -245,21 +246,14 @@ def test_a_database_from_before_the_lifecycle_columns_still_opens(tmp_path: Path
     db.execute("INSERT INTO consumers VALUES ('c_1', 'acme', '', '[]', '{}', 1.0)")
     db.commit()
     db.close()
-    store = Store(str(path))
+    store = SQLiteStore(str(path))
     try:
         assert store.consumers() == [
-            {
-                "id": "c_1",
-                "name": "acme",
-                "team": "",
-                "roles": [],
-                "metadata": {},
-                "created": 1.0,
-                "disabled": None,
-            }
+            Consumer(id="c_1", name="acme", team="", roles=(), metadata={}, created=1.0, disabled=None)
         ]
         store.set_consumer_disabled("c_1", 5.0)
-        assert store.consumer("acme")["disabled"] == 5.0  # type: ignore[index]
+        acme = store.consumer("acme")
+        assert acme is not None and acme.disabled == 5.0
     finally:
         store.close()
-    Store(str(path)).close()  # opening it again adds nothing twice
+    SQLiteStore(str(path)).close()  # opening it again adds nothing twice

@@ -1,0 +1,178 @@
+"""The store's interface: typed rows and the ``Store`` protocol that every backend implements.
+
+Callers (the key service, the audit log, the control process, the command line) see only this module:
+rows are frozen dataclasses with ids as ``str``, times as unix seconds (``float``), digests as ``bytes``
+and lists as tuples; every backend failure is a :class:`StoreError`. Nothing here names SQLite, so a
+PostgreSQL backend can follow without touching a caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+class StoreError(Exception):
+    """The store could not be opened, read or written (a backend error, in one line); the transaction in
+    progress, if any, was rolled back."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Consumer:
+    """Who holds API keys. ``disabled``: when it was disabled (its keys stop), None while enabled."""
+
+    id: str
+    name: str
+    team: str
+    roles: tuple[str, ...]
+    metadata: dict[str, Any]  # free-form JSON object; ``limits`` holds per-consumer limit overrides
+    created: float
+    disabled: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiKey:
+    """One API key: never the key itself, only its peppered digest and the visible prefix."""
+
+    id: str
+    consumer_id: str
+    prefix: str
+    digest: bytes
+    pepper_id: str
+    scopes: tuple[str, ...]
+    roles: tuple[str, ...]
+    routes: tuple[str, ...] | None  # None: every route
+    created: float
+    expires: float | None = None
+    revoked: float | None = None
+    replaced_by: str | None = None  # the successor's id once rotated
+
+
+@dataclass(frozen=True, slots=True)
+class AuditAnchor:
+    """The audit log's last record (seq, MAC hex), so a truncated log is detectable (fastgw/audit.py)."""
+
+    log: str
+    seq: int
+    mac: str
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaAdmission:
+    """Admissions a worker counted for one quota key and period in the current run."""
+
+    key_hash: int
+    period: int  # policy/quota.py's period code
+    limit_id: str
+    key: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaBase:
+    """What a quota key counted in a period before the current run: a worker adds its own run to it."""
+
+    key_hash: int
+    period: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaCount:
+    """A quota key's total in one period, as the admin API shows it."""
+
+    limit: str
+    key: str
+    period: int
+    count: int
+    updated: float
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One numbered step of a backend's schema. Steps run in order, each in its own transaction, and are
+    recorded in ``schema_migrations``; a step once released never changes (add a new one).
+
+    ``adds_column`` (table, column) names the column a step adds: a database made before versioned
+    migrations may already have it, and then the step is recorded without running."""
+
+    version: int
+    name: str
+    statements: tuple[str, ...]
+    adds_column: tuple[str, str] | None = None
+
+
+class Store(Protocol):
+    """Consumers, API key digests, quota counts and audit anchors. Each method is its own committed
+    transaction unless called inside :meth:`transaction`. Every method raises :class:`StoreError` on a
+    backend failure."""
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """Group calls into one transaction: committed when the block ends, rolled back if it raises.
+        Nested blocks join the outer one."""
+        ...
+
+    def pending_migrations(self) -> list[Migration]:
+        """The schema steps this database has not had yet, in the order they would run."""
+        ...
+
+    def migrate(self) -> list[Migration]:
+        """Apply the pending steps; returns those applied. Safe against a concurrent migrator."""
+        ...
+
+    def close(self) -> None: ...
+
+    # -- audit anchors
+    def audit_anchor(self, log: str) -> AuditAnchor | None: ...
+
+    def set_audit_anchor(self, log: str, seq: int, mac: str) -> None: ...
+
+    # -- consumers and keys
+    def add_consumer(self, consumer: Consumer) -> None: ...
+
+    def consumers(self) -> list[Consumer]:
+        """Every consumer, oldest first."""
+        ...
+
+    def consumer(self, ref: str) -> Consumer | None:
+        """A consumer by id or by name (an id wins)."""
+        ...
+
+    def set_consumer_disabled(self, consumer_id: str, disabled: float | None) -> None: ...
+
+    def delete_consumer(self, consumer_id: str) -> None:
+        """Remove a consumer and its keys in one transaction."""
+        ...
+
+    def add_key(self, key: ApiKey) -> None: ...
+
+    def api_keys(self, consumer_id: str | None = None) -> list[ApiKey]:
+        """Every key, or one consumer's, oldest first."""
+        ...
+
+    def key(self, key_id: str) -> ApiKey | None: ...
+
+    def update_key(self, key: ApiKey) -> None:
+        """Write a key's changeable fields (scopes, roles, routes, expires, revoked, replaced_by); its id,
+        consumer, digest and creation time never change."""
+        ...
+
+    # -- quotas
+    def add_quota_counts(self, run_id: float, admissions: Sequence[QuotaAdmission], now: float) -> None:
+        """Add admissions counted in run ``run_id`` (the gateway's start time), in one transaction; the
+        first write of a new run folds the previous run's count into the base."""
+        ...
+
+    def quota_bases(self, run_id: float, periods: Sequence[int]) -> list[QuotaBase]:
+        """Counts before ``run_id`` for the given periods."""
+        ...
+
+    def quota_counts(self) -> list[QuotaCount]:
+        """Every quota key's total per period, most recently updated first."""
+        ...
+
+    def forget_quotas(self, before: float) -> None:
+        """Drop quota rows not updated since ``before``."""
+        ...

@@ -1,0 +1,42 @@
+"""The SQLite schema as numbered steps (fastgw/store/sqlite.py applies them; ``fastgw store migrate``
+runs or shows them).
+
+Rules: a released step never changes; a schema change is a new step at the end. Step 1 is the schema as
+it stood before versioned migrations, with ``IF NOT EXISTS`` so that a database made by an older version
+is adopted in place; step 2 is the first column added after that release. A PostgreSQL backend keeps its
+own list with the same versions.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from fastgw.store.base import Migration
+
+MIGRATIONS: Final = (
+    Migration(
+        1,
+        "audit anchors, consumers, API keys, quota counts",
+        (
+            "CREATE TABLE IF NOT EXISTS audit_anchor (log TEXT PRIMARY KEY, seq INTEGER NOT NULL,"
+            " mac TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS consumers (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
+            " team TEXT NOT NULL, roles TEXT NOT NULL, metadata TEXT NOT NULL, created REAL NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS api_keys (id TEXT PRIMARY KEY,"
+            " consumer_id TEXT NOT NULL REFERENCES consumers(id), prefix TEXT NOT NULL, digest BLOB NOT NULL"
+            " UNIQUE, pepper_id TEXT NOT NULL, scopes TEXT NOT NULL, roles TEXT NOT NULL, routes TEXT,"
+            " created REAL NOT NULL, expires REAL, revoked REAL, replaced_by TEXT)",
+            # Quota counts: `base` before the current run of the gateway (`run_id`: its start time), `run`
+            # since.
+            "CREATE TABLE IF NOT EXISTS quotas (key_hash INTEGER NOT NULL, period INTEGER NOT NULL,"
+            " limit_id TEXT NOT NULL, key TEXT NOT NULL, base INTEGER NOT NULL, run_id REAL NOT NULL,"
+            " run INTEGER NOT NULL, updated REAL NOT NULL, PRIMARY KEY (key_hash, period))",
+        ),
+    ),
+    Migration(
+        2,
+        "consumers.disabled: when a consumer was disabled (NULL: enabled)",
+        ("ALTER TABLE consumers ADD COLUMN disabled REAL",),
+        adds_column=("consumers", "disabled"),
+    ),
+)
