@@ -27,6 +27,7 @@ from fastgw.metrics.worker import WorkerMetrics
 from fastgw.policy.cluster_counts import CLUSTER
 from fastgw.policy.jwks import STALE
 from fastgw.policy.jwt_auth import JwtAuth
+from fastgw.policy.multi_auth import MultiAuth
 from fastgw.proxy_headers import IdSource
 from fastgw.server.deadlines import TICK_SECONDS, sweep
 from fastgw.server.listener import ClientConnection
@@ -253,9 +254,13 @@ class Worker:
 
         snapshot = compile_config(data, source)
         old = self.holder.swap(snapshot)
-        for jwt_auth in {
-            id(p): p for route in old.routes for p in route.chain if isinstance(p, JwtAuth)
-        }.values():
+        policies = (
+            q
+            for route in old.routes
+            for p in route.chain
+            for q in (p.policies.values() if isinstance(p, MultiAuth) else (p,))  # a list auth's schemes
+        )
+        for jwt_auth in {id(p): p for p in policies if isinstance(p, JwtAuth)}.values():
             jwt_auth.stop()  # the new snapshot's issuers start their own refreshes (from the saved keys)
         self.via = b"1.1 " + snapshot.server.server_name  # cached per worker: server_name reloads too
         self.pools.retain(snapshot)
