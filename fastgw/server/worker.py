@@ -52,6 +52,18 @@ def _log(message: str) -> None:
     sys.stderr.flush()
 
 
+def jwt_policies(snapshot: Snapshot) -> list[JwtAuth]:
+    """The snapshot's JwtAuth policies, each once: on its routes' chains or inside a list auth's
+    dispatcher (a route with auth = ["api_key", "jwt"]), whose JWKS refreshes a reload must stop too."""
+    found: dict[int, JwtAuth] = {}
+    for route in snapshot.routes:
+        for p in route.chain:
+            for q in p.policies.values() if isinstance(p, MultiAuth) else (p,):
+                if isinstance(q, JwtAuth):
+                    found[id(q)] = q
+    return list(found.values())
+
+
 class Worker:
     """Per-process state shared by every connection of this worker."""
 
@@ -254,13 +266,7 @@ class Worker:
 
         snapshot = compile_config(data, source)
         old = self.holder.swap(snapshot)
-        policies = (
-            q
-            for route in old.routes
-            for p in route.chain
-            for q in (p.policies.values() if isinstance(p, MultiAuth) else (p,))  # a list auth's schemes
-        )
-        for jwt_auth in {id(p): p for p in policies if isinstance(p, JwtAuth)}.values():
+        for jwt_auth in jwt_policies(old):
             jwt_auth.stop()  # the new snapshot's issuers start their own refreshes (from the saved keys)
         self.via = b"1.1 " + snapshot.server.server_name  # cached per worker: server_name reloads too
         self.pools.retain(snapshot)

@@ -194,3 +194,13 @@ def test_bad_auth_lists_are_one_precise_line(route: str, reason: str) -> None:
     with pytest.raises(ConfigError) as info:
         compile_config(ROUTE.format(route=route).encode(), "x.toml")
     assert reason in str(info.value)
+
+
+@pytest.mark.usefixtures("secrets")
+def test_a_reload_finds_the_jwt_policy_inside_a_list_auth() -> None:
+    """A worker stops the replaced snapshot's JWKS refreshes on reload; a JwtAuth used only by list-auth
+    routes sits inside the dispatcher, and missing it would leave a poller running per reload."""
+    from fastgw.server.worker import jwt_policies
+
+    snapshot = compile_config(ROUTE.format(route='auth = ["api_key", "jwt"]').encode(), "x.toml")
+    assert [type(p).__name__ for p in jwt_policies(snapshot)] == ["JwtAuth"]
