@@ -204,3 +204,25 @@ def test_a_reload_finds_the_jwt_policy_inside_a_list_auth() -> None:
 
     snapshot = compile_config(ROUTE.format(route='auth = ["api_key", "jwt"]').encode(), "x.toml")
     assert [type(p).__name__ for p in jwt_policies(snapshot)] == ["JwtAuth"]
+
+
+def test_a_schemes_shadow_mode_and_the_routes_jwt_binding_apply_inside_the_dispatcher() -> None:
+    from fastgw.policy.jwt_auth import JwtIdentity, JwtRouteBinding
+
+    class TokenStub(Stub):
+        def _outcome(self, ex: Exchange) -> Denial | None:
+            ex.consumer = JwtIdentity("bob", "bob", "", frozenset(), frozenset(), 0.0, "https://other/", "")
+            return None
+
+    keys, _key = api_keys()
+    binding = JwtRouteBinding("jwt", frozenset({"https://idp.test/"}), frozenset(), False)
+    multi = MultiAuth("api_key|jwt", {"api_key": keys, "jwt": TokenStub("jwt")}, binding, "refuse")
+    ex = exchange((b"authorization", b"Bearer " + JWT))
+    refused = multi.check(ex)  # another issuer's token: this route does not accept it
+    assert isinstance(refused, Denial) and refused.reason == "jwt.route_issuer" and ex.consumer is None
+
+    shadowed = Stub("jwt", ok=False)
+    shadowed.shadow = True
+    multi = MultiAuth("api_key|jwt", {"api_key": keys, "jwt": shadowed}, None, "refuse")
+    ex = exchange((b"authorization", b"Bearer " + JWT))
+    assert multi.check(ex) is None and ex.shadow == ["stub.bad"] and ex.consumer is None
