@@ -73,7 +73,7 @@ def format_batch(
     Field order is fixed; ``query`` appears only when configured, ``denial`` and ``shadow`` when set
     (a denial with ``stalled_side`` when a deadline ended it, and ``error`` with an upstream failure's
     address and reason, which the client never sees),
-    ``protocol`` on HTTP/2 requests.
+    ``protocol`` on HTTP/2 requests, ``auth`` on routes that accept several auth schemes.
     """
     dumps = orjson.dumps
     millis = _MILLIS
@@ -108,6 +108,7 @@ def format_batch(
             or (include_query and r.query)
             or (r.version == b"2")
             or r.attempts > 1
+            or r.auth
         ):
             if include_query and r.query:
                 tail += b',"query":' + _json_bytes(redact_query(r.query, redact))
@@ -128,6 +129,8 @@ def format_batch(
                 tail += b',"protocol":"HTTP/2"'  # HTTP/1.x lines stay as they were
             if r.attempts > 1:
                 tail += b',"attempts":' + decimal(r.attempts)  # targets tried (connect failures)
+            if r.auth:
+                tail += b',"auth":"' + r.auth.encode() + b'"'  # scheme names: ours, no escaping needed
         upstream_whole, upstream_thousandths = millis3(r.upstream_ms)
         total_whole, total_thousandths = millis3(r.total_s * 1000.0)
         lines.append(

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 class Exchange:
     __slots__ = (
         "attempts",
+        "auth",
         "body_buffer",
         "body_complete",
         "body_received",
@@ -85,6 +86,7 @@ class Exchange:
         self.request_id = b""
         self.route: Route | None = None
         self.consumer: Any = None
+        self.auth = ""  # on a route with several auth schemes: the one(s) that verified it, for the log
         self.limit_state: Any = None  # what rate limits saw, for their response headers
         self.denial = ""  # reason code of the denial that ended the chain, for the log
         # Why an upstream failed, with its address and OS error: for the log only, never for the client.

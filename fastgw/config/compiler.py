@@ -66,6 +66,7 @@ from fastgw.policy.jwt_auth import (
     key_fits,
 )
 from fastgw.policy.mtls import MtlsAuth, normalise_fingerprint
+from fastgw.policy.multi_auth import MultiAuth
 from fastgw.policy.network import NetworkRules, parse_networks
 from fastgw.policy.rate_limit import COUNTERS, LimitSpec, RateLimit
 from fastgw.policy.rbac import Authorize, Principal, Requirement, requirement
@@ -114,6 +115,16 @@ def parse_address(value: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"{value!r} is not host:port")
     return host, int(port)
+
+
+# auth scheme -> (the _Compiler attribute holding its policy, what the config needs for it): a table, so a
+# new scheme is one row here and one in schema.AuthScheme.
+_AUTH_POLICIES: Final[dict[str, tuple[str, str]]] = {
+    "api_key": ("api_key", "a [keys] table with a pepper"),
+    "jwt": ("jwt", "a [jwt] table with at least one issuer"),
+    "introspection": ("introspection", "an [introspection] table"),
+    "mtls": ("mtls", "an [mtls] table mapping certificates"),
+}
 
 
 class _Compiler:
@@ -827,6 +838,33 @@ class _Compiler:
             host=spec.host,
         )
 
+    def auth_schemes(self, key: str, spec: RouteSpec) -> tuple[str, ...]:
+        """The route's auth as a tuple: one name, or the several of a list (no 'none', no repeats)."""
+        if isinstance(spec.auth, str):
+            if spec.auth_multiple != "refuse":
+                raise self.error(f"{key}.auth_multiple", "only applies to a list of auth schemes")
+            return (spec.auth,)
+        if not spec.auth:
+            raise self.error(
+                f"{key}.auth", "needs at least one scheme (write auth = 'none' for a public route)"
+            )
+        for i, name in enumerate(spec.auth):
+            if name == "none":
+                raise self.error(f"{key}.auth[{i}]", "'none' cannot be combined with other schemes")
+            if name in spec.auth[:i]:
+                raise self.error(f"{key}.auth[{i}]", f"{name!r} is listed twice")
+        if len(spec.auth) == 1 and spec.auth_multiple != "refuse":
+            raise self.error(f"{key}.auth_multiple", "only applies to a list of two or more auth schemes")
+        return tuple(spec.auth)
+
+    def auth_policy(self, key: str, scheme: str) -> Policy:
+        """The compiled policy of one auth scheme, from the table below; an error if it is not configured."""
+        attribute, needs = _AUTH_POLICIES[scheme]
+        policy: Policy | None = getattr(self, attribute)
+        if policy is None:
+            raise self.error(f"{key}.auth", f"auth = {scheme!r} needs {needs}")
+        return policy
+
     def route(
         self,
         i: int,
@@ -854,31 +892,21 @@ class _Compiler:
         if max_body < 0:
             raise self.error(f"{key}.max_body_bytes", "must not be negative")
         policies: list[Policy] = list(global_policies)
-        if spec.auth == "api_key":
-            if self.api_key is None:
-                raise self.error(f"{key}.auth", "auth = 'api_key' needs a [keys] table with a pepper")
-            policies.append(self.api_key)
-        elif spec.auth == "introspection":
-            if self.introspection is None:
-                raise self.error(f"{key}.auth", "auth = 'introspection' needs an [introspection] table")
-            policies.append(self.introspection)
-        elif spec.auth == "mtls":
-            if self.mtls is None:
-                raise self.error(f"{key}.auth", "auth = 'mtls' needs an [mtls] table mapping certificates")
-            policies.append(self.mtls)
-        elif spec.auth == "jwt":
-            if self.jwt is None:
-                raise self.error(f"{key}.auth", "auth = 'jwt' needs a [jwt] table with at least one issuer")
-            policies.append(self.jwt)
-            binding = self.jwt_binding(key, spec.jwt, self.jwt)
+        schemes = self.auth_schemes(key, spec)
+        if spec.jwt is not None and "jwt" not in schemes:
+            raise self.error(f"{key}.jwt", "only applies to auth = 'jwt'")
+        binding = self.jwt_binding(key, spec.jwt, self.jwt) if "jwt" in schemes and self.jwt else None
+        if len(schemes) > 1:
+            chosen = {name: self.auth_policy(key, name) for name in schemes}
+            policies.append(MultiAuth("|".join(schemes), chosen, binding, spec.auth_multiple))
+        elif schemes != ("none",):
+            policies.append(self.auth_policy(key, schemes[0]))
             if binding is not None:
                 policies.append(binding)  # same phase, after JwtAuth: the sort below is stable
-        if spec.jwt is not None and spec.auth != "jwt":
-            raise self.error(f"{key}.jwt", "only applies to auth = 'jwt'")
         if spec.cors is not None:
             policies.append(self.cors(f"{key}.cors", spec.cors))
         if spec.authorize is not None:
-            if spec.auth == "none":
+            if schemes == ("none",):
                 raise self.error(f"{key}.authorize", "needs an authenticated route (auth is 'none')")
             policies.append(self.authorize(f"{key}.authorize", spec.authorize))
         if spec.limits:
@@ -889,9 +917,9 @@ class _Compiler:
                 policies.append(route_net)
         chain = tuple(sorted(policies, key=lambda p: p.PHASE))
         drop_req, add_req = self.header_ops(f"{key}.request_headers", spec.request_headers)
-        if spec.auth == "api_key" and self.api_key is not None:
+        if "api_key" in schemes and self.api_key is not None:
             drop_req |= self.api_key.headers  # the credential never reaches the upstream
-        elif spec.auth in ("jwt", "introspection"):
+        if "jwt" in schemes or "introspection" in schemes:
             drop_req |= {b"authorization"}
         drop_req |= {name for name, _ in self.identity_headers}  # never believed from a client
         if self.snapshot_header:
@@ -923,7 +951,7 @@ class _Compiler:
             drop_request=drop_untrusted,
             drop_request_trusted=drop_trusted,
             add_request=header_lines(add_req),
-            identity_headers=self.identity_headers if spec.auth != "none" else (),
+            identity_headers=self.identity_headers if schemes != ("none",) else (),
             drop_response=drop_response,
             hsts=self.hsts,
             add_response=add_resp,

@@ -65,6 +65,10 @@ class _Converter:
         origin = get_origin(tp)
         if origin in (Union, types.UnionType):
             inner = [a for a in get_args(tp) if a is not type(None)]
+            # A scalar or a list of them (routes.auth): an array takes the tuple arm, anything else the first.
+            arrays = [a for a in inner if get_origin(a) is tuple]
+            if arrays and isinstance(value, list):
+                return self.convert(arrays[0], value, path)
             return self.convert(inner[0], value, path)
         if origin is Literal:
             options = get_args(tp)

@@ -110,7 +110,7 @@ def _type(tp: Any) -> str:
     origin = get_origin(tp)
     if origin in (Union, __import__("types").UnionType):
         inner = [a for a in get_args(tp) if a is not type(None)]
-        return _type(inner[0])
+        return " or ".join(_type(a) for a in inner)
     if origin is Literal:
         return " \\| ".join(f'"{a}"' for a in get_args(tp))
     if origin is tuple:

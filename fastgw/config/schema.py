@@ -418,14 +418,26 @@ class RateLimitsSpec:
     )
 
 
+# The authentication schemes a route may name (alone, or several in a list).
+AuthScheme = Literal["none", "api_key", "jwt", "mtls", "introspection"]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RouteSpec:
     name: str = doc("unique route name, used in logs and metrics", ...)
     path: str = doc("path prefix (segment-wise) or exact path, starting with '/'", ...)
     upstream: str = doc("name of an [upstreams.NAME] table", ...)
-    auth: Literal["none", "api_key", "jwt", "mtls", "introspection"] = doc(
-        "authentication, required on every route: 'none' (public), 'api_key', 'jwt', 'mtls', 'introspection'",
+    auth: AuthScheme | tuple[AuthScheme, ...] = doc(
+        "authentication, required on every route: 'none' (public), 'api_key', 'jwt', 'mtls', 'introspection',"
+        " or a list of these (not 'none') to accept any one of them: each credential the request presents"
+        " is given to the scheme its shape names (an fgw_ key, a three-part JWT, an opaque bearer token, a"
+        " client certificate) and verified once; a presented credential that fails is never skipped",
         ...,
+    )
+    auth_multiple: Literal["refuse", "all"] = doc(
+        "a list auth route given credentials of two schemes at once: 'refuse' (400) or 'all' (every one is"
+        " verified and must pass; the consumer comes from the scheme listed first)",
+        "refuse",
     )
     host: str = doc("Host to match: a name, '*.suffix' or '*' for any", "*")
     match: Literal["prefix", "exact"] = doc("how path is matched", "prefix")

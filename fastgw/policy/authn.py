@@ -127,6 +127,12 @@ class ApiKeyAuth:
     def check(self, ex: Exchange) -> Denial | Pending | None:
         return throttled(ex, self._check, self.throttle, _NOT_PRESENTED, self._prefix)
 
+    def check_key(self, ex: Exchange, key: bytes) -> Denial | Pending | None:
+        """Verify one key already located by the caller (``policy/multi_auth.py``, whose request may also
+        carry another scheme's ``Authorization`` header): the same throttling, cache and route checks."""
+        prefix = ("key:" + key.decode("latin-1")[:10],)
+        return throttled(ex, lambda e: self._verify(e, key), self.throttle, _NOT_PRESENTED, lambda e: prefix)
+
     def _prefix(self, ex: Exchange) -> tuple[str, ...]:
         """The presented key's first characters: a guessed key is throttled under its prefix too."""
         for name, value in ex.headers:
@@ -149,7 +155,10 @@ class ApiKeyAuth:
             scheme, _, value = value.partition(b" ")
             if scheme.lower() != b"bearer":
                 return MISSING  # another scheme (Basic, ...) is not an API key
-        identity = self.cache.lookup(value.strip(), self.peppers)
+        return self._verify(ex, value.strip())
+
+    def _verify(self, ex: Exchange, key: bytes) -> Denial | None:
+        identity = self.cache.lookup(key, self.peppers)
         if identity is None:
             return INVALID
         if identity.expires and time.time() >= identity.expires:

@@ -27,6 +27,7 @@ from fastgw.metrics.worker import WorkerMetrics
 from fastgw.policy.cluster_counts import CLUSTER
 from fastgw.policy.jwks import STALE
 from fastgw.policy.jwt_auth import JwtAuth
+from fastgw.policy.multi_auth import MultiAuth
 from fastgw.proxy_headers import IdSource
 from fastgw.server.deadlines import TICK_SECONDS, sweep
 from fastgw.server.listener import ClientConnection
@@ -49,6 +50,18 @@ RETIRE_SCAN_SECONDS: Final = 1.0  # a scan of 10,000 connections costs ~1 ms; on
 def _log(message: str) -> None:
     sys.stderr.write(f"fastgw[{os.getpid()}]: {message}\n")
     sys.stderr.flush()
+
+
+def jwt_policies(snapshot: Snapshot) -> list[JwtAuth]:
+    """The snapshot's JwtAuth policies, each once: on its routes' chains or inside a list auth's
+    dispatcher (a route with auth = ["api_key", "jwt"]), whose JWKS refreshes a reload must stop too."""
+    found: dict[int, JwtAuth] = {}
+    for route in snapshot.routes:
+        for p in route.chain:
+            for q in p.policies.values() if isinstance(p, MultiAuth) else (p,):
+                if isinstance(q, JwtAuth):
+                    found[id(q)] = q
+    return list(found.values())
 
 
 class Worker:
@@ -253,9 +266,7 @@ class Worker:
 
         snapshot = compile_config(data, source)
         old = self.holder.swap(snapshot)
-        for jwt_auth in {
-            id(p): p for route in old.routes for p in route.chain if isinstance(p, JwtAuth)
-        }.values():
+        for jwt_auth in jwt_policies(old):
             jwt_auth.stop()  # the new snapshot's issuers start their own refreshes (from the saved keys)
         self.via = b"1.1 " + snapshot.server.server_name  # cached per worker: server_name reloads too
         self.pools.retain(snapshot)
