@@ -2,7 +2,7 @@
 
 fastgw is written and checked as plain Python (``mypy --strict``). The modules below, the per-request
 path, are also compiled by mypyc when the package is installed
-(``setup.py``): the same source, run as C extension modules, costs less CPU per request (README,
+(``setup.py``): the same source, run as C extension modules, costs less CPU per request (docs/performance.md,
 "Compiled hot path"). Python imports an extension module in preference to its ``.py``, so a source file edited
 after the install is not what runs until the package is built again: ``status`` tells, the test suite
 refuses to run on a stale build, and ``scripts/dev.sh`` rebuilds.

@@ -410,6 +410,12 @@ class _Compiler:
         except ValueError:
             raise self.error("introspection.url", "must be an http:// or https:// URL") from None
         if target.tls is None:
+            if not spec.allow_insecure_http and not is_loopback(target.host):
+                reason = (
+                    "is plain http://: tokens and the client secret would travel in clear"
+                    " (allow_insecure_http = true accepts it)"
+                )
+                raise self.error("introspection.url", reason)
             warnings.append("introspection.url is plain http: tokens and client credentials travel in clear")
         for name in (
             "timeout",

@@ -1,9 +1,9 @@
 """Frozen specs mirroring the TOML file, key for key. Every key has a default and a ``doc`` line.
 
 ``loader.py`` builds these from a parsed TOML document generically from the type hints below, so adding a
-key means adding one field here (and its README line: ``tests/config/test_docs.py`` checks that every key
-is documented). Specs are plain data; validation that needs more than a type (addresses, references,
-CIDRs) happens in ``compiler.py``.
+key means adding one field here (and regenerating docs/configuration.md: ``tests/config/test_docs.py``
+checks that every key is documented). Specs are plain data; validation that needs more than a type
+(addresses, references, CIDRs) happens in ``compiler.py``.
 """
 
 from __future__ import annotations
@@ -643,7 +643,16 @@ class MtlsSpec:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class IntrospectionSpec:
-    url: str = doc("the RFC 7662 introspection endpoint (https:// advised)", ...)
+    url: str = doc(
+        "the RFC 7662 introspection endpoint: https://, or http:// on a loopback address (with a warning)"
+        " or with allow_insecure_http",
+        ...,
+    )
+    allow_insecure_http: bool = doc(
+        "accept a plain http:// url that is not a loopback address: tokens and the client secret then"
+        " travel in clear",
+        False,
+    )
     client_id: str = doc("the gateway's client id at the authorization server", ...)
     client_secret: SecretSpec = doc("its client secret (a secret reference)", ...)
     timeout: float = doc(

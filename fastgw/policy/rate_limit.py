@@ -15,12 +15,13 @@ back before the loop yields (another worker reading in between may see one too m
 never over-admit). Error bound: workers decide from the shards' last values, so between a read and a
 write up to ``workers - 1`` other admissions may land: at most ``limit + workers - 1`` in any aligned
 window. The estimate treats the previous window as evenly spread, so across unaligned windows it can
-admit more or fewer than ``limit`` when traffic was bursty at the previous window's edges (see README).
+admit more or fewer than ``limit`` when traffic was bursty at the previous window's edges (see
+docs/rate-limits.md).
 
 GCRA (``algorithm = "gcra"``: rate + burst) keeps a theoretical arrival time, which is not additive across
 shards; each worker instead runs its share (rate/n, burst/n, a static token lease) in its own memory. n
 workers saturated by many clients admit rate x T + burst together; traffic that reaches only some workers
-gets only their shares (documented in the README).
+gets only their shares (documented in docs/rate-limits.md).
 
 Retry-After (and the RateLimit header's ``t`` when it says ``r=0``) is the time until a request would be
 admitted if nothing else were: for a sliding window, when the weighted estimate leaves room
@@ -305,7 +306,9 @@ class CounterTable:
             return
         self.table_full += 1
         if self.table_full == 1:
-            sys.stderr.write("fastgw: rate-limit table full for a key: counting it per worker (see README)\n")
+            sys.stderr.write(
+                "fastgw: rate-limit table full for a key: counting it per worker (see docs/rate-limits.md)\n"
+            )
         cell = self.local.setdefault((key_hash, window), [0])
         cell[0] += 1
         if len(self.local) > 65536:

@@ -1,6 +1,6 @@
 """The deadline model, one test per deadline per protocol (HTTP/1.1, h2c, HTTP/1.1 over TLS, h2 over TLS).
 
-Each deadline has one meaning (README, "Timeouts"):
+Each deadline has one meaning (README.md, "Timeouts"):
 
 * ``server.header_timeout``: from the first byte of a request head to its end (408, client stalled);
 * ``server.body_timeout`` / ``body_min_rate``: between request body bytes / average rate (408, client);

@@ -213,3 +213,42 @@ def test_introspection_calls_in_flight_are_capped_per_worker(
     # A call starts only once an earlier one was answered (at arrival + delay): at most 2 within any delay.
     peak = max(sum(1 for a in arrivals if t - delay < a <= t) for t in arrivals)
     assert peak == 2, arrivals
+
+
+def test_plain_http_introspection_url_needs_loopback_or_allow_insecure_http(tmp_path: Path) -> None:
+    """Tokens and the gateway's client secret go to the endpoint: plain http:// on another host is a
+    config error naming the key, unless the operator says allow_insecure_http; loopback is accepted with a
+    warning (issue 20, item 7)."""
+    from fastgw.config.compiler import compile_config
+    from fastgw.config.loader import ConfigError
+
+    secret = tmp_path / "client.secret"
+    secret.write_text("s3cret-of-the-gateway\n")
+
+    def compile_with(url: str, extra: str = "") -> list[str]:
+        config = f"""
+[[listeners]]
+bind = "127.0.0.1:8080"
+[state]
+dir = "{tmp_path / "state"}"
+[upstreams.u]
+targets = ["127.0.0.1:9"]
+[[routes]]
+name = "r"
+path = "/"
+upstream = "u"
+auth = "introspection"
+[introspection]
+url = "{url}"
+client_id = "gateway"
+client_secret = {{ file = "{secret}" }}
+{extra}
+"""
+        return compile_config(config.encode(), str(tmp_path / "gw.toml")).warnings
+
+    with pytest.raises(ConfigError, match=r"introspection\.url: is plain http://"):
+        compile_with("http://auth.example.test/introspect")
+    allowed = compile_with("http://auth.example.test/introspect", "allow_insecure_http = true")
+    assert any("introspection.url is plain http" in w for w in allowed)
+    assert any("introspection.url is plain http" in w for w in compile_with("http://127.0.0.1:9/i"))
+    assert not any("plain http" in w for w in compile_with("https://auth.example.test/introspect"))
