@@ -50,6 +50,7 @@ def test_check_examples(tmp_path: Path) -> None:
     credentials.mkdir()
     (credentials / "admin-token").write_text("t" + os.urandom(32).hex() + "\n")
     (credentials / "audit-key").write_text("k" * 32)
+    (credentials / "introspection-secret").write_text("introspection-client-secret")
     env = {
         "FASTGW_KEY_PEPPER": "p" * 32,
         "FASTGW_ADMIN_TOKEN": os.urandom(32).hex(),
