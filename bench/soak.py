@@ -90,6 +90,7 @@ CLIENT_TIMEOUT = 5.0  # seconds a client waits on the gateway before it counts a
 # (A child that exits 0 when the soak stops the gateway is no trouble.)
 TROUBLE = re.compile(
     r"restarting in|exited with status [1-9]|killed by|stopped ticking|Traceback|Exception in|Fatal Python"
+    r"|Fatal error|never retrieved|internal_error"
 )
 
 
