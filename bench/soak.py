@@ -44,6 +44,7 @@ import asyncio
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -84,6 +85,13 @@ MiB = 1024 * 1024
 DEFAULT_MAX_LATE_GROWTH = 2.0  # MiB per worker over the last third, at least: see the module docstring
 SHORT_RUN = 300.0  # seconds: shorter runs still carry start-up growth in their last third
 CLIENT_TIMEOUT = 5.0  # seconds a client waits on the gateway before it counts a "timeout"
+# Lines of the gateway's stderr that mean something went wrong: a child died or was killed by the hang
+# watchdog, or an exception escaped (a Protocol callback's is logged by the event loop, not raised).
+# (A child that exits 0 when the soak stops the gateway is no trouble.)
+TROUBLE = re.compile(
+    r"restarting in|exited with status [1-9]|killed by|stopped ticking|Traceback|Exception in|Fatal Python"
+    r"|Fatal error|never retrieved|internal_error"
+)
 
 
 # -- the test upstream -----------------------------------------------------------------------------
@@ -449,7 +457,7 @@ def h2_normal(port: int, rng: random.Random) -> str:
         client.close()
 
 
-def _h2_attack(port: int, attack: Callable[[H2Client], None]) -> str:
+def _h2_attack(port: int, attack: Callable[[H2Client], None], name: str) -> str:
     client = H2Client(port, strict=False, timeout=CLIENT_TIMEOUT)
     try:
         try:
@@ -457,7 +465,7 @@ def _h2_attack(port: int, attack: Callable[[H2Client], None]) -> str:
         except OSError:
             pass
         closed = client.wait_closed(CLIENT_TIMEOUT)
-        return "h2-abuse " + ("closed" if closed else "still open")
+        return f"h2-abuse {name} " + ("closed" if closed else "still open")
     finally:
         client.close()
 
@@ -473,7 +481,7 @@ def h2_rapid_reset(port: int, rng: random.Random) -> str:
             c.conn.reset_stream(sid)
             c.flush()
 
-    return _h2_attack(port, attack)
+    return _h2_attack(port, attack, "rapid-reset")
 
 
 def h2_continuation_flood(port: int, rng: random.Random) -> str:
@@ -487,14 +495,14 @@ def h2_continuation_flood(port: int, rng: random.Random) -> str:
         for _ in range(rng.randrange(100, 400)):
             c.raw(frame)
 
-    return _h2_attack(port, attack)
+    return _h2_attack(port, attack, "continuation")
 
 
 def h2_hpack_bomb(port: int, rng: random.Random) -> str:
     def attack(c: H2Client) -> None:
         c.start("/bomb", headers=[(b"x-bomb", b"a" * 4000)] * 200)
 
-    return _h2_attack(port, attack)
+    return _h2_attack(port, attack, "hpack-bomb")
 
 
 def h2_settings_flood(port: int, rng: random.Random) -> str:
@@ -503,7 +511,7 @@ def h2_settings_flood(port: int, rng: random.Random) -> str:
         for _ in range(20):
             c.raw(batch)
 
-    return _h2_attack(port, attack)
+    return _h2_attack(port, attack, "settings")
 
 
 # (weight, case): normal traffic is about half of the cases.
@@ -560,18 +568,44 @@ class Load:
                 self.outcomes[outcome] += 1
 
 
+def trouble(stderr: str) -> list[str]:
+    """The gateway's stderr lines that say a child died or an exception escaped, with their tracebacks."""
+    lines = stderr.splitlines()
+    out: list[str] = []
+    for i, line in enumerate(lines):
+        if TROUBLE.search(line) and not line.startswith("  "):
+            out.append(line)
+            out.extend(following for following in lines[i + 1 : i + 40] if following.startswith("  "))
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="fastgw-soak-") as tmpdir:
         tmp = Path(tmpdir)
         gw = start_gateway(tmp, start_backend(), args.workers, args.trace)
+        code = 2
         try:
-            return soak(gw, args)
+            code = soak(gw, args)
         finally:
             gw.stop()
+            stderr = gw.stderr_path.read_text(errors="replace")
             if args.trace:
-                for line in gw.stderr_path.read_text(errors="replace").splitlines():
+                for line in stderr.splitlines():
                     if "memory probe" in line or line.startswith("  "):
                         print(line)
+            found = trouble(stderr)
+            if found:
+                print("soak: the gateway's stderr says:")
+                print("\n".join("  | " + line for line in found[:200]))
+                code = code or 3
+            if code:
+                # What went wrong must outlive the temporary directory: the config, the gateway's stderr
+                # (every child's), the access log and the state dir, in one known place.
+                keep = Path(args.keep_dir)
+                shutil.rmtree(keep, ignore_errors=True)
+                shutil.copytree(tmp, keep, ignore=shutil.ignore_patterns("*.sock"), dirs_exist_ok=True)
+                print(f"soak: failed (exit {code}); the gateway's files are kept in {keep}")
+        return code
 
 
 def soak(gw: Gateway, args: argparse.Namespace) -> int:
@@ -595,7 +629,6 @@ def soak(gw: Gateway, args: argparse.Namespace) -> int:
             for slot, pid in pids.items():
                 if gw.worker_pids(args.workers).get(slot) != pid:
                     print(f"soak: worker {slot} (pid {pid}) was replaced: a crash, not a soak result")
-                    print(gw.stderr_path.read_text(errors="replace")[-3000:])
                     return 2
             samples.append((now, {s: rss_mib(p) for s, p in pids.items()}))
             if now >= next_pass - 0.5 or now >= args.duration - 0.5:
@@ -664,6 +697,12 @@ def main() -> int:
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--trace", action="store_true", help="tracemalloc in the workers (slower)")
+    parser.add_argument(
+        "--keep-dir",
+        default=str(Path(tempfile.gettempdir()) / "fastgw-soak-failed"),
+        help="where a failed run's gateway files (stderr, access log, state dir) are kept "
+        "(default: $TMPDIR/fastgw-soak-failed, replaced by each failed run)",
+    )
     return run(parser.parse_args())
 
 

@@ -72,27 +72,32 @@ class HttptoolsReader:
         self._stall = 0
 
     def feed(self, data: bytes) -> None:
-        self._read = size = len(data)
-        self._fed += size
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade as exc:
-            rest = data[exc.args[0] :]
-            if not self._sink.on_upgrade(rest):
-                # Declined (h2c, unknown protocols): llhttp stopped at the head; go on with a fresh parser.
-                self._parser = httptools.HttpRequestParser(self)
-                if rest:
-                    self.feed(rest)
-            return
-        except httptools.HttpParserCallbackError as exc:
-            cause = exc.__context__
-            if isinstance(cause, CodecError):
-                raise cause from None
-            raise
-        except httptools.HttpParserInvalidMethodError:
-            raise CodecError(400, "bad-request", "invalid or unsupported request method") from None
-        except httptools.HttpParserError as exc:
-            raise CodecError(400, "bad-request", f"malformed request: {exc}") from None
+        while True:
+            self._read = size = len(data)
+            self._fed += size
+            try:
+                self._parser.feed_data(data)
+            except httptools.HttpParserUpgrade as exc:
+                rest = data[exc.args[0] :]
+                if not self._sink.on_upgrade(rest):
+                    # Declined (h2c, unknown protocols): llhttp stopped at the head; go on with a fresh
+                    # parser. A loop, not a call on the rest: a read of N such requests nested N calls
+                    # deep, each holding its copy of the rest (one 256 KiB read held ~500 MB).
+                    self._parser = httptools.HttpRequestParser(self)
+                    if rest:
+                        data = rest
+                        continue
+                return
+            except httptools.HttpParserCallbackError as exc:
+                cause = exc.__context__
+                if isinstance(cause, CodecError):
+                    raise cause from None
+                raise
+            except httptools.HttpParserInvalidMethodError:
+                raise CodecError(400, "bad-request", "invalid or unsupported request method") from None
+            except httptools.HttpParserError as exc:
+                raise CodecError(400, "bad-request", f"malformed request: {exc}") from None
+            break
         if (self._url or self._headers) and (
             self._fed > self._max_head or len(self._headers) > self._max_count
         ):

@@ -291,6 +291,7 @@ class Http2Connection(asyncio.Protocol):
     multiplexed: ClassVar[bool] = True
 
     __slots__ = (
+        "answered",
         "batch",
         "client_cert",
         "client_ip",
@@ -336,6 +337,9 @@ class Http2Connection(asyncio.Protocol):
         self.streams: dict[int, H2Stream] = {}
         self.upstream = None  # the HTTP/1.1 sweep looks here; streams keep their own
         self.requests = 0
+        # Whether a stream has been answered to its end. Until then the connection has not completed a
+        # request, and between streams it is held by header_timeout, not idle_timeout (_maybe_idle).
+        self.answered = False
         self.goaway_sent = False
         self.peer_goaway = False  # the client sent a graceful GOAWAY: close once its streams end
         self.open_state: ConnectionState | None = None  # h2's state before it read a client's GOAWAY
@@ -719,6 +723,7 @@ class Http2Connection(asyncio.Protocol):
     def _finish(self, stream: H2Stream) -> None:
         if self.streams.pop(stream.sid, None) is None:
             return
+        self.answered = True
         complete(self.worker, stream.ex)
         self._maybe_idle()
 
@@ -732,8 +737,15 @@ class Http2Connection(asyncio.Protocol):
                 self.transport.close()
             return
         worker = self.worker
+        server = worker.holder.current.server
+        if not self.answered:
+            # Every stream so far was reset before its answer (a rapid reset too slow or too short for
+            # the flood limit): keep-alive is for clients that were served; this one still owes a request.
+            self.deadline_kind = DL_HEAD
+            self.deadline = worker.now + server.header_timeout
+            return
         self.deadline_kind = DL_IDLE
-        self.deadline = worker.now + worker.holder.current.server.idle_timeout
+        self.deadline = worker.now + server.idle_timeout
 
     def reset(self, stream: H2Stream, code: ErrorCodes) -> None:
         """End a stream whose response cannot be completed."""
