@@ -249,12 +249,12 @@ class Worker:
 
     def _tick(self) -> None:
         self.now = now = time.monotonic()
-        if self.heartbeat is not None:
-            self.heartbeat(now)
-        if now >= self._next_retire_scan and self._retire_at:
-            self._next_retire_scan = now + RETIRE_SCAN_SECONDS
-            self.retire_old_connections(now)
-        try:
+        try:  # whatever raises below is logged by the loop; the next tick is scheduled all the same
+            if self.heartbeat is not None:
+                self.heartbeat(now)
+            if now >= self._next_retire_scan and self._retire_at:
+                self._next_retire_scan = now + RETIRE_SCAN_SECONDS
+                self.retire_old_connections(now)
             sweep(self, now)
         finally:
             if not self._stopped.is_set():
