@@ -183,7 +183,7 @@ upstream = "u"
         f"{elapsed / n * 1e6:.2f} us per request through the Python data plane "
         f"(route {route}, log {'on' if log else 'off'})"
     )
-    worker.access_log.close()
+    worker.sinks.close()
 
 
 def main() -> int:

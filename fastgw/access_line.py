@@ -4,7 +4,7 @@ Compiled with mypyc (fastgw/native.py): the tick formats every record of the wor
 code reads the compiled Exchange's fields directly and builds the line without parsing a format string
 (every field is bytes, numbers included: see decimal() and millis3(), so the template is a typed ``%``
 that mypyc turns into one bytes build).
-The writer thread and its queue stay in access_log.py.
+The writer thread and its queue stay in sinks/access_log.py.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fastgw.access_line import decimal, millis3
-from fastgw.access_log import PIPE_BUF, write_atomic_lines
+from fastgw.sinks.access_log import PIPE_BUF, write_atomic_lines
 
 
 def test_concurrent_writers_to_one_pipe_keep_lines_whole() -> None:

@@ -40,6 +40,7 @@ from fastgw.metrics.shared import (
     REQUESTS,
     RESTARTS,
     SHADOW,
+    SINK_DROPPED,
     CounterRows,
     MetricsShard,
     SharedMetrics,
@@ -59,6 +60,7 @@ class Totals:
         self.denials: dict[tuple[str, str], int] = {}
         self.shadow: dict[tuple[str, str], int] = {}
         self.ejections: dict[tuple[str, str], int] = {}
+        self.sink_dropped: dict[str, int] = {}  # sink -> records its full queue refused
         self.access_log_dropped = 0
         self.access_log_failed = 0
         self.redis_errors = 0
@@ -80,6 +82,9 @@ class Totals:
             elif len(key) == 3 and isinstance(kind, str) and kind in pairs:
                 pair = (str(key[1]), str(key[2]))
                 pairs[kind][pair] = pairs[kind].get(pair, 0) + shard.read_count(row)
+            elif kind == SINK_DROPPED and len(key) == 2:
+                sink = str(key[1])
+                self.sink_dropped[sink] = self.sink_dropped.get(sink, 0) + shard.read_count(row)
         self.access_log_dropped += shard.header(H_LOG_DROPPED)
         self.access_log_failed += shard.header(H_LOG_FAILED)
         self.redis_errors += shard.header(H_REDIS_ERRORS)
@@ -165,6 +170,14 @@ class GatewayCollector(Collector):
             for (route, reason), n in sorted(table.items()):
                 family.add_metric([route or "-", *_policy_reason(reason)], n)
             yield family
+        sinks = CounterMetricFamily(
+            "fastgw_sink_dropped",
+            "Completed exchanges a completion sink dropped because its queue was full",
+            labels=["sink"],
+        )
+        for sink, n in sorted(t.sink_dropped.items()):
+            sinks.add_metric([sink], n)
+        yield sinks
         dropped = CounterMetricFamily(
             "fastgw_access_log_dropped_records", "Access-log records dropped under pressure"
         )

@@ -4,7 +4,8 @@ The ``metrics`` region (``server/shm.py``) is created by the supervisor before i
 as long as it does. It holds one shard per worker slot and one for the control process (the last); each
 shard has one writer at a time, the process in that slot. A worker counts into its own objects on the hot
 path (``metrics/worker.py``, unchanged in cost) and copies what changed into its shard whenever it flushes
-its records: every tick (``TICK_SECONDS``, 100 ms) and every ``BATCH_RECORDS`` records. A replacement
+its records (``sinks/metrics.py``, the first completion sink): every tick (``TICK_SECONDS``, 100 ms) and
+every ``BATCH_RECORDS`` records. A replacement
 worker starts from its slot's totals instead of zero, and the control process reads every shard on a
 scrape instead of keeping sums of its own, so neither a worker's nor the control process's death makes a
 counter go down. A ``kill -9`` of a worker loses only the records it completed since its last flush: at
@@ -40,6 +41,7 @@ REQUESTS: Final = "r"  # [route, method, status class]: a CELL
 DENIALS: Final = "d"  # [route, reason]
 SHADOW: Final = "s"  # [route, reason]
 EJECTIONS: Final = "e"  # [upstream, target]
+SINK_DROPPED: Final = "sd"  # [sink]: completed exchanges a sink dropped (its queue was full)
 RELOADS: Final = "reload"  # [result]: the control process's shard
 RESTARTS: Final = "restart"  # [child]: the control process's shard
 
@@ -47,7 +49,7 @@ OTHER: Final = "(other)"  # the route label of the overflow rows
 
 # Header ints of a shard.
 H_ROWS: Final = 0  # rows in use
-H_LOG_DROPPED: Final = 1  # access-log records dropped under pressure
+H_LOG_DROPPED: Final = 1  # access-log records dropped under pressure (also its SINK_DROPPED row)
 H_LOG_FAILED: Final = 2  # access-log records whose write failed
 H_REDIS_ERRORS: Final = 3  # failed flushes to the shared rate-limit store
 H_OVERFLOW: Final = 4  # label sets counted in an OTHER row for want of a row of their own

@@ -1,13 +1,14 @@
-"""Per-worker metrics, counted from the same record tuples the access log is built from.
+"""Per-worker metrics, counted from the same records (completed Exchanges) the access log is built from.
 
-DESIGN.md: completion -> record (a tuple) -> log writer | metrics. A request costs nothing extra here on
-the hot path: the listener already appends its record tuple; every tick (or every BATCH_RECORDS records)
-the worker passes the batch to :meth:`WorkerMetrics.observe`, then :meth:`WorkerMetrics.publish` copies what
-changed into the worker's shard of shared memory (``metrics/shared.py``), then the batch goes to the access
-log. Counting never drops (the access log may, and counts that too). The control process reads the
-counters from the shards, so they survive the death of a worker and its own; it pulls only gauges
-(:meth:`WorkerMetrics.export`) over the control channel. A worker that replaces a dead one starts from its
-slot's totals (:meth:`WorkerMetrics.__init__` with a shard).
+DESIGN.md: completion -> record (the Exchange) -> completion sinks (``fastgw/sinks/``). A request costs
+nothing extra here on the hot path: the listener already appends its record; every tick (or every
+BATCH_RECORDS records) the metrics sink (``sinks/metrics.py``, first in the list) passes the batch to
+:meth:`WorkerMetrics.observe`, then :meth:`WorkerMetrics.publish` copies what changed into the worker's
+shard of shared memory (``metrics/shared.py``), then the batch goes on to the access log. Counting never
+drops (the access log may, and counts that too). The control process reads the counters from the shards, so
+they survive the death of a worker and its own; it pulls only gauges (:meth:`WorkerMetrics.export`) over the
+control channel. A worker that replaces a dead one starts from its slot's totals
+(:meth:`WorkerMetrics.__init__` with a shard).
 
 Histograms are counted per bucket (not cumulative) and exported as ``[b0, ..., bN, +Inf, sum]``. A record
 costs two dict lookups with cached hashes (route name, then method) and native arithmetic on a
@@ -31,7 +32,7 @@ from fastgw.metrics.shared import (
 )
 
 if TYPE_CHECKING:
-    from fastgw.access_log import Record
+    from fastgw.exchange import Exchange as Record  # a record is the completed Exchange (sinks/base.py)
     from fastgw.upstream.pool import PoolManager
 
 # Seconds; Prometheus' "le" is inclusive (bucket_index).

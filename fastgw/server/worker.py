@@ -21,8 +21,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
-from fastgw.access_log import BATCH_RECORDS, AccessLog, Record
-from fastgw.metrics.shared import H_LOG_DROPPED, H_LOG_FAILED, H_REDIS_ERRORS, MetricsShard, SharedMetrics
+from fastgw.metrics.shared import MetricsShard, SharedMetrics
 from fastgw.metrics.worker import WorkerMetrics
 from fastgw.policy.cluster_counts import CLUSTER
 from fastgw.policy.jwks import STALE
@@ -39,6 +38,8 @@ from fastgw.server.runtime import tune_allocator, tune_gc
 from fastgw.server.shm import Heartbeats
 from fastgw.server.systemd import listen_backlog
 from fastgw.server.write_batch import WriteBatch
+from fastgw.sinks.base import BATCH_RECORDS, Record
+from fastgw.sinks.fanout import open_sinks
 from fastgw.snapshot import ListenerSettings, Snapshot, SnapshotHolder
 from fastgw.tls.server import ListenerTls
 from fastgw.upstream.pool import PoolManager
@@ -73,9 +74,9 @@ class Worker:
         self.loop = asyncio.get_running_loop()
         self.pools = PoolManager(self.loop)
         self.writes = WriteBatch(self.loop)  # request and response writes made at each iteration's end
-        self.access_log = AccessLog(snapshot.access_log)
         self.metrics = WorkerMetrics(shard)  # with a shard: continues from the slot's earlier workers
-        self.pending: list[Record] = []  # completed exchanges not yet counted and logged
+        self.sinks = open_sinks(snapshot, self.metrics, self.pools)  # metrics first, then the access log
+        self.pending: list[Record] = []  # completed exchanges not yet handed to the sinks
         self.ids = IdSource()
         self.via = b"1.1 " + snapshot.server.server_name
         self.connections: set[ClientConnection | Http2Connection] = set()
@@ -129,7 +130,7 @@ class Worker:
             else:
                 self._per_ip.pop(ip, None)
 
-    # -- records: metrics and access log -----------------------------------------------------------
+    # -- records: the completion sinks (fastgw/sinks/) ----------------------------------------------
     def record(self, record: Record) -> None:
         pending = self.pending
         pending.append(record)
@@ -137,33 +138,16 @@ class Worker:
             self.flush_records(hold=True)
 
     def flush_records(self, *, hold: bool = False) -> None:
-        """Count the pending records, copy the counts to shared memory, and hand the records to the access
-        log (every tick, or every batch: then ``hold`` lets the formatted lines wait for the tick, see
-        AccessLog.submit). The counts reach shared memory before the lines reach the log writer: a
-        ``kill -9`` loses the counts of at most the records completed since the last flush (one tick,
-        and fewer than BATCH_RECORDS), and the log lines of those plus the lines the writer thread had not
-        yet written."""
+        """Hand the pending records to the completion sinks: every tick, or every BATCH_RECORDS records
+        (``hold``: not the tick, so the sinks keep what they formatted until it, see AccessLog.submit).
+        The metrics sink is first and copies the counts to shared memory before the access log sees the
+        batch: a ``kill -9`` loses the counts of at most the records completed since the last flush (one
+        tick, and fewer than BATCH_RECORDS), and the log lines of those plus the lines the writer thread
+        had not yet written."""
         batch = self.pending
         if batch:
             self.pending = []
-            self.metrics.observe(batch)
-        self.publish_metrics()
-        if not batch:
-            if not hold:
-                self.access_log.release()
-        elif self.access_log.enabled:
-            self.access_log.submit(batch, hold=hold)
-
-    def publish_metrics(self) -> None:
-        """Copy the counters that changed into this worker's shard (metrics/shared.py)."""
-        metrics = self.metrics
-        log = self.access_log
-        metrics.count_from(H_LOG_DROPPED, log, log.dropped)
-        metrics.count_from(H_LOG_FAILED, log, log.write_failures)
-        cluster = CLUSTER.current
-        if cluster is not None:
-            metrics.count_from(H_REDIS_ERRORS, cluster, cluster.errors)
-        metrics.publish(self.pools)
+        self.sinks.deliver(batch, tick=not hold)
 
     def export_metrics(self) -> dict[str, Any]:
         self.flush_records()
@@ -283,7 +267,7 @@ class Worker:
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reloads come from the supervisor
-        self.loop.add_signal_handler(signal.SIGUSR1, self.access_log.reopen)
+        self.loop.add_signal_handler(signal.SIGUSR1, self.sinks.reopen)
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, lambda: self.spawn(self.shutdown()))
 
@@ -314,7 +298,7 @@ class Worker:
         if self._tick_handle is not None:
             self._tick_handle.cancel()
         self.flush_records()
-        self.access_log.close()
+        self.sinks.close()
 
 
 def run_worker(

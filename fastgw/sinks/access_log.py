@@ -1,5 +1,5 @@
-"""Access log: one JSON line per completed exchange (access_line.py), formatted on the loop, written by a
-writer thread.
+"""The access-log sink: one JSON line per completed exchange (access_line.py), formatted on the loop,
+written by a writer thread.
 
 Hot-path rule 3: a request only appends its completed Exchange to a list (~0.14 us; the Exchange is the
 record, no copy is made). Every 100 ms the worker tick formats the batch (~1 us a record: a bytes
@@ -7,15 +7,17 @@ template, orjson only for the rare fields) and hands the bytes to the writer thr
 ``aiologic.SimpleQueue``; the thread only does the blocking ``write``, so a slow disk never stalls the loop.
 Measured on the bench box (one core, small GET): formatting in the writer thread instead cost ~3 us more
 per request than formatting in the tick, because the two threads then fight for the GIL (forced switches
-every 5 ms). Under pressure the pending list is bounded: records beyond ``max_pending`` are dropped and
-counted, never allowed to grow memory.
+every 5 ms). Under pressure the writer's queue is bounded (a :class:`~fastgw.sinks.base.Backlog` of
+``max_pending`` records): batches beyond it are dropped and counted (``fastgw_sink_dropped_total``), never
+allowed to grow memory.
 
 Crash bound: the worker hands its lines to the writer every tick (``TICK_SECONDS``, 100 ms: batches
-formatted between ticks are held until then), and the writer writes and flushes each hand-off at once. So
-a ``kill -9`` of a worker loses the lines of the records it completed since its last tick, plus any
-hand-off the writer had not yet written (none on a healthy disk; at most ``max_pending`` records while the
-disk stalls). The worker's counters reach shared memory before its lines reach the writer, so the log never
-shows a request the metrics lost. ``tests/e2e/test_metrics_crash.py`` checks the bound with ``kill -9``.
+formatted between ticks are held until then), and the writer writes and flushes each hand-off at once. So a
+``kill -9`` of a worker loses the lines of the records it completed since its last tick, plus any hand-off
+the writer had not yet written (none on a healthy disk; at most ``max_pending`` records while the disk
+stalls). The metrics sink comes before this one (sinks/fanout.py), so the worker's counters reach shared
+memory before its lines reach the writer, and the log never shows a request the metrics lost.
+``tests/e2e/test_metrics_crash.py`` checks the bound with ``kill -9``.
 """
 
 from __future__ import annotations
@@ -28,16 +30,13 @@ from typing import IO, Final
 import aiologic
 
 from fastgw.access_line import format_batch
-from fastgw.exchange import Exchange
+from fastgw.sinks.base import Backlog, Record, Sink
 from fastgw.snapshot import AccessLogSettings
 
-# A record is the completed Exchange itself (server/dispatch.complete stamps ``ended`` and ``total_s``);
-# these are the fields a line shows, in order: time, snapshot, request_id, client, method, path, query
+# A line shows these fields of a record, in order: time, snapshot, request_id, client, method, path, query
 # (when configured), route, status, upstream, upstream_ms, total_ms, bytes_in, bytes_out, then denial,
 # shadow, client_cert and protocol when they apply.
-Record = Exchange
 HOLD_BYTES: Final = 256 * 1024  # formatted lines held between ticks before the writer gets them anyway
-BATCH_RECORDS: Final = 256  # formatting 256 records blocks the loop ~0.4 ms; a whole tick's ~3000 took ~5 ms
 _REOPEN: Final = "reopen"
 _STOP: Final = "stop"
 
@@ -65,35 +64,30 @@ def write_atomic_lines(fd: int, data: bytes) -> None:
         start = stop
 
 
-class AccessLog:
+class AccessLog(Sink):
     __slots__ = (
         "_held",
         "_held_bytes",
         "_held_count",
         "_include_query",
-        "_max",
         "_queue",
-        "_queued",
         "_redact",
         "_target",
         "_thread",
-        "_written",
-        "dropped",
+        "backlog",
         "enabled",
         "write_failures",
     )
+    name = "access_log"
 
     def __init__(self, settings: AccessLogSettings) -> None:
         self.enabled = settings.target != "off"
         self._target = settings.target
         self._include_query = settings.include_query
         self._redact = settings.redact_query
-        self._max = settings.max_pending
-        self.dropped = 0
-        # Single-writer counters: _queued is only written by the loop, _written and write_failures only by
-        # the writer thread; records in flight = _queued - _written.
-        self._queued = 0
-        self._written = 0
+        # Records formatted (held or queued) and not yet written; the writer thread finishes them, and
+        # alone writes write_failures.
+        self.backlog = Backlog(settings.max_pending)
         self.write_failures = 0
         self._queue: aiologic.SimpleQueue[tuple[int, bytes] | str] = aiologic.SimpleQueue()
         self._held: list[bytes] = []  # formatted lines not yet handed to the writer (see submit)
@@ -101,9 +95,23 @@ class AccessLog:
         self._held_bytes = 0
         self._thread: threading.Thread | None = None
         if self.enabled:
-            self._open()  # fail at start-up, not in the thread, if the file cannot be opened
+            probe = self._open()  # fail at start-up, not in the thread, if the file cannot be opened
+            if probe is not sys.stdout.buffer:
+                probe.close()  # the thread opens its own (left to the GC, a ResourceWarning)
             self._thread = threading.Thread(target=self._run, name="fastgw-access-log", daemon=True)
             self._thread.start()
+
+    @property
+    def dropped(self) -> int:
+        return self.backlog.dropped
+
+    def take(self, batch: list[Record]) -> None:
+        """A batch from the worker: formatted now, written at the tick (see submit's ``hold``)."""
+        if batch:
+            self.submit(batch, hold=True)
+
+    def flush(self) -> None:
+        self.release()
 
     def submit(self, batch: list[Record], *, hold: bool = False) -> None:
         """Format a batch (every tick, or every BATCH_RECORDS records) and hand it to the writer thread.
@@ -114,10 +122,8 @@ class AccessLog:
         bounded by ``max_pending`` records: past it, batches are dropped and counted rather than allowed to
         grow memory while the disk is stuck.
         """
-        if self._queued - self._written + len(batch) > self._max:
-            self.dropped += len(batch)
+        if not self.backlog.admit(len(batch)):
             return
-        self._queued += len(batch)
         data = format_batch(batch, self._include_query, self._redact)
         self._held.append(data)
         self._held_count += len(batch)
@@ -176,7 +182,7 @@ class AccessLog:
                     out.flush()
             except OSError:
                 self.write_failures += count
-            self._written += count
+            self.backlog.finish(count)
         out.flush()
         if out is not sys.stdout.buffer:
             out.close()

@@ -1,0 +1,52 @@
+"""The worker's list of completion sinks, compiled from config, and the one loop that feeds it.
+
+Order is the contract: the metrics sink is first, so the counts of a batch are in shared memory before
+any other sink (the access log, and next a usage ledger or an anomaly detector) sees it; the rest follow
+in the order of ``open_sinks``. The fan-out runs once per batch (each tick, and each ``BATCH_RECORDS``
+records), never per request: a request costs one list append in ``Worker.record``.
+"""
+
+from __future__ import annotations
+
+from fastgw.metrics.worker import WorkerMetrics
+from fastgw.sinks.access_log import AccessLog
+from fastgw.sinks.base import Record, Sink
+from fastgw.sinks.metrics import MetricsSink
+from fastgw.snapshot import Snapshot
+from fastgw.upstream.pool import PoolManager
+
+
+class CompletionSinks:
+    """The sinks of one worker, for its life (a reload keeps them: ``config/validate.py`` refuses a reload
+    that changes what they were opened with)."""
+
+    __slots__ = ("metrics", "sinks")
+
+    def __init__(self, metrics: MetricsSink, *others: Sink) -> None:
+        self.metrics = metrics
+        self.sinks: tuple[Sink, ...] = (metrics, *others)
+        metrics.watch(self.sinks)
+
+    def deliver(self, batch: list[Record], *, tick: bool) -> None:
+        """Hand a batch (possibly empty) to every sink in order; at the ``tick``, each then flushes."""
+        for sink in self.sinks:
+            sink.take(batch)
+            if tick:
+                sink.flush()
+
+    def reopen(self) -> None:
+        for sink in self.sinks:
+            sink.reopen()
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
+
+
+def open_sinks(snapshot: Snapshot, metrics: WorkerMetrics, pools: PoolManager) -> CompletionSinks:
+    """The sinks the config asks for, opened (the access log's file and writer thread start here, so a
+    file that cannot be opened fails the worker's start, not a request). A new sink is one more line."""
+    others: list[Sink] = []
+    if snapshot.access_log.target != "off":
+        others.append(AccessLog(snapshot.access_log))
+    return CompletionSinks(MetricsSink(metrics, pools), *others)
