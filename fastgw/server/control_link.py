@@ -44,6 +44,7 @@ class ControlLink:
         self.address = address
         self.channel: ChannelProtocol | None = None
         self._lost: asyncio.Future[None] | None = None
+        worker.on_tick(self.flush_quotas)
 
     def start(self) -> None:
         self.worker.spawn(self._run())
@@ -89,6 +90,12 @@ class ControlLink:
             QUOTAS.apply_bases([list(entry) for entry in message.entries])
         else:
             sys.stderr.write(f"fastgw[worker {self.worker.slot}]: unexpected {message.TAG} message\n")
+
+    def flush_quotas(self, now: float) -> None:
+        """Worker tick subscriber: send the quota admissions once per ``quota_flush`` interval."""
+        if QUOTAS.pending and now >= QUOTAS.due:
+            QUOTAS.due = now + self.worker.holder.current.quota_flush
+            self.send_quotas()
 
     def send_quotas(self) -> None:
         """Hand this worker's quota admissions to the control process (kept for later when it is away)."""
