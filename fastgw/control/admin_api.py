@@ -30,20 +30,17 @@ import socket
 import time
 import urllib.parse
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import h11
 import orjson
 
 from fastgw.codec.problem import PROBLEM_BASE
+from fastgw.control.api import ControlAPI
 from fastgw.control.keys import KeyServiceError
-from fastgw.metrics.exposition import render
 from fastgw.policy.quota import period_bounds
 from fastgw.secrets import admin_token
 from fastgw.snapshot import AdminSettings
-
-if TYPE_CHECKING:
-    from fastgw.control.process import ControlProcess
 
 MAX_BODY: Final = 64 * 1024
 # Fields the store keeps as unix seconds, shown as ISO 8601 UTC (null stays null).
@@ -71,7 +68,7 @@ class Call:
 
 
 class AdminServer:
-    def __init__(self, control: ControlProcess, settings: AdminSettings) -> None:
+    def __init__(self, control: ControlAPI, settings: AdminSettings) -> None:
         self.control = control
         self.settings = settings
         self._token_digest = hashlib.sha256(admin_token(settings.token)).digest()
@@ -240,14 +237,15 @@ class AdminServer:
     async def _readyz(self, call: Call) -> dict[str, Any]:
         c = self.control
         current = c.snapshot.id
-        behind = [p.pid for p in c.workers.values() if p.snapshot != current]
-        ready = bool(c.workers) and not behind and c.reload is None
-        return {"_status": 200 if ready else 503, "ready": ready, "workers": len(c.workers), "behind": behind}
+        workers = c.worker_views()
+        behind = [p.pid for p in workers if p.snapshot != current]
+        ready = bool(workers) and not behind and not c.reloading()
+        return {"_status": 200 if ready else 503, "ready": ready, "workers": len(workers), "behind": behind}
 
     async def _status(self, call: Call) -> dict[str, Any]:
         c = self.control
         await c.pull_metrics()
-        workers = sorted(c.workers.values(), key=lambda p: p.slot)
+        workers = c.worker_views()
         return {
             "snapshot": c.snapshot.id,
             "source": c.snapshot.source,
@@ -260,16 +258,16 @@ class AdminServer:
                     "pid": p.pid,
                     "snapshot": p.snapshot,
                     "connected_at": _iso(p.connected),
-                    "connections": (p.export or {}).get("connections", 0),
+                    "connections": p.connections,
                 }
                 for p in workers
             ],
-            "connections": sum((p.export or {}).get("connections", 0) for p in workers),
+            "connections": sum(p.connections for p in workers),
         }
 
     async def _quotas(self, call: Call) -> dict[str, Any]:
         """Quota counts in the store (up to one flush interval behind the workers), newest first."""
-        rows = self.control.store.quota_counts()
+        rows = self.control.quota_counts()
         return {"quotas": [_readable(_quota_period(asdict(row))) for row in rows]}
 
     async def _routes(self, call: Call) -> dict[str, Any]:
@@ -298,25 +296,25 @@ class AdminServer:
     async def _reload_as(self, reason: str, peer: Any) -> dict[str, Any]:
         c = self.control
         try:  # an admin action that cannot be audited is refused, not done silently
-            c.audit.append(f"admin.{'reload' if reason == 'admin' else 'rollback'}", client=_peer(peer))
+            c.audit_or_raise(f"admin.{'reload' if reason == 'admin' else 'rollback'}", client=_peer(peer))
         except OSError as exc:
             raise AdminError(503, "audit-unavailable", f"the audit log cannot be written: {exc}") from None
         try:
             result = await c.request_reload(reason, c.snapshot.process.reload_timeout + 5.0)
         except TimeoutError:
             raise AdminError(504, "reload-timeout", "the supervisor did not answer in time") from None
-        if not result.get("ok"):
-            raise AdminError(422, "invalid-config", str(result.get("error")))
-        if not result.get("confirmed"):  # in force at the supervisor, but the workers did not all say so
-            detail = result.get("detail") or "no confirmation"
+        if not result.ok:
+            raise AdminError(422, "invalid-config", result.error)
+        if not result.confirmed:  # in force at the supervisor, but the workers did not all say so
+            detail = result.detail or "no confirmation"
             raise AdminError(
-                503, "reload-unconfirmed", f"snapshot {result.get('snapshot')} is not confirmed: {detail}"
+                503, "reload-unconfirmed", f"snapshot {result.snapshot} is not confirmed: {detail}"
             )
         return {
-            "snapshot": result.get("snapshot"),
-            "previous": result.get("old"),
-            "confirmed": result.get("confirmed"),
-            "replaced_workers": result.get("failed", []),
+            "snapshot": result.snapshot,
+            "previous": result.old,
+            "confirmed": result.confirmed,
+            "replaced_workers": list(result.failed),
         }
 
     # -- consumers and keys (the plaintext of a new key is in this one response only) -------------------
@@ -361,7 +359,7 @@ class AdminServer:
 
     async def _metrics(self, call: Call) -> tuple[bytes, str]:
         await self.control.pull_metrics()
-        return render(self.control.registry, call.headers.get("accept", ""))
+        return self.control.render_metrics(call.headers.get("accept", ""))
 
 
 def _json_body(body: bytes) -> dict[str, Any]:

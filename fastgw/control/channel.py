@@ -2,29 +2,35 @@
 
 Used between the supervisor and the control process (a socketpair) and between the control process and
 each worker (one connection per worker to the control socket). A frame is a 4-byte big-endian length and
-a JSON object with a ``t`` (type) key. Config bytes travel as a string: TOML is UTF-8 text.
+one message, a JSON object with a ``t`` (type) key (``messages.py`` defines them and their codec). A frame
+that is not a message (``MessageError``, a ``ChannelError``) drops the connection, with a line saying why.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import struct
+import sys
 from collections.abc import Callable
 from typing import Any, Final, cast
 
-import orjson
+from fastgw.control.messages import ControlMessage, MessageError, decode
+from fastgw.control.messages import encode as encode_body
 
-Message = dict[str, Any]
+# A frame this long is no message we send (the largest, a full identity table or a config, stays far
+# below): the length is corrupt or the peer is not ours.
 MAX_FRAME: Final = 64 * 1024 * 1024
 _LEN: Final = struct.Struct(">I")
 
 
 class ChannelError(Exception):
-    """The peer sent something that is not a frame: the connection is dropped."""
+    """The peer sent something that is not a frame of a known message: the connection is dropped."""
 
 
-def encode(message: Message) -> bytes:
-    body = orjson.dumps(message)
+def encode(message: ControlMessage) -> bytes:
+    """One frame: the length, then the message's JSON."""
+    body = encode_body(message)
     return _LEN.pack(len(body)) + body
 
 
@@ -36,24 +42,22 @@ class FrameDecoder:
     def __init__(self) -> None:
         self._buffer = bytearray()
 
-    def feed(self, data: bytes) -> list[Message]:
+    def feed(self, data: bytes) -> list[ControlMessage]:
         buf = self._buffer
         buf += data
-        out: list[Message] = []
+        out: list[ControlMessage] = []
         while len(buf) >= 4:
             (length,) = _LEN.unpack_from(buf)
             if length > MAX_FRAME:
                 raise ChannelError(f"frame of {length} bytes exceeds {MAX_FRAME}")
             if len(buf) < 4 + length:
                 break
-            try:
-                message = orjson.loads(bytes(buf[4 : 4 + length]))
-            except orjson.JSONDecodeError as exc:
-                raise ChannelError(f"bad frame: {exc}") from None
+            body = bytes(buf[4 : 4 + length])
             del buf[: 4 + length]
-            if not isinstance(message, dict) or not isinstance(message.get("t"), str):
-                raise ChannelError("frame is not a message object")
-            out.append(message)
+            try:
+                out.append(decode(body))
+            except MessageError as exc:
+                raise ChannelError(str(exc)) from None
         return out
 
 
@@ -62,7 +66,7 @@ class ChannelProtocol(asyncio.Protocol):
 
     def __init__(
         self,
-        on_message: Callable[[ChannelProtocol, Message], None],
+        on_message: Callable[[ChannelProtocol, ControlMessage], None],
         on_lost: Callable[[ChannelProtocol], None],
     ) -> None:
         self._on_message = on_message
@@ -77,7 +81,8 @@ class ChannelProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             messages = self._decoder.feed(data)
-        except ChannelError:
+        except ChannelError as exc:
+            sys.stderr.write(f"fastgw[{os.getpid()}]: control channel: {exc}; dropping the connection\n")
             if self.transport is not None:
                 self.transport.abort()
             return
@@ -88,7 +93,7 @@ class ChannelProtocol(asyncio.Protocol):
         self.transport = None
         self._on_lost(self)
 
-    def send(self, message: Message) -> bool:
+    def send(self, message: ControlMessage) -> bool:
         if self.transport is None or self.transport.is_closing():
             return False
         self.transport.write(encode(message))

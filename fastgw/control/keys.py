@@ -24,7 +24,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, replace
 from typing import Any, Final
 
+from fastgw.control.messages import CachePush
 from fastgw.keys import display_prefix, key_digest, new_key
+from fastgw.policy.identity import IDENTITY_CACHE
 from fastgw.snapshot import KeySettings
 from fastgw.store.base import ApiKey, Consumer, Store
 
@@ -78,7 +80,7 @@ class KeyService:
         store: Store,
         settings: Callable[[], KeySettings | None],
         audit: Callable[..., None],
-        push: Callable[[dict[str, Any]], None],
+        push: Callable[[CachePush], None],
         route_names: Callable[[], Iterable[str]] | None = None,
     ) -> None:
         self.store = store
@@ -139,7 +141,7 @@ class KeyService:
         self.store.set_consumer_disabled(consumer.id, now)
         keys = self.store.api_keys(consumer.id)
         self._audit("consumer.disable", consumer=consumer.id, name=consumer.name, keys=_ids(keys))
-        self._push({"t": "keys", "delete": [k.digest.hex() for k in keys]})
+        self._push(_deletes(keys))
         return _consumer_view(replace(consumer, disabled=now))
 
     def enable(self, ref: str) -> dict[str, Any]:
@@ -150,7 +152,7 @@ class KeyService:
         enabled = replace(consumer, disabled=None)
         keys = [k for k in self.store.api_keys(consumer.id) if not k.revoked]
         self._audit("consumer.enable", consumer=consumer.id, name=consumer.name, keys=_ids(keys))
-        self._push({"t": "keys", "put": [self._wire(k, enabled) for k in keys]})
+        self._push(_puts((k, enabled) for k in keys))
         return _consumer_view(enabled)
 
     def delete_consumer(self, ref: str) -> dict[str, Any]:
@@ -166,7 +168,7 @@ class KeyService:
             prefixes=[k.prefix for k in keys],
         )
         self.store.delete_consumer(consumer.id)
-        self._push({"t": "keys", "delete": [k.digest.hex() for k in keys]})
+        self._push(_deletes(keys))
         return {**_consumer_view(consumer), "deleted": True, "keys": _ids(keys)}
 
     def _consumer(self, ref: Any) -> Consumer:
@@ -236,7 +238,7 @@ class KeyService:
             routes=row.routes,
             expires=row.expires,
         )
-        self._push({"t": "keys", "put": [self._wire(row, consumer)]})
+        self._push(_puts([(row, consumer)]))
         return {**self._public(row, consumer), "key": plaintext}
 
     def keys(self) -> list[dict[str, Any]]:
@@ -266,7 +268,7 @@ class KeyService:
         expires = min(old.expires, deadline) if old.expires else deadline
         self.store.update_key(replace(old, expires=expires, replaced_by=new["id"]))
         self._audit("key.rotate.grace", key=key_id, replaced_by=new["id"], expires=expires)
-        self._push({"t": "keys", "put": [self._wire(replace(old, expires=expires), consumer)]})
+        self._push(_puts([(replace(old, expires=expires), consumer)]))
         # The old key's state as it was before this rotation, with its new expiry and successor.
         return {
             "new": new,
@@ -278,7 +280,7 @@ class KeyService:
         revoked = replace(row, revoked=time.time())
         self.store.update_key(revoked)
         self._audit("key.revoke", key=key_id, prefix=row.prefix)
-        self._push({"t": "keys", "delete": [row.digest.hex()]})
+        self._push(_deletes([row]))
         return self._public(revoked, self.store.consumer(row.consumer_id))
 
     def expire(self, key_id: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -351,20 +353,20 @@ class KeyService:
         self._push_key(changed, consumer)
         return self._public(changed, consumer)
 
-    def full_table(self) -> dict[str, Any]:
+    def full_table(self) -> CachePush:
         """Every usable key, for a worker that just connected."""
         consumers = {c.id: c for c in self.store.consumers() if not c.disabled}
-        entries = [
-            self._wire(k, consumers[k.consumer_id])
+        entries = {
+            k.digest.hex(): _wire(k, consumers[k.consumer_id])
             for k in self.store.api_keys()
             if not k.revoked and k.consumer_id in consumers
-        ]
-        return {"t": "keys", "full": entries}
+        }
+        return CachePush(IDENTITY_CACHE, full=entries)
 
     def _push_key(self, row: ApiKey, consumer: Consumer) -> None:
         """A changed key to every worker, unless its consumer is disabled (then no worker holds it)."""
         if not consumer.disabled:
-            self._push({"t": "keys", "put": [self._wire(row, consumer)]})
+            self._push(_puts([(row, consumer)]))
 
     def _key(self, key_id: str) -> ApiKey:
         row = self.store.key(key_id)
@@ -375,21 +377,6 @@ class KeyService:
     @staticmethod
     def _live(row: ApiKey, now: float) -> bool:
         return not row.revoked and not (row.expires and row.expires <= now)
-
-    @staticmethod
-    def _wire(row: ApiKey, consumer: Consumer) -> dict[str, Any]:
-        return {
-            "digest": row.digest.hex(),
-            "id": row.id,
-            "consumer_id": consumer.id,
-            "consumer": consumer.name,
-            "team": consumer.team,
-            "roles": sorted(set(consumer.roles) | set(row.roles)),
-            "scopes": list(row.scopes),
-            "routes": None if row.routes is None else list(row.routes),
-            "expires": row.expires or 0.0,
-            "limits": consumer.metadata.get("limits", {}),
-        }
 
     @staticmethod
     def _public(row: ApiKey, consumer: Consumer | None) -> dict[str, Any]:
@@ -423,6 +410,29 @@ def _consumer_view(consumer: Consumer) -> dict[str, Any]:
     view = asdict(consumer)
     view["roles"] = list(consumer.roles)
     return view
+
+
+def _wire(row: ApiKey, consumer: Consumer) -> dict[str, Any]:
+    """A key as workers hold it (policy/identity.py ``KeyIdentity.from_wire``), keyed by its digest."""
+    return {
+        "id": row.id,
+        "consumer_id": consumer.id,
+        "consumer": consumer.name,
+        "team": consumer.team,
+        "roles": sorted(set(consumer.roles) | set(row.roles)),
+        "scopes": list(row.scopes),
+        "routes": None if row.routes is None else list(row.routes),
+        "expires": row.expires or 0.0,
+        "limits": consumer.metadata.get("limits", {}),
+    }
+
+
+def _puts(keys: Iterable[tuple[ApiKey, Consumer]]) -> CachePush:
+    return CachePush(IDENTITY_CACHE, put={row.digest.hex(): _wire(row, consumer) for row, consumer in keys})
+
+
+def _deletes(keys: Iterable[ApiKey]) -> CachePush:
+    return CachePush(IDENTITY_CACHE, delete=tuple(k.digest.hex() for k in keys))
 
 
 def _ids(keys: list[ApiKey]) -> list[str]:

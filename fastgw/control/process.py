@@ -21,15 +21,32 @@ from typing import Any, Final
 
 from fastgw.audit import AuditLog, audit_key
 from fastgw.config.loader import ConfigError
-from fastgw.control.channel import ChannelProtocol, Message
+from fastgw.control.api import WorkerView
+from fastgw.control.channel import ChannelProtocol
 from fastgw.control.health import HealthProber
 from fastgw.control.keys import KeyService
-from fastgw.metrics.exposition import Export, GatewayCollector, make_registry
+from fastgw.control.messages import (
+    Ack,
+    ChildDied,
+    ControlMessage,
+    Health,
+    Hello,
+    MetricsExport,
+    MetricsPull,
+    QuotaBases,
+    QuotaReport,
+    Reload,
+    ReloadDone,
+    ReloadResult,
+    Replace,
+    RequestReload,
+)
+from fastgw.metrics.exposition import Export, GatewayCollector, make_registry, render
 from fastgw.metrics.shared import SharedMetrics
 from fastgw.policy.quota import QUOTAS
 from fastgw.snapshot import Snapshot
 from fastgw.store import open_store
-from fastgw.store.base import QuotaAdmission, StoreError
+from fastgw.store.base import QuotaAdmission, QuotaCount, StoreError
 
 PULL_SECONDS: Final = 5.0
 PULL_TIMEOUT: Final = 2.0
@@ -82,7 +99,7 @@ class ControlProcess:
             log(f"audit log {self.audit.path} failed verification: {self.audit.problem}")
         self._pull_seq = 0
         self._pulls: dict[int, asyncio.Future[Export]] = {}
-        self._requests: dict[str, asyncio.Future[Message]] = {}
+        self._requests: dict[str, asyncio.Future[ReloadResult]] = {}
         self._request_seq = 0
         self._stopped = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -100,24 +117,25 @@ class ControlProcess:
     def accept_worker(self) -> ChannelProtocol:
         return _PeerCheckedChannel(self._on_worker_message, self._on_worker_lost)
 
-    def _on_worker_message(self, channel: ChannelProtocol, message: Message) -> None:
-        kind = message["t"]
-        if kind == "hello":
+    def _on_worker_message(self, channel: ChannelProtocol, message: ControlMessage) -> None:
+        if isinstance(message, Hello):
             peer = WorkerPeer(
                 channel=channel,
-                slot=int(message["slot"]),
-                pid=int(message["pid"]),
-                snapshot=str(message["snapshot"]),
+                slot=message.slot,
+                pid=message.pid,
+                snapshot=message.snapshot,
                 connected=time.time(),
             )
             channel.peer = peer
             self.workers[peer.pid] = peer
             channel.send(self.keys.full_table())
             periods = QUOTAS.current_periods(time.time())
-            bases = [(b.key_hash, b.period, b.count) for b in self.store.quota_bases(self.started, periods)]
-            channel.send({"t": "quota_bases", "e": bases})
+            bases = tuple(
+                (b.key_hash, b.period, b.count) for b in self.store.quota_bases(self.started, periods)
+            )
+            channel.send(QuotaBases(bases))
             for upstream, target in self.health.down():
-                channel.send({"t": "health", "upstream": upstream, "target": target, "healthy": False})
+                channel.send(Health(upstream=upstream, target=target, healthy=False))
             if peer.snapshot != self.snapshot.id:
                 # Forked before a reload, or a reload happened while we were away: bring it in line.
                 self._order(peer, self.reload.seq if self.reload else 0)
@@ -125,22 +143,21 @@ class ControlProcess:
         peer = channel.peer
         if not isinstance(peer, WorkerPeer):
             return
-        if kind == "ack":
+        if isinstance(message, Ack):
             self._on_ack(peer, message)
-        elif kind == "quota":
+        elif isinstance(message, QuotaReport):
             self._on_quota(message)
-        elif kind == "metrics":
-            peer.export = message.get("data") or {}
-            future = self._pulls.get(int(message.get("seq") or 0))
+        elif isinstance(message, MetricsExport):
+            peer.export = message.data
+            future = self._pulls.get(message.seq)
             if future is not None and not future.done():
                 future.set_result(peer.export)
+        else:
+            log(f"worker {peer.slot} (pid {peer.pid}) sent an unexpected {message.TAG} message")
 
-    def _on_quota(self, message: Message) -> None:
+    def _on_quota(self, message: QuotaReport) -> None:
         """A worker's quota admissions since its last send: into the store, in one transaction."""
-        entries = [
-            QuotaAdmission(int(h), int(p), str(limit), str(key), int(n))
-            for h, p, limit, key, n in message.get("e") or ()
-        ]
+        entries = [QuotaAdmission(*entry) for entry in message.entries]
         try:
             self.store.add_quota_counts(self.started, entries, time.time())
         except Exception as exc:  # a full disk, a locked file: loud, and the node keeps limiting
@@ -155,63 +172,58 @@ class ControlProcess:
 
     def _order(self, peer: WorkerPeer, seq: int) -> None:
         peer.channel.send(
-            {
-                "t": "reload",
-                "seq": seq,
-                "config": self.data.decode(),
-                "source": self.snapshot.source,
-                "hash": self.snapshot.id,
-            }
+            Reload(seq=seq, config=self.data.decode(), source=self.snapshot.source, hash=self.snapshot.id)
         )
 
-    def _on_ack(self, peer: WorkerPeer, message: Message) -> None:
-        if message.get("ok"):
-            peer.snapshot = str(message.get("snapshot"))
+    def _on_ack(self, peer: WorkerPeer, message: Ack) -> None:
+        if message.ok:
+            peer.snapshot = message.snapshot
         reload = self.reload
-        if reload is None or message.get("seq") != reload.seq:
-            if not message.get("ok"):
+        if reload is None or message.seq != reload.seq:
+            if not message.ok:
                 # A late joiner could not compile the config in force: it must not keep serving another.
-                self._tell_supervisor({"t": "replace", "pids": [peer.pid], "error": message.get("error")})
+                self._tell_supervisor(Replace(pids=(peer.pid,), error=message.error))
             return
         reload.waiting.discard(peer.pid)
-        if not message.get("ok"):
+        if not message.ok:
             reload.failed.add(peer.pid)
-            reload.errors.append(f"worker {peer.slot} (pid {peer.pid}): {message.get('error')}")
+            reload.errors.append(f"worker {peer.slot} (pid {peer.pid}): {message.error}")
         if not reload.waiting:
             reload.done.set()
 
     # -- the supervisor ----------------------------------------------------------------------------------
-    def _on_supervisor_message(self, channel: ChannelProtocol, message: Message) -> None:
-        kind = message["t"]
-        if kind == "reload":
+    def _on_supervisor_message(self, channel: ChannelProtocol, message: ControlMessage) -> None:
+        if isinstance(message, Reload):
             self._spawn(self._relay_reload(message))
-        elif kind == "reload_result":
+        elif isinstance(message, ReloadResult):
             self._on_reload_result(message)
-        elif kind == "event" and message.get("kind") == "child_died":
-            self.collector.restarts.add(str(message.get("child")))
+        elif isinstance(message, ChildDied):
+            self.collector.restarts.add(message.child)
+        else:
+            log(f"the supervisor sent an unexpected {message.TAG} message")
 
     def _on_supervisor_lost(self, channel: ChannelProtocol) -> None:
         log("lost the supervisor; stopping")
         self._stopped.set()
 
-    def _tell_supervisor(self, message: Message) -> None:
+    def _tell_supervisor(self, message: ControlMessage) -> None:
         if self.supervisor is not None:
             self.supervisor.send(message)
 
-    async def _relay_reload(self, message: Message) -> None:
+    async def _relay_reload(self, message: Reload) -> None:
         from fastgw.config.compiler import compile_config
 
-        data = str(message["config"]).encode()
+        data = message.config.encode()
         try:
-            snapshot = compile_config(data, str(message["source"]))
+            snapshot = compile_config(data, message.source)
         except ConfigError as exc:  # the supervisor validated it; this would be an environment problem
             log(f"cannot compile the reloaded config: {exc}")
             return
         self.snapshot, self.data, self.loaded_at = snapshot, data, time.time()
         self.collector.snapshot = snapshot.id
         self.health.configure(snapshot)
-        seq = int(message["seq"])
-        waiting = {int(p) for p in message.get("workers", ())}
+        seq = message.seq
+        waiting = set(message.workers)
         reload = self.reload = PendingReload(seq=seq, hash=snapshot.id, waiting=set(waiting))
         for pid in waiting:
             peer = self.workers.get(pid)
@@ -229,41 +241,60 @@ class ControlProcess:
         if self.reload is reload:
             self.reload = None
         self._tell_supervisor(
-            {"t": "reload_done", "seq": seq, "failed": sorted(reload.failed), "errors": reload.errors}
+            ReloadDone(seq=seq, failed=tuple(sorted(reload.failed)), errors=tuple(reload.errors))
         )
 
-    def _on_reload_result(self, message: Message) -> None:
-        ok = bool(message.get("ok"))
-        reason = str(message.get("reason"))
+    def _on_reload_result(self, message: ReloadResult) -> None:
+        ok = message.ok
+        reason = message.reason
         result = (
             ("ok" if ok else "failed") if reason != "rollback" else ("rollback" if ok else "rollback_failed")
         )
         self.collector.reloads.add(result)
-        fields: dict[str, Any] = {"reason": reason, "ok": ok, "snapshot": message.get("snapshot")}
+        fields: dict[str, Any] = {"reason": reason, "ok": ok, "snapshot": message.snapshot}
         if ok:
-            fields["previous"] = message.get("old")
-            if message.get("failed"):
-                fields["replaced_workers"] = message.get("failed")
+            fields["previous"] = message.old
+            if message.failed:
+                fields["replaced_workers"] = list(message.failed)
         else:
-            fields["error"] = message.get("error")
+            fields["error"] = message.error
         self.audit_event("rollback" if reason == "rollback" else "reload", **fields)
-        for request_id in message.get("ids") or ():
-            future = self._requests.pop(str(request_id), None)
+        for request_id in message.ids:
+            future = self._requests.pop(request_id, None)
             if future is not None and not future.done():
                 future.set_result(message)
 
-    async def request_reload(self, reason: str, timeout: float) -> Message:
+    async def request_reload(self, reason: str, timeout: float) -> ReloadResult:
         """Ask the supervisor to reload (or roll back) and wait for the result."""
         self._request_seq += 1
         request_id = f"{os.getpid()}-{self._request_seq}"
-        future: asyncio.Future[Message] = self.loop.create_future()
+        future: asyncio.Future[ReloadResult] = self.loop.create_future()
         self._requests[request_id] = future
-        self._tell_supervisor({"t": "request_reload", "reason": reason, "id": request_id})
+        self._tell_supervisor(RequestReload(reason=reason, id=request_id))
         try:
             async with asyncio.timeout(timeout):  # not wait_for (cluster_counts.stop); cancels the future
                 return await future
         finally:
             self._requests.pop(request_id, None)
+
+    # -- what the admin API asks (control/api.py ControlAPI) ----------------------------------------------
+    def worker_views(self) -> list[WorkerView]:
+        return [
+            WorkerView(p.slot, p.pid, p.snapshot, p.connected, int((p.export or {}).get("connections", 0)))
+            for p in sorted(self.workers.values(), key=lambda p: p.slot)
+        ]
+
+    def reloading(self) -> bool:
+        return self.reload is not None
+
+    def render_metrics(self, accept: str) -> tuple[bytes, str]:
+        return render(self.registry, accept)
+
+    def quota_counts(self) -> list[QuotaCount]:
+        return self.store.quota_counts()
+
+    def audit_or_raise(self, event: str, **fields: Any) -> None:
+        self.audit.append(event, **fields)
 
     def audit_event(self, event: str, **fields: Any) -> None:
         try:
@@ -272,13 +303,13 @@ class ControlProcess:
             # The audit log never drops silently: the failure is loud, and the caller's action stands.
             log(f"AUDIT WRITE FAILED ({event}): {exc}")
 
-    def broadcast(self, message: Message) -> None:
+    def broadcast(self, message: ControlMessage) -> None:
         for peer in self.workers.values():
             peer.channel.send(message)
 
     def _on_health_change(self, upstream: str, target: str, healthy: bool, why: str) -> None:
         log(f"upstream {upstream} target {target} is {'healthy' if healthy else 'DOWN'}: {why}")
-        self.broadcast({"t": "health", "upstream": upstream, "target": target, "healthy": healthy})
+        self.broadcast(Health(upstream=upstream, target=target, healthy=healthy))
 
     # -- metrics -----------------------------------------------------------------------------------------
     async def pull_metrics(self) -> None:
@@ -289,7 +320,7 @@ class ControlProcess:
         for peer in list(self.workers.values()):
             future: asyncio.Future[Export] = self.loop.create_future()
             self._pulls[seq * 1000 + peer.slot] = future
-            if peer.channel.send({"t": "metrics", "seq": seq * 1000 + peer.slot}):
+            if peer.channel.send(MetricsPull(seq=seq * 1000 + peer.slot)):
                 futures.append(future)
         if futures:
             await asyncio.wait(futures, timeout=PULL_TIMEOUT)

@@ -1,7 +1,8 @@
 """The per-worker IdentityCache: API key identities pushed by the control process, read by policies.
 
 Not part of the Snapshot: keys change without a reload. The control process (the store's only writer)
-sends the full table when a worker connects and every change as it happens; each update replaces one dict
+sends the full table when a worker connects and every change as it happens (a ``CachePush`` to the cache
+named ``IDENTITY_CACHE``, applied by server/caches.py); each update replaces one dict
 entry, so a policy never sees a half-applied change. There is one cache per process (``IDENTITIES``):
 compiled policies refer to it, and the worker's control link feeds it.
 
@@ -21,6 +22,7 @@ from typing import Any, Final
 from fastgw.keys import key_digest, well_formed
 
 MEMO_MAX: Final = 65536  # verified keys remembered per worker before the memo is reset
+IDENTITY_CACHE: Final = "identities"  # the name the control process pushes this cache by (server/caches.py)
 
 
 @dataclass(frozen=True, slots=True)

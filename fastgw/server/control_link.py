@@ -1,4 +1,5 @@
-"""A worker's end of the control channel: reload orders and metric pulls from the control process.
+"""A worker's end of the control channel: reload orders, cache pushes and metric pulls from the control
+process.
 
 The worker connects to the control socket the supervisor bound, says hello (slot, pid, snapshot id) and
 then answers orders. Losing the channel (the control process died or restarts) changes nothing for
@@ -12,11 +13,24 @@ import asyncio
 import os
 import socket
 import sys
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
-from fastgw.control.channel import ChannelProtocol, Message
-from fastgw.policy.identity import IDENTITIES, KeyIdentity
+from fastgw.control.channel import ChannelProtocol
+from fastgw.control.messages import (
+    Ack,
+    CachePush,
+    ControlMessage,
+    Health,
+    Hello,
+    MessageError,
+    MetricsExport,
+    MetricsPull,
+    QuotaBases,
+    QuotaReport,
+    Reload,
+)
 from fastgw.policy.quota import QUOTAS
+from fastgw.server.caches import CACHES
 
 if TYPE_CHECKING:
     from fastgw.server.worker import Worker
@@ -30,6 +44,7 @@ class ControlLink:
         self.address = address
         self.channel: ChannelProtocol | None = None
         self._lost: asyncio.Future[None] | None = None
+        worker.on_tick(self.flush_quotas)
 
     def start(self) -> None:
         self.worker.spawn(self._run())
@@ -50,9 +65,7 @@ class ControlLink:
             else:
                 self.channel = channel
                 current = self.worker.holder.current
-                channel.send(
-                    {"t": "hello", "slot": self.worker.slot, "pid": os.getpid(), "snapshot": current.id}
-                )
+                channel.send(Hello(slot=self.worker.slot, pid=os.getpid(), snapshot=current.id))
                 await self._lost
                 self.channel = None
             await asyncio.sleep(RECONNECT_SECONDS)
@@ -61,20 +74,28 @@ class ControlLink:
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(None)
 
-    def _on_message(self, channel: ChannelProtocol, message: Message) -> None:
-        kind = message["t"]
-        if kind == "reload":
+    def _on_message(self, channel: ChannelProtocol, message: ControlMessage) -> None:
+        if isinstance(message, Reload):
             self._reload(channel, message)
-        elif kind == "keys":
-            apply_key_update(message)
-        elif kind == "health":
-            self.worker.pools.set_health(
-                str(message["upstream"]), str(message["target"]), bool(message["healthy"])
-            )
-        elif kind == "metrics":
-            channel.send({"t": "metrics", "seq": message.get("seq"), "data": self.worker.export_metrics()})
-        elif kind == "quota_bases":
-            QUOTAS.apply_bases(message.get("e") or [])
+        elif isinstance(message, CachePush):
+            try:
+                CACHES.apply(message)
+            except MessageError as exc:  # the control process is broken: say so, keep the rest
+                sys.stderr.write(f"fastgw[worker {self.worker.slot} {os.getpid()}]: {exc}\n")
+        elif isinstance(message, Health):
+            self.worker.pools.set_health(message.upstream, message.target, message.healthy)
+        elif isinstance(message, MetricsPull):
+            channel.send(MetricsExport(seq=message.seq, data=self.worker.export_metrics()))
+        elif isinstance(message, QuotaBases):
+            QUOTAS.apply_bases([list(entry) for entry in message.entries])
+        else:
+            sys.stderr.write(f"fastgw[worker {self.worker.slot}]: unexpected {message.TAG} message\n")
+
+    def flush_quotas(self, now: float) -> None:
+        """Worker tick subscriber: send the quota admissions once per ``quota_flush`` interval."""
+        if QUOTAS.pending and now >= QUOTAS.due:
+            QUOTAS.due = now + self.worker.holder.current.quota_flush
+            self.send_quotas()
 
     def send_quotas(self) -> None:
         """Hand this worker's quota admissions to the control process (kept for later when it is away)."""
@@ -82,28 +103,23 @@ class ControlLink:
         if not entries:
             return
         channel = self.channel
-        if channel is None or not channel.send({"t": "quota", "e": entries}):
+        report = QuotaReport(tuple(_admission(entry) for entry in entries))
+        if channel is None or not channel.send(report):
             QUOTAS.give_back(entries)
 
-    def _reload(self, channel: ChannelProtocol, message: Message) -> None:
+    def _reload(self, channel: ChannelProtocol, message: Reload) -> None:
         from fastgw.config.loader import ConfigError
 
-        seq = message.get("seq")
         try:
-            snapshot = self.worker.apply_config(str(message["config"]).encode(), str(message["source"]))
+            snapshot = self.worker.apply_config(message.config.encode(), message.source)
         except ConfigError as exc:
             sys.stderr.write(f"fastgw[worker {self.worker.slot} {os.getpid()}]: reload failed: {exc}\n")
-            channel.send({"t": "ack", "seq": seq, "ok": False, "error": str(exc)})
+            channel.send(Ack(seq=message.seq, ok=False, error=str(exc)))
             return
-        channel.send({"t": "ack", "seq": seq, "ok": True, "snapshot": snapshot.id})
+        channel.send(Ack(seq=message.seq, ok=True, snapshot=snapshot.id))
 
 
-def apply_key_update(message: Message) -> None:
-    """A full table (on connect) or puts and deletes (as they happen), into this process's cache."""
-    full = message.get("full")
-    if full is not None:
-        IDENTITIES.replace_all({bytes.fromhex(e["digest"]): KeyIdentity.from_wire(e) for e in full})
-    for entry in message.get("put", ()):
-        IDENTITIES.put(bytes.fromhex(entry["digest"]), KeyIdentity.from_wire(entry))
-    for digest in message.get("delete", ()):
-        IDENTITIES.delete(bytes.fromhex(digest))
+def _admission(entry: list[object]) -> tuple[int, int, str, str, int]:
+    """One of QuotaBook.take's rows as QuotaReport carries it."""
+    key_hash, period, limit_id, key, count = entry
+    return cast(int, key_hash), cast(int, period), str(limit_id), str(key), cast(int, count)

@@ -2,9 +2,10 @@
 
 Each connection stores plain floats (``deadline``, ``send_deadline``, its upstream's ``deadline``); the
 tick compares them with the clock and acts: slow or idle clients are closed (408 where a response is
-still possible), clients that stopped reading are dropped, silent upstreams become 504. The same tick
-refreshes the cached ``Date`` header, expires pool waiters and hands the access-log batch to its writer.
-Sweeping 10,000 connections costs ~1 ms, 1% of one core at 10 ticks a second.
+still possible), clients that stopped reading are dropped, silent upstreams become 504. The same sweep
+refreshes the cached ``Date`` header. What else runs on the tick (the waiting queue, pool waiters, the
+quota flush, the record flush) subscribes to it on the worker (``Worker.on_tick``); this module knows
+only connections. Sweeping 10,000 connections costs ~1 ms, 1% of one core at 10 ticks a second.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ import time
 from typing import TYPE_CHECKING, Final
 
 from fastgw.codec.serialize import DATE
-from fastgw.policy.quota import QUOTAS
-from fastgw.policy.wait_queue import WAITING
 from fastgw.server.listener import DL_BODY
 
 if TYPE_CHECKING:
@@ -44,10 +43,3 @@ def sweep(worker: Worker, now: float) -> None:
             continue
         if server.body_min_rate and conn.deadline_kind == DL_BODY:
             conn.check_body_rate(now, server.body_min_rate, server.body_timeout)  # type: ignore[union-attr]
-    if QUOTAS.pending and now >= QUOTAS.due and worker.control is not None:
-        QUOTAS.due = now + worker.holder.current.quota_flush
-        worker.control.send_quotas()
-    if WAITING.queues:
-        WAITING.tick(now)  # throttled requests: admit those the limit has room for, expire the rest
-    worker.pools.tick(now)
-    worker.flush_records()

@@ -52,7 +52,8 @@ import setproctitle
 
 from fastgw.config.history import ConfigHistory
 from fastgw.config.loader import ConfigError, read_config_bytes
-from fastgw.control.channel import ChannelError, FrameDecoder, Message, encode
+from fastgw.control import messages as msg
+from fastgw.control.channel import ChannelError, FrameDecoder, encode
 from fastgw.metrics.shared import SharedMetrics
 from fastgw.policy.rate_limit import CELL_INTS, CounterTable
 from fastgw.server import status_file, systemd
@@ -540,7 +541,7 @@ class Supervisor:
             self.exit_code = 1
             self.stop("start-up failure")
             return
-        self._tell_control({"t": "event", "kind": "child_died", "child": child.name, "pid": child.pid})
+        self._tell_control(msg.ChildDied(child=child.name, pid=child.pid))
         if child.replacing:
             child.replacing = False
             delay = 0.0
@@ -649,7 +650,7 @@ class Supervisor:
         self._link.close()
         self._link = None
 
-    def _tell_control(self, message: Message) -> None:
+    def _tell_control(self, message: msg.ControlMessage) -> None:
         if self._link is None:
             return
         self._link_out += encode(message)
@@ -692,27 +693,27 @@ class Supervisor:
         for message in messages:
             self._on_control_message(message)
 
-    def _on_control_message(self, message: Message) -> None:
-        kind = message["t"]
-        if kind == "reload_done":
-            if self.reload is not None and message.get("seq") == self.reload.seq:
-                failed = [int(p) for p in message.get("failed", ())]
+    def _on_control_message(self, message: msg.ControlMessage) -> None:
+        if isinstance(message, msg.ReloadDone):
+            if self.reload is not None and message.seq == self.reload.seq:
+                failed = list(message.failed)
                 for pid in failed:
                     child = self.children.get(pid)
                     if child is not None:
                         child.replacing = True
                         self._kill(pid, signal.SIGTERM)
-                detail = "; ".join(str(e) for e in message.get("errors", ()))
-                self._finish_reload(ok=True, failed=failed, detail=detail)
-        elif kind == "replace":
-            for pid in message.get("pids", ()):
-                child = self.children.get(int(pid))
+                self._finish_reload(ok=True, failed=failed, detail="; ".join(message.errors))
+        elif isinstance(message, msg.Replace):
+            for pid in message.pids:
+                child = self.children.get(pid)
                 if child is not None:
-                    log("supervisor", f"replacing {child.name} (pid {pid}): {message.get('error')}")
+                    log("supervisor", f"replacing {child.name} (pid {pid}): {message.error}")
                     child.replacing = True
-                    self._kill(int(pid), signal.SIGTERM)
-        elif kind == "request_reload":
-            self.request_reload(str(message.get("reason", "admin")), requester=str(message.get("id", "")))
+                    self._kill(pid, signal.SIGTERM)
+        elif isinstance(message, msg.RequestReload):
+            self.request_reload(message.reason, requester=message.id)
+        else:
+            log("supervisor", f"control channel: unexpected {message.TAG} message")
 
     # -- reload ------------------------------------------------------------------------------------------
     def request_reload(self, reason: str, requester: str | None = None) -> None:
@@ -734,14 +735,9 @@ class Supervisor:
             self._record_outcome(reason, began, ok=False, error=str(exc), snapshot=old.id, previous=old.id)
             systemd.notify("READY=1", f"STATUS=reload failed, serving snapshot {old.id}: {exc}")
             self._tell_control(
-                {
-                    "t": "reload_result",
-                    "ok": False,
-                    "reason": reason,
-                    "error": str(exc),
-                    "ids": requesters,
-                    "snapshot": old.id,
-                }
+                msg.ReloadResult(
+                    ok=False, reason=reason, error=str(exc), ids=tuple(requesters), snapshot=old.id
+                )
             )
             return
         systemd.notify("RELOADING=1", systemd.monotonic_usec(), f"STATUS=reloading ({reason})")
@@ -767,15 +763,14 @@ class Supervisor:
             self._finish_reload(ok=True, detail="control process down; workers converge when it is back")
             return
         self._tell_control(
-            {
-                "t": "reload",
-                "seq": self.reload_seq,
-                "config": data.decode(),
-                "source": snapshot.source,
-                "hash": snapshot.id,
-                "workers": [c.pid for c in self.children.values() if c.kind == "worker"],
-                "reason": reason,
-            }
+            msg.Reload(
+                seq=self.reload_seq,
+                config=data.decode(),
+                source=snapshot.source,
+                hash=snapshot.id,
+                workers=tuple(c.pid for c in self.children.values() if c.kind == "worker"),
+                reason=reason,
+            )
         )
 
     def _load_for(self, reason: str) -> tuple[bytes, Snapshot]:
@@ -836,17 +831,16 @@ class Supervisor:
             f"{reload.snapshot.id}{extra}",
         )
         self._tell_control(
-            {
-                "t": "reload_result",
-                "ok": True,
-                "reason": reload.reason,
-                "ids": reload.requesters,
-                "snapshot": reload.snapshot.id,
-                "old": reload.old_id,
-                "failed": failed or [],
-                "confirmed": ok,
-                "detail": detail,
-            }
+            msg.ReloadResult(
+                ok=True,
+                reason=reload.reason,
+                ids=tuple(reload.requesters),
+                snapshot=reload.snapshot.id,
+                old=reload.old_id,
+                failed=tuple(failed or ()),
+                confirmed=ok,
+                detail=detail,
+            )
         )
         systemd.notify("READY=1", f"STATUS=serving snapshot {reload.snapshot.id}")
         old, new = reload.old, reload.snapshot

@@ -6,6 +6,12 @@ requests in flight finish on the Snapshot they started with. SIGTERM/SIGINT stop
 in-flight requests up to ``server.drain_timeout``; SIGUSR1 reopens the access log file; SIGHUP is the
 supervisor's and is ignored here. This is the only data-plane module that imports the config compiler,
 and only to reload.
+
+Every 100 ms tick runs, in this order: the deadline sweep over the connections (server/deadlines.py); the
+tick's subscribers (``on_tick``) in the order they subscribed: the waiting queue of throttled requests
+and the pools' waiters (subscribed here), then the control link's quota flush (subscribed when the link is
+made); and last the record flush, so what the tick itself completed (a 504, a waiter's 503) is counted in
+the same tick.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from fastgw.policy.cluster_counts import CLUSTER
 from fastgw.policy.jwks import STALE
 from fastgw.policy.jwt_auth import JwtAuth
 from fastgw.policy.multi_auth import MultiAuth
+from fastgw.policy.wait_queue import WAITING
 from fastgw.proxy_headers import IdSource
 from fastgw.server.deadlines import TICK_SECONDS, sweep
 from fastgw.server.listener import ClientConnection
@@ -93,6 +100,9 @@ class Worker:
         self.now = time.monotonic()  # refreshed by every tick: for deadlines where 100 ms grain is enough
         self.heartbeat: Callable[[float], None] | None = None  # tells the supervisor this loop still ticks
         self.control: ControlLink | None = None  # the channel to the control process
+        self._tick_subscribers: list[Callable[[float], None]] = []
+        self.on_tick(WAITING.tick)  # throttled requests: admit those the limit has room for, expire the rest
+        self.on_tick(self.pools.tick)  # pool waiters past their deadline
 
     # -- connection accounting -----------------------------------------------------------------------
     def admit(self, conn: ClientConnection, max_total: int, max_per_ip: int) -> bool:
@@ -231,6 +241,10 @@ class Worker:
             else:
                 conn.drain()
 
+    def on_tick(self, subscriber: Callable[[float], None]) -> None:
+        """Call ``subscriber(now)`` on every tick (monotonic ``now``), after those subscribed before it."""
+        self._tick_subscribers.append(subscriber)
+
     def _tick(self) -> None:
         self.now = now = time.monotonic()
         try:  # whatever raises below is logged by the loop; the next tick is scheduled all the same
@@ -240,6 +254,9 @@ class Worker:
                 self._next_retire_scan = now + RETIRE_SCAN_SECONDS
                 self.retire_old_connections(now)
             sweep(self, now)
+            for subscriber in self._tick_subscribers:
+                subscriber(now)
+            self.flush_records()
         finally:
             if not self._stopped.is_set():
                 self._schedule_tick()

@@ -1,0 +1,79 @@
+"""What the admin API may ask of the control process: the ``ControlAPI`` protocol, and nothing more.
+
+The admin API (admin_api.py) turns HTTP requests into these calls; ControlProcess (process.py) answers
+them. Keeping the list here, narrow, means the HTTP layer cannot reach into the process's state (its
+channels, pending reloads, store), and a test can serve the admin API from a small fake.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from fastgw.control.keys import KeyService
+    from fastgw.control.messages import ReloadResult
+    from fastgw.snapshot import Snapshot
+    from fastgw.store.base import QuotaCount
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerView:
+    """One connected worker as /status and /readyz show it."""
+
+    slot: int
+    pid: int
+    snapshot: str  # the snapshot id it serves
+    connected: float  # unix time its control connection was made
+    connections: int  # client connections, as of its last metrics export
+
+
+class ControlAPI(Protocol):
+    @property
+    def snapshot(self) -> Snapshot:
+        """The snapshot in force."""
+        ...
+
+    @property
+    def keys(self) -> KeyService:
+        """Consumers and API keys (store, audit and pushes to workers)."""
+        ...
+
+    @property
+    def started(self) -> float:
+        """Unix time the node started."""
+        ...
+
+    @property
+    def loaded_at(self) -> float:
+        """Unix time the snapshot in force was loaded."""
+        ...
+
+    def worker_views(self) -> list[WorkerView]:
+        """The connected workers, by slot."""
+        ...
+
+    def reloading(self) -> bool:
+        """Whether a reload is waiting for workers' acks."""
+        ...
+
+    async def pull_metrics(self) -> None:
+        """Refresh every worker's export (whoever does not answer in time keeps its last)."""
+        ...
+
+    def render_metrics(self, accept: str) -> tuple[bytes, str]:
+        """The Prometheus exposition for an ``Accept`` header: (body, content type)."""
+        ...
+
+    def quota_counts(self) -> list[QuotaCount]:
+        """Quota counts in the store, newest first."""
+        ...
+
+    def audit_or_raise(self, event: str, **fields: Any) -> None:
+        """Append to the audit log; OSError if it cannot be written (the caller refuses the action)."""
+        ...
+
+    async def request_reload(self, reason: str, timeout: float) -> ReloadResult:
+        """Ask the supervisor to reload (``admin``) or roll back (``rollback``) and wait for the result;
+        TimeoutError after ``timeout`` seconds."""
+        ...
