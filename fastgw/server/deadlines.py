@@ -17,29 +17,47 @@ from fastgw.codec.serialize import DATE
 from fastgw.server.listener import DL_BODY
 
 if TYPE_CHECKING:
+    from fastgw.server.http2 import Http2Connection
+    from fastgw.server.listener import ClientConnection
     from fastgw.server.worker import Worker
+
+    Connection = ClientConnection | Http2Connection
 
 TICK_SECONDS: Final = 0.1
 
 
 def sweep(worker: Worker, now: float) -> None:
-    """Enforce every connection's deadlines at monotonic time ``now``."""
+    """Enforce every connection's deadlines at monotonic time ``now``.
+
+    A connection whose deadline handling raises (a bug) is logged with its error and aborted, and the
+    sweep goes on: one broken connection must not leave every other one without deadlines."""
     DATE.refresh(time.time())
     server = worker.holder.current.server
     for conn in list(worker.connections):
-        deadline = conn.deadline
-        if deadline and now >= deadline:
-            conn.on_deadline(now)
-            continue
-        if conn.send_deadline and now >= conn.send_deadline:
-            conn.on_send_timeout()
-            continue
-        if conn.multiplexed:
-            conn.on_tick(now)  # type: ignore[union-attr]
-            continue
-        upstream = conn.upstream
-        if upstream is not None and upstream.deadline and now >= upstream.deadline:
-            upstream.on_deadline()
-            continue
-        if server.body_min_rate and conn.deadline_kind == DL_BODY:
-            conn.check_body_rate(now, server.body_min_rate, server.body_timeout)  # type: ignore[union-attr]
+        try:
+            _enforce(conn, now, server.body_min_rate, server.body_timeout)
+        except Exception as exc:
+            worker.log_event(f"deadline handling failed ({type(exc).__name__}: {exc}); connection aborted")
+            conn.closing = True
+            if conn.transport is not None:
+                conn.transport.abort()
+
+
+def _enforce(conn: Connection, now: float, body_min_rate: int, body_timeout: float) -> None:
+    """One connection's deadlines: the first that passed acts."""
+    deadline = conn.deadline
+    if deadline and now >= deadline:
+        conn.on_deadline(now)
+        return
+    if conn.send_deadline and now >= conn.send_deadline:
+        conn.on_send_timeout()
+        return
+    if conn.multiplexed:
+        conn.on_tick(now)  # type: ignore[union-attr]
+        return
+    upstream = conn.upstream
+    if upstream is not None and upstream.deadline and now >= upstream.deadline:
+        upstream.on_deadline()
+        return
+    if body_min_rate and conn.deadline_kind == DL_BODY:
+        conn.check_body_rate(now, body_min_rate, body_timeout)  # type: ignore[union-attr]
