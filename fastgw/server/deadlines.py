@@ -21,8 +21,6 @@ if TYPE_CHECKING:
     from fastgw.server.listener import ClientConnection
     from fastgw.server.worker import Worker
 
-    Connection = ClientConnection | Http2Connection
-
 TICK_SECONDS: Final = 0.1
 
 
@@ -43,7 +41,9 @@ def sweep(worker: Worker, now: float) -> None:
                 conn.transport.abort()
 
 
-def _enforce(conn: Connection, now: float, body_min_rate: int, body_timeout: float) -> None:
+def _enforce(
+    conn: ClientConnection | Http2Connection, now: float, body_min_rate: int, body_timeout: float
+) -> None:
     """One connection's deadlines: the first that passed acts."""
     deadline = conn.deadline
     if deadline and now >= deadline:
