@@ -7,6 +7,7 @@ classes in :data:`BACKENDS` (uvicorn ``HTTP_PROTOCOLS`` precedent).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -64,14 +65,28 @@ class DetachedSink:
 DETACHED: Final[RequestSink] = DetachedSink()
 
 
-def make_reader(backend: str, sink: RequestSink, limits: ParserLimits) -> RequestReader:
-    if backend == "h11":
-        from fastgw.codec.http1_h11 import H11Reader
-
-        return H11Reader(sink, limits)
-    from fastgw.codec.http1_httptools import HttptoolsReader
+def _httptools_reader(sink: RequestSink, limits: ParserLimits) -> RequestReader:
+    from fastgw.codec.http1_httptools import HttptoolsReader  # imported when first used: h11 needs none
 
     return HttptoolsReader(sink, limits)
+
+
+def _h11_reader(sink: RequestSink, limits: ParserLimits) -> RequestReader:
+    from fastgw.codec.http1_h11 import H11Reader
+
+    return H11Reader(sink, limits)
+
+
+# Backend name (as the compiled Snapshot holds it, "auto" already resolved) -> reader factory.
+BACKENDS: Final[dict[str, Callable[[RequestSink, ParserLimits], RequestReader]]] = {
+    "httptools": _httptools_reader,
+    "h11": _h11_reader,
+}
+
+
+def make_reader(backend: str, sink: RequestSink, limits: ParserLimits) -> RequestReader:
+    """A reader of the named backend (one per client connection)."""
+    return BACKENDS[backend](sink, limits)
 
 
 def resolve_backend(name: str) -> str:

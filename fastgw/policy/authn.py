@@ -1,4 +1,4 @@
-"""Authentication policies. This module: API keys (JWT, introspection and mTLS consumers come next).
+"""API key authentication (JWT, introspection and mTLS consumers have their own modules beside it).
 
 ``ApiKeyAuth`` reads the key from the configured headers (``Authorization: Bearer`` and/or e.g.
 ``X-API-Key``; names are matched case-insensitively because the codec lower-cases them), refuses two

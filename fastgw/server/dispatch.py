@@ -30,7 +30,9 @@ IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b
 # ``bytes.find`` is a method call with argument parsing (~1,000), and ``b"?" in target`` first tries the
 # int conversion of b"?" and raises and clears a TypeError (~2,100).
 QUERY_MARK: Final = 0x3F
-RETRY_BODY_MAX: Final = 65536  # a body this small, fully received, is kept for a transparent retry
+# A body this small, fully received, is kept for a transparent retry: large enough for typical JSON
+# requests, small enough that keeping a copy per request in flight costs little memory.
+RETRY_BODY_MAX: Final = 65536
 
 
 def admit(worker: Worker, ex: Exchange) -> Denial | Pending | None:

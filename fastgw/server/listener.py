@@ -63,7 +63,9 @@ _monotonic: Final = time.monotonic
 _time: Final = time.time
 
 CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
-BODY_HIGH_WATER: Final = 256 * 1024  # body bytes buffered ahead of the upstream before reads pause
+# Body bytes buffered ahead of the upstream before reads pause: a few socket buffers' worth keeps uploads
+# at line rate while the upstream connects, and bounds what one slow upstream makes a connection hold.
+BODY_HIGH_WATER: Final = 256 * 1024
 
 # Why reading is paused (a bit each, reading resumes when none is left).
 PAUSE_UPSTREAM: Final = 1  # the upstream is not taking the request body fast enough

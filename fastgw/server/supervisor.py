@@ -60,8 +60,12 @@ from fastgw.server import status_file, systemd
 from fastgw.server.shm import METRICS, RATELIMIT, Heartbeats, SharedRegions
 from fastgw.snapshot import AdminSettings, ListenerSettings, Snapshot
 
-QUICK_DEATH: Final = 10.0  # a child that dies younger than this counts towards backoff
-CRASH_LOOP: Final = 5  # quick deaths in a row reported as a crash loop
+# A child that dies younger than this counts towards backoff: a healthy start (fork, compile, listen)
+# takes well under a second, so a death within 10 s is a start that failed, not a crash in service.
+QUICK_DEATH: Final = 10.0
+# Quick deaths in a row reported as a crash loop (log and systemd STATUS=): five failed starts rule out a
+# one-off (an OOM kill, a signal) while the backoff is still short.
+CRASH_LOOP: Final = 5
 FIRST_BACKOFF: Final = 0.1
 STOP_GRACE: Final = 5.0  # beyond drain_timeout before remaining children are killed
 _SIGNALS: Final = (
