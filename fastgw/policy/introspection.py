@@ -38,27 +38,18 @@ from fastgw.policy.rbac import Principal
 from fastgw.policy.throttle import FAILURES, ThrottleSettings, after_failure, throttled
 
 MISSING, DUPLICATE = bearer_denials("introspection")
-INACTIVE = Denial(
-    401,
-    "unauthorized",
-    "the bearer token is not active",
-    "introspection.inactive",
-    ((b"www-authenticate", REALM + b', error="invalid_token"'),),
-)
-MALFORMED = Denial(
-    401,
-    "unauthorized",
-    "the bearer token is malformed",
-    "introspection.malformed",
-    ((b"www-authenticate", REALM + b', error="invalid_token"'),),
-)
-TOO_LARGE = Denial(
-    401,
-    "unauthorized",
-    "the bearer token is too large",
-    "introspection.too_large",
-    ((b"www-authenticate", REALM + b', error="invalid_token"'),),
-)
+
+
+def _invalid_token(detail: str, reason: str) -> Denial:
+    """A 401 with the RFC 6750 invalid_token challenge."""
+    return Denial(
+        401, "unauthorized", detail, reason, ((b"www-authenticate", REALM + b', error="invalid_token"'),)
+    )
+
+
+INACTIVE = _invalid_token("the bearer token is not active", "introspection.inactive")
+MALFORMED = _invalid_token("the bearer token is malformed", "introspection.malformed")
+TOO_LARGE = _invalid_token("the bearer token is too large", "introspection.too_large")
 UNSETTLED = Denial(
     429,
     "too-many-requests",
