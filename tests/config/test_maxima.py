@@ -10,20 +10,9 @@ import pytest
 
 from fastgw.config import schema
 from fastgw.config.loader import ConfigError, parse_config
+from tests.support.configs import MINIMAL
 
-BASE = """
-[[listeners]]
-bind = "127.0.0.1:8080"
-[access_log]
-target = "off"
-[upstreams.u]
-targets = ["127.0.0.1:1"]
-[[routes]]
-name = "r"
-path = "/"
-upstream = "u"
-auth = "none"
-"""
+BASE = MINIMAL
 
 
 def _numeric(tp: typing.Any) -> bool:

@@ -8,20 +8,9 @@ import pytest
 
 from fastgw.config.history import ConfigHistory
 from fastgw.config.validate import needs_restart, validate
+from tests.support.configs import MINIMAL
 
-BASE = """
-[[listeners]]
-bind = "127.0.0.1:8080"
-[access_log]
-target = "off"
-[upstreams.u]
-targets = ["127.0.0.1:1"]
-[[routes]]
-name = "r"
-path = "/"
-upstream = "u"
-auth = "none"
-"""
+BASE = MINIMAL
 
 
 @pytest.mark.parametrize(
