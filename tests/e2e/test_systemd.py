@@ -7,6 +7,7 @@ the gateway's own pid (a tiny exec wrapper does what systemd does between fork a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -117,12 +118,15 @@ WRAPPER = textwrap.dedent(
 )
 
 
-def test_socket_activation_serves_on_the_passed_socket(upstream: TestUpstream, tmp_path: Path) -> None:
+@contextlib.contextmanager
+def activated_gateway(upstream: TestUpstream, tmp_path: Path, backlog: int) -> Iterator[socket.socket]:
+    """A 2-worker gateway started as systemd socket activation would: the listening socket (bound here
+    with ``backlog``, as the socket unit's Backlog=) passed as fd 3. Yields our copy of the socket, which
+    the gateway serves on the port its config names; stopped with SIGTERM (exit 0) afterwards."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
-    listener.listen(128)
+    listener.listen(backlog)
     port = listener.getsockname()[1]
-    # The config names a port nobody could bind twice; the gateway must adopt fd 3 by its name instead.
     config = tmp_path / "gw.toml"
     config.write_text(
         textwrap.dedent(basic_config(upstream.port))
@@ -142,14 +146,22 @@ def test_socket_activation_serves_on_the_passed_socket(upstream: TestUpstream, t
     try:
         wait_until(lambda: ready.exists() or proc.poll() is not None, 15, "the gateway to start")
         assert proc.poll() is None, (tmp_path / "stderr").read_text()
-        listener.close()  # our copy: from now on only the gateway holds the socket systemd bound
-        for i in range(10):
-            assert get(port, f"/activated/{i}").status == 200
-        assert "cannot listen" not in (tmp_path / "stderr").read_text()
+        yield listener
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
         err.close()
+        listener.close()
+
+
+def test_socket_activation_serves_on_the_passed_socket(upstream: TestUpstream, tmp_path: Path) -> None:
+    # The config names a port nobody could bind twice; the gateway must adopt fd 3 by its name instead.
+    with activated_gateway(upstream, tmp_path, 128) as listener:
+        port = listener.getsockname()[1]
+        listener.close()  # our copy: from now on only the gateway holds the socket systemd bound
+        for i in range(10):
+            assert get(port, f"/activated/{i}").status == 200
+        assert "cannot listen" not in (tmp_path / "stderr").read_text()
 
 
 def test_socket_activation_keeps_the_socket_units_backlog(upstream: TestUpstream, tmp_path: Path) -> None:
@@ -158,33 +170,6 @@ def test_socket_activation_keeps_the_socket_units_backlog(upstream: TestUpstream
     (TCP_INFO), as systemd's would."""
     from fastgw.server.systemd import listen_backlog
 
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(37)  # the socket unit's Backlog=; the config keeps its default (2048)
-    port = listener.getsockname()[1]
-    config = tmp_path / "gw.toml"
-    config.write_text(
-        textwrap.dedent(basic_config(upstream.port))
-        .replace("{port}", str(port))
-        .replace("{log}", str(tmp_path / "access.log"))
-    )
-    ready = tmp_path / "ready"
-    err = open(tmp_path / "stderr", "wb")  # noqa: SIM115 - closed below
-    argv = ["run", str(config), "--workers", "2", "--ready-file", str(ready)]
-    proc = subprocess.Popen(
-        [sys.executable, "-c", WRAPPER, str(listener.fileno()), *argv],
-        pass_fds=(listener.fileno(),),
-        stderr=err,
-        stdout=subprocess.DEVNULL,
-        env={**os.environ, "STATE_DIRECTORY": str(tmp_path / "state")},
-    )
-    try:
-        wait_until(lambda: ready.exists() or proc.poll() is not None, 15, "the gateway to start")
-        assert proc.poll() is None, (tmp_path / "stderr").read_text()
-        assert get(port, "/activated").status == 200
+    with activated_gateway(upstream, tmp_path, 37) as listener:  # the config keeps its default (2048)
+        assert get(listener.getsockname()[1], "/activated").status == 200
         assert listen_backlog(listener) == 37
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(15) == 0
-        err.close()
-        listener.close()
