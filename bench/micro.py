@@ -27,9 +27,9 @@ from fastgw.codec.path import normalize_path
 from fastgw.codec.sse import SseParser, encode_event
 from fastgw.config.compiler import compile_config
 from fastgw.exchange import Exchange
-from fastgw.keys import key_digest, new_key
+from fastgw.key_format import key_digest, new_key
 from fastgw.metrics.worker import WorkerMetrics
-from fastgw.policy.authn import ApiKeyAuth
+from fastgw.policy.api_key import ApiKeyAuth
 from fastgw.policy.identity import IdentityCache, KeyIdentity
 from fastgw.policy.jwt_auth import JwtAuth, JwtIssuer
 from fastgw.policy.network import NetworkRules, parse_networks

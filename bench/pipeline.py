@@ -4,7 +4,7 @@ bytes in -> client bytes out, through the real ClientConnection and UpstreamConn
 What it prints is fastgw's own CPU per request (no syscalls, no event loop), the number to shrink when the
 wrk bench says fastgw is slower than the bare-proxy floor. ``--profile`` shows where it goes. With no loop
 iterations there is nothing to batch writes for, so it runs with ``server.batch_writes = false`` (each
-write made at once); batching (server/write_batch.py) adds two list appends a request and one
+write made at once); batching (proxy/write_batch.py) adds two list appends a request and one
 ``call_soon`` a loop iteration.
 
     python bench/pipeline.py [--log] [--profile] [--route plain|key|chain]
@@ -31,11 +31,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fastgw.config.compiler import compile_config
-from fastgw.keys import key_digest, new_key
+from fastgw.key_format import key_digest, new_key
 from fastgw.policy.identity import IDENTITIES, KeyIdentity
 from fastgw.policy.rate_limit import CELL_INTS, COUNTERS
-from fastgw.server.listener import ClientConnection
-from fastgw.server.worker import Worker
+from fastgw.process.worker import Worker
+from fastgw.proxy.http1 import ClientConnection
 from fastgw.upstream.connection import UpstreamConnection
 
 PEPPER = b"pipeline-pepper-0123456789abcdef"

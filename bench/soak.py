@@ -29,7 +29,7 @@ proportion to the load, so about as much in the last third as in the first. Each
 over the last third by at most ``--max-late-growth`` MiB, or in runs under 300 s by at most
 ``max(--max-late-growth, first-third growth / 3)``. Why 2 MiB
 (the default): by then the bounded caches are full or nearly so, and what is left is allocator noise:
-glibc keeps up to TRIM_THRESHOLD (8 MiB, ``server/runtime.py``) of freed heap and pymalloc keeps partly
+glibc keeps up to TRIM_THRESHOLD (8 MiB, ``process/runtime.py``) of freed heap and pymalloc keeps partly
 used arenas, so RSS moves by a MiB or so between samples with no leak (measured: +0.3 to +1.4 MiB over
 the last 40 s of 120 s runs). Why a third of the first third: in a short run (CI: 60 s) the last third
 still carries some start-up growth (measured up to +3.1 MiB against +11.6 in the first third), and a

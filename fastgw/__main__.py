@@ -6,7 +6,7 @@ traceback. With no CONFIG, ``run`` serves the quickstart shipped inside the pack
 installed wheel. ``check`` and ``run`` validate through the same function (config/validate.py).
 
 ``reload``, ``rollback`` and ``stop`` signal the supervisor named by the pid file, then wait for its
-answer in the status file beside it (server/status_file.py): exit 0 when the gateway applied the reload
+answer in the status file beside it (process/status_file.py): exit 0 when the gateway applied the reload
 or stopped, 1 with the gateway's reason on one line when it refused, or did not answer or stop in time.
 """
 
@@ -98,7 +98,7 @@ or system-wide (Debian):    cp {out.ca_cert} /usr/local/share/ca-certificates/fa
 
 
 def _run(args: argparse.Namespace) -> int:
-    from fastgw.server.supervisor import Supervisor, supervise
+    from fastgw.process.supervisor import Supervisor, supervise
 
     workers = args.workers or None  # 0: the config decides
     if args.workers is not None and args.workers < 0:
@@ -126,7 +126,7 @@ def _pid_file(args: argparse.Namespace) -> str:
 
 def _signal(args: argparse.Namespace, sig: signal.Signals, what: str) -> int:
     """Signal the supervisor named by the pid file, then wait for what it made of it (status file)."""
-    from fastgw.server import status_file
+    from fastgw.process import status_file
 
     path = _pid_file(args)
     try:
@@ -219,7 +219,7 @@ def _wait_stopped(pid: int, deadline: float, within: float) -> int:
 def _rollback_list(args: argparse.Namespace) -> int:
     """``fastgw rollback --list CONFIG``: the kept configs of this file and where a rollback goes."""
     from fastgw.config.history import ConfigHistory
-    from fastgw.server import status_file
+    from fastgw.process import status_file
 
     if args.config is None:
         raise ConfigError("fastgw", "", "rollback --list needs the CONFIG whose history to show")

@@ -25,7 +25,7 @@ from typing import Any, Final
 
 import orjson
 
-from fastgw.secrets import resolve_secret
+from fastgw.secret_refs import resolve_secret
 from fastgw.snapshot import AuditSettings, StateSettings
 from fastgw.store.base import AuditAnchor, Store
 

@@ -168,7 +168,7 @@ class AccessLogSettings:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SecretRef:
-    """Where a secret lives (resolved by ``fastgw.secrets`` in the process that needs it)."""
+    """Where a secret lives (resolved by ``fastgw.secret_refs`` in the process that needs it)."""
 
     kind: Literal["file", "env", "credential"]
     name: str

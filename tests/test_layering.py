@@ -30,20 +30,20 @@ def modules(*parts: str) -> list[Path]:
 def test_core_and_codec_never_import_asyncio_server_or_config() -> None:
     for path in modules("codec", "exchange", "router", "snapshot", "proxy_headers"):
         bad = {
-            m for m in imports_of(path) if m == "asyncio" or m.startswith(("fastgw.server", "fastgw.config"))
+            m for m in imports_of(path) if m == "asyncio" or m.startswith(("fastgw.process", "fastgw.config"))
         }
         assert not bad, f"{path.relative_to(PKG)} imports {bad}"
 
 
 def test_config_never_imports_server_or_upstream_connection() -> None:
     for path in modules("config"):
-        bad = {m for m in imports_of(path) if m.startswith(("fastgw.server", "fastgw.upstream.connection"))}
+        bad = {m for m in imports_of(path) if m.startswith(("fastgw.process", "fastgw.upstream.connection"))}
         assert not bad, f"{path.relative_to(PKG)} imports {bad}"
 
 
 def test_only_worker_imports_the_compiler_on_the_data_plane() -> None:
     # The supervisor validates configs (control plane; it never serves a request).
-    for path in modules("server", "upstream", "policy", "codec"):
+    for path in modules("proxy", "process", "upstream", "policy", "codec"):
         if path.name in ("worker.py", "supervisor.py"):
             continue
         assert "fastgw.config.compiler" not in imports_of(path), path

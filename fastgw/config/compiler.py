@@ -49,7 +49,7 @@ from fastgw.config.schema import (
     TlsSpec,
     UpstreamSpec,
 )
-from fastgw.policy.authn import ApiKeyAuth
+from fastgw.policy.api_key import ApiKeyAuth
 from fastgw.policy.chain import Policy
 from fastgw.policy.cors import Cors
 from fastgw.policy.http_client import Endpoint
@@ -73,7 +73,7 @@ from fastgw.policy.rbac import Authorize, Principal, Requirement, requirement
 from fastgw.policy.throttle import ThrottleSettings
 from fastgw.proxy_headers import header_lines, request_drop_sets, response_drop_set, response_field_table
 from fastgw.router import HostTable, MethodTable, Router, route_key
-from fastgw.secrets import resolve_secret
+from fastgw.secret_refs import resolve_secret
 from fastgw.snapshot import (
     AccessLogSettings,
     AdminSettings,

@@ -18,7 +18,7 @@ from fastgw.config.compiler import compile_config, compile_state
 from fastgw.config.loader import ConfigError, parse_table, read_config_bytes
 from fastgw.config.schema import WORKERS_MAX, StateSpec
 from fastgw.policy.rate_limit import CELL_INTS
-from fastgw.secrets import check_control_secrets
+from fastgw.secret_refs import check_control_secrets
 from fastgw.snapshot import ListenerSettings, Snapshot, StateSettings
 
 # Shared memory sized at start may take at most this fraction of the machine's memory: beyond it the

@@ -37,9 +37,9 @@ import orjson
 
 from fastgw.codec.problem import PROBLEM_BASE
 from fastgw.control.api import ControlAPI
-from fastgw.control.keys import KeyServiceError
+from fastgw.control.consumers import KeyServiceError
 from fastgw.policy.quota import period_bounds
-from fastgw.secrets import admin_token
+from fastgw.secret_refs import admin_token
 from fastgw.snapshot import AdminSettings
 
 MAX_BODY: Final = 64 * 1024

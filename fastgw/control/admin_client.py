@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from fastgw.secrets import resolve_secret
+from fastgw.secret_refs import resolve_secret
 from fastgw.snapshot import AdminSettings
 
 

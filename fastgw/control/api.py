@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from fastgw.control.keys import KeyService
-    from fastgw.control.messages import ReloadResult
+    from fastgw.codec.control_messages import ReloadResult
+    from fastgw.control.consumers import KeyService
     from fastgw.snapshot import Snapshot
     from fastgw.store.base import QuotaCount
 

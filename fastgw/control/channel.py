@@ -15,8 +15,8 @@ import sys
 from collections.abc import Callable
 from typing import Any, Final, cast
 
-from fastgw.control.messages import ControlMessage, MessageError, decode
-from fastgw.control.messages import encode as encode_body
+from fastgw.codec.control_messages import ControlMessage, MessageError, decode
+from fastgw.codec.control_messages import encode as encode_body
 
 # A frame this long is no message we send (the largest, a full identity table or a config, stays far
 # below): the length is corrupt or the peer is not ours.

@@ -20,12 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from fastgw.audit import AuditLog, audit_key
-from fastgw.config.loader import ConfigError
-from fastgw.control.api import WorkerView
-from fastgw.control.channel import ChannelProtocol
-from fastgw.control.health import HealthProber
-from fastgw.control.keys import KeyService
-from fastgw.control.messages import (
+from fastgw.codec.control_messages import (
     Ack,
     ChildDied,
     ControlMessage,
@@ -41,6 +36,11 @@ from fastgw.control.messages import (
     Replace,
     RequestReload,
 )
+from fastgw.config.loader import ConfigError
+from fastgw.control.api import WorkerView
+from fastgw.control.channel import ChannelProtocol
+from fastgw.control.consumers import KeyService
+from fastgw.control.health import HealthProber
 from fastgw.metrics.exposition import Export, GatewayCollector, make_registry, render
 from fastgw.metrics.shared import SharedMetrics
 from fastgw.policy.quota import QUOTAS

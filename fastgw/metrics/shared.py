@@ -1,6 +1,6 @@
 """Cumulative metric counters in shared memory, so that counts outlive the process that counted them.
 
-The ``metrics`` region (``server/shm.py``) is created by the supervisor before it forks anything and lives
+The ``metrics`` region (``process/shm.py``) is created by the supervisor before it forks anything and lives
 as long as it does. It holds one shard per worker slot and one for the control process (the last); each
 shard has one writer at a time, the process in that slot. A worker counts into its own objects on the hot
 path (``metrics/worker.py``, unchanged in cost) and copies what changed into its shard whenever it flushes

@@ -2,7 +2,7 @@
 
 Not part of the Snapshot: keys change without a reload. The control process (the store's only writer)
 sends the full table when a worker connects and every change as it happens (a ``CachePush`` to the cache
-named ``IDENTITY_CACHE``, applied by server/caches.py); each update replaces one dict
+named ``IDENTITY_CACHE``, applied by proxy/caches.py); each update replaces one dict
 entry, so a policy never sees a half-applied change. There is one cache per process (``IDENTITIES``):
 compiled policies refer to it, and the worker's control link feeds it.
 
@@ -19,10 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from fastgw.keys import key_digest, well_formed
+from fastgw.key_format import key_digest, well_formed
 
 MEMO_MAX: Final = 65536  # verified keys remembered per worker before the memo is reset
-IDENTITY_CACHE: Final = "identities"  # the name the control process pushes this cache by (server/caches.py)
+IDENTITY_CACHE: Final = "identities"  # the name the control process pushes this cache by (proxy/caches.py)
 
 
 @dataclass(frozen=True, slots=True)

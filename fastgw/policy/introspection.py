@@ -31,7 +31,7 @@ import h11
 import orjson
 
 from fastgw.exchange import Exchange
-from fastgw.policy.authn import BEARER_DUPLICATE, BEARER_OK, REALM, bearer_denials, bearer_token
+from fastgw.policy.api_key import BEARER_DUPLICATE, BEARER_OK, REALM, bearer_denials, bearer_token
 from fastgw.policy.chain import Denial, Pending, Phase
 from fastgw.policy.http_client import Endpoint, request
 from fastgw.policy.rbac import Principal

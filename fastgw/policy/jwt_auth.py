@@ -27,7 +27,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from fastgw.exchange import Exchange
-from fastgw.policy.authn import BEARER_DUPLICATE, BEARER_OK, REALM, bearer_denials, bearer_token
+from fastgw.policy.api_key import BEARER_DUPLICATE, BEARER_OK, REALM, bearer_denials, bearer_token
 from fastgw.policy.chain import Denial, Pending, Phase
 from fastgw.policy.jwks import RemoteJwks
 from fastgw.policy.throttle import ThrottleSettings, throttled

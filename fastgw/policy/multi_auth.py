@@ -27,9 +27,9 @@ from collections.abc import Awaitable
 from typing import ClassVar, Final
 
 from fastgw.exchange import Exchange
-from fastgw.keys import PREFIX
-from fastgw.policy.authn import DUPLICATE as KEY_DUPLICATE
-from fastgw.policy.authn import ApiKeyAuth, bearer_denials
+from fastgw.key_format import PREFIX
+from fastgw.policy.api_key import DUPLICATE as KEY_DUPLICATE
+from fastgw.policy.api_key import ApiKeyAuth, bearer_denials
 from fastgw.policy.chain import Denial, Pending, Phase, Policy, resolve_pending
 from fastgw.policy.jwt_auth import JwtRouteBinding
 from fastgw.policy.mtls import NO_CERTIFICATE

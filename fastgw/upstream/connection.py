@@ -29,7 +29,7 @@ from fastgw.codec.framing import lower_field_name, section_size
 from fastgw.proxy_headers import FRAMING_CHUNKED, FRAMING_NONE
 
 if TYPE_CHECKING:
-    from fastgw.server.write_batch import WriteBatch
+    from fastgw.proxy.write_batch import WriteBatch
     from fastgw.upstream.pool import TargetPool
 
 MAX_RESPONSE_HEAD: Final = 65536  # bytes of upstream response head before it is a 502
@@ -147,7 +147,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._buf = b""
         self._head_at = 0
         self._body_at = -1  # where a chunked body starts in _buf, while the parser is being switched
-        self._held = b""  # a request written by the loop iteration's WriteBatch (server/write_batch.py)
+        self._held = b""  # a request written by the loop iteration's WriteBatch (proxy/write_batch.py)
         self._fed = 0  # bytes received since the response began: bounds its head
         self._in_head = False
         self._interim = False
@@ -182,7 +182,7 @@ class UpstreamConnection(asyncio.Protocol):
         ``payload``); otherwise the client is still sending its body, a wait that is the client's
         (its body deadline runs), and :meth:`request_sent` starts the clock when the body is complete.
         With ``batch`` the payload is written at the end of the loop iteration, together with the
-        iteration's other writes (server/write_batch.py).
+        iteration's other writes (proxy/write_batch.py).
         """
         self.sink = sink
         self._no_body = no_body

@@ -11,11 +11,11 @@ import orjson
 import pytest
 import pytest_asyncio
 
+from fastgw.codec.control_messages import ReloadResult
 from fastgw.config.compiler import compile_config
 from fastgw.control.admin_api import AdminServer
 from fastgw.control.api import ControlAPI, WorkerView
-from fastgw.control.keys import KeyService
-from fastgw.control.messages import ReloadResult
+from fastgw.control.consumers import KeyService
 from fastgw.snapshot import AdminSettings, SecretRef, Snapshot
 from fastgw.store.base import QuotaCount
 

@@ -12,8 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fastgw.control.channel import ChannelError, FrameDecoder, encode
-from fastgw.control.messages import (
+from fastgw.codec.control_messages import (
     MESSAGES,
     Ack,
     ControlMessage,
@@ -23,6 +22,7 @@ from fastgw.control.messages import (
     from_wire,
     to_wire,
 )
+from fastgw.control.channel import ChannelError, FrameDecoder, encode
 
 _JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(),

@@ -17,7 +17,7 @@ from tests.h2client import H2Client
 
 HEADER_TIMEOUT = 0.5
 IDLE_TIMEOUT = 30.0  # far beyond the waits below: a connection closed in time was not closed by it
-TICK = 0.1  # the worker's deadline sweep (server/deadlines.py): a deadline fires up to one tick late
+TICK = 0.1  # the worker's deadline sweep (proxy/deadlines.py): a deadline fires up to one tick late
 
 
 def reset_streams(client: H2Client, count: int) -> None:

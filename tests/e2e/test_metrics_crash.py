@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from fastgw.server.deadlines import TICK_SECONDS
+from fastgw.proxy.deadlines import TICK_SECONDS
 from tests.conftest import Gateway, ResponseReader, TestUpstream, connect, free_port, get, wait_until
 from tests.e2e.test_admin import TOKEN, Admin, admin_config
 

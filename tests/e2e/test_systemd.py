@@ -168,7 +168,7 @@ def test_socket_activation_keeps_the_socket_units_backlog(upstream: TestUpstream
     """fastgw.socket sets Backlog=; serving the passed socket must not listen() again with the config's
     backlog (a second listen() replaces the first). Our copy of the socket reports its accept-queue limit
     (TCP_INFO), as systemd's would."""
-    from fastgw.server.systemd import listen_backlog
+    from fastgw.process.systemd import listen_backlog
 
     with activated_gateway(upstream, tmp_path, 37) as listener:  # the config keeps its default (2048)
         assert get(listener.getsockname()[1], "/activated").status == 200

@@ -18,7 +18,7 @@ from fastgw.metrics.shared import (
     SharedMetrics,
 )
 from fastgw.metrics.worker import LATENCY_BUCKETS, WorkerMetrics
-from fastgw.server.shm import METRICS, SharedRegions
+from fastgw.process.shm import METRICS, SharedRegions
 
 
 def shared(workers: int = 2) -> SharedMetrics:

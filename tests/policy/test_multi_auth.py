@@ -15,8 +15,8 @@ import pytest
 from fastgw.config.compiler import compile_config
 from fastgw.config.loader import ConfigError
 from fastgw.exchange import Exchange
-from fastgw.keys import key_digest, new_key
-from fastgw.policy.authn import ApiKeyAuth
+from fastgw.key_format import key_digest, new_key
+from fastgw.policy.api_key import ApiKeyAuth
 from fastgw.policy.chain import Denial, Pending, Phase, Policy
 from fastgw.policy.identity import IdentityCache, KeyIdentity
 from fastgw.policy.multi_auth import AMBIGUOUS, MultiAuth
@@ -200,7 +200,7 @@ def test_bad_auth_lists_are_one_precise_line(route: str, reason: str) -> None:
 def test_a_reload_finds_the_jwt_policy_inside_a_list_auth() -> None:
     """A worker stops the replaced snapshot's JWKS refreshes on reload; a JwtAuth used only by list-auth
     routes sits inside the dispatcher, and missing it would leave a poller running per reload."""
-    from fastgw.server.worker import jwt_policies
+    from fastgw.process.worker import jwt_policies
 
     snapshot = compile_config(ROUTE.format(route='auth = ["api_key", "jwt"]').encode(), "x.toml")
     assert [type(p).__name__ for p in jwt_policies(snapshot)] == ["JwtAuth"]

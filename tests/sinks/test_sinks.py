@@ -18,7 +18,7 @@ from fastgw.exchange import Exchange
 from fastgw.metrics.exposition import GatewayCollector, Totals, make_registry, render
 from fastgw.metrics.shared import SharedMetrics
 from fastgw.metrics.worker import WorkerMetrics
-from fastgw.server.shm import METRICS, SharedRegions
+from fastgw.process.shm import METRICS, SharedRegions
 from fastgw.sinks.access_log import AccessLog
 from fastgw.sinks.base import Backlog, Record, Sink
 from fastgw.sinks.fanout import CompletionSinks

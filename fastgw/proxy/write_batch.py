@@ -22,8 +22,8 @@ import asyncio
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from fastgw.server.http2 import Http2Connection
-    from fastgw.server.listener import ClientConnection
+    from fastgw.proxy.http1 import ClientConnection
+    from fastgw.proxy.http2 import Http2Connection
     from fastgw.upstream.connection import UpstreamConnection
 
 

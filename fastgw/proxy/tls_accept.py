@@ -18,7 +18,7 @@ from asyncio import sslproto
 from collections.abc import Callable
 from typing import Any
 
-from fastgw.server.listener import ClientConnection
+from fastgw.proxy.http1 import ClientConnection
 
 # uvloop's Cython SSL protocol (not in its type stubs); asyncio's has the same constructor signature.
 try:

@@ -11,27 +11,28 @@ only connections. Sweeping 10,000 connections costs ~1 ms, 1% of one core at 10 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
 from fastgw.codec.serialize import DATE
-from fastgw.server.listener import DL_BODY
+from fastgw.proxy.http1 import DL_BODY
 
 if TYPE_CHECKING:
-    from fastgw.server.http2 import Http2Connection
-    from fastgw.server.listener import ClientConnection
-    from fastgw.server.worker import Worker
+    from fastgw.proxy.context import WorkerContext
+    from fastgw.proxy.http1 import ClientConnection
+    from fastgw.proxy.http2 import Http2Connection
 
 TICK_SECONDS: Final = 0.1
 
 
-def sweep(worker: Worker, now: float) -> None:
+def sweep(worker: WorkerContext, now: float) -> None:
     """Enforce every connection's deadlines at monotonic time ``now``.
 
     A connection whose deadline handling raises (a bug) is logged with its error and aborted, and the
     sweep goes on: one broken connection must not leave every other one without deadlines."""
     DATE.refresh(time.time())
     server = worker.holder.current.server
-    for conn in list(worker.connections):
+    for side in list(worker.connections):
+        conn = cast("ClientConnection | Http2Connection", side)
         try:
             _enforce(conn, now, server.body_min_rate, server.body_timeout)
         except Exception as exc:

@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, replace
 from typing import Any, Final
 
-from fastgw.control.messages import CachePush
-from fastgw.keys import display_prefix, key_digest, new_key
+from fastgw.codec.control_messages import CachePush
+from fastgw.key_format import display_prefix, key_digest, new_key
 from fastgw.policy.identity import IDENTITY_CACHE
 from fastgw.snapshot import KeySettings
 from fastgw.store.base import ApiKey, Consumer, Store

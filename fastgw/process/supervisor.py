@@ -50,14 +50,14 @@ from typing import Final
 
 import setproctitle
 
+from fastgw.codec import control_messages as msg
 from fastgw.config.history import ConfigHistory
 from fastgw.config.loader import ConfigError, read_config_bytes
-from fastgw.control import messages as msg
 from fastgw.control.channel import ChannelError, FrameDecoder, encode
 from fastgw.metrics.shared import SharedMetrics
 from fastgw.policy.rate_limit import CELL_INTS, CounterTable
-from fastgw.server import status_file, systemd
-from fastgw.server.shm import METRICS, RATELIMIT, Heartbeats, SharedRegions
+from fastgw.process import status_file, systemd
+from fastgw.process.shm import METRICS, RATELIMIT, Heartbeats, SharedRegions
 from fastgw.snapshot import AdminSettings, ListenerSettings, Snapshot
 
 # A child that dies younger than this counts towards backoff: a healthy start (fork, compile, listen)
@@ -471,7 +471,7 @@ class Supervisor:
             self._link.close()
 
     def _run_worker(self, slot: int) -> int:
-        from fastgw.server.worker import run_worker
+        from fastgw.process.worker import run_worker
 
         assert self.bound.control is not None
         self.bound.control.close()
@@ -875,7 +875,7 @@ class Supervisor:
         previous: str,
         replaced: list[int] | None = None,
     ) -> None:
-        """Tell `fastgw reload|rollback` what became of their signal (server/status_file.py)."""
+        """Tell `fastgw reload|rollback` what became of their signal (process/status_file.py)."""
         self.outcomes += 1
         self.last_outcome = {
             "generation": self.outcomes,

@@ -15,7 +15,7 @@ Who sends what:
 
 What changes without a reload and lives in a worker-side cache (API key identities today; provider
 credentials, budgets and blocks next) travels as a ``CachePush`` naming the cache: a new cache registers
-itself with the worker (``server/caches.py``), it needs no new message.
+itself with the worker (``proxy/caches.py``), it needs no new message.
 
 Every process of a node is forked from the same supervisor, so both ends always run the same code: a
 message can change shape without a compatibility window.
@@ -101,7 +101,7 @@ class Reload(ControlMessage):
 class CachePush(ControlMessage):
     """A change to the worker-side cache named ``cache``: ``full`` replaces its whole content (sent when a
     worker connects), then ``put`` sets entries and ``delete`` removes them. Keys are strings; values are
-    whatever the cache's adapter reads (server/caches.py)."""
+    whatever the cache's adapter reads (proxy/caches.py)."""
 
     TAG: ClassVar[str] = "cache"
     cache: str

@@ -1,13 +1,13 @@
 """One worker: a uvloop event loop that owns its client connections and upstream pools for life.
 
 Forked by the supervisor with the listening sockets already bound. Reloads arrive as config bytes over the
-control channel (``server/control_link.py``): the worker compiles them, swaps its Snapshot and acks;
+control channel (``process/control_link.py``): the worker compiles them, swaps its Snapshot and acks;
 requests in flight finish on the Snapshot they started with. SIGTERM/SIGINT stop accepting and drain
 in-flight requests up to ``server.drain_timeout``; SIGUSR1 reopens the access log file; SIGHUP is the
 supervisor's and is ignored here. This is the only data-plane module that imports the config compiler,
 and only to reload.
 
-Every 100 ms tick runs, in this order: the deadline sweep over the connections (server/deadlines.py); the
+Every 100 ms tick runs, in this order: the deadline sweep over the connections (proxy/deadlines.py); the
 tick's subscribers (``on_tick``) in the order they subscribed: the waiting queue of throttled requests
 and the pools' waiters (subscribed here), then the control link's quota flush (subscribed when the link is
 made); and last the record flush, so what the tick itself completed (a 504, a waiter's 503) is counted in
@@ -19,12 +19,11 @@ from __future__ import annotations
 import asyncio
 import mmap
 import os
-import random
 import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from fastgw.metrics.shared import MetricsShard, SharedMetrics
@@ -34,24 +33,19 @@ from fastgw.policy.jwks import STALE
 from fastgw.policy.jwt_auth import JwtAuth
 from fastgw.policy.multi_auth import MultiAuth
 from fastgw.policy.wait_queue import WAITING
-from fastgw.proxy_headers import IdSource
-from fastgw.server.deadlines import TICK_SECONDS, sweep
-from fastgw.server.listener import ClientConnection
+from fastgw.proxy.deadlines import TICK_SECONDS, sweep
+from fastgw.proxy.http1 import ClientConnection
 
 if TYPE_CHECKING:
-    from fastgw.server.control_link import ControlLink
-    from fastgw.server.http2 import Http2Connection
-from fastgw.server.runtime import tune_allocator, tune_gc
-from fastgw.server.shm import Heartbeats
-from fastgw.server.systemd import listen_backlog
-from fastgw.server.write_batch import WriteBatch
-from fastgw.sinks.base import BATCH_RECORDS, Record
+    from fastgw.process.control_link import ControlLink
+from fastgw.process.runtime import tune_allocator, tune_gc
+from fastgw.process.shm import Heartbeats
+from fastgw.process.systemd import listen_backlog
+from fastgw.proxy.context import WorkerContext
 from fastgw.sinks.fanout import open_sinks
-from fastgw.snapshot import ListenerSettings, Snapshot, SnapshotHolder
+from fastgw.snapshot import ListenerSettings, Snapshot
 from fastgw.tls.server import ListenerTls
-from fastgw.upstream.pool import PoolManager
 
-RETIRE_SPREAD: Final = 0.1  # connections opened together end up to 10% of max_connection_age apart
 RETIRE_SCAN_SECONDS: Final = 1.0  # a scan of 10,000 connections costs ~1 ms; once a second is plenty
 
 
@@ -72,92 +66,25 @@ def jwt_policies(snapshot: Snapshot) -> list[JwtAuth]:
     return list(found.values())
 
 
-class Worker:
-    """Per-process state shared by every connection of this worker."""
+class Worker(WorkerContext):
+    """One worker process: its loop's listeners, tick, signals and config swaps, around the context its
+    connections see (proxy/context.py)."""
 
     def __init__(self, snapshot: Snapshot, slot: int = 0, shard: MetricsShard | None = None) -> None:
-        self.holder = SnapshotHolder(snapshot)
+        super().__init__(snapshot, asyncio.get_running_loop())
         self.slot = slot
-        self.loop = asyncio.get_running_loop()
-        self.pools = PoolManager(self.loop)
-        self.writes = WriteBatch(self.loop)  # request and response writes made at each iteration's end
         self.metrics = WorkerMetrics(shard)  # with a shard: continues from the slot's earlier workers
         self.sinks = open_sinks(snapshot, self.metrics, self.pools)  # metrics first, then the access log
-        self.pending: list[Record] = []  # completed exchanges not yet handed to the sinks
-        self.ids = IdSource()
-        self.via = b"1.1 " + snapshot.server.server_name
-        self.connections: set[ClientConnection | Http2Connection] = set()
-        # When each connection is due to be recycled (process.max_connection_age; absent: never).
-        self._retire_at: dict[ClientConnection | Http2Connection, float] = {}
         self._next_retire_scan = 0.0
-        self._per_ip: dict[str, int] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._servers: list[asyncio.Server] = []
         self._tick_handle: asyncio.TimerHandle | None = None
         self._stopped = asyncio.Event()
-        self.draining = False
         self.bound: list[tuple[str, int]] = []
-        self.now = time.monotonic()  # refreshed by every tick: for deadlines where 100 ms grain is enough
         self.heartbeat: Callable[[float], None] | None = None  # tells the supervisor this loop still ticks
         self.control: ControlLink | None = None  # the channel to the control process
         self._tick_subscribers: list[Callable[[float], None]] = []
         self.on_tick(WAITING.tick)  # throttled requests: admit those the limit has room for, expire the rest
         self.on_tick(self.pools.tick)  # pool waiters past their deadline
-
-    # -- connection accounting -----------------------------------------------------------------------
-    def admit(self, conn: ClientConnection, max_total: int, max_per_ip: int) -> bool:
-        ip = conn.peer_ip
-        count = self._per_ip.get(ip, 0)
-        if len(self.connections) >= max_total or count >= max_per_ip:
-            return False
-        self._per_ip[ip] = count + 1
-        self.connections.add(conn)
-        age = self.holder.current.process.max_connection_age
-        if age:
-            self._retire_at[conn] = self.now + age * (1.0 - RETIRE_SPREAD * random.random())
-        return True
-
-    def replace(self, old: ClientConnection, new: Http2Connection) -> None:
-        """A connection changed protocol (HTTP/2 took over): same client, same admission slot."""
-        if old in self.connections:
-            self.connections.discard(old)
-            self.connections.add(new)
-            retire_at = self._retire_at.pop(old, None)
-            if retire_at is not None:
-                self._retire_at[new] = retire_at
-
-    def log_event(self, message: str) -> None:
-        _log(message)
-
-    def release(self, conn: ClientConnection | Http2Connection) -> None:
-        if conn in self.connections:
-            self.connections.discard(conn)
-            self._retire_at.pop(conn, None)
-            ip = conn.peer_ip
-            count = self._per_ip.get(ip, 1) - 1
-            if count:
-                self._per_ip[ip] = count
-            else:
-                self._per_ip.pop(ip, None)
-
-    # -- records: the completion sinks (fastgw/sinks/) ----------------------------------------------
-    def record(self, record: Record) -> None:
-        pending = self.pending
-        pending.append(record)
-        if len(pending) >= BATCH_RECORDS:
-            self.flush_records(hold=True)
-
-    def flush_records(self, *, hold: bool = False) -> None:
-        """Hand the pending records to the completion sinks: every tick, or every BATCH_RECORDS records
-        (``hold``: not the tick, so the sinks keep what they formatted until it, see AccessLog.submit).
-        The metrics sink is first and copies the counts to shared memory before the access log sees the
-        batch: a ``kill -9`` loses the counts of at most the records completed since the last flush (one
-        tick, and fewer than BATCH_RECORDS), and the log lines of those plus the lines the writer thread
-        had not yet written."""
-        batch = self.pending
-        if batch:
-            self.pending = []
-        self.sinks.deliver(batch, tick=not hold)
 
     def export_metrics(self) -> dict[str, Any]:
         self.flush_records()
@@ -169,18 +96,13 @@ class Worker:
             export["jwks_stale"] = dict(STALE)  # issuer -> fetch time of keys served stale
         return export
 
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = self.loop.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     # -- lifecycle -----------------------------------------------------------------------------------
     async def start(
         self, sockets: list[socket.socket] | None = None, demo: socket.socket | None = None
     ) -> None:
         snapshot = self.holder.current
         if snapshot.demo_upstream is not None:
-            from fastgw.server.demo_upstream import start_demo_upstream
+            from fastgw.process.demo_upstream import start_demo_upstream
 
             self._servers.append(await start_demo_upstream(*snapshot.demo_upstream, sock=demo))
         for i, listener in enumerate(snapshot.listeners):
@@ -200,7 +122,7 @@ class Worker:
 
         factory: Callable[[], asyncio.Protocol] = make_connection
         if listener.tls is not None:
-            from fastgw.server.tls_accept import TlsAcceptor
+            from fastgw.proxy.tls_accept import TlsAcceptor
             from fastgw.tls.server import front_context
 
             name = listener.name
@@ -233,13 +155,10 @@ class Worker:
         them over the workers again (after a worker restart every keep-alive client sits on the
         survivors). HTTP/1: the next response carries Connection: close, so no request is cut off and
         an idle connection is left to the idle timeout; HTTP/2: GOAWAY, streams in flight finish."""
-        due = [conn for conn, at in self._retire_at.items() if at <= now]
+        due = [conn for conn, at in self.retire_at.items() if at <= now]
         for conn in due:
-            del self._retire_at[conn]
-            if isinstance(conn, ClientConnection):
-                conn.retiring = True
-            else:
-                conn.drain()
+            del self.retire_at[conn]
+            conn.retire()
 
     def on_tick(self, subscriber: Callable[[float], None]) -> None:
         """Call ``subscriber(now)`` on every tick (monotonic ``now``), after those subscribed before it."""
@@ -250,7 +169,7 @@ class Worker:
         try:  # whatever raises below is logged by the loop; the next tick is scheduled all the same
             if self.heartbeat is not None:
                 self.heartbeat(now)
-            if now >= self._next_retire_scan and self._retire_at:
+            if now >= self._next_retire_scan and self.retire_at:
                 self._next_retire_scan = now + RETIRE_SCAN_SECONDS
                 self.retire_old_connections(now)
             sweep(self, now)
@@ -354,8 +273,8 @@ async def _worker_main(
     control_address: str,
     status_fd: int,
 ) -> int:
-    from fastgw.server.control_link import ControlLink
-    from fastgw.server.memory_probe import install as install_memory_probe
+    from fastgw.process.control_link import ControlLink
+    from fastgw.process.memory_probe import install as install_memory_probe
 
     tune_allocator()
     worker = Worker(snapshot, slot, shard)

@@ -14,7 +14,7 @@ import pytest_asyncio
 from fastgw.config.compiler import compile_config
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Pending, Phase
-from fastgw.server.worker import Worker
+from fastgw.process.worker import Worker
 from tests.conftest import TestUpstream
 
 

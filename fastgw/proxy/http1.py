@@ -30,15 +30,7 @@ from fastgw.codec.serialize import LAST_CHUNK, chunk
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Pending
 from fastgw.policy.network import client_from_forwarded, in_networks
-from fastgw.proxy_headers import (
-    FRAMING_NONE,
-    ClientPeer,
-    answer_headers,
-    build_response_head,
-    filter_trailers,
-    trailer_lines,
-)
-from fastgw.server.dispatch import (
+from fastgw.proxy.dispatch import (
     admit,
     complete,
     connect_retry_target,
@@ -49,13 +41,21 @@ from fastgw.server.dispatch import (
     upstream_denial,
     upstream_request,
 )
+from fastgw.proxy_headers import (
+    FRAMING_NONE,
+    ClientPeer,
+    answer_headers,
+    build_response_head,
+    filter_trailers,
+    trailer_lines,
+)
 from fastgw.snapshot import ListenerSettings, UpstreamSettings
 from fastgw.tls.server import PeerCertificate, peer_certificate
 from fastgw.upstream.connection import ResponseSink, UpstreamConnection
 
 if TYPE_CHECKING:
-    from fastgw.server.worker import Worker
-    from fastgw.server.write_batch import WriteBatch
+    from fastgw.proxy.context import WorkerContext
+    from fastgw.proxy.write_batch import WriteBatch
     from fastgw.upstream.pool import UpstreamGroup
 
 # Final: compiled, a C static (not a module-dict lookup per call)
@@ -73,7 +73,7 @@ PAUSE_BUFFER: Final = 2  # body buffered while no upstream connection is attache
 PAUSE_PIPELINE: Final = 4  # too many pipelined requests queued
 PAUSE_CLOSING: Final = 8  # a final response is being written; nothing more will be parsed
 
-# Deadline kinds (server/deadlines.py enforces them).
+# Deadline kinds (proxy/deadlines.py enforces them).
 DL_NONE: Final = 0
 DL_HEAD: Final = 1
 DL_BODY: Final = 2
@@ -81,7 +81,7 @@ DL_IDLE: Final = 3
 
 
 class ClientConnection(ResponseSink):
-    multiplexed: ClassVar[bool] = False  # HTTP/2 connections carry many exchanges (server/http2.py)
+    multiplexed: ClassVar[bool] = False  # HTTP/2 connections carry many exchanges (proxy/http2.py)
 
     __slots__ = (
         "_error_tail",
@@ -120,7 +120,7 @@ class ClientConnection(ResponseSink):
         "worker",
     )
 
-    def __init__(self, worker: Worker, listener: ListenerSettings) -> None:
+    def __init__(self, worker: WorkerContext, listener: ListenerSettings) -> None:
         self.worker = worker
         self.listener = listener
         self.transport: asyncio.Transport | None = None
@@ -147,7 +147,7 @@ class ClientConnection(ResponseSink):
             b"" if worker.holder.current.http2.enabled and listener.tls is None else None
         )
         self.closing = False
-        self.retiring = False  # past process.max_connection_age: the next response closes (Worker.retire)
+        self.retiring = False  # past process.max_connection_age: the next response closes (retire)
         self.deadline = 0.0
         self.deadline_kind = DL_NONE
         self.send_deadline = 0.0
@@ -159,7 +159,7 @@ class ClientConnection(ResponseSink):
         self.client_cert: PeerCertificate | None = None
         snapshot = worker.holder.current
         server = snapshot.server
-        # Writes held to the end of the loop iteration (server/write_batch.py), unless configured off; an
+        # Writes held to the end of the loop iteration (proxy/write_batch.py), unless configured off; an
         # HTTP/2 connection taking over this one keeps the choice.
         self.batch: WriteBatch | None = worker.writes if server.batch_writes else None
         self.reader: RequestReader = make_reader(
@@ -204,7 +204,7 @@ class ClientConnection(ResponseSink):
 
     def _become_http2(self, data: bytes) -> None:
         """Hand the connection to the HTTP/2 Protocol (ALPN chose h2, or the h2c preface arrived)."""
-        from fastgw.server.http2 import Http2Connection
+        from fastgw.proxy.http2 import Http2Connection
 
         h2 = Http2Connection(self.worker, self.listener, self)
         self.closing = True  # this object is done; the transport now reports to h2
@@ -852,6 +852,11 @@ class ClientConnection(ResponseSink):
         if elapsed > grace and ex.body_received < min_rate * elapsed:
             self.deadline = now  # expire at once: the tick calls on_deadline
             self.on_deadline(now)
+
+    def retire(self) -> None:
+        """Past process.max_connection_age: the next response carries Connection: close, so no request
+        is cut off; an idle connection is left to the idle timeout."""
+        self.retiring = True
 
     def drain(self) -> None:
         """Shutdown: close now if idle; otherwise the response in flight ends with Connection: close."""

@@ -2,7 +2,7 @@
 
 The control process owns the store; a worker keeps in memory what its requests read from it (API key
 identities today; provider credentials, budgets and blocks next). Every change arrives as a
-``CachePush`` naming its cache (control/messages.py), and ``CACHES.apply`` hands it to the adapter
+``CachePush`` naming its cache (codec/control_messages.py), and ``CACHES.apply`` hands it to the adapter
 registered under that name, which reads the wire values into the cache's own types. Adding a cache is
 one adapter and one ``register`` line below: no new message, no change to the control link.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final, Protocol
 
-from fastgw.control.messages import CachePush, MessageError
+from fastgw.codec.control_messages import CachePush, MessageError
 from fastgw.policy.identity import IDENTITIES, IDENTITY_CACHE, IdentityCache, KeyIdentity
 
 

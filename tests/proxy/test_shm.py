@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from fastgw.server.shm import Heartbeats, SharedRegions
+from fastgw.process.shm import Heartbeats, SharedRegions
 
 
 def test_heartbeats_written_by_a_forked_child_are_seen_by_the_parent() -> None:

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from fastgw.config.compiler import compile_config
-from fastgw.server.deadlines import TICK_SECONDS
-from fastgw.server.worker import Worker
+from fastgw.process.worker import Worker
+from fastgw.proxy.deadlines import TICK_SECONDS
 
 CONFIG = b"""
 [[listeners]]

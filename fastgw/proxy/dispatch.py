@@ -1,6 +1,6 @@
 """What every client protocol does with a request once its head is parsed, written once.
 
-The HTTP/1.1 connection (``server/listener.py``) and the HTTP/2 connection (``server/http2.py``) differ in
+The HTTP/1.1 connection (``proxy/http1.py``) and the HTTP/2 connection (``proxy/http2.py``) differ in
 framing only. Routing, the policy chain, the upstream request head and the access-log record come from
 here, so a route, a policy or a limit behaves exactly the same whichever protocol the client spoke.
 """
@@ -18,7 +18,7 @@ from fastgw.proxy_headers import ClientPeer, build_request_head
 from fastgw.snapshot import Route, Snapshot
 
 if TYPE_CHECKING:
-    from fastgw.server.worker import Worker
+    from fastgw.proxy.context import WorkerContext
     from fastgw.upstream.pool import TargetPool
 
 # Final: compiled, a C static (not a module-dict lookup per call)
@@ -35,7 +35,7 @@ QUERY_MARK: Final = 0x3F
 RETRY_BODY_MAX: Final = 65536
 
 
-def admit(worker: Worker, ex: Exchange) -> Denial | Pending | None:
+def admit(worker: WorkerContext, ex: Exchange) -> Denial | Pending | None:
     """Normalise the path, route, check the declared body size and run the policy chain.
 
     Returns None when the request may be forwarded (``ex.route`` is set and ``ex.passed`` is True), a
@@ -93,7 +93,7 @@ async def resume_chain(ex: Exchange, pending: Pending) -> Denial | None:
 
 
 def upstream_request(
-    worker: Worker, ex: Exchange, pool: TargetPool, peer: ClientPeer, via: bytes
+    worker: WorkerContext, ex: Exchange, pool: TargetPool, peer: ClientPeer, via: bytes
 ) -> list[bytes]:
     """The HTTP/1.1 request head for the upstream, as pieces to join; ``peer`` is the client connection's
     (HTTP/1.1 or HTTP/2), ``via`` names the protocol the client spoke (RFC 9110 7.6.3)."""
@@ -154,7 +154,7 @@ def upstream_denial(ex: Exchange, status: int, problem: str, detail: str) -> Den
     return Denial(status, problem, public, "upstream." + problem)
 
 
-def connect_retry_target(worker: Worker, ex: Exchange, status: int, problem: str) -> TargetPool | None:
+def connect_retry_target(worker: WorkerContext, ex: Exchange, status: int, problem: str) -> TargetPool | None:
     """Another target of the exchange's upstream to try after a failed connect, or None.
 
     A connect that failed (refused, unreachable, timed out) sent nothing, so the request may go to a
@@ -183,7 +183,7 @@ def connect_retry_target(worker: Worker, ex: Exchange, status: int, problem: str
 
 
 def retarget(
-    worker: Worker, ex: Exchange, payload: bytes, pool: TargetPool, peer: ClientPeer, via: bytes
+    worker: WorkerContext, ex: Exchange, payload: bytes, pool: TargetPool, peer: ClientPeer, via: bytes
 ) -> bytes:
     """``payload`` (a request head and the body bytes behind it) with the head rebuilt for ``pool``'s
     target (its Host and the upstream address in the log)."""
@@ -201,7 +201,7 @@ def release(ex: Exchange) -> None:
                 hook.on_complete(ex)
 
 
-def complete(worker: Worker, ex: Exchange) -> None:
+def complete(worker: WorkerContext, ex: Exchange) -> None:
     """Run on_complete hooks (once) and hand the exchange to the access log and metrics as its record."""
     release(ex)
     ex.ended = _time()

@@ -5,7 +5,7 @@ is parsed: ALPN chose ``h2`` during the TLS handshake, or a cleartext connection
 preface (h2c with prior knowledge, RFC 9113 3.3). ``Upgrade: h2c`` on HTTP/1.1 is declined and served as
 HTTP/1.1 (it is never forwarded upstream).
 
-Each stream is an ordinary Exchange: :mod:`fastgw.server.dispatch` routes it and runs the same policy
+Each stream is an ordinary Exchange: :mod:`fastgw.proxy.dispatch` routes it and runs the same policy
 chain, and it is proxied over the worker's HTTP/1.1 upstream pools, so a route behaves the same on both
 protocols. :class:`H2Stream` is the upstream's response sink for one stream.
 
@@ -53,15 +53,7 @@ from fastgw.codec.serialize import DATE, LAST_CHUNK, chunk
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Pending
 from fastgw.policy.network import client_from_forwarded
-from fastgw.proxy_headers import (
-    FRAMING_NONE,
-    answer_headers,
-    build_h2_response_headers,
-    field_pairs,
-    filter_trailers,
-    trailer_lines,
-)
-from fastgw.server.dispatch import (
+from fastgw.proxy.dispatch import (
     admit,
     complete,
     connect_retry_target,
@@ -72,14 +64,22 @@ from fastgw.server.dispatch import (
     upstream_denial,
     upstream_request,
 )
-from fastgw.server.listener import DL_HEAD, DL_IDLE, DL_NONE
+from fastgw.proxy.http1 import DL_HEAD, DL_IDLE, DL_NONE
+from fastgw.proxy_headers import (
+    FRAMING_NONE,
+    answer_headers,
+    build_h2_response_headers,
+    field_pairs,
+    filter_trailers,
+    trailer_lines,
+)
 from fastgw.snapshot import Http2Settings, ListenerSettings
 from fastgw.upstream.connection import ResponseSink, UpstreamConnection
 
 if TYPE_CHECKING:
-    from fastgw.server.listener import ClientConnection
-    from fastgw.server.worker import Worker
-    from fastgw.server.write_batch import WriteBatch
+    from fastgw.proxy.context import WorkerContext
+    from fastgw.proxy.http1 import ClientConnection
+    from fastgw.proxy.write_batch import WriteBatch
 
 _monotonic = time.monotonic
 
@@ -321,7 +321,7 @@ class Http2Connection(asyncio.Protocol):
         "write_pending",
     )
 
-    def __init__(self, worker: Worker, listener: ListenerSettings, origin: ClientConnection) -> None:
+    def __init__(self, worker: WorkerContext, listener: ListenerSettings, origin: ClientConnection) -> None:
         self.worker = worker
         self.listener = listener
         self.transport: asyncio.Transport | None = origin.transport
@@ -769,7 +769,7 @@ class Http2Connection(asyncio.Protocol):
 
     def write_soon(self) -> None:
         """Write what h2 has queued once this loop iteration's callbacks are done, with the worker's
-        other held writes (server/write_batch.py): the responses of every upstream that answered in the
+        other held writes (proxy/write_batch.py): the responses of every upstream that answered in the
         same iteration leave in one ``write``."""
         if not self.write_pending:
             self.write_pending = True
@@ -866,6 +866,10 @@ class Http2Connection(asyncio.Protocol):
             self.transport.abort()
 
     def drain(self) -> None:
+        self.go_away()
+
+    def retire(self) -> None:
+        """Past process.max_connection_age: GOAWAY; the streams in flight finish."""
         self.go_away()
 
 

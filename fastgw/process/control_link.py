@@ -15,8 +15,7 @@ import socket
 import sys
 from typing import TYPE_CHECKING, Final, cast
 
-from fastgw.control.channel import ChannelProtocol
-from fastgw.control.messages import (
+from fastgw.codec.control_messages import (
     Ack,
     CachePush,
     ControlMessage,
@@ -29,11 +28,12 @@ from fastgw.control.messages import (
     QuotaReport,
     Reload,
 )
+from fastgw.control.channel import ChannelProtocol
 from fastgw.policy.quota import QUOTAS
-from fastgw.server.caches import CACHES
+from fastgw.proxy.caches import CACHES
 
 if TYPE_CHECKING:
-    from fastgw.server.worker import Worker
+    from fastgw.process.worker import Worker
 
 RECONNECT_SECONDS: Final = 1.0
 

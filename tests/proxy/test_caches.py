@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from fastgw.control.messages import CachePush, MessageError
-from fastgw.keys import key_digest, new_key
+from fastgw.codec.control_messages import CachePush, MessageError
+from fastgw.key_format import key_digest, new_key
 from fastgw.policy.identity import IDENTITY_CACHE, IdentityCache
-from fastgw.server.caches import CACHES, CacheRegistry, IdentityPush
+from fastgw.proxy.caches import CACHES, CacheRegistry, IdentityPush
 
 PEPPER = b"p" * 32
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from fastgw.server.deadlines import sweep
+from fastgw.proxy.deadlines import sweep
 
 
 class FakeConnection:

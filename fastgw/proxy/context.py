@@ -1,0 +1,134 @@
+"""What a client connection needs from the worker it runs in, and nothing more.
+
+The HTTP/1 and HTTP/2 connections, the dispatch helpers and the deadline sweep take a ``WorkerContext``:
+the Snapshot in force (``holder``), the upstream pools, the request-id source, the write batch, the
+completion sinks (``record``), connection admission and a way to run a Task (``spawn``). The process
+side (``process/worker.py``: loop start, signals, reloads, the control link) extends it; the proxy layer
+never imports it, so protocol code is tested and read without the process around it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import sys
+import time
+from collections.abc import Coroutine
+from typing import Any, Final, Protocol
+
+from fastgw.proxy.write_batch import WriteBatch
+from fastgw.proxy_headers import IdSource
+from fastgw.sinks.base import BATCH_RECORDS, Record
+from fastgw.sinks.fanout import CompletionSinks
+from fastgw.snapshot import Snapshot, SnapshotHolder
+from fastgw.upstream.pool import PoolManager
+
+# Connections opened together end up to 10% of max_connection_age apart, so a restart's reconnect wave
+# does not come back as one wave at every age.
+RETIRE_SPREAD: Final = 0.1
+
+
+class ClientSide(Protocol):
+    """A client connection as admission and retirement see it (HTTP/1 or HTTP/2)."""
+
+    @property
+    def peer_ip(self) -> str: ...
+
+    @property
+    def multiplexed(self) -> bool:
+        """HTTP/2: many exchanges on one connection."""
+
+    @property
+    def transport(self) -> asyncio.Transport | None: ...
+
+    def drain(self) -> None:
+        """Shutdown: close when idle, or after the exchanges in flight."""
+
+    def retire(self) -> None:
+        """Past ``process.max_connection_age``: end gracefully (HTTP/1 closes after the next response,
+        HTTP/2 sends GOAWAY)."""
+
+
+class WorkerContext:
+    """Per-process state shared by every connection of one worker."""
+
+    sinks: CompletionSinks  # set by the worker once its metrics exist (metrics first, then the access log)
+
+    def __init__(self, snapshot: Snapshot, loop: asyncio.AbstractEventLoop) -> None:
+        self.holder = SnapshotHolder(snapshot)
+        self.loop = loop
+        self.pools = PoolManager(loop)
+        self.writes = WriteBatch(loop)  # request and response writes made at each iteration's end
+        self.pending: list[Record] = []  # completed exchanges not yet handed to the sinks
+        self.ids = IdSource()
+        self.via = b"1.1 " + snapshot.server.server_name
+        self.connections: set[ClientSide] = set()
+        # When each connection is due to be recycled (process.max_connection_age; absent: never).
+        self.retire_at: dict[ClientSide, float] = {}
+        self._per_ip: dict[str, int] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.draining = False
+        self.now = time.monotonic()  # refreshed by every tick: for deadlines where 100 ms grain is enough
+
+    # -- connection accounting -----------------------------------------------------------------------
+    def admit(self, conn: ClientSide, max_total: int, max_per_ip: int) -> bool:
+        ip = conn.peer_ip
+        count = self._per_ip.get(ip, 0)
+        if len(self.connections) >= max_total or count >= max_per_ip:
+            return False
+        self._per_ip[ip] = count + 1
+        self.connections.add(conn)
+        age = self.holder.current.process.max_connection_age
+        if age:
+            self.retire_at[conn] = self.now + age * (1.0 - RETIRE_SPREAD * random.random())
+        return True
+
+    def replace(self, old: ClientSide, new: ClientSide) -> None:
+        """A connection changed protocol (HTTP/2 took over): same client, same admission slot."""
+        if old in self.connections:
+            self.connections.discard(old)
+            self.connections.add(new)
+            retire_at = self.retire_at.pop(old, None)
+            if retire_at is not None:
+                self.retire_at[new] = retire_at
+
+    def release(self, conn: ClientSide) -> None:
+        if conn in self.connections:
+            self.connections.discard(conn)
+            self.retire_at.pop(conn, None)
+            ip = conn.peer_ip
+            count = self._per_ip.get(ip, 1) - 1
+            if count:
+                self._per_ip[ip] = count
+            else:
+                self._per_ip.pop(ip, None)
+
+    def log_event(self, message: str) -> None:
+        sys.stderr.write(f"fastgw[{os.getpid()}]: {message}\n")
+        sys.stderr.flush()
+
+    # -- records: the completion sinks (fastgw/sinks/) ----------------------------------------------
+    def record(self, record: Record) -> None:
+        pending = self.pending
+        pending.append(record)
+        if len(pending) >= BATCH_RECORDS:
+            self.flush_records(hold=True)
+
+    def flush_records(self, *, hold: bool = False) -> None:
+        """Hand the pending records to the completion sinks: every tick, or every BATCH_RECORDS records
+        (``hold``: not the tick, so the sinks keep what they formatted until it, see AccessLog.submit).
+        The metrics sink is first and copies the counts to shared memory before the access log sees the
+        batch: a ``kill -9`` loses the counts of at most the records completed since the last flush (one
+        tick, and fewer than BATCH_RECORDS), and the log lines of those plus the lines the writer thread
+        had not yet written."""
+        batch = self.pending
+        if batch:
+            self.pending = []
+        self.sinks.deliver(batch, tick=not hold)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` as a Task the worker keeps a reference to until it ends."""
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
