@@ -22,7 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fastgw.access_line import format_batch
-from fastgw.codec.http1 import DetachedSink, ParserLimits, make_reader
+from fastgw.codec.http1 import DetachedSink, ParserLimits
+from fastgw.codec.http1_backends import make_reader
 from fastgw.codec.path import normalize_path
 from fastgw.codec.sse import SseParser, encode_event
 from fastgw.config.compiler import compile_config

@@ -4,7 +4,7 @@ bytes in -> client bytes out, through the real ClientConnection and UpstreamConn
 What it prints is fastgw's own CPU per request (no syscalls, no event loop), the number to shrink when the
 wrk bench says fastgw is slower than the bare-proxy floor. ``--profile`` shows where it goes. With no loop
 iterations there is nothing to batch writes for, so it runs with ``server.batch_writes = false`` (each
-write made at once); batching (proxy/write_batch.py) adds two list appends a request and one
+write made at once); batching (upstream/write_batch.py) adds two list appends a request and one
 ``call_soon`` a loop iteration.
 
     python bench/pipeline.py [--log] [--profile] [--route plain|key|chain]

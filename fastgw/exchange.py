@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from fastgw.snapshot import Route
+    from fastgw.route import Route
 
 
 class Exchange:

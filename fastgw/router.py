@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from fastgw.codec.path import normalize_path
-from fastgw.policy.chain import Denial
+from fastgw.verdict import Denial
 
-if TYPE_CHECKING:  # snapshot imports this module (Snapshot.router): no import back at run time
-    from fastgw.snapshot import Route
+if TYPE_CHECKING:
+    from fastgw.route import Route
 
 NOT_FOUND: Final = Denial(404, "not-found", "no route matches this host and path", "route.not_found")
 MEMO_MAX: Final = 4096  # remembered (path, method[, host]) resolutions per Snapshot

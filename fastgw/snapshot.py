@@ -12,13 +12,33 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-# A real import: compiled, Snapshot's field types must exist when this module's classes are created.
+# Real imports: compiled, Snapshot's field types must exist when this module's classes are created.
+from fastgw.route import HealthCheckSettings, Route, Target, UpstreamSettings
 from fastgw.router import Router
 
 if TYPE_CHECKING:
-    from fastgw.policy.chain import CompleteHook, Policy, ResponseHook
-    from fastgw.tls.client import ClientTls
     from fastgw.tls.server import ListenerTls
+
+__all__ = [
+    "AccessLogSettings",
+    "AdminSettings",
+    "AuditSettings",
+    "HealthCheckSettings",
+    "Http2Settings",
+    "IPNetwork",
+    "KeySettings",
+    "ListenerSettings",
+    "ProcessSettings",
+    "RedisSettings",
+    "Route",
+    "SecretRef",
+    "ServerSettings",
+    "Snapshot",
+    "SnapshotHolder",
+    "StateSettings",
+    "Target",
+    "UpstreamSettings",
+]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -82,80 +102,6 @@ class ListenerSettings:
     proxy_protocol: bool
     backlog: int
     tls: ListenerTls | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Target:
-    host: str
-    port: int
-
-    @property
-    def label(self) -> str:
-        return f"{self.host}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HealthCheckSettings:
-    path: str
-    interval: float
-    timeout: float
-    healthy_threshold: int
-    unhealthy_threshold: int
-    status_min: int
-    status_max: int
-    host: str | None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class UpstreamSettings:
-    """One upstream group; its pools and health state live in the worker, keyed by target."""
-
-    name: str
-    targets: tuple[Target, ...]
-    balance: Literal["round_robin", "least_conn"]
-    max_connections: int
-    max_idle: int
-    idle_timeout: float
-    connect_timeout: float
-    read_timeout: float  # between response bytes (upstream idle)
-    first_byte_timeout: float  # from the end of the request body to the first response byte
-    queue_timeout: float
-    max_failures: int
-    eject_seconds: float
-    retry: bool
-    dns_ttl: float = 30.0
-    retry_budget: float = 0.2
-    retry_min: int = 10
-    health: HealthCheckSettings | None = None
-    tls: ClientTls | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Route:
-    """A compiled route: everything the data plane needs, pre-encoded."""
-
-    name: str
-    name_bytes: bytes
-    upstream: UpstreamSettings
-    strip_prefix: bytes  # b"" when the route does not strip
-    preserve_host: bool
-    max_body_bytes: int
-    chain: tuple[Policy, ...]
-    response_hooks: tuple[ResponseHook, ...]
-    complete_hooks: tuple[CompleteHook, ...]
-    # Lower-case header names never copied through: hop-by-hop and gateway-owned names plus the route's own
-    # removals and the names it sets (proxy_headers.request_drop_sets / response_drop_set).
-    drop_request: frozenset[bytes]  # for an untrusted peer
-    drop_request_trusted: frozenset[bytes]  # for a trusted proxy (its X-Forwarded-Proto/-Host are kept)
-    add_request: bytes  # pre-joined "name: value\r\n" lines
-    identity_headers: tuple[tuple[bytes, str], ...] = ()  # (header, Identity attribute) sent upstream
-    hsts: bytes = b""  # the Strict-Transport-Security line, sent on TLS listeners only
-    drop_response: frozenset[bytes]
-    add_response: tuple[tuple[bytes, bytes], ...]
-    add_response_lines: bytes = b""  # add_response pre-joined as "name: value\r\n" lines
-    # The response field names the response builder acts on (drop_response, Date, Content-Length,
-    # Transfer-Encoding, Connection) by first byte: proxy_headers.response_field_table.
-    response_fields: tuple[tuple[tuple[int, bytes, bytes, int], ...], ...] = ((),) * 256
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

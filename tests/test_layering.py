@@ -1,4 +1,5 @@
-"""Import-boundary rules from STYLE.md, checked by parsing imports (aiohttp precedent)."""
+"""Import-boundary rules from STYLE.md and DESIGN.md ("Layers"), checked by parsing imports (aiohttp
+precedent): every import counts, including those under ``if TYPE_CHECKING:`` and inside functions."""
 
 from __future__ import annotations
 
@@ -7,8 +8,71 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "fastgw"
 
+# The layer order, lowest first (DESIGN.md "Layers"). A module may import from its own layer or below.
+# Each entry is a module or package, as a dotted name; the longest matching prefix decides a module's layer.
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    (
+        "core: pure types and codecs, no I/O",
+        (
+            "fastgw",
+            "fastgw.native",
+            "fastgw.codec",
+            "fastgw.exchange",
+            "fastgw.verdict",
+            "fastgw.route",
+            "fastgw.router",
+            "fastgw.snapshot",
+            "fastgw.proxy_headers",
+            "fastgw.access_line",
+            "fastgw.key_format",
+            "fastgw.tls",
+        ),
+    ),
+    (
+        "config language: schema, loading, secret references",
+        ("fastgw.config.schema", "fastgw.config.loader", "fastgw.secret_refs"),
+    ),
+    ("state: store, counters, identities", ("fastgw.store", "fastgw.counters")),
+    ("policy: one module per policy", ("fastgw.policy", "fastgw.config.jwt_keys")),
+    ("upstream: pools, connections, write batching", ("fastgw.upstream",)),
+    ("metrics and completion sinks", ("fastgw.metrics", "fastgw.sinks")),
+    ("proxy: connections, dispatch, handler runner, upstream call, client", ("fastgw.proxy",)),
+    ("handler kinds", ("fastgw.handlers", "fastgw.ai", "fastgw.mcp")),
+    ("config compiler: the registry's driver", ("fastgw.config",)),
+    ("control plane: audit, control process, admin API", ("fastgw.audit", "fastgw.control")),
+    ("process: supervisor, workers, CLI", ("fastgw.process", "fastgw.__main__")),
+]
 
-def imports_of(path: Path) -> set[str]:
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PKG.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def layer_of(module: str) -> int:
+    best, best_len = -1, -1
+    for index, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best_len:
+                best, best_len = index, len(prefix)
+    return best
+
+
+def project_imports(path: Path) -> set[str]:
+    """The fastgw modules ``path`` imports (``from fastgw.x import y`` counts ``fastgw.x.y`` when that is a
+    module), wherever the import statement is."""
+    known = {module_name(p) for p in PKG.rglob("*.py")}
+    out = set()
+    for name in imports_of(path, with_names=True):
+        if name in known:
+            out.add(name)
+        elif name.rpartition(".")[0] in known:
+            out.add(name.rpartition(".")[0])
+    out.discard(module_name(path))
+    return out
+
+
+def imports_of(path: Path, *, with_names: bool = False) -> set[str]:
     tree = ast.parse(path.read_text())
     names: set[str] = set()
     for node in ast.walk(tree):
@@ -16,7 +80,77 @@ def imports_of(path: Path) -> set[str]:
             names.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:
             names.add(node.module)
+            if with_names:
+                names.update(f"{node.module}.{a.name}" for a in node.names)
     return names
+
+
+def test_every_module_has_a_layer() -> None:
+    missing = [module_name(p) for p in PKG.rglob("*.py") if layer_of(module_name(p)) < 0]
+    assert not missing, f"modules outside every layer of LAYERS: {missing}"
+
+
+def test_no_module_imports_a_higher_layer() -> None:
+    bad = []
+    for path in PKG.rglob("*.py"):
+        here = module_name(path)
+        for dep in project_imports(path):
+            if layer_of(dep) > layer_of(here):
+                bad.append(f"{here} ({LAYERS[layer_of(here)][0]}) imports {dep} ({LAYERS[layer_of(dep)][0]})")
+    assert not bad, "\n".join(sorted(bad))
+
+
+def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Tarjan's strongly connected components over the module graph: any component of two or more
+    modules is an import cycle."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def test_no_import_cycles_not_even_type_only() -> None:
+    graph = {module_name(p): project_imports(p) for p in PKG.rglob("*.py")}
+    assert not find_cycles(graph), f"import cycles: {find_cycles(graph)}"
+
+
+def test_the_cycle_finder_finds_cycles() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert find_cycles(graph) == [["a", "b", "c"]]
+    assert find_cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_type_only_imports_count() -> None:
+    path = PKG / "exchange.py"  # imports Route only under TYPE_CHECKING
+    assert "if TYPE_CHECKING:" in path.read_text()
+    assert "fastgw.route" in project_imports(path)
 
 
 def modules(*parts: str) -> list[Path]:

@@ -1,13 +1,11 @@
-"""The interface every HTTP/1 request parser backend implements, and backend selection.
+"""The interface every HTTP/1 request parser backend implements.
 
 A backend turns bytes from a client into calls on a :class:`RequestSink`; it never writes and never
-imports asyncio. ``http1 = "auto" | "httptools" | "h11"`` is resolved once, at compile time, to one of the
-classes in :data:`BACKENDS` (uvicorn ``HTTP_PROTOCOLS`` precedent).
+imports asyncio. Which backend serves a connection is chosen in ``codec/http1_backends.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -63,38 +61,3 @@ class DetachedSink:
 
 
 DETACHED: Final[RequestSink] = DetachedSink()
-
-
-def _httptools_reader(sink: RequestSink, limits: ParserLimits) -> RequestReader:
-    from fastgw.codec.http1_httptools import HttptoolsReader  # imported when first used: h11 needs none
-
-    return HttptoolsReader(sink, limits)
-
-
-def _h11_reader(sink: RequestSink, limits: ParserLimits) -> RequestReader:
-    from fastgw.codec.http1_h11 import H11Reader
-
-    return H11Reader(sink, limits)
-
-
-# Backend name (as the compiled Snapshot holds it, "auto" already resolved) -> reader factory.
-BACKENDS: Final[dict[str, Callable[[RequestSink, ParserLimits], RequestReader]]] = {
-    "httptools": _httptools_reader,
-    "h11": _h11_reader,
-}
-
-
-def make_reader(backend: str, sink: RequestSink, limits: ParserLimits) -> RequestReader:
-    """A reader of the named backend (one per client connection)."""
-    return BACKENDS[backend](sink, limits)
-
-
-def resolve_backend(name: str) -> str:
-    """Map ``auto`` to the fastest importable backend."""
-    if name != "auto":
-        return name
-    try:
-        import httptools  # noqa: F401
-    except ImportError:  # pragma: no cover - httptools is a hard dependency, kept for wheels-less installs
-        return "h11"
-    return "httptools"

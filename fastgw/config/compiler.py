@@ -15,7 +15,7 @@ import ssl
 from collections.abc import Sequence
 from typing import Any, Final, Literal
 
-from fastgw.codec.http1 import resolve_backend
+from fastgw.codec.http1_backends import resolve_backend
 from fastgw.codec.path import normalize_path
 from fastgw.config.loader import ConfigError, _did_you_mean, parse_config, read_config_bytes
 from fastgw.config.schema import (

@@ -1,4 +1,4 @@
-"""The policy seam: what a policy is, what it may return, and the loop that runs a chain.
+"""The loop that runs a route's policy chain (what a policy is and may return: ``fastgw/verdict.py``).
 
 A policy is compiled from config once (control plane) and then only has its sync hooks called:
 
@@ -16,61 +16,24 @@ exceptions (STYLE.md 5).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
-from enum import IntEnum
-from typing import ClassVar, Protocol
+from collections.abc import Sequence
 
+from fastgw import verdict
 from fastgw.exchange import Exchange
+from fastgw.verdict import CompleteHook, Denial, Pending, Phase, ResponseHook
 
+__all__ = [
+    "CompleteHook",
+    "Denial",
+    "Pending",
+    "Phase",
+    "Policy",
+    "ResponseHook",
+    "resolve_pending",
+    "run_chain",
+]
 
-class Phase(IntEnum):
-    CONNECTION = 10
-    PREFLIGHT = 20
-    AUTHENTICATION = 30
-    AUTHORIZATION = 40
-    RATE_LIMIT = 50
-    TRANSFORM = 60
-
-
-@dataclass(frozen=True, slots=True)
-class Denial:
-    """An expected refusal, rendered as problem+json by ``codec/problem.py``.
-
-    ``reason`` is a short stable code (``network.deny``) for logs and metrics; ``headers`` are extra
-    response headers (``WWW-Authenticate``, ``Retry-After``, ``Allow``).
-    """
-
-    status: int
-    problem: str
-    detail: str
-    reason: str
-    headers: tuple[tuple[bytes, bytes], ...] = ()
-
-
-class Pending:
-    """A check that must wait for I/O (cold cache miss). Its awaitable yields ``None`` or a ``Denial``."""
-
-    __slots__ = ("awaitable",)
-
-    def __init__(self, awaitable: Awaitable[Denial | None]) -> None:
-        self.awaitable = awaitable
-
-
-class Policy(Protocol):
-    PHASE: ClassVar[Phase]
-    name: str
-    shadow: bool
-
-    def check(self, ex: Exchange) -> Denial | Pending | None: ...
-
-
-class ResponseHook(Protocol):
-    def on_response(self, ex: Exchange, headers: list[tuple[bytes, bytes]]) -> None: ...
-
-
-class CompleteHook(Protocol):
-    def on_complete(self, ex: Exchange) -> None: ...
+Policy = verdict.Policy[Exchange]  # a policy of this gateway's Exchange (verdict.py says why generic)
 
 
 def run_chain(chain: Sequence[Policy], ex: Exchange, start: int = 0) -> tuple[int, Denial | Pending | None]:

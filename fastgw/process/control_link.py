@@ -13,7 +13,8 @@ import asyncio
 import os
 import socket
 import sys
-from typing import TYPE_CHECKING, Final, cast
+from collections.abc import Callable, Coroutine
+from typing import Any, Final, Protocol, cast
 
 from fastgw.codec.control_messages import (
     Ack,
@@ -31,15 +32,29 @@ from fastgw.codec.control_messages import (
 from fastgw.control.channel import ChannelProtocol
 from fastgw.policy.quota import QUOTAS
 from fastgw.proxy.caches import CACHES
-
-if TYPE_CHECKING:
-    from fastgw.process.worker import Worker
+from fastgw.snapshot import Snapshot, SnapshotHolder
+from fastgw.upstream.pool import PoolManager
 
 RECONNECT_SECONDS: Final = 1.0
 
 
+class LinkedWorker(Protocol):
+    """What the link needs from its worker (process/worker.py's Worker): a protocol, so the worker can
+    import this module without an import cycle."""
+
+    holder: SnapshotHolder
+    pools: PoolManager
+    slot: int
+    draining: bool
+
+    def on_tick(self, subscriber: Callable[[float], None]) -> None: ...
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None: ...
+    def export_metrics(self) -> dict[str, Any]: ...
+    def apply_config(self, data: bytes, source: str) -> Snapshot: ...
+
+
 class ControlLink:
-    def __init__(self, worker: Worker, address: str) -> None:
+    def __init__(self, worker: LinkedWorker, address: str) -> None:
         self.worker = worker
         self.address = address
         self.channel: ChannelProtocol | None = None

@@ -24,7 +24,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from fastgw.metrics.shared import MetricsShard, SharedMetrics
 from fastgw.metrics.worker import WorkerMetrics
@@ -33,15 +33,13 @@ from fastgw.policy.jwks import STALE
 from fastgw.policy.jwt_auth import JwtAuth
 from fastgw.policy.multi_auth import MultiAuth
 from fastgw.policy.wait_queue import WAITING
-from fastgw.proxy.deadlines import TICK_SECONDS, sweep
-from fastgw.proxy.http1 import ClientConnection
-
-if TYPE_CHECKING:
-    from fastgw.process.control_link import ControlLink
+from fastgw.process.control_link import ControlLink
 from fastgw.process.runtime import tune_allocator, tune_gc
 from fastgw.process.shm import Heartbeats
 from fastgw.process.systemd import listen_backlog
 from fastgw.proxy.context import WorkerContext
+from fastgw.proxy.deadlines import TICK_SECONDS, sweep
+from fastgw.proxy.http1 import ClientConnection
 from fastgw.sinks.fanout import open_sinks
 from fastgw.snapshot import ListenerSettings, Snapshot
 from fastgw.tls.server import ListenerTls
@@ -273,7 +271,6 @@ async def _worker_main(
     control_address: str,
     status_fd: int,
 ) -> int:
-    from fastgw.process.control_link import ControlLink
     from fastgw.process.memory_probe import install as install_memory_probe
 
     tune_allocator()

@@ -17,12 +17,18 @@ import time
 from collections.abc import Coroutine
 from typing import Any, Final, Protocol
 
-from fastgw.proxy.write_batch import WriteBatch
 from fastgw.proxy_headers import IdSource
 from fastgw.sinks.base import BATCH_RECORDS, Record
 from fastgw.sinks.fanout import CompletionSinks
 from fastgw.snapshot import Snapshot, SnapshotHolder
 from fastgw.upstream.pool import PoolManager
+from fastgw.upstream.write_batch import WriteBatch
+
+# Deadline kinds: what a client connection's ``deadline`` is waiting for (proxy/deadlines.py enforces it).
+DL_NONE: Final = 0
+DL_HEAD: Final = 1
+DL_BODY: Final = 2
+DL_IDLE: Final = 3
 
 # Connections opened together end up to 10% of max_connection_age apart, so a restart's reconnect wave
 # does not come back as one wave at every age.

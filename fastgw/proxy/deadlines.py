@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING, Final, cast
 
 from fastgw.codec.serialize import DATE
-from fastgw.proxy.http1 import DL_BODY
+from fastgw.proxy.context import DL_BODY
 
 if TYPE_CHECKING:
     from fastgw.proxy.context import WorkerContext

@@ -22,7 +22,8 @@ from collections import deque
 from typing import TYPE_CHECKING, ClassVar, Final
 
 from fastgw.codec.h2_guard import PREFACE
-from fastgw.codec.http1 import ParserLimits, RequestReader, make_reader
+from fastgw.codec.http1 import ParserLimits, RequestReader
+from fastgw.codec.http1_backends import make_reader
 from fastgw.codec.http1_httptools import HttptoolsReader
 from fastgw.codec.problem import CodecError, render_problem
 from fastgw.codec.proxy_protocol import parse_proxy_header
@@ -30,6 +31,7 @@ from fastgw.codec.serialize import LAST_CHUNK, chunk
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Pending
 from fastgw.policy.network import client_from_forwarded, in_networks
+from fastgw.proxy.context import DL_BODY, DL_HEAD, DL_IDLE, DL_NONE
 from fastgw.proxy.dispatch import (
     admit,
     complete,
@@ -55,8 +57,8 @@ from fastgw.upstream.connection import ResponseSink, UpstreamConnection
 
 if TYPE_CHECKING:
     from fastgw.proxy.context import WorkerContext
-    from fastgw.proxy.write_batch import WriteBatch
     from fastgw.upstream.pool import UpstreamGroup
+    from fastgw.upstream.write_batch import WriteBatch
 
 # Final: compiled, a C static (not a module-dict lookup per call)
 _monotonic: Final = time.monotonic
@@ -72,12 +74,6 @@ PAUSE_UPSTREAM: Final = 1  # the upstream is not taking the request body fast en
 PAUSE_BUFFER: Final = 2  # body buffered while no upstream connection is attached yet
 PAUSE_PIPELINE: Final = 4  # too many pipelined requests queued
 PAUSE_CLOSING: Final = 8  # a final response is being written; nothing more will be parsed
-
-# Deadline kinds (proxy/deadlines.py enforces them).
-DL_NONE: Final = 0
-DL_HEAD: Final = 1
-DL_BODY: Final = 2
-DL_IDLE: Final = 3
 
 
 class ClientConnection(ResponseSink):
@@ -159,7 +155,7 @@ class ClientConnection(ResponseSink):
         self.client_cert: PeerCertificate | None = None
         snapshot = worker.holder.current
         server = snapshot.server
-        # Writes held to the end of the loop iteration (proxy/write_batch.py), unless configured off; an
+        # Writes held to the end of the loop iteration (upstream/write_batch.py), unless configured off; an
         # HTTP/2 connection taking over this one keeps the choice.
         self.batch: WriteBatch | None = worker.writes if server.batch_writes else None
         self.reader: RequestReader = make_reader(

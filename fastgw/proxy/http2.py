@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
 
 from h2.config import H2Configuration
 from h2.connection import ConnectionState, H2Connection
@@ -53,6 +53,7 @@ from fastgw.codec.serialize import DATE, LAST_CHUNK, chunk
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Pending
 from fastgw.policy.network import client_from_forwarded
+from fastgw.proxy.context import DL_HEAD, DL_IDLE, DL_NONE
 from fastgw.proxy.dispatch import (
     admit,
     complete,
@@ -64,7 +65,6 @@ from fastgw.proxy.dispatch import (
     upstream_denial,
     upstream_request,
 )
-from fastgw.proxy.http1 import DL_HEAD, DL_IDLE, DL_NONE
 from fastgw.proxy_headers import (
     FRAMING_NONE,
     answer_headers,
@@ -78,12 +78,33 @@ from fastgw.upstream.connection import ResponseSink, UpstreamConnection
 
 if TYPE_CHECKING:
     from fastgw.proxy.context import WorkerContext
-    from fastgw.proxy.http1 import ClientConnection
-    from fastgw.proxy.write_batch import WriteBatch
+    from fastgw.proxy_headers import ClientPeer
+    from fastgw.tls.server import PeerCertificate
+    from fastgw.upstream.write_batch import WriteBatch
 
 _monotonic = time.monotonic
 
 _LARGEST_WINDOW: Final = 2**31 - 1
+
+
+class AcceptedClient(Protocol):
+    """The HTTP/1 connection an HTTP/2 connection takes over (h2c prior knowledge, ALPN h2, Upgrade):
+    what was learned at accept. A protocol, so this module does not import proxy/http1.py."""
+
+    @property
+    def transport(self) -> asyncio.Transport | None: ...
+    @property
+    def peer_ip(self) -> str: ...
+    @property
+    def peer(self) -> ClientPeer: ...
+    @property
+    def client_ip(self) -> str: ...
+    @property
+    def client_cert(self) -> PeerCertificate | None: ...
+    @property
+    def tls(self) -> bool: ...
+    @property
+    def batch(self) -> WriteBatch | None: ...
 
 
 class H2Stream(ResponseSink):
@@ -321,7 +342,7 @@ class Http2Connection(asyncio.Protocol):
         "write_pending",
     )
 
-    def __init__(self, worker: WorkerContext, listener: ListenerSettings, origin: ClientConnection) -> None:
+    def __init__(self, worker: WorkerContext, listener: ListenerSettings, origin: AcceptedClient) -> None:
         self.worker = worker
         self.listener = listener
         self.transport: asyncio.Transport | None = origin.transport
@@ -769,7 +790,7 @@ class Http2Connection(asyncio.Protocol):
 
     def write_soon(self) -> None:
         """Write what h2 has queued once this loop iteration's callbacks are done, with the worker's
-        other held writes (proxy/write_batch.py): the responses of every upstream that answered in the
+        other held writes (upstream/write_batch.py): the responses of every upstream that answered in the
         same iteration leave in one ``write``."""
         if not self.write_pending:
             self.write_pending = True

@@ -29,8 +29,8 @@ from fastgw.codec.framing import lower_field_name, section_size
 from fastgw.proxy_headers import FRAMING_CHUNKED, FRAMING_NONE
 
 if TYPE_CHECKING:
-    from fastgw.proxy.write_batch import WriteBatch
-    from fastgw.upstream.pool import TargetPool
+    from fastgw.snapshot import UpstreamSettings
+    from fastgw.upstream.write_batch import WriteBatch
 
 MAX_RESPONSE_HEAD: Final = 65536  # bytes of upstream response head before it is a 502
 MAX_RESPONSE_HEADERS: Final = 200
@@ -110,6 +110,33 @@ class _ChunkedTail:
         self.conn.chunked_tail_complete()
 
 
+class ConnectionHome:
+    """What an upstream connection needs from the pool that opened it (``TargetPool`` in pool.py, which
+    extends this): declared here so that this module does not import the pool (no import cycle), with
+    native method dispatch when compiled."""
+
+    __slots__ = ("label", "settings")
+
+    settings: UpstreamSettings
+    label: str
+
+    def forget_idle(self, conn: UpstreamConnection) -> None:
+        """An idle connection that the upstream closed."""
+        raise NotImplementedError
+
+    def discard(self, conn: UpstreamConnection) -> None:
+        """A connection in use that will not be reused."""
+        raise NotImplementedError
+
+    def release(self, conn: UpstreamConnection, now: float = 0.0) -> None:
+        """A connection whose exchange ended cleanly: back to the idle list (or to a waiter)."""
+        raise NotImplementedError
+
+    def record_failure(self) -> None:
+        """A failed exchange with the target (health and circuit breaking)."""
+        raise NotImplementedError
+
+
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "_body_at",
@@ -136,7 +163,7 @@ class UpstreamConnection(asyncio.Protocol):
         "upstream_keep_alive",
     )
 
-    def __init__(self, pool: TargetPool) -> None:
+    def __init__(self, pool: ConnectionHome) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
         self.sink: ResponseSink | None = None
@@ -147,7 +174,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._buf = b""
         self._head_at = 0
         self._body_at = -1  # where a chunked body starts in _buf, while the parser is being switched
-        self._held = b""  # a request written by the loop iteration's WriteBatch (proxy/write_batch.py)
+        self._held = b""  # a request written by the loop iteration's WriteBatch (upstream/write_batch.py)
         self._fed = 0  # bytes received since the response began: bounds its head
         self._in_head = False
         self._interim = False
@@ -182,7 +209,7 @@ class UpstreamConnection(asyncio.Protocol):
         ``payload``); otherwise the client is still sending its body, a wait that is the client's
         (its body deadline runs), and :meth:`request_sent` starts the clock when the body is complete.
         With ``batch`` the payload is written at the end of the loop iteration, together with the
-        iteration's other writes (proxy/write_batch.py).
+        iteration's other writes (upstream/write_batch.py).
         """
         self.sink = sink
         self._no_body = no_body

@@ -42,13 +42,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from fastgw.snapshot import Snapshot, Target, UpstreamSettings
+from fastgw.upstream.connection import ConnectionHome, UpstreamConnection
 
 if TYPE_CHECKING:
     from fastgw.tls.client import ClientTls
-    from fastgw.upstream.connection import UpstreamConnection
 
 # Called with a ready connection, or with None and (status, problem, detail) when none can be had.
-Waiter = Callable[["UpstreamConnection | None", int, str, str], None]
+Waiter = Callable[[UpstreamConnection | None, int, str, str], None]
 
 PoolKey = tuple[str, str, str, int, str]
 
@@ -73,7 +73,7 @@ def _is_name(host: str) -> bool:
     return False
 
 
-class TargetPool:
+class TargetPool(ConnectionHome):
     __slots__ = (
         "_address_index",
         "_addresses",
@@ -87,10 +87,8 @@ class TargetPool:
         "idle",
         "in_use",
         "key",
-        "label",
         "label_bytes",
         "retired",
-        "settings",
         "target",
         "trial",
         "waiters",
@@ -188,7 +186,6 @@ class TargetPool:
         task.add_done_callback(done)
 
     async def _open(self, tls: ClientTls | None) -> tuple[asyncio.Transport, UpstreamConnection]:
-        from fastgw.upstream.connection import UpstreamConnection
 
         address = await self.address()
         transport, conn = await self._loop.create_connection(

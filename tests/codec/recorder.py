@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastgw.codec.http1 import ParserLimits, RequestReader, make_reader
+from fastgw.codec.http1 import ParserLimits, RequestReader
+from fastgw.codec.http1_backends import make_reader
 from fastgw.exchange import Exchange
 
 

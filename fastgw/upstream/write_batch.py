@@ -19,12 +19,14 @@ UpstreamConnection.write).
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from fastgw.proxy.http1 import ClientConnection
-    from fastgw.proxy.http2 import Http2Connection
-    from fastgw.upstream.connection import UpstreamConnection
+
+class HeldWrites(Protocol):
+    """A connection (client or upstream, HTTP/1 or HTTP/2) with a write held for the iteration's end.
+    A protocol, so this module imports none of the connection classes (no import cycle)."""
+
+    def write_held(self) -> None: ...
 
 
 class WriteBatch:
@@ -35,21 +37,21 @@ class WriteBatch:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._scheduled = False
-        self._upstreams: list[UpstreamConnection] = []
-        self._clients: list[ClientConnection] = []
-        self._h2: list[Http2Connection] = []
+        self._upstreams: list[HeldWrites] = []
+        self._clients: list[HeldWrites] = []
+        self._h2: list[HeldWrites] = []
 
-    def hold_upstream(self, conn: UpstreamConnection) -> None:
+    def hold_upstream(self, conn: HeldWrites) -> None:
         if not self._scheduled:
             self._schedule()
         self._upstreams.append(conn)
 
-    def hold_client(self, conn: ClientConnection) -> None:
+    def hold_client(self, conn: HeldWrites) -> None:
         if not self._scheduled:
             self._schedule()
         self._clients.append(conn)
 
-    def hold_h2(self, conn: Http2Connection) -> None:
+    def hold_h2(self, conn: HeldWrites) -> None:
         """An HTTP/2 connection with frames queued in h2 (always held: the frames of every stream that
         progressed in the iteration then leave in one write)."""
         if not self._scheduled:
