@@ -274,7 +274,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="3 runs x 2 s (about a minute)")
     parser.add_argument("--runs", type=int, help="runs per scenario and target")
     parser.add_argument("--duration", type=int, help="seconds per run")
-    parser.add_argument("--only", help="run only scenarios whose name contains this text")
+    parser.add_argument(
+        "--only", help="run only scenarios whose name contains this text (several: separated by |)"
+    )
     parser.add_argument("--no-log", action="store_true", help="fastgw with the access log off")
     parser.add_argument("--http1", default="httptools", choices=["httptools", "h11"])
     parser.add_argument(
@@ -452,7 +454,8 @@ dir = "{work / "state"}"
         if args.bare:
             targets["bare"] = bare_port
         results: dict[str, dict[str, object]] = {}
-        scenarios = [s for s in SCENARIOS if not args.only or args.only in s.name]
+        wanted = args.only.split("|") if args.only else []
+        scenarios = [s for s in SCENARIOS if not wanted or any(w in s.name for w in wanted)]
         tls_targets = {"nginx": ngx_tls_port, "fastgw": gw_tls_port}  # the bare floor speaks no TLS
         # fastgw serves h2c (prior knowledge) on its plain listener; the floor is bench/h2_floor.py
         h2_targets = {"nginx": ngx_h2c_port, "fastgw": gw_port, "bare": floor_port}
