@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Literal
 from fastgw.router import Router
 
 if TYPE_CHECKING:
-    from fastgw.policy.chain import CompleteHook, Policy, ResponseHook
+    from fastgw.handler_api import Handler, ResponseFilterFactory
+    from fastgw.policy.chain import BodyCheck, CompleteHook, Policy, ResponseHook
     from fastgw.tls.client import ClientTls
     from fastgw.tls.server import ListenerTls
 
@@ -156,6 +157,11 @@ class Route:
     # The response field names the response builder acts on (drop_response, Date, Content-Length,
     # Transfer-Encoding, Connection) by first byte: proxy_headers.response_field_table.
     response_fields: tuple[tuple[tuple[int, bytes, bytes, int], ...], ...] = ((),) * 256
+    # Route kinds (handler_api.py): "proxy" forwards to ``upstream``; any other kind is served by ``handler``.
+    kind: str = "proxy"
+    handler: Handler | None = None
+    body_checks: tuple[BodyCheck, ...] = ()  # Phase.BODY policies, in chain order (handler routes)
+    response_filters: tuple[ResponseFilterFactory, ...] = ()  # wrap a handler's response writer
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

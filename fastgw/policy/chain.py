@@ -30,6 +30,7 @@ class Phase(IntEnum):
     AUTHENTICATION = 30
     AUTHORIZATION = 40
     RATE_LIMIT = 50
+    BODY = 55  # opt-in: check_body(ex, body) once the request body is buffered (handler routes)
     TRANSFORM = 60
 
 
@@ -67,6 +68,31 @@ class Policy(Protocol):
 
 class ResponseHook(Protocol):
     def on_response(self, ex: Exchange, headers: list[tuple[bytes, bytes]]) -> None: ...
+
+
+class BodyCheck(Protocol):
+    """A policy of Phase.BODY: sees the whole request body (bounded by the route's max_body_bytes) after
+    the chain passed and before the handler runs. Sync, like ``check``; shadow mode applies."""
+
+    name: str
+    shadow: bool
+
+    def check_body(self, ex: Exchange, body: bytes) -> Denial | None: ...
+
+
+def run_body_checks(checks: Sequence[BodyCheck], ex: Exchange, body: bytes) -> Denial | None:
+    """The BODY phase: the first Denial of a non-shadow check, or None."""
+    for check in checks:
+        denial = check.check_body(ex, body)
+        if denial is None:
+            continue
+        if check.shadow:
+            if ex.shadow is None:
+                ex.shadow = []
+            ex.shadow.append(denial.reason)
+            continue
+        return denial
+    return None
 
 
 class CompleteHook(Protocol):
