@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from fastgw.handlers import static
 from fastgw.handlers.kind import HandlerKind
 
-KINDS: dict[str, HandlerKind] = {}
+KINDS: dict[str, HandlerKind] = {
+    "static": static.KIND,
+}
