@@ -71,6 +71,8 @@ class Writer:
     def start(self, status: int, headers: Fields) -> None:
         if self.started:
             raise RuntimeError("response already started")
+        if not 200 <= status <= 599:
+            raise ValueError(f"a handler answers with a final status, not {status}")
         fields = [(name.lower(), value) for name, value in headers]
         for f in self._filters:
             f.on_head(status, fields)
@@ -87,8 +89,8 @@ class Writer:
         self._link.send_head(self.ex, status, kept, length)
 
     async def write(self, data: bytes) -> None:
-        if not self.started:
-            raise RuntimeError("write before start")
+        if not self.started or self.ended:
+            raise RuntimeError("write outside the response body (before start or after end)")
         for f in self._filters:
             data = f.on_chunk(data)
         await self._send(data)

@@ -146,6 +146,18 @@ async def test_http1_body_is_buffered_for_the_handler(served: tuple[int, Probe])
 
 
 @pytest.mark.asyncio
+async def test_http1_pipelined_handler_requests_keep_order_and_bodies(served: tuple[int, Probe]) -> None:
+    port, probe = served
+    first = b"GET /chunks HTTP/1.1\r\nHost: t\r\n\r\n"
+    second = b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
+    third = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc"
+    data = await http1(port, first + second + third)  # all three in one write: 2 and 3 wait in the queue
+    assert data.count(b"HTTP/1.1 200") == 3
+    assert data.index(b"three") < data.index(b"got 2 bytes") < data.index(b"got 3 bytes")
+    assert probe.bodies == [b"", b"hi", b"abc"]
+
+
+@pytest.mark.asyncio
 async def test_http1_body_over_the_route_bound_is_413(served: tuple[int, Probe]) -> None:
     port, probe = served
     request = b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
