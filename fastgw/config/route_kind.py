@@ -62,9 +62,9 @@ def compile_route_kind(
     if spec.kind == "proxy":
         if spec.handler:
             raise ConfigError(file, f"{key}.handler", "only applies to a handler kind (kind is 'proxy')")
-        if body_checks or filters:
-            raise ConfigError(file, key, "body checks and response filters need a handler kind")
-        return RouteKind(None, (), ())
+        if filters:
+            raise ConfigError(file, key, "response filters need a handler kind")
+        return RouteKind(None, body_checks, ())  # the body is buffered whole, checked, then forwarded
     kind = KINDS.get(spec.kind)
     if kind is None:
         hint = _did_you_mean(spec.kind, ["proxy", *KINDS])

@@ -216,6 +216,15 @@ def unchunk(framed: list[bytes]) -> list[bytes]:
     return out
 
 
+def buffered_body_denial(ex: Exchange, framed: list[bytes]) -> Denial | None:
+    """The BODY phase of a proxied request whose body was buffered whole for it (framed for the
+    upstream, as the connection keeps it)."""
+    route = ex.route
+    assert route is not None
+    body = b"".join(unchunk(framed) if ex.chunked else framed)
+    return run_body_checks(route.body_checks, ex, body)
+
+
 # -- heads ----------------------------------------------------------------------------------------------
 def route_fields(ex: Exchange, route: Route, fields: list[tuple[bytes, bytes]], tls: bool) -> None:
     """Append what every response on ``route`` carries (as a proxied one would): the route's added

@@ -41,7 +41,7 @@ from fastgw.proxy.dispatch import (
     upstream_denial,
     upstream_request,
 )
-from fastgw.proxy.handler import HandlerRun, Http1Link, unchunk
+from fastgw.proxy.handler import HandlerRun, Http1Link, buffered_body_denial, unchunk
 from fastgw.proxy_headers import (
     FRAMING_NONE,
     ClientPeer,
@@ -85,6 +85,7 @@ class ClientConnection(ResponseSink):
     multiplexed: ClassVar[bool] = False  # HTTP/2 connections carry many exchanges (proxy/http2.py)
 
     __slots__ = (
+        "_body_hold",
         "_error_tail",
         "_group",
         "_group_key",
@@ -134,6 +135,7 @@ class ClientConnection(ResponseSink):
         self._tunnel_buffer: list[bytes] | None = None
         self._to_forward: Exchange | None = None
         self.handler_run: HandlerRun | None = None  # the exchange in flight is on a handler route
+        self._body_hold: Exchange | None = None  # a proxied body buffered whole for a BODY policy
         self._retry_payload: bytes | None = None
         self._pending_payload = b""
         self._group: UpstreamGroup | None = None  # the last upstream group used, looked up once per route
@@ -367,6 +369,9 @@ class ClientConnection(ResponseSink):
             run.feed(data)
             return
         framed = chunk(data) if ex.chunked else data
+        if ex is self._body_hold:
+            ex.body_buffer.append(framed)  # type: ignore[union-attr]  # whole: route.max_body_bytes bounds it
+            return
         if ex is self.active and self.upstream is not None:
             self.upstream.write(framed)
         elif ex.body_buffer is not None:
@@ -393,6 +398,10 @@ class ClientConnection(ResponseSink):
                 upstream.write(LAST_CHUNK)
             elif ex.body_buffer is not None:
                 ex.body_buffer.append(LAST_CHUNK)
+        if ex is self._body_hold:
+            self._body_hold = None
+            self._check_body(ex)
+            return
         if upstream is not None:
             if ex.has_body:
                 upstream.request_sent(_monotonic())  # from here the wait for the response is the upstream's
@@ -422,6 +431,8 @@ class ClientConnection(ResponseSink):
         outcome = admit(self.worker, ex)
         if outcome is None and ex.route.handler is not None:  # type: ignore[union-attr]
             self._run_handler(ex)
+        elif outcome is None and ex.route.body_checks:  # type: ignore[union-attr]
+            self._hold_body(ex)
         elif outcome is None:
             if ex.body_buffer is None and not ex.body_complete:
                 ex.body_buffer = []  # body bytes read before the exchange is forwarded wait here
@@ -442,6 +453,9 @@ class ClientConnection(ResponseSink):
                 self._deny(ex, denial)
             elif ex.route.handler is not None:  # type: ignore[union-attr]
                 self._run_handler(ex)
+            elif ex.route.body_checks:  # type: ignore[union-attr]
+                self._hold_body(ex)
+                self._forward_pending()
             else:
                 self._forward(ex)
 
@@ -464,6 +478,27 @@ class ClientConnection(ResponseSink):
             run.begin(self.worker.spawn)
         elif ex.expect_continue and self.transport is not None:
             self.transport.write(CONTINUE)
+
+    def _hold_body(self, ex: Exchange) -> None:
+        """A proxy route with a BODY policy: its body is buffered whole, checked, then forwarded."""
+        if ex.body_buffer is None:
+            ex.body_buffer = []
+        if ex.body_complete:
+            self._check_body(ex)
+            return
+        self._body_hold = ex
+        if self._paused:
+            self._resume(PAUSE_BUFFER)
+        if ex.expect_continue and self.transport is not None:
+            self.transport.write(CONTINUE)
+
+    def _check_body(self, ex: Exchange) -> None:
+        """The BODY phase of a proxied request: deny, or forward at the end of this read."""
+        denial = buffered_body_denial(ex, ex.body_buffer or [])
+        if denial is not None:
+            self._fail_active(ex, denial)
+        else:
+            self._to_forward = ex
 
     def handler_done(self, ex: Exchange, close: bool) -> None:
         if ex is self.active:
@@ -816,6 +851,7 @@ class ClientConnection(ResponseSink):
     def _finish(self, ex: Exchange, *, close: bool) -> None:
         self.active = None
         self.handler_run = None
+        self._body_hold = None
         self.upstream = None
         self._retry_payload = None
         complete(self.worker, ex)

@@ -64,7 +64,7 @@ from fastgw.proxy.dispatch import (
     upstream_denial,
     upstream_request,
 )
-from fastgw.proxy.handler import HandlerRun, Http2Link, unchunk
+from fastgw.proxy.handler import HandlerRun, Http2Link, buffered_body_denial, unchunk
 from fastgw.proxy.http1 import DL_HEAD, DL_IDLE, DL_NONE
 from fastgw.proxy_headers import (
     FRAMING_NONE,
@@ -93,6 +93,7 @@ class H2Stream(ResponseSink):
     __slots__ = (
         "body",
         "body_deadline",
+        "body_hold",
         "conn",
         "ended",
         "ex",
@@ -132,6 +133,7 @@ class H2Stream(ResponseSink):
         self.sent_end = False  # END_STREAM went out
         self.upstream_paused = False
         self.handler_run: HandlerRun | None = None  # a handler route's exchange (proxy/handler.py)
+        self.body_hold = False  # the body is buffered whole for a BODY policy, then forwarded
 
     # -- upstream connection lifecycle ----------------------------------------------------------------
     def on_upstream_ready(
@@ -516,6 +518,8 @@ class Http2Connection(asyncio.Protocol):
         outcome = admit(self.worker, ex)
         if outcome is None and ex.route.handler is not None:  # type: ignore[union-attr]
             self._run_handler(stream)
+        elif outcome is None and ex.route.body_checks:  # type: ignore[union-attr]
+            self._hold_body(stream)
         elif outcome is None:
             self._forward(stream)
         elif type(outcome) is Denial:
@@ -532,6 +536,8 @@ class Http2Connection(asyncio.Protocol):
             stream.fail(denial)
         elif stream.ex.route.handler is not None:  # type: ignore[union-attr]
             self._run_handler(stream)
+        elif stream.ex.route.body_checks:  # type: ignore[union-attr]
+            self._hold_body(stream)
         else:
             self._forward(stream)
         self.write_soon()
@@ -562,6 +568,12 @@ class Http2Connection(asyncio.Protocol):
         run = stream.handler_run
         if run is not None:  # buffered whole (bounded by the route's max_body_bytes): acknowledged at once
             run.feed(data)
+            if size:
+                self.h2.acknowledge_received_data(size, sid)
+            return
+        if stream.body_hold:  # the same, framed for the upstream it goes to after the BODY phase
+            if data:
+                stream.body.append(chunk(data) if ex.chunked else data)
             if size:
                 self.h2.acknowledge_received_data(size, sid)
             return
@@ -613,6 +625,10 @@ class Http2Connection(asyncio.Protocol):
                 upstream.write(last)
             else:
                 stream.body.append(last)
+        if stream.body_hold and not stream.ended:
+            stream.body_hold = False
+            self._check_body(stream)
+            return
         if stream.upstream is not None and not stream.ended:
             stream.upstream.request_sent(_monotonic())  # the wait for the response is the upstream's now
         if stream.sent_end:
@@ -670,6 +686,21 @@ class Http2Connection(asyncio.Protocol):
         self.ack(stream)
         if ex.body_complete:
             run.begin(self.worker.spawn)
+
+    def _hold_body(self, stream: H2Stream) -> None:
+        """A proxy route with a BODY policy: its body is buffered whole, checked, then forwarded."""
+        self.ack(stream)  # what arrived while a policy waited: buffered whole from here on
+        if stream.ex.body_complete:
+            self._check_body(stream)
+        else:
+            stream.body_hold = True
+
+    def _check_body(self, stream: H2Stream) -> None:
+        denial = buffered_body_denial(stream.ex, stream.body)
+        if denial is not None:
+            stream.fail(denial)
+        else:
+            self._forward(stream)
 
     # -- forwarding ---------------------------------------------------------------------------------------
     def _forward(self, stream: H2Stream) -> None:

@@ -20,6 +20,7 @@ from fastgw.handlers.kind import CompileContext, HandlerKind
 from fastgw.handlers.registry import KINDS
 from fastgw.policy.chain import Denial, Pending, Phase
 from fastgw.process.worker import Worker
+from tests.conftest import TestUpstream
 from tests.h2client import H2Client
 
 
@@ -180,11 +181,102 @@ async def test_h2_body_check_and_response_filter(served: tuple[int, BodyGuard]) 
     assert guard.seen == [b"quiet words", b"forbidden"]
 
 
-def test_body_policies_need_a_handler_route() -> None:
-    """A proxy route does not buffer bodies (yet): a BODY policy there is refused at compile time."""
+def test_response_filters_need_a_handler_route() -> None:
+    """A proxy route relays upstream bytes on the fast path: a filter there is refused at compile time;
+    a BODY policy is accepted (the route then buffers bodies whole before forwarding)."""
     from fastgw.config.route_kind import compile_route_kind
     from fastgw.config.schema import RouteSpec
 
     spec = RouteSpec(name="p", path="/", upstream="u", auth="none")
     with pytest.raises(ConfigError, match="need a handler kind"):
         compile_route_kind("t.toml", "routes[0]", spec, [BodyGuard()], 100)
+    checked = compile_route_kind("t.toml", "routes[0]", spec, [_body_only()], 100)
+    assert checked.handler is None and len(checked.body_checks) == 1
+
+
+def _body_only() -> Any:
+    class BodyOnly:
+        PHASE: ClassVar[Phase] = Phase.BODY
+        name = "body_only"
+        shadow = False
+
+        def check_body(self, ex: Exchange, body: bytes) -> Denial | None:
+            return None
+
+    return BodyOnly()
+
+
+# -- a BODY policy on a proxy route: the body is buffered whole, checked, then forwarded -------------------
+BIG = 300 * 1024  # past BODY_HIGH_WATER (256 KiB), where a proxied body would otherwise pause reads
+
+
+@pytest_asyncio.fixture
+async def proxied(upstream: TestUpstream) -> AsyncIterator[tuple[int, BodyGuard]]:
+    text = f"""
+[[listeners]]
+bind = "127.0.0.1:0"
+[access_log]
+target = "off"
+[upstreams.u]
+targets = ["127.0.0.1:{upstream.port}"]
+[[routes]]
+name = "r"
+path = "/"
+upstream = "u"
+auth = "none"
+max_body_bytes = 1048576
+"""
+    snapshot = compile_config(text.encode(), "proxied.toml")
+    guard = BodyGuard()
+    patched = dataclasses.replace(snapshot.routes[0], chain=(guard,), body_checks=(guard,))
+    table = snapshot.router._default
+    assert table is not None
+    table.prefixes[b"/"].any_method = patched
+    worker = Worker(snapshot)
+    await worker.start()
+    yield worker.bound[0][1], guard
+    await worker.shutdown()
+    await worker.wait_stopped()
+
+
+@pytest.mark.asyncio
+async def test_http1_proxy_route_body_checked_before_forwarding(
+    proxied: tuple[int, BodyGuard], upstream: TestUpstream
+) -> None:
+    port, guard = proxied
+    big = b"a" * BIG
+    ok = await post(port, big, b"Expect: 100-continue\r\n")
+    assert b"HTTP/1.1 200" in ok
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST / HTTP/1.1\r\nHost: t\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n")
+    writer.write(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+    chunked = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    await writer.wait_closed()
+    assert chunked.startswith(b"HTTP/1.1 200")
+    denied = await post(port, b"something forbidden")
+    assert denied.startswith(b"HTTP/1.1 422")
+    assert [r.body for r in upstream.requests] == [big, b"hello world"]  # the denied one never left
+    assert guard.seen == [big, b"hello world", b"something forbidden"]
+
+
+@pytest.mark.asyncio
+async def test_h2_proxy_route_body_checked_before_forwarding(
+    proxied: tuple[int, BodyGuard], upstream: TestUpstream
+) -> None:
+    port, guard = proxied
+    big = b"b" * BIG
+
+    def run() -> tuple[Any, Any]:
+        client = H2Client(port)
+        try:  # BIG is beyond the stream's 64 KiB window: the gateway acknowledges while it buffers
+            return client.request("/", method="POST", body=big), client.request(
+                "/", method="POST", body=b"forbidden"
+            )
+        finally:
+            client.close()
+
+    ok, denied = await asyncio.to_thread(run)
+    assert ok.status == 200 and denied.status == 422
+    assert [r.body for r in upstream.requests] == [big]
+    assert guard.seen == [big, b"forbidden"]
