@@ -98,6 +98,7 @@ bind = "127.0.0.1:0"
 target = "off"
 [server]
 send_timeout = 30
+body_timeout = 0.5
 [[routes]]
 name = "probe"
 path = "/"
@@ -166,6 +167,14 @@ async def test_http1_body_over_the_route_bound_is_413(served: tuple[int, Probe])
     data = await http1(port, request + b"%x\r\n%b\r\n" % (1001, b"y" * 1001))
     assert data.startswith(b"HTTP/1.1 413")
     assert probe.bodies == []  # the handler never ran
+
+
+@pytest.mark.asyncio
+async def test_http1_stalled_body_gets_the_same_408_as_a_proxied_one(served: tuple[int, Probe]) -> None:
+    port, probe = served
+    data = await http1(port, b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nab")
+    assert data.startswith(b"HTTP/1.1 408")
+    assert probe.bodies == []
 
 
 @pytest.mark.asyncio
