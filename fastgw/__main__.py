@@ -63,7 +63,8 @@ def _summary(snapshot: Snapshot) -> str:
         lines.append(f"  upstream {up.name}: {targets} ({up.balance})")
     for route in snapshot.routes:
         chain = ", ".join(p.name + (" (shadow)" if p.shadow else "") for p in route.chain) or "-"
-        lines.append(f"  route {route.name} -> {route.upstream.name}; policies: {chain}")
+        served = route.upstream.name if route.handler is None else f"({route.kind})"
+        lines.append(f"  route {route.name} -> {served}; policies: {chain}")
     if snapshot.demo_upstream is not None:
         lines.append(f"  demo upstream: {snapshot.demo_upstream[0]}:{snapshot.demo_upstream[1]}")
     redis = snapshot.ratelimit_redis

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
+    from fastgw.handler_api import Handler, ResponseFilterFactory
     from fastgw.tls.client import ClientTls
-    from fastgw.verdict import CompleteHook, Policy, ResponseHook
+    from fastgw.verdict import BodyCheck, CompleteHook, Policy, ResponseHook
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,3 +88,8 @@ class Route:
     # The response field names the response builder acts on (drop_response, Date, Content-Length,
     # Transfer-Encoding, Connection) by first byte: proxy_headers.response_field_table.
     response_fields: tuple[tuple[tuple[int, bytes, bytes, int], ...], ...] = ((),) * 256
+    # Route kinds (handler_api.py): "proxy" forwards to ``upstream``; any other kind is served by ``handler``.
+    kind: str = "proxy"
+    handler: Handler[Any] | None = None
+    body_checks: tuple[BodyCheck[Any], ...] = ()  # Phase.BODY policies, in chain order
+    response_filters: tuple[ResponseFilterFactory[Any], ...] = ()  # wrap a handler's response writer

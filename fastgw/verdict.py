@@ -22,6 +22,7 @@ class Phase(IntEnum):
     AUTHENTICATION = 30
     AUTHORIZATION = 40
     RATE_LIMIT = 50
+    BODY = 55  # opt-in: check_body(ex, body) once the request body is buffered
     TRANSFORM = 60
 
 
@@ -63,3 +64,14 @@ class ResponseHook(Protocol[ExchangeT_contra]):
 
 class CompleteHook(Protocol[ExchangeT_contra]):
     def on_complete(self, ex: ExchangeT_contra) -> None: ...
+
+
+class BodyCheck(Protocol[ExchangeT_contra]):
+    """A policy of Phase.BODY: sees the whole request body (bounded by the route's max_body_bytes) after
+    the chain passed and before the handler runs or the body is forwarded. Sync, like ``check``; shadow
+    mode applies."""
+
+    name: str
+    shadow: bool
+
+    def check_body(self, ex: ExchangeT_contra, body: bytes) -> Denial | None: ...

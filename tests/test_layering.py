@@ -19,6 +19,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "fastgw.codec",
             "fastgw.exchange",
             "fastgw.verdict",
+            "fastgw.handler_api",
             "fastgw.route",
             "fastgw.router",
             "fastgw.snapshot",

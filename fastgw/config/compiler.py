@@ -18,6 +18,7 @@ from typing import Any, Final, Literal
 from fastgw.codec.http1_backends import resolve_backend
 from fastgw.codec.path import normalize_path
 from fastgw.config.loader import ConfigError, _did_you_mean, parse_config, read_config_bytes
+from fastgw.config.route_kind import NO_UPSTREAM, compile_route_kind
 from fastgw.config.schema import (
     AdminSpec,
     ApiKeySpec,
@@ -880,7 +881,7 @@ class _Compiler:
         global_policies: tuple[Policy, ...],
     ) -> Route:
         key = f"routes[{i}]"
-        if spec.upstream not in upstreams:
+        if spec.kind == "proxy" and spec.upstream not in upstreams:
             hint = _did_you_mean(spec.upstream, upstreams)
             raise self.error(f"{key}.upstream", f"no upstream named {spec.upstream!r}{hint}")
         if not spec.path.startswith("/"):
@@ -922,6 +923,7 @@ class _Compiler:
             if route_net is not None:
                 policies.append(route_net)
         chain = tuple(sorted(policies, key=lambda p: p.PHASE))
+        kind = compile_route_kind(self.file, key, spec, chain, max_body)
         drop_req, add_req = self.header_ops(f"{key}.request_headers", spec.request_headers)
         if "api_key" in schemes and self.api_key is not None:
             drop_req |= self.api_key.headers  # the credential never reaches the upstream
@@ -942,7 +944,7 @@ class _Compiler:
         return Route(
             name=spec.name,
             name_bytes=spec.name.encode(),
-            upstream=upstreams[spec.upstream],
+            upstream=upstreams[spec.upstream] if kind.handler is None else NO_UPSTREAM,
             strip_prefix=strip,
             preserve_host=spec.preserve_host,
             max_body_bytes=max_body,
@@ -963,6 +965,10 @@ class _Compiler:
             add_response=add_resp,
             add_response_lines=header_lines(add_resp),
             response_fields=response_field_table(drop_response),
+            kind=spec.kind,
+            handler=kind.handler,
+            body_checks=kind.body_checks,
+            response_filters=kind.response_filters,
         )
 
     def router(self, specs: Sequence[RouteSpec], routes: Sequence[Route], server: ServerSettings) -> Router:

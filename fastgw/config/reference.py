@@ -12,6 +12,7 @@ import typing
 from typing import Any, Literal, Union, get_args, get_origin
 
 from fastgw.config import schema
+from fastgw.handlers.registry import KINDS
 
 TABLES: list[tuple[str, type, str]] = [
     ("[[listeners]]", schema.ListenerSpec, "Where clients connect. At least one."),
@@ -145,7 +146,10 @@ def _default(f: dataclasses.Field[Any]) -> str:
 
 def render() -> str:
     out: list[str] = []
-    for title, cls, blurb in TABLES:
+    kinds = [
+        (f'routes.handler (kind = "{name}")', kind.spec, kind.summary) for name, kind in sorted(KINDS.items())
+    ]
+    for title, cls, blurb in [*TABLES, *kinds]:
         hints = typing.get_type_hints(cls)
         out.append(f"#### `{title}`\n\n{blurb}\n")
         out.append("| key | type | default | meaning |\n|---|---|---|---|")

@@ -426,7 +426,13 @@ AuthScheme = Literal["none", "api_key", "jwt", "mtls", "introspection"]
 class RouteSpec:
     name: str = doc("unique route name, used in logs and metrics", ...)
     path: str = doc("path prefix (segment-wise) or exact path, starting with '/'", ...)
-    upstream: str = doc("name of an [upstreams.NAME] table", ...)
+    upstream: str = doc("name of an [upstreams.NAME] table (required for kind = 'proxy')", "")
+    kind: str = doc(
+        "what serves the route: 'proxy' forwards to the upstream; a handler kind (see routes.handler)"
+        " answers itself, after the same policies",
+        "proxy",
+    )
+    handler: dict[str, Any] = doc("the handler kind's settings (a table, see routes.handler)", {})
     auth: AuthScheme | tuple[AuthScheme, ...] = doc(
         "authentication, required on every route: 'none' (public), 'api_key', 'jwt', 'mtls', 'introspection',"
         " or a list of these (not 'none') to accept any one of them: each credential the request presents"

@@ -23,6 +23,7 @@ from fastgw.exchange import Exchange
 from fastgw.verdict import CompleteHook, Denial, Pending, Phase, ResponseHook
 
 __all__ = [
+    "BodyCheck",
     "CompleteHook",
     "Denial",
     "Pending",
@@ -30,10 +31,12 @@ __all__ = [
     "Policy",
     "ResponseHook",
     "resolve_pending",
+    "run_body_checks",
     "run_chain",
 ]
 
 Policy = verdict.Policy[Exchange]  # a policy of this gateway's Exchange (verdict.py says why generic)
+BodyCheck = verdict.BodyCheck[Exchange]  # a Phase.BODY policy of this gateway's Exchange
 
 
 def run_chain(chain: Sequence[Policy], ex: Exchange, start: int = 0) -> tuple[int, Denial | Pending | None]:
@@ -64,3 +67,18 @@ def resolve_pending(policy: Policy, ex: Exchange, outcome: Denial | None) -> Den
         ex.shadow.append(outcome.reason)
         return None
     return outcome
+
+
+def run_body_checks(checks: Sequence[BodyCheck], ex: Exchange, body: bytes) -> Denial | None:
+    """The BODY phase: the first Denial of a non-shadow check, or None."""
+    for check in checks:
+        denial = check.check_body(ex, body)
+        if denial is None:
+            continue
+        if check.shadow:
+            if ex.shadow is None:
+                ex.shadow = []
+            ex.shadow.append(denial.reason)
+            continue
+        return denial
+    return None

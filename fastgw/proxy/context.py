@@ -133,8 +133,9 @@ class WorkerContext:
             self.pending = []
         self.sinks.deliver(batch, tick=not hold)
 
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run ``coro`` as a Task the worker keeps a reference to until it ends."""
         task = self.loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task

@@ -43,6 +43,7 @@ from fastgw.proxy.dispatch import (
     upstream_denial,
     upstream_request,
 )
+from fastgw.proxy.handler import HandlerRun, Http1Link, buffered_body_denial, unchunk
 from fastgw.proxy_headers import (
     FRAMING_NONE,
     ClientPeer,
@@ -80,6 +81,7 @@ class ClientConnection(ResponseSink):
     multiplexed: ClassVar[bool] = False  # HTTP/2 connections carry many exchanges (proxy/http2.py)
 
     __slots__ = (
+        "_body_hold",
         "_error_tail",
         "_group",
         "_group_key",
@@ -101,6 +103,7 @@ class ClientConnection(ResponseSink):
         "deadline",
         "deadline_kind",
         "fresh",
+        "handler_run",
         "listener",
         "peer",
         "peer_ip",
@@ -127,6 +130,8 @@ class ClientConnection(ResponseSink):
         self.tunnel: UpstreamConnection | None = None
         self._tunnel_buffer: list[bytes] | None = None
         self._to_forward: Exchange | None = None
+        self.handler_run: HandlerRun | None = None  # the exchange in flight is on a handler route
+        self._body_hold: Exchange | None = None  # a proxied body buffered whole for a BODY policy
         self._retry_payload: bytes | None = None
         self._pending_payload = b""
         self._group: UpstreamGroup | None = None  # the last upstream group used, looked up once per route
@@ -221,6 +226,10 @@ class ClientConnection(ResponseSink):
         self.closing = True
         self.reader.close()  # breaks the reader <-> connection cycles: freed without the cyclic GC
         self.worker.release(self)
+        run = self.handler_run
+        if run is not None:
+            self.handler_run = None
+            run.cancel()  # the handler stops at its next await
         tunnel = self.tunnel
         if tunnel is not None:
             self.tunnel = None
@@ -351,7 +360,14 @@ class ClientConnection(ResponseSink):
         if ex.body_received > limit:
             self._body_too_large(ex, limit)
             return
+        run = self.handler_run
+        if run is not None and run.ex is ex:
+            run.feed(data)
+            return
         framed = chunk(data) if ex.chunked else data
+        if ex is self._body_hold:
+            ex.body_buffer.append(framed)  # type: ignore[union-attr]  # whole: route.max_body_bytes bounds it
+            return
         if ex is self.active and self.upstream is not None:
             self.upstream.write(framed)
         elif ex.body_buffer is not None:
@@ -368,12 +384,20 @@ class ClientConnection(ResponseSink):
         if self.deadline_kind == DL_BODY:
             self.deadline_kind = DL_NONE
             self.deadline = 0.0
+        run = self.handler_run
+        if run is not None and run.ex is ex:
+            run.begin(self.worker.spawn)
+            return
         upstream = self.upstream if ex is self.active else None
         if ex.chunked:
             if upstream is not None:
                 upstream.write(LAST_CHUNK)
             elif ex.body_buffer is not None:
                 ex.body_buffer.append(LAST_CHUNK)
+        if ex is self._body_hold:
+            self._body_hold = None
+            self._check_body(ex)
+            return
         if upstream is not None:
             if ex.has_body:
                 upstream.request_sent(_monotonic())  # from here the wait for the response is the upstream's
@@ -401,7 +425,11 @@ class ClientConnection(ResponseSink):
             self.flush()  # the previous response, held for the batch, is written before this one starts
         self.active = ex
         outcome = admit(self.worker, ex)
-        if outcome is None:
+        if outcome is None and ex.route.handler is not None:  # type: ignore[union-attr]
+            self._run_handler(ex)
+        elif outcome is None and ex.route.body_checks:  # type: ignore[union-attr]
+            self._hold_body(ex)
+        elif outcome is None:
             if ex.body_buffer is None and not ex.body_complete:
                 ex.body_buffer = []  # body bytes read before the exchange is forwarded wait here
             self._to_forward = ex
@@ -419,12 +447,69 @@ class ClientConnection(ResponseSink):
                 release(ex)  # the client left while the policy waited (its record is written)
             elif denial is not None:
                 self._deny(ex, denial)
+            elif ex.route.handler is not None:  # type: ignore[union-attr]
+                self._run_handler(ex)
+            elif ex.route.body_checks:  # type: ignore[union-attr]
+                self._hold_body(ex)
+                self._forward_pending()
             else:
                 self._forward(ex)
 
         if ex.body_buffer is None:
             ex.body_buffer = []
         self.worker.spawn(resume())
+
+    # -- handler routes (proxy/handler.py) -------------------------------------------------------------
+    def _run_handler(self, ex: Exchange) -> None:
+        """Buffer the body (what arrived while the route was unknown first), then run the handler."""
+        run = self.handler_run = HandlerRun(ex, Http1Link(self))
+        buffered = ex.body_buffer
+        ex.body_buffer = None
+        if buffered:
+            for piece in unchunk(buffered) if ex.chunked else buffered:
+                run.feed(piece)
+        if self._paused:
+            self._resume(PAUSE_BUFFER)
+        if ex.body_complete:
+            run.begin(self.worker.spawn)
+        elif ex.expect_continue and self.transport is not None:
+            self.transport.write(CONTINUE)
+
+    def _hold_body(self, ex: Exchange) -> None:
+        """A proxy route with a BODY policy: its body is buffered whole, checked, then forwarded."""
+        if ex.body_buffer is None:
+            ex.body_buffer = []
+        if ex.body_complete:
+            self._check_body(ex)
+            return
+        self._body_hold = ex
+        if self._paused:
+            self._resume(PAUSE_BUFFER)
+        if ex.expect_continue and self.transport is not None:
+            self.transport.write(CONTINUE)
+
+    def _check_body(self, ex: Exchange) -> None:
+        """The BODY phase of a proxied request: deny, or forward at the end of this read."""
+        denial = buffered_body_denial(ex, ex.body_buffer or [])
+        if denial is not None:
+            self._fail_active(ex, denial)
+        else:
+            self._to_forward = ex
+
+    def handler_done(self, ex: Exchange, close: bool) -> None:
+        if ex is self.active:
+            self._finish(ex, close=close)
+
+    def handler_failed(self, ex: Exchange, denial: Denial) -> None:
+        if ex is self.active and not self.closing:
+            self._fail_active(ex, denial)
+
+    @property
+    def draining(self) -> bool:
+        return self.worker.draining
+
+    def log_event(self, message: str) -> None:
+        self.worker.log_event(message)
 
     # -- forwarding ------------------------------------------------------------------------------------
     def _forward(self, ex: Exchange) -> None:
@@ -646,6 +731,8 @@ class ClientConnection(ResponseSink):
 
     def resume_writing(self) -> None:
         self.send_deadline = 0.0
+        if self.handler_run is not None:
+            self.handler_run.writer.wake()
         upstream = self.upstream or self.tunnel
         if upstream is not None and upstream.transport is not None and not upstream.closed:
             upstream.transport.resume_reading()
@@ -759,6 +846,8 @@ class ClientConnection(ResponseSink):
     # -- completion ------------------------------------------------------------------------------------
     def _finish(self, ex: Exchange, *, close: bool) -> None:
         self.active = None
+        self.handler_run = None
+        self._body_hold = None
         self.upstream = None
         self._retry_payload = None
         complete(self.worker, ex)
@@ -794,6 +883,9 @@ class ClientConnection(ResponseSink):
     def _abort(self, ex: Exchange) -> None:
         """The response cannot be completed: close without writing anything more."""
         self.active = None
+        if self.handler_run is not None:
+            self.handler_run.cancel()
+            self.handler_run = None
         complete(self.worker, ex)
         self.closing = True
         if self.transport is not None:

@@ -65,6 +65,7 @@ from fastgw.proxy.dispatch import (
     upstream_denial,
     upstream_request,
 )
+from fastgw.proxy.handler import HandlerRun, Http2Link, buffered_body_denial, unchunk
 from fastgw.proxy_headers import (
     FRAMING_NONE,
     answer_headers,
@@ -113,9 +114,11 @@ class H2Stream(ResponseSink):
     __slots__ = (
         "body",
         "body_deadline",
+        "body_hold",
         "conn",
         "ended",
         "ex",
+        "handler_run",
         "head",
         "hold_acks",
         "out",
@@ -150,6 +153,8 @@ class H2Stream(ResponseSink):
         self.ended = False  # the response is complete on our side (upstream done, or an error answer)
         self.sent_end = False  # END_STREAM went out
         self.upstream_paused = False
+        self.handler_run: HandlerRun | None = None  # a handler route's exchange (proxy/handler.py)
+        self.body_hold = False  # the body is buffered whole for a BODY policy, then forwarded
 
     # -- upstream connection lifecycle ----------------------------------------------------------------
     def on_upstream_ready(
@@ -278,6 +283,24 @@ class H2Stream(ResponseSink):
             self.upstream = None
             upstream.detach()
             upstream.pool.discard(upstream)
+
+    # -- a handler's response (proxy/handler.py's Http2Link) -------------------------------------------
+    def append_out(self, data: bytes) -> None:
+        self.out.append(data)
+        self.out_bytes += len(data)
+
+    def live(self) -> bool:
+        return not self.conn.closing and self.conn.streams.get(self.sid) is self
+
+    def flow_blocked(self) -> bool:
+        return self.conn.write_paused or self.out_bytes > self.conn.limits.stream_buffer
+
+    @property
+    def tls(self) -> bool:
+        return self.conn.tls
+
+    def log_event(self, message: str) -> None:
+        self.conn.worker.log_event(message)
 
     # -- answers the gateway writes itself --------------------------------------------------------------
     def fail(self, denial: Denial) -> None:
@@ -514,7 +537,11 @@ class Http2Connection(asyncio.Protocol):
         if self.requests >= self.limits.max_requests_per_connection:
             self.go_away()  # this stream is the last one served; the client opens a new connection
         outcome = admit(self.worker, ex)
-        if outcome is None:
+        if outcome is None and ex.route.handler is not None:  # type: ignore[union-attr]
+            self._run_handler(stream)
+        elif outcome is None and ex.route.body_checks:  # type: ignore[union-attr]
+            self._hold_body(stream)
+        elif outcome is None:
             self._forward(stream)
         elif type(outcome) is Denial:
             stream.fail(outcome)
@@ -528,6 +555,10 @@ class Http2Connection(asyncio.Protocol):
             return
         if denial is not None:
             stream.fail(denial)
+        elif stream.ex.route.handler is not None:  # type: ignore[union-attr]
+            self._run_handler(stream)
+        elif stream.ex.route.body_checks:  # type: ignore[union-attr]
+            self._hold_body(stream)
         else:
             self._forward(stream)
         self.write_soon()
@@ -554,6 +585,18 @@ class Http2Connection(asyncio.Protocol):
             return
         if stream.ended:  # already answered (a denial): the body is read and dropped
             self.h2.acknowledge_received_data(size, sid)
+            return
+        run = stream.handler_run
+        if run is not None:  # buffered whole (bounded by the route's max_body_bytes): acknowledged at once
+            run.feed(data)
+            if size:
+                self.h2.acknowledge_received_data(size, sid)
+            return
+        if stream.body_hold:  # the same, framed for the upstream it goes to after the BODY phase
+            if data:
+                stream.body.append(chunk(data) if ex.chunked else data)
+            if size:
+                self.h2.acknowledge_received_data(size, sid)
             return
         if data:
             framed = chunk(data) if ex.chunked else data
@@ -591,6 +634,11 @@ class Http2Connection(asyncio.Protocol):
         if ex.content_length >= 0 and ex.body_received != ex.content_length and not stream.ended:
             stream.fail(Denial(400, "bad-framing", "body shorter than content-length", "codec.bad-framing"))
             return
+        run = stream.handler_run
+        if run is not None and not stream.ended:
+            run.begin(self.worker.spawn)
+            self.write_soon()
+            return
         if ex.chunked and not stream.ended:
             last = trailer_lines(stream.trailers_in) if stream.trailers_in else LAST_CHUNK
             upstream = stream.upstream
@@ -598,6 +646,10 @@ class Http2Connection(asyncio.Protocol):
                 upstream.write(last)
             else:
                 stream.body.append(last)
+        if stream.body_hold and not stream.ended:
+            stream.body_hold = False
+            self._check_body(stream)
+            return
         if stream.upstream is not None and not stream.ended:
             stream.upstream.request_sent(_monotonic())  # the wait for the response is the upstream's now
         if stream.sent_end:
@@ -643,6 +695,33 @@ class Http2Connection(asyncio.Protocol):
         self.write_out()
         if self.transport is not None:
             self.transport.close()
+
+    # -- handler routes (proxy/handler.py) -----------------------------------------------------------------
+    def _run_handler(self, stream: H2Stream) -> None:
+        """Buffer the body (what arrived while a policy waited first), then run the handler."""
+        ex = stream.ex
+        run = stream.handler_run = HandlerRun(ex, Http2Link(stream))
+        for piece in unchunk(stream.body) if ex.chunked else stream.body:
+            run.feed(piece)
+        stream.body = []
+        self.ack(stream)
+        if ex.body_complete:
+            run.begin(self.worker.spawn)
+
+    def _hold_body(self, stream: H2Stream) -> None:
+        """A proxy route with a BODY policy: its body is buffered whole, checked, then forwarded."""
+        self.ack(stream)  # what arrived while a policy waited: buffered whole from here on
+        if stream.ex.body_complete:
+            self._check_body(stream)
+        else:
+            stream.body_hold = True
+
+    def _check_body(self, stream: H2Stream) -> None:
+        denial = buffered_body_denial(stream.ex, stream.body)
+        if denial is not None:
+            stream.fail(denial)
+        else:
+            self._forward(stream)
 
     # -- forwarding ---------------------------------------------------------------------------------------
     def _forward(self, stream: H2Stream) -> None:
@@ -718,6 +797,9 @@ class Http2Connection(asyncio.Protocol):
         )
 
     def _upstream_reading(self, stream: H2Stream, *, pause: bool) -> None:
+        run = stream.handler_run
+        if run is not None and not pause:
+            run.writer.wake()  # a handler waiting in write() may send more
         upstream = stream.upstream
         if pause == stream.upstream_paused or upstream is None or upstream.transport is None:
             return
@@ -780,6 +862,10 @@ class Http2Connection(asyncio.Protocol):
     def _abort_stream(self, stream: H2Stream) -> None:
         """A stream ends unfinished (reset by either side, or the connection is gone): log it once."""
         stream.drop_upstream()
+        run = stream.handler_run
+        if run is not None:
+            stream.handler_run = None
+            run.cancel()  # the handler stops at its next await
         # Callers hand over live streams only (finished ones left ``streams`` in _finish), so this is the
         # stream's one record, whether or not END_STREAM or RST_STREAM already went out.
         stream.sent_end = True

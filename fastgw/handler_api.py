@@ -1,0 +1,62 @@
+"""What a handler route is made of, as protocols: the handler, the response writer it writes to, and the
+response filters that may wrap that writer.
+
+A route of kind ``proxy`` forwards to an upstream on the callback fast path. Any other kind is served by a
+:class:`Handler` (compiled from the route's config by its kind, see ``fastgw/handlers/``): an async
+function of the authenticated Exchange and its buffered request body that writes its response through a
+:class:`ResponseWriter`. ``proxy/handler.py`` runs it and implements the writer for HTTP/1.1 and HTTP/2,
+so a handler never knows which protocol the client spoke. Pure: nothing here imports asyncio.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, TypeVar
+
+ExchangeT_contra = TypeVar("ExchangeT_contra", contravariant=True)  # generic: see verdict.py
+
+Fields = Sequence[tuple[bytes, bytes]]
+
+
+class ResponseWriter(Protocol):
+    """Where a handler writes its response: one head, body chunks, then the end (with trailers)."""
+
+    @property
+    def started(self) -> bool:
+        """The head was given (a second ``start`` is an error)."""
+
+    def start(self, status: int, headers: Fields) -> None:
+        """The status and header fields (lower-case names). Without a ``content-length`` field the body
+        is chunked (HTTP/1.1) or ends with the stream (HTTP/2). Framing fields are the gateway's."""
+
+    async def write(self, data: bytes) -> None:
+        """Send a body chunk; returns once the client can take more (waits while it does not read)."""
+
+    async def end(self, trailers: Fields | None = None) -> None:
+        """End the response, with trailer fields if any (chunked HTTP/1.1 and HTTP/2 only)."""
+
+
+class Handler(Protocol[ExchangeT_contra]):
+    """A compiled handler: one instance per route, shared by its requests (keep per-request state local)."""
+
+    async def handle(self, ex: ExchangeT_contra, body: bytes, out: ResponseWriter) -> None: ...
+
+
+class ResponseFilter(Protocol):
+    """Wraps a handler's response writer for one response: sees the head, may rewrite each chunk and may
+    add bytes at the end. A filter that changes the body's length drops ``content-length`` in on_head."""
+
+    def on_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        """Edit the header fields in place."""
+
+    def on_chunk(self, data: bytes) -> bytes:
+        """The bytes to send for ``data`` (may be empty while the filter buffers)."""
+
+    def on_end(self) -> bytes:
+        """Bytes still held, sent before the end of the response."""
+
+
+class ResponseFilterFactory(Protocol[ExchangeT_contra]):
+    """Compiled on a route: makes the filter of one response (filters keep per-response state)."""
+
+    def response_filter(self, ex: ExchangeT_contra) -> ResponseFilter | None: ...

@@ -1,0 +1,10 @@
+"""Every handler kind by the name a route's ``kind`` gives: adding a kind is its module and one line here."""
+
+from __future__ import annotations
+
+from fastgw.handlers import static
+from fastgw.handlers.kind import HandlerKind
+
+KINDS: dict[str, HandlerKind] = {
+    "static": static.KIND,
+}
