@@ -2,7 +2,8 @@
 
 A backend turns bytes from a client into calls on a :class:`RequestSink`; it never writes and never
 imports asyncio. ``http1 = "auto" | "httptools" | "h11"`` is resolved once, at compile time, to one of the
-classes in :data:`BACKENDS` (uvicorn ``HTTP_PROTOCOLS`` precedent).
+reader factories in :data:`BACKENDS` (uvicorn ``HTTP_PROTOCOLS`` precedent); each connection then gets
+its reader from :func:`make_reader`.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ class RequestReader(Protocol):
     def close(self) -> None:
         """The connection is gone: drop the sink and the parser. The reader, its parser and the connection
         refer to each other; breaking those cycles lets reference counting free a closed connection at
-        once instead of leaving it to the cyclic GC, whose full collections over dead connections paused
-        a worker for up to ~14 ms (the p99 of the new-connection bench)."""
+        once instead of leaving it to the cyclic GC, whose full collections over dead connections pause
+        a worker for milliseconds at a time."""
 
 
 class DetachedSink:
