@@ -9,10 +9,10 @@ threads, paced to ``--rate`` cases a second in all (default 150: the box is shar
 
 * normal: keep-alive GETs and POSTs over several requests, on varying paths, hosts and headers; HTTP/2
   requests; API-key failures and rate-limited requests (the per-client state they create);
-* abusive: every request-smuggling / malformed-input case of ``tests/codec/test_http1.py``, oversized
-  heads (431) and targets (414), clients that trickle half a head and vanish (closed or reset), HTTP/2
-  rapid reset, CONTINUATION floods, HPACK bombs and SETTINGS floods (``tests/e2e/test_http2_abuse.py``'s
-  attacks, on ``tests/h2client.py``).
+* abusive: every request-smuggling / malformed-input case of ``tests/support/malformed_requests.py``,
+  oversized heads (431) and targets (414), clients that trickle half a head and vanish (closed or
+  reset), HTTP/2 rapid reset, CONTINUATION floods, HPACK bombs and SETTINGS floods
+  (``tests/e2e/test_http2_abuse.py``'s attacks, on ``tests/support/h2client.py``).
 
 Client-controlled keys vary without end: source addresses across 127.0.0.0/8, X-Forwarded-For entries,
 Host headers, paths, API keys, tenant headers and HTTP/2 field names are random per case, some of them a
@@ -65,10 +65,10 @@ import httptools  # noqa: E402
 from hpack import Encoder  # noqa: E402
 from hyperframe.frame import ContinuationFrame, HeadersFrame, SettingsFrame  # noqa: E402
 
-from tests.h2client import H2Client  # noqa: E402
+from tests.support.h2client import H2Client  # noqa: E402
 
 try:  # the smuggling table of the codec tests, when the test tree is present
-    from tests.codec.test_http1 import REFUSED
+    from tests.support.malformed_requests import REFUSED
 
     MALFORMED = [raw for name, raw, _ in REFUSED if name != "connect"]
 except ImportError:  # a compact stand-in

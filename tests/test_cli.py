@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 from fastgw import __version__
+from tests.support.cli import fastgw
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def fastgw(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "fastgw", *args],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def test_version() -> None:

@@ -40,8 +40,8 @@ class RequestReader(Protocol):
     def close(self) -> None:
         """The connection is gone: drop the sink and the parser. The reader, its parser and the connection
         refer to each other; breaking those cycles lets reference counting free a closed connection at
-        once instead of leaving it to the cyclic GC, whose full collections over dead connections paused
-        a worker for up to ~14 ms (the p99 of the new-connection bench)."""
+        once instead of leaving it to the cyclic GC, whose full collections over dead connections pause
+        a worker for milliseconds at a time."""
 
 
 class DetachedSink:

@@ -1,8 +1,9 @@
 """Every gateway-generated response is rendered here, as ``application/problem+json`` (RFC 9457).
 
-Policies return ``Denial`` values and codecs raise ``CodecError``; the server turns both into bytes by
-calling :func:`render_problem`. Keeping one renderer means every 4xx/5xx the gateway itself produces has
-the same shape, the same security headers and the same request id, whichever layer decided it.
+Policies return ``Denial`` values and codecs raise ``CodecError``; the proxy's connections turn both into
+bytes by calling :func:`render_problem`, and the admin API renders its errors with :func:`problem_fields`.
+Keeping one renderer means every 4xx/5xx the gateway itself produces has the same shape, the same
+security headers and the same request id, whichever layer decided it.
 """
 
 from __future__ import annotations

@@ -29,13 +29,15 @@ import hmac
 import socket
 import time
 import urllib.parse
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
 import h11
 import orjson
 
-from fastgw.codec.problem import PROBLEM_BASE
+from fastgw.codec.problem import problem_fields
+from fastgw.codec.serialize import status_line
 from fastgw.control.api import ControlAPI
 from fastgw.control.consumers import KeyServiceError
 from fastgw.policy.quota import period_bounds
@@ -46,16 +48,24 @@ MAX_BODY: Final = 64 * 1024
 # Fields the store keeps as unix seconds, shown as ISO 8601 UTC (null stays null).
 _TIMES: Final = ("created", "expires", "revoked", "updated", "disabled")
 READ_TIMEOUT: Final = 10.0
-PROBLEM: Final = "application/problem+json"
+# The problem type (last segment of its URI) of a KeyServiceError, by status.
+_KEY_SERVICE_PROBLEMS: Final = {404: "not-found", 409: "conflict"}
+
+Headers = list[tuple[bytes, bytes]]
+Response = tuple[int, Headers, bytes]
 
 
 class AdminError(Exception):
-    def __init__(self, status: int, title: str, detail: str, headers: list[tuple[str, str]] | None = None):
+    """An admin request refused with ``status``; ``problem`` is the problem type's last URI segment."""
+
+    def __init__(
+        self, status: int, problem: str, detail: str, headers: tuple[tuple[bytes, bytes], ...] = ()
+    ) -> None:
         super().__init__(detail)
         self.status = status
-        self.title = title
+        self.problem = problem
         self.detail = detail
-        self.headers = headers or []
+        self.headers = headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,12 +77,63 @@ class Call:
     peer: Any
 
 
+Handler = Callable[..., Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One row of the admin API's routing table: ``pattern`` is a path whose ``*`` segments match one
+    non-empty segment each, passed to ``handler`` (URL-unquoted) after the Call."""
+
+    method: str
+    pattern: str
+    handler: Handler
+    public: bool = False  # served without the bearer token
+
+    def match(self, segments: list[str]) -> tuple[str, ...] | None:
+        """The ``*`` segments of a path that fits the pattern, or None."""
+        expected = self.pattern.split("/")[1:]
+        if len(expected) != len(segments):
+            return None
+        params: list[str] = []
+        for want, got in zip(expected, segments, strict=True):
+            if want == "*":
+                if not got:
+                    return None
+                params.append(urllib.parse.unquote(got))
+            elif want != got:
+                return None
+        return tuple(params)
+
+
 class AdminServer:
     def __init__(self, control: ControlAPI, settings: AdminSettings) -> None:
         self.control = control
         self.settings = settings
         self._token_digest = hashlib.sha256(admin_token(settings.token)).digest()
         self._server: asyncio.Server | None = None
+        self._endpoints: Final = (
+            Endpoint("GET", "/healthz", self._healthz, public=True),
+            Endpoint("GET", "/readyz", self._readyz, public=True),
+            Endpoint("GET", "/status", self._status),
+            Endpoint("GET", "/routes", self._routes),
+            Endpoint("GET", "/quotas", self._quotas),
+            Endpoint("POST", "/reload", self._reload),
+            Endpoint("POST", "/rollback", self._rollback),
+            Endpoint("GET", "/metrics", self._metrics, public=settings.open_metrics),
+            Endpoint("GET", "/consumers", self._consumers),
+            Endpoint("POST", "/consumers", self._consumer_create),
+            Endpoint("GET", "/consumers/*", self._consumer_show),
+            Endpoint("POST", "/consumers/*/disable", self._consumer_disable),
+            Endpoint("POST", "/consumers/*/enable", self._consumer_enable),
+            Endpoint("POST", "/consumers/*/delete", self._consumer_delete),
+            Endpoint("GET", "/keys", self._keys),
+            Endpoint("POST", "/keys", self._key_create),
+            Endpoint("POST", "/keys/*/rotate", self._key_rotate),
+            Endpoint("POST", "/keys/*/revoke", self._key_revoke),
+            Endpoint("POST", "/keys/*/expire", self._key_expire),
+            Endpoint("POST", "/keys/*/update", self._key_update),
+        )
 
     async def start(self, sock: socket.socket) -> None:
         """Serve on the listener the supervisor bound (it outlives this process: a restarted control
@@ -96,7 +157,6 @@ class AdminServer:
                     break
                 peer = writer.get_extra_info("peername")
                 status, headers, payload = await self._respond(request, body, peer)
-                headers.append(("content-length", str(len(payload))))
                 writer.write(conn.send(h11.Response(status_code=status, headers=headers)) or b"")
                 writer.write(conn.send(h11.Data(data=payload)) or b"")
                 writer.write(conn.send(h11.EndOfMessage()) or b"")
@@ -108,15 +168,12 @@ class AdminServer:
                 except h11.LocalProtocolError:
                     break
         except (h11.RemoteProtocolError, TimeoutError) as exc:
+            # h11 refuses to send on a connection in error, so this answer is framed here
             status = exc.error_status_hint if isinstance(exc, h11.RemoteProtocolError) else 408
-            payload = _problem(status, "bad-request", str(exc) or "request timed out")
+            fields, payload = problem_fields(status, "bad-request", str(exc) or "request timed out")
+            head = [status_line(status), *(name + b": " + value + b"\r\n" for name, value in fields)]
             with contextlib.suppress(Exception):
-                head = b"HTTP/1.1 %d Bad Request\r\ncontent-type: %s\r\ncontent-length: %d\r\n" % (
-                    status,
-                    PROBLEM.encode(),
-                    len(payload),
-                )
-                writer.write(head + b"connection: close\r\n\r\n" + payload)
+                writer.write(b"".join(head) + b"connection: close\r\n\r\n" + payload)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -145,79 +202,42 @@ class AdminServer:
             elif isinstance(event, h11.ConnectionClosed):
                 return None, b""
 
-    async def _respond(
-        self, request: h11.Request, body: bytes, peer: Any
-    ) -> tuple[int, list[tuple[str, str]], bytes]:
+    async def _respond(self, request: h11.Request, body: bytes, peer: Any) -> Response:
         method = request.method.decode()
         path = request.target.decode("latin-1").split("?", 1)[0]
         headers = {k.decode().lower(): v.decode("latin-1") for k, v in request.headers}
         try:
-            handler, allowed, public, params = self._route(path, method)
-            params = tuple(urllib.parse.unquote(p) for p in params)
-            if method not in allowed:
-                raise AdminError(
-                    405,
-                    "method-not-allowed",
-                    f"{path} accepts {', '.join(allowed)}",
-                    [("allow", ", ".join(allowed))],
-                )
-            if not public:
+            endpoint, params = self._route(method, path)
+            if not endpoint.public:
                 self._authenticate(headers.get("authorization", ""))
             request_body = _json_body(body) if method == "POST" else {}
-            result = await handler(Call(headers, request_body, peer), *params)
+            result = await endpoint.handler(Call(headers, request_body, peer), *params)
         except KeyServiceError as exc:
-            title = {404: "not-found", 409: "conflict"}.get(exc.status, "invalid-request")
-            return exc.status, [("content-type", PROBLEM)], _problem(exc.status, title, exc.detail)
+            problem = _KEY_SERVICE_PROBLEMS.get(exc.status, "invalid-request")
+            return _problem_response(exc.status, problem, exc.detail)
         except AdminError as exc:
-            payload = _problem(exc.status, exc.title, exc.detail)
-            return exc.status, [("content-type", PROBLEM), *exc.headers], payload
+            return _problem_response(exc.status, exc.problem, exc.detail, exc.headers)
         if isinstance(result, tuple):  # (bytes, content type) from /metrics
-            return 200, [("content-type", result[1])], result[0]
+            return _response(200, result[1], result[0])
         status = int(result.pop("_status", 200))
-        return status, [("content-type", "application/json")], orjson.dumps(result)
+        return _response(status, "application/json", orjson.dumps(result))
 
-    _KEY_ACTIONS: Final = {
-        "rotate": "_key_rotate",
-        "revoke": "_key_revoke",
-        "expire": "_key_expire",
-        "update": "_key_update",
-    }
-    _CONSUMER_ACTIONS: Final = {
-        "disable": "_consumer_disable",
-        "enable": "_consumer_enable",
-        "delete": "_consumer_delete",
-    }
-
-    def _route(self, path: str, method: str) -> tuple[Any, tuple[str, ...], bool, tuple[str, ...]]:
-        parts = path.strip("/").split("/")
-        if len(parts) == 3 and parts[0] == "keys" and parts[2] in self._KEY_ACTIONS:
-            return getattr(self, self._KEY_ACTIONS[parts[2]]), ("POST",), False, (parts[1],)
-        if len(parts) == 3 and parts[0] == "consumers" and parts[2] in self._CONSUMER_ACTIONS:
-            return getattr(self, self._CONSUMER_ACTIONS[parts[2]]), ("POST",), False, (parts[1],)
-        if len(parts) == 2 and parts[0] == "consumers" and parts[1]:
-            return self._consumer_show, ("GET",), False, (parts[1],)
-        if path in ("/consumers", "/keys"):
-            handlers = {
-                ("/consumers", "GET"): self._consumers,
-                ("/consumers", "POST"): self._consumer_create,
-                ("/keys", "GET"): self._keys,
-                ("/keys", "POST"): self._key_create,
-            }
-            return handlers.get((path, method), self._consumers), ("GET", "POST"), False, ()
-        table = {
-            "/healthz": (self._healthz, ("GET",), True),
-            "/readyz": (self._readyz, ("GET",), True),
-            "/status": (self._status, ("GET",), False),
-            "/routes": (self._routes, ("GET",), False),
-            "/quotas": (self._quotas, ("GET",), False),
-            "/reload": (self._reload, ("POST",), False),
-            "/rollback": (self._rollback, ("POST",), False),
-            "/metrics": (self._metrics, ("GET",), self.settings.open_metrics),
-        }
-        entry = table.get(path)
-        if entry is None:
+    def _route(self, method: str, path: str) -> tuple[Endpoint, tuple[str, ...]]:
+        """The endpoint for a request and its path parameters; 404 if no pattern fits the path, 405
+        (with ``Allow``) if some do but not for this method. Both come before the token check."""
+        segments = path.split("/")[1:]
+        allowed: list[str] = []
+        for endpoint in self._endpoints:
+            params = endpoint.match(segments)
+            if params is None:
+                continue
+            if endpoint.method == method:
+                return endpoint, params
+            allowed.append(endpoint.method)
+        if not allowed:
             raise AdminError(404, "not-found", f"no admin endpoint {path}")
-        return (*entry, ())
+        allow = ", ".join(allowed)
+        raise AdminError(405, "method-not-allowed", f"{path} accepts {allow}", ((b"allow", allow.encode()),))
 
     def _authenticate(self, authorization: str) -> None:
         scheme, _, token = authorization.partition(" ")
@@ -227,7 +247,7 @@ class AdminServer:
                 401,
                 "unauthorized",
                 "a valid admin bearer token is required",
-                [("www-authenticate", 'Bearer realm="fastgw-admin"')],
+                ((b"www-authenticate", b'Bearer realm="fastgw-admin"'),),
             )
 
     # -- endpoints ---------------------------------------------------------------------------------------
@@ -374,8 +394,17 @@ def _json_body(body: bytes) -> dict[str, Any]:
     return value
 
 
-def _problem(status: int, title: str, detail: str) -> bytes:
-    return orjson.dumps({"type": PROBLEM_BASE + title, "title": title, "status": status, "detail": detail})
+def _response(status: int, content_type: str, payload: bytes) -> Response:
+    headers = [(b"content-type", content_type.encode()), (b"content-length", b"%d" % len(payload))]
+    return status, headers, payload
+
+
+def _problem_response(
+    status: int, problem: str, detail: str, headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> Response:
+    """An error as the gateway renders every error (codec/problem.py): the status's reason as title."""
+    fields, payload = problem_fields(status, problem, detail, headers=headers)
+    return status, fields, payload
 
 
 def _iso(ts: float) -> str:

@@ -2,8 +2,9 @@
 
 Used between the supervisor and the control process (a socketpair) and between the control process and
 each worker (one connection per worker to the control socket). A frame is a 4-byte big-endian length and
-one message, a JSON object with a ``t`` (type) key (``messages.py`` defines them and their codec). A frame
-that is not a message (``MessageError``, a ``ChannelError``) drops the connection, with a line saying why.
+one message, a JSON object with a ``t`` (type) key (codec/control_messages.py defines them and their
+codec). A frame that is not a message (``MessageError``, a ``ChannelError``) drops the connection, with
+a line saying why.
 """
 
 from __future__ import annotations

@@ -5,11 +5,11 @@ Hot-path rule 3: a request only appends its completed Exchange to a list (~0.14 
 record, no copy is made). Every 100 ms the worker tick formats the batch (~1 us a record: a bytes
 template, orjson only for the rare fields) and hands the bytes to the writer thread through an
 ``aiologic.SimpleQueue``; the thread only does the blocking ``write``, so a slow disk never stalls the loop.
-Measured on the bench box (one core, small GET): formatting in the writer thread instead cost ~3 us more
-per request than formatting in the tick, because the two threads then fight for the GIL (forced switches
-every 5 ms). Under pressure the writer's queue is bounded (a :class:`~fastgw.sinks.base.Backlog` of
-``max_pending`` records): batches beyond it are dropped and counted (``fastgw_sink_dropped_total``), never
-allowed to grow memory.
+Formatting stays on the loop because formatting in the writer thread would make the two threads fight
+for the GIL (forced switches every 5 ms), which costs each request more than the formatting itself.
+Under pressure the writer's queue is bounded (a :class:`~fastgw.sinks.base.Backlog` of ``max_pending``
+records): batches beyond it are dropped and counted (``fastgw_sink_dropped_total``), never allowed to
+grow memory.
 
 Crash bound: the worker hands its lines to the writer every tick (``TICK_SECONDS``, 100 ms: batches
 formatted between ticks are held until then), and the writer writes and flushes each hand-off at once. So a
@@ -118,7 +118,7 @@ class AccessLog(Sink):
 
         With ``hold`` (a batch that filled up between ticks) the formatted lines wait for the tick, or for
         HOLD_BYTES of them: the writer then wakes ~10 times a second instead of once per batch (each wake
-        costs the loop a GIL hand-over; measured ~1% of req/s on the small-GET bench). The writer's queue is
+        costs the loop a GIL hand-over). The writer's queue is
         bounded by ``max_pending`` records: past it, batches are dropped and counted rather than allowed to
         grow memory while the disk is stuck.
         """

@@ -14,7 +14,7 @@ from typing import Final
 
 from fastgw.exchange import Exchange
 
-# A record is the completed Exchange itself (server/dispatch.complete stamps ``ended`` and ``total_s``):
+# A record is the completed Exchange itself (proxy/dispatch.complete stamps ``ended`` and ``total_s``):
 # no copy is made per request.
 Record = Exchange
 BATCH_RECORDS: Final = 256  # formatting 256 records blocks the loop ~0.4 ms; a whole tick's ~3000 took ~5 ms

@@ -6,8 +6,7 @@ costs the sender a VM exit. A gateway that writes each request and response the 
 spaces its writes by one request's processing; whenever its peers (the upstream, the clients) are
 faster than that, their CPU goes idle between two writes and nearly every write pays for a wake-up.
 Holding the writes of one iteration's callbacks and making them together at its end lets the first
-wake the peers' CPU and the rest find it awake (docs/performance.md, "Write batching"; the measurements
-are in commit ff2b462's message).
+wake the peers' CPU and the rest find it awake (the measurements are in commit ff2b462's message).
 
 A request or response waits at most for the rest of its iteration; an idle loop runs the batch at once
 (``call_soon`` runs before the loop polls again). Only the fast path's writes are held: a whole request

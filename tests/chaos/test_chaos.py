@@ -17,10 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Gateway, RedisServer, TestUpstream, basic_config, free_port, get, wait_until
-from tests.e2e.test_admin import TOKEN, Admin, admin_config
-from tests.e2e.test_rate_limits import limited_config
+from tests.support.admin import TOKEN, Admin, admin_config
+from tests.support.clients import get
+from tests.support.gateways import Gateway, basic_config
 from tests.support.load import Load, Traffic, snapshot_id
+from tests.support.ports import free_port
+from tests.support.rate_limits import limited_config
+from tests.support.redis_server import RedisServer
+from tests.support.upstreams import TestUpstream
+from tests.support.waiting import wait_until
 
 CLIENTS = 4
 

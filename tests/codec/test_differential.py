@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from fastgw.codec.framing import LOWER_FIELD_NAMES, decimal_value, lower_field_name
 from fastgw.codec.problem import CodecError
-from tests.codec.recorder import reader_for
+from tests.support.recorder import reader_for
 
 _token = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=12)
 _value = st.text(

@@ -6,6 +6,7 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
+from unittest.mock import ANY
 
 import orjson
 import pytest
@@ -15,7 +16,7 @@ from fastgw.codec.control_messages import ReloadResult
 from fastgw.config.compiler import compile_config
 from fastgw.control.admin_api import AdminServer
 from fastgw.control.api import ControlAPI, WorkerView
-from fastgw.control.consumers import KeyService
+from fastgw.control.consumers import KeyService, KeyServiceError
 from fastgw.snapshot import AdminSettings, SecretRef, Snapshot
 from fastgw.store.base import QuotaCount
 
@@ -139,3 +140,50 @@ async def test_a_reload_that_cannot_be_audited_is_not_asked_for(served: tuple[in
     status, _ = await call(port, "POST", "/rollback")
     assert status == 503
     assert control.reloads == []
+
+
+class ConflictingKeys:
+    """A key service whose every new consumer name is taken."""
+
+    def create_consumer(self, body: dict[str, Any]) -> dict[str, Any]:
+        raise KeyServiceError(409, "a consumer with that name exists")
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("method", "path", "status", "title", "problem"),
+    [
+        ("GET", "/nowhere", 404, "Not Found", "not-found"),
+        ("DELETE", "/keys", 405, "Method Not Allowed", "method-not-allowed"),
+        ("POST", "/consumers", 409, "Conflict", "conflict"),
+    ],
+)
+async def test_an_admin_error_is_titled_by_its_status(
+    served: tuple[int, FakeControl], method: str, path: str, status: int, title: str, problem: str
+) -> None:
+    port, control = served
+    control.keys = ConflictingKeys()  # type: ignore[assignment]
+    assert await call(port, method, path) == (
+        status,
+        {
+            "type": f"https://fastgw.dev/problems/{problem}",
+            "title": title,
+            "status": status,
+            "detail": ANY,
+        },
+    )
+
+
+@pytest.mark.asyncio
+async def test_a_malformed_request_gets_a_titled_problem_and_the_connection_closes(
+    served: tuple[int, FakeControl],
+) -> None:
+    port, _ = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /status HTTP/1.1\r\nHost: a\r\nbroken header line\r\n\r\n")
+    data = await asyncio.wait_for(reader.read(), 5)  # read() returns once the server closes
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"\r\ncontent-type: application/problem+json\r\n" in head
+    assert orjson.loads(body)["title"] == "Bad Request"

@@ -16,68 +16,16 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.conftest import Gateway, TestUpstream, basic_config, free_port, get, wait_until
+from tests.support.admin import TOKEN, Admin
+from tests.support.clients import get
+from tests.support.gateways import Gateway
 from tests.support.load import snapshot_id
-
-TOKEN = "adm-7f3c9e-test-token-5d21a08b4e6c93f0"
-
-
-def admin_config(upstream_port: int, admin_port: int, token_file: Path, extra: str = "") -> str:
-    return basic_config(
-        upstream_port,
-        route='network = { deny = ["127.0.0.1/32"], mode = "shadow" }',
-        extra=f"""
-        [[routes]]
-        name = "blocked"
-        path = "/blocked"
-        upstream = "backend"
-        auth = "none"
-        network = {{ deny = ["127.0.0.0/8"] }}
-
-        [admin]
-        bind = "127.0.0.1:{admin_port}"
-        token = {{ file = "{token_file}" }}
-        {extra}
-        """,
-    )
-
-
-class Admin:
-    def __init__(self, port: int) -> None:
-        self.port = port
-
-    def call(
-        self, method: str, path: str, token: str | None = TOKEN, headers: dict[str, str] | None = None
-    ) -> tuple[int, dict[str, str], bytes]:
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}{path}", method=method, headers=headers or {}
-        )
-        if token is not None:
-            req.add_header("Authorization", f"Bearer {token}")
-        try:
-            with urllib.request.urlopen(req, timeout=15) as resp:
-                return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
-        except urllib.error.HTTPError as err:
-            return err.code, {k.lower(): v for k, v in err.headers.items()}, err.read()
-
-    def json(self, method: str, path: str, **kw: Any) -> tuple[int, Any]:
-        status, _, body = self.call(method, path, **kw)
-        return status, json.loads(body)
-
-
-@pytest.fixture
-def admin_gateway(
-    gateway_factory: Callable[..., Gateway], upstream: TestUpstream, tmp_path: Path
-) -> tuple[Gateway, Admin]:
-    token_file = tmp_path / "admin.token"
-    token_file.write_text(TOKEN + "\n")
-    port = free_port()
-    gw = gateway_factory(admin_config(upstream.port, port, token_file), workers=2)
-    return gw, Admin(port)
+from tests.support.ports import free_port
+from tests.support.upstreams import TestUpstream
+from tests.support.waiting import wait_until
 
 
 def test_token_is_required_and_checked(admin_gateway: tuple[Gateway, Admin]) -> None:
@@ -259,7 +207,7 @@ def test_every_admin_field_is_human_readable(
 ) -> None:
     """Times are ISO 8601 UTC, quota periods are named with their start and end: never the raw unix
     seconds or the negative period codes the store keeps."""
-    from tests.e2e.test_rate_limits import limited_config
+    from tests.support.rate_limits import limited_config
 
     port = free_port()
     config = limited_config(

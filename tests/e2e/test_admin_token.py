@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import fastgw
+from tests.support.cli import fastgw
 
 
 def config_with_token(tmp_path: Path, token: str | None) -> Path:

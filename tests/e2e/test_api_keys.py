@@ -15,67 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Gateway, TestUpstream, basic_config, free_port, get, wait_until
-from tests.test_cli import fastgw
-
-KEY_RE = re.compile(r"fgw_[0-9A-Za-z]{49}")
-
-
-def keys_config(upstream_port: int, admin_port: int, secrets_dir: Path, mode: str = "enforce") -> str:
-    return basic_config(
-        upstream_port,
-        extra=f"""
-        [[routes]]
-        name = "api"
-        path = "/api"
-        upstream = "backend"
-        auth = "api_key"
-
-        [[routes]]
-        name = "reports"
-        path = "/reports"
-        upstream = "backend"
-        auth = "api_key"
-
-        [admin]
-        bind = "127.0.0.1:{admin_port}"
-        token = {{ file = "{secrets_dir / "admin.token"}" }}
-
-        [keys]
-        pepper = {{ file = "{secrets_dir / "pepper"}" }}
-
-        [api_key]
-        headers = ["Authorization", "X-API-Key"]
-        mode = "{mode}"
-        """,
-    )
+from tests.support.api_keys import KEY_RE, cli, issue, keys_config, status_on_all_workers
+from tests.support.cli import fastgw
+from tests.support.clients import get
+from tests.support.gateways import Gateway, basic_config
+from tests.support.ports import free_port
+from tests.support.upstreams import TestUpstream
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
 def keyed(gateway_factory: Callable[..., Gateway], upstream: TestUpstream, secrets_dir: Path) -> Gateway:
     return gateway_factory(keys_config(upstream.port, free_port(), secrets_dir), workers=2)
-
-
-def cli(gw: Gateway, *args: str) -> str:
-    out = fastgw(*args, "--config", str(gw.config))
-    assert out.returncode == 0, out.stdout + out.stderr
-    return out.stdout
-
-
-def issue(gw: Gateway, consumer: str = "acme", *extra: str) -> tuple[str, str]:
-    if consumer not in cli(gw, "consumers", "list"):
-        cli(gw, "consumers", "create", consumer, "--team", "payments", "--role", "reader")
-    out = cli(gw, "keys", "create", consumer, *extra)
-    key = KEY_RE.search(out)
-    assert key, out
-    key_id = re.search(r"key (k_\w+)", out)
-    assert key_id, out
-    return key.group(0), key_id.group(1)
-
-
-def status_on_all_workers(port: int, path: str, header: str, n: int = 12) -> set[int]:
-    """Statuses of n requests, each on a new connection (so both workers answer some)."""
-    return {get(port, path, headers=header).status for _ in range(n)}
 
 
 def test_key_lifecycle_create_use_rotate_revoke(keyed: Gateway, upstream: TestUpstream) -> None:

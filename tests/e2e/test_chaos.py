@@ -11,8 +11,10 @@ import socket
 import time
 from collections.abc import Callable
 
-from tests.conftest import Gateway, TestUpstream, basic_config, connect, get
-from tests.e2e.test_large import rss_mib
+from tests.support.clients import connect, get
+from tests.support.gateways import Gateway, basic_config
+from tests.support.memory import rss_mib
+from tests.support.upstreams import TestUpstream
 
 
 def _abort(sock: socket.socket) -> None:

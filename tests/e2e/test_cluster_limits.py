@@ -13,18 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import (
-    Gateway,
-    RedisServer,
-    ResponseReader,
-    TestUpstream,
-    connect,
-    free_port,
-    get,
-    wait_until,
-)
-from tests.e2e.test_admin import TOKEN, Admin
-from tests.e2e.test_rate_limits import admitted_at, hammer, limited_config, sliding_window_bounds
+from tests.support.admin import TOKEN, Admin
+from tests.support.clients import ResponseReader, connect, get
+from tests.support.gateways import Gateway
+from tests.support.ports import free_port
+from tests.support.rate_limits import admitted_at, hammer, limited_config, sliding_window_bounds
+from tests.support.redis_server import RedisServer
+from tests.support.upstreams import TestUpstream
+from tests.support.waiting import wait_until
 
 LIMIT = 300  # per 1 s window, shared by the three nodes
 INTERVAL = 0.05
@@ -359,7 +355,7 @@ def test_a_client_that_obeys_retry_after_passes_at_its_first_retry_in_cluster_mo
     gateway_factory: Callable[..., Gateway], upstream: TestUpstream, redis_server: RedisServer
 ) -> None:
     # As tests/e2e/test_rate_limits.py, with the counts in Redis: the wait comes from the shared estimate.
-    from tests.e2e.test_rate_limits import obey
+    from tests.support.rate_limits import obey
 
     limit = '{ name = "s", rate = 3, per = 2.0, key = "ip" }'
     gw = gateway_factory(cluster_config(upstream.port, redis_server.url, limit))

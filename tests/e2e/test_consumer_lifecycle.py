@@ -21,9 +21,12 @@ import pytest
 from fastgw.control.admin_client import admin_call
 from fastgw.store.base import Consumer
 from fastgw.store.sqlite import SQLiteStore
-from tests.conftest import Gateway, TestUpstream, free_port, wait_until
-from tests.e2e.test_api_keys import cli, issue, keys_config, status_on_all_workers
-from tests.test_cli import fastgw
+from tests.support.api_keys import cli, issue, keys_config, status_on_all_workers
+from tests.support.cli import fastgw
+from tests.support.gateways import Gateway
+from tests.support.ports import free_port
+from tests.support.upstreams import TestUpstream
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture

@@ -11,21 +11,14 @@ from typing import Any
 import pytest
 
 from fastgw.tls.dev_certs import write_dev_certificates
-from tests.conftest import (
-    Gateway,
-    Response,
-    ResponseReader,
-    SeenRequest,
-    TestUpstream,
-    basic_config,
-    free_port,
-    get,
-    ok_response,
-    wait_until,
-)
-from tests.e2e.test_api_keys import issue, keys_config
-from tests.e2e.test_tls import client_context
-from tests.h2client import H2Client
+from tests.support.api_keys import issue, keys_config
+from tests.support.certificates import client_context
+from tests.support.clients import Response, ResponseReader, get
+from tests.support.gateways import Gateway, basic_config
+from tests.support.h2client import H2Client
+from tests.support.ports import free_port
+from tests.support.upstreams import SeenRequest, TestUpstream, ok_response
+from tests.support.waiting import wait_until
 
 APP = "https://app.example.com"
 

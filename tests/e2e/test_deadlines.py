@@ -6,7 +6,9 @@ import socket
 import time
 from collections.abc import Callable
 
-from tests.conftest import Gateway, ResponseReader, TestUpstream, basic_config, connect
+from tests.support.clients import ResponseReader, connect
+from tests.support.gateways import Gateway, basic_config
+from tests.support.upstreams import TestUpstream
 
 
 def _closed_within(sock: socket.socket, limit: float) -> tuple[float, bytes]:

@@ -11,7 +11,8 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import Gateway, TestUpstream, basic_config
+from tests.support.gateways import Gateway, basic_config
+from tests.support.upstreams import TestUpstream
 
 MiB = 1024 * 1024
 REQUEST = b"GET /u HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: foo\r\n\r\n"

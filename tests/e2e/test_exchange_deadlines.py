@@ -27,8 +27,11 @@ from pathlib import Path
 import pytest
 
 from fastgw.tls.dev_certs import DevCertificates, write_dev_certificates
-from tests.conftest import Gateway, ResponseReader, SeenRequest, TestUpstream, wait_until
-from tests.h2client import H2Client
+from tests.support.clients import ResponseReader
+from tests.support.gateways import Gateway
+from tests.support.h2client import H2Client
+from tests.support.upstreams import SeenRequest, TestUpstream
+from tests.support.waiting import wait_until
 
 PROTOCOLS = ["h1", "h2c", "h1-tls", "h2-tls"]
 TICK_SLACK = 1.0  # two 100 ms ticks plus the scheduling of a loaded 2-core CI machine

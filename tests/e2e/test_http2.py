@@ -16,8 +16,10 @@ from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
 
 from fastgw.tls.dev_certs import write_dev_certificates
-from tests.conftest import Gateway, SeenRequest, TestUpstream, basic_config, connect, get, request
-from tests.h2client import H2Client
+from tests.support.clients import connect, get, request
+from tests.support.gateways import Gateway, basic_config
+from tests.support.h2client import H2Client
+from tests.support.upstreams import SeenRequest, TestUpstream
 
 
 def test_h2c_prior_knowledge_multiplexes_streams_over_http1_upstreams(

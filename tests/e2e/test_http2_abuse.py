@@ -16,8 +16,9 @@ from h2.settings import SettingCodes
 from hpack import Encoder
 from hyperframe.frame import ContinuationFrame, DataFrame, HeadersFrame, PingFrame, SettingsFrame
 
-from tests.conftest import Gateway, SeenRequest, TestUpstream, basic_config
-from tests.h2client import H2Client
+from tests.support.gateways import Gateway, basic_config
+from tests.support.h2client import H2Client
+from tests.support.upstreams import SeenRequest, TestUpstream
 
 ENHANCE_YOUR_CALM = int(ErrorCodes.ENHANCE_YOUR_CALM)
 MiB = 1024 * 1024

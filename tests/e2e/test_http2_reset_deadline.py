@@ -12,8 +12,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from tests.conftest import Gateway, TestUpstream, basic_config
-from tests.h2client import H2Client
+from tests.support.gateways import Gateway, basic_config
+from tests.support.h2client import H2Client
+from tests.support.upstreams import TestUpstream
 
 HEADER_TIMEOUT = 0.5
 IDLE_TIMEOUT = 30.0  # far beyond the waits below: a connection closed in time was not closed by it

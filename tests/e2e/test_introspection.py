@@ -13,16 +13,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.conftest import (
-    Gateway,
-    ResponseReader,
-    SeenRequest,
-    TestUpstream,
-    basic_config,
-    connect,
-    get,
-    json_response,
-)
+from tests.support.clients import ResponseReader, connect, get
+from tests.support.gateways import Gateway, basic_config
+from tests.support.upstreams import SeenRequest, TestUpstream, json_response
 
 
 @pytest.fixture

@@ -10,7 +10,9 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.conftest import Gateway, SeenRequest, TestUpstream, basic_config, get, json_response
+from tests.support.clients import get
+from tests.support.gateways import Gateway, basic_config
+from tests.support.upstreams import SeenRequest, TestUpstream, json_response
 
 ISS = "https://idp.example.test/"
 
@@ -158,7 +160,7 @@ def test_last_good_jwks_survive_reload_and_worker_kill_while_the_idp_is_down(
 
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from tests.conftest import wait_until
+    from tests.support.waiting import wait_until
 
     idp = TestUpstream()
     key = ec.generate_private_key(ec.SECP256R1())

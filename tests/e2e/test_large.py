@@ -6,21 +6,16 @@ import asyncio
 import socket
 import threading
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import Gateway, TestUpstream, _UpstreamProtocol, connect
+from tests.support.clients import connect
+from tests.support.gateways import Gateway
+from tests.support.memory import rss_mib
+from tests.support.upstreams import TestUpstream, UpstreamProtocol
 
 GIB = 1 << 30
 CHUNK = b"x" * (1 << 20)
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 class RssSampler(threading.Thread):
@@ -35,7 +30,7 @@ class RssSampler(threading.Thread):
             self.peak = max(self.peak, rss_mib(self.pid))
 
 
-class StreamingProtocol(_UpstreamProtocol):
+class StreamingProtocol(UpstreamProtocol):
     """Answers with a 1 GiB body written under transport flow control (never buffered whole)."""
 
     remaining = 0

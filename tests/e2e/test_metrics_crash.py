@@ -24,8 +24,12 @@ from pathlib import Path
 import pytest
 
 from fastgw.proxy.deadlines import TICK_SECONDS
-from tests.conftest import Gateway, ResponseReader, TestUpstream, connect, free_port, get, wait_until
-from tests.e2e.test_admin import TOKEN, Admin, admin_config
+from tests.support.admin import TOKEN, Admin, admin_config
+from tests.support.clients import ResponseReader, connect, get
+from tests.support.gateways import Gateway
+from tests.support.ports import free_port
+from tests.support.upstreams import TestUpstream
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture

@@ -4,38 +4,20 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import socket
-import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import jwt
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from fastgw.tls.dev_certs import DevCertificates, write_dev_certificates
-from tests.conftest import Gateway, Response, ResponseReader, TestUpstream
-from tests.e2e.test_tls import _second_cert, tls_config
+from fastgw.tls.dev_certs import write_dev_certificates
+from tests.support.certificates import fingerprint, second_cert, tls_config, tls_request
+from tests.support.gateways import Gateway
+from tests.support.upstreams import TestUpstream
 
 ISS = "https://idp.example.test/"
-
-
-def fingerprint(cert_path: Path) -> bytes:
-    return x509.load_pem_x509_certificate(cert_path.read_bytes()).public_bytes(serialization.Encoding.DER)
-
-
-def request(
-    port: int, certs: DevCertificates, client: tuple[Path, Path] | None, path: str, headers: str = ""
-) -> Response:
-    ctx = ssl.create_default_context(cafile=str(certs.ca_cert))
-    if client is not None:
-        ctx.load_cert_chain(*client)
-    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
-    with ctx.wrap_socket(raw, server_hostname="localhost") as sock:
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n".encode())
-        return ResponseReader(sock).read()  # type: ignore[arg-type]
 
 
 def test_client_certificates_map_to_consumers_and_bind_tokens(
@@ -45,7 +27,7 @@ def test_client_certificates_map_to_consumers_and_bind_tokens(
     der = fingerprint(certs.client_cert)
     sha = hashlib.sha256(der).hexdigest()
     colons = ":".join(sha[i : i + 2] for i in range(0, 64, 2)).upper()
-    other = _second_cert(certs, "unmapped.client.test", client=True)
+    other = second_cert(certs, "unmapped.client.test", client=True)
     idp = ec.generate_private_key(ec.SECP256R1())
     pem = tmp_path / "idp.pem"
     pem.write_bytes(
@@ -82,25 +64,27 @@ def test_client_certificates_map_to_consumers_and_bind_tokens(
     )
     gw = gateway_factory(config)
     client = (certs.client_cert, certs.client_key)
-    ok = request(gw.port, certs, client, "/x")
+    ok = tls_request(gw.port, certs, client, "/x")
     assert ok.status == 200
     seen = upstream.requests[-1]
     assert seen.header(b"x-consumer") == b"billing" and seen.header(b"x-consumer-team") == b"finance"
-    missing = request(gw.port, certs, None, "/x")
+    missing = tls_request(gw.port, certs, None, "/x")
     assert (
         missing.status == 401 and missing.header(b"www-authenticate") == b'ClientCertificate realm="fastgw"'
     )
     assert missing.header(b"strict-transport-security") == b"max-age=31536000"  # a TLS listener
-    assert request(gw.port, certs, other, "/x").status == 403  # valid, but mapped to nobody
+    assert tls_request(gw.port, certs, other, "/x").status == 403  # valid, but mapped to nobody
 
     thumbprint = base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()
     base = {"iss": ISS, "sub": "svc", "exp": int(time.time()) + 60}
     bound = jwt.encode({**base, "cnf": {"x5t#S256": thumbprint}}, idp, algorithm="ES256")
     header = f"Authorization: Bearer {bound}\r\n"
-    assert request(gw.port, certs, client, "/bound/a", header).status == 200
-    assert request(gw.port, certs, other, "/bound/a", header).status == 401  # stolen token, other cert
-    assert request(gw.port, certs, None, "/bound/a", header).status == 401  # stolen token, no cert
+    assert tls_request(gw.port, certs, client, "/bound/a", header).status == 200
+    assert tls_request(gw.port, certs, other, "/bound/a", header).status == 401  # stolen token, other cert
+    assert tls_request(gw.port, certs, None, "/bound/a", header).status == 401  # stolen token, no cert
     unbound = jwt.encode(base, idp, algorithm="ES256")
-    assert request(gw.port, certs, client, "/bound/a", f"Authorization: Bearer {unbound}\r\n").status == 401
+    assert (
+        tls_request(gw.port, certs, client, "/bound/a", f"Authorization: Bearer {unbound}\r\n").status == 401
+    )
     denials = {r.get("denial") for r in gw.wait_log(7)}
     assert {"mtls.missing", "mtls.unknown", "jwt.cert_binding", "jwt.claims"} <= denials

@@ -20,21 +20,13 @@ import orjson
 import pytest
 
 from fastgw.tls.dev_certs import write_dev_certificates
-from tests.conftest import (
-    Gateway,
-    Response,
-    SeenRequest,
-    TestUpstream,
-    basic_config,
-    free_port,
-    get,
-    json_response,
-)
-from tests.e2e.test_api_keys import cli, issue
-from tests.e2e.test_mtls_consumers import fingerprint
-from tests.e2e.test_mtls_consumers import request as tls_request
-from tests.e2e.test_tls import _second_cert, tls_config
-from tests.h2client import H2Client
+from tests.support.api_keys import cli, issue
+from tests.support.certificates import fingerprint, second_cert, tls_config, tls_request
+from tests.support.clients import Response, get
+from tests.support.gateways import Gateway, basic_config
+from tests.support.h2client import H2Client
+from tests.support.ports import free_port
+from tests.support.upstreams import SeenRequest, TestUpstream, json_response
 
 ISS = "https://idp.example.test/"
 SECRET = "multi-auth-test-secret-of-32-bytes-at-least"
@@ -209,7 +201,7 @@ def test_certificate_or_opaque_token(
 ) -> None:
     certs = write_dev_certificates(tmp_path / "certs")
     sha = hashlib.sha256(fingerprint(certs.client_cert)).hexdigest()
-    other = _second_cert(certs, "unmapped.client.test", client=True)
+    other = second_cert(certs, "unmapped.client.test", client=True)
     (tmp_path / "client.secret").write_text("s3cr3t")
     config = (
         tls_config(

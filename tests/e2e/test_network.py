@@ -7,7 +7,9 @@ import struct
 from collections.abc import Callable
 
 from fastgw.codec.proxy_protocol import V2_SIGNATURE
-from tests.conftest import Gateway, ResponseReader, TestUpstream, connect, get
+from tests.support.clients import ResponseReader, connect, get
+from tests.support.gateways import Gateway
+from tests.support.upstreams import TestUpstream
 
 
 def config(

@@ -8,9 +8,11 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import Gateway, TestUpstream, basic_config, get
+from tests.support.cli import fastgw
+from tests.support.clients import get
+from tests.support.gateways import Gateway, basic_config
 from tests.support.load import snapshot_id
-from tests.test_cli import fastgw
+from tests.support.upstreams import TestUpstream
 
 
 def test_reload_rollback_and_stop_through_the_pid_file(

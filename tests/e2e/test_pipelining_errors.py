@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import time
 
-from tests.conftest import Gateway, ResponseReader, TestUpstream, connect, read_until_closed
+from tests.support.clients import ResponseReader, connect, read_until_closed
+from tests.support.gateways import Gateway
+from tests.support.upstreams import TestUpstream
 
 FAST = 2.0  # far below header_timeout (10 s): an answer that waits for a deadline fails the test
 

@@ -20,19 +20,14 @@ from pathlib import Path
 import pytest
 from h2.errors import ErrorCodes
 
-from tests.conftest import (
-    Gateway,
-    ResponseReader,
-    TestUpstream,
-    basic_config,
-    connect,
-    free_port,
-    get,
-    wait_until,
-)
-from tests.e2e.test_systemd import NotifySocket
-from tests.h2client import H2Client
+from tests.support.clients import ResponseReader, connect, get
+from tests.support.gateways import Gateway, basic_config
+from tests.support.h2client import H2Client
 from tests.support.load import gateway_side_inodes, socket_inodes
+from tests.support.ports import free_port
+from tests.support.systemd import NotifySocket
+from tests.support.upstreams import TestUpstream
+from tests.support.waiting import wait_until
 
 # -- stop: new connections are refused at once ---------------------------------------------------------
 

@@ -6,17 +6,10 @@ import re
 import time
 from collections.abc import Callable
 
-from tests.conftest import (
-    Gateway,
-    ResponseReader,
-    SeenRequest,
-    TestUpstream,
-    basic_config,
-    connect,
-    get,
-    request,
-    wait_until,
-)
+from tests.support.clients import ResponseReader, connect, get, request
+from tests.support.gateways import Gateway, basic_config
+from tests.support.upstreams import SeenRequest, TestUpstream
+from tests.support.waiting import wait_until
 
 
 def test_get_is_proxied_with_forwarding_headers(gateway: Gateway, upstream: TestUpstream) -> None:

@@ -8,9 +8,13 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import Gateway, TestUpstream, free_port, get, wait_until
-from tests.e2e.test_admin import TOKEN, Admin
-from tests.e2e.test_rate_limits import limited_config
+from tests.support.admin import TOKEN, Admin
+from tests.support.clients import get
+from tests.support.gateways import Gateway
+from tests.support.ports import free_port
+from tests.support.rate_limits import limited_config
+from tests.support.upstreams import TestUpstream
+from tests.support.waiting import wait_until
 
 
 def quota_config(upstream_port: int, state: Path, quota: str) -> str:

@@ -9,8 +9,11 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import Gateway, ResponseReader, TestUpstream, basic_config, connect, get, wait_until
-from tests.e2e.test_large import rss_mib
+from tests.support.clients import ResponseReader, connect, get
+from tests.support.gateways import Gateway, basic_config
+from tests.support.memory import rss_mib
+from tests.support.upstreams import TestUpstream
+from tests.support.waiting import wait_until
 
 
 def test_idle_rss_under_40_mib(gateway_factory: Callable[..., Gateway], upstream: TestUpstream) -> None:

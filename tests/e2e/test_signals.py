@@ -7,7 +7,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from tests.conftest import Gateway, ResponseReader, TestUpstream, basic_config, connect, get, wait_until
+from tests.support.clients import ResponseReader, connect, get
+from tests.support.gateways import Gateway, basic_config
+from tests.support.upstreams import TestUpstream
+from tests.support.waiting import wait_until
 
 
 def test_sighup_reload_swaps_routes(gateway_factory: Callable[..., Gateway], upstream: TestUpstream) -> None:

@@ -3,11 +3,12 @@ it keeps up, and every request reaches both the metrics and the access log."""
 
 from __future__ import annotations
 
-from tests.conftest import Gateway, get
-from tests.e2e.test_admin import Admin, admin_gateway  # noqa: F401  (the fixture)
+from tests.support.admin import Admin
+from tests.support.clients import get
+from tests.support.gateways import Gateway
 
 
-def test_every_sink_exports_its_drop_counter(admin_gateway: tuple[Gateway, Admin]) -> None:  # noqa: F811
+def test_every_sink_exports_its_drop_counter(admin_gateway: tuple[Gateway, Admin]) -> None:
     gw, admin = admin_gateway
     for i in range(20):
         assert get(gw.port, f"/s/{i}").status == 200

@@ -8,8 +8,10 @@ import time
 
 import pytest
 
-from tests.codec.test_http1 import REFUSED
-from tests.conftest import Gateway, ResponseReader, TestUpstream, basic_config, connect, get, request
+from tests.support.clients import ResponseReader, connect, get, request
+from tests.support.gateways import Gateway, basic_config
+from tests.support.malformed_requests import REFUSED
+from tests.support.upstreams import TestUpstream
 
 # The connection-level cases of the codec table, sent through a real gateway.
 SMUGGLING = [c for c in REFUSED if c[0] not in ("connect",)]

@@ -19,8 +19,10 @@ from fastgw.codec import framing, h2_request
 from fastgw.config.compiler import compile_config
 from fastgw.policy.quota import QuotaBook
 from fastgw.policy.throttle import MAX_TRACKED, FailureState, ThrottleSettings
-from tests.conftest import Gateway, ResponseReader, TestUpstream, basic_config, connect
-from tests.h2client import H2Client
+from tests.support.clients import ResponseReader, connect
+from tests.support.gateways import Gateway, basic_config
+from tests.support.h2client import H2Client
+from tests.support.upstreams import TestUpstream
 
 MiB = 1024 * 1024
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Gateway, free_port, get, request
-from tests.h2client import H2Client
+from tests.support.clients import get, request
+from tests.support.gateways import Gateway
+from tests.support.h2client import H2Client
+from tests.support.ports import free_port
 
 KEY_RE = re.compile(r"fgw_[0-9A-Za-z]{49}")
 

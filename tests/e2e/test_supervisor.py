@@ -18,17 +18,12 @@ from pathlib import Path
 import pytest
 
 from fastgw.tls.dev_certs import write_dev_certificates
-from tests.conftest import (
-    Gateway,
-    ResponseReader,
-    TestUpstream,
-    basic_config,
-    connect,
-    free_port,
-    get,
-    wait_until,
-)
+from tests.support.clients import ResponseReader, connect, get
+from tests.support.gateways import Gateway, basic_config
 from tests.support.load import Load, gateway_side_inodes, socket_inodes
+from tests.support.ports import free_port
+from tests.support.upstreams import TestUpstream
+from tests.support.waiting import wait_until
 
 
 def test_killed_worker_is_replaced_within_a_second(

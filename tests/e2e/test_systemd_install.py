@@ -30,8 +30,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TestUpstream, free_port, get, wait_until
-from tests.e2e.test_systemd import NotifySocket
+from tests.support.clients import get
+from tests.support.ports import free_port
+from tests.support.systemd import NotifySocket
+from tests.support.upstreams import TestUpstream
+from tests.support.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "conf" / "fastgw.service"

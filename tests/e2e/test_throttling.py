@@ -7,8 +7,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from tests.conftest import Gateway, TestUpstream, get
-from tests.e2e.test_rate_limits import limited_config
+from tests.support.clients import get
+from tests.support.gateways import Gateway
+from tests.support.rate_limits import limited_config
+from tests.support.upstreams import TestUpstream
 
 
 def throttled_config(upstream_port: int, limit: str) -> str:

@@ -16,54 +16,17 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from fastgw.tls.dev_certs import DevCertificates, issue, write_dev_certificates
-from tests.conftest import Gateway, ResponseReader, TestUpstream, wait_until
+from fastgw.tls.dev_certs import DevCertificates, write_dev_certificates
+from tests.support.certificates import client_context, second_cert, tls_config
+from tests.support.clients import ResponseReader
+from tests.support.gateways import Gateway
+from tests.support.upstreams import TestUpstream
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
 def certs(tmp_path: Path) -> DevCertificates:
     return write_dev_certificates(tmp_path / "certs")
-
-
-def _second_cert(certs: DevCertificates, name: str, *, client: bool = False) -> tuple[Path, Path]:
-    ca = x509.load_pem_x509_certificate(certs.ca_cert.read_bytes())
-    ca_key = serialization.load_pem_private_key(certs.ca_key.read_bytes(), None)
-    cert, key = issue(ca, ca_key, name, dns=(name,), client=client)  # type: ignore[arg-type]
-    cert_path = certs.ca_cert.parent / f"{name}.pem"
-    key_path = certs.ca_cert.parent / f"{name}-key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    key_path.chmod(0o600)
-    return cert_path, key_path
-
-
-def tls_config(upstream_port: int, certificates: list[tuple[Path, Path]], extra: str = "") -> str:
-    pairs = ", ".join(f'{{ cert = "{c}", key = "{k}" }}' for c, k in certificates)
-    return f"""
-        [[listeners]]
-        bind = "127.0.0.1:{{port}}"
-        tls = {{ certificates = [{pairs}] {extra} }}
-        [access_log]
-        target = "{{log}}"
-        [upstreams.u]
-        targets = ["127.0.0.1:{upstream_port}"]
-        [[routes]]
-        name = "r"
-        path = "/"
-        upstream = "u"
-        auth = "none"
-        """
-
-
-def client_context(certs: DevCertificates, *, client_cert: bool = False) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(certs.ca_cert))
-    if client_cert:
-        ctx.load_cert_chain(certs.client_cert, certs.client_key)
-    return ctx
 
 
 def https_get(
@@ -96,7 +59,7 @@ def test_https_proxying_and_forwarded_proto(
 def test_sni_selects_the_certificate(
     gateway_factory: Callable[..., Gateway], upstream: TestUpstream, certs: DevCertificates
 ) -> None:
-    api = _second_cert(certs, "api.example.test")
+    api = second_cert(certs, "api.example.test")
     gw = gateway_factory(tls_config(upstream.port, [(certs.server_cert, certs.server_key), api]))
     ctx = client_context(certs)
     assert common_name(https_get(gw.port, ctx, "api.example.test")[1]) == "api.example.test"
@@ -195,7 +158,7 @@ def test_renewed_certificate_is_served_after_reload(
     gw = gateway_factory(tls_config(upstream.port, [(certs.server_cert, certs.server_key)]))
     ctx = client_context(certs)
     before = https_get(gw.port, ctx)[1]
-    renewed_cert, renewed_key = _second_cert(certs, "localhost")
+    renewed_cert, renewed_key = second_cert(certs, "localhost")
     certs.server_cert.write_bytes(renewed_cert.read_bytes())
     certs.server_key.write_bytes(renewed_key.read_bytes())
     gw.proc.send_signal(signal.SIGHUP)
@@ -280,7 +243,7 @@ def test_revoked_client_certificate_is_refused(
     )
     crl_path = certs.ca_cert.parent / "crl.pem"
     crl_path.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
-    good_cert, good_key = _second_cert(certs, "good-client", client=True)
+    good_cert, good_key = second_cert(certs, "good-client", client=True)
     gw = gateway_factory(
         tls_config(
             upstream.port,

@@ -5,7 +5,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from tests.conftest import Gateway, ResponseReader, TestUpstream, connect, free_port, get, request
+from tests.support.clients import ResponseReader, connect, get, request
+from tests.support.gateways import Gateway
+from tests.support.ports import free_port
+from tests.support.upstreams import TestUpstream
 
 
 def two_target_config(a: int, b: int, extra: str = "") -> str:

@@ -8,15 +8,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.conftest import (
-    Gateway,
-    SeenRequest,
-    TestUpstream,
-    basic_config,
-    get,
-    ok_response,
-    wait_until,
-)
+from tests.support.clients import get
+from tests.support.gateways import Gateway, basic_config
+from tests.support.upstreams import SeenRequest, TestUpstream, ok_response
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from fastgw.tls.dev_certs import DevCertificates, write_dev_certificates
-from tests.conftest import Gateway, TestUpstream, get
+from tests.support.clients import get
+from tests.support.gateways import Gateway
+from tests.support.upstreams import TestUpstream
 
 
 @pytest.fixture

@@ -8,7 +8,9 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import Gateway, ResponseReader, TestUpstream, connect
+from tests.support.clients import ResponseReader, connect
+from tests.support.gateways import Gateway
+from tests.support.upstreams import TestUpstream
 
 
 @pytest.fixture(params=[True, False], ids=["batched", "unbatched"])

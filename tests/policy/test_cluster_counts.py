@@ -12,7 +12,7 @@ import pytest
 
 from fastgw.policy.cluster_counts import PROBE_MAX, ClusterCounts
 from fastgw.snapshot import RedisSettings
-from tests.conftest import RedisServer
+from tests.support.redis_server import RedisServer
 
 INTERVAL = 0.05
 TIMEOUT = 0.25

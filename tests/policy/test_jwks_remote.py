@@ -25,7 +25,7 @@ from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Pending, run_chain
 from fastgw.policy.jwt_auth import JwtAuth
 from fastgw.snapshot import Snapshot
-from tests.conftest import SeenRequest, TestUpstream, json_response
+from tests.support.upstreams import SeenRequest, TestUpstream, json_response
 
 ISS = "https://idp.example.test/"
 SVC_ISSUER = """

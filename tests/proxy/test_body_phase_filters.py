@@ -20,8 +20,8 @@ from fastgw.handlers.kind import CompileContext, HandlerKind
 from fastgw.handlers.registry import KINDS
 from fastgw.policy.chain import Denial, Pending, Phase
 from fastgw.process.worker import Worker
-from tests.conftest import TestUpstream
-from tests.h2client import H2Client
+from tests.support.h2client import H2Client
+from tests.support.upstreams import TestUpstream
 
 
 class Echo:

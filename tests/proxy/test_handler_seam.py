@@ -20,7 +20,7 @@ from fastgw.handler_api import ResponseWriter
 from fastgw.handlers.kind import CompileContext, HandlerKind
 from fastgw.handlers.registry import KINDS
 from fastgw.process.worker import Worker
-from tests.h2client import H2Client
+from tests.support.h2client import H2Client
 
 CHUNK = 64 * 1024
 

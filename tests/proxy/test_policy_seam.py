@@ -15,7 +15,7 @@ from fastgw.config.compiler import compile_config
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Pending, Phase
 from fastgw.process.worker import Worker
-from tests.conftest import TestUpstream
+from tests.support.upstreams import TestUpstream
 
 
 class SlowIdentity:

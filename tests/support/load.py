@@ -8,7 +8,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from tests.conftest import ResponseReader, connect, get
+from tests.support.clients import ResponseReader, connect, get
 
 
 def snapshot_id(text: str) -> str:
