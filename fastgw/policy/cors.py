@@ -11,8 +11,11 @@ depends on the Origin.
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar, Final
 
+from fastgw.config.context import TOKEN, CompileContext
+from fastgw.config.schema import RouteSpec
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Phase
 
@@ -97,3 +100,35 @@ class Cors:
             headers.append((b"access-control-allow-credentials", b"true"))
         if self.expose:
             headers.append((b"access-control-expose-headers", self.expose))
+
+
+def compile_route(route: RouteSpec, ctx: CompileContext) -> tuple[Cors, ...]:
+    """routes.cors: origins are checked as scheme://host[:port]; '*' never with credentials."""
+    spec = route.cors
+    if spec is None:
+        return ()
+    key = f"{ctx.route_key}.cors"
+    if not spec.allow_origins:
+        raise ctx.error(f"{key}.allow_origins", "needs at least one origin (or '*')")
+    for i, origin in enumerate(spec.allow_origins):
+        if origin != "*" and not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?", origin):
+            raise ctx.error(f"{key}.allow_origins[{i}]", f"{origin!r} is not scheme://host[:port] or '*'")
+    if "*" in spec.allow_origins and spec.allow_credentials:
+        raise ctx.error(f"{key}.allow_credentials", "cannot be true with allow_origins = ['*']")
+    for field_name in ("allow_methods", "allow_headers", "expose_headers"):
+        for i, value in enumerate(getattr(spec, field_name)):
+            if not TOKEN.fullmatch(value):
+                raise ctx.error(f"{key}.{field_name}[{i}]", f"{value!r} is not a token")
+    if spec.max_age < 0:
+        raise ctx.error(f"{key}.max_age", "must not be negative")
+    return (
+        Cors(
+            "cors",
+            frozenset(o.encode() for o in spec.allow_origins),
+            frozenset(m.upper().encode() for m in spec.allow_methods),
+            frozenset(h.lower().encode() for h in spec.allow_headers),
+            b", ".join(h.encode() for h in spec.expose_headers),
+            spec.allow_credentials,
+            spec.max_age,
+        ),
+    )

@@ -30,12 +30,16 @@ from typing import Any, ClassVar, Final
 import h11
 import orjson
 
+from fastgw.config.context import CompileContext
+from fastgw.config.schema import ConfigSpec
 from fastgw.exchange import Exchange
 from fastgw.policy.api_key import BEARER_DUPLICATE, BEARER_OK, REALM, bearer_denials, bearer_token
 from fastgw.policy.chain import Denial, Pending, Phase
 from fastgw.policy.http_client import Endpoint, request
+from fastgw.policy.jwks import is_loopback
 from fastgw.policy.rbac import Principal
 from fastgw.policy.throttle import FAILURES, ThrottleSettings, after_failure, throttled
+from fastgw.secret_refs import resolve_secret
 
 MISSING, DUPLICATE = bearer_denials("introspection")
 
@@ -239,3 +243,43 @@ def basic_authorization(client_id: str, secret: bytes) -> bytes:
         + urllib.parse.quote_from_bytes(secret, safe="").encode()
     )
     return b"Basic " + base64.b64encode(pair)
+
+
+def compile(config: ConfigSpec, ctx: CompileContext) -> None:
+    """[introspection]: auth = "introspection" asks this RFC 7662 endpoint about opaque tokens."""
+    spec = config.introspection
+    if spec is None:
+        return
+    tls = ctx.verifying_tls("introspection", spec.ca) if spec.url.lower().startswith("https:") else None
+    try:
+        target = Endpoint.parse(spec.url, tls)
+    except ValueError:
+        raise ctx.error("introspection.url", "must be an http:// or https:// URL") from None
+    if target.tls is None:
+        if not spec.allow_insecure_http and not is_loopback(target.host):
+            reason = (
+                "is plain http://: tokens and the client secret would travel in clear"
+                " (allow_insecure_http = true accepts it)"
+            )
+            raise ctx.error("introspection.url", reason)
+        ctx.warnings.append("introspection.url is plain http: tokens and client credentials travel in clear")
+    for name in ("timeout", "cache_ttl", "negative_ttl", "cache_size", "max_token_bytes", "max_concurrent"):
+        ctx.positive(f"introspection.{name}", getattr(spec, name))
+    secret = resolve_secret(ctx.secret("introspection.client_secret", spec.client_secret))
+    endpoint = IntrospectionEndpoint(
+        target=target,
+        authorization=basic_authorization(spec.client_id, secret),
+        timeout=spec.timeout,
+    )
+    ctx.auth["introspection"] = IntrospectionAuth(
+        "introspection",
+        endpoint,
+        spec.cache_ttl,
+        spec.negative_ttl,
+        spec.cache_size,
+        spec.mode == "shadow",
+        max_token_bytes=spec.max_token_bytes,
+        max_concurrent=spec.max_concurrent,
+        throttle=ctx.throttle,
+    )
+    ctx.credential_headers["introspection"] = frozenset({b"authorization"})

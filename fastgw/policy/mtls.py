@@ -8,8 +8,11 @@ is config (compiled into dicts), so a check is at most three dict lookups.
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
+from fastgw.config.context import CompileContext
+from fastgw.config.schema import ConfigSpec
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Phase
 from fastgw.policy.rbac import Principal
@@ -63,3 +66,36 @@ class MtlsAuth:
             return UNMAPPED
         ex.consumer = identity
         return None
+
+
+def compile(config: ConfigSpec, ctx: CompileContext) -> None:
+    """[mtls]: certificates (by SHA-256, SAN or subject) mapped to consumers; auth = "mtls"."""
+    spec = config.mtls
+    if spec is None:
+        return
+    tables: dict[str, dict[str, Principal]] = {"sha256": {}, "san": {}, "subject": {}}
+    for i, c in enumerate(spec.consumers):
+        key = f"mtls.consumers[{i}]"
+        given = [(kind, getattr(c, kind)) for kind in ("sha256", "san", "subject") if getattr(c, kind)]
+        if len(given) != 1:
+            raise ctx.error(key, "name exactly one of sha256, san or subject")
+        kind, value = given[0]
+        if kind == "sha256":
+            value = normalise_fingerprint(value)
+            if not re.fullmatch(r"[0-9a-f]{64}", value):
+                raise ctx.error(f"{key}.sha256", "must be 64 hex digits (colons allowed)")
+        if value in tables[kind]:
+            raise ctx.error(f"{key}.{kind}", f"{value!r} is mapped twice")
+        if not c.consumer:
+            raise ctx.error(f"{key}.consumer", "must not be empty")
+        tables[kind][value] = Principal(
+            consumer=c.consumer,
+            consumer_id=c.consumer,
+            team=c.team,
+            roles=frozenset(c.roles),
+            scopes=frozenset(c.scopes),
+        )
+    if not any(ls.tls is not None and ls.tls.client_auth != "none" for ls in config.listeners):
+        raise ctx.error("mtls", "no listener asks for client certificates (listeners.tls.client_auth)")
+    shadow = spec.mode == "shadow"
+    ctx.auth["mtls"] = MtlsAuth("mtls", tables["sha256"], tables["san"], tables["subject"], shadow)

@@ -13,6 +13,8 @@ import ipaddress
 from collections.abc import Sequence
 from typing import ClassVar, Final
 
+from fastgw.config.context import CompileContext
+from fastgw.config.schema import ConfigSpec, NetworkSpec, RouteSpec
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Phase
 from fastgw.snapshot import IPNetwork
@@ -89,3 +91,36 @@ class NetworkRules:
         if self._allow and not in_networks(address, self._allow):
             return Denial(403, "forbidden", "client address is not allowed", f"{self.name}.not_allowed")
         return None
+
+
+def networks(ctx: CompileContext, key: str, values: Sequence[str]) -> tuple[IPNetwork, ...]:
+    """Parse a config list of CIDRs; the error names the bad entry's index."""
+    for i, value in enumerate(values):
+        try:
+            parse_networks([value])
+        except ValueError as exc:
+            raise ctx.error(f"{key}[{i}]", str(exc)) from None
+    return parse_networks(values)
+
+
+def rules(ctx: CompileContext, key: str, spec: NetworkSpec, name: str) -> NetworkRules | None:
+    allow = networks(ctx, f"{key}.allow", spec.allow)
+    deny = networks(ctx, f"{key}.deny", spec.deny)
+    if not allow and not deny:
+        return None
+    return NetworkRules(name, allow, deny, spec.mode == "shadow")
+
+
+def compile(spec: ConfigSpec, ctx: CompileContext) -> None:
+    """[network]: the global rules, first in every route's chain."""
+    global_rules = rules(ctx, "network", spec.network, "network")
+    if global_rules is not None:
+        ctx.global_policies.append(global_rules)
+
+
+def compile_route(spec: RouteSpec, ctx: CompileContext) -> tuple[NetworkRules, ...]:
+    """routes.network: the route's own rules, after the global ones."""
+    if spec.network is None:
+        return ()
+    route_rules = rules(ctx, f"{ctx.route_key}.network", spec.network, "route_network")
+    return () if route_rules is None else (route_rules,)

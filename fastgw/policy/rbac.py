@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
+from fastgw.config.context import TOKEN, CompileContext
+from fastgw.config.schema import AuthorizeSpec, RequirementSpec, RouteSpec
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Phase
 
@@ -113,3 +115,29 @@ class Authorize:
         if need.teams and identity.team not in need.teams:
             return need.denial_team
         return None
+
+
+def compile_route(route: RouteSpec, ctx: CompileContext) -> tuple[Authorize, ...]:
+    """routes.authorize: a default requirement and per-method ones; needs an authenticated route."""
+    spec = route.authorize
+    if spec is None:
+        return ()
+    key = f"{ctx.route_key}.authorize"
+    if ctx.route_schemes == ("none",):
+        raise ctx.error(key, "needs an authenticated route (auth is 'none')")
+
+    def build(where: str, need: AuthorizeSpec | RequirementSpec) -> Requirement:
+        scopes, roles, teams = need.scopes, need.roles, need.teams
+        for field_name, values in (("scopes", scopes), ("roles", roles), ("teams", teams)):
+            for i, value in enumerate(values):
+                if not value or any(c in value for c in ' "\\\r\n'):
+                    raise ctx.error(f"{where}.{field_name}[{i}]", f"{value!r} is not a valid name")
+        return requirement(frozenset(scopes), frozenset(roles), frozenset(teams))
+
+    default = build(key, spec)
+    per_method = {}
+    for method, req in spec.methods.items():
+        if not TOKEN.fullmatch(method) or method != method.upper():
+            raise ctx.error(f"{key}.methods.{method}", "must be an upper-case method name")
+        per_method[method.encode()] = build(f"{key}.methods.{method}", req)
+    return (Authorize("authorize", default, per_method, spec.mode == "shadow"),)
