@@ -85,7 +85,8 @@ def _route(
     policies: list[Any] = list(ctx.global_policies)
     for entry in POLICIES:
         if entry.compile_route is not None:
-            policies.extend(entry.compile_route(spec, ctx))
+            section = getattr(spec, entry.route_section) if entry.route_section else spec
+            policies.extend(entry.compile_route(section, ctx))
     chain = tuple(sorted(policies, key=lambda p: p.PHASE))
     drop_req, add_req = ctx.header_ops(f"{key}.request_headers", spec.request_headers)
     drop_req |= ctx.route_drop_request  # credentials never reach the upstream
@@ -205,11 +206,14 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str, context: CompileConte
     ctx.positive("rate_limits.capacity", spec.rate_limits.capacity)
     ctx.positive("rate_limits.quota_flush", spec.rate_limits.quota_flush)
     identity_headers = sections.identity_header_names(ctx, spec.identity_headers)
+    ctx.listener_client_auth = any(
+        ls.tls is not None and ls.tls.client_auth != "none" for ls in spec.listeners
+    )
     state = sections.state(ctx, spec.state)
     ctx.state_dir = state.dir
     for entry in POLICIES:
         if entry.compile is not None:
-            entry.compile(spec, ctx)
+            entry.compile(getattr(spec, entry.section), ctx)
     security, security_remove, hsts = sections.security(ctx, spec.security_headers)
     snapshot_header = s.snapshot_header.lower().encode()
     headers = _Headers(

@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
-from fastgw.config.loader import ConfigError
-from fastgw.config.schema import HeaderOpsSpec, SecretSpec
+from fastgw.config.errors import ConfigError
+from fastgw.config.fields import HeaderOpsSpec, SecretSpec
 from fastgw.snapshot import KeySettings, SecretRef
 
 # An HTTP token (RFC 9110 5.6.2): header names, method names, limit names.

@@ -14,11 +14,9 @@ from __future__ import annotations
 import time
 from typing import ClassVar, Final
 
-from fastgw.config.context import TOKEN, CompileContext
-from fastgw.config.schema import ConfigSpec
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Pending, Phase
-from fastgw.policy.identity import IDENTITIES, IdentityCache
+from fastgw.policy.identity import IdentityCache
 from fastgw.policy.throttle import ThrottleSettings, throttled
 
 REALM: Final = b'Bearer realm="fastgw"'
@@ -169,27 +167,3 @@ class ApiKeyAuth:
             return WRONG_ROUTE
         ex.consumer = identity
         return None
-
-
-def compile(config: ConfigSpec, ctx: CompileContext) -> None:
-    """[api_key]: offered to routes as auth = "api_key" when a [keys] table gives the peppers."""
-    spec, keys = config.api_key, ctx.keys
-    if keys is None:
-        return
-    for i, name in enumerate(spec.headers):
-        if not TOKEN.fullmatch(name):
-            raise ctx.error(f"api_key.headers[{i}]", f"{name!r} is not a header name")
-    if not spec.headers:
-        raise ctx.error("api_key.headers", "needs at least one header name")
-    current = keys.peppers[keys.pepper_id]
-    others = tuple(p for pid, p in keys.peppers.items() if pid != keys.pepper_id)
-    policy = ApiKeyAuth(
-        "api_key",
-        frozenset(h.lower().encode() for h in spec.headers),
-        (current, *others),
-        IDENTITIES if ctx.identities is None else ctx.identities,
-        spec.mode == "shadow",
-        ctx.throttle,
-    )
-    ctx.auth["api_key"] = policy
-    ctx.credential_headers["api_key"] = policy.headers  # the credential never reaches the upstream

@@ -12,12 +12,27 @@ depends on the Origin.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import ClassVar, Final
 
 from fastgw.config.context import TOKEN, CompileContext
-from fastgw.config.schema import RouteSpec
+from fastgw.config.fields import PREFLIGHT_AGE_MAX, doc
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Phase
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CorsSpec:
+    allow_origins: tuple[str, ...] = doc("origins allowed, exactly as browsers send them, or '*'", ...)
+    allow_methods: tuple[str, ...] = doc("methods a preflight may ask for", ("GET", "HEAD", "POST"))
+    allow_headers: tuple[str, ...] = doc(
+        "request headers a preflight may ask for (CORS-safelisted ones always pass)",
+        ("authorization", "x-api-key", "content-type"),
+    )
+    expose_headers: tuple[str, ...] = doc("response headers scripts may read", ())
+    allow_credentials: bool = doc("allow cookies and credentials (not with '*')", False)
+    max_age: int = doc("seconds browsers may cache a preflight answer", 600, most=PREFLIGHT_AGE_MAX)
+
 
 SAFELISTED_HEADERS: Final = frozenset({b"accept", b"accept-language", b"content-language", b"content-type"})
 
@@ -102,9 +117,8 @@ class Cors:
             headers.append((b"access-control-expose-headers", self.expose))
 
 
-def compile_route(route: RouteSpec, ctx: CompileContext) -> tuple[Cors, ...]:
+def compile_route(spec: CorsSpec | None, ctx: CompileContext) -> tuple[Cors, ...]:
     """routes.cors: origins are checked as scheme://host[:port]; '*' never with credentials."""
-    spec = route.cors
     if spec is None:
         return ()
     key = f"{ctx.route_key}.cors"

@@ -25,13 +25,13 @@ import time
 import urllib.parse
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Literal
 
 import h11
 import orjson
 
 from fastgw.config.context import CompileContext
-from fastgw.config.schema import ConfigSpec
+from fastgw.config.fields import CACHE_MAX, HEAD_MAX, INTROSPECTION_CALLS_MAX, SECONDS_MAX, SecretSpec, doc
 from fastgw.exchange import Exchange
 from fastgw.policy.api_key import BEARER_DUPLICATE, BEARER_OK, REALM, bearer_denials, bearer_token
 from fastgw.policy.chain import Denial, Pending, Phase
@@ -40,6 +40,43 @@ from fastgw.policy.jwks import is_loopback
 from fastgw.policy.rbac import Principal
 from fastgw.policy.throttle import FAILURES, ThrottleSettings, after_failure, throttled
 from fastgw.secret_refs import resolve_secret
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IntrospectionSpec:
+    url: str = doc(
+        "the RFC 7662 introspection endpoint: https://, or http:// on a loopback address (with a warning)"
+        " or with allow_insecure_http",
+        ...,
+    )
+    allow_insecure_http: bool = doc(
+        "accept a plain http:// url that is not a loopback address: tokens and the client secret then"
+        " travel in clear",
+        False,
+    )
+    client_id: str = doc("the gateway's client id at the authorization server", ...)
+    client_secret: SecretSpec = doc("its client secret (a secret reference)", ...)
+    timeout: float = doc(
+        "seconds an introspection call may take (else 503, fail closed)", 2.0, most=SECONDS_MAX
+    )
+    cache_ttl: float = doc(
+        "seconds an active answer is reused (never past the token's exp)", 60.0, most=SECONDS_MAX
+    )
+    negative_ttl: float = doc("seconds an inactive answer is reused", 10.0, most=SECONDS_MAX)
+    cache_size: int = doc("tokens remembered per worker", 10000, most=CACHE_MAX)
+    max_token_bytes: int = doc(
+        "longest bearer token sent to the endpoint (else 401, no call)", 8192, most=HEAD_MAX
+    )
+    max_concurrent: int = doc(
+        "introspection calls in flight at once, per worker; more wait for a slot within timeout (else 503)",
+        64,
+        most=INTROSPECTION_CALLS_MAX,
+    )
+    ca: str | None = doc("PEM bundle to verify the endpoint with instead of the system store", None)
+    mode: Literal["enforce", "shadow"] = doc(
+        "shadow: a failed check is logged and counted, the request goes on as anonymous", "enforce"
+    )
+
 
 MISSING, DUPLICATE = bearer_denials("introspection")
 
@@ -245,9 +282,8 @@ def basic_authorization(client_id: str, secret: bytes) -> bytes:
     return b"Basic " + base64.b64encode(pair)
 
 
-def compile(config: ConfigSpec, ctx: CompileContext) -> None:
+def compile(spec: IntrospectionSpec | None, ctx: CompileContext) -> None:
     """[introspection]: auth = "introspection" asks this RFC 7662 endpoint about opaque tokens."""
-    spec = config.introspection
     if spec is None:
         return
     tls = ctx.verifying_tls("introspection", spec.ca) if spec.url.lower().startswith("https:") else None

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from fastgw.config.context import CompileContext
+from fastgw.config.fields import CACHE_MAX, HEAD_MAX, SECONDS_MAX, SecretSpec, doc
 from fastgw.config.jwt_keys import issuer_keys
-from fastgw.config.schema import ConfigSpec, JweSpec, JwtIssuerSpec, RouteJwtSpec
 from fastgw.policy.http_client import Endpoint
 from fastgw.policy.jwks import RemoteJwks, is_loopback
 from fastgw.policy.jwt_auth import (
@@ -27,9 +28,86 @@ from fastgw.policy.jwt_auth import (
 from fastgw.secret_refs import resolve_secret
 
 
-def compile(config: ConfigSpec, ctx: CompileContext) -> None:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JwtIssuerSpec:
+    issuer: str = doc("the exact 'iss' value of this issuer's tokens", ...)
+    audiences: tuple[str, ...] = doc(
+        "'aud' must contain one of these (required unless empty list given)", ...
+    )
+    algorithms: tuple[str, ...] = doc(
+        "allowed 'alg' values; HS* need secret, RS*/PS*/ES*/EdDSA need public keys; never 'none'", ...
+    )
+    secret: SecretSpec | None = doc("shared HMAC secret (a secret reference, >= 32 bytes)", None)
+    public_keys: tuple[str, ...] = doc("PEM public key files (used for tokens without a matching kid)", ())
+    jwks_file: str | None = doc("a JWKS file (JSON Web Key Set): keys chosen by 'kid'", None)
+    jwks_url: str | None = doc("a JWKS URL, fetched by each worker and refreshed in the background", None)
+    discovery_url: str | None = doc("an OIDC discovery document whose jwks_uri names the JWKS", None)
+    jwks_refresh: float = doc("seconds between background JWKS refreshes", 300.0, most=SECONDS_MAX)
+    jwks_min_interval: float = doc(
+        "least seconds between fetches (an unknown kid triggers one)", 10.0, most=SECONDS_MAX
+    )
+    jwks_timeout: float = doc("seconds a JWKS or discovery fetch may take", 3.0, most=SECONDS_MAX)
+    jwks_max_stale: float = doc(
+        "seconds the last good JWKS (kept across reloads and worker restarts in the state directory)"
+        " is still used while the identity provider cannot be reached; older keys verify nothing",
+        86400.0,
+        most=(7 * 86400, "a week: an identity provider down longer needs an operator, not old keys"),
+    )
+    discovery_refresh: float = doc(
+        "seconds between re-reads of the OIDC discovery document (also re-read after a failed JWKS fetch)",
+        3600.0,
+        most=SECONDS_MAX,
+    )
+    allow_insecure_http: bool = doc(
+        "accept plain http:// JWKS and discovery URLs (and a discovered jwks_uri); loopback is always"
+        " accepted, with a warning",
+        False,
+    )
+    ca: str | None = doc("PEM bundle to verify the JWKS and discovery URLs with (default: system)", None)
+    leeway: float = doc("seconds of clock skew tolerated on exp, nbf and iat", 30.0, most=SECONDS_MAX)
+    consumer_claim: str = doc("claim naming the caller", "sub")
+    scopes_claim: str = doc("claim with the scopes ('' = 'scope' (space-separated) or 'scp')", "")
+    roles_claim: str = doc("claim with the roles (a list; '' = none)", "roles")
+    team_claim: str = doc("claim with the team ('' = none)", "")
+    require_cert_binding: bool = doc(
+        "tokens must carry cnf.x5t#S256 matching the client certificate (RFC 8705)", False
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JweSpec:
+    key: SecretSpec = doc(
+        "decryption key: a PEM RSA private key (RSA-OAEP-256) or 32 raw bytes (dir), as a secret reference",
+        ...,
+    )
+    algorithm: Literal["RSA-OAEP-256", "dir"] = doc(
+        "key management algorithm (content: A256GCM)", "RSA-OAEP-256"
+    )
+    required: bool = doc("refuse tokens that are not encrypted", False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JwtSpec:
+    issuers: dict[str, JwtIssuerSpec] = doc("[jwt.issuers.NAME] tables, one per token issuer", ...)
+    max_token_bytes: int = doc("longest bearer token accepted (else 401)", 8192, most=HEAD_MAX)
+    cache_size: int = doc("verified (and refused) tokens remembered per worker", 10000, most=CACHE_MAX)
+    jwe: JweSpec | None = doc("decrypt nested JWE tokens before verifying them (a table, see jwt.jwe)", None)
+    negative_ttl: float = doc("seconds a refused token is answered from the cache", 30.0, most=SECONDS_MAX)
+    mode: Literal["enforce", "shadow"] = doc(
+        "shadow: a failed check is logged and counted, the request goes on as anonymous", "enforce"
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteJwtSpec:
+    issuers: tuple[str, ...] = doc("names of [jwt.issuers.NAME] tables whose tokens this route accepts", ...)
+    audiences: tuple[str, ...] = doc(
+        "the token's 'aud' must also contain one of these (empty: the issuer's audiences suffice)", ()
+    )
+
+
+def compile(spec: JwtSpec | None, ctx: CompileContext) -> None:
     """[jwt]: issuers and their keys (inline, files or fetched JWKS); auth = "jwt" on routes."""
-    spec = config.jwt
     if spec is None:
         return
     if not spec.issuers:

@@ -11,13 +11,22 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from typing import ClassVar, Final
+from dataclasses import dataclass
+from typing import ClassVar, Final, Literal
 
 from fastgw.config.context import CompileContext
-from fastgw.config.schema import ConfigSpec, NetworkSpec, RouteSpec
+from fastgw.config.fields import doc
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Phase
 from fastgw.snapshot import IPNetwork
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NetworkSpec:
+    allow: tuple[str, ...] = doc("CIDRs admitted; empty admits every address not denied", ())
+    deny: tuple[str, ...] = doc("CIDRs refused with 403; deny wins over allow", ())
+    mode: Literal["enforce", "shadow"] = doc("shadow logs would-denials and lets requests pass", "enforce")
+
 
 _CACHE_MAX: Final = 8192  # distinct client addresses remembered per policy before the cache is reset
 
@@ -111,16 +120,16 @@ def rules(ctx: CompileContext, key: str, spec: NetworkSpec, name: str) -> Networ
     return NetworkRules(name, allow, deny, spec.mode == "shadow")
 
 
-def compile(spec: ConfigSpec, ctx: CompileContext) -> None:
+def compile(spec: NetworkSpec, ctx: CompileContext) -> None:
     """[network]: the global rules, first in every route's chain."""
-    global_rules = rules(ctx, "network", spec.network, "network")
+    global_rules = rules(ctx, "network", spec, "network")
     if global_rules is not None:
         ctx.global_policies.append(global_rules)
 
 
-def compile_route(spec: RouteSpec, ctx: CompileContext) -> tuple[NetworkRules, ...]:
+def compile_route(spec: NetworkSpec | None, ctx: CompileContext) -> tuple[NetworkRules, ...]:
     """routes.network: the route's own rules, after the global ones."""
-    if spec.network is None:
+    if spec is None:
         return ()
-    route_rules = rules(ctx, f"{ctx.route_key}.network", spec.network, "route_network")
+    route_rules = rules(ctx, f"{ctx.route_key}.network", spec, "route_network")
     return () if route_rules is None else (route_rules,)

@@ -6,14 +6,46 @@ that keeps the route and the limit keeps its counts.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 from fastgw.config.context import TOKEN, CompileContext
-from fastgw.config.schema import RouteSpec
+from fastgw.config.fields import CONCURRENCY_MAX, QUEUE_MAX, REQUESTS_MAX, WAIT_MAX, WINDOW_MAX, doc
 from fastgw.policy.rate_limit import COUNTERS, LimitSpec, RateLimit
 
 
-def compile_route(route_spec: RouteSpec, ctx: CompileContext) -> tuple[RateLimit, ...]:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RateLimitSpec:
+    name: str = doc("the limit's name (in headers, logs and metrics; its counts survive reloads)", ...)
+    rate: int = doc("requests admitted per window (0 with concurrency)", 0, most=REQUESTS_MAX)
+    per: float = doc("the window in seconds (sliding)", 1.0, most=WINDOW_MAX)
+    concurrency: int = doc(
+        "instead of a rate: requests in flight at once for the key", 0, most=CONCURRENCY_MAX
+    )
+    algorithm: Literal["sliding", "gcra"] = doc("sliding window, or GCRA (rate + burst)", "sliding")
+    burst: int = doc("GCRA: requests admitted at once on top of the rate", 0, most=REQUESTS_MAX)
+    key: Literal["ip", "route", "consumer", "api_key", "header"] = doc(
+        "what is counted: client address, the whole route, the consumer (its address when anonymous), "
+        "the API key (the consumer for tokens and certificates), or a header's value",
+        "ip",
+    )
+    header: str | None = doc("the header whose value is the key (key = 'header')", None)
+    mode: Literal["enforce", "shadow"] = doc("shadow: count would-be rejections, reject nothing", "enforce")
+    quota: Literal["", "day", "month"] = doc(
+        "a quota: 'rate' requests per UTC calendar day or month, kept in the store across restarts", ""
+    )
+    queue: int = doc(
+        "throttle instead of refusing: requests over the limit wait in a fair queue of this many per "
+        "worker (0 = refuse at once)",
+        0,
+        most=QUEUE_MAX,
+    )
+    max_wait: float = doc("seconds a queued request may wait before its 429", 1.0, most=WAIT_MAX)
+
+
+def compile_route(specs: tuple[RateLimitSpec, ...], ctx: CompileContext) -> tuple[RateLimit, ...]:
     """routes.limits: one RateLimit policy checking every limit of the route (all must pass)."""
-    specs, key, route = route_spec.limits, ctx.route_key, ctx.route_name
+    key, route = ctx.route_key, ctx.route_name
     if not specs:
         return ()
     limits = []

@@ -11,12 +11,32 @@ a shadow-mode authentication that failed and went on as anonymous) is refused. R
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import ClassVar, Literal, Protocol
 
 from fastgw.config.context import TOKEN, CompileContext
-from fastgw.config.schema import AuthorizeSpec, RequirementSpec, RouteSpec
+from fastgw.config.fields import doc
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Phase
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequirementSpec:
+    scopes: tuple[str, ...] = doc("scopes the caller must all have", ())
+    roles: tuple[str, ...] = doc("roles of which the caller needs at least one (empty: any)", ())
+    teams: tuple[str, ...] = doc("teams of which the caller must be in one (empty: any)", ())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthorizeSpec:
+    scopes: tuple[str, ...] = doc("scopes the caller must all have", ())
+    roles: tuple[str, ...] = doc("roles of which the caller needs at least one (empty: any)", ())
+    teams: tuple[str, ...] = doc("teams of which the caller must be in one (empty: any)", ())
+    methods: dict[str, RequirementSpec] = doc(
+        "per-method requirements replacing the route's, e.g. { POST = { scopes = ['orders:write'] } }", {}
+    )
+    mode: Literal["enforce", "shadow"] = doc(
+        "shadow: refusals are logged and counted, requests pass", "enforce"
+    )
 
 
 class Identity(Protocol):
@@ -117,9 +137,8 @@ class Authorize:
         return None
 
 
-def compile_route(route: RouteSpec, ctx: CompileContext) -> tuple[Authorize, ...]:
+def compile_route(spec: AuthorizeSpec | None, ctx: CompileContext) -> tuple[Authorize, ...]:
     """routes.authorize: a default requirement and per-method ones; needs an authenticated route."""
-    spec = route.authorize
     if spec is None:
         return ()
     key = f"{ctx.route_key}.authorize"

@@ -1,7 +1,7 @@
 """Every policy the config compiler knows, in the order it compiles them: one line per policy.
 
-``compile(config, ctx)`` compiles the policy's top-level section once per config (auth policies are
-put in ``ctx.auth`` for routes to pick); ``compile_route(route, ctx)`` returns the policies a route
+``compile(section, ctx)`` compiles the policy's top-level section once per config (auth policies are
+put in ``ctx.auth`` for routes to pick); ``compile_route(section, ctx)`` returns the policies a route
 runs. Order matters only here: [auth_throttle] before the auth schemes that share it, auth before
 ``authorize`` (which needs the route's schemes). Run order at request time is the policies' PHASE,
 not this table's. Adding a policy: its own module with one or both functions, and one line below.
@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from fastgw.config.context import CompileContext
-from fastgw.config.schema import ConfigSpec, RouteSpec
 from fastgw.policy import (
-    api_key,
+    api_key_config,
     auth_choice,
     cors,
     introspection,
@@ -25,29 +24,35 @@ from fastgw.policy import (
     network,
     rate_limit_config,
     rbac,
-    throttle,
+    throttle_config,
 )
 
-ConfigCompile = Callable[[ConfigSpec, CompileContext], None]
-RouteCompile = Callable[[RouteSpec, CompileContext], tuple[Any, ...]]
+ConfigCompile = Callable[[Any, CompileContext], None]
+RouteCompile = Callable[[Any, CompileContext], tuple[Any, ...]]
 
 
 @dataclass(frozen=True, slots=True)
 class Entry:
+    """One policy: the config key of its top-level section and the function compiling it, the route
+    key of its per-route section ("" = the whole route table) and the function giving the route's
+    policies. Either pair may be absent."""
+
     name: str
-    compile: ConfigCompile | None = None  # the top-level section, once per config
-    compile_route: RouteCompile | None = None  # the route's policies, once per route
+    section: str = ""
+    compile: ConfigCompile | None = None
+    route_section: str = ""
+    compile_route: RouteCompile | None = None
 
 
 POLICIES: Final[tuple[Entry, ...]] = (
-    Entry("auth_throttle", throttle.compile),
-    Entry("api_key", api_key.compile),
-    Entry("jwt", jwt_config.compile),
-    Entry("mtls", mtls.compile),
-    Entry("introspection", introspection.compile),
-    Entry("auth", None, auth_choice.compile_route),
-    Entry("cors", None, cors.compile_route),
-    Entry("authorize", None, rbac.compile_route),
-    Entry("rate_limit", None, rate_limit_config.compile_route),
-    Entry("network", network.compile, network.compile_route),
+    Entry("auth_throttle", "auth_throttle", throttle_config.compile),
+    Entry("api_key", "api_key", api_key_config.compile),
+    Entry("jwt", "jwt", jwt_config.compile),
+    Entry("mtls", "mtls", mtls.compile),
+    Entry("introspection", "introspection", introspection.compile),
+    Entry("auth", "", None, "", auth_choice.compile_route),
+    Entry("cors", "", None, "cors", cors.compile_route),
+    Entry("authorize", "", None, "authorize", rbac.compile_route),
+    Entry("rate_limit", "", None, "limits", rate_limit_config.compile_route),
+    Entry("network", "network", network.compile, "network", network.compile_route),
 )

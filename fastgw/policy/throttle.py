@@ -25,8 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from fastgw.config.context import CompileContext
-from fastgw.config.schema import ConfigSpec
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Pending
 
@@ -163,23 +161,3 @@ def after_failure(
             return refusal
     delay = FAILURES.failed((ex.client_ip, *extra), now, settings)
     return answer_later(outcome, delay) if delay else outcome
-
-
-def compile(config: ConfigSpec, ctx: CompileContext) -> None:
-    """[auth_throttle]: the settings every authentication policy compiled after it shares."""
-    spec = config.auth_throttle
-    if not spec.enabled:
-        return
-    for name in ("window", "slow_after", "block_after", "block_seconds"):
-        ctx.positive(f"auth_throttle.{name}", getattr(spec, name))
-    if spec.delay < 0:
-        raise ctx.error("auth_throttle.delay", "must not be negative")
-    if spec.block_after <= spec.slow_after:
-        raise ctx.error("auth_throttle.block_after", "must be greater than slow_after")
-    ctx.throttle = ThrottleSettings(
-        window=spec.window,
-        slow_after=spec.slow_after,
-        delay=spec.delay,
-        block_after=spec.block_after,
-        block_seconds=spec.block_seconds,
-    )
