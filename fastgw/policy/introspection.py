@@ -222,7 +222,7 @@ class IntrospectionAuth:
 
     async def _introspect(self, token: bytes) -> Principal | Denial:
         try:
-            # The wait for a slot counts against the timeout. Not wait_for: see cluster_counts.stop.
+            # The wait for a slot counts against the timeout. Not wait_for: see counters/cluster.py stop.
             async with asyncio.timeout(self.endpoint.timeout), self._slots:
                 self.calls += 1
                 status, body = await self._post(token)

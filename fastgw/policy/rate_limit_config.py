@@ -11,7 +11,8 @@ from typing import Literal
 
 from fastgw.config.context import TOKEN, CompileContext
 from fastgw.config.fields import CONCURRENCY_MAX, QUEUE_MAX, REQUESTS_MAX, WAIT_MAX, WINDOW_MAX, doc
-from fastgw.policy.rate_limit import COUNTERS, LimitSpec, RateLimit
+from fastgw.counters.table import COUNTERS
+from fastgw.policy.rate_limit import LimitSpec, RateLimit
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -17,7 +17,7 @@ import pytest
 
 from fastgw.codec import framing, h2_request
 from fastgw.config.compiler import compile_config
-from fastgw.policy.quota import QuotaBook
+from fastgw.counters.quota import QuotaBook
 from fastgw.policy.throttle import MAX_TRACKED, FailureState, ThrottleSettings
 from tests.conftest import Gateway, ResponseReader, TestUpstream, basic_config, connect
 from tests.h2client import H2Client
