@@ -27,6 +27,8 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, settings
 
+from tests.support.routes import inject_policy  # noqa: F401  (a fixture, shared by every test)
+
 settings.register_profile(
     "ci", derandomize=True, deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow]
 )

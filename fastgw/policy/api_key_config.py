@@ -40,6 +40,7 @@ def compile(spec: ApiKeySpec, ctx: CompileContext) -> None:
         IDENTITIES if ctx.identities is None else ctx.identities,
         spec.mode == "shadow",
         ctx.throttle,
+        ctx.clock,
     )
     ctx.auth["api_key"] = policy
     ctx.credential_headers["api_key"] = policy.headers  # the credential never reaches the upstream

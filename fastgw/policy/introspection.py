@@ -24,6 +24,7 @@ import ssl
 import time
 import urllib.parse
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Literal
 
@@ -134,8 +135,10 @@ class IntrospectionAuth:
         max_token_bytes: int = 8192,
         max_concurrent: int = 64,
         throttle: ThrottleSettings | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.name = name
+        self.clock = clock  # wall time, for the caches' expiry (a test ages answers with its own clock)
         self.endpoint = endpoint
         self.cache_ttl = cache_ttl
         self.negative_ttl = negative_ttl
@@ -161,7 +164,7 @@ class IntrospectionAuth:
             return TOO_LARGE
         if _B64TOKEN.fullmatch(token) is None:
             return MALFORMED
-        now = time.time()
+        now = self.clock()
         identity = self._good.get(token)
         if identity is not None:
             if now < identity.expires:
@@ -231,7 +234,7 @@ class IntrospectionAuth:
             answer = orjson.loads(body)
         except (OSError, TimeoutError, ssl.SSLError, h11.ProtocolError, orjson.JSONDecodeError, ValueError):
             return UNAVAILABLE
-        now = time.time()
+        now = self.clock()
         if not isinstance(answer, dict) or answer.get("active") is not True:
             if len(self._bad) >= self.cache_size:
                 self._bad.clear()
@@ -317,5 +320,6 @@ def compile(spec: IntrospectionSpec | None, ctx: CompileContext) -> None:
         max_token_bytes=spec.max_token_bytes,
         max_concurrent=spec.max_concurrent,
         throttle=ctx.throttle,
+        clock=ctx.clock,
     )
     ctx.credential_headers["introspection"] = frozenset({b"authorization"})

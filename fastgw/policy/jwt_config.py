@@ -182,6 +182,7 @@ def compile(spec: JwtSpec | None, ctx: CompileContext) -> None:
         shadow,
         ctx.throttle,
         jwe,
+        clock=ctx.clock,
     )
 
 
