@@ -88,6 +88,8 @@ def _route(
             section = getattr(spec, entry.route_section) if entry.route_section else spec
             policies.extend(entry.compile_route(section, ctx))
     chain = tuple(sorted(policies, key=lambda p: p.PHASE))
+    if 0 <= ctx.route_body_limit < max_body:
+        max_body = ctx.route_body_limit  # a policy narrowed it (see CompileContext.route_body_limit)
     drop_req, add_req = ctx.header_ops(f"{key}.request_headers", spec.request_headers)
     drop_req |= ctx.route_drop_request  # credentials never reach the upstream
     drop_req |= {name for name, _ in headers.identity}  # never believed from a client

@@ -62,12 +62,17 @@ class CompileContext:
         self.route_name = ""
         self.route_schemes: tuple[str, ...] = ()
         self.route_drop_request: set[bytes] = set()
+        # A route policy may narrow the body limit the connection enforces (Route.max_body_bytes): the
+        # connection answers 413 before the upstream sees the body (Content-Length: at once; chunked: when
+        # the running total passes it). -1: no narrowing.
+        self.route_body_limit = -1
 
     def begin_route(self, index: int, name: str) -> None:
         self.route_key = f"routes[{index}]"
         self.route_name = name
         self.route_schemes = ()
         self.route_drop_request = set()
+        self.route_body_limit = -1
 
     def error(self, key: str, reason: str) -> ConfigError:
         return ConfigError(self.file, key, reason)
