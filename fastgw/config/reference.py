@@ -12,6 +12,7 @@ import typing
 from typing import Any, Literal, Union, get_args, get_origin
 
 from fastgw.config import schema
+from fastgw.policy.registry import POLICIES
 
 TABLES: list[tuple[str, type, str]] = [
     ("[[listeners]]", schema.ListenerSpec, "Where clients connect. At least one."),
@@ -104,6 +105,12 @@ TABLES: list[tuple[str, type, str]] = [
         schema.SecretSpec,
         "Name exactly one source; a secret is never written inline.",
     ),
+]
+# The route sections policies declare in the registry (policy/registry.py), after the schema's own.
+TABLES += [
+    (f"routes.{entry.route_section}", spec, entry.section_doc())
+    for entry in POLICIES
+    if (spec := entry.route_spec) is not None
 ]
 
 

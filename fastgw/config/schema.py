@@ -8,8 +8,8 @@ checks that every key is documented). Specs are plain data; validation that need
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, make_dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 # Re-exported: the maxima and shared specs (config/fields.py) and the sections policies own.
 from fastgw.config.fields import (
@@ -78,6 +78,7 @@ from fastgw.policy.rbac import (
     AuthorizeSpec,
     RequirementSpec,
 )
+from fastgw.policy.registry import POLICIES
 from fastgw.policy.throttle_config import AuthThrottleSpec
 
 # Re-exported names (callers import them from here, as before the sections moved).
@@ -414,7 +415,9 @@ AuthScheme = Literal["none", "api_key", "jwt", "mtls", "introspection"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RouteSpec:
+class _RouteCore:
+    """The keys every route has; RouteSpec below adds the sections policies declare in the registry."""
+
     name: str = doc("unique route name, used in logs and metrics", ...)
     path: str = doc("path prefix (segment-wise) or exact path, starting with '/'", ...)
     upstream: str = doc("name of an [upstreams.NAME] table", ...)
@@ -449,6 +452,31 @@ class RouteSpec:
         " unset: every issuer, if only one is configured",
         None,
     )
+
+
+def _policy_field(name: str, spec: type, text: str) -> tuple[str, Any, Any]:
+    """A route key for a policy's own section: optional, documented by the policy."""
+    return name, spec | None, doc(f"{text} (a table, see routes.{name})", None)
+
+
+if TYPE_CHECKING:
+    RouteSpec = _RouteCore
+else:
+    # The [[routes]] table: its own keys and one table per policy that declares a route section, so a
+    # new policy is its module and its registry line (policy/registry.py), not an edit here.
+    RouteSpec = make_dataclass(
+        "RouteSpec",
+        [
+            _policy_field(entry.route_section, spec, entry.section_doc())
+            for entry in POLICIES
+            if (spec := entry.route_spec) is not None
+        ],
+        bases=(_RouteCore,),
+        frozen=True,
+        slots=True,
+        kw_only=True,
+    )
+    RouteSpec.__module__ = __name__  # for pickling and reprs, as a class written here would have
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -7,13 +7,25 @@ configured) and one in ``schema.AuthScheme``; this module never builds a scheme'
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from fastgw.config.context import CompileContext
-from fastgw.config.schema import RouteSpec
 from fastgw.policy.jwt_auth import JwtAuth
-from fastgw.policy.jwt_config import route_binding
+from fastgw.policy.jwt_config import RouteJwtSpec, route_binding
 from fastgw.policy.multi_auth import MultiAuth
+
+
+class RouteAuth(Protocol):
+    """The keys of a route table this module reads (schema.RouteSpec has them; the schema imports the
+    registry, so this module cannot import the schema)."""
+
+    @property
+    def auth(self) -> str | tuple[str, ...]: ...
+    @property
+    def auth_multiple(self) -> str: ...
+    @property
+    def jwt(self) -> RouteJwtSpec | None: ...
+
 
 # scheme -> what the config must give for a route to name it (the error a route gets otherwise).
 NEEDS: Final[dict[str, str]] = {
@@ -24,7 +36,7 @@ NEEDS: Final[dict[str, str]] = {
 }
 
 
-def schemes_of(spec: RouteSpec, ctx: CompileContext) -> tuple[str, ...]:
+def schemes_of(spec: RouteAuth, ctx: CompileContext) -> tuple[str, ...]:
     """The route's auth as a tuple: one name, or the several of a list (no 'none', no repeats)."""
     key = ctx.route_key
     if isinstance(spec.auth, str):
@@ -51,7 +63,7 @@ def scheme_policy(ctx: CompileContext, scheme: str) -> Any:
     return policy
 
 
-def compile_route(spec: RouteSpec, ctx: CompileContext) -> tuple[Any, ...]:
+def compile_route(spec: RouteAuth, ctx: CompileContext) -> tuple[Any, ...]:
     """The route's authentication policies; records its schemes and the credential headers to drop."""
     key = ctx.route_key
     schemes = ctx.route_schemes = schemes_of(spec, ctx)

@@ -42,6 +42,14 @@ class Entry:
     compile: ConfigCompile | None = None
     route_section: str = ""
     compile_route: RouteCompile | None = None
+    # A route section the policy declares itself: its spec class becomes the routes.<route_section> key
+    # of the schema (config/schema.py adds it to RouteSpec) and a table of the reference, under ``doc``.
+    route_spec: type | None = None
+    doc: str = ""  # "" : the spec class's docstring
+
+    def section_doc(self) -> str:
+        """What the reference says of the route section: ``doc``, else the spec's docstring."""
+        return self.doc or " ".join((self.route_spec.__doc__ or "").split())
 
 
 POLICIES: Final[tuple[Entry, ...]] = (
