@@ -24,6 +24,7 @@ from fastgw.policy import (
     network,
     rate_limit_config,
     rbac,
+    request_size,
     throttle_config,
 )
 
@@ -63,4 +64,5 @@ POLICIES: Final[tuple[Entry, ...]] = (
     Entry("authorize", "", None, "authorize", rbac.compile_route),
     Entry("rate_limit", "", None, "limits", rate_limit_config.compile_route),
     Entry("network", "network", network.compile, "network", network.compile_route),
+    Entry("request_size", "", None, "request_size", request_size.compile_route, request_size.RequestSizeSpec),
 )
