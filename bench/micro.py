@@ -27,6 +27,7 @@ from fastgw.codec.http1_backends import make_reader
 from fastgw.codec.path import normalize_path
 from fastgw.codec.sse import SseParser, encode_event
 from fastgw.config.compiler import compile_config
+from fastgw.counters.table import CELL_INTS, CounterTable
 from fastgw.exchange import Exchange
 from fastgw.key_format import key_digest, new_key
 from fastgw.metrics.worker import WorkerMetrics
@@ -34,7 +35,7 @@ from fastgw.policy.api_key import ApiKeyAuth
 from fastgw.policy.identity import IdentityCache, KeyIdentity
 from fastgw.policy.jwt_auth import JwtAuth, JwtIssuer
 from fastgw.policy.network import NetworkRules, parse_networks
-from fastgw.policy.rate_limit import CELL_INTS, CounterTable, LimitSpec, RateLimit
+from fastgw.policy.rate_limit import LimitSpec, RateLimit
 from fastgw.proxy_headers import ClientPeer, IdSource, build_request_head, build_response_head
 
 REQUEST = (

@@ -31,9 +31,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fastgw.config.compiler import compile_config
+from fastgw.counters.table import CELL_INTS, COUNTERS
 from fastgw.key_format import key_digest, new_key
 from fastgw.policy.identity import IDENTITIES, KeyIdentity
-from fastgw.policy.rate_limit import CELL_INTS, COUNTERS
 from fastgw.process.worker import Worker
 from fastgw.proxy.http1 import ClientConnection
 from fastgw.upstream.connection import UpstreamConnection

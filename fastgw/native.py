@@ -36,6 +36,8 @@ COMPILED: Final = (
     "fastgw.policy.api_key",
     "fastgw.policy.identity",
     "fastgw.policy.throttle",
+    "fastgw.counters.table",
+    "fastgw.counters.algorithms",
     "fastgw.policy.rate_limit",
     "fastgw.metrics.worker",
     "fastgw.access_line",

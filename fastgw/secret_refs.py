@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Final
 
-from fastgw.config.loader import ConfigError
+from fastgw.config.errors import ConfigError
 from fastgw.snapshot import SecretRef, Snapshot
 
 

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, settings
 
 from tests.support.gateways import Gateway, basic_config, start_gateway
 from tests.support.redis_server import RedisServer
+from tests.support.routes import inject_policy  # noqa: F401  (a fixture, shared by every test)
 from tests.support.upstreams import TestUpstream
 
 settings.register_profile(

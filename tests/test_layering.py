@@ -30,8 +30,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         ),
     ),
     (
-        "config language: schema, loading, secret references",
-        ("fastgw.config.schema", "fastgw.config.loader", "fastgw.secret_refs"),
+        "config language: fields, errors, the compile context, secret references",
+        ("fastgw.config.fields", "fastgw.config.errors", "fastgw.config.context", "fastgw.secret_refs"),
     ),
     ("state: store, counters, identities", ("fastgw.store", "fastgw.counters")),
     ("policy: one module per policy", ("fastgw.policy", "fastgw.config.jwt_keys")),
@@ -39,7 +39,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("metrics and completion sinks", ("fastgw.metrics", "fastgw.sinks")),
     ("proxy: connections, dispatch, handler runner, upstream call, client", ("fastgw.proxy",)),
     ("handler kinds", ("fastgw.handlers", "fastgw.ai", "fastgw.mcp")),
-    ("config compiler: the registry's driver", ("fastgw.config",)),
+    ("config: schema, loader and the compiler (the registries' driver)", ("fastgw.config",)),
     ("control plane: audit, control process, admin API", ("fastgw.audit", "fastgw.control")),
     ("process: supervisor, workers, CLI", ("fastgw.process", "fastgw.__main__")),
 ]

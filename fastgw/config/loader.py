@@ -17,19 +17,16 @@ import types
 import typing
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
+from fastgw.config.errors import ConfigError
 from fastgw.config.schema import ConfigSpec, SecretSpec
 
 T = TypeVar("T")
 
-
-class ConfigError(Exception):
-    """A config that must not be used. ``str()`` is the one line shown to the user."""
-
-    def __init__(self, file: str, key: str, reason: str) -> None:
-        self.file = file
-        self.key = key
-        self.reason = reason
-        super().__init__(f"{file}: {key}: {reason}" if key else f"{file}: {reason}")
+__all__ = [
+    "ConfigError",
+    "parse_config",
+    "read_config_bytes",
+]  # ConfigError: re-exported, callers find it here
 
 
 def _did_you_mean(word: str, options: typing.Iterable[str]) -> str:

@@ -13,6 +13,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from fastgw.config import schema
 from fastgw.handlers.registry import KINDS
+from fastgw.policy.registry import POLICIES
 
 TABLES: list[tuple[str, type, str]] = [
     ("[[listeners]]", schema.ListenerSpec, "Where clients connect. At least one."),
@@ -105,6 +106,12 @@ TABLES: list[tuple[str, type, str]] = [
         schema.SecretSpec,
         "Name exactly one source; a secret is never written inline.",
     ),
+]
+# The route sections policies declare in the registry (policy/registry.py), after the schema's own.
+TABLES += [
+    (f"routes.{entry.route_section}", spec, entry.section_doc())
+    for entry in POLICIES
+    if (spec := entry.route_spec) is not None
 ]
 
 

@@ -8,66 +8,133 @@ checks that every key is documented). Specs are plain data; validation that need
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from dataclasses import dataclass, make_dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
-MiB = 1024 * 1024
-GiB = 1024 * MiB
-
-# The largest value of each numeric key, with the reason for it. The loader refuses a larger value with
-# this reason (one line naming file and key), so `fastgw check` catches what would make `fastgw run` hang
-# or fail later; the configuration reference shows each one. (value, reason)
-SECONDS_MAX: Final = (86400, "a day: a longer deadline is no deadline at all")
-HEAD_MAX: Final = (1 * MiB, "a request head is buffered whole in memory, per connection")
-HEADER_COUNT_MAX: Final = (10000, "every header line is parsed and kept, per request")
-BODY_MAX: Final = (1024 * GiB, "1 TiB: bodies are streamed, a larger ceiling is a typo")
-RATE_BYTES_MAX: Final = (1 * GiB, "faster than any client link: a higher minimum refuses every upload")
-CONNECTIONS_MAX: Final = (1 << 20, "the kernel's ceiling on open files per process (fs.nr_open)")
-PIPELINED_MAX: Final = (1024, "queued requests are held in memory, per connection")
-STREAMS_MAX: Final = (10000, "every open stream holds buffers in memory, per connection")
-H2_WINDOW_MAX: Final = (2**31 - 1, "the largest flow-control window (RFC 9113 6.9.2)")
-H2_STREAM_IDS_MAX: Final = (2**30, "client stream ids are odd 31-bit numbers: 2^30 of them")
-PER_SECOND_MAX: Final = (1_000_000, "no legitimate client comes near it: higher is no limit at all")
-CONTINUATION_MAX: Final = (1024, "the frames of one header block are held until it ends")
-BUFFER_MAX: Final = (1 * GiB, "bytes held in memory for one client")
-BACKLOG_MAX: Final = (65535, "the kernel caps listen(2) at net.core.somaxconn, at most 65535 on most systems")
-LOG_PENDING_MAX: Final = (1 << 20, "records wait in memory (about 200 bytes each, 200 MiB at most)")
-PORTS_MAX: Final = (65535, "each connection to a target address takes one local port")
-COUNT_MAX: Final = (1_000_000, "a count never reached in practice: higher is no limit at all")
-FRACTION_MAX: Final = (1, "a fraction of requests")
-PROBES_MAX: Final = (1000, "consecutive probes: more takes hours to change a target's state")
-PREFLIGHT_AGE_MAX: Final = (86400, "browsers cache a preflight for 24 hours at most (Firefox; Chromium 2 h)")
-REQUESTS_MAX: Final = (1_000_000_000, "a billion per window: a larger limit limits nothing")
-WINDOW_MAX: Final = (31 * 86400, "31 days: longer periods are quotas (quota = 'month')")
-CONCURRENCY_MAX: Final = (1_000_000, "requests in flight at once: connection limits stop far earlier")
-QUEUE_MAX: Final = (10000, "waiting requests are held in memory, per worker")
-WAIT_MAX: Final = (3600, "an hour: clients and proxies give up long before")
-FLUSH_MAX: Final = (60, "counts are shared only at flushes: beyond a minute the limit is per node")
-CAPACITY_MAX: Final = (
-    1 << 24,
-    "cells are 32 bytes per worker in shared memory allocated at start: 512 MiB per worker at most",
+# Re-exported: the maxima and shared specs (config/fields.py) and the sections policies own.
+from fastgw.config.fields import (
+    BACKLOG_MAX,
+    BODY_MAX,
+    BUFFER_MAX,
+    CACHE_MAX,
+    CAPACITY_MAX,
+    CONCURRENCY_MAX,
+    CONNECTIONS_MAX,
+    CONTINUATION_MAX,
+    COUNT_MAX,
+    FLUSH_MAX,
+    FRACTION_MAX,
+    H2_STREAM_IDS_MAX,
+    H2_WINDOW_MAX,
+    HEAD_MAX,
+    HEADER_COUNT_MAX,
+    INTROSPECTION_CALLS_MAX,
+    KEEP_CONFIGS_MAX,
+    LOG_PENDING_MAX,
+    PER_SECOND_MAX,
+    PIPELINED_MAX,
+    PORTS_MAX,
+    PREFLIGHT_AGE_MAX,
+    PROBES_MAX,
+    QUEUE_MAX,
+    QUOTA_FLUSH_MAX,
+    RATE_BYTES_MAX,
+    REQUESTS_MAX,
+    SECONDS_MAX,
+    STREAMS_MAX,
+    WAIT_MAX,
+    WINDOW_MAX,
+    WORKERS_MAX,
+    GiB,
+    HeaderOpsSpec,
+    MiB,
+    SecretSpec,
+    doc,
 )
-QUOTA_FLUSH_MAX: Final = (3600, "a crash of the node loses at most one interval of quota counts")
-WORKERS_MAX: Final = (1024, "one per CPU is the useful most; each adds a process and a counter shard")
-KEEP_CONFIGS_MAX: Final = (1000, "each kept config is a file in the state directory")
-CACHE_MAX: Final = (10_000_000, "entries held in memory, per worker")
-INTROSPECTION_CALLS_MAX: Final = (
-    4096,
-    "each call in flight holds a connection (a file descriptor) to the authorization server, per worker",
+from fastgw.policy.api_key_config import ApiKeySpec
+from fastgw.policy.cors import (
+    CorsSpec,
 )
+from fastgw.policy.introspection import (
+    IntrospectionSpec,
+)
+from fastgw.policy.jwt_config import (
+    JweSpec,
+    JwtIssuerSpec,
+    JwtSpec,
+    RouteJwtSpec,
+)
+from fastgw.policy.mtls import (
+    CertConsumerSpec,
+    MtlsSpec,
+)
+from fastgw.policy.network import (
+    NetworkSpec,
+)
+from fastgw.policy.rate_limit_config import (
+    RateLimitSpec,
+)
+from fastgw.policy.rbac import (
+    AuthorizeSpec,
+    RequirementSpec,
+)
+from fastgw.policy.registry import POLICIES
+from fastgw.policy.throttle_config import AuthThrottleSpec
 
-
-def doc(text: str, default: Any = None, *, most: tuple[float, str] | None = None, **kw: Any) -> Any:
-    """A dataclass field with its documentation; ``default=...`` marks the key as required; ``most`` is
-    a numeric key's (maximum, reason), checked by the loader and shown in the reference."""
-    meta: dict[str, Any] = {"doc": text}
-    if most is not None:
-        meta["max"], meta["max_reason"] = most
-    if default is ...:
-        return field(metadata=meta, **kw)
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata=meta)
-    return field(default=default, metadata=meta, **kw)
+# Re-exported names (callers import them from here, as before the sections moved).
+__all__ = [
+    "BACKLOG_MAX",
+    "BODY_MAX",
+    "BUFFER_MAX",
+    "CACHE_MAX",
+    "CAPACITY_MAX",
+    "CONCURRENCY_MAX",
+    "CONNECTIONS_MAX",
+    "CONTINUATION_MAX",
+    "COUNT_MAX",
+    "FLUSH_MAX",
+    "FRACTION_MAX",
+    "H2_STREAM_IDS_MAX",
+    "H2_WINDOW_MAX",
+    "HEADER_COUNT_MAX",
+    "HEAD_MAX",
+    "INTROSPECTION_CALLS_MAX",
+    "KEEP_CONFIGS_MAX",
+    "LOG_PENDING_MAX",
+    "PER_SECOND_MAX",
+    "PIPELINED_MAX",
+    "PORTS_MAX",
+    "PREFLIGHT_AGE_MAX",
+    "PROBES_MAX",
+    "QUEUE_MAX",
+    "QUOTA_FLUSH_MAX",
+    "RATE_BYTES_MAX",
+    "REQUESTS_MAX",
+    "SECONDS_MAX",
+    "STREAMS_MAX",
+    "WAIT_MAX",
+    "WINDOW_MAX",
+    "WORKERS_MAX",
+    "ApiKeySpec",
+    "AuthThrottleSpec",
+    "AuthorizeSpec",
+    "CertConsumerSpec",
+    "CorsSpec",
+    "GiB",
+    "HeaderOpsSpec",
+    "IntrospectionSpec",
+    "JweSpec",
+    "JwtIssuerSpec",
+    "JwtSpec",
+    "MiB",
+    "MtlsSpec",
+    "NetworkSpec",
+    "RateLimitSpec",
+    "RequirementSpec",
+    "RouteJwtSpec",
+    "SecretSpec",
+    "doc",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -232,19 +299,6 @@ class AccessLogSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class NetworkSpec:
-    allow: tuple[str, ...] = doc("CIDRs admitted; empty admits every address not denied", ())
-    deny: tuple[str, ...] = doc("CIDRs refused with 403; deny wins over allow", ())
-    mode: Literal["enforce", "shadow"] = doc("shadow logs would-denials and lets requests pass", "enforce")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HeaderOpsSpec:
-    set: dict[str, str] = doc("headers to set (replacing any copy), name -> value", {})
-    remove: tuple[str, ...] = doc("header names to remove", ())
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class UpstreamTlsSpec:
     verify: bool = doc("verify the upstream's certificate and host name (false: fastgw check warns)", True)
     ca: str | None = doc("PEM bundle of CAs to trust instead of the system store", None)
@@ -309,26 +363,6 @@ class UpstreamSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RequirementSpec:
-    scopes: tuple[str, ...] = doc("scopes the caller must all have", ())
-    roles: tuple[str, ...] = doc("roles of which the caller needs at least one (empty: any)", ())
-    teams: tuple[str, ...] = doc("teams of which the caller must be in one (empty: any)", ())
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AuthorizeSpec:
-    scopes: tuple[str, ...] = doc("scopes the caller must all have", ())
-    roles: tuple[str, ...] = doc("roles of which the caller needs at least one (empty: any)", ())
-    teams: tuple[str, ...] = doc("teams of which the caller must be in one (empty: any)", ())
-    methods: dict[str, RequirementSpec] = doc(
-        "per-method requirements replacing the route's, e.g. { POST = { scopes = ['orders:write'] } }", {}
-    )
-    mode: Literal["enforce", "shadow"] = doc(
-        "shadow: refusals are logged and counted, requests pass", "enforce"
-    )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class IdentityHeadersSpec:
     consumer: str = doc("header carrying the consumer's name upstream ('' = none)", "x-consumer")
     consumer_id: str = doc("header carrying the consumer's id", "x-consumer-id")
@@ -338,54 +372,12 @@ class IdentityHeadersSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CorsSpec:
-    allow_origins: tuple[str, ...] = doc("origins allowed, exactly as browsers send them, or '*'", ...)
-    allow_methods: tuple[str, ...] = doc("methods a preflight may ask for", ("GET", "HEAD", "POST"))
-    allow_headers: tuple[str, ...] = doc(
-        "request headers a preflight may ask for (CORS-safelisted ones always pass)",
-        ("authorization", "x-api-key", "content-type"),
-    )
-    expose_headers: tuple[str, ...] = doc("response headers scripts may read", ())
-    allow_credentials: bool = doc("allow cookies and credentials (not with '*')", False)
-    max_age: int = doc("seconds browsers may cache a preflight answer", 600, most=PREFLIGHT_AGE_MAX)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class SecurityHeadersSpec:
     hsts: str = doc("Strict-Transport-Security on TLS listeners ('' = none)", "max-age=31536000")
     content_type_options: str = doc("X-Content-Type-Options ('' = none)", "nosniff")
     referrer_policy: str = doc("Referrer-Policy ('' = none)", "strict-origin-when-cross-origin")
     frame_options: str = doc("X-Frame-Options, e.g. 'DENY' ('' = none)", "")
     remove: tuple[str, ...] = doc("response headers removed from every upstream response", ())
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RateLimitSpec:
-    name: str = doc("the limit's name (in headers, logs and metrics; its counts survive reloads)", ...)
-    rate: int = doc("requests admitted per window (0 with concurrency)", 0, most=REQUESTS_MAX)
-    per: float = doc("the window in seconds (sliding)", 1.0, most=WINDOW_MAX)
-    concurrency: int = doc(
-        "instead of a rate: requests in flight at once for the key", 0, most=CONCURRENCY_MAX
-    )
-    algorithm: Literal["sliding", "gcra"] = doc("sliding window, or GCRA (rate + burst)", "sliding")
-    burst: int = doc("GCRA: requests admitted at once on top of the rate", 0, most=REQUESTS_MAX)
-    key: Literal["ip", "route", "consumer", "api_key", "header"] = doc(
-        "what is counted: client address, the whole route, the consumer (its address when anonymous), "
-        "the API key (the consumer for tokens and certificates), or a header's value",
-        "ip",
-    )
-    header: str | None = doc("the header whose value is the key (key = 'header')", None)
-    mode: Literal["enforce", "shadow"] = doc("shadow: count would-be rejections, reject nothing", "enforce")
-    quota: Literal["", "day", "month"] = doc(
-        "a quota: 'rate' requests per UTC calendar day or month, kept in the store across restarts", ""
-    )
-    queue: int = doc(
-        "throttle instead of refusing: requests over the limit wait in a fair queue of this many per "
-        "worker (0 = refuse at once)",
-        0,
-        most=QUEUE_MAX,
-    )
-    max_wait: float = doc("seconds a queued request may wait before its 429", 1.0, most=WAIT_MAX)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -423,7 +415,9 @@ AuthScheme = Literal["none", "api_key", "jwt", "mtls", "introspection"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RouteSpec:
+class _RouteCore:
+    """The keys every route has; RouteSpec below adds the sections policies declare in the registry."""
+
     name: str = doc("unique route name, used in logs and metrics", ...)
     path: str = doc("path prefix (segment-wise) or exact path, starting with '/'", ...)
     upstream: str = doc("name of an [upstreams.NAME] table (required for kind = 'proxy')", "")
@@ -466,26 +460,34 @@ class RouteSpec:
     )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RouteJwtSpec:
-    issuers: tuple[str, ...] = doc("names of [jwt.issuers.NAME] tables whose tokens this route accepts", ...)
-    audiences: tuple[str, ...] = doc(
-        "the token's 'aud' must also contain one of these (empty: the issuer's audiences suffice)", ()
+def _policy_field(name: str, spec: type, text: str) -> tuple[str, Any, Any]:
+    """A route key for a policy's own section: optional, documented by the policy."""
+    return name, spec | None, doc(f"{text} (a table, see routes.{name})", None)
+
+
+if TYPE_CHECKING:
+    RouteSpec = _RouteCore
+else:
+    # The [[routes]] table: its own keys and one table per policy that declares a route section, so a
+    # new policy is its module and its registry line (policy/registry.py), not an edit here.
+    RouteSpec = make_dataclass(
+        "RouteSpec",
+        [
+            _policy_field(entry.route_section, spec, entry.section_doc())
+            for entry in POLICIES
+            if (spec := entry.route_spec) is not None
+        ],
+        bases=(_RouteCore,),
+        frozen=True,
+        slots=True,
+        kw_only=True,
     )
+    RouteSpec.__module__ = __name__  # for pickling and reprs, as a class written here would have
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DemoUpstreamSpec:
     bind: str = doc("address:port of the built-in demo upstream", "127.0.0.1:8081")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SecretSpec:
-    """Where a secret comes from; secrets are never written inline in TOML."""
-
-    file: str | None = doc("read the secret from this file (trailing newline removed)", None)
-    env: str | None = doc("read the secret from this environment variable", None)
-    credential: str | None = doc("read $CREDENTIALS_DIRECTORY/NAME (systemd LoadCredential=)", None)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -545,157 +547,6 @@ class KeysSpec:
     pepper_id: str = doc("id stored with every new key; change it together with the pepper", "p1")
     old_peppers: dict[str, SecretSpec] = doc(
         "retired peppers by id, still accepted for the keys created under them", {}
-    )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ApiKeySpec:
-    headers: tuple[str, ...] = doc(
-        "headers that may carry the key; Authorization takes 'Bearer KEY'", ("authorization", "x-api-key")
-    )
-    mode: Literal["enforce", "shadow"] = doc(
-        "shadow: a failed check is logged and counted, the request goes on as anonymous", "enforce"
-    )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class JwtIssuerSpec:
-    issuer: str = doc("the exact 'iss' value of this issuer's tokens", ...)
-    audiences: tuple[str, ...] = doc(
-        "'aud' must contain one of these (required unless empty list given)", ...
-    )
-    algorithms: tuple[str, ...] = doc(
-        "allowed 'alg' values; HS* need secret, RS*/PS*/ES*/EdDSA need public keys; never 'none'", ...
-    )
-    secret: SecretSpec | None = doc("shared HMAC secret (a secret reference, >= 32 bytes)", None)
-    public_keys: tuple[str, ...] = doc("PEM public key files (used for tokens without a matching kid)", ())
-    jwks_file: str | None = doc("a JWKS file (JSON Web Key Set): keys chosen by 'kid'", None)
-    jwks_url: str | None = doc("a JWKS URL, fetched by each worker and refreshed in the background", None)
-    discovery_url: str | None = doc("an OIDC discovery document whose jwks_uri names the JWKS", None)
-    jwks_refresh: float = doc("seconds between background JWKS refreshes", 300.0, most=SECONDS_MAX)
-    jwks_min_interval: float = doc(
-        "least seconds between fetches (an unknown kid triggers one)", 10.0, most=SECONDS_MAX
-    )
-    jwks_timeout: float = doc("seconds a JWKS or discovery fetch may take", 3.0, most=SECONDS_MAX)
-    jwks_max_stale: float = doc(
-        "seconds the last good JWKS (kept across reloads and worker restarts in the state directory)"
-        " is still used while the identity provider cannot be reached; older keys verify nothing",
-        86400.0,
-        most=(7 * 86400, "a week: an identity provider down longer needs an operator, not old keys"),
-    )
-    discovery_refresh: float = doc(
-        "seconds between re-reads of the OIDC discovery document (also re-read after a failed JWKS fetch)",
-        3600.0,
-        most=SECONDS_MAX,
-    )
-    allow_insecure_http: bool = doc(
-        "accept plain http:// JWKS and discovery URLs (and a discovered jwks_uri); loopback is always"
-        " accepted, with a warning",
-        False,
-    )
-    ca: str | None = doc("PEM bundle to verify the JWKS and discovery URLs with (default: system)", None)
-    leeway: float = doc("seconds of clock skew tolerated on exp, nbf and iat", 30.0, most=SECONDS_MAX)
-    consumer_claim: str = doc("claim naming the caller", "sub")
-    scopes_claim: str = doc("claim with the scopes ('' = 'scope' (space-separated) or 'scp')", "")
-    roles_claim: str = doc("claim with the roles (a list; '' = none)", "roles")
-    team_claim: str = doc("claim with the team ('' = none)", "")
-    require_cert_binding: bool = doc(
-        "tokens must carry cnf.x5t#S256 matching the client certificate (RFC 8705)", False
-    )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class JweSpec:
-    key: SecretSpec = doc(
-        "decryption key: a PEM RSA private key (RSA-OAEP-256) or 32 raw bytes (dir), as a secret reference",
-        ...,
-    )
-    algorithm: Literal["RSA-OAEP-256", "dir"] = doc(
-        "key management algorithm (content: A256GCM)", "RSA-OAEP-256"
-    )
-    required: bool = doc("refuse tokens that are not encrypted", False)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class JwtSpec:
-    issuers: dict[str, JwtIssuerSpec] = doc("[jwt.issuers.NAME] tables, one per token issuer", ...)
-    max_token_bytes: int = doc("longest bearer token accepted (else 401)", 8192, most=HEAD_MAX)
-    cache_size: int = doc("verified (and refused) tokens remembered per worker", 10000, most=CACHE_MAX)
-    jwe: JweSpec | None = doc("decrypt nested JWE tokens before verifying them (a table, see jwt.jwe)", None)
-    negative_ttl: float = doc("seconds a refused token is answered from the cache", 30.0, most=SECONDS_MAX)
-    mode: Literal["enforce", "shadow"] = doc(
-        "shadow: a failed check is logged and counted, the request goes on as anonymous", "enforce"
-    )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CertConsumerSpec:
-    consumer: str = doc("the consumer this certificate authenticates as", ...)
-    sha256: str | None = doc("certificate SHA-256 fingerprint (hex, colons allowed)", None)
-    san: str | None = doc("a subject alternative name (DNS, IP or email) of the certificate", None)
-    subject: str | None = doc("the subject DN as an RFC 4514 string, e.g. 'CN=billing,O=Corp'", None)
-    team: str = doc("the consumer's team", "")
-    roles: tuple[str, ...] = doc("the consumer's roles", ())
-    scopes: tuple[str, ...] = doc("the consumer's scopes", ())
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MtlsSpec:
-    consumers: tuple[CertConsumerSpec, ...] = doc("[[mtls.consumers]]: certificate -> consumer mappings", ...)
-    mode: Literal["enforce", "shadow"] = doc(
-        "shadow: a failed check is logged and counted, the request goes on as anonymous", "enforce"
-    )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class IntrospectionSpec:
-    url: str = doc(
-        "the RFC 7662 introspection endpoint: https://, or http:// on a loopback address (with a warning)"
-        " or with allow_insecure_http",
-        ...,
-    )
-    allow_insecure_http: bool = doc(
-        "accept a plain http:// url that is not a loopback address: tokens and the client secret then"
-        " travel in clear",
-        False,
-    )
-    client_id: str = doc("the gateway's client id at the authorization server", ...)
-    client_secret: SecretSpec = doc("its client secret (a secret reference)", ...)
-    timeout: float = doc(
-        "seconds an introspection call may take (else 503, fail closed)", 2.0, most=SECONDS_MAX
-    )
-    cache_ttl: float = doc(
-        "seconds an active answer is reused (never past the token's exp)", 60.0, most=SECONDS_MAX
-    )
-    negative_ttl: float = doc("seconds an inactive answer is reused", 10.0, most=SECONDS_MAX)
-    cache_size: int = doc("tokens remembered per worker", 10000, most=CACHE_MAX)
-    max_token_bytes: int = doc(
-        "longest bearer token sent to the endpoint (else 401, no call)", 8192, most=HEAD_MAX
-    )
-    max_concurrent: int = doc(
-        "introspection calls in flight at once, per worker; more wait for a slot within timeout (else 503)",
-        64,
-        most=INTROSPECTION_CALLS_MAX,
-    )
-    ca: str | None = doc("PEM bundle to verify the endpoint with instead of the system store", None)
-    mode: Literal["enforce", "shadow"] = doc(
-        "shadow: a failed check is logged and counted, the request goes on as anonymous", "enforce"
-    )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AuthThrottleSpec:
-    enabled: bool = doc("slow down, then refuse, clients that keep failing authentication", True)
-    window: float = doc("seconds over which failures are counted", 60.0, most=SECONDS_MAX)
-    slow_after: int = doc(
-        "failures in the window after which each failure is answered late", 10, most=COUNT_MAX
-    )
-    delay: float = doc("seconds a failure answer is held back once slowed", 1.0, most=WAIT_MAX)
-    block_after: int = doc(
-        "failures in the window after which the client is refused (429)", 50, most=COUNT_MAX
-    )
-    block_seconds: float = doc(
-        "seconds a blocked client address or key prefix stays refused", 300.0, most=SECONDS_MAX
     )
 
 

@@ -17,7 +17,7 @@ from typing import Final
 from fastgw.config.compiler import compile_config, compile_state
 from fastgw.config.loader import ConfigError, parse_table, read_config_bytes
 from fastgw.config.schema import WORKERS_MAX, StateSpec
-from fastgw.policy.rate_limit import CELL_INTS
+from fastgw.counters.table import CELL_INTS
 from fastgw.secret_refs import check_control_secrets
 from fastgw.snapshot import ListenerSettings, Snapshot, StateSettings
 

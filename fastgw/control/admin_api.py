@@ -40,7 +40,7 @@ from fastgw.codec.problem import problem_fields
 from fastgw.codec.serialize import status_line
 from fastgw.control.api import ControlAPI
 from fastgw.control.consumers import KeyServiceError
-from fastgw.policy.quota import period_bounds
+from fastgw.counters.quota import period_bounds
 from fastgw.secret_refs import admin_token
 from fastgw.snapshot import AdminSettings
 
@@ -187,7 +187,7 @@ class AdminServer:
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                async with asyncio.timeout(READ_TIMEOUT):  # not wait_for (cluster_counts.stop)
+                async with asyncio.timeout(READ_TIMEOUT):  # not wait_for (counters/cluster.py stop)
                     data = await reader.read(65536)
                 conn.receive_data(data)
                 continue
@@ -422,7 +422,7 @@ def _readable(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _quota_period(row: dict[str, Any]) -> dict[str, Any]:
-    """The store's period code (policy/quota.py) as the period's name, start and end."""
+    """The store's period code (counters/quota.py) as the period's name, start and end."""
     kind, start, end = period_bounds(int(row["period"]))
     return {**row, "period": kind, "period_start": _iso(start), "period_end": _iso(end)}
 

@@ -41,9 +41,9 @@ from fastgw.control.api import WorkerView
 from fastgw.control.channel import ChannelProtocol
 from fastgw.control.consumers import KeyService
 from fastgw.control.health import HealthProber
+from fastgw.counters.quota import QUOTAS
 from fastgw.metrics.exposition import Export, GatewayCollector, make_registry, render
 from fastgw.metrics.shared import SharedMetrics
-from fastgw.policy.quota import QUOTAS
 from fastgw.snapshot import Snapshot
 from fastgw.store import open_store
 from fastgw.store.base import QuotaAdmission, QuotaCount, StoreError
@@ -233,7 +233,7 @@ class ControlProcess:
         if reload.waiting:
             try:
                 async with asyncio.timeout(snapshot.process.reload_timeout):  # not wait_for: it can
-                    await reload.done.wait()  # drop a cancellation on 3.11 (cluster_counts.stop)
+                    await reload.done.wait()  # drop a cancellation on 3.11 (counters/cluster.py stop)
             except TimeoutError:
                 for pid in reload.waiting:
                     reload.errors.append(f"pid {pid}: no ack within {snapshot.process.reload_timeout:g}s")
@@ -272,7 +272,7 @@ class ControlProcess:
         self._requests[request_id] = future
         self._tell_supervisor(RequestReload(reason=reason, id=request_id))
         try:
-            async with asyncio.timeout(timeout):  # not wait_for (cluster_counts.stop); cancels the future
+            async with asyncio.timeout(timeout):  # not wait_for (counters/cluster.py stop); cancels it
                 return await future
         finally:
             self._requests.pop(request_id, None)

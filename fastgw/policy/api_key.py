@@ -12,6 +12,7 @@ RFC 6750: no credentials -> 401 with a bare ``WWW-Authenticate: Bearer`` challen
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import ClassVar, Final
 
 from fastgw.exchange import Exchange
@@ -116,8 +117,10 @@ class ApiKeyAuth:
         cache: IdentityCache,
         shadow: bool,
         throttle: ThrottleSettings | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.name = name
+        self.clock = clock  # wall time, for key expiry (a test ages keys with its own clock)
         self.headers = headers
         self.peppers = peppers
         self.cache = cache
@@ -161,7 +164,7 @@ class ApiKeyAuth:
         identity = self.cache.lookup(key, self.peppers)
         if identity is None:
             return INVALID
-        if identity.expires and time.time() >= identity.expires:
+        if identity.expires and self.clock() >= identity.expires:
             return EXPIRED
         if identity.routes is not None and (ex.route is None or ex.route.name not in identity.routes):
             return WRONG_ROUTE

@@ -11,10 +11,28 @@ depends on the Origin.
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import ClassVar, Final
 
+from fastgw.config.context import TOKEN, CompileContext
+from fastgw.config.fields import PREFLIGHT_AGE_MAX, doc
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Phase
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CorsSpec:
+    allow_origins: tuple[str, ...] = doc("origins allowed, exactly as browsers send them, or '*'", ...)
+    allow_methods: tuple[str, ...] = doc("methods a preflight may ask for", ("GET", "HEAD", "POST"))
+    allow_headers: tuple[str, ...] = doc(
+        "request headers a preflight may ask for (CORS-safelisted ones always pass)",
+        ("authorization", "x-api-key", "content-type"),
+    )
+    expose_headers: tuple[str, ...] = doc("response headers scripts may read", ())
+    allow_credentials: bool = doc("allow cookies and credentials (not with '*')", False)
+    max_age: int = doc("seconds browsers may cache a preflight answer", 600, most=PREFLIGHT_AGE_MAX)
+
 
 SAFELISTED_HEADERS: Final = frozenset({b"accept", b"accept-language", b"content-language", b"content-type"})
 
@@ -97,3 +115,34 @@ class Cors:
             headers.append((b"access-control-allow-credentials", b"true"))
         if self.expose:
             headers.append((b"access-control-expose-headers", self.expose))
+
+
+def compile_route(spec: CorsSpec | None, ctx: CompileContext) -> tuple[Cors, ...]:
+    """routes.cors: origins are checked as scheme://host[:port]; '*' never with credentials."""
+    if spec is None:
+        return ()
+    key = f"{ctx.route_key}.cors"
+    if not spec.allow_origins:
+        raise ctx.error(f"{key}.allow_origins", "needs at least one origin (or '*')")
+    for i, origin in enumerate(spec.allow_origins):
+        if origin != "*" and not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?", origin):
+            raise ctx.error(f"{key}.allow_origins[{i}]", f"{origin!r} is not scheme://host[:port] or '*'")
+    if "*" in spec.allow_origins and spec.allow_credentials:
+        raise ctx.error(f"{key}.allow_credentials", "cannot be true with allow_origins = ['*']")
+    for field_name in ("allow_methods", "allow_headers", "expose_headers"):
+        for i, value in enumerate(getattr(spec, field_name)):
+            if not TOKEN.fullmatch(value):
+                raise ctx.error(f"{key}.{field_name}[{i}]", f"{value!r} is not a token")
+    if spec.max_age < 0:
+        raise ctx.error(f"{key}.max_age", "must not be negative")
+    return (
+        Cors(
+            "cors",
+            frozenset(o.encode() for o in spec.allow_origins),
+            frozenset(m.upper().encode() for m in spec.allow_methods),
+            frozenset(h.lower().encode() for h in spec.allow_headers),
+            b", ".join(h.encode() for h in spec.expose_headers),
+            spec.allow_credentials,
+            spec.max_age,
+        ),
+    )

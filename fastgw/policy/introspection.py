@@ -24,18 +24,60 @@ import ssl
 import time
 import urllib.parse
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Literal
 
 import h11
 import orjson
 
+from fastgw.config.context import CompileContext
+from fastgw.config.fields import CACHE_MAX, HEAD_MAX, INTROSPECTION_CALLS_MAX, SECONDS_MAX, SecretSpec, doc
 from fastgw.exchange import Exchange
 from fastgw.policy.api_key import BEARER_DUPLICATE, BEARER_OK, REALM, bearer_denials, bearer_token
 from fastgw.policy.chain import Denial, Pending, Phase
 from fastgw.policy.http_client import Endpoint, request
+from fastgw.policy.jwks import is_loopback
 from fastgw.policy.rbac import Principal
 from fastgw.policy.throttle import FAILURES, ThrottleSettings, after_failure, throttled
+from fastgw.secret_refs import resolve_secret
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IntrospectionSpec:
+    url: str = doc(
+        "the RFC 7662 introspection endpoint: https://, or http:// on a loopback address (with a warning)"
+        " or with allow_insecure_http",
+        ...,
+    )
+    allow_insecure_http: bool = doc(
+        "accept a plain http:// url that is not a loopback address: tokens and the client secret then"
+        " travel in clear",
+        False,
+    )
+    client_id: str = doc("the gateway's client id at the authorization server", ...)
+    client_secret: SecretSpec = doc("its client secret (a secret reference)", ...)
+    timeout: float = doc(
+        "seconds an introspection call may take (else 503, fail closed)", 2.0, most=SECONDS_MAX
+    )
+    cache_ttl: float = doc(
+        "seconds an active answer is reused (never past the token's exp)", 60.0, most=SECONDS_MAX
+    )
+    negative_ttl: float = doc("seconds an inactive answer is reused", 10.0, most=SECONDS_MAX)
+    cache_size: int = doc("tokens remembered per worker", 10000, most=CACHE_MAX)
+    max_token_bytes: int = doc(
+        "longest bearer token sent to the endpoint (else 401, no call)", 8192, most=HEAD_MAX
+    )
+    max_concurrent: int = doc(
+        "introspection calls in flight at once, per worker; more wait for a slot within timeout (else 503)",
+        64,
+        most=INTROSPECTION_CALLS_MAX,
+    )
+    ca: str | None = doc("PEM bundle to verify the endpoint with instead of the system store", None)
+    mode: Literal["enforce", "shadow"] = doc(
+        "shadow: a failed check is logged and counted, the request goes on as anonymous", "enforce"
+    )
+
 
 MISSING, DUPLICATE = bearer_denials("introspection")
 
@@ -93,8 +135,10 @@ class IntrospectionAuth:
         max_token_bytes: int = 8192,
         max_concurrent: int = 64,
         throttle: ThrottleSettings | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.name = name
+        self.clock = clock  # wall time, for the caches' expiry (a test ages answers with its own clock)
         self.endpoint = endpoint
         self.cache_ttl = cache_ttl
         self.negative_ttl = negative_ttl
@@ -120,7 +164,7 @@ class IntrospectionAuth:
             return TOO_LARGE
         if _B64TOKEN.fullmatch(token) is None:
             return MALFORMED
-        now = time.time()
+        now = self.clock()
         identity = self._good.get(token)
         if identity is not None:
             if now < identity.expires:
@@ -181,7 +225,7 @@ class IntrospectionAuth:
 
     async def _introspect(self, token: bytes) -> Principal | Denial:
         try:
-            # The wait for a slot counts against the timeout. Not wait_for: see cluster_counts.stop.
+            # The wait for a slot counts against the timeout. Not wait_for: see counters/cluster.py stop.
             async with asyncio.timeout(self.endpoint.timeout), self._slots:
                 self.calls += 1
                 status, body = await self._post(token)
@@ -190,7 +234,7 @@ class IntrospectionAuth:
             answer = orjson.loads(body)
         except (OSError, TimeoutError, ssl.SSLError, h11.ProtocolError, orjson.JSONDecodeError, ValueError):
             return UNAVAILABLE
-        now = time.time()
+        now = self.clock()
         if not isinstance(answer, dict) or answer.get("active") is not True:
             if len(self._bad) >= self.cache_size:
                 self._bad.clear()
@@ -239,3 +283,43 @@ def basic_authorization(client_id: str, secret: bytes) -> bytes:
         + urllib.parse.quote_from_bytes(secret, safe="").encode()
     )
     return b"Basic " + base64.b64encode(pair)
+
+
+def compile(spec: IntrospectionSpec | None, ctx: CompileContext) -> None:
+    """[introspection]: auth = "introspection" asks this RFC 7662 endpoint about opaque tokens."""
+    if spec is None:
+        return
+    tls = ctx.verifying_tls("introspection", spec.ca) if spec.url.lower().startswith("https:") else None
+    try:
+        target = Endpoint.parse(spec.url, tls)
+    except ValueError:
+        raise ctx.error("introspection.url", "must be an http:// or https:// URL") from None
+    if target.tls is None:
+        if not spec.allow_insecure_http and not is_loopback(target.host):
+            reason = (
+                "is plain http://: tokens and the client secret would travel in clear"
+                " (allow_insecure_http = true accepts it)"
+            )
+            raise ctx.error("introspection.url", reason)
+        ctx.warnings.append("introspection.url is plain http: tokens and client credentials travel in clear")
+    for name in ("timeout", "cache_ttl", "negative_ttl", "cache_size", "max_token_bytes", "max_concurrent"):
+        ctx.positive(f"introspection.{name}", getattr(spec, name))
+    secret = resolve_secret(ctx.secret("introspection.client_secret", spec.client_secret))
+    endpoint = IntrospectionEndpoint(
+        target=target,
+        authorization=basic_authorization(spec.client_id, secret),
+        timeout=spec.timeout,
+    )
+    ctx.auth["introspection"] = IntrospectionAuth(
+        "introspection",
+        endpoint,
+        spec.cache_ttl,
+        spec.negative_ttl,
+        spec.cache_size,
+        spec.mode == "shadow",
+        max_token_bytes=spec.max_token_bytes,
+        max_concurrent=spec.max_concurrent,
+        throttle=ctx.throttle,
+        clock=ctx.clock,
+    )
+    ctx.credential_headers["introspection"] = frozenset({b"authorization"})

@@ -181,7 +181,7 @@ class RemoteJwks:
                 pass
 
     async def _get_json(self, endpoint: Endpoint) -> Any:
-        # asyncio.timeout, not wait_for: 3.11's wait_for can drop a cancellation (cluster_counts.stop),
+        # asyncio.timeout, not wait_for: 3.11's wait_for can drop a cancellation (counters/cluster.py stop),
         # and this runs in a forever loop that shutdown cancels.
         async with asyncio.timeout(self.timeout):
             status, body = await request(endpoint, "GET", [("accept", "application/json")])

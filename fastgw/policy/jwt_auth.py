@@ -20,6 +20,7 @@ import hmac
 import re
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
@@ -221,8 +222,12 @@ class JwtAuth:
         shadow: bool,
         throttle: ThrottleSettings | None = None,
         jwe: JweDecrypter | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.name = name
+        # Wall time for the caches' expiry checks (a test ages tokens with its own clock). The first
+        # verification of a token is PyJWT's, against the system clock.
+        self.clock = clock
         self.throttle = throttle if not shadow else None
         self.jwe = jwe
         self.issuers = issuers  # by their "iss" value
@@ -257,7 +262,7 @@ class JwtAuth:
             return DUPLICATE if found == BEARER_DUPLICATE else MISSING
         if len(token) > self.max_token_bytes:
             return TOO_LARGE
-        now = time.time()
+        now = self.clock()
         identity = self._good.get(token)
         if identity is not None:
             if now < identity.expires + self._leeway(identity):
@@ -288,7 +293,7 @@ class JwtAuth:
     async def _after_refetch(self, ex: Exchange, token: bytes, remote: RemoteJwks) -> Denial | None:
         await remote.refresh()
         _issuer, outcome = self._verify(token.decode("latin-1"))
-        return self._settle(ex, token, outcome, time.time())
+        return self._settle(ex, token, outcome, self.clock())
 
     def _settle(self, ex: Exchange, token: bytes, outcome: JwtIdentity | Denial, now: float) -> Denial | None:
         """Cache a verification's result and apply it to the exchange."""

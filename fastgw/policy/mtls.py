@@ -8,11 +8,35 @@ is config (compiled into dicts), so a check is at most three dict lookups.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import re
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
+from fastgw.config.context import CompileContext
+from fastgw.config.fields import doc
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Phase
 from fastgw.policy.rbac import Principal
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CertConsumerSpec:
+    consumer: str = doc("the consumer this certificate authenticates as", ...)
+    sha256: str | None = doc("certificate SHA-256 fingerprint (hex, colons allowed)", None)
+    san: str | None = doc("a subject alternative name (DNS, IP or email) of the certificate", None)
+    subject: str | None = doc("the subject DN as an RFC 4514 string, e.g. 'CN=billing,O=Corp'", None)
+    team: str = doc("the consumer's team", "")
+    roles: tuple[str, ...] = doc("the consumer's roles", ())
+    scopes: tuple[str, ...] = doc("the consumer's scopes", ())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MtlsSpec:
+    consumers: tuple[CertConsumerSpec, ...] = doc("[[mtls.consumers]]: certificate -> consumer mappings", ...)
+    mode: Literal["enforce", "shadow"] = doc(
+        "shadow: a failed check is logged and counted, the request goes on as anonymous", "enforce"
+    )
+
 
 # RFC 9110 11.6.1: a 401 must carry a challenge. No scheme is registered for TLS client certificates;
 # this one names what is wanted (the client must reconnect presenting a certificate).
@@ -63,3 +87,35 @@ class MtlsAuth:
             return UNMAPPED
         ex.consumer = identity
         return None
+
+
+def compile(spec: MtlsSpec | None, ctx: CompileContext) -> None:
+    """[mtls]: certificates (by SHA-256, SAN or subject) mapped to consumers; auth = "mtls"."""
+    if spec is None:
+        return
+    tables: dict[str, dict[str, Principal]] = {"sha256": {}, "san": {}, "subject": {}}
+    for i, c in enumerate(spec.consumers):
+        key = f"mtls.consumers[{i}]"
+        given = [(kind, getattr(c, kind)) for kind in ("sha256", "san", "subject") if getattr(c, kind)]
+        if len(given) != 1:
+            raise ctx.error(key, "name exactly one of sha256, san or subject")
+        kind, value = given[0]
+        if kind == "sha256":
+            value = normalise_fingerprint(value)
+            if not re.fullmatch(r"[0-9a-f]{64}", value):
+                raise ctx.error(f"{key}.sha256", "must be 64 hex digits (colons allowed)")
+        if value in tables[kind]:
+            raise ctx.error(f"{key}.{kind}", f"{value!r} is mapped twice")
+        if not c.consumer:
+            raise ctx.error(f"{key}.consumer", "must not be empty")
+        tables[kind][value] = Principal(
+            consumer=c.consumer,
+            consumer_id=c.consumer,
+            team=c.team,
+            roles=frozenset(c.roles),
+            scopes=frozenset(c.scopes),
+        )
+    if not ctx.listener_client_auth:
+        raise ctx.error("mtls", "no listener asks for client certificates (listeners.tls.client_auth)")
+    shadow = spec.mode == "shadow"
+    ctx.auth["mtls"] = MtlsAuth("mtls", tables["sha256"], tables["san"], tables["subject"], shadow)

@@ -11,11 +11,22 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from typing import ClassVar, Final
+from dataclasses import dataclass
+from typing import ClassVar, Final, Literal
 
+from fastgw.config.context import CompileContext
+from fastgw.config.fields import doc
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Phase
 from fastgw.snapshot import IPNetwork
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NetworkSpec:
+    allow: tuple[str, ...] = doc("CIDRs admitted; empty admits every address not denied", ())
+    deny: tuple[str, ...] = doc("CIDRs refused with 403; deny wins over allow", ())
+    mode: Literal["enforce", "shadow"] = doc("shadow logs would-denials and lets requests pass", "enforce")
+
 
 _CACHE_MAX: Final = 8192  # distinct client addresses remembered per policy before the cache is reset
 
@@ -89,3 +100,36 @@ class NetworkRules:
         if self._allow and not in_networks(address, self._allow):
             return Denial(403, "forbidden", "client address is not allowed", f"{self.name}.not_allowed")
         return None
+
+
+def networks(ctx: CompileContext, key: str, values: Sequence[str]) -> tuple[IPNetwork, ...]:
+    """Parse a config list of CIDRs; the error names the bad entry's index."""
+    for i, value in enumerate(values):
+        try:
+            parse_networks([value])
+        except ValueError as exc:
+            raise ctx.error(f"{key}[{i}]", str(exc)) from None
+    return parse_networks(values)
+
+
+def rules(ctx: CompileContext, key: str, spec: NetworkSpec, name: str) -> NetworkRules | None:
+    allow = networks(ctx, f"{key}.allow", spec.allow)
+    deny = networks(ctx, f"{key}.deny", spec.deny)
+    if not allow and not deny:
+        return None
+    return NetworkRules(name, allow, deny, spec.mode == "shadow")
+
+
+def compile(spec: NetworkSpec, ctx: CompileContext) -> None:
+    """[network]: the global rules, first in every route's chain."""
+    global_rules = rules(ctx, "network", spec, "network")
+    if global_rules is not None:
+        ctx.global_policies.append(global_rules)
+
+
+def compile_route(spec: NetworkSpec | None, ctx: CompileContext) -> tuple[NetworkRules, ...]:
+    """routes.network: the route's own rules, after the global ones."""
+    if spec is None:
+        return ()
+    route_rules = rules(ctx, f"{ctx.route_key}.network", spec, "route_network")
+    return () if route_rules is None else (route_rules,)

@@ -11,10 +11,32 @@ a shadow-mode authentication that failed and went on as anonymous) is refused. R
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import ClassVar, Literal, Protocol
 
+from fastgw.config.context import TOKEN, CompileContext
+from fastgw.config.fields import doc
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Phase
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequirementSpec:
+    scopes: tuple[str, ...] = doc("scopes the caller must all have", ())
+    roles: tuple[str, ...] = doc("roles of which the caller needs at least one (empty: any)", ())
+    teams: tuple[str, ...] = doc("teams of which the caller must be in one (empty: any)", ())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthorizeSpec:
+    scopes: tuple[str, ...] = doc("scopes the caller must all have", ())
+    roles: tuple[str, ...] = doc("roles of which the caller needs at least one (empty: any)", ())
+    teams: tuple[str, ...] = doc("teams of which the caller must be in one (empty: any)", ())
+    methods: dict[str, RequirementSpec] = doc(
+        "per-method requirements replacing the route's, e.g. { POST = { scopes = ['orders:write'] } }", {}
+    )
+    mode: Literal["enforce", "shadow"] = doc(
+        "shadow: refusals are logged and counted, requests pass", "enforce"
+    )
 
 
 class Identity(Protocol):
@@ -113,3 +135,28 @@ class Authorize:
         if need.teams and identity.team not in need.teams:
             return need.denial_team
         return None
+
+
+def compile_route(spec: AuthorizeSpec | None, ctx: CompileContext) -> tuple[Authorize, ...]:
+    """routes.authorize: a default requirement and per-method ones; needs an authenticated route."""
+    if spec is None:
+        return ()
+    key = f"{ctx.route_key}.authorize"
+    if ctx.route_schemes == ("none",):
+        raise ctx.error(key, "needs an authenticated route (auth is 'none')")
+
+    def build(where: str, need: AuthorizeSpec | RequirementSpec) -> Requirement:
+        scopes, roles, teams = need.scopes, need.roles, need.teams
+        for field_name, values in (("scopes", scopes), ("roles", roles), ("teams", teams)):
+            for i, value in enumerate(values):
+                if not value or any(c in value for c in ' "\\\r\n'):
+                    raise ctx.error(f"{where}.{field_name}[{i}]", f"{value!r} is not a valid name")
+        return requirement(frozenset(scopes), frozenset(roles), frozenset(teams))
+
+    default = build(key, spec)
+    per_method = {}
+    for method, req in spec.methods.items():
+        if not TOKEN.fullmatch(method) or method != method.upper():
+            raise ctx.error(f"{key}.methods.{method}", "must be an upper-case method name")
+        per_method[method.encode()] = build(f"{key}.methods.{method}", req)
+    return (Authorize("authorize", default, per_method, spec.mode == "shadow"),)

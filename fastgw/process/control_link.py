@@ -30,7 +30,7 @@ from fastgw.codec.control_messages import (
     Reload,
 )
 from fastgw.control.channel import ChannelProtocol
-from fastgw.policy.quota import QUOTAS
+from fastgw.counters.quota import QUOTAS
 from fastgw.proxy.caches import CACHES
 from fastgw.snapshot import Snapshot, SnapshotHolder
 from fastgw.upstream.pool import PoolManager

@@ -5,7 +5,7 @@ and every child, with no file to clean up and nothing for another user to open. 
 once at start (their sizes depend on the worker count, not on reloadable config); later features add
 their own (the rate-limit counter shards). Each slot of a region has a single writer.
 
-Region ``ratelimit``: the rate-limit counter table, one shard per worker slot (``policy/rate_limit.py``).
+Region ``ratelimit``: the rate-limit counter table, one shard per worker slot (``counters/table.py``).
 
 Region ``heartbeat``: one little-endian double per worker slot, the worker's monotonic clock at its last
 tick. The supervisor reads it to find a worker whose event loop is stuck (alive but not ticking).
@@ -22,7 +22,7 @@ from typing import Final
 
 HEARTBEAT: Final = "heartbeat"
 METRICS: Final = "metrics"  # cumulative metric counters, a shard per slot (metrics/shared.py)
-RATELIMIT: Final = "ratelimit"  # rate-limit counter shards, one per worker (policy/rate_limit.py)
+RATELIMIT: Final = "ratelimit"  # rate-limit counter shards, one per worker (counters/table.py)
 _DOUBLE: Final = struct.Struct("<d")
 
 

@@ -54,8 +54,8 @@ from fastgw.codec import control_messages as msg
 from fastgw.config.history import ConfigHistory
 from fastgw.config.loader import ConfigError, read_config_bytes
 from fastgw.control.channel import ChannelError, FrameDecoder, encode
+from fastgw.counters.table import CounterTable, region_bytes
 from fastgw.metrics.shared import SharedMetrics
-from fastgw.policy.rate_limit import CELL_INTS, CounterTable
 from fastgw.process import status_file, systemd
 from fastgw.process.shm import METRICS, RATELIMIT, Heartbeats, SharedRegions
 from fastgw.snapshot import AdminSettings, ListenerSettings, Snapshot
@@ -278,10 +278,9 @@ class Supervisor:
         self.regions = SharedRegions()
         self.heartbeats = Heartbeats.create(self.regions, self.worker_count)
         self.ratelimit_capacity = snapshot.ratelimit_capacity
-        self.regions.create(RATELIMIT, self.worker_count * self.ratelimit_capacity * CELL_INTS * 8)
-        self.counters = (
-            CounterTable()
-        )  # the supervisor's view: only to release a dead worker's in-flight cells
+        self.regions.create(RATELIMIT, region_bytes(self.worker_count, self.ratelimit_capacity))
+        # The supervisor's view of the table: only to release a dead worker's in-flight cells.
+        self.counters = CounterTable()
         self.counters.attach(self.regions.get(RATELIMIT), 0, self.worker_count, self.ratelimit_capacity)
         metrics_bytes = SharedMetrics.region_bytes(self.worker_count)
         self.metrics = SharedMetrics(self.regions.create(METRICS, metrics_bytes), self.worker_count)

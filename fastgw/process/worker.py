@@ -26,9 +26,9 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
+from fastgw.counters.cluster import CLUSTER
 from fastgw.metrics.shared import MetricsShard, SharedMetrics
 from fastgw.metrics.worker import WorkerMetrics
-from fastgw.policy.cluster_counts import CLUSTER
 from fastgw.policy.jwks import STALE
 from fastgw.policy.jwt_auth import JwtAuth
 from fastgw.policy.multi_auth import MultiAuth
@@ -251,7 +251,7 @@ def run_worker(
     """The body of a forked worker process; returns its exit status."""
     import uvloop
 
-    from fastgw.policy.rate_limit import COUNTERS
+    from fastgw.counters.table import COUNTERS
 
     region, shards, capacity = counters
     COUNTERS.attach(region, slot, shards, capacity)

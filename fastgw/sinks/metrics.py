@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from fastgw.counters.cluster import CLUSTER
 from fastgw.metrics.shared import H_LOG_DROPPED, H_LOG_FAILED, H_REDIS_ERRORS, SINK_DROPPED, CounterRows
 from fastgw.metrics.worker import WorkerMetrics
-from fastgw.policy.cluster_counts import CLUSTER
 from fastgw.sinks.access_log import AccessLog
 from fastgw.sinks.base import Record, Sink
 from fastgw.upstream.pool import PoolManager

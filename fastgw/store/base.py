@@ -64,7 +64,7 @@ class QuotaAdmission:
     """Admissions a worker counted for one quota key and period in the current run."""
 
     key_hash: int
-    period: int  # policy/quota.py's period code
+    period: int  # counters/quota.py's period code
     limit_id: str
     key: str
     count: int

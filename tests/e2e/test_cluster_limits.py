@@ -221,7 +221,7 @@ def test_every_worker_uses_the_shared_counts_again_within_2s_of_a_redis_restart(
     # an outage of 5 s outlives every key it knew.
     import redis
 
-    from fastgw.policy.rate_limit import key_hash
+    from fastgw.counters.table import key_hash
 
     workers = 2
     token = tmp_path / "admin.token"

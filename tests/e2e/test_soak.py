@@ -17,7 +17,7 @@ import pytest
 
 from fastgw.codec import framing, h2_request
 from fastgw.config.compiler import compile_config
-from fastgw.policy.quota import QuotaBook
+from fastgw.counters.quota import QuotaBook
 from fastgw.policy.throttle import MAX_TRACKED, FailureState, ThrottleSettings
 from tests.support.clients import ResponseReader, connect
 from tests.support.gateways import Gateway, basic_config

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fastgw.policy.cluster_counts import PROBE_MAX, ClusterCounts
+from fastgw.counters.cluster import PROBE_MAX, ClusterCounts
 from fastgw.snapshot import RedisSettings
 from tests.support.redis_server import RedisServer
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from fastgw.policy.cluster_counts import ClusterCounts
+from fastgw.counters.cluster import ClusterCounts
 from fastgw.snapshot import RedisSettings
 
 

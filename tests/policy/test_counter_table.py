@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import mmap
 
-from fastgw.policy.rate_limit import CELL_INTS, CounterTable, KeyCells, key_hash
+from fastgw.counters.table import CELL_INTS, CounterTable, KeyCells, key_hash
 
 
 def workers(shards: int, capacity: int) -> list[CounterTable]:

@@ -20,10 +20,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from fastgw.config.compiler import compile_config
+from fastgw.config.context import CompileContext
 from fastgw.config.loader import ConfigError
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial
 from fastgw.policy.jwt_auth import JwtAuth
+from tests.support.clock import FakeClock
 
 ISS = "https://idp.example.test/"
 AUD = "api://orders"
@@ -57,7 +59,11 @@ def make_policy(
 
     # These tests send hundreds of bad tokens on purpose: throttling is off unless a test sets it.
     def make(
-        extra: str = "", jwt_options: str = "", throttle: str = "enabled = false", route: str = ""
+        extra: str = "",
+        jwt_options: str = "",
+        throttle: str = "enabled = false",
+        route: str = "",
+        clock: FakeClock | None = None,
     ) -> JwtAuth:
         config = f"""
 [[listeners]]
@@ -84,7 +90,9 @@ jwks_file = "{tmp_path / "jwks.json"}"
 leeway = 5
 {extra}
 """
-        snapshot = compile_config(config.encode(), str(tmp_path / "gw.toml"))
+        file = str(tmp_path / "gw.toml")
+        context = CompileContext(file, clock=clock) if clock is not None else None
+        snapshot = compile_config(config.encode(), file, context)
         policy = snapshot.routes[0].chain[0]
         assert isinstance(policy, JwtAuth)
         return policy
@@ -235,7 +243,8 @@ def test_oversized_and_duplicate_and_missing(make_policy: Callable[..., JwtAuth]
 
 
 def test_verified_and_refused_tokens_are_cached(make_policy: Callable[..., JwtAuth], rsa_key: Any) -> None:
-    policy = make_policy()
+    clock = FakeClock()
+    policy = make_policy(clock=clock)
     good = jwt.encode(claims(), rsa_key, algorithm="RS256")
     attacker = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     forged = jwt.encode(claims(), attacker, algorithm="RS256")
@@ -245,7 +254,7 @@ def test_verified_and_refused_tokens_are_cached(make_policy: Callable[..., JwtAu
     assert policy.verifications == 2  # a flood of one forged token costs one verification
     short = jwt.encode(claims(exp=int(time.time()) - 4), rsa_key, algorithm="RS256")  # within leeway
     assert reason(check(policy, short)) == "ok"
-    time.sleep(1.2)
+    clock.advance(1.2)  # the injected clock: no sleep
     assert reason(check(policy, short)) == "jwt.expired"  # the cache honours expiry (+ leeway)
 
 

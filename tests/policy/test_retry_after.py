@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from fastgw.policy.rate_limit import sliding_wait
+from fastgw.counters.algorithms import sliding_wait
 
 
 def estimate(current: float, previous: float, at: float, length: float) -> float:

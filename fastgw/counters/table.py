@@ -1,0 +1,298 @@
+"""The shared-memory counter table (DESIGN.md "Counters"): one shard per worker slot, each ``capacity``
+cells of four int64 ``(key hash, window, count in window, count in the window before)``. A worker
+writes only its own shard (single writer, no lock); a read sums the key's cell over every shard.
+
+Storage only: what a count means (a sliding window, a quota period, requests in flight) is the caller's
+(policy/rate_limit.py). The supervisor sizes and creates the region from here (``region_bytes``) and
+releases a dead worker's in-flight cells; each worker attaches ``COUNTERS`` to its slot.
+
+Capacity: cells are probed linearly over ``PROBES`` slots; a worker reuses its own cells once their
+window is more than one window old. When all are live (the table is full for that hash), the key is
+counted in a per-worker dict instead: limiting continues, exact per worker but not shared, and the
+event is counted (``table_full``) and logged once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import struct
+import sys
+from typing import Final
+
+CELL_INTS: Final = 4  # key hash, window, current count, previous count
+CELL_BYTES: Final = CELL_INTS * 8
+IN_FLIGHT: Final = -1  # the window value that marks a concurrency cell (its count: requests in flight)
+# Cells probed for a key before the table counts as full for it: longer probes cost every read of a key
+# not yet counted in a shard; 8 keeps a miss under a cache line's worth of loads per shard.
+PROBES: Final = 8
+_CELL: Final = struct.Struct("=4q")  # one cell as stored: key hash, window, current, previous
+
+
+def region_bytes(shards: int, capacity: int) -> int:
+    """The size of the shared region for ``shards`` workers of ``capacity`` cells each."""
+    return shards * capacity * CELL_BYTES
+
+
+def key_hash(limit_id: bytes, value: bytes) -> int:
+    """A key's stable hash (blake2b, the same in every process, unlike ``hash()``); never 0 (empty cell)."""
+    digest = hashlib.blake2b(limit_id + b"\0" + value, digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True) or 1
+
+
+class KeyCells:
+    """One key of one limit as this worker knows it: its stable hash; where its cell lies in each shard
+    (``where``: a cached guess, checked against the stored hash on every read, since a shard's owner may
+    reuse a stale cell for another key); and, for sliding windows, a copy of this worker's own cell
+    (window, current, previous), valid while ``generation`` is the table's (``CounterTable.sliding``).
+    """
+
+    __slots__ = ("current", "generation", "hash", "previous", "where", "window")
+
+    def __init__(self, key_hash: int, where: list[int]) -> None:
+        self.hash = key_hash
+        self.where = where
+        self.generation = -1  # no copy yet
+        self.window = self.current = self.previous = 0
+
+
+class CounterTable:
+    """The shared table as seen by one worker (or by nobody, before a worker configures it).
+
+    Callers keep, per key, where its cell lies in each shard (``where``, from ``locate``): a cached guess,
+    checked against the stored hash on every read, since a shard's owner may reuse a stale cell for
+    another key. A steady-state read is then one ``unpack_from`` per shard.
+    """
+
+    def __init__(self) -> None:
+        self.region: mmap.mmap | None = None
+        self.cells: memoryview | None = None  # int64 view over all shards
+        self.slot = 0
+        self.shards = 0
+        self.capacity = 0
+        self.local: dict[tuple[int, int], list[int]] = {}  # overflow: (hash, window) -> [count]
+        self.table_full = 0
+        self.generation = 0  # moves when this worker's cells change hands: KeyCells copies go stale
+
+    def attach(self, region: mmap.mmap, slot: int, shards: int, capacity: int) -> None:
+        self.region = region
+        self.cells = memoryview(region).cast("q")
+        self.slot = slot
+        self.shards = shards
+        self.capacity = capacity
+        self.generation += 1
+
+    def locate(self, key_hash: int) -> list[int]:
+        """A new key's place in each shard: ``~home`` (negative: not found there yet; ``home`` is its first
+        probe slot, so one load tells whether the shard's owner has since counted it)."""
+        return [~self._home(shard, key_hash) for shard in range(self.shards)]
+
+    def _home(self, shard: int, key_hash: int) -> int:
+        """Index of key_hash's first probe slot in a shard."""
+        return (shard * self.capacity + key_hash % self.capacity) * CELL_INTS
+
+    def _find(self, shard: int, key_hash: int) -> int:
+        """Cell index of key_hash in a shard, or -1."""
+        cells = self.cells
+        assert cells is not None
+        base = shard * self.capacity
+        start = key_hash % self.capacity
+        for probe in range(PROBES):
+            index = (base + (start + probe) % self.capacity) * CELL_INTS
+            stored = cells[index]
+            if stored == key_hash:
+                return index
+            if stored == 0:
+                return -1
+        return -1
+
+    def count(
+        self, key_hash: int, where: list[int], window: int, weight_previous: float, cap: float = -1.0
+    ) -> float:
+        """The sliding estimate for key_hash, summed over every shard. When it leaves room for one more
+        under ``cap``, this request is counted too, in this worker's own shard, in the same pass."""
+        cells = self.cells
+        if cells is None:
+            return 0.0
+        current, previous, own, own_count = self._read_shards(key_hash, where, window, -1)
+        counted = current + previous * weight_previous
+        if counted + 1 <= cap:
+            if own >= 0:
+                cells[own + 2] = own_count + 1  # the steady state: one more in our cell's current window
+            else:
+                self.add(key_hash, where, window)
+        return counted
+
+    def sliding(self, key: KeyCells, window: int, weight_previous: float, cap: float) -> float:
+        """``count`` for a sliding-window key, this worker's own cell read from the key's copy of it.
+
+        The copy is trusted while ``key.generation`` equals the table's: this worker is its cell's only
+        writer, every write to it goes through here or drops the copy, and the generation moves whenever
+        this worker gives one of its cells to another key. Other shards are read as in ``count``.
+        """
+        cells = self.cells
+        if cells is None or key.generation != self.generation:
+            counted = self.count(key.hash, key.where, window, weight_previous, cap)
+            self._sync(key)
+            return counted
+        own_window = key.window
+        if own_window == window:
+            own_current, own_previous = key.current, key.previous
+        elif own_window == window - 1:
+            own_current, own_previous = 0, key.current
+        else:
+            own_current = own_previous = 0
+        current, previous = own_current, own_previous
+        if self.shards > 1 or self.local:  # other workers' shards, and the overflow (almost always empty)
+            others, before, _own, _count = self._read_shards(key.hash, key.where, window, self.slot)
+            current += others
+            previous += before
+        counted = current + previous * weight_previous
+        if counted + 1 <= cap:
+            own = key.where[self.slot]
+            if own_window != window:  # a new window: the one that ended becomes the previous one
+                key.previous = own_previous
+                key.window = window
+                cells[own + 3] = own_previous
+                cells[own + 2] = 0
+                cells[own + 1] = window
+            key.current = own_current + 1
+            cells[own + 2] = own_current + 1
+        return counted
+
+    def _sync(self, key: KeyCells) -> None:
+        """Copy this worker's own cell for ``key`` (after the generic path counted it), or drop the copy."""
+        key.generation = -1
+        region = self.region
+        own = key.where[self.slot]
+        if region is None or own < 0:
+            return
+        stored, window, current, previous = _CELL.unpack_from(region, own << 3)
+        if stored == key.hash:
+            key.window, key.current, key.previous = window, current, previous
+            key.generation = self.generation
+
+    def _read_shards(
+        self, key_hash: int, where: list[int], window: int, skip: int
+    ) -> tuple[int, int, int, int]:
+        """key_hash's counts in ``window`` and the one before, summed over every shard but ``skip``; and
+        this worker's own cell with its count in ``window`` (-1, -1: none, or not in this window)."""
+        region = self.region
+        cells = self.cells
+        assert region is not None and cells is not None
+        current = previous = 0
+        slot = self.slot
+        own = own_count = -1
+        for shard, cached in enumerate(where):
+            if shard == skip:
+                continue
+            at = cached
+            cell: tuple[int, int, int, int] | None = None
+            if at >= 0:
+                cell = _CELL.unpack_from(region, at << 3)
+            if cell is None or cell[0] != key_hash:
+                if at < 0 and not cells[~at]:
+                    continue  # the key's first probe slot is still empty: not in this shard (one load)
+                at = self._find(shard, key_hash)
+                where[shard] = at if at >= 0 else ~self._home(shard, key_hash)
+                if at < 0:
+                    continue
+                cell = _CELL.unpack_from(region, at << 3)
+            _stored, cell_window, in_window, before = cell
+            if cell_window == window:
+                current += in_window
+                previous += before
+                if shard == slot:
+                    own, own_count = at, in_window
+            elif cell_window == window - 1:
+                previous += in_window
+        if self.local:  # the overflow counts, almost always empty
+            local = self.local.get((key_hash, window))
+            if local is not None:
+                current += local[0]
+        return current, previous, own, own_count
+
+    def add(self, key_hash: int, where: list[int], window: int) -> None:
+        """Count one admission in this worker's own shard (the only shard it ever writes)."""
+        cells = self.cells
+        if cells is None:
+            return
+        own = where[self.slot]
+        if own >= 0 and cells[own] == key_hash:
+            if cells[own + 1] == window:  # the steady state: one more in the current window
+                cells[own + 2] += 1
+            else:
+                self._bump(own, window)
+            return
+        capacity = self.capacity
+        base = self.slot * capacity
+        start = key_hash % capacity
+        free = -1
+        for probe in range(PROBES):
+            index = (base + (start + probe) % capacity) * CELL_INTS
+            stored = cells[index]
+            if stored == key_hash:
+                where[self.slot] = index
+                self._bump(index, window)
+                return
+            if free < 0 and (stored == 0 or 0 <= cells[index + 1] < window - 1):
+                free = index  # empty, or ours and stale (never a concurrency cell): reusable
+            if stored == 0:
+                break
+        if free >= 0:
+            if cells[free]:
+                self.generation += 1  # another key's stale cell: copies of it must not be trusted
+            cells[free + 1] = window
+            cells[free + 2] = 1
+            cells[free + 3] = 0
+            cells[free] = key_hash  # published last: readers never see a half-written cell as this key
+            where[self.slot] = free
+            return
+        self.table_full += 1
+        if self.table_full == 1:
+            sys.stderr.write(
+                "fastgw: rate-limit table full for a key: counting it per worker (see docs/rate-limits.md)\n"
+            )
+        cell = self.local.setdefault((key_hash, window), [0])
+        cell[0] += 1
+        if len(self.local) > 65536:
+            self.local.clear()
+
+    def take_back(self, key_hash: int, where: list[int], window: int) -> None:
+        """Undo one ``add`` of this worker (a request that finished, or one a later limit refused)."""
+        cells = self.cells
+        if cells is None:
+            return
+        index = where[self.slot]
+        if index >= 0 and cells[index] == key_hash and cells[index + 1] == window and cells[index + 2] > 0:
+            cells[index + 2] -= 1
+        else:
+            cell = self.local.get((key_hash, window))
+            if cell is not None and cell[0] > 0:
+                cell[0] -= 1
+
+    def release_shard(self, shard: int) -> int:
+        """A worker died: zero the in-flight counts of its shard (the supervisor's job). Returns how many."""
+        cells = self.cells
+        if cells is None:
+            return 0
+        released = 0
+        for cell in range(shard * self.capacity, (shard + 1) * self.capacity):
+            index = cell * CELL_INTS
+            if cells[index] and cells[index + 1] == IN_FLIGHT and cells[index + 2]:
+                released += cells[index + 2]
+                cells[index + 2] = 0
+        return released
+
+    def _bump(self, index: int, window: int) -> None:
+        cells = self.cells
+        assert cells is not None
+        cell_window = cells[index + 1]
+        if cell_window != window:
+            cells[index + 3] = cells[index + 2] if cell_window == window - 1 else 0
+            cells[index + 2] = 0
+            cells[index + 1] = window
+        cells[index + 2] += 1
+
+
+COUNTERS: Final = CounterTable()
