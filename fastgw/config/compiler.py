@@ -71,7 +71,9 @@ from fastgw.policy.network import NetworkRules, parse_networks
 from fastgw.policy.rate_limit import COUNTERS, LimitSpec, RateLimit
 from fastgw.policy.rbac import Authorize, Principal, Requirement, requirement
 from fastgw.policy.throttle import ThrottleSettings
-from fastgw.proxy_headers import header_lines, request_drop_sets, response_drop_set, response_field_table
+from fastgw.proxy_headers.hop_by_hop import header_lines
+from fastgw.proxy_headers.request_head import request_drop_sets
+from fastgw.proxy_headers.response_head import response_drop_set, response_field_table
 from fastgw.router import HostTable, MethodTable, Router, route_key
 from fastgw.secret_refs import resolve_secret
 from fastgw.snapshot import (
