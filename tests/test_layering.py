@@ -45,7 +45,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("handler kinds", ("fastgw.handlers", "fastgw.ai", "fastgw.mcp")),
     ("config compiler: the registry's driver", ("fastgw.config",)),
     ("control plane: audit, control process, admin API", ("fastgw.audit", "fastgw.control")),
-    ("process: supervisor, workers, CLI", ("fastgw.process", "fastgw.__main__")),
+    ("process: supervisor, workers, CLI", ("fastgw.process", "fastgw.cli", "fastgw.__main__")),
 ]
 
 
