@@ -36,7 +36,9 @@ from fastgw.policy.identity import IdentityCache, KeyIdentity
 from fastgw.policy.jwt_auth import JwtAuth, JwtIssuer
 from fastgw.policy.network import NetworkRules, parse_networks
 from fastgw.policy.rate_limit import LimitSpec, RateLimit
-from fastgw.proxy_headers import ClientPeer, IdSource, build_request_head, build_response_head
+from fastgw.proxy_headers.request_head import ClientPeer, build_request_head
+from fastgw.proxy_headers.request_ids import IdSource
+from fastgw.proxy_headers.response_head import build_response_head
 
 REQUEST = (
     b"GET /api/v1/items?id=42 HTTP/1.1\r\nHost: api.example.com\r\nUser-Agent: wrk/4.2\r\n"

@@ -21,7 +21,11 @@ from typing import Final
 
 COMPILED: Final = (
     "fastgw.exchange",
-    "fastgw.proxy_headers",
+    "fastgw.proxy_headers.hop_by_hop",
+    "fastgw.proxy_headers.request_ids",
+    "fastgw.proxy_headers.request_head",
+    "fastgw.proxy_headers.response_head",
+    "fastgw.proxy_headers.answer",
     "fastgw.router",
     "fastgw.codec.framing",
     "fastgw.codec.serialize",

@@ -76,7 +76,8 @@ class Route:
     response_hooks: tuple[ResponseHook[Any], ...]
     complete_hooks: tuple[CompleteHook[Any], ...]
     # Lower-case header names never copied through: hop-by-hop and gateway-owned names plus the route's own
-    # removals and the names it sets (proxy_headers.request_drop_sets / response_drop_set).
+    # removals and the names it sets (proxy_headers: request_head.request_drop_sets and
+    # response_head.response_drop_set).
     drop_request: frozenset[bytes]  # for an untrusted peer
     drop_request_trusted: frozenset[bytes]  # for a trusted proxy (its X-Forwarded-Proto/-Host are kept)
     add_request: bytes  # pre-joined "name: value\r\n" lines
@@ -86,7 +87,7 @@ class Route:
     add_response: tuple[tuple[bytes, bytes], ...]
     add_response_lines: bytes = b""  # add_response pre-joined as "name: value\r\n" lines
     # The response field names the response builder acts on (drop_response, Date, Content-Length,
-    # Transfer-Encoding, Connection) by first byte: proxy_headers.response_field_table.
+    # Transfer-Encoding, Connection) by first byte: proxy_headers.response_head.response_field_table.
     response_fields: tuple[tuple[tuple[int, bytes, bytes, int], ...], ...] = ((),) * 256
     # Route kinds (handler_api.py): "proxy" forwards to ``upstream``; any other kind is served by ``handler``.
     kind: str = "proxy"

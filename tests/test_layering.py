@@ -23,6 +23,11 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "fastgw.route",
             "fastgw.router",
             "fastgw.snapshot",
+            "fastgw.proxy_headers.hop_by_hop",
+            "fastgw.proxy_headers.request_ids",
+            "fastgw.proxy_headers.request_head",
+            "fastgw.proxy_headers.response_head",
+            "fastgw.proxy_headers.answer",
             "fastgw.proxy_headers",
             "fastgw.access_line",
             "fastgw.key_format",
@@ -41,7 +46,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("handler kinds", ("fastgw.handlers", "fastgw.ai", "fastgw.mcp")),
     ("config: schema, loader and the compiler (the registries' driver)", ("fastgw.config",)),
     ("control plane: audit, control process, admin API", ("fastgw.audit", "fastgw.control")),
-    ("process: supervisor, workers, CLI", ("fastgw.process", "fastgw.__main__")),
+    ("process: supervisor, workers, CLI", ("fastgw.process", "fastgw.cli", "fastgw.__main__")),
 ]
 
 
@@ -199,3 +204,30 @@ def test_only_the_store_imports_sqlite3() -> None:
     assert outside
     bad = [str(p.relative_to(PKG)) for p in outside if "sqlite3" in imports_of(p)]
     assert not bad, f"import sqlite3 outside fastgw/store/: {bad}"
+
+
+# Issue 21: one module per concept, and none longer than a newcomer reads in one sitting.
+MAX_MODULE_LINES = 450
+# Modules still over the bar, with their size when this list was written: each is being split. Trim an
+# entry when its module is split; a module may shrink while listed, never grow past its size here.
+OVER_THE_BAR: dict[str, int] = {
+    "proxy/http2.py": 987,
+    "proxy/http1.py": 948,
+    "config/schema.py": 584,
+    "upstream/connection.py": 486,
+}
+
+
+def test_no_module_over_the_line_bar() -> None:
+    over = {}
+    for path in PKG.rglob("*.py"):
+        name = path.relative_to(PKG).as_posix()
+        lines = len(path.read_text().splitlines())
+        if lines > OVER_THE_BAR.get(name, MAX_MODULE_LINES):
+            over[name] = lines
+    assert not over, f"modules over {MAX_MODULE_LINES} lines (split them by concept): {over}"
+
+
+def test_the_over_the_bar_list_names_only_modules_still_over_it() -> None:
+    stale = [name for name in OVER_THE_BAR if len((PKG / name).read_text().splitlines()) <= MAX_MODULE_LINES]
+    assert not stale, f"split already, remove from OVER_THE_BAR: {stale}"

@@ -22,7 +22,9 @@ from fastgw.config.route_kind import NO_UPSTREAM, compile_route_kind
 from fastgw.config.schema import ConfigSpec, RouteSpec, StateSpec
 from fastgw.config.sections import HOSTNAME, parse_address
 from fastgw.policy.registry import POLICIES
-from fastgw.proxy_headers import header_lines, request_drop_sets, response_drop_set, response_field_table
+from fastgw.proxy_headers.hop_by_hop import header_lines
+from fastgw.proxy_headers.request_head import request_drop_sets
+from fastgw.proxy_headers.response_head import response_drop_set, response_field_table
 from fastgw.router import HostTable, MethodTable, Router, route_key
 from fastgw.snapshot import (
     AccessLogSettings,

@@ -17,7 +17,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any, Final, Protocol
 
-from fastgw.proxy_headers import IdSource
+from fastgw.proxy_headers.request_ids import IdSource
 from fastgw.sinks.base import BATCH_RECORDS, Record
 from fastgw.sinks.fanout import CompletionSinks
 from fastgw.snapshot import Snapshot, SnapshotHolder

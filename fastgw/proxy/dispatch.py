@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Final
 from fastgw.codec.problem import CodecError
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Pending, resolve_pending, run_chain
-from fastgw.proxy_headers import ClientPeer, build_request_head
+from fastgw.proxy_headers.request_head import ClientPeer, build_request_head
 from fastgw.snapshot import Route, Snapshot
 
 if TYPE_CHECKING:

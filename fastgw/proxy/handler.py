@@ -24,7 +24,7 @@ from fastgw.codec.serialize import DATE, LAST_CHUNK, NO_BODY_STATUSES, chunk, st
 from fastgw.exchange import Exchange
 from fastgw.handler_api import Fields, ResponseFilter
 from fastgw.policy.chain import Denial, run_body_checks
-from fastgw.proxy_headers import filter_trailers, header_lines, trailer_lines
+from fastgw.proxy_headers.hop_by_hop import filter_trailers, header_lines, trailer_lines
 from fastgw.snapshot import Route
 
 HANDLER_ERROR: Final = Denial(500, "internal-error", "the request could not be completed", "handler.error")

@@ -44,14 +44,10 @@ from fastgw.proxy.dispatch import (
     upstream_request,
 )
 from fastgw.proxy.handler import HandlerRun, Http1Link, buffered_body_denial, unchunk
-from fastgw.proxy_headers import (
-    FRAMING_NONE,
-    ClientPeer,
-    answer_headers,
-    build_response_head,
-    filter_trailers,
-    trailer_lines,
-)
+from fastgw.proxy_headers.answer import answer_headers
+from fastgw.proxy_headers.hop_by_hop import filter_trailers, trailer_lines
+from fastgw.proxy_headers.request_head import ClientPeer
+from fastgw.proxy_headers.response_head import FRAMING_NONE, build_response_head
 from fastgw.snapshot import ListenerSettings, UpstreamSettings
 from fastgw.tls.server import PeerCertificate, peer_certificate
 from fastgw.upstream.connection import ResponseSink, UpstreamConnection

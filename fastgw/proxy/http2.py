@@ -66,20 +66,15 @@ from fastgw.proxy.dispatch import (
     upstream_request,
 )
 from fastgw.proxy.handler import HandlerRun, Http2Link, buffered_body_denial, unchunk
-from fastgw.proxy_headers import (
-    FRAMING_NONE,
-    answer_headers,
-    build_h2_response_headers,
-    field_pairs,
-    filter_trailers,
-    trailer_lines,
-)
+from fastgw.proxy_headers.answer import answer_headers
+from fastgw.proxy_headers.hop_by_hop import filter_trailers, trailer_lines
+from fastgw.proxy_headers.response_head import FRAMING_NONE, build_h2_response_headers, field_pairs
 from fastgw.snapshot import Http2Settings, ListenerSettings
 from fastgw.upstream.connection import ResponseSink, UpstreamConnection
 
 if TYPE_CHECKING:
     from fastgw.proxy.context import WorkerContext
-    from fastgw.proxy_headers import ClientPeer
+    from fastgw.proxy_headers.request_head import ClientPeer
     from fastgw.tls.server import PeerCertificate
     from fastgw.upstream.write_batch import WriteBatch
 

@@ -26,7 +26,7 @@ import httptools
 from mypy_extensions import mypyc_attr
 
 from fastgw.codec.framing import lower_field_name, section_size
-from fastgw.proxy_headers import FRAMING_CHUNKED, FRAMING_NONE
+from fastgw.proxy_headers.response_head import FRAMING_CHUNKED, FRAMING_NONE
 
 if TYPE_CHECKING:
     from fastgw.snapshot import UpstreamSettings

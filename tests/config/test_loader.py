@@ -148,9 +148,9 @@ def test_unreadable_file() -> None:
 
 
 def test_quickstart_compiles() -> None:
-    from fastgw.__main__ import _quickstart
+    from fastgw.cli.config_files import quickstart
 
-    data, name = _quickstart()
+    data, name = quickstart()
     snap = compile_config(data, name)
     assert snap.demo_upstream == ("127.0.0.1", 8081)
     assert {r.name for r in snap.routes} == {"demo", "demo-local-only"}

@@ -48,9 +48,9 @@ def key_row(gw: Gateway, key_id: str) -> dict[str, object]:
 
 
 def admin(gw: Gateway, method: str, path: str, body: dict[str, object] | None = None) -> tuple[int, dict]:  # type: ignore[type-arg]
-    from fastgw.__main__ import _compile
+    from fastgw.cli.config_files import compile_for_tools
 
-    return admin_call(_compile(str(gw.config)).admin, method, path, body)
+    return admin_call(compile_for_tools(str(gw.config)).admin, method, path, body)
 
 
 def audit_events(gw: Gateway) -> list[dict[str, object]]:
