@@ -29,6 +29,7 @@ COMPILED: Final = (
     "fastgw.codec.http1_httptools",
     "fastgw.proxy.dispatch",
     "fastgw.proxy.http1",
+    "fastgw.proxy.upstream_call",
     "fastgw.proxy.write_batch",
     "fastgw.upstream.connection",
     "fastgw.upstream.pool",
