@@ -59,6 +59,27 @@ class UpstreamError(Exception):
 class UpstreamResponse(CallSink):
     """One request's response: ``status``, ``headers`` (lower-case names), then the body by iteration."""
 
+    # Slots, as H2Stream: an interpreted subclass of a compiled class (CallSink) keeps its attributes there.
+    __slots__ = (
+        "_buffered",
+        "_chunks",
+        "_closed",
+        "_conn",
+        "_deadline",
+        "_ended",
+        "_error",
+        "_head",
+        "_loop",
+        "_paused",
+        "_read_timeout",
+        "_wake",
+        "call",
+        "ex",
+        "headers",
+        "status",
+        "trailers",
+    )
+
     def __init__(self, ex: Exchange, loop: asyncio.AbstractEventLoop, read_timeout: float) -> None:
         self.ex = ex
         self.call: UpstreamCall | None = None

@@ -41,6 +41,8 @@ class FakeTransport:
 class RecordingSink(CallSink):
     """A client side that records which connections it was given and which errors it saw."""
 
+    __slots__ = ("connections", "errors")
+
     def __init__(self) -> None:
         self.connections: list[UpstreamConnection | None] = []
         self.errors: list[Denial] = []
