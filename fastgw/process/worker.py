@@ -34,7 +34,7 @@ from fastgw.policy.jwt_auth import JwtAuth
 from fastgw.policy.multi_auth import MultiAuth
 from fastgw.policy.wait_queue import WAITING
 from fastgw.proxy.deadlines import TICK_SECONDS, sweep
-from fastgw.proxy.http1 import ClientConnection
+from fastgw.proxy.front import accept
 
 if TYPE_CHECKING:
     from fastgw.process.control_link import ControlLink
@@ -117,8 +117,8 @@ class Worker(WorkerContext):
         self._schedule_tick()
 
     async def _listen(self, listener: ListenerSettings, sock: socket.socket | None) -> asyncio.Server:
-        def make_connection() -> ClientConnection:
-            return ClientConnection(self, listener)
+        def make_connection() -> asyncio.Protocol:
+            return accept(self, listener)  # HTTP/1, or the front protocol that detects what is spoken
 
         factory: Callable[[], asyncio.Protocol] = make_connection
         if listener.tls is not None:

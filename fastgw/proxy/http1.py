@@ -21,11 +21,9 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, ClassVar, Final
 
-from fastgw.codec.h2_guard import PREFACE
 from fastgw.codec.http1 import ParserLimits, RequestReader, make_reader
 from fastgw.codec.http1_httptools import HttptoolsReader
 from fastgw.codec.problem import CodecError, render_problem
-from fastgw.codec.proxy_protocol import parse_proxy_header
 from fastgw.codec.serialize import LAST_CHUNK, chunk
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Pending
@@ -81,7 +79,6 @@ class ClientConnection(CallSink):
         "_out",
         "_paused",
         "_paused_at",
-        "_proxy_buf",
         "_to_forward",
         "_tunnel_buffer",
         "active",
@@ -94,7 +91,6 @@ class ClientConnection(CallSink):
         "closing",
         "deadline",
         "deadline_kind",
-        "fresh",
         "listener",
         "peer",
         "peer_ip",
@@ -129,12 +125,7 @@ class ClientConnection(CallSink):
         self._paused_at = 0.0  # when the upstream stopped taking the body (reads paused on its account)
         # A codec error behind complete pipelined requests: written after their responses, then close.
         self._error_tail: bytes | None = None
-        self._proxy_buf: bytes | None = b"" if listener.proxy_protocol else None
         self.chunk_out = False
-        # Until the first request byte: what was read of a possible HTTP/2 preface (None: cannot be h2c).
-        self.fresh: bytes | None = (
-            b"" if worker.holder.current.http2.enabled and listener.tls is None else None
-        )
         self.closing = False
         self.retiring = False  # past process.max_connection_age: the next response closes (retire)
         self.deadline = 0.0
@@ -168,7 +159,7 @@ class ClientConnection(CallSink):
         ip = peer[0] if isinstance(peer, tuple) else "127.0.0.1"
         if ip.startswith("::ffff:"):
             ip = ip[7:]
-        self._set_peer(ip)
+        self.set_peer(ip)
         worker = self.worker
         server = worker.holder.current.server
         if not worker.admit(self, server.max_connections, server.max_connections_per_ip):
@@ -183,28 +174,13 @@ class ClientConnection(CallSink):
             return
         self.deadline = _monotonic() + server.header_timeout
         self.deadline_kind = DL_HEAD
-        if self.listener.tls is not None:
+        if self.listener.tls is not None and self.listener.tls.client_auth != "none":
             ssl_object = transport.get_extra_info("ssl_object")
             if ssl_object is not None:
-                if self.listener.tls.client_auth != "none":
-                    self.client_cert = peer_certificate(ssl_object.getpeercert(binary_form=True))
-                if ssl_object.selected_alpn_protocol() == "h2":
-                    self._become_http2(b"")
+                self.client_cert = peer_certificate(ssl_object.getpeercert(binary_form=True))
 
-    def _become_http2(self, data: bytes) -> None:
-        """Hand the connection to the HTTP/2 Protocol (ALPN chose h2, or the h2c preface arrived)."""
-        from fastgw.proxy.http2 import Http2Connection
-
-        h2 = Http2Connection(self.worker, self.listener, self)
-        self.closing = True  # this object is done; the transport now reports to h2
-        self.deadline = 0.0
-        self.worker.replace(self, h2)
-        assert self.transport is not None
-        self.transport.set_protocol(h2)
-        self.transport = None
-        h2.start(data)
-
-    def _set_peer(self, ip: str) -> None:
+    def set_peer(self, ip: str) -> None:
+        """The client's address: the socket's, or the one a PROXY header names (proxy/front.py)."""
         self.peer_ip = ip
         self.client_ip = ip
         trusted = self.worker.holder.current.server.trusted_proxies
@@ -247,20 +223,6 @@ class ClientConnection(CallSink):
             worker = self.worker
             self.deadline_kind = DL_HEAD
             self.deadline = worker.now + worker.holder.current.server.header_timeout  # tick clock
-        if self._proxy_buf is not None:
-            data = self._read_proxy_header(data)
-            if not data:
-                return
-        if self.fresh is not None:
-            data = self.fresh + data
-            if PREFACE.startswith(data[:24]):
-                if len(data) < 24:
-                    self.fresh = data  # wait for the rest of the preface
-                    return
-                self.fresh = None
-                self._become_http2(data)
-                return
-            self.fresh = None
         reader = self.reader
         try:
             if isinstance(reader, HttptoolsReader):
@@ -279,23 +241,6 @@ class ClientConnection(CallSink):
             self._to_forward = None
             if ex is self.active and not self.closing:
                 self._forward(ex)
-
-    def _read_proxy_header(self, data: bytes) -> bytes:
-        buf = (self._proxy_buf or b"") + data
-        try:
-            parsed = parse_proxy_header(buf)
-        except CodecError as err:
-            self._proxy_buf = None
-            self._codec_error(err)
-            return b""
-        if parsed is None:
-            self._proxy_buf = buf
-            return b""
-        consumed, source = parsed
-        self._proxy_buf = None
-        if source is not None:
-            self._set_peer(source)
-        return buf[consumed:]
 
     # -- codec sink ------------------------------------------------------------------------------------
     def on_request_head(self, ex: Exchange) -> None:
@@ -633,6 +578,10 @@ class ClientConnection(CallSink):
         else:
             # A queued request's body overflowed: answer what is in flight, then refuse and close.
             self._close_now()
+
+    def refuse(self, err: CodecError) -> None:
+        """Malformed bytes before the first request (a bad PROXY header, proxy/front.py)."""
+        self._codec_error(err)
 
     def _codec_error(self, err: CodecError, stalled: bool = False) -> None:
         """Malformed input (or a head that did not arrive in time): nothing more is parsed; the complete

@@ -1,9 +1,9 @@
 """The HTTP/2 client Protocol: frames in -> h2 events -> one Exchange per stream -> HTTP/1.1 upstreams.
 
-A connection becomes HTTP/2 in one of two ways, both decided by ``ClientConnection`` before any request
-is parsed: ALPN chose ``h2`` during the TLS handshake, or a cleartext connection opened with the HTTP/2
-preface (h2c with prior knowledge, RFC 9113 3.3). ``Upgrade: h2c`` on HTTP/1.1 is declined and served as
-HTTP/1.1 (it is never forwarded upstream).
+A connection becomes HTTP/2 in one of two ways, both decided by the front protocol (``proxy/front.py``)
+before any request is parsed: ALPN chose ``h2`` during the TLS handshake, or a cleartext connection
+opened with the HTTP/2 preface (h2c with prior knowledge, RFC 9113 3.3). ``Upgrade: h2c`` on HTTP/1.1
+is declined and served as HTTP/1.1 (it is never forwarded upstream).
 
 Each stream is an ordinary Exchange: :mod:`fastgw.proxy.dispatch` routes it and runs the same policy
 chain, and it is proxied over the worker's HTTP/1.1 upstream pools, so a route behaves the same on both
