@@ -33,6 +33,7 @@ COMPILED: Final = (
     "fastgw.codec.http1_httptools",
     "fastgw.proxy.dispatch",
     "fastgw.proxy.http1",
+    "fastgw.proxy.upstream_call",
     "fastgw.upstream.write_batch",
     "fastgw.upstream.connection",
     "fastgw.upstream.pool",

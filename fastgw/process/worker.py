@@ -39,7 +39,7 @@ from fastgw.process.shm import Heartbeats
 from fastgw.process.systemd import listen_backlog
 from fastgw.proxy.context import WorkerContext
 from fastgw.proxy.deadlines import TICK_SECONDS, sweep
-from fastgw.proxy.http1 import ClientConnection
+from fastgw.proxy.front import accept
 from fastgw.sinks.fanout import open_sinks
 from fastgw.snapshot import ListenerSettings, Snapshot
 from fastgw.tls.server import ListenerTls
@@ -115,8 +115,8 @@ class Worker(WorkerContext):
         self._schedule_tick()
 
     async def _listen(self, listener: ListenerSettings, sock: socket.socket | None) -> asyncio.Server:
-        def make_connection() -> ClientConnection:
-            return ClientConnection(self, listener)
+        def make_connection() -> asyncio.Protocol:
+            return accept(self, listener)  # HTTP/1, or the front protocol that detects what is spoken
 
         factory: Callable[[], asyncio.Protocol] = make_connection
         if listener.tls is not None:

@@ -15,11 +15,11 @@ from fastgw.codec.problem import CodecError
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Pending, resolve_pending, run_chain
 from fastgw.proxy_headers.request_head import ClientPeer, build_request_head
-from fastgw.snapshot import Route, Snapshot
+from fastgw.snapshot import Route, Snapshot, UpstreamSettings
 
 if TYPE_CHECKING:
     from fastgw.proxy.context import WorkerContext
-    from fastgw.upstream.pool import TargetPool
+    from fastgw.upstream.pool import TargetPool, UpstreamGroup
 
 # Final: compiled, a C static (not a module-dict lookup per call)
 _monotonic: Final = time.monotonic
@@ -118,16 +118,11 @@ def upstream_request(
     )
 
 
-def retry_allowed(ex: Exchange) -> bool:
+def retry_allowed(ex: Exchange, settings: UpstreamSettings) -> bool:
     """Whether a request whose whole payload was kept may be sent once more on a fresh connection (a reused
     connection died before answering): idempotent, small, not an upgrade, and the upstream allows it."""
-    route = ex.route
     return (
-        ex.method in IDEMPOTENT
-        and route is not None
-        and route.upstream.retry
-        and not ex.upgrade
-        and ex.body_received <= RETRY_BODY_MAX
+        ex.method in IDEMPOTENT and settings.retry and not ex.upgrade and ex.body_received <= RETRY_BODY_MAX
     )
 
 
@@ -154,7 +149,7 @@ def upstream_denial(ex: Exchange, status: int, problem: str, detail: str) -> Den
     return Denial(status, problem, public, "upstream." + problem)
 
 
-def connect_retry_target(worker: WorkerContext, ex: Exchange, status: int, problem: str) -> TargetPool | None:
+def connect_retry_target(group: UpstreamGroup, ex: Exchange, status: int, problem: str) -> TargetPool | None:
     """Another target of the exchange's upstream to try after a failed connect, or None.
 
     A connect that failed (refused, unreachable, timed out) sent nothing, so the request may go to a
@@ -162,10 +157,8 @@ def connect_retry_target(worker: WorkerContext, ex: Exchange, status: int, probl
     per request (``ex.attempts``), skipping those ejected or marked down, within the upstream's retry
     budget. A full pool (503) or a TLS verification failure (the same everywhere) is not retried.
     """
-    route = ex.route
-    if route is None or status == 503 or problem == "upstream-tls":
+    if status == 503 or problem == "upstream-tls":
         return None
-    group = worker.pools.group(route.upstream)
     pools = group.pools
     ex.attempts = max(ex.attempts, 1)
     if ex.attempts >= len(pools):

@@ -21,36 +21,25 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, ClassVar, Final
 
-from fastgw.codec.h2_guard import PREFACE
 from fastgw.codec.http1 import ParserLimits, RequestReader
 from fastgw.codec.http1_backends import make_reader
 from fastgw.codec.http1_httptools import HttptoolsReader
 from fastgw.codec.problem import CodecError, render_problem
-from fastgw.codec.proxy_protocol import parse_proxy_header
 from fastgw.codec.serialize import LAST_CHUNK, chunk
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Pending
 from fastgw.policy.network import client_from_forwarded, in_networks
 from fastgw.proxy.context import DL_BODY, DL_HEAD, DL_IDLE, DL_NONE
-from fastgw.proxy.dispatch import (
-    admit,
-    complete,
-    connect_retry_target,
-    release,
-    resume_chain,
-    retarget,
-    retry_allowed,
-    upstream_denial,
-    upstream_request,
-)
+from fastgw.proxy.dispatch import admit, complete, release, resume_chain
 from fastgw.proxy.handler import HandlerRun, Http1Link, buffered_body_denial, unchunk
+from fastgw.proxy.upstream_call import CallSink, UpstreamCall
 from fastgw.proxy_headers.answer import answer_headers
 from fastgw.proxy_headers.hop_by_hop import filter_trailers, trailer_lines
 from fastgw.proxy_headers.request_head import ClientPeer
 from fastgw.proxy_headers.response_head import FRAMING_NONE, build_response_head
 from fastgw.snapshot import ListenerSettings, UpstreamSettings
 from fastgw.tls.server import PeerCertificate, peer_certificate
-from fastgw.upstream.connection import ResponseSink, UpstreamConnection
+from fastgw.upstream.connection import UpstreamConnection
 
 if TYPE_CHECKING:
     from fastgw.proxy.context import WorkerContext
@@ -73,7 +62,7 @@ PAUSE_PIPELINE: Final = 4  # too many pipelined requests queued
 PAUSE_CLOSING: Final = 8  # a final response is being written; nothing more will be parsed
 
 
-class ClientConnection(ResponseSink):
+class ClientConnection(CallSink):
     multiplexed: ClassVar[bool] = False  # HTTP/2 connections carry many exchanges (proxy/http2.py)
 
     __slots__ = (
@@ -84,21 +73,18 @@ class ClientConnection(ResponseSink):
         "_out",
         "_paused",
         "_paused_at",
-        "_pending_payload",
-        "_proxy_buf",
-        "_retry_payload",
         "_to_forward",
         "_tunnel_buffer",
         "active",
         "batch",
         "body_since",
+        "call",
         "chunk_out",
         "client_cert",
         "client_ip",
         "closing",
         "deadline",
         "deadline_kind",
-        "fresh",
         "handler_run",
         "listener",
         "peer",
@@ -122,14 +108,13 @@ class ClientConnection(ResponseSink):
         self.active: Exchange | None = None
         self.receiving: Exchange | None = None
         self.queue: deque[Exchange] = deque()
-        self.upstream: UpstreamConnection | None = None
+        self.upstream: UpstreamConnection | None = None  # the active exchange's, once its call has one
+        self.call: UpstreamCall | None = None  # the active exchange's, once forwarded
         self.tunnel: UpstreamConnection | None = None
         self._tunnel_buffer: list[bytes] | None = None
         self._to_forward: Exchange | None = None
         self.handler_run: HandlerRun | None = None  # the exchange in flight is on a handler route
         self._body_hold: Exchange | None = None  # a proxied body buffered whole for a BODY policy
-        self._retry_payload: bytes | None = None
-        self._pending_payload = b""
         self._group: UpstreamGroup | None = None  # the last upstream group used, looked up once per route
         self._group_key: UpstreamSettings | None = None
         self._out: list[bytes] = []
@@ -137,12 +122,7 @@ class ClientConnection(ResponseSink):
         self._paused_at = 0.0  # when the upstream stopped taking the body (reads paused on its account)
         # A codec error behind complete pipelined requests: written after their responses, then close.
         self._error_tail: bytes | None = None
-        self._proxy_buf: bytes | None = b"" if listener.proxy_protocol else None
         self.chunk_out = False
-        # Until the first request byte: what was read of a possible HTTP/2 preface (None: cannot be h2c).
-        self.fresh: bytes | None = (
-            b"" if worker.holder.current.http2.enabled and listener.tls is None else None
-        )
         self.closing = False
         self.retiring = False  # past process.max_connection_age: the next response closes (retire)
         self.deadline = 0.0
@@ -176,7 +156,7 @@ class ClientConnection(ResponseSink):
         ip = peer[0] if isinstance(peer, tuple) else "127.0.0.1"
         if ip.startswith("::ffff:"):
             ip = ip[7:]
-        self._set_peer(ip)
+        self.set_peer(ip)
         worker = self.worker
         server = worker.holder.current.server
         if not worker.admit(self, server.max_connections, server.max_connections_per_ip):
@@ -191,28 +171,13 @@ class ClientConnection(ResponseSink):
             return
         self.deadline = _monotonic() + server.header_timeout
         self.deadline_kind = DL_HEAD
-        if self.listener.tls is not None:
+        if self.listener.tls is not None and self.listener.tls.client_auth != "none":
             ssl_object = transport.get_extra_info("ssl_object")
             if ssl_object is not None:
-                if self.listener.tls.client_auth != "none":
-                    self.client_cert = peer_certificate(ssl_object.getpeercert(binary_form=True))
-                if ssl_object.selected_alpn_protocol() == "h2":
-                    self._become_http2(b"")
+                self.client_cert = peer_certificate(ssl_object.getpeercert(binary_form=True))
 
-    def _become_http2(self, data: bytes) -> None:
-        """Hand the connection to the HTTP/2 Protocol (ALPN chose h2, or the h2c preface arrived)."""
-        from fastgw.proxy.http2 import Http2Connection
-
-        h2 = Http2Connection(self.worker, self.listener, self)
-        self.closing = True  # this object is done; the transport now reports to h2
-        self.deadline = 0.0
-        self.worker.replace(self, h2)
-        assert self.transport is not None
-        self.transport.set_protocol(h2)
-        self.transport = None
-        h2.start(data)
-
-    def _set_peer(self, ip: str) -> None:
+    def set_peer(self, ip: str) -> None:
+        """The client's address: the socket's, or the one a PROXY header names (proxy/front.py)."""
         self.peer_ip = ip
         self.client_ip = ip
         trusted = self.worker.holder.current.server.trusted_proxies
@@ -234,11 +199,7 @@ class ClientConnection(ResponseSink):
         ex = self.active
         if ex is not None:
             self.active = None
-            upstream = self.upstream
-            if upstream is not None:
-                self.upstream = None
-                upstream.detach()
-                upstream.pool.discard(upstream)
+            self._drop_call()
             if not ex.status:
                 ex.status = 499  # nginx's "client closed request": logged, never sent
             complete(self.worker, ex)
@@ -263,20 +224,6 @@ class ClientConnection(ResponseSink):
             worker = self.worker
             self.deadline_kind = DL_HEAD
             self.deadline = worker.now + worker.holder.current.server.header_timeout  # tick clock
-        if self._proxy_buf is not None:
-            data = self._read_proxy_header(data)
-            if not data:
-                return
-        if self.fresh is not None:
-            data = self.fresh + data
-            if PREFACE.startswith(data[:24]):
-                if len(data) < 24:
-                    self.fresh = data  # wait for the rest of the preface
-                    return
-                self.fresh = None
-                self._become_http2(data)
-                return
-            self.fresh = None
         reader = self.reader
         try:
             if isinstance(reader, HttptoolsReader):
@@ -295,23 +242,6 @@ class ClientConnection(ResponseSink):
             self._to_forward = None
             if ex is self.active and not self.closing:
                 self._forward(ex)
-
-    def _read_proxy_header(self, data: bytes) -> bytes:
-        buf = (self._proxy_buf or b"") + data
-        try:
-            parsed = parse_proxy_header(buf)
-        except CodecError as err:
-            self._proxy_buf = None
-            self._codec_error(err)
-            return b""
-        if parsed is None:
-            self._proxy_buf = buf
-            return b""
-        consumed, source = parsed
-        self._proxy_buf = None
-        if source is not None:
-            self._set_peer(source)
-        return buf[consumed:]
 
     # -- codec sink ------------------------------------------------------------------------------------
     def on_request_head(self, ex: Exchange) -> None:
@@ -513,24 +443,17 @@ class ClientConnection(ResponseSink):
         assert route is not None and self.transport is not None
         if ex.expect_continue and not ex.body_complete:
             self.transport.write(CONTINUE)
-        pool = self._upstream_group(route.upstream).pick()
-        parts = upstream_request(self.worker, ex, pool, self.peer, self.worker.via)
-        buffered = ex.body_buffer
-        if buffered:
-            parts.extend(buffered)
-        # Body bytes that arrive before the upstream connection is ready wait here.
-        ex.body_buffer = None if ex.body_complete else []
-        payload = b"".join(parts)
-        # Kept for a transparent retry only if it holds the whole request (the rest of the rules are checked
-        # when a retry is wanted, off the fast path).
-        self._retry_payload = payload if ex.body_complete else None
-        ex.upstream_start = now = _monotonic()
-        self._pending_payload = payload
-        conn = pool.take_idle(now)
-        if conn is None:
-            conn = pool.acquire(self._on_upstream_ready, now=now)
-        if conn is not None:
-            self._attach(conn)
+        call = UpstreamCall(
+            self.worker,
+            ex,
+            self._upstream_group(route.upstream),
+            self,
+            self.peer,
+            self.worker.via,
+            self.batch,
+        )
+        self.call = call
+        call.start()
 
     def _upstream_group(self, settings: UpstreamSettings) -> UpstreamGroup:
         """The worker's group for these settings, looked up once per route change on this connection."""
@@ -540,55 +463,30 @@ class ClientConnection(ResponseSink):
         self._group_key = settings
         return group
 
-    def _on_upstream_ready(
-        self, conn: UpstreamConnection | None, status: int, problem: str, detail: str
-    ) -> None:
-        ex = self.active
-        if conn is None:
-            if ex is not None and not ex.response_started and not self.closing:
-                pool = connect_retry_target(self.worker, ex, status, problem)
-                if pool is None:
-                    self._upstream_failed(ex, status, problem, detail)
-                    return
-                # Nothing was sent: the request goes to a sibling target, head rebuilt for it.
-                self._pending_payload = retarget(
-                    self.worker, ex, self._pending_payload, pool, self.peer, self.worker.via
-                )
-                if self._retry_payload is not None:
-                    self._retry_payload = self._pending_payload
-                retry = pool.acquire(self._on_upstream_ready)
-                if retry is not None:
-                    self._attach(retry)
-            return
-        if ex is None or self.closing or self.upstream is not None:
-            conn.pool.release(conn)  # the client went away while we were connecting
-            return
-        self._attach(conn)
+    def _drop_call(self) -> None:
+        """Give up the active exchange's upstream call: its connection (if any) is discarded."""
+        call = self.call
+        self.upstream = None
+        if call is not None:
+            self.call = None
+            call.abandon()
 
-    def _attach(self, conn: UpstreamConnection) -> None:
-        """Send the request head and every body byte received so far; later bytes stream directly."""
-        ex = self.active
-        assert ex is not None
-        payload = self._pending_payload
-        self._pending_payload = b""
-        if ex.body_buffer:
-            payload += b"".join(ex.body_buffer)
-        ex.body_buffer = None
+    # -- the upstream call's sink ----------------------------------------------------------------------
+    def call_wanted(self) -> bool:
+        return not self.closing
+
+    def call_connection(self, conn: UpstreamConnection | None) -> None:
         self.upstream = conn
-        ex.bytes_out = 0
-        conn.start(self, payload, ex.method == b"HEAD", ex.upstream_start, self.batch, ex.body_complete)
-        if self._paused:
+        if conn is not None and self._paused:
             self._resume(PAUSE_BUFFER)
 
-    # -- upstream response sink ------------------------------------------------------------------------
-    def on_upstream_head(self, status: int, head: bytes, lines: list[bytes]) -> int:
+    def call_head(self, status: int, head: bytes, lines: list[bytes]) -> int:
         ex = self.active
         if ex is None:
             return FRAMING_NONE
         route = ex.route
         assert route is not None
         ex.status = status
-        ex.upstream_ms = (_monotonic() - ex.upstream_start) * 1000.0
         client_head, self.chunk_out, close, framing = build_response_head(
             ex, route, status, head, lines, self.worker.via, self.worker.draining or self.retiring, self.tls
         )
@@ -598,21 +496,20 @@ class ClientConnection(ResponseSink):
         self._out.append(client_head)
         return framing
 
-    def on_upstream_body(self, data: bytes) -> None:
+    def call_body(self, data: bytes) -> None:
         ex = self.active
         if ex is None:
             return
         ex.bytes_out += len(data)
         self._out.append(chunk(data) if self.chunk_out else data)
 
-    def on_upstream_trailers(self, fields: list[tuple[bytes, bytes]]) -> None:
+    def call_trailers(self, fields: list[tuple[bytes, bytes]]) -> None:
         if self.chunk_out and self.active is not None:
             self._out.append(trailer_lines(filter_trailers(fields)))
-            self.chunk_out = False  # the last chunk is written: on_upstream_end adds nothing
+            self.chunk_out = False  # the last chunk is written: call_end adds nothing
 
-    def on_upstream_end(self, reusable: bool) -> None:
+    def call_end(self) -> None:
         ex = self.active
-        upstream = self.upstream
         self.upstream = None
         if ex is None:
             return
@@ -624,47 +521,22 @@ class ClientConnection(ResponseSink):
             self.flush()
         elif self._out:
             batch.hold_client(self)  # written at the end of the loop iteration: write_held
-        if upstream is not None:
-            upstream.reused = True  # sink and deadline were cleared by the upstream when it finished
-            if reusable and ex.body_complete and not self.tunnel:
-                upstream.pool.release(upstream, self.worker.now)  # the tick clock: no clock call
-            elif not self.tunnel:
-                upstream.pool.discard(upstream)
         if self.tunnel is not None:
             return
         self._finish(ex, close=not ex.keep_alive)
 
-    def on_upstream_error(self, status: int, problem: str, detail: str, retryable: bool) -> None:
+    def call_error(self, denial: Denial) -> None:
         ex = self.active
         self.upstream = None
-        if ex is None:
-            return
-        payload = self._retry_payload
-        if (
-            retryable
-            and payload is not None
-            and retry_allowed(ex)
-            and not ex.response_started
-            and (group := self._upstream_group(ex.route.upstream)).allow_retry()  # type: ignore[union-attr]
-        ):
-            # A reused keep-alive connection died before answering: retry once on a fresh connection,
-            # within the upstream's retry budget.
-            self._retry_payload = None
-            pool = group.pick()
-            self._pending_payload = retarget(self.worker, ex, payload, pool, self.peer, self.worker.via)
-            ex.body_buffer = []
-            conn = pool.acquire(self._on_upstream_ready, fresh=True)
-            if conn is not None:
-                self._attach(conn)
-            return
-        self._upstream_failed(ex, status, problem, detail)
+        self.call = None
+        if ex is not None:
+            self._fail_active(ex, denial)
 
-    def on_upstream_upgrade(self, rest: bytes) -> None:
+    def call_upgrade(self, rest: bytes) -> bool:
         ex = self.active
         upstream = self.upstream
         if ex is None or upstream is None or ex.status != 101:
-            self.on_upstream_error(502, "bad-upstream-response", "unexpected upgrade from upstream", False)
-            return
+            return False
         self.tunnel = upstream
         if rest:
             self._out.append(rest)
@@ -676,8 +548,9 @@ class ClientConnection(ResponseSink):
         self.deadline_kind = DL_NONE
         if self._paused:
             self._resume(PAUSE_BUFFER)
+        return True
 
-    def on_upstream_tunnel_data(self, data: bytes) -> None:
+    def call_tunnel_data(self, data: bytes) -> None:
         if self.transport is not None:
             self.transport.write(data)
 
@@ -769,21 +642,13 @@ class ClientConnection(ResponseSink):
         """End the exchange in flight with an error: its upstream connection (if any) is discarded, bytes
         not yet written are dropped, then the error is answered -- or, if response bytes already reached
         the client, the connection is aborted (a second response is never written)."""
-        upstream = self.upstream
-        if upstream is not None:
-            self.upstream = None
-            upstream.detach()
-            upstream.pool.discard(upstream)
+        self._drop_call()
         self._discard_unsent()
         if ex.response_started:
             ex.denial = denial.reason
             self._abort(ex)
         else:
             self._deny(ex, denial)
-
-    def _upstream_failed(self, ex: Exchange, status: int, problem: str, detail: str) -> None:
-        ex.upstream_ms = (_monotonic() - ex.upstream_start) * 1000.0
-        self._fail_active(ex, upstream_denial(ex, status, problem, detail))
 
     def _body_too_large(self, ex: Exchange, limit: int) -> None:
         if ex is self.active:
@@ -792,6 +657,10 @@ class ClientConnection(ResponseSink):
         else:
             # A queued request's body overflowed: answer what is in flight, then refuse and close.
             self._close_now()
+
+    def refuse(self, err: CodecError) -> None:
+        """Malformed bytes before the first request (a bad PROXY header, proxy/front.py)."""
+        self._codec_error(err)
 
     def _codec_error(self, err: CodecError, stalled: bool = False) -> None:
         """Malformed input (or a head that did not arrive in time): nothing more is parsed; the complete
@@ -845,7 +714,7 @@ class ClientConnection(ResponseSink):
         self.handler_run = None
         self._body_hold = None
         self.upstream = None
-        self._retry_payload = None
+        self.call = None
         complete(self.worker, ex)
         if close or self.closing:
             self._close_now()

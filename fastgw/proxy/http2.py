@@ -1,9 +1,9 @@
 """The HTTP/2 client Protocol: frames in -> h2 events -> one Exchange per stream -> HTTP/1.1 upstreams.
 
-A connection becomes HTTP/2 in one of two ways, both decided by ``ClientConnection`` before any request
-is parsed: ALPN chose ``h2`` during the TLS handshake, or a cleartext connection opened with the HTTP/2
-preface (h2c with prior knowledge, RFC 9113 3.3). ``Upgrade: h2c`` on HTTP/1.1 is declined and served as
-HTTP/1.1 (it is never forwarded upstream).
+A connection becomes HTTP/2 in one of two ways, both decided by the front protocol (``proxy/front.py``)
+before any request is parsed: ALPN chose ``h2`` during the TLS handshake, or a cleartext connection
+opened with the HTTP/2 preface (h2c with prior knowledge, RFC 9113 3.3). ``Upgrade: h2c`` on HTTP/1.1
+is declined and served as HTTP/1.1 (it is never forwarded upstream).
 
 Each stream is an ordinary Exchange: :mod:`fastgw.proxy.dispatch` routes it and runs the same policy
 chain, and it is proxied over the worker's HTTP/1.1 upstream pools, so a route behaves the same on both
@@ -54,23 +54,14 @@ from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Pending
 from fastgw.policy.network import client_from_forwarded
 from fastgw.proxy.context import DL_HEAD, DL_IDLE, DL_NONE
-from fastgw.proxy.dispatch import (
-    admit,
-    complete,
-    connect_retry_target,
-    release,
-    resume_chain,
-    retarget,
-    retry_allowed,
-    upstream_denial,
-    upstream_request,
-)
+from fastgw.proxy.dispatch import admit, complete, release, resume_chain
 from fastgw.proxy.handler import HandlerRun, Http2Link, buffered_body_denial, unchunk
+from fastgw.proxy.upstream_call import CallSink, UpstreamCall
 from fastgw.proxy_headers.answer import answer_headers
 from fastgw.proxy_headers.hop_by_hop import filter_trailers, trailer_lines
 from fastgw.proxy_headers.response_head import FRAMING_NONE, build_h2_response_headers, field_pairs
 from fastgw.snapshot import Http2Settings, ListenerSettings
-from fastgw.upstream.connection import ResponseSink, UpstreamConnection
+from fastgw.upstream.connection import UpstreamConnection
 
 if TYPE_CHECKING:
     from fastgw.proxy.context import WorkerContext
@@ -103,13 +94,13 @@ class AcceptedClient(Protocol):
     def batch(self) -> WriteBatch | None: ...
 
 
-class H2Stream(ResponseSink):
-    """One stream: its Exchange, its upstream connection and what waits to be sent either way."""
+class H2Stream(CallSink):
+    """One stream: its Exchange, its upstream call and what waits to be sent either way."""
 
     __slots__ = (
-        "body",
         "body_deadline",
         "body_hold",
+        "call",
         "conn",
         "ended",
         "ex",
@@ -118,8 +109,6 @@ class H2Stream(ResponseSink):
         "hold_acks",
         "out",
         "out_bytes",
-        "payload",
-        "retry_payload",
         "sent_end",
         "sid",
         "trailers",
@@ -133,13 +122,12 @@ class H2Stream(ResponseSink):
         self.conn = conn
         self.sid = sid
         self.ex = ex
-        self.upstream: UpstreamConnection | None = None
-        self.body: list[bytes] = []  # request body framed for the upstream, waiting for a connection
+        self.upstream: UpstreamConnection | None = None  # the call's, once it has one
+        self.call: UpstreamCall | None = None
+        ex.body_buffer = []  # request body framed for the upstream, waiting for a connection
         self.unacked = 0  # flow-controlled bytes received but not yet handed back to the client
         self.hold_acks = False  # the upstream is not taking the body fast enough
         self.body_deadline = 0.0
-        self.payload = b""  # the request head (and body so far) waiting for an upstream connection
-        self.retry_payload: bytes | None = None
         self.head: list[tuple[bytes, bytes]] | None = None  # response headers not yet sent
         self.out: deque[bytes] = deque()  # response body waiting for the client's window
         self.out_bytes = 0
@@ -151,112 +139,47 @@ class H2Stream(ResponseSink):
         self.handler_run: HandlerRun | None = None  # a handler route's exchange (proxy/handler.py)
         self.body_hold = False  # the body is buffered whole for a BODY policy, then forwarded
 
-    # -- upstream connection lifecycle ----------------------------------------------------------------
-    def on_upstream_ready(
-        self, conn: UpstreamConnection | None, status: int, problem: str, detail: str
-    ) -> None:
-        if conn is None:
-            if self.ended or self.head is not None or self.conn.streams.get(self.sid) is not self:
-                return
-            worker = self.conn.worker
-            ex = self.ex
-            pool = connect_retry_target(worker, ex, status, problem)
-            if pool is None:
-                ex.upstream_ms = (_monotonic() - ex.upstream_start) * 1000.0
-                self.fail(upstream_denial(ex, status, problem, detail))
-                self.conn.write_soon()
-                return
-            # Nothing was sent: the request goes to a sibling target, head rebuilt for it.
-            self.payload = retarget(worker, ex, self.payload, pool, self.conn.peer, self.conn.via)
-            if self.retry_payload is not None:
-                self.retry_payload = self.payload
-            retry = pool.acquire(self.on_upstream_ready)
-            if retry is not None:
-                self.attach(retry)
-            return
-        if self.conn.streams.get(self.sid) is not self or self.upstream is not None:
-            conn.pool.release(conn)  # the stream was reset while we were connecting
-            return
-        self.attach(conn)
+    # -- the upstream call's sink --------------------------------------------------------------------
+    def call_wanted(self) -> bool:
+        return not self.ended and self.conn.streams.get(self.sid) is self
 
-    def attach(self, conn: UpstreamConnection) -> None:
-        ex = self.ex
-        payload = self.payload
-        self.payload = b""
-        if self.body:
-            payload += b"".join(self.body)
-            self.body = []
+    def call_connection(self, conn: UpstreamConnection | None) -> None:
         self.upstream = conn
-        conn.start(self, payload, ex.method == b"HEAD", ex.upstream_start, self.conn.batch, ex.body_complete)
-        if self.unacked and not self.hold_acks:
+        if conn is not None and self.unacked and not self.hold_acks:
             self.conn.ack(self)
 
-    # -- ResponseSink ---------------------------------------------------------------------------------
-    def on_upstream_head(self, status: int, head: bytes, lines: list[bytes]) -> int:
+    def call_head(self, status: int, head: bytes, lines: list[bytes]) -> int:
         ex = self.ex
         route = ex.route
         assert route is not None
         if status == 101:
-            self.on_upstream_error(502, "bad-upstream-response", "unexpected upgrade from upstream", False)
+            if self.call is not None:
+                self.call.abort(502, "bad-upstream-response", "unexpected upgrade from upstream")
             return FRAMING_NONE
         ex.status = status
-        ex.upstream_ms = (_monotonic() - ex.upstream_start) * 1000.0
         conn = self.conn
         self.head, framing = build_h2_response_headers(
             ex, route, status, field_pairs(lines), conn.worker.via, conn.tls
         )
         return framing
 
-    def on_upstream_body(self, data: bytes) -> None:
+    def call_body(self, data: bytes) -> None:
         self.ex.bytes_out += len(data)
         self.out.append(data)
         self.out_bytes += len(data)
 
-    def on_upstream_trailers(self, fields: list[tuple[bytes, bytes]]) -> None:
+    def call_trailers(self, fields: list[tuple[bytes, bytes]]) -> None:
         self.trailers = filter_trailers(fields) or None
 
-    def on_upstream_end(self, reusable: bool) -> None:
-        upstream = self.upstream
+    def call_end(self) -> None:
         self.upstream = None
-        if upstream is not None:
-            upstream.reused = True
-            if reusable and self.ex.body_complete:
-                upstream.pool.release(upstream)
-            else:
-                upstream.pool.discard(upstream)
         self.ended = True
         self.flush()
 
-    def on_upstream_error(self, status: int, problem: str, detail: str, retryable: bool) -> None:
+    def call_error(self, denial: Denial) -> None:
         self.upstream = None
-        ex = self.ex
-        payload = self.retry_payload
-        route = ex.route
-        if (
-            retryable
-            and payload is not None
-            and self.head is None
-            and route is not None
-            and retry_allowed(ex)
-        ):
-            group = self.conn.worker.pools.group(route.upstream)
-            if group.allow_retry():
-                self.retry_payload = None
-                pool = group.pick()
-                self.payload = retarget(self.conn.worker, ex, payload, pool, self.conn.peer, self.conn.via)
-                conn = pool.acquire(self.on_upstream_ready, fresh=True)
-                if conn is not None:
-                    self.attach(conn)
-                return
-        ex.upstream_ms = (_monotonic() - ex.upstream_start) * 1000.0
-        self.fail(upstream_denial(ex, status, problem, detail))
+        self.fail(denial)
         self.conn.write_soon()
-
-    def on_upstream_upgrade(self, rest: bytes) -> None:
-        self.on_upstream_error(502, "bad-upstream-response", "unexpected upgrade from upstream", False)
-
-    def on_upstream_tunnel_data(self, data: bytes) -> None:  # never: HTTP/2 requests are not upgraded
-        pass
 
     def flush(self) -> None:
         self.conn.pump(self)
@@ -272,12 +195,12 @@ class H2Stream(ResponseSink):
             self.conn.write_soon()
 
     def drop_upstream(self) -> None:
-        """Give up the upstream connection mid-exchange: its framing is unknown, so it is closed."""
-        upstream = self.upstream
-        if upstream is not None:
-            self.upstream = None
-            upstream.detach()
-            upstream.pool.discard(upstream)
+        """Give up the upstream call mid-exchange: its connection's framing is unknown, so it is closed."""
+        call = self.call
+        self.upstream = None
+        if call is not None:
+            self.call = None
+            call.abandon()
 
     # -- a handler's response (proxy/handler.py's Http2Link) -------------------------------------------
     def append_out(self, data: bytes) -> None:
@@ -588,8 +511,8 @@ class Http2Connection(asyncio.Protocol):
                 self.h2.acknowledge_received_data(size, sid)
             return
         if stream.body_hold:  # the same, framed for the upstream it goes to after the BODY phase
-            if data:
-                stream.body.append(chunk(data) if ex.chunked else data)
+            if data and ex.body_buffer is not None:
+                ex.body_buffer.append(chunk(data) if ex.chunked else data)
             if size:
                 self.h2.acknowledge_received_data(size, sid)
             return
@@ -603,8 +526,8 @@ class Http2Connection(asyncio.Protocol):
                 return
             if upstream is not None:
                 upstream.write(framed)  # its transport buffers; the client waits for our WINDOW_UPDATE
-            else:
-                stream.body.append(framed)
+            elif ex.body_buffer is not None:
+                ex.body_buffer.append(framed)
         stream.unacked += size
 
     def _on_trailers(self, event: TrailersReceived) -> None:
@@ -639,8 +562,8 @@ class Http2Connection(asyncio.Protocol):
             upstream = stream.upstream
             if upstream is not None:
                 upstream.write(last)
-            else:
-                stream.body.append(last)
+            elif ex.body_buffer is not None:
+                ex.body_buffer.append(last)
         if stream.body_hold and not stream.ended:
             stream.body_hold = False
             self._check_body(stream)
@@ -696,9 +619,10 @@ class Http2Connection(asyncio.Protocol):
         """Buffer the body (what arrived while a policy waited first), then run the handler."""
         ex = stream.ex
         run = stream.handler_run = HandlerRun(ex, Http2Link(stream))
-        for piece in unchunk(stream.body) if ex.chunked else stream.body:
+        held = ex.body_buffer or []
+        for piece in unchunk(held) if ex.chunked else held:
             run.feed(piece)
-        stream.body = []
+        ex.body_buffer = None
         self.ack(stream)
         if ex.body_complete:
             run.begin(self.worker.spawn)
@@ -712,7 +636,7 @@ class Http2Connection(asyncio.Protocol):
             stream.body_hold = True
 
     def _check_body(self, stream: H2Stream) -> None:
-        denial = buffered_body_denial(stream.ex, stream.body)
+        denial = buffered_body_denial(stream.ex, stream.ex.body_buffer or [])
         if denial is not None:
             stream.fail(denial)
         else:
@@ -720,23 +644,13 @@ class Http2Connection(asyncio.Protocol):
 
     # -- forwarding ---------------------------------------------------------------------------------------
     def _forward(self, stream: H2Stream) -> None:
-        ex = stream.ex
-        route = ex.route
+        route = stream.ex.route
         assert route is not None
         group = self.worker.pools.group(route.upstream)
-        pool = group.pick()
-        parts = upstream_request(self.worker, ex, pool, self.peer, self.via)
-        if stream.body:
-            parts.extend(stream.body)
-            stream.body = []
-        payload = b"".join(parts)
-        if ex.body_complete:
-            stream.retry_payload = payload  # the whole request: retry_allowed decides if a retry is wanted
-        ex.upstream_start = now = _monotonic()
-        stream.payload = payload
-        conn = pool.acquire(stream.on_upstream_ready, now=now)
-        if conn is not None:
-            stream.attach(conn)
+        call = stream.call = UpstreamCall(
+            self.worker, stream.ex, group, stream, self.peer, self.via, self.batch
+        )
+        call.start()
 
     def ack(self, stream: H2Stream) -> None:
         """Hand the stream's received body bytes back to the client's flow-control windows."""

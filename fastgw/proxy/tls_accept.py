@@ -3,10 +3,11 @@
 uvloop (like asyncio) treats a failed server handshake as an ``OSError`` and reports it only in debug
 mode, and the application protocol never hears of it. So TLS listeners accept plain TCP and, inside
 ``connection_made`` (before any byte can be read), put the loop's own SSL protocol between the socket and
-the ClientConnection -- what ``loop.start_tls()`` does, but synchronously, so the ClientHello cannot race
-past it. The SSL protocol calls ``ClientConnection.connection_made`` with the TLS transport after a
-successful handshake; its waiter future carries a failure, which is logged in one line saying who and why
-(no client certificate, unknown CA, a revoked certificate, an old protocol version). No Task is involved.
+the connection's Protocol (proxy/front.py) -- what ``loop.start_tls()`` does, but synchronously, so the
+ClientHello cannot race past it. The SSL protocol calls that Protocol's ``connection_made`` with the TLS
+transport after a successful handshake; its waiter future carries a failure, which is logged in one line
+saying who and why (no client certificate, unknown CA, a revoked certificate, an old protocol version).
+No Task is involved.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ import ssl
 from asyncio import sslproto
 from collections.abc import Callable
 from typing import Any
-
-from fastgw.proxy.http1 import ClientConnection
 
 # uvloop's Cython SSL protocol (not in its type stubs); asyncio's has the same constructor signature.
 try:
@@ -33,7 +32,7 @@ class TlsAcceptor(asyncio.Protocol):
     def __init__(
         self,
         context: ssl.SSLContext,
-        make_connection: Callable[[], ClientConnection],
+        make_connection: Callable[[], asyncio.Protocol],
         timeout: float,
         log: Callable[[str], None],
     ) -> None:

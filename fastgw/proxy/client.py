@@ -1,0 +1,315 @@
+"""An async HTTP/1.1 client over the worker's upstream pools, for handlers (LLM providers, MCP, ...).
+
+``await client.request("openai", "POST", "/v1/chat/completions", headers, body)`` sends one request
+through the same :class:`~fastgw.proxy.upstream_call.UpstreamCall` the proxy uses, so a handler's
+requests get the upstream's TLS, connect and response timeouts, connection limits and queue, circuit
+breaking and health marks, and the sibling-target retry of a failed connect, exactly as proxied ones.
+The response's head comes back as :class:`UpstreamResponse`; its body is an async iterator of chunks,
+read with backpressure (the upstream read pauses while more than ``BODY_BUFFER`` bytes wait unread).
+``close()`` before the end discards the connection (its framing is unknown); after the end the
+connection went back to the pool already.
+
+Handlers run in a Task, so waiting here is fine (DESIGN.md: handler kinds). Deadlines: the worker tick
+enforces no upstream deadline for these calls, so each wait is bounded here: the head by ``timeout`` (or
+the upstream's connect, queue and first-byte timeouts together), each body chunk by the upstream's
+``read_timeout``, and everything by ``timeout`` when it is given. A deadline that passes discards the
+connection and raises :class:`UpstreamError` (504, ``upstream-timeout``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
+from typing import TYPE_CHECKING, Final
+
+from fastgw.exchange import Exchange
+from fastgw.policy.chain import Denial
+from fastgw.proxy.upstream_call import CallSink, UpstreamCall
+from fastgw.proxy_headers.request_head import ClientPeer
+from fastgw.proxy_headers.response_head import FRAMING_NONE, field_pairs, transfer_encoding_framing
+from fastgw.snapshot import UpstreamSettings
+from fastgw.upstream.connection import UpstreamConnection
+
+if TYPE_CHECKING:
+    from fastgw.proxy.context import WorkerContext
+
+# Response body bytes held unread before the upstream read pauses: a few socket buffers, so a handler
+# that consumes at line rate never stalls the upstream, and one that stops holds little memory.
+BODY_BUFFER: Final = 256 * 1024
+# Fields the client sets itself (framing and Host) or that are hop-by-hop: dropped from the caller's.
+_OWN_FIELDS: Final = frozenset(
+    {b"host", b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"upgrade", b"te"}
+)
+_NO_PEER: Final = ClientPeer(b"", False, b"http")  # unused: a handler's request has no client to name
+
+
+class UpstreamError(Exception):
+    """The upstream could not be reached or failed mid-response (after the retries allowed).
+
+    ``status`` and ``problem`` are what a proxied request would have been answered (502, 503, 504 and
+    ``upstream-*``); ``detail`` names the target and the OS error (for logs, not for clients)."""
+
+    def __init__(self, status: int, problem: str, detail: str) -> None:
+        super().__init__(f"{status} {problem}: {detail}")
+        self.status = status
+        self.problem = problem
+        self.detail = detail
+
+
+class UpstreamResponse(CallSink):
+    """One request's response: ``status``, ``headers`` (lower-case names), then the body by iteration."""
+
+    # Slots, as H2Stream: an interpreted subclass of a compiled class (CallSink) keeps its attributes there.
+    __slots__ = (
+        "_buffered",
+        "_chunks",
+        "_closed",
+        "_conn",
+        "_deadline",
+        "_ended",
+        "_error",
+        "_head",
+        "_loop",
+        "_paused",
+        "_read_timeout",
+        "_wake",
+        "call",
+        "ex",
+        "headers",
+        "status",
+        "trailers",
+    )
+
+    def __init__(self, ex: Exchange, loop: asyncio.AbstractEventLoop, read_timeout: float) -> None:
+        self.ex = ex
+        self.call: UpstreamCall | None = None
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.trailers: list[tuple[bytes, bytes]] = []
+        self._conn: UpstreamConnection | None = None
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._paused = False
+        self._ended = False
+        self._closed = False
+        self._error: UpstreamError | None = None
+        self._deadline = 0.0  # loop time by which everything must be done (0: none)
+        self._read_timeout = read_timeout
+        self._head = loop.create_future()
+        self._wake: asyncio.Future[None] | None = None
+        self._loop = loop
+
+    # -- reading, for the handler -------------------------------------------------------------------
+    def header(self, name: bytes) -> bytes | None:
+        """The first value of field ``name`` (lower-case), or None."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._body()
+
+    async def _body(self) -> AsyncIterator[bytes]:
+        while True:
+            chunk = await self._next()
+            if not chunk:
+                return
+            yield chunk
+
+    async def _next(self) -> bytes:
+        """The next body chunk, b"" at the end; raises UpstreamError if the upstream fails or stalls."""
+        while not self._chunks:
+            if self._error is not None:
+                raise self._error
+            if self._ended or self._closed:
+                return b""
+            self._wake = self._loop.create_future()
+            try:
+                await asyncio.wait_for(self._wake, self._wait_limit(self._read_timeout))
+            except TimeoutError:
+                self._fail_stalled()
+            finally:
+                self._wake = None
+        chunk = self._chunks.popleft()
+        self._buffered -= len(chunk)
+        if self._paused and self._buffered <= BODY_BUFFER // 2:
+            self._reading(pause=False)
+        return chunk
+
+    async def read(self) -> bytes:
+        """The whole body (for small answers; stream large ones by iterating)."""
+        return b"".join([chunk async for chunk in self])
+
+    async def close(self) -> None:
+        """Stop reading: an unfinished response's connection is discarded, a finished one is pooled."""
+        self._close()
+
+    async def __aenter__(self) -> UpstreamResponse:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._chunks.clear()
+        head = self._head
+        if head.done() and not head.cancelled():
+            head.exception()  # retrieved: an error nobody waits for any more is not "never retrieved"
+        call = self.call
+        if call is not None and not self._ended:
+            call.abandon()
+        self._wakeup()
+
+    def _wait_limit(self, limit: float) -> float:
+        if self._deadline:
+            return max(0.0, min(limit, self._deadline - self._loop.time()))
+        return limit
+
+    def _fail_stalled(self) -> None:
+        waited = "deadline" if self._deadline and self._loop.time() >= self._deadline else "read_timeout"
+        self._error = UpstreamError(504, "upstream-timeout", f"no response bytes within the {waited}")
+        if self.call is not None:
+            self.call.abandon()
+
+    def _wakeup(self) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    def _reading(self, *, pause: bool) -> None:
+        conn = self._conn
+        self._paused = pause
+        if conn is not None and conn.transport is not None and not conn.closed:
+            if pause:
+                conn.transport.pause_reading()
+            else:
+                conn.transport.resume_reading()
+
+    # -- CallSink: the upstream call's callbacks ----------------------------------------------------------
+    def call_wanted(self) -> bool:
+        return not self._closed
+
+    def call_connection(self, conn: UpstreamConnection | None) -> None:
+        self._conn = conn
+
+    def call_head(self, status: int, head: bytes, lines: list[bytes]) -> int:
+        self.status = status
+        self.headers = field_pairs(lines)
+        framing = FRAMING_NONE
+        for name, value in self.headers:
+            if name == b"transfer-encoding":
+                framing = transfer_encoding_framing(value)
+                break
+            if name == b"content-length":
+                framing = int(value)
+        if not self._head.done():
+            self._head.set_result(None)
+        return framing
+
+    def call_body(self, data: bytes) -> None:
+        if self._closed:
+            return
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered > BODY_BUFFER and not self._paused:
+            self._reading(pause=True)
+
+    def call_trailers(self, fields: list[tuple[bytes, bytes]]) -> None:
+        self.trailers = fields
+
+    def call_end(self) -> None:
+        self._ended = True
+        self._conn = None
+        self._wakeup()
+
+    def call_error(self, denial: Denial) -> None:
+        self._conn = None
+        error = UpstreamError(denial.status, denial.problem, self.ex.error_detail or denial.detail)
+        self._error = error
+        if not self._head.done():
+            self._head.set_exception(error)
+        self._wakeup()
+
+    def call_upgrade(self, rest: bytes) -> bool:
+        return False
+
+    def flush(self) -> None:
+        self._wakeup()
+
+    def pause_client_reading(self) -> None:
+        pass  # the request body was written whole: nothing to pause
+
+    def resume_client_reading(self) -> None:
+        pass
+
+
+class UpstreamClient:
+    """Requests to the worker's upstreams from async code (one per worker; cheap to make)."""
+
+    def __init__(self, worker: WorkerContext) -> None:
+        self.worker = worker
+
+    async def request(
+        self,
+        upstream: str | UpstreamSettings,
+        method: bytes | str,
+        path: bytes | str,
+        headers: Iterable[tuple[bytes, bytes]] = (),
+        body: bytes = b"",
+        *,
+        timeout: float | None = None,
+    ) -> UpstreamResponse:
+        """Send one request and return once the response head arrived (raises UpstreamError).
+
+        ``upstream`` is a name from the Snapshot in force, or its settings. ``timeout`` bounds the
+        whole exchange, body included; without it, each wait is bounded by the upstream's timeouts.
+        """
+        worker = self.worker
+        settings = worker.holder.current.upstreams[upstream] if isinstance(upstream, str) else upstream
+        method_b = method.encode() if isinstance(method, str) else method
+        path_b = path.encode() if isinstance(path, str) else path
+        if not path_b.startswith(b"/") or any(c in path_b for c in b" \r\n"):
+            raise ValueError(f"request target must be an origin-form path: {path_b!r}")
+        ex = Exchange(method_b, path_b, b"1.1", [])
+        ex.body_complete = True
+        ex.body_received = ex.content_length = len(body)
+        ex.body_buffer = [body] if body else None
+        lines = []
+        for name, value in headers:
+            lower = name.lower()
+            if lower in _OWN_FIELDS:
+                continue
+            if any(c in name + value for c in b"\r\n\0") or b":" in name:
+                raise ValueError(f"invalid header field {name!r}")
+            lines.append(b"%s: %s\r\n" % (name, value))
+        if body or method_b in (b"POST", b"PUT", b"PATCH"):
+            lines.append(b"content-length: %d\r\n" % len(body))
+        lines.append(b"\r\n")
+        loop = asyncio.get_running_loop()
+        response = UpstreamResponse(ex, loop, settings.read_timeout)
+        if timeout is not None:
+            response._deadline = loop.time() + timeout
+        call = UpstreamCall(worker, ex, worker.pools.group(settings), response, _NO_PEER, worker.via, None)
+        call.client_head = b"".join(lines)
+        response.call = call
+        call.start()
+        head_limit = (
+            timeout
+            if timeout is not None
+            else settings.connect_timeout + settings.queue_timeout + settings.first_byte_timeout
+        )
+        try:
+            await asyncio.wait_for(asyncio.shield(response._head), head_limit)
+        except TimeoutError:
+            error = UpstreamError(504, "upstream-timeout", f"no response head within {head_limit:g}s")
+            response._close()
+            raise error from None
+        except asyncio.CancelledError:
+            response._close()  # the handler was cancelled (its client left): the connection goes too
+            raise
+        return response
