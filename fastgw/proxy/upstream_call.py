@@ -39,10 +39,9 @@ from fastgw.proxy_headers.request_head import ClientPeer
 from fastgw.upstream.connection import ResponseSink, UpstreamConnection
 
 if TYPE_CHECKING:
-    from fastgw.upstream.write_batch import WriteBatch
-
     from fastgw.proxy.context import WorkerContext
     from fastgw.upstream.pool import TargetPool, UpstreamGroup
+    from fastgw.upstream.write_batch import WriteBatch
 
 _monotonic: Final = time.monotonic  # Final: compiled, a C static
 
