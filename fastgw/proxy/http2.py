@@ -736,6 +736,8 @@ class Http2Connection(asyncio.Protocol):
         if self.streams.pop(stream.sid, None) is None:
             return
         self.answered = True
+        stream.call = None  # the call points back at its stream: a cycle only the GC would free
+        stream.handler_run = None
         complete(self.worker, stream.ex)
         self._maybe_idle()
 
