@@ -109,6 +109,7 @@ def format_batch(
             or (r.version == b"2")
             or r.attempts > 1
             or r.auth
+            or r.llm is not None
         ):
             if include_query and r.query:
                 tail += b',"query":' + _json_bytes(redact_query(r.query, redact))
@@ -131,6 +132,8 @@ def format_batch(
                 tail += b',"attempts":' + decimal(r.attempts)  # targets tried (connect failures)
             if r.auth:
                 tail += b',"auth":"' + r.auth.encode() + b'"'  # scheme names: ours, no escaping needed
+            if r.llm is not None:
+                tail += b',"llm":' + dumps(r.llm.log_fields())  # model, provider, tokens, timings
         upstream_whole, upstream_thousandths = millis3(r.upstream_ms)
         total_whole, total_thousandths = millis3(r.total_s * 1000.0)
         lines.append(

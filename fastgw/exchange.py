@@ -37,6 +37,7 @@ class Exchange:
         "host",
         "keep_alive",
         "limit_state",
+        "llm",
         "method",
         "passed",
         "path",
@@ -88,6 +89,7 @@ class Exchange:
         self.consumer: Any = None
         self.auth = ""  # on a route with several auth schemes: the one(s) that verified it, for the log
         self.limit_state: Any = None  # what rate limits saw, for their response headers
+        self.llm: Any = None  # on an llm route: model, provider, tokens, timings (fastgw/ai/record.py)
         self.denial = ""  # reason code of the denial that ended the chain, for the log
         # Why an upstream failed, with its address and OS error: for the log only, never for the client.
         self.error_detail = ""

@@ -10,7 +10,7 @@ so a handler never knows which protocol the client spoke. Pure: nothing here imp
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Protocol, TypeVar
 
 ExchangeT_contra = TypeVar("ExchangeT_contra", contravariant=True)  # generic: see verdict.py
@@ -36,10 +36,41 @@ class ResponseWriter(Protocol):
         """End the response, with trailer fields if any (chunked HTTP/1.1 and HTTP/2 only)."""
 
 
+class UpstreamReply(Protocol):
+    """A response from an upstream, as a handler reads it (proxy/client.py's UpstreamResponse)."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+
+    def header(self, name: bytes) -> bytes | None: ...
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+    async def read(self) -> bytes: ...
+    async def close(self) -> None:
+        """Stop reading: a response not read to its end gives up its connection."""
+
+
+class Upstreams(Protocol):
+    """How a handler calls an upstream: through the gateway's own pools (TLS, timeouts, circuit
+    breaking, health), by the name of an ``[upstreams.NAME]`` table (proxy/client.py)."""
+
+    async def request(
+        self,
+        upstream: str,
+        method: str,
+        path: str,
+        headers: Iterable[tuple[bytes, bytes]] = (),
+        body: bytes = b"",
+        *,
+        timeout: float | None = None,
+    ) -> UpstreamReply: ...
+
+
 class Handler(Protocol[ExchangeT_contra]):
     """A compiled handler: one instance per route, shared by its requests (keep per-request state local)."""
 
-    async def handle(self, ex: ExchangeT_contra, body: bytes, out: ResponseWriter) -> None: ...
+    async def handle(
+        self, ex: ExchangeT_contra, body: bytes, out: ResponseWriter, upstreams: Upstreams
+    ) -> None: ...
 
 
 class ResponseFilter(Protocol):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from fastgw.exchange import Exchange
-from fastgw.handler_api import ResponseWriter
+from fastgw.handler_api import ResponseWriter, Upstreams
 from fastgw.handlers.kind import CompileContext, CompileError, HandlerKind
 
 _TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -42,7 +42,7 @@ class StaticHandler:
         self.fields = fields
         self.body = body
 
-    async def handle(self, ex: Exchange, body: bytes, out: ResponseWriter) -> None:
+    async def handle(self, ex: Exchange, body: bytes, out: ResponseWriter, upstreams: Upstreams) -> None:
         out.start(self.status, self.fields)
         if self.body:
             await out.write(self.body)

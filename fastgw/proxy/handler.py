@@ -22,8 +22,10 @@ from typing import Any, Final, Protocol
 
 from fastgw.codec.serialize import DATE, LAST_CHUNK, NO_BODY_STATUSES, chunk, status_line
 from fastgw.exchange import Exchange
-from fastgw.handler_api import Fields, ResponseFilter
+from fastgw.handler_api import Fields, ResponseFilter, Upstreams
 from fastgw.policy.chain import Denial, run_body_checks
+from fastgw.proxy.client import UpstreamClient
+from fastgw.proxy.context import WorkerContext
 from fastgw.proxy_headers.hop_by_hop import filter_trailers, header_lines, trailer_lines
 from fastgw.snapshot import Route
 
@@ -51,6 +53,10 @@ class ClientLink(Protocol):
         """Answer ``denial`` if nothing was sent yet, else abort the connection or stream."""
 
     def log_event(self, message: str) -> None: ...
+
+    def upstreams(self) -> Upstreams:
+        """The worker's upstream pools, for the handler's own requests (proxy/client.py)."""
+        ...
 
 
 class Writer:
@@ -174,7 +180,7 @@ class HandlerRun:
         ex = self.ex
         writer = self.writer
         try:
-            await handler.handle(ex, body, writer)
+            await handler.handle(ex, body, writer, self.link.upstreams())
             if not writer.started:
                 self.link.fail(ex, NO_RESPONSE)
             elif not writer.ended:
@@ -293,6 +299,9 @@ class Http1Side(Protocol):
     @property
     def draining(self) -> bool: ...
 
+    @property
+    def worker(self) -> WorkerContext: ...
+
     def handler_done(self, ex: Exchange, close: bool) -> None: ...
     def handler_failed(self, ex: Exchange, denial: Denial) -> None: ...
     def log_event(self, message: str) -> None: ...
@@ -342,6 +351,9 @@ class Http1Link:
     def log_event(self, message: str) -> None:
         self.conn.log_event(message)
 
+    def upstreams(self) -> Upstreams:
+        return UpstreamClient(self.conn.worker)
+
 
 class H2Side(Protocol):
     """What :class:`Http2Link` needs of proxy/http2.py's H2Stream (and, through it, its connection)."""
@@ -365,6 +377,9 @@ class H2Side(Protocol):
     def flush(self) -> None: ...
     def fail(self, denial: Denial) -> None: ...
     def log_event(self, message: str) -> None: ...
+
+    @property
+    def worker(self) -> WorkerContext: ...
 
 
 class Http2Link:
@@ -409,3 +424,6 @@ class Http2Link:
 
     def log_event(self, message: str) -> None:
         self.stream.log_event(message)
+
+    def upstreams(self) -> Upstreams:
+        return UpstreamClient(self.stream.worker)

@@ -210,6 +210,10 @@ class H2Stream(CallSink):
     def live(self) -> bool:
         return not self.conn.closing and self.conn.streams.get(self.sid) is self
 
+    @property
+    def worker(self) -> WorkerContext:
+        return self.conn.worker
+
     def flow_blocked(self) -> bool:
         return self.conn.write_paused or self.out_bytes > self.conn.limits.stream_buffer
 

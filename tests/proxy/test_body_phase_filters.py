@@ -15,7 +15,7 @@ import pytest_asyncio
 from fastgw.config.compiler import compile_config
 from fastgw.config.loader import ConfigError
 from fastgw.exchange import Exchange
-from fastgw.handler_api import ResponseFilter, ResponseWriter
+from fastgw.handler_api import ResponseFilter, ResponseWriter, Upstreams
 from fastgw.handlers.kind import CompileContext, HandlerKind
 from fastgw.handlers.registry import KINDS
 from fastgw.policy.chain import Denial, Pending, Phase
@@ -27,7 +27,7 @@ from tests.support.upstreams import TestUpstream
 class Echo:
     """Streams the request body back in two chunks."""
 
-    async def handle(self, ex: Exchange, body: bytes, out: ResponseWriter) -> None:
+    async def handle(self, ex: Exchange, body: bytes, out: ResponseWriter, upstreams: Upstreams) -> None:
         out.start(200, [(b"content-length", b"%d" % len(body)), (b"content-type", b"text/plain")])
         half = len(body) // 2
         await out.write(body[:half])

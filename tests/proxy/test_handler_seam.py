@@ -16,7 +16,7 @@ import pytest_asyncio
 
 from fastgw.config.compiler import compile_config
 from fastgw.exchange import Exchange
-from fastgw.handler_api import ResponseWriter
+from fastgw.handler_api import ResponseWriter, Upstreams
 from fastgw.handlers.kind import CompileContext, HandlerKind
 from fastgw.handlers.registry import KINDS
 from fastgw.process.worker import Worker
@@ -45,7 +45,7 @@ class ProbeHandler:
     def __init__(self, probe: Probe) -> None:
         self.probe = probe
 
-    async def handle(self, ex: Exchange, body: bytes, out: ResponseWriter) -> None:
+    async def handle(self, ex: Exchange, body: bytes, out: ResponseWriter, upstreams: Upstreams) -> None:
         probe = self.probe
         probe.bodies.append(body)
         path = ex.path

@@ -1,0 +1,186 @@
+"""``[llm]``: the providers fastgw calls and the models clients ask for, compiled once per config.
+
+A provider is one account at one LLM service: its kind (which adapter speaks its wire format), the
+``[upstreams.NAME]`` it is reached through (TLS, pools, timeouts, circuit breaking are the upstream's),
+its credentials as secret references (never inline), extra headers and adapter options. A model is a
+public name clients send (``model = "gpt-4o"``) mapped to ordered targets: a provider and that
+provider's model name, with a weight (choice within a priority) and a priority (fallback order).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from fastgw.ai.adapter import ProviderTarget
+from fastgw.config.context import CompileContext
+from fastgw.config.fields import COUNT_MAX, SecretSpec, doc
+from fastgw.secret_refs import resolve_secret
+
+PROVIDER_KINDS: Final = ("openai", "azure_openai", "anthropic", "gemini")
+# The statuses that move a request to the next target (before the first byte reached the client): rate
+# limits (429), provider failures (5xx) and Anthropic's overload (529). 4xx other than 429 are the
+# client's own mistakes: another provider would refuse them too.
+DEFAULT_FALLBACK: Final = (429, 500, 502, 503, 504, 529)
+ATTEMPTS_MAX: Final = (10, "each attempt can wait for a provider's full timeout: more is a hang")
+_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}")
+_HEADER: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProviderSpec:
+    name: str = doc("the provider's name, used by models' targets, logs and metrics", ...)
+    kind: str = doc(
+        "the wire format: 'openai' (and OpenAI-compatible servers), 'azure_openai', 'anthropic', 'gemini'",
+        ...,
+    )
+    upstream: str = doc("the [upstreams.NAME] table it is reached through (TLS, pools, timeouts)", ...)
+    base_path: str = doc("path prefix of the API on the upstream, e.g. '/v1' (OpenAI), '' (Anthropic)", "")
+    api_key: SecretSpec | None = doc(
+        "the provider's API key, from a secret (file, env or systemd credential)", None
+    )
+    headers: dict[str, str] = doc("more request headers, e.g. { OpenAI-Organization = 'org-...' }", {})
+    options: dict[str, str] = doc(
+        "adapter options: api_version (azure_openai), auth = 'bearer' (azure_openai Entra token),"
+        " anthropic_beta",
+        {},
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TargetSpec:
+    provider: str = doc("a [[llm.providers]] name", ...)
+    model: str = doc("the provider's own model name (the deployment name for azure_openai)", ...)
+    weight: int = doc("share of requests among targets of the same priority", 1, most=COUNT_MAX)
+    priority: int = doc("lower is tried first; the next priority is the fallback", 0, most=COUNT_MAX)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelSpec:
+    name: str = doc("the public model name clients send", ...)
+    targets: tuple[TargetSpec, ...] = doc("where requests for this model go, in priority order", ...)
+    drop_unsupported: tuple[str, ...] = doc(
+        "parameters a target lacks that are dropped instead of refused (e.g. ['logprobs'])", ()
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LlmSpec:
+    providers: tuple[ProviderSpec, ...] = doc("[[llm.providers]] tables", ())
+    models: tuple[ModelSpec, ...] = doc("[[llm.models]] tables", ())
+    fallback_on: tuple[int, ...] = doc(
+        "provider statuses that move a request to the next target (connect errors and timeouts always do)",
+        DEFAULT_FALLBACK,
+    )
+    max_attempts: int = doc("targets tried per request at most", 3, most=ATTEMPTS_MAX)
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    name: str
+    kind: str
+    upstream: str
+    target_base: ProviderTarget  # base path, headers and options; the model is set per target
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    provider: Provider
+    target: ProviderTarget
+    weight: int
+    priority: int
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    name: str
+    targets: tuple[Target, ...]  # sorted by priority
+
+
+@dataclass(frozen=True, slots=True)
+class LlmConfig:
+    models: dict[str, Model]
+    providers: dict[str, Provider]
+    fallback_on: frozenset[int]
+    max_attempts: int
+
+
+def _auth_headers(kind: str, key: str, options: dict[str, str]) -> tuple[tuple[bytes, bytes], ...]:
+    """The credential header each kind expects."""
+    if not key:
+        return ()
+    if kind == "anthropic":
+        return ((b"x-api-key", key.encode()),)
+    if kind == "gemini":
+        return ((b"x-goog-api-key", key.encode()),)
+    if kind == "azure_openai" and options.get("auth") != "bearer":
+        return ((b"api-key", key.encode()),)
+    return ((b"authorization", b"Bearer " + key.encode()),)
+
+
+def compile_llm(spec: LlmSpec, ctx: CompileContext, upstreams: set[str]) -> LlmConfig:
+    providers: dict[str, Provider] = {}
+    for i, p in enumerate(spec.providers):
+        key = f"llm.providers[{i}]"
+        if not _NAME.fullmatch(p.name):
+            raise ctx.error(
+                f"{key}.name", f"{p.name!r} is not a provider name (letters, digits, . _ : / @ -)"
+            )
+        if p.name in providers:
+            raise ctx.error(f"{key}.name", f"a provider named {p.name!r} is defined twice")
+        if p.kind not in PROVIDER_KINDS:
+            raise ctx.error(f"{key}.kind", f"{p.kind!r} is not one of {', '.join(PROVIDER_KINDS)}")
+        if p.upstream not in upstreams:
+            raise ctx.error(f"{key}.upstream", f"no upstream named {p.upstream!r}")
+        if p.base_path and (not p.base_path.startswith("/") or p.base_path.endswith("/")):
+            raise ctx.error(f"{key}.base_path", "starts with '/' and does not end with one, e.g. '/v1'")
+        secret = ""
+        if p.api_key is not None:
+            ref = ctx.secret(f"{key}.api_key", p.api_key)
+            secret = resolve_secret(ref).decode()
+        headers = list(_auth_headers(p.kind, secret, p.options))
+        for name, value in p.headers.items():
+            if not _HEADER.fullmatch(name) or any(c in value for c in "\r\n\0"):
+                raise ctx.error(f"{key}.headers.{name}", "not a valid header field")
+            headers.append((name.lower().encode(), value.encode()))
+        if p.kind == "azure_openai" and "api_version" not in p.options:
+            raise ctx.error(
+                f"{key}.options.api_version", "azure_openai needs an api_version, e.g. '2024-10-21'"
+            )
+        base = ProviderTarget(p.name, "", p.base_path, tuple(headers), dict(p.options))
+        providers[p.name] = Provider(p.name, p.kind, p.upstream, base)
+    models: dict[str, Model] = {}
+    for i, m in enumerate(spec.models):
+        key = f"llm.models[{i}]"
+        if not _NAME.fullmatch(m.name):
+            raise ctx.error(f"{key}.name", f"{m.name!r} is not a model name")
+        if m.name in models:
+            raise ctx.error(f"{key}.name", f"a model named {m.name!r} is defined twice")
+        if not m.targets:
+            raise ctx.error(f"{key}.targets", "at least one target")
+        targets = []
+        for j, t in enumerate(m.targets):
+            provider = providers.get(t.provider)
+            if provider is None:
+                raise ctx.error(f"{key}.targets[{j}].provider", f"no provider named {t.provider!r}")
+            if t.weight < 1:
+                raise ctx.error(f"{key}.targets[{j}].weight", "at least 1")
+            base = provider.target_base
+            target = ProviderTarget(
+                provider.name,
+                t.model,
+                base.base_path,
+                base.headers,
+                base.options,
+                frozenset(m.drop_unsupported),
+            )
+            targets.append(Target(provider, target, t.weight, t.priority))
+        targets.sort(key=lambda t: t.priority)
+        models[m.name] = Model(m.name, tuple(targets))
+    for i, status in enumerate(spec.fallback_on):
+        if not 400 <= status <= 599:
+            raise ctx.error(f"llm.fallback_on[{i}]", f"{status} is not an error status")
+    if spec.max_attempts < 1:
+        raise ctx.error("llm.max_attempts", "at least 1")
+    return LlmConfig(models, providers, frozenset(spec.fallback_on), spec.max_attempts)

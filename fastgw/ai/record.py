@@ -1,0 +1,56 @@
+"""What an llm exchange adds to its record (``Exchange.llm``): for the access log, metrics and, next, the
+usage ledger. Token counts are the provider's own, streaming included; a provider answer without usage
+is recorded as missing (``usage_reported`` false), never as zero tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastgw.ai.adapter import Usage
+
+
+@dataclass(slots=True)
+class LlmRecord:
+    model: str  # the public name the client asked for
+    endpoint: str  # "chat", "embeddings", "messages", "count_tokens", "models"
+    stream: bool = False
+    provider: str = ""  # the target that answered (or the last one tried)
+    provider_model: str = ""
+    attempts: int = 0  # targets tried
+    usage: Usage = field(default_factory=Usage)
+    ttft_ms: float = -1.0  # first token (first content chunk) after the request reached the handler
+    duration_ms: float = 0.0
+    error: str = ""  # the provider error kind that ended it, if any
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Completion tokens over the time after the first token (streams), or the whole call."""
+        span = self.duration_ms - max(self.ttft_ms, 0.0) if self.stream else self.duration_ms
+        return self.usage.completion_tokens / (span / 1000.0) if span > 0 else 0.0
+
+    def log_fields(self) -> dict[str, Any]:
+        usage = self.usage
+        out: dict[str, Any] = {
+            "model": self.model,
+            "endpoint": self.endpoint,
+            "provider": self.provider,
+            "provider_model": self.provider_model,
+            "attempts": self.attempts,
+            "stream": self.stream,
+        }
+        if usage.reported:
+            out["prompt_tokens"] = usage.prompt_tokens
+            out["completion_tokens"] = usage.completion_tokens
+            if usage.cached_tokens:
+                out["cached_tokens"] = usage.cached_tokens
+            if usage.reasoning_tokens:
+                out["reasoning_tokens"] = usage.reasoning_tokens
+            out["tokens_per_s"] = round(self.tokens_per_second, 1)
+        else:
+            out["usage"] = "missing"
+        if self.ttft_ms >= 0:
+            out["ttft_ms"] = round(self.ttft_ms, 3)
+        if self.error:
+            out["error"] = self.error
+        return out
