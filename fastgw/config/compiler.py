@@ -149,8 +149,11 @@ def _router(
         path = spec.path.encode() if spec.match == "exact" else route_key(spec.path)
         methods = index.setdefault(path, MethodTable())
         methods_of_route = spec.methods
-        if spec.cors is not None and spec.methods and "OPTIONS" not in spec.methods:
-            methods_of_route = (*spec.methods, "OPTIONS")  # preflights must reach the CORS policy
+        if spec.methods:  # a policy may need methods the route leaves out (CORS: preflights)
+            needed = [
+                m for p in route.chain for m in getattr(p, "ROUTE_METHODS", ()) if m not in spec.methods
+            ]
+            methods_of_route = (*spec.methods, *dict.fromkeys(needed))
         for method in methods_of_route or ("*",):
             clash = (spec.host, spec.match, path.decode(), method)
             if clash in seen:

@@ -32,7 +32,15 @@ import h11
 import orjson
 
 from fastgw.config.context import CompileContext
-from fastgw.config.fields import CACHE_MAX, HEAD_MAX, INTROSPECTION_CALLS_MAX, SECONDS_MAX, SecretSpec, doc
+from fastgw.config.fields import (
+    CACHE_MAX,
+    HEAD_MAX,
+    INTROSPECTION_CALLS_MAX,
+    SECONDS_MAX,
+    SecretSpec,
+    Section,
+    doc,
+)
 from fastgw.exchange import Exchange
 from fastgw.policy.api_key import BEARER_DUPLICATE, BEARER_OK, REALM, bearer_denials, bearer_token
 from fastgw.policy.chain import Denial, Pending, Phase
@@ -323,3 +331,12 @@ def compile(spec: IntrospectionSpec | None, ctx: CompileContext) -> None:
         clock=ctx.clock,
     )
     ctx.credential_headers["introspection"] = frozenset({b"authorization"})
+
+
+# [introspection] in the schema and the reference (policy/registry.py declares it).
+SECTION = Section(
+    IntrospectionSpec,
+    "[introspection] OAuth2 token introspection (needed by auth = 'introspection')",
+    "optional",
+    (("[introspection]", IntrospectionSpec, "OAuth2 introspection (routes with auth = 'introspection')."),),
+)

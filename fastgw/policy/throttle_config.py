@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fastgw.config.context import CompileContext
-from fastgw.config.fields import COUNT_MAX, SECONDS_MAX, WAIT_MAX, doc
+from fastgw.config.fields import COUNT_MAX, SECONDS_MAX, WAIT_MAX, Section, doc
 from fastgw.policy.throttle import ThrottleSettings
 
 
@@ -44,3 +44,18 @@ def compile(spec: AuthThrottleSpec, ctx: CompileContext) -> None:
         block_after=spec.block_after,
         block_seconds=spec.block_seconds,
     )
+
+
+# [auth_throttle] in the schema and the reference (policy/registry.py declares it).
+SECTION = Section(
+    AuthThrottleSpec,
+    "[auth_throttle] repeated authentication failures, per worker",
+    "always",
+    (
+        (
+            "[auth_throttle]",
+            AuthThrottleSpec,
+            "Clients that keep failing authentication: slowed, then refused.",
+        ),
+    ),
+)
