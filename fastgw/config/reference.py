@@ -65,11 +65,6 @@ TABLES: list[tuple[str, type, str]] = [
         "Headers that tell the upstream who called (authenticated routes); client copies are removed.",
     ),
     ("[keys]", schema.KeysSpec, "How API keys are stored: peppered HMAC-SHA-256 digests, never the key."),
-    (
-        "secret references (admin.token, audit.key, keys.pepper, jwt.issuers.NAME.secret)",
-        schema.SecretSpec,
-        "Name exactly one source; a secret is never written inline.",
-    ),
 ]
 # The tables the policies declare in the registry (policy/registry.py), after the schema's own.
 TABLES += [
@@ -79,6 +74,13 @@ TABLES += [
     if section is not None
     for table in section.tables
 ]
+TABLES.append(
+    (
+        "secret references (admin.token, audit.key, keys.pepper, jwt.issuers.NAME.secret)",
+        schema.SecretSpec,
+        "Name exactly one source; a secret is never written inline.",
+    )
+)
 
 
 def _type(tp: Any) -> str:
@@ -119,9 +121,10 @@ def _default(f: dataclasses.Field[Any]) -> str:
 
 def render() -> str:
     out: list[str] = []
-    kinds = [
-        (f'routes.handler (kind = "{name}")', kind.spec, kind.summary) for name, kind in sorted(KINDS.items())
-    ]
+    kinds: list[tuple[str, type, str]] = []
+    for name, kind in sorted(KINDS.items()):
+        kinds.append((f'routes.handler (kind = "{name}")', kind.spec, kind.summary))
+        kinds += kind.section.tables if kind.section is not None else ()
     for title, cls, blurb in [*TABLES, *kinds]:
         hints = typing.get_type_hints(cls)
         out.append(f"#### `{title}`\n\n{blurb}\n")
