@@ -11,7 +11,7 @@ in its registry entry (policy/registry.py), and ConfigSpec and RouteSpec below a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, make_dataclass
+from dataclasses import dataclass, fields, make_dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastgw.config.fields import (
@@ -42,6 +42,7 @@ from fastgw.config.fields import (
 )
 from fastgw.config.listener_spec import CertificateSpec, ListenerSpec, TlsSpec
 from fastgw.config.upstream_spec import HealthCheckSpec, UpstreamSpec, UpstreamTlsSpec
+from fastgw.handlers.registry import KINDS
 from fastgw.policy.registry import POLICIES
 
 # Re-exported: what callers import from here (the rest of config/fields.py is imported from there).
@@ -376,8 +377,14 @@ class _ConfigCore:
 
 
 def _registry_sections() -> list[tuple[str, Any, Any]]:
-    """The top-level keys the policies declare in their registry entries (policy/registry.py)."""
-    return [entry.schema.field(entry.section) for entry in POLICIES if entry.schema is not None]
+    """The top-level keys the registries declare: policies' (policy/registry.py) and handler kinds'
+    (handlers/registry.py). A key declared twice, or one the schema has, is a programming error."""
+    sections = [entry.schema.field(entry.section) for entry in POLICIES if entry.schema is not None]
+    sections += [kind.section.field(kind.section_key) for kind in KINDS.values() if kind.section]
+    names = [name for name, _, _ in sections] + [f.name for f in fields(_ConfigCore)]
+    if len(names) != len(set(names)):
+        raise ValueError(f"a top-level config key is declared twice: {sorted(names)}")
+    return sections
 
 
 def build_config_spec() -> type:
@@ -416,8 +423,10 @@ else:
 globals().update(
     {
         spec.__name__: spec
-        for entry in POLICIES
-        for section in (entry.schema, entry.route_schema)
+        for section in (
+            *(s for entry in POLICIES for s in (entry.schema, entry.route_schema)),
+            *(kind.section for kind in KINDS.values()),
+        )
         if section is not None
         for _, spec, _ in section.tables
     }
