@@ -47,7 +47,7 @@ from fastgw.policy.chain import Denial, Pending, Phase
 from fastgw.policy.http_client import Endpoint, request
 from fastgw.policy.jwks import is_loopback
 from fastgw.policy.rbac import Principal
-from fastgw.policy.throttle import FAILURES, ThrottleSettings, after_failure, throttled
+from fastgw.policy.throttle import ThrottleSettings, after_failure, throttled
 from fastgw.secret_refs import resolve_secret
 
 
@@ -189,7 +189,7 @@ class IntrospectionAuth:
         ip = ex.client_ip
         unsettled = self._unsettled
         if settings is not None and (
-            FAILURES.recent(ip, now, settings.window) + unsettled.get(ip, 0) >= settings.block_after
+            settings.failures.recent(ip, now, settings.window) + unsettled.get(ip, 0) >= settings.block_after
         ):
             return UNSETTLED
         # Registered now, not when the Task starts: requests parsed in the same read must see this call.

@@ -4,6 +4,7 @@ module). The settings go in ``ctx.throttle`` for the auth sections compiled afte
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from fastgw.config.context import CompileContext
@@ -37,13 +38,18 @@ def compile(spec: AuthThrottleSpec, ctx: CompileContext) -> None:
         raise ctx.error("auth_throttle.delay", "must not be negative")
     if spec.block_after <= spec.slow_after:
         raise ctx.error("auth_throttle.block_after", "must be greater than slow_after")
-    ctx.throttle = ThrottleSettings(
+    settings = ThrottleSettings(
         window=spec.window,
         slow_after=spec.slow_after,
         delay=spec.delay,
         block_after=spec.block_after,
         block_seconds=spec.block_seconds,
     )
+    if ctx.failures is not None:
+        # A context's own failure table goes with its clock (a test ages blocks without sleeping); the
+        # worker's table keeps wall time: its entries outlive this compile and must share one time base.
+        settings = dataclasses.replace(settings, failures=ctx.failures, clock=ctx.clock)
+    ctx.throttle = settings
 
 
 # [auth_throttle] in the schema and the reference (policy/registry.py declares it).
