@@ -213,7 +213,6 @@ MAX_MODULE_LINES = 450
 OVER_THE_BAR: dict[str, int] = {
     "proxy/http2.py": 907,
     "proxy/http1.py": 817,
-    "config/schema.py": 584,
     "upstream/connection.py": 486,
 }
 

@@ -18,7 +18,7 @@ from fastgw.codec.path import normalize_path
 from fastgw.config import sections
 from fastgw.config.context import TOKEN, CompileContext
 from fastgw.config.loader import _did_you_mean, parse_config, read_config_bytes
-from fastgw.config.route_kind import NO_UPSTREAM, compile_route_kind
+from fastgw.config.route_kind import NO_UPSTREAM, compile_kind_sections, compile_route_kind
 from fastgw.config.schema import ConfigSpec, RouteSpec, StateSpec
 from fastgw.config.sections import HOSTNAME, parse_address
 from fastgw.policy.registry import POLICIES
@@ -93,7 +93,7 @@ def _route(
     chain = tuple(sorted(policies, key=lambda p: p.PHASE))
     if 0 <= ctx.route_body_limit < max_body:
         max_body = ctx.route_body_limit  # a policy narrowed it (see CompileContext.route_body_limit)
-    kind = compile_route_kind(ctx.file, key, spec, chain, max_body)
+    kind = compile_route_kind(ctx.file, key, spec, chain, max_body, ctx)
     drop_req, add_req = ctx.header_ops(f"{key}.request_headers", spec.request_headers)
     drop_req |= ctx.route_drop_request  # credentials never reach the upstream
     drop_req |= {name for name, _ in headers.identity}  # never believed from a client
@@ -149,8 +149,11 @@ def _router(
         path = spec.path.encode() if spec.match == "exact" else route_key(spec.path)
         methods = index.setdefault(path, MethodTable())
         methods_of_route = spec.methods
-        if spec.cors is not None and spec.methods and "OPTIONS" not in spec.methods:
-            methods_of_route = (*spec.methods, "OPTIONS")  # preflights must reach the CORS policy
+        if spec.methods:  # a policy may need methods the route leaves out (CORS: preflights)
+            needed = [
+                m for p in route.chain for m in getattr(p, "ROUTE_METHODS", ()) if m not in spec.methods
+            ]
+            methods_of_route = (*spec.methods, *dict.fromkeys(needed))
         for method in methods_of_route or ("*",):
             clash = (spec.host, spec.match, path.decode(), method)
             if clash in seen:
@@ -224,6 +227,7 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str, context: CompileConte
     for entry in POLICIES:
         if entry.compile is not None:
             entry.compile(getattr(spec, entry.section), ctx)
+    compile_kind_sections(spec, ctx)
     security, security_remove, hsts = sections.security(ctx, spec.security_headers)
     snapshot_header = s.snapshot_header.lower().encode()
     headers = _Headers(

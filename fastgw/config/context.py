@@ -36,6 +36,7 @@ class CompileContext:
         *,
         counters: Any = None,
         identities: Any = None,
+        failures: Any = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -47,6 +48,7 @@ class CompileContext:
         # counters/ and policy/identity.py); a test passes fresh ones.
         self.counters = counters
         self.identities = identities
+        self.failures = failures  # policy.throttle.FailureState: failed authentications (None: FAILURES)
         self.clock = clock  # wall time: token expiry, quotas (seconds since the epoch)
         self.monotonic = monotonic  # intervals: throttle windows, retries
         self.throttle: Any = None  # policy.throttle.ThrottleSettings | None, set by [auth_throttle]
@@ -57,6 +59,9 @@ class CompileContext:
         self.jwt_issuer_names: dict[str, str] = {}  # [jwt.issuers.NAME] -> its "iss" value
         self.global_policies: list[Any] = []  # policies every route runs first ([network])
         self.listener_client_auth = False  # some listener asks for client certificates
+        # Handler kinds' top-level sections, compiled (handlers/kind.py): section key -> what the
+        # kind's compile_section returned, for the kind's route compiles to read.
+        self.sections: dict[str, Any] = {}
         # The route being compiled (set by begin_route).
         self.route_key = ""
         self.route_name = ""
@@ -66,6 +71,8 @@ class CompileContext:
         # connection answers 413 before the upstream sees the body (Content-Length: at once; chunked: when
         # the running total passes it). -1: no narrowing.
         self.route_body_limit = -1
+        # The route's body bound once its policies are compiled: what a handler can be given at most.
+        self.route_max_body_bytes = 0
 
     def begin_route(self, index: int, name: str) -> None:
         self.route_key = f"routes[{index}]"
@@ -73,6 +80,7 @@ class CompileContext:
         self.route_schemes = ()
         self.route_drop_request = set()
         self.route_body_limit = -1
+        self.route_max_body_bytes = 0
 
     def error(self, key: str, reason: str) -> ConfigError:
         return ConfigError(self.file, key, reason)

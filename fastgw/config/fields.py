@@ -7,7 +7,7 @@ Below config/schema.py and every policy module that owns a section, so both can 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -81,3 +81,33 @@ class SecretSpec:
 class HeaderOpsSpec:
     set: dict[str, str] = doc("headers to set (replacing any copy), name -> value", {})
     remove: tuple[str, ...] = doc("header names to remove", ())
+
+
+# A table a registry entry (policy/registry.py, handlers/registry.py) adds to the schema: one key of
+# [[routes]] or of the top level. config/schema.py builds RouteSpec and ConfigSpec from these, and the
+# reference (config/reference.py) shows ``tables``, so a new policy or handler kind is its own module
+# and its registry line, never an edit of the schema. (title, spec, blurb) is one reference table.
+ReferenceTable = tuple[str, type, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """One schema key declared by the module that compiles it.
+
+    ``spec`` is the table's frozen dataclass; ``doc`` the key's line in its parent table; ``presence``
+    its default: "optional" (unset: None), "always" (absent: the spec's defaults), "array" (an array of
+    tables, default empty); ``tables`` what the reference shows for it, sub-tables included.
+    """
+
+    spec: type
+    doc: str
+    presence: Literal["optional", "always", "array"] = "optional"
+    tables: tuple[ReferenceTable, ...] = ()
+
+    def field(self, key: str) -> tuple[str, Any, Any]:
+        """The (name, type, field) triple ``dataclasses.make_dataclass`` takes for this key."""
+        if self.presence == "always":
+            return key, self.spec, doc(self.doc, self.spec())
+        if self.presence == "array":
+            return key, tuple[self.spec, ...], doc(self.doc, ())  # type: ignore[name-defined]
+        return key, self.spec | None, doc(self.doc, None)

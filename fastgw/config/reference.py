@@ -30,7 +30,6 @@ TABLES: list[tuple[str, type, str]] = [
         "HTTP/2 (ALPN h2 on TLS listeners, h2c with prior knowledge on cleartext ones) and its abuse limits.",
     ),
     ("[access_log]", schema.AccessLogSpec, "One JSON line per request."),
-    ("[network]", schema.NetworkSpec, "Global IP rules, the first policy of every route."),
     ("[upstreams.NAME]", schema.UpstreamSpec, "A group of backends, its pool and its health rules."),
     ("upstreams.NAME.tls", schema.UpstreamTlsSpec, "TLS to the backends. Part of the pool key."),
     (
@@ -44,75 +43,44 @@ TABLES: list[tuple[str, type, str]] = [
         schema.HeaderOpsSpec,
         "Header rules of a route (inline tables).",
     ),
-    (
-        "routes.network",
-        schema.NetworkSpec,
-        "Route-level IP rules, applied after the global ones (same keys).",
-    ),
     ("[demo_upstream]", schema.DemoUpstreamSpec, "A built-in demo backend (the quickstart uses it)."),
     ("[process]", schema.ProcessSpec, "The supervisor and its worker processes."),
     ("[state]", schema.StateSpec, "Where the store, the audit log and the config history live."),
     ("[admin]", schema.AdminSpec, "The admin API, in the control process, on its own listener."),
     ("[audit]", schema.AuditSpec, "The tamper-evident audit log."),
-    (
-        "routes.limits",
-        schema.RateLimitSpec,
-        "Rate limits (sliding window or GCRA), concurrency limits and throttling, node-wide across workers.",
-    ),
     ("[rate_limits]", schema.RateLimitsSpec, "The shared-memory counter table."),
     (
         "rate_limits.redis",
         schema.RedisSpec,
         "Cluster mode: sliding-window limits shared by every gateway through Redis.",
     ),
-    ("routes.cors", schema.CorsSpec, "CORS: preflights answered before authentication."),
     (
         "[security_headers]",
         schema.SecurityHeadersSpec,
         "Added to every proxied response (a route's own response_headers.set wins).",
-    ),
-    ("routes.authorize", schema.AuthorizeSpec, "Who may call a route: scopes, roles, teams, per method."),
-    ("routes.authorize.methods.METHOD", schema.RequirementSpec, "One method's own requirement."),
-    (
-        "routes.jwt",
-        schema.RouteJwtSpec,
-        "Which JWT issuers and audiences an auth = 'jwt' route accepts; required once several issuers"
-        " are configured.",
     ),
     (
         "[identity_headers]",
         schema.IdentityHeadersSpec,
         "Headers that tell the upstream who called (authenticated routes); client copies are removed.",
     ),
-    (
-        "[auth_throttle]",
-        schema.AuthThrottleSpec,
-        "Clients that keep failing authentication: slowed, then refused.",
-    ),
-    (
-        "[introspection]",
-        schema.IntrospectionSpec,
-        "OAuth2 introspection (routes with auth = 'introspection').",
-    ),
-    ("[mtls]", schema.MtlsSpec, "Client certificates as consumers (routes with auth = 'mtls')."),
-    ("mtls.consumers", schema.CertConsumerSpec, "Certificate -> consumer (one of sha256, san, subject)."),
-    ("[jwt]", schema.JwtSpec, "JWT bearer tokens (routes with auth = 'jwt')."),
-    ("jwt.jwe", schema.JweSpec, "Nested JWE tokens, decrypted with joserfc before verification."),
-    ("jwt.issuers.NAME", schema.JwtIssuerSpec, "One token issuer: its keys, algorithms and claims."),
     ("[keys]", schema.KeysSpec, "How API keys are stored: peppered HMAC-SHA-256 digests, never the key."),
-    ("[api_key]", schema.ApiKeySpec, "The API key policy (routes with auth = 'api_key')."),
+]
+# The tables the policies declare in the registry (policy/registry.py), after the schema's own.
+TABLES += [
+    table
+    for entry in POLICIES
+    for section in (entry.schema, entry.route_schema)
+    if section is not None
+    for table in section.tables
+]
+TABLES.append(
     (
         "secret references (admin.token, audit.key, keys.pepper, jwt.issuers.NAME.secret)",
         schema.SecretSpec,
         "Name exactly one source; a secret is never written inline.",
-    ),
-]
-# The route sections policies declare in the registry (policy/registry.py), after the schema's own.
-TABLES += [
-    (f"routes.{entry.route_section}", spec, entry.section_doc())
-    for entry in POLICIES
-    if (spec := entry.route_spec) is not None
-]
+    )
+)
 
 
 def _type(tp: Any) -> str:
@@ -153,9 +121,10 @@ def _default(f: dataclasses.Field[Any]) -> str:
 
 def render() -> str:
     out: list[str] = []
-    kinds = [
-        (f'routes.handler (kind = "{name}")', kind.spec, kind.summary) for name, kind in sorted(KINDS.items())
-    ]
+    kinds: list[tuple[str, type, str]] = []
+    for name, kind in sorted(KINDS.items()):
+        kinds.append((f'routes.handler (kind = "{name}")', kind.spec, kind.summary))
+        kinds += kind.section.tables if kind.section is not None else ()
     for title, cls, blurb in [*TABLES, *kinds]:
         hints = typing.get_type_hints(cls)
         out.append(f"#### `{title}`\n\n{blurb}\n")

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
+from fastgw.config.context import CompileContext
 from fastgw.config.loader import ConfigError, _did_you_mean, convert_table
 from fastgw.config.schema import RouteSpec
 from fastgw.exchange import Exchange
 from fastgw.handler_api import Handler, ResponseFilterFactory
-from fastgw.handlers.kind import CompileContext, CompileError
+from fastgw.handlers.kind import CompileError
 from fastgw.handlers.registry import KINDS
 from fastgw.policy.chain import BodyCheck, Phase, Policy
 from fastgw.snapshot import UpstreamSettings
@@ -45,11 +46,29 @@ class RouteKind:
     response_filters: tuple[ResponseFilterFactory[Exchange], ...]
 
 
+def compile_kind_sections(spec: Any, ctx: CompileContext) -> None:
+    """Compile each handler kind's top-level section (handlers/kind.py), once per config and before any
+    route: the result (the spec itself if the kind has no compile_section) waits in ``ctx.sections`` for
+    the kind's route compiles."""
+    for kind in KINDS.values():
+        if kind.section is not None:
+            section = getattr(spec, kind.section_key)
+            compiled = kind.compile_section
+            ctx.sections[kind.section_key] = section if compiled is None else compiled(section, ctx)
+
+
 def compile_route_kind(
-    file: str, key: str, spec: RouteSpec, chain: Sequence[Policy], max_body: int
+    file: str,
+    key: str,
+    spec: RouteSpec,
+    chain: Sequence[Policy],
+    max_body: int,
+    ctx: CompileContext | None = None,
 ) -> RouteKind:
     """The handler of a handler route (None for ``proxy``) and the chain's BODY checks and response
-    filters. Raises ConfigError naming the key."""
+    filters. ``ctx`` is the config's compile context (a fresh one if None: a test of this function
+    alone); the kind's compile gets it with the route's name and body bound on it. Raises ConfigError
+    naming the key."""
     body_checks: tuple[BodyCheck, ...] = tuple(
         p  # type: ignore[misc]  # a Phase.BODY policy has check_body (policy/chain.py)
         for p in chain
@@ -73,8 +92,11 @@ def compile_route_kind(
     if spec.upstream:
         raise ConfigError(file, f"{key}.upstream", f"a {spec.kind!r} route answers itself: no upstream")
     settings = convert_table(kind.spec, spec.handler, file, f"{key}.handler")
+    if ctx is None:
+        ctx = CompileContext(file)
+    ctx.route_key, ctx.route_name, ctx.route_max_body_bytes = key, spec.name, max_body
     try:
-        handler = kind.compile(settings, CompileContext(route=spec.name, max_body_bytes=max_body))
+        handler = kind.compile(settings, ctx)
     except CompileError as err:
         raise ConfigError(file, f"{key}.handler.{err.field}", err.reason) from None
     return RouteKind(handler, body_checks, filters)

@@ -4,46 +4,35 @@
 key means adding one field here (and regenerating docs/configuration.md: ``tests/config/test_docs.py``
 checks that every key is documented). Specs are plain data; validation that needs more than a type
 (addresses, references, CIDRs) happens in ``compiler.py``.
+
+The schema names no policy: each policy declares the tables it reads as a ``Section`` (config/fields.py)
+in its registry entry (policy/registry.py), and ConfigSpec and RouteSpec below are built with them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, make_dataclass
+from dataclasses import dataclass, fields, make_dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-# Re-exported: the maxima and shared specs (config/fields.py) and the sections policies own.
 from fastgw.config.fields import (
-    BACKLOG_MAX,
     BODY_MAX,
     BUFFER_MAX,
-    CACHE_MAX,
     CAPACITY_MAX,
-    CONCURRENCY_MAX,
     CONNECTIONS_MAX,
     CONTINUATION_MAX,
-    COUNT_MAX,
     FLUSH_MAX,
-    FRACTION_MAX,
     H2_STREAM_IDS_MAX,
     H2_WINDOW_MAX,
     HEAD_MAX,
     HEADER_COUNT_MAX,
-    INTROSPECTION_CALLS_MAX,
     KEEP_CONFIGS_MAX,
     LOG_PENDING_MAX,
     PER_SECOND_MAX,
     PIPELINED_MAX,
-    PORTS_MAX,
-    PREFLIGHT_AGE_MAX,
-    PROBES_MAX,
-    QUEUE_MAX,
     QUOTA_FLUSH_MAX,
     RATE_BYTES_MAX,
-    REQUESTS_MAX,
     SECONDS_MAX,
     STREAMS_MAX,
-    WAIT_MAX,
-    WINDOW_MAX,
     WORKERS_MAX,
     GiB,
     HeaderOpsSpec,
@@ -51,88 +40,25 @@ from fastgw.config.fields import (
     SecretSpec,
     doc,
 )
-from fastgw.policy.api_key_config import ApiKeySpec
-from fastgw.policy.cors import (
-    CorsSpec,
-)
-from fastgw.policy.introspection import (
-    IntrospectionSpec,
-)
-from fastgw.policy.jwt_config import (
-    JweSpec,
-    JwtIssuerSpec,
-    JwtSpec,
-    RouteJwtSpec,
-)
-from fastgw.policy.mtls import (
-    CertConsumerSpec,
-    MtlsSpec,
-)
-from fastgw.policy.network import (
-    NetworkSpec,
-)
-from fastgw.policy.rate_limit_config import (
-    RateLimitSpec,
-)
-from fastgw.policy.rbac import (
-    AuthorizeSpec,
-    RequirementSpec,
-)
+from fastgw.config.listener_spec import CertificateSpec, ListenerSpec, TlsSpec
+from fastgw.config.upstream_spec import HealthCheckSpec, UpstreamSpec, UpstreamTlsSpec
+from fastgw.handlers.registry import KINDS
 from fastgw.policy.registry import POLICIES
-from fastgw.policy.throttle_config import AuthThrottleSpec
 
-# Re-exported names (callers import them from here, as before the sections moved).
+# Re-exported: what callers import from here (the rest of config/fields.py is imported from there).
 __all__ = [
-    "BACKLOG_MAX",
-    "BODY_MAX",
-    "BUFFER_MAX",
-    "CACHE_MAX",
     "CAPACITY_MAX",
-    "CONCURRENCY_MAX",
-    "CONNECTIONS_MAX",
-    "CONTINUATION_MAX",
-    "COUNT_MAX",
-    "FLUSH_MAX",
-    "FRACTION_MAX",
-    "H2_STREAM_IDS_MAX",
-    "H2_WINDOW_MAX",
-    "HEADER_COUNT_MAX",
-    "HEAD_MAX",
-    "INTROSPECTION_CALLS_MAX",
-    "KEEP_CONFIGS_MAX",
-    "LOG_PENDING_MAX",
-    "PER_SECOND_MAX",
-    "PIPELINED_MAX",
-    "PORTS_MAX",
-    "PREFLIGHT_AGE_MAX",
-    "PROBES_MAX",
-    "QUEUE_MAX",
-    "QUOTA_FLUSH_MAX",
-    "RATE_BYTES_MAX",
-    "REQUESTS_MAX",
-    "SECONDS_MAX",
-    "STREAMS_MAX",
-    "WAIT_MAX",
-    "WINDOW_MAX",
     "WORKERS_MAX",
-    "ApiKeySpec",
-    "AuthThrottleSpec",
-    "AuthorizeSpec",
-    "CertConsumerSpec",
-    "CorsSpec",
+    "CertificateSpec",
     "GiB",
     "HeaderOpsSpec",
-    "IntrospectionSpec",
-    "JweSpec",
-    "JwtIssuerSpec",
-    "JwtSpec",
+    "HealthCheckSpec",
+    "ListenerSpec",
     "MiB",
-    "MtlsSpec",
-    "NetworkSpec",
-    "RateLimitSpec",
-    "RequirementSpec",
-    "RouteJwtSpec",
     "SecretSpec",
+    "TlsSpec",
+    "UpstreamSpec",
+    "UpstreamTlsSpec",
     "doc",
 ]
 
@@ -244,34 +170,6 @@ class Http2Spec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CertificateSpec:
-    cert: str = doc("PEM certificate chain file (relative paths are relative to the config file)", ...)
-    key: str = doc("PEM private key file; should not be readable by group or others", ...)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TlsSpec:
-    certificates: tuple[CertificateSpec, ...] = doc(
-        "{ cert, key } pairs; chosen by SNI, the first is the default", ...
-    )
-    profile: Literal["intermediate", "modern"] = doc(
-        "Mozilla profile: TLS 1.2+1.3 AEAD, or TLS 1.3 only", "intermediate"
-    )
-    client_auth: Literal["none", "optional", "required"] = doc("ask clients for a certificate (mTLS)", "none")
-    client_ca: str | None = doc("PEM bundle of CAs that client certificates must chain to", None)
-    crl: str | None = doc("PEM certificate revocation list checked for client certificates", None)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ListenerSpec:
-    bind: str = doc("address:port to listen on, e.g. 127.0.0.1:8080 or [::1]:8080", ...)
-    name: str = doc("listener name used in logs", "public")
-    proxy_protocol: bool = doc("require a PROXY protocol v1/v2 header on every connection", False)
-    backlog: int = doc("listen(2) backlog", 2048, most=BACKLOG_MAX)
-    tls: TlsSpec | None = doc("terminate TLS on this listener (a table, see listeners.tls)", None)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class AccessLogSpec:
     target: str = doc("where JSON lines go: 'stdout', 'off' or a file path", "stdout")
     include_query: bool = doc("log the query string (values of redact_query names are masked)", False)
@@ -296,70 +194,6 @@ class AccessLogSpec:
     max_pending: int = doc(
         "records buffered before new ones are dropped (and counted)", 65536, most=LOG_PENDING_MAX
     )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class UpstreamTlsSpec:
-    verify: bool = doc("verify the upstream's certificate and host name (false: fastgw check warns)", True)
-    ca: str | None = doc("PEM bundle of CAs to trust instead of the system store", None)
-    sni: str | None = doc("server name to send and verify (default: the target's host)", None)
-    cert: str | None = doc("client certificate (PEM) to present to the upstream", None)
-    key: str | None = doc("key of the client certificate", None)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HealthCheckSpec:
-    path: str = doc("path probed with GET on every target", "/")
-    interval: float = doc("seconds between probes of a target", 5.0, most=SECONDS_MAX)
-    timeout: float = doc("seconds a probe may take (connect + response head)", 2.0, most=SECONDS_MAX)
-    healthy_threshold: int = doc("consecutive successes that bring a target back", 2, most=PROBES_MAX)
-    unhealthy_threshold: int = doc("consecutive failures that take a target out", 3, most=PROBES_MAX)
-    expect_status: str = doc("status range that counts as healthy, e.g. '200-299'", "200-399")
-    host: str | None = doc("Host header of probes (default: the target's host)", None)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class UpstreamSpec:
-    targets: tuple[str, ...] = doc("host:port of each backend", ...)
-    balance: Literal["round_robin", "least_conn"] = doc("how a target is chosen", "round_robin")
-    max_connections: int = doc(
-        "connections per target per worker, connects in flight included", 256, most=PORTS_MAX
-    )
-    max_idle: int = doc("idle keep-alive connections kept per target per worker", 64, most=PORTS_MAX)
-    idle_timeout: float = doc("seconds an idle upstream connection is kept", 30.0, most=SECONDS_MAX)
-    connect_timeout: float = doc("seconds to establish a connection (else 504)", 3.0, most=SECONDS_MAX)
-    first_byte_timeout: float | None = doc(
-        "seconds from the end of the request body to the first response byte (else 504); default:"
-        " read_timeout. The clock starts only once the client's whole body was sent on: a slow upload is"
-        " the client's stall (server.body_timeout), never the upstream's",
-        None,
-        most=SECONDS_MAX,
-    )
-    read_timeout: float = doc(
-        "seconds without a response byte once the response has begun (else 504, or a reset if bytes"
-        " already reached the client); also the first-byte wait unless first_byte_timeout is set",
-        30.0,
-        most=SECONDS_MAX,
-    )
-    queue_timeout: float = doc(
-        "seconds a request waits for a free connection at the limit (else 503)", 5.0, most=SECONDS_MAX
-    )
-    max_failures: int = doc("consecutive failures that eject a target (passive health)", 3, most=COUNT_MAX)
-    eject_seconds: float = doc("seconds an ejected target is skipped", 10.0, most=SECONDS_MAX)
-    retry: bool = doc("retry idempotent requests once when a reused connection was closed", True)
-    dns_ttl: float = doc(
-        "seconds a target host name's addresses are used before it is resolved again", 30.0, most=SECONDS_MAX
-    )
-    retry_budget: float = doc(
-        "retries allowed per worker as a fraction of requests (10 s windows)", 0.2, most=FRACTION_MAX
-    )
-    retry_min: int = doc(
-        "retries always allowed per worker per 10 s window, whatever the budget", 10, most=COUNT_MAX
-    )
-    health_check: HealthCheckSpec | None = doc(
-        "active health checks (a table, see upstreams.NAME.health_check)", None
-    )
-    tls: UpstreamTlsSpec | None = doc("connect with TLS (a table, see upstreams.NAME.tls)", None)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -449,40 +283,6 @@ class _RouteCore:
     )
     request_headers: HeaderOpsSpec = doc("headers set/removed before forwarding", HeaderOpsSpec())
     response_headers: HeaderOpsSpec = doc("headers set/removed on responses", HeaderOpsSpec())
-    network: NetworkSpec | None = doc("route-level IP rules, applied after the global ones", None)
-    authorize: AuthorizeSpec | None = doc("who may call this route (a table, see routes.authorize)", None)
-    cors: CorsSpec | None = doc("CORS for browser callers (a table, see routes.cors)", None)
-    limits: tuple[RateLimitSpec, ...] = doc("rate limits (tables, see routes.limits); all must pass", ())
-    jwt: RouteJwtSpec | None = doc(
-        "which [jwt.issuers] and audiences an auth = 'jwt' route accepts (a table, see routes.jwt);"
-        " unset: every issuer, if only one is configured",
-        None,
-    )
-
-
-def _policy_field(name: str, spec: type, text: str) -> tuple[str, Any, Any]:
-    """A route key for a policy's own section: optional, documented by the policy."""
-    return name, spec | None, doc(f"{text} (a table, see routes.{name})", None)
-
-
-if TYPE_CHECKING:
-    RouteSpec = _RouteCore
-else:
-    # The [[routes]] table: its own keys and one table per policy that declares a route section, so a
-    # new policy is its module and its registry line (policy/registry.py), not an edit here.
-    RouteSpec = make_dataclass(
-        "RouteSpec",
-        [
-            _policy_field(entry.route_section, spec, entry.section_doc())
-            for entry in POLICIES
-            if (spec := entry.route_spec) is not None
-        ],
-        bases=(_RouteCore,),
-        frozen=True,
-        slots=True,
-        kw_only=True,
-    )
-    RouteSpec.__module__ = __name__  # for pickling and reprs, as a class written here would have
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -551,30 +351,22 @@ class KeysSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ConfigSpec:
+class _ConfigCore:
+    """The top-level keys that are no policy's; ConfigSpec below adds the sections the registries declare."""
+
     listeners: tuple[ListenerSpec, ...] = doc("[[listeners]] tables: where clients connect", ...)
     routes: tuple[RouteSpec, ...] = doc("[[routes]] tables, matched host -> path -> method", ...)
     upstreams: dict[str, UpstreamSpec] = doc("[upstreams.NAME] tables", {})
     server: ServerSpec = doc("[server] limits and timeouts", ServerSpec())
     http2: Http2Spec = doc("[http2] HTTP/2 settings and abuse limits", Http2Spec())
     access_log: AccessLogSpec = doc("[access_log] settings", AccessLogSpec())
-    network: NetworkSpec = doc("[network] global IP rules", NetworkSpec())
     demo_upstream: DemoUpstreamSpec | None = doc("[demo_upstream]: serve a demo backend in-process", None)
     process: ProcessSpec = doc("[process] supervisor and workers", ProcessSpec())
     state: StateSpec = doc("[state] where fastgw keeps its state", StateSpec())
     admin: AdminSpec | None = doc("[admin] API on its own listener (off unless configured)", None)
     audit: AuditSpec = doc("[audit] the tamper-evident log of admin actions and reloads", AuditSpec())
     keys: KeysSpec | None = doc("[keys] how API keys are stored (needed by auth = 'api_key')", None)
-    api_key: ApiKeySpec = doc("[api_key] the API key policy of routes with auth = 'api_key'", ApiKeySpec())
     rate_limits: RateLimitsSpec = doc("[rate_limits] the shared counter table", RateLimitsSpec())
-    auth_throttle: AuthThrottleSpec = doc(
-        "[auth_throttle] repeated authentication failures, per worker", AuthThrottleSpec()
-    )
-    introspection: IntrospectionSpec | None = doc(
-        "[introspection] OAuth2 token introspection (needed by auth = 'introspection')", None
-    )
-    mtls: MtlsSpec | None = doc("[mtls] client certificates as consumers (needed by auth = 'mtls')", None)
-    jwt: JwtSpec | None = doc("[jwt] bearer token issuers (needed by auth = 'jwt')", None)
     security_headers: SecurityHeadersSpec = doc(
         "[security_headers] added to every proxied response", SecurityHeadersSpec()
     )
@@ -582,3 +374,60 @@ class ConfigSpec:
         "[identity_headers] who the caller is, told to the upstream; client copies are always removed",
         IdentityHeadersSpec(),
     )
+
+
+def _registry_sections() -> list[tuple[str, Any, Any]]:
+    """The top-level keys the registries declare: policies' (policy/registry.py) and handler kinds'
+    (handlers/registry.py). A key declared twice, or one the schema has, is a programming error."""
+    sections = [entry.schema.field(entry.section) for entry in POLICIES if entry.schema is not None]
+    sections += [kind.section.field(kind.section_key) for kind in KINDS.values() if kind.section]
+    names = [name for name, _, _ in sections] + [f.name for f in fields(_ConfigCore)]
+    if len(names) != len(set(names)):
+        raise ValueError(f"a top-level config key is declared twice: {sorted(names)}")
+    return sections
+
+
+def build_config_spec() -> type:
+    """The top-level table: its own keys and one key per section a registry entry declares, so a new
+    policy is its module and its registry line, not an edit here. Called once below; a test that
+    registers its own entry calls it again (and puts the result in place of ``ConfigSpec``)."""
+    cls = make_dataclass(
+        "ConfigSpec", _registry_sections(), bases=(_ConfigCore,), frozen=True, slots=True, kw_only=True
+    )
+    cls.__module__ = __name__  # for pickling and reprs, as a class written here would have
+    return cls
+
+
+if TYPE_CHECKING:
+    RouteSpec = _RouteCore
+    ConfigSpec = _ConfigCore
+else:
+    # The [[routes]] table: its own keys and one table per policy that declares a route section.
+    RouteSpec = make_dataclass(
+        "RouteSpec",
+        [
+            entry.route_schema.field(entry.route_section)
+            for entry in POLICIES
+            if entry.route_schema is not None
+        ],
+        bases=(_RouteCore,),
+        frozen=True,
+        slots=True,
+        kw_only=True,
+    )
+    RouteSpec.__module__ = __name__
+    ConfigSpec = build_config_spec()
+
+# Every table the registries declare is named here too, as when the schema listed them: callers keep
+# ``schema.JwtSpec``, and the checks over the schema's specs (maxima, the reference) see them all.
+globals().update(
+    {
+        spec.__name__: spec
+        for section in (
+            *(s for entry in POLICIES for s in (entry.schema, entry.route_schema)),
+            *(kind.section for kind in KINDS.values()),
+        )
+        if section is not None
+        for _, spec, _ in section.tables
+    }
+)

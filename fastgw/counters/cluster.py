@@ -311,4 +311,8 @@ class ClusterHolder:
             self.current = counts
 
 
+# The worker's cluster participant. Process-global on purpose: one Redis connection and one flush Task
+# per worker, kept across reloads (reconfigured only when [rate_limits.redis] changes: worker.py), and
+# read on the request path by every snapshot's limits and by the metrics sink. Not injected through the
+# compile context: it is started and stopped with the worker's event loop, not with a compile.
 CLUSTER: Final = ClusterHolder()

@@ -109,4 +109,8 @@ class QuotaBook:
         self.base = {(int(h), int(p)): int(n) for h, p, n in entries}
 
 
+# The worker's quota book. Process-global on purpose: a per-worker singleton fed by the control link
+# (the bases from the store, process/control_link.py) and flushed to it, whose counts must outlive
+# reloads; the control process keeps its own for the periods it reports. Not injected through the compile
+# context: no compile creates or replaces it.
 QUOTAS: Final = QuotaBook()

@@ -295,4 +295,8 @@ class CounterTable:
         cells[index + 2] += 1
 
 
+# The worker's view of the node's shared-memory counter table. Process-global on purpose: the table is
+# mapped once per worker at start (its size needs a restart) and its counts must outlive reloads, so
+# every snapshot's limits count in the same cells. A compile may bring its own table instead
+# (CompileContext.counters): a test counts apart from the process's.
 COUNTERS: Final = CounterTable()

@@ -1,4 +1,11 @@
-"""What a handler kind gives the config compiler: the spec of its ``handler`` table and a compile."""
+"""What a handler kind gives the config compiler: the spec of its ``handler`` table and a compile, and
+optionally a top-level section of its own (issue 22: ``[llm]`` providers and models for kind = "llm").
+
+A kind compiles against the config's own ``CompileContext`` (config/context.py), the one policies get:
+errors with key paths, relative paths, secrets, clocks, and the route being compiled (``route_name``,
+``route_max_body_bytes``). Its section, if any, is compiled once per config before any route, and the
+result waits in ``ctx.sections[section_key]`` for the kind's routes.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from fastgw.config.context import CompileContext
+from fastgw.config.fields import Section
 from fastgw.exchange import Exchange
 from fastgw.handler_api import Handler
+
+__all__ = ["CompileContext", "CompileError", "HandlerKind"]  # CompileContext: kinds import it from here
 
 
 class CompileError(Exception):
@@ -20,19 +31,19 @@ class CompileError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class CompileContext:
-    """What a kind's compile may know of its route."""
-
-    route: str  # the route's name
-    max_body_bytes: int  # the route's body bound: what a handler can be given at most
-
-
-@dataclass(frozen=True, slots=True)
 class HandlerKind:
-    """One registered kind: ``spec`` is a frozen dataclass of ``doc()`` fields (config/schema.py) read
+    """One registered kind: ``spec`` is a frozen dataclass of ``doc()`` fields (config/fields.py) read
     from the route's ``handler`` table; ``compile`` turns it into the route's Handler or raises
-    CompileError naming the field."""
+    CompileError naming the field.
+
+    ``section`` (with its top-level key ``section_key``) adds a table to ConfigSpec and the reference;
+    ``compile_section`` (optional: else routes get the spec) turns it into what the kind's routes share
+    (providers, models), raising ConfigError via ``ctx.error`` with the key path. It runs once per
+    config, whether or not a route uses the kind, so a broken section is refused without any route."""
 
     summary: str  # one line for the configuration reference
     spec: type[Any]
     compile: Callable[[Any, CompileContext], Handler[Exchange]]
+    section_key: str = ""
+    section: Section | None = None
+    compile_section: Callable[[Any, CompileContext], Any] | None = None

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from fastgw.config.context import TOKEN, CompileContext
-from fastgw.config.fields import doc
+from fastgw.config.fields import Section, doc
 from fastgw.policy.api_key import ApiKeyAuth
 from fastgw.policy.identity import IDENTITIES
 
@@ -44,3 +44,12 @@ def compile(spec: ApiKeySpec, ctx: CompileContext) -> None:
     )
     ctx.auth["api_key"] = policy
     ctx.credential_headers["api_key"] = policy.headers  # the credential never reaches the upstream
+
+
+# [api_key] in the schema and the reference (policy/registry.py declares it).
+SECTION = Section(
+    ApiKeySpec,
+    "[api_key] the API key policy of routes with auth = 'api_key'",
+    "always",
+    (("[api_key]", ApiKeySpec, "The API key policy (routes with auth = 'api_key')."),),
+)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Final
 
 from fastgw.config.context import TOKEN, CompileContext
-from fastgw.config.fields import PREFLIGHT_AGE_MAX, doc
+from fastgw.config.fields import PREFLIGHT_AGE_MAX, Section, doc
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Phase
 
@@ -39,6 +39,9 @@ SAFELISTED_HEADERS: Final = frozenset({b"accept", b"accept-language", b"content-
 
 class Cors:
     PHASE: ClassVar[Phase] = Phase.PREFLIGHT
+    # Methods the route must receive even where its ``methods`` leave them out (the compiler's router
+    # adds them): a preflight must reach this policy to be answered.
+    ROUTE_METHODS: ClassVar[tuple[str, ...]] = ("OPTIONS",)
 
     def __init__(
         self,
@@ -146,3 +149,12 @@ def compile_route(spec: CorsSpec | None, ctx: CompileContext) -> tuple[Cors, ...
             spec.max_age,
         ),
     )
+
+
+# routes.cors in the schema and the reference (policy/registry.py declares it).
+ROUTE_SECTION = Section(
+    CorsSpec,
+    "CORS for browser callers (a table, see routes.cors)",
+    "optional",
+    (("routes.cors", CorsSpec, "CORS: preflights answered before authentication."),),
+)

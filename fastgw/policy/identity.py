@@ -93,4 +93,7 @@ class IdentityCache:
         return None
 
 
+# The worker's API key identities. Process-global on purpose: the control link feeds it (consumers and
+# keys added, revoked) independently of reloads, and every snapshot's api_key policy reads the same one.
+# A compile may bring its own (CompileContext.identities): a test resolves keys without a control link.
 IDENTITIES: Final = IdentityCache()

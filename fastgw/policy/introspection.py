@@ -32,14 +32,22 @@ import h11
 import orjson
 
 from fastgw.config.context import CompileContext
-from fastgw.config.fields import CACHE_MAX, HEAD_MAX, INTROSPECTION_CALLS_MAX, SECONDS_MAX, SecretSpec, doc
+from fastgw.config.fields import (
+    CACHE_MAX,
+    HEAD_MAX,
+    INTROSPECTION_CALLS_MAX,
+    SECONDS_MAX,
+    SecretSpec,
+    Section,
+    doc,
+)
 from fastgw.exchange import Exchange
 from fastgw.policy.api_key import BEARER_DUPLICATE, BEARER_OK, REALM, bearer_denials, bearer_token
 from fastgw.policy.chain import Denial, Pending, Phase
 from fastgw.policy.http_client import Endpoint, request
 from fastgw.policy.jwks import is_loopback
 from fastgw.policy.rbac import Principal
-from fastgw.policy.throttle import FAILURES, ThrottleSettings, after_failure, throttled
+from fastgw.policy.throttle import ThrottleSettings, after_failure, throttled
 from fastgw.secret_refs import resolve_secret
 
 
@@ -181,7 +189,7 @@ class IntrospectionAuth:
         ip = ex.client_ip
         unsettled = self._unsettled
         if settings is not None and (
-            FAILURES.recent(ip, now, settings.window) + unsettled.get(ip, 0) >= settings.block_after
+            settings.failures.recent(ip, now, settings.window) + unsettled.get(ip, 0) >= settings.block_after
         ):
             return UNSETTLED
         # Registered now, not when the Task starts: requests parsed in the same read must see this call.
@@ -323,3 +331,12 @@ def compile(spec: IntrospectionSpec | None, ctx: CompileContext) -> None:
         clock=ctx.clock,
     )
     ctx.credential_headers["introspection"] = frozenset({b"authorization"})
+
+
+# [introspection] in the schema and the reference (policy/registry.py declares it).
+SECTION = Section(
+    IntrospectionSpec,
+    "[introspection] OAuth2 token introspection (needed by auth = 'introspection')",
+    "optional",
+    (("[introspection]", IntrospectionSpec, "OAuth2 introspection (routes with auth = 'introspection')."),),
+)

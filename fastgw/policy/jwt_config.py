@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from fastgw.config.context import CompileContext
-from fastgw.config.fields import CACHE_MAX, HEAD_MAX, SECONDS_MAX, SecretSpec, doc
+from fastgw.config.fields import CACHE_MAX, HEAD_MAX, SECONDS_MAX, SecretSpec, Section, doc
 from fastgw.config.jwt_keys import issuer_keys
 from fastgw.policy.http_client import Endpoint
 from fastgw.policy.jwks import RemoteJwks, is_loopback
@@ -284,3 +284,30 @@ def _remote_jwks(
         allow_insecure_http=it.allow_insecure_http,
         saved_file=os.path.join(state_dir, "jwks", f"{digest}.json"),
     )
+
+
+# [jwt] and routes.jwt in the schema and the reference (policy/registry.py declares them).
+SECTION = Section(
+    JwtSpec,
+    "[jwt] bearer token issuers (needed by auth = 'jwt')",
+    "optional",
+    (
+        ("[jwt]", JwtSpec, "JWT bearer tokens (routes with auth = 'jwt')."),
+        ("jwt.jwe", JweSpec, "Nested JWE tokens, decrypted with joserfc before verification."),
+        ("jwt.issuers.NAME", JwtIssuerSpec, "One token issuer: its keys, algorithms and claims."),
+    ),
+)
+ROUTE_SECTION = Section(
+    RouteJwtSpec,
+    "which [jwt.issuers] and audiences an auth = 'jwt' route accepts (a table, see routes.jwt);"
+    " unset: every issuer, if only one is configured",
+    "optional",
+    (
+        (
+            "routes.jwt",
+            RouteJwtSpec,
+            "Which JWT issuers and audiences an auth = 'jwt' route accepts; required once several issuers"
+            " are configured.",
+        ),
+    ),
+)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from fastgw.config.context import CompileContext
-from fastgw.config.fields import doc
+from fastgw.config.fields import Section, doc
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Phase
 from fastgw.policy.rbac import Principal
@@ -119,3 +119,15 @@ def compile(spec: MtlsSpec | None, ctx: CompileContext) -> None:
         raise ctx.error("mtls", "no listener asks for client certificates (listeners.tls.client_auth)")
     shadow = spec.mode == "shadow"
     ctx.auth["mtls"] = MtlsAuth("mtls", tables["sha256"], tables["san"], tables["subject"], shadow)
+
+
+# [mtls] in the schema and the reference (policy/registry.py declares it).
+SECTION = Section(
+    MtlsSpec,
+    "[mtls] client certificates as consumers (needed by auth = 'mtls')",
+    "optional",
+    (
+        ("[mtls]", MtlsSpec, "Client certificates as consumers (routes with auth = 'mtls')."),
+        ("mtls.consumers", CertConsumerSpec, "Certificate -> consumer (one of sha256, san, subject)."),
+    ),
+)

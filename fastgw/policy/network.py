@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Final, Literal
 
 from fastgw.config.context import CompileContext
-from fastgw.config.fields import doc
+from fastgw.config.fields import Section, doc
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Phase
 from fastgw.snapshot import IPNetwork
@@ -133,3 +133,18 @@ def compile_route(spec: NetworkSpec | None, ctx: CompileContext) -> tuple[Networ
         return ()
     route_rules = rules(ctx, f"{ctx.route_key}.network", spec, "route_network")
     return () if route_rules is None else (route_rules,)
+
+
+# [network] and routes.network in the schema and the reference (policy/registry.py declares them).
+SECTION = Section(
+    NetworkSpec,
+    "[network] global IP rules",
+    "always",
+    (("[network]", NetworkSpec, "Global IP rules, the first policy of every route."),),
+)
+ROUTE_SECTION = Section(
+    NetworkSpec,
+    "route-level IP rules, applied after the global ones",
+    "optional",
+    (("routes.network", NetworkSpec, "Route-level IP rules, applied after the global ones (same keys)."),),
+)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from fastgw.config.context import TOKEN, CompileContext
-from fastgw.config.fields import CONCURRENCY_MAX, QUEUE_MAX, REQUESTS_MAX, WAIT_MAX, WINDOW_MAX, doc
+from fastgw.config.fields import CONCURRENCY_MAX, QUEUE_MAX, REQUESTS_MAX, WAIT_MAX, WINDOW_MAX, Section, doc
 from fastgw.counters.table import COUNTERS
 from fastgw.policy.rate_limit import LimitSpec, RateLimit
 
@@ -94,3 +94,19 @@ def compile_route(specs: tuple[RateLimitSpec, ...], ctx: CompileContext) -> tupl
         )
     counters = COUNTERS if ctx.counters is None else ctx.counters
     return (RateLimit("rate_limit", tuple(limits), counters),)
+
+
+# routes.limits in the schema and the reference (policy/registry.py declares it).
+ROUTE_SECTION = Section(
+    RateLimitSpec,
+    "rate limits (tables, see routes.limits); all must pass",
+    "array",
+    (
+        (
+            "routes.limits",
+            RateLimitSpec,
+            "Rate limits (sliding window or GCRA), concurrency limits and throttling, node-wide across"
+            " workers.",
+        ),
+    ),
+)

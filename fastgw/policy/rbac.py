@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal, Protocol
 
 from fastgw.config.context import TOKEN, CompileContext
-from fastgw.config.fields import doc
+from fastgw.config.fields import Section, doc
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Phase
 
@@ -160,3 +160,15 @@ def compile_route(spec: AuthorizeSpec | None, ctx: CompileContext) -> tuple[Auth
             raise ctx.error(f"{key}.methods.{method}", "must be an upper-case method name")
         per_method[method.encode()] = build(f"{key}.methods.{method}", req)
     return (Authorize("authorize", default, per_method, spec.mode == "shadow"),)
+
+
+# routes.authorize in the schema and the reference (policy/registry.py declares it).
+ROUTE_SECTION = Section(
+    AuthorizeSpec,
+    "who may call this route (a table, see routes.authorize)",
+    "optional",
+    (
+        ("routes.authorize", AuthorizeSpec, "Who may call a route: scopes, roles, teams, per method."),
+        ("routes.authorize.methods.METHOD", RequirementSpec, "One method's own requirement."),
+    ),
+)

@@ -4,7 +4,8 @@
 put in ``ctx.auth`` for routes to pick); ``compile_route(section, ctx)`` returns the policies a route
 runs. Order matters only here: [auth_throttle] before the auth schemes that share it, auth before
 ``authorize`` (which needs the route's schemes). Run order at request time is the policies' PHASE,
-not this table's. Adding a policy: its own module with one or both functions, and one line below.
+not this table's. Adding a policy: its own module with one or both functions (and the Section of each
+table it reads, for the schema and the reference), and one line below.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from fastgw.config.context import CompileContext
+from fastgw.config.fields import Section
 from fastgw.policy import (
     api_key_config,
     auth_choice,
@@ -36,33 +38,60 @@ RouteCompile = Callable[[Any, CompileContext], tuple[Any, ...]]
 class Entry:
     """One policy: the config key of its top-level section and the function compiling it, the route
     key of its per-route section ("" = the whole route table) and the function giving the route's
-    policies. Either pair may be absent."""
+    policies. Either pair may be absent.
+
+    ``schema`` and ``route_schema`` are the tables the policy declares itself (config/fields.py
+    Section): config/schema.py adds them to ConfigSpec as ``section`` and to RouteSpec as
+    ``route_section``, and the reference shows their tables, so the schema names no policy."""
 
     name: str
     section: str = ""
     compile: ConfigCompile | None = None
     route_section: str = ""
     compile_route: RouteCompile | None = None
-    # A route section the policy declares itself: its spec class becomes the routes.<route_section> key
-    # of the schema (config/schema.py adds it to RouteSpec) and a table of the reference, under ``doc``.
-    route_spec: type | None = None
-    doc: str = ""  # "" : the spec class's docstring
-
-    def section_doc(self) -> str:
-        """What the reference says of the route section: ``doc``, else the spec's docstring."""
-        return self.doc or " ".join((self.route_spec.__doc__ or "").split())
+    schema: Section | None = None
+    route_schema: Section | None = None
 
 
 POLICIES: Final[tuple[Entry, ...]] = (
-    Entry("auth_throttle", "auth_throttle", throttle_config.compile),
-    Entry("api_key", "api_key", api_key_config.compile),
-    Entry("jwt", "jwt", jwt_config.compile),
-    Entry("mtls", "mtls", mtls.compile),
-    Entry("introspection", "introspection", introspection.compile),
+    Entry("auth_throttle", "auth_throttle", throttle_config.compile, schema=throttle_config.SECTION),
+    Entry("api_key", "api_key", api_key_config.compile, schema=api_key_config.SECTION),
+    Entry(
+        "jwt",
+        "jwt",
+        jwt_config.compile,
+        "jwt",  # read by the auth policy (auth_choice), which compiles the route's schemes
+        schema=jwt_config.SECTION,
+        route_schema=jwt_config.ROUTE_SECTION,
+    ),
+    Entry("mtls", "mtls", mtls.compile, schema=mtls.SECTION),
+    Entry("introspection", "introspection", introspection.compile, schema=introspection.SECTION),
     Entry("auth", "", None, "", auth_choice.compile_route),
-    Entry("cors", "", None, "cors", cors.compile_route),
-    Entry("authorize", "", None, "authorize", rbac.compile_route),
-    Entry("rate_limit", "", None, "limits", rate_limit_config.compile_route),
-    Entry("network", "network", network.compile, "network", network.compile_route),
-    Entry("request_size", "", None, "request_size", request_size.compile_route, request_size.RequestSizeSpec),
+    Entry("cors", "", None, "cors", cors.compile_route, route_schema=cors.ROUTE_SECTION),
+    Entry("authorize", "", None, "authorize", rbac.compile_route, route_schema=rbac.ROUTE_SECTION),
+    Entry(
+        "rate_limit",
+        "",
+        None,
+        "limits",
+        rate_limit_config.compile_route,
+        route_schema=rate_limit_config.ROUTE_SECTION,
+    ),
+    Entry(
+        "network",
+        "network",
+        network.compile,
+        "network",
+        network.compile_route,
+        schema=network.SECTION,
+        route_schema=network.ROUTE_SECTION,
+    ),
+    Entry(
+        "request_size",
+        "",
+        None,
+        "request_size",
+        request_size.compile_route,
+        route_schema=request_size.ROUTE_SECTION,
+    ),
 )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Final
 
 from fastgw.config.context import CompileContext
-from fastgw.config.fields import GiB, doc
+from fastgw.config.fields import GiB, Section, doc
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Phase
 
@@ -70,3 +70,18 @@ def compile_route(spec: RequestSizeSpec | None, ctx: CompileContext) -> tuple[Re
         raise ctx.error(f"{ctx.route_key}.request_size.max_body_bytes", "must not be negative")
     ctx.route_body_limit = spec.max_body_bytes
     return (RequireLength("request_size"),) if spec.require_content_length else ()
+
+
+# routes.request_size in the schema and the reference (policy/registry.py declares it).
+ROUTE_SECTION = Section(
+    RequestSizeSpec,
+    "A route's own body limit: 413 before the upstream sees the body. (a table, see routes.request_size)",
+    "optional",
+    (
+        (
+            "routes.request_size",
+            RequestSizeSpec,
+            "A route's own body limit: 413 before the upstream sees the body.",
+        ),
+    ),
+)

@@ -7,7 +7,7 @@ is refused with 429 and ``Retry-After`` for ``block_seconds``, before any verifi
 A missing credential is not a failure (browsers and probes send none); a wrong one is. Counts live in the
 worker and survive reloads; with N workers a client can fail up to N times the threshold at most.
 
-The success path costs one truthiness test while nothing is blocked.
+The success path costs one attribute load and one truthiness test while nothing is blocked.
 
 Memory: both tables are keyed by client input (addresses, key prefixes), so they are kept in time order
 (a key whose window restarts moves to the end) and expired entries are dropped from the front as failures
@@ -32,15 +32,6 @@ from fastgw.policy.chain import Denial, Pending
 # a tuple, a dict slot), so at most ~25 MiB under a spray of distinct failing clients within one window.
 MAX_TRACKED: Final = 100_000
 PRUNE_STEP: Final = 4  # expired entries dropped per failure: more than one, so pruning outpaces inserts
-
-
-@dataclass(frozen=True, slots=True)
-class ThrottleSettings:
-    window: float
-    slow_after: int
-    delay: float
-    block_after: int
-    block_seconds: float
 
 
 class FailureState:
@@ -115,7 +106,23 @@ class FailureState:
             del blocked[first]
 
 
+# The worker's failure counts. Process-global on purpose: they must outlive reloads (a client blocked
+# before a reload stays blocked after it), and each worker counts its own clients (no cross-worker state).
+# A compile may put another table in the settings (CompileContext.failures): a test counts apart.
 FAILURES: Final = FailureState()
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottleSettings:
+    window: float
+    slow_after: int
+    delay: float
+    block_after: int
+    block_seconds: float
+    # Where failures are counted and what time it is: the worker's table and the wall clock, unless the
+    # compile context brought its own (config/context.py), so a test ages a block without sleeping.
+    failures: FailureState = FAILURES
+    clock: Callable[[], float] = time.time
 
 
 def answer_later(denial: Denial, seconds: float) -> Pending:
@@ -140,8 +147,8 @@ def throttled(
     missing or duplicate one (``uncounted``), a Pending, or a policy without throttling returns its outcome
     as it is.
     """
-    if FAILURES.blocked and settings is not None:
-        refusal = FAILURES.refusal((ex.client_ip,), time.time())
+    if settings is not None and settings.failures.blocked:
+        refusal = settings.failures.refusal((ex.client_ip,), settings.clock())
         if refusal is not None:
             return refusal
     outcome = check(ex)
@@ -154,10 +161,11 @@ def after_failure(
     ex: Exchange, outcome: Denial, settings: ThrottleSettings, extra: tuple[str, ...] = ()
 ) -> Denial | Pending:
     """Count a failed credential; answer it late once slowed, or refuse a key prefix already blocked."""
-    now = time.time()
-    if extra and FAILURES.blocked:
-        refusal = FAILURES.refusal(extra, now)
+    now = settings.clock()
+    failures = settings.failures
+    if extra and failures.blocked:
+        refusal = failures.refusal(extra, now)
         if refusal is not None:
             return refusal
-    delay = FAILURES.failed((ex.client_ip, *extra), now, settings)
+    delay = failures.failed((ex.client_ip, *extra), now, settings)
     return answer_later(outcome, delay) if delay else outcome

@@ -4,10 +4,11 @@ module). The settings go in ``ctx.throttle`` for the auth sections compiled afte
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from fastgw.config.context import CompileContext
-from fastgw.config.fields import COUNT_MAX, SECONDS_MAX, WAIT_MAX, doc
+from fastgw.config.fields import COUNT_MAX, SECONDS_MAX, WAIT_MAX, Section, doc
 from fastgw.policy.throttle import ThrottleSettings
 
 
@@ -37,10 +38,30 @@ def compile(spec: AuthThrottleSpec, ctx: CompileContext) -> None:
         raise ctx.error("auth_throttle.delay", "must not be negative")
     if spec.block_after <= spec.slow_after:
         raise ctx.error("auth_throttle.block_after", "must be greater than slow_after")
-    ctx.throttle = ThrottleSettings(
+    settings = ThrottleSettings(
         window=spec.window,
         slow_after=spec.slow_after,
         delay=spec.delay,
         block_after=spec.block_after,
         block_seconds=spec.block_seconds,
     )
+    if ctx.failures is not None:
+        # A context's own failure table goes with its clock (a test ages blocks without sleeping); the
+        # worker's table keeps wall time: its entries outlive this compile and must share one time base.
+        settings = dataclasses.replace(settings, failures=ctx.failures, clock=ctx.clock)
+    ctx.throttle = settings
+
+
+# [auth_throttle] in the schema and the reference (policy/registry.py declares it).
+SECTION = Section(
+    AuthThrottleSpec,
+    "[auth_throttle] repeated authentication failures, per worker",
+    "always",
+    (
+        (
+            "[auth_throttle]",
+            AuthThrottleSpec,
+            "Clients that keep failing authentication: slowed, then refused.",
+        ),
+    ),
+)
