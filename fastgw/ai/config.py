@@ -119,7 +119,7 @@ def _auth_headers(kind: str, key: str, options: dict[str, str]) -> tuple[tuple[b
     return ((b"authorization", b"Bearer " + key.encode()),)
 
 
-def compile_llm(spec: LlmSpec, ctx: CompileContext, upstreams: set[str]) -> LlmConfig:
+def compile_llm(spec: LlmSpec, ctx: CompileContext) -> LlmConfig:
     providers: dict[str, Provider] = {}
     for i, p in enumerate(spec.providers):
         key = f"llm.providers[{i}]"
@@ -131,7 +131,7 @@ def compile_llm(spec: LlmSpec, ctx: CompileContext, upstreams: set[str]) -> LlmC
             raise ctx.error(f"{key}.name", f"a provider named {p.name!r} is defined twice")
         if p.kind not in PROVIDER_KINDS:
             raise ctx.error(f"{key}.kind", f"{p.kind!r} is not one of {', '.join(PROVIDER_KINDS)}")
-        if p.upstream not in upstreams:
+        if p.upstream not in ctx.upstreams:
             raise ctx.error(f"{key}.upstream", f"no upstream named {p.upstream!r}")
         if p.base_path and (not p.base_path.startswith("/") or p.base_path.endswith("/")):
             raise ctx.error(f"{key}.base_path", "starts with '/' and does not end with one, e.g. '/v1'")

@@ -214,7 +214,7 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str, context: CompileConte
             )
         )
 
-    upstreams = {name: sections.upstream(ctx, name, u) for name, u in spec.upstreams.items()}
+    upstreams = ctx.upstreams = {name: sections.upstream(ctx, name, u) for name, u in spec.upstreams.items()}
     ctx.keys = sections.keys(ctx, spec.keys) if spec.keys is not None else None
     ctx.positive("rate_limits.capacity", spec.rate_limits.capacity)
     ctx.positive("rate_limits.quota_flush", spec.rate_limits.quota_flush)

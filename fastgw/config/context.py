@@ -62,6 +62,7 @@ class CompileContext:
         # Handler kinds' top-level sections, compiled (handlers/kind.py): section key -> what the
         # kind's compile_section returned, for the kind's route compiles to read.
         self.sections: dict[str, Any] = {}
+        self.upstreams: dict[str, Any] = {}  # [upstreams.NAME], compiled: what handler kinds may call
         # The route being compiled (set by begin_route).
         self.route_key = ""
         self.route_name = ""

@@ -10,9 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from typing import Final
 
 import httptools
 import orjson
+
+from fastgw.ai.demo_provider import answer
+from fastgw.codec.serialize import LAST_CHUNK, chunk
+
+# A request body is kept (for the fake LLM provider under /v1/) up to this much: the demo's prompts are
+# small, and an unbounded buffer would let any client fill the gateway process's memory.
+BODY_KEEP: Final = 1024 * 1024
 
 _SHOWN = (
     b"host",
@@ -27,7 +35,7 @@ _SHOWN = (
 
 
 class DemoUpstream(asyncio.Protocol):
-    __slots__ = ("_body", "_headers", "_parser", "_url", "transport")
+    __slots__ = ("_body", "_data", "_headers", "_parser", "_url", "transport")
 
     def __init__(self) -> None:
         self._parser = httptools.HttpRequestParser(self)
@@ -35,6 +43,7 @@ class DemoUpstream(asyncio.Protocol):
         self._url = b""
         self._headers: dict[str, str] = {}
         self._body = 0
+        self._data: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -53,6 +62,7 @@ class DemoUpstream(asyncio.Protocol):
         self._url = b""
         self._headers = {}
         self._body = 0
+        self._data = []
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -63,8 +73,13 @@ class DemoUpstream(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self._body += len(body)
+        if self._body <= BODY_KEEP:
+            self._data.append(body)
 
     def on_message_complete(self) -> None:
+        if self._url.startswith(b"/v1/"):
+            self._answer_llm()
+            return
         doc = {
             "message": "Hello from the fastgw demo upstream",
             "method": self._parser.get_method().decode(),
@@ -80,6 +95,32 @@ class DemoUpstream(asyncio.Protocol):
         )
         if self.transport is not None:
             self.transport.write(head + body)
+            if not keep:
+                self.transport.close()
+
+    def _answer_llm(self) -> None:
+        """The fake LLM provider (fastgw/ai/demo_provider.py): JSON whole, streams chunked per event."""
+        status, content_type, pieces = answer(self._parser.get_method(), self._url, b"".join(self._data))
+        keep = self._parser.should_keep_alive()
+        close = b"" if keep else b"connection: close\r\n"
+        if content_type == b"text/event-stream":
+            head = b"HTTP/1.1 %d OK\r\ncontent-type: %s\r\ntransfer-encoding: chunked\r\n%s\r\n" % (
+                status,
+                content_type,
+                close,
+            )
+            out = head + b"".join(chunk(p) for p in pieces) + LAST_CHUNK
+        else:
+            body = b"".join(pieces)
+            head = b"HTTP/1.1 %d OK\r\ncontent-type: %s\r\ncontent-length: %d\r\n%s\r\n" % (
+                status,
+                content_type,
+                len(body),
+                close,
+            )
+            out = head + body
+        if self.transport is not None:
+            self.transport.write(out)
             if not keep:
                 self.transport.close()
 

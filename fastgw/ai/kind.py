@@ -1,0 +1,59 @@
+"""``kind = "llm"``: the handler kind of the AI gateway and its ``[llm]`` section (one registry line in
+fastgw/handlers/registry.py).
+
+``[llm]`` (providers and models) is compiled once per config (``config.py``); each llm route gets an
+``LlmHandler`` sharing it, with the route's own list of the models it serves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from fastgw.ai.config import LlmConfig, LlmSpec, ModelSpec, ProviderSpec, TargetSpec, compile_llm
+from fastgw.ai.formats.registry import FORMATS
+from fastgw.ai.handler import LlmHandler
+from fastgw.ai.providers.registry import ADAPTERS
+from fastgw.config.fields import Section, doc
+from fastgw.handlers.kind import CompileContext, CompileError, HandlerKind
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LlmRouteSpec:
+    models: tuple[str, ...] = doc(
+        "the public model names this route serves (glob patterns, e.g. ['gpt-4o*']);"
+        " empty: every [[llm.models]]",
+        (),
+    )
+
+
+def _compile_section(spec: LlmSpec | None, ctx: CompileContext) -> LlmConfig | None:
+    return None if spec is None else compile_llm(spec, ctx)
+
+
+def compile_route(spec: LlmRouteSpec, ctx: CompileContext) -> LlmHandler:
+    llm: Any = ctx.sections.get("llm")
+    if llm is None:
+        raise CompileError("models", "an llm route needs an [llm] section with providers and models")
+    return LlmHandler(llm, ADAPTERS, FORMATS, spec.models)
+
+
+SECTION: Final = Section(
+    LlmSpec,
+    "[llm] the AI gateway's providers and models (routes with kind = 'llm')",
+    "optional",
+    (
+        ("[llm]", LlmSpec, "The AI gateway: fallback rules."),
+        ("[[llm.providers]]", ProviderSpec, "An LLM provider account, reached through an [upstreams.NAME]."),
+        ("[[llm.models]]", ModelSpec, "A public model name and where its requests go."),
+        ("[[llm.models]].targets", TargetSpec, "One target of a model."),
+    ),
+)
+
+KIND: Final = HandlerKind(
+    "The AI gateway: OpenAI- and Anthropic-compatible APIs over every [[llm.providers]].",
+    LlmRouteSpec,
+    compile_route,
+    "llm",
+    SECTION,
+    _compile_section,
+)
