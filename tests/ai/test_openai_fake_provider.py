@@ -260,3 +260,18 @@ async def test_a_stall_holds_until_the_client_hangs_up(fake: FakeOpenAI) -> None
     while fake.hangups == 0 and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
     assert fake.hangups == 1
+
+
+@pytest.mark.asyncio
+async def test_a_client_hanging_up_mid_stream_closes_the_provider_connection(fake: FakeOpenAI) -> None:
+    fake.chunk_delay = 0.05  # 7 pieces: 0.35 s of answer
+    reply = await send(fake.port, ADAPTER.chat_request(chat(), target(), True))
+    pieces = reply.pieces()
+    await pieces.__anext__()
+    assert fake.open_connections == 1
+    await pieces.aclose()
+    await reply.close()
+    deadline = time.monotonic() + 5
+    while (fake.open_connections or not fake.hangups) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert (fake.open_connections, fake.hangups) == (0, 1)

@@ -74,15 +74,23 @@ class FakeOpenAI:
         self.models = ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small"]
         self.faults: deque[str] = deque()  # faults for the next requests, in order
         self.first_token_delay = 0.5
+        self.chunk_delay = 0.0  # seconds between streamed pieces: a slow stream to hang up on
         self.retry_after = "1"
         self.requests: list[SeenRequest] = []
         self.answers: list[Answer] = []
-        self.hangups = 0  # answers the client hung up on before the fake finished them
+        # Answers the client hung up on while the fake was still writing or stalled (a short answer may fit
+        # in the socket buffers and count as finished: use chunk_delay or a stall to see a hang-up).
+        self.hangups = 0
         self.port = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+
+    @property
+    def open_connections(self) -> int:
+        """Connections open now: a test polls this to see that the gateway closed its provider connection."""
+        return len(self._writers)
 
     @property
     def base_url(self) -> str:
@@ -335,6 +343,8 @@ class FakeOpenAI:
                     delta = {"content": piece}
                 write(chunk(delta, index=index))
             await writer.drain()
+            if self.chunk_delay:
+                await asyncio.sleep(self.chunk_delay)
         for index in range(n):
             write(chunk({}, finish, index))
         if include_usage and answer.usage:
