@@ -169,6 +169,7 @@ def test_a_blocked_prompt_is_an_empty_filtered_answer() -> None:
         b'{"candidates": "x"}',
         b"{}",
         b'{"candidates": [{"content": {"parts": [{"functionCall": {"args": {}}}]}}]}',
+        b'{"candidates": [{"index": "0", "finishReason": "STOP"}]}',
     ],
 )
 def test_malformed_answers_are_a_502(body: bytes) -> None:

@@ -72,6 +72,6 @@ def send(
                 break
             try:
                 reader.parser.feed_data(data)
-            except httptools.HttpParserCallbackError as exc:  # the callback's own error, as the handler sees it
+            except httptools.HttpParserCallbackError as exc:  # the callback's own error, unwrapped
                 raise (exc.__context__ or exc) from None
     return answer

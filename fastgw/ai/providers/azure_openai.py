@@ -61,7 +61,7 @@ def _malformed(what: str) -> ProviderError:
     )
 
 
-def _object(body: bytes) -> Json:
+def _object(body: bytes | str) -> Json:
     try:
         answer = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -109,7 +109,7 @@ class AzureStreamTranslator:
             if event.data == "[DONE]":
                 self._done = True
                 continue
-            chunk = _object(event.data.encode())
+            chunk = _object(event.data)
             if isinstance(error := chunk.get("error"), dict):
                 raise ProviderError(502, f"azure_openai: {str(error.get('message', 'error'))[:MAX_MESSAGE]}")
             if not isinstance(choices := chunk.get("choices"), list):

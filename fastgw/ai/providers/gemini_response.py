@@ -105,6 +105,13 @@ def split_parts(candidate: Json, calls: _Calls) -> tuple[str | None, str | None,
     return ("".join(texts) if texts else None), ("".join(thoughts) if thoughts else None), tool_calls
 
 
+def candidate_index(candidate: Json, position: int) -> int:
+    index = candidate.get("index", position)
+    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        raise malformed("a candidate's index is not a non-negative integer")
+    return index
+
+
 def finish_reason(candidate: Json, called: bool) -> str | None:
     reason = candidate.get("finishReason")
     if not isinstance(reason, str):
@@ -113,7 +120,7 @@ def finish_reason(candidate: Json, called: bool) -> str | None:
     return "tool_calls" if called and mapped == "stop" else mapped
 
 
-def _decode(body: bytes) -> Json:
+def _decode(body: bytes | str) -> Json:
     try:
         answer = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -150,7 +157,7 @@ def chat_completion(body: bytes, created: int | None = None) -> tuple[Json, Usag
         if tool_calls:
             message["tool_calls"] = tool_calls
         reason = finish_reason(candidate, bool(tool_calls))
-        index = candidate.get("index", position)
+        index = candidate_index(candidate, position)
         choices.append(
             {"index": index, "message": message, "finish_reason": reason or "stop", "logprobs": None}
         )
@@ -222,7 +229,7 @@ class GeminiStreamTranslator:
         return chunks
 
     def _event(self, data: str) -> list[Json]:
-        answer = _decode(data.encode())
+        answer = _decode(data)
         if self._calls is None:
             response_id = answer.get("responseId")
             response_id = response_id if isinstance(response_id, str) else ""
@@ -242,6 +249,7 @@ class GeminiStreamTranslator:
                             "index": 0,
                             "delta": {"role": "assistant", "content": ""},
                             "finish_reason": "content_filter",
+                            "logprobs": None,
                         }
                     )
                 ]
@@ -252,7 +260,7 @@ class GeminiStreamTranslator:
 
     def _candidate(self, position: int, candidate: Json) -> Json:
         assert self._calls is not None
-        index = candidate.get("index", position)
+        index = candidate_index(candidate, position)
         first_call = self._called.get(index, 0)
         text, thoughts, tool_calls = split_parts(candidate, self._calls)
         delta: Json = {}
