@@ -39,26 +39,23 @@ def malformed(what: str) -> ProviderError:
     return ProviderError(502, f"the gemini provider sent a malformed answer: {what}", kind="bad_response")
 
 
+def _count(value: Any) -> int:
+    """A token count as sent, or 0 where it is absent or not a count."""
+    return value if type(value) is int and value >= 0 else 0
+
+
 def usage_of(metadata: Any, usage: Usage) -> None:
     """``usageMetadata`` into ``usage``, exactly: thoughts are reasoning tokens and, as in OpenAI's
     accounting, part of the completion; tool-use prompt tokens are part of the prompt (so the total is
     Gemini's ``totalTokenCount``)."""
     if not isinstance(metadata, dict):
         return
-    counts = {
-        name: value if isinstance(value := metadata.get(name, 0), int) and value >= 0 else 0
-        for name in (
-            "promptTokenCount",
-            "toolUsePromptTokenCount",
-            "candidatesTokenCount",
-            "thoughtsTokenCount",
-            "cachedContentTokenCount",
-        )
-    }
-    usage.prompt_tokens = counts["promptTokenCount"] + counts["toolUsePromptTokenCount"]
-    usage.completion_tokens = counts["candidatesTokenCount"] + counts["thoughtsTokenCount"]
-    usage.cached_tokens = counts["cachedContentTokenCount"]
-    usage.reasoning_tokens = counts["thoughtsTokenCount"]
+    get = metadata.get
+    thoughts = _count(get("thoughtsTokenCount"))
+    usage.prompt_tokens = _count(get("promptTokenCount")) + _count(get("toolUsePromptTokenCount"))
+    usage.completion_tokens = _count(get("candidatesTokenCount")) + thoughts
+    usage.cached_tokens = _count(get("cachedContentTokenCount"))
+    usage.reasoning_tokens = thoughts
     usage.reported = True
 
 
