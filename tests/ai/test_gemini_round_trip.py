@@ -1,6 +1,7 @@
 """Where the Gemini translation must be lossless: a function call the model made, handed to the client
 as a pivot tool call and sent back on the next turn, reaches Gemini with the same arguments and the same
-thought signature; a text conversation keeps every message's text."""
+thought signature; a text conversation keeps every message's text; with ``json_schema = "full"`` a
+schema reaches Gemini exactly as the client wrote it."""
 
 from __future__ import annotations
 
@@ -63,3 +64,20 @@ def test_every_turns_text_reaches_gemini_in_order(turns: list[tuple[str, str]]) 
     assert [(c["role"], c["parts"][0]["text"]) for c in body["contents"]] == [
         ("model" if role == "assistant" else "user", text) for role, text in turns
     ]
+
+
+def test_with_full_json_schema_schemas_go_as_they_are() -> None:
+    schema = {
+        "$defs": {"n": {"type": "integer"}},
+        "type": "object",
+        "properties": {"a": {"$ref": "#/$defs/n"}},
+    }
+    target = ProviderTarget("google", "gemini-2.5-flash", options={"json_schema": "full"})
+    pivot = {
+        "messages": [{"role": "user", "content": "x"}],
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": schema}}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": schema}},
+    }
+    body = orjson.loads(ADAPTER.chat_request(pivot, target, False).body)
+    assert body["tools"] == [{"functionDeclarations": [{"name": "f", "parametersJsonSchema": schema}]}]
+    assert body["generationConfig"] == {"responseMimeType": "application/json", "responseJsonSchema": schema}

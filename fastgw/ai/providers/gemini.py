@@ -11,6 +11,9 @@ Schema), ``gemini_response`` (answers and stream events -> pivot). Target option
 - ``image_urls = "file_data"``: send image URLs as ``fileData`` for the model to fetch (Gemini fetches
   only some URLs), with ``image_url_mime_type`` (default ``image/jpeg``); otherwise an image URL is a
   400 and only base64 (data URL) images are sent, inline;
+- ``json_schema = "full"``: tool parameters and response schemas go as they are, in
+  ``parametersJsonSchema`` / ``responseJsonSchema`` (Gemini 2.5 and later), instead of being translated
+  to the OpenAPI subset of ``parameters`` / ``responseSchema`` (which refuses ``$ref``, ``oneOf``, ...);
 - ``embedding_task_type``: Gemini's ``taskType`` for embeddings (``RETRIEVAL_DOCUMENT``, ...).
 """
 

@@ -195,6 +195,19 @@ def contents(pivot: Json, target: ProviderTarget) -> tuple[list[Json], Json | No
     return out, ({"parts": system} if system else None)
 
 
+def full_json_schema(target: ProviderTarget) -> bool:
+    """The target's option ``json_schema = "full"``: send schemas as they are, in the fields newer Gemini
+    models take full JSON Schema in (``parametersJsonSchema``, ``responseJsonSchema``: ``$ref``,
+    ``oneOf`` and the rest allowed), instead of translating them to the OpenAPI subset."""
+    return target.options.get("json_schema") == "full"
+
+
+def _schema_object(schema: Any, param: str) -> Json:
+    if not isinstance(schema, dict):
+        raise InvalidRequestError("a JSON Schema must be an object", param)
+    return schema
+
+
 def tools(value: Any, target: ProviderTarget) -> list[Json]:
     if not isinstance(value, list):
         raise InvalidRequestError("tools must be an array", "tools")
@@ -211,7 +224,11 @@ def tools(value: Any, target: ProviderTarget) -> list[Json]:
         if isinstance(function.get("description"), str):
             declaration["description"] = function["description"]
         if "parameters" in function:
-            declaration["parameters"] = gemini_schema(function["parameters"], f"{param}.function.parameters")
+            where = f"{param}.function.parameters"
+            if full_json_schema(target):
+                declaration["parametersJsonSchema"] = _schema_object(function["parameters"], where)
+            else:
+                declaration["parameters"] = gemini_schema(function["parameters"], where)
         declarations.append(declaration)
     return [{"functionDeclarations": declarations}] if declarations else []
 
@@ -281,7 +298,7 @@ _GENERATION: Final[dict[str, tuple[str, Callable[[Any], Any]]]] = {
 }
 
 
-def response_format(value: Any, config: Json) -> None:
+def response_format(value: Any, config: Json, target: ProviderTarget) -> None:
     kind = value.get("type") if isinstance(value, dict) else None
     if kind == "text":
         return
@@ -294,7 +311,10 @@ def response_format(value: Any, config: Json) -> None:
             "response_format must be text, json_object or json_schema with a schema", "response_format"
         )
     config["responseMimeType"] = "application/json"
-    config["responseSchema"] = gemini_schema(spec["schema"], "response_format.json_schema.schema")
+    if full_json_schema(target):
+        config["responseJsonSchema"] = spec["schema"]
+    else:
+        config["responseSchema"] = gemini_schema(spec["schema"], "response_format.json_schema.schema")
 
 
 def generate_content_body(pivot: Json, target: ProviderTarget) -> Json:
@@ -315,7 +335,7 @@ def generate_content_body(pivot: Json, target: ProviderTarget) -> Json:
         elif name == "tool_choice":
             body["toolConfig"] = tool_config(value)
         elif name == "response_format":
-            response_format(value, config)
+            response_format(value, config, target)
         elif (name == "parallel_tool_calls" and value is True) or (name == "logprobs" and value is False):
             continue  # what Gemini does anyway (it may always call functions in parallel)
         else:
