@@ -320,6 +320,7 @@ def test_parameters_gemini_cannot_honour_are_refused_unless_dropped(
         ({"messages": [{"role": "system", "content": "only a system prompt"}]}, "messages"),
         ({"messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
         ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+        ({"messages": [{"role": "user", "content": []}]}, "messages[0].content"),
         ({"messages": [{"role": "user", "content": [{"type": "video"}]}]}, "messages[0].content[0]"),
         ({"messages": [{"role": "assistant"}]}, "messages[0]"),
         (

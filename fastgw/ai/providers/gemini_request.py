@@ -107,6 +107,8 @@ def _user_parts(content: Any, param: str, target: ProviderTarget) -> list[Json]:
             parts.append(_data_url(f"data:{mime};base64,{audio['data']}", where))
         else:
             raise InvalidRequestError(f"unknown content part type {kind!r}", where)
+    if not parts:  # Gemini refuses a turn without parts
+        raise InvalidRequestError("a user message needs at least one content part", param)
     return parts
 
 
