@@ -31,11 +31,18 @@ class ClientFormat(Protocol):
         """The client's chat request as a pivot request; InvalidRequestError with the parameter named."""
         ...
 
+    def parse_embeddings(self, body: bytes) -> Json:
+        """An embeddings request (OpenAI's format only; others raise InvalidRequestError)."""
+        ...
+
     def render_response(self, pivot: Json) -> bytes:
         """A pivot ``chat.completion`` (usage included) as the client's response body."""
         ...
 
-    def stream_encoder(self, model: str) -> StreamEncoder: ...
+    def stream_encoder(self, request: Json) -> StreamEncoder:
+        """The encoder of one streamed answer to ``request`` (the pivot request: what it asked for,
+        e.g. OpenAI's ``stream_options.include_usage``)."""
+        ...
 
     def render_error(
         self, status: int, message: str, kind: str, param: str | None, code: str | None

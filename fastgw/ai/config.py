@@ -42,8 +42,8 @@ class ProviderSpec:
     )
     headers: dict[str, str] = doc("more request headers, e.g. { OpenAI-Organization = 'org-...' }", {})
     options: dict[str, str] = doc(
-        "adapter options: api_version (azure_openai), auth = 'bearer' (azure_openai Entra token),"
-        " anthropic_beta",
+        "adapter options: api_version (azure_openai), auth = 'entra' (azure_openai: the key is an Entra"
+        " bearer token), anthropic_beta",
         {},
     )
 
@@ -114,7 +114,7 @@ def _auth_headers(kind: str, key: str, options: dict[str, str]) -> tuple[tuple[b
         return ((b"x-api-key", key.encode()),)
     if kind == "gemini":
         return ((b"x-goog-api-key", key.encode()),)
-    if kind == "azure_openai" and options.get("auth") != "bearer":
+    if kind == "azure_openai" and options.get("auth") != "entra":
         return ((b"api-key", key.encode()),)
     return ((b"authorization", b"Bearer " + key.encode()),)
 

@@ -84,6 +84,8 @@ class LlmHandler:
             await self._fail(out, self.formats["anthropic"], 404, "count_tokens is not served yet", None)
         elif path.endswith("/messages"):
             await self._chat(ex, body, out, upstreams, self.formats["anthropic"], "messages")
+        elif path.endswith("/embeddings"):
+            await self._embeddings(ex, body, out, upstreams)
         elif path.endswith("/models"):
             await self._models(ex, out)
         else:
@@ -109,6 +111,60 @@ class LlmHandler:
                 "data": [{"id": n, "object": "model", "created": 0, "owned_by": "fastgw"} for n in names],
             }
         await _send(out, 200, orjson.dumps(data))
+
+    async def _embeddings(self, ex: Exchange, body: bytes, out: ResponseWriter, upstreams: Upstreams) -> None:
+        """``POST /v1/embeddings``: one target at a time, like chat, without streaming."""
+        fmt = self.formats["openai"]
+        started = time.monotonic()
+        try:
+            pivot = fmt.parse_embeddings(body)
+        except InvalidRequestError as exc:
+            await self._fail(out, fmt, 400, exc.message, exc.param, exc.code)
+            return
+        name = str(pivot.get("model", ""))
+        record = ex.llm = LlmRecord(model=name, endpoint="embeddings")
+        model = self.llm.models.get(name)
+        if model is None or not self.model_allowed(name):
+            message = f"The model '{name}' does not exist or you do not have access to it."
+            await self._fail(out, fmt, 404, message, "model", "model_not_found")
+            return
+        failure: ProviderError | None = None
+        try:
+            for target in plan(model, self.health, time.monotonic(), self.llm.max_attempts, self.rng):
+                record.attempts += 1
+                record.provider, record.provider_model = target.provider.name, target.target.model
+                adapter = self.adapters[target.provider.kind]
+                try:
+                    request = adapter.embeddings_request(pivot, target.target)
+                    reply = await _send_request(upstreams, target, request)
+                    if reply.status >= 400:
+                        raise adapter.error(reply.status, _headers(reply), await _read(reply, ERROR_BODY_MAX))
+                    answer, usage = adapter.embeddings_response(await _read(reply, RESPONSE_MAX, strict=True))
+                except InvalidRequestError as exc:
+                    await self._fail(out, fmt, 400, exc.message, exc.param, exc.code)
+                    return
+                except ProviderError as exc:
+                    failure = exc
+                    if exc.retryable and (
+                        exc.provider_status in self.llm.fallback_on or exc.provider_status == 0
+                    ):
+                        self.health.set_aside(target, time.monotonic(), exc.retry_after)
+                        continue
+                    break
+                answer["model"] = name
+                record.usage = usage
+                body_out = fmt.render_response(answer)
+                out.start(200, (_JSON, _target_field(record), (b"content-length", b"%d" % len(body_out))))
+                await out.write(body_out)
+                await out.end()
+                return
+            record.error = failure.kind if failure is not None else "no_target"
+            if failure is None:
+                await self._fail(out, fmt, 503, f"no provider is available for model '{name}'", None)
+            else:
+                await self._fail(out, fmt, failure.status, failure.message, None, None)
+        finally:
+            record.duration_ms = (time.monotonic() - started) * 1000.0
 
     async def _chat(
         self,
@@ -182,7 +238,7 @@ class LlmHandler:
                 return
             try:
                 if stream:
-                    await self._relay_stream(ex, reply, adapter, target, out, fmt, record, started)
+                    await self._relay_stream(pivot, reply, adapter, out, fmt, record, started)
                 else:
                     await self._relay_whole(reply, adapter, target, model, out, fmt, record)
                 return
@@ -222,17 +278,16 @@ class LlmHandler:
 
     async def _relay_stream(
         self,
-        ex: Exchange,
+        pivot: Json,
         reply: UpstreamReply,
         adapter: Adapter,
-        target: Target,
         out: ResponseWriter,
         fmt: ClientFormat,
         record: LlmRecord,
         started: float,
     ) -> None:
         translator = adapter.chat_stream()
-        encoder = fmt.stream_encoder(record.model)
+        encoder = fmt.stream_encoder(pivot)
         try:
             async for data in reply:
                 chunks = translator.feed(data)

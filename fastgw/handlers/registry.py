@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from fastgw.ai import kind as llm
 from fastgw.handlers import static
 from fastgw.handlers.kind import HandlerKind
 
 KINDS: dict[str, HandlerKind] = {
     "static": static.KIND,
+    "llm": llm.KIND,
 }

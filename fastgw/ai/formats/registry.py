@@ -6,5 +6,8 @@ from __future__ import annotations
 from typing import Final
 
 from fastgw.ai.client_format import ClientFormat
+from fastgw.ai.formats import openai_format
 
-FORMATS: Final[dict[str, ClientFormat]] = {}
+FORMATS: Final[dict[str, ClientFormat]] = {
+    "openai": openai_format.FORMAT,
+}

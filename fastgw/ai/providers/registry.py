@@ -6,5 +6,10 @@ from __future__ import annotations
 from typing import Final
 
 from fastgw.ai.adapter import Adapter
+from fastgw.ai.providers import azure_openai, gemini, openai
 
-ADAPTERS: Final[dict[str, Adapter]] = {}
+ADAPTERS: Final[dict[str, Adapter]] = {
+    "openai": openai.OpenAIAdapter(),
+    "azure_openai": azure_openai.ADAPTER,
+    "gemini": gemini.ADAPTER,
+}
