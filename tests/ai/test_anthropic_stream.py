@@ -271,3 +271,24 @@ def test_overloaded_event_is_retryable() -> None:
         translator.feed(START + error)
     assert caught.value.retryable
     assert caught.value.kind == "overloaded_error"
+
+
+def test_reasoning_refusal_and_redacted_thinking_into_blocks() -> None:
+    chunks = [
+        openai_chunk({"reasoning_content": "thinking..."}),
+        openai_chunk({"thinking_blocks": [{"type": "redacted_thinking", "data": "abc"}]}),
+        openai_chunk({"refusal": "I can't help with that."}),
+        openai_chunk({}, "content_filter"),
+    ]
+    writer = AnthropicStreamWriter()
+    out = b"".join(writer.feed(c) for c in chunks) + writer.end()
+    got = [orjson.loads(e.data) for e in SseParser().feed(out)]
+    starts = [e["content_block"] for e in got if e["type"] == "content_block_start"]
+    assert starts == [
+        {"type": "thinking", "thinking": ""},
+        {"type": "redacted_thinking", "data": "abc"},
+        {"type": "text", "text": ""},
+    ]
+    stops = [e["index"] for e in got if e["type"] == "content_block_stop"]
+    assert stops == [0, 1, 2]
+    assert got[-2]["delta"]["stop_reason"] == "refusal"

@@ -248,3 +248,22 @@ def test_slow_first_token_and_stall_hit_the_read_deadline(fake: FakeAnthropic, t
             while piece := response.read1(65536):
                 chunks += translator.feed(piece)
     assert any(c["choices"] and c["choices"][0]["delta"].get("content") == "Hello!" for c in chunks)
+
+
+def test_plain_http_and_a_wrong_key(fake: FakeAnthropic, tls: ssl.SSLContext) -> None:
+    plain = FakeAnthropic()
+    try:
+        with calling(plain.port, ADAPTER.chat_request(HELLO, TARGET, False)) as (status, _, response):
+            assert status == 200
+            _, usage = ADAPTER.chat_response(response.read())
+        assert usage.completion_tokens == plain.answers[-1].usage["output_tokens"]
+    finally:
+        plain.close()
+    wrong = ProviderTarget("claude", "m", headers=((b"x-api-key", b"sk-ant-wrong"),))
+    with calling(fake.port, ADAPTER.chat_request(HELLO, wrong, False), context=tls) as (
+        status,
+        headers,
+        response,
+    ):
+        error = ADAPTER.error(status, headers, response.read())
+    assert (error.status, error.kind, error.retryable) == (401, "authentication_error", False)
