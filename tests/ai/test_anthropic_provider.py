@@ -79,7 +79,7 @@ def test_openai_documented_chat_request() -> None:
         ],
         "tool_choice": "required",
         "parallel_tool_calls": False,
-        "max_completion_tokens": 300,
+        "max_completion_tokens": 30000,
         "stop": "END",
         "temperature": 0.2,
         "user": "user-1234",
@@ -116,7 +116,7 @@ def test_openai_documented_chat_request() -> None:
         ],
         "tool_choice": {"type": "any", "disable_parallel_tool_use": True},
         "thinking": {"type": "enabled", "budget_tokens": 24576},
-        "max_tokens": 300,
+        "max_tokens": 30000,
         "stop_sequences": ["END"],
         "temperature": 0.2,
         "metadata": {"user_id": "user-1234"},
@@ -337,3 +337,17 @@ def test_capabilities() -> None:
     caps = ADAPTER.capabilities
     assert (caps.tools, caps.vision, caps.count_tokens) == (True, True, True)
     assert (caps.n, caps.logprobs, caps.embeddings, caps.json_schema) == (False, False, False, False)
+
+
+def test_thinking_fits_inside_max_tokens() -> None:
+    hi = [{"role": "user", "content": "hi"}]
+    body = body_of({"messages": hi, "reasoning_effort": "high"})
+    assert (body["thinking"]["budget_tokens"], body["max_tokens"]) == (24576, 24576 + 4096)
+    body = body_of({"messages": hi, "reasoning_effort": "medium", "max_completion_tokens": 5000})
+    assert (body["thinking"]["budget_tokens"], body["max_tokens"]) == (4999, 5000)
+    body = body_of({"messages": hi, "reasoning_effort": "low", "max_tokens": 20000})
+    assert (body["thinking"]["budget_tokens"], body["max_tokens"]) == (1024, 20000)
+    with pytest.raises(InvalidRequestError) as caught:
+        ADAPTER.chat_request({"messages": hi, "reasoning_effort": "low", "max_tokens": 1000}, TARGET, False)
+    assert caught.value.param == "max_tokens"
+    assert "thinking" not in body_of({"messages": hi, "reasoning_effort": "none"})

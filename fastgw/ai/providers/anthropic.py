@@ -38,6 +38,11 @@ from fastgw.ai.providers.anthropic_request import KIND, beta_header, messages_bo
 from fastgw.ai.providers.anthropic_stream import AnthropicStreamTranslator
 
 ANTHROPIC_VERSION: Final = "2023-06-01"  # the version every current Messages feature is served under
+# The target options this kind reads (ProviderTarget.options), for the config to check names and values:
+# anthropic_version (default ANTHROPIC_VERSION), anthropic_beta (betas always sent, comma-separated),
+# allowed_betas (the client's betas passed on: comma-separated, or "*"), max_tokens (a positive integer:
+# the limit sent when the client gave none; default DEFAULT_MAX_TOKENS).
+TARGET_OPTIONS: Final = frozenset({"anthropic_version", "anthropic_beta", "allowed_betas", "max_tokens"})
 CAPABILITIES: Final = Capabilities(
     tools=True,
     vision=True,

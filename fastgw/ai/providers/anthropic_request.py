@@ -15,7 +15,7 @@ from typing import Any, Final
 import orjson
 
 from fastgw.ai.adapter import InvalidRequestError, Json, ProviderTarget, UnsupportedParameterError
-from fastgw.ai.anthropic_wire import EFFORT_BUDGET, image_source_from_url
+from fastgw.ai.anthropic_wire import EFFORT_BUDGET, MIN_THINKING_BUDGET, image_source_from_url
 
 KIND: Final = "anthropic"
 # Anthropic requires max_tokens; an OpenAI client may omit it. 4096 is what Anthropic's own examples use
@@ -63,6 +63,8 @@ def messages_body(pivot: Json, target: ProviderTarget, stream: bool, *, count_to
         return body
     limit = pivot.get("max_completion_tokens") or pivot.get("max_tokens")
     body["max_tokens"] = limit or int(target.options.get("max_tokens", DEFAULT_MAX_TOKENS))
+    if "thinking" in body:
+        _fit_thinking(body, client_limit=bool(limit))
     stop = pivot.get("stop")
     if stop is not None:
         body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
@@ -254,6 +256,23 @@ def _tools(pivot: Json, body: Json) -> None:
             mapped["disable_parallel_tool_use"] = not parallel
     if mapped is not None:
         body["tool_choice"] = mapped
+
+
+def _fit_thinking(body: Json, *, client_limit: bool) -> None:
+    """Anthropic counts the thinking budget inside max_tokens and requires budget < max_tokens. OpenAI's
+    max_completion_tokens also includes reasoning, so a client's limit stands and the budget shrinks to
+    fit; without a client limit, the default answer room is added on top of the budget."""
+    budget = body["thinking"]["budget_tokens"]
+    if budget < body["max_tokens"]:
+        return
+    if not client_limit:
+        body["max_tokens"] = budget + body["max_tokens"]
+    elif body["max_tokens"] > MIN_THINKING_BUDGET:
+        body["thinking"] = {"type": "enabled", "budget_tokens": body["max_tokens"] - 1}
+    else:
+        raise InvalidRequestError(
+            f"reasoning on the {KIND} provider needs max_tokens above {MIN_THINKING_BUDGET}", "max_tokens"
+        )
 
 
 def _thinking(pivot: Json, body: Json) -> None:
