@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 MODEL = "claude-sonnet-4-20250514"
@@ -257,3 +258,46 @@ THINKING_STREAM = sse(
     ),
     ("message_stop", '{"type": "message_stop"}'),
 )
+
+
+def message_stream(message: dict[str, Any], piece: int = 5) -> bytes:
+    """The event stream Anthropic sends for ``message`` (a complete Messages answer): each text, thinking
+    and tool input cut into ``piece``-character deltas, usage split between message_start and
+    message_delta as Anthropic splits it."""
+    usage = dict(message["usage"])
+    start = {**message, "content": [], "stop_reason": None, "stop_sequence": None}
+    start["usage"] = {**usage, "output_tokens": 1}
+    events = [("message_start", {"type": "message_start", "message": start}), ("ping", {"type": "ping"})]
+    for index, block in enumerate(message["content"]):
+        kind = block["type"]
+        empty = {"text": {"type": "text", "text": ""}, "thinking": {"type": "thinking", "thinking": ""}}
+        first = empty.get(kind) or ({**block, "input": {}} if kind == "tool_use" else block)
+        events.append(
+            ("content_block_start", {"type": "content_block_start", "index": index, "content_block": first})
+        )
+        if kind == "tool_use":
+            deltas = [
+                ("input_json_delta", "partial_json", p) for p in _cut(json.dumps(block["input"]), piece)
+            ]
+        elif kind == "text":
+            deltas = [("text_delta", "text", p) for p in _cut(block["text"], piece)]
+        elif kind == "thinking":
+            deltas = [("thinking_delta", "thinking", p) for p in _cut(block["thinking"], piece)]
+            deltas.append(("signature_delta", "signature", block["signature"]))
+        else:
+            deltas = []
+        for delta_type, field, value in deltas:
+            delta = {"type": delta_type, field: value}
+            events.append(
+                ("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+            )
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+    delta = {"stop_reason": message["stop_reason"], "stop_sequence": message["stop_sequence"]}
+    end_usage = {"output_tokens": usage["output_tokens"]}
+    events.append(("message_delta", {"type": "message_delta", "delta": delta, "usage": end_usage}))
+    events.append(("message_stop", {"type": "message_stop"}))
+    return b"".join(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events)
+
+
+def _cut(text: str, piece: int) -> list[str]:
+    return [text[i : i + piece] for i in range(0, len(text), piece)]

@@ -198,6 +198,7 @@ class AnthropicStreamWriter:
             elif block.get("signature"):
                 self._open_block(_THINKING, {"type": "thinking", "thinking": ""}, out)
                 self._block_delta({"type": "signature_delta", "signature": block["signature"]}, out)
+                self._close(out)  # a signature seals its block: more reasoning is a new block
         text = delta.get("content")
         if text:
             self._open_block(_TEXT, {"type": "text", "text": ""}, out)
