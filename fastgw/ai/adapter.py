@@ -69,10 +69,10 @@ class Usage:
     completion_tokens: int = 0
     cached_tokens: int = 0  # input tokens served from the provider's prompt cache (part of prompt_tokens)
     reasoning_tokens: int = 0  # part of completion_tokens
-    cache_creation_tokens: int = (
-        0  # input tokens written to the prompt cache (Anthropic; part of prompt_tokens)
-    )
     reported: bool = False  # the provider's answer carried usage (missing usage is recorded as missing)
+    # Last, so positional construction keeps its meaning: input tokens written to the prompt cache
+    # (Anthropic reports them apart; part of prompt_tokens, like cached_tokens).
+    cache_creation_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
