@@ -70,6 +70,9 @@ class Usage:
     cached_tokens: int = 0  # input tokens served from the provider's prompt cache (part of prompt_tokens)
     reasoning_tokens: int = 0  # part of completion_tokens
     reported: bool = False  # the provider's answer carried usage (missing usage is recorded as missing)
+    # Last, so positional construction keeps its meaning: input tokens written to the prompt cache
+    # (Anthropic reports them apart; part of prompt_tokens, like cached_tokens).
+    cache_creation_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -82,8 +85,11 @@ class Usage:
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens,
         }
-        if self.cached_tokens:
-            out["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
+        if self.cached_tokens or self.cache_creation_tokens:
+            details: Json = {"cached_tokens": self.cached_tokens}
+            if self.cache_creation_tokens:  # not in OpenAI's schema; its SDKs keep unknown fields
+                details["cache_creation_tokens"] = self.cache_creation_tokens
+            out["prompt_tokens_details"] = details
         if self.reasoning_tokens:
             out["completion_tokens_details"] = {"reasoning_tokens": self.reasoning_tokens}
         return out
