@@ -9,10 +9,11 @@ so they survive a worker's death the same way: a replacement continues its slot'
 
 Label values are bounded: model and provider names come from the ``[llm]`` config, never from a client.
 A model the gateway did not find (or the client may not use) has no provider picked and is counted as
-model ``UNKNOWN_MODEL``, not under the name the client sent; an outcome is ``OK``, an error kind of the
-provider adapters and the handler (a fixed set in code), or the class of the gateway's own refusal. A label
-set too long for a row (``KEY_BYTES``) or past the shard's capacity is counted in the overflow row
-``[OTHER, OTHER, OTHER]`` and raises ``fastgw_metrics_overflow``, as route names do.
+model ``UNKNOWN_MODEL``, not under the name the client sent, whatever outcome the handler recorded. An
+outcome is ``OK``, an error kind of the provider adapters and the handler (a fixed set in code), or the
+class of the gateway's own refusal. A label set too long for a row (``KEY_BYTES``) or past the shard's
+capacity is counted in the overflow row ``[OTHER, OTHER, OTHER]`` and raises ``fastgw_metrics_overflow``,
+as route names do.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ assert LLM_CELL.size <= VALUE_BYTES, "an llm cell must fit a shared-memory row"
 OK: Final = "ok"
 INVALID_REQUEST: Final = "invalid_request"  # the gateway refused it (4xx) before any provider answered
 GATEWAY_ERROR: Final = "gateway_error"  # a 5xx of the gateway's own, without a provider error kind
-UNKNOWN_MODEL: Final = "(unknown)"  # the model label when no provider was picked and no error kind set
+UNKNOWN_MODEL: Final = "(unknown)"  # the model label when no provider was picked for the request
+NO_TARGET: Final = "no_target"  # the handler's error kind for a configured model with no target to try
 
 Labels = tuple[str, str, str]  # model, provider, outcome
 
@@ -77,12 +79,11 @@ class LlmFacts(Protocol):
 def labels(llm: LlmFacts, status: int) -> Labels:
     """The (model, provider, outcome) an llm record is counted under.
 
-    The handler records the model name the client asked for before it looks it up; when no provider was
-    picked and no error kind set, the lookup failed, so that name is the client's and is not a label."""
-    if llm.error:
-        return llm.model, llm.provider, llm.error
-    outcome = OK if status < 400 else INVALID_REQUEST if status < 500 else GATEWAY_ERROR
-    if not llm.provider:
+    The handler records the model name the client asked for before it looks it up: unless a provider was
+    picked (or the model was found but had none to try, ``NO_TARGET``), that name is the client's and is
+    not a label."""
+    outcome = llm.error or (OK if status < 400 else INVALID_REQUEST if status < 500 else GATEWAY_ERROR)
+    if not llm.provider and outcome != NO_TARGET:
         return UNKNOWN_MODEL, "", outcome
     return llm.model, llm.provider, outcome
 

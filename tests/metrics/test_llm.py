@@ -104,6 +104,7 @@ def test_llm_records_are_counted_by_model_provider_and_outcome(pools: PoolManage
         llm(error="rate_limited", status=429, reported=False),  # failed: not an answer without usage
         llm(provider="azure", prompt=2, completion=1, error="stream_broken", ttft_ms=50.0),  # cut mid-way
         llm(model="no-such-model-from-a-client", provider="", status=404),  # the lookup failed
+        llm(model="another-from-a-client", provider="", error="model_not_found", status=404),
         llm(model="gpt", provider="", error="no_target", status=503),
         llm(status=400),  # a parameter the provider cannot take: refused before it was sent
         plain(),
@@ -118,7 +119,8 @@ def test_llm_records_are_counted_by_model_provider_and_outcome(pools: PoolManage
         (("model", "gpt"), ("outcome", "ok"), ("provider", "azure")): 1,
         (("model", "gpt"), ("outcome", "stream_broken"), ("provider", "azure")): 1,
         (("model", "(unknown)"), ("outcome", "invalid_request"), ("provider", "-")): 1,
-        (("model", "gpt"), ("outcome", "no_target"), ("provider", "-")): 1,
+        (("model", "(unknown)"), ("outcome", "model_not_found"), ("provider", "-")): 1,
+        (("model", "gpt"), ("outcome", "no_target"), ("provider", "-")): 1,  # found, but nothing to try
     }
     tokens = "fastgw_llm_tokens_total"
     assert sample(s, tokens, model="gpt", provider="openai", kind="prompt") == 11
@@ -131,6 +133,7 @@ def test_llm_records_are_counted_by_model_provider_and_outcome(pools: PoolManage
     assert sample(s, missing, model="gpt", provider="openai") == 1
     assert sample(s, missing, model="gpt", provider="azure") == 0
     assert not [key for key in s if ("model", "no-such-model-from-a-client") in key[1]]
+    assert not [key for key in s if ("model", "another-from-a-client") in key[1]]
     assert not [key for key in s if key[0] != "fastgw_llm_requests_total" and ("provider", "-") in key[1]]
     ttft = "fastgw_llm_time_to_first_token_seconds"
     assert sample(s, ttft + "_count", model="gpt", provider="openai") == 1  # streams only
