@@ -27,6 +27,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from fastgw.metrics.llm import Labels, add_row
+from fastgw.metrics.llm_exposition import llm_families
 from fastgw.metrics.shared import (
     BUCKETS,
     DENIALS,
@@ -36,6 +38,7 @@ from fastgw.metrics.shared import (
     H_LOG_FAILED,
     H_OVERFLOW,
     H_REDIS_ERRORS,
+    LLM,
     RELOADS,
     REQUESTS,
     RESTARTS,
@@ -61,6 +64,7 @@ class Totals:
         self.shadow: dict[tuple[str, str], int] = {}
         self.ejections: dict[tuple[str, str], int] = {}
         self.sink_dropped: dict[str, int] = {}  # sink -> records its full queue refused
+        self.llm: dict[Labels, list[float]] = {}  # (model, provider, outcome) -> metrics/llm.py's sums
         self.access_log_dropped = 0
         self.access_log_failed = 0
         self.redis_errors = 0
@@ -85,6 +89,8 @@ class Totals:
             elif kind == SINK_DROPPED and len(key) == 2:
                 sink = str(key[1])
                 self.sink_dropped[sink] = self.sink_dropped.get(sink, 0) + shard.read_count(row)
+            elif kind == LLM and len(key) == 4:
+                add_row(self.llm, (str(key[1]), str(key[2]), str(key[3])), shard, row)
         self.access_log_dropped += shard.header(H_LOG_DROPPED)
         self.access_log_failed += shard.header(H_LOG_FAILED)
         self.redis_errors += shard.header(H_REDIS_ERRORS)
@@ -128,6 +134,7 @@ class GatewayCollector(Collector):
             for shard in self.shared.worker_shards():
                 totals.add_shard(shard)
         yield from self._traffic(totals)
+        yield from llm_families(totals.llm)
         yield from self._pools(totals)
         yield from self._process()
 

@@ -13,18 +13,19 @@ most one tick's worth and fewer than ``BATCH_RECORDS``.
 
 Layout of a shard: ``HEADER_INTS`` int64 (rows in use, then the scalar counters ``H_*``), then ``ROWS``
 rows of ``KEY_BYTES`` (a 2-byte length, then the label set as JSON: ``[kind, label, ...]``) and
-``VALUE_BYTES`` of values (``CELL``: the counts and histograms of one (route, method, status class); other
-kinds use the first int64). Rows are never freed while the supervisor lives: a label set that a reload
-removed keeps its row, because its counter must not go back to zero. A row is filled (key first) before
-the header counts it, so a reader never sees half a key; every value is an aligned 8-byte store, so a
-reader sees each value old or new, never torn (a scrape may see a count one flush ahead of its histogram;
-the next settles it).
+``VALUE_BYTES`` of values (``CELL``: the counts and histograms of one (route, method, status class);
+``LLM`` rows hold ``metrics/llm.py``'s ``LLM_CELL``; other kinds use the first int64). Rows are never
+freed while the supervisor lives: a label set that a reload removed keeps its row, because its counter
+must not go back to zero. A row is filled (key first) before the header counts it, so a reader never sees
+half a key; every value is an aligned 8-byte store, so a reader sees each value old or new, never torn (a
+scrape may see a count one flush ahead of its histogram; the next settles it).
 
 Capacity: ``ROWS - RESERVED_ROWS`` label sets per worker. Past that, a new label set is counted in an
 overflow row labelled route ``OTHER`` (one row per status class for requests, one per denial kind, one
-for ejections), and the shard's ``H_OVERFLOW`` counts the label sets so redirected (exported as
-``fastgw_metrics_overflow``). A label set whose JSON does not fit ``KEY_BYTES`` (a route name of more
-than ~100 characters) is redirected the same way. Nothing is dropped and nothing raises.
+for ejections, one for sink drops, one for llm counters), and the shard's ``H_OVERFLOW`` counts the label
+sets so redirected (exported as ``fastgw_metrics_overflow``). A label set whose JSON does not fit
+``KEY_BYTES`` (a route name of more than ~100 characters) is redirected the same way. Nothing is dropped
+and nothing raises.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ DENIALS: Final = "d"  # [route, reason]
 SHADOW: Final = "s"  # [route, reason]
 EJECTIONS: Final = "e"  # [upstream, target]
 SINK_DROPPED: Final = "sd"  # [sink]: completed exchanges a sink dropped (its queue was full)
+LLM: Final = "l"  # [model, provider, outcome]: an LLM_CELL (metrics/llm.py) of an llm route's records
 RELOADS: Final = "reload"  # [result]: the control process's shard
 RESTARTS: Final = "restart"  # [child]: the control process's shard
 
@@ -60,7 +62,8 @@ H_CONTROL_STARTS: Final = 1  # in the control process's shard: how many control 
 # are ever touched (an anonymous mapping is allocated on first write). A route answered with 3 methods and
 # 4 status classes takes 12 rows, so ~650 such routes fit per worker before the overflow rows take over.
 ROWS: Final = 8192
-RESERVED_ROWS: Final = 16  # the overflow rows: 10 status classes, denials, shadow, ejections (13), spare
+# the overflow rows: 10 status classes, denials, shadow, ejections, sink drops, llm (15), one spare
+RESERVED_ROWS: Final = 16
 KEY_BYTES: Final = 128  # a 2-byte length and the JSON label set; longer ones go to the overflow rows
 _KEY_MAX: Final = KEY_BYTES - 2
 BUCKETS: Final = 15  # latency buckets + +Inf (metrics/worker.py LATENCY_BUCKETS)
@@ -151,6 +154,13 @@ class MetricsShard:
 
     def read_count(self, row: int) -> int:
         return int(_INT.unpack_from(self._buf, self._row(row) + KEY_BYTES)[0])
+
+    def write_struct(self, row: int, layout: struct.Struct, values: tuple[int | float, ...]) -> None:
+        """The values of a row kind with a layout of its own (at most ``VALUE_BYTES``: ``LLM_CELL``)."""
+        layout.pack_into(self._buf, self._row(row) + KEY_BYTES, *values)
+
+    def read_struct(self, row: int, layout: struct.Struct) -> tuple[int | float, ...]:
+        return tuple(layout.unpack_from(self._buf, self._row(row) + KEY_BYTES))
 
 
 class CounterRows:

@@ -10,6 +10,9 @@ they survive the death of a worker and its own; it pulls only gauges (:meth:`Wor
 control channel. A worker that replaces a dead one starts from its slot's totals
 (:meth:`WorkerMetrics.__init__` with a shard).
 
+An llm route's record (``Exchange.llm`` set) is also counted per model and provider: tokens, outcome,
+time to first token (``metrics/llm.py``); any other record pays one ``is not None`` test for it.
+
 Histograms are counted per bucket (not cumulative) and exported as ``[b0, ..., bN, +Inf, sum]``. A record
 costs two dict lookups with cached hashes (route name, then method) and native arithmetic on a
 :class:`Cell` (compiled: unboxed ints and floats), because this runs for every request: a tuple key,
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
+from fastgw.metrics.llm import LlmMetrics
 from fastgw.metrics.shared import (
     DENIALS,
     EJECTIONS,
@@ -114,6 +118,7 @@ class WorkerMetrics:
         "cells",
         "denials",
         "ejections",
+        "llm",
         "overflowed",
         "shadow",
         "shard",
@@ -130,6 +135,7 @@ class WorkerMetrics:
         self.shard = shard
         self.totals = [0] * HEADER_INTS  # the shard's header counters (H_*), cumulative for the slot
         self.overflowed = 0  # label sets this worker counted in an OTHER row
+        self.llm = LlmMetrics(shard)  # llm routes' tokens, outcomes, time to first token (metrics/llm.py)
         self._placed: list[Cell] = []  # cells with a row, copied to it when they changed
         self._pair_rows: dict[tuple[str, tuple[str, str]], list[int]] = {}  # -> [row, value in the row]
         self._aliases: dict[tuple[str, tuple[str, str]], tuple[str, str]] = {}  # label set -> OTHER's
@@ -183,6 +189,10 @@ class WorkerMetrics:
                         sk = self._place_pair(SHADOW, sk)
                         n = self.shadow.get(sk, 0)
                     self.shadow[sk] = n + 1
+            # An llm route's record (fastgw/ai/record.py). The only test a proxied record pays; no local:
+            # binding ``r.llm`` to one costs a compiled loop ~5% (incref/decref), reading it twice does not.
+            if r.llm is not None:
+                self.llm.observe(r.llm, r.status)
 
     # -- label sets (cold: the first record of each) -------------------------------------------------
     def _classes(self, by_method: dict[bytes, list[Cell | None]], method: bytes) -> list[Cell | None]:
@@ -301,8 +311,10 @@ class WorkerMetrics:
                 if place is not None and place[1] != n and place[0] >= 0:
                     shard.write_count(place[0], n)
                     place[1] = n
+        self.llm.publish()
+        overflowed = self.overflowed + self.llm.overflowed
         for i in range(1, HEADER_INTS):
-            value = self.totals[i] + (self.overflowed if i == H_OVERFLOW else 0)
+            value = self.totals[i] + (overflowed if i == H_OVERFLOW else 0)
             shard.set_header(i, value)
 
     def _count_ejections(self, pools: PoolManager) -> None:
