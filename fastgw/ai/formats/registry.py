@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Final
 
 from fastgw.ai.client_format import ClientFormat
-from fastgw.ai.formats import openai_format
+from fastgw.ai.formats import anthropic_format, openai_format
 
 FORMATS: Final[dict[str, ClientFormat]] = {
     "openai": openai_format.FORMAT,
+    "anthropic": anthropic_format.FORMAT,
 }

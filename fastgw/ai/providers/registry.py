@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import Final
 
 from fastgw.ai.adapter import Adapter
-from fastgw.ai.providers import azure_openai, gemini, openai
+from fastgw.ai.providers import anthropic, azure_openai, gemini, openai
 
 ADAPTERS: Final[dict[str, Adapter]] = {
     "openai": openai.OpenAIAdapter(),
+    "anthropic": anthropic.ADAPTER,
     "azure_openai": azure_openai.ADAPTER,
     "gemini": gemini.ADAPTER,
 }
