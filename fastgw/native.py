@@ -31,6 +31,7 @@ COMPILED: Final = (
     "fastgw.codec.serialize",
     "fastgw.codec.path",
     "fastgw.codec.http1_httptools",
+    "fastgw.codec.sse",
     "fastgw.proxy.dispatch",
     "fastgw.proxy.http1",
     "fastgw.proxy.upstream_call",
