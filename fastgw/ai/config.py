@@ -24,6 +24,7 @@ PROVIDER_KINDS: Final = ("openai", "azure_openai", "anthropic", "gemini")
 # client's own mistakes: another provider would refuse them too.
 DEFAULT_FALLBACK: Final = (429, 500, 502, 503, 504, 529)
 ATTEMPTS_MAX: Final = (10, "each attempt can wait for a provider's full timeout: more is a hang")
+STATUS_MAX: Final = (599, "HTTP statuses end at 599")
 _NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}")
 _HEADER: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
@@ -72,6 +73,7 @@ class LlmSpec:
     fallback_on: tuple[int, ...] = doc(
         "provider statuses that move a request to the next target (connect errors and timeouts always do)",
         DEFAULT_FALLBACK,
+        most=STATUS_MAX,
     )
     max_attempts: int = doc("targets tried per request at most", 3, most=ATTEMPTS_MAX)
 

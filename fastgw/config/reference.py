@@ -119,13 +119,19 @@ def _default(f: dataclasses.Field[Any]) -> str:
     return f"`{value}`"
 
 
-def render() -> str:
-    out: list[str] = []
+def kind_tables() -> list[tuple[str, type, str]]:
+    """The handler kinds' tables: each kind's ``handler`` table and its top-level section's tables, from
+    the registry as it is now (a test may register a kind)."""
     kinds: list[tuple[str, type, str]] = []
     for name, kind in sorted(KINDS.items()):
         kinds.append((f'routes.handler (kind = "{name}")', kind.spec, kind.summary))
         kinds += kind.section.tables if kind.section is not None else ()
-    for title, cls, blurb in [*TABLES, *kinds]:
+    return kinds
+
+
+def render() -> str:
+    out: list[str] = []
+    for title, cls, blurb in [*TABLES, *kind_tables()]:
         hints = typing.get_type_hints(cls)
         out.append(f"#### `{title}`\n\n{blurb}\n")
         out.append("| key | type | default | meaning |\n|---|---|---|---|")

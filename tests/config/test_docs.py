@@ -32,7 +32,7 @@ def test_write_puts_the_reference_between_the_markers(tmp_path: Path) -> None:
 
 
 def test_every_key_has_a_doc_line() -> None:
-    for _, cls, _ in reference.TABLES:
+    for _, cls, _ in [*reference.TABLES, *reference.kind_tables()]:
         for f in dataclasses.fields(cls):
             assert f.metadata.get("doc"), f"{cls.__name__}.{f.name} has no doc"
 
@@ -40,7 +40,7 @@ def test_every_key_has_a_doc_line() -> None:
 def test_every_table_of_the_schema_is_in_the_reference() -> None:
     from fastgw.config import schema
 
-    documented = {cls for _, cls, _ in reference.TABLES}
+    documented = {cls for _, cls, _ in [*reference.TABLES, *reference.kind_tables()]}
     specs = {
         obj for name, obj in vars(schema).items() if name.endswith("Spec") and dataclasses.is_dataclass(obj)
     }

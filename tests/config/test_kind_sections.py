@@ -17,7 +17,7 @@ from fastgw.config.compiler import compile_config
 from fastgw.config.fields import Section, doc
 from fastgw.config.loader import ConfigError
 from fastgw.exchange import Exchange
-from fastgw.handler_api import ResponseWriter
+from fastgw.handler_api import ResponseWriter, Upstreams
 from fastgw.handlers.kind import CompileContext, CompileError, HandlerKind
 from fastgw.process.worker import Worker
 from tests.support.handler_kinds import register_kind
@@ -39,7 +39,7 @@ class Greeting:
     def __init__(self, text: bytes) -> None:
         self.text = text
 
-    async def handle(self, ex: Exchange, body: bytes, out: ResponseWriter) -> None:
+    async def handle(self, ex: Exchange, body: bytes, out: ResponseWriter, upstreams: Upstreams) -> None:
         out.start(200, [(b"content-length", b"%d" % len(self.text))])
         await out.write(self.text)
         await out.end()

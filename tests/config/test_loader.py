@@ -153,4 +153,4 @@ def test_quickstart_compiles() -> None:
     data, name = quickstart()
     snap = compile_config(data, name)
     assert snap.demo_upstream == ("127.0.0.1", 8081)
-    assert {r.name for r in snap.routes} == {"demo", "demo-local-only"}
+    assert {r.name for r in snap.routes} == {"demo", "demo-local-only", "llm"}
