@@ -12,10 +12,17 @@ from pathlib import Path
 import pytest
 
 from fastgw.audit import AuditLog
-from fastgw.codec.control_messages import CachePush
+from fastgw.codec.control_messages import CachePush, MessageError, decode, encode
 from fastgw.control.consumers import KeyServiceError
 from fastgw.control.provider_keys import ProviderKeyService
-from fastgw.proxy.caches import PROVIDER_KEYS_CACHE, CacheRegistry, ProviderKeys
+from fastgw.proxy.caches import (
+    CACHES,
+    PROVIDER_KEYS,
+    PROVIDER_KEYS_CACHE,
+    CacheRegistry,
+    ProviderKeys,
+    provider_key,
+)
 from fastgw.secrets_at_rest import MasterKey, MasterKeys, key_id
 from fastgw.store.sqlite import SQLiteStore
 
@@ -183,3 +190,21 @@ def test_a_row_that_does_not_open_is_left_out_of_the_push_and_logged(node: Node)
     assert row is not None
     node.store.put_provider_credential(replace(row, ciphertext=row.ciphertext[:-1] + b"\0"))
     assert node.service.full_table().full == {}
+
+
+def test_the_worker_registry_reads_a_push_off_the_wire(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a worker's control link does with the frames (process/control_link.py): decode, CACHES.apply;
+    the llm handler then reads provider_key()."""
+    monkeypatch.setattr(PROVIDER_KEYS, "_keys", {})
+    node.service.set_key("openai", {"key": OPENAI_KEY})
+    full = decode(encode(node.service.full_table()))
+    assert isinstance(full, CachePush)
+    CACHES.apply(full)
+    assert provider_key("openai") == OPENAI_KEY.encode() and provider_key("groq") is None
+    delete = decode(encode(CachePush(PROVIDER_KEYS_CACHE, delete=("openai",))))
+    assert isinstance(delete, CachePush)
+    CACHES.apply(delete)
+    assert provider_key("openai") is None
+    with pytest.raises(MessageError, match="bad entry") as err:
+        CACHES.apply(CachePush(PROVIDER_KEYS_CACHE, put={"openai": 12345678}))
+    assert "12345678" not in str(err.value)
