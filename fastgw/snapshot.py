@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 # Real imports: compiled, Snapshot's field types must exist when this module's classes are created.
 from fastgw.route import HealthCheckSettings, Route, Target, UpstreamSettings
@@ -190,6 +190,9 @@ class Snapshot:
     security_headers: tuple[tuple[bytes, bytes], ...] = ()
     hsts: bytes = b""  # the Strict-Transport-Security value, sent on TLS listeners only
     warnings: tuple[str, ...] = field(default=())
+    # Handler kinds' top-level sections as compiled (handlers/kind.py, CompileContext.sections): section key
+    # -> what its compile_section returned. The control process reads [llm]'s master keys here.
+    sections: dict[str, Any] = field(default_factory=dict)
 
 
 class SnapshotHolder:

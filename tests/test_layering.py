@@ -36,7 +36,13 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     (
         "config language: fields, errors, the compile context, secret references",
-        ("fastgw.config.fields", "fastgw.config.errors", "fastgw.config.context", "fastgw.secret_refs"),
+        (
+            "fastgw.config.fields",
+            "fastgw.config.errors",
+            "fastgw.config.context",
+            "fastgw.secret_refs",
+            "fastgw.secrets_at_rest",
+        ),
     ),
     ("state: store, counters, identities", ("fastgw.store", "fastgw.counters")),
     ("policy: one module per policy", ("fastgw.policy", "fastgw.config.jwt_keys")),

@@ -17,6 +17,7 @@ from fastgw.ai.adapter import ProviderTarget
 from fastgw.config.context import CompileContext
 from fastgw.config.fields import COUNT_MAX, SecretSpec, doc
 from fastgw.secret_refs import resolve_secret
+from fastgw.secrets_at_rest import MasterKeys, master_keys
 
 PROVIDER_KINDS: Final = ("openai", "azure_openai", "anthropic", "gemini")
 # The statuses that move a request to the next target (before the first byte reached the client): rate
@@ -76,6 +77,16 @@ class LlmSpec:
         most=STATUS_MAX,
     )
     max_attempts: int = doc("targets tried per request at most", 3, most=ATTEMPTS_MAX)
+    master_key: SecretSpec | None = doc(
+        "the key that encrypts provider keys stored with 'fastgw providers set-key' (AES-256-GCM): 32"
+        " random bytes as 64 hex digits or base64, from a secret reference",
+        None,
+    )
+    previous_master_keys: tuple[SecretSpec, ...] = doc(
+        "retired master keys, still opening the rows they sealed until 'fastgw providers"
+        " rotate-master-key' has re-encrypted them",
+        (),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +117,7 @@ class LlmConfig:
     providers: dict[str, Provider]
     fallback_on: frozenset[int]
     max_attempts: int
+    master_keys: MasterKeys | None = None  # None: no provider keys can be stored (secrets_at_rest.py)
 
 
 def _auth_headers(kind: str, key: str, options: dict[str, str]) -> tuple[tuple[bytes, bytes], ...]:
@@ -185,4 +197,19 @@ def compile_llm(spec: LlmSpec, ctx: CompileContext) -> LlmConfig:
             raise ctx.error(f"llm.fallback_on[{i}]", f"{status} is not an error status")
     if spec.max_attempts < 1:
         raise ctx.error("llm.max_attempts", "at least 1")
-    return LlmConfig(models, providers, frozenset(spec.fallback_on), spec.max_attempts)
+    return LlmConfig(
+        models, providers, frozenset(spec.fallback_on), spec.max_attempts, _master_keys(spec, ctx)
+    )
+
+
+def _master_keys(spec: LlmSpec, ctx: CompileContext) -> MasterKeys | None:
+    if spec.master_key is None:
+        if spec.previous_master_keys:
+            raise ctx.error(
+                "llm.previous_master_keys", "needs llm.master_key (the key they were replaced by)"
+            )
+        return None
+    previous = tuple(
+        ctx.secret(f"llm.previous_master_keys[{i}]", ref) for i, ref in enumerate(spec.previous_master_keys)
+    )
+    return master_keys(ctx.secret("llm.master_key", spec.master_key), previous)

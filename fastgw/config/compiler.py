@@ -284,6 +284,7 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str, context: CompileConte
         security_headers=security,
         hsts=spec.security_headers.hsts.encode(),
         warnings=tuple(ctx.warnings),
+        sections=dict(ctx.sections),
     )
 
 

@@ -18,6 +18,7 @@ the raw numbers the store and the counters keep.
     GET|POST /consumers, GET|POST /keys, POST /keys/ID/rotate|revoke|expire|update: consumers and API keys
     GET  /consumers/REF            a consumer (by id or URL-quoted name) with its keys
     POST /consumers/REF/disable|enable|delete
+    GET  /providers, POST /providers/NAME/key|remove, /providers/rotate-master-key: LLM provider keys
 """
 
 from __future__ import annotations
@@ -133,6 +134,10 @@ class AdminServer:
             Endpoint("POST", "/keys/*/revoke", self._key_revoke),
             Endpoint("POST", "/keys/*/expire", self._key_expire),
             Endpoint("POST", "/keys/*/update", self._key_update),
+            Endpoint("GET", "/providers", self._providers),
+            Endpoint("POST", "/providers/rotate-master-key", self._providers_rotate),
+            Endpoint("POST", "/providers/*/key", self._provider_set_key),
+            Endpoint("POST", "/providers/*/remove", self._provider_remove),
         )
 
     async def start(self, sock: socket.socket) -> None:
@@ -376,6 +381,18 @@ class AdminServer:
 
     async def _key_expire(self, call: Call, key_id: str) -> dict[str, Any]:
         return _readable(self.control.keys.expire(key_id, call.body))
+
+    async def _providers(self, call: Call) -> dict[str, Any]:
+        return {"providers": [_readable(row) for row in self.control.provider_keys.list()]}
+
+    async def _providers_rotate(self, call: Call) -> dict[str, Any]:
+        return self.control.provider_keys.rotate_master_key()
+
+    async def _provider_set_key(self, call: Call, name: str) -> dict[str, Any]:
+        return _readable(self.control.provider_keys.set_key(name, call.body))
+
+    async def _provider_remove(self, call: Call, name: str) -> dict[str, Any]:
+        return self.control.provider_keys.remove(name)
 
     async def _metrics(self, call: Call) -> tuple[bytes, str]:
         await self.control.pull_metrics()

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from fastgw.codec.control_messages import ReloadResult
     from fastgw.control.consumers import KeyService
+    from fastgw.control.provider_keys import ProviderKeyService
     from fastgw.snapshot import Snapshot
     from fastgw.store.base import QuotaCount
 
@@ -37,6 +38,11 @@ class ControlAPI(Protocol):
     @property
     def keys(self) -> KeyService:
         """Consumers and API keys (store, audit and pushes to workers)."""
+        ...
+
+    @property
+    def provider_keys(self) -> ProviderKeyService:
+        """LLM provider keys, encrypted in the store (never answered back: prefixes only)."""
         ...
 
     @property

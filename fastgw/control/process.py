@@ -41,9 +41,11 @@ from fastgw.control.api import WorkerView
 from fastgw.control.channel import ChannelProtocol
 from fastgw.control.consumers import KeyService
 from fastgw.control.health import HealthProber
+from fastgw.control.provider_keys import ProviderKeyService
 from fastgw.counters.quota import QUOTAS
 from fastgw.metrics.exposition import Export, GatewayCollector, make_registry, render
 from fastgw.metrics.shared import SharedMetrics
+from fastgw.secrets_at_rest import MasterKeys
 from fastgw.snapshot import Snapshot
 from fastgw.store import open_store
 from fastgw.store.base import QuotaAdmission, QuotaCount, StoreError
@@ -112,6 +114,9 @@ class ControlProcess:
             self.broadcast,
             lambda: [r.name for r in self.snapshot.routes],
         )
+        self.provider_keys = ProviderKeyService(
+            self.store, self.master_keys, self.audit_event, self.broadcast, log
+        )
 
     # -- workers -----------------------------------------------------------------------------------------
     def accept_worker(self) -> ChannelProtocol:
@@ -129,6 +134,7 @@ class ControlProcess:
             channel.peer = peer
             self.workers[peer.pid] = peer
             channel.send(self.keys.full_table())
+            channel.send(self.provider_keys.full_table())
             periods = QUOTAS.current_periods(time.time())
             bases = tuple(
                 (b.key_hash, b.period, b.count) for b in self.store.quota_bases(self.started, periods)
@@ -222,6 +228,7 @@ class ControlProcess:
         self.snapshot, self.data, self.loaded_at = snapshot, data, time.time()
         self.collector.snapshot = snapshot.id
         self.health.configure(snapshot)
+        self.broadcast(self.provider_keys.full_table())  # the master keys may have changed
         seq = message.seq
         waiting = set(message.workers)
         reload = self.reload = PendingReload(seq=seq, hash=snapshot.id, waiting=set(waiting))
@@ -283,6 +290,13 @@ class ControlProcess:
             WorkerView(p.slot, p.pid, p.snapshot, p.connected, int((p.export or {}).get("connections", 0)))
             for p in sorted(self.workers.values(), key=lambda p: p.slot)
         ]
+
+    def master_keys(self) -> MasterKeys | None:
+        """[llm]'s master keys in the snapshot in force (None without [llm] or its master_key)."""
+        from fastgw.ai.config import LlmConfig
+
+        llm = self.snapshot.sections.get("llm")
+        return llm.master_keys if isinstance(llm, LlmConfig) else None
 
     def reloading(self) -> bool:
         return self.reload is not None

@@ -1,7 +1,7 @@
 """The worker's pushed caches: what the control process changes without a reload, by name.
 
 The control process owns the store; a worker keeps in memory what its requests read from it (API key
-identities today; provider credentials, budgets and blocks next). Every change arrives as a
+identities and provider keys today; budgets and blocks next). Every change arrives as a
 ``CachePush`` naming its cache (codec/control_messages.py), and ``CACHES.apply`` hands it to the adapter
 registered under that name, which reads the wire values into the cache's own types. Adding a cache is
 one adapter and one ``register`` line below: no new message, no change to the control link.
@@ -73,5 +73,57 @@ class IdentityPush:
         self.cache.delete(bytes.fromhex(key))
 
 
+PROVIDER_KEYS_CACHE: Final = "provider_keys"
+
+
+class ProviderKeys:
+    """LLM provider keys stored with ``fastgw providers set-key``, decrypted by the control process (the
+    only holder of the master key): provider name -> key. A set-key or remove reaches every worker at
+    once, so the next request to that provider uses it without a reload. Never logged or shown."""
+
+    __slots__ = ("_keys",)
+
+    def __init__(self) -> None:
+        self._keys: dict[str, bytes] = {}
+
+    def get(self, provider: str) -> bytes | None:
+        """The stored key of ``provider``, or None (none stored, or it could not be decrypted)."""
+        return self._keys.get(provider)
+
+    def names(self) -> list[str]:
+        return sorted(self._keys)
+
+    def replace_all(self, entries: Mapping[str, Any]) -> None:
+        self._keys = {_provider_name(k): _key_bytes(v) for k, v in entries.items()}
+
+    def put(self, key: str, value: Any) -> None:
+        self._keys[_provider_name(key)] = _key_bytes(value)
+
+    def delete(self, key: str) -> None:
+        self._keys.pop(key, None)
+
+
+def _provider_name(name: str) -> str:
+    if not isinstance(name, str) or not name:
+        raise ValueError("a provider name is a non-empty string")
+    return name
+
+
+def _key_bytes(value: Any) -> bytes:
+    if not isinstance(value, str) or not value:
+        raise TypeError("a provider key is a non-empty string")  # never echoed: it may be a key
+    return value.encode()
+
+
+PROVIDER_KEYS: Final = ProviderKeys()  # this worker's; fastgw/ai reads it through provider_key()
+
+
+def provider_key(provider: str) -> bytes | None:
+    """The key stored for ``provider`` in the store (``fastgw providers set-key``), as pushed to this
+    worker; None when there is none. A provider with ``api_key`` in its config uses that instead."""
+    return PROVIDER_KEYS.get(provider)
+
+
 CACHES: Final = CacheRegistry()
 CACHES.register(IDENTITY_CACHE, IdentityPush(IDENTITIES))
+CACHES.register(PROVIDER_KEYS_CACHE, PROVIDER_KEYS)

@@ -50,6 +50,20 @@ class ApiKey:
     replaced_by: str | None = None  # the successor's id once rotated
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProviderCredential:
+    """An LLM provider's API key, encrypted (fastgw/secrets_at_rest.py): AES-256-GCM under the master key
+    ``key_id``, with the provider name as associated data. ``prefix`` is all that is ever shown of it."""
+
+    provider: str
+    key_id: str
+    nonce: bytes
+    ciphertext: bytes
+    prefix: str
+    created: float
+    updated: float
+
+
 @dataclass(frozen=True, slots=True)
 class AuditAnchor:
     """The audit log's last record (seq, MAC hex), so a truncated log is detectable (fastgw/audit.py)."""
@@ -105,9 +119,9 @@ class Migration:
 
 
 class Store(Protocol):
-    """Consumers, API key digests, quota counts and audit anchors. Each method is its own committed
-    transaction unless called inside :meth:`transaction`. Every method raises :class:`StoreError` on a
-    backend failure."""
+    """Consumers, API key digests, provider keys, quota counts and audit anchors. Each method is its own
+    committed transaction unless called inside :meth:`transaction`. Every method raises
+    :class:`StoreError` on a backend failure."""
 
     def transaction(self) -> AbstractContextManager[None]:
         """Group calls into one transaction: committed when the block ends, rolled back if it raises.
@@ -157,6 +171,21 @@ class Store(Protocol):
     def update_key(self, key: ApiKey) -> None:
         """Write a key's changeable fields (scopes, roles, routes, expires, revoked, replaced_by); its id,
         consumer, digest and creation time never change."""
+        ...
+
+    # -- provider credentials
+    def provider_credentials(self) -> list[ProviderCredential]:
+        """Every stored provider key, by provider name."""
+        ...
+
+    def provider_credential(self, provider: str) -> ProviderCredential | None: ...
+
+    def put_provider_credential(self, row: ProviderCredential) -> None:
+        """Insert or replace the provider's row (a replacement keeps the first ``created``)."""
+        ...
+
+    def delete_provider_credential(self, provider: str) -> bool:
+        """Remove the provider's row; whether there was one."""
         ...
 
     # -- quotas

@@ -39,4 +39,13 @@ MIGRATIONS: Final = (
         ("ALTER TABLE consumers ADD COLUMN disabled REAL",),
         adds_column=("consumers", "disabled"),
     ),
+    Migration(
+        3,
+        "provider_credentials: LLM provider keys, AES-256-GCM encrypted under a master key id",
+        (
+            "CREATE TABLE provider_credentials (provider TEXT PRIMARY KEY, key_id TEXT NOT NULL,"
+            " nonce BLOB NOT NULL, ciphertext BLOB NOT NULL, prefix TEXT NOT NULL, created REAL NOT NULL,"
+            " updated REAL NOT NULL)",
+        ),
+    ),
 )

@@ -1,10 +1,10 @@
 """The embedded store: one SQLite database (WAL) in the state directory, written only by the control
 process (the command line reads it, and ``fastgw store migrate`` may upgrade it).
 
-It holds the audit anchor, consumers, API key digests and quota counts behind the ``Store`` protocol
-(store/base.py); opening it applies the pending migrations (store/migrations.py) unless told not to.
-Every write is its own committed transaction unless grouped with ``transaction()``: the control path is
-cold, durability matters more. This is the only module that imports sqlite3.
+It holds the audit anchor, consumers, API key digests, encrypted provider keys and quota counts behind
+the ``Store`` protocol (store/base.py); opening it applies the pending migrations (store/migrations.py)
+unless told not to. Every write is its own committed transaction unless grouped with ``transaction()``:
+the control path is cold, durability matters more. This is the only module that imports sqlite3.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from fastgw.store.base import (
     AuditAnchor,
     Consumer,
     Migration,
+    ProviderCredential,
     QuotaAdmission,
     QuotaBase,
     QuotaCount,
@@ -38,6 +39,7 @@ KEY_COLUMNS: Final = (
     " replaced_by"
 )
 CONSUMER_COLUMNS: Final = "id, name, team, roles, metadata, created, disabled"
+CREDENTIAL_COLUMNS: Final = "provider, key_id, nonce, ciphertext, prefix, created, updated"
 VERSIONS_TABLE: Final = (
     "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
     " applied REAL NOT NULL)"
@@ -74,6 +76,18 @@ def _key(r: Sequence[Any]) -> ApiKey:
         expires=r[9],
         revoked=r[10],
         replaced_by=r[11],
+    )
+
+
+def _credential(r: Sequence[Any]) -> ProviderCredential:
+    return ProviderCredential(
+        provider=r[0],
+        key_id=r[1],
+        nonce=bytes(r[2]),
+        ciphertext=bytes(r[3]),
+        prefix=r[4],
+        created=r[5],
+        updated=r[6],
     )
 
 
@@ -303,6 +317,31 @@ class SQLiteStore:
                 key.id,
             ),
         )
+
+    # -- provider credentials -------------------------------------------------------------------------
+    def provider_credentials(self) -> list[ProviderCredential]:
+        rows = self._run(f"SELECT {CREDENTIAL_COLUMNS} FROM provider_credentials ORDER BY provider")
+        return [_credential(r) for r in rows]
+
+    def provider_credential(self, provider: str) -> ProviderCredential | None:
+        rows = self._run(
+            f"SELECT {CREDENTIAL_COLUMNS} FROM provider_credentials WHERE provider = ?", (provider,)
+        )
+        return _credential(rows[0]) if rows else None
+
+    def put_provider_credential(self, row: ProviderCredential) -> None:
+        self._run(
+            f"INSERT INTO provider_credentials ({CREDENTIAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (provider) DO UPDATE SET key_id = excluded.key_id, nonce = excluded.nonce,"
+            " ciphertext = excluded.ciphertext, prefix = excluded.prefix, updated = excluded.updated",
+            (row.provider, row.key_id, row.nonce, row.ciphertext, row.prefix, row.created, row.updated),
+        )
+
+    def delete_provider_credential(self, provider: str) -> bool:
+        with self.transaction():
+            found = bool(self._run("SELECT 1 FROM provider_credentials WHERE provider = ?", (provider,)))
+            self._run("DELETE FROM provider_credentials WHERE provider = ?", (provider,))
+        return found
 
     # -- quotas -----------------------------------------------------------------------------------------
     def add_quota_counts(self, run_id: float, admissions: Sequence[QuotaAdmission], now: float) -> None:
