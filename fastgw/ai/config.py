@@ -10,6 +10,7 @@ provider's model name, with a weight (choice within a priority) and a priority (
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -95,6 +96,7 @@ class Provider:
     kind: str
     upstream: str
     target_base: ProviderTarget  # base path, headers and options; the model is set per target
+    stored_key: bool = False  # no api_key in config: the key set with `fastgw providers set-key` is used
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +122,7 @@ class LlmConfig:
     master_keys: MasterKeys | None = None  # None: no provider keys can be stored (secrets_at_rest.py)
 
 
-def _auth_headers(kind: str, key: str, options: dict[str, str]) -> tuple[tuple[bytes, bytes], ...]:
+def auth_headers(kind: str, key: str, options: Mapping[str, str]) -> tuple[tuple[bytes, bytes], ...]:
     """The credential header each kind expects."""
     if not key:
         return ()
@@ -153,7 +155,7 @@ def compile_llm(spec: LlmSpec, ctx: CompileContext) -> LlmConfig:
         if p.api_key is not None:
             ref = ctx.secret(f"{key}.api_key", p.api_key)
             secret = resolve_secret(ref).decode()
-        headers = list(_auth_headers(p.kind, secret, p.options))
+        headers = list(auth_headers(p.kind, secret, p.options))
         for name, value in p.headers.items():
             if not _HEADER.fullmatch(name) or any(c in value for c in "\r\n\0"):
                 raise ctx.error(f"{key}.headers.{name}", "not a valid header field")
@@ -163,7 +165,7 @@ def compile_llm(spec: LlmSpec, ctx: CompileContext) -> LlmConfig:
                 f"{key}.options.api_version", "azure_openai needs an api_version, e.g. '2024-10-21'"
             )
         base = ProviderTarget(p.name, "", p.base_path, tuple(headers), dict(p.options))
-        providers[p.name] = Provider(p.name, p.kind, p.upstream, base)
+        providers[p.name] = Provider(p.name, p.kind, p.upstream, base, p.api_key is None)
     models: dict[str, Model] = {}
     for i, m in enumerate(spec.models):
         key = f"llm.models[{i}]"

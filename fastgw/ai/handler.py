@@ -22,11 +22,12 @@ import orjson
 
 from fastgw.ai.adapter import Adapter, InvalidRequestError, Json, ProviderError, ProviderRequest
 from fastgw.ai.client_format import ClientFormat
-from fastgw.ai.config import LlmConfig, Model, Target
+from fastgw.ai.config import LlmConfig, Model, Target, auth_headers
 from fastgw.ai.record import LlmRecord
 from fastgw.ai.routing import TargetHealth, plan
 from fastgw.exchange import Exchange
 from fastgw.handler_api import ResponseWriter, UpstreamReply, Upstreams
+from fastgw.proxy.caches import provider_key
 from fastgw.proxy.client import UpstreamError
 
 # An error body from a provider is read up to this much: enough for any JSON error object; an HTML
@@ -355,10 +356,14 @@ async def _send(out: ResponseWriter, status: int, body: bytes) -> None:
 async def _send_request(upstreams: Upstreams, target: Target, request: ProviderRequest) -> UpstreamReply:
     """The provider request through the gateway's pools; unreachable or silent providers as retryable
     ProviderErrors (the problem slug in ``kind``; the address stays in the log, never in the answer)."""
+    headers = request.headers
+    provider = target.provider
+    if provider.stored_key:  # read per request: a set-key applies to the next one, without a reload
+        key = provider_key(provider.name)
+        if key is not None:
+            headers = (*auth_headers(provider.kind, key.decode(), target.target.options), *headers)
     try:
-        return await upstreams.request(
-            target.provider.upstream, request.method, request.path, request.headers, request.body
-        )
+        return await upstreams.request(provider.upstream, request.method, request.path, headers, request.body)
     except UpstreamError as exc:
         message = (
             "the provider did not answer in time" if exc.status == 504 else "the provider is unreachable"
