@@ -187,3 +187,14 @@ class Adapter(Protocol):
         (never the provider's internal addresses), retryable per the fallback rules (429, 5xx, 529),
         retry_after from Retry-After or x-ratelimit-reset-*."""
         ...
+
+
+class TokenCounter(Protocol):
+    """An adapter whose provider counts a request's input tokens without generating
+    (``Capabilities.count_tokens``: Anthropic's ``/v1/messages/count_tokens``)."""
+
+    def count_tokens_request(self, pivot: Json, target: ProviderTarget) -> ProviderRequest: ...
+
+    def count_tokens_response(self, body: bytes) -> int:
+        """The ``input_tokens`` of the answer; ProviderError if malformed."""
+        ...

@@ -20,22 +20,23 @@ from typing import Final
 
 import orjson
 
-from fastgw.ai.adapter import Adapter, InvalidRequestError, Json, ProviderError, ProviderRequest
+from fastgw.ai.adapter import Adapter, InvalidRequestError, Json, ProviderError
 from fastgw.ai.client_format import ClientFormat
-from fastgw.ai.config import LlmConfig, Model, Target, auth_headers
+from fastgw.ai.config import LlmConfig, Model, Target
+from fastgw.ai.count_tokens import count_tokens
+from fastgw.ai.provider_calls import (
+    ERROR_BODY_MAX,
+    RESPONSE_MAX,
+    read_reply,
+    reply_headers,
+    send_request,
+)
 from fastgw.ai.record import LlmRecord
 from fastgw.ai.routing import TargetHealth, plan
 from fastgw.exchange import Exchange
 from fastgw.handler_api import ResponseWriter, UpstreamReply, Upstreams
-from fastgw.proxy.caches import provider_key
 from fastgw.proxy.client import UpstreamError
 
-# An error body from a provider is read up to this much: enough for any JSON error object; an HTML
-# error page beyond it is cut (its text is never shown to clients anyway).
-ERROR_BODY_MAX: Final = 64 * 1024
-# A whole (non-streamed) answer is read up to this much before it is refused as a provider error:
-# the largest completions are a few hundred KiB; 16 MiB bounds the memory one request can take.
-RESPONSE_MAX: Final = 16 * 1024 * 1024
 _SSE_HEAD: Final = (
     (b"content-type", b"text/event-stream"),
     (b"cache-control", b"no-cache"),
@@ -82,7 +83,10 @@ class LlmHandler:
         if path.endswith("/chat/completions"):
             await self._chat(ex, body, out, upstreams, self.formats["openai"], "chat")
         elif path.endswith("/messages/count_tokens"):
-            await self._fail(out, self.formats["anthropic"], 404, "count_tokens is not served yet", None)
+            status, answer = await count_tokens(
+                self.llm, self.adapters, self.model_allowed, ex, body, upstreams
+            )
+            await _send(out, status, answer)
         elif path.endswith("/messages"):
             await self._chat(ex, body, out, upstreams, self.formats["anthropic"], "messages")
         elif path.endswith("/embeddings"):
@@ -137,10 +141,14 @@ class LlmHandler:
                 adapter = self.adapters[target.provider.kind]
                 try:
                     request = adapter.embeddings_request(pivot, target.target)
-                    reply = await _send_request(upstreams, target, request)
+                    reply = await send_request(upstreams, target, request)
                     if reply.status >= 400:
-                        raise adapter.error(reply.status, _headers(reply), await _read(reply, ERROR_BODY_MAX))
-                    answer, usage = adapter.embeddings_response(await _read(reply, RESPONSE_MAX, strict=True))
+                        raise adapter.error(
+                            reply.status, reply_headers(reply), await read_reply(reply, ERROR_BODY_MAX)
+                        )
+                    answer, usage = adapter.embeddings_response(
+                        await read_reply(reply, RESPONSE_MAX, strict=True)
+                    )
                 except InvalidRequestError as exc:
                     await self._fail(out, fmt, 400, exc.message, exc.param, exc.code)
                     return
@@ -223,13 +231,15 @@ class LlmHandler:
                 await self._fail(out, fmt, 400, exc.message, exc.param, exc.code)
                 return
             try:
-                reply = await _send_request(upstreams, target, request)
+                reply = await send_request(upstreams, target, request)
             except ProviderError as exc:
                 failure = exc
                 self.health.set_aside(target, time.monotonic(), None)
                 continue
             if reply.status >= 400:
-                error = adapter.error(reply.status, _headers(reply), await _read(reply, ERROR_BODY_MAX))
+                error = adapter.error(
+                    reply.status, reply_headers(reply), await read_reply(reply, ERROR_BODY_MAX)
+                )
                 if error.retryable and reply.status in self.llm.fallback_on:
                     self.health.set_aside(target, time.monotonic(), error.retry_after)
                     failure = error
@@ -268,7 +278,7 @@ class LlmHandler:
         fmt: ClientFormat,
         record: LlmRecord,
     ) -> None:
-        data = await _read(reply, RESPONSE_MAX, strict=True)
+        data = await read_reply(reply, RESPONSE_MAX, strict=True)
         answer, usage = adapter.chat_response(data)
         answer["model"] = model.name
         record.usage = usage
@@ -351,48 +361,3 @@ async def _send(out: ResponseWriter, status: int, body: bytes) -> None:
     out.start(status, (_JSON, (b"content-length", b"%d" % len(body))))
     await out.write(body)
     await out.end()
-
-
-async def _send_request(upstreams: Upstreams, target: Target, request: ProviderRequest) -> UpstreamReply:
-    """The provider request through the gateway's pools; unreachable or silent providers as retryable
-    ProviderErrors (the problem slug in ``kind``; the address stays in the log, never in the answer)."""
-    headers = request.headers
-    provider = target.provider
-    if provider.stored_key:  # read per request: a set-key applies to the next one, without a reload
-        key = provider_key(provider.name)
-        if key is not None:
-            headers = (*auth_headers(provider.kind, key.decode(), target.target.options), *headers)
-    try:
-        return await upstreams.request(provider.upstream, request.method, request.path, headers, request.body)
-    except UpstreamError as exc:
-        message = (
-            "the provider did not answer in time" if exc.status == 504 else "the provider is unreachable"
-        )
-        raise ProviderError(exc.status, message, retryable=True, kind=exc.problem) from None
-
-
-def _headers(reply: UpstreamReply) -> dict[str, str]:
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in reply.headers}
-
-
-async def _read(reply: UpstreamReply, limit: int, *, strict: bool = False) -> bytes:
-    """The reply's body, at most ``limit`` bytes; with ``strict``, a longer one is a ProviderError."""
-    parts: list[bytes] = []
-    size = 0
-    try:
-        async for data in reply:
-            size += len(data)
-            if size > limit:
-                if strict:
-                    raise ProviderError(
-                        502, f"the provider's answer exceeds {limit} bytes", kind="response_too_large"
-                    )
-                break
-            parts.append(data)
-    except UpstreamError as exc:
-        raise ProviderError(
-            exc.status, "the provider stopped answering", retryable=True, kind=exc.problem
-        ) from None
-    finally:
-        await reply.close()
-    return b"".join(parts)
