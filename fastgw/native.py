@@ -35,6 +35,7 @@ COMPILED: Final = (
     "fastgw.proxy.http1",
     "fastgw.proxy.upstream_call",
     "fastgw.upstream.write_batch",
+    "fastgw.upstream.response_reader",
     "fastgw.upstream.connection",
     "fastgw.upstream.pool",
     "fastgw.policy.chain",
