@@ -32,6 +32,8 @@ COMPILED: Final = (
     "fastgw.codec.path",
     "fastgw.codec.http1_httptools",
     "fastgw.proxy.dispatch",
+    "fastgw.proxy.http1_response",
+    "fastgw.proxy.http1_deadlines",
     "fastgw.proxy.http1",
     "fastgw.proxy.upstream_call",
     "fastgw.upstream.write_batch",
