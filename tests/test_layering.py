@@ -217,9 +217,6 @@ MAX_MODULE_LINES = 450
 # Modules still over the bar, with their size when this list was written: each is being split. Trim an
 # entry when its module is split; a module may shrink while listed, never grow past its size here.
 OVER_THE_BAR: dict[str, int] = {
-    "proxy/http2.py": 907,
-    "proxy/http1.py": 817,
-    "upstream/connection.py": 486,
 }
 
 

@@ -128,10 +128,15 @@ class _Converter:
             if name in value:
                 kwargs[name] = self.convert(hints[name], value[name], where)
                 most = f.metadata.get("max")
-                if most is not None and kwargs[name] is not None and kwargs[name] > most:
-                    raise self.error(
-                        where, f"{value[name]} is more than the maximum {most} ({f.metadata['max_reason']})"
-                    )
+                converted = kwargs[name]
+                # A list of numbers (e.g. statuses) states the maximum of each of its items.
+                items = converted if isinstance(converted, tuple) else (converted,)
+                for i, item in enumerate(items):
+                    if most is not None and item is not None and item > most:
+                        at = f"{where}[{i}]" if isinstance(converted, tuple) else where
+                        raise self.error(
+                            at, f"{item} is more than the maximum {most} ({f.metadata['max_reason']})"
+                        )
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 reason = "missing required key"
                 if name == "auth":

@@ -1,15 +1,16 @@
 """What every client protocol does with a request once its head is parsed, written once.
 
 The HTTP/1.1 connection (``proxy/http1.py``) and the HTTP/2 connection (``proxy/http2.py``) differ in
-framing only. Routing, the policy chain, the upstream request head and the access-log record come from
-here, so a route, a policy or a limit behaves exactly the same whichever protocol the client spoke.
+framing only. Routing, the policy chain (and its resumption when a policy waited on I/O: :func:`park`),
+the upstream request head and the access-log record come from here, so a route, a policy or a limit
+behaves exactly the same whichever protocol the client spoke.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from fastgw.codec.problem import CodecError
 from fastgw.exchange import Exchange
@@ -39,7 +40,7 @@ def admit(worker: WorkerContext, ex: Exchange) -> Denial | Pending | None:
     """Normalise the path, route, check the declared body size and run the policy chain.
 
     Returns None when the request may be forwarded (``ex.route`` is set and ``ex.passed`` is True), a
-    Denial to answer, or a Pending whose awaitable :func:`resume_chain` finishes. ``ex.chain_index``
+    Denial to answer, or a Pending to hand to :func:`park`. ``ex.chain_index``
     tells the resumption which policy was waiting.
     """
     snapshot: Snapshot = worker.holder.current
@@ -90,6 +91,48 @@ async def resume_chain(ex: Exchange, pending: Pending) -> Denial | None:
         if type(outcome) is Denial:
             return outcome
         awaitable = outcome.awaitable  # type: ignore[union-attr]
+
+
+class Parked(Protocol):
+    """The client side of an exchange whose policy waited on I/O: the HTTP/1 connection or an HTTP/2
+    stream. Called once per parked exchange, from its Task (never on the fast path)."""
+
+    def still_waiting(self, ex: Exchange) -> bool:
+        """Whether the client still waits for ``ex`` (it may have gone, or reset the stream)."""
+
+    def deny(self, ex: Exchange, denial: Denial) -> None: ...
+    def run_handler(self, ex: Exchange) -> None: ...
+    def hold_body(self, ex: Exchange) -> None: ...
+    def forward(self, ex: Exchange) -> None: ...
+    def resumed(self) -> None:
+        """After any of the four above: send what it made ready."""
+
+
+def park(worker: WorkerContext, ex: Exchange, pending: Pending, side: Parked) -> None:
+    """A policy needs I/O (a cold cache miss): wait for it in a Task, run the rest of the chain, then do
+    with ``ex`` what :func:`admit`'s caller does: deny it, run its handler, hold its body for the BODY
+    phase, or forward it. Body bytes arriving meanwhile wait in ``ex.body_buffer``."""
+    if ex.body_buffer is None:
+        ex.body_buffer = []
+    worker.spawn(_resume(ex, pending, side))
+
+
+async def _resume(ex: Exchange, pending: Pending, side: Parked) -> None:
+    denial = await resume_chain(ex, pending)
+    if not side.still_waiting(ex):
+        release(ex)  # the client left while the policy waited (its record is written)
+        return
+    route = ex.route
+    assert route is not None
+    if denial is not None:
+        side.deny(ex, denial)
+    elif route.handler is not None:
+        side.run_handler(ex)
+    elif route.body_checks:
+        side.hold_body(ex)
+    else:
+        side.forward(ex)
+    side.resumed()
 
 
 def upstream_request(

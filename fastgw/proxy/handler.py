@@ -356,7 +356,7 @@ class Http1Link:
 
 
 class H2Side(Protocol):
-    """What :class:`Http2Link` needs of proxy/http2.py's H2Stream (and, through it, its connection)."""
+    """What :class:`Http2Link` needs of proxy/h2_stream.py's H2Stream (and, through it, its connection)."""
 
     ex: Exchange
     head: list[tuple[bytes, bytes]] | None

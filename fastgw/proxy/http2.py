@@ -11,9 +11,8 @@ protocols. :class:`H2Stream` is the upstream's response sink for one stream.
 
 Flow control both ways: request body bytes are acknowledged to the client (WINDOW_UPDATE) only once an
 upstream connection has taken them, so a stream buffers at most its window; response bytes wait in the
-stream while the client's window is closed, and the upstream read pauses above ``http2.stream_buffer``.
-A client that stops reading pauses every upstream of the connection, is dropped after
-``server.send_timeout``, and at once if ``http2.max_outbound_buffer`` bytes pile up.
+stream while the client's window is closed (``proxy/h2_output.py``, the connection's state and sending
+side, which this module's class extends; ``proxy/h2_stream.py`` has the stream).
 
 Abuse limits (``codec/h2_guard.py`` scans frame headers before h2 buffers anything) end the connection
 with GOAWAY ENHANCE_YOUR_CALM; protocol errors the h2 library detects end it with its GOAWAY; a malformed
@@ -24,11 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
+from typing import Any, ClassVar, Final
 
-from h2.config import H2Configuration
-from h2.connection import ConnectionState, H2Connection
 from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
@@ -41,316 +37,32 @@ from h2.events import (
     WindowUpdated,
 )
 from h2.exceptions import ProtocolError, StreamClosedError
-from h2.settings import SettingCodes
-from hyperframe.frame import GoAwayFrame
 
-from fastgw.codec.h2_guard import FloodError, FrameGuard
+from fastgw.codec.h2_guard import FloodError
 from fastgw.codec.h2_request import check_trailers, parse_request
-from fastgw.codec.hpack_decoder import RequestDecoder
-from fastgw.codec.hpack_encoder import ResponseEncoder
-from fastgw.codec.problem import CodecError, problem_fields
-from fastgw.codec.serialize import DATE, LAST_CHUNK, chunk
+from fastgw.codec.problem import CodecError
+from fastgw.codec.serialize import LAST_CHUNK, chunk
 from fastgw.exchange import Exchange
-from fastgw.policy.chain import Denial, Pending
+from fastgw.policy.chain import Denial
 from fastgw.policy.network import client_from_forwarded
-from fastgw.proxy.context import DL_HEAD, DL_IDLE, DL_NONE
-from fastgw.proxy.dispatch import admit, complete, release, resume_chain
+from fastgw.proxy.context import DL_HEAD, DL_NONE
+from fastgw.proxy.dispatch import admit, park
+from fastgw.proxy.h2_output import H2Output
+from fastgw.proxy.h2_stream import H2Stream
 from fastgw.proxy.handler import HandlerRun, Http2Link, buffered_body_denial, unchunk
-from fastgw.proxy.upstream_call import CallSink, UpstreamCall
-from fastgw.proxy_headers.answer import answer_headers
+from fastgw.proxy.upstream_call import UpstreamCall
 from fastgw.proxy_headers.hop_by_hop import filter_trailers, trailer_lines
-from fastgw.proxy_headers.response_head import FRAMING_NONE, build_h2_response_headers, field_pairs
-from fastgw.snapshot import Http2Settings, ListenerSettings
-from fastgw.upstream.connection import UpstreamConnection
-
-if TYPE_CHECKING:
-    from fastgw.proxy.context import WorkerContext
-    from fastgw.proxy_headers.request_head import ClientPeer
-    from fastgw.tls.server import PeerCertificate
-    from fastgw.upstream.write_batch import WriteBatch
 
 _monotonic = time.monotonic
 
-_LARGEST_WINDOW: Final = 2**31 - 1
 
-
-class AcceptedClient(Protocol):
-    """The HTTP/1 connection an HTTP/2 connection takes over (h2c prior knowledge, ALPN h2, Upgrade):
-    what was learned at accept. A protocol, so this module does not import proxy/http1.py."""
-
-    @property
-    def transport(self) -> asyncio.Transport | None: ...
-    @property
-    def peer_ip(self) -> str: ...
-    @property
-    def peer(self) -> ClientPeer: ...
-    @property
-    def client_ip(self) -> str: ...
-    @property
-    def client_cert(self) -> PeerCertificate | None: ...
-    @property
-    def tls(self) -> bool: ...
-    @property
-    def batch(self) -> WriteBatch | None: ...
-
-
-class H2Stream(CallSink):
-    """One stream: its Exchange, its upstream call and what waits to be sent either way."""
-
-    __slots__ = (
-        "body_deadline",
-        "body_hold",
-        "call",
-        "conn",
-        "ended",
-        "ex",
-        "handler_run",
-        "head",
-        "hold_acks",
-        "out",
-        "out_bytes",
-        "sent_end",
-        "sid",
-        "trailers",
-        "trailers_in",
-        "unacked",
-        "upstream",
-        "upstream_paused",
-    )
-
-    def __init__(self, conn: Http2Connection, sid: int, ex: Exchange) -> None:
-        self.conn = conn
-        self.sid = sid
-        self.ex = ex
-        self.upstream: UpstreamConnection | None = None  # the call's, once it has one
-        self.call: UpstreamCall | None = None
-        ex.body_buffer = []  # request body framed for the upstream, waiting for a connection
-        self.unacked = 0  # flow-controlled bytes received but not yet handed back to the client
-        self.hold_acks = False  # the upstream is not taking the body fast enough
-        self.body_deadline = 0.0
-        self.head: list[tuple[bytes, bytes]] | None = None  # response headers not yet sent
-        self.out: deque[bytes] = deque()  # response body waiting for the client's window
-        self.out_bytes = 0
-        self.trailers: list[tuple[bytes, bytes]] | None = None  # the response's, for the client
-        self.trailers_in: list[tuple[bytes, bytes]] | None = None  # the request's, for the upstream
-        self.ended = False  # the response is complete on our side (upstream done, or an error answer)
-        self.sent_end = False  # END_STREAM went out
-        self.upstream_paused = False
-        self.handler_run: HandlerRun | None = None  # a handler route's exchange (proxy/handler.py)
-        self.body_hold = False  # the body is buffered whole for a BODY policy, then forwarded
-
-    # -- the upstream call's sink --------------------------------------------------------------------
-    def call_wanted(self) -> bool:
-        return not self.ended and self.conn.streams.get(self.sid) is self
-
-    def call_connection(self, conn: UpstreamConnection | None) -> None:
-        self.upstream = conn
-        if conn is not None and self.unacked and not self.hold_acks:
-            self.conn.ack(self)
-
-    def call_head(self, status: int, head: bytes, lines: list[bytes]) -> int:
-        ex = self.ex
-        route = ex.route
-        assert route is not None
-        if status == 101:
-            if self.call is not None:
-                self.call.abort(502, "bad-upstream-response", "unexpected upgrade from upstream")
-            return FRAMING_NONE
-        ex.status = status
-        conn = self.conn
-        self.head, framing = build_h2_response_headers(
-            ex, route, status, field_pairs(lines), conn.worker.via, conn.tls
-        )
-        return framing
-
-    def call_body(self, data: bytes) -> None:
-        self.ex.bytes_out += len(data)
-        self.out.append(data)
-        self.out_bytes += len(data)
-
-    def call_trailers(self, fields: list[tuple[bytes, bytes]]) -> None:
-        self.trailers = filter_trailers(fields) or None
-
-    def call_end(self) -> None:
-        self.upstream = None
-        self.ended = True
-        self.flush()
-
-    def call_error(self, denial: Denial) -> None:
-        self.upstream = None
-        self.fail(denial)
-        self.conn.write_soon()
-
-    def flush(self) -> None:
-        self.conn.pump(self)
-        self.conn.write_soon()
-
-    def pause_client_reading(self) -> None:
-        self.hold_acks = True
-
-    def resume_client_reading(self) -> None:
-        self.hold_acks = False
-        if self.unacked:
-            self.conn.ack(self)
-            self.conn.write_soon()
-
-    def drop_upstream(self) -> None:
-        """Give up the upstream call mid-exchange: its connection's framing is unknown, so it is closed."""
-        call = self.call
-        self.upstream = None
-        if call is not None:
-            self.call = None
-            call.abandon()
-
-    # -- a handler's response (proxy/handler.py's Http2Link) -------------------------------------------
-    def append_out(self, data: bytes) -> None:
-        self.out.append(data)
-        self.out_bytes += len(data)
-
-    def live(self) -> bool:
-        return not self.conn.closing and self.conn.streams.get(self.sid) is self
-
-    @property
-    def worker(self) -> WorkerContext:
-        return self.conn.worker
-
-    def flow_blocked(self) -> bool:
-        return self.conn.write_paused or self.out_bytes > self.conn.limits.stream_buffer
-
-    @property
-    def tls(self) -> bool:
-        return self.conn.tls
-
-    def log_event(self, message: str) -> None:
-        self.conn.worker.log_event(message)
-
-    # -- answers the gateway writes itself --------------------------------------------------------------
-    def fail(self, denial: Denial) -> None:
-        """Answer with a problem response, or reset the stream if the response already started."""
-        if self.conn.streams.get(self.sid) is not self:
-            return  # reset or finished meanwhile
-        ex = self.ex
-        self.drop_upstream()
-        ex.denial = denial.reason
-        if ex.response_started or self.sent_end:
-            self.conn.reset(self, ErrorCodes.INTERNAL_ERROR)
-            return
-        ex.status = denial.status
-        conn = self.conn
-        headers = answer_headers(ex, denial.headers, conn.tls, conn.worker.holder.current)
-        fields, body = problem_fields(denial.status, denial.problem, denial.detail, ex.request_id, headers)
-        self.head = [(b":status", b"%d" % denial.status), (b"date", DATE.value[6:-2]), *fields]
-        self.out.clear()
-        self.out_bytes = 0
-        self.trailers = None
-        if body:
-            self.out.append(body)
-            self.out_bytes = len(body)
-        ex.bytes_out = len(body)
-        self.ended = True
-        self.conn.pump(self)
-
-
-class Http2Connection(asyncio.Protocol):
-    """One client connection speaking HTTP/2; takes over from a ClientConnection that detected it."""
+class Http2Connection(H2Output):
+    """One client connection speaking HTTP/2; takes over from a ClientConnection that detected it. Its
+    state and sending side are in ``proxy/h2_output.py``."""
 
     multiplexed: ClassVar[bool] = True
 
-    __slots__ = (
-        "answered",
-        "batch",
-        "client_cert",
-        "client_ip",
-        "closing",
-        "deadline",
-        "deadline_kind",
-        "goaway_sent",
-        "guard",
-        "h2",
-        "last_stream",
-        "limits",
-        "listener",
-        "max_frame",
-        "open_state",
-        "peer",
-        "peer_goaway",
-        "peer_ip",
-        "requests",
-        "send_deadline",
-        "streams",
-        "tls",
-        "transport",
-        "upstream",
-        "via",
-        "worker",
-        "write_paused",
-        "write_pending",
-    )
-
-    def __init__(self, worker: WorkerContext, listener: ListenerSettings, origin: AcceptedClient) -> None:
-        self.worker = worker
-        self.listener = listener
-        self.transport: asyncio.Transport | None = origin.transport
-        self.peer_ip = origin.peer_ip
-        self.peer = origin.peer
-        self.client_ip = origin.client_ip
-        self.client_cert = origin.client_cert
-        self.tls = origin.tls
-        snapshot = worker.holder.current
-        self.limits: Http2Settings = snapshot.http2
-        self.via = b"2 " + snapshot.server.server_name
-        self.guard = FrameGuard(self.limits)
-        self.streams: dict[int, H2Stream] = {}
-        self.upstream = None  # the HTTP/1.1 sweep looks here; streams keep their own
-        self.requests = 0
-        # Whether a stream has been answered to its end. Until then the connection has not completed a
-        # request, and between streams it is held by header_timeout, not idle_timeout (_maybe_idle).
-        self.answered = False
-        self.goaway_sent = False
-        self.peer_goaway = False  # the client sent a graceful GOAWAY: close once its streams end
-        self.open_state: ConnectionState | None = None  # h2's state before it read a client's GOAWAY
-        self.last_stream = 0
-        self.closing = False
-        self.write_paused = False
-        self.write_pending = False
-        # Requests to upstreams are held for the iteration's batch too, as the connection this one took
-        # over decided (server.batch_writes).
-        self.batch: WriteBatch | None = origin.batch
-        self.send_deadline = 0.0
-        self.deadline = _monotonic() + snapshot.server.header_timeout
-        self.deadline_kind = DL_HEAD
-        self.h2 = self._start_h2()
-        self.max_frame = self.h2.max_outbound_frame_size
-
-    def _start_h2(self) -> H2Connection:
-        limits = self.limits
-        h2c = H2Connection(
-            H2Configuration(
-                client_side=False,
-                header_encoding=None,
-                validate_outbound_headers=False,  # we build them; names are lower-case, values checked
-                normalize_outbound_headers=False,
-                validate_inbound_headers=False,  # codec/h2_request.py checks the same rules, faster
-                normalize_inbound_headers=False,
-            )
-        )
-        h2c.encoder = ResponseEncoder()  # type: ignore[assignment]
-        h2c.decoder = RequestDecoder(limits.max_header_list_size)  # type: ignore[assignment]
-        h2c.local_settings.update(
-            {
-                SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
-                SettingCodes.INITIAL_WINDOW_SIZE: limits.initial_window_size,
-                SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_list_size,
-            }
-        )
-        h2c.local_settings.acknowledge()  # in force from the first frame, not only after the client's ACK
-        h2c.initiate_connection()
-        # The connection window covers every stream's window, so a stream that waits on a slow upstream
-        # never blocks the others (memory stays bounded by streams x window).
-        total = min(limits.max_concurrent_streams * limits.initial_window_size, _LARGEST_WINDOW)
-        if total > 65535:
-            h2c.increment_flow_control_window(total - 65535)
-        return h2c
+    __slots__ = ()
 
     def start(self, data: bytes) -> None:
         """Begin with what the HTTP/1.1 side already read (the preface and perhaps more)."""
@@ -358,7 +70,7 @@ class Http2Connection(asyncio.Protocol):
         if data:
             self.data_received(data)
 
-    # -- asyncio.Protocol -------------------------------------------------------------------------------
+    # -- asyncio.Protocol ------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # set via set_protocol
         self.transport = transport  # type: ignore[assignment]
 
@@ -411,20 +123,7 @@ class Http2Connection(asyncio.Protocol):
             return False
         return True
 
-    def pause_writing(self) -> None:
-        self.write_paused = True
-        self.send_deadline = _monotonic() + self.worker.holder.current.server.send_timeout
-        for stream in self.streams.values():
-            self._upstream_reading(stream, pause=True)
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        self.send_deadline = 0.0
-        for stream in list(self.streams.values()):
-            self.pump(stream)
-        self.write_out()
-
-    # -- events -----------------------------------------------------------------------------------------
+    # -- events ----------------------------------------------------------------------------------------
     def _on_request(self, event: RequestReceived) -> None:
         sid = event.stream_id
         if self.goaway_sent and sid > self.last_stream:
@@ -460,30 +159,15 @@ class Http2Connection(asyncio.Protocol):
             self.go_away()  # this stream is the last one served; the client opens a new connection
         outcome = admit(self.worker, ex)
         if outcome is None and ex.route.handler is not None:  # type: ignore[union-attr]
-            self._run_handler(stream)
+            self.run_handler(stream)
         elif outcome is None and ex.route.body_checks:  # type: ignore[union-attr]
-            self._hold_body(stream)
+            self.hold_body(stream)
         elif outcome is None:
-            self._forward(stream)
+            self.forward(stream)
         elif type(outcome) is Denial:
             stream.fail(outcome)
         else:
-            self.worker.spawn(self._resume(stream, outcome))  # type: ignore[arg-type]
-
-    async def _resume(self, stream: H2Stream, pending: Pending) -> None:
-        denial = await resume_chain(stream.ex, pending)
-        if self.streams.get(stream.sid) is not stream:
-            release(stream.ex)  # the stream was reset while the policy waited (its record is written)
-            return
-        if denial is not None:
-            stream.fail(denial)
-        elif stream.ex.route.handler is not None:  # type: ignore[union-attr]
-            self._run_handler(stream)
-        elif stream.ex.route.body_checks:  # type: ignore[union-attr]
-            self._hold_body(stream)
-        else:
-            self._forward(stream)
-        self.write_soon()
+            park(self.worker, ex, outcome, stream)  # type: ignore[arg-type]
 
     def _on_data(self, event: DataReceived) -> None:
         sid = event.stream_id
@@ -583,23 +267,6 @@ class Http2Connection(asyncio.Protocol):
             self._abort_stream(stream)
         self._maybe_idle()
 
-    def _on_window(self, event: WindowUpdated) -> None:
-        if event.stream_id:
-            stream = self.streams.get(event.stream_id)
-            if stream is not None and (stream.out or stream.head is not None):
-                self.pump(stream)
-        else:
-            for stream in list(self.streams.values()):
-                if stream.out:
-                    self.pump(stream)
-
-    def _on_settings(self, event: RemoteSettingsChanged) -> None:
-        self.max_frame = self.h2.max_outbound_frame_size
-        if SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:
-            for stream in list(self.streams.values()):
-                if stream.out:
-                    self.pump(stream)
-
     def _on_terminated(self, event: ConnectionTerminated) -> None:
         if event.error_code == ErrorCodes.NO_ERROR and self.streams and self.open_state is not None:
             # A graceful GOAWAY from the client (RFC 9113 6.8): it opens no more streams, but the ones in
@@ -618,8 +285,8 @@ class Http2Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    # -- handler routes (proxy/handler.py) -----------------------------------------------------------------
-    def _run_handler(self, stream: H2Stream) -> None:
+    # -- handler routes (proxy/handler.py) -------------------------------------------------------------
+    def run_handler(self, stream: H2Stream) -> None:
         """Buffer the body (what arrived while a policy waited first), then run the handler."""
         ex = stream.ex
         run = stream.handler_run = HandlerRun(ex, Http2Link(stream))
@@ -631,7 +298,7 @@ class Http2Connection(asyncio.Protocol):
         if ex.body_complete:
             run.begin(self.worker.spawn)
 
-    def _hold_body(self, stream: H2Stream) -> None:
+    def hold_body(self, stream: H2Stream) -> None:
         """A proxy route with a BODY policy: its body is buffered whole, checked, then forwarded."""
         self.ack(stream)  # what arrived while a policy waited: buffered whole from here on
         if stream.ex.body_complete:
@@ -644,10 +311,10 @@ class Http2Connection(asyncio.Protocol):
         if denial is not None:
             stream.fail(denial)
         else:
-            self._forward(stream)
+            self.forward(stream)
 
-    # -- forwarding ---------------------------------------------------------------------------------------
-    def _forward(self, stream: H2Stream) -> None:
+    # -- forwarding ------------------------------------------------------------------------------------
+    def forward(self, stream: H2Stream) -> None:
         route = stream.ex.route
         assert route is not None
         group = self.worker.pools.group(route.upstream)
@@ -656,197 +323,7 @@ class Http2Connection(asyncio.Protocol):
         )
         call.start()
 
-    def ack(self, stream: H2Stream) -> None:
-        """Hand the stream's received body bytes back to the client's flow-control windows."""
-        if stream.unacked and self.streams.get(stream.sid) is stream:
-            self.h2.acknowledge_received_data(stream.unacked, stream.sid)
-        stream.unacked = 0
-
-    # -- sending --------------------------------------------------------------------------------------------
-    def pump(self, stream: H2Stream) -> None:
-        """Send what the stream has (head, body within the client's window, trailers, END_STREAM)."""
-        if stream.sent_end or self.closing or self.streams.get(stream.sid) is not stream:
-            return
-        h2c = self.h2
-        sid = stream.sid
-        out = stream.out
-        head = stream.head
-        if head is not None:
-            stream.head = None
-            stream.ex.response_started = True
-            if stream.ended and not out and stream.trailers is None:
-                h2c.send_headers(sid, head, end_stream=True)
-                self._sent_end(stream)
-                return
-            h2c.send_headers(sid, head)
-        if out and not self.write_paused:
-            window = h2c.local_flow_control_window(sid)
-            max_frame = self.max_frame
-            while out and window > 0:
-                data = out[0]
-                size = len(data)
-                if size <= window and size <= max_frame:
-                    out.popleft()
-                    last = stream.ended and not out and stream.trailers is None
-                    h2c.send_data(sid, data, end_stream=last)
-                    if last:
-                        self._sent_end(stream)
-                        return
-                else:
-                    size = min(window, max_frame)
-                    h2c.send_data(sid, data[:size])
-                    out[0] = data[size:]
-                window -= size
-                stream.out_bytes -= size
-        if stream.ended and not out:
-            if stream.trailers is not None:
-                h2c.send_headers(sid, stream.trailers, end_stream=True)
-            else:
-                h2c.end_stream(sid)
-            self._sent_end(stream)
-            return
-        self._upstream_reading(
-            stream, pause=self.write_paused or stream.out_bytes > self.limits.stream_buffer
-        )
-
-    def _upstream_reading(self, stream: H2Stream, *, pause: bool) -> None:
-        run = stream.handler_run
-        if run is not None and not pause:
-            run.writer.wake()  # a handler waiting in write() may send more
-        upstream = stream.upstream
-        if pause == stream.upstream_paused or upstream is None or upstream.transport is None:
-            return
-        stream.upstream_paused = pause
-        if pause:
-            upstream.transport.pause_reading()
-        elif not upstream.closed:
-            upstream.transport.resume_reading()
-
-    def _sent_end(self, stream: H2Stream) -> None:
-        stream.sent_end = True
-        if not stream.ex.body_complete:
-            # The answer came before the whole request body (a denial, a 413): stop the client sending
-            # it (RFC 9113 8.1), and give back the window its unread bytes held.
-            self.ack(stream)
-            try:
-                self.h2.reset_stream(stream.sid, ErrorCodes.NO_ERROR)
-            except StreamClosedError:
-                pass  # the client ended or reset it meanwhile
-            stream.ex.body_complete = True
-            stream.drop_upstream()
-        self._finish(stream)
-
-    def _finish(self, stream: H2Stream) -> None:
-        if self.streams.pop(stream.sid, None) is None:
-            return
-        self.answered = True
-        stream.call = None  # the call points back at its stream: a cycle only the GC would free
-        stream.handler_run = None
-        complete(self.worker, stream.ex)
-        self._maybe_idle()
-
-    def _maybe_idle(self) -> None:
-        if self.streams:
-            return
-        if self.goaway_sent or self.peer_goaway:
-            self.closing = True
-            self.write_out()
-            if self.transport is not None:
-                self.transport.close()
-            return
-        worker = self.worker
-        server = worker.holder.current.server
-        if not self.answered:
-            # Every stream so far was reset before its answer (a rapid reset too slow or too short for
-            # the flood limit): keep-alive is for clients that were served; this one still owes a request.
-            self.deadline_kind = DL_HEAD
-            self.deadline = worker.now + server.header_timeout
-            return
-        self.deadline_kind = DL_IDLE
-        self.deadline = worker.now + server.idle_timeout
-
-    def reset(self, stream: H2Stream, code: ErrorCodes) -> None:
-        """End a stream whose response cannot be completed."""
-        if self.streams.get(stream.sid) is stream and not stream.sent_end:
-            self.h2.reset_stream(stream.sid, code)
-            stream.sent_end = True
-        self._abort_stream(stream)
-        self.streams.pop(stream.sid, None)
-        self._maybe_idle()
-
-    def _abort_stream(self, stream: H2Stream) -> None:
-        """A stream ends unfinished (reset by either side, or the connection is gone): log it once."""
-        stream.drop_upstream()
-        run = stream.handler_run
-        if run is not None:
-            stream.handler_run = None
-            run.cancel()  # the handler stops at its next await
-        # Callers hand over live streams only (finished ones left ``streams`` in _finish), so this is the
-        # stream's one record, whether or not END_STREAM or RST_STREAM already went out.
-        stream.sent_end = True
-        ex = stream.ex
-        if not ex.status:
-            ex.status = 499  # nginx's "client closed request": logged, never sent
-        complete(self.worker, ex)
-
-    def write_soon(self) -> None:
-        """Write what h2 has queued once this loop iteration's callbacks are done, with the worker's
-        other held writes (upstream/write_batch.py): the responses of every upstream that answered in the
-        same iteration leave in one ``write``."""
-        if not self.write_pending:
-            self.write_pending = True
-            self.worker.writes.hold_h2(self)
-
-    def write_held(self) -> None:
-        self.write_pending = False
-        self.write_out()
-
-    def write_out(self) -> None:
-        data = self.h2.data_to_send()
-        transport = self.transport
-        if data and transport is not None and not transport.is_closing():
-            transport.write(data)
-            if self.write_paused and transport.get_write_buffer_size() > self.limits.max_outbound_buffer:
-                self._abandon(None, "h2.outbound_buffer", "client stopped reading")
-
-    # -- ending the connection ------------------------------------------------------------------------------
-    def go_away(self) -> None:
-        """Graceful GOAWAY (drain, request budget, changed HTTP/2 settings): streams already opened finish,
-        newer ones are refused, and the connection closes when the last one ends."""
-        if self.goaway_sent or self.closing:
-            return
-        self.goaway_sent = True
-        self.last_stream = self.h2.highest_inbound_stream_id
-        frame = GoAwayFrame(0, last_stream_id=self.last_stream, error_code=0)
-        self.write_out()
-        if self.transport is not None:
-            self.transport.write(frame.serialize())
-        if not self.streams:
-            self._maybe_idle()
-
-    def _abandon(self, code: ErrorCodes | None, reason: str, detail: str) -> None:
-        """End the connection now: GOAWAY with ``code`` (h2 queued its own when None), then close."""
-        if self.closing:
-            return
-        if code is not None:
-            try:
-                self.h2.close_connection(error_code=code)
-            except ProtocolError:
-                pass
-        try:
-            self.write_out()
-        except ProtocolError:
-            pass
-        self.closing = True
-        for stream in list(self.streams.values()):
-            stream.ex.denial = reason
-            self._abort_stream(stream)
-        self.streams.clear()
-        self.worker.log_event(f"HTTP/2 connection from {self.peer_ip} closed ({reason}): {detail}")
-        if self.transport is not None:
-            self.transport.close()
-
-    # -- deadlines (the worker tick) ------------------------------------------------------------------------
+    # -- deadlines (the worker tick) -------------------------------------------------------------------
     def on_deadline(self, now: float) -> None:
         kind = self.deadline_kind
         self.deadline = 0.0

@@ -36,7 +36,8 @@ from fastgw.proxy.dispatch import (
     upstream_request,
 )
 from fastgw.proxy_headers.request_head import ClientPeer
-from fastgw.upstream.connection import ResponseSink, UpstreamConnection
+from fastgw.upstream.connection import UpstreamConnection
+from fastgw.upstream.response_reader import ResponseSink
 
 if TYPE_CHECKING:
     from fastgw.proxy.context import WorkerContext

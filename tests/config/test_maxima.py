@@ -52,3 +52,14 @@ def test_a_number_above_its_maximum_is_one_line_with_the_reason() -> None:
         with pytest.raises(ConfigError) as err:
             parse_config(f"{BASE}[server]\nheader_timeout = {text}\n".encode(), "gw.toml")
         assert str(err.value) == f"gw.toml: server.header_timeout: {reason}"
+
+
+def test_each_number_of_a_list_is_held_to_the_maximum() -> None:
+    """A list of numbers (``[llm] fallback_on``: statuses) names the item over the maximum."""
+    with pytest.raises(ConfigError) as err:
+        parse_config(f"{BASE}[llm]\nfallback_on = [429, 700]\n".encode(), "gw.toml")
+    assert (
+        str(err.value)
+        == "gw.toml: llm.fallback_on[1]: 700 is more than the maximum 599 (HTTP statuses end at 599)"
+    )
+    parse_config(f"{BASE}[llm]\nfallback_on = [429, 599]\n".encode(), "gw.toml")
