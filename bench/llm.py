@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from llm_fake import MODEL, PROMPT_TOKENS
@@ -200,9 +201,13 @@ def start_peers(
     return ready, missing
 
 
-def alternate(targets: list[Target], runs: int, measure: object) -> dict[str, list[dict[str, float]]]:
+# One run against one target: (target, seconds or None for the row's duration) -> the run's figures.
+Measure = Callable[[Target, int | None], dict[str, float]]
+
+
+def alternate(targets: list[Target], runs: int, measure: Measure) -> dict[str, list[dict[str, float]]]:
+    """Each target in turn, ``runs`` times (drift hits all alike), after a 1 s warm-up of each."""
     per: dict[str, list[dict[str, float]]] = {t.name: [] for t in targets}
-    assert callable(measure)
     for t in targets:  # warm-up: pools filled, imports done
         measure(t, 1)
     for _ in range(runs):
@@ -291,7 +296,7 @@ def main() -> int:
         everyone = [direct, floor, fastgw, *peers]
         chat_path = stream_path = "/v1/chat/completions"
 
-        def closed(path: str, body: dict[str, object], conns: int) -> object:
+        def closed(path: str, body: dict[str, object], conns: int) -> Measure:
             return lambda t, s: wrk(t, path, body, conns, s or duration, work)
 
         rows: dict[str, dict[str, object]] = {}
