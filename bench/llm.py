@@ -4,12 +4,13 @@
     scripts/dev.sh bench --llm --quick        # 1 run x 2 s per row and target: does it work at all
     .venv/bin/python bench/llm.py --runs 5 --duration 8 --peers bench/.peers
 
-A fast fake OpenAI provider (bench/llm_fake.py: 100 chunks per stream) and the load generators (wrk, and
-bench/llm_load.py where wrk cannot measure) run pinned to CPU 1. fastgw (one worker, an llm route with
-``auth = "api_key"``, the access log on, to a file), the bare floor (bench/bare_proxy.py: a uvloop +
-httptools proxy that does nothing else), LiteLLM (``litellm --num_workers 1``, master-key auth) and
-Portkey (its Node server) each run pinned to CPU 0, one at a time under load; the runs alternate
-between them so drift hits all alike. ``direct`` is the fake provider called with no gateway.
+A fast fake OpenAI provider (bench/llm_fake.py: 100 chunks per stream, each its own write) and the
+load generators (wrk, and bench/llm_load.py where wrk cannot measure) run pinned to CPU 1. fastgw (one
+worker, an llm route with ``auth = "api_key"``, the access log on, to a file), the bare floor
+(bench/bare_proxy.py: a uvloop + httptools proxy that does nothing else), LiteLLM (``litellm
+--num_workers 1``, master-key auth) and Portkey (its Node server) each run pinned to CPU 0, one at a
+time under load; the runs alternate between them so drift hits all alike. ``direct`` is the fake
+provider called with no gateway.
 
 Rows, each with issue 22's bar beside it:
   chat c=64            non-streamed chat completion: req/s, p50/p99; fastgw over LiteLLM, Portkey, floor
@@ -19,6 +20,8 @@ Rows, each with issue 22's bar beside it:
   ttfb                 time to the first streamed event, added over ``direct`` at p50 (one at a time)
   idle RSS             the fastgw worker's VmRSS before any load, AI modules loaded
 and a check that every llm line in fastgw's access log carries exactly the fake's token counts.
+``--stream-writes batched`` has the fake write all but a stream's first event at once: the cheapest
+stream to relay, which shows what per-event work costs against a floor that only copies bytes.
 Results go to bench/results/llm-*.json. Peers that are not installed are listed, never skipped silently.
 """
 
@@ -225,10 +228,14 @@ def ratio(a: float, b: float) -> float:
 
 
 def check_tokens(log: Path) -> dict[str, object]:
-    """Every llm line of a 200 answer must carry the fake's own counts: PROMPT_TOKENS and CHUNKS. Streams
-    that wrk cut at the end of a run (the client gone before any byte went out) are counted apart."""
-    seen = wrong = cut = 0
-    samples: list[object] = []
+    """Every llm line of a 200 answer must carry the fake's own counts: PROMPT_TOKENS and CHUNKS.
+
+    wrk closes its connections at the end of each run, cutting the streams then in flight; the log gives
+    no sign of it (status 200, usage missing: it comes last). A stream is counted as cut when fewer bytes
+    went out than the longest stream of its endpoint: a complete stream whose usage went missing still
+    counts as wrong."""
+    lines = []
+    full: dict[str, int] = {}  # endpoint -> bytes of a complete stream
     for line in log.read_text(errors="replace").splitlines():
         try:
             doc = json.loads(line)
@@ -237,7 +244,15 @@ def check_tokens(log: Path) -> dict[str, object]:
         llm = doc.get("llm")
         if not isinstance(llm, dict) or doc.get("status") != 200 or llm.get("endpoint") == "models":
             continue
-        if doc.get("bytes_out") == 0 and llm.get("stream"):
+        lines.append(doc)
+        if llm.get("stream"):
+            endpoint = str(llm.get("endpoint"))
+            full[endpoint] = max(full.get(endpoint, 0), int(doc.get("bytes_out", 0)))
+    seen = wrong = cut = 0
+    samples: list[object] = []
+    for doc in lines:
+        llm = doc["llm"]
+        if llm.get("stream") and int(doc.get("bytes_out", 0)) < full[str(llm.get("endpoint"))]:
             cut += 1
             continue
         seen += 1
@@ -259,6 +274,12 @@ def main() -> int:
         "--peers", type=Path, default=ROOT / "bench" / ".peers", help="where the peers are installed"
     )
     parser.add_argument("--no-peers", action="store_true", help="fastgw, the floor and direct only")
+    parser.add_argument(
+        "--stream-writes",
+        choices=["per-event", "batched"],
+        default="per-event",
+        help="how the fake writes a stream: each event apart (as a provider does), or the rest at once",
+    )
     args = parser.parse_args()
     runs = args.runs or (1 if args.quick else 5)
     duration = args.duration or (2 if args.quick else 8)
@@ -270,7 +291,8 @@ def main() -> int:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         fake_port, gw_port, admin_port, bare_port = free_port(), free_port(), free_port(), free_port()
-        fake_cmd = [sys.executable, str(ROOT / "bench" / "llm_fake.py"), str(fake_port), str(CHUNKS)]
+        fake = [str(ROOT / "bench" / "llm_fake.py"), str(fake_port), str(CHUNKS), args.stream_writes]
+        fake_cmd = [sys.executable, *fake]
         procs.append(start(fake_cmd, 1, work / "fake.out"))
         conf = gateway_config(work, gw_port, admin_port, fake_port)
         os.environ["BENCH_FAKE_PROVIDER_KEY"] = PEER_KEY
@@ -385,6 +407,7 @@ def main() -> int:
             "runs": runs,
             "duration_s": duration,
             "chunks": CHUNKS,
+            "stream_writes": args.stream_writes,
             "peers_missing": missing,
             "rows": rows,
         }

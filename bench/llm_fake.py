@@ -4,14 +4,15 @@ The wire shapes are the quick start's fake provider's (fastgw/ai/demo_provider.p
 chat.completion.chunk events, a usage chunk when ``stream_options.include_usage`` asks, ``data:
 [DONE]``), but every answer is built once at start-up: the bench measures the gateways, so the fake
 must cost as little as possible on the load generator's core. A streamed answer is CHUNKS content
-events (one token each) in HTTP/1.1 chunked transfer coding, one HTTP chunk per event: the head and the
-first event are written at once, the rest one loop iteration later, in one write (a real provider's first
-token comes before the others: a gateway that holds the first event back until more arrive shows it in
-the time to first byte).
+events (one token each) in HTTP/1.1 chunked transfer coding, one HTTP chunk per event, each event its
+own write, one per loop iteration (so each leaves as its own TCP segment and a gateway reads it apart,
+as it does from a real provider whose tokens come spaced in time); ``batched`` writes the head and first
+event, then all the rest in one write (the cheapest stream a gateway can relay: a floor that copies bytes
+is then near its request rate, a gateway that works per event is not).
 Usage is always PROMPT_TOKENS prompt tokens and CHUNKS completion tokens (bench/llm.py checks that the
 gateway's access log records exactly these). Not a provider: no limits, no checks beyond ``stream``.
 
-    python bench/llm_fake.py PORT [CHUNKS]
+    python bench/llm_fake.py PORT [CHUNKS] [per-event|batched]
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ def whole_answer(chunks: int) -> bytes:
     return head + body
 
 
-def streamed_answer(chunks: int, include_usage: bool) -> tuple[bytes, bytes]:
-    """The head with the first event, and the rest of the stream."""
+def streamed_answer(chunks: int, include_usage: bool, batched: bool) -> list[bytes]:
+    """The writes of one stream: the head with the first event, then one per event (or the rest at once)."""
     base = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 0, "model": MODEL}
 
     def event(choices: list[object], **extra: object) -> bytes:
@@ -74,13 +75,15 @@ def streamed_answer(chunks: int, include_usage: bool) -> tuple[bytes, bytes]:
     events.append(b"data: [DONE]\n\n")
     head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
     framed = [b"%x\r\n%s\r\n" % (len(e), e) for e in events]
-    return head + framed[0], b"".join(framed[1:]) + b"0\r\n\r\n"
+    framed[0] = head + framed[0]
+    framed[-1] += b"0\r\n\r\n"
+    return [framed[0], b"".join(framed[1:])] if batched else framed
 
 
 class FakeProvider(asyncio.Protocol):
     whole = b""
-    streamed = (b"", b"")
-    streamed_usage = (b"", b"")
+    streamed: list[bytes] = []
+    streamed_usage: list[bytes] = []
     not_found = b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
 
     def __init__(self) -> None:
@@ -116,19 +119,29 @@ class FakeProvider(asyncio.Protocol):
             self.transport.write(self.whole)
             return
         options = request.get("stream_options") or {}
-        first, rest = self.streamed_usage if options.get("include_usage") else self.streamed
-        self.transport.write(first)
-        asyncio.get_running_loop().call_soon(self.transport.write, rest)
+        self._send(self.streamed_usage if options.get("include_usage") else self.streamed, 0)
+
+    def _send(self, writes: list[bytes], i: int) -> None:
+        """One write now, the next one loop iteration later (callbacks queued while the loop runs its
+        ready ones wait for the next iteration, after it polled the sockets)."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.transport.write(writes[i])
+        if i + 1 < len(writes):
+            asyncio.get_running_loop().call_soon(self._send, writes, i + 1)
 
 
-async def serve(port: int, chunks: int) -> None:
+async def serve(port: int, chunks: int, batched: bool) -> None:
     FakeProvider.whole = whole_answer(chunks)
-    FakeProvider.streamed = streamed_answer(chunks, include_usage=False)
-    FakeProvider.streamed_usage = streamed_answer(chunks, include_usage=True)
+    FakeProvider.streamed = streamed_answer(chunks, include_usage=False, batched=batched)
+    FakeProvider.streamed_usage = streamed_answer(chunks, include_usage=True, batched=batched)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(FakeProvider, "127.0.0.1", port, backlog=4096)
     await server.serve_forever()
 
 
 if __name__ == "__main__":
-    uvloop.run(serve(int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 100))
+    mode = sys.argv[3] if len(sys.argv) > 3 else "per-event"
+    if mode not in ("per-event", "batched"):
+        raise SystemExit(__doc__)
+    uvloop.run(serve(int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 100, mode == "batched"))
