@@ -1,7 +1,8 @@
 """The floor: a bare uvloop + httptools reverse proxy with no routing, policies, logging or checks.
 
 It forwards each request head and body to one keep-alive upstream connection per client connection and
-relays the response. It exists only so bench/run.py can show, in the same run, what pure-Python proxying
+relays the response (a chunked one re-chunked as it arrives, one chunk per read: bench/llm.py's streaming
+floor). It exists only so bench/run.py can show, in the same run, what pure-Python proxying
 costs before fastgw adds anything (the brief measured it at 0.75x nginx). Not for production: no limits,
 no error handling beyond closing.
 
@@ -24,6 +25,7 @@ class Upstream(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.out: list[bytes] = []
         self.headers: list[bytes] = []
+        self.chunked = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -36,9 +38,12 @@ class Upstream(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.headers = [b"HTTP/1.1 %d OK\r\n" % 200]
+        self.chunked = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append(name + b": " + value + b"\r\n")
+        if name.lower() == b"transfer-encoding":
+            self.chunked = True  # httptools hands over the body de-chunked: it goes out re-chunked
 
     def on_headers_complete(self) -> None:
         self.headers[0] = b"HTTP/1.1 %d OK\r\n" % self.parser.get_status_code()
@@ -46,7 +51,11 @@ class Upstream(asyncio.Protocol):
         self.out.append(b"".join(self.headers))
 
     def on_body(self, body: bytes) -> None:
-        self.out.append(body)
+        self.out.append(b"%x\r\n%s\r\n" % (len(body), body) if self.chunked else body)
+
+    def on_message_complete(self) -> None:
+        if self.chunked:
+            self.out.append(b"0\r\n\r\n")
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.client.transport is not None:

@@ -6,7 +6,8 @@
 Each step runs the real code on a typical small GET (6 request headers, 4 response headers) in a tight
 loop; numbers are the best of 5 repeats, in microseconds. The bar in issue 2: parse + route + header steps
 + serialise <= 6 us with httptools. The ``sse`` group: codec/sse.py parsing and encoding one streamed
-OpenAI chunk event (issue 21's bar: per-event translation <= 5 us).
+OpenAI chunk event (issue 21's bar: per-event translation <= 5 us). The ``llm`` group: the AI gateway's
+per-event stream translation, each way (issue 22's bar: <= 5 us per event each way).
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fastgw.access_line import format_batch
+from fastgw.ai.formats.anthropic_format import AnthropicStreamEncoder
+from fastgw.ai.formats.openai_format import OpenAIStreamEncoder
+from fastgw.ai.providers.anthropic_stream import AnthropicStreamTranslator
+from fastgw.ai.providers.openai import OpenAIStream
 from fastgw.codec.http1 import DetachedSink, ParserLimits
 from fastgw.codec.http1_backends import make_reader
 from fastgw.codec.path import normalize_path
@@ -180,6 +185,46 @@ def sse_steps() -> dict[str, float]:
     }
 
 
+# One Anthropic text delta event as the Messages API streams it, and the two events it needs before it.
+ANTHROPIC_START = (
+    b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_01","type":"message",'
+    b'"role":"assistant","model":"claude-sonnet-4-5","content":[],"stop_reason":null,'
+    b'"usage":{"input_tokens":25,"output_tokens":1}}}\n\n'
+    b'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
+    b'"content_block":{"type":"text","text":""}}\n\n'
+)
+ANTHROPIC_DELTA = (
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+    b'"delta":{"type":"text_delta","text":" Hello"}}\n\n'
+)
+
+
+def llm_steps() -> dict[str, float]:
+    """fastgw/ai per streamed event: the provider's event in, the client's event out (issue 22's bar:
+    per-event translation each way <= 5 us). Each translator is fed mid-stream events, as in a long
+    answer: the stream's opening events are fed once before timing."""
+    openai_in = OpenAIStream()
+    openai_out = OpenAIStreamEncoder(include_usage=True)
+    [chunk] = openai_in.feed(SSE_EVENT)
+
+    def openai_to_openai() -> None:
+        for c in openai_in.feed(SSE_EVENT):
+            openai_out.encode(c)
+
+    anthropic_in = AnthropicStreamTranslator()
+    anthropic_in.feed(ANTHROPIC_START)
+    anthropic_out = AnthropicStreamEncoder("claude-sonnet-4-5")
+    anthropic_out.encode(chunk)  # the opening events (message_start, content_block_start) go out once
+    assert anthropic_in.feed(ANTHROPIC_DELTA), "the Anthropic delta translates to a pivot chunk"
+    return {
+        "OpenAI event -> pivot chunk": best(lambda: openai_in.feed(SSE_EVENT), 20000),
+        "pivot chunk -> OpenAI SSE event": best(lambda: openai_out.encode(chunk), 20000),
+        "OpenAI event -> pivot -> OpenAI SSE (each way)": best(openai_to_openai, 20000),
+        "Anthropic provider event -> pivot chunk": best(lambda: anthropic_in.feed(ANTHROPIC_DELTA), 20000),
+        "pivot chunk -> Anthropic SSE event": best(lambda: anthropic_out.encode(chunk), 20000),
+    }
+
+
 def measure(backend: str) -> dict[str, float]:
     snapshot = compile_config(CONFIG, "micro.toml")
     route = snapshot.routes[0]
@@ -288,6 +333,10 @@ def main() -> int:
             print(f"  {step:48} {us:7.2f} us")
     results = everything["sse"] = sse_steps()
     print("\nsse")
+    for step, us in results.items():
+        print(f"  {step:48} {us:7.2f} us")
+    results = everything["llm"] = llm_steps()
+    print("\nllm (per streamed event)")
     for step, us in results.items():
         print(f"  {step:48} {us:7.2f} us")
     if args.json:

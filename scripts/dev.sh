@@ -3,6 +3,7 @@
 #   scripts/dev.sh run [CONFIG]     install into .venv and serve CONFIG (default: the built-in quickstart)
 #   scripts/dev.sh test [ARGS]      install into .venv, then ruff + mypy --strict + the whole pytest suite
 #   scripts/dev.sh bench [ARGS]     install bench tools (wrk, nginx) and run bench/run.py
+#   scripts/dev.sh bench --llm [ARGS]  install the AI gateway peers (LiteLLM, Portkey) and run bench/llm.py
 #   scripts/dev.sh system PROFILE   install the system packages PROFILE needs (test | bench)
 # System packages are installed with apt-get when running as root; otherwise the exact apt line is
 # printed and the script fails (it never guesses at sudo).
@@ -72,6 +73,39 @@ need_python() {
     fi
 }
 
+# The AI gateway bench's peers, installed once under bench/.peers (git-ignored), each apart from fastgw's
+# own venv: litellm[proxy] pins its own openai, pydantic and httpx, which would change the SDK versions the
+# tests run against. Versions are the ones issue 22's bars were measured with. Portkey streams only with
+# @hono/node-server 1.13.8 (newer ones answer every stream 500 "TypeError: immutable", Portkey issues
+# #1389/#1550): an npm override pins it under the gateway. A peer that cannot be installed (no registry)
+# is reported and bench/llm.py runs without its rows.
+PEERS=$ROOT/bench/.peers
+LITELLM_SPEC='litellm[proxy]==1.108.*'
+PORTKEY_SPEC='1.15.2'
+HONO_NODE_SERVER='1.13.8'
+install_llm_peers() {
+    if [ ! -x "$PEERS/litellm/bin/litellm" ]; then
+        echo "installing $LITELLM_SPEC into $PEERS/litellm (once)" >&2
+        if ! { python3 -m venv "$PEERS/litellm" && "$PEERS/litellm/bin/pip" install -q "$LITELLM_SPEC"; }; then
+            echo "could not install $LITELLM_SPEC from PyPI: the LiteLLM rows will be missing" >&2
+            rm -rf "$PEERS/litellm"
+        fi
+    fi
+    if [ ! -f "$PEERS/portkey/node_modules/@portkey-ai/gateway/build/start-server.js" ]; then
+        echo "installing @portkey-ai/gateway@$PORTKEY_SPEC into $PEERS/portkey (once)" >&2
+        mkdir -p "$PEERS/portkey"
+        cat >"$PEERS/portkey/package.json" <<JSON
+{"private": true,
+ "dependencies": {"@portkey-ai/gateway": "$PORTKEY_SPEC", "@hono/node-server": "$HONO_NODE_SERVER"},
+ "overrides": {"@hono/node-server": "$HONO_NODE_SERVER"}}
+JSON
+        if ! { command -v npm >/dev/null && npm install --prefix "$PEERS/portkey" --silent --no-audit --no-fund; }; then
+            echo "could not install @portkey-ai/gateway from npm (is npm installed?): the Portkey rows will be missing" >&2
+            rm -rf "$PEERS/portkey/node_modules"
+        fi
+    fi
+}
+
 cmd=${1:-}
 shift || true
 case "$cmd" in
@@ -92,6 +126,11 @@ case "$cmd" in
     bench)
         need_system bench
         need_python "test,bench"
+        if [ "${1:-}" = "--llm" ]; then
+            shift
+            install_llm_peers
+            exec "$VENV/bin/python" bench/llm.py --peers "$PEERS" "$@"
+        fi
         exec "$VENV/bin/python" bench/run.py "$@"
         ;;
     system)

@@ -43,6 +43,11 @@ def test_check_examples(tmp_path: Path) -> None:
         "FASTGW_KEY_PEPPER": "p" * 32,
         "FASTGW_ADMIN_TOKEN": os.urandom(32).hex(),
         "CREDENTIALS_DIRECTORY": str(credentials),
+        # llm.toml's provider keys (check resolves them; nothing is called)
+        "OPENAI_API_KEY": "sk-example",
+        "AZURE_OPENAI_API_KEY": "azure-example",
+        "ANTHROPIC_API_KEY": "sk-ant-example",
+        "GEMINI_API_KEY": "gemini-example",
     }
     for path in examples:
         copy = tmp_path / path.name
