@@ -119,20 +119,27 @@ class UpstreamResponse(CallSink):
             yield chunk
 
     async def _next(self) -> bytes:
-        """The next body chunk, b"" at the end; raises UpstreamError if the upstream fails or stalls."""
-        while not self._chunks:
+        """Every body byte that arrived since the last call (one piece, however many reads brought it:
+        a handler does one pass per wake-up, not one per read), b"" at the end; raises UpstreamError if
+        the upstream fails or stalls. The wait is a future and one timer: ``asyncio.wait_for`` would
+        wrap it in more objects, per chunk."""
+        chunks = self._chunks
+        while not chunks:
             if self._error is not None:
                 raise self._error
             if self._ended or self._closed:
                 return b""
-            self._wake = self._loop.create_future()
+            wake = self._wake = self._loop.create_future()
+            timer = self._loop.call_later(self._wait_limit(self._read_timeout), _expire, wake)
             try:
-                await asyncio.wait_for(self._wake, self._wait_limit(self._read_timeout))
+                await wake
             except TimeoutError:
                 self._fail_stalled()
             finally:
+                timer.cancel()
                 self._wake = None
-        chunk = self._chunks.popleft()
+        chunk = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
         self._buffered -= len(chunk)
         if self._paused and self._buffered <= BODY_BUFFER // 2:
             self._reading(pause=False)
@@ -246,6 +253,12 @@ class UpstreamResponse(CallSink):
 
     def resume_client_reading(self) -> None:
         pass
+
+
+def _expire(wake: asyncio.Future[None]) -> None:
+    """A body wait's timer: the upstream sent nothing in time."""
+    if not wake.done():
+        wake.set_exception(TimeoutError())
 
 
 class UpstreamClient:
