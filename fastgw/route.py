@@ -7,6 +7,7 @@ module imports neither the Exchange nor the policy layer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -94,3 +95,6 @@ class Route:
     handler: Handler[Any] | None = None
     body_checks: tuple[BodyCheck[Any], ...] = ()  # Phase.BODY policies, in chain order
     response_filters: tuple[ResponseFilterFactory[Any], ...] = ()  # wrap a handler's response writer
+    # The error shape the route's clients parse, for the gateway's own refusals on it (401, 429, 413...):
+    # (exchange, status, problem slug, detail) -> (content type, body); None: problem+json.
+    error_body: Callable[[Any, int, str, str], tuple[bytes, bytes]] | None = None

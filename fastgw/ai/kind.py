@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from fastgw.ai.config import LlmConfig, LlmSpec, ModelSpec, ProviderSpec, TargetSpec, compile_llm
+from fastgw.ai.formats.anthropic_response import error_body as anthropic_error_body
+from fastgw.ai.formats.openai import error_body as openai_error_body
 from fastgw.ai.formats.registry import FORMATS
 from fastgw.ai.handler import LlmHandler
 from fastgw.ai.providers.registry import ADAPTERS
@@ -37,6 +39,19 @@ def compile_route(spec: LlmRouteSpec, ctx: CompileContext) -> LlmHandler:
     return LlmHandler(llm, ADAPTERS, FORMATS, spec.models)
 
 
+_JSON: Final = b"application/json"
+
+
+def error_body(ex: Any, status: int, problem: str, detail: str) -> tuple[bytes, bytes]:
+    """The gateway's own refusals on an llm route (a policy's 401 or 429, a body over the route's
+    bound) in the error shape of the client's SDK: Anthropic's for the Messages endpoints and for
+    clients that send ``anthropic-version``, OpenAI's otherwise (``problem`` is the code)."""
+    path = bytes(ex.path)
+    if b"/messages" in path or ex.header(b"anthropic-version") is not None:
+        return _JSON, anthropic_error_body(status, detail)
+    return _JSON, openai_error_body(status, detail, None, problem)
+
+
 SECTION: Final = Section(
     LlmSpec,
     "[llm] the AI gateway's providers and models (routes with kind = 'llm')",
@@ -56,4 +71,5 @@ KIND: Final = HandlerKind(
     "llm",
     SECTION,
     _compile_section,
+    error_body,
 )

@@ -38,12 +38,23 @@ def problem_fields(
     detail: str,
     request_id: bytes = b"",
     headers: tuple[tuple[bytes, bytes], ...] = (),
+    own: tuple[bytes, bytes] | None = None,
 ) -> tuple[list[tuple[bytes, bytes]], bytes]:
     """The header fields (no status, no Date, no framing) and body of a problem response; the HTTP/1.1
-    and HTTP/2 connections frame them their own way."""
+    and HTTP/2 connections frame them their own way. ``own`` (content type, body) replaces the problem
+    document where the route's clients parse another error shape (an llm route: OpenAI's or Anthropic's
+    error object, ``Route.error_body``)."""
     if status == 204:  # an answer with no content (a CORS preflight), not a problem
         fields = [(b"cache-control", b"no-store")]
         body = b""
+    elif own is not None:
+        body = own[1]
+        fields = [
+            (b"content-type", own[0]),
+            (b"content-length", b"%d" % len(body)),
+            (b"cache-control", b"no-store"),
+            (b"x-content-type-options", b"nosniff"),
+        ]
     else:
         title = REASONS.get(status, "Error")
         doc: dict[str, object] = {
@@ -76,6 +87,7 @@ def render_problem(
     headers: tuple[tuple[bytes, bytes], ...] = (),
     close: bool = False,
     http10: bool = False,
+    own: tuple[bytes, bytes] | None = None,
 ) -> bytes:
     """Serialise a complete problem+json response (head and body) ready for ``transport.write``.
 
@@ -83,7 +95,7 @@ def render_problem(
     ``WWW-Authenticate``, ``Retry-After`` or ``Allow``. With ``close`` the response says
     ``Connection: close``; the caller closes after writing.
     """
-    fields, body = problem_fields(status, problem, detail, request_id, headers)
+    fields, body = problem_fields(status, problem, detail, request_id, headers, own)
     parts = [status_line(status), DATE.value]
     for name, value in fields:
         parts.append(name + b": " + value + b"\r\n")

@@ -134,6 +134,7 @@ def _route(
         handler=kind.handler,
         body_checks=kind.body_checks,
         response_filters=kind.response_filters,
+        error_body=kind.error_body,
     )
 
 

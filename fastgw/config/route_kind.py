@@ -6,7 +6,7 @@ from ``fastgw/handlers/registry.py`` by name, each with its own spec and compile
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -44,6 +44,7 @@ class RouteKind:
     handler: Handler[Exchange] | None
     body_checks: tuple[BodyCheck, ...]
     response_filters: tuple[ResponseFilterFactory[Exchange], ...]
+    error_body: Callable[[Any, int, str, str], tuple[bytes, bytes]] | None = None
 
 
 def compile_kind_sections(spec: Any, ctx: CompileContext) -> None:
@@ -99,4 +100,4 @@ def compile_route_kind(
         handler = kind.compile(settings, ctx)
     except CompileError as err:
         raise ConfigError(file, f"{key}.handler.{err.field}", err.reason) from None
-    return RouteKind(handler, body_checks, filters)
+    return RouteKind(handler, body_checks, filters, kind.error_body)

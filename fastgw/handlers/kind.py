@@ -47,3 +47,6 @@ class HandlerKind:
     section_key: str = ""
     section: Section | None = None
     compile_section: Callable[[Any, CompileContext], Any] | None = None
+    # The error shape the kind's clients parse, for the gateway's own refusals on its routes (a policy's
+    # 401 or 429 before the handler runs): (exchange, status, problem, detail) -> (content type, body).
+    error_body: Callable[[Any, int, str, str], tuple[bytes, bytes]] | None = None

@@ -236,7 +236,13 @@ class H2Stream(CallSink):
         ex.status = denial.status
         conn = self.conn
         headers = answer_headers(ex, denial.headers, conn.tls, conn.worker.holder.current)
-        fields, body = problem_fields(denial.status, denial.problem, denial.detail, ex.request_id, headers)
+        route = ex.route
+        own = None
+        if route is not None and route.error_body is not None:  # an llm route: its SDKs' error shape
+            own = route.error_body(ex, denial.status, denial.problem, denial.detail)
+        fields, body = problem_fields(
+            denial.status, denial.problem, denial.detail, ex.request_id, headers, own
+        )
         self.head = [(b":status", b"%d" % denial.status), (b"date", DATE.value[6:-2]), *fields]
         self.out.clear()
         self.out_bytes = 0

@@ -257,6 +257,10 @@ class Http1Response(CallSink):
         ex.denial = denial.reason
         ex.status = denial.status
         close = not ex.body_complete or not ex.keep_alive or self.worker.draining or self.retiring
+        route = ex.route
+        own = None
+        if route is not None and route.error_body is not None:  # an llm route: its SDKs' error shape
+            own = route.error_body(ex, denial.status, denial.problem, denial.detail)
         body = render_problem(
             denial.status,
             denial.problem,
@@ -265,6 +269,7 @@ class Http1Response(CallSink):
             headers=answer_headers(ex, denial.headers, self.tls, self.worker.holder.current),
             close=close,
             http10=ex.version == b"1.0",
+            own=own,
         )
         ex.bytes_out = len(body)
         ex.response_started = True
