@@ -153,7 +153,7 @@ class LlmHandler:
                     break
                 answer["model"] = name
                 record.usage = usage
-                body_out = fmt.render_response(answer)
+                body_out = fmt.render_embeddings(answer, pivot)
                 out.start(200, (_JSON, _target_field(record), (b"content-length", b"%d" % len(body_out))))
                 await out.write(body_out)
                 await out.end()
