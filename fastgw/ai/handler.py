@@ -302,16 +302,21 @@ class LlmHandler:
                     pieces.append(encoder.encode(chunk))
                 await out.write(b"".join(pieces))
             tail = translator.end()
-        except UpstreamError as exc:
-            raise ProviderError(
-                exc.status, "the provider stopped answering", retryable=True, kind=exc.problem
-            ) from None
-        except ProviderError as exc:
+        except (UpstreamError, ProviderError) as exc:
+            # A provider that hangs up mid-stream is a failure like a malformed event: once the client
+            # has bytes, it gets an error event (its SDK raises), never a stream cut short in silence.
+            error = (
+                exc
+                if isinstance(exc, ProviderError)
+                else ProviderError(
+                    exc.status, "the provider stopped answering", retryable=True, kind=exc.problem
+                )
+            )
             record.usage = translator.usage
             if out.started:
-                await out.write(encoder.error(exc.status, exc.message, _status_kind(exc.status)))
+                await out.write(encoder.error(error.status, error.message, _status_kind(error.status)))
                 await out.end()
-            raise
+            raise error from None
         finally:
             await reply.close()
         if not out.started:
