@@ -64,7 +64,7 @@ def parse_json_answer(body: bytes, what: str) -> Json:
     if not start and not body.strip():
         raise ProviderError(502, f"the provider sent an empty {what}", kind="bad_response")
     if start[:1] == b"<":
-        raise ProviderError(502, f"the provider sent an HTML page instead of a {what}", kind="bad_response")
+        raise ProviderError(502, f"the provider sent an HTML page, not a JSON {what}", kind="bad_response")
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError:
