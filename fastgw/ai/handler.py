@@ -13,6 +13,7 @@ tried go to the ``x-fastgw-llm-target`` header and the access log (``Exchange.ll
 from __future__ import annotations
 
 import fnmatch
+import math
 import random
 import time
 from collections.abc import Mapping
@@ -162,7 +163,7 @@ class LlmHandler:
             if failure is None:
                 await self._fail(out, fmt, 503, f"no provider is available for model '{name}'", None)
             else:
-                await self._fail(out, fmt, failure.status, failure.message, None, None)
+                await self._fail(out, fmt, failure.status, failure.message, None, None, failure.retry_after)
         finally:
             record.duration_ms = (time.monotonic() - started) * 1000.0
 
@@ -234,7 +235,7 @@ class LlmHandler:
                     failure = error
                     continue
                 record.error = error.kind
-                await self._fail(out, fmt, error.status, error.message, None, None)
+                await self._fail(out, fmt, error.status, error.message, None, None, error.retry_after)
                 return
             try:
                 if stream:
@@ -255,7 +256,7 @@ class LlmHandler:
         if failure is None:
             await self._fail(out, fmt, 503, f"no provider is available for model '{model.name}'", None)
         else:
-            await self._fail(out, fmt, failure.status, failure.message, None, None)
+            await self._fail(out, fmt, failure.status, failure.message, None, None, failure.retry_after)
 
     async def _relay_whole(
         self,
@@ -338,10 +339,15 @@ class LlmHandler:
         message: str,
         param: str | None,
         code: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         if out.started:
             return
-        await _send(out, status, fmt.render_error(status, message, _status_kind(status), param, code))
+        body = fmt.render_error(status, message, _status_kind(status), param, code)
+        # A provider's reset hint goes on with its 429, so the client's SDK waits that long before its own
+        # retry (both official SDKs read Retry-After) rather than retrying into the same refusal.
+        hint = ((b"retry-after", b"%d" % math.ceil(retry_after)),) if retry_after and status == 429 else ()
+        await _send(out, status, body, hint)
 
 
 def _target_field(record: LlmRecord) -> tuple[bytes, bytes]:
@@ -351,8 +357,10 @@ def _target_field(record: LlmRecord) -> tuple[bytes, bytes]:
     )
 
 
-async def _send(out: ResponseWriter, status: int, body: bytes) -> None:
-    out.start(status, (_JSON, (b"content-length", b"%d" % len(body))))
+async def _send(
+    out: ResponseWriter, status: int, body: bytes, extra: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
+    out.start(status, (_JSON, (b"content-length", b"%d" % len(body)), *extra))
     await out.write(body)
     await out.end()
 
