@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import openai
 import pytest
@@ -23,7 +24,10 @@ PROVIDER_FAULTS = ("html", "empty", "truncated", "no-done", "huge-line", "huge-r
 SMALL_BODY = 4096
 
 
-def fault_models() -> str:
+WRONG_KEY = "sk-wrong-provider-key-0123456789abcdef"
+
+
+def fault_models(wrong_key_file: Path) -> str:
     tables = "".join(
         f"""
         [[llm.models]]
@@ -35,6 +39,17 @@ def fault_models() -> str:
     return (
         tables
         + f"""
+        [[llm.providers]]
+        name = "wrongkey"
+        kind = "openai"
+        upstream = "openai"
+        base_path = "/v1"
+        api_key = {{ file = "{wrong_key_file}" }}
+
+        [[llm.models]]
+        name = "misconfigured"
+        targets = [{{ provider = "wrongkey", model = "gpt-4o-mini" }}]
+
         [[routes]]
         name = "small"
         path = "/small/v1"
@@ -48,7 +63,9 @@ def fault_models() -> str:
 
 @pytest.fixture(scope="module")
 def bad(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlmGateway]:
-    with running_llm_gateway(tmp_path_factory.mktemp("bad"), fault_models()) as running:
+    directory = tmp_path_factory.mktemp("bad")
+    (directory / "wrong.key").write_text(WRONG_KEY + "\n")
+    with running_llm_gateway(directory, fault_models(directory / "wrong.key")) as running:
         yield running
 
 
@@ -212,3 +229,15 @@ def test_an_answer_without_usage_is_logged_as_missing(
         assert hello(sdk, "bad-no-usage")
     record = llm_records(bad.gateway, before + 1)[before]
     assert record["usage"] == "missing" and "prompt_tokens" not in record
+
+
+def test_a_provider_refusing_the_gateways_key_is_a_502_that_shows_no_part_of_it(
+    bad: LlmGateway, sdk: openai.OpenAI
+) -> None:
+    """Not a 401: the client's credentials are fine. The provider quotes the key it got, masked in the
+    middle (as OpenAI does): the gateway's key, whose ends the client must not learn either."""
+    with pytest.raises(openai.InternalServerError) as caught:
+        hello(sdk, "misconfigured")
+    assert "refused the gateway's credentials (401)" in caught.value.message
+    assert WRONG_KEY[:6] not in str(caught.value.body) and WRONG_KEY[-4:] not in str(caught.value.body)
+    check_afterwards(bad, sdk, caught.value, 502)
