@@ -205,3 +205,25 @@ def test_the_sdk_retries_a_429_after_the_providers_retry_after(tmp_path: Path) -
         assert raw.retries_taken == 1 and raw.parse().content
         assert waited >= 2.0  # the provider's Retry-After, not the SDK's own sub-second backoff
         assert len(running.stack.openai.requests) == 2
+
+
+@pytest.mark.parametrize("fault", ["no_message_stop", "disconnect", "malformed", "error_event", "huge_line"])
+def test_a_broken_provider_stream_ends_with_an_error_event(
+    gw: LlmGateway, sdk: anthropic.Anthropic, fault: str
+) -> None:
+    """Anthropic to Anthropic: a stream that breaks after it began ends with an ``error`` event, which the
+    SDK raises; never a stream that looks complete."""
+    before = len(llm_records(gw.gateway, 0))
+    gw.stack.anthropic.faults.append(fault)
+    with (
+        pytest.raises(anthropic.APIError) as caught,
+        sdk.messages.stream(
+            model="chat-anthropic", max_tokens=64, messages=[{"role": "user", "content": "stream please"}]
+        ) as stream,
+    ):
+        for _ in stream:
+            pass
+    assert "127.0.0.1" not in str(caught.value) and str(gw.stack.anthropic.port) not in str(caught.value)
+    record = llm_records(gw.gateway, before + 1)[before]
+    assert record["error"] and record["attempts"] == 1
+    assert hello(sdk)

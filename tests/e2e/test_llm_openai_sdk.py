@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import openai
 import pytest
 
+from tests.support.h2client import H2Client
 from tests.support.llm_gateway import LlmGateway, llm_records, metric, scrape
 from tests.support.waiting import wait_until
 
@@ -215,3 +216,33 @@ def test_token_metrics_equal_the_providers_counts(llm: LlmGateway, sdk: openai.O
             - metric(before, "fastgw_llm_tokens_total", **labels)
             == count
         )
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
+def test_streams_over_http2(llm: LlmGateway, path: str) -> None:
+    """The same streams over h2c (the SDKs speak HTTP/1.1: an h2 client sends their request bytes)."""
+    body = {
+        "model": "chat-openai",
+        "messages": [{"role": "user", "content": "stream over h2"}],
+        "max_tokens": 64,
+        "stream": True,
+    }
+    headers = [(b"content-type", b"application/json"), (b"anthropic-version", b"2023-06-01")]
+    h2 = H2Client(llm.gateway.port)
+    try:
+        resp = h2.request(path, method="POST", headers=headers, body=json.dumps(body).encode())
+    finally:
+        h2.close()
+    assert resp.status == 200 and resp.header(b"content-type") == b"text/event-stream"
+    events = [line for line in resp.body.split(b"\n") if line.startswith(b"data: ")]
+    if path.endswith("/messages"):
+        kinds = [json.loads(e[6:])["type"] for e in events]
+        assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
+    else:
+        assert events[-1] == b"data: [DONE]"
+        text = "".join(
+            c["choices"][0]["delta"].get("content") or ""
+            for c in (json.loads(e[6:]) for e in events[:-1])
+            if c["choices"]
+        )
+        assert text == llm.stack.openai.answers[-1].text
