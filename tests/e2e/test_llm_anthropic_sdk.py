@@ -12,7 +12,7 @@ from pathlib import Path
 import anthropic
 import pytest
 
-from tests.support.llm_gateway import LlmGateway, llm_records, running_llm_gateway
+from tests.support.llm_gateway import LlmGateway, llm_record, running_llm_gateway
 
 MODELS = ("chat-anthropic", "chat-openai")
 WEATHER_TOOL = {
@@ -62,7 +62,6 @@ def hello(sdk: anthropic.Anthropic, model: str = "chat-anthropic") -> str:
 def test_messages_with_a_system_prompt_and_exact_usage(
     gw: LlmGateway, sdk: anthropic.Anthropic, model: str
 ) -> None:
-    before = len(llm_records(gw.gateway, 0))
     raw = sdk.messages.with_raw_response.create(
         model=model,
         max_tokens=64,
@@ -80,17 +79,17 @@ def test_messages_with_a_system_prompt_and_exact_usage(
     prompt, completion = provider_usage(gw, model)
     assert (message.usage.input_tokens, message.usage.output_tokens) == (prompt, completion)
     assert raw.headers["x-fastgw-llm-target"].endswith("attempts=1")
-    record = llm_records(gw.gateway, before + 1)[before]
+    record = llm_record(gw.gateway, raw.headers)
     assert record["endpoint"] == "messages" and record["model"] == model
     assert (record["prompt_tokens"], record["completion_tokens"]) == (prompt, completion)
 
 
 @pytest.mark.parametrize("model", MODELS)
 def test_text_stream_events_and_final_message(gw: LlmGateway, sdk: anthropic.Anthropic, model: str) -> None:
-    before = len(llm_records(gw.gateway, 0))
     with sdk.messages.stream(
         model=model, max_tokens=64, messages=[{"role": "user", "content": "Stream a short answer"}]
     ) as stream:
+        headers = stream.response.headers
         events = list(stream)
         text = stream.get_final_text()
         final = stream.get_final_message()
@@ -100,7 +99,7 @@ def test_text_stream_events_and_final_message(gw: LlmGateway, sdk: anthropic.Ant
     assert text and final.stop_reason == "end_turn"
     prompt, completion = provider_usage(gw, model)
     assert final.usage.output_tokens == completion
-    record = llm_records(gw.gateway, before + 1)[before]
+    record = llm_record(gw.gateway, headers)
     assert record["stream"] is True
     assert (record["prompt_tokens"], record["completion_tokens"]) == (prompt, completion)
 
@@ -213,7 +212,6 @@ def test_a_broken_provider_stream_ends_with_an_error_event(
 ) -> None:
     """Anthropic to Anthropic: a stream that breaks after it began ends with an ``error`` event, which the
     SDK raises; never a stream that looks complete."""
-    before = len(llm_records(gw.gateway, 0))
     gw.stack.anthropic.faults.append(fault)
     with (
         pytest.raises(anthropic.APIError) as caught,
@@ -221,9 +219,10 @@ def test_a_broken_provider_stream_ends_with_an_error_event(
             model="chat-anthropic", max_tokens=64, messages=[{"role": "user", "content": "stream please"}]
         ) as stream,
     ):
+        headers = stream.response.headers
         for _ in stream:
             pass
     assert "127.0.0.1" not in str(caught.value) and str(gw.stack.anthropic.port) not in str(caught.value)
-    record = llm_records(gw.gateway, before + 1)[before]
+    record = llm_record(gw.gateway, headers)
     assert record["error"] and record["attempts"] == 1
     assert hello(sdk)

@@ -18,7 +18,7 @@ import openai
 import pytest
 
 from tests.support.clients import request
-from tests.support.llm_gateway import LlmGateway, llm_records, running_llm_gateway
+from tests.support.llm_gateway import LlmGateway, llm_record, running_llm_gateway
 
 PROVIDER_FAULTS = ("html", "empty", "truncated", "no-done", "huge-line", "huge-response", "no-usage")
 SMALL_BODY = 4096
@@ -187,11 +187,10 @@ def test_a_tool_with_an_invalid_json_schema_is_a_400(
 def test_a_provider_answer_that_is_not_a_completion_is_a_502(
     bad: LlmGateway, sdk: openai.OpenAI, fault: str
 ) -> None:
-    before = len(llm_records(bad.gateway, 0))
     with pytest.raises(openai.APIStatusError) as caught:
         hello(sdk, f"bad-{fault}")
     assert caught.value.message.startswith("Error code: 502 - the provider")
-    record = llm_records(bad.gateway, before + 1)[before]
+    record = llm_record(bad.gateway, caught.value.response.headers)
     assert record["error"] and record["model"] == f"bad-{fault}"
     check_afterwards(bad, sdk, caught.value, 502)
 
@@ -214,20 +213,23 @@ def test_a_stream_that_breaks_its_format_ends_with_an_error(
 def test_an_answer_without_usage_is_logged_as_missing(
     bad: LlmGateway, sdk: openai.OpenAI, stream: bool
 ) -> None:
-    before = len(llm_records(bad.gateway, 0))
     if stream:
-        chunks = list(
-            sdk.chat.completions.create(
-                model="bad-no-usage",
-                messages=[{"role": "user", "content": "hi"}],
-                stream=True,
-                stream_options={"include_usage": True},
-            )
+        opened = sdk.chat.completions.create(
+            model="bad-no-usage",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            stream_options={"include_usage": True},
         )
+        chunks = list(opened)
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        headers = opened.response.headers
     else:
-        assert hello(sdk, "bad-no-usage")
-    record = llm_records(bad.gateway, before + 1)[before]
+        raw = sdk.chat.completions.with_raw_response.create(
+            model="bad-no-usage", messages=[{"role": "user", "content": "hi"}]
+        )
+        assert raw.parse().choices[0].message.content and raw.parse().usage is None
+        headers = raw.headers
+    record = llm_record(bad.gateway, headers)
     assert record["usage"] == "missing" and "prompt_tokens" not in record
 
 

@@ -7,13 +7,13 @@ mid-stream makes the gateway hang up on the provider at once."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import openai
 import pytest
 
-from tests.support.llm_gateway import LlmGateway, llm_records, running_llm_gateway
+from tests.support.llm_gateway import LlmGateway, llm_record, running_llm_gateway
 from tests.support.waiting import wait_until
 
 FIRST_FAILS = {  # model -> the failing first target (provider, provider model)
@@ -64,36 +64,35 @@ def sdk(fb: LlmGateway) -> Iterator[openai.OpenAI]:
         yield opened
 
 
-def ask(sdk: openai.OpenAI, model: str) -> tuple[str, str]:
+def ask(sdk: openai.OpenAI, model: str) -> tuple[str, str, Mapping[str, str]]:
     raw = sdk.chat.completions.with_raw_response.create(
         model=model, messages=[{"role": "user", "content": "hello there"}], max_tokens=32
     )
     answer = raw.parse()
     assert answer.choices[0].message.content
-    return raw.headers["x-fastgw-llm-target"], answer.model
+    return raw.headers["x-fastgw-llm-target"], answer.model, raw.headers
 
 
 @pytest.mark.parametrize("model", list(FIRST_FAILS))
 def test_a_refusing_first_target_falls_back_then_is_set_aside(
     fb: LlmGateway, sdk: openai.OpenAI, model: str
 ) -> None:
-    before = len(llm_records(fb.gateway, 0))
     seen_by_anthropic = len(fb.stack.anthropic.requests)
     seen_by_openai = len(fb.stack.openai.requests)
-    target, answered_model = ask(sdk, model)
+    target, answered_model, headers = ask(sdk, model)
     assert target == "an/claude-sonnet-4-5; attempts=2"
     provider, provider_model = FIRST_FAILS[model]
     if provider == "oa":  # the first target really was asked, and refused
         assert [r.json["model"] for r in fb.stack.openai.requests[seen_by_openai:]] == [provider_model]
     assert answered_model == model
     assert len(fb.stack.anthropic.requests) == seen_by_anthropic + 1
-    record = llm_records(fb.gateway, before + 1)[-1]
+    record = llm_record(fb.gateway, headers)
     assert (record["provider"], record["attempts"], record["model"]) == ("an", 2, model)
     assert record["prompt_tokens"] == fb.stack.anthropic.answers[-1].usage["input_tokens"]
 
     # Set aside (Retry-After 30 s, or the cool-down): the next request goes straight to the second.
     seen_by_openai = len(fb.stack.openai.requests)
-    target, _ = ask(sdk, model)
+    target, _, _ = ask(sdk, model)
     assert target == "an/claude-sonnet-4-5; attempts=1"
     assert len(fb.stack.openai.requests) == seen_by_openai
 
@@ -102,7 +101,6 @@ def test_a_refusing_first_target_falls_back_then_is_set_aside(
 def test_a_stream_broken_after_the_first_byte_ends_with_an_error_event(
     fb: LlmGateway, sdk: openai.OpenAI, fault: str
 ) -> None:
-    before = len(llm_records(fb.gateway, 0))
     seen_by_anthropic = len(fb.stack.anthropic.requests)
     stream = sdk.chat.completions.create(
         model=f"broken-{fault}",
@@ -117,7 +115,7 @@ def test_a_stream_broken_after_the_first_byte_ends_with_an_error_event(
     assert received, "the first chunk reached the client before the failure"
     assert "127.0.0.1" not in str(caught.value) and str(fb.stack.openai.port) not in str(caught.value)
     assert len(fb.stack.anthropic.requests) == seen_by_anthropic  # no fallback after the first byte
-    record = llm_records(fb.gateway, before + 1)[-1]
+    record = llm_record(fb.gateway, stream.response.headers)
     assert record["attempts"] == 1 and record["provider"] == "oa" and record["error"]
     ask(sdk, "chat-openai")  # the gateway keeps serving
 
@@ -158,5 +156,5 @@ def test_no_target_left_is_a_clear_error(tmp_path: Path) -> None:
         assert caught.value.status_code in (502, 503)
         assert str(running.stack.dead_port) not in caught.value.message
         assert "127.0.0.1" not in caught.value.message
-        assert llm_records(running.gateway, 1)[-1]["attempts"] == 2
+        assert llm_record(running.gateway, caught.value.response.headers)["attempts"] == 2
         ask(sdk, "chat-openai")

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from tests.support.h2client import H2Client
-from tests.support.llm_gateway import LlmGateway, llm_records, metric, scrape
+from tests.support.llm_gateway import LlmGateway, llm_record, metric, scrape
 from tests.support.waiting import wait_until
 
 CHAT_MODELS = ("chat-openai", "chat-anthropic", "chat-gemini")
@@ -65,7 +65,6 @@ def provider_usage(llm: LlmGateway, model: str) -> tuple[int, int]:
 def test_chat_completion_over_each_provider_with_exact_token_counts(
     llm: LlmGateway, sdk: openai.OpenAI, model: str
 ) -> None:
-    before = len(llm_records(llm.gateway, 0))
     raw = sdk.chat.completions.with_raw_response.create(
         model=model, messages=[{"role": "user", "content": "Say hello to the gateway"}], max_tokens=64
     )
@@ -78,7 +77,7 @@ def test_chat_completion_over_each_provider_with_exact_token_counts(
     assert answer.usage is not None
     assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (prompt, completion)
     assert raw.headers["x-fastgw-llm-target"].endswith("; attempts=1")
-    record = llm_records(llm.gateway, before + 1)[-1]
+    record = llm_record(llm.gateway, raw.headers)
     assert record["model"] == model
     assert (record["prompt_tokens"], record["completion_tokens"]) == (prompt, completion)
     assert record["attempts"] == 1 and record["stream"] is False
@@ -89,7 +88,6 @@ def test_chat_completion_over_each_provider_with_exact_token_counts(
 def test_stream_sends_the_usage_chunk_only_when_asked(
     llm: LlmGateway, sdk: openai.OpenAI, model: str, include_usage: bool
 ) -> None:
-    before = len(llm_records(llm.gateway, 0))
     options = {"stream_options": {"include_usage": True}} if include_usage else {}
     stream = sdk.chat.completions.create(
         model=model,
@@ -114,7 +112,7 @@ def test_stream_sends_the_usage_chunk_only_when_asked(
         )
     else:
         assert usage_chunks == []
-    record = llm_records(llm.gateway, before + 1)[-1]
+    record = llm_record(llm.gateway, stream.response.headers)
     assert record["stream"] is True and record["ttft_ms"] >= 0
     assert (record["prompt_tokens"], record["completion_tokens"]) == (prompt, completion)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import ssl
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,14 +159,15 @@ def llm_config(stack: LlmStack, secrets: Path, admin_port: int, *, extra: str = 
         """
 
 
-def llm_records(gw: Gateway, count: int) -> list[dict[str, Any]]:
-    """The ``llm`` fields of the first ``count`` access-log records that have one (waits for them)."""
+def llm_record(gw: Gateway, headers: Mapping[str, str]) -> dict[str, Any]:
+    """The ``llm`` field of the access-log record of the response with these headers (its x-request-id),
+    waiting for it: records are written in batches, so counting lines would race with the last request."""
+    request_id = headers["x-request-id"]
 
-    def found() -> tuple[list[dict[str, Any]]] | None:
-        records = [r["llm"] for r in gw.log_records() if "llm" in r]
-        return (records,) if len(records) >= count else None
+    def found() -> dict[str, Any] | None:
+        return next((r["llm"] for r in gw.log_records() if r.get("request_id") == request_id), None)
 
-    return wait_until(found, 5.0, f"{count} llm records")[0]  # type: ignore[no-any-return]
+    return wait_until(found, 5.0, f"the access-log record of {request_id}")  # type: ignore[no-any-return]
 
 
 def scrape(admin_port: int) -> str:
