@@ -226,3 +226,8 @@ def test_a_broken_provider_stream_ends_with_an_error_event(
     record = llm_record(gw.gateway, headers)
     assert record["error"] and record["attempts"] == 1
     assert hello(sdk)
+
+
+def test_models_list_in_anthropics_shape(sdk: anthropic.Anthropic) -> None:
+    ids = [m.id for m in sdk.models.list()]
+    assert "chat-anthropic" in ids and "chat-openai" in ids and ids == sorted(ids)

@@ -243,3 +243,20 @@ def test_a_provider_refusing_the_gateways_key_is_a_502_that_shows_no_part_of_it(
     assert "refused the gateway's credentials (401)" in caught.value.message
     assert WRONG_KEY[:6] not in str(caught.value.body) and WRONG_KEY[-4:] not in str(caught.value.body)
     check_afterwards(bad, sdk, caught.value, 502)
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"input": []}, "input"),
+        ({"input": [""]}, "input[0]"),
+        ({"input": "x", "encoding_format": "hex"}, "encoding_format"),
+    ],
+)
+def test_bad_embeddings_requests_are_a_400_naming_the_parameter(
+    bad: LlmGateway, sdk: openai.OpenAI, fields: dict[str, object], param: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.embeddings.create(model="embed-openai", **fields)  # type: ignore[arg-type]
+    assert caught.value.param == param
+    check_afterwards(bad, sdk, caught.value, 400)
