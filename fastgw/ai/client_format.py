@@ -39,6 +39,10 @@ class ClientFormat(Protocol):
         """A pivot ``chat.completion`` (usage included) as the client's response body."""
         ...
 
+    def render_embeddings(self, answer: Json, request: Json) -> bytes:
+        """A pivot embeddings list as the response body, vectors encoded as ``request`` asked."""
+        ...
+
     def stream_encoder(self, request: Json) -> StreamEncoder:
         """The encoder of one streamed answer to ``request`` (the pivot request: what it asked for,
         e.g. OpenAI's ``stream_options.include_usage``)."""

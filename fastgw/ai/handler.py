@@ -7,12 +7,15 @@ the model's targets are tried in order (``routing.py``) through the gateway's ow
 the answer goes back in the client's format: whole, or streamed event by event with no buffering of
 the answer. A target is abandoned for the next one only before the first byte reached the client:
 after that, a failure ends the stream with an error event. Which target answered and how many were
-tried go to the ``x-fastgw-llm-target`` header and the access log (``Exchange.llm``).
+tried go to the ``x-fastgw-llm-target`` header and the access log (``Exchange.llm``). Errors are in the
+client's SDK shape, except a body over the route's ``max_body_bytes``: the connection refuses it before
+any handler runs, as a 413 problem+json like on every route (the SDKs raise it by status).
 """
 
 from __future__ import annotations
 
 import fnmatch
+import math
 import random
 import time
 from collections.abc import Mapping
@@ -162,7 +165,7 @@ class LlmHandler:
                     break
                 answer["model"] = name
                 record.usage = usage
-                body_out = fmt.render_response(answer)
+                body_out = fmt.render_embeddings(answer, pivot)
                 out.start(200, (_JSON, _target_field(record), (b"content-length", b"%d" % len(body_out))))
                 await out.write(body_out)
                 await out.end()
@@ -171,7 +174,7 @@ class LlmHandler:
             if failure is None:
                 await self._fail(out, fmt, 503, f"no provider is available for model '{name}'", None)
             else:
-                await self._fail(out, fmt, failure.status, failure.message, None, None)
+                await self._fail(out, fmt, failure.status, failure.message, None, None, failure.retry_after)
         finally:
             record.duration_ms = (time.monotonic() - started) * 1000.0
 
@@ -245,7 +248,7 @@ class LlmHandler:
                     failure = error
                     continue
                 record.error = error.kind
-                await self._fail(out, fmt, error.status, error.message, None, None)
+                await self._fail(out, fmt, error.status, error.message, None, None, error.retry_after)
                 return
             try:
                 if stream:
@@ -266,7 +269,7 @@ class LlmHandler:
         if failure is None:
             await self._fail(out, fmt, 503, f"no provider is available for model '{model.name}'", None)
         else:
-            await self._fail(out, fmt, failure.status, failure.message, None, None)
+            await self._fail(out, fmt, failure.status, failure.message, None, None, failure.retry_after)
 
     async def _relay_whole(
         self,
@@ -313,16 +316,21 @@ class LlmHandler:
                     pieces.append(encoder.encode(chunk))
                 await out.write(b"".join(pieces))
             tail = translator.end()
-        except UpstreamError as exc:
-            raise ProviderError(
-                exc.status, "the provider stopped answering", retryable=True, kind=exc.problem
-            ) from None
-        except ProviderError as exc:
+        except (UpstreamError, ProviderError) as exc:
+            # A provider that hangs up mid-stream is a failure like a malformed event: once the client
+            # has bytes, it gets an error event (its SDK raises), never a stream cut short in silence.
+            error = (
+                exc
+                if isinstance(exc, ProviderError)
+                else ProviderError(
+                    exc.status, "the provider stopped answering", retryable=True, kind=exc.problem
+                )
+            )
             record.usage = translator.usage
             if out.started:
-                await out.write(encoder.error(exc.status, exc.message, _status_kind(exc.status)))
+                await out.write(encoder.error(error.status, error.message, _status_kind(error.status)))
                 await out.end()
-            raise
+            raise error from None
         finally:
             await reply.close()
         if not out.started:
@@ -344,10 +352,15 @@ class LlmHandler:
         message: str,
         param: str | None,
         code: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         if out.started:
             return
-        await _send(out, status, fmt.render_error(status, message, _status_kind(status), param, code))
+        body = fmt.render_error(status, message, _status_kind(status), param, code)
+        # A provider's reset hint goes on with its 429, so the client's SDK waits that long before its own
+        # retry (both official SDKs read Retry-After) rather than retrying into the same refusal.
+        hint = ((b"retry-after", b"%d" % math.ceil(retry_after)),) if retry_after and status == 429 else ()
+        await _send(out, status, body, hint)
 
 
 def _target_field(record: LlmRecord) -> tuple[bytes, bytes]:
@@ -357,7 +370,9 @@ def _target_field(record: LlmRecord) -> tuple[bytes, bytes]:
     )
 
 
-async def _send(out: ResponseWriter, status: int, body: bytes) -> None:
-    out.start(status, (_JSON, (b"content-length", b"%d" % len(body))))
+async def _send(
+    out: ResponseWriter, status: int, body: bytes, extra: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
+    out.start(status, (_JSON, (b"content-length", b"%d" % len(body)), *extra))
     await out.write(body)
     await out.end()

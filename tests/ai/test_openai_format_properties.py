@@ -4,6 +4,8 @@ exception."""
 
 from __future__ import annotations
 
+import base64
+import struct
 from typing import Any
 
 import orjson
@@ -11,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastgw.ai.adapter import InvalidRequestError
-from fastgw.ai.formats.openai import parse_chat_request, parse_embeddings_request
+from fastgw.ai.formats.openai import parse_chat_request, parse_embeddings_request, render_embeddings
 from tests.support import openai_examples as ex
 
 TEXT = st.text(max_size=20)
@@ -95,3 +97,24 @@ def test_any_bytes_are_a_request_or_a_400(body: bytes) -> None:
         parse_chat_request(body)
     except InvalidRequestError:
         pass
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.floats(width=32, allow_nan=False, allow_infinity=False), max_size=16),
+        min_size=1,
+        max_size=4,
+    ),
+    st.sampled_from([None, "float", "base64"]),
+)
+def test_embeddings_render_in_the_encoding_asked(vectors: list[list[float]], encoding: str | None) -> None:
+    """base64 is little-endian float32 as the SDKs decode it (float32 values survive exactly); else floats."""
+    answer = {"object": "list", "data": [{"index": i, "embedding": list(v)} for i, v in enumerate(vectors)]}
+    data = orjson.loads(render_embeddings(answer, encoding))["data"]
+    for item, vector in zip(data, vectors, strict=True):
+        if encoding == "base64":
+            raw = base64.b64decode(item["embedding"])
+            assert list(struct.unpack(f"<{len(raw) // 4}f", raw)) == vector
+        else:
+            assert item["embedding"] == vector

@@ -193,7 +193,9 @@ class FakeOpenAI:
         self, seen: SeenRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         if self.api_key is not None and seen.headers.get("authorization") != f"Bearer {self.api_key}":
-            message = "Incorrect API key provided."
+            given = seen.headers.get("authorization", "").removeprefix("Bearer ")
+            # As OpenAI words it: the key's first and last characters, the rest masked.
+            message = f"Incorrect API key provided: {given[:3]}{'*' * max(len(given) - 7, 0)}{given[-4:]}."
             return await self._send(
                 writer, 401, error_body(message, "invalid_request_error", "invalid_api_key")
             )

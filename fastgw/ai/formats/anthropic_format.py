@@ -45,6 +45,9 @@ class AnthropicFormat:
     def render_response(self, pivot: Json) -> bytes:
         return orjson.dumps(render_message(pivot))
 
+    def render_embeddings(self, answer: Json, request: Json) -> bytes:
+        return orjson.dumps(answer)  # never reached: parse_embeddings refuses every request
+
     def stream_encoder(self, request: Json) -> AnthropicStreamEncoder:
         return AnthropicStreamEncoder(str(request.get("model", "")))
 

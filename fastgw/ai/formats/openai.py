@@ -15,6 +15,8 @@ OpenAI) or protect the recursion of the JSON Schema walk (json_schema.py).
 
 from __future__ import annotations
 
+import base64
+import struct
 from collections.abc import Iterable
 from typing import Final
 
@@ -203,6 +205,22 @@ def render_chunk(chunk: Json, include_usage: bool = True) -> bytes:
     if not include_usage and not chunk.get("choices") and chunk.get("usage") is not None:
         return b""
     return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+def render_embeddings(answer: Json, encoding_format: object) -> bytes:
+    """An embeddings list as the response body, each vector in the encoding the client asked for.
+
+    The official SDKs ask ``base64`` unless told otherwise (little-endian float32, then base64: four
+    times smaller on the wire) and decode it themselves; a provider that answers floats (Gemini, or an
+    OpenAI-compatible server that ignores the parameter) is encoded here, so the client gets what it
+    asked for whichever provider answered. Absent or ``float``: floats, OpenAI's documented default.
+    """
+    if encoding_format == "base64":
+        for item in answer.get("data") or ():
+            vector = item.get("embedding") if type(item) is dict else None
+            if type(vector) is list:
+                item["embedding"] = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+    return orjson.dumps(answer)
 
 
 # Status -> OpenAI's error type. The SDKs pick their exception class by status; the type is informative.

@@ -37,6 +37,9 @@ class OpenAIFormat:
     def render_response(self, pivot: Json) -> bytes:
         return openai.render_response(pivot)
 
+    def render_embeddings(self, answer: Json, request: Json) -> bytes:
+        return openai.render_embeddings(answer, request.get("encoding_format"))
+
     def stream_encoder(self, request: Json) -> OpenAIStreamEncoder:
         return OpenAIStreamEncoder(openai.wants_usage(request))
 

@@ -12,6 +12,7 @@ success. Pure: no I/O (adapter.py).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -64,7 +65,7 @@ def parse_json_answer(body: bytes, what: str) -> Json:
     if not start and not body.strip():
         raise ProviderError(502, f"the provider sent an empty {what}", kind="bad_response")
     if start[:1] == b"<":
-        raise ProviderError(502, f"the provider sent an HTML page instead of a {what}", kind="bad_response")
+        raise ProviderError(502, f"the provider sent an HTML page, not a JSON {what}", kind="bad_response")
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -247,7 +248,7 @@ def provider_error(status: int, headers: Mapping[str, str], body: bytes) -> Prov
         client_status, kind = 429, "rate_limited"
     elif status in (401, 403):
         client_status, kind = 502, "provider_auth"
-        message = f"the provider refused the gateway's credentials ({status}): {message}"
+        message = f"the provider refused the gateway's credentials ({status}): {_redact_keys(message)}"
     elif status >= 500:
         client_status, kind = 502, "overloaded" if status == 529 else "provider_unavailable"
     else:
@@ -260,6 +261,15 @@ def provider_error(status: int, headers: Mapping[str, str], body: bytes) -> Prov
         provider_status=status,
         kind=kind,
     )
+
+
+# A provider's auth error may quote the key it was sent, masked in the middle ("Incorrect API key
+# provided: sk-pro***********abcd."): the gateway's own key, whose ends a client must not learn.
+_QUOTED_KEY: Final = re.compile(r"\S*\*{3,}\S*|\b(?:sk|key|api)[-_][A-Za-z0-9_-]{8,}")
+
+
+def _redact_keys(message: str) -> str:
+    return _QUOTED_KEY.sub("[redacted]", message)
 
 
 def _json_or_none(body: bytes) -> object:

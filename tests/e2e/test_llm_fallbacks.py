@@ -1,0 +1,160 @@
+"""Fallbacks as the openai SDK sees them: a model with two targets whose first refuses (429 with
+Retry-After, 529, 500, connection refused) answers from the second, the ``x-fastgw-llm-target`` header and
+the access log name it with attempts=2, and the refusing target is skipped while set aside. After the
+first byte nothing falls back: a stream that breaks ends with an error event. A client that hangs up
+mid-stream makes the gateway hang up on the provider at once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import openai
+import pytest
+
+from tests.support.llm_gateway import LlmGateway, llm_record, running_llm_gateway
+from tests.support.waiting import wait_until
+
+FIRST_FAILS = {  # model -> the failing first target (provider, provider model)
+    "fb-429": ("oa", "fault-429"),
+    "fb-529": ("oa", "fault-529"),
+    "fb-500": ("oa", "fault-500"),
+    "fb-refused": ("down", "gpt-4o-mini"),
+}
+BROKEN_STREAMS = ("disconnect", "malformed-event", "stall")
+
+
+def fallback_models() -> str:
+    tables = [
+        f"""
+        [[llm.models]]
+        name = "{name}"
+        targets = [
+            {{ provider = "{provider}", model = "{model}", priority = 0 }},
+            {{ provider = "an", model = "claude-sonnet-4-5", priority = 1 }},
+        ]
+        """
+        for name, (provider, model) in FIRST_FAILS.items()
+    ]
+    tables += [
+        f"""
+        [[llm.models]]
+        name = "broken-{fault}"
+        targets = [
+            {{ provider = "oa", model = "fault-{fault}", priority = 0 }},
+            {{ provider = "an", model = "claude-sonnet-4-5", priority = 1 }},
+        ]
+        """
+        for fault in BROKEN_STREAMS
+    ]
+    return "".join(tables)
+
+
+@pytest.fixture(scope="module")
+def fb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlmGateway]:
+    with running_llm_gateway(tmp_path_factory.mktemp("fallbacks"), fallback_models()) as running:
+        running.stack.openai.retry_after = "30"  # the 429 target stays set aside for the whole module
+        yield running
+
+
+@pytest.fixture
+def sdk(fb: LlmGateway) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=fb.base_url, api_key="any", max_retries=0, timeout=20) as opened:
+        yield opened
+
+
+def ask(sdk: openai.OpenAI, model: str) -> tuple[str, str, Mapping[str, str]]:
+    raw = sdk.chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": "hello there"}], max_tokens=32
+    )
+    answer = raw.parse()
+    assert answer.choices[0].message.content
+    return raw.headers["x-fastgw-llm-target"], answer.model, raw.headers
+
+
+@pytest.mark.parametrize("model", list(FIRST_FAILS))
+def test_a_refusing_first_target_falls_back_then_is_set_aside(
+    fb: LlmGateway, sdk: openai.OpenAI, model: str
+) -> None:
+    seen_by_anthropic = len(fb.stack.anthropic.requests)
+    seen_by_openai = len(fb.stack.openai.requests)
+    target, answered_model, headers = ask(sdk, model)
+    assert target == "an/claude-sonnet-4-5; attempts=2"
+    provider, provider_model = FIRST_FAILS[model]
+    if provider == "oa":  # the first target really was asked, and refused
+        assert [r.json["model"] for r in fb.stack.openai.requests[seen_by_openai:]] == [provider_model]
+    assert answered_model == model
+    assert len(fb.stack.anthropic.requests) == seen_by_anthropic + 1
+    record = llm_record(fb.gateway, headers)
+    assert (record["provider"], record["attempts"], record["model"]) == ("an", 2, model)
+    assert record["prompt_tokens"] == fb.stack.anthropic.answers[-1].usage["input_tokens"]
+
+    # Set aside (Retry-After 30 s, or the cool-down): the next request goes straight to the second.
+    seen_by_openai = len(fb.stack.openai.requests)
+    target, _, _ = ask(sdk, model)
+    assert target == "an/claude-sonnet-4-5; attempts=1"
+    assert len(fb.stack.openai.requests) == seen_by_openai
+
+
+@pytest.mark.parametrize("fault", ["disconnect", "malformed-event"])
+def test_a_stream_broken_after_the_first_byte_ends_with_an_error_event(
+    fb: LlmGateway, sdk: openai.OpenAI, fault: str
+) -> None:
+    seen_by_anthropic = len(fb.stack.anthropic.requests)
+    stream = sdk.chat.completions.create(
+        model=f"broken-{fault}",
+        messages=[{"role": "user", "content": "stream something"}],
+        max_tokens=32,
+        stream=True,
+    )
+    received = []
+    with pytest.raises(openai.APIError) as caught:
+        for chunk in stream:
+            received.append(chunk)
+    assert received, "the first chunk reached the client before the failure"
+    assert "127.0.0.1" not in str(caught.value) and str(fb.stack.openai.port) not in str(caught.value)
+    assert len(fb.stack.anthropic.requests) == seen_by_anthropic  # no fallback after the first byte
+    record = llm_record(fb.gateway, stream.response.headers)
+    assert record["attempts"] == 1 and record["provider"] == "oa" and record["error"]
+    ask(sdk, "chat-openai")  # the gateway keeps serving
+
+
+def test_client_hangup_mid_stream_closes_the_provider_connection_at_once(
+    fb: LlmGateway, sdk: openai.OpenAI
+) -> None:
+    """The fake streams one chunk then stalls until its client hangs up: it sees the gateway hang up as
+    soon as the SDK closes the stream (the provider stops billing)."""
+    hangups = fb.stack.openai.hangups
+    stream = sdk.chat.completions.create(
+        model="broken-stall", messages=[{"role": "user", "content": "stream then stall"}], stream=True
+    )
+    first = next(iter(stream))
+    assert first.choices
+    time.sleep(0.2)  # the stall: the provider sends nothing more
+    assert fb.stack.openai.hangups == hangups
+    closed_at = time.monotonic()
+    stream.close()
+    wait_until(lambda: fb.stack.openai.hangups > hangups, 2.0, "the gateway to hang up on the provider")
+    assert time.monotonic() - closed_at < 1.0
+    ask(sdk, "chat-openai")
+
+
+def test_no_target_left_is_a_clear_error(tmp_path: Path) -> None:
+    """Both targets refused and the second the same: the last provider error reaches the client."""
+    extra = """
+        [[llm.models]]
+        name = "nowhere"
+        targets = [{ provider = "down", model = "a" }, { provider = "down", model = "b", priority = 1 }]
+        """
+    with (
+        running_llm_gateway(tmp_path, extra) as running,
+        openai.OpenAI(base_url=running.base_url, api_key="any", max_retries=0, timeout=20) as sdk,
+    ):
+        with pytest.raises(openai.APIStatusError) as caught:
+            ask(sdk, "nowhere")
+        assert caught.value.status_code in (502, 503)
+        assert str(running.stack.dead_port) not in caught.value.message
+        assert "127.0.0.1" not in caught.value.message
+        assert llm_record(running.gateway, caught.value.response.headers)["attempts"] == 2
+        ask(sdk, "chat-openai")
