@@ -8,8 +8,9 @@ the answer goes back in the client's format: whole, or streamed event by event w
 the answer. A target is abandoned for the next one only before the first byte reached the client:
 after that, a failure ends the stream with an error event. Which target answered and how many were
 tried go to the ``x-fastgw-llm-target`` header and the access log (``Exchange.llm``). Errors are in the
-client's SDK shape, except a body over the route's ``max_body_bytes``: the connection refuses it before
-any handler runs, as a 413 problem+json like on every route (the SDKs raise it by status).
+client's SDK shape, the gateway's own refusals before the handler (a policy's 401 or 429, a body over the
+route's ``max_body_bytes``) included: the connection renders them with the route's ``error_body``
+(``kind.py``).
 """
 
 from __future__ import annotations

@@ -183,9 +183,16 @@ def test_errors_are_typed_as_the_sdk_raises_them(gw: LlmGateway, sdk: anthropic.
     assert hello(sdk)  # the gateway keeps serving
 
 
-def test_count_tokens_is_a_clear_404_until_served(sdk: anthropic.Anthropic) -> None:
-    with pytest.raises(anthropic.NotFoundError) as caught:
-        sdk.messages.count_tokens(model="chat-anthropic", messages=[{"role": "user", "content": "hi"}])
+def test_count_tokens_is_counted_by_a_provider_that_counts(gw: LlmGateway, sdk: anthropic.Anthropic) -> None:
+    """Anthropic's own provider counts (the fake: a token per word); a model served by a provider
+    without counting is a clear 400 naming the endpoint, never a guess."""
+    counted = sdk.messages.count_tokens(
+        model="chat-anthropic", messages=[{"role": "user", "content": "one two three four"}]
+    )
+    fake = sdk.messages.count_tokens(model="chat-anthropic", messages=[{"role": "user", "content": "one"}])
+    assert counted.input_tokens - fake.input_tokens == 3  # three more words, three more tokens
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        sdk.messages.count_tokens(model="chat-openai", messages=[{"role": "user", "content": "hi"}])
     assert "count_tokens" in caught.value.message
 
 
@@ -211,8 +218,11 @@ def test_a_broken_provider_stream_ends_with_an_error_event(
     gw: LlmGateway, sdk: anthropic.Anthropic, fault: str
 ) -> None:
     """Anthropic to Anthropic: a stream that breaks after it began ends with an ``error`` event, which the
-    SDK raises; never a stream that looks complete."""
+    SDK raises; never a stream that looks complete. A provider whose first read already holds the break
+    (its error event right behind message_start) is answered with an error status instead: nothing had
+    reached the client yet."""
     gw.stack.anthropic.faults.append(fault)
+    headers = None
     with (
         pytest.raises(anthropic.APIError) as caught,
         sdk.messages.stream(
@@ -222,6 +232,9 @@ def test_a_broken_provider_stream_ends_with_an_error_event(
         headers = stream.response.headers
         for _ in stream:
             pass
+    if headers is None:  # refused before the stream began
+        assert isinstance(caught.value, anthropic.APIStatusError)
+        headers = caught.value.response.headers
     assert "127.0.0.1" not in str(caught.value) and str(gw.stack.anthropic.port) not in str(caught.value)
     record = llm_record(gw.gateway, headers)
     assert record["error"] and record["attempts"] == 1
