@@ -76,6 +76,13 @@ def parser() -> argparse.ArgumentParser:
         metavar="NAME=N",
         help="this consumer's own number for limits named NAME keyed by consumer or api_key (repeatable)",
     )
+    c_create.add_argument(
+        "--model",
+        action="append",
+        default=None,
+        metavar="PATTERN",
+        help="an llm model this consumer may use, a glob like 'gpt-4o*' (repeatable; none: every model)",
+    )
     consumers_sub.add_parser("list", help="list consumers")
     for action, text in (
         ("show", "a consumer and its keys"),

@@ -16,6 +16,7 @@ route's ``max_body_bytes``) included: the connection renders them with the route
 from __future__ import annotations
 
 import fnmatch
+import functools
 import math
 import random
 import time
@@ -79,17 +80,21 @@ class LlmHandler:
         self.health = TargetHealth()
         self.rng = random.Random()
 
-    def model_allowed(self, name: str) -> bool:
-        return not self.allowed or any(fnmatch.fnmatchcase(name, p) for p in self.allowed)
+    def model_allowed(self, name: str, ex: Exchange | None = None) -> bool:
+        """The route serves ``name`` and, on a key-authenticated request, the key's consumer may use it
+        (``fastgw consumers create --model``)."""
+        if self.allowed and not any(fnmatch.fnmatchcase(name, p) for p in self.allowed):
+            return False
+        own = getattr(ex.consumer, "models", None) if ex is not None else None
+        return own is None or any(fnmatch.fnmatchcase(name, p) for p in own)
 
     async def handle(self, ex: Exchange, body: bytes, out: ResponseWriter, upstreams: Upstreams) -> None:
         path = ex.path.decode("latin-1").rstrip("/")
         if path.endswith("/chat/completions"):
             await self._chat(ex, body, out, upstreams, self.formats["openai"], "chat")
         elif path.endswith("/messages/count_tokens"):
-            status, answer = await count_tokens(
-                self.llm, self.adapters, self.model_allowed, ex, body, upstreams
-            )
+            allowed = functools.partial(self.model_allowed, ex=ex)
+            status, answer = await count_tokens(self.llm, self.adapters, allowed, ex, body, upstreams)
             await _send(out, status, answer)
         elif path.endswith("/messages"):
             await self._chat(ex, body, out, upstreams, self.formats["anthropic"], "messages")
@@ -103,7 +108,7 @@ class LlmHandler:
 
     # -- endpoints -------------------------------------------------------------------------------------
     async def _models(self, ex: Exchange, out: ResponseWriter) -> None:
-        names = sorted(n for n in self.llm.models if self.model_allowed(n))
+        names = sorted(n for n in self.llm.models if self.model_allowed(n, ex))
         if ex.header(b"anthropic-version"):
             data: Json = {
                 "data": [
@@ -133,7 +138,7 @@ class LlmHandler:
         name = str(pivot.get("model", ""))
         record = ex.llm = LlmRecord(model=name, endpoint="embeddings")
         model = self.llm.models.get(name)
-        if model is None or not self.model_allowed(name):
+        if model is None or not self.model_allowed(name, ex):
             message = f"The model '{name}' does not exist or you do not have access to it."
             await self._fail(out, fmt, 404, message, "model", "model_not_found")
             return
@@ -197,7 +202,7 @@ class LlmHandler:
         name = str(pivot.get("model", ""))
         record = ex.llm = LlmRecord(model=name, endpoint=endpoint, stream=bool(pivot.get("stream")))
         model = self.llm.models.get(name)
-        if model is None or not self.model_allowed(name):
+        if model is None or not self.model_allowed(name, ex):
             await self._fail(
                 out,
                 fmt,

@@ -52,6 +52,8 @@ def _admin_request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] |
         body_c: dict[str, Any] = {"name": args.name, "team": args.team, "roles": args.role}
         if limits:
             body_c["limits"] = limits
+        if args.model is not None:
+            body_c["models"] = args.model
         return "POST", "/consumers", body_c
     if args.action == "list":
         if args.consumer is not None:
@@ -110,6 +112,7 @@ def _describe(args: argparse.Namespace, result: dict[str, Any]) -> str:
                 f"  team: {result['team'] or '-'}",
                 f"  roles: {','.join(result['roles']) or '-'}",
                 f"  limits: {', '.join(f'{k}={v}' for k, v in limits.items()) or '-'}",
+                f"  models: {', '.join((result.get('metadata') or {}).get('models') or ['(every model)'])}",
                 f"  created: {result['created']}",
                 f"  keys ({len(result['keys'])}):",
             ]

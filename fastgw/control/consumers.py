@@ -108,6 +108,13 @@ class KeyService:
             raise KeyServiceError(422, "limits must map limit names to positive integers")
         if limits:
             metadata = {**metadata, "limits": limits}  # per-consumer overrides of routes' limits
+        models = body.get("models")
+        if models is not None:
+            if not isinstance(models, list) or not all(
+                isinstance(m, str) and 0 < len(m) <= 200 for m in models
+            ):
+                raise KeyServiceError(422, "models must be a list of model names or glob patterns")
+            metadata = {**metadata, "models": models}  # the llm models its keys may use (globs)
         if self.store.consumer(name) is not None:
             raise KeyServiceError(409, f"a consumer named {name!r} exists")
         row = Consumer(
@@ -120,7 +127,15 @@ class KeyService:
             disabled=None,
         )
         self.store.add_consumer(row)
-        self._audit("consumer.create", consumer=row.id, name=name, team=team, roles=row.roles, limits=limits)
+        self._audit(
+            "consumer.create",
+            consumer=row.id,
+            name=name,
+            team=team,
+            roles=row.roles,
+            limits=limits,
+            models=models,
+        )
         return _consumer_view(row)
 
     def consumers(self) -> list[dict[str, Any]]:
@@ -424,6 +439,7 @@ def _wire(row: ApiKey, consumer: Consumer) -> dict[str, Any]:
         "routes": None if row.routes is None else list(row.routes),
         "expires": row.expires or 0.0,
         "limits": consumer.metadata.get("limits", {}),
+        "models": consumer.metadata.get("models"),  # None: every model
     }
 
 

@@ -37,6 +37,8 @@ class KeyIdentity:
     expires: float  # unix time; 0: never (a rotated key's grace deadline is its expiry)
     # The consumer's own numbers for limits keyed by consumer or key, by limit name (e.g. a premium tier).
     limits: dict[str, int] = field(default_factory=dict, compare=False, hash=False)
+    # The llm models (glob patterns) the consumer's keys may use; None: every model (fastgw/ai/handler.py).
+    models: tuple[str, ...] | None = None
 
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> KeyIdentity:
@@ -51,6 +53,7 @@ class KeyIdentity:
             routes=None if routes is None else frozenset(routes),
             expires=float(d.get("expires") or 0.0),
             limits={str(k): int(v) for k, v in (d.get("limits") or {}).items()},
+            models=None if d.get("models") is None else tuple(str(m) for m in d["models"]),
         )
 
 
