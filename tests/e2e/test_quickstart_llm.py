@@ -53,25 +53,26 @@ def test_openai_sdk_chat_stream_embeddings_and_models(quickstart: Gateway) -> No
     assert answer.usage is not None
     assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (2, 4)
 
-    stream = client.chat.completions.create(
+    text, usage = "", None
+    with client.chat.completions.create(  # closed on exit: its connection goes back to the pool
         model="demo-chat",
         messages=[{"role": "user", "content": "one two three"}],
         stream=True,
         stream_options={"include_usage": True},
-    )
-    text, usage = "", None
-    for chunk in stream:
-        if chunk.choices:
-            text += chunk.choices[0].delta.content or ""
-        if chunk.usage is not None:
-            usage = chunk.usage
+    ) as stream:
+        for chunk in stream:
+            if chunk.choices:
+                text += chunk.choices[0].delta.content or ""
+            if chunk.usage is not None:
+                usage = chunk.usage
     assert text == "You said: one two three"
     assert usage is not None and (usage.prompt_tokens, usage.completion_tokens) == (3, 5)
 
-    quiet = client.chat.completions.create(
+    with client.chat.completions.create(
         model="demo-chat", messages=[{"role": "user", "content": "no usage please"}], stream=True
-    )
-    assert all(chunk.usage is None for chunk in quiet), "the usage chunk goes only to clients that ask"
+    ) as quiet:
+        chunks = list(quiet)
+    assert chunks and all(chunk.usage is None for chunk in chunks), "the usage chunk only for clients asking"
 
     vectors = client.embeddings.create(model="demo-embed", input=["a b c", "d"])
     assert len(vectors.data) == 2 and vectors.usage.prompt_tokens == 4
