@@ -108,13 +108,9 @@ class KeyService:
             raise KeyServiceError(422, "limits must map limit names to positive integers")
         if limits:
             metadata = {**metadata, "limits": limits}  # per-consumer overrides of routes' limits
-        models = body.get("models")
+        models = body.get("models")  # the llm models its keys may use (globs); absent: every model
         if models is not None:
-            if not isinstance(models, list) or not all(
-                isinstance(m, str) and 0 < len(m) <= 200 for m in models
-            ):
-                raise KeyServiceError(422, "models must be a list of model names or glob patterns")
-            metadata = {**metadata, "models": models}  # the llm models its keys may use (globs)
+            metadata = {**metadata, "models": list(_strings(models, "models"))}
         if self.store.consumer(name) is not None:
             raise KeyServiceError(409, f"a consumer named {name!r} exists")
         row = Consumer(
@@ -127,15 +123,8 @@ class KeyService:
             disabled=None,
         )
         self.store.add_consumer(row)
-        self._audit(
-            "consumer.create",
-            consumer=row.id,
-            name=name,
-            team=team,
-            roles=row.roles,
-            limits=limits,
-            models=models,
-        )
+        audited = {"name": name, "team": team, "roles": row.roles, "limits": limits, "models": models}
+        self._audit("consumer.create", consumer=row.id, **audited)
         return _consumer_view(row)
 
     def consumers(self) -> list[dict[str, Any]]:

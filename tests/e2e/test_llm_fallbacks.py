@@ -102,16 +102,24 @@ def test_a_stream_broken_after_the_first_byte_ends_with_an_error_event(
     fb: LlmGateway, sdk: openai.OpenAI, fault: str
 ) -> None:
     seen_by_anthropic = len(fb.stack.anthropic.requests)
-    stream = sdk.chat.completions.create(
-        model=f"broken-{fault}",
-        messages=[{"role": "user", "content": "stream something"}],
-        max_tokens=32,
-        stream=True,
-    )
+    # The fake's pieces apart in time, so the first chunk reaches the client before the break (pieces
+    # read together would break before any byte left: that is answered with an error status instead).
+    fb.stack.openai.chunk_delay = 0.05
     received = []
-    with pytest.raises(openai.APIError) as caught:
-        for chunk in stream:
-            received.append(chunk)
+    try:
+        with (
+            pytest.raises(openai.APIError) as caught,
+            sdk.chat.completions.create(
+                model=f"broken-{fault}",
+                messages=[{"role": "user", "content": "stream something"}],
+                max_tokens=32,
+                stream=True,
+            ) as stream,
+        ):
+            for chunk in stream:
+                received.append(chunk)
+    finally:
+        fb.stack.openai.chunk_delay = 0.0
     assert received, "the first chunk reached the client before the failure"
     assert "127.0.0.1" not in str(caught.value) and str(fb.stack.openai.port) not in str(caught.value)
     assert len(fb.stack.anthropic.requests) == seen_by_anthropic  # no fallback after the first byte

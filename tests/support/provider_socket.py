@@ -60,7 +60,11 @@ def send(
     answer = ProviderAnswer()
     reader = _Reader(answer, on_body)
     raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    sock = ssl_context.wrap_socket(raw, server_hostname="localhost") if ssl_context is not None else raw
+    try:
+        sock = ssl_context.wrap_socket(raw, server_hostname="localhost") if ssl_context is not None else raw
+    except BaseException:
+        raw.close()  # a refused handshake must not leave the socket to the GC (a ResourceWarning later)
+        raise
     with sock:
         sock.sendall("\r\n".join(head).encode() + request.body)
         while not answer.complete:
