@@ -42,9 +42,24 @@ def llm_lines(gw: Gateway, count: int) -> list[dict[str, Any]]:
 
 
 def test_openai_sdk_chat_stream_embeddings_and_models(quickstart: Gateway) -> None:
-    client = openai.OpenAI(
+    with openai.OpenAI(  # closed at the end: its pooled connections are not left to the GC
         base_url=f"http://127.0.0.1:{quickstart.port}/v1", api_key="any string", max_retries=0
-    )
+    ) as client:
+        openai_sdk_calls(client)
+    # Exact counts in the access log, the streamed ones included (the models list has no llm block).
+    counted = [
+        (r["llm"]["endpoint"], r["llm"]["stream"], r["llm"]["prompt_tokens"], r["llm"]["completion_tokens"])
+        for r in llm_lines(quickstart, 4)
+    ]
+    assert counted == [
+        ("chat", False, 2, 4),
+        ("chat", True, 3, 5),
+        ("chat", True, 3, 5),
+        ("embeddings", False, 4, 0),
+    ], counted
+
+
+def openai_sdk_calls(client: openai.OpenAI) -> None:
     answer = client.chat.completions.create(
         model="demo-chat", messages=[{"role": "user", "content": "hello there"}]
     )
@@ -80,9 +95,13 @@ def test_openai_sdk_chat_stream_embeddings_and_models(quickstart: Gateway) -> No
 
 
 def test_anthropic_sdk_messages_and_stream(quickstart: Gateway) -> None:
-    client = anthropic.Anthropic(
+    with anthropic.Anthropic(
         base_url=f"http://127.0.0.1:{quickstart.port}", api_key="any string", max_retries=0
-    )
+    ) as client:
+        anthropic_sdk_calls(client)
+
+
+def anthropic_sdk_calls(client: anthropic.Anthropic) -> None:
     message = client.messages.create(
         model="demo-chat", max_tokens=64, messages=[{"role": "user", "content": "hello there"}]
     )
@@ -100,6 +119,8 @@ def test_anthropic_sdk_messages_and_stream(quickstart: Gateway) -> None:
 
     with pytest.raises(anthropic.BadRequestError) as bad:
         client.messages.create(
-            model="demo-chat", max_tokens=64, messages=[{"role": "assistant", "content": 7}]
-        )  # type: ignore[list-item]
+            model="demo-chat",
+            max_tokens=64,
+            messages=[{"role": "assistant", "content": 7}],  # type: ignore[list-item,misc]
+        )
     assert bad.value.status_code == 400
