@@ -7,16 +7,14 @@ fastgw/handlers/registry.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from fastgw.ai.config import LlmConfig, LlmSpec, ModelSpec, ProviderSpec, TargetSpec, compile_llm
-from fastgw.ai.formats.anthropic_response import error_body as anthropic_error_body
-from fastgw.ai.formats.openai import error_body as openai_error_body
-from fastgw.ai.formats.registry import FORMATS
-from fastgw.ai.handler import LlmHandler
-from fastgw.ai.providers.registry import ADAPTERS
 from fastgw.config.fields import Section, doc
 from fastgw.handlers.kind import CompileContext, CompileError, HandlerKind
+
+if TYPE_CHECKING:
+    from fastgw.ai.handler import LlmHandler
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -33,6 +31,12 @@ def _compile_section(spec: LlmSpec | None, ctx: CompileContext) -> LlmConfig | N
 
 
 def compile_route(spec: LlmRouteSpec, ctx: CompileContext) -> LlmHandler:
+    # Imported here, not at the top: a worker whose config has no llm route never loads the handler,
+    # the client formats and the provider adapters (~0.6 MiB of idle RSS).
+    from fastgw.ai.formats.registry import FORMATS
+    from fastgw.ai.handler import LlmHandler
+    from fastgw.ai.providers.registry import ADAPTERS
+
     llm: Any = ctx.sections.get("llm")
     if llm is None:
         raise CompileError("models", "an llm route needs an [llm] section with providers and models")
@@ -46,6 +50,9 @@ def error_body(ex: Any, status: int, problem: str, detail: str) -> tuple[bytes, 
     """The gateway's own refusals on an llm route (a policy's 401 or 429, a body over the route's
     bound) in the error shape of the client's SDK: Anthropic's for the Messages endpoints and for
     clients that send ``anthropic-version``, OpenAI's otherwise (``problem`` is the code)."""
+    from fastgw.ai.formats.anthropic_response import error_body as anthropic_error_body
+    from fastgw.ai.formats.openai import error_body as openai_error_body
+
     path = bytes(ex.path)
     if b"/messages" in path or ex.header(b"anthropic-version") is not None:
         return _JSON, anthropic_error_body(status, detail)

@@ -3,8 +3,9 @@ written by a writer thread.
 
 Hot-path rule 3: a request only appends its completed Exchange to a list (~0.14 us; the Exchange is the
 record, no copy is made). Every 100 ms the worker tick formats the batch (~1 us a record: a bytes
-template, orjson only for the rare fields) and hands the bytes to the writer thread through an
-``aiologic.SimpleQueue``; the thread only does the blocking ``write``, so a slow disk never stalls the loop.
+template, orjson only for the rare fields) and hands the bytes to the writer thread through a
+``queue.SimpleQueue`` (its ``put`` never blocks the loop); the thread only does the blocking ``write``, so
+a slow disk never stalls the loop.
 Formatting stays on the loop because formatting in the writer thread would make the two threads fight
 for the GIL (forced switches every 5 ms), which costs each request more than the formatting itself.
 Under pressure the writer's queue is bounded (a :class:`~fastgw.sinks.base.Backlog` of ``max_pending``
@@ -23,11 +24,10 @@ memory before its lines reach the writer, and the log never shows a request the 
 from __future__ import annotations
 
 import os
+import queue
 import sys
 import threading
 from typing import IO, Final
-
-import aiologic
 
 from fastgw.access_line import format_batch
 from fastgw.sinks.base import Backlog, Record, Sink
@@ -89,7 +89,7 @@ class AccessLog(Sink):
         # alone writes write_failures.
         self.backlog = Backlog(settings.max_pending)
         self.write_failures = 0
-        self._queue: aiologic.SimpleQueue[tuple[int, bytes] | str] = aiologic.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[int, bytes] | str] = queue.SimpleQueue()
         self._held: list[bytes] = []  # formatted lines not yet handed to the writer (see submit)
         self._held_count = 0
         self._held_bytes = 0
@@ -163,7 +163,7 @@ class AccessLog(Sink):
     def _run(self) -> None:
         out = self._open()
         while True:
-            item = self._queue.green_get()
+            item = self._queue.get()
             if item == _STOP:
                 break
             if item == _REOPEN:

@@ -159,9 +159,13 @@ def test_streams_beyond_the_concurrency_limit_are_refused(
     gw = gateway_factory(basic_config(upstream.port, extra="[http2]\nmax_concurrent_streams = 10"))
 
     def attack(c: H2Client) -> None:
-        # Sent before the server's SETTINGS are read, so the client side does not stop at 10.
+        # Sent before the server's SETTINGS are read, so the client side does not stop at 10. The
+        # gateway may close the connection before the last ones are sent: a refusal too.
         for i in range(30):
-            c.start(f"/slow/{i}")
+            try:
+                c.start(f"/slow/{i}")
+            except OSError:
+                return
 
     attacked(gw, attack, code=None)
     assert len(upstream.requests) <= 10 + 1  # (the bystander's)

@@ -6,14 +6,18 @@ import os
 import resource
 import socket
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from tests.support.clients import ResponseReader, connect, get
+from tests.support.clients import ResponseReader, connect, get, request
 from tests.support.gateways import Gateway, basic_config
 from tests.support.memory import rss_mib
+from tests.support.ports import free_port
 from tests.support.upstreams import TestUpstream
 from tests.support.waiting import wait_until
+
+QUICKSTART = Path(__file__).resolve().parents[2] / "fastgw" / "data" / "quickstart.toml"
 
 
 def test_idle_rss_under_40_mib(gateway_factory: Callable[..., Gateway], upstream: TestUpstream) -> None:
@@ -22,6 +26,19 @@ def test_idle_rss_under_40_mib(gateway_factory: Callable[..., Gateway], upstream
     rss = rss_mib(gw.worker_pid())
     print(f"\nidle RSS after one request: {rss:.1f} MiB")
     assert rss <= 40
+
+
+def test_idle_rss_with_the_ai_gateway_under_45_mib(gateway_factory: Callable[..., Gateway]) -> None:
+    """Issue 22's bar: the quick start (llm routes, their handler, formats and adapters loaded), after
+    one chat completion through them."""
+    text = QUICKSTART.read_text().replace("127.0.0.1:8080", "127.0.0.1:{port}")
+    gw = gateway_factory(text.replace("127.0.0.1:8081", f"127.0.0.1:{free_port()}"))
+    body = b'{"model": "demo-chat", "messages": [{"role": "user", "content": "hi"}]}'
+    head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}\r\n\r\n"
+    assert request(gw.port, head.encode() + body).status == 200
+    rss = rss_mib(gw.worker_pid())
+    print(f"\nidle RSS with the AI gateway, after one chat completion: {rss:.1f} MiB")
+    assert rss < 45
 
 
 @pytest.mark.slow
