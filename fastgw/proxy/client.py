@@ -256,7 +256,7 @@ class UpstreamResponse(CallSink):
 
 
 def _expire(wake: asyncio.Future[None]) -> None:
-    """A body wait's timer: the upstream sent nothing in time."""
+    """A head or body wait's timer: the upstream sent nothing in time."""
     if not wake.done():
         wake.set_exception(TimeoutError())
 
@@ -307,7 +307,10 @@ class UpstreamClient:
         response = UpstreamResponse(ex, loop, settings.read_timeout)
         if timeout is not None:
             response._deadline = loop.time() + timeout
-        call = UpstreamCall(worker, ex, worker.pools.group(settings), response, _NO_PEER, worker.via, None)
+        # The request leaves with the loop iteration's other writes (upstream/write_batch.py), as a
+        # proxied one does: on a virtual machine a lone write to a sleeping upstream costs a VM exit.
+        batch = worker.writes if worker.holder.current.server.batch_writes else None
+        call = UpstreamCall(worker, ex, worker.pools.group(settings), response, _NO_PEER, worker.via, batch)
         call.client_head = b"".join(lines)
         response.call = call
         call.start()
@@ -316,8 +319,13 @@ class UpstreamClient:
             if timeout is not None
             else settings.connect_timeout + settings.queue_timeout + settings.first_byte_timeout
         )
+        # The head future and one timer, as in _next: asyncio.wait_for(shield(...)) made three more
+        # futures and callbacks per request. Every setter of _head checks done() first, so a future
+        # cancelled with the handler's Task or expired by the timer is never set again.
+        head = response._head
+        timer = loop.call_later(head_limit, _expire, head)
         try:
-            await asyncio.wait_for(asyncio.shield(response._head), head_limit)
+            await head
         except TimeoutError:
             error = UpstreamError(504, "upstream-timeout", f"no response head within {head_limit:g}s")
             response._close()
@@ -325,4 +333,6 @@ class UpstreamClient:
         except asyncio.CancelledError:
             response._close()  # the handler was cancelled (its client left): the connection goes too
             raise
+        finally:
+            timer.cancel()
         return response

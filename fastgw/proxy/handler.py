@@ -302,13 +302,18 @@ class Http1Side(Protocol):
     @property
     def worker(self) -> WorkerContext: ...
 
+    def hold(self, data: bytes) -> None:
+        """Queue response bytes for the end of the loop iteration (http1_response.py)."""
+
     def handler_done(self, ex: Exchange, close: bool) -> None: ...
     def handler_failed(self, ex: Exchange, denial: Denial) -> None: ...
     def log_event(self, message: str) -> None: ...
 
 
 class Http1Link:
-    """A handler's response on an HTTP/1.x connection: written to the transport as it comes."""
+    """A handler's response on an HTTP/1.x connection, handed to the connection's own output: held to the
+    end of the loop iteration with its other writes (upstream/write_batch.py), so a small answer leaves
+    in one write and a stream's events read together leave together."""
 
     __slots__ = ("chunked", "close", "conn")
 
@@ -317,32 +322,32 @@ class Http1Link:
         self.chunked = False
         self.close = False
 
-    def _transport(self) -> asyncio.Transport:
-        transport = self.conn.transport
-        if transport is None or self.conn.closing:
+    def _check_open(self) -> None:
+        if self.conn.transport is None or self.conn.closing:
             raise ConnectionResetError("the client closed the connection")
-        return transport
 
     def send_head(self, ex: Exchange, status: int, headers: list[tuple[bytes, bytes]], length: int) -> None:
         conn = self.conn
         route = ex.route
         assert route is not None
-        transport = self._transport()
+        self._check_open()
         route_fields(ex, route, headers, conn.tls)
         close = not ex.keep_alive or conn.draining or conn.retiring
         head, self.chunked, self.close = http1_head(ex, status, headers, length, close)
         ex.bytes_out += len(head)
         ex.response_started = True
-        transport.write(head)
+        conn.hold(head)
 
     def send_body(self, data: bytes) -> bool:
-        self._transport().write(http1_body(data, self.chunked))
+        self._check_open()
+        self.conn.hold(http1_body(data, self.chunked))
         return self.conn.send_deadline == 0.0
 
     def send_end(self, ex: Exchange, trailers: list[tuple[bytes, bytes]] | None) -> None:
         tail = http1_end(self.chunked, trailers)
         if tail:
-            self._transport().write(tail)
+            self._check_open()
+            self.conn.hold(tail)
         self.conn.handler_done(ex, self.close)
 
     def fail(self, ex: Exchange, denial: Denial) -> None:

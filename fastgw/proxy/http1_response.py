@@ -47,6 +47,10 @@ PAUSE_BUFFER: Final = 2  # body buffered while no upstream connection is attache
 PAUSE_PIPELINE: Final = 4  # too many pipelined requests queued
 PAUSE_CLOSING: Final = 8  # a final response is being written; nothing more will be parsed
 
+# A handler's response bytes held for the iteration's end beyond this are written at once: the
+# transport then sees them and pauses the handler's writes (backpressure), however fast it writes.
+HANDLER_HOLD_MAX: Final = 64 * 1024
+
 
 class Http1Response(CallSink):
     """The state of an HTTP/1.1 client connection and its response side (see the module doc)."""
@@ -54,6 +58,7 @@ class Http1Response(CallSink):
     __slots__ = (
         "_body_hold",
         "_error_tail",
+        "_held_bytes",
         "_out",
         "_paused",
         "_paused_at",
@@ -99,6 +104,7 @@ class Http1Response(CallSink):
         self.handler_run: HandlerRun | None = None  # the exchange in flight is on a handler route
         self._body_hold: Exchange | None = None  # a proxied body buffered whole for a BODY policy
         self._out: list[bytes] = []
+        self._held_bytes = 0  # a handler's bytes in _out (hold), written at once past HANDLER_HOLD_MAX
         self._paused = 0
         self._paused_at = 0.0  # when the upstream stopped taking the body (reads paused on its account)
         # A codec error behind complete pipelined requests: written after their responses, then close.
@@ -214,6 +220,7 @@ class Http1Response(CallSink):
             self.transport.write(data)
 
     def flush(self) -> None:
+        self._held_bytes = 0
         out = self._out
         if out and self.transport is not None:
             self.transport.write(b"".join(out) if len(out) > 1 else out[0])
@@ -221,6 +228,18 @@ class Http1Response(CallSink):
             ex = self.active
             if ex is not None:
                 ex.response_started = True  # bytes reached the client: no second response is possible
+
+    def hold(self, data: bytes) -> None:
+        """Response bytes of a handler (proxy/handler.py's Http1Link), written with the loop iteration's
+        other writes, or at once when batching is off. Held bytes go before anything written later."""
+        out = self._out
+        batch = self.batch
+        out.append(data)
+        self._held_bytes += len(data)
+        if batch is None or self._held_bytes > HANDLER_HOLD_MAX:
+            self.flush()
+        elif len(out) == 1:
+            batch.hold_client(self)
 
     def write_held(self) -> None:
         """The WriteBatch's call: write the response held for it. A connection that closed since (aborted,
