@@ -55,6 +55,16 @@ COMPILED: Final = (
     "fastgw.snapshot",
     "fastgw.proxy.context",
     "fastgw.process.worker",
+    "fastgw.proxy.handler",
+    "fastgw.proxy.client",
+    "fastgw.ai.provider_calls",
+    "fastgw.ai.routing",
+    "fastgw.ai.record",
+    "fastgw.ai.adapter",
+    "fastgw.ai.formats.openai",
+    "fastgw.ai.formats.openai_checks",
+    "fastgw.ai.formats.openai_format",
+    "fastgw.ai.providers.openai",
 )
 _PACKAGE: Final = Path(__file__).resolve().parent
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final
 
 from fastgw.exchange import Exchange
@@ -108,15 +108,16 @@ class UpstreamResponse(CallSink):
                 return value
         return None
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._body()
+    def __aiter__(self) -> UpstreamResponse:
+        return self
 
-    async def _body(self) -> AsyncIterator[bytes]:
-        while True:
-            chunk = await self._next()
-            if not chunk:
-                return
-            yield chunk
+    async def __anext__(self) -> bytes:
+        # An iterator class, not an async generator: mypyc compiles this module (fastgw/native.py)
+        # and has no async generators.
+        chunk = await self._next()
+        if not chunk:
+            raise StopAsyncIteration
+        return chunk
 
     async def _next(self) -> bytes:
         """Every body byte that arrived since the last call (one piece, however many reads brought it:

@@ -61,13 +61,19 @@ def missing(param: str) -> InvalidRequestError:
     return InvalidRequestError(f"Missing required parameter: '{param}'.", param, "missing_required_parameter")
 
 
+def _shown(number: float) -> str:
+    """A number as OpenAI writes it: 2, not 2.0 (compiled, a float parameter holds 2 as 2.0)."""
+    return str(int(number)) if float(number).is_integer() else str(number)
+
+
 def _bound(param: str, value: float, kind: str, which: str, limit: float) -> InvalidRequestError:
     """OpenAI's range error, e.g. "decimal above maximum value" with code ``decimal_above_max_value``."""
     above = which == "above_max"
     words = "above maximum" if above else "below minimum"
     sign = "<=" if above else ">="
     return InvalidRequestError(
-        f"Invalid '{param}': {kind} {words} value. Expected a value {sign} {limit}, but got {value} instead.",
+        f"Invalid '{param}': {kind} {words} value. Expected a value {sign} {_shown(limit)}, but got"
+        f" {_shown(value)} instead.",
         param,
         f"{kind}_{which}_value",
     )
