@@ -257,7 +257,7 @@ def provider_error(status: int, headers: Mapping[str, str], body: bytes) -> Prov
         client_status,
         message,
         retryable=retryable,
-        retry_after=retry_after(headers, status == 429),
+        retry_after=retry_after(headers, rate_limited=status == 429),
         provider_status=status,
         kind=kind,
     )
