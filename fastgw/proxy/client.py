@@ -66,6 +66,7 @@ class UpstreamResponse(CallSink):
         "_chunks",
         "_closed",
         "_conn",
+        "_connected",
         "_deadline",
         "_ended",
         "_error",
@@ -97,6 +98,7 @@ class UpstreamResponse(CallSink):
         self._deadline = 0.0  # loop time by which everything must be done (0: none)
         self._read_timeout = read_timeout
         self._head = loop.create_future()
+        self._connected: asyncio.Future[None] | None = None  # only when the caller bounds the connect
         self._wake: asyncio.Future[None] | None = None
         self._loop = loop
 
@@ -144,6 +146,11 @@ class UpstreamResponse(CallSink):
         if self._paused and self._buffered <= BODY_BUFFER // 2:
             self._reading(pause=False)
         return chunk
+
+    def set_read_timeout(self, seconds: float) -> None:
+        """The longest wait for the next body bytes from now on (a stream's first token, then its idle
+        bound: the caller changes it as the answer goes on)."""
+        self._read_timeout = seconds
 
     async def read(self) -> bytes:
         """The whole body (for small answers; stream large ones by iterating)."""
@@ -203,6 +210,13 @@ class UpstreamResponse(CallSink):
 
     def call_connection(self, conn: UpstreamConnection | None) -> None:
         self._conn = conn
+        if conn is not None:
+            self._connected_now()
+
+    def _connected_now(self) -> None:
+        connected = self._connected
+        if connected is not None and not connected.done():
+            connected.set_result(None)
 
     def call_head(self, status: int, head: bytes, lines: list[bytes]) -> int:
         self.status = status
@@ -216,6 +230,7 @@ class UpstreamResponse(CallSink):
                 framing = int(value)
         if not self._head.done():
             self._head.set_result(None)
+        self._connected_now()
         return framing
 
     def call_body(self, data: bytes) -> None:
@@ -240,6 +255,7 @@ class UpstreamResponse(CallSink):
         self._error = error
         if not self._head.done():
             self._head.set_exception(error)
+        self._connected_now()  # the head wait that follows raises the error
         self._wakeup()
 
     def call_upgrade(self, rest: bytes) -> bool:
@@ -276,11 +292,17 @@ class UpstreamClient:
         body: bytes = b"",
         *,
         timeout: float | None = None,
+        connect_timeout: float | None = None,
+        head_timeout: float | None = None,
+        read_timeout: float | None = None,
     ) -> UpstreamResponse:
         """Send one request and return once the response head arrived (raises UpstreamError).
 
         ``upstream`` is a name from the Snapshot in force, or its settings. ``timeout`` bounds the
         whole exchange, body included; without it, each wait is bounded by the upstream's timeouts.
+        ``connect_timeout`` bounds the wait for a connection to carry the request (the pool's own
+        connect timeout still applies to each attempt), ``head_timeout`` the wait for the response head,
+        ``read_timeout`` each wait for body bytes (in place of the upstream's; see ``set_read_timeout``).
         """
         worker = self.worker
         settings = worker.holder.current.upstreams[upstream] if isinstance(upstream, str) else upstream
@@ -304,9 +326,11 @@ class UpstreamClient:
             lines.append(b"content-length: %d\r\n" % len(body))
         lines.append(b"\r\n")
         loop = asyncio.get_running_loop()
-        response = UpstreamResponse(ex, loop, settings.read_timeout)
+        response = UpstreamResponse(ex, loop, settings.read_timeout if read_timeout is None else read_timeout)
         if timeout is not None:
             response._deadline = loop.time() + timeout
+        if connect_timeout is not None:
+            response._connected = loop.create_future()
         call = UpstreamCall(worker, ex, worker.pools.group(settings), response, _NO_PEER, worker.via, None)
         call.client_head = b"".join(lines)
         response.call = call
@@ -316,6 +340,21 @@ class UpstreamClient:
             if timeout is not None
             else settings.connect_timeout + settings.queue_timeout + settings.first_byte_timeout
         )
+        if head_timeout is not None:
+            head_limit = min(head_limit, head_timeout) if timeout is not None else head_timeout
+        connected = response._connected
+        if connected is not None and connect_timeout is not None:
+            began = loop.time()
+            try:
+                await asyncio.wait_for(asyncio.shield(connected), min(connect_timeout, head_limit))
+            except TimeoutError:
+                error = UpstreamError(504, "upstream-timeout", f"no connection within {connect_timeout:g}s")
+                response._close()
+                raise error from None
+            except asyncio.CancelledError:
+                response._close()
+                raise
+            head_limit = max(0.0, head_limit - (loop.time() - began))
         try:
             await asyncio.wait_for(asyncio.shield(response._head), head_limit)
         except TimeoutError:
