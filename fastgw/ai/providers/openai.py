@@ -134,8 +134,9 @@ class OpenAIStream:
                     self._done = True
                     break
                 chunks.append(self._chunk(event.data))
-        except ProviderError:
+        except ProviderError as exc:
             self._parser.end()  # closed: nothing more is read from a stream that broke its contract
+            exc.completed = chunks  # the chunks before the broken event still go out
             raise
         return chunks
 
