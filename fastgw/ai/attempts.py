@@ -87,7 +87,7 @@ class TargetLoop:
                 record.attempts += 1
                 record.provider, record.provider_model = target.provider.name, target.target.model
                 adapter = self.adapters[target.provider.kind]
-                key, credential = self._credential(target, own_key, record)
+                key, credential = self.credential(target, own_key, record)
                 began = time.monotonic()
                 try:
                     request = build(adapter, target)
@@ -130,10 +130,11 @@ class TargetLoop:
         else:
             await fail(503, f"no provider is available for model '{model.name}'", None, None, None)
 
-    def _credential(
+    def credential(
         self, target: Target, own_key: OwnKey | None, record: LlmRecord
     ) -> tuple[ProviderKey | None, tuple[tuple[bytes, bytes], ...] | None]:
-        """The key of this attempt and its header(s); None: send_request's default (the stored key)."""
+        """The key of this attempt and its header(s), named in ``record.key``; None: send_request's default
+        (the stored key)."""
         provider = target.provider
         if own_key is not None:
             record.key = "client"

@@ -87,9 +87,7 @@ class LlmHandler:
         if path.endswith("/chat/completions"):
             await self._chat(ex, body, out, upstreams, self.formats["openai"], "chat")
         elif path.endswith("/messages/count_tokens"):
-            allowed = functools.partial(self.model_allowed, ex=ex)
-            status, answer = await count_tokens(self.llm, self.adapters, allowed, ex, body, upstreams)
-            await _send(out, status, answer)
+            await self._count_tokens(ex, body, out, upstreams)
         elif path.endswith("/messages"):
             await self._chat(ex, body, out, upstreams, self.formats["anthropic"], "messages")
         elif path.endswith("/embeddings"):
@@ -98,6 +96,23 @@ class LlmHandler:
             await self._models(ex, out)
         else:
             await self._fail(out, fmt, 404, f"no such endpoint: {path}", None)
+
+    async def _count_tokens(
+        self, ex: Exchange, body: bytes, out: ResponseWriter, upstreams: Upstreams
+    ) -> None:
+        own = self._own_key(ex)
+
+        def credential(target: Target, record: LlmRecord) -> tuple[tuple[bytes, bytes], ...] | None:
+            return self.loop.credential(target, own, record)[1]
+
+        def usable(target: Target) -> bool:
+            return own is None or target.provider.name in own.providers
+
+        allowed = functools.partial(self.model_allowed, ex=ex)
+        status, answer = await count_tokens(
+            self.llm, self.adapters, allowed, ex, body, upstreams, credential, usable
+        )
+        await _send(out, status, answer)
 
     def _own_key_problem(self, value: bytes) -> str:
         """Why the client's own provider key cannot be used ("" when it can)."""

@@ -14,8 +14,11 @@ with ``[llm] retries = 1`` in front of the fake providers.
 
 from __future__ import annotations
 
+import json
 import socket
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -290,6 +293,20 @@ def test_byok_route_sends_the_clients_own_key_and_only_to_its_providers(gw: LlmG
             ask(byok, "chat-anthropic", extra_headers=own)  # "an" is not in byok_providers
         assert caught.value.code == "provider_key_not_accepted"
         assert len(gw.stack.anthropic.requests) == seen_by_anthropic
+    # count_tokens too: the client's key is never sent to a provider it is not for (nor the gateway's used)
+    count = urllib.request.Request(
+        f"{gw.gateway.url}/byok/v1/messages/count_tokens",
+        data=json.dumps(
+            {"model": "chat-anthropic", "messages": [{"role": "user", "content": "hi"}]}
+        ).encode(),
+        headers={"content-type": "application/json", "anthropic-version": "2023-06-01", **own},
+        method="POST",
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(count, timeout=20)
+    refused.value.close()  # its answer's socket
+    assert refused.value.code == 400
+    assert len(gw.stack.anthropic.requests) == seen_by_anthropic
     assert CLIENT_KEY not in gw.gateway.access_log.read_text()
 
 
