@@ -108,6 +108,10 @@ def extra(secrets: Path, silent_port: int) -> str:
         ]
 
         [[llm.models]]
+        name = "short-total-stream"
+        targets = [{{ provider = "oa", model = "gpt-4o-mini", total_timeout = {TOTAL} }}]
+
+        [[llm.models]]
         name = "never-connects"
         targets = [
             {{ provider = "silent", model = "gpt-4o-mini" }},
@@ -247,6 +251,31 @@ def test_a_stream_silent_after_its_first_token_ends_within_the_idle_bound(
     assert "127.0.0.1" not in str(caught.value)
     record = llm_record(gw.gateway, stream.response.headers)
     assert (record["error"], record["attempts"]) == ("idle_timeout", 1)
+
+
+def test_a_stream_past_its_total_deadline_ends_with_an_error_event(
+    gw: LlmGateway, sdk: openai.OpenAI
+) -> None:
+    fake = gw.stack.openai
+    fake.chunk_delay = 0.2  # a piece each 0.2 s: the answer takes longer than TOTAL
+    received = []
+    try:
+        began = time.monotonic()
+        with (
+            pytest.raises(openai.APIError),
+            sdk.chat.completions.create(
+                model="short-total-stream", messages=[{"role": "user", "content": "stream"}], stream=True
+            ) as stream,
+        ):
+            for chunk in stream:
+                received.append(chunk)
+        ended = time.monotonic() - began
+    finally:
+        fake.chunk_delay = 0.0
+    assert received  # bytes went out first: the deadline ends the stream, no fallback
+    assert TOTAL <= ended < TOTAL + SLACK
+    record = llm_record(gw.gateway, stream.response.headers)
+    assert (record["error"], record["attempts"]) == ("total_timeout", 1)
 
 
 def test_a_whole_answer_is_bounded_by_the_total_deadline(gw: LlmGateway, sdk: openai.OpenAI) -> None:
