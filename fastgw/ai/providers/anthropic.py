@@ -152,7 +152,7 @@ class AnthropicAdapter:
             client_status,
             message,
             retryable=retryable,
-            retry_after=retry_after(headers) if retryable else None,
+            retry_after=retry_after(headers, rate_limited=status == 429) if retryable else None,
             provider_status=status,
             kind=kind,
         )
