@@ -45,6 +45,9 @@ class UpstreamReply(Protocol):
     def header(self, name: bytes) -> bytes | None: ...
     def __aiter__(self) -> AsyncIterator[bytes]: ...
     async def read(self) -> bytes: ...
+    def set_read_timeout(self, seconds: float) -> None:
+        """The longest wait for the next body bytes from now on."""
+
     async def close(self) -> None:
         """Stop reading: a response not read to its end gives up its connection."""
 
@@ -62,6 +65,9 @@ class Upstreams(Protocol):
         body: bytes = b"",
         *,
         timeout: float | None = None,
+        connect_timeout: float | None = None,
+        head_timeout: float | None = None,
+        read_timeout: float | None = None,
     ) -> UpstreamReply: ...
 
 

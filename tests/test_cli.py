@@ -45,6 +45,7 @@ def test_check_examples(tmp_path: Path) -> None:
         "CREDENTIALS_DIRECTORY": str(credentials),
         # llm.toml's provider keys (check resolves them; nothing is called)
         "OPENAI_API_KEY": "sk-example",
+        "OPENAI_API_KEY_SPARE": "sk-example-spare",
         "AZURE_OPENAI_API_KEY": "azure-example",
         "ANTHROPIC_API_KEY": "sk-ant-example",
         "GEMINI_API_KEY": "gemini-example",

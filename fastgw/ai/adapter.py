@@ -119,7 +119,9 @@ class ProviderError(Exception):
     """The provider failed: an error status, a malformed or truncated answer, a stall. ``status`` is what
     the client gets (the provider's 4xx passed on as is; 5xx, 529 and malformed answers as 502; stalls as
     504); ``retryable`` says whether another target may be tried (before the first byte reached the
-    client); ``retry_after`` is the provider's hint in seconds (Retry-After, x-ratelimit-reset-*)."""
+    client); ``retry_after`` is the provider's hint in seconds (Retry-After, x-ratelimit-reset-*).
+    ``completed``: from a stream translator's ``feed``, the chunks that read completed before it broke
+    (the handler sends them, then the error event)."""
 
     def __init__(
         self,
@@ -138,6 +140,7 @@ class ProviderError(Exception):
         self.retry_after = retry_after
         self.provider_status = provider_status
         self.kind = kind
+        self.completed: list[Json] = []
 
 
 class StreamTranslator(Protocol):
@@ -148,7 +151,8 @@ class StreamTranslator(Protocol):
     usage: Usage  # filled from the provider's own events as they arrive
 
     def feed(self, data: bytes) -> list[Json]:
-        """The pivot chunks completed by ``data`` (possibly none)."""
+        """The pivot chunks completed by ``data`` (possibly none). A ProviderError raised for a broken
+        event carries in ``completed`` the chunks of the events before it in ``data``."""
         ...
 
     def end(self) -> list[Json]:

@@ -5,19 +5,31 @@ A provider is one account at one LLM service: its kind (which adapter speaks its
 its credentials as secret references (never inline), extra headers and adapter options. A model is a
 public name clients send (``model = "gpt-4o"``) mapped to ordered targets: a provider and that
 provider's model name, with a weight (choice within a priority) and a priority (fallback order).
+Resilience settings (retries, cool-downs, deadlines) are ``resilience.py``'s; a target's deadlines are
+its own, else its provider's, else ``[llm]``'s.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
 from fastgw.ai.adapter import ProviderTarget
+from fastgw.ai.resilience import (
+    Deadlines,
+    DeadlinesSpec,
+    ProviderKey,
+    ProviderKeySpec,
+    Resilience,
+    ResilienceSpec,
+    compile_deadlines,
+    compile_keys,
+    compile_resilience,
+)
 from fastgw.config.context import CompileContext
 from fastgw.config.fields import COUNT_MAX, SecretSpec, doc
-from fastgw.secret_refs import resolve_secret
 from fastgw.secrets_at_rest import MasterKeys, master_keys
 
 PROVIDER_KINDS: Final = ("openai", "azure_openai", "anthropic", "gemini")
@@ -32,7 +44,7 @@ _HEADER: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ProviderSpec:
+class ProviderSpec(DeadlinesSpec):
     name: str = doc("the provider's name, used by models' targets, logs and metrics", ...)
     kind: str = doc(
         "the wire format: 'openai' (and OpenAI-compatible servers), 'azure_openai', 'anthropic', 'gemini'",
@@ -43,6 +55,9 @@ class ProviderSpec:
     api_key: SecretSpec | None = doc(
         "the provider's API key, from a secret (file, env or systemd credential)", None
     )
+    api_keys: tuple[ProviderKeySpec, ...] = doc(
+        "several keys of this provider, chosen by weight per request (instead of api_key)", ()
+    )
     headers: dict[str, str] = doc("more request headers, e.g. { OpenAI-Organization = 'org-...' }", {})
     options: dict[str, str] = doc(
         "adapter options: api_version (azure_openai), auth = 'entra' (azure_openai: the key is an Entra"
@@ -52,7 +67,7 @@ class ProviderSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class TargetSpec:
+class TargetSpec(DeadlinesSpec):
     provider: str = doc("a [[llm.providers]] name", ...)
     model: str = doc("the provider's own model name (the deployment name for azure_openai)", ...)
     weight: int = doc("share of requests among targets of the same priority", 1, most=COUNT_MAX)
@@ -69,7 +84,7 @@ class ModelSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class LlmSpec:
+class LlmSpec(ResilienceSpec):
     providers: tuple[ProviderSpec, ...] = doc("[[llm.providers]] tables", ())
     models: tuple[ModelSpec, ...] = doc("[[llm.models]] tables", ())
     fallback_on: tuple[int, ...] = doc(
@@ -95,8 +110,9 @@ class Provider:
     name: str
     kind: str
     upstream: str
-    target_base: ProviderTarget  # base path, headers and options; the model is set per target
+    target_base: ProviderTarget  # base path, headers and options (no credential); the model is per target
     stored_key: bool = False  # no api_key in config: the key set with `fastgw providers set-key` is used
+    keys: tuple[ProviderKey, ...] = ()  # api_key or api_keys: their credential headers, chosen per request
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +121,7 @@ class Target:
     target: ProviderTarget
     weight: int
     priority: int
+    deadlines: Deadlines
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +137,7 @@ class LlmConfig:
     fallback_on: frozenset[int]
     max_attempts: int
     master_keys: MasterKeys | None = None  # None: no provider keys can be stored (secrets_at_rest.py)
+    resilience: Resilience = Resilience()
 
 
 def auth_headers(kind: str, key: str, options: Mapping[str, str]) -> tuple[tuple[bytes, bytes], ...]:
@@ -135,7 +153,14 @@ def auth_headers(kind: str, key: str, options: Mapping[str, str]) -> tuple[tuple
     return ((b"authorization", b"Bearer " + key.encode()),)
 
 
+def _key_headers(kind: str, options: Mapping[str, str]) -> Callable[[str], tuple[tuple[bytes, bytes], ...]]:
+    return lambda key: auth_headers(kind, key, options)
+
+
 def compile_llm(spec: LlmSpec, ctx: CompileContext) -> LlmConfig:
+    resilience = compile_resilience(spec, ctx)
+    defaults = resilience.deadlines
+    provider_deadlines: dict[str, Deadlines] = {}
     providers: dict[str, Provider] = {}
     for i, p in enumerate(spec.providers):
         key = f"llm.providers[{i}]"
@@ -151,11 +176,8 @@ def compile_llm(spec: LlmSpec, ctx: CompileContext) -> LlmConfig:
             raise ctx.error(f"{key}.upstream", f"no upstream named {p.upstream!r}")
         if p.base_path and (not p.base_path.startswith("/") or p.base_path.endswith("/")):
             raise ctx.error(f"{key}.base_path", "starts with '/' and does not end with one, e.g. '/v1'")
-        secret = ""
-        if p.api_key is not None:
-            ref = ctx.secret(f"{key}.api_key", p.api_key)
-            secret = resolve_secret(ref).decode()
-        headers = list(auth_headers(p.kind, secret, p.options))
+        keys = compile_keys(p.api_key, p.api_keys, key, ctx, _key_headers(p.kind, p.options))
+        headers: list[tuple[bytes, bytes]] = []
         for name, value in p.headers.items():
             if not _HEADER.fullmatch(name) or any(c in value for c in "\r\n\0"):
                 raise ctx.error(f"{key}.headers.{name}", "not a valid header field")
@@ -165,7 +187,8 @@ def compile_llm(spec: LlmSpec, ctx: CompileContext) -> LlmConfig:
                 f"{key}.options.api_version", "azure_openai needs an api_version, e.g. '2024-10-21'"
             )
         base = ProviderTarget(p.name, "", p.base_path, tuple(headers), dict(p.options))
-        providers[p.name] = Provider(p.name, p.kind, p.upstream, base, p.api_key is None)
+        providers[p.name] = Provider(p.name, p.kind, p.upstream, base, not keys, keys)
+        provider_deadlines[p.name] = compile_deadlines(p, defaults, key, ctx)
     models: dict[str, Model] = {}
     for i, m in enumerate(spec.models):
         key = f"llm.models[{i}]"
@@ -191,7 +214,8 @@ def compile_llm(spec: LlmSpec, ctx: CompileContext) -> LlmConfig:
                 base.options,
                 frozenset(m.drop_unsupported),
             )
-            targets.append(Target(provider, target, t.weight, t.priority))
+            deadlines = compile_deadlines(t, provider_deadlines[t.provider], f"{key}.targets[{j}]", ctx)
+            targets.append(Target(provider, target, t.weight, t.priority, deadlines))
         targets.sort(key=lambda t: t.priority)
         models[m.name] = Model(m.name, tuple(targets))
     for i, status in enumerate(spec.fallback_on):
@@ -200,7 +224,12 @@ def compile_llm(spec: LlmSpec, ctx: CompileContext) -> LlmConfig:
     if spec.max_attempts < 1:
         raise ctx.error("llm.max_attempts", "at least 1")
     return LlmConfig(
-        models, providers, frozenset(spec.fallback_on), spec.max_attempts, _master_keys(spec, ctx)
+        models,
+        providers,
+        frozenset(spec.fallback_on),
+        spec.max_attempts,
+        _master_keys(spec, ctx),
+        resilience,
     )
 
 

@@ -1,6 +1,7 @@
 """``POST /v1/messages/count_tokens`` (Anthropic's format): the input tokens of a request, counted by the
 model's first target whose provider can count (``Capabilities.count_tokens``); a model with none is a
-400 naming the endpoint, never a guess."""
+400 naming the endpoint, never a guess. The credential is the handler's choice, as for chat: a weighted
+provider key, or the client's own where the route allows it (``usable`` then keeps its providers only)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import cast
 
 from fastgw.ai.adapter import Adapter, InvalidRequestError, ProviderError, TokenCounter, Usage
-from fastgw.ai.config import LlmConfig
+from fastgw.ai.config import LlmConfig, Target
 from fastgw.ai.formats.anthropic_request import parse_count_tokens_request
 from fastgw.ai.formats.anthropic_response import error_body, render_count_tokens
 from fastgw.ai.provider_calls import ERROR_BODY_MAX, read_reply, send_request
@@ -25,6 +26,8 @@ async def count_tokens(
     ex: Exchange,
     body: bytes,
     upstreams: Upstreams,
+    credential: Callable[[Target, LlmRecord], tuple[tuple[bytes, bytes], ...] | None] | None = None,
+    usable: Callable[[Target], bool] | None = None,
 ) -> tuple[int, bytes]:
     """The status and body to answer (Anthropic's shapes); the caller writes them."""
     started = time.monotonic()
@@ -40,15 +43,15 @@ async def count_tokens(
     try:
         for target in model.targets:
             adapter = adapters[target.provider.kind]
-            if not adapter.capabilities.count_tokens:
+            if not adapter.capabilities.count_tokens or (usable is not None and not usable(target)):
                 continue
             counter = cast(TokenCounter, adapter)
             record.attempts += 1
             record.provider, record.provider_model = target.provider.name, target.target.model
             try:
-                reply = await send_request(
-                    upstreams, target, counter.count_tokens_request(pivot, target.target)
-                )
+                request = counter.count_tokens_request(pivot, target.target)
+                headers = None if credential is None else credential(target, record)
+                reply = await send_request(upstreams, target, request, headers)
                 data = await read_reply(reply, ERROR_BODY_MAX)
                 if reply.status >= 400:
                     raise adapter.error(reply.status, {}, data)

@@ -3,14 +3,16 @@
 One Task per request (DESIGN.md: handler kinds). The endpoint comes from the path under the route
 (``/chat/completions``, ``/embeddings``, ``/models``: OpenAI's format; ``/messages``,
 ``/messages/count_tokens``: Anthropic's), the client's body becomes a pivot request (``adapter.py``),
-the model's targets are tried in order (``routing.py``) through the gateway's own upstream pools, and
-the answer goes back in the client's format: whole, or streamed event by event with no buffering of
-the answer. A target is abandoned for the next one only before the first byte reached the client:
-after that, a failure ends the stream with an error event. Which target answered and how many were
-tried go to the ``x-fastgw-llm-target`` header and the access log (``Exchange.llm``). Errors are in the
+the model's targets are tried in order (``attempts.py``, ``routing.py``) through the gateway's own
+upstream pools, and the answer goes back in the client's format (``relay.py``): whole, or streamed event
+by event with no buffering of the answer. A target is retried or abandoned for the next one only before
+the first byte reached the client: after that, a failure ends the stream with an error event. Which
+target answered and how many calls were made go to the ``x-fastgw-llm-target`` header and the access log
+(``Exchange.llm``). Errors are in the
 client's SDK shape, the gateway's own refusals before the handler (a policy's 401 or 429, a body over the
 route's ``max_body_bytes``) included: the connection renders them with the route's ``error_body``
-(``kind.py``).
+(``kind.py``). A route that allows bring-your-own-key (``byok_providers``) takes the client's own
+provider key from ``x-fastgw-provider-key`` for those providers only; elsewhere that header is refused.
 """
 
 from __future__ import annotations
@@ -25,46 +27,28 @@ from typing import Final
 
 import orjson
 
-from fastgw.ai.adapter import Adapter, InvalidRequestError, Json, ProviderError
+from fastgw.ai.adapter import Adapter, InvalidRequestError, Json, ProviderRequest
+from fastgw.ai.attempts import Build, OwnKey, Relay, TargetLoop
 from fastgw.ai.client_format import ClientFormat
-from fastgw.ai.config import LlmConfig, Model, Target
+from fastgw.ai.config import LlmConfig, Target
 from fastgw.ai.count_tokens import count_tokens
-from fastgw.ai.provider_calls import (
-    ERROR_BODY_MAX,
-    RESPONSE_MAX,
-    read_reply,
-    reply_headers,
-    send_request,
-)
 from fastgw.ai.record import LlmRecord
-from fastgw.ai.routing import TargetHealth, plan
+from fastgw.ai.relay import JSON, relay_chat, relay_embeddings, relay_stream, status_kind
 from fastgw.exchange import Exchange
 from fastgw.handler_api import ResponseWriter, UpstreamReply, Upstreams
-from fastgw.proxy.client import UpstreamError
 
-_SSE_HEAD: Final = (
-    (b"content-type", b"text/event-stream"),
-    (b"cache-control", b"no-cache"),
-)
-_JSON: Final = (b"content-type", b"application/json")
-
-
-def _status_kind(status: int) -> str:
-    return {
-        400: "invalid_request_error",
-        401: "authentication_error",
-        403: "permission_error",
-        404: "not_found_error",
-        413: "request_too_large",
-        429: "rate_limit_error",
-        529: "overloaded_error",
-    }.get(status, "api_error")
+# The header a client sends its own provider key in, on routes that allow it (``byok_providers``):
+# never Authorization, which carries the client's fastgw credential.
+OWN_KEY_HEADER: Final = b"x-fastgw-provider-key"
+# Provider keys are under 200 characters (OpenAI's project keys are the longest); 1 KiB bounds a value
+# that is no key.
+OWN_KEY_MAX: Final = 1024
 
 
 class LlmHandler:
-    """One per llm route; state shared by its requests is the per-worker target health."""
+    """One per llm route; state shared by its requests is the per-worker target and key health."""
 
-    __slots__ = ("adapters", "allowed", "formats", "health", "llm", "rng")
+    __slots__ = ("adapters", "allowed", "byok", "formats", "llm", "loop")
 
     def __init__(
         self,
@@ -72,13 +56,14 @@ class LlmHandler:
         adapters: Mapping[str, Adapter],
         formats: Mapping[str, ClientFormat],
         allowed: tuple[str, ...],
+        byok: frozenset[str] = frozenset(),
     ) -> None:
         self.llm = llm
         self.adapters = adapters
         self.formats = formats
         self.allowed = allowed  # glob patterns of the public model names this route serves
-        self.health = TargetHealth()
-        self.rng = random.Random()
+        self.byok = byok  # providers the client's own key may be used with (empty: none)
+        self.loop = TargetLoop(llm, adapters, random.Random())
 
     def model_allowed(self, name: str, ex: Exchange | None = None) -> bool:
         """The route serves ``name`` and, on a key-authenticated request, the key's consumer may use it
@@ -90,12 +75,19 @@ class LlmHandler:
 
     async def handle(self, ex: Exchange, body: bytes, out: ResponseWriter, upstreams: Upstreams) -> None:
         path = ex.path.decode("latin-1").rstrip("/")
+        fmt = self.formats[
+            "anthropic" if "/messages" in path or ex.header(b"anthropic-version") else "openai"
+        ]
+        own_key = ex.header(OWN_KEY_HEADER)
+        if own_key is not None:
+            problem = self._own_key_problem(own_key)
+            if problem:
+                await self._fail(out, fmt, 400, problem, None, "provider_key_not_accepted")
+                return
         if path.endswith("/chat/completions"):
             await self._chat(ex, body, out, upstreams, self.formats["openai"], "chat")
         elif path.endswith("/messages/count_tokens"):
-            allowed = functools.partial(self.model_allowed, ex=ex)
-            status, answer = await count_tokens(self.llm, self.adapters, allowed, ex, body, upstreams)
-            await _send(out, status, answer)
+            await self._count_tokens(ex, body, out, upstreams)
         elif path.endswith("/messages"):
             await self._chat(ex, body, out, upstreams, self.formats["anthropic"], "messages")
         elif path.endswith("/embeddings"):
@@ -103,8 +95,36 @@ class LlmHandler:
         elif path.endswith("/models"):
             await self._models(ex, out)
         else:
-            fmt = self.formats["anthropic" if ex.header(b"anthropic-version") else "openai"]
             await self._fail(out, fmt, 404, f"no such endpoint: {path}", None)
+
+    async def _count_tokens(
+        self, ex: Exchange, body: bytes, out: ResponseWriter, upstreams: Upstreams
+    ) -> None:
+        own = self._own_key(ex)
+
+        def credential(target: Target, record: LlmRecord) -> tuple[tuple[bytes, bytes], ...] | None:
+            return self.loop.credential(target, own, record)[1]
+
+        def usable(target: Target) -> bool:
+            return own is None or target.provider.name in own.providers
+
+        allowed = functools.partial(self.model_allowed, ex=ex)
+        status, answer = await count_tokens(
+            self.llm, self.adapters, allowed, ex, body, upstreams, credential, usable
+        )
+        await _send(out, status, answer)
+
+    def _own_key_problem(self, value: bytes) -> str:
+        """Why the client's own provider key cannot be used ("" when it can)."""
+        if not self.byok:
+            return f"this route does not accept a provider key ({OWN_KEY_HEADER.decode()})"
+        if not value or len(value) > OWN_KEY_MAX or not all(33 <= c < 127 for c in value):
+            return f"{OWN_KEY_HEADER.decode()} is not a provider key"
+        return ""
+
+    def _own_key(self, ex: Exchange) -> OwnKey | None:
+        value = ex.header(OWN_KEY_HEADER)
+        return None if value is None else OwnKey(value.decode("ascii"), self.byok)
 
     # -- endpoints -------------------------------------------------------------------------------------
     async def _models(self, ex: Exchange, out: ResponseWriter) -> None:
@@ -127,62 +147,21 @@ class LlmHandler:
         await _send(out, 200, orjson.dumps(data))
 
     async def _embeddings(self, ex: Exchange, body: bytes, out: ResponseWriter, upstreams: Upstreams) -> None:
-        """``POST /v1/embeddings``: one target at a time, like chat, without streaming."""
+        """``POST /v1/embeddings``: the same target loop as chat, without streaming."""
         fmt = self.formats["openai"]
-        started = time.monotonic()
         try:
             pivot = fmt.parse_embeddings(body)
         except InvalidRequestError as exc:
             await self._fail(out, fmt, 400, exc.message, exc.param, exc.code)
             return
-        name = str(pivot.get("model", ""))
-        record = ex.llm = LlmRecord(model=name, endpoint="embeddings")
-        model = self.llm.models.get(name)
-        if model is None or not self.model_allowed(name, ex):
-            message = f"The model '{name}' does not exist or you do not have access to it."
-            await self._fail(out, fmt, 404, message, "model", "model_not_found")
-            return
-        failure: ProviderError | None = None
-        try:
-            for target in plan(model, self.health, time.monotonic(), self.llm.max_attempts, self.rng):
-                record.attempts += 1
-                record.provider, record.provider_model = target.provider.name, target.target.model
-                adapter = self.adapters[target.provider.kind]
-                try:
-                    request = adapter.embeddings_request(pivot, target.target)
-                    reply = await send_request(upstreams, target, request)
-                    if reply.status >= 400:
-                        raise adapter.error(
-                            reply.status, reply_headers(reply), await read_reply(reply, ERROR_BODY_MAX)
-                        )
-                    answer, usage = adapter.embeddings_response(
-                        await read_reply(reply, RESPONSE_MAX, strict=True)
-                    )
-                except InvalidRequestError as exc:
-                    await self._fail(out, fmt, 400, exc.message, exc.param, exc.code)
-                    return
-                except ProviderError as exc:
-                    failure = exc
-                    if exc.retryable and (
-                        exc.provider_status in self.llm.fallback_on or exc.provider_status == 0
-                    ):
-                        self.health.set_aside(target, time.monotonic(), exc.retry_after)
-                        continue
-                    break
-                answer["model"] = name
-                record.usage = usage
-                body_out = fmt.render_embeddings(answer, pivot)
-                out.start(200, (_JSON, _target_field(record), (b"content-length", b"%d" % len(body_out))))
-                await out.write(body_out)
-                await out.end()
-                return
-            record.error = failure.kind if failure is not None else "no_target"
-            if failure is None:
-                await self._fail(out, fmt, 503, f"no provider is available for model '{name}'", None)
-            else:
-                await self._fail(out, fmt, failure.status, failure.message, None, None, failure.retry_after)
-        finally:
-            record.duration_ms = (time.monotonic() - started) * 1000.0
+        record = ex.llm = LlmRecord(model=str(pivot.get("model", "")), endpoint="embeddings")
+
+        async def relay(reply: UpstreamReply, adapter: Adapter, target: Target, began: float) -> None:
+            await relay_embeddings(reply, adapter, out, fmt, record, pivot)
+
+        await self._run(
+            ex, out, upstreams, fmt, record, lambda a, t: a.embeddings_request(pivot, t.target), relay
+        )
 
     async def _chat(
         self,
@@ -199,156 +178,59 @@ class LlmHandler:
         except InvalidRequestError as exc:
             await self._fail(out, fmt, 400, exc.message, exc.param, exc.code)
             return
-        name = str(pivot.get("model", ""))
-        record = ex.llm = LlmRecord(model=name, endpoint=endpoint, stream=bool(pivot.get("stream")))
-        model = self.llm.models.get(name)
-        if model is None or not self.model_allowed(name, ex):
-            await self._fail(
-                out,
-                fmt,
-                404,
-                f"The model '{name}' does not exist or you do not have access to it.",
-                "model",
-                "model_not_found",
-            )
-            return
-        try:
-            await self._try_targets(ex, pivot, model, out, upstreams, fmt, record, started)
-        finally:
-            record.duration_ms = (time.monotonic() - started) * 1000.0
+        stream = bool(pivot.get("stream"))
+        record = ex.llm = LlmRecord(model=str(pivot.get("model", "")), endpoint=endpoint, stream=stream)
 
-    async def _try_targets(
+        async def relay(reply: UpstreamReply, adapter: Adapter, target: Target, began: float) -> None:
+            if stream:
+                await relay_stream(reply, adapter, target, out, fmt, record, pivot, started, began)
+            else:
+                await relay_chat(reply, adapter, out, fmt, record)
+
+        def build(adapter: Adapter, target: Target) -> ProviderRequest:
+            return adapter.chat_request(pivot, target.target, stream)
+
+        await self._run(ex, out, upstreams, fmt, record, build, relay, started)
+
+    async def _run(
         self,
         ex: Exchange,
-        pivot: Json,
-        model: Model,
         out: ResponseWriter,
         upstreams: Upstreams,
         fmt: ClientFormat,
         record: LlmRecord,
-        started: float,
+        build: Build,
+        relay: Relay,
+        started: float | None = None,
     ) -> None:
-        stream = record.stream
-        failure: ProviderError | None = None
-        for target in plan(model, self.health, time.monotonic(), self.llm.max_attempts, self.rng):
-            record.attempts += 1
-            record.provider, record.provider_model = target.provider.name, target.target.model
-            adapter = self.adapters[target.provider.kind]
-            try:
-                request = adapter.chat_request(pivot, target.target, stream)
-            except InvalidRequestError as exc:
-                await self._fail(out, fmt, 400, exc.message, exc.param, exc.code)
-                return
-            try:
-                reply = await send_request(upstreams, target, request)
-            except ProviderError as exc:
-                failure = exc
-                self.health.set_aside(target, time.monotonic(), None)
-                continue
-            if reply.status >= 400:
-                error = adapter.error(
-                    reply.status, reply_headers(reply), await read_reply(reply, ERROR_BODY_MAX)
-                )
-                if error.retryable and reply.status in self.llm.fallback_on:
-                    self.health.set_aside(target, time.monotonic(), error.retry_after)
-                    failure = error
-                    continue
-                record.error = error.kind
-                await self._fail(out, fmt, error.status, error.message, None, None, error.retry_after)
-                return
-            try:
-                if stream:
-                    await self._relay_stream(pivot, reply, adapter, out, fmt, record, started)
-                else:
-                    await self._relay_whole(reply, adapter, target, model, out, fmt, record)
-                return
-            except ProviderError as exc:
-                if out.started:  # the client has bytes: end the stream with an error event
-                    record.error = exc.kind
-                    return
-                failure = exc
-                if exc.retryable:
-                    self.health.set_aside(target, time.monotonic(), exc.retry_after)
-                    continue
-                break
-        record.error = failure.kind if failure is not None else "no_target"
-        if failure is None:
-            await self._fail(out, fmt, 503, f"no provider is available for model '{model.name}'", None)
-        else:
-            await self._fail(out, fmt, failure.status, failure.message, None, None, failure.retry_after)
+        """The model's targets tried for one request (``attempts.py``), the record's duration kept."""
+        started = time.monotonic() if started is None else started
+        name = record.model
+        model = self.llm.models.get(name)
+        if model is None or not self.model_allowed(name, ex):
+            message = f"The model '{name}' does not exist or you do not have access to it."
+            await self._fail(out, fmt, 404, message, "model", "model_not_found")
+            return
 
-    async def _relay_whole(
-        self,
-        reply: UpstreamReply,
-        adapter: Adapter,
-        target: Target,
-        model: Model,
-        out: ResponseWriter,
-        fmt: ClientFormat,
-        record: LlmRecord,
-    ) -> None:
-        data = await read_reply(reply, RESPONSE_MAX, strict=True)
-        answer, usage = adapter.chat_response(data)
-        answer["model"] = model.name
-        record.usage = usage
-        body = fmt.render_response(answer)
-        out.start(200, (_JSON, _target_field(record), (b"content-length", b"%d" % len(body))))
-        await out.write(body)
-        await out.end()
+        async def fail(
+            status: int, message: str, param: str | None, code: str | None, retry_after: float | None
+        ) -> None:
+            await self._fail(out, fmt, status, message, param, code, retry_after)
 
-    async def _relay_stream(
-        self,
-        pivot: Json,
-        reply: UpstreamReply,
-        adapter: Adapter,
-        out: ResponseWriter,
-        fmt: ClientFormat,
-        record: LlmRecord,
-        started: float,
-    ) -> None:
-        translator = adapter.chat_stream()
-        encoder = fmt.stream_encoder(pivot)
         try:
-            async for data in reply:
-                chunks = translator.feed(data)
-                if not chunks:
-                    continue
-                if not out.started:
-                    out.start(200, (*_SSE_HEAD, _target_field(record)))
-                    record.ttft_ms = (time.monotonic() - started) * 1000.0
-                pieces = []
-                for chunk in chunks:
-                    chunk["model"] = record.model
-                    pieces.append(encoder.encode(chunk))
-                await out.write(b"".join(pieces))
-            tail = translator.end()
-        except (UpstreamError, ProviderError) as exc:
-            # A provider that hangs up mid-stream is a failure like a malformed event: once the client
-            # has bytes, it gets an error event (its SDK raises), never a stream cut short in silence.
-            error = (
-                exc
-                if isinstance(exc, ProviderError)
-                else ProviderError(
-                    exc.status, "the provider stopped answering", retryable=True, kind=exc.problem
-                )
+            await self.loop.run(
+                model,
+                upstreams,
+                out,
+                record,
+                build,
+                relay,
+                fail,
+                stream=record.stream,
+                own_key=self._own_key(ex),
             )
-            record.usage = translator.usage
-            if out.started:
-                await out.write(encoder.error(error.status, error.message, _status_kind(error.status)))
-                await out.end()
-            raise error from None
         finally:
-            await reply.close()
-        if not out.started:
-            out.start(200, (*_SSE_HEAD, _target_field(record)))
-        pieces = []
-        for chunk in tail:
-            chunk["model"] = record.model
-            pieces.append(encoder.encode(chunk))
-        pieces.append(encoder.finish())
-        record.usage = translator.usage
-        await out.write(b"".join(pieces))
-        await out.end()
+            record.duration_ms = (time.monotonic() - started) * 1000.0
 
     async def _fail(
         self,
@@ -362,23 +244,16 @@ class LlmHandler:
     ) -> None:
         if out.started:
             return
-        body = fmt.render_error(status, message, _status_kind(status), param, code)
+        body = fmt.render_error(status, message, status_kind(status), param, code)
         # A provider's reset hint goes on with its 429, so the client's SDK waits that long before its own
         # retry (both official SDKs read Retry-After) rather than retrying into the same refusal.
         hint = ((b"retry-after", b"%d" % math.ceil(retry_after)),) if retry_after and status == 429 else ()
         await _send(out, status, body, hint)
 
 
-def _target_field(record: LlmRecord) -> tuple[bytes, bytes]:
-    return (
-        b"x-fastgw-llm-target",
-        f"{record.provider}/{record.provider_model}; attempts={record.attempts}".encode(),
-    )
-
-
 async def _send(
     out: ResponseWriter, status: int, body: bytes, extra: tuple[tuple[bytes, bytes], ...] = ()
 ) -> None:
-    out.start(status, (_JSON, (b"content-length", b"%d" % len(body)), *extra))
+    out.start(status, (JSON, (b"content-length", b"%d" % len(body)), *extra))
     await out.write(body)
     await out.end()

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from fastgw.ai.config import LlmConfig, LlmSpec, ModelSpec, ProviderSpec, TargetSpec, compile_llm
+from fastgw.ai.resilience import ProviderKeySpec
 from fastgw.config.fields import Section, doc
 from fastgw.handlers.kind import CompileContext, CompileError, HandlerKind
 
@@ -22,6 +23,13 @@ class LlmRouteSpec:
     models: tuple[str, ...] = doc(
         "the public model names this route serves (glob patterns, e.g. ['gpt-4o*']);"
         " empty: every [[llm.models]]",
+        (),
+    )
+    byok_providers: tuple[str, ...] = doc(
+        "bring-your-own-key: the [[llm.providers]] names for which a client may send its own provider key"
+        " in x-fastgw-provider-key (used instead of the gateway's; the client's fastgw credential stays in"
+        " Authorization). Requests that send one go only to targets of these providers. Empty: the header"
+        " is refused with a 400 and never forwarded",
         (),
     )
 
@@ -40,7 +48,10 @@ def compile_route(spec: LlmRouteSpec, ctx: CompileContext) -> LlmHandler:
     llm: Any = ctx.sections.get("llm")
     if llm is None:
         raise CompileError("models", "an llm route needs an [llm] section with providers and models")
-    return LlmHandler(llm, ADAPTERS, FORMATS, spec.models)
+    for name in spec.byok_providers:
+        if name not in llm.providers:
+            raise CompileError("byok_providers", f"no [[llm.providers]] named {name!r}")
+    return LlmHandler(llm, ADAPTERS, FORMATS, spec.models, frozenset(spec.byok_providers))
 
 
 _JSON: Final = b"application/json"
@@ -64,8 +75,9 @@ SECTION: Final = Section(
     "[llm] the AI gateway's providers and models (routes with kind = 'llm')",
     "optional",
     (
-        ("[llm]", LlmSpec, "The AI gateway: fallback rules."),
+        ("[llm]", LlmSpec, "The AI gateway: fallback, retries, cool-downs and default deadlines."),
         ("[[llm.providers]]", ProviderSpec, "An LLM provider account, reached through an [upstreams.NAME]."),
+        ("[[llm.providers]].api_keys", ProviderKeySpec, "One of several keys of a provider."),
         ("[[llm.models]]", ModelSpec, "A public model name and where its requests go."),
         ("[[llm.models]].targets", TargetSpec, "One target of a model."),
     ),

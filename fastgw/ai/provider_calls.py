@@ -1,5 +1,7 @@
 """Calling a provider through the gateway's pools, for the llm handler and its endpoints: a provider
-request sent (with the stored key when the provider's config has none), and answers read with a bound."""
+request sent with a credential (one of the provider's configured keys, the client's own key where the
+route allows it, or the stored key when the config has none) under the target's deadlines, and answers
+read with a bound."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from typing import Final
 
 from fastgw.ai.adapter import ProviderError, ProviderRequest
 from fastgw.ai.config import Target, auth_headers
+from fastgw.ai.resilience import Deadlines
 from fastgw.handler_api import UpstreamReply, Upstreams
 from fastgw.proxy.caches import provider_key
 from fastgw.proxy.client import UpstreamError
@@ -19,17 +22,47 @@ ERROR_BODY_MAX: Final = 64 * 1024
 RESPONSE_MAX: Final = 16 * 1024 * 1024
 
 
-async def send_request(upstreams: Upstreams, target: Target, request: ProviderRequest) -> UpstreamReply:
+async def send_request(
+    upstreams: Upstreams,
+    target: Target,
+    request: ProviderRequest,
+    credential: tuple[tuple[bytes, bytes], ...] | None = None,
+    deadlines: Deadlines | None = None,
+    *,
+    stream: bool = False,
+) -> UpstreamReply:
     """The provider request through the gateway's pools; unreachable or silent providers as retryable
-    ProviderErrors (the problem slug in ``kind``; the address stays in the log, never in the answer)."""
+    ProviderErrors (the problem slug in ``kind``; the address stays in the log, never in the answer).
+
+    ``credential``: the header(s) of the key chosen for this request; None: the provider's first key,
+    or its stored one. ``deadlines`` (the target's when None): the connect, then the head within the
+    first-token bound for a stream (the total for a whole answer), each body wait within the first-token
+    bound until the caller lowers it to the idle one, everything within the total."""
     headers = request.headers
     provider = target.provider
-    if provider.stored_key:  # read per request: a set-key applies to the next one, without a reload
-        key = provider_key(provider.name)
-        if key is not None:
-            headers = (*auth_headers(provider.kind, key.decode(), target.target.options), *headers)
+    if credential is None:
+        if provider.keys:
+            credential = provider.keys[0].headers
+        elif provider.stored_key:  # read per request: a set-key applies to the next one, without a reload
+            key = provider_key(provider.name)
+            if key is not None:
+                credential = auth_headers(provider.kind, key.decode(), target.target.options)
+    if credential:
+        headers = (*credential, *headers)
+    limits = target.deadlines if deadlines is None else deadlines
+    first = min(limits.first_token, limits.total) if stream else limits.total
     try:
-        return await upstreams.request(provider.upstream, request.method, request.path, headers, request.body)
+        return await upstreams.request(
+            provider.upstream,
+            request.method,
+            request.path,
+            headers,
+            request.body,
+            timeout=limits.total,
+            connect_timeout=limits.connect,
+            head_timeout=first,
+            read_timeout=first,
+        )
     except UpstreamError as exc:
         message = (
             "the provider did not answer in time" if exc.status == 504 else "the provider is unreachable"

@@ -17,7 +17,8 @@ class LlmRecord:
     stream: bool = False
     provider: str = ""  # the target that answered (or the last one tried)
     provider_model: str = ""
-    attempts: int = 0  # targets tried
+    attempts: int = 0  # provider calls made: targets tried, retries and key switches included
+    key: str = ""  # which provider key the last attempt used: its configured name, "client" or "stored"
     usage: Usage = field(default_factory=Usage)
     ttft_ms: float = -1.0  # first token (first content chunk) after the request reached the handler
     duration_ms: float = 0.0
@@ -39,6 +40,8 @@ class LlmRecord:
             "attempts": self.attempts,
             "stream": self.stream,
         }
+        if self.key:
+            out["key"] = self.key  # the key's name, never the key
         if usage.reported:
             out["prompt_tokens"] = usage.prompt_tokens
             out["completion_tokens"] = usage.completion_tokens

@@ -1,40 +1,69 @@
-"""Which targets a request for a model tries, in which order, and which are set aside for a while.
+"""Which targets a request for a model tries, in which order, with which provider key; and which targets
+and keys are set aside for a while.
 
 Targets are grouped by priority; within a priority the order is a weighted random shuffle (each
 target's chance to go first is its weight's share), so traffic spreads by weight and a failure moves to
-the others of the same priority before falling back to the next one. A target whose provider said 429
-or 529 is set aside until the provider's reset (Retry-After, x-ratelimit-reset-*), or for
-``COOL_DOWN`` when it gave none; one that failed to connect or timed out, for ``COOL_DOWN``. A set-aside
-target is still tried last rather than failing a request outright (a provider's hint can be pessimistic).
-The state is per worker: each worker learns from its own traffic, which is enough to stop hammering a
-provider that is refusing.
+the others of the same priority before falling back to the next one.
+
+Each target has a circuit breaker (``TargetHealth``): after ``breaker_failures`` consecutive failures it
+opens, and the target is set aside for a cool-down: the provider's reset hint when it gave one (429, 529
+with Retry-After or x-ratelimit-reset-*), else ``cool_down`` seconds, doubled each time the target fails
+again on its first request after a cool-down (half-open: that one request decides), up to
+``cool_down_max``. A success closes it and forgets the failures. A set-aside target is still tried last
+rather than failing a request outright (a provider's hint can be pessimistic).
+
+A provider's keys (``api_keys``) are chosen by weight per request among those not set aside
+(``KeyHealth``): a key the provider rate-limited (429) rests until the provider's reset while the other
+keys keep serving; only when every key of the provider rests is its target set aside. The state is per
+worker: each worker learns from its own traffic, which is enough to stop hammering a provider that is
+refusing.
 """
 
 from __future__ import annotations
 
 import random
-from typing import Final
+from typing import Final, TypeVar
 
 from fastgw.ai.config import Model, Target
+from fastgw.ai.resilience import ProviderKey, Resilience
 
-# Set aside after a failure without a reset hint: long enough to skip the provider for a burst of
-# requests, short enough that a recovered provider is back within seconds.
-COOL_DOWN: Final = 5.0
-# A provider's reset hint is believed up to this long: a mistaken hour-long hint must not park a target.
-COOL_DOWN_MAX: Final = 300.0
+# A rate-limited key without a reset hint rests this long: OpenAI's and Anthropic's per-minute windows
+# reset within a minute, and a key tried again too early only earns another 429.
+KEY_REST: Final = 10.0
+
+_Weighted = TypeVar("_Weighted", Target, ProviderKey)
 
 
 class TargetHealth:
-    """Per worker: until when each (provider, provider model) is set aside."""
+    """Per worker: each target's consecutive failures and until when it is set aside."""
 
-    __slots__ = ("_until",)
+    __slots__ = ("_failures", "_settings", "_streak", "_until")
 
-    def __init__(self) -> None:
+    def __init__(self, settings: Resilience | None = None) -> None:
+        self._settings = settings or Resilience()
         self._until: dict[tuple[str, str], float] = {}
+        self._failures: dict[tuple[str, str], int] = {}  # consecutive failures since the last success
+        self._streak: dict[tuple[str, str], int] = {}  # cool-downs in a row without a success: the doubling
 
     def set_aside(self, target: Target, now: float, seconds: float | None) -> None:
-        wait = COOL_DOWN if seconds is None else min(max(seconds, 0.0), COOL_DOWN_MAX)
-        self._until[(target.provider.name, target.target.model)] = now + wait
+        """A failure of ``target``: the circuit opens once ``breaker_failures`` came in a row."""
+        key = (target.provider.name, target.target.model)
+        failures = self._failures.get(key, 0) + 1
+        self._failures[key] = failures
+        settings = self._settings
+        if failures < settings.breaker_failures:
+            return
+        streak = self._streak.get(key, 0)
+        self._streak[key] = streak + 1
+        wait = settings.cool_down * 2.0 ** min(streak, 32) if seconds is None else max(seconds, 0.0)
+        self._until[key] = now + min(wait, settings.cool_down_max)
+        self._failures[key] = 0
+
+    def succeeded(self, target: Target) -> None:
+        key = (target.provider.name, target.target.model)
+        self._failures.pop(key, None)
+        self._streak.pop(key, None)
+        self._until.pop(key, None)  # a set-aside target tried last that answered is back
 
     def available(self, target: Target, now: float) -> bool:
         until = self._until.get((target.provider.name, target.target.model))
@@ -46,10 +75,50 @@ class TargetHealth:
         return False
 
 
-def _weighted_order(targets: list[Target], rng: random.Random) -> list[Target]:
-    """A weighted shuffle: repeatedly draw one target with probability proportional to its weight."""
-    pool = list(targets)
-    out = []
+class KeyHealth:
+    """Per worker: until when each provider key is set aside after a 429."""
+
+    __slots__ = ("_settings", "_until")
+
+    def __init__(self, settings: Resilience | None = None) -> None:
+        self._settings = settings or Resilience()
+        self._until: dict[tuple[str, int], float] = {}
+
+    def rate_limited(self, provider: str, key: ProviderKey, now: float, seconds: float | None) -> None:
+        wait = KEY_REST if seconds is None else max(seconds, 0.0)
+        self._until[(provider, key.index)] = now + min(wait, self._settings.cool_down_max)
+
+    def resting(self, provider: str, key: ProviderKey, now: float) -> bool:
+        until = self._until.get((provider, key.index))
+        if until is None:
+            return False
+        if until <= now:
+            del self._until[(provider, key.index)]
+            return False
+        return True
+
+    def choose(
+        self, provider: str, keys: tuple[ProviderKey, ...], now: float, rng: random.Random
+    ) -> ProviderKey | None:
+        """A key by weight among those not resting; the one whose rest ends first when all rest; None
+        for a provider without configured keys (its stored key is used)."""
+        if not keys:
+            return None
+        if len(keys) == 1:
+            return keys[0]
+        ready = [k for k in keys if not self.resting(provider, k, now)]
+        if not ready:
+            return min(keys, key=lambda k: self._until.get((provider, k.index), 0.0))
+        return _weighted_order(ready, rng)[0]
+
+    def all_resting(self, provider: str, keys: tuple[ProviderKey, ...], now: float) -> bool:
+        return all(self.resting(provider, k, now) for k in keys)
+
+
+def _weighted_order(items: list[_Weighted], rng: random.Random) -> list[_Weighted]:
+    """A weighted shuffle: repeatedly draw one item with probability proportional to its weight."""
+    pool = list(items)
+    out: list[_Weighted] = []
     while pool:
         total = sum(t.weight for t in pool)
         pick = rng.random() * total

@@ -66,6 +66,7 @@ class UpstreamResponse(CallSink):
         "_chunks",
         "_closed",
         "_conn",
+        "_connected",
         "_deadline",
         "_ended",
         "_error",
@@ -97,6 +98,7 @@ class UpstreamResponse(CallSink):
         self._deadline = 0.0  # loop time by which everything must be done (0: none)
         self._read_timeout = read_timeout
         self._head = loop.create_future()
+        self._connected: asyncio.Future[None] | None = None  # only when the caller bounds the connect
         self._wake: asyncio.Future[None] | None = None
         self._loop = loop
 
@@ -145,6 +147,11 @@ class UpstreamResponse(CallSink):
         if self._paused and self._buffered <= BODY_BUFFER // 2:
             self._reading(pause=False)
         return chunk
+
+    def set_read_timeout(self, seconds: float) -> None:
+        """The longest wait for the next body bytes from now on (a stream's first token, then its idle
+        bound: the caller changes it as the answer goes on)."""
+        self._read_timeout = seconds
 
     async def read(self) -> bytes:
         """The whole body (for small answers; stream large ones by iterating)."""
@@ -204,6 +211,13 @@ class UpstreamResponse(CallSink):
 
     def call_connection(self, conn: UpstreamConnection | None) -> None:
         self._conn = conn
+        if conn is not None:
+            self._connected_now()
+
+    def _connected_now(self) -> None:
+        connected = self._connected
+        if connected is not None and not connected.done():
+            connected.set_result(None)
 
     def call_head(self, status: int, head: bytes, lines: list[bytes]) -> int:
         self.status = status
@@ -217,6 +231,7 @@ class UpstreamResponse(CallSink):
                 framing = int(value)
         if not self._head.done():
             self._head.set_result(None)
+        self._connected_now()
         return framing
 
     def call_body(self, data: bytes) -> None:
@@ -241,6 +256,7 @@ class UpstreamResponse(CallSink):
         self._error = error
         if not self._head.done():
             self._head.set_exception(error)
+        self._connected_now()  # the head wait that follows raises the error
         self._wakeup()
 
     def call_upgrade(self, rest: bytes) -> bool:
@@ -277,11 +293,17 @@ class UpstreamClient:
         body: bytes = b"",
         *,
         timeout: float | None = None,
+        connect_timeout: float | None = None,
+        head_timeout: float | None = None,
+        read_timeout: float | None = None,
     ) -> UpstreamResponse:
         """Send one request and return once the response head arrived (raises UpstreamError).
 
         ``upstream`` is a name from the Snapshot in force, or its settings. ``timeout`` bounds the
         whole exchange, body included; without it, each wait is bounded by the upstream's timeouts.
+        ``connect_timeout`` bounds the wait for a connection to carry the request (the pool's own
+        connect timeout still applies to each attempt), ``head_timeout`` the wait for the response head,
+        ``read_timeout`` each wait for body bytes (in place of the upstream's; see ``set_read_timeout``).
         """
         worker = self.worker
         settings = worker.holder.current.upstreams[upstream] if isinstance(upstream, str) else upstream
@@ -305,9 +327,11 @@ class UpstreamClient:
             lines.append(b"content-length: %d\r\n" % len(body))
         lines.append(b"\r\n")
         loop = asyncio.get_running_loop()
-        response = UpstreamResponse(ex, loop, settings.read_timeout)
+        response = UpstreamResponse(ex, loop, settings.read_timeout if read_timeout is None else read_timeout)
         if timeout is not None:
             response._deadline = loop.time() + timeout
+        if connect_timeout is not None:
+            response._connected = loop.create_future()
         # The request leaves with the loop iteration's other writes (upstream/write_batch.py), as a
         # proxied one does: on a virtual machine a lone write to a sleeping upstream costs a VM exit.
         batch = worker.writes if worker.holder.current.server.batch_writes else None
@@ -320,9 +344,27 @@ class UpstreamClient:
             if timeout is not None
             else settings.connect_timeout + settings.queue_timeout + settings.first_byte_timeout
         )
-        # The head future and one timer, as in _next: asyncio.wait_for(shield(...)) made three more
-        # futures and callbacks per request. Every setter of _head checks done() first, so a future
-        # cancelled with the handler's Task or expired by the timer is never set again.
+        if head_timeout is not None:
+            head_limit = min(head_limit, head_timeout) if timeout is not None else head_timeout
+        # Each wait is its future and one timer, as in _next: asyncio.wait_for(shield(...)) made three
+        # more futures and callbacks per request. Every setter of these futures checks done() first,
+        # so one cancelled with the handler's Task or expired by its timer is never set again.
+        connected = response._connected
+        if connected is not None and connect_timeout is not None and not connected.done():
+            began = loop.time()
+            timer = loop.call_later(min(connect_timeout, head_limit), _expire, connected)
+            try:
+                await connected
+            except TimeoutError:
+                error = UpstreamError(504, "upstream-timeout", f"no connection within {connect_timeout:g}s")
+                response._close()
+                raise error from None
+            except asyncio.CancelledError:
+                response._close()
+                raise
+            finally:
+                timer.cancel()
+            head_limit = max(0.0, head_limit - (loop.time() - began))
         head = response._head
         timer = loop.call_later(head_limit, _expire, head)
         try:

@@ -41,3 +41,34 @@ def test_headers_most_precise_first() -> None:
     assert header_retry_after({"retry-after": "never"}) is None
     assert header_retry_after({"retry-after": str(int(MAX_RETRY_AFTER) + 1)}) is None
     assert header_retry_after({}) is None
+
+
+def test_every_adapter_reads_the_hints_the_same_way() -> None:
+    """One reader (providers/retry_hints.py) for every adapter: the most precise hint wins everywhere."""
+    from fastgw.ai.providers.registry import ADAPTERS
+
+    headers = {"retry-after-ms": "1500", "retry-after": "9"}
+    assert {kind: ADAPTERS[kind].error(429, headers, b"").retry_after for kind in ADAPTERS} == {
+        kind: 1.5 for kind in ADAPTERS
+    }
+
+
+def test_reset_instants_fractions_and_rate_limited_only() -> None:
+    from datetime import datetime
+
+    from fastgw.ai.providers.retry_hints import retry_after
+
+    anthropic = {
+        "anthropic-ratelimit-requests-remaining": "3",
+        "anthropic-ratelimit-requests-reset": "2030-03-17T17:46:50Z",
+        "anthropic-ratelimit-output-tokens-remaining": "0",
+        "anthropic-ratelimit-output-tokens-reset": "2030-03-17T17:46:42Z",
+    }
+    now = datetime.fromisoformat("2030-03-17T17:46:40+00:00").timestamp()
+    assert retry_after(anthropic, now) == 2.0  # the exhausted limit's reset, not the later one
+    assert header_retry_after(anthropic, now) == 2.0
+    assert retry_after(anthropic, now, rate_limited=False) is None
+    assert retry_after({"retry-after": "1.5"}, now) == 1.5
+    assert retry_after({"retry-after": "nan"}, now) is None
+    assert retry_after({"x-ratelimit-reset-tokens": "20ms"}, now, rate_limited=False) is None
+    assert retry_after({"x-ratelimit-reset-tokens": "20ms"}, now) == 0.02

@@ -70,6 +70,8 @@ class FakeOpenAI:
 
     def __init__(self, *, api_key: str | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
         self.api_key = api_key  # when set, requests need "Authorization: Bearer <api_key>"
+        self.other_keys: set[str] = set()  # more keys it accepts (several keys per provider, a client's own)
+        self.limited_keys: dict[str, str] = {}  # key -> Retry-After: requests with it are answered 429
         self.ssl_context = ssl_context
         self.models = ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small"]
         self.faults: deque[str] = deque()  # faults for the next requests, in order
@@ -84,6 +86,7 @@ class FakeOpenAI:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -107,6 +110,10 @@ class FakeOpenAI:
             self._server.close()
         for writer in list(self._writers):
             writer.transport.abort()
+        tasks = list(self._tasks)  # answers still waiting (a slow first token): cancelled, not left pending
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
 
@@ -135,6 +142,9 @@ class FakeOpenAI:
     # --- HTTP/1.1 -------------------------------------------------------------------------------------
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None  # a connection callback of asyncio.start_server runs in its own Task
+        self._tasks.add(task)
         self._writers.add(writer)
         try:
             while await self._one_request(reader, writer):
@@ -143,8 +153,11 @@ class FakeOpenAI:
             self.hangups += 1
         except (asyncio.IncompleteReadError, ValueError):
             pass
+        except asyncio.CancelledError:  # close() while an answer waited: the task ends quietly
+            pass
         finally:
             self._writers.discard(writer)
+            self._tasks.discard(task)
             writer.transport.abort()
 
     async def _one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
@@ -192,8 +205,10 @@ class FakeOpenAI:
     async def _route(
         self, seen: SeenRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        if self.api_key is not None and seen.headers.get("authorization") != f"Bearer {self.api_key}":
-            given = seen.headers.get("authorization", "").removeprefix("Bearer ")
+        authorization = seen.headers.get("authorization", "")
+        given = authorization.removeprefix("Bearer ")
+        accepted = {self.api_key, *self.other_keys}
+        if self.api_key is not None and (given == authorization or given not in accepted):
             # As OpenAI words it: the key's first and last characters, the rest masked.
             message = f"Incorrect API key provided: {given[:3]}{'*' * max(len(given) - 7, 0)}{given[-4:]}."
             return await self._send(
@@ -215,6 +230,10 @@ class FakeOpenAI:
             return await self._send(
                 writer, 400, error_body("We could not parse the JSON body", "invalid_request_error")
             )
+        if given in self.limited_keys:
+            extra = f"retry-after: {self.limited_keys[given]}\r\n"
+            body = error_body("Rate limit reached for requests", "requests", "rate_limit_exceeded")
+            return await self._send(writer, 429, body, extra=extra)
         fault = seen.headers.get("x-fake-fault") or (self.faults.popleft() if self.faults else "")
         if not fault and isinstance(model, str) and model.startswith("fault-"):
             fault = model.removeprefix("fault-")

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from datetime import datetime
-from email.utils import parsedate_to_datetime
 from typing import Final
 
 import orjson
@@ -36,6 +34,7 @@ from fastgw.ai.anthropic_wire import (
 )
 from fastgw.ai.providers.anthropic_request import KIND, beta_header, messages_body
 from fastgw.ai.providers.anthropic_stream import AnthropicStreamTranslator
+from fastgw.ai.providers.retry_hints import retry_after
 
 ANTHROPIC_VERSION: Final = "2023-06-01"  # the version every current Messages feature is served under
 # The target options this kind reads (ProviderTarget.options), for the config to check names and values:
@@ -55,7 +54,6 @@ CAPABILITIES: Final = Capabilities(
     count_tokens=True,
     stream_usage=True,
 )
-_RESET_HEADERS: Final = ("requests", "tokens", "input-tokens", "output-tokens")
 
 
 class AnthropicAdapter:
@@ -154,41 +152,10 @@ class AnthropicAdapter:
             client_status,
             message,
             retryable=retryable,
-            retry_after=retry_after(headers) if retryable else None,
+            retry_after=retry_after(headers, rate_limited=status == 429) if retryable else None,
             provider_status=status,
             kind=kind,
         )
-
-
-def retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """Seconds to wait before this provider (or key) is tried again: Retry-After (seconds or an HTTP date,
-    RFC 9110 10.2.3) first, else the latest ``anthropic-ratelimit-*-reset`` of an exhausted limit (the
-    latest of all when none says it is exhausted)."""
-    now = time.time() if now is None else now
-    value = headers.get("retry-after")
-    if value:
-        value = value.strip()
-        if value.isdigit():
-            return float(value)
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - now)
-        except (TypeError, ValueError, IndexError):
-            pass
-    exhausted: list[float] = []
-    others: list[float] = []
-    for name in _RESET_HEADERS:
-        reset = headers.get(f"anthropic-ratelimit-{name}-reset")
-        if not reset:
-            continue
-        try:
-            seconds = max(0.0, datetime.fromisoformat(reset.replace("Z", "+00:00")).timestamp() - now)
-        except ValueError:
-            continue
-        remaining = headers.get(f"anthropic-ratelimit-{name}-remaining")
-        (exhausted if remaining == "0" else others).append(seconds)
-    if exhausted:
-        return max(exhausted)
-    return max(others) if others else None
 
 
 def _load(body: bytes) -> Json:

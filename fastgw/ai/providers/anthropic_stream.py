@@ -66,26 +66,32 @@ class AnthropicStreamTranslator:
         except SseError as exc:
             raise ProviderError(502, f"the provider's stream broke: {exc.detail}", kind="api_error") from None
         out: list[Json] = []
-        for event in events:
-            try:
-                payload = orjson.loads(event.data)
-            except orjson.JSONDecodeError:
-                raise ProviderError(
-                    502, "the provider sent an event that is not JSON", kind="api_error"
-                ) from None
-            if not isinstance(payload, dict):
-                raise ProviderError(502, "the provider sent an event that is not an object", kind="api_error")
-            kind = payload.get("type", event.event)
-            handler = _HANDLERS.get(kind)
-            if handler is not None:
+        try:
+            for event in events:
                 try:
-                    chunk = handler(self, payload)
-                except (KeyError, TypeError, AttributeError, ValueError):
+                    payload = orjson.loads(event.data)
+                except orjson.JSONDecodeError:
                     raise ProviderError(
-                        502, f"the provider sent a malformed {kind} event", kind="api_error"
+                        502, "the provider sent an event that is not JSON", kind="api_error"
                     ) from None
-                if chunk is not None:
-                    out.append(chunk)
+                if not isinstance(payload, dict):
+                    raise ProviderError(
+                        502, "the provider sent an event that is not an object", kind="api_error"
+                    )
+                kind = payload.get("type", event.event)
+                handler = _HANDLERS.get(kind)
+                if handler is not None:
+                    try:
+                        chunk = handler(self, payload)
+                    except (KeyError, TypeError, AttributeError, ValueError):
+                        raise ProviderError(
+                            502, f"the provider sent a malformed {kind} event", kind="api_error"
+                        ) from None
+                    if chunk is not None:
+                        out.append(chunk)
+        except ProviderError as exc:
+            exc.completed = out  # the chunks before the broken event still go out
+            raise
         return out
 
     def end(self) -> list[Json]:

@@ -221,8 +221,12 @@ class GeminiStreamTranslator:
                 502, f"the gemini stream was cut off: {exc.detail}", kind="bad_response"
             ) from None
         chunks: list[Json] = []
-        for event in events:
-            chunks.extend(self._event(event.data))
+        try:
+            for event in events:
+                chunks.extend(self._event(event.data))
+        except ProviderError as exc:
+            exc.completed = chunks  # the chunks before the broken event still go out
+            raise
         return chunks
 
     def _event(self, data: str) -> list[Json]:

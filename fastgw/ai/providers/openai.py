@@ -134,8 +134,9 @@ class OpenAIStream:
                     self._done = True
                     break
                 chunks.append(self._chunk(event.data))
-        except ProviderError:
+        except ProviderError as exc:
             self._parser.end()  # closed: nothing more is read from a stream that broke its contract
+            exc.completed = chunks  # the chunks before the broken event still go out
             raise
         return chunks
 
@@ -257,7 +258,7 @@ def provider_error(status: int, headers: Mapping[str, str], body: bytes) -> Prov
         client_status,
         message,
         retryable=retryable,
-        retry_after=retry_after(headers, status == 429),
+        retry_after=retry_after(headers, rate_limited=status == 429),
         provider_status=status,
         kind=kind,
     )

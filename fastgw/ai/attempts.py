@@ -1,0 +1,163 @@
+"""The target loop of the llm handler, shared by chat, messages and embeddings: which target and key
+each attempt uses, when to retry the same target, when to move on, and when to give up.
+
+Before the first byte reached the client, a failure that may go elsewhere (a connect error, a timeout,
+a malformed answer, or a provider status in ``[llm] fallback_on``) is retried on the same target up to
+``[llm] retries`` times, after a back-off with full jitter (``retry_backoff`` doubled per retry, at most
+``retry_backoff_max``) or the provider's own Retry-After / x-ratelimit-reset-* when longer; a hint longer
+than ``retry_wait_max`` is not waited for: the request moves on to the next target at once. A 429 on one
+of several provider keys sets that key aside and tries the same target again at once with another key.
+Every attempt counts: a request makes at most ``max_attempts * (1 + retries)`` of them, over at most
+``max_attempts`` targets. Once the client has bytes, nothing is retried: the relay ends the answer with an
+error event in the client's format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+from fastgw.ai.adapter import Adapter, InvalidRequestError, ProviderError, ProviderRequest
+from fastgw.ai.config import LlmConfig, Model, Target, auth_headers
+from fastgw.ai.provider_calls import ERROR_BODY_MAX, read_reply, reply_headers, send_request
+from fastgw.ai.record import LlmRecord
+from fastgw.ai.resilience import ProviderKey
+from fastgw.ai.routing import KeyHealth, TargetHealth, plan
+from fastgw.handler_api import ResponseWriter, UpstreamReply, Upstreams
+
+# Builds the provider request of one attempt (raises InvalidRequestError: the client's fault, a 400).
+Build = Callable[[Adapter, Target], ProviderRequest]
+# Relays a 2xx answer to the client (raises ProviderError; once it wrote bytes, it ended the answer).
+# ``began``: when the attempt sent its request (the stream deadlines count from it).
+Relay = Callable[[UpstreamReply, Adapter, Target, float], Awaitable[None]]
+# Answers an error before any byte: status, message, param, code, retry_after.
+Fail = Callable[[int, str, str | None, str | None, float | None], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class OwnKey:
+    """The client's own provider key (bring-your-own-key), usable only with these providers."""
+
+    value: str
+    providers: frozenset[str]
+
+
+class TargetLoop:
+    """Per llm route and worker: the health of its targets and keys, and the loop over them."""
+
+    __slots__ = ("adapters", "health", "keys", "llm", "rng")
+
+    def __init__(self, llm: LlmConfig, adapters: Mapping[str, Adapter], rng: random.Random) -> None:
+        self.llm = llm
+        self.adapters = adapters
+        self.health = TargetHealth(llm.resilience)
+        self.keys = KeyHealth(llm.resilience)
+        self.rng = rng
+
+    def _backoff(self, retry: int) -> float:
+        settings = self.llm.resilience
+        return self.rng.uniform(0.0, min(settings.retry_backoff_max, settings.retry_backoff * 2.0**retry))
+
+    async def run(
+        self,
+        model: Model,
+        upstreams: Upstreams,
+        out: ResponseWriter,
+        record: LlmRecord,
+        build: Build,
+        relay: Relay,
+        fail: Fail,
+        *,
+        stream: bool = False,
+        own_key: OwnKey | None = None,
+    ) -> None:
+        settings = self.llm.resilience
+        budget = self.llm.max_attempts * (1 + settings.retries)
+        failure: ProviderError | None = None
+        targets = plan(model, self.health, time.monotonic(), len(model.targets), self.rng)
+        if own_key is not None:  # the client's key goes to the providers it is for, and nowhere else
+            targets = [t for t in targets if t.provider.name in own_key.providers]
+        for target in targets[: self.llm.max_attempts]:
+            retries = 0
+            while budget > 0:
+                budget -= 1
+                record.attempts += 1
+                record.provider, record.provider_model = target.provider.name, target.target.model
+                adapter = self.adapters[target.provider.kind]
+                key, credential = self.credential(target, own_key, record)
+                began = time.monotonic()
+                try:
+                    request = build(adapter, target)
+                    reply = await send_request(upstreams, target, request, credential, stream=stream)
+                    if reply.status >= 400:
+                        raise adapter.error(
+                            reply.status, reply_headers(reply), await read_reply(reply, ERROR_BODY_MAX)
+                        )
+                    await relay(reply, adapter, target, began)
+                except InvalidRequestError as exc:
+                    await fail(400, exc.message, exc.param, exc.code, None)
+                    return
+                except ProviderError as exc:
+                    if out.started:  # the relay ended the answer with an error event
+                        record.error = exc.kind
+                        return
+                    failure = exc
+                    if not exc.retryable or not (
+                        exc.provider_status == 0 or exc.provider_status in self.llm.fallback_on
+                    ):
+                        record.error = exc.kind
+                        await fail(exc.status, exc.message, None, None, exc.retry_after)
+                        return
+                    if self._other_key_ready(target, key, exc):
+                        continue  # the same target at once, with another of its provider's keys
+                    wait = self._retry_wait(target, exc, retries)
+                    if wait is None:
+                        break  # the next target
+                    retries += 1
+                    await asyncio.sleep(wait)
+                    continue
+                self.health.succeeded(target)
+                return
+        record.error = failure.kind if failure is not None else "no_target"
+        if failure is not None:
+            await fail(failure.status, failure.message, None, None, failure.retry_after)
+        elif own_key is not None:
+            message = f"no target of model '{model.name}' accepts the client's own provider key"
+            await fail(400, message, None, "provider_key_not_accepted", None)
+        else:
+            await fail(503, f"no provider is available for model '{model.name}'", None, None, None)
+
+    def credential(
+        self, target: Target, own_key: OwnKey | None, record: LlmRecord
+    ) -> tuple[ProviderKey | None, tuple[tuple[bytes, bytes], ...] | None]:
+        """The key of this attempt and its header(s), named in ``record.key``; None: send_request's default
+        (the stored key)."""
+        provider = target.provider
+        if own_key is not None:
+            record.key = "client"
+            return None, auth_headers(provider.kind, own_key.value, target.target.options)
+        key = self.keys.choose(provider.name, provider.keys, time.monotonic(), self.rng)
+        record.key = key.name if key is not None else ("stored" if provider.stored_key else "")
+        return key, (key.headers if key is not None else None)
+
+    def _other_key_ready(self, target: Target, key: ProviderKey | None, error: ProviderError) -> bool:
+        """A 429 on one of several keys sets that key aside; True if another one is ready."""
+        provider = target.provider
+        if error.provider_status != 429 or key is None or len(provider.keys) < 2:
+            return False
+        now = time.monotonic()
+        self.keys.rate_limited(provider.name, key, now, error.retry_after)
+        return not self.keys.all_resting(provider.name, provider.keys, now)
+
+    def _retry_wait(self, target: Target, error: ProviderError, retries: int) -> float | None:
+        """Seconds to wait before trying ``target`` again, or None to move on (the target set aside)."""
+        now = time.monotonic()
+        settings = self.llm.resilience
+        hint = error.retry_after
+        if retries < settings.retries and (hint is None or hint <= settings.retry_wait_max):
+            return max(self._backoff(retries), hint or 0.0)
+        self.health.set_aside(target, now, hint)
+        return None

@@ -1,0 +1,156 @@
+"""A provider's 2xx answer relayed to the client in its own format: whole (chat, embeddings), or streamed
+event by event with no buffering of the answer, under the target's stream deadlines.
+
+A stream's first token must come within ``first_token_timeout`` of the request (counted across reads, so
+a provider that trickles bytes without a token still runs out); before it, a timeout is a ProviderError
+the target loop may retry elsewhere, since the client has nothing yet. After it, each wait for more is
+bounded by ``idle_timeout`` and the whole call by ``total_timeout``; a failure then ends the stream with
+an error event in the client's format (its SDK raises), after the chunks completed before the failure.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Final
+
+from fastgw.ai.adapter import Adapter, Json, ProviderError
+from fastgw.ai.client_format import ClientFormat, StreamEncoder
+from fastgw.ai.config import Target
+from fastgw.ai.provider_calls import RESPONSE_MAX, read_reply
+from fastgw.ai.record import LlmRecord
+from fastgw.handler_api import ResponseWriter, UpstreamReply
+from fastgw.proxy.client import UpstreamError
+
+SSE_HEAD: Final = (
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+)
+JSON: Final = (b"content-type", b"application/json")
+
+
+def status_kind(status: int) -> str:
+    return {
+        400: "invalid_request_error",
+        401: "authentication_error",
+        403: "permission_error",
+        404: "not_found_error",
+        413: "request_too_large",
+        429: "rate_limit_error",
+        529: "overloaded_error",
+    }.get(status, "api_error")
+
+
+def target_field(record: LlmRecord) -> tuple[bytes, bytes]:
+    return (
+        b"x-fastgw-llm-target",
+        f"{record.provider}/{record.provider_model}; attempts={record.attempts}".encode(),
+    )
+
+
+async def send_whole(out: ResponseWriter, record: LlmRecord, body: bytes) -> None:
+    out.start(200, (JSON, target_field(record), (b"content-length", b"%d" % len(body))))
+    await out.write(body)
+    await out.end()
+
+
+async def relay_chat(
+    reply: UpstreamReply, adapter: Adapter, out: ResponseWriter, fmt: ClientFormat, record: LlmRecord
+) -> None:
+    answer, usage = adapter.chat_response(await read_reply(reply, RESPONSE_MAX, strict=True))
+    answer["model"] = record.model
+    record.usage = usage
+    await send_whole(out, record, fmt.render_response(answer))
+
+
+async def relay_embeddings(
+    reply: UpstreamReply,
+    adapter: Adapter,
+    out: ResponseWriter,
+    fmt: ClientFormat,
+    record: LlmRecord,
+    pivot: Json,
+) -> None:
+    answer, usage = adapter.embeddings_response(await read_reply(reply, RESPONSE_MAX, strict=True))
+    answer["model"] = record.model
+    record.usage = usage
+    await send_whole(out, record, fmt.render_embeddings(answer, pivot))
+
+
+def _timeout_error(exc: UpstreamError, target: Target, began: float, got_token: bool) -> ProviderError:
+    """A provider that went silent or hung up, named by the deadline it missed."""
+    if exc.status != 504:
+        return ProviderError(exc.status, "the provider stopped answering", retryable=True, kind=exc.problem)
+    limits = target.deadlines
+    if time.monotonic() - began >= limits.total:
+        message, kind = f"the provider's answer exceeded {limits.total:g}s", "total_timeout"
+    elif got_token:
+        message, kind = f"the provider sent nothing for {limits.idle:g}s", "idle_timeout"
+    else:
+        message, kind = f"the provider sent no token within {limits.first_token:g}s", "first_token_timeout"
+    return ProviderError(504, message, retryable=True, kind=kind)
+
+
+async def relay_stream(
+    reply: UpstreamReply,
+    adapter: Adapter,
+    target: Target,
+    out: ResponseWriter,
+    fmt: ClientFormat,
+    record: LlmRecord,
+    pivot: Json,
+    started: float,
+    began: float,
+) -> None:
+    """``started``: when the request reached the handler (time to first token); ``began``: when this
+    attempt sent its request (its deadlines)."""
+    translator = adapter.chat_stream()
+    encoder = fmt.stream_encoder(pivot)
+    limits = target.deadlines
+    first_token_at = began + min(limits.first_token, limits.total)
+    chunks: list[Json] = []
+    try:
+        async for data in reply:
+            try:
+                chunks = translator.feed(data)
+            except ProviderError as exc:
+                chunks = exc.completed  # the events this read completed before the broken one
+                raise
+            if not chunks:
+                if not out.started:  # still no token: the rest of the first-token bound
+                    reply.set_read_timeout(max(0.0, first_token_at - time.monotonic()))
+                continue
+            if not out.started:
+                out.start(200, (*SSE_HEAD, target_field(record)))
+                record.ttft_ms = (time.monotonic() - started) * 1000.0
+                reply.set_read_timeout(limits.idle)
+            await out.write(_encode(chunks, encoder, record))
+            chunks = []
+        tail = translator.end()
+    except (UpstreamError, ProviderError) as exc:
+        # A provider that hangs up or stalls mid-stream is a failure like a malformed event: once the
+        # client has bytes, it gets an error event (its SDK raises), never a stream cut short in silence.
+        error = exc if isinstance(exc, ProviderError) else _timeout_error(exc, target, began, out.started)
+        record.usage = translator.usage
+        if chunks and not out.started:
+            out.start(200, (*SSE_HEAD, target_field(record)))
+            record.ttft_ms = (time.monotonic() - started) * 1000.0
+        if out.started:
+            pieces = _encode(chunks, encoder, record) if chunks else b""
+            await out.write(pieces + encoder.error(error.status, error.message, status_kind(error.status)))
+            await out.end()
+        raise error from None
+    finally:
+        await reply.close()
+    if not out.started:
+        out.start(200, (*SSE_HEAD, target_field(record)))
+    record.usage = translator.usage
+    await out.write(_encode(tail, encoder, record) + encoder.finish())
+    await out.end()
+
+
+def _encode(chunks: list[Json], encoder: StreamEncoder, record: LlmRecord) -> bytes:
+    pieces = []
+    for chunk in chunks:
+        chunk["model"] = record.model  # the public name the client asked for, not the provider's
+        pieces.append(encoder.encode(chunk))
+    return b"".join(pieces)

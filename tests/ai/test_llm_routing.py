@@ -1,0 +1,108 @@
+"""Per-worker routing state: a target's circuit breaker opens after consecutive failures for a cool-down
+that grows while the target keeps failing and resets on success; a provider's keys are chosen by weight,
+and a rate-limited key rests until its reset while the others serve."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+from fastgw.ai.adapter import ProviderTarget
+from fastgw.ai.config import Model, Provider, Target
+from fastgw.ai.resilience import Deadlines, ProviderKey, Resilience
+from fastgw.ai.routing import KEY_REST, KeyHealth, TargetHealth, plan
+
+DEADLINES = Deadlines(1.0, 1.0, 1.0, 1.0)
+
+
+def target(name: str, priority: int = 0, weight: int = 1) -> Target:
+    provider = Provider(name, "openai", "up", ProviderTarget(name, ""))
+    return Target(provider, ProviderTarget(name, "m"), weight, priority, DEADLINES)
+
+
+def key(index: int, weight: int = 1) -> ProviderKey:
+    return ProviderKey(index, f"k{index}", weight, ((b"authorization", b"Bearer %d" % index),))
+
+
+def test_cool_down_doubles_while_the_target_keeps_failing_and_resets_on_success() -> None:
+    health = TargetHealth(Resilience(cool_down=5.0, cool_down_max=30.0))
+    a = target("a")
+    now = 100.0
+    waits = []
+    for _ in range(5):
+        health.set_aside(a, now, None)
+        assert not health.available(a, now)
+        wait = 0.0
+        while not health.available(a, now + wait):
+            wait += 0.5
+        waits.append(wait)
+        now += wait
+    assert waits == [5.0, 10.0, 20.0, 30.0, 30.0]  # doubled, up to cool_down_max
+    health.succeeded(a)
+    health.set_aside(a, now, None)
+    assert not health.available(a, now + 4.5) and health.available(a, now + 5.0)
+
+
+def test_the_breaker_opens_after_consecutive_failures_only() -> None:
+    health = TargetHealth(Resilience(breaker_failures=3))
+    a = target("a")
+    health.set_aside(a, 0.0, None)
+    health.set_aside(a, 0.0, None)
+    assert health.available(a, 0.0)
+    health.succeeded(a)  # the count starts again
+    health.set_aside(a, 0.0, None)
+    health.set_aside(a, 0.0, None)
+    assert health.available(a, 0.0)
+    health.set_aside(a, 0.0, None)
+    assert not health.available(a, 0.0)
+
+
+def test_a_reset_hint_is_believed_up_to_cool_down_max() -> None:
+    health = TargetHealth(Resilience(cool_down_max=60.0))
+    a, b = target("a"), target("b")
+    health.set_aside(a, 0.0, 12.0)
+    health.set_aside(b, 0.0, 3600.0)
+    assert not health.available(a, 11.9) and health.available(a, 12.0)
+    assert not health.available(b, 59.9) and health.available(b, 60.0)
+
+
+def test_set_aside_targets_are_tried_last() -> None:
+    health = TargetHealth()
+    a, b, c = target("a"), target("b"), target("c", priority=1)
+    model = Model("m", (a, b, c))
+    health.set_aside(a, 0.0, None)
+    for seed in range(20):
+        assert plan(model, health, 1.0, 10, random.Random(seed)) == [b, c, a]
+
+
+def test_keys_are_chosen_by_weight() -> None:
+    keys = (key(0, 3), key(1, 1))
+    health = KeyHealth()
+    rng = random.Random(7)
+    counts = Counter(health.choose("p", keys, 0.0, rng).index for _ in range(4000))  # type: ignore[union-attr]
+    assert 0.70 < counts[0] / 4000 < 0.80
+
+
+def test_a_rate_limited_key_rests_until_its_reset_while_the_others_serve() -> None:
+    keys = (key(0), key(1), key(2))
+    health = KeyHealth()
+    rng = random.Random(1)
+    health.rate_limited("p", keys[1], 10.0, 20.0)
+    chosen = {health.choose("p", keys, 29.9, rng).index for _ in range(200)}  # type: ignore[union-attr]
+    assert chosen == {0, 2}
+    assert not health.all_resting("p", keys, 29.9)
+    assert 1 in {health.choose("p", keys, 30.0, rng).index for _ in range(200)}  # type: ignore[union-attr]
+
+
+def test_when_every_key_rests_the_one_back_first_is_used() -> None:
+    keys = (key(0), key(1))
+    health = KeyHealth()
+    health.rate_limited("p", keys[0], 0.0, None)  # no hint: KEY_REST
+    health.rate_limited("p", keys[1], 0.0, 2.0)
+    assert health.all_resting("p", keys, 1.0)
+    assert health.choose("p", keys, 1.0, random.Random()) == keys[1]
+    assert not health.resting("p", keys[0], KEY_REST)
+
+
+def test_a_provider_without_keys_uses_its_stored_key() -> None:
+    assert KeyHealth().choose("p", (), 0.0, random.Random()) is None

@@ -1,0 +1,351 @@
+"""Retries, provider keys, deadlines and bring-your-own-key as the openai SDK sees them, through a gateway
+with ``[llm] retries = 1`` in front of the fake providers.
+
+- A failure before the first byte is retried on the same target (a 500; a 429 after its Retry-After);
+  a Retry-After over ``retry_wait_max`` moves on to the next target at once.
+- A provider with two keys spreads requests over both; a key answered 429 rests while the other serves,
+  and the access log names the key used (never the key itself).
+- A stream whose first token is late falls back to the next target within the first-token bound; one that
+  goes silent after its first token ends with an error event within the idle bound; a whole answer is
+  bounded by the total deadline.
+- A route with ``byok_providers`` sends the client's own key (``x-fastgw-provider-key``) instead of the
+  gateway's, to those providers only; any other route refuses that header and never forwards it.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import openai
+import pytest
+
+from tests.support.llm_gateway import OPENAI_KEY, LlmGateway, llm_record, running_llm_gateway
+
+SECOND_KEY = "sk-second-openai-key-for-tests"
+CLIENT_KEY = "sk-client-own-key-for-byok-tests"
+FIRST_TOKEN = 0.4  # oa-quick's first_token_timeout and idle_timeout
+TOTAL = 0.5  # the slow-total target's total_timeout
+CONNECT = 0.3  # the silent provider's connect_timeout (its upstream's own is 3 s)
+BACKOFF_MAX = 0.1
+SLACK = 1.5  # scheduling, TLS and the fallback target's own answer, on a loaded CI machine
+
+
+def extra(secrets: Path, silent_port: int) -> str:
+    return f"""
+        [llm]
+        retries = 1
+        retry_backoff = 0.05
+        retry_backoff_max = {BACKOFF_MAX}
+        retry_wait_max = 2.0
+
+        [upstreams.silent]
+        targets = ["127.0.0.1:{silent_port}"]
+        tls = {{}}
+
+        [[llm.providers]]
+        name = "silent"
+        kind = "openai"
+        upstream = "silent"
+        base_path = "/v1"
+        connect_timeout = {CONNECT}
+
+        [[llm.providers]]
+        name = "oa-keys"
+        kind = "openai"
+        upstream = "openai"
+        base_path = "/v1"
+        api_keys = [
+            {{ name = "alpha", key = {{ file = "{secrets / "openai.key"}" }} }},
+            {{ name = "beta", key = {{ file = "{secrets / "second.key"}" }} }},
+        ]
+
+        [[llm.providers]]
+        name = "oa-quick"
+        kind = "openai"
+        upstream = "openai"
+        base_path = "/v1"
+        api_key = {{ file = "{secrets / "openai.key"}" }}
+        first_token_timeout = {FIRST_TOKEN}
+        idle_timeout = {FIRST_TOKEN}
+
+        [[llm.models]]
+        name = "one-target"
+        targets = [{{ provider = "oa", model = "gpt-4o-mini" }}]
+
+        [[llm.models]]
+        name = "long-hint"
+        targets = [
+            {{ provider = "oa", model = "gpt-4o" }},
+            {{ provider = "an", model = "claude-sonnet-4-5", priority = 1 }},
+        ]
+
+        [[llm.models]]
+        name = "two-keys"
+        targets = [{{ provider = "oa-keys", model = "gpt-4o-mini" }}]
+
+        [[llm.models]]
+        name = "late-first-token"
+        targets = [
+            {{ provider = "oa-quick", model = "fault-slow-first-token" }},
+            {{ provider = "an", model = "claude-sonnet-4-5", priority = 1 }},
+        ]
+
+        [[llm.models]]
+        name = "stalls"
+        targets = [{{ provider = "oa-quick", model = "fault-stall" }}]
+
+        [[llm.models]]
+        name = "slow-total"
+        targets = [
+            {{ provider = "oa", model = "fault-slow-first-token", total_timeout = {TOTAL} }},
+            {{ provider = "an", model = "claude-sonnet-4-5", priority = 1 }},
+        ]
+
+        [[llm.models]]
+        name = "short-total-stream"
+        targets = [{{ provider = "oa", model = "gpt-4o-mini", total_timeout = {TOTAL} }}]
+
+        [[llm.models]]
+        name = "never-connects"
+        targets = [
+            {{ provider = "silent", model = "gpt-4o-mini" }},
+            {{ provider = "an", model = "claude-sonnet-4-5", priority = 1 }},
+        ]
+
+        [[routes]]
+        name = "byok"
+        path = "/byok/v1"
+        strip_prefix = true
+        auth = "none"
+        kind = "llm"
+        handler = {{ byok_providers = ["oa"] }}
+        """
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlmGateway]:
+    directory = tmp_path_factory.mktemp("resilience")
+    secrets = directory / "secrets"
+    secrets.mkdir()
+    (secrets / "second.key").write_text(SECOND_KEY + "\n")
+    # A listener that never accepts: the kernel completes the TCP handshake, nobody answers the TLS one,
+    # so no connection ever carries a request.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        with running_llm_gateway(directory, extra(secrets, silent.getsockname()[1])) as running:
+            running.stack.openai.other_keys.update({SECOND_KEY, CLIENT_KEY})
+            yield running
+
+
+@pytest.fixture
+def sdk(gw: LlmGateway) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=gw.base_url, api_key="any", max_retries=0, timeout=20) as opened:
+        yield opened
+
+
+def ask(sdk: openai.OpenAI, model: str, **kw: object) -> Mapping[str, str]:
+    raw = sdk.chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": "hello there"}], max_tokens=32, **kw
+    )
+    assert raw.parse().choices[0].message.content
+    return raw.headers
+
+
+def test_a_500_is_retried_on_the_same_target(gw: LlmGateway, sdk: openai.OpenAI) -> None:
+    fake = gw.stack.openai
+    seen = len(fake.requests)
+    fake.faults.append("500")
+    headers = ask(sdk, "one-target")
+    assert headers["x-fastgw-llm-target"] == "oa/gpt-4o-mini; attempts=2"
+    assert len(fake.requests) == seen + 2
+    record = llm_record(gw.gateway, headers)
+    assert (record["attempts"], record["key"]) == (2, "0")
+
+
+def test_a_429_is_retried_after_its_retry_after(gw: LlmGateway, sdk: openai.OpenAI) -> None:
+    fake = gw.stack.openai
+    fake.retry_after = "1"
+    fake.faults.append("429")
+    began = time.monotonic()
+    headers = ask(sdk, "one-target")
+    elapsed = time.monotonic() - began
+    assert headers["x-fastgw-llm-target"] == "oa/gpt-4o-mini; attempts=2"
+    assert 1.0 <= elapsed < 1.0 + SLACK
+
+
+def test_a_retry_after_over_the_bound_moves_on_at_once(gw: LlmGateway, sdk: openai.OpenAI) -> None:
+    fake = gw.stack.openai
+    fake.retry_after = "30"
+    fake.faults.append("429")
+    began = time.monotonic()
+    headers = ask(sdk, "long-hint")
+    assert time.monotonic() - began < SLACK
+    assert headers["x-fastgw-llm-target"] == "an/claude-sonnet-4-5; attempts=2"
+    fake.retry_after = "1"
+
+
+def test_two_keys_share_the_requests_and_a_rate_limited_one_rests(gw: LlmGateway, sdk: openai.OpenAI) -> None:
+    fake = gw.stack.openai
+    used = [llm_record(gw.gateway, ask(sdk, "two-keys"))["key"] for _ in range(16)]
+    assert set(used) == {"alpha", "beta"}  # both weights 1: each missing 16 times is a 2^-15 chance
+
+    fake.limited_keys[SECOND_KEY] = "30"
+    try:
+        seen = len(fake.requests)
+        records = [llm_record(gw.gateway, ask(sdk, "two-keys")) for _ in range(12)]
+        assert {r["key"] for r in records} == {"alpha"}
+        # beta answered 429 at most once: then it rests while alpha serves (a switch, at once)
+        beta = [r for r in fake.requests[seen:] if r.headers["authorization"] == f"Bearer {SECOND_KEY}"]
+        assert len(beta) <= 1
+        assert sorted(r["attempts"] for r in records) == [1] * (12 - len(beta)) + [2] * len(beta)
+    finally:
+        fake.limited_keys.clear()
+    log = gw.gateway.access_log.read_text()
+    assert SECOND_KEY not in log and OPENAI_KEY not in log
+
+
+def test_a_late_first_token_falls_back_within_the_first_token_bound(
+    gw: LlmGateway, sdk: openai.OpenAI
+) -> None:
+    fake = gw.stack.openai
+    fake.first_token_delay = 5.0
+    try:
+        began = time.monotonic()
+        with sdk.chat.completions.with_streaming_response.create(
+            model="late-first-token",
+            messages=[{"role": "user", "content": "stream something"}],
+            max_tokens=32,
+            stream=True,
+        ) as response:
+            first_byte = time.monotonic() - began
+            text = "".join(c.choices[0].delta.content or "" for c in response.parse() if c.choices)
+    finally:
+        fake.first_token_delay = 0.05
+    assert text
+    # the slow target twice (retries = 1), each given FIRST_TOKEN, then the next target answers
+    assert 2 * FIRST_TOKEN <= first_byte < 2 * FIRST_TOKEN + BACKOFF_MAX + SLACK
+    assert response.headers["x-fastgw-llm-target"] == "an/claude-sonnet-4-5; attempts=3"
+
+
+def test_a_stream_silent_after_its_first_token_ends_within_the_idle_bound(
+    gw: LlmGateway, sdk: openai.OpenAI
+) -> None:
+    stream = sdk.chat.completions.create(
+        model="stalls", messages=[{"role": "user", "content": "stream then stall"}], stream=True
+    )
+    with stream:
+        chunks = iter(stream)
+        assert next(chunks).choices
+        first_at = time.monotonic()
+        with pytest.raises(openai.APIError) as caught:
+            next(chunks)
+        silent = time.monotonic() - first_at
+    assert FIRST_TOKEN - 0.05 <= silent < FIRST_TOKEN + SLACK
+    assert "127.0.0.1" not in str(caught.value)
+    record = llm_record(gw.gateway, stream.response.headers)
+    assert (record["error"], record["attempts"]) == ("idle_timeout", 1)
+
+
+def test_a_stream_past_its_total_deadline_ends_with_an_error_event(
+    gw: LlmGateway, sdk: openai.OpenAI
+) -> None:
+    fake = gw.stack.openai
+    fake.chunk_delay = 0.2  # a piece each 0.2 s: the answer takes longer than TOTAL
+    received = []
+    try:
+        began = time.monotonic()
+        with (
+            pytest.raises(openai.APIError),
+            sdk.chat.completions.create(
+                model="short-total-stream", messages=[{"role": "user", "content": "stream"}], stream=True
+            ) as stream,
+        ):
+            for chunk in stream:
+                received.append(chunk)
+        ended = time.monotonic() - began
+    finally:
+        fake.chunk_delay = 0.0
+    assert received  # bytes went out first: the deadline ends the stream, no fallback
+    assert TOTAL <= ended < TOTAL + SLACK
+    record = llm_record(gw.gateway, stream.response.headers)
+    assert (record["error"], record["attempts"]) == ("total_timeout", 1)
+
+
+def test_a_whole_answer_is_bounded_by_the_total_deadline(gw: LlmGateway, sdk: openai.OpenAI) -> None:
+    fake = gw.stack.openai
+    fake.first_token_delay = 5.0
+    try:
+        began = time.monotonic()
+        headers = ask(sdk, "slow-total")
+        elapsed = time.monotonic() - began
+    finally:
+        fake.first_token_delay = 0.05
+    assert headers["x-fastgw-llm-target"] == "an/claude-sonnet-4-5; attempts=3"
+    assert 2 * TOTAL <= elapsed < 2 * TOTAL + BACKOFF_MAX + SLACK
+
+
+def test_a_provider_that_never_connects_falls_back_within_the_connect_bound(
+    gw: LlmGateway, sdk: openai.OpenAI
+) -> None:
+    began = time.monotonic()
+    headers = ask(sdk, "never-connects")
+    elapsed = time.monotonic() - began
+    assert headers["x-fastgw-llm-target"] == "an/claude-sonnet-4-5; attempts=3"
+    assert 2 * CONNECT <= elapsed < 2 * CONNECT + BACKOFF_MAX + SLACK
+
+
+def test_byok_route_sends_the_clients_own_key_and_only_to_its_providers(gw: LlmGateway) -> None:
+    fake = gw.stack.openai
+    own = {"x-fastgw-provider-key": CLIENT_KEY}
+    with openai.OpenAI(
+        base_url=f"{gw.gateway.url}/byok/v1", api_key="fastgw-credential", max_retries=0, timeout=20
+    ) as byok:
+        seen = len(fake.requests)
+        headers = ask(byok, "chat-openai", extra_headers=own)
+        (sent,) = fake.requests[seen:]
+        assert sent.headers["authorization"] == f"Bearer {CLIENT_KEY}"
+        assert "x-fastgw-provider-key" not in sent.headers
+        assert llm_record(gw.gateway, headers)["key"] == "client"
+
+        ask(byok, "chat-openai")  # without the header: the gateway's key
+        assert fake.requests[-1].headers["authorization"] == f"Bearer {OPENAI_KEY}"
+
+        seen_by_anthropic = len(gw.stack.anthropic.requests)
+        with pytest.raises(openai.BadRequestError) as caught:
+            ask(byok, "chat-anthropic", extra_headers=own)  # "an" is not in byok_providers
+        assert caught.value.code == "provider_key_not_accepted"
+        assert len(gw.stack.anthropic.requests) == seen_by_anthropic
+    # count_tokens too: the client's key is never sent to a provider it is not for (nor the gateway's used)
+    count = urllib.request.Request(
+        f"{gw.gateway.url}/byok/v1/messages/count_tokens",
+        data=json.dumps(
+            {"model": "chat-anthropic", "messages": [{"role": "user", "content": "hi"}]}
+        ).encode(),
+        headers={"content-type": "application/json", "anthropic-version": "2023-06-01", **own},
+        method="POST",
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(count, timeout=20)
+    refused.value.close()  # its answer's socket
+    assert refused.value.code == 400
+    assert len(gw.stack.anthropic.requests) == seen_by_anthropic
+    assert CLIENT_KEY not in gw.gateway.access_log.read_text()
+
+
+def test_a_route_without_byok_refuses_the_header_and_never_forwards_it(
+    gw: LlmGateway, sdk: openai.OpenAI
+) -> None:
+    fake = gw.stack.openai
+    seen = len(fake.requests)
+    with pytest.raises(openai.BadRequestError) as caught:
+        ask(sdk, "chat-openai", extra_headers={"x-fastgw-provider-key": CLIENT_KEY})
+    assert caught.value.code == "provider_key_not_accepted"
+    assert len(fake.requests) == seen
+    assert all("x-fastgw-provider-key" not in r.headers for r in fake.requests)  # on no route, ever
