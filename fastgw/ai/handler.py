@@ -15,7 +15,6 @@ route's ``max_body_bytes``) included: the connection renders them with the route
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 import math
 import random
@@ -40,6 +39,7 @@ from fastgw.ai.record import LlmRecord
 from fastgw.ai.routing import TargetHealth, plan
 from fastgw.exchange import Exchange
 from fastgw.handler_api import ResponseWriter, UpstreamReply, Upstreams
+from fastgw.policy.model_grants import matches, may_use
 from fastgw.proxy.client import UpstreamError
 
 _SSE_HEAD: Final = (
@@ -81,12 +81,11 @@ class LlmHandler:
         self.rng = random.Random()
 
     def model_allowed(self, name: str, ex: Exchange | None = None) -> bool:
-        """The route serves ``name`` and, on a key-authenticated request, the key's consumer may use it
-        (``fastgw consumers create --model``)."""
-        if self.allowed and not any(fnmatch.fnmatchcase(name, p) for p in self.allowed):
+        """The route serves ``name`` and the caller may use it: its API key's consumer, its JWT's models
+        claim or its certificate's mapping may list models (policy/model_grants.py)."""
+        if self.allowed and not matches(name, self.allowed):
             return False
-        own = getattr(ex.consumer, "models", None) if ex is not None else None
-        return own is None or any(fnmatch.fnmatchcase(name, p) for p in own)
+        return ex is None or may_use(ex.consumer, name)
 
     async def handle(self, ex: Exchange, body: bytes, out: ResponseWriter, upstreams: Upstreams) -> None:
         path = ex.path.decode("latin-1").rstrip("/")
