@@ -272,3 +272,18 @@ def test_a_broken_stream_is_a_provider_error(stream: bytes, message: str) -> Non
     with pytest.raises(ProviderError, match=re.escape(message)):
         translator.feed(stream)
         translator.end()
+
+
+def test_an_error_message_never_shows_the_providers_addresses() -> None:
+    body = b'{"error": {"message": "backend http://10.1.2.3:8080/v1 refused; retry on 10.1.2.4"}}'
+    message = ADAPTER.error(400, {}, body).message
+    assert "10.1.2" not in message and "refused" in message
+
+
+def test_a_targets_own_content_type_is_the_only_one() -> None:
+    target = ProviderTarget("azure", "d", headers=((b"content-type", b"application/json; charset=utf-8"),))
+    request = ADAPTER.chat_request({"messages": []}, target, False)
+    assert [v for n, v in request.headers if n == b"content-type"] == [b"application/json; charset=utf-8"]
+    assert [
+        v for n, v in ADAPTER.chat_request({"messages": []}, TARGET, False).headers if n == b"content-type"
+    ] == [b"application/json"]
