@@ -2,6 +2,7 @@
 
     python bench/micro.py            # both parser backends
     python bench/micro.py --json F   # also write the numbers as JSON
+    python bench/micro.py --only llm # one group: httptools, h11, sse or llm
 
 Each step runs the real code on a typical small GET (6 request headers, 4 response headers) in a tight
 loop; numbers are the best of 5 repeats, in microseconds. The bar in issue 2: parse + route + header steps
@@ -23,9 +24,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fastgw.access_line import format_batch
+from fastgw.ai.adapter import Json
 from fastgw.ai.formats.anthropic_format import AnthropicStreamEncoder
 from fastgw.ai.formats.openai_format import OpenAIStreamEncoder
 from fastgw.ai.providers.anthropic_stream import AnthropicStreamTranslator
+from fastgw.ai.providers.gemini_response import GeminiStreamTranslator
 from fastgw.ai.providers.openai import OpenAIStream
 from fastgw.codec.http1 import DetachedSink, ParserLimits
 from fastgw.codec.http1_backends import make_reader
@@ -199,29 +202,59 @@ ANTHROPIC_DELTA = (
 )
 
 
+# One Gemini streamGenerateContent?alt=sse event mid-answer (each carries the usage so far).
+GEMINI_EVENT = (
+    b'data: {"candidates":[{"content":{"parts":[{"text":" Hello"}],"role":"model"},"index":0}],'
+    b'"usageMetadata":{"promptTokenCount":8,"candidatesTokenCount":2,"totalTokenCount":10},'
+    b'"modelVersion":"gemini-2.0-flash","responseId":"mAitaKe4Lb7v"}\r\n\r\n'
+)
+
+
+def through(
+    feed: Callable[[bytes], list[Json]], encode: Callable[[Json], bytes], event: bytes
+) -> Callable[[], None]:
+    """One provider event translated all the way: parsed into pivot chunks, each encoded for the client."""
+
+    def step() -> None:
+        for chunk in feed(event):
+            encode(chunk)
+
+    return step
+
+
 def llm_steps() -> dict[str, float]:
     """fastgw/ai per streamed event: the provider's event in, the client's event out (issue 22's bar:
     per-event translation each way <= 5 us). Each translator is fed mid-stream events, as in a long
-    answer: the stream's opening events are fed once before timing."""
+    answer: the stream's opening events are fed once before timing. The "->" rows with three names are
+    the whole way, as the handler does it (``_relay_stream``: feed, then encode each chunk)."""
     openai_in = OpenAIStream()
     openai_out = OpenAIStreamEncoder(include_usage=True)
     [chunk] = openai_in.feed(SSE_EVENT)
-
-    def openai_to_openai() -> None:
-        for c in openai_in.feed(SSE_EVENT):
-            openai_out.encode(c)
-
     anthropic_in = AnthropicStreamTranslator()
     anthropic_in.feed(ANTHROPIC_START)
     anthropic_out = AnthropicStreamEncoder("claude-sonnet-4-5")
     anthropic_out.encode(chunk)  # the opening events (message_start, content_block_start) go out once
     assert anthropic_in.feed(ANTHROPIC_DELTA), "the Anthropic delta translates to a pivot chunk"
+    gemini_in = GeminiStreamTranslator()
+    assert gemini_in.feed(GEMINI_EVENT), "the Gemini event translates to a pivot chunk"  # the role goes once
     return {
         "OpenAI event -> pivot chunk": best(lambda: openai_in.feed(SSE_EVENT), 20000),
         "pivot chunk -> OpenAI SSE event": best(lambda: openai_out.encode(chunk), 20000),
-        "OpenAI event -> pivot -> OpenAI SSE (each way)": best(openai_to_openai, 20000),
+        "OpenAI event -> pivot -> OpenAI SSE (each way)": best(
+            through(openai_in.feed, openai_out.encode, SSE_EVENT), 20000
+        ),
         "Anthropic provider event -> pivot chunk": best(lambda: anthropic_in.feed(ANTHROPIC_DELTA), 20000),
         "pivot chunk -> Anthropic SSE event": best(lambda: anthropic_out.encode(chunk), 20000),
+        "OpenAI event -> pivot -> Anthropic SSE": best(
+            through(openai_in.feed, anthropic_out.encode, SSE_EVENT), 20000
+        ),
+        "Anthropic event -> pivot -> OpenAI SSE": best(
+            through(anthropic_in.feed, openai_out.encode, ANTHROPIC_DELTA), 20000
+        ),
+        "Gemini event -> pivot chunk": best(lambda: gemini_in.feed(GEMINI_EVENT), 20000),
+        "Gemini event -> pivot -> OpenAI SSE": best(
+            through(gemini_in.feed, openai_out.encode, GEMINI_EVENT), 20000
+        ),
     }
 
 
@@ -323,22 +356,23 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--json", help="write results to this file")
+    groups: dict[str, Callable[[], dict[str, float]]] = {
+        "httptools": lambda: measure("httptools"),
+        "h11": lambda: measure("h11"),
+        "sse": sse_steps,
+        "llm (per streamed event)": llm_steps,
+    }
+    parser.add_argument("--only", choices=[g.split()[0] for g in groups], help="run one group")
     args = parser.parse_args()
     everything = {}
-    for backend in ("httptools", "h11"):
-        results = measure(backend)
-        everything[backend] = results
-        print(f"\n{backend}")
+    for group, run in groups.items():
+        name = group.split()[0]
+        if args.only not in (None, name):
+            continue
+        results = everything[name] = run()
+        print(f"\n{group}")
         for step, us in results.items():
             print(f"  {step:48} {us:7.2f} us")
-    results = everything["sse"] = sse_steps()
-    print("\nsse")
-    for step, us in results.items():
-        print(f"  {step:48} {us:7.2f} us")
-    results = everything["llm"] = llm_steps()
-    print("\nllm (per streamed event)")
-    for step, us in results.items():
-        print(f"  {step:48} {us:7.2f} us")
     if args.json:
         Path(args.json).write_text(json.dumps(everything, indent=2))
     return 0

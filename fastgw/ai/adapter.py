@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
+
 Json = dict[str, Any]
 
 
@@ -59,6 +61,14 @@ class ProviderRequest:
     path: str  # with the query, e.g. "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse"
     headers: tuple[tuple[bytes, bytes], ...]  # lower-case names; content-type included when a body is sent
     body: bytes
+
+
+def json_request(path: str, headers: tuple[tuple[bytes, bytes], ...], body: Json) -> ProviderRequest:
+    """A POST of ``body`` as JSON, labelled ``application/json`` unless the target's own headers already
+    name a content type (one content-type header, never two)."""
+    if all(name != b"content-type" for name, _ in headers):
+        headers = (*headers, (b"content-type", b"application/json"))
+    return ProviderRequest("POST", path, headers, orjson.dumps(body))
 
 
 @dataclass(slots=True)

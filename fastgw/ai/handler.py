@@ -17,7 +17,6 @@ provider key from ``x-fastgw-provider-key`` for those providers only; elsewhere 
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 import math
 import random
@@ -36,6 +35,7 @@ from fastgw.ai.record import LlmRecord
 from fastgw.ai.relay import JSON, relay_chat, relay_embeddings, relay_stream, status_kind
 from fastgw.exchange import Exchange
 from fastgw.handler_api import ResponseWriter, UpstreamReply, Upstreams
+from fastgw.policy.model_grants import matches, may_use
 
 # The header a client sends its own provider key in, on routes that allow it (``byok_providers``):
 # never Authorization, which carries the client's fastgw credential.
@@ -66,12 +66,11 @@ class LlmHandler:
         self.loop = TargetLoop(llm, adapters, random.Random())
 
     def model_allowed(self, name: str, ex: Exchange | None = None) -> bool:
-        """The route serves ``name`` and, on a key-authenticated request, the key's consumer may use it
-        (``fastgw consumers create --model``)."""
-        if self.allowed and not any(fnmatch.fnmatchcase(name, p) for p in self.allowed):
+        """The route serves ``name`` and the caller may use it: its API key's consumer, its JWT's models
+        claim or its certificate's mapping may list models (policy/model_grants.py)."""
+        if self.allowed and not matches(name, self.allowed):
             return False
-        own = getattr(ex.consumer, "models", None) if ex is not None else None
-        return own is None or any(fnmatch.fnmatchcase(name, p) for p in own)
+        return ex is None or may_use(ex.consumer, name)
 
     async def handle(self, ex: Exchange, body: bytes, out: ResponseWriter, upstreams: Upstreams) -> None:
         path = ex.path.decode("latin-1").rstrip("/")

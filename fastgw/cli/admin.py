@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -14,10 +15,22 @@ from fastgw.cli.config_files import compile_for_tools
 
 def admin(args: argparse.Namespace) -> int:
     """``fastgw keys|consumers ...`` through the admin API of the running gateway."""
+    return admin_command(args, lambda: _admin_request(args), lambda result: _describe(args, result))
+
+
+def admin_command(
+    args: argparse.Namespace,
+    request: Callable[[], tuple[str, str, dict[str, Any] | None]],
+    describe: Callable[[dict[str, Any]], str],
+) -> int:
+    """One admin API request of a CLI command (``keys``, ``consumers``, ``providers``) to the gateway that
+    ``args.config`` names, and its answer: the JSON itself with ``args.json``, else ``describe``'s lines.
+    ``request`` is called after the config compiled (it may read stdin or refuse the arguments). Exit
+    status: 0 done, 1 refused by the gateway (its reason on stderr), 2 the gateway unreachable."""
     from fastgw.control.admin_client import AdminUnavailableError, admin_call
 
     snapshot = compile_for_tools(args.config)
-    method, path, body = _admin_request(args)
+    method, path, body = request()
     try:
         status, result = admin_call(snapshot.admin, method, path, body)
     except AdminUnavailableError as exc:
@@ -29,7 +42,7 @@ def admin(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0
-    print(_describe(args, result))
+    print(describe(result))
     return 0
 
 

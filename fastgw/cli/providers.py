@@ -13,9 +13,7 @@ import sys
 from typing import Any
 from urllib.parse import quote
 
-import orjson
-
-from fastgw.cli.config_files import compile_for_tools
+from fastgw.cli.admin import admin_command
 
 # A provider key is a few hundred bytes at most; reading more from stdin means the wrong file was piped.
 STDIN_MAX_BYTES = 64 * 1024
@@ -76,23 +74,7 @@ def _describe(action: str, result: dict[str, Any]) -> str:
 
 
 def providers(args: argparse.Namespace) -> int:
-    from fastgw.control.admin_client import AdminUnavailableError, admin_call
-
-    snapshot = compile_for_tools(args.config)
-    method, path, body = _request(args)
-    try:
-        status, result = admin_call(snapshot.admin, method, path, body)
-    except AdminUnavailableError as exc:
-        print(f"fastgw: {exc}", file=sys.stderr)
-        return 2
-    if status >= 400:
-        print(f"fastgw: {result.get('detail') or result}", file=sys.stderr)
-        return 1
-    if args.json:
-        sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
-    else:
-        print(_describe(args.action, result))
-    return 0
+    return admin_command(args, lambda: _request(args), lambda result: _describe(args.action, result))
 
 
 def add_parser(sub: Any) -> None:

@@ -31,6 +31,7 @@ from fastgw.exchange import Exchange
 from fastgw.policy.api_key import BEARER_DUPLICATE, BEARER_OK, REALM, bearer_denials, bearer_token
 from fastgw.policy.chain import Denial, Pending, Phase
 from fastgw.policy.jwks import RemoteJwks
+from fastgw.policy.model_grants import models_from_claim
 from fastgw.policy.throttle import ThrottleSettings, throttled
 
 HMAC_ALGORITHMS: Final = frozenset({"HS256", "HS384", "HS512"})
@@ -127,6 +128,9 @@ class JwtIdentity:
     issuer: str
     cert_thumbprint: str  # cnf.x5t#S256 when the issuer requires certificate binding, else ""
     audiences: frozenset[str] = frozenset()  # the token's aud, for routes that bind audiences
+    # The llm models (glob patterns) the token grants, from the issuer's models_claim; None: the issuer names
+    # no such claim, so every model the route serves (model_grants.py).
+    models: tuple[str, ...] | None = None
 
 
 _FAMILIES: Final[dict[str, type | tuple[type, ...]]] = {
@@ -164,6 +168,7 @@ class JwtIssuer:
     roles_claim: str
     team_claim: str
     require_cert_binding: bool = False
+    models_claim: str = ""  # '' = tokens carry no model list (model_grants.py)
     remote: RemoteJwks | None = None  # keys fetched from a JWKS URL (or OIDC discovery)
 
     def key_for(self, alg: str, kid: Any) -> Any:
@@ -206,6 +211,7 @@ class JwtIssuer:
             issuer=self.issuer,
             cert_thumbprint=thumbprint,
             audiences=_strings([aud] if isinstance(aud, str) else aud),
+            models=models_from_claim(claims.get(self.models_claim)) if self.models_claim else None,
         )
 
 

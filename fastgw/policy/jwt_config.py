@@ -69,6 +69,12 @@ class JwtIssuerSpec:
     scopes_claim: str = doc("claim with the scopes ('' = 'scope' (space-separated) or 'scp')", "")
     roles_claim: str = doc("claim with the roles (a list; '' = none)", "roles")
     team_claim: str = doc("claim with the team ('' = none)", "")
+    models_claim: str = doc(
+        "claim with the llm models the caller may use: an array or a space-separated string of glob"
+        " patterns ('' = tokens grant no list: every model the route serves; once named, a token without"
+        " the claim may use no model)",
+        "",
+    )
     require_cert_binding: bool = doc(
         "tokens must carry cnf.x5t#S256 matching the client certificate (RFC 8705)", False
     )
@@ -166,6 +172,7 @@ def compile(spec: JwtSpec | None, ctx: CompileContext) -> None:
             scopes_claim=it.scopes_claim,
             roles_claim=it.roles_claim,
             team_claim=it.team_claim,
+            models_claim=it.models_claim,
             require_cert_binding=it.require_cert_binding,
             remote=remote,
         )

@@ -3,7 +3,8 @@
 The listener has already verified the certificate against its CA bundle (and CRL); this policy only maps
 it to a consumer, by SHA-256 fingerprint first, then by a subject alternative name, then by the subject
 DN (RFC 4514 string), all exact. No certificate: 401; a certificate mapped to nobody: 403. The mapping
-is config (compiled into dicts), so a check is at most three dict lookups.
+is config (compiled into dicts), so a check is at most three dict lookups. A mapping may list the llm
+models its consumer may use (``models``, see model_grants.py).
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ class CertConsumerSpec:
     team: str = doc("the consumer's team", "")
     roles: tuple[str, ...] = doc("the consumer's roles", ())
     scopes: tuple[str, ...] = doc("the consumer's scopes", ())
+    models: tuple[str, ...] | None = doc(
+        "llm models (glob patterns, e.g. ['gpt-4o*']) this consumer may use; absent: every model the route"
+        " serves",
+        None,
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,12 +114,15 @@ def compile(spec: MtlsSpec | None, ctx: CompileContext) -> None:
             raise ctx.error(f"{key}.{kind}", f"{value!r} is mapped twice")
         if not c.consumer:
             raise ctx.error(f"{key}.consumer", "must not be empty")
+        if c.models is not None and not all(m.strip() for m in c.models):
+            raise ctx.error(f"{key}.models", "a model pattern must not be empty")
         tables[kind][value] = Principal(
             consumer=c.consumer,
             consumer_id=c.consumer,
             team=c.team,
             roles=frozenset(c.roles),
             scopes=frozenset(c.scopes),
+            models=c.models,
         )
     if not ctx.listener_client_auth:
         raise ctx.error("mtls", "no listener asks for client certificates (listeners.tls.client_auth)")

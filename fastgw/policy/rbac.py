@@ -59,6 +59,8 @@ class Principal:
     roles: frozenset[str]
     scopes: frozenset[str]
     expires: float = 0.0  # unix time after which a cached principal is not used (0: no expiry)
+    # The llm models (glob patterns) it may use; None: every model the route serves (model_grants.py).
+    models: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

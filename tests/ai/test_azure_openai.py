@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from fastgw.ai.adapter import InvalidRequestError, ProviderError, ProviderTarget
 from fastgw.ai.providers.azure_openai import ADAPTER, DEFAULT_API_VERSION, AzureStreamTranslator
-from tests.support.provider_socket import send
+from tests.support.provider_client import fetch
 from tests.support.upstreams import SeenRequest, TestUpstream, json_response
 
 KEY = "azure-key-1"
@@ -136,7 +136,7 @@ def test_chat_through_the_fake_with_exact_usage(fake: TestUpstream) -> None:
         "messages": [{"role": "user", "content": "Do other Azure AI services support this too?"}],
         "logprobs": True,
     }
-    answer = send(fake.port, ADAPTER.chat_request(pivot, TARGET, False))
+    answer = fetch(fake.port, ADAPTER.chat_request(pivot, TARGET, False))
     assert answer.status == 200
     completion, usage = ADAPTER.chat_response(bytes(answer.body))
     assert completion == ANSWER
@@ -155,7 +155,7 @@ def test_a_stream_through_the_fake_asks_for_usage_and_drops_the_filter_chunk(fak
     translator = ADAPTER.chat_stream()
     chunks: list[dict[str, Any]] = []
     pivot = {"messages": [{"role": "user", "content": "Hi"}], "stream": True}
-    send(
+    fetch(
         fake.port,
         ADAPTER.chat_request(pivot, TARGET, True),
         on_body=lambda d: chunks.extend(translator.feed(d)),
@@ -167,7 +167,7 @@ def test_a_stream_through_the_fake_asks_for_usage_and_drops_the_filter_chunk(fak
 
 
 def test_embeddings_through_the_fake(fake: TestUpstream) -> None:
-    answer = send(fake.port, ADAPTER.embeddings_request({"model": "ada", "input": "hi"}, TARGET))
+    answer = fetch(fake.port, ADAPTER.embeddings_request({"model": "ada", "input": "hi"}, TARGET))
     data, usage = ADAPTER.embeddings_response(bytes(answer.body))
     assert data["data"][0]["embedding"] == [0.5] and usage.prompt_tokens == 3
     assert fake.requests[-1].target == b"/openai/deployments/gpt4o-prod/embeddings?api-version=2024-10-21"
@@ -203,7 +203,7 @@ def test_embeddings_through_the_fake(fake: TestUpstream) -> None:
 def test_wrong_key_deployment_or_version_are_azures_errors(
     fake: TestUpstream, target: ProviderTarget, status: int, message: str
 ) -> None:
-    answer = send(fake.port, ADAPTER.chat_request({"messages": []}, target, False))
+    answer = fetch(fake.port, ADAPTER.chat_request({"messages": []}, target, False))
     error = ADAPTER.error(answer.status, answer.headers, bytes(answer.body))
     assert (error.status, error.retryable) == (status, False) and message in error.message
 
@@ -272,3 +272,18 @@ def test_a_broken_stream_is_a_provider_error(stream: bytes, message: str) -> Non
     with pytest.raises(ProviderError, match=re.escape(message)):
         translator.feed(stream)
         translator.end()
+
+
+def test_an_error_message_never_shows_the_providers_addresses() -> None:
+    body = b'{"error": {"message": "backend http://10.1.2.3:8080/v1 refused; retry on 10.1.2.4"}}'
+    message = ADAPTER.error(400, {}, body).message
+    assert "10.1.2" not in message and "refused" in message
+
+
+def test_a_targets_own_content_type_is_the_only_one() -> None:
+    target = ProviderTarget("azure", "d", headers=((b"content-type", b"application/json; charset=utf-8"),))
+    request = ADAPTER.chat_request({"messages": []}, target, False)
+    assert [v for n, v in request.headers if n == b"content-type"] == [b"application/json; charset=utf-8"]
+    assert [
+        v for n, v in ADAPTER.chat_request({"messages": []}, TARGET, False).headers if n == b"content-type"
+    ] == [b"application/json"]

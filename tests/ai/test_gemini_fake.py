@@ -17,7 +17,7 @@ from fastgw.ai.providers.gemini import ADAPTER
 from fastgw.tls.dev_certs import DevCertificates, write_dev_certificates
 from tests.support.certificates import client_context
 from tests.support.fake_gemini import API_KEY, FakeGemini, Reply, prompt_tokens
-from tests.support.provider_socket import ProviderAnswer, send
+from tests.support.provider_client import ProviderAnswer, fetch
 from tests.support.waiting import wait_until
 
 TARGET = ProviderTarget("google", "gemini-2.0-flash", headers=ADAPTER.credential_headers(API_KEY, {}))
@@ -61,7 +61,7 @@ def stream(
 ) -> tuple[list[dict[str, Any]], Usage, ProviderAnswer]:
     translator = ADAPTER.chat_stream()
     chunks: list[dict[str, Any]] = []
-    answer = send(
+    answer = fetch(
         fake.port,
         ADAPTER.chat_request(pivot, TARGET, True),
         on_body=lambda data: chunks.extend(translator.feed(data)),
@@ -78,7 +78,9 @@ def test_a_chat_over_tls_with_exact_usage(certs: DevCertificates) -> None:
     fake = FakeGemini(server_ctx)
     try:
         fake.reply = Reply(thoughts="think about foxes", cached_tokens=2)
-        answer = send(fake.port, ADAPTER.chat_request(CHAT, TARGET, False), ssl_context=client_context(certs))
+        answer = fetch(
+            fake.port, ADAPTER.chat_request(CHAT, TARGET, False), ssl_context=client_context(certs)
+        )
     finally:
         fake.close()
     assert answer.status == 200
@@ -131,13 +133,13 @@ def test_a_streamed_tool_call(fake: FakeGemini) -> None:
 
 
 def test_embeddings_one_and_many(fake: FakeGemini) -> None:
-    one = send(
+    one = fetch(
         fake.port, ADAPTER.embeddings_request({"model": "e", "input": "hello", "dimensions": 4}, TARGET)
     )
     data, usage = ADAPTER.embeddings_response(bytes(one.body))
     assert fake.requests[-1].path == "/v1beta/models/gemini-2.0-flash:embedContent"
     assert [len(d["embedding"]) for d in data["data"]] == [4] and not usage.reported
-    many = send(
+    many = fetch(
         fake.port,
         ADAPTER.embeddings_request(
             {"model": "e", "input": ["a", "b", "c"], "encoding_format": "float"}, TARGET
@@ -153,7 +155,7 @@ def test_embeddings_one_and_many(fake: FakeGemini) -> None:
 
 def test_a_wrong_key_is_the_providers_400(fake: FakeGemini) -> None:
     target = ProviderTarget("google", "gemini-2.0-flash", headers=ADAPTER.credential_headers("wrong", {}))
-    answer = send(fake.port, ADAPTER.chat_request(CHAT, target, False))
+    answer = fetch(fake.port, ADAPTER.chat_request(CHAT, target, False))
     error = ADAPTER.error(answer.status, answer.headers, bytes(answer.body))
     assert (error.status, error.retryable, error.message) == (
         400,
@@ -170,7 +172,7 @@ def test_error_faults_are_retryable_and_the_next_request_succeeds(
     fake: FakeGemini, fault: str, status: int, retry_after: float | None
 ) -> None:
     fake.fault = fault
-    answer = send(fake.port, ADAPTER.chat_request(CHAT, TARGET, True))
+    answer = fetch(fake.port, ADAPTER.chat_request(CHAT, TARGET, True))
     error = ADAPTER.error(answer.status, answer.headers, bytes(answer.body))
     assert (error.status, error.retryable, error.retry_after) == (status, True, retry_after)
     chunks, usage, _ = stream(fake, CHAT)  # the fault was for one request only
@@ -180,7 +182,7 @@ def test_error_faults_are_retryable_and_the_next_request_succeeds(
 @pytest.mark.parametrize("fault", ["html", "empty_200"])
 def test_a_200_that_is_not_an_answer_is_a_502(fake: FakeGemini, fault: str) -> None:
     fake.fault = fault
-    answer = send(fake.port, ADAPTER.chat_request(CHAT, TARGET, False))
+    answer = fetch(fake.port, ADAPTER.chat_request(CHAT, TARGET, False))
     assert answer.status == 200
     with pytest.raises(ProviderError) as caught:
         ADAPTER.chat_response(bytes(answer.body))
@@ -197,7 +199,7 @@ def test_a_slow_first_token_arrives_late_but_whole(fake: FakeGemini) -> None:
         if translator.feed(data) and not arrivals:
             arrivals.append(time.monotonic() - started)
 
-    send(fake.port, ADAPTER.chat_request(CHAT, TARGET, True), on_body=on_body)
+    fetch(fake.port, ADAPTER.chat_request(CHAT, TARGET, True), on_body=on_body)
     assert arrivals[0] >= 0.3
     assert translator.end()[-1]["usage"]["total_tokens"] == fake.sent_usage[-1]["totalTokenCount"]
 
@@ -207,7 +209,7 @@ def test_a_stall_yields_the_first_chunk_then_silence(fake: FakeGemini) -> None:
     translator = ADAPTER.chat_stream()
     chunks: list[dict[str, Any]] = []
     with pytest.raises(TimeoutError):
-        send(
+        fetch(
             fake.port,
             ADAPTER.chat_request(CHAT, TARGET, True),
             on_body=lambda d: chunks.extend(translator.feed(d)),
@@ -222,7 +224,7 @@ def test_a_stall_yields_the_first_chunk_then_silence(fake: FakeGemini) -> None:
 def test_a_stream_cut_short_is_an_error_at_its_end(fake: FakeGemini, fault: str, complete: bool) -> None:
     fake.fault = fault
     translator = ADAPTER.chat_stream()
-    answer = send(fake.port, ADAPTER.chat_request(CHAT, TARGET, True), on_body=translator.feed)
+    answer = fetch(fake.port, ADAPTER.chat_request(CHAT, TARGET, True), on_body=translator.feed)
     assert answer.complete is complete
     with pytest.raises(ProviderError, match="ended before the answer was finished"):
         translator.end()
@@ -233,4 +235,4 @@ def test_a_bad_event_on_the_wire_is_a_provider_error(fake: FakeGemini, fault: st
     fake.fault = fault
     translator = ADAPTER.chat_stream()
     with pytest.raises(ProviderError, match=message):
-        send(fake.port, ADAPTER.chat_request(CHAT, TARGET, True), on_body=translator.feed)
+        fetch(fake.port, ADAPTER.chat_request(CHAT, TARGET, True), on_body=translator.feed)

@@ -12,21 +12,16 @@ import pytest
 
 from tests.support.api_keys import KEY_RE
 from tests.support.cli import fastgw
+from tests.support.demo_llm import demo_llm_config
 from tests.support.gateways import Gateway
 from tests.support.ports import free_port
 
 
 def config(demo: int, admin: int, secrets: Path) -> str:
-    return f"""
-        [[listeners]]
-        bind = "127.0.0.1:{{port}}"
-
-        [demo_upstream]
-        bind = "127.0.0.1:{demo}"
-
-        [upstreams.demo]
-        targets = ["127.0.0.1:{demo}"]
-
+    return demo_llm_config(
+        demo,
+        route='auth = "api_key"',
+        extra=f"""
         [admin]
         bind = "127.0.0.1:{admin}"
         token = {{ file = "{secrets / "admin.token"}" }}
@@ -36,27 +31,8 @@ def config(demo: int, admin: int, secrets: Path) -> str:
 
         [api_key]
         headers = ["Authorization"]
-
-        [[llm.providers]]
-        name = "demo"
-        kind = "openai"
-        upstream = "demo"
-        base_path = "/v1"
-
-        [[llm.models]]
-        name = "demo-chat"
-        targets = [{{ provider = "demo", model = "demo-chat" }}]
-
-        [[llm.models]]
-        name = "demo-embed"
-        targets = [{{ provider = "demo", model = "demo-embed" }}]
-
-        [[routes]]
-        name = "llm"
-        path = "/v1"
-        auth = "api_key"
-        kind = "llm"
-        """
+        """,
+    )
 
 
 @pytest.fixture

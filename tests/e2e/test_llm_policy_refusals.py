@@ -11,48 +11,29 @@ import openai
 import pytest
 
 from tests.support.clients import get
+from tests.support.demo_llm import demo_llm_config
 from tests.support.gateways import Gateway
 from tests.support.ports import free_port
 
-CONFIG = """
-    [[listeners]]
-    bind = "127.0.0.1:{{port}}"
 
-    [demo_upstream]
-    bind = "127.0.0.1:{demo}"
-
-    [upstreams.demo]
-    targets = ["127.0.0.1:{demo}"]
-
-    [[llm.providers]]
-    name = "demo"
-    kind = "openai"
-    upstream = "demo"
-    base_path = "/v1"
-
-    [[llm.models]]
-    name = "demo-chat"
-    targets = [{{ provider = "demo", model = "demo-chat" }}]
-
-    [[routes]]
-    name = "llm"
-    path = "/v1"
-    auth = "none"
-    kind = "llm"
-    limits = [{{ name = "tight", rate = 1, per = 60.0, key = "ip" }}]
-
-    [[routes]]
-    name = "plain"
-    path = "/plain"
-    upstream = "demo"
-    auth = "none"
-    limits = [{{ name = "tight-plain", rate = 1, per = 60.0, key = "ip" }}]
-"""
+def config(demo: int) -> str:
+    return demo_llm_config(
+        demo,
+        route='auth = "none"\nlimits = [{ name = "tight", rate = 1, per = 60.0, key = "ip" }]',
+        extra="""
+        [[routes]]
+        name = "plain"
+        path = "/plain"
+        upstream = "demo"
+        auth = "none"
+        limits = [{ name = "tight-plain", rate = 1, per = 60.0, key = "ip" }]
+        """,
+    )
 
 
 @pytest.fixture
 def limited(gateway_factory: Callable[..., Gateway]) -> Gateway:
-    return gateway_factory(CONFIG.format(demo=free_port()))
+    return gateway_factory(config(free_port()))
 
 
 def test_a_rate_limit_refusal_is_in_each_sdks_shape(limited: Gateway) -> None:

@@ -35,6 +35,7 @@ from fastgw.ai.adapter import (
     ProviderTarget,
     UnsupportedParameterError,
     Usage,
+    json_request,
 )
 from fastgw.ai.providers.gemini_request import KIND, generate_content_body
 from fastgw.ai.providers.gemini_response import GeminiStreamTranslator, chat_completion, malformed
@@ -60,7 +61,6 @@ MAX_MESSAGE: Final = 500
 # A model name is one path segment: letters, digits, dots, dashes, underscores (``models/`` may prefix it).
 _MODEL_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _RETRY_INFO: Final = "type.googleapis.com/google.rpc.RetryInfo"
-_JSON: Final = (b"content-type", b"application/json")
 # The error kind the client formats name (OpenAI's and Anthropic's error types agree on these).
 _KINDS: Final = {
     400: "invalid_request_error",
@@ -90,12 +90,7 @@ class GeminiAdapter:
         return f"{target.base_path}/{version}/models/{model}:{method}"
 
     def _request(self, target: ProviderTarget, method: str, body: Json) -> ProviderRequest:
-        headers = (
-            (*target.headers, _JSON)
-            if all(n != b"content-type" for n, _ in target.headers)
-            else target.headers
-        )
-        return ProviderRequest("POST", self._path(target, method), headers, orjson.dumps(body))
+        return json_request(self._path(target, method), target.headers, body)
 
     def chat_request(self, pivot: Json, target: ProviderTarget, stream: bool) -> ProviderRequest:
         method = "streamGenerateContent?alt=sse" if stream else "generateContent"

@@ -133,19 +133,23 @@ class OpenAIStream:
                 if event.data == "[DONE]":
                     self._done = True
                     break
-                chunks.append(self._chunk(event.data))
+                chunk = self._chunk(event.data)
+                if chunk is not None:
+                    chunks.append(chunk)
         except ProviderError as exc:
             self._parser.end()  # closed: nothing more is read from a stream that broke its contract
             exc.completed = chunks  # the chunks before the broken event still go out
             raise
         return chunks
 
-    def _chunk(self, data: str) -> Json:
+    def _chunk(self, data: str) -> Json | None:
+        """The event's chunk, its usage counted; None for an event that is not part of the answer (a
+        subclass's to decide: Azure's prompt-filter chunk)."""
         try:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
             raise ProviderError(
-                502, "the provider's stream sent a malformed event", kind="bad_stream"
+                502, "the provider's stream sent a malformed event (not JSON)", kind="bad_stream"
             ) from None
         if type(chunk) is not dict:
             raise ProviderError(
@@ -244,7 +248,7 @@ def provider_error(status: int, headers: Mapping[str, str], body: bytes) -> Prov
     other 4xx pass on as is; 5xx and 529 become 502. Retryable (another target may answer): 429, 5xx, 529.
     """
     retryable = status == 429 or status >= 500
-    message = error_message(_json_or_none(body), f"the provider answered {status}")
+    message = error_message(json_or_none(body), f"the provider answered {status}")
     if status == 429:
         client_status, kind = 429, "rate_limited"
     elif status in (401, 403):
@@ -273,7 +277,8 @@ def _redact_keys(message: str) -> str:
     return _QUOTED_KEY.sub("[redacted]", message)
 
 
-def _json_or_none(body: bytes) -> object:
+def json_or_none(body: bytes) -> object:
+    """A provider's error body parsed, or None (empty, too large or not JSON): the message is optional."""
     if not body or len(body) > MAX_RESPONSE_BYTES:
         return None
     try:
