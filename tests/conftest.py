@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from tests.support.gateways import Gateway, basic_config, start_gateway
+from tests.support.postgres import PostgresServer
 from tests.support.redis_server import RedisServer
 from tests.support.routes import inject_policy  # noqa: F401  (a fixture, shared by every test)
 from tests.support.upstreams import TestUpstream
@@ -58,6 +59,21 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL for the session (tests/support/postgres.py); a test that stops it starts it
+    again before it ends."""
+    server = PostgresServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: PostgresServer) -> str:
+    """A new empty database of its own for one test."""
+    return postgres_server.create_database()
 
 
 @pytest.fixture

@@ -95,7 +95,7 @@ class ControlProcess:
         self.collector = GatewayCollector(metrics)
         self.collector.snapshot = snapshot.id
         self.registry = make_registry(self.collector)
-        self.store = open_store(snapshot.state.dir)  # applies pending migrations
+        self.store = open_store(snapshot.state.dir, snapshot.store)  # applies pending migrations
         self.audit = AuditLog(snapshot.audit.file, audit_key(snapshot.audit, snapshot.state), self.store)
         if self.audit.problem:
             log(f"audit log {self.audit.path} failed verification: {self.audit.problem}")
