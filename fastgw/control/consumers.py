@@ -361,7 +361,7 @@ class KeyService:
         """Every usable key, for a worker that just connected."""
         consumers = {c.id: c for c in self.store.consumers() if not c.disabled}
         entries = {
-            k.digest.hex(): _wire(k, consumers[k.consumer_id])
+            k.digest.hex(): wire_identity(k, consumers[k.consumer_id])
             for k in self.store.api_keys()
             if not k.revoked and k.consumer_id in consumers
         }
@@ -416,7 +416,7 @@ def _consumer_view(consumer: Consumer) -> dict[str, Any]:
     return view
 
 
-def _wire(row: ApiKey, consumer: Consumer) -> dict[str, Any]:
+def wire_identity(row: ApiKey, consumer: Consumer) -> dict[str, Any]:
     """A key as workers hold it (policy/identity.py ``KeyIdentity.from_wire``), keyed by its digest."""
     return {
         "id": row.id,
@@ -433,7 +433,7 @@ def _wire(row: ApiKey, consumer: Consumer) -> dict[str, Any]:
 
 
 def _puts(keys: Iterable[tuple[ApiKey, Consumer]]) -> CachePush:
-    return CachePush(IDENTITY_CACHE, put={row.digest.hex(): _wire(row, consumer) for row, consumer in keys})
+    return CachePush(IDENTITY_CACHE, put={r.digest.hex(): wire_identity(r, consumer) for r, consumer in keys})
 
 
 def _deletes(keys: Iterable[ApiKey]) -> CachePush:

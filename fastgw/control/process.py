@@ -39,6 +39,7 @@ from fastgw.codec.control_messages import (
 from fastgw.config.loader import ConfigError
 from fastgw.control.api import WorkerView
 from fastgw.control.channel import ChannelProtocol
+from fastgw.control.cluster_sync import ClusterSync
 from fastgw.control.consumers import KeyService
 from fastgw.control.health import HealthProber
 from fastgw.control.provider_keys import ProviderKeyService
@@ -47,7 +48,7 @@ from fastgw.metrics.exposition import Export, GatewayCollector, make_registry, r
 from fastgw.metrics.shared import SharedMetrics
 from fastgw.secrets_at_rest import MasterKeys
 from fastgw.snapshot import Snapshot
-from fastgw.store import open_store
+from fastgw.store import open_store, store_dsn
 from fastgw.store.base import QuotaAdmission, QuotaCount, StoreError
 
 PULL_SECONDS: Final = 5.0
@@ -116,6 +117,12 @@ class ControlProcess:
         )
         self.provider_keys = ProviderKeyService(
             self.store, self.master_keys, self.audit_event, self.broadcast, log
+        )
+        feed = self.store.change_feed()  # a store other nodes write too: follow their changes
+        self.cluster = (
+            None
+            if feed is None
+            else ClusterSync(feed, self.store, self.keys, self.provider_keys, self.broadcast, log)
         )
 
     # -- workers -----------------------------------------------------------------------------------------
@@ -379,6 +386,8 @@ class ControlProcess:
         self.loop.add_signal_handler(signal.SIGUSR1, lambda: None)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         self._spawn(self._pull_forever())
+        if self.cluster is not None:
+            self._spawn(self.cluster.follow(store_dsn(self.snapshot.store)))
         self.store.forget_quotas(time.time() - QUOTA_KEEP_SECONDS)
         self.health.configure(self.snapshot)
         self.audit_event("start", snapshot=self.snapshot.id, source=self.snapshot.source)

@@ -10,11 +10,13 @@ notification, so each trial is held to the 1 s bar itself, plus the measuring ma
 
 from __future__ import annotations
 
+import statistics
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from tests.support.api_keys import cli, issue, status_on_all_workers
-from tests.support.cluster import cluster_config
+from tests.support.cluster import admin_call, cluster_config
 from tests.support.gateways import Gateway, start_gateway
 from tests.support.ports import free_port
 from tests.support.upstreams import TestUpstream
@@ -43,6 +45,42 @@ def test_a_gateway_on_postgres_creates_keys_and_authenticates_them(
     wait_until(
         lambda: status_on_all_workers(gw.port, "/api/x", f"X-API-Key: {key}\r\n") == {401}, 5, "revoked"
     )
+
+
+def test_a_key_revoked_on_node_a_is_refused_on_every_worker_of_node_b_within_a_second(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream, secrets_dir: Path, postgres_dsn: str
+) -> None:
+    admin_a = free_port()
+    a = gateway_factory(cluster_config(upstream.port, admin_a, secrets_dir, postgres_dsn), workers=1)
+    b = gateway_factory(cluster_config(upstream.port, free_port(), secrets_dir, postgres_dsn), workers=2)
+    status, _ = admin_call(admin_a, "POST", "/consumers", {"name": "acme"})
+    assert status in (200, 201)
+    times = []
+
+    def on_b(header: str) -> set[int]:
+        return status_on_all_workers(b.port, "/api/x", header, CHECKS)
+
+    for _ in range(TRIALS):
+        status, made = admin_call(admin_a, "POST", "/keys", {"consumer": "acme"})
+        assert status in (200, 201), made
+        header = f"X-API-Key: {made['key']}\r\n"
+        # Made on A, it reaches B's workers the same way.
+        wait_until(lambda h=header: on_b(h) == {200}, 5, "the key on B")
+        start = time.monotonic()
+        status, _ = admin_call(admin_a, "POST", f"/keys/{made['id']}/revoke")
+        assert status == 200
+        while True:
+            checked = time.monotonic()
+            if on_b(header) == {401}:
+                break
+            assert checked - start < 5, f"node B accepts a key revoked on A 5 s before:\n{b.stderr()}"
+        times.append(checked - start)
+    print(
+        f"\nrevoked on A, refused by every worker of B after: median"
+        f" {1000 * statistics.median(times):.0f} ms, max {1000 * max(times):.0f} ms over {TRIALS} trials"
+    )
+    assert max(times) <= BAR_SECONDS + MEASURING_MARGIN, times
+    assert a.proc.poll() is None and b.proc.poll() is None
 
 
 def test_a_gateway_whose_database_is_unreachable_fails_to_start_with_one_clear_line(
