@@ -28,7 +28,6 @@ from fastgw.codec.control_messages import (
     Hello,
     MetricsExport,
     MetricsPull,
-    QuotaBases,
     QuotaReport,
     Reload,
     ReloadDone,
@@ -43,7 +42,7 @@ from fastgw.control.cluster_sync import ClusterSync
 from fastgw.control.consumers import KeyService
 from fastgw.control.health import HealthProber
 from fastgw.control.provider_keys import ProviderKeyService
-from fastgw.counters.quota import QUOTAS
+from fastgw.control.worker_tables import WorkerTables
 from fastgw.metrics.exposition import Export, GatewayCollector, make_registry, render
 from fastgw.metrics.shared import SharedMetrics
 from fastgw.secrets_at_rest import MasterKeys
@@ -119,6 +118,7 @@ class ControlProcess:
             self.store, self.master_keys, self.audit_event, self.broadcast, log
         )
         feed = self.store.change_feed()  # a store other nodes write too: follow their changes
+        self.tables = WorkerTables(self.store, self.keys, self.provider_keys, started, log)
         self.cluster = (
             None
             if feed is None
@@ -140,13 +140,8 @@ class ControlProcess:
             )
             channel.peer = peer
             self.workers[peer.pid] = peer
-            channel.send(self.keys.full_table())
-            channel.send(self.provider_keys.full_table())
-            periods = QUOTAS.current_periods(time.time())
-            bases = tuple(
-                (b.key_hash, b.period, b.count) for b in self.store.quota_bases(self.started, periods)
-            )
-            channel.send(QuotaBases(bases))
+            for first in self.tables.on_connect(peer.slot):  # identities, provider keys, quota bases
+                channel.send(first)
             for upstream, target in self.health.down():
                 channel.send(Health(upstream=upstream, target=target, healthy=False))
             if peer.snapshot != self.snapshot.id:
@@ -320,11 +315,12 @@ class ControlProcess:
     def audit_event(self, event: str, **fields: Any) -> None:
         try:
             self.audit.append(event, **fields)
-        except OSError as exc:
+        except (OSError, StoreError) as exc:  # the record or (store down) its anchor
             # The audit log never drops silently: the failure is loud, and the caller's action stands.
             log(f"AUDIT WRITE FAILED ({event}): {exc}")
 
     def broadcast(self, message: ControlMessage) -> None:
+        self.tables.record(message)
         for peer in self.workers.values():
             peer.channel.send(message)
 

@@ -10,15 +10,19 @@ notification, so each trial is held to the 1 s bar itself, plus the measuring ma
 
 from __future__ import annotations
 
+import os
+import signal
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from tests.support.api_keys import cli, issue, status_on_all_workers
+from tests.support.cli import fastgw
 from tests.support.cluster import admin_call, cluster_config
 from tests.support.gateways import Gateway, start_gateway
 from tests.support.ports import free_port
+from tests.support.postgres import PostgresServer
 from tests.support.upstreams import TestUpstream
 from tests.support.waiting import wait_until
 
@@ -101,3 +105,45 @@ def test_a_gateway_whose_database_is_unreachable_fails_to_start_with_one_clear_l
     assert "pw-not-shown" not in message
     line = next(ln for ln in message.splitlines() if "cannot connect to PostgreSQL" in ln)
     assert "Connection refused" in line or "connection refused" in line.lower()
+
+
+def test_with_postgres_down_workers_serve_from_their_caches_writes_get_503_and_recovery_is_automatic(
+    gateway_factory: Callable[..., Gateway],
+    upstream: TestUpstream,
+    secrets_dir: Path,
+    postgres_server: PostgresServer,
+) -> None:
+    dsn = postgres_server.create_database()
+    admin = free_port()
+    gw = gateway_factory(cluster_config(upstream.port, admin, secrets_dir, dsn), workers=2)
+    key, key_id = issue(gw)
+    header = f"X-API-Key: {key}\r\n"
+    wait_until(lambda: status_on_all_workers(gw.port, "/api/x", header) == {200}, 5, "the key")
+    postgres_server.stop()
+    try:
+        # Every worker keeps answering the cached key, and keeps refusing what it does not hold.
+        assert status_on_all_workers(gw.port, "/api/x", header, 24) == {200}
+        assert status_on_all_workers(gw.port, "/api/x", "X-API-Key: fgw_unknown\r\n") == {401}
+        status, problem = admin_call(admin, "POST", "/keys", {"consumer": "acme"})
+        assert status == 503, problem
+        assert problem["type"].endswith("/store-unavailable") and "cannot be reached" in problem["detail"]
+        assert "127.0.0.1" not in str(problem)  # no internal address in an answer
+        out = fastgw("keys", "revoke", key_id, "--config", str(gw.config))
+        assert out.returncode != 0 and out.stderr.count("\n") == 1, out.stderr
+        assert "the store cannot be reached" in out.stderr
+        assert status_on_all_workers(gw.port, "/api/x", header) == {200}  # the failed revoke changed nothing
+        # A worker replaced during the outage gets the tables its control process sent last.
+        old = gw.worker_pid(0)
+        os.kill(old, signal.SIGKILL)
+        wait_until(lambda: gw.worker_pid(0) != old, 10, "worker 0 to be replaced")
+        wait_until(lambda: "gets the tables sent last" in gw.stderr(), 10, "the replacement's hello")
+        assert status_on_all_workers(gw.port, "/api/x", header, 24) == {200}
+    finally:
+        postgres_server.start()
+
+    def revoked() -> bool:  # nobody restarts anything: the pool and the change listener reconnect
+        return admin_call(admin, "POST", f"/keys/{key_id}/revoke")[0] == 200
+
+    wait_until(revoked, 30, "the admin API to write again after PostgreSQL came back")
+    wait_until(lambda: status_on_all_workers(gw.port, "/api/x", header) == {401}, 5, "the revocation")
+    assert "cannot start" not in gw.stderr()
