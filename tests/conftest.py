@@ -18,6 +18,7 @@ from tests.support.gateways import Gateway, basic_config, start_gateway
 from tests.support.postgres import PostgresServer
 from tests.support.redis_server import RedisServer
 from tests.support.routes import inject_policy  # noqa: F401  (a fixture, shared by every test)
+from tests.support.stores import BACKENDS, StoreMaker
 from tests.support.upstreams import TestUpstream
 
 settings.register_profile(
@@ -74,6 +75,15 @@ def postgres_server() -> Iterator[PostgresServer]:
 def postgres_dsn(postgres_server: PostgresServer) -> str:
     """A new empty database of its own for one test."""
     return postgres_server.create_database()
+
+
+@pytest.fixture(params=BACKENDS)
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreMaker]:
+    """Empty stores, on SQLite and on PostgreSQL: a test of the store protocol runs on both."""
+    dsn = request.getfixturevalue("postgres_dsn") if request.param == "postgres" else None
+    maker = StoreMaker(str(request.param), tmp_path, dsn)
+    yield maker
+    maker.close()
 
 
 @pytest.fixture

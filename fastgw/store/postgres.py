@@ -268,6 +268,8 @@ class PostgresStore:
         return [consumer_row(r) for r in rows]
 
     def consumer(self, ref: str) -> Consumer | None:
+        if "\0" in ref:
+            return None  # no row holds NUL (text refuses it): asking would be an error, not a miss
         rows = self._run(
             f"SELECT {CONSUMER_COLUMNS} FROM consumers WHERE id = %s OR name = %s"
             " ORDER BY (id = %s) DESC, created LIMIT 1",
@@ -305,6 +307,8 @@ class PostgresStore:
         return [key_row(r) for r in rows]
 
     def key(self, key_id: str) -> ApiKey | None:
+        if "\0" in key_id:
+            return None
         rows = self._run(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = %s", (key_id,))
         return key_row(rows[0]) if rows else None
 

@@ -1,6 +1,6 @@
 """The store protocol behaves the same on SQLite and PostgreSQL: rows come back equal, lookups, deletes,
 provider keys, audit anchors, quota counts and transactions. Each test runs on both backends (the
-``make_store`` fixture, tests/store/conftest.py); PostgreSQL is a real server (tests/support/postgres.py).
+``make_store`` fixture, tests/conftest.py); PostgreSQL is a real server (tests/support/postgres.py).
 
 Text here never holds NUL: PostgreSQL's text type cannot store it (the store refuses such a row with a
 StoreError, tested below), and the admin API refuses it before it reaches the store."""
@@ -170,3 +170,16 @@ def test_audit_anchors_and_a_rolled_back_transaction(make_store: StoreMaker) -> 
 def test_a_new_store_has_no_pending_migrations(make_store: StoreMaker) -> None:
     store = make_store()
     assert store.pending_migrations() == [] and store.migrate() == []
+
+
+def test_a_reference_holding_nul_finds_nothing_and_a_row_holding_it_is_a_store_error(
+    make_store: StoreMaker,
+) -> None:
+    """PostgreSQL's text cannot hold NUL: a lookup by such a reference (a URL path's %00) is a miss on
+    both backends; the admin API refuses NUL in what it stores (tests/control/test_key_input.py)."""
+    store = make_store()
+    store.add_consumer(consumer())
+    assert store.consumer("c_1\x00") is None and store.key("k\x00") is None
+    if make_store.backend == "postgres":
+        with pytest.raises(StoreError):
+            store.add_consumer(consumer("c_2", "nul\x00name"))
