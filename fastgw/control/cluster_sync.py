@@ -33,6 +33,7 @@ CATCH_UP_MAX: Final = 10_000
 # lost without the connection dropping is applied within this time.
 POLL_SECONDS: Final = 2.0
 CHANGE_KEEP_SECONDS: Final = 7 * 86400  # change log entries kept: a node away longer resynchronises whole
+STALE_LOG_SECONDS: Final = 60.0  # while the log cannot be read, one line this often (and one at recovery)
 
 
 class ClusterSync:
@@ -55,7 +56,8 @@ class ClusterSync:
         self.log = log
         self.applied = feed.last_change()
         self.resyncs = 0  # whole-table resynchronisations since start
-        self._failing = False
+        self.stale_since: float | None = None  # monotonic time the log became unreadable; None: readable
+        self._logged = 0.0
 
     async def follow(self, dsn: str) -> None:
         """Listen for notifications and poll the log, until cancelled (the control process stops)."""
@@ -158,12 +160,27 @@ class ClusterSync:
         if providers:
             self.push(self.provider_keys.full_table())
 
+    def gauges(self) -> dict[str, float]:
+        """For /metrics: how long this node's workers have served without the shared store (alert on it)."""
+        stale = 0.0 if self.stale_since is None else time.monotonic() - self.stale_since
+        return {"fastgw_store_stale_seconds": stale}
+
     def _failed(self, exc: StoreError) -> None:
-        if not self._failing:
-            self.log(f"cluster: cannot read the change log: {exc}; workers keep what they hold")
-            self._failing = True
+        now = time.monotonic()
+        if self.stale_since is None:
+            self.stale_since = now
+        elif now - self._logged < STALE_LOG_SECONDS:
+            return
+        self._logged = now
+        self.log(
+            f"cluster: cannot read the change log ({now - self.stale_since:.0f}s so far): {exc};"
+            " workers serve what they hold (stale)"
+        )
 
     def _recovered(self) -> None:
-        if self._failing:
-            self.log(f"cluster: reading the change log again (applied up to {self.applied})")
-            self._failing = False
+        if self.stale_since is not None:
+            down = time.monotonic() - self.stale_since
+            self.log(
+                f"cluster: reading the change log again after {down:.0f}s (applied up to {self.applied})"
+            )
+            self.stale_since = None

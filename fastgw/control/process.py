@@ -349,6 +349,7 @@ class ControlProcess:
             "fastgw_workers_connected": len(self.workers),
             "fastgw_uptime_seconds": time.time() - self.started,
             "fastgw_snapshot_loaded_timestamp_seconds": self.loaded_at,
+            **(self.cluster.gauges() if self.cluster is not None else {}),
         }
 
     async def _pull_forever(self) -> None:

@@ -120,6 +120,7 @@ def test_an_unreachable_log_is_logged_once_and_followed_again_after(
         nodes.sync.poll()
         with pytest.raises(StoreError):
             nodes.a.create_consumer({"name": "other"})
+        assert nodes.sync.gauges()["fastgw_store_stale_seconds"] > 0
     finally:
         postgres_server.start()
     assert sum("cannot read the change log" in line for line in nodes.logs) == 1
@@ -133,6 +134,7 @@ def test_an_unreachable_log_is_logged_once_and_followed_again_after(
     made = wait_until(key_made, 30, "the store to take writes again")  # nobody reconnects it by hand
     nodes.sync.poll()
     assert nodes.accepts(made["key"]) and any("reading the change log again" in ln for ln in nodes.logs)
+    assert nodes.sync.gauges() == {"fastgw_store_stale_seconds": 0.0}
 
 
 def test_a_key_made_with_another_pepper_is_not_mistaken(nodes: Nodes) -> None:

@@ -14,12 +14,13 @@ import os
 import signal
 import statistics
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 from tests.support.api_keys import cli, issue, status_on_all_workers
 from tests.support.cli import fastgw
-from tests.support.cluster import admin_call, cluster_config
+from tests.support.cluster import ADMIN_TOKEN, admin_call, cluster_config
 from tests.support.gateways import Gateway, start_gateway
 from tests.support.ports import free_port
 from tests.support.postgres import PostgresServer
@@ -132,6 +133,8 @@ def test_with_postgres_down_workers_serve_from_their_caches_writes_get_503_and_r
         assert out.returncode != 0 and out.stderr.count("\n") == 1, out.stderr
         assert "the store cannot be reached" in out.stderr
         assert status_on_all_workers(gw.port, "/api/x", header) == {200}  # the failed revoke changed nothing
+        # The outage shows in the metrics (what an alert watches) once the control process has noticed it.
+        wait_until(lambda: stale_seconds(admin) > 0, 10, "fastgw_store_stale_seconds to rise")
         # A worker replaced during the outage gets the tables its control process sent last.
         old = gw.worker_pid(0)
         os.kill(old, signal.SIGKILL)
@@ -146,4 +149,16 @@ def test_with_postgres_down_workers_serve_from_their_caches_writes_get_503_and_r
 
     wait_until(revoked, 30, "the admin API to write again after PostgreSQL came back")
     wait_until(lambda: status_on_all_workers(gw.port, "/api/x", header) == {401}, 5, "the revocation")
+    wait_until(lambda: stale_seconds(admin) == 0, 10, "fastgw_store_stale_seconds back to 0")
     assert "cannot start" not in gw.stderr()
+
+
+def stale_seconds(admin_port: int) -> float:
+    """fastgw_store_stale_seconds from the admin API's /metrics."""
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{admin_port}/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    )
+    with urllib.request.urlopen(req, timeout=15) as resp:
+        text = resp.read().decode()
+    [line] = [ln for ln in text.splitlines() if ln.startswith("fastgw_store_stale_seconds ")]
+    return float(line.split()[1])
