@@ -75,3 +75,5 @@ def check_control_secrets(snapshot: Snapshot) -> None:
         admin_token(snapshot.admin.token)
     if snapshot.audit.key is not None:
         resolve_secret(snapshot.audit.key)
+    if snapshot.store.dsn is not None:
+        resolve_secret(snapshot.store.dsn)

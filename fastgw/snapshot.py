@@ -36,6 +36,7 @@ __all__ = [
     "Snapshot",
     "SnapshotHolder",
     "StateSettings",
+    "StoreSettings",
     "Target",
     "UpstreamSettings",
 ]
@@ -141,6 +142,15 @@ class StateSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StoreSettings:
+    """[store]: which backend; for PostgreSQL, where the DSN (a secret: it holds the password) is."""
+
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    dsn: SecretRef | None = None
+    connect_timeout: float = 10.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AdminSettings:
     host: str
     port: int
@@ -182,6 +192,7 @@ class Snapshot:
     admin: AdminSettings | None
     audit: AuditSettings
     keys: KeySettings | None = None
+    store: StoreSettings = field(default_factory=StoreSettings)
     http2: Http2Settings = field(default_factory=Http2Settings)
     ratelimit_redis: RedisSettings | None = None
     ratelimit_capacity: int = 65536  # cells per worker shard of the shared counter table

@@ -12,8 +12,9 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 VENV=${FASTGW_VENV:-$ROOT/.venv}
 
-# command -> Debian package, per profile. Tests start a real redis-server; bench needs wrk, h2load, nginx.
-declare -A TEST_PKGS=([redis-server]=redis-server)
+# command -> Debian package, per profile. Tests start a real redis-server and a real PostgreSQL (initdb and
+# pg_ctl: Debian keeps them in /usr/lib/postgresql/VERSION/bin, off PATH); bench needs wrk, h2load, nginx.
+declare -A TEST_PKGS=([redis-server]=redis-server [initdb]=postgresql)
 declare -A BENCH_PKGS=([wrk]=wrk [nginx]=nginx [h2load]=nghttp2-client)
 declare -A VENV_PKGS=([venv]=python3-venv)
 # Installing fastgw compiles its hot-path modules with mypyc (setup.py): a C compiler and Python's headers.
@@ -30,6 +31,11 @@ need_system() {
         if [ "$cmd" = python-headers ]; then
             "${PYTHON:-python3}" -c 'import os, sysconfig, sys
 sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+                || missing+=("${pkgs[$cmd]}")
+            continue
+        fi
+        if [ "$cmd" = initdb ]; then
+            command -v initdb >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null \
                 || missing+=("${pkgs[$cmd]}")
             continue
         fi

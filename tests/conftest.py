@@ -15,8 +15,10 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from tests.support.gateways import Gateway, basic_config, start_gateway
+from tests.support.postgres import PostgresServer
 from tests.support.redis_server import RedisServer
 from tests.support.routes import inject_policy  # noqa: F401  (a fixture, shared by every test)
+from tests.support.stores import BACKENDS, StoreMaker
 from tests.support.upstreams import TestUpstream
 
 settings.register_profile(
@@ -58,6 +60,30 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL for the session (tests/support/postgres.py); a test that stops it starts it
+    again before it ends."""
+    server = PostgresServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: PostgresServer) -> str:
+    """A new empty database of its own for one test."""
+    return postgres_server.create_database()
+
+
+@pytest.fixture(params=BACKENDS)
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreMaker]:
+    """Empty stores, on SQLite and on PostgreSQL: a test of the store protocol runs on both."""
+    dsn = request.getfixturevalue("postgres_dsn") if request.param == "postgres" else None
+    maker = StoreMaker(str(request.param), tmp_path, dsn)
+    yield maker
+    maker.close()
 
 
 @pytest.fixture

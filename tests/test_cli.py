@@ -42,6 +42,7 @@ def test_check_examples(tmp_path: Path) -> None:
     env = {
         "FASTGW_KEY_PEPPER": "p" * 32,
         "FASTGW_ADMIN_TOKEN": os.urandom(32).hex(),
+        "FASTGW_STORE_DSN": "postgresql://fastgw:pw@127.0.0.1:5432/fastgw",  # cluster.toml's (never dialled)
         "CREDENTIALS_DIRECTORY": str(credentials),
         # llm.toml's provider keys (check resolves them; nothing is called)
         "OPENAI_API_KEY": "sk-example",
@@ -126,7 +127,14 @@ def test_check_names_http2_and_the_redis_host_but_never_its_password(tmp_path: P
         .read_text()
         .replace('url = "redis://127.0.0.1:6379/0"', 'url_secret = { env = "FASTGW_TEST_REDIS_URL" }')
     )
-    out = fastgw("check", str(config), env={"FASTGW_TEST_REDIS_URL": "redis://:s3cret-pw@10.1.2.3:6379/0\n"})
+    env = {
+        "FASTGW_TEST_REDIS_URL": "redis://:s3cret-pw@10.1.2.3:6379/0\n",
+        # The example's other secrets: its admin token, key pepper and store DSN (never dialled by check).
+        "FASTGW_ADMIN_TOKEN": os.urandom(32).hex(),
+        "FASTGW_KEY_PEPPER": "p" * 32,
+        "FASTGW_STORE_DSN": "postgresql://fastgw:s3cret-pw@10.1.2.4:5432/fastgw",
+    }
+    out = fastgw("check", str(config), env=env)
     assert out.returncode == 0, out.stderr
     assert "http2=on" in out.stdout
     assert "rate limits shared through redis 10.1.2.3:6379/0" in out.stdout

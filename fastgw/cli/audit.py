@@ -23,7 +23,7 @@ def verify(args: argparse.Namespace) -> int:
     snapshot = compile_for_tools(args.config)
     path = args.file or snapshot.audit.file
     key = audit_key(snapshot.audit, snapshot.state)
-    store = open_store(snapshot.state.dir)
+    store = open_store(snapshot.state.dir, snapshot.store)
     try:
         anchor = store.audit_anchor(os.path.abspath(path)) or store.audit_anchor(path)
     finally:
@@ -73,7 +73,7 @@ def anchor(args: argparse.Namespace) -> int:
     snapshot = compile_for_tools(args.config)
     path = os.path.abspath(snapshot.audit.file)
     key = audit_key(snapshot.audit, snapshot.state)
-    store = open_store(snapshot.state.dir)
+    store = open_store(snapshot.state.dir, snapshot.store)
     try:
         anchor = store.audit_anchor(path) or store.audit_anchor(snapshot.audit.file)
     finally:

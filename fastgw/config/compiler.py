@@ -19,7 +19,7 @@ from fastgw.config import sections
 from fastgw.config.context import TOKEN, CompileContext
 from fastgw.config.loader import _did_you_mean, parse_config, read_config_bytes
 from fastgw.config.route_kind import NO_UPSTREAM, compile_kind_sections, compile_route_kind
-from fastgw.config.schema import ConfigSpec, RouteSpec, StateSpec
+from fastgw.config.schema import ConfigSpec, RouteSpec, StateSpec, StoreSpec
 from fastgw.config.sections import HOSTNAME, parse_address
 from fastgw.policy.registry import POLICIES
 from fastgw.proxy_headers.hop_by_hop import header_lines
@@ -33,6 +33,7 @@ from fastgw.snapshot import (
     ServerSettings,
     Snapshot,
     StateSettings,
+    StoreSettings,
     UpstreamSettings,
 )
 
@@ -280,6 +281,7 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str, context: CompileConte
         ratelimit_capacity=spec.rate_limits.capacity,
         quota_flush=spec.rate_limits.quota_flush,
         state=state,
+        store=sections.store(ctx, spec.store),
         admin=sections.admin(ctx, spec.admin),
         audit=sections.audit(ctx, spec.audit, state),
         security_headers=security,
@@ -297,6 +299,11 @@ def compile_config(data: bytes, file: str, context: CompileContext | None = None
 def compile_state(spec: StateSpec, file: str) -> StateSettings:
     """Only the [state] settings (where the pid file and the config history are): no secrets needed."""
     return sections.state(CompileContext(file), spec)
+
+
+def compile_store(spec: StoreSpec, file: str) -> StoreSettings:
+    """Only the [store] settings (``fastgw store migrate``): the DSN stays a reference until opened."""
+    return sections.store(CompileContext(file), spec)
 
 
 def load_snapshot(path: str) -> Snapshot:

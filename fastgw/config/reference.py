@@ -46,6 +46,12 @@ TABLES: list[tuple[str, type, str]] = [
     ("[demo_upstream]", schema.DemoUpstreamSpec, "A built-in demo backend (the quickstart uses it)."),
     ("[process]", schema.ProcessSpec, "The supervisor and its worker processes."),
     ("[state]", schema.StateSpec, "Where the store, the audit log and the config history live."),
+    (
+        "[store]",
+        schema.StoreSpec,
+        "Where consumers, API keys and provider keys live: SQLite in the state directory (one node), or one"
+        " PostgreSQL database shared by every node of a cluster (docs/cluster.md).",
+    ),
     ("[admin]", schema.AdminSpec, "The admin API, in the control process, on its own listener."),
     ("[audit]", schema.AuditSpec, "The tamper-evident audit log."),
     ("[rate_limits]", schema.RateLimitsSpec, "The shared-memory counter table."),

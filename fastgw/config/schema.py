@@ -41,6 +41,7 @@ from fastgw.config.fields import (
     doc,
 )
 from fastgw.config.listener_spec import CertificateSpec, ListenerSpec, TlsSpec
+from fastgw.config.store_spec import StoreSpec
 from fastgw.config.upstream_spec import HealthCheckSpec, UpstreamSpec, UpstreamTlsSpec
 from fastgw.handlers.registry import KINDS
 from fastgw.policy.registry import POLICIES
@@ -56,6 +57,7 @@ __all__ = [
     "ListenerSpec",
     "MiB",
     "SecretSpec",
+    "StoreSpec",
     "TlsSpec",
     "UpstreamSpec",
     "UpstreamTlsSpec",
@@ -363,6 +365,7 @@ class _ConfigCore:
     demo_upstream: DemoUpstreamSpec | None = doc("[demo_upstream]: serve a demo backend in-process", None)
     process: ProcessSpec = doc("[process] supervisor and workers", ProcessSpec())
     state: StateSpec = doc("[state] where fastgw keeps its state", StateSpec())
+    store: StoreSpec = doc("[store] where consumers, keys and provider keys live", StoreSpec())
     admin: AdminSpec | None = doc("[admin] API on its own listener (off unless configured)", None)
     audit: AuditSpec = doc("[audit] the tamper-evident log of admin actions and reloads", AuditSpec())
     keys: KeysSpec | None = doc("[keys] how API keys are stored (needed by auth = 'api_key')", None)

@@ -25,6 +25,7 @@ from fastgw.config.schema import (
     SecurityHeadersSpec,
     ServerSpec,
     StateSpec,
+    StoreSpec,
     TlsSpec,
     UpstreamSpec,
 )
@@ -40,6 +41,7 @@ from fastgw.snapshot import (
     RedisSettings,
     ServerSettings,
     StateSettings,
+    StoreSettings,
     Target,
     UpstreamSettings,
 )
@@ -195,6 +197,19 @@ def state(ctx: CompileContext, spec: StateSpec) -> StateSettings:
         raise ctx.error("state.keep_configs", "must be at least 1")
     pid_file = ctx.path(spec.pid_file) if spec.pid_file else os.path.join(directory, "fastgw.pid")
     return StateSettings(dir=directory, keep_configs=spec.keep_configs, pid_file=pid_file)
+
+
+def store(ctx: CompileContext, spec: StoreSpec) -> StoreSettings:
+    ctx.positive("store.connect_timeout", spec.connect_timeout)
+    if spec.backend == "sqlite":
+        if spec.dsn is not None:
+            raise ctx.error("store.dsn", 'is for backend = "postgres" (SQLite lives in the state directory)')
+        return StoreSettings()
+    if spec.dsn is None:
+        raise ctx.error("store.dsn", 'backend = "postgres" needs a dsn (a secret reference)')
+    return StoreSettings(
+        backend="postgres", dsn=ctx.secret("store.dsn", spec.dsn), connect_timeout=spec.connect_timeout
+    )
 
 
 def admin(ctx: CompileContext, spec: AdminSpec | None) -> AdminSettings | None:

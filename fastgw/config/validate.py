@@ -113,6 +113,7 @@ def needs_restart(running: Snapshot, new: Snapshot) -> ConfigError | None:
             "it sizes the shared memory allocated at start",
         ),
         ("state.dir", running.state.dir, new.state.dir, "the store and the history live there"),
+        ("store", running.store, new.store, "the control process opens the store once, at start"),
         ("state.pid_file", running.state.pid_file, new.state.pid_file, "it is written at start"),
         ("access_log", running.access_log, new.access_log, "each worker opens its log at start"),
     ]

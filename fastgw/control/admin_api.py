@@ -16,8 +16,7 @@ the raw numbers the store and the counters keep.
     POST /rollback   restore the previous valid config of the same file; as /reload (422 if there is none)
     GET  /metrics    Prometheus exposition (no token when admin.open_metrics = true)
     GET|POST /consumers, GET|POST /keys, POST /keys/ID/rotate|revoke|expire|update: consumers and API keys
-    GET  /consumers/REF            a consumer (by id or URL-quoted name) with its keys
-    POST /consumers/REF/disable|enable|delete
+    GET  /consumers/REF (by id or URL-quoted name, with its keys), POST /consumers/REF/disable|enable|delete
     GET  /providers, POST /providers/NAME/key|remove, /providers/rotate-master-key: LLM provider keys
 """
 
@@ -44,6 +43,7 @@ from fastgw.control.consumers import KeyServiceError
 from fastgw.counters.quota import period_bounds
 from fastgw.secret_refs import admin_token
 from fastgw.snapshot import AdminSettings
+from fastgw.store.base import StoreError
 
 MAX_BODY: Final = 64 * 1024
 # Fields the store keeps as unix seconds, shown as ISO 8601 UTC (null stays null).
@@ -222,6 +222,8 @@ class AdminServer:
             return _problem_response(exc.status, problem, exc.detail)
         except AdminError as exc:
             return _problem_response(exc.status, exc.problem, exc.detail, exc.headers)
+        except StoreError:  # the database is down or failing: the data plane serves on from its caches
+            return _problem_response(503, "store-unavailable", "the store cannot be reached: retry later")
         if isinstance(result, tuple):  # (bytes, content type) from /metrics
             return _response(200, result[1], result[0])
         status = int(result.pop("_status", 200))
@@ -445,6 +447,4 @@ def _quota_period(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _peer(peer: Any) -> str:
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        return f"{peer[0]}:{peer[1]}"
-    return "unix"
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "unix"

@@ -48,9 +48,14 @@ class KeyServiceError(Exception):
 def _strings(value: Any, what: str) -> tuple[str, ...]:
     if value is None:
         return ()
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
-        raise KeyServiceError(422, f"{what} must be a list of non-empty strings")
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and _text(v) for v in value):
+        raise KeyServiceError(422, f"{what} must be a list of non-empty strings without NUL")
     return tuple(value)
+
+
+def _text(value: str) -> bool:
+    """Non-empty and NUL-free: no store column can hold NUL (PostgreSQL's text refuses it)."""
+    return bool(value) and "\0" not in value
 
 
 def _seconds(value: Any, what: str, *, zero: bool) -> float:
@@ -92,11 +97,11 @@ class KeyService:
     # -- consumers -------------------------------------------------------------------------------------
     def create_consumer(self, body: dict[str, Any]) -> dict[str, Any]:
         name = body.get("name")
-        if not isinstance(name, str) or not name or len(name) > 200:
-            raise KeyServiceError(422, "name must be a non-empty string (at most 200 characters)")
+        if not isinstance(name, str) or not _text(name) or len(name) > 200:
+            raise KeyServiceError(422, "name must be a non-empty string without NUL (at most 200 characters)")
         team = body.get("team", "")
-        if not isinstance(team, str):
-            raise KeyServiceError(422, "team must be a string")
+        if not isinstance(team, str) or "\0" in team:
+            raise KeyServiceError(422, "team must be a string without NUL")
         metadata = body.get("metadata", {})
         if not isinstance(metadata, dict):
             raise KeyServiceError(422, "metadata must be an object")
@@ -361,7 +366,7 @@ class KeyService:
         """Every usable key, for a worker that just connected."""
         consumers = {c.id: c for c in self.store.consumers() if not c.disabled}
         entries = {
-            k.digest.hex(): _wire(k, consumers[k.consumer_id])
+            k.digest.hex(): wire_identity(k, consumers[k.consumer_id])
             for k in self.store.api_keys()
             if not k.revoked and k.consumer_id in consumers
         }
@@ -416,7 +421,7 @@ def _consumer_view(consumer: Consumer) -> dict[str, Any]:
     return view
 
 
-def _wire(row: ApiKey, consumer: Consumer) -> dict[str, Any]:
+def wire_identity(row: ApiKey, consumer: Consumer) -> dict[str, Any]:
     """A key as workers hold it (policy/identity.py ``KeyIdentity.from_wire``), keyed by its digest."""
     return {
         "id": row.id,
@@ -433,7 +438,7 @@ def _wire(row: ApiKey, consumer: Consumer) -> dict[str, Any]:
 
 
 def _puts(keys: Iterable[tuple[ApiKey, Consumer]]) -> CachePush:
-    return CachePush(IDENTITY_CACHE, put={row.digest.hex(): _wire(row, consumer) for row, consumer in keys})
+    return CachePush(IDENTITY_CACHE, put={r.digest.hex(): wire_identity(r, consumer) for r, consumer in keys})
 
 
 def _deletes(keys: Iterable[ApiKey]) -> CachePush:

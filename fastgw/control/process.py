@@ -28,7 +28,6 @@ from fastgw.codec.control_messages import (
     Hello,
     MetricsExport,
     MetricsPull,
-    QuotaBases,
     QuotaReport,
     Reload,
     ReloadDone,
@@ -39,15 +38,16 @@ from fastgw.codec.control_messages import (
 from fastgw.config.loader import ConfigError
 from fastgw.control.api import WorkerView
 from fastgw.control.channel import ChannelProtocol
+from fastgw.control.cluster_sync import ClusterSync
 from fastgw.control.consumers import KeyService
 from fastgw.control.health import HealthProber
 from fastgw.control.provider_keys import ProviderKeyService
-from fastgw.counters.quota import QUOTAS
+from fastgw.control.worker_tables import WorkerTables
 from fastgw.metrics.exposition import Export, GatewayCollector, make_registry, render
 from fastgw.metrics.shared import SharedMetrics
 from fastgw.secrets_at_rest import MasterKeys
 from fastgw.snapshot import Snapshot
-from fastgw.store import open_store
+from fastgw.store import open_store, store_dsn
 from fastgw.store.base import QuotaAdmission, QuotaCount, StoreError
 
 PULL_SECONDS: Final = 5.0
@@ -95,7 +95,7 @@ class ControlProcess:
         self.collector = GatewayCollector(metrics)
         self.collector.snapshot = snapshot.id
         self.registry = make_registry(self.collector)
-        self.store = open_store(snapshot.state.dir)  # applies pending migrations
+        self.store = open_store(snapshot.state.dir, snapshot.store)  # applies pending migrations
         self.audit = AuditLog(snapshot.audit.file, audit_key(snapshot.audit, snapshot.state), self.store)
         if self.audit.problem:
             log(f"audit log {self.audit.path} failed verification: {self.audit.problem}")
@@ -117,6 +117,13 @@ class ControlProcess:
         self.provider_keys = ProviderKeyService(
             self.store, self.master_keys, self.audit_event, self.broadcast, log
         )
+        feed = self.store.change_feed()  # a store other nodes write too: follow their changes
+        self.tables = WorkerTables(self.store, self.keys, self.provider_keys, started, log)
+        self.cluster = (
+            None
+            if feed is None
+            else ClusterSync(feed, self.store, self.keys, self.provider_keys, self.broadcast, log)
+        )
 
     # -- workers -----------------------------------------------------------------------------------------
     def accept_worker(self) -> ChannelProtocol:
@@ -133,13 +140,8 @@ class ControlProcess:
             )
             channel.peer = peer
             self.workers[peer.pid] = peer
-            channel.send(self.keys.full_table())
-            channel.send(self.provider_keys.full_table())
-            periods = QUOTAS.current_periods(time.time())
-            bases = tuple(
-                (b.key_hash, b.period, b.count) for b in self.store.quota_bases(self.started, periods)
-            )
-            channel.send(QuotaBases(bases))
+            for first in self.tables.on_connect(peer.slot):  # identities, provider keys, quota bases
+                channel.send(first)
             for upstream, target in self.health.down():
                 channel.send(Health(upstream=upstream, target=target, healthy=False))
             if peer.snapshot != self.snapshot.id:
@@ -313,11 +315,12 @@ class ControlProcess:
     def audit_event(self, event: str, **fields: Any) -> None:
         try:
             self.audit.append(event, **fields)
-        except OSError as exc:
+        except (OSError, StoreError) as exc:  # the record or (store down) its anchor
             # The audit log never drops silently: the failure is loud, and the caller's action stands.
             log(f"AUDIT WRITE FAILED ({event}): {exc}")
 
     def broadcast(self, message: ControlMessage) -> None:
+        self.tables.record(message)
         for peer in self.workers.values():
             peer.channel.send(message)
 
@@ -346,6 +349,7 @@ class ControlProcess:
             "fastgw_workers_connected": len(self.workers),
             "fastgw_uptime_seconds": time.time() - self.started,
             "fastgw_snapshot_loaded_timestamp_seconds": self.loaded_at,
+            **(self.cluster.gauges() if self.cluster is not None else {}),
         }
 
     async def _pull_forever(self) -> None:
@@ -379,6 +383,8 @@ class ControlProcess:
         self.loop.add_signal_handler(signal.SIGUSR1, lambda: None)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         self._spawn(self._pull_forever())
+        if self.cluster is not None:
+            self._spawn(self.cluster.follow(store_dsn(self.snapshot.store)))
         self.store.forget_quotas(time.time() - QUOTA_KEEP_SECONDS)
         self.health.configure(self.snapshot)
         self.audit_event("start", snapshot=self.snapshot.id, source=self.snapshot.source)

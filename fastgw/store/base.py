@@ -2,8 +2,8 @@
 
 Callers (the key service, the audit log, the control process, the command line) see only this module:
 rows are frozen dataclasses with ids as ``str``, times as unix seconds (``float``), digests as ``bytes``
-and lists as tuples; every backend failure is a :class:`StoreError`. Nothing here names SQLite, so a
-PostgreSQL backend can follow without touching a caller.
+and lists as tuples; every backend failure is a :class:`StoreError`. Nothing here names a backend: SQLite
+(store/sqlite.py) and PostgreSQL (store/postgres.py) implement the same protocol.
 """
 
 from __future__ import annotations
@@ -118,10 +118,46 @@ class Migration:
     adds_column: tuple[str, str] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One entry of a shared store's change log: what a write touched, under its change number.
+
+    ``kind``: "key" (``ref`` a key id, ``digest`` its digest, so a node can drop a key whose row is gone),
+    "consumer" (``ref`` a consumer id: its keys may have changed state) or "provider" (``ref`` a provider
+    name). ``node`` is the node that wrote it."""
+
+    seq: int
+    node: str
+    kind: str
+    ref: str
+    digest: bytes | None
+    at: float
+
+
+class ChangeFeed(Protocol):
+    """The change log of a store that several nodes share. Every write of consumers, keys or provider
+    keys takes the next change number in the write's own transaction, so numbers are gapless and in
+    commit order; a node that has applied up to N reads ``changes_since(N)`` to catch up."""
+
+    def last_change(self) -> int:
+        """The newest change number (0 before the first write)."""
+        ...
+
+    def changes_since(self, seq: int, limit: int) -> list[Change]:
+        """Changes numbered above ``seq``, oldest first, at most ``limit`` of them."""
+        ...
+
+    def forget_changes(self, before: float) -> None:
+        """Drop entries written before ``before`` (unix time): a node away longer resynchronises whole."""
+        ...
+
+
 class Store(Protocol):
     """Consumers, API key digests, provider keys, quota counts and audit anchors. Each method is its own
     committed transaction unless called inside :meth:`transaction`. Every method raises
     :class:`StoreError` on a backend failure."""
+
+    where: str  # for messages: the SQLite file, or PostgreSQL's host:port/database (never the password)
 
     def transaction(self) -> AbstractContextManager[None]:
         """Group calls into one transaction: committed when the block ends, rolled back if it raises.
@@ -137,6 +173,10 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+    def change_feed(self) -> ChangeFeed | None:
+        """The change log other nodes' writes arrive through; None for a store only this node writes."""
+        ...
 
     # -- audit anchors
     def audit_anchor(self, log: str) -> AuditAnchor | None: ...

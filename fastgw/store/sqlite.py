@@ -17,11 +17,10 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Final
 
-import orjson
-
 from fastgw.store.base import (
     ApiKey,
     AuditAnchor,
+    ChangeFeed,
     Consumer,
     Migration,
     ProviderCredential,
@@ -31,64 +30,25 @@ from fastgw.store.base import (
     StoreError,
 )
 from fastgw.store.migrations import MIGRATIONS
+from fastgw.store.rows import (
+    CONSUMER_COLUMNS,
+    CREDENTIAL_COLUMNS,
+    KEY_COLUMNS,
+    consumer_row,
+    consumer_values,
+    credential_row,
+    credential_values,
+    key_changes,
+    key_row,
+    key_values,
+)
 
 FILE_NAME: Final = "fastgw.db"
 PRIVATE: Final = 0o600  # key hashes, consumers, quota counts: for the gateway's user only
-KEY_COLUMNS: Final = (
-    "id, consumer_id, prefix, digest, pepper_id, scopes, roles, routes, created, expires, revoked,"
-    " replaced_by"
-)
-CONSUMER_COLUMNS: Final = "id, name, team, roles, metadata, created, disabled"
-CREDENTIAL_COLUMNS: Final = "provider, key_id, nonce, ciphertext, prefix, created, updated"
 VERSIONS_TABLE: Final = (
     "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
     " applied REAL NOT NULL)"
 )
-
-
-def _j(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
-def _consumer(r: Sequence[Any]) -> Consumer:
-    return Consumer(
-        id=r[0],
-        name=r[1],
-        team=r[2],
-        roles=tuple(orjson.loads(r[3])),
-        metadata=orjson.loads(r[4]),
-        created=r[5],
-        disabled=r[6],
-    )
-
-
-def _key(r: Sequence[Any]) -> ApiKey:
-    return ApiKey(
-        id=r[0],
-        consumer_id=r[1],
-        prefix=r[2],
-        digest=bytes(r[3]),
-        pepper_id=r[4],
-        scopes=tuple(orjson.loads(r[5])),
-        roles=tuple(orjson.loads(r[6])),
-        routes=None if r[7] is None else tuple(orjson.loads(r[7])),
-        created=r[8],
-        expires=r[9],
-        revoked=r[10],
-        replaced_by=r[11],
-    )
-
-
-def _credential(r: Sequence[Any]) -> ProviderCredential:
-    return ProviderCredential(
-        provider=r[0],
-        key_id=r[1],
-        nonce=bytes(r[2]),
-        ciphertext=bytes(r[3]),
-        prefix=r[4],
-        created=r[5],
-        updated=r[6],
-    )
 
 
 def _create_private(path: str) -> None:
@@ -116,6 +76,7 @@ class SQLiteStore:
 
     def __init__(self, path: str, *, migrate: bool = True) -> None:
         self.path = path
+        self.where = path  # for messages (Store.where)
         self._depth = 0  # nesting of transaction() blocks; only the outermost begins and commits
         try:
             os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
@@ -225,6 +186,10 @@ class SQLiteStore:
     def close(self) -> None:
         self._db.close()
 
+    def change_feed(self) -> ChangeFeed | None:
+        """None: a SQLite store has one node, whose control process is its only writer."""
+        return None
+
     # -- audit anchors ----------------------------------------------------------------------------------
     def audit_anchor(self, log: str) -> AuditAnchor | None:
         rows = self._run("SELECT seq, mac FROM audit_anchor WHERE log = ?", (log,))
@@ -241,19 +206,13 @@ class SQLiteStore:
     def add_consumer(self, consumer: Consumer) -> None:
         self._run(
             f"INSERT INTO consumers ({CONSUMER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                consumer.id,
-                consumer.name,
-                consumer.team,
-                _j(consumer.roles),
-                _j(consumer.metadata),
-                consumer.created,
-                consumer.disabled,
-            ),
+            consumer_values(consumer),
         )
 
     def consumers(self) -> list[Consumer]:
-        return [_consumer(r) for r in self._run(f"SELECT {CONSUMER_COLUMNS} FROM consumers ORDER BY created")]
+        return [
+            consumer_row(r) for r in self._run(f"SELECT {CONSUMER_COLUMNS} FROM consumers ORDER BY created")
+        ]
 
     def consumer(self, ref: str) -> Consumer | None:
         rows = self._run(
@@ -261,7 +220,7 @@ class SQLiteStore:
             "ORDER BY id = ? DESC, created LIMIT 1",
             (ref, ref, ref),
         )
-        return _consumer(rows[0]) if rows else None
+        return consumer_row(rows[0]) if rows else None
 
     def set_consumer_disabled(self, consumer_id: str, disabled: float | None) -> None:
         self._run("UPDATE consumers SET disabled = ? WHERE id = ?", (disabled, consumer_id))
@@ -274,20 +233,7 @@ class SQLiteStore:
     def add_key(self, key: ApiKey) -> None:
         self._run(
             f"INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                key.id,
-                key.consumer_id,
-                key.prefix,
-                key.digest,
-                key.pepper_id,
-                _j(key.scopes),
-                _j(key.roles),
-                None if key.routes is None else _j(key.routes),
-                key.created,
-                key.expires,
-                key.revoked,
-                key.replaced_by,
-            ),
+            key_values(key),
         )
 
     def api_keys(self, consumer_id: str | None = None) -> list[ApiKey]:
@@ -297,44 +243,36 @@ class SQLiteStore:
             rows = self._run(
                 f"SELECT {KEY_COLUMNS} FROM api_keys WHERE consumer_id = ? ORDER BY created", (consumer_id,)
             )
-        return [_key(r) for r in rows]
+        return [key_row(r) for r in rows]
 
     def key(self, key_id: str) -> ApiKey | None:
         rows = self._run(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,))
-        return _key(rows[0]) if rows else None
+        return key_row(rows[0]) if rows else None
 
     def update_key(self, key: ApiKey) -> None:
         self._run(
             "UPDATE api_keys SET scopes = ?, roles = ?, routes = ?, expires = ?, revoked = ?, replaced_by = ?"
             " WHERE id = ?",
-            (
-                _j(key.scopes),
-                _j(key.roles),
-                None if key.routes is None else _j(key.routes),
-                key.expires,
-                key.revoked,
-                key.replaced_by,
-                key.id,
-            ),
+            key_changes(key),
         )
 
     # -- provider credentials -------------------------------------------------------------------------
     def provider_credentials(self) -> list[ProviderCredential]:
         rows = self._run(f"SELECT {CREDENTIAL_COLUMNS} FROM provider_credentials ORDER BY provider")
-        return [_credential(r) for r in rows]
+        return [credential_row(r) for r in rows]
 
     def provider_credential(self, provider: str) -> ProviderCredential | None:
         rows = self._run(
             f"SELECT {CREDENTIAL_COLUMNS} FROM provider_credentials WHERE provider = ?", (provider,)
         )
-        return _credential(rows[0]) if rows else None
+        return credential_row(rows[0]) if rows else None
 
     def put_provider_credential(self, row: ProviderCredential) -> None:
         self._run(
             f"INSERT INTO provider_credentials ({CREDENTIAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (provider) DO UPDATE SET key_id = excluded.key_id, nonce = excluded.nonce,"
             " ciphertext = excluded.ciphertext, prefix = excluded.prefix, updated = excluded.updated",
-            (row.provider, row.key_id, row.nonce, row.ciphertext, row.prefix, row.created, row.updated),
+            credential_values(row),
         )
 
     def delete_provider_credential(self, provider: str) -> bool:

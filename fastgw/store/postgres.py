@@ -1,0 +1,390 @@
+"""The shared store: one PostgreSQL database for every node of a cluster, through psycopg 3 and its
+connection pool. The only module (with store/pg_listen.py) that imports psycopg.
+
+Same ``Store`` protocol as SQLite (store/base.py), same rows (store/rows.py), its own schema steps with
+the same versions (store/pg_migrations.py), applied under a PostgreSQL advisory lock so that nodes
+starting together queue instead of racing. Every write of consumers, API keys or provider keys also takes
+the next change number, logs what it touched and NOTIFYs the number, all in its own transaction: nodes
+learn of it only once it is committed, and in commit order (the ``ChangeFeed`` half of this class).
+
+The DSN is a secret (it carries the password): no message here ever includes it, only the host, port
+and database it names. The control process is single-threaded and the control path is cold, so calls
+are synchronous, as SQLite's are; the pool keeps connections open and replaces broken ones.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Final
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from fastgw.store.base import (
+    ApiKey,
+    AuditAnchor,
+    Change,
+    ChangeFeed,
+    Consumer,
+    Migration,
+    ProviderCredential,
+    QuotaAdmission,
+    QuotaBase,
+    QuotaCount,
+    StoreError,
+)
+from fastgw.store.pg_migrations import CHANGE_CHANNEL, PG_MIGRATIONS
+from fastgw.store.rows import (
+    CONSUMER_COLUMNS,
+    CREDENTIAL_COLUMNS,
+    KEY_COLUMNS,
+    consumer_row,
+    consumer_values,
+    credential_row,
+    credential_values,
+    key_changes,
+    key_row,
+    key_values,
+)
+
+# The control process makes one call at a time; a second connection serves a call made while a
+# transaction holds the first (the change listener has its own, store/pg_listen.py).
+POOL_MAX: Final = 2
+# Any 64-bit number held by nobody else: the advisory lock that serialises migrators ("fastgw" in hex).
+MIGRATION_LOCK: Final = 0x66617374677700
+CONNECT_RETRY_SECONDS: Final = 0.25  # between tries while PostgreSQL is starting (at most connect_timeout)
+# How long a call waits for a pooled connection once running: while the database is down each call fails
+# after this, so the control process (admin API, metrics, workers' pushes) stays responsive in an outage.
+CALL_WAIT_SECONDS: Final = 2.0
+VERSIONS_TABLE: Final = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+    " applied DOUBLE PRECISION NOT NULL)"
+)
+
+
+def describe(dsn: str) -> str:
+    """Where a DSN points, without its password: "PostgreSQL at HOST:PORT/DB"."""
+    try:
+        info = conninfo_to_dict(dsn)
+    except psycopg.Error:
+        return "PostgreSQL (the dsn does not parse as a connection string)"
+    host = str(info.get("host") or info.get("hostaddr") or "localhost")
+    return f"PostgreSQL at {host}:{info.get('port') or 5432}/{info.get('dbname') or info.get('user') or ''}"
+
+
+def first_line(exc: BaseException) -> str:
+    """A driver error in one line (libpq adds hints on further lines)."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def connect_once(dsn: str, timeout: float) -> None:
+    """Wait until PostgreSQL accepts a connection, trying again while it refuses (it may be starting).
+
+    Raises:
+        StoreError: still unreachable after ``timeout`` seconds, with the driver's reason in one line."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            psycopg.connect(dsn, connect_timeout=max(1, int(left + 0.999))).close()
+            return
+        except psycopg.Error as exc:
+            if time.monotonic() + CONNECT_RETRY_SECONDS >= deadline:
+                raise StoreError(f"cannot connect to {describe(dsn)}: {first_line(exc)}") from None
+        time.sleep(CONNECT_RETRY_SECONDS)
+
+
+class PostgresStore:
+    """The ``Store`` and ``ChangeFeed`` protocols over one PostgreSQL database.
+
+    Raises:
+        StoreError: from the constructor when the database cannot be reached within ``connect_timeout``
+        or migrated, and from every method on a database error or an unreachable database."""
+
+    def __init__(self, dsn: str, *, node: str, migrate: bool = True, connect_timeout: float = 10.0) -> None:
+        self.where = describe(dsn)
+        self.node = node  # who wrote a change, and whose audit anchor is whose
+        self._conn: psycopg.Connection[Any] | None = None  # the connection of the open transaction() block
+        connect_once(dsn, connect_timeout)
+        self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            dsn,
+            min_size=1,
+            max_size=POOL_MAX,
+            kwargs={"autocommit": True},
+            timeout=CALL_WAIT_SECONDS,
+            check=ConnectionPool.check_connection,  # a connection broken while idle is replaced, not used
+            open=False,
+            name="fastgw-store",
+        )
+        try:
+            self._pool.open(wait=True, timeout=connect_timeout)
+            self._check_known()
+            if migrate:
+                self.migrate()
+        except PoolTimeout:
+            self._pool.close()
+            raise StoreError(f"cannot connect to {self.where} within {connect_timeout:g}s") from None
+        except StoreError:
+            self._pool.close()
+            raise
+
+    # -- plumbing: every driver call goes through here, so its errors become StoreError -----------------
+    def _error(self, exc: BaseException) -> StoreError:
+        if isinstance(exc, PoolTimeout):
+            return StoreError(f"{self.where}: no connection (the database is unreachable)")
+        return StoreError(f"{self.where}: {first_line(exc)}")
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        if self._conn is not None:
+            yield self._conn
+            return
+        with self._pool.connection() as conn:
+            yield conn
+
+    def _run(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        try:
+            with self._connection() as conn:
+                cur = conn.execute(sql, params)
+                return cur.fetchall() if cur.description is not None else []
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise self._error(exc) from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self._conn is not None:
+            yield  # joins the outer block
+            return
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                self._conn = conn
+                try:
+                    yield
+                finally:
+                    self._conn = None
+        except (psycopg.Error, PoolTimeout) as exc:  # the commit itself, or the connection, failed
+            raise self._error(exc) from exc
+
+    # -- migrations -------------------------------------------------------------------------------------
+    def _applied(self) -> set[int]:
+        if self._run("SELECT to_regclass('schema_migrations')")[0][0] is None:
+            return set()
+        return {int(row[0]) for row in self._run("SELECT version FROM schema_migrations")}
+
+    def _check_known(self) -> None:
+        newer = self._applied() - {m.version for m in PG_MIGRATIONS}
+        if newer:
+            raise StoreError(
+                f"{self.where}: schema version {max(newer)} is newer than this fastgw knows"
+                f" ({PG_MIGRATIONS[-1].version}): upgrade fastgw on this node"
+            )
+
+    def pending_migrations(self) -> list[Migration]:
+        applied = self._applied()
+        return [m for m in PG_MIGRATIONS if m.version not in applied]
+
+    def migrate(self) -> list[Migration]:
+        if not self.pending_migrations():
+            return []  # the usual start: no lock taken
+        done = []
+        for migration in PG_MIGRATIONS:
+            with self.transaction():
+                # Held to this step's commit: a second node starting now waits here, then finds the
+                # step recorded and skips it.
+                self._run("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+                self._run(VERSIONS_TABLE)
+                if self._run("SELECT 1 FROM schema_migrations WHERE version = %s", (migration.version,)):
+                    continue
+                for statement in migration.statements:
+                    self._run(statement)
+                self._run(
+                    "INSERT INTO schema_migrations (version, name, applied) VALUES (%s, %s, %s)",
+                    (migration.version, migration.name, time.time()),
+                )
+            done.append(migration)
+        return done
+
+    def close(self) -> None:
+        self._pool.close()
+
+    # -- the change log (ChangeFeed) ----------------------------------------------------------------------
+    def change_feed(self) -> ChangeFeed | None:
+        return self
+
+    def _changed(self, kind: str, ref: str, digests: Sequence[bytes | None] = (None,)) -> None:
+        """Take the next change number for the write in progress (inside its transaction), log what it
+        touched and announce the number to every listening node at commit."""
+        seq = int(self._run("UPDATE change_counter SET seq = seq + 1 RETURNING seq")[0][0])
+        now = time.time()
+        for digest in digests:
+            self._run(
+                "INSERT INTO changes (seq, node, kind, ref, digest, at) VALUES (%s, %s, %s, %s, %s, %s)",
+                (seq, self.node, kind, ref, digest, now),
+            )
+        self._run("SELECT pg_notify(%s, %s)", (CHANGE_CHANNEL, str(seq)))
+
+    def last_change(self) -> int:
+        return int(self._run("SELECT seq FROM change_counter")[0][0])
+
+    def changes_since(self, seq: int, limit: int) -> list[Change]:
+        rows = self._run(
+            "SELECT seq, node, kind, ref, digest, at FROM changes WHERE seq > %s ORDER BY seq LIMIT %s",
+            (seq, limit),
+        )
+        return [
+            Change(int(r[0]), r[1], r[2], r[3], None if r[4] is None else bytes(r[4]), r[5]) for r in rows
+        ]
+
+    def forget_changes(self, before: float) -> None:
+        self._run("DELETE FROM changes WHERE at < %s", (before,))
+
+    # -- audit anchors: one per node and log ------------------------------------------------------------
+    def audit_anchor(self, log: str) -> AuditAnchor | None:
+        rows = self._run("SELECT seq, mac FROM audit_anchor WHERE log = %s", (f"{self.node}|{log}",))
+        return AuditAnchor(log, int(rows[0][0]), str(rows[0][1])) if rows else None
+
+    def set_audit_anchor(self, log: str, seq: int, mac: str) -> None:
+        self._run(
+            "INSERT INTO audit_anchor (log, seq, mac) VALUES (%s, %s, %s)"
+            " ON CONFLICT (log) DO UPDATE SET seq = excluded.seq, mac = excluded.mac",
+            (f"{self.node}|{log}", seq, mac),
+        )
+
+    # -- consumers and keys -----------------------------------------------------------------------------
+    def add_consumer(self, consumer: Consumer) -> None:
+        with self.transaction():
+            self._run(
+                f"INSERT INTO consumers ({CONSUMER_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                consumer_values(consumer),
+            )
+            self._changed("consumer", consumer.id)
+
+    def consumers(self) -> list[Consumer]:
+        rows = self._run(f"SELECT {CONSUMER_COLUMNS} FROM consumers ORDER BY created, id")
+        return [consumer_row(r) for r in rows]
+
+    def consumer(self, ref: str) -> Consumer | None:
+        if "\0" in ref:
+            return None  # no row holds NUL (text refuses it): asking would be an error, not a miss
+        rows = self._run(
+            f"SELECT {CONSUMER_COLUMNS} FROM consumers WHERE id = %s OR name = %s"
+            " ORDER BY (id = %s) DESC, created LIMIT 1",
+            (ref, ref, ref),
+        )
+        return consumer_row(rows[0]) if rows else None
+
+    def set_consumer_disabled(self, consumer_id: str, disabled: float | None) -> None:
+        with self.transaction():
+            self._run("UPDATE consumers SET disabled = %s WHERE id = %s", (disabled, consumer_id))
+            self._changed("consumer", consumer_id)
+
+    def delete_consumer(self, consumer_id: str) -> None:
+        with self.transaction():
+            gone = self._run("DELETE FROM api_keys WHERE consumer_id = %s RETURNING digest", (consumer_id,))
+            self._run("DELETE FROM consumers WHERE id = %s", (consumer_id,))
+            # The keys' rows are gone: their digests travel in the log, so other nodes can drop them.
+            self._changed("consumer", consumer_id, [bytes(r[0]) for r in gone] or [None])
+
+    def add_key(self, key: ApiKey) -> None:
+        with self.transaction():
+            self._run(
+                f"INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ({', '.join(['%s'] * 12)})", key_values(key)
+            )
+            self._changed("key", key.id, [key.digest])
+
+    def api_keys(self, consumer_id: str | None = None) -> list[ApiKey]:
+        if consumer_id is None:
+            rows = self._run(f"SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created, id")
+        else:
+            rows = self._run(
+                f"SELECT {KEY_COLUMNS} FROM api_keys WHERE consumer_id = %s ORDER BY created, id",
+                (consumer_id,),
+            )
+        return [key_row(r) for r in rows]
+
+    def key(self, key_id: str) -> ApiKey | None:
+        if "\0" in key_id:
+            return None
+        rows = self._run(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = %s", (key_id,))
+        return key_row(rows[0]) if rows else None
+
+    def update_key(self, key: ApiKey) -> None:
+        with self.transaction():
+            digest = self._run(
+                "UPDATE api_keys SET scopes = %s, roles = %s, routes = %s, expires = %s, revoked = %s,"
+                " replaced_by = %s WHERE id = %s RETURNING digest",
+                key_changes(key),
+            )
+            if digest:
+                self._changed("key", key.id, [bytes(digest[0][0])])
+
+    # -- provider credentials ---------------------------------------------------------------------------
+    def provider_credentials(self) -> list[ProviderCredential]:
+        rows = self._run(f"SELECT {CREDENTIAL_COLUMNS} FROM provider_credentials ORDER BY provider")
+        return [credential_row(r) for r in rows]
+
+    def provider_credential(self, provider: str) -> ProviderCredential | None:
+        rows = self._run(
+            f"SELECT {CREDENTIAL_COLUMNS} FROM provider_credentials WHERE provider = %s", (provider,)
+        )
+        return credential_row(rows[0]) if rows else None
+
+    def put_provider_credential(self, row: ProviderCredential) -> None:
+        with self.transaction():
+            self._run(
+                f"INSERT INTO provider_credentials ({CREDENTIAL_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (provider) DO UPDATE SET key_id = excluded.key_id, nonce = excluded.nonce,"
+                " ciphertext = excluded.ciphertext, prefix = excluded.prefix, updated = excluded.updated",
+                credential_values(row),
+            )
+            self._changed("provider", row.provider)
+
+    def delete_provider_credential(self, provider: str) -> bool:
+        with self.transaction():
+            found = bool(
+                self._run("DELETE FROM provider_credentials WHERE provider = %s RETURNING 1", (provider,))
+            )
+            if found:
+                self._changed("provider", provider)
+        return found
+
+    # -- quotas: counted by every node into the same rows ----------------------------------------------
+    def add_quota_counts(self, run_id: float, admissions: Sequence[QuotaAdmission], now: float) -> None:
+        if not admissions:
+            return
+        sql = (
+            "INSERT INTO quotas AS q (key_hash, period, limit_id, key, base, run_id, run, updated)"
+            " VALUES (%s, %s, %s, %s, 0, %s, %s, %s) ON CONFLICT (key_hash, period) DO UPDATE SET"
+            " base = CASE WHEN q.run_id = excluded.run_id THEN q.base ELSE q.base + q.run END,"
+            " run = CASE WHEN q.run_id = excluded.run_id THEN q.run + excluded.run ELSE excluded.run END,"
+            " run_id = excluded.run_id, updated = excluded.updated"
+        )
+        rows = [(a.key_hash, a.period, a.limit_id, a.key, run_id, a.count, now) for a in admissions]
+        try:
+            with self.transaction(), self._connection() as conn, conn.cursor() as cur:
+                cur.executemany(sql, rows)
+        except psycopg.Error as exc:
+            raise self._error(exc) from exc
+
+    def quota_bases(self, run_id: float, periods: Sequence[int]) -> list[QuotaBase]:
+        if not periods:
+            return []
+        rows = self._run(
+            "SELECT key_hash, period, CASE WHEN run_id = %s THEN base ELSE base + run END"
+            " FROM quotas WHERE period = ANY(%s)",
+            (run_id, list(periods)),
+        )
+        return [QuotaBase(int(h), int(p), int(n)) for h, p, n in rows]
+
+    def quota_counts(self) -> list[QuotaCount]:
+        rows = self._run(
+            "SELECT limit_id, key, period, base + run, updated FROM quotas ORDER BY updated DESC"
+        )
+        return [QuotaCount(str(r[0]), str(r[1]), int(r[2]), int(r[3]), float(r[4])) for r in rows]
+
+    def forget_quotas(self, before: float) -> None:
+        self._run("DELETE FROM quotas WHERE updated < %s", (before,))
