@@ -65,6 +65,7 @@ COMPILED: Final = (
     "fastgw.ai.formats.openai_checks",
     "fastgw.ai.formats.openai_format",
     "fastgw.ai.providers.openai",
+    "fastgw.ai.providers.azure_openai",  # its adapter and stream extend the OpenAI ones (compiled)
 )
 _PACKAGE: Final = Path(__file__).resolve().parent
 

@@ -176,6 +176,7 @@ class UpstreamResponse(CallSink):
         if head.done() and not head.cancelled():
             head.exception()  # retrieved: an error nobody waits for any more is not "never retrieved"
         call = self.call
+        self.call = None  # the call holds this response as its sink: a cycle left to the GC otherwise
         if call is not None and not self._ended:
             call.abandon()
         self._wakeup()
@@ -248,10 +249,12 @@ class UpstreamResponse(CallSink):
     def call_end(self) -> None:
         self._ended = True
         self._conn = None
+        self.call = None  # done: dropping it breaks the response <-> call cycle (no GC pass needed)
         self._wakeup()
 
     def call_error(self, denial: Denial) -> None:
         self._conn = None
+        self.call = None  # failed: nothing left to abandon; breaks the response <-> call cycle
         error = UpstreamError(denial.status, denial.problem, self.ex.error_detail or denial.detail)
         self._error = error
         if not self._head.done():
@@ -326,7 +329,7 @@ class UpstreamClient:
         if body or method_b in (b"POST", b"PUT", b"PATCH"):
             lines.append(b"content-length: %d\r\n" % len(body))
         lines.append(b"\r\n")
-        loop = asyncio.get_running_loop()
+        loop = worker.loop  # asyncio.get_running_loop() makes a getpid() system call, per request
         response = UpstreamResponse(ex, loop, settings.read_timeout if read_timeout is None else read_timeout)
         if timeout is not None:
             response._deadline = loop.time() + timeout
