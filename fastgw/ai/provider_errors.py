@@ -13,9 +13,10 @@ import ipaddress
 import re
 from typing import Final
 
+from fastgw.ai.adapter import ProviderError
 from fastgw.ai.providers.retry_hints import retry_after
 
-__all__ = ["error_message", "mask_addresses", "retry_after"]
+__all__ = ["error_message", "mask_addresses", "retry_after", "status_error"]
 
 # 500 characters: a provider's message is a sentence or two; a longer one is cut rather than echoed whole
 # (some servers put a stack trace or the whole request there).
@@ -58,3 +59,38 @@ def error_message(answer: object, default: str) -> str:
     if len(message) > MAX_MESSAGE:
         message = message[: MAX_MESSAGE - 3] + "..."
     return mask_addresses(message)
+
+
+# The SDK error type of each 4xx a provider's answer passes on as it is (status_error).
+_STATUS_KINDS: Final = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+}
+
+
+def status_error(status: int, message: str, retry_after: float | None) -> ProviderError:
+    """A non-2xx answer as Azure's and Gemini's adapters map it: 429 kept and retryable; 5xx and 408
+    retryable, as 504 for the provider's own timeouts (408, 504) and 502 otherwise; other 4xx passed on."""
+    if status == 429:
+        return ProviderError(
+            429,
+            message,
+            retryable=True,
+            retry_after=retry_after,
+            provider_status=status,
+            kind="rate_limit_error",
+        )
+    if status >= 500 or status == 408:
+        return ProviderError(
+            504 if status in (504, 408) else 502,
+            message,
+            retryable=True,
+            retry_after=retry_after,
+            provider_status=status,
+        )
+    return ProviderError(
+        status, message, provider_status=status, kind=_STATUS_KINDS.get(status, "invalid_request_error")
+    )

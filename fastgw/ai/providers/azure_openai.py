@@ -34,7 +34,7 @@ from fastgw.ai.adapter import (
     ProviderTarget,
     json_request,
 )
-from fastgw.ai.provider_errors import error_message
+from fastgw.ai.provider_errors import error_message, status_error
 from fastgw.ai.providers.openai import OpenAIAdapter, OpenAIStream, json_or_none
 from fastgw.ai.providers.retry_hints import header_retry_after
 
@@ -45,13 +45,6 @@ CAPABILITIES: Final = Capabilities(n=True, logprobs=True, embeddings=True)
 # A deployment name is one path segment (Azure allows letters, digits, '-', '_', '.'; 64 characters).
 _DEPLOYMENT: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _API_VERSION: Final = re.compile(r"[A-Za-z0-9.-]{1,32}")
-_KINDS: Final = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    429: "rate_limit_error",
-}
 
 
 class AzureStreamTranslator(OpenAIStream):
@@ -128,23 +121,7 @@ class AzureOpenAIAdapter(OpenAIAdapter):
     def error(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
         message = error_message(json_or_none(body), f"the azure_openai provider answered {status}")
         retry_after = header_retry_after(headers)
-        if status == 429:
-            return ProviderError(
-                429,
-                message,
-                retryable=True,
-                retry_after=retry_after,
-                provider_status=status,
-                kind="rate_limit_error",
-            )
-        if status >= 500 or status == 408:
-            status_out = 504 if status in (504, 408) else 502
-            return ProviderError(
-                status_out, message, retryable=True, retry_after=retry_after, provider_status=status
-            )
-        return ProviderError(
-            status, message, provider_status=status, kind=_KINDS.get(status, "invalid_request_error")
-        )
+        return status_error(status, message, retry_after)
 
 
 ADAPTER: Final = AzureOpenAIAdapter()

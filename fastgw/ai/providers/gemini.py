@@ -37,6 +37,7 @@ from fastgw.ai.adapter import (
     Usage,
     json_request,
 )
+from fastgw.ai.provider_errors import status_error
 from fastgw.ai.providers.gemini_request import KIND, generate_content_body
 from fastgw.ai.providers.gemini_response import GeminiStreamTranslator, chat_completion, malformed
 from fastgw.ai.providers.retry_hints import MAX_RETRY_AFTER, header_retry_after, parse_duration
@@ -62,13 +63,6 @@ MAX_MESSAGE: Final = 500
 _MODEL_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _RETRY_INFO: Final = "type.googleapis.com/google.rpc.RetryInfo"
 # The error kind the client formats name (OpenAI's and Anthropic's error types agree on these).
-_KINDS: Final = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    429: "rate_limit_error",
-}
 _EMBED_FIELDS: Final = frozenset({"model", "input", "dimensions", "encoding_format", "user"})
 
 
@@ -150,26 +144,7 @@ class GeminiAdapter:
         retry_after = _retry_info(error) if error is not None else None
         if retry_after is None:
             retry_after = header_retry_after(headers)
-        if status == 429:
-            return ProviderError(
-                429,
-                message,
-                retryable=True,
-                retry_after=retry_after,
-                provider_status=status,
-                kind="rate_limit_error",
-            )
-        if status >= 500 or status == 408:
-            return ProviderError(
-                504 if status in (504, 408) else 502,
-                message,
-                retryable=True,
-                retry_after=retry_after,
-                provider_status=status,
-            )
-        return ProviderError(
-            status, message, provider_status=status, kind=_KINDS.get(status, "invalid_request_error")
-        )
+        return status_error(status, message, retry_after)
 
 
 def _embedding_inputs(value: Any) -> list[str]:
