@@ -30,6 +30,7 @@ from fastgw.proxy_headers.request_head import ClientPeer
 from fastgw.proxy_headers.response_head import FRAMING_NONE, field_pairs, transfer_encoding_framing
 from fastgw.snapshot import UpstreamSettings
 from fastgw.upstream.connection import UpstreamConnection
+from fastgw.upstream.write_batch import WriteBatch
 
 if TYPE_CHECKING:
     from fastgw.proxy.context import WorkerContext
@@ -62,6 +63,7 @@ class UpstreamResponse(CallSink):
 
     # Slots, as H2Stream: an interpreted subclass of a compiled class (CallSink) keeps its attributes there.
     __slots__ = (
+        "_batch",
         "_buffered",
         "_chunks",
         "_closed",
@@ -101,6 +103,9 @@ class UpstreamResponse(CallSink):
         self._connected: asyncio.Future[None] | None = None  # only when the caller bounds the connect
         self._wake: asyncio.Future[None] | None = None
         self._loop = loop
+        # Set by the client when writes are batched: a wake-up reserves the batch after the Task's step
+        # (WriteBatch.reserve), so what the handler writes on waking leaves in the same iteration.
+        self._batch: WriteBatch | None = None
 
     # -- reading, for the handler -------------------------------------------------------------------
     def header(self, name: bytes) -> bytes | None:
@@ -196,6 +201,8 @@ class UpstreamResponse(CallSink):
         wake = self._wake
         if wake is not None and not wake.done():
             wake.set_result(None)
+            if self._batch is not None:
+                self._batch.reserve()
 
     def _reading(self, *, pause: bool) -> None:
         conn = self._conn
@@ -232,6 +239,8 @@ class UpstreamResponse(CallSink):
                 framing = int(value)
         if not self._head.done():
             self._head.set_result(None)
+            if self._batch is not None:
+                self._batch.reserve()
         self._connected_now()
         return framing
 
@@ -338,6 +347,7 @@ class UpstreamClient:
         # The request leaves with the loop iteration's other writes (upstream/write_batch.py), as a
         # proxied one does: on a virtual machine a lone write to a sleeping upstream costs a VM exit.
         batch = worker.writes if worker.holder.current.server.batch_writes else None
+        response._batch = batch
         call = UpstreamCall(worker, ex, worker.pools.group(settings), response, _NO_PEER, worker.via, batch)
         call.client_head = b"".join(lines)
         response.call = call

@@ -136,6 +136,7 @@ class WorkerContext:
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run ``coro`` as a Task the worker keeps a reference to until it ends."""
         task = self.loop.create_task(coro)
+        self.writes.reserve()  # what the Task's first step writes leaves in this iteration's batch
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task

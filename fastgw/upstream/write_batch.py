@@ -57,6 +57,17 @@ class WriteBatch:
             self._schedule()
         self._h2.append(conn)
 
+    def reserve(self) -> None:
+        """Run the batch after the callbacks queued so far. For Tasks: a Task's step runs in the loop's
+        ready phase, and a ``write_all`` first scheduled from inside it runs only after one more poll
+        (two per handler request: its upstream request and its answer, each a system call and a loop
+        pass later). Called where an I/O callback starts or wakes a Task (the handler's spawn, an
+        upstream response's head or body arriving), so the writes that step holds leave with this
+        iteration's. If the batch was already scheduled before the Task, the step's writes wait for
+        the next pass, as before: under load the batch is full anyway."""
+        if not self._scheduled:
+            self._schedule()
+
     def _schedule(self) -> None:
         self._scheduled = True
         self._loop.call_soon(self.write_all)
