@@ -44,7 +44,9 @@ class UpstreamReply(Protocol):
 
     def header(self, name: bytes) -> bytes | None: ...
     def __aiter__(self) -> AsyncIterator[bytes]: ...
-    async def read(self) -> bytes: ...
+    async def read(self, limit: int = -1) -> bytes:
+        """The whole body; past ``limit`` bytes (when not -1) what arrived so far, longer than it."""
+
     def set_read_timeout(self, seconds: float) -> None:
         """The longest wait for the next body bytes from now on."""
 

@@ -76,22 +76,17 @@ def reply_headers(reply: UpstreamReply) -> dict[str, str]:
 
 async def read_reply(reply: UpstreamReply, limit: int, *, strict: bool = False) -> bytes:
     """The reply's body, at most ``limit`` bytes; with ``strict``, a longer one is a ProviderError."""
-    parts: list[bytes] = []
-    size = 0
     try:
-        async for data in reply:
-            size += len(data)
-            if size > limit:
-                if strict:
-                    raise ProviderError(
-                        502, f"the provider's answer exceeds {limit} bytes", kind="response_too_large"
-                    )
-                break
-            parts.append(data)
+        body = await reply.read(limit)
     except UpstreamError as exc:
         raise ProviderError(
             exc.status, "the provider stopped answering", retryable=True, kind=exc.problem
         ) from None
     finally:
         await reply.close()
-    return b"".join(parts)
+    if len(body) > limit:
+        if strict:
+            message = f"the provider's answer exceeds {limit} bytes"
+            raise ProviderError(502, message, kind="response_too_large")
+        return body[:limit]
+    return body

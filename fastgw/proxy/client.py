@@ -158,9 +158,20 @@ class UpstreamResponse(CallSink):
         bound: the caller changes it as the answer goes on)."""
         self._read_timeout = seconds
 
-    async def read(self) -> bytes:
-        """The whole body (for small answers; stream large ones by iterating)."""
-        return b"".join([chunk async for chunk in self])
+    async def read(self, limit: int = -1) -> bytes:
+        """The whole body (for small answers; stream large ones by iterating), or, past ``limit`` bytes
+        (when not -1), what arrived so far: longer than ``limit``, which tells the caller. A loop over
+        ``_next``, not ``async for``: the iterator's end is a StopAsyncIteration raised per answer."""
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            chunk = await self._next()
+            if not chunk:
+                return parts[0] if len(parts) == 1 else b"".join(parts)
+            parts.append(chunk)
+            size += len(chunk)
+            if 0 <= limit < size:
+                return b"".join(parts)
 
     async def close(self) -> None:
         """Stop reading: an unfinished response's connection is discarded, a finished one is pooled."""

@@ -60,7 +60,7 @@ class ScriptedReply:
             await asyncio.sleep(self.read_timeout)
             raise UpstreamError(504, "upstream-timeout", "no response bytes within the read_timeout")
 
-    async def read(self) -> bytes:
+    async def read(self, limit: int = -1) -> bytes:
         return b"".join(self.reads)
 
     async def close(self) -> None:
