@@ -96,3 +96,20 @@ def test_counts_that_are_not_counts_are_zero() -> None:
         0,
         True,
     )
+
+
+def test_a_gemini_error_message_never_shows_an_internal_address() -> None:
+    """Gemini's own error object passes its message on, masked like every adapter's: a proxy in front of
+    the provider may name an internal host or address in it."""
+    body = orjson.dumps(
+        {
+            "error": {
+                "code": 503,
+                "message": "backend http://10.1.2.3:9000/v1 refused",
+                "status": "UNAVAILABLE",
+            }
+        }
+    )
+    error = ADAPTER.error(503, {}, body)
+    assert "10.1.2.3" not in error.message
+    assert "refused" in error.message

@@ -37,7 +37,7 @@ from fastgw.ai.adapter import (
     Usage,
     json_request,
 )
-from fastgw.ai.provider_errors import status_error
+from fastgw.ai.provider_errors import error_message, status_error
 from fastgw.ai.providers.gemini_request import KIND, generate_content_body
 from fastgw.ai.providers.gemini_response import GeminiStreamTranslator, chat_completion, malformed
 from fastgw.ai.providers.retry_hints import MAX_RETRY_AFTER, header_retry_after, parse_duration
@@ -57,8 +57,6 @@ CAPABILITIES: Final = Capabilities(
 
 # batchEmbedContents takes at most 100 requests (https://ai.google.dev/api/embeddings).
 MAX_EMBEDDING_BATCH: Final = 100
-# How much of a provider's error message reaches the client: enough for any real message.
-MAX_MESSAGE: Final = 500
 # A model name is one path segment: letters, digits, dots, dashes, underscores (``models/`` may prefix it).
 _MODEL_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _RETRY_INFO: Final = "type.googleapis.com/google.rpc.RetryInfo"
@@ -137,10 +135,9 @@ class GeminiAdapter:
 
     def error(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
         error = _error_object(body)
-        message = error.get("message") if error is not None else None
-        if not isinstance(message, str) or not message:
-            message = f"the gemini provider answered {status}"
-        message = message[:MAX_MESSAGE]
+        # Bounded and with addresses masked, as every adapter's (provider_errors.error_message).
+        answer = None if error is None else {"error": error}
+        message = error_message(answer, f"the gemini provider answered {status}")
         retry_after = _retry_info(error) if error is not None else None
         if retry_after is None:
             retry_after = header_retry_after(headers)
