@@ -185,6 +185,13 @@ class RedisCache:
             return
         self._worked()
 
+    async def close(self) -> None:
+        """Close the connection, and any a failure left closing (tests; a worker's exit ends them)."""
+        client, self._client = self._client, None
+        if client is not None:
+            await _close(client)
+        await asyncio.gather(*list(_CLOSING), return_exceptions=True)
+
     def _redis(self) -> Any:
         if self._client is None:
             import redis.asyncio as aioredis  # only for routes that share their cache
