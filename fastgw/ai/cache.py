@@ -236,17 +236,14 @@ class ResponseCache:
 async def _replay(out: ResponseWriter, entry: CachedAnswer, record: LlmRecord) -> None:
     """The stored answer as it was first sent, one write per original write; the record says it was a
     hit: no provider call, zero tokens used, the original call's tokens saved."""
-    started = time.monotonic()
     age = max(0, int(time.time() - entry.created))
     record.cache_hit = True
     record.tokens_saved = entry.usage.total_tokens
     record.usage = Usage(reported=entry.usage.reported)
     record.provider, record.provider_model = entry.provider, entry.provider_model
     out.start(200, (*entry.fields, (HEADER, b"hit"), (b"age", b"%d" % age)))
-    for piece in entry.pieces:
+    for piece in entry.pieces:  # no time to first token: a hit is not the provider's latency
         await out.write(piece)
-        if record.ttft_ms < 0:
-            record.ttft_ms = (time.monotonic() - started) * 1000.0
     await out.end()
 
 

@@ -14,7 +14,8 @@ from typing import Any
 import openai
 import pytest
 
-from tests.support.llm_gateway import LlmGateway, llm_record, running_llm_gateway
+from tests.support.llm_gateway import LlmGateway, llm_record, metric, running_llm_gateway, scrape
+from tests.support.waiting import wait_until
 
 CACHED_ROUTE = """
         [[routes]]
@@ -76,6 +77,12 @@ def test_a_stream_hit_replays_the_same_chunks_without_a_provider_call(
     assert record["tokens_saved"] == usage["prompt_tokens"] + usage["completion_tokens"]
     assert record["prompt_tokens"] == 0 and record["completion_tokens"] == 0  # cost nothing
     assert "cache" not in llm_record(cached.gateway, head)
+
+    def hits() -> float:
+        text = scrape(cached.admin_port)
+        return metric(text, "fastgw_llm_requests_total", model="chat-openai", provider="oa", outcome="cached")
+
+    wait_until(hits, 10, "the hit in fastgw_llm_requests_total{outcome=cached}")
 
 
 def test_a_stream_hit_is_byte_for_byte_the_original_stream(cached: LlmGateway) -> None:
