@@ -11,6 +11,7 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 
@@ -176,3 +177,32 @@ def test_routes_without_a_cache_say_nothing(cached: LlmGateway) -> None:
             model="chat-openai", messages=HELLO, temperature=0
         )
     assert "x-fastgw-cache" not in raw.headers
+
+
+def test_anthropic_clients_get_their_own_events_back(cached: LlmGateway) -> None:
+    """The client format is part of the key: an Anthropic SDK's stream is replayed as the Anthropic events
+    it was sent, and an OpenAI client asking the same never gets them."""
+    ask: dict[str, Any] = {
+        "model": "chat-anthropic",
+        "max_tokens": 64,
+        "messages": [{"role": "user", "content": "one format each"}],
+    }
+    before = len(cached.stack.anthropic.answers)
+    with anthropic.Anthropic(
+        base_url=cached.gateway.url + "/cached", api_key="any", max_retries=0, timeout=20
+    ) as client:
+        runs = []
+        for _ in range(2):
+            # This SDK's create() has no temperature argument; the Messages API still takes one.
+            raw = client.messages.with_raw_response.create(**ask, stream=True, extra_body={"temperature": 0})
+            runs.append((raw.headers["x-fastgw-cache"], [event.model_dump() for event in raw.parse()]))
+    assert [verdict for verdict, _ in runs] == ["miss", "hit"]
+    assert runs[0][1] == runs[1][1] and runs[0][1][0]["type"] == "message_start"
+    assert len(cached.stack.anthropic.answers) == before + 1
+    with openai.OpenAI(
+        base_url=cached.gateway.url + "/cached/v1", api_key="any", max_retries=0, timeout=20
+    ) as sdk:
+        raw = sdk.chat.completions.with_raw_response.create(**ask, temperature=0, stream=True)
+        assert raw.headers["x-fastgw-cache"] == "miss"
+        assert [chunk.choices for chunk in raw.parse()]
+    assert len(cached.stack.anthropic.answers) == before + 2
