@@ -112,3 +112,26 @@ async def test_redis_shares_entries_and_its_outage_is_a_miss(tmp_path: Path) -> 
         await two.close()
     finally:
         server.stop()
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["put", "get", "tick"]), st.sampled_from("abcdefgh"), st.integers(0, 3000)),
+        max_size=60,
+    )
+)
+def test_the_byte_bound_and_the_accounting_hold_whatever_happens(ops: list[tuple[str, str, int]]) -> None:
+    clock = FakeClock(0.0)
+    memory = MemoryCache(8000, ttl=5.0, clock=clock)
+    latest: dict[str, int] = {}  # key -> the length last put under it
+    for op, key, n in ops:
+        if op == "put":
+            memory.put(key, answer(b"x" * n))
+            latest[key] = n
+        elif op == "get":
+            found = memory.get(key)
+            assert found is None or found.pieces == (b"x" * latest[key],)  # never another key's, never stale
+        else:
+            clock.advance(n / 1000.0)
+        assert memory.size <= memory.max_bytes
+        assert memory.size == sum(e.size for _, e in memory._entries.values())

@@ -158,6 +158,25 @@ def test_a_stream_that_failed_is_not_kept(cached: LlmGateway, sdk: openai.OpenAI
     assert calls(cached) == before + 2
 
 
+def test_a_stream_the_client_hung_up_on_is_not_kept(cached: LlmGateway, sdk: openai.OpenAI) -> None:
+    ask: dict[str, Any] = {
+        "messages": [{"role": "user", "content": "I leave early"}],
+        "temperature": 0,
+    }
+    fake = cached.stack.openai
+    hangups = fake.hangups
+    fake.chunk_delay = 0.3  # a slow stream, still under way when the client leaves
+    try:
+        stream = sdk.chat.completions.create(model="chat-openai", stream=True, **ask)
+        assert next(iter(stream)).choices
+        stream.close()
+        wait_until(lambda: fake.hangups > hangups, 5.0, "the gateway to hang up on the provider")
+    finally:
+        fake.chunk_delay = 0.0
+    assert streamed(sdk, **ask)[0] == "miss"  # the cut stream was not kept
+    assert streamed(sdk, **ask)[0] == "hit"
+
+
 def test_errors_are_not_kept(cached: LlmGateway, sdk: openai.OpenAI) -> None:
     ask: dict[str, Any] = {"model": "chat-openai", "messages": [{"role": "user", "content": "err"}]}
     cached.stack.openai.faults.append("500")
