@@ -28,6 +28,7 @@ import orjson
 
 from fastgw.ai.adapter import Adapter, InvalidRequestError, Json, ProviderRequest
 from fastgw.ai.attempts import Build, OwnKey, Relay, TargetLoop
+from fastgw.ai.cache import ResponseCache
 from fastgw.ai.client_format import ClientFormat
 from fastgw.ai.config import LlmConfig, Target
 from fastgw.ai.count_tokens import count_tokens
@@ -48,7 +49,7 @@ OWN_KEY_MAX: Final = 1024
 class LlmHandler:
     """One per llm route; state shared by its requests is the per-worker target and key health."""
 
-    __slots__ = ("adapters", "allowed", "byok", "formats", "llm", "loop")
+    __slots__ = ("adapters", "allowed", "byok", "cache", "formats", "llm", "loop")
 
     def __init__(
         self,
@@ -64,6 +65,7 @@ class LlmHandler:
         self.allowed = allowed  # glob patterns of the public model names this route serves
         self.byok = byok  # providers the client's own key may be used with (empty: none)
         self.loop = TargetLoop(llm, adapters, random.Random())
+        self.cache: ResponseCache | None = None  # the route's response cache, if it has one (cache.py)
 
     def model_allowed(self, name: str, ex: Exchange | None = None) -> bool:
         """The route serves ``name`` and the caller may use it: its API key's consumer, its JWT's models
@@ -179,6 +181,12 @@ class LlmHandler:
             return
         stream = bool(pivot.get("stream"))
         record = ex.llm = LlmRecord(model=str(pivot.get("model", "")), endpoint=endpoint, stream=stream)
+        ticket = None
+        if self.cache is not None and self.model_allowed(record.model, ex):
+            ticket = await self.cache.lookup(ex, pivot, fmt.name, record, out)
+            if ticket.served:
+                return
+            out = ticket.writer
 
         async def relay(reply: UpstreamReply, adapter: Adapter, target: Target, began: float) -> None:
             if stream:
@@ -190,6 +198,8 @@ class LlmHandler:
             return adapter.chat_request(pivot, target.target, stream)
 
         await self._run(ex, out, upstreams, fmt, record, build, relay, started)
+        if ticket is not None:
+            await ticket.keep(record)
 
     async def _run(
         self,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from fastgw.ai.cache import CacheSpec, cache_of
 from fastgw.ai.config import LlmConfig, LlmSpec, ModelSpec, ProviderSpec, TargetSpec, compile_llm
 from fastgw.ai.resilience import ProviderKeySpec
 from fastgw.config.fields import Section, doc
@@ -32,6 +33,11 @@ class LlmRouteSpec:
         " is refused with a 400 and never forwarded",
         (),
     )
+    cache: CacheSpec | None = doc(
+        "the response cache (opt-in): deterministic chat answers served again without a provider call"
+        " (docs/llm-cache.md)",
+        None,
+    )
 
 
 def _compile_section(spec: LlmSpec | None, ctx: CompileContext) -> LlmConfig | None:
@@ -51,7 +57,9 @@ def compile_route(spec: LlmRouteSpec, ctx: CompileContext) -> LlmHandler:
     for name in spec.byok_providers:
         if name not in llm.providers:
             raise CompileError("byok_providers", f"no [[llm.providers]] named {name!r}")
-    return LlmHandler(llm, ADAPTERS, FORMATS, spec.models, frozenset(spec.byok_providers))
+    handler = LlmHandler(llm, ADAPTERS, FORMATS, spec.models, frozenset(spec.byok_providers))
+    handler.cache = cache_of(spec.cache, ctx)
+    return handler
 
 
 _JSON: Final = b"application/json"
@@ -80,6 +88,7 @@ SECTION: Final = Section(
         ("[[llm.providers]].api_keys", ProviderKeySpec, "One of several keys of a provider."),
         ("[[llm.models]]", ModelSpec, "A public model name and where its requests go."),
         ("[[llm.models]].targets", TargetSpec, "One target of a model."),
+        ('routes.handler.cache (kind = "llm")', CacheSpec, "An llm route's response cache."),
     ),
 )
 

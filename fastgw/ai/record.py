@@ -23,6 +23,8 @@ class LlmRecord:
     ttft_ms: float = -1.0  # first token (first content chunk) after the request reached the handler
     duration_ms: float = 0.0
     error: str = ""  # the provider error kind that ended it, if any
+    cache_hit: bool = False  # answered by the route's response cache (ai/cache.py): no provider call
+    tokens_saved: int = 0  # a hit's tokens: the original call's prompt + completion tokens (usage is 0)
 
     @property
     def tokens_per_second(self) -> float:
@@ -56,4 +58,7 @@ class LlmRecord:
             out["ttft_ms"] = round(self.ttft_ms, 3)
         if self.error:
             out["error"] = self.error
+        if self.cache_hit:
+            out["cache"] = "hit"
+            out["tokens_saved"] = self.tokens_saved
         return out

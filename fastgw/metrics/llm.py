@@ -10,10 +10,10 @@ so they survive a worker's death the same way: a replacement continues its slot'
 Label values are bounded: model and provider names come from the ``[llm]`` config, never from a client.
 A model the gateway did not find (or the client may not use) has no provider picked and is counted as
 model ``UNKNOWN_MODEL``, not under the name the client sent, whatever outcome the handler recorded. An
-outcome is ``OK``, an error kind of the provider adapters and the handler (a fixed set in code), or the
-class of the gateway's own refusal. A label set too long for a row (``KEY_BYTES``) or past the shard's
-capacity is counted in the overflow row ``[OTHER, OTHER, OTHER]`` and raises ``fastgw_metrics_overflow``,
-as route names do.
+outcome is ``OK``, ``CACHED`` (answered by the route's response cache), an error kind of the provider
+adapters and the handler (a fixed set in code), or the class of the gateway's own refusal. A label set
+too long for a row (``KEY_BYTES``) or past the shard's capacity is counted in the overflow row
+``[OTHER, OTHER, OTHER]`` and raises ``fastgw_metrics_overflow``, as route names do.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ INVALID_REQUEST: Final = "invalid_request"  # the gateway refused it (4xx) befor
 GATEWAY_ERROR: Final = "gateway_error"  # a 5xx of the gateway's own, without a provider error kind
 UNKNOWN_MODEL: Final = "(unknown)"  # the model label when no provider was picked for the request
 NO_TARGET: Final = "no_target"  # the handler's error kind for a configured model with no target to try
+CACHED: Final = "cached"  # answered by the route's response cache (ai/cache.py): no provider call, 0 tokens
 
 Labels = tuple[str, str, str]  # model, provider, outcome
 
@@ -74,6 +75,8 @@ class LlmFacts(Protocol):
     def ttft_ms(self) -> float: ...
     @property
     def usage(self) -> UsageFacts: ...
+    @property
+    def cache_hit(self) -> bool: ...
 
 
 def labels(llm: LlmFacts, status: int) -> Labels:
@@ -83,6 +86,8 @@ def labels(llm: LlmFacts, status: int) -> Labels:
     picked (or the model was found but had none to try, ``NO_TARGET``), that name is the client's and is
     not a label."""
     outcome = llm.error or (OK if status < 400 else INVALID_REQUEST if status < 500 else GATEWAY_ERROR)
+    if llm.cache_hit and outcome == OK:
+        outcome = CACHED
     if not llm.provider and outcome != NO_TARGET:
         return UNKNOWN_MODEL, "", outcome
     return llm.model, llm.provider, outcome

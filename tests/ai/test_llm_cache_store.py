@@ -1,0 +1,137 @@
+"""The response cache's stores (fastgw/ai/cache_store.py): the worker's memory holds at most max_bytes
+(least recently used out first) and forgets entries at their TTL; the wire form round-trips every byte
+and boundary; Redis is shared and, when it is down, a miss, never an error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fastgw.ai.adapter import Usage
+from fastgw.ai.cache_store import ENTRY_OVERHEAD, CachedAnswer, MemoryCache, RedisCache, decode, encode
+from tests.support.clock import FakeClock
+from tests.support.redis_server import RedisServer
+
+FIELDS = ((b"content-type", b"text/event-stream"), (b"x-fastgw-llm-target", b"oa/gpt-4o; attempts=1"))
+
+
+def answer(*pieces: bytes, usage: Usage | None = None) -> CachedAnswer:
+    return CachedAnswer(FIELDS, pieces, usage or Usage(3, 4, reported=True), "oa", "gpt-4o", 1.7e9)
+
+
+def test_memory_holds_at_most_max_bytes_least_recently_used_out_first() -> None:
+    size = answer(b"x" * 100).size
+    memory = MemoryCache(3 * size, ttl=60.0, clock=FakeClock(0.0))
+    for key in "abc":
+        memory.put(key, answer(b"x" * 100))
+    assert memory.size == 3 * size and len(memory) == 3
+    assert memory.get("a") is not None  # "a" is now the most recently used
+    memory.put("d", answer(b"x" * 100))
+    assert memory.get("b") is None  # the least recently used went
+    assert all(memory.get(k) is not None for k in "acd")
+    memory.put("e", answer(b"x" * 250))  # worth two and a half: two more go
+    assert memory.size <= memory.max_bytes
+    assert memory.get("e") is not None and len(memory) == 2
+
+
+def test_an_entry_larger_than_the_whole_memory_is_not_kept() -> None:
+    memory = MemoryCache(ENTRY_OVERHEAD + 100, ttl=60.0)
+    memory.put("big", answer(b"x" * 1000))
+    assert memory.get("big") is None and memory.size == 0
+
+
+def test_replacing_a_key_counts_its_bytes_once() -> None:
+    memory = MemoryCache(10_000, ttl=60.0)
+    memory.put("k", answer(b"x" * 100))
+    memory.put("k", answer(b"y" * 50))
+    assert memory.size == answer(b"y" * 50).size
+    entry = memory.get("k")
+    assert entry is not None and entry.pieces == (b"y" * 50,)
+
+
+def test_entries_expire_at_their_ttl() -> None:
+    clock = FakeClock(100.0)
+    memory = MemoryCache(10_000, ttl=10.0, clock=clock)
+    memory.put("k", answer(b"a"))
+    memory.put("short", answer(b"b"), ttl=2.0)  # what Redis had left of it
+    clock.advance(1.9)
+    assert memory.get("short") is not None
+    clock.advance(0.1)
+    assert memory.get("short") is None
+    clock.advance(7.9)
+    assert memory.get("k") is not None
+    clock.advance(0.1)
+    assert memory.get("k") is None
+    assert memory.size == 0 and len(memory) == 0
+
+
+@given(
+    st.lists(st.binary(max_size=64), max_size=8),
+    st.tuples(*(st.integers(min_value=0, max_value=2**31) for _ in range(4))),
+    st.text(max_size=10),
+)
+def test_the_wire_form_keeps_every_byte_and_boundary(
+    pieces: list[bytes], counts: tuple[int, int, int, int], provider: str
+) -> None:
+    entry = CachedAnswer(FIELDS, tuple(pieces), Usage(*counts, reported=True), provider, "m", 12.5)
+    assert decode(encode(entry)) == entry
+
+
+@given(st.binary(max_size=200))
+def test_anything_else_decodes_as_a_miss_never_an_error(data: bytes) -> None:
+    decoded = decode(data)
+    assert decoded is None or isinstance(decoded, CachedAnswer)
+
+
+def test_a_truncated_value_is_a_miss() -> None:
+    data = encode(answer(b"data: one\n\n", b"data: two\n\n"))
+    assert decode(data[:-3]) is None
+
+
+@pytest.mark.asyncio
+async def test_redis_shares_entries_and_its_outage_is_a_miss(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path)
+    try:
+        one, two = RedisCache(server.url, 0.5), RedisCache(server.url, 0.5)
+        value = encode(answer(b"data: hi\n\n"))
+        await one.put("k", value, ttl=30.0)
+        found = await two.get("k")
+        assert found is not None
+        assert found[0] == value and 0 < found[1] <= 30.0
+        assert await two.get("absent") is None
+        server.stop()
+        assert await two.get("k") is None  # down: a miss
+        assert two.errors == 1 and two.down and not two.up  # set aside: not asked during the back-off
+        assert await two.get("k") is None
+        await two.put("k", value, ttl=30.0)
+        assert two.errors == 1
+        await one.close()
+        await two.close()
+    finally:
+        server.stop()
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["put", "get", "tick"]), st.sampled_from("abcdefgh"), st.integers(0, 3000)),
+        max_size=60,
+    )
+)
+def test_the_byte_bound_and_the_accounting_hold_whatever_happens(ops: list[tuple[str, str, int]]) -> None:
+    clock = FakeClock(0.0)
+    memory = MemoryCache(8000, ttl=5.0, clock=clock)
+    latest: dict[str, int] = {}  # key -> the length last put under it
+    for op, key, n in ops:
+        if op == "put":
+            memory.put(key, answer(b"x" * n))
+            latest[key] = n
+        elif op == "get":
+            found = memory.get(key)
+            assert found is None or found.pieces == (b"x" * latest[key],)  # never another key's, never stale
+        else:
+            clock.advance(n / 1000.0)
+        assert memory.size <= memory.max_bytes
+        assert memory.size == sum(e.size for _, e in memory._entries.values())
