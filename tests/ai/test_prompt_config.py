@@ -1,0 +1,175 @@
+"""[[prompt_api]] at config load (fastgw/ai/prompt_config.py, prompt_kind.py): schemas compiled once,
+templates checked against the input schema, and every mistake a one-line ConfigError naming the file, the
+key and, for a template, its line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fastgw.ai.prompt_config import PromptApi
+from fastgw.ai.prompt_handler import PromptApiHandler, estimate_tokens
+from fastgw.config.compiler import compile_config
+from fastgw.config.loader import ConfigError
+
+BASE = """
+[[listeners]]
+bind = "127.0.0.1:8080"
+[access_log]
+target = "off"
+[upstreams.demo]
+targets = ["127.0.0.1:1"]
+[[llm.providers]]
+name = "demo"
+kind = "openai"
+upstream = "demo"
+base_path = "/v1"
+[[llm.models]]
+name = "writer"
+targets = [{ provider = "demo", model = "demo-chat" }]
+context_window = 1000
+[[routes]]
+name = "prompts"
+path = "/p"
+kind = "prompt_api"
+auth = "none"
+ROUTE
+[[prompt_api]]
+name = "summarize"
+path = "/p/summarize"
+model = "writer"
+template = '''
+Summarize in {{ sentences }} sentences:
+
+{{ text }}
+'''
+input_schema = { type = "object", required = ["text"], properties = { text = { type = "string" }, \
+sentences = { type = "integer" } } }
+"""
+
+
+def config(extra: str = "", route: str = "", replace: tuple[str, str] = ("", "")) -> str:
+    text = BASE.replace("ROUTE", route) + extra
+    return text.replace(*replace) if replace[0] else text
+
+
+def error_for(text: str, file: str = "conf/x.toml") -> str:
+    with pytest.raises(ConfigError) as err:
+        compile_config(text.encode(), file)
+    return str(err.value)
+
+
+def test_compiles_schemas_templates_and_the_route() -> None:
+    snapshot = compile_config(config().encode(), "conf/x.toml")
+    api: PromptApi = snapshot.sections["prompt_api"]["summarize"]
+    assert api.context_window == 1000
+    assert api.input_schema.first_error({"text": "x"}) is None
+    assert api.input_schema.first_error({"text": 3}) == ("$.text", "3 is not of type 'string'")
+    assert api.input_schema.first_error({}) == ("$", "'text' is a required property")
+    assert api.template.fill({"text": "T", "sentences": 2}) == "Summarize in 2 sentences:\n\nT\n"
+    handler = next(r.handler for r in snapshot.routes if r.name == "prompts")
+    assert isinstance(handler, PromptApiHandler)
+    assert [a.name for a in handler.apis] == ["summarize"]
+
+
+def test_undefined_template_variable_names_file_key_and_line() -> None:
+    text = config(replace=("{{ text }}\n'''", "{{ body }}\n'''"))
+    assert error_for(text) == (
+        "conf/x.toml: prompt_api[0].template: line 3: {{ body }}: 'body' is not a property of the input"
+        " schema (declared: sentences, text)"
+    )
+    system = config(replace=('model = "writer"\n', 'model = "writer"\nsystem = "Be {{ tone }}."\n'))
+    assert "prompt_api[0].system: line 1: {{ tone }}: 'tone' is not a property" in error_for(system)
+
+
+@pytest.mark.parametrize(
+    ("schema", "expected"),
+    [
+        (
+            '{ type = "object", properties = { text = { type = "strin" } } }',
+            "not a valid JSON Schema at /properties/text/type",
+        ),
+        ('{ type = "object", required = "text" }', "not a valid JSON Schema at /required"),
+        ('{ type = "array" }', "prompt_api[0].input_schema.type: must be 'object'"),
+        (
+            '{ type = "object", properties = { text = { "$ref" = "https://example.com/s.json" } } }',
+            "only references inside the schema",
+        ),
+    ],
+)
+def test_schemas_that_do_not_compile(schema: str, expected: str) -> None:
+    text = config(replace=("input_schema = {", f"input_schema = {schema}\nunused = {{"))
+    text = text.replace("\nunused = {" + text.split("\nunused = {")[1].split("\n")[0], "")
+    message = error_for(text)
+    assert message.startswith("conf/x.toml: prompt_api[0].input_schema"), message
+    assert expected in message
+
+
+def test_output_schema_and_schema_files(tmp_path: Path) -> None:
+    (tmp_path / "in.json").write_text(
+        json.dumps({"type": "object", "properties": {"text": {"type": "string"}}})
+    )
+    (tmp_path / "out.json").write_text(json.dumps({"type": "object", "properties": {"x": {"type": "nope"}}}))
+    conf = tmp_path / "gw.toml"
+    text = config(replace=("input_schema = {", 'input_schema_file = "in.json"\nunused = {'))
+    text = text.replace("\nunused = {" + text.split("\nunused = {")[1].split("\n")[0], "")
+    text = text.replace("{{ sentences }}", "3")
+    snapshot = compile_config(text.encode(), str(conf))
+    assert snapshot.sections["prompt_api"]["summarize"].input_schema.document["type"] == "object"
+    bad_out = text.replace('model = "writer"\n', 'model = "writer"\noutput_schema_file = "out.json"\n')
+    assert "prompt_api[0].output_schema: not a valid JSON Schema at /properties/x/type" in error_for(
+        bad_out, str(conf)
+    )
+    missing = text.replace("in.json", "missing.json")
+    assert "prompt_api[0].input_schema_file: cannot read missing.json" in error_for(missing, str(conf))
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ('model = "writer"', 'model = "writr"', "prompt_api[0].model: no [[llm.models]] named 'writr'"),
+        ('path = "/p/summarize"', 'path = "p/x/"', "prompt_api[0].path: 'p/x/' is not an absolute path"),
+        (
+            'model = "writer"',
+            'model = "writer"\nmax_tokens = 1000',
+            "prompt_api[0].max_tokens: 1000 leaves no room",
+        ),
+        (
+            'model = "writer"',
+            'model = "writer"\ntemperature = 3.0',
+            "prompt_api[0].temperature: between 0 and 2",
+        ),
+        (
+            'path = "/p/summarize"',
+            'path = "/elsewhere/x"',
+            "routes[0].handler.apis: no [[prompt_api]] path lies under",
+        ),
+    ],
+)
+def test_bad_entries(old: str, new: str, expected: str) -> None:
+    assert expected in error_for(config(replace=(old, new)))
+
+
+def test_route_names_apis() -> None:
+    assert "routes[0].handler.apis: no [[prompt_api]] named 'nope'" in error_for(
+        config(route='handler = { apis = ["nope"] }')
+    )
+    other = (
+        '\n[[prompt_api]]\nname = "other"\npath = "/q/other"\nmodel = "writer"\ntemplate = "x"\n'
+        'input_schema = { type = "object" }\n'
+    )
+    assert "'other' answers /q/other, outside this route's /p" in error_for(
+        config(other, route='handler = { apis = ["other"] }')
+    )
+    twice = other.replace('"other"', '"summarize"', 1).replace("/q/other", "/p/two")
+    assert "prompt_api[1].name: a prompt API named 'summarize' is defined twice" in error_for(config(twice))
+
+
+def test_estimate_is_bytes_over_four_plus_overhead_and_answer() -> None:
+    messages = [
+        {"role": "system", "content": "a" * 40},
+        {"role": "user", "content": "é" * 10},
+    ]  # 40 + 20 bytes
+    assert estimate_tokens(messages, 100) == 15 + 2 * 4 + 100
