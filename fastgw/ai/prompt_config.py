@@ -189,6 +189,8 @@ def compile_prompt_apis(specs: tuple[PromptApiSpec, ...], ctx: CompileContext) -
         input_schema = compile_schema(ctx, f"{key}.input_schema", document)
         out_doc = _schema_document(ctx, f"{key}.output_schema", spec.output_schema, spec.output_schema_file)
         output_schema = compile_schema(ctx, f"{key}.output_schema", out_doc) if out_doc else None
+        if output_schema is not None:
+            _check_json_schema_mode(ctx, f"{key}.output_schema", model)
         system = _template(ctx, f"{key}.system", spec.system, document) if spec.system else None
         template = _template(ctx, f"{key}.template", spec.template, document)
         parameters = _parameters(ctx, key, spec)
@@ -213,6 +215,22 @@ def compile_prompt_apis(specs: tuple[PromptApiSpec, ...], ctx: CompileContext) -
         )
         paths.add(spec.path)
     return apis
+
+
+def _check_json_schema_mode(ctx: CompileContext, key: str, model: Any) -> None:
+    """Every target of the model takes a JSON-schema ``response_format``, or the model drops it (then the
+    answer is only validated): else each request would be a 400 from the adapter, found at load instead."""
+    from fastgw.ai.providers.registry import ADAPTERS  # only for APIs with an output schema
+
+    for target in model.targets:
+        adapter = ADAPTERS[target.provider.kind]
+        if not adapter.capabilities.json_schema and "response_format" not in target.target.drop_unsupported:
+            raise ctx.error(
+                key,
+                f"model {model.name!r} has a target of kind {target.provider.kind!r}, which has no"
+                " JSON-schema mode: add 'response_format' to its drop_unsupported (the answer is then only"
+                " validated)",
+            )
 
 
 def _parameters(ctx: CompileContext, key: str, spec: PromptApiSpec) -> dict[str, Any]:

@@ -173,3 +173,34 @@ def test_estimate_is_bytes_over_four_plus_overhead_and_answer() -> None:
         {"role": "user", "content": "é" * 10},
     ]  # 40 + 20 bytes
     assert estimate_tokens(messages, 100) == 15 + 2 * 4 + 100
+
+
+ANTHROPIC = """
+[upstreams.an]
+targets = ["127.0.0.1:1"]
+[[llm.providers]]
+name = "an"
+kind = "anthropic"
+upstream = "an"
+[[llm.models]]
+name = "claude"
+targets = [{ provider = "an", model = "claude-sonnet-4-5" }]
+DROP
+"""
+
+
+def test_an_output_schema_needs_json_schema_mode_or_a_drop() -> None:
+    schema = 'output_schema = { type = "object", properties = { x = { type = "string" } } }\n'
+    text = config(ANTHROPIC, replace=('model = "writer"\n', f'model = "claude"\n{schema}'))
+    assert (
+        "prompt_api[0].output_schema: model 'claude' has a target of kind 'anthropic', which has no"
+        " JSON-schema mode" in (error_for(text.replace("DROP", "")))
+    )
+    dropped = compile_config(
+        text.replace("DROP", 'drop_unsupported = ["response_format"]').encode(), "x.toml"
+    )
+    assert dropped.sections["prompt_api"]["summarize"].output_schema is not None
+    # An OpenAI target has the mode.
+    assert compile_config(
+        config(replace=('model = "writer"\n', f'model = "writer"\n{schema}')).encode(), "x.toml"
+    )
