@@ -80,7 +80,10 @@ class Schema:
 
     def first_error(self, instance: Any) -> tuple[str, str] | None:
         """(JSON path, message) of the most relevant violation, or None when ``instance`` matches."""
-        error = schema_errors.best_match(self.validator.iter_errors(instance))
+        try:
+            error = schema_errors.best_match(self.validator.iter_errors(instance))
+        except RecursionError:  # a recursive schema ($ref to itself) over a body nested ~1000 deep
+            return "$", "the document is nested too deeply to validate"
         if error is None:
             return None
         return error.json_path, _short(error.message)

@@ -204,3 +204,19 @@ def test_an_output_schema_needs_json_schema_mode_or_a_drop() -> None:
     assert compile_config(
         config(replace=('model = "writer"\n', f'model = "writer"\n{schema}')).encode(), "x.toml"
     )
+
+
+def test_a_recursive_schema_over_a_very_deep_body_is_a_refusal_not_a_crash() -> None:
+    recursive = '{ type = "object", properties = { text = { type = "string" }, sub = { "$ref" = "#" } } }'
+    text = config(replace=("input_schema = {", f"input_schema = {recursive}\nunused = {{"))
+    text = text.replace("\nunused = {" + text.split("\nunused = {")[1].split("\n")[0], "")
+    text = text.replace("{{ sentences }}", "3")
+    api: PromptApi = compile_config(text.encode(), "x.toml").sections["prompt_api"]["summarize"]
+    deep: dict[str, object] = {"text": "x"}
+    for _ in range(3000):
+        deep = {"sub": deep, "text": "x"}
+    assert api.input_schema.first_error(deep) == ("$", "the document is nested too deeply to validate")
+    assert api.input_schema.first_error({"text": "x", "sub": {"text": 1}}) == (
+        "$.sub.text",
+        "1 is not of type 'string'",
+    )
