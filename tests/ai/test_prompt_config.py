@@ -220,3 +220,20 @@ def test_a_recursive_schema_over_a_very_deep_body_is_a_refusal_not_a_crash() -> 
         "$.sub.text",
         "1 is not of type 'string'",
     )
+
+
+def test_an_api_no_route_publishes_is_listed_without_routes_and_left_out_of_openapi() -> None:
+    from fastgw.ai.prompt_openapi import listing, openapi
+
+    other = (
+        '\n[[prompt_api]]\nname = "other"\npath = "/q/other"\nmodel = "writer"\ntemplate = "x"\n'
+        'input_schema = { type = "object" }\n'
+    )
+    snapshot = compile_config(config(other).encode(), "x.toml")
+    apis = snapshot.sections["prompt_api"]
+    routes = {api["name"]: api["routes"] for api in listing(apis, snapshot.routes)}
+    assert routes == {"summarize": [{"name": "prompts", "auth": ["none"]}], "other": []}
+    document = openapi(apis, snapshot.routes)
+    assert list(document["paths"]) == ["/p/summarize"]
+    assert document["paths"]["/p/summarize"]["post"]["security"] == []
+    assert "securitySchemes" not in document["components"]
