@@ -13,6 +13,7 @@ from fastgw.ai.prompt_config import PromptApi
 from fastgw.ai.prompt_handler import PromptApiHandler, estimate_tokens
 from fastgw.config.compiler import compile_config
 from fastgw.config.loader import ConfigError
+from tests.support.configs import MINIMAL
 
 BASE = """
 [[listeners]]
@@ -237,3 +238,16 @@ def test_an_api_no_route_publishes_is_listed_without_routes_and_left_out_of_open
     assert list(document["paths"]) == ["/p/summarize"]
     assert document["paths"]["/p/summarize"]["post"]["security"] == []
     assert "securitySchemes" not in document["components"]
+
+
+def test_jsonschema_is_loaded_only_by_configs_with_prompt_apis() -> None:
+    # ~75 ms and ~8 MiB per process: a gateway without prompt APIs never pays them.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom fastgw.config.compiler import compile_config\n"
+        f"compile_config({MINIMAL!r}.encode(), 'x.toml')\nprint('jsonschema' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "False"
