@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,10 @@ from jsonschema import validators
 
 from tests.support.api_keys import issue
 from tests.support.clients import Response, request
+from tests.support.demo_llm import demo_llm_config
+from tests.support.gateways import Gateway
 from tests.support.llm_gateway import ADMIN_TOKEN, LlmGateway, llm_record, running_llm_gateway
+from tests.support.ports import free_port
 
 EXTRA = """
 [keys]
@@ -234,3 +237,32 @@ def test_openapi_document_is_valid_31(gw: LlmGateway, tmp_path: Path) -> None:
     out = fastgw("prompt-apis", "openapi", "--config", str(gw.gateway.config))
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["paths"] == doc["paths"]
+
+
+DEMO_API = """
+[[routes]]
+name = "prompts"
+path = "/prompts"
+kind = "prompt_api"
+auth = "none"
+
+[[prompt_api]]
+name = "triage"
+path = "/prompts/triage"
+model = "demo-chat"
+template = "Triage: {{ text }}"
+input_schema = { type = "object", required = ["text"], properties = { text = { type = "string" } } }
+output_schema = { type = "object", required = ["category", "note"], additionalProperties = false, \
+properties = { category = { type = "string", enum = ["bug", "billing"] }, note = { type = "string" } } }
+"""
+
+
+def test_the_quick_start_demo_provider_answers_an_output_schema(
+    gateway_factory: Callable[..., Gateway],
+) -> None:
+    gw = gateway_factory(demo_llm_config(free_port(), route='auth = "none"', extra=DEMO_API))
+    body = json.dumps({"text": "it crashed"}).encode()
+    head = f"POST /prompts/triage HTTP/1.1\r\nHost: test\r\ncontent-length: {len(body)}\r\n\r\n"
+    resp = request(gw.port, head.encode() + body, timeout=10)
+    assert resp.status == 200, resp.body
+    assert json.loads(resp.body) == {"result": {"category": "bug", "note": "You said: Triage: it crashed"}}
