@@ -39,6 +39,7 @@ PROVIDER_KINDS: Final = ("openai", "azure_openai", "anthropic", "gemini")
 DEFAULT_FALLBACK: Final = (429, 500, 502, 503, 504, 529)
 ATTEMPTS_MAX: Final = (10, "each attempt can wait for a provider's full timeout: more is a hang")
 STATUS_MAX: Final = (599, "HTTP statuses end at 599")
+CONTEXT_WINDOW_MAX: Final = (100_000_000, "100M tokens: 50x the largest context window offered today")
 _NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}")
 _HEADER: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
@@ -80,6 +81,12 @@ class ModelSpec:
     targets: tuple[TargetSpec, ...] = doc("where requests for this model go, in priority order", ...)
     drop_unsupported: tuple[str, ...] = doc(
         "parameters a target lacks that are dropped instead of refused (e.g. ['logprobs'])", ()
+    )
+    context_window: int = doc(
+        "the model's context window in tokens (prompt and answer together); 0: unknown. A [[prompt_api]]"
+        " request whose filled prompt is estimated past it is refused with a 400 before any provider call",
+        0,
+        most=CONTEXT_WINDOW_MAX,
     )
 
 
@@ -128,6 +135,7 @@ class Target:
 class Model:
     name: str
     targets: tuple[Target, ...]  # sorted by priority
+    context_window: int = 0  # tokens, prompt and answer together; 0: unknown (not checked)
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +225,7 @@ def compile_llm(spec: LlmSpec, ctx: CompileContext) -> LlmConfig:
             deadlines = compile_deadlines(t, provider_deadlines[t.provider], f"{key}.targets[{j}]", ctx)
             targets.append(Target(provider, target, t.weight, t.priority, deadlines))
         targets.sort(key=lambda t: t.priority)
-        models[m.name] = Model(m.name, tuple(targets))
+        models[m.name] = Model(m.name, tuple(targets), m.context_window)
     for i, status in enumerate(spec.fallback_on):
         if not 400 <= status <= 599:
             raise ctx.error(f"llm.fallback_on[{i}]", f"{status} is not an error status")

@@ -2,9 +2,11 @@
 (``process/demo_upstream.py``) for paths under ``/v1/``, with no network and no model.
 
 A chat completion answers "You said: <the last user message>" (a tool call instead when the request
-offers tools and asks for one with tool_choice), streamed in one chunk per word when asked, with usage
-counted the same way every time: a token is a whitespace-separated word of the message contents. That
-makes the counts checkable by hand (and by tests), which is the point of a demo provider.
+offers tools and asks for one with tool_choice; a JSON object shaped by the schema when it asks for
+``response_format`` json_schema: ``[[prompt_api]]`` output schemas), streamed in one chunk per word when
+asked, with usage counted the same way every time: a token is a whitespace-separated word of the
+message contents. That makes the counts checkable by hand (and by tests), which is the point of a demo
+provider.
 """
 
 from __future__ import annotations
@@ -98,6 +100,10 @@ def _chat(request: dict[str, Any]) -> Answer:
             "function": {"name": fn.get("name", "tool"), "arguments": orjson.dumps({"text": said}).decode()},
         }
     words = [] if call is not None else ["You", "said:", *said.split()]
+    response_format = request.get("response_format")
+    if call is None and isinstance(response_format, dict) and response_format.get("type") == "json_schema":
+        shaped = _shaped(response_format.get("json_schema", {}).get("schema"), " ".join(words))
+        words = orjson.dumps(shaped).decode().split(" ")  # rejoined with single spaces: the same text
     usage = {"prompt_tokens": prompt, "completion_tokens": len(words), "total_tokens": prompt + len(words)}
     base = {"id": "chatcmpl-demo", "created": 0, "model": model}
     finish = "tool_calls" if call is not None else "stop"
@@ -137,6 +143,21 @@ def _chat(request: dict[str, Any]) -> Answer:
         events.append(_event({**chunk, "choices": [], "usage": usage}))
     events.append(b"data: [DONE]\n\n")
     return 200, _SSE, events
+
+
+def _shaped(schema: Any, text: str) -> Any:
+    """A value of the schema's shape (its first enum value, else by type; strings are ``text``): enough for
+    a JSON-schema-mode answer to validate against simple schemas."""
+    if not isinstance(schema, dict):
+        return text
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "object":
+        props = schema.get("properties")
+        return {name: _shaped(sub, text) for name, sub in props.items()} if isinstance(props, dict) else {}
+    defaults: dict[Any, Any] = {"array": [], "integer": 0, "number": 0, "boolean": False, "null": None}
+    return defaults.get(kind, text)
 
 
 def _event(doc: dict[str, Any]) -> bytes:

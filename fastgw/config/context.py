@@ -66,6 +66,7 @@ class CompileContext:
         # The route being compiled (set by begin_route).
         self.route_key = ""
         self.route_name = ""
+        self.route_path = ""  # the route's path as written (a handler kind may publish paths below it)
         self.route_schemes: tuple[str, ...] = ()
         self.route_drop_request: set[bytes] = set()
         # A route policy may narrow the body limit the connection enforces (Route.max_body_bytes): the

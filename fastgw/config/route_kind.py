@@ -96,6 +96,7 @@ def compile_route_kind(
     if ctx is None:
         ctx = CompileContext(file)
     ctx.route_key, ctx.route_name, ctx.route_max_body_bytes = key, spec.name, max_body
+    ctx.route_path = spec.path
     try:
         handler = kind.compile(settings, ctx)
     except CompileError as err:

@@ -75,6 +75,9 @@ class FakeOpenAI:
         self.ssl_context = ssl_context
         self.models = ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small"]
         self.faults: deque[str] = deque()  # faults for the next requests, in order
+        # The text of the next non-streamed chat answers, in order (e.g. invalid JSON, then valid JSON: a
+        # JSON-schema-mode answer that must be asked for again); empty: the usual REPLY.
+        self.texts: deque[str] = deque()
         self.first_token_delay = 0.5
         self.chunk_delay = 0.0  # seconds between streamed pieces: a slow stream to hang up on
         self.retry_after = "1"
@@ -276,6 +279,8 @@ class FakeOpenAI:
 
     async def _complete(self, request: dict[str, Any], fault: str, writer: asyncio.StreamWriter) -> None:
         answer, _, finish, tool = plan_answer(request, fault)
+        if self.texts and tool is None:
+            answer.text = self.texts.popleft()
         self.answers.append(answer)
         message: dict[str, Any] = {"role": "assistant", "content": answer.text or None, "refusal": None}
         if tool is not None:

@@ -1,0 +1,219 @@
+"""``kind = "prompt_api"``: the handler that answers the ``[[prompt_api]]`` paths under its route.
+
+A request (after the route's policies: auth, limits) is one POST whose JSON body is validated against the
+API's input schema (400 problem+json naming the failing JSON path), fills the system and user templates,
+is checked against the model's context window (400 before any provider call), and is sent as a chat
+request to the API's model alias through the same target loop as an llm route (``attempts.py``:
+fallbacks, retries, provider keys). The answer is ``{"result": "<text>"}``, or with an output schema
+``{"result": {...}}``: asked for in the provider's JSON-schema mode, parsed and validated; an answer that
+is no JSON or does not match is asked for once more, then refused with a 502 naming the violation.
+The exchange's ``LlmRecord`` (endpoint ``prompt_api``, both calls' usage summed) goes to the access log
+and metrics as an llm route's does.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping
+from typing import Any, Final
+
+import orjson
+
+from fastgw.ai.adapter import Adapter, Json, ProviderRequest, Usage
+from fastgw.ai.attempts import TargetLoop
+from fastgw.ai.config import LlmConfig, Target
+from fastgw.ai.prompt_config import PromptApi
+from fastgw.ai.provider_calls import RESPONSE_MAX, read_reply
+from fastgw.ai.record import LlmRecord
+from fastgw.ai.relay import send_whole
+from fastgw.codec.problem import PROBLEM_BASE
+from fastgw.codec.serialize import REASONS
+from fastgw.exchange import Exchange
+from fastgw.handler_api import ResponseWriter, UpstreamReply, Upstreams
+from fastgw.policy.model_grants import may_use
+
+# The context-window estimate: UTF-8 bytes / 4, rounded up, plus the answer's max_tokens. English prose
+# averages about 4 bytes per token in the BPE vocabularies of OpenAI, Anthropic and Gemini, so there the
+# estimate is within about 25%; a byte-level BPE token covers at least one byte, so the true prompt count is
+# at most 4x the estimate (text of short tokens: CJK, code, digits). The check refuses what cannot fit by
+# the estimate; a prompt under it may still be refused by the provider (relayed as its 400).
+BYTES_PER_TOKEN: Final = 4
+# Chat formats add a few tokens per message (role markers): counted so a prompt at the edge is refused.
+MESSAGE_OVERHEAD_TOKENS: Final = 4
+# Calls for one request when the answer must match an output schema: the first and one retry.
+SCHEMA_TRIES: Final = 2
+_PROBLEM: Final = b"application/problem+json"
+
+
+def estimate_tokens(messages: list[Json], max_tokens: int) -> int:
+    """The prompt's estimated tokens (see BYTES_PER_TOKEN) plus what the answer may take."""
+    size = sum(len(str(m["content"]).encode()) for m in messages)
+    return math.ceil(size / BYTES_PER_TOKEN) + MESSAGE_OVERHEAD_TOKENS * len(messages) + max_tokens
+
+
+class PromptApiHandler:
+    """One per prompt_api route; the APIs it serves by exact path."""
+
+    __slots__ = ("apis", "by_path", "llm", "loop", "route_name", "schemes")
+
+    def __init__(
+        self,
+        llm: LlmConfig,
+        adapters: Mapping[str, Adapter],
+        apis: tuple[PromptApi, ...],
+        route_name: str = "",
+        schemes: tuple[str, ...] = (),
+    ) -> None:
+        self.llm = llm
+        self.apis = apis
+        self.by_path = {api.path: api for api in apis}
+        self.route_name = route_name  # for the admin listing and OpenAPI
+        self.schemes = schemes  # the route's auth schemes, for OpenAPI's security
+        self.loop = TargetLoop(llm, adapters, random.Random())
+
+    async def handle(self, ex: Exchange, body: bytes, out: ResponseWriter, upstreams: Upstreams) -> None:
+        path = bytes(ex.path).decode("latin-1").rstrip("/")
+        api = self.by_path.get(path)
+        if api is None:
+            await _problem(out, ex, 404, "not-found", f"no prompt API at {path}")
+            return
+        if ex.method != b"POST":
+            await _problem(
+                out, ex, 405, "method-not-allowed", "a prompt API takes POST", (), ((b"allow", b"POST"),)
+            )
+            return
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            await _problem(out, ex, 400, "invalid-body", "the body is not JSON")
+            return
+        error = api.input_schema.first_error(doc)
+        if error is not None:
+            where, message = error
+            await _problem(out, ex, 400, "invalid-body", f"{where}: {message}", (("path", where),))
+            return
+        if not may_use(ex.consumer, api.model):
+            await _problem(out, ex, 403, "model-not-allowed", f"this credential may not use {api.model!r}")
+            return
+        messages: list[Json] = []
+        if api.system is not None:
+            messages.append({"role": "system", "content": api.system.fill(doc)})
+        messages.append({"role": "user", "content": api.template.fill(doc)})
+        if api.context_window:
+            estimate = estimate_tokens(messages, api.max_tokens)
+            if estimate > api.context_window:
+                detail = (
+                    f"the filled prompt and its answer need about {estimate} tokens (estimated at"
+                    f" {BYTES_PER_TOKEN} bytes per token, max_tokens {api.max_tokens} included): over"
+                    f" {api.model!r}'s context window of {api.context_window}"
+                )
+                await _problem(out, ex, 400, "context-window-exceeded", detail)
+                return
+        await self._answer(ex, api, messages, out, upstreams)
+
+    async def _answer(
+        self, ex: Exchange, api: PromptApi, messages: list[Json], out: ResponseWriter, upstreams: Upstreams
+    ) -> None:
+        pivot: Json = {"model": api.model, "messages": messages, **api.parameters}
+        if api.output_schema is not None:
+            pivot["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": _schema_name(api.name), "schema": api.output_schema.document},
+            }
+        record = ex.llm = LlmRecord(model=api.model, endpoint="prompt_api")
+        model = self.llm.models[api.model]
+        violation = ""
+        answers: list[tuple[Json, Usage]] = []
+
+        async def relay(reply: UpstreamReply, adapter: Adapter, target: Target, began: float) -> None:
+            answers.append(adapter.chat_response(await read_reply(reply, RESPONSE_MAX, strict=True)))
+
+        def build(adapter: Adapter, target: Target) -> ProviderRequest:
+            return adapter.chat_request(pivot, target.target, False)
+
+        async def fail(
+            status: int, message: str, param: str | None, code: str | None, retry_after: float | None
+        ) -> None:
+            hint = ((b"retry-after", b"%d" % math.ceil(retry_after)),) if retry_after else ()
+            await _problem(out, ex, status, "provider-error", message, (), hint)
+
+        for try_index in range(SCHEMA_TRIES):
+            answers.clear()
+            await self.loop.run(model, upstreams, out, record, build, relay, fail)
+            if not answers:  # the loop answered the error
+                return
+            answer, usage = answers[0]
+            record.usage = usage if try_index == 0 else _sum(record.usage, usage)
+            text = _content(answer)
+            if text is None:
+                record.error = "no_text"
+                await _problem(out, ex, 502, "no-answer", "the model gave no text answer")
+                return
+            if api.output_schema is None:
+                await send_whole(out, record, orjson.dumps({"result": text}))
+                return
+            try:
+                result = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                violation = "the answer is not JSON"
+                continue
+            error = api.output_schema.first_error(result)
+            if error is None:
+                await send_whole(out, record, orjson.dumps({"result": result}))
+                return
+            violation = f"{error[0]}: {error[1]}"
+        record.error = "output_schema"
+        detail = f"the model's answer did not match the output schema in {SCHEMA_TRIES} tries: {violation}"
+        await _problem(out, ex, 502, "output-schema-violation", detail)
+
+
+def _content(answer: Json) -> str | None:
+    try:
+        content = answer["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return content if isinstance(content, str) else None
+
+
+def _sum(a: Usage, b: Usage) -> Usage:
+    return Usage(
+        a.prompt_tokens + b.prompt_tokens,
+        a.completion_tokens + b.completion_tokens,
+        a.cached_tokens + b.cached_tokens,
+        a.reasoning_tokens + b.reasoning_tokens,
+        a.reported and b.reported,
+        a.cache_creation_tokens + b.cache_creation_tokens,
+    )
+
+
+def _schema_name(name: str) -> str:
+    """OpenAI's json_schema.name: letters, digits, _ and -, at most 64."""
+    return "".join(c if c.isalnum() or c in "_-" else "_" for c in name)[:64]
+
+
+async def _problem(
+    out: ResponseWriter,
+    ex: Exchange,
+    status: int,
+    problem: str,
+    detail: str,
+    extra: tuple[tuple[str, Any], ...] = (),
+    headers: tuple[tuple[bytes, bytes], ...] = (),
+) -> None:
+    """An RFC 9457 problem document (with extension members such as the failing ``path``)."""
+    if out.started:
+        return
+    doc: dict[str, Any] = {
+        "type": PROBLEM_BASE + problem,
+        "title": REASONS.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+        **dict(extra),
+    }
+    if ex.request_id:
+        doc["request_id"] = ex.request_id.decode("latin-1")
+    body = orjson.dumps(doc)
+    out.start(status, ((b"content-type", _PROBLEM), (b"content-length", b"%d" % len(body)), *headers))
+    await out.write(body)
+    await out.end()

@@ -1,0 +1,253 @@
+"""[[prompt_api]] at config load (fastgw/ai/prompt_config.py, prompt_kind.py): schemas compiled once,
+templates checked against the input schema, and every mistake a one-line ConfigError naming the file, the
+key and, for a template, its line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fastgw.ai.prompt_config import PromptApi
+from fastgw.ai.prompt_handler import PromptApiHandler, estimate_tokens
+from fastgw.config.compiler import compile_config
+from fastgw.config.loader import ConfigError
+from tests.support.configs import MINIMAL
+
+BASE = """
+[[listeners]]
+bind = "127.0.0.1:8080"
+[access_log]
+target = "off"
+[upstreams.demo]
+targets = ["127.0.0.1:1"]
+[[llm.providers]]
+name = "demo"
+kind = "openai"
+upstream = "demo"
+base_path = "/v1"
+[[llm.models]]
+name = "writer"
+targets = [{ provider = "demo", model = "demo-chat" }]
+context_window = 1000
+[[routes]]
+name = "prompts"
+path = "/p"
+kind = "prompt_api"
+auth = "none"
+ROUTE
+[[prompt_api]]
+name = "summarize"
+path = "/p/summarize"
+model = "writer"
+template = '''
+Summarize in {{ sentences }} sentences:
+
+{{ text }}
+'''
+input_schema = { type = "object", required = ["text"], properties = { text = { type = "string" }, \
+sentences = { type = "integer" } } }
+"""
+
+
+def config(extra: str = "", route: str = "", replace: tuple[str, str] = ("", "")) -> str:
+    text = BASE.replace("ROUTE", route) + extra
+    return text.replace(*replace) if replace[0] else text
+
+
+def error_for(text: str, file: str = "conf/x.toml") -> str:
+    with pytest.raises(ConfigError) as err:
+        compile_config(text.encode(), file)
+    return str(err.value)
+
+
+def test_compiles_schemas_templates_and_the_route() -> None:
+    snapshot = compile_config(config().encode(), "conf/x.toml")
+    api: PromptApi = snapshot.sections["prompt_api"]["summarize"]
+    assert api.context_window == 1000
+    assert api.input_schema.first_error({"text": "x"}) is None
+    assert api.input_schema.first_error({"text": 3}) == ("$.text", "3 is not of type 'string'")
+    assert api.input_schema.first_error({}) == ("$", "'text' is a required property")
+    assert api.template.fill({"text": "T", "sentences": 2}) == "Summarize in 2 sentences:\n\nT\n"
+    handler = next(r.handler for r in snapshot.routes if r.name == "prompts")
+    assert isinstance(handler, PromptApiHandler)
+    assert [a.name for a in handler.apis] == ["summarize"]
+
+
+def test_undefined_template_variable_names_file_key_and_line() -> None:
+    text = config(replace=("{{ text }}\n'''", "{{ body }}\n'''"))
+    assert error_for(text) == (
+        "conf/x.toml: prompt_api[0].template: line 3: {{ body }}: 'body' is not a property of the input"
+        " schema (declared: sentences, text)"
+    )
+    system = config(replace=('model = "writer"\n', 'model = "writer"\nsystem = "Be {{ tone }}."\n'))
+    assert "prompt_api[0].system: line 1: {{ tone }}: 'tone' is not a property" in error_for(system)
+
+
+@pytest.mark.parametrize(
+    ("schema", "expected"),
+    [
+        (
+            '{ type = "object", properties = { text = { type = "strin" } } }',
+            "not a valid JSON Schema at /properties/text/type",
+        ),
+        ('{ type = "object", required = "text" }', "not a valid JSON Schema at /required"),
+        ('{ type = "array" }', "prompt_api[0].input_schema.type: must be 'object'"),
+        (
+            '{ type = "object", properties = { text = { "$ref" = "https://example.com/s.json" } } }',
+            "only references inside the schema",
+        ),
+    ],
+)
+def test_schemas_that_do_not_compile(schema: str, expected: str) -> None:
+    text = config(replace=("input_schema = {", f"input_schema = {schema}\nunused = {{"))
+    text = text.replace("\nunused = {" + text.split("\nunused = {")[1].split("\n")[0], "")
+    message = error_for(text)
+    assert message.startswith("conf/x.toml: prompt_api[0].input_schema"), message
+    assert expected in message
+
+
+def test_output_schema_and_schema_files(tmp_path: Path) -> None:
+    (tmp_path / "in.json").write_text(
+        json.dumps({"type": "object", "properties": {"text": {"type": "string"}}})
+    )
+    (tmp_path / "out.json").write_text(json.dumps({"type": "object", "properties": {"x": {"type": "nope"}}}))
+    conf = tmp_path / "gw.toml"
+    text = config(replace=("input_schema = {", 'input_schema_file = "in.json"\nunused = {'))
+    text = text.replace("\nunused = {" + text.split("\nunused = {")[1].split("\n")[0], "")
+    text = text.replace("{{ sentences }}", "3")
+    snapshot = compile_config(text.encode(), str(conf))
+    assert snapshot.sections["prompt_api"]["summarize"].input_schema.document["type"] == "object"
+    bad_out = text.replace('model = "writer"\n', 'model = "writer"\noutput_schema_file = "out.json"\n')
+    assert "prompt_api[0].output_schema: not a valid JSON Schema at /properties/x/type" in error_for(
+        bad_out, str(conf)
+    )
+    missing = text.replace("in.json", "missing.json")
+    assert "prompt_api[0].input_schema_file: cannot read missing.json" in error_for(missing, str(conf))
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ('model = "writer"', 'model = "writr"', "prompt_api[0].model: no [[llm.models]] named 'writr'"),
+        ('path = "/p/summarize"', 'path = "p/x/"', "prompt_api[0].path: 'p/x/' is not an absolute path"),
+        (
+            'model = "writer"',
+            'model = "writer"\nmax_tokens = 1000',
+            "prompt_api[0].max_tokens: 1000 leaves no room",
+        ),
+        (
+            'model = "writer"',
+            'model = "writer"\ntemperature = 3.0',
+            "prompt_api[0].temperature: between 0 and 2",
+        ),
+        (
+            'path = "/p/summarize"',
+            'path = "/elsewhere/x"',
+            "routes[0].handler.apis: no [[prompt_api]] path lies under",
+        ),
+    ],
+)
+def test_bad_entries(old: str, new: str, expected: str) -> None:
+    assert expected in error_for(config(replace=(old, new)))
+
+
+def test_route_names_apis() -> None:
+    assert "routes[0].handler.apis: no [[prompt_api]] named 'nope'" in error_for(
+        config(route='handler = { apis = ["nope"] }')
+    )
+    other = (
+        '\n[[prompt_api]]\nname = "other"\npath = "/q/other"\nmodel = "writer"\ntemplate = "x"\n'
+        'input_schema = { type = "object" }\n'
+    )
+    assert "'other' answers /q/other, outside this route's /p" in error_for(
+        config(other, route='handler = { apis = ["other"] }')
+    )
+    twice = other.replace('"other"', '"summarize"', 1).replace("/q/other", "/p/two")
+    assert "prompt_api[1].name: a prompt API named 'summarize' is defined twice" in error_for(config(twice))
+
+
+def test_estimate_is_bytes_over_four_plus_overhead_and_answer() -> None:
+    messages = [
+        {"role": "system", "content": "a" * 40},
+        {"role": "user", "content": "é" * 10},
+    ]  # 40 + 20 bytes
+    assert estimate_tokens(messages, 100) == 15 + 2 * 4 + 100
+
+
+ANTHROPIC = """
+[upstreams.an]
+targets = ["127.0.0.1:1"]
+[[llm.providers]]
+name = "an"
+kind = "anthropic"
+upstream = "an"
+[[llm.models]]
+name = "claude"
+targets = [{ provider = "an", model = "claude-sonnet-4-5" }]
+DROP
+"""
+
+
+def test_an_output_schema_needs_json_schema_mode_or_a_drop() -> None:
+    schema = 'output_schema = { type = "object", properties = { x = { type = "string" } } }\n'
+    text = config(ANTHROPIC, replace=('model = "writer"\n', f'model = "claude"\n{schema}'))
+    assert (
+        "prompt_api[0].output_schema: model 'claude' has a target of kind 'anthropic', which has no"
+        " JSON-schema mode" in (error_for(text.replace("DROP", "")))
+    )
+    dropped = compile_config(
+        text.replace("DROP", 'drop_unsupported = ["response_format"]').encode(), "x.toml"
+    )
+    assert dropped.sections["prompt_api"]["summarize"].output_schema is not None
+    # An OpenAI target has the mode.
+    assert compile_config(
+        config(replace=('model = "writer"\n', f'model = "writer"\n{schema}')).encode(), "x.toml"
+    )
+
+
+def test_a_recursive_schema_over_a_very_deep_body_is_a_refusal_not_a_crash() -> None:
+    recursive = '{ type = "object", properties = { text = { type = "string" }, sub = { "$ref" = "#" } } }'
+    text = config(replace=("input_schema = {", f"input_schema = {recursive}\nunused = {{"))
+    text = text.replace("\nunused = {" + text.split("\nunused = {")[1].split("\n")[0], "")
+    text = text.replace("{{ sentences }}", "3")
+    api: PromptApi = compile_config(text.encode(), "x.toml").sections["prompt_api"]["summarize"]
+    deep: dict[str, object] = {"text": "x"}
+    for _ in range(3000):
+        deep = {"sub": deep, "text": "x"}
+    assert api.input_schema.first_error(deep) == ("$", "the document is nested too deeply to validate")
+    assert api.input_schema.first_error({"text": "x", "sub": {"text": 1}}) == (
+        "$.sub.text",
+        "1 is not of type 'string'",
+    )
+
+
+def test_an_api_no_route_publishes_is_listed_without_routes_and_left_out_of_openapi() -> None:
+    from fastgw.ai.prompt_openapi import listing, openapi
+
+    other = (
+        '\n[[prompt_api]]\nname = "other"\npath = "/q/other"\nmodel = "writer"\ntemplate = "x"\n'
+        'input_schema = { type = "object" }\n'
+    )
+    snapshot = compile_config(config(other).encode(), "x.toml")
+    apis = snapshot.sections["prompt_api"]
+    routes = {api["name"]: api["routes"] for api in listing(apis, snapshot.routes)}
+    assert routes == {"summarize": [{"name": "prompts", "auth": ["none"]}], "other": []}
+    document = openapi(apis, snapshot.routes)
+    assert list(document["paths"]) == ["/p/summarize"]
+    assert document["paths"]["/p/summarize"]["post"]["security"] == []
+    assert "securitySchemes" not in document["components"]
+
+
+def test_jsonschema_is_loaded_only_by_configs_with_prompt_apis() -> None:
+    # ~75 ms and ~8 MiB per process: a gateway without prompt APIs never pays them.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom fastgw.config.compiler import compile_config\n"
+        f"compile_config({MINIMAL!r}.encode(), 'x.toml')\nprint('jsonschema' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "False"

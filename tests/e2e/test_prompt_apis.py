@@ -1,0 +1,268 @@
+"""[[prompt_api]] end to end: a gateway subprocess in front of the fake OpenAI provider (TLS), clients over
+real sockets. A valid call, bodies the input schema refuses, an output schema's one retry and its 502, the
+context window refused before any provider call, auth as on any route, the admin listing and OpenAPI."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jsonschema import validators
+
+from tests.support.api_keys import issue
+from tests.support.clients import Response, request
+from tests.support.demo_llm import demo_llm_config
+from tests.support.gateways import Gateway
+from tests.support.llm_gateway import ADMIN_TOKEN, LlmGateway, llm_record, running_llm_gateway
+from tests.support.ports import free_port
+
+EXTRA = """
+[keys]
+pepper = {{ file = "{secrets}/pepper" }}
+
+[api_key]
+headers = ["Authorization"]
+
+[[llm.models]]
+name = "prompt-model"
+targets = [{{ provider = "oa", model = "gpt-4o-mini" }}]
+context_window = 300
+
+[[routes]]
+name = "prompts"
+path = "/prompts"
+kind = "prompt_api"
+auth = "none"
+
+[[routes]]
+name = "secured"
+path = "/secured"
+kind = "prompt_api"
+auth = "api_key"
+
+[[prompt_api]]
+name = "echo"
+path = "/prompts/echo"
+description = "Repeats a text."
+model = "prompt-model"
+temperature = 0.3
+max_tokens = 50
+system = "You repeat texts in a {{{{ tone }}}} tone."
+template = "Repeat: {{{{ text }}}} \\\\{{{{ literal }}}}"
+input_schema = {{ type = "object", required = ["text"], additionalProperties = false, \
+properties = {{ text = {{ type = "string", maxLength = 5000 }}, tone = {{ type = "string" }} }} }}
+
+[[prompt_api]]
+name = "classify"
+path = "/prompts/classify"
+model = "prompt-model"
+template = "Classify: {{{{ text }}}}"
+input_schema = {{ type = "object", required = ["text"], properties = {{ text = {{ type = "string" }} }} }}
+output_schema = {{ type = "object", required = ["label"], additionalProperties = false, \
+properties = {{ label = {{ type = "string", enum = ["spam", "ham"] }} }} }}
+
+[[prompt_api]]
+name = "private"
+path = "/secured/private"
+model = "prompt-model"
+template = "{{{{ text }}}}"
+input_schema = {{ type = "object", properties = {{ text = {{ type = "string" }} }} }}
+"""
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlmGateway]:
+    directory = tmp_path_factory.mktemp("prompts")
+    secrets = directory / "secrets"
+    secrets.mkdir()
+    (secrets / "pepper").write_text("p" * 32 + "\n")
+    with running_llm_gateway(directory, EXTRA.format(secrets=secrets)) as running:
+        yield running
+
+
+def post(gw: LlmGateway, path: str, body: Any, headers: str = "") -> Response:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    head = f"POST {path} HTTP/1.1\r\nHost: test\r\ncontent-type: application/json\r\n{headers}"
+    return request(gw.gateway.port, f"{head}content-length: {len(data)}\r\n\r\n".encode() + data, timeout=10)
+
+
+def admin(gw: LlmGateway, path: str) -> Any:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{gw.admin_port}{path}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def test_a_valid_call_fills_the_templates_and_returns_the_result(gw: LlmGateway) -> None:
+    fake = gw.stack.openai
+    seen = len(fake.requests)
+    resp = post(gw, "/prompts/echo", {"text": "{{ tone }} hello", "tone": "dry"})
+    assert resp.status == 200, resp.body
+    assert resp.header(b"content-type") == b"application/json"
+    assert json.loads(resp.body) == {"result": "Hello! This is the fake provider answering."}
+    assert len(fake.requests) == seen + 1
+    sent = fake.requests[-1].json
+    assert sent["model"] == "gpt-4o-mini"
+    assert sent["temperature"] == 0.3 and sent["max_tokens"] == 50
+    assert "response_format" not in sent
+    # The value is inserted once, never expanded; the escaped {{ stays literal.
+    assert sent["messages"] == [
+        {"role": "system", "content": "You repeat texts in a dry tone."},
+        {"role": "user", "content": "Repeat: {{ tone }} hello {{ literal }}"},
+    ]
+    record = llm_record(gw.gateway, dict((k.decode(), v.decode()) for k, v in resp.headers))
+    assert record["endpoint"] == "prompt_api" and record["model"] == "prompt-model"
+    assert record["prompt_tokens"] == 7 + 8 and record["completion_tokens"] == 7  # the fake counts words
+
+
+def test_a_body_the_schema_refuses_is_a_400_naming_the_path(gw: LlmGateway) -> None:
+    fake = gw.stack.openai
+    seen = len(fake.requests)
+    wrong_type = post(gw, "/prompts/echo", {"text": 5})
+    assert wrong_type.status == 400
+    assert wrong_type.header(b"content-type") == b"application/problem+json"
+    problem = json.loads(wrong_type.body)
+    assert problem["path"] == "$.text" and problem["status"] == 400
+    assert problem["detail"] == "$.text: 5 is not of type 'string'"
+    extra = json.loads(post(gw, "/prompts/echo", {"text": "x", "other": 1}).body)
+    assert extra["path"] == "$" and "'other' was unexpected" in extra["detail"]
+    missing = json.loads(post(gw, "/prompts/echo", {}).body)
+    assert missing["detail"] == "$: 'text' is a required property"
+    not_json = post(gw, "/prompts/echo", b"{text")
+    assert not_json.status == 400 and json.loads(not_json.body)["detail"] == "the body is not JSON"
+    too_long = json.loads(post(gw, "/prompts/echo", {"text": "x" * 5001}).body)
+    assert too_long["path"] == "$.text" and len(too_long["detail"]) <= 320  # the value is not echoed whole
+    assert len(fake.requests) == seen  # nothing reached the provider
+
+
+def test_output_schema_is_asked_for_validated_and_retried_once(gw: LlmGateway) -> None:
+    fake = gw.stack.openai
+    seen = len(fake.requests)
+    fake.texts.extend(["Sure! here is JSON: {", '{"label": "spam"}'])
+    resp = post(gw, "/prompts/classify", {"text": "buy now"})
+    assert resp.status == 200, resp.body
+    assert json.loads(resp.body) == {"result": {"label": "spam"}}
+    assert len(fake.requests) == seen + 2
+    response_format = fake.requests[-1].json["response_format"]
+    assert response_format["type"] == "json_schema"
+    assert response_format["json_schema"]["name"] == "classify"
+    assert response_format["json_schema"]["schema"]["properties"]["label"]["enum"] == ["spam", "ham"]
+    record = llm_record(gw.gateway, dict((k.decode(), v.decode()) for k, v in resp.headers))
+    assert record["prompt_tokens"] == 2 * 3  # both calls counted
+    # Twice an answer that does not match: a 502 naming the violation, after exactly two calls.
+    fake.texts.extend(['{"label": "eggs"}', '{"label": "eggs"}'])
+    bad = post(gw, "/prompts/classify", {"text": "x"})
+    assert bad.status == 502
+    problem = json.loads(bad.body)
+    assert problem["type"].endswith("/output-schema-violation")
+    assert "$.label: 'eggs' is not one of ['spam', 'ham']" in problem["detail"]
+    assert len(fake.requests) == seen + 4
+
+
+def test_past_the_context_window_is_a_400_before_any_provider_call(gw: LlmGateway) -> None:
+    fake = gw.stack.openai
+    seen = len(fake.requests)
+    resp = post(gw, "/prompts/echo", {"text": "word " * 200})  # ~1000 bytes: ~250 tokens + 50 answer
+    assert resp.status == 400
+    problem = json.loads(resp.body)
+    assert problem["type"].endswith("/context-window-exceeded")
+    assert "context window of 300" in problem["detail"]
+    assert len(fake.requests) == seen
+    assert post(gw, "/prompts/echo", {"text": "word " * 100}).status == 200  # ~125 + 50 + overhead fits
+
+
+def test_auth_applies_as_on_any_route(gw: LlmGateway) -> None:
+    assert post(gw, "/secured/private", {"text": "hi"}).status == 401
+    assert post(gw, "/secured/private", {"text": "hi"}, "Authorization: Bearer fgw_wrong\r\n").status == 401
+    key, _ = issue(gw.gateway, "app")
+    ok = post(gw, "/secured/private", {"text": "hi"}, f"Authorization: Bearer {key}\r\n")
+    assert ok.status == 200, ok.body
+
+
+def test_wrong_method_and_unknown_path(gw: LlmGateway) -> None:
+    resp = request(gw.gateway.port, b"GET /prompts/echo HTTP/1.1\r\nHost: test\r\n\r\n")
+    assert resp.status == 405 and resp.header(b"allow") == b"POST"
+    assert post(gw, "/prompts/nothing", {}).status == 404
+
+
+def test_admin_lists_the_apis_with_their_schemas(gw: LlmGateway) -> None:
+    listed = {api["name"]: api for api in admin(gw, "/prompt-apis")["prompt_apis"]}
+    assert set(listed) == {"echo", "classify", "private"}
+    echo = listed["echo"]
+    assert echo["path"] == "/prompts/echo" and echo["method"] == "POST" and echo["model"] == "prompt-model"
+    assert echo["routes"] == [{"name": "prompts", "auth": ["none"]}]
+    assert echo["input_schema"]["required"] == ["text"]
+    assert echo["output_schema"] is None and echo["context_window"] == 300
+    assert listed["classify"]["output_schema"]["required"] == ["label"]
+    assert listed["private"]["routes"] == [{"name": "secured", "auth": ["api_key"]}]
+
+
+def test_openapi_document_is_valid_31(gw: LlmGateway, tmp_path: Path) -> None:
+    doc = admin(gw, "/prompt-apis/openapi.json")
+    assert doc["openapi"] == "3.1.0" and doc["info"]["title"] and doc["info"]["version"]
+    assert set(doc["paths"]) == {"/prompts/echo", "/prompts/classify", "/secured/private"}
+    schemes = doc["components"]["securitySchemes"]
+    assert schemes == {
+        "api_key": {"type": "http", "scheme": "bearer", "description": "a fastgw API key (fgw_...)"}
+    }
+    meta = validators.Draft202012Validator
+    for item in doc["paths"].values():
+        operation = item["post"]
+        assert operation["operationId"]
+        for name in (n for req in operation["security"] for n in req):
+            assert name in schemes
+        body = operation["requestBody"]["content"]["application/json"]["schema"]
+        meta.check_schema(body)
+        ok = operation["responses"]["200"]["content"]["application/json"]["schema"]
+        meta.check_schema(ok)
+        for status, response in operation["responses"].items():
+            assert status.isdigit() and response["description"]
+            for media in response.get("content", {}).values():
+                ref = media["schema"].get("$ref")
+                if ref:
+                    assert ref.startswith("#/components/schemas/")
+                    assert ref.rsplit("/", 1)[1] in doc["components"]["schemas"]
+    assert doc["paths"]["/secured/private"]["post"]["security"] == [{"api_key": []}]
+    assert doc["paths"]["/prompts/echo"]["post"]["security"] == []
+    result = doc["paths"]["/prompts/classify"]["post"]["responses"]["200"]["content"]["application/json"]
+    assert result["schema"]["properties"]["result"]["properties"]["label"]["enum"] == ["spam", "ham"]
+    # The same document from the command line, read from the config file.
+    from tests.support.cli import fastgw
+
+    out = fastgw("prompt-apis", "openapi", "--config", str(gw.gateway.config))
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["paths"] == doc["paths"]
+
+
+DEMO_API = """
+[[routes]]
+name = "prompts"
+path = "/prompts"
+kind = "prompt_api"
+auth = "none"
+
+[[prompt_api]]
+name = "triage"
+path = "/prompts/triage"
+model = "demo-chat"
+template = "Triage: {{ text }}"
+input_schema = { type = "object", required = ["text"], properties = { text = { type = "string" } } }
+output_schema = { type = "object", required = ["category", "note"], additionalProperties = false, \
+properties = { category = { type = "string", enum = ["bug", "billing"] }, note = { type = "string" } } }
+"""
+
+
+def test_the_quick_start_demo_provider_answers_an_output_schema(
+    gateway_factory: Callable[..., Gateway],
+) -> None:
+    gw = gateway_factory(demo_llm_config(free_port(), route='auth = "none"', extra=DEMO_API))
+    body = json.dumps({"text": "it crashed"}).encode()
+    head = f"POST /prompts/triage HTTP/1.1\r\nHost: test\r\ncontent-length: {len(body)}\r\n\r\n"
+    resp = request(gw.port, head.encode() + body, timeout=10)
+    assert resp.status == 200, resp.body
+    assert json.loads(resp.body) == {"result": {"category": "bug", "note": "You said: Triage: it crashed"}}
