@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from fastgw.ai.budget_config import OUTPUT_MAX, BudgetSpec, compile_budgets
 from fastgw.ai.config import LlmConfig, LlmSpec, ModelSpec, ProviderSpec, TargetSpec, compile_llm
 from fastgw.ai.prices import PriceSpec
 from fastgw.ai.resilience import ProviderKeySpec
@@ -33,6 +34,15 @@ class LlmRouteSpec:
         " is refused with a 400 and never forwarded",
         (),
     )
+    budgets: tuple[BudgetSpec, ...] = doc(
+        "token limits, request limits and spend budgets ([[routes.handler.budgets]], docs/llm-budgets.md)", ()
+    )
+    budget_output_tokens: int = doc(
+        "the answer tokens a budget reserves for a request without max_tokens (settled with the real"
+        " usage after)",
+        1024,
+        most=OUTPUT_MAX,
+    )
 
 
 def _compile_section(spec: LlmSpec | None, ctx: CompileContext) -> LlmConfig | None:
@@ -52,7 +62,11 @@ def compile_route(spec: LlmRouteSpec, ctx: CompileContext) -> LlmHandler:
     for name in spec.byok_providers:
         if name not in llm.providers:
             raise CompileError("byok_providers", f"no [[llm.providers]] named {name!r}")
-    return LlmHandler(llm, ADAPTERS, FORMATS, spec.models, frozenset(spec.byok_providers))
+    handler = LlmHandler(llm, ADAPTERS, FORMATS, spec.models, frozenset(spec.byok_providers))
+    handler.budgets = budgets = compile_budgets(spec.budgets, spec.budget_output_tokens, ctx)
+    if budgets is not None:
+        budgets.prices = llm.prices
+    return handler
 
 
 _JSON: Final = b"application/json"
@@ -81,6 +95,7 @@ SECTION: Final = Section(
         ("[[llm.providers]].api_keys", ProviderKeySpec, "One of several keys of a provider."),
         ("[[llm.models]]", ModelSpec, "A public model name and where its requests go."),
         ("[[llm.models]].targets", TargetSpec, "One target of a model."),
+        ("[[routes.handler.budgets]]", BudgetSpec, "A token limit or spend budget of an llm route."),
         ("[[llm.prices]]", PriceSpec, "A price of a provider model, over the shipped table."),
     ),
 )
