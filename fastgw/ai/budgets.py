@@ -74,8 +74,10 @@ class Hold:
         self.retry = 0.0
         self.tokens = 0  # the token estimate reserved
 
-    def wrap(self, out: ResponseWriter) -> ResponseWriter:
-        return _WithHeaders(out, self.headers) if self.headers else out
+    def show(self, out: ResponseWriter) -> None:
+        """Put this request's limit headers on its answer (``out`` is the route's HeadersWriter)."""
+        if isinstance(out, HeadersWriter):
+            out.extra = self.headers
 
     async def refuse(self, out: ResponseWriter, fmt: ClientFormat) -> None:
         """The 429 in the client's SDK shape, with Retry-After and the limit headers."""
@@ -92,14 +94,21 @@ class Hold:
         await out.write(body)
         await out.end()
 
-    def settle(self, record: LlmRecord) -> None:
-        """Replace the estimates by what the provider reported (nothing when it reported no usage)."""
+    def settle(self, record: LlmRecord, answered: bool) -> None:
+        """Replace the estimates by what the provider reported. Without usage: an answer that never
+        started (no provider call, or every call failed) gives its whole reservation back; one that
+        started (a stream cut short) keeps its estimate, since the provider may bill for it."""
         usage = record.usage
-        if not usage.reported or not self.entries:
+        if not self.entries or (not usage.reported and answered):
+            return
+        cluster = CLUSTER.current
+        if not usage.reported:
+            for allowance, key, when, amount, kind in self.entries:
+                if kind != "requests":  # the request itself was made: it counts
+                    allowance.settle(key, when, -amount, cluster)
             return
         tokens = usage.total_tokens
         cost: int | None = None
-        cluster = CLUSTER.current
         for allowance, key, when, amount, kind in self.entries:
             if kind == "tokens":
                 allowance.settle(key, when, tokens - amount, cluster)
@@ -111,21 +120,22 @@ class Hold:
                     allowance.settle(key, when, cost - amount, cluster)
 
 
-class _WithHeaders:
-    """The response writer with the budgets' headers added to the head."""
+class HeadersWriter:
+    """The response writer of a route with budgets: adds the request's limit headers (``extra``, set by
+    ``Hold.show`` once the budgets are checked) to the head, whichever code path answers."""
 
     __slots__ = ("extra", "out")
 
-    def __init__(self, out: ResponseWriter, extra: list[tuple[bytes, bytes]]) -> None:
+    def __init__(self, out: ResponseWriter) -> None:
         self.out = out
-        self.extra = extra
+        self.extra: list[tuple[bytes, bytes]] = []
 
     @property
     def started(self) -> bool:
         return self.out.started
 
     def start(self, status: int, headers: Fields) -> None:
-        self.out.start(status, [*headers, *self.extra])
+        self.out.start(status, [*headers, *self.extra] if self.extra else headers)
 
     async def write(self, data: bytes) -> None:
         await self.out.write(data)
