@@ -13,10 +13,13 @@ from collections.abc import Callable
 import anthropic
 import openai
 import pytest
+import redis as redis_client
 
 from tests.support.demo_llm import demo_llm_config
 from tests.support.gateways import Gateway
 from tests.support.ports import free_port
+from tests.support.redis_server import RedisServer
+from tests.support.waiting import wait_until
 
 PROMPT = " ".join(["word"] * 50)  # 50 tokens for the demo provider; its answer: "You said: " + them
 MESSAGES = [{"role": "user", "content": PROMPT}]
@@ -165,3 +168,42 @@ def test_a_budget_of_zero_refuses_every_request_in_anthropics_shape_before_any_p
     assert body["error"]["type"] == "rate_limit_error" and "'off'" in body["error"]["message"]
     (record,) = [r for r in gw.wait_log(1) if r.get("status") == 429]
     assert record["llm"]["attempts"] == 0  # the provider was never called
+
+
+def test_two_nodes_share_a_budget_through_redis_within_the_stated_bound(
+    gateway_factory: Callable[..., Gateway], redis_server: RedisServer
+) -> None:
+    """Two gateways (two workers each) and one Redis: a token budget spent on either node is seen by
+    the other within a flush interval, overshoots by at most one reservation per other participant,
+    and Redis ends up holding exactly the tokens the answers used."""
+    redis = f'[rate_limits.redis]\nurl = "{redis_server.url}"\nflush_interval = 0.05'
+    budget = '[[routes.handler.budgets]]\nname = "shared"\nkey = "route"\ntokens_per_day = 1000'
+    nodes = [gateway_factory(config(budget, redis), workers=2) for _ in range(2)]
+    spent = admitted = 0
+    estimate = 0
+    refusals = [False, False]
+    turn = 0
+    while not all(refusals):
+        node = turn % 2
+        turn += 1
+        try:
+            headers, used = chat(nodes[node], max_tokens=100)
+        except openai.RateLimitError as refused:
+            assert refused.code == "rate_limit_exceeded"
+            refusals[node] = True
+            continue
+        estimate = estimate or 1000 - int(headers["x-ratelimit-remaining-tokens"])
+        spent += used
+        admitted += 1
+        assert turn < 40, "the shared budget never refused"
+    participants = 4  # two nodes x two workers
+    assert spent <= 1000 + (participants - 1) * 102  # docs/llm-budgets.md: the cluster bound
+    assert admitted >= (1000 - estimate) // 102  # and the budget was not split per node
+
+    with redis_client.Redis.from_url(redis_server.url) as store:
+
+        def stored() -> int:
+            keys = [k for k in store.keys("fgw:rl:*") if k != b"fgw:rl:participants"]
+            return sum(int(v or 0) for v in store.mget(keys)) if keys else 0
+
+        wait_until(lambda: stored() == spent, 5.0, f"Redis to hold the {spent} tokens spent")
