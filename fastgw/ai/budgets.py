@@ -26,6 +26,7 @@ from fastgw.ai.adapter import Usage
 from fastgw.ai.client_format import ClientFormat
 from fastgw.ai.prices import PriceTable, utc_day
 from fastgw.ai.record import LlmRecord
+from fastgw.ai.relay import status_kind
 from fastgw.counters.allowance import MINUTE, Allowance
 from fastgw.counters.cluster import CLUSTER
 from fastgw.counters.table import CounterTable, KeyCells, key_hash
@@ -62,7 +63,7 @@ class Budget:
 class Hold:
     """One request's reservations, its response headers, and (when refused) why."""
 
-    __slots__ = ("budgets", "entries", "headers", "refusal", "retry", "tokens")
+    __slots__ = ("budgets", "entries", "headers", "refusal", "retry", "status", "tokens")
 
     def __init__(self, budgets: Budgets) -> None:
         self.budgets = budgets
@@ -72,6 +73,7 @@ class Hold:
         self.headers: list[tuple[bytes, bytes]] = []
         self.refusal: tuple[str, str] | None = None  # (message, code)
         self.retry = 0.0
+        self.status = 429
         self.tokens = 0  # the token estimate reserved
 
     def show(self, out: ResponseWriter) -> None:
@@ -80,17 +82,19 @@ class Hold:
             out.extra = self.headers
 
     async def refuse(self, out: ResponseWriter, fmt: ClientFormat) -> None:
-        """The 429 in the client's SDK shape, with Retry-After and the limit headers."""
+        """The 429 (503: the shared store down) in the client's SDK shape, with Retry-After and the
+        limit headers."""
         assert self.refusal is not None
         message, code = self.refusal
-        body = fmt.render_error(429, message, "rate_limit_error", None, code)
+        status = self.status
+        body = fmt.render_error(status, message, status_kind(status), None, code)
         head: list[tuple[bytes, bytes]] = [
             (b"content-type", b"application/json"),
             (b"content-length", b"%d" % len(body)),
             (b"retry-after", b"%d" % max(1, math.ceil(self.retry))),
         ]
         head += self.headers
-        out.start(429, head)
+        out.start(status, head)
         await out.write(body)
         await out.end()
 
@@ -220,10 +224,9 @@ class Budgets:
             if key is None:
                 key = self._new_key(keys, allowance, value)
             if not allowance.reserve(key, value, amount, now, cap, cluster):
-                hold.refusal = (
-                    f"budget {budget.name!r} cannot be checked: the shared store is down",
-                    "unavailable",
-                )
+                message = f"budget {budget.name!r} cannot be checked: the shared store is down"
+                hold.refusal = (message, "unavailable")
+                hold.status = 503  # as the rate limits answer in this case (failure = "closed")
                 hold.retry = 1.0
                 break
             left = cap - allowance.used - (amount if allowance.counted else 0)
