@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from fastgw.config.context import TOKEN
-from fastgw.config.fields import doc
+from fastgw.config.fields import SecretSpec, doc
 from fastgw.handlers.kind import CompileContext, CompileError
 
 if TYPE_CHECKING:
@@ -44,6 +44,21 @@ class BudgetSpec:
     )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BudgetAlertsSpec:
+    thresholds: tuple[int, ...] = doc(
+        "percentages of a limit whose crossing raises an alert, once per period and key",
+        (50, 80, 100),
+        most=(100, "a percentage of the limit"),
+    )
+    webhooks: tuple[str, ...] = doc(
+        "http(s) URLs each alert is POSTed to (JSON, HMAC-SHA256-signed, retried with backoff)", ()
+    )
+    secret: SecretSpec | None = doc(
+        "the key the webhooks' x-fastgw-signature is computed with (required with webhooks)", None
+    )
+
+
 # Each limit field: what it counts and over which period (counters/allowance.py's names).
 KINDS: Final = {
     "tokens_per_minute": ("tokens", "minute"),
@@ -54,11 +69,19 @@ KINDS: Final = {
 }
 
 
-def compile_budgets(specs: tuple[BudgetSpec, ...], output_tokens: int, ctx: CompileContext) -> Budgets | None:
+def compile_budgets(
+    specs: tuple[BudgetSpec, ...],
+    output_tokens: int,
+    ctx: CompileContext,
+    alerts: BudgetAlertsSpec | None = None,
+) -> Budgets | None:
     """The route's budgets, or None when it has none. Errors name the key and the reason."""
-    # Imported here: a config without budgets never loads the request-path module.
+    # Imported here: a config without budgets never loads the request-path modules.
+    from fastgw.ai.budget_alerts import Alerts
     from fastgw.ai.budgets import Budget, Budgets, Limit
     from fastgw.counters.table import COUNTERS
+    from fastgw.policy.http_client import Endpoint
+    from fastgw.secret_refs import resolve_secret
 
     if output_tokens < 1:
         raise CompileError("budget_output_tokens", f"must be 1 or more, got {output_tokens}")
@@ -89,4 +112,29 @@ def compile_budgets(specs: tuple[BudgetSpec, ...], output_tokens: int, ctx: Comp
         budget_id = f"{ctx.route_name}:{spec.name}"
         budgets.append(Budget(spec.name, budget_id, spec.key, tuple(limits)))
     counters = COUNTERS if ctx.counters is None else ctx.counters
-    return Budgets(tuple(budgets), counters, output_tokens)
+    compiled = Budgets(tuple(budgets), counters, output_tokens)
+    if alerts is not None:
+        thresholds = tuple(sorted(set(alerts.thresholds)))
+        if not thresholds or not all(1 <= t <= 100 for t in thresholds):
+            raise CompileError(
+                "budget_alerts.thresholds", f"percentages from 1 to 100, got {list(alerts.thresholds)}"
+            )
+        for i, url in enumerate(alerts.webhooks):
+            try:
+                Endpoint.parse(url, None if url.startswith("http:") else _any_tls())
+            except ValueError as exc:
+                raise CompileError(f"budget_alerts.webhooks[{i}]", str(exc)) from None
+        if alerts.webhooks and alerts.secret is None:
+            raise CompileError("budget_alerts.secret", "webhooks need a secret to sign alerts with")
+        secret = b""
+        if alerts.secret is not None:
+            where = f"{ctx.route_key}.handler.budget_alerts.secret"
+            secret = resolve_secret(ctx.secret(where, alerts.secret))
+        compiled.alerts = Alerts(ctx.route_name, thresholds, alerts.webhooks, secret, counters)
+    return compiled
+
+
+def _any_tls() -> Any:
+    import ssl
+
+    return ssl.create_default_context()

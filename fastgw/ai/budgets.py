@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from fastgw.ai.adapter import Usage
+from fastgw.ai.budget_alerts import Alerts
 from fastgw.ai.client_format import ClientFormat
 from fastgw.ai.prices import PriceTable, utc_day
 from fastgw.ai.record import LlmRecord
@@ -67,9 +68,8 @@ class Hold:
 
     def __init__(self, budgets: Budgets) -> None:
         self.budgets = budgets
-        self.entries: list[
-            tuple[Allowance, KeyCells, int, int, str]
-        ] = []  # counted: (.., when, amount, kind)
+        # What each limit counted: (allowance, key, window, amount, kind, used before, cap, plan row, key)
+        self.entries: list[tuple[Allowance, KeyCells, int, int, str, float, int, int, str]] = []
         self.headers: list[tuple[bytes, bytes]] = []
         self.refusal: tuple[str, str] | None = None  # (message, code)
         self.retry = 0.0
@@ -107,21 +107,29 @@ class Hold:
             return
         cluster = CLUSTER.current
         if not usage.reported:
-            for allowance, key, when, amount, kind in self.entries:
+            for allowance, key, when, amount, kind, *_ in self.entries:
                 if kind != "requests":  # the request itself was made: it counts
                     allowance.settle(key, when, -amount, cluster)
             return
         tokens = usage.total_tokens
         cost: int | None = None
-        for allowance, key, when, amount, kind in self.entries:
+        alerts = self.budgets.alerts
+        for allowance, key, when, amount, kind, used, cap, row, value in self.entries:
+            real = amount
             if kind == "tokens":
-                allowance.settle(key, when, tokens - amount, cluster)
+                real = tokens
             elif kind == "usd":
                 if cost is None:
                     usd = record.cost_usd  # ai/prices.py's, set just before; None: unknown price
                     cost = -1 if usd is None else round(usd * MICRO)
-                if cost >= 0:
-                    allowance.settle(key, when, cost - amount, cluster)
+                if cost < 0:
+                    continue
+                real = cost
+            allowance.settle(key, when, real - amount, cluster)
+            if alerts is not None:
+                percent = alerts.crossed(used, used + real, cap)
+                if percent:
+                    self.budgets.alert(row, when, value, percent, used + real, cap, False)
 
 
 class HeadersWriter:
@@ -176,6 +184,32 @@ class Budgets:
             for limit in budget.limits
         )
         self._spends = any(limit.kind == "usd" for budget in budgets for limit in budget.limits)
+        self.alerts: Alerts | None = None  # threshold alerts (ai/budget_alerts.py), when configured
+
+    def alert(
+        self, row: int, window: int, value: str, percent: int, used: float, cap: int, refused: bool
+    ) -> None:
+        """Raise a threshold alert for the plan's ``row`` (once per period: budget_alerts.py)."""
+        alerts = self.alerts
+        assert alerts is not None
+        budget, limit, allowance, _keys = self._plan[row]
+        scale = MICRO if limit.kind == "usd" else 1
+        alerts.raise_alert(
+            allowance.limit_id,
+            window,
+            value,
+            percent,
+            {
+                "budget": budget.name,
+                "limit": limit.field,
+                "key": value,
+                "period": limit.period,
+                "used": used / scale,
+                "limit_value": cap / scale,
+                "refused": refused,
+                "time": _time(),
+            },
+        )
 
     def cost(self, provider: str, provider_model: str, usage: Usage) -> int:
         """Micro-USD, or -1 when the price is unknown (the spend is then not counted: see the docs)."""
@@ -209,7 +243,7 @@ class Budgets:
         shown: dict[
             str, tuple[float, Limit, int, float, float]
         ] = {}  # kind -> share, limit, cap, left, reset
-        for budget, limit, allowance, keys in self._plan:
+        for row, (budget, limit, allowance, keys) in enumerate(self._plan):
             kind = limit.kind
             amount = tokens if kind == "tokens" else 1 if kind == "requests" else spend
             cap = _cap(budget, limit, overrides)
@@ -236,10 +270,14 @@ class Budgets:
             if not allowance.counted:
                 hold.refusal = _refusal(budget, limit, cap, allowance.used, amount)
                 hold.retry = allowance.reset
+                if self.alerts is not None and 100 in self.alerts.thresholds:
+                    self.alert(row, allowance.when, value, 100, allowance.used, cap, True)
                 break
-            hold.entries.append((allowance, key, allowance.when, amount, kind))
+            hold.entries.append(
+                (allowance, key, allowance.when, amount, kind, allowance.used, cap, row, value)
+            )
         if hold.refusal is not None:
-            for allowance, key, when, amount, _kind in hold.entries:
+            for allowance, key, when, amount, *_ in hold.entries:
                 allowance.settle(key, when, -amount, cluster)
             hold.entries.clear()
         hold.headers = _headers(shown)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from fastgw.ai.budget_config import OUTPUT_MAX, BudgetSpec, compile_budgets
+from fastgw.ai.budget_config import OUTPUT_MAX, BudgetAlertsSpec, BudgetSpec, compile_budgets
 from fastgw.ai.config import LlmConfig, LlmSpec, ModelSpec, ProviderSpec, TargetSpec, compile_llm
 from fastgw.ai.prices import PriceSpec
 from fastgw.ai.resilience import ProviderKeySpec
@@ -37,6 +37,9 @@ class LlmRouteSpec:
     budgets: tuple[BudgetSpec, ...] = doc(
         "token limits, request limits and spend budgets ([[routes.handler.budgets]], docs/llm-budgets.md)", ()
     )
+    budget_alerts: BudgetAlertsSpec | None = doc(
+        "threshold alerts of the route's budgets to webhooks and the log (docs/llm-budgets.md)", None
+    )
     budget_output_tokens: int = doc(
         "the answer tokens a budget reserves for a request without max_tokens (settled with the real"
         " usage after)",
@@ -63,7 +66,9 @@ def compile_route(spec: LlmRouteSpec, ctx: CompileContext) -> LlmHandler:
         if name not in llm.providers:
             raise CompileError("byok_providers", f"no [[llm.providers]] named {name!r}")
     handler = LlmHandler(llm, ADAPTERS, FORMATS, spec.models, frozenset(spec.byok_providers))
-    handler.budgets = budgets = compile_budgets(spec.budgets, spec.budget_output_tokens, ctx)
+    handler.budgets = budgets = compile_budgets(
+        spec.budgets, spec.budget_output_tokens, ctx, spec.budget_alerts
+    )
     if budgets is not None:
         budgets.prices = llm.prices
     return handler

@@ -9,6 +9,7 @@ arithmetic without knowing how the SDK spells its body.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import anthropic
 import openai
@@ -20,6 +21,7 @@ from tests.support.gateways import Gateway
 from tests.support.ports import free_port
 from tests.support.redis_server import RedisServer
 from tests.support.waiting import wait_until
+from tests.support.webhooks import WebhookReceiver
 
 PROMPT = " ".join(["word"] * 50)  # 50 tokens for the demo provider; its answer: "You said: " + them
 MESSAGES = [{"role": "user", "content": PROMPT}]
@@ -207,3 +209,49 @@ def test_two_nodes_share_a_budget_through_redis_within_the_stated_bound(
             return sum(int(v or 0) for v in store.mget(keys)) if keys else 0
 
         wait_until(lambda: stored() == spent, 5.0, f"Redis to hold the {spent} tokens spent")
+
+
+def test_thresholds_alert_signed_webhooks_once_per_period_with_retries(
+    gateway_factory: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    secret = b"budget-alert-secret-3b9f0c1d"
+    (tmp_path / "alert.key").write_bytes(secret + b"\n")
+    receiver = WebhookReceiver(secret, fail_first=1)  # the first delivery fails: retried
+    try:
+        gw = gateway_factory(
+            config(
+                f"""
+                [routes.handler.budget_alerts]
+                thresholds = [50, 80, 100]
+                webhooks = ["{receiver.url}"]
+                secret = {{ file = "{tmp_path / "alert.key"}" }}
+
+                [[routes.handler.budgets]]
+                name = "team-tokens"
+                key = "route"
+                tokens_per_day = 1000
+                """
+            ),
+            workers=2,
+        )
+        refusals = 0
+        for _ in range(20):
+            try:
+                chat(gw, max_tokens=100)
+            except openai.RateLimitError:
+                refusals += 1
+                if refusals == 3:  # refused again and again: still one alert for 100 %
+                    break
+        wait_until(lambda: len(receiver.received) >= 3, 10.0, "three alerts at the webhook")
+        assert receiver.bad_signatures == 0 and receiver.attempts >= 4
+        alerts = sorted(receiver.received, key=lambda a: a["threshold"])
+        assert [a["threshold"] for a in alerts] == [50, 80, 100]
+        assert all(a["budget"] == "team-tokens" and a["limit"] == "tokens_per_day" for a in alerts)
+        assert alerts[0]["used"] >= 500 and alerts[1]["used"] >= 800 and alerts[2]["refused"]
+        assert (
+            alerts[0]["limit_value"] == 1000 and alerts[0]["period"] == "day" and alerts[0]["route"] == "llm"
+        )
+        # Raised synchronously with the request (delivered later): the log has each exactly once.
+        assert gw.stderr().count("budget alert: ") == 3
+    finally:
+        receiver.close()
