@@ -12,9 +12,11 @@ import pytest
 from fastgw.ai.adapter import Usage
 from fastgw.ai.budgets import Budget, Budgets, Limit, reset_text
 from fastgw.ai.record import LlmRecord
+from fastgw.counters.cluster import CLUSTER, ClusterCounts
 from fastgw.counters.quota import QUOTAS
 from fastgw.counters.table import CELL_INTS, CounterTable
 from fastgw.policy.identity import KeyIdentity
+from fastgw.snapshot import RedisSettings
 
 
 @pytest.fixture(autouse=True)
@@ -123,3 +125,27 @@ def test_reset_times_are_written_as_openai_writes_them() -> None:
         b"6m0s",
         b"1h2m3s",
     ]
+
+
+def test_a_model_without_a_price_is_not_counted_in_usd_but_a_zero_budget_still_refuses() -> None:
+    spend = budgets("route", Limit("usd_per_day", "usd", "day", 1_000_000))
+    hold = spend.reserve(Caller(None), None, 400, {})  # type: ignore[arg-type]
+    assert hold.refusal is None and not hold.entries  # no price table: nothing to count
+    off = budgets("route", Limit("usd_per_day", "usd", "day", 0))
+    hold = off.reserve(Caller(None), None, 400, {})  # type: ignore[arg-type]
+    assert hold.refusal is not None and hold.refusal[1] == "insufficient_quota"
+
+
+def test_the_shared_store_down_with_failure_closed_answers_503_and_counts_nothing() -> None:
+    route = budgets("route", TOKENS_PER_DAY)
+    down = ClusterCounts(
+        RedisSettings(url="redis://127.0.0.1:1", flush_interval=0.05, timeout=0.1, failure="closed")
+    )
+    down.up = False
+    saved, CLUSTER.current = CLUSTER.current, down
+    try:
+        hold = route.reserve(Caller(None), None, 400, {})  # type: ignore[arg-type]
+    finally:
+        CLUSTER.current = saved
+    assert hold.refusal is not None and hold.status == 503 and hold.refusal[1] == "unavailable"
+    assert not hold.entries and not down.pending
