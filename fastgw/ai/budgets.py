@@ -335,25 +335,49 @@ def _refusal(budget: Budget, limit: Limit, cap: int, used: float, amount: int) -
     )
 
 
+_HEADER_NAMES: Final = {
+    kind: (
+        b"x-ratelimit-limit-" + kind.encode(),
+        b"x-ratelimit-remaining-" + kind.encode(),
+        b"x-ratelimit-reset-" + kind.encode(),
+    )
+    for kind in ("requests", "tokens")
+}
+_FIXED: dict[tuple[str, int], tuple[bytes, bytes, bytes]] = {}  # (field, cap) -> cap, item name, policy
+
+
+def _fixed(limit: Limit, cap: int) -> tuple[bytes, bytes, bytes]:
+    """What a limit's headers say whatever the counts: rendered once per (limit, cap)."""
+    key = (limit.field, cap)
+    found = _FIXED.get(key)
+    if found is None:
+        field = limit.field.encode()
+        policy = b'"%s";q=%d;w=%d' % (field, cap, PERIOD_SECONDS[limit.period])
+        found = (b"%d" % cap, b'"%s";r=' % field, policy)
+        if len(_FIXED) < KEY_CACHE_MAX:  # caps come from config and consumers' numbers: bounded anyway
+            _FIXED[key] = found
+    return found
+
+
 def _headers(shown: dict[str, tuple[float, Limit, int, float, float]]) -> list[tuple[bytes, bytes]]:
     """OpenAI's x-ratelimit-* headers, and RateLimit / RateLimit-Policy items named by the limit's field
     (e.g. ``"tokens_per_minute";r=1200;t=14``), for the tightest token and request limit."""
     out: list[tuple[bytes, bytes]] = []
     items: list[bytes] = []
     policies: list[bytes] = []
-    for kind in ("requests", "tokens"):
+    for kind, (limit_name, remaining_name, reset_name) in _HEADER_NAMES.items():
         entry = shown.get(kind)
         if entry is None:
             continue
         _share, limit, cap, left, reset = entry
-        name = kind.encode()
-        field = limit.field.encode()
-        out.append((b"x-ratelimit-limit-" + name, b"%d" % cap))
-        out.append((b"x-ratelimit-remaining-" + name, b"%d" % math.floor(left)))
-        out.append((b"x-ratelimit-reset-" + name, reset_text(reset)))
-        items.append(b'"%s";r=%d;t=%d' % (field, math.floor(left), math.ceil(reset)))
-        policies.append(b'"%s";q=%d;w=%d' % (field, cap, PERIOD_SECONDS[limit.period]))
+        cap_text, item, policy = _fixed(limit, cap)
+        whole = int(left)
+        out.append((limit_name, cap_text))
+        out.append((remaining_name, b"%d" % whole))
+        out.append((reset_name, reset_text(reset)))
+        items.append(b"%s%d;t=%d" % (item, whole, math.ceil(reset)))
+        policies.append(policy)
     if items:
-        out.append((b"ratelimit-policy", b", ".join(policies)))
-        out.append((b"ratelimit", b", ".join(items)))
+        out.append((b"ratelimit-policy", policies[0] if len(policies) == 1 else b", ".join(policies)))
+        out.append((b"ratelimit", items[0] if len(items) == 1 else b", ".join(items)))
     return out
