@@ -258,6 +258,50 @@ def llm_steps() -> dict[str, float]:
     }
 
 
+def budget_steps() -> dict[str, float]:
+    """ai/budgets.py per LLM request (issue 23's bar: <= 1 us each): one token limit, then one spend
+    budget, each reserved before the call and settled with the usage after, on a table of 2 shards."""
+    import mmap
+    from types import SimpleNamespace
+
+    from fastgw.ai.adapter import Usage
+    from fastgw.ai.budgets import Budget, Budgets, Limit
+    from fastgw.ai.prices import compile_prices
+    from fastgw.ai.record import LlmRecord
+
+    table = CounterTable()
+    table.attach(mmap.mmap(-1, 2 * 4096 * CELL_INTS * 8), 0, 2, 4096)
+    caller = Exchange(b"POST", b"/v1/chat/completions", b"HTTP/1.1", [])
+    caller.consumer = KeyIdentity("k_1", "c_1", "acme", "red", frozenset(), frozenset(), None, 0.0)
+    pivot = {"model": "gpt-4o-mini", "max_tokens": 256}
+    record = LlmRecord("gpt-4o-mini", "chat", usage=Usage(120, 80, reported=True))
+    record.cost_usd = 0.0001
+    target = SimpleNamespace(
+        provider=SimpleNamespace(name="openai"), target=SimpleNamespace(model="gpt-4o-mini")
+    )
+    model = SimpleNamespace(targets=(target,))  # what the handler passes: the model's first target is priced
+
+    def row(limit: Limit) -> float:
+        budgets = Budgets((Budget("b", "bench:b", "consumer", (limit,)),), table, 1024)
+        budgets.prices = compile_prices((), {"openai": "openai"}, lambda key, reason: ValueError(reason))  # type: ignore[arg-type, return-value]
+
+        hold = budgets.reserve(caller, model, 600, pivot)
+        assert hold.entries, "the limit counted the request (a spend budget: its price is known)"
+
+        def one() -> None:
+            hold = budgets.reserve(caller, model, 600, pivot)
+            hold.settle(record, True)
+
+        return best(one, 20000)
+
+    return {
+        "token-limit check (tokens_per_minute: reserve + settle)": row(
+            Limit("tokens_per_minute", "tokens", "minute", 10**15)
+        ),
+        "budget check (usd_per_day: reserve + settle)": row(Limit("usd_per_day", "usd", "day", 10**15)),
+    }
+
+
 def measure(backend: str) -> dict[str, float]:
     snapshot = compile_config(CONFIG, "micro.toml")
     route = snapshot.routes[0]
@@ -361,6 +405,7 @@ def main() -> int:
         "h11": lambda: measure("h11"),
         "sse": sse_steps,
         "llm (per streamed event)": llm_steps,
+        "budgets (per LLM request)": budget_steps,
     }
     parser.add_argument("--only", choices=[g.split()[0] for g in groups], help="run one group")
     args = parser.parse_args()

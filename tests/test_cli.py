@@ -50,6 +50,7 @@ def test_check_examples(tmp_path: Path) -> None:
         "AZURE_OPENAI_API_KEY": "azure-example",
         "ANTHROPIC_API_KEY": "sk-ant-example",
         "GEMINI_API_KEY": "gemini-example",
+        "FASTGW_BUDGET_ALERT_SECRET": "budget-alert-example",  # llm-budgets.toml's webhook key
     }
     for path in examples:
         copy = tmp_path / path.name

@@ -28,10 +28,12 @@ import orjson
 
 from fastgw.ai.adapter import Adapter, InvalidRequestError, Json, ProviderRequest
 from fastgw.ai.attempts import Build, OwnKey, Relay, TargetLoop
+from fastgw.ai.budgets import Budgets, HeadersWriter
 from fastgw.ai.cache import ResponseCache
 from fastgw.ai.client_format import ClientFormat
 from fastgw.ai.config import LlmConfig, Target
 from fastgw.ai.count_tokens import count_tokens
+from fastgw.ai.prices import record_cost
 from fastgw.ai.record import LlmRecord
 from fastgw.ai.relay import JSON, relay_chat, relay_embeddings, relay_stream, status_kind
 from fastgw.exchange import Exchange
@@ -49,7 +51,7 @@ OWN_KEY_MAX: Final = 1024
 class LlmHandler:
     """One per llm route; state shared by its requests is the per-worker target and key health."""
 
-    __slots__ = ("adapters", "allowed", "byok", "cache", "formats", "llm", "loop")
+    __slots__ = ("adapters", "allowed", "budgets", "byok", "cache", "formats", "llm", "loop")
 
     def __init__(
         self,
@@ -66,6 +68,7 @@ class LlmHandler:
         self.byok = byok  # providers the client's own key may be used with (empty: none)
         self.loop = TargetLoop(llm, adapters, random.Random())
         self.cache: ResponseCache | None = None  # the route's response cache, if it has one (cache.py)
+        self.budgets: Budgets | None = None  # token limits and spend budgets (ai/budgets.py)
 
     def model_allowed(self, name: str, ex: Exchange | None = None) -> bool:
         """The route serves ``name`` and the caller may use it: its API key's consumer, its JWT's models
@@ -79,6 +82,8 @@ class LlmHandler:
         fmt = self.formats[
             "anthropic" if "/messages" in path or ex.header(b"anthropic-version") else "openai"
         ]
+        if self.budgets is not None:
+            out = HeadersWriter(out)  # the budgets' headers go on the answer (ai/budgets.py)
         own_key = ex.header(OWN_KEY_HEADER)
         if own_key is not None:
             problem = self._own_key_problem(own_key)
@@ -161,7 +166,14 @@ class LlmHandler:
             await relay_embeddings(reply, adapter, out, fmt, record, pivot)
 
         await self._run(
-            ex, out, upstreams, fmt, record, lambda a, t: a.embeddings_request(pivot, t.target), relay
+            ex,
+            out,
+            upstreams,
+            fmt,
+            record,
+            lambda a, t: a.embeddings_request(pivot, t.target),
+            relay,
+            need=(len(body), None),
         )
 
     async def _chat(
@@ -197,7 +209,7 @@ class LlmHandler:
         def build(adapter: Adapter, target: Target) -> ProviderRequest:
             return adapter.chat_request(pivot, target.target, stream)
 
-        await self._run(ex, out, upstreams, fmt, record, build, relay, started)
+        await self._run(ex, out, upstreams, fmt, record, build, relay, started, (len(body), pivot))
         if ticket is not None:
             await ticket.keep(record)
 
@@ -211,8 +223,10 @@ class LlmHandler:
         build: Build,
         relay: Relay,
         started: float | None = None,
+        need: tuple[int, Json | None] = (0, None),
     ) -> None:
-        """The model's targets tried for one request (``attempts.py``), the record's duration kept."""
+        """The model's targets tried for one request (``attempts.py``), the record's duration kept;
+        ``need`` (body bytes, pivot) is what the route's budgets estimate the request from."""
         started = time.monotonic() if started is None else started
         name = record.model
         model = self.llm.models.get(name)
@@ -220,6 +234,12 @@ class LlmHandler:
             message = f"The model '{name}' does not exist or you do not have access to it."
             await self._fail(out, fmt, 404, message, "model", "model_not_found")
             return
+        hold = None if self.budgets is None else self.budgets.reserve(ex, model, need[0], need[1])
+        if hold is not None:
+            if hold.refusal is not None:
+                await hold.refuse(out, fmt)
+                return
+            hold.show(out)
 
         async def fail(
             status: int, message: str, param: str | None, code: str | None, retry_after: float | None
@@ -240,6 +260,9 @@ class LlmHandler:
             )
         finally:
             record.duration_ms = (time.monotonic() - started) * 1000.0
+            record.cost_usd = record_cost(self.llm.prices, record)
+            if hold is not None:
+                hold.settle(record, out.started)
 
     async def _fail(
         self,

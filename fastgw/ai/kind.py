@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from fastgw.ai.budget_config import OUTPUT_MAX, BudgetAlertsSpec, BudgetSpec, compile_budgets
 from fastgw.ai.cache import CacheSpec, cache_of
 from fastgw.ai.config import LlmConfig, LlmSpec, ModelSpec, ProviderSpec, TargetSpec, compile_llm
+from fastgw.ai.prices import PriceSpec
 from fastgw.ai.resilience import ProviderKeySpec
 from fastgw.config.fields import Section, doc
 from fastgw.handlers.kind import CompileContext, CompileError, HandlerKind
@@ -38,6 +40,18 @@ class LlmRouteSpec:
         " (docs/llm-cache.md)",
         None,
     )
+    budgets: tuple[BudgetSpec, ...] = doc(
+        "token limits, request limits and spend budgets ([[routes.handler.budgets]], docs/llm-budgets.md)", ()
+    )
+    budget_alerts: BudgetAlertsSpec | None = doc(
+        "threshold alerts of the route's budgets to webhooks and the log (docs/llm-budgets.md)", None
+    )
+    budget_output_tokens: int = doc(
+        "the answer tokens a budget reserves for a request without max_tokens (settled with the real"
+        " usage after)",
+        1024,
+        most=OUTPUT_MAX,
+    )
 
 
 def _compile_section(spec: LlmSpec | None, ctx: CompileContext) -> LlmConfig | None:
@@ -59,6 +73,11 @@ def compile_route(spec: LlmRouteSpec, ctx: CompileContext) -> LlmHandler:
             raise CompileError("byok_providers", f"no [[llm.providers]] named {name!r}")
     handler = LlmHandler(llm, ADAPTERS, FORMATS, spec.models, frozenset(spec.byok_providers))
     handler.cache = cache_of(spec.cache, ctx)
+    handler.budgets = budgets = compile_budgets(
+        spec.budgets, spec.budget_output_tokens, ctx, spec.budget_alerts
+    )
+    if budgets is not None:
+        budgets.prices = llm.prices
     return handler
 
 
@@ -89,6 +108,8 @@ SECTION: Final = Section(
         ("[[llm.models]]", ModelSpec, "A public model name and where its requests go."),
         ("[[llm.models]].targets", TargetSpec, "One target of a model."),
         ('routes.handler.cache (kind = "llm")', CacheSpec, "An llm route's response cache."),
+        ("[[routes.handler.budgets]]", BudgetSpec, "A token limit or spend budget of an llm route."),
+        ("[[llm.prices]]", PriceSpec, "A price of a provider model, over the shipped table."),
     ),
 )
 

@@ -25,6 +25,7 @@ class LlmRecord:
     error: str = ""  # the provider error kind that ended it, if any
     cache_hit: bool = False  # answered by the route's response cache (ai/cache.py): no provider call
     tokens_saved: int = 0  # a hit's tokens: the original call's prompt + completion tokens (usage is 0)
+    cost_usd: float | None = None  # USD (ai/prices.py), set when the exchange ends; None: unknown
 
     @property
     def tokens_per_second(self) -> float:
@@ -56,6 +57,10 @@ class LlmRecord:
             out["usage"] = "missing"
         if self.ttft_ms >= 0:
             out["ttft_ms"] = round(self.ttft_ms, 3)
+        if self.cost_usd is None:
+            out["cost"] = "unknown"
+        else:
+            out["cost_usd"] = round(self.cost_usd, 9)
         if self.error:
             out["error"] = self.error
         if self.cache_hit:

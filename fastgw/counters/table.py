@@ -212,17 +212,18 @@ class CounterTable:
                 current += local[0]
         return current, previous, own, own_count
 
-    def add(self, key_hash: int, where: list[int], window: int) -> None:
-        """Count one admission in this worker's own shard (the only shard it ever writes)."""
+    def add(self, key_hash: int, where: list[int], window: int, amount: int = 1) -> None:
+        """Count one admission (or ``amount``: tokens, micro-USD) in this worker's own shard (the only
+        shard it ever writes)."""
         cells = self.cells
         if cells is None:
             return
         own = where[self.slot]
         if own >= 0 and cells[own] == key_hash:
             if cells[own + 1] == window:  # the steady state: one more in the current window
-                cells[own + 2] += 1
+                cells[own + 2] += amount
             else:
-                self._bump(own, window)
+                self._bump(own, window, amount)
             return
         capacity = self.capacity
         base = self.slot * capacity
@@ -233,7 +234,7 @@ class CounterTable:
             stored = cells[index]
             if stored == key_hash:
                 where[self.slot] = index
-                self._bump(index, window)
+                self._bump(index, window, amount)
                 return
             if free < 0 and (stored == 0 or 0 <= cells[index + 1] < window - 1):
                 free = index  # empty, or ours and stale (never a concurrency cell): reusable
@@ -243,7 +244,7 @@ class CounterTable:
             if cells[free]:
                 self.generation += 1  # another key's stale cell: copies of it must not be trusted
             cells[free + 1] = window
-            cells[free + 2] = 1
+            cells[free + 2] = amount
             cells[free + 3] = 0
             cells[free] = key_hash  # published last: readers never see a half-written cell as this key
             where[self.slot] = free
@@ -254,9 +255,28 @@ class CounterTable:
                 "fastgw: rate-limit table full for a key: counting it per worker (see docs/rate-limits.md)\n"
             )
         cell = self.local.setdefault((key_hash, window), [0])
-        cell[0] += 1
+        cell[0] += amount
         if len(self.local) > 65536:
             self.local.clear()
+
+    def adjust(self, key_hash: int, where: list[int], window: int, delta: int) -> None:
+        """Correct an amount this worker added in ``window`` by ``delta`` (either sign): an estimate
+        reconciled with what was used. Where the window has since become the cell's previous one, the
+        previous count is corrected; an older window decides nothing any more and is left alone."""
+        cells = self.cells
+        if cells is None:
+            return
+        index = where[self.slot]
+        if index >= 0 and cells[index] == key_hash:
+            cell_window = cells[index + 1]
+            if cell_window == window:
+                cells[index + 2] += delta
+            elif cell_window == window + 1 and window >= 0:  # sliding windows only: quota codes are not
+                cells[index + 3] += delta
+            return
+        cell = self.local.get((key_hash, window))
+        if cell is not None:
+            cell[0] += delta
 
     def take_back(self, key_hash: int, where: list[int], window: int) -> None:
         """Undo one ``add`` of this worker (a request that finished, or one a later limit refused)."""
@@ -284,7 +304,7 @@ class CounterTable:
                 cells[index + 2] = 0
         return released
 
-    def _bump(self, index: int, window: int) -> None:
+    def _bump(self, index: int, window: int, amount: int = 1) -> None:
         cells = self.cells
         assert cells is not None
         cell_window = cells[index + 1]
@@ -292,7 +312,7 @@ class CounterTable:
             cells[index + 3] = cells[index + 2] if cell_window == window - 1 else 0
             cells[index + 2] = 0
             cells[index + 1] = window
-        cells[index + 2] += 1
+        cells[index + 2] += amount
 
 
 # The worker's view of the node's shared-memory counter table. Process-global on purpose: the table is

@@ -1,0 +1,97 @@
+"""An llm route's budgets as compiled: limits in their units (USD as micro-USD), 0 kept as a limit that
+refuses everything, and bad values (negative, NaN, no limit, duplicate names) as errors that name the
+file, the key and the reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from fastgw.ai.budgets import Budgets
+from fastgw.config.compiler import compile_config
+from fastgw.config.loader import ConfigError
+
+BASE = """
+[[listeners]]
+bind = "127.0.0.1:8080"
+[upstreams.openai]
+targets = ["127.0.0.1:9000"]
+[[llm.providers]]
+name = "oa"
+kind = "openai"
+upstream = "openai"
+base_path = "/v1"
+[[llm.models]]
+name = "m"
+targets = [{ provider = "oa", model = "gpt-4o" }]
+[[routes]]
+name = "llm"
+path = "/v1"
+auth = "none"
+kind = "llm"
+"""
+
+
+def budgets_of(budgets: str) -> Budgets | None:
+    snapshot = compile_config((BASE + budgets).encode(), "conf/x.toml")
+    (route,) = [r for r in snapshot.routes if r.name == "llm"]
+    found: Budgets | None = route.handler.budgets  # type: ignore[union-attr]
+    return found
+
+
+def error_for(budgets: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        compile_config((BASE + budgets).encode(), "conf/x.toml")
+    return str(info.value)
+
+
+def test_limits_are_compiled_in_their_units() -> None:
+    budgets = budgets_of(
+        """
+[[routes.handler.budgets]]
+name = "team"
+key = "team"
+tokens_per_minute = 100000
+usd_per_day = 12.5
+usd_per_month = 0
+"""
+    )
+    assert budgets is not None
+    (budget,) = budgets.budgets
+    assert budget.budget_id == "llm:team" and budget.key == "team"
+    assert [(limit.field, limit.kind, limit.period, limit.cap) for limit in budget.limits] == [
+        ("tokens_per_minute", "tokens", "minute", 100000),
+        ("usd_per_day", "usd", "day", 12_500_000),
+        ("usd_per_month", "usd", "month", 0),  # 0 is a limit (refuse everything), not "unset"
+    ]
+    assert budgets.output_tokens == 1024
+    assert budgets_of("") is None
+
+
+@pytest.mark.parametrize(
+    ("budgets", "expected"),
+    [
+        (
+            '[[routes.handler.budgets]]\nname = "b"\ntokens_per_day = -1',
+            "budgets[0].tokens_per_day: must be 0 or more (0 refuses every request), got -1",
+        ),
+        ('[[routes.handler.budgets]]\nname = "b"\nusd_per_day = -0.5', "usd_per_day: must be 0 or more"),
+        (
+            '[[routes.handler.budgets]]\nname = "b"\nusd_per_month = nan',
+            "usd_per_month: expected a finite number, got nan",
+        ),
+        ('[[routes.handler.budgets]]\nname = "b"', "budgets[0]: budget 'b' sets no limit"),
+        (
+            '[[routes.handler.budgets]]\nname = "b"\ntokens_per_day = 1\n'
+            '[[routes.handler.budgets]]\nname = "b"\ntokens_per_day = 2',
+            "budgets[1].name: duplicate budget name 'b'",
+        ),
+        (
+            '[[routes.handler.budgets]]\nname = "a.b"\ntokens_per_day = 1',
+            "budgets[0].name: 'a.b' is not a token",
+        ),
+        ("[routes.handler]\nbudget_output_tokens = 0", "budget_output_tokens: must be 1 or more"),
+    ],
+)
+def test_bad_budgets_name_the_file_the_key_and_the_reason(budgets: str, expected: str) -> None:
+    message = error_for(budgets)
+    assert "conf/x.toml" in message and expected in message

@@ -1,0 +1,151 @@
+"""Budgets on the request path, without a gateway: whom a budget counts (key, consumer, team, route),
+consumers' own numbers, the headers an answer carries, and what an answer without usage settles to."""
+
+from __future__ import annotations
+
+import mmap
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from fastgw.ai.adapter import Usage
+from fastgw.ai.budgets import Budget, Budgets, Limit, reset_text
+from fastgw.ai.record import LlmRecord
+from fastgw.counters.cluster import CLUSTER, ClusterCounts
+from fastgw.counters.quota import QUOTAS
+from fastgw.counters.table import CELL_INTS, CounterTable
+from fastgw.policy.identity import KeyIdentity
+from fastgw.snapshot import RedisSettings
+
+
+@pytest.fixture(autouse=True)
+def quota_book() -> Iterator[None]:
+    """Day budgets count in the worker's global quota book: each test starts from an empty one."""
+    saved = QUOTAS.base, QUOTAS.pending
+    QUOTAS.base, QUOTAS.pending = {}, {}
+    yield
+    QUOTAS.base, QUOTAS.pending = saved
+
+
+def table() -> CounterTable:
+    t = CounterTable()
+    t.attach(mmap.mmap(-1, 2 * 64 * CELL_INTS * 8), 0, 2, 64)
+    return t
+
+
+@dataclass
+class Caller:
+    """What budgets read of an Exchange: who called, from where."""
+
+    consumer: KeyIdentity | None
+    client_ip: str = "192.0.2.1"
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+def identity(
+    consumer: str, team: str = "", key: str = "k1", limits: dict[str, int] | None = None
+) -> KeyIdentity:
+    return KeyIdentity(
+        key_id=key,
+        consumer_id=f"id-{consumer}",
+        consumer=consumer,
+        team=team,
+        roles=frozenset(),
+        scopes=frozenset(),
+        routes=None,
+        expires=0.0,
+        limits=limits or {},
+    )
+
+
+def budgets(key: str, *limits: Limit) -> Budgets:
+    return Budgets((Budget("b", "llm:b", key, limits),), table(), 100)
+
+
+TOKENS_PER_DAY = Limit("tokens_per_day", "tokens", "day", 1000)
+
+
+def test_a_team_budget_is_shared_by_the_teams_consumers_and_a_consumer_without_a_team_is_its_own() -> None:
+    team = budgets("team", TOKENS_PER_DAY)
+    estimate = 100 + 400 // 4 + 1  # max_tokens, then the body's bytes / 4
+    alice = Caller(identity("alice", "red"))
+    bob = Caller(identity("bob", "red"))
+    carol = Caller(identity("carol"))
+    assert team.reserve(alice, None, 400, {"max_tokens": 100}).refusal is None  # type: ignore[arg-type]
+    hold = team.reserve(bob, None, 400, {"max_tokens": 100})  # type: ignore[arg-type]
+    assert (b"x-ratelimit-remaining-tokens", b"%d" % (1000 - 2 * estimate)) in hold.headers
+    hold = team.reserve(carol, None, 400, {"max_tokens": 100})  # type: ignore[arg-type]
+    assert (b"x-ratelimit-remaining-tokens", b"%d" % (1000 - estimate)) in hold.headers
+
+
+def test_a_consumers_own_numbers_override_the_routes() -> None:
+    per_consumer = budgets("consumer", TOKENS_PER_DAY, Limit("usd_per_day", "usd", "day", 5_000_000))
+    premium = Caller(identity("p", limits={"b.tokens_per_day": 50000, "b.usd_per_day_cents": 0}))
+    hold = per_consumer.reserve(premium, None, 400, {"max_tokens": 100})  # type: ignore[arg-type]
+    assert hold.refusal is not None and hold.refusal[1] == "insufficient_quota"  # 0 cents: switched off
+    premium = Caller(identity("q", limits={"b.tokens_per_day": 50000}))
+    hold = per_consumer.reserve(premium, None, 400, {"max_tokens": 100})  # type: ignore[arg-type]
+    assert hold.refusal is None
+    assert (b"x-ratelimit-limit-tokens", b"50000") in hold.headers
+
+
+def test_an_api_key_budget_counts_each_key_and_anonymous_callers_by_address() -> None:
+    per_key = budgets("api_key", Limit("requests_per_minute", "requests", "minute", 1))
+    assert per_key.reserve(Caller(identity("a", key="k1")), None, 10, None).refusal is None  # type: ignore[arg-type]
+    assert per_key.reserve(Caller(identity("a", key="k2")), None, 10, None).refusal is None  # type: ignore[arg-type]
+    refused = per_key.reserve(Caller(identity("a", key="k1")), None, 10, None)  # type: ignore[arg-type]
+    assert refused.refusal is not None and refused.refusal[1] == "rate_limit_exceeded"
+    assert refused.retry > 0 and not refused.entries  # nothing stays counted for a refusal
+    assert per_key.reserve(Caller(None, "192.0.2.7"), None, 10, None).refusal is None  # type: ignore[arg-type]
+    assert per_key.reserve(Caller(None, "192.0.2.8"), None, 10, None).refusal is None  # type: ignore[arg-type]
+
+
+def test_an_answer_that_never_started_gives_its_reservation_back_and_one_cut_short_keeps_it() -> None:
+    route = budgets("route", TOKENS_PER_DAY)
+    caller = Caller(None)
+    hold = route.reserve(caller, None, 400, {})  # type: ignore[arg-type]
+    hold.settle(LlmRecord("m", "chat"), answered=False)  # every provider call failed: nothing used
+    hold = route.reserve(caller, None, 400, {})  # type: ignore[arg-type]
+    assert (b"x-ratelimit-remaining-tokens", b"%d" % (1000 - 201)) in hold.headers
+    hold.settle(LlmRecord("m", "chat"), answered=True)  # a stream cut short, no usage: the estimate stays
+    record = LlmRecord("m", "chat", usage=Usage(30, 20, reported=True))
+    hold = route.reserve(caller, None, 400, {})  # type: ignore[arg-type]
+    assert (b"x-ratelimit-remaining-tokens", b"%d" % (1000 - 402)) in hold.headers
+    hold.settle(record, answered=True)
+    hold = route.reserve(caller, None, 400, {})  # type: ignore[arg-type]
+    assert (b"x-ratelimit-remaining-tokens", b"%d" % (1000 - 201 - 50 - 201)) in hold.headers
+
+
+def test_reset_times_are_written_as_openai_writes_them() -> None:
+    assert [reset_text(s) for s in (0.25, 1.0, 8.2, 360.0, 3723.0)] == [
+        b"250ms",
+        b"1s",
+        b"9s",
+        b"6m0s",
+        b"1h2m3s",
+    ]
+
+
+def test_a_model_without_a_price_is_not_counted_in_usd_but_a_zero_budget_still_refuses() -> None:
+    spend = budgets("route", Limit("usd_per_day", "usd", "day", 1_000_000))
+    hold = spend.reserve(Caller(None), None, 400, {})  # type: ignore[arg-type]
+    assert hold.refusal is None and not hold.entries  # no price table: nothing to count
+    off = budgets("route", Limit("usd_per_day", "usd", "day", 0))
+    hold = off.reserve(Caller(None), None, 400, {})  # type: ignore[arg-type]
+    assert hold.refusal is not None and hold.refusal[1] == "insufficient_quota"
+
+
+def test_the_shared_store_down_with_failure_closed_answers_503_and_counts_nothing() -> None:
+    route = budgets("route", TOKENS_PER_DAY)
+    down = ClusterCounts(
+        RedisSettings(url="redis://127.0.0.1:1", flush_interval=0.05, timeout=0.1, failure="closed")
+    )
+    down.up = False
+    saved, CLUSTER.current = CLUSTER.current, down
+    try:
+        hold = route.reserve(Caller(None), None, 400, {})  # type: ignore[arg-type]
+    finally:
+        CLUSTER.current = saved
+    assert hold.refusal is not None and hold.status == 503 and hold.refusal[1] == "unavailable"
+    assert not hold.entries and not down.pending
