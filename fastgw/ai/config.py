@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from fastgw.ai.adapter import ProviderTarget
+from fastgw.ai.prices import PriceSpec, PriceTable, compile_prices
 from fastgw.ai.resilience import (
     Deadlines,
     DeadlinesSpec,
@@ -87,6 +88,9 @@ class ModelSpec:
 class LlmSpec(ResilienceSpec):
     providers: tuple[ProviderSpec, ...] = doc("[[llm.providers]] tables", ())
     models: tuple[ModelSpec, ...] = doc("[[llm.models]] tables", ())
+    prices: tuple[PriceSpec, ...] = doc(
+        "[[llm.prices]]: prices over the shipped table (docs/llm-usage.md)", ()
+    )
     fallback_on: tuple[int, ...] = doc(
         "provider statuses that move a request to the next target (connect errors and timeouts always do)",
         DEFAULT_FALLBACK,
@@ -138,6 +142,7 @@ class LlmConfig:
     max_attempts: int
     master_keys: MasterKeys | None = None  # None: no provider keys can be stored (secrets_at_rest.py)
     resilience: Resilience = Resilience()
+    prices: PriceTable | None = None  # None: every cost unknown (a config compiled without [llm])
 
 
 def auth_headers(kind: str, key: str, options: Mapping[str, str]) -> tuple[tuple[bytes, bytes], ...]:
@@ -230,6 +235,7 @@ def compile_llm(spec: LlmSpec, ctx: CompileContext) -> LlmConfig:
         spec.max_attempts,
         _master_keys(spec, ctx),
         resilience,
+        compile_prices(spec.prices, {n: p.kind for n, p in providers.items()}, ctx.error),
     )
 
 

@@ -31,6 +31,7 @@ from fastgw.ai.attempts import Build, OwnKey, Relay, TargetLoop
 from fastgw.ai.client_format import ClientFormat
 from fastgw.ai.config import LlmConfig, Target
 from fastgw.ai.count_tokens import count_tokens
+from fastgw.ai.prices import record_cost
 from fastgw.ai.record import LlmRecord
 from fastgw.ai.relay import JSON, relay_chat, relay_embeddings, relay_stream, status_kind
 from fastgw.exchange import Exchange
@@ -230,6 +231,7 @@ class LlmHandler:
             )
         finally:
             record.duration_ms = (time.monotonic() - started) * 1000.0
+            record.cost_usd = record_cost(self.llm.prices, record)
 
     async def _fail(
         self,

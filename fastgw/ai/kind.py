@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from fastgw.ai.config import LlmConfig, LlmSpec, ModelSpec, ProviderSpec, TargetSpec, compile_llm
+from fastgw.ai.prices import PriceSpec
 from fastgw.ai.resilience import ProviderKeySpec
 from fastgw.config.fields import Section, doc
 from fastgw.handlers.kind import CompileContext, CompileError, HandlerKind
@@ -80,6 +81,7 @@ SECTION: Final = Section(
         ("[[llm.providers]].api_keys", ProviderKeySpec, "One of several keys of a provider."),
         ("[[llm.models]]", ModelSpec, "A public model name and where its requests go."),
         ("[[llm.models]].targets", TargetSpec, "One target of a model."),
+        ("[[llm.prices]]", PriceSpec, "A price of a provider model, over the shipped table."),
     ),
 )
 

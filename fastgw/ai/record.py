@@ -23,6 +23,7 @@ class LlmRecord:
     ttft_ms: float = -1.0  # first token (first content chunk) after the request reached the handler
     duration_ms: float = 0.0
     error: str = ""  # the provider error kind that ended it, if any
+    cost_usd: float | None = None  # USD (ai/prices.py), set when the exchange ends; None: unknown
 
     @property
     def tokens_per_second(self) -> float:
@@ -54,6 +55,10 @@ class LlmRecord:
             out["usage"] = "missing"
         if self.ttft_ms >= 0:
             out["ttft_ms"] = round(self.ttft_ms, 3)
+        if self.cost_usd is None:
+            out["cost"] = "unknown"
+        else:
+            out["cost_usd"] = round(self.cost_usd, 9)
         if self.error:
             out["error"] = self.error
         return out
