@@ -22,6 +22,7 @@ from fastgw.codec.control_messages import (
     ControlMessage,
     Health,
     Hello,
+    LedgerReport,
     MessageError,
     MetricsExport,
     MetricsPull,
@@ -32,6 +33,7 @@ from fastgw.codec.control_messages import (
 from fastgw.control.channel import ChannelProtocol
 from fastgw.counters.quota import QUOTAS
 from fastgw.proxy.caches import CACHES
+from fastgw.sinks.ledger import FLUSH_SECONDS, LEDGER
 from fastgw.snapshot import Snapshot, SnapshotHolder
 from fastgw.upstream.pool import PoolManager
 
@@ -60,6 +62,7 @@ class ControlLink:
         self.channel: ChannelProtocol | None = None
         self._lost: asyncio.Future[None] | None = None
         worker.on_tick(self.flush_quotas)
+        worker.on_tick(self.flush_ledger)
 
     def start(self) -> None:
         self.worker.spawn(self._run())
@@ -121,6 +124,21 @@ class ControlLink:
         report = QuotaReport(tuple(_admission(entry) for entry in entries))
         if channel is None or not channel.send(report):
             QUOTAS.give_back(entries)
+
+    def flush_ledger(self, now: float) -> None:
+        """Worker tick subscriber: send the usage ledger's sums every FLUSH_SECONDS (sooner when full)."""
+        if LEDGER.pending and (now >= LEDGER.due or LEDGER.full):
+            LEDGER.due = now + FLUSH_SECONDS
+            self.send_ledger()
+
+    def send_ledger(self) -> None:
+        """Hand this worker's ledger sums to the control process, once (kept for later when it is away)."""
+        rows = LEDGER.take()
+        if not rows:
+            return
+        channel = self.channel
+        if channel is None or not channel.send(LedgerReport(tuple(rows))):
+            LEDGER.give_back(rows)
 
     def _reload(self, channel: ChannelProtocol, message: Reload) -> None:
         from fastgw.config.loader import ConfigError

@@ -222,6 +222,8 @@ class Worker(WorkerContext):
                 conn.transport.abort()
         if self.control is not None:
             self.control.send_quotas()  # the last admissions reach the store before we exit
+            self.flush_records()  # the last exchanges reach the ledger book, and it the control process
+            self.control.send_ledger()
             await asyncio.sleep(0)
         self.pools.close()
         await CLUSTER.configure(None)
