@@ -13,6 +13,7 @@ import asyncio
 import os
 import socket
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Final, Protocol, cast
 
@@ -38,6 +39,9 @@ from fastgw.snapshot import Snapshot, SnapshotHolder
 from fastgw.upstream.pool import PoolManager
 
 RECONNECT_SECONDS: Final = 1.0
+# At exit, how long the last reports may take to leave: the control process reads a few hundred KiB in
+# milliseconds; one second bounds a control process that has stopped reading.
+DRAIN_SECONDS: Final = 1.0
 
 
 class LinkedWorker(Protocol):
@@ -139,6 +143,17 @@ class ControlLink:
         channel = self.channel
         if channel is None or not channel.send(LedgerReport(tuple(rows))):
             LEDGER.give_back(rows)
+
+    async def drained(self) -> None:
+        """Wait (up to DRAIN_SECONDS) until what was sent has left for the control process: at exit, the
+        last quota counts and ledger sums must not die in this process's socket buffer."""
+        deadline = time.monotonic() + DRAIN_SECONDS
+        await asyncio.sleep(0)
+        while (channel := self.channel) is not None and time.monotonic() < deadline:
+            transport = channel.transport
+            if transport is None or not transport.get_write_buffer_size():
+                return
+            await asyncio.sleep(0.01)
 
     def _reload(self, channel: ChannelProtocol, message: Reload) -> None:
         from fastgw.config.loader import ConfigError

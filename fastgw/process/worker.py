@@ -224,7 +224,7 @@ class Worker(WorkerContext):
             self.control.send_quotas()  # the last admissions reach the store before we exit
             self.flush_records()  # the last exchanges reach the ledger book, and it the control process
             self.control.send_ledger()
-            await asyncio.sleep(0)
+            await self.control.drained()
         self.pools.close()
         await CLUSTER.configure(None)
         self._stopped.set()
