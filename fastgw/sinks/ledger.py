@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from typing import Any, Final
 
+from fastgw.metrics.llm_spend import SpendMetrics
 from fastgw.sinks.base import Record, Sink
 
 # How often a worker hands its deltas on: the most a worker killed -9 loses is this much of its traffic.
@@ -31,6 +32,7 @@ BOOK_ROWS_MAX: Final = 4096
 Dims = tuple[str, str, str, str, str, str, str]  # day, consumer, key, team, model, provider, route
 _DAY_SECONDS: Final = 86400
 NANO_USD: Final = 1e9  # costs travel and are stored as integers of 1e-9 USD (a token costs >= ~1e-8 USD)
+UNKNOWN_MODEL: Final = "(unknown)"  # as metrics/llm.py labels it
 _PRICED: Final = frozenset({"chat", "messages", "embeddings"})  # count_tokens and models cost nothing
 
 
@@ -63,7 +65,8 @@ class LedgerBook:
             "" if identity is None else str(identity.consumer),
             str(getattr(identity, "key_id", "")),
             "" if identity is None else str(identity.team),
-            str(llm.model),
+            # A model no provider was picked for is the client's string, not a configured name: one row.
+            str(llm.model) if llm.provider else UNKNOWN_MODEL,
             str(llm.provider),
             "" if route is None else str(route.name),
         )
@@ -113,16 +116,28 @@ LEDGER: Final = LedgerBook()
 
 
 class LedgerSink(Sink):
-    """Adds each batch's llm exchanges to ``LEDGER``; cheap enough for the loop (a dict update each)."""
+    """Adds each batch's llm exchanges to ``LEDGER`` and to the tokens-and-cost-by-consumer counters
+    (metrics/llm_spend.py); cheap enough for the loop (a dict update or two each)."""
 
-    __slots__ = ("book",)
+    __slots__ = ("book", "spend")
     name = "ledger"
 
-    def __init__(self, book: LedgerBook = LEDGER) -> None:
+    def __init__(self, book: LedgerBook = LEDGER, spend: SpendMetrics | None = None) -> None:
         self.book = book
+        self.spend = spend
 
     def take(self, batch: list[Record]) -> None:
-        book = self.book
+        book, spend = self.book, self.spend
         for ex in batch:
-            if ex.llm is not None:
+            llm = ex.llm
+            if llm is not None:
                 book.add(ex)
+                if spend is not None and llm.usage.reported:
+                    identity = ex.consumer
+                    consumer = "" if identity is None else str(identity.consumer)
+                    usage = llm.usage
+                    spend.observe(
+                        consumer, llm.model, usage.prompt_tokens, usage.completion_tokens, llm.cost_usd
+                    )
+        if spend is not None:
+            spend.publish()

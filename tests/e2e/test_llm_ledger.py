@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -117,6 +118,29 @@ def test_ledger_totals_equal_what_the_provider_served(
     assert usage_rows(admin, "?consumer=zeta&model=mini")[0]["requests"] == 9
     status, problem = admin.json("GET", "/usage?group_by=colour", token=ADMIN_TOKEN)
     assert status == 400 and "group_by: 'colour' is not one of" in json.dumps(problem)
+
+    # Prometheus: tokens and cost by consumer and model (two consumers: both get series of their own;
+    # what a worker counted before a consumer had its series is in "(other)"), nothing lost.
+    status, _, body = admin.call("GET", "/metrics", token=ADMIN_TOKEN)
+    assert status == 200
+    prompt = completion = cost = 0.0
+    consumers = set()
+    for line in body.decode().splitlines():
+        match = re.match(r"fastgw_llm_consumer_(tokens|cost_usd)_total\{(.*)\} (\S+)$", line)
+        if match:
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2)))
+            consumers.add(labels["consumer"])
+            value = float(match.group(3))
+            if match.group(1) == "cost_usd":
+                cost += value
+            elif labels["kind"] == "prompt":
+                prompt += value
+            else:
+                completion += value
+    assert {"acme", "zeta"} <= consumers <= {"acme", "zeta", "(other)"}
+    assert prompt == sum(t["prompt_tokens"] for t in truth.values())
+    assert completion == sum(t["completion_tokens"] for t in truth.values())
+    assert cost == pytest.approx(mini_cost_usd(fake), abs=1e-9)
 
     # The CLI reads the same store.
     out = fastgw(
