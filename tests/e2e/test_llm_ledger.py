@@ -28,6 +28,7 @@ from tests.support.ledger import ledger_config, mini_cost_usd, served, start_fak
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
 
+QUICKSTART = Path(__file__).resolve().parents[2] / "fastgw" / "data" / "quickstart.toml"
 ADMIN_TOKEN = "admin-token-for-keys-tests-0c5e9a7d31f4"  # what the secrets_dir fixture writes
 
 
@@ -181,53 +182,125 @@ def test_graceful_stop_flushes_what_the_interval_had_not(
     assert total["requests"] == 10 and total["prompt_tokens"] == served(fake)["gpt-4o-mini"]["prompt_tokens"]
 
 
+class Load:
+    """Requests from three client threads until stopped, each completion and failure timed."""
+
+    def __init__(self, gw: Gateway, key: str) -> None:
+        self.completions: list[float] = []
+        self.failures: list[float] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(gw, key)) for _ in range(3)]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self, gw: Gateway, key: str) -> None:
+        i = 0
+        while not self._stop.is_set():
+            try:
+                one_request(gw, key, "mini", i)
+                self.completions.append(time.monotonic())
+            except openai.APIError:
+                self.failures.append(time.monotonic())  # cut off by a kill (or refused meanwhile)
+            i += 1
+
+    def wait_for(self, more: int) -> None:
+        target = len(self.completions) + more
+        wait_until(lambda: len(self.completions) >= target, 20, f"{more} more requests")
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(15)
+
+    def completed_between(self, start: float, end: float) -> int:
+        return sum(1 for t in self.completions if start <= t <= end)
+
+
+def ledger_after_stop(gw: Gateway) -> dict[str, Any]:
+    assert gw.stop() == 0
+    out = fastgw("usage", "--config", str(gw.config), "--format", "json", env=_env(gw))
+    assert out.returncode == 0, out.stderr
+    [total] = json.loads(out.stdout)
+    return dict(total)
+
+
 def test_a_worker_killed_9_loses_at_most_one_flush_interval(
     ledgered: tuple[Gateway, Admin], fake: FakeOpenAI
 ) -> None:
     gw, _admin = ledgered
     acme, _ = issue(gw, "acme")
-    completions: list[float] = []
-    failures: list[float] = []
-    stop = threading.Event()
-
-    def load() -> None:
-        i = 0
-        while not stop.is_set():
-            try:
-                one_request(gw, acme, "mini", i)
-                completions.append(time.monotonic())
-            except openai.APIError:
-                failures.append(time.monotonic())  # cut off by the kill (or refused while it restarts)
-            i += 1
-
-    threads = [threading.Thread(target=load) for _ in range(3)]
-    for thread in threads:
-        thread.start()
+    load = Load(gw, acme)
     try:
-        wait_until(lambda: len(completions) >= 40, 20, "traffic before the kill")
+        load.wait_for(40)
         victim = gw.worker_pid(0)
         killed_at = time.monotonic()
         os.kill(victim, signal.SIGKILL)
         wait_until(lambda: gw.worker_pid(0) != victim, 10, "the worker to be replaced")
-        after = len(completions)
-        wait_until(lambda: len(completions) >= after + 40, 20, "traffic after the kill")
+        load.wait_for(40)
     finally:
-        stop.set()
-        for thread in threads:
-            thread.join(15)
-    assert gw.stop() == 0
+        load.stop()
     truth = served(fake)["gpt-4o-mini"]
-    out = fastgw("usage", "--config", str(gw.config), "--format", "json", env=_env(gw))
-    assert out.returncode == 0, out.stderr
-    [ledger] = json.loads(out.stdout)
+    ledger = ledger_after_stop(gw)
     lost = truth["requests"] - ledger["requests"]
     # What one interval can hold: every request completed in the flush interval (and a tick of records
     # not yet handed to the sinks) before the kill, by any worker, plus those cut off in flight.
-    window = FLUSH_SECONDS + 0.2
-    bound = sum(1 for t in completions if killed_at - window <= t <= killed_at) + len(failures)
+    bound = load.completed_between(killed_at - FLUSH_SECONDS - 0.2, killed_at) + len(load.failures)
     assert 0 <= lost <= bound, (lost, bound, truth, ledger)
     assert ledger["prompt_tokens"] <= truth["prompt_tokens"]
     assert ledger["completion_tokens"] <= truth["completion_tokens"]
+
+
+def test_a_control_process_killed_9_never_counts_twice(
+    ledgered: tuple[Gateway, Admin], fake: FakeOpenAI
+) -> None:
+    """Reports are sent once and written once: a control process that dies and is replaced may lose the
+    reports it had read and not written (at most one flush interval of each worker), never double them;
+    reports the workers could not send meanwhile are kept and sent to its successor."""
+    gw, _admin = ledgered
+    acme, _ = issue(gw, "acme")
+    load = Load(gw, acme)
+    try:
+        load.wait_for(30)
+        victim = gw.control_pid()
+        killed_at = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: gw.control_pid() != victim, 10, "the control process to be replaced")
+        replaced_at = time.monotonic()
+        load.wait_for(30)
+    finally:
+        load.stop()
+    truth = served(fake)["gpt-4o-mini"]
+    ledger = ledger_after_stop(gw)
+    lost = truth["requests"] - ledger["requests"]
+    bound = load.completed_between(killed_at - FLUSH_SECONDS - 0.2, replaced_at) + len(load.failures)
+    assert 0 <= lost <= bound, (lost, bound, truth, ledger)
+
+
+def test_a_newcomer_sees_the_quickstarts_usage(gateway_factory: Callable[..., Gateway]) -> None:
+    """``fastgw usage`` without a config reads the quickstart's store: the demo's requests, priced."""
+    demo = free_port()
+    text = QUICKSTART.read_text().replace("127.0.0.1:8080", "127.0.0.1:{port}")
+    gw = gateway_factory(text.replace("127.0.0.1:8081", f"127.0.0.1:{demo}"))
+    with openai.OpenAI(base_url=f"{gw.url}/v1", api_key="any", max_retries=0) as sdk:
+        answer = sdk.chat.completions.create(
+            model="demo-chat", messages=[{"role": "user", "content": "hello there"}]
+        )
+    assert answer.usage is not None
+    assert gw.stop() == 0
+    out = fastgw("usage", "--group-by", "model", "--format", "json", env=_env(gw))
+    assert out.returncode == 0, out.stderr
+    [row] = json.loads(out.stdout)
+    assert (row["model"], row["requests"], row["prompt_tokens"], row["completion_tokens"]) == (
+        "demo-chat",
+        1,
+        answer.usage.prompt_tokens,
+        answer.usage.completion_tokens,
+    )
+    # The quickstart's made-up demo prices: 0.15 and 0.60 USD per million tokens.
+    expected = (answer.usage.prompt_tokens * 0.15 + answer.usage.completion_tokens * 0.60) / 1e6
+    assert row["cost_usd"] == pytest.approx(expected, abs=1e-9)
+    table = fastgw("usage", env=_env(gw))
+    assert table.returncode == 0 and "requests" in table.stdout.splitlines()[0], table.stdout + table.stderr
 
 
 def _env(gw: Gateway) -> dict[str, str]:
