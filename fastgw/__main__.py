@@ -1,5 +1,5 @@
 """Command line: run, check, diff, reload, stop, rollback, keys, consumers, providers, prompt-apis,
-audit verify|anchor, store migrate, prices check, cert dev, version.
+audit verify|anchor, store migrate, prices check, usage, cert dev, version.
 
 This module is the entry point (``python -m fastgw`` and the ``fastgw`` console script): the argument tree
 and a table from command to its implementation in fastgw/cli/. A command's mistakes that are the user's
@@ -14,7 +14,18 @@ from collections.abc import Callable
 from typing import Final
 
 from fastgw import __version__
-from fastgw.cli import admin, audit, cert, config_files, lifecycle, prices, prompt_apis, providers, store
+from fastgw.cli import (
+    admin,
+    audit,
+    cert,
+    config_files,
+    lifecycle,
+    prices,
+    prompt_apis,
+    providers,
+    store,
+    usage,
+)
 from fastgw.config.loader import ConfigError
 
 
@@ -35,6 +46,7 @@ COMMANDS: Final[dict[str, Callable[[argparse.Namespace], int]]] = {
     "providers": providers.providers,
     "prompt-apis": prompt_apis.prompt_apis,
     "prices": prices.prices,
+    "usage": usage.usage,
     "audit": audit.audit,
     "store": store.migrate,
     "cert": cert.dev,
@@ -137,6 +149,7 @@ def parser() -> argparse.ArgumentParser:
     providers.add_parser(sub)
     prompt_apis.add_parser(sub)
     prices.add_parser(sub)
+    usage.add_parser(sub)
     audit = sub.add_parser("audit", help="audit log tools")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_sub.add_parser("verify", help="check the audit log's HMAC chain and its anchor")

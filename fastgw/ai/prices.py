@@ -32,6 +32,8 @@ _DATE_SUFFIX: Final = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8})$")
 # (provider, model, day) lookups remembered: keys come from the config's targets times the days a worker
 # lives through; 4096 holds hundreds of targets for a week and bounds a config with very many.
 CACHE_MAX: Final = 4096
+# A price above this is a slip of magnitude, not a price (o1-pro's output, among the dearest: 600).
+PRICE_MAX: Final = (10_000.0, "the dearest models list a few hundred USD per million tokens")
 _FIELDS: Final = ("input", "cached_input", "output", "reasoning", "embedding")
 _EPOCH: Final = datetime.date(1970, 1, 1)
 
@@ -40,13 +42,17 @@ _EPOCH: Final = datetime.date(1970, 1, 1)
 class PriceSpec:
     provider: str = doc("a [[llm.providers]] name, or a provider kind (openai, anthropic, gemini, ...)", ...)
     model: str = doc("the provider's model name (a target's model)", ...)
-    input: float | None = doc("USD per million prompt tokens", None)
+    input: float | None = doc("USD per million prompt tokens", None, most=PRICE_MAX)
     cached_input: float | None = doc(
-        "USD per million prompt tokens read from the provider's prompt cache (unset: input)", None
+        "USD per million prompt tokens read from the provider's prompt cache (unset: input)",
+        None,
+        most=PRICE_MAX,
     )
-    output: float | None = doc("USD per million completion tokens", None)
-    reasoning: float | None = doc("USD per million reasoning tokens (unset: output)", None)
-    embedding: float | None = doc("USD per million tokens of an embedding model (instead of input)", None)
+    output: float | None = doc("USD per million completion tokens", None, most=PRICE_MAX)
+    reasoning: float | None = doc("USD per million reasoning tokens (unset: output)", None, most=PRICE_MAX)
+    embedding: float | None = doc(
+        "USD per million tokens of an embedding model (instead of input)", None, most=PRICE_MAX
+    )
     effective: Any = doc("the first day the price applies: a TOML date (2025-06-10) or 'YYYY-MM-DD'", _EPOCH)
 
 

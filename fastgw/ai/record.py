@@ -57,10 +57,10 @@ class LlmRecord:
             out["usage"] = "missing"
         if self.ttft_ms >= 0:
             out["ttft_ms"] = round(self.ttft_ms, 3)
-        if self.cost_usd is None:
-            out["cost"] = "unknown"
-        else:
+        if self.cost_usd is not None:
             out["cost_usd"] = round(self.cost_usd, 9)
+        elif self.provider:  # a provider was called: what it charged is not known (no price, no usage)
+            out["cost"] = "unknown"
         if self.error:
             out["error"] = self.error
         if self.cache_hit:

@@ -8,7 +8,7 @@ type is a ``MessageError`` naming the message and the field, raised where the fr
 
 Who sends what:
 
-    worker -> control        Hello, Ack, QuotaReport, MetricsExport
+    worker -> control        Hello, Ack, QuotaReport, LedgerReport, MetricsExport
     control -> worker        Reload, CachePush, Health, QuotaBases, MetricsPull
     supervisor -> control    Reload (with ``workers``), ReloadResult, ChildDied
     control -> supervisor    ReloadDone, Replace, RequestReload
@@ -72,6 +72,16 @@ class QuotaReport(ControlMessage):
 
     TAG: ClassVar[str] = "quota"
     entries: tuple[tuple[int, int, str, str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerReport(ControlMessage):
+    """A worker's usage ledger sums since its last report (sinks/ledger.py): (day, consumer, key, team,
+    model, provider, route, requests, prompt, completion, cached, reasoning tokens, cost in 1e-9 USD,
+    unpriced, errors)."""
+
+    TAG: ClassVar[str] = "ledger"
+    entries: tuple[tuple[str, str, str, str, str, str, str, int, int, int, int, int, int, int, int], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +210,7 @@ MESSAGES: Final[dict[str, type[ControlMessage]]] = {
         Hello,
         Ack,
         QuotaReport,
+        LedgerReport,
         MetricsExport,
         Reload,
         CachePush,

@@ -24,6 +24,7 @@ from typing import Any
 from fastgw.control.admin_http import AdminError, AdminHttpServer, Call, Endpoint, iso, peer_label, readable
 from fastgw.control.admin_identities import IdentityEndpoints
 from fastgw.control.admin_prompts import PromptApiEndpoints
+from fastgw.control.admin_usage import UsageEndpoints
 from fastgw.control.api import ControlAPI
 from fastgw.counters.quota import period_bounds
 from fastgw.secret_refs import admin_token
@@ -44,7 +45,12 @@ class AdminServer:
             Endpoint("POST", "/rollback", self._rollback),
             Endpoint("GET", "/metrics", self._metrics, public=settings.open_metrics),
         )
-        endpoints = own + IdentityEndpoints(control).endpoints() + PromptApiEndpoints(control).endpoints()
+        endpoints = (
+            own
+            + IdentityEndpoints(control).endpoints()
+            + PromptApiEndpoints(control).endpoints()
+            + UsageEndpoints(control).endpoints()
+        )
         self.http = AdminHttpServer(endpoints, hashlib.sha256(admin_token(settings.token)).digest())
 
     async def start(self, sock: socket.socket) -> None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from fastgw.codec.control_messages import ReloadResult
     from fastgw.control.consumers import KeyService
+    from fastgw.control.ledger import LedgerWriter
     from fastgw.control.provider_keys import ProviderKeyService
     from fastgw.snapshot import Snapshot
     from fastgw.store.base import QuotaCount
@@ -33,6 +34,11 @@ class ControlAPI(Protocol):
     @property
     def snapshot(self) -> Snapshot:
         """The snapshot in force."""
+        ...
+
+    @property
+    def ledger(self) -> LedgerWriter:
+        """The usage ledger (GET /usage)."""
         ...
 
     @property

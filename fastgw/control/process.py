@@ -26,6 +26,7 @@ from fastgw.codec.control_messages import (
     ControlMessage,
     Health,
     Hello,
+    LedgerReport,
     MetricsExport,
     MetricsPull,
     QuotaReport,
@@ -41,6 +42,7 @@ from fastgw.control.channel import ChannelProtocol
 from fastgw.control.cluster_sync import ClusterSync
 from fastgw.control.consumers import KeyService
 from fastgw.control.health import HealthProber
+from fastgw.control.ledger import LedgerWriter
 from fastgw.control.provider_keys import ProviderKeyService
 from fastgw.control.worker_tables import WorkerTables
 from fastgw.metrics.exposition import Export, GatewayCollector, make_registry, render
@@ -119,6 +121,7 @@ class ControlProcess:
         )
         feed = self.store.change_feed()  # a store other nodes write too: follow their changes
         self.tables = WorkerTables(self.store, self.keys, self.provider_keys, started, log)
+        self.ledger = LedgerWriter(self.store, log)  # workers' usage sums, into the store
         self.cluster = (
             None
             if feed is None
@@ -155,6 +158,8 @@ class ControlProcess:
             self._on_ack(peer, message)
         elif isinstance(message, QuotaReport):
             self._on_quota(message)
+        elif isinstance(message, LedgerReport):
+            self.ledger.write(message.entries)
         elif isinstance(message, MetricsExport):
             peer.export = message.data
             future = self._pulls.get(message.seq)

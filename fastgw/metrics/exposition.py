@@ -28,7 +28,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from fastgw.metrics.llm import Labels, add_row
-from fastgw.metrics.llm_exposition import llm_families
+from fastgw.metrics.llm_exposition import llm_families, spend_families
+from fastgw.metrics.llm_spend import SPEND, add_spend_row
 from fastgw.metrics.shared import (
     BUCKETS,
     DENIALS,
@@ -65,6 +66,7 @@ class Totals:
         self.ejections: dict[tuple[str, str], int] = {}
         self.sink_dropped: dict[str, int] = {}  # sink -> records its full queue refused
         self.llm: dict[Labels, list[float]] = {}  # (model, provider, outcome) -> metrics/llm.py's sums
+        self.spend: dict[tuple[str, str], list[int]] = {}  # (consumer, model) -> metrics/llm_spend.py's
         self.access_log_dropped = 0
         self.access_log_failed = 0
         self.redis_errors = 0
@@ -91,6 +93,8 @@ class Totals:
                 self.sink_dropped[sink] = self.sink_dropped.get(sink, 0) + shard.read_count(row)
             elif kind == LLM and len(key) == 4:
                 add_row(self.llm, (str(key[1]), str(key[2]), str(key[3])), shard, row)
+            elif kind == SPEND and len(key) == 3:
+                add_spend_row(self.spend, key, shard, row)
         self.access_log_dropped += shard.header(H_LOG_DROPPED)
         self.access_log_failed += shard.header(H_LOG_FAILED)
         self.redis_errors += shard.header(H_REDIS_ERRORS)
@@ -135,6 +139,7 @@ class GatewayCollector(Collector):
                 totals.add_shard(shard)
         yield from self._traffic(totals)
         yield from llm_families(totals.llm)
+        yield from spend_families(totals.spend)
         yield from self._pools(totals)
         yield from self._process()
 

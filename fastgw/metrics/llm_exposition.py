@@ -17,6 +17,7 @@ from fastgw.metrics.llm import (
     USAGE_MISSING,
     Labels,
 )
+from fastgw.metrics.llm_spend import NANO_USD
 
 
 def llm_families(table: dict[Labels, list[float]]) -> Iterator[Metric]:
@@ -67,3 +68,25 @@ def llm_families(table: dict[Labels, list[float]]) -> Iterator[Metric]:
     yield tokens
     yield missing
     yield ttft
+
+
+def spend_families(table: dict[tuple[str, str], list[int]]) -> Iterator[Metric]:
+    """``fastgw_llm_consumer_tokens_total{consumer,model,kind}`` and
+    ``fastgw_llm_consumer_cost_usd_total{consumer,model}`` (metrics/llm_spend.py: at most TOP_CONSUMERS
+    named consumers per worker, the rest "(other)"; priced requests only in the cost)."""
+    tokens = CounterMetricFamily(
+        "fastgw_llm_consumer_tokens",
+        "LLM tokens by consumer and model (the heaviest consumers per worker; the rest are (other))",
+        labels=["consumer", "model", "kind"],
+    )
+    cost = CounterMetricFamily(
+        "fastgw_llm_consumer_cost_usd",
+        "LLM cost in USD by consumer and model, of the requests with a known price (docs/llm-usage.md)",
+        labels=["consumer", "model"],
+    )
+    for (consumer, model), (prompt, completion, nanos) in sorted(table.items()):
+        tokens.add_metric([consumer, model, "prompt"], prompt)
+        tokens.add_metric([consumer, model, "completion"], completion)
+        cost.add_metric([consumer, model], nanos / NANO_USD)
+    yield tokens
+    yield cost

@@ -13,6 +13,7 @@ import asyncio
 import os
 import socket
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Final, Protocol, cast
 
@@ -22,6 +23,7 @@ from fastgw.codec.control_messages import (
     ControlMessage,
     Health,
     Hello,
+    LedgerReport,
     MessageError,
     MetricsExport,
     MetricsPull,
@@ -32,10 +34,14 @@ from fastgw.codec.control_messages import (
 from fastgw.control.channel import ChannelProtocol
 from fastgw.counters.quota import QUOTAS
 from fastgw.proxy.caches import CACHES
+from fastgw.sinks.ledger import FLUSH_SECONDS, LEDGER
 from fastgw.snapshot import Snapshot, SnapshotHolder
 from fastgw.upstream.pool import PoolManager
 
 RECONNECT_SECONDS: Final = 1.0
+# At exit, how long the last reports may take to leave: the control process reads a few hundred KiB in
+# milliseconds; one second bounds a control process that has stopped reading.
+DRAIN_SECONDS: Final = 1.0
 
 
 class LinkedWorker(Protocol):
@@ -60,6 +66,7 @@ class ControlLink:
         self.channel: ChannelProtocol | None = None
         self._lost: asyncio.Future[None] | None = None
         worker.on_tick(self.flush_quotas)
+        worker.on_tick(self.flush_ledger)
 
     def start(self) -> None:
         self.worker.spawn(self._run())
@@ -121,6 +128,32 @@ class ControlLink:
         report = QuotaReport(tuple(_admission(entry) for entry in entries))
         if channel is None or not channel.send(report):
             QUOTAS.give_back(entries)
+
+    def flush_ledger(self, now: float) -> None:
+        """Worker tick subscriber: send the usage ledger's sums every FLUSH_SECONDS (sooner when full)."""
+        if LEDGER.pending and (now >= LEDGER.due or LEDGER.full):
+            LEDGER.due = now + FLUSH_SECONDS
+            self.send_ledger()
+
+    def send_ledger(self) -> None:
+        """Hand this worker's ledger sums to the control process, once (kept for later when it is away)."""
+        rows = LEDGER.take()
+        if not rows:
+            return
+        channel = self.channel
+        if channel is None or not channel.send(LedgerReport(tuple(rows))):
+            LEDGER.give_back(rows)
+
+    async def drained(self) -> None:
+        """Wait (up to DRAIN_SECONDS) until what was sent has left for the control process: at exit, the
+        last quota counts and ledger sums must not die in this process's socket buffer."""
+        deadline = time.monotonic() + DRAIN_SECONDS
+        await asyncio.sleep(0)
+        while (channel := self.channel) is not None and time.monotonic() < deadline:
+            transport = channel.transport
+            if transport is None or not transport.get_write_buffer_size():
+                return
+            await asyncio.sleep(0.01)
 
     def _reload(self, channel: ChannelProtocol, message: Reload) -> None:
         from fastgw.config.loader import ConfigError

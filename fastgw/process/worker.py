@@ -222,7 +222,9 @@ class Worker(WorkerContext):
                 conn.transport.abort()
         if self.control is not None:
             self.control.send_quotas()  # the last admissions reach the store before we exit
-            await asyncio.sleep(0)
+            self.flush_records()  # the last exchanges reach the ledger book, and it the control process
+            self.control.send_ledger()
+            await self.control.drained()
         self.pools.close()
         await CLUSTER.configure(None)
         self._stopped.set()

@@ -8,9 +8,11 @@ records), never per request: a request costs one list append in ``Worker.record`
 
 from __future__ import annotations
 
+from fastgw.metrics.llm_spend import SpendMetrics
 from fastgw.metrics.worker import WorkerMetrics
 from fastgw.sinks.access_log import AccessLog
 from fastgw.sinks.base import Record, Sink
+from fastgw.sinks.ledger import LedgerSink
 from fastgw.sinks.metrics import MetricsSink
 from fastgw.snapshot import Snapshot
 from fastgw.upstream.pool import PoolManager
@@ -46,7 +48,8 @@ class CompletionSinks:
 def open_sinks(snapshot: Snapshot, metrics: WorkerMetrics, pools: PoolManager) -> CompletionSinks:
     """The sinks the config asks for, opened (the access log's file and writer thread start here, so a
     file that cannot be opened fails the worker's start, not a request). A new sink is one more line."""
-    others: list[Sink] = []
+    # Always on: a batch without llm exchanges costs one check each.
+    others: list[Sink] = [LedgerSink(spend=SpendMetrics(metrics.shard))]
     if snapshot.access_log.target != "off":
         others.append(AccessLog(snapshot.access_log))
     return CompletionSinks(MetricsSink(metrics, pools), *others)

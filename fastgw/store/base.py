@@ -105,6 +105,58 @@ class QuotaCount:
 
 
 @dataclass(frozen=True, slots=True)
+class UsageDelta:
+    """What one worker's LLM exchanges added to one ledger row since its last flush (sinks/ledger.py)."""
+
+    day: str  # the UTC day, ISO (2025-06-10)
+    consumer: str  # "" for an anonymous caller
+    key: str  # the API key's id ("" for other credentials)
+    team: str
+    model: str  # the public model name the client asked for
+    provider: str  # the configured provider that answered ("" when none did)
+    route: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    reasoning_tokens: int
+    cost_nanousd: int  # the priced requests' cost in 1e-9 USD: integers, so sums are exact
+    unpriced: int  # requests whose cost is unknown (no price, or no usage reported)
+    errors: int
+
+
+@dataclass(frozen=True, slots=True)
+class UsageQuery:
+    """Filters (None: any; ``since``/``until``: ISO days, inclusive, "" for open) and the columns of
+    ``UsageDelta``'s dimensions (store/usage_sql.py ``GROUP_KEYS``) to group by ((): one total)."""
+
+    since: str = ""
+    until: str = ""
+    consumer: str | None = None
+    team: str | None = None
+    model: str | None = None
+    provider: str | None = None
+    key: str | None = None
+    route: str | None = None
+    group_by: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class UsageTotal:
+    """One row of a usage query: the group's values (by ``group_by`` name) and its sums."""
+
+    group: tuple[tuple[str, str], ...]
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    reasoning_tokens: int
+    priced_cost_usd: float  # the cost of the requests with a known price
+    unpriced: int
+    errors: int
+
+
+@dataclass(frozen=True, slots=True)
 class Migration:
     """One numbered step of a backend's schema. Steps run in order, each in its own transaction, and are
     recorded in ``schema_migrations``; a step once released never changes (add a new one).
@@ -244,4 +296,14 @@ class Store(Protocol):
 
     def forget_quotas(self, before: float) -> None:
         """Drop quota rows not updated since ``before``."""
+        ...
+
+    # -- the usage ledger (sinks/ledger.py, store/usage_sql.py)
+    def add_usage(self, deltas: Sequence[UsageDelta], now: float) -> None:
+        """Add each delta to its row (created at zero), in one transaction: an upsert that adds, so a
+        delta written once is counted once, whichever node or control process writes it."""
+        ...
+
+    def usage(self, query: UsageQuery) -> list[UsageTotal]:
+        """Sums of the rows the query's filters select, one per group, largest cost first."""
         ...

@@ -48,4 +48,20 @@ MIGRATIONS: Final = (
             " updated REAL NOT NULL)",
         ),
     ),
+    # 4 is PostgreSQL's change log (pg_migrations.py): SQLite stores have no other node to tell.
+    Migration(
+        5,
+        "llm_usage: the usage ledger, LLM requests, tokens and cost (1e-9 USD) per day, consumer, key,"
+        " team, model, provider and route (sinks/ledger.py)",
+        (
+            "CREATE TABLE llm_usage (day TEXT NOT NULL, consumer TEXT NOT NULL, key TEXT NOT NULL,"
+            " team TEXT NOT NULL, model TEXT NOT NULL, provider TEXT NOT NULL, route TEXT NOT NULL,"
+            " requests INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,"
+            " cached_tokens INTEGER NOT NULL, reasoning_tokens INTEGER NOT NULL,"
+            " cost_nanousd INTEGER NOT NULL, unpriced INTEGER NOT NULL,"
+            " errors INTEGER NOT NULL, updated REAL NOT NULL,"
+            " PRIMARY KEY (day, consumer, key, team, model, provider, route))",
+            "CREATE INDEX llm_usage_day ON llm_usage (day)",
+        ),
+    ),
 )

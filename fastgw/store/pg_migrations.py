@@ -64,4 +64,19 @@ PG_MIGRATIONS: Final = (
             "CREATE INDEX changes_seq ON changes (seq)",
         ),
     ),
+    Migration(
+        5,
+        "llm_usage: the usage ledger, LLM requests, tokens and cost (1e-9 USD) per day, consumer, key,"
+        " team, model, provider and route (sinks/ledger.py)",
+        (
+            "CREATE TABLE llm_usage (day TEXT NOT NULL, consumer TEXT NOT NULL, key TEXT NOT NULL,"
+            " team TEXT NOT NULL, model TEXT NOT NULL, provider TEXT NOT NULL, route TEXT NOT NULL,"
+            " requests BIGINT NOT NULL, prompt_tokens BIGINT NOT NULL, completion_tokens BIGINT NOT NULL,"
+            " cached_tokens BIGINT NOT NULL, reasoning_tokens BIGINT NOT NULL,"
+            " cost_nanousd BIGINT NOT NULL, unpriced BIGINT NOT NULL,"
+            " errors BIGINT NOT NULL, updated DOUBLE PRECISION NOT NULL,"
+            " PRIMARY KEY (day, consumer, key, team, model, provider, route))",
+            "CREATE INDEX llm_usage_day ON llm_usage (day)",
+        ),
+    ),
 )

@@ -35,6 +35,9 @@ from fastgw.store.base import (
     QuotaBase,
     QuotaCount,
     StoreError,
+    UsageDelta,
+    UsageQuery,
+    UsageTotal,
 )
 from fastgw.store.pg_migrations import CHANGE_CHANNEL, PG_MIGRATIONS
 from fastgw.store.rows import (
@@ -49,6 +52,10 @@ from fastgw.store.rows import (
     key_row,
     key_values,
 )
+from fastgw.store.usage_sql import select as usage_select
+from fastgw.store.usage_sql import totals as usage_totals
+from fastgw.store.usage_sql import upsert as usage_upsert
+from fastgw.store.usage_sql import upsert_rows as usage_rows
 
 # The control process makes one call at a time; a second connection serves a call made while a
 # transaction holds the first (the change listener has its own, store/pg_listen.py).
@@ -388,3 +395,17 @@ class PostgresStore:
 
     def forget_quotas(self, before: float) -> None:
         self._run("DELETE FROM quotas WHERE updated < %s", (before,))
+
+    # -- the usage ledger (store/usage_sql.py) ------------------------------------------------------------
+    def add_usage(self, deltas: Sequence[UsageDelta], now: float) -> None:
+        if not deltas:
+            return
+        try:
+            with self.transaction(), self._connection() as conn, conn.cursor() as cur:
+                cur.executemany(usage_upsert("%s"), usage_rows(deltas, now))
+        except psycopg.Error as exc:
+            raise self._error(exc) from exc
+
+    def usage(self, query: UsageQuery) -> list[UsageTotal]:
+        sql, params = usage_select(query, "%s")
+        return usage_totals(query, self._run(sql, params))

@@ -28,6 +28,9 @@ from fastgw.store.base import (
     QuotaBase,
     QuotaCount,
     StoreError,
+    UsageDelta,
+    UsageQuery,
+    UsageTotal,
 )
 from fastgw.store.migrations import MIGRATIONS
 from fastgw.store.rows import (
@@ -42,6 +45,10 @@ from fastgw.store.rows import (
     key_row,
     key_values,
 )
+from fastgw.store.usage_sql import select as usage_select
+from fastgw.store.usage_sql import totals as usage_totals
+from fastgw.store.usage_sql import upsert as usage_upsert
+from fastgw.store.usage_sql import upsert_rows as usage_rows
 
 FILE_NAME: Final = "fastgw.db"
 PRIVATE: Final = 0o600  # key hashes, consumers, quota counts: for the gateway's user only
@@ -312,3 +319,12 @@ class SQLiteStore:
 
     def forget_quotas(self, before: float) -> None:
         self._run("DELETE FROM quotas WHERE updated < ?", (before,))
+
+    # -- the usage ledger (store/usage_sql.py) ------------------------------------------------------------
+    def add_usage(self, deltas: Sequence[UsageDelta], now: float) -> None:
+        with self.transaction():
+            self._run_many(usage_upsert("?"), usage_rows(deltas, now))
+
+    def usage(self, query: UsageQuery) -> list[UsageTotal]:
+        sql, params = usage_select(query, "?")
+        return usage_totals(query, self._run(sql, params))

@@ -101,8 +101,8 @@ def test_a_new_database_gets_every_step_once(tmp_path: Path) -> None:
     path = tmp_path / "state" / "fastgw.db"
     store = SQLiteStore(str(path), migrate=False)
     try:
-        assert [m.version for m in store.pending_migrations()] == [1, 2, 3]
-        assert [m.version for m in store.migrate()] == [1, 2, 3]
+        assert [m.version for m in store.pending_migrations()] == [1, 2, 3, 5]
+        assert [m.version for m in store.migrate()] == [1, 2, 3, 5]
         assert store.migrate() == []
         store.add_consumer(Consumer(id="c_1", name="a", team="", roles=(), metadata={}, created=1.0))
         assert store.consumer("a") == store.consumer("c_1") is not None
@@ -166,7 +166,8 @@ def test_store_migrate_dry_run_shows_the_sql_and_changes_nothing(tmp_path: Path)
     db.close()
     out = _cli("--config", str(config), "--dry-run")
     assert out.returncode == 0, out.stderr
-    assert "3 migrations would run" in out.stdout  # step 1 is not recorded yet: all are pending
+    # Step 1 is not recorded yet: all are pending.
+    assert f"{len(MIGRATIONS)} migrations would run" in out.stdout
     assert (
         "-- migration 1: " in out.stdout and "ALTER TABLE consumers ADD COLUMN disabled REAL;" in out.stdout
     )
@@ -179,8 +180,9 @@ def test_store_migrate_dry_run_shows_the_sql_and_changes_nothing(tmp_path: Path)
     assert "schema_migrations" not in tables and "disabled" not in columns
     # The real run applies both; a second finds nothing to do.
     out = _cli("--config", str(config))
-    assert out.returncode == 0 and "3 migrations applied" in out.stdout, out.stdout + out.stderr
-    assert versions(state / "fastgw.db") == [1, 2, 3]
+    applied = f"{len(MIGRATIONS)} migrations applied"
+    assert out.returncode == 0 and applied in out.stdout, out.stdout + out.stderr
+    assert versions(state / "fastgw.db") == [m.version for m in MIGRATIONS]
     assert (state / "fastgw.db").stat().st_mode & 0o777 == 0o600
     again = _cli("--config", str(config), "--dry-run")
     assert again.returncode == 0 and "up to date" in again.stdout
@@ -198,6 +200,7 @@ def test_a_database_that_already_has_a_later_column_records_the_step_without_run
             (1, MIGRATIONS[0].statements),
             (2, ()),
             (3, MIGRATIONS[2].statements),
+            *((m.version, m.statements) for m in MIGRATIONS[3:]),  # later steps, as they are
         ]
     finally:
         store.close()

@@ -1,0 +1,108 @@
+"""``fastgw usage``: the usage ledger (LLM requests, tokens and cost), read from the store the config
+names; without ``--config``, the quickstart's (so a newcomer sees the demo's usage). The store is at most
+one flush interval (sinks/ledger.py ``FLUSH_SECONDS``) behind the running gateway's workers.
+
+Rows and how an unknown cost is shown: fastgw/control/usage_report.py (JSON null, CSV empty, table
+``unknown``)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from typing import Any
+
+from fastgw.cli.config_files import quickstart
+from fastgw.control.usage_report import FILTERS, PERIODS, UsageQueryError, parse_query, row
+from fastgw.store.usage_sql import GROUP_KEYS
+
+
+def usage(args: argparse.Namespace) -> int:
+    from fastgw.config.compiler import compile_state, compile_store
+    from fastgw.config.loader import parse_table, read_config_bytes
+    from fastgw.config.schema import StateSpec, StoreSpec
+    from fastgw.store import open_store
+    from fastgw.store.base import StoreError
+
+    try:
+        query = parse_query({**{f: getattr(args, f) for f in FILTERS}, **_period_args(args)})
+    except UsageQueryError as exc:
+        print(f"fastgw: usage: --{str(exc).replace('_', '-')}", file=sys.stderr)
+        return 2
+    data, name = quickstart() if args.config is None else (read_config_bytes(args.config), args.config)
+    state = compile_state(parse_table(data, name, "state", StateSpec), name)
+    settings = compile_store(parse_table(data, name, "store", StoreSpec), name)
+    try:
+        store = open_store(state.dir, settings)
+        try:
+            rows = [row(total) for total in store.usage(query)]
+        finally:
+            store.close()
+    except StoreError as exc:
+        print(f"fastgw: usage: {exc}", file=sys.stderr)
+        return 1
+    print(render(rows, query.group_by, args.format), end="")
+    return 0
+
+
+def _period_args(args: argparse.Namespace) -> dict[str, str | None]:
+    return {
+        "since": args.since,
+        "until": args.until,
+        "period": args.period,
+        "group_by": ",".join(args.group_by or ()),
+    }
+
+
+COLUMNS = ("requests", "prompt_tokens", "completion_tokens", "total_tokens", "cost_usd", "unpriced_requests")
+
+
+def render(rows: list[dict[str, Any]], groups: tuple[str, ...], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(rows, indent=2) + "\n"
+    names = [*groups, *COLUMNS, "errors"] if fmt == "table" else [*groups, *(rows[0] if rows else COLUMNS)]
+    names = list(dict.fromkeys(names))
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(names)
+        for r in rows:
+            writer.writerow(["" if r.get(n) is None else r.get(n) for n in names])
+        return out.getvalue()
+    if not rows:
+        return "no usage recorded for these filters\n"
+    cells = [names] + [[_cell(r, n) for n in names] for r in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(names))]
+    return "".join(
+        "  ".join(
+            c.ljust(w) if i < len(groups) else c.rjust(w)
+            for i, (c, w) in enumerate(zip(line, widths, strict=True))
+        ).rstrip()
+        + "\n"
+        for line in cells
+    )
+
+
+def _cell(r: dict[str, Any], name: str) -> str:
+    value = r.get(name)
+    if name == "cost_usd":
+        return "unknown" if value is None else f"{value:.6f}"
+    if name == "consumer" and value == "":
+        return "(anonymous)"
+    return "-" if value == "" else str(value)
+
+
+def add_parser(sub: Any) -> None:
+    cmd = sub.add_parser("usage", help="LLM usage and cost from the ledger (default: the quickstart's)")
+    cmd.add_argument("--config", help="the gateway config (its store; default: the built-in quickstart)")
+    for name in FILTERS:
+        cmd.add_argument(f"--{name}", help=f"only this {name}")
+    cmd.add_argument("--since", help="first day, YYYY-MM-DD (UTC)")
+    cmd.add_argument("--until", help="last day, YYYY-MM-DD (UTC)")
+    cmd.add_argument("--period", choices=PERIODS, help="today, or this month so far (UTC)")
+    cmd.add_argument(
+        "--group-by", action="append", choices=GROUP_KEYS, help="a column to group by (repeat for several)"
+    )
+    cmd.add_argument("--format", choices=("table", "csv", "json"), default="table")
