@@ -31,6 +31,8 @@ from fastgw.ai.attempts import Build, OwnKey, Relay, TargetLoop
 from fastgw.ai.client_format import ClientFormat
 from fastgw.ai.config import LlmConfig, Target
 from fastgw.ai.count_tokens import count_tokens
+from fastgw.ai.guardrails.guard import Guardrails
+from fastgw.ai.guardrails.report import GuardrailsReport
 from fastgw.ai.record import LlmRecord
 from fastgw.ai.relay import JSON, relay_chat, relay_embeddings, relay_stream, status_kind
 from fastgw.exchange import Exchange
@@ -48,7 +50,7 @@ OWN_KEY_MAX: Final = 1024
 class LlmHandler:
     """One per llm route; state shared by its requests is the per-worker target and key health."""
 
-    __slots__ = ("adapters", "allowed", "byok", "formats", "llm", "loop")
+    __slots__ = ("adapters", "allowed", "byok", "formats", "guardrails", "llm", "loop")
 
     def __init__(
         self,
@@ -64,6 +66,7 @@ class LlmHandler:
         self.allowed = allowed  # glob patterns of the public model names this route serves
         self.byok = byok  # providers the client's own key may be used with (empty: none)
         self.loop = TargetLoop(llm, adapters, random.Random())
+        self.guardrails: Guardrails | None = None  # the route's guardrails table (ai/guardrails/)
 
     def model_allowed(self, name: str, ex: Exchange | None = None) -> bool:
         """The route serves ``name`` and the caller may use it: its API key's consumer, its JWT's models
@@ -179,6 +182,13 @@ class LlmHandler:
             return
         stream = bool(pivot.get("stream"))
         record = ex.llm = LlmRecord(model=str(pivot.get("model", "")), endpoint=endpoint, stream=stream)
+        if self.guardrails is not None:
+            record.guardrails = GuardrailsReport()
+            try:
+                fmt = self.guardrails.check(pivot, fmt, record.guardrails)
+            except InvalidRequestError as exc:
+                await self._fail(out, fmt, 400, exc.message, exc.param, exc.code)
+                return
 
         async def relay(reply: UpstreamReply, adapter: Adapter, target: Target, began: float) -> None:
             if stream:

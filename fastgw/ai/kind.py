@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from fastgw.ai.config import LlmConfig, LlmSpec, ModelSpec, ProviderSpec, TargetSpec, compile_llm
+from fastgw.ai.guardrails.config import GuardrailsError, GuardrailsSpec, compile_guardrails
 from fastgw.ai.resilience import ProviderKeySpec
 from fastgw.config.fields import Section, doc
 from fastgw.handlers.kind import CompileContext, CompileError, HandlerKind
@@ -32,6 +33,11 @@ class LlmRouteSpec:
         " is refused with a 400 and never forwarded",
         (),
     )
+    guardrails: GuardrailsSpec | None = doc(
+        "detectors of personal data, secrets and prompt injection with their actions, token ceilings and"
+        " prompt logging (docs/llm-guardrails.md)",
+        None,
+    )
 
 
 def _compile_section(spec: LlmSpec | None, ctx: CompileContext) -> LlmConfig | None:
@@ -51,7 +57,15 @@ def compile_route(spec: LlmRouteSpec, ctx: CompileContext) -> LlmHandler:
     for name in spec.byok_providers:
         if name not in llm.providers:
             raise CompileError("byok_providers", f"no [[llm.providers]] named {name!r}")
-    return LlmHandler(llm, ADAPTERS, FORMATS, spec.models, frozenset(spec.byok_providers))
+    handler = LlmHandler(llm, ADAPTERS, FORMATS, spec.models, frozenset(spec.byok_providers))
+    if spec.guardrails is not None:
+        from fastgw.ai.guardrails.guard import Guardrails
+
+        try:
+            handler.guardrails = Guardrails(compile_guardrails(spec.guardrails))
+        except GuardrailsError as exc:
+            raise CompileError(f"guardrails.{exc.field}", exc.reason) from None
+    return handler
 
 
 _JSON: Final = b"application/json"

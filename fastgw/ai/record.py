@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastgw.ai.adapter import Usage
+from fastgw.ai.guardrails.report import GuardrailsReport
 
 
 @dataclass(slots=True)
@@ -23,6 +24,7 @@ class LlmRecord:
     ttft_ms: float = -1.0  # first token (first content chunk) after the request reached the handler
     duration_ms: float = 0.0
     error: str = ""  # the provider error kind that ended it, if any
+    guardrails: GuardrailsReport | None = None  # on a route with guardrails: what fired (ai/guardrails/)
 
     @property
     def tokens_per_second(self) -> float:
@@ -56,4 +58,6 @@ class LlmRecord:
             out["ttft_ms"] = round(self.ttft_ms, 3)
         if self.error:
             out["error"] = self.error
+        if self.guardrails is not None and (fields := self.guardrails.log_fields()):
+            out["guardrails"] = fields
         return out
