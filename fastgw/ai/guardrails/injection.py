@@ -58,28 +58,41 @@ def phrase_problem(phrase: str) -> str:
     return ""
 
 
+def gate_words(phrases: list[tuple[str, ...]]) -> dict[str, frozenset[str]]:
+    """Words such that every phrase holds one (a greedy cover favouring long words, which are rarer,
+    over short common ones), each with the first words of the phrases it covers."""
+    uncovered = set(phrases)
+    gates: dict[str, frozenset[str]] = {}
+    while uncovered:
+        candidates = {w for phrase in uncovered for w in phrase}
+        word = max(sorted(candidates), key=lambda w: (len(w) ** 2 * sum(w in p for p in uncovered), len(w)))
+        covered = {p for p in uncovered if word in p}
+        gates[word] = frozenset(p[0] for p in covered)
+        uncovered -= covered
+    return gates
+
+
 def injection_detector(phrases: tuple[str, ...]) -> Detector | None:
     """One case-insensitive alternation of the phrases (None for an empty list), longest first so that
-    the longer of two overlapping phrases is what a match spans. Only the phrases all of whose words are
-    among the text's words can match (set look-ups), and the pattern is tried only where one of their
-    first words occurs."""
+    the longer of two overlapping phrases is what a match spans. A text holding none of the gate words
+    (``gate_words``: a few ``in`` tests on the lower-cased text) holds no phrase; otherwise the pattern is
+    tried only where a first word of the phrases those gate words cover occurs."""
     if not phrases:
         return None
     words = sorted({tuple(p.lower().split()) for p in phrases}, key=lambda w: -len(" ".join(w)))
     alternatives = (r"\s+".join(re.escape(w) for w in phrase) for phrase in words)
     pattern = re.compile(r"(?<!\w)(?:" + "|".join(alternatives) + r")(?!\w)", re.IGNORECASE)
-    first_words = {phrase: phrase[0] for phrase in words}
+    gates = gate_words(words)
 
     def starts(view: TextView) -> list[tuple[int, int]] | None:
-        present = view.words
-        candidates = {first for phrase, first in first_words.items() if all(w in present for w in phrase)}
-        if not candidates:
-            return []
         lower = view.lower
+        firsts = {first for gate, covered in gates.items() if gate in lower for first in covered}
+        if not firsts:
+            return []
         if len(lower) != len(view.text):  # lower-casing changed lengths (rare letters): scan it all
             return None
         out = []
-        for word in candidates:
+        for word in firsts:
             at = lower.find(word)
             while at >= 0:
                 out.append((at, min(len(lower), at + SPAN_MAX)))

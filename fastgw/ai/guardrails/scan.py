@@ -30,8 +30,6 @@ GAP_MAX: Final = 6
 # letters after (Malta's end in 7 letters and 3 digits), a NINO's suffix letter.
 DIGIT_REACH: Final = 16
 _DIGIT_MAP: Final = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
-# ASCII punctuation to spaces, so that splitting on white space leaves words ("instructions." -> ...).
-_PUNCTUATION: Final = str.maketrans(dict.fromkeys('!"#$%&()*+,./:;<=>?@[\\]^`{|}~', " "))
 _CLUSTER: Final = re.compile(rb"0(?: {0,%d}0){%d,}" % (GAP_MAX, DIGITS_MIN - 1))
 
 Window = tuple[int, int]
@@ -51,20 +49,12 @@ class TextView:
     """One text and what the detectors scanning it share: its digit clusters and its lower-cased form,
     each computed at most once."""
 
-    __slots__ = ("_digits", "_lower", "_words", "text")
+    __slots__ = ("_digits", "_lower", "text")
 
     def __init__(self, text: str) -> None:
         self.text = text
         self._digits: list[Window] | None = None
         self._lower: str | None = None
-        self._words: frozenset[str] | None = None
-
-    @property
-    def words(self) -> frozenset[str]:
-        """The lower-cased words of the text (ASCII punctuation is a separator)."""
-        if self._words is None:
-            self._words = frozenset(self.lower.translate(_PUNCTUATION).split())
-        return self._words
 
     @property
     def lower(self) -> str:
