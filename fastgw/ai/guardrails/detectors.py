@@ -64,6 +64,11 @@ IBAN_LENGTHS: Final = {
 }  # fmt: skip
 
 
+# Some countries' account numbers are alphanumeric (Malta, Kazakhstan, Saint Lucia): an IBAN may hold
+# few digits, so any digit cluster is scanned for one.
+IBAN_DIGITS_MIN: Final = 6
+
+
 def iban_checksum(iban: str) -> int:
     """ISO 7064 mod 97-10 over the IBAN with its first four characters moved to the end (1 when valid)."""
     moved = iban[4:] + iban[:4]
@@ -77,13 +82,13 @@ def valid_iban(text: str) -> bool:
 
 def valid_phone(text: str) -> bool:
     """E.164 allows 15 digits at most; fewer than 8 is an extension or a short code, not a number."""
-    digits = sum(c.isdigit() for c in text)
+    digits = sum(map(str.isdigit, text))
     return 8 <= digits <= 15
 
 
 def valid_national_phone(text: str) -> bool:
     """A trunk-prefixed national number (``020 7946 0958``, ``06 12 34 56 78``) has 10 or 11 digits."""
-    return sum(c.isdigit() for c in text) in (10, 11)
+    return sum(map(str.isdigit, text)) in (10, 11)
 
 
 def valid_ssn(text: str) -> bool:
@@ -188,7 +193,7 @@ def _d(
     *patterns: str,
     valid: Callable[[str], bool] | None = None,
     hints: tuple[str, ...] = (),
-    digits: bool = False,
+    digits: int = 0,
 ) -> Detector:
     compiled = tuple(re.compile(p) for p in patterns)
     return Detector(name, group, compiled, valid, hints, digits=digits)
@@ -198,12 +203,12 @@ DETECTORS: Final = {
     d.name: d
     for d in (
         Detector("email", "pii", (re.compile(_EMAIL),), starts=email_starts),
-        _d("phone", "pii", _PHONE_INTL, _PHONE_NANP_PAREN, _PHONE_NANP, valid=valid_phone, digits=True),
-        _d("phone_national", "pii", _PHONE_NATIONAL, valid=valid_national_phone, digits=True),
-        _d("payment_card", "pii", _CARD, valid=valid_card, digits=True),
-        _d("iban", "pii", _IBAN, valid=valid_iban, digits=True),
-        _d("us_ssn", "national_id", _US_SSN, valid=valid_ssn, hints=("-",), digits=True),
-        _d("uk_nino", "national_id", _UK_NINO, valid=valid_nino, digits=True),
+        _d("phone", "pii", _PHONE_INTL, _PHONE_NANP_PAREN, _PHONE_NANP, valid=valid_phone, digits=8),
+        _d("phone_national", "pii", _PHONE_NATIONAL, valid=valid_national_phone, digits=10),
+        _d("payment_card", "pii", _CARD, valid=valid_card, digits=13),
+        _d("iban", "pii", _IBAN, valid=valid_iban, digits=IBAN_DIGITS_MIN),
+        _d("us_ssn", "national_id", _US_SSN, valid=valid_ssn, hints=("-",), digits=9),
+        _d("uk_nino", "national_id", _UK_NINO, valid=valid_nino, digits=6),
         _d("aws_access_key", "secrets", _AWS_ACCESS_KEY),
         _d("aws_secret_key", "secrets", _AWS_SECRET_KEY, hints=("secret", "SECRET", "Secret")),
         _d("gcp_api_key", "secrets", _GCP_API_KEY, hints=("AIza",)),

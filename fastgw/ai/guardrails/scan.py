@@ -9,8 +9,9 @@ neighbours, and each window reaches far enough past a match for its look-aheads)
 - ``hints``: substrings one of which every match contains; none in the text, no scan at all;
 - ``starts``: where a match may start, found from a literal it holds (an email from its ``@``, scanning
   back over the local part; an injection phrase at its first word): one anchored ``match`` each;
-- ``digits``: the match holds a cluster of digits (cards, phones, IBANs, national ids). Digit clusters are
-  found once per text, for every such detector: the text is mapped byte for byte to "0" (a digit) and " "
+- ``digits``: the match holds a cluster of at least this many digits (cards 13, IBANs 10, phones 8, ...).
+  Digit clusters are found once per text, for every such detector, with their digit counts, so a date
+  (8 digits) is never scanned for cards: the text is mapped byte for byte to "0" (a digit) and " "
   (anything else), where a regex with a literal first character finds runs of at least ``DIGITS_MIN``
   digits with gaps of at most ``GAP_MAX``.
 """
@@ -32,16 +33,17 @@ DIGIT_REACH: Final = 16
 _DIGIT_MAP: Final = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
 _CLUSTER: Final = re.compile(rb"0(?: {0,%d}0){%d,}" % (GAP_MAX, DIGITS_MIN - 1))
 
-Window = tuple[int, int]
+Window = tuple[int, int, int]  # start, end, and the digits in it (digit windows; 0 for the others)
 
 
 def _merged(windows: list[Window]) -> list[Window]:
+    """Overlapping windows as one, their digit counts added."""
     out: list[Window] = []
-    for start, end in sorted(windows):
+    for start, end, digits in sorted(windows):
         if out and start <= out[-1][1]:
-            out[-1] = (out[-1][0], max(end, out[-1][1]))
+            out[-1] = (out[-1][0], max(end, out[-1][1]), out[-1][2] + digits)
         else:
-            out.append((start, end))
+            out.append((start, end, digits))
     return out
 
 
@@ -74,7 +76,7 @@ class TextView:
             size = len(self.text)
             self._digits = _merged(
                 [
-                    (max(0, m.start() - DIGIT_REACH), min(size, m.end() + DIGIT_REACH))
+                    (max(0, m.start() - DIGIT_REACH), min(size, m.end() + DIGIT_REACH), m[0].count(48))
                     for m in _CLUSTER.finditer(mapped)
                 ]
             )
@@ -82,7 +84,7 @@ class TextView:
 
 
 # Where matches may start: (position, endpos) pairs for an anchored ``match``; None: scan everything.
-Starts = Callable[[TextView], list[Window] | None]
+Starts = Callable[[TextView], list[tuple[int, int]] | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,14 +97,14 @@ class Detector:
     valid: Callable[[str], bool] | None = None  # None: the pattern alone decides
     hints: tuple[str, ...] = ()  # every match contains one of these ((): no such test)
     starts: Starts | None = None  # where matches may start, from a literal they hold (None: no such rule)
-    digits: bool = False  # scan only around clusters of digits
+    digits: int = 0  # scan only around clusters of at least this many digits (0: not a number)
 
     @property
     def label(self) -> str:
         """The placeholder's label: ``[EMAIL_1]``."""
         return self.name.upper()
 
-    def spans(self, view: TextView) -> list[Window]:
+    def spans(self, view: TextView) -> list[tuple[int, int]]:
         """Where this detector fires in the text: (start, end) pairs."""
         text = view.text
         if self.hints and not any(h in text for h in self.hints):
@@ -112,10 +114,12 @@ class Detector:
         if starts is not None:
             found = (p.match(text, start, end) for start, end in starts for p in self.patterns)
             return [m.span() for m in found if m is not None and (valid is None or valid(m.group()))]
-        windows = view.digit_windows if self.digits else [(0, len(text))]
+        windows = view.digit_windows if self.digits else [(0, len(text), 0)]
+        least = self.digits
         return [
             m.span()
-            for start, end in windows
+            for start, end, digits in windows
+            if digits >= least
             for p in self.patterns
             for m in p.finditer(text, start, end)
             if valid is None or valid(m.group())
