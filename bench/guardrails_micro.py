@@ -14,11 +14,12 @@ import copy
 from collections.abc import Callable
 
 from fastgw.ai.formats.registry import FORMATS
-from fastgw.ai.guardrails.config import GuardrailsSpec, compile_guardrails
+from fastgw.ai.guardrails.config import compile_guardrails
 from fastgw.ai.guardrails.guard import Guardrails
 from fastgw.ai.guardrails.masking import Masks
 from fastgw.ai.guardrails.report import GuardrailsReport
 from fastgw.ai.guardrails.scan import find
+from fastgw.ai.guardrails.spec import GuardrailsSpec
 
 PARAGRAPH = (
     "Hi team, following up on yesterday's call about the migration plan. We agreed to move the billing"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from fastgw.ai.config import LlmConfig, LlmSpec, ModelSpec, ProviderSpec, TargetSpec, compile_llm
-from fastgw.ai.guardrails.config import GuardrailsError, GuardrailsSpec, compile_guardrails
+from fastgw.ai.guardrails.spec import GuardrailsSpec
 from fastgw.ai.resilience import ProviderKeySpec
 from fastgw.config.fields import Section, doc
 from fastgw.handlers.kind import CompileContext, CompileError, HandlerKind
@@ -59,6 +59,7 @@ def compile_route(spec: LlmRouteSpec, ctx: CompileContext) -> LlmHandler:
             raise CompileError("byok_providers", f"no [[llm.providers]] named {name!r}")
     handler = LlmHandler(llm, ADAPTERS, FORMATS, spec.models, frozenset(spec.byok_providers))
     if spec.guardrails is not None:
+        from fastgw.ai.guardrails.config import GuardrailsError, compile_guardrails
         from fastgw.ai.guardrails.guard import Guardrails
 
         try:

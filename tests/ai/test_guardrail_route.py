@@ -13,9 +13,10 @@ import pytest
 
 from fastgw.ai.adapter import InvalidRequestError
 from fastgw.ai.formats.registry import FORMATS
-from fastgw.ai.guardrails.config import GuardrailsSpec, compile_guardrails
+from fastgw.ai.guardrails.config import compile_guardrails
 from fastgw.ai.guardrails.guard import Guardrails
 from fastgw.ai.guardrails.report import GuardrailsReport
+from fastgw.ai.guardrails.spec import GuardrailsSpec
 from fastgw.config.compiler import compile_config
 from fastgw.config.loader import ConfigError
 

@@ -7,13 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from fastgw.ai.guardrails.detectors import DETECTORS
-from fastgw.ai.guardrails.masking import redact
-
 # A logged prompt or answer is cut to this many characters: the access log is for finding a request, not
 # for archiving conversations, and each record is held in memory until its batch is written.
 LOG_TEXT_MAX: Final = 4096
-_ALL: Final = tuple(DETECTORS.values())
 
 
 @dataclass(slots=True)
@@ -35,6 +31,12 @@ class GuardrailsReport:
             out["fired"] = dict(sorted(self.fired.items()))
         if self.log_prompts:
             # Redacted here, when the record is written, by every detector whatever the route's actions.
-            out["prompt"] = redact(self.prompt, _ALL)
-            out["answer"] = redact("".join(self.answer), _ALL)
+            # Imported here: the access log's record type (ai/record.py) holds this report, and must not
+            # load the detectors in a process that has no guardrails.
+            from fastgw.ai.guardrails.detectors import DETECTORS
+            from fastgw.ai.guardrails.masking import redact
+
+            every = tuple(DETECTORS.values())
+            out["prompt"] = redact(self.prompt, every)
+            out["answer"] = redact("".join(self.answer), every)
         return out
