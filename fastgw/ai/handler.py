@@ -157,6 +157,8 @@ class LlmHandler:
             await self._fail(out, fmt, 400, exc.message, exc.param, exc.code)
             return
         record = ex.llm = LlmRecord(model=str(pivot.get("model", "")), endpoint="embeddings")
+        if self.guardrails is not None and not await self._guard(out, fmt, pivot, record, self.guardrails):
+            return
 
         async def relay(reply: UpstreamReply, adapter: Adapter, target: Target, began: float) -> None:
             await relay_embeddings(reply, adapter, out, fmt, record, pivot)
@@ -183,12 +185,10 @@ class LlmHandler:
         stream = bool(pivot.get("stream"))
         record = ex.llm = LlmRecord(model=str(pivot.get("model", "")), endpoint=endpoint, stream=stream)
         if self.guardrails is not None:
-            record.guardrails = GuardrailsReport()
-            try:
-                fmt = self.guardrails.check(pivot, fmt, record.guardrails)
-            except InvalidRequestError as exc:
-                await self._fail(out, fmt, 400, exc.message, exc.param, exc.code)
+            guarded = await self._guard(out, fmt, pivot, record, self.guardrails)
+            if guarded is None:
                 return
+            fmt = guarded
 
         async def relay(reply: UpstreamReply, adapter: Adapter, target: Target, began: float) -> None:
             if stream:
@@ -200,6 +200,18 @@ class LlmHandler:
             return adapter.chat_request(pivot, target.target, stream)
 
         await self._run(ex, out, upstreams, fmt, record, build, relay, started)
+
+    async def _guard(
+        self, out: ResponseWriter, fmt: ClientFormat, pivot: Json, record: LlmRecord, guardrails: Guardrails
+    ) -> ClientFormat | None:
+        """The route's guardrails on the request (ai/guardrails/): the format to answer with (it restores
+        masked values), or None when refused (the 400 is sent)."""
+        record.guardrails = GuardrailsReport()
+        try:
+            return guardrails.check(pivot, fmt, record.guardrails)
+        except InvalidRequestError as exc:
+            await self._fail(out, fmt, 400, exc.message, exc.param, exc.code)
+            return None
 
     async def _run(
         self,

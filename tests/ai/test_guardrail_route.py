@@ -115,6 +115,14 @@ def test_a_stream_that_ends_without_a_finish_releases_what_was_held() -> None:
     assert "".join(_stream_texts(out, "openai")) == "to [EMAIL_1"
 
 
+def test_embeddings_inputs_are_masked_and_get_no_output_ceiling() -> None:
+    pivot = {"model": "e", "input": [f"mail {EMAIL}", "plain", [1, 2, 3]]}
+    guard(detectors={"email": "mask"}, max_output_tokens=10).check(
+        pivot, FORMATS["openai"], GuardrailsReport()
+    )
+    assert pivot == {"model": "e", "input": ["mail [EMAIL_1]", "plain", [1, 2, 3]]}
+
+
 def test_log_records_the_detector_and_leaves_the_prompt() -> None:
     pivot = request(f"mail {EMAIL}")
     original = copy.deepcopy(pivot)

@@ -115,6 +115,15 @@ def test_block_is_a_400_naming_the_detector_never_the_text(gw: LlmGateway) -> No
     assert CARD not in log_text(gw)
 
 
+def test_embeddings_inputs_are_guarded_too(gw: LlmGateway) -> None:
+    with client(gw) as sdk, pytest.raises(openai.BadRequestError, match="payment_card"):
+        sdk.embeddings.create(model="embed-openai", input=["fine", f"Card {CARD}"])
+    with client(gw) as sdk:
+        sdk.embeddings.create(model="embed-openai", input=[f"Mail {EMAIL}"])
+    sent = provider_saw(gw)
+    assert "[EMAIL_1]" in sent and EMAIL not in sent
+
+
 def test_injection_phrase_is_blocked(gw: LlmGateway) -> None:
     with client(gw) as sdk, pytest.raises(openai.BadRequestError, match="prompt_injection"):
         sdk.chat.completions.create(

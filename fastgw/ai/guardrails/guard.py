@@ -5,7 +5,8 @@ A ``block`` refuses the request (400 naming the detectors, never the text) whate
 ``mask`` replaces what its detectors found in the pivot, in place, and the client format is wrapped so
 the answer is restored (``answer.py``); ``log`` only names the detectors in the access log. Scanned:
 every message's text (string contents and text parts, the system prompt included) and the arguments of
-the tool calls in earlier assistant turns. Not scanned: images, files, tool definitions.
+the tool calls in earlier assistant turns; an embeddings request's input strings (masked values stay
+masked: an embedding has no text to restore). Not scanned: images, files, tool definitions, token ids.
 """
 
 from __future__ import annotations
@@ -28,12 +29,17 @@ CHARS_PER_TOKEN: Final = 4
 TOKENS_PER_MESSAGE: Final = 4
 _OUTPUT_KEYS: Final = ("max_tokens", "max_completion_tokens")
 
-Slot = tuple[dict[str, Any], str]  # a text in the pivot: its container and key, so it can be replaced
+Slot = tuple[Any, Any]  # a text in the pivot: its container (dict or list) and key, so it can be replaced
 
 
 def text_slots(pivot: Json) -> list[Slot]:
-    """Every text of the prompt a detector should read."""
+    """Every text of the prompt a detector should read (an embeddings request's: its input strings)."""
     slots: list[Slot] = []
+    inputs = pivot.get("input")
+    if isinstance(inputs, str):
+        slots.append((pivot, "input"))
+    elif isinstance(inputs, list):
+        slots.extend((inputs, i) for i, item in enumerate(inputs) if isinstance(item, str))
     for message in pivot.get("messages") or ():
         if not isinstance(message, dict):
             continue
@@ -78,7 +84,7 @@ class Guardrails:
                     "messages",
                     "prompt_too_long",
                 )
-        if config.max_output_tokens:
+        if config.max_output_tokens and "messages" in pivot:  # chat, not embeddings
             self._output_limit(pivot)
         report.log_prompts = config.log_prompts
         if config.log_prompts:
