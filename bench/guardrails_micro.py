@@ -11,6 +11,7 @@ on a pivot request (ceilings, scan, mask) plus the answer's restoration through 
 from __future__ import annotations
 
 import copy
+import timeit
 from collections.abc import Callable
 
 from fastgw.ai.formats.registry import FORMATS
@@ -34,7 +35,13 @@ ANSWER = "Sure: I will write to [EMAIL_1] today and call [PHONE_1] if there is n
 EVERY_DETECTOR = {"pii": "mask", "national_id": "mask", "secrets": "mask"}
 
 
-def guardrails_steps(best: Callable[[Callable[[], object], int], float]) -> dict[str, float]:
+def best(fn: Callable[[], object], number: int = 100, repeat: int = 200) -> float:
+    """Microseconds per call, the best of many short batches (5-10 ms each): on a shared machine a
+    batch that ran without being preempted is likelier among 200 short ones than among 25 long ones."""
+    return min(timeit.repeat(fn, number=number, repeat=repeat)) / number * 1e6
+
+
+def guardrails_steps() -> dict[str, float]:
     assert len(PROMPT) == 2048
     scan = compile_guardrails(GuardrailsSpec(detectors=EVERY_DETECTOR)).scan
     with_injection = compile_guardrails(GuardrailsSpec(detectors=EVERY_DETECTOR, injection="block")).scan
@@ -57,8 +64,8 @@ def guardrails_steps(best: Callable[[Callable[[], object], int], float]) -> dict
         return fmt.render_response(copy.deepcopy(answer))
 
     return {
-        "scan a clean 2 KiB prompt, every detector": best(lambda: find(clean, scan), 2000),
-        "  ... and the injection phrases": best(lambda: find(clean, with_injection), 2000),
-        "mask + restore, 2 KiB prompt, every detector": best(mask_restore, 2000),
-        "whole check + restored OpenAI answer, 2 KiB": best(whole_request, 2000),
+        "scan a clean 2 KiB prompt, every detector": best(lambda: find(clean, scan)),
+        "  ... and the injection phrases": best(lambda: find(clean, with_injection)),
+        "mask + restore, 2 KiB prompt, every detector": best(mask_restore),
+        "whole check + restored OpenAI answer, 2 KiB": best(whole_request),
     }

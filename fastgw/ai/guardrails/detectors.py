@@ -19,7 +19,7 @@ from typing import Final
 
 import orjson
 
-from fastgw.ai.guardrails.scan import Detector, TextView
+from fastgw.ai.guardrails.scan import Detector, TextView, rare_char
 from fastgw.key_format import well_formed
 
 # --- validations ------------------------------------------------------------------------------------------
@@ -151,7 +151,7 @@ _PHONE_INTL: Final = r"\+(?<![\w+]\+)[1-9]\d{0,3}(?:[ .-]?\(?\d{1,4}\)?){2,6}(?!
 # North American numbers in their written forms: (415) 555-0132, 415-555-0132, 415.555.0132 (area code
 # and exchange start with 2-9).
 _PHONE_NANP_PAREN: Final = r"\((?<!\w\()[2-9]\d\d\) ?[2-9]\d\d[.-]\d{4}(?![\w.-]\d|\w)"
-_PHONE_NANP: Final = r"[2-9](?<![\w.+-].)\d\d([.-])[2-9]\d\d\1\d{4}(?![\w.-]\d|\w)"
+_PHONE_NANP: Final = r"[2-9](?<![\w.+-].)\d\d(?P<sep>[.-])[2-9]\d\d(?P=sep)\d{4}(?![\w.-]\d|\w)"
 # Trunk-prefixed national numbers written with spaces: 020 7946 0958, 07700 900123, 06 12 34 56 78.
 _PHONE_NATIONAL: Final = r"0(?<![\w.,+/-]0)[1-9]\d{0,4}(?: \d{2,6}){1,4}(?![\w.,/-]\d|\w| \d)"
 # 13-19 digits unbroken, or in the printed groupings (4-4-4-4[-3], Amex's 4-6-5) with one separator.
@@ -196,21 +196,22 @@ def _d(
     digits: int = 0,
 ) -> Detector:
     compiled = tuple(re.compile(p) for p in patterns)
-    return Detector(name, group, compiled, valid, hints, digits=digits)
+    rare = tuple(rare_char(h) for h in hints)
+    return Detector(name, group, compiled, valid, hints, rare, digits=digits)
 
 
 DETECTORS: Final = {
     d.name: d
     for d in (
         Detector("email", "pii", (re.compile(_EMAIL),), starts=email_starts),
-        _d("phone", "pii", _PHONE_INTL, _PHONE_NANP_PAREN, _PHONE_NANP, valid=valid_phone, digits=8),
+        _d("phone", "pii", f"{_PHONE_INTL}|{_PHONE_NANP_PAREN}|{_PHONE_NANP}", valid=valid_phone, digits=8),
         _d("phone_national", "pii", _PHONE_NATIONAL, valid=valid_national_phone, digits=10),
         _d("payment_card", "pii", _CARD, valid=valid_card, digits=13),
         _d("iban", "pii", _IBAN, valid=valid_iban, digits=IBAN_DIGITS_MIN),
         _d("us_ssn", "national_id", _US_SSN, valid=valid_ssn, hints=("-",), digits=9),
         _d("uk_nino", "national_id", _UK_NINO, valid=valid_nino, digits=6),
         _d("aws_access_key", "secrets", _AWS_ACCESS_KEY),
-        _d("aws_secret_key", "secrets", _AWS_SECRET_KEY, hints=("secret", "SECRET", "Secret")),
+        _d("aws_secret_key", "secrets", _AWS_SECRET_KEY, hints=("ecret", "ECRET")),
         _d("gcp_api_key", "secrets", _GCP_API_KEY, hints=("AIza",)),
         _d("azure_storage_key", "secrets", _AZURE_STORAGE_KEY, hints=("AccountKey=",)),
         _d("private_key", "secrets", _PRIVATE_KEY, hints=("-----BEGIN",)),
