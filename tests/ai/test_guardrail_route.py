@@ -101,7 +101,7 @@ def _stream_texts(raw: bytes, client: str) -> list[str]:
             continue
         event = orjson.loads(line[6:])
         if client == "openai":
-            texts.extend(c["delta"].get("content") or "" for c in event["choices"])
+            texts.extend(c["delta"].get("content") or "" for c in event.get("choices", ()))
         elif event.get("type") == "content_block_delta":
             texts.append(event["delta"].get("text", ""))
     return texts
@@ -121,6 +121,25 @@ def test_embeddings_inputs_are_masked_and_get_no_output_ceiling() -> None:
         pivot, FORMATS["openai"], GuardrailsReport()
     )
     assert pivot == {"model": "e", "input": ["mail [EMAIL_1]", "plain", [1, 2, 3]]}
+
+
+def test_a_placeholder_the_client_wrote_is_never_issued_nor_restored() -> None:
+    pivot = request(f"is [EMAIL_1] a placeholder? mail {EMAIL}")
+    fmt = guard(detectors={"email": "mask"}).check(pivot, FORMATS["openai"], GuardrailsReport())
+    assert pivot["messages"][1]["content"] == "is [EMAIL_1] a placeholder? mail [EMAIL_2]"
+    body = orjson.loads(fmt.render_response(answer("[EMAIL_1] is text; [EMAIL_2] is mail")))
+    assert body["choices"][0]["message"]["content"] == f"[EMAIL_1] is text; {EMAIL} is mail"
+
+
+def test_a_stream_that_fails_releases_what_was_held_before_the_error() -> None:
+    pivot = request(f"mail {EMAIL}", stream=True)
+    fmt = guard(detectors={"email": "mask"}).check(pivot, FORMATS["openai"], GuardrailsReport())
+    encoder = fmt.stream_encoder(pivot)
+    out = encoder.encode(chunk({"content": "to [EMAIL_"})) + encoder.error(
+        502, "provider failed", "api_error"
+    )
+    assert "".join(_stream_texts(out, "openai")) == "to [EMAIL_"
+    assert out.rstrip().endswith(b"}") and b"provider failed" in out
 
 
 def test_log_records_the_detector_and_leaves_the_prompt() -> None:

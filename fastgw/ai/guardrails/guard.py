@@ -104,6 +104,9 @@ class Guardrails:
                 "guardrail_blocked",
             )
         masks = Masks()
+        if "mask" in actions.values():
+            for container, key in slots:
+                masks.reserve(container[key])
         try:
             for (container, key), hits in found:
                 masked = [h for h in hits if actions[h[2].name] == "mask"]

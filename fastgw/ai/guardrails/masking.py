@@ -35,12 +35,19 @@ class TooManyValuesError(Exception):
 class Masks:
     """One request's placeholders and the values they stand for."""
 
-    __slots__ = ("by_placeholder", "by_value", "counts")
+    __slots__ = ("by_placeholder", "by_value", "counts", "taken")
 
     def __init__(self) -> None:
         self.by_placeholder: dict[str, str] = {}
         self.by_value: dict[tuple[str, str], str] = {}
         self.counts: dict[str, int] = {}
+        self.taken: set[str] = set()  # placeholder-like text the client wrote itself: never issued
+
+    def reserve(self, text: str) -> None:
+        """Keep the placeholders ``text`` already holds from being issued, so that an answer quoting the
+        client's own "[EMAIL_1]" is never turned into a value."""
+        if "[" in text:
+            self.taken.update(PLACEHOLDER.findall(text))
 
     def placeholder(self, label: str, value: str) -> str:
         key = (label, value)
@@ -48,10 +55,13 @@ class Masks:
         if found is not None:
             return found
         n = self.counts.get(label, 0) + 1
+        name = f"[{label}_{n}]"
+        while name in self.taken:
+            n += 1
+            name = f"[{label}_{n}]"
         if n > PER_LABEL_MAX:
             raise TooManyValuesError(label)
         self.counts[label] = n
-        name = f"[{label}_{n}]"
         self.by_value[key] = name
         self.by_placeholder[name] = value
         return name
