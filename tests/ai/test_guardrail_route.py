@@ -121,6 +121,11 @@ def test_embeddings_inputs_are_masked_and_get_no_output_ceiling() -> None:
         pivot, FORMATS["openai"], GuardrailsReport()
     )
     assert pivot == {"model": "e", "input": ["mail [EMAIL_1]", "plain", [1, 2, 3]]}
+    with pytest.raises(InvalidRequestError) as info:
+        guard(detectors={"email": "block"}).check(
+            pivot | {"input": EMAIL}, FORMATS["openai"], GuardrailsReport()
+        )
+    assert info.value.param == "input"
 
 
 def test_a_placeholder_the_client_wrote_is_never_issued_nor_restored() -> None:

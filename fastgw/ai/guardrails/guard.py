@@ -75,13 +75,14 @@ class Guardrails:
         Raises InvalidRequestError (a 400 in the client's shape) for a refusal."""
         config = self.config
         slots = text_slots(pivot)
+        param = "messages" if "messages" in pivot else "input"  # what a refusal names: chat or embeddings
         if config.max_prompt_tokens:
             estimate = estimate_prompt_tokens(pivot, slots)
             if estimate > config.max_prompt_tokens:
                 raise InvalidRequestError(
                     f"the prompt is about {estimate} tokens, over this route's limit of"
                     f" {config.max_prompt_tokens}",
-                    "messages",
+                    param,
                     "prompt_too_long",
                 )
         if config.max_output_tokens and "messages" in pivot:  # chat, not embeddings
@@ -100,7 +101,7 @@ class Guardrails:
         if blocked:
             raise InvalidRequestError(
                 f"the request was blocked by this route's guardrails: {', '.join(blocked)} detected",
-                "messages",
+                param,
                 "guardrail_blocked",
             )
         masks = Masks()
@@ -115,7 +116,7 @@ class Guardrails:
         except TooManyValuesError as exc:
             raise InvalidRequestError(
                 f"the prompt has too many distinct {exc.args[0].lower()} values to mask",
-                "messages",
+                param,
                 "guardrail_blocked",
             ) from None
         if masks.by_placeholder or config.log_prompts:
