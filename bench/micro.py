@@ -2,13 +2,15 @@
 
     python bench/micro.py            # both parser backends
     python bench/micro.py --json F   # also write the numbers as JSON
-    python bench/micro.py --only llm # one group: httptools, h11, sse or llm
+    python bench/micro.py --only llm # one group: httptools, h11, sse, llm or guardrails
 
 Each step runs the real code on a typical small GET (6 request headers, 4 response headers) in a tight
 loop; numbers are the best of 5 repeats, in microseconds. The bar in issue 2: parse + route + header steps
 + serialise <= 6 us with httptools. The ``sse`` group: codec/sse.py parsing and encoding one streamed
 OpenAI chunk event (issue 21's bar: per-event translation <= 5 us). The ``llm`` group: the AI gateway's
-per-event stream translation, each way (issue 22's bar: <= 5 us per event each way).
+per-event stream translation, each way (issue 22's bar: <= 5 us per event each way). The ``guardrails``
+group: an llm route's guardrails on a 2 KiB prompt (bench/guardrails_micro.py; issue 23's bar: mask +
+restore <= 50 us).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.guardrails_micro import guardrails_steps
 from fastgw.access_line import format_batch
 from fastgw.ai.adapter import Json
 from fastgw.ai.formats.anthropic_format import AnthropicStreamEncoder
@@ -406,6 +409,7 @@ def main() -> int:
         "sse": sse_steps,
         "llm (per streamed event)": llm_steps,
         "budgets (per LLM request)": budget_steps,
+        "guardrails (per request)": guardrails_steps,
     }
     parser.add_argument("--only", choices=[g.split()[0] for g in groups], help="run one group")
     args = parser.parse_args()

@@ -33,6 +33,8 @@ from fastgw.ai.cache import ResponseCache
 from fastgw.ai.client_format import ClientFormat
 from fastgw.ai.config import LlmConfig, Target
 from fastgw.ai.count_tokens import count_tokens
+from fastgw.ai.guardrails.guard import Guardrails
+from fastgw.ai.guardrails.report import GuardrailsReport
 from fastgw.ai.prices import record_cost
 from fastgw.ai.record import LlmRecord
 from fastgw.ai.relay import JSON, relay_chat, relay_embeddings, relay_stream, status_kind
@@ -51,7 +53,7 @@ OWN_KEY_MAX: Final = 1024
 class LlmHandler:
     """One per llm route; state shared by its requests is the per-worker target and key health."""
 
-    __slots__ = ("adapters", "allowed", "budgets", "byok", "cache", "formats", "llm", "loop")
+    __slots__ = ("adapters", "allowed", "budgets", "byok", "cache", "formats", "guardrails", "llm", "loop")
 
     def __init__(
         self,
@@ -69,6 +71,7 @@ class LlmHandler:
         self.loop = TargetLoop(llm, adapters, random.Random())
         self.cache: ResponseCache | None = None  # the route's response cache, if it has one (cache.py)
         self.budgets: Budgets | None = None  # token limits and spend budgets (ai/budgets.py)
+        self.guardrails: Guardrails | None = None  # the route's guardrails table (ai/guardrails/)
 
     def model_allowed(self, name: str, ex: Exchange | None = None) -> bool:
         """The route serves ``name`` and the caller may use it: its API key's consumer, its JWT's models
@@ -161,6 +164,8 @@ class LlmHandler:
             await self._fail(out, fmt, 400, exc.message, exc.param, exc.code)
             return
         record = ex.llm = LlmRecord(model=str(pivot.get("model", "")), endpoint="embeddings")
+        if self.guardrails is not None and not await self._guard(out, fmt, pivot, record, self.guardrails):
+            return
 
         async def relay(reply: UpstreamReply, adapter: Adapter, target: Target, began: float) -> None:
             await relay_embeddings(reply, adapter, out, fmt, record, pivot)
@@ -193,9 +198,19 @@ class LlmHandler:
             return
         stream = bool(pivot.get("stream"))
         record = ex.llm = LlmRecord(model=str(pivot.get("model", "")), endpoint=endpoint, stream=stream)
+        cache_pivot = pivot
+        if self.guardrails is not None:
+            if self.cache is not None:
+                # The cache is keyed by the client's own request: masking makes different prompts alike
+                # (two emails, one placeholder), and a hit would replay another client's restored value.
+                cache_pivot = orjson.loads(orjson.dumps(pivot))
+            guarded = await self._guard(out, fmt, pivot, record, self.guardrails)
+            if guarded is None:
+                return
+            fmt = guarded
         ticket = None
         if self.cache is not None and self.model_allowed(record.model, ex):
-            ticket = await self.cache.lookup(ex, pivot, fmt.name, record, out)
+            ticket = await self.cache.lookup(ex, cache_pivot, fmt.name, record, out)
             if ticket.served:
                 return
             out = ticket.writer
@@ -212,6 +227,18 @@ class LlmHandler:
         await self._run(ex, out, upstreams, fmt, record, build, relay, started, (len(body), pivot))
         if ticket is not None:
             await ticket.keep(record)
+
+    async def _guard(
+        self, out: ResponseWriter, fmt: ClientFormat, pivot: Json, record: LlmRecord, guardrails: Guardrails
+    ) -> ClientFormat | None:
+        """The route's guardrails on the request (ai/guardrails/): the format to answer with (it restores
+        masked values), or None when refused (the 400 is sent)."""
+        record.guardrails = GuardrailsReport()
+        try:
+            return guardrails.check(pivot, fmt, record.guardrails)
+        except InvalidRequestError as exc:
+            await self._fail(out, fmt, 400, exc.message, exc.param, exc.code)
+            return None
 
     async def _run(
         self,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Final
 from fastgw.ai.budget_config import OUTPUT_MAX, BudgetAlertsSpec, BudgetSpec, compile_budgets
 from fastgw.ai.cache import CacheSpec, cache_of
 from fastgw.ai.config import LlmConfig, LlmSpec, ModelSpec, ProviderSpec, TargetSpec, compile_llm
+from fastgw.ai.guardrails.spec import GuardrailsSpec
 from fastgw.ai.prices import PriceSpec
 from fastgw.ai.resilience import ProviderKeySpec
 from fastgw.config.fields import Section, doc
@@ -52,6 +53,11 @@ class LlmRouteSpec:
         1024,
         most=OUTPUT_MAX,
     )
+    guardrails: GuardrailsSpec | None = doc(
+        "detectors of personal data, secrets and prompt injection with their actions, token ceilings and"
+        " prompt logging (docs/llm-guardrails.md)",
+        None,
+    )
 
 
 def _compile_section(spec: LlmSpec | None, ctx: CompileContext) -> LlmConfig | None:
@@ -78,6 +84,14 @@ def compile_route(spec: LlmRouteSpec, ctx: CompileContext) -> LlmHandler:
     )
     if budgets is not None:
         budgets.prices = llm.prices
+    if spec.guardrails is not None:
+        from fastgw.ai.guardrails.config import GuardrailsError, compile_guardrails
+        from fastgw.ai.guardrails.guard import Guardrails
+
+        try:
+            handler.guardrails = Guardrails(compile_guardrails(spec.guardrails))
+        except GuardrailsError as exc:
+            raise CompileError(f"guardrails.{exc.field}", exc.reason) from None
     return handler
 
 

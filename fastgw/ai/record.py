@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastgw.ai.adapter import Usage
+from fastgw.ai.guardrails.report import GuardrailsReport
 
 
 @dataclass(slots=True)
@@ -26,6 +27,7 @@ class LlmRecord:
     cache_hit: bool = False  # answered by the route's response cache (ai/cache.py): no provider call
     tokens_saved: int = 0  # a hit's tokens: the original call's prompt + completion tokens (usage is 0)
     cost_usd: float | None = None  # USD (ai/prices.py), set when the exchange ends; None: unknown
+    guardrails: GuardrailsReport | None = None  # on a route with guardrails: what fired (ai/guardrails/)
 
     @property
     def tokens_per_second(self) -> float:
@@ -66,4 +68,6 @@ class LlmRecord:
         if self.cache_hit:
             out["cache"] = "hit"
             out["tokens_saved"] = self.tokens_saved
+        if self.guardrails is not None and (fields := self.guardrails.log_fields()):
+            out["guardrails"] = fields
         return out

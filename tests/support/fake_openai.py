@@ -39,6 +39,7 @@ FAULTS: Final = (
     "no-usage",  # no usage object, streamed or not
     "huge-line",  # a 10 MiB SSE line
     "huge-response",  # a 40 MB non-streamed answer
+    "echo",  # answers "You said: " and the last message's text, streamed in 5-character pieces
 )
 MAX_BODY: Final = 64 << 20  # a request body larger than this is refused (413): the fake's own bound
 HUGE_LINE: Final = 10 << 20

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 REPLY: Final = "Hello! This is the fake provider answering."
+ECHO_PIECE: Final = 5  # characters per streamed piece of an echo
 
 
 @dataclass
@@ -75,6 +76,10 @@ def plan_answer(request: dict[str, Any], fault: str) -> tuple[Answer, list[str],
         answer.arguments = tool_arguments(tool)
         pieces = [answer.arguments[i : i + 8] for i in range(0, len(answer.arguments), 8)] or [""]
         finish = "tool_calls"
+    elif fault == "echo":  # what the provider was sent, back: in pieces that split words and brackets
+        text = "You said: " + str((request.get("messages") or [{}])[-1].get("content"))
+        pieces, finish = [text[i : i + ECHO_PIECE] for i in range(0, len(text), ECHO_PIECE)], "stop"
+        answer.text = text
     else:
         pieces, finish = reply_pieces(request.get("max_completion_tokens") or request.get("max_tokens"))
         answer.text = "".join(pieces)
