@@ -19,6 +19,11 @@ class StoreError(Exception):
     progress, if any, was rolled back."""
 
 
+class ConflictError(StoreError):
+    """A write collided with another one made at the same time (a name taken meanwhile, a deadlock the
+    database broke): nothing was written, and the caller answers 409 rather than 503."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Consumer:
     """Who holds API keys. ``disabled``: when it was disabled (its keys stop), None while enabled."""
@@ -207,6 +212,16 @@ class Store(Protocol):
         ...
 
     def key(self, key_id: str) -> ApiKey | None: ...
+
+    def key_for_update(self, key_id: str) -> ApiKey | None:
+        """Inside :meth:`transaction`: the key's row as committed now, locked against other writers until
+        the transaction ends (PostgreSQL: ``SELECT ... FOR UPDATE``; SQLite's transaction holds the
+        database's write lock already). A read-check-write on it is then never lost or doubled."""
+        ...
+
+    def consumer_for_update(self, ref: str) -> Consumer | None:
+        """Inside :meth:`transaction`: :meth:`consumer`, its row locked as :meth:`key_for_update`'s."""
+        ...
 
     def update_key(self, key: ApiKey) -> None:
         """Write a key's changeable fields (scopes, roles, routes, expires, revoked, replaced_by); its id,

@@ -28,6 +28,7 @@ from fastgw.store.base import (
     AuditAnchor,
     Change,
     ChangeFeed,
+    ConflictError,
     Consumer,
     Migration,
     ProviderCredential,
@@ -59,6 +60,12 @@ CONNECT_RETRY_SECONDS: Final = 0.25  # between tries while PostgreSQL is startin
 # How long a call waits for a pooled connection once running: while the database is down each call fails
 # after this, so the control process (admin API, metrics, workers' pushes) stays responsive in an outage.
 CALL_WAIT_SECONDS: Final = 2.0
+# Errors that mean "another writer got there first", not "the database failed": answered 409.
+CONFLICTS: Final = (
+    psycopg.errors.UniqueViolation,
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.SerializationFailure,
+)
 VERSIONS_TABLE: Final = (
     "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
     " applied DOUBLE PRECISION NOT NULL)"
@@ -136,6 +143,8 @@ class PostgresStore:
     def _error(self, exc: BaseException) -> StoreError:
         if isinstance(exc, PoolTimeout):
             return StoreError(f"{self.where}: no connection (the database is unreachable)")
+        if isinstance(exc, CONFLICTS):
+            return ConflictError(f"{self.where}: {first_line(exc)}")
         return StoreError(f"{self.where}: {first_line(exc)}")
 
     @contextmanager
@@ -311,6 +320,24 @@ class PostgresStore:
             return None
         rows = self._run(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = %s", (key_id,))
         return key_row(rows[0]) if rows else None
+
+    def key_for_update(self, key_id: str) -> ApiKey | None:
+        assert self._conn is not None, "key_for_update belongs inside transaction()"
+        if "\0" in key_id:
+            return None
+        rows = self._run(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = %s FOR UPDATE", (key_id,))
+        return key_row(rows[0]) if rows else None
+
+    def consumer_for_update(self, ref: str) -> Consumer | None:
+        assert self._conn is not None, "consumer_for_update belongs inside transaction()"
+        if "\0" in ref:
+            return None
+        rows = self._run(
+            f"SELECT {CONSUMER_COLUMNS} FROM consumers WHERE id = %s OR name = %s"
+            " ORDER BY (id = %s) DESC, created LIMIT 1 FOR UPDATE",
+            (ref, ref, ref),
+        )
+        return consumer_row(rows[0]) if rows else None
 
     def update_key(self, key: ApiKey) -> None:
         with self.transaction():

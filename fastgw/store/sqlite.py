@@ -21,6 +21,7 @@ from fastgw.store.base import (
     ApiKey,
     AuditAnchor,
     ChangeFeed,
+    ConflictError,
     Consumer,
     Migration,
     ProviderCredential,
@@ -102,6 +103,10 @@ class SQLiteStore:
     def _run(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:
             return self._db.execute(sql, params).fetchall()
+        except sqlite3.IntegrityError as exc:
+            if "UNIQUE" in str(exc):
+                raise ConflictError(f"{self.path}: {exc}") from exc
+            raise StoreError(f"{self.path}: {exc}") from exc
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: {exc}") from exc
 
@@ -248,6 +253,15 @@ class SQLiteStore:
     def key(self, key_id: str) -> ApiKey | None:
         rows = self._run(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,))
         return key_row(rows[0]) if rows else None
+
+    def key_for_update(self, key_id: str) -> ApiKey | None:
+        """transaction() began IMMEDIATE: this connection holds the write lock, so the row cannot change."""
+        assert self._depth, "key_for_update belongs inside transaction()"
+        return self.key(key_id)
+
+    def consumer_for_update(self, ref: str) -> Consumer | None:
+        assert self._depth, "consumer_for_update belongs inside transaction()"
+        return self.consumer(ref)
 
     def update_key(self, key: ApiKey) -> None:
         self._run(
