@@ -148,6 +148,7 @@ class StoreSettings:
     backend: Literal["sqlite", "postgres"] = "sqlite"
     dsn: SecretRef | None = None
     connect_timeout: float = 10.0
+    node: str = ""  # [cluster] node; "": the host name and state directory (fastgw/store this_node)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -281,7 +281,7 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str, context: CompileConte
         ratelimit_capacity=spec.rate_limits.capacity,
         quota_flush=spec.rate_limits.quota_flush,
         state=state,
-        store=sections.store(ctx, spec.store),
+        store=sections.store(ctx, spec.store, spec.cluster.node),
         admin=sections.admin(ctx, spec.admin),
         audit=sections.audit(ctx, spec.audit, state),
         security_headers=security,

@@ -41,7 +41,7 @@ from fastgw.config.fields import (
     doc,
 )
 from fastgw.config.listener_spec import CertificateSpec, ListenerSpec, TlsSpec
-from fastgw.config.store_spec import StoreSpec
+from fastgw.config.store_spec import ClusterSpec, StoreSpec
 from fastgw.config.upstream_spec import HealthCheckSpec, UpstreamSpec, UpstreamTlsSpec
 from fastgw.handlers.registry import KINDS
 from fastgw.policy.registry import POLICIES
@@ -51,6 +51,7 @@ __all__ = [
     "CAPACITY_MAX",
     "WORKERS_MAX",
     "CertificateSpec",
+    "ClusterSpec",
     "GiB",
     "HeaderOpsSpec",
     "HealthCheckSpec",
@@ -366,6 +367,7 @@ class _ConfigCore:
     process: ProcessSpec = doc("[process] supervisor and workers", ProcessSpec())
     state: StateSpec = doc("[state] where fastgw keeps its state", StateSpec())
     store: StoreSpec = doc("[store] where consumers, keys and provider keys live", StoreSpec())
+    cluster: ClusterSpec = doc("[cluster] this node among several sharing one store", ClusterSpec())
     admin: AdminSpec | None = doc("[admin] API on its own listener (off unless configured)", None)
     audit: AuditSpec = doc("[audit] the tamper-evident log of admin actions and reloads", AuditSpec())
     keys: KeysSpec | None = doc("[keys] how API keys are stored (needed by auth = 'api_key')", None)

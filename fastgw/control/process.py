@@ -47,7 +47,7 @@ from fastgw.metrics.exposition import Export, GatewayCollector, make_registry, r
 from fastgw.metrics.shared import SharedMetrics
 from fastgw.secrets_at_rest import MasterKeys
 from fastgw.snapshot import Snapshot
-from fastgw.store import open_store, store_dsn
+from fastgw.store import open_store, store_dsn, this_node
 from fastgw.store.base import QuotaAdmission, QuotaCount, StoreError
 
 PULL_SECONDS: Final = 5.0
@@ -96,7 +96,8 @@ class ControlProcess:
         self.collector.snapshot = snapshot.id
         self.registry = make_registry(self.collector)
         self.store = open_store(snapshot.state.dir, snapshot.store)  # applies pending migrations
-        self.audit = AuditLog(snapshot.audit.file, audit_key(snapshot.audit, snapshot.state), self.store)
+        key, node = audit_key(snapshot.audit, snapshot.state), this_node(snapshot.state.dir, snapshot.store)
+        self.audit = AuditLog(snapshot.audit.file, key, self.store, node)
         if self.audit.problem:
             log(f"audit log {self.audit.path} failed verification: {self.audit.problem}")
         self._pull_seq = 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,7 @@ def test_rotating_the_same_key_on_two_nodes_at_once_rotates_it_once(nodes: tuple
     a.service.create_consumer({"name": "acme"})
     for _ in range(ROUNDS):
         key = a.service.create_key({"consumer": "acme"})["id"]
-        won = one_won(race(lambda: a.service.rotate(key, {}), lambda: b.service.rotate(key, {})))
+        won = one_won(race(partial(a.service.rotate, key, {}), partial(b.service.rotate, key, {})))
         assert a.store.key(key).replaced_by == won["new"]["id"]  # type: ignore[union-attr]
     keys = a.store.api_keys()
     assert len(keys) == 2 * ROUNDS  # each original and exactly one successor
@@ -94,7 +95,7 @@ def test_revoking_the_same_key_on_two_nodes_at_once_revokes_it_once(nodes: tuple
     a.service.create_consumer({"name": "acme"})
     for _ in range(ROUNDS):
         key = a.service.create_key({"consumer": "acme"})["id"]
-        won = one_won(race(lambda: a.service.revoke(key), lambda: b.service.revoke(key)))
+        won = one_won(race(partial(a.service.revoke, key), partial(b.service.revoke, key)))
         assert b.store.key(key).revoked == won["revoked"]  # type: ignore[union-attr]
     assert (a.events + b.events).count("key.revoke") == ROUNDS
 
@@ -106,7 +107,7 @@ def test_a_rotation_racing_a_revocation_never_leaves_a_live_successor_of_a_revok
     a.service.create_consumer({"name": "acme"})
     for _ in range(ROUNDS):
         key = a.service.create_key({"consumer": "acme"})["id"]
-        results = race(lambda: a.service.rotate(key, {}), lambda: b.service.revoke(key))
+        results = race(partial(a.service.rotate, key, {}), partial(b.service.revoke, key))
         row = a.store.key(key)
         assert row is not None and row.revoked is not None  # the revocation is never lost
         rotated, revoked = results
@@ -123,8 +124,8 @@ def test_creating_the_same_consumer_on_two_nodes_at_once_creates_one(nodes: tupl
         name = f"team-{i}"
         one_won(
             race(
-                lambda: a.service.create_consumer({"name": name}),
-                lambda: b.service.create_consumer({"name": name}),
+                partial(a.service.create_consumer, {"name": name}),
+                partial(b.service.create_consumer, {"name": name}),
             )
         )
     assert sorted(c.name for c in a.store.consumers()) == sorted(f"team-{i}" for i in range(ROUNDS))
