@@ -34,7 +34,7 @@ COMMANDS: Final[dict[str, Callable[[argparse.Namespace], int]]] = {
     "consumers": admin.admin,
     "providers": providers.providers,
     "audit": audit.audit,
-    "store": store.migrate,
+    "store": store.command,
     "cert": cert.dev,
     "version": _version,
 }
@@ -153,13 +153,16 @@ def parser() -> argparse.ArgumentParser:
         "--export", required=True, metavar="FILE", help="where to write it ('-': stdout, e.g. for logger(1))"
     )
     anchor.add_argument("--config", required=True, help="the gateway config (audit key and state directory)")
-    store = sub.add_parser("store", help="the store in the state directory (consumers, key digests, quotas)")
-    store_sub = store.add_subparsers(dest="store_command", required=True)
+    store_cmd = sub.add_parser(
+        "store", help="the store in the state directory (consumers, key digests, quotas)"
+    )
+    store_sub = store_cmd.add_subparsers(dest="store_command", required=True)
     migrate = store_sub.add_parser("migrate", help="apply the store's pending schema migrations")
     migrate.add_argument(
         "--config", help="the gateway config (its state directory; default: the quickstart's)"
     )
     migrate.add_argument("--dry-run", action="store_true", help="print the SQL it would run; change nothing")
+    store.add_copy_parser(store_sub)
     check = sub.add_parser("check", help="validate a config and print a summary")
     check.add_argument("config", help="path to a TOML config")
     sub.add_parser("version", help="print the version")

@@ -243,6 +243,24 @@ class Store(Protocol):
         """Remove the provider's row; whether there was one."""
         ...
 
+    # -- whole tables, by name (``fastgw store copy``, retention): names and columns come from the code
+    # (store/tables.py), never from input.
+    def has_table(self, table: str) -> bool: ...
+
+    def count_rows(self, table: str) -> int: ...
+
+    def read_rows(self, table: str, columns: Sequence[str]) -> list[tuple[Any, ...]]:
+        """Every row of ``table``, the given columns in order (ordered by them, so reads repeat)."""
+        ...
+
+    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
+        """Insert rows, skipping any that collide with one already there (same key); how many went in."""
+        ...
+
+    def delete_rows_before(self, table: str, column: str, before: float) -> int:
+        """Delete the rows whose ``column`` (a unix time) is before ``before``; how many went."""
+        ...
+
     # -- quotas
     def add_quota_counts(self, run_id: float, admissions: Sequence[QuotaAdmission], now: float) -> None:
         """Add admissions counted in run ``run_id`` (the gateway's start time), in one transaction; the

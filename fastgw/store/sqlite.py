@@ -295,6 +295,29 @@ class SQLiteStore:
             self._run("DELETE FROM provider_credentials WHERE provider = ?", (provider,))
         return found
 
+    # -- whole tables ---------------------------------------------------------------------------------
+    def has_table(self, table: str) -> bool:
+        return bool(self._run("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)))
+
+    def count_rows(self, table: str) -> int:
+        return int(self._run(f"SELECT count(*) FROM {table}")[0][0])
+
+    def read_rows(self, table: str, columns: Sequence[str]) -> list[tuple[Any, ...]]:
+        names = ", ".join(columns)
+        return [tuple(r) for r in self._run(f"SELECT {names} FROM {table} ORDER BY {names}")]
+
+    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
+        marks = ", ".join("?" * len(columns))
+        with self.transaction():
+            before = self.count_rows(table)
+            self._run_many(
+                f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) ON CONFLICT DO NOTHING", rows
+            )
+            return self.count_rows(table) - before
+
+    def delete_rows_before(self, table: str, column: str, before: float) -> int:
+        return len(self._run(f"DELETE FROM {table} WHERE {column} < ? RETURNING 1", (before,)))
+
     # -- quotas -----------------------------------------------------------------------------------------
     def add_quota_counts(self, run_id: float, admissions: Sequence[QuotaAdmission], now: float) -> None:
         with self.transaction():

@@ -1,0 +1,41 @@
+"""The store's tables by name, for the code that handles whole tables: ``fastgw store copy`` moves each
+of them from SQLite to PostgreSQL, in this order (a key's consumer before the key).
+
+A feature that adds a table to both backends' migrations adds its row here (its columns as both
+backends name them, and its key: what identifies a row, so a repeated copy skips rows already there).
+PostgreSQL's own tables (the change log, the migration record) are not copied: a new database makes
+them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from fastgw.store.rows import CONSUMER_COLUMNS, CREDENTIAL_COLUMNS, KEY_COLUMNS
+
+
+@dataclass(frozen=True, slots=True)
+class StoreTable:
+    name: str
+    columns: tuple[str, ...]
+    key: tuple[str, ...]  # the primary key's columns
+
+
+def _columns(listed: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in listed.split(","))
+
+
+AUDIT_ANCHORS: Final = StoreTable("audit_anchor", ("log", "seq", "mac"), ("log",))
+
+TABLES: Final[tuple[StoreTable, ...]] = (
+    StoreTable("consumers", _columns(CONSUMER_COLUMNS), ("id",)),
+    StoreTable("api_keys", _columns(KEY_COLUMNS), ("id",)),
+    StoreTable("provider_credentials", _columns(CREDENTIAL_COLUMNS), ("provider",)),
+    StoreTable(
+        "quotas",
+        ("key_hash", "period", "limit_id", "key", "base", "run_id", "run", "updated"),
+        ("key_hash", "period"),
+    ),
+    AUDIT_ANCHORS,
+)
