@@ -89,6 +89,8 @@ def parser() -> argparse.ArgumentParser:
         ("disable", "stop all the consumer's keys at once, on every worker (enable brings them back)"),
         ("enable", "let a disabled consumer's keys work again"),
         ("delete", "delete a consumer and its keys (the audit log keeps their history)"),
+        ("export", "everything held about a consumer, as JSON (docs/privacy.md)"),
+        ("erase", "erase a consumer: it and its keys removed, its usage kept under a pseudonym"),
     ):
         consumers_sub.add_parser(action, help=text).add_argument("name", help="consumer name or id")
     keys = sub.add_parser("keys", help="API keys (through the admin API of the running gateway)")

@@ -41,6 +41,7 @@ from fastgw.config.fields import (
     doc,
 )
 from fastgw.config.listener_spec import CertificateSpec, ListenerSpec, TlsSpec
+from fastgw.config.retention_spec import RetentionSpec
 from fastgw.config.store_spec import ClusterSpec, StoreSpec
 from fastgw.config.upstream_spec import HealthCheckSpec, UpstreamSpec, UpstreamTlsSpec
 from fastgw.handlers.registry import KINDS
@@ -57,6 +58,7 @@ __all__ = [
     "HealthCheckSpec",
     "ListenerSpec",
     "MiB",
+    "RetentionSpec",
     "SecretSpec",
     "StoreSpec",
     "TlsSpec",
@@ -368,6 +370,7 @@ class _ConfigCore:
     state: StateSpec = doc("[state] where fastgw keeps its state", StateSpec())
     store: StoreSpec = doc("[store] where consumers, keys and provider keys live", StoreSpec())
     cluster: ClusterSpec = doc("[cluster] this node among several sharing one store", ClusterSpec())
+    retention: RetentionSpec = doc("[retention] how long records are kept", RetentionSpec())
     admin: AdminSpec | None = doc("[admin] API on its own listener (off unless configured)", None)
     audit: AuditSpec = doc("[audit] the tamper-evident log of admin actions and reloads", AuditSpec())
     keys: KeysSpec | None = doc("[keys] how API keys are stored (needed by auth = 'api_key')", None)

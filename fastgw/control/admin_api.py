@@ -23,6 +23,7 @@ from typing import Any
 
 from fastgw.control.admin_http import AdminError, AdminHttpServer, Call, Endpoint, iso, peer_label, readable
 from fastgw.control.admin_identities import IdentityEndpoints
+from fastgw.control.admin_privacy import PrivacyEndpoints
 from fastgw.control.api import ControlAPI
 from fastgw.counters.quota import period_bounds
 from fastgw.secret_refs import admin_token
@@ -43,7 +44,7 @@ class AdminServer:
             Endpoint("POST", "/rollback", self._rollback),
             Endpoint("GET", "/metrics", self._metrics, public=settings.open_metrics),
         )
-        endpoints = own + IdentityEndpoints(control).endpoints()
+        endpoints = own + IdentityEndpoints(control).endpoints() + PrivacyEndpoints(control).endpoints()
         self.http = AdminHttpServer(endpoints, hashlib.sha256(admin_token(settings.token)).digest())
 
     async def start(self, sock: socket.socket) -> None:

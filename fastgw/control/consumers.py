@@ -74,6 +74,7 @@ class KeyService:
         self._settings = settings
         self._audit = audit
         self._push = push
+        self.audit, self.push = audit, push  # for the operations built on this one (privacy.py)
         self._route_names = route_names  # the routes of the snapshot in force; None: not checked
 
     @contextmanager

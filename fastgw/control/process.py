@@ -42,6 +42,7 @@ from fastgw.control.cluster_sync import ClusterSync
 from fastgw.control.consumers import KeyService
 from fastgw.control.health import HealthProber
 from fastgw.control.provider_keys import ProviderKeyService
+from fastgw.control.retention import Retention
 from fastgw.control.worker_tables import WorkerTables
 from fastgw.metrics.exposition import Export, GatewayCollector, make_registry, render
 from fastgw.metrics.shared import SharedMetrics
@@ -387,6 +388,7 @@ class ControlProcess:
         if self.cluster is not None:
             self._spawn(self.cluster.follow(store_dsn(self.snapshot.store)))
         self.store.forget_quotas(time.time() - QUOTA_KEEP_SECONDS)
+        self._spawn(Retention(self.store, lambda: self.snapshot, self.audit_event, log).daily())
         self.health.configure(self.snapshot)
         self.audit_event("start", snapshot=self.snapshot.id, source=self.snapshot.source)
         os.write(status_fd, f"ready control 0 {os.getpid()} {self.snapshot.id}\n".encode())

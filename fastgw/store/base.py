@@ -249,8 +249,15 @@ class Store(Protocol):
 
     def count_rows(self, table: str) -> int: ...
 
-    def read_rows(self, table: str, columns: Sequence[str]) -> list[tuple[Any, ...]]:
-        """Every row of ``table``, the given columns in order (ordered by them, so reads repeat)."""
+    def read_rows(
+        self, table: str, columns: Sequence[str], where: tuple[str, Sequence[Any]] | None = None
+    ) -> list[tuple[Any, ...]]:
+        """Every row of ``table`` (or those whose column ``where[0]`` holds one of the values
+        ``where[1]``), the given columns in order (ordered by them, so reads repeat)."""
+        ...
+
+    def replace_values(self, table: str, column: str, old: Sequence[Any], new: Any) -> int:
+        """Set ``column`` to ``new`` wherever it holds one of ``old``; how many rows changed."""
         ...
 
     def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:

@@ -352,10 +352,29 @@ class PostgresStore:
     def count_rows(self, table: str) -> int:
         return int(self._run(f"SELECT count(*) FROM {table}")[0][0])
 
-    def read_rows(self, table: str, columns: Sequence[str]) -> list[tuple[Any, ...]]:
+    def read_rows(
+        self, table: str, columns: Sequence[str], where: tuple[str, Sequence[Any]] | None = None
+    ) -> list[tuple[Any, ...]]:
         names = ", ".join(columns)
-        rows = self._run(f"SELECT {names} FROM {table} ORDER BY {names}")
+        if where is None:
+            rows = self._run(f"SELECT {names} FROM {table} ORDER BY {names}")
+        elif not where[1]:
+            return []
+        else:
+            marks = ", ".join(["%s"] * len(where[1]))
+            rows = self._run(
+                f"SELECT {names} FROM {table} WHERE {where[0]} IN ({marks}) ORDER BY {names}", tuple(where[1])
+            )
         return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows]
+
+    def replace_values(self, table: str, column: str, old: Sequence[Any], new: Any) -> int:
+        if not old:
+            return 0
+        marks = ", ".join(["%s"] * len(old))
+        changed = self._run(
+            f"UPDATE {table} SET {column} = %s WHERE {column} IN ({marks}) RETURNING 1", (new, *old)
+        )
+        return len(changed)
 
     def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
         sql = (

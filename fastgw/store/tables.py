@@ -1,7 +1,10 @@
 """The store's tables by name, for the code that handles whole tables: ``fastgw store copy`` moves each
-of them from SQLite to PostgreSQL, in this order (a key's consumer before the key).
+of them from SQLite to PostgreSQL, in this order (a key's consumer before the key); retention
+(control/retention.py) trims the ``RETAINED_TABLES`` by age; erasure (control/privacy.py) rewrites a
+consumer's name or id to a pseudonym in the ``CONSUMER_USAGE`` columns and exports their rows.
 
-A feature that adds a table to both backends' migrations adds its row here (its columns as both
+A feature that adds a table to both backends' migrations adds its row here (and, if its rows age out or
+name a consumer, to the other two lists) (its columns as both
 backends name them, and its key: what identifies a row, so a repeated copy skips rows already there).
 PostgreSQL's own tables (the change log, the migration record) are not copied: a new database makes
 them.
@@ -39,3 +42,17 @@ TABLES: Final[tuple[StoreTable, ...]] = (
     ),
     AUDIT_ANCHORS,
 )
+
+QUOTAS: Final = TABLES[3]
+
+# Retention kinds ([retention] days, config/retention_spec.py) kept in a store table: (table, the column
+# holding each row's unix time). A table a backend lacks (the change log on SQLite) is skipped.
+RETAINED_TABLES: Final = {
+    "quotas": ("quotas", "updated"),
+    "changes": ("changes", "at"),
+    "ledger": ("ledger", "at"),  # the LLM usage ledger's table, once its migration adds it
+}
+
+# Usage rows that name a consumer (by id or name) in one column: an erased consumer's become a
+# pseudonym's, so totals still add up; an export lists them.
+CONSUMER_USAGE: Final[tuple[tuple[StoreTable, str], ...]] = ((QUOTAS, "key"),)
