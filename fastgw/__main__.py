@@ -48,7 +48,7 @@ COMMANDS: Final[dict[str, Callable[[argparse.Namespace], int]]] = {
     "prices": prices.prices,
     "usage": usage.usage,
     "audit": audit.audit,
-    "store": store.migrate,
+    "store": store.command,
     "cert": cert.dev,
     "version": _version,
 }
@@ -103,6 +103,8 @@ def parser() -> argparse.ArgumentParser:
         ("disable", "stop all the consumer's keys at once, on every worker (enable brings them back)"),
         ("enable", "let a disabled consumer's keys work again"),
         ("delete", "delete a consumer and its keys (the audit log keeps their history)"),
+        ("export", "everything held about a consumer, as JSON (docs/privacy.md)"),
+        ("erase", "erase a consumer: it and its keys removed, its usage kept under a pseudonym"),
     ):
         consumers_sub.add_parser(action, help=text).add_argument("name", help="consumer name or id")
     keys = sub.add_parser("keys", help="API keys (through the admin API of the running gateway)")
@@ -170,13 +172,16 @@ def parser() -> argparse.ArgumentParser:
         "--export", required=True, metavar="FILE", help="where to write it ('-': stdout, e.g. for logger(1))"
     )
     anchor.add_argument("--config", required=True, help="the gateway config (audit key and state directory)")
-    store = sub.add_parser("store", help="the store in the state directory (consumers, key digests, quotas)")
-    store_sub = store.add_subparsers(dest="store_command", required=True)
+    store_cmd = sub.add_parser(
+        "store", help="the store in the state directory (consumers, key digests, quotas)"
+    )
+    store_sub = store_cmd.add_subparsers(dest="store_command", required=True)
     migrate = store_sub.add_parser("migrate", help="apply the store's pending schema migrations")
     migrate.add_argument(
         "--config", help="the gateway config (its state directory; default: the quickstart's)"
     )
     migrate.add_argument("--dry-run", action="store_true", help="print the SQL it would run; change nothing")
+    store.add_copy_parser(store_sub)
     check = sub.add_parser("check", help="validate a config and print a summary")
     check.add_argument("config", help="path to a TOML config")
     sub.add_parser("version", help="print the version")

@@ -60,8 +60,12 @@ def _mac(key: bytes, previous: bytes, seq: int, body: dict[str, Any]) -> bytes:
 
 
 class AuditLog:
-    def __init__(self, path: str, key: bytes, store: Store) -> None:
+    """``node``: the node writing (``[cluster] node``); every record names it, so in a cluster each
+    change says where it was made. The store keeps the anchor per node (store/postgres.py)."""
+
+    def __init__(self, path: str, key: bytes, store: Store, node: str = "") -> None:
         self.path = path
+        self.node = node
         self._key = key
         self._store = store
         self.problem = ""  # set when the file does not match its anchor at start-up
@@ -87,6 +91,7 @@ class AuditLog:
             "seq": seq,
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "event": event,
+            **({"node": self.node} if self.node else {}),
             **fields,
         }
         mac = _mac(self._key, self.mac, seq, body)

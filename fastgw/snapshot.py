@@ -148,6 +148,7 @@ class StoreSettings:
     backend: Literal["sqlite", "postgres"] = "sqlite"
     dsn: SecretRef | None = None
     connect_timeout: float = 10.0
+    node: str = ""  # [cluster] node; "": the host name and state directory (fastgw/store this_node)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -193,6 +194,7 @@ class Snapshot:
     audit: AuditSettings
     keys: KeySettings | None = None
     store: StoreSettings = field(default_factory=StoreSettings)
+    retention: dict[str, int] = field(default_factory=dict)  # [retention] days per kind of record
     http2: Http2Settings = field(default_factory=Http2Settings)
     ratelimit_redis: RedisSettings | None = None
     ratelimit_capacity: int = 65536  # cells per worker shard of the shared counter table

@@ -54,8 +54,10 @@ def _admin_request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] |
             return "GET", "/consumers", None
         if args.action == "show":
             return "GET", f"/consumers/{quote(args.name, safe='')}", None
-        if args.action in ("disable", "enable", "delete"):
+        if args.action in ("disable", "enable", "delete", "erase"):
             return "POST", f"/consumers/{quote(args.name, safe='')}/{args.action}", {}
+        if args.action == "export":
+            return "GET", f"/consumers/{quote(args.name, safe='')}/export", None
         limits: dict[str, int] = {}
         for item in args.limit:
             name, _, number = item.partition("=")
@@ -131,6 +133,10 @@ def _describe(args: argparse.Namespace, result: dict[str, Any]) -> str:
             ]
             lines.extend("    " + _key_line(k) for k in result["keys"])
             return "\n".join(lines)
+        if args.action == "export":
+            return orjson.dumps(result, option=orjson.OPT_INDENT_2).decode()
+        if args.action == "erase":
+            return f"erased: {result['keys']} keys removed, usage rows now {result['pseudonym']}'s"
         if args.action == "delete":
             return f"deleted consumer {result['name']} ({result['id']}) and its {len(result['keys'])} keys"
         if args.action in ("disable", "enable"):

@@ -18,6 +18,7 @@ from fastgw.codec.path import normalize_path
 from fastgw.config import sections
 from fastgw.config.context import TOKEN, CompileContext
 from fastgw.config.loader import _did_you_mean, parse_config, read_config_bytes
+from fastgw.config.retention_spec import compile_retention
 from fastgw.config.route_kind import NO_UPSTREAM, compile_kind_sections, compile_route_kind
 from fastgw.config.schema import ConfigSpec, RouteSpec, StateSpec, StoreSpec
 from fastgw.config.sections import HOSTNAME, parse_address
@@ -281,7 +282,8 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str, context: CompileConte
         ratelimit_capacity=spec.rate_limits.capacity,
         quota_flush=spec.rate_limits.quota_flush,
         state=state,
-        store=sections.store(ctx, spec.store),
+        store=sections.store(ctx, spec.store, spec.cluster.node),
+        retention=compile_retention(ctx, spec.retention),
         admin=sections.admin(ctx, spec.admin),
         audit=sections.audit(ctx, spec.audit, state),
         security_headers=security,

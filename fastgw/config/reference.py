@@ -52,6 +52,8 @@ TABLES: list[tuple[str, type, str]] = [
         "Where consumers, API keys and provider keys live: SQLite in the state directory (one node), or one"
         " PostgreSQL database shared by every node of a cluster (docs/cluster.md).",
     ),
+    ("[cluster]", schema.ClusterSpec, "This node among several sharing one store (docs/cluster.md)."),
+    ("[retention]", schema.RetentionSpec, "How long records are kept (docs/privacy.md)."),
     ("[admin]", schema.AdminSpec, "The admin API, in the control process, on its own listener."),
     ("[audit]", schema.AuditSpec, "The tamper-evident audit log."),
     ("[rate_limits]", schema.RateLimitsSpec, "The shared-memory counter table."),

@@ -41,7 +41,8 @@ from fastgw.config.fields import (
     doc,
 )
 from fastgw.config.listener_spec import CertificateSpec, ListenerSpec, TlsSpec
-from fastgw.config.store_spec import StoreSpec
+from fastgw.config.retention_spec import RetentionSpec
+from fastgw.config.store_spec import ClusterSpec, StoreSpec
 from fastgw.config.upstream_spec import HealthCheckSpec, UpstreamSpec, UpstreamTlsSpec
 from fastgw.handlers.registry import KINDS
 from fastgw.policy.registry import POLICIES
@@ -51,11 +52,13 @@ __all__ = [
     "CAPACITY_MAX",
     "WORKERS_MAX",
     "CertificateSpec",
+    "ClusterSpec",
     "GiB",
     "HeaderOpsSpec",
     "HealthCheckSpec",
     "ListenerSpec",
     "MiB",
+    "RetentionSpec",
     "SecretSpec",
     "StoreSpec",
     "TlsSpec",
@@ -366,6 +369,8 @@ class _ConfigCore:
     process: ProcessSpec = doc("[process] supervisor and workers", ProcessSpec())
     state: StateSpec = doc("[state] where fastgw keeps its state", StateSpec())
     store: StoreSpec = doc("[store] where consumers, keys and provider keys live", StoreSpec())
+    cluster: ClusterSpec = doc("[cluster] this node among several sharing one store", ClusterSpec())
+    retention: RetentionSpec = doc("[retention] how long records are kept", RetentionSpec())
     admin: AdminSpec | None = doc("[admin] API on its own listener (off unless configured)", None)
     audit: AuditSpec = doc("[audit] the tamper-evident log of admin actions and reloads", AuditSpec())
     keys: KeysSpec | None = doc("[keys] how API keys are stored (needed by auth = 'api_key')", None)

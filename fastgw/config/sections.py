@@ -29,6 +29,7 @@ from fastgw.config.schema import (
     TlsSpec,
     UpstreamSpec,
 )
+from fastgw.config.store_spec import NODE_NAME_MAX
 from fastgw.policy.network import networks
 from fastgw.secret_refs import resolve_secret
 from fastgw.snapshot import (
@@ -199,16 +200,21 @@ def state(ctx: CompileContext, spec: StateSpec) -> StateSettings:
     return StateSettings(dir=directory, keep_configs=spec.keep_configs, pid_file=pid_file)
 
 
-def store(ctx: CompileContext, spec: StoreSpec) -> StoreSettings:
+def store(ctx: CompileContext, spec: StoreSpec, node: str = "") -> StoreSettings:
     ctx.positive("store.connect_timeout", spec.connect_timeout)
+    if len(node) > NODE_NAME_MAX or not node.isprintable() or "|" in node:
+        raise ctx.error("cluster.node", f"must be printable, without '|', at most {NODE_NAME_MAX} characters")
     if spec.backend == "sqlite":
         if spec.dsn is not None:
             raise ctx.error("store.dsn", 'is for backend = "postgres" (SQLite lives in the state directory)')
-        return StoreSettings()
+        return StoreSettings(node=node)
     if spec.dsn is None:
         raise ctx.error("store.dsn", 'backend = "postgres" needs a dsn (a secret reference)')
     return StoreSettings(
-        backend="postgres", dsn=ctx.secret("store.dsn", spec.dsn), connect_timeout=spec.connect_timeout
+        backend="postgres",
+        dsn=ctx.secret("store.dsn", spec.dsn),
+        connect_timeout=spec.connect_timeout,
+        node=node,
     )
 
 

@@ -1,4 +1,5 @@
-"""The [store] table: which backend holds consumers, API keys and provider keys.
+"""The [store] table: which backend holds consumers, API keys and provider keys; and [cluster]: this
+node's name among the nodes that share one (its writes and audit records carry it).
 
 Part of the schema (config/schema.py re-exports it); apart so the schema stays readable. Compiled by
 config/sections.py ``store``; opened by fastgw/store/__init__.py ``open_store``.
@@ -29,4 +30,18 @@ class StoreSpec:
         "seconds to wait at start for PostgreSQL to accept connections before the start fails",
         10.0,
         most=(300, "five minutes: longer hides a database that is not coming"),
+    )
+
+
+# A node's name is stored with its writes and audit anchor (store/postgres.py keys anchors "NODE|LOG"):
+# short, printable, without the separator.
+NODE_NAME_MAX = 200
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterSpec:
+    node: str = doc(
+        "this node's name in the shared store's change log and in every audit record it writes;"
+        ' "" (default): the host name and the state directory (distinct for two nodes on one machine)',
+        "",
     )

@@ -23,6 +23,7 @@ from typing import Any
 
 from fastgw.control.admin_http import AdminError, AdminHttpServer, Call, Endpoint, iso, peer_label, readable
 from fastgw.control.admin_identities import IdentityEndpoints
+from fastgw.control.admin_privacy import PrivacyEndpoints
 from fastgw.control.admin_prompts import PromptApiEndpoints
 from fastgw.control.admin_usage import UsageEndpoints
 from fastgw.control.api import ControlAPI
@@ -48,6 +49,7 @@ class AdminServer:
         endpoints = (
             own
             + IdentityEndpoints(control).endpoints()
+            + PrivacyEndpoints(control).endpoints()
             + PromptApiEndpoints(control).endpoints()
             + UsageEndpoints(control).endpoints()
         )

@@ -44,12 +44,13 @@ from fastgw.control.consumers import KeyService
 from fastgw.control.health import HealthProber
 from fastgw.control.ledger import LedgerWriter
 from fastgw.control.provider_keys import ProviderKeyService
+from fastgw.control.retention import Retention
 from fastgw.control.worker_tables import WorkerTables
 from fastgw.metrics.exposition import Export, GatewayCollector, make_registry, render
 from fastgw.metrics.shared import SharedMetrics
 from fastgw.secrets_at_rest import MasterKeys
 from fastgw.snapshot import Snapshot
-from fastgw.store import open_store, store_dsn
+from fastgw.store import open_store, store_dsn, this_node
 from fastgw.store.base import QuotaAdmission, QuotaCount, StoreError
 
 PULL_SECONDS: Final = 5.0
@@ -98,7 +99,8 @@ class ControlProcess:
         self.collector.snapshot = snapshot.id
         self.registry = make_registry(self.collector)
         self.store = open_store(snapshot.state.dir, snapshot.store)  # applies pending migrations
-        self.audit = AuditLog(snapshot.audit.file, audit_key(snapshot.audit, snapshot.state), self.store)
+        key, node = audit_key(snapshot.audit, snapshot.state), this_node(snapshot.state.dir, snapshot.store)
+        self.audit = AuditLog(snapshot.audit.file, key, self.store, node)
         if self.audit.problem:
             log(f"audit log {self.audit.path} failed verification: {self.audit.problem}")
         self._pull_seq = 0
@@ -391,6 +393,7 @@ class ControlProcess:
         if self.cluster is not None:
             self._spawn(self.cluster.follow(store_dsn(self.snapshot.store)))
         self.store.forget_quotas(time.time() - QUOTA_KEEP_SECONDS)
+        self._spawn(Retention(self.store, lambda: self.snapshot, self.audit_event, log).daily())
         self.health.configure(self.snapshot)
         self.audit_event("start", snapshot=self.snapshot.id, source=self.snapshot.source)
         os.write(status_fd, f"ready control 0 {os.getpid()} {self.snapshot.id}\n".encode())

@@ -21,6 +21,11 @@ def node_name(state_dir: str) -> str:
     return f"{socket.gethostname()}:{os.path.abspath(state_dir)}"
 
 
+def this_node(state_dir: str, settings: StoreSettings | None) -> str:
+    """The configured ``[cluster] node``, else :func:`node_name`."""
+    return settings.node if settings is not None and settings.node else node_name(state_dir)
+
+
 def store_dsn(settings: StoreSettings) -> str:
     """The PostgreSQL DSN from its secret reference. Raises StoreError naming the config key, never the
     secret."""
@@ -45,7 +50,7 @@ def open_store(state_dir: str, settings: StoreSettings | None = None, *, migrate
 
         return PostgresStore(
             store_dsn(settings),
-            node=node_name(state_dir),
+            node=this_node(state_dir, settings),
             migrate=migrate,
             connect_timeout=settings.connect_timeout,
         )

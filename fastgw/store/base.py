@@ -19,6 +19,11 @@ class StoreError(Exception):
     progress, if any, was rolled back."""
 
 
+class ConflictError(StoreError):
+    """A write collided with another one made at the same time (a name taken meanwhile, a deadlock the
+    database broke): nothing was written, and the caller answers 409 rather than 503."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Consumer:
     """Who holds API keys. ``disabled``: when it was disabled (its keys stop), None while enabled."""
@@ -260,6 +265,16 @@ class Store(Protocol):
 
     def key(self, key_id: str) -> ApiKey | None: ...
 
+    def key_for_update(self, key_id: str) -> ApiKey | None:
+        """Inside :meth:`transaction`: the key's row as committed now, locked against other writers until
+        the transaction ends (PostgreSQL: ``SELECT ... FOR UPDATE``; SQLite's transaction holds the
+        database's write lock already). A read-check-write on it is then never lost or doubled."""
+        ...
+
+    def consumer_for_update(self, ref: str) -> Consumer | None:
+        """Inside :meth:`transaction`: :meth:`consumer`, its row locked as :meth:`key_for_update`'s."""
+        ...
+
     def update_key(self, key: ApiKey) -> None:
         """Write a key's changeable fields (scopes, roles, routes, expires, revoked, replaced_by); its id,
         consumer, digest and creation time never change."""
@@ -278,6 +293,31 @@ class Store(Protocol):
 
     def delete_provider_credential(self, provider: str) -> bool:
         """Remove the provider's row; whether there was one."""
+        ...
+
+    # -- whole tables, by name (``fastgw store copy``, retention): names and columns come from the code
+    # (store/tables.py), never from input.
+    def has_table(self, table: str) -> bool: ...
+
+    def count_rows(self, table: str) -> int: ...
+
+    def read_rows(
+        self, table: str, columns: Sequence[str], where: tuple[str, Sequence[Any]] | None = None
+    ) -> list[tuple[Any, ...]]:
+        """Every row of ``table`` (or those whose column ``where[0]`` holds one of the values
+        ``where[1]``), the given columns in order (ordered by them, so reads repeat)."""
+        ...
+
+    def replace_values(self, table: str, column: str, old: Sequence[Any], new: Any) -> int:
+        """Set ``column`` to ``new`` wherever it holds one of ``old``; how many rows changed."""
+        ...
+
+    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
+        """Insert rows, skipping any that collide with one already there (same key); how many went in."""
+        ...
+
+    def delete_rows_before(self, table: str, column: str, before: float) -> int:
+        """Delete the rows whose ``column`` (a unix time) is before ``before``; how many went."""
         ...
 
     # -- quotas

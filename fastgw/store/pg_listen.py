@@ -16,8 +16,8 @@ from typing import Final
 import psycopg
 from psycopg.conninfo import make_conninfo
 
+from fastgw.store.pg_connect import describe, first_line
 from fastgw.store.pg_migrations import CHANGE_CHANNEL
-from fastgw.store.postgres import describe, first_line
 
 RECONNECT_FIRST: Final = 0.2  # seconds before the first reconnection; doubled per failure
 RECONNECT_MAX: Final = 5.0  # the longest wait between tries: a recovered database is seen within it

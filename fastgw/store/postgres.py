@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from typing import Any, Final
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from fastgw.store.base import (
@@ -28,6 +27,7 @@ from fastgw.store.base import (
     AuditAnchor,
     Change,
     ChangeFeed,
+    ConflictError,
     Consumer,
     Migration,
     ProviderCredential,
@@ -39,6 +39,7 @@ from fastgw.store.base import (
     UsageQuery,
     UsageTotal,
 )
+from fastgw.store.pg_connect import connect_once, describe, first_line
 from fastgw.store.pg_migrations import CHANGE_CHANNEL, PG_MIGRATIONS
 from fastgw.store.rows import (
     CONSUMER_COLUMNS,
@@ -62,47 +63,19 @@ from fastgw.store.usage_sql import upsert_rows as usage_rows
 POOL_MAX: Final = 2
 # Any 64-bit number held by nobody else: the advisory lock that serialises migrators ("fastgw" in hex).
 MIGRATION_LOCK: Final = 0x66617374677700
-CONNECT_RETRY_SECONDS: Final = 0.25  # between tries while PostgreSQL is starting (at most connect_timeout)
 # How long a call waits for a pooled connection once running: while the database is down each call fails
 # after this, so the control process (admin API, metrics, workers' pushes) stays responsive in an outage.
 CALL_WAIT_SECONDS: Final = 2.0
+# Errors that mean "another writer got there first", not "the database failed": answered 409.
+CONFLICTS: Final = (
+    psycopg.errors.UniqueViolation,
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.SerializationFailure,
+)
 VERSIONS_TABLE: Final = (
     "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
     " applied DOUBLE PRECISION NOT NULL)"
 )
-
-
-def describe(dsn: str) -> str:
-    """Where a DSN points, without its password: "PostgreSQL at HOST:PORT/DB"."""
-    try:
-        info = conninfo_to_dict(dsn)
-    except psycopg.Error:
-        return "PostgreSQL (the dsn does not parse as a connection string)"
-    host = str(info.get("host") or info.get("hostaddr") or "localhost")
-    return f"PostgreSQL at {host}:{info.get('port') or 5432}/{info.get('dbname') or info.get('user') or ''}"
-
-
-def first_line(exc: BaseException) -> str:
-    """A driver error in one line (libpq adds hints on further lines)."""
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
-def connect_once(dsn: str, timeout: float) -> None:
-    """Wait until PostgreSQL accepts a connection, trying again while it refuses (it may be starting).
-
-    Raises:
-        StoreError: still unreachable after ``timeout`` seconds, with the driver's reason in one line."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        try:
-            psycopg.connect(dsn, connect_timeout=max(1, int(left + 0.999))).close()
-            return
-        except psycopg.Error as exc:
-            if time.monotonic() + CONNECT_RETRY_SECONDS >= deadline:
-                raise StoreError(f"cannot connect to {describe(dsn)}: {first_line(exc)}") from None
-        time.sleep(CONNECT_RETRY_SECONDS)
 
 
 class PostgresStore:
@@ -143,6 +116,8 @@ class PostgresStore:
     def _error(self, exc: BaseException) -> StoreError:
         if isinstance(exc, PoolTimeout):
             return StoreError(f"{self.where}: no connection (the database is unreachable)")
+        if isinstance(exc, CONFLICTS):
+            return ConflictError(f"{self.where}: {first_line(exc)}")
         return StoreError(f"{self.where}: {first_line(exc)}")
 
     @contextmanager
@@ -319,6 +294,24 @@ class PostgresStore:
         rows = self._run(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = %s", (key_id,))
         return key_row(rows[0]) if rows else None
 
+    def key_for_update(self, key_id: str) -> ApiKey | None:
+        assert self._conn is not None, "key_for_update belongs inside transaction()"
+        if "\0" in key_id:
+            return None
+        rows = self._run(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = %s FOR UPDATE", (key_id,))
+        return key_row(rows[0]) if rows else None
+
+    def consumer_for_update(self, ref: str) -> Consumer | None:
+        assert self._conn is not None, "consumer_for_update belongs inside transaction()"
+        if "\0" in ref:
+            return None
+        rows = self._run(
+            f"SELECT {CONSUMER_COLUMNS} FROM consumers WHERE id = %s OR name = %s"
+            " ORDER BY (id = %s) DESC, created LIMIT 1 FOR UPDATE",
+            (ref, ref, ref),
+        )
+        return consumer_row(rows[0]) if rows else None
+
     def update_key(self, key: ApiKey) -> None:
         with self.transaction():
             digest = self._run(
@@ -358,6 +351,55 @@ class PostgresStore:
             if found:
                 self._changed("provider", provider)
         return found
+
+    # -- whole tables ---------------------------------------------------------------------------------
+    def has_table(self, table: str) -> bool:
+        return self._run("SELECT to_regclass(%s)", (table,))[0][0] is not None
+
+    def count_rows(self, table: str) -> int:
+        return int(self._run(f"SELECT count(*) FROM {table}")[0][0])
+
+    def read_rows(
+        self, table: str, columns: Sequence[str], where: tuple[str, Sequence[Any]] | None = None
+    ) -> list[tuple[Any, ...]]:
+        names = ", ".join(columns)
+        if where is None:
+            rows = self._run(f"SELECT {names} FROM {table} ORDER BY {names}")
+        elif not where[1]:
+            return []
+        else:
+            marks = ", ".join(["%s"] * len(where[1]))
+            rows = self._run(
+                f"SELECT {names} FROM {table} WHERE {where[0]} IN ({marks}) ORDER BY {names}", tuple(where[1])
+            )
+        return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows]
+
+    def replace_values(self, table: str, column: str, old: Sequence[Any], new: Any) -> int:
+        if not old:
+            return 0
+        marks = ", ".join(["%s"] * len(old))
+        changed = self._run(
+            f"UPDATE {table} SET {column} = %s WHERE {column} IN ({marks}) RETURNING 1", (new, *old)
+        )
+        return len(changed)
+
+    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
+        sql = (
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})"
+            " ON CONFLICT DO NOTHING"
+        )
+        try:
+            with self.transaction():
+                before = self.count_rows(table)
+                if rows:
+                    with self._connection() as conn, conn.cursor() as cur:
+                        cur.executemany(sql, rows)
+                return self.count_rows(table) - before
+        except psycopg.Error as exc:
+            raise self._error(exc) from exc
+
+    def delete_rows_before(self, table: str, column: str, before: float) -> int:
+        return len(self._run(f"DELETE FROM {table} WHERE {column} < %s RETURNING 1", (before,)))
 
     # -- quotas: counted by every node into the same rows ----------------------------------------------
     def add_quota_counts(self, run_id: float, admissions: Sequence[QuotaAdmission], now: float) -> None:

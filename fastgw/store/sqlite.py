@@ -21,6 +21,7 @@ from fastgw.store.base import (
     ApiKey,
     AuditAnchor,
     ChangeFeed,
+    ConflictError,
     Consumer,
     Migration,
     ProviderCredential,
@@ -109,6 +110,10 @@ class SQLiteStore:
     def _run(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:
             return self._db.execute(sql, params).fetchall()
+        except sqlite3.IntegrityError as exc:
+            if "UNIQUE" in str(exc):
+                raise ConflictError(f"{self.path}: {exc}") from exc
+            raise StoreError(f"{self.path}: {exc}") from exc
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: {exc}") from exc
 
@@ -256,6 +261,15 @@ class SQLiteStore:
         rows = self._run(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,))
         return key_row(rows[0]) if rows else None
 
+    def key_for_update(self, key_id: str) -> ApiKey | None:
+        """transaction() began IMMEDIATE: this connection holds the write lock, so the row cannot change."""
+        assert self._depth, "key_for_update belongs inside transaction()"
+        return self.key(key_id)
+
+    def consumer_for_update(self, ref: str) -> Consumer | None:
+        assert self._depth, "consumer_for_update belongs inside transaction()"
+        return self.consumer(ref)
+
     def update_key(self, key: ApiKey) -> None:
         self._run(
             "UPDATE api_keys SET scopes = ?, roles = ?, routes = ?, expires = ?, revoked = ?, replaced_by = ?"
@@ -287,6 +301,49 @@ class SQLiteStore:
             found = bool(self._run("SELECT 1 FROM provider_credentials WHERE provider = ?", (provider,)))
             self._run("DELETE FROM provider_credentials WHERE provider = ?", (provider,))
         return found
+
+    # -- whole tables ---------------------------------------------------------------------------------
+    def has_table(self, table: str) -> bool:
+        return bool(self._run("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)))
+
+    def count_rows(self, table: str) -> int:
+        return int(self._run(f"SELECT count(*) FROM {table}")[0][0])
+
+    def read_rows(
+        self, table: str, columns: Sequence[str], where: tuple[str, Sequence[Any]] | None = None
+    ) -> list[tuple[Any, ...]]:
+        names = ", ".join(columns)
+        if where is None:
+            rows = self._run(f"SELECT {names} FROM {table} ORDER BY {names}")
+        elif not where[1]:
+            return []
+        else:
+            marks = ", ".join(["?"] * len(where[1]))
+            rows = self._run(
+                f"SELECT {names} FROM {table} WHERE {where[0]} IN ({marks}) ORDER BY {names}", tuple(where[1])
+            )
+        return [tuple(r) for r in rows]
+
+    def replace_values(self, table: str, column: str, old: Sequence[Any], new: Any) -> int:
+        if not old:
+            return 0
+        marks = ", ".join(["?"] * len(old))
+        changed = self._run(
+            f"UPDATE {table} SET {column} = ? WHERE {column} IN ({marks}) RETURNING 1", (new, *old)
+        )
+        return len(changed)
+
+    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
+        marks = ", ".join("?" * len(columns))
+        with self.transaction():
+            before = self.count_rows(table)
+            self._run_many(
+                f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) ON CONFLICT DO NOTHING", rows
+            )
+            return self.count_rows(table) - before
+
+    def delete_rows_before(self, table: str, column: str, before: float) -> int:
+        return len(self._run(f"DELETE FROM {table} WHERE {column} < ? RETURNING 1", (before,)))
 
     # -- quotas -----------------------------------------------------------------------------------------
     def add_quota_counts(self, run_id: float, admissions: Sequence[QuotaAdmission], now: float) -> None:
