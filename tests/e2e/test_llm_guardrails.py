@@ -35,6 +35,19 @@ injection = "block"
 max_output_tokens = 256
 
 [[routes]]
+name = "guarded-cached"
+path = "/guarded-cached/v1"
+strip_prefix = true
+auth = "none"
+kind = "llm"
+[routes.handler.guardrails]
+detectors = { email = "mask", payment_card = "block" }
+[routes.handler.cache]
+ttl = 60.0
+max_bytes = 1048576
+scope = "route"
+
+[[routes]]
 name = "logged"
 path = "/logged/v1"
 strip_prefix = true
@@ -162,3 +175,26 @@ def test_a_route_that_opts_in_logs_prompts_redacted(gw: LlmGateway) -> None:
     assert record["guardrails"]["prompt"] == "user: Reach [EMAIL]"
     assert record["guardrails"]["answer"] == "You said: Reach [EMAIL]"
     assert EMAIL not in log_text(gw)
+
+
+def test_a_cached_route_with_masking_never_answers_one_email_with_another(gw: LlmGateway) -> None:
+    """Masking makes two prompts that differ only in their email alike ("[EMAIL_1]"): the cache is keyed
+    by the client's own request, so the second is a miss answered with its own email, and a repeat of
+    the first is a hit with the first's. A blocked prompt is refused before the cache is asked."""
+    other = "bob.jones@example.org"
+    with client(gw, "guarded-cached") as sdk:
+
+        def ask(email: str) -> tuple[str, str]:
+            raw = sdk.chat.completions.with_raw_response.create(
+                model="chat-echo", temperature=0, messages=[{"role": "user", "content": f"mail {email}"}]
+            )
+            return raw.headers["x-fastgw-cache"], raw.parse().choices[0].message.content or ""
+
+        assert ask(EMAIL) == ("miss", f"You said: mail {EMAIL}")
+        assert ask(other) == ("miss", f"You said: mail {other}")
+        assert ask(EMAIL) == ("hit", f"You said: mail {EMAIL}")
+        with pytest.raises(openai.BadRequestError) as refused:
+            sdk.chat.completions.create(
+                model="chat-echo", temperature=0, messages=[{"role": "user", "content": f"card {CARD}"}]
+            )
+    assert "payment_card" in str(refused.value)
