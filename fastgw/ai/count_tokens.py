@@ -1,7 +1,9 @@
 """``POST /v1/messages/count_tokens`` (Anthropic's format): the input tokens of a request, counted by the
 model's first target whose provider can count (``Capabilities.count_tokens``); a model with none is a
-400 naming the endpoint, never a guess. The credential is the handler's choice, as for chat: a weighted
-provider key, or the client's own where the route allows it (``usable`` then keeps its providers only)."""
+400 naming the endpoint, never a guess. The route's guardrails (``guard``) see the prompt first, as for
+chat: a blocked prompt is a 400, a masked one is counted masked (the provider never sees the value).
+The credential is the handler's choice, as for chat: a weighted provider key, or the client's own where
+the route allows it (``usable`` then keeps its providers only)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import cast
 
-from fastgw.ai.adapter import Adapter, InvalidRequestError, ProviderError, TokenCounter, Usage
+from fastgw.ai.adapter import Adapter, InvalidRequestError, Json, ProviderError, TokenCounter, Usage
 from fastgw.ai.config import LlmConfig, Target
 from fastgw.ai.formats.anthropic_request import parse_count_tokens_request
 from fastgw.ai.formats.anthropic_response import error_body, render_count_tokens
@@ -28,6 +30,7 @@ async def count_tokens(
     upstreams: Upstreams,
     credential: Callable[[Target, LlmRecord], tuple[tuple[bytes, bytes], ...] | None] | None = None,
     usable: Callable[[Target], bool] | None = None,
+    guard: Callable[[Json, LlmRecord], None] | None = None,
 ) -> tuple[int, bytes]:
     """The status and body to answer (Anthropic's shapes); the caller writes them."""
     started = time.monotonic()
@@ -40,6 +43,11 @@ async def count_tokens(
     model = llm.models.get(name)
     if model is None or not allowed(name):
         return 404, error_body(404, f"model: {name}")
+    if guard is not None:
+        try:
+            guard(pivot, record)  # masks in place, or refuses
+        except InvalidRequestError as exc:
+            return 400, error_body(400, exc.message)
     try:
         for target in model.targets:
             adapter = adapters[target.provider.kind]

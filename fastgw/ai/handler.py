@@ -117,9 +117,18 @@ class LlmHandler:
         def usable(target: Target) -> bool:
             return own is None or target.provider.name in own.providers
 
+        guard = None
+        guardrails = self.guardrails
+        if guardrails is not None:
+            fmt = self.formats["anthropic"]
+
+            def guard(pivot: Json, record: LlmRecord) -> None:
+                record.guardrails = GuardrailsReport()
+                guardrails.check(pivot, fmt, record.guardrails)  # raises the 400 of a blocked prompt
+
         allowed = functools.partial(self.model_allowed, ex=ex)
         status, answer = await count_tokens(
-            self.llm, self.adapters, allowed, ex, body, upstreams, credential, usable
+            self.llm, self.adapters, allowed, ex, body, upstreams, credential, usable, guard
         )
         await _send(out, status, answer)
 

@@ -198,3 +198,22 @@ def test_a_cached_route_with_masking_never_answers_one_email_with_another(gw: Ll
                 model="chat-echo", temperature=0, messages=[{"role": "user", "content": f"card {CARD}"}]
             )
     assert "payment_card" in str(refused.value)
+
+
+def test_count_tokens_goes_through_the_guardrails(gw: LlmGateway) -> None:
+    """Anthropic's count_tokens sends the prompt to the provider too: a masked value is counted masked
+    (the provider never sees it), a blocked one is refused naming the detector."""
+    with anthropic.Anthropic(base_url=f"{gw.gateway.url}/guarded", api_key="any", max_retries=0) as sdk:
+        counted = sdk.messages.count_tokens(
+            model="chat-anthropic", messages=[{"role": "user", "content": f"write to {EMAIL}"}]
+        )
+        assert counted.input_tokens > 0
+        sent = gw.stack.anthropic.requests[-1]
+        assert sent.path.endswith("/count_tokens")
+        assert EMAIL not in sent.body.decode() and "[EMAIL_1]" in sent.body.decode()
+        with pytest.raises(anthropic.BadRequestError) as refused:
+            sdk.messages.count_tokens(
+                model="chat-anthropic", messages=[{"role": "user", "content": f"card {CARD}"}]
+            )
+    assert "payment_card" in str(refused.value)
+    assert not gw.stack.anthropic.requests[-1].body.decode().count(CARD.replace(" ", ""))
