@@ -41,6 +41,16 @@ def upsert(mark: str) -> str:
     )
 
 
+def claim_batch(mark: str) -> str:
+    """Record (writer, number, time) as the writer's highest batch applied; returns a row only when the
+    number is above the one recorded, so a batch already applied is skipped (control/ledger.py)."""
+    return (
+        f"INSERT INTO ledger_batches (writer, seq, updated) VALUES ({mark}, {mark}, {mark})"
+        " ON CONFLICT (writer) DO UPDATE SET seq = excluded.seq, updated = excluded.updated"
+        " WHERE ledger_batches.seq < excluded.seq RETURNING seq"
+    )
+
+
 def upsert_rows(deltas: Sequence[UsageDelta], now: float) -> list[tuple[Any, ...]]:
     return [
         (
