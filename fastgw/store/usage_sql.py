@@ -3,9 +3,10 @@ SQLite, ``%s`` for psycopg): the upsert that adds a worker's deltas and the grou
 ``fastgw usage`` and ``GET /usage``.
 
 A delta reaches the store once: the worker hands it to the control process and forgets it, the control
-process adds it in one transaction (``ON CONFLICT ... DO UPDATE SET n = n + excluded.n``). Nothing is
-ever re-sent after a write, so a control process that restarts cannot count a delta twice; what it held
-unwritten when it died is lost, never doubled (docs/llm-usage.md).
+process adds it in one transaction (``ON CONFLICT ... DO UPDATE SET n = n + excluded.n``). A batch the
+control process writes again (replayed from its spool after an outage or a crash, control/ledger.py)
+is skipped by its number (``claim_batch``, in the same transaction), so it is never counted twice
+(docs/llm-usage.md).
 """
 
 from __future__ import annotations

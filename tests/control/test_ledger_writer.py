@@ -9,6 +9,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from fastgw.control.ledger import LedgerWriter
 from fastgw.control.ledger_spool import SPOOL_FILE, LedgerSpool
 from fastgw.store.base import Batch, StoreError, UsageDelta, UsageQuery
@@ -111,4 +115,40 @@ def test_a_full_spool_refuses_new_batches_loudly(tmp_path: Path) -> None:
     assert any("USAGE LEDGER SPOOL FULL" in line and "dropped 2 rows" in line for line in logged)
     store.down = False
     assert writer.replay() and requests(store) == 1
+    store.close()
+
+
+# Steps of the property below: report, the store going down or up, a write that commits and then fails,
+# a replay, and a crash (the control process replaced: a new writer over the same spool).
+STEPS = st.lists(
+    st.sampled_from(["report", "down", "up", "commit_then_fail", "replay", "crash"]), max_size=30
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(STEPS)
+def test_whatever_fails_and_whenever_it_crashes_every_report_is_counted_once(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[str]
+) -> None:
+    state = tmp_path_factory.mktemp("state")
+    store = FlakyStore(str(state / "fastgw.db"))
+    writer = LedgerWriter(store, lambda line: None, str(state))
+    sent = 0
+    for n, step in enumerate(steps, start=1):
+        if step == "report":
+            writer.write([entry(n)])
+            sent += n
+        elif step in ("down", "up"):
+            store.down = step == "down"
+        elif step == "commit_then_fail":
+            store.commit_then_fail = True
+        elif step == "replay":
+            writer.replay()
+        else:
+            writer.spool.close()
+            writer = LedgerWriter(store, lambda line: None, str(state))
+    store.down = store.commit_then_fail = False
+    assert writer.replay()
+    assert requests(store) == sent
+    writer.spool.close()
     store.close()
