@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.api_keys import issue
-from tests.support.cluster import admin_call
+from tests.support.cluster import ADMIN_TOKEN, admin_call
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.gateways import Gateway
 from tests.support.ledger import ask, ledger_config, postgres_store, served, spooled_requests, start_fake
@@ -50,6 +51,17 @@ def ledger(admin: int) -> dict[str, int] | None:
     rows = body["usage"]
     keys = ("requests", "prompt_tokens", "completion_tokens")
     return {k: sum(r[k] for r in rows) for k in keys} if rows else dict.fromkeys(keys, 0)
+
+
+def gauge(admin: int, name: str) -> float:
+    """A control-process gauge from the admin API's /metrics (what an alert watches)."""
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{admin}/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    )
+    with urllib.request.urlopen(req, timeout=15) as resp:
+        text = resp.read().decode()
+    [line] = [ln for ln in text.splitlines() if ln.startswith(f"{name} ")]
+    return float(line.split()[1])
 
 
 def truth(fake: FakeOpenAI) -> dict[str, int]:
@@ -107,6 +119,7 @@ def test_an_outage_under_load_fails_no_request_and_the_ledger_ends_exact(
             wait_until(lambda: spooled_requests(gw.state) > 0, 20, "the ledger to spool during the outage")
             wait_until(lambda: load.ok >= down_at + 10, 20, "traffic during the outage")
             assert ledger(admin) is None  # the store is down: GET /usage answers 503
+            wait_until(lambda: gauge(admin, "fastgw_ledger_spooled_rows") > 0, 10, "the spooled rows gauge")
         finally:
             postgres_server.start()
         up_at = load.ok
@@ -116,6 +129,8 @@ def test_an_outage_under_load_fails_no_request_and_the_ledger_ends_exact(
     totals = settled(admin, fake, RECOVERY_SECONDS)
     assert totals["requests"] == load.ok
     wait_until(lambda: spooled_requests(gw.state) == 0, 10, "the spool to be emptied")
+    wait_until(lambda: gauge(admin, "fastgw_ledger_spooled_rows") == 0, 10, "the gauge back to 0")
+    assert gauge(admin, "fastgw_ledger_dropped_rows") == 0
     err = gw.stderr()
     assert "USAGE LEDGER: the store cannot be written" in err and "spooled batches replayed" in err
 
