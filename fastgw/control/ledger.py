@@ -130,6 +130,11 @@ class LedgerWriter:
         for replayed, batch in enumerate(self.spool.read(), start=1):
             try:
                 deltas = [UsageDelta(*row) for row in batch.rows]
+            except TypeError as exc:  # a damaged line that still parses: skipped, never retried forever
+                self.log(f"usage ledger spool: skipped batch {batch.seq} of {batch.writer}: {exc}")
+                self.spool.consumed(batch)
+                continue
+            try:
                 applied = self.store.add_usage(deltas, time.time(), (batch.writer, batch.seq))
             except Exception as exc:
                 self._failed(exc)

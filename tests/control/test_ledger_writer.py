@@ -152,3 +152,15 @@ def test_whatever_fails_and_whenever_it_crashes_every_report_is_counted_once(
     assert requests(store) == sent
     writer.spool.close()
     store.close()
+
+
+def test_a_spooled_batch_whose_rows_are_damaged_is_skipped_not_retried_forever(tmp_path: Path) -> None:
+    store = FlakyStore(str(tmp_path / "fastgw.db"))
+    logged: list[str] = []
+    writer = LedgerWriter(store, logged.append, str(tmp_path))
+    writer.spool.append("old-run", 1, [["2025-06-10", "acme"]])  # parses, but is not a ledger row
+    writer.spool.append("old-run", 2, [list(entry(3))])
+    assert writer.replay()
+    assert requests(store) == 3
+    assert any("skipped batch 1 of old-run" in line for line in logged)
+    store.close()
