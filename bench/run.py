@@ -29,6 +29,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -74,6 +75,7 @@ SCENARIOS = [
 
 
 API_KEY = [""]  # issued through the admin API once the gateway runs
+KEY_BY_PORT: dict[int, str] = {}  # with --store both each gateway has its own store, so its own key
 JWT = [""]  # an RS256 token from the bench's own key pair
 
 
@@ -197,7 +199,7 @@ def run_wrk(port: int, scenario: Scenario, duration: int, work: Path) -> dict[st
     scheme = "https" if scenario.tls else "http"
     cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{scenario.connections}", f"-d{duration}s", "--latency"]
     for header in scenario.headers:
-        cmd += ["-H", header.replace("{api_key}", API_KEY[0]).replace("{jwt}", JWT[0])]
+        cmd += ["-H", header.replace("{api_key}", KEY_BY_PORT.get(port, API_KEY[0])).replace("{jwt}", JWT[0])]
     if scenario.script:
         script = work / f"wrk-{abs(hash(scenario.name))}.lua"
         script.write_text(scenario.script)
@@ -212,7 +214,7 @@ def run_wrk(port: int, scenario: Scenario, duration: int, work: Path) -> dict[st
 def run_h2load(port: int, scenario: Scenario, duration: int) -> dict[str, float]:
     cmd = ["taskset", "-c", "1", "h2load", "-t1", f"-c{scenario.connections}", "-m10", f"-D{duration}"]
     for header in scenario.headers:
-        cmd += ["-H", header.replace("{api_key}", API_KEY[0]).replace("{jwt}", JWT[0])]
+        cmd += ["-H", header.replace("{api_key}", KEY_BY_PORT.get(port, API_KEY[0])).replace("{jwt}", JWT[0])]
     cmd.append(f"http://127.0.0.1:{port}{scenario.path}")
     out = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=duration + 60)
     if out.returncode != 0:
@@ -246,6 +248,19 @@ def summarize(runs: list[dict[str, float]]) -> dict[str, object]:
         "p99_ms": statistics.median(r["p99_ms"] for r in runs),
         "spread_pct": (max(rps) - min(rps)) / median * 100 if median else 0.0,
         "errors": sum(r["non_2xx"] + r["socket_errors"] for r in runs),
+    }
+
+
+def store_comparison(
+    sqlite_runs: list[dict[str, float]], pg_runs: list[dict[str, float]]
+) -> dict[str, object]:
+    """Issue 24's bar: the store on PostgreSQL adds nothing to the request path, i.e. the PostgreSQL
+    gateway's median req/s lies inside the range of the SQLite gateway's runs (measured alternately)."""
+    sqlite_rps = [r["rps"] for r in sqlite_runs]
+    pg_median = statistics.median(r["rps"] for r in pg_runs)
+    return {
+        "pg_ratio": pg_median / statistics.median(sqlite_rps) if sqlite_rps else 0.0,
+        "pg_inside_sqlite_spread": min(sqlite_rps) <= pg_median <= max(sqlite_rps),
     }
 
 
@@ -289,6 +304,13 @@ def main() -> int:
         action="store_true",
         help="also measure the bare uvloop+httptools proxy floor (keep-alive GET scenarios)",
     )
+    parser.add_argument(
+        "--store",
+        default="sqlite",
+        choices=["sqlite", "postgres", "both"],
+        help="fastgw's [store]: both = a second fastgw on a temporary PostgreSQL, measured alongside"
+        " (target fastgw-pg), to check the store adds nothing to the request path",
+    )
     args = parser.parse_args()
     runs = args.runs or (3 if args.quick else 5)
     duration = args.duration or (2 if args.quick else 8)
@@ -298,6 +320,7 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="fastgw-bench-"))
     procs: list[subprocess.Popen[bytes]] = []
+    postgres: Any = None
     try:
         (work / "64k").write_bytes(b"y" * 65536)
         up_port, ngx_port, gw_port, bare_port = free_port(), free_port(), free_port(), free_port()
@@ -363,8 +386,17 @@ def main() -> int:
         )
         procs.append(start([nginx, "-c", str(proxy_conf)], 0, work / "proxy.out"))
         log_target = "off" if args.no_log else str(work / "access.log")
-        gw_conf = work / "fastgw.toml"
-        gw_conf.write_text(f"""
+        pg_store = ""
+        if args.store != "sqlite":
+            from tests.support.postgres import PostgresServer  # initdb + pg_ctl into a temporary directory
+
+            postgres = PostgresServer()
+            (work / "store.dsn").write_text(postgres.create_database())
+            pg_store = f'[store]\nbackend = "postgres"\ndsn = {{ file = "{work / "store.dsn"}" }}\n'
+
+        def gw_config(name: str, gw_port: int, gw_tls_port: int, admin_port: int, store: str) -> Path:
+            gw_conf = work / f"{name}.toml"
+            gw_conf.write_text(f"""
 [server]
 http1 = "{args.http1}"
 batch_writes = {"false" if args.no_batch_writes else "true"}
@@ -420,10 +452,24 @@ token = {{ file = "{work / "admin.token"}" }}
 [keys]
 pepper = {{ file = "{work / "pepper"}" }}
 [state]
-dir = "{work / "state"}"
-""")
-        gw_cmd = [sys.executable, "-m", "fastgw", "run", str(gw_conf), "--workers", "1"]
-        procs.append(start(gw_cmd, 0, work / "fastgw.out"))  # supervisor, control and the worker on CPU 0
+dir = "{work / name}-state"
+{store}""")
+            return gw_conf
+
+        gateways = {"fastgw": (gw_port, gw_tls_port, admin_port)}
+        if args.store == "both":
+            gateways["fastgw-pg"] = (free_port(), free_port(), free_port())
+        for name, (port, tls_port, admin) in gateways.items():
+            store = pg_store if name == "fastgw-pg" or args.store == "postgres" else ""
+            gw_cmd = [
+                sys.executable,
+                "-m",
+                "fastgw",
+                "run",
+                str(gw_config(name, port, tls_port, admin, store)),
+            ]
+            # supervisor, control and the worker on CPU 0
+            procs.append(start([*gw_cmd, "--workers", "1"], 0, work / f"{name}.out"))
         procs.append(
             start(
                 [sys.executable, str(ROOT / "bench" / "bare_proxy.py"), str(bare_port), str(up_port)],
@@ -446,9 +492,11 @@ dir = "{work / "state"}"
             admin_port,
             ngx_h2c_port,
         )
-        for port in (*ports_up, floor_port):
+        for port in (*ports_up, floor_port, *(p for ports in gateways.values() for p in ports)):
             wait_port(port)
-        API_KEY[0] = issue_api_key(admin_port, admin_token)
+        for port, tls_port, admin in gateways.values():
+            KEY_BY_PORT[port] = KEY_BY_PORT[tls_port] = issue_api_key(admin, admin_token)
+        API_KEY[0] = KEY_BY_PORT[gw_port]
 
         targets = {"nginx": ngx_port, "fastgw": gw_port}
         if args.bare:
@@ -459,6 +507,13 @@ dir = "{work / "state"}"
         tls_targets = {"nginx": ngx_tls_port, "fastgw": gw_tls_port}  # the bare floor speaks no TLS
         # fastgw serves h2c (prior knowledge) on its plain listener; the floor is bench/h2_floor.py
         h2_targets = {"nginx": ngx_h2c_port, "fastgw": gw_port, "bare": floor_port}
+        if "fastgw-pg" in gateways:
+            pg_port, pg_tls_port, _ = gateways["fastgw-pg"]
+            targets["fastgw-pg"], tls_targets["fastgw-pg"], h2_targets["fastgw-pg"] = (
+                pg_port,
+                pg_tls_port,
+                pg_port,
+            )
         for scenario in scenarios:
             ports = h2_targets if scenario.h2 else tls_targets if scenario.tls else targets
 
@@ -480,6 +535,8 @@ dir = "{work / "state"}"
                 extra["bare_ratio"] = summary["bare"]["rps"] / ng["rps"] if ng["rps"] else 0.0  # type: ignore[operator]
                 bare_rps = summary["bare"]["rps"]
                 extra["floor_ratio"] = fg["rps"] / bare_rps if bare_rps else 0.0  # type: ignore[operator]
+            if "fastgw-pg" in summary:
+                extra |= store_comparison(per_target["fastgw"], per_target["fastgw-pg"])
             results[scenario.name] = {
                 **summary,
                 **extra,
@@ -503,6 +560,7 @@ dir = "{work / "state"}"
                 "access_log": not args.no_log,
                 "http1": args.http1,
                 "batch_writes": not args.no_batch_writes,
+                "store": args.store,
             },
             "scenarios": results,
         }
@@ -519,6 +577,8 @@ dir = "{work / "state"}"
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        if postgres is not None:
+            postgres.close()
         shutil.rmtree(work, ignore_errors=True)
     return 0
 
@@ -544,6 +604,10 @@ def print_row(name: str, result: dict[str, object]) -> None:
         if isinstance(bare, dict)
         else ""
     )
+    pg = result.get("fastgw-pg")
+    if isinstance(pg, dict):
+        inside = "inside" if result["pg_inside_sqlite_spread"] else "OUTSIDE"
+        floor += f"  fastgw-pg {pg['rps']:.0f} ({result['pg_ratio']:.2f}x sqlite: {inside} its spread)"
     pairs = result.get("pair_ratios")
     span = f"  {min(pairs):.2f}-{max(pairs):.2f}" if isinstance(pairs, list) and pairs else ""
     print(

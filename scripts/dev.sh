@@ -137,6 +137,7 @@ case "$cmd" in
             install_llm_peers
             exec "$VENV/bin/python" bench/llm.py --peers "$PEERS" "$@"
         fi
+        case " $* " in *" --store "* | *" --store="*) need_system test ;; esac  # PostgreSQL for --store
         exec "$VENV/bin/python" bench/run.py "$@"
         ;;
     system)

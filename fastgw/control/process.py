@@ -123,7 +123,7 @@ class ControlProcess:
         )
         feed = self.store.change_feed()  # a store other nodes write too: follow their changes
         self.tables = WorkerTables(self.store, self.keys, self.provider_keys, started, log)
-        self.ledger = LedgerWriter(self.store, log)  # workers' usage sums, into the store
+        self.ledger = LedgerWriter(self.store, log, snapshot.state.dir)  # usage sums, into the store
         self.cluster = (
             None
             if feed is None
@@ -357,6 +357,7 @@ class ControlProcess:
             "fastgw_uptime_seconds": time.time() - self.started,
             "fastgw_snapshot_loaded_timestamp_seconds": self.loaded_at,
             **(self.cluster.gauges() if self.cluster is not None else {}),
+            **self.ledger.gauges(),
         }
 
     async def _pull_forever(self) -> None:

@@ -130,6 +130,11 @@ class UsageDelta:
     errors: int
 
 
+# A batch of ledger deltas as the control process numbers them: (writer, number), the writer a random id
+# per control process run and the numbers rising in the order its batches are written (control/ledger.py).
+Batch = tuple[str, int]
+
+
 @dataclass(frozen=True, slots=True)
 class UsageQuery:
     """Filters (None: any; ``since``/``until``: ISO days, inclusive, "" for open) and the columns of
@@ -339,9 +344,12 @@ class Store(Protocol):
         ...
 
     # -- the usage ledger (sinks/ledger.py, store/usage_sql.py)
-    def add_usage(self, deltas: Sequence[UsageDelta], now: float) -> None:
+    def add_usage(self, deltas: Sequence[UsageDelta], now: float, batch: Batch | None = None) -> bool:
         """Add each delta to its row (created at zero), in one transaction: an upsert that adds, so a
-        delta written once is counted once, whichever node or control process writes it."""
+        delta written once is counted once, whichever node or control process writes it. ``batch``
+        (writer, number): numbers rise per writer, and the highest applied is recorded in the same
+        transaction, so a batch written again (replayed from the spool, control/ledger_spool.py) is
+        skipped: returns False then, True when added."""
         ...
 
     def usage(self, query: UsageQuery) -> list[UsageTotal]:

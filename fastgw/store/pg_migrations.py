@@ -79,4 +79,13 @@ PG_MIGRATIONS: Final = (
             "CREATE INDEX llm_usage_day ON llm_usage (day)",
         ),
     ),
+    Migration(
+        6,
+        "ledger_batches: each control process run's highest usage batch applied, so a batch replayed from"
+        " the spool after an outage or a crash is not counted twice (control/ledger.py)",
+        (
+            "CREATE TABLE ledger_batches (writer TEXT PRIMARY KEY, seq BIGINT NOT NULL,"
+            " updated DOUBLE PRECISION NOT NULL)",
+        ),
+    ),
 )

@@ -7,9 +7,8 @@ starting together queue instead of racing. Every write of consumers, API keys or
 the next change number, logs what it touched and NOTIFYs the number, all in its own transaction: nodes
 learn of it only once it is committed, and in commit order (the ``ChangeFeed`` half of this class).
 
-The DSN is a secret (it carries the password): no message here ever includes it, only the host, port
-and database it names. The control process is single-threaded and the control path is cold, so calls
-are synchronous, as SQLite's are; the pool keeps connections open and replaces broken ones.
+The DSN is a secret: no message here includes it, only the host, port and database it names. Calls are
+synchronous, as SQLite's (the control path is cold); the pool keeps connections and replaces broken ones.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from fastgw.store.base import (
     ApiKey,
     AuditAnchor,
+    Batch,
     Change,
     ChangeFeed,
     ConflictError,
@@ -53,13 +53,9 @@ from fastgw.store.rows import (
     key_row,
     key_values,
 )
-from fastgw.store.usage_sql import select as usage_select
-from fastgw.store.usage_sql import totals as usage_totals
-from fastgw.store.usage_sql import upsert as usage_upsert
-from fastgw.store.usage_sql import upsert_rows as usage_rows
+from fastgw.store.usage_sql import claim_batch, select, totals, upsert, upsert_rows
 
-# The control process makes one call at a time; a second connection serves a call made while a
-# transaction holds the first (the change listener has its own, store/pg_listen.py).
+# One call at a time; a second connection serves a call made inside a transaction (pg_listen.py has its own).
 POOL_MAX: Final = 2
 # Any 64-bit number held by nobody else: the advisory lock that serialises migrators ("fastgw" in hex).
 MIGRATION_LOCK: Final = 0x66617374677700
@@ -67,11 +63,8 @@ MIGRATION_LOCK: Final = 0x66617374677700
 # after this, so the control process (admin API, metrics, workers' pushes) stays responsive in an outage.
 CALL_WAIT_SECONDS: Final = 2.0
 # Errors that mean "another writer got there first", not "the database failed": answered 409.
-CONFLICTS: Final = (
-    psycopg.errors.UniqueViolation,
-    psycopg.errors.DeadlockDetected,
-    psycopg.errors.SerializationFailure,
-)
+_ERRORS: Final = psycopg.errors
+CONFLICTS: Final = (_ERRORS.UniqueViolation, _ERRORS.DeadlockDetected, _ERRORS.SerializationFailure)
 VERSIONS_TABLE: Final = (
     "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
     " applied DOUBLE PRECISION NOT NULL)"
@@ -439,15 +432,17 @@ class PostgresStore:
         self._run("DELETE FROM quotas WHERE updated < %s", (before,))
 
     # -- the usage ledger (store/usage_sql.py) ------------------------------------------------------------
-    def add_usage(self, deltas: Sequence[UsageDelta], now: float) -> None:
-        if not deltas:
-            return
+    def add_usage(self, deltas: Sequence[UsageDelta], now: float, batch: Batch | None = None) -> bool:
         try:
             with self.transaction(), self._connection() as conn, conn.cursor() as cur:
-                cur.executemany(usage_upsert("%s"), usage_rows(deltas, now))
+                if batch is not None and not self._run(claim_batch("%s"), (*batch, now)):
+                    return False  # applied before: a replayed batch adds nothing
+                if deltas:
+                    cur.executemany(upsert("%s"), upsert_rows(deltas, now))
         except psycopg.Error as exc:
             raise self._error(exc) from exc
+        return True
 
     def usage(self, query: UsageQuery) -> list[UsageTotal]:
-        sql, params = usage_select(query, "%s")
-        return usage_totals(query, self._run(sql, params))
+        sql, params = select(query, "%s")
+        return totals(query, self._run(sql, params))

@@ -20,6 +20,7 @@ from typing import Any, Final
 from fastgw.store.base import (
     ApiKey,
     AuditAnchor,
+    Batch,
     ChangeFeed,
     ConflictError,
     Consumer,
@@ -46,6 +47,7 @@ from fastgw.store.rows import (
     key_row,
     key_values,
 )
+from fastgw.store.usage_sql import claim_batch
 from fastgw.store.usage_sql import select as usage_select
 from fastgw.store.usage_sql import totals as usage_totals
 from fastgw.store.usage_sql import upsert as usage_upsert
@@ -378,9 +380,12 @@ class SQLiteStore:
         self._run("DELETE FROM quotas WHERE updated < ?", (before,))
 
     # -- the usage ledger (store/usage_sql.py) ------------------------------------------------------------
-    def add_usage(self, deltas: Sequence[UsageDelta], now: float) -> None:
+    def add_usage(self, deltas: Sequence[UsageDelta], now: float, batch: Batch | None = None) -> bool:
         with self.transaction():
+            if batch is not None and not self._run(claim_batch("?"), (*batch, now)):
+                return False  # applied before: a replayed batch adds nothing
             self._run_many(usage_upsert("?"), usage_rows(deltas, now))
+        return True
 
     def usage(self, query: UsageQuery) -> list[UsageTotal]:
         sql, params = usage_select(query, "?")

@@ -49,6 +49,9 @@ TABLES: Final[tuple[StoreTable, ...]] = (
         ),
         ("day", "consumer", "key", "team", "model", "provider", "route"),
     ),
+    # Which ledger batches were applied (control/ledger.py): copied, so a spool replayed after the move
+    # to PostgreSQL does not add again what SQLite had already taken.
+    StoreTable("ledger_batches", ("writer", "seq", "updated"), ("writer",)),
 )
 
 QUOTAS: Final = TABLES[3]

@@ -3,9 +3,10 @@ SQLite, ``%s`` for psycopg): the upsert that adds a worker's deltas and the grou
 ``fastgw usage`` and ``GET /usage``.
 
 A delta reaches the store once: the worker hands it to the control process and forgets it, the control
-process adds it in one transaction (``ON CONFLICT ... DO UPDATE SET n = n + excluded.n``). Nothing is
-ever re-sent after a write, so a control process that restarts cannot count a delta twice; what it held
-unwritten when it died is lost, never doubled (docs/llm-usage.md).
+process adds it in one transaction (``ON CONFLICT ... DO UPDATE SET n = n + excluded.n``). A batch the
+control process writes again (replayed from its spool after an outage or a crash, control/ledger.py)
+is skipped by its number (``claim_batch``, in the same transaction), so it is never counted twice
+(docs/llm-usage.md).
 """
 
 from __future__ import annotations
@@ -38,6 +39,16 @@ def upsert(mark: str) -> str:
     return (
         f"INSERT INTO llm_usage ({_COLUMNS}) VALUES ({values}) ON CONFLICT ({_DIMENSIONS})"
         f" DO UPDATE SET {adds}, updated = excluded.updated"
+    )
+
+
+def claim_batch(mark: str) -> str:
+    """Record (writer, number, time) as the writer's highest batch applied; returns a row only when the
+    number is above the one recorded, so a batch already applied is skipped (control/ledger.py)."""
+    return (
+        f"INSERT INTO ledger_batches (writer, seq, updated) VALUES ({mark}, {mark}, {mark})"
+        " ON CONFLICT (writer) DO UPDATE SET seq = excluded.seq, updated = excluded.updated"
+        " WHERE ledger_batches.seq < excluded.seq RETURNING seq"
     )
 
 

@@ -101,8 +101,8 @@ def test_a_new_database_gets_every_step_once(tmp_path: Path) -> None:
     path = tmp_path / "state" / "fastgw.db"
     store = SQLiteStore(str(path), migrate=False)
     try:
-        assert [m.version for m in store.pending_migrations()] == [1, 2, 3, 5]
-        assert [m.version for m in store.migrate()] == [1, 2, 3, 5]
+        assert [m.version for m in store.pending_migrations()] == [1, 2, 3, 5, 6]
+        assert [m.version for m in store.migrate()] == [1, 2, 3, 5, 6]
         assert store.migrate() == []
         store.add_consumer(Consumer(id="c_1", name="a", team="", roles=(), metadata={}, created=1.0))
         assert store.consumer("a") == store.consumer("c_1") is not None

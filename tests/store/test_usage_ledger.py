@@ -120,3 +120,19 @@ def test_sums_equal_a_python_model(make_store: StoreMaker, batches: list[list[tu
     }
     assert got == expected
     store.close()
+
+
+def test_a_batch_is_added_once_however_often_it_is_written(make_store: StoreMaker) -> None:
+    """The spool's replay guarantee (control/ledger.py): a batch number at or below the writer's highest
+    applied is skipped, in the same transaction as the upsert; other writers are counted apart."""
+    store = make_store()
+    assert store.add_usage([delta()], 1e9, ("run-a", 1))
+    assert not store.add_usage([delta()], 1e9, ("run-a", 1))  # replayed after a commit: nothing added
+    assert store.add_usage([delta(requests=2)], 1e9, ("run-a", 2))
+    assert not store.add_usage([delta(requests=5)], 1e9, ("run-a", 1))  # an older one: already in
+    assert store.add_usage([delta(requests=4)], 1e9, ("run-b", 1))  # another run's numbers are its own
+    assert store.add_usage([delta(requests=8)], 1e9)  # no number: always added
+    [total] = store.usage(UsageQuery())
+    assert total.requests == 15
+    assert store.delete_rows_before("ledger_batches", "updated", 2e9) == 2  # retention trims them
+    assert store.add_usage([], 1e9, ("run-a", 3))

@@ -90,3 +90,52 @@ def mini_cost_usd(fake: FakeOpenAI) -> float:
             cost = (usage["prompt_tokens"] * MINI_INPUT + usage["completion_tokens"] * MINI_OUTPUT) / 1e6
             nanos += round(cost * 1e9)
     return nanos / 1e9
+
+
+def postgres_store(secrets: Path, dsn: str) -> str:
+    """Config lines putting the store (and so the ledger) on PostgreSQL, for ``ledger_config``'s text.
+    ``connect_timeout`` is short and the restart backoff capped at 1 s, so a control process restarted
+    during an outage keeps trying and comes back within a second or two of the database."""
+    (secrets / "store.dsn").write_text(dsn + "\n")
+    return f"""
+[store]
+backend = "postgres"
+dsn = {{ file = "{secrets / "store.dsn"}" }}
+connect_timeout = 2
+
+[process]
+restart_backoff_max = 1
+"""
+
+
+def ask(url: str, key: str, model: str, i: int) -> None:
+    """One chat completion through the gateway at ``url``, on a new connection; every other one streamed.
+    Raises on any failure (a status other than 200 included)."""
+    import openai
+
+    messages: Any = [{"role": "user", "content": " ".join(["word"] * (1 + i % 7))}]
+    with openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=10) as sdk:
+        if i % 2:
+            sdk.chat.completions.create(model=model, messages=messages)
+            return
+        options: Any = {"include_usage": True}
+        with sdk.chat.completions.create(
+            model=model, messages=messages, stream=True, stream_options=options
+        ) as stream:
+            for _ in stream:
+                pass
+
+
+def spooled_requests(state: Path) -> int:
+    """Requests in the ledger spool of the node whose state directory is ``state`` (read, not opened)."""
+    import orjson
+
+    from fastgw.control.ledger_spool import SPOOL_FILE
+
+    path = state / SPOOL_FILE
+    if not path.exists():
+        return 0
+    total = 0
+    for line in path.read_bytes().splitlines():
+        total += sum(int(row[7]) for row in orjson.loads(line)["rows"])
+    return total

@@ -116,9 +116,10 @@ class PostgresServer:
             "start",
         )
 
-    def stop(self) -> None:
-        """A fast shutdown: sessions are ended, clients see their connections drop."""
-        self._command("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+    def stop(self, mode: str = "fast") -> None:
+        """A fast shutdown: sessions are ended, clients see their connections drop. ``immediate``: the
+        server dies at once, without a shutdown checkpoint, as a kill leaves it (it recovers at start)."""
+        self._command("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
 
     def create_database(self) -> str:
         """A new empty database; returns its DSN."""
