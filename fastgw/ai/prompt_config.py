@@ -59,8 +59,16 @@ class PromptApiSpec:
         {},
     )
     output_schema_file: str = doc("a JSON file holding the output schema (relative to this config)", "")
-    temperature: float | None = doc("sampling temperature sent to the provider (unset: its default)", None)
-    top_p: float | None = doc("nucleus sampling sent to the provider (unset: its default)", None)
+    temperature: float | None = doc(
+        "sampling temperature sent to the provider (unset: its default)",
+        None,
+        most=(2.0, "the OpenAI and Gemini APIs' maximum; Anthropic's is 1"),
+    )
+    top_p: float | None = doc(
+        "nucleus sampling sent to the provider (unset: its default)",
+        None,
+        most=(1.0, "a probability mass"),
+    )
     max_tokens: int | None = doc(
         "the answer's token limit sent to the provider; also counted against the model's context_window",
         None,

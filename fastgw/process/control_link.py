@@ -39,6 +39,9 @@ from fastgw.snapshot import Snapshot, SnapshotHolder
 from fastgw.upstream.pool import PoolManager
 
 RECONNECT_SECONDS: Final = 1.0
+# At exit, how long a worker without a channel waits to connect for its last reports: a local Unix
+# socket accepts at once when the control process is up; longer would only delay the stop.
+LAST_CONNECT_SECONDS: Final = 1.0
 # At exit, how long the last reports may take to leave: the control process reads a few hundred KiB in
 # milliseconds; one second bounds a control process that has stopped reading.
 DRAIN_SECONDS: Final = 1.0
@@ -72,25 +75,44 @@ class ControlLink:
         self.worker.spawn(self._run())
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while not self.worker.draining:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.setblocking(False)
-            try:
-                await loop.sock_connect(sock, self.address)
-                self._lost = loop.create_future()
-                _, channel = await loop.create_unix_connection(
-                    lambda: ChannelProtocol(self._on_message, self._on_lost), sock=sock
-                )
-            except OSError:
-                sock.close()
-            else:
-                self.channel = channel
-                current = self.worker.holder.current
-                channel.send(Hello(slot=self.worker.slot, pid=os.getpid(), snapshot=current.id))
+            if await self._connect():
+                assert self._lost is not None
                 await self._lost
                 self.channel = None
             await asyncio.sleep(RECONNECT_SECONDS)
+
+    async def _connect(self) -> bool:
+        """One try at a channel to the control process (it says Hello); False if none answers."""
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, self.address)
+            self._lost = loop.create_future()
+            _, channel = await loop.create_unix_connection(
+                lambda: ChannelProtocol(self._on_message, self._on_lost), sock=sock
+            )
+        except OSError:
+            sock.close()
+            return False
+        self.channel = channel
+        current = self.worker.holder.current
+        channel.send(Hello(slot=self.worker.slot, pid=os.getpid(), snapshot=current.id))
+        return True
+
+    async def linked(self) -> None:
+        """At exit: a channel to send the last quota counts and ledger sums on, trying once more now if
+        there is none (up to LAST_CONNECT_SECONDS). A control process replaced just before the stop
+        would otherwise never get them: the reconnect loop sleeps RECONNECT_SECONDS between tries and
+        ends when the worker drains (found by the ledger's control kill -9 test)."""
+        if self.channel is not None:
+            return
+        try:
+            async with asyncio.timeout(LAST_CONNECT_SECONDS):
+                await self._connect()
+        except TimeoutError:
+            pass
 
     def _on_lost(self, channel: ChannelProtocol) -> None:
         if self._lost is not None and not self._lost.done():

@@ -221,6 +221,7 @@ class Worker(WorkerContext):
             if conn.transport is not None:
                 conn.transport.abort()
         if self.control is not None:
+            await self.control.linked()  # a control process replaced moments ago gets them too
             self.control.send_quotas()  # the last admissions reach the store before we exit
             self.flush_records()  # the last exchanges reach the ledger book, and it the control process
             self.control.send_ledger()

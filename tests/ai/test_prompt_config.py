@@ -140,7 +140,7 @@ def test_output_schema_and_schema_files(tmp_path: Path) -> None:
         (
             'model = "writer"',
             'model = "writer"\ntemperature = 3.0',
-            "prompt_api[0].temperature: between 0 and 2",
+            "prompt_api[0].temperature: 3.0 is more than the maximum 2.0",
         ),
         (
             'path = "/p/summarize"',

@@ -4,6 +4,7 @@ erasure without personal data. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import orjson
@@ -13,7 +14,7 @@ from fastgw.codec.control_messages import CachePush
 from fastgw.control.consumers import KeyService, KeyServiceError
 from fastgw.control.privacy import ConsumerPrivacy
 from fastgw.snapshot import KeySettings
-from fastgw.store.base import QuotaAdmission
+from fastgw.store.base import QuotaAdmission, UsageDelta, UsageQuery
 from tests.support.stores import StoreMaker
 
 SETTINGS = KeySettings(pepper_id="p1", peppers={"p1": b"pepper-for-privacy-tests-00000001"})
@@ -41,6 +42,15 @@ def setup(make_store: StoreMaker) -> tuple[KeyService, Recorder, list[str]]:
         QuotaAdmission(3, -2, "daily", "bob", 11),
     ]
     service.store.add_quota_counts(1.0, admissions, 2.0)
+    service.store.add_usage(
+        [
+            UsageDelta(
+                "2026-12-01", "alice@example.com", "k", "", "m", "p", "llm", 3, 30, 9, 0, 0, 500, 0, 0
+            ),
+            UsageDelta("2026-12-01", "bob", "k", "", "m", "p", "llm", 1, 10, 3, 0, 0, 100, 0, 0),
+        ],
+        2.0,
+    )
     return service, seen, keys
 
 
@@ -68,7 +78,10 @@ def test_erase_removes_the_consumer_and_keys_and_keeps_usage_under_a_pseudonym(
     digests = {k.digest.hex() for k in store.api_keys(store.consumer("alice@example.com").id)}  # type: ignore[union-attr]
     total = sum(c.count for c in store.quota_counts())
     answer = ConsumerPrivacy(service).erase("alice@example.com")
-    assert answer["keys"] == 2 and answer["usage_rows"] == {"quotas": 2}
+    assert answer["keys"] == 2 and answer["usage_rows"] == {"quotas": 2, "llm_usage": 1}
+    ledger = store.usage(UsageQuery(group_by=("consumer",)))
+    assert sum(row.requests for row in ledger) == 4  # the ledger's totals still add up
+    assert "alice@example.com" not in orjson.dumps([asdict(row) for row in ledger]).decode()
     assert store.consumer("alice@example.com") is None
     assert [c.name for c in store.consumers()] == ["bob"] and len(store.api_keys()) == 1
     counts = store.quota_counts()

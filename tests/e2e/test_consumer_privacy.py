@@ -34,7 +34,7 @@ def test_export_then_erase_through_the_cli(keyed: Gateway) -> None:
     held = json.loads(cli(gw, "consumers", "export", NAME))
     assert held["consumer"]["name"] == NAME and held["consumer"]["team"] == "payments"
     assert [k["id"] for k in held["keys"]] == [key_id] and key not in json.dumps(held)
-    assert set(held["usage"]) == {"quotas"}
+    assert set(held["usage"]) == {"quotas", "llm_usage"}  # each usage table, empty or not
 
     out = cli(gw, "consumers", "erase", NAME)
     assert "erased: 1 keys removed" in out and "erased-" in out

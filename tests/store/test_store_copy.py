@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from fastgw.store import node_name
-from fastgw.store.base import ApiKey, Consumer, ProviderCredential, QuotaAdmission
+from fastgw.store.base import ApiKey, Consumer, ProviderCredential, QuotaAdmission, UsageDelta, UsageQuery
 from fastgw.store.postgres import PostgresStore
 from fastgw.store.sqlite import SQLiteStore
 from fastgw.store.tables import TABLES
@@ -57,6 +57,9 @@ def sqlite_path(tmp_path: Path) -> Path:
     )
     store.add_quota_counts(7.0, [QuotaAdmission(-5, 3, "daily", "acme", 11)], 8.0)
     store.set_audit_anchor("/var/log/fastgw/audit.log", 12, "ab" * 32)
+    store.add_usage(
+        [UsageDelta("2026-12-01", "acme", "k_1", "", "m", "p", "llm", 2, 20, 7, 0, 0, 900, 0, 0)], 9.0
+    )
     store.close()
     return path
 
@@ -105,6 +108,8 @@ def test_copy_moves_every_table_and_verifies_it(sqlite_path: Path, postgres_dsn:
         "provider_credentials": 1,
         "quotas": 1,
         "audit_anchor": 1,
+        "llm_usage": 1,
+        "ledger_batches": 0,
     }
     source = SQLiteStore(str(sqlite_path))
     target = PostgresStore(dsn, node=node_name(str(sqlite_path.parent)), connect_timeout=5)
@@ -113,6 +118,7 @@ def test_copy_moves_every_table_and_verifies_it(sqlite_path: Path, postgres_dsn:
         assert target.api_keys() == source.api_keys()
         assert target.provider_credentials() == source.provider_credentials()
         assert target.quota_counts() == source.quota_counts()
+        assert target.usage(UsageQuery()) == source.usage(UsageQuery())
         # The anchor belongs to the node whose state directory held the file.
         assert target.audit_anchor("/var/log/fastgw/audit.log") == source.audit_anchor(
             "/var/log/fastgw/audit.log"
