@@ -1,6 +1,7 @@
 """Budget threshold alerts: when a request takes a limit past 50, 80 or 100 % (configurable) of its
 period, a JSON alert is POSTed to each configured webhook, signed with HMAC-SHA256, and a line is
-written to the worker's log (docs/llm-budgets.md, "Alerts").
+written to the worker's log and, through the control process, to the audit log (docs/llm-budgets.md,
+"Alerts").
 
 Once per threshold per period per key: the request whose usage crosses the threshold raises it, and a
 flag cell in the node's shared counter table (keyed by the limit, the key and the threshold, in the
@@ -27,6 +28,7 @@ import orjson
 
 from fastgw.counters.table import CounterTable, key_hash
 from fastgw.policy.http_client import Endpoint, request
+from fastgw.sinks.audit_notes import AUDIT_NOTES
 
 QUEUE_MAX: Final = 1000  # alerts waiting per worker: a webhook down for long must not grow memory
 ATTEMPTS: Final = 5  # tries per webhook per alert: ~15 s of backoff covers a restart of the receiver
@@ -85,8 +87,10 @@ class Alerts:
         if self.table.count(flag, where, window, 0.0) > 0:
             return
         self.table.add(flag, where, window)
-        body = orjson.dumps({"type": "budget.threshold", "route": self.route, "threshold": percent, **fields})
+        alert = {"type": "budget.threshold", "route": self.route, "threshold": percent, **fields}
+        body = orjson.dumps(alert)
         sys.stderr.write(f"fastgw: budget alert: {body.decode()}\n")
+        AUDIT_NOTES.note("budget.threshold", {k: v for k, v in alert.items() if k != "type"})
         if not self.endpoints:
             return
         if len(self.queue) >= QUEUE_MAX:

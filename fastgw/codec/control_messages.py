@@ -85,6 +85,15 @@ class LedgerReport(ControlMessage):
 
 
 @dataclass(frozen=True, slots=True)
+class AuditNote(ControlMessage):
+    """An event a worker asks the control process to put in the audit log (sinks/audit_notes.py)."""
+
+    TAG: ClassVar[str] = "audit"
+    event: str
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class MetricsExport(ControlMessage):
     """A worker's gauges and counters (metrics/worker.py ``export``), the answer to a MetricsPull."""
 
@@ -211,6 +220,7 @@ MESSAGES: Final[dict[str, type[ControlMessage]]] = {
         Ack,
         QuotaReport,
         LedgerReport,
+        AuditNote,
         MetricsExport,
         Reload,
         CachePush,

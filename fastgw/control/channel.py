@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import struct
 import sys
 from collections.abc import Callable
@@ -103,3 +104,20 @@ class ChannelProtocol(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+
+class PeerCheckedChannel(ChannelProtocol):
+    """A worker connection, accepted only from a process of our own user."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        try:
+            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            _pid, uid, _gid = struct.unpack("3i", creds)
+        except (OSError, AttributeError):
+            uid = -1
+        if uid != os.getuid():
+            sys.stderr.write(f"fastgw[control {os.getpid()}]: refused a control connection from uid {uid}\n")
+            if self.transport is not None:
+                self.transport.abort()

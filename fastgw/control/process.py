@@ -13,7 +13,6 @@ import asyncio
 import os
 import signal
 import socket
-import struct
 import sys
 import time
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any, Final
 from fastgw.audit import AuditLog, audit_key
 from fastgw.codec.control_messages import (
     Ack,
+    AuditNote,
     ChildDied,
     ControlMessage,
     Health,
@@ -38,7 +38,7 @@ from fastgw.codec.control_messages import (
 )
 from fastgw.config.loader import ConfigError
 from fastgw.control.api import WorkerView
-from fastgw.control.channel import ChannelProtocol
+from fastgw.control.channel import ChannelProtocol, PeerCheckedChannel
 from fastgw.control.cluster_sync import ClusterSync
 from fastgw.control.consumers import KeyService
 from fastgw.control.health import HealthProber
@@ -132,7 +132,7 @@ class ControlProcess:
 
     # -- workers -----------------------------------------------------------------------------------------
     def accept_worker(self) -> ChannelProtocol:
-        return _PeerCheckedChannel(self._on_worker_message, self._on_worker_lost)
+        return PeerCheckedChannel(self._on_worker_message, self._on_worker_lost)
 
     def _on_worker_message(self, channel: ChannelProtocol, message: ControlMessage) -> None:
         if isinstance(message, Hello):
@@ -162,6 +162,8 @@ class ControlProcess:
             self._on_quota(message)
         elif isinstance(message, LedgerReport):
             self.ledger.write(message.entries)
+        elif isinstance(message, AuditNote):  # a budget threshold crossed (sinks/audit_notes.py)
+            self.audit_event(message.event, **{**message.fields, "worker": peer.slot})
         elif isinstance(message, MetricsExport):
             peer.export = message.data
             future = self._pulls.get(message.seq)
@@ -405,23 +407,6 @@ class ControlProcess:
         if self.admin is not None:
             await self.admin.stop()
         self.store.close()
-
-
-class _PeerCheckedChannel(ChannelProtocol):
-    """A worker connection, accepted only from a process of our own user."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        sock = transport.get_extra_info("socket")
-        try:
-            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-            _pid, uid, _gid = struct.unpack("3i", creds)
-        except (OSError, AttributeError):
-            uid = -1
-        if uid != os.getuid():
-            log(f"refused a control connection from uid {uid}")
-            if self.transport is not None:
-                self.transport.abort()
 
 
 def run_control(

@@ -19,6 +19,7 @@ from typing import Any, Final, Protocol, cast
 
 from fastgw.codec.control_messages import (
     Ack,
+    AuditNote,
     CachePush,
     ControlMessage,
     Health,
@@ -34,6 +35,7 @@ from fastgw.codec.control_messages import (
 from fastgw.control.channel import ChannelProtocol
 from fastgw.counters.quota import QUOTAS
 from fastgw.proxy.caches import CACHES
+from fastgw.sinks.audit_notes import AUDIT_NOTES
 from fastgw.sinks.ledger import FLUSH_SECONDS, LEDGER
 from fastgw.snapshot import Snapshot, SnapshotHolder
 from fastgw.upstream.pool import PoolManager
@@ -70,6 +72,7 @@ class ControlLink:
         self._lost: asyncio.Future[None] | None = None
         worker.on_tick(self.flush_quotas)
         worker.on_tick(self.flush_ledger)
+        worker.on_tick(self.send_audit_notes)
 
     def start(self) -> None:
         self.worker.spawn(self._run())
@@ -165,6 +168,17 @@ class ControlLink:
         channel = self.channel
         if channel is None or not channel.send(LedgerReport(tuple(rows))):
             LEDGER.give_back(rows)
+
+    def send_audit_notes(self, now: float = 0.0) -> None:
+        """Worker tick subscriber: the events queued for the audit log (kept for later when it is away)."""
+        if not AUDIT_NOTES.pending:
+            return
+        notes = AUDIT_NOTES.take()
+        channel = self.channel
+        for index, (event, fields) in enumerate(notes):
+            if channel is None or not channel.send(AuditNote(event=event, fields=fields)):
+                AUDIT_NOTES.give_back(notes[index:])
+                return
 
     async def drained(self) -> None:
         """Wait (up to DRAIN_SECONDS) until what was sent has left for the control process: at exit, the

@@ -225,6 +225,7 @@ class Worker(WorkerContext):
             self.control.send_quotas()  # the last admissions reach the store before we exit
             self.flush_records()  # the last exchanges reach the ledger book, and it the control process
             self.control.send_ledger()
+            self.control.send_audit_notes()
             await self.control.drained()
         self.pools.close()
         await CLUSTER.configure(None)

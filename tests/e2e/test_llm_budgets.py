@@ -8,8 +8,10 @@ arithmetic without knowing how the SDK spells its body.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anthropic
 import openai
@@ -253,5 +255,15 @@ def test_thresholds_alert_signed_webhooks_once_per_period_with_retries(
         )
         # Raised synchronously with the request (delivered later): the log has each exactly once.
         assert gw.stderr().count("budget alert: ") == 3
+
+        def audited() -> list[dict[str, Any]]:
+            lines = (gw.state / "audit.log").read_text().splitlines()
+            return [r for r in map(json.loads, lines) if r.get("event") == "budget.threshold"]
+
+        # The audit log has them too, through the control process (workers never write it).
+        wait_until(lambda: len(audited()) == 3, 10.0, "three budget.threshold audit records")
+        records = sorted(audited(), key=lambda r: r["threshold"])
+        assert [r["threshold"] for r in records] == [50, 80, 100]
+        assert all(r["budget"] == "team-tokens" and r["worker"] in (0, 1) for r in records)
     finally:
         receiver.close()
