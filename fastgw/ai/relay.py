@@ -130,7 +130,6 @@ async def relay_stream(
         # A provider that hangs up or stalls mid-stream is a failure like a malformed event: once the
         # client has bytes, it gets an error event (its SDK raises), never a stream cut short in silence.
         error = exc if isinstance(exc, ProviderError) else _timeout_error(exc, target, began, out.started)
-        record.usage = translator.usage
         if chunks and not out.started:
             out.start(200, (*SSE_HEAD, target_field(record)))
             record.ttft_ms = (time.monotonic() - started) * 1000.0
@@ -140,10 +139,12 @@ async def relay_stream(
             await out.end()
         raise error from None
     finally:
+        # Whatever ends the stream (a client gone mid-read cancels this Task), the usage the provider
+        # reported so far is the exchange's: it billed the tokens whether or not the client stayed.
+        record.usage = translator.usage
         await reply.close()
     if not out.started:
         out.start(200, (*SSE_HEAD, target_field(record)))
-    record.usage = translator.usage
     await out.write(_encode(tail, encoder, record) + encoder.finish())
     await out.end()
 

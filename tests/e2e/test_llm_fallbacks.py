@@ -48,6 +48,13 @@ def fallback_models() -> str:
         """
         for fault in BROKEN_STREAMS
     ]
+    tables.append(
+        """
+        [[llm.models]]
+        name = "usage-then-stall"
+        targets = [{ provider = "oa", model = "fault-stall-after-usage" }]
+        """
+    )
     return "".join(tables)
 
 
@@ -150,6 +157,26 @@ def test_client_hangup_mid_stream_closes_the_provider_connection_at_once(
     wait_until(lambda: fb.stack.openai.hangups > hangups, 2.0, "the gateway to hang up on the provider")
     assert time.monotonic() - closed_at < 1.0
     ask(sdk, "chat-openai")
+
+
+def test_a_client_gone_after_the_usage_event_is_counted_in_full(fb: LlmGateway, sdk: openai.OpenAI) -> None:
+    """The provider streamed every event, its usage included, then stalls before [DONE]; the client
+    hangs up having read the usage. The provider billed those tokens: the exchange records them (the
+    handler's Task is cancelled by the hang-up while it waits for the stream's end)."""
+    raw = sdk.chat.completions.with_raw_response.create(
+        model="usage-then-stall",
+        messages=[{"role": "user", "content": "count me then stall"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    stream = raw.parse()
+    usage = next(chunk.usage for chunk in stream if chunk.usage is not None)
+    stream.close()
+    record = llm_record(fb.gateway, raw.headers)
+    assert (record.get("prompt_tokens"), record.get("completion_tokens")) == (
+        usage.prompt_tokens,
+        usage.completion_tokens,
+    )
 
 
 def test_no_target_left_is_a_clear_error(tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ FAULTS: Final = (
     "empty",  # a 200 with an empty body
     "truncated",  # a non-streamed answer cut in the middle, then the connection closed
     "no-done",  # a stream that ends cleanly without data: [DONE]
+    "stall-after-usage",  # streams every event, usage included, then nothing until the client hangs up
     "no-usage",  # no usage object, streamed or not
     "huge-line",  # a 10 MiB SSE line
     "huge-response",  # a 40 MB non-streamed answer
@@ -376,6 +377,12 @@ class FakeOpenAI:
             write(chunk({}, finish, index))
         if include_usage and answer.usage:
             write(b"data: " + dumps({**base, "choices": [], "usage": usage_object(answer)}) + b"\n\n")
+        if fault == "stall-after-usage":
+            await writer.drain()
+            await reader.read()  # the stall ends when the client hangs up
+            self.hangups += 1
+            writer.transport.abort()
+            return
         if fault != "no-done":
             write(b"data: [DONE]\n\n")
         writer.write(b"0\r\n\r\n")
