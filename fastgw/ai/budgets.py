@@ -42,6 +42,9 @@ BYTES_PER_TOKEN: Final = 4
 MICRO: Final = 1_000_000  # spend is counted in micro-USD: integers in the shared table
 PERIOD_SECONDS: Final = {"minute": 60, "day": 86400, "month": 2592000}  # RateLimit-Policy's w (nominal)
 KEY_CACHE_MAX: Final = 16384  # keys remembered per limit per worker (counts live in the shared table)
+# A price is linear in each kind of token: the cost of a million tokens of one kind, in micro-USD, is
+# that kind's rate per token in micro-USD, exact to 1e-6 micro-USD (looked up once a day per target).
+RATE_TOKENS: Final = 1_000_000
 _time: Final = time.time
 
 
@@ -184,6 +187,8 @@ class Budgets:
             for limit in budget.limits
         )
         self._spends = any(limit.kind == "usd" for budget in budgets for limit in budget.limits)
+        # (provider, provider model) -> (UTC day number, micro-USD per prompt token, per answer token)
+        self._rates: dict[tuple[str, str], tuple[int, float, float]] = {}
         self.alerts: Alerts | None = None  # threshold alerts (ai/budget_alerts.py), when configured
 
     def alert(
@@ -211,13 +216,33 @@ class Budgets:
             },
         )
 
-    def cost(self, provider: str, provider_model: str, usage: Usage) -> int:
+    def cost(self, provider: str, provider_model: str, usage: Usage, now: float) -> int:
         """Micro-USD, or -1 when the price is unknown (the spend is then not counted: see the docs)."""
         prices = self.prices
         if prices is None:
             return -1
-        usd = prices.cost_usd(provider, provider_model, usage, utc_day(_time()))
+        usd = prices.cost_usd(provider, provider_model, usage, utc_day(now))
         return -1 if usd is None else round(usd * MICRO)
+
+    def estimate_cost(self, provider: str, provider_model: str, prompt: int, output: int, now: float) -> int:
+        """``cost`` of ``prompt`` and ``output`` tokens, from per-token rates kept per target and day:
+        no price lookup and no Usage per request."""
+        key = (provider, provider_model)
+        day = int(now // 86400)
+        rates = self._rates.get(key)
+        if rates is None or rates[0] != day:
+            per_prompt = self.cost(provider, provider_model, Usage(RATE_TOKENS, 0, reported=True), now)
+            per_answer = self.cost(provider, provider_model, Usage(0, RATE_TOKENS, reported=True), now)
+            if per_prompt < 0 or per_answer < 0:
+                rates = (day, -1.0, -1.0)
+            else:
+                rates = (day, per_prompt / RATE_TOKENS, per_answer / RATE_TOKENS)
+            if len(self._rates) >= KEY_CACHE_MAX:  # keys come from the config's targets: bounded anyway
+                self._rates.clear()
+            self._rates[key] = rates
+        if rates[1] < 0:
+            return -1
+        return round(prompt * rates[1] + output * rates[2])
 
     def reserve(self, ex: Exchange, model: Any, body_bytes: int, pivot: Any) -> Hold:
         """Reserve the request's estimate under every limit, or nothing and a refusal."""
@@ -232,11 +257,10 @@ class Budgets:
         prompt = body_bytes // BYTES_PER_TOKEN + 1
         tokens = hold.tokens = prompt + output
         spend = -1
+        now = _time()
         if self._spends and model is not None and model.targets:
             target = model.targets[0]
-            estimate = Usage(prompt, output, reported=True)
-            spend = self.cost(target.provider.name, target.target.model, estimate)
-        now = _time()
+            spend = self.estimate_cost(target.provider.name, target.target.model, prompt, output, now)
         cluster = CLUSTER.current
         identity: Any = ex.consumer
         overrides: dict[str, int] | None = getattr(identity, "limits", None) if identity is not None else None
