@@ -3,6 +3,7 @@ consumers' own numbers, the headers an answer carries, and what an answer withou
 
 from __future__ import annotations
 
+import datetime
 import mmap
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -11,7 +12,9 @@ import pytest
 
 from fastgw.ai.adapter import Usage
 from fastgw.ai.budgets import Budget, Budgets, Limit, reset_text
+from fastgw.ai.prices import PriceSpec, compile_prices
 from fastgw.ai.record import LlmRecord
+from fastgw.config.errors import ConfigError
 from fastgw.counters.cluster import CLUSTER, ClusterCounts
 from fastgw.counters.quota import QUOTAS
 from fastgw.counters.table import CELL_INTS, CounterTable
@@ -149,3 +152,22 @@ def test_the_shared_store_down_with_failure_closed_answers_503_and_counts_nothin
         CLUSTER.current = saved
     assert hold.refusal is not None and hold.status == 503 and hold.refusal[1] == "unavailable"
     assert not hold.entries and not down.pending
+
+
+def test_the_estimates_cost_is_the_price_tables_on_either_side_of_a_price_change() -> None:
+    """The estimate is priced from per-token rates kept per target and day: the same micro-USD as the
+    price table's cost of the same tokens, and the new rate from the day a new price takes effect."""
+    spend = budgets("route", Limit("usd_per_day", "usd", "day", 10**9))
+    entries = (
+        PriceSpec(provider="p", model="m", input=3.0, output=15.0, effective=datetime.date(2026, 1, 1)),
+        PriceSpec(provider="p", model="m", input=1.25, output=7.5, effective=datetime.date(2026, 6, 1)),
+    )
+    spend.prices = compile_prices(entries, {"p": "openai"}, lambda key, reason: ConfigError("x", key, reason))
+    last_day = datetime.datetime(2026, 5, 31, 23, 59, tzinfo=datetime.UTC).timestamp()
+    estimates = []
+    for now in (last_day, last_day + 120, last_day):
+        expected = spend.cost("p", "m", Usage(1234, 567, reported=True), now)
+        estimates.append(spend.estimate_cost("p", "m", 1234, 567, now))
+        assert estimates[-1] == expected
+    assert estimates == [12207, 5795, 12207]  # 1234 x 3 + 567 x 15, then 1234 x 1.25 + 567 x 7.5
+    assert spend.estimate_cost("p", "unpriced", 10, 10, last_day) == -1
