@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -152,11 +153,13 @@ class HeadersWriter:
     def start(self, status: int, headers: Fields) -> None:
         self.out.start(status, [*headers, *self.extra] if self.extra else headers)
 
-    async def write(self, data: bytes) -> None:
-        await self.out.write(data)
+    # The writer's own coroutines, handed on rather than awaited in one more frame: each stream event of
+    # a budgeted route goes through here.
+    def write(self, data: bytes) -> Coroutine[Any, Any, None]:
+        return self.out.write(data)
 
-    async def end(self, trailers: Fields | None = None) -> None:
-        await self.out.end(trailers)
+    def end(self, trailers: Fields | None = None) -> Coroutine[Any, Any, None]:
+        return self.out.end(trailers)
 
 
 def reset_text(seconds: float) -> bytes:
