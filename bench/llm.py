@@ -13,7 +13,8 @@ time under load; the runs alternate between them so drift hits all alike. ``dire
 provider called with no gateway.
 
 Rows, each with issue 22's bar beside it:
-  chat c=64            non-streamed chat completion: req/s, p50/p99; fastgw over LiteLLM, Portkey, floor
+  chat c=64            non-streamed chat completion: req/s, p50/p99; fastgw over LiteLLM, Portkey, floor;
+                       fastgw+gov (another route, a spend budget and a token limit on) over fastgw
   open loop 1000 req/s latency added over ``direct`` at p50 and p99 (bench/llm_load.py open-loop)
   streams c=16         100-chunk streams a second, OpenAI client -> OpenAI provider
   anthropic streams    the same through fastgw's Anthropic Messages API (translated both ways)
@@ -59,8 +60,11 @@ PEER_START_S = 120  # LiteLLM imports for a long while before it listens
 class Target:
     """One thing under load: where it listens and what a client must send it."""
 
-    def __init__(self, name: str, port: int, headers: tuple[str, ...], note: str = "") -> None:
+    def __init__(
+        self, name: str, port: int, headers: tuple[str, ...], note: str = "", prefix: str = ""
+    ) -> None:
         self.name, self.port, self.headers, self.note = name, port, headers, note
+        self.prefix = prefix  # before each row's path: another route of the same gateway
 
 
 def wrk(
@@ -72,7 +76,7 @@ def wrk(
     lines.append('wrk.headers["Content-Type"] = "application/json"')
     script.write_text("\n".join(lines) + "\n")
     cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "-s", str(script)]
-    cmd.append(f"http://127.0.0.1:{target.port}{path}")
+    cmd.append(f"http://127.0.0.1:{target.port}{target.prefix}{path}")
     out = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=seconds + 60)
     if out.returncode != 0:
         raise SystemExit(f"wrk failed against {target.name}: {out.stderr}")
@@ -91,6 +95,28 @@ def load_tool(
         raise SystemExit(f"llm_load.py {mode} failed against {target.name}: {out.stderr[-2000:]}")
     result: dict[str, float] = json.loads(out.stdout)
     return result
+
+
+# The "fastgw+gov" target: the same gateway, another llm route with a spend budget and a token limit
+# per consumer (ai/budgets.py), both far too high to refuse, the model priced so the spend is counted
+# (the ledger is on for every llm route). Issue 23's bar: within 10 % of the plain route's req/s.
+GOVERNED = f"""
+[[llm.prices]]
+provider = "fake"
+model = "{MODEL}"
+input = 1.0
+output = 2.0
+[[routes]]
+name = "llm-gov"
+path = "/gov/v1"
+kind = "llm"
+auth = "api_key"
+[[routes.handler.budgets]]
+name = "bench"
+key = "consumer"
+tokens_per_minute = 1000000000000
+usd_per_day = 1000000.0
+"""
 
 
 def gateway_config(work: Path, port: int, admin_port: int, fake_port: int) -> Path:
@@ -122,6 +148,7 @@ name = "llm"
 path = "/v1"
 kind = "llm"
 auth = "api_key"
+{GOVERNED}
 [admin]
 bind = "127.0.0.1:{admin_port}"
 token = {{ file = "{work / "admin.token"}" }}
@@ -310,6 +337,7 @@ def main() -> int:
         direct = Target("direct", fake_port, plain)
         floor = Target("floor", bare_port, plain)
         fastgw = Target("fastgw", gw_port, (f"Authorization: Bearer {key}",))
+        governed = Target("fastgw+gov", gw_port, fastgw.headers, prefix="/gov")
         peers, missing = (
             ([], ["all (--no-peers)"]) if args.no_peers else start_peers(args.peers, fake_port, work, procs)
         )
@@ -329,10 +357,11 @@ def main() -> int:
                 **extra,
             }
 
-        # 1. non-streamed chat, closed loop c=64
-        per = alternate(everyone, runs, closed(chat_path, CHAT, 64))
+        # 1. non-streamed chat, closed loop c=64; fastgw+gov: with a budget and a token limit on
+        per = alternate([*everyone, governed], runs, closed(chat_path, CHAT, 64))
         rps = {n: median(r, "rps") for n, r in per.items()}
         bars = {"vs floor (>= 0.25)": ratio(rps["fastgw"], rps["floor"])}
+        bars["fastgw+gov vs fastgw (>= 0.9)"] = ratio(rps["fastgw+gov"], rps["fastgw"])
         if "litellm" in rps:
             bars["vs litellm (>= 150)"] = ratio(rps["fastgw"], rps["litellm"])
         if "portkey" in rps:

@@ -47,6 +47,8 @@ COMPILED: Final = (
     "fastgw.policy.throttle",
     "fastgw.counters.table",
     "fastgw.counters.algorithms",
+    "fastgw.counters.quota",  # day and month periods: quotas' and the LLM budgets' per-request calls
+    "fastgw.counters.allowance",  # the LLM budgets' per-request reserve and settle
     "fastgw.policy.rate_limit",
     "fastgw.metrics.worker",
     "fastgw.access_line",
@@ -60,6 +62,7 @@ COMPILED: Final = (
     "fastgw.ai.provider_calls",
     "fastgw.ai.routing",
     "fastgw.ai.record",
+    "fastgw.ai.budgets",
     "fastgw.ai.adapter",
     "fastgw.ai.formats.openai",
     "fastgw.ai.formats.openai_checks",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -42,6 +43,9 @@ BYTES_PER_TOKEN: Final = 4
 MICRO: Final = 1_000_000  # spend is counted in micro-USD: integers in the shared table
 PERIOD_SECONDS: Final = {"minute": 60, "day": 86400, "month": 2592000}  # RateLimit-Policy's w (nominal)
 KEY_CACHE_MAX: Final = 16384  # keys remembered per limit per worker (counts live in the shared table)
+# A price is linear in each kind of token: the cost of a million tokens of one kind, in micro-USD, is
+# that kind's rate per token in micro-USD, exact to 1e-6 micro-USD (looked up once a day per target).
+RATE_TOKENS: Final = 1_000_000
 _time: Final = time.time
 
 
@@ -149,25 +153,31 @@ class HeadersWriter:
     def start(self, status: int, headers: Fields) -> None:
         self.out.start(status, [*headers, *self.extra] if self.extra else headers)
 
-    async def write(self, data: bytes) -> None:
-        await self.out.write(data)
+    # The writer's own coroutines, handed on rather than awaited in one more frame: each stream event of
+    # a budgeted route goes through here.
+    def write(self, data: bytes) -> Coroutine[Any, Any, None]:
+        return self.out.write(data)
 
-    async def end(self, trailers: Fields | None = None) -> None:
-        await self.out.end(trailers)
+    def end(self, trailers: Fields | None = None) -> Coroutine[Any, Any, None]:
+        return self.out.end(trailers)
 
 
 def reset_text(seconds: float) -> bytes:
-    """OpenAI's reset format: ``1s``, ``6m0s``, ``1h2m3s``, ``250ms``."""
+    """OpenAI's reset format: ``1s``, ``6m0s``, ``1h2m3s``, ``250ms``. (Written with ``str`` and ``+``:
+    on every budgeted answer, and cheaper compiled than ``%`` formatting of bytes.)"""
     if seconds < 1:
-        return b"%dms" % max(0, math.ceil(seconds * 1000))
+        return _digits(max(0, math.ceil(seconds * 1000))) + b"ms"
     whole = math.ceil(seconds)
+    if whole < 60:
+        return _digits(whole) + b"s"
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
-    if hours:
-        return b"%dh%dm%ds" % (hours, minutes, secs)
-    if minutes:
-        return b"%dm%ds" % (minutes, secs)
-    return b"%ds" % secs
+    text = _digits(minutes) + b"m" + _digits(secs) + b"s"
+    return _digits(hours) + b"h" + text if hours else text
+
+
+def _digits(number: int) -> bytes:
+    return str(number).encode()
 
 
 class Budgets:
@@ -184,6 +194,8 @@ class Budgets:
             for limit in budget.limits
         )
         self._spends = any(limit.kind == "usd" for budget in budgets for limit in budget.limits)
+        # (provider, provider model) -> (UTC day number, micro-USD per prompt token, per answer token)
+        self._rates: dict[tuple[str, str], tuple[int, float, float]] = {}
         self.alerts: Alerts | None = None  # threshold alerts (ai/budget_alerts.py), when configured
 
     def alert(
@@ -211,13 +223,33 @@ class Budgets:
             },
         )
 
-    def cost(self, provider: str, provider_model: str, usage: Usage) -> int:
+    def cost(self, provider: str, provider_model: str, usage: Usage, now: float) -> int:
         """Micro-USD, or -1 when the price is unknown (the spend is then not counted: see the docs)."""
         prices = self.prices
         if prices is None:
             return -1
-        usd = prices.cost_usd(provider, provider_model, usage, utc_day(_time()))
+        usd = prices.cost_usd(provider, provider_model, usage, utc_day(now))
         return -1 if usd is None else round(usd * MICRO)
+
+    def estimate_cost(self, provider: str, provider_model: str, prompt: int, output: int, now: float) -> int:
+        """``cost`` of ``prompt`` and ``output`` tokens, from per-token rates kept per target and day:
+        no price lookup and no Usage per request."""
+        key = (provider, provider_model)
+        day = int(now // 86400)
+        rates = self._rates.get(key)
+        if rates is None or rates[0] != day:
+            per_prompt = self.cost(provider, provider_model, Usage(RATE_TOKENS, 0, reported=True), now)
+            per_answer = self.cost(provider, provider_model, Usage(0, RATE_TOKENS, reported=True), now)
+            if per_prompt < 0 or per_answer < 0:
+                rates = (day, -1.0, -1.0)
+            else:
+                rates = (day, per_prompt / RATE_TOKENS, per_answer / RATE_TOKENS)
+            if len(self._rates) >= KEY_CACHE_MAX:  # keys come from the config's targets: bounded anyway
+                self._rates.clear()
+            self._rates[key] = rates
+        if rates[1] < 0:
+            return -1
+        return round(prompt * rates[1] + output * rates[2])
 
     def reserve(self, ex: Exchange, model: Any, body_bytes: int, pivot: Any) -> Hold:
         """Reserve the request's estimate under every limit, or nothing and a refusal."""
@@ -232,17 +264,16 @@ class Budgets:
         prompt = body_bytes // BYTES_PER_TOKEN + 1
         tokens = hold.tokens = prompt + output
         spend = -1
+        now = _time()
         if self._spends and model is not None and model.targets:
             target = model.targets[0]
-            estimate = Usage(prompt, output, reported=True)
-            spend = self.cost(target.provider.name, target.target.model, estimate)
-        now = _time()
+            spend = self.estimate_cost(target.provider.name, target.target.model, prompt, output, now)
         cluster = CLUSTER.current
         identity: Any = ex.consumer
         overrides: dict[str, int] | None = getattr(identity, "limits", None) if identity is not None else None
-        shown: dict[
-            str, tuple[float, Limit, int, float, float]
-        ] = {}  # kind -> share, limit, cap, left, reset
+        # The tightest token and request limit, shown in the headers: (share left, limit, cap, left, reset)
+        tokens_shown: Shown | None = None
+        requests_shown: Shown | None = None
         for row, (budget, limit, allowance, keys) in enumerate(self._plan):
             kind = limit.kind
             amount = tokens if kind == "tokens" else 1 if kind == "requests" else spend
@@ -265,8 +296,11 @@ class Budgets:
                 break
             left = cap - allowance.used - (amount if allowance.counted else 0)
             share = left / cap if cap else -1.0
-            if kind != "usd" and (kind not in shown or share < shown[kind][0]):
-                shown[kind] = (share, limit, cap, max(left, 0.0), allowance.reset)
+            if kind == "tokens":
+                if tokens_shown is None or share < tokens_shown[0]:
+                    tokens_shown = (share, limit, cap, max(left, 0.0), allowance.reset)
+            elif kind == "requests" and (requests_shown is None or share < requests_shown[0]):
+                requests_shown = (share, limit, cap, max(left, 0.0), allowance.reset)
             if not allowance.counted:
                 hold.refusal = _refusal(budget, limit, cap, allowance.used, amount)
                 hold.retry = allowance.reset
@@ -280,7 +314,7 @@ class Budgets:
             for allowance, key, when, amount, *_ in hold.entries:
                 allowance.settle(key, when, -amount, cluster)
             hold.entries.clear()
-        hold.headers = _headers(shown)
+        hold.headers = _headers(requests_shown, tokens_shown)
         return hold
 
     def _new_key(self, keys: dict[str, KeyCells], allowance: Allowance, value: str) -> KeyCells:
@@ -335,14 +369,17 @@ def _refusal(budget: Budget, limit: Limit, cap: int, used: float, amount: int) -
     )
 
 
-_HEADER_NAMES: Final = {
-    kind: (
-        b"x-ratelimit-limit-" + kind.encode(),
-        b"x-ratelimit-remaining-" + kind.encode(),
-        b"x-ratelimit-reset-" + kind.encode(),
-    )
-    for kind in ("requests", "tokens")
-}
+Shown = tuple[float, Limit, int, float, float]  # what a limit's headers say: share, limit, cap, left, reset
+_REQUEST_HEADERS: Final = (
+    b"x-ratelimit-limit-requests",
+    b"x-ratelimit-remaining-requests",
+    b"x-ratelimit-reset-requests",
+)
+_TOKEN_HEADERS: Final = (
+    b"x-ratelimit-limit-tokens",
+    b"x-ratelimit-remaining-tokens",
+    b"x-ratelimit-reset-tokens",
+)
 _FIXED: dict[tuple[str, int], tuple[bytes, bytes, bytes]] = {}  # (field, cap) -> cap, item name, policy
 
 
@@ -359,25 +396,34 @@ def _fixed(limit: Limit, cap: int) -> tuple[bytes, bytes, bytes]:
     return found
 
 
-def _headers(shown: dict[str, tuple[float, Limit, int, float, float]]) -> list[tuple[bytes, bytes]]:
+def _headers(requests: Shown | None, tokens: Shown | None) -> list[tuple[bytes, bytes]]:
     """OpenAI's x-ratelimit-* headers, and RateLimit / RateLimit-Policy items named by the limit's field
-    (e.g. ``"tokens_per_minute";r=1200;t=14``), for the tightest token and request limit."""
+    (e.g. ``"tokens_per_minute";r=1200;t=14``), for the tightest request and token limit (no dict, no
+    list but the headers': built on every budgeted answer)."""
     out: list[tuple[bytes, bytes]] = []
-    items: list[bytes] = []
-    policies: list[bytes] = []
-    for kind, (limit_name, remaining_name, reset_name) in _HEADER_NAMES.items():
-        entry = shown.get(kind)
-        if entry is None:
-            continue
-        _share, limit, cap, left, reset = entry
-        cap_text, item, policy = _fixed(limit, cap)
-        whole = int(left)
-        out.append((limit_name, cap_text))
-        out.append((remaining_name, b"%d" % whole))
-        out.append((reset_name, reset_text(reset)))
-        items.append(b"%s%d;t=%d" % (item, whole, math.ceil(reset)))
-        policies.append(policy)
-    if items:
-        out.append((b"ratelimit-policy", policies[0] if len(policies) == 1 else b", ".join(policies)))
-        out.append((b"ratelimit", items[0] if len(items) == 1 else b", ".join(items)))
+    if requests is not None:
+        policy, item = _limit_headers(out, requests, _REQUEST_HEADERS)
+        if tokens is not None:
+            more_policy, more_item = _limit_headers(out, tokens, _TOKEN_HEADERS)
+            policy += b", " + more_policy
+            item += b", " + more_item
+    elif tokens is not None:
+        policy, item = _limit_headers(out, tokens, _TOKEN_HEADERS)
+    else:
+        return out
+    out.append((b"ratelimit-policy", policy))
+    out.append((b"ratelimit", item))
     return out
+
+
+def _limit_headers(
+    out: list[tuple[bytes, bytes]], shown: Shown, names: tuple[bytes, bytes, bytes]
+) -> tuple[bytes, bytes]:
+    """Appends one limit's x-ratelimit-* headers; returns its RateLimit-Policy and RateLimit items."""
+    _share, limit, cap, left, reset = shown
+    cap_text, item, policy = _fixed(limit, cap)
+    remaining = _digits(int(left))
+    out.append((names[0], cap_text))
+    out.append((names[1], remaining))
+    out.append((names[2], reset_text(reset)))
+    return policy, item + remaining + b";t=" + _digits(math.ceil(reset))

@@ -3,18 +3,21 @@ consumers' own numbers, the headers an answer carries, and what an answer withou
 
 from __future__ import annotations
 
+import datetime
 import mmap
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import pytest
 
 from fastgw.ai.adapter import Usage
 from fastgw.ai.budgets import Budget, Budgets, Limit, reset_text
+from fastgw.ai.prices import PriceSpec, compile_prices
 from fastgw.ai.record import LlmRecord
+from fastgw.config.errors import ConfigError
 from fastgw.counters.cluster import CLUSTER, ClusterCounts
 from fastgw.counters.quota import QUOTAS
 from fastgw.counters.table import CELL_INTS, CounterTable
+from fastgw.exchange import Exchange
 from fastgw.policy.identity import KeyIdentity
 from fastgw.snapshot import RedisSettings
 
@@ -34,13 +37,13 @@ def table() -> CounterTable:
     return t
 
 
-@dataclass
-class Caller:
-    """What budgets read of an Exchange: who called, from where."""
-
-    consumer: KeyIdentity | None
-    client_ip: str = "192.0.2.1"
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+def request_from(consumer: KeyIdentity | None, client_ip: str = "192.0.2.1") -> Exchange:
+    """A request as budgets read it: who called, from where (a real Exchange: the compiled build
+    checks the type)."""
+    ex = Exchange(b"POST", b"/v1/chat/completions", b"HTTP/1.1", [])
+    ex.consumer = consumer
+    ex.client_ip = client_ip
+    return ex
 
 
 def identity(
@@ -69,51 +72,51 @@ TOKENS_PER_DAY = Limit("tokens_per_day", "tokens", "day", 1000)
 def test_a_team_budget_is_shared_by_the_teams_consumers_and_a_consumer_without_a_team_is_its_own() -> None:
     team = budgets("team", TOKENS_PER_DAY)
     estimate = 100 + 400 // 4 + 1  # max_tokens, then the body's bytes / 4
-    alice = Caller(identity("alice", "red"))
-    bob = Caller(identity("bob", "red"))
-    carol = Caller(identity("carol"))
-    assert team.reserve(alice, None, 400, {"max_tokens": 100}).refusal is None  # type: ignore[arg-type]
-    hold = team.reserve(bob, None, 400, {"max_tokens": 100})  # type: ignore[arg-type]
+    alice = request_from(identity("alice", "red"))
+    bob = request_from(identity("bob", "red"))
+    carol = request_from(identity("carol"))
+    assert team.reserve(alice, None, 400, {"max_tokens": 100}).refusal is None
+    hold = team.reserve(bob, None, 400, {"max_tokens": 100})
     assert (b"x-ratelimit-remaining-tokens", b"%d" % (1000 - 2 * estimate)) in hold.headers
-    hold = team.reserve(carol, None, 400, {"max_tokens": 100})  # type: ignore[arg-type]
+    hold = team.reserve(carol, None, 400, {"max_tokens": 100})
     assert (b"x-ratelimit-remaining-tokens", b"%d" % (1000 - estimate)) in hold.headers
 
 
 def test_a_consumers_own_numbers_override_the_routes() -> None:
     per_consumer = budgets("consumer", TOKENS_PER_DAY, Limit("usd_per_day", "usd", "day", 5_000_000))
-    premium = Caller(identity("p", limits={"b.tokens_per_day": 50000, "b.usd_per_day_cents": 0}))
-    hold = per_consumer.reserve(premium, None, 400, {"max_tokens": 100})  # type: ignore[arg-type]
+    premium = request_from(identity("p", limits={"b.tokens_per_day": 50000, "b.usd_per_day_cents": 0}))
+    hold = per_consumer.reserve(premium, None, 400, {"max_tokens": 100})
     assert hold.refusal is not None and hold.refusal[1] == "insufficient_quota"  # 0 cents: switched off
-    premium = Caller(identity("q", limits={"b.tokens_per_day": 50000}))
-    hold = per_consumer.reserve(premium, None, 400, {"max_tokens": 100})  # type: ignore[arg-type]
+    premium = request_from(identity("q", limits={"b.tokens_per_day": 50000}))
+    hold = per_consumer.reserve(premium, None, 400, {"max_tokens": 100})
     assert hold.refusal is None
     assert (b"x-ratelimit-limit-tokens", b"50000") in hold.headers
 
 
 def test_an_api_key_budget_counts_each_key_and_anonymous_callers_by_address() -> None:
     per_key = budgets("api_key", Limit("requests_per_minute", "requests", "minute", 1))
-    assert per_key.reserve(Caller(identity("a", key="k1")), None, 10, None).refusal is None  # type: ignore[arg-type]
-    assert per_key.reserve(Caller(identity("a", key="k2")), None, 10, None).refusal is None  # type: ignore[arg-type]
-    refused = per_key.reserve(Caller(identity("a", key="k1")), None, 10, None)  # type: ignore[arg-type]
+    assert per_key.reserve(request_from(identity("a", key="k1")), None, 10, None).refusal is None
+    assert per_key.reserve(request_from(identity("a", key="k2")), None, 10, None).refusal is None
+    refused = per_key.reserve(request_from(identity("a", key="k1")), None, 10, None)
     assert refused.refusal is not None and refused.refusal[1] == "rate_limit_exceeded"
     assert refused.retry > 0 and not refused.entries  # nothing stays counted for a refusal
-    assert per_key.reserve(Caller(None, "192.0.2.7"), None, 10, None).refusal is None  # type: ignore[arg-type]
-    assert per_key.reserve(Caller(None, "192.0.2.8"), None, 10, None).refusal is None  # type: ignore[arg-type]
+    assert per_key.reserve(request_from(None, "192.0.2.7"), None, 10, None).refusal is None
+    assert per_key.reserve(request_from(None, "192.0.2.8"), None, 10, None).refusal is None
 
 
 def test_an_answer_that_never_started_gives_its_reservation_back_and_one_cut_short_keeps_it() -> None:
     route = budgets("route", TOKENS_PER_DAY)
-    caller = Caller(None)
-    hold = route.reserve(caller, None, 400, {})  # type: ignore[arg-type]
+    caller = request_from(None)
+    hold = route.reserve(caller, None, 400, {})
     hold.settle(LlmRecord("m", "chat"), answered=False)  # every provider call failed: nothing used
-    hold = route.reserve(caller, None, 400, {})  # type: ignore[arg-type]
+    hold = route.reserve(caller, None, 400, {})
     assert (b"x-ratelimit-remaining-tokens", b"%d" % (1000 - 201)) in hold.headers
     hold.settle(LlmRecord("m", "chat"), answered=True)  # a stream cut short, no usage: the estimate stays
     record = LlmRecord("m", "chat", usage=Usage(30, 20, reported=True))
-    hold = route.reserve(caller, None, 400, {})  # type: ignore[arg-type]
+    hold = route.reserve(caller, None, 400, {})
     assert (b"x-ratelimit-remaining-tokens", b"%d" % (1000 - 402)) in hold.headers
     hold.settle(record, answered=True)
-    hold = route.reserve(caller, None, 400, {})  # type: ignore[arg-type]
+    hold = route.reserve(caller, None, 400, {})
     assert (b"x-ratelimit-remaining-tokens", b"%d" % (1000 - 201 - 50 - 201)) in hold.headers
 
 
@@ -129,10 +132,10 @@ def test_reset_times_are_written_as_openai_writes_them() -> None:
 
 def test_a_model_without_a_price_is_not_counted_in_usd_but_a_zero_budget_still_refuses() -> None:
     spend = budgets("route", Limit("usd_per_day", "usd", "day", 1_000_000))
-    hold = spend.reserve(Caller(None), None, 400, {})  # type: ignore[arg-type]
+    hold = spend.reserve(request_from(None), None, 400, {})
     assert hold.refusal is None and not hold.entries  # no price table: nothing to count
     off = budgets("route", Limit("usd_per_day", "usd", "day", 0))
-    hold = off.reserve(Caller(None), None, 400, {})  # type: ignore[arg-type]
+    hold = off.reserve(request_from(None), None, 400, {})
     assert hold.refusal is not None and hold.refusal[1] == "insufficient_quota"
 
 
@@ -144,8 +147,27 @@ def test_the_shared_store_down_with_failure_closed_answers_503_and_counts_nothin
     down.up = False
     saved, CLUSTER.current = CLUSTER.current, down
     try:
-        hold = route.reserve(Caller(None), None, 400, {})  # type: ignore[arg-type]
+        hold = route.reserve(request_from(None), None, 400, {})
     finally:
         CLUSTER.current = saved
     assert hold.refusal is not None and hold.status == 503 and hold.refusal[1] == "unavailable"
     assert not hold.entries and not down.pending
+
+
+def test_the_estimates_cost_is_the_price_tables_on_either_side_of_a_price_change() -> None:
+    """The estimate is priced from per-token rates kept per target and day: the same micro-USD as the
+    price table's cost of the same tokens, and the new rate from the day a new price takes effect."""
+    spend = budgets("route", Limit("usd_per_day", "usd", "day", 10**9))
+    entries = (
+        PriceSpec(provider="p", model="m", input=3.0, output=15.0, effective=datetime.date(2026, 1, 1)),
+        PriceSpec(provider="p", model="m", input=1.25, output=7.5, effective=datetime.date(2026, 6, 1)),
+    )
+    spend.prices = compile_prices(entries, {"p": "openai"}, lambda key, reason: ConfigError("x", key, reason))
+    last_day = datetime.datetime(2026, 5, 31, 23, 59, tzinfo=datetime.UTC).timestamp()
+    estimates = []
+    for now in (last_day, last_day + 120, last_day):
+        expected = spend.cost("p", "m", Usage(1234, 567, reported=True), now)
+        estimates.append(spend.estimate_cost("p", "m", 1234, 567, now))
+        assert estimates[-1] == expected
+    assert estimates == [12207, 5795, 12207]  # 1234 x 3 + 567 x 15, then 1234 x 1.25 + 567 x 7.5
+    assert spend.estimate_cost("p", "unpriced", 10, 10, last_day) == -1
