@@ -24,6 +24,9 @@ class LlmRecord:
     ttft_ms: float = -1.0  # first token (first content chunk) after the request reached the handler
     duration_ms: float = 0.0
     error: str = ""  # the provider error kind that ended it, if any
+    # The provider reported more answer tokens than the bytes it sent (ai/relay.py check_usage): the
+    # count stands, it is what the provider bills, and the log says so for the operator to dispute.
+    usage_exceeds_answer: bool = False
     cache_hit: bool = False  # answered by the route's response cache (ai/cache.py): no provider call
     tokens_saved: int = 0  # a hit's tokens: the original call's prompt + completion tokens (usage is 0)
     cost_usd: float | None = None  # USD (ai/prices.py), set when the exchange ends; None: unknown
@@ -57,6 +60,8 @@ class LlmRecord:
             out["tokens_per_s"] = round(self.tokens_per_second, 1)
         else:
             out["usage"] = "missing"
+        if self.usage_exceeds_answer:
+            out["usage_exceeds_answer"] = True
         if self.ttft_ms >= 0:
             out["ttft_ms"] = round(self.ttft_ms, 3)
         if self.cost_usd is not None:

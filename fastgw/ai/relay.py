@@ -56,9 +56,11 @@ async def send_whole(out: ResponseWriter, record: LlmRecord, body: bytes) -> Non
 async def relay_chat(
     reply: UpstreamReply, adapter: Adapter, out: ResponseWriter, fmt: ClientFormat, record: LlmRecord
 ) -> None:
-    answer, usage = adapter.chat_response(await read_reply(reply, RESPONSE_MAX, strict=True))
+    body = await read_reply(reply, RESPONSE_MAX, strict=True)
+    answer, usage = adapter.chat_response(body)
     answer["model"] = record.model
     record.usage = usage
+    check_usage(record, len(body))
     await send_whole(out, record, fmt.render_response(answer))
 
 
@@ -108,8 +110,10 @@ async def relay_stream(
     limits = target.deadlines
     first_token_at = began + min(limits.first_token, limits.total)
     chunks: list[Json] = []
+    received = 0
     try:
         async for data in reply:
+            received += len(data)
             try:
                 chunks = translator.feed(data)
             except ProviderError as exc:
@@ -142,11 +146,21 @@ async def relay_stream(
         # Whatever ends the stream (a client gone mid-read cancels this Task), the usage the provider
         # reported so far is the exchange's: it billed the tokens whether or not the client stayed.
         record.usage = translator.usage
+        check_usage(record, received)
         await reply.close()
     if not out.started:
         out.start(200, (*SSE_HEAD, target_field(record)))
     await out.write(_encode(tail, encoder, record) + encoder.finish())
     await out.end()
+
+
+def check_usage(record: LlmRecord, received: int) -> None:
+    """A provider reporting more answer tokens (reasoning aside: those are never sent) than the bytes of
+    its answer is not believed silently: every token it sent is at least one byte. The count stands (the
+    ledger and budgets keep what the provider bills) and the record is marked for the operator."""
+    usage = record.usage
+    if usage.reported and usage.completion_tokens - usage.reasoning_tokens > received:
+        record.usage_exceeds_answer = True
 
 
 def _encode(chunks: list[Json], encoder: StreamEncoder, record: LlmRecord) -> bytes:

@@ -20,7 +20,16 @@ import pytest
 from tests.support.clients import request
 from tests.support.llm_gateway import LlmGateway, llm_record, running_llm_gateway
 
-PROVIDER_FAULTS = ("html", "empty", "truncated", "no-done", "huge-line", "huge-response", "no-usage")
+PROVIDER_FAULTS = (
+    "html",
+    "empty",
+    "truncated",
+    "no-done",
+    "huge-line",
+    "huge-response",
+    "no-usage",
+    "inflated-usage",
+)
 SMALL_BODY = 4096
 
 
@@ -229,6 +238,30 @@ def test_an_answer_without_usage_is_logged_as_missing(
         headers = raw.headers
     record = llm_record(bad.gateway, headers)
     assert record["usage"] == "missing" and "prompt_tokens" not in record
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_usage_larger_than_the_answer_is_counted_and_flagged(
+    bad: LlmGateway, sdk: openai.OpenAI, stream: bool
+) -> None:
+    """A provider reporting 1,000,000 answer tokens for a few words: the count stands (it is what the
+    provider bills: the ledger and budgets keep it) and the access log flags it for the operator."""
+    ask = {"model": "bad-inflated-usage", "messages": [{"role": "user", "content": "hi"}]}
+    if stream:
+        raw = sdk.chat.completions.with_raw_response.create(
+            **ask, stream=True, stream_options={"include_usage": True}
+        )
+        usage = [c.usage for c in raw.parse() if c.usage is not None][-1]
+    else:
+        raw = sdk.chat.completions.with_raw_response.create(**ask)
+        usage = raw.parse().usage
+    assert usage is not None and usage.completion_tokens == 1_000_000  # passed on as reported
+    record = llm_record(bad.gateway, raw.headers)
+    assert record["completion_tokens"] == 1_000_000 and record["usage_exceeds_answer"] is True
+    plain = sdk.chat.completions.with_raw_response.create(
+        model="chat-openai", **{"messages": ask["messages"]}
+    )
+    assert "usage_exceeds_answer" not in llm_record(bad.gateway, plain.headers)
 
 
 def test_a_provider_refusing_the_gateways_key_is_a_502_that_shows_no_part_of_it(

@@ -38,6 +38,7 @@ FAULTS: Final = (
     "no-done",  # a stream that ends cleanly without data: [DONE]
     "stall-after-usage",  # streams every event, usage included, then nothing until the client hangs up
     "no-usage",  # no usage object, streamed or not
+    "inflated-usage",  # usage reports 1,000,000 completion tokens for a short answer
     "huge-line",  # a 10 MiB SSE line
     "huge-response",  # a 40 MB non-streamed answer
     "echo",  # answers "You said: " and the last message's text, streamed in 5-character pieces

@@ -86,6 +86,8 @@ def plan_answer(request: dict[str, Any], fault: str) -> tuple[Answer, list[str],
     n = request.get("n") or 1
     prompt = prompt_tokens(request.get("messages") or [])
     completion = len(pieces) * n
+    if fault == "inflated-usage":  # a provider billing far more answer tokens than it sent
+        completion = 1_000_000
     if fault != "no-usage":
         answer.usage = {
             "prompt_tokens": prompt,
