@@ -83,7 +83,7 @@ def _timeout_error(exc: UpstreamError, target: Target, began: float, got_token: 
     if exc.status != 504:
         return ProviderError(exc.status, "the provider stopped answering", retryable=True, kind=exc.problem)
     limits = target.deadlines
-    if time.monotonic() - began >= limits.total:
+    if exc.past_deadline or time.monotonic() - began >= limits.total:
         message, kind = f"the provider's answer exceeded {limits.total:g}s", "total_timeout"
     elif got_token:
         message, kind = f"the provider sent nothing for {limits.idle:g}s", "idle_timeout"

@@ -51,11 +51,14 @@ class UpstreamError(Exception):
     ``status`` and ``problem`` are what a proxied request would have been answered (502, 503, 504 and
     ``upstream-*``); ``detail`` names the target and the OS error (for logs, not for clients)."""
 
-    def __init__(self, status: int, problem: str, detail: str) -> None:
+    def __init__(self, status: int, problem: str, detail: str, *, past_deadline: bool = False) -> None:
         super().__init__(f"{status} {problem}: {detail}")
         self.status = status
         self.problem = problem
         self.detail = detail
+        # A stall that ran into the request's whole deadline (``timeout``), not its read timeout: told by
+        # the timer's own clock (the loop's), which a caller's time.monotonic() may read a little ahead of.
+        self.past_deadline = past_deadline
 
 
 class UpstreamResponse(CallSink):
@@ -203,8 +206,10 @@ class UpstreamResponse(CallSink):
         return limit
 
     def _fail_stalled(self) -> None:
-        waited = "deadline" if self._deadline and self._loop.time() >= self._deadline else "read_timeout"
-        self._error = UpstreamError(504, "upstream-timeout", f"no response bytes within the {waited}")
+        past = bool(self._deadline) and self._loop.time() >= self._deadline
+        waited = "deadline" if past else "read_timeout"
+        detail = f"no response bytes within the {waited}"
+        self._error = UpstreamError(504, "upstream-timeout", detail, past_deadline=past)
         if self.call is not None:
             self.call.abandon()
 
