@@ -53,6 +53,7 @@ from fastgw.store.rows import (
     key_row,
     key_values,
 )
+from fastgw.store.table_sql import delete_before_sql, insert_rows_sql, replace_values_sql, select_rows_sql
 from fastgw.store.usage_sql import claim_batch, select, totals, upsert, upsert_rows
 
 # One call at a time; a second connection serves a call made inside a transaction (pg_listen.py has its own).
@@ -355,32 +356,19 @@ class PostgresStore:
     def read_rows(
         self, table: str, columns: Sequence[str], where: tuple[str, Sequence[Any]] | None = None
     ) -> list[tuple[Any, ...]]:
-        names = ", ".join(columns)
-        if where is None:
-            rows = self._run(f"SELECT {names} FROM {table} ORDER BY {names}")
-        elif not where[1]:
+        query = select_rows_sql(table, columns, where, "%s")
+        if query is None:
             return []
-        else:
-            marks = ", ".join(["%s"] * len(where[1]))
-            rows = self._run(
-                f"SELECT {names} FROM {table} WHERE {where[0]} IN ({marks}) ORDER BY {names}", tuple(where[1])
-            )
+        rows = self._run(*query)
         return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows]
 
     def replace_values(self, table: str, column: str, old: Sequence[Any], new: Any) -> int:
         if not old:
             return 0
-        marks = ", ".join(["%s"] * len(old))
-        changed = self._run(
-            f"UPDATE {table} SET {column} = %s WHERE {column} IN ({marks}) RETURNING 1", (new, *old)
-        )
-        return len(changed)
+        return len(self._run(replace_values_sql(table, column, len(old), "%s"), (new, *old)))
 
     def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
-        sql = (
-            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})"
-            " ON CONFLICT DO NOTHING"
-        )
+        sql = insert_rows_sql(table, columns, "%s")
         try:
             with self.transaction():
                 before = self.count_rows(table)
@@ -392,7 +380,7 @@ class PostgresStore:
             raise self._error(exc) from exc
 
     def delete_rows_before(self, table: str, column: str, before: float) -> int:
-        return len(self._run(f"DELETE FROM {table} WHERE {column} < %s RETURNING 1", (before,)))
+        return len(self._run(delete_before_sql(table, column, "%s"), (before,)))
 
     # -- quotas: counted by every node into the same rows ----------------------------------------------
     def add_quota_counts(self, run_id: float, admissions: Sequence[QuotaAdmission], now: float) -> None:

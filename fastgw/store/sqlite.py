@@ -47,6 +47,7 @@ from fastgw.store.rows import (
     key_row,
     key_values,
 )
+from fastgw.store.table_sql import delete_before_sql, insert_rows_sql, replace_values_sql, select_rows_sql
 from fastgw.store.usage_sql import claim_batch
 from fastgw.store.usage_sql import select as usage_select
 from fastgw.store.usage_sql import totals as usage_totals
@@ -314,38 +315,25 @@ class SQLiteStore:
     def read_rows(
         self, table: str, columns: Sequence[str], where: tuple[str, Sequence[Any]] | None = None
     ) -> list[tuple[Any, ...]]:
-        names = ", ".join(columns)
-        if where is None:
-            rows = self._run(f"SELECT {names} FROM {table} ORDER BY {names}")
-        elif not where[1]:
+        query = select_rows_sql(table, columns, where, "?")
+        if query is None:
             return []
-        else:
-            marks = ", ".join(["?"] * len(where[1]))
-            rows = self._run(
-                f"SELECT {names} FROM {table} WHERE {where[0]} IN ({marks}) ORDER BY {names}", tuple(where[1])
-            )
+        rows = self._run(*query)
         return [tuple(r) for r in rows]
 
     def replace_values(self, table: str, column: str, old: Sequence[Any], new: Any) -> int:
         if not old:
             return 0
-        marks = ", ".join(["?"] * len(old))
-        changed = self._run(
-            f"UPDATE {table} SET {column} = ? WHERE {column} IN ({marks}) RETURNING 1", (new, *old)
-        )
-        return len(changed)
+        return len(self._run(replace_values_sql(table, column, len(old), "?"), (new, *old)))
 
     def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
-        marks = ", ".join("?" * len(columns))
         with self.transaction():
             before = self.count_rows(table)
-            self._run_many(
-                f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) ON CONFLICT DO NOTHING", rows
-            )
+            self._run_many(insert_rows_sql(table, columns, "?"), rows)
             return self.count_rows(table) - before
 
     def delete_rows_before(self, table: str, column: str, before: float) -> int:
-        return len(self._run(f"DELETE FROM {table} WHERE {column} < ? RETURNING 1", (before,)))
+        return len(self._run(delete_before_sql(table, column, "?"), (before,)))
 
     # -- quotas -----------------------------------------------------------------------------------------
     def add_quota_counts(self, run_id: float, admissions: Sequence[QuotaAdmission], now: float) -> None:
