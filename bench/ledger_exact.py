@@ -52,6 +52,16 @@ def body(i: int) -> bytes:
     return json.dumps(request).encode()
 
 
+def chat_request(i: int, keys: list[str]) -> bytes:
+    """Request ``i`` on the wire, with the API key of its turn."""
+    data = body(i)
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {keys[i % len(keys)]}\r\nContent-Length: {len(data)}\r\n\r\n"
+    )
+    return head.encode() + data
+
+
 class Client(asyncio.Protocol):
     """One keep-alive connection, one request at a time."""
 
@@ -99,14 +109,6 @@ class Run:
         self.statuses: dict[int, int] = {}
         self.killed_at = 0.0
 
-    def raw(self, i: int) -> bytes:
-        data = body(i)
-        head = (
-            f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"Authorization: Bearer {self.keys[i % len(self.keys)]}\r\nContent-Length: {len(data)}\r\n\r\n"
-        )
-        return head.encode() + data
-
     async def connection(self) -> None:
         loop = asyncio.get_running_loop()
         client: Client | None = None
@@ -119,7 +121,7 @@ class Run:
             try:
                 if client is None or client.transport is None or client.transport.is_closing():
                     _, client = await loop.create_connection(Client, "127.0.0.1", self.port)
-                status = await client.request(self.raw(i))
+                status = await client.request(chat_request(i, self.keys))
                 self.statuses[status] = self.statuses.get(status, 0) + 1
                 self.completions.append(time.monotonic())
             except (TimeoutError, OSError, ConnectionError):

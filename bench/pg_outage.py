@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from ledger_exact import Client, body  # noqa: E402
+from ledger_exact import Client, chat_request  # noqa: E402
 
 from tests.support.api_keys import issue  # noqa: E402
 from tests.support.cluster import ADMIN_TOKEN, admin_call  # noqa: E402
@@ -54,14 +54,6 @@ class Load:
         self.statuses: dict[int, int] = {}
         self.stop = False
 
-    def raw(self, i: int) -> bytes:
-        data = body(i)
-        head = (
-            f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"Authorization: Bearer {self.keys[i % len(self.keys)]}\r\nContent-Length: {len(data)}\r\n\r\n"
-        )
-        return head.encode() + data
-
     async def connection(self) -> None:
         loop = asyncio.get_running_loop()
         client: Client | None = None
@@ -71,7 +63,7 @@ class Load:
             try:
                 if client is None or client.transport is None or client.transport.is_closing():
                     _, client = await loop.create_connection(Client, "127.0.0.1", self.port)
-                status = await client.request(self.raw(i))
+                status = await client.request(chat_request(i, self.keys))
             except (TimeoutError, OSError, ConnectionError):
                 self.failed += 1
                 client = None
