@@ -62,6 +62,7 @@ COMPILED: Final = (
     "fastgw.ai.provider_calls",
     "fastgw.ai.routing",
     "fastgw.ai.record",
+    "fastgw.ai.budget_headers",
     "fastgw.ai.budgets",
     "fastgw.ai.adapter",
     "fastgw.ai.formats.openai",

@@ -19,21 +19,21 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Final
 
 from fastgw.ai.adapter import Usage
 from fastgw.ai.budget_alerts import Alerts
+from fastgw.ai.budget_headers import Field, Fixed, limit_headers
 from fastgw.ai.client_format import ClientFormat
 from fastgw.ai.prices import PriceTable, utc_day
 from fastgw.ai.record import LlmRecord
 from fastgw.ai.relay import status_kind
-from fastgw.counters.allowance import MINUTE, Allowance
+from fastgw.counters.allowance import Allowance, AmountKey
 from fastgw.counters.cluster import CLUSTER
-from fastgw.counters.table import CounterTable, KeyCells, key_hash
+from fastgw.counters.table import CounterTable, key_hash
 from fastgw.exchange import Exchange
-from fastgw.handler_api import Fields, ResponseWriter
+from fastgw.handler_api import ResponseWriter
 
 # Prompt tokens are estimated as body bytes / 4: English text averages about 4 bytes a token in the
 # GPT and Claude tokenizers, and the JSON around the messages adds bytes, so the estimate is usually
@@ -41,11 +41,15 @@ from fastgw.handler_api import Fields, ResponseWriter
 # admission uses it: the counts are settled with the provider's own numbers.
 BYTES_PER_TOKEN: Final = 4
 MICRO: Final = 1_000_000  # spend is counted in micro-USD: integers in the shared table
-PERIOD_SECONDS: Final = {"minute": 60, "day": 86400, "month": 2592000}  # RateLimit-Policy's w (nominal)
-KEY_CACHE_MAX: Final = 16384  # keys remembered per limit per worker (counts live in the shared table)
+KEY_CACHE_MAX: Final = 16384  # keys (and callers) remembered per route per worker: counts live in the table
 # A price is linear in each kind of token: the cost of a million tokens of one kind, in micro-USD, is
 # that kind's rate per token in micro-USD, exact to 1e-6 micro-USD (looked up once a day per target).
 RATE_TOKENS: Final = 1_000_000
+TOKENS: Final = 0  # what a limit counts (Spot.kind): ints, compared on every request
+REQUESTS: Final = 1
+USD: Final = 2
+_KINDS: Final = {"tokens": TOKENS, "requests": REQUESTS, "usd": USD}
+NO_HEADERS: Final[list[Field]] = []  # a hold that shows no limit (spend budgets only, or refused early)
 _time: Final = time.time
 
 
@@ -65,6 +69,36 @@ class Budget:
     limits: tuple[Limit, ...]
 
 
+class Spot:
+    """Where one limit of the route counts one key (a consumer, an API key, a team, the route)."""
+
+    __slots__ = ("allowance", "key", "kind", "row", "value")
+
+    def __init__(self, allowance: Allowance, key: AmountKey, kind: int, row: int, value: str) -> None:
+        self.allowance = allowance
+        self.key = key
+        self.kind = kind
+        self.row = row  # the route's plan row: which budget and limit
+        self.value = value  # the key's text ("key:k_1", "team:red"), for the store and the alerts
+
+
+class Seat:
+    """One caller's spots in every limit of the route, with its caps (its own numbers where it has
+    them) and their fixed headers: looked up once per caller, not per request."""
+
+    __slots__ = ("caps", "fixed", "identity", "spots")
+
+    def __init__(self, identity: Any, spots: list[Spot], caps: list[int], fixed: list[Fixed | None]) -> None:
+        self.identity = identity  # kept: the cache is keyed by its id(), which it must not give away
+        self.spots = spots
+        self.caps = caps
+        self.fixed = fixed  # None for a spend limit: no header shows it
+
+
+# What one reservation counted: (spot, window, amount, used before, cap).
+Entry = tuple[Spot, int, int, float, int]
+
+
 class Hold:
     """One request's reservations, its response headers, and (when refused) why."""
 
@@ -72,18 +106,17 @@ class Hold:
 
     def __init__(self, budgets: Budgets) -> None:
         self.budgets = budgets
-        # What each limit counted: (allowance, key, window, amount, kind, used before, cap, plan row, key)
-        self.entries: list[tuple[Allowance, KeyCells, int, int, str, float, int, int, str]] = []
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.entries: list[Entry] = []
+        self.headers: list[Field] = NO_HEADERS  # replaced, never appended to
         self.refusal: tuple[str, str] | None = None  # (message, code)
         self.retry = 0.0
         self.status = 429
         self.tokens = 0  # the token estimate reserved
 
-    def show(self, out: ResponseWriter) -> None:
-        """Put this request's limit headers on its answer (``out`` is the route's HeadersWriter)."""
-        if isinstance(out, HeadersWriter):
-            out.extra = self.headers
+    def show(self, ex: Exchange) -> None:
+        """Put this request's limit headers on its answer, whichever code path answers (they are added
+        to the head with the route's own fields: proxy/handler.py's route_fields)."""
+        ex.answer_headers = self.headers
 
     async def refuse(self, out: ResponseWriter, fmt: ClientFormat) -> None:
         """The 429 (503: the shared store down) in the client's SDK shape, with Retry-After and the
@@ -92,7 +125,7 @@ class Hold:
         message, code = self.refusal
         status = self.status
         body = fmt.render_error(status, message, status_kind(status), None, code)
-        head: list[tuple[bytes, bytes]] = [
+        head: list[Field] = [
             (b"content-type", b"application/json"),
             (b"content-length", b"%d" % len(body)),
             (b"retry-after", b"%d" % max(1, math.ceil(self.retry))),
@@ -111,73 +144,31 @@ class Hold:
             return
         cluster = CLUSTER.current
         if not usage.reported:
-            for allowance, key, when, amount, kind, *_ in self.entries:
-                if kind != "requests":  # the request itself was made: it counts
-                    allowance.settle(key, when, -amount, cluster)
+            for spot, when, amount, _used, _cap in self.entries:
+                if spot.kind != REQUESTS:  # the request itself was made: it counts
+                    spot.allowance.settle(spot.key, when, -amount, cluster)
             return
-        tokens = usage.total_tokens
-        cost: int | None = None
+        tokens = usage.prompt_tokens + usage.completion_tokens
+        cost = -2  # not looked up yet
         alerts = self.budgets.alerts
-        for allowance, key, when, amount, kind, used, cap, row, value in self.entries:
+        for spot, when, amount, used, cap in self.entries:
+            kind = spot.kind
             real = amount
-            if kind == "tokens":
+            if kind == TOKENS:
                 real = tokens
-            elif kind == "usd":
-                if cost is None:
+            elif kind == USD:
+                if cost == -2:
                     usd = record.cost_usd  # ai/prices.py's, set just before; None: unknown price
                     cost = -1 if usd is None else round(usd * MICRO)
                 if cost < 0:
                     continue
                 real = cost
-            allowance.settle(key, when, real - amount, cluster)
+            if real != amount:
+                spot.allowance.settle(spot.key, when, real - amount, cluster)
             if alerts is not None:
                 percent = alerts.crossed(used, used + real, cap)
                 if percent:
-                    self.budgets.alert(row, when, value, percent, used + real, cap, False)
-
-
-class HeadersWriter:
-    """The response writer of a route with budgets: adds the request's limit headers (``extra``, set by
-    ``Hold.show`` once the budgets are checked) to the head, whichever code path answers."""
-
-    __slots__ = ("extra", "out")
-
-    def __init__(self, out: ResponseWriter) -> None:
-        self.out = out
-        self.extra: list[tuple[bytes, bytes]] = []
-
-    @property
-    def started(self) -> bool:
-        return self.out.started
-
-    def start(self, status: int, headers: Fields) -> None:
-        self.out.start(status, [*headers, *self.extra] if self.extra else headers)
-
-    # The writer's own coroutines, handed on rather than awaited in one more frame: each stream event of
-    # a budgeted route goes through here.
-    def write(self, data: bytes) -> Coroutine[Any, Any, None]:
-        return self.out.write(data)
-
-    def end(self, trailers: Fields | None = None) -> Coroutine[Any, Any, None]:
-        return self.out.end(trailers)
-
-
-def reset_text(seconds: float) -> bytes:
-    """OpenAI's reset format: ``1s``, ``6m0s``, ``1h2m3s``, ``250ms``. (Written with ``str`` and ``+``:
-    on every budgeted answer, and cheaper compiled than ``%`` formatting of bytes.)"""
-    if seconds < 1:
-        return _digits(max(0, math.ceil(seconds * 1000))) + b"ms"
-    whole = math.ceil(seconds)
-    if whole < 60:
-        return _digits(whole) + b"s"
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    text = _digits(minutes) + b"m" + _digits(secs) + b"s"
-    return _digits(hours) + b"h" + text if hours else text
-
-
-def _digits(number: int) -> bytes:
-    return str(number).encode()
+                    self.budgets.alert(spot.row, when, spot.value, percent, used + real, cap, False)
 
 
 class Budgets:
@@ -188,7 +179,7 @@ class Budgets:
         self.table = table
         self.output_tokens = output_tokens
         self.prices: PriceTable | None = None  # the config's (ai/prices.py), set by the route's compile
-        self._plan: tuple[tuple[Budget, Limit, Allowance, dict[str, KeyCells]], ...] = tuple(
+        self._plan: tuple[tuple[Budget, Limit, Allowance, dict[str, Spot]], ...] = tuple(
             (budget, limit, Allowance(table, limit.period, f"{budget.budget_id}.{limit.field}".encode()), {})
             for budget in budgets
             for limit in budget.limits
@@ -196,6 +187,9 @@ class Budgets:
         self._spends = any(limit.kind == "usd" for budget in budgets for limit in budget.limits)
         # (provider, provider model) -> (UTC day number, micro-USD per prompt token, per answer token)
         self._rates: dict[tuple[str, str], tuple[int, float, float]] = {}
+        self._model_rates: dict[int, tuple[Any, int, float, float]] = {}  # id(model) -> (model, day, rates)
+        self._seats: dict[int, Seat] = {}  # id(identity) -> its seat
+        self._anonymous: dict[str, Seat] = {}  # client address -> its seat (routes without auth)
         self.alerts: Alerts | None = None  # threshold alerts (ai/budget_alerts.py), when configured
 
     def alert(
@@ -234,6 +228,13 @@ class Budgets:
     def estimate_cost(self, provider: str, provider_model: str, prompt: int, output: int, now: float) -> int:
         """``cost`` of ``prompt`` and ``output`` tokens, from per-token rates kept per target and day:
         no price lookup and no Usage per request."""
+        rates = self._day_rates(provider, provider_model, now)
+        if rates[1] < 0:
+            return -1
+        return round(prompt * rates[1] + output * rates[2])
+
+    def _day_rates(self, provider: str, provider_model: str, now: float) -> tuple[int, float, float]:
+        """(UTC day number, micro-USD per prompt token, per answer token; -1: no price) for a target."""
         key = (provider, provider_model)
         day = int(now // 86400)
         rates = self._rates.get(key)
@@ -247,9 +248,23 @@ class Budgets:
             if len(self._rates) >= KEY_CACHE_MAX:  # keys come from the config's targets: bounded anyway
                 self._rates.clear()
             self._rates[key] = rates
-        if rates[1] < 0:
+        return rates
+
+    def _model_spend(self, model: Any, prompt: int, output: int, now: float) -> int:
+        """``estimate_cost`` at the price of the model's first target, its rates kept per model object
+        (the snapshot's: one per alias) rather than looked up through the target on every request."""
+        day = int(now // 86400)
+        kept = self._model_rates.get(id(model))
+        if kept is None or kept[0] is not model or kept[1] != day:
+            target = model.targets[0]
+            rates = self._day_rates(target.provider.name, target.target.model, now)
+            kept = (model, day, rates[1], rates[2])
+            if len(self._model_rates) >= KEY_CACHE_MAX:
+                self._model_rates.clear()
+            self._model_rates[id(model)] = kept
+        if kept[2] < 0:
             return -1
-        return round(prompt * rates[1] + output * rates[2])
+        return round(prompt * kept[2] + output * kept[3])
 
     def reserve(self, ex: Exchange, model: Any, body_bytes: int, pivot: Any) -> Hold:
         """Reserve the request's estimate under every limit, or nothing and a refusal."""
@@ -266,64 +281,132 @@ class Budgets:
         spend = -1
         now = _time()
         if self._spends and model is not None and model.targets:
-            target = model.targets[0]
-            spend = self.estimate_cost(target.provider.name, target.target.model, prompt, output, now)
+            spend = self._model_spend(model, prompt, output, now)
         cluster = CLUSTER.current
-        identity: Any = ex.consumer
-        overrides: dict[str, int] | None = getattr(identity, "limits", None) if identity is not None else None
-        # The tightest token and request limit, shown in the headers: (share left, limit, cap, left, reset)
-        tokens_shown: Shown | None = None
-        requests_shown: Shown | None = None
-        for row, (budget, limit, allowance, keys) in enumerate(self._plan):
-            kind = limit.kind
-            amount = tokens if kind == "tokens" else 1 if kind == "requests" else spend
-            cap = _cap(budget, limit, overrides)
+        seat = self._seat(ex)
+        caps = seat.caps
+        fixed = seat.fixed
+        entries = hold.entries
+        # The tightest token and request limit, shown in the headers: its row, share left, left, reset
+        tokens_row = requests_row = -1
+        tokens_share = requests_share = tokens_left = requests_left = tokens_reset = requests_reset = 0.0
+        for row, spot in enumerate(seat.spots):
+            kind = spot.kind
+            amount = tokens if kind == TOKENS else 1 if kind == REQUESTS else spend
+            cap = caps[row]
             if cap == 0:  # switched off: refused whatever the request (and whatever its price)
-                hold.refusal = _refusal(budget, limit, cap, 0.0, amount)
-                hold.retry = 60.0 if limit.period == MINUTE else 3600.0
+                hold.refusal = self._refusal(row, cap, 0.0, amount)
+                hold.retry = 60.0 if spot.allowance.minute else 3600.0
                 break
             if amount < 0:
                 continue  # an unknown price: spend not counted (docs/llm-budgets.md)
-            value = _key(budget.key, ex, identity)
-            key = keys.get(value)
-            if key is None:
-                key = self._new_key(keys, allowance, value)
-            if not allowance.reserve(key, value, amount, now, cap, cluster):
-                message = f"budget {budget.name!r} cannot be checked: the shared store is down"
+            allowance = spot.allowance
+            if not allowance.reserve(spot.key, spot.value, amount, now, cap, cluster):
+                message = f"budget {self._plan[row][0].name!r} cannot be checked: the shared store is down"
                 hold.refusal = (message, "unavailable")
                 hold.status = 503  # as the rate limits answer in this case (failure = "closed")
                 hold.retry = 1.0
                 break
-            left = cap - allowance.used - (amount if allowance.counted else 0)
-            share = left / cap if cap else -1.0
-            if kind == "tokens":
-                if tokens_shown is None or share < tokens_shown[0]:
-                    tokens_shown = (share, limit, cap, max(left, 0.0), allowance.reset)
-            elif kind == "requests" and (requests_shown is None or share < requests_shown[0]):
-                requests_shown = (share, limit, cap, max(left, 0.0), allowance.reset)
-            if not allowance.counted:
-                hold.refusal = _refusal(budget, limit, cap, allowance.used, amount)
+            counted = allowance.counted
+            used = allowance.used
+            if kind != USD:
+                left = cap - used - (amount if counted else 0)
+                share = left / cap
+                if kind == TOKENS:
+                    if tokens_row < 0 or share < tokens_share:
+                        tokens_row, tokens_share, tokens_left, tokens_reset = (
+                            row,
+                            share,
+                            left,
+                            allowance.reset,
+                        )
+                elif requests_row < 0 or share < requests_share:
+                    requests_row, requests_share, requests_left = row, share, left
+                    requests_reset = allowance.reset
+            if not counted:
+                hold.refusal = self._refusal(row, cap, used, amount)
                 hold.retry = allowance.reset
                 if self.alerts is not None and 100 in self.alerts.thresholds:
-                    self.alert(row, allowance.when, value, 100, allowance.used, cap, True)
+                    self.alert(row, allowance.when, spot.value, 100, used, cap, True)
                 break
-            hold.entries.append(
-                (allowance, key, allowance.when, amount, kind, allowance.used, cap, row, value)
-            )
+            entries.append((spot, allowance.when, amount, used, cap))
         if hold.refusal is not None:
-            for allowance, key, when, amount, *_ in hold.entries:
-                allowance.settle(key, when, -amount, cluster)
-            hold.entries.clear()
-        hold.headers = _headers(requests_shown, tokens_shown)
+            for spot, when, amount, _used, _cap in entries:
+                spot.allowance.settle(spot.key, when, -amount, cluster)
+            entries.clear()
+        if tokens_row >= 0 or requests_row >= 0:
+            hold.headers = limit_headers(
+                fixed[requests_row] if requests_row >= 0 else None,
+                requests_left,
+                requests_reset,
+                fixed[tokens_row] if tokens_row >= 0 else None,
+                tokens_left,
+                tokens_reset,
+            )
         return hold
 
-    def _new_key(self, keys: dict[str, KeyCells], allowance: Allowance, value: str) -> KeyCells:
-        hashed = key_hash(allowance.limit_id, value.encode())
-        key = KeyCells(hashed, self.table.locate(hashed))
-        if len(keys) >= KEY_CACHE_MAX:
-            keys.clear()
-        keys[value] = key
-        return key
+    def _seat(self, ex: Exchange) -> Seat:
+        """The caller's seat: by its identity (the same object for every request of one API key, token
+        or certificate while it is cached), or by its address on a route without auth."""
+        identity: Any = ex.consumer
+        if identity is not None:
+            seat = self._seats.get(id(identity))
+            if seat is not None and seat.identity is identity:
+                return seat
+        else:
+            seat = self._anonymous.get(ex.client_ip)
+            if seat is not None:
+                return seat
+        return self._new_seat(ex, identity)
+
+    def _new_seat(self, ex: Exchange, identity: Any) -> Seat:
+        overrides: dict[str, int] | None = getattr(identity, "limits", None) if identity is not None else None
+        spots: list[Spot] = []
+        caps: list[int] = []
+        fixed: list[Fixed | None] = []
+        for row, (budget, limit, allowance, keys) in enumerate(self._plan):
+            value = _key(budget.key, ex, identity)
+            spot = keys.get(value)
+            if spot is None:
+                hashed = key_hash(allowance.limit_id, value.encode())
+                spot = Spot(
+                    allowance, AmountKey(hashed, self.table.locate(hashed)), _KINDS[limit.kind], row, value
+                )
+                if len(keys) >= KEY_CACHE_MAX:
+                    keys.clear()
+                keys[value] = spot
+            cap = _cap(budget, limit, overrides)
+            spots.append(spot)
+            caps.append(cap)
+            fixed.append(
+                None if limit.kind == "usd" else Fixed(limit.field, limit.kind == "tokens", cap, limit.period)
+            )
+        seat = Seat(identity, spots, caps, fixed)
+        if identity is not None:
+            if len(self._seats) >= KEY_CACHE_MAX:
+                self._seats.clear()
+            self._seats[id(identity)] = seat
+        else:
+            if len(self._anonymous) >= KEY_CACHE_MAX:
+                self._anonymous.clear()
+            self._anonymous[ex.client_ip] = seat
+        return seat
+
+    def _refusal(self, row: int, cap: int, used: float, amount: int) -> tuple[str, str]:
+        budget, limit, _allowance, _keys = self._plan[row]
+        what = limit.field.replace("_", " ")
+        if limit.kind == "usd":
+            return (
+                f"Budget {budget.name!r} exhausted: {what} {cap / MICRO:g}, spent {used / MICRO:.4f}. "
+                "You exceeded your current quota.",
+                "insufficient_quota",
+            )
+        unit = "tokens" if limit.kind == "tokens" else "requests"
+        return (
+            f"Rate limit reached for {what} (budget {budget.name!r}): limit {cap}, used {math.floor(used)},"
+            f" requested {amount} {unit}.",
+            "rate_limit_exceeded",
+        )
 
 
 def _cap(budget: Budget, limit: Limit, overrides: dict[str, int] | None) -> int:
@@ -351,79 +434,3 @@ def _key(kind: str, ex: Exchange, identity: Any) -> str:
         if team:
             return "team:" + str(team)
     return str(identity.consumer_id)
-
-
-def _refusal(budget: Budget, limit: Limit, cap: int, used: float, amount: int) -> tuple[str, str]:
-    what = limit.field.replace("_", " ")
-    if limit.kind == "usd":
-        return (
-            f"Budget {budget.name!r} exhausted: {what} {cap / MICRO:g}, spent {used / MICRO:.4f}. "
-            "You exceeded your current quota.",
-            "insufficient_quota",
-        )
-    unit = "tokens" if limit.kind == "tokens" else "requests"
-    return (
-        f"Rate limit reached for {what} (budget {budget.name!r}): limit {cap}, used {math.floor(used)},"
-        f" requested {amount} {unit}.",
-        "rate_limit_exceeded",
-    )
-
-
-Shown = tuple[float, Limit, int, float, float]  # what a limit's headers say: share, limit, cap, left, reset
-_REQUEST_HEADERS: Final = (
-    b"x-ratelimit-limit-requests",
-    b"x-ratelimit-remaining-requests",
-    b"x-ratelimit-reset-requests",
-)
-_TOKEN_HEADERS: Final = (
-    b"x-ratelimit-limit-tokens",
-    b"x-ratelimit-remaining-tokens",
-    b"x-ratelimit-reset-tokens",
-)
-_FIXED: dict[tuple[str, int], tuple[bytes, bytes, bytes]] = {}  # (field, cap) -> cap, item name, policy
-
-
-def _fixed(limit: Limit, cap: int) -> tuple[bytes, bytes, bytes]:
-    """What a limit's headers say whatever the counts: rendered once per (limit, cap)."""
-    key = (limit.field, cap)
-    found = _FIXED.get(key)
-    if found is None:
-        field = limit.field.encode()
-        policy = b'"%s";q=%d;w=%d' % (field, cap, PERIOD_SECONDS[limit.period])
-        found = (b"%d" % cap, b'"%s";r=' % field, policy)
-        if len(_FIXED) < KEY_CACHE_MAX:  # caps come from config and consumers' numbers: bounded anyway
-            _FIXED[key] = found
-    return found
-
-
-def _headers(requests: Shown | None, tokens: Shown | None) -> list[tuple[bytes, bytes]]:
-    """OpenAI's x-ratelimit-* headers, and RateLimit / RateLimit-Policy items named by the limit's field
-    (e.g. ``"tokens_per_minute";r=1200;t=14``), for the tightest request and token limit (no dict, no
-    list but the headers': built on every budgeted answer)."""
-    out: list[tuple[bytes, bytes]] = []
-    if requests is not None:
-        policy, item = _limit_headers(out, requests, _REQUEST_HEADERS)
-        if tokens is not None:
-            more_policy, more_item = _limit_headers(out, tokens, _TOKEN_HEADERS)
-            policy += b", " + more_policy
-            item += b", " + more_item
-    elif tokens is not None:
-        policy, item = _limit_headers(out, tokens, _TOKEN_HEADERS)
-    else:
-        return out
-    out.append((b"ratelimit-policy", policy))
-    out.append((b"ratelimit", item))
-    return out
-
-
-def _limit_headers(
-    out: list[tuple[bytes, bytes]], shown: Shown, names: tuple[bytes, bytes, bytes]
-) -> tuple[bytes, bytes]:
-    """Appends one limit's x-ratelimit-* headers; returns its RateLimit-Policy and RateLimit items."""
-    _share, limit, cap, left, reset = shown
-    cap_text, item, policy = _fixed(limit, cap)
-    remaining = _digits(int(left))
-    out.append((names[0], cap_text))
-    out.append((names[1], remaining))
-    out.append((names[2], reset_text(reset)))
-    return policy, item + remaining + b";t=" + _digits(math.ceil(reset))

@@ -28,7 +28,7 @@ import orjson
 
 from fastgw.ai.adapter import Adapter, InvalidRequestError, Json, ProviderRequest
 from fastgw.ai.attempts import Build, OwnKey, Relay, TargetLoop
-from fastgw.ai.budgets import Budgets, HeadersWriter
+from fastgw.ai.budgets import Budgets
 from fastgw.ai.cache import ResponseCache
 from fastgw.ai.client_format import ClientFormat
 from fastgw.ai.config import LlmConfig, Target
@@ -85,8 +85,6 @@ class LlmHandler:
         fmt = self.formats[
             "anthropic" if "/messages" in path or ex.header(b"anthropic-version") else "openai"
         ]
-        if self.budgets is not None:
-            out = HeadersWriter(out)  # the budgets' headers go on the answer (ai/budgets.py)
         own_key = ex.header(OWN_KEY_HEADER)
         if own_key is not None:
             problem = self._own_key_problem(own_key)
@@ -275,7 +273,7 @@ class LlmHandler:
             if hold.refusal is not None:
                 await hold.refuse(out, fmt)
                 return
-            hold.show(out)
+            hold.show(ex)
 
         async def fail(
             status: int, message: str, param: str | None, code: str | None, retry_after: float | None

@@ -42,12 +42,28 @@ MINUTE_SECONDS: Final = 60.0
 MONTH_LENGTH: Final = 32 * DAY_SECONDS
 
 
+class AmountKey(KeyCells):
+    """A key of an allowance: its cells, and (a calendar period counted on this node) what the quota book
+    holds for it in the current period: its count from before this run and its cell of counts to send,
+    kept while the book's ``epoch`` and the period stay the same (no dict lookup per request)."""
+
+    __slots__ = ("base", "code", "epoch", "pending")
+
+    def __init__(self, key_hash: int, where: list[int]) -> None:
+        super().__init__(key_hash, where)
+        self.epoch = -1  # nothing kept yet
+        self.code = 0
+        self.base = 0
+        self.pending: list[int] = []
+
+
 class Allowance:
     """One period's amount limit of one budget, in one worker."""
 
     def __init__(self, table: CounterTable, period: str, limit_id: bytes) -> None:
         self.table = table
         self.period = period
+        self.minute = period == MINUTE
         self.limit_id = limit_id  # names the key in the store (quotas) for calendar periods
         self.counted = False
         self.when = 0
@@ -56,7 +72,7 @@ class Allowance:
 
     def reserve(
         self,
-        key: KeyCells,
+        key: AmountKey,
         value: str,
         amount: int,
         now: float,
@@ -65,77 +81,120 @@ class Allowance:
     ) -> bool:
         """Count ``amount`` when ``used + amount <= cap``; returns False when the shared store is down
         and the cluster's failure mode is "closed" (nothing counted)."""
+        if cluster is not None:
+            return self._reserve_shared(key, value, amount, now, cap, cluster)
+        table = self.table
+        used: float
+        if self.minute:
+            position = now / MINUTE_SECONDS
+            window = int(position)
+            elapsed = (position - window) * MINUTE_SECONDS
+            used = table.count(key.hash, key.where, window, 1.0 - elapsed / MINUTE_SECONDS, cap, amount)
+            self.used = used
+            self.when = window
+            self.counted = used + amount <= cap
+            if self.counted:
+                self.reset = MINUTE_SECONDS - elapsed
+            else:
+                self.reset = self._minute_wait(key, window, elapsed, amount, cap, None, MINUTE_SECONDS)
+            return True
+        code, self.reset = QUOTAS.period(self.period, now)
+        if key.epoch != QUOTAS.epoch or key.code != code:
+            self._keep_quota(key, code, value)
+        base = key.base
+        used = base + table.count(key.hash, key.where, code, 0.0, cap - base, amount)
+        self.used = used
+        self.when = code
+        self.counted = used + amount <= cap
+        if self.counted:
+            key.pending[0] += amount
+        return True
+
+    def _reserve_shared(
+        self, key: AmountKey, value: str, amount: int, now: float, cap: int, cluster: ClusterCounts
+    ) -> bool:
+        """``reserve`` in cluster mode: every period counts through the cluster's counts (Redis)."""
         table = self.table
         hashed = key.hash
-        period = self.period
         weight = 0.0
-        if period == MINUTE:
+        if self.minute:
             position = now / MINUTE_SECONDS
             window = int(position)
             elapsed = (position - window) * MINUTE_SECONDS
             weight = 1.0 - elapsed / MINUTE_SECONDS
             length = MINUTE_SECONDS
-        elif cluster is not None:
-            window, self.reset = QUOTAS.period(period, now)
+        else:
+            window, self.reset = QUOTAS.period(self.period, now)
             window, length = self._cluster_window(window, now)
             elapsed = 0.0
-        else:
-            window, self.reset = QUOTAS.period(period, now)
-            length = elapsed = 0.0
-        used: float
-        if cluster is not None:
-            shared = cluster.count(hashed, window, weight, length, table.shards)
-            if shared is None:
-                if cluster.failure == "closed":
-                    self.counted = False
-                    return False
-                shared = table.count(hashed, key.where, window, weight)
-            used = shared
-        elif period == MINUTE:
-            used = table.count(hashed, key.where, window, weight)
-        else:
-            if hashed not in QUOTAS.names:
-                QUOTAS.name(hashed, self.limit_id, value)
-            used = QUOTAS.base.get((hashed, window), 0) + table.count(hashed, key.where, window, 0.0)
-        self.used = used
+        shared = cluster.count(hashed, window, weight, length, table.shards)
+        if shared is None:
+            if cluster.failure == "closed":
+                self.counted = False
+                return False
+            shared = table.count(hashed, key.where, window, weight)
+        self.used = shared
         self.when = window
-        self.counted = used + amount <= cap
-        if self.counted:
-            self._add(key, window, amount, cluster)
-        if period == MINUTE:
-            if self.counted:
-                self.reset = MINUTE_SECONDS - elapsed
-            else:  # when would the estimate leave room for this amount? (rate - 1 = cap - amount)
-                current = table.count(hashed, key.where, window, 0.0)
-                before = table.count(hashed, key.where, window, 1.0) - current
-                if cluster is not None:
-                    current = cluster.count(hashed, window, 0.0, length) or current
-                    both = cluster.count(hashed, window, 1.0, length)
-                    before = before if both is None else both - current
-                room = cap - amount + 1
-                self.reset = (
-                    sliding_wait(current, before, room, elapsed, MINUTE_SECONDS)
-                    if room >= 1
-                    else MINUTE_SECONDS  # more than the whole limit: never; a window is the honest hint
-                )
+        self.counted = shared + amount <= cap
+        if self.counted:  # the cluster decides: count here and in the batch for Redis
+            table.add(hashed, key.where, window, amount)
+            cluster.add(hashed, window, amount)
+        if self.minute:
+            self.reset = (
+                MINUTE_SECONDS - elapsed
+                if self.counted
+                else self._minute_wait(key, window, elapsed, amount, cap, cluster, length)
+            )
         return True
 
-    def settle(self, key: KeyCells, when: int, delta: int, cluster: ClusterCounts | None) -> None:
+    def _minute_wait(
+        self,
+        key: KeyCells,
+        window: int,
+        elapsed: float,
+        amount: int,
+        cap: int,
+        cluster: ClusterCounts | None,
+        length: float,
+    ) -> float:
+        """A refusal: when would the estimate leave room for this amount? (rate - 1 = cap - amount)"""
+        table = self.table
+        hashed = key.hash
+        current = table.count(hashed, key.where, window, 0.0)
+        before = table.count(hashed, key.where, window, 1.0) - current
+        if cluster is not None:
+            current = cluster.count(hashed, window, 0.0, length) or current
+            both = cluster.count(hashed, window, 1.0, length)
+            before = before if both is None else both - current
+        room = cap - amount + 1
+        if room < 1:  # more than the whole limit: never; a window is the honest hint
+            return MINUTE_SECONDS
+        return sliding_wait(current, before, room, elapsed, MINUTE_SECONDS)
+
+    def _keep_quota(self, key: AmountKey, code: int, value: str) -> None:
+        """Look up, once per period and quota-book epoch, the key's base and its cell of counts to send."""
+        hashed = key.hash
+        if hashed not in QUOTAS.names:
+            QUOTAS.name(hashed, self.limit_id, value)
+        key.base = QUOTAS.base.get((hashed, code), 0)
+        key.pending = QUOTAS.cell(hashed, code)
+        key.code = code
+        key.epoch = QUOTAS.epoch
+
+    def settle(self, key: AmountKey, when: int, delta: int, cluster: ClusterCounts | None) -> None:
         """Correct a reservation made in window ``when`` by ``delta`` (used minus reserved), uncapped."""
         if not delta:
             return
-        self.table.adjust(key.hash, key.where, when, delta)
         if cluster is not None:
+            self.table.adjust(key.hash, key.where, when, delta)
             cluster.add(key.hash, when, delta)
-        elif self.period != MINUTE:
-            QUOTAS.add(key.hash, when, delta)
-
-    def _add(self, key: KeyCells, window: int, amount: int, cluster: ClusterCounts | None) -> None:
-        self.table.add(key.hash, key.where, window, amount)
-        if cluster is not None:
-            cluster.add(key.hash, window, amount)
-        elif self.period != MINUTE:
-            QUOTAS.add(key.hash, window, amount)
+            return
+        self.table.adjust(key.hash, key.where, when, delta)
+        if not self.minute:
+            if key.epoch == QUOTAS.epoch and key.code == when:
+                key.pending[0] += delta
+            else:
+                QUOTAS.add(key.hash, when, delta)
 
     def _cluster_window(self, code: int, now: float) -> tuple[int, float]:
         """A calendar period's window index and length for the cluster (see ``MONTH_LENGTH``)."""

@@ -51,7 +51,10 @@ class QuotaBook:
 
     def __init__(self) -> None:
         self.base: dict[tuple[int, int], int] = {}  # (key hash, period code) -> count before this run
-        self.pending: dict[tuple[int, int], int] = {}  # (key hash, period code) -> admissions to send
+        # (key hash, period code) -> [admissions to send]: a cell a caller may keep (``cell``) and count
+        # in while ``epoch`` stays the same, rather than look the pair up on every request.
+        self.pending: dict[tuple[int, int], list[int]] = {}
+        self.epoch = 0  # moves whenever ``base`` or ``pending`` is replaced: kept cells are stale then
         self.names: dict[int, tuple[str, str]] = {}  # key hash -> (limit id, key value), for the store
         self.due = 0.0  # monotonic time of the next send
         self._month: tuple[int, int, float] = (-1, 0, 0.0)  # day -> (month index, month end)
@@ -77,6 +80,7 @@ class QuotaBook:
         """Remember what a key hash stands for, so the store says which limit and key it counts."""
         if len(self.names) >= 65536:
             self.names.clear()
+            self.epoch += 1  # keys kept by allowances name themselves again before they count
         # The text only names the key (the store counts by key_hash): a client's 16 KiB header value is
         # kept, and stored, as its first NAME_TEXT_MAX bytes, so this dict holds at most ~20 MiB.
         text = (
@@ -86,27 +90,36 @@ class QuotaBook:
         )
         self.names[key_hash] = (limit_id.decode(), text)
 
-    def add(self, key_hash: int, code: int, count: int = 1) -> None:
+    def cell(self, key_hash: int, code: int) -> list[int]:
+        """The pending count of (key, period), to add to in place while ``epoch`` is unchanged."""
         key = (key_hash, code)
-        self.pending[key] = self.pending.get(key, 0) + count
+        cell = self.pending.get(key)
+        if cell is None:
+            cell = self.pending[key] = [0]
+        return cell
+
+    def add(self, key_hash: int, code: int, count: int = 1) -> None:
+        self.cell(key_hash, code)[0] += count
 
     def take(self) -> list[list[object]]:
         """The admissions to send: ``[key hash, period, limit id, key, count]`` each."""
         pending, self.pending = self.pending, {}
+        self.epoch += 1
         out: list[list[object]] = []
-        for (key_hash, code), count in pending.items():
-            limit_id, value = self.names.get(key_hash, ("", ""))
-            out.append([key_hash, code, limit_id, value, count])
+        for (key_hash, code), (count,) in pending.items():
+            if count:
+                limit_id, value = self.names.get(key_hash, ("", ""))
+                out.append([key_hash, code, limit_id, value, count])
         return out
 
     def give_back(self, entries: list[list[object]]) -> None:
         """A send that could not happen: keep the counts for the next one."""
         for key_hash, code, _limit, _value, count in entries:
-            key = (int(key_hash), int(code))  # type: ignore[call-overload]
-            self.pending[key] = self.pending.get(key, 0) + int(count)  # type: ignore[call-overload]
+            self.add(int(key_hash), int(code), int(count))  # type: ignore[call-overload]
 
     def apply_bases(self, entries: list[list[int]]) -> None:
         self.base = {(int(h), int(p)): int(n) for h, p, n in entries}
+        self.epoch += 1
 
 
 # The worker's quota book. Process-global on purpose: a per-worker singleton fed by the control link

@@ -107,20 +107,26 @@ class CounterTable:
         return -1
 
     def count(
-        self, key_hash: int, where: list[int], window: int, weight_previous: float, cap: float = -1.0
+        self,
+        key_hash: int,
+        where: list[int],
+        window: int,
+        weight_previous: float,
+        cap: float = -1.0,
+        amount: int = 1,
     ) -> float:
-        """The sliding estimate for key_hash, summed over every shard. When it leaves room for one more
-        under ``cap``, this request is counted too, in this worker's own shard, in the same pass."""
+        """The sliding estimate for key_hash, summed over every shard. When it leaves room for ``amount``
+        more under ``cap``, the amount is counted too, in this worker's own shard, in the same pass."""
         cells = self.cells
         if cells is None:
             return 0.0
         current, previous, own, own_count = self._read_shards(key_hash, where, window, -1)
         counted = current + previous * weight_previous
-        if counted + 1 <= cap:
+        if counted + amount <= cap:
             if own >= 0:
-                cells[own + 2] = own_count + 1  # the steady state: one more in our cell's current window
+                cells[own + 2] = own_count + amount  # the steady state: more in our cell's current window
             else:
-                self.add(key_hash, where, window)
+                self.add(key_hash, where, window, amount)
         return counted
 
     def sliding(self, key: KeyCells, window: int, weight_previous: float, cap: float) -> float:

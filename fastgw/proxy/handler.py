@@ -234,8 +234,9 @@ def buffered_body_denial(ex: Exchange, framed: list[bytes]) -> Denial | None:
 # -- heads ----------------------------------------------------------------------------------------------
 def route_fields(ex: Exchange, route: Route, fields: list[tuple[bytes, bytes]], tls: bool) -> None:
     """Append what every response on ``route`` carries (as a proxied one would): the route's added
-    response headers, HSTS over TLS, the policies' on_response headers and the request id. The handler's
-    own fields named in the route's removals go first."""
+    response headers, HSTS over TLS, the policies' on_response headers, the handler's own limits'
+    (``ex.answer_headers``) and the request id. The handler's own fields named in the route's removals
+    go first."""
     drop = route.drop_response
     fields[:] = [field for field in fields if field[0] not in drop]
     if not any(name == b"date" for name, _ in fields):
@@ -245,6 +246,8 @@ def route_fields(ex: Exchange, route: Route, fields: list[tuple[bytes, bytes]], 
         fields.append((b"strict-transport-security", route.hsts[27:-2]))
     for hook in route.response_hooks:
         hook.on_response(ex, fields)
+    if ex.answer_headers:
+        fields.extend(ex.answer_headers)
     fields.append((b"x-request-id", ex.request_id))
 
 

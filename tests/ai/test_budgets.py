@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from fastgw.ai.adapter import Usage
-from fastgw.ai.budgets import Budget, Budgets, Limit, reset_text
+from fastgw.ai.budget_headers import reset_text
+from fastgw.ai.budgets import Budget, Budgets, Limit
 from fastgw.ai.prices import PriceSpec, compile_prices
 from fastgw.ai.record import LlmRecord
 from fastgw.config.errors import ConfigError
@@ -91,6 +92,25 @@ def test_a_consumers_own_numbers_override_the_routes() -> None:
     hold = per_consumer.reserve(premium, None, 400, {"max_tokens": 100})
     assert hold.refusal is None
     assert (b"x-ratelimit-limit-tokens", b"50000") in hold.headers
+
+
+def test_a_consumer_whose_numbers_change_gets_its_new_cap_and_keeps_its_count() -> None:
+    """Callers are remembered per identity object; a changed consumer is a new one (fastgw/policy/
+    identity.py): its new cap applies at once, counted in the same place as before."""
+    per_consumer = budgets("consumer", TOKENS_PER_DAY)
+    estimate = 100 + 400 // 4 + 1
+    before = request_from(identity("p"))
+    assert per_consumer.reserve(before, None, 400, {"max_tokens": 100}).refusal is None
+    assert per_consumer.reserve(before, None, 400, {"max_tokens": 100}).refusal is None
+    upgraded = request_from(identity("p", limits={"b.tokens_per_day": 3 * estimate}))
+    hold = per_consumer.reserve(upgraded, None, 400, {"max_tokens": 100})
+    assert hold.refusal is None
+    assert (b"x-ratelimit-limit-tokens", b"%d" % (3 * estimate)) in hold.headers
+    assert (b"x-ratelimit-remaining-tokens", b"0") in hold.headers  # the two before count too
+    downgraded = request_from(identity("p", limits={"b.tokens_per_day": 0}))
+    assert per_consumer.reserve(downgraded, None, 400, {"max_tokens": 100}).refusal is not None
+    hold = per_consumer.reserve(before, None, 400, {"max_tokens": 100})  # the route's 1000 for this one
+    assert (b"x-ratelimit-remaining-tokens", b"%d" % (1000 - 4 * estimate)) in hold.headers
 
 
 def test_an_api_key_budget_counts_each_key_and_anonymous_callers_by_address() -> None:

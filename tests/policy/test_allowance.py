@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastgw.counters.allowance import DAY, MINUTE, MONTH, Allowance
+from fastgw.counters.allowance import DAY, MINUTE, MONTH, Allowance, AmountKey
 from fastgw.counters.cluster import ClusterCounts
 from fastgw.counters.quota import QUOTAS
-from fastgw.counters.table import CELL_INTS, CounterTable, KeyCells, key_hash
+from fastgw.counters.table import CELL_INTS, CounterTable, key_hash
 from fastgw.snapshot import RedisSettings
 
 NOON = 1_780_000_000.0 - 1_780_000_000.0 % 86400 + 43200.0  # a UTC noon: a minute starts here too
@@ -32,9 +32,9 @@ def workers(shards: int, capacity: int = 64) -> list[CounterTable]:
     return tables
 
 
-def key_of(table: CounterTable, limit: bytes = b"llm:team.tokens_per_minute") -> KeyCells:
+def key_of(table: CounterTable, limit: bytes = b"llm:team.tokens_per_minute") -> AmountKey:
     hashed = key_hash(limit, b"team:a")
-    return KeyCells(hashed, table.locate(hashed))
+    return AmountKey(hashed, table.locate(hashed))
 
 
 @pytest.fixture(autouse=True)
@@ -134,13 +134,31 @@ def test_a_day_budget_adds_the_stores_base_and_sends_the_settled_amount_to_it() 
     allowance.reserve(key, "team:a", 50_000, NOON, 1_000_000, None)
     assert allowance.counted and allowance.used == 900_000
     allowance.settle(key, allowance.when, 70_000 - 50_000, None)
-    assert QUOTAS.pending[(key.hash, code)] == 70_000  # what reaches the store: the real spend
+    assert QUOTAS.pending[(key.hash, code)] == [70_000]  # what reaches the store: the real spend
     allowance.reserve(key, "team:a", 50_000, NOON + 60, 1_000_000, None)
     assert not allowance.counted and allowance.used == 970_000
     assert 0 < allowance.reset <= 43200  # until midnight UTC
     tomorrow = NOON + 86400
     allowance.reserve(key, "team:a", 50_000, tomorrow, 1_000_000, None)
     assert allowance.counted and allowance.used == 0  # a new day
+
+
+def test_a_day_budget_sent_to_the_store_midway_sends_each_amount_once() -> None:
+    """Keys keep their cell of counts to send while the quota book's epoch stands: a flush between a
+    reservation and its settlement, or a base from the store arriving, must not lose or repeat a count."""
+    (table,) = workers(1)
+    allowance = Allowance(table, DAY, b"llm:team.usd_per_day")
+    key = key_of(table, b"llm:team.usd_per_day")
+    code, _ = QUOTAS.period(DAY, NOON)
+    allowance.reserve(key, "team:a", 50_000, NOON, 1_000_000, None)
+    sent = [entry[4] for entry in QUOTAS.take()]  # the worker's flush: the reservation goes out
+    allowance.settle(key, allowance.when, 20_000 - 50_000, None)  # settled after the flush
+    allowance.reserve(key, "team:a", 10_000, NOON + 1, 1_000_000, None)
+    sent += [entry[4] for entry in QUOTAS.take()]
+    assert sum(sent) == 30_000  # 20,000 spent, then 10,000 reserved: each counted once
+    QUOTAS.apply_bases([[key.hash, code, 500_000]])  # the store's total arrives (another run's spend)
+    allowance.reserve(key, "team:a", 1, NOON + 2, 1_000_000, None)
+    assert allowance.used == 500_000 + 30_000
 
 
 def test_in_cluster_mode_a_month_budget_counts_through_the_cluster_batch() -> None:

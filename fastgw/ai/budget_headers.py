@@ -1,0 +1,103 @@
+"""The limit headers of an answer on a route with budgets (ai/budgets.py): OpenAI's ``x-ratelimit-*``
+for the tightest request and token limit, and the RateLimit / RateLimit-Policy fields of the IETF
+draft, items named by the limit's field (``"tokens_per_minute";r=1200;t=14``).
+
+What a limit's headers say whatever the counts (its cap, its policy item) is rendered once per caller
+and limit (``Fixed``); an answer renders only its counts. Written with ``str`` and ``+`` rather than
+``%`` formatting of bytes: on every budgeted answer, and cheaper compiled.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+
+PERIOD_SECONDS: Final = {"minute": 60, "day": 86400, "month": 2592000}  # RateLimit-Policy's w (nominal)
+_REQUEST_NAMES: Final = (
+    b"x-ratelimit-limit-requests",
+    b"x-ratelimit-remaining-requests",
+    b"x-ratelimit-reset-requests",
+)
+_TOKEN_NAMES: Final = (
+    b"x-ratelimit-limit-tokens",
+    b"x-ratelimit-remaining-tokens",
+    b"x-ratelimit-reset-tokens",
+)
+
+Field = tuple[bytes, bytes]
+
+
+class Fixed:
+    """One limit's headers for one cap: the ``x-ratelimit-limit-*`` field, the RateLimit item up to its
+    number, its RateLimit-Policy item (and field, for an answer showing only this limit), and the names
+    of the remaining and reset fields."""
+
+    __slots__ = ("item", "limit_field", "policy", "policy_field", "remaining_name", "reset_name")
+
+    def __init__(self, field: str, tokens: bool, cap: int, period: str) -> None:
+        names = _TOKEN_NAMES if tokens else _REQUEST_NAMES
+        name = field.encode()
+        self.limit_field = (names[0], _digits(cap))
+        self.remaining_name = names[1]
+        self.reset_name = names[2]
+        self.item = b'"' + name + b'";r='
+        self.policy = b'"' + name + b'";q=' + _digits(cap) + b";w=" + _digits(PERIOD_SECONDS[period])
+        self.policy_field = (b"ratelimit-policy", self.policy)
+
+
+def limit_headers(
+    requests: Fixed | None,
+    requests_left: float,
+    requests_reset: float,
+    tokens: Fixed | None,
+    tokens_left: float,
+    tokens_reset: float,
+) -> list[Field]:
+    """The answer's fields for its tightest request limit and token limit (either may be None)."""
+    out: list[Field] = []
+    if requests is None or tokens is None:
+        shown = tokens if requests is None else requests
+        if shown is None:
+            return out
+        left, reset = (tokens_left, tokens_reset) if requests is None else (requests_left, requests_reset)
+        item = _one(out, shown, left, reset)
+        out.append(shown.policy_field)
+        out.append((b"ratelimit", item))
+        return out
+    item = _one(out, requests, requests_left, requests_reset)
+    more = _one(out, tokens, tokens_left, tokens_reset)
+    out.append((b"ratelimit-policy", requests.policy + b", " + tokens.policy))
+    out.append((b"ratelimit", item + b", " + more))
+    return out
+
+
+def _one(out: list[Field], fixed: Fixed, left: float, reset: float) -> bytes:
+    """Appends one limit's x-ratelimit-* fields; returns its RateLimit item. The reset is written once
+    for both: OpenAI's text is the RateLimit ``t`` and an ``s`` under a minute."""
+    remaining = _digits(int(left) if left > 0 else 0)
+    out.append(fixed.limit_field)
+    out.append((fixed.remaining_name, remaining))
+    if 1 <= reset <= 59:
+        seconds = _digits(math.ceil(reset))
+        out.append((fixed.reset_name, seconds + b"s"))
+    else:
+        seconds = _digits(math.ceil(reset))
+        out.append((fixed.reset_name, reset_text(reset)))
+    return fixed.item + remaining + b";t=" + seconds
+
+
+def reset_text(seconds: float) -> bytes:
+    """OpenAI's reset format: ``1s``, ``6m0s``, ``1h2m3s``, ``250ms``."""
+    if seconds < 1:
+        return _digits(max(0, math.ceil(seconds * 1000))) + b"ms"
+    whole = math.ceil(seconds)
+    if whole < 60:
+        return _digits(whole) + b"s"
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = _digits(minutes) + b"m" + _digits(secs) + b"s"
+    return _digits(hours) + b"h" + text if hours else text
+
+
+def _digits(number: int) -> bytes:
+    return str(number).encode()
