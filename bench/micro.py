@@ -269,7 +269,7 @@ def budget_steps() -> dict[str, float]:
 
     from fastgw.ai.adapter import Usage
     from fastgw.ai.budgets import Budget, Budgets, Limit
-    from fastgw.ai.prices import compile_prices
+    from fastgw.ai.price_config import compile_prices
     from fastgw.ai.record import LlmRecord
 
     table = CounterTable()

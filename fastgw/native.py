@@ -62,6 +62,7 @@ COMPILED: Final = (
     "fastgw.ai.provider_calls",
     "fastgw.ai.routing",
     "fastgw.ai.record",
+    "fastgw.ai.prices",  # every llm request is priced when it ends (record_cost)
     "fastgw.ai.budget_headers",
     "fastgw.ai.budgets",
     "fastgw.ai.adapter",

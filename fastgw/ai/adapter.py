@@ -53,14 +53,21 @@ class ProviderTarget:
     drop_unsupported: frozenset[str] = frozenset()  # pivot parameters dropped instead of refused
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ProviderRequest:
-    """An HTTP request to send to the provider's upstream."""
+    """An HTTP request to send to the provider's upstream (not changed once built)."""
 
     method: str
     path: str  # with the query, e.g. "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse"
     headers: tuple[tuple[bytes, bytes], ...]  # lower-case names; content-type included when a body is sent
     body: bytes
+
+    # Written out (as for Usage): one per provider call, and dataclass's generated one stays interpreted.
+    def __init__(self, method: str, path: str, headers: tuple[tuple[bytes, bytes], ...], body: bytes) -> None:
+        self.method = method
+        self.path = path
+        self.headers = headers
+        self.body = body
 
 
 def json_request(path: str, headers: tuple[tuple[bytes, bytes], ...], body: Json) -> ProviderRequest:
@@ -83,6 +90,24 @@ class Usage:
     # Last, so positional construction keeps its meaning: input tokens written to the prompt cache
     # (Anthropic reports them apart; part of prompt_tokens, like cached_tokens).
     cache_creation_tokens: int = 0
+
+    # Written out, not generated: dataclass's own __init__ is made at import and stays interpreted in the
+    # compiled build, and a Usage is made per answer (several per stream). eq and repr stay generated.
+    def __init__(
+        self,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        cached_tokens: int = 0,
+        reasoning_tokens: int = 0,
+        reported: bool = False,
+        cache_creation_tokens: int = 0,
+    ) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = completion_tokens
+        self.cached_tokens = cached_tokens
+        self.reasoning_tokens = reasoning_tokens
+        self.reported = reported
+        self.cache_creation_tokens = cache_creation_tokens
 
     @property
     def total_tokens(self) -> int:

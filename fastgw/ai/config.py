@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Final
 
 from fastgw.ai.adapter import ProviderTarget
-from fastgw.ai.prices import PriceSpec, PriceTable, compile_prices
+from fastgw.ai.price_config import PriceSpec, compile_prices
+from fastgw.ai.prices import PriceTable
 from fastgw.ai.resilience import (
     Deadlines,
     DeadlinesSpec,

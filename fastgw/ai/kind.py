@@ -13,7 +13,7 @@ from fastgw.ai.budget_config import OUTPUT_MAX, BudgetAlertsSpec, BudgetSpec, co
 from fastgw.ai.cache import CacheSpec, cache_of
 from fastgw.ai.config import LlmConfig, LlmSpec, ModelSpec, ProviderSpec, TargetSpec, compile_llm
 from fastgw.ai.guardrails.spec import GuardrailsSpec
-from fastgw.ai.prices import PriceSpec
+from fastgw.ai.price_config import PriceSpec
 from fastgw.ai.resilience import ProviderKeySpec
 from fastgw.config.fields import Section, doc
 from fastgw.handlers.kind import CompileContext, CompileError, HandlerKind

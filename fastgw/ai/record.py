@@ -32,6 +32,44 @@ class LlmRecord:
     cost_usd: float | None = None  # USD (ai/prices.py), set when the exchange ends; None: unknown
     guardrails: GuardrailsReport | None = None  # on a route with guardrails: what fired (ai/guardrails/)
 
+    # Written out, not generated: dataclass's own __init__ is made at import and stays interpreted in the
+    # compiled build (one per llm request). The dataclass still gives eq and repr; the fields as above.
+    def __init__(
+        self,
+        model: str,
+        endpoint: str,
+        stream: bool = False,
+        provider: str = "",
+        provider_model: str = "",
+        attempts: int = 0,
+        key: str = "",
+        usage: Usage | None = None,
+        ttft_ms: float = -1.0,
+        duration_ms: float = 0.0,
+        error: str = "",
+        usage_exceeds_answer: bool = False,
+        cache_hit: bool = False,
+        tokens_saved: int = 0,
+        cost_usd: float | None = None,
+        guardrails: GuardrailsReport | None = None,
+    ) -> None:
+        self.model = model
+        self.endpoint = endpoint
+        self.stream = stream
+        self.provider = provider
+        self.provider_model = provider_model
+        self.attempts = attempts
+        self.key = key
+        self.usage = Usage() if usage is None else usage
+        self.ttft_ms = ttft_ms
+        self.duration_ms = duration_ms
+        self.error = error
+        self.usage_exceeds_answer = usage_exceeds_answer
+        self.cache_hit = cache_hit
+        self.tokens_saved = tokens_saved
+        self.cost_usd = cost_usd
+        self.guardrails = guardrails
+
     @property
     def tokens_per_second(self) -> float:
         """Completion tokens over the time after the first token (streams), or the whole call."""

@@ -15,7 +15,8 @@ def unpriced(data: bytes, name: str) -> tuple[str, list[tuple[str, str, str]]]:
     """The shipped table's version and every ``[[llm.models]]`` target without a price today:
     (public model, provider, provider model)."""
     from fastgw.ai.config import LlmSpec
-    from fastgw.ai.prices import compile_prices, utc_day
+    from fastgw.ai.price_config import compile_prices
+    from fastgw.ai.prices import utc_day
     from fastgw.config.errors import ConfigError
     from fastgw.config.loader import parse_table
 

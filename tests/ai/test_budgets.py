@@ -12,7 +12,7 @@ import pytest
 from fastgw.ai.adapter import Usage
 from fastgw.ai.budget_headers import reset_text
 from fastgw.ai.budgets import Budget, Budgets, Limit
-from fastgw.ai.prices import PriceSpec, compile_prices
+from fastgw.ai.price_config import PriceSpec, compile_prices
 from fastgw.ai.record import LlmRecord
 from fastgw.config.errors import ConfigError
 from fastgw.counters.cluster import CLUSTER, ClusterCounts

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from fastgw.__main__ import main
 from fastgw.ai.adapter import Usage
 from fastgw.ai.config import LlmConfig
-from fastgw.ai.prices import PriceTable, record_cost, shipped_prices
+from fastgw.ai.price_config import shipped_prices
+from fastgw.ai.prices import PriceTable, record_cost
 from fastgw.ai.record import LlmRecord
 from fastgw.config.compiler import compile_config
 from fastgw.config.loader import ConfigError
