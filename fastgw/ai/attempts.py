@@ -89,6 +89,11 @@ class TargetLoop:
                 adapter = self.adapters[target.provider.kind]
                 key, credential = self.credential(target, own_key, record)
                 began = time.monotonic()
+                # The errors are kept and answered after the try statement: compiled by mypyc, a coroutine
+                # suspended inside an except block leaves its exception as the thread's current one for
+                # every other Task (tests/test_native.py checks that no compiled module does it).
+                invalid: InvalidRequestError | None = None
+                error: ProviderError | None = None
                 try:
                     request = build(adapter, target)
                     reply = await send_request(upstreams, target, request, credential, stream=stream)
@@ -97,30 +102,33 @@ class TargetLoop:
                             reply.status, reply_headers(reply), await read_reply(reply, ERROR_BODY_MAX)
                         )
                     await relay(reply, adapter, target, began)
-                except InvalidRequestError as exc:
-                    await fail(400, exc.message, exc.param, exc.code, None)
+                except InvalidRequestError as refused:
+                    invalid = refused
+                except ProviderError as failed:
+                    error = failed
+                if invalid is not None:
+                    await fail(400, invalid.message, invalid.param, invalid.code, None)
                     return
-                except ProviderError as exc:
-                    if out.started:  # the relay ended the answer with an error event
-                        record.error = exc.kind
-                        return
-                    failure = exc
-                    if not exc.retryable or not (
-                        exc.provider_status == 0 or exc.provider_status in self.llm.fallback_on
-                    ):
-                        record.error = exc.kind
-                        await fail(exc.status, exc.message, None, None, exc.retry_after)
-                        return
-                    if self._other_key_ready(target, key, exc):
-                        continue  # the same target at once, with another of its provider's keys
-                    wait = self._retry_wait(target, exc, retries)
-                    if wait is None:
-                        break  # the next target
-                    retries += 1
-                    await asyncio.sleep(wait)
-                    continue
-                self.health.succeeded(target)
-                return
+                if error is None:
+                    self.health.succeeded(target)
+                    return
+                if out.started:  # the relay ended the answer with an error event
+                    record.error = error.kind
+                    return
+                failure = error
+                if not error.retryable or not (
+                    error.provider_status == 0 or error.provider_status in self.llm.fallback_on
+                ):
+                    record.error = error.kind
+                    await fail(error.status, error.message, None, None, error.retry_after)
+                    return
+                if self._other_key_ready(target, key, error):
+                    continue  # the same target at once, with another of its provider's keys
+                wait = self._retry_wait(target, error, retries)
+                if wait is None:
+                    break  # the next target
+                retries += 1
+                await asyncio.sleep(wait)
         record.error = failure.kind if failure is not None else "no_target"
         if failure is not None:
             await fail(failure.status, failure.message, None, None, failure.retry_after)

@@ -165,10 +165,13 @@ class LlmHandler:
     async def _embeddings(self, ex: Exchange, body: bytes, out: ResponseWriter, upstreams: Upstreams) -> None:
         """``POST /v1/embeddings``: the same target loop as chat, without streaming."""
         fmt = self.formats["openai"]
+        invalid: InvalidRequestError | None = None
         try:
             pivot = fmt.parse_embeddings(body)
-        except InvalidRequestError as exc:
-            await self._fail(out, fmt, 400, exc.message, exc.param, exc.code)
+        except InvalidRequestError as exc:  # answered after: no await in an except block (ai/attempts.py)
+            invalid = exc
+        if invalid is not None:
+            await self._fail(out, fmt, 400, invalid.message, invalid.param, invalid.code)
             return
         record = ex.llm = LlmRecord(model=str(pivot.get("model", "")), endpoint="embeddings")
         if self.guardrails is not None and not await self._guard(out, fmt, pivot, record, self.guardrails):
@@ -198,10 +201,13 @@ class LlmHandler:
         endpoint: str,
     ) -> None:
         started = time.monotonic()
+        invalid: InvalidRequestError | None = None
         try:
             pivot = fmt.parse_chat(body)
-        except InvalidRequestError as exc:
-            await self._fail(out, fmt, 400, exc.message, exc.param, exc.code)
+        except InvalidRequestError as exc:  # answered after: no await in an except block (ai/attempts.py)
+            invalid = exc
+        if invalid is not None:
+            await self._fail(out, fmt, 400, invalid.message, invalid.param, invalid.code)
             return
         stream = bool(pivot.get("stream"))
         record = ex.llm = LlmRecord(model=str(pivot.get("model", "")), endpoint=endpoint, stream=stream)
@@ -243,9 +249,10 @@ class LlmHandler:
         record.guardrails = GuardrailsReport()
         try:
             return guardrails.check(pivot, fmt, record.guardrails)
-        except InvalidRequestError as exc:
-            await self._fail(out, fmt, 400, exc.message, exc.param, exc.code)
-            return None
+        except InvalidRequestError as exc:  # answered after: no await in an except block (ai/attempts.py)
+            invalid = exc
+        await self._fail(out, fmt, 400, invalid.message, invalid.param, invalid.code)
+        return None
 
     async def _run(
         self,

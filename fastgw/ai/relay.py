@@ -111,13 +111,17 @@ async def relay_stream(
     first_token_at = began + min(limits.first_token, limits.total)
     chunks: list[Json] = []
     received = 0
+    tail: list[Json] = []
+    # A failure is kept and answered after the try statement, not in its except block: compiled by
+    # mypyc, a coroutine suspended inside an except block leaks its exception to every other Task.
+    failure: UpstreamError | ProviderError | None = None
     try:
         async for data in reply:
             received += len(data)
             try:
                 chunks = translator.feed(data)
-            except ProviderError as exc:
-                chunks = exc.completed  # the events this read completed before the broken one
+            except ProviderError as broken:
+                chunks = broken.completed  # the events this read completed before the broken one
                 raise
             if not chunks:
                 if not out.started:  # still no token: the rest of the first-token bound
@@ -130,10 +134,22 @@ async def relay_stream(
             await out.write(_encode(chunks, encoder, record))
             chunks = []
         tail = translator.end()
-    except (UpstreamError, ProviderError) as exc:
+    except (UpstreamError, ProviderError) as failed:
+        failure = failed
+    finally:
+        # Whatever ends the stream (a client gone mid-read cancels this Task), the usage the provider
+        # reported so far is the exchange's: it billed the tokens whether or not the client stayed.
+        record.usage = translator.usage
+        check_usage(record, received)
+        await reply.close()  # never suspends (it only gives the connection back)
+    if failure is not None:
         # A provider that hangs up or stalls mid-stream is a failure like a malformed event: once the
         # client has bytes, it gets an error event (its SDK raises), never a stream cut short in silence.
-        error = exc if isinstance(exc, ProviderError) else _timeout_error(exc, target, began, out.started)
+        error: ProviderError
+        if isinstance(failure, ProviderError):
+            error = failure
+        else:
+            error = _timeout_error(failure, target, began, out.started)
         if chunks and not out.started:
             out.start(200, (*SSE_HEAD, target_field(record)))
             record.ttft_ms = (time.monotonic() - started) * 1000.0
@@ -141,13 +157,7 @@ async def relay_stream(
             pieces = _encode(chunks, encoder, record) if chunks else b""
             await out.write(pieces + encoder.error(error.status, error.message, status_kind(error.status)))
             await out.end()
-        raise error from None
-    finally:
-        # Whatever ends the stream (a client gone mid-read cancels this Task), the usage the provider
-        # reported so far is the exchange's: it billed the tokens whether or not the client stayed.
-        record.usage = translator.usage
-        check_usage(record, received)
-        await reply.close()
+        raise error
     if not out.started:
         out.start(200, (*SSE_HEAD, target_field(record)))
     await out.write(_encode(tail, encoder, record) + encoder.finish())
