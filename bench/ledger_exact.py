@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 import httptools  # noqa: E402
 
-from fastgw.sinks.ledger import FLUSH_SECONDS  # noqa: E402
+from fastgw.sinks.ledger_book import FLUSH_SECONDS  # noqa: E402
 from tests.support.api_keys import issue  # noqa: E402
 from tests.support.cli import fastgw  # noqa: E402
 from tests.support.gateways import start_gateway  # noqa: E402

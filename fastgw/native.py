@@ -51,6 +51,9 @@ COMPILED: Final = (
     "fastgw.counters.allowance",  # the LLM budgets' per-request reserve and settle
     "fastgw.policy.rate_limit",
     "fastgw.metrics.worker",
+    "fastgw.metrics.llm",  # per llm exchange, in the tick: its tokens and timings
+    "fastgw.metrics.llm_spend",
+    "fastgw.sinks.ledger_book",  # per llm exchange, in the tick: the usage ledger's sums
     "fastgw.access_line",
     "fastgw.verdict",
     "fastgw.route",

@@ -26,7 +26,8 @@ from fastgw.metrics.shared import LLM, OTHER, VALUE_BYTES, MetricsShard
 
 # Seconds from the request reaching the handler to the first content chunk sent (streams only): a cached
 # or small model answers in tens of milliseconds, a large reasoning model can think for tens of seconds.
-TTFT_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Typed: compiled, a bare Final tuple was unset when the next line read it (mypyc).
+TTFT_BUCKETS: Final[tuple[float, ...]] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 TTFT_COUNTS: Final = len(TTFT_BUCKETS) + 1  # per bucket (not cumulative), +Inf last
 
 # The integer counters of a cell, in row order; the TTFT buckets follow them, then the TTFT sum.

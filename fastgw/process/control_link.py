@@ -36,7 +36,7 @@ from fastgw.control.channel import ChannelProtocol
 from fastgw.counters.quota import QUOTAS
 from fastgw.proxy.caches import CACHES
 from fastgw.sinks.audit_notes import AUDIT_NOTES
-from fastgw.sinks.ledger import FLUSH_SECONDS, LEDGER
+from fastgw.sinks.ledger_book import FLUSH_SECONDS, LEDGER
 from fastgw.snapshot import Snapshot, SnapshotHolder
 from fastgw.upstream.pool import PoolManager
 

@@ -18,7 +18,7 @@ from typing import Any
 import openai
 import pytest
 
-from fastgw.sinks.ledger import FLUSH_SECONDS
+from fastgw.sinks.ledger_book import FLUSH_SECONDS
 from tests.support.admin import Admin
 from tests.support.api_keys import issue
 from tests.support.cli import fastgw

@@ -4,6 +4,7 @@ LedgerReport message that carries the sums to the control process."""
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 from typing import Any
 
@@ -12,11 +13,16 @@ import pytest
 from fastgw.ai.adapter import Usage
 from fastgw.ai.record import LlmRecord
 from fastgw.codec.control_messages import LedgerReport, decode, encode
+from fastgw.config.compiler import compile_config
 from fastgw.control.usage_report import UsageQueryError, parse_query, row
-from fastgw.sinks.ledger import LedgerBook, LedgerSink
+from fastgw.exchange import Exchange
+from fastgw.sinks.ledger import LedgerSink
+from fastgw.sinks.ledger_book import LedgerBook
 from fastgw.store.base import UsageTotal
+from tests.support.configs import MINIMAL
 
 JUNE_10 = 1749513600.0  # 2025-06-10T00:00:00Z
+ROUTE = dataclasses.replace(compile_config(MINIMAL.encode(), "<test>").routes[0], name="llm")
 
 
 def exchange(
@@ -34,9 +40,9 @@ def exchange(
     record.cost_usd = cost
     record.error = error
     identity = None if consumer is None else SimpleNamespace(consumer=consumer, team="blue", key_id="k_1")
-    return SimpleNamespace(
-        llm=record, consumer=identity, route=SimpleNamespace(name="llm"), status=status, ended=ended
-    )
+    ex = Exchange(b"POST", b"/v1/chat/completions", b"HTTP/1.1", [])  # real: the compiled book checks
+    ex.llm, ex.consumer, ex.route, ex.status, ex.ended = record, identity, ROUTE, status, ended
+    return ex
 
 
 def test_exchanges_sum_per_row() -> None:
