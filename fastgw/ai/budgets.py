@@ -41,7 +41,11 @@ from fastgw.handler_api import ResponseWriter
 # admission uses it: the counts are settled with the provider's own numbers.
 BYTES_PER_TOKEN: Final = 4
 MICRO: Final = 1_000_000  # spend is counted in micro-USD: integers in the shared table
-KEY_CACHE_MAX: Final = 16384  # keys (and callers) remembered per route per worker: counts live in the table
+KEY_CACHE_MAX: Final = 16384  # keys remembered per limit per worker: the counts live in the table
+# Callers (Seats) remembered per route per worker: each holds its identity (one per API key, cached JWT
+# or certificate) and ~1 KiB of spots and headers, so 4096 bound them to a few MiB; a caller past it is
+# looked up again (~2 us) after the clear.
+SEATS_MAX: Final = 4096
 # A price is linear in each kind of token: the cost of a million tokens of one kind, in micro-USD, is
 # that kind's rate per token in micro-USD, exact to 1e-6 micro-USD (looked up once a day per target).
 RATE_TOKENS: Final = 1_000_000
@@ -383,11 +387,11 @@ class Budgets:
             )
         seat = Seat(identity, spots, caps, fixed)
         if identity is not None:
-            if len(self._seats) >= KEY_CACHE_MAX:
+            if len(self._seats) >= SEATS_MAX:
                 self._seats.clear()
             self._seats[id(identity)] = seat
         else:
-            if len(self._anonymous) >= KEY_CACHE_MAX:
+            if len(self._anonymous) >= SEATS_MAX:
                 self._anonymous.clear()
             self._anonymous[ex.client_ip] = seat
         return seat
