@@ -77,12 +77,8 @@ def _one(out: list[Field], fixed: Fixed, left: float, reset: float) -> bytes:
     remaining = _digits(int(left) if left > 0 else 0)
     out.append(fixed.limit_field)
     out.append((fixed.remaining_name, remaining))
-    if 1 <= reset <= 59:
-        seconds = _digits(math.ceil(reset))
-        out.append((fixed.reset_name, seconds + b"s"))
-    else:
-        seconds = _digits(math.ceil(reset))
-        out.append((fixed.reset_name, reset_text(reset)))
+    seconds = _digits(math.ceil(reset))
+    out.append((fixed.reset_name, seconds + b"s" if 1 <= reset <= 59 else reset_text(reset)))
     return fixed.item + remaining + b";t=" + seconds
 
 

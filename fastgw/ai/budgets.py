@@ -101,6 +101,9 @@ class Seat:
 
 # What one reservation counted: (spot, window, amount, used before, cap).
 Entry = tuple[Spot, int, int, float, int]
+# A target's price per token on one day: (UTC day number, micro-USD per prompt token, per answer token;
+# both -1 when the price is unknown).
+Rates = tuple[int, float, float]
 
 
 class Hold:
@@ -152,7 +155,7 @@ class Hold:
                 if spot.kind != REQUESTS:  # the request itself was made: it counts
                     spot.allowance.settle(spot.key, when, -amount, cluster)
             return
-        tokens = usage.prompt_tokens + usage.completion_tokens
+        tokens = usage.total_tokens
         cost = -2  # not looked up yet
         alerts = self.budgets.alerts
         for spot, when, amount, used, cap in self.entries:
@@ -167,8 +170,7 @@ class Hold:
                 if cost < 0:
                     continue
                 real = cost
-            if real != amount:
-                spot.allowance.settle(spot.key, when, real - amount, cluster)
+            spot.allowance.settle(spot.key, when, real - amount, cluster)
             if alerts is not None:
                 percent = alerts.crossed(used, used + real, cap)
                 if percent:
@@ -190,8 +192,8 @@ class Budgets:
         )
         self._spends = any(limit.kind == "usd" for budget in budgets for limit in budget.limits)
         # (provider, provider model) -> (UTC day number, micro-USD per prompt token, per answer token)
-        self._rates: dict[tuple[str, str], tuple[int, float, float]] = {}
-        self._model_rates: dict[int, tuple[Any, int, float, float]] = {}  # id(model) -> (model, day, rates)
+        self._rates: dict[tuple[str, str], Rates] = {}
+        self._model_rates: dict[int, tuple[Any, Rates]] = {}  # id(model) -> (model, its first target's rates)
         self._seats: dict[int, Seat] = {}  # id(identity) -> its seat
         self._anonymous: dict[str, Seat] = {}  # client address -> its seat (routes without auth)
         self.alerts: Alerts | None = None  # threshold alerts (ai/budget_alerts.py), when configured
@@ -232,13 +234,10 @@ class Budgets:
     def estimate_cost(self, provider: str, provider_model: str, prompt: int, output: int, now: float) -> int:
         """``cost`` of ``prompt`` and ``output`` tokens, from per-token rates kept per target and day:
         no price lookup and no Usage per request."""
-        rates = self._day_rates(provider, provider_model, now)
-        if rates[1] < 0:
-            return -1
-        return round(prompt * rates[1] + output * rates[2])
+        return _priced(self._day_rates(provider, provider_model, now), prompt, output)
 
-    def _day_rates(self, provider: str, provider_model: str, now: float) -> tuple[int, float, float]:
-        """(UTC day number, micro-USD per prompt token, per answer token; -1: no price) for a target."""
+    def _day_rates(self, provider: str, provider_model: str, now: float) -> Rates:
+        """A target's rates today (kept per target and day)."""
         key = (provider, provider_model)
         day = int(now // 86400)
         rates = self._rates.get(key)
@@ -257,18 +256,14 @@ class Budgets:
     def _model_spend(self, model: Any, prompt: int, output: int, now: float) -> int:
         """``estimate_cost`` at the price of the model's first target, its rates kept per model object
         (the snapshot's: one per alias) rather than looked up through the target on every request."""
-        day = int(now // 86400)
         kept = self._model_rates.get(id(model))
-        if kept is None or kept[0] is not model or kept[1] != day:
+        if kept is None or kept[0] is not model or kept[1][0] != int(now // 86400):
             target = model.targets[0]
-            rates = self._day_rates(target.provider.name, target.target.model, now)
-            kept = (model, day, rates[1], rates[2])
+            kept = (model, self._day_rates(target.provider.name, target.target.model, now))
             if len(self._model_rates) >= KEY_CACHE_MAX:
                 self._model_rates.clear()
             self._model_rates[id(model)] = kept
-        if kept[2] < 0:
-            return -1
-        return round(prompt * kept[2] + output * kept[3])
+        return _priced(kept[1], prompt, output)
 
     def reserve(self, ex: Exchange, model: Any, body_bytes: int, pivot: Any) -> Hold:
         """Reserve the request's estimate under every limit, or nothing and a refusal."""
@@ -318,12 +313,8 @@ class Budgets:
                 share = left / cap
                 if kind == TOKENS:
                     if tokens_row < 0 or share < tokens_share:
-                        tokens_row, tokens_share, tokens_left, tokens_reset = (
-                            row,
-                            share,
-                            left,
-                            allowance.reset,
-                        )
+                        tokens_row, tokens_share, tokens_left = row, share, left
+                        tokens_reset = allowance.reset
                 elif requests_row < 0 or share < requests_share:
                     requests_row, requests_share, requests_left = row, share, left
                     requests_reset = allowance.reset
@@ -411,6 +402,11 @@ class Budgets:
             f" requested {amount} {unit}.",
             "rate_limit_exceeded",
         )
+
+
+def _priced(rates: Rates, prompt: int, output: int) -> int:
+    """Micro-USD of ``prompt`` and ``output`` tokens at ``rates``; -1 when the price is unknown."""
+    return -1 if rates[1] < 0 else round(prompt * rates[1] + output * rates[2])
 
 
 def _cap(budget: Budget, limit: Limit, overrides: dict[str, int] | None) -> int:

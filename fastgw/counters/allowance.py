@@ -42,6 +42,13 @@ MINUTE_SECONDS: Final = 60.0
 MONTH_LENGTH: Final = 32 * DAY_SECONDS
 
 
+def minute_window(now: float) -> tuple[int, float]:
+    """The minute window ``now`` falls in (minutes since the epoch) and the seconds elapsed in it."""
+    position = now / MINUTE_SECONDS
+    window = int(position)
+    return window, (position - window) * MINUTE_SECONDS
+
+
 class AmountKey(KeyCells):
     """A key of an allowance: its cells, and (a calendar period counted on this node) what the quota book
     holds for it in the current period: its count from before this run and its cell of counts to send,
@@ -86,9 +93,7 @@ class Allowance:
         table = self.table
         used: float
         if self.minute:
-            position = now / MINUTE_SECONDS
-            window = int(position)
-            elapsed = (position - window) * MINUTE_SECONDS
+            window, elapsed = minute_window(now)
             used = table.count(key.hash, key.where, window, 1.0 - elapsed / MINUTE_SECONDS, cap, amount)
             self.used = used
             self.when = window
@@ -118,9 +123,7 @@ class Allowance:
         hashed = key.hash
         weight = 0.0
         if self.minute:
-            position = now / MINUTE_SECONDS
-            window = int(position)
-            elapsed = (position - window) * MINUTE_SECONDS
+            window, elapsed = minute_window(now)
             weight = 1.0 - elapsed / MINUTE_SECONDS
             length = MINUTE_SECONDS
         else:
@@ -185,12 +188,10 @@ class Allowance:
         """Correct a reservation made in window ``when`` by ``delta`` (used minus reserved), uncapped."""
         if not delta:
             return
-        if cluster is not None:
-            self.table.adjust(key.hash, key.where, when, delta)
-            cluster.add(key.hash, when, delta)
-            return
         self.table.adjust(key.hash, key.where, when, delta)
-        if not self.minute:
+        if cluster is not None:
+            cluster.add(key.hash, when, delta)
+        elif not self.minute:
             if key.epoch == QUOTAS.epoch and key.code == when:
                 key.pending[0] += delta
             else:
