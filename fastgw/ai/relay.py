@@ -128,8 +128,7 @@ async def relay_stream(
                     reply.set_read_timeout(max(0.0, first_token_at - time.monotonic()))
                 continue
             if not out.started:
-                out.start(200, (*SSE_HEAD, target_field(record)))
-                record.ttft_ms = (time.monotonic() - started) * 1000.0
+                _first_token(out, record, started)
                 reply.set_read_timeout(limits.idle)
             await out.write(_encode(chunks, encoder, record))
             chunks = []
@@ -151,8 +150,7 @@ async def relay_stream(
         else:
             error = _timeout_error(failure, target, began, out.started)
         if chunks and not out.started:
-            out.start(200, (*SSE_HEAD, target_field(record)))
-            record.ttft_ms = (time.monotonic() - started) * 1000.0
+            _first_token(out, record, started)
         if out.started:
             pieces = _encode(chunks, encoder, record) if chunks else b""
             await out.write(pieces + encoder.error(error.status, error.message, status_kind(error.status)))
@@ -162,6 +160,12 @@ async def relay_stream(
         out.start(200, (*SSE_HEAD, target_field(record)))
     await out.write(_encode(tail, encoder, record) + encoder.finish())
     await out.end()
+
+
+def _first_token(out: ResponseWriter, record: LlmRecord, started: float) -> None:
+    """The stream's head, sent with its first content: the time to first token is taken here."""
+    out.start(200, (*SSE_HEAD, target_field(record)))
+    record.ttft_ms = (time.monotonic() - started) * 1000.0
 
 
 def check_usage(record: LlmRecord, received: int) -> None:
