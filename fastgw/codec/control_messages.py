@@ -9,7 +9,7 @@ type is a ``MessageError`` naming the message and the field, raised where the fr
 Who sends what:
 
     worker -> control        Hello, Ack, QuotaReport, LedgerReport, MetricsExport
-    control -> worker        Reload, CachePush, Health, QuotaBases, MetricsPull
+    control -> worker        Reload, CachePush, Health, QuotaBases, MetricsPull, LedgerAck
     supervisor -> control    Reload (with ``workers``), ReloadResult, ChildDied
     control -> supervisor    ReloadDone, Replace, RequestReload
 
@@ -78,9 +78,13 @@ class QuotaReport(ControlMessage):
 class LedgerReport(ControlMessage):
     """A worker's usage ledger sums since its last report (sinks/ledger.py): (day, consumer, key, team,
     model, provider, route, requests, prompt, completion, cached, reasoning tokens, cost in 1e-9 USD,
-    unpriced, errors)."""
+    unpriced, errors). ``writer`` (a random id of the worker's run) and ``seq`` (rising) number the batch:
+    the worker sends it again until a LedgerAck says it was written or spooled, and the store adds a
+    batch number once, so a report re-sent to a control process's successor is never counted twice."""
 
     TAG: ClassVar[str] = "ledger"
+    writer: str
+    seq: int
     entries: tuple[tuple[str, str, str, str, str, str, str, int, int, int, int, int, int, int, int], ...]
 
 
@@ -145,6 +149,14 @@ class QuotaBases(ControlMessage):
 
     TAG: ClassVar[str] = "quota_bases"
     entries: tuple[tuple[int, int, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerAck(ControlMessage):
+    """The worker's LedgerReports up to ``seq`` are in the store or in the spool: it may forget them."""
+
+    TAG: ClassVar[str] = "ledger_ack"
+    seq: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +238,7 @@ MESSAGES: Final[dict[str, type[ControlMessage]]] = {
         CachePush,
         Health,
         QuotaBases,
+        LedgerAck,
         MetricsPull,
         ReloadResult,
         ChildDied,

@@ -1,28 +1,28 @@
 """The usage ledger's control-process half: workers' ``LedgerReport`` sums written to the store, and the
 queries behind ``GET /usage`` (admin_usage.py).
 
-Each report is one batch, numbered (writer, seq): the writer a random id of this control process run, the
-numbers rising. A batch is added in one transaction that also records it as the writer's highest applied
-(store/usage_sql.py), so a batch written twice is added once. While the store cannot be written (a
-PostgreSQL outage, a locked SQLite file), batches go to the spool in the state directory
-(control/ledger_spool.py: fsynced, bounded) instead, in order, and are replayed, in order, once it can:
-tried again with backoff, automatically. A control process killed meanwhile loses nothing spooled: its
-successor replays the spool at start, and a batch already committed (a crash between the commit and
-emptying the spool) is skipped by its number. A batch the full spool refuses is dropped, counted and
-logged, never silently (docs/llm-usage.md).
+Each report is one batch numbered by its worker (writer, seq): the writer a random id of the worker's
+run, the numbers rising. A batch is added in one transaction that also records it as the writer's
+highest applied (store/usage_sql.py), so a batch written twice is added once. Once a report is written
+or spooled the control process acknowledges it (LedgerAck); the worker sends unacknowledged reports
+again to a successor of a control process killed before it wrote them, and those already written are
+skipped by their number. While the store cannot be written (a PostgreSQL outage, a locked SQLite file),
+batches go to the spool in the state directory (control/ledger_spool.py: fsynced, bounded) instead, in
+order, and are replayed, in order, once it can: tried again with backoff, automatically. A control
+process killed meanwhile loses nothing spooled: its successor replays the spool at start. A batch the
+full spool refuses is dropped, counted and logged, never silently (docs/llm-usage.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from fastgw.control.ledger_spool import SPOOL_FILE, LedgerSpool
-from fastgw.store.base import Store, UsageDelta, UsageQuery, UsageTotal
+from fastgw.store.base import Batch, Store, UsageDelta, UsageQuery, UsageTotal
 
 # Replay retries while the store stays away: the first soon after a failure, doubling up to the most, so
 # recovery is noticed within RETRY_MAX_SECONDS while a down PostgreSQL (each try waits up to 2 s for a
@@ -35,8 +35,8 @@ REPLAY_SLICE: Final = 50
 # While the store is away, one log line a minute says how much is spooled (the first failure is logged
 # at once); a full spool says so at most once a minute too.
 LOG_EVERY_SECONDS: Final = 60.0
-# How long a writer's batch number is kept after its last batch: its spooled batches can be replayed
-# (and skipped when applied) until then. Runs are few (one per control process start), so rows are too.
+# How long a writer's batch number is kept after its last batch: its spooled or re-sent batches can be
+# replayed (and skipped when applied) until then. Writers are worker runs (one per worker start), few.
 BATCHES_KEEP_SECONDS: Final = 30 * 86400
 
 
@@ -44,8 +44,6 @@ class LedgerWriter:
     def __init__(self, store: Store, log: Callable[[str], None], state_dir: str) -> None:
         self.store = store
         self.log = log
-        self.writer = secrets.token_hex(8)
-        self.seq = 0
         self.spool = LedgerSpool(os.path.join(state_dir, SPOOL_FILE), log)
         self.down = False  # the last write failed: spool without trying until a replay succeeds
         self.dropped = 0  # rows the full spool (or a spool write that failed) refused
@@ -65,24 +63,22 @@ class LedgerWriter:
             )
             self._schedule(0.0)
 
-    def write(self, entries: Sequence[Sequence[Any]]) -> None:
-        """One worker's report: into the store, or (store away, or batches waiting) onto the spool."""
+    def write(self, entries: Sequence[Sequence[Any]], batch: Batch) -> None:
+        """One worker's report, numbered ``batch`` by its worker: into the store, or (store away, or
+        batches waiting) onto the spool."""
         if not entries:
             return
-        self.seq += 1
         if self.down or self.spool.pending:  # behind what waits, so batches reach the store in order
-            self._keep([list(entry) for entry in entries], None)
+            self._keep([list(entry) for entry in entries], batch, None)
             return
         try:
-            self.store.add_usage(
-                [UsageDelta(*entry) for entry in entries], time.time(), (self.writer, self.seq)
-            )
+            self.store.add_usage([UsageDelta(*entry) for entry in entries], time.time(), batch)
         except Exception as exc:  # it may have committed or not: the spooled copy is skipped if it did
-            self._keep([list(entry) for entry in entries], exc)
+            self._keep([list(entry) for entry in entries], batch, exc)
 
-    def _keep(self, rows: list[list[Any]], exc: Exception | None) -> None:
+    def _keep(self, rows: list[list[Any]], batch: Batch, exc: Exception | None) -> None:
         try:
-            kept = self.spool.append(self.writer, self.seq, rows)
+            kept = self.spool.append(batch[0], batch[1], rows)
         except OSError as error:  # a full or read-only state disk
             kept, exc = False, exc or error
             self.log(f"USAGE LEDGER LOST {len(rows)} rows: cannot write the spool {self.spool.path}: {error}")

@@ -26,6 +26,7 @@ from fastgw.codec.control_messages import (
     ControlMessage,
     Health,
     Hello,
+    LedgerAck,
     LedgerReport,
     MetricsExport,
     MetricsPull,
@@ -161,7 +162,8 @@ class ControlProcess:
         elif isinstance(message, QuotaReport):
             self._on_quota(message)
         elif isinstance(message, LedgerReport):
-            self.ledger.write(message.entries)
+            self.ledger.write(message.entries, (message.writer, message.seq))
+            channel.send(LedgerAck(seq=message.seq))  # written or spooled: the worker may forget it
         elif isinstance(message, AuditNote):  # a budget threshold crossed (sinks/audit_notes.py)
             self.audit_event(message.event, **{**message.fields, "worker": peer.slot})
         elif isinstance(message, MetricsExport):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import socket
 import sys
 import time
@@ -24,6 +25,7 @@ from fastgw.codec.control_messages import (
     ControlMessage,
     Health,
     Hello,
+    LedgerAck,
     LedgerReport,
     MessageError,
     MetricsExport,
@@ -47,6 +49,11 @@ LAST_CONNECT_SECONDS: Final = 1.0
 # At exit, how long the last reports may take to leave: the control process reads a few hundred KiB in
 # milliseconds; one second bounds a control process that has stopped reading.
 DRAIN_SECONDS: Final = 1.0
+# Ledger reports sent and not yet acknowledged (written or spooled by the control process) that a worker
+# keeps to send again: one is usual (a report every FLUSH_SECONDS, acknowledged in milliseconds); past
+# this many the control process has stopped answering, and the book keeps adding up (merged rows)
+# instead of holding more reports of up to BOOK_ROWS_MAX rows each.
+UNACKED_REPORTS_MAX: Final = 8
 
 
 class LinkedWorker(Protocol):
@@ -70,6 +77,10 @@ class ControlLink:
         self.address = address
         self.channel: ChannelProtocol | None = None
         self._lost: asyncio.Future[None] | None = None
+        # This worker run's ledger batch numbers (made here, after the fork, so every worker has its own).
+        self.ledger_writer = secrets.token_hex(8)
+        self.ledger_seq = 0
+        self.unacked: dict[int, LedgerReport] = {}  # sent, not yet acknowledged: sent again on reconnect
         worker.on_tick(self.flush_quotas)
         worker.on_tick(self.flush_ledger)
         worker.on_tick(self.send_audit_notes)
@@ -102,6 +113,8 @@ class ControlLink:
         self.channel = channel
         current = self.worker.holder.current
         channel.send(Hello(slot=self.worker.slot, pid=os.getpid(), snapshot=current.id))
+        for report in self.unacked.values():  # a control process killed before writing them: its successor
+            channel.send(report)
         return True
 
     async def linked(self) -> None:
@@ -135,6 +148,8 @@ class ControlLink:
             channel.send(MetricsExport(seq=message.seq, data=self.worker.export_metrics()))
         elif isinstance(message, QuotaBases):
             QUOTAS.apply_bases([list(entry) for entry in message.entries])
+        elif isinstance(message, LedgerAck):
+            self._acknowledged(message.seq)
         else:
             sys.stderr.write(f"fastgw[worker {self.worker.slot}]: unexpected {message.TAG} message\n")
 
@@ -161,13 +176,24 @@ class ControlLink:
             self.send_ledger()
 
     def send_ledger(self) -> None:
-        """Hand this worker's ledger sums to the control process, once (kept for later when it is away)."""
+        """Hand this worker's ledger sums to the control process as one numbered report, kept until it is
+        acknowledged; while the control process is away the book keeps adding them up."""
+        channel = self.channel
+        if channel is None or len(self.unacked) >= UNACKED_REPORTS_MAX:
+            return
         rows = LEDGER.take()
         if not rows:
             return
-        channel = self.channel
-        if channel is None or not channel.send(LedgerReport(tuple(rows))):
-            LEDGER.give_back(rows)
+        self.ledger_seq += 1
+        report = LedgerReport(writer=self.ledger_writer, seq=self.ledger_seq, entries=tuple(rows))
+        self.unacked[report.seq] = report
+        channel.send(report)  # a channel closing meanwhile: sent again on the next one
+
+    def _acknowledged(self, seq: int) -> None:
+        """Forget the reports up to ``seq``: the control process wrote or spooled them, in order."""
+        unacked = self.unacked
+        for sent in [sent for sent in unacked if sent <= seq]:
+            del unacked[sent]
 
     def send_audit_notes(self, now: float = 0.0) -> None:
         """Worker tick subscriber: the events queued for the audit log (kept for later when it is away)."""
@@ -181,13 +207,14 @@ class ControlLink:
                 return
 
     async def drained(self) -> None:
-        """Wait (up to DRAIN_SECONDS) until what was sent has left for the control process: at exit, the
-        last quota counts and ledger sums must not die in this process's socket buffer."""
+        """Wait (up to DRAIN_SECONDS) until the ledger reports are acknowledged and the rest has left for
+        the control process: at exit, the last quota counts and ledger sums must not die in this
+        process's socket buffer, nor in a control process killed before it wrote them."""
         deadline = time.monotonic() + DRAIN_SECONDS
         await asyncio.sleep(0)
         while (channel := self.channel) is not None and time.monotonic() < deadline:
             transport = channel.transport
-            if transport is None or not transport.get_write_buffer_size():
+            if not self.unacked and (transport is None or not transport.get_write_buffer_size()):
                 return
             await asyncio.sleep(0.01)
 

@@ -88,17 +88,6 @@ class LedgerBook:
         pending, self.pending = self.pending, {}
         return [(*dims, *sums) for dims, sums in pending.items()]
 
-    def give_back(self, rows: list[tuple[Any, ...]]) -> None:
-        """A hand-off that could not happen: keep the sums for the next one."""
-        for entry in rows:
-            dims: Dims = entry[:7]
-            row = self.pending.get(dims)
-            if row is None:
-                self.pending[dims] = list(entry[7:])
-            else:
-                for i, value in enumerate(entry[7:]):
-                    row[i] += value
-
 
 # The worker's ledger book. Process-global like counters/quota.QUOTAS: the sink fills it, the control
 # link (process/control_link.py) empties it, and its sums must outlive reloads.

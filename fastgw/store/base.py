@@ -130,8 +130,8 @@ class UsageDelta:
     errors: int
 
 
-# A batch of ledger deltas as the control process numbers them: (writer, number), the writer a random id
-# per control process run and the numbers rising in the order its batches are written (control/ledger.py).
+# A batch of ledger deltas as its worker numbers it: (writer, number), the writer a random id per worker
+# run and the numbers rising in the order its reports are sent (process/control_link.py, control/ledger.py).
 Batch = tuple[str, int]
 
 

@@ -1,7 +1,7 @@
 """The control process's ledger writer: each report is written once; while the store cannot be written,
 reports go to the spool on disk and are replayed, in order, once it can; a batch replayed after it was
-already committed (a crash between the commit and emptying the spool) is not counted twice; a full
-spool refuses new batches loudly."""
+already committed (a crash between the commit and emptying the spool) or re-sent by its worker (a control
+process killed before it acknowledged) is not counted twice; a full spool refuses new batches loudly."""
 
 from __future__ import annotations
 
@@ -40,19 +40,32 @@ def entry(requests: int, consumer: str = "acme") -> tuple[object, ...]:
     return ("2025-06-10", consumer, "k_1", "blue", "m", "oa", "llm", requests, 10, 5, 0, 0, 500, 0, 0)
 
 
+class Worker:
+    """Numbers its reports as a worker's control link does: its run's id, rising."""
+
+    def __init__(self, name: str = "5f0c1e9a2b7d4c38") -> None:  # token_hex(8), as a worker run's
+        self.name = name
+        self.seq = 0
+
+    def next(self) -> tuple[str, int]:
+        self.seq += 1
+        return (self.name, self.seq)
+
+
 def requests(store: SQLiteStore) -> int:
     totals = store.usage(UsageQuery())
     return totals[0].requests if totals else 0
 
 
 def test_reports_written_while_the_store_is_down_are_spooled_and_replayed_in_order(tmp_path: Path) -> None:
+    worker = Worker()
     store = FlakyStore(str(tmp_path / "fastgw.db"))
     logged: list[str] = []
     writer = LedgerWriter(store, logged.append, str(tmp_path))
-    writer.write([entry(1)])
+    writer.write([entry(1)], worker.next())
     store.down = True
-    writer.write([entry(2)])
-    writer.write([entry(4), entry(8, "zeta")])  # not tried: spooled behind the first
+    writer.write([entry(2)], worker.next())
+    writer.write([entry(4), entry(8, "zeta")], worker.next())  # not tried: spooled behind the first
     assert "USAGE LEDGER: the store cannot be written" in logged[-1]
     assert writer.gauges()["fastgw_ledger_spooled_rows"] == 3
     spool = tmp_path / SPOOL_FILE
@@ -65,16 +78,17 @@ def test_reports_written_while_the_store_is_down_are_spooled_and_replayed_in_ord
     assert requests(store) == 15
     assert spool.stat().st_size == 0 and writer.gauges()["fastgw_ledger_spooled_rows"] == 0
     assert "the store is written again; 2 spooled batches replayed" in logged[-1]
-    writer.write([entry(16)])  # straight to the store again
+    writer.write([entry(16)], worker.next())  # straight to the store again
     assert requests(store) == 31 and spool.stat().st_size == 0
     store.close()
 
 
 def test_a_write_that_committed_but_failed_is_not_counted_twice(tmp_path: Path) -> None:
+    worker = Worker()
     store = FlakyStore(str(tmp_path / "fastgw.db"))
     writer = LedgerWriter(store, lambda line: None, str(tmp_path))
     store.commit_then_fail = True
-    writer.write([entry(1)])  # committed, but the writer saw an error: spooled as well
+    writer.write([entry(1)], worker.next())  # committed, but the writer saw an error: spooled as well
     assert writer.spool.rows == 1
     assert writer.replay()
     assert requests(store) == 1 and writer.skipped == 1
@@ -82,11 +96,12 @@ def test_a_write_that_committed_but_failed_is_not_counted_twice(tmp_path: Path) 
 
 
 def test_a_spool_left_by_a_killed_control_process_is_replayed_once_by_its_successor(tmp_path: Path) -> None:
+    worker = Worker()
     store = FlakyStore(str(tmp_path / "fastgw.db"))
     first = LedgerWriter(store, lambda line: None, str(tmp_path))
     store.down = True
-    first.write([entry(1)])
-    first.write([entry(2)])
+    first.write([entry(1)], worker.next())
+    first.write([entry(2)], worker.next())
     store.down = False
     # The first batch reached the store, then the process died before emptying the spool.
     [one, _] = first.spool.read(0)
@@ -94,7 +109,7 @@ def test_a_spool_left_by_a_killed_control_process_is_replayed_once_by_its_succes
     logged: list[str] = []
     successor = LedgerWriter(store, logged.append, str(tmp_path))  # the restart
     assert "2 rows in 2 batches spooled" in logged[0] and "by an earlier run" in logged[0]
-    successor.write([entry(4)])  # behind the spooled batches
+    successor.write([entry(4)], worker.next())  # behind the spooled batches
     assert successor.replay()
     assert requests(store) == 7 and successor.skipped == 1
     # Replaying the same (now empty) spool again adds nothing.
@@ -103,14 +118,15 @@ def test_a_spool_left_by_a_killed_control_process_is_replayed_once_by_its_succes
 
 
 def test_a_full_spool_refuses_new_batches_loudly(tmp_path: Path) -> None:
+    worker = Worker()
     store = FlakyStore(str(tmp_path / "fastgw.db"))
     logged: list[str] = []
     writer = LedgerWriter(store, logged.append, str(tmp_path))
     writer.spool.close()
     writer.spool = LedgerSpool(str(tmp_path / SPOOL_FILE), logged.append, max_bytes=300)
     store.down = True
-    writer.write([entry(1)])
-    writer.write([entry(2), entry(2, "zeta")])  # past 300 bytes: dropped, never silently
+    writer.write([entry(1)], worker.next())
+    writer.write([entry(2), entry(2, "zeta")], worker.next())  # past 300 bytes: dropped, never silently
     assert writer.spool.rows == 1 and writer.gauges()["fastgw_ledger_dropped_rows"] == 2
     assert any("USAGE LEDGER SPOOL FULL" in line and "dropped 2 rows" in line for line in logged)
     store.down = False
@@ -118,25 +134,31 @@ def test_a_full_spool_refuses_new_batches_loudly(tmp_path: Path) -> None:
     store.close()
 
 
-# Steps of the property below: report, the store going down or up, a write that commits and then fails,
-# a replay, and a crash (the control process replaced: a new writer over the same spool).
+# Steps of the property below: a report from one of two workers, the store going down or up, a write that
+# commits and then fails, a replay, a crash (the control process replaced: a new writer over the same
+# spool) and a re-send (a worker sending its last report again, as it does to the successor of a control
+# process killed before it acknowledged the report, written or not).
 STEPS = st.lists(
-    st.sampled_from(["report", "down", "up", "commit_then_fail", "replay", "crash"]), max_size=30
+    st.sampled_from(["report", "report2", "down", "up", "commit_then_fail", "replay", "crash", "resend"]),
+    max_size=30,
 )
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(STEPS)
 def test_whatever_fails_and_whenever_it_crashes_every_report_is_counted_once(
     tmp_path_factory: pytest.TempPathFactory, steps: list[str]
 ) -> None:
+    workers = {"report": Worker("w1"), "report2": Worker("w2")}
     state = tmp_path_factory.mktemp("state")
     store = FlakyStore(str(state / "fastgw.db"))
     writer = LedgerWriter(store, lambda line: None, str(state))
     sent = 0
+    last: tuple[list[tuple[object, ...]], tuple[str, int]] | None = None
     for n, step in enumerate(steps, start=1):
-        if step == "report":
-            writer.write([entry(n)])
+        if step in workers:
+            last = ([entry(n)], workers[step].next())
+            writer.write(*last)
             sent += n
         elif step in ("down", "up"):
             store.down = step == "down"
@@ -144,6 +166,9 @@ def test_whatever_fails_and_whenever_it_crashes_every_report_is_counted_once(
             store.commit_then_fail = True
         elif step == "replay":
             writer.replay()
+        elif step == "resend":
+            if last is not None:
+                writer.write(*last)
         else:
             writer.spool.close()
             writer = LedgerWriter(store, lambda line: None, str(state))
