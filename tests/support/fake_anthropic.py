@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from fastgw.ai.adapter import ProviderRequest
+from tests.support.loops import shut_down
 
 HUGE_LINE = 10 << 20  # 10 MiB: past every honest event; the translators must cut it off
 
@@ -131,16 +132,9 @@ class FakeAnthropic:
 
     def close(self) -> None:
         async def stop() -> None:
-            if self._server is not None:
-                self._server.close()
             self._closing.set()
-            for writer in list(self._writers):
-                writer.transport.abort()
-            # Finish every connection's task (a stalled or slow answer included) before the loop closes.
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # Every connection's task (a stalled or slow answer included) ends before the loop closes.
+            await shut_down(self._server, lambda: [writer.transport for writer in self._writers])
 
         asyncio.run_coroutine_threadsafe(stop(), self.loop).result(5)
         self.loop.call_soon_threadsafe(self.loop.stop)

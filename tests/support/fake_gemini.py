@@ -26,6 +26,8 @@ from typing import Any
 import httptools
 import orjson
 
+from tests.support.loops import shut_down
+
 API_KEY = "fake-gemini-key"
 HUGE_LINE = 10 * 1024 * 1024  # the "10 MiB line" of the bad-input list
 _RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
@@ -350,13 +352,7 @@ class FakeGemini:
     def close(self) -> None:
         async def stop() -> None:
             self._released.set()
-            if self._server is not None:
-                self._server.close()
-            for transport in list(self._transports):
-                transport.abort()
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.sleep(0)
+            await shut_down(self._server, lambda: self._transports)
 
         asyncio.run_coroutine_threadsafe(stop(), self.loop).result(5)
         self.loop.call_soon_threadsafe(self.loop.stop)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from tests.support.fake_openai_answers import Answer, embeddings_answer, plan_answer, usage_object
+from tests.support.loops import shut_down
 
 FAULTS: Final = (
     "429",  # rate limited: Retry-After and x-ratelimit-* headers
@@ -112,14 +113,8 @@ class FakeOpenAI:
         return self.port
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for writer in list(self._writers):
-            writer.transport.abort()
-        tasks = list(self._tasks)  # answers still waiting (a slow first token): cancelled, not left pending
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Answers still waiting (a slow first token) are cancelled, not left pending.
+        await shut_down(self._server, lambda: [writer.transport for writer in self._writers])
         if self._server is not None:
             await self._server.wait_closed()
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import httptools
 import orjson
 
+from tests.support.loops import shut_down
+
 
 @dataclass
 class SeenRequest:
@@ -171,14 +173,7 @@ class TestUpstream:
 
     def close(self) -> None:
         async def stop() -> None:
-            if self._server is not None:
-                self._server.close()
-            # Let accepts already queued run their connection_made, then drop every connection, so no
-            # transport outlives the test (an unclosed one is a ResourceWarning in a later test).
-            await asyncio.sleep(0.01)
-            for transport in list(self._transports):
-                transport.abort()
-            await asyncio.sleep(0)
+            await shut_down(self._server, lambda: self._transports)
 
         asyncio.run_coroutine_threadsafe(stop(), self.loop).result(5)
         self.loop.call_soon_threadsafe(self.loop.stop)
