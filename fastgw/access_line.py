@@ -133,7 +133,7 @@ def format_batch(
             if r.auth:
                 tail += b',"auth":"' + r.auth.encode() + b'"'  # scheme names: ours, no escaping needed
             if r.llm is not None:
-                tail += b',"llm":' + dumps(r.llm.log_fields())  # model, provider, tokens, timings
+                tail += b',"llm":' + r.llm.log_json()  # model, provider, tokens, timings (ai/record.py)
         upstream_whole, upstream_thousandths = millis3(r.upstream_ms)
         total_whole, total_thousandths = millis3(r.total_s * 1000.0)
         lines.append(

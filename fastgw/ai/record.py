@@ -5,10 +5,21 @@ is recorded as missing (``usage_reported`` false), never as zero tokens."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
+import orjson
+
+from fastgw.access_line import decimal, millis3
 from fastgw.ai.adapter import Usage
 from fastgw.ai.guardrails.report import GuardrailsReport
+
+# JSON forms of the record's strings (model, provider and endpoint names, error kinds): few, and repeated
+# on every line. Bounded, since the model is the client's string until a provider is picked for it.
+TEXTS_MAX: Final = 1024
+_texts: Final[dict[str, bytes]] = {}
+# The largest number log_json writes itself (as integer parts); past it (a rate over a nanosecond's
+# duration, an infinity) the dict and orjson write it.
+NUMBER_MAX: Final = 1e12
 
 
 @dataclass(slots=True)
@@ -74,7 +85,7 @@ class LlmRecord:
     def tokens_per_second(self) -> float:
         """Completion tokens over the time after the first token (streams), or the whole call."""
         span = self.duration_ms - max(self.ttft_ms, 0.0) if self.stream else self.duration_ms
-        return self.usage.completion_tokens / (span / 1000.0) if span > 0 else 0.0
+        return self.usage.completion_tokens * 1000.0 / span if span > 0 else 0.0
 
     def log_fields(self) -> dict[str, Any]:
         usage = self.usage
@@ -114,3 +125,71 @@ class LlmRecord:
         if self.guardrails is not None and (fields := self.guardrails.log_fields()):
             out["guardrails"] = fields
         return out
+
+    def log_json(self) -> bytes:
+        """``log_fields`` as JSON, written out for the usual record: the access log renders one per llm
+        exchange in the tick, ~0.5 us against ~1.4 us for the dict and orjson. The numbers are written
+        as the dict's rounding would give them (to the microsecond, the tenth, the nano-dollar); a
+        record with guardrails, or a number past NUMBER_MAX (or not a number), goes the dict's way."""
+        usage = self.usage
+        tokens_per_s = self.tokens_per_second if usage.reported else 0.0
+        cost = self.cost_usd
+        if (
+            self.guardrails is not None
+            or not tokens_per_s < NUMBER_MAX
+            or not self.ttft_ms < NUMBER_MAX
+            or (cost is not None and not (0.0 <= cost < NUMBER_MAX))
+        ):
+            return orjson.dumps(self.log_fields())
+        out = (
+            b'{"model":'
+            + _text(self.model)
+            + b',"endpoint":'
+            + _text(self.endpoint)
+            + b',"provider":'
+            + _text(self.provider)
+            + b',"provider_model":'
+            + _text(self.provider_model)
+            + b',"attempts":'
+            + decimal(self.attempts)
+            + (b',"stream":true' if self.stream else b',"stream":false')
+        )
+        if self.key:
+            out += b',"key":' + _text(self.key)
+        if usage.reported:
+            out += b',"prompt_tokens":' + decimal(usage.prompt_tokens)
+            out += b',"completion_tokens":' + decimal(usage.completion_tokens)
+            if usage.cached_tokens:
+                out += b',"cached_tokens":' + decimal(usage.cached_tokens)
+            if usage.reasoning_tokens:
+                out += b',"reasoning_tokens":' + decimal(usage.reasoning_tokens)
+            tenths = int(tokens_per_s * 10.0 + 0.5)
+            out += b',"tokens_per_s":' + decimal(tenths // 10) + b"." + decimal(tenths % 10)
+        else:
+            out += b',"usage":"missing"'
+        if self.usage_exceeds_answer:
+            out += b',"usage_exceeds_answer":true'
+        if self.ttft_ms >= 0:
+            whole, thousandths = millis3(self.ttft_ms)
+            out += b',"ttft_ms":' + whole + b"." + thousandths
+        if cost is not None:
+            nanos = int(cost * 1e9 + 0.5)
+            fraction = b"%09d" % (nanos % 1_000_000_000)
+            out += b',"cost_usd":' + decimal(nanos // 1_000_000_000) + b"." + (fraction.rstrip(b"0") or b"0")
+        elif self.provider:
+            out += b',"cost":"unknown"'
+        if self.error:
+            out += b',"error":' + _text(self.error)
+        if self.cache_hit:
+            out += b',"cache":"hit","tokens_saved":' + decimal(self.tokens_saved)
+        return out + b"}"
+
+
+def _text(value: str) -> bytes:
+    """A string as JSON, from ``_texts`` once seen."""
+    text = _texts.get(value)
+    if text is None:
+        if len(_texts) >= TEXTS_MAX:
+            _texts.clear()
+        text = _texts[value] = orjson.dumps(value)
+    return text
