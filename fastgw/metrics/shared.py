@@ -3,12 +3,12 @@
 The ``metrics`` region (``process/shm.py``) is created by the supervisor before it forks anything and lives
 as long as it does. It holds one shard per worker slot and one for the control process (the last); each
 shard has one writer at a time, the process in that slot. A worker counts into its own objects on the hot
-path (``metrics/worker.py``, unchanged in cost) and copies what changed into its shard whenever it flushes
-its records (``sinks/metrics.py``, the first completion sink): every tick (``TICK_SECONDS``, 100 ms) and
-every ``BATCH_RECORDS`` records. A replacement
+path (``metrics/worker.py``, unchanged in cost) and copies what changed into its shard at each publishing
+point of its records (``sinks/metrics.py``, the first completion sink): every tick (``TICK_SECONDS``,
+100 ms) and every ``BATCH_RECORDS`` records. A replacement
 worker starts from its slot's totals instead of zero, and the control process reads every shard on a
 scrape instead of keeping sums of its own, so neither a worker's nor the control process's death makes a
-counter go down. A ``kill -9`` of a worker loses only the records it completed since its last flush: at
+counter go down. A ``kill -9`` of a worker loses only the records it completed since its last point: at
 most one tick's worth and fewer than ``BATCH_RECORDS``.
 
 Layout of a shard: ``HEADER_INTS`` int64 (rows in use, then the scalar counters ``H_*``), then ``ROWS``

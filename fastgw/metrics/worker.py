@@ -1,10 +1,11 @@
 """Per-worker metrics, counted from the same records (completed Exchanges) the access log is built from.
 
 DESIGN.md: completion -> record (the Exchange) -> completion sinks (``fastgw/sinks/``). A request costs
-nothing extra here on the hot path: the listener already appends its record; every tick (or every
-BATCH_RECORDS records) the metrics sink (``sinks/metrics.py``, first in the list) passes the batch to
-:meth:`WorkerMetrics.observe`, then :meth:`WorkerMetrics.publish` copies what changed into the worker's
-shard of shared memory (``metrics/shared.py``), then the batch goes on to the access log. Counting never
+nothing extra here on the hot path: the listener already appends its record; every CHUNK_RECORDS records
+and every tick the metrics sink (``sinks/metrics.py``, first in the list) passes the batch to
+:meth:`WorkerMetrics.observe`, then at each publishing point (the tick, every BATCH_RECORDS records)
+:meth:`WorkerMetrics.publish` copies what changed into the worker's shard of shared memory
+(``metrics/shared.py``) before the access log may release its lines. Counting never
 drops (the access log may, and counts that too). The control process reads the counters from the shards, so
 they survive the death of a worker and its own; it pulls only gauges (:meth:`WorkerMetrics.export`) over the
 control channel. A worker that replaces a dead one starts from its slot's totals

@@ -18,7 +18,7 @@ from collections.abc import Coroutine
 from typing import Any, Final, Protocol
 
 from fastgw.proxy_headers.request_ids import IdSource
-from fastgw.sinks.base import BATCH_RECORDS, Record
+from fastgw.sinks.base import CHUNK_RECORDS, Record
 from fastgw.sinks.fanout import CompletionSinks
 from fastgw.snapshot import Snapshot, SnapshotHolder
 from fastgw.upstream.pool import PoolManager
@@ -118,16 +118,22 @@ class WorkerContext:
     def record(self, record: Record) -> None:
         pending = self.pending
         pending.append(record)
-        if len(pending) >= BATCH_RECORDS:
+        if len(pending) == CHUNK_RECORDS:  # once per chunk: the callback takes whatever is pending then
+            self.loop.call_soon(self._deliver_chunk)
+
+    def _deliver_chunk(self) -> None:
+        """A chunk's records to the sinks, after the writes of the iteration that completed them (their
+        callback was queued first): the answers leave, then the bookkeeping runs."""
+        if self.pending:
             self.flush_records(hold=True)
 
     def flush_records(self, *, hold: bool = False) -> None:
-        """Hand the pending records to the completion sinks: every tick, or every BATCH_RECORDS records
+        """Hand the pending records to the completion sinks: every tick, or every CHUNK_RECORDS records
         (``hold``: not the tick, so the sinks keep what they formatted until it, see AccessLog.submit).
         The metrics sink is first and copies the counts to shared memory before the access log sees the
-        batch: a ``kill -9`` loses the counts of at most the records completed since the last flush (one
-        tick, and fewer than BATCH_RECORDS), and the log lines of those plus the lines the writer thread
-        had not yet written."""
+        batch: a ``kill -9`` loses the counts of at most the records completed since the last publishing
+        point (one tick, and fewer than BATCH_RECORDS: sinks/fanout.py), and the log lines of those plus
+        the lines the writer thread had not yet written."""
         batch = self.pending
         if batch:
             self.pending = []

@@ -110,15 +110,20 @@ class AccessLog(Sink):
         if batch:
             self.submit(batch, hold=True)
 
+    def publish(self) -> None:
+        """A publishing point: lines past HOLD_BYTES go to the writer now (their counts are published)."""
+        if self._held_bytes >= HOLD_BYTES:
+            self.release()
+
     def flush(self) -> None:
         self.release()
 
     def submit(self, batch: list[Record], *, hold: bool = False) -> None:
-        """Format a batch (every tick, or every BATCH_RECORDS records) and hand it to the writer thread.
+        """Format a batch (every tick, or every CHUNK_RECORDS records) and hand it to the writer thread.
 
-        With ``hold`` (a batch that filled up between ticks) the formatted lines wait for the tick, or for
-        HOLD_BYTES of them: the writer then wakes ~10 times a second instead of once per batch (each wake
-        costs the loop a GIL hand-over). The writer's queue is
+        With ``hold`` (a batch between ticks) the formatted lines wait for the tick, or for a publishing
+        point with HOLD_BYTES of them: the writer then wakes ~10 times a second instead of once per batch
+        (each wake costs the loop a GIL hand-over). The writer's queue is
         bounded by ``max_pending`` records: past it, batches are dropped and counted rather than allowed to
         grow memory while the disk is stuck.
         """
@@ -128,7 +133,7 @@ class AccessLog(Sink):
         self._held.append(data)
         self._held_count += len(batch)
         self._held_bytes += len(data)
-        if not hold or self._held_bytes >= HOLD_BYTES:
+        if not hold:
             self.release()
 
     def release(self) -> None:

@@ -32,17 +32,8 @@ class LedgerSink(Sink):
         self.spend = spend
 
     def take(self, batch: list[Record]) -> None:
-        book, spend = self.book, self.spend
-        for ex in batch:
-            llm = ex.llm
-            if llm is not None:
-                book.add(ex)
-                if spend is not None and llm.usage.reported:
-                    identity = ex.consumer
-                    consumer = "" if identity is None else str(identity.consumer)
-                    usage = llm.usage
-                    spend.observe(
-                        consumer, llm.model, usage.prompt_tokens, usage.completion_tokens, llm.cost_usd
-                    )
-        if spend is not None:
-            spend.publish()
+        self.book.add_batch(batch, self.spend)
+
+    def publish(self) -> None:
+        if self.spend is not None:
+            self.spend.publish()  # the counters into this worker's shard, as the metrics sink's

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any, Final
 
+from fastgw.metrics.llm_spend import SpendMetrics
 from fastgw.sinks.base import Record
 
 # How often a worker hands its deltas on: the most a worker killed -9 loses is this much of its traffic.
@@ -82,6 +83,21 @@ class LedgerBook:
     @property
     def full(self) -> bool:
         return len(self.pending) >= BOOK_ROWS_MAX
+
+    def add_batch(self, batch: list[Record], spend: SpendMetrics | None) -> None:
+        """The batch's llm exchanges, into this book and into the tokens-and-cost-by-consumer counters
+        (metrics/llm_spend.py): the ledger sink's whole work, here so that its loop is compiled too."""
+        for ex in batch:
+            llm = ex.llm
+            if llm is not None:
+                self.add(ex)
+                usage = llm.usage
+                if spend is not None and usage.reported:
+                    identity = ex.consumer
+                    consumer = "" if identity is None else str(identity.consumer)
+                    spend.observe(
+                        consumer, llm.model, usage.prompt_tokens, usage.completion_tokens, llm.cost_usd
+                    )
 
     def take(self) -> list[tuple[Any, ...]]:
         """The rows to send, ``(*dims, *sums)`` each, and an empty book."""

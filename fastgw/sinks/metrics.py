@@ -1,10 +1,11 @@
 """The metrics sink: counts every batch (``metrics/worker.py``, compiled) and copies the counts to shared
 memory before any later sink sees the batch.
 
-It is first in the worker's list (``sinks/fanout.py``) so that a ``kill -9`` loses the counts of at most
-the records completed since the last flush (one tick, and fewer than ``BATCH_RECORDS``), and the access
-log never shows a request the metrics lost (``metrics/shared.py``). Counting is synchronous and never
-drops: its queue is the worker's pending list, bounded by ``BATCH_RECORDS``. Each flush also copies the
+It is first in the worker's list (``sinks/fanout.py``) and copies the counts at each publishing point,
+so that a ``kill -9`` loses the counts of at most the records completed since the last (one tick, and
+fewer than ``BATCH_RECORDS``), and the access log never shows a request the metrics lost
+(``metrics/shared.py``). Counting is synchronous and never drops: its queue is the worker's pending
+list. Each publishing point also copies the
 other sinks' drop counters (``fastgw_sink_dropped_total{sink}``), the access log's legacy counters, the
 shared rate-limit store's errors and the pools' ejections.
 """
@@ -42,7 +43,6 @@ class MetricsSink(Sink):
     def take(self, batch: list[Record]) -> None:
         if batch:
             self.metrics.observe(batch)
-        self.publish()
 
     def publish(self) -> None:
         """Copy the counters that changed into this worker's shard (metrics/shared.py)."""

@@ -48,7 +48,8 @@ def exchange(
 def test_exchanges_sum_per_row() -> None:
     book = LedgerBook()
     sink = LedgerSink(book)
-    sink.take([exchange(), exchange(), SimpleNamespace(llm=None), exchange(consumer=None, cost=0.25)])
+    plain = Exchange(b"GET", b"/", b"HTTP/1.1", [])  # no llm record: not counted
+    sink.take([exchange(), exchange(), plain, exchange(consumer=None, cost=0.25)])
     rows = sorted(book.take())
     assert rows == [
         ("2025-06-10", "", "", "", "gpt-4o", "oa", "llm", 1, 10, 4, 2, 1, 250_000_000, 0, 0),

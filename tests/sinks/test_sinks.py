@@ -57,7 +57,8 @@ def counted(metrics: SharedMetrics) -> int:
 
 
 class ShardReader(Sink):
-    """A sink after the metrics one that notes, at each batch, what shared memory already counts."""
+    """A sink after the metrics one that notes, at each publishing point (where the access log may release
+    its lines), what shared memory already counts."""
 
     name = "reader"
 
@@ -68,6 +69,8 @@ class ShardReader(Sink):
 
     def take(self, batch: list[Record]) -> None:
         self.taken += len(batch)
+
+    def publish(self) -> None:
         self.seen.append((self.taken, counted(self.metrics)))
 
 
@@ -92,9 +95,13 @@ def test_counts_reach_shared_memory_before_a_later_sink_sees_the_batch(pools: Po
     metrics = shared()
     reader = ShardReader(metrics)
     sinks = CompletionSinks(MetricsSink(WorkerMetrics(metrics.worker(0)), pools), reader)
-    for n, tick in ((3, False), (256, False), (0, True), (5, True)):
+    sinks.deliver(records(3), tick=False)  # a chunk between ticks: counted, copied at the next point
+    assert reader.seen == [] and counted(metrics) == 0
+    for n, tick in ((256, False), (0, True), (5, True), (16, False)):
         sinks.deliver(records(n), tick=tick)
-    assert reader.seen == [(3, 3), (259, 259), (259, 259), (264, 264)]
+    # Points: BATCH_RECORDS (256) records since the last, and each tick; never a point without its counts.
+    assert reader.seen == [(259, 259), (259, 259), (264, 264)]
+    assert counted(metrics) == 264
 
 
 def test_a_stalled_sinks_drops_are_exported_and_survive_its_worker(pools: PoolManager) -> None:
