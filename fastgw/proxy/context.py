@@ -129,7 +129,7 @@ class WorkerContext:
 
     def flush_records(self, *, hold: bool = False) -> None:
         """Hand the pending records to the completion sinks: every tick, or every CHUNK_RECORDS records
-        (``hold``: not the tick, so the sinks keep what they formatted until it, see AccessLog.submit).
+        (``hold``: not the tick, so the sinks keep what they formatted until it, see AccessLog.take).
         The metrics sink is first and copies the counts to shared memory before the access log sees the
         batch: a ``kill -9`` loses the counts of at most the records completed since the last publishing
         point (one tick, and fewer than BATCH_RECORDS: sinks/fanout.py), and the log lines of those plus

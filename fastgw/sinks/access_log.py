@@ -90,7 +90,7 @@ class AccessLog(Sink):
         self.backlog = Backlog(settings.max_pending)
         self.write_failures = 0
         self._queue: queue.SimpleQueue[tuple[int, bytes] | str] = queue.SimpleQueue()
-        self._held: list[bytes] = []  # formatted lines not yet handed to the writer (see submit)
+        self._held: list[bytes] = []  # formatted lines not yet handed to the writer (see take)
         self._held_count = 0
         self._held_bytes = 0
         self._thread: threading.Thread | None = None
@@ -106,9 +106,17 @@ class AccessLog(Sink):
         return self.backlog.dropped
 
     def take(self, batch: list[Record]) -> None:
-        """A batch from the worker: formatted now, written at the tick (see submit's ``hold``)."""
-        if batch:
-            self.submit(batch, hold=True)
+        """A batch from the worker (every CHUNK_RECORDS records, and at the tick): formatted now, handed
+        to the writer thread at the tick, or at a publishing point once HOLD_BYTES of lines are held, so
+        the writer wakes ~10 times a second instead of once per batch (each wake costs the loop a GIL
+        hand-over). The writer's queue is bounded by ``max_pending`` records: past it, batches are
+        dropped and counted rather than allowed to grow memory while the disk is stuck."""
+        if not batch or not self.backlog.admit(len(batch)):
+            return
+        data = format_batch(batch, self._include_query, self._redact)
+        self._held.append(data)
+        self._held_count += len(batch)
+        self._held_bytes += len(data)
 
     def publish(self) -> None:
         """A publishing point: lines past HOLD_BYTES go to the writer now (their counts are published)."""
@@ -117,24 +125,6 @@ class AccessLog(Sink):
 
     def flush(self) -> None:
         self.release()
-
-    def submit(self, batch: list[Record], *, hold: bool = False) -> None:
-        """Format a batch (every tick, or every CHUNK_RECORDS records) and hand it to the writer thread.
-
-        With ``hold`` (a batch between ticks) the formatted lines wait for the tick, or for a publishing
-        point with HOLD_BYTES of them: the writer then wakes ~10 times a second instead of once per batch
-        (each wake costs the loop a GIL hand-over). The writer's queue is
-        bounded by ``max_pending`` records: past it, batches are dropped and counted rather than allowed to
-        grow memory while the disk is stuck.
-        """
-        if not self.backlog.admit(len(batch)):
-            return
-        data = format_batch(batch, self._include_query, self._redact)
-        self._held.append(data)
-        self._held_count += len(batch)
-        self._held_bytes += len(data)
-        if not hold:
-            self.release()
 
     def release(self) -> None:
         """Hand every formatted line held so far to the writer thread, in one write."""
