@@ -254,7 +254,7 @@ def test_repeated_failures_are_slowed_then_blocked(
     gateway_factory: Callable[..., Gateway], upstream: TestUpstream, secrets_dir: Path
 ) -> None:
     config = (
-        keys_config(upstream.port, free_port(), secrets_dir)
+        keys_config(upstream.port, free_port(), secrets_dir, throttle=True)
         + """
         [auth_throttle]
         window = 60.0

@@ -12,7 +12,13 @@ from tests.support.gateways import Gateway, basic_config
 KEY_RE = re.compile(r"fgw_[0-9A-Za-z]{49}")  # the plaintext of a new key in the CLI's output
 
 
-def keys_config(upstream_port: int, admin_port: int, secrets_dir: Path, mode: str = "enforce") -> str:
+def keys_config(
+    upstream_port: int, admin_port: int, secrets_dir: Path, mode: str = "enforce", *, throttle: bool = False
+) -> str:
+    """Two key-authenticated routes and the admin API. [auth_throttle] is off unless asked for: a test that
+    polls until a revoked or disabled key is refused on every worker presents it (a failure) dozens of
+    times, and past slow_after each answer is held back 1 s (test_consumer_lifecycle took 60 s for that)."""
+    throttle_section = "" if throttle else "[auth_throttle]\n        enabled = false"
     return basic_config(
         upstream_port,
         extra=f"""
@@ -38,6 +44,8 @@ def keys_config(upstream_port: int, admin_port: int, secrets_dir: Path, mode: st
         [api_key]
         headers = ["Authorization", "X-API-Key"]
         mode = "{mode}"
+
+        {throttle_section}
         """,
     )
 

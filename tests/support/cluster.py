@@ -15,11 +15,8 @@ ADMIN_TOKEN = "admin-token-for-keys-tests-0c5e9a7d31f4"  # what the secrets_dir 
 
 
 def cluster_config(upstream_port: int, admin_port: int, secrets_dir: Path, dsn: str) -> str:
-    """keys_config (API key routes, admin API, pepper) with the store on PostgreSQL, its DSN in a file.
-
-    [auth_throttle] is off: a test that polls until a revoked key is refused presents it (a failure) many
-    times from one address, and the throttle would hold those answers back a second each (its own
-    behaviour, tested elsewhere), which is not the propagation being measured."""
+    """keys_config (API key routes, admin API, pepper, [auth_throttle] off) with the store on PostgreSQL,
+    its DSN in a file."""
     dsn_file = secrets_dir / "store.dsn"
     dsn_file.write_text(dsn + "\n")
     return (
@@ -29,9 +26,6 @@ def cluster_config(upstream_port: int, admin_port: int, secrets_dir: Path, dsn: 
         backend = "postgres"
         dsn = {{ file = "{dsn_file}" }}
         connect_timeout = 5
-
-        [auth_throttle]
-        enabled = false
         """
     )
 
