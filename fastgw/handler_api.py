@@ -50,8 +50,8 @@ class UpstreamReply(Protocol):
     def set_read_timeout(self, seconds: float) -> None:
         """The longest wait for the next body bytes from now on."""
 
-    async def close(self) -> None:
-        """Stop reading: a response not read to its end gives up its connection."""
+    def close(self) -> None:
+        """Stop reading: a response not read to its end gives up its connection (never waits)."""
 
 
 class Upstreams(Protocol):

@@ -63,11 +63,10 @@ COMPILED: Final = (
     "fastgw.proxy.handler",
     "fastgw.proxy.client",
     "fastgw.ai.provider_calls",
-    # The llm handler and its target loop; not ai/relay.py: compiled, a TimeoutError thrown into its
-    # ``async for`` over an upstream reply passed the reply's own ``except TimeoutError`` (14 failures in
-    # tests/e2e/test_llm_resilience.py and test_llm_bad_input.py; not reproduced in a small module).
-    # Compiled modules never await in an except block: tests/test_native.py says why.
+    # The llm handler, its target loop and the relay of each answer. Compiled modules never await in an
+    # except or finally block: tests/test_native.py says why.
     "fastgw.ai.attempts",
+    "fastgw.ai.relay",
     "fastgw.ai.handler",
     "fastgw.ai.routing",
     "fastgw.ai.record",

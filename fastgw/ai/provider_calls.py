@@ -83,7 +83,7 @@ async def read_reply(reply: UpstreamReply, limit: int, *, strict: bool = False) 
             exc.status, "the provider stopped answering", retryable=True, kind=exc.problem
         ) from None
     finally:
-        await reply.close()
+        reply.close()
     if len(body) > limit:
         if strict:
             message = f"the provider's answer exceeds {limit} bytes"

@@ -140,7 +140,7 @@ async def relay_stream(
         # reported so far is the exchange's: it billed the tokens whether or not the client stayed.
         record.usage = translator.usage
         check_usage(record, received)
-        await reply.close()  # never suspends (it only gives the connection back)
+        reply.close()  # never suspends (it only gives the connection back)
     if failure is not None:
         # A provider that hangs up or stalls mid-stream is a failure like a malformed event: once the
         # client has bytes, it gets an error event (its SDK raises), never a stream cut short in silence.

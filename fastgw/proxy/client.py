@@ -104,7 +104,7 @@ class UpstreamResponse(CallSink):
         self._read_timeout = read_timeout
         self._head = loop.create_future()
         self._connected: asyncio.Future[None] | None = None  # only when the caller bounds the connect
-        self._wake: asyncio.Future[None] | None = None
+        self._wake: asyncio.Future[bool] | None = None  # its result: whether the wait timed out
         self._loop = loop
         # Set by the client when writes are batched: a wake-up reserves the batch after the Task's step
         # (WriteBatch.reserve), so what the handler writes on waking leaves in the same iteration.
@@ -140,15 +140,18 @@ class UpstreamResponse(CallSink):
                 raise self._error
             if self._ended or self._closed:
                 return b""
+            # The timer sets a result, not an exception: an exception set on the future is thrown into
+            # the awaiting coroutine, and a compiled chain of coroutines above this one (mypyc) did not
+            # deliver it to this frame's handler.
             wake = self._wake = self._loop.create_future()
-            timer = self._loop.call_later(self._wait_limit(self._read_timeout), _expire, wake)
+            timer = self._loop.call_later(self._wait_limit(self._read_timeout), _stall, wake)
             try:
-                await wake
-            except TimeoutError:
-                self._fail_stalled()
+                stalled = await wake
             finally:
                 timer.cancel()
                 self._wake = None
+            if stalled:
+                self._fail_stalled()
         chunk = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
         self._buffered -= len(chunk)
@@ -176,8 +179,10 @@ class UpstreamResponse(CallSink):
             if 0 <= limit < size:
                 return b"".join(parts)
 
-    async def close(self) -> None:
-        """Stop reading: an unfinished response's connection is discarded, a finished one is pooled."""
+    def close(self) -> None:
+        """Stop reading: an unfinished response's connection is discarded, a finished one is pooled.
+        Not a coroutine: it never waits, and compiled code (mypyc) must not await in a ``finally`` that
+        may run with an exception pending (tests/test_native.py)."""
         self._close()
 
     async def __aenter__(self) -> UpstreamResponse:
@@ -216,7 +221,7 @@ class UpstreamResponse(CallSink):
     def _wakeup(self) -> None:
         wake = self._wake
         if wake is not None and not wake.done():
-            wake.set_result(None)
+            wake.set_result(False)
             if self._batch is not None:
                 self._batch.reserve()
 
@@ -300,8 +305,14 @@ class UpstreamResponse(CallSink):
         pass
 
 
+def _stall(wake: asyncio.Future[bool]) -> None:
+    """A body wait's timer: the upstream sent nothing in time (``_next`` then fails the response)."""
+    if not wake.done():
+        wake.set_result(True)
+
+
 def _expire(wake: asyncio.Future[None]) -> None:
-    """A head or body wait's timer: the upstream sent nothing in time."""
+    """A connect or head wait's timer: the upstream sent nothing in time."""
     if not wake.done():
         wake.set_exception(TimeoutError())
 

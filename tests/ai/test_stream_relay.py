@@ -63,7 +63,7 @@ class ScriptedReply:
     async def read(self, limit: int = -1) -> bytes:
         return b"".join(self.reads)
 
-    async def close(self) -> None:
+    def close(self) -> None:
         self.closed = True
 
 
