@@ -69,6 +69,8 @@ COMPILED: Final = (
     "fastgw.ai.relay",
     "fastgw.ai.handler",
     "fastgw.ai.routing",
+    "fastgw.ai.capabilities",  # per request: what the target cannot honour
+    "fastgw.policy.model_grants",  # per request: the models the caller may use
     "fastgw.ai.record",
     "fastgw.ai.prices",  # every llm request is priced when it ends (record_cost)
     "fastgw.ai.budget_headers",

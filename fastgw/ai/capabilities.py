@@ -56,8 +56,9 @@ def _pop(*names: str) -> Callable[[Json], None]:
 
 
 # One row per capability: (flag, parameter named in the error and in drop_unsupported, needs it?, drop it).
+Rule = tuple[str, str, Callable[[Json], bool], Callable[[Json], None]]
 # A table, not a chain of ifs: a new capability is a new row (STYLE.md 2).
-_CAPABILITY_RULES: Final[tuple[tuple[str, str, Callable[[Json], bool], Callable[[Json], None]], ...]] = (
+_CAPABILITY_RULES: Final[tuple[Rule, ...]] = (
     ("tools", "tools", lambda p: bool(p.get("tools")), _pop("tools", "tool_choice", "parallel_tool_calls")),
     ("vision", "image_url", _has_images, _drop_images),
     (
@@ -78,6 +79,24 @@ _CAPABILITY_RULES: Final[tuple[tuple[str, str, Callable[[Json], bool], Callable[
 )
 
 
+# The rules a Capabilities lacks, by its id() (kept with it, so an id reused after it is gone never
+# matches): the kinds' constants and one per configured model, so a few; the bound is a guard.
+_LACKING: Final[dict[int, tuple[Capabilities, tuple[Rule, ...]]]] = {}
+_LACKING_MAX: Final = 1024
+
+
+def _lacking(capabilities: Capabilities) -> tuple[Rule, ...]:
+    """The rules for what ``capabilities`` lacks (none for a provider with every capability): looked up
+    once per Capabilities object rather than seven attribute reads per request."""
+    kept = _LACKING.get(id(capabilities))
+    if kept is None or kept[0] is not capabilities:
+        rules = tuple(rule for rule in _CAPABILITY_RULES if not getattr(capabilities, rule[0]))
+        if len(_LACKING) >= _LACKING_MAX:
+            _LACKING.clear()
+        kept = _LACKING[id(capabilities)] = (capabilities, rules)
+    return kept[1]
+
+
 def apply_capabilities(pivot: Json, capabilities: Capabilities, target: ProviderTarget, kind: str) -> Json:
     """``pivot`` less what the target cannot honour: ``pivot`` itself when nothing is dropped, else a
     shallow copy (the pivot is never changed: the handler may send it to the next target).
@@ -87,8 +106,8 @@ def apply_capabilities(pivot: Json, capabilities: Capabilities, target: Provider
             name its parameter.
     """
     out = pivot
-    for flag, param, needs, drop in _CAPABILITY_RULES:
-        if not getattr(capabilities, flag) and needs(out):
+    for _flag, param, needs, drop in _lacking(capabilities):
+        if needs(out):
             if param not in target.drop_unsupported:
                 raise UnsupportedParameterError(param, kind)
             if out is pivot:
