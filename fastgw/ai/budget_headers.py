@@ -32,7 +32,17 @@ class Fixed:
     number, its RateLimit-Policy item (and field, for an answer showing only this limit), and the names
     of the remaining and reset fields."""
 
-    __slots__ = ("item", "limit_field", "policy", "policy_field", "remaining_name", "reset_name")
+    __slots__ = (
+        "item",
+        "limit_field",
+        "policy",
+        "policy_field",
+        "remaining_name",
+        "reset_field",
+        "reset_name",
+        "reset_t",
+        "reset_whole",
+    )
 
     def __init__(self, field: str, tokens: bool, cap: int, period: str) -> None:
         names = _TOKEN_NAMES if tokens else _REQUEST_NAMES
@@ -43,6 +53,22 @@ class Fixed:
         self.item = b'"' + name + b'";r='
         self.policy = b'"' + name + b'";q=' + _digits(cap) + b";w=" + _digits(PERIOD_SECONDS[period])
         self.policy_field = (b"ratelimit-policy", self.policy)
+        # The reset's fields for one whole second (``reset_whole``): a reset of 1 s or more is written
+        # from its whole seconds alone, which stay the same for every answer within that second.
+        self.reset_whole = 0
+        self.reset_field = (self.reset_name, b"")
+        self.reset_t = b""
+
+    def reset_item(self, reset: float) -> bytes:
+        """The reset as the RateLimit item's ``;t=`` part; ``reset_field`` is then its x-ratelimit-reset
+        field (OpenAI's text is the RateLimit ``t`` and an ``s`` under a minute)."""
+        whole = math.ceil(reset)
+        if whole != self.reset_whole or reset < 1:
+            seconds = _digits(whole)
+            self.reset_field = (self.reset_name, seconds + b"s" if 1 <= reset <= 59 else reset_text(reset))
+            self.reset_t = b";t=" + seconds
+            self.reset_whole = whole if reset >= 1 else 0
+        return self.reset_t
 
 
 def limit_headers(
@@ -72,14 +98,13 @@ def limit_headers(
 
 
 def _one(out: list[Field], fixed: Fixed, left: float, reset: float) -> bytes:
-    """Appends one limit's x-ratelimit-* fields; returns its RateLimit item. The reset is written once
-    for both: OpenAI's text is the RateLimit ``t`` and an ``s`` under a minute."""
+    """Appends one limit's x-ratelimit-* fields; returns its RateLimit item."""
     remaining = _digits(int(left) if left > 0 else 0)
+    t = fixed.reset_item(reset)
     out.append(fixed.limit_field)
     out.append((fixed.remaining_name, remaining))
-    seconds = _digits(math.ceil(reset))
-    out.append((fixed.reset_name, seconds + b"s" if 1 <= reset <= 59 else reset_text(reset)))
-    return fixed.item + remaining + b";t=" + seconds
+    out.append(fixed.reset_field)
+    return fixed.item + remaining + t
 
 
 def reset_text(seconds: float) -> bytes:

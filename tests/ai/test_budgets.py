@@ -8,9 +8,11 @@ import mmap
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fastgw.ai.adapter import Usage
-from fastgw.ai.budget_headers import reset_text
+from fastgw.ai.budget_headers import Fixed, limit_headers, reset_text
 from fastgw.ai.budgets import Budget, Budgets, Limit
 from fastgw.ai.price_config import PriceSpec, compile_prices
 from fastgw.ai.record import LlmRecord
@@ -148,6 +150,31 @@ def test_reset_times_are_written_as_openai_writes_them() -> None:
         b"6m0s",
         b"1h2m3s",
     ]
+
+
+RESETS = st.floats(min_value=0.0, max_value=90_000.0, allow_nan=False)
+LEFTS = st.floats(min_value=-10.0, max_value=1e12, allow_nan=False)
+
+
+def two_limits() -> tuple[Fixed, Fixed]:
+    return Fixed("requests_per_minute", False, 60, "minute"), Fixed("tokens_per_day", True, 10**6, "day")
+
+
+@given(st.lists(st.tuples(LEFTS, RESETS, LEFTS, RESETS), min_size=1, max_size=12))
+def test_the_headers_of_a_caller_kept_from_answer_to_answer_are_those_written_afresh(
+    answers: list[tuple[float, float, float, float]],
+) -> None:
+    """A caller's Fixed keeps the reset fields of the last whole second between answers: whatever the
+    order of resets (sub-second, the same second, another), its headers equal a fresh Fixed's."""
+    kept = two_limits()
+    for requests_left, requests_reset, tokens_left, tokens_reset in answers:
+        fresh = two_limits()
+        for shown in ((True, True), (False, True), (True, False)):
+            a, b = (kept[i] if shown[i] else None for i in (0, 1))
+            c, d = (fresh[i] if shown[i] else None for i in (0, 1))
+            assert limit_headers(a, requests_left, requests_reset, b, tokens_left, tokens_reset) == (
+                limit_headers(c, requests_left, requests_reset, d, tokens_left, tokens_reset)
+            )
 
 
 def test_a_model_without_a_price_is_not_counted_in_usd_but_a_zero_budget_still_refuses() -> None:
