@@ -9,7 +9,7 @@ type is a ``MessageError`` naming the message and the field, raised where the fr
 Who sends what:
 
     worker -> control        Hello, Ack, QuotaReport, LedgerReport, MetricsExport
-    control -> worker        Reload, CachePush, Health, QuotaBases, MetricsPull, LedgerAck
+    control -> worker        Reload, CachePush, Health, QuotaBases, MetricsPull, LedgerAck, QuotaAck
     supervisor -> control    Reload (with ``workers``), ReloadResult, ChildDied
     control -> supervisor    ReloadDone, Replace, RequestReload
 
@@ -68,9 +68,14 @@ class Ack(ControlMessage):
 
 @dataclass(frozen=True, slots=True)
 class QuotaReport(ControlMessage):
-    """A worker's quota admissions since its last report: (key hash, period, limit id, key, count)."""
+    """A worker's quota admissions since its last report: (key hash, period, limit id, key, count).
+    Numbered as LedgerReport is (``writer``, ``seq``), and one at a time: the worker sends the next only
+    once a QuotaAck says this one was written, and sends it again until then, so the store, which adds a
+    batch number once, never counts it twice nor loses it to a control process killed before writing."""
 
     TAG: ClassVar[str] = "quota"
+    writer: str
+    seq: int
     entries: tuple[tuple[int, int, str, str, int], ...]
 
 
@@ -160,6 +165,14 @@ class LedgerAck(ControlMessage):
 
 
 @dataclass(frozen=True, slots=True)
+class QuotaAck(ControlMessage):
+    """The worker's QuotaReport ``seq`` is in the store: it may send the next."""
+
+    TAG: ClassVar[str] = "quota_ack"
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
 class MetricsPull(ControlMessage):
     """Send your metrics (a MetricsExport with this ``seq``)."""
 
@@ -239,6 +252,7 @@ MESSAGES: Final[dict[str, type[ControlMessage]]] = {
         Health,
         QuotaBases,
         LedgerAck,
+        QuotaAck,
         MetricsPull,
         ReloadResult,
         ChildDied,

@@ -30,6 +30,7 @@ from fastgw.codec.control_messages import (
     LedgerReport,
     MetricsExport,
     MetricsPull,
+    QuotaAck,
     QuotaReport,
     Reload,
     ReloadDone,
@@ -160,7 +161,8 @@ class ControlProcess:
         if isinstance(message, Ack):
             self._on_ack(peer, message)
         elif isinstance(message, QuotaReport):
-            self._on_quota(message)
+            if self._on_quota(message):
+                channel.send(QuotaAck(seq=message.seq))  # in the store: the worker may send its next
         elif isinstance(message, LedgerReport):
             self.ledger.write(message.entries, (message.writer, message.seq))
             channel.send(LedgerAck(seq=message.seq))  # written or spooled: the worker may forget it
@@ -174,13 +176,17 @@ class ControlProcess:
         else:
             log(f"worker {peer.slot} (pid {peer.pid}) sent an unexpected {message.TAG} message")
 
-    def _on_quota(self, message: QuotaReport) -> None:
-        """A worker's quota admissions since its last send: into the store, in one transaction."""
+    def _on_quota(self, message: QuotaReport) -> bool:
+        """A worker's quota admissions since its last send: into the store, in one transaction (one
+        written before, by a predecessor killed before it acknowledged, is skipped). False when the store
+        cannot be written: unacknowledged, the report is sent again (process/control_link.py)."""
         entries = [QuotaAdmission(*entry) for entry in message.entries]
         try:
-            self.store.add_quota_counts(self.started, entries, time.time())
+            self.store.add_quota_counts(self.started, entries, time.time(), (message.writer, message.seq))
         except Exception as exc:  # a full disk, a locked file: loud, and the node keeps limiting
-            log(f"QUOTA WRITE FAILED ({len(entries)} keys): {exc}")
+            log(f"QUOTA WRITE FAILED ({len(entries)} keys; the worker sends them again): {exc}")
+            return False
+        return True
 
     def _on_worker_lost(self, channel: ChannelProtocol) -> None:
         peer = channel.peer

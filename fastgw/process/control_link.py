@@ -30,6 +30,7 @@ from fastgw.codec.control_messages import (
     MessageError,
     MetricsExport,
     MetricsPull,
+    QuotaAck,
     QuotaBases,
     QuotaReport,
     Reload,
@@ -54,6 +55,10 @@ DRAIN_SECONDS: Final = 1.0
 # this many the control process has stopped answering, and the book keeps adding up (merged rows)
 # instead of holding more reports of up to BOOK_ROWS_MAX rows each.
 UNACKED_REPORTS_MAX: Final = 8
+# A quota report not acknowledged within this long is sent again (the store could not be written, or the
+# control process stopped reading): the store skips one it wrote before, and the admissions counted
+# meanwhile wait in the quota book for the next report.
+QUOTA_RESEND_SECONDS: Final = 2.0
 
 
 class LinkedWorker(Protocol):
@@ -81,6 +86,12 @@ class ControlLink:
         self.ledger_writer = secrets.token_hex(8)
         self.ledger_seq = 0
         self.unacked: dict[int, LedgerReport] = {}  # sent, not yet acknowledged: sent again on reconnect
+        # Quota reports go one at a time (the store keeps a writer's highest batch number, so a later
+        # one written first would make this one look written): the one sent and not yet acknowledged.
+        self.quota_writer = "quota-" + self.ledger_writer
+        self.quota_seq = 0
+        self.quota_unacked: QuotaReport | None = None
+        self.quota_resend_at = 0.0  # monotonic
         worker.on_tick(self.flush_quotas)
         worker.on_tick(self.flush_ledger)
         worker.on_tick(self.send_audit_notes)
@@ -115,6 +126,8 @@ class ControlLink:
         channel.send(Hello(slot=self.worker.slot, pid=os.getpid(), snapshot=current.id))
         for report in self.unacked.values():  # a control process killed before writing them: its successor
             channel.send(report)
+        if self.quota_unacked is not None:
+            self._send_quota_report(channel, self.quota_unacked)
         return True
 
     async def linked(self) -> None:
@@ -150,24 +163,42 @@ class ControlLink:
             QUOTAS.apply_bases([list(entry) for entry in message.entries])
         elif isinstance(message, LedgerAck):
             self._acknowledged(message.seq)
+        elif isinstance(message, QuotaAck):
+            if self.quota_unacked is not None and self.quota_unacked.seq == message.seq:
+                self.quota_unacked = None
         else:
             sys.stderr.write(f"fastgw[worker {self.worker.slot}]: unexpected {message.TAG} message\n")
 
     def flush_quotas(self, now: float) -> None:
         """Worker tick subscriber: send the quota admissions once per ``quota_flush`` interval."""
-        if QUOTAS.pending and now >= QUOTAS.due:
+        if self.quota_unacked is not None:
+            channel = self.channel
+            if channel is not None and time.monotonic() >= self.quota_resend_at:
+                self._send_quota_report(channel, self.quota_unacked)
+        elif QUOTAS.pending and now >= QUOTAS.due:
             QUOTAS.due = now + self.worker.holder.current.quota_flush
             self.send_quotas()
 
-    def send_quotas(self) -> None:
-        """Hand this worker's quota admissions to the control process (kept for later when it is away)."""
+    def send_quotas(self) -> bool:
+        """Hand this worker's quota admissions to the control process as one numbered report, kept until
+        it is acknowledged; while one is unacknowledged, or the control process is away, the quota book
+        keeps adding them up. True when a report was sent."""
+        channel = self.channel
+        if channel is None or self.quota_unacked is not None:
+            return False
         entries = QUOTAS.take()
         if not entries:
-            return
-        channel = self.channel
-        report = QuotaReport(tuple(_admission(entry) for entry in entries))
-        if channel is None or not channel.send(report):
-            QUOTAS.give_back(entries)
+            return False
+        self.quota_seq += 1
+        admissions = tuple(_admission(entry) for entry in entries)
+        report = QuotaReport(writer=self.quota_writer, seq=self.quota_seq, entries=admissions)
+        self.quota_unacked = report
+        self._send_quota_report(channel, report)
+        return True
+
+    def _send_quota_report(self, channel: ChannelProtocol, report: QuotaReport) -> None:
+        self.quota_resend_at = time.monotonic() + QUOTA_RESEND_SECONDS
+        channel.send(report)  # a channel closing meanwhile: sent again on the next one
 
     def flush_ledger(self, now: float) -> None:
         """Worker tick subscriber: send the usage ledger's sums every FLUSH_SECONDS (sooner when full)."""
@@ -207,14 +238,15 @@ class ControlLink:
                 return
 
     async def drained(self) -> None:
-        """Wait (up to DRAIN_SECONDS) until the ledger reports are acknowledged and the rest has left for
-        the control process: at exit, the last quota counts and ledger sums must not die in this
-        process's socket buffer, nor in a control process killed before it wrote them."""
+        """Wait (up to DRAIN_SECONDS) until the ledger and quota reports are acknowledged and the rest
+        has left for the control process: at exit, the last quota counts and ledger sums must not die in
+        this process's socket buffer, nor in a control process killed before it wrote them."""
         deadline = time.monotonic() + DRAIN_SECONDS
         await asyncio.sleep(0)
         while (channel := self.channel) is not None and time.monotonic() < deadline:
             transport = channel.transport
-            if not self.unacked and (transport is None or not transport.get_write_buffer_size()):
+            acknowledged = not self.unacked and self.quota_unacked is None
+            if acknowledged and (transport is None or not transport.get_write_buffer_size()):
                 return
             await asyncio.sleep(0.01)
 

@@ -227,6 +227,8 @@ class Worker(WorkerContext):
             self.control.send_ledger()
             self.control.send_audit_notes()
             await self.control.drained()
+            if self.control.send_quotas():  # admissions that waited behind a report in flight
+                await self.control.drained()
         self.pools.close()
         await CLUSTER.configure(None)
         self._stopped.set()

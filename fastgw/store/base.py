@@ -326,9 +326,13 @@ class Store(Protocol):
         ...
 
     # -- quotas
-    def add_quota_counts(self, run_id: float, admissions: Sequence[QuotaAdmission], now: float) -> None:
+    def add_quota_counts(
+        self, run_id: float, admissions: Sequence[QuotaAdmission], now: float, batch: Batch | None = None
+    ) -> bool:
         """Add admissions counted in run ``run_id`` (the gateway's start time), in one transaction; the
-        first write of a new run folds the previous run's count into the base."""
+        first write of a new run folds the previous run's count into the base. ``batch`` (writer,
+        number) as in ``add_usage``: a worker's report written before (then re-sent to a control process's
+        successor) is skipped, False; True when added."""
         ...
 
     def quota_bases(self, run_id: float, periods: Sequence[int]) -> list[QuotaBase]:

@@ -383,9 +383,11 @@ class PostgresStore:
         return len(self._run(delete_before_sql(table, column, "%s"), (before,)))
 
     # -- quotas: counted by every node into the same rows ----------------------------------------------
-    def add_quota_counts(self, run_id: float, admissions: Sequence[QuotaAdmission], now: float) -> None:
-        if not admissions:
-            return
+    def add_quota_counts(
+        self, run_id: float, admissions: Sequence[QuotaAdmission], now: float, batch: Batch | None = None
+    ) -> bool:
+        if not admissions and batch is None:
+            return True
         sql = (
             "INSERT INTO quotas AS q (key_hash, period, limit_id, key, base, run_id, run, updated)"
             " VALUES (%s, %s, %s, %s, 0, %s, %s, %s) ON CONFLICT (key_hash, period) DO UPDATE SET"
@@ -396,9 +398,13 @@ class PostgresStore:
         rows = [(a.key_hash, a.period, a.limit_id, a.key, run_id, a.count, now) for a in admissions]
         try:
             with self.transaction(), self._connection() as conn, conn.cursor() as cur:
-                cur.executemany(sql, rows)
+                if batch is not None and not self._run(claim_batch("%s"), (*batch, now)):
+                    return False  # written before: a re-sent report adds nothing
+                if rows:
+                    cur.executemany(sql, rows)
         except psycopg.Error as exc:
             raise self._error(exc) from exc
+        return True
 
     def quota_bases(self, run_id: float, periods: Sequence[int]) -> list[QuotaBase]:
         if not periods:

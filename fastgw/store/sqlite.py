@@ -336,8 +336,12 @@ class SQLiteStore:
         return len(self._run(delete_before_sql(table, column, "?"), (before,)))
 
     # -- quotas -----------------------------------------------------------------------------------------
-    def add_quota_counts(self, run_id: float, admissions: Sequence[QuotaAdmission], now: float) -> None:
+    def add_quota_counts(
+        self, run_id: float, admissions: Sequence[QuotaAdmission], now: float, batch: Batch | None = None
+    ) -> bool:
         with self.transaction():
+            if batch is not None and not self._run(claim_batch("?"), (*batch, now)):
+                return False  # written before: a re-sent report adds nothing
             self._run_many(
                 "INSERT INTO quotas (key_hash, period, limit_id, key, base, run_id, run, updated)"
                 " VALUES (?, ?, ?, ?, 0, ?, ?, ?) ON CONFLICT (key_hash, period) DO UPDATE SET"
@@ -346,6 +350,7 @@ class SQLiteStore:
                 " run_id = excluded.run_id, updated = excluded.updated",
                 [(a.key_hash, a.period, a.limit_id, a.key, run_id, a.count, now) for a in admissions],
             )
+        return True
 
     def quota_bases(self, run_id: float, periods: Sequence[int]) -> list[QuotaBase]:
         if not periods:

@@ -97,7 +97,10 @@ def test_any_json_object_is_a_message_or_a_message_error(wire: dict[str, Any], t
         ({"t": "hello", "slot": "1", "pid": 2, "snapshot": "s"}, "hello message: field 'slot' must be int"),
         ({"t": "hello", "slot": True, "pid": 2, "snapshot": "s"}, "hello message: field 'slot' must be int"),
         ({"t": "ack", "seq": 1, "ok": True, "extra": 1}, "ack message: unexpected field 'extra'"),
-        ({"t": "quota", "entries": [[1, 2, "l", "k"]]}, "quota message: field 'entries' must be array of 5"),
+        (
+            {"t": "quota", "writer": "w", "seq": 1, "entries": [[1, 2, "l", "k"]]},
+            "quota message: field 'entries' must be array of 5",
+        ),
         ({"t": "cache", "cache": "identities", "put": []}, "cache message: field 'put' must be object"),
     ],
 )

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+from fastgw.store.sqlite import SQLiteStore
 from tests.support.admin import TOKEN, Admin
 from tests.support.clients import get
 from tests.support.gateways import Gateway
@@ -92,3 +94,45 @@ def _alive(gw: Gateway) -> bool:
     except (ProcessLookupError, OSError, ValueError, AssertionError):
         return False
     return True
+
+
+def test_a_control_process_killed_9_loses_and_doubles_no_quota_counts(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream, tmp_path: Path
+) -> None:
+    """Each worker keeps its quota report until the control process acknowledges it (written to the
+    store) and sends it again to its successor, which skips a batch number it has applied. The control
+    process is stopped (SIGSTOP) while requests are admitted, for several flush intervals, so each
+    worker's report is sent to it and never read; then it is killed -9. The store ends with every
+    admission, once."""
+    token = tmp_path / "admin.token"
+    token.write_text(TOKEN + "\n")
+    admin_port = free_port()
+    config = quota_config(
+        upstream.port, tmp_path / "state", '{ name = "daily", rate = 1000, quota = "day", key = "route" }'
+    )
+    config += f'\n[admin]\nbind = "127.0.0.1:{admin_port}"\ntoken = {{ file = "{token}" }}\n'
+    gw = gateway_factory(config, workers=2)
+    admin = Admin(admin_port)
+
+    def stored() -> list[int]:
+        return [q["count"] for q in admin.json("GET", "/quotas")[1]["quotas"]]
+
+    assert [get(gw.port, "/limited/x").status for _ in range(5)] == [200] * 5
+    wait_until(lambda: stored() == [5], 10, "5 in the store")
+    victim = gw.control_pid()
+    os.kill(victim, signal.SIGSTOP)
+    try:
+        assert [get(gw.port, "/limited/x").status for _ in range(12)] == [200] * 12  # on both workers
+        # Nothing to poll while the control process is stopped: the reports leave within a flush
+        # interval (0.2 s) and a tick (0.1 s) of their admissions; five intervals leave room to spare.
+        time.sleep(1.0)
+    finally:
+        os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: gw.control_pid() != victim, 10, "the control process to be replaced")
+    wait_until(lambda: stored() == [17], 10, "all 17 admissions in the store")
+    assert gw.stop() == 0  # the workers' last reports: none may add an admission twice
+    store = SQLiteStore(str(tmp_path / "state" / "fastgw.db"))
+    try:
+        assert [c.count for c in store.quota_counts()] == [17]
+    finally:
+        store.close()

@@ -111,6 +111,18 @@ def test_quota_counts_add_up_across_runs(make_store: StoreMaker, counts: list[in
     assert store.quota_counts() == []
 
 
+def test_a_numbered_quota_report_written_twice_is_counted_once(make_store: StoreMaker) -> None:
+    """A worker sends a quota report again to the successor of a control process killed after writing
+    it and before acknowledging it: the store skips a batch number it has applied."""
+    store = make_store()
+    report = [QuotaAdmission(7, 3, "l", "k", 5)]
+    assert store.add_quota_counts(1.0, report, 10.0, ("quota-w1", 1)) is True
+    assert store.add_quota_counts(1.0, report, 11.0, ("quota-w1", 1)) is False  # the same report again
+    assert store.add_quota_counts(1.0, [QuotaAdmission(7, 3, "l", "k", 2)], 12.0, ("quota-w1", 2)) is True
+    assert store.add_quota_counts(1.0, report, 13.0, ("quota-w2", 1)) is True  # another worker's numbers
+    assert [c.count for c in store.quota_counts()] == [12]
+
+
 def test_consumers_by_id_or_name_and_deletion_takes_their_keys(make_store: StoreMaker) -> None:
     store = make_store()
     acme, other = consumer(), consumer("c_2", "c_1")  # a name equal to another's id: the id wins
