@@ -112,11 +112,6 @@ class QuotaBook:
                 out.append([key_hash, code, limit_id, value, count])
         return out
 
-    def give_back(self, entries: list[list[object]]) -> None:
-        """A send that could not happen: keep the counts for the next one."""
-        for key_hash, code, _limit, _value, count in entries:
-            self.add(int(key_hash), int(code), int(count))  # type: ignore[call-overload]
-
     def apply_bases(self, entries: list[list[int]]) -> None:
         self.base = {(int(h), int(p)): int(n) for h, p, n in entries}
         self.epoch += 1
