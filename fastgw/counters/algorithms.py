@@ -72,7 +72,7 @@ class Counter:
     def take_back(self, key: KeyCells, when: float, cluster: ClusterCounts | None) -> None:
         """Undo one ``admit`` that counted (``when`` is what it left in ``self.when``)."""
         self.table.take_back(key.hash, key.where, int(when))
-        key.generation = -1  # its cell changed behind the key's copy: re-read on the next count
+        self.table.drop_copy(key)  # its cell changed behind the copy: re-read on the next count
 
 
 class SlidingWindow(Counter):
@@ -97,7 +97,7 @@ class SlidingWindow(Counter):
         if cluster is None:
             counted = table.sliding(key, window, weight, cap)  # this node's workers
         else:
-            key.generation = -1  # counted below without the key's copy of its own cell
+            table.drop_copy(key)  # counted below without a copy of its own cell
             shared = cluster.count(key.hash, window, weight, length, table.shards)
             if shared is None:  # the shared store is down
                 if cluster.failure == "closed":

@@ -94,7 +94,7 @@ class Allowance:
         used: float
         if self.minute:
             window, elapsed = minute_window(now)
-            used = table.count(key.hash, key.where, window, 1.0 - elapsed / MINUTE_SECONDS, cap, amount)
+            used = table.sliding(key, window, 1.0 - elapsed / MINUTE_SECONDS, cap, amount)
             self.used = used
             self.when = window
             self.counted = used + amount <= cap
@@ -107,7 +107,7 @@ class Allowance:
         if key.epoch != QUOTAS.epoch or key.code != code:
             self._keep_quota(key, code, value)
         base = key.base
-        used = base + table.count(key.hash, key.where, code, 0.0, cap - base, amount)
+        used = base + table.sliding(key, code, 0.0, cap - base, amount)
         self.used = used
         self.when = code
         self.counted = used + amount <= cap
@@ -121,6 +121,7 @@ class Allowance:
         """``reserve`` in cluster mode: every period counts through the cluster's counts (Redis)."""
         table = self.table
         hashed = key.hash
+        table.drop_copy(key)  # counted below without a copy of its own cell
         weight = 0.0
         if self.minute:
             window, elapsed = minute_window(now)
@@ -188,7 +189,7 @@ class Allowance:
         """Correct a reservation made in window ``when`` by ``delta`` (used minus reserved), uncapped."""
         if not delta:
             return
-        self.table.adjust(key.hash, key.where, when, delta)
+        self.table.adjust_key(key, when, delta)
         if cluster is not None:
             cluster.add(key.hash, when, delta)
         elif not self.minute:

@@ -26,6 +26,10 @@ IN_FLIGHT: Final = -1  # the window value that marks a concurrency cell (its cou
 # Cells probed for a key before the table counts as full for it: longer probes cost every read of a key
 # not yet counted in a shard; 8 keeps a miss under a cache line's worth of loads per shard.
 PROBES: Final = 8
+# Keys whose copy of this worker's own cell is trusted (``KeyCells``), remembered to enforce that only one
+# key object per hash holds a trusted copy: past this many the record is cleared and every copy dropped
+# (re-read once on the next count), so a flood of new keys costs a re-read, never a wrong count.
+OWNERS_MAX: Final = 16384
 _CELL: Final = struct.Struct("=4q")  # one cell as stored: key hash, window, current, previous
 
 
@@ -73,6 +77,8 @@ class CounterTable:
         self.local: dict[tuple[int, int], list[int]] = {}  # overflow: (hash, window) -> [count]
         self.table_full = 0
         self.generation = 0  # moves when this worker's cells change hands: KeyCells copies go stale
+        # key hash -> the one KeyCells whose copy of its own cell is trusted (see ``_sync``)
+        self.owners: dict[int, KeyCells] = {}
 
     def attach(self, region: mmap.mmap, slot: int, shards: int, capacity: int) -> None:
         self.region = region
@@ -81,6 +87,7 @@ class CounterTable:
         self.shards = shards
         self.capacity = capacity
         self.generation += 1
+        self.owners.clear()
 
     def locate(self, key_hash: int) -> list[int]:
         """A new key's place in each shard: ``~home`` (negative: not found there yet; ``home`` is its first
@@ -129,16 +136,20 @@ class CounterTable:
                 self.add(key_hash, where, window, amount)
         return counted
 
-    def sliding(self, key: KeyCells, window: int, weight_previous: float, cap: float) -> float:
-        """``count`` for a sliding-window key, this worker's own cell read from the key's copy of it.
+    def sliding(
+        self, key: KeyCells, window: int, weight_previous: float, cap: float, amount: int = 1
+    ) -> float:
+        """``count`` for a key, this worker's own cell read from the key's copy of it.
 
         The copy is trusted while ``key.generation`` equals the table's: this worker is its cell's only
-        writer, every write to it goes through here or drops the copy, and the generation moves whenever
-        this worker gives one of its cells to another key. Other shards are read as in ``count``.
+        writer, every write to it goes through here or ``adjust_key`` or drops the copy, the generation
+        moves whenever this worker gives one of its cells to another key, and only one key object per
+        hash holds a trusted copy at a time (``_sync``: a limit compiled again by a reload, or a key
+        cache cleared, makes a second one). Other shards are read as in ``count``.
         """
         cells = self.cells
         if cells is None or key.generation != self.generation:
-            counted = self.count(key.hash, key.where, window, weight_previous, cap)
+            counted = self.count(key.hash, key.where, window, weight_previous, cap, amount)
             self._sync(key)
             return counted
         own_window = key.window
@@ -154,7 +165,7 @@ class CounterTable:
             current += others
             previous += before
         counted = current + previous * weight_previous
-        if counted + 1 <= cap:
+        if counted + amount <= cap:
             own = key.where[self.slot]
             if own_window != window:  # a new window: the one that ended becomes the previous one
                 key.previous = own_previous
@@ -162,9 +173,33 @@ class CounterTable:
                 cells[own + 3] = own_previous
                 cells[own + 2] = 0
                 cells[own + 1] = window
-            key.current = own_current + 1
-            cells[own + 2] = own_current + 1
+            key.current = own_current + amount
+            cells[own + 2] = own_current + amount
         return counted
+
+    def adjust_key(self, key: KeyCells, window: int, delta: int) -> None:
+        """``adjust`` for a key counted through ``sliding``: its copy and its cell move together (one
+        store when the copy is trusted)."""
+        cells = self.cells
+        if cells is None or key.generation != self.generation:
+            self.adjust(key.hash, key.where, window, delta)
+            self.drop_copy(key)
+            return
+        own = key.where[self.slot]
+        if key.window == window:
+            key.current += delta
+            cells[own + 2] = key.current
+        elif key.window == window + 1 and window >= 0:  # as in ``adjust``
+            key.previous += delta
+            cells[own + 3] = key.previous
+
+    def drop_copy(self, key: KeyCells) -> None:
+        """Trust no copy of ``key``'s own cell, the key's or another object's for the same hash: the cell
+        is written (or about to be) without going through one."""
+        key.generation = -1
+        owner = self.owners.pop(key.hash, None)
+        if owner is not None:
+            owner.generation = -1
 
     def _sync(self, key: KeyCells) -> None:
         """Copy this worker's own cell for ``key`` (after the generic path counted it), or drop the copy."""
@@ -177,6 +212,16 @@ class CounterTable:
         if stored == key.hash:
             key.window, key.current, key.previous = window, current, previous
             key.generation = self.generation
+            owners = self.owners
+            owner = owners.get(key.hash)
+            if owner is not key:
+                if owner is not None:
+                    owner.generation = -1  # two copies of one cell would each overwrite the other's counts
+                elif len(owners) >= OWNERS_MAX:
+                    owners.clear()
+                    self.generation += 1  # forgotten owners' copies must not be trusted
+                    key.generation = self.generation
+                owners[key.hash] = key
 
     def _read_shards(
         self, key_hash: int, where: list[int], window: int, skip: int

@@ -80,6 +80,24 @@ def test_a_count_taken_back_is_seen_by_the_next_check() -> None:
     for _ in range(3):
         table.sliding(key, 50, 0.0, 10.0)
     table.take_back(key.hash, key.where, 50)  # a later limit refused the last one
-    key.generation = -1  # as RateLimit does after a take-back
+    table.drop_copy(key)  # as the counters do after a take-back
     assert table.sliding(key, 50, 0.0, 10.0) == 2.0
     assert seen(table, key, 50) == 3
+
+
+def test_two_objects_for_one_key_never_write_over_each_others_counts() -> None:
+    """A reload compiles the limit again, and a full key cache is cleared: a worker may then count one
+    key through two objects, each wanting a copy of the same cell. Only the latest to count keeps one."""
+    first, second = workers(2, 64)
+    old, new = key_of(first, "consumer-1"), key_of(first, "consumer-1")
+    other_worker = key_of(second, "consumer-1")
+    for turn in range(30):
+        key = (old, new, other_worker)[turn % 3 if turn < 15 else (turn // 2) % 2]
+        (second if key is other_worker else first).sliding(key, 7, 0.0, 1000.0)
+    assert seen(first, old, 7) == 30
+    for _ in range(3):  # settlements through either object move the one count
+        first.adjust_key(old, 7, 2)
+        first.adjust_key(new, 7, -1)
+    assert first.sliding(new, 7, 0.0, 1000.0) == 33.0
+    assert first.sliding(old, 7, 0.0, 1000.0) == 34.0
+    assert seen(second, other_worker, 7) == 35
