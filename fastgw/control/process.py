@@ -107,6 +107,7 @@ class ControlProcess:
             log(f"audit log {self.audit.path} failed verification: {self.audit.problem}")
         self._pull_seq = 0
         self._pulls: dict[int, asyncio.Future[Export]] = {}
+        self._quota_write_failing = False  # logged once per outage, and once when writes resume
         self._requests: dict[str, asyncio.Future[ReloadResult]] = {}
         self._request_seq = 0
         self._stopped = asyncio.Event()
@@ -184,8 +185,13 @@ class ControlProcess:
         try:
             self.store.add_quota_counts(self.started, entries, time.time(), (message.writer, message.seq))
         except Exception as exc:  # a full disk, a locked file: loud, and the node keeps limiting
-            log(f"QUOTA WRITE FAILED ({len(entries)} keys; the worker sends them again): {exc}")
+            if not self._quota_write_failing:  # every worker resends every 2 s: one line per outage
+                self._quota_write_failing = True
+                log(f"QUOTA WRITE FAILED ({len(entries)} keys; the workers send them until written): {exc}")
             return False
+        if self._quota_write_failing:
+            self._quota_write_failing = False
+            log("quota writes resumed: the counts admitted meanwhile are in the store")
         return True
 
     def _on_worker_lost(self, channel: ChannelProtocol) -> None:

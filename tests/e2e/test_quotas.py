@@ -9,11 +9,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from fastgw.store.postgres import PostgresStore
 from fastgw.store.sqlite import SQLiteStore
 from tests.support.admin import TOKEN, Admin
 from tests.support.clients import get
 from tests.support.gateways import Gateway
 from tests.support.ports import free_port
+from tests.support.postgres import PostgresServer
 from tests.support.rate_limits import limited_config
 from tests.support.upstreams import TestUpstream
 from tests.support.waiting import wait_until
@@ -132,6 +134,54 @@ def test_a_control_process_killed_9_loses_and_doubles_no_quota_counts(
     wait_until(lambda: stored() == [17], 10, "all 17 admissions in the store")
     assert gw.stop() == 0  # the workers' last reports: none may add an admission twice
     store = SQLiteStore(str(tmp_path / "state" / "fastgw.db"))
+    try:
+        assert [c.count for c in store.quota_counts()] == [17]
+    finally:
+        store.close()
+
+
+def test_quota_counts_admitted_while_postgres_is_down_reach_it_once_when_it_returns(
+    gateway_factory: Callable[..., Gateway],
+    upstream: TestUpstream,
+    tmp_path: Path,
+    postgres_server: PostgresServer,
+) -> None:
+    """The store is down, not the control process: its writes fail, the workers keep their reports
+    (unacknowledged) and send them again every 2 s, admissions meanwhile adding up in them. Once
+    PostgreSQL is back, every admission is in it, once, with nothing restarted."""
+    dsn = postgres_server.create_database()
+    (tmp_path / "store.dsn").write_text(dsn + "\n")
+    token = tmp_path / "admin.token"
+    token.write_text(TOKEN + "\n")
+    admin_port = free_port()
+    config = quota_config(
+        upstream.port, tmp_path / "state", '{ name = "daily", rate = 1000, quota = "day", key = "route" }'
+    )
+    config += f'\n[admin]\nbind = "127.0.0.1:{admin_port}"\ntoken = {{ file = "{token}" }}\n'
+    config += (
+        f'[store]\nbackend = "postgres"\ndsn = {{ file = "{tmp_path / "store.dsn"}" }}\nconnect_timeout = 2\n'
+    )
+    gw = gateway_factory(config, workers=2)
+    admin = Admin(admin_port)
+
+    def stored() -> list[int]:
+        status, body = admin.json("GET", "/quotas")
+        return [q["count"] for q in body["quotas"]] if status == 200 else []
+
+    assert [get(gw.port, "/limited/x").status for _ in range(5)] == [200] * 5
+    wait_until(lambda: stored() == [5], 10, "5 in the store")
+    postgres_server.stop()
+    try:
+        # The node keeps limiting from its shared table while its store is down.
+        assert [get(gw.port, "/limited/x").status for _ in range(12)] == [200] * 12
+        wait_until(lambda: "QUOTA WRITE FAILED" in gw.stderr(), 15, "a quota write to fail")
+    finally:
+        postgres_server.start()
+    wait_until(lambda: stored() == [17], 30, "all 17 admissions in PostgreSQL")
+    wait_until(lambda: "quota writes resumed" in gw.stderr(), 10, "the recovery to be logged")
+    assert gw.stderr().count("QUOTA WRITE FAILED") == 1, "one line per outage, not one per resend"
+    assert gw.stop() == 0
+    store = PostgresStore(dsn, node="test", migrate=False)
     try:
         assert [c.count for c in store.quota_counts()] == [17]
     finally:
