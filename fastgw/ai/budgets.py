@@ -166,7 +166,7 @@ class Hold:
             elif kind == USD:
                 if cost == -2:
                     usd = record.cost_usd  # ai/prices.py's, set just before; None: unknown price
-                    cost = -1 if usd is None else round(usd * MICRO)
+                    cost = -1 if usd is None else rounded(usd * MICRO)
                 if cost < 0:
                     continue
                 real = cost
@@ -229,7 +229,7 @@ class Budgets:
         if prices is None:
             return -1
         usd = prices.cost_usd(provider, provider_model, usage, utc_day(now))
-        return -1 if usd is None else round(usd * MICRO)
+        return -1 if usd is None else rounded(usd * MICRO)
 
     def estimate_cost(self, provider: str, provider_model: str, prompt: int, output: int, now: float) -> int:
         """``cost`` of ``prompt`` and ``output`` tokens, from per-token rates kept per target and day:
@@ -406,7 +406,19 @@ class Budgets:
 
 def _priced(rates: Rates, prompt: int, output: int) -> int:
     """Micro-USD of ``prompt`` and ``output`` tokens at ``rates``; -1 when the price is unknown."""
-    return -1 if rates[1] < 0 else round(prompt * rates[1] + output * rates[2])
+    return -1 if rates[1] < 0 else rounded(prompt * rates[1] + output * rates[2])
+
+
+def rounded(number: float) -> int:
+    """``round(number)`` (halves to even) without builtins.round, which compiled looks up and binds
+    ``float.__round__`` on every call: a third of a spend budget's settle."""
+    if number < 0:
+        return -rounded(-number)
+    whole = int(number)
+    rest = number - whole
+    if rest > 0.5 or (rest == 0.5 and whole % 2 == 1):
+        whole += 1
+    return whole
 
 
 def _cap(budget: Budget, limit: Limit, overrides: dict[str, int] | None) -> int:

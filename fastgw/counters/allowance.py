@@ -27,7 +27,7 @@ from typing import Final
 
 from fastgw.counters.algorithms import sliding_wait
 from fastgw.counters.cluster import ClusterCounts
-from fastgw.counters.quota import DAY_SECONDS, QUOTAS
+from fastgw.counters.quota import DAY_SECONDS, QUOTAS, period_bounds
 from fastgw.counters.table import CounterTable, KeyCells
 
 MINUTE: Final = "minute"
@@ -76,6 +76,10 @@ class Allowance:
         self.when = 0
         self.used = 0.0
         self.reset = 0.0
+        # The calendar period (day, month) the last request fell in: its code and bounds, kept while
+        # requests fall inside it rather than worked out from the time on every request.
+        self.period_code = 0
+        self.period_start = self.period_end = 0.0
 
     def reserve(
         self,
@@ -103,7 +107,13 @@ class Allowance:
             else:
                 self.reset = self._minute_wait(key, window, elapsed, amount, cap, None, MINUTE_SECONDS)
             return True
-        code, self.reset = QUOTAS.period(self.period, now)
+        if self.period_start <= now < self.period_end:
+            code = self.period_code
+        else:
+            code = QUOTAS.period(self.period, now)[0]
+            _kind, self.period_start, self.period_end = period_bounds(code)
+            self.period_code = code
+        self.reset = self.period_end - now
         if key.epoch != QUOTAS.epoch or key.code != code:
             self._keep_quota(key, code, value)
         base = key.base

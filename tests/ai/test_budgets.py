@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from fastgw.ai.adapter import Usage
 from fastgw.ai.budget_headers import Fixed, limit_headers, reset_text
-from fastgw.ai.budgets import Budget, Budgets, Limit
+from fastgw.ai.budgets import Budget, Budgets, Limit, rounded
 from fastgw.ai.price_config import PriceSpec, compile_prices
 from fastgw.ai.record import LlmRecord
 from fastgw.config.errors import ConfigError
@@ -218,3 +218,13 @@ def test_the_estimates_cost_is_the_price_tables_on_either_side_of_a_price_change
         assert estimates[-1] == expected
     assert estimates == [12207, 5795, 12207]  # 1234 x 3 + 567 x 15, then 1234 x 1.25 + 567 x 7.5
     assert spend.estimate_cost("p", "unpriced", 10, 10, last_day) == -1
+
+
+@given(
+    st.one_of(
+        st.floats(-1e15, 1e15, allow_nan=False),
+        st.integers(-(10**12), 10**12).map(lambda whole: whole + 0.5),  # halves: to the even neighbour
+    )
+)
+def test_spend_is_rounded_to_micro_usd_as_round_does(number: float) -> None:
+    assert rounded(number) == round(number)
