@@ -166,6 +166,25 @@ def test_a_day_budget_adds_the_stores_base_and_sends_the_settled_amount_to_it() 
     assert allowance.counted and allowance.used == 0  # a new day
 
 
+@pytest.mark.parametrize("period", [DAY, MONTH])
+def test_a_calendar_period_turns_at_its_end_and_back_when_the_clock_steps_back(period: str) -> None:
+    """Each allowance keeps the period it last counted in; a request past its end (or before its start:
+    the clock stepped back) counts in the period it falls in, with the seconds left in that one."""
+    (table,) = workers(1)
+    allowance = Allowance(table, period, b"llm:team.usd")
+    key = key_of(table, b"llm:team.usd")
+    code, left = QUOTAS.period(period, NOON)
+    end = NOON + left
+    for now, amount in ((end - 0.25, 600), (end + 0.25, 700), (end - 0.5, 100), (end + 1.0, 200)):
+        allowance.reserve(key, "team:a", amount, now, 1000, None)
+        assert allowance.counted and allowance.reset == QUOTAS.period(period, now)[1]
+        assert allowance.when == QUOTAS.period(period, now)[0]
+    assert allowance.when != code
+    # What reaches the store, per period: each amount in the period its request fell in.
+    assert QUOTAS.pending[(key.hash, code)] == [600 + 100]
+    assert QUOTAS.pending[(key.hash, allowance.when)] == [700 + 200]
+
+
 def test_a_day_budget_sent_to_the_store_midway_sends_each_amount_once() -> None:
     """Keys keep their cell of counts to send while the quota book's epoch stands: a flush between a
     reservation and its settlement, or a base from the store arriving, must not lose or repeat a count."""
