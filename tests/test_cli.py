@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from fastgw import __version__
-from tests.support.cli import fastgw
+from tests.support.cli import fastgw, fastgw_each
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,9 +53,9 @@ def test_check_examples(tmp_path: Path) -> None:
         "FASTGW_BUDGET_ALERT_SECRET": "budget-alert-example",  # llm-budgets.toml's webhook key
     }
     for path in examples:
-        copy = tmp_path / path.name
-        copy.write_text(path.read_text())
-        out = fastgw("check", str(copy), env=env)
+        (tmp_path / path.name).write_text(path.read_text())
+    outs = fastgw_each([(("check", str(tmp_path / path.name)), env) for path in examples])
+    for path, out in zip(examples, outs, strict=True):
         assert out.returncode == 0, f"{path}: {out.stderr}"
 
 
@@ -201,18 +201,22 @@ def test_check_and_run_refuse_the_same_bad_configs_with_the_same_line(tmp_path: 
                 "rate_limits.capacity: 1024 workers x 16777216 cells x 32 bytes = 524288 MiB of shared",
             )
         )
-    config = tmp_path / "bad.toml"
-    for text, expected in cases:
+    env = {"CREDENTIALS_DIRECTORY": str(credentials)}
+    configs = [tmp_path / f"bad-{n}.toml" for n in range(len(cases))]
+    for config, (text, _expected) in zip(configs, cases, strict=True):
         config.write_text(text)
+    outs = iter(fastgw_each([((command, str(c)), env) for c in configs for command in ("check", "run")]))
+    for config, (text, expected) in zip(configs, cases, strict=True):
         lines = {}
         for command in ("check", "run"):
-            out = fastgw(command, str(config), env={"CREDENTIALS_DIRECTORY": str(credentials)})
+            out = next(outs)
             assert out.returncode == 2, (command, text, out.stdout, out.stderr)
             assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr, out.stderr
             lines[command] = out.stderr
         assert lines["check"] == lines["run"], lines
         assert lines["check"].startswith(f"fastgw: {config}: {expected}"), (lines["check"], expected)
     # --workers goes through the same maximum.
+    config = tmp_path / "bad.toml"
     config.write_text(base)
     out = fastgw("run", str(config), "--workers", "5000")
     assert out.returncode == 2 and out.stderr.startswith("fastgw: --workers: 5000 is not between 0 and 1024")
