@@ -21,20 +21,26 @@ from tests.support.upstreams import TestUpstream
 from tests.support.waiting import wait_until
 
 
-def quota_config(upstream_port: int, state: Path, quota: str) -> str:
-    extra = f'[rate_limits]\nquota_flush = 0.2\n\n[state]\ndir = "{state}"'
-    return limited_config(upstream_port, quota, extra=extra)
+def quota_config(upstream_port: int, tmp_path: Path, state: Path, quota: str) -> tuple[str, int]:
+    """The /limited route with ``quota``, its counts sent every 0.2 s to the store in ``state``, and the
+    admin API (its port returned) with the test token."""
+    token = tmp_path / "admin.token"
+    token.write_text(TOKEN + "\n")
+    admin_port = free_port()
+    extra = (
+        f'[rate_limits]\nquota_flush = 0.2\n\n[state]\ndir = "{state}"\n\n'
+        f'[admin]\nbind = "127.0.0.1:{admin_port}"\ntoken = {{ file = "{token}" }}\n'
+    )
+    return limited_config(upstream_port, quota, extra=extra), admin_port
 
 
 def test_daily_quota_survives_a_graceful_restart(
     gateway_factory: Callable[..., Gateway], upstream: TestUpstream, tmp_path: Path
 ) -> None:
     state = tmp_path / "shared-state"
-    token = tmp_path / "admin.token"
-    token.write_text(TOKEN + "\n")
-    admin_port = free_port()
-    config = quota_config(upstream.port, state, '{ name = "daily", rate = 5, quota = "day", key = "ip" }')
-    config += f'\n[admin]\nbind = "127.0.0.1:{admin_port}"\ntoken = {{ file = "{token}" }}\n'
+    config, admin_port = quota_config(
+        upstream.port, tmp_path, state, '{ name = "daily", rate = 5, quota = "day", key = "ip" }'
+    )
     first = gateway_factory(config, workers=2)
     statuses = [get(first.port, "/limited/a").status for _ in range(3)]
     assert statuses == [200, 200, 200]
@@ -60,13 +66,9 @@ def test_a_crash_loses_at_most_one_flush_interval(
     gateway_factory: Callable[..., Gateway], upstream: TestUpstream, tmp_path: Path
 ) -> None:
     state = tmp_path / "shared-state"
-    token = tmp_path / "admin.token"
-    token.write_text(TOKEN + "\n")
-    admin_port = free_port()
-    config = quota_config(
-        upstream.port, state, '{ name = "monthly", rate = 10, quota = "month", key = "route" }'
+    config, admin_port = quota_config(
+        upstream.port, tmp_path, state, '{ name = "monthly", rate = 10, quota = "month", key = "route" }'
     )
-    config += f'\n[admin]\nbind = "127.0.0.1:{admin_port}"\ntoken = {{ file = "{token}" }}\n'
     first = gateway_factory(config)
     assert [get(first.port, "/limited/x").status for _ in range(6)] == [200] * 6
     admin = Admin(admin_port)
@@ -106,13 +108,12 @@ def test_a_control_process_killed_9_loses_and_doubles_no_quota_counts(
     process is stopped (SIGSTOP) while requests are admitted, for several flush intervals, so each
     worker's report is sent to it and never read; then it is killed -9. The store ends with every
     admission, once."""
-    token = tmp_path / "admin.token"
-    token.write_text(TOKEN + "\n")
-    admin_port = free_port()
-    config = quota_config(
-        upstream.port, tmp_path / "state", '{ name = "daily", rate = 1000, quota = "day", key = "route" }'
+    config, admin_port = quota_config(
+        upstream.port,
+        tmp_path,
+        tmp_path / "state",
+        '{ name = "daily", rate = 1000, quota = "day", key = "route" }',
     )
-    config += f'\n[admin]\nbind = "127.0.0.1:{admin_port}"\ntoken = {{ file = "{token}" }}\n'
     gw = gateway_factory(config, workers=2)
     admin = Admin(admin_port)
 
@@ -151,13 +152,12 @@ def test_quota_counts_admitted_while_postgres_is_down_reach_it_once_when_it_retu
     PostgreSQL is back, every admission is in it, once, with nothing restarted."""
     dsn = postgres_server.create_database()
     (tmp_path / "store.dsn").write_text(dsn + "\n")
-    token = tmp_path / "admin.token"
-    token.write_text(TOKEN + "\n")
-    admin_port = free_port()
-    config = quota_config(
-        upstream.port, tmp_path / "state", '{ name = "daily", rate = 1000, quota = "day", key = "route" }'
+    config, admin_port = quota_config(
+        upstream.port,
+        tmp_path,
+        tmp_path / "state",
+        '{ name = "daily", rate = 1000, quota = "day", key = "route" }',
     )
-    config += f'\n[admin]\nbind = "127.0.0.1:{admin_port}"\ntoken = {{ file = "{token}" }}\n'
     config += (
         f'[store]\nbackend = "postgres"\ndsn = {{ file = "{tmp_path / "store.dsn"}" }}\nconnect_timeout = 2\n'
     )
