@@ -76,8 +76,7 @@ class Allowance:
         self.when = 0
         self.used = 0.0
         self.reset = 0.0
-        # The calendar period (day, month) the last request fell in: its code and bounds, kept while
-        # requests fall inside it rather than worked out from the time on every request.
+        # The calendar period (day, month) the last request fell in: its code and bounds (``_calendar``).
         self.period_code = 0
         self.period_start = self.period_end = 0.0
 
@@ -107,13 +106,7 @@ class Allowance:
             else:
                 self.reset = self._minute_wait(key, window, elapsed, amount, cap, None, MINUTE_SECONDS)
             return True
-        if self.period_start <= now < self.period_end:
-            code = self.period_code
-        else:
-            code = QUOTAS.period(self.period, now)[0]
-            _kind, self.period_start, self.period_end = period_bounds(code)
-            self.period_code = code
-        self.reset = self.period_end - now
+        code = self._calendar(now)
         if key.epoch != QUOTAS.epoch or key.code != code:
             self._keep_quota(key, code, value)
         base = key.base
@@ -138,8 +131,7 @@ class Allowance:
             weight = 1.0 - elapsed / MINUTE_SECONDS
             length = MINUTE_SECONDS
         else:
-            window, self.reset = QUOTAS.period(self.period, now)
-            window, length = self._cluster_window(window, now)
+            window, length = self._cluster_window(self._calendar(now), now)
             elapsed = 0.0
         shared = cluster.count(hashed, window, weight, length, table.shards)
         if shared is None:
@@ -160,6 +152,16 @@ class Allowance:
                 else self._minute_wait(key, window, elapsed, amount, cap, cluster, length)
             )
         return True
+
+    def _calendar(self, now: float) -> int:
+        """The code of the calendar period ``now`` falls in (``reset``: the seconds left in it), kept
+        while requests fall inside it rather than worked out from the time on every request."""
+        if not self.period_start <= now < self.period_end:
+            code = QUOTAS.period(self.period, now)[0]
+            _kind, self.period_start, self.period_end = period_bounds(code)
+            self.period_code = code
+        self.reset = self.period_end - now
+        return self.period_code
 
     def _minute_wait(
         self,
