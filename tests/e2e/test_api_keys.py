@@ -15,7 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.api_keys import KEY_RE, cli, issue, keys_config, status_on_all_workers
+from tests.support.api_keys import (
+    KEY_RE,
+    cli,
+    create_key,
+    ensure_consumer,
+    issue,
+    keys_config,
+    status_on_all_workers,
+)
 from tests.support.cli import fastgw
 from tests.support.clients import get
 from tests.support.gateways import Gateway, basic_config
@@ -37,8 +45,9 @@ def test_key_lifecycle_create_use_rotate_revoke(keyed: Gateway, upstream: TestUp
     assert missing.header(b"content-type") == b"application/problem+json"
     assert get(gw.port, "/open").status == 200  # auth = "none" routes are unaffected
 
+    ensure_consumer(gw, "acme")  # not timed: the bar is the key's creation, one CLI process, to its use
     created = time.monotonic()
-    key, key_id = issue(gw)
+    key, key_id = create_key(gw, "acme")
     wait_until(
         lambda: status_on_all_workers(gw.port, "/api/x", f"X-API-Key: {key}\r\n") == {200}, 5, "the new key"
     )

@@ -56,9 +56,18 @@ def cli(gw: Gateway, *args: str) -> str:
     return out.stdout
 
 
-def issue(gw: Gateway, consumer: str = "acme", *extra: str) -> tuple[str, str]:
+def ensure_consumer(gw: Gateway, consumer: str = "acme") -> None:
     if consumer not in cli(gw, "consumers", "list"):
         cli(gw, "consumers", "create", consumer, "--team", "payments", "--role", "reader")
+
+
+def issue(gw: Gateway, consumer: str = "acme", *extra: str) -> tuple[str, str]:
+    ensure_consumer(gw, consumer)
+    return create_key(gw, consumer, *extra)
+
+
+def create_key(gw: Gateway, consumer: str, *extra: str) -> tuple[str, str]:
+    """One `fastgw keys create` for an existing consumer: the key's plaintext and its id."""
     out = cli(gw, "keys", "create", consumer, *extra)
     key = KEY_RE.search(out)
     assert key, out
