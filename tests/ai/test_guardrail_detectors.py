@@ -180,7 +180,7 @@ def jwt(header: object) -> str:
             "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk\n-----END OPENSSH PRIVATE KEY-----",
         ),
         ("jwt", jwt({"alg": "RS256", "typ": "JWT"})),
-        ("fastgw_key", new_key()),
+        pytest.param("fastgw_key", new_key(), id="fastgw_key-generated"),  # a fixed id: new each run
         ("provider_key", "sk-proj-" + "Q7xZ" * 12),
         ("provider_key", "sk-ant-api03-" + "k9Lm" * 10),
     ],
