@@ -79,32 +79,50 @@ def limit_headers(
     tokens_left: float,
     tokens_reset: float,
 ) -> list[Field]:
-    """The answer's fields for its tightest request limit and token limit (either may be None)."""
-    out: list[Field] = []
+    """The answer's fields for its tightest request limit and token limit (either may be None): each
+    limit's three x-ratelimit-* fields, then RateLimit-Policy and RateLimit. Built as list displays, one
+    allocation each, on every budgeted answer."""
     if requests is None or tokens is None:
         shown = tokens if requests is None else requests
         if shown is None:
-            return out
+            return []
         left, reset = (tokens_left, tokens_reset) if requests is None else (requests_left, requests_reset)
-        item = _one(out, shown, left, reset)
-        out.append(shown.policy_field)
-        out.append((b"ratelimit", item))
-        return out
-    item = _one(out, requests, requests_left, requests_reset)
-    more = _one(out, tokens, tokens_left, tokens_reset)
-    out.append((b"ratelimit-policy", requests.policy + b", " + tokens.policy))
-    out.append((b"ratelimit", item + b", " + more))
-    return out
+        remaining = _remaining(left)
+        t = shown.reset_item(reset)  # before reset_field: it renews the field
+        return [
+            shown.limit_field,
+            (shown.remaining_name, remaining),
+            shown.reset_field,
+            shown.policy_field,
+            (b"ratelimit", shown.item + remaining + t),
+        ]
+    requests_remaining = _remaining(requests_left)
+    requests_t = requests.reset_item(requests_reset)
+    tokens_remaining = _remaining(tokens_left)
+    tokens_t = tokens.reset_item(tokens_reset)
+    return [
+        requests.limit_field,
+        (requests.remaining_name, requests_remaining),
+        requests.reset_field,
+        tokens.limit_field,
+        (tokens.remaining_name, tokens_remaining),
+        tokens.reset_field,
+        (b"ratelimit-policy", requests.policy + b", " + tokens.policy),
+        (
+            b"ratelimit",
+            requests.item
+            + requests_remaining
+            + requests_t
+            + b", "
+            + tokens.item
+            + tokens_remaining
+            + tokens_t,
+        ),
+    ]
 
 
-def _one(out: list[Field], fixed: Fixed, left: float, reset: float) -> bytes:
-    """Appends one limit's x-ratelimit-* fields; returns its RateLimit item."""
-    remaining = _digits(int(left) if left > 0 else 0)
-    t = fixed.reset_item(reset)
-    out.append(fixed.limit_field)
-    out.append((fixed.remaining_name, remaining))
-    out.append(fixed.reset_field)
-    return fixed.item + remaining + t
+def _remaining(left: float) -> bytes:
+    return _digits(int(left) if left > 0 else 0)
 
 
 def reset_text(seconds: float) -> bytes:

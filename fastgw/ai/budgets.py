@@ -99,8 +99,20 @@ class Seat:
         self.fixed = fixed  # None for a spend limit: no header shows it
 
 
-# What one reservation counted: (spot, window, amount, used before, cap).
-Entry = tuple[Spot, int, int, float, int]
+class Entry:
+    """What one reservation counted: where, in which window, how much, what was used before, the cap.
+    A native class rather than a tuple: one object per reservation, its numbers stored unboxed."""
+
+    __slots__ = ("amount", "cap", "spot", "used", "when")
+
+    def __init__(self, spot: Spot, when: int, amount: int, used: float, cap: int) -> None:
+        self.spot = spot
+        self.when = when
+        self.amount = amount
+        self.used = used
+        self.cap = cap
+
+
 # A target's price per token on one day: (UTC day number, micro-USD per prompt token, per answer token;
 # both -1 when the price is unknown).
 Rates = tuple[int, float, float]
@@ -151,16 +163,18 @@ class Hold:
             return
         cluster = CLUSTER.current
         if not usage.reported:
-            for spot, when, amount, _used, _cap in self.entries:
+            for entry in self.entries:
+                spot = entry.spot
                 if spot.kind != REQUESTS:  # the request itself was made: it counts
-                    spot.allowance.settle(spot.key, when, -amount, cluster)
+                    spot.allowance.settle(spot.key, entry.when, -entry.amount, cluster)
             return
         tokens = usage.total_tokens
         cost = -2  # not looked up yet
         alerts = self.budgets.alerts
-        for spot, when, amount, used, cap in self.entries:
+        for entry in self.entries:
+            spot = entry.spot
             kind = spot.kind
-            real = amount
+            amount = real = entry.amount
             if kind == TOKENS:
                 real = tokens
             elif kind == USD:
@@ -170,11 +184,12 @@ class Hold:
                 if cost < 0:
                     continue
                 real = cost
-            spot.allowance.settle(spot.key, when, real - amount, cluster)
+            spot.allowance.settle(spot.key, entry.when, real - amount, cluster)
             if alerts is not None:
+                used, cap = entry.used, entry.cap
                 percent = alerts.crossed(used, used + real, cap)
                 if percent:
-                    self.budgets.alert(spot.row, when, spot.value, percent, used + real, cap, False)
+                    self.budgets.alert(spot.row, entry.when, spot.value, percent, used + real, cap, False)
 
 
 class Budgets:
@@ -324,10 +339,11 @@ class Budgets:
                 if self.alerts is not None and 100 in self.alerts.thresholds:
                     self.alert(row, allowance.when, spot.value, 100, used, cap, True)
                 break
-            entries.append((spot, allowance.when, amount, used, cap))
+            entries.append(Entry(spot, allowance.when, amount, used, cap))
         if hold.refusal is not None:
-            for spot, when, amount, _used, _cap in entries:
-                spot.allowance.settle(spot.key, when, -amount, cluster)
+            for entry in entries:
+                spot = entry.spot
+                spot.allowance.settle(spot.key, entry.when, -entry.amount, cluster)
             entries.clear()
         if tokens_row >= 0 or requests_row >= 0:
             hold.headers = limit_headers(
