@@ -30,7 +30,7 @@ from fastgw.ai.prices import PriceTable, utc_day
 from fastgw.ai.record import LlmRecord
 from fastgw.ai.relay import status_kind
 from fastgw.counters.allowance import Allowance, AmountKey
-from fastgw.counters.cluster import CLUSTER
+from fastgw.counters.cluster import CLUSTER, ClusterCounts
 from fastgw.counters.table import CounterTable, key_hash
 from fastgw.exchange import Exchange
 from fastgw.handler_api import ResponseWriter
@@ -121,10 +121,13 @@ Rates = tuple[int, float, float]
 class Hold:
     """One request's reservations, its response headers, and (when refused) why."""
 
-    __slots__ = ("budgets", "entries", "headers", "refusal", "retry", "status", "tokens")
+    __slots__ = ("budgets", "cluster", "entries", "headers", "refusal", "retry", "status", "tokens")
 
     def __init__(self, budgets: Budgets) -> None:
         self.budgets = budgets
+        # Where the reservations counted: the settle corrects them there, even after a reload added or
+        # removed the shared store ([rate_limits.redis]) while the answer streamed.
+        self.cluster: ClusterCounts | None = None
         self.entries: list[Entry] = []
         self.headers: list[Field] = NO_HEADERS  # replaced, never appended to
         self.refusal: tuple[str, str] | None = None  # (message, code)
@@ -161,7 +164,7 @@ class Hold:
         usage = record.usage
         if not self.entries or (not usage.reported and answered):
             return
-        cluster = CLUSTER.current
+        cluster = self.cluster
         if not usage.reported:
             for entry in self.entries:
                 spot = entry.spot
@@ -296,7 +299,7 @@ class Budgets:
         now = _time()
         if self._spends and model is not None and model.targets:
             spend = self._model_spend(model, prompt, output, now)
-        cluster = CLUSTER.current
+        cluster = hold.cluster = CLUSTER.current
         seat = self._seat(ex)
         caps = seat.caps
         fixed = seat.fixed

@@ -201,6 +201,38 @@ def test_the_shared_store_down_with_failure_closed_answers_503_and_counts_nothin
     assert not hold.entries and not down.pending
 
 
+@pytest.mark.parametrize("reserved_in", ["node", "cluster"])
+def test_a_reservation_is_settled_where_it_was_counted_across_a_reload_that_changes_the_store(
+    reserved_in: str,
+) -> None:
+    """A reload may add or remove [rate_limits.redis] while an answer streams: its correction goes where
+    its estimate was counted (the node's quota book, or the cluster's batch for Redis), never to the
+    other: a day's count under a cluster window index, or a quota code sent to Redis, counts nothing."""
+    route = budgets("route", TOKENS_PER_DAY)
+    shared = ClusterCounts(
+        RedisSettings(url="redis://127.0.0.1:1", flush_interval=0.05, timeout=0.1, failure="open")
+    )
+    shared.up = False  # down and failure "open": reserve counts on the node's table and in the batch
+    before, after = (None, shared) if reserved_in == "node" else (shared, None)
+    saved = CLUSTER.current
+    try:
+        CLUSTER.current = before
+        hold = route.reserve(request_from(None), None, 400, {})
+        assert hold.entries and hold.refusal is None
+        reserved = hold.tokens
+        CLUSTER.current = after  # the reload
+        hold.settle(LlmRecord("m", "chat", usage=Usage(30, 20, reported=True)), True)
+    finally:
+        CLUSTER.current = saved
+    if reserved_in == "node":
+        assert sum(cell[0] for cell in QUOTAS.pending.values()) == 50  # the estimate, then corrected
+        assert not shared.pending
+    else:
+        assert list(shared.pending.values()) == [50]
+        assert not QUOTAS.pending or sum(cell[0] for cell in QUOTAS.pending.values()) == 0
+    assert reserved != 50
+
+
 def test_the_estimates_cost_is_the_price_tables_on_either_side_of_a_price_change() -> None:
     """The estimate is priced from per-token rates kept per target and day: the same micro-USD as the
     price table's cost of the same tokens, and the new rate from the day a new price takes effect."""
