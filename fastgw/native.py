@@ -74,6 +74,7 @@ COMPILED: Final = (
     "fastgw.ai.record",
     "fastgw.ai.prices",  # every llm request is priced when it ends (record_cost)
     "fastgw.ai.budget_headers",
+    "fastgw.ai.budget_seats",
     "fastgw.ai.budgets",
     "fastgw.ai.adapter",
     "fastgw.ai.formats.openai",

@@ -25,6 +25,7 @@ from typing import Any, Final
 from fastgw.ai.adapter import Usage
 from fastgw.ai.budget_alerts import Alerts
 from fastgw.ai.budget_headers import Field, Fixed, limit_headers
+from fastgw.ai.budget_seats import Entry, Seat, Spot
 from fastgw.ai.client_format import ClientFormat
 from fastgw.ai.prices import PriceTable, utc_day
 from fastgw.ai.record import LlmRecord
@@ -71,46 +72,6 @@ class Budget:
     budget_id: str  # "route:name", stable across reloads
     key: str  # "api_key" | "consumer" | "team" | "route"
     limits: tuple[Limit, ...]
-
-
-class Spot:
-    """Where one limit of the route counts one key (a consumer, an API key, a team, the route)."""
-
-    __slots__ = ("allowance", "key", "kind", "row", "value")
-
-    def __init__(self, allowance: Allowance, key: AmountKey, kind: int, row: int, value: str) -> None:
-        self.allowance = allowance
-        self.key = key
-        self.kind = kind
-        self.row = row  # the route's plan row: which budget and limit
-        self.value = value  # the key's text ("key:k_1", "team:red"), for the store and the alerts
-
-
-class Seat:
-    """One caller's spots in every limit of the route, with its caps (its own numbers where it has
-    them) and their fixed headers: looked up once per caller, not per request."""
-
-    __slots__ = ("caps", "fixed", "identity", "spots")
-
-    def __init__(self, identity: Any, spots: list[Spot], caps: list[int], fixed: list[Fixed | None]) -> None:
-        self.identity = identity  # kept: the cache is keyed by its id(), which it must not give away
-        self.spots = spots
-        self.caps = caps
-        self.fixed = fixed  # None for a spend limit: no header shows it
-
-
-class Entry:
-    """What one reservation counted: where, in which window, how much, what was used before, the cap.
-    A native class rather than a tuple: one object per reservation, its numbers stored unboxed."""
-
-    __slots__ = ("amount", "cap", "spot", "used", "when")
-
-    def __init__(self, spot: Spot, when: int, amount: int, used: float, cap: int) -> None:
-        self.spot = spot
-        self.when = when
-        self.amount = amount
-        self.used = used
-        self.cap = cap
 
 
 # A target's price per token on one day: (UTC day number, micro-USD per prompt token, per answer token;

@@ -1,0 +1,50 @@
+"""Where one caller counts on a route with budgets (ai/budgets.py): a Spot per limit and key, a Seat
+per caller (its spots, caps and fixed headers, looked up once per caller), and an Entry per reservation
+a request made. Native classes (compiled): their numbers are stored unboxed, one object each."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastgw.ai.budget_headers import Fixed
+from fastgw.counters.allowance import Allowance, AmountKey
+
+
+class Spot:
+    """Where one limit of the route counts one key (a consumer, an API key, a team, the route)."""
+
+    __slots__ = ("allowance", "key", "kind", "row", "value")
+
+    def __init__(self, allowance: Allowance, key: AmountKey, kind: int, row: int, value: str) -> None:
+        self.allowance = allowance
+        self.key = key
+        self.kind = kind
+        self.row = row  # the route's plan row: which budget and limit
+        self.value = value  # the key's text ("key:k_1", "team:red"), for the store and the alerts
+
+
+class Seat:
+    """One caller's spots in every limit of the route, with its caps (its own numbers where it has
+    them) and their fixed headers: looked up once per caller, not per request."""
+
+    __slots__ = ("caps", "fixed", "identity", "spots")
+
+    def __init__(self, identity: Any, spots: list[Spot], caps: list[int], fixed: list[Fixed | None]) -> None:
+        self.identity = identity  # kept: the cache is keyed by its id(), which it must not give away
+        self.spots = spots
+        self.caps = caps
+        self.fixed = fixed  # None for a spend limit: no header shows it
+
+
+class Entry:
+    """What one reservation counted: where, in which window, how much, what was used before, the cap
+    (a class rather than a tuple: one object, its numbers unboxed)."""
+
+    __slots__ = ("amount", "cap", "spot", "used", "when")
+
+    def __init__(self, spot: Spot, when: int, amount: int, used: float, cap: int) -> None:
+        self.spot = spot
+        self.when = when
+        self.amount = amount
+        self.used = used
+        self.cap = cap
