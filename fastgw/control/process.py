@@ -48,6 +48,7 @@ from fastgw.control.ledger import LedgerWriter
 from fastgw.control.provider_keys import ProviderKeyService
 from fastgw.control.retention import Retention
 from fastgw.control.worker_tables import WorkerTables
+from fastgw.control.write_outage import WriteOutage
 from fastgw.metrics.exposition import Export, GatewayCollector, make_registry, render
 from fastgw.metrics.shared import SharedMetrics
 from fastgw.secrets_at_rest import MasterKeys
@@ -107,7 +108,7 @@ class ControlProcess:
             log(f"audit log {self.audit.path} failed verification: {self.audit.problem}")
         self._pull_seq = 0
         self._pulls: dict[int, asyncio.Future[Export]] = {}
-        self._quota_write_failing = False  # logged once per outage, and once when writes resume
+        self._quota_outage = WriteOutage()  # logged once when it begins, once when it ends
         self._requests: dict[str, asyncio.Future[ReloadResult]] = {}
         self._request_seq = 0
         self._stopped = asyncio.Event()
@@ -185,13 +186,11 @@ class ControlProcess:
         try:
             self.store.add_quota_counts(self.started, entries, time.time(), (message.writer, message.seq))
         except Exception as exc:  # a full disk, a locked file: loud, and the node keeps limiting
-            if not self._quota_write_failing:  # every worker resends every 2 s: one line per outage
-                self._quota_write_failing = True
+            if self._quota_outage.failed(message.writer, time.monotonic()):
                 log(f"QUOTA WRITE FAILED ({len(entries)} keys; the workers send them until written): {exc}")
             return False
-        if self._quota_write_failing:
-            self._quota_write_failing = False
-            log("quota writes resumed: the counts admitted meanwhile are in the store")
+        if self._quota_outage.written(message.writer, time.monotonic()):
+            log("quota writes resumed: every report that failed meanwhile is now in the store")
         return True
 
     def _on_worker_lost(self, channel: ChannelProtocol) -> None:
