@@ -95,7 +95,7 @@ class SlidingWindow(Counter):
         weight = 1.0 - (position - window)
         counted: float
         if cluster is None:
-            counted = table.sliding(key, window, weight, cap)  # this node's workers
+            counted = table.sliding(key, window, weight, cap, 1, length)  # this node's workers
         else:
             table.drop_copy(key)  # counted below without a copy of its own cell
             shared = cluster.count(key.hash, window, weight, length, table.shards)
@@ -107,7 +107,7 @@ class SlidingWindow(Counter):
                 shared = table.count(key.hash, key.where, window, weight)
             counted = shared
             if counted + 1 <= cap:  # the cluster decides: count here and in the batch for Redis
-                table.add(key.hash, key.where, window)
+                table.add(key.hash, key.where, window, 1, length)
                 cluster.add(key.hash, window)
         self.unavailable = False
         self.counted = counted + 1 <= cap

@@ -97,7 +97,7 @@ class Allowance:
         used: float
         if self.minute:
             window, elapsed = minute_window(now)
-            used = table.sliding(key, window, 1.0 - elapsed / MINUTE_SECONDS, cap, amount)
+            used = table.sliding(key, window, 1.0 - elapsed / MINUTE_SECONDS, cap, amount, MINUTE_SECONDS)
             self.used = used
             self.when = window
             self.counted = used + amount <= cap
@@ -143,7 +143,7 @@ class Allowance:
         self.when = window
         self.counted = shared + amount <= cap
         if self.counted:  # the cluster decides: count here and in the batch for Redis
-            table.add(hashed, key.where, window, amount)
+            table.add(hashed, key.where, window, amount, length)
             cluster.add(hashed, window, amount)
         if self.minute:
             self.reset = (

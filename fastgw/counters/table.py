@@ -6,10 +6,12 @@ Storage only: what a count means (a sliding window, a quota period, requests in 
 (policy/rate_limit.py). The supervisor sizes and creates the region from here (``region_bytes``) and
 releases a dead worker's in-flight cells; each worker attaches ``COUNTERS`` to its slot.
 
-Capacity: cells are probed linearly over ``PROBES`` slots; a worker reuses its own cells once their
-window is more than one window old. When all are live (the table is full for that hash), the key is
-counted in a per-worker dict instead: limiting continues, exact per worker but not shared, and the
-event is counted (``table_full``) and logged once.
+Capacity: cells are probed linearly over ``PROBES`` slots; a worker reuses its own cells once they
+hold nothing (both counts 0), or once their window, of the length the worker recorded when it wrote
+the cell (``lengths``: window indices of different lengths are not comparable, so an index alone never
+tells a live hour from a stale second), ended more than one window before the new key's began. When all
+are live (the table is full for that hash), the key is counted in a per-worker dict instead: limiting
+continues, exact per worker but not shared, and the event is counted (``table_full``) and logged once.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import hashlib
 import mmap
 import struct
 import sys
+from array import array
 from typing import Final
 
 CELL_INTS: Final = 4  # key hash, window, current count, previous count
@@ -79,6 +82,9 @@ class CounterTable:
         self.generation = 0  # moves when this worker's cells change hands: KeyCells copies go stale
         # key hash -> the one KeyCells whose copy of its own cell is trusted (see ``_sync``)
         self.owners: dict[int, KeyCells] = {}
+        # The window length (seconds) of each cell of this worker's shard, as last written; 0: unknown (a
+        # calendar period, requests in flight, or a cell written before this process attached).
+        self.lengths = array("d")
 
     def attach(self, region: mmap.mmap, slot: int, shards: int, capacity: int) -> None:
         self.region = region
@@ -88,6 +94,7 @@ class CounterTable:
         self.capacity = capacity
         self.generation += 1
         self.owners.clear()
+        self.lengths = array("d", bytes(8 * capacity))
 
     def locate(self, key_hash: int) -> list[int]:
         """A new key's place in each shard: ``~home`` (negative: not found there yet; ``home`` is its first
@@ -121,9 +128,11 @@ class CounterTable:
         weight_previous: float,
         cap: float = -1.0,
         amount: int = 1,
+        length: float = 0.0,
     ) -> float:
         """The sliding estimate for key_hash, summed over every shard. When it leaves room for ``amount``
-        more under ``cap``, the amount is counted too, in this worker's own shard, in the same pass."""
+        more under ``cap``, the amount is counted too, in this worker's own shard, in the same pass.
+        ``length``: the window's length in seconds (0: not a sliding window), for ``add``."""
         cells = self.cells
         if cells is None:
             return 0.0
@@ -133,11 +142,17 @@ class CounterTable:
             if own >= 0:
                 cells[own + 2] = own_count + amount  # the steady state: more in our cell's current window
             else:
-                self.add(key_hash, where, window, amount)
+                self.add(key_hash, where, window, amount, length)
         return counted
 
     def sliding(
-        self, key: KeyCells, window: int, weight_previous: float, cap: float, amount: int = 1
+        self,
+        key: KeyCells,
+        window: int,
+        weight_previous: float,
+        cap: float,
+        amount: int = 1,
+        length: float = 0.0,
     ) -> float:
         """``count`` for a key, this worker's own cell read from the key's copy of it.
 
@@ -149,7 +164,7 @@ class CounterTable:
         """
         cells = self.cells
         if cells is None or key.generation != self.generation:
-            counted = self.count(key.hash, key.where, window, weight_previous, cap, amount)
+            counted = self.count(key.hash, key.where, window, weight_previous, cap, amount, length)
             self._sync(key)
             return counted
         own_window = key.window
@@ -170,6 +185,7 @@ class CounterTable:
             if own_window != window:  # a new window: the one that ended becomes the previous one
                 key.previous = own_previous
                 key.window = window
+                self._record_length(own, length)
                 cells[own + 3] = own_previous
                 cells[own + 2] = 0
                 cells[own + 1] = window
@@ -263,9 +279,10 @@ class CounterTable:
                 current += local[0]
         return current, previous, own, own_count
 
-    def add(self, key_hash: int, where: list[int], window: int, amount: int = 1) -> None:
+    def add(self, key_hash: int, where: list[int], window: int, amount: int = 1, length: float = 0.0) -> None:
         """Count one admission (or ``amount``: tokens, micro-USD) in this worker's own shard (the only
-        shard it ever writes)."""
+        shard it ever writes). ``length``: the window's length in seconds, 0 when it is no sliding window
+        (a calendar period, requests in flight): recorded with the cell, it tells when the cell is stale."""
         cells = self.cells
         if cells is None:
             return
@@ -275,6 +292,7 @@ class CounterTable:
                 cells[own + 2] += amount
             else:
                 self._bump(own, window, amount)
+                self._record_length(own, length)
             return
         capacity = self.capacity
         base = self.slot * capacity
@@ -286,9 +304,10 @@ class CounterTable:
             if stored == key_hash:
                 where[self.slot] = index
                 self._bump(index, window, amount)
+                self._record_length(index, length)
                 return
-            if free < 0 and (stored == 0 or 0 <= cells[index + 1] < window - 1):
-                free = index  # empty, or ours and stale (never a concurrency cell): reusable
+            if free < 0 and (stored == 0 or self._reusable(index, window, length)):
+                free = index  # empty, or another key's cell that holds nothing any more
             if stored == 0:
                 break
         if free >= 0:
@@ -299,6 +318,7 @@ class CounterTable:
             cells[free + 3] = 0
             cells[free] = key_hash  # published last: readers never see a half-written cell as this key
             where[self.slot] = free
+            self.lengths[self._cell_number(free)] = length
             return
         self.table_full += 1
         if self.table_full == 1:
@@ -309,6 +329,30 @@ class CounterTable:
         cell[0] += amount
         if len(self.local) > 65536:
             self.local.clear()
+
+    def _reusable(self, index: int, window: int, length: float) -> bool:
+        """Whether this worker's cell at ``index``, another key's, may be given to a new key counting in
+        ``window`` of ``length`` seconds: it holds nothing (both counts 0: whatever it was, its key reads
+        0 without it), or its own window, of its recorded length, ended more than one of its windows
+        before the new window began (so it no longer counts even as a previous window). Window indices
+        of different lengths are never compared: an hour's index is far below a second's."""
+        cells = self.cells
+        assert cells is not None
+        if cells[index + 2] == 0 and cells[index + 3] == 0:
+            return True
+        cell_length = self.lengths[self._cell_number(index)]
+        if cell_length <= 0.0 or length <= 0.0:
+            return False  # a calendar period, requests in flight, or a length this process never saw
+        cell_window = cells[index + 1]
+        return cell_window >= 0 and (cell_window + 2) * cell_length <= window * length
+
+    def _cell_number(self, index: int) -> int:
+        """The position in ``lengths`` of this worker's cell at int index ``index``."""
+        return index // CELL_INTS - self.slot * self.capacity
+
+    def _record_length(self, index: int, length: float) -> None:
+        if length > 0.0:
+            self.lengths[self._cell_number(index)] = length
 
     def adjust(self, key_hash: int, where: list[int], window: int, delta: int) -> None:
         """Correct an amount this worker added in ``window`` by ``delta`` (either sign): an estimate

@@ -54,20 +54,21 @@ def test_a_cell_given_to_another_key_is_never_written_through_an_old_copy() -> N
     (table,) = workers(1, 8)  # every key probes the same 8 cells: the table is full at 8 keys
     keys = [key_of(table, f"client-{n}") for n in range(9)]
     for key in keys[:8]:
-        assert table.sliding(key, 10, 0.0, 5.0) == 0.0  # each key counted once, in its own cell
+        assert table.sliding(key, 10, 0.0, 5.0, 1, 1.0) == 0.0  # each key counted once, in its own cell
     assert [seen(table, key, 10) for key in keys[:8]] == [1] * 8
 
     # Two windows later the old cells are stale: a new key takes one of them over.
     newcomer = keys[8]
-    assert table.sliding(newcomer, 12, 0.0, 5.0) == 0.0
+    assert table.sliding(newcomer, 12, 0.0, 5.0, 1, 1.0) == 0.0
+    assert table.table_full == 0, "a stale cell was given to the newcomer"
     for _ in range(2):
-        table.sliding(newcomer, 12, 0.0, 5.0)
+        table.sliding(newcomer, 12, 0.0, 5.0, 1, 1.0)
     assert seen(table, newcomer, 12) == 3
     # Every old key comes back (in this window, then with the clock stepped back to window 10): none of
     # them may count into the newcomer's cell, whatever its stale copy of its own cell says.
     for window in (12, 10):
         for key in keys[:8]:
-            table.sliding(key, window, 0.0, 5.0)
+            table.sliding(key, window, 0.0, 5.0, 1, 1.0)
             assert seen(table, newcomer, 12) == 3, f"window {window}: an old key wrote the newcomer's cell"
         if window == 12:  # each old key counted once in window 12 (one of them outside the full table)
             assert [seen(table, key, 12) for key in keys[:8]] == [1] * 8
@@ -101,3 +102,64 @@ def test_two_objects_for_one_key_never_write_over_each_others_counts() -> None:
     assert first.sliding(new, 7, 0.0, 1000.0) == 33.0
     assert first.sliding(old, 7, 0.0, 1000.0) == 34.0
     assert seen(second, other_worker, 7) == 35
+
+
+NOW = 1_765_000_000.0  # a time in December 2025: window indices of every length are far apart
+
+
+def counted_in(table: CounterTable, key_hash: int, length: float, at: float, times: int = 1) -> float:
+    """``times`` admissions of the key in its window of ``length`` seconds at ``at``; what it read last."""
+    where = table.locate(key_hash)
+    seen_before = 0.0
+    for _ in range(times):
+        seen_before = table.count(key_hash, where, int(at // length), 0.0, 1e9, 1, length)
+    return seen_before
+
+
+def reads(table: CounterTable, key_hash: int, length: float, at: float) -> float:
+    return table.count(key_hash, table.locate(key_hash), int(at // length), 0.0)
+
+
+def test_a_live_count_is_never_given_to_a_new_key_of_another_window_length() -> None:
+    """Window indices are ``now // length``: a second's index is ~3,600 times an hour's, and a 60 s
+    window's ~1.6 % above a 61 s one's. Compared as numbers, a live cell of the longer window looked
+    more than one window old, and the first request of a new key probing it took it over: the first
+    key's count restarted at 0 (a whole extra window admitted)."""
+    for long, short in ((3600.0, 1.0), (61.0, 60.0), (86400.0, 3600.0)):
+        (table,) = workers(1, 8)  # hashes 1 and 9 share their first probe slot
+        counted_in(table, 1, long, NOW, times=5)
+        counted_in(table, 9, short, NOW + 1)
+        assert reads(table, 1, long, NOW + 2) == 5, f"a {short:g} s key took a live {long:g} s count"
+        assert reads(table, 9, short, NOW + 1) == 1
+
+
+def test_a_cell_is_reused_once_its_window_and_the_one_after_have_ended() -> None:
+    (table,) = workers(1, 2)  # two cells: a third key is counted only in one given up
+    counted_in(table, 1, 3600.0, NOW, times=5)
+    counted_in(table, 2, 3600.0, NOW, times=5)
+    hour_start = (NOW // 3600) * 3600
+    # Before the hour after the key's hour ends, its count still weighs as the previous window.
+    counted_in(table, 3, 1.0, hour_start + 2 * 3600 - 1)
+    assert table.table_full == 1 and reads(table, 1, 3600.0, NOW) == 5
+    # Two hours on, nothing of it counts any more: the cell goes to the next new key.
+    counted_in(table, 5, 1.0, hour_start + 2 * 3600)
+    assert table.table_full == 1, "the stale hour cell was not reused"
+    assert reads(table, 5, 1.0, hour_start + 2 * 3600) == 1
+
+
+def test_a_cell_whose_length_this_process_never_saw_is_reused_only_when_it_holds_nothing() -> None:
+    """A worker restarted into its slot finds its predecessor's cells without their lengths: a cell
+    holding counts is kept (it may be live), one holding nothing may go to any key."""
+    region = mmap.mmap(-1, 2 * CELL_INTS * 8)
+    before = CounterTable()
+    before.attach(region, 0, 1, 2)
+    counted_in(before, 1, 1.0, NOW)
+    counted_in(before, 2, 1.0, NOW)
+    where = before.locate(2)
+    before.count(2, where, int(NOW), 0.0)
+    before.take_back(2, where, int(NOW))  # key 2's request ended: its cell holds 0
+    after = CounterTable()
+    after.attach(region, 0, 1, 2)
+    counted_in(after, 3, 1.0, NOW + 3600)  # key 1's cell is an hour stale, but of unknown length
+    assert reads(after, 1, 1.0, NOW) == 1, "a cell of unknown length holding a count was given away"
+    assert reads(after, 3, 1.0, NOW + 3600) == 1 and after.table_full == 0  # in key 2's empty cell
