@@ -79,14 +79,22 @@ class Alerts:
         return found
 
     def raise_alert(
-        self, limit_id: bytes, window: int, value: str, percent: int, fields: dict[str, Any]
+        self,
+        limit_id: bytes,
+        window: int,
+        value: str,
+        percent: int,
+        fields: dict[str, Any],
+        length: float = 0.0,
     ) -> None:
-        """Queue the alert for ``percent`` unless this period already had it (the node's flag cell)."""
+        """Queue the alert for ``percent`` unless this period already had it (the node's flag cell;
+        ``length``: the period's in seconds for a sliding minute, so the table can reuse the flag's cell
+        once the minute is long past; 0 for a calendar period)."""
         flag = key_hash(limit_id + b"#alert%d" % percent, value.encode())
         where = self.table.locate(flag)
         if self.table.count(flag, where, window, 0.0) > 0:
             return
-        self.table.add(flag, where, window)
+        self.table.add(flag, where, window, 1, length)
         alert = {"type": "budget.threshold", "route": self.route, "threshold": percent, **fields}
         body = orjson.dumps(alert)
         sys.stderr.write(f"fastgw: budget alert: {body.decode()}\n")

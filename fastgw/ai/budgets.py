@@ -30,7 +30,7 @@ from fastgw.ai.client_format import ClientFormat
 from fastgw.ai.prices import PriceTable, utc_day
 from fastgw.ai.record import LlmRecord
 from fastgw.ai.relay import status_kind
-from fastgw.counters.allowance import Allowance, AmountKey
+from fastgw.counters.allowance import MINUTE_SECONDS, Allowance, AmountKey
 from fastgw.counters.cluster import CLUSTER, ClusterCounts
 from fastgw.counters.table import CounterTable, key_hash
 from fastgw.exchange import Exchange
@@ -200,6 +200,7 @@ class Budgets:
                 "refused": refused,
                 "time": _time(),
             },
+            MINUTE_SECONDS if allowance.minute else 0.0,
         )
 
     def cost(self, provider: str, provider_model: str, usage: Usage, now: float) -> int:

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fastgw.ai.adapter import Usage
+from fastgw.ai.budget_alerts import Alerts
 from fastgw.ai.budget_headers import Fixed, limit_headers, reset_text
 from fastgw.ai.budgets import Budget, Budgets, Limit, rounded
 from fastgw.ai.price_config import PriceSpec, compile_prices
@@ -260,3 +261,22 @@ def test_the_estimates_cost_is_the_price_tables_on_either_side_of_a_price_change
 )
 def test_spend_is_rounded_to_micro_usd_as_round_does(number: float) -> None:
     assert rounded(number) == round(number)
+
+
+@pytest.mark.parametrize("period", ["minute", "day"])
+def test_an_alert_flag_gives_its_cell_back_once_its_minute_is_long_past_and_a_days_never(
+    capsys: pytest.CaptureFixture[str], period: str
+) -> None:
+    """A threshold alert marks its period in a flag cell of the node's table (once per period). A
+    minute's flag is recorded with its length, so the table can give the cell to a new key two minutes
+    on; a day's is kept (its code says nothing of its length)."""
+    t = CounterTable()
+    t.attach(mmap.mmap(-1, CELL_INTS * 8), 0, 1, 1)  # one cell: the flag's, or the new key's
+    limit = Limit(f"tokens_per_{period}", "tokens", period, 1000)
+    route = Budgets((Budget("b", "llm:b", "route", (limit,)),), t, 100)
+    route.alerts = Alerts("llm", (50,), (), b"s" * 32, t)
+    window = 28_000_000 if period == "minute" else -41_588  # a minute index, or a day's quota code
+    route.alert(0, window, "route", 50, 600.0, 1000, False)
+    assert "budget alert" in capsys.readouterr().err
+    t.count(99, t.locate(99), 28_000_003, 0.0, 10.0, 1, 60.0)  # a new minute key, three minutes on
+    assert (t.table_full == 0) == (period == "minute"), "the flag's cell given away (or kept) wrongly"

@@ -53,8 +53,12 @@ class H2Client:
     ) -> None:
         sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if tls is not None:
-            sock = tls.wrap_socket(sock, server_hostname="localhost")
+        try:
+            if tls is not None:
+                sock = tls.wrap_socket(sock, server_hostname="localhost")
+        except BaseException:
+            sock.close()
+            raise
         self.sock = sock
         self.conn = H2Connection(
             H2Configuration(
@@ -70,7 +74,11 @@ class H2Client:
         self.responses: dict[int, H2Response] = {}
         self.goaway: ConnectionTerminated | None = None
         self.closed = False
-        self.flush()
+        try:
+            self.flush()
+        except BaseException:  # the server closed or reset before the preface went out: no socket leaks
+            sock.close()
+            raise
 
     def flush(self) -> None:
         data = self.conn.data_to_send()
