@@ -52,31 +52,27 @@ class H2Client:
         settings: dict[int, int] | None = None,
     ) -> None:
         sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
+        try:  # the server may close or reset before the preface went out: no socket leaks then
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if tls is not None:
                 sock = tls.wrap_socket(sock, server_hostname="localhost")
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
-        self.conn = H2Connection(
-            H2Configuration(
-                client_side=True,
-                header_encoding=None,
-                validate_outbound_headers=strict,
-                normalize_outbound_headers=strict,
+            self.sock = sock
+            self.conn = H2Connection(
+                H2Configuration(
+                    client_side=True,
+                    header_encoding=None,
+                    validate_outbound_headers=strict,
+                    normalize_outbound_headers=strict,
+                )
             )
-        )
-        if settings:
-            self.conn.local_settings.update(settings)
-        self.conn.initiate_connection()
-        self.responses: dict[int, H2Response] = {}
-        self.goaway: ConnectionTerminated | None = None
-        self.closed = False
-        try:
+            if settings:
+                self.conn.local_settings.update(settings)
+            self.conn.initiate_connection()
+            self.responses: dict[int, H2Response] = {}
+            self.goaway: ConnectionTerminated | None = None
+            self.closed = False
             self.flush()
-        except BaseException:  # the server closed or reset before the preface went out: no socket leaks
+        except BaseException:
             sock.close()
             raise
 
