@@ -129,13 +129,8 @@ case "$cmd" in
         if [ "${CI:-}" = "true" ]; then export HYPOTHESIS_PROFILE=ci; fi
         # The slowest tests at the end of every run: CI must stay under 30 minutes (the brief). Two test
         # processes (pytest-xdist; FASTGW_TEST_PROCESSES to change): most tests wait on gateways in
-        # subprocesses, and every test owns its ports, Redis, database and temporary directory. Tests
-        # marked "alone" (pyproject.toml) run after, in one process, with nothing beside them.
-        if [ "$#" -gt 0 ]; then
-            exec python -m pytest -n "${FASTGW_TEST_PROCESSES:-2}" --durations=25 "$@"
-        fi
-        python -m pytest -n "${FASTGW_TEST_PROCESSES:-2}" --durations=25 -m "not alone"
-        exec python -m pytest -p no:xdist -m alone
+        # subprocesses, and every test owns its ports, Redis, database and temporary directory.
+        exec python -m pytest -n "${FASTGW_TEST_PROCESSES:-2}" --durations=25 "$@"
         ;;
     bench)
         need_system bench

@@ -29,6 +29,7 @@ DL_NONE: Final = 0
 DL_HEAD: Final = 1
 DL_BODY: Final = 2
 DL_IDLE: Final = 3
+DL_LINGER: Final = 4  # half-closed, draining what the client still sends (proxy/linger.py)
 
 # Connections opened together end up to 10% of max_connection_age apart, so a restart's reconnect wave
 # does not come back as one wave at every age.

@@ -17,7 +17,7 @@ from typing import Final
 from fastgw.codec.problem import CodecError, render_problem
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial
-from fastgw.proxy.context import DL_BODY, DL_HEAD, DL_IDLE, DL_NONE
+from fastgw.proxy.context import DL_BODY, DL_HEAD, DL_IDLE, DL_LINGER, DL_NONE
 from fastgw.proxy.http1_response import PAUSE_CLOSING, PAUSE_UPSTREAM, Http1Response
 from fastgw.proxy_headers.answer import answer_headers
 
@@ -117,19 +117,20 @@ class Http1Deadlines(Http1Response):
             self._error_tail = body if last.keep_alive else b""
             self._forward_pending()
             return
-        self.closing = True
-        self.flush()
-        assert self.transport is not None
-        self.transport.write(body)
-        self.transport.close()
+        self._out.append(body)
+        self._close_now()  # lingers: the client may still be sending the rest of what was refused
 
     # -- deadlines (called by the worker tick) ---------------------------------------------------------
     def on_deadline(self, now: float) -> None:
         kind = self.deadline_kind
         self.deadline = 0.0
         self.deadline_kind = DL_NONE
+        if kind == DL_LINGER:
+            if self.transport is not None:
+                self.transport.close()  # the client had LINGER_SECONDS to close its side
+            return
         if kind == DL_IDLE or self.transport is None:
-            self._close_now()
+            self._close_now(linger=False)
             return
         if kind == DL_HEAD:
             err = CodecError(408, "request-timeout", "request head not received in time")
@@ -175,4 +176,4 @@ class Http1Deadlines(Http1Response):
     def drain(self) -> None:
         """Shutdown: close now if idle; otherwise the response in flight ends with Connection: close."""
         if self.active is None and not self.queue and self.tunnel is None:
-            self._close_now()
+            self._close_now(linger=False)

@@ -25,9 +25,10 @@ from fastgw.codec.problem import render_problem
 from fastgw.codec.serialize import LAST_CHUNK, chunk
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial
-from fastgw.proxy.context import DL_HEAD, DL_IDLE, DL_NONE
+from fastgw.proxy.context import DL_HEAD, DL_IDLE, DL_LINGER, DL_NONE
 from fastgw.proxy.dispatch import complete
 from fastgw.proxy.handler import HandlerRun
+from fastgw.proxy.linger import half_close
 from fastgw.proxy.upstream_call import CallSink, UpstreamCall
 from fastgw.proxy_headers.answer import answer_headers
 from fastgw.proxy_headers.hop_by_hop import filter_trailers, trailer_lines
@@ -357,8 +358,21 @@ class Http1Response(CallSink):
         if self.transport is not None:
             self.transport.abort() if ex.response_started else self.transport.close()
 
-    def _close_now(self) -> None:
+    def _close_now(self, linger: bool = True) -> None:
+        """Write what is held and close. ``linger``: the client may still be sending (a request body,
+        pipelined requests), so half-close and drain first (proxy/linger.py); an idle keep-alive
+        connection closes at once, so that clients' pooled idle sockets do not hold up a shutdown."""
+        if self.deadline_kind == DL_LINGER:
+            return  # closing already, by the lingering deadline
         self.closing = True
         self.flush()
-        if self.transport is not None:
-            self.transport.close()
+        transport = self.transport
+        if transport is None:
+            return
+        if not linger:
+            transport.close()
+            return
+        until = half_close(transport, self.worker.now)
+        if until:
+            self.deadline = until
+            self.deadline_kind = DL_LINGER

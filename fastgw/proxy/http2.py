@@ -45,7 +45,7 @@ from fastgw.codec.serialize import LAST_CHUNK, chunk
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial
 from fastgw.policy.network import client_from_forwarded
-from fastgw.proxy.context import DL_HEAD, DL_NONE
+from fastgw.proxy.context import DL_HEAD, DL_LINGER, DL_NONE
 from fastgw.proxy.dispatch import admit, park
 from fastgw.proxy.h2_output import H2Output
 from fastgw.proxy.h2_stream import H2Stream
@@ -328,6 +328,10 @@ class Http2Connection(H2Output):
         kind = self.deadline_kind
         self.deadline = 0.0
         self.deadline_kind = DL_NONE
+        if kind == DL_LINGER:
+            if self.transport is not None:
+                self.transport.close()  # the client had LINGER_SECONDS to close its side
+            return
         if kind == DL_HEAD:
             self._abandon(None, "h2.timeout", "no request in time")
             if self.transport is not None:

@@ -171,11 +171,6 @@ def test_streams_beyond_the_concurrency_limit_are_refused(
     assert len(upstream.requests) <= 10 + 1  # (the bystander's)
 
 
-# Alone: the gateway closes the connection right after its GOAWAY and last response, and a client
-# frame (a WINDOW_UPDATE) still unread then makes the kernel send RST, which can discard the GOAWAY and
-# the last response before the client reads them. Seen with a second test process loading the machine;
-# the fix is a lingering close (half-close, read until the client closes or a deadline).
-@pytest.mark.alone
 def test_request_budget_ends_with_graceful_goaway(
     gateway_factory: Callable[..., Gateway], upstream: TestUpstream
 ) -> None:

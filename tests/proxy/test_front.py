@@ -26,6 +26,7 @@ class FakeTransport:
         self.protocol: Any = None
         self.written = bytearray()
         self.closed = False
+        self.half_closed = False  # write_eof: a lingering close (proxy/linger.py) has begun
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return ("203.0.113.5", 50000) if name == "peername" else default
@@ -44,6 +45,12 @@ class FakeTransport:
 
     def is_closing(self) -> bool:
         return self.closed
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.half_closed = True
 
     def pause_reading(self) -> None:
         pass
@@ -109,4 +116,4 @@ def test_a_preface_prefix_that_turns_out_http1_is_parsed_as_http1(first: bytes) 
 
 def test_bad_proxy_header_is_refused() -> None:
     transport, _ = serve([b"GET / HTTP/1.1\r\n\r\n"], proxy=True)
-    assert transport.written.startswith(b"HTTP/1.1 400") and transport.closed
+    assert transport.written.startswith(b"HTTP/1.1 400") and transport.half_closed

@@ -17,6 +17,7 @@ from h2.connection import ConnectionState, H2Connection
 from h2.events import (
     ConnectionTerminated,
     DataReceived,
+    Event,
     ResponseReceived,
     StreamEnded,
     StreamReset,
@@ -50,8 +51,11 @@ class H2Client:
         strict: bool = True,
         timeout: float = 5.0,
         settings: dict[int, int] | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
-        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        """``sock``: a socket already connected to ``port`` (one with its own buffer sizes)."""
+        if sock is None:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         try:  # the server may close or reset before the preface went out: no socket leaks then
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if tls is not None:
@@ -71,6 +75,7 @@ class H2Client:
             self.responses: dict[int, H2Response] = {}
             self.goaway: ConnectionTerminated | None = None
             self.closed = False
+            self._unread = bytearray()  # a frame's first part, until the rest is read
             self.flush()
         except BaseException:
             sock.close()
@@ -138,8 +143,9 @@ class H2Client:
         if not data:
             self.closed = True
             return False
+        self._unread += data
         try:
-            events = self.conn.receive_data(data)
+            events = self._receive_frames()
         except ProtocolError:
             self.closed = True
             return False
@@ -161,16 +167,30 @@ class H2Client:
                 resp.ended = True
             elif isinstance(event, ConnectionTerminated):
                 self.goaway = event
-                if event.error_code == 0:
-                    # h2 treats any GOAWAY as the end of the connection; a graceful one (RFC 9113 6.8)
-                    # still delivers the streams it covers, as nghttp2 and browsers let it.
-                    self.conn.state_machine.state = ConnectionState.CLIENT_OPEN
         try:
             self.flush()
         except OSError:
             self.closed = True
             return False
         return True
+
+    def _receive_frames(self) -> list[Event]:
+        """Hand h2 the whole frames read so far, one at a time: after a graceful GOAWAY (RFC 9113 6.8) h2
+        refuses every later frame, while the streams it covers are still owed their responses (nghttp2
+        and browsers read them), so the connection is put back in its open state before the next frame."""
+        events: list[Event] = []
+        buf = self._unread
+        while len(buf) >= 9:
+            end = 9 + int.from_bytes(buf[:3], "big")
+            if len(buf) < end:
+                break
+            frame = bytes(buf[:end])
+            del buf[:end]
+            for event in self.conn.receive_data(frame):
+                events.append(event)
+                if isinstance(event, ConnectionTerminated) and event.error_code == 0:
+                    self.conn.state_machine.state = ConnectionState.CLIENT_OPEN
+        return events
 
     def wait(self, sid: int, timeout: float = 5.0) -> H2Response:
         deadline = time.monotonic() + timeout
