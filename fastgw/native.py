@@ -45,6 +45,7 @@ COMPILED: Final = (
     "fastgw.policy.api_key",
     "fastgw.policy.identity",
     "fastgw.policy.throttle",
+    "fastgw.counters.windows",
     "fastgw.counters.table",
     "fastgw.counters.algorithms",
     "fastgw.counters.quota",  # day and month periods: quotas' and the LLM budgets' per-request calls

@@ -20,7 +20,8 @@ from typing import Final
 
 from fastgw.counters.cluster import ClusterCounts
 from fastgw.counters.quota import QUOTAS
-from fastgw.counters.table import IN_FLIGHT, CounterTable, KeyCells
+from fastgw.counters.table import CounterTable, KeyCells
+from fastgw.counters.windows import IN_FLIGHT
 
 UNCAPPED: Final = math.inf  # a shadow limit's cap: it counts every request it sees
 TAT_MAX: Final = (

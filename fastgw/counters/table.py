@@ -12,6 +12,12 @@ the cell (``lengths``: window indices of different lengths are not comparable, s
 tells a live hour from a stale second), ended more than one window before the new key's began. When all
 are live (the table is full for that hash), the key is counted in a per-worker dict instead: limiting
 continues, exact per worker but not shared, and the event is counted (``table_full``) and logged once.
+
+A cell turning to the next window (counters/windows.py) keeps the one that ended as its previous count.
+A cell never goes back to an older window: when the clock steps back, the older window's counts go to
+the per-worker dict and the cell keeps the newer one's (which it would otherwise lose: a day's spend,
+when the clock steps back across midnight); a read of the older window finds its count in the cell's
+previous field.
 """
 
 from __future__ import annotations
@@ -23,9 +29,10 @@ import sys
 from array import array
 from typing import Final
 
+from fastgw.counters.windows import IN_FLIGHT, following, is_older
+
 CELL_INTS: Final = 4  # key hash, window, current count, previous count
 CELL_BYTES: Final = CELL_INTS * 8
-IN_FLIGHT: Final = -1  # the window value that marks a concurrency cell (its count: requests in flight)
 # Cells probed for a key before the table counts as full for it: longer probes cost every read of a key
 # not yet counted in a shard; 8 keeps a miss under a cache line's worth of loads per shard.
 PROBES: Final = 8
@@ -170,8 +177,11 @@ class CounterTable:
         own_window = key.window
         if own_window == window:
             own_current, own_previous = key.current, key.previous
-        elif own_window == window - 1:
+        elif following(own_window) == window:
             own_current, own_previous = 0, key.current
+        elif is_older(window, own_window):
+            # The clock stepped back: the cell keeps its newer window, and ``add`` counts this one apart.
+            return self.count(key.hash, key.where, window, weight_previous, cap, amount, length)
         else:
             own_current = own_previous = 0
         current, previous = own_current, own_previous
@@ -205,9 +215,11 @@ class CounterTable:
         if key.window == window:
             key.current += delta
             cells[own + 2] = key.current
-        elif key.window == window + 1 and window >= 0:  # as in ``adjust``
+        elif key.window == following(window):  # as in ``adjust``
             key.previous += delta
             cells[own + 3] = key.previous
+        elif is_older(window, key.window):
+            self.adjust(key.hash, key.where, window, delta)  # counted apart (the clock stepped back)
 
     def drop_copy(self, key: KeyCells) -> None:
         """Trust no copy of ``key``'s own cell, the key's or another object's for the same hash: the cell
@@ -271,8 +283,10 @@ class CounterTable:
                 previous += before
                 if shard == slot:
                     own, own_count = at, in_window
-            elif cell_window == window - 1:
+            elif following(cell_window) == window:
                 previous += in_window
+            elif cell_window == following(window):  # the clock stepped back into the cell's previous window
+                current += before
         if self.local:  # the overflow counts, almost always empty
             local = self.local.get((key_hash, window))
             if local is not None:
@@ -290,6 +304,8 @@ class CounterTable:
         if own >= 0 and cells[own] == key_hash:
             if cells[own + 1] == window:  # the steady state: one more in the current window
                 cells[own + 2] += amount
+            elif is_older(window, cells[own + 1]):
+                self._count_apart(key_hash, window, amount)
             else:
                 self._bump(own, window, amount)
                 self._record_length(own, length)
@@ -303,6 +319,9 @@ class CounterTable:
             stored = cells[index]
             if stored == key_hash:
                 where[self.slot] = index
+                if is_older(window, cells[index + 1]):
+                    self._count_apart(key_hash, window, amount)
+                    return
                 self._bump(index, window, amount)
                 self._record_length(index, length)
                 return
@@ -325,6 +344,11 @@ class CounterTable:
             sys.stderr.write(
                 "fastgw: rate-limit table full for a key: counting it per worker (see docs/rate-limits.md)\n"
             )
+        self._count_apart(key_hash, window, amount)
+
+    def _count_apart(self, key_hash: int, window: int, amount: int) -> None:
+        """Count in this worker's dict: the table is full for the key, or the window is older than the
+        one its cell holds (read back by ``_read_shards``; bounded: cleared past 65,536 keys)."""
         cell = self.local.setdefault((key_hash, window), [0])
         cell[0] += amount
         if len(self.local) > 65536:
@@ -335,15 +359,20 @@ class CounterTable:
         ``window`` of ``length`` seconds: it holds nothing (both counts 0: whatever it was, its key reads
         0 without it), or its own window, of its recorded length, ended more than one of its windows
         before the new window began (so it no longer counts even as a previous window). Window indices
-        of different lengths are never compared: an hour's index is far below a second's."""
+        of different lengths are never compared: an hour's index is far below a second's; calendar
+        codes of one kind are (``is_older``)."""
         cells = self.cells
         assert cells is not None
         if cells[index + 2] == 0 and cells[index + 3] == 0:
             return True
+        cell_window = cells[index + 1]
+        if window < IN_FLIGHT:
+            # Calendar codes of one kind compare as they are: a period ended before the new one's previous
+            # period began counts no more (a day cell two days old, a month cell two months old).
+            return is_older(cell_window, window + 2)  # (window + 2: the period before the new one)
         cell_length = self.lengths[self._cell_number(index)]
         if cell_length <= 0.0 or length <= 0.0:
-            return False  # a calendar period, requests in flight, or a length this process never saw
-        cell_window = cells[index + 1]
+            return False  # requests in flight, a calendar period, or a length this process never saw
         return cell_window >= 0 and (cell_window + 2) * cell_length <= window * length
 
     def _cell_number(self, index: int) -> int:
@@ -357,7 +386,8 @@ class CounterTable:
     def adjust(self, key_hash: int, where: list[int], window: int, delta: int) -> None:
         """Correct an amount this worker added in ``window`` by ``delta`` (either sign): an estimate
         reconciled with what was used. Where the window has since become the cell's previous one, the
-        previous count is corrected; an older window decides nothing any more and is left alone."""
+        previous count is corrected; an older window decides nothing any more and is left alone, unless
+        it was counted apart (the table full, or the clock stepped back)."""
         cells = self.cells
         if cells is None:
             return
@@ -366,9 +396,10 @@ class CounterTable:
             cell_window = cells[index + 1]
             if cell_window == window:
                 cells[index + 2] += delta
-            elif cell_window == window + 1 and window >= 0:  # sliding windows only: quota codes are not
+                return
+            if cell_window == following(window):
                 cells[index + 3] += delta
-            return
+                return
         cell = self.local.get((key_hash, window))
         if cell is not None:
             cell[0] += delta
@@ -404,7 +435,7 @@ class CounterTable:
         assert cells is not None
         cell_window = cells[index + 1]
         if cell_window != window:
-            cells[index + 3] = cells[index + 2] if cell_window == window - 1 else 0
+            cells[index + 3] = cells[index + 2] if following(cell_window) == window else 0
             cells[index + 2] = 0
             cells[index + 1] = window
         cells[index + 2] += amount

@@ -45,7 +45,8 @@ from typing import Any, ClassVar, Final, Literal
 
 from fastgw.counters.algorithms import UNCAPPED, Concurrency, Counter, Gcra, Quota, SlidingWindow
 from fastgw.counters.cluster import CLUSTER, ClusterCounts
-from fastgw.counters.table import IN_FLIGHT, CounterTable, KeyCells, key_hash
+from fastgw.counters.table import CounterTable, KeyCells, key_hash
+from fastgw.counters.windows import IN_FLIGHT
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial, Pending, Phase
 from fastgw.policy.wait_queue import WaitQueue
@@ -73,7 +74,7 @@ UNAVAILABLE: Final = Denial(
 @dataclass(frozen=True, slots=True)
 class LimitSpec:
     name: str
-    limit_id: bytes  # stable across reloads: "route:name"
+    limit_id: bytes  # stable across reloads: "route:name", and the kind unless a quota (rate_limit_config)
     rate: int  # requests admitted per window
     window: float  # seconds
     key: Literal["ip", "route", "consumer", "api_key", "header"]

@@ -169,16 +169,19 @@ def test_a_day_budget_adds_the_stores_base_and_sends_the_settled_amount_to_it() 
 @pytest.mark.parametrize("period", [DAY, MONTH])
 def test_a_calendar_period_turns_at_its_end_and_back_when_the_clock_steps_back(period: str) -> None:
     """Each allowance keeps the period it last counted in; a request past its end (or before its start:
-    the clock stepped back) counts in the period it falls in, with the seconds left in that one."""
+    the clock stepped back) counts in the period it falls in, with the seconds left in that one, and
+    reads that period's spend: a step back and forth across the boundary loses neither period's."""
     (table,) = workers(1)
     allowance = Allowance(table, period, b"llm:team.usd")
     key = key_of(table, b"llm:team.usd")
     code, left = QUOTAS.period(period, NOON)
     end = NOON + left
-    for now, amount in ((end - 0.25, 600), (end + 0.25, 700), (end - 0.5, 100), (end + 1.0, 200)):
+    steps = ((end - 0.25, 600, 0), (end + 0.25, 700, 0), (end - 0.5, 100, 600), (end + 1.0, 200, 700))
+    for now, amount, used in steps:
         allowance.reserve(key, "team:a", amount, now, 1000, None)
         assert allowance.counted and allowance.reset == QUOTAS.period(period, now)[1]
         assert allowance.when == QUOTAS.period(period, now)[0]
+        assert allowance.used == used, f"{allowance.used} used read at {now - end:+} s from the boundary"
     assert allowance.when != code
     # What reaches the store, per period: each amount in the period its request fell in.
     assert QUOTAS.pending[(key.hash, code)] == [600 + 100]

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import mmap
 
+from fastgw.counters.quota import day_code, month_code
 from fastgw.counters.table import CELL_INTS, CounterTable, KeyCells, key_hash
+from fastgw.counters.windows import IN_FLIGHT
 
 
 def workers(shards: int, capacity: int) -> list[CounterTable]:
@@ -163,3 +165,64 @@ def test_a_cell_whose_length_this_process_never_saw_is_reused_only_when_it_holds
     counted_in(after, 3, 1.0, NOW + 3600)  # key 1's cell is an hour stale, but of unknown length
     assert reads(after, 1, 1.0, NOW) == 1, "a cell of unknown length holding a count was given away"
     assert reads(after, 3, 1.0, NOW + 3600) == 1 and after.table_full == 0  # in key 2's empty cell
+
+
+def test_a_clock_stepped_back_a_window_keeps_the_newer_windows_count() -> None:
+    """The clock steps back into the previous window and forward again: the newer window's admissions are
+    still counted (the cell was rewritten for the older window before, and they were lost), and the
+    older window reads what it held. What a worker admits while its clock is behind it counts apart,
+    in its own process: every worker reads the shared counts, only the admitting one its own extra."""
+    first, second = workers(2, 64)
+    mine, theirs = key_of(first, "10.0.0.1"), key_of(second, "10.0.0.1")
+    for _ in range(4):
+        first.sliding(mine, 100, 0.0, 1000.0)
+    for _ in range(3):
+        first.sliding(mine, 101, 0.0, 1000.0)
+        second.sliding(theirs, 101, 0.0, 1000.0)
+    assert first.sliding(mine, 100, 0.0, 1000.0) == 4  # stepped back: window 100 as it was
+    assert first.count(mine.hash, list(mine.where), 100, 0.0) == 5  # and the admission just counted
+    assert second.count(theirs.hash, list(theirs.where), 100, 0.0) == 4
+    assert seen(second, theirs, 101) == 6 + 4  # forward again: window 101 intact, 100 as its previous
+    assert first.sliding(mine, 101, 0.0, 1000.0) == 6
+    first.adjust_key(mine, 100, -1)  # a correction in window 100 (the cell's previous, or apart)
+    assert first.count(mine.hash, list(mine.where), 100, 0.0) == 4
+    first.adjust_key(mine, 99, 2)  # older than the cell's previous: apart, or nothing where none is
+    assert first.local.get((mine.hash, 99)) is None and seen(first, mine, 101) == 7 + 3
+
+
+def test_a_day_count_survives_a_clock_stepped_back_across_midnight() -> None:
+    """Calendar codes fall by 2 a period (counters/quota.py): a cell turning to the next day keeps the day
+    that ended as its previous count, and a request dated the day before counts apart."""
+    today, yesterday = day_code(20_000), day_code(19_999)
+    (table,) = workers(1, 64)
+    key = key_of(table, "team:a")
+    table.sliding(key, yesterday, 0.0, 1e9, 300)
+    table.sliding(key, today, 0.0, 1e9, 500)
+    assert table.sliding(key, yesterday, 0.0, 1e9, 7) == 300  # the clock stepped back across midnight
+    assert table.sliding(key, today, 0.0, 1e9, 11) == 500  # and forward: today's spend is all there
+    assert table.count(key.hash, list(key.where), yesterday, 0.0) == 307
+    assert table.count(key.hash, list(key.where), today, 0.0) == 511
+
+
+def test_a_calendar_cell_is_reused_once_its_period_and_the_one_after_have_ended() -> None:
+    (table,) = workers(1, 1)  # one cell: a second key is counted only in one given up
+    day = 20_000
+    table.add(1, table.locate(1), day_code(day), 5)
+    table.add(2, table.locate(2), day_code(day + 1), 1)
+    assert table.table_full == 1  # yesterday's count still weighs as the previous period
+    table.add(3, table.locate(3), month_code(700), 1)
+    assert table.table_full == 2  # a month is never compared with a day
+    table.add(4, table.locate(4), day_code(day + 2), 1)
+    assert table.table_full == 2, "a day cell two days old was not reused"
+    assert table.count(4, table.locate(4), day_code(day + 2), 0.0) == 1
+
+
+def test_a_limit_of_another_kind_takes_the_cell_of_its_name_over() -> None:
+    """A reload gives a quota's name to a concurrency limit: requests in flight are not "older" than a day,
+    so they count in the key's cell (not apart, where the supervisor would never release them)."""
+    (table,) = workers(1, 64)
+    where = table.locate(1)
+    table.add(1, where, day_code(20_000), 5)
+    table.add(1, where, IN_FLIGHT, 1)
+    assert table.count(1, where, IN_FLIGHT, 0.0) == 1 and not table.local
+    assert table.release_shard(0) == 1
