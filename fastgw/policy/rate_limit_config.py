@@ -75,10 +75,22 @@ def compile_route(specs: tuple[RateLimitSpec, ...], ctx: CompileContext) -> tupl
             raise ctx.error(f"{where}.queue", f"must be 0 or more, got {spec.queue}")
         if spec.queue:
             ctx.positive(f"{where}.max_wait", spec.max_wait)
+        # What the limit's keys are hashed under: a quota's is "route:name" (the store keeps and lists its
+        # counts by it); the other kinds add theirs, so that a reload giving a name to a limit of another
+        # kind never makes the two count in (and misread, or overwrite) one key's cells.
+        kind = (
+            ""
+            if spec.quota
+            else "/gcra"
+            if spec.algorithm == "gcra"
+            else "/concurrency"
+            if spec.concurrency
+            else "/rate"
+        )
         limits.append(
             LimitSpec(
                 name=spec.name,
-                limit_id=f"{route}:{spec.name}".encode(),
+                limit_id=f"{route}:{spec.name}{kind}".encode(),
                 rate=spec.rate,
                 window={"day": 86400.0, "month": 2592000.0}.get(spec.quota, spec.per),
                 key=spec.key,

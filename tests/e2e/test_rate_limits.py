@@ -302,6 +302,34 @@ def test_quota_retry_after_is_the_end_of_the_period(
     assert refused.header(b"ratelimit") == b'"daily";r=0;t=%d' % retry
 
 
+def test_a_reload_that_changes_a_limits_kind_keeps_each_kinds_counts_apart(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream, tmp_path: Path
+) -> None:
+    """One name, two kinds across reloads: a quota, then a rate per minute, then the quota again. Each
+    counts in cells of its own (before, the rate took over the quota's cell and the quota's counts of
+    this run were lost when it came back: the day admitted 5 more)."""
+    quota = '{ name = "x", rate = 5, quota = "day", key = "ip" }'
+    rate = '{ name = "x", rate = 100, per = 60, key = "ip" }'
+    gw = gateway_factory(limited_config(upstream.port, quota, extra=f'[state]\ndir = "{tmp_path / "state"}"'))
+    reloads = 0
+
+    def reload_to(old: str, new: str) -> None:
+        nonlocal reloads
+        gw.config.write_text(gw.config.read_text().replace(old, new))
+        gw.proc.send_signal(signal.SIGHUP)
+        reloads += 1
+        wait_until(lambda: gw.stderr().count("reload (SIGHUP) complete") == reloads, 5, "the reload")
+
+    assert [get(gw.port, "/limited/a").status for _ in range(3)] == [200] * 3
+    reload_to(quota, rate)
+    for _ in range(2):
+        assert (get(gw.port, "/limited/a").header(b"ratelimit") or b"").startswith(b'"x";r=')
+    reload_to(rate, quota)
+    answer = get(gw.port, "/limited/a")
+    assert answer.status == 200 and (answer.header(b"ratelimit") or b"").startswith(b'"x";r=1;'), answer
+    assert [get(gw.port, "/limited/a").status for _ in range(2)] == [200, 429]  # the fifth, then none
+
+
 def test_a_shadow_limit_sends_no_header_a_client_would_slow_down_for(
     gateway_factory: Callable[..., Gateway], upstream: TestUpstream
 ) -> None:
