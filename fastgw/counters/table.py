@@ -14,10 +14,8 @@ are live (the table is full for that hash), the key is counted in a per-worker d
 continues, exact per worker but not shared, and the event is counted (``table_full``) and logged once.
 
 A cell turning to the next window (counters/windows.py) keeps the one that ended as its previous count.
-A cell never goes back to an older window: when the clock steps back, the older window's counts go to
-the per-worker dict and the cell keeps the newer one's (which it would otherwise lose: a day's spend,
-when the clock steps back across midnight); a read of the older window finds its count in the cell's
-previous field.
+When the clock steps back a window (across midnight, for a day), that window counts in the per-worker
+dict and the cell keeps the newer one's, which it would otherwise lose (``_stepped_back``).
 """
 
 from __future__ import annotations
@@ -179,7 +177,7 @@ class CounterTable:
             own_current, own_previous = key.current, key.previous
         elif following(own_window) == window:
             own_current, own_previous = 0, key.current
-        elif is_older(window, own_window):
+        elif self._stepped_back(key.where[self.slot], window, own_window, length):
             # The clock stepped back: the cell keeps its newer window, and ``add`` counts this one apart.
             return self.count(key.hash, key.where, window, weight_previous, cap, amount, length)
         else:
@@ -218,8 +216,8 @@ class CounterTable:
         elif key.window == following(window):  # as in ``adjust``
             key.previous += delta
             cells[own + 3] = key.previous
-        elif is_older(window, key.window):
-            self.adjust(key.hash, key.where, window, delta)  # counted apart (the clock stepped back)
+        else:
+            self.adjust(key.hash, key.where, window, delta)  # perhaps counted apart (the clock stepped back)
 
     def drop_copy(self, key: KeyCells) -> None:
         """Trust no copy of ``key``'s own cell, the key's or another object's for the same hash: the cell
@@ -304,7 +302,7 @@ class CounterTable:
         if own >= 0 and cells[own] == key_hash:
             if cells[own + 1] == window:  # the steady state: one more in the current window
                 cells[own + 2] += amount
-            elif is_older(window, cells[own + 1]):
+            elif self._stepped_back(own, window, cells[own + 1], length):
                 self._count_apart(key_hash, window, amount)
             else:
                 self._bump(own, window, amount)
@@ -319,7 +317,7 @@ class CounterTable:
             stored = cells[index]
             if stored == key_hash:
                 where[self.slot] = index
-                if is_older(window, cells[index + 1]):
+                if self._stepped_back(index, window, cells[index + 1], length):
                     self._count_apart(key_hash, window, amount)
                     return
                 self._bump(index, window, amount)
@@ -347,8 +345,7 @@ class CounterTable:
         self._count_apart(key_hash, window, amount)
 
     def _count_apart(self, key_hash: int, window: int, amount: int) -> None:
-        """Count in this worker's dict: the table is full for the key, or the window is older than the
-        one its cell holds (read back by ``_read_shards``; bounded: cleared past 65,536 keys)."""
+        """Count in this worker's dict (the table full for the key, or the clock stepped back)."""
         cell = self.local.setdefault((key_hash, window), [0])
         cell[0] += amount
         if len(self.local) > 65536:
@@ -374,6 +371,11 @@ class CounterTable:
         if cell_length <= 0.0 or length <= 0.0:
             return False  # requests in flight, a calendar period, or a length this process never saw
         return cell_window >= 0 and (cell_window + 2) * cell_length <= window * length
+
+    def _stepped_back(self, index: int, window: int, cell_window: int, length: float) -> bool:
+        """Whether ``window`` is the one before that of this worker's cell at ``index``, of one length: the
+        clock stepped back a window. Another older window, or length, takes the cell over instead."""
+        return following(window) == cell_window and self.lengths[self._cell_number(index)] == length
 
     def _cell_number(self, index: int) -> int:
         """The position in ``lengths`` of this worker's cell at int index ``index``."""

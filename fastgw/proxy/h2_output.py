@@ -275,8 +275,8 @@ class H2Output(H2StreamHost):
     def write_out(self) -> None:
         data = self.h2.data_to_send()
         transport = self.transport
-        if data and transport is not None and not transport.is_closing():
-            transport.write(data)
+        if data and transport is not None and not transport.is_closing() and self.deadline_kind != DL_LINGER:
+            transport.write(data)  # (half-closed: nothing more may be written, whatever h2 queued)
             if self.write_paused and transport.get_write_buffer_size() > self.limits.max_outbound_buffer:
                 self._abandon(None, "h2.outbound_buffer", "client stopped reading")
 

@@ -188,6 +188,8 @@ class Http1Response(CallSink):
         elif self._out:
             batch.hold_client(self)  # written at the end of the loop iteration: write_held
         if self.tunnel is not None:
+            self.tunnel = None  # the upstream ended the tunnel (a call ends only then): so does the client
+            self._finish(ex, close=True)
             return
         self._finish(ex, close=not ex.keep_alive)
 
@@ -361,15 +363,17 @@ class Http1Response(CallSink):
     def _close_now(self, linger: bool = True) -> None:
         """Write what is held and close. ``linger``: the client may still be sending (a request body,
         pipelined requests), so half-close and drain first (proxy/linger.py); an idle keep-alive
-        connection closes at once, so that clients' pooled idle sockets do not hold up a shutdown."""
+        connection closes at once, so that clients' pooled idle sockets do not hold up a shutdown, and
+        so does one with an exchange still in flight (nothing may be written after the half-close)."""
         if self.deadline_kind == DL_LINGER:
             return  # closing already, by the lingering deadline
         self.closing = True
+        self._tunnel_buffer = None  # an upgrade refused: what the client sends now is dropped too
         self.flush()
         transport = self.transport
         if transport is None:
             return
-        if not linger:
+        if not linger or self.active is not None:
             transport.close()
             return
         until = half_close(transport, self.worker.now)

@@ -50,6 +50,7 @@ from fastgw.proxy.dispatch import admit, park
 from fastgw.proxy.h2_output import H2Output
 from fastgw.proxy.h2_stream import H2Stream
 from fastgw.proxy.handler import HandlerRun, Http2Link, buffered_body_denial, unchunk
+from fastgw.proxy.linger import end_linger
 from fastgw.proxy.upstream_call import UpstreamCall
 from fastgw.proxy_headers.hop_by_hop import filter_trailers, trailer_lines
 
@@ -328,9 +329,9 @@ class Http2Connection(H2Output):
         kind = self.deadline_kind
         self.deadline = 0.0
         self.deadline_kind = DL_NONE
-        if kind == DL_LINGER:
-            if self.transport is not None:
-                self.transport.close()  # the client had LINGER_SECONDS to close its side
+        if kind == DL_LINGER:  # the client had LINGER_SECONDS to close its side
+            if self.transport is not None and end_linger(self.transport) and not self.send_deadline:
+                self.send_deadline = now + self.worker.holder.current.server.send_timeout
             return
         if kind == DL_HEAD:
             self._abandon(None, "h2.timeout", "no request in time")

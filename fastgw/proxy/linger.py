@@ -9,7 +9,7 @@ dropping until the client closes its side or :data:`LINGER_SECONDS` pass, and on
 ``lingering_close`` does the same). The connection's ``closing`` flag makes it drop what it reads.
 
 TLS transports cannot half-close; their ``close()`` already sends close_notify and reads (and drops)
-until the client's own, bounded by the loop's SSL shutdown timeout, so they close as before.
+until the client's own, so they close at once, and the same bound then ends their shutdown.
 """
 
 from __future__ import annotations
@@ -25,13 +25,27 @@ how long a closed connection keeps its slot (server.max_connections) and delays 
 
 
 def half_close(transport: asyncio.Transport, now: float) -> float:
-    """Start a lingering close of ``transport``: the monotonic time by which to close it for good, or
-    0.0 when it is closed already (or closes now: TLS)."""
+    """Start a lingering close of ``transport``: the monotonic time by which to end it (``end_linger``),
+    or 0.0 when it was closing already."""
     if transport.is_closing():
         return 0.0
-    if not transport.can_write_eof():
-        transport.close()
-        return 0.0
-    transport.resume_reading()  # bytes held back by a paused read are exactly the ones to drain
-    transport.write_eof()
+    if transport.can_write_eof():
+        transport.resume_reading()  # bytes held back by a paused read are exactly the ones to drain
+        transport.write_eof()
+    else:
+        transport.close()  # TLS: close_notify, then its own reading until the client's
     return now + LINGER_SECONDS
+
+
+def end_linger(transport: asyncio.Transport) -> bool:
+    """The linger bound passed: close for good. True when response bytes still wait to be sent (a slow
+    reader of the last response): the transport closes once they are out, and the caller bounds that
+    wait with its send deadline rather than cut them off here."""
+    if transport.get_write_buffer_size():
+        transport.close()
+        return True
+    if transport.is_closing():
+        transport.abort()  # TLS whose close_notify exchange had its time
+    else:
+        transport.close()
+    return False

@@ -273,7 +273,7 @@ def test_every_worker_uses_the_shared_counts_again_within_2s_of_a_redis_restart(
     back = time.monotonic()
     wait_until(lambda: workers_up() == workers, 5, "every worker to report the store up again")
     reported = time.monotonic() - back
-    name = b"fgw:rl:%x:" % (key_hash(b"limited:second", b"") & 0xFFFFFFFFFFFFFFFF)
+    name = b"fgw:rl:%x:" % (key_hash(b"limited:second/rate", b"") & 0xFFFFFFFFFFFFFFFF)
     window = int(time.time())
     with redis.Redis(port=redis_server.port) as client:
         for w in range(window, window + 10):  # every 1 s window the rest of the test may reach

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from tests.support.clients import ResponseReader, connect, get, request
 from tests.support.gateways import Gateway, basic_config
@@ -207,7 +208,9 @@ def test_expect_100_denied_never_reads_body(gateway: Gateway, upstream: TestUpst
     assert upstream.requests == []
 
 
-def test_websocket_upgrade_tunnels_both_ways(gateway: Gateway, upstream: TestUpstream) -> None:
+@contextmanager
+def echoing_tunnel(gateway: Gateway, upstream: TestUpstream) -> Iterator[ResponseReader]:
+    """A WebSocket upgrade through the gateway to an upstream that echoes, checked with one ping."""
     upstream.handler = lambda req: (
         b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n"
     )
@@ -217,16 +220,32 @@ def test_websocket_upgrade_tunnels_both_ways(gateway: Gateway, upstream: TestUps
             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         )
         reader = ResponseReader(sock)
-        resp = reader.read()
-        assert resp.status == 101
+        assert reader.read().status == 101
         sock.sendall(b"ping")
         deadline = time.monotonic() + 5
         while b"echo:ping" not in reader.buffer and time.monotonic() < deadline:
             reader._fill(deadline)
-        assert b"echo:ping" in reader.buffer
+        assert reader.buffer == b"echo:ping"
+        reader.buffer = b""
+        yield reader
+
+
+def test_websocket_upgrade_tunnels_both_ways(gateway: Gateway, upstream: TestUpstream) -> None:
+    with echoing_tunnel(gateway, upstream):
+        pass
     seen = upstream.requests[-1]
     assert seen.header(b"upgrade") == b"websocket"
     assert seen.header(b"sec-websocket-key") == b"dGhlIHNhbXBsZSBub25jZQ=="
+
+
+def test_a_tunnel_the_upstream_closes_is_closed_to_the_client_and_logged(
+    gateway: Gateway, upstream: TestUpstream
+) -> None:
+    with echoing_tunnel(gateway, upstream) as reader:
+        upstream.drop_connections()
+        assert reader.closed(), "the client's side of the tunnel stayed open after the upstream closed"
+    record = gateway.wait_log(1)[-1]
+    assert record["path"] == "/ws" and record["status"] == 101
 
 
 def test_h2c_upgrade_is_never_forwarded(gateway: Gateway, upstream: TestUpstream) -> None:

@@ -226,3 +226,16 @@ def test_a_limit_of_another_kind_takes_the_cell_of_its_name_over() -> None:
     table.add(1, where, IN_FLIGHT, 1)
     assert table.count(1, where, IN_FLIGHT, 0.0) == 1 and not table.local
     assert table.release_shard(0) == 1
+
+
+def test_a_key_whose_window_length_a_reload_changed_counts_shared_again() -> None:
+    """A per-second limit becomes per-minute under the same name (same key): the minute's index is far
+    below the second's, yet it is no window the clock stepped back to. The cell is taken over and both
+    workers count in the shared table, not each in its own memory (a limit per worker)."""
+    first, second = workers(2, 64)
+    counted_in(first, 7, 1.0, NOW, times=3)
+    counted_in(second, 7, 1.0, NOW, times=3)
+    counted_in(first, 7, 60.0, NOW + 1, times=2)
+    assert counted_in(second, 7, 60.0, NOW + 1, times=2) == 3  # the other worker's two, and its own one
+    assert not first.local and not second.local
+    assert reads(first, 7, 60.0, NOW + 1) == 4

@@ -171,6 +171,15 @@ class TestUpstream:
         self.loop.run_until_complete(start())
         self.loop.run_forever()
 
+    def drop_connections(self) -> None:
+        """Close every connection the gateway has open to this upstream (tunnels included), now."""
+
+        def drop() -> None:
+            for transport in list(self._transports):
+                transport.close()
+
+        self.loop.call_soon_threadsafe(drop)
+
     def close(self) -> None:
         async def stop() -> None:
             await shut_down(self._server, lambda: self._transports)
