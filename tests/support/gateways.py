@@ -43,11 +43,16 @@ class Gateway:
         return [orjson.loads(line) for line in whole.splitlines() if line]
 
     def wait_log(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
-        return wait_until(  # type: ignore[no-any-return]
-            lambda: (r := self.log_records()) and len(r) >= count and r,
-            timeout,
-            f"{count} access-log records",
-        )
+        try:
+            return wait_until(  # type: ignore[no-any-return]
+                lambda: (r := self.log_records()) and len(r) >= count and r,
+                timeout,
+                f"{count} access-log records",
+            )
+        except AssertionError as missing:
+            # How many came, and what the gateway said (a worker that died loses the records it held).
+            tail = "\n".join(self.stderr().splitlines()[-15:])
+            raise AssertionError(f"{missing}; {len(self.log_records())} came; stderr ends:\n{tail}") from None
 
     def stderr(self) -> str:
         return self.stderr_path.read_text()
