@@ -14,7 +14,8 @@ import time
 from typing import TYPE_CHECKING, Final, cast
 
 from fastgw.codec.serialize import DATE
-from fastgw.proxy.context import DL_BODY
+from fastgw.proxy.context import DL_BODY, DL_LINGER
+from fastgw.proxy.linger import end_linger
 
 if TYPE_CHECKING:
     from fastgw.proxy.context import WorkerContext
@@ -48,7 +49,10 @@ def _enforce(
     """One connection's deadlines: the first that passed acts."""
     deadline = conn.deadline
     if deadline and now >= deadline:
-        conn.on_deadline(now)
+        if conn.deadline_kind == DL_LINGER:
+            end_linger(conn, now)  # the same for both protocols: the client had its time to close
+        else:
+            conn.on_deadline(now)
         return
     if conn.send_deadline and now >= conn.send_deadline:
         conn.on_send_timeout()

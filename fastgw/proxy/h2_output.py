@@ -30,7 +30,7 @@ from fastgw.codec.hpack_encoder import ResponseEncoder
 from fastgw.proxy.context import DL_HEAD, DL_IDLE, DL_LINGER
 from fastgw.proxy.dispatch import complete
 from fastgw.proxy.h2_stream import H2Stream, H2StreamHost
-from fastgw.proxy.linger import half_close
+from fastgw.proxy.linger import start_linger
 from fastgw.snapshot import Http2Settings, ListenerSettings
 
 if TYPE_CHECKING:
@@ -310,7 +310,7 @@ class H2Output(H2StreamHost):
         if self.goaway_sent or self.peer_goaway:
             self.closing = True
             self.write_out()
-            self._linger()
+            start_linger(self)  # (drains WINDOW_UPDATEs, PINGs: proxy/linger.py)
             return
         worker = self.worker
         server = worker.holder.current.server
@@ -381,16 +381,4 @@ class H2Output(H2StreamHost):
             self._abort_stream(stream)
         self.streams.clear()
         self.worker.log_event(f"HTTP/2 connection from {self.peer_ip} closed ({reason}): {detail}")
-        self._linger()
-
-    def _linger(self) -> None:
-        """Half-close after the last frame and drain what the client still sends (WINDOW_UPDATEs, PINGs,
-        the SETTINGS ack): a plain close would let the kernel reset the connection and lose the GOAWAY
-        and the last response (proxy/linger.py). ``closing`` makes data_received drop it all."""
-        transport = self.transport
-        if transport is None or self.deadline_kind == DL_LINGER:
-            return
-        until = half_close(transport, self.worker.now)
-        if until:
-            self.deadline = until
-            self.deadline_kind = DL_LINGER
+        start_linger(self)

@@ -17,9 +17,8 @@ from typing import Final
 from fastgw.codec.problem import CodecError, render_problem
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial
-from fastgw.proxy.context import DL_BODY, DL_HEAD, DL_IDLE, DL_LINGER, DL_NONE
+from fastgw.proxy.context import DL_BODY, DL_HEAD, DL_IDLE, DL_NONE
 from fastgw.proxy.http1_response import PAUSE_CLOSING, PAUSE_UPSTREAM, Http1Response
-from fastgw.proxy.linger import end_linger
 from fastgw.proxy_headers.answer import answer_headers
 
 # Final: compiled, a C static (not a module-dict lookup per call)
@@ -126,10 +125,6 @@ class Http1Deadlines(Http1Response):
         kind = self.deadline_kind
         self.deadline = 0.0
         self.deadline_kind = DL_NONE
-        if kind == DL_LINGER:  # the client had LINGER_SECONDS to close its side
-            if self.transport is not None and end_linger(self.transport) and not self.send_deadline:
-                self.send_deadline = now + self.worker.holder.current.server.send_timeout
-            return
         if kind == DL_IDLE or self.transport is None:
             self._close_now(linger=False)
             return

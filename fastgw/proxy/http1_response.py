@@ -28,7 +28,7 @@ from fastgw.policy.chain import Denial
 from fastgw.proxy.context import DL_HEAD, DL_IDLE, DL_LINGER, DL_NONE
 from fastgw.proxy.dispatch import complete
 from fastgw.proxy.handler import HandlerRun
-from fastgw.proxy.linger import half_close
+from fastgw.proxy.linger import start_linger
 from fastgw.proxy.upstream_call import CallSink, UpstreamCall
 from fastgw.proxy_headers.answer import answer_headers
 from fastgw.proxy_headers.hop_by_hop import filter_trailers, trailer_lines
@@ -376,7 +376,4 @@ class Http1Response(CallSink):
         if not linger or self.active is not None:
             transport.close()
             return
-        until = half_close(transport, self.worker.now)
-        if until:
-            self.deadline = until
-            self.deadline_kind = DL_LINGER
+        start_linger(self)

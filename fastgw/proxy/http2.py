@@ -45,12 +45,11 @@ from fastgw.codec.serialize import LAST_CHUNK, chunk
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial
 from fastgw.policy.network import client_from_forwarded
-from fastgw.proxy.context import DL_HEAD, DL_LINGER, DL_NONE
+from fastgw.proxy.context import DL_HEAD, DL_NONE
 from fastgw.proxy.dispatch import admit, park
 from fastgw.proxy.h2_output import H2Output
 from fastgw.proxy.h2_stream import H2Stream
 from fastgw.proxy.handler import HandlerRun, Http2Link, buffered_body_denial, unchunk
-from fastgw.proxy.linger import end_linger
 from fastgw.proxy.upstream_call import UpstreamCall
 from fastgw.proxy_headers.hop_by_hop import filter_trailers, trailer_lines
 
@@ -329,10 +328,6 @@ class Http2Connection(H2Output):
         kind = self.deadline_kind
         self.deadline = 0.0
         self.deadline_kind = DL_NONE
-        if kind == DL_LINGER:  # the client had LINGER_SECONDS to close its side
-            if self.transport is not None and end_linger(self.transport) and not self.send_deadline:
-                self.send_deadline = now + self.worker.holder.current.server.send_timeout
-            return
         if kind == DL_HEAD:
             self._abandon(None, "h2.timeout", "no request in time")
             if self.transport is not None:

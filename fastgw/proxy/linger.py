@@ -15,7 +15,12 @@ until the client's own, so they close at once, and the same bound then ends thei
 from __future__ import annotations
 
 import asyncio
-from typing import Final
+from typing import TYPE_CHECKING, Final, Protocol
+
+from fastgw.proxy.context import DL_LINGER, DL_NONE
+
+if TYPE_CHECKING:
+    from fastgw.proxy.context import WorkerContext
 
 LINGER_SECONDS: Final = 2.0
 """How long a half-closed connection waits for the client's FIN. A client that reads its answer closes
@@ -24,28 +29,46 @@ had the answer in its receive buffer all along, so after this much the close may
 how long a closed connection keeps its slot (server.max_connections) and delays a worker's shutdown."""
 
 
-def half_close(transport: asyncio.Transport, now: float) -> float:
-    """Start a lingering close of ``transport``: the monotonic time by which to end it (``end_linger``),
-    or 0.0 when it was closing already."""
-    if transport.is_closing():
-        return 0.0
+class Lingering(Protocol):
+    """A client connection as its lingering close sees it (HTTP/1 or HTTP/2)."""
+
+    transport: asyncio.Transport | None
+    deadline: float
+    deadline_kind: int
+    send_deadline: float
+
+    @property
+    def worker(self) -> WorkerContext: ...
+
+
+def start_linger(conn: Lingering) -> None:
+    """Half-close ``conn`` after its last byte and arm the linger bound (``end_linger``, called by the
+    deadline sweep), once: a connection lingering already is left as it is."""
+    transport = conn.transport
+    if transport is None or conn.deadline_kind == DL_LINGER or transport.is_closing():
+        return
     if transport.can_write_eof():
         transport.resume_reading()  # bytes held back by a paused read are exactly the ones to drain
         transport.write_eof()
     else:
         transport.close()  # TLS: close_notify, then its own reading until the client's
-    return now + LINGER_SECONDS
+    conn.deadline = conn.worker.now + LINGER_SECONDS
+    conn.deadline_kind = DL_LINGER
 
 
-def end_linger(transport: asyncio.Transport) -> bool:
-    """The linger bound passed: close for good. True when response bytes still wait to be sent (a slow
-    reader of the last response): the transport closes once they are out, and the caller bounds that
-    wait with its send deadline rather than cut them off here."""
+def end_linger(conn: Lingering, now: float) -> None:
+    """The linger bound passed: close for good. Response bytes still unread by a slow client are not cut
+    off: the transport closes once they are out, within the connection's send deadline."""
+    conn.deadline = 0.0
+    conn.deadline_kind = DL_NONE
+    transport = conn.transport
+    if transport is None:
+        return
     if transport.get_write_buffer_size():
         transport.close()
-        return True
-    if transport.is_closing():
+        if not conn.send_deadline:
+            conn.send_deadline = now + conn.worker.holder.current.server.send_timeout
+    elif transport.is_closing():
         transport.abort()  # TLS whose close_notify exchange had its time
     else:
         transport.close()
-    return False
