@@ -13,6 +13,7 @@ synchronous, as SQLite's (the control path is cold); the pool keeps connections 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -84,6 +85,10 @@ class PostgresStore:
         self.node = node  # who wrote a change, and whose audit anchor is whose
         self._conn: psycopg.Connection[Any] | None = None  # the connection of the open transaction() block
         connect_once(dsn, connect_timeout)
+        # The pool warns at every failed reconnect through logging's last-resort handler: unprefixed lines
+        # on stderr, several a second while the database is down, repeating what the store's callers log
+        # once when an outage begins and once when it ends.
+        logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             dsn,
             min_size=1,
