@@ -32,6 +32,23 @@ async def shut_down(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    for transport in list(transports()):
+    for transport in list(transports()) + _watched_transports():
         transport.abort()
     await asyncio.sleep(0)  # each abort's connection_lost runs on this pass
+
+
+def _watched_transports() -> list[asyncio.BaseTransport]:
+    """The transports this (selector) loop still reads or writes for: an "unclosed transport" of a test
+    server's loop was reported twice in CI at the end of tests/policy/test_jwks_remote.py, never locally,
+    with no path found by which the server's own set misses one; whatever the loop still watches is
+    closed too. uvloop has no selector to ask: its servers are not shut down through here."""
+    selector = getattr(asyncio.get_running_loop(), "_selector", None)
+    if selector is None:
+        return []
+    found: list[asyncio.BaseTransport] = []
+    for key in list(selector.get_map().values()):
+        for handle in key.data:  # (reader handle, writer handle), either may be None
+            owner = getattr(getattr(handle, "_callback", None), "__self__", None)
+            if isinstance(owner, asyncio.BaseTransport) and owner not in found:
+                found.append(owner)
+    return found
