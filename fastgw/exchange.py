@@ -91,7 +91,7 @@ class Exchange:
         self.auth = ""  # on a route with several auth schemes: the one(s) that verified it, for the log
         self.limit_state: Any = None  # what rate limits saw, for their response headers
         # Fields a handler's own limits add to its answer, whichever code path answers (the LLM budgets'
-        # x-ratelimit-* and RateLimit: ai/budgets.py); proxy/handler.py's route_fields appends them.
+        # x-ratelimit-* and RateLimit: ai/budgets.py); proxy/handler_links.py's route_fields appends them.
         self.answer_headers: list[tuple[bytes, bytes]] | None = None
         self.llm: Any = None  # on an llm route: model, provider, tokens, timings (fastgw/ai/record.py)
         self.denial = ""  # reason code of the denial that ended the chain, for the log

@@ -35,6 +35,11 @@ class ResponseWriter(Protocol):
     async def end(self, trailers: Fields | None = None) -> None:
         """End the response, with trailer fields if any (chunked HTTP/1.1 and HTTP/2 only)."""
 
+    def flush(self) -> None:
+        """Send what was written now, not with the loop iteration's other writes at its end
+        (upstream/write_batch.py): for bytes the client waits on while more work follows in the same
+        iteration (a stream's first token, read together with the rest of a provider's burst)."""
+
 
 class UpstreamReply(Protocol):
     """A response from an upstream, as a handler reads it (proxy/client.py's UpstreamResponse)."""

@@ -62,6 +62,7 @@ COMPILED: Final = (
     "fastgw.proxy.context",
     "fastgw.process.worker",
     "fastgw.proxy.handler",
+    "fastgw.proxy.handler_links",
     "fastgw.proxy.client",
     "fastgw.ai.provider_calls",
     # The llm handler, its target loop and the relay of each answer. Compiled modules never await in an

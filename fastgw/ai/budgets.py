@@ -98,7 +98,7 @@ class Hold:
 
     def show(self, ex: Exchange) -> None:
         """Put this request's limit headers on its answer, whichever code path answers (they are added
-        to the head with the route's own fields: proxy/handler.py's route_fields)."""
+        to the head with the route's own fields: proxy/handler_links.py's route_fields)."""
         ex.answer_headers = self.headers
 
     async def refuse(self, out: ResponseWriter, fmt: ClientFormat) -> None:

@@ -151,6 +151,9 @@ class RecordingWriter:
         self.ended = True
         await self.inner.end(trailers)
 
+    def flush(self) -> None:
+        self.inner.flush()
+
 
 @dataclass(slots=True)
 class Ticket:

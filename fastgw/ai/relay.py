@@ -116,22 +116,37 @@ async def relay_stream(
     # mypyc, a coroutine suspended inside an except block leaks its exception to every other Task.
     failure: UpstreamError | ProviderError | None = None
     try:
-        async for data in reply:
-            received += len(data)
-            try:
-                chunks = translator.feed(data)
-            except ProviderError as broken:
-                chunks = broken.completed  # the events this read completed before the broken one
-                raise
-            if not chunks:
-                if not out.started:  # still no token: the rest of the first-token bound
-                    reply.set_read_timeout(max(0.0, first_token_at - time.monotonic()))
-                continue
-            if not out.started:
-                _first_token(out, record, started)
-                reply.set_read_timeout(limits.idle)
-            await out.write(_encode(chunks, encoder, record))
-            chunks = []
+        async for read in reply:
+            received += len(read)
+            rest = read
+            while rest:
+                piece, rest = rest, b""
+                if not out.started:
+                    # Until the first token is out, a read is fed one event at a time: a provider's
+                    # burst read at once would otherwise hold the first token back until every event
+                    # in it is translated (the time to first token is the stream's latency).
+                    end = first_event_end(piece)
+                    if 0 < end < len(piece):
+                        piece, rest = piece[:end], piece[end:]
+                try:
+                    chunks = translator.feed(piece)
+                except ProviderError as broken:
+                    chunks = broken.completed  # the events this read completed before the broken one
+                    raise
+                if not chunks:
+                    if not out.started:  # still no token: the rest of the first-token bound
+                        reply.set_read_timeout(max(0.0, first_token_at - time.monotonic()))
+                    continue
+                first = not out.started
+                if first:
+                    _first_token(out, record, started)
+                    reply.set_read_timeout(limits.idle)
+                await out.write(_encode(chunks, encoder, record))
+                chunks = []
+                if first:
+                    # The first token leaves now, not after the rest of a burst read with it (the reply
+                    # hands over a read's HTTP chunks one by one without suspending this Task).
+                    out.flush()
         tail = translator.end()
     except (UpstreamError, ProviderError) as failed:
         failure = failed
@@ -160,6 +175,16 @@ async def relay_stream(
         out.start(200, (*SSE_HEAD, target_field(record)))
     await out.write(_encode(tail, encoder, record) + encoder.finish())
     await out.end()
+
+
+def first_event_end(data: bytes) -> int:
+    """Where the first server-sent event in ``data`` ends (past the blank line that ends it, LF or CRLF
+    lines), or 0 when no event ends in it."""
+    lf = data.find(b"\n\n")
+    crlf = data.find(b"\r\n\r\n")
+    if crlf >= 0 and (lf < 0 or crlf < lf):
+        return crlf + 4
+    return lf + 2 if lf >= 0 else 0
 
 
 def _first_token(out: ResponseWriter, record: LlmRecord, started: float) -> None:

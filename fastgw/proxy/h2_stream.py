@@ -2,9 +2,9 @@
 sent either way.
 
 An :class:`H2Stream` is the sink of its exchange's :class:`~fastgw.proxy.upstream_call.UpstreamCall`
-(the response head, body and trailers wait here for the client's flow-control window), the side a
-handler's response writer talks to (``proxy/handler.py``'s ``Http2Link``), and the side a parked exchange
-returns to (``proxy/dispatch.py``'s ``park``). What it needs of its connection, :class:`H2StreamHost`
+(the response head, body and trailers wait here for the client's flow-control window), the side
+a handler's response writer talks to (``proxy/handler_links.py``'s ``Http2Link``), and the side a parked
+exchange returns to (``proxy/dispatch.py``'s ``park``). What it needs of its connection, :class:`H2StreamHost`
 declares: the connection (``proxy/http2.py``) extends it, so this module does not import the connection's
 (no import cycle).
 """
@@ -57,6 +57,10 @@ class H2StreamHost(asyncio.Protocol):
 
     def write_soon(self) -> None:
         """Write what is queued at the end of this loop iteration."""
+        raise NotImplementedError
+
+    def write_held(self) -> None:
+        """Write what h2 has queued now (a handler's flush), not at the loop iteration's end."""
         raise NotImplementedError
 
     def reset(self, stream: H2Stream, code: ErrorCodes) -> None:
@@ -164,6 +168,9 @@ class H2Stream(CallSink):
         self.conn.pump(self)
         self.conn.write_soon()
 
+    def write_now(self) -> None:
+        self.conn.write_held()  # the batch's own call later finds nothing left to write
+
     def pause_client_reading(self) -> None:
         self.hold_acks = True
 
@@ -181,7 +188,7 @@ class H2Stream(CallSink):
             self.call = None
             call.abandon()
 
-    # -- a handler's response (proxy/handler.py's Http2Link) -------------------------------------------
+    # -- a handler's response (proxy/handler_links.py's Http2Link) -------------------------------------------
     def append_out(self, data: bytes) -> None:
         self.out.append(data)
         self.out_bytes += len(data)

@@ -35,7 +35,8 @@ from fastgw.policy.chain import Denial
 from fastgw.policy.network import client_from_forwarded, in_networks
 from fastgw.proxy.context import DL_BODY, DL_HEAD, DL_NONE
 from fastgw.proxy.dispatch import admit, complete, park
-from fastgw.proxy.handler import HandlerRun, Http1Link, buffered_body_denial, unchunk
+from fastgw.proxy.handler import HandlerRun, buffered_body_denial, unchunk
+from fastgw.proxy.handler_links import Http1Link
 from fastgw.proxy.http1_deadlines import Http1Deadlines
 from fastgw.proxy.http1_response import PAUSE_BUFFER, PAUSE_PIPELINE
 from fastgw.proxy.upstream_call import UpstreamCall

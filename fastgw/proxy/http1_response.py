@@ -233,7 +233,7 @@ class Http1Response(CallSink):
                 ex.response_started = True  # bytes reached the client: no second response is possible
 
     def hold(self, data: bytes) -> None:
-        """Response bytes of a handler (proxy/handler.py's Http1Link), written with the loop iteration's
+        """Response bytes of a handler (proxy/handler_links.py's Http1Link), written with the loop iteration's
         other writes, or at once when batching is off. Held bytes go before anything written later."""
         out = self._out
         batch = self.batch

@@ -49,7 +49,8 @@ from fastgw.proxy.context import DL_HEAD, DL_NONE
 from fastgw.proxy.dispatch import admit, park
 from fastgw.proxy.h2_output import H2Output
 from fastgw.proxy.h2_stream import H2Stream
-from fastgw.proxy.handler import HandlerRun, Http2Link, buffered_body_denial, unchunk
+from fastgw.proxy.handler import HandlerRun, buffered_body_denial, unchunk
+from fastgw.proxy.handler_links import Http2Link
 from fastgw.proxy.upstream_call import UpstreamCall
 from fastgw.proxy_headers.hop_by_hop import filter_trailers, trailer_lines
 

@@ -73,6 +73,7 @@ class Writer:
         self.body = b""
         self.ended = False
         self.writes: list[tuple[float, bytes]] = []
+        self.flushes: list[int] = []  # how many writes each flush found
 
     @property
     def started(self) -> bool:
@@ -89,28 +90,36 @@ class Writer:
     async def end(self, trailers: object = None) -> None:
         self.ended = True
 
+    def flush(self) -> None:
+        self.flushes.append(len(self.writes))
+
 
 def openai_target(deadlines: Deadlines) -> Target:
     provider = Provider("oa", "openai", "up", ProviderTarget("oa", ""))
     return Target(provider, ProviderTarget("oa", "gpt-4o-mini", "/v1"), 1, 0, deadlines)
 
 
+async def relay_to(out: Writer, record: LlmRecord, reply: ScriptedReply, deadlines: Deadlines) -> None:
+    """An OpenAI client's stream of an OpenAI provider's reply, into ``out``."""
+    now = time.monotonic()
+    await relay_stream(
+        reply,  # type: ignore[arg-type]
+        ADAPTERS["openai"],
+        openai_target(deadlines),
+        out,  # type: ignore[arg-type]
+        FORMATS["openai"],
+        record,
+        {"model": "chat", "stream": True},
+        now,
+        now,
+    )
+
+
 async def relay(reply: ScriptedReply, deadlines: Deadlines) -> tuple[Writer, LlmRecord, ProviderError]:
     out = Writer()
     record = LlmRecord(model="chat", endpoint="chat", stream=True)
-    now = time.monotonic()
     with pytest.raises(ProviderError) as caught:
-        await relay_stream(
-            reply,  # type: ignore[arg-type]
-            ADAPTERS["openai"],
-            openai_target(deadlines),
-            out,  # type: ignore[arg-type]
-            FORMATS["openai"],
-            record,
-            {"model": "chat", "stream": True},
-            now,
-            now,
-        )
+        await relay_to(out, record, reply, deadlines)
     assert reply.closed
     return out, record, caught.value
 
@@ -152,3 +161,19 @@ def test_no_token_within_the_first_token_bound_is_a_retryable_error_before_any_b
     out, _, error = asyncio.run(relay(reply, Deadlines(1.0, 0.2, 5.0, 30.0)))
     assert (error.kind, error.retryable, out.started) == ("first_token_timeout", True, False)
     assert reply.read_timeout <= 0.2  # the rest of the first-token bound, counted across reads
+
+
+def test_the_first_token_of_a_burst_read_at_once_is_sent_alone_and_flushed() -> None:
+    """A provider's events read together (a fast provider, or a burst after a stall): the first token
+    is written and flushed at once, the rest after it, so translating the burst does not delay it."""
+    burst = b"".join(b"data: " + CHUNK + b"\n\n" for _ in range(5)) + b"data: [DONE]\n\n"
+    reply = ScriptedReply([burst])
+    out = Writer()
+    asyncio.run(
+        relay_to(out, LlmRecord(model="chat", endpoint="chat", stream=True), reply, Deadlines(1, 1, 1, 10))
+    )
+    assert out.flushes == [1], "one flush, right after the first write"
+    first = out.writes[0][1]
+    assert first.count(b"data: ") == 1 and b"Hello" in first
+    events = [e for e in out.body.split(b"\n\n") if e]
+    assert sum(b"Hello" in e for e in events) == 5 and events[-1] == b"data: [DONE]"
