@@ -194,3 +194,48 @@ def test_quota_counts_admitted_while_postgres_is_down_reach_it_once_when_it_retu
         assert [c.count for c in store.quota_counts()] == [17]
     finally:
         store.close()
+
+
+def test_the_admin_api_answers_at_once_while_postgres_is_down_and_four_workers_report(
+    gateway_factory: Callable[..., Gateway],
+    upstream: TestUpstream,
+    tmp_path: Path,
+    postgres_server: PostgresServer,
+) -> None:
+    """Each worker's unwritten quota report comes back every 2 s, and each is a store call. Calls that
+    waited CALL_WAIT_SECONDS each for a connection held the control process's loop for the whole
+    outage (the admin API timed out after 15 s); once one finds the database unreachable, the next fail
+    at once, and one in each UNREACHABLE_SECONDS waits at most PROBE_WAIT_SECONDS."""
+    from fastgw.store.postgres import CALL_WAIT_SECONDS, PROBE_WAIT_SECONDS
+
+    dsn = postgres_server.create_database()
+    (tmp_path / "store.dsn").write_text(dsn + "\n")
+    config, admin_port = quota_config(
+        upstream.port,
+        tmp_path,
+        tmp_path / "state",
+        '{ name = "daily", rate = 1000000, quota = "day", key = "route" }',
+    )
+    config += (
+        f'[store]\nbackend = "postgres"\ndsn = {{ file = "{tmp_path / "store.dsn"}" }}\nconnect_timeout = 2\n'
+    )
+    gw = gateway_factory(config, workers=4)
+    admin = Admin(admin_port)
+    postgres_server.stop()
+    try:
+        answers: list[tuple[int, float]] = []
+        ends = time.monotonic() + 8  # four rounds of every worker's 2 s resends
+        while time.monotonic() < ends:
+            assert get(gw.port, "/limited/x").status == 200  # admissions for the workers to report
+            asked = time.monotonic()
+            status, _ = admin.json("GET", "/quotas")
+            answers.append((status, time.monotonic() - asked))
+    finally:
+        postgres_server.start()
+    assert len(answers) >= 8, f"the admin API answered {len(answers)} times in 8 s: {answers}"
+    assert {status for status, _ in answers} == {503}, "the store is down: said so, not hung"
+    # The first call waits for a connection as long as any; after it, none waits past a probe's wait
+    # (plus the loop's turn: a call queued behind a probe waits for it too).
+    assert max(took for _, took in answers[1:]) < 2 * PROBE_WAIT_SECONDS + 0.5, answers
+    assert answers[0][1] < CALL_WAIT_SECONDS + 1.0
+    assert "QUOTA WRITE FAILED" in gw.stderr()
