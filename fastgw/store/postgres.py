@@ -64,13 +64,6 @@ MIGRATION_LOCK: Final = 0x66617374677700
 # How long a call waits for a pooled connection once running: while the database is down each call fails
 # after this, so the control process (admin API, metrics, workers' pushes) stays responsive in an outage.
 CALL_WAIT_SECONDS: Final = 2.0
-# Once a call found no connection, the next calls within this long fail at once, and the first one after
-# it waits only PROBE_WAIT_SECONDS for a connection the pool's background reconnects made meanwhile. The
-# control process makes a store call per worker report (every 2 s per worker while unwritten): at
-# CALL_WAIT_SECONDS each, they came faster than they failed and held its loop (admin API, reloads) for
-# the whole outage.
-UNREACHABLE_SECONDS: Final = 1.0
-PROBE_WAIT_SECONDS: Final = 0.2
 # Errors that mean "another writer got there first", not "the database failed": answered 409.
 _ERRORS: Final = psycopg.errors
 CONFLICTS: Final = (_ERRORS.UniqueViolation, _ERRORS.DeadlockDetected, _ERRORS.SerializationFailure)
@@ -91,7 +84,6 @@ class PostgresStore:
         self.where = describe(dsn)
         self.node = node  # who wrote a change, and whose audit anchor is whose
         self._conn: psycopg.Connection[Any] | None = None  # the connection of the open transaction() block
-        self._unreachable_until = 0.0  # monotonic: calls before it fail at once (UNREACHABLE_SECONDS)
         connect_once(dsn, connect_timeout)
         # The pool warns at every failed reconnect through logging's last-resort handler: unprefixed lines
         # on stderr, several a second while the database is down, repeating what the store's callers log
@@ -128,29 +120,11 @@ class PostgresStore:
         return StoreError(f"{self.where}: {first_line(exc)}")
 
     @contextmanager
-    def _pooled(self) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled connection; PoolTimeout when there is none (at once while the database is known to
-        be unreachable: UNREACHABLE_SECONDS)."""
-        now = time.monotonic()
-        wait = CALL_WAIT_SECONDS
-        if self._unreachable_until:
-            if now < self._unreachable_until:
-                raise PoolTimeout("the database was unreachable a moment ago")
-            wait = PROBE_WAIT_SECONDS
-        try:
-            with self._pool.connection(timeout=wait) as conn:
-                self._unreachable_until = 0.0
-                yield conn
-        except PoolTimeout:
-            self._unreachable_until = time.monotonic() + UNREACHABLE_SECONDS
-            raise
-
-    @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
         if self._conn is not None:
             yield self._conn
             return
-        with self._pooled() as conn:
+        with self._pool.connection() as conn:
             yield conn
 
     def _run(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -167,7 +141,7 @@ class PostgresStore:
             yield  # joins the outer block
             return
         try:
-            with self._pooled() as conn, conn.transaction():
+            with self._pool.connection() as conn, conn.transaction():
                 self._conn = conn
                 try:
                     yield
