@@ -38,7 +38,9 @@ class ResponseWriter(Protocol):
     def flush(self) -> None:
         """Send what was written now, not with the loop iteration's other writes at its end
         (upstream/write_batch.py): for bytes the client waits on while more work follows in the same
-        iteration (a stream's first token, read together with the rest of a provider's burst)."""
+        iteration (a stream's first token, read together with the rest of a provider's burst). Bytes a
+        response filter holds back stay held (no built-in filter does), and an HTTP/2 connection whose
+        client stopped reading leaves them to its next write."""
 
 
 class UpstreamReply(Protocol):

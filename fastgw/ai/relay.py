@@ -115,13 +115,14 @@ async def relay_stream(
     # A failure is kept and answered after the try statement, not in its except block: compiled by
     # mypyc, a coroutine suspended inside an except block leaks its exception to every other Task.
     failure: UpstreamError | ProviderError | None = None
+    token_out = False  # a chunk with content (not only the role) went out, and was flushed
     try:
         async for read in reply:
             received += len(read)
             rest = read
             while rest:
                 piece, rest = rest, b""
-                if not out.started:
+                if not token_out:
                     # Until the first token is out, a read is fed one event at a time: a provider's
                     # burst read at once would otherwise hold the first token back until every event
                     # in it is translated (the time to first token is the stream's latency).
@@ -142,11 +143,13 @@ async def relay_stream(
                     _first_token(out, record, started)
                     reply.set_read_timeout(limits.idle)
                 await out.write(_encode(chunks, encoder, record))
-                chunks = []
-                if first:
-                    # The first token leaves now, not after the rest of a burst read with it (the reply
-                    # hands over a read's HTTP chunks one by one without suspending this Task).
+                if not token_out:
+                    # Each chunk up to the first token leaves now (a role-only chunk comes first from
+                    # most providers), not after the rest of a burst read with it: the reply hands
+                    # over a read's HTTP chunks one by one without suspending this Task.
                     out.flush()
+                    token_out = carries_token(chunks)
+                chunks = []
         tail = translator.end()
     except (UpstreamError, ProviderError) as failed:
         failure = failed
@@ -175,6 +178,16 @@ async def relay_stream(
         out.start(200, (*SSE_HEAD, target_field(record)))
     await out.write(_encode(tail, encoder, record) + encoder.finish())
     await out.end()
+
+
+def carries_token(chunks: list[Json]) -> bool:
+    """Whether a chunk delta says more than the role: content, a tool call, reasoning."""
+    for chunk in chunks:
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            if isinstance(delta, dict) and any(value for key, value in delta.items() if key != "role"):
+                return True
+    return False
 
 
 def first_event_end(data: bytes) -> int:

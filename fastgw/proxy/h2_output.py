@@ -272,6 +272,13 @@ class H2Output(H2StreamHost):
         self.write_pending = False
         self.write_out()
 
+    def write_now(self) -> None:
+        """A handler's flush: written now unless the client stopped reading (then the batch's call or
+        the resume writes it, and only those may abandon the connection for its outbound buffer, never
+        the handler's own Task). The batch's call later finds nothing left to write."""
+        if not self.write_paused:
+            self.write_held()
+
     def write_out(self) -> None:
         data = self.h2.data_to_send()
         transport = self.transport

@@ -59,7 +59,7 @@ class H2StreamHost(asyncio.Protocol):
         """Write what is queued at the end of this loop iteration."""
         raise NotImplementedError
 
-    def write_held(self) -> None:
+    def write_now(self) -> None:
         """Write what h2 has queued now (a handler's flush), not at the loop iteration's end."""
         raise NotImplementedError
 
@@ -169,7 +169,7 @@ class H2Stream(CallSink):
         self.conn.write_soon()
 
     def write_now(self) -> None:
-        self.conn.write_held()  # the batch's own call later finds nothing left to write
+        self.conn.write_now()
 
     def pause_client_reading(self) -> None:
         self.hold_acks = True

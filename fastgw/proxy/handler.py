@@ -1,4 +1,5 @@
-"""Runs a handler route's handler and carries its response to the client, over HTTP/1.1 or HTTP/2.
+"""Runs a handler route's handler and hands its response to the client's link (HTTP/1.1 or HTTP/2:
+proxy/handler_links.py).
 
 A connection that admitted an exchange on a handler route (``route.handler`` is set) hands it to a
 :class:`HandlerRun`: the request body is buffered (the route's ``max_body_bytes`` bounds it, enforced by the
@@ -234,6 +235,3 @@ def buffered_body_denial(ex: Exchange, framed: list[bytes]) -> Denial | None:
     assert route is not None
     body = b"".join(unchunk(framed) if ex.chunked else framed)
     return run_body_checks(route.body_checks, ex, body)
-
-
-# -- heads ----------------------------------------------------------------------------------------------

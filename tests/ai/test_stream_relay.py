@@ -177,3 +177,21 @@ def test_the_first_token_of_a_burst_read_at_once_is_sent_alone_and_flushed() -> 
     assert first.count(b"data: ") == 1 and b"Hello" in first
     events = [e for e in out.body.split(b"\n\n") if e]
     assert sum(b"Hello" in e for e in events) == 5 and events[-1] == b"data: [DONE]"
+
+
+def test_a_role_only_first_chunk_does_not_end_the_first_token_flush() -> None:
+    """Most providers open with a role-only event: it is flushed, and so is the first with content,
+    before the rest of the burst is translated."""
+    role = orjson.loads(CHUNK)
+    role["choices"][0]["delta"] = {"role": "assistant", "content": ""}
+    events = [orjson.dumps(role)] + [CHUNK] * 4
+    reply = ScriptedReply([b"".join(b"data: " + e + b"\r\n\r\n" for e in events) + b"data: [DONE]\r\n\r\n"])
+    out = Writer()
+    asyncio.run(
+        relay_to(out, LlmRecord(model="chat", endpoint="chat", stream=True), reply, Deadlines(1, 1, 1, 10))
+    )
+    assert out.flushes == [1, 2], "the role chunk, then the first token, each flushed as it was written"
+    (_, first), (_, second) = out.writes[:2]
+    assert first.count(b"data: ") == 1 and b"Hello" not in first
+    assert second.count(b"data: ") == 1 and b"Hello" in second
+    assert out.body.count(b"Hello") == 4 and out.body.endswith(b"data: [DONE]\n\n")
