@@ -138,8 +138,7 @@ async def relay_stream(
                     if not out.started:  # still no token: the rest of the first-token bound
                         reply.set_read_timeout(max(0.0, first_token_at - time.monotonic()))
                     continue
-                first = not out.started
-                if first:
+                if not out.started:
                     _first_token(out, record, started)
                     reply.set_read_timeout(limits.idle)
                 await out.write(_encode(chunks, encoder, record))
