@@ -1,5 +1,5 @@
-"""The shared store: one PostgreSQL database for every node of a cluster, through psycopg 3 and its
-connection pool. The only module (with store/pg_listen.py) that imports psycopg.
+"""The shared store: one PostgreSQL database for every node of a cluster, through psycopg 3. The only
+modules that import psycopg are this one and store/pg_*.py.
 
 Same ``Store`` protocol as SQLite (store/base.py), same rows (store/rows.py), its own schema steps with
 the same versions (store/pg_migrations.py), applied under a PostgreSQL advisory lock so that nodes
@@ -8,19 +8,18 @@ the next change number, logs what it touched and NOTIFYs the number, all in its 
 learn of it only once it is committed, and in commit order (the ``ChangeFeed`` half of this class).
 
 The DSN is a secret: no message here includes it, only the host, port and database it names. Calls are
-synchronous, as SQLite's (the control path is cold); the pool keeps connections and replaces broken ones.
+synchronous, as SQLite's (the control path is cold); store/pg_keeper.py keeps the connections, remakes
+broken ones and fails calls at once for a moment after the database was found unreachable.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
 
 import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
 
 from fastgw.store.base import (
     ApiKey,
@@ -41,6 +40,7 @@ from fastgw.store.base import (
     UsageTotal,
 )
 from fastgw.store.pg_connect import connect_once, describe, first_line
+from fastgw.store.pg_keeper import ConnectionKeeper
 from fastgw.store.pg_migrations import CHANGE_CHANNEL, PG_MIGRATIONS
 from fastgw.store.rows import (
     CONSUMER_COLUMNS,
@@ -57,13 +57,8 @@ from fastgw.store.rows import (
 from fastgw.store.table_sql import delete_before_sql, insert_rows_sql, replace_values_sql, select_rows_sql
 from fastgw.store.usage_sql import claim_batch, select, totals, upsert, upsert_rows
 
-# One call at a time; a second connection serves a call made inside a transaction (pg_listen.py has its own).
-POOL_MAX: Final = 2
 # Any 64-bit number held by nobody else: the advisory lock that serialises migrators ("fastgw" in hex).
 MIGRATION_LOCK: Final = 0x66617374677700
-# How long a call waits for a pooled connection once running: while the database is down each call fails
-# after this, so the control process (admin API, metrics, workers' pushes) stays responsive in an outage.
-CALL_WAIT_SECONDS: Final = 2.0
 # Errors that mean "another writer got there first", not "the database failed": answered 409.
 _ERRORS: Final = psycopg.errors
 CONFLICTS: Final = (_ERRORS.UniqueViolation, _ERRORS.DeadlockDetected, _ERRORS.SerializationFailure)
@@ -85,36 +80,17 @@ class PostgresStore:
         self.node = node  # who wrote a change, and whose audit anchor is whose
         self._conn: psycopg.Connection[Any] | None = None  # the connection of the open transaction() block
         connect_once(dsn, connect_timeout)
-        # The pool warns at every failed reconnect through logging's last-resort handler: unprefixed lines
-        # on stderr, several a second while the database is down, repeating what the store's callers log
-        # once when an outage begins and once when it ends.
-        logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
-        self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
-            dsn,
-            min_size=1,
-            max_size=POOL_MAX,
-            kwargs={"autocommit": True},
-            timeout=CALL_WAIT_SECONDS,
-            check=ConnectionPool.check_connection,  # a connection broken while idle is replaced, not used
-            open=False,
-            name="fastgw-store",
-        )
+        self._keeper = ConnectionKeeper(dsn, self.where)
         try:
-            self._pool.open(wait=True, timeout=connect_timeout)
             self._check_known()
             if migrate:
                 self.migrate()
-        except PoolTimeout:
-            self._pool.close()
-            raise StoreError(f"cannot connect to {self.where} within {connect_timeout:g}s") from None
         except StoreError:
-            self._pool.close()
+            self._keeper.close()
             raise
 
     # -- plumbing: every driver call goes through here, so its errors become StoreError -----------------
     def _error(self, exc: BaseException) -> StoreError:
-        if isinstance(exc, PoolTimeout):
-            return StoreError(f"{self.where}: no connection (the database is unreachable)")
         if isinstance(exc, CONFLICTS):
             return ConflictError(f"{self.where}: {first_line(exc)}")
         return StoreError(f"{self.where}: {first_line(exc)}")
@@ -124,7 +100,7 @@ class PostgresStore:
         if self._conn is not None:
             yield self._conn
             return
-        with self._pool.connection() as conn:
+        with self._keeper.connection() as conn:
             yield conn
 
     def _run(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -132,7 +108,7 @@ class PostgresStore:
             with self._connection() as conn:
                 cur = conn.execute(sql, params)
                 return cur.fetchall() if cur.description is not None else []
-        except (psycopg.Error, PoolTimeout) as exc:
+        except psycopg.Error as exc:
             raise self._error(exc) from exc
 
     @contextmanager
@@ -141,13 +117,13 @@ class PostgresStore:
             yield  # joins the outer block
             return
         try:
-            with self._pool.connection() as conn, conn.transaction():
+            with self._keeper.connection() as conn, conn.transaction():
                 self._conn = conn
                 try:
                     yield
                 finally:
                     self._conn = None
-        except (psycopg.Error, PoolTimeout) as exc:  # the commit itself, or the connection, failed
+        except psycopg.Error as exc:  # the commit itself, or the connection, failed
             raise self._error(exc) from exc
 
     # -- migrations -------------------------------------------------------------------------------------
@@ -190,7 +166,7 @@ class PostgresStore:
         return done
 
     def close(self) -> None:
-        self._pool.close()
+        self._keeper.close()
 
     # -- the change log (ChangeFeed) ----------------------------------------------------------------------
     def change_feed(self) -> ChangeFeed | None:

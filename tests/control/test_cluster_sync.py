@@ -20,6 +20,7 @@ from fastgw.policy.identity import IdentityCache
 from fastgw.proxy.caches import CacheRegistry, IdentityPush
 from fastgw.snapshot import KeySettings
 from fastgw.store.base import StoreError
+from fastgw.store.pg_keeper import RETRY_SECONDS
 from fastgw.store.postgres import PostgresStore
 from tests.support.postgres import PostgresServer
 from tests.support.waiting import wait_until
@@ -129,9 +130,10 @@ def test_an_unreachable_log_is_logged_once_and_followed_again_after(
         try:
             return nodes.a.create_key({"consumer": "acme"})
         except StoreError:
-            return None  # the pool reconnects with backoff: not yet
+            return None  # the last failed call was under RETRY_SECONDS ago: not tried yet
 
-    made = wait_until(key_made, 30, "the store to take writes again")  # nobody reconnects it by hand
+    # Nobody reconnects it by hand; the keeper tries again RETRY_SECONDS after a failure.
+    made = wait_until(key_made, RETRY_SECONDS + 2, "the store to take writes again")
     nodes.sync.poll()
     assert nodes.accepts(made["key"]) and any("reading the change log again" in ln for ln in nodes.logs)
     assert nodes.sync.gauges() == {"fastgw_store_stale_seconds": 0.0}

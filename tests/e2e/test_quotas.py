@@ -34,6 +34,21 @@ def quota_config(upstream_port: int, tmp_path: Path, state: Path, quota: str) ->
     return limited_config(upstream_port, quota, extra=extra), admin_port
 
 
+def postgres_quota_config(upstream_port: int, tmp_path: Path, dsn: str, *, rate: int) -> tuple[str, int]:
+    """quota_config with a daily quota of ``rate`` per route, kept in PostgreSQL at ``dsn``."""
+    (tmp_path / "store.dsn").write_text(dsn + "\n")
+    config, admin_port = quota_config(
+        upstream_port,
+        tmp_path,
+        tmp_path / "state",
+        f'{{ name = "daily", rate = {rate}, quota = "day", key = "route" }}',
+    )
+    config += (
+        f'[store]\nbackend = "postgres"\ndsn = {{ file = "{tmp_path / "store.dsn"}" }}\nconnect_timeout = 2\n'
+    )
+    return config, admin_port
+
+
 def test_daily_quota_survives_a_graceful_restart(
     gateway_factory: Callable[..., Gateway], upstream: TestUpstream, tmp_path: Path
 ) -> None:
@@ -151,16 +166,7 @@ def test_quota_counts_admitted_while_postgres_is_down_reach_it_once_when_it_retu
     (unacknowledged) and send them again every 2 s, admissions meanwhile adding up behind them. Once
     PostgreSQL is back, every admission is in it, once, with nothing restarted."""
     dsn = postgres_server.create_database()
-    (tmp_path / "store.dsn").write_text(dsn + "\n")
-    config, admin_port = quota_config(
-        upstream.port,
-        tmp_path,
-        tmp_path / "state",
-        '{ name = "daily", rate = 1000, quota = "day", key = "route" }',
-    )
-    config += (
-        f'[store]\nbackend = "postgres"\ndsn = {{ file = "{tmp_path / "store.dsn"}" }}\nconnect_timeout = 2\n'
-    )
+    config, admin_port = postgres_quota_config(upstream.port, tmp_path, dsn, rate=1000)
     gw = gateway_factory(config, workers=2)
     admin = Admin(admin_port)
 
@@ -194,3 +200,43 @@ def test_quota_counts_admitted_while_postgres_is_down_reach_it_once_when_it_retu
         assert [c.count for c in store.quota_counts()] == [17]
     finally:
         store.close()
+
+
+def test_the_admin_api_answers_at_once_while_postgres_is_down_and_is_back_a_second_after_it(
+    gateway_factory: Callable[..., Gateway],
+    upstream: TestUpstream,
+    tmp_path: Path,
+    postgres_server: PostgresServer,
+) -> None:
+    """Each worker's unwritten quota report comes back every 2 s, and each is a store call on the control
+    process's loop. When each waited 2 s for a connection, four workers' reports held the loop for the
+    whole outage (the admin API timed out after 15 s). Now a refused connection fails at once and, for
+    RETRY_SECONDS after, every call without trying; and after an outage longer than a pool's backoff
+    (1 + 2 + 4 s) the store works again within RETRY_SECONDS of the database's return."""
+    from fastgw.store.pg_keeper import RETRY_SECONDS
+
+    config, admin_port = postgres_quota_config(
+        upstream.port, tmp_path, postgres_server.create_database(), rate=1000000
+    )
+    gw = gateway_factory(config, workers=4)
+    admin = Admin(admin_port)
+    assert admin.json("GET", "/quotas")[0] == 200
+    postgres_server.stop()
+    try:
+        answers: list[tuple[int, float]] = []
+        ends = time.monotonic() + 9  # four rounds of every worker's 2 s resends, past 1 + 2 + 4 s
+        while time.monotonic() < ends:
+            assert get(gw.port, "/limited/x").status == 200  # admissions for the workers to report
+            asked = time.monotonic()
+            status, _ = admin.json("GET", "/quotas")
+            answers.append((status, time.monotonic() - asked))
+    finally:
+        postgres_server.start()
+    back = time.monotonic()
+    assert len(answers) >= 9, f"the admin API answered {len(answers)} times in 9 s: {answers}"
+    assert {status for status, _ in answers} == {503}, "the store is down: said so, not hung"
+    # A refused connection fails in a millisecond or so; 0.5 s is the loop's turn under a loaded machine.
+    assert max(took for _, took in answers) < 0.5, answers
+    wait_until(lambda: admin.json("GET", "/quotas")[0] == 200, RETRY_SECONDS + 1.5, "the store back")
+    assert time.monotonic() - back < RETRY_SECONDS + 1.5
+    assert "QUOTA WRITE FAILED" in gw.stderr()

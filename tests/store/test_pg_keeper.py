@@ -1,0 +1,97 @@
+"""The PostgreSQL store's connections (store/pg_keeper.py) through the clock and the outage: a connection
+the server ended is replaced unseen, calls fail at once while the database is down, a host that never
+answers costs one call the connect timeout, and the store works again a second after the database is
+back, however long it was away."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from fastgw.store.base import Consumer, StoreError
+from fastgw.store.pg_keeper import CONNECT_SECONDS, RETRY_SECONDS, ConnectionKeeper
+from fastgw.store.postgres import PostgresStore
+from tests.support.postgres import PostgresServer
+from tests.support.waiting import wait_until
+
+ACME = Consumer(id="c_1", name="acme", team="", roles=(), metadata={}, created=1.0)
+
+
+def test_a_connection_the_server_ended_is_replaced_without_an_error(postgres_dsn: str) -> None:
+    store = PostgresStore(postgres_dsn, node="a")
+    try:
+        store.add_consumer(ACME)
+        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+            ended = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchone()
+        assert ended == (1,), "the store keeps one connection between calls"
+        assert [c.name for c in store.consumers()] == ["acme"]
+    finally:
+        store.close()
+
+
+def test_calls_fail_at_once_while_the_database_is_down_and_work_a_second_after_it_returns(
+    postgres_server: PostgresServer,
+) -> None:
+    store = PostgresStore(postgres_server.create_database(), node="a")
+    try:
+        store.add_consumer(ACME)
+        postgres_server.stop()
+        try:
+            for attempt in range(5):
+                asked = time.monotonic()
+                with pytest.raises(StoreError) as err:
+                    store.consumers()
+                took = time.monotonic() - asked
+                # A refused connection, or none tried at all: never a wait on the loop.
+                assert took < 0.5, (attempt, took)
+                assert "PostgreSQL at 127.0.0.1:" in str(err.value) and "\n" not in str(err.value)
+            assert "unreachable a moment ago" in str(err.value), "within RETRY_SECONDS: not tried"
+            down_until = time.monotonic() + 3 * RETRY_SECONDS  # tries after the window fail too
+            while time.monotonic() < down_until:
+                with pytest.raises(StoreError):
+                    store.consumers()
+        finally:
+            postgres_server.start()
+        back = time.monotonic()
+
+        def works() -> bool:
+            try:
+                return [c.name for c in store.consumers()] == ["acme"]
+            except StoreError:
+                return False
+
+        wait_until(works, RETRY_SECONDS + 1.0, "the store to work again")
+        assert time.monotonic() - back < RETRY_SECONDS + 1.0
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port whose connections the kernel accepts and nobody answers: a host gone silent."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield listener.getsockname()[1]
+
+
+def test_a_host_that_never_answers_costs_one_call_the_connect_timeout_and_the_next_nothing(
+    silent_port: int,
+) -> None:
+    keeper = ConnectionKeeper(f"postgresql://gw:pw@127.0.0.1:{silent_port}/gw", "PostgreSQL at silent")
+    asked = time.monotonic()
+    with pytest.raises(StoreError, match="cannot connect"), keeper.connection():
+        pass
+    assert CONNECT_SECONDS - 0.5 < time.monotonic() - asked < CONNECT_SECONDS + 1.5
+    asked = time.monotonic()
+    with pytest.raises(StoreError, match="unreachable a moment ago"), keeper.connection():
+        pass
+    assert time.monotonic() - asked < 0.1
+    keeper.close()
