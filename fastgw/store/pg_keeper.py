@@ -1,20 +1,20 @@
-"""The store's PostgreSQL connections: kept open between calls, checked before each, remade when broken,
-and failing at once for a moment after the database was found unreachable.
+"""The store's PostgreSQL connections: kept open between calls, checked before each, remade when broken;
+while the database is unreachable calls fail at once and a background thread reconnects.
 
 Why not psycopg_pool (used before): the control process makes store calls one at a time on its event
 loop, so a call that waits holds everything else there (the admin API, reloads, metrics pulls, workers'
 acknowledgements). With the database down, each call waited the pool's full timeout for a connection,
 and four workers' unwritten quota reports (one call each every 2 s) came faster than they failed: the
 admin API did not answer for the whole outage. And the pool's own reconnects back off doubling from 1 s
-without a cap, so after a long outage the store could come back about the outage's length late. Here a
-call that cannot connect marks the database unreachable for ``RETRY_SECONDS``: calls meanwhile fail at
-once, and the first one after tries to connect itself. So a call fails within ``CONNECT_SECONDS`` (at
-once when the server refuses), and the store works again within ``RETRY_SECONDS`` of the database."""
+without a cap, so after a long outage the store could come back about the outage's length late. Here the
+call that finds the database unreachable (refused at once, or silent for ``CONNECT_SECONDS``) is the only
+one that waits: until a thread's reconnect, tried every ``RETRY_SECONDS``, succeeds, every call fails at
+once, and the store works again within ``RETRY_SECONDS`` of the database's return.
+"""
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Final
@@ -26,8 +26,7 @@ from psycopg.pq import TransactionStatus
 from fastgw.store.base import StoreError
 from fastgw.store.pg_connect import first_line
 
-# After a failed connection, calls fail at once for this long: short, since it is also how late the store
-# notices that the database is back; long enough that a burst of calls costs one connection attempt.
+# Between reconnects while the database is unreachable: how late the store notices that it is back.
 RETRY_SECONDS: Final = 1.0
 # libpq's connect_timeout (whole seconds, at least 2): how long a call may wait for a host that does not
 # answer at all. A stopped server on a reachable host refuses at once.
@@ -37,7 +36,15 @@ CONNECT_SECONDS: Final = 2
 KEEP_IDLE: Final = 2
 # libpq keepalives: idle 5 s, then 3 probes 2 s apart, so a call on a connection whose peer vanished
 # without a word (a network partition) fails in about 11 s instead of waiting for the kernel's hours.
-KEEPALIVES: Final = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
+# And tcp_user_timeout: a call whose bytes the peer stops acknowledging fails after 5 s (a busy server
+# still acknowledges; only a vanished one does not).
+KEEPALIVES: Final = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 5000,
+}
 
 
 class ConnectionKeeper:
@@ -47,16 +54,16 @@ class ConnectionKeeper:
         self._dsn = make_conninfo(dsn, **KEEPALIVES)
         self._where = where  # the database, named without its password
         self._idle: list[psycopg.Connection[Any]] = []
-        self._lock = threading.Lock()  # the CLI and tests may call from more than one thread
-        self._retry_at = 0.0  # monotonic: until then the database counts as unreachable
-        self._reason = ""  # why the last connection attempt failed, for the errors meanwhile
+        self._lock = threading.Lock()  # guards _idle and _down: the reconnecting thread touches both
+        self._down = ""  # why the database is unreachable ("" while it is not): calls fail at once
+        self._closed = threading.Event()  # stops the reconnecting thread
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
         """A working connection for the block, kept for the next call unless the block broke it.
 
         Raises:
-            StoreError: the database is unreachable (at once while it was found so a moment ago)."""
+            StoreError: the database is unreachable (at once while a reconnect is pending)."""
         conn = self._take()
         try:
             yield conn
@@ -64,6 +71,7 @@ class ConnectionKeeper:
             self._give_back(conn)
 
     def close(self) -> None:
+        self._closed.set()
         with self._lock:
             idle, self._idle = self._idle, []
         for conn in idle:
@@ -72,6 +80,9 @@ class ConnectionKeeper:
     def _take(self) -> psycopg.Connection[Any]:
         while True:
             with self._lock:
+                if self._down:
+                    down = f"{self._where}: unreachable ({self._down}); reconnecting in the background"
+                    raise StoreError(down)
                 conn = self._idle.pop() if self._idle else None
             if conn is None:
                 return self._connect()
@@ -82,16 +93,37 @@ class ConnectionKeeper:
                 conn.close()
 
     def _connect(self) -> psycopg.Connection[Any]:
-        if time.monotonic() < self._retry_at:
-            raise StoreError(f"{self._where}: unreachable a moment ago ({self._reason}); retry later")
         try:
-            conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=CONNECT_SECONDS)
+            return self._open()
         except psycopg.Error as exc:
-            self._reason = first_line(exc)
-            self._retry_at = time.monotonic() + RETRY_SECONDS
-            raise StoreError(f"{self._where}: cannot connect ({self._reason})") from None
-        self._retry_at = 0.0
-        return conn
+            reason = first_line(exc)
+        with self._lock:
+            first = not self._down
+            self._down = reason
+        if first and not self._closed.is_set():
+            threading.Thread(target=self._reconnect, name="fastgw-store-reconnect", daemon=True).start()
+        raise StoreError(f"{self._where}: cannot connect ({reason})")
+
+    def _open(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(self._dsn, autocommit=True, connect_timeout=CONNECT_SECONDS)
+
+    def _reconnect(self) -> None:
+        """The background thread of an outage: a connection every RETRY_SECONDS until one is made, which
+        the next call takes."""
+        while not self._closed.wait(RETRY_SECONDS):
+            try:
+                conn = self._open()
+            except Exception as exc:  # whatever failed, the thread must go on trying
+                with self._lock:
+                    self._down = first_line(exc)
+                continue
+            with self._lock:
+                if not self._closed.is_set():
+                    self._idle.append(conn)
+                    self._down = ""
+                    return
+            conn.close()  # closed meanwhile
+            return
 
     def _give_back(self, conn: psycopg.Connection[Any]) -> None:
         # Anything but an idle session (broken, or left inside a transaction by an error) is closed: the
@@ -100,7 +132,7 @@ class ConnectionKeeper:
             conn.close()
             return
         with self._lock:
-            if len(self._idle) < KEEP_IDLE:
+            if len(self._idle) < KEEP_IDLE and not self._closed.is_set():
                 self._idle.append(conn)
                 return
         conn.close()

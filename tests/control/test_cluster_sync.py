@@ -130,9 +130,9 @@ def test_an_unreachable_log_is_logged_once_and_followed_again_after(
         try:
             return nodes.a.create_key({"consumer": "acme"})
         except StoreError:
-            return None  # the last failed call was under RETRY_SECONDS ago: not tried yet
+            return None  # the keeper's thread has not reconnected yet (every RETRY_SECONDS)
 
-    # Nobody reconnects it by hand; the keeper tries again RETRY_SECONDS after a failure.
+    # Nobody reconnects it by hand.
     made = wait_until(key_made, RETRY_SECONDS + 2, "the store to take writes again")
     nodes.sync.poll()
     assert nodes.accepts(made["key"]) and any("reading the change log again" in ln for ln in nodes.logs)

@@ -210,9 +210,9 @@ def test_the_admin_api_answers_at_once_while_postgres_is_down_and_is_back_a_seco
 ) -> None:
     """Each worker's unwritten quota report comes back every 2 s, and each is a store call on the control
     process's loop. When each waited 2 s for a connection, four workers' reports held the loop for the
-    whole outage (the admin API timed out after 15 s). Now a refused connection fails at once and, for
-    RETRY_SECONDS after, every call without trying; and after an outage longer than a pool's backoff
-    (1 + 2 + 4 s) the store works again within RETRY_SECONDS of the database's return."""
+    whole outage (the admin API timed out after 15 s). Now a refused connection fails at once and, while
+    a thread reconnects every RETRY_SECONDS, every call without trying; and after an outage longer than
+    a pool's backoff (1 + 2 + 4 s) the store works again within RETRY_SECONDS of the database's return."""
     from fastgw.store.pg_keeper import RETRY_SECONDS
 
     config, admin_port = postgres_quota_config(
