@@ -235,3 +235,35 @@ def test_upstreams_sharing_a_target_keep_their_own_settings(
         for path, status in (("/reports", 200), ("/fast", 504), ("/reports", 200)):
             sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
             assert reader.read(5).status == status, path
+
+
+def test_the_newest_idle_connection_is_reused_and_the_oldest_closed_past_idle_timeout(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
+    """At low load one warm connection carries the requests (LIFO), not each the one idle longest; the
+    connections a burst opened and the load no longer needs are closed once idle past idle_timeout."""
+    idle_timeout = 1.0
+    gw = gateway_factory(one_target_config(upstream.port, f"idle_timeout = {idle_timeout}"))
+    upstream.delay = 0.3  # four requests at once: four upstream connections
+    socks = [connect(gw.port) for _ in range(4)]
+    try:
+        for i, sock in enumerate(socks):
+            sock.sendall(b"GET /burst/%d HTTP/1.1\r\nHost: t\r\n\r\n" % i)
+        assert [ResponseReader(sock).read().status for sock in socks] == [200] * 4
+    finally:
+        for sock in socks:
+            sock.close()
+    assert upstream.connections == 4
+    upstream.delay = 0.0
+    before = len(upstream.requests)
+    assert all(get(gw.port, f"/one/{i}").status == 200 for i in range(8))
+    carried = {req.connection for req in upstream.requests[before:]}
+    assert len(carried) == 1, f"one request at a time, one connection: {carried}"
+    # Each request closes the oldest idle connection once it is past idle_timeout (nothing else would:
+    # no timer), so the three the burst left are gone within that and three more requests.
+    deadline = time.monotonic() + idle_timeout + 3
+    while upstream.open_connections > 1 and time.monotonic() < deadline:
+        assert get(gw.port, "/later").status == 200
+        time.sleep(0.05)  # spaced, so idle_timeout passes for the connections not taken
+    assert upstream.open_connections == 1
+    assert upstream.connections == 4, "the warm connection was never replaced"

@@ -20,6 +20,7 @@ class SeenRequest:
     target: bytes
     headers: list[tuple[bytes, bytes]]
     body: bytes = b""
+    connection: int = 0  # which connection carried it: 1 for the upstream's first, and so on
 
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.headers:
@@ -59,10 +60,12 @@ class UpstreamProtocol(asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         self.body = bytearray()
         self.tunnel = False
+        self.number = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.server.connections += 1
+        self.number = self.server.connections
         self.server._transports.add(self.transport)  # type: ignore[arg-type]
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -103,7 +106,7 @@ class UpstreamProtocol(asyncio.Protocol):
             self.body += body
 
     def on_message_complete(self) -> None:
-        req = SeenRequest(self.parser.get_method(), self.url, self.headers, bytes(self.body))
+        req = SeenRequest(self.parser.get_method(), self.url, self.headers, bytes(self.body), self.number)
         self.server.requests.append(req)
         response = self.server.handler(req)
         if self.transport is None:
@@ -170,6 +173,10 @@ class TestUpstream:
 
         self.loop.run_until_complete(start())
         self.loop.run_forever()
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._transports)
 
     def drop_connections(self) -> None:
         """Close every connection the gateway has open to this upstream (tunnels included), now."""
