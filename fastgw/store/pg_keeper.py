@@ -15,12 +15,13 @@ once, and the store works again within ``RETRY_SECONDS`` of the database's retur
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Final
 
 import psycopg
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.pq import TransactionStatus
 
 from fastgw.store.base import StoreError
@@ -28,22 +29,25 @@ from fastgw.store.pg_connect import first_line
 
 # Between reconnects while the database is unreachable: how late the store notices that it is back.
 RETRY_SECONDS: Final = 1.0
-# libpq's connect_timeout (whole seconds, at least 2): how long a call may wait for a host that does not
-# answer at all. A stopped server on a reachable host refuses at once.
+# libpq's connect_timeout (whole seconds, at least 2): how long a connect may wait for a host that does
+# not answer at all, per address its name resolves to (and per host a multi-host DSN lists). A stopped
+# server on a reachable host refuses at once.
 CONNECT_SECONDS: Final = 2
-# Connections kept idle: one serves the calls (they come one at a time), a second a call made while the
-# first is held (inside a cursor's block); more would be closed on return.
-KEEP_IDLE: Final = 2
-# libpq keepalives: idle 5 s, then 3 probes 2 s apart, so a call on a connection whose peer vanished
-# without a word (a network partition) fails in about 11 s instead of waiting for the kernel's hours.
-# And tcp_user_timeout: a call whose bytes the peer stops acknowledging fails after 5 s (a busy server
-# still acknowledges; only a vanished one does not).
+# Idle connections kept: calls come one at a time, so one; a second (a call from another thread while
+# the first is out) is closed after its call rather than kept unchecked.
+KEEP_IDLE: Final = 1
+# A connection is closed on return once this old: a backend's caches (catalog, plans) only grow with
+# what it served. psycopg_pool recycled after an hour too.
+MAX_LIFETIME_SECONDS: Final = 3600.0
+# libpq keepalives (idle 5 s, then 3 probes 2 s apart) and tcp_user_timeout (bytes unacknowledged for
+# 5 s), so a call on a connection whose peer vanished without a word (a network partition) fails in
+# seconds instead of the kernel's hours; a busy server still acknowledges. Settings the DSN gives win.
 KEEPALIVES: Final = {
-    "keepalives": 1,
-    "keepalives_idle": 5,
-    "keepalives_interval": 2,
-    "keepalives_count": 3,
-    "tcp_user_timeout": 5000,
+    "keepalives": "1",
+    "keepalives_idle": "5",
+    "keepalives_interval": "2",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "5000",
 }
 
 
@@ -51,46 +55,57 @@ class ConnectionKeeper:
     """Hands out autocommit connections to one database; ``StoreError`` when it cannot be reached."""
 
     def __init__(self, dsn: str, where: str) -> None:
-        self._dsn = make_conninfo(dsn, **KEEPALIVES)
+        given = conninfo_to_dict(dsn)
+        self._dsn = make_conninfo(dsn, **{k: v for k, v in KEEPALIVES.items() if k not in given})
         self._where = where  # the database, named without its password
-        self._idle: list[psycopg.Connection[Any]] = []
+        self._idle: list[tuple[psycopg.Connection[Any], float]] = []  # (connection, monotonic birth)
         self._lock = threading.Lock()  # guards _idle and _down: the reconnecting thread touches both
         self._down = ""  # why the database is unreachable ("" while it is not): calls fail at once
         self._closed = threading.Event()  # stops the reconnecting thread
+        self._thread: threading.Thread | None = None
+
+    @property
+    def reconnecting(self) -> bool:
+        """A thread is reconnecting (the database was found unreachable and is not back yet)."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
         """A working connection for the block, kept for the next call unless the block broke it.
 
         Raises:
-            StoreError: the database is unreachable (at once while a reconnect is pending)."""
-        conn = self._take()
+            StoreError: the database is unreachable (at once while a reconnect is pending), or the store
+            was closed."""
+        conn, born = self._take()
         try:
             yield conn
         finally:
-            self._give_back(conn)
+            self._give_back(conn, born)
 
     def close(self) -> None:
         self._closed.set()
         with self._lock:
             idle, self._idle = self._idle, []
-        for conn in idle:
+        for conn, _ in idle:
             conn.close()
 
-    def _take(self) -> psycopg.Connection[Any]:
+    def _take(self) -> tuple[psycopg.Connection[Any], float]:
         while True:
             with self._lock:
+                if self._closed.is_set():
+                    raise StoreError(f"{self._where}: the store is closed")
                 if self._down:
                     down = f"{self._where}: unreachable ({self._down}); reconnecting in the background"
                     raise StoreError(down)
-                conn = self._idle.pop() if self._idle else None
-            if conn is None:
-                return self._connect()
+                kept = self._idle.pop() if self._idle else None
+            if kept is None:
+                return self._connect(), time.monotonic()
             try:
-                conn.execute("")  # broken while idle (a restart, a timeout)? then it is replaced
-                return conn
+                kept[0].execute("")  # broken while idle (a restart, a timeout)? then it is replaced
+                return kept
             except psycopg.Error:
-                conn.close()
+                kept[0].close()
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
@@ -101,7 +116,10 @@ class ConnectionKeeper:
             first = not self._down
             self._down = reason
         if first and not self._closed.is_set():
-            threading.Thread(target=self._reconnect, name="fastgw-store-reconnect", daemon=True).start()
+            self._thread = threading.Thread(
+                target=self._reconnect, name="fastgw-store-reconnect", daemon=True
+            )
+            self._thread.start()
         raise StoreError(f"{self._where}: cannot connect ({reason})")
 
     def _open(self) -> psycopg.Connection[Any]:
@@ -119,20 +137,25 @@ class ConnectionKeeper:
                 continue
             with self._lock:
                 if not self._closed.is_set():
-                    self._idle.append(conn)
+                    self._idle.append((conn, time.monotonic()))
                     self._down = ""
                     return
             conn.close()  # closed meanwhile
             return
 
-    def _give_back(self, conn: psycopg.Connection[Any]) -> None:
+    def _give_back(self, conn: psycopg.Connection[Any], born: float) -> None:
         # Anything but an idle session (broken, or left inside a transaction by an error) is closed: the
         # next call must not inherit it.
-        if conn.closed or conn.broken or conn.info.transaction_status != TransactionStatus.IDLE:
+        if (
+            conn.closed
+            or conn.broken
+            or conn.info.transaction_status != TransactionStatus.IDLE
+            or time.monotonic() - born > MAX_LIFETIME_SECONDS
+        ):
             conn.close()
             return
         with self._lock:
             if len(self._idle) < KEEP_IDLE and not self._closed.is_set():
-                self._idle.append(conn)
+                self._idle.append((conn, born))
                 return
         conn.close()

@@ -210,9 +210,10 @@ def test_the_admin_api_answers_at_once_while_postgres_is_down_and_is_back_a_seco
 ) -> None:
     """Each worker's unwritten quota report comes back every 2 s, and each is a store call on the control
     process's loop. When each waited 2 s for a connection, four workers' reports held the loop for the
-    whole outage (the admin API timed out after 15 s). Now a refused connection fails at once and, while
-    a thread reconnects every RETRY_SECONDS, every call without trying; and after an outage longer than
-    a pool's backoff (1 + 2 + 4 s) the store works again within RETRY_SECONDS of the database's return."""
+    whole outage (the admin API timed out after 15 s). Now none waits (a refused connect takes a
+    millisecond; tests/store/test_pg_keeper.py covers a host that does not answer), and after an outage
+    longer than a pool's backoff (1 + 2 + 4 s) the store works again within RETRY_SECONDS of the
+    database's return."""
     from fastgw.store.pg_keeper import RETRY_SECONDS
 
     config, admin_port = postgres_quota_config(
@@ -235,8 +236,9 @@ def test_the_admin_api_answers_at_once_while_postgres_is_down_and_is_back_a_seco
     back = time.monotonic()
     assert len(answers) >= 9, f"the admin API answered {len(answers)} times in 9 s: {answers}"
     assert {status for status, _ in answers} == {503}, "the store is down: said so, not hung"
-    # A refused connection fails in a millisecond or so; 0.5 s is the loop's turn under a loaded machine.
-    assert max(took for _, took in answers) < 0.5, answers
+    # A refused connection fails in a millisecond or so; the bound, half the old wait, leaves room for
+    # the loop's turn on a loaded machine.
+    assert max(took for _, took in answers) < 1.0, answers
     wait_until(lambda: admin.json("GET", "/quotas")[0] == 200, RETRY_SECONDS + 1.5, "the store back")
     assert time.monotonic() - back < RETRY_SECONDS + 1.5
     assert "QUOTA WRITE FAILED" in gw.stderr()
