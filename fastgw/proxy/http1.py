@@ -39,6 +39,7 @@ from fastgw.proxy.handler import HandlerRun, buffered_body_denial, unchunk
 from fastgw.proxy.handler_links import Http1Link
 from fastgw.proxy.http1_deadlines import Http1Deadlines
 from fastgw.proxy.http1_response import PAUSE_BUFFER, PAUSE_PIPELINE
+from fastgw.proxy.linger import linger_refused
 from fastgw.proxy.upstream_call import UpstreamCall
 from fastgw.proxy_headers.answer import answer_headers
 from fastgw.proxy_headers.request_head import ClientPeer
@@ -99,7 +100,7 @@ class ClientConnection(Http1Deadlines):
                     503, "too-many-connections", "connection limit reached", headers=headers, close=True
                 )
             )
-            transport.close()
+            linger_refused(transport, worker.loop)  # type: ignore[arg-type]
             return
         self.deadline = _monotonic() + server.header_timeout
         self.deadline_kind = DL_HEAD

@@ -72,3 +72,31 @@ def end_linger(conn: Lingering, now: float) -> None:
         transport.abort()  # TLS whose close_notify exchange had its time
     else:
         transport.close()
+
+
+# Connections refused at accept (server.max_connections) lingering at once, per worker. They hold no
+# slot, so a flood at the limit must not keep unbounded numbers of them open: past this many within
+# LINGER_SECONDS, a refusal closes at once (its 503 may then be lost to a reset, as before lingering).
+REFUSED_LINGERING_MAX: Final = 256
+_refused_lingering = 0
+
+
+def linger_refused(transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+    """Half-close a connection refused at accept, after its 503: the client has often sent its request
+    by then, and a plain close would answer it with a reset that loses the 503. The connection is not
+    counted among the worker's (nor swept by its deadlines), so a timer of its own ends it at
+    LINGER_SECONDS, if the client has not closed first; the reading protocol drops what arrives."""
+    global _refused_lingering
+    if _refused_lingering >= REFUSED_LINGERING_MAX or not transport.can_write_eof():
+        transport.close()  # TLS: close_notify, then its own reading until the client's
+        return
+    _refused_lingering += 1
+    transport.write_eof()
+    loop.call_later(LINGER_SECONDS, _end_refused, transport)
+
+
+def _end_refused(transport: asyncio.Transport) -> None:
+    global _refused_lingering
+    _refused_lingering -= 1
+    if not transport.is_closing():
+        transport.close()

@@ -155,3 +155,22 @@ def test_http2_goaway_and_last_response_arrive_while_the_client_keeps_sending(
             )
     finally:
         client.close()
+
+
+def test_http1_refusal_at_the_connection_limit_arrives_while_the_client_keeps_sending(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
+    """A connection over max_connections is refused at accept with a 503: the client has often sent its
+    request by then, so a plain close resets the connection and the 503 is lost with it."""
+    gw = gateway_factory(basic_config(upstream.port, server="max_connections_per_ip = 1"))
+    with closing(small_buffer_socket(gw.port)) as first:
+        first.sendall(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert first.recv(65536).startswith(b"HTTP/1.1 200")  # admitted, and keeps its slot
+        with closing(small_buffer_socket(gw.port)) as sock:
+            sock.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n")
+            with sending(lambda: sock.sendall(b"u" * 16384)) as uploader:
+                received = read_to_end(sock)
+                assert uploader.ends_within(LINGER_SECONDS + 1.0), f"read past its bound: {uploader.ended}"
+    assert received.startswith(b"HTTP/1.1 503"), received[:200]
+    assert b"too-many-connections" in received
+    assert [req.target for req in upstream.requests] == [b"/held"]
