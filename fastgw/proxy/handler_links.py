@@ -15,6 +15,7 @@ from fastgw.policy.chain import Denial
 from fastgw.proxy.client import UpstreamClient
 from fastgw.proxy.context import WorkerContext
 from fastgw.proxy_headers.hop_by_hop import header_lines, trailer_lines
+from fastgw.proxy_headers.response_head import append_route_fields
 from fastgw.snapshot import Route
 
 
@@ -27,11 +28,7 @@ def route_fields(ex: Exchange, route: Route, fields: list[tuple[bytes, bytes]], 
     fields[:] = [field for field in fields if field[0] not in drop]
     if not any(name == b"date" for name, _ in fields):
         fields.append((b"date", DATE.value[6:-2]))
-    fields.extend(route.add_response)
-    if tls and route.hsts:
-        fields.append((b"strict-transport-security", route.hsts[27:-2]))
-    for hook in route.response_hooks:
-        hook.on_response(ex, fields)
+    append_route_fields(ex, route, fields, tls)
     if ex.answer_headers:
         fields.extend(ex.answer_headers)
     fields.append((b"x-request-id", ex.request_id))

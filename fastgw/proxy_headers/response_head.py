@@ -231,14 +231,21 @@ def build_h2_response_headers(
         out = [field for field in out if field[0] not in named]
     if not has_date:
         out.append((b"date", DATE.value[6:-2]))
-    out.extend(route.add_response)
-    if tls and route.hsts:
-        out.append((b"strict-transport-security", route.hsts[27:-2]))
-    for hook in route.response_hooks:
-        hook.on_response(ex, out)
+    append_route_fields(ex, route, out, tls)
     out.append((b"via", via))
     out.append((b"x-request-id", ex.request_id))
     return out, framing
+
+
+def append_route_fields(ex: Exchange, route: Route, fields: list[tuple[bytes, bytes]], tls: bool) -> None:
+    """Append what the route adds to every response as name-value pairs, a proxied HTTP/2 one's or a
+    handler's (proxy/handler_links.py): its add_response fields, HSTS over TLS, and the policies'
+    on_response fields. (build_response_head appends the same as serialised lines.)"""
+    fields.extend(route.add_response)
+    if tls and route.hsts:
+        fields.append((b"strict-transport-security", route.hsts[27:-2]))
+    for hook in route.response_hooks:
+        hook.on_response(ex, fields)
 
 
 def _without_named(lines: list[bytes], drop: frozenset[bytes]) -> list[bytes]:
