@@ -17,6 +17,11 @@ ExchangeT_contra = TypeVar("ExchangeT_contra", contravariant=True)  # generic: s
 
 Fields = Sequence[tuple[bytes, bytes]]
 
+# Why a handler's Task was cancelled: the message of the CancelledError it gets at its next await. A
+# handler that records its outcome (an LLM stream's usage) tells the two apart.
+CANCELLED_CLIENT_GONE = "client_closed"  # the client closed the connection or reset the stream
+CANCELLED_SHUTDOWN = "shutdown"  # the worker's drain_timeout passed and it closed the connection
+
 
 class ResponseWriter(Protocol):
     """Where a handler writes its response: one head, body chunks, then the end (with trailers)."""

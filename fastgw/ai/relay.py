@@ -10,6 +10,7 @@ an error event in the client's format (its SDK raises), after the chunks complet
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Final
 
@@ -18,7 +19,7 @@ from fastgw.ai.client_format import ClientFormat, StreamEncoder
 from fastgw.ai.config import Target
 from fastgw.ai.provider_calls import RESPONSE_MAX, read_reply
 from fastgw.ai.record import LlmRecord
-from fastgw.handler_api import ResponseWriter, UpstreamReply
+from fastgw.handler_api import CANCELLED_CLIENT_GONE, CANCELLED_SHUTDOWN, ResponseWriter, UpstreamReply
 from fastgw.proxy.client import UpstreamError
 
 SSE_HEAD: Final = (
@@ -152,6 +153,13 @@ async def relay_stream(
         tail = translator.end()
     except (UpstreamError, ProviderError) as failed:
         failure = failed
+    except asyncio.CancelledError as cancelled:
+        # The client left, or the stopping worker cut the stream (handler_api.py): said in the record,
+        # so the access log and the metrics do not count the stream as answered whole. (Nothing awaited
+        # here: see above.)
+        if not record.error:
+            record.error = cancel_kind(cancelled)
+        raise
     finally:
         # Whatever ends the stream (a client gone mid-read cancels this Task), the usage the provider
         # reported so far is the exchange's: it billed the tokens whether or not the client stayed.
@@ -177,6 +185,13 @@ async def relay_stream(
         out.start(200, (*SSE_HEAD, target_field(record)))
     await out.write(_encode(tail, encoder, record) + encoder.finish())
     await out.end()
+
+
+def cancel_kind(cancelled: asyncio.CancelledError) -> str:
+    """The record's error kind for a handler Task cancelled mid-answer: its cancellation's message."""
+    if cancelled.args and cancelled.args[0] == CANCELLED_SHUTDOWN:
+        return CANCELLED_SHUTDOWN
+    return CANCELLED_CLIENT_GONE
 
 
 def carries_token(chunks: list[Json]) -> bool:

@@ -71,7 +71,7 @@ class LinkedWorker(Protocol):
     draining: bool
 
     def on_tick(self, subscriber: Callable[[float], None]) -> None: ...
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> object: ...
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]: ...
     def export_metrics(self) -> dict[str, Any]: ...
     def apply_config(self, data: bytes, source: str) -> Snapshot: ...
 
@@ -79,6 +79,7 @@ class LinkedWorker(Protocol):
 class ControlLink:
     def __init__(self, worker: LinkedWorker, address: str) -> None:
         self.worker = worker
+        self.task: asyncio.Task[None] | None = None  # the link's own Task (start): it lives to the end
         self.address = address
         self.channel: ChannelProtocol | None = None
         self._lost: asyncio.Future[None] | None = None
@@ -97,7 +98,7 @@ class ControlLink:
         worker.on_tick(self.send_audit_notes)
 
     def start(self) -> None:
-        self.worker.spawn(self._run())
+        self.task = self.worker.spawn(self._run())
 
     async def _run(self) -> None:
         while not self.worker.draining:

@@ -45,6 +45,10 @@ from fastgw.snapshot import ListenerSettings, Snapshot
 from fastgw.tls.server import ListenerTls
 
 RETIRE_SCAN_SECONDS: Final = 1.0  # a scan of 10,000 connections costs ~1 ms; once a second is plenty
+# How long a stopping worker waits for the handler Tasks its closing of the connections cancelled: each
+# ends at its next await, within a loop iteration or two; a handler that swallows its cancellation does
+# not hold the stop past this.
+CUT_TASKS_SECONDS: Final = 1.0
 
 
 def _log(message: str) -> None:
@@ -217,9 +221,11 @@ class Worker(WorkerContext):
         deadline = time.monotonic() + self.holder.current.server.drain_timeout
         while self.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        self.aborting = True
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.abort()
+        await self._end_cut_exchanges()
         if self.control is not None:
             await self.control.linked()  # a control process replaced moments ago gets them too
             self.control.send_quotas()  # the last admissions reach the store before we exit
@@ -232,6 +238,18 @@ class Worker(WorkerContext):
         self.pools.close()
         await CLUSTER.configure(None)
         self._stopped.set()
+
+    async def _end_cut_exchanges(self) -> None:
+        """Let the exchanges the aborts cut complete before the last records and ledger are sent: each
+        aborted connection is lost in a later loop iteration (its exchange logged, its handler Task
+        cancelled), and a cancelled LLM stream records its usage as its Task ends, an iteration after.
+        Bounded: a Task ends at its next await (CUT_TASKS_SECONDS guards against one that does not)."""
+        await asyncio.sleep(0)  # the aborted transports' connection_lost callbacks
+        me = asyncio.current_task()
+        link = self.control.task if self.control is not None else None
+        cut = [task for task in self._tasks if task is not me and task is not link]
+        if cut:
+            await asyncio.wait(cut, timeout=CUT_TASKS_SECONDS)
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()

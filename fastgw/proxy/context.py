@@ -76,6 +76,10 @@ class WorkerContext:
         self._per_ip: dict[str, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.draining = False
+        # Set when a stopping worker closes the connections left after drain_timeout: what their close
+        # cuts short is the gateway's doing, not the client's (handler Tasks are cancelled with
+        # CANCELLED_SHUTDOWN).
+        self.aborting = False
         self.now = time.monotonic()  # refreshed by every tick: for deadlines where 100 ms grain is enough
 
     # -- connection accounting -----------------------------------------------------------------------

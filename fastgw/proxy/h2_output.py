@@ -345,7 +345,7 @@ class H2Output(H2StreamHost):
         run = stream.handler_run
         if run is not None:
             stream.handler_run = None
-            run.cancel()  # the handler stops at its next await
+            run.cancel(self.worker.aborting)  # the handler stops at its next await
         # Callers hand over live streams only (finished ones left ``streams`` in _finish), so this is the
         # stream's one record, whether or not END_STREAM or RST_STREAM already went out.
         stream.sent_end = True

@@ -23,7 +23,7 @@ from typing import Any, Final, Protocol
 
 from fastgw.codec.serialize import LAST_CHUNK
 from fastgw.exchange import Exchange
-from fastgw.handler_api import Fields, ResponseFilter, Upstreams
+from fastgw.handler_api import CANCELLED_CLIENT_GONE, CANCELLED_SHUTDOWN, Fields, ResponseFilter, Upstreams
 from fastgw.policy.chain import Denial, run_body_checks
 from fastgw.proxy_headers.hop_by_hop import filter_trailers
 from fastgw.snapshot import Route
@@ -202,13 +202,14 @@ class HandlerRun:
             ex.error_detail = type(exc).__name__
             self.link.fail(ex, HANDLER_ERROR)
 
-    def cancel(self) -> None:
-        """The client is gone (or the exchange ended otherwise): stop the handler at its next await."""
+    def cancel(self, shutdown: bool = False) -> None:
+        """The client is gone, or the exchange ended otherwise (``shutdown``: the stopping worker closed
+        it): stop the handler at its next await, its CancelledError saying which (handler_api.py)."""
         self._cancelled = True
         task = self._task
         self._task = None
         if task is not None and not task.done():
-            task.cancel()
+            task.cancel(CANCELLED_SHUTDOWN if shutdown else CANCELLED_CLIENT_GONE)
 
 
 class Spawn(Protocol):

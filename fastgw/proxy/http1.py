@@ -123,7 +123,7 @@ class ClientConnection(Http1Deadlines):
         run = self.handler_run
         if run is not None:
             self.handler_run = None
-            run.cancel()  # the handler stops at its next await
+            run.cancel(self.worker.aborting)  # the handler stops at its next await
         tunnel = self.tunnel
         if tunnel is not None:
             self.tunnel = None

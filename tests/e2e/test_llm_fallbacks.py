@@ -143,7 +143,7 @@ def test_client_hangup_mid_stream_closes_the_provider_connection_at_once(
     fb: LlmGateway, sdk: openai.OpenAI
 ) -> None:
     """The fake streams one chunk then stalls until its client hangs up: it sees the gateway hang up as
-    soon as the SDK closes the stream (the provider stops billing)."""
+    soon as the SDK closes the stream (the provider stops billing), and the record says the client left."""
     hangups = fb.stack.openai.hangups
     stream = sdk.chat.completions.create(
         model="broken-stall", messages=[{"role": "user", "content": "stream then stall"}], stream=True
@@ -156,6 +156,8 @@ def test_client_hangup_mid_stream_closes_the_provider_connection_at_once(
     stream.close()
     wait_until(lambda: fb.stack.openai.hangups > hangups, 2.0, "the gateway to hang up on the provider")
     assert time.monotonic() - closed_at < 1.0
+    # Logged as cut short by the client, not as an answer served whole (its head said 200).
+    assert llm_record(fb.gateway, stream.response.headers)["error"] == "client_closed"
     ask(sdk, "chat-openai")
 
 

@@ -316,3 +316,41 @@ def test_a_newcomer_sees_the_quickstarts_usage(gateway_factory: Callable[..., Ga
 
 def _env(gw: Gateway) -> dict[str, str]:
     return {"STATE_DIRECTORY": str(gw.state)}
+
+
+def test_a_stream_the_stop_cuts_at_drain_timeout_is_in_the_ledger_and_logged_as_cut(
+    gateway_factory: Callable[..., Gateway], fake: FakeOpenAI, secrets_dir: Path
+) -> None:
+    """A stream still open when drain_timeout passes is closed by the stopping worker. Its record used to
+    complete only after the worker had sent its last ledger report, so the ledger never had the request;
+    and its access log line read like an answer served whole."""
+    config = ledger_config(fake.port, free_port(), secrets_dir) + "\n[server]\ndrain_timeout = 0.5\n"
+    gw = gateway_factory(config, workers=1)
+    acme, _ = issue(gw, "acme")
+    first_chunk = threading.Event()
+
+    def stream() -> None:
+        """One chunk, then a provider that sends nothing more until it is hung up on."""
+        with openai.OpenAI(base_url=f"{gw.url}/v1", api_key=acme, max_retries=0, timeout=30) as sdk:
+            try:
+                for _ in sdk.chat.completions.create(
+                    model="mini",
+                    messages=[{"role": "user", "content": "a stream the stop will cut"}],
+                    stream=True,
+                ):
+                    first_chunk.set()
+            except openai.APIError:
+                pass  # the cut, as the SDK sees it
+
+    fake.faults.append("stall")  # the next request's
+    client = threading.Thread(target=stream)
+    client.start()
+    assert first_chunk.wait(10), "the stream began"
+    assert gw.stop() == 0
+    client.join(10)
+    out = fastgw("usage", "--config", str(gw.config), "--format", "json", env=_env(gw))
+    assert out.returncode == 0, out.stderr
+    [total] = json.loads(out.stdout)
+    assert total["requests"] == 1, total
+    [line] = [r for r in gw.log_records() if r.get("llm")]
+    assert line["llm"].get("error") == "shutdown", json.dumps(line)
