@@ -243,7 +243,11 @@ class IntrospectionAuth:
         except (OSError, TimeoutError, ssl.SSLError, h11.ProtocolError, orjson.JSONDecodeError, ValueError):
             return UNAVAILABLE
         now = self.clock()
-        if not isinstance(answer, dict) or answer.get("active") is not True:
+        if not isinstance(answer, dict) or not isinstance(answer.get("active"), bool):
+            # RFC 7662 2.2: every answer carries a boolean "active". One without (an error object, a
+            # list) is the server failing, not a verdict on the token: 503, and nothing cached.
+            return UNAVAILABLE
+        if answer["active"] is not True:
             if len(self._bad) >= self.cache_size:
                 self._bad.clear()
             self._bad[token] = now + self.negative_ttl

@@ -31,7 +31,7 @@ from typing import Any
 
 import h11
 import orjson
-from jwt import PyJWK, PyJWKError
+from jwt import PyJWK
 
 from fastgw.policy.http_client import Endpoint, request
 
@@ -72,8 +72,8 @@ def parse_jwks(document: Any, fits: Any, where: str) -> tuple[dict[str, Any], li
             raise ValueError(f"{where}: keys[{i}] is a private key: publish public keys only")
         try:
             key = PyJWK(entry).key
-        except PyJWKError as exc:
-            raise ValueError(f"{where}: keys[{i}]: {exc}") from None
+        except Exception as exc:  # untrusted input to a parser: PyJWKError, InvalidKeyError (not one), ...
+            raise ValueError(f"{where}: keys[{i}]: {exc or type(exc).__name__}") from None
         if not fits(key):
             continue  # keys for other algorithms may share the set; they are simply not used here
         kid = entry.get("kid")
@@ -160,11 +160,15 @@ class RemoteJwks:
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._inflight = future
         self._last_attempt = time.monotonic()
+        ok = False
         try:
             ok = await self._fetch()
+        except Exception as exc:  # a defect must neither hang the requests sharing this fetch nor end
+            # the background refreshes: it is one failed fetch, logged, and the next one is tried
+            self._failed("the keys", exc)
         finally:
             self._inflight = None
-        future.set_result(ok)
+            future.set_result(ok)  # waiters learn the outcome however the fetch ended
         return ok
 
     async def _refresh_forever(self) -> None:
@@ -238,7 +242,8 @@ class RemoteJwks:
         self.by_kid, self.without_kid, self.fetched_at = by_kid, without_kid, at
         STALE.pop(self.name, None)
 
-    def _failed(self, where: str, exc: BaseException) -> None:
+    def _failed(self, where: str, error: BaseException) -> None:
+        exc = str(error) or type(error).__name__  # a TimeoutError says nothing of itself
         if not self.fetched_at:
             _log(f"fetching {where} of issuer {self.name!r} failed ({exc}); no keys yet")
             return

@@ -31,6 +31,10 @@ def idp() -> Iterator[TestUpstream]:
         token = form.get("token", [""])[0]
         if token == "hang-up":
             return None
+        if token == "garbled-answer":  # a 200 that is no introspection answer (RFC 7662 2.2: no "active")
+            return json_response(b'{"error": "temporarily_unavailable"}')
+        if token == "list-answer":
+            return json_response(b"[]")
         body = orjson.dumps(answers.get(token, {"active": False}))
         return json_response(body)
 
@@ -79,6 +83,14 @@ def test_introspection_checks_caches_and_fails_closed(
     assert len(idp.requests) == 2  # the inactive answer was cached too
     down = get(gw.port, "/orders/1", headers="Authorization: Bearer hang-up\r\n")
     assert down.status == 503 and down.header(b"retry-after") == b"1"  # fail closed
+    # A 200 without a boolean "active" is the server failing, not a verdict: 503, and not cached as
+    # inactive (the token is asked about again, and would pass once the server answers properly).
+    for garbled in ("garbled-answer", "list-answer"):
+        calls = len(idp.requests)
+        for _ in range(2):
+            answer = get(gw.port, "/orders/1", headers=f"Authorization: Bearer {garbled}\r\n")
+            assert answer.status == 503, (garbled, answer.status)
+        assert len(idp.requests) - calls == 2
     assert get(gw.port, "/open").status == 200  # other routes unaffected
 
     # Concurrent requests with one new token share one introspection call.

@@ -343,3 +343,41 @@ def test_stale_keys_are_logged_exported_and_bounded_by_jwks_max_stale(
     fresh_enough = jwt_policy(compile_with(tmp_path, url + "\njwks_max_stale = 600"))
     assert asyncio.run(outcome(fresh_enough, token(key, "a", sub="erin"))) == "ok"
     STALE.clear()
+
+
+def test_a_set_with_a_malformed_key_is_a_failed_fetch_and_the_refreshes_go_on(
+    tmp_path: Path, idp: Idp, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An RSA key whose modulus is not one makes PyJWK raise InvalidKeyError, which is no PyJWKError: it
+    escaped the fetch, killed the background refreshes for good and left every request waiting on the
+    shared fetch hanging. Now it is one failed fetch: the last keys serve, an unknown kid is refused at
+    once, and the refreshes bring the fixed set."""
+    from fastgw.policy.jwks import STALE
+
+    key_a, key_b = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    idp.keys = [jwk(key_a, "a")]
+    refresh = 0.3
+    url = f'jwks_url = "http://127.0.0.1:{idp.port}/keys"'
+    policy = jwt_policy(compile_with(tmp_path, f"{url}\njwks_min_interval = 0.1\njwks_refresh = {refresh}"))
+
+    async def scenario() -> float:
+        assert await outcome(policy, token(key_a, "a")) == "ok"  # keys learned, refreshes running
+        idp.keys = [{"kty": "RSA", "kid": "k9", "n": "x", "e": "AQAB"}]
+        async with asyncio.timeout(5):  # never a hang
+            assert await outcome(policy, token(key_b, "b", sub="early")) == "jwt.kid"
+        assert await outcome(policy, token(key_a, "a", sub="bob")) == "ok"  # the last good keys serve
+        await asyncio.sleep(2 * refresh)  # background refreshes meet the malformed set again
+        idp.keys = [jwk(key_a, "a"), jwk(key_b, "b")]
+        fixed = time.monotonic()
+        for i in range(200):
+            if await outcome(policy, token(key_b, "b", sub=f"later-{i}")) == "ok":
+                return time.monotonic() - fixed
+            await asyncio.sleep(0.02)
+        return -1.0
+
+    took = asyncio.run(scenario())
+    assert 0 <= took < 2 * refresh + 1.0, took  # a refresh or a kid-driven fetch, not a restart
+    err = capsys.readouterr().err
+    assert "fetching the JWKS of issuer 'idp' failed (the JWKS: keys[0]:" in err, err
+    assert "Task exception was never retrieved" not in err
+    STALE.clear()
