@@ -100,12 +100,15 @@ class SlidingWindow(Counter):
         else:
             table.drop_copy(key)  # counted below without a copy of its own cell
             shared = cluster.count(key.hash, window, weight, length, table.shards)
+            local = table.count(key.hash, key.where, window, weight)  # this node's workers' admissions
             if shared is None:  # the shared store is down
                 if cluster.failure == "closed":
                     self.unavailable = True
                     self.counted = False
                     return 0.0
-                shared = table.count(key.hash, key.where, window, weight)
+                shared = local
+            elif shared < local:
+                shared = local  # the shared store lost counts (counters/cluster.py: lost counts)
             counted = shared
             if counted + 1 <= cap:  # the cluster decides: count here and in the batch for Redis
                 table.add(key.hash, key.where, window, 1, length)

@@ -134,11 +134,14 @@ class Allowance:
             window, length = self._cluster_window(self._calendar(now), now)
             elapsed = 0.0
         shared = cluster.count(hashed, window, weight, length, table.shards)
+        local = table.count(hashed, key.where, window, weight)  # this node's workers' amounts
         if shared is None:
             if cluster.failure == "closed":
                 self.counted = False
                 return False
-            shared = table.count(hashed, key.where, window, weight)
+            shared = local
+        elif shared < local:
+            shared = local  # the shared store lost counts (counters/cluster.py: lost counts)
         self.used = shared
         self.when = window
         self.counted = shared + amount <= cap

@@ -38,6 +38,13 @@ becomes a reconnect probe (a fresh connection each time) with a backoff doubling
 after a 5 s outage, both modes). Admissions made while Redis was down are counted locally, and sent with
 the first flush that works while their window still matters (a flush that failed after Redis applied it
 can count those admissions twice: at most one interval's worth, on the safe side).
+
+Lost counts: a Redis restarted empty (no persistence) forgets the window's counts, and a worker killed
+while Redis was down takes its unsent admissions with it (they stay in the node's shared-memory table,
+which the replacement worker does not resend). Either way the cluster estimate can fall below what this
+node alone admitted, so a decision takes the larger of the two: a node never admits past the limit on
+its own counts, and the cluster's overshoot after such a loss is bounded by the other nodes' shares.
+One more read of the node's table per admission, cluster mode only.
 """
 
 from __future__ import annotations

@@ -363,3 +363,42 @@ def test_a_client_that_obeys_retry_after_passes_at_its_first_retry_in_cluster_mo
     results = obey(gw.port, "/limited/a", 3)
     print(f"\ncluster sliding 3 per 2 s: {results}")
     assert [status for _, _, status in results] == [200] * 3, results
+
+
+@pytest.mark.parametrize("loss", ["redis restarted empty", "workers killed while redis was down"])
+def test_counts_redis_loses_do_not_reopen_the_window(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream, redis_server: RedisServer, loss: str
+) -> None:
+    """Redis forgets a window's counts when it restarts without persistence; a worker killed while Redis
+    is down takes its unsent admissions with it. The node's shared-memory table still holds them all:
+    the node decides from the larger count, so its window stays spent (before: 200 admitted against a
+    limit of 100 after a restart, 180 after the kills, found by trying it)."""
+    import redis
+
+    rate = 20
+    limit = f'{{ name = "ten-minutes", rate = {rate}, per = 600.0, key = "route" }}'
+    gw = gateway_factory(cluster_config(upstream.port, redis_server.url, limit), workers=2)
+    if loss == "workers killed while redis was down":
+        redis_server.kill()  # failure = "open": the node-local table decides meanwhile
+    admitted = 0
+    ends = time.monotonic() + 10
+    while admitted < rate and time.monotonic() < ends:  # paced: past the onset's per-worker shares
+        admitted += get(gw.port, "/limited/x").status == 200
+        time.sleep(0.02)
+    assert admitted == rate
+    if loss == "redis restarted empty":
+        redis_server.kill()
+    else:
+        old = {gw.worker_pid(slot) for slot in range(2)}
+        for pid in old:
+            os.kill(pid, 9)  # their unsent admissions die with them
+        wait_until(lambda: not old & {gw.worker_pid(s) for s in range(2)}, 10, "both workers replaced")
+    redis_server.start()
+
+    def flushing() -> bool:
+        with redis.Redis(port=redis_server.port) as client:
+            return int(client.zcard(b"fgw:rl:participants")) >= 2
+
+    wait_until(flushing, 10, "both workers to flush to the new Redis")
+    statuses = Counter(get(gw.port, "/limited/x").status for _ in range(20))
+    assert statuses == Counter({429: 20}), statuses
