@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import re
 import ssl
+import sys
 import time
 import urllib.parse
 from collections import OrderedDict
@@ -118,6 +120,15 @@ UNAVAILABLE = Denial(
 _UNCOUNTED: Final = (MISSING, DUPLICATE, UNSETTLED)
 # RFC 6750 2.1 b64token: what a bearer token can be. Anything else is refused before a call is spent.
 _B64TOKEN: Final = re.compile(rb"[A-Za-z0-9\-._~+/]+=*")
+# What a failed call raises: the endpoint unreachable, silent, speaking broken HTTP or answering no JSON.
+CALL_ERRORS: Final = (
+    OSError,
+    TimeoutError,
+    ssl.SSLError,
+    h11.ProtocolError,
+    orjson.JSONDecodeError,
+    ValueError,
+)
 # Addresses with calls in flight tracked per worker; a table this large is reset (as throttle.MAX_TRACKED).
 MAX_UNSETTLED: Final = 100_000
 
@@ -160,6 +171,7 @@ class IntrospectionAuth:
         self._inflight: dict[bytes, asyncio.Future[Principal | Denial]] = {}
         self._unsettled: dict[str, int] = {}  # client address -> its calls in flight
         self.calls = 0  # introspection requests actually sent (tests, metrics)
+        self._down_since = 0.0  # monotonic start of the current outage, logged once (0: none)
 
     def check(self, ex: Exchange) -> Denial | Pending | None:
         return throttled(ex, self._check, self.throttle, _UNCOUNTED)
@@ -238,15 +250,19 @@ class IntrospectionAuth:
                 self.calls += 1
                 status, body = await self._post(token)
             if status != 200:
-                return UNAVAILABLE
+                return self._unavailable(f"HTTP {status}")
             answer = orjson.loads(body)
-        except (OSError, TimeoutError, ssl.SSLError, h11.ProtocolError, orjson.JSONDecodeError, ValueError):
-            return UNAVAILABLE
+        except CALL_ERRORS as exc:
+            return self._unavailable(str(exc) or type(exc).__name__)
         now = self.clock()
         if not isinstance(answer, dict) or not isinstance(answer.get("active"), bool):
             # RFC 7662 2.2: every answer carries a boolean "active". One without (an error object, a
             # list) is the server failing, not a verdict on the token: 503, and nothing cached.
-            return UNAVAILABLE
+            return self._unavailable('an answer without a boolean "active"')
+        if self._down_since:
+            took = time.monotonic() - self._down_since
+            self._down_since = 0.0
+            _log(f"introspection endpoint {self._where()} answers again (unavailable for {took:.1f} s)")
         if answer["active"] is not True:
             if len(self._bad) >= self.cache_size:
                 self._bad.clear()
@@ -257,6 +273,20 @@ class IntrospectionAuth:
         if len(self._good) > self.cache_size:
             self._good.popitem(last=False)
         return identity
+
+    def _unavailable(self, reason: str) -> Denial:
+        """The 503 of a failed call; the first of an outage is logged (the metric counts every one)."""
+        if not self._down_since:
+            self._down_since = time.monotonic()
+            _log(
+                f"introspection endpoint {self._where()} unavailable ({reason}): requests that need it"
+                " get 503 until it answers"
+            )
+        return UNAVAILABLE
+
+    def _where(self) -> str:
+        target = self.endpoint.target
+        return f"{'https' if target.tls else 'http'}://{target.host}:{target.port}{target.path.split('?')[0]}"
 
     async def _post(self, token: bytes) -> tuple[int, bytes]:
         e = self.endpoint
@@ -344,3 +374,7 @@ SECTION = Section(
     "optional",
     (("[introspection]", IntrospectionSpec, "OAuth2 introspection (routes with auth = 'introspection')."),),
 )
+
+
+def _log(line: str) -> None:
+    sys.stderr.write(f"fastgw[{os.getpid()}]: {line}\n")

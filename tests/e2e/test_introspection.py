@@ -108,6 +108,11 @@ def test_introspection_checks_caches_and_fails_closed(
         t.join(10)
     assert results == [401] * 6
     assert len(idp.requests) - calls_before == 1
+    # The outage (the hang-up, then the garbled answers) was logged once, and its end once.
+    where = f"introspection endpoint http://127.0.0.1:{idp.port}/oauth2/introspect"
+    err = gw.stderr()
+    assert err.count(f"{where} unavailable") == 1, err
+    assert err.count(f"{where} answers again") == 1, err
 
 
 def introspection_config(upstream_port: int, idp_port: int, secret: Path, extra: str = "") -> str:
