@@ -34,6 +34,9 @@ QUERY_MARK: Final = 0x3F
 # A body this small, fully received, is kept for a transparent retry: large enough for typical JSON
 # requests, small enough that keeping a copy per request in flight costs little memory.
 RETRY_BODY_MAX: Final = 65536
+# The answer to a request whose policy raised while it waited (a defect: a policy's refusals are
+# denials): the client is answered, never left waiting.
+POLICY_ERROR: Final = Denial(500, "internal-error", "the request could not be completed", "policy.error")
 
 
 def admit(worker: WorkerContext, ex: Exchange) -> Denial | Pending | None:
@@ -114,11 +117,22 @@ def park(worker: WorkerContext, ex: Exchange, pending: Pending, side: Parked) ->
     phase, or forward it. Body bytes arriving meanwhile wait in ``ex.body_buffer``."""
     if ex.body_buffer is None:
         ex.body_buffer = []
-    worker.spawn(_resume(ex, pending, side))
+    worker.spawn(_resume(worker, ex, pending, side))
 
 
-async def _resume(ex: Exchange, pending: Pending, side: Parked) -> None:
-    denial = await resume_chain(ex, pending)
+async def _resume(worker: WorkerContext, ex: Exchange, pending: Pending, side: Parked) -> None:
+    failed = ""
+    try:
+        denial = await resume_chain(ex, pending)
+    except Exception as exc:  # a policy's own failures are denials: this is a defect, answered anyway
+        failed = type(exc).__name__
+        denial = POLICY_ERROR
+    if failed:  # (logged after the try statement: compiled, nothing happens inside an except block)
+        ex.error_detail = failed
+        route_name = ex.route.name if ex.route is not None else "-"
+        worker.log_event(
+            f"a policy of route {route_name} failed on request {ex.request_id.decode('latin-1')}: {failed}"
+        )
     if not side.still_waiting(ex):
         release(ex)  # the client left while the policy waited (its record is written)
         return

@@ -38,6 +38,8 @@ class SlowIdentity:
             if user == b"wait":
                 await self.release.wait()
             await asyncio.sleep(0.01)
+            if user == b"broken":
+                raise LookupError("a defect in the policy's I/O")
             return (
                 None
                 if user in (b"good", b"wait")
@@ -108,6 +110,21 @@ async def test_pending_denial_is_problem_json(served: tuple[int, SlowIdentity]) 
     assert status == 401
     assert b"application/problem+json" in data
     assert policy.completed == []  # a denied exchange never passed check: nothing to complete
+
+
+@pytest.mark.asyncio
+async def test_a_policy_that_raises_while_parked_is_answered_500_and_the_worker_serves_on(
+    served: tuple[int, SlowIdentity], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Before, the exception ended the resuming Task: no answer, no access-log record, until the
+    client gave up."""
+    port, policy = served
+    status, data = await fetch(port, "broken")
+    assert status == 500 and b"application/problem+json" in data
+    assert b"LookupError" not in data and b"defect" not in data  # the client learns nothing internal
+    assert "a policy of route r failed on request" in capfd.readouterr().err
+    assert (await fetch(port, "good"))[0] == 200
+    assert policy.completed == [200]  # the failed one never passed check: nothing to complete
 
 
 @pytest.mark.asyncio
