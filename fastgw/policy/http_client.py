@@ -14,8 +14,19 @@ from dataclasses import dataclass
 from typing import Final
 
 import h11
+import orjson
 
 MAX_RESPONSE: Final = 1 << 20
+# What a call through this client, and the JSON parse of its answer, raise when the server is unreachable,
+# silent, speaks broken HTTP or answers no JSON: its callers' one failure (a JWKS fetch, an introspection).
+CALL_ERRORS: Final = (
+    OSError,
+    TimeoutError,
+    ssl.SSLError,
+    h11.ProtocolError,
+    orjson.JSONDecodeError,
+    ValueError,
+)
 
 
 @dataclass(frozen=True, slots=True)

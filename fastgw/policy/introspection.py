@@ -21,7 +21,6 @@ import asyncio
 import base64
 import os
 import re
-import ssl
 import sys
 import time
 import urllib.parse
@@ -30,7 +29,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Literal
 
-import h11
 import orjson
 
 from fastgw.config.context import CompileContext
@@ -46,7 +44,7 @@ from fastgw.config.fields import (
 from fastgw.exchange import Exchange
 from fastgw.policy.api_key import BEARER_DUPLICATE, BEARER_OK, REALM, bearer_denials, bearer_token
 from fastgw.policy.chain import Denial, Pending, Phase
-from fastgw.policy.http_client import Endpoint, request
+from fastgw.policy.http_client import CALL_ERRORS, Endpoint, request
 from fastgw.policy.jwks import is_loopback
 from fastgw.policy.rbac import Principal
 from fastgw.policy.throttle import ThrottleSettings, after_failure, throttled
@@ -120,15 +118,6 @@ UNAVAILABLE = Denial(
 _UNCOUNTED: Final = (MISSING, DUPLICATE, UNSETTLED)
 # RFC 6750 2.1 b64token: what a bearer token can be. Anything else is refused before a call is spent.
 _B64TOKEN: Final = re.compile(rb"[A-Za-z0-9\-._~+/]+=*")
-# What a failed call raises: the endpoint unreachable, silent, speaking broken HTTP or answering no JSON.
-CALL_ERRORS: Final = (
-    OSError,
-    TimeoutError,
-    ssl.SSLError,
-    h11.ProtocolError,
-    orjson.JSONDecodeError,
-    ValueError,
-)
 # Addresses with calls in flight tracked per worker; a table this large is reset (as throttle.MAX_TRACKED).
 MAX_UNSETTLED: Final = 100_000
 

@@ -29,13 +29,10 @@ import sys
 import time
 from typing import Any
 
-import h11
 import orjson
 from jwt import PyJWK
 
-from fastgw.policy.http_client import Endpoint, request
-
-FETCH_ERRORS = (OSError, TimeoutError, ssl.SSLError, h11.ProtocolError, orjson.JSONDecodeError, ValueError)
+from fastgw.policy.http_client import CALL_ERRORS, Endpoint, request
 
 # issuer name -> wall-clock fetch time of the keys this worker serves although its last fetch failed
 # (exported by the worker as a gauge; absent while the keys are fresh).
@@ -223,7 +220,7 @@ class RemoteJwks:
             assert jwks is not None
             document = await self._get_json(jwks)
             by_kid, without_kid = parse_jwks(document, self.fits, where)
-        except FETCH_ERRORS as exc:
+        except CALL_ERRORS as exc:
             if self.discovery is not None:
                 self.jwks = None  # a failed key set may mean a moved jwks_uri: discover again
             self._failed(where, exc)

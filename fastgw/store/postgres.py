@@ -8,8 +8,8 @@ the next change number, logs what it touched and NOTIFYs the number, all in its 
 learn of it only once it is committed, and in commit order (the ``ChangeFeed`` half of this class).
 
 The DSN is a secret: no message here includes it, only the host, port and database it names. Calls are
-synchronous, as SQLite's (the control path is cold); store/pg_keeper.py keeps the connections, remakes
-broken ones and fails calls at once for a moment after the database was found unreachable.
+synchronous, as SQLite's (the control path is cold); store/pg_keeper.py keeps the connection, remakes a
+broken one, and while the database is unreachable fails calls at once and reconnects in a thread.
 """
 
 from __future__ import annotations
