@@ -64,10 +64,33 @@ async def send_request(
             read_timeout=first,
         )
     except UpstreamError as exc:
-        message = (
-            "the provider did not answer in time" if exc.status == 504 else "the provider is unreachable"
-        )
-        raise ProviderError(exc.status, message, retryable=True, kind=exc.problem) from None
+        raise unanswered(exc, limits, stream=stream) from None
+
+
+def unanswered(exc: UpstreamError, limits: Deadlines, *, stream: bool) -> ProviderError:
+    """A call that got no response head, as a retryable ProviderError; a timeout is named by the deadline
+    it missed (the access log's ``error``), as the relay names those missed after the head."""
+    if exc.status != 504:
+        return ProviderError(exc.status, "the provider is unreachable", retryable=True, kind=exc.problem)
+    if exc.connecting:
+        return missed_deadline("connect_timeout", limits)
+    if stream and limits.first_token < limits.total:
+        return missed_deadline("first_token_timeout", limits)
+    return missed_deadline("total_timeout", limits)  # the head wait was the total deadline's rest
+
+
+def missed_deadline(kind: str, limits: Deadlines) -> ProviderError:
+    """The 504 of a provider call past one of its deadlines (``kind``: the deadline's key)."""
+    if kind == "connect_timeout":
+        # The upstream's own connect_timeout may be the shorter bound (docs/ai-gateway.md): no number.
+        message = "no connection to the provider in time"
+    elif kind == "first_token_timeout":
+        message = f"the provider sent no token within {limits.first_token:g}s"
+    elif kind == "idle_timeout":
+        message = f"the provider sent nothing for {limits.idle:g}s"
+    else:
+        message = f"the provider's answer exceeded {limits.total:g}s"
+    return ProviderError(504, message, retryable=True, kind=kind)
 
 
 def reply_headers(reply: UpstreamReply) -> dict[str, str]:

@@ -17,7 +17,7 @@ from typing import Final
 from fastgw.ai.adapter import Adapter, Json, ProviderError
 from fastgw.ai.client_format import ClientFormat, StreamEncoder
 from fastgw.ai.config import Target
-from fastgw.ai.provider_calls import RESPONSE_MAX, read_reply
+from fastgw.ai.provider_calls import RESPONSE_MAX, missed_deadline, read_reply
 from fastgw.ai.record import LlmRecord
 from fastgw.handler_api import CANCELLED_CLIENT_GONE, CANCELLED_SHUTDOWN, ResponseWriter, UpstreamReply
 from fastgw.proxy.client import UpstreamError
@@ -85,12 +85,8 @@ def _timeout_error(exc: UpstreamError, target: Target, began: float, got_token: 
         return ProviderError(exc.status, "the provider stopped answering", retryable=True, kind=exc.problem)
     limits = target.deadlines
     if exc.past_deadline or time.monotonic() - began >= limits.total:
-        message, kind = f"the provider's answer exceeded {limits.total:g}s", "total_timeout"
-    elif got_token:
-        message, kind = f"the provider sent nothing for {limits.idle:g}s", "idle_timeout"
-    else:
-        message, kind = f"the provider sent no token within {limits.first_token:g}s", "first_token_timeout"
-    return ProviderError(504, message, retryable=True, kind=kind)
+        return missed_deadline("total_timeout", limits)
+    return missed_deadline("idle_timeout" if got_token else "first_token_timeout", limits)
 
 
 async def relay_stream(

@@ -51,7 +51,15 @@ class UpstreamError(Exception):
     ``status`` and ``problem`` are what a proxied request would have been answered (502, 503, 504 and
     ``upstream-*``); ``detail`` names the target and the OS error (for logs, not for clients)."""
 
-    def __init__(self, status: int, problem: str, detail: str, *, past_deadline: bool = False) -> None:
+    def __init__(
+        self,
+        status: int,
+        problem: str,
+        detail: str,
+        *,
+        past_deadline: bool = False,
+        connecting: bool = False,
+    ) -> None:
         super().__init__(f"{status} {problem}: {detail}")
         self.status = status
         self.problem = problem
@@ -59,6 +67,9 @@ class UpstreamError(Exception):
         # A stall that ran into the request's whole deadline (``timeout``), not its read timeout: told by
         # the timer's own clock (the loop's), which a caller's time.monotonic() may read a little ahead of.
         self.past_deadline = past_deadline
+        # No connection ever carried the request (a connect that failed or timed out, or the wait for a
+        # pooled one): a caller names its connect deadline, not a silent answer.
+        self.connecting = connecting
 
 
 class UpstreamResponse(CallSink):
@@ -285,7 +296,13 @@ class UpstreamResponse(CallSink):
     def call_error(self, denial: Denial) -> None:
         self._conn = None
         self.call = None  # failed: nothing left to abandon; breaks the response <-> call cycle
-        error = UpstreamError(denial.status, denial.problem, self.ex.error_detail or denial.detail)
+        connected = self._connected
+        error = UpstreamError(
+            denial.status,
+            denial.problem,
+            self.ex.error_detail or denial.detail,
+            connecting=connected is not None and not connected.done(),
+        )
         self._error = error
         if not self._head.done():
             self._head.set_exception(error)
@@ -396,7 +413,8 @@ class UpstreamClient:
             try:
                 await connected
             except TimeoutError:
-                error = UpstreamError(504, "upstream-timeout", f"no connection within {connect_timeout:g}s")
+                detail = f"no connection within {connect_timeout:g}s"
+                error = UpstreamError(504, "upstream-timeout", detail, connecting=True)
                 response._close()
                 raise error from None
             except asyncio.CancelledError:

@@ -118,6 +118,18 @@ def extra(secrets: Path, silent_port: int) -> str:
             {{ provider = "an", model = "claude-sonnet-4-5", priority = 1 }},
         ]
 
+        [[llm.models]]
+        name = "slow-total-alone"
+        targets = [{{ provider = "oa", model = "fault-slow-first-token", total_timeout = {TOTAL} }}]
+
+        [[llm.models]]
+        name = "late-head-alone"
+        targets = [{{ provider = "an", model = "claude-sonnet-4-5", first_token_timeout = {FIRST_TOKEN} }}]
+
+        [[llm.models]]
+        name = "never-connects-alone"
+        targets = [{{ provider = "silent", model = "gpt-4o-mini" }}]
+
         [[routes]]
         name = "byok"
         path = "/byok/v1"
@@ -299,6 +311,41 @@ def test_a_provider_that_never_connects_falls_back_within_the_connect_bound(
     elapsed = time.monotonic() - began
     assert headers["x-fastgw-llm-target"] == "an/claude-sonnet-4-5; attempts=3"
     assert 2 * CONNECT <= elapsed < 2 * CONNECT + BACKOFF_MAX + SLACK
+
+
+@pytest.mark.parametrize(
+    ("model", "stream", "deadline", "bound"),
+    [
+        ("slow-total-alone", False, "total_timeout", TOTAL),
+        ("late-head-alone", True, "first_token_timeout", FIRST_TOKEN),
+        ("never-connects-alone", False, "connect_timeout", CONNECT),
+    ],
+)
+def test_a_deadline_missed_before_the_answer_head_is_named_in_the_log(
+    gw: LlmGateway, sdk: openai.OpenAI, model: str, stream: bool, deadline: str, bound: float
+) -> None:
+    """Before the provider's response head (a silent connect, a late head) the 504 and the access log
+    name the deadline, as they do once the answer began, not the upstream's generic timeout."""
+    gw.stack.openai.first_token_delay = 5.0
+    gw.stack.anthropic.slow_seconds = 5.0
+    gw.stack.anthropic.faults.extend(["slow_first_token"] * 2)  # the attempt and its retry
+    try:
+        began = time.monotonic()
+        with pytest.raises(openai.InternalServerError) as caught:
+            # raised by create() for a stream too: the 504 is the answer's head, before any event
+            sdk.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": "hi"}], stream=stream
+            )
+        elapsed = time.monotonic() - began
+    finally:
+        gw.stack.openai.first_token_delay = 0.05
+        gw.stack.anthropic.slow_seconds = 0.5
+        gw.stack.anthropic.faults.clear()
+    assert caught.value.status_code == 504
+    assert 2 * bound <= elapsed < 2 * bound + BACKOFF_MAX + SLACK  # retries = 1: two attempts
+    assert "127.0.0.1" not in str(caught.value)
+    record = llm_record(gw.gateway, caught.value.response.headers)
+    assert (record["error"], record["attempts"]) == (deadline, 2)
 
 
 def test_byok_route_sends_the_clients_own_key_and_only_to_its_providers(gw: LlmGateway) -> None:
