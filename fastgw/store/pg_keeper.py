@@ -9,7 +9,9 @@ admin API did not answer for the whole outage. And the pool's own reconnects bac
 without a cap, so after a long outage the store could come back about the outage's length late. Here the
 call that finds the database unreachable (refused at once, or silent for ``CONNECT_SECONDS``) is the only
 one that waits: until a thread's reconnect, tried every ``RETRY_SECONDS``, succeeds, every call fails at
-once, and the store works again within ``RETRY_SECONDS`` of the database's return.
+once, and the store works again within ``RETRY_SECONDS`` of the database's return. A database that is
+up but holds a lock the store needs (an outside session's) is bounded the same way: a statement waits at
+most ``LOCK_WAIT_MS`` for it, and calls fail at once for ``LOCKED_SECONDS`` after one did.
 """
 
 from __future__ import annotations
@@ -49,6 +51,15 @@ KEEPALIVES: Final = {
     "keepalives_count": "3",
     "tcp_user_timeout": "5000",
 }
+# The longest a statement waits for a lock another session holds (libpq ``options``, the DSN's own
+# lock_timeout wins). The store's writes lock one row for milliseconds; a wait this long is a session
+# outside fastgw holding a lock (a migration, an operator's open transaction), and each waiting call
+# holds the control process's event loop (store calls run on it).
+LOCK_WAIT_MS: Final = 1000
+# After a call ran out of LOCK_WAIT_MS, calls fail at once for this long: the workers' quota reports and
+# ledger batches (kept and sent again) would otherwise each hold the loop LOCK_WAIT_MS in turn, leaving
+# the admin API almost no time. One call in this many seconds finds out whether the lock is gone.
+LOCKED_SECONDS: Final = 4.0
 
 
 class ConnectionKeeper:
@@ -56,11 +67,16 @@ class ConnectionKeeper:
 
     def __init__(self, dsn: str, where: str) -> None:
         given = conninfo_to_dict(dsn)
-        self._dsn = make_conninfo(dsn, **{k: v for k, v in KEEPALIVES.items() if k not in given})
+        ours = {k: v for k, v in KEEPALIVES.items() if k not in given}
+        options = str(given.get("options") or "")
+        if "lock_timeout" not in options:
+            ours["options"] = f"{options} -c lock_timeout={LOCK_WAIT_MS}".strip()
+        self._dsn = make_conninfo(dsn, **ours)
         self._where = where  # the database, named without its password
         self._idle: list[tuple[psycopg.Connection[Any], float]] = []  # (connection, monotonic birth)
         self._lock = threading.Lock()  # guards _idle and _down: the reconnecting thread touches both
         self._down = ""  # why the database is unreachable ("" while it is not): calls fail at once
+        self._locked_until = 0.0  # monotonic: a call ran out of LOCK_WAIT_MS; calls fail at once till then
         self._closed = threading.Event()  # stops the reconnecting thread
         self._thread: threading.Thread | None = None
 
@@ -80,6 +96,10 @@ class ConnectionKeeper:
         conn, born = self._take()
         try:
             yield conn
+        except psycopg.errors.LockNotAvailable:
+            with self._lock:
+                self._locked_until = time.monotonic() + LOCKED_SECONDS
+            raise
         finally:
             self._give_back(conn, born)
 
@@ -98,6 +118,12 @@ class ConnectionKeeper:
                 if self._down:
                     down = f"{self._where}: unreachable ({self._down}); reconnecting in the background"
                     raise StoreError(down)
+                if time.monotonic() < self._locked_until:
+                    locked = (
+                        f"{self._where}: a call waited over {LOCK_WAIT_MS} ms for a lock another session"
+                        f" holds; calls fail at once for {LOCKED_SECONDS:g} s after it"
+                    )
+                    raise StoreError(locked)
                 kept = self._idle.pop() if self._idle else None
             if kept is None:
                 return self._connect(), time.monotonic()

@@ -150,8 +150,9 @@ class PostgresStore:
         done = []
         for migration in PG_MIGRATIONS:
             with self.transaction():
-                # Held to this step's commit: a second node starting now waits here, then finds the
-                # step recorded and skips it.
+                # Held to this step's commit: a second node starting now waits here (as long as the
+                # first takes: not the keeper's lock_timeout), then finds the step recorded and skips it.
+                self._run("SET LOCAL lock_timeout = 0")
                 self._run("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
                 self._run(VERSIONS_TABLE)
                 if self._run("SELECT 1 FROM schema_migrations WHERE version = %s", (migration.version,)):

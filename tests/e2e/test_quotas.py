@@ -242,3 +242,51 @@ def test_the_admin_api_answers_at_once_while_postgres_is_down_and_is_back_a_seco
     wait_until(lambda: admin.json("GET", "/quotas")[0] == 200, RETRY_SECONDS + 1.5, "the store back")
     assert time.monotonic() - back < RETRY_SECONDS + 1.5
     assert "QUOTA WRITE FAILED" in gw.stderr()
+
+
+def test_the_admin_api_answers_while_another_session_holds_a_lock_the_store_needs(
+    gateway_factory: Callable[..., Gateway],
+    upstream: TestUpstream,
+    tmp_path: Path,
+    postgres_server: PostgresServer,
+) -> None:
+    """PostgreSQL up, but a session outside fastgw (a migration, an operator's open transaction) holds a
+    lock on the quota table: each store call waited for it with no bound, on the control process's loop,
+    so the admin API hung for as long as the lock was held. Now a statement waits LOCK_WAIT_MS at most
+    and calls fail at once for LOCKED_SECONDS after one did: the admin API answers 503 within about a
+    second, and once the lock is gone every admission counted meanwhile reaches the store, once."""
+    import psycopg
+
+    from fastgw.store.pg_keeper import LOCK_WAIT_MS, LOCKED_SECONDS
+
+    dsn = postgres_server.create_database()
+    config, admin_port = postgres_quota_config(upstream.port, tmp_path, dsn, rate=1000000)
+    gw = gateway_factory(config, workers=4)
+    admin = Admin(admin_port)
+
+    def stored() -> list[int]:
+        status, body = admin.json("GET", "/quotas")
+        return [q["count"] for q in body["quotas"]] if status == 200 else []
+
+    assert [get(gw.port, "/limited/x").status for _ in range(3)] == [200] * 3
+    wait_until(lambda: stored() == [3], 10, "3 in the store")
+    admitted = 3
+    with psycopg.connect(dsn) as holder:
+        holder.execute("LOCK TABLE quotas IN ACCESS EXCLUSIVE MODE")  # held to the block's end
+        answers: list[tuple[int, float]] = []
+        ends = time.monotonic() + 2 * LOCKED_SECONDS + 1  # past two of the fail-at-once windows
+        while time.monotonic() < ends:
+            assert get(gw.port, "/limited/x").status == 200  # admissions for the workers to report
+            admitted += 1
+            asked = time.monotonic()
+            status, _ = admin.json("GET", "/quotas")
+            answers.append((status, time.monotonic() - asked))
+        holder.rollback()
+    assert {status for status, _ in answers} == {503}, "the table is locked: said so, not hung"
+    # A call waits LOCK_WAIT_MS at most, and the admin's call at most one other's wait before its own
+    # (both fail then); the rest is the loop's turn on a loaded machine.
+    assert max(took for _, took in answers) < 2 * LOCK_WAIT_MS / 1000 + 0.5, answers
+    assert len(answers) >= 2 * LOCKED_SECONDS, f"the admin API answered {len(answers)} times: {answers}"
+    # The reports kept by the workers (resent every 2 s) land once the lock is gone.
+    wait_until(lambda: stored() == [admitted], LOCKED_SECONDS + 6, f"all {admitted} admissions stored")
+    assert gw.stop() == 0

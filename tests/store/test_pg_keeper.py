@@ -13,7 +13,13 @@ import psycopg
 import pytest
 
 from fastgw.store.base import Consumer, StoreError
-from fastgw.store.pg_keeper import CONNECT_SECONDS, RETRY_SECONDS, ConnectionKeeper
+from fastgw.store.pg_keeper import (
+    CONNECT_SECONDS,
+    LOCK_WAIT_MS,
+    LOCKED_SECONDS,
+    RETRY_SECONDS,
+    ConnectionKeeper,
+)
 from fastgw.store.postgres import PostgresStore
 from tests.support.postgres import PostgresServer
 from tests.support.waiting import wait_until
@@ -104,3 +110,47 @@ def test_a_host_that_never_answers_costs_one_call_the_connect_timeout_and_the_ne
     wait_until(lambda: not keeper.reconnecting, CONNECT_SECONDS + 1, "the thread to stop after close()")
     with pytest.raises(StoreError, match="the store is closed"), keeper.connection():
         pass
+
+
+@pytest.mark.parametrize(("options", "shown"), [("", str(LOCK_WAIT_MS)), ("-c lock_timeout=7s", "7000")])
+def test_a_statement_waits_for_a_lock_at_most_lock_wait_ms_unless_the_dsn_says_otherwise(
+    postgres_dsn: str, options: str, shown: str
+) -> None:
+    dsn = psycopg.conninfo.make_conninfo(postgres_dsn, options=options) if options else postgres_dsn
+    keeper = ConnectionKeeper(dsn, "PostgreSQL under test")
+    try:
+        with keeper.connection() as conn:
+            assert conn.execute("SELECT setting FROM pg_settings WHERE name = 'lock_timeout'").fetchone() == (
+                shown,
+            )
+    finally:
+        keeper.close()
+
+
+def test_calls_fail_at_once_for_locked_seconds_after_one_waited_out_a_lock(postgres_dsn: str) -> None:
+    store = PostgresStore(postgres_dsn, node="a")
+    try:
+        with psycopg.connect(postgres_dsn) as holder:
+            holder.execute("LOCK TABLE consumers IN ACCESS EXCLUSIVE MODE")
+            asked = time.monotonic()
+            with pytest.raises(StoreError) as waited:
+                store.consumers()
+            assert LOCK_WAIT_MS / 1000 <= time.monotonic() - asked < LOCK_WAIT_MS / 1000 + 1.0
+            assert "lock timeout" in str(waited.value)
+            asked = time.monotonic()
+            with pytest.raises(StoreError) as refused:
+                store.consumers()
+            assert time.monotonic() - asked < 0.1, "within LOCKED_SECONDS: not tried again"
+            assert "another session holds" in str(refused.value)
+            holder.rollback()
+        wait_until(lambda: _answers(store), LOCKED_SECONDS + 1, "calls tried again after LOCKED_SECONDS")
+    finally:
+        store.close()
+
+
+def _answers(store: PostgresStore) -> bool:
+    try:
+        store.consumers()
+    except StoreError:
+        return False
+    return True
