@@ -17,6 +17,7 @@ provider key from ``x-fastgw-provider-key`` for those providers only; elsewhere 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import math
 import random
@@ -37,7 +38,7 @@ from fastgw.ai.guardrails.guard import Guardrails
 from fastgw.ai.guardrails.report import GuardrailsReport
 from fastgw.ai.prices import record_cost
 from fastgw.ai.record import LlmRecord
-from fastgw.ai.relay import JSON, relay_chat, relay_embeddings, relay_stream, status_kind
+from fastgw.ai.relay import JSON, cancel_kind, relay_chat, relay_embeddings, relay_stream, status_kind
 from fastgw.exchange import Exchange
 from fastgw.handler_api import ResponseWriter, UpstreamReply, Upstreams
 from fastgw.policy.model_grants import matches, may_use
@@ -291,6 +292,13 @@ class LlmHandler:
                 stream=record.stream,
                 own_key=self._own_key(ex),
             )
+        except asyncio.CancelledError as cancelled:
+            # Cut before the answer began too (the client left, or the stopping worker answered 503):
+            # said in the record, or the access log and metrics count a 499 as a refused request. (A
+            # stream cut mid-answer is named in relay_stream already; nothing awaited here.)
+            if not record.error:
+                record.error = cancel_kind(cancelled)
+            raise
         finally:
             record.duration_ms = (time.monotonic() - started) * 1000.0
             record.cost_usd = record_cost(self.llm.prices, record)

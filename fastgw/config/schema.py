@@ -116,7 +116,12 @@ class ServerSpec:
     )
     trusted_proxies: tuple[str, ...] = doc("CIDRs whose X-Forwarded-For is believed", ())
     server_name: str = doc("pseudonym this gateway adds to Via", "fastgw")
-    drain_timeout: float = doc("seconds in-flight requests get to finish on shutdown", 10.0, most=SECONDS_MAX)
+    drain_timeout: float = doc(
+        "seconds in-flight requests get to finish on shutdown (then one still without a response is"
+        " answered 503 `shutting-down`)",
+        10.0,
+        most=SECONDS_MAX,
+    )
     snapshot_header: str = doc(
         "request header telling the upstream which config snapshot routed it ('' = none)", "fastgw-snapshot"
     )

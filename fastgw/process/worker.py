@@ -43,12 +43,19 @@ from fastgw.proxy.front import accept
 from fastgw.sinks.fanout import open_sinks
 from fastgw.snapshot import ListenerSettings, Snapshot
 from fastgw.tls.server import ListenerTls
+from fastgw.verdict import Denial
 
 RETIRE_SCAN_SECONDS: Final = 1.0  # a scan of 10,000 connections costs ~1 ms; once a second is plenty
 # How long a stopping worker waits for the handler Tasks its closing of the connections cancelled: each
 # ends at its next await, within a loop iteration or two; a handler that swallows its cancellation does
 # not hold the stop past this.
 CUT_TASKS_SECONDS: Final = 1.0
+# The answer to an exchange still without a response when drain_timeout passes: a 503 the client (and
+# its SDK, on an llm route, in its error shape) may retry on another worker or node, not a bare reset.
+# Written before the abort that follows: a client whose request is complete reads it first.
+STOPPED_UNANSWERED: Final = Denial(
+    503, "shutting-down", "the gateway stopped before answering: retry the request", "worker.shutdown"
+)
 
 
 def _log(message: str) -> None:
@@ -222,6 +229,8 @@ class Worker(WorkerContext):
         while self.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         self.aborting = True
+        for conn in list(self.connections):
+            conn.refuse_unanswered(STOPPED_UNANSWERED)
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.abort()

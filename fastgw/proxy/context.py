@@ -15,7 +15,7 @@ import random
 import sys
 import time
 from collections.abc import Coroutine
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from fastgw.proxy_headers.request_ids import IdSource
 from fastgw.sinks.base import CHUNK_RECORDS, Record
@@ -23,6 +23,9 @@ from fastgw.sinks.fanout import CompletionSinks
 from fastgw.snapshot import Snapshot, SnapshotHolder
 from fastgw.upstream.pool import PoolManager
 from fastgw.upstream.write_batch import WriteBatch
+
+if TYPE_CHECKING:
+    from fastgw.verdict import Denial
 
 # Deadline kinds: what a client connection's ``deadline`` is waiting for (proxy/deadlines.py enforces it).
 DL_NONE: Final = 0
@@ -55,6 +58,11 @@ class ClientSide(Protocol):
     def retire(self) -> None:
         """Past ``process.max_connection_age``: end gracefully (HTTP/1 closes after the next response,
         HTTP/2 sends GOAWAY)."""
+
+    def refuse_unanswered(self, denial: Denial) -> None:
+        """The stopping worker's drain_timeout passed: each exchange still without a response head is
+        answered ``denial`` (a status the client's SDK retries, in its shape, rather than a reset) and
+        its handler cancelled; responses already begun are left to the abort that follows."""
 
 
 class WorkerContext:

@@ -349,6 +349,16 @@ class ClientConnection(Http1Deadlines):
         if ex is self.active and not self.closing:
             self._fail_active(ex, denial)
 
+    def refuse_unanswered(self, denial: Denial) -> None:
+        ex = self.active
+        if ex is None or ex.response_started or self.closing or self.transport is None:
+            return
+        run = self.handler_run
+        if run is not None:
+            self.handler_run = None
+            run.cancel(shutdown=True)  # its record says why the exchange ended (handler_api.py)
+        self._fail_active(ex, denial)  # written now (deny), the connection closed after it
+
     @property
     def draining(self) -> bool:
         return self.worker.draining

@@ -368,6 +368,17 @@ class Http2Connection(H2Output):
     def drain(self) -> None:
         self.go_away()
 
+    def refuse_unanswered(self, denial: Denial) -> None:
+        for stream in list(self.streams.values()):
+            if stream.ex.response_started or stream.sent_end or stream.head is not None:
+                continue
+            run = stream.handler_run
+            if run is not None:
+                stream.handler_run = None
+                run.cancel(shutdown=True)  # its record says why the exchange ended (handler_api.py)
+            stream.fail(denial)
+        self.write_now()
+
     def retire(self) -> None:
         """Past process.max_connection_age: GOAWAY; the streams in flight finish."""
         self.go_away()

@@ -20,6 +20,7 @@ from tests.support.clients import connect, get, request
 from tests.support.gateways import Gateway, basic_config
 from tests.support.h2client import H2Client
 from tests.support.upstreams import SeenRequest, TestUpstream
+from tests.support.waiting import wait_until
 
 
 def test_h2c_prior_knowledge_multiplexes_streams_over_http1_upstreams(
@@ -256,6 +257,24 @@ def test_graceful_goaway_on_drain_lets_the_stream_in_flight_finish(
     assert client.wait_closed(5)
     client.close()
     assert gw.proc.wait(10) == 0
+
+
+def test_a_stream_still_unanswered_at_drain_timeout_gets_a_503_not_a_reset(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
+    gw = gateway_factory(basic_config(upstream.port, server="drain_timeout = 0.5"))
+    client, sid = _stream_in_flight(gw, upstream)
+    upstream.delay = 10.0  # the answer would come long after drain_timeout
+    late_sid = client.start("/slower")
+    wait_until(lambda: len(upstream.requests) >= 2, 5, "both requests at the upstream")
+    gw.proc.send_signal(signal.SIGTERM)
+    assert client.wait(sid, 5).status == 200  # 0.5 s: within drain_timeout, answered by the upstream
+    late = client.wait(late_sid, 5)
+    assert late.status == 503 and b"shutting-down" in late.body
+    client.close()
+    assert gw.proc.wait(10) == 0
+    records = {r["path"]: r for r in gw.log_records()}
+    assert (records["/slower"]["status"], records["/slower"]["denial"]) == (503, "worker.shutdown")
 
 
 def test_a_client_goaway_lets_its_streams_in_flight_finish(

@@ -13,7 +13,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.support.llm_gateway import LlmGateway, llm_record, running_llm_gateway
+from tests.support.llm_gateway import LlmGateway, llm_record, metric, running_llm_gateway, scrape
 from tests.support.waiting import wait_until
 
 FIRST_FAILS = {  # model -> the failing first target (provider, provider model)
@@ -53,6 +53,10 @@ def fallback_models() -> str:
         [[llm.models]]
         name = "usage-then-stall"
         targets = [{ provider = "oa", model = "fault-stall-after-usage" }]
+
+        [[llm.models]]
+        name = "slow-head"
+        targets = [{ provider = "oa", model = "fault-slow-first-token" }]
         """
     )
     return "".join(tables)
@@ -199,3 +203,32 @@ def test_no_target_left_is_a_clear_error(tmp_path: Path) -> None:
         assert "127.0.0.1" not in caught.value.message
         assert llm_record(running.gateway, caught.value.response.headers)["attempts"] == 2
         ask(sdk, "chat-openai")
+
+
+def test_client_hangup_before_the_answer_head_is_logged_as_the_client_leaving(fb: LlmGateway) -> None:
+    """A client that gives up while the provider has not answered yet: the record said no error, so the
+    access log's 499 counted in the metrics as a refused request (outcome invalid_request)."""
+    fb.stack.openai.first_token_delay = 3.0  # fault-slow-first-token: the whole answer waits this long
+    try:
+        with (
+            openai.OpenAI(base_url=fb.base_url, api_key="any", max_retries=0, timeout=0.5) as impatient,
+            pytest.raises(openai.APITimeoutError),
+        ):
+            impatient.chat.completions.create(model="slow-head", messages=[{"role": "user", "content": "hi"}])
+    finally:
+        fb.stack.openai.first_token_delay = 0.05
+
+    def record() -> dict[str, object] | None:
+        return next(
+            (r for r in fb.gateway.log_records() if (r.get("llm") or {}).get("model") == "slow-head"), None
+        )
+
+    line = wait_until(record, 5.0, "the hung-up request's record")
+    assert (line["status"], line["llm"]["error"]) == (499, "client_closed"), line  # type: ignore[index]
+    wait_until(
+        lambda: metric(
+            scrape(fb.admin_port), "fastgw_llm_requests_total", model="slow-head", outcome="client_closed"
+        ),
+        5.0,
+        "the metrics to count the hang-up as the client leaving",
+    )

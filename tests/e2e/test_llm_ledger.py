@@ -354,3 +354,41 @@ def test_a_stream_the_stop_cuts_at_drain_timeout_is_in_the_ledger_and_logged_as_
     assert total["requests"] == 1, total
     [line] = [r for r in gw.log_records() if r.get("llm")]
     assert line["llm"].get("error") == "shutdown", json.dumps(line)
+
+
+def test_a_request_still_waiting_for_its_provider_at_drain_timeout_is_answered_503(
+    gateway_factory: Callable[..., Gateway], fake: FakeOpenAI, secrets_dir: Path
+) -> None:
+    """At drain_timeout the stopping worker closed every connection left: a client still waiting for
+    its provider's answer got a bare reset, and the access log called it a 499 (the client's doing).
+    Now it gets a 503 its SDK parses (and retries), and the log names the stop."""
+    config = ledger_config(fake.port, free_port(), secrets_dir) + "\n[server]\ndrain_timeout = 0.5\n"
+    gw = gateway_factory(config, workers=1)
+    acme, _ = issue(gw, "acme")
+    caught: list[BaseException] = []
+
+    def ask() -> None:
+        with openai.OpenAI(base_url=f"{gw.url}/v1", api_key=acme, max_retries=0, timeout=30) as sdk:
+            try:
+                sdk.chat.completions.create(
+                    model="mini", messages=[{"role": "user", "content": "an answer the stop will cut"}]
+                )
+            except openai.APIError as error:
+                caught.append(error)
+
+    seen = len(fake.requests)
+    fake.first_token_delay = 10.0
+    fake.faults.append("slow-first-token")  # the next request's: its answer waits 10 s
+    try:
+        client = threading.Thread(target=ask)
+        client.start()
+        wait_until(lambda: len(fake.requests) > seen, 10, "the request at the provider")
+        assert gw.stop() == 0
+        client.join(10)
+    finally:
+        fake.first_token_delay = 0.5
+    [error] = caught
+    assert isinstance(error, openai.APIStatusError) and error.status_code == 503, repr(error)
+    assert "stopped before answering" in error.message and "127.0.0.1" not in error.message
+    [line] = [r for r in gw.log_records() if r.get("llm")]
+    assert (line["status"], line["llm"].get("error")) == (503, "shutdown"), json.dumps(line)

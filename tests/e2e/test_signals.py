@@ -66,6 +66,35 @@ def test_sigterm_drains_in_flight_request(
     assert time.monotonic() - started < 3
 
 
+def test_a_request_still_unanswered_at_drain_timeout_gets_a_503_not_a_reset(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
+    """The stopping worker closes what is left at drain_timeout: an exchange whose response has not begun
+    is answered 503 shutting-down first (a client may retry it elsewhere), and logged as the stop's."""
+    upstream.delay = 10.0
+    gw = gateway_factory(basic_config(upstream.port, server="drain_timeout = 0.5"))
+    result: dict[str, object] = {}
+
+    def slow() -> None:
+        with connect(gw.port) as sock:
+            sock.sendall(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+            resp = ResponseReader(sock).read()
+            result["status"] = resp.status
+            result["type"] = resp.header(b"content-type")
+            result["body"] = resp.body
+
+    t = threading.Thread(target=slow)
+    t.start()
+    wait_until(lambda: upstream.requests, 5, "the request to reach the upstream")
+    gw.proc.send_signal(signal.SIGTERM)
+    t.join(5)
+    assert (result["status"], result["type"]) == (503, b"application/problem+json"), result
+    assert b"shutting-down" in result["body"]  # type: ignore[operator]
+    assert gw.proc.wait(5) == 0
+    [record] = gw.log_records()
+    assert (record["status"], record["denial"]) == (503, "worker.shutdown")
+
+
 def test_sigusr1_reopens_the_access_log(
     gateway_factory: Callable[..., Gateway], upstream: TestUpstream
 ) -> None:
