@@ -66,6 +66,14 @@ class Ack(ControlMessage):
     error: str = ""
 
 
+# A quota report not acknowledged within this long is sent again (the store could not be written, or the
+# control process stopped reading): the store skips one it wrote before, and the admissions counted
+# meanwhile wait in the worker's quota book for the next report. Here, with the message, because both
+# ends rely on it: the worker resends (process/control_link.py), the control process tells a stopped
+# writer from a failing one by its silence (control/write_outage.py).
+QUOTA_RESEND_SECONDS: Final = 2.0
+
+
 @dataclass(frozen=True, slots=True)
 class QuotaReport(ControlMessage):
     """A worker's quota admissions since its last report: (key hash, period, limit id, key, count).

@@ -19,6 +19,7 @@ from typing import Any, Final, cast
 
 from fastgw.codec.control_messages import ControlMessage, MessageError, decode
 from fastgw.codec.control_messages import encode as encode_body
+from fastgw.log_line import log_line
 
 # A frame this long is no message we send (the largest, a full identity table or a config, stays far
 # below): the length is corrupt or the peer is not ours.
@@ -84,7 +85,7 @@ class ChannelProtocol(asyncio.Protocol):
         try:
             messages = self._decoder.feed(data)
         except ChannelError as exc:
-            sys.stderr.write(f"fastgw[{os.getpid()}]: control channel: {exc}; dropping the connection\n")
+            log_line(f"control channel: {exc}; dropping the connection")
             if self.transport is not None:
                 self.transport.abort()
             return

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from typing import Final
 
-# A worker whose report failed sends it again every 2 s (process/control_link.py); one silent for this
-# long has stopped (exited or killed) and no longer holds an outage open.
-SILENT_WRITER_SECONDS: Final = 10.0
+from fastgw.codec.control_messages import QUOTA_RESEND_SECONDS
+
+# A worker whose report failed sends it again every QUOTA_RESEND_SECONDS; one that missed five resends
+# has stopped (exited or killed) and no longer holds an outage open.
+SILENT_WRITER_SECONDS: Final = 5 * QUOTA_RESEND_SECONDS
 
 
 class WriteOutage:

@@ -76,6 +76,25 @@ class Counter:
         self.table.drop_copy(key)  # its cell changed behind the copy: re-read on the next count
 
 
+# cluster_count's answer while the shared store is down and its failure mode is "closed".
+CLOSED: Final = -1.0
+
+
+def cluster_count(
+    table: CounterTable, key: KeyCells, window: int, weight: float, length: float, cluster: ClusterCounts
+) -> float:
+    """What a cluster-mode decision counts for ``key``'s window: the cluster's count (Redis), never less
+    than this node's own workers' count (the shared store lost counts: counters/cluster.py), which
+    stands in for it while the store is down and fails open; ``CLOSED`` while it fails closed. Shared by
+    the sliding window and the allowances (counters/allowance.py)."""
+    table.drop_copy(key)  # counted here without a copy of its own cell
+    shared = cluster.count(key.hash, window, weight, length, table.shards)
+    if shared is None and cluster.failure == "closed":
+        return CLOSED
+    local = table.count(key.hash, key.where, window, weight)
+    return local if shared is None or shared < local else shared
+
+
 class SlidingWindow(Counter):
     """The sliding-window estimate over every worker's shard (or the cluster's counts in Redis)."""
 
@@ -98,18 +117,11 @@ class SlidingWindow(Counter):
         if cluster is None:
             counted = table.sliding(key, window, weight, cap, 1, length)  # this node's workers
         else:
-            table.drop_copy(key)  # counted below without a copy of its own cell
-            shared = cluster.count(key.hash, window, weight, length, table.shards)
-            local = table.count(key.hash, key.where, window, weight)  # this node's workers' admissions
-            if shared is None:  # the shared store is down
-                if cluster.failure == "closed":
-                    self.unavailable = True
-                    self.counted = False
-                    return 0.0
-                shared = local
-            elif shared < local:
-                shared = local  # the shared store lost counts (counters/cluster.py: lost counts)
-            counted = shared
+            counted = cluster_count(table, key, window, weight, length, cluster)
+            if counted == CLOSED:
+                self.unavailable = True
+                self.counted = False
+                return 0.0
             if counted + 1 <= cap:  # the cluster decides: count here and in the batch for Redis
                 table.add(key.hash, key.where, window, 1, length)
                 cluster.add(key.hash, window)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from fastgw.counters.algorithms import sliding_wait
+from fastgw.counters.algorithms import CLOSED, cluster_count, sliding_wait
 from fastgw.counters.cluster import ClusterCounts
 from fastgw.counters.quota import DAY_SECONDS, QUOTAS, period_bounds
 from fastgw.counters.table import CounterTable, KeyCells
@@ -124,7 +124,6 @@ class Allowance:
         """``reserve`` in cluster mode: every period counts through the cluster's counts (Redis)."""
         table = self.table
         hashed = key.hash
-        table.drop_copy(key)  # counted below without a copy of its own cell
         weight = 0.0
         if self.minute:
             window, elapsed = minute_window(now)
@@ -133,15 +132,10 @@ class Allowance:
         else:
             window, length = self._cluster_window(self._calendar(now), now)
             elapsed = 0.0
-        shared = cluster.count(hashed, window, weight, length, table.shards)
-        local = table.count(hashed, key.where, window, weight)  # this node's workers' amounts
-        if shared is None:
-            if cluster.failure == "closed":
-                self.counted = False
-                return False
-            shared = local
-        elif shared < local:
-            shared = local  # the shared store lost counts (counters/cluster.py: lost counts)
+        shared = cluster_count(table, key, window, weight, length, cluster)
+        if shared == CLOSED:
+            self.counted = False
+            return False
         self.used = shared
         self.when = window
         self.counted = shared + amount <= cap

@@ -54,11 +54,11 @@ import contextlib
 import os
 import secrets
 import socket
-import sys
 import time
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from fastgw.log_line import log_line
 from fastgw.snapshot import RedisSettings
 
 _PREFIX: Final = b"fgw:rl:"
@@ -263,7 +263,7 @@ class ClusterCounts:
             # that works. Until every participant has (or has expired), shares again.
             for key in self.watched:
                 unsettled[key] = now
-            _log(f"rate-limit store {_where(self.settings.url)} is back: cluster-wide limits again")
+            log_line(f"rate-limit store {_where(self.settings.url)} is back: cluster-wide limits again")
         elif unsettled:
             since = oldest - self.settings.flush_interval  # everyone's first interval from then is in
             for key in [key for key, seen in unsettled.items() if seen <= since]:
@@ -282,7 +282,7 @@ class ClusterCounts:
         if self.up:
             self.up = False
             fallback = "node-local limits" if self.failure == "open" else "refusing (503)"
-            _log(f"rate-limit store {_where(self.settings.url)} unavailable ({exc!r}): {fallback}")
+            log_line(f"rate-limit store {_where(self.settings.url)} unavailable ({exc!r}): {fallback}")
 
     def _forget_old(self, now: float) -> None:
         """Stop watching windows more than one window in the past."""
@@ -292,11 +292,6 @@ class ClusterCounts:
             self.remote.pop(key, None)
             self.own.pop(key, None)
             self.unsettled.pop(key, None)
-
-
-def _log(message: str) -> None:
-    sys.stderr.write(f"fastgw: {message}\n")
-    sys.stderr.flush()
 
 
 class ClusterHolder:

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import re
-import sys
 import time
 import urllib.parse
 from collections import OrderedDict
@@ -42,6 +40,7 @@ from fastgw.config.fields import (
     doc,
 )
 from fastgw.exchange import Exchange
+from fastgw.log_line import log_line
 from fastgw.policy.api_key import BEARER_DUPLICATE, BEARER_OK, REALM, bearer_denials, bearer_token
 from fastgw.policy.chain import Denial, Pending, Phase
 from fastgw.policy.http_client import CALL_ERRORS, Endpoint, request
@@ -251,7 +250,7 @@ class IntrospectionAuth:
         if self._down_since:
             took = time.monotonic() - self._down_since
             self._down_since = 0.0
-            _log(f"introspection endpoint {self._where()} answers again (unavailable for {took:.1f} s)")
+            log_line(f"introspection endpoint {self._where()} answers again (unavailable for {took:.1f} s)")
         if answer["active"] is not True:
             if len(self._bad) >= self.cache_size:
                 self._bad.clear()
@@ -267,7 +266,7 @@ class IntrospectionAuth:
         """The 503 of a failed call; the first of an outage is logged (the metric counts every one)."""
         if not self._down_since:
             self._down_since = time.monotonic()
-            _log(
+            log_line(
                 f"introspection endpoint {self._where()} unavailable ({reason}): requests that need it"
                 " get 503 until it answers"
             )
@@ -363,7 +362,3 @@ SECTION = Section(
     "optional",
     (("[introspection]", IntrospectionSpec, "OAuth2 introspection (routes with auth = 'introspection')."),),
 )
-
-
-def _log(line: str) -> None:
-    sys.stderr.write(f"fastgw[{os.getpid()}]: {line}\n")

@@ -25,13 +25,13 @@ import asyncio
 import ipaddress
 import os
 import ssl
-import sys
 import time
 from typing import Any
 
 import orjson
 from jwt import PyJWK
 
+from fastgw.log_line import log_line
 from fastgw.policy.http_client import CALL_ERRORS, Endpoint, request
 
 # issuer name -> wall-clock fetch time of the keys this worker serves although its last fetch failed
@@ -47,10 +47,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _log(line: str) -> None:
-    sys.stderr.write(f"fastgw[{os.getpid()}]: {line}\n")
 
 
 def parse_jwks(document: Any, fits: Any, where: str) -> tuple[dict[str, Any], list[Any]]:
@@ -242,19 +238,19 @@ class RemoteJwks:
     def _failed(self, where: str, error: BaseException) -> None:
         exc = str(error) or type(error).__name__  # a TimeoutError says nothing of itself
         if not self.fetched_at:
-            _log(f"fetching {where} of issuer {self.name!r} failed ({exc}); no keys yet")
+            log_line(f"fetching {where} of issuer {self.name!r} failed ({exc}); no keys yet")
             return
         age = time.time() - self.fetched_at
         if age <= self.max_stale:
             STALE[self.name] = self.fetched_at
-            _log(
+            log_line(
                 f"fetching {where} of issuer {self.name!r} failed ({exc}); keeping the last keys,"
                 f" serving stale keys fetched {age:.0f} s ago"
                 f" (refused after jwks_max_stale = {self.max_stale:g} s)"
             )
         else:
             STALE.pop(self.name, None)
-            _log(
+            log_line(
                 f"fetching {where} of issuer {self.name!r} failed ({exc}); the last keys are"
                 f" {age:.0f} s old, past jwks_max_stale = {self.max_stale:g} s: its tokens are refused"
             )
@@ -276,7 +272,7 @@ class RemoteJwks:
             os.replace(temporary, path)
         except OSError as exc:
             if not self._save_failed:  # once per snapshot: it fails the same way every refresh
-                _log(f"cannot save the keys of issuer {self.name!r} to {path}: {exc.strerror}")
+                log_line(f"cannot save the keys of issuer {self.name!r} to {path}: {exc.strerror}")
             self._save_failed = True
 
     def _restore(self) -> None:
@@ -294,10 +290,10 @@ class RemoteJwks:
         except FileNotFoundError:
             return
         except (OSError, orjson.JSONDecodeError, ValueError, KeyError, TypeError) as exc:
-            _log(f"ignoring the saved keys of issuer {self.name!r} in {path}: {exc}")
+            log_line(f"ignoring the saved keys of issuer {self.name!r} in {path}: {exc}")
             return
         age = time.time() - at
         if age > self.max_stale:
             return
         self._install(saved["jwks"], by_kid, tuple(without_kid), float(at))
-        _log(f"issuer {self.name!r}: starting with the keys saved {age:.0f} s ago until a fetch succeeds")
+        log_line(f"issuer {self.name!r}: starting with the keys saved {age:.0f} s ago until a fetch succeeds")

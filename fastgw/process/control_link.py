@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Final, Protocol, cast
 
 from fastgw.codec.control_messages import (
+    QUOTA_RESEND_SECONDS,
     Ack,
     AuditNote,
     CachePush,
@@ -55,10 +56,6 @@ DRAIN_SECONDS: Final = 1.0
 # this many the control process has stopped answering, and the book keeps adding up (merged rows)
 # instead of holding more reports of up to BOOK_ROWS_MAX rows each.
 UNACKED_REPORTS_MAX: Final = 8
-# A quota report not acknowledged within this long is sent again (the store could not be written, or the
-# control process stopped reading): the store skips one it wrote before, and the admissions counted
-# meanwhile wait in the quota book for the next report.
-QUOTA_RESEND_SECONDS: Final = 2.0
 
 
 class LinkedWorker(Protocol):

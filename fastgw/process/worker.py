@@ -21,12 +21,12 @@ import mmap
 import os
 import signal
 import socket
-import sys
 import time
 from collections.abc import Callable
 from typing import Any, Final
 
 from fastgw.counters.cluster import CLUSTER
+from fastgw.log_line import log_line
 from fastgw.metrics.shared import MetricsShard, SharedMetrics
 from fastgw.metrics.worker import WorkerMetrics
 from fastgw.policy.jwks import STALE
@@ -56,11 +56,6 @@ CUT_TASKS_SECONDS: Final = 1.0
 STOPPED_UNANSWERED: Final = Denial(
     503, "shutting-down", "the gateway stopped before answering: retry the request", "worker.shutdown"
 )
-
-
-def _log(message: str) -> None:
-    sys.stderr.write(f"fastgw[{os.getpid()}]: {message}\n")
-    sys.stderr.flush()
 
 
 def jwt_policies(snapshot: Snapshot) -> list[JwtAuth]:
@@ -140,7 +135,7 @@ class Worker(WorkerContext):
             def factory() -> asyncio.Protocol:
                 # The handshake is part of the head's time: header_timeout of the Snapshot serving now.
                 timeout = self.holder.current.server.header_timeout
-                return TlsAcceptor(context, make_connection, timeout, _log)
+                return TlsAcceptor(context, make_connection, timeout, log_line)
 
         if sock is not None:
             # create_server listens again: with the socket's own backlog, so systemd's Backlog= stands
@@ -207,7 +202,7 @@ class Worker(WorkerContext):
             for conn in list(self.connections):
                 if conn.multiplexed:
                     conn.drain()
-        _log(f"worker {self.slot}: snapshot {old.id} -> {snapshot.id}")
+        log_line(f"worker {self.slot}: snapshot {old.id} -> {snapshot.id}")
         return snapshot
 
     def install_signal_handlers(self) -> None:

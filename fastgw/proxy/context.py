@@ -10,13 +10,12 @@ never imports it, so protocol code is tested and read without the process around
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import sys
 import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from fastgw.log_line import log_line
 from fastgw.proxy_headers.request_ids import IdSource
 from fastgw.sinks.base import CHUNK_RECORDS, Record
 from fastgw.sinks.fanout import CompletionSinks
@@ -124,8 +123,7 @@ class WorkerContext:
                 self._per_ip.pop(ip, None)
 
     def log_event(self, message: str) -> None:
-        sys.stderr.write(f"fastgw[{os.getpid()}]: {message}\n")
-        sys.stderr.flush()
+        log_line(message)
 
     # -- records: the completion sinks (fastgw/sinks/) ----------------------------------------------
     def record(self, record: Record) -> None:

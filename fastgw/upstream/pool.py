@@ -35,15 +35,14 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
 import socket
 import ssl
-import sys
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
+from fastgw.log_line import log_line
 from fastgw.snapshot import Snapshot, Target, UpstreamSettings
 from fastgw.upstream.connection import ConnectionHome, UpstreamConnection
 
@@ -217,10 +216,7 @@ class TargetPool(ConnectionHome):
             except OSError as exc:
                 if not self._addresses:
                     raise
-                sys.stderr.write(
-                    f"fastgw[{os.getpid()}]: resolving {host} failed ({exc}); "
-                    f"keeping {', '.join(self._addresses)}\n"
-                )
+                log_line(f"resolving {host} failed ({exc}); keeping {', '.join(self._addresses)}")
                 self._resolved_at = now  # try again after another TTL, not on every connect
             else:
                 addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
