@@ -31,7 +31,14 @@ from typing import Final, Literal
 
 from fastgw.ai.adapter import Json, Usage
 from fastgw.ai.cache_key import cache_key, deterministic, scope_id
-from fastgw.ai.cache_store import CachedAnswer, MemoryCache, RedisCache, decode, encode, shared_redis
+from fastgw.ai.cache_store import (
+    CachedAnswer,
+    MemoryCache,
+    RedisCache,
+    decode,
+    encode,
+    shared_redis,
+)
 from fastgw.ai.record import LlmRecord
 from fastgw.config.context import CompileContext
 from fastgw.config.fields import MiB, SecretSpec, doc
@@ -192,9 +199,7 @@ class ResponseCache:
         self.settings = settings
         self.route = route
         self.memory = memory or MemoryCache(settings.max_bytes, settings.ttl)
-        self.redis: RedisCache | None = (
-            shared_redis(settings.redis_url, settings.redis_timeout) if settings.redis_url else None
-        )
+        self.redis: RedisCache | None = shared_redis(settings.redis_url) if settings.redis_url else None
 
     async def lookup(
         self, ex: Exchange, pivot: Json, client_format: str, record: LlmRecord, out: ResponseWriter
@@ -221,19 +226,27 @@ class ResponseCache:
         entry = self.memory.get(key)
         if entry is not None or self.redis is None:
             return entry
-        found = await self.redis.get(key)
+        settings = self.settings
+        found = await self.redis.get(key, settings.redis_timeout)
         if found is None:
             return None
         value, left = found
         entry = decode(value)
-        if entry is not None:
-            self.memory.put(key, entry, min(left, self.settings.ttl))
+        if entry is None:
+            return None
+        # Stored under the route's settings of its day: a reload that lowered ttl or max_entry_bytes
+        # applies to what Redis kept before it too (the key holds neither).
+        age = time.time() - entry.created
+        if age >= settings.ttl or sum(map(len, entry.pieces)) > settings.max_entry_bytes:
+            return None
+        self.memory.put(key, entry, min(left, settings.ttl - age))
         return entry
 
     async def put(self, key: str, entry: CachedAnswer) -> None:
         self.memory.put(key, entry)
         if self.redis is not None:
-            await self.redis.put(key, encode(entry), self.settings.ttl)
+            settings = self.settings
+            await self.redis.put(key, encode(entry), settings.ttl, settings.redis_timeout)
 
 
 async def _replay(out: ResponseWriter, entry: CachedAnswer, record: LlmRecord) -> None:
@@ -241,6 +254,7 @@ async def _replay(out: ResponseWriter, entry: CachedAnswer, record: LlmRecord) -
     hit: no provider call, zero tokens used, the original call's tokens saved."""
     age = max(0, int(time.time() - entry.created))
     record.cache_hit = True
+    record.cost_usd = 0.0  # a replay costs nothing: priced, so the ledger's row stays priced
     record.tokens_saved = entry.usage.total_tokens
     record.usage = Usage(reported=entry.usage.reported)
     record.provider, record.provider_model = entry.provider, entry.provider_model

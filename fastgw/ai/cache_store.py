@@ -6,17 +6,24 @@ body as the pieces that were written one by one (one per write of a stream: its 
 the usage and target of the original call. Its wire form (``encode``) is a JSON line of metadata followed
 by length-prefixed pieces, so bytes round-trip exactly; a value that does not decode is a miss.
 
-Redis is never allowed to fail a request: each command has a deadline (``timeout``); a failure marks the
-store down for a back-off (doubling from ``PROBE_FIRST`` to ``PROBE_MAX``) during which it is not asked at
-all (memory only), with one log line when it goes down and one when it is back, and the worker counts its
-errors (``errors``).
+Redis is never allowed to fail a request: each command has a deadline (the route's ``redis_timeout``);
+a store that does not answer (a connection error, a timeout) is set aside for a back-off (doubling from
+``PROBE_FIRST`` to ``PROBE_MAX``, once per failed probe however many requests were waiting on it) during
+which it is not asked at all (memory only), with one log line when it goes down and one when it is back.
+A store that answers but refuses a command (out of memory under ``noeviction``, a read-only replica, a
+foreign value of another type under a key) is not down: that command is a miss or a store not done,
+logged at most once a minute. The worker counts both (``errors``).
+
+A value read back is checked whole before it is used: its piece count and byte total, header bytes
+without CR, LF or NUL, a finite creation time, token counts that are integers >= 0. Anything else (a
+value cut short, another program's, an old layout) is a miss, never an error or a response split.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import struct
-import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -26,12 +33,17 @@ from typing import Any, Final
 import orjson
 
 from fastgw.ai.adapter import Usage
+from fastgw.log_line import log_line
 
 Fields = tuple[tuple[bytes, bytes], ...]  # a response head as stored
 
 # Bytes an entry costs beyond its pieces and fields: the OrderedDict slot, the key, the objects. An
 # estimate that keeps many tiny entries from exceeding the bound unseen.
 ENTRY_OVERHEAD: Final = 256
+# And per piece (a stream keeps one per event): a bytes object's own header and its slot in the tuple.
+PIECE_OVERHEAD: Final = 48
+# A command refused by a store that answers is logged at most this often: a full Redis refuses every SET.
+REFUSED_LOG_SECONDS: Final = 60.0
 PROBE_FIRST: Final = 1.0  # seconds a failed Redis is left alone before the next try
 PROBE_MAX: Final = 30.0  # the longest back-off: a store back up is used again within this
 REDIS_PREFIX: Final = "fgw:llmcache:"
@@ -49,7 +61,13 @@ class CachedAnswer:
 
     @property
     def size(self) -> int:
-        return ENTRY_OVERHEAD + sum(map(len, self.pieces)) + sum(len(n) + len(v) for n, v in self.fields)
+        pieces = self.pieces
+        return (
+            ENTRY_OVERHEAD
+            + PIECE_OVERHEAD * len(pieces)
+            + sum(map(len, pieces))
+            + sum(len(n) + len(v) for n, v in self.fields)
+        )
 
 
 def encode(entry: CachedAnswer) -> bytes:
@@ -59,12 +77,13 @@ def encode(entry: CachedAnswer) -> bytes:
         "usage": [u.prompt_tokens, u.completion_tokens, u.cached_tokens, u.reasoning_tokens, u.reported],
         "provider": [entry.provider, entry.provider_model],
         "created": entry.created,
+        "pieces": [len(entry.pieces), sum(map(len, entry.pieces))],
     }
     return b"".join([orjson.dumps(meta), b"\n"] + [_LENGTH.pack(len(p)) + p for p in entry.pieces])
 
 
 def decode(data: bytes) -> CachedAnswer | None:
-    """The entry, or None for anything that is not one (an old layout, a corrupted value)."""
+    """The entry, or None for anything that is not one whole (see the module docstring)."""
     try:
         line, _, rest = data.partition(b"\n")
         meta = orjson.loads(line)
@@ -77,17 +96,45 @@ def decode(data: bytes) -> CachedAnswer | None:
                 return None
             pieces.append(rest[at : at + length])
             at += length
-        prompt, completion, cached, reasoning, reported = meta["usage"]
+        count, total = meta["pieces"]
+        if count != len(pieces) or total != sum(map(len, pieces)) or not pieces:
+            return None  # cut short at a piece boundary, or pieces added
+        fields = tuple(_field(pair) for pair in meta["fields"])
+        length_field = next((v for n, v in fields if n == b"content-length"), None)
+        if length_field is not None and length_field != b"%d" % total:
+            return None
+        counts = meta["usage"][:4]
+        if not all(type(n) is int and n >= 0 for n in counts):
+            return None
+        prompt, completion, cached, reasoning = counts
+        provider, provider_model = meta["provider"]
+        created = meta["created"]
+        if (
+            not isinstance(provider, str)
+            or not isinstance(provider_model, str)
+            or not isinstance(created, (int, float))
+            or not math.isfinite(created)
+        ):
+            return None
         return CachedAnswer(
-            tuple((n.encode("latin-1"), v.encode("latin-1")) for n, v in meta["fields"]),
+            fields,
             tuple(pieces),
-            Usage(int(prompt), int(completion), int(cached), int(reasoning), bool(reported)),
-            str(meta["provider"][0]),
-            str(meta["provider"][1]),
-            float(meta["created"]),
+            Usage(prompt, completion, cached, reasoning, meta["usage"][4] is True),
+            provider,
+            provider_model,
+            float(created),
         )
-    except (ValueError, KeyError, TypeError, IndexError, struct.error):
+    except Exception:  # whatever else is wrong with a value read from outside: a miss
         return None
+
+
+def _field(pair: Any) -> tuple[bytes, bytes]:
+    """One stored head field, refused (ValueError) unless two strings whose bytes cannot end a line."""
+    name, value = pair
+    both = (name.encode("latin-1"), value.encode("latin-1"))
+    if any(c in part for part in both for c in b"\r\n\0") or not both[0]:
+        raise ValueError("not a header field")
+    return both
 
 
 class MemoryCache:
@@ -136,52 +183,67 @@ class MemoryCache:
 
 
 class RedisCache:
-    """Entries shared through Redis (``SET key value EX ttl``). Never raises: a failure is a miss, or a
-    store not done, and sets the store aside for the back-off described in the module docstring."""
+    """Entries shared through Redis (``SET key value PX ttl``). Never raises: a failure is a miss, or a
+    store not done; a store that does not answer is set aside as the module docstring says."""
 
-    __slots__ = ("_client", "_delay", "down", "down_until", "errors", "timeout", "url", "where")
+    __slots__ = (
+        "_client",
+        "_delay",
+        "_module",
+        "_refused_logged",
+        "down",
+        "down_until",
+        "errors",
+        "url",
+        "where",
+    )
 
-    def __init__(self, url: str, timeout: float) -> None:
+    def __init__(self, url: str, module: Any = None) -> None:
         self.url = url
-        self.timeout = timeout
         self.where = _where(url)
         self.errors = 0  # failed commands since the worker started
         self.down = False  # the last command failed (logged once, until one works)
         self.down_until = 0.0  # monotonic time before which Redis is not asked
         self._delay = PROBE_FIRST
+        self._refused_logged = -REFUSED_LOG_SECONDS  # monotonic: the last refused command logged
         self._client: Any = None
+        # Imported here, at the config's compile, not by a worker's first request: the import takes
+        # ~0.1 s, the default redis_timeout, and counted against it the store looked down at every start.
+        self._module = module if module is not None else _redis_module()
 
     @property
     def up(self) -> bool:
         """Worth asking now: working, or its back-off is over (the next command is the probe)."""
         return time.monotonic() >= self.down_until
 
-    async def get(self, key: str) -> tuple[bytes, float] | None:
+    async def get(self, key: str, timeout: float) -> tuple[bytes, float] | None:
         """The value and its remaining seconds to live, or None (absent, or Redis unavailable)."""
         if not self.up:
             return None
+        asked = time.monotonic()
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(timeout):
                 async with self._redis().pipeline(transaction=False) as pipe:
                     pipe.get(REDIS_PREFIX + key)
                     pipe.pttl(REDIS_PREFIX + key)
                     value, left = await pipe.execute()
         except Exception as exc:  # any failure of the store is a miss, never the request's
-            self._failed(exc)
+            self._failed(exc, asked)
             return None
         self._worked()
-        if value is None or left is None or left <= 0:
+        if not isinstance(value, bytes) or not isinstance(left, int) or left <= 0:
             return None
-        return bytes(value), left / 1000.0
+        return value, left / 1000.0
 
-    async def put(self, key: str, value: bytes, ttl: float) -> None:
+    async def put(self, key: str, value: bytes, ttl: float, timeout: float) -> None:
         if not self.up:
             return
+        asked = time.monotonic()
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(timeout):
                 await self._redis().set(REDIS_PREFIX + key, value, px=max(1, int(ttl * 1000)))
         except Exception as exc:  # as in get: the answer was sent, only sharing it failed
-            self._failed(exc)
+            self._failed(exc, asked)
             return
         self._worked()
 
@@ -194,23 +256,26 @@ class RedisCache:
 
     def _redis(self) -> Any:
         if self._client is None:
-            import redis.asyncio as aioredis  # only for routes that share their cache
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-
-            self._client = aioredis.Redis.from_url(
-                self.url,
-                socket_timeout=self.timeout,
-                socket_connect_timeout=self.timeout,
-                retry=Retry(NoBackoff(), 0),
-            )
+            aioredis, retry, no_backoff, _refused = self._module
+            # No socket timeouts of its own: each command runs under its route's redis_timeout.
+            self._client = aioredis.Redis.from_url(self.url, retry=retry(no_backoff(), 0))
         return self._client
 
-    def _failed(self, exc: BaseException) -> None:
+    def _failed(self, exc: BaseException, asked: float) -> None:
         self.errors += 1
+        if isinstance(exc, self._module[3]):
+            # Redis answered and refused the command (OOM, READONLY, WRONGTYPE): not down, this one
+            # command failed. Logged once a minute: a full Redis refuses every SET.
+            now = time.monotonic()
+            if now - self._refused_logged >= REFUSED_LOG_SECONDS:
+                self._refused_logged = now
+                log_line(f"response cache store {self.where} refused a command ({type(exc).__name__}: {exc})")
+            return
+        if self.down and asked < self.down_until:
+            return  # sent before the store was set aside: the back-off already counts this outage
         if not self.down:
             self.down = True
-            _log(f"response cache store {self.where} unavailable ({type(exc).__name__}): memory only")
+            log_line(f"response cache store {self.where} unavailable ({type(exc).__name__}): memory only")
         self.down_until = time.monotonic() + self._delay
         self._delay = min(self._delay * 2.0, PROBE_MAX)
         client, self._client = self._client, None  # a fresh connection on the next try
@@ -222,7 +287,7 @@ class RedisCache:
     def _worked(self) -> None:
         if self.down:
             self.down = False
-            _log(f"response cache store {self.where} is back")
+            log_line(f"response cache store {self.where} is back")
         self._delay = PROBE_FIRST
 
 
@@ -233,15 +298,27 @@ async def _close(client: Any) -> None:
         pass
 
 
+def _redis_module() -> tuple[Any, Any, Any, type[Exception]]:
+    """redis-py's asyncio client, its Retry and NoBackoff, and the error of a command Redis refused:
+    imported only where a route shares its cache."""
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import ResponseError
+
+    return aioredis, Retry, NoBackoff, ResponseError
+
+
 _CLOSING: set[asyncio.Task[None]] = set()
-# One RedisCache per URL in a worker: routes and reloads share its connection and its up/down state.
-_SHARED: dict[tuple[str, float], RedisCache] = {}
+# One RedisCache per URL in a worker: routes and reloads share its connection and its up/down state (each
+# route's commands run under its own redis_timeout, so a reload changing it reuses the connection).
+_SHARED: dict[str, RedisCache] = {}
 
 
-def shared_redis(url: str, timeout: float) -> RedisCache:
-    found = _SHARED.get((url, timeout))
+def shared_redis(url: str) -> RedisCache:
+    found = _SHARED.get(url)
     if found is None:
-        found = _SHARED[(url, timeout)] = RedisCache(url, timeout)
+        found = _SHARED[url] = RedisCache(url)
     return found
 
 
@@ -250,8 +327,3 @@ def _where(url: str) -> str:
     scheme, _, rest = url.partition("://")
     host = rest.rpartition("@")[2].split("/", 1)[0]
     return f"{scheme}://{host}"
-
-
-def _log(message: str) -> None:
-    sys.stderr.write(f"fastgw: {message}\n")
-    sys.stderr.flush()

@@ -4,14 +4,25 @@ and boundary; Redis is shared and, when it is down, a miss, never an error."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from fastgw.ai.adapter import Usage
-from fastgw.ai.cache_store import ENTRY_OVERHEAD, CachedAnswer, MemoryCache, RedisCache, decode, encode
+from fastgw.ai.cache_store import (
+    ENTRY_OVERHEAD,
+    PROBE_FIRST,
+    CachedAnswer,
+    MemoryCache,
+    RedisCache,
+    decode,
+    encode,
+)
 from tests.support.clock import FakeClock
 from tests.support.redis_server import RedisServer
 
@@ -69,7 +80,7 @@ def test_entries_expire_at_their_ttl() -> None:
 
 
 @given(
-    st.lists(st.binary(max_size=64), max_size=8),
+    st.lists(st.binary(max_size=64), min_size=1, max_size=8),
     st.tuples(*(st.integers(min_value=0, max_value=2**31) for _ in range(4))),
     st.text(max_size=10),
 )
@@ -95,18 +106,18 @@ def test_a_truncated_value_is_a_miss() -> None:
 async def test_redis_shares_entries_and_its_outage_is_a_miss(tmp_path: Path) -> None:
     server = RedisServer(tmp_path)
     try:
-        one, two = RedisCache(server.url, 0.5), RedisCache(server.url, 0.5)
+        one, two = RedisCache(server.url), RedisCache(server.url)
         value = encode(answer(b"data: hi\n\n"))
-        await one.put("k", value, ttl=30.0)
-        found = await two.get("k")
+        await one.put("k", value, ttl=30.0, timeout=0.5)
+        found = await two.get("k", 0.5)
         assert found is not None
         assert found[0] == value and 0 < found[1] <= 30.0
-        assert await two.get("absent") is None
+        assert await two.get("absent", 0.5) is None
         server.stop()
-        assert await two.get("k") is None  # down: a miss
+        assert await two.get("k", 0.5) is None  # down: a miss
         assert two.errors == 1 and two.down and not two.up  # set aside: not asked during the back-off
-        assert await two.get("k") is None
-        await two.put("k", value, ttl=30.0)
+        assert await two.get("k", 0.5) is None
+        await two.put("k", value, ttl=30.0, timeout=0.5)
         assert two.errors == 1
         await one.close()
         await two.close()
@@ -135,3 +146,88 @@ def test_the_byte_bound_and_the_accounting_hold_whatever_happens(ops: list[tuple
             clock.advance(n / 1000.0)
         assert memory.size <= memory.max_bytes
         assert memory.size == sum(e.size for _, e in memory._entries.values())
+
+
+def _tampered(entry: CachedAnswer, **meta: object) -> bytes:
+    """``entry``'s wire form with metadata fields replaced (another program's value, or a bug's)."""
+    line, _, rest = encode(entry).partition(b"\n")
+    return orjson.dumps({**orjson.loads(line), **meta}) + b"\n" + rest
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"fields": [["set-cookie", "a\r\nx-evil: 1"]]},  # would split the response
+        {"fields": [["x", 1]]},
+        {"fields": [["content-length", "999"]]},  # would leave the client waiting for bytes never sent
+        {"created": "inf"},
+        {"created": float("nan")},
+        {"created": "1.7e9"},
+        {"usage": [-1005, 4, 0, 0, True]},
+        {"usage": [3.5, 4, 0, 0, True]},
+        {"pieces": [1, 11]},  # a piece was added
+        {"pieces": [2, 10]},
+        {"provider": [1, "m"]},
+    ],
+)
+def test_a_value_that_is_not_an_entry_whole_is_a_miss(change: dict[str, object]) -> None:
+    entry = answer(b"data: one\n\n", b"data: two\n\n")
+    assert decode(_tampered(entry)) == entry
+    assert decode(_tampered(entry, **change)) is None
+
+
+def test_a_stream_cut_at_a_piece_boundary_is_a_miss() -> None:
+    data = encode(answer(b"data: one\n\n", b"data: two\n\n"))
+    assert decode(data[: -(4 + len(b"data: two\n\n"))]) is None  # no [DONE]: never replayed as whole
+
+
+@pytest.mark.asyncio
+async def test_a_command_redis_refuses_is_not_an_outage(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Redis answers, but refuses: a foreign value of another type under a key (WRONGTYPE), or a full
+    Redis under noeviction (OOM on every SET). That command is a miss; the store is not set aside (its
+    other keys keep working) and the refusals are logged once, not as an outage and its end each time."""
+    import redis.asyncio as aioredis
+
+    server = RedisServer(tmp_path)
+    cache = RedisCache(server.url)
+    raw = aioredis.Redis.from_url(server.url)
+    try:
+        value = encode(answer(b"data: hi\n\n"))
+        await cache.put("good", value, ttl=30.0, timeout=0.5)
+        await raw.lpush("fgw:llmcache:foreign", "x")
+        for _ in range(3):
+            assert await cache.get("foreign", 0.5) is None
+            found = await cache.get("good", 0.5)
+            assert found is not None and found[0] == value
+        assert cache.errors == 3 and not cache.down
+        await raw.config_set("maxmemory", "1")  # below what is used: every write is refused
+        await cache.put("more", value, ttl=30.0, timeout=0.5)
+        assert cache.errors == 4 and not cache.down and cache.up
+        assert await cache.get("good", 0.5) is not None  # reads still served
+        err = capfd.readouterr().err
+        assert err.count("refused a command") == 1, err
+        assert "unavailable" not in err and "is back" not in err, err
+    finally:
+        await raw.aclose()
+        await cache.close()
+        server.stop()
+
+
+@pytest.mark.asyncio
+async def test_requests_failing_together_set_the_store_aside_once(tmp_path: Path) -> None:
+    """Six requests waiting on a Redis that went away: one outage, one back-off of PROBE_FIRST, not six
+    doublings of it (which set a 0.3 s blip aside for 30 s)."""
+    server = RedisServer(tmp_path)
+    cache = RedisCache(server.url)
+    try:
+        await cache.put("k", encode(answer(b"data: hi\n\n")), ttl=30.0, timeout=0.5)
+        server.stop()
+        failed_at = time.monotonic()
+        assert await asyncio.gather(*(cache.get("k", 0.5) for _ in range(6))) == [None] * 6
+        assert cache.errors == 6 and cache.down
+        assert cache.down_until - failed_at <= PROBE_FIRST + 0.5
+    finally:
+        await cache.close()
+        server.stop()

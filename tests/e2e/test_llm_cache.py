@@ -77,7 +77,10 @@ def test_a_stream_hit_replays_the_same_chunks_without_a_provider_call(
     assert record["cache"] == "hit"
     assert record["tokens_saved"] == usage["prompt_tokens"] + usage["completion_tokens"]
     assert record["prompt_tokens"] == 0 and record["completion_tokens"] == 0  # cost nothing
-    assert "cache" not in llm_record(cached.gateway, head)
+    # priced at 0, not unknown: the ledger's row keeps a cost (docs/llm-usage.md)
+    assert record["cost_usd"] == 0 and "cost" not in record, record
+    missed = llm_record(cached.gateway, head)
+    assert "cache" not in missed and missed["cost_usd"] > 0
 
     def hits() -> float:
         text = scrape(cached.admin_port)

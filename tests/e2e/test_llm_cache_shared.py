@@ -6,6 +6,8 @@ the provider, with a log line at the outage and at the recovery."""
 from __future__ import annotations
 
 import os
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -109,19 +111,28 @@ def test_teams_share_within_and_never_across(tmp_path: Path, stack: LlmStack) ->
         assert gw.stop() == 0, gw.stderr()
 
 
-def test_nodes_share_through_redis_and_an_outage_only_loses_the_sharing(
-    tmp_path: Path, stack: LlmStack
-) -> None:
-    redis = RedisServer(tmp_path)
-    route = f"""
+def shared_route(redis_url: str, more: str = "") -> str:
+    """The /shared/v1 llm route, its cache in Redis at ``redis_url`` (``more``: other cache keys)."""
+    return f"""
         [[routes]]
         name = "shared"
         path = "/shared/v1"
         strip_prefix = true
         auth = "none"
         kind = "llm"
-        handler = {{ cache = {{ scope = "route", redis_url = "{redis.url}", redis_timeout = 0.5 }} }}
+        [routes.handler.cache]
+        scope = "route"
+        redis_url = "{redis_url}"
+        redis_timeout = 0.5
+        {more}
     """
+
+
+def test_nodes_share_through_redis_and_an_outage_only_loses_the_sharing(
+    tmp_path: Path, stack: LlmStack
+) -> None:
+    redis = RedisServer(tmp_path)
+    route = shared_route(redis.url)
     one = gateway(tmp_path, stack, "one", route)
     two = gateway(tmp_path, stack, "two", route)
     try:
@@ -151,3 +162,23 @@ def test_nodes_share_through_redis_and_an_outage_only_loses_the_sharing(
         codes = one.stop(), two.stop()
         redis.stop()
         assert codes == (0, 0), one.stderr() + two.stderr()
+
+
+def test_a_reload_lowering_the_ttl_applies_to_what_redis_kept(tmp_path: Path, stack: LlmStack) -> None:
+    """The key holds neither the ttl nor max_entry_bytes: an entry Redis kept under the old ttl was served
+    for as long as that ttl, after a reload had lowered it to a second."""
+    redis = RedisServer(tmp_path)
+    gw = gateway(tmp_path, stack, "one", shared_route(redis.url, "ttl = 600.0"))
+    try:
+        assert ask(gw, "/shared/v1", "k", "kept for ten minutes") == "miss"
+        assert ask(gw, "/shared/v1", "k", "kept for ten minutes") == "hit"
+        gw.config.write_text(gw.config.read_text().replace("ttl = 600.0", "ttl = 1.0"))
+        gw.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: "reload (SIGHUP) complete" in gw.stderr(), 10, "the reload")
+        time.sleep(1.2)  # the entry's age past the new ttl: time itself is what is tested
+        assert ask(gw, "/shared/v1", "k", "kept for ten minutes") == "miss"
+        assert calls(stack) == 2
+    finally:
+        code = gw.stop()
+        redis.stop()
+        assert code == 0, gw.stderr()
