@@ -6,11 +6,17 @@ written to the worker's log and, through the control process, to the audit log (
 Once per threshold per period per key: the request whose usage crosses the threshold raises it, and a
 flag cell in the node's shared counter table (keyed by the limit, the key and the threshold, in the
 limit's window) makes it once per node even when several requests cross together or keep being refused
-(two workers crossing at the same instant may both send: at most one alert per worker).
+(two workers crossing at the same instant may both send: at most one alert per worker). The alert's
+``id`` is the same for all of them (limit, key, threshold, period): receivers deduplicate by it.
 
-Never on the request path's time: ``raise_alert`` appends to a bounded queue (``QUEUE_MAX``; the oldest
-alert is dropped and counted when it is full) and a background Task of the worker delivers it, each
-webhook retried with a doubling backoff (``BACKOFF_FIRST`` to ``BACKOFF_MAX``, ``ATTEMPTS`` tries).
+Never on the request path's time: ``raise_alert`` appends to a bounded queue per webhook (``QUEUE_MAX``;
+the oldest alert is dropped, counted and logged when it is full), and a background Task per webhook
+delivers its queue in order, so a slow or failing receiver holds only its own alerts. Delivery is at
+least once: an alert stays at the head of its queue until the receiver answers 2xx, and is tried again
+after a timeout, a connection error, a 408, a 429 or a 5xx (``ATTEMPTS`` tries, backoff doubling from
+``BACKOFF_FIRST`` to ``BACKOFF_MAX``, a longer Retry-After honoured up to it); any other answer (a
+redirect, a 4xx) will not change by retrying: logged, not retried. Each try is signed when sent, with
+the secret in force: a reload hands the queued alerts to the route's new config (``hand_over``).
 """
 
 from __future__ import annotations
@@ -20,23 +26,27 @@ import collections
 import hashlib
 import hmac
 import ssl
-import sys
 import time
 from typing import Any, Final
 
 import orjson
 
 from fastgw.counters.table import CounterTable, key_hash
-from fastgw.policy.http_client import Endpoint, request
+from fastgw.log_line import log_line
+from fastgw.policy.http_client import Endpoint, exchange
 from fastgw.sinks.audit_notes import AUDIT_NOTES
 
-QUEUE_MAX: Final = 1000  # alerts waiting per worker: a webhook down for long must not grow memory
-ATTEMPTS: Final = 5  # tries per webhook per alert: ~15 s of backoff covers a restart of the receiver
+QUEUE_MAX: Final = 1000  # alerts waiting per webhook per worker: a receiver away must not grow memory
+# Tries per alert and webhook: with the backoff below, ~1 minute of retries (0.5+1+2+4+8+16+30 s) covers
+# a receiver's restart or a short outage; an alert given up is logged whole (it is in the audit log too).
+ATTEMPTS: Final = 8
 BACKOFF_FIRST: Final = 0.5  # seconds before the second try, doubling
-BACKOFF_MAX: Final = 8.0
+BACKOFF_MAX: Final = 30.0
 TIMEOUT: Final = 5.0  # seconds for one delivery (connect, send, answer)
 SIGNATURE_HEADER: Final = "x-fastgw-signature"  # "sha256=" + hex HMAC of "<timestamp>." + body
 TIMESTAMP_HEADER: Final = "x-fastgw-timestamp"  # unix seconds, signed with the body (replay check)
+# Answers worth another try: the receiver is busy, overloaded or failing, not refusing this alert.
+RETRIED_STATUSES: Final = frozenset({408, 425, 429})
 
 
 def signature(secret: bytes, timestamp: str, body: bytes) -> str:
@@ -45,7 +55,7 @@ def signature(secret: bytes, timestamp: str, body: bytes) -> str:
 
 
 class Alerts:
-    """One route's thresholds, webhooks and delivery queue, in one worker."""
+    """One route's thresholds, webhooks and delivery queues, in one worker."""
 
     def __init__(
         self,
@@ -57,17 +67,18 @@ class Alerts:
     ) -> None:
         self.route = route
         self.thresholds = thresholds  # percent, ascending
-        self.endpoints = tuple(
-            Endpoint.parse(url, ssl.create_default_context() if url.startswith("https:") else None)
-            for url in webhooks
-        )
+        self.webhooks = tuple(Webhook(url) for url in webhooks)
         self.secret = secret
         self.table = table
-        self.queue: collections.deque[bytes] = collections.deque()
-        self.dropped = 0
-        self.delivered = 0
-        self.failed = 0
-        self._task: asyncio.Task[None] | None = None
+        # Set by a reload (hand_over): alerts raised here afterwards (by requests that began before it)
+        # are delivered by the route's new config.
+        self.successor: Alerts | None = None
+        self.replaced = False
+
+    @property
+    def pending(self) -> int:
+        """Alerts waiting for delivery (counted once per webhook)."""
+        return sum(len(hook.queue) for hook in self.webhooks)
 
     def crossed(self, before: float, after: float, cap: int) -> int:
         """The highest threshold (percent) in ``(before, after]`` of ``cap``, or 0."""
@@ -95,46 +106,150 @@ class Alerts:
         if self.table.count(flag, where, window, 0.0) > 0:
             return
         self.table.add(flag, where, window, 1, length)
-        alert = {"type": "budget.threshold", "route": self.route, "threshold": percent, **fields}
+        alert = {
+            "type": "budget.threshold",
+            "id": f"{flag & 0xFFFFFFFFFFFFFFFF:016x}-{window}",
+            "route": self.route,
+            "threshold": percent,
+            **fields,
+        }
         body = orjson.dumps(alert)
-        sys.stderr.write(f"fastgw: budget alert: {body.decode()}\n")
+        log_line(f"budget alert: {body.decode()}")
         AUDIT_NOTES.note("budget.threshold", {k: v for k, v in alert.items() if k != "type"})
-        if not self.endpoints:
+        target = self.current()
+        if target is not None:  # None: a reload removed the route's alerts (logged and audited above)
+            target.send(body)
+
+    def current(self) -> Alerts | None:
+        """Who delivers now: this config's alerts, or those a reload handed them to (None: removed)."""
+        alerts: Alerts | None = self
+        while alerts is not None and alerts.replaced:
+            alerts = alerts.successor
+        return alerts
+
+    def send(self, body: bytes) -> None:
+        for hook in self.webhooks:
+            hook.push(body, self)
+
+    def hand_over(self, successor: Alerts | None) -> None:
+        """A reload replaced this config: the alerts still queued go to the route's new webhooks, signed
+        with its secret (None: the route has no alerts now, and they are dropped, logged)."""
+        self.replaced = True
+        self.successor = successor
+        bodies = list(dict.fromkeys(body for hook in self.webhooks for body in hook.take_all()))
+        if not bodies:
             return
+        if successor is None or not successor.webhooks:
+            log_line(f"{len(bodies)} budget alerts of route {self.route} dropped: its new config sends none")
+            return
+        for body in bodies:
+            successor.send(body)
+
+
+class Webhook:
+    """One receiver's queue and its delivery Task (in one worker)."""
+
+    def __init__(self, url: str) -> None:
+        self.endpoint = Endpoint.parse(
+            url, ssl.create_default_context() if url.startswith("https:") else None
+        )
+        self.queue: collections.deque[bytes] = collections.deque()
+        self.task: asyncio.Task[None] | None = None
+        self.dropped = 0
+        self.delivered = 0
+        self.failed = 0
+        self._full_logged = False
+
+    @property
+    def where(self) -> str:
+        return f"{self.endpoint.host}:{self.endpoint.port}"
+
+    def push(self, body: bytes, owner: Alerts) -> None:
         if len(self.queue) >= QUEUE_MAX:
             self.queue.popleft()
             self.dropped += 1
+            if not self._full_logged:  # once per backlog: the receiver is away, every alert would say so
+                self._full_logged = True
+                log_line(f"budget alerts to {self.where}: {QUEUE_MAX} waiting, the oldest dropped")
         self.queue.append(body)
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._deliver_all())
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._deliver_all(owner))
 
-    async def _deliver_all(self) -> None:
-        while self.queue:
-            body = self.queue.popleft()
-            for endpoint in self.endpoints:
-                if await self._deliver(endpoint, body):
-                    self.delivered += 1
-                else:
-                    self.failed += 1
+    def take_all(self) -> list[bytes]:
+        """The queued alerts, this webhook's delivery stopped (a reload hands them over)."""
+        task, self.task = self.task, None
+        if task is not None and not task.done():
+            task.cancel()  # one in flight may arrive twice: delivery is at least once (ids dedupe)
+        bodies = list(self.queue)
+        self.queue.clear()
+        return bodies
 
-    async def _deliver(self, endpoint: Endpoint, body: bytes) -> bool:
+    async def _deliver_all(self, owner: Alerts) -> None:
+        queue = self.queue
+        while queue:
+            body = queue[0]  # stays queued until done: a reload hands it over, a stop counts it
+            delivered = await self._deliver(body, owner)
+            if queue and queue[0] is body:
+                queue.popleft()
+            if delivered:
+                self.delivered += 1
+            else:
+                self.failed += 1
+        self._full_logged = False
+
+    async def _deliver(self, body: bytes, owner: Alerts) -> bool:
         delay = BACKOFF_FIRST
+        outcome = ""
         for attempt in range(ATTEMPTS):
             timestamp = str(int(time.time()))
             headers = [
                 ("content-type", "application/json"),
                 (TIMESTAMP_HEADER, timestamp),
-                (SIGNATURE_HEADER, signature(self.secret, timestamp, body)),
+                (SIGNATURE_HEADER, signature(owner.secret, timestamp, body)),
             ]
+            wait = delay
             try:
                 async with asyncio.timeout(TIMEOUT):
-                    status, _ = await request(endpoint, "POST", headers, body)
+                    status, fields, _ = await exchange(self.endpoint, "POST", headers, body)
+            except Exception as exc:  # any failure of the receiver or the network: tried again
+                outcome = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            else:
                 if 200 <= status < 300:
                     return True
-            except Exception:  # any failure of the receiver or the network: retried
-                pass
+                outcome = f"answered {status}"
+                if status not in RETRIED_STATUSES and status < 500:
+                    log_line(f"budget alert to {self.where} {outcome}, not retried: {body.decode()}")
+                    return False
+                wait = max(delay, _retry_after(fields))
             if attempt + 1 < ATTEMPTS:
-                await asyncio.sleep(delay)
+                await asyncio.sleep(min(wait, BACKOFF_MAX))
                 delay = min(delay * 2, BACKOFF_MAX)
-        sys.stderr.write(f"fastgw: budget alert to {endpoint.host}:{endpoint.port} failed {ATTEMPTS} times\n")
+        log_line(f"budget alert to {self.where} failed {ATTEMPTS} times ({outcome}): {body.decode()}")
         return False
+
+
+def _retry_after(fields: list[tuple[bytes, bytes]]) -> float:
+    """A Retry-After in seconds (0 when absent or a date: the backoff applies)."""
+    for name, value in fields:
+        if name == b"retry-after":
+            try:
+                return max(0.0, float(value))
+            except ValueError:
+                return 0.0
+    return 0.0
+
+
+def route_alerts(handler: object) -> Alerts | None:
+    """The alerts of an llm route's handler (its budgets'), or None: read by the worker at a reload
+    and a stop, without importing the llm handler (a gateway without llm routes never loads it)."""
+    alerts = getattr(getattr(handler, "budgets", None), "alerts", None)
+    return alerts if isinstance(alerts, Alerts) else None
+
+
+async def drain_alerts(routes: list[Alerts], seconds: float) -> int:
+    """Let the alerts queued in ``routes`` go out within ``seconds`` (a stopping worker); the number
+    left undelivered (each is in the audit log)."""
+    tasks = [h.task for a in routes for h in a.webhooks if h.task is not None and not h.task.done()]
+    if tasks:
+        await asyncio.wait(tasks, timeout=seconds)
+    return sum(a.pending for a in routes)

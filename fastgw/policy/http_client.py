@@ -59,6 +59,14 @@ async def request(
     endpoint: Endpoint, method: str, headers: list[tuple[str, str]], body: bytes = b""
 ) -> tuple[int, bytes]:
     """(status, body). Raises OSError, ssl.SSLError, h11.ProtocolError or ValueError (too large)."""
+    status, _, answer = await exchange(endpoint, method, headers, body)
+    return status, answer
+
+
+async def exchange(
+    endpoint: Endpoint, method: str, headers: list[tuple[str, str]], body: bytes = b""
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """``request`` with the response's header fields (names lower-case), between status and body."""
     reader, writer = await asyncio.open_connection(
         endpoint.host, endpoint.port, ssl=endpoint.tls, server_hostname=endpoint.server_hostname
     )
@@ -75,19 +83,20 @@ async def request(
             writer.write(conn.send(h11.Data(data=body)) or b"")
         writer.write(conn.send(h11.EndOfMessage()) or b"")
         await writer.drain()
-        status, chunks, size = 0, [], 0
+        status, fields, chunks, size = 0, [], [], 0
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
                 conn.receive_data(await reader.read(65536))
             elif isinstance(event, h11.Response):
                 status = event.status_code
+                fields = [(bytes(name), bytes(value)) for name, value in event.headers]
             elif isinstance(event, h11.Data):
                 size += len(event.data)
                 if size > MAX_RESPONSE:
                     raise ValueError("response too large")
                 chunks.append(bytes(event.data))
             elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
-                return status, b"".join(chunks)
+                return status, fields, b"".join(chunks)
     finally:
         writer.close()

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
+from fastgw.ai.budget_alerts import Alerts, drain_alerts, route_alerts
 from fastgw.counters.cluster import CLUSTER
 from fastgw.log_line import log_line
 from fastgw.metrics.shared import MetricsShard, SharedMetrics
@@ -50,12 +51,25 @@ RETIRE_SCAN_SECONDS: Final = 1.0  # a scan of 10,000 connections costs ~1 ms; on
 # ends at its next await, within a loop iteration or two; a handler that swallows its cancellation does
 # not hold the stop past this.
 CUT_TASKS_SECONDS: Final = 1.0
+# How long a stopping worker gives its queued budget alerts to reach their webhooks: one try's timeout
+# of a receiver that answers at all (every alert is in the audit log; those left are counted in a line).
+ALERTS_STOP_SECONDS: Final = 5.0
 # The answer to an exchange still without a response when drain_timeout passes: a 503 the client (and
 # its SDK, on an llm route, in its error shape) may retry on another worker or node, not a bare reset.
 # Written before the abort that follows: a client whose request is complete reads it first.
 STOPPED_UNANSWERED: Final = Denial(
     503, "shutting-down", "the gateway stopped before answering: retry the request", "worker.shutdown"
 )
+
+
+def alerts_by_route(snapshot: Snapshot) -> dict[str, Alerts]:
+    """The budget alerts of the snapshot's llm routes, by route name."""
+    found = {}
+    for route in snapshot.routes:
+        alerts = route_alerts(route.handler)
+        if alerts is not None:
+            found[route.name] = alerts
+    return found
 
 
 def jwt_policies(snapshot: Snapshot) -> list[JwtAuth]:
@@ -192,6 +206,9 @@ class Worker(WorkerContext):
         old = self.holder.swap(snapshot)
         for jwt_auth in jwt_policies(old):
             jwt_auth.stop()  # the new snapshot's issuers start their own refreshes (from the saved keys)
+        successors = alerts_by_route(snapshot)
+        for name, alerts in alerts_by_route(old).items():
+            alerts.hand_over(successors.get(name))  # queued budget alerts go to the new webhooks
         self.via = b"1.1 " + snapshot.server.server_name  # cached per worker: server_name reloads too
         self.pools.retain(snapshot)
         if snapshot.ratelimit_redis != old.ratelimit_redis:
@@ -230,6 +247,12 @@ class Worker(WorkerContext):
             if conn.transport is not None:
                 conn.transport.abort()
         await self._end_cut_exchanges()
+        alerts = list(alerts_by_route(self.holder.current).values())
+        left = await drain_alerts(alerts, ALERTS_STOP_SECONDS) if alerts else 0
+        if left:
+            log_line(
+                f"worker {self.slot}: {left} budget alert deliveries not made at stop (see the audit log)"
+            )
         if self.control is not None:
             await self.control.linked()  # a control process replaced moments ago gets them too
             self.control.send_quotas()  # the last admissions reach the store before we exit

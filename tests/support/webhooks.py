@@ -1,6 +1,7 @@
 """A webhook receiver on 127.0.0.1 that checks each delivery's HMAC signature, for the tests of
 budget alerts: it keeps the JSON bodies whose signature verifies and counts those that do not.
-``fail_first`` answers that many deliveries with a 503 first (to see the sender retry)."""
+``fail_first`` answers that many deliveries with ``fail_status`` (503: to see the sender retry) first;
+``times`` has when each delivery arrived (monotonic)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,20 @@ import hashlib
 import hmac
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
 class WebhookReceiver:
-    def __init__(self, secret: bytes, fail_first: int = 0) -> None:
+    def __init__(self, secret: bytes, fail_first: int = 0, fail_status: int = 503) -> None:
         self.secret = secret
         self.fail_first = fail_first
+        self.fail_status = fail_status
         self.received: list[dict[str, Any]] = []
         self.bad_signatures = 0
         self.attempts = 0
+        self.times: list[float] = []
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -32,13 +36,14 @@ class WebhookReceiver:
                 given = self.headers.get("x-fastgw-signature", "")
                 with lock:
                     receiver.attempts += 1
+                    receiver.times.append(time.monotonic())
                     failing = receiver.attempts <= receiver.fail_first
                     if not failing:
                         if hmac.compare_digest(expected, given):
                             receiver.received.append(json.loads(body))
                         else:
                             receiver.bad_signatures += 1
-                self.send_response(503 if failing else 204)
+                self.send_response(receiver.fail_status if failing else 204)
                 self.send_header("content-length", "0")
                 self.end_headers()
 
