@@ -58,16 +58,20 @@ def canonical(pivot: Json) -> bytes:
 def scope_id(scope: str, identity: Any) -> str:
     """Whose requests share answers. ``consumer``: the consumer's own (its id); ``team``: its team's (a
     consumer without a team keeps its own); ``route``: everyone on the route. Without an identity (a route
-    with ``auth = "none"``) nobody can be told apart: all anonymous requests share one scope."""
+    with ``auth = "none"``) nobody can be told apart: all anonymous requests share one scope. A JWT's
+    subject and team claim are its issuer's to say: scoped per issuer, so another issuer accepted on the
+    same route cannot name its way into them (the same ``sub`` from two identity providers)."""
     if scope == "route":
         return "route"
     if identity is None:
         return "anonymous"
     consumer = str(getattr(identity, "consumer_id", "") or getattr(identity, "consumer", ""))
     team = str(getattr(identity, "team", ""))
+    issuer = getattr(identity, "issuer", "")
+    within = f"{issuer}/" if isinstance(issuer, str) and issuer else ""
     if scope == "team" and team:
-        return "team:" + team
-    return "consumer:" + consumer
+        return f"team:{within}{team}"
+    return f"consumer:{within}{consumer}"
 
 
 def cache_key(route: str, client_format: str, scope: str, pivot: Json) -> str:

@@ -131,3 +131,17 @@ def test_scopes_never_mix_teams_unless_route_wide() -> None:
     assert scope_id("team", loner) == "consumer:c4"  # no team: its own
     assert scope_id("route", alice) == scope_id("route", carol) == scope_id("route", None)
     assert scope_id("consumer", None) == scope_id("team", None) == "anonymous"
+
+
+def test_jwt_subjects_and_teams_are_scoped_by_their_issuer() -> None:
+    """Two identity providers accepted on one route may both say sub "alice" or team "red": they are not
+    the same caller, and must not share cached answers."""
+    from fastgw.policy.jwt_auth import JwtIdentity
+
+    def token(issuer: str, sub: str, team: str) -> JwtIdentity:
+        return JwtIdentity(sub, sub, team, frozenset(), frozenset(), 2e9, issuer, "")
+
+    corp, partner = token("corp", "alice", "red"), token("partner", "alice", "red")
+    assert scope_id("consumer", corp) != scope_id("consumer", partner)
+    assert scope_id("team", corp) != scope_id("team", partner)
+    assert scope_id("consumer", corp) == scope_id("consumer", token("corp", "alice", "blue"))
