@@ -27,9 +27,10 @@ import os
 import queue
 import sys
 import threading
-from typing import IO, Final
+from typing import Final
 
 from fastgw.access_line import format_batch
+from fastgw.log_line import log_line
 from fastgw.sinks.base import Backlog, Record, Sink
 from fastgw.snapshot import AccessLogSettings
 
@@ -66,6 +67,7 @@ def write_atomic_lines(fd: int, data: bytes) -> None:
 
 class AccessLog(Sink):
     __slots__ = (
+        "_failing",
         "_held",
         "_held_bytes",
         "_held_count",
@@ -89,15 +91,15 @@ class AccessLog(Sink):
         # alone writes write_failures.
         self.backlog = Backlog(settings.max_pending)
         self.write_failures = 0
+        self._failing = False  # the writer could not open or write the file: logged once, until it can
         self._queue: queue.SimpleQueue[tuple[int, bytes] | str] = queue.SimpleQueue()
         self._held: list[bytes] = []  # formatted lines not yet handed to the writer (see take)
         self._held_count = 0
         self._held_bytes = 0
         self._thread: threading.Thread | None = None
         if self.enabled:
-            probe = self._open()  # fail at start-up, not in the thread, if the file cannot be opened
-            if probe is not sys.stdout.buffer:
-                probe.close()  # the thread opens its own (left to the GC, a ResourceWarning)
+            if self._target != "stdout":  # fail at start-up, not in the thread, if it cannot be opened
+                os.close(os.open(self._target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640))
             self._thread = threading.Thread(target=self._run, name="fastgw-access-log", daemon=True)
             self._thread.start()
 
@@ -149,35 +151,70 @@ class AccessLog(Sink):
         self._thread.join(timeout=10)
         self._thread = None
 
-    def _open(self) -> IO[bytes]:
+    def _open(self) -> int | None:
+        """The log's file descriptor (stdout's for ``stdout``), or None when it cannot be opened now:
+        logged, and tried again at the next batch (records meanwhile count as write failures)."""
         if self._target == "stdout":
-            return sys.stdout.buffer
-        fd = os.open(self._target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-        return os.fdopen(fd, "ab")
+            return sys.stdout.fileno()
+        try:
+            return os.open(self._target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        except OSError as exc:
+            if not self._failing:
+                self._failing = True
+                log_line(
+                    f"access log {self._target}: cannot open ({exc.strerror}); lines are lost until it can"
+                )
+            return None
 
     def _run(self) -> None:
-        out = self._open()
+        fd = self._open()
+        torn = False  # a failed write stopped inside a line: the next write starts a new one
         while True:
             item = self._queue.get()
             if item == _STOP:
                 break
             if item == _REOPEN:
-                if out is not sys.stdout.buffer:
-                    out.close()
-                out = self._open()
+                if fd is not None and self._target != "stdout":
+                    os.close(fd)
+                fd = self._open()
                 continue
             assert isinstance(item, tuple)
             count, data = item
-            try:
-                if out is sys.stdout.buffer:
-                    out.flush()
-                    write_atomic_lines(out.fileno(), data)
-                else:
-                    out.write(data)  # O_APPEND file: one write() per batch lands whole
-                    out.flush()
-            except OSError:
+            if fd is None:
+                fd = self._open()  # a reopen that failed (a directory renamed, made unwritable) is retried
+            if fd is None:
                 self.write_failures += count
+                self.backlog.finish(count)
+                continue
+            if self._target == "stdout":
+                try:
+                    write_atomic_lines(fd, data)
+                except OSError:
+                    self.write_failures += count
+            else:
+                torn = self._write(fd, b"\n" + data if torn else data, count)
             self.backlog.finish(count)
-        out.flush()
-        if out is not sys.stdout.buffer:
-            out.close()
+        if fd is not None and self._target != "stdout":
+            os.close(fd)
+
+    def _write(self, fd: int, data: bytes, count: int) -> bool:
+        """One batch to the file, whole or as far as it goes (a full disk writes part of it): the lines
+        not written count as failures, logged once per outage. Whether it stopped inside a line."""
+        view = memoryview(data)
+        try:
+            while view:  # O_APPEND: each write lands at the end, whole unless the disk is full
+                view = view[os.write(fd, view) :]
+        except OSError as exc:
+            written = len(data) - len(view)
+            lost = min(count, data.count(b"\n", written) + (written > 0 and data[written - 1] != 10))
+            self.write_failures += lost
+            if not self._failing:
+                self._failing = True
+                log_line(
+                    f"access log {self._target}: write failed ({exc.strerror}); lines are lost until it can"
+                )
+            return written > 0 and data[written - 1] != 10
+        if self._failing:
+            self._failing = False
+            log_line(f"access log {self._target}: writing again")
+        return False

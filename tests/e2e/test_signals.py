@@ -116,3 +116,30 @@ def test_sigusr1_reopens_the_access_log(
     )
     assert b"/before" in rotated.read_bytes()
     assert b"/before" not in gw.access_log.read_bytes()
+
+
+def test_a_reopen_that_fails_is_logged_and_logging_resumes_once_the_file_can_be_opened(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
+    """logrotate moved the log, and its path cannot be opened when SIGUSR1 comes (here a directory
+    stands there): the writer thread died on the error and the worker never logged again. Now the
+    failure is one line, requests are served, and the next batch after the path is usable is written."""
+    gw = gateway_factory(basic_config(upstream.port))
+    assert get(gw.port, "/before").status == 200
+    gw.wait_log(1)
+    gw.access_log.rename(gw.access_log.with_suffix(".1"))
+    gw.access_log.mkdir()
+    gw.proc.send_signal(signal.SIGUSR1)
+    wait_until(lambda: "cannot open" in gw.stderr(), 5, "the failed reopen logged")
+    assert get(gw.port, "/during").status == 200
+    gw.access_log.rmdir()
+    wait_until(
+        lambda: (
+            get(gw.port, "/after").status == 200
+            and gw.access_log.is_file()
+            and b"/after" in gw.access_log.read_bytes()
+        ),
+        5,
+        "a record in the log once it can be opened",
+    )
+    assert "writing again" in gw.stderr()
