@@ -34,7 +34,7 @@ MAX_BODY: Final = 64 * 1024  # the largest admin request (a consumer with its fi
 TIMES: Final = ("created", "expires", "revoked", "updated", "disabled")
 READ_TIMEOUT: Final = 10.0  # a client that sends nothing for this long is answered 408 and dropped
 # The problem type (last segment of its URI) of a KeyServiceError, by status.
-_KEY_SERVICE_PROBLEMS: Final = {404: "not-found", 409: "conflict"}
+_KEY_SERVICE_PROBLEMS: Final = {404: "not-found", 409: "conflict", 503: "audit-unavailable"}
 
 Headers = list[tuple[bytes, bytes]]
 Response = tuple[int, Headers, bytes]

@@ -102,15 +102,15 @@ class KeyService:
             disabled=None,
         )
         exists = KeyServiceError(409, f"a consumer named {name!r} exists")
+        audited = {"name": name, "team": team, "roles": row.roles, "limits": limits, "models": models}
         try:
             with self._writing():
                 if self.store.consumer(name) is not None:
                     raise exists
                 self.store.add_consumer(row)  # the name is UNIQUE: a concurrent twin fails here
+                self._audit("consumer.create", consumer=row.id, **audited)
         except KeyServiceError as exc:
             raise exists if exc.status == 409 else exc from None
-        audited = {"name": name, "team": team, "roles": row.roles, "limits": limits, "models": models}
-        self._audit("consumer.create", consumer=row.id, **audited)
         return consumer_view(row)
 
     def consumers(self) -> list[dict[str, Any]]:
@@ -131,7 +131,7 @@ class KeyService:
                 return consumer_view(consumer)  # already: nothing changes, nothing to audit
             self.store.set_consumer_disabled(consumer.id, now)
             keys = self.store.api_keys(consumer.id)
-        self._audit("consumer.disable", consumer=consumer.id, name=consumer.name, keys=ids(keys))
+            self._audit("consumer.disable", consumer=consumer.id, name=consumer.name, keys=ids(keys))
         self._push(deletes(keys))
         return consumer_view(replace(consumer, disabled=now))
 
@@ -143,7 +143,7 @@ class KeyService:
             self.store.set_consumer_disabled(consumer.id, None)
             enabled = replace(consumer, disabled=None)
             keys = [k for k in self.store.api_keys(consumer.id) if not k.revoked]
-        self._audit("consumer.enable", consumer=consumer.id, name=consumer.name, keys=ids(keys))
+            self._audit("consumer.enable", consumer=consumer.id, name=consumer.name, keys=ids(keys))
         self._push(puts((k, enabled) for k in keys))
         return consumer_view(enabled)
 
@@ -154,13 +154,13 @@ class KeyService:
             consumer = self._consumer(ref, lock=True)
             keys = self.store.api_keys(consumer.id)
             self.store.delete_consumer(consumer.id)
-        self._audit(
-            "consumer.delete",
-            consumer=consumer.id,
-            name=consumer.name,
-            keys=ids(keys),
-            prefixes=[k.prefix for k in keys],
-        )
+            self._audit(
+                "consumer.delete",
+                consumer=consumer.id,
+                name=consumer.name,
+                keys=ids(keys),
+                prefixes=[k.prefix for k in keys],
+            )
         self._push(deletes(keys))
         return {**consumer_view(consumer), "deleted": True, "keys": ids(keys)}
 
@@ -196,9 +196,10 @@ class KeyService:
         return routes
 
     def _issue(
-        self, consumer: Consumer, fields: dict[str, Any], expires_in: float | None
+        self, event: str, consumer: Consumer, fields: dict[str, Any], expires_in: float | None
     ) -> tuple[ApiKey, str]:
-        """Store a new key for the (locked, enabled) consumer; its row and its plaintext."""
+        """Store a new key for the (locked, enabled) consumer and audit it as ``event`` (in the caller's
+        transaction: a key the audit log cannot record is not issued); its row and its plaintext."""
         settings = self._require_settings()
         plaintext = new_key()
         now = time.time()
@@ -215,10 +216,6 @@ class KeyService:
             expires=None if expires_in is None else now + expires_in,
         )
         self.store.add_key(row)
-        return row, plaintext
-
-    def _issued(self, event: str, row: ApiKey, consumer: Consumer, plaintext: str) -> dict[str, Any]:
-        """After the commit: a new key's audit record, its push to the workers, its one-time answer."""
         self._audit(
             event,
             key=row.id,
@@ -229,6 +226,10 @@ class KeyService:
             routes=row.routes,
             expires=row.expires,
         )
+        return row, plaintext
+
+    def _issued(self, row: ApiKey, consumer: Consumer, plaintext: str) -> dict[str, Any]:
+        """After the commit: a new key's push to the workers, its one-time answer."""
         self._push(puts([(row, consumer)]))
         return {**key_view(row, consumer), "key": plaintext}
 
@@ -243,8 +244,10 @@ class KeyService:
                 # 0 is refused rather than read as "never": a key that never expires has no expires_in.
                 expires_in = seconds(expires_in, "expires_in", zero=False)
             fields = {"routes": self._routes(body.get("routes")), "scopes": body.get("scopes")}
-            row, plaintext = self._issue(consumer, {**fields, "roles": body.get("roles")}, expires_in)
-        return self._issued("key.create", row, consumer, plaintext)
+            row, plaintext = self._issue(
+                "key.create", consumer, {**fields, "roles": body.get("roles")}, expires_in
+            )
+        return self._issued(row, consumer, plaintext)
 
     def keys(self) -> list[dict[str, Any]]:
         consumers = {c.id: c for c in self.store.consumers()}
@@ -270,12 +273,12 @@ class KeyService:
                 raise KeyServiceError(409, f"consumer {consumer.name!r} is disabled (enable it first)")
             # A rotation carries the old key's routes as they are, even one a later config renamed.
             fields = {"scopes": old.scopes, "roles": old.roles, "routes": old.routes}
-            row, plaintext = self._issue(consumer, fields, None)
+            row, plaintext = self._issue("key.rotate", consumer, fields, None)
             deadline = time.time() + grace
             expires = min(old.expires, deadline) if old.expires else deadline
             self.store.update_key(replace(old, expires=expires, replaced_by=row.id))
-        new = self._issued("key.rotate", row, consumer, plaintext)
-        self._audit("key.rotate.grace", key=key_id, replaced_by=row.id, expires=expires)
+            self._audit("key.rotate.grace", key=key_id, replaced_by=row.id, expires=expires)
+        new = self._issued(row, consumer, plaintext)
         self._push(puts([(replace(old, expires=expires), consumer)]))
         # The old key's state as it was before this rotation, with its new expiry and successor.
         return {
@@ -290,7 +293,7 @@ class KeyService:
                 raise KeyServiceError(409, f"key {key_id} is revoked already ({when(row.revoked)})")
             revoked = replace(row, revoked=time.time())
             self.store.update_key(revoked)
-        self._audit("key.revoke", key=key_id, prefix=row.prefix)
+            self._audit("key.revoke", key=key_id, prefix=row.prefix)
         self._push(deletes([row]))
         return key_view(revoked, self.store.consumer(row.consumer_id))
 
@@ -321,7 +324,9 @@ class KeyService:
                     )
             changed = replace(row, expires=at)
             self.store.update_key(changed)
-        self._audit("key.expire", key=key_id, prefix=row.prefix, expires=at, previous=current, extend=extend)
+            self._audit(
+                "key.expire", key=key_id, prefix=row.prefix, expires=at, previous=current, extend=extend
+            )
         consumer = self._consumer(row.consumer_id)
         self._push_key(changed, consumer)
         return key_view(changed, consumer)
@@ -349,8 +354,8 @@ class KeyService:
                 raise KeyServiceError(422, "nothing to change (give scopes, roles or routes that differ)")
             changed = replace(row, **changes)
             self.store.update_key(changed)
-        before = {name: getattr(row, name) for name in changes}
-        self._audit("key.update", key=key_id, prefix=row.prefix, before=before, after=changes)
+            before = {name: getattr(row, name) for name in changes}
+            self._audit("key.update", key=key_id, prefix=row.prefix, before=before, after=changes)
         consumer = self._consumer(row.consumer_id)
         self._push_key(changed, consumer)
         return key_view(changed, consumer)

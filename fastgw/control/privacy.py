@@ -70,6 +70,6 @@ class ConsumerPrivacy:
                 if self._store.has_table(table.name)
             }
             self._store.delete_consumer(consumer.id)
-        self._keys.audit("consumer.erase", pseudonym=pseudonym, keys=len(keys), usage_rows=usage)
+            self._keys.audit("consumer.erase", pseudonym=pseudonym, keys=len(keys), usage_rows=usage)
         self._keys.push(deletes(keys))
         return {"erased": True, "pseudonym": pseudonym, "keys": len(keys), "usage_rows": usage}

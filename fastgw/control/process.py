@@ -42,7 +42,7 @@ from fastgw.config.loader import ConfigError
 from fastgw.control.api import WorkerView
 from fastgw.control.channel import ChannelProtocol, PeerCheckedChannel
 from fastgw.control.cluster_sync import ClusterSync
-from fastgw.control.consumers import KeyService
+from fastgw.control.consumers import KeyService, KeyServiceError
 from fastgw.control.health import HealthProber
 from fastgw.control.ledger import LedgerWriter
 from fastgw.control.provider_keys import ProviderKeyService
@@ -118,12 +118,12 @@ class ControlProcess:
         self.keys = KeyService(
             self.store,
             lambda: self.snapshot.keys,
-            self.audit_event,
+            self.audit_change,
             self.broadcast,
             lambda: [r.name for r in self.snapshot.routes],
         )
         self.provider_keys = ProviderKeyService(
-            self.store, self.master_keys, self.audit_event, self.broadcast, log
+            self.store, self.master_keys, self.audit_change, self.broadcast, log
         )
         feed = self.store.change_feed()  # a store other nodes write too: follow their changes
         self.tables = WorkerTables(self.store, self.keys, self.provider_keys, started, log)
@@ -333,6 +333,16 @@ class ControlProcess:
 
     def audit_or_raise(self, event: str, **fields: Any) -> None:
         self.audit.append(event, **fields)
+
+    def audit_change(self, event: str, **fields: Any) -> None:
+        """The audit record of a consumer, key or provider key change, written inside the change's store
+        transaction: when it cannot be written the change is refused (KeyServiceError 503, the
+        transaction rolled back), so no such change goes unaudited (README, "Failure modes")."""
+        try:
+            self.audit.append(event, **fields)
+        except (OSError, StoreError) as exc:
+            log(f"AUDIT WRITE FAILED ({event}): {exc}; the change is refused")
+            raise KeyServiceError(503, f"the audit log cannot be written ({event}): retry later") from None
 
     def audit_event(self, event: str, **fields: Any) -> None:
         try:

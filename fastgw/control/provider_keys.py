@@ -94,14 +94,15 @@ class ProviderKeyService:
             created=old.created if old is not None else now,
             updated=now,
         )
-        self.store.put_provider_credential(row)
-        self._audit(
-            "provider.set_key",
-            provider=provider,
-            prefix=row.prefix,
-            key_id=row.key_id,
-            replaced=None if old is None else old.prefix,
-        )
+        with self.store.transaction():  # a key the audit log cannot record is not stored
+            self.store.put_provider_credential(row)
+            self._audit(
+                "provider.set_key",
+                provider=provider,
+                prefix=row.prefix,
+                key_id=row.key_id,
+                replaced=None if old is None else old.prefix,
+            )
         self._push(CachePush(PROVIDER_KEYS_CACHE, put={provider: plaintext}))
         return {"_status": 201 if old is None else 200, **self._view(row, keys)}
 
@@ -110,10 +111,11 @@ class ProviderKeyService:
         return [self._view(row, keys) for row in self.store.provider_credentials()]
 
     def remove(self, provider: str) -> dict[str, Any]:
-        row = self.store.provider_credential(provider)
-        if row is None or not self.store.delete_provider_credential(provider):
-            raise KeyServiceError(404, f"no stored key for provider {provider!r}")
-        self._audit("provider.remove_key", provider=provider, prefix=row.prefix, key_id=row.key_id)
+        with self.store.transaction():
+            row = self.store.provider_credential(provider)
+            if row is None or not self.store.delete_provider_credential(provider):
+                raise KeyServiceError(404, f"no stored key for provider {provider!r}")
+            self._audit("provider.remove_key", provider=provider, prefix=row.prefix, key_id=row.key_id)
         self._push(CachePush(PROVIDER_KEYS_CACHE, delete=(provider,)))
         return {"provider": provider, "prefix": row.prefix, "removed": True}
 
@@ -140,14 +142,17 @@ class ProviderKeyService:
                     updated=time.time(),
                 )
             )
+        providers = [r.provider for r in rows]
+        previous = sorted({r.key_id for r in rows})
         with self.store.transaction():
             for row in fresh:
                 self.store.put_provider_credential(row)
-        providers = [r.provider for r in rows]
-        previous = sorted({r.key_id for r in rows})
-        self._audit(
-            "provider.rotate_master_key", master_key=keys.current.id, previous=previous, providers=providers
-        )
+            self._audit(
+                "provider.rotate_master_key",
+                master_key=keys.current.id,
+                previous=previous,
+                providers=providers,
+            )
         return {"master_key": keys.current.id, "previous": previous, "reencrypted": providers}
 
     def full_table(self) -> CachePush:
