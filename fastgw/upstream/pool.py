@@ -235,6 +235,12 @@ class TargetPool(ConnectionHome):
         self.in_use -= 1
         self.failures = 0
         self.trial = False
+        transport = conn.transport
+        if transport is not None and not transport.is_reading():
+            # Paused for a reader that fell behind (a slow client, a handler's full buffer) when the
+            # answer's end came in the same read: the next exchange, or the upstream's close of an idle
+            # connection, must be read. (Left paused, the next request on it waited for its deadline.)
+            transport.resume_reading()
         if self.waiters:
             waiter, _ = self.waiters.popleft()
             self.in_use += 1

@@ -396,3 +396,20 @@ def test_a_route_without_byok_refuses_the_header_and_never_forwards_it(
     assert caught.value.code == "provider_key_not_accepted"
     assert len(fake.requests) == seen
     assert all("x-fastgw-provider-key" not in r.headers for r in fake.requests)  # on no route, ever
+
+
+def test_the_call_after_a_large_answer_is_answered_not_left_waiting(
+    gw: LlmGateway, sdk: openai.OpenAI
+) -> None:
+    """A whole answer over the reply's 256 KiB buffer paused the provider connection's reading, and when
+    its end came in that same read the connection went back to the pool paused: the next call on it was
+    sent and never read, until its total deadline (600 s here: the SDK's 20 s timeout ran out first)."""
+    gw.stack.openai.texts.append("y" * 1_000_000)
+    long = sdk.chat.completions.create(
+        model="one-target", messages=[{"role": "user", "content": "a long one"}]
+    )
+    assert len(long.choices[0].message.content or "") == 1_000_000
+    for _ in range(3):  # each on the pooled connection (LIFO: the one just released)
+        began = time.monotonic()
+        ask(sdk, "one-target")
+        assert time.monotonic() - began < SLACK
