@@ -90,6 +90,8 @@ class Schema:
             error = self.best_match(self.validator.iter_errors(instance))
         except RecursionError:  # a recursive schema ($ref to itself) over a body nested ~1000 deep
             return "$", "the document is nested too deeply to validate"
+        except Exception as exc:  # a value a check cannot take (a "regex" format's pattern too large)
+            return "$", f"the document cannot be validated ({type(exc).__name__})"
         if error is None:
             return None
         return error.json_path, _short(error.message)
@@ -166,7 +168,27 @@ def compile_schema(ctx: CompileContext, key: str, document: dict[str, Any]) -> S
     for where, ref in _refs(document):
         if not isinstance(ref, str) or not ref.startswith("#"):
             raise ctx.error(key, f"{where}/$ref = {ref!r}: only references inside the schema ('#/...')")
+        if not _resolves(document, ref):
+            raise ctx.error(key, f"{where}/$ref = {ref!r}: no such place in the schema")
     return Schema(document, cls(document, format_checker=cls.FORMAT_CHECKER), schema_errors.best_match)
+
+
+def _resolves(document: dict[str, Any], ref: str) -> bool:
+    """Whether an internal ``$ref`` ('#', '#/a/b', JSON Pointer escapes) names a part of ``document``
+    (an anchor, '#name', is left to the validator)."""
+    pointer = ref[1:]
+    if pointer and not pointer.startswith("/"):
+        return True
+    node: Any = document
+    for escaped in pointer.split("/")[1:]:
+        part = escaped.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return False
+    return True
 
 
 def _template(ctx: CompileContext, key: str, text: str, schema: dict[str, Any]) -> Template:

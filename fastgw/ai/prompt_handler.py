@@ -13,8 +13,10 @@ and metrics as an llm route's does.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
+import time
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -23,10 +25,11 @@ import orjson
 from fastgw.ai.adapter import Adapter, Json, ProviderRequest, Usage
 from fastgw.ai.attempts import TargetLoop
 from fastgw.ai.config import LlmConfig, Target
+from fastgw.ai.prices import record_cost
 from fastgw.ai.prompt_config import PromptApi
 from fastgw.ai.provider_calls import RESPONSE_MAX, read_reply
 from fastgw.ai.record import LlmRecord
-from fastgw.ai.relay import send_whole
+from fastgw.ai.relay import cancel_kind, send_whole
 from fastgw.codec.problem import PROBLEM_BASE
 from fastgw.codec.serialize import REASONS
 from fastgw.exchange import Exchange
@@ -123,7 +126,6 @@ class PromptApiHandler:
             }
         record = ex.llm = LlmRecord(model=api.model, endpoint="prompt_api")
         model = self.llm.models[api.model]
-        violation = ""
         answers: list[tuple[Json, Usage]] = []
 
         async def relay(reply: UpstreamReply, adapter: Adapter, target: Target, began: float) -> None:
@@ -136,15 +138,54 @@ class PromptApiHandler:
             status: int, message: str, param: str | None, code: str | None, retry_after: float | None
         ) -> None:
             hint = ((b"retry-after", b"%d" % math.ceil(retry_after)),) if retry_after else ()
+            if 400 <= status < 500 and status not in (408, 429):
+                # The provider refused what the gateway built (a deployment, a model name, a parameter):
+                # the caller cannot change it, and its message names what the API hides. In the log only.
+                ex.error_detail = message[:300]
+                status, message = 502, "the provider refused the request"
             await _problem(out, ex, status, "provider-error", message, (), hint)
 
-        for try_index in range(SCHEMA_TRIES):
+        started = time.monotonic()
+        try:
+            await self._tries(api, record, model, upstreams, out, ex, build, relay, fail, answers)
+        except asyncio.CancelledError as cancelled:
+            if not record.error:  # the client left, or the stopping worker (as on llm routes)
+                record.error = cancel_kind(cancelled)
+            raise
+        finally:
+            record.duration_ms = (time.monotonic() - started) * 1000.0
+
+    async def _tries(
+        self,
+        api: PromptApi,
+        record: LlmRecord,
+        model: Any,
+        upstreams: Upstreams,
+        out: ResponseWriter,
+        ex: Exchange,
+        build: Any,
+        relay: Any,
+        fail: Any,
+        answers: list[tuple[Json, Usage]],
+    ) -> None:
+        """The provider calls of one prompt API request: a second when the first broke the output
+        schema. Each call is priced at the target that answered it (the two may differ); the record's
+        cost is their sum, unknown if either's is."""
+        violation = ""
+        cost: float | None = 0.0
+        so_far: Usage | None = None
+        for _ in range(SCHEMA_TRIES):
             answers.clear()
             await self.loop.run(model, upstreams, out, record, build, relay, fail)
             if not answers:  # the loop answered the error
                 return
             answer, usage = answers[0]
-            record.usage = usage if try_index == 0 else _sum(record.usage, usage)
+            record.usage = usage  # priced alone first: at the target that answered this call
+            this = record_cost(self.llm.prices, record) if usage.reported else None
+            cost = None if this is None or cost is None else cost + this
+            record.cost_usd = cost
+            so_far = usage if so_far is None else _sum(so_far, usage)
+            record.usage = so_far
             text = _content(answer)
             if text is None:
                 record.error = "no_text"

@@ -102,9 +102,9 @@ async def read_reply(reply: UpstreamReply, limit: int, *, strict: bool = False) 
     try:
         body = await reply.read(limit)
     except UpstreamError as exc:
-        raise ProviderError(
-            exc.status, "the provider stopped answering", retryable=True, kind=exc.problem
-        ) from None
+        # A whole answer's body is awaited within the total deadline (send_request): its stall is that.
+        kind = "total_timeout" if exc.status == 504 else exc.problem
+        raise ProviderError(exc.status, "the provider stopped answering", retryable=True, kind=kind) from None
     finally:
         reply.close()
     if len(body) > limit:

@@ -24,7 +24,7 @@ Dims = tuple[str, str, str, str, str, str, str]  # day, consumer, key, team, mod
 _DAY_SECONDS: Final = 86400
 NANO_USD: Final = 1e9  # costs travel and are stored as integers of 1e-9 USD (a token costs >= ~1e-8 USD)
 UNKNOWN_MODEL: Final = "(unknown)"  # as metrics/llm.py labels it
-_PRICED: Final = frozenset({"chat", "messages", "embeddings"})  # count_tokens and models cost nothing
+_PRICED: Final = frozenset({"chat", "messages", "embeddings", "prompt_api"})  # count_tokens, models: free
 
 
 def _iso_day(epoch_seconds: float, cache: list[Any]) -> str:

@@ -98,6 +98,10 @@ def test_undefined_template_variable_names_file_key_and_line() -> None:
             '{ type = "object", properties = { text = { "$ref" = "https://example.com/s.json" } } }',
             "only references inside the schema",
         ),
+        (  # loaded, then every request was a 500 (and an output schema's after the provider was paid)
+            '{ type = "object", properties = { text = { "$ref" = "#/$defs/missing" } } }',
+            "$ref = '#/$defs/missing': no such place in the schema",
+        ),
     ],
 )
 def test_schemas_that_do_not_compile(schema: str, expected: str) -> None:
@@ -251,3 +255,17 @@ def test_jsonschema_is_loaded_only_by_configs_with_prompt_apis() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_value_a_format_check_cannot_take_is_a_refusal_not_a_crash() -> None:
+    """A "regex" format whose pattern is too large for the regex engine raised OverflowError: a 500."""
+    pattern = '{ type = "string", format = "regex" }'
+    schema = f'{{ type = "object", properties = {{ text = {{ type = "string" }}, p = {pattern} }} }}'
+    text = config(replace=("input_schema = {", f"input_schema = {schema}\nunused = {{"))
+    text = text.replace("\nunused = {" + text.split("\nunused = {")[1].split("\n")[0], "")
+    text = text.replace("{{ sentences }}", "3")
+    api: PromptApi = compile_config(text.encode(), "x.toml").sections["prompt_api"]["summarize"]
+    assert api.input_schema.first_error({"text": "x", "p": "a{99999999999999999999}"}) == (
+        "$",
+        "the document cannot be validated (OverflowError)",
+    )

@@ -118,6 +118,7 @@ def test_a_valid_call_fills_the_templates_and_returns_the_result(gw: LlmGateway)
     record = llm_record(gw.gateway, dict((k.decode(), v.decode()) for k, v in resp.headers))
     assert record["endpoint"] == "prompt_api" and record["model"] == "prompt-model"
     assert record["prompt_tokens"] == 7 + 8 and record["completion_tokens"] == 7  # the fake counts words
+    assert record["cost_usd"] > 0 and "cost" not in record  # priced (it was "unknown"), like an llm route's
 
 
 def test_a_body_the_schema_refuses_is_a_400_naming_the_path(gw: LlmGateway) -> None:
@@ -154,6 +155,7 @@ def test_output_schema_is_asked_for_validated_and_retried_once(gw: LlmGateway) -
     assert response_format["json_schema"]["schema"]["properties"]["label"]["enum"] == ["spam", "ham"]
     record = llm_record(gw.gateway, dict((k.decode(), v.decode()) for k, v in resp.headers))
     assert record["prompt_tokens"] == 2 * 3  # both calls counted
+    assert record["cost_usd"] > 0  # both calls priced, each at its target, and summed
     # Twice an answer that does not match: a 502 naming the violation, after exactly two calls.
     fake.texts.extend(['{"label": "eggs"}', '{"label": "eggs"}'])
     bad = post(gw, "/prompts/classify", {"text": "x"})
