@@ -16,6 +16,7 @@ the gateway cannot write is what pins the log's history up to that point.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -25,6 +26,7 @@ from typing import Any, Final
 
 import orjson
 
+from fastgw.log_line import log_line
 from fastgw.secret_refs import resolve_secret
 from fastgw.snapshot import AuditSettings, StateSettings
 from fastgw.store.base import AuditAnchor, Store
@@ -43,6 +45,7 @@ def audit_key(settings: AuditSettings, state: StateSettings) -> bytes:
     path = os.path.join(state.dir, "audit.key")
     try:
         with open(path, "rb") as fh:
+            os.fchmod(fh.fileno(), 0o600)  # an older file with wider rights: whoever reads it can forge
             return fh.read()
     except FileNotFoundError:
         pass
@@ -52,6 +55,31 @@ def audit_key(settings: AuditSettings, state: StateSettings) -> bytes:
     with os.fdopen(fd, "wb") as fh:
         fh.write(key)
     return key
+
+
+def _cut_torn_tail(path: str) -> None:
+    """Remove a last line without its newline: a record cut short by a crash or a full disk mid-write
+    (never anchored: the anchor moves after the write). Left, the next record would be glued to it and
+    the file read as edited ever after. A removed record the anchor had counted still shows: the file
+    then stops short of the anchor."""
+    with open(path, "rb+") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        fh.seek(size - 1)
+        if fh.read(1) == b"\n":
+            return
+        keep, step = size, 65536
+        while keep > 0:
+            start = max(0, keep - step)
+            fh.seek(start)
+            cut = fh.read(keep - start).rfind(b"\n")
+            if cut >= 0:
+                keep = start + cut + 1
+                break
+            keep = start
+        fh.truncate(keep)
+    log_line(f"audit log {path}: a last line cut short (a crash or a full disk) removed: {size - keep} bytes")
 
 
 def _mac(key: bytes, previous: bytes, seq: int, body: dict[str, Any]) -> bytes:
@@ -69,6 +97,9 @@ class AuditLog:
         self._key = key
         self._store = store
         self.problem = ""  # set when the file does not match its anchor at start-up
+        if os.path.exists(path):
+            os.chmod(path, 0o600)  # an older file with wider rights: it names consumers and keys
+            _cut_torn_tail(path)
         anchor = store.audit_anchor(path)
         result = verify(path, key, anchor) if os.path.exists(path) else None
         # Continue after the file's last record when the file checks out; after the anchor when it does
@@ -99,8 +130,18 @@ class AuditLog:
         os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
-            os.write(fd, line)
-            os.fsync(fd)
+            size = os.fstat(fd).st_size
+            try:
+                view = memoryview(line)
+                while view:  # a full disk writes part of a line: the rest, or the error
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            except OSError:
+                # No torn record left behind (the next one would be glued to it, and verify call the
+                # file edited): the control process is the log's only writer, so cutting back is safe.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+                raise
         finally:
             os.close(fd)
         self.seq, self.mac = seq, mac

@@ -11,7 +11,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from fastgw.audit import AuditLog, verify
+from fastgw.audit import AuditLog, audit_key, verify
+from fastgw.snapshot import AuditSettings, StateSettings
 from fastgw.store.base import AuditAnchor, Store
 from fastgw.store.sqlite import SQLiteStore
 
@@ -127,10 +128,19 @@ def test_store_and_audit_log_are_created_0600_whatever_the_umask(tmp_path: Path)
             assert modes == dict.fromkeys(names, 0o600), modes
         finally:
             store.close()
-        # A database an older version left 0644 is tightened when opened.
+        # A database, audit log or audit key an older version (or an operator) left 0644 is tightened
+        # when opened.
         (tmp_path / "state" / "fastgw.db").chmod(0o644)
-        SQLiteStore(str(tmp_path / "state" / "fastgw.db")).close()
-        assert (tmp_path / "state" / "fastgw.db").stat().st_mode & 0o777 == 0o600
+        (tmp_path / "state" / "audit.log").chmod(0o644)
+        (tmp_path / "state" / "audit.key").write_bytes(b"k" * 32)
+        (tmp_path / "state" / "audit.key").chmod(0o644)
+        store = SQLiteStore(str(tmp_path / "state" / "fastgw.db"))
+        AuditLog(str(tmp_path / "state" / "audit.log"), b"k" * 32, store)
+        state = StateSettings(dir=str(tmp_path / "state"), keep_configs=1, pid_file="")
+        audit_key(AuditSettings(file="", key=None), state)
+        store.close()
+        for name in ("fastgw.db", "audit.log", "audit.key"):
+            assert (tmp_path / "state" / name).stat().st_mode & 0o777 == 0o600, name
     finally:
         os.umask(old)
 
@@ -243,3 +253,19 @@ def test_no_anchor_is_exported_for_a_damaged_log(gateway_state: tuple[Path, Path
     log.write_bytes(b"".join(lines(log)[:3]))
     out = _cli("anchor", "--export", str(tmp_path / "a.json"), "--config", str(config))
     assert out.returncode == 1 and "TAMPERED" in out.stderr and not (tmp_path / "a.json").exists()
+
+
+def test_a_record_cut_short_by_a_crash_or_a_full_disk_is_removed_at_start_not_read_as_tampering(
+    audit: tuple[AuditLog, Store, Path], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A last line without its newline (a full disk took part of it, or a crash mid-write) was kept: the
+    next record was glued to it and verify said the file was edited, forever after."""
+    _log, store, path = audit
+    with path.open("ab") as fh:
+        fh.write(b'{"seq":7,"time":"2026-12-07T00:00:00Z","event":"consumer.create","mac":"6f85')
+    again = AuditLog(str(path), KEY, store)
+    assert again.problem == ""
+    again.append("start")
+    assert check(path, store) == ""
+    assert verify(str(path), KEY, store.audit_anchor(str(path))).records == 7
+    assert "a last line cut short" in capfd.readouterr().err

@@ -40,9 +40,10 @@ from fastgw.codec.control_messages import (
 )
 from fastgw.config.loader import ConfigError
 from fastgw.control.api import WorkerView
+from fastgw.control.auditing import Auditing
 from fastgw.control.channel import ChannelProtocol, PeerCheckedChannel
 from fastgw.control.cluster_sync import ClusterSync
-from fastgw.control.consumers import KeyService, KeyServiceError
+from fastgw.control.consumers import KeyService
 from fastgw.control.health import HealthProber
 from fastgw.control.ledger import LedgerWriter
 from fastgw.control.provider_keys import ProviderKeyService
@@ -106,6 +107,7 @@ class ControlProcess:
         self.audit = AuditLog(snapshot.audit.file, key, self.store, node)
         if self.audit.problem:
             log(f"audit log {self.audit.path} failed verification: {self.audit.problem}")
+        self.auditing = Auditing(self.audit, log)
         self._pull_seq = 0
         self._pulls: dict[int, asyncio.Future[Export]] = {}
         self._quota_outage = WriteOutage()  # logged once when it begins, once when it ends
@@ -118,12 +120,12 @@ class ControlProcess:
         self.keys = KeyService(
             self.store,
             lambda: self.snapshot.keys,
-            self.audit_change,
+            self.auditing.change,
             self.broadcast,
             lambda: [r.name for r in self.snapshot.routes],
         )
         self.provider_keys = ProviderKeyService(
-            self.store, self.master_keys, self.audit_change, self.broadcast, log
+            self.store, self.master_keys, self.auditing.change, self.broadcast, log
         )
         feed = self.store.change_feed()  # a store other nodes write too: follow their changes
         self.tables = WorkerTables(self.store, self.keys, self.provider_keys, started, log)
@@ -169,7 +171,7 @@ class ControlProcess:
             self.ledger.write(message.entries, (message.writer, message.seq))
             channel.send(LedgerAck(seq=message.seq))  # written or spooled: the worker may forget it
         elif isinstance(message, AuditNote):  # a budget threshold crossed (sinks/audit_notes.py)
-            self.audit_event(message.event, **{**message.fields, "worker": peer.slot})
+            self.auditing.event(message.event, **{**message.fields, "worker": peer.slot})
         elif isinstance(message, MetricsExport):
             peer.export = message.data
             future = self._pulls.get(message.seq)
@@ -289,7 +291,7 @@ class ControlProcess:
                 fields["replaced_workers"] = list(message.failed)
         else:
             fields["error"] = message.error
-        self.audit_event("rollback" if reason == "rollback" else "reload", **fields)
+        self.auditing.event("rollback" if reason == "rollback" else "reload", **fields)
         for request_id in message.ids:
             future = self._requests.pop(request_id, None)
             if future is not None and not future.done():
@@ -333,23 +335,6 @@ class ControlProcess:
 
     def audit_or_raise(self, event: str, **fields: Any) -> None:
         self.audit.append(event, **fields)
-
-    def audit_change(self, event: str, **fields: Any) -> None:
-        """The audit record of a consumer, key or provider key change, written inside the change's store
-        transaction: when it cannot be written the change is refused (KeyServiceError 503, the
-        transaction rolled back), so no such change goes unaudited (README, "Failure modes")."""
-        try:
-            self.audit.append(event, **fields)
-        except (OSError, StoreError) as exc:
-            log(f"AUDIT WRITE FAILED ({event}): {exc}; the change is refused")
-            raise KeyServiceError(503, f"the audit log cannot be written ({event}): retry later") from None
-
-    def audit_event(self, event: str, **fields: Any) -> None:
-        try:
-            self.audit.append(event, **fields)
-        except (OSError, StoreError) as exc:  # the record or (store down) its anchor
-            # The audit log never drops silently: the failure is loud, and the caller's action stands.
-            log(f"AUDIT WRITE FAILED ({event}): {exc}")
 
     def broadcast(self, message: ControlMessage) -> None:
         self.tables.record(message)
@@ -419,9 +404,9 @@ class ControlProcess:
         if self.cluster is not None:
             self._spawn(self.cluster.follow(store_dsn(self.snapshot.store)))
         self.store.forget_quotas(time.time() - QUOTA_KEEP_SECONDS)
-        self._spawn(Retention(self.store, lambda: self.snapshot, self.audit_event, log).daily())
+        self._spawn(Retention(self.store, lambda: self.snapshot, self.auditing.event, log).daily())
         self.health.configure(self.snapshot)
-        self.audit_event("start", snapshot=self.snapshot.id, source=self.snapshot.source)
+        self.auditing.event("start", snapshot=self.snapshot.id, source=self.snapshot.source)
         os.write(status_fd, f"ready control 0 {os.getpid()} {self.snapshot.id}\n".encode())
         os.close(status_fd)
         await self._stopped.wait()
@@ -452,7 +437,11 @@ def run_control(
         except (ConfigError, OSError, StoreError) as exc:  # one line; the supervisor stops a start
             log(f"cannot start: {exc}")
             return 1
-        await control.run(listen, supervisor, status_fd, admin)
+        try:
+            await control.run(listen, supervisor, status_fd, admin)
+        except ConfigError as exc:  # a secret read at run (the admin token) gone since the config loaded
+            log(f"cannot start: {exc}")
+            return 1
         return 0
 
     return uvloop.run(main())

@@ -15,7 +15,7 @@ from fastgw.process.log import log
 
 def write(path: str) -> None:
     try:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)  # the state directory
         with open(path + ".tmp", "w") as fh:
             fh.write(f"{os.getpid()}\n")
         os.replace(path + ".tmp", path)

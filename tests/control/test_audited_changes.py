@@ -18,7 +18,7 @@ SETTINGS = KeySettings(pepper_id="p1", peppers={"p1": b"pepper-for-audited-chang
 
 
 class Audit:
-    """An audit log that can be made to fail, as process.py's audit_change does: a 503 KeyServiceError."""
+    """An audit log that can be made to fail as control/auditing.py's Auditing.change does: a 503."""
 
     def __init__(self) -> None:
         self.failing = False
