@@ -16,6 +16,7 @@ takes a restart.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import ssl
 from collections.abc import Callable
@@ -23,6 +24,9 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 
 # Mozilla "intermediate" TLS 1.2 suites (TLS 1.3 suites are all AEAD and fixed by OpenSSL).
+# A listener certificate that ends sooner than this is a warning at check and at each reload: time to
+# renew before clients refuse it.
+EXPIRY_WARNING_DAYS: Final = 14
 INTERMEDIATE_CIPHERS: Final = ":".join(
     [
         "ECDHE-ECDSA-AES128-GCM-SHA256",
@@ -101,14 +105,26 @@ def _context(
     return ctx
 
 
-def _names(cert_path: str) -> list[str]:
-    """DNS names a certificate serves (SANs, else its common name)."""
+def _names(cert_path: str, where: str, warnings: list[str]) -> list[str]:
+    """DNS names a certificate serves (SANs, else its common name). Raises TlsConfigError (``where``)
+    for a certificate out of its validity period: served, every verifying client would refuse it, and a
+    reload is when the operator can still act; one that ends within EXPIRY_WARNING_DAYS is a warning."""
     # cryptography is imported where it is used: it adds ~8 MiB RSS that a plain-HTTP gateway need not pay.
     from cryptography import x509
     from cryptography.x509.oid import NameOID
 
     with open(cert_path, "rb") as fh:
         cert = x509.load_pem_x509_certificate(fh.read())
+    now = datetime.datetime.now(datetime.UTC)
+    if cert.not_valid_after_utc <= now:
+        raise TlsConfigError(where, f"{cert_path} expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
+    if cert.not_valid_before_utc > now:
+        raise TlsConfigError(
+            where, f"{cert_path} is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC"
+        )
+    left = cert.not_valid_after_utc - now
+    if left < datetime.timedelta(days=EXPIRY_WARNING_DAYS):
+        warnings.append(f"{where}: {cert_path} expires in {left.days} days")
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         names = [n.lower() for n in san.get_values_for_type(x509.DNSName)]
@@ -135,12 +151,14 @@ def build_listener_tls(
     by_name: dict[str, ssl.SSLContext] = {}
     wildcards: list[tuple[str, ssl.SSLContext]] = []
     default: ssl.SSLContext | None = None
-    warnings = []
+    warnings: list[str] = []
     for i, (cert, key) in enumerate(certificates):
         ctx = _context(profile, client_auth, client_ca, crl, alpn)
         try:
             ctx.load_cert_chain(cert, key)
-            names = _names(cert)
+            names = _names(cert, f"certificates[{i}]", warnings)
+        except TlsConfigError:
+            raise
         except FileNotFoundError as exc:
             raise TlsConfigError(f"certificates[{i}]", f"no such file: {exc.filename}") from None
         except (OSError, ssl.SSLError, ValueError) as exc:

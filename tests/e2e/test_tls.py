@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import signal
 import socket
@@ -16,7 +17,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from fastgw.tls.dev_certs import DevCertificates, write_dev_certificates
+from fastgw.tls.dev_certs import DevCertificates, issue, write_dev_certificates
 from tests.support.certificates import client_context, second_cert, tls_config
 from tests.support.clients import ResponseReader
 from tests.support.gateways import Gateway
@@ -203,6 +204,35 @@ auth = "none"
     out = check(base.format(cert=certs.server_cert, key=certs.server_key, extra=""))
     assert out.returncode == 0
     assert "warning: certificates[0].key" in out.stdout and "chmod 600" in out.stdout
+    # A certificate out of its validity period is refused (it was loaded, and served to clients that all
+    # refuse it); one ending within EXPIRY_WARNING_DAYS is a warning.
+    ca = x509.load_pem_x509_certificate(certs.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(certs.ca_key.read_bytes(), None)
+    for name, start, days, expected in (
+        ("expired", -10, 1, "expired on"),
+        ("early", 2, 30, "is not valid before"),
+        ("ending", -1, 5, "expires in"),
+    ):
+        began = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=start)
+        leaf, leaf_key = issue(ca, ca_key, "localhost", dns=("localhost",), not_before=began, days=days)  # type: ignore[arg-type]
+        cert_path, key_path = tmp_path / f"{name}.pem", tmp_path / f"{name}-key.pem"
+        cert_path.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+        key_path.write_bytes(
+            leaf_key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        key_path.chmod(0o600)
+        out = check(base.format(cert=cert_path, key=key_path, extra=""))
+        if name == "ending":
+            assert out.returncode == 0 and f"certificates[0]: {cert_path} expires in" in out.stdout, (
+                out.stdout
+            )
+        else:
+            assert (
+                out.returncode == 2
+                and f"listeners[0].tls.certificates[0]: {cert_path} {expected}" in out.stderr
+            )
 
 
 def test_cert_dev_command(tmp_path: Path) -> None:
