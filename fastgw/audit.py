@@ -45,7 +45,7 @@ def audit_key(settings: AuditSettings, state: StateSettings) -> bytes:
     path = os.path.join(state.dir, "audit.key")
     try:
         with open(path, "rb") as fh:
-            os.fchmod(fh.fileno(), 0o600)  # an older file with wider rights: whoever reads it can forge
+            _private(fh.fileno(), path)  # an older file with wider rights: whoever reads it can forge
             return fh.read()
     except FileNotFoundError:
         pass
@@ -55,6 +55,15 @@ def audit_key(settings: AuditSettings, state: StateSettings) -> bytes:
     with os.fdopen(fd, "wb") as fh:
         fh.write(key)
     return key
+
+
+def _private(file: int | str, path: str) -> None:
+    """Make a file 0600 (an fd or a path); one the gateway does not own (provisioned root:fastgw 0640)
+    cannot be changed: a warning, not a refusal to start."""
+    try:
+        os.chmod(file, 0o600)
+    except PermissionError:
+        log_line(f"{path}: not the gateway's to make 0600 (owned by another user): left as it is")
 
 
 def _cut_torn_tail(path: str) -> None:
@@ -98,7 +107,7 @@ class AuditLog:
         self._store = store
         self.problem = ""  # set when the file does not match its anchor at start-up
         if os.path.exists(path):
-            os.chmod(path, 0o600)  # an older file with wider rights: it names consumers and keys
+            _private(path, path)  # an older file with wider rights: it names consumers and keys
             _cut_torn_tail(path)
         anchor = store.audit_anchor(path)
         result = verify(path, key, anchor) if os.path.exists(path) else None

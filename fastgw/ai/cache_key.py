@@ -68,7 +68,7 @@ def scope_id(scope: str, identity: Any) -> str:
     consumer = str(getattr(identity, "consumer_id", "") or getattr(identity, "consumer", ""))
     team = str(getattr(identity, "team", ""))
     issuer = getattr(identity, "issuer", "")
-    within = f"{issuer}/" if isinstance(issuer, str) and issuer else ""
+    within = f"{issuer}\0" if isinstance(issuer, str) and issuer else ""  # NUL: no issuer or sub has one
     if scope == "team" and team:
         return f"team:{within}{team}"
     return f"consumer:{within}{consumer}"

@@ -138,9 +138,10 @@ class PromptApiHandler:
             status: int, message: str, param: str | None, code: str | None, retry_after: float | None
         ) -> None:
             hint = ((b"retry-after", b"%d" % math.ceil(retry_after)),) if retry_after else ()
-            if 400 <= status < 500 and status not in (408, 429):
-                # The provider refused what the gateway built (a deployment, a model name, a parameter):
-                # the caller cannot change it, and its message names what the API hides. In the log only.
+            if status in (401, 403, 404, 422):
+                # The provider refused what the gateway built or holds (a deployment, a model name, its
+                # key): the caller cannot change it, and its message names what the API hides. In the log
+                # only. A 400 or 413 (the prompt too long for the model) stays the caller's to fix.
                 ex.error_detail = message[:300]
                 status, message = 502, "the provider refused the request"
             await _problem(out, ex, status, "provider-error", message, (), hint)

@@ -51,9 +51,10 @@ RETIRE_SCAN_SECONDS: Final = 1.0  # a scan of 10,000 connections costs ~1 ms; on
 # ends at its next await, within a loop iteration or two; a handler that swallows its cancellation does
 # not hold the stop past this.
 CUT_TASKS_SECONDS: Final = 1.0
-# How long a stopping worker gives its queued budget alerts to reach their webhooks: one try's timeout
-# of a receiver that answers at all (every alert is in the audit log; those left are counted in a line).
-ALERTS_STOP_SECONDS: Final = 5.0
+# How long a stopping worker gives its queued budget alerts to reach their webhooks, after its counts
+# and ledger left: within the supervisor's grace past drain_timeout (STOP_GRACE, 5 s) with room to exit
+# (every alert is in the audit log; those left are counted in a line).
+ALERTS_STOP_SECONDS: Final = 3.0
 # The answer to an exchange still without a response when drain_timeout passes: a 503 the client (and
 # its SDK, on an llm route, in its error shape) may retry on another worker or node, not a bare reset.
 # Written before the abort that follows: a client whose request is complete reads it first.
@@ -242,17 +243,14 @@ class Worker(WorkerContext):
             await asyncio.sleep(0.05)
         self.aborting = True
         for conn in list(self.connections):
-            conn.refuse_unanswered(STOPPED_UNANSWERED)
+            try:
+                conn.refuse_unanswered(STOPPED_UNANSWERED)
+            except Exception as exc:  # a bug must not stop the stop: the abort below cuts it anyway
+                log_line(f"worker {self.slot}: answering at stop failed ({type(exc).__name__}: {exc})")
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.abort()
         await self._end_cut_exchanges()
-        alerts = list(alerts_by_route(self.holder.current).values())
-        left = await drain_alerts(alerts, ALERTS_STOP_SECONDS) if alerts else 0
-        if left:
-            log_line(
-                f"worker {self.slot}: {left} budget alert deliveries not made at stop (see the audit log)"
-            )
         if self.control is not None:
             await self.control.linked()  # a control process replaced moments ago gets them too
             self.control.send_quotas()  # the last admissions reach the store before we exit
@@ -262,6 +260,11 @@ class Worker(WorkerContext):
             await self.control.drained()
             if self.control.send_quotas():  # admissions that waited behind a report in flight
                 await self.control.drained()
+        # Last: the counts and the ledger above must leave before the supervisor's grace runs out.
+        alerts = list(alerts_by_route(self.holder.current).values())
+        left = await drain_alerts(alerts, ALERTS_STOP_SECONDS) if alerts else 0
+        if left:
+            log_line(f"worker {self.slot}: {left} budget alert deliveries not made at stop (audited)")
         self.pools.close()
         await CLUSTER.configure(None)
         self._stopped.set()

@@ -376,7 +376,10 @@ class Http2Connection(H2Output):
             if run is not None:
                 stream.handler_run = None
                 run.cancel(shutdown=True)  # its record says why the exchange ended (handler_api.py)
-            stream.fail(denial)
+            try:
+                stream.fail(denial)
+            except (ProtocolError, StreamClosedError):
+                continue  # the client ended the stream or the connection meanwhile: the abort follows
         self.write_now()
 
     def retire(self) -> None:

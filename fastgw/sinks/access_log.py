@@ -23,6 +23,7 @@ memory before its lines reach the writer, and the log never shows a request the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import sys
@@ -175,7 +176,8 @@ class AccessLog(Sink):
                 break
             if item == _REOPEN:
                 if fd is not None and self._target != "stdout":
-                    os.close(fd)
+                    with contextlib.suppress(OSError):  # (NFS may report a failed write here): the new one
+                        os.close(fd)
                 fd = self._open()
                 continue
             assert isinstance(item, tuple)
@@ -206,7 +208,7 @@ class AccessLog(Sink):
                 view = view[os.write(fd, view) :]
         except OSError as exc:
             written = len(data) - len(view)
-            lost = min(count, data.count(b"\n", written) + (written > 0 and data[written - 1] != 10))
+            lost = min(count, data.count(b"\n", written))  # each line not written whole ends past it
             self.write_failures += lost
             if not self._failing:
                 self._failing = True

@@ -16,6 +16,7 @@ most ``LOCK_WAIT_MS`` for it, and calls fail at once for ``LOCKED_SECONDS`` afte
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -51,15 +52,16 @@ KEEPALIVES: Final = {
     "keepalives_count": "3",
     "tcp_user_timeout": "5000",
 }
-# The longest a statement waits for a lock another session holds (libpq ``options``, the DSN's own
-# lock_timeout wins). The store's writes lock one row for milliseconds; a wait this long is a session
-# outside fastgw holding a lock (a migration, an operator's open transaction), and each waiting call
-# holds the control process's event loop (store calls run on it).
+# The longest a statement waits for a lock another session holds (set on each connection; a lock_timeout
+# in the DSN's options or in PGOPTIONS wins). The store's writes lock one row for milliseconds; a wait
+# this long is a session outside fastgw holding a lock (a migration, an operator's open transaction), and
+# each waiting call holds the control process's event loop (store calls run on it).
 LOCK_WAIT_MS: Final = 1000
 # After a call ran out of LOCK_WAIT_MS, calls fail at once for this long: the workers' quota reports and
 # ledger batches (kept and sent again) would otherwise each hold the loop LOCK_WAIT_MS in turn, leaving
 # the admin API almost no time. One call in this many seconds finds out whether the lock is gone.
 LOCKED_SECONDS: Final = 4.0
+LOCK_WAIT_ERROR: Final = psycopg.errors.LockNotAvailable  # SQLSTATE 55P03: lock_timeout ran out
 
 
 class ConnectionKeeper:
@@ -67,11 +69,12 @@ class ConnectionKeeper:
 
     def __init__(self, dsn: str, where: str) -> None:
         given = conninfo_to_dict(dsn)
-        ours = {k: v for k, v in KEEPALIVES.items() if k not in given}
-        options = str(given.get("options") or "")
-        if "lock_timeout" not in options:
-            ours["options"] = f"{options} -c lock_timeout={LOCK_WAIT_MS}".strip()
-        self._dsn = make_conninfo(dsn, **ours)
+        self._dsn = make_conninfo(dsn, **{k: v for k, v in KEEPALIVES.items() if k not in given})
+        # Set by a statement after each connect, not as a libpq startup option: connection poolers
+        # (PgBouncer, Neon's) refuse unknown startup options, and a DSN's options would replace the
+        # environment's PGOPTIONS. One the operator set either way wins.
+        options = f"{given.get('options') or ''} {os.environ.get('PGOPTIONS', '')}"
+        self._lock_wait = "" if "lock_timeout" in options else f"SET lock_timeout = {LOCK_WAIT_MS}"
         self._where = where  # the database, named without its password
         self._idle: list[tuple[psycopg.Connection[Any], float]] = []  # (connection, monotonic birth)
         self._lock = threading.Lock()  # guards _idle and _down: the reconnecting thread touches both
@@ -96,9 +99,12 @@ class ConnectionKeeper:
         conn, born = self._take()
         try:
             yield conn
-        except psycopg.errors.LockNotAvailable:
-            with self._lock:
-                self._locked_until = time.monotonic() + LOCKED_SECONDS
+        except Exception as exc:
+            # Raw from a single statement, or already a StoreError from inside a transaction block
+            # (store/postgres.py converts there): its cause says.
+            if isinstance(exc, LOCK_WAIT_ERROR) or isinstance(exc.__cause__, LOCK_WAIT_ERROR):
+                with self._lock:
+                    self._locked_until = time.monotonic() + LOCKED_SECONDS
             raise
         finally:
             self._give_back(conn, born)
@@ -149,7 +155,14 @@ class ConnectionKeeper:
         raise StoreError(f"{self._where}: cannot connect ({reason})")
 
     def _open(self) -> psycopg.Connection[Any]:
-        return psycopg.connect(self._dsn, autocommit=True, connect_timeout=CONNECT_SECONDS)
+        conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=CONNECT_SECONDS)
+        if self._lock_wait:
+            try:
+                conn.execute(self._lock_wait)
+            except BaseException:
+                conn.close()
+                raise
+        return conn
 
     def _reconnect(self) -> None:
         """The background thread of an outage: a connection every RETRY_SECONDS until one is made, which

@@ -27,6 +27,9 @@ from typing import Final, Literal
 # A listener certificate that ends sooner than this is a warning at check and at each reload: time to
 # renew before clients refuse it.
 EXPIRY_WARNING_DAYS: Final = 14
+# A certificate issued moments ago by a CA that does not backdate may start a little after this host's
+# clock: so much is allowed before "not valid yet".
+CLOCK_SKEW_SECONDS: Final = 300
 INTERMEDIATE_CIPHERS: Final = ":".join(
     [
         "ECDHE-ECDSA-AES128-GCM-SHA256",
@@ -118,7 +121,7 @@ def _names(cert_path: str, where: str, warnings: list[str]) -> list[str]:
     now = datetime.datetime.now(datetime.UTC)
     if cert.not_valid_after_utc <= now:
         raise TlsConfigError(where, f"{cert_path} expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
-    if cert.not_valid_before_utc > now:
+    if cert.not_valid_before_utc > now + datetime.timedelta(seconds=CLOCK_SKEW_SECONDS):
         raise TlsConfigError(
             where, f"{cert_path} is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC"
         )

@@ -37,6 +37,9 @@ class FakeTransport:
     def is_closing(self) -> bool:
         return self.closed
 
+    def is_reading(self) -> bool:  # asked by the pool when a connection is released (upstream/pool.py)
+        return True
+
 
 class RecordingSink(CallSink):
     """A client side that records which connections it was given and which errors it saw."""

@@ -112,10 +112,20 @@ def test_a_host_that_never_answers_costs_one_call_the_connect_timeout_and_the_ne
         pass
 
 
-@pytest.mark.parametrize(("options", "shown"), [("", str(LOCK_WAIT_MS)), ("-c lock_timeout=7s", "7000")])
-def test_a_statement_waits_for_a_lock_at_most_lock_wait_ms_unless_the_dsn_says_otherwise(
-    postgres_dsn: str, options: str, shown: str
+@pytest.mark.parametrize(
+    ("options", "environment", "shown"),
+    [
+        ("", "", str(LOCK_WAIT_MS)),
+        ("-c lock_timeout=7s", "", "7000"),
+        ("", "-c lock_timeout=9s", "9000"),  # PGOPTIONS is the operator's too
+        ("-c search_path=public", "", str(LOCK_WAIT_MS)),  # not a startup option: poolers refuse those
+    ],
+)
+def test_a_statement_waits_for_a_lock_at_most_lock_wait_ms_unless_the_operator_says_otherwise(
+    postgres_dsn: str, options: str, environment: str, shown: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    if environment:
+        monkeypatch.setenv("PGOPTIONS", environment)
     dsn = psycopg.conninfo.make_conninfo(postgres_dsn, options=options) if options else postgres_dsn
     keeper = ConnectionKeeper(dsn, "PostgreSQL under test")
     try:
@@ -142,6 +152,17 @@ def test_calls_fail_at_once_for_locked_seconds_after_one_waited_out_a_lock(postg
                 store.consumers()
             assert time.monotonic() - asked < 0.1, "within LOCKED_SECONDS: not tried again"
             assert "another session holds" in str(refused.value)
+            holder.rollback()
+        wait_until(lambda: _answers(store), LOCKED_SECONDS + 1, "calls tried again after LOCKED_SECONDS")
+        # The same inside a transaction block, where the store turns the driver's error into its own.
+        with psycopg.connect(postgres_dsn) as holder:
+            holder.execute("LOCK TABLE consumers IN ACCESS EXCLUSIVE MODE")
+            with pytest.raises(StoreError), store.transaction():
+                store.add_consumer(ACME)
+            asked = time.monotonic()
+            with pytest.raises(StoreError):
+                store.consumers()
+            assert time.monotonic() - asked < 0.1, "a lock wait inside a transaction opens the window too"
             holder.rollback()
         wait_until(lambda: _answers(store), LOCKED_SECONDS + 1, "calls tried again after LOCKED_SECONDS")
     finally:
