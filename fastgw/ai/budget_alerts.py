@@ -67,8 +67,7 @@ class Alerts:
     ) -> None:
         self.route = route
         self.thresholds = thresholds  # percent, ascending
-        self.webhooks = tuple(Webhook(url) for url in webhooks)
-        self.secret = secret
+        self.webhooks = tuple(Webhook(url, secret) for url in webhooks)
         self.table = table
         # Set by a reload (hand_over): alerts raised here afterwards (by requests that began before it)
         # are delivered by the route's new config.
@@ -129,7 +128,7 @@ class Alerts:
 
     def send(self, body: bytes) -> None:
         for hook in self.webhooks:
-            hook.push(body, self)
+            hook.push(body)
 
     def hand_over(self, successor: Alerts | None) -> None:
         """A reload replaced this config: the alerts still queued go to the route's new webhooks, signed
@@ -147,9 +146,10 @@ class Alerts:
 
 
 class Webhook:
-    """One receiver's queue and its delivery Task (in one worker)."""
+    """One receiver's queue and its delivery Task (in one worker), signing with its config's secret."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, secret: bytes) -> None:
+        self.secret = secret
         self.endpoint = Endpoint.parse(
             url, ssl.create_default_context() if url.startswith("https:") else None
         )
@@ -164,7 +164,7 @@ class Webhook:
     def where(self) -> str:
         return f"{self.endpoint.host}:{self.endpoint.port}"
 
-    def push(self, body: bytes, owner: Alerts) -> None:
+    def push(self, body: bytes) -> None:
         if len(self.queue) >= QUEUE_MAX:
             self.queue.popleft()
             self.dropped += 1
@@ -173,7 +173,7 @@ class Webhook:
                 log_line(f"budget alerts to {self.where}: {QUEUE_MAX} waiting, the oldest dropped")
         self.queue.append(body)
         if self.task is None or self.task.done():
-            self.task = asyncio.get_running_loop().create_task(self._deliver_all(owner))
+            self.task = asyncio.get_running_loop().create_task(self._deliver_all())
 
     def take_all(self) -> list[bytes]:
         """The queued alerts, this webhook's delivery stopped (a reload hands them over)."""
@@ -184,11 +184,11 @@ class Webhook:
         self.queue.clear()
         return bodies
 
-    async def _deliver_all(self, owner: Alerts) -> None:
+    async def _deliver_all(self) -> None:
         queue = self.queue
         while queue:
             body = queue[0]  # stays queued until done: a reload hands it over, a stop counts it
-            delivered = await self._deliver(body, owner)
+            delivered = await self._deliver(body)
             if queue and queue[0] is body:
                 queue.popleft()
             if delivered:
@@ -197,7 +197,7 @@ class Webhook:
                 self.failed += 1
         self._full_logged = False
 
-    async def _deliver(self, body: bytes, owner: Alerts) -> bool:
+    async def _deliver(self, body: bytes) -> bool:
         delay = BACKOFF_FIRST
         outcome = ""
         for attempt in range(ATTEMPTS):
@@ -205,7 +205,7 @@ class Webhook:
             headers = [
                 ("content-type", "application/json"),
                 (TIMESTAMP_HEADER, timestamp),
-                (SIGNATURE_HEADER, signature(owner.secret, timestamp, body)),
+                (SIGNATURE_HEADER, signature(self.secret, timestamp, body)),
             ]
             wait = delay
             try:

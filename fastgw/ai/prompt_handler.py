@@ -118,13 +118,35 @@ class PromptApiHandler:
     async def _answer(
         self, ex: Exchange, api: PromptApi, messages: list[Json], out: ResponseWriter, upstreams: Upstreams
     ) -> None:
+        record = ex.llm = LlmRecord(model=api.model, endpoint="prompt_api")
+        started = time.monotonic()
+        try:
+            await self._tries(ex, api, messages, record, out, upstreams)
+        except asyncio.CancelledError as cancelled:
+            if not record.error:  # the client left, or the stopping worker (as on llm routes)
+                record.error = cancel_kind(cancelled)
+            raise
+        finally:
+            record.duration_ms = (time.monotonic() - started) * 1000.0
+
+    async def _tries(
+        self,
+        ex: Exchange,
+        api: PromptApi,
+        messages: list[Json],
+        record: LlmRecord,
+        out: ResponseWriter,
+        upstreams: Upstreams,
+    ) -> None:
+        """The provider calls of one prompt API request: a second when the first broke the output
+        schema. Each call is priced at the target that answered it (the two may differ); the record's
+        cost is their sum, unknown if either's is."""
         pivot: Json = {"model": api.model, "messages": messages, **api.parameters}
         if api.output_schema is not None:
             pivot["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": _schema_name(api.name), "schema": api.output_schema.document},
             }
-        record = ex.llm = LlmRecord(model=api.model, endpoint="prompt_api")
         model = self.llm.models[api.model]
         answers: list[tuple[Json, Usage]] = []
 
@@ -146,32 +168,6 @@ class PromptApiHandler:
                 status, message = 502, "the provider refused the request"
             await _problem(out, ex, status, "provider-error", message, (), hint)
 
-        started = time.monotonic()
-        try:
-            await self._tries(api, record, model, upstreams, out, ex, build, relay, fail, answers)
-        except asyncio.CancelledError as cancelled:
-            if not record.error:  # the client left, or the stopping worker (as on llm routes)
-                record.error = cancel_kind(cancelled)
-            raise
-        finally:
-            record.duration_ms = (time.monotonic() - started) * 1000.0
-
-    async def _tries(
-        self,
-        api: PromptApi,
-        record: LlmRecord,
-        model: Any,
-        upstreams: Upstreams,
-        out: ResponseWriter,
-        ex: Exchange,
-        build: Any,
-        relay: Any,
-        fail: Any,
-        answers: list[tuple[Json, Usage]],
-    ) -> None:
-        """The provider calls of one prompt API request: a second when the first broke the output
-        schema. Each call is priced at the target that answered it (the two may differ); the record's
-        cost is their sum, unknown if either's is."""
         violation = ""
         cost: float | None = 0.0
         so_far: Usage | None = None

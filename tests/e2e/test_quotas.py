@@ -34,6 +34,12 @@ def quota_config(upstream_port: int, tmp_path: Path, state: Path, quota: str) ->
     return limited_config(upstream_port, quota, extra=extra), admin_port
 
 
+def stored_counts(admin: Admin) -> list[int]:
+    """The quota counts the admin API reads from the store; none while it answers an error."""
+    status, body = admin.json("GET", "/quotas")
+    return [q["count"] for q in body["quotas"]] if status == 200 else []
+
+
 def postgres_quota_config(upstream_port: int, tmp_path: Path, dsn: str, *, rate: int) -> tuple[str, int]:
     """quota_config with a daily quota of ``rate`` per route, kept in PostgreSQL at ``dsn``."""
     (tmp_path / "store.dsn").write_text(dsn + "\n")
@@ -170,12 +176,8 @@ def test_quota_counts_admitted_while_postgres_is_down_reach_it_once_when_it_retu
     gw = gateway_factory(config, workers=2)
     admin = Admin(admin_port)
 
-    def stored() -> list[int]:
-        status, body = admin.json("GET", "/quotas")
-        return [q["count"] for q in body["quotas"]] if status == 200 else []
-
     assert [get(gw.port, "/limited/x").status for _ in range(5)] == [200] * 5
-    wait_until(lambda: stored() == [5], 10, "5 in the store")
+    wait_until(lambda: stored_counts(admin) == [5], 10, "5 in the store")
     postgres_server.stop()
     try:
         # The node keeps limiting from its shared table while its store is down; the second six come
@@ -190,7 +192,7 @@ def test_quota_counts_admitted_while_postgres_is_down_reach_it_once_when_it_retu
     # the first write that succeeds. Admissions counted behind a failed report follow at the worker's next
     # `quota_flush`, and a report that reached the control process while it was blocked on the dead
     # store is written after it: neither failed, so the line does not wait for them.
-    wait_until(lambda: stored() == [17], 5, "all 17 admissions in PostgreSQL")
+    wait_until(lambda: stored_counts(admin) == [17], 5, "all 17 admissions in PostgreSQL")
     assert gw.stderr().count("QUOTA WRITE FAILED") == 1, "one line per outage, not one per resend"
     unprefixed = [line for line in gw.stderr().splitlines() if not line.startswith("fastgw[")]
     assert not unprefixed, "no library's per-retry warnings among the gateway's lines"
@@ -264,12 +266,8 @@ def test_the_admin_api_answers_while_another_session_holds_a_lock_the_store_need
     gw = gateway_factory(config, workers=4)
     admin = Admin(admin_port)
 
-    def stored() -> list[int]:
-        status, body = admin.json("GET", "/quotas")
-        return [q["count"] for q in body["quotas"]] if status == 200 else []
-
     assert [get(gw.port, "/limited/x").status for _ in range(3)] == [200] * 3
-    wait_until(lambda: stored() == [3], 10, "3 in the store")
+    wait_until(lambda: stored_counts(admin) == [3], 10, "3 in the store")
     admitted = 3
     with psycopg.connect(dsn) as holder:
         holder.execute("LOCK TABLE quotas IN ACCESS EXCLUSIVE MODE")  # held to the block's end
@@ -288,5 +286,7 @@ def test_the_admin_api_answers_while_another_session_holds_a_lock_the_store_need
     assert max(took for _, took in answers) < 2 * LOCK_WAIT_MS / 1000 + 0.5, answers
     assert len(answers) >= 2 * LOCKED_SECONDS, f"the admin API answered {len(answers)} times: {answers}"
     # The reports kept by the workers (resent every 2 s) land once the lock is gone.
-    wait_until(lambda: stored() == [admitted], LOCKED_SECONDS + 6, f"all {admitted} admissions stored")
+    wait_until(
+        lambda: stored_counts(admin) == [admitted], LOCKED_SECONDS + 6, f"all {admitted} admissions stored"
+    )
     assert gw.stop() == 0

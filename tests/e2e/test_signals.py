@@ -105,15 +105,7 @@ def test_sigusr1_reopens_the_access_log(
     gw.access_log.rename(rotated)  # what logrotate does before signalling
     gw.proc.send_signal(signal.SIGUSR1)
     # The reopen is queued behind any pending batch; poll until the new file receives a record.
-    wait_until(
-        lambda: (
-            get(gw.port, "/after").status == 200
-            and gw.access_log.exists()
-            and b"/after" in gw.access_log.read_bytes()
-        ),
-        5,
-        "a record in the reopened log",
-    )
+    wait_for_record(gw, "/after", "a record in the reopened log")
     assert b"/before" in rotated.read_bytes()
     assert b"/before" not in gw.access_log.read_bytes()
 
@@ -133,13 +125,18 @@ def test_a_reopen_that_fails_is_logged_and_logging_resumes_once_the_file_can_be_
     wait_until(lambda: "cannot open" in gw.stderr(), 5, "the failed reopen logged")
     assert get(gw.port, "/during").status == 200
     gw.access_log.rmdir()
+    wait_for_record(gw, "/after", "a record in the log once it can be opened")
+    assert "writing again" in gw.stderr()
+
+
+def wait_for_record(gw: Gateway, path: str, what: str) -> None:
+    """Requests to ``path`` until the access log file (at its configured path) has one's record."""
     wait_until(
         lambda: (
-            get(gw.port, "/after").status == 200
+            get(gw.port, path).status == 200
             and gw.access_log.is_file()
-            and b"/after" in gw.access_log.read_bytes()
+            and path.encode() in gw.access_log.read_bytes()
         ),
         5,
-        "a record in the log once it can be opened",
+        what,
     )
-    assert "writing again" in gw.stderr()
