@@ -289,7 +289,7 @@ def budget_steps() -> dict[str, float]:
         budgets.prices = compile_prices((), {"openai": "openai"}, lambda key, reason: ValueError(reason))  # type: ignore[arg-type, return-value]
 
         hold = budgets.reserve(caller, model, 600, pivot)
-        assert hold.entries, "the limit counted the request (a spend budget: its price is known)"
+        assert hold.first is not None, "the limit counted the request (a spend budget: its price is known)"
 
         def one() -> None:
             hold = budgets.reserve(caller, model, 600, pivot)

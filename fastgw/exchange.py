@@ -92,7 +92,7 @@ class Exchange:
         self.limit_state: Any = None  # what rate limits saw, for their response headers
         # Fields a handler's own limits add to its answer, whichever code path answers (the LLM budgets'
         # x-ratelimit-* and RateLimit: ai/budgets.py); proxy/handler_links.py's route_fields appends them.
-        self.answer_headers: list[tuple[bytes, bytes]] | None = None
+        self.answer_headers: tuple[tuple[bytes, bytes], ...] | None = None
         self.llm: Any = None  # on an llm route: model, provider, tokens, timings (fastgw/ai/record.py)
         self.denial = ""  # reason code of the denial that ended the chain, for the log
         # Why an upstream failed, with its address and OS error: for the log only, never for the client.

@@ -48,6 +48,7 @@ COMPILED: Final = (
     "fastgw.counters.windows",
     "fastgw.counters.table",
     "fastgw.counters.algorithms",
+    "fastgw.counters.cluster_slot",  # CLUSTER.current, read per request by rate limits and budgets
     "fastgw.counters.quota",  # day and month periods: quotas' and the LLM budgets' per-request calls
     "fastgw.counters.allowance",  # the LLM budgets' per-request reserve and settle
     "fastgw.policy.rate_limit",

@@ -38,13 +38,18 @@ class Seat:
 
 class Entry:
     """What one reservation counted: where, in which window, how much, what was used before, the cap
-    (a class rather than a tuple: one object, its numbers unboxed)."""
+    (a class rather than a tuple: one object, its numbers unboxed); ``next``: the request's next one.
+    A request's entries are chained rather than listed: a list is two more allocations per request
+    (its object and its items) for what is one entry or two."""
 
-    __slots__ = ("amount", "cap", "spot", "used", "when")
+    __slots__ = ("amount", "cap", "next", "spot", "used", "when")
 
-    def __init__(self, spot: Spot, when: int, amount: int, used: float, cap: int) -> None:
+    def __init__(
+        self, spot: Spot, when: int, amount: int, used: float, cap: int, after: Entry | None
+    ) -> None:
         self.spot = spot
         self.when = when
         self.amount = amount
         self.used = used
         self.cap = cap
+        self.next = after

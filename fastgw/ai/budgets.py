@@ -31,7 +31,8 @@ from fastgw.ai.prices import PriceTable, utc_day
 from fastgw.ai.record import LlmRecord
 from fastgw.ai.relay import status_kind
 from fastgw.counters.allowance import MINUTE_SECONDS, Allowance, AmountKey
-from fastgw.counters.cluster import CLUSTER, ClusterCounts
+from fastgw.counters.cluster import ClusterCounts
+from fastgw.counters.cluster_slot import CLUSTER
 from fastgw.counters.table import CounterTable, key_hash
 from fastgw.exchange import Exchange
 from fastgw.handler_api import ResponseWriter
@@ -54,7 +55,7 @@ TOKENS: Final = 0  # what a limit counts (Spot.kind): ints, compared on every re
 REQUESTS: Final = 1
 USD: Final = 2
 _KINDS: Final = {"tokens": TOKENS, "requests": REQUESTS, "usd": USD}
-NO_HEADERS: Final[list[Field]] = []  # a hold that shows no limit (spend budgets only, or refused early)
+NO_HEADERS: Final[tuple[Field, ...]] = ()  # a hold that shows no limit (spend budgets only, or refused early)
 _time: Final = time.time
 
 
@@ -82,15 +83,15 @@ Rates = tuple[int, float, float]
 class Hold:
     """One request's reservations, its response headers, and (when refused) why."""
 
-    __slots__ = ("budgets", "cluster", "entries", "headers", "refusal", "retry", "status", "tokens")
+    __slots__ = ("budgets", "cluster", "first", "headers", "refusal", "retry", "status", "tokens")
 
     def __init__(self, budgets: Budgets) -> None:
         self.budgets = budgets
         # Where the reservations counted: the settle corrects them there, even after a reload added or
         # removed the shared store ([rate_limits.redis]) while the answer streamed.
         self.cluster: ClusterCounts | None = None
-        self.entries: list[Entry] = []
-        self.headers: list[Field] = NO_HEADERS  # replaced, never appended to
+        self.first: Entry | None = None  # the reservations counted (chained: budget_seats.Entry)
+        self.headers = NO_HEADERS
         self.refusal: tuple[str, str] | None = None  # (message, code)
         self.retry = 0.0
         self.status = 429
@@ -123,19 +124,23 @@ class Hold:
         started (no provider call, or every call failed) gives its whole reservation back; one that
         started (a stream cut short) keeps its estimate, since the provider may bill for it."""
         usage = record.usage
-        if not self.entries or (not usage.reported and answered):
+        entry = self.first
+        if entry is None or (not usage.reported and answered):
             return
         cluster = self.cluster
         if not usage.reported:
-            for entry in self.entries:
+            while entry is not None:
                 spot = entry.spot
                 if spot.kind != REQUESTS:  # the request itself was made: it counts
                     spot.allowance.settle(spot.key, entry.when, -entry.amount, cluster)
+                entry = entry.next
             return
         tokens = usage.total_tokens
         cost = -2  # not looked up yet
         alerts = self.budgets.alerts
-        for entry in self.entries:
+        following: Entry | None = entry
+        while following is not None:
+            entry, following = following, following.next
             spot = entry.spot
             kind = spot.kind
             amount = real = entry.amount
@@ -238,6 +243,8 @@ class Budgets:
         (the snapshot's: one per alias) rather than looked up through the target on every request."""
         kept = self._model_rates.get(id(model))
         if kept is None or kept[0] is not model or kept[1][0] != int(now // 86400):
+            if not model.targets:
+                return -1  # no price to count at (a model is configured with targets: not kept)
             target = model.targets[0]
             kept = (model, self._day_rates(target.provider.name, target.target.model, now))
             if len(self._model_rates) >= KEY_CACHE_MAX:
@@ -259,13 +266,13 @@ class Budgets:
         tokens = hold.tokens = prompt + output
         spend = -1
         now = _time()
-        if self._spends and model is not None and model.targets:
+        if self._spends and model is not None:
             spend = self._model_spend(model, prompt, output, now)
         cluster = hold.cluster = CLUSTER.current
         seat = self._seat(ex)
         caps = seat.caps
         fixed = seat.fixed
-        entries = hold.entries
+        first: Entry | None = None
         # The tightest token and request limit, shown in the headers: its row, share left, left, reset
         tokens_row = requests_row = -1
         tokens_share = requests_share = tokens_left = requests_left = tokens_reset = requests_reset = 0.0
@@ -304,12 +311,13 @@ class Budgets:
                 if self.alerts is not None and 100 in self.alerts.thresholds:
                     self.alert(row, allowance.when, spot.value, 100, used, cap, True)
                 break
-            entries.append(Entry(spot, allowance.when, amount, used, cap))
+            first = Entry(spot, allowance.when, amount, used, cap, first)
         if hold.refusal is not None:
-            for entry in entries:
-                spot = entry.spot
-                spot.allowance.settle(spot.key, entry.when, -entry.amount, cluster)
-            entries.clear()
+            while first is not None:
+                spot = first.spot
+                spot.allowance.settle(spot.key, first.when, -first.amount, cluster)
+                first = first.next
+        hold.first = first
         if tokens_row >= 0 or requests_row >= 0:
             hold.headers = limit_headers(
                 fixed[requests_row] if requests_row >= 0 else None,

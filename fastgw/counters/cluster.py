@@ -292,29 +292,3 @@ class ClusterCounts:
             self.remote.pop(key, None)
             self.own.pop(key, None)
             self.unsettled.pop(key, None)
-
-
-class ClusterHolder:
-    """The worker's ClusterCounts, or None when no Redis is configured (set at start and on reload)."""
-
-    def __init__(self) -> None:
-        self.current: ClusterCounts | None = None
-
-    async def configure(self, settings: RedisSettings | None) -> None:
-        current = self.current
-        if current is not None and settings == current.settings:
-            return
-        if current is not None:
-            await current.stop()
-        self.current = None
-        if settings is not None:
-            counts = ClusterCounts(settings)
-            counts.start()
-            self.current = counts
-
-
-# The worker's cluster participant. Process-global on purpose: one Redis connection and one flush Task
-# per worker, kept across reloads (reconfigured only when [rate_limits.redis] changes: worker.py), and
-# read on the request path by every snapshot's limits and by the metrics sink. Not injected through the
-# compile context: it is started and stopped with the worker's event loop, not with a compile.
-CLUSTER: Final = ClusterHolder()

@@ -44,7 +44,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Literal
 
 from fastgw.counters.algorithms import UNCAPPED, Concurrency, Counter, Gcra, Quota, SlidingWindow
-from fastgw.counters.cluster import CLUSTER, ClusterCounts
+from fastgw.counters.cluster import ClusterCounts
+from fastgw.counters.cluster_slot import CLUSTER
 from fastgw.counters.table import CounterTable, KeyCells, key_hash
 from fastgw.counters.windows import IN_FLIGHT
 from fastgw.exchange import Exchange

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from fastgw.ai.budget_alerts import Alerts, drain_alerts, route_alerts
-from fastgw.counters.cluster import CLUSTER
+from fastgw.counters.cluster_slot import CLUSTER
 from fastgw.log_line import log_line
 from fastgw.metrics.shared import MetricsShard, SharedMetrics
 from fastgw.metrics.worker import WorkerMetrics

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fastgw.counters.cluster import CLUSTER
+from fastgw.counters.cluster_slot import CLUSTER
 from fastgw.metrics.shared import H_LOG_DROPPED, H_LOG_FAILED, H_REDIS_ERRORS, SINK_DROPPED, CounterRows
 from fastgw.metrics.worker import WorkerMetrics
 from fastgw.sinks.access_log import AccessLog

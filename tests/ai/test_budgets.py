@@ -18,7 +18,8 @@ from fastgw.ai.budgets import Budget, Budgets, Limit, rounded
 from fastgw.ai.price_config import PriceSpec, compile_prices
 from fastgw.ai.record import LlmRecord
 from fastgw.config.errors import ConfigError
-from fastgw.counters.cluster import CLUSTER, ClusterCounts
+from fastgw.counters.cluster import ClusterCounts
+from fastgw.counters.cluster_slot import CLUSTER
 from fastgw.counters.quota import QUOTAS
 from fastgw.counters.table import CELL_INTS, CounterTable
 from fastgw.exchange import Exchange
@@ -122,7 +123,7 @@ def test_an_api_key_budget_counts_each_key_and_anonymous_callers_by_address() ->
     assert per_key.reserve(request_from(identity("a", key="k2")), None, 10, None).refusal is None
     refused = per_key.reserve(request_from(identity("a", key="k1")), None, 10, None)
     assert refused.refusal is not None and refused.refusal[1] == "rate_limit_exceeded"
-    assert refused.retry > 0 and not refused.entries  # nothing stays counted for a refusal
+    assert refused.retry > 0 and refused.first is None  # nothing stays counted for a refusal
     assert per_key.reserve(request_from(None, "192.0.2.7"), None, 10, None).refusal is None
     assert per_key.reserve(request_from(None, "192.0.2.8"), None, 10, None).refusal is None
 
@@ -181,7 +182,7 @@ def test_the_headers_of_a_caller_kept_from_answer_to_answer_are_those_written_af
 def test_a_model_without_a_price_is_not_counted_in_usd_but_a_zero_budget_still_refuses() -> None:
     spend = budgets("route", Limit("usd_per_day", "usd", "day", 1_000_000))
     hold = spend.reserve(request_from(None), None, 400, {})
-    assert hold.refusal is None and not hold.entries  # no price table: nothing to count
+    assert hold.refusal is None and hold.first is None  # no price table: nothing to count
     off = budgets("route", Limit("usd_per_day", "usd", "day", 0))
     hold = off.reserve(request_from(None), None, 400, {})
     assert hold.refusal is not None and hold.refusal[1] == "insufficient_quota"
@@ -199,7 +200,7 @@ def test_the_shared_store_down_with_failure_closed_answers_503_and_counts_nothin
     finally:
         CLUSTER.current = saved
     assert hold.refusal is not None and hold.status == 503 and hold.refusal[1] == "unavailable"
-    assert not hold.entries and not down.pending
+    assert hold.first is None and not down.pending
 
 
 @pytest.mark.parametrize("reserved_in", ["node", "cluster"])
@@ -219,7 +220,7 @@ def test_a_reservation_is_settled_where_it_was_counted_across_a_reload_that_chan
     try:
         CLUSTER.current = before
         hold = route.reserve(request_from(None), None, 400, {})
-        assert hold.entries and hold.refusal is None
+        assert hold.first is not None and hold.refusal is None
         reserved = hold.tokens
         CLUSTER.current = after  # the reload
         hold.settle(LlmRecord("m", "chat", usage=Usage(30, 20, reported=True)), True)
