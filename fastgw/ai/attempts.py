@@ -94,6 +94,7 @@ class TargetLoop:
                 # every other Task (tests/test_native.py checks that no compiled module does it).
                 invalid: InvalidRequestError | None = None
                 error: ProviderError | None = None
+                relaying = False
                 try:
                     request = build(adapter, target)
                     reply = await send_request(upstreams, target, request, credential, stream=stream)
@@ -101,6 +102,7 @@ class TargetLoop:
                         raise adapter.error(
                             reply.status, reply_headers(reply), await read_reply(reply, ERROR_BODY_MAX)
                         )
+                    relaying = True
                     await relay(reply, adapter, target, began)
                 except InvalidRequestError as refused:
                     invalid = refused
@@ -115,6 +117,11 @@ class TargetLoop:
                 if out.started:  # the relay ended the answer with an error event
                     record.error = error.kind
                     return
+                if relaying:
+                    # A 2xx answer the client never saw a byte of, unusable (an HTML page, empty,
+                    # malformed, truncated, a stream broken in its first read): the provider's fault, as
+                    # a 5xx is; another target may answer.
+                    error.retryable = True
                 failure = error
                 if not error.retryable or not (
                     error.provider_status == 0 or error.provider_status in self.llm.fallback_on

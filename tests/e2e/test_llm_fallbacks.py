@@ -1,5 +1,6 @@
 """Fallbacks as the openai SDK sees them: a model with two targets whose first refuses (429 with
-Retry-After, 529, 500, connection refused) answers from the second, the ``x-fastgw-llm-target`` header and
+Retry-After, 529, 500, connection refused) or answers a 200 that is no completion (an HTML page, an empty
+or truncated body; a stream request too) answers from the second, the ``x-fastgw-llm-target`` header and
 the access log name it with attempts=2, and the refusing target is skipped while set aside. After the
 first byte nothing falls back: a stream that breaks ends with an error event. A client that hangs up
 mid-stream makes the gateway hang up on the provider at once."""
@@ -21,8 +22,12 @@ FIRST_FAILS = {  # model -> the failing first target (provider, provider model)
     "fb-529": ("oa", "fault-529"),
     "fb-500": ("oa", "fault-500"),
     "fb-refused": ("down", "gpt-4o-mini"),
+    "fb-html": ("oa", "fault-html"),  # a 200 that is no completion: the provider's fault, as a 5xx is
+    "fb-empty": ("oa", "fault-empty"),
+    "fb-truncated": ("oa", "fault-truncated"),
 }
 BROKEN_STREAMS = ("disconnect", "malformed-event", "stall")
+UNUSABLE_200 = ("html", "empty")  # faults queued on the fake for a stream request
 
 
 def fallback_models() -> str:
@@ -47,6 +52,17 @@ def fallback_models() -> str:
         ]
         """
         for fault in BROKEN_STREAMS
+    ]
+    tables += [  # a provider model of their own: the target set aside by one test is not another's
+        f"""
+        [[llm.models]]
+        name = "fbs-{fault}"
+        targets = [
+            {{ provider = "oa", model = "stream-{fault}", priority = 0 }},
+            {{ provider = "an", model = "claude-sonnet-4-5", priority = 1 }},
+        ]
+        """
+        for fault in UNUSABLE_200
     ]
     tables.append(
         """
@@ -108,6 +124,26 @@ def test_a_refusing_first_target_falls_back_then_is_set_aside(
     assert len(fb.stack.openai.requests) == seen_by_openai
 
 
+@pytest.mark.parametrize("fault", UNUSABLE_200)
+def test_a_stream_request_answered_with_a_200_that_is_no_stream_falls_back(
+    fb: LlmGateway, sdk: openai.OpenAI, fault: str
+) -> None:
+    """The first target answers the stream request with an HTML page (or nothing) and status 200: the
+    client has no byte yet, so the second target streams the answer."""
+    seen_by_anthropic = len(fb.stack.anthropic.requests)
+    fb.stack.openai.faults.append(fault)
+    raw = sdk.chat.completions.with_raw_response.create(
+        model=f"fbs-{fault}", messages=[{"role": "user", "content": "stream it"}], max_tokens=32, stream=True
+    )
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in raw.parse() if chunk.choices)
+    assert text
+    assert raw.headers["x-fastgw-llm-target"] == "an/claude-sonnet-4-5; attempts=2"
+    assert fb.stack.openai.requests[-1].json["model"] == f"stream-{fault}"  # it was asked, and failed
+    assert len(fb.stack.anthropic.requests) == seen_by_anthropic + 1
+    record = llm_record(fb.gateway, raw.headers)
+    assert (record["provider"], record["attempts"], record.get("error")) == ("an", 2, None)
+
+
 @pytest.mark.parametrize("fault", ["disconnect", "malformed-event"])
 def test_a_stream_broken_after_the_first_byte_ends_with_an_error_event(
     fb: LlmGateway, sdk: openai.OpenAI, fault: str
@@ -117,26 +153,25 @@ def test_a_stream_broken_after_the_first_byte_ends_with_an_error_event(
     # read together would break before any byte left: that is answered with an error status instead).
     fb.stack.openai.chunk_delay = 0.05
     received = []
+    error: openai.APIError | None = None
     try:
-        with (
-            pytest.raises(openai.APIError) as caught,
-            sdk.chat.completions.create(
-                model=f"broken-{fault}",
-                messages=[{"role": "user", "content": "stream something"}],
-                max_tokens=32,
-                stream=True,
-            ) as stream,
-        ):
+        with sdk.chat.completions.create(
+            model=f"broken-{fault}",
+            messages=[{"role": "user", "content": "stream something"}],
+            max_tokens=32,
+            stream=True,
+        ) as stream:
             for chunk in stream:
                 received.append(chunk)
+    except openai.APIError as caught:
+        error = caught
     finally:
         fb.stack.openai.chunk_delay = 0.0
-    if not received:  # the break came in the provider's first read: answered with an error status
-        assert isinstance(caught.value, openai.APIStatusError) and caught.value.status_code == 502
-        assert len(fb.stack.anthropic.requests) == seen_by_anthropic  # no fallback: not retryable
-        ask(sdk, "chat-openai")
+    if error is None:  # the break came before any byte left: the second target answered (tested above)
+        assert len(fb.stack.anthropic.requests) == seen_by_anthropic + 1
         return
-    assert "127.0.0.1" not in str(caught.value) and str(fb.stack.openai.port) not in str(caught.value)
+    assert received, "an error status without a fallback: the client had no byte yet"
+    assert "127.0.0.1" not in str(error) and str(fb.stack.openai.port) not in str(error)
     assert len(fb.stack.anthropic.requests) == seen_by_anthropic  # no fallback after the first byte
     record = llm_record(fb.gateway, stream.response.headers)
     assert record["attempts"] == 1 and record["provider"] == "oa" and record["error"]
