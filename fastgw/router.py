@@ -99,29 +99,13 @@ class Router:
         table = self._single or self._host_table(host)
         if table is None:
             return NOT_FOUND
-        methods = table.exact.get(path)
-        if methods is None:
-            prefixes = table.prefixes
-            probe = path
-            while True:
-                methods = prefixes.get(probe)
-                if methods is not None or probe == b"/":
-                    break
-                cut = probe.rfind(b"/")
-                probe = probe[:cut] if cut > 0 else b"/"
-            if methods is None:
-                return NOT_FOUND
-        route = methods.by_method.get(method)
-        if route is not None:
-            return route
-        if methods.any_method is not None:
-            return methods.any_method
-        if method == b"HEAD":
-            route = methods.by_method.get(b"GET")
-            if route is not None:
-                return route
-        assert methods.not_allowed is not None
-        return methods.not_allowed
+        return _in_table(table, path, method)
+
+    def serving(self, path: bytes, method: bytes) -> list[Route | Denial]:
+        """What each host's table answers for a normalised ``path`` and ``method``: which routes really
+        serve it (a listing of what a route publishes must leave out what a more specific route takes)."""
+        tables = [*self._hosts.values(), *(table for _suffix, table in self._wildcards)]
+        return [_in_table(table, path, method) for table in tables]
 
     def _host_table(self, host: bytes) -> HostTable | None:
         name = host.lower()
@@ -133,6 +117,33 @@ class Router:
             if name.endswith(suffix):
                 return wildcard
         return self._default
+
+
+def _in_table(table: HostTable, path: bytes, method: bytes) -> Route | Denial:
+    """One host's answer: the exact path, else the longest prefix, then the method."""
+    methods = table.exact.get(path)
+    if methods is None:
+        prefixes = table.prefixes
+        probe = path
+        while True:
+            methods = prefixes.get(probe)
+            if methods is not None or probe == b"/":
+                break
+            cut = probe.rfind(b"/")
+            probe = probe[:cut] if cut > 0 else b"/"
+        if methods is None:
+            return NOT_FOUND
+    route = methods.by_method.get(method)
+    if route is not None:
+        return route
+    if methods.any_method is not None:
+        return methods.any_method
+    if method == b"HEAD":
+        route = methods.by_method.get(b"GET")
+        if route is not None:
+            return route
+    assert methods.not_allowed is not None
+    return methods.not_allowed
 
 
 def route_key(path: str) -> bytes:

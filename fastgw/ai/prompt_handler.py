@@ -86,6 +86,9 @@ class PromptApiHandler:
                 out, ex, 405, "method-not-allowed", "a prompt API takes POST", (), ((b"allow", b"POST"),)
             )
             return
+        if not may_use(ex.consumer, api.model):  # before the body: its schema is no business of theirs
+            await _problem(out, ex, 403, "model-not-allowed", f"this credential may not use {api.model!r}")
+            return
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -95,9 +98,6 @@ class PromptApiHandler:
         if error is not None:
             where, message = error
             await _problem(out, ex, 400, "invalid-body", f"{where}: {message}", (("path", where),))
-            return
-        if not may_use(ex.consumer, api.model):
-            await _problem(out, ex, 403, "model-not-allowed", f"this credential may not use {api.model!r}")
             return
         messages: list[Json] = []
         if api.system is not None:

@@ -3,18 +3,19 @@
 
 OpenAPI 3.1 takes JSON Schema 2020-12 as it is, so the input and output schemas go in unchanged, each
 given an ``$id`` (unless it has one) so that its own ``#/...`` references resolve inside it wherever the
-document places it. An API appears in ``paths`` once a prompt_api route publishes it; its ``security`` is
-that route's auth schemes (any one of them, as the route accepts).
+document places it. An API appears in ``paths`` once a prompt_api route publishes it and serves its path
+(a more specific route may take the path: then that route is the one listed, or none when it is no
+prompt_api route); its ``security`` is that route's auth schemes (any one of them, as the route accepts).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any, Final
 
 from fastgw import __version__
 from fastgw.ai.prompt_config import PromptApi
 from fastgw.ai.prompt_handler import PromptApiHandler
+from fastgw.snapshot import Snapshot
 
 OPENAPI_VERSION: Final = "3.1.0"
 _PROBLEM_REF: Final = {"$ref": "#/components/schemas/Problem"}
@@ -40,20 +41,23 @@ PROBLEM_SCHEMA: Final = {
 }
 
 
-def publishers(routes: Iterable[Any]) -> dict[str, list[tuple[str, tuple[str, ...]]]]:
-    """API name -> the (route name, auth schemes) of the routes publishing it."""
+def publishers(snapshot: Snapshot) -> dict[str, list[tuple[str, tuple[str, ...]]]]:
+    """API name -> the (route name, auth schemes) of the routes publishing it that the router sends its
+    path to (on some host)."""
     out: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
-    for route in routes:
+    for route in snapshot.routes:
         handler = getattr(route, "handler", None)
         if isinstance(handler, PromptApiHandler):
             for api in handler.apis:
-                out.setdefault(api.name, []).append((handler.route_name, handler.schemes))
+                serving = snapshot.router.serving(api.path.encode(), b"POST")
+                if any(found is route for found in serving):
+                    out.setdefault(api.name, []).append((handler.route_name, handler.schemes))
     return out
 
 
-def listing(apis: dict[str, PromptApi], routes: Iterable[Any]) -> list[dict[str, Any]]:
-    """Every [[prompt_api]] with its schemas and the routes that publish it (none: unreachable)."""
-    published = publishers(routes)
+def listing(apis: dict[str, PromptApi], snapshot: Snapshot) -> list[dict[str, Any]]:
+    """Every [[prompt_api]] with its schemas and the routes that serve it (none: unreachable)."""
+    published = publishers(snapshot)
     return [
         {
             "name": api.name,
@@ -78,10 +82,10 @@ def _with_id(schema: dict[str, Any], name: str, part: str) -> dict[str, Any]:
 
 
 def openapi(
-    apis: dict[str, PromptApi], routes: Iterable[Any], title: str = "fastgw prompt APIs"
+    apis: dict[str, PromptApi], snapshot: Snapshot, title: str = "fastgw prompt APIs"
 ) -> dict[str, Any]:
     """The OpenAPI 3.1 document of the published prompt APIs."""
-    published = publishers(routes)
+    published = publishers(snapshot)
     paths: dict[str, Any] = {}
     used: set[str] = set()
     for api in apis.values():

@@ -27,8 +27,8 @@ def prompt_apis(args: argparse.Namespace) -> int:
     snapshot = load_config(None)[1] if args.config is None else compile_for_tools(args.config)
     apis = snapshot.sections.get("prompt_api") or {}
     if args.action == "list":
-        document: Any = listing(apis, snapshot.routes)
+        document: Any = listing(apis, snapshot)
     else:
-        document = openapi(apis, snapshot.routes)
+        document = openapi(apis, snapshot)
     print(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
     return 0

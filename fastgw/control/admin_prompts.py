@@ -29,9 +29,9 @@ class PromptApiEndpoints:
     async def _list(self, call: Call) -> dict[str, Any]:
         snapshot = self._control.snapshot
         apis = snapshot.sections.get("prompt_api") or {}
-        return {"snapshot": snapshot.id, "prompt_apis": listing(apis, snapshot.routes)}
+        return {"snapshot": snapshot.id, "prompt_apis": listing(apis, snapshot)}
 
     async def _openapi(self, call: Call) -> tuple[bytes, str]:
         snapshot = self._control.snapshot
-        document = openapi(snapshot.sections.get("prompt_api") or {}, snapshot.routes)
+        document = openapi(snapshot.sections.get("prompt_api") or {}, snapshot)
         return orjson.dumps(document), "application/json"

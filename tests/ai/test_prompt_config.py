@@ -236,12 +236,34 @@ def test_an_api_no_route_publishes_is_listed_without_routes_and_left_out_of_open
     )
     snapshot = compile_config(config(other).encode(), "x.toml")
     apis = snapshot.sections["prompt_api"]
-    routes = {api["name"]: api["routes"] for api in listing(apis, snapshot.routes)}
+    routes = {api["name"]: api["routes"] for api in listing(apis, snapshot)}
     assert routes == {"summarize": [{"name": "prompts", "auth": ["none"]}], "other": []}
-    document = openapi(apis, snapshot.routes)
+    document = openapi(apis, snapshot)
     assert list(document["paths"]) == ["/p/summarize"]
     assert document["paths"]["/p/summarize"]["post"]["security"] == []
     assert "securitySchemes" not in document["components"]
+
+
+def test_an_api_is_listed_under_the_route_that_serves_its_path_not_a_shadowed_one() -> None:
+    """Under /p, /p/inner is another prompt_api route and /p/proxied a proxy route: the APIs whose paths
+    lie there are served by them (the router takes the longest prefix), so /p's route must not claim them
+    in the listing or in OpenAPI (whose security would then be /p's, not the serving route's)."""
+    from fastgw.ai.prompt_openapi import listing, openapi
+
+    extra = "".join(
+        f'\n[[prompt_api]]\nname = "{name}"\npath = "{path}"\nmodel = "writer"\ntemplate = "x"\n'
+        'input_schema = { type = "object" }\n'
+        for name, path in (("deep", "/p/inner/deep"), ("elsewhere", "/p/proxied/x"))
+    )
+    routes = (
+        '\n[[routes]]\nname = "inner"\npath = "/p/inner"\nkind = "prompt_api"\nauth = "none"\n'
+        '\n[[routes]]\nname = "proxied"\npath = "/p/proxied"\nupstream = "demo"\nauth = "none"\n'
+    )
+    snapshot = compile_config(config(extra + routes).encode(), "x.toml")
+    apis = snapshot.sections["prompt_api"]
+    listed = {api["name"]: [r["name"] for r in api["routes"]] for api in listing(apis, snapshot)}
+    assert listed == {"summarize": ["prompts"], "deep": ["inner"], "elsewhere": []}
+    assert sorted(openapi(apis, snapshot)["paths"]) == ["/p/inner/deep", "/p/summarize"]
 
 
 def test_jsonschema_is_loaded_only_by_configs_with_prompt_apis() -> None:

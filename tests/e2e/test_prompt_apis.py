@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from jsonschema import validators
 
-from tests.support.api_keys import issue
+from tests.support.api_keys import cli, create_key, issue
 from tests.support.clients import Response, request
 from tests.support.demo_llm import demo_llm_config
 from tests.support.gateways import Gateway
@@ -184,6 +184,19 @@ def test_auth_applies_as_on_any_route(gw: LlmGateway) -> None:
     key, _ = issue(gw.gateway, "app")
     ok = post(gw, "/secured/private", {"text": "hi"}, f"Authorization: Bearer {key}\r\n")
     assert ok.status == 200, ok.body
+
+
+def test_a_credential_without_the_model_is_refused_before_its_body_is_looked_at(gw: LlmGateway) -> None:
+    """403 whatever the body: a body the schema refuses gets no 400 naming the schema's rules."""
+    cli(gw.gateway, "consumers", "create", "narrow", "--model=some-other-model")
+    key, _ = create_key(gw.gateway, "narrow")
+    auth = f"Authorization: Bearer {key}\r\n"
+    seen = len(gw.stack.openai.requests)
+    for body in ({"text": "hi"}, {"text": 3}, b"not json"):
+        refused = post(gw, "/secured/private", body, auth)
+        assert refused.status == 403, refused.body
+        assert json.loads(refused.body)["type"].endswith("model-not-allowed")
+    assert len(gw.stack.openai.requests) == seen
 
 
 def test_wrong_method_and_unknown_path(gw: LlmGateway) -> None:
