@@ -209,7 +209,13 @@ class HandlerRun:
         task = self._task
         self._task = None
         if task is not None and not task.done():
-            task.cancel(CANCELLED_SHUTDOWN if shutdown else CANCELLED_CLIENT_GONE)
+            why = CANCELLED_SHUTDOWN if shutdown else CANCELLED_CLIENT_GONE
+            record = self.ex.llm
+            if record is not None and not record.error and not self.writer.ended:
+                # Said now: the caller logs the exchange before the Task's next step runs its own
+                # except clause, and a tick between the two would log the cut answer as served whole.
+                record.error = why
+            task.cancel(why)
 
 
 class Spawn(Protocol):
