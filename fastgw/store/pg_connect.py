@@ -1,18 +1,25 @@
-"""Reaching PostgreSQL: naming a database without its password, one-line driver errors, and waiting
-at start for a server that may still be starting. Shared by the store (store/postgres.py) and its change
-listener (store/pg_listen.py)."""
+"""Reaching PostgreSQL: naming a database without its password, one-line driver errors, a host name
+looked up within a bound, and waiting at start for a server that may still be starting. Shared by the
+store (store/postgres.py, store/pg_keeper.py) and its change listener (store/pg_listen.py)."""
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as LookupTimeout
 from typing import Final
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from fastgw.store.base import StoreError
 
 CONNECT_RETRY_SECONDS: Final = 0.25  # between tries while PostgreSQL is starting (at most connect_timeout)
+# Name lookups run here, two at a time: a lookup that never returns (a silent DNS server) holds one of
+# these threads until the resolver gives up, never the caller, which waits at most its own bound.
+_LOOKUPS: Final = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fastgw-pg-lookup")
 
 
 def describe(dsn: str) -> str:
@@ -31,6 +38,43 @@ def first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def with_addresses(dsn: str, timeout: float) -> str:
+    """``dsn`` with its host name looked up here, within ``timeout`` seconds, its addresses given to libpq
+    as ``hostaddr`` (one attempt per address, in the order the resolver gave, as libpq's own lookup
+    tries them; the name stays for TLS). libpq's connect_timeout does not bound the lookup, which a
+    silent DNS server holds for 10 s or more, and the store's calls run on the control process's loop.
+    A DSN with several hosts, a hostaddr, a socket directory or an address literal is returned as it is.
+
+    Raises:
+        psycopg.OperationalError: the lookup failed, or took longer than ``timeout``."""
+    try:
+        info = conninfo_to_dict(dsn)
+    except psycopg.Error:
+        return dsn  # the connect says what is wrong with it
+    host = str(info.get("host") or "")
+    port = str(info.get("port") or "5432")
+    if not host or info.get("hostaddr") or "," in host + port or host.startswith("/") or _literal(host):
+        return dsn
+    try:
+        found = _LOOKUPS.submit(socket.getaddrinfo, host, int(port), 0, socket.SOCK_STREAM).result(timeout)
+    except LookupTimeout:
+        raise psycopg.OperationalError(f"looking up {host} took more than {timeout:g} s") from None
+    except (OSError, ValueError) as exc:
+        raise psycopg.OperationalError(f"cannot look up {host}: {exc}") from None
+    addresses = list(dict.fromkeys(str(sockaddr[0]) for *_, sockaddr in found))
+    count = len(addresses)
+    info.update(host=",".join([host] * count), hostaddr=",".join(addresses), port=",".join([port] * count))
+    return make_conninfo("", **info)
+
+
+def _literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def connect_once(dsn: str, timeout: float) -> None:
     """Wait until PostgreSQL accepts a connection, trying again while it refuses (it may be starting).
 
@@ -40,7 +84,8 @@ def connect_once(dsn: str, timeout: float) -> None:
     while True:
         left = deadline - time.monotonic()
         try:
-            psycopg.connect(dsn, connect_timeout=max(1, int(left + 0.999))).close()
+            bound = max(1, int(left + 0.999))
+            psycopg.connect(with_addresses(dsn, bound), connect_timeout=bound).close()
             return
         except psycopg.Error as exc:
             if time.monotonic() + CONNECT_RETRY_SECONDS >= deadline:

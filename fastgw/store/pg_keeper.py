@@ -28,7 +28,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.pq import TransactionStatus
 
 from fastgw.store.base import StoreError
-from fastgw.store.pg_connect import first_line
+from fastgw.store.pg_connect import first_line, with_addresses
 
 # Between reconnects while the database is unreachable: how late the store notices that it is back.
 RETRY_SECONDS: Final = 1.0
@@ -61,6 +61,10 @@ LOCK_WAIT_MS: Final = 1000
 # ledger batches (kept and sent again) would otherwise each hold the loop LOCK_WAIT_MS in turn, leaving
 # the admin API almost no time. One call in this many seconds finds out whether the lock is gone.
 LOCKED_SECONDS: Final = 4.0
+# A server that answers and refuses the login (a wrong password, a role without LOGIN or gone, a database
+# dropped, pg_hba.conf) writes a FATAL line to its log per try, and is fixed by an operator, not by time:
+# its tries space out, doubling from RETRY_SECONDS up to this, until one is accepted.
+REFUSED_RETRY_MAX_SECONDS: Final = 30.0
 LOCK_WAIT_ERROR: Final = psycopg.errors.LockNotAvailable  # SQLSTATE 55P03: lock_timeout ran out
 
 
@@ -155,7 +159,8 @@ class ConnectionKeeper:
         raise StoreError(f"{self._where}: cannot connect ({reason})")
 
     def _open(self) -> psycopg.Connection[Any]:
-        conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=CONNECT_SECONDS)
+        dsn = with_addresses(self._dsn, CONNECT_SECONDS)  # libpq's own lookup has no bound
+        conn = psycopg.connect(dsn, autocommit=True, connect_timeout=CONNECT_SECONDS)
         if self._lock_wait:
             try:
                 conn.execute(self._lock_wait)
@@ -166,13 +171,17 @@ class ConnectionKeeper:
 
     def _reconnect(self) -> None:
         """The background thread of an outage: a connection every RETRY_SECONDS until one is made, which
-        the next call takes."""
-        while not self._closed.wait(RETRY_SECONDS):
+        the next call takes (a server that refuses the login: see REFUSED_RETRY_MAX_SECONDS)."""
+        wait = RETRY_SECONDS
+        while not self._closed.wait(wait):
             try:
                 conn = self._open()
             except Exception as exc:  # whatever failed, the thread must go on trying
+                reason = first_line(exc)
                 with self._lock:
-                    self._down = first_line(exc)
+                    self._down = reason
+                refused = refused_by_server(reason)
+                wait = min(wait * 2, REFUSED_RETRY_MAX_SECONDS) if refused else RETRY_SECONDS
                 continue
             with self._lock:
                 if not self._closed.is_set():
@@ -198,3 +207,10 @@ class ConnectionKeeper:
                 self._idle.append((conn, born))
                 return
         conn.close()
+
+
+def refused_by_server(reason: str) -> bool:
+    """The server answered with an error (libpq writes its severity, FATAL at login) rather than the
+    network failing (refused, unreachable, silent). A server whose messages are translated (lc_messages)
+    may name the severity otherwise: its refusals are then tried every second, as before."""
+    return "FATAL:" in reason

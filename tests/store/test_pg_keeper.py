@@ -6,6 +6,7 @@ second after the database is back, however long it was away."""
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -110,6 +111,79 @@ def test_a_host_that_never_answers_costs_one_call_the_connect_timeout_and_the_ne
     wait_until(lambda: not keeper.reconnecting, CONNECT_SECONDS + 1, "the thread to stop after close()")
     with pytest.raises(StoreError, match="the store is closed"), keeper.connection():
         pass
+
+
+def test_a_host_name_is_looked_up_within_the_connect_timeout(
+    postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """libpq's connect_timeout does not bound its name lookup: a silent DNS server held the caller (the
+    control process's loop) for as long as the resolver tried. The keeper looks the name up itself."""
+    named = postgres_server.create_database().replace("@127.0.0.1:", "@localhost:")
+    store = PostgresStore(named, node="a")
+    try:
+        store.add_consumer(ACME)  # a name that resolves: connected through its addresses
+        assert [c.name for c in store.consumers()] == ["acme"]
+    finally:
+        store.close()
+
+    released = threading.Event()
+
+    def silent_dns(*args: object, **kwargs: object) -> object:
+        released.wait(60)  # a resolver that never answers (until the test ends)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", silent_dns)
+    keeper = ConnectionKeeper(named, "PostgreSQL at localhost")
+    try:
+        asked = time.monotonic()
+        with pytest.raises(StoreError, match="looking up localhost took more than"), keeper.connection():
+            pass
+        assert time.monotonic() - asked < CONNECT_SECONDS + 1.5
+    finally:
+        keeper.close()
+        released.set()
+
+
+def test_a_server_that_refuses_the_login_is_tried_ever_less_often_until_it_accepts(
+    postgres_server: PostgresServer,
+) -> None:
+    """Each refused try is a FATAL line in PostgreSQL's log, and only an operator ends a refusal: the
+    reconnecting thread's tries space out (1, 2, 4 s...) instead of one a second."""
+    owner = postgres_server.create_database()
+    role = f"gw_{int(time.monotonic() * 1000) % 10**8}"
+    with psycopg.connect(owner, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+    keeper = ConnectionKeeper(owner.replace("fastgw@", f"{role}@"), "PostgreSQL as the role")
+    refusal = f'role "{role}" is not permitted to log in'
+    try:
+        with keeper.connection() as conn:
+            conn.execute("SELECT 1")
+        with psycopg.connect(owner, autocommit=True) as admin:
+            admin.execute(f"ALTER ROLE {role} NOLOGIN")
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,)
+            )
+        with pytest.raises(StoreError, match="not permitted to log in"), keeper.connection():
+            pass
+        began = time.monotonic()
+        # The window the tries are counted in: a try a second would be 6 more; spaced out, 2 (1 s, 3 s).
+        time.sleep(6.5)
+        tries = postgres_server.log.read_text().count(refusal)
+        assert 2 <= tries <= 4, f"{tries} refused logins in {time.monotonic() - began:.1f} s"
+        with psycopg.connect(owner, autocommit=True) as admin:
+            admin.execute(f"ALTER ROLE {role} LOGIN")
+
+        def works() -> bool:
+            try:
+                with keeper.connection() as conn:
+                    conn.execute("SELECT 1")
+            except StoreError:
+                return False
+            return True
+
+        wait_until(works, 4 + 2, "the next try (7 s after the refusal) to be accepted")
+    finally:
+        keeper.close()
 
 
 @pytest.mark.parametrize(
