@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import orjson
 
@@ -150,11 +150,23 @@ class UnsupportedParameterError(InvalidRequestError):
         )
 
 
+# The kinds of a 2xx answer that cannot be used as an answer at all: empty, an HTML page, not JSON or not
+# shaped as one, a stream event malformed or over its bound, a stream that stopped before its end. A
+# proxy in front of the provider failing answers so; before the client has a byte, attempts.py tries
+# another target as for a 5xx. Not among them: an error object in a 200 (the request's fault, as a 4xx),
+# an answer over the size bound (complete and billed: another target would most likely repeat it).
+BAD_RESPONSE: Final = "bad_response"
+BAD_STREAM: Final = "bad_stream"
+TRUNCATED_STREAM: Final = "truncated_stream"
+UNUSABLE_ANSWERS: Final = frozenset({BAD_RESPONSE, BAD_STREAM, TRUNCATED_STREAM})
+
+
 class ProviderError(Exception):
     """The provider failed: an error status, a malformed or truncated answer, a stall. ``status`` is what
     the client gets (the provider's 4xx passed on as is; 5xx, 529 and malformed answers as 502; stalls as
     504); ``retryable`` says whether another target may be tried (before the first byte reached the
-    client); ``retry_after`` is the provider's hint in seconds (Retry-After, x-ratelimit-reset-*).
+    client; a 2xx answer of a kind in UNUSABLE_ANSWERS may be too); ``retry_after`` is the provider's
+    hint in seconds (Retry-After, x-ratelimit-reset-*).
     ``completed``: from a stream translator's ``feed``, the chunks that read completed before it broke
     (the handler sends them, then the error event)."""
 

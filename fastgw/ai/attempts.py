@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-from fastgw.ai.adapter import Adapter, InvalidRequestError, ProviderError, ProviderRequest
+from fastgw.ai.adapter import UNUSABLE_ANSWERS, Adapter, InvalidRequestError, ProviderError, ProviderRequest
 from fastgw.ai.config import LlmConfig, Model, Target, auth_headers
 from fastgw.ai.provider_calls import ERROR_BODY_MAX, read_reply, reply_headers, send_request
 from fastgw.ai.record import LlmRecord
@@ -117,10 +117,9 @@ class TargetLoop:
                 if out.started:  # the relay ended the answer with an error event
                     record.error = error.kind
                     return
-                if relaying:
-                    # A 2xx answer the client never saw a byte of, unusable (an HTML page, empty,
-                    # malformed, truncated, a stream broken in its first read): the provider's fault, as
-                    # a 5xx is; another target may answer.
+                if relaying and error.kind in UNUSABLE_ANSWERS:
+                    # A 2xx answer the client never saw a byte of, and no answer at all (an HTML page,
+                    # empty, malformed, truncated): the provider's fault, as a 5xx is.
                     error.retryable = True
                 failure = error
                 if not error.retryable or not (

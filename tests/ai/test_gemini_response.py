@@ -358,7 +358,7 @@ def test_a_stream_that_ends_unfinished_is_an_error_on_end(stream: bytes) -> None
     translator.feed(stream)
     with pytest.raises(ProviderError) as caught:
         translator.end()
-    assert (caught.value.status, caught.value.kind) == (502, "truncated")
+    assert (caught.value.status, caught.value.kind) == (502, "truncated_stream")
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,8 @@ FIRST_FAILS = {  # model -> the failing first target (provider, provider model)
 }
 BROKEN_STREAMS = ("disconnect", "malformed-event", "stall")
 UNUSABLE_200 = ("html", "empty")  # faults queued on the fake for a stream request
+# A 200 that is an answer, or the request's fault: another target would repeat it (and bill it again).
+NO_FALLBACK = {"nofb-error-200": "fault-error-200", "nofb-huge": "fault-huge-response"}
 
 
 def fallback_models() -> str:
@@ -52,6 +54,17 @@ def fallback_models() -> str:
         ]
         """
         for fault in BROKEN_STREAMS
+    ]
+    tables += [
+        f"""
+        [[llm.models]]
+        name = "{name}"
+        targets = [
+            {{ provider = "oa", model = "{model}", priority = 0 }},
+            {{ provider = "an", model = "claude-sonnet-4-5", priority = 1 }},
+        ]
+        """
+        for name, model in NO_FALLBACK.items()
     ]
     tables += [  # a provider model of their own: the target set aside by one test is not another's
         f"""
@@ -122,6 +135,19 @@ def test_a_refusing_first_target_falls_back_then_is_set_aside(
     target, _, _ = ask(sdk, model)
     assert target == "an/claude-sonnet-4-5; attempts=1"
     assert len(fb.stack.openai.requests) == seen_by_openai
+
+
+@pytest.mark.parametrize("model", list(NO_FALLBACK))
+def test_an_error_object_in_a_200_or_an_answer_over_the_bound_does_not_fall_back(
+    fb: LlmGateway, sdk: openai.OpenAI, model: str
+) -> None:
+    seen_by_anthropic = len(fb.stack.anthropic.requests)
+    with pytest.raises(openai.APIStatusError) as caught:
+        ask(sdk, model)
+    assert caught.value.status_code == 502
+    assert len(fb.stack.anthropic.requests) == seen_by_anthropic
+    record = llm_record(fb.gateway, caught.value.response.headers)
+    assert (record["attempts"], record["provider"]) == (1, "oa")
 
 
 @pytest.mark.parametrize("fault", UNUSABLE_200)

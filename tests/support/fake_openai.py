@@ -35,6 +35,7 @@ FAULTS: Final = (
     "disconnect",  # hangs up after the first chunk
     "html",  # a 200 with an HTML page
     "empty",  # a 200 with an empty body
+    "error-200",  # a 200 whose body is an error object (as some OpenAI-compatible servers answer)
     "truncated",  # a non-streamed answer cut in the middle, then the connection closed
     "no-done",  # a stream that ends cleanly without data: [DONE]
     "stall-after-usage",  # streams every event, usage included, then nothing until the client hangs up
@@ -269,6 +270,10 @@ class FakeOpenAI:
             await self._send(writer, 200, b"<html><body><h1>502 Bad Gateway</h1></body></html>", "text/html")
         elif fault == "empty":
             await self._send(writer, 200, b"")
+        elif fault == "error-200":
+            message = "This model's maximum context length is 4096 tokens."
+            body = error_body(message, "invalid_request_error", "context_length_exceeded")
+            await self._send(writer, 200, body)
         else:
             return False
         return True

@@ -76,7 +76,7 @@ class AnthropicAdapter:
         answer = _load(body)
         count = answer.get("input_tokens")
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:
-            raise ProviderError(502, "the provider's token count has no input_tokens", kind="api_error")
+            raise ProviderError(502, "the provider's token count has no input_tokens", kind="bad_response")
         return count
 
     def _request(
@@ -98,7 +98,7 @@ class AnthropicAdapter:
     def chat_response(self, body: bytes) -> tuple[Json, Usage]:
         answer = _load(body)
         if answer.get("type") != "message" or not isinstance(answer.get("content"), list):
-            raise ProviderError(502, "the provider's answer is not a message", kind="api_error")
+            raise ProviderError(502, "the provider's answer is not a message", kind="bad_response")
         usage = Usage()
         raw_usage = answer.get("usage")
         try:
@@ -106,7 +106,7 @@ class AnthropicAdapter:
                 usage_from_anthropic(raw_usage, usage)
             message, finish, matched = _message(answer)
         except (KeyError, TypeError, AttributeError, ValueError):
-            raise ProviderError(502, "the provider's answer is malformed", kind="api_error") from None
+            raise ProviderError(502, "the provider's answer is malformed", kind="bad_response") from None
         choice: Json = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
         if matched is not None:
             choice["stop_reason"] = matched
@@ -160,13 +160,13 @@ class AnthropicAdapter:
 
 def _load(body: bytes) -> Json:
     if not body.strip():
-        raise ProviderError(502, "the provider's answer is empty", kind="api_error")
+        raise ProviderError(502, "the provider's answer is empty", kind="bad_response")
     try:
         answer = orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise ProviderError(502, "the provider's answer is not JSON", kind="api_error") from None
+        raise ProviderError(502, "the provider's answer is not JSON", kind="bad_response") from None
     if not isinstance(answer, dict):
-        raise ProviderError(502, "the provider's answer is not a JSON object", kind="api_error")
+        raise ProviderError(502, "the provider's answer is not a JSON object", kind="bad_response")
     return answer
 
 

@@ -64,7 +64,8 @@ class AnthropicStreamTranslator:
         try:
             events = self._parser.feed(data)
         except SseError as exc:
-            raise ProviderError(502, f"the provider's stream broke: {exc.detail}", kind="api_error") from None
+            message = f"the provider's stream broke: {exc.detail}"
+            raise ProviderError(502, message, kind="bad_stream") from None
         out: list[Json] = []
         try:
             for event in events:
@@ -72,11 +73,11 @@ class AnthropicStreamTranslator:
                     payload = orjson.loads(event.data)
                 except orjson.JSONDecodeError:
                     raise ProviderError(
-                        502, "the provider sent an event that is not JSON", kind="api_error"
+                        502, "the provider sent an event that is not JSON", kind="bad_stream"
                     ) from None
                 if not isinstance(payload, dict):
                     raise ProviderError(
-                        502, "the provider sent an event that is not an object", kind="api_error"
+                        502, "the provider sent an event that is not an object", kind="bad_stream"
                     )
                 kind = payload.get("type", event.event)
                 handler = _HANDLERS.get(kind)
@@ -85,7 +86,7 @@ class AnthropicStreamTranslator:
                         chunk = handler(self, payload)
                     except (KeyError, TypeError, AttributeError, ValueError):
                         raise ProviderError(
-                            502, f"the provider sent a malformed {kind} event", kind="api_error"
+                            502, f"the provider sent a malformed {kind} event", kind="bad_stream"
                         ) from None
                     if chunk is not None:
                         out.append(chunk)
@@ -98,7 +99,8 @@ class AnthropicStreamTranslator:
         """The stream ended. Raises ProviderError if it ended before ``message_stop``."""
         truncated = self._parser.end()
         if not self._stopped or truncated:
-            raise ProviderError(502, "the provider's stream ended before message_stop", kind="api_error")
+            message = "the provider's stream ended before message_stop"
+            raise ProviderError(502, message, kind="truncated_stream")
         return []
 
     def _chunk(self, delta: Json, finish: str | None = None) -> Json:

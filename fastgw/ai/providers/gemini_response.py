@@ -293,7 +293,7 @@ class GeminiStreamTranslator:
         self._parser.end()
         if not self._finished or self._finished != self._started:
             raise ProviderError(
-                502, "the gemini stream ended before the answer was finished", kind="truncated"
+                502, "the gemini stream ended before the answer was finished", kind="truncated_stream"
             )
         if not self.usage.reported:
             return []

@@ -59,7 +59,7 @@ def parse_json_answer(body: bytes, what: str) -> Json:
     """A 2xx answer's body as a JSON object, or a ProviderError (502) saying what was wrong with it."""
     if len(body) > MAX_RESPONSE_BYTES:
         raise ProviderError(
-            502, f"the provider's {what} exceeds {MAX_RESPONSE_BYTES} bytes", kind="bad_response"
+            502, f"the provider's {what} exceeds {MAX_RESPONSE_BYTES} bytes", kind="response_too_large"
         )
     start = body[:256].lstrip()  # 256 bytes: no copy of a large body just to look at its first byte
     if not start and not body.strip():
