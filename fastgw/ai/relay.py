@@ -103,9 +103,6 @@ async def relay_stream(
     """``started``: when the request reached the handler (time to first token); ``began``: when this
     attempt sent its request (its deadlines)."""
     translator = adapter.chat_stream()
-    # The provider's usage as it arrives (the translator fills this object): an exchange logged at a
-    # hang-up, before this Task's cancellation runs the finally clause below, still carries it.
-    record.usage = translator.usage
     encoder = fmt.stream_encoder(pivot)
     limits = target.deadlines
     first_token_at = began + min(limits.first_token, limits.total)

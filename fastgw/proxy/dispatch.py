@@ -8,6 +8,7 @@ behaves exactly the same whichever protocol the client spoke.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Final, Protocol
@@ -249,6 +250,17 @@ def release(ex: Exchange) -> None:
         if route is not None and route.complete_hooks:
             for hook in route.complete_hooks:
                 hook.on_complete(ex)
+
+
+def complete_when_done(worker: WorkerContext, ex: Exchange, task: asyncio.Task[None] | None) -> None:
+    """``complete``, once the handler Task just cancelled (proxy/handler.py's cancel) has run its
+    cancellation: its except and finally clauses write the record's reason, usage, cost and duration
+    one loop step later, and a tick in between would deliver the record without them (a cut stream as
+    served whole, its tokens unpriced)."""
+    if task is None:
+        complete(worker, ex)
+    else:
+        task.add_done_callback(lambda _done: complete(worker, ex))
 
 
 def complete(worker: WorkerContext, ex: Exchange) -> None:

@@ -28,7 +28,7 @@ from fastgw.codec.h2_guard import FrameGuard
 from fastgw.codec.hpack_decoder import RequestDecoder
 from fastgw.codec.hpack_encoder import ResponseEncoder
 from fastgw.proxy.context import DL_HEAD, DL_IDLE, DL_LINGER
-from fastgw.proxy.dispatch import complete
+from fastgw.proxy.dispatch import complete, complete_when_done
 from fastgw.proxy.h2_stream import H2Stream, H2StreamHost
 from fastgw.proxy.linger import start_linger
 from fastgw.snapshot import Http2Settings, ListenerSettings
@@ -343,16 +343,17 @@ class H2Output(H2StreamHost):
         """A stream ends unfinished (reset by either side, or the connection is gone): log it once."""
         stream.drop_upstream()
         run = stream.handler_run
+        pending = None
         if run is not None:
             stream.handler_run = None
-            run.cancel(self.worker.aborting)  # the handler stops at its next await
+            pending = run.cancel(self.worker.aborting)  # the handler stops at its next await
         # Callers hand over live streams only (finished ones left ``streams`` in _finish), so this is the
         # stream's one record, whether or not END_STREAM or RST_STREAM already went out.
         stream.sent_end = True
         ex = stream.ex
         if not ex.status:
             ex.status = 499  # nginx's "client closed request": logged, never sent
-        complete(self.worker, ex)
+        complete_when_done(self.worker, ex, pending)
 
     # -- ending the connection -------------------------------------------------------------------------
     def go_away(self) -> None:

@@ -202,20 +202,18 @@ class HandlerRun:
             ex.error_detail = type(exc).__name__
             self.link.fail(ex, HANDLER_ERROR)
 
-    def cancel(self, shutdown: bool = False) -> None:
+    def cancel(self, shutdown: bool = False) -> asyncio.Task[None] | None:
         """The client is gone, or the exchange ended otherwise (``shutdown``: the stopping worker closed
-        it): stop the handler at its next await, its CancelledError saying which (handler_api.py)."""
+        it): stop the handler at its next await, its CancelledError saying which (handler_api.py).
+        Returns the Task when it was still running: its record is final once it is done
+        (dispatch.complete_when_done)."""
         self._cancelled = True
         task = self._task
         self._task = None
-        if task is not None and not task.done():
-            why = CANCELLED_SHUTDOWN if shutdown else CANCELLED_CLIENT_GONE
-            record = self.ex.llm
-            if record is not None and not record.error and not self.writer.ended:
-                # Said now: the caller logs the exchange before the Task's next step runs its own
-                # except clause, and a tick between the two would log the cut answer as served whole.
-                record.error = why
-            task.cancel(why)
+        if task is None or task.done():
+            return None
+        task.cancel(CANCELLED_SHUTDOWN if shutdown else CANCELLED_CLIENT_GONE)
+        return task
 
 
 class Spawn(Protocol):

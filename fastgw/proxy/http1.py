@@ -34,7 +34,7 @@ from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial
 from fastgw.policy.network import client_from_forwarded, in_networks
 from fastgw.proxy.context import DL_BODY, DL_HEAD, DL_NONE
-from fastgw.proxy.dispatch import admit, complete, park
+from fastgw.proxy.dispatch import admit, complete_when_done, park
 from fastgw.proxy.handler import HandlerRun, buffered_body_denial, unchunk
 from fastgw.proxy.handler_links import Http1Link
 from fastgw.proxy.http1_deadlines import Http1Deadlines
@@ -121,9 +121,10 @@ class ClientConnection(Http1Deadlines):
         self.reader.close()  # breaks the reader <-> connection cycles: freed without the cyclic GC
         self.worker.release(self)
         run = self.handler_run
+        pending = None
         if run is not None:
             self.handler_run = None
-            run.cancel(self.worker.aborting)  # the handler stops at its next await
+            pending = run.cancel(self.worker.aborting)  # the handler stops at its next await
         tunnel = self.tunnel
         if tunnel is not None:
             self.tunnel = None
@@ -135,7 +136,7 @@ class ClientConnection(Http1Deadlines):
             self._drop_call()
             if not ex.status:
                 ex.status = 499  # nginx's "client closed request": logged, never sent
-            complete(self.worker, ex)
+            complete_when_done(self.worker, ex, pending)
         self.queue.clear()
         self._out.clear()  # held for the loop iteration's batch: nobody left to read it
 

@@ -26,7 +26,7 @@ from fastgw.codec.serialize import LAST_CHUNK, chunk
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial
 from fastgw.proxy.context import DL_HEAD, DL_IDLE, DL_LINGER, DL_NONE
-from fastgw.proxy.dispatch import complete
+from fastgw.proxy.dispatch import complete, complete_when_done
 from fastgw.proxy.handler import HandlerRun
 from fastgw.proxy.linger import start_linger
 from fastgw.proxy.upstream_call import CallSink, UpstreamCall
@@ -352,10 +352,11 @@ class Http1Response(CallSink):
     def _abort(self, ex: Exchange) -> None:
         """The response cannot be completed: close without writing anything more."""
         self.active = None
+        pending = None
         if self.handler_run is not None:
-            self.handler_run.cancel()
+            pending = self.handler_run.cancel()
             self.handler_run = None
-        complete(self.worker, ex)
+        complete_when_done(self.worker, ex, pending)
         self.closing = True
         if self.transport is not None:
             self.transport.abort() if ex.response_started else self.transport.close()

@@ -31,6 +31,9 @@ class Probe:
 
     writes: int = 0
     cancelled_at: float = 0.0
+    # ex.ended when the handler's cancellation ran: 0.0 while the exchange is not yet completed (its record
+    # is written after the handler's except and finally clauses, which fill in how it ended)
+    ended_at_cancel: float = -1.0
     started: asyncio.Event = field(default_factory=asyncio.Event)
     bodies: list[bytes] = field(default_factory=list)
     worker: Any = None  # the in-process worker serving the test
@@ -68,6 +71,7 @@ class ProbeHandler:
                 await asyncio.sleep(30)
             except asyncio.CancelledError:
                 probe.cancelled_at = time.monotonic()
+                probe.ended_at_cancel = ex.ended
                 raise
         elif path == b"/boom":
             raise RuntimeError("secret internal detail")
@@ -210,6 +214,7 @@ async def test_http1_disconnect_cancels_the_handler(served: tuple[int, Probe]) -
             break
         await asyncio.sleep(0.01)
     assert probe.cancelled_at and probe.cancelled_at - left < 0.1
+    assert probe.ended_at_cancel == 0.0, "completed (its record taken) before the handler said how it ended"
 
 
 @pytest.mark.asyncio
@@ -299,6 +304,7 @@ async def test_h2_reset_cancels_the_handler(served: tuple[int, Probe]) -> None:
                 break
             await asyncio.sleep(0.01)
         assert probe.cancelled_at and probe.cancelled_at - left < 0.1
+        assert probe.ended_at_cancel == 0.0, "completed before the handler said how it ended"
     finally:
         client.close()
 
