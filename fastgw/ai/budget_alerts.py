@@ -33,6 +33,7 @@ import orjson
 
 from fastgw.counters.table import CounterTable, key_hash
 from fastgw.log_line import log_line
+from fastgw.metrics.tallies import BUDGET_ALERTS
 from fastgw.policy.http_client import Endpoint, exchange
 from fastgw.sinks.audit_notes import AUDIT_NOTES
 
@@ -140,6 +141,7 @@ class Alerts:
             return
         if successor is None or not successor.webhooks:
             log_line(f"{len(bodies)} budget alerts of route {self.route} dropped: its new config sends none")
+            BUDGET_ALERTS.dropped += len(bodies)
             return
         for body in bodies:
             successor.send(body)
@@ -168,6 +170,7 @@ class Webhook:
         if len(self.queue) >= QUEUE_MAX:
             self.queue.popleft()
             self.dropped += 1
+            BUDGET_ALERTS.dropped += 1
             if not self._full_logged:  # once per backlog: the receiver is away, every alert would say so
                 self._full_logged = True
                 log_line(f"budget alerts to {self.where}: {QUEUE_MAX} waiting, the oldest dropped")
@@ -193,8 +196,10 @@ class Webhook:
                 queue.popleft()
             if delivered:
                 self.delivered += 1
+                BUDGET_ALERTS.delivered += 1
             else:
                 self.failed += 1
+                BUDGET_ALERTS.failed += 1
         self._full_logged = False
 
     async def _deliver(self, body: bytes) -> bool:

@@ -34,6 +34,9 @@ from fastgw.metrics.shared import (
     BUCKETS,
     DENIALS,
     EJECTIONS,
+    H_ALERTS_DELIVERED,
+    H_ALERTS_DROPPED,
+    H_ALERTS_FAILED,
     H_CONTROL_STARTS,
     H_LOG_DROPPED,
     H_LOG_FAILED,
@@ -71,6 +74,7 @@ class Totals:
         self.access_log_failed = 0
         self.redis_errors = 0
         self.overflow = 0
+        self.alerts = {"delivered": 0, "failed": 0, "dropped": 0}  # LLM budget alerts, by outcome
 
     def add_shard(self, shard: MetricsShard) -> None:
         pairs = {DENIALS: self.denials, SHADOW: self.shadow, EJECTIONS: self.ejections}
@@ -99,6 +103,12 @@ class Totals:
         self.access_log_failed += shard.header(H_LOG_FAILED)
         self.redis_errors += shard.header(H_REDIS_ERRORS)
         self.overflow += shard.header(H_OVERFLOW)
+        for outcome, index in (
+            ("delivered", H_ALERTS_DELIVERED),
+            ("failed", H_ALERTS_FAILED),
+            ("dropped", H_ALERTS_DROPPED),
+        ):
+            self.alerts[outcome] += shard.header(index)
 
 
 def _add_histogram(table: dict[str, list[float]], route: str, counts: list[int], total: float) -> None:
@@ -200,6 +210,15 @@ class GatewayCollector(Collector):
         )
         failed.add_metric([], t.access_log_failed)
         yield failed
+        if any(t.alerts.values()):  # as every llm series: none on a gateway that never raised one
+            alerts = CounterMetricFamily(
+                "fastgw_llm_budget_alerts",
+                "LLM budget alerts by what became of them: delivered, failed (refused or given up), dropped",
+                labels=["outcome"],
+            )
+            for outcome, n in t.alerts.items():
+                alerts.add_metric([outcome], n)
+            yield alerts
         overflow = CounterMetricFamily(
             "fastgw_metrics_overflow",
             'Label sets counted under route="(other)": a worker\'s metrics table was full',

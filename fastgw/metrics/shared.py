@@ -55,7 +55,10 @@ H_LOG_DROPPED: Final = 1  # access-log records dropped under pressure (also its 
 H_LOG_FAILED: Final = 2  # access-log records whose write failed
 H_REDIS_ERRORS: Final = 3  # failed flushes to the shared rate-limit store
 H_OVERFLOW: Final = 4  # label sets counted in an OTHER row for want of a row of their own
-HEADER_INTS: Final = 8  # room for three more without changing the layout
+H_ALERTS_DELIVERED: Final = 5  # LLM budget alerts a webhook accepted (metrics/tallies.py)
+H_ALERTS_FAILED: Final = 6  # refused, or given up after every try
+H_ALERTS_DROPPED: Final = 7  # never sent
+HEADER_INTS: Final = 8  # full: one more changes the layout (every reader of a shard at once)
 H_CONTROL_STARTS: Final = 1  # in the control process's shard: how many control processes started
 
 # 8192 rows of 408 bytes: 3.3 MB of address space per worker, of which only the pages of rows in use

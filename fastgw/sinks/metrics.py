@@ -15,7 +15,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fastgw.counters.cluster_slot import CLUSTER
-from fastgw.metrics.shared import H_LOG_DROPPED, H_LOG_FAILED, H_REDIS_ERRORS, SINK_DROPPED, CounterRows
+from fastgw.metrics.shared import (
+    H_ALERTS_DELIVERED,
+    H_ALERTS_DROPPED,
+    H_ALERTS_FAILED,
+    H_LOG_DROPPED,
+    H_LOG_FAILED,
+    H_REDIS_ERRORS,
+    SINK_DROPPED,
+    CounterRows,
+)
+from fastgw.metrics.tallies import BUDGET_ALERTS
 from fastgw.metrics.worker import WorkerMetrics
 from fastgw.sinks.access_log import AccessLog
 from fastgw.sinks.base import Record, Sink
@@ -56,6 +66,10 @@ class MetricsSink(Sink):
         cluster = CLUSTER.current
         if cluster is not None:
             metrics.count_from(H_REDIS_ERRORS, cluster, cluster.errors)
+        alerts = BUDGET_ALERTS
+        metrics.count_from(H_ALERTS_DELIVERED, alerts, alerts.delivered)
+        metrics.count_from(H_ALERTS_FAILED, alerts, alerts.failed)
+        metrics.count_from(H_ALERTS_DROPPED, alerts, alerts.dropped)
         metrics.publish(self.pools)
 
     def _count_dropped(self, sink: Sink) -> None:

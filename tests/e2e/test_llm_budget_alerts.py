@@ -15,16 +15,25 @@ import pytest
 
 from tests.support.demo_llm import demo_llm_config
 from tests.support.gateways import Gateway
+from tests.support.llm_gateway import ADMIN_TOKEN, metric, scrape
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
 from tests.support.webhooks import WebhookReceiver
 
 SECRET = b"budget-alert-secret-3b9f0c1d"
+OUTCOMES = ("delivered", "failed", "dropped")
 
 
-def alerting(tmp_path: Path, webhooks: list[str], secret: bytes = SECRET) -> str:
-    """A route with a budget of 1 token a day: the first request is refused and raises the 100 % alert."""
+def alerting(tmp_path: Path, webhooks: list[str], secret: bytes = SECRET, admin_port: int = 0) -> str:
+    """A route with a budget of 1 token a day: the first request is refused and raises the 100 % alert
+    (with ``admin_port``, the admin API there, its token ADMIN_TOKEN)."""
     (tmp_path / "alert.key").write_bytes(secret + b"\n")
+    extra = ""
+    if admin_port:
+        (tmp_path / "admin.token").write_text(ADMIN_TOKEN + "\n")
+        token = tmp_path / "admin.token"
+        extra = f'[admin]\nbind = "127.0.0.1:{admin_port}"\ntoken = {{ file = "{token}" }}\n'
+
     urls = ", ".join(f'"{url}"' for url in webhooks)
     route = f"""
         auth = "none"
@@ -39,7 +48,7 @@ def alerting(tmp_path: Path, webhooks: list[str], secret: bytes = SECRET) -> str
         key = "route"
         tokens_per_day = 1
         """
-    return demo_llm_config(free_port(), route=route)
+    return demo_llm_config(free_port(), route=route, extra=extra)
 
 
 def refused(gw: Gateway) -> None:
@@ -56,8 +65,9 @@ def test_a_receiver_that_refuses_is_not_retried_and_a_dead_one_holds_up_no_other
     refusing = WebhookReceiver(SECRET, fail_first=100, fail_status=401)
     healthy = WebhookReceiver(SECRET)
     dead = f"http://127.0.0.1:{free_port()}/hooks"  # nothing listens: tried for about a minute
+    admin_port = free_port()
     try:
-        gw = gateway_factory(alerting(tmp_path, [dead, refusing.url, healthy.url]))
+        gw = gateway_factory(alerting(tmp_path, [dead, refusing.url, healthy.url], admin_port=admin_port))
         raised = time.monotonic()
         refused(gw)
         wait_until(lambda: healthy.received, 5.0, "the alert at the healthy webhook")
@@ -67,6 +77,13 @@ def test_a_receiver_that_refuses_is_not_retried_and_a_dead_one_holds_up_no_other
         wait_until(lambda: "answered 401, not retried" in gw.stderr(), 5.0, "the refusal logged")
         time.sleep(2 * 0.5 + 1.0)  # past two backoffs: a retried refusal would have come back by now
         assert refusing.attempts == 1
+
+        def outcomes() -> dict[str, float]:
+            text = scrape(admin_port)
+            return {o: metric(text, "fastgw_llm_budget_alerts_total", outcome=o) for o in OUTCOMES}
+
+        # The dead webhook's alert is still being tried: neither failed nor dropped yet.
+        wait_until(lambda: outcomes() == {"delivered": 1, "failed": 1, "dropped": 0}, 5.0, "the counts")
     finally:
         refusing.close()
         healthy.close()
