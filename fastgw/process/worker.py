@@ -40,6 +40,7 @@ from fastgw.process.shm import Heartbeats
 from fastgw.process.systemd import listen_backlog
 from fastgw.proxy.context import WorkerContext
 from fastgw.proxy.deadlines import TICK_SECONDS, sweep
+from fastgw.proxy.dispatch import complete_cut
 from fastgw.proxy.front import accept
 from fastgw.sinks.fanout import open_sinks
 from fastgw.snapshot import ListenerSettings, Snapshot
@@ -280,6 +281,8 @@ class Worker(WorkerContext):
         cut = [task for task in self._tasks if task is not me and task is not link]
         if cut:
             await asyncio.wait(cut, timeout=CUT_TASKS_SECONDS)
+        for task in list(self.cut):  # a handler that did not end in time: its record as it stands
+            complete_cut(self, task)
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()

@@ -15,6 +15,7 @@ import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from fastgw.exchange import Exchange
 from fastgw.log_line import log_line
 from fastgw.proxy_headers.request_ids import IdSource
 from fastgw.sinks.base import CHUNK_RECORDS, Record
@@ -75,6 +76,8 @@ class WorkerContext:
         self.pools = PoolManager(loop)
         self.writes = WriteBatch(loop)  # request and response writes made at each iteration's end
         self.pending: list[Record] = []  # completed exchanges not yet handed to the sinks
+        # Exchanges cut while their handler Task ran, completed when it ends (dispatch.complete_when_done)
+        self.cut: dict[asyncio.Task[None], Exchange] = {}
         self.ids = IdSource()
         self.via = b"1.1 " + snapshot.server.server_name
         self.connections: set[ClientSide] = set()

@@ -259,8 +259,17 @@ def complete_when_done(worker: WorkerContext, ex: Exchange, task: asyncio.Task[N
     served whole, its tokens unpriced)."""
     if task is None:
         complete(worker, ex)
-    else:
-        task.add_done_callback(lambda _done: complete(worker, ex))
+        return
+    worker.cut[task] = ex
+    task.add_done_callback(lambda done: complete_cut(worker, done))
+
+
+def complete_cut(worker: WorkerContext, task: asyncio.Task[None]) -> None:
+    """Complete the exchange a cut handler Task held, once (its end, or a stopping worker that could not
+    wait for it: process/worker.py)."""
+    ex = worker.cut.pop(task, None)
+    if ex is not None:
+        complete(worker, ex)
 
 
 def complete(worker: WorkerContext, ex: Exchange) -> None:

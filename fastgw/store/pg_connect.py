@@ -18,8 +18,12 @@ from fastgw.store.base import StoreError
 
 CONNECT_RETRY_SECONDS: Final = 0.25  # between tries while PostgreSQL is starting (at most connect_timeout)
 # Name lookups run here, two at a time: a lookup that never returns (a silent DNS server) holds one of
-# these threads until the resolver gives up, never the caller, which waits at most its own bound.
+# these threads until the resolver gives up, never the caller, which waits at most its own bound (and
+# withdraws a lookup still queued when it gives up, so an outage queues nothing).
 _LOOKUPS: Final = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fastgw-pg-lookup")
+# (host, port) -> the addresses its last lookup found: used when a lookup fails or runs past its bound
+# (a DNS outage, or a first nameserver that is silent: glibc asks the next one only after 5 s).
+_FOUND: dict[tuple[str, str], list[str]] = {}
 
 
 def describe(dsn: str) -> str:
@@ -43,27 +47,35 @@ def with_addresses(dsn: str, timeout: float) -> str:
     as ``hostaddr`` (one attempt per address, in the order the resolver gave, as libpq's own lookup
     tries them; the name stays for TLS). libpq's connect_timeout does not bound the lookup, which a
     silent DNS server holds for 10 s or more, and the store's calls run on the control process's loop.
-    A DSN with several hosts, a hostaddr, a socket directory or an address literal is returned as it is.
+    A lookup that fails or runs past ``timeout`` falls back on the addresses the last one found. A DSN
+    with several hosts, a hostaddr, a socket directory or an address literal is returned as it is; one
+    naming its host only through PGHOST or a service file too (libpq looks it up).
 
     Raises:
-        psycopg.OperationalError: the lookup failed, or took longer than ``timeout``."""
+        psycopg.OperationalError: the lookup failed or ran past ``timeout``, and none succeeded before."""
     try:
         info = conninfo_to_dict(dsn)
     except psycopg.Error:
         return dsn  # the connect says what is wrong with it
     host = str(info.get("host") or "")
-    port = str(info.get("port") or "5432")
+    port = str(info.get("port") or "")  # none: libpq's (PGPORT, a service file's, 5432), left to it
     if not host or info.get("hostaddr") or "," in host + port or host.startswith("/") or _literal(host):
         return dsn
+    lookup = _LOOKUPS.submit(socket.getaddrinfo, host, None, 0, socket.SOCK_STREAM)
     try:
-        found = _LOOKUPS.submit(socket.getaddrinfo, host, int(port), 0, socket.SOCK_STREAM).result(timeout)
-    except LookupTimeout:
-        raise psycopg.OperationalError(f"looking up {host} took more than {timeout:g} s") from None
-    except (OSError, ValueError) as exc:
-        raise psycopg.OperationalError(f"cannot look up {host}: {exc}") from None
-    addresses = list(dict.fromkeys(str(sockaddr[0]) for *_, sockaddr in found))
+        addresses = list(dict.fromkeys(str(sockaddr[0]) for *_, sockaddr in lookup.result(timeout)))
+        _FOUND[(host, port)] = addresses
+    except (LookupTimeout, OSError) as exc:
+        lookup.cancel()  # still queued behind stuck lookups: withdrawn
+        known = _FOUND.get((host, port))
+        if known is None:
+            why = f"took more than {timeout:g} s" if isinstance(exc, LookupTimeout) else f"failed: {exc}"
+            raise psycopg.OperationalError(f"looking up {host} {why}") from None
+        addresses = known
     count = len(addresses)
-    info.update(host=",".join([host] * count), hostaddr=",".join(addresses), port=",".join([port] * count))
+    info.update(host=",".join([host] * count), hostaddr=",".join(addresses))
+    if port:
+        info["port"] = ",".join([port] * count)
     return make_conninfo("", **info)
 
 

@@ -65,6 +65,16 @@ LOCKED_SECONDS: Final = 4.0
 # dropped, pg_hba.conf) writes a FATAL line to its log per try, and is fixed by an operator, not by time:
 # its tries space out, doubling from RETRY_SECONDS up to this, until one is accepted.
 REFUSED_RETRY_MAX_SECONDS: Final = 30.0
+# What a server says (FATAL too) while it cannot take a connection for now: not a refusal.
+PASSING_STATES: Final = (
+    "starting up",
+    "shutting down",
+    "in recovery",
+    "not yet accepting connections",
+    "not accepting connections",
+    "too many clients",
+    "connection slots are reserved",
+)
 LOCK_WAIT_ERROR: Final = psycopg.errors.LockNotAvailable  # SQLSTATE 55P03: lock_timeout ran out
 
 
@@ -210,7 +220,9 @@ class ConnectionKeeper:
 
 
 def refused_by_server(reason: str) -> bool:
-    """The server answered with an error (libpq writes its severity, FATAL at login) rather than the
-    network failing (refused, unreachable, silent). A server whose messages are translated (lc_messages)
-    may name the severity otherwise: its refusals are then tried every second, as before."""
-    return "FATAL:" in reason
+    """The server answered and refused the login (libpq writes its severity, FATAL) rather than the
+    network failing (refused, unreachable, silent) or the server not taking connections for now
+    (starting, stopping, recovering, full: those are tried every second). A server whose messages are
+    translated (lc_messages) may word them otherwise: its refusals are then tried every second, as
+    before."""
+    return "FATAL:" in reason and not any(passing in reason for passing in PASSING_STATES)

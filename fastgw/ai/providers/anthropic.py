@@ -97,6 +97,10 @@ class AnthropicAdapter:
 
     def chat_response(self, body: bytes) -> tuple[Json, Usage]:
         answer = _load(body)
+        if answer.get("type") == "error":  # an error in a 200 (a proxy's): as OpenAI's, the request's
+            error = answer.get("error")
+            text = error.get("message") if isinstance(error, dict) else None
+            raise ProviderError(502, str(text or "the provider answered with an error")[:500])
         if answer.get("type") != "message" or not isinstance(answer.get("content"), list):
             raise ProviderError(502, "the provider's answer is not a message", kind="bad_response")
         usage = Usage()

@@ -218,7 +218,7 @@ class GeminiStreamTranslator:
             events = self._parser.feed(data)
         except SseError as exc:
             raise ProviderError(
-                502, f"the gemini stream was cut off: {exc.detail}", kind="bad_response"
+                502, f"the gemini stream was cut off: {exc.detail}", kind="bad_stream"
             ) from None
         chunks: list[Json] = []
         try:
