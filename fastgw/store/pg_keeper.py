@@ -70,8 +70,7 @@ PASSING_STATES: Final = (
     "starting up",
     "shutting down",
     "in recovery",
-    "not yet accepting connections",
-    "not accepting connections",
+    "not accepting connections",  # "not yet accepting" too
     "too many clients",
     "connection slots are reserved",
 )

@@ -245,6 +245,15 @@ def test_malformed_answers_are_provider_errors(body: bytes) -> None:
     assert "10.0.0.7" not in caught.value.message
 
 
+def test_an_error_object_in_a_200_is_the_providers_message_masked_and_no_malformed_answer() -> None:
+    """Not a kind that falls back to another target (adapter.UNUSABLE_ANSWERS): as OpenAI's error in a 200."""
+    body = b'{"type": "error", "error": {"type": "invalid_request_error", "message": "too long at 10.0.0.7"}}'
+    with pytest.raises(ProviderError) as caught:
+        ADAPTER.chat_response(body)
+    assert (caught.value.status, caught.value.kind) == (502, "provider_error")
+    assert caught.value.message.startswith("too long at") and "10.0.0.7" not in caught.value.message
+
+
 @pytest.mark.parametrize(
     ("status", "body", "client_status", "kind", "retryable"),
     [

@@ -32,9 +32,9 @@ UNUSABLE_200 = ("html", "empty")  # faults queued on the fake for a stream reque
 NO_FALLBACK = {"nofb-error-200": "fault-error-200", "nofb-huge": "fault-huge-response"}
 
 
-def fallback_models() -> str:
-    tables = [
-        f"""
+def then_anthropic(name: str, provider: str, model: str) -> str:
+    """A model whose first target is ``provider``'s ``model`` and whose fallback is the fake Anthropic."""
+    return f"""
         [[llm.models]]
         name = "{name}"
         targets = [
@@ -42,41 +42,14 @@ def fallback_models() -> str:
             {{ provider = "an", model = "claude-sonnet-4-5", priority = 1 }},
         ]
         """
-        for name, (provider, model) in FIRST_FAILS.items()
-    ]
-    tables += [
-        f"""
-        [[llm.models]]
-        name = "broken-{fault}"
-        targets = [
-            {{ provider = "oa", model = "fault-{fault}", priority = 0 }},
-            {{ provider = "an", model = "claude-sonnet-4-5", priority = 1 }},
-        ]
-        """
-        for fault in BROKEN_STREAMS
-    ]
-    tables += [
-        f"""
-        [[llm.models]]
-        name = "{name}"
-        targets = [
-            {{ provider = "oa", model = "{model}", priority = 0 }},
-            {{ provider = "an", model = "claude-sonnet-4-5", priority = 1 }},
-        ]
-        """
-        for name, model in NO_FALLBACK.items()
-    ]
-    tables += [  # a provider model of their own: the target set aside by one test is not another's
-        f"""
-        [[llm.models]]
-        name = "fbs-{fault}"
-        targets = [
-            {{ provider = "oa", model = "stream-{fault}", priority = 0 }},
-            {{ provider = "an", model = "claude-sonnet-4-5", priority = 1 }},
-        ]
-        """
-        for fault in UNUSABLE_200
-    ]
+
+
+def fallback_models() -> str:
+    tables = [then_anthropic(name, provider, model) for name, (provider, model) in FIRST_FAILS.items()]
+    tables += [then_anthropic(f"broken-{fault}", "oa", f"fault-{fault}") for fault in BROKEN_STREAMS]
+    tables += [then_anthropic(name, "oa", model) for name, model in NO_FALLBACK.items()]
+    # A provider model of their own: the target set aside by one test is not another's.
+    tables += [then_anthropic(f"fbs-{fault}", "oa", f"stream-{fault}") for fault in UNUSABLE_200]
     tables.append(
         """
         [[llm.models]]

@@ -32,6 +32,7 @@ from fastgw.ai.anthropic_wire import (
     provider_message,
     usage_from_anthropic,
 )
+from fastgw.ai.provider_errors import error_message
 from fastgw.ai.providers.anthropic_request import KIND, beta_header, messages_body
 from fastgw.ai.providers.anthropic_stream import AnthropicStreamTranslator
 from fastgw.ai.providers.retry_hints import retry_after
@@ -98,9 +99,7 @@ class AnthropicAdapter:
     def chat_response(self, body: bytes) -> tuple[Json, Usage]:
         answer = _load(body)
         if answer.get("type") == "error":  # an error in a 200 (a proxy's): as OpenAI's, the request's
-            error = answer.get("error")
-            text = error.get("message") if isinstance(error, dict) else None
-            raise ProviderError(502, str(text or "the provider answered with an error")[:500])
+            raise ProviderError(502, error_message(answer, "the provider answered with an error"))
         if answer.get("type") != "message" or not isinstance(answer.get("content"), list):
             raise ProviderError(502, "the provider's answer is not a message", kind="bad_response")
         usage = Usage()
