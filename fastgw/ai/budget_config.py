@@ -1,8 +1,11 @@
-"""An llm route's ``budgets`` (``[[routes.handler.budgets]]``): token limits, request limits and spend
-budgets per API key, consumer, team or the whole route, compiled into ``Budgets`` (budgets.py).
+"""A route's ``budgets`` (``[[routes.handler.budgets]]``, on llm and prompt_api routes): token limits,
+request limits and spend budgets per API key, consumer, team or the whole route, compiled into
+``Budgets`` (budgets.py).
 
-Control-plane code, kept apart from the request path. A budget's id is ``route:name``: a reload that
-keeps the route and the budget keeps its counts (and the store keeps day and month totals).
+Control-plane code, kept apart from the request path. A budget's id is ``route:name``, or its bare name
+when ``shared`` (route ids always hold a colon, budget names never do, so the two cannot meet): a reload
+that keeps the id keeps its counts (and the store keeps day and month totals). Budgets with one id count
+in the same cells of the shared table, which is all sharing takes.
 """
 
 from __future__ import annotations
@@ -42,6 +45,11 @@ class BudgetSpec:
     usd_per_month: float | None = doc(
         "spend in USD per UTC calendar month; 0 refuses every request", None, most=USD_MAX
     )
+    shared: bool = doc(
+        "count together with the budgets of this name on other routes (llm and prompt_api) that set"
+        " shared = true too: one allowance across them (their key and limits must be the same)",
+        False,
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,6 +67,24 @@ class BudgetAlertsSpec:
     )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BudgetRouteSpec:
+    """The budget keys of a route kind that calls models (llm, prompt_api): one definition for both."""
+
+    budgets: tuple[BudgetSpec, ...] = doc(
+        "token limits, request limits and spend budgets ([[routes.handler.budgets]], docs/llm-budgets.md)", ()
+    )
+    budget_alerts: BudgetAlertsSpec | None = doc(
+        "threshold alerts of the route's budgets to webhooks and the log (docs/llm-budgets.md)", None
+    )
+    budget_output_tokens: int = doc(
+        "the answer tokens a budget reserves for a request without max_tokens (settled with the real"
+        " usage after)",
+        1024,
+        most=OUTPUT_MAX,
+    )
+
+
 # Each limit field: what it counts and over which period (counters/allowance.py's names).
 KINDS: Final = {
     "tokens_per_minute": ("tokens", "minute"),
@@ -67,6 +93,14 @@ KINDS: Final = {
     "usd_per_day": ("usd", "day"),
     "usd_per_month": ("usd", "month"),
 }
+
+
+def compile_route_budgets(spec: BudgetRouteSpec, ctx: CompileContext, prices: Any) -> Budgets | None:
+    """A route's budgets priced at the config's price table (``[llm]``'s), or None without budgets."""
+    budgets = compile_budgets(spec.budgets, spec.budget_output_tokens, ctx, spec.budget_alerts)
+    if budgets is not None:
+        budgets.prices = prices
+    return budgets
 
 
 def compile_budgets(
@@ -110,6 +144,16 @@ def compile_budgets(
         if not limits:
             raise CompileError(at, f"budget {spec.name!r} sets no limit: give one of {', '.join(KINDS)}")
         budget_id = f"{ctx.route_name}:{spec.name}"
+        if spec.shared:
+            budget_id = spec.name
+            terms = (spec.key, tuple(limits))
+            first = ctx.shared_budgets.setdefault(spec.name, (terms, f"{ctx.route_key}.handler.{at}"))
+            if first[0] != terms:
+                raise CompileError(
+                    f"{at}.shared",
+                    f"budget {spec.name!r} is shared with {first[1]}, which sets another key or other"
+                    " limits: a shared budget is one allowance, give it the same key and limits everywhere",
+                )
         budgets.append(Budget(spec.name, budget_id, spec.key, tuple(limits)))
     counters = COUNTERS if ctx.counters is None else ctx.counters
     compiled = Budgets(tuple(budgets), counters, output_tokens)

@@ -303,7 +303,9 @@ class LlmHandler:
             record.duration_ms = (time.monotonic() - started) * 1000.0
             record.cost_usd = record_cost(self.llm.prices, record)
             if hold is not None:
-                hold.settle(record, out.started)
+                # Answered: the provider's answer began to reach the client (always a 200). An error the
+                # gateway rendered (every target failed) used nothing the provider bills for.
+                hold.settle(record, out.started and ex.status == 200)
 
     async def _fail(
         self,

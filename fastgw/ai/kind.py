@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from fastgw.ai.budget_config import OUTPUT_MAX, BudgetAlertsSpec, BudgetSpec, compile_budgets
+from fastgw.ai.budget_config import BudgetRouteSpec, BudgetSpec, compile_route_budgets
 from fastgw.ai.cache import CacheSpec, cache_of
 from fastgw.ai.config import LlmConfig, LlmSpec, ModelSpec, ProviderSpec, TargetSpec, compile_llm
 from fastgw.ai.guardrails.spec import GuardrailsSpec
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class LlmRouteSpec:
+class LlmRouteSpec(BudgetRouteSpec):
     models: tuple[str, ...] = doc(
         "the public model names this route serves (glob patterns, e.g. ['gpt-4o*']);"
         " empty: every [[llm.models]]",
@@ -40,18 +40,6 @@ class LlmRouteSpec:
         "the response cache (opt-in): deterministic chat answers served again without a provider call"
         " (docs/llm-cache.md)",
         None,
-    )
-    budgets: tuple[BudgetSpec, ...] = doc(
-        "token limits, request limits and spend budgets ([[routes.handler.budgets]], docs/llm-budgets.md)", ()
-    )
-    budget_alerts: BudgetAlertsSpec | None = doc(
-        "threshold alerts of the route's budgets to webhooks and the log (docs/llm-budgets.md)", None
-    )
-    budget_output_tokens: int = doc(
-        "the answer tokens a budget reserves for a request without max_tokens (settled with the real"
-        " usage after)",
-        1024,
-        most=OUTPUT_MAX,
     )
     guardrails: GuardrailsSpec | None = doc(
         "detectors of personal data, secrets and prompt injection with their actions, token ceilings and"
@@ -79,11 +67,7 @@ def compile_route(spec: LlmRouteSpec, ctx: CompileContext) -> LlmHandler:
             raise CompileError("byok_providers", f"no [[llm.providers]] named {name!r}")
     handler = LlmHandler(llm, ADAPTERS, FORMATS, spec.models, frozenset(spec.byok_providers))
     handler.cache = cache_of(spec.cache, ctx)
-    handler.budgets = budgets = compile_budgets(
-        spec.budgets, spec.budget_output_tokens, ctx, spec.budget_alerts
-    )
-    if budgets is not None:
-        budgets.prices = llm.prices
+    handler.budgets = compile_route_budgets(spec, ctx, llm.prices)
     if spec.guardrails is not None:
         from fastgw.ai.guardrails.config import GuardrailsError, compile_guardrails
         from fastgw.ai.guardrails.guard import Guardrails
@@ -122,7 +106,7 @@ SECTION: Final = Section(
         ("[[llm.models]]", ModelSpec, "A public model name and where its requests go."),
         ("[[llm.models]].targets", TargetSpec, "One target of a model."),
         ('routes.handler.cache (kind = "llm")', CacheSpec, "An llm route's response cache."),
-        ("[[routes.handler.budgets]]", BudgetSpec, "A token limit or spend budget of an llm route."),
+        ("[[routes.handler.budgets]]", BudgetSpec, "A token limit or spend budget of a route."),
         ("[[llm.prices]]", PriceSpec, "A price of a provider model, over the shipped table."),
     ),
 )

@@ -8,7 +8,9 @@ fallbacks, retries, provider keys). The answer is ``{"result": "<text>"}``, or w
 ``{"result": {...}}``: asked for in the provider's JSON-schema mode, parsed and validated; an answer that
 is no JSON or does not match is asked for once more, then refused with a 502 naming the violation.
 The exchange's ``LlmRecord`` (endpoint ``prompt_api``, both calls' usage summed) goes to the access log
-and metrics as an llm route's does.
+and metrics as an llm route's does. The route's budgets (ai/budgets.py) reserve the filled prompt's
+estimate before the first call (a refusal is a 429 problem+json with the limit headers) and settle with
+both calls' usage.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import orjson
 
 from fastgw.ai.adapter import Adapter, Json, ProviderRequest, Usage
 from fastgw.ai.attempts import TargetLoop
+from fastgw.ai.budgets import Budgets, Hold
 from fastgw.ai.config import LlmConfig, Target
 from fastgw.ai.prices import record_cost
 from fastgw.ai.prompt_config import PromptApi
@@ -49,16 +52,21 @@ SCHEMA_TRIES: Final = 2
 _PROBLEM: Final = b"application/problem+json"
 
 
+def prompt_bytes(messages: list[Json]) -> int:
+    """The filled prompt's size in UTF-8 bytes: what the context-window check and budgets estimate from."""
+    return sum(len(str(m["content"]).encode()) for m in messages)
+
+
 def estimate_tokens(messages: list[Json], max_tokens: int) -> int:
     """The prompt's estimated tokens (see BYTES_PER_TOKEN) plus what the answer may take."""
-    size = sum(len(str(m["content"]).encode()) for m in messages)
+    size = prompt_bytes(messages)
     return math.ceil(size / BYTES_PER_TOKEN) + MESSAGE_OVERHEAD_TOKENS * len(messages) + max_tokens
 
 
 class PromptApiHandler:
     """One per prompt_api route; the APIs it serves by exact path."""
 
-    __slots__ = ("apis", "by_path", "llm", "loop", "route_name", "schemes")
+    __slots__ = ("apis", "budgets", "by_path", "llm", "loop", "route_name", "schemes")
 
     def __init__(
         self,
@@ -74,6 +82,7 @@ class PromptApiHandler:
         self.route_name = route_name  # for the admin listing and OpenAPI
         self.schemes = schemes  # the route's auth schemes, for OpenAPI's security
         self.loop = TargetLoop(llm, adapters, random.Random())
+        self.budgets: Budgets | None = None  # the route's token limits and spend budgets (ai/budgets.py)
 
     async def handle(self, ex: Exchange, body: bytes, out: ResponseWriter, upstreams: Upstreams) -> None:
         path = bytes(ex.path).decode("latin-1").rstrip("/")
@@ -120,20 +129,32 @@ class PromptApiHandler:
     ) -> None:
         record = ex.llm = LlmRecord(model=api.model, endpoint="prompt_api")
         started = time.monotonic()
+        pivot: Json = {"model": api.model, "messages": messages, **api.parameters}
+        hold = None
+        if self.budgets is not None:
+            hold = self.budgets.reserve(ex, self.llm.models[api.model], prompt_bytes(messages), pivot)
+            if hold.refusal is not None:
+                await _refuse(out, ex, hold)
+                return
+            hold.show(ex)
         try:
-            await self._tries(ex, api, messages, record, out, upstreams)
+            await self._tries(ex, api, pivot, record, out, upstreams)
         except asyncio.CancelledError as cancelled:
             if not record.error:  # the client left, or the stopping worker (as on llm routes)
                 record.error = cancel_kind(cancelled)
             raise
         finally:
             record.duration_ms = (time.monotonic() - started) * 1000.0
+            if hold is not None:
+                # An answer is a 200 with the result; an error answer used nothing the provider bills
+                # for, unless a call reported usage (then settled at it).
+                hold.settle(record, out.started and ex.status == 200)
 
     async def _tries(
         self,
         ex: Exchange,
         api: PromptApi,
-        messages: list[Json],
+        pivot: Json,
         record: LlmRecord,
         out: ResponseWriter,
         upstreams: Upstreams,
@@ -141,7 +162,6 @@ class PromptApiHandler:
         """The provider calls of one prompt API request: a second when the first broke the output
         schema. Each call is priced at the target that answered it (the two may differ); the record's
         cost is their sum, unknown if either's is."""
-        pivot: Json = {"model": api.model, "messages": messages, **api.parameters}
         if api.output_schema is not None:
             pivot["response_format"] = {
                 "type": "json_schema",
@@ -204,6 +224,16 @@ class PromptApiHandler:
         record.error = "output_schema"
         detail = f"the model's answer did not match the output schema in {SCHEMA_TRIES} tries: {violation}"
         await _problem(out, ex, 502, "output-schema-violation", detail)
+
+
+async def _refuse(out: ResponseWriter, ex: Exchange, hold: Hold) -> None:
+    """A budget's refusal (hold.refusal): 429 (503 with the shared store down) with Retry-After and the
+    limit headers, as problem+json; ``code`` is the OpenAI-style code an llm route would give."""
+    assert hold.refusal is not None
+    message, code = hold.refusal
+    problem = "budget-unavailable" if hold.status == 503 else "budget-exceeded"
+    retry = ((b"retry-after", b"%d" % max(1, math.ceil(hold.retry))),)
+    await _problem(out, ex, hold.status, problem, message, (("code", code),), (*retry, *hold.headers))
 
 
 def _content(answer: Json) -> str | None:

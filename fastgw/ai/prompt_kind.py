@@ -5,7 +5,8 @@ The section (prompt_config.py) is compiled once per config, after ``[llm]`` (the
 each API's model is known with its context window. A route of this kind publishes the APIs whose paths
 lie under its own path (or the ones its ``apis`` names): its policies (auth, which every route must
 state, rate limits, quotas) run before the handler as on any route, so a prompt API is exactly as closed
-as the route that carries it.
+as the route that carries it; its budgets (the llm route's keys, ai/budget_config.py) count each API call
+as an llm route counts a chat request.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from fastgw.ai.budget_config import BudgetRouteSpec, compile_route_budgets
 from fastgw.ai.prompt_config import PromptApi, PromptApiSpec, compile_prompt_apis
 from fastgw.config.fields import Section, doc
 from fastgw.handlers.kind import CompileContext, CompileError, HandlerKind
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class PromptRouteSpec:
+class PromptRouteSpec(BudgetRouteSpec):
     apis: tuple[str, ...] = doc(
         "the [[prompt_api]] names this route publishes (each path must lie under the route's path);"
         " empty: every [[prompt_api]] whose path lies under it",
@@ -62,7 +64,9 @@ def compile_route(spec: PromptRouteSpec, ctx: CompileContext) -> PromptApiHandle
     if not chosen:
         raise CompileError("apis", f"no [[prompt_api]] path lies under this route's path {ctx.route_path}")
     llm: Any = ctx.sections["llm"]  # present: every [[prompt_api]] names one of its models
-    return PromptApiHandler(llm, ADAPTERS, tuple(chosen), ctx.route_name, ctx.route_schemes)
+    handler = PromptApiHandler(llm, ADAPTERS, tuple(chosen), ctx.route_name, ctx.route_schemes)
+    handler.budgets = compile_route_budgets(spec, ctx, llm.prices)
+    return handler
 
 
 SECTION: Final = Section(

@@ -63,6 +63,9 @@ class CompileContext:
         # kind's compile_section returned, for the kind's route compiles to read.
         self.sections: dict[str, Any] = {}
         self.upstreams: dict[str, Any] = {}  # [upstreams.NAME], compiled: what handler kinds may call
+        # Budgets with shared = true seen so far (ai/budget_config.py): name -> (its key and limits, where
+        # first given), so that every route sharing one states the same allowance.
+        self.shared_budgets: dict[str, tuple[Any, str]] = {}
         # The route being compiled (set by begin_route).
         self.route_key = ""
         self.route_name = ""

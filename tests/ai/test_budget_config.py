@@ -95,3 +95,58 @@ usd_per_month = 0
 def test_bad_budgets_name_the_file_the_key_and_the_reason(budgets: str, expected: str) -> None:
     message = error_for(budgets)
     assert "conf/x.toml" in message and expected in message
+
+
+PROMPT_ROUTE = """
+[[routes]]
+name = "prompts"
+path = "/prompts"
+auth = "none"
+kind = "prompt_api"
+[[routes.handler.budgets]]
+name = "spend"
+shared = {shared}
+key = "{key}"
+usd_per_day = 5.0
+[[prompt_api]]
+name = "echo"
+path = "/prompts/echo"
+model = "m"
+template = "{{{{ text }}}}"
+input_schema = {{ type = "object", properties = {{ text = {{ type = "string" }} }} }}
+"""
+LLM_SPEND = """
+[[routes.handler.budgets]]
+name = "spend"
+shared = true
+key = "consumer"
+usd_per_day = 5.0
+"""
+
+
+def test_a_shared_budget_is_one_allowance_across_llm_and_prompt_api_routes() -> None:
+    snapshot = compile_config(
+        (BASE + LLM_SPEND + PROMPT_ROUTE.format(shared="true", key="consumer")).encode(), "conf/x.toml"
+    )
+    by_name = {r.name: r.handler.budgets for r in snapshot.routes}  # type: ignore[union-attr]
+    (on_llm,) = by_name["llm"].budgets
+    (on_prompts,) = by_name["prompts"].budgets
+    # One id, hence the same cells of the shared table; the route's price table prices both.
+    assert on_llm.budget_id == on_prompts.budget_id == "spend"
+    assert by_name["prompts"].prices is by_name["llm"].prices is not None
+    alone = compile_config(
+        (BASE + LLM_SPEND + PROMPT_ROUTE.format(shared="false", key="consumer")).encode(), "conf/x.toml"
+    )
+    prompts = next(r for r in alone.routes if r.name == "prompts")
+    (unshared,) = prompts.handler.budgets.budgets  # type: ignore[union-attr]
+    assert unshared.budget_id == "prompts:spend"  # not shared: counted apart
+
+
+def test_a_shared_budget_stated_differently_is_an_error_naming_both_places() -> None:
+    with pytest.raises(ConfigError) as info:
+        compile_config((BASE + LLM_SPEND + PROMPT_ROUTE.format(shared="true", key="team")).encode(), "x.toml")
+    assert str(info.value) == (
+        "x.toml: routes[1].handler.budgets[0].shared: budget 'spend' is shared with"
+        " routes[0].handler.budgets[0], which sets another key or other limits: a shared budget is one"
+        " allowance, give it the same key and limits everywhere"
+    )

@@ -17,7 +17,7 @@ from tests.support.api_keys import cli, create_key, issue
 from tests.support.clients import Response, request
 from tests.support.demo_llm import demo_llm_config
 from tests.support.gateways import Gateway
-from tests.support.llm_gateway import ADMIN_TOKEN, LlmGateway, llm_record, running_llm_gateway
+from tests.support.llm_gateway import ADMIN_TOKEN, LlmGateway, llm_record, post_json, running_llm_gateway
 from tests.support.ports import free_port
 
 EXTRA = """
@@ -85,9 +85,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlmGateway]:
 
 
 def post(gw: LlmGateway, path: str, body: Any, headers: str = "") -> Response:
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    head = f"POST {path} HTTP/1.1\r\nHost: test\r\ncontent-type: application/json\r\n{headers}"
-    return request(gw.gateway.port, f"{head}content-length: {len(data)}\r\n\r\n".encode() + data, timeout=10)
+    return post_json(gw.gateway, path, body, headers)
 
 
 def admin(gw: LlmGateway, path: str) -> Any:

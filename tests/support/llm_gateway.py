@@ -8,6 +8,7 @@ one on ``/narrow/v1`` that allows only ``chat-*`` models, an admin listener for 
 
 from __future__ import annotations
 
+import json
 import re
 import ssl
 import urllib.request
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fastgw.tls.dev_certs import DevCertificates, write_dev_certificates
+from tests.support.clients import Response, request
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fake_gemini import API_KEY as GEMINI_KEY
 from tests.support.fake_gemini import FakeGemini
@@ -168,6 +170,13 @@ def llm_record(gw: Gateway, headers: Mapping[str, str]) -> dict[str, Any]:
         return next((r["llm"] for r in gw.log_records() if r.get("request_id") == request_id), None)
 
     return wait_until(found, 5.0, f"the access-log record of {request_id}")  # type: ignore[no-any-return]
+
+
+def post_json(gw: Gateway, path: str, body: Any, headers: str = "") -> Response:
+    """A POST of ``body`` (JSON-encoded unless bytes) on a fresh connection: a prompt API call."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    head = f"POST {path} HTTP/1.1\r\nHost: test\r\ncontent-type: application/json\r\n{headers}"
+    return request(gw.port, f"{head}content-length: {len(data)}\r\n\r\n".encode() + data, timeout=10)
 
 
 def scrape(admin_port: int) -> str:

@@ -1,0 +1,201 @@
+"""Budgets on prompt API routes, end to end: a gateway subprocess in front of the fake OpenAI provider
+(TLS). A prompt API call reserves its filled prompt's estimate and settles at the provider's usage; a
+budget shared with an llm route is one allowance across both (a consumer out of budget on one cannot
+spend through the other); an exhausted budget is a 429 problem+json before any provider call; and a
+request every target failed gives its reservation back, on both kinds of route.
+
+The fake counts a token per word, so each call's usage is read from its access-log record and the
+reservations from the headers (limit minus remaining)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import openai
+import pytest
+
+from tests.support.clients import Response
+from tests.support.llm_gateway import LlmGateway, llm_record, post_json, running_llm_gateway
+
+SAY_SCHEMA = (
+    'input_schema = { type = "object", required = ["text"], properties = { text = { type = "string" } } }'
+)
+EXTRA = f"""
+[[llm.models]]
+name = "metered"
+targets = [{{ provider = "oa", model = "gpt-4o-mini" }}]
+
+[[llm.models]]
+name = "failing"
+targets = [{{ provider = "oa", model = "fault-500" }}]
+
+[[routes]]
+name = "metered-prompts"
+path = "/metered"
+kind = "prompt_api"
+auth = "none"
+[[routes.handler.budgets]]
+name = "shared-tokens"
+shared = true
+key = "route"
+tokens_per_day = 150
+
+[[routes]]
+name = "metered-llm"
+path = "/metered-llm/v1"
+strip_prefix = true
+kind = "llm"
+auth = "none"
+[routes.handler]
+models = ["metered"]
+[[routes.handler.budgets]]
+name = "shared-tokens"
+shared = true
+key = "route"
+tokens_per_day = 150
+
+[[routes]]
+name = "fragile-prompts"
+path = "/fragile"
+kind = "prompt_api"
+auth = "none"
+[[routes.handler.budgets]]
+name = "tokens"
+key = "route"
+tokens_per_day = 1000
+
+[[routes]]
+name = "fragile-llm"
+path = "/fragile-llm/v1"
+strip_prefix = true
+kind = "llm"
+auth = "none"
+[routes.handler]
+models = ["metered", "failing"]
+[[routes.handler.budgets]]
+name = "tokens"
+key = "route"
+tokens_per_day = 1000
+
+[[prompt_api]]
+name = "say"
+path = "/metered/say"
+model = "metered"
+max_tokens = 20
+template = "Say {{{{ text }}}}"
+{SAY_SCHEMA}
+
+[[prompt_api]]
+name = "fragile-say"
+path = "/fragile/say"
+model = "metered"
+max_tokens = 20
+template = "Say {{{{ text }}}}"
+{SAY_SCHEMA}
+
+[[prompt_api]]
+name = "broken"
+path = "/fragile/broken"
+model = "failing"
+max_tokens = 20
+template = "Say {{{{ text }}}}"
+{SAY_SCHEMA}
+"""
+SAY_ESTIMATE = len(b"Say hello") // 4 + 1 + 20  # the filled prompt's bytes / 4 + 1, plus max_tokens
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlmGateway]:
+    with running_llm_gateway(tmp_path_factory.mktemp("prompt-budgets"), EXTRA) as running:
+        yield running
+
+
+def headers_of(resp: Response) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in resp.headers}
+
+
+def used_by(gw: LlmGateway, headers: dict[str, str]) -> int:
+    record = llm_record(gw.gateway, headers)
+    return int(record["prompt_tokens"]) + int(record["completion_tokens"])
+
+
+def sdk(gw: LlmGateway, prefix: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gw.gateway.url}{prefix}/v1", api_key="any", max_retries=0)
+
+
+def test_prompt_api_calls_spend_a_budget_shared_with_an_llm_route_and_are_refused_when_it_is_out(
+    gw: LlmGateway,
+) -> None:
+    fake = gw.stack.openai
+    first = post_json(gw.gateway, "/metered/say", {"text": "hello"})
+    assert first.status == 200, first.body
+    head = headers_of(first)
+    assert head["x-ratelimit-limit-tokens"] == "150"
+    assert int(head["x-ratelimit-remaining-tokens"]) == 150 - SAY_ESTIMATE
+    spent = used_by(gw, head)
+    assert 0 < spent < SAY_ESTIMATE  # settled at the provider's usage, not kept at the estimate
+    # The llm route counts in the same allowance: its answer's headers show the prompt API's usage.
+    with sdk(gw, "/metered-llm") as client:
+        raw = client.chat.completions.with_raw_response.create(
+            model="metered", messages=[{"role": "user", "content": "hello there"}], max_tokens=10
+        )
+        answer = raw.parse()
+    assert answer.usage is not None
+    llm_estimate = 150 - spent - int(raw.headers["x-ratelimit-remaining-tokens"])
+    assert llm_estimate > 10  # its own estimate, on top of what the prompt API used
+    spent += answer.usage.total_tokens
+    second = post_json(gw.gateway, "/metered/say", {"text": "hello"})
+    assert int(headers_of(second)["x-ratelimit-remaining-tokens"]) == 150 - spent - SAY_ESTIMATE
+    spent += used_by(gw, headers_of(second))
+    refused: Response | None = None
+    for _ in range(20):
+        seen = len(fake.requests)
+        resp = post_json(gw.gateway, "/metered/say", {"text": "hello"})
+        if resp.status == 429:
+            refused = resp
+            assert len(fake.requests) == seen  # refused before any provider call
+            break
+        assert resp.status == 200, resp.body
+        spent += used_by(gw, headers_of(resp))
+    assert refused is not None, "the budget never refused"
+    assert spent + SAY_ESTIMATE > 150 >= spent  # refused exactly when the estimate no longer fits
+    assert refused.header(b"content-type") == b"application/problem+json"
+    problem = json.loads(refused.body)
+    assert problem["type"].endswith("/budget-exceeded") and problem["status"] == 429
+    assert problem["code"] == "rate_limit_exceeded" and "'shared-tokens'" in problem["detail"]
+    refusal = headers_of(refused)
+    assert int(refusal["retry-after"]) >= 1
+    assert int(refusal["x-ratelimit-remaining-tokens"]) == 150 - spent
+    # And the llm route, out of the same allowance, refuses in OpenAI's shape.
+    with sdk(gw, "/metered-llm") as client, pytest.raises(openai.RateLimitError) as error:
+        client.chat.completions.create(model="metered", messages=[{"role": "user", "content": "hi"}])
+    assert "'shared-tokens'" in error.value.message
+
+
+def test_a_request_every_target_failed_gives_its_reservation_back(gw: LlmGateway) -> None:
+    """A provider outage must not drain budgets: after it, the callers have what they had."""
+    ok = post_json(gw.gateway, "/fragile/say", {"text": "hello"})
+    assert ok.status == 200, ok.body
+    spent = used_by(gw, headers_of(ok))
+    failed = post_json(gw.gateway, "/fragile/broken", {"text": "hello"})
+    assert failed.status == 502, failed.body
+    after = post_json(gw.gateway, "/fragile/say", {"text": "hello"})
+    assert int(headers_of(after)["x-ratelimit-remaining-tokens"]) == 1000 - spent - SAY_ESTIMATE
+    # The same on an llm route: the failed call's estimate is not kept.
+    with sdk(gw, "/fragile-llm") as client:
+        good = client.chat.completions.with_raw_response.create(
+            model="metered", messages=[{"role": "user", "content": "hello"}], max_tokens=10
+        )
+        usage = good.parse().usage
+        assert usage is not None
+        estimate = 1000 - int(good.headers["x-ratelimit-remaining-tokens"])
+        with pytest.raises(openai.APIStatusError) as error:
+            client.chat.completions.create(
+                model="failing", messages=[{"role": "user", "content": "hello"}], max_tokens=10
+            )
+        assert error.value.status_code >= 500
+        again = client.chat.completions.with_raw_response.create(
+            model="metered", messages=[{"role": "user", "content": "hello"}], max_tokens=10
+        )
+    assert int(again.headers["x-ratelimit-remaining-tokens"]) == 1000 - usage.total_tokens - estimate
