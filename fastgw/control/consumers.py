@@ -10,7 +10,9 @@ transaction that first reads the rows it changes locked (``key_for_update``/``co
 Two nodes rotating (revoking, expiring) the same key at once are thus serialised by the database: the
 second sees the first's result and is answered 409, nothing is lost or done twice. Locks are always
 taken consumer first, then key, so two operations never wait on each other in a cycle. The audit record
-and the workers' push follow the commit, so a rolled-back operation leaves neither.
+is written inside the transaction (a change the log cannot record is refused), and one whose transaction
+then fails is answered by an ``EVENT.aborted`` record (control/auditing.py AuditedChanges); the workers'
+push follows the commit, so a rolled-back operation pushes nothing.
 
 Rotation issues a new key with the old one's consumer, scopes, roles and routes, and sets the old key's
 expiry to the end of the grace period (or leaves an earlier expiry alone), so clients can switch over. A
@@ -34,6 +36,7 @@ from dataclasses import replace
 from typing import Any
 
 from fastgw.codec.control_messages import CachePush
+from fastgw.control.auditing import AuditedChanges
 from fastgw.control.key_input import (
     KeyServiceError,
     consumer_fields,
@@ -66,22 +69,24 @@ class KeyService:
         self,
         store: Store,
         settings: Callable[[], KeySettings | None],
-        audit: Callable[..., None],
+        audit: Callable[..., object],
         push: Callable[[CachePush], None],
         route_names: Callable[[], Iterable[str]] | None = None,
     ) -> None:
         self.store = store
         self._settings = settings
-        self._audit = audit
+        self.changes = AuditedChanges(store, audit)  # also for the operations built on this one (privacy.py)
+        self._audit = self.changes.record
         self._push = push
-        self.audit, self.push = audit, push  # for the operations built on this one (privacy.py)
+        self.push = push
         self._route_names = route_names  # the routes of the snapshot in force; None: not checked
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
-        """One operation's transaction; a collision with another node's write becomes a 409."""
+        """One operation's transaction, its audit records answered if it fails (AuditedChanges); a
+        collision with another node's write becomes a 409."""
         try:
-            with self.store.transaction():
+            with self.changes.transaction():
                 yield
         except ConflictError:
             raise KeyServiceError(

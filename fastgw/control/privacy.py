@@ -57,7 +57,7 @@ class ConsumerPrivacy:
         """Remove the consumer and its keys; its usage rows pass to a pseudonym. The answer (and the
         audit record) hold the pseudonym and counts only."""
         pseudonym = "erased-" + uuid.uuid4().hex[:16]
-        with self._store.transaction():
+        with self._keys.changes.transaction():  # its record answered if the erasure fails
             consumer = self._store.consumer_for_update(ref)
             if consumer is None:
                 raise KeyServiceError(404, f"no consumer {ref!r}")
@@ -70,6 +70,6 @@ class ConsumerPrivacy:
                 if self._store.has_table(table.name)
             }
             self._store.delete_consumer(consumer.id)
-            self._keys.audit("consumer.erase", pseudonym=pseudonym, keys=len(keys), usage_rows=usage)
+            self._keys.changes.record("consumer.erase", pseudonym=pseudonym, keys=len(keys), usage_rows=usage)
         self._keys.push(deletes(keys))
         return {"erased": True, "pseudonym": pseudonym, "keys": len(keys), "usage_rows": usage}

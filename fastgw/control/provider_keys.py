@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from fastgw.codec.control_messages import CachePush
+from fastgw.control.auditing import AuditedChanges
 from fastgw.control.consumers import KeyServiceError
 from fastgw.proxy.caches import PROVIDER_KEYS_CACHE
 from fastgw.secrets_at_rest import MasterKeys, Sealed, UnsealError, display_prefix, seal, unseal
@@ -58,13 +59,15 @@ class ProviderKeyService:
         self,
         store: Store,
         master_keys: Callable[[], MasterKeys | None],
-        audit: Callable[..., None],
+        audit: Callable[..., object],
         push: Callable[[CachePush], None],
         log: Callable[[str], None],
     ) -> None:
         self.store = store
         self._master_keys = master_keys  # those of the snapshot in force (they change on a reload)
-        self._audit = audit
+        # Each change's transaction and audit record; a record whose transaction fails is answered.
+        self._changes = AuditedChanges(store, audit, log)
+        self._audit = self._changes.record
         self._push = push
         self._log = log
 
@@ -94,7 +97,7 @@ class ProviderKeyService:
             created=old.created if old is not None else now,
             updated=now,
         )
-        with self.store.transaction():  # a key the audit log cannot record is not stored
+        with self._changes.transaction():  # a key the audit log cannot record is not stored
             self.store.put_provider_credential(row)
             self._audit(
                 "provider.set_key",
@@ -111,7 +114,7 @@ class ProviderKeyService:
         return [self._view(row, keys) for row in self.store.provider_credentials()]
 
     def remove(self, provider: str) -> dict[str, Any]:
-        with self.store.transaction():
+        with self._changes.transaction():
             row = self.store.provider_credential(provider)
             if row is None or not self.store.delete_provider_credential(provider):
                 raise KeyServiceError(404, f"no stored key for provider {provider!r}")
@@ -144,7 +147,7 @@ class ProviderKeyService:
             )
         providers = [r.provider for r in rows]
         previous = sorted({r.key_id for r in rows})
-        with self.store.transaction():
+        with self._changes.transaction():
             for row in fresh:
                 self.store.put_provider_credential(row)
             self._audit(

@@ -1,17 +1,34 @@
 """No consumer, key or provider-key change goes unaudited (README, "Failure modes"): the audit record is
 written inside the change's store transaction, so when the audit log cannot be written the change is
 refused (503) and nothing of it is stored, on SQLite as on PostgreSQL. Before, the record followed the
-commit, and a failed write left the change in force with only a log line."""
+commit, and a failed write left the change in force with only a log line.
+
+And no change is shown as made that was not: a record whose transaction fails after it (the database
+refuses a later write or the COMMIT itself, a conflict at commit, a full disk) is answered in the log by
+``EVENT.aborted``, and the log still verifies. Before, such a record stood alone, a phantom change."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
 from typing import Any
 
+import orjson
+import psycopg
 import pytest
 
+from fastgw.audit import AuditLog, verify
+from fastgw.control.auditing import Auditing
 from fastgw.control.consumers import KeyService, KeyServiceError
+from fastgw.control.provider_keys import ProviderKeyService
+from fastgw.secrets_at_rest import MasterKey, MasterKeys, key_id
 from fastgw.snapshot import KeySettings
+from fastgw.store.base import Store, StoreError
+from fastgw.store.postgres import PostgresStore
+from fastgw.store.sqlite import SQLiteStore
 from tests.support.stores import StoreMaker
 
 SETTINGS = KeySettings(pepper_id="p1", peppers={"p1": b"pepper-for-audited-changes-000001"})
@@ -62,3 +79,261 @@ def test_a_change_the_audit_log_cannot_record_is_refused_and_not_stored(
     assert refused.value.status == 503
     assert unchanged(service), "the change was rolled back with its audit record"
     assert len(pushes) == pushed, "nothing was pushed to the workers"
+
+
+# -- a change whose transaction fails after its audit record ---------------------------------------------
+AUDIT_KEY = b"a" * 32
+NOT_COMPARED = ("seq", "time", "mac")  # an .aborted record's own; all the rest is compared
+
+
+class Node:
+    """The control process's side of a change: a key service and a provider-key service writing a real
+    audit log through control/auditing.py, as the control process wires them."""
+
+    def __init__(self, store: Store, path: Path) -> None:
+        self.store, self.path = store, path
+        self.logs: list[str] = []
+        self.pushes: list[object] = []
+        self.log = AuditLog(str(path), AUDIT_KEY, store)
+        change = Auditing(self.log, self.logs.append).change
+        self.service = KeyService(store, lambda: SETTINGS, change, self.pushes.append)
+        secret = os.urandom(32)
+        master = MasterKeys(MasterKey(key_id(secret), secret))
+        self.providers = ProviderKeyService(
+            store, lambda: master, change, self.pushes.append, self.logs.append
+        )
+
+    def records(self) -> list[dict[str, Any]]:
+        return [orjson.loads(line) for line in self.path.read_bytes().splitlines()]
+
+    def events(self) -> list[str]:
+        return [r["event"] for r in self.records()]
+
+    def intact(self) -> bool:
+        """What ``fastgw audit verify`` says: the chain holds and reaches the store's anchor."""
+        result = verify(str(self.path), AUDIT_KEY, self.store.audit_anchor(str(self.path)))
+        return result.ok and result.records == len(self.records())
+
+
+def answered(original: dict[str, Any], aborted: dict[str, Any], reason: str, *names: str) -> None:
+    """``aborted`` answers ``original``: it names it (event, seq and the given identifying fields), says
+    why and holds nothing else."""
+    expected = {
+        "event": original["event"] + ".aborted",
+        "original_event": original["event"],
+        "original_seq": original["seq"],
+        **{name: original[name] for name in names},
+        "reason": reason,
+    }
+    assert {k: v for k, v in aborted.items() if k not in NOT_COMPARED} == expected
+    assert aborted["seq"] > original["seq"]
+
+
+def run_sql(make_store: StoreMaker, store: Store, sql: str) -> None:
+    """SQL on the store's database over a connection of its own, as an operator's would be."""
+    if isinstance(store, SQLiteStore):
+        with closing(sqlite3.connect(store.path)) as db:
+            db.executescript(sql)
+    else:
+        assert make_store.dsn is not None
+        with psycopg.connect(make_store.dsn, autocommit=True) as conn:
+            conn.execute(sql.encode())
+
+
+def refusal(backend: str, table: str) -> tuple[str, str]:
+    """SQL making the database refuse every update of ``table`` (a trigger), and SQL undoing it."""
+    if backend == "sqlite":
+        return (
+            f"CREATE TRIGGER refuse BEFORE UPDATE ON {table} BEGIN SELECT RAISE(ABORT, 'refused'); END",
+            "DROP TRIGGER refuse",
+        )
+    return (
+        "CREATE OR REPLACE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RAISE EXCEPTION"
+        f" 'refused'; END$$; CREATE TRIGGER refuse BEFORE UPDATE ON {table} FOR EACH ROW EXECUTE"
+        " FUNCTION refuse()",
+        f"DROP TRIGGER refuse ON {table}",
+    )
+
+
+def test_a_change_the_database_refuses_after_its_audit_record_is_answered_by_an_aborted_record(
+    make_store: StoreMaker, tmp_path: Path
+) -> None:
+    store = make_store()
+    node = Node(store, tmp_path / "audit.log")
+    node.service.create_consumer({"name": "acme"})
+    key = node.service.create_key({"consumer": "acme"})["id"]
+    pushed = len(node.pushes)
+    refuse, allow = refusal(make_store.backend, "api_keys")
+    run_sql(make_store, store, refuse)  # a rotation's update of the old key fails after key.rotate
+    with pytest.raises(StoreError):  # the admin API answers 503 store-unavailable
+        node.service.rotate(key, {})
+    *_, rotate, aborted = node.records()
+    assert rotate["event"] == "key.rotate" and rotate["key"] != key  # the successor it was to issue
+    answered(rotate, aborted, "StoreError", "key", "prefix", "consumer")
+    [kept] = node.service.consumer("acme")["keys"]  # what fastgw consumers show answers
+    assert kept["id"] == key and not kept.get("replaced_by")
+    assert len(node.pushes) == pushed and node.intact() and not node.logs
+    # The same change, once the database takes it, is recorded with no .aborted record.
+    run_sql(make_store, store, allow)
+    node.service.rotate(key, {})
+    assert node.events()[-2:] == ["key.rotate", "key.rotate.grace"]
+    assert sum(e.endswith(".aborted") for e in node.events()) == 1 and node.intact()
+
+
+def test_a_change_whose_audit_anchor_the_store_refuses_is_refused_and_its_record_answered(
+    make_store: StoreMaker, tmp_path: Path
+) -> None:
+    """The store fails between a record and its anchor (as a lost connection does): the record is in the
+    file, the change cannot commit, and the record is answered."""
+    store = make_store()
+    node = Node(store, tmp_path / "audit.log")
+    node.service.create_consumer({"name": "acme"})
+    refuse, allow = refusal(make_store.backend, "audit_anchor")
+    run_sql(make_store, store, refuse)
+    with pytest.raises(KeyServiceError) as refused:
+        node.service.disable("acme")
+    assert refused.value.status == 503  # audit-unavailable: retry later
+    *_, disable, aborted = node.records()
+    assert disable["event"] == "consumer.disable"
+    answered(disable, aborted, "AuditAnchorError", "consumer", "name")
+    assert not node.service.consumer("acme").get("disabled")
+    assert node.intact()  # the anchor is behind the file, which a verification allows
+    assert [line.split(":")[0] for line in node.logs] == [
+        f"AUDIT ANCHOR NOT MOVED (consumer.disable, seq {disable['seq']})",
+        f"AUDIT ANCHOR NOT MOVED (consumer.disable.aborted, seq {aborted['seq']})",
+    ]
+    run_sql(make_store, store, allow)
+    node.service.disable("acme")
+    assert node.events()[-1] == "consumer.disable" and node.service.consumer("acme").get("disabled")
+    anchor = store.audit_anchor(str(node.path))
+    assert anchor is not None and anchor.seq == len(node.records()) and node.intact()
+
+
+@pytest.fixture
+def postgres_node(postgres_dsn: str, tmp_path: Path) -> Iterator[tuple[Node, str]]:
+    store = PostgresStore(postgres_dsn, node="a", connect_timeout=5)
+    yield Node(store, tmp_path / "audit.log"), postgres_dsn
+    store.close()
+
+
+def test_a_commit_postgresql_refuses_answers_every_record_the_change_wrote(
+    postgres_node: tuple[Node, str],
+) -> None:
+    """The COMMIT itself fails (a deferred constraint trigger, checked at commit, says serialization
+    failure: what a concurrent transaction on another node causes), after both records of a rotation."""
+    node, dsn = postgres_node
+    node.service.create_consumer({"name": "acme"})
+    key = node.service.create_key({"consumer": "acme"})["id"]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION conflict() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RAISE EXCEPTION"
+            " 'conflict' USING ERRCODE = 'serialization_failure'; END$$;"
+            " CREATE CONSTRAINT TRIGGER at_commit AFTER INSERT ON api_keys DEFERRABLE INITIALLY DEFERRED"
+            " FOR EACH ROW EXECUTE FUNCTION conflict()"
+        )
+    with pytest.raises(KeyServiceError) as refused:
+        node.service.rotate(key, {})
+    assert refused.value.status == 409  # look and retry
+    *_, rotate, grace, rotate_aborted, grace_aborted = node.records()
+    assert [rotate["event"], grace["event"]] == ["key.rotate", "key.rotate.grace"]
+    answered(rotate, rotate_aborted, "ConflictError", "key", "prefix", "consumer")
+    answered(grace, grace_aborted, "ConflictError", "key")
+    assert [k["id"] for k in node.service.consumer("acme")["keys"]] == [key] and node.intact()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP TRIGGER at_commit ON api_keys")
+    node.service.rotate(key, {})
+    assert node.events()[-2:] == ["key.rotate", "key.rotate.grace"]
+    assert sum(e.endswith(".aborted") for e in node.events()) == 2 and node.intact()
+
+
+class CommitFails(SQLiteStore):
+    """SQLite whose next commit fails, as a full disk fails one: ``at_commit`` raises at the end of the
+    outermost block, the block's writes roll back and the error reaches the caller. An override, since
+    SQLite checks nothing at COMMIT that a test could trip (no deferred constraints in this schema); on
+    PostgreSQL the database itself refuses the commit (above)."""
+
+    def __init__(self, path: str) -> None:
+        self.at_commit: Callable[[], None] | None = None
+        self._blocks = 0
+        super().__init__(path)  # which migrates, in a transaction
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self._blocks += 1
+        try:
+            with super().transaction():
+                yield
+                if self._blocks == 1 and self.at_commit is not None:
+                    failure, self.at_commit = self.at_commit, None
+                    failure()
+        finally:
+            self._blocks -= 1
+
+
+@pytest.fixture
+def sqlite_node(tmp_path: Path) -> Iterator[tuple[Node, CommitFails]]:
+    store = CommitFails(str(tmp_path / "fastgw.db"))
+    yield Node(store, tmp_path / "audit.log"), store
+    store.close()
+
+
+def disk_full() -> None:
+    raise StoreError("fastgw.db: database or disk is full")
+
+
+@pytest.mark.parametrize(
+    ("change", "event", "names"),
+    [
+        (lambda n: n.service.create_consumer({"name": "acme"}), "consumer.create", ("consumer", "name")),
+        (
+            lambda n: n.providers.set_key("openai", {"key": "sk-proj-not-a-real-key-0001"}),
+            "provider.set_key",
+            ("provider", "prefix", "key_id"),
+        ),
+    ],
+)
+def test_a_commit_that_fails_answers_the_record_and_the_change_is_not_in_force(
+    sqlite_node: tuple[Node, CommitFails],
+    change: Callable[[Node], object],
+    event: str,
+    names: tuple[str, ...],
+) -> None:
+    node, store = sqlite_node
+    store.at_commit = disk_full
+    with pytest.raises(StoreError):
+        change(node)
+    assert node.events() == [event, event + ".aborted"]
+    original, aborted = node.records()
+    answered(original, aborted, "StoreError", *names)
+    assert not store.consumers() and not store.provider_credentials() and not node.pushes
+    assert node.intact() and not node.logs
+    change(node)  # the disk has room again: the change is made and recorded, with no .aborted record
+    assert node.events() == [event, event + ".aborted", event] and node.intact()
+    assert store.consumers() or store.provider_credentials()
+
+
+def test_an_aborted_record_that_cannot_be_written_is_logged_and_the_change_fails_with_its_own_error(
+    sqlite_node: tuple[Node, CommitFails], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The disk fails at the commit and the audit log with it: the caller still gets the store's error
+    (not the audit log's), and stderr says which record stands for a change that did not take effect."""
+    node, store = sqlite_node
+    moved = node.path.with_name("audit.log.kept")
+
+    def disk_gone() -> None:
+        node.path.rename(moved)
+        node.path.mkdir()  # the log's path cannot be opened for writing, even by root
+        disk_full()
+
+    store.at_commit = disk_gone
+    with pytest.raises(StoreError, match="disk is full"):
+        node.service.create_consumer({"name": "acme"})
+    [record] = [orjson.loads(line) for line in moved.read_bytes().splitlines()]
+    assert record["event"] == "consumer.create" and not store.consumers()
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"fastgw[{os.getpid()}]: AUDIT WRITE FAILED (consumer.create.aborted): ")
+    assert line.endswith(
+        f"the record seq {record['seq']} (consumer.create) stands for a change that did not take effect"
+        " (StoreError)"
+    )
+    assert not node.logs  # Auditing.change leaves that line to AuditedChanges: one line, not two
