@@ -53,3 +53,18 @@ class Entry:
         self.used = used
         self.cap = cap
         self.next = after
+
+
+class DayRates:
+    """A model's spend rates for one UTC day: micro-USD per prompt and per answer token at its first
+    target's price (-1: unknown), valid from ``since`` to ``until`` (unix seconds). Checked on every
+    spend-budgeted request by two float comparisons, not by working out the day number."""
+
+    __slots__ = ("answer", "model", "prompt", "since", "until")
+
+    def __init__(self, model: Any, prompt: float, answer: float, since: float, until: float) -> None:
+        self.model = model  # kept: the cache is keyed by its id()
+        self.prompt = prompt
+        self.answer = answer
+        self.since = since
+        self.until = until

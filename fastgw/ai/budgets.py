@@ -25,7 +25,7 @@ from typing import Any, Final
 from fastgw.ai.adapter import Usage
 from fastgw.ai.budget_alerts import Alerts
 from fastgw.ai.budget_headers import Field, Fixed, limit_headers
-from fastgw.ai.budget_seats import Entry, Seat, Spot
+from fastgw.ai.budget_seats import DayRates, Entry, Seat, Spot
 from fastgw.ai.client_format import ClientFormat
 from fastgw.ai.prices import PriceTable, utc_day
 from fastgw.ai.record import LlmRecord
@@ -177,7 +177,7 @@ class Budgets:
         self._spends = any(limit.kind == "usd" for budget in budgets for limit in budget.limits)
         # (provider, provider model) -> (UTC day number, micro-USD per prompt token, per answer token)
         self._rates: dict[tuple[str, str], Rates] = {}
-        self._model_rates: dict[int, tuple[Any, Rates]] = {}  # id(model) -> (model, its first target's rates)
+        self._model_rates: dict[int, DayRates] = {}  # id(model) -> its first target's rates today
         self._seats: dict[int, Seat] = {}  # id(identity) -> its seat
         self._anonymous: dict[str, Seat] = {}  # client address -> its seat (routes without auth)
         self.alerts: Alerts | None = None  # threshold alerts (ai/budget_alerts.py), when configured
@@ -219,7 +219,8 @@ class Budgets:
     def estimate_cost(self, provider: str, provider_model: str, prompt: int, output: int, now: float) -> int:
         """``cost`` of ``prompt`` and ``output`` tokens, from per-token rates kept per target and day:
         no price lookup and no Usage per request."""
-        return _priced(self._day_rates(provider, provider_model, now), prompt, output)
+        rates = self._day_rates(provider, provider_model, now)
+        return _priced(rates[1], rates[2], prompt, output)
 
     def _day_rates(self, provider: str, provider_model: str, now: float) -> Rates:
         """A target's rates today (kept per target and day)."""
@@ -242,15 +243,17 @@ class Budgets:
         """``estimate_cost`` at the price of the model's first target, its rates kept per model object
         (the snapshot's: one per alias) rather than looked up through the target on every request."""
         kept = self._model_rates.get(id(model))
-        if kept is None or kept[0] is not model or kept[1][0] != int(now // 86400):
+        if kept is None or kept.model is not model or not kept.since <= now < kept.until:
             if not model.targets:
                 return -1  # no price to count at (a model is configured with targets: not kept)
             target = model.targets[0]
-            kept = (model, self._day_rates(target.provider.name, target.target.model, now))
+            rates = self._day_rates(target.provider.name, target.target.model, now)
+            start = rates[0] * 86400.0
+            kept = DayRates(model, rates[1], rates[2], start, start + 86400.0)
             if len(self._model_rates) >= KEY_CACHE_MAX:
                 self._model_rates.clear()
             self._model_rates[id(model)] = kept
-        return _priced(kept[1], prompt, output)
+        return _priced(kept.prompt, kept.answer, prompt, output)
 
     def reserve(self, ex: Exchange, model: Any, body_bytes: int, pivot: Any) -> Hold:
         """Reserve the request's estimate under every limit, or nothing and a refusal."""
@@ -393,9 +396,9 @@ class Budgets:
         )
 
 
-def _priced(rates: Rates, prompt: int, output: int) -> int:
-    """Micro-USD of ``prompt`` and ``output`` tokens at ``rates``; -1 when the price is unknown."""
-    return -1 if rates[1] < 0 else rounded(prompt * rates[1] + output * rates[2])
+def _priced(per_prompt: float, per_answer: float, prompt: int, output: int) -> int:
+    """Micro-USD of ``prompt`` and ``output`` tokens at these rates; -1 when the price is unknown."""
+    return -1 if per_prompt < 0 else rounded(prompt * per_prompt + output * per_answer)
 
 
 def rounded(number: float) -> int:
