@@ -147,7 +147,14 @@ class SQLiteStore:
                 self._run("ROLLBACK")
             raise
         self._depth = 0
-        self._run("COMMIT")
+        try:
+            self._run("COMMIT")
+        except BaseException:
+            # A COMMIT that fails busy, or on a deferred constraint, leaves the transaction open: every
+            # later BEGIN would fail ("within a transaction") and later writes would join the dead one.
+            if self._db.in_transaction:
+                self._db.rollback()
+            raise
 
     # -- migrations -------------------------------------------------------------------------------------
     def _applied(self) -> set[int]:
