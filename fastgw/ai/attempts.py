@@ -99,9 +99,8 @@ class TargetLoop:
                     request = build(adapter, target)
                     reply = await send_request(upstreams, target, request, credential, stream=stream)
                     if reply.status >= 400:
-                        raise adapter.error(
-                            reply.status, reply_headers(reply), await read_reply(reply, ERROR_BODY_MAX)
-                        )
+                        text = await read_reply(reply, ERROR_BODY_MAX, limits=target.deadlines, stream=stream)
+                        raise adapter.error(reply.status, reply_headers(reply), text)
                     relaying = True
                     await relay(reply, adapter, target, began)
                 except InvalidRequestError as refused:

@@ -72,11 +72,18 @@ def unanswered(exc: UpstreamError, limits: Deadlines, *, stream: bool) -> Provid
     it missed (the access log's ``error``), as the relay names those missed after the head."""
     if exc.status != 504:
         return ProviderError(exc.status, "the provider is unreachable", retryable=True, kind=exc.problem)
-    if exc.connecting:
+    if exc.connecting:  # the connect's own bound (a shorter head or total bound is named as below)
         return missed_deadline("connect_timeout", limits)
-    if stream and limits.first_token < limits.total:
-        return missed_deadline("first_token_timeout", limits)
-    return missed_deadline("total_timeout", limits)  # the head wait was the total deadline's rest
+    return missed_deadline(head_wait_deadline(exc, limits, stream), limits)
+
+
+def head_wait_deadline(exc: UpstreamError, limits: Deadlines, stream: bool) -> str:
+    """Which deadline a wait before the answer's first byte missed: send_request bounds the head, and an
+    error body's reads, by the first-token deadline on a stream (when the shorter) and by the total
+    otherwise; a wait the whole deadline cut short is the total's either way."""
+    if stream and limits.first_token < limits.total and not exc.past_deadline:
+        return "first_token_timeout"
+    return "total_timeout"
 
 
 def missed_deadline(kind: str, limits: Deadlines) -> ProviderError:
@@ -97,16 +104,30 @@ def reply_headers(reply: UpstreamReply) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in reply.headers}
 
 
-async def read_reply(reply: UpstreamReply, limit: int, *, strict: bool = False) -> bytes:
-    """The reply's body, at most ``limit`` bytes; with ``strict``, a longer one is a ProviderError."""
+async def read_reply(
+    reply: UpstreamReply,
+    limit: int,
+    *,
+    strict: bool = False,
+    limits: Deadlines | None = None,
+    stream: bool = False,
+) -> bytes:
+    """The reply's body, at most ``limit`` bytes; with ``strict``, a longer one is a ProviderError.
+    ``limits`` and ``stream``: how send_request bounded the reads (an error body of a stream call is read
+    within its first-token deadline), so that a stall is named by the deadline it missed."""
+    failure: UpstreamError | None = None
     try:
         body = await reply.read(limit)
     except UpstreamError as exc:
-        # A whole answer's body is awaited within the total deadline (send_request): its stall is that.
-        kind = "total_timeout" if exc.status == 504 else exc.problem
-        raise ProviderError(exc.status, "the provider stopped answering", retryable=True, kind=kind) from None
+        failure = exc
     finally:
         reply.close()
+    if failure is not None:
+        if failure.status == 504:
+            kind = "total_timeout" if limits is None else head_wait_deadline(failure, limits, stream)
+        else:
+            kind = failure.problem
+        raise ProviderError(failure.status, "the provider stopped answering", retryable=True, kind=kind)
     if len(body) > limit:
         if strict:
             message = f"the provider's answer exceeds {limit} bytes"

@@ -413,8 +413,13 @@ class UpstreamClient:
             try:
                 await connected
             except TimeoutError:
-                detail = f"no connection within {connect_timeout:g}s"
-                error = UpstreamError(504, "upstream-timeout", detail, connecting=True)
+                if connect_timeout <= head_limit:
+                    detail = f"no connection within {connect_timeout:g}s"
+                    error = UpstreamError(504, "upstream-timeout", detail, connecting=True)
+                else:  # the head's own bound ran out first: named as a late head is (the whole deadline?)
+                    detail = f"no connection within the {head_limit:g}s the response head had"
+                    past = timeout is not None and head_limit >= timeout
+                    error = UpstreamError(504, "upstream-timeout", detail, past_deadline=past)
                 response._close()
                 raise error from None
             except asyncio.CancelledError:

@@ -32,6 +32,7 @@ CLIENT_KEY = "sk-client-own-key-for-byok-tests"
 FIRST_TOKEN = 0.4  # oa-quick's first_token_timeout and idle_timeout
 TOTAL = 0.5  # the slow-total target's total_timeout
 CONNECT = 0.3  # the silent provider's connect_timeout (its upstream's own is 3 s)
+SHORT = 0.2  # a total or first-token deadline shorter than CONNECT: it, not the connect's, cuts the connect
 BACKOFF_MAX = 0.1
 SLACK = 1.5  # scheduling, TLS and the fallback target's own answer, on a loaded CI machine
 
@@ -129,6 +130,18 @@ def extra(secrets: Path, silent_port: int) -> str:
         [[llm.models]]
         name = "never-connects-alone"
         targets = [{{ provider = "silent", model = "gpt-4o-mini" }}]
+
+        [[llm.models]]
+        name = "never-connects-short-total"
+        targets = [{{ provider = "silent", model = "gpt-4o-mini", total_timeout = {SHORT} }}]
+
+        [[llm.models]]
+        name = "never-connects-short-first-token"
+        targets = [{{ provider = "silent", model = "gpt-4o-mini", first_token_timeout = {SHORT} }}]
+
+        [[llm.models]]
+        name = "error-body-stalls"
+        targets = [{{ provider = "oa-quick", model = "fault-error-stall" }}]
 
         [[routes]]
         name = "byok"
@@ -319,13 +332,17 @@ def test_a_provider_that_never_connects_falls_back_within_the_connect_bound(
         ("slow-total-alone", False, "total_timeout", TOTAL),
         ("late-head-alone", True, "first_token_timeout", FIRST_TOKEN),
         ("never-connects-alone", False, "connect_timeout", CONNECT),
+        ("never-connects-short-total", False, "total_timeout", SHORT),
+        ("never-connects-short-first-token", True, "first_token_timeout", SHORT),
+        ("error-body-stalls", True, "first_token_timeout", FIRST_TOKEN),  # a 500 head, its body stalled
     ],
 )
 def test_a_deadline_missed_before_the_answer_head_is_named_in_the_log(
     gw: LlmGateway, sdk: openai.OpenAI, model: str, stream: bool, deadline: str, bound: float
 ) -> None:
-    """Before the provider's response head (a silent connect, a late head) the 504 and the access log
-    name the deadline, as they do once the answer began, not the upstream's generic timeout."""
+    """Before the answer's first byte (a silent connect, a late head, an error body that stalls) the 504
+    and the access log name the deadline that ran out, as they do once the answer began, not the
+    upstream's generic timeout: a connect cut by a shorter total or first-token deadline is theirs."""
     gw.stack.openai.first_token_delay = 5.0
     gw.stack.anthropic.slow_seconds = 5.0
     gw.stack.anthropic.faults.extend(["slow_first_token"] * 2)  # the attempt and its retry

@@ -36,6 +36,7 @@ FAULTS: Final = (
     "html",  # a 200 with an HTML page
     "empty",  # a 200 with an empty body
     "error-200",  # a 200 whose body is an error object (as some OpenAI-compatible servers answer)
+    "error-stall",  # a 500 head and the start of its error body, then nothing until the client hangs up
     "truncated",  # a non-streamed answer cut in the middle, then the connection closed
     "no-done",  # a stream that ends cleanly without data: [DONE]
     "stall-after-usage",  # streams every event, usage included, then nothing until the client hangs up
@@ -243,7 +244,7 @@ class FakeOpenAI:
             return await self._send(
                 writer, 400, error_body(f"unknown fault {fault!r}", "invalid_request_error")
             )
-        if await self._error_fault(fault, writer):
+        if await self._error_fault(fault, reader, writer):
             return None
         if seen.path == "/embeddings":
             return await self._send(writer, 200, embeddings_answer(seen.json))
@@ -251,7 +252,9 @@ class FakeOpenAI:
             return await self._stream(seen.json, fault, reader, writer)
         return await self._complete(seen.json, fault, writer)
 
-    async def _error_fault(self, fault: str, writer: asyncio.StreamWriter) -> bool:
+    async def _error_fault(
+        self, fault: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
         if fault == "429":
             extra = (
                 f"retry-after: {self.retry_after}\r\nx-ratelimit-remaining-requests: 0\r\n"
@@ -274,6 +277,14 @@ class FakeOpenAI:
             message = "This model's maximum context length is 4096 tokens."
             body = error_body(message, "invalid_request_error", "context_length_exceeded")
             await self._send(writer, 200, body)
+        elif fault == "error-stall":
+            body = error_body("The server had an error processing your request.", "server_error")
+            head = b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\n"
+            writer.write(head + b"content-length: %d\r\n\r\n" % len(body) + body[:10])
+            await writer.drain()
+            await reader.read()  # the stall ends when the client hangs up
+            self.hangups += 1
+            writer.transport.abort()
         else:
             return False
         return True
