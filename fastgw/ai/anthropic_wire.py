@@ -75,20 +75,6 @@ def effort_for_budget(budget: int) -> str:
     return "high"
 
 
-# A provider's message may name hosts behind it (a proxy's URL, an address): masked, never shown.
-_ADDRESS: Final = re.compile(r"[a-zA-Z][\w+.-]*://\S+|\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b")
-
-
-# An Anthropic error message is a sentence; a longer one (a stack trace, a page) is cut, not echoed.
-MAX_PROVIDER_MESSAGE: Final = 500
-
-
-def provider_message(message: str) -> str:
-    """A provider's error message as the client may see it: cut to ``MAX_PROVIDER_MESSAGE`` characters,
-    URLs and IPv4 addresses replaced by ``[address]``."""
-    return _ADDRESS.sub("[address]", message[:MAX_PROVIDER_MESSAGE])
-
-
 IMAGE_MEDIA_TYPES: Final = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 _DATA_URL: Final = re.compile(r"data:([\w.+-]+/[\w.+-]+);base64,(.*)", re.DOTALL)
 

@@ -300,6 +300,13 @@ def test_an_error_object_in_a_200_is_the_providers_message_masked_and_no_malform
             "api_error",
             True,
         ),
+        (  # IPv6 masked too: the message goes through provider_errors.error_message, as every adapter's
+            503,
+            b'{"type":"error","error":{"type":"api_error","message":"upstream [fd00::1]:443 refused"}}',
+            502,
+            "api_error",
+            True,
+        ),
     ],
 )
 def test_error_mapping(status: int, body: bytes, client_status: int, kind: str, retryable: bool) -> None:
@@ -311,7 +318,7 @@ def test_error_mapping(status: int, body: bytes, client_status: int, kind: str, 
         status,
     )
     assert error.retry_after == (3.0 if retryable else None)
-    assert "10.1.2.3" not in error.message
+    assert "10.1.2.3" not in error.message and "fd00::1" not in error.message
 
 
 def test_retry_after_sources() -> None:

@@ -29,7 +29,6 @@ from fastgw.ai.anthropic_wire import (
     ERROR_STATUS,
     ERROR_TYPE,
     FINISH_REASON,
-    provider_message,
     usage_from_anthropic,
 )
 from fastgw.ai.provider_errors import error_message
@@ -141,7 +140,7 @@ class AnthropicAdapter:
             error = answer.get("error") if isinstance(answer, dict) else None
             if isinstance(error, dict):
                 kind = str(error.get("type", ""))
-                message = provider_message(str(error.get("message", "")))
+                message = error_message(answer, "")
         except orjson.JSONDecodeError:
             pass
         if not message:  # HTML or empty: say what happened, never echo the page

@@ -16,7 +16,8 @@ from typing import Any, Final
 import orjson
 
 from fastgw.ai.adapter import Json, ProviderError, Usage
-from fastgw.ai.anthropic_wire import ERROR_STATUS, FINISH_REASON, provider_message, usage_from_anthropic
+from fastgw.ai.anthropic_wire import ERROR_STATUS, FINISH_REASON, usage_from_anthropic
+from fastgw.ai.provider_errors import error_message
 from fastgw.codec.sse import DEFAULT_MAX_EVENT_SIZE, SseError, SseParser
 
 # 1 MiB (the SSE parser's default and reason): a Messages event is a few hundred bytes; a tool call's
@@ -179,7 +180,7 @@ class AnthropicStreamTranslator:
 
     def _error(self, payload: Json) -> None:
         error = payload.get("error") or {}
-        message = provider_message(str(error.get("message", "stream error")))
+        message = error_message(payload, "stream error")
         raise stream_error(str(error.get("type", "api_error")), message)
 
     def _ignore(self, payload: Json) -> None:
