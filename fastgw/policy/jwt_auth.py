@@ -170,6 +170,9 @@ class JwtIssuer:
     require_cert_binding: bool = False
     models_claim: str = ""  # '' = tokens carry no model list (model_grants.py)
     remote: RemoteJwks | None = None  # keys fetched from a JWKS URL (or OIDC discovery)
+    # Put before the consumer claim's value to make the consumer's name and id: '' (the default) keeps the
+    # claim alone, as before the option existed; "okta:" keeps this issuer's "alice" apart from another's.
+    consumer_prefix: str = ""
 
     def key_for(self, alg: str, kid: Any) -> Any:
         """The one configured key for this algorithm and kid, or None (never a guess)."""
@@ -201,9 +204,10 @@ class JwtIssuer:
             if not isinstance(thumbprint, str) or not thumbprint:
                 return None  # a bound token without its binding is not acceptable
         aud = claims.get("aud")
+        consumer = self.consumer_prefix + subject
         return JwtIdentity(
-            consumer=subject,
-            consumer_id=subject,
+            consumer=consumer,
+            consumer_id=consumer,
             team=team if isinstance(team, str) else "",
             roles=roles,
             scopes=scopes,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from fastgw.config.context import CompileContext
 from fastgw.config.fields import CACHE_MAX, HEAD_MAX, SECONDS_MAX, SecretSpec, Section, doc
@@ -26,6 +26,12 @@ from fastgw.policy.jwt_auth import (
     key_fits,
 )
 from fastgw.secret_refs import resolve_secret
+
+# A prefix names an identity provider ("okta:"): 64 characters are ample. It starts every consumer id of
+# its issuer (limit and budget keys, usage rows, metric labels, identity headers), and the rate limiter
+# remembers keys of up to 256 characters (policy/rate_limit.py KEY_CACHE_VALUE_MAX; a longer one is
+# hashed on every request): the prefix should leave most of those to the subject.
+CONSUMER_PREFIX_MAX: Final = 64
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,6 +72,13 @@ class JwtIssuerSpec:
     ca: str | None = doc("PEM bundle to verify the JWKS and discovery URLs with (default: system)", None)
     leeway: float = doc("seconds of clock skew tolerated on exp, nbf and iat", 30.0, most=SECONDS_MAX)
     consumer_claim: str = doc("claim naming the caller", "sub")
+    consumer_prefix: str = doc(
+        "put before the consumer_claim's value to make the caller's consumer (name and id: limits, budgets,"
+        " usage rows, identity headers): 'okta:' makes sub 'alice' 'okta:alice'; '' = the claim alone. Set"
+        " it where a route accepts several issuers, or the same sub from each is one consumer (printable, at"
+        f" most {CONSUMER_PREFIX_MAX} characters)",
+        "",
+    )
     scopes_claim: str = doc("claim with the scopes ('' = 'scope' (space-separated) or 'scp')", "")
     roles_claim: str = doc("claim with the roles (a list; '' = none)", "roles")
     team_claim: str = doc("claim with the team ('' = none)", "")
@@ -106,7 +119,11 @@ class JwtSpec:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RouteJwtSpec:
-    issuers: tuple[str, ...] = doc("names of [jwt.issuers.NAME] tables whose tokens this route accepts", ...)
+    issuers: tuple[str, ...] = doc(
+        "names of [jwt.issuers.NAME] tables whose tokens this route accepts (two or more without a"
+        " consumer_prefix: a warning, as the same sub from each would be one consumer)",
+        ...,
+    )
     audiences: tuple[str, ...] = doc(
         "the token's 'aud' must also contain one of these (empty: the issuer's audiences suffice)", ()
     )
@@ -159,6 +176,7 @@ def compile(spec: JwtSpec | None, ctx: CompileContext) -> None:
             raise ctx.error(f"{key}.algorithms", "public keys are configured but no asymmetric algorithm")
         if it.leeway < 0:
             raise ctx.error(f"{key}.leeway", "must not be negative")
+        _check_consumer_prefix(ctx, f"{key}.consumer_prefix", it.consumer_prefix)
         issuers[it.issuer] = JwtIssuer(
             name=name,
             issuer=it.issuer,
@@ -175,6 +193,7 @@ def compile(spec: JwtSpec | None, ctx: CompileContext) -> None:
             models_claim=it.models_claim,
             require_cert_binding=it.require_cert_binding,
             remote=remote,
+            consumer_prefix=it.consumer_prefix,
         )
     jwe = _jwe_decrypter(ctx, spec.jwe) if spec.jwe is not None else None
     shadow = spec.mode == "shadow"
@@ -216,10 +235,44 @@ def route_binding(
             raise ctx.error(
                 f"{key}.jwt.issuers[{i}]", f"unknown issuer {name!r} (expected one of {expected})"
             )
+    _warn_shared_consumer_ids(ctx, key, spec.issuers, jwt_auth)
     issuers = frozenset(names[n] for n in spec.issuers)
     if issuers == frozenset(names.values()) and not spec.audiences:
         return None  # nothing narrower than JwtAuth itself: no extra check per request
     return JwtRouteBinding("jwt", issuers, frozenset(spec.audiences), jwt_auth.shadow)
+
+
+def _check_consumer_prefix(ctx: CompileContext, key: str, prefix: str) -> None:
+    if len(prefix) > CONSUMER_PREFIX_MAX:
+        reason = (
+            f"is {len(prefix)} characters, at most {CONSUMER_PREFIX_MAX}: it starts every consumer id of"
+            " the issuer (limit keys, usage rows, headers); a short name such as 'okta:' is enough"
+        )
+        raise ctx.error(key, reason)
+    if not prefix.isprintable():
+        reason = "must be printable (no control characters): it goes into identity headers and usage rows"
+        raise ctx.error(key, reason)
+
+
+def _warn_shared_consumer_ids(
+    ctx: CompileContext, key: str, accepted: tuple[str, ...], jwt_auth: JwtAuth
+) -> None:
+    """Warn where a route accepts two or more issuers without a consumer_prefix: the same subject from each
+    is one consumer (one limit, one budget, one usage row). Issuers that state the same non-empty prefix
+    have said their subjects are one namespace, and are not warned about. The first issuer in [jwt.issuers]
+    order is left as it is in the advice: setting a prefix renames the consumers of an issuer in use."""
+    by_name = {issuer.name: issuer for issuer in jwt_auth.issuers.values()}
+    bare = [name for name in ctx.jwt_issuer_names if name in accepted and not by_name[name].consumer_prefix]
+    if len(bare) < 2:
+        return
+    quoted = [f"'{name}'" for name in bare]
+    listed = f"{', '.join(quoted[:-1])} and {quoted[-1]}"
+    claim = " or ".join(sorted({by_name[name].consumer_claim for name in bare}))
+    advice = " and ".join(f'jwt.issuers.{name}.consumer_prefix (e.g. "{name}:")' for name in bare[1:])
+    ctx.warnings.append(
+        f"{key} ({ctx.route_name}): jwt issuers {listed} give their users the same consumer ids (the"
+        f" {claim} alone): users with the same {claim} share limits, budgets and usage rows; set {advice}"
+    )
 
 
 def _jwe_decrypter(ctx: CompileContext, spec: JweSpec) -> JweDecrypter:

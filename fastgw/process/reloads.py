@@ -26,7 +26,7 @@ from fastgw.config.history import ConfigHistory
 from fastgw.config.loader import ConfigError, read_config_bytes
 from fastgw.process import status_file, systemd
 from fastgw.process.children import STOP_GRACE, Children
-from fastgw.process.log import log
+from fastgw.process.log import log, log_warnings
 from fastgw.process.sockets import BindError, Bound, admin_address, bind_admin
 from fastgw.snapshot import Snapshot
 
@@ -101,6 +101,7 @@ class Reloads:
                 )
             )
             return
+        log_warnings("supervisor", snapshot.warnings)
         systemd.notify("RELOADING=1", systemd.monotonic_usec(), f"STATUS=reloading ({reason})")
         self.seq += 1
         # From here on, children are forked with the new config: a worker started during the reload

@@ -44,7 +44,7 @@ from fastgw.counters.table import CounterTable, region_bytes
 from fastgw.metrics.shared import SharedMetrics
 from fastgw.process import pid_file, systemd
 from fastgw.process.children import STOP_GRACE, Child, Children, describe_exit, kill
-from fastgw.process.log import log
+from fastgw.process.log import log, log_warnings
 from fastgw.process.reloads import Reloads
 from fastgw.process.shm import METRICS, RATELIMIT, Heartbeats, SharedRegions
 from fastgw.process.sockets import BindError, Bound, bind_all
@@ -141,6 +141,7 @@ class Supervisor:
             f"snapshot {self.snapshot.id} from {self.snapshot.source}; {self.worker_count} workers; "
             f"listening on {', '.join(f'{h}:{p}' for h, p in self.addresses())}",
         )
+        log_warnings("supervisor", self.snapshot.warnings)
         try:
             while True:
                 timeout = self._next_timeout()

@@ -12,7 +12,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.support.clients import get
 from tests.support.gateways import Gateway, basic_config
+from tests.support.idp import Idp
 from tests.support.upstreams import SeenRequest, TestUpstream, json_response
+from tests.support.waiting import wait_until
 
 ISS = "https://idp.example.test/"
 
@@ -237,3 +239,55 @@ def test_last_good_jwks_survive_reload_and_worker_kill_while_the_idp_is_down(
         assert "Traceback" not in gw.stderr()
     finally:
         idp.close()
+
+
+def test_the_same_sub_from_two_issuers_counts_apart_once_their_consumer_ids_are_prefixed(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream, tmp_path: Path
+) -> None:
+    """'alice' of one identity provider and 'alice' of another: without a consumer_prefix they are one
+    consumer (the start log warns, and they share a per-consumer limit); with one, each counts alone and
+    the upstream is told which alice called."""
+    import signal
+
+    okta = Idp.create(tmp_path, "okta", "https://okta.example.test/")
+    entra = Idp.create(tmp_path, "entra", "https://entra.example.test/")
+    route = """
+        [[routes]]
+        name = "orders"
+        path = "/orders"
+        upstream = "backend"
+        auth = "jwt"
+        jwt = { issuers = ["okta", "entra"] }
+        limits = [{ name = "per-user", rate = 2, per = 60.0, key = "consumer" }]
+        """
+    issuers = okta.issuer_table() + entra.issuer_table()
+    gw = gateway_factory(basic_config(upstream.port, extra=route + issuers))
+    from_okta, from_entra = okta.token(sub="alice"), entra.token(sub="alice")
+
+    def status(token: str) -> int:
+        return get(gw.port, "/orders/1", headers=f"Authorization: Bearer {token}\r\n").status
+
+    warning = "warning: routes[1] (orders): jwt issuers 'okta' and 'entra' give their users the same"
+    assert warning in gw.stderr()
+    assert [status(from_okta), status(from_okta), status(from_entra)] == [200, 200, 429]  # one alice
+    assert upstream.requests[-1].header(b"x-consumer-id") == b"alice"
+
+    text = gw.config.read_text()
+    text = text.replace(okta.issuer_table(), okta.issuer_table('consumer_prefix = "okta:"'))
+    text = text.replace(entra.issuer_table(), entra.issuer_table('consumer_prefix = "entra:"'))
+    assert 'consumer_prefix = "okta:"' in text and 'consumer_prefix = "entra:"' in text
+    gw.config.write_text(text)
+    mark = len(gw.stderr())
+    gw.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "reload (SIGHUP) complete" in gw.stderr()[mark:], 10, "the reload")
+    assert "same consumer ids" not in gw.stderr()[mark:]
+
+    assert [status(from_okta), status(from_okta), status(from_okta)] == [200, 200, 429]
+    seen = len(upstream.requests)
+    assert status(from_entra) == 200  # okta's alice is limited; entra's is another consumer
+    assert len(upstream.requests) == seen + 1
+    assert upstream.requests[-1].header(b"x-consumer-id") == b"entra:alice"
+    assert upstream.requests[-1].header(b"x-consumer") == b"entra:alice"
+    assert upstream.requests[-2].header(b"x-consumer-id") == b"okta:alice"
+    denials = [r.get("denial", "") for r in gw.wait_log(7)]
+    assert denials == ["", "", "rate_limit.per-user", "", "", "rate_limit.per-user", ""]

@@ -19,23 +19,26 @@ ISSUER = "https://idp.example.test/"
 class Idp:
     key: ec.EllipticCurvePrivateKey
     public_pem: Path
+    name: str = "idp"  # its [jwt.issuers.NAME] table
+    issuer: str = ISSUER
 
     @classmethod
-    def create(cls, directory: Path) -> Idp:
+    def create(cls, directory: Path, name: str = "idp", issuer: str = ISSUER) -> Idp:
+        """A provider with a new key; several in one directory need their own ``name`` and ``issuer``."""
         key = ec.generate_private_key(ec.SECP256R1())
-        pem = directory / "idp.pem"
+        pem = directory / f"{name}.pem"
         pem.write_bytes(
             key.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             )
         )
-        return cls(key, pem)
+        return cls(key, pem, name, issuer)
 
     def issuer_table(self, extra: str = "") -> str:
-        """``[jwt.issuers.idp]`` trusting this provider's key (no audience asked), plus ``extra`` lines."""
+        """``[jwt.issuers.NAME]`` trusting this provider's key (no audience asked), plus ``extra`` lines."""
         return f"""
-[jwt.issuers.idp]
-issuer = "{ISSUER}"
+[jwt.issuers.{self.name}]
+issuer = "{self.issuer}"
 audiences = []
 algorithms = ["ES256"]
 public_keys = ["{self.public_pem}"]
@@ -44,5 +47,5 @@ public_keys = ["{self.public_pem}"]
 
     def token(self, **claims: Any) -> str:
         """A token for subject ``svc``, valid for five minutes; ``claims`` add to or replace those."""
-        base = {"iss": ISSUER, "sub": "svc", "exp": int(time.time()) + 300}
+        base = {"iss": self.issuer, "sub": "svc", "exp": int(time.time()) + 300}
         return jwt.encode({**base, **claims}, self.key, algorithm="ES256")
