@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Final, Literal
 
+from fastgw.codec.ip_literal import is_ip_literal
 from fastgw.config.context import CompileContext
 from fastgw.config.fields import Section, doc
 from fastgw.exchange import Exchange
@@ -58,9 +59,7 @@ def client_from_forwarded(xff: bytes, trusted: tuple[IPNetwork, ...]) -> str | N
         candidate = entry.strip().decode("latin-1")
         if not candidate:
             continue
-        try:
-            ipaddress.ip_address(candidate)
-        except ValueError:
+        if not is_ip_literal(candidate):
             return None  # garbage from an untrusted hop: fall back to the peer
         if not in_networks(candidate, trusted):
             return candidate

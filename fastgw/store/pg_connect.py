@@ -4,7 +4,6 @@ store (store/postgres.py, store/pg_keeper.py) and its change listener (store/pg_
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +13,7 @@ from typing import Final
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from fastgw.codec.ip_literal import is_ip_literal
 from fastgw.store.base import StoreError
 
 CONNECT_RETRY_SECONDS: Final = 0.25  # between tries while PostgreSQL is starting (at most connect_timeout)
@@ -59,7 +59,7 @@ def with_addresses(dsn: str, timeout: float) -> str:
         return dsn  # the connect says what is wrong with it
     host = str(info.get("host") or "")
     port = str(info.get("port") or "")  # none: libpq's (PGPORT, a service file's, 5432), left to it
-    if not host or info.get("hostaddr") or "," in host + port or host.startswith("/") or _literal(host):
+    if not host or info.get("hostaddr") or "," in host + port or host.startswith("/") or is_ip_literal(host):
         return dsn
     lookup = _LOOKUPS.submit(socket.getaddrinfo, host, None, 0, socket.SOCK_STREAM)
     try:
@@ -77,14 +77,6 @@ def with_addresses(dsn: str, timeout: float) -> str:
     if port:
         info["port"] = ",".join([port] * count)
     return make_conninfo("", **info)
-
-
-def _literal(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def connect_once(dsn: str, timeout: float) -> None:

@@ -34,7 +34,6 @@ Invariant: between taking a connection (``in_use += 1``) and returning it to the
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 import ssl
 import time
@@ -42,6 +41,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
+from fastgw.codec.ip_literal import is_ip_literal
 from fastgw.log_line import log_line
 from fastgw.snapshot import Snapshot, Target, UpstreamSettings
 from fastgw.upstream.connection import ConnectionHome, UpstreamConnection
@@ -65,14 +65,6 @@ def pool_key(target: Target, settings: UpstreamSettings) -> PoolKey:
 
 _WRITE_HIGH_WATER: Final = 256 * 1024  # per-connection send buffer before the client side is paused
 RETRY_WINDOW: Final = 10.0  # seconds per retry-budget window
-
-
-def _is_name(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return True
-    return False
 
 
 class TargetPool(ConnectionHome):
@@ -113,7 +105,7 @@ class TargetPool(ConnectionHome):
         self.retired = False  # removed by a reload: connections close as their exchanges finish
         self.active_down = False  # marked down by active health checks
         self.trial = False  # a half-open circuit's one trial request is in flight
-        self._addresses: list[str] = [] if _is_name(target.host) else [target.host]
+        self._addresses: list[str] = [] if not is_ip_literal(target.host) else [target.host]
         self._resolved_at = 0.0
         self._address_index = 0
 
@@ -207,7 +199,7 @@ class TargetPool(ConnectionHome):
     async def address(self) -> str:
         """The address to connect to: the literal, or the next of the name's addresses (resolved per TTL)."""
         host = self.target.host
-        if not _is_name(host):
+        if is_ip_literal(host):
             return host
         now = time.monotonic()
         if not self._addresses or now >= self._resolved_at + self.settings.dns_ttl:
