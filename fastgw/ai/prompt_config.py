@@ -139,15 +139,19 @@ def _schema_document(ctx: CompileContext, key: str, inline: dict[str, Any], file
     return document
 
 
-def _refs(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+def _refs(node: Any, resolver: Any, spec: Any, path: str = "") -> Iterator[tuple[str, Any, Any]]:
+    """Every ``$ref`` of the schema with where it is and the resolver of its base: a subschema with its
+    own ``$id`` is a resource of its own, its references relative to it."""
     if isinstance(node, Mapping):
+        if path and isinstance(node.get("$id"), str):
+            resolver = resolver.in_subresource(spec.create_resource(node))
         for k, v in node.items():
             if k == "$ref":
-                yield path, v
-            yield from _refs(v, f"{path}/{k}")
+                yield path, v, resolver
+            yield from _refs(v, resolver, spec, f"{path}/{k}")
     elif isinstance(node, list):
         for i, v in enumerate(node):
-            yield from _refs(v, f"{path}/{i}")
+            yield from _refs(v, resolver, spec, f"{path}/{i}")
 
 
 def compile_schema(ctx: CompileContext, key: str, document: dict[str, Any]) -> Schema:
@@ -165,30 +169,28 @@ def compile_schema(ctx: CompileContext, key: str, document: dict[str, Any]) -> S
         raise ctx.error(key, f"not a valid JSON Schema at {where}: {_short(exc.message)}") from None
     if document.get("type") != "object":
         raise ctx.error(f"{key}.type", "must be 'object': the body and the answer are JSON objects")
-    for where, ref in _refs(document):
-        if not isinstance(ref, str) or not ref.startswith("#"):
-            raise ctx.error(key, f"{where}/$ref = {ref!r}: only references inside the schema ('#/...')")
-        if not _resolves(document, ref):
-            raise ctx.error(key, f"{where}/$ref = {ref!r}: no such place in the schema")
+    # Resolved as the validator will resolve them (the referencing library: JSON Pointer and percent
+    # escapes, anchors, $id bases), with nothing to fetch: a reference outside the schema is refused here,
+    # not answered with a 500 on every request.
+    from referencing import Registry
+    from referencing.exceptions import Unresolvable
+    from referencing.jsonschema import DRAFT202012, specification_with
+
+    spec = specification_with(str(document.get("$schema", "")), default=DRAFT202012)
+    root = spec.create_resource(document)
+    base = root.id() or ""
+    resolver = Registry().with_resource(base, root).resolver(base_uri=base)
+    for where, ref, scope in _refs(document, resolver, spec):
+        if not isinstance(ref, str):
+            raise ctx.error(key, f"{where}/$ref = {ref!r}: a reference is a string")
+        try:
+            scope.lookup(ref)
+        except Unresolvable:
+            reason = (
+                "no such place in the schema" if ref.startswith("#") else "only references inside the schema"
+            )
+            raise ctx.error(key, f"{where}/$ref = {ref!r}: {reason}") from None
     return Schema(document, cls(document, format_checker=cls.FORMAT_CHECKER), schema_errors.best_match)
-
-
-def _resolves(document: dict[str, Any], ref: str) -> bool:
-    """Whether an internal ``$ref`` ('#', '#/a/b', JSON Pointer escapes) names a part of ``document``
-    (an anchor, '#name', is left to the validator)."""
-    pointer = ref[1:]
-    if pointer and not pointer.startswith("/"):
-        return True
-    node: Any = document
-    for escaped in pointer.split("/")[1:]:
-        part = escaped.replace("~1", "/").replace("~0", "~")
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return False
-    return True
 
 
 def _template(ctx: CompileContext, key: str, text: str, schema: dict[str, Any]) -> Template:

@@ -85,6 +85,12 @@ def test_undefined_template_variable_names_file_key_and_line() -> None:
     assert "prompt_api[0].system: line 1: {{ tone }}: 'tone' is not a property" in error_for(system)
 
 
+def with_input(replacement: str) -> str:
+    """The test config with its API's ``input_schema = {...}`` line replaced by ``replacement``."""
+    text = config(replace=("input_schema = {", f"{replacement}\nunused = {{"))
+    return text.replace("\nunused = {" + text.split("\nunused = {")[1].split("\n")[0], "")
+
+
 @pytest.mark.parametrize(
     ("schema", "expected"),
     [
@@ -105,11 +111,37 @@ def test_undefined_template_variable_names_file_key_and_line() -> None:
     ],
 )
 def test_schemas_that_do_not_compile(schema: str, expected: str) -> None:
-    text = config(replace=("input_schema = {", f"input_schema = {schema}\nunused = {{"))
-    text = text.replace("\nunused = {" + text.split("\nunused = {")[1].split("\n")[0], "")
+    text = with_input(f"input_schema = {schema}")
     message = error_for(text)
     assert message.startswith("conf/x.toml: prompt_api[0].input_schema"), message
     assert expected in message
+
+
+SENTENCES = 'sentences = { type = "integer" }'  # the test template's other variable
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        # A JSON Pointer with a percent-escape (a space in a $defs name) and one with ~1 ("/" in a name).
+        f'{{ type = "object", properties = {{ {SENTENCES}, text = {{ "$ref" = "#/$defs/a%20b" }} }},'
+        ' "$defs" = { "a b" = { type = "string" } } }',
+        f'{{ type = "object", properties = {{ {SENTENCES}, text = {{ "$ref" = "#/$defs/a~1b" }} }},'
+        ' "$defs" = { "a/b" = { type = "string" } } }',
+        # A subschema with its own $id: its "#/..." is relative to it, and the root may name it.
+        f'{{ "$id" = "https://example.com/root.json", type = "object", properties = {{ {SENTENCES},'
+        ' text = { "$ref" = "item.json" }, n = { "$ref" = "item.json#/$defs/n" } }, "$defs" = { item = {'
+        ' "$id" = "item.json", type = "string", "$defs" = { n = { type = "integer" } },'
+        ' not = { "$ref" = "#/$defs/n" } } } }',
+        f'{{ type = "object", properties = {{ {SENTENCES}, text = {{ "$ref" = "#name" }} }},'
+        ' "$defs" = { s = { "$anchor" = "name", type = "string" } } }',
+    ],
+)
+def test_references_the_validator_resolves_are_accepted(schema: str) -> None:
+    """Checked as the validator resolves them: a schema refused at load that it would have taken (an
+    escape, an $id base) was the other side of catching dangling references."""
+    text = with_input(f"input_schema = {schema}")
+    compile_config(text.encode(), "conf/x.toml")
 
 
 def test_output_schema_and_schema_files(tmp_path: Path) -> None:
@@ -118,8 +150,7 @@ def test_output_schema_and_schema_files(tmp_path: Path) -> None:
     )
     (tmp_path / "out.json").write_text(json.dumps({"type": "object", "properties": {"x": {"type": "nope"}}}))
     conf = tmp_path / "gw.toml"
-    text = config(replace=("input_schema = {", 'input_schema_file = "in.json"\nunused = {'))
-    text = text.replace("\nunused = {" + text.split("\nunused = {")[1].split("\n")[0], "")
+    text = with_input('input_schema_file = "in.json"')
     text = text.replace("{{ sentences }}", "3")
     snapshot = compile_config(text.encode(), str(conf))
     assert snapshot.sections["prompt_api"]["summarize"].input_schema.document["type"] == "object"
@@ -213,8 +244,7 @@ def test_an_output_schema_needs_json_schema_mode_or_a_drop() -> None:
 
 def test_a_recursive_schema_over_a_very_deep_body_is_a_refusal_not_a_crash() -> None:
     recursive = '{ type = "object", properties = { text = { type = "string" }, sub = { "$ref" = "#" } } }'
-    text = config(replace=("input_schema = {", f"input_schema = {recursive}\nunused = {{"))
-    text = text.replace("\nunused = {" + text.split("\nunused = {")[1].split("\n")[0], "")
+    text = with_input(f"input_schema = {recursive}")
     text = text.replace("{{ sentences }}", "3")
     api: PromptApi = compile_config(text.encode(), "x.toml").sections["prompt_api"]["summarize"]
     deep: dict[str, object] = {"text": "x"}
@@ -283,8 +313,7 @@ def test_a_value_a_format_check_cannot_take_is_a_refusal_not_a_crash() -> None:
     """A "regex" format whose pattern is too large for the regex engine raised OverflowError: a 500."""
     pattern = '{ type = "string", format = "regex" }'
     schema = f'{{ type = "object", properties = {{ text = {{ type = "string" }}, p = {pattern} }} }}'
-    text = config(replace=("input_schema = {", f"input_schema = {schema}\nunused = {{"))
-    text = text.replace("\nunused = {" + text.split("\nunused = {")[1].split("\n")[0], "")
+    text = with_input(f"input_schema = {schema}")
     text = text.replace("{{ sentences }}", "3")
     api: PromptApi = compile_config(text.encode(), "x.toml").sections["prompt_api"]["summarize"]
     assert api.input_schema.first_error({"text": "x", "p": "a{99999999999999999999}"}) == (
