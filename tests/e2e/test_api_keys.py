@@ -108,6 +108,25 @@ def test_key_lifecycle_create_use_rotate_revoke(keyed: Gateway, upstream: TestUp
     assert key not in gw.stderr() and key not in gw.access_log.read_text()
 
 
+def test_the_access_log_names_the_consumer_of_an_authenticated_request(keyed: Gateway) -> None:
+    gw = keyed
+    key, _ = issue(gw, "acme")
+    wait_until(
+        lambda: status_on_all_workers(gw.port, "/api/x", f"X-API-Key: {key}\r\n") == {200}, 5, "the key"
+    )
+    keyed_id = get(gw.port, "/api/x", headers=f"X-API-Key: {key}\r\n").header(b"x-request-id")
+    open_id = get(gw.port, "/open").header(b"x-request-id")
+    assert keyed_id and open_id
+
+    def record(request_id: bytes) -> dict[str, object] | None:
+        return next((r for r in gw.log_records() if r["request_id"] == request_id.decode()), None)
+
+    logged = wait_until(lambda: record(keyed_id), 5.0, "the keyed request's access-log record")
+    assert logged["consumer"] == "acme" and logged["status"] == 200
+    anonymous = wait_until(lambda: record(open_id), 5.0, "the public request's access-log record")
+    assert "consumer" not in anonymous  # auth = "none": nobody to name
+
+
 def test_keys_limited_to_routes_and_kept_across_restarts(
     gateway_factory: Callable[..., Gateway], upstream: TestUpstream, secrets_dir: Path
 ) -> None:
