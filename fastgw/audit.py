@@ -123,9 +123,13 @@ class AuditLog:
             self.seq, self.mac = 0, GENESIS
         if result is not None and not result.ok:
             self.problem = result.problem
+        self.anchored = anchor.seq if anchor is not None else 0  # the last seq the store holds (Auditing)
 
     def append(self, event: str, **fields: Any) -> dict[str, Any]:
-        """Write one record durably (write + fsync) and move the anchor. Raises OSError on failure."""
+        """Write one record durably (write + fsync) and move the anchor. Raises OSError (its ``filename``
+        the log's path) when the record cannot be written: nothing of it is left in the file; StoreError
+        when the anchor cannot be moved: the record is in the file, ``seq`` counts it, and ``anchored``
+        stays where the store's anchor is."""
         seq = self.seq + 1
         body = {
             "seq": seq,
@@ -145,16 +149,18 @@ class AuditLog:
                 while view:  # a full disk writes part of a line: the rest, or the error
                     view = view[os.write(fd, view) :]
                 os.fsync(fd)
-            except OSError:
+            except OSError as exc:
                 # No torn record left behind (the next one would be glued to it, and verify call the
                 # file edited): the control process is the log's only writer, so cutting back is safe.
                 with contextlib.suppress(OSError):
                     os.ftruncate(fd, size)
+                exc.filename = exc.filename or self.path  # os.write names no file: "No space left on device"
                 raise
         finally:
             os.close(fd)
         self.seq, self.mac = seq, mac
         self._store.set_audit_anchor(self.path, seq, mac.hex())
+        self.anchored = seq
         return body
 
 

@@ -194,7 +194,8 @@ class ReloadResult(ControlMessage):
     """How a reload ended, for the audit log, the reload counters and the admin requests in ``ids``.
 
     ``ok``: the config was valid and is in force at the supervisor (``confirmed``: every worker said so;
-    ``failed``: the pids being replaced because they could not compile it); otherwise ``error`` says why."""
+    ``failed``: the pids being replaced because they could not compile it); otherwise ``error`` says why,
+    and ``state_unwritable`` whether the state directory refused it (a full disk), not the config."""
 
     TAG: ClassVar[str] = "reload_result"
     ok: bool
@@ -206,6 +207,7 @@ class ReloadResult(ControlMessage):
     failed: tuple[int, ...] = ()
     confirmed: bool = False
     detail: str = ""
+    state_unwritable: bool = False
 
 
 @dataclass(frozen=True, slots=True)

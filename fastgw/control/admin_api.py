@@ -8,7 +8,9 @@ check and error rendering are admin_http.py's.
     GET  /routes     the routes of the snapshot in force
     GET  /quotas     quota counts: limit, key, period (day/month with ISO start and end), count
     POST /reload     re-read the config file; 200 with the new snapshot once every worker serves it, 422
-                     if it is invalid or changes a setting that needs a restart, 503 if not confirmed
+                     if it is invalid or changes a setting that needs a restart, 503 if not confirmed, if
+                     the audit log cannot record it (audit-unavailable) or the state directory's disk is
+                     full (state-unavailable)
     POST /rollback   restore the previous valid config of the same file; as /reload (422 if there is none)
     GET  /metrics    Prometheus exposition (no token when admin.open_metrics = true)
 """
@@ -19,7 +21,7 @@ import hashlib
 import socket
 import time
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Final
 
 from fastgw.control.admin_http import AdminError, AdminHttpServer, Call, Endpoint, iso, peer_label, readable
 from fastgw.control.admin_identities import IdentityEndpoints
@@ -27,9 +29,14 @@ from fastgw.control.admin_privacy import PrivacyEndpoints
 from fastgw.control.admin_prompts import PromptApiEndpoints
 from fastgw.control.admin_usage import UsageEndpoints
 from fastgw.control.api import ControlAPI
+from fastgw.control.auditing import AuditUnavailableError
 from fastgw.counters.quota import period_bounds
 from fastgw.secret_refs import admin_token
 from fastgw.snapshot import AdminSettings
+
+# A reload the supervisor refused, by ReloadResult.state_unwritable: the config's fault (422), or the
+# state directory's, whose disk cannot take the reload's answer (503: free space, then retry).
+REFUSALS: Final = {False: (422, "invalid-config"), True: (503, "state-unavailable")}
 
 
 class AdminServer:
@@ -125,17 +132,18 @@ class AdminServer:
 
     async def _reload_as(self, reason: str, peer: Any) -> dict[str, Any]:
         c = self.control
+        word = "reload" if reason == "admin" else "rollback"
         try:  # an admin action that cannot be audited is refused, not done silently
-            action = f"admin.{'reload' if reason == 'admin' else 'rollback'}"
-            c.audit_or_raise(action, client=peer_label(peer))
-        except OSError as exc:
-            raise AdminError(503, "audit-unavailable", f"the audit log cannot be written: {exc}") from None
+            c.audit_or_raise(f"admin.{word}", client=peer_label(peer))
+        except AuditUnavailableError as exc:  # the log or its anchor: the disk or the store, named
+            detail = f"{exc.what}: {exc.cause}; the {word} is refused, the running config stays"
+            raise AdminError(503, "audit-unavailable", detail) from None
         try:
             result = await c.request_reload(reason, c.snapshot.process.reload_timeout + 5.0)
         except TimeoutError:
             raise AdminError(504, "reload-timeout", "the supervisor did not answer in time") from None
-        if not result.ok:
-            raise AdminError(422, "invalid-config", result.error)
+        if not result.ok:  # the config, or (a full disk) the state directory the reload must write
+            raise AdminError(*REFUSALS[result.state_unwritable], result.error)
         if not result.confirmed:  # in force at the supervisor, but the workers did not all say so
             detail = result.detail or "no confirmation"
             raise AdminError(

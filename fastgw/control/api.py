@@ -82,7 +82,8 @@ class ControlAPI(Protocol):
         ...
 
     def audit_or_raise(self, event: str, **fields: Any) -> None:
-        """Append to the audit log; OSError if it cannot be written (the caller refuses the action)."""
+        """Append to the audit log; AuditUnavailableError (control/auditing.py) if the record cannot be
+        written or anchored (the caller refuses the action)."""
         ...
 
     async def request_reload(self, reason: str, timeout: float) -> ReloadResult:

@@ -2,7 +2,13 @@
 written: an ``event`` (a reload done, a worker's note, the start) is logged loudly and stands, since it
 happened whatever the log says; a ``change`` (a consumer, key or provider key) is refused, written inside
 the change's store transaction, so no such change goes unaudited (README, "Failure modes"). Admin reloads
-refuse before acting (``ControlProcess.audit_or_raise``).
+and rollbacks are recorded like a change before they are asked for, and refused when that fails
+(``ControlProcess.audit_or_raise``).
+
+A failure is logged as what it is, in one line naming the file or the store and the system's words: a
+record not written (``AUDIT WRITE FAILED``: nothing of it is in the file), or a record written whose
+anchor the store did not take (``AUDIT ANCHOR NOT MOVED``: it is in the file, and ``fastgw audit verify``
+passes with the anchor behind it).
 
 A change's record thus precedes its commit, and a commit can still fail after it: ``AuditedChanges``
 answers each such record with an ``EVENT.aborted`` record, so a reader of the log can tell a change that
@@ -35,48 +41,85 @@ IDENTIFYING: Final[tuple[str, ...]] = (
 )
 
 
+def cause(exc: BaseException) -> str:
+    """What failed, in one line for a log or an answer: an OSError as its file and the system's words
+    (``/var/lib/fastgw/audit.log: No space left on device``), a StoreError as it is (it names its
+    database: ``/var/lib/fastgw/fastgw.db: database or disk is full``)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    return str(exc)
+
+
 class Auditing:
     def __init__(self, audit: AuditLog, log: Callable[[str], None]) -> None:
         self.audit = audit
         self._log = log
 
     def event(self, event: str, **fields: Any) -> None:
+        """Record what happened; a record that cannot be written (or anchored) is logged, one line saying
+        which of the two, and the event stands."""
+        before = self.audit.seq
         try:
             self.audit.append(event, **fields)
-        except (OSError, StoreError) as exc:  # the record or (store down) its anchor
-            self._log(f"AUDIT WRITE FAILED ({event}): {exc}")  # never silent; the event stands
+        except (OSError, StoreError) as exc:  # the record, or (the store failing) only its anchor
+            if self.audit.seq > before:
+                self._log(self._not_anchored(event, exc))
+            else:  # never silent; the event stands
+                self._log(f"AUDIT WRITE FAILED ({event}): {cause(exc)}; this {event} is not in the audit log")
 
     def change(self, event: str, **fields: Any) -> dict[str, Any]:
-        """The record written (its ``seq`` names it in an ``.aborted`` record). Raises KeyServiceError 503
-        when the record cannot be written: the change's transaction rolls back and the admin API answers
-        audit-unavailable; AuditAnchorError (a 503 too) when it was written but its anchor was not (the
-        store failed under it: the change cannot commit, and its record, in the file, is to be answered).
-        An ``EVENT.aborted`` record that cannot be written raises its OSError or StoreError as it is,
-        unlogged: AuditedChanges logs it with the record it was to answer (one written without its anchor
-        is written: it is returned)."""
+        """The record written (its ``seq`` names it in an ``.aborted`` record). Raises
+        AuditUnavailableError (503) when the record cannot be written: the change's transaction rolls
+        back and the admin API answers audit-unavailable; AuditAnchorError (a 503 too) when it was written
+        but its anchor was not (the store failed under it: the change cannot commit, and its record, in
+        the file, is to be answered). An ``EVENT.aborted`` record that cannot be written raises its OSError
+        or StoreError as it is, unlogged: AuditedChanges logs it with the record it was to answer (one
+        written without its anchor is written: it is returned)."""
         before = self.audit.seq
         try:
             return self.audit.append(event, **fields)
         except (OSError, StoreError) as exc:
             seq = self.audit.seq
             if seq > before:  # in the file; the anchor catches up with the next record
-                self._log(f"AUDIT ANCHOR NOT MOVED ({event}, seq {seq}): {exc}")
                 if event.endswith(ABORTED):
+                    self._log(self._not_anchored(event, exc))
                     return {"seq": seq}
-                raise AuditAnchorError(event, seq) from None
+                self._log(f"{self._not_anchored(event, exc)}; {event} is refused")
+                raise AuditAnchorError(event, seq, cause(exc)) from None
             if event.endswith(ABORTED):
                 raise
-            self._log(f"AUDIT WRITE FAILED ({event}): {exc}; the change is refused")
-            raise KeyServiceError(503, f"the audit log cannot be written ({event}): retry later") from None
+            self._log(f"AUDIT WRITE FAILED ({event}): {cause(exc)}; not recorded, {event} is refused")
+            raise AuditUnavailableError(event, cause(exc)) from None
+
+    def _not_anchored(self, event: str, exc: BaseException) -> str:
+        """The line for a record in the file whose anchor the store did not take, an event's or a change's:
+        where the record is, what ``fastgw audit verify`` makes of it, and what brings the anchor back."""
+        seq, anchored, path = self.audit.seq, self.audit.anchored, self.audit.path
+        return (
+            f"AUDIT ANCHOR NOT MOVED ({event}, seq {seq}): {cause(exc)}; the record is in {path}, the "
+            f"store's anchor stays at seq {anchored}: `fastgw audit verify` passes, but would not see the "
+            f"records after seq {anchored} cut off; the next record written moves the anchor once the store "
+            "takes writes again (free its disk, or bring the database back)"
+        )
 
 
-class AuditAnchorError(KeyServiceError):
+class AuditUnavailableError(KeyServiceError):
+    """A record the audit log could not take, so its action is refused (503, audit-unavailable).
+    ``cause``: the file and the system's words, or the store's error (control/auditing.py ``cause``)."""
+
+    def __init__(self, event: str, cause: str, detail: str = "the audit log cannot be written") -> None:
+        super().__init__(503, f"{detail} ({event}): retry later")
+        self.cause = cause
+        self.what = detail
+
+
+class AuditAnchorError(AuditUnavailableError):
     """A change's record is in the audit log but its anchor is not in the store (the store failed
     between the two): the change is refused like one the log cannot record, and ``seq`` names the record
     that AuditedChanges then answers."""
 
-    def __init__(self, event: str, seq: int) -> None:
-        super().__init__(503, f"the audit log cannot be written ({event}): retry later")
+    def __init__(self, event: str, seq: int, cause: str) -> None:
+        super().__init__(event, cause, "the audit log's anchor cannot be moved")
         self.seq = seq
 
 
@@ -127,14 +170,21 @@ class AuditedChanges:
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """The store's transaction; a nested block joins the outer one (whose end answers its records)."""
+        with self.answering(), self.store.transaction():
+            yield
+
+    @contextmanager
+    def answering(self) -> Iterator[None]:
+        """The records written in the block are answered if it fails, with no store transaction: for an
+        action done elsewhere (an admin reload, ControlProcess.audit_or_raise). A nested block joins the
+        outer one."""
         if self._written is not None:
             yield
             return
         written: list[dict[str, Any]] = []
         self._written = written
         try:
-            with self.store.transaction():
-                yield
+            yield
         except BaseException as exc:
             self._written = None  # the .aborted records are not the block's
             for original in written:
@@ -148,8 +198,8 @@ class AuditedChanges:
         try:
             self._audit(event, **original, reason=reason)
         except Exception as exc:  # the caller gets the change's own error, not this one
-            seq = original.get("original_seq", "?")
+            seq, what = original.get("original_seq", "?"), original["original_event"]
             self._log(
-                f"AUDIT WRITE FAILED ({event}): {exc}; the record seq {seq} ({original['original_event']})"
-                f" stands for a change that did not take effect ({reason})"
+                f"AUDIT WRITE FAILED ({event}): {cause(exc)}; the record seq {seq} ({what}) stands for a"
+                f" change that did not take effect ({reason})"
             )

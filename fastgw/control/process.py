@@ -40,7 +40,7 @@ from fastgw.codec.control_messages import (
 )
 from fastgw.config.loader import ConfigError
 from fastgw.control.api import WorkerView
-from fastgw.control.auditing import Auditing
+from fastgw.control.auditing import AuditedChanges, Auditing
 from fastgw.control.channel import ChannelProtocol, PeerCheckedChannel
 from fastgw.control.cluster_sync import ClusterSync
 from fastgw.control.consumers import KeyService
@@ -334,7 +334,10 @@ class ControlProcess:
         return self.store.quota_counts()
 
     def audit_or_raise(self, event: str, **fields: Any) -> None:
-        self.audit.append(event, **fields)
+        """ControlAPI's; a record written without its anchor is answered by EVENT.aborted (a change's way)."""
+        changes = AuditedChanges(self.store, self.auditing.change, log)
+        with changes.answering():
+            changes.record(event, **fields)
 
     def broadcast(self, message: ControlMessage) -> None:
         self.tables.record(message)

@@ -10,11 +10,13 @@ reload all come here.
 * A rollback takes the previous valid config of the same config file (config/history.py), same path.
 * One reload at a time: what is asked for during one is served by one more reload of each kind after it.
 * Each outcome goes to the status file beside the pid file (status_file.py), where `fastgw reload` reads
-  it.
+  it. A reload first rewrites that file: when the disk is full it is refused, the running config stays,
+  and the refusal is written over the old file in place, so that the command still gets its answer.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import time
@@ -32,6 +34,9 @@ from fastgw.snapshot import Snapshot
 
 # Beyond process.reload_timeout (the control process's wait for the workers' acks): its answer's way back.
 ANSWER_MARGIN: Final = 2.0
+# A full disk (or quota): a reload is refused on these, its refusal written in place (status_file.py).
+# Other errors writing the status file (a removed directory) are logged, and the reload goes on.
+NO_SPACE: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 @dataclass(slots=True)
@@ -89,17 +94,20 @@ class Reloads:
     def _start(self, reason: str, requesters: list[str]) -> None:
         old = self.host.snapshot
         began = time.monotonic()
+        # First, the state directory: on a full disk neither the reload's answer nor its history nor its
+        # audit record could be written, so it is refused, and its answer still written (in place).
+        unwritable = self.write_status()
+        if unwritable is not None and unwritable.errno in NO_SPACE:
+            error = (
+                f"cannot write {unwritable.filename}: {unwritable.strerror}: free space on its disk, then "
+                "retry (a reload must record its outcome there)"
+            )
+            self._refuse(reason, requesters, began, error, state_unwritable=True)
+            return
         try:
             data, snapshot = self._load_for(reason)
         except ConfigError as exc:
-            log("supervisor", f"reload failed ({reason}), keeping snapshot {old.id}: {exc}")
-            self._record_outcome(reason, began, ok=False, error=str(exc), snapshot=old.id, previous=old.id)
-            systemd.notify("READY=1", f"STATUS=reload failed, serving snapshot {old.id}: {exc}")
-            self.host.tell_control(
-                msg.ReloadResult(
-                    ok=False, reason=reason, error=str(exc), ids=tuple(requesters), snapshot=old.id
-                )
-            )
+            self._refuse(reason, requesters, began, str(exc))
             return
         log_warnings("supervisor", snapshot.warnings)
         systemd.notify("RELOADING=1", systemd.monotonic_usec(), f"STATUS=reloading ({reason})")
@@ -132,6 +140,26 @@ class Reloads:
                 hash=snapshot.id,
                 workers=self.host.children.worker_pids(),
                 reason=reason,
+            )
+        )
+
+    def _refuse(
+        self, reason: str, requesters: list[str], began: float, error: str, *, state_unwritable: bool = False
+    ) -> None:
+        """The running config stays: the refusal logged, in the status file, to systemd and the control
+        process (the audit log, the admin request waiting for it)."""
+        old = self.host.snapshot
+        log("supervisor", f"reload failed ({reason}), keeping snapshot {old.id}: {error}")
+        self._record_outcome(reason, began, ok=False, error=error, snapshot=old.id, previous=old.id)
+        systemd.notify("READY=1", f"STATUS=reload failed, serving snapshot {old.id}: {error}")
+        self.host.tell_control(
+            msg.ReloadResult(
+                ok=False,
+                reason=reason,
+                error=error,
+                ids=tuple(requesters),
+                snapshot=old.id,
+                state_unwritable=state_unwritable,
             )
         )
 
@@ -246,7 +274,10 @@ class Reloads:
         }
         self.write_status()
 
-    def write_status(self) -> None:
+    def write_status(self) -> OSError | None:
+        """Write the status file, or where it cannot be replaced (a full disk) write it in place
+        (status_file.overwrite), so that the answer still reaches the command. Returns the error that kept
+        it from being replaced, None when it was; logs when the answer could not be written at all."""
         s = self.host.snapshot
         status = {
             "pid": os.getpid(),
@@ -260,4 +291,12 @@ class Reloads:
         try:
             status_file.write(path, status)
         except OSError as exc:
-            log("supervisor", f"cannot write the status file {path}: {exc.strerror}")
+            try:
+                status_file.overwrite(path, status)
+            except OSError:
+                log(
+                    "supervisor",
+                    f"cannot write the status file {path}: {exc.strerror}: commands get no answer",
+                )
+            return exc
+        return None

@@ -3,7 +3,9 @@
 ``fastgw reload``, ``rollback`` and ``stop`` reach the supervisor by a signal, which carries no answer.
 So the supervisor writes this file (atomically: a temporary file, then a rename) at start and after each
 reload's outcome, and the commands read it to learn what happened instead of reporting a success they
-cannot see:
+cannot see. On a full disk no new file fits: the answer is then written in place over the file written
+before (:func:`overwrite`), which every write pads to STATUS_BYTES so that it holds the answer without a
+new block:
 
 * ``pid``: the supervisor, so a file left by an earlier run is never mistaken for an answer;
 * ``reload_within`` / ``stop_within``: seconds the supervisor may take to finish a reload or a stop
@@ -19,9 +21,14 @@ reload already running when the signal arrived does not count (the supervisor ru
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Final
 
 import orjson
+
+# Every write pads the JSON with spaces to this size (a block on ext4, xfs and tmpfs; JSON allows the
+# trailing spaces), so that a rewrite in place needs no new block: how a refusal for a full disk still
+# reaches `fastgw reload`. A file system that copies on write (btrfs, zfs) needs one all the same.
+STATUS_BYTES: Final = 4096
 
 
 def path_for(pid_file: str) -> str:
@@ -30,11 +37,31 @@ def path_for(pid_file: str) -> str:
 
 
 def write(path: str, status: dict[str, Any]) -> None:
-    """Replace the file atomically, so a reader never sees half of it. Raises OSError."""
+    """Replace the file atomically, so a reader never sees half of it. Raises OSError naming ``path``
+    (a write error names no file); the temporary file may be left, and the next write reuses it."""
     tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as fh:
-        fh.write(orjson.dumps(status))
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(orjson.dumps(status).ljust(STATUS_BYTES))
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, path) from None
+
+
+def overwrite(path: str, status: dict[str, Any]) -> None:
+    """Write over the file in place, for when :func:`write` cannot (a full disk): every byte of the old
+    file is overwritten (spaces past the new JSON), within the blocks it holds. Not atomic: a reader that
+    catches it half-written reads invalid JSON (:func:`read`: None) and reads again. Raises OSError (no
+    file yet, or the disk refuses even that)."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        data = orjson.dumps(status)
+        view = memoryview(data.ljust(max(os.fstat(fd).st_size, len(data))))
+        offset = 0
+        while offset < len(view):
+            offset += os.pwrite(fd, view[offset:], offset)
+    finally:
+        os.close(fd)
 
 
 def read(path: str) -> dict[str, Any] | None:

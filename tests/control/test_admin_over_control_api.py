@@ -16,6 +16,7 @@ from fastgw.codec.control_messages import ReloadResult
 from fastgw.config.compiler import compile_config
 from fastgw.control.admin_api import AdminServer
 from fastgw.control.api import ControlAPI, WorkerView
+from fastgw.control.auditing import AuditUnavailableError
 from fastgw.control.consumers import KeyService, KeyServiceError
 from fastgw.snapshot import AdminSettings, SecretRef, Snapshot
 from fastgw.store.base import QuotaCount
@@ -66,7 +67,7 @@ class FakeControl:
 
     def audit_or_raise(self, event: str, **fields: Any) -> None:
         if self.audit_fails:
-            raise OSError("disk full")
+            raise AuditUnavailableError(event, "/var/lib/fastgw/audit.log: No space left on device")
         self.audited.append(event)
 
     async def request_reload(self, reason: str, timeout: float) -> ReloadResult:
@@ -137,9 +138,30 @@ async def test_a_refused_reload_is_422_with_the_supervisors_reason(served: tuple
 async def test_a_reload_that_cannot_be_audited_is_not_asked_for(served: tuple[int, FakeControl]) -> None:
     port, control = served
     control.audit_fails = True
-    status, _ = await call(port, "POST", "/rollback")
-    assert status == 503
+    status, body = await call(port, "POST", "/rollback")
+    assert (status, body["type"]) == (503, "https://fastgw.dev/problems/audit-unavailable")
+    assert body["detail"] == (
+        "the audit log cannot be written: /var/lib/fastgw/audit.log: No space left on device; the rollback"
+        " is refused, the running config stays"
+    )
     assert control.reloads == []
+
+
+@pytest.mark.asyncio
+async def test_a_reload_refused_for_a_full_state_disk_is_503_not_an_invalid_config(
+    served: tuple[int, FakeControl],
+) -> None:
+    port, control = served
+    error = "cannot write /var/lib/fastgw/fastgw.status.json: No space left on device: free space on its disk"
+    control.reload_answer = ReloadResult(
+        ok=False, reason="admin", snapshot="s", error=error, state_unwritable=True
+    )
+    status, body = await call(port, "POST", "/reload")
+    assert (status, body["type"], body["detail"]) == (
+        503,
+        "https://fastgw.dev/problems/state-unavailable",
+        error,
+    )
 
 
 class ConflictingKeys:

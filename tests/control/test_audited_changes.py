@@ -337,3 +337,48 @@ def test_an_aborted_record_that_cannot_be_written_is_logged_and_the_change_fails
         " (StoreError)"
     )
     assert not node.logs  # Auditing.change leaves that line to AuditedChanges: one line, not two
+
+
+# -- an event (a reload, a worker's note, the start): logged as what became of its record ---------------
+def test_an_event_whose_anchor_the_store_refuses_is_logged_as_in_the_file_not_as_lost(
+    make_store: StoreMaker, tmp_path: Path
+) -> None:
+    """The record is in the file and only the anchor stayed behind: the line says so, with the anchor's
+    seq, what ``fastgw audit verify`` makes of it and what brings the anchor back, in the words a change's
+    line uses (one helper). Before, it said AUDIT WRITE FAILED, as if the record were lost."""
+    store = make_store()
+    node = Node(store, tmp_path / "audit.log")
+    auditing = Auditing(node.log, node.logs.append)
+    auditing.event("start")
+    refuse, allow = refusal(make_store.backend, "audit_anchor")
+    run_sql(make_store, store, refuse)
+    auditing.event("reload", reason="SIGHUP", ok=True)
+    with pytest.raises(KeyServiceError):
+        node.service.create_consumer({"name": "acme"})
+    start, reload, create, _aborted = node.records()
+    assert (reload["event"], create["event"]) == ("reload", "consumer.create")
+    event_line, change_line, _aborted_line = node.logs
+    assert event_line.startswith(f"AUDIT ANCHOR NOT MOVED (reload, seq {reload['seq']}): ")
+    assert f"; the record is in {node.path}, the store's anchor stays at seq {start['seq']}: " in event_line
+    assert "`fastgw audit verify` passes" in event_line and "AUDIT WRITE FAILED" not in "".join(node.logs)
+    tail = event_line.split("): ", 1)[1]
+    assert change_line == f"AUDIT ANCHOR NOT MOVED (consumer.create, seq {create['seq']}): {tail}" + (
+        "; consumer.create is refused"
+    )
+    assert node.intact()  # what the line promises: verify passes, the anchor behind the file
+    run_sql(make_store, store, allow)
+    auditing.event("reload", reason="SIGHUP", ok=True)  # the next record moves the anchor past them all
+    anchor = store.audit_anchor(str(node.path))
+    assert anchor is not None and anchor.seq == len(node.records()) and node.intact()
+
+
+def test_an_event_whose_record_cannot_be_written_is_logged_naming_the_file(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "fastgw.db"))
+    node = Node(store, tmp_path / "audit.log")
+    auditing = Auditing(node.log, node.logs.append)
+    node.path.mkdir()  # the log's path cannot be opened for writing, even by root
+    auditing.event("reload", reason="SIGHUP", ok=False)
+    assert node.logs == [
+        f"AUDIT WRITE FAILED (reload): {node.path}: Is a directory; this reload is not in the audit log"
+    ]
+    store.close()

@@ -9,18 +9,22 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from tests.support.admin import TOKEN, Admin
+from tests.support.cli import fastgw
 from tests.support.clients import get
+from tests.support.full_disk import no_space
 from tests.support.gateways import Gateway
 from tests.support.load import snapshot_id
 from tests.support.ports import free_port
@@ -165,15 +169,77 @@ def test_audit_log_records_admin_actions_and_verifies(
 
 def test_admin_action_that_cannot_be_audited_is_refused(admin_gateway: tuple[Gateway, Admin]) -> None:
     gw, admin = admin_gateway
-    _, before = admin.json("GET", "/status")
     audit = gw.state / "audit.log"
     audit.unlink()
     audit.mkdir()  # writes now fail (even for root, which file modes would not stop)
+    assert "the audit log cannot be written" in refused_reload(gw, admin)
+
+
+def refused_reload(gw: Gateway, admin: Admin) -> str:
+    """POST /reload of a changed config, refused (503 audit-unavailable) with the running config kept:
+    the problem's detail."""
+    _, before = admin.json("GET", "/status")
     gw.config.write_text(gw.config.read_text().replace('name = "blocked"', 'name = "blocked3"'))
     status, headers, body = admin.call("POST", "/reload")
-    assert status == 503 and headers["content-type"] == "application/problem+json"
-    assert "the audit log cannot be written" in json.loads(body)["detail"]
+    problem = json.loads(body)
+    assert (status, headers["content-type"]) == (503, "application/problem+json")
+    assert problem["type"] == "https://fastgw.dev/problems/audit-unavailable"
     assert admin.json("GET", "/status")[1]["snapshot"] == before["snapshot"]
+    return str(problem["detail"])
+
+
+def test_an_admin_reload_on_a_full_disk_is_refused_naming_the_file(
+    admin_gateway: tuple[Gateway, Admin],
+) -> None:
+    """The audit log takes no write (ENOSPC): the answer and the control process's log name the file and
+    the system's words; the reload is not asked for, and nothing says a record was written."""
+    gw, admin = admin_gateway
+    audit = gw.state / "audit.log"
+    with no_space(audit):
+        detail = refused_reload(gw, admin)
+    assert detail == (
+        f"the audit log cannot be written: {audit}: No space left on device; the reload is refused, the"
+        " running config stays"
+    )
+    assert (
+        f"AUDIT WRITE FAILED (admin.reload): {audit}: No space left on device; not recorded, admin.reload is"
+        " refused" in gw.stderr()
+    )
+    assert [json.loads(line)["event"] for line in audit.read_text().splitlines()] == ["start"]
+
+
+def test_an_admin_reload_whose_audit_anchor_the_store_refuses_is_refused_and_answered(
+    admin_gateway: tuple[Gateway, Admin],
+) -> None:
+    """The record is written, the store will not move its anchor (a trigger, as a full disk refuses
+    SQLite's write): 503 audit-unavailable naming the store, not store-unavailable; the record is answered
+    by admin.reload.aborted, the log says which record is in the file, and the log still verifies."""
+    gw, admin = admin_gateway
+    audit, db = gw.state / "audit.log", gw.state / "fastgw.db"
+    with closing(sqlite3.connect(db)) as conn:
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE UPDATE ON audit_anchor BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+        conn.commit()
+    assert refused_reload(gw, admin) == (
+        f"the audit log's anchor cannot be moved: {db}: refused; the reload is refused, the running"
+        " config stays"
+    )
+    start, reload, aborted = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert (reload["event"], aborted["event"]) == ("admin.reload", "admin.reload.aborted")
+    assert (aborted["original_seq"], aborted["reason"]) == (reload["seq"], "AuditAnchorError")
+    assert (
+        f"AUDIT ANCHOR NOT MOVED (admin.reload, seq {reload['seq']}): {db}: refused; the record is in {audit}"
+        in (gw.stderr())
+    )
+    assert "AUDIT WRITE FAILED" not in gw.stderr() and "Traceback" not in gw.stderr()
+    with closing(sqlite3.connect(db)) as conn:
+        conn.execute("DROP TRIGGER refuse")
+        conn.commit()
+    verify = fastgw("audit", "verify", "--config", str(gw.config), env={"STATE_DIRECTORY": str(gw.state)})
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert f"OK, 3 records, matches the store's anchor (seq {start['seq']})" in verify.stdout
+    assert admin.json("POST", "/reload")[0] == 200  # the store takes writes again
 
 
 def test_changing_the_admin_listener_restarts_the_control_process(

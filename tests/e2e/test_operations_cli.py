@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -10,9 +11,11 @@ from pathlib import Path
 
 from tests.support.cli import fastgw
 from tests.support.clients import get
+from tests.support.full_disk import no_space
 from tests.support.gateways import Gateway, basic_config
 from tests.support.load import snapshot_id
 from tests.support.upstreams import TestUpstream
+from tests.support.waiting import wait_until
 
 
 def test_reload_rollback_and_stop_through_the_pid_file(
@@ -83,6 +86,45 @@ def test_reload_that_the_gateway_refuses_exits_1_with_its_reason(
     gw.config.write_text(good.replace('"x-v" = "1"', '"x-v" = "2"'))
     assert fastgw("reload", str(gw.config), env={"STATE_DIRECTORY": str(gw.state)}).returncode == 0
     assert get(gw.port, "/").header(b"x-v") == b"2"
+
+
+def test_a_reload_on_a_full_state_disk_is_refused_with_the_cause_in_one_line(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream
+) -> None:
+    """The state directory takes no writes (ENOSPC): the status file's next version and the audit log.
+    The reload is refused, the running config stays, and `fastgw reload` prints why in one line (its
+    answer written over the old status file in place), as the supervisor's log does; the control process
+    says the refusal is not in the audit log, and the log claims nothing. Before, the reload went ahead
+    with neither its answer nor its record written, and the command said it got no answer."""
+    gw = gateway_factory(basic_config(upstream.port, route='response_headers = { set = { "x-v" = "1" } }'))
+    v1 = gw.config.read_text()
+    gw.config.write_text(v1.replace('"x-v" = "1"', '"x-v" = "2"'))
+    status, audit = gw.state / "fastgw.status.json", gw.state / "audit.log"
+    with no_space(gw.state / f"fastgw.status.json.{gw.proc.pid}.tmp", audit):
+        out = fastgw("reload", "--pid-file", str(gw.state / "fastgw.pid"), "--timeout", "10")
+        assert get(gw.port, "/").header(b"x-v") == b"1"
+        cause = f"cannot write {status}: No space left on device: free space on its disk, then retry"
+        assert (out.returncode, out.stdout) == (1, ""), out.stderr
+        assert out.stderr == f"fastgw: reload refused: {cause} (a reload must record its outcome there)\n"
+        assert f"reload failed (SIGHUP), keeping snapshot {snapshot_id(v1)}: {cause}" in gw.stderr()
+        lost = (
+            f"AUDIT WRITE FAILED (reload): {audit}: No space left on device; this reload is not in the audit"
+        )
+        wait_until(lambda: lost in gw.stderr(), 5, "the control process's line for the refusal")
+    assert "Traceback" not in gw.stderr()
+    assert [r["event"] for r in audit_records(audit)] == ["start"]
+    # Room again: the same reload goes through, and is recorded.
+    out = fastgw("reload", "--pid-file", str(gw.state / "fastgw.pid"))
+    assert out.returncode == 0, out.stderr
+    assert get(gw.port, "/").header(b"x-v") == b"2"
+    wait_until(lambda: len(audit_records(audit)) == 2, 5, "the reload's record")
+    assert [(r["event"], r.get("ok")) for r in audit_records(audit)] == [("start", None), ("reload", True)]
+    verify = fastgw("audit", "verify", "--config", str(gw.config), env={"STATE_DIRECTORY": str(gw.state)})
+    assert verify.returncode == 0 and "OK, 2 records" in verify.stdout, verify.stdout + verify.stderr
+
+
+def audit_records(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_stop_exits_1_when_the_gateway_does_not_stop_in_time(
