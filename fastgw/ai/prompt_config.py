@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -139,21 +138,6 @@ def _schema_document(ctx: CompileContext, key: str, inline: dict[str, Any], file
     return document
 
 
-def _refs(node: Any, resolver: Any, spec: Any, path: str = "") -> Iterator[tuple[str, Any, Any]]:
-    """Every ``$ref`` of the schema with where it is and the resolver of its base: a subschema with its
-    own ``$id`` is a resource of its own, its references relative to it."""
-    if isinstance(node, Mapping):
-        if path and isinstance(node.get("$id"), str):
-            resolver = resolver.in_subresource(spec.create_resource(node))
-        for k, v in node.items():
-            if k == "$ref":
-                yield path, v, resolver
-            yield from _refs(v, resolver, spec, f"{path}/{k}")
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            yield from _refs(v, resolver, spec, f"{path}/{i}")
-
-
 def compile_schema(ctx: CompileContext, key: str, document: dict[str, Any]) -> Schema:
     """A JSON Schema checked against its metaschema and compiled once; it must describe an object (a
     JSON body, a JSON-schema-mode answer) and may refer only inside itself."""
@@ -169,28 +153,35 @@ def compile_schema(ctx: CompileContext, key: str, document: dict[str, Any]) -> S
         raise ctx.error(key, f"not a valid JSON Schema at {where}: {_short(exc.message)}") from None
     if document.get("type") != "object":
         raise ctx.error(f"{key}.type", "must be 'object': the body and the answer are JSON objects")
-    # Resolved as the validator will resolve them (the referencing library: JSON Pointer and percent
-    # escapes, anchors, $id bases), with nothing to fetch: a reference outside the schema is refused here,
-    # not answered with a 500 on every request.
+    # References are checked as the validator resolves them (the referencing library: JSON Pointer and
+    # percent escapes, anchors, $id / draft-4 id bases, only in schema positions, never in an enum or const
+    # value), against a registry that holds this schema alone and fetches nothing. The validator gets the
+    # same registry: without it, jsonschema fetches an unknown URI itself (urlopen, no timeout, on the
+    # event loop) when a request's validation reaches it, and looks up each $id resource slowly.
     from referencing import Registry
     from referencing.exceptions import Unresolvable
     from referencing.jsonschema import DRAFT202012, specification_with
 
     spec = specification_with(str(document.get("$schema", "")), default=DRAFT202012)
     root = spec.create_resource(document)
-    base = root.id() or ""
-    resolver = Registry().with_resource(base, root).resolver(base_uri=base)
-    for where, ref, scope in _refs(document, resolver, spec):
-        if not isinstance(ref, str):
-            raise ctx.error(key, f"{where}/$ref = {ref!r}: a reference is a string")
-        try:
-            scope.lookup(ref)
-        except Unresolvable:
-            reason = (
-                "no such place in the schema" if ref.startswith("#") else "only references inside the schema"
-            )
-            raise ctx.error(key, f"{where}/$ref = {ref!r}: {reason}") from None
-    return Schema(document, cls(document, format_checker=cls.FORMAT_CHECKER), schema_errors.best_match)
+    registry = Registry().with_resource(root.id() or "", root).crawl()
+    stack = [(root, registry.resolver_with_root(root))]
+    while stack:
+        resource, resolver = stack.pop()
+        contents = resource.contents
+        ref = contents.get("$ref") if isinstance(contents, dict) else None
+        if ref is not None:
+            if not isinstance(ref, str):
+                raise ctx.error(key, f"$ref = {ref!r}: a reference is a string")
+            try:
+                resolver.lookup(ref)
+            except Unresolvable:
+                inside = ref.startswith("#")
+                reason = "no such place in the schema" if inside else "only references inside the schema"
+                raise ctx.error(key, f"$ref = {ref!r}: {reason}") from None
+        stack.extend((sub, resolver.in_subresource(sub)) for sub in resource.subresources())
+    validator = cls(document, registry=registry, format_checker=cls.FORMAT_CHECKER)
+    return Schema(document, validator, schema_errors.best_match)
 
 
 def _template(ctx: CompileContext, key: str, text: str, schema: dict[str, Any]) -> Template:

@@ -108,6 +108,13 @@ def with_input(replacement: str) -> str:
             '{ type = "object", properties = { text = { "$ref" = "#/$defs/missing" } } }',
             "$ref = '#/$defs/missing': no such place in the schema",
         ),
+        (  # a subschema's draft-4 id moves its base elsewhere: the validator would fetch it per request
+            '{ "$schema" = "http://json-schema.org/draft-04/schema#", id = "http://good.example/root.json",'
+            ' type = "object", definitions = { n = { type = "integer" } }, properties = { text = {'
+            ' id = "http://169.254.169.254/latest/", properties = { b = { "$ref" = "root.json#/definitions/n"'
+            " } } } } }",
+            "$ref = 'root.json#/definitions/n': only references inside the schema",
+        ),
     ],
 )
 def test_schemas_that_do_not_compile(schema: str, expected: str) -> None:
@@ -135,6 +142,9 @@ SENTENCES = 'sentences = { type = "integer" }'  # the test template's other vari
         ' not = { "$ref" = "#/$defs/n" } } } }',
         f'{{ type = "object", properties = {{ {SENTENCES}, text = {{ "$ref" = "#name" }} }},'
         ' "$defs" = { s = { "$anchor" = "name", type = "string" } } }',
+        # "$ref" as a value (const) or a property's name is data, not a reference.
+        f'{{ type = "object", properties = {{ {SENTENCES}, text = {{ type = "string" }},'
+        ' c = { const = { "$ref" = "#/nowhere" } }, "$ref" = { type = "string" } } }',
     ],
 )
 def test_references_the_validator_resolves_are_accepted(schema: str) -> None:
