@@ -242,6 +242,17 @@ def test_oversized_and_duplicate_and_missing(make_policy: Callable[..., JwtAuth]
     )
 
 
+@pytest.mark.parametrize("subject", ["\ud800", "ali\x00ce"])
+def test_a_subject_no_log_or_store_can_hold_is_refused(
+    make_policy: Callable[..., JwtAuth], rsa_key: Any, subject: str
+) -> None:
+    """JSON allows a lone surrogate ("\\ud800"), which no encoder writes: such a consumer name made a whole
+    batch of access-log lines unwritable; a NUL is refused by PostgreSQL's text (the ledger's flush)."""
+    token = jwt.encode(claims(sub=subject), rsa_key, algorithm="RS256")
+    assert reason(check(make_policy(), token)) == "jwt.claims"
+    assert reason(check(make_policy(), jwt.encode(claims(), rsa_key, algorithm="RS256"))) == "ok"
+
+
 def test_verified_and_refused_tokens_are_cached(make_policy: Callable[..., JwtAuth], rsa_key: Any) -> None:
     clock = FakeClock()
     policy = make_policy(clock=clock)
