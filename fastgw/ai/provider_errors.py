@@ -35,11 +35,14 @@ def mask_addresses(text: str) -> str:
 
 
 def _mask_ipv6(match: re.Match[str]) -> str:
+    candidate = match.group(1)
+    # "host:fd00::5": the candidate took the colon before the address (one colon, not "::")
+    skip = 1 if candidate.startswith(":") and not candidate.startswith("::") else 0
     try:
-        ipaddress.IPv6Address(match.group(1))
+        ipaddress.IPv6Address(candidate[skip:])
     except ValueError:
         return match.group(0)
-    return "<address>"
+    return ":<address>" if skip else "<address>"
 
 
 def error_message(answer: object, default: str) -> str:
@@ -56,9 +59,10 @@ def error_message(answer: object, default: str) -> str:
             message = answer.get("message")
     if type(message) is not str or not message.strip():
         return default
+    message = mask_addresses(message)  # then cut: a cut first leaves an address's head unmasked
     if len(message) > MAX_MESSAGE:
         message = message[: MAX_MESSAGE - 3] + "..."
-    return mask_addresses(message)
+    return message
 
 
 # The SDK error type of each 4xx a provider's answer passes on as it is (status_error).

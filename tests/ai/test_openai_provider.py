@@ -259,3 +259,9 @@ def test_error_messages_are_bounded_and_hide_addresses() -> None:
     for leak in ("10.1.2.3", "192.168.0.7", "fd00::5", "http://"):
         assert leak not in message
     assert "12:30:45" in OpenAIAdapter().error(500, {}, openai_error("retry after 12:30:45")).message
+    # An address after a name and a colon, and one that the length bound would cut: masked all the same
+    # (masked first, then cut: a cut first left "10.200.3..." showing).
+    named = OpenAIAdapter().error(500, {}, openai_error("connect to host:fd00::7 refused")).message
+    assert "fd00::7" not in named and named.startswith("connect to host:<address>")
+    at_the_bound = OpenAIAdapter().error(500, {}, openai_error("x" * 488 + " 10.200.30.40 and more")).message
+    assert len(at_the_bound) <= 500 and "10.200" not in at_the_bound
