@@ -9,6 +9,7 @@ the control path is cold, durability matters more. This is the only module that 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
@@ -153,7 +154,8 @@ class SQLiteStore:
             # A COMMIT that fails busy, or on a deferred constraint, leaves the transaction open: every
             # later BEGIN would fail ("within a transaction") and later writes would join the dead one.
             if self._db.in_transaction:
-                self._db.rollback()
+                with contextlib.suppress(sqlite3.Error):  # the COMMIT's error is the one to report
+                    self._db.rollback()
             raise
 
     # -- migrations -------------------------------------------------------------------------------------
