@@ -146,13 +146,16 @@ def compile_budgets(
         budget_id = f"{ctx.route_name}:{spec.name}"
         if spec.shared:
             budget_id = spec.name
-            terms = (spec.key, tuple(limits))
+            # The alerts too: a threshold is crossed once for all the routes, by whichever request's settle
+            # takes the count across it, and raised with that route's alerts (none: never raised).
+            terms = (spec.key, tuple(limits), alerts)
             first = ctx.shared_budgets.setdefault(spec.name, (terms, f"{ctx.route_key}.handler.{at}"))
             if first[0] != terms:
                 raise CompileError(
                     f"{at}.shared",
-                    f"budget {spec.name!r} is shared with {first[1]}, which sets another key or other"
-                    " limits: a shared budget is one allowance, give it the same key and limits everywhere",
+                    f"budget {spec.name!r} is shared with {first[1]}, which sets another key, other limits"
+                    " or other budget_alerts: a shared budget is one allowance, give it the same key,"
+                    " limits and route budget_alerts everywhere",
                 )
         budgets.append(Budget(spec.name, budget_id, spec.key, tuple(limits)))
     counters = COUNTERS if ctx.counters is None else ctx.counters

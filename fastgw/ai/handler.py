@@ -38,7 +38,15 @@ from fastgw.ai.guardrails.guard import Guardrails
 from fastgw.ai.guardrails.report import GuardrailsReport
 from fastgw.ai.prices import record_cost
 from fastgw.ai.record import LlmRecord
-from fastgw.ai.relay import JSON, cancel_kind, relay_chat, relay_embeddings, relay_stream, status_kind
+from fastgw.ai.relay import (
+    JSON,
+    cancel_kind,
+    provider_may_bill,
+    relay_chat,
+    relay_embeddings,
+    relay_stream,
+    status_kind,
+)
 from fastgw.exchange import Exchange
 from fastgw.handler_api import ResponseWriter, UpstreamReply, Upstreams
 from fastgw.policy.model_grants import matches, may_use
@@ -303,9 +311,7 @@ class LlmHandler:
             record.duration_ms = (time.monotonic() - started) * 1000.0
             record.cost_usd = record_cost(self.llm.prices, record)
             if hold is not None:
-                # Answered: the provider's answer began to reach the client (always a 200). An error the
-                # gateway rendered (every target failed) used nothing the provider bills for.
-                hold.settle(record, out.started and ex.status == 200)
+                hold.settle(record, provider_may_bill(record, out.started, ex.status))
 
     async def _fail(
         self,

@@ -32,7 +32,7 @@ from fastgw.ai.prices import record_cost
 from fastgw.ai.prompt_config import PromptApi
 from fastgw.ai.provider_calls import RESPONSE_MAX, read_reply
 from fastgw.ai.record import LlmRecord
-from fastgw.ai.relay import cancel_kind, send_whole
+from fastgw.ai.relay import cancel_kind, provider_may_bill, send_whole
 from fastgw.codec.problem import PROBLEM_BASE
 from fastgw.codec.serialize import REASONS
 from fastgw.exchange import Exchange
@@ -130,38 +130,34 @@ class PromptApiHandler:
         record = ex.llm = LlmRecord(model=api.model, endpoint="prompt_api")
         started = time.monotonic()
         pivot: Json = {"model": api.model, "messages": messages, **api.parameters}
-        hold = None
-        if self.budgets is not None:
-            hold = self.budgets.reserve(ex, self.llm.models[api.model], prompt_bytes(messages), pivot)
-            if hold.refusal is not None:
-                await _refuse(out, ex, hold)
-                return
-            hold.show(ex)
         try:
-            await self._tries(ex, api, pivot, record, out, upstreams)
-        except asyncio.CancelledError as cancelled:
-            if not record.error:  # the client left, or the stopping worker (as on llm routes)
-                record.error = cancel_kind(cancelled)
-            raise
+            await self._tries(ex, api, pivot, prompt_bytes(messages), record, out, upstreams)
         finally:
             record.duration_ms = (time.monotonic() - started) * 1000.0
-            if hold is not None:
-                # An answer is a 200 with the result; an error answer used nothing the provider bills
-                # for, unless a call reported usage (then settled at it).
-                hold.settle(record, out.started and ex.status == 200)
+
+    def _call(self, record: LlmRecord, usage: Usage) -> LlmRecord:
+        """One provider call's own record: its usage, priced at the target that answered it (the
+        request's record sums both calls')."""
+        call = LlmRecord(record.model, record.endpoint, False, record.provider, record.provider_model)
+        call.usage = usage
+        call.cost_usd = record_cost(self.llm.prices, call) if usage.reported else None
+        return call
 
     async def _tries(
         self,
         ex: Exchange,
         api: PromptApi,
         pivot: Json,
+        size: int,
         record: LlmRecord,
         out: ResponseWriter,
         upstreams: Upstreams,
     ) -> None:
         """The provider calls of one prompt API request: a second when the first broke the output
         schema. Each call is priced at the target that answered it (the two may differ); the record's
-        cost is their sum, unknown if either's is."""
+        cost is their sum, unknown if either's is. With budgets each call reserves the filled prompt's
+        estimate (``size`` bytes) before it is made and settles at its own usage: a retry the budget has
+        no room for is refused (429) rather than made unaccounted."""
         if api.output_schema is not None:
             pivot["response_format"] = {
                 "type": "json_schema",
@@ -193,12 +189,28 @@ class PromptApiHandler:
         so_far: Usage | None = None
         for _ in range(SCHEMA_TRIES):
             answers.clear()
-            await self.loop.run(model, upstreams, out, record, build, relay, fail)
+            hold = None
+            if self.budgets is not None:
+                hold = self.budgets.reserve(ex, model, size, pivot)
+                if hold.refusal is not None:
+                    await _refuse(out, ex, hold)  # a retry refused: the first call stays counted
+                    return
+                hold.show(ex)
+            try:
+                await self.loop.run(model, upstreams, out, record, build, relay, fail)
+            except asyncio.CancelledError as cancelled:
+                if not record.error:  # the client left, or the stopping worker (as on llm routes)
+                    record.error = cancel_kind(cancelled)
+                raise
+            finally:
+                if hold is not None:
+                    # Answered, or cut after the request went out: the provider may bill for it.
+                    billed = bool(answers) or provider_may_bill(record, out.started, ex.status)
+                    hold.settle(self._call(record, answers[0][1] if answers else Usage()), billed)
             if not answers:  # the loop answered the error
                 return
             answer, usage = answers[0]
-            record.usage = usage  # priced alone first: at the target that answered this call
-            this = record_cost(self.llm.prices, record) if usage.reported else None
+            this = self._call(record, usage).cost_usd
             cost = None if this is None or cost is None else cost + this
             record.cost_usd = cost
             so_far = usage if so_far is None else _sum(so_far, usage)
@@ -233,7 +245,8 @@ async def _refuse(out: ResponseWriter, ex: Exchange, hold: Hold) -> None:
     message, code = hold.refusal
     problem = "budget-unavailable" if hold.status == 503 else "budget-exceeded"
     retry = ((b"retry-after", b"%d" % max(1, math.ceil(hold.retry))),)
-    await _problem(out, ex, hold.status, problem, message, (("code", code),), (*retry, *hold.headers))
+    hold.show(ex)  # its limit headers replace an earlier call's (an output schema's retry refused)
+    await _problem(out, ex, hold.status, problem, message, (("code", code),), retry)
 
 
 def _content(answer: Json) -> str | None:

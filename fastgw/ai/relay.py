@@ -183,6 +183,18 @@ async def relay_stream(
     await out.end()
 
 
+# What cancel_kind names a cut exchange: the client left, or the stopping worker cut it at drain_timeout.
+CUT_KINDS: Final = frozenset({CANCELLED_CLIENT_GONE, CANCELLED_SHUTDOWN})
+
+
+def provider_may_bill(record: LlmRecord, started: bool, status: int) -> bool:
+    """Whether a provider may bill for an exchange that reported no usage, so that a budget keeps its
+    estimate: the answer began to reach the client (always a 200), or the exchange was cut after a request
+    went to a provider, which may have run it. An error the gateway rendered (every target refused) or a
+    request refused before any call used nothing billable."""
+    return (started and status == 200) or (record.attempts > 0 and record.error in CUT_KINDS)
+
+
 def cancel_kind(cancelled: asyncio.CancelledError) -> str:
     """The record's error kind for a handler Task cancelled mid-answer: its cancellation's message."""
     if cancelled.args and cancelled.args[0] == CANCELLED_SHUTDOWN:

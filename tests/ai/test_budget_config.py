@@ -145,8 +145,17 @@ def test_a_shared_budget_is_one_allowance_across_llm_and_prompt_api_routes() -> 
 def test_a_shared_budget_stated_differently_is_an_error_naming_both_places() -> None:
     with pytest.raises(ConfigError) as info:
         compile_config((BASE + LLM_SPEND + PROMPT_ROUTE.format(shared="true", key="team")).encode(), "x.toml")
-    assert str(info.value) == (
+    expected = (
         "x.toml: routes[1].handler.budgets[0].shared: budget 'spend' is shared with"
-        " routes[0].handler.budgets[0], which sets another key or other limits: a shared budget is one"
-        " allowance, give it the same key and limits everywhere"
+        " routes[0].handler.budgets[0], which sets another key, other limits or other budget_alerts: a"
+        " shared budget is one allowance, give it the same key, limits and route budget_alerts everywhere"
     )
+    assert str(info.value) == expected
+    # Alerts on one route only: a threshold crossed through the other would never be raised.
+    alerts = "[routes.handler.budget_alerts]\nthresholds = [80]\n"
+    with pytest.raises(ConfigError) as info:
+        compile_config(
+            (BASE + alerts + LLM_SPEND + PROMPT_ROUTE.format(shared="true", key="consumer")).encode(),
+            "x.toml",
+        )
+    assert str(info.value) == expected

@@ -10,6 +10,7 @@ reservations from the headers (limit minus remaining)."""
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 
 import openai
@@ -17,6 +18,7 @@ import pytest
 
 from tests.support.clients import Response
 from tests.support.llm_gateway import LlmGateway, llm_record, post_json, running_llm_gateway
+from tests.support.waiting import wait_until
 
 SAY_SCHEMA = (
     'input_schema = { type = "object", required = ["text"], properties = { text = { type = "string" } } }'
@@ -29,6 +31,20 @@ targets = [{{ provider = "oa", model = "gpt-4o-mini" }}]
 [[llm.models]]
 name = "failing"
 targets = [{{ provider = "oa", model = "fault-500" }}]
+
+[[llm.models]]
+name = "slow"
+targets = [{{ provider = "oa", model = "fault-slow-first-token" }}]
+
+[[routes]]
+name = "strict-prompts"
+path = "/strict"
+kind = "prompt_api"
+auth = "none"
+[[routes.handler.budgets]]
+name = "tokens"
+key = "route"
+tokens_per_day = 30
 
 [[routes]]
 name = "metered-prompts"
@@ -93,6 +109,23 @@ model = "metered"
 max_tokens = 20
 template = "Say {{{{ text }}}}"
 {SAY_SCHEMA}
+
+[[prompt_api]]
+name = "fragile-slow"
+path = "/fragile/slow"
+model = "slow"
+max_tokens = 20
+template = "Say {{{{ text }}}}"
+{SAY_SCHEMA}
+
+[[prompt_api]]
+name = "strict"
+path = "/strict/classify"
+model = "metered"
+max_tokens = 20
+template = "Classify {{{{ text }}}}"
+{SAY_SCHEMA}
+output_schema = {{ type = "object", required = ["label"], properties = {{ label = {{ type = "string" }} }} }}
 
 [[prompt_api]]
 name = "broken"
@@ -199,3 +232,54 @@ def test_a_request_every_target_failed_gives_its_reservation_back(gw: LlmGateway
             model="metered", messages=[{"role": "user", "content": "hello"}], max_tokens=10
         )
     assert int(again.headers["x-ratelimit-remaining-tokens"]) == 1000 - usage.total_tokens - estimate
+
+
+def test_a_request_cut_after_it_reached_the_provider_keeps_its_reservation(gw: LlmGateway) -> None:
+    """The provider may bill for a request the client left while it ran: its estimate stays counted
+    (a request every target refused gives it back, above)."""
+    fake = gw.stack.openai
+    ok = post_json(gw.gateway, "/fragile/say", {"text": "hello"})
+    remaining = int(headers_of(ok)["x-ratelimit-remaining-tokens"])
+    spent = used_by(gw, headers_of(ok))
+    fake.first_token_delay = 5.0
+    try:
+        body = json.dumps({"text": "hello"}).encode()
+        head = f"POST /fragile/slow HTTP/1.1\r\nHost: test\r\ncontent-length: {len(body)}\r\n\r\n"
+        seen = len(fake.requests)
+        with socket.create_connection(("127.0.0.1", gw.gateway.port)) as client:
+            client.sendall(head.encode() + body)
+            wait_until(lambda: len(fake.requests) > seen, 5.0, "the request to reach the provider")
+        cut = wait_until(
+            lambda: next(
+                (r for r in gw.gateway.log_records() if (r.get("llm") or {}).get("error") == "client_closed"),
+                None,
+            ),
+            5.0,
+            "the cut request's access-log record",
+        )
+        assert cut["llm"]["endpoint"] == "prompt_api" and cut["llm"]["attempts"] == 1
+    finally:
+        fake.first_token_delay = 0.05
+    after = post_json(gw.gateway, "/fragile/say", {"text": "hello"})
+    # This request's estimate, the last one's usage, and the cut one's estimate: kept.
+    assert int(headers_of(after)["x-ratelimit-remaining-tokens"]) == remaining - spent - SAY_ESTIMATE
+
+
+def test_an_output_schema_retry_reserves_again_and_is_refused_without_room(gw: LlmGateway) -> None:
+    """The first call's estimate fits the budget (30 tokens: 24 reserved) and its answer is no JSON; the
+    retry needs room for its own estimate on top of the first call's usage, which is no longer there: a
+    429 rather than a second call nobody reserved for."""
+    fake = gw.stack.openai
+    seen = len(fake.requests)
+    fake.texts.append("Sure, here it is: {")  # not JSON: the output schema asks for a retry
+    refused = post_json(gw.gateway, "/strict/classify", {"text": "hello"})
+    assert refused.status == 429, refused.body
+    problem = json.loads(refused.body)
+    assert problem["type"].endswith("/budget-exceeded") and "'tokens'" in problem["detail"]
+    assert len(fake.requests) == seen + 1  # the first call only
+    head = headers_of(refused)
+    record = llm_record(gw.gateway, head)
+    used = record["prompt_tokens"] + record["completion_tokens"]
+    assert used > 30 - (len(b"Classify hello") // 4 + 1 + 20)  # why the retry could not fit
+    assert int(head["x-ratelimit-remaining-tokens"]) == 30 - used  # the first call stays counted
+    assert [name for name, _ in refused.headers].count(b"x-ratelimit-remaining-tokens") == 1
