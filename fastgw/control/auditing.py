@@ -24,9 +24,12 @@ from typing import Any, Final
 from fastgw.audit import AuditLog
 from fastgw.control.key_input import KeyServiceError
 from fastgw.log_line import log_line
-from fastgw.store.base import Store, StoreError
+from fastgw.store.base import CommitUnknownError, Store, StoreError
 
 ABORTED: Final = ".aborted"  # the suffix of the record that says a change did not take effect
+# The suffix of the record that says a change's outcome is unknown: the connection to PostgreSQL was lost
+# during its COMMIT (store.base.CommitUnknownError), so the database may have made it or not.
+OUTCOME_UNKNOWN: Final = ".outcome_unknown"
 # The fields of a change's record that name what it changed, carried into its .aborted record (with the
 # record's seq, which names it exactly; the rest of the record stays where it is).
 IDENTIFYING: Final[tuple[str, ...]] = (
@@ -187,19 +190,21 @@ class AuditedChanges:
             yield
         except BaseException as exc:
             self._written = None  # the .aborted records are not the block's
+            suffix = OUTCOME_UNKNOWN if isinstance(exc, CommitUnknownError) else ABORTED
             for original in written:
-                self._answer(original, type(exc).__name__)
+                self._answer(original, type(exc).__name__, suffix)
             raise
         finally:
             self._written = None
 
-    def _answer(self, original: dict[str, Any], reason: str) -> None:
-        event = original["original_event"] + ABORTED
+    def _answer(self, original: dict[str, Any], reason: str, suffix: str) -> None:
+        event = original["original_event"] + suffix
         try:
             self._audit(event, **original, reason=reason)
         except Exception as exc:  # the caller gets the change's own error, not this one
             seq, what = original.get("original_seq", "?"), original["original_event"]
+            took = "may or may not have taken" if suffix == OUTCOME_UNKNOWN else "did not take"
             self._log(
                 f"AUDIT WRITE FAILED ({event}): {cause(exc)}; the record seq {seq} ({what}) stands for a"
-                f" change that did not take effect ({reason})"
+                f" change that {took} effect ({reason})"
             )

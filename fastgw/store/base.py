@@ -19,6 +19,11 @@ class StoreError(Exception):
     progress, if any, was rolled back."""
 
 
+class CommitUnknownError(StoreError):
+    """The connection was lost during the COMMIT itself: the database may have made the change or not,
+    and nothing on this side can tell (the caller says so rather than claiming either)."""
+
+
 class ConflictError(StoreError):
     """A write collided with another one made at the same time (a name taken meanwhile, a deadlock the
     database broke): nothing was written, and the caller answers 409 rather than 503."""

@@ -27,6 +27,7 @@ from fastgw.store.base import (
     Batch,
     Change,
     ChangeFeed,
+    CommitUnknownError,
     ConflictError,
     Consumer,
     Migration,
@@ -116,6 +117,7 @@ class PostgresStore:
         if self._conn is not None:
             yield  # joins the outer block
             return
+        committing = False
         try:
             with self._keeper.connection() as conn, conn.transaction():
                 self._conn = conn
@@ -123,7 +125,12 @@ class PostgresStore:
                     yield
                 finally:
                     self._conn = None
+                committing = True  # the block is done: what fails from here on is the COMMIT
         except psycopg.Error as exc:  # the commit itself, or the connection, failed
+            if committing and conn.broken:
+                # A server that answers and refuses the COMMIT made nothing; a connection lost while the
+                # COMMIT ran leaves the outcome unknown.
+                raise CommitUnknownError(f"{self.where}: {first_line(exc)}") from exc
             raise self._error(exc) from exc
 
     # -- migrations -------------------------------------------------------------------------------------

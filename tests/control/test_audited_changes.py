@@ -30,6 +30,7 @@ from fastgw.store.base import Store, StoreError
 from fastgw.store.postgres import PostgresStore
 from fastgw.store.sqlite import SQLiteStore
 from tests.support.stores import StoreMaker
+from tests.support.waiting import wait_until
 
 SETTINGS = KeySettings(pepper_id="p1", peppers={"p1": b"pepper-for-audited-changes-000001"})
 
@@ -244,6 +245,30 @@ def test_a_commit_postgresql_refuses_answers_every_record_the_change_wrote(
     node.service.rotate(key, {})
     assert node.events()[-2:] == ["key.rotate", "key.rotate.grace"]
     assert sum(e.endswith(".aborted") for e in node.events()) == 2 and node.intact()
+
+
+def test_a_connection_lost_during_the_commit_is_answered_as_an_unknown_outcome(
+    postgres_node: tuple[Node, str],
+) -> None:
+    """The connection dies while the COMMIT runs (a deferred trigger ends its own backend): the database
+    may have made the change or not, and the log says exactly that, not that it did not take effect."""
+    node, dsn = postgres_node
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION vanish() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN"
+            " PERFORM pg_terminate_backend(pg_backend_pid()); RETURN NULL; END$$;"
+            " CREATE CONSTRAINT TRIGGER at_commit AFTER INSERT ON consumers DEFERRABLE INITIALLY DEFERRED"
+            " FOR EACH ROW EXECUTE FUNCTION vanish()"
+        )
+    with pytest.raises((KeyServiceError, StoreError)):
+        node.service.create_consumer({"name": "ghost"})
+    *_, created, unknown = node.records()
+    assert created["event"] == "consumer.create" and created["name"] == "ghost"
+    assert unknown["event"] == "consumer.create.outcome_unknown"
+    assert (unknown["original_seq"], unknown["reason"]) == (created["seq"], "CommitUnknownError")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP TRIGGER at_commit ON consumers")
+    wait_until(node.intact, 10.0, "the store back and the log verified against its anchor")
 
 
 class CommitFails(SQLiteStore):
