@@ -45,7 +45,7 @@ from fastgw.policy.api_key import BEARER_DUPLICATE, BEARER_OK, REALM, bearer_den
 from fastgw.policy.chain import Denial, Pending, Phase
 from fastgw.policy.http_client import CALL_ERRORS, Endpoint, request
 from fastgw.policy.jwks import is_loopback
-from fastgw.policy.rbac import Principal
+from fastgw.policy.rbac import Principal, claim_text, claims_text
 from fastgw.policy.throttle import ThrottleSettings, after_failure, throttled
 from fastgw.secret_refs import resolve_secret
 
@@ -99,6 +99,7 @@ def _invalid_token(detail: str, reason: str) -> Denial:
 INACTIVE = _invalid_token("the bearer token is not active", "introspection.inactive")
 MALFORMED = _invalid_token("the bearer token is malformed", "introspection.malformed")
 TOO_LARGE = _invalid_token("the bearer token is too large", "introspection.too_large")
+INVALID_IDENTITY = _invalid_token("the bearer token names no usable identity", "introspection.claims")
 UNSETTLED = Denial(
     429,
     "too-many-requests",
@@ -257,6 +258,12 @@ class IntrospectionAuth:
             self._bad[token] = now + self.negative_ttl
             return INACTIVE
         identity = _identity(answer, now, self.cache_ttl)
+        if not (claim_text(identity.consumer) and claim_text(identity.team)) or not (
+            claims_text(identity.roles) and claims_text(identity.scopes)
+        ):
+            # Active, but naming its holder in a way the log, the store or a header cannot carry (a NUL,
+            # a control character): refused as a token without a usable identity, and not cached.
+            return INVALID_IDENTITY
         self._good[token] = identity
         if len(self._good) > self.cache_size:
             self._good.popitem(last=False)

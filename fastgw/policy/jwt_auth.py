@@ -32,6 +32,7 @@ from fastgw.policy.api_key import BEARER_DUPLICATE, BEARER_OK, REALM, bearer_den
 from fastgw.policy.chain import Denial, Pending, Phase
 from fastgw.policy.jwks import RemoteJwks
 from fastgw.policy.model_grants import models_from_claim
+from fastgw.policy.rbac import claim_text, claims_text
 from fastgw.policy.throttle import ThrottleSettings, throttled
 
 HMAC_ALGORITHMS: Final = frozenset({"HS256", "HS384", "HS512"})
@@ -191,13 +192,15 @@ class JwtIssuer:
 
     def identity(self, claims: dict[str, Any]) -> JwtIdentity | None:
         subject = claims.get(self.consumer_claim)
-        if not isinstance(subject, str) or not subject or not storable(subject):
+        if not isinstance(subject, str) or not subject or not claim_text(subject):
             return None
         raw = claims.get(self.scopes_claim or "scope", claims.get("scp") if not self.scopes_claim else None)
         scopes = _strings(raw.split() if isinstance(raw, str) else raw)
         roles = _strings(claims.get(self.roles_claim) if self.roles_claim else None)
         team = claims.get(self.team_claim, "") if self.team_claim else ""
-        if isinstance(team, str) and not storable(team):
+        if isinstance(team, str) and not claim_text(team):
+            return None
+        if not (claims_text(scopes) and claims_text(roles)):
             return None
         thumbprint = ""
         if self.require_cert_binding:
@@ -219,18 +222,6 @@ class JwtIssuer:
             audiences=_strings([aud] if isinstance(aud, str) else aud),
             models=models_from_claim(claims.get(self.models_claim)) if self.models_claim else None,
         )
-
-
-def storable(text: str) -> bool:
-    """Whether a claim can name a consumer or team: it goes to the access log, the usage ledger and the
-    limits' keys, so it must encode (JSON allows a lone surrogate such as "\\ud800", which no encoder
-    writes: one such subject made a whole batch of access-log lines unwritable) and hold no NUL
-    (PostgreSQL's text refuses it: the ledger's flush would fail)."""
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return "\x00" not in text
 
 
 class JwtAuth:

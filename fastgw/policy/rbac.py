@@ -49,6 +49,23 @@ class Identity(Protocol):
     scopes: frozenset[str]
 
 
+def claim_text(text: str) -> bool:
+    """Whether a token's claim can name a consumer, team, role or scope. They go to the access log, the
+    usage ledger, the limits' keys and the identity headers sent upstream, so a value must encode (JSON
+    allows a lone surrogate, "\\ud800", which no encoder writes: one made a batch of access-log lines
+    unwritable and every request's upstream head fail) and hold no control character (a NUL is refused
+    by PostgreSQL's text, a CR or LF cannot go in a header)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return not any(c < " " or c == "\x7f" for c in text)
+
+
+def claims_text(texts: frozenset[str] | tuple[str, ...]) -> bool:
+    return all(claim_text(t) for t in texts)
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """An Identity with nothing else to carry: mTLS consumers and introspected tokens."""

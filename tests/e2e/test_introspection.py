@@ -24,6 +24,10 @@ def idp() -> Iterator[TestUpstream]:
     answers = {
         "good-token": {"active": True, "sub": "alice", "scope": "orders:read", "exp": int(time.time()) + 600},
         "dead-token": {"active": False},
+        # Active, but naming its holder with a NUL (PostgreSQL's text refuses it) or a scope with a control
+        # character (no header can carry it)
+        "nul-subject": {"active": True, "sub": "ali\u0000ce", "exp": int(time.time()) + 600},
+        "control-scope": {"active": True, "sub": "bob", "scope": "orders:read x\u0001y"},
     }
 
     def handler(req: SeenRequest) -> bytes | None:
@@ -134,6 +138,36 @@ def introspection_config(upstream_port: int, idp_port: int, secret: Path, extra:
         {extra}
         """,
     )
+
+
+def test_an_active_token_naming_no_usable_identity_is_refused(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream, idp: TestUpstream, tmp_path: Path
+) -> None:
+    (tmp_path / "client.secret").write_text("s3cr3t\n")
+    gw = gateway_factory(
+        basic_config(
+            upstream.port,
+            extra=f"""
+            [[routes]]
+            name = "orders"
+            path = "/orders"
+            upstream = "backend"
+            auth = "introspection"
+
+            [introspection]
+            url = "http://127.0.0.1:{idp.port}/oauth2/introspect"
+            client_id = "fastgw"
+            client_secret = {{ file = "{tmp_path / "client.secret"}" }}
+            """,
+        )
+    )
+    seen = len(upstream.requests)
+    for token in ("nul-subject", "control-scope"):
+        refused = get(gw.port, "/orders/1", headers=f"Authorization: Bearer {token}\r\n")
+        assert refused.status == 401, token
+        assert b'error="invalid_token"' in (refused.header(b"www-authenticate") or b"")
+    assert len(upstream.requests) == seen
+    assert get(gw.port, "/orders/1", headers="Authorization: Bearer good-token\r\n").status == 200
 
 
 def test_a_random_token_flood_costs_at_most_the_throttle_allowance(

@@ -242,13 +242,16 @@ def test_oversized_and_duplicate_and_missing(make_policy: Callable[..., JwtAuth]
     )
 
 
-@pytest.mark.parametrize("subject", ["\ud800", "ali\x00ce"])
-def test_a_subject_no_log_or_store_can_hold_is_refused(
-    make_policy: Callable[..., JwtAuth], rsa_key: Any, subject: str
+@pytest.mark.parametrize(
+    "bad", [{"sub": "\ud800"}, {"sub": "ali\x00ce"}, {"sub": "ali\rce"}, {"scope": "orders:read a\x01b"}]
+)
+def test_a_claim_no_log_store_or_header_can_hold_is_refused(
+    make_policy: Callable[..., JwtAuth], rsa_key: Any, bad: dict[str, str]
 ) -> None:
     """JSON allows a lone surrogate ("\\ud800"), which no encoder writes: such a consumer name made a whole
-    batch of access-log lines unwritable; a NUL is refused by PostgreSQL's text (the ledger's flush)."""
-    token = jwt.encode(claims(sub=subject), rsa_key, algorithm="RS256")
+    batch of access-log lines unwritable (a role or scope: every request's upstream head); a NUL is
+    refused by PostgreSQL's text (the ledger's flush); a CR or LF cannot go in a header."""
+    token = jwt.encode(claims(**bad), rsa_key, algorithm="RS256")
     assert reason(check(make_policy(), token)) == "jwt.claims"
     assert reason(check(make_policy(), jwt.encode(claims(), rsa_key, algorithm="RS256"))) == "ok"
 
