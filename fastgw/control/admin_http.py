@@ -27,7 +27,7 @@ import orjson
 from fastgw.codec.problem import problem_fields
 from fastgw.codec.serialize import status_line
 from fastgw.control.consumers import KeyServiceError
-from fastgw.store.base import StoreError
+from fastgw.store.base import CommitUnknownError, StoreError
 
 MAX_BODY: Final = 64 * 1024  # the largest admin request (a consumer with its fields): far below this
 # Fields the store keeps as unix seconds, shown as ISO 8601 UTC (null stays null).
@@ -185,6 +185,12 @@ class AdminHttpServer:
             return problem_response(exc.status, problem, exc.detail)
         except AdminError as exc:
             return problem_response(exc.status, exc.problem, exc.detail, exc.headers)
+        except CommitUnknownError:  # not "retry": a retried create may make a second key
+            detail = (
+                "the connection to the store was lost while the change committed: it may or may not have"
+                " taken effect (the audit log says EVENT.outcome_unknown); look before retrying"
+            )
+            return problem_response(503, "outcome-unknown", detail)
         except StoreError:  # the database is down or failing: the data plane serves on from its caches
             return problem_response(503, "store-unavailable", "the store cannot be reached: retry later")
         if isinstance(result, tuple):  # (bytes, content type) from /metrics

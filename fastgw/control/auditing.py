@@ -30,6 +30,7 @@ ABORTED: Final = ".aborted"  # the suffix of the record that says a change did n
 # The suffix of the record that says a change's outcome is unknown: the connection to PostgreSQL was lost
 # during its COMMIT (store.base.CommitUnknownError), so the database may have made it or not.
 OUTCOME_UNKNOWN: Final = ".outcome_unknown"
+ANSWERS: Final = (ABORTED, OUTCOME_UNKNOWN)  # the records that answer a change's record, not changes
 # The fields of a change's record that name what it changed, carried into its .aborted record (with the
 # record's seq, which names it exactly; the rest of the record stays where it is).
 IDENTIFYING: Final[tuple[str, ...]] = (
@@ -84,12 +85,12 @@ class Auditing:
         except (OSError, StoreError) as exc:
             seq = self.audit.seq
             if seq > before:  # in the file; the anchor catches up with the next record
-                if event.endswith(ABORTED):
+                if event.endswith(ANSWERS):
                     self._log(self._not_anchored(event, exc))
                     return {"seq": seq}
                 self._log(f"{self._not_anchored(event, exc)}; {event} is refused")
                 raise AuditAnchorError(event, seq, cause(exc)) from None
-            if event.endswith(ABORTED):
+            if event.endswith(ANSWERS):
                 raise
             self._log(f"AUDIT WRITE FAILED ({event}): {cause(exc)}; not recorded, {event} is refused")
             raise AuditUnavailableError(event, cause(exc)) from None
