@@ -97,6 +97,7 @@ class TargetLoop:
                 relaying = False
                 try:
                     request = build(adapter, target)
+                    record.at_provider = True
                     reply = await send_request(upstreams, target, request, credential, stream=stream)
                     if reply.status >= 400:
                         text = await read_reply(reply, ERROR_BODY_MAX, limits=target.deadlines, stream=stream)
@@ -105,8 +106,10 @@ class TargetLoop:
                     await relay(reply, adapter, target, began)
                 except InvalidRequestError as refused:
                     invalid = refused
+                    record.at_provider = False
                 except ProviderError as failed:
                     error = failed
+                    record.at_provider = False  # refused or unreachable: nothing billable is running
                 if invalid is not None:
                     await fail(400, invalid.message, invalid.param, invalid.code, None)
                     return

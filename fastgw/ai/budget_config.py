@@ -148,7 +148,10 @@ def compile_budgets(
             budget_id = spec.name
             # The alerts too: a threshold is crossed once for all the routes, by whichever request's settle
             # takes the count across it, and raised with that route's alerts (none: never raised).
-            terms = (spec.key, tuple(limits), alerts)
+            same_alerts = (
+                None if alerts is None else (sorted(set(alerts.thresholds)), alerts.webhooks, alerts.secret)
+            )
+            terms = (spec.key, tuple(limits), same_alerts)
             first = ctx.shared_budgets.setdefault(spec.name, (terms, f"{ctx.route_key}.handler.{at}"))
             if first[0] != terms:
                 raise CompileError(

@@ -42,6 +42,9 @@ class LlmRecord:
     tokens_saved: int = 0  # a hit's tokens: the original call's prompt + completion tokens (usage is 0)
     cost_usd: float | None = None  # USD (ai/prices.py), set when the exchange ends; None: unknown
     guardrails: GuardrailsReport | None = None  # on a route with guardrails: what fired (ai/guardrails/)
+    # A provider call is out and has not failed (set by the target loop, ai/attempts.py): a cut now may
+    # leave work the provider bills for (ai/relay.py provider_may_bill). Not logged.
+    at_provider: bool = False
 
     # Written out, not generated: dataclass's own __init__ is made at import and stays interpreted in the
     # compiled build (one per llm request). The dataclass still gives eq and repr; the fields as above.
@@ -80,6 +83,7 @@ class LlmRecord:
         self.tokens_saved = tokens_saved
         self.cost_usd = cost_usd
         self.guardrails = guardrails
+        self.at_provider = False
 
     @property
     def tokens_per_second(self) -> float:

@@ -189,10 +189,11 @@ CUT_KINDS: Final = frozenset({CANCELLED_CLIENT_GONE, CANCELLED_SHUTDOWN})
 
 def provider_may_bill(record: LlmRecord, started: bool, status: int) -> bool:
     """Whether a provider may bill for an exchange that reported no usage, so that a budget keeps its
-    estimate: the answer began to reach the client (always a 200), or the exchange was cut after a request
-    went to a provider, which may have run it. An error the gateway rendered (every target refused) or a
-    request refused before any call used nothing billable."""
-    return (started and status == 200) or (record.attempts > 0 and record.error in CUT_KINDS)
+    estimate: the answer began to reach the client (always a 200), or the exchange was cut while a call
+    was out (sent or being sent, not failed), which the provider may have run. An error the gateway
+    rendered (every target refused), a cut between attempts (a retry's backoff) or before any call used
+    nothing billable."""
+    return (started and status == 200) or (record.at_provider and record.error in CUT_KINDS)
 
 
 def cancel_kind(cancelled: asyncio.CancelledError) -> str:
