@@ -138,6 +138,11 @@ def _schema_document(ctx: CompileContext, key: str, inline: dict[str, Any], file
     return document
 
 
+# The keywords that name another schema: 2020-12's $ref and $dynamicRef, 2019-09's $recursiveRef (each
+# resolved as $ref is, to check that it names a schema of this document).
+REFERENCE_KEYWORDS: Final = ("$ref", "$dynamicRef", "$recursiveRef")
+
+
 def compile_schema(ctx: CompileContext, key: str, document: dict[str, Any]) -> Schema:
     """A JSON Schema checked against its metaschema and compiled once; it must describe an object (a
     JSON body, a JSON-schema-mode answer) and may refer only inside itself."""
@@ -165,21 +170,35 @@ def compile_schema(ctx: CompileContext, key: str, document: dict[str, Any]) -> S
     spec = specification_with(str(document.get("$schema", "")), default=DRAFT202012)
     root = spec.create_resource(document)
     registry = Registry().with_resource(root.id() or "", root).crawl()
+    walked = []  # every subschema (schema positions only) with the resolver of its base
     stack = [(root, registry.resolver_with_root(root))]
     while stack:
         resource, resolver = stack.pop()
+        walked.append((resource, resolver))
+        stack.extend((sub, resolver.in_subresource(sub)) for sub in resource.subresources())
+    schemas = {id(resource.contents) for resource, _ in walked}
+    for resource, resolver in walked:
         contents = resource.contents
-        ref = contents.get("$ref") if isinstance(contents, dict) else None
-        if ref is not None:
+        if not isinstance(contents, dict):
+            continue
+        for keyword in REFERENCE_KEYWORDS:
+            ref = contents.get(keyword)
+            if ref is None:
+                continue
             if not isinstance(ref, str):
-                raise ctx.error(key, f"$ref = {ref!r}: a reference is a string")
+                raise ctx.error(key, f"{keyword} = {ref!r}: a reference is a string")
             try:
-                resolver.lookup(ref)
+                target = resolver.lookup(ref).contents
             except Unresolvable:
                 inside = ref.startswith("#")
                 reason = "no such place in the schema" if inside else "only references inside the schema"
-                raise ctx.error(key, f"$ref = {ref!r}: {reason}") from None
-        stack.extend((sub, resolver.in_subresource(sub)) for sub in resource.subresources())
+                raise ctx.error(key, f"{keyword} = {ref!r}: {reason}") from None
+            if not isinstance(target, bool) and id(target) not in schemas:
+                # A pointer into a value (a const, an enum, an unknown keyword): no schema there, and
+                # every request would fail to validate.
+                raise ctx.error(
+                    key, f"{keyword} = {ref!r}: it points at no schema (a value, or an unknown keyword)"
+                )
     validator = cls(document, registry=registry, format_checker=cls.FORMAT_CHECKER)
     return Schema(document, validator, schema_errors.best_match)
 

@@ -108,6 +108,15 @@ def with_input(replacement: str) -> str:
             '{ type = "object", properties = { text = { "$ref" = "#/$defs/missing" } } }',
             "$ref = '#/$defs/missing': no such place in the schema",
         ),
+        (  # loaded, then every request failed to validate: a pointer into a value, an unknown anchor
+            '{ type = "object", properties = { text = { "$ref" = "#/properties/c/const" }, c = { const = {'
+            ' type = "string" } } } }',
+            "$ref = '#/properties/c/const': it points at no schema",
+        ),
+        (
+            '{ type = "object", properties = { text = { "$dynamicRef" = "#nope" } } }',
+            "$dynamicRef = '#nope': no such place in the schema",
+        ),
         (  # a subschema's draft-4 id moves its base elsewhere: the validator would fetch it per request
             '{ "$schema" = "http://json-schema.org/draft-04/schema#", id = "http://good.example/root.json",'
             ' type = "object", definitions = { n = { type = "integer" } }, properties = { text = {'
