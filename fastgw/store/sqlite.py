@@ -145,7 +145,8 @@ class SQLiteStore:
         except BaseException:
             self._depth = 0
             if self._db.in_transaction:  # SQLite ends some failed transactions itself (a full disk)
-                self._run("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):  # the block's error is the one to report
+                    self._db.rollback()
             raise
         self._depth = 0
         try:
