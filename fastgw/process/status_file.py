@@ -14,13 +14,18 @@ new block:
   ``began`` (``time.monotonic()`` when the supervisor started on it: one clock for every process of the
   machine), ``ok``, the one-line ``error``, the ``snapshot`` in force and the ``previous`` one.
 
+* ``digest``: a CRC-32 of the rest (its keys sorted), so that a reader racing an in-place rewrite never
+  takes a mixture of the old and the new answer that happens to parse for either (:func:`read`).
+
 A command notes ``time.monotonic()`` before it signals and waits for an outcome that began after that: a
 reload already running when the signal arrived does not count (the supervisor runs one more for it).
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import zlib
 from typing import Any, Final
 
 import orjson
@@ -36,13 +41,23 @@ def path_for(pid_file: str) -> str:
     return os.path.splitext(pid_file)[0] + ".status.json"
 
 
+def _digest(status: dict[str, Any]) -> int:
+    return zlib.crc32(
+        orjson.dumps({k: v for k, v in status.items() if k != "digest"}, option=orjson.OPT_SORT_KEYS)
+    )
+
+
+def _encoded(status: dict[str, Any]) -> bytes:
+    return orjson.dumps({**status, "digest": _digest(status)})
+
+
 def write(path: str, status: dict[str, Any]) -> None:
     """Replace the file atomically, so a reader never sees half of it. Raises OSError naming ``path``
     (a write error names no file); the temporary file may be left, and the next write reuses it."""
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
         with open(tmp, "wb") as fh:
-            fh.write(orjson.dumps(status).ljust(STATUS_BYTES))
+            fh.write(_encoded(status).ljust(STATUS_BYTES))
         os.replace(tmp, path)
     except OSError as exc:
         raise OSError(exc.errno, exc.strerror, path) from None
@@ -51,12 +66,16 @@ def write(path: str, status: dict[str, Any]) -> None:
 def overwrite(path: str, status: dict[str, Any]) -> None:
     """Write over the file in place, for when :func:`write` cannot (a full disk): every byte of the old
     file is overwritten (spaces past the new JSON), within the blocks it holds. Not atomic: a reader that
-    catches it half-written reads invalid JSON (:func:`read`: None) and reads again. Raises OSError (no
-    file yet, or the disk refuses even that)."""
+    catches it half-written reads invalid JSON, or JSON whose digest does not match (:func:`read`: None),
+    and reads again. Raises OSError (no file yet, an answer longer than the file, which would need new
+    blocks and could leave a torn file where the old answer was, or the disk refuses even that)."""
     fd = os.open(path, os.O_WRONLY)
     try:
-        data = orjson.dumps(status)
-        view = memoryview(data.ljust(max(os.fstat(fd).st_size, len(data))))
+        data = _encoded(status)
+        size = os.fstat(fd).st_size
+        if len(data) > size:
+            raise OSError(errno.ENOSPC, f"the answer ({len(data)} bytes) does not fit the old file", path)
+        view = memoryview(data.ljust(size))
         offset = 0
         while offset < len(view):
             offset += os.pwrite(fd, view[offset:], offset)
@@ -71,4 +90,9 @@ def read(path: str) -> dict[str, Any] | None:
             status = orjson.loads(fh.read())
     except (OSError, orjson.JSONDecodeError):
         return None
-    return status if isinstance(status, dict) else None
+    if not isinstance(status, dict):
+        return None
+    digest = status.get("digest")
+    if digest is not None and digest != _digest(status):
+        return None  # caught in the middle of a rewrite in place: read again
+    return status
