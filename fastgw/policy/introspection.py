@@ -45,7 +45,7 @@ from fastgw.policy.api_key import BEARER_DUPLICATE, BEARER_OK, REALM, bearer_den
 from fastgw.policy.chain import Denial, Pending, Phase
 from fastgw.policy.http_client import CALL_ERRORS, Endpoint, request
 from fastgw.policy.jwks import is_loopback
-from fastgw.policy.rbac import Principal, claim_text, claims_text
+from fastgw.policy.rbac import Principal, usable_identity
 from fastgw.policy.throttle import ThrottleSettings, after_failure, throttled
 from fastgw.secret_refs import resolve_secret
 
@@ -258,9 +258,7 @@ class IntrospectionAuth:
             self._bad[token] = now + self.negative_ttl
             return INACTIVE
         identity = _identity(answer, now, self.cache_ttl)
-        if not (claim_text(identity.consumer) and claim_text(identity.team)) or not (
-            claims_text(identity.roles) and claims_text(identity.scopes)
-        ):
+        if not usable_identity(identity):
             # Active, but naming its holder in a way the log, the store or a header cannot carry (a NUL,
             # a control character): refused as a token without a usable identity, and not cached.
             return INVALID_IDENTITY

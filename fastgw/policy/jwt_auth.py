@@ -32,7 +32,7 @@ from fastgw.policy.api_key import BEARER_DUPLICATE, BEARER_OK, REALM, bearer_den
 from fastgw.policy.chain import Denial, Pending, Phase
 from fastgw.policy.jwks import RemoteJwks
 from fastgw.policy.model_grants import models_from_claim
-from fastgw.policy.rbac import claim_text, claims_text
+from fastgw.policy.rbac import usable_identity
 from fastgw.policy.throttle import ThrottleSettings, throttled
 
 HMAC_ALGORITHMS: Final = frozenset({"HS256", "HS384", "HS512"})
@@ -192,16 +192,12 @@ class JwtIssuer:
 
     def identity(self, claims: dict[str, Any]) -> JwtIdentity | None:
         subject = claims.get(self.consumer_claim)
-        if not isinstance(subject, str) or not subject or not claim_text(subject):
+        if not isinstance(subject, str) or not subject:
             return None
         raw = claims.get(self.scopes_claim or "scope", claims.get("scp") if not self.scopes_claim else None)
         scopes = _strings(raw.split() if isinstance(raw, str) else raw)
         roles = _strings(claims.get(self.roles_claim) if self.roles_claim else None)
         team = claims.get(self.team_claim, "") if self.team_claim else ""
-        if isinstance(team, str) and not claim_text(team):
-            return None
-        if not (claims_text(scopes) and claims_text(roles)):
-            return None
         thumbprint = ""
         if self.require_cert_binding:
             cnf = claims.get("cnf")
@@ -210,7 +206,7 @@ class JwtIssuer:
                 return None  # a bound token without its binding is not acceptable
         aud = claims.get("aud")
         consumer = self.consumer_prefix + subject
-        return JwtIdentity(
+        identity = JwtIdentity(
             consumer=consumer,
             consumer_id=consumer,
             team=team if isinstance(team, str) else "",
@@ -222,6 +218,7 @@ class JwtIssuer:
             audiences=_strings([aud] if isinstance(aud, str) else aud),
             models=models_from_claim(claims.get(self.models_claim)) if self.models_claim else None,
         )
+        return identity if usable_identity(identity) else None  # else a bad claim, as a missing sub
 
 
 class JwtAuth:

@@ -40,30 +40,36 @@ class AuthorizeSpec:
 
 
 class Identity(Protocol):
-    """What every authentication policy leaves in ``Exchange.consumer``."""
+    """What every authentication policy leaves in ``Exchange.consumer`` (read-only: each policy's is a
+    frozen dataclass)."""
 
-    consumer: str
-    consumer_id: str
-    team: str
-    roles: frozenset[str]
-    scopes: frozenset[str]
+    @property
+    def consumer(self) -> str: ...
+    @property
+    def consumer_id(self) -> str: ...
+    @property
+    def team(self) -> str: ...
+    @property
+    def roles(self) -> frozenset[str]: ...
+    @property
+    def scopes(self) -> frozenset[str]: ...
 
 
-def claim_text(text: str) -> bool:
-    """Whether a token's claim can name a consumer, team, role or scope. They go to the access log, the
-    usage ledger, the limits' keys and the identity headers sent upstream, so a value must encode (JSON
-    allows a lone surrogate, "\\ud800", which no encoder writes: one made a batch of access-log lines
-    unwritable and every request's upstream head fail) and hold no control character (a NUL is refused
-    by PostgreSQL's text, a CR or LF cannot go in a header)."""
+def usable_identity(identity: Identity) -> bool:
+    """Whether a token's identity (its consumer, team, roles and scopes, from its claims) can be carried:
+    they go to the access log, the usage ledger, the limits' keys and the identity headers sent upstream,
+    so each must encode (JSON allows a lone surrogate, "\\ud800", which no encoder writes: one made a batch
+    of access-log lines unwritable and every request's upstream head fail) and hold no control character
+    (a NUL is refused by PostgreSQL's text, a CR or LF cannot go in a header)."""
+    return all(_text(t) for t in (identity.consumer, identity.team, *identity.roles, *identity.scopes))
+
+
+def _text(text: str) -> bool:
     try:
         text.encode()
     except UnicodeEncodeError:
         return False
     return not any(c < " " or c == "\x7f" for c in text)
-
-
-def claims_text(texts: frozenset[str] | tuple[str, ...]) -> bool:
-    return all(claim_text(t) for t in texts)
 
 
 @dataclass(frozen=True, slots=True)
