@@ -9,8 +9,8 @@ fallbacks, retries, provider keys). The answer is ``{"result": "<text>"}``, or w
 is no JSON or does not match is asked for once more, then refused with a 502 naming the violation.
 The exchange's ``LlmRecord`` (endpoint ``prompt_api``, both calls' usage summed) goes to the access log
 and metrics as an llm route's does. The route's budgets (ai/budgets.py) reserve the filled prompt's
-estimate before the first call (a refusal is a 429 problem+json with the limit headers) and settle with
-both calls' usage.
+estimate before each call (a refusal is a 429 problem+json with the limit headers) and settle it at that
+call's own usage.
 """
 
 from __future__ import annotations
@@ -196,21 +196,24 @@ class PromptApiHandler:
                     await _refuse(out, ex, hold)  # a retry refused: the first call stays counted
                     return
                 hold.show(ex)
+            call: LlmRecord | None = None  # this call's own usage and cost, once it answered
             try:
                 await self.loop.run(model, upstreams, out, record, build, relay, fail)
+                if answers:
+                    call = self._call(record, answers[0][1])
             except asyncio.CancelledError as cancelled:
                 if not record.error:  # the client left, or the stopping worker (as on llm routes)
                     record.error = cancel_kind(cancelled)
                 raise
             finally:
                 if hold is not None:
-                    # Answered, or cut after the request went out: the provider may bill for it.
-                    billed = bool(answers) or provider_may_bill(record, out.started, ex.status)
-                    hold.settle(self._call(record, answers[0][1] if answers else Usage()), billed)
-            if not answers:  # the loop answered the error
+                    # Answered, or cut while the request was out: the provider may bill for it.
+                    billed = call is not None or provider_may_bill(record, out.started, ex.status)
+                    hold.settle(call or self._call(record, Usage()), billed)
+            if call is None:  # the loop answered the error
                 return
             answer, usage = answers[0]
-            this = self._call(record, usage).cost_usd
+            this = call.cost_usd
             cost = None if this is None or cost is None else cost + this
             record.cost_usd = cost
             so_far = usage if so_far is None else _sum(so_far, usage)

@@ -115,19 +115,16 @@ async def read_reply(
     """The reply's body, at most ``limit`` bytes; with ``strict``, a longer one is a ProviderError.
     ``limits`` and ``stream``: how send_request bounded the reads (an error body of a stream call is read
     within its first-token deadline), so that a stall is named by the deadline it missed."""
-    failure: UpstreamError | None = None
     try:
         body = await reply.read(limit)
     except UpstreamError as exc:
-        failure = exc
+        if exc.status != 504:
+            kind = exc.problem
+        else:
+            kind = "total_timeout" if limits is None else head_wait_deadline(exc, limits, stream)
+        raise ProviderError(exc.status, "the provider stopped answering", retryable=True, kind=kind) from None
     finally:
         reply.close()
-    if failure is not None:
-        if failure.status == 504:
-            kind = "total_timeout" if limits is None else head_wait_deadline(failure, limits, stream)
-        else:
-            kind = failure.problem
-        raise ProviderError(failure.status, "the provider stopped answering", retryable=True, kind=kind)
     if len(body) > limit:
         if strict:
             message = f"the provider's answer exceeds {limit} bytes"

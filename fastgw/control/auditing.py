@@ -135,7 +135,8 @@ class AuditedChanges:
     fails, the change rolls back). When the block then fails all the same (the COMMIT: a lost PostgreSQL
     connection, a full disk, a conflict at commit; or anything raised in the block after a record), each
     record written in it is answered, after the rollback and in the order written, by one
-    ``EVENT.aborted`` record: ``original_event``, ``original_seq`` (where ``audit`` returns the record
+    ``EVENT.aborted`` record (``EVENT.outcome_unknown`` when the COMMIT lost its connection, so the
+    change may have been made): ``original_event``, ``original_seq`` (where ``audit`` returns the record
     written, as Auditing.change and AuditLog.append do), the original's IDENTIFYING fields and ``reason``
     (the exception's class: its text may name a host or a file, never needed to read the log). The log is
     a hash chain: a record that did not take effect cannot be taken back, only answered.
