@@ -143,24 +143,7 @@ def introspection_config(upstream_port: int, idp_port: int, secret: Path, extra:
 def test_an_active_token_naming_no_usable_identity_is_refused(
     gateway_factory: Callable[..., Gateway], upstream: TestUpstream, idp: TestUpstream, tmp_path: Path
 ) -> None:
-    (tmp_path / "client.secret").write_text("s3cr3t\n")
-    gw = gateway_factory(
-        basic_config(
-            upstream.port,
-            extra=f"""
-            [[routes]]
-            name = "orders"
-            path = "/orders"
-            upstream = "backend"
-            auth = "introspection"
-
-            [introspection]
-            url = "http://127.0.0.1:{idp.port}/oauth2/introspect"
-            client_id = "fastgw"
-            client_secret = {{ file = "{tmp_path / "client.secret"}" }}
-            """,
-        )
-    )
+    gw = gateway_factory(introspection_config(upstream.port, idp.port, tmp_path / "client.secret"))
     seen = len(upstream.requests)
     for token in ("nul-subject", "control-scope"):
         refused = get(gw.port, "/orders/1", headers=f"Authorization: Bearer {token}\r\n")

@@ -23,118 +23,76 @@ from tests.support.waiting import wait_until
 SAY_SCHEMA = (
     'input_schema = { type = "object", required = ["text"], properties = { text = { type = "string" } } }'
 )
-EXTRA = f"""
+
+
+def route(
+    name: str, path: str, budget: str, tokens_per_day: int, models: str = "", shared: bool = False
+) -> str:
+    """An auth = "none" route with one token budget: a prompt_api route, or with ``models`` an llm one."""
+    kind = (
+        f'kind = "llm"\nstrip_prefix = true\n[routes.handler]\nmodels = {models}'
+        if models
+        else 'kind = "prompt_api"'
+    )
+    sharing = "shared = true\n" if shared else ""
+    return f"""
+[[routes]]
+name = "{name}"
+path = "{path}"
+auth = "none"
+{kind}
+[[routes.handler.budgets]]
+name = "{budget}"
+{sharing}key = "route"
+tokens_per_day = {tokens_per_day}
+"""
+
+
+def api(name: str, path: str, model: str, verb: str = "Say", extra: str = "") -> str:
+    """A [[prompt_api]] filling "<verb> {{ text }}", its answer bounded to 20 tokens."""
+    return f"""
+[[prompt_api]]
+name = "{name}"
+path = "{path}"
+model = "{model}"
+max_tokens = 20
+template = "{verb} {{{{ text }}}}"
+{SAY_SCHEMA}
+{extra}"""
+
+
+EXTRA = (
+    """
 [[llm.models]]
 name = "metered"
-targets = [{{ provider = "oa", model = "gpt-4o-mini" }}]
+targets = [{ provider = "oa", model = "gpt-4o-mini" }]
 
 [[llm.models]]
 name = "failing"
-targets = [{{ provider = "oa", model = "fault-500" }}]
+targets = [{ provider = "oa", model = "fault-500" }]
 
 [[llm.models]]
 name = "slow"
-targets = [{{ provider = "oa", model = "fault-slow-first-token" }}]
-
-[[routes]]
-name = "strict-prompts"
-path = "/strict"
-kind = "prompt_api"
-auth = "none"
-[[routes.handler.budgets]]
-name = "tokens"
-key = "route"
-tokens_per_day = 30
-
-[[routes]]
-name = "metered-prompts"
-path = "/metered"
-kind = "prompt_api"
-auth = "none"
-[[routes.handler.budgets]]
-name = "shared-tokens"
-shared = true
-key = "route"
-tokens_per_day = 150
-
-[[routes]]
-name = "metered-llm"
-path = "/metered-llm/v1"
-strip_prefix = true
-kind = "llm"
-auth = "none"
-[routes.handler]
-models = ["metered"]
-[[routes.handler.budgets]]
-name = "shared-tokens"
-shared = true
-key = "route"
-tokens_per_day = 150
-
-[[routes]]
-name = "fragile-prompts"
-path = "/fragile"
-kind = "prompt_api"
-auth = "none"
-[[routes.handler.budgets]]
-name = "tokens"
-key = "route"
-tokens_per_day = 1000
-
-[[routes]]
-name = "fragile-llm"
-path = "/fragile-llm/v1"
-strip_prefix = true
-kind = "llm"
-auth = "none"
-[routes.handler]
-models = ["metered", "failing"]
-[[routes.handler.budgets]]
-name = "tokens"
-key = "route"
-tokens_per_day = 1000
-
-[[prompt_api]]
-name = "say"
-path = "/metered/say"
-model = "metered"
-max_tokens = 20
-template = "Say {{{{ text }}}}"
-{SAY_SCHEMA}
-
-[[prompt_api]]
-name = "fragile-say"
-path = "/fragile/say"
-model = "metered"
-max_tokens = 20
-template = "Say {{{{ text }}}}"
-{SAY_SCHEMA}
-
-[[prompt_api]]
-name = "fragile-slow"
-path = "/fragile/slow"
-model = "slow"
-max_tokens = 20
-template = "Say {{{{ text }}}}"
-{SAY_SCHEMA}
-
-[[prompt_api]]
-name = "strict"
-path = "/strict/classify"
-model = "metered"
-max_tokens = 20
-template = "Classify {{{{ text }}}}"
-{SAY_SCHEMA}
-output_schema = {{ type = "object", required = ["label"], properties = {{ label = {{ type = "string" }} }} }}
-
-[[prompt_api]]
-name = "broken"
-path = "/fragile/broken"
-model = "failing"
-max_tokens = 20
-template = "Say {{{{ text }}}}"
-{SAY_SCHEMA}
+targets = [{ provider = "oa", model = "fault-slow-first-token" }]
 """
+    + route("strict-prompts", "/strict", "tokens", 30)
+    + route("metered-prompts", "/metered", "shared-tokens", 150, shared=True)
+    + route("metered-llm", "/metered-llm/v1", "shared-tokens", 150, '["metered"]', shared=True)
+    + route("fragile-prompts", "/fragile", "tokens", 1000)
+    + route("fragile-llm", "/fragile-llm/v1", "tokens", 1000, '["metered", "failing"]')
+    + api("say", "/metered/say", "metered")
+    + api("fragile-say", "/fragile/say", "metered")
+    + api("fragile-slow", "/fragile/slow", "slow")
+    + api(
+        "strict",
+        "/strict/classify",
+        "metered",
+        "Classify",
+        'output_schema = { type = "object", required = ["label"],'
+        ' properties = { label = { type = "string" } } }',
+    )
+    + api("broken", "/fragile/broken", "failing")
+)
 SAY_ESTIMATE = len(b"Say hello") // 4 + 1 + 20  # the filled prompt's bytes / 4 + 1, plus max_tokens
 
 
