@@ -1,9 +1,10 @@
 """JSON Schemas of ``[[prompt_api]]`` (input and output), compiled once per config.
 
 Schemas are compiled here with ``jsonschema`` (the maintained reference validator for Python: every draft
-up to 2020-12 by the schema's ``$schema``, 2020-12 when it names none): a schema that does not compile, or
-a ``$ref`` outside the schema itself (never fetched: a config load makes no network call) is a ConfigError
-naming the file and the key.
+up to 2020-12 by the schema's ``$schema``, 2020-12 when it names none): a schema that does not compile, a
+``$ref`` outside the schema itself (never fetched: a config load makes no network call), or references
+that go round without consuming any data (no body ends that recursion) is a ConfigError naming the file
+and the key.
 """
 
 from __future__ import annotations
@@ -77,8 +78,11 @@ def compile_schema(ctx: CompileContext, key: str, document: dict[str, Any]) -> S
     while stack:
         resource, resolver = stack.pop()
         walked.append((resource, resolver))
-        stack.extend((sub, resolver.in_subresource(sub)) for sub in resource.subresources())
+        subs = list(resource.subresources())
+        subs += _unlisted(cls, resource.contents, {id(sub.contents) for sub in subs}, spec)
+        stack.extend((sub, resolver.in_subresource(sub)) for sub in subs)
     schemas = {id(resource.contents) for resource, _ in walked}
+    targets: dict[int, list[tuple[str, Any]]] = {}  # each schema's references: (keyword, target schema)
     for resource, resolver in walked:
         contents = resource.contents
         if not isinstance(contents, dict):
@@ -101,5 +105,151 @@ def compile_schema(ctx: CompileContext, key: str, document: dict[str, Any]) -> S
                 raise ctx.error(
                     key, f"{keyword} = {ref!r}: it points at no schema (a value, or an unknown keyword)"
                 )
+            if isinstance(target, dict) and keyword in cls.VALIDATORS:  # an ignored keyword applies nothing
+                targets.setdefault(id(contents), []).append((keyword, target))
+    cycle = _reference_cycle(cls, [resource.contents for resource, _ in walked], schemas, targets)
+    if cycle:
+        raise ctx.error(
+            key,
+            f"references that go round without consuming any data: {_chain(document, cycle)} (no value"
+            " ends it: every request would recurse until the validator gives up)",
+        )
     validator = cls(document, registry=registry, format_checker=cls.FORMAT_CHECKER)
     return Schema(document, validator, schema_errors.best_match)
+
+
+def _unlisted(cls: Any, contents: Any, listed: set[int], spec: Any) -> list[Any]:
+    """The subschemas the validator applies that the referencing library does not list: the schemas of a
+    legacy "dependencies" whose first entry is a list of names, and draft 3's schemas in "type" and
+    "disallow". Walked too, so that their references are checked like any other."""
+    from referencing import Resource
+
+    if not isinstance(contents, dict):
+        return []
+    found: list[Any] = []
+    dependencies = contents.get("dependencies")
+    if isinstance(dependencies, dict) and "dependencies" in cls.VALIDATORS:
+        found.extend(dependencies.values())
+    for keyword in ("type", "disallow") if "disallow" in cls.VALIDATORS else ():
+        value = contents.get(keyword)
+        found.extend(value if isinstance(value, list) else [value])
+    return [
+        Resource.from_contents(sub, default_specification=spec)
+        for sub in found
+        if isinstance(sub, dict) and id(sub) not in listed
+    ]
+
+
+# The keywords that apply their schemas to the very value being validated (in place), as opposed to a part
+# of it (properties, items, contains, ...: those consume data, so a recursion through them ends with the
+# value). "then" and "else" apply only beside an "if"; "dependencies" (drafts 4-7; 3 too) holds schemas or
+# lists of names; "extends" is draft 3's allOf, and its "type" and "disallow" may list schemas (a type
+# name is no schema: _in_place keeps only the walked subschemas).
+IN_PLACE: Final = (
+    "allOf", "anyOf", "oneOf", "not", "if", "then", "else", "dependentSchemas", "dependencies", "extends",
+    "type", "disallow",
+)  # fmt: skip
+
+
+def _in_place(cls: Any, schema: dict[str, Any], schemas: set[int]) -> list[tuple[str, dict[str, Any]]]:
+    """(keyword, subschema) for each schema ``schema`` applies to its own value, by the validator's draft."""
+    found: list[tuple[str, Any]] = []
+    for keyword in IN_PLACE:
+        value = schema.get(keyword)
+        applied = "if" if keyword in ("then", "else") else keyword
+        if value is None or applied not in cls.VALIDATORS or applied not in schema:
+            continue
+        if isinstance(value, dict) and id(value) in schemas:  # not, if, then, else, type (extends, draft 3)
+            subs: Any = (value,)
+        elif isinstance(value, dict):  # dependentSchemas, dependencies: a schema (or names) per property
+            subs = value.values()
+        elif isinstance(value, list):  # allOf, anyOf, oneOf (extends, type)
+            subs = value
+        else:  # true or false, a type's name
+            continue
+        found.extend((keyword, sub) for sub in subs if isinstance(sub, dict) and id(sub) in schemas)
+    return found
+
+
+def _reference_cycle(
+    cls: Any, walked: list[Any], schemas: set[int], targets: dict[int, list[tuple[str, Any]]]
+) -> list[tuple[Any, str]]:
+    """The first chain of in-place positions (references, allOf, not, if, ...) that comes back to a schema
+    already on it, as [(schema, keyword it leaves by), ..., (the first schema again, "")]; [] when none.
+
+    The validator follows such a chain forever on a value that takes it (any value, for a chain of $ref and
+    allOf; anyOf, then, else and dependentSchemas on some), never reaching a smaller part of the value; a
+    recursion that passes through properties, items or another keyword that descends into a part of the
+    value ends with the value (a tree is fine). A $dynamicRef or $recursiveRef whose target is a dynamic
+    anchor may land on any schema with that anchor at run time: each one is counted as a target."""
+    # The schemas a dynamic reference may land on: by ("$dynamicAnchor", name), ("$recursiveAnchor", True).
+    dynamic: dict[tuple[str, object], list[Any]] = {}
+    for schema in walked:
+        if isinstance(schema, dict):
+            for anchor in ("$dynamicAnchor", "$recursiveAnchor"):
+                name = schema.get(anchor)
+                if isinstance(name, str) or name is True:
+                    dynamic.setdefault((anchor, name), []).append(schema)
+    legacy = "$dynamicRef" not in cls.VALIDATORS and "$recursiveRef" not in cls.VALIDATORS
+
+    def edges(schema: dict[str, Any]) -> list[tuple[str, Any]]:
+        found = []
+        for keyword, target in targets.get(id(schema), ()):
+            found.append((keyword, target))
+            if keyword == "$dynamicRef" and target.get("$dynamicAnchor") == schema[keyword].partition("#")[2]:
+                found.extend(
+                    (keyword, t) for t in dynamic.get(("$dynamicAnchor", target["$dynamicAnchor"]), ())
+                )
+            elif keyword == "$recursiveRef" and target.get("$recursiveAnchor") is True:
+                found.extend((keyword, t) for t in dynamic.get(("$recursiveAnchor", True), ()))
+        if legacy and "$ref" in schema:  # drafts 3 to 7: $ref's siblings are ignored
+            return [(k, t) for k, t in found if k == "$ref"]
+        return found + _in_place(cls, schema, schemas)
+
+    done: set[int] = set()
+    for start in walked:
+        if not isinstance(start, dict) or id(start) in done:
+            continue
+        # Depth first without recursion (a schema may be nested deeper than Python's stack): the path's
+        # schemas, each with its remaining edges.
+        path: list[tuple[Any, str, list[tuple[str, Any]]]] = [(start, "", edges(start)[::-1])]
+        on_path = {id(start): 0}
+        while path:
+            schema, _, remaining = path[-1]
+            if not remaining:
+                path.pop()
+                del on_path[id(schema)]
+                done.add(id(schema))
+                continue
+            keyword, target = remaining.pop()
+            path[-1] = (schema, keyword, remaining)
+            if id(target) in on_path:
+                chain = [(s, k) for s, k, _ in path[on_path[id(target)] :]]
+                return [*chain, (target, "")]
+            if id(target) not in done:
+                on_path[id(target)] = len(path)
+                path.append((target, "", edges(target)[::-1]))
+    return []
+
+
+def _chain(document: dict[str, Any], cycle: list[tuple[Any, str]]) -> str:
+    """A cycle as '#/$defs/a ($ref) -> #/$defs/b ($ref) -> #/$defs/a' (JSON Pointers into the document;
+    a long one cut in the middle: the message is one line)."""
+    pointers: dict[int, str] = {}
+    stack: list[tuple[Any, str]] = [(document, "#")]
+    while stack:
+        value, pointer = stack.pop()
+        if isinstance(value, dict):
+            pointers.setdefault(id(value), pointer)
+            items: Any = value.items()
+        elif isinstance(value, list):
+            items = enumerate(value)
+        else:
+            continue
+        for name, sub in items:
+            step = str(name).replace("~", "~0").replace("/", "~1")
+            stack.append((sub, f"{pointer}/{step}"))
+    steps = [f"{pointers.get(id(s), '?')} ({k})" if k else pointers.get(id(s), "?") for s, k in cycle]
+    if len(steps) > 9:
+        steps = [*steps[:4], f"... {len(steps) - 8} more", *steps[-4:]]
+    return " -> ".join(steps)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -124,6 +125,11 @@ def with_input(replacement: str) -> str:
             " } } } } }",
             "$ref = 'root.json#/definitions/n': only references inside the schema",
         ),
+        (  # draft 7 "dependencies" with a list of names first: its schemas were never checked
+            '{ "$schema" = "http://json-schema.org/draft-07/schema#", type = "object", dependencies = {'
+            ' sentences = ["text"], text = { "$ref" = "#/definitions/nope" } } }',
+            "$ref = '#/definitions/nope': no such place in the schema",
+        ),
     ],
 )
 def test_schemas_that_do_not_compile(schema: str, expected: str) -> None:
@@ -161,6 +167,144 @@ def test_references_the_validator_resolves_are_accepted(schema: str) -> None:
     escape, an $id base) was the other side of catching dangling references."""
     text = with_input(f"input_schema = {schema}")
     compile_config(text.encode(), "conf/x.toml")
+
+
+CYCLE = "references that go round without consuming any data"
+STUCK = "(no value ends it: every request would recurse until the validator gives up)"
+
+
+def test_a_cycle_of_references_is_refused_at_load_with_its_chain() -> None:
+    """Each request recursed to the validator's bound (~8 ms of CPU on the event loop) and answered 400."""
+    pair = (
+        'input_schema = { type = "object", "$ref" = "#/$defs/a", "$defs" = { a = { "$ref" = "#/$defs/b" },'
+        ' b = { "$ref" = "#/$defs/a" } } }'
+    )
+    assert error_for(with_input(pair)) == (
+        f"conf/x.toml: prompt_api[0].input_schema: {CYCLE}: #/$defs/a ($ref) -> #/$defs/b ($ref) ->"
+        f" #/$defs/a {STUCK}"
+    )
+    itself = 'input_schema = { type = "object", "$ref" = "#" }'
+    assert (
+        error_for(with_input(itself))
+        == f"conf/x.toml: prompt_api[0].input_schema: {CYCLE}: # ($ref) -> # {STUCK}"
+    )
+    output = 'output_schema = { type = "object", allOf = [{ not = { "$ref" = "#" } }] }\n'
+    text = config(replace=('model = "writer"\n', f'model = "writer"\n{output}'))
+    assert error_for(text) == (
+        f"conf/x.toml: prompt_api[0].output_schema: {CYCLE}: # (allOf) -> #/allOf/0 (not) -> #/allOf/0/not"
+        f" ($ref) -> # {STUCK}"
+    )
+
+
+DRAFT7 = "http://json-schema.org/draft-07/schema#"
+
+
+@pytest.mark.parametrize(
+    ("schema", "chain"),
+    [
+        (  # under a property: every body that has it
+            {
+                "properties": {"text": {"$ref": "#/$defs/t"}},
+                "$defs": {"t": {"anyOf": [{"$ref": "#/$defs/t"}]}},
+            },
+            "#/$defs/t (anyOf) -> #/$defs/t/anyOf/0 ($ref) -> #/$defs/t",
+        ),
+        ({"if": {"$ref": "#"}}, "# (if) -> #/if ($ref) -> #"),
+        ({"if": True, "then": {"$ref": "#"}}, "# (then) -> #/then ($ref) -> #"),
+        (
+            {"dependentSchemas": {"text": {"$ref": "#"}}},
+            "# (dependentSchemas) -> #/dependentSchemas/text ($ref) -> #",
+        ),
+        (  # a dynamic reference: to every schema with the anchor (here the root)
+            {"$dynamicAnchor": "node", "oneOf": [{"$dynamicRef": "#node"}]},
+            "# (oneOf) -> #/oneOf/0 ($dynamicRef) -> #",
+        ),
+        (
+            {
+                "$schema": "https://json-schema.org/draft/2019-09/schema",
+                "$recursiveAnchor": True,
+                "allOf": [{"$recursiveRef": "#"}],
+            },
+            "# (allOf) -> #/allOf/0 ($recursiveRef) -> #",
+        ),
+        (  # draft 7: "dependencies" mixing names and schemas (the schemas were not walked at all)
+            {
+                "$schema": DRAFT7,
+                "dependencies": {"sentences": ["text"], "text": {"$ref": "#/definitions/a"}},
+                "definitions": {"a": {"$ref": "#"}},
+            },
+            "# (dependencies) -> #/dependencies/text ($ref) -> #/definitions/a ($ref) -> #",
+        ),
+        (  # draft 3: a schema among a property's types (not walked either)
+            {
+                "$schema": "http://json-schema.org/draft-03/schema#",
+                "properties": {"text": {"$ref": "#/definitions/t"}},
+                "definitions": {"t": {"type": ["string", {"$ref": "#/definitions/t"}]}},
+            },
+            "#/definitions/t (type) -> #/definitions/t/type/1 ($ref) -> #/definitions/t",
+        ),
+    ],
+)
+def test_cycles_through_every_in_place_keyword_are_refused(
+    tmp_path: Path, schema: dict[str, Any], chain: str
+) -> None:
+    (tmp_path / "in.json").write_text(json.dumps({"type": "object", **schema}))
+    conf = str(tmp_path / "gw.toml")
+    message = error_for(with_input('input_schema_file = "in.json"'), conf)
+    assert message == f"{conf}: prompt_api[0].input_schema: {CYCLE}: {chain} {STUCK}"
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        # "then" without "if" is never applied; draft 7 ignores $ref's siblings.
+        {"then": {"$ref": "#"}},
+        {"$schema": DRAFT7, "$ref": "#/definitions/o", "allOf": [{"$ref": "#"}], "definitions": {"o": {}}},
+        # A recursion through properties, items, additionalProperties, contains: each step a smaller value.
+        {"additionalProperties": {"anyOf": [{"type": "string"}, {"$ref": "#"}]}},
+        {"properties": {"text": {"contains": {"$ref": "#"}}}},
+        # The extensible tree of the 2020-12 specification: the dynamic reference is under items.
+        {
+            "$id": "https://example.com/strict-tree",
+            "$dynamicAnchor": "node",
+            "$ref": "tree",
+            "unevaluatedProperties": False,
+            "$defs": {
+                "tree": {
+                    "$id": "tree",
+                    "$dynamicAnchor": "node",
+                    "type": "object",
+                    "properties": {
+                        "text": True,
+                        "sentences": True,
+                        "children": {"type": "array", "items": {"$dynamicRef": "#node"}},
+                    },
+                }
+            },
+        },
+    ],
+)
+def test_recursion_that_consumes_data_is_accepted(tmp_path: Path, schema: dict[str, Any]) -> None:
+    (tmp_path / "in.json").write_text(json.dumps({"type": "object", **schema}))
+    text = (
+        with_input('input_schema_file = "in.json"').replace("{{ sentences }}", "3").replace("{{ text }}", "x")
+    )
+    compile_config(text.encode(), str(tmp_path / "gw.toml"))
+
+
+def test_a_tree_schema_loads_and_validates_nested_bodies() -> None:
+    tree = (
+        f'input_schema = {{ type = "object", properties = {{ {SENTENCES}, text = {{ type = "string" }},'
+        ' children = { type = "array", items = { "$ref" = "#" } } } }'
+    )
+    api: PromptApi = compile_config(with_input(tree).encode(), "x.toml").sections["prompt_api"]["summarize"]
+    body = {"text": "a", "children": [{"text": "b", "children": [{"text": "c", "children": []}]}]}
+    assert api.input_schema.first_error(body) is None
+    body["children"][0]["children"][0]["text"] = 3  # type: ignore[index]
+    assert api.input_schema.first_error(body) == (
+        "$.children[0].children[0].text",
+        "3 is not of type 'string'",
+    )
 
 
 def test_output_schema_and_schema_files(tmp_path: Path) -> None:
