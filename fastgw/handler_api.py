@@ -62,6 +62,9 @@ class UpstreamReply(Protocol):
     def set_read_timeout(self, seconds: float) -> None:
         """The longest wait for the next body bytes from now on."""
 
+    def limit_reads(self, seconds: float) -> None:
+        """The whole rest of the body within ``seconds`` from now, however slowly it trickles."""
+
     def close(self) -> None:
         """Stop reading: a response not read to its end gives up its connection (never waits)."""
 

@@ -113,8 +113,12 @@ async def read_reply(
     stream: bool = False,
 ) -> bytes:
     """The reply's body, at most ``limit`` bytes; with ``strict``, a longer one is a ProviderError.
-    ``limits`` and ``stream``: how send_request bounded the reads (an error body of a stream call is read
-    within its first-token deadline), so that a stall is named by the deadline it missed."""
+    ``limits`` and ``stream``: how send_request bounded the reads, so that a stall is named by the
+    deadline it missed. An error body of a stream call is read whole within its first-token deadline
+    (no token comes on it): send_request bounds each wait by it, and a provider trickling a byte per
+    wait would otherwise hold the attempt, and its fallbacks, until the total deadline."""
+    if stream and limits is not None and limits.first_token < limits.total:
+        reply.limit_reads(limits.first_token)
     try:
         body = await reply.read(limit)
     except UpstreamError as exc:

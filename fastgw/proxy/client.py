@@ -90,6 +90,7 @@ class UpstreamResponse(CallSink):
         "_loop",
         "_paused",
         "_read_timeout",
+        "_reads_end",
         "_wake",
         "call",
         "ex",
@@ -113,6 +114,7 @@ class UpstreamResponse(CallSink):
         self._error: UpstreamError | None = None
         self._deadline = 0.0  # loop time by which everything must be done (0: none)
         self._read_timeout = read_timeout
+        self._reads_end = 0.0  # loop time by which the body must have come (0: none; limit_reads)
         self._head = loop.create_future()
         self._connected: asyncio.Future[None] | None = None  # only when the caller bounds the connect
         self._wake: asyncio.Future[bool] | None = None  # its result: whether the wait timed out
@@ -175,6 +177,13 @@ class UpstreamResponse(CallSink):
         bound: the caller changes it as the answer goes on)."""
         self._read_timeout = seconds
 
+    def limit_reads(self, seconds: float) -> None:
+        """The whole rest of the body within ``seconds`` from now, however its bytes trickle: each wait
+        is still bounded by the read timeout, and all of them by this (a stream's error body is read
+        within its first-token deadline, not a first-token wait per byte). A stall past it is named as
+        the read timeout's, not the whole deadline's."""
+        self._reads_end = self._loop.time() + seconds
+
     async def read(self, limit: int = -1) -> bytes:
         """The whole body (for small answers; stream large ones by iterating), or, past ``limit`` bytes
         (when not -1), what arrived so far: longer than ``limit``, which tells the caller. A loop over
@@ -217,8 +226,11 @@ class UpstreamResponse(CallSink):
         self._wakeup()
 
     def _wait_limit(self, limit: float) -> float:
-        if self._deadline:
-            return max(0.0, min(limit, self._deadline - self._loop.time()))
+        end = self._deadline
+        if self._reads_end and (not end or self._reads_end < end):
+            end = self._reads_end
+        if end:
+            return max(0.0, min(limit, end - self._loop.time()))
         return limit
 
     def _fail_stalled(self) -> None:

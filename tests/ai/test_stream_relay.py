@@ -50,6 +50,9 @@ class ScriptedReply:
     def set_read_timeout(self, seconds: float) -> None:
         self.read_timeout = seconds
 
+    def limit_reads(self, seconds: float) -> None:
+        raise AssertionError("a relayed answer's reads are bounded one by one")
+
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._body()
 

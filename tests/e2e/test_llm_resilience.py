@@ -143,6 +143,10 @@ def extra(secrets: Path, silent_port: int) -> str:
         name = "error-body-stalls"
         targets = [{{ provider = "oa-quick", model = "fault-error-stall" }}]
 
+        [[llm.models]]
+        name = "error-body-trickles"
+        targets = [{{ provider = "oa-quick", model = "fault-error-trickle" }}]
+
         [[routes]]
         name = "byok"
         path = "/byok/v1"
@@ -335,14 +339,18 @@ def test_a_provider_that_never_connects_falls_back_within_the_connect_bound(
         ("never-connects-short-total", False, "total_timeout", SHORT),
         ("never-connects-short-first-token", True, "first_token_timeout", SHORT),
         ("error-body-stalls", True, "first_token_timeout", FIRST_TOKEN),  # a 500 head, its body stalled
+        # its body a byte every 0.3 s: each wait within the first-token deadline, the whole body not
+        ("error-body-trickles", True, "first_token_timeout", FIRST_TOKEN),
     ],
 )
 def test_a_deadline_missed_before_the_answer_head_is_named_in_the_log(
     gw: LlmGateway, sdk: openai.OpenAI, model: str, stream: bool, deadline: str, bound: float
 ) -> None:
-    """Before the answer's first byte (a silent connect, a late head, an error body that stalls) the 504
-    and the access log name the deadline that ran out, as they do once the answer began, not the
-    upstream's generic timeout: a connect cut by a shorter total or first-token deadline is theirs."""
+    """Before the answer's first byte (a silent connect, a late head, an error body that stalls or
+    trickles) the 504 and the access log name the deadline that ran out, as they do once the answer
+    began, not the upstream's generic timeout: a connect cut by a shorter total or first-token deadline is
+    theirs. A stream's error body comes whole within the first-token deadline: one trickled a byte per
+    wait held the attempt until the total deadline (10 minutes by default)."""
     gw.stack.openai.first_token_delay = 5.0
     gw.stack.anthropic.slow_seconds = 5.0
     gw.stack.anthropic.faults.extend(["slow_first_token"] * 2)  # the attempt and its retry

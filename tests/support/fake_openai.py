@@ -37,6 +37,7 @@ FAULTS: Final = (
     "empty",  # a 200 with an empty body
     "error-200",  # a 200 whose body is an error object (as some OpenAI-compatible servers answer)
     "error-stall",  # a 500 head and the start of its error body, then nothing until the client hangs up
+    "error-trickle",  # a 500 head, then its error body one byte every trickle_seconds
     "truncated",  # a non-streamed answer cut in the middle, then the connection closed
     "no-done",  # a stream that ends cleanly without data: [DONE]
     "stall-after-usage",  # streams every event, usage included, then nothing until the client hangs up
@@ -85,6 +86,7 @@ class FakeOpenAI:
         # JSON-schema-mode answer that must be asked for again); empty: the usual REPLY.
         self.texts: deque[str] = deque()
         self.first_token_delay = 0.5
+        self.trickle_seconds = 0.3  # between the bytes of an "error-trickle" body
         self.chunk_delay = 0.0  # seconds between streamed pieces: a slow stream to hang up on
         self.retry_after = "1"
         self.requests: list[SeenRequest] = []
@@ -283,6 +285,18 @@ class FakeOpenAI:
             writer.write(head + b"content-length: %d\r\n\r\n" % len(body) + body[:10])
             await writer.drain()
             await reader.read()  # the stall ends when the client hangs up
+            self.hangups += 1
+            writer.transport.abort()
+        elif fault == "error-trickle":
+            body = error_body("The server had an error processing your request.", "server_error")
+            head = b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\n"
+            writer.write(head + b"content-length: %d\r\n\r\n" % len(body))
+            for byte in range(len(body)):
+                await asyncio.sleep(self.trickle_seconds)
+                if writer.transport.is_closing() or reader.at_eof():
+                    break
+                writer.write(body[byte : byte + 1])
+                await writer.drain()
             self.hangups += 1
             writer.transport.abort()
         else:
