@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from fastgw.config.context import TOKEN
 from fastgw.config.fields import SecretSpec, doc
 from fastgw.handlers.kind import CompileContext, CompileError
+from fastgw.policy.jwt_consumer_ids import warn_shared_budget
 
 if TYPE_CHECKING:
     from fastgw.ai.budgets import Budgets
@@ -160,6 +161,8 @@ def compile_budgets(
                     " or other budget_alerts: a shared budget is one allowance, give it the same key,"
                     " limits and route budget_alerts everywhere",
                 )
+            if spec.key != "route":  # by consumer or team: two routes' JWT issuers may name one user alike
+                warn_shared_budget(ctx, f"{ctx.route_key}.handler.{at}", spec.name)
         budgets.append(Budget(spec.name, budget_id, spec.key, tuple(limits)))
     counters = COUNTERS if ctx.counters is None else ctx.counters
     compiled = Budgets(tuple(budgets), counters, output_tokens)

@@ -57,6 +57,8 @@ class CompileContext:
         # auth scheme -> request headers that carry its credential (removed before the upstream).
         self.credential_headers: dict[str, frozenset[bytes]] = {}
         self.jwt_issuer_names: dict[str, str] = {}  # [jwt.issuers.NAME] -> its "iss" value
+        # [jwt.issuers.NAME] -> its consumer_prefix, which starts its consumers' ids and teams ('' for none).
+        self.jwt_consumer_prefixes: dict[str, str] = {}
         self.global_policies: list[Any] = []  # policies every route runs first ([network])
         self.listener_client_auth = False  # some listener asks for client certificates
         # Handler kinds' top-level sections, compiled (handlers/kind.py): section key -> what the
@@ -66,11 +68,15 @@ class CompileContext:
         # Budgets with shared = true seen so far (ai/budget_config.py): name -> (its key and limits, where
         # first given), so that every route sharing one states the same allowance.
         self.shared_budgets: dict[str, tuple[Any, str]] = {}
+        # The same budgets' routes, each as "routes[i] (name)" and the JWT issuers it accepts
+        # (policy/jwt_config.py warns where two routes' issuers would give different users one id).
+        self.shared_budget_issuers: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
         # The route being compiled (set by begin_route).
         self.route_key = ""
         self.route_name = ""
         self.route_path = ""  # the route's path as written (a handler kind may publish paths below it)
         self.route_schemes: tuple[str, ...] = ()
+        self.route_jwt_issuers: tuple[str, ...] = ()  # the [jwt.issuers] names it accepts (auth = "jwt")
         self.route_drop_request: set[bytes] = set()
         # A route policy may narrow the body limit the connection enforces (Route.max_body_bytes): the
         # connection answers 413 before the upstream sees the body (Content-Length: at once; chunked: when
@@ -83,6 +89,7 @@ class CompileContext:
         self.route_key = f"routes[{index}]"
         self.route_name = name
         self.route_schemes = ()
+        self.route_jwt_issuers = ()
         self.route_drop_request = set()
         self.route_body_limit = -1
         self.route_max_body_bytes = 0

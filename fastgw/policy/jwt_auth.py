@@ -171,8 +171,9 @@ class JwtIssuer:
     require_cert_binding: bool = False
     models_claim: str = ""  # '' = tokens carry no model list (model_grants.py)
     remote: RemoteJwks | None = None  # keys fetched from a JWKS URL (or OIDC discovery)
-    # Put before the consumer claim's value to make the consumer's name and id: '' (the default) keeps the
-    # claim alone, as before the option existed; "okta:" keeps this issuer's "alice" apart from another's.
+    # Put before the consumer claim's value to make the consumer's name and id, and before the team claim's
+    # (a token without a team keeps none): '' (the default) keeps the claims alone, as before the option
+    # existed; "okta:" keeps this issuer's "alice" and team "ops" apart from another issuer's.
     consumer_prefix: str = ""
 
     def key_for(self, alg: str, kid: Any) -> Any:
@@ -198,6 +199,7 @@ class JwtIssuer:
         scopes = _strings(raw.split() if isinstance(raw, str) else raw)
         roles = _strings(claims.get(self.roles_claim) if self.roles_claim else None)
         team = claims.get(self.team_claim, "") if self.team_claim else ""
+        team = self.consumer_prefix + team if isinstance(team, str) and team else ""
         thumbprint = ""
         if self.require_cert_binding:
             cnf = claims.get("cnf")
@@ -209,7 +211,7 @@ class JwtIssuer:
         identity = JwtIdentity(
             consumer=consumer,
             consumer_id=consumer,
-            team=team if isinstance(team, str) else "",
+            team=team,
             roles=roles,
             scopes=scopes,
             expires=float(claims["exp"]),

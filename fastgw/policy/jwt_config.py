@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Literal
 
 from fastgw.config.context import CompileContext
 from fastgw.config.fields import CACHE_MAX, HEAD_MAX, SECONDS_MAX, SecretSpec, Section, doc
@@ -25,13 +25,12 @@ from fastgw.policy.jwt_auth import (
     JwtRouteBinding,
     key_fits,
 )
+from fastgw.policy.jwt_consumer_ids import (
+    CONSUMER_PREFIX_MAX,
+    check_consumer_prefix,
+    warn_shared_consumer_ids,
+)
 from fastgw.secret_refs import resolve_secret
-
-# A prefix names an identity provider ("okta:"): 64 characters are ample. It starts every consumer id of
-# its issuer (limit and budget keys, usage rows, metric labels, identity headers), and the rate limiter
-# remembers keys of up to 256 characters (policy/rate_limit.py KEY_CACHE_VALUE_MAX; a longer one is
-# hashed on every request): the prefix should leave most of those to the subject.
-CONSUMER_PREFIX_MAX: Final = 64
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,14 +73,16 @@ class JwtIssuerSpec:
     consumer_claim: str = doc("claim naming the caller", "sub")
     consumer_prefix: str = doc(
         "put before the consumer_claim's value to make the caller's consumer (name and id: limits, budgets,"
-        " usage rows, identity headers): 'okta:' makes sub 'alice' 'okta:alice'; '' = the claim alone. Set"
-        " it where a route accepts several issuers, or the same sub from each is one consumer (printable, at"
-        f" most {CONSUMER_PREFIX_MAX} characters)",
+        " usage rows, identity headers) and before the team_claim's to make its team: 'okta:' makes sub"
+        " 'alice' 'okta:alice' and team 'ops' 'okta:ops' (as routes.authorize teams must name it); '' = the"
+        " claims alone. Set it where a route or a shared budget takes several issuers, or the same sub from"
+        f" each is one consumer (printable, at most {CONSUMER_PREFIX_MAX} characters, and not the start of"
+        " another issuer's prefix)",
         "",
     )
     scopes_claim: str = doc("claim with the scopes ('' = 'scope' (space-separated) or 'scp')", "")
     roles_claim: str = doc("claim with the roles (a list; '' = none)", "roles")
-    team_claim: str = doc("claim with the team ('' = none)", "")
+    team_claim: str = doc("claim with the team, after the consumer_prefix ('' = none)", "")
     models_claim: str = doc(
         "claim with the llm models the caller may use: an array or a space-separated string of glob"
         " patterns ('' = tokens grant no list: every model the route serves; once named, a token without"
@@ -121,7 +122,8 @@ class JwtSpec:
 class RouteJwtSpec:
     issuers: tuple[str, ...] = doc(
         "names of [jwt.issuers.NAME] tables whose tokens this route accepts (two or more without a"
-        " consumer_prefix: a warning, as the same sub from each would be one consumer)",
+        " consumer_prefix, or with prefixes one of which starts another: a warning, as the same consumer id"
+        " could name users of each)",
         ...,
     )
     audiences: tuple[str, ...] = doc(
@@ -176,7 +178,7 @@ def compile(spec: JwtSpec | None, ctx: CompileContext) -> None:
             raise ctx.error(f"{key}.algorithms", "public keys are configured but no asymmetric algorithm")
         if it.leeway < 0:
             raise ctx.error(f"{key}.leeway", "must not be negative")
-        _check_consumer_prefix(ctx, f"{key}.consumer_prefix", it.consumer_prefix)
+        check_consumer_prefix(ctx, f"{key}.consumer_prefix", it.consumer_prefix)
         issuers[it.issuer] = JwtIssuer(
             name=name,
             issuer=it.issuer,
@@ -198,6 +200,7 @@ def compile(spec: JwtSpec | None, ctx: CompileContext) -> None:
     jwe = _jwe_decrypter(ctx, spec.jwe) if spec.jwe is not None else None
     shadow = spec.mode == "shadow"
     ctx.jwt_issuer_names = {name: it.issuer for name, it in spec.issuers.items()}
+    ctx.jwt_consumer_prefixes = {name: it.consumer_prefix for name, it in spec.issuers.items()}
     ctx.credential_headers["jwt"] = frozenset({b"authorization"})
     ctx.auth["jwt"] = JwtAuth(
         "jwt",
@@ -226,6 +229,7 @@ def route_binding(
             listed = ", ".join(sorted(names))
             reason = f"{len(names)} JWT issuers are configured ({listed}): name those this route accepts"
             raise ctx.error(f"{key}.jwt.issuers", reason)
+        ctx.route_jwt_issuers = tuple(names)
         return None
     if not spec.issuers:
         raise ctx.error(f"{key}.jwt.issuers", "needs at least one issuer name")
@@ -235,44 +239,12 @@ def route_binding(
             raise ctx.error(
                 f"{key}.jwt.issuers[{i}]", f"unknown issuer {name!r} (expected one of {expected})"
             )
-    _warn_shared_consumer_ids(ctx, key, spec.issuers, jwt_auth)
+    ctx.route_jwt_issuers = tuple(name for name in names if name in spec.issuers)
+    warn_shared_consumer_ids(ctx, key, spec.issuers, jwt_auth)
     issuers = frozenset(names[n] for n in spec.issuers)
     if issuers == frozenset(names.values()) and not spec.audiences:
         return None  # nothing narrower than JwtAuth itself: no extra check per request
     return JwtRouteBinding("jwt", issuers, frozenset(spec.audiences), jwt_auth.shadow)
-
-
-def _check_consumer_prefix(ctx: CompileContext, key: str, prefix: str) -> None:
-    if len(prefix) > CONSUMER_PREFIX_MAX:
-        reason = (
-            f"is {len(prefix)} characters, at most {CONSUMER_PREFIX_MAX}: it starts every consumer id of"
-            " the issuer (limit keys, usage rows, headers); a short name such as 'okta:' is enough"
-        )
-        raise ctx.error(key, reason)
-    if not prefix.isprintable():
-        reason = "must be printable (no control characters): it goes into identity headers and usage rows"
-        raise ctx.error(key, reason)
-
-
-def _warn_shared_consumer_ids(
-    ctx: CompileContext, key: str, accepted: tuple[str, ...], jwt_auth: JwtAuth
-) -> None:
-    """Warn where a route accepts two or more issuers without a consumer_prefix: the same subject from each
-    is one consumer (one limit, one budget, one usage row). Issuers that state the same non-empty prefix
-    have said their subjects are one namespace, and are not warned about. The first issuer in [jwt.issuers]
-    order is left as it is in the advice: setting a prefix renames the consumers of an issuer in use."""
-    by_name = {issuer.name: issuer for issuer in jwt_auth.issuers.values()}
-    bare = [name for name in ctx.jwt_issuer_names if name in accepted and not by_name[name].consumer_prefix]
-    if len(bare) < 2:
-        return
-    quoted = [f"'{name}'" for name in bare]
-    listed = f"{', '.join(quoted[:-1])} and {quoted[-1]}"
-    claim = " or ".join(sorted({by_name[name].consumer_claim for name in bare}))
-    advice = " and ".join(f'jwt.issuers.{name}.consumer_prefix (e.g. "{name}:")' for name in bare[1:])
-    ctx.warnings.append(
-        f"{key} ({ctx.route_name}): jwt issuers {listed} give their users the same consumer ids (the"
-        f" {claim} alone): users with the same {claim} share limits, budgets and usage rows; set {advice}"
-    )
 
 
 def _jwe_decrypter(ctx: CompileContext, spec: JweSpec) -> JweDecrypter:

@@ -176,6 +176,7 @@ def compile_route(spec: AuthorizeSpec | None, ctx: CompileContext) -> tuple[Auth
             for i, value in enumerate(values):
                 if not value or any(c in value for c in ' "\\\r\n'):
                     raise ctx.error(f"{where}.{field_name}[{i}]", f"{value!r} is not a valid name")
+        _warn_unprefixed_teams(ctx, where, teams)
         return requirement(frozenset(scopes), frozenset(roles), frozenset(teams))
 
     default = build(key, spec)
@@ -185,6 +186,25 @@ def compile_route(spec: AuthorizeSpec | None, ctx: CompileContext) -> tuple[Auth
             raise ctx.error(f"{key}.methods.{method}", "must be an upper-case method name")
         per_method[method.encode()] = build(f"{key}.methods.{method}", req)
     return (Authorize("authorize", default, per_method, spec.mode == "shadow"),)
+
+
+def _warn_unprefixed_teams(ctx: CompileContext, where: str, teams: tuple[str, ...]) -> None:
+    """A JWT issuer's consumer_prefix starts its tokens' teams too (policy/jwt_auth.py): on a route whose
+    only callers are such tokens, a team without any of their prefixes is nobody's, and the requirement
+    refuses everyone it was meant to admit (as a config written before the prefix was set would)."""
+    if ctx.route_schemes != ("jwt",):
+        return  # API keys, certificates and introspected tokens carry their teams unprefixed
+    prefixes = [ctx.jwt_consumer_prefixes.get(name, "") for name in ctx.route_jwt_issuers]
+    if not prefixes or not all(prefixes):
+        return
+    for i, team in enumerate(teams):
+        if not any(team.startswith(prefix) for prefix in prefixes):
+            listed = ", ".join(repr(p) for p in dict.fromkeys(prefixes))
+            ctx.warnings.append(
+                f"{where}.teams[{i}] ({ctx.route_name}): no caller of this route has the team {team!r}: its"
+                f" jwt issuers put their consumer_prefix ({listed}) before the team claim; name the team as"
+                f" the gateway sees it, e.g. {prefixes[0] + team!r}"
+            )
 
 
 # routes.authorize in the schema and the reference (policy/registry.py declares it).
