@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Final
+from urllib.parse import quote
 
 from fastgw.store.base import (
     ApiKey,
@@ -90,20 +91,23 @@ class SQLiteStore:
         self.path = path
         self.where = path  # for messages (Store.where)
         self._depth = 0  # nesting of transaction() blocks; only the outermost begins and commits
+        # None after a failed ROLLBACK closed the connection (_roll_back): the next use opens a fresh one.
+        self._db: sqlite3.Connection | None = None
+        self._closed = False  # by close(): never reopened
         try:
             os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
             _create_private(path)
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            db = self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open {path}: {exc}") from exc
         try:
-            self._run("PRAGMA journal_mode=WAL")
+            self._run("PRAGMA journal_mode=WAL")  # kept in the file: a reopened connection finds it
             self._run("PRAGMA synchronous=FULL")
             self._check_known()
             if migrate:
                 self.migrate()
         except StoreError:
-            self._db.close()
+            db.close()
             raise
 
     @classmethod
@@ -111,9 +115,31 @@ class SQLiteStore:
         return cls(os.path.join(state_dir, FILE_NAME), migrate=migrate)
 
     # -- plumbing: every sqlite3 call goes through here, so its errors become StoreError ------------------
-    def _run(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    def _connection(self) -> sqlite3.Connection:
+        """The store's connection; after a failed ROLLBACK closed it, a fresh one to the same file, which
+        must still be there (mode=rw: a database that went away is an error, never a new empty one)."""
+        if self._db is not None:
+            return self._db
+        if self._closed:
+            raise StoreError(f"{self.path}: the store is closed")
         try:
-            return self._db.execute(sql, params).fetchall()
+            db = sqlite3.connect(
+                f"file:{quote(self.path)}?mode=rw", uri=True, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot reopen the database: {exc}") from exc
+        try:
+            db.execute("PRAGMA synchronous=FULL")  # per connection
+        except sqlite3.Error as exc:
+            db.close()
+            raise StoreError(f"{self.path}: cannot reopen the database: {exc}") from exc
+        self._db = db
+        return db
+
+    def _run(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        db = self._connection()
+        try:
+            return db.execute(sql, params).fetchall()
         except sqlite3.IntegrityError as exc:
             if "UNIQUE" in str(exc):
                 raise ConflictError(f"{self.path}: {exc}") from exc
@@ -122,8 +148,9 @@ class SQLiteStore:
             raise StoreError(f"{self.path}: {exc}") from exc
 
     def _run_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        db = self._connection()
         try:
-            self._db.executemany(sql, rows)
+            db.executemany(sql, rows)
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: {exc}") from exc
 
@@ -144,9 +171,7 @@ class SQLiteStore:
             yield
         except BaseException:
             self._depth = 0
-            if self._db.in_transaction:  # SQLite ends some failed transactions itself (a full disk)
-                with contextlib.suppress(sqlite3.Error):  # the block's error is the one to report
-                    self._db.rollback()
+            self._roll_back()  # the block's error is the one to report
             raise
         self._depth = 0
         try:
@@ -154,10 +179,25 @@ class SQLiteStore:
         except BaseException:
             # A COMMIT that fails busy, or on a deferred constraint, leaves the transaction open: every
             # later BEGIN would fail ("within a transaction") and later writes would join the dead one.
-            if self._db.in_transaction:
-                with contextlib.suppress(sqlite3.Error):  # the COMMIT's error is the one to report
-                    self._db.rollback()
+            self._roll_back()  # the COMMIT's error is the one to report
             raise
+
+    def _roll_back(self) -> None:
+        """End the transaction a failed block or COMMIT left open (SQLite ends some itself: a full disk);
+        never raises, so the caller's error is the one reported. A ROLLBACK that fails too (a disk I/O
+        error) would leave the connection inside the transaction, holding the write lock, and every later
+        change would fail until a restart: the connection is closed instead (SQLite then discards what the
+        transaction wrote and releases the lock), and the next use opens a fresh one (_connection), so the
+        store recovers once the fault clears."""
+        db = self._db
+        if db is None or not db.in_transaction:
+            return
+        with contextlib.suppress(sqlite3.Error):
+            db.rollback()
+        if db.in_transaction:
+            self._db = None
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
 
     # -- migrations -------------------------------------------------------------------------------------
     def _applied(self) -> set[int]:
@@ -209,7 +249,9 @@ class SQLiteStore:
         return done
 
     def close(self) -> None:
-        self._db.close()
+        self._closed = True
+        if self._db is not None:
+            self._db.close()
 
     def change_feed(self) -> ChangeFeed | None:
         """None: a SQLite store has one node, whose control process is its only writer."""
