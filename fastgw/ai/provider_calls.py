@@ -12,7 +12,7 @@ from fastgw.ai.config import Target, auth_headers
 from fastgw.ai.resilience import Deadlines
 from fastgw.handler_api import UpstreamReply, Upstreams
 from fastgw.proxy.caches import provider_key
-from fastgw.proxy.client import UpstreamError
+from fastgw.proxy.upstream_errors import UpstreamError
 
 # An error body from a provider is read up to this much: enough for any JSON error object; an HTML
 # error page beyond it is cut (its text is never shown to clients anyway).

@@ -20,7 +20,7 @@ from fastgw.ai.config import Target
 from fastgw.ai.provider_calls import RESPONSE_MAX, missed_deadline, read_reply
 from fastgw.ai.record import LlmRecord
 from fastgw.handler_api import CANCELLED_CLIENT_GONE, CANCELLED_SHUTDOWN, ResponseWriter, UpstreamReply
-from fastgw.proxy.client import UpstreamError
+from fastgw.proxy.upstream_errors import UpstreamError
 
 SSE_HEAD: Final = (
     (b"content-type", b"text/event-stream"),

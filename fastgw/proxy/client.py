@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Final
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial
 from fastgw.proxy.upstream_call import CallSink, UpstreamCall
+from fastgw.proxy.upstream_errors import CancelledBeforeSending, UpstreamError
 from fastgw.proxy_headers.request_head import ClientPeer
 from fastgw.proxy_headers.response_head import FRAMING_NONE, field_pairs, transfer_encoding_framing
 from fastgw.snapshot import UpstreamSettings
@@ -43,33 +44,6 @@ _OWN_FIELDS: Final = frozenset(
     {b"host", b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"upgrade", b"te"}
 )
 _NO_PEER: Final = ClientPeer(b"", False, b"http")  # unused: a handler's request has no client to name
-
-
-class UpstreamError(Exception):
-    """The upstream could not be reached or failed mid-response (after the retries allowed).
-
-    ``status`` and ``problem`` are what a proxied request would have been answered (502, 503, 504 and
-    ``upstream-*``); ``detail`` names the target and the OS error (for logs, not for clients)."""
-
-    def __init__(
-        self,
-        status: int,
-        problem: str,
-        detail: str,
-        *,
-        past_deadline: bool = False,
-        connecting: bool = False,
-    ) -> None:
-        super().__init__(f"{status} {problem}: {detail}")
-        self.status = status
-        self.problem = problem
-        self.detail = detail
-        # A stall that ran into the request's whole deadline (``timeout``), not its read timeout: told by
-        # the timer's own clock (the loop's), which a caller's time.monotonic() may read a little ahead of.
-        self.past_deadline = past_deadline
-        # No connection ever carried the request (a connect that failed or timed out, or the wait for a
-        # pooled one): a caller names its connect deadline, not a silent answer.
-        self.connecting = connecting
 
 
 class UpstreamResponse(CallSink):
@@ -434,9 +408,13 @@ class UpstreamClient:
                     error = UpstreamError(504, "upstream-timeout", detail, past_deadline=past)
                 response._close()
                 raise error from None
-            except asyncio.CancelledError:
+            except asyncio.CancelledError as cancelled:
                 response._close()
-                raise
+                # The cancel cancels the future awaited; one that has a result had a connection take
+                # the request just before the cancellation came.
+                if not connected.cancelled():
+                    raise
+                raise CancelledBeforeSending(*cancelled.args) from None
             finally:
                 timer.cancel()
             head_limit = max(0.0, head_limit - (loop.time() - began))

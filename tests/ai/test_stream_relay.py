@@ -19,7 +19,7 @@ from fastgw.ai.providers.registry import ADAPTERS
 from fastgw.ai.record import LlmRecord
 from fastgw.ai.relay import relay_stream
 from fastgw.ai.resilience import Deadlines
-from fastgw.proxy.client import UpstreamError
+from fastgw.proxy.upstream_errors import UpstreamError
 
 CHUNK = orjson.dumps(
     {

@@ -2,7 +2,8 @@
 (TLS). A prompt API call reserves its filled prompt's estimate and settles at the provider's usage; a
 budget shared with an llm route is one allowance across both (a consumer out of budget on one cannot
 spend through the other); an exhausted budget is a 429 problem+json before any provider call; and a
-request every target failed gives its reservation back, on both kinds of route.
+request every target failed, or cut while its call still waited for a connection, gives its reservation
+back, on both kinds of route.
 
 The fake counts a token per word, so each call's usage is read from its access-log record and the
 reservations from the headers (limit minus remaining)."""
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import openai
 import pytest
@@ -61,6 +63,24 @@ template = "{verb} {{{{ text }}}}"
 {extra}"""
 
 
+# A provider whose TLS handshake never ends (the ``silent`` fixture's port).
+SILENT = """
+[upstreams.silent]
+targets = ["127.0.0.1:{silent_port}"]
+tls = {{}}
+
+[[llm.providers]]
+name = "silent"
+kind = "openai"
+upstream = "silent"
+base_path = "/v1"
+connect_timeout = 10.0
+
+[[llm.models]]
+name = "unreachable"
+targets = [{{ provider = "silent", model = "gpt-4o-mini" }}]
+"""
+
 EXTRA = (
     """
 [[llm.models]]
@@ -79,10 +99,11 @@ targets = [{ provider = "oa", model = "fault-slow-first-token" }]
     + route("metered-prompts", "/metered", "shared-tokens", 150, shared=True)
     + route("metered-llm", "/metered-llm/v1", "shared-tokens", 150, '["metered"]', shared=True)
     + route("fragile-prompts", "/fragile", "tokens", 1000)
-    + route("fragile-llm", "/fragile-llm/v1", "tokens", 1000, '["metered", "failing"]')
+    + route("fragile-llm", "/fragile-llm/v1", "tokens", 1000, '["metered", "failing", "unreachable"]')
     + api("say", "/metered/say", "metered")
     + api("fragile-say", "/fragile/say", "metered")
     + api("fragile-slow", "/fragile/slow", "slow")
+    + api("fragile-unreachable", "/fragile/unreachable", "unreachable")
     + api(
         "strict",
         "/strict/classify",
@@ -97,8 +118,19 @@ SAY_ESTIMATE = len(b"Say hello") // 4 + 1 + 20  # the filled prompt's bytes / 4 
 
 
 @pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlmGateway]:
-    with running_llm_gateway(tmp_path_factory.mktemp("prompt-budgets"), EXTRA) as running:
+def silent() -> Iterator[socket.socket]:
+    """A provider address whose TLS handshake never ends: the kernel completes the TCP one into the
+    backlog, and the test accepts it only to see the gateway's connect begin."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        yield listener
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory, silent: socket.socket) -> Iterator[LlmGateway]:
+    config = SILENT.format(silent_port=silent.getsockname()[1]) + EXTRA
+    with running_llm_gateway(tmp_path_factory.mktemp("prompt-budgets"), config) as running:
         yield running
 
 
@@ -221,6 +253,63 @@ def test_a_request_cut_after_it_reached_the_provider_keeps_its_reservation(gw: L
     after = post_json(gw.gateway, "/fragile/say", {"text": "hello"})
     # This request's estimate, the last one's usage, and the cut one's estimate: kept.
     assert int(headers_of(after)["x-ratelimit-remaining-tokens"]) == remaining - spent - SAY_ESTIMATE
+
+
+def cut_llm(record: dict[str, Any]) -> bool:
+    return bool((record.get("llm") or {}).get("error"))
+
+
+def chat(model: str) -> dict[str, object]:
+    return {"model": model, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 10}
+
+
+@pytest.mark.parametrize(
+    ("path", "ok", "cut_path", "cut"),
+    [
+        ("/fragile/say", {"text": "hello"}, "/fragile/unreachable", {"text": "hello"}),
+        (
+            "/fragile-llm/v1/chat/completions",
+            chat("metered"),
+            "/fragile-llm/v1/chat/completions",
+            chat("unreachable"),
+        ),
+    ],
+    ids=["prompt_api", "llm"],
+)
+def test_a_request_cut_while_its_call_waited_for_a_connection_gives_its_reservation_back(
+    gw: LlmGateway,
+    silent: socket.socket,
+    path: str,
+    ok: dict[str, object],
+    cut_path: str,
+    cut: dict[str, object],
+) -> None:
+    """A client that leaves while the gateway is still connecting to the provider (here a TLS handshake
+    nobody answers): no byte of the request left, nothing can be billed, the estimate is given back."""
+    first = post_json(gw.gateway, path, ok)
+    assert first.status == 200, first.body
+    remaining = int(headers_of(first)["x-ratelimit-remaining-tokens"])
+    spent = used_by(gw, headers_of(first))
+    body = json.dumps(cut).encode()
+    head = f"POST {cut_path} HTTP/1.1\r\nHost: test\r\ncontent-type: application/json\r\n"
+    head += f"content-length: {len(body)}\r\n\r\n"
+    seen = len(gw.gateway.log_records())
+    silent.settimeout(5.0)
+    with socket.create_connection(("127.0.0.1", gw.gateway.port)) as client:
+        client.sendall(head.encode() + body)
+        connecting, _ = silent.accept()  # the gateway's connect began; its handshake gets no answer
+    with connecting:
+        record = wait_until(
+            lambda: next(
+                (r for r in gw.gateway.log_records()[seen:] if (r.get("llm") or {}).get("error")), None
+            ),
+            5.0,
+            "the cut request's access-log record",
+        )
+    assert record["llm"]["error"] == "client_closed" and record["llm"]["attempts"] == 1
+    after = post_json(gw.gateway, path, ok)
+    # This request's estimate and the first one's usage; the cut one's estimate was given back.
+    assert int(headers_of(after)["x-ratelimit-remaining-tokens"]) == remaining - spent
 
 
 def test_an_output_schema_retry_reserves_again_and_is_refused_without_room(gw: LlmGateway) -> None:

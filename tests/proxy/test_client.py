@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -12,8 +13,9 @@ import pytest
 import pytest_asyncio
 
 from fastgw.config.compiler import compile_config
-from fastgw.proxy.client import UpstreamClient, UpstreamError
+from fastgw.proxy.client import UpstreamClient
 from fastgw.proxy.context import WorkerContext
+from fastgw.proxy.upstream_errors import CancelledBeforeSending, UpstreamError
 from fastgw.tls.dev_certs import DevCertificates, write_dev_certificates
 from tests.support.ports import free_port
 from tests.support.upstreams import SeenRequest, TestUpstream, json_response
@@ -185,3 +187,23 @@ async def test_unreachable_upstream_raises(context_for: MakeClient) -> None:
         await client.request("u", "GET", "/")
     assert err.value.status == 502 and err.value.problem == "upstream-unavailable"
     assert "cannot connect" in err.value.detail
+
+
+@pytest.mark.asyncio
+async def test_a_request_cancelled_while_connecting_says_nothing_was_sent(
+    context_for: MakeClient, certs: DevCertificates
+) -> None:
+    """Cancelled while its TLS handshake gets no answer, the caller learns that no byte of the request
+    left (an LLM budget gives back the estimate of such a request); cancelled once the request is out,
+    it is a plain cancellation."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        tls = f'tls = {{ ca = "{certs.ca_cert}" }}'
+        client = context_for(snapshot_text(silent.getsockname()[1], tls=tls))
+        call = asyncio.ensure_future(client.request("u", "POST", "/", body=b"{}", connect_timeout=10.0))
+        await asyncio.sleep(0.2)
+        call.cancel("gone")
+        with pytest.raises(CancelledBeforeSending) as cut:
+            await call
+        assert cut.value.args == ("gone",)
