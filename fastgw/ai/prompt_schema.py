@@ -14,6 +14,12 @@ from typing import Any, Final
 
 from fastgw.config.context import CompileContext
 
+# Objects and arrays nested in a schema document, at most: the metaschema check and the reference walk
+# recurse per level, and jsonschema's check_schema exhausted Python's stack at ~200 (100 levels of
+# "properties"), a crash of the config load instead of its error. 100 is 50 levels of properties, far
+# beyond any request body a template fills.
+SCHEMA_DEPTH_MAX: Final = 100
+
 
 @dataclass(frozen=True, slots=True)
 class Schema:
@@ -53,9 +59,13 @@ def compile_schema(ctx: CompileContext, key: str, document: dict[str, Any]) -> S
     from jsonschema import exceptions as schema_errors
     from jsonschema import validators
 
+    if _depth(document) > SCHEMA_DEPTH_MAX:
+        raise ctx.error(key, f"nested deeper than {SCHEMA_DEPTH_MAX} objects and arrays")
     cls = validators.validator_for(document, default=validators.Draft202012Validator)
     try:
         cls.check_schema(document)
+    except RecursionError:  # a shape that recurses more per level than the bound above allows for
+        raise ctx.error(key, "nested too deeply to check") from None
     except schema_errors.SchemaError as exc:
         where = "".join(f"/{p}" for p in exc.absolute_path) or "/"
         raise ctx.error(key, f"not a valid JSON Schema at {where}: {_short(exc.message)}") from None
@@ -253,3 +263,20 @@ def _chain(document: dict[str, Any], cycle: list[tuple[Any, str]]) -> str:
     if len(steps) > 9:
         steps = [*steps[:4], f"... {len(steps) - 8} more", *steps[-4:]]
     return " -> ".join(steps)
+
+
+def _depth(document: Any) -> int:
+    """How deep objects and arrays nest in ``document`` (walked without recursion)."""
+    deepest = 0
+    stack = [(document, 1)]
+    while stack:
+        value, level = stack.pop()
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children)
+    return deepest

@@ -292,6 +292,23 @@ def test_recursion_that_consumes_data_is_accepted(tmp_path: Path, schema: dict[s
     compile_config(text.encode(), str(tmp_path / "gw.toml"))
 
 
+def test_a_schema_nested_too_deeply_is_a_config_error(tmp_path: Path) -> None:
+    """check_schema recursed past Python's stack on ~100 levels of properties: a crash of the load."""
+    deep: dict[str, Any] = {"type": "string"}
+    for _ in range(100):
+        deep = {"type": "object", "properties": {"a": deep}}
+    (tmp_path / "in.json").write_text(json.dumps(deep))
+    text = with_input('input_schema_file = "in.json"')
+    message = error_for(text, str(tmp_path / "gw.toml"))
+    assert message.endswith("prompt_api[0].input_schema: nested deeper than 100 objects and arrays"), message
+    shallow: dict[str, Any] = {"type": "string"}
+    for _ in range(40):  # 81 levels of objects: loads
+        shallow = {"type": "object", "properties": {"a": shallow}}
+    (tmp_path / "in.json").write_text(json.dumps(shallow))
+    plain = text.replace("{{ sentences }}", "3").replace("{{ text }}", "x")
+    compile_config(plain.encode(), str(tmp_path / "gw.toml"))
+
+
 def test_a_tree_schema_loads_and_validates_nested_bodies() -> None:
     tree = (
         f'input_schema = {{ type = "object", properties = {{ {SENTENCES}, text = {{ type = "string" }},'
