@@ -373,3 +373,31 @@ def test_a_bad_event_is_a_provider_error(stream: bytes, message: str) -> None:
     with pytest.raises(ProviderError) as caught:
         GeminiStreamTranslator().feed(stream)
     assert message in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "retryable"),
+    [
+        ({"code": 503, "message": "overloaded", "status": "UNAVAILABLE"}, 502, True),
+        ({"code": 500, "message": "internal", "status": "INTERNAL"}, 502, True),
+        ({"code": 429, "message": "quota", "status": "RESOURCE_EXHAUSTED"}, 429, True),
+        ({"code": 400, "message": "bad field", "status": "INVALID_ARGUMENT"}, 400, False),
+        ({"code": 403, "message": "denied", "status": "PERMISSION_DENIED"}, 403, False),
+        ({"message": "no code"}, 502, False),
+        ({"code": True, "message": "a bool is no code"}, 502, False),
+    ],
+)
+def test_an_error_object_in_a_200_is_judged_by_its_code(
+    error: dict[str, object], status: int, retryable: bool
+) -> None:
+    """Google's error in a 200, whole or as a stream event: a 429 or 5xx code falls back like that status,
+    another 4xx is the request's own, and one without a code is not retried (as OpenAI's)."""
+    whole = orjson.dumps({"error": error})
+    for raise_it in (
+        lambda: chat_completion(whole),
+        lambda: GeminiStreamTranslator().feed(b"data: " + whole + b"\n\n"),
+    ):
+        with pytest.raises(ProviderError) as caught:
+            raise_it()
+        assert (caught.value.status, caught.value.retryable) == (status, retryable)
+        assert caught.value.message == f"gemini: {error['message']}"

@@ -16,6 +16,7 @@ from typing import Any, Final
 import orjson
 
 from fastgw.ai.adapter import Json, ProviderError, Usage
+from fastgw.ai.provider_errors import error_message, status_error
 from fastgw.codec.sse import DEFAULT_MAX_EVENT_SIZE, SseError, SseParser
 
 # Gemini's finishReason -> OpenAI's finish_reason (a candidate that called a function ends "tool_calls").
@@ -125,8 +126,20 @@ def _decode(body: bytes | str) -> Json:
     if not isinstance(answer, dict):
         raise malformed("not a JSON object")
     if isinstance(error := answer.get("error"), dict):
-        raise ProviderError(502, f"gemini: {str(error.get('message', 'error'))[:500]}", retryable=True)
+        raise in_band_error(error)
     return answer
+
+
+def in_band_error(error: Json) -> ProviderError:
+    """Google's error object in a 200 (a whole answer, or an event of a stream), judged by the HTTP code
+    it carries, as that status would be: 429, 408 and 5xx fall back to the next target before the answer
+    began; another 4xx is the request's own and goes back to the client. Without a code it is the
+    provider's answer, not retried, as OpenAI's and Anthropic's error objects in a 200."""
+    message = "gemini: " + error_message({"error": error}, "error")
+    code = error.get("code")
+    if isinstance(code, int) and not isinstance(code, bool) and 400 <= code <= 599:
+        return status_error(code, message, None)
+    return ProviderError(502, message, kind="provider_error")
 
 
 def _blocked(answer: Json) -> bool:
