@@ -27,7 +27,7 @@ from fastgw.ai.record import LlmRecord
 from fastgw.ai.resilience import ProviderKey
 from fastgw.ai.routing import KeyHealth, TargetHealth, plan
 from fastgw.handler_api import ResponseWriter, UpstreamReply, Upstreams
-from fastgw.proxy.upstream_errors import CancelledBeforeSending
+from fastgw.proxy.upstream_errors import not_sent
 
 # Builds the provider request of one attempt (raises InvalidRequestError: the client's fault, a 400).
 Build = Callable[[Adapter, Target], ProviderRequest]
@@ -111,8 +111,9 @@ class TargetLoop:
                 except ProviderError as failed:
                     error = failed
                     record.at_provider = False  # refused or unreachable: nothing billable is running
-                except CancelledBeforeSending:
-                    record.at_provider = False  # cut while connecting: the request never left
+                except asyncio.CancelledError as cancelled:
+                    if not_sent(cancelled):
+                        record.at_provider = False  # cut while connecting: the request never left
                     raise
                 if invalid is not None:
                     await fail(400, invalid.message, invalid.param, invalid.code, None)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Final
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Denial
 from fastgw.proxy.upstream_call import CallSink, UpstreamCall
-from fastgw.proxy.upstream_errors import CancelledBeforeSending, UpstreamError
+from fastgw.proxy.upstream_errors import UpstreamError, mark_not_sent
 from fastgw.proxy_headers.request_head import ClientPeer
 from fastgw.proxy_headers.response_head import FRAMING_NONE, field_pairs, transfer_encoding_framing
 from fastgw.snapshot import UpstreamSettings
@@ -233,7 +233,11 @@ class UpstreamResponse(CallSink):
 
     # -- CallSink: the upstream call's callbacks ----------------------------------------------------------
     def call_wanted(self) -> bool:
-        return not self._closed
+        # Not once the caller was cancelled while waiting for a connection (``_close`` runs only when its
+        # Task wakes): a connection handed over later in the same loop iteration is released unused,
+        # so a request marked not sent never leaves.
+        connected = self._connected
+        return not self._closed and (connected is None or not connected.cancelled())
 
     def call_connection(self, conn: UpstreamConnection | None) -> None:
         self._conn = conn
@@ -410,11 +414,11 @@ class UpstreamClient:
                 raise error from None
             except asyncio.CancelledError as cancelled:
                 response._close()
-                # The cancel cancels the future awaited; one that has a result had a connection take
-                # the request just before the cancellation came.
-                if not connected.cancelled():
-                    raise
-                raise CancelledBeforeSending(*cancelled.args) from None
+                # The cancel cancels the future awaited (and call_wanted then refuses a connection that
+                # comes later in this iteration); one that has a result had a connection take the request.
+                if connected.cancelled():
+                    mark_not_sent(cancelled)
+                raise
             finally:
                 timer.cancel()
             head_limit = max(0.0, head_limit - (loop.time() - began))

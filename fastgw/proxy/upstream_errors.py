@@ -4,12 +4,22 @@ client so that the handlers and their tests name them without the client's machi
 from __future__ import annotations
 
 import asyncio
+from typing import Final
+
+# Set on the CancelledError of a request cancelled (its client left, the worker stopped) while it waited
+# for a connection to carry it: nothing of it left the gateway, so no upstream can have run it (an LLM
+# budget gives such a request's estimate back). An attribute, not a subclass: Python 3.11's
+# asyncio.timeout and TaskGroup recognise a cancellation by its exact type.
+_NOT_SENT: Final = "fastgw_not_sent"
 
 
-class CancelledBeforeSending(asyncio.CancelledError):
-    """The caller's Task was cancelled (its client left, the worker stopped) while its request waited
-    for a connection to carry it: nothing of it left the gateway, so no upstream can have run it (an LLM
-    budget gives such a request's estimate back). The cancellation's message is kept."""
+def mark_not_sent(cancelled: asyncio.CancelledError) -> None:
+    setattr(cancelled, _NOT_SENT, True)
+
+
+def not_sent(cancelled: BaseException) -> bool:
+    """Whether ``cancelled`` cut a request before any byte of it left (``mark_not_sent``)."""
+    return getattr(cancelled, _NOT_SENT, False) is True
 
 
 class UpstreamError(Exception):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -13,9 +14,12 @@ import pytest
 import pytest_asyncio
 
 from fastgw.config.compiler import compile_config
+from fastgw.exchange import Exchange
 from fastgw.proxy.client import UpstreamClient
 from fastgw.proxy.context import WorkerContext
-from fastgw.proxy.upstream_errors import CancelledBeforeSending, UpstreamError
+from fastgw.proxy.upstream_call import CallSink, UpstreamCall
+from fastgw.proxy.upstream_errors import UpstreamError, not_sent
+from fastgw.proxy_headers.request_head import ClientPeer
 from fastgw.tls.dev_certs import DevCertificates, write_dev_certificates
 from tests.support.ports import free_port
 from tests.support.upstreams import SeenRequest, TestUpstream, json_response
@@ -190,12 +194,13 @@ async def test_unreachable_upstream_raises(context_for: MakeClient) -> None:
 
 
 @pytest.mark.asyncio
-async def test_a_request_cancelled_while_connecting_says_nothing_was_sent(
-    context_for: MakeClient, certs: DevCertificates
+async def test_a_request_cancelled_while_connecting_is_marked_not_sent(
+    context_for: MakeClient, certs: DevCertificates, upstream: TestUpstream
 ) -> None:
-    """Cancelled while its TLS handshake gets no answer, the caller learns that no byte of the request
-    left (an LLM budget gives back the estimate of such a request); cancelled once the request is out,
-    it is a plain cancellation."""
+    """Cancelled while its TLS handshake gets no answer, the request is marked as never sent (an LLM
+    budget gives such a request's estimate back); cancelled once it is out, it is not. Either way the
+    cancellation stays a plain CancelledError with its message (asyncio.timeout and TaskGroup in 3.11
+    know a cancellation by its exact type)."""
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
@@ -204,6 +209,94 @@ async def test_a_request_cancelled_while_connecting_says_nothing_was_sent(
         call = asyncio.ensure_future(client.request("u", "POST", "/", body=b"{}", connect_timeout=10.0))
         await asyncio.sleep(0.2)
         call.cancel("gone")
-        with pytest.raises(CancelledBeforeSending) as cut:
+        with pytest.raises(asyncio.CancelledError) as cut:
             await call
-        assert cut.value.args == ("gone",)
+        assert type(cut.value) is asyncio.CancelledError and cut.value.args == ("gone",)
+        assert not_sent(cut.value)
+    upstream.delay = 5.0  # the request goes out; its answer is late
+    client = context_for(snapshot_text(upstream.port))
+    call = asyncio.ensure_future(client.request("u", "POST", "/out", body=b"{}", connect_timeout=10.0))
+    deadline = time.monotonic() + 5
+    while not upstream.requests and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert [r.target for r in upstream.requests] == [b"/out"]
+    call.cancel("gone")
+    with pytest.raises(asyncio.CancelledError) as cut:
+        await call
+    assert not not_sent(cut.value)
+
+
+class _HeadHook(CallSink):
+    """A proxied exchange's sink that runs ``hook`` when its answer's head arrives."""
+
+    def __init__(self, hook: Callable[[], None]) -> None:
+        self.hook = hook
+        self.ended = asyncio.get_running_loop().create_future()
+
+    def call_wanted(self) -> bool:
+        return True
+
+    def call_connection(self, conn: object) -> None:
+        pass
+
+    def call_head(self, status: int, head: bytes, lines: list[bytes]) -> int:
+        self.hook()
+        return 2
+
+    def call_body(self, data: bytes) -> None:
+        pass
+
+    def call_trailers(self, fields: list[tuple[bytes, bytes]]) -> None:
+        pass
+
+    def call_end(self) -> None:
+        if not self.ended.done():
+            self.ended.set_result(None)
+
+    def call_error(self, denial: object) -> None:
+        if not self.ended.done():
+            self.ended.set_result(None)
+
+    def call_upgrade(self, rest: bytes) -> bool:
+        return False
+
+    def flush(self) -> None:
+        pass
+
+    def pause_client_reading(self) -> None:
+        pass
+
+    def resume_client_reading(self) -> None:
+        pass
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("batch_writes", ["false", "true"])
+async def test_a_connection_freed_as_a_waiting_request_is_cancelled_does_not_carry_it(
+    context_for: MakeClient, upstream: TestUpstream, batch_writes: str
+) -> None:
+    """One connection allowed: B waits for the one A holds. B's client leaves, and in the same loop
+    iteration A's answer ends and frees the connection, which the pool hands to B's waiter. It must not
+    carry B's request (B is marked not sent: an LLM budget would give its estimate back for a call the
+    provider then ran)."""
+    upstream.handler = lambda req: b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+    client = context_for(
+        snapshot_text(upstream.port, extra=f"max_connections = 1\n[server]\nbatch_writes = {batch_writes}")
+    )
+    worker = client.worker
+    waiting: list[asyncio.Future[object]] = []
+    sink = _HeadHook(lambda: waiting[0].cancel("client_closed"))  # B's client leaves, this iteration
+    ex = Exchange(b"GET", b"/a", b"1.1", [])
+    ex.body_complete = True
+    group = worker.pools.group(worker.holder.current.upstreams["u"])
+    call = UpstreamCall(worker, ex, group, sink, ClientPeer(b"", False, b"http"), worker.via, None)
+    call.client_head = b"\r\n"
+    upstream.delay = 0.3  # A's answer comes once B waits for the connection
+    call.start()
+    waiting.append(asyncio.ensure_future(client.request("u", "POST", "/b", body=b"{}", connect_timeout=10.0)))
+    with pytest.raises(asyncio.CancelledError) as cut:
+        await waiting[0]
+    assert not_sent(cut.value)
+    await asyncio.wait_for(sink.ended, 5)
+    await asyncio.sleep(0.2)  # a request B's freed connection carried would have reached the upstream
+    assert [r.target for r in upstream.requests] == [b"/a"]
