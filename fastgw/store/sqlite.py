@@ -97,7 +97,13 @@ class SQLiteStore:
         try:
             os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
             _create_private(path)
-            db = self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            # One URI for the first open and every reopen: "file://" and an absolute path (an empty
+            # authority, so a path that begins with "//" stays a path), mode=rw so that a reopen never
+            # creates a new empty database where the file went away (_create_private made it here).
+            self._uri = f"file://{quote(os.path.abspath(path))}?mode=rw"
+            db = self._db = sqlite3.connect(
+                self._uri, uri=True, isolation_level=None, check_same_thread=False
+            )
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open {path}: {exc}") from exc
         try:
@@ -123,9 +129,7 @@ class SQLiteStore:
         if self._closed:
             raise StoreError(f"{self.path}: the store is closed")
         try:
-            db = sqlite3.connect(
-                f"file:{quote(self.path)}?mode=rw", uri=True, isolation_level=None, check_same_thread=False
-            )
+            db = sqlite3.connect(self._uri, uri=True, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot reopen the database: {exc}") from exc
         try:

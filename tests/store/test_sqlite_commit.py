@@ -72,9 +72,16 @@ def others_can_write(path: Path) -> list[str]:
         other.close()
 
 
-def test_a_rollback_that_fails_closes_the_connection_and_the_store_recovers(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "spelling", ["{}", "/{}", "{}.d/../state.db"], ids=["plain", "double-slash", "dotdot"]
+)
+def test_a_rollback_that_fails_closes_the_connection_and_the_store_recovers(
+    tmp_path: Path, spelling: str
+) -> None:
+    """The reopen goes to the same file however its path is spelt ("//x" was read as a URI authority)."""
     path = tmp_path / "state.db"
-    store = SQLiteStore(str(path))
+    (tmp_path / "state.db.d").mkdir()
+    store = SQLiteStore(spelling.format(path))
     store.add_consumer(consumer("c_1", "acme"))
     failed = store._db
     assert failed is not None
