@@ -76,8 +76,8 @@ class JwtIssuerSpec:
         " usage rows, identity headers) and before the team_claim's to make its team: 'okta:' makes sub"
         " 'alice' 'okta:alice' and team 'ops' 'okta:ops' (as routes.authorize teams must name it); '' = the"
         " claims alone. Set it where a route or a shared budget takes several issuers, or the same sub from"
-        f" each is one consumer (printable, at most {CONSUMER_PREFIX_MAX} characters, and not the start of"
-        " another issuer's prefix)",
+        f" each is one consumer (printable, at most {CONSUMER_PREFIX_MAX} characters, no space, '\"' or"
+        " '\\', and not the start of another issuer's prefix)",
         "",
     )
     scopes_claim: str = doc("claim with the scopes ('' = 'scope' (space-separated) or 'scp')", "")

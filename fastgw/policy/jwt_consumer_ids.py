@@ -29,6 +29,11 @@ def check_consumer_prefix(ctx: CompileContext, key: str, prefix: str) -> None:
     if not prefix.isprintable():
         reason = "must be printable (no control characters): it goes into identity headers and usage rows"
         raise ctx.error(key, reason)
+    if any(c in prefix for c in ' "\\'):
+        # authorize.teams names the prefixed team, and a team name there cannot hold these (rbac.py)
+        raise ctx.error(
+            key, "must not contain a space, '\"' or '\\': a team named with it could not be required"
+        )
 
 
 def _meeting(a: JwtIssuer, b: JwtIssuer) -> str:

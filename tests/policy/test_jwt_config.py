@@ -4,7 +4,6 @@ route, across the routes of a shared budget, and in a route's authorize teams.""
 
 from __future__ import annotations
 
-import mmap
 import time
 from pathlib import Path
 from typing import Any
@@ -16,11 +15,11 @@ from fastgw.ai.budgets import Budgets
 from fastgw.config.compiler import compile_config
 from fastgw.config.context import CompileContext
 from fastgw.config.loader import ConfigError
-from fastgw.counters.table import CELL_INTS, CounterTable
 from fastgw.exchange import Exchange
 from fastgw.policy.chain import Pending, run_chain
 from fastgw.snapshot import Route, Snapshot
 from tests.support.configs import MINIMAL
+from tests.support.counter_tables import memory_table
 
 SECRET = "s" * 40
 
@@ -141,12 +140,6 @@ def test_the_prefix_starts_the_team_too(tmp_path: Path) -> None:
     assert signed_in(both, "entra").consumer.team == ""  # not the team "entra:" of every team-less user
 
 
-def attached_table() -> CounterTable:
-    table = CounterTable()
-    table.attach(mmap.mmap(-1, 2 * 64 * CELL_INTS * 8), 0, 2, 64)
-    return table
-
-
 LLM = """
 [[llm.providers]]
 name = "oa"
@@ -178,7 +171,7 @@ def test_a_team_budget_counts_two_issuers_teams_of_one_name_apart(tmp_path: Path
     config = MINIMAL + LLM + llm_route("chat", '"okta", "entra"', 'name = "per-team"\nkey = "team"')
     config += issuer("okta", '"okta:"') + issuer("entra", '"entra:"')
     file = str(tmp_path / "gw.toml")
-    snapshot = compile_config(config.encode(), file, CompileContext(file, counters=attached_table()))
+    snapshot = compile_config(config.encode(), file, CompileContext(file, counters=memory_table()))
     chat = next(r for r in snapshot.routes if r.name == "chat")
     budgets = chat.handler.budgets  # type: ignore[union-attr]
     assert isinstance(budgets, Budgets)
@@ -282,6 +275,12 @@ def test_an_authorize_team_no_prefixed_issuer_can_give_is_warned_about() -> None
         ('"okta\\n"', "must be printable (no control characters)"),
         ('"ok\\u0000ta:"', "must be printable (no control characters)"),
         ('"' + "x" * 65 + '"', "is 65 characters, at most 64: it starts every consumer id of the issuer"),
+        (
+            '"Okta Corp:"',
+            "must not contain a space, '\"' or '\\': a team named with it could not be required",
+        ),
+        ("'okta\"'", "must not contain a space"),
+        ("'okta\\'", "must not contain a space"),
     ],
 )
 def test_bad_prefixes_are_refused_in_one_line(tmp_path: Path, value: str, reason: str) -> None:
