@@ -122,7 +122,8 @@ def compile_schema(ctx: CompileContext, key: str, document: dict[str, Any]) -> S
         raise ctx.error(
             key,
             f"references that go round without consuming any data: {_chain(document, cycle)} (no value"
-            " ends it: every request would recurse until the validator gives up)",
+            " ends it: a request that reaches it recurses until the validator gives up; an unused"
+            " definition is checked too)",
         )
     validator = cls(document, registry=registry, format_checker=cls.FORMAT_CHECKER)
     return Schema(document, validator, schema_errors.best_match)

@@ -170,7 +170,10 @@ def test_references_the_validator_resolves_are_accepted(schema: str) -> None:
 
 
 CYCLE = "references that go round without consuming any data"
-STUCK = "(no value ends it: every request would recurse until the validator gives up)"
+STUCK = (
+    "(no value ends it: a request that reaches it recurses until the validator gives up; an unused"
+    " definition is checked too)"
+)
 
 
 def test_a_cycle_of_references_is_refused_at_load_with_its_chain() -> None:
@@ -187,6 +190,10 @@ def test_a_cycle_of_references_is_refused_at_load_with_its_chain() -> None:
     assert (
         error_for(with_input(itself))
         == f"conf/x.toml: prompt_api[0].input_schema: {CYCLE}: # ($ref) -> # {STUCK}"
+    )
+    unused = 'input_schema = { type = "object", "$defs" = { a = { "$ref" = "#/$defs/a" } } }'
+    assert error_for(with_input(unused)) == (  # no request reaches it, and it is a mistake all the same
+        f"conf/x.toml: prompt_api[0].input_schema: {CYCLE}: #/$defs/a ($ref) -> #/$defs/a {STUCK}"
     )
     output = 'output_schema = { type = "object", allOf = [{ not = { "$ref" = "#" } }] }\n'
     text = config(replace=('model = "writer"\n', f'model = "writer"\n{output}'))
@@ -292,19 +299,21 @@ def test_recursion_that_consumes_data_is_accepted(tmp_path: Path, schema: dict[s
     compile_config(text.encode(), str(tmp_path / "gw.toml"))
 
 
+def nested(leaf: dict[str, Any], levels: int) -> dict[str, Any]:
+    """``leaf`` under ``levels`` object schemas, each adding two levels (the schema and its properties)."""
+    for _ in range(levels):
+        leaf = {"type": "object", "properties": {"a": leaf}}
+    return leaf
+
+
 def test_a_schema_nested_too_deeply_is_a_config_error(tmp_path: Path) -> None:
-    """check_schema recursed past Python's stack on ~100 levels of properties: a crash of the load."""
-    deep: dict[str, Any] = {"type": "string"}
-    for _ in range(100):
-        deep = {"type": "object", "properties": {"a": deep}}
-    (tmp_path / "in.json").write_text(json.dumps(deep))
+    """check_schema recursed past Python's stack on ~100 levels of properties: a crash of the load. The
+    bound is 100 objects and arrays: 101 is refused in one line, 100 loads."""
     text = with_input('input_schema_file = "in.json"')
+    (tmp_path / "in.json").write_text(json.dumps(nested({"type": "string"}, 50)))  # 1 + 2 x 50 = 101
     message = error_for(text, str(tmp_path / "gw.toml"))
     assert message.endswith("prompt_api[0].input_schema: nested deeper than 100 objects and arrays"), message
-    shallow: dict[str, Any] = {"type": "string"}
-    for _ in range(40):  # 81 levels of objects: loads
-        shallow = {"type": "object", "properties": {"a": shallow}}
-    (tmp_path / "in.json").write_text(json.dumps(shallow))
+    (tmp_path / "in.json").write_text(json.dumps(nested({"type": "string", "enum": ["x"]}, 49)))  # 100
     plain = text.replace("{{ sentences }}", "3").replace("{{ text }}", "x")
     compile_config(plain.encode(), str(tmp_path / "gw.toml"))
 
