@@ -4,7 +4,6 @@ consumers' own numbers, the headers an answer carries, and what an answer withou
 from __future__ import annotations
 
 import datetime
-import mmap
 from collections.abc import Iterator
 
 import pytest
@@ -21,10 +20,11 @@ from fastgw.config.errors import ConfigError
 from fastgw.counters.cluster import ClusterCounts
 from fastgw.counters.cluster_slot import CLUSTER
 from fastgw.counters.quota import QUOTAS
-from fastgw.counters.table import CELL_INTS, CounterTable
+from fastgw.counters.table import CounterTable
 from fastgw.exchange import Exchange
 from fastgw.policy.identity import KeyIdentity
 from fastgw.snapshot import RedisSettings
+from tests.support.counter_tables import memory_table
 
 
 @pytest.fixture(autouse=True)
@@ -37,9 +37,7 @@ def quota_book() -> Iterator[None]:
 
 
 def table() -> CounterTable:
-    t = CounterTable()
-    t.attach(mmap.mmap(-1, 2 * 64 * CELL_INTS * 8), 0, 2, 64)
-    return t
+    return memory_table()
 
 
 def request_from(consumer: KeyIdentity | None, client_ip: str = "192.0.2.1") -> Exchange:
@@ -271,8 +269,7 @@ def test_an_alert_flag_gives_its_cell_back_once_its_minute_is_long_past_and_a_da
     """A threshold alert marks its period in a flag cell of the node's table (once per period). A
     minute's flag is recorded with its length, so the table can give the cell to a new key two minutes
     on; a day's is kept (its code says nothing of its length)."""
-    t = CounterTable()
-    t.attach(mmap.mmap(-1, CELL_INTS * 8), 0, 1, 1)  # one cell: the flag's, or the new key's
+    t = memory_table(1, 1)  # one cell: the flag's, or the new key's
     limit = Limit(f"tokens_per_{period}", "tokens", period, 1000)
     route = Budgets((Budget("b", "llm:b", "route", (limit,)),), t, 100)
     route.alerts = Alerts("llm", (50,), (), b"s" * 32, t)

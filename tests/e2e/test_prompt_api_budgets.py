@@ -256,6 +256,7 @@ def test_a_request_cut_after_it_reached_the_provider_keeps_its_reservation(gw: L
 
 
 def cut_llm(record: dict[str, Any]) -> bool:
+    """An access-log record of an llm exchange that ended in an error (a cut one, here)."""
     return bool((record.get("llm") or {}).get("error"))
 
 
@@ -300,9 +301,7 @@ def test_a_request_cut_while_its_call_waited_for_a_connection_gives_its_reservat
         connecting, _ = silent.accept()  # the gateway's connect began; its handshake gets no answer
     with connecting:
         record = wait_until(
-            lambda: next(
-                (r for r in gw.gateway.log_records()[seen:] if (r.get("llm") or {}).get("error")), None
-            ),
+            lambda: next((r for r in gw.gateway.log_records()[seen:] if cut_llm(r)), None),
             5.0,
             "the cut request's access-log record",
         )

@@ -61,6 +61,12 @@ def error_body(message: str, kind: str, code: str | None = None) -> bytes:
     return dumps({"error": {"message": message, "type": kind, "param": None, "code": code}})
 
 
+def _error_head(body: bytes) -> bytes:
+    """A 500's head for ``body``, written by the faults that then send the body slowly or not at all."""
+    head = b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\n"
+    return head + b"content-length: %d\r\n\r\n" % len(body)
+
+
 @dataclass
 class SeenRequest:
     method: str
@@ -281,16 +287,14 @@ class FakeOpenAI:
             await self._send(writer, 200, body)
         elif fault == "error-stall":
             body = error_body("The server had an error processing your request.", "server_error")
-            head = b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\n"
-            writer.write(head + b"content-length: %d\r\n\r\n" % len(body) + body[:10])
+            writer.write(_error_head(body) + body[:10])
             await writer.drain()
             await reader.read()  # the stall ends when the client hangs up
             self.hangups += 1
             writer.transport.abort()
         elif fault == "error-trickle":
             body = error_body("The server had an error processing your request.", "server_error")
-            head = b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\n"
-            writer.write(head + b"content-length: %d\r\n\r\n" % len(body))
+            writer.write(_error_head(body))
             for byte in range(len(body)):
                 await asyncio.sleep(self.trickle_seconds)
                 if writer.transport.is_closing() or reader.at_eof():

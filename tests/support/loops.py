@@ -46,4 +46,4 @@ def _open_transports() -> list[asyncio.BaseTransport]:
     registry = getattr(asyncio.get_running_loop(), "_transports", None)
     if registry is None:
         return []
-    return [transport for transport in list(registry.values()) if not transport.is_closing()]
+    return list(registry.values())  # abort is idempotent; a close() with data unsent still holds its socket
