@@ -9,7 +9,6 @@ from typing import Any
 
 import orjson
 
-from fastgw.ai.prompt_openapi import listing, openapi
 from fastgw.cli.config_files import compile_for_tools, load_config
 
 
@@ -24,6 +23,10 @@ def add_parser(sub: Any) -> None:
 
 
 def prompt_apis(args: argparse.Namespace) -> int:
+    # Imported here: the prompt API handler and its budgets (~0.5 MiB) would otherwise be loaded by every
+    # ``fastgw run``, whose workers fork from it and carry them in their RSS (tests/e2e/test_resources.py).
+    from fastgw.ai.prompt_openapi import listing, openapi
+
     snapshot = load_config(None)[1] if args.config is None else compile_for_tools(args.config)
     apis = snapshot.sections.get("prompt_api") or {}
     if args.action == "list":

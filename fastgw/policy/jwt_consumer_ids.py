@@ -7,10 +7,13 @@ Compile-time only: the request path reads the prefixed ids and never these check
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from fastgw.config.context import CompileContext
-from fastgw.policy.jwt_auth import JwtAuth, JwtIssuer
+
+if TYPE_CHECKING:  # not at run time: ai/budget_config.py imports this module for every config, and the
+    # JWT policy loads pyjwt and cryptography's algorithms (~150 ms, ~1 MiB of a worker's RSS)
+    from fastgw.policy.jwt_auth import JwtAuth, JwtIssuer
 
 # A prefix names an identity provider ("okta:"): 64 characters are ample. It starts every consumer id of
 # its issuer (limit and budget keys, usage rows, metric labels, identity headers), and the rate limiter
@@ -111,6 +114,10 @@ def warn_shared_budget(ctx: CompileContext, where: str, name: str) -> None:
         for issuer_name in names:
             earlier.setdefault(issuer_name, label)
     routes.append((f"{ctx.route_key} ({ctx.route_name})", here))
+    if jwt_auth is None:
+        return
+    from fastgw.policy.jwt_auth import JwtAuth  # loaded already: a jwt policy was compiled
+
     if not isinstance(jwt_auth, JwtAuth):
         return
     by_name = {issuer.name: issuer for issuer in jwt_auth.issuers.values()}

@@ -46,4 +46,9 @@ def _open_transports() -> list[asyncio.BaseTransport]:
     registry = getattr(asyncio.get_running_loop(), "_transports", None)
     if registry is None:
         return []
-    return list(registry.values())  # abort is idempotent; a close() with data unsent still holds its socket
+    # Those still holding their socket, closing or not (a close() with data unsent keeps it until the
+    # data drains): what an "unclosed transport" warning would name. One that let its socket go may have
+    # let its loop go too, and abort() on it fails.
+    return [
+        transport for transport in list(registry.values()) if getattr(transport, "_sock", None) is not None
+    ]
