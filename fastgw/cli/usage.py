@@ -15,14 +15,14 @@ import sys
 from typing import Any
 
 from fastgw.cli.config_files import quickstart
-from fastgw.control.usage_report import FILTERS, PERIODS, UsageQueryError, parse_query, row
-from fastgw.store.usage_sql import GROUP_KEYS
+from fastgw.usage_fields import FILTERS, GROUP_KEYS, PERIODS
 
 
 def usage(args: argparse.Namespace) -> int:
     from fastgw.config.compiler import compile_state, compile_store
     from fastgw.config.loader import parse_table, read_config_bytes
     from fastgw.config.schema import StateSpec, StoreSpec
+    from fastgw.control.usage_report import UsageQueryError, parse_query, row
     from fastgw.store import open_store
     from fastgw.store.base import StoreError
 

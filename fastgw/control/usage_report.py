@@ -12,13 +12,10 @@ from __future__ import annotations
 import datetime
 import time
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any
 
 from fastgw.store.base import UsageQuery, UsageTotal
-from fastgw.store.usage_sql import GROUP_KEYS
-
-PERIODS: Final = ("day", "month")
-FILTERS: Final = ("consumer", "team", "model", "provider", "key", "route")
+from fastgw.usage_fields import FILTERS, GROUP_KEYS, PERIODS
 
 
 class UsageQueryError(ValueError):

@@ -15,9 +15,8 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from fastgw.store.base import UsageDelta, UsageQuery, UsageTotal
+from fastgw.usage_fields import GROUP_KEYS
 
-# The dimensions a ledger row is kept by (its primary key), in order; any of them can group a query.
-GROUP_KEYS: Final = ("day", "consumer", "key", "team", "model", "provider", "route")
 SUMS: Final = (
     "requests",
     "prompt_tokens",
