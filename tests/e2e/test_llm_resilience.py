@@ -15,7 +15,6 @@ with ``[llm] retries = 1`` in front of the fake providers.
 from __future__ import annotations
 
 import json
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -25,7 +24,14 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.support.llm_gateway import OPENAI_KEY, LlmGateway, llm_record, running_llm_gateway
+from tests.support.llm_gateway import (
+    OPENAI_KEY,
+    LlmGateway,
+    llm_record,
+    running_llm_gateway,
+    silent_listener,
+    silent_provider,
+)
 
 SECOND_KEY = "sk-second-openai-key-for-tests"
 CLIENT_KEY = "sk-client-own-key-for-byok-tests"
@@ -45,16 +51,7 @@ def extra(secrets: Path, silent_port: int) -> str:
         retry_backoff_max = {BACKOFF_MAX}
         retry_wait_max = 2.0
 
-        [upstreams.silent]
-        targets = ["127.0.0.1:{silent_port}"]
-        tls = {{}}
-
-        [[llm.providers]]
-        name = "silent"
-        kind = "openai"
-        upstream = "silent"
-        base_path = "/v1"
-        connect_timeout = {CONNECT}
+{silent_provider(silent_port, CONNECT)}
 
         [[llm.providers]]
         name = "oa-keys"
@@ -165,12 +162,12 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlmGateway]:
     (secrets / "second.key").write_text(SECOND_KEY + "\n")
     # A listener that never accepts: the kernel completes the TCP handshake, nobody answers the TLS one,
     # so no connection ever carries a request.
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(64)
-        with running_llm_gateway(directory, extra(secrets, silent.getsockname()[1])) as running:
-            running.stack.openai.other_keys.update({SECOND_KEY, CLIENT_KEY})
-            yield running
+    with (
+        silent_listener() as silent,
+        running_llm_gateway(directory, extra(secrets, silent.getsockname()[1])) as running,
+    ):
+        running.stack.openai.other_keys.update({SECOND_KEY, CLIENT_KEY})
+        yield running
 
 
 @pytest.fixture

@@ -19,7 +19,14 @@ import openai
 import pytest
 
 from tests.support.clients import Response
-from tests.support.llm_gateway import LlmGateway, llm_record, post_json, running_llm_gateway
+from tests.support.llm_gateway import (
+    LlmGateway,
+    llm_record,
+    post_json,
+    running_llm_gateway,
+    silent_listener,
+    silent_provider,
+)
 from tests.support.waiting import wait_until
 
 SAY_SCHEMA = (
@@ -63,22 +70,11 @@ template = "{verb} {{{{ text }}}}"
 {extra}"""
 
 
-# A provider whose TLS handshake never ends (the ``silent`` fixture's port).
-SILENT = """
-[upstreams.silent]
-targets = ["127.0.0.1:{silent_port}"]
-tls = {{}}
-
-[[llm.providers]]
-name = "silent"
-kind = "openai"
-upstream = "silent"
-base_path = "/v1"
-connect_timeout = 10.0
-
+# A model at a provider whose TLS handshake never ends (the ``silent`` fixture's port).
+UNREACHABLE = """
 [[llm.models]]
 name = "unreachable"
-targets = [{{ provider = "silent", model = "gpt-4o-mini" }}]
+targets = [{ provider = "silent", model = "gpt-4o-mini" }]
 """
 
 EXTRA = (
@@ -119,17 +115,13 @@ SAY_ESTIMATE = len(b"Say hello") // 4 + 1 + 20  # the filled prompt's bytes / 4 
 
 @pytest.fixture(scope="module")
 def silent() -> Iterator[socket.socket]:
-    """A provider address whose TLS handshake never ends: the kernel completes the TCP one into the
-    backlog, and the test accepts it only to see the gateway's connect begin."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(64)
+    with silent_listener() as listener:
         yield listener
 
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory, silent: socket.socket) -> Iterator[LlmGateway]:
-    config = SILENT.format(silent_port=silent.getsockname()[1]) + EXTRA
+    config = silent_provider(silent.getsockname()[1], 10.0) + UNREACHABLE + EXTRA
     with running_llm_gateway(tmp_path_factory.mktemp("prompt-budgets"), config) as running:
         yield running
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import ssl
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -207,6 +208,32 @@ class LlmGateway:
     @property
     def base_url(self) -> str:
         return f"{self.gateway.url}/v1"
+
+
+@contextmanager
+def silent_listener() -> Iterator[socket.socket]:
+    """A provider address whose TLS handshake never ends: the kernel completes the TCP one into the
+    backlog and nobody answers (a test may accept() to see the gateway's connect begin)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        yield listener
+
+
+def silent_provider(port: int, connect_timeout: float) -> str:
+    """Config of an upstream and an OpenAI provider, both named "silent", at ``silent_listener``'s port."""
+    return f"""
+[upstreams.silent]
+targets = ["127.0.0.1:{port}"]
+tls = {{}}
+
+[[llm.providers]]
+name = "silent"
+kind = "openai"
+upstream = "silent"
+base_path = "/v1"
+connect_timeout = {connect_timeout}
+"""
 
 
 @contextmanager
