@@ -10,6 +10,10 @@ rows it sealed until ``fastgw providers rotate-master-key`` has re-encrypted the
 The master key itself comes from a secret reference (env, file, systemd credential), written as 64 hex
 digits or as base64 of exactly 32 bytes: anything else is refused, never stretched or padded into a key.
 Nothing here logs or formats a key: errors name the config key or the provider, never a secret.
+
+``cryptography`` is imported by the two functions that use it: every process compiles the config that
+names the master key, but only the control process seals and opens keys, and the library's OpenSSL
+bindings add ~10 MiB to each worker's RSS (tests/e2e/test_resources.py).
 """
 
 from __future__ import annotations
@@ -20,9 +24,6 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from typing import Final
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from fastgw.config.errors import ConfigError
 from fastgw.secret_refs import resolve_secret
@@ -128,12 +129,17 @@ def _aad(provider: str) -> bytes:
 
 
 def seal(key: MasterKey, provider: str, plaintext: bytes) -> Sealed:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     nonce = os.urandom(NONCE_BYTES)
     return Sealed(key.id, nonce, AESGCM(key.secret).encrypt(nonce, plaintext, _aad(provider)))
 
 
 def unseal(keys: MasterKeys, provider: str, sealed: Sealed) -> bytes:
     """The provider key, or UnsealError (unknown master key id, or anything changed)."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     key = keys.by_id(sealed.key_id)
     if key is None:
         raise UnsealError(

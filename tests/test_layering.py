@@ -44,7 +44,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "fastgw.secrets_at_rest",
         ),
     ),
-    ("state: store, counters, identities", ("fastgw.store", "fastgw.counters")),
+    ("state: store, counters, identities", ("fastgw.store", "fastgw.counters", "fastgw.atomic_file")),
     ("policy: one module per policy", ("fastgw.policy", "fastgw.config.jwt_keys")),
     ("upstream: pools, connections, write batching", ("fastgw.upstream",)),
     ("metrics and completion sinks", ("fastgw.metrics", "fastgw.sinks")),

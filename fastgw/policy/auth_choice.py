@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any, Final, Protocol
 
 from fastgw.config.context import CompileContext
-from fastgw.policy.jwt_auth import JwtAuth
 from fastgw.policy.jwt_config import RouteJwtSpec, route_binding
 from fastgw.policy.multi_auth import MultiAuth
 
@@ -70,9 +69,7 @@ def compile_route(spec: RouteAuth, ctx: CompileContext) -> tuple[Any, ...]:
     if spec.jwt is not None and "jwt" not in schemes:
         raise ctx.error(f"{key}.jwt", "only applies to auth = 'jwt'")
     jwt = ctx.auth.get("jwt")
-    binding = (
-        route_binding(ctx, key, spec.jwt, jwt) if "jwt" in schemes and isinstance(jwt, JwtAuth) else None
-    )
+    binding = route_binding(ctx, key, spec.jwt, jwt) if "jwt" in schemes and jwt is not None else None
     policies: list[Any] = []
     if len(schemes) > 1:
         chosen = {name: scheme_policy(ctx, name) for name in schemes}

@@ -29,8 +29,8 @@ import time
 from typing import Any
 
 import orjson
-from jwt import PyJWK
 
+from fastgw.atomic_file import write_whole
 from fastgw.log_line import log_line
 from fastgw.policy.http_client import CALL_ERRORS, Endpoint, request
 
@@ -54,6 +54,8 @@ def parse_jwks(document: Any, fits: Any, where: str) -> tuple[dict[str, Any], li
     entries = document.get("keys") if isinstance(document, dict) else None
     if not isinstance(entries, list) or not entries:
         raise ValueError(f"{where} has no 'keys' list")
+    from jwt import PyJWK  # pyjwt: loaded with the first key set (the worker imports STALE only)
+
     by_kid: dict[str, Any] = {}
     without_kid: list[Any] = []
     for i, entry in enumerate(entries):
@@ -261,15 +263,9 @@ class RemoteJwks:
         if path is None:
             return
         data = orjson.dumps({"issuer": self.issuer, "fetched_at": self.fetched_at, "jwks": document})
-        temporary = f"{path}.{os.getpid()}.tmp"
         try:
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-            try:
-                os.write(fd, data)
-            finally:
-                os.close(fd)
-            os.replace(temporary, path)
+            write_whole(path, data, f"{path}.{os.getpid()}.tmp")  # workers save the same file
         except OSError as exc:
             if not self._save_failed:  # once per snapshot: it fails the same way every refresh
                 log_line(f"cannot save the keys of issuer {self.name!r} to {path}: {exc.strerror}")

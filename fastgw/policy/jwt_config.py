@@ -1,7 +1,9 @@
 """Compile the [jwt] table and a route's ``jwt`` binding into the policies of ``jwt_auth``.
 
 Kept beside jwt_auth.py rather than in it: key loading (files, JWKS URLs, discovery, JWE keys) is
-control-plane code that the data-plane module need not carry.
+control-plane code that the data-plane module need not carry. Every config loads this module for its
+schema, so the modules that load pyjwt and cryptography (jwt_auth, jwks, config/jwt_keys; ~11 MiB of RSS
+in each worker, tests/e2e/test_resources.py) are imported by the functions that compile a [jwt] table.
 """
 
 from __future__ import annotations
@@ -9,28 +11,20 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastgw.config.context import CompileContext
 from fastgw.config.fields import CACHE_MAX, HEAD_MAX, SECONDS_MAX, SecretSpec, Section, doc
-from fastgw.config.jwt_keys import issuer_keys
-from fastgw.policy.http_client import Endpoint
-from fastgw.policy.jwks import RemoteJwks, is_loopback
-from fastgw.policy.jwt_auth import (
-    ASYMMETRIC_ALGORITHMS,
-    HMAC_ALGORITHMS,
-    JweDecrypter,
-    JwtAuth,
-    JwtIssuer,
-    JwtRouteBinding,
-    key_fits,
-)
 from fastgw.policy.jwt_consumer_ids import (
     CONSUMER_PREFIX_MAX,
     check_consumer_prefix,
     warn_shared_consumer_ids,
 )
 from fastgw.secret_refs import resolve_secret
+
+if TYPE_CHECKING:
+    from fastgw.policy.jwks import RemoteJwks
+    from fastgw.policy.jwt_auth import JweDecrypter, JwtAuth, JwtIssuer, JwtRouteBinding
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -135,6 +129,9 @@ def compile(spec: JwtSpec | None, ctx: CompileContext) -> None:
     """[jwt]: issuers and their keys (inline, files or fetched JWKS); auth = "jwt" on routes."""
     if spec is None:
         return
+    from fastgw.config.jwt_keys import issuer_keys
+    from fastgw.policy.jwt_auth import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, JwtAuth, JwtIssuer
+
     if not spec.issuers:
         raise ctx.error("jwt.issuers", "needs at least one issuer")
     for name in ("max_token_bytes", "cache_size", "negative_ttl"):
@@ -223,6 +220,8 @@ def route_binding(
     Unset with one issuer configured means that issuer; unset with several is an error, so adding a
     second issuer never silently opens every existing route to it.
     """
+    from fastgw.policy.jwt_auth import JwtRouteBinding
+
     names = ctx.jwt_issuer_names
     if spec is None:
         if len(names) > 1:
@@ -250,6 +249,8 @@ def route_binding(
 def _jwe_decrypter(ctx: CompileContext, spec: JweSpec) -> JweDecrypter:
     from joserfc.jwk import OctKey, RSAKey
 
+    from fastgw.policy.jwt_auth import JweDecrypter
+
     material = resolve_secret(ctx.secret("jwt.jwe.key", spec.key))
     try:
         if spec.algorithm == "dir":
@@ -276,6 +277,10 @@ def _remote_jwks(
     key = f"jwt.issuers.{name}"
     if it.jwks_url is None and it.discovery_url is None:
         return None
+    from fastgw.policy.http_client import Endpoint
+    from fastgw.policy.jwks import RemoteJwks, is_loopback
+    from fastgw.policy.jwt_auth import key_fits
+
     if it.jwks_url is not None and it.discovery_url is not None:
         raise ctx.error(key, "name jwks_url or discovery_url, not both")
     if not algorithms:

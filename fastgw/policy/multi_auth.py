@@ -24,15 +24,17 @@ see another scheme's consumer and let the token through unchecked).
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import ClassVar, Final
+from typing import TYPE_CHECKING, ClassVar, Final
 
 from fastgw.exchange import Exchange
 from fastgw.key_format import PREFIX
 from fastgw.policy.api_key import DUPLICATE as KEY_DUPLICATE
 from fastgw.policy.api_key import ApiKeyAuth, bearer_denials
 from fastgw.policy.chain import Denial, Pending, Phase, Policy, resolve_pending
-from fastgw.policy.jwt_auth import JwtRouteBinding
 from fastgw.policy.mtls import NO_CERTIFICATE
+
+if TYPE_CHECKING:  # pyjwt and cryptography load only with a [jwt] table (policy/jwt_config.py)
+    from fastgw.policy.jwt_auth import JwtRouteBinding
 
 _BEARER_DUPLICATE: Final = bearer_denials("auth")[1]
 _CHALLENGES: Final = {

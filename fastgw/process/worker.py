@@ -21,6 +21,7 @@ import mmap
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, Final
@@ -31,7 +32,6 @@ from fastgw.log_line import log_line
 from fastgw.metrics.shared import MetricsShard, SharedMetrics
 from fastgw.metrics.worker import WorkerMetrics
 from fastgw.policy.jwks import STALE
-from fastgw.policy.jwt_auth import JwtAuth
 from fastgw.policy.multi_auth import MultiAuth
 from fastgw.policy.wait_queue import WAITING
 from fastgw.process.control_link import ControlLink
@@ -74,14 +74,20 @@ def alerts_by_route(snapshot: Snapshot) -> dict[str, Alerts]:
     return found
 
 
-def jwt_policies(snapshot: Snapshot) -> list[JwtAuth]:
+def jwt_policies(snapshot: Snapshot) -> list[Any]:
     """The snapshot's JwtAuth policies, each once: on its routes' chains or inside a list auth's
-    dispatcher (a route with auth = ["api_key", "jwt"]), whose JWKS refreshes a reload must stop too."""
-    found: dict[int, JwtAuth] = {}
+    dispatcher (a route with auth = ["api_key", "jwt"]), whose JWKS refreshes a reload must stop too.
+    Empty where this process never loaded policy/jwt_auth.py: only a [jwt] table's compile imports it
+    (pyjwt and cryptography, ~11 MiB of a worker's RSS)."""
+    jwt_auth = sys.modules.get("fastgw.policy.jwt_auth")
+    if jwt_auth is None:
+        return []
+    jwt_policy: Any = jwt_auth.JwtAuth
+    found: dict[int, Any] = {}
     for route in snapshot.routes:
         for p in route.chain:
             for q in p.policies.values() if isinstance(p, MultiAuth) else (p,):
-                if isinstance(q, JwtAuth):
+                if isinstance(q, jwt_policy):
                     found[id(q)] = q
     return list(found.values())
 

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tests.support.clients import get
 from tests.support.gateways import Gateway, basic_config
 from tests.support.idp import Idp
+from tests.support.memory import crypto_mapped
 from tests.support.upstreams import SeenRequest, TestUpstream, json_response
 from tests.support.waiting import wait_until
 
@@ -58,6 +59,7 @@ def test_jwt_route_with_scopes_and_identity_upstream(
     assert resp.status == 200
     seen = upstream.requests[-1]
     assert seen.header(b"authorization") is None  # the token is not forwarded
+    assert crypto_mapped(gw.worker_pid()), "a [jwt] table's workers load pyjwt and cryptography"
     assert seen.header(b"x-consumer") == b"alice"
     assert seen.header(b"x-consumer-team") == b"payments"
     assert seen.header(b"x-consumer-scopes") == b"orders:read profile"

@@ -12,7 +12,7 @@ import pytest
 
 from tests.support.clients import ResponseReader, connect, get, request
 from tests.support.gateways import Gateway, basic_config
-from tests.support.memory import rss_mib
+from tests.support.memory import crypto_mapped, rss_mib
 from tests.support.ports import free_port
 from tests.support.upstreams import TestUpstream
 from tests.support.waiting import wait_until
@@ -26,6 +26,7 @@ def test_idle_rss_under_40_mib(gateway_factory: Callable[..., Gateway], upstream
     rss = rss_mib(gw.worker_pid())
     print(f"\nidle RSS after one request: {rss:.1f} MiB")
     assert rss <= 40
+    assert not crypto_mapped(gw.worker_pid())
 
 
 def test_idle_rss_with_the_ai_gateway_under_45_mib(gateway_factory: Callable[..., Gateway]) -> None:
@@ -39,6 +40,7 @@ def test_idle_rss_with_the_ai_gateway_under_45_mib(gateway_factory: Callable[...
     rss = rss_mib(gw.worker_pid())
     print(f"\nidle RSS with the AI gateway, after one chat completion: {rss:.1f} MiB")
     assert rss < 45
+    assert not crypto_mapped(gw.worker_pid())
 
 
 @pytest.mark.slow
