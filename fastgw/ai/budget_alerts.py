@@ -17,6 +17,8 @@ after a timeout, a connection error, a 408, a 429 or a 5xx (``ATTEMPTS`` tries, 
 ``BACKOFF_FIRST`` to ``BACKOFF_MAX``, a longer Retry-After honoured up to it); any other answer (a
 redirect, a 4xx) will not change by retrying: logged, not retried. Each try is signed when sent, with
 the secret in force: a reload hands the queued alerts to the route's new config (``hand_over``).
+Each queued alert is also kept on disk until its delivery ends (``alert_spool.py``), so a worker killed
+or stopped before its webhooks answered leaves them to the next worker that starts (``start_spool``).
 """
 
 from __future__ import annotations
@@ -27,10 +29,12 @@ import hashlib
 import hmac
 import ssl
 import time
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 import orjson
 
+from fastgw.ai.alert_spool import AlertSpool
 from fastgw.counters.table import CounterTable, key_hash
 from fastgw.log_line import log_line
 from fastgw.metrics.tallies import BUDGET_ALERTS
@@ -68,7 +72,7 @@ class Alerts:
     ) -> None:
         self.route = route
         self.thresholds = thresholds  # percent, ascending
-        self.webhooks = tuple(Webhook(url, secret) for url in webhooks)
+        self.webhooks = tuple(Webhook(url, secret, route) for url in webhooks)
         self.table = table
         # Set by a reload (hand_over): alerts raised here afterwards (by requests that began before it)
         # are delivered by the route's new config.
@@ -150,7 +154,9 @@ class Alerts:
 class Webhook:
     """One receiver's queue and its delivery Task (in one worker), signing with its config's secret."""
 
-    def __init__(self, url: str, secret: bytes) -> None:
+    def __init__(self, url: str, secret: bytes, route: str) -> None:
+        self.url = url
+        self.route = route
         self.secret = secret
         self.endpoint = Endpoint.parse(
             url, ssl.create_default_context() if url.startswith("https:") else None
@@ -161,20 +167,28 @@ class Webhook:
         self.delivered = 0
         self.failed = 0
         self._full_logged = False
+        self.spool: AlertSpool | None = None  # set by the worker (start_spool, attach_spool)
+        self.files: dict[bytes, str] = {}  # queued body -> its spool file
 
     @property
     def where(self) -> str:
         return f"{self.endpoint.host}:{self.endpoint.port}"
 
-    def push(self, body: bytes) -> None:
+    def push(self, body: bytes, kept: str | None = None) -> None:
+        """Queue ``body`` and keep it in the spool (``kept``: the spool file it is in already)."""
         if len(self.queue) >= QUEUE_MAX:
-            self.queue.popleft()
+            self._forget(self.queue.popleft())
             self.dropped += 1
             BUDGET_ALERTS.dropped += 1
             if not self._full_logged:  # once per backlog: the receiver is away, every alert would say so
                 self._full_logged = True
                 log_line(f"budget alerts to {self.where}: {QUEUE_MAX} waiting, the oldest dropped")
         self.queue.append(body)
+        spool = self.spool
+        if kept is None and spool is not None:
+            kept = spool.keep(self.route, self.url, body)
+        if kept is not None:
+            self.files[body] = kept
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._deliver_all())
 
@@ -185,7 +199,15 @@ class Webhook:
             task.cancel()  # one in flight may arrive twice: delivery is at least once (ids dedupe)
         bodies = list(self.queue)
         self.queue.clear()
+        for body in bodies:
+            self._forget(body)  # the successor keeps its own
         return bodies
+
+    def _forget(self, body: bytes) -> None:
+        """``body``'s delivery here ended: its spool file goes."""
+        path = self.files.pop(body, None)
+        if path is not None and self.spool is not None:
+            self.spool.remove(path)
 
     async def _deliver_all(self) -> None:
         queue = self.queue
@@ -194,6 +216,7 @@ class Webhook:
             delivered = await self._deliver(body)
             if queue and queue[0] is body:
                 queue.popleft()
+                self._forget(body)
             if delivered:
                 self.delivered += 1
                 BUDGET_ALERTS.delivered += 1
@@ -249,6 +272,50 @@ def route_alerts(handler: object) -> Alerts | None:
     and a stop, without importing the llm handler (a gateway without llm routes never loads it)."""
     alerts = getattr(getattr(handler, "budgets", None), "alerts", None)
     return alerts if isinstance(alerts, Alerts) else None
+
+
+def attach_spool(routes: Iterable[Alerts], spool: AlertSpool | None) -> None:
+    """Alerts queued by these routes' webhooks from now on are kept in ``spool``."""
+    for alerts in routes:
+        for hook in alerts.webhooks:
+            hook.spool = spool
+
+
+def start_spool(routes: Mapping[str, Alerts], state_dir: str, pid: int) -> AlertSpool | None:
+    """This worker's spool, attached to ``routes``, with the alerts that workers no longer running left
+    queued again (their route's webhook of the same URL; a URL the config no longer has: every webhook
+    of the route, as a reload's hand-over; a route without alerts now: dropped, logged). None where the
+    state directory cannot hold it (logged: delivery stays in memory)."""
+    if not state_dir:
+        return None
+    spool = AlertSpool(state_dir, pid)
+    try:
+        spool.open()
+        left = spool.adopt()
+    except OSError as exc:
+        log_line(f"budget alerts: cannot keep them in {spool.dir} ({exc.strerror}); in memory only")
+        return None
+    attach_spool(routes.values(), spool)
+    pushed: set[tuple[int, bytes]] = set()  # (webhook, body): one copy per receiver
+    dropped = 0
+    for entry in left:
+        alerts = routes.get(entry.route)
+        hooks = alerts.webhooks if alerts is not None else ()
+        same = [hook for hook in hooks if hook.url == entry.url]
+        for hook in same or hooks:
+            if (id(hook), entry.body) not in pushed:
+                pushed.add((id(hook), entry.body))
+                hook.push(entry.body, entry.path if hook in same else None)
+        if not same:
+            spool.remove(entry.path)
+        if not hooks:
+            dropped += 1
+    if dropped:
+        log_line(f"{dropped} budget alerts left by a previous worker dropped: their routes send none now")
+        BUDGET_ALERTS.dropped += dropped
+    if len(left) > dropped:
+        log_line(f"{len(left) - dropped} budget alerts left by a previous worker queued again")
+    return spool
 
 
 async def drain_alerts(routes: list[Alerts], seconds: float) -> int:

@@ -26,7 +26,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
-from fastgw.ai.budget_alerts import Alerts, drain_alerts, route_alerts
+from fastgw.ai.alert_spool import AlertSpool
+from fastgw.ai.budget_alerts import Alerts, attach_spool, drain_alerts, route_alerts, start_spool
 from fastgw.counters.cluster_slot import CLUSTER
 from fastgw.log_line import log_line
 from fastgw.metrics.shared import MetricsShard, SharedMetrics
@@ -108,6 +109,7 @@ class Worker(WorkerContext):
         self.bound: list[tuple[str, int]] = []
         self.heartbeat: Callable[[float], None] | None = None  # tells the supervisor this loop still ticks
         self.control: ControlLink | None = None  # the channel to the control process
+        self.alert_spool: AlertSpool | None = None  # budget alerts kept on disk until delivered
         self._tick_subscribers: list[Callable[[float], None]] = []
         self.on_tick(WAITING.tick)  # throttled requests: admit those the limit has room for, expire the rest
         self.on_tick(self.pools.tick)  # pool waiters past their deadline
@@ -215,6 +217,7 @@ class Worker(WorkerContext):
         for jwt_auth in jwt_policies(old):
             jwt_auth.stop()  # the new snapshot's issuers start their own refreshes (from the saved keys)
         successors = alerts_by_route(snapshot)
+        attach_spool(successors.values(), self.alert_spool)
         for name, alerts in alerts_by_route(old).items():
             alerts.hand_over(successors.get(name))  # queued budget alerts go to the new webhooks
         self.via = b"1.1 " + snapshot.server.server_name  # cached per worker: server_name reloads too
@@ -271,7 +274,8 @@ class Worker(WorkerContext):
         alerts = list(alerts_by_route(self.holder.current).values())
         left = await drain_alerts(alerts, ALERTS_STOP_SECONDS) if alerts else 0
         if left:
-            log_line(f"worker {self.slot}: {left} budget alert deliveries not made at stop (audited)")
+            kept = "kept for the next start" if self.alert_spool is not None else "audited"
+            log_line(f"worker {self.slot}: {left} budget alert deliveries not made at stop ({kept})")
         self.pools.close()
         await CLUSTER.configure(None)
         self._stopped.set()
@@ -340,6 +344,8 @@ async def _worker_main(
     worker = Worker(snapshot, slot, shard)
     worker.heartbeat = lambda now: heartbeats.beat(slot, now)
     await worker.start(sockets, demo)
+    # Budget alerts a worker no longer running left undelivered go out again from here (ai/alert_spool.py).
+    worker.alert_spool = start_spool(alerts_by_route(snapshot), snapshot.state.dir, os.getpid())
     await CLUSTER.configure(snapshot.ratelimit_redis)  # None: nothing to share, nothing started
     worker.install_signal_handlers()
     worker.control = ControlLink(worker, control_address)

@@ -1,10 +1,13 @@
 """Budget alert webhooks on their failure paths (docs/llm-budgets.md, "Alerts"), through a real gateway
 with the built-in demo provider: a receiver that refuses is not retried, a dead one does not hold up the
-others, a reload hands queued alerts to the new webhooks and secret, and a stop delivers what is queued.
+others, a reload hands queued alerts to the new webhooks and secret, a stop delivers what is queued, and
+what a killed or stopped worker could not deliver is kept in the state directory and delivered by the
+next worker to start (before, the node's flag cell, which outlives a worker, said sent: it never was).
 The happy path (signatures, once per period, retries of a 503, the audit log) is in test_llm_budgets."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -14,7 +17,7 @@ import openai
 import pytest
 
 from tests.support.demo_llm import demo_llm_config
-from tests.support.gateways import Gateway
+from tests.support.gateways import Gateway, start_gateway
 from tests.support.llm_gateway import ADMIN_TOKEN, metric, scrape
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
@@ -128,3 +131,55 @@ def test_a_stop_delivers_the_alerts_still_queued(
         assert [a["threshold"] for a in receiver.received] == [100]
     finally:
         receiver.close()
+
+
+def spooled(gw: Gateway) -> list[Path]:
+    """The alert files in the gateway's spool (ai/alert_spool.py)."""
+    return sorted((gw.state / "alerts").glob("worker-*/*.json"))
+
+
+def test_a_worker_killed_with_its_alert_queued_leaves_it_to_the_next(
+    gateway_factory: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    receiver = WebhookReceiver(SECRET, fail_first=10**6)  # 503 until told otherwise: retried, kept
+    try:
+        gw = gateway_factory(alerting(tmp_path, [receiver.url]))
+        refused(gw)
+        wait_until(lambda: receiver.attempts >= 1, 5.0, "the alert tried at the failing webhook")
+        assert len(spooled(gw)) == 1, "the queued alert is on disk"
+        old = gw.worker_pid()
+        os.kill(old, signal.SIGKILL)
+        wait_until(lambda: gw.worker_pid() != old, 10.0, "the supervisor to restart the worker")
+        receiver.fail_first = receiver.attempts  # the receiver is back
+        wait_until(lambda: receiver.received, 10.0, "the alert delivered by the new worker")
+        [alert] = receiver.received
+        assert alert["threshold"] == 100 and alert["route"] and receiver.bad_signatures == 0
+        assert "1 budget alerts left by a previous worker queued again" in gw.stderr()
+        wait_until(lambda: not spooled(gw), 5.0, "the delivered alert's file removed")
+    finally:
+        receiver.close()
+
+
+def test_a_stop_while_the_receiver_is_down_leaves_the_alert_to_the_next_start(
+    tmp_path: Path,
+) -> None:
+    port = free_port()  # nothing listens there until the gateway has stopped
+    receiver: WebhookReceiver | None = None
+    body = alerting(tmp_path, [f"http://127.0.0.1:{port}/hooks/budget"])
+    gw = start_gateway(tmp_path, body, name="spool")
+    try:
+        refused(gw)
+        wait_until(lambda: spooled(gw), 5.0, "the alert kept on disk")
+        assert gw.stop() == 0
+        assert "budget alert deliveries not made at stop (kept for the next start)" in gw.stderr()
+        assert len(spooled(gw)) == 1
+        receiver = WebhookReceiver(SECRET, port=port)
+        gw = start_gateway(tmp_path, body, name="spool")  # the same config and state directory
+        wait_until(lambda: receiver is not None and receiver.received, 10.0, "the alert after the restart")
+        assert [a["threshold"] for a in receiver.received] == [100]
+        wait_until(lambda: not spooled(gw), 5.0, "its file removed")
+    finally:
+        code = gw.stop()
+        if receiver is not None:
+            receiver.close()
+    assert code == 0, gw.stderr()

@@ -1,7 +1,7 @@
 """A webhook receiver on 127.0.0.1 that checks each delivery's HMAC signature, for the tests of
 budget alerts: it keeps the JSON bodies whose signature verifies and counts those that do not.
 ``fail_first`` answers that many deliveries with ``fail_status`` (503: to see the sender retry) first;
-``times`` has when each delivery arrived (monotonic)."""
+``times`` has when each delivery arrived (monotonic); ``port`` 0 picks a free one."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 
 
 class WebhookReceiver:
-    def __init__(self, secret: bytes, fail_first: int = 0, fail_status: int = 503) -> None:
+    def __init__(self, secret: bytes, fail_first: int = 0, fail_status: int = 503, port: int = 0) -> None:
         self.secret = secret
         self.fail_first = fail_first
         self.fail_status = fail_status
@@ -51,7 +51,7 @@ class WebhookReceiver:
                 pass
 
         lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
