@@ -52,6 +52,10 @@ TTL_MAX: Final = (7 * 86400, "a week: an answer older than that is stale for any
 MEMORY_MAX: Final = (16 * 1024 * MiB, "held in memory by every worker")
 ENTRY_MAX: Final = (64 * MiB, "an entry is held whole in memory and sent to Redis in one command")
 REDIS_TIMEOUT_MAX: Final = (5, "a request waits for the store: a slower cache slows what it should speed up")
+# The slowest a healthy Redis moves an entry's bytes (a busy LAN): a command's deadline is redis_timeout
+# plus the entry's bytes at this rate, so sending a large answer (64 MiB at most) is not taken for an
+# outage that sets Redis aside for every route of the worker. A lookup is allowed the largest entry.
+REDIS_BYTES_PER_SECOND: Final = 10 * MiB
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,7 +81,8 @@ class CacheSpec:
     )
     redis_url_secret: SecretSpec | None = doc("the Redis URL as a secret reference", None)
     redis_timeout: float = doc(
-        "seconds a Redis command may take before the store counts as down (memory only meanwhile)",
+        "seconds a Redis command may take before the store counts as down (memory only meanwhile), plus"
+        " 0.1 s per MiB of the entry sent (a lookup: of max_entry_bytes)",
         0.1,
         most=REDIS_TIMEOUT_MAX,
     )
@@ -227,7 +232,8 @@ class ResponseCache:
         if entry is not None or self.redis is None:
             return entry
         settings = self.settings
-        found = await self.redis.get(key, settings.redis_timeout)
+        deadline = settings.redis_timeout + settings.max_entry_bytes / REDIS_BYTES_PER_SECOND
+        found = await self.redis.get(key, deadline)
         if found is None:
             return None
         value, left = found
@@ -246,7 +252,9 @@ class ResponseCache:
         self.memory.put(key, entry)
         if self.redis is not None:
             settings = self.settings
-            await self.redis.put(key, encode(entry), settings.ttl, settings.redis_timeout)
+            value = encode(entry)
+            deadline = settings.redis_timeout + len(value) / REDIS_BYTES_PER_SECOND
+            await self.redis.put(key, value, settings.ttl, deadline)
 
 
 async def _replay(out: ResponseWriter, entry: CachedAnswer, record: LlmRecord) -> None:

@@ -29,12 +29,12 @@ import orjson
 
 from fastgw.ai.adapter import Adapter, InvalidRequestError, Json, ProviderRequest
 from fastgw.ai.attempts import Build, OwnKey, Relay, TargetLoop
-from fastgw.ai.budgets import Budgets
+from fastgw.ai.budgets import Budgets, Hold
 from fastgw.ai.cache import ResponseCache
 from fastgw.ai.client_format import ClientFormat
-from fastgw.ai.config import LlmConfig, Target
+from fastgw.ai.config import LlmConfig, Model, Target
 from fastgw.ai.count_tokens import count_tokens
-from fastgw.ai.guardrails.guard import Guardrails
+from fastgw.ai.guardrails.guard import OUTPUT_KEYS, Guardrails
 from fastgw.ai.guardrails.report import GuardrailsReport
 from fastgw.ai.prices import record_cost
 from fastgw.ai.record import LlmRecord
@@ -222,10 +222,30 @@ class LlmHandler:
             if guarded is None:
                 return
             fmt = guarded
+            if cache_pivot is not pivot:  # a cap max_output_tokens lowered changes the answer: keyed
+                for key in OUTPUT_KEYS:
+                    if key in pivot:
+                        cache_pivot[key] = pivot[key]
         ticket = None
-        if self.cache is not None and self.model_allowed(record.model, ex):
-            ticket = await self.cache.lookup(ex, cache_pivot, fmt.name, record, out)
+        admitted = None
+        if self.cache is not None:
+            # Before the lookup: a hit is answered only for a model the config still has, to a caller
+            # its budgets admit (a limit of 0 switches a key off, a hit included; a hit counts as a
+            # request and gives its token and spend estimates back).
+            admitted = await self._admit(ex, out, fmt, record, (len(body), pivot))
+            if admitted is None:
+                return
+            hold = admitted[1]
+            try:
+                ticket = await self.cache.lookup(ex, cache_pivot, fmt.name, record, out)
+            except BaseException:  # cut while looking up or replaying: the estimates go back
+                if hold is not None:
+                    hold.settle(record, False)
+                raise
             if ticket.served:
+                record.duration_ms = (time.monotonic() - started) * 1000.0
+                if hold is not None:
+                    hold.settle(record, False)
                 return
             out = ticket.writer
 
@@ -238,7 +258,7 @@ class LlmHandler:
         def build(adapter: Adapter, target: Target) -> ProviderRequest:
             return adapter.chat_request(pivot, target.target, stream)
 
-        await self._run(ex, out, upstreams, fmt, record, build, relay, started, (len(body), pivot))
+        await self._run(ex, out, upstreams, fmt, record, build, relay, started, (len(body), pivot), admitted)
         if ticket is not None:
             await ticket.keep(record)
 
@@ -266,22 +286,17 @@ class LlmHandler:
         relay: Relay,
         started: float | None = None,
         need: tuple[int, Json | None] = (0, None),
+        admitted: tuple[Model, Hold | None] | None = None,
     ) -> None:
         """The model's targets tried for one request (``attempts.py``), the record's duration kept;
-        ``need`` (body bytes, pivot) is what the route's budgets estimate the request from."""
+        ``need`` (body bytes, pivot) is what the route's budgets estimate the request from, unless
+        ``admitted`` already (``_admit``)."""
         started = time.monotonic() if started is None else started
-        name = record.model
-        model = self.llm.models.get(name)
-        if model is None or not self.model_allowed(name, ex):
-            message = f"The model '{name}' does not exist or you do not have access to it."
-            await self._fail(out, fmt, 404, message, "model", "model_not_found")
-            return
-        hold = None if self.budgets is None else self.budgets.reserve(ex, model, need[0], need[1])
-        if hold is not None:
-            if hold.refusal is not None:
-                await hold.refuse(out, fmt)
+        if admitted is None:
+            admitted = await self._admit(ex, out, fmt, record, need)
+            if admitted is None:
                 return
-            hold.show(ex)
+        model, hold = admitted
 
         async def fail(
             status: int, message: str, param: str | None, code: str | None, retry_after: float | None
@@ -312,6 +327,30 @@ class LlmHandler:
             record.cost_usd = record_cost(self.llm.prices, record)
             if hold is not None:
                 hold.settle(record, provider_may_bill(record, out.started, ex.status))
+
+    async def _admit(
+        self,
+        ex: Exchange,
+        out: ResponseWriter,
+        fmt: ClientFormat,
+        record: LlmRecord,
+        need: tuple[int, Json | None],
+    ) -> tuple[Model, Hold | None] | None:
+        """The requested model and the route's budget reservation for it (None: no budgets), or None
+        once the client was answered: a 404 for a model it may not use, or the budgets' 429."""
+        name = record.model
+        model = self.llm.models.get(name)
+        if model is None or not self.model_allowed(name, ex):
+            message = f"The model '{name}' does not exist or you do not have access to it."
+            await self._fail(out, fmt, 404, message, "model", "model_not_found")
+            return None
+        hold = None if self.budgets is None else self.budgets.reserve(ex, model, need[0], need[1])
+        if hold is not None:
+            if hold.refusal is not None:
+                await hold.refuse(out, fmt)
+                return None
+            hold.show(ex)
+        return model, hold
 
     async def _fail(
         self,

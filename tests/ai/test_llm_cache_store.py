@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fastgw.ai.adapter import Usage
+from fastgw.ai.cache import CacheSettings, ResponseCache
 from fastgw.ai.cache_store import (
     ENTRY_OVERHEAD,
     PROBE_FIRST,
@@ -23,6 +24,7 @@ from fastgw.ai.cache_store import (
     decode,
     encode,
 )
+from fastgw.config.fields import MiB
 from tests.support.clock import FakeClock
 from tests.support.redis_server import RedisServer
 
@@ -230,4 +232,23 @@ async def test_requests_failing_together_set_the_store_aside_once(tmp_path: Path
         assert cache.down_until - failed_at <= PROBE_FIRST + 0.5
     finally:
         await cache.close()
+        server.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_large_answer_is_not_taken_for_an_outage(tmp_path: Path) -> None:
+    """Each command ran under redis_timeout alone: a 16 MiB answer takes Redis longer than that to
+    take in, and the timeout set Redis aside for every route of the worker (memory only, a log line)."""
+    server = RedisServer(tmp_path)
+    settings = CacheSettings(60.0, 64 * MiB, 32 * MiB, "route", server.url, 0.002)
+    writer, reader = ResponseCache(settings, "r"), ResponseCache(settings, "r")  # a memory each
+    try:
+        big = CachedAnswer(FIELDS, (b"x" * (16 * MiB),), Usage(3, 4, reported=True), "oa", "m", time.time())
+        await writer.put("k", big)
+        assert writer.redis is not None and not writer.redis.down and writer.redis.errors == 0
+        found = await reader._get("k")  # not in its memory: read from Redis, as large
+        assert found is not None and found.pieces == big.pieces
+    finally:
+        if writer.redis is not None:
+            await writer.redis.close()
         server.stop()

@@ -182,3 +182,47 @@ def test_a_reload_lowering_the_ttl_applies_to_what_redis_kept(tmp_path: Path, st
         code = gw.stop()
         redis.stop()
         assert code == 0, gw.stderr()
+
+
+def test_a_hit_is_admitted_by_the_budgets_and_served_only_for_a_model_the_config_has(
+    tmp_path: Path, stack: LlmStack
+) -> None:
+    """A hit used to be answered before the route's budgets and the model table were consulted: a key or
+    route switched off with a limit of 0 kept getting cached answers, a hit was no request for
+    ``requests_per_minute``, and a model a reload removed was still served from what Redis kept."""
+    redis = RedisServer(tmp_path)
+    budgets = """
+        [[routes.handler.budgets]]
+        name = "asks"
+        key = "route"
+        requests_per_minute = 3
+    """
+    gw = gateway(tmp_path, stack, "one", shared_route(redis.url, budgets))
+    try:
+        assert ask(gw, "/shared/v1", "k", "kept") == "miss"
+        assert ask(gw, "/shared/v1", "k", "kept") == "hit"
+        assert ask(gw, "/shared/v1", "k", "kept") == "hit"
+        with pytest.raises(openai.RateLimitError):  # the fourth request this minute, a hit or not
+            ask(gw, "/shared/v1", "k", "kept")
+        assert calls(stack) == 1
+
+        def reload(old: str, new: str) -> None:
+            gw.config.write_text(gw.config.read_text().replace(old, new))
+            reloads = gw.stderr().count("reload (SIGHUP) complete")
+            gw.proc.send_signal(signal.SIGHUP)
+            wait_until(lambda: gw.stderr().count("reload (SIGHUP) complete") > reloads, 10, "the reload")
+
+        reload("requests_per_minute = 3", "requests_per_minute = 1000\n        tokens_per_day = 0")
+        with pytest.raises(openai.RateLimitError):  # switched off: no answer, cached or not
+            ask(gw, "/shared/v1", "k", "kept")
+        reload("tokens_per_day = 0", "")
+        assert ask(gw, "/shared/v1", "k", "kept") == "hit"  # from Redis: the reload emptied memory
+
+        reload('name = "chat-openai"', 'name = "chat-openai-next"')
+        with pytest.raises(openai.NotFoundError):  # the model is gone: Redis's copy is not served
+            ask(gw, "/shared/v1", "k", "kept")
+        assert calls(stack) == 1
+    finally:
+        code = gw.stop()
+        redis.stop()
+        assert code == 0, gw.stderr()

@@ -27,7 +27,8 @@ from fastgw.ai.guardrails.scan import find
 # few tokens each message's role and framing cost.
 CHARS_PER_TOKEN: Final = 4
 TOKENS_PER_MESSAGE: Final = 4
-_OUTPUT_KEYS: Final = ("max_tokens", "max_completion_tokens")
+# The request fields that cap an answer: max_output_tokens clamps them, the response cache keys on them.
+OUTPUT_KEYS: Final = ("max_tokens", "max_completion_tokens")
 
 Slot = tuple[Any, Any]  # a text in the pivot: its container (dict or list) and key, so it can be replaced
 
@@ -125,7 +126,7 @@ class Guardrails:
 
     def _output_limit(self, pivot: Json) -> None:
         most = self.config.max_output_tokens
-        asked = [k for k in _OUTPUT_KEYS if isinstance(pivot.get(k), int)]
+        asked = [k for k in OUTPUT_KEYS if isinstance(pivot.get(k), int)]
         if not asked:
             pivot["max_tokens"] = most
         for key in asked:
