@@ -9,13 +9,14 @@ from __future__ import annotations
 import base64
 import json
 import string
+import time
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fastgw.ai.guardrails.detectors import DETECTORS, IBAN_LENGTHS, iban_checksum, luhn
-from fastgw.ai.guardrails.scan import find
+from fastgw.ai.guardrails.detectors import DETECTORS, IBAN_LENGTHS, email_starts, iban_checksum, luhn
+from fastgw.ai.guardrails.scan import TextView, find
 from fastgw.key_format import new_key
 
 ALL = tuple(DETECTORS.values())
@@ -200,3 +201,29 @@ def test_near_miss_secrets_are_nothing() -> None:
 def test_overlapping_matches_keep_the_earliest_and_longest() -> None:
     token = jwt({"alg": "HS256"})
     assert found(f"Authorization: Bearer {token}") == [("jwt", token)]
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        ("+1" + "2" * 30 + " ") * 1000,  # each cost 8 ms: every way to split the digits into groups
+        "-----BEGIN PRIVATE KEY-----\n" * 5000,  # each scanned 16 KiB for an END line: 2.8 s
+    ],
+    ids=["phone-digit-runs", "pem-without-end"],
+)
+def test_hostile_texts_are_scanned_in_one_pass(hostile: str) -> None:
+    """Texts a client can send that made a detector backtrack for seconds, the worker's loop held: now
+    milliseconds (the bound is 30 times the old cost's floor, far above any machine's noise)."""
+    started = time.perf_counter()
+    assert find(hostile, tuple(DETECTORS.values())) == []
+    assert time.perf_counter() - started < 1.0
+
+
+def test_a_text_dense_with_at_signs_is_scanned_whole_and_its_addresses_found() -> None:
+    """Past one "@" in 20 characters the email detector scans the whole text in one pass instead of
+    matching from each "@" (6 us each: 3 s a MiB of "a@a@")."""
+    text = "a@" * 5000 + " write to bob@example.com " + "@" * 100
+    view = TextView(text)
+    assert email_starts(view) is None
+    [(start, end, detector)] = find(text, (DETECTORS["email"],))
+    assert text[start:end] == "bob@example.com" and detector.name == "email"

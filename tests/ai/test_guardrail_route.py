@@ -15,7 +15,7 @@ from fastgw.ai.adapter import InvalidRequestError
 from fastgw.ai.formats.registry import FORMATS
 from fastgw.ai.guardrails.config import compile_guardrails
 from fastgw.ai.guardrails.guard import Guardrails
-from fastgw.ai.guardrails.report import GuardrailsReport
+from fastgw.ai.guardrails.report import LOG_TEXT_MAX, GuardrailsReport
 from fastgw.ai.guardrails.spec import GuardrailsSpec
 from fastgw.config.compiler import compile_config
 from fastgw.config.loader import ConfigError
@@ -61,6 +61,69 @@ def test_block_names_the_detector_and_never_the_text() -> None:
     assert info.value.code == "guardrail_blocked"
     assert "email" in info.value.message and EMAIL not in info.value.message
     assert report.fired == {"email": "block"}
+
+
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+PEM = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----"
+
+
+def called(arguments: str) -> dict[str, Any]:
+    """A request whose history holds an assistant's tool call with these arguments."""
+    pivot = request("go on")
+    call = {"id": "t1", "type": "function", "function": {"name": "store", "arguments": arguments}}
+    pivot["messages"].insert(1, {"role": "assistant", "content": None, "tool_calls": [call]})
+    return pivot
+
+
+def test_tool_call_arguments_are_masked_value_by_value_and_stay_json() -> None:
+    """The arguments were masked as raw text: a match that took the key's name and quotes with it left
+    JSON the Anthropic and Gemini adapters refused (400), and an escape (\\u0040) hid an address."""
+    arguments = orjson.dumps({"aws_secret_access_key": AWS_SECRET, "to": "alice\\u0040example.com"}).decode()
+    arguments = arguments.replace("\\\\u0040", "\\u0040")  # the escape as a client's JSON has it
+    pivot = called(arguments)
+    rails = guard(detectors={"aws_secret_key": "mask", "email": "mask"})
+    rails.check(pivot, FORMATS["openai"], GuardrailsReport())
+    sent = orjson.loads(pivot["messages"][1]["tool_calls"][0]["function"]["arguments"])
+    assert sent == {"aws_secret_access_key": "[AWS_SECRET_KEY_1]", "to": "[EMAIL_1]"}
+
+
+def test_a_value_restored_into_tool_call_arguments_is_escaped_for_json() -> None:
+    """A masked private key (line breaks) or a quoted phrase went back raw into the arguments' JSON:
+    invalid JSON for the SDK, a 502 for an Anthropic client."""
+    pivot = request(f"keep {PEM} safe")
+    fmt = guard(detectors={"private_key": "mask"}).check(pivot, FORMATS["anthropic"], GuardrailsReport())
+    call = {
+        "id": "t1",
+        "type": "function",
+        "function": {"name": "store", "arguments": '{"key": "[PRIVATE_KEY_1]"}'},
+    }
+    message = {"role": "assistant", "content": None, "tool_calls": [call]}
+    whole = {"id": "c1", "object": "chat.completion", "model": "m"}
+    body = orjson.loads(
+        fmt.render_response(
+            {**whole, "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}]}
+        )
+    )
+    [use] = [block for block in body["content"] if block["type"] == "tool_use"]
+    assert use["input"] == {"key": PEM}
+    # Streamed, the placeholder split across two argument deltas:
+    encoder = (
+        guard(detectors={"private_key": "mask"})
+        .check(pivot := request(f"keep {PEM} safe", stream=True), FORMATS["openai"], GuardrailsReport())
+        .stream_encoder(pivot)
+    )
+    out = b""
+    for piece in ('{"key": "[PRIVATE_', 'KEY_1]"}'):
+        out += encoder.encode(chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
+    out += encoder.encode(chunk({}, "tool_calls")) + encoder.finish()
+    streamed = "".join(
+        call["function"].get("arguments", "")
+        for line in out.split(b"\n")
+        if line.startswith(b"data: {")
+        for choice in orjson.loads(line[6:])["choices"]
+        for call in choice["delta"].get("tool_calls") or ()
+    )
+    assert orjson.loads(streamed) == {"key": PEM}
 
 
 def test_block_wins_over_mask_and_log() -> None:
@@ -196,6 +259,20 @@ def test_logged_prompts_and_answers_are_redacted() -> None:
     fields = report.log_fields()
     assert fields["prompt"] == "system: Be brief.\nuser: mail [EMAIL], card [PAYMENT_CARD]"
     assert fields["answer"] == "Done: [EMAIL]"
+
+
+def test_a_secret_across_the_logs_cut_is_redacted_whole() -> None:
+    """The logged prompt and answer were cut to 4096 characters before the detectors looked: a card or
+    a private key straddling the cut no longer matched, and its first part reached the log in clear."""
+    card = "4111 1111 1111 1111"
+    pad = "x" * (LOG_TEXT_MAX - len("system: Be brief.\nuser: ") - 8)  # the card begins 8 before the cut
+    report = GuardrailsReport()
+    fmt = guard(log_prompts=True).check(request(pad + " card " + card), FORMATS["openai"], report)
+    fmt.render_response(answer("y" * (LOG_TEXT_MAX - 5) + " " + card))
+    fields = report.log_fields()
+    for logged in (fields["prompt"], fields["answer"]):
+        assert "4111" not in logged and len(logged) == LOG_TEXT_MAX
+        assert any(logged.endswith("[PAYMENT_CARD]"[:k]) for k in range(2, 15)), logged[-20:]
 
 
 def route_config(table: str) -> bytes:

@@ -52,7 +52,7 @@ class GuardedFormat:
             for call in message.get("tool_calls") or ():
                 function = call.get("function") if isinstance(call, dict) else None
                 if isinstance(function, dict) and isinstance(function.get("arguments"), str):
-                    function["arguments"] = restore(function["arguments"])
+                    function["arguments"] = restore(function["arguments"], True)
         return self.inner.render_response(pivot)
 
     def stream_encoder(self, request: Json) -> StreamEncoder:

@@ -14,13 +14,15 @@ from __future__ import annotations
 import math
 from typing import Any, Final
 
+import orjson
+
 from fastgw.ai.adapter import InvalidRequestError, Json
 from fastgw.ai.client_format import ClientFormat
 from fastgw.ai.guardrails.answer import GuardedFormat
 from fastgw.ai.guardrails.config import GuardrailsConfig
 from fastgw.ai.guardrails.masking import Masks, TooManyValuesError
-from fastgw.ai.guardrails.report import LOG_TEXT_MAX, GuardrailsReport
-from fastgw.ai.guardrails.scan import find
+from fastgw.ai.guardrails.report import LOG_SCAN_MAX, GuardrailsReport
+from fastgw.ai.guardrails.scan import Detector, find
 
 # The prompt estimate without a tokenizer: about 4 characters a token in English text (OpenAI's rule of
 # thumb; code and other languages run denser, so a ceiling set from it is loose, never tight), plus the
@@ -33,8 +35,12 @@ OUTPUT_KEYS: Final = ("max_tokens", "max_completion_tokens")
 Slot = tuple[Any, Any]  # a text in the pivot: its container (dict or list) and key, so it can be replaced
 
 
-def text_slots(pivot: Json) -> list[Slot]:
-    """Every text of the prompt a detector should read (an embeddings request's: its input strings)."""
+def text_slots(pivot: Json, parsed: list[tuple[Json, Any]] | None = None) -> list[Slot]:
+    """Every text of the prompt a detector should read (an embeddings request's: its input strings). A
+    tool call's arguments are read as the strings of their JSON, decoded (an escape such as ``\\u0040``
+    hides nothing), each after its key's name (``aws_secret_access_key: ...``: a secret known by its
+    name is still found) and masked alone (a match that took the key's name and quotes with it broke the
+    JSON the provider got); ``parsed`` collects (function, its arguments parsed) to write back."""
     slots: list[Slot] = []
     inputs = pivot.get("input")
     if isinstance(inputs, str):
@@ -54,8 +60,56 @@ def text_slots(pivot: Json) -> list[Slot]:
         for call in message.get("tool_calls") or ():
             function = call.get("function") if isinstance(call, dict) else None
             if isinstance(function, dict) and isinstance(function.get("arguments"), str):
-                slots.append((function, "arguments"))
+                slots.extend(_argument_slots(function, parsed))
     return slots
+
+
+def _argument_slots(function: Json, parsed: list[tuple[Json, Any]] | None) -> list[Slot]:
+    """The string slots of a tool call's JSON arguments, or the raw text when it is no JSON."""
+    try:
+        value = orjson.loads(function["arguments"])
+    except orjson.JSONDecodeError:
+        return [(function, "arguments")]
+    if not isinstance(value, (dict, list)):  # a bare string or number: read as it is
+        return [(function, "arguments")]
+    if parsed is not None:
+        parsed.append((function, value))
+    slots: list[Slot] = []
+    stack = [value]  # a walk, not a recursion: a client's JSON may be nested past the recursion limit
+    while stack:
+        node = stack.pop()
+        named = isinstance(node, dict)
+        items: Any = node.items() if named else enumerate(node) if isinstance(node, list) else ()
+        for key, item in items:
+            if isinstance(item, str):
+                slots.append(NamedSlot(node, key) if named else (node, key))
+            elif isinstance(item, (dict, list)):
+                stack.append(item)
+    return slots
+
+
+class NamedSlot(tuple[Any, Any]):
+    """A string of a JSON object in a tool call's arguments: read after its key's name (``prefix``)."""
+
+    __slots__ = ()
+
+    def __new__(cls, container: Any, key: Any) -> NamedSlot:
+        return super().__new__(cls, (container, key))
+
+    @property
+    def prefix(self) -> str:
+        return f"{self[1]}: "
+
+
+def _slot_hits(slot: Slot, scan: tuple[Detector, ...]) -> list[tuple[int, int, Detector]]:
+    """The matches in a slot's text; for a NamedSlot, found after its key's name and kept on the value:
+    the part of a match in the name is neither masked nor logged (a name is no secret)."""
+    text = slot[0][slot[1]]
+    if not isinstance(slot, NamedSlot):
+        return find(text, scan)
+    prefix = slot.prefix
+    skip = len(prefix)
+    return [(max(s, skip) - skip, e - skip, d) for s, e, d in find(prefix + text, scan) if e > skip]
 
 
 def estimate_prompt_tokens(pivot: Json, slots: list[Slot]) -> int:
@@ -75,7 +129,8 @@ class Guardrails:
         """Apply the guardrails to ``pivot`` (masked in place); the format to answer the client with.
         Raises InvalidRequestError (a 400 in the client's shape) for a refusal."""
         config = self.config
-        slots = text_slots(pivot)
+        parsed: list[tuple[Json, Any]] = []
+        slots = text_slots(pivot, parsed)
         param = "messages" if "messages" in pivot else "input"  # what a refusal names: chat or embeddings
         if config.max_prompt_tokens:
             estimate = estimate_prompt_tokens(pivot, slots)
@@ -93,7 +148,7 @@ class Guardrails:
             report.prompt = _prompt_text(pivot)
         if not config.scan:
             return fmt if not config.log_prompts else GuardedFormat(fmt, Masks(), report)
-        found = [(slot, find(slot[0][slot[1]], config.scan)) for slot in slots]
+        found = [(slot, _slot_hits(slot, config.scan)) for slot in slots]
         actions = config.actions
         for _, hits in found:
             for _, _, detector in hits:
@@ -120,6 +175,9 @@ class Guardrails:
                 param,
                 "guardrail_blocked",
             ) from None
+        if masks.by_placeholder:
+            for function, value in parsed:  # the masked strings back into their calls' JSON
+                function["arguments"] = orjson.dumps(value).decode()
         if masks.by_placeholder or config.log_prompts:
             return GuardedFormat(fmt, masks, report)
         return fmt
@@ -142,10 +200,10 @@ class Guardrails:
 
 
 def _prompt_text(pivot: Json) -> str:
-    """The prompt's texts, one ``role: text`` line each, cut to what the log keeps."""
+    """The prompt's texts, one ``role: text`` line each, cut to what the log redacts (report.py)."""
     lines = []
     for message in pivot.get("messages") or ():
         if isinstance(message, dict):
             texts = [c[k] for c, k in text_slots({"messages": [message]})]
             lines.append(f"{message.get('role')}: {' '.join(texts)}")
-    return "\n".join(lines)[:LOG_TEXT_MAX]
+    return "\n".join(lines)[:LOG_SCAN_MAX]

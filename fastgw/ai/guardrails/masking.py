@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from typing import Any, Final
 
+import orjson
+
 from fastgw.ai.guardrails.detectors import DETECTORS
 from fastgw.ai.guardrails.scan import Detector, find
 
@@ -77,17 +79,27 @@ class Masks:
         pieces.append(text[at:])
         return "".join(pieces)
 
-    def restore(self, text: str) -> str:
-        """``text`` with this request's placeholders replaced by their values."""
+    def restore(self, text: str, json_string: bool = False) -> str:
+        """``text`` with this request's placeholders replaced by their values; ``json_string``: ``text``
+        is JSON (a tool call's arguments), where a value goes back escaped as the body of a string, so a
+        key with its line breaks or a quoted phrase leaves the JSON valid."""
         if not self.by_placeholder or "[" not in text:
             return text
         table = self.by_placeholder
+        if json_string:
+            return PLACEHOLDER.sub(lambda m: _json_body(table.get(m.group(), m.group())), text)
         return PLACEHOLDER.sub(lambda m: table.get(m.group(), m.group()), text)
+
+
+def _json_body(value: str) -> str:
+    """``value`` as the inside of a JSON string: quotes, backslashes and control characters escaped."""
+    return orjson.dumps(value)[1:-1].decode()
 
 
 class StreamRestorer:
     """Restores placeholders in text that arrives in pieces, per stream field (``key``: a choice's
-    content, a tool call's arguments), holding back at most HOLD_MAX characters per field."""
+    content, a tool call's arguments: ``(index, "tool", call)``, restored as JSON), holding back at most
+    HOLD_MAX characters per field."""
 
     __slots__ = ("held", "masks")
 
@@ -104,11 +116,11 @@ class StreamRestorer:
         if start >= 0 and _OPEN_TAIL.match(text, start):
             self.held[key] = text[start:]
             text = text[:start]
-        return self.masks.restore(text)
+        return self.masks.restore(text, key[1:2] == ("tool",))
 
     def flush(self, key: tuple[Any, ...]) -> str:
         """The text held for ``key``, restored as it is: the field ended."""
-        return self.masks.restore(self.held.pop(key, ""))
+        return self.masks.restore(self.held.pop(key, ""), key[1:2] == ("tool",))
 
 
 def redact(text: str, detectors: tuple[Detector, ...]) -> str:
