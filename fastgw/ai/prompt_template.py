@@ -82,8 +82,8 @@ def _lookup(values: Any, path: tuple[str | int, ...]) -> Any:
     ``__getitem__`` (none can come from orjson, but the rule is the sandbox) is never called."""
     current = values
     for step in path:
-        if type(current) is dict and type(step) is str:
-            current = current.get(step)
+        if type(current) is dict:  # a digit step names a key too: {{ codes.404 }} on {"404": ...}
+            current = current.get(step if type(step) is str else str(step))
         elif type(current) is list and type(step) is int and step < len(current):
             current = current[step]
         else:

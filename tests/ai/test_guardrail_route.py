@@ -126,6 +126,27 @@ def test_a_value_restored_into_tool_call_arguments_is_escaped_for_json() -> None
     assert orjson.loads(streamed) == {"key": PEM}
 
 
+def test_a_value_to_mask_inside_one_only_logged_is_masked() -> None:
+    """Overlapping matches kept the earliest and longest whatever its action: with email logged and
+    cards masked, a card written as an address's local part reached the provider unmasked."""
+    pivot = request("pay 4111111111111111@example.com")
+    report = GuardrailsReport()
+    guard(detectors={"email": "log", "payment_card": "mask"}).check(pivot, FORMATS["openai"], report)
+    assert pivot["messages"][1]["content"] == "pay [PAYMENT_CARD_1]@example.com"
+
+
+def test_n_answers_share_the_output_ceiling() -> None:
+    """max_output_tokens capped each of n answers: n = 128 got 128 times the ceiling."""
+    rails = guard(max_output_tokens=100)
+    shared = request("hi", n=4)
+    rails.check(shared, FORMATS["openai"], GuardrailsReport())
+    assert shared["max_tokens"] == 25
+    with pytest.raises(InvalidRequestError, match="shared by n = 4 answers"):
+        rails.check(request("hi", n=4, max_tokens=50), FORMATS["openai"], GuardrailsReport())
+    with pytest.raises(InvalidRequestError, match="n is 101"):
+        rails.check(request("hi", n=101), FORMATS["openai"], GuardrailsReport())
+
+
 def test_block_wins_over_mask_and_log() -> None:
     rails = guard(detectors={"pii": "mask", "payment_card": "block", "secrets": "log"})
     with pytest.raises(InvalidRequestError, match="payment_card"):

@@ -30,6 +30,14 @@ def test_fields_paths_and_indexes_fill_from_the_json() -> None:
     assert template.fill(values) == "hi x3 calm b "
 
 
+def test_a_digit_step_into_an_object_names_its_key() -> None:
+    """{{ free.404 }} passed the load check but always filled "": the step became the int 404, which a
+    dict lookup refused."""
+    template = compile_template("{{ free.404 }}|{{ items.0.name }}")
+    check_names(template, SCHEMA)
+    assert template.fill({"free": {"404": "not found"}, "items": [{"name": "a"}]}) == "not found|a"
+
+
 def test_non_strings_are_json_and_absent_fields_are_empty() -> None:
     template = compile_template("[{{ style }}] [{{ items }}] [{{ n }}] [{{ text }}] [{{ items.9 }}]")
     filled = template.fill({"style": {"tone": "é"}, "items": [1, True, None], "n": 1.5})

@@ -79,7 +79,11 @@ def _argument_slots(function: Json, parsed: list[tuple[Json, Any]] | None) -> li
     while stack:
         node = stack.pop()
         named = isinstance(node, dict)
-        items: Any = node.items() if named else enumerate(node) if isinstance(node, list) else ()
+        items: Any = ()
+        if isinstance(node, dict):
+            items = node.items()
+        elif isinstance(node, list):
+            items = enumerate(node)
         for key, item in items:
             if isinstance(item, str):
                 slots.append(NamedSlot(node, key) if named else (node, key))
@@ -101,15 +105,21 @@ class NamedSlot(tuple[Any, Any]):
         return f"{self[1]}: "
 
 
-def _slot_hits(slot: Slot, scan: tuple[Detector, ...]) -> list[tuple[int, int, Detector]]:
+# On overlapping matches, the action that protects more wins (scan.find's rank).
+_ACTION_RANK: Final = {"block": 2, "mask": 1, "log": 0}
+
+
+def _slot_hits(
+    slot: Slot, scan: tuple[Detector, ...], rank: dict[str, int]
+) -> list[tuple[int, int, Detector]]:
     """The matches in a slot's text; for a NamedSlot, found after its key's name and kept on the value:
     the part of a match in the name is neither masked nor logged (a name is no secret)."""
     text = slot[0][slot[1]]
     if not isinstance(slot, NamedSlot):
-        return find(text, scan)
+        return find(text, scan, rank)
     prefix = slot.prefix
     skip = len(prefix)
-    return [(max(s, skip) - skip, e - skip, d) for s, e, d in find(prefix + text, scan) if e > skip]
+    return [(max(s, skip) - skip, e - skip, d) for s, e, d in find(prefix + text, scan, rank) if e > skip]
 
 
 def estimate_prompt_tokens(pivot: Json, slots: list[Slot]) -> int:
@@ -148,8 +158,9 @@ class Guardrails:
             report.prompt = _prompt_text(pivot)
         if not config.scan:
             return fmt if not config.log_prompts else GuardedFormat(fmt, Masks(), report)
-        found = [(slot, _slot_hits(slot, config.scan)) for slot in slots]
         actions = config.actions
+        rank = {name: _ACTION_RANK[action] for name, action in actions.items()}
+        found = [(slot, _slot_hits(slot, config.scan, rank)) for slot in slots]
         for _, hits in found:
             for _, _, detector in hits:
                 report.fired[detector.name] = actions[detector.name]
@@ -184,6 +195,13 @@ class Guardrails:
 
     def _output_limit(self, pivot: Json) -> None:
         most = self.config.max_output_tokens
+        limit = f"this route's limit of {most} output tokens"
+        n = pivot.get("n")
+        if isinstance(n, int) and n > 1:  # n answers share the ceiling: it caps the request, not a choice
+            if n > most:
+                raise InvalidRequestError(f"n is {n}: {limit} cannot give each answer a token", "n")
+            most //= n
+            limit += f" shared by n = {n} answers ({most} each)"
         asked = [k for k in OUTPUT_KEYS if isinstance(pivot.get(k), int)]
         if not asked:
             pivot["max_tokens"] = most
@@ -192,7 +210,7 @@ class Guardrails:
                 continue
             if not self.config.clamp_output:
                 raise InvalidRequestError(
-                    f"{key} is {pivot[key]}, over this route's limit of {most} output tokens",
+                    f"{key} is {pivot[key]}, over {limit}",
                     key,
                     "max_tokens_too_large",
                 )

@@ -19,7 +19,7 @@ neighbours, and each window reaches far enough past a match for its look-aheads)
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -134,9 +134,13 @@ class Detector:
         ]
 
 
-def find(text: str, detectors: tuple[Detector, ...]) -> list[tuple[int, int, Detector]]:
+def find(
+    text: str, detectors: tuple[Detector, ...], rank: Mapping[str, int] | None = None
+) -> list[tuple[int, int, Detector]]:
     """Every match of ``detectors`` in ``text``, in order, overlaps resolved: the earliest start wins, and
-    of two at the same start the longer (a JWT inside a log line is one secret, not three)."""
+    of two at the same start the longer (a JWT inside a log line is one secret, not three); with ``rank``
+    (detector name -> its action's weight), a match that overlaps a lower-ranked one wins instead (a
+    card to mask inside an address only logged is masked, not sent)."""
     view = TextView(text)
     hits = [(s, e, d) for d in detectors for s, e in d.spans(view)]
     if len(hits) < 2:
@@ -144,6 +148,9 @@ def find(text: str, detectors: tuple[Detector, ...]) -> list[tuple[int, int, Det
     hits.sort(key=lambda h: (h[0], -h[1]))
     kept = [hits[0]]
     for hit in hits[1:]:
-        if hit[0] >= kept[-1][1]:
+        last = kept[-1]
+        if hit[0] >= last[1]:
             kept.append(hit)
+        elif rank is not None and rank[hit[2].name] > rank[last[2].name]:
+            kept[-1] = hit  # starts at or after ``last``, so clear of the one before it too
     return kept
