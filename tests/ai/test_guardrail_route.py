@@ -178,6 +178,21 @@ def test_a_placeholder_split_across_stream_chunks_is_restored(client: str) -> No
     assert b"EMAIL_1" not in out
 
 
+@pytest.mark.parametrize("client", ["openai", "anthropic"])
+def test_text_held_at_a_finish_without_a_delta_goes_out_before_the_stream_closes(client: str) -> None:
+    """A finishing chunk without a ``delta`` object (usage-only, as some providers send it) left the
+    held tail ("done [") for after the format had closed its block: an Anthropic client lost it."""
+    pivot = request(f"mail {EMAIL}", stream=True)
+    encoder = guard(detectors={"email": "mask"}).check(pivot, FORMATS[client], GuardrailsReport())
+    encoder = encoder.stream_encoder(pivot)
+    out = encoder.encode(chunk({"role": "assistant", "content": ""}))
+    out += encoder.encode(chunk({"content": "Sent to [EMAIL_1] done ["}))
+    finish = chunk({}, "stop")
+    del finish["choices"][0]["delta"]
+    out += encoder.encode(finish) + encoder.finish()
+    assert "".join(_stream_texts(out, client)) == f"Sent to {EMAIL} done ["
+
+
 def _stream_texts(raw: bytes, client: str) -> list[str]:
     texts = []
     for line in raw.split(b"\n"):

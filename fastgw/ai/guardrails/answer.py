@@ -73,8 +73,13 @@ class RestoringEncoder:
     def encode(self, chunk: Json) -> bytes:
         self.last = chunk
         for choice in chunk.get("choices") or ():
-            if isinstance(choice, dict) and isinstance(choice.get("delta"), dict):
-                self._restore(choice.get("index", 0), choice["delta"], bool(choice.get("finish_reason")))
+            if not isinstance(choice, dict):
+                continue
+            finished = bool(choice.get("finish_reason"))
+            if finished and not isinstance(choice.get("delta"), dict):
+                choice["delta"] = {}  # what is held goes out with the finish, before the format closes
+            if isinstance(choice.get("delta"), dict):
+                self._restore(choice.get("index", 0), choice["delta"], finished)
         return self.inner.encode(chunk)
 
     def _restore(self, index: Any, delta: Json, finished: bool) -> None:
