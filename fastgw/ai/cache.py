@@ -26,7 +26,7 @@ also carries ``Age`` and is recorded with zero tokens (cost 0) and the tokens it
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final, Literal
 
 from fastgw.ai.adapter import Json, Usage
@@ -241,8 +241,14 @@ class ResponseCache:
         if entry is None:
             return None
         # Stored under the route's settings of its day: a reload that lowered ttl or max_entry_bytes
-        # applies to what Redis kept before it too (the key holds neither).
-        age = time.time() - entry.created
+        # applies to what Redis kept before it too (the key holds neither). Its age is the ttl it was
+        # stored with less what Redis says is left: no two nodes' clocks compared (one running ahead by
+        # the ttl never got a hit); an entry stored without its ttl (an older version's) is aged by them.
+        if entry.ttl > 0:
+            age = max(0.0, entry.ttl - left)
+            entry = replace(entry, created=time.time() - age)  # the Age header, on our clock
+        else:
+            age = time.time() - entry.created
         if age >= settings.ttl or sum(map(len, entry.pieces)) > settings.max_entry_bytes:
             return None
         self.memory.put(key, entry, min(left, settings.ttl - age))
@@ -252,7 +258,7 @@ class ResponseCache:
         self.memory.put(key, entry)
         if self.redis is not None:
             settings = self.settings
-            value = encode(entry)
+            value = encode(entry, settings.ttl)
             deadline = settings.redis_timeout + len(value) / REDIS_BYTES_PER_SECOND
             await self.redis.put(key, value, settings.ttl, deadline)
 

@@ -58,6 +58,7 @@ class CachedAnswer:
     provider: str
     provider_model: str
     created: float  # unix time it was stored (the hit's Age header)
+    ttl: float = 0.0  # the seconds Redis was told to keep it (0: unknown, an entry of an older version)
 
     @property
     def size(self) -> int:
@@ -70,13 +71,16 @@ class CachedAnswer:
         )
 
 
-def encode(entry: CachedAnswer) -> bytes:
+def encode(entry: CachedAnswer, ttl: float = 0.0) -> bytes:
+    """The Redis value; ``ttl``: the expiry it is stored with, kept so that a reader tells the entry's
+    age from Redis's own countdown (PTTL), not from two machines' clocks."""
     u = entry.usage
     meta = {
         "fields": [[n.decode("latin-1"), v.decode("latin-1")] for n, v in entry.fields],
         "usage": [u.prompt_tokens, u.completion_tokens, u.cached_tokens, u.reasoning_tokens, u.reported],
         "provider": [entry.provider, entry.provider_model],
         "created": entry.created,
+        "ttl": ttl,
         "pieces": [len(entry.pieces), sum(map(len, entry.pieces))],
     }
     return b"".join([orjson.dumps(meta), b"\n"] + [_LENGTH.pack(len(p)) + p for p in entry.pieces])
@@ -109,6 +113,9 @@ def decode(data: bytes) -> CachedAnswer | None:
         prompt, completion, cached, reasoning = counts
         provider, provider_model = meta["provider"]
         created = meta["created"]
+        ttl = meta.get("ttl", 0.0)
+        if not isinstance(ttl, (int, float)) or not math.isfinite(ttl) or ttl < 0:
+            return None
         if (
             not isinstance(provider, str)
             or not isinstance(provider_model, str)
@@ -123,6 +130,7 @@ def decode(data: bytes) -> CachedAnswer | None:
             provider,
             provider_model,
             float(created),
+            float(ttl),
         )
     except Exception:  # whatever else is wrong with a value read from outside: a miss
         return None

@@ -252,3 +252,22 @@ async def test_a_large_answer_is_not_taken_for_an_outage(tmp_path: Path) -> None
         if writer.redis is not None:
             await writer.redis.close()
         server.stop()
+
+
+@pytest.mark.asyncio
+async def test_an_entry_is_aged_by_redis_not_by_two_nodes_clocks(tmp_path: Path) -> None:
+    """A reader compared its clock with the writer's: behind by the ttl, the writer's entries were
+    always too old for the other nodes (never a hit there), and Age was off by the skew."""
+    server = RedisServer(tmp_path)
+    settings = CacheSettings(60.0, MiB, MiB, "route", server.url, 0.5)
+    writer, reader = ResponseCache(settings, "r"), ResponseCache(settings, "r")
+    try:
+        behind = time.time() - 3600  # the writer's clock an hour behind the reader's
+        await writer.put("k", CachedAnswer(FIELDS, (b"x",), Usage(3, 4, reported=True), "oa", "m", behind))
+        found = await reader._get("k")
+        assert found is not None and found.ttl == 60.0
+        assert 0 <= time.time() - found.created < 5  # its age by Redis's countdown: seconds, not an hour
+    finally:
+        if writer.redis is not None:
+            await writer.redis.close()
+        server.stop()
