@@ -10,7 +10,9 @@ skipped by their number. While the store cannot be written (a PostgreSQL outage,
 batches go to the spool in the state directory (control/ledger_spool.py: fsynced, bounded) instead, in
 order, and are replayed, in order, once it can: tried again with backoff, automatically. A control
 process killed meanwhile loses nothing spooled: its successor replays the spool at start. A batch the
-full spool refuses is dropped, counted and logged, never silently (docs/llm-usage.md).
+full spool refuses is dropped, counted and logged, never silently (docs/llm-usage.md). A batch the store
+refuses while it answers otherwise (a value out of its range: ``REJECTED_TRIES``) is set aside in
+``REJECTED_FILE``, logged and counted, rather than holding every later batch behind it for good.
 """
 
 from __future__ import annotations
@@ -21,7 +23,15 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-from fastgw.control.ledger_spool import SPOOL_FILE, LedgerSpool
+import orjson
+
+from fastgw.control.ledger_spool import (
+    SPOOL_FILE,
+    WORKER_LEFT_PREFIX,
+    WORKER_LEFT_SUFFIX,
+    LedgerSpool,
+    SpooledBatch,
+)
 from fastgw.store.base import Batch, Store, UsageDelta, UsageQuery, UsageTotal
 
 # Replay retries while the store stays away: the first soon after a failure, doubling up to the most, so
@@ -38,6 +48,11 @@ LOG_EVERY_SECONDS: Final = 60.0
 # How long a writer's batch number is kept after its last batch: its spooled or re-sent batches can be
 # replayed (and skipped when applied) until then. Writers are worker runs (one per worker start), few.
 BATCHES_KEEP_SECONDS: Final = 30 * 86400
+# A spooled batch whose write failed this many times in a row while the store answered a probe each time
+# is refused for what it holds, not for an outage: three tries (0.5 + 1 + 2 s apart) outlast a deadlock
+# or a lock timeout, which do not come back in the same place.
+REJECTED_TRIES: Final = 3
+REJECTED_FILE: Final = "ledger-rejected.jsonl"  # beside the spool: batches set aside, kept for a person
 
 
 class LedgerWriter:
@@ -49,6 +64,8 @@ class LedgerWriter:
         self.dropped = 0  # rows the full spool (or a spool write that failed) refused
         self.skipped = 0  # replayed batches the store had already applied
         self.replayed = 0  # batches replayed since the spool last emptied
+        self.announced = False  # "cannot be written" was logged, its recovery not yet
+        self._rejections = (-1, 0)  # (spool offset of the batch, failures in a row with the store up)
         self._retry: asyncio.TimerHandle | None = None
         self._delay = RETRY_FIRST_SECONDS
         self._logged = {"down": 0.0, "full": 0.0}
@@ -56,12 +73,30 @@ class LedgerWriter:
             store.delete_rows_before("ledger_batches", "updated", time.time() - BATCHES_KEEP_SECONDS)
         except Exception as exc:  # the store is down at start: trimming waits for the next start
             log(f"usage ledger: cannot trim old batch numbers: {exc}")
+        self._adopt_workers_reports(state_dir)
         if self.spool.pending:
             log(
                 f"usage ledger: {self.spool.rows} rows in {self.spool.batches} batches spooled in"
                 f" {self.spool.path} by an earlier run: replaying them"
             )
             self._schedule(0.0)
+
+    def _adopt_workers_reports(self, state_dir: str) -> None:
+        """Reports workers left in the state directory when they stopped with no control process to
+        take them: onto the spool, replayed with it."""
+        try:
+            names = sorted(os.listdir(state_dir))
+        except OSError:
+            return
+        for name in names:
+            if name.startswith(WORKER_LEFT_PREFIX) and name.endswith(WORKER_LEFT_SUFFIX):
+                path = os.path.join(state_dir, name)
+                try:
+                    added = self.spool.adopt(path)
+                except OSError as exc:
+                    self.log(f"USAGE LEDGER: cannot take the reports of {path}: {exc}")
+                    continue
+                self.log(f"usage ledger: {added} reports a stopped worker left in {path} spooled")
 
     def write(self, entries: Sequence[Sequence[Any]], batch: Batch) -> None:
         """One worker's report, numbered ``batch`` by its worker: into the store, or (store away, or
@@ -75,14 +110,18 @@ class LedgerWriter:
             self.store.add_usage([UsageDelta(*entry) for entry in entries], time.time(), batch)
         except Exception as exc:  # it may have committed or not: the spooled copy is skipped if it did
             self._keep([list(entry) for entry in entries], batch, exc)
+            return
+        self._recovered()
 
     def _keep(self, rows: list[list[Any]], batch: Batch, exc: Exception | None) -> None:
+        full = False
         try:
-            kept = self.spool.append(batch[0], batch[1], rows)
-        except OSError as error:  # a full or read-only state disk
-            kept, exc = False, exc or error
+            full = not self.spool.append(batch[0], batch[1], rows)
+        except OSError as error:  # a full or read-only state disk: nothing of the batch was kept
+            exc = exc or error
+            self.dropped += len(rows)
             self.log(f"USAGE LEDGER LOST {len(rows)} rows: cannot write the spool {self.spool.path}: {error}")
-        if not kept:
+        if full:
             self.dropped += len(rows)
             now = time.monotonic()
             if now - self._logged["full"] >= LOG_EVERY_SECONDS:
@@ -97,8 +136,8 @@ class LedgerWriter:
 
     def _failed(self, exc: Exception) -> None:
         now = time.monotonic()
-        first = not self.down
-        self.down = True
+        first = not self.announced
+        self.down = self.announced = True
         if first or now - self._logged["down"] >= LOG_EVERY_SECONDS:
             self._logged["down"] = now
             self.log(
@@ -133,6 +172,8 @@ class LedgerWriter:
             try:
                 applied = self.store.add_usage(deltas, time.time(), (batch.writer, batch.seq))
             except Exception as exc:
+                if self._rejected(batch, exc):
+                    continue
                 self._failed(exc)
                 self._delay = min(self._delay * 2, RETRY_MAX_SECONDS)
                 return False
@@ -142,12 +183,52 @@ class LedgerWriter:
             if replayed >= REPLAY_SLICE:
                 self._schedule(0.0)
                 return True
-        if self.down or self.replayed:
-            self.log(f"usage ledger: the store is written again; {self.replayed} spooled batches replayed")
+        if self.replayed:
+            self._recovered()
         self.replayed = 0
         self.spool.clear()
-        self.down = False
+        self.down = False  # the next report tries the store itself (nothing spooled waits before it)
         self._delay = RETRY_FIRST_SECONDS
+        return True
+
+    def _recovered(self) -> None:
+        """A write reached the store: say so once after an outage that was logged."""
+        if self.announced:
+            self.announced = False
+            self.log(f"usage ledger: the store is written again; {self.replayed} spooled batches replayed")
+
+    def _rejected(self, batch: SpooledBatch, exc: Exception) -> bool:
+        """Whether ``batch`` is set aside: its write failed REJECTED_TRIES times in a row while the store
+        answered a probe (it refuses the batch, it is not away), so every later batch would wait on it."""
+        try:
+            self.store.count_rows("ledger_batches")
+        except Exception:  # the store is away: an outage, not this batch
+            self._rejections = (-1, 0)
+            return False
+        offset, tries = self._rejections
+        tries = tries + 1 if offset == batch.end else 1
+        self._rejections = (batch.end, tries)
+        if tries < REJECTED_TRIES:
+            return False
+        rows = len(batch.rows)
+        path = os.path.join(os.path.dirname(self.spool.path), REJECTED_FILE)
+        line = orjson.dumps({"writer": batch.writer, "seq": batch.seq, "rows": batch.rows, "error": str(exc)})
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, line + b"\n")
+            finally:
+                os.close(fd)
+            where = f"set aside in {path}"
+        except OSError as error:
+            where = f"lost: cannot write {path} ({error.strerror})"
+        self.dropped += rows
+        self.log(
+            f"USAGE LEDGER REJECTED batch {batch.seq} of {batch.writer} ({rows} rows): the store refused it"
+            f" {tries} times while answering ({exc}); {where}; later batches go on"
+        )
+        self.spool.consumed(batch)
+        self._rejections = (-1, 0)
         return True
 
     def gauges(self) -> dict[str, float]:

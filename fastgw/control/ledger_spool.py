@@ -8,8 +8,11 @@ keys) and only ever appended to while the store is down, then emptied once every
 A crash can therefore leave at most a torn last line: it is cut off (and logged) when the spool is next
 opened. A line that does not parse elsewhere (disk damage) is skipped with a log line.
 
-Bound: ``SPOOL_BYTES_MAX``. Past it, new batches are refused (dropped, counted, logged), never the
-oldest: the file stays append-only, so nothing already kept can be lost by rewriting it under a crash.
+Bound: ``SPOOL_BYTES_MAX`` of batches not yet replayed. Past it, new batches are refused (dropped,
+counted, logged), never the oldest: the file stays append-only, so nothing already kept can be lost by
+rewriting it under a crash. An append that fails (a full or failing state disk) cuts what it wrote
+before raising, so the next batch starts on a line of its own: a fragment left in the middle of the file
+would swallow the batch after it (one unparsable line) and, past ``size``, end the replay early.
 """
 
 from __future__ import annotations
@@ -22,6 +25,11 @@ from typing import Any, Final
 import orjson
 
 SPOOL_FILE: Final = "ledger-spool.jsonl"
+# Reports a worker could not hand over before it stopped (no control process ran: PostgreSQL down at its
+# start, a control process restarting), in the spool's line format, one file per worker process: the
+# next control process appends them to its spool at start (control/ledger.py), then removes the file.
+WORKER_LEFT_PREFIX: Final = "ledger-worker-"
+WORKER_LEFT_SUFFIX: Final = ".jsonl"
 # The spool's most bytes. A busy node (8 workers, each flushing 100 distinct rows every 2 s at ~200 bytes
 # a row) spools ~80 KB/s, so 256 MiB holds about an hour of outage: long enough for a database restart or
 # a failover, small beside a state disk. Replay reads one line at a time, so memory stays small.
@@ -46,6 +54,7 @@ class LedgerSpool:
         self.replayed = 0  # the offset up to which batches are in the store (this run)
         self.rows = 0  # rows spooled and not yet replayed
         self.batches = 0
+        self._torn = False  # an append failed and its bytes may still be past ``size``
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         os.fchmod(self._fd, 0o600)  # an older file with wider rights: it names consumers and keys
         self.size = self._cut_torn_tail()
@@ -79,15 +88,49 @@ class LedgerSpool:
     def pending(self) -> bool:
         return self.replayed < self.size
 
+    def adopt(self, path: str) -> int:
+        """Append the batches of a worker's file (WORKER_LEFT_PREFIX) and remove it; the batches added
+        (a batch written before, from this file by a control process killed before removing it, or
+        from the worker's channel, is skipped at replay by its number)."""
+        with open(path, "rb") as file:
+            lines = file.read().splitlines()
+        added = 0
+        for line in lines:
+            try:
+                data = orjson.loads(line)
+                writer, seq, rows = str(data["writer"]), int(data["seq"]), list(data["rows"])
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                self.log(f"usage ledger: skipped a line of {path} that does not parse ({exc})")
+                continue
+            if not self.append(writer, seq, rows):
+                self.log(f"USAGE LEDGER SPOOL FULL: {len(rows)} rows of {path} dropped")
+                continue
+            added += 1
+        os.unlink(path)
+        return added
+
     def append(self, writer: str, seq: int, rows: list[list[Any]]) -> bool:
-        """Keep one batch, durably (fsync) before returning True; False when the bound refuses it."""
+        """Keep one batch, durably (fsync) before returning True; False when the bound refuses it.
+        Raises OSError when the disk does (nothing of the batch is kept then)."""
         line = orjson.dumps({"writer": writer, "seq": seq, "rows": rows}) + b"\n"
-        if self.size + len(line) > self.max_bytes:
+        if self.size - self.replayed + len(line) > self.max_bytes:
             return False
-        written = 0
-        while written < len(line):
-            written += os.write(self._fd, line[written:])
-        os.fsync(self._fd)
+        if self._torn:
+            os.ftruncate(self._fd, self.size)  # the last failure's bytes; raises if it still cannot
+            self._torn = False
+        try:
+            written = 0
+            while written < len(line):
+                written += os.write(self._fd, line[written:])
+            os.fsync(self._fd)
+        except OSError:
+            self._torn = True
+            try:
+                os.ftruncate(self._fd, self.size)
+                self._torn = False
+            except OSError:
+                pass  # cut before the next append instead
+            raise
         self.size += len(line)
         self.rows += len(rows)
         self.batches += 1

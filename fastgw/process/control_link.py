@@ -18,6 +18,9 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Final, Protocol, cast
 
+import orjson
+
+from fastgw.atomic_file import write_whole
 from fastgw.codec.control_messages import (
     QUOTA_RESEND_SECONDS,
     Ack,
@@ -37,7 +40,9 @@ from fastgw.codec.control_messages import (
     Reload,
 )
 from fastgw.control.channel import ChannelProtocol
+from fastgw.control.ledger_spool import WORKER_LEFT_PREFIX, WORKER_LEFT_SUFFIX
 from fastgw.counters.quota import QUOTAS
+from fastgw.log_line import log_line
 from fastgw.proxy.caches import CACHES
 from fastgw.sinks.audit_notes import AUDIT_NOTES
 from fastgw.sinks.ledger_book import FLUSH_SECONDS, LEDGER
@@ -217,6 +222,31 @@ class ControlLink:
         report = LedgerReport(writer=self.ledger_writer, seq=self.ledger_seq, entries=tuple(rows))
         self.unacked[report.seq] = report
         channel.send(report)  # a channel closing meanwhile: sent again on the next one
+
+    def keep_unreported(self, state_dir: str) -> None:
+        """At stop, after ``drained``: the ledger reports no control process acknowledged and the sums
+        never sent, written to the state directory for the next control process (control/ledger.py),
+        which adds them once each (by their numbers) whether or not one of them reached the store."""
+        if not self.unacked and not LEDGER.pending:
+            return
+        rows = LEDGER.take()
+        if rows:
+            self.ledger_seq += 1
+            report = LedgerReport(writer=self.ledger_writer, seq=self.ledger_seq, entries=tuple(rows))
+            self.unacked[report.seq] = report
+        reports = [self.unacked[seq] for seq in sorted(self.unacked)]
+        count = sum(len(report.entries) for report in reports)
+        lines = b"".join(
+            orjson.dumps({"writer": r.writer, "seq": r.seq, "rows": [list(e) for e in r.entries]}) + b"\n"
+            for r in reports
+        )
+        path = os.path.join(state_dir, f"{WORKER_LEFT_PREFIX}{os.getpid()}{WORKER_LEFT_SUFFIX}")
+        try:
+            write_whole(path, lines)
+        except OSError as exc:
+            log_line(f"USAGE LEDGER LOST {count} rows at stop: no control process, and {exc}")
+            return
+        log_line(f"{count} usage ledger rows no control process took at stop kept in {path}")
 
     def _acknowledged(self, seq: int) -> None:
         """Forget the reports up to ``seq``: the control process wrote or spooled them, in order."""

@@ -270,6 +270,9 @@ class Worker(WorkerContext):
             await self.control.drained()
             if self.control.send_quotas():  # admissions that waited behind a report in flight
                 await self.control.drained()
+            # No control process took them (none runs: PostgreSQL down at its start, or restarting):
+            # on disk for the next one, rather than gone with this process.
+            self.control.keep_unreported(self.holder.current.state.dir)
         # Last: the counts and the ledger above must leave before the supervisor's grace runs out.
         alerts = list(alerts_by_route(self.holder.current).values())
         left = await drain_alerts(alerts, ALERTS_STOP_SECONDS) if alerts else 0

@@ -24,6 +24,11 @@ Dims = tuple[str, str, str, str, str, str, str]  # day, consumer, key, team, mod
 _DAY_SECONDS: Final = 86400
 NANO_USD: Final = 1e9  # costs travel and are stored as integers of 1e-9 USD (a token costs >= ~1e-8 USD)
 UNKNOWN_MODEL: Final = "(unknown)"  # as metrics/llm.py labels it
+# A provider's count past this is no count (a hundred thousand times the largest context window), and a
+# cost past this no exchange's ($1M): clamped, so that one absurd answer can neither overflow the store's
+# 64-bit sums, which would hold every later batch behind it (control/ledger.py), nor the report's JSON.
+TOKENS_MAX: Final = 1 << 40
+COST_NANOUSD_MAX: Final = 10**15
 _PRICED: Final = frozenset({"chat", "messages", "embeddings", "prompt_api"})  # count_tokens, models: free
 
 
@@ -67,14 +72,17 @@ class LedgerBook:
         usage = llm.usage
         row[0] += 1
         if usage.reported:
-            row[1] += usage.prompt_tokens
-            row[2] += usage.completion_tokens
-            row[3] += usage.cached_tokens
-            row[4] += usage.reasoning_tokens
+            row[1] += min(usage.prompt_tokens, TOKENS_MAX)
+            row[2] += min(usage.completion_tokens, TOKENS_MAX)
+            row[3] += min(usage.cached_tokens, TOKENS_MAX)
+            row[4] += min(usage.reasoning_tokens, TOKENS_MAX)
         cost = llm.cost_usd
         failed = bool(llm.error) or ex.status >= 400
         if cost is not None:
-            row[5] += round(cost * NANO_USD)
+            nano = cost * NANO_USD
+            if not 0.0 <= nano <= COST_NANOUSD_MAX:  # NaN too: neither comparison holds
+                nano = COST_NANOUSD_MAX if nano > 0.0 else 0.0
+            row[5] += round(nano)
         elif usage.reported or (not failed and llm.endpoint in _PRICED):
             row[6] += 1  # tokens (or an answer) whose price is unknown: never counted as free
         if failed:

@@ -51,6 +51,10 @@ def claim_batch(mark: str) -> str:
     )
 
 
+def _row_key(d: UsageDelta) -> tuple[str, ...]:
+    return (d.day, d.consumer, d.key, d.team, d.model, d.provider, d.route)
+
+
 def upsert_rows(deltas: Sequence[UsageDelta], now: float) -> list[tuple[Any, ...]]:
     return [
         (
@@ -71,7 +75,8 @@ def upsert_rows(deltas: Sequence[UsageDelta], now: float) -> list[tuple[Any, ...
             d.errors,
             now,
         )
-        for d in deltas
+        # In key order: two nodes upserting the same rows lock them in one order, never into a deadlock.
+        for d in sorted(deltas, key=_row_key)
     ]
 
 

@@ -4,12 +4,15 @@ next append starts clean; a line damaged elsewhere is skipped with a log line.""
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fastgw.control import ledger_spool
 from fastgw.control.ledger_spool import LedgerSpool
 
 ROW = ["2025-06-10", "acme", "k_1", "blue", "m", "oa", "llm", 1, 10, 5, 0, 0, 500, 0, 0]
@@ -87,3 +90,43 @@ def test_any_torn_tail_keeps_every_whole_batch_before_it(
     reopened = LedgerSpool(str(path), lambda line: None)
     assert [b.seq for b in reopened.read()] == [seq for seq, end in enumerate(ends, start=1) if end <= kept]
     reopened.close()
+
+
+def test_an_append_the_disk_cuts_short_leaves_no_fragment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that failed halfway (ENOSPC) left its bytes in the file: the next batch was appended to
+    the fragment (one line that does not parse, skipped), and the replay stopped before the batches
+    after it, then emptied the file: batches acknowledged as kept were lost without a count."""
+    path = tmp_path / "spool"
+    spool = LedgerSpool(str(path), lambda line: None)
+    assert spool.append("w", 1, [ROW])
+    real_write = os.write
+
+    def half_then_full(fd: int, data: bytes) -> int:
+        monkeypatch.setattr(ledger_spool.os, "write", failing)
+        return real_write(fd, data[: len(data) // 2])
+
+    def failing(fd: int, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ledger_spool.os, "write", half_then_full)
+    with pytest.raises(OSError):
+        spool.append("w", 2, [ROW])
+    monkeypatch.setattr(ledger_spool.os, "write", real_write)
+    assert path.stat().st_size == spool.size  # the half line is cut
+    assert spool.append("w", 3, [ROW]) and spool.append("w", 4, [ROW])
+    assert [b.seq for b in spool.read()] == [1, 3, 4]
+    assert [b.seq for b in LedgerSpool(str(path), lambda line: None).read()] == [1, 3, 4]
+
+
+def test_the_bound_counts_what_is_not_yet_replayed(tmp_path: Path) -> None:
+    """A spool filled during a long outage went on refusing new batches while its replay ran, the store
+    back: the bound counted the batches replayed already."""
+    spool = LedgerSpool(str(tmp_path / "spool"), lambda line: None)
+    assert spool.append("w", 1, [ROW])
+    spool.max_bytes = spool.size * 3 // 2  # room for one batch, not two
+    assert not spool.append("w", 2, [ROW])
+    spool.consumed(next(spool.read()))
+    assert spool.append("w", 2, [ROW])
+    assert [b.seq for b in spool.read()] == [2]

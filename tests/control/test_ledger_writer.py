@@ -9,12 +9,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastgw.control.ledger import LedgerWriter
-from fastgw.control.ledger_spool import SPOOL_FILE, LedgerSpool
+from fastgw.control.ledger import REJECTED_FILE, LedgerWriter
+from fastgw.control.ledger_spool import SPOOL_FILE, WORKER_LEFT_PREFIX, WORKER_LEFT_SUFFIX, LedgerSpool
 from fastgw.store.base import Batch, StoreError, UsageDelta, UsageQuery
 from fastgw.store.sqlite import SQLiteStore
 
@@ -188,4 +189,75 @@ def test_a_spooled_batch_whose_rows_are_damaged_is_skipped_not_retried_forever(t
     assert writer.replay()
     assert requests(store) == 3
     assert any("skipped batch 1 of old-run" in line for line in logged)
+    store.close()
+
+
+class RefusingStore(FlakyStore):
+    """Refuses any batch with a row of consumer ``poison``, as a store refuses a value out of its range
+    (SQLite's OverflowError, PostgreSQL's bigint out of range), while it answers everything else."""
+
+    def add_usage(self, deltas: Sequence[UsageDelta], now: float, batch: Batch | None = None) -> bool:
+        if any(d.consumer == "poison" for d in deltas):
+            raise OverflowError("Python int too large to convert to SQLite INTEGER")
+        return super().add_usage(deltas, now, batch)
+
+
+def test_a_batch_the_store_refuses_is_set_aside_and_the_rest_go_on(tmp_path: Path) -> None:
+    """A batch the store would never take was retried forever: every later report spooled behind it,
+    the spool filled, then every report was dropped, while the store was up."""
+    worker = Worker()
+    store = RefusingStore(str(tmp_path / "fastgw.db"))
+    logged: list[str] = []
+    writer = LedgerWriter(store, logged.append, str(tmp_path))
+    writer.write([entry(1)], worker.next())
+    writer.write([entry(5, "poison")], worker.next())  # refused: spooled, as for an outage
+    writer.write([entry(2)], worker.next())  # behind it, in order
+    assert requests(store) == 1 and writer.spool.batches == 2
+    assert not writer.replay() and not writer.replay()  # twice refused while the store answers
+    assert writer.replay()  # the third time it is set aside; the batch behind it is written
+    assert requests(store) == 3 and writer.spool.batches == 0
+    assert writer.gauges()["fastgw_ledger_dropped_rows"] == 1
+    assert any("USAGE LEDGER REJECTED batch 2" in line for line in logged)
+    [kept] = (tmp_path / REJECTED_FILE).read_text().splitlines()
+    assert '"poison"' in kept and "too large" in kept
+    assert (tmp_path / REJECTED_FILE).stat().st_mode & 0o777 == 0o600
+    store.close()
+
+
+def test_an_outage_is_never_taken_for_a_refusal(tmp_path: Path) -> None:
+    worker = Worker()
+    store = FlakyStore(str(tmp_path / "fastgw.db"))
+    logged: list[str] = []
+    writer = LedgerWriter(store, logged.append, str(tmp_path))
+    store.down = True
+    writer.write([entry(1)], worker.next())
+    store.close()  # the probe cannot answer either: an outage
+    for _ in range(5):
+        assert not writer.replay()
+    assert writer.spool.batches == 1 and not (tmp_path / REJECTED_FILE).exists()
+    assert sum("cannot be written" in line for line in logged) == 1  # once, not per try
+
+
+def test_reports_a_stopped_worker_left_are_added_once_at_the_next_start(tmp_path: Path) -> None:
+    """A worker that stopped with no control process to take its reports wrote them to the state
+    directory (process/control_link.py keep_unreported): the next control process spools and replays
+    them; one of them already in the store, or the file taken twice (a crash before its removal), adds
+    nothing twice."""
+    worker = Worker()
+    store = FlakyStore(str(tmp_path / "fastgw.db"))
+    first = worker.next()
+    LedgerWriter(store, lambda line: None, str(tmp_path)).write([entry(1)], first)  # reached the store
+    lines = [
+        orjson.dumps({"writer": w, "seq": n, "rows": [list(entry(r))]})
+        for (w, n), r in ((first, 1), (worker.next(), 2), (worker.next(), 4))
+    ]
+    left = tmp_path / f"{WORKER_LEFT_PREFIX}4242{WORKER_LEFT_SUFFIX}"
+    left.write_bytes(b"\n".join(lines) + b"\n")
+    logged: list[str] = []
+    writer = LedgerWriter(store, logged.append, str(tmp_path))
+    assert not left.exists() and writer.spool.batches == 3
+    assert any("3 reports a stopped worker left" in line for line in logged)
+    assert writer.replay() and requests(store) == 7
+    left.write_bytes(b"\n".join(lines) + b"\n")  # as if the file had outlived a crash
+    assert LedgerWriter(store, logged.append, str(tmp_path)).replay() and requests(store) == 7
     store.close()

@@ -24,7 +24,7 @@ from tests.support.admin import Admin
 from tests.support.api_keys import issue
 from tests.support.cli import fastgw
 from tests.support.fake_openai import FakeOpenAI
-from tests.support.gateways import Gateway
+from tests.support.gateways import Gateway, start_gateway
 from tests.support.ledger import ledger_config, mini_cost_usd, served, start_fake
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
@@ -285,6 +285,42 @@ def test_a_control_process_killed_9_loses_and_doubles_nothing(
         truth["prompt_tokens"],
         truth["completion_tokens"],
     ), gw.stderr()
+
+
+def test_a_stop_with_no_control_process_to_take_the_reports_keeps_them_for_the_next_start(
+    ledgered: tuple[Gateway, Admin], fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    """A worker stopping while its control process did not answer (PostgreSQL down at its start, a
+    control process restarting; here stopped with SIGSTOP) waited a second for acknowledgements, then
+    exited with its unacknowledged reports and its book: their usage was gone, without a line."""
+    gw, _admin = ledgered
+    acme, _ = issue(gw, "acme")
+    for i in range(6):
+        one_request(gw, acme, "mini", i)
+    control = gw.control_pid()
+    os.kill(control, signal.SIGSTOP)
+    try:
+        for i in range(6, 12):
+            one_request(gw, acme, "mini", i)
+        time.sleep(FLUSH_SECONDS + 0.2)  # a report sent and never read, and a book not yet sent
+        one_request(gw, acme, "mini", 12)
+        gw.proc.send_signal(signal.SIGTERM)
+        left = gw.state / "ledger-worker-*.jsonl"
+        wait_until(lambda: len(list(gw.state.glob(left.name))) == 2, 15, "both workers' reports kept")
+    finally:
+        os.kill(control, signal.SIGKILL)
+    assert gw.proc.wait(15) == 0, gw.stderr()
+    assert "usage ledger rows no control process took at stop kept in" in gw.stderr()
+    again = start_gateway(tmp_path, gw.config.read_text(), name="gw0", workers=2)  # the same state
+    try:
+        wait_until(lambda: not list(gw.state.glob(left.name)), 15, "the reports taken at the next start")
+    finally:
+        assert again.stop() == 0, again.stderr()
+    out = fastgw("usage", "--config", str(gw.config), "--format", "json", env=_env(gw))
+    assert out.returncode == 0, out.stderr
+    [total] = json.loads(out.stdout)
+    truth = served(fake)["gpt-4o-mini"]
+    assert (total["requests"], total["prompt_tokens"]) == (13, truth["prompt_tokens"]), again.stderr()
 
 
 def test_a_newcomer_sees_the_quickstarts_usage(gateway_factory: Callable[..., Gateway]) -> None:

@@ -17,7 +17,7 @@ from fastgw.config.compiler import compile_config
 from fastgw.control.usage_report import UsageQueryError, parse_query, row
 from fastgw.exchange import Exchange
 from fastgw.sinks.ledger import LedgerSink
-from fastgw.sinks.ledger_book import LedgerBook
+from fastgw.sinks.ledger_book import COST_NANOUSD_MAX, TOKENS_MAX, LedgerBook
 from fastgw.store.base import UsageTotal
 from tests.support.configs import MINIMAL
 
@@ -71,6 +71,18 @@ def test_unknown_cost_and_errors_are_counted_apart() -> None:
     [entry] = book.take()
     requests, prompt, _c, _ca, _r, cost, unpriced, errors = entry[7:]
     assert (requests, prompt, cost, unpriced, errors) == (4, 10, 0, 2, 1)
+
+
+def test_absurd_counts_and_costs_are_clamped_so_the_report_and_the_store_take_them() -> None:
+    """A provider reporting 10**20 tokens made a report orjson cannot write (past 2**64) or a row the
+    store's 64-bit sums refuse, and every later batch waited behind it (control/ledger.py)."""
+    book = LedgerBook()
+    huge = Usage(10**20, 10**20, 10**20, 10**20, True)
+    LedgerSink(book).take([exchange(usage=huge, cost=1e30), exchange(usage=huge, cost=float("nan"))])
+    [entry] = book.take()
+    assert entry[8:13] == (2 * TOKENS_MAX,) * 4 + (COST_NANOUSD_MAX,)
+    message = LedgerReport(writer="a1b2", seq=1, entries=(entry,))  # type: ignore[arg-type]
+    assert decode(encode(message)) == message
 
 
 def test_days_are_utc_days_of_the_exchange_end() -> None:
