@@ -11,8 +11,9 @@ batches go to the spool in the state directory (control/ledger_spool.py: fsynced
 order, and are replayed, in order, once it can: tried again with backoff, automatically. A control
 process killed meanwhile loses nothing spooled: its successor replays the spool at start. A batch the
 full spool refuses is dropped, counted and logged, never silently (docs/llm-usage.md). A batch the store
-refuses while it answers otherwise (a value out of its range: ``REJECTED_TRIES``) is set aside in
-``REJECTED_FILE``, logged and counted, rather than holding every later batch behind it for good.
+refuses for what it holds (a value out of a column's range: ``refused_for_its_data``), ``REJECTED_TRIES``
+times in a row, is set aside in ``REJECTED_FILE``, logged and counted, rather than holding every later
+batch behind it for good; any other failure (locked, read-only, full, away) is an outage: it waits.
 """
 
 from __future__ import annotations
@@ -48,9 +49,8 @@ LOG_EVERY_SECONDS: Final = 60.0
 # How long a writer's batch number is kept after its last batch: its spooled or re-sent batches can be
 # replayed (and skipped when applied) until then. Writers are worker runs (one per worker start), few.
 BATCHES_KEEP_SECONDS: Final = 30 * 86400
-# A spooled batch whose write failed this many times in a row while the store answered a probe each time
-# is refused for what it holds, not for an outage: three tries (0.5 + 1 + 2 s apart) outlast a deadlock
-# or a lock timeout, which do not come back in the same place.
+# A spooled batch the store refused for its data this many times in a row is set aside: three tries
+# (0.5 + 1 + 2 s apart), so one odd answer never costs a batch.
 REJECTED_TRIES: Final = 3
 REJECTED_FILE: Final = "ledger-rejected.jsonl"  # beside the spool: batches set aside, kept for a person
 
@@ -65,7 +65,7 @@ class LedgerWriter:
         self.skipped = 0  # replayed batches the store had already applied
         self.replayed = 0  # batches replayed since the spool last emptied
         self.announced = False  # "cannot be written" was logged, its recovery not yet
-        self._rejections = (-1, 0)  # (spool offset of the batch, failures in a row with the store up)
+        self._rejections: tuple[tuple[str, int], int] = (("", 0), 0)  # (writer, seq), refusals in a row
         self._retry: asyncio.TimerHandle | None = None
         self._delay = RETRY_FIRST_SECONDS
         self._logged = {"down": 0.0, "full": 0.0}
@@ -92,10 +92,11 @@ class LedgerWriter:
             if name.startswith(WORKER_LEFT_PREFIX) and name.endswith(WORKER_LEFT_SUFFIX):
                 path = os.path.join(state_dir, name)
                 try:
-                    added = self.spool.adopt(path)
+                    added, refused = self.spool.adopt(path)
                 except OSError as exc:
                     self.log(f"USAGE LEDGER: cannot take the reports of {path}: {exc}")
                     continue
+                self.dropped += refused
                 self.log(f"usage ledger: {added} reports a stopped worker left in {path} spooled")
 
     def write(self, entries: Sequence[Sequence[Any]], batch: Batch) -> None:
@@ -178,6 +179,7 @@ class LedgerWriter:
                 self._delay = min(self._delay * 2, RETRY_MAX_SECONDS)
                 return False
             self.spool.consumed(batch)
+            self._rejections = (("", 0), 0)
             self.skipped += not applied
             self.replayed += 1
             if replayed >= REPLAY_SLICE:
@@ -198,16 +200,15 @@ class LedgerWriter:
             self.log(f"usage ledger: the store is written again; {self.replayed} spooled batches replayed")
 
     def _rejected(self, batch: SpooledBatch, exc: Exception) -> bool:
-        """Whether ``batch`` is set aside: its write failed REJECTED_TRIES times in a row while the store
-        answered a probe (it refuses the batch, it is not away), so every later batch would wait on it."""
-        try:
-            self.store.count_rows("ledger_batches")
-        except Exception:  # the store is away: an outage, not this batch
-            self._rejections = (-1, 0)
+        """Whether ``batch`` is set aside: the store refused it for its data REJECTED_TRIES times in a
+        row, so every later batch would wait on it. Only a data error counts: a store that can be read
+        but not written (SQLite locked or on a full disk, PostgreSQL read-only) is an outage."""
+        if not refused_for_its_data(exc):
+            self._rejections = (("", 0), 0)
             return False
-        offset, tries = self._rejections
-        tries = tries + 1 if offset == batch.end else 1
-        self._rejections = (batch.end, tries)
+        which, tries = self._rejections
+        tries = tries + 1 if which == (batch.writer, batch.seq) else 1
+        self._rejections = ((batch.writer, batch.seq), tries)
         if tries < REJECTED_TRIES:
             return False
         rows = len(batch.rows)
@@ -219,16 +220,16 @@ class LedgerWriter:
                 os.write(fd, line + b"\n")
             finally:
                 os.close(fd)
-            where = f"set aside in {path}"
-        except OSError as error:
-            where = f"lost: cannot write {path} ({error.strerror})"
+        except OSError as error:  # kept in the spool, tried again: never dropped unwritten
+            self.log(f"USAGE LEDGER: cannot set batch {batch.seq} of {batch.writer} aside in {path}: {error}")
+            return False
         self.dropped += rows
         self.log(
             f"USAGE LEDGER REJECTED batch {batch.seq} of {batch.writer} ({rows} rows): the store refused it"
-            f" {tries} times while answering ({exc}); {where}; later batches go on"
+            f" {tries} times ({exc}); set aside in {path}; later batches go on"
         )
         self.spool.consumed(batch)
-        self._rejections = (-1, 0)
+        self._rejections = (("", 0), 0)
         return True
 
     def gauges(self) -> dict[str, float]:
@@ -241,3 +242,19 @@ class LedgerWriter:
 
     def usage(self, query: UsageQuery) -> list[UsageTotal]:
         return self.store.usage(query)
+
+
+def refused_for_its_data(exc: BaseException) -> bool:
+    """Whether the store refused a write for what it holds rather than for its own state: a number out
+    of a column's range (SQLite's OverflowError, PostgreSQL's SQLSTATE class 22), a constraint (class 23,
+    sqlite3's IntegrityError, DataError). Locked, read-only, full or unreachable stores are not."""
+    for error in (exc, exc.__cause__):
+        if isinstance(error, OverflowError):
+            return True
+        state = getattr(error, "sqlstate", None)  # psycopg's errors carry it
+        if isinstance(state, str) and state[:2] in ("22", "23"):
+            return True
+        kind = type(error)
+        if kind.__module__ == "sqlite3" and kind.__name__ in ("IntegrityError", "DataError"):
+            return True
+    return False

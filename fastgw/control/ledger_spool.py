@@ -26,8 +26,9 @@ import orjson
 
 SPOOL_FILE: Final = "ledger-spool.jsonl"
 # Reports a worker could not hand over before it stopped (no control process ran: PostgreSQL down at its
-# start, a control process restarting), in the spool's line format, one file per worker process: the
-# next control process appends them to its spool at start (control/ledger.py), then removes the file.
+# start, a control process restarting), in the spool's line format, one file per worker run (named by
+# its writer id, unique per run: a reused pid never overwrites one): the next control process appends
+# them to its spool at start (control/ledger.py), then removes the file.
 WORKER_LEFT_PREFIX: Final = "ledger-worker-"
 WORKER_LEFT_SUFFIX: Final = ".jsonl"
 # The spool's most bytes. A busy node (8 workers, each flushing 100 distinct rows every 2 s at ~200 bytes
@@ -88,13 +89,13 @@ class LedgerSpool:
     def pending(self) -> bool:
         return self.replayed < self.size
 
-    def adopt(self, path: str) -> int:
-        """Append the batches of a worker's file (WORKER_LEFT_PREFIX) and remove it; the batches added
-        (a batch written before, from this file by a control process killed before removing it, or
-        from the worker's channel, is skipped at replay by its number)."""
+    def adopt(self, path: str) -> tuple[int, int]:
+        """Append the batches of a worker's file (WORKER_LEFT_PREFIX) and remove it: (batches added, rows
+        the full spool refused). A batch written before (from this file by a control process killed
+        before removing it, or from the worker's channel) is skipped at replay by its number."""
         with open(path, "rb") as file:
             lines = file.read().splitlines()
-        added = 0
+        added = refused = 0
         for line in lines:
             try:
                 data = orjson.loads(line)
@@ -104,10 +105,11 @@ class LedgerSpool:
                 continue
             if not self.append(writer, seq, rows):
                 self.log(f"USAGE LEDGER SPOOL FULL: {len(rows)} rows of {path} dropped")
+                refused += len(rows)
                 continue
             added += 1
         os.unlink(path)
-        return added
+        return added, refused
 
     def append(self, writer: str, seq: int, rows: list[list[Any]]) -> bool:
         """Keep one batch, durably (fsync) before returning True; False when the bound refuses it.

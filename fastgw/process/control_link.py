@@ -240,7 +240,7 @@ class ControlLink:
             orjson.dumps({"writer": r.writer, "seq": r.seq, "rows": [list(e) for e in r.entries]}) + b"\n"
             for r in reports
         )
-        path = os.path.join(state_dir, f"{WORKER_LEFT_PREFIX}{os.getpid()}{WORKER_LEFT_SUFFIX}")
+        path = os.path.join(state_dir, f"{WORKER_LEFT_PREFIX}{self.ledger_writer}{WORKER_LEFT_SUFFIX}")
         try:
             write_whole(path, lines)
         except OSError as exc:

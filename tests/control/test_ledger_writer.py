@@ -224,18 +224,23 @@ def test_a_batch_the_store_refuses_is_set_aside_and_the_rest_go_on(tmp_path: Pat
     store.close()
 
 
-def test_an_outage_is_never_taken_for_a_refusal(tmp_path: Path) -> None:
+def test_a_store_that_reads_but_cannot_write_is_an_outage_never_a_refusal(tmp_path: Path) -> None:
+    """SQLite locked or on a full disk, PostgreSQL read-only: reads work, writes fail. Those batches
+    wait for the store; only a refusal for the batch's data sets one aside."""
     worker = Worker()
     store = FlakyStore(str(tmp_path / "fastgw.db"))
     logged: list[str] = []
     writer = LedgerWriter(store, logged.append, str(tmp_path))
-    store.down = True
+    store.down = True  # raises StoreError("database is locked") on writes; reads answer
     writer.write([entry(1)], worker.next())
-    store.close()  # the probe cannot answer either: an outage
     for _ in range(5):
         assert not writer.replay()
+    assert store.usage(UsageQuery()) == []  # the store reads
     assert writer.spool.batches == 1 and not (tmp_path / REJECTED_FILE).exists()
     assert sum("cannot be written" in line for line in logged) == 1  # once, not per try
+    store.down = False
+    assert writer.replay() and requests(store) == 1
+    store.close()
 
 
 def test_reports_a_stopped_worker_left_are_added_once_at_the_next_start(tmp_path: Path) -> None:
