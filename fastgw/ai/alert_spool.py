@@ -21,6 +21,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
@@ -58,11 +59,18 @@ class AlertSpool:
         self._broken = False  # logged once: the spool could not be written
 
     def open(self) -> None:
-        """Create the directory and take its lock (a directory left by a dead process of the same pid
-        is this one's: its entries are adopted with the rest)."""
-        os.makedirs(self.dir, mode=0o700, exist_ok=True)
-        self._lock_fd = os.open(self.dir + LOCK_SUFFIX, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        """Take this process's lock, then create its directory (a directory left by a dead process of
+        the same pid is this one's: its entries are adopted with the rest). The lock first: a worker
+        starting beside this one must never find the directory unlocked and adopt it away."""
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        fd = _open_lock(self.dir)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        except OSError:
+            os.close(fd)
+            raise
+        self._lock_fd = fd
 
     def name_for(self, body: bytes, url: str) -> str:
         """The file of one alert at one webhook (the body holds the alert's id)."""
@@ -96,8 +104,9 @@ class AlertSpool:
         for other in self._orphans():
             try:
                 names = sorted(os.listdir(other))
-            except OSError:
-                continue  # adopted and removed by another worker a moment ago
+            except OSError:  # adopted and removed by another worker a moment ago: its lock file is ours
+                _unlink(other + LOCK_SUFFIX)
+                continue
             for name in names:
                 try:
                     os.replace(os.path.join(other, name), os.path.join(self.dir, name))
@@ -121,7 +130,9 @@ class AlertSpool:
             if not name.startswith(OWNER_PREFIX) or name.endswith(LOCK_SUFFIX) or path == self.dir:
                 continue
             try:
-                fd = os.open(path + LOCK_SUFFIX, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                if not stat.S_ISDIR(os.lstat(path).st_mode):
+                    continue  # a stray file or a symlink: never followed, never emptied
+                fd = _open_lock(path)
             except OSError:
                 continue
             try:
@@ -141,11 +152,31 @@ class AlertSpool:
                 self.remove(path)  # a write cut by the worker's death: never renamed, never an alert
                 continue
             try:
+                regular = stat.S_ISREG(os.lstat(path).st_mode)
+            except OSError:
+                continue
+            if not regular:
+                log_line(f"budget alerts: {path} is not a spooled alert (not a file); left alone")
+                continue
+            try:
                 if os.path.getsize(path) > ENTRY_BYTES_MAX:
                     raise ValueError("too large")
-                with open(path, "rb") as f:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                with os.fdopen(fd, "rb") as f:
                     entry = orjson.loads(f.read())
                 yield SpooledAlert(str(entry["route"]), str(entry["url"]), str(entry["body"]).encode(), path)
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 log_line(f"budget alerts: {path} is not a spooled alert ({exc}); removed")
                 self.remove(path)
+
+
+def _open_lock(directory: str) -> int:
+    """The lock file of a worker's directory (never through a symlink)."""
+    return os.open(directory + LOCK_SUFFIX, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

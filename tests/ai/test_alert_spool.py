@@ -57,3 +57,15 @@ def test_a_spool_that_cannot_be_written_says_so_once(
     assert own.keep("llm", "https://hooks.example/a", BODY) is None
     assert own.keep("llm", "https://hooks.example/b", BODY) is None
     assert capfd.readouterr().err.count("in memory only") == 1
+
+
+def test_a_symlink_among_the_directories_is_never_followed(tmp_path: Path) -> None:
+    """A link named like a worker's directory had its target emptied into the spool, and whatever was
+    no alert there deleted."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "notes.json").write_text("{}")
+    own = spool(tmp_path, 401)
+    (Path(own.root) / "worker-999").symlink_to(elsewhere)
+    assert own.adopt() == []
+    assert (elsewhere / "notes.json").read_text() == "{}"
