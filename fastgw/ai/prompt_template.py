@@ -50,7 +50,7 @@ class TemplateError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Placeholder:
-    path: tuple[str | int, ...]
+    path: tuple[str, ...]  # as written: "0" is an index into a list, the key "0" in an object
     line: int
     text: str  # as written, for error messages: "{{ a.b }}"
 
@@ -77,15 +77,15 @@ class Template:
         return "".join(out)
 
 
-def _lookup(values: Any, path: tuple[str | int, ...]) -> Any:
+def _lookup(values: Any, path: tuple[str, ...]) -> Any:
     """Key and index lookups on parsed JSON only: ``type(...) is`` checks, so a subclass with a custom
     ``__getitem__`` (none can come from orjson, but the rule is the sandbox) is never called."""
     current = values
     for step in path:
-        if type(current) is dict:  # a digit step names a key too: {{ codes.404 }} on {"404": ...}
-            current = current.get(step if type(step) is str else str(step))
-        elif type(current) is list and type(step) is int and step < len(current):
-            current = current[step]
+        if type(current) is dict:  # a step of digits is a key here: {{ codes.404 }}, {{ codes.007 }}
+            current = current.get(step)
+        elif type(current) is list and step.isdigit() and int(step) < len(current):
+            current = current[int(step)]
         else:
             return None
     return current
@@ -132,7 +132,7 @@ def compile_template(text: str) -> Template:
         steps = expression.split(".")
         if len(steps) > PATH_MAX_DEPTH:
             raise TemplateError(line, f"{written} is deeper than {PATH_MAX_DEPTH} steps")
-        path = tuple(int(s) if s.isdigit() else s for s in steps)
+        path = tuple(steps)
         if literal:
             parts.append("".join(literal))
             literal = []
@@ -150,9 +150,9 @@ def check_names(template: Template, schema: Mapping[str, Any]) -> None:
     for placeholder in template.placeholders:
         node: Any = schema
         for step in placeholder.path:
-            if type(step) is int:
-                items = node.get("items") if isinstance(node, Mapping) else None
-                node = items if isinstance(items, Mapping) else None
+            items = node.get("items") if isinstance(node, Mapping) else None
+            if step.isdigit() and isinstance(items, Mapping):  # an index into an array's items
+                node = items
                 continue
             props = node.get("properties") if isinstance(node, Mapping) else None
             if not isinstance(props, Mapping):

@@ -87,6 +87,39 @@ def test_tool_call_arguments_are_masked_value_by_value_and_stay_json() -> None:
     assert sent == {"aws_secret_access_key": "[AWS_SECRET_KEY_1]", "to": "[EMAIL_1]"}
 
 
+def test_tool_call_keys_are_read_and_a_duplicate_key_hides_nothing() -> None:
+    """Read value by value, a key was never scanned ({"alice@example.com": true} went out unmasked), and
+    a value under a duplicate key, dropped by parsing, reached the provider in the raw text."""
+    pivot = called('{"alice@example.com": true, "n": [1, 2]}')
+    guard(detectors={"email": "mask"}).check(pivot, FORMATS["openai"], GuardrailsReport())
+    assert orjson.loads(pivot["messages"][1]["tool_calls"][0]["function"]["arguments"]) == {
+        "[EMAIL_1]": True,
+        "n": [1, 2],
+    }
+    pivot = called(f'{{"to": "{EMAIL}", "to": "bob"}}')
+    report = GuardrailsReport()
+    guard(detectors={"email": "mask"}).check(pivot, FORMATS["openai"], report)
+    assert report.fired == {"email": "mask"}
+    assert pivot["messages"][1]["tool_calls"][0]["function"]["arguments"] == '{"to":"bob"}'
+    with pytest.raises(InvalidRequestError):
+        guard(detectors={"email": "block"}).check(called(f'{{"{EMAIL}": 1}}'), FORMATS["openai"], report)
+
+
+def test_a_call_nothing_was_masked_in_is_sent_as_written() -> None:
+    pivot = called('{"amount": 1e5,  "to": "bob"}')
+    pivot["messages"].insert(1, {"role": "user", "content": f"mail {EMAIL}"})
+    guard(detectors={"email": "mask"}).check(pivot, FORMATS["openai"], GuardrailsReport())
+    assert pivot["messages"][2]["tool_calls"][0]["function"]["arguments"] == '{"amount": 1e5,  "to": "bob"}'
+
+
+def test_the_prompt_estimate_counts_all_of_a_tool_calls_arguments() -> None:
+    """Read string by string, a call's numbers and keys counted nothing toward max_prompt_tokens."""
+    with pytest.raises(InvalidRequestError, match="tokens, over this"):
+        guard(max_prompt_tokens=1000).check(
+            called(orjson.dumps(list(range(5000))).decode()), FORMATS["openai"], GuardrailsReport()
+        )
+
+
 def test_a_value_restored_into_tool_call_arguments_is_escaped_for_json() -> None:
     """A masked private key (line breaks) or a quoted phrase went back raw into the arguments' JSON:
     invalid JSON for the SDK, a 502 for an Anthropic client."""

@@ -33,9 +33,10 @@ def test_fields_paths_and_indexes_fill_from_the_json() -> None:
 def test_a_digit_step_into_an_object_names_its_key() -> None:
     """{{ free.404 }} passed the load check but always filled "": the step became the int 404, which a
     dict lookup refused."""
-    template = compile_template("{{ free.404 }}|{{ items.0.name }}")
+    template = compile_template("{{ free.404 }}|{{ free.007 }}|{{ items.0.name }}")
     check_names(template, SCHEMA)
-    assert template.fill({"free": {"404": "not found"}, "items": [{"name": "a"}]}) == "not found|a"
+    values = {"free": {"404": "not found", "007": "bond"}, "items": [{"name": "a"}]}
+    assert template.fill(values) == "not found|bond|a"
 
 
 def test_non_strings_are_json_and_absent_fields_are_empty() -> None:

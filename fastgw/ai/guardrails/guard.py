@@ -14,11 +14,10 @@ from __future__ import annotations
 import math
 from typing import Any, Final
 
-import orjson
-
 from fastgw.ai.adapter import InvalidRequestError, Json
 from fastgw.ai.client_format import ClientFormat
 from fastgw.ai.guardrails.answer import GuardedFormat
+from fastgw.ai.guardrails.arguments import ArgumentText, ToolCall, argument_texts, parse
 from fastgw.ai.guardrails.config import GuardrailsConfig
 from fastgw.ai.guardrails.masking import Masks, TooManyValuesError
 from fastgw.ai.guardrails.report import LOG_SCAN_MAX, GuardrailsReport
@@ -32,15 +31,13 @@ TOKENS_PER_MESSAGE: Final = 4
 # The request fields that cap an answer: max_output_tokens clamps them, the response cache keys on them.
 OUTPUT_KEYS: Final = ("max_tokens", "max_completion_tokens")
 
-Slot = tuple[Any, Any]  # a text in the pivot: its container (dict or list) and key, so it can be replaced
+Slot = tuple[Any, Any] | ArgumentText  # a text in the pivot, where it is so that a mask can replace it
 
 
-def text_slots(pivot: Json, parsed: list[tuple[Json, Any]] | None = None) -> list[Slot]:
-    """Every text of the prompt a detector should read (an embeddings request's: its input strings). A
-    tool call's arguments are read as the strings of their JSON, decoded (an escape such as ``\\u0040``
-    hides nothing), each after its key's name (``aws_secret_access_key: ...``: a secret known by its
-    name is still found) and masked alone (a match that took the key's name and quotes with it broke the
-    JSON the provider got); ``parsed`` collects (function, its arguments parsed) to write back."""
+def text_slots(pivot: Json, calls: list[ToolCall] | None = None) -> list[Slot]:
+    """Every text of the prompt a detector should read (an embeddings request's: its input strings).
+    With ``calls``, a tool call's arguments that are JSON are read key by key and string by string
+    (arguments.py) and their calls collected; without, as their raw text (the logged prompt)."""
     slots: list[Slot] = []
     inputs = pivot.get("input")
     if isinstance(inputs, str):
@@ -60,49 +57,28 @@ def text_slots(pivot: Json, parsed: list[tuple[Json, Any]] | None = None) -> lis
         for call in message.get("tool_calls") or ():
             function = call.get("function") if isinstance(call, dict) else None
             if isinstance(function, dict) and isinstance(function.get("arguments"), str):
-                slots.extend(_argument_slots(function, parsed))
+                parsed = parse(function) if calls is not None else None
+                if parsed is None:
+                    slots.append((function, "arguments"))
+                else:
+                    assert calls is not None
+                    calls.append(parsed)
+                    slots.extend(argument_texts(parsed))
     return slots
 
 
-def _argument_slots(function: Json, parsed: list[tuple[Json, Any]] | None) -> list[Slot]:
-    """The string slots of a tool call's JSON arguments, or the raw text when it is no JSON."""
-    try:
-        value = orjson.loads(function["arguments"])
-    except orjson.JSONDecodeError:
-        return [(function, "arguments")]
-    if not isinstance(value, (dict, list)):  # a bare string or number: read as it is
-        return [(function, "arguments")]
-    if parsed is not None:
-        parsed.append((function, value))
-    slots: list[Slot] = []
-    stack = [value]  # a walk, not a recursion: a client's JSON may be nested past the recursion limit
-    while stack:
-        node = stack.pop()
-        named = isinstance(node, dict)
-        items: Any = ()
-        if isinstance(node, dict):
-            items = node.items()
-        elif isinstance(node, list):
-            items = enumerate(node)
-        for key, item in items:
-            if isinstance(item, str):
-                slots.append(NamedSlot(node, key) if named else (node, key))
-            elif isinstance(item, (dict, list)):
-                stack.append(item)
-    return slots
+def _text(slot: Slot) -> str:
+    if isinstance(slot, ArgumentText):
+        return slot.text
+    text: str = slot[0][slot[1]]
+    return text
 
 
-class NamedSlot(tuple[Any, Any]):
-    """A string of a JSON object in a tool call's arguments: read after its key's name (``prefix``)."""
-
-    __slots__ = ()
-
-    def __new__(cls, container: Any, key: Any) -> NamedSlot:
-        return super().__new__(cls, (container, key))
-
-    @property
-    def prefix(self) -> str:
-        return f"{self[1]}: "
+def _replace(slot: Slot, text: str) -> None:
+    if isinstance(slot, ArgumentText):
+        slot.replace(text)
+    else:
+        slot[0][slot[1]] = text
 
 
 # On overlapping matches, the action that protects more wins (scan.find's rank).
@@ -112,18 +88,21 @@ _ACTION_RANK: Final = {"block": 2, "mask": 1, "log": 0}
 def _slot_hits(
     slot: Slot, scan: tuple[Detector, ...], rank: dict[str, int]
 ) -> list[tuple[int, int, Detector]]:
-    """The matches in a slot's text; for a NamedSlot, found after its key's name and kept on the value:
-    the part of a match in the name is neither masked nor logged (a name is no secret)."""
-    text = slot[0][slot[1]]
-    if not isinstance(slot, NamedSlot):
+    """The matches in a slot's text; for a value in an object, found after its key's name and kept on
+    the value: the part of a match in the name is neither masked nor counted here (the key is a text of
+    its own)."""
+    text = _text(slot)
+    prefix = slot.prefix if isinstance(slot, ArgumentText) else ""
+    if not prefix:
         return find(text, scan, rank)
-    prefix = slot.prefix
     skip = len(prefix)
     return [(max(s, skip) - skip, e - skip, d) for s, e, d in find(prefix + text, scan, rank) if e > skip]
 
 
-def estimate_prompt_tokens(pivot: Json, slots: list[Slot]) -> int:
-    chars = sum(len(container[key]) for container, key in slots)
+def estimate_prompt_tokens(pivot: Json, slots: list[Slot], calls: list[ToolCall]) -> int:
+    """From the texts' characters; a JSON tool call by its raw arguments (numbers and keys count too)."""
+    chars = sum(len(_text(slot)) for slot in slots if not isinstance(slot, ArgumentText))
+    chars += sum(len(call.raw) for call in calls)
     return math.ceil(chars / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE * len(pivot.get("messages") or ())
 
 
@@ -139,11 +118,11 @@ class Guardrails:
         """Apply the guardrails to ``pivot`` (masked in place); the format to answer the client with.
         Raises InvalidRequestError (a 400 in the client's shape) for a refusal."""
         config = self.config
-        parsed: list[tuple[Json, Any]] = []
-        slots = text_slots(pivot, parsed)
+        calls: list[ToolCall] = []
+        slots = text_slots(pivot, calls)
         param = "messages" if "messages" in pivot else "input"  # what a refusal names: chat or embeddings
         if config.max_prompt_tokens:
-            estimate = estimate_prompt_tokens(pivot, slots)
+            estimate = estimate_prompt_tokens(pivot, slots, calls)
             if estimate > config.max_prompt_tokens:
                 raise InvalidRequestError(
                     f"the prompt is about {estimate} tokens, over this route's limit of"
@@ -161,6 +140,10 @@ class Guardrails:
         actions = config.actions
         rank = {name: _ACTION_RANK[action] for name, action in actions.items()}
         found = [(slot, _slot_hits(slot, config.scan, rank)) for slot in slots]
+        for call in calls:  # the raw text too: a value under a duplicate key, dropped by parsing
+            for _, _, detector in find(call.raw, config.scan, rank):
+                action = report.fired[detector.name] = actions[detector.name]
+                call.dirty = call.dirty or action == "mask"  # written again: the hidden copy goes
         for _, hits in found:
             for _, _, detector in hits:
                 report.fired[detector.name] = actions[detector.name]
@@ -173,22 +156,21 @@ class Guardrails:
             )
         masks = Masks()
         if "mask" in actions.values():
-            for container, key in slots:
-                masks.reserve(container[key])
+            for slot in slots:
+                masks.reserve(_text(slot))
         try:
-            for (container, key), hits in found:
+            for slot, hits in found:
                 masked = [h for h in hits if actions[h[2].name] == "mask"]
                 if masked:
-                    container[key] = masks.mask(container[key], masked)
+                    _replace(slot, masks.mask(_text(slot), masked))
         except TooManyValuesError as exc:
             raise InvalidRequestError(
                 f"the prompt has too many distinct {exc.args[0].lower()} values to mask",
                 param,
                 "guardrail_blocked",
             ) from None
-        if masks.by_placeholder:
-            for function, value in parsed:  # the masked strings back into their calls' JSON
-                function["arguments"] = orjson.dumps(value).decode()
+        for call in calls:  # the masked texts back into their calls' JSON (only calls that changed)
+            call.write_back()
         if masks.by_placeholder or config.log_prompts:
             return GuardedFormat(fmt, masks, report)
         return fmt
@@ -222,6 +204,6 @@ def _prompt_text(pivot: Json) -> str:
     lines = []
     for message in pivot.get("messages") or ():
         if isinstance(message, dict):
-            texts = [c[k] for c, k in text_slots({"messages": [message]})]
+            texts = [_text(slot) for slot in text_slots({"messages": [message]})]
             lines.append(f"{message.get('role')}: {' '.join(texts)}")
     return "\n".join(lines)[:LOG_SCAN_MAX]
