@@ -78,10 +78,12 @@ class TargetLoop:
         settings = self.llm.resilience
         budget = self.llm.max_attempts * (1 + settings.retries)
         failure: ProviderError | None = None
+        unsupported: InvalidRequestError | None = None  # what a target could not honour (another may)
         targets = plan(model, self.health, time.monotonic(), len(model.targets), self.rng)
         if own_key is not None:  # the client's key goes to the providers it is for, and nowhere else
             targets = [t for t in targets if t.provider.name in own_key.providers]
-        for target in targets[: self.llm.max_attempts]:
+        chosen = targets[: self.llm.max_attempts]
+        for index, target in enumerate(chosen):
             retries = 0
             while budget > 0:
                 budget -= 1
@@ -95,9 +97,10 @@ class TargetLoop:
                 # every other Task (tests/test_native.py checks that no compiled module does it).
                 invalid: InvalidRequestError | None = None
                 error: ProviderError | None = None
-                relaying = False
+                relaying = built = False
                 try:
                     request = build(adapter, target)
+                    built = True
                     record.at_provider = True
                     reply = await send_request(upstreams, target, request, credential, stream=stream)
                     if reply.status >= 400:
@@ -115,6 +118,13 @@ class TargetLoop:
                     if not_sent(cancelled):
                         record.at_provider = False  # cut while connecting: the request never left
                     raise
+                if invalid is not None and not built:
+                    # This target cannot take the request (a parameter its provider lacks): the next
+                    # planned one may; the 400 only if none can (a capability is never dropped).
+                    record.attempts -= 1  # no call was made
+                    budget += 1
+                    unsupported = unsupported or invalid
+                    break
                 if invalid is not None:
                     await fail(400, invalid.message, invalid.param, invalid.code, None)
                     return
@@ -123,6 +133,7 @@ class TargetLoop:
                     return
                 if out.started:  # the relay ended the answer with an error event
                     record.error = error.kind
+                    self.health.set_aside(target, time.monotonic(), None)  # the provider's failure too
                     return
                 if relaying and error.kind in UNUSABLE_ANSWERS:
                     # A 2xx answer the client never saw a byte of, and no answer at all (an HTML page,
@@ -135,13 +146,19 @@ class TargetLoop:
                     record.error = error.kind
                     await fail(error.status, error.message, None, None, error.retry_after)
                     return
-                if self._other_key_ready(target, key, error):
-                    continue  # the same target at once, with another of its provider's keys
+                # The same target at once with another of its provider's keys, while the attempts left
+                # keep one for each target after it: keys limited together (an organisation's) must
+                # not spend the request's attempts before its fallback is tried.
+                if self._other_key_ready(target, key, error) and budget > len(chosen) - index - 1:
+                    continue
                 wait = self._retry_wait(target, error, retries)
                 if wait is None:
                     break  # the next target
                 retries += 1
                 await asyncio.sleep(wait)
+        if failure is None and unsupported is not None:
+            await fail(400, unsupported.message, unsupported.param, unsupported.code, None)
+            return
         record.error = failure.kind if failure is not None else "no_target"
         if failure is not None:
             await fail(failure.status, failure.message, None, None, failure.retry_after)

@@ -46,6 +46,7 @@ from fastgw.ai.relay import (
     relay_embeddings,
     relay_stream,
     status_kind,
+    target_field,
 )
 from fastgw.exchange import Exchange
 from fastgw.handler_api import ResponseWriter, UpstreamReply, Upstreams
@@ -301,7 +302,7 @@ class LlmHandler:
         async def fail(
             status: int, message: str, param: str | None, code: str | None, retry_after: float | None
         ) -> None:
-            await self._fail(out, fmt, status, message, param, code, retry_after)
+            await self._fail(out, fmt, status, message, param, code, retry_after, record)
 
         try:
             await self.loop.run(
@@ -361,14 +362,19 @@ class LlmHandler:
         param: str | None,
         code: str | None = None,
         retry_after: float | None = None,
+        record: LlmRecord | None = None,
     ) -> None:
         if out.started:
             return
         body = fmt.render_error(status, message, status_kind(status), param, code)
         # A provider's reset hint goes on with its 429, so the client's SDK waits that long before its own
         # retry (both official SDKs read Retry-After) rather than retrying into the same refusal.
-        hint = ((b"retry-after", b"%d" % math.ceil(retry_after)),) if retry_after and status == 429 else ()
-        await _send(out, status, body, hint)
+        fields: list[tuple[bytes, bytes]] = []
+        if retry_after and status == 429:
+            fields.append((b"retry-after", b"%d" % math.ceil(retry_after)))
+        if record is not None and record.attempts:  # which target failed last, after how many calls
+            fields.append(target_field(record))
+        await _send(out, status, body, tuple(fields))
 
 
 async def _send(

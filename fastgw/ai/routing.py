@@ -10,7 +10,12 @@ opens, and the target is set aside for a cool-down: the provider's reset hint wh
 with Retry-After or x-ratelimit-reset-*), else ``cool_down`` seconds, doubled each time the target fails
 again on its first request after a cool-down (half-open: that one request decides), up to
 ``cool_down_max``. A success closes it and forgets the failures. A set-aside target is still tried last
-rather than failing a request outright (a provider's hint can be pessimistic).
+rather than failing a request outright (a provider's hint can be pessimistic). While it is set aside,
+more failures (requests in flight when it opened, or trying it last) change nothing but a longer reset
+hint: ten requests failing together in a two-second blip set it aside for ``cool_down``, not for
+``cool_down_max``. Once the cool-down ends, one request at a time is its probe (half-open); another may
+probe only after ``cool_down`` more seconds, so a probe that never reports (cut by its client) does not
+keep the target set aside for good.
 
 A provider's keys (``api_keys``) are chosen by weight per request among those not set aside
 (``KeyHealth``): a key the provider rate-limited (429) rests until the provider's reset while the other
@@ -37,22 +42,30 @@ _Weighted = TypeVar("_Weighted", Target, ProviderKey)
 class TargetHealth:
     """Per worker: each target's consecutive failures and until when it is set aside."""
 
-    __slots__ = ("_failures", "_settings", "_streak", "_until")
+    __slots__ = ("_failures", "_probing", "_settings", "_streak", "_until")
 
     def __init__(self, settings: Resilience | None = None) -> None:
         self._settings = settings or Resilience()
-        self._until: dict[tuple[str, str], float] = {}
+        self._until: dict[tuple[str, str], float] = {}  # open until; past it, half-open until it reports
         self._failures: dict[tuple[str, str], int] = {}  # consecutive failures since the last success
         self._streak: dict[tuple[str, str], int] = {}  # cool-downs in a row without a success: the doubling
+        self._probing: dict[tuple[str, str], float] = {}  # when the half-open target's probe was let go
 
     def set_aside(self, target: Target, now: float, seconds: float | None) -> None:
-        """A failure of ``target``: the circuit opens once ``breaker_failures`` came in a row."""
+        """A failure of ``target``: the circuit opens once ``breaker_failures`` came in a row; a failed
+        probe opens it again for twice as long; a failure while it is open changes only a reset hint."""
         key = (target.provider.name, target.target.model)
-        failures = self._failures.get(key, 0) + 1
-        self._failures[key] = failures
         settings = self._settings
-        if failures < settings.breaker_failures:
+        until = self._until.get(key)
+        if until is not None and until > now:
+            if seconds is not None:  # the provider's reset, if later than the one believed
+                self._until[key] = max(until, now + min(max(seconds, 0.0), settings.cool_down_max))
             return
+        if self._probing.pop(key, None) is None:
+            failures = self._failures.get(key, 0) + 1
+            self._failures[key] = failures
+            if failures < settings.breaker_failures:
+                return
         streak = self._streak.get(key, 0)
         self._streak[key] = streak + 1
         wait = settings.cool_down * 2.0 ** min(streak, 32) if seconds is None else max(seconds, 0.0)
@@ -64,15 +77,21 @@ class TargetHealth:
         self._failures.pop(key, None)
         self._streak.pop(key, None)
         self._until.pop(key, None)  # a set-aside target tried last that answered is back
+        self._probing.pop(key, None)
 
     def available(self, target: Target, now: float) -> bool:
-        until = self._until.get((target.provider.name, target.target.model))
+        """Closed; or half-open and no probe out (this request is then the probe)."""
+        key = (target.provider.name, target.target.model)
+        until = self._until.get(key)
         if until is None:
             return True
-        if until <= now:
-            del self._until[(target.provider.name, target.target.model)]
-            return True
-        return False
+        if until > now:
+            return False
+        let_go = self._probing.get(key)
+        if let_go is not None and now - let_go < self._settings.cool_down:
+            return False  # another request is the probe
+        self._probing[key] = now
+        return True
 
 
 class KeyHealth:

@@ -43,6 +43,36 @@ def test_cool_down_doubles_while_the_target_keeps_failing_and_resets_on_success(
     assert not health.available(a, now + 4.5) and health.available(a, now + 5.0)
 
 
+def test_failures_while_set_aside_do_not_lengthen_the_cool_down() -> None:
+    """Every request that failed while the target was set aside (in flight when it opened, or trying it
+    last) doubled the cool-down: ten failing together in a two-second blip set it aside for
+    cool_down_max (300 s) instead of cool_down."""
+    health = TargetHealth(Resilience(cool_down=5.0, cool_down_max=300.0))
+    a = target("a")
+    for i in range(10):
+        health.set_aside(a, 100.0 + i * 0.1, None)
+    assert not health.available(a, 104.9) and health.available(a, 105.0)
+    health.set_aside(a, 105.0, 60.0)  # the provider's later reset, said while set aside again: believed
+    health.set_aside(a, 105.1, 1.0)  # a shorter one never cuts it
+    assert not health.available(a, 164.9) and health.available(a, 165.0)
+
+
+def test_one_probe_at_a_time_once_the_cool_down_ends() -> None:
+    """Half-open: every request after the cool-down went to the target at once; now one does, and the
+    next only after cool_down more seconds (a probe cut by its client never reports)."""
+    health = TargetHealth(Resilience(cool_down=5.0, cool_down_max=300.0, breaker_failures=3))
+    a = target("a")
+    for _ in range(3):
+        health.set_aside(a, 0.0, None)
+    assert health.available(a, 5.0)  # the probe
+    assert not health.available(a, 5.1) and not health.available(a, 9.9)  # the others wait
+    health.set_aside(a, 6.0, None)  # the probe failed: open again at once, twice as long
+    assert not health.available(a, 15.9) and health.available(a, 16.0)
+    assert health.available(a, 21.0)  # that probe never reported: another after cool_down
+    health.succeeded(a)
+    assert health.available(a, 21.1) and health.available(a, 21.2)  # closed: everyone
+
+
 def test_the_breaker_opens_after_consecutive_failures_only() -> None:
     health = TargetHealth(Resilience(breaker_failures=3))
     a = target("a")

@@ -33,6 +33,9 @@ def test_durations(text: str, seconds: float | None) -> None:
 def test_headers_most_precise_first() -> None:
     assert header_retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
     assert header_retry_after({"retry-after-ms": "soon", "retry-after": "9"}) == 9.0
+    # The day's bound applies to the seconds: two minutes in milliseconds were taken for 33 hours.
+    assert header_retry_after({"retry-after-ms": "120000"}) == 120.0
+    assert header_retry_after({"retry-after-ms": "86400001"}) is None
     assert header_retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:10 GMT"}, now=1445412480.0) == 10.0
     assert header_retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, now=1445412490.0) == 0.0
     assert (

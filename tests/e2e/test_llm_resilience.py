@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -44,6 +45,9 @@ SLACK = 1.5  # scheduling, TLS and the fallback target's own answer, on a loaded
 
 
 def extra(secrets: Path, silent_port: int) -> str:
+    many_keys = "\n".join(
+        f'            {{ name = "k{i}", key = {{ file = "{secrets / "second.key"}" }} }},' for i in range(6)
+    )
     return f"""
         [llm]
         retries = 1
@@ -62,6 +66,23 @@ def extra(secrets: Path, silent_port: int) -> str:
             {{ name = "alpha", key = {{ file = "{secrets / "openai.key"}" }} }},
             {{ name = "beta", key = {{ file = "{secrets / "second.key"}" }} }},
         ]
+
+        [[llm.providers]]
+        name = "oa-many"
+        kind = "openai"
+        upstream = "openai"
+        base_path = "/v1"
+        api_keys = [
+{many_keys}
+        ]
+
+        [[llm.providers]]
+        name = "oa-stalling"
+        kind = "openai"
+        upstream = "openai"
+        base_path = "/v1"
+        api_key = {{ file = "{secrets / "openai.key"}" }}
+        idle_timeout = {FIRST_TOKEN}
 
         [[llm.providers]]
         name = "oa-quick"
@@ -86,6 +107,27 @@ def extra(secrets: Path, silent_port: int) -> str:
         [[llm.models]]
         name = "two-keys"
         targets = [{{ provider = "oa-keys", model = "gpt-4o-mini" }}]
+
+        [[llm.models]]
+        name = "many-keys"
+        targets = [
+            {{ provider = "oa-many", model = "gpt-4o-mini" }},
+            {{ provider = "an", model = "claude-sonnet-4-5", priority = 1 }},
+        ]
+
+        [[llm.models]]
+        name = "stalls-then-falls-back"
+        targets = [
+            {{ provider = "oa-stalling", model = "fault-stall" }},
+            {{ provider = "an", model = "claude-sonnet-4-5", priority = 1 }},
+        ]
+
+        [[llm.models]]
+        name = "logprobs-somewhere"
+        targets = [
+            {{ provider = "an", model = "claude-sonnet-4-5" }},
+            {{ provider = "oa", model = "gpt-4o-mini", priority = 1 }},
+        ]
 
         [[llm.models]]
         name = "late-first-token"
@@ -235,6 +277,51 @@ def test_two_keys_share_the_requests_and_a_rate_limited_one_rests(gw: LlmGateway
         fake.limited_keys.clear()
     log = gw.gateway.access_log.read_text()
     assert SECOND_KEY not in log and OPENAI_KEY not in log
+
+
+def test_keys_limited_together_leave_an_attempt_for_the_fallback(gw: LlmGateway, sdk: openai.OpenAI) -> None:
+    """Six keys of one provider (one organisation's: limited together) took every attempt of the
+    request, switching key after key, and its fallback was never tried: the client got a 429. Now the
+    switches stop while one attempt is left for each target after it; the failed answer names the last
+    target and the attempts (x-fastgw-llm-target, on errors too)."""
+    fake = gw.stack.openai
+    fake.limited_keys[SECOND_KEY] = "30"
+    try:
+        headers = ask(sdk, "many-keys")
+        assert headers["x-fastgw-llm-target"] == "an/claude-sonnet-4-5; attempts=6"
+    finally:
+        fake.limited_keys.clear()
+    fake.faults.extend(["500", "500"])  # the one target fails its try and its retry
+    with pytest.raises(openai.APIStatusError) as failed:
+        ask(sdk, "one-target")
+    assert failed.value.response.headers["x-fastgw-llm-target"] == "oa/gpt-4o-mini; attempts=2"
+
+
+def test_a_target_whose_stream_failed_midway_is_set_aside(gw: LlmGateway, sdk: openai.OpenAI) -> None:
+    """A stream that failed after its first byte (cannot fall back: the client has it) never counted
+    against its target: every stream kept going to a provider whose streams kept dying."""
+    messages: Any = [{"role": "user", "content": "stream then stall"}]
+    stream = sdk.chat.completions.create(model="stalls-then-falls-back", messages=messages, stream=True)
+    with stream, pytest.raises(openai.APIError):
+        for _ in stream:
+            pass
+    assert stream.response.headers["x-fastgw-llm-target"] == "oa-stalling/fault-stall; attempts=1"
+    again = sdk.chat.completions.create(model="stalls-then-falls-back", messages=messages, stream=True)
+    with again:
+        assert list(again)
+    assert again.response.headers["x-fastgw-llm-target"] == "an/claude-sonnet-4-5; attempts=1"
+
+
+def test_a_parameter_one_target_cannot_honour_goes_to_one_that_can(
+    gw: LlmGateway, sdk: openai.OpenAI
+) -> None:
+    """Anthropic has no logprobs: a model whose first target was Anthropic answered every such request
+    400, with an OpenAI target behind it that could take it. The 400 comes only when no target can."""
+    headers = ask(sdk, "logprobs-somewhere", logprobs=True)
+    assert headers["x-fastgw-llm-target"] == "oa/gpt-4o-mini; attempts=1"
+    with pytest.raises(openai.BadRequestError) as refused:
+        ask(sdk, "late-head-alone", logprobs=True)
+    assert "logprobs" in str(refused.value)
 
 
 def test_a_late_first_token_falls_back_within_the_first_token_bound(

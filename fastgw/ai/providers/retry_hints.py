@@ -55,12 +55,13 @@ def _bounded(seconds: float) -> float | None:
     return seconds if 0.0 <= seconds <= MAX_RETRY_AFTER else None
 
 
-def _seconds(value: str) -> float | None:
-    """A plain number of seconds ("20", and the fractions some providers send: "1.5")."""
+def _seconds(value: str, per_second: float = 1.0) -> float | None:
+    """A plain number of seconds ("20", and the fractions some providers send: "1.5"); ``per_second``:
+    its units in a second (1000 for milliseconds), divided out before the bound applies."""
     if len(value) > _MAX_HINT:
         return None
     try:
-        seconds = float(value)
+        seconds = float(value) / per_second
     except ValueError:
         return None
     return None if math.isnan(seconds) else _bounded(seconds)
@@ -119,8 +120,8 @@ def retry_after(
     if now is None:
         now = time.time()
     raw = headers.get("retry-after-ms")
-    if raw is not None and (ms := _seconds(raw.strip())) is not None:
-        return _bounded(ms / 1000.0)
+    if raw is not None and (seconds := _seconds(raw.strip(), 1000.0)) is not None:
+        return seconds
     raw = headers.get("retry-after")
     if raw is not None and (found := _retry_after_header(raw, now)) is not None:
         return found
