@@ -24,14 +24,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-import orjson
-
 from fastgw.control.ledger_spool import (
     SPOOL_FILE,
     WORKER_LEFT_PREFIX,
     WORKER_LEFT_SUFFIX,
     LedgerSpool,
     SpooledBatch,
+    batch_line,
 )
 from fastgw.store.base import Batch, Store, UsageDelta, UsageQuery, UsageTotal
 
@@ -213,11 +212,11 @@ class LedgerWriter:
             return False
         rows = len(batch.rows)
         path = os.path.join(os.path.dirname(self.spool.path), REJECTED_FILE)
-        line = orjson.dumps({"writer": batch.writer, "seq": batch.seq, "rows": batch.rows, "error": str(exc)})
+        line = batch_line(batch.writer, batch.seq, batch.rows, error=str(exc))
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
             try:
-                os.write(fd, line + b"\n")
+                os.write(fd, line)
             finally:
                 os.close(fd)
         except OSError as error:  # kept in the spool, tried again: never dropped unwritten

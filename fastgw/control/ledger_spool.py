@@ -18,7 +18,7 @@ would swallow the batch after it (one unparsable line) and, past ``size``, end t
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -35,6 +35,21 @@ WORKER_LEFT_SUFFIX: Final = ".jsonl"
 # a row) spools ~80 KB/s, so 256 MiB holds about an hour of outage: long enough for a database restart or
 # a failover, small beside a state disk. Replay reads one line at a time, so memory stays small.
 SPOOL_BYTES_MAX: Final = 256 * 1024 * 1024
+
+
+def batch_line(writer: str, seq: int, rows: Sequence[Sequence[Any]], **more: Any) -> bytes:
+    """One batch as a line of the spool (and of the files beside it: a stopped worker's reports, the
+    batches set aside), ``more`` fields after its own."""
+    return orjson.dumps({"writer": writer, "seq": seq, "rows": rows, **more}) + b"\n"  # tuples: arrays
+
+
+def parse_batch_line(line: bytes) -> tuple[str, int, list[list[Any]]]:
+    """(writer, seq, rows) of a line ``batch_line`` wrote; ValueError for anything else."""
+    try:
+        data = orjson.loads(line)
+        return str(data["writer"]), int(data["seq"]), list(data["rows"])
+    except (KeyError, TypeError) as exc:  # orjson.JSONDecodeError is a ValueError
+        raise ValueError(f"{type(exc).__name__}: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,9 +113,8 @@ class LedgerSpool:
         added = refused = 0
         for line in lines:
             try:
-                data = orjson.loads(line)
-                writer, seq, rows = str(data["writer"]), int(data["seq"]), list(data["rows"])
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                writer, seq, rows = parse_batch_line(line)
+            except ValueError as exc:
                 self.log(f"usage ledger: skipped a line of {path} that does not parse ({exc})")
                 continue
             if not self.append(writer, seq, rows):
@@ -114,7 +128,7 @@ class LedgerSpool:
     def append(self, writer: str, seq: int, rows: list[list[Any]]) -> bool:
         """Keep one batch, durably (fsync) before returning True; False when the bound refuses it.
         Raises OSError when the disk does (nothing of the batch is kept then)."""
-        line = orjson.dumps({"writer": writer, "seq": seq, "rows": rows}) + b"\n"
+        line = batch_line(writer, seq, rows)
         if self.size - self.replayed + len(line) > self.max_bytes:
             return False
         if self._torn:
@@ -148,9 +162,8 @@ class LedgerSpool:
                 if offset > self.size:
                     return  # appended while we read: the next replay takes it
                 try:
-                    data = orjson.loads(line)
-                    batch = SpooledBatch(str(data["writer"]), int(data["seq"]), list(data["rows"]), offset)
-                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                    batch = SpooledBatch(*parse_batch_line(line), offset)
+                except ValueError as exc:
                     self.log(f"usage ledger spool {self.path}: skipped a line that does not parse ({exc})")
                     continue
                 yield batch

@@ -18,8 +18,6 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Final, Protocol, cast
 
-import orjson
-
 from fastgw.atomic_file import write_whole
 from fastgw.codec.control_messages import (
     QUOTA_RESEND_SECONDS,
@@ -40,7 +38,7 @@ from fastgw.codec.control_messages import (
     Reload,
 )
 from fastgw.control.channel import ChannelProtocol
-from fastgw.control.ledger_spool import WORKER_LEFT_PREFIX, WORKER_LEFT_SUFFIX
+from fastgw.control.ledger_spool import WORKER_LEFT_PREFIX, WORKER_LEFT_SUFFIX, batch_line
 from fastgw.counters.quota import QUOTAS
 from fastgw.log_line import log_line
 from fastgw.proxy.caches import CACHES
@@ -236,10 +234,7 @@ class ControlLink:
             self.unacked[report.seq] = report
         reports = [self.unacked[seq] for seq in sorted(self.unacked)]
         count = sum(len(report.entries) for report in reports)
-        lines = b"".join(
-            orjson.dumps({"writer": r.writer, "seq": r.seq, "rows": [list(e) for e in r.entries]}) + b"\n"
-            for r in reports
-        )
+        lines = b"".join(batch_line(r.writer, r.seq, r.entries) for r in reports)
         path = os.path.join(state_dir, f"{WORKER_LEFT_PREFIX}{self.ledger_writer}{WORKER_LEFT_SUFFIX}")
         try:
             write_whole(path, lines)
