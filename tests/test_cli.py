@@ -220,3 +220,28 @@ def test_check_and_run_refuse_the_same_bad_configs_with_the_same_line(tmp_path: 
     config.write_text(base)
     out = fastgw("run", str(config), "--workers", "5000")
     assert out.returncode == 2 and out.stderr.startswith("fastgw: --workers: 5000 is not between 0 and 1024")
+
+
+def test_usage_names_the_usage_kept_on_disk_that_its_totals_leave_out(tmp_path: Path) -> None:
+    """Batches the store could not take yet (the ledger's spool) and reports a worker stopped with while
+    no control process ran are in the state directory, not the store: the totals read low without a
+    word until a control process added them. Each is named on stderr; the totals stay the store's."""
+    from fastgw.control.ledger_spool import SPOOL_FILE, WORKER_LEFT_PREFIX, LedgerSpool, batch_line
+
+    env = {"STATE_DIRECTORY": str(tmp_path)}
+    clean = fastgw("usage", "--format", "json", env=env)
+    assert (clean.returncode, clean.stdout.strip(), clean.stderr) == (0, "[]", "")
+    row = ["2026-12-07", "acme", "k_1", "", "demo-chat", "demo", "llm", 1, 10, 5, 0, 0, 500, 0, 0]
+    spool = LedgerSpool(str(tmp_path / SPOOL_FILE), lambda line: None)
+    assert spool.append("5f0c1e9a2b7d4c38", 1, [row])
+    spool.close()
+    (tmp_path / f"{WORKER_LEFT_PREFIX}0a1b2c3d4e5f6071.jsonl").write_bytes(
+        batch_line("0a1b2c3d4e5f6071", 1, [row])
+    )
+    out = fastgw("usage", "--format", "json", env=env)
+    assert (out.returncode, out.stdout.strip()) == (0, "[]"), out.stderr
+    lines = out.stderr.splitlines()
+    assert len(lines) == 2, out.stderr
+    assert f"{SPOOL_FILE} holds usage the store could not take yet" in lines[0]
+    assert "holds usage a worker stopped with while no control process ran" in lines[1]
+    assert all(line.startswith("fastgw: usage: ") and "not in these totals" in line for line in lines)

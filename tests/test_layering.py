@@ -18,6 +18,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "fastgw.native",
             "fastgw.codec",
             "fastgw.exchange",
+            "fastgw.child_signals",
             "fastgw.verdict",
             "fastgw.handler_api",
             "fastgw.route",

@@ -1,6 +1,7 @@
 """``fastgw usage``: the usage ledger (LLM requests, tokens and cost), read from the store the config
 names; without ``--config``, the quickstart's (so a newcomer sees the demo's usage). The store is at most
-one flush interval (sinks/ledger.py ``FLUSH_SECONDS``) behind the running gateway's workers.
+one flush interval (sinks/ledger.py ``FLUSH_SECONDS``) behind the running gateway's workers; usage kept
+on disk and not yet in the store (a store outage's spool, a stopped worker's reports) is named on stderr.
 
 Rows and how an unknown cost is shown: fastgw/control/usage_report.py (JSON null, CSV empty, table
 ``unknown``)."""
@@ -11,6 +12,7 @@ import argparse
 import csv
 import io
 import json
+import os
 import sys
 from typing import Any
 
@@ -44,7 +46,39 @@ def usage(args: argparse.Namespace) -> int:
         print(f"fastgw: usage: {exc}", file=sys.stderr)
         return 1
     print(render(rows, query.group_by, args.format), end="")
+    for note in not_yet_in_the_store(state.dir):
+        print(f"fastgw: usage: {note}", file=sys.stderr)
     return 0
+
+
+def not_yet_in_the_store(state_dir: str) -> list[str]:
+    """Usage kept in the state directory and not yet added to the store, so missing from the totals: the
+    ledger's spool (a store outage; replayed by the control process) and reports workers stopped with
+    while no control process ran (added at the next start). Said on stderr, never silently short."""
+    from fastgw.control.ledger_spool import SPOOL_FILE, WORKER_LEFT_PREFIX, WORKER_LEFT_SUFFIX
+
+    notes = []
+    try:
+        names = sorted(os.listdir(state_dir))
+    except OSError:
+        return []
+    for name in names:
+        path = os.path.join(state_dir, name)
+        try:
+            size = os.stat(path).st_size
+        except OSError:
+            continue
+        if name == SPOOL_FILE and size:
+            notes.append(
+                f"{path} holds usage the store could not take yet ({size} bytes), not in these totals: the"
+                " control process adds it once the store can be written, or at its next start"
+            )
+        elif name.startswith(WORKER_LEFT_PREFIX) and name.endswith(WORKER_LEFT_SUFFIX):
+            notes.append(
+                f"{path} holds usage a worker stopped with while no control process ran, not in these"
+                " totals: added at the gateway's next start"
+            )
+    return notes
 
 
 def _period_args(args: argparse.Namespace) -> dict[str, str | None]:

@@ -52,6 +52,9 @@ BATCHES_KEEP_SECONDS: Final = 30 * 86400
 # (0.5 + 1 + 2 s apart), so one odd answer never costs a batch.
 REJECTED_TRIES: Final = 3
 REJECTED_FILE: Final = "ledger-rejected.jsonl"  # beside the spool: batches set aside, kept for a person
+# At stop, the longest the control process goes on replaying the spool into a store that answers (the
+# supervisor kills it STOP_GRACE after the workers' drain): the rest waits for the next start.
+STOP_REPLAY_SECONDS: Final = 2.0
 
 
 class LedgerWriter:
@@ -191,6 +194,16 @@ class LedgerWriter:
         self.down = False  # the next report tries the store itself (nothing spooled waits before it)
         self._delay = RETRY_FIRST_SECONDS
         return True
+
+    def finish(self, seconds: float = STOP_REPLAY_SECONDS) -> None:
+        """At stop: what the spool holds, into the store while it answers (up to ``seconds``), so that
+        ``fastgw usage`` shows it now rather than after the next start. A store still away: kept."""
+        end = time.monotonic() + seconds
+        while self.spool.pending and time.monotonic() < end and self.replay():
+            pass
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
 
     def _recovered(self) -> None:
         """A write reached the store: say so once after an outage that was logged."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from fastgw.audit import AuditLog, audit_key
+from fastgw.child_signals import handle_stop_signals
 from fastgw.codec.control_messages import (
     Ack,
     AuditNote,
@@ -130,11 +131,8 @@ class ControlProcess:
         feed = self.store.change_feed()  # a store other nodes write too: follow their changes
         self.tables = WorkerTables(self.store, self.keys, self.provider_keys, started, log)
         self.ledger = LedgerWriter(self.store, log, snapshot.state.dir)  # usage sums, into the store
-        self.cluster = (
-            None
-            if feed is None
-            else ClusterSync(feed, self.store, self.keys, self.provider_keys, self.broadcast, log)
-        )
+        syncing = (self.store, self.keys, self.provider_keys, self.broadcast, log)
+        self.cluster = None if feed is None else ClusterSync(feed, *syncing)
 
     # -- workers -----------------------------------------------------------------------------------------
     def accept_worker(self) -> ChannelProtocol:
@@ -399,8 +397,7 @@ class ControlProcess:
             assert admin is not None, "the supervisor binds the admin listener whenever [admin] is set"
             self.admin = AdminServer(self, self.snapshot.admin)
             await self.admin.start(admin)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self.loop.add_signal_handler(sig, self._stopped.set)
+        handle_stop_signals(self.loop, self._stopped.set)
         self.loop.add_signal_handler(signal.SIGUSR1, lambda: None)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         self._spawn(self._pull_forever())
@@ -413,6 +410,7 @@ class ControlProcess:
         os.write(status_fd, f"ready control 0 {os.getpid()} {self.snapshot.id}\n".encode())
         os.close(status_fd)
         await self._stopped.wait()
+        self.ledger.finish()  # what the spool holds, into the store before this process ends
         self.health.stop()
         server.close()
         if self.admin is not None:

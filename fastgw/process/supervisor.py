@@ -38,6 +38,7 @@ from typing import Final
 
 import setproctitle
 
+from fastgw.child_signals import hold_stop_signals
 from fastgw.codec import control_messages as msg
 from fastgw.config.history import ConfigHistory
 from fastgw.counters.table import CounterTable, region_bytes
@@ -231,10 +232,11 @@ class Supervisor:
             self._link.attach(link)
 
     def _enter_child(self) -> None:
-        """In a fresh child: default signal dispositions, and none of the supervisor's private fds."""
+        """In a fresh child: default signal dispositions (stop signals held), none of the supervisor's fds."""
         signal.set_wakeup_fd(-1)
         for sig in _SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
+        hold_stop_signals()  # a stop during the child's start waits for its loop (child_signals.py)
         self._selector.close()
         self._wake_r.close()
         self._wake_w.close()

@@ -28,6 +28,7 @@ from typing import Any, Final
 
 from fastgw.ai.alert_spool import AlertSpool
 from fastgw.ai.budget_alerts import Alerts, attach_spool, drain_alerts, route_alerts, start_spool
+from fastgw.child_signals import handle_stop_signals
 from fastgw.counters.cluster_slot import CLUSTER
 from fastgw.log_line import log_line
 from fastgw.metrics.shared import MetricsShard, SharedMetrics
@@ -236,8 +237,7 @@ class Worker(WorkerContext):
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reloads come from the supervisor
         self.loop.add_signal_handler(signal.SIGUSR1, self.sinks.reopen)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self.loop.add_signal_handler(sig, lambda: self.spawn(self.shutdown()))
+        handle_stop_signals(self.loop, lambda: self.spawn(self.shutdown()))
 
     async def shutdown(self) -> None:
         """Stop accepting, let in-flight exchanges finish (up to drain_timeout), then stop."""

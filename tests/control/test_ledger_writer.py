@@ -266,3 +266,20 @@ def test_reports_a_stopped_worker_left_are_added_once_at_the_next_start(tmp_path
     left.write_bytes(b"\n".join(lines) + b"\n")  # as if the file had outlived a crash
     assert LedgerWriter(store, logged.append, str(tmp_path)).replay() and requests(store) == 7
     store.close()
+
+
+def test_a_stop_writes_what_the_spool_holds_while_the_store_answers(tmp_path: Path) -> None:
+    """A control process stopped with batches spooled (the store back moments ago, its retry not yet
+    due) left them for the next start, so ``fastgw usage`` missed them until then; one whose store is
+    still away keeps them and stops trying at once."""
+    worker = Worker()
+    store = FlakyStore(str(tmp_path / "fastgw.db"))
+    writer = LedgerWriter(store, lambda line: None, str(tmp_path))
+    store.down = True
+    for size in (1, 2, 4):
+        writer.write([entry(size)], worker.next())
+    writer.finish(seconds=60.0)  # returns at the first failed try
+    assert requests(store) == 0 and writer.spool.batches == 3
+    store.down = False
+    writer.finish()
+    assert requests(store) == 7 and (tmp_path / SPOOL_FILE).stat().st_size == 0
