@@ -43,7 +43,7 @@ from fastgw.counters.quota import QUOTAS
 from fastgw.log_line import log_line
 from fastgw.proxy.caches import CACHES
 from fastgw.sinks.audit_notes import AUDIT_NOTES
-from fastgw.sinks.ledger_book import FLUSH_SECONDS, LEDGER
+from fastgw.sinks.ledger_book import BOOK_ROWS_MAX, FLUSH_SECONDS, LEDGER
 from fastgw.snapshot import Snapshot, SnapshotHolder
 from fastgw.upstream.pool import PoolManager
 
@@ -208,18 +208,28 @@ class ControlLink:
             self.send_ledger()
 
     def send_ledger(self) -> None:
-        """Hand this worker's ledger sums to the control process as one numbered report, kept until it is
-        acknowledged; while the control process is away the book keeps adding them up."""
+        """Hand this worker's ledger sums to the control process as numbered reports of up to
+        BOOK_ROWS_MAX rows each, kept until acknowledged; while the control process is away the book
+        keeps adding them up. One report per book would pass the channel's frame limit once a long
+        absence gathered ~600k distinct rows: the control process would drop the channel on every
+        resend, quota reports and reloads with it."""
         channel = self.channel
         if channel is None or len(self.unacked) >= UNACKED_REPORTS_MAX:
             return
-        rows = LEDGER.take()
-        if not rows:
-            return
-        self.ledger_seq += 1
-        report = LedgerReport(writer=self.ledger_writer, seq=self.ledger_seq, entries=tuple(rows))
-        self.unacked[report.seq] = report
-        channel.send(report)  # a channel closing meanwhile: sent again on the next one
+        for report in self._numbered(LEDGER.take()):
+            channel.send(report)  # a channel closing meanwhile: sent again on the next one
+
+    def _numbered(self, rows: list[tuple[Any, ...]]) -> list[LedgerReport]:
+        """``rows`` as the next numbered reports, BOOK_ROWS_MAX rows at most each (~1 MiB), kept until
+        acknowledged."""
+        reports = []
+        for start in range(0, len(rows), BOOK_ROWS_MAX):
+            self.ledger_seq += 1
+            entries = tuple(rows[start : start + BOOK_ROWS_MAX])
+            report = LedgerReport(writer=self.ledger_writer, seq=self.ledger_seq, entries=entries)
+            self.unacked[report.seq] = report
+            reports.append(report)
+        return reports
 
     def keep_unreported(self, state_dir: str) -> None:
         """At stop, after ``drained``: the ledger reports no control process acknowledged and the sums
@@ -227,11 +237,7 @@ class ControlLink:
         which adds them once each (by their numbers) whether or not one of them reached the store."""
         if not self.unacked and not LEDGER.pending:
             return
-        rows = LEDGER.take()
-        if rows:
-            self.ledger_seq += 1
-            report = LedgerReport(writer=self.ledger_writer, seq=self.ledger_seq, entries=tuple(rows))
-            self.unacked[report.seq] = report
+        self._numbered(LEDGER.take())
         reports = [self.unacked[seq] for seq in sorted(self.unacked)]
         count = sum(len(report.entries) for report in reports)
         lines = b"".join(batch_line(r.writer, r.seq, r.entries) for r in reports)
