@@ -35,6 +35,9 @@ class WorkerTables:
         self.started = started  # the run whose quota admissions the workers count (store quota_bases)
         self.log = log
         self._told: dict[str, dict[str, Any]] = {}  # cache name -> entries, as pushed to every worker
+        # The quota bases last read (counts of earlier runs: they do not change during this one), sent
+        # while the store is down rather than none, which wiped a reconnecting worker's own.
+        self._bases: tuple[tuple[int, int, int], ...] | None = None
 
     def record(self, message: ControlMessage) -> None:
         """A message broadcast to every worker: a cache push is applied to the copy kept here."""
@@ -56,10 +59,13 @@ class WorkerTables:
             bases = tuple(
                 (b.key_hash, b.period, b.count) for b in self.store.quota_bases(self.started, periods)
             )
+            self._bases = bases
         except StoreError as exc:
             self.log(f"worker {slot} gets the tables sent last (stale): the store is down: {exc}")
             tables = [CachePush(name, full=dict(entries)) for name, entries in self._told.items()]
-            bases = ()  # its quota counts restart from zero until the next start after the outage
+            if self._bases is None:  # never read: the worker keeps what it has (none: counts from zero)
+                return tables
+            bases = self._bases
         for table in tables:
             self.record(table)
         return [*tables, QuotaBases(bases)]

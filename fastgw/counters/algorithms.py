@@ -159,7 +159,8 @@ class SlidingWindow(Counter):
 
 class Gcra(Counter):
     """GCRA with per-worker shares (a static token lease): each of the n workers runs rate/n and burst/n
-    on its own, so n saturated workers admit rate x T + burst together."""
+    on its own, one request at once plus its share of the burst, so n saturated workers admit about
+    rate x T + burst + n together (n - 1 more than one GCRA would: the lease's price)."""
 
     def __init__(self, table: CounterTable, window: float, burst: int) -> None:
         super().__init__(table, window)
@@ -181,17 +182,19 @@ class Gcra(Counter):
         tolerance = self.burst / shares * interval
         tat_map = self.tat
         old = tat_map.get(key.hash, 0.0)
-        arrival = (old if old > now else now) + interval
-        remaining = (tolerance - (arrival - now)) / interval * shares + 1
-        # Admitted when the arrival lies within the tolerance: this request's wait if refused, the next
-        # one's (one interval later) once this one is admitted.
-        self.reset = max(arrival - tolerance - now, 0.0)
+        start = old if old > now else now  # the theoretical arrival time this request would take
+        arrival = start + interval
+        # Admitted when this request is no more than the tolerance early (GCRA's virtual scheduling):
+        # with burst 0, one request per interval. (Measuring the arrival after it instead, as this did,
+        # refused every request of a burst below the workers' count: the default burst 0 admitted none.)
+        remaining = (tolerance - (start - now)) / interval * shares + 1
+        self.reset = max(start - tolerance - now, 0.0)  # this request's wait if refused
         self.counted = cap > 0 and (remaining >= 1 or cap == UNCAPPED)
         if self.counted:
             if len(tat_map) >= TAT_MAX:
                 tat_map.clear()
             tat_map[key.hash] = arrival
-            self.reset = max(arrival + interval - tolerance - now, 0.0)
+            self.reset = max(arrival - tolerance - now, 0.0)  # the next one's
             self.when = old
         return remaining
 

@@ -12,7 +12,7 @@ Periods: ``minute`` is the sliding-window estimate (counters/algorithms.py) over
 ``month`` are UTC calendar periods. Node-local, a calendar period counts in the table under the quota
 codes of counters/quota.py, and the quota book carries it to the store, so spend survives a restart
 (``/quotas`` lists it). In cluster mode every period counts through ``ClusterCounts`` (Redis), keyed by the
-day index (length one day) or the month index (length ``MONTH_LENGTH``).
+day index (length one day) or the month index (length ``MONTH_LENGTH``, the average month).
 
 Error bound, one node: a decision reads every shard, then counts in its own; between the two, up to
 ``workers - 1`` other workers may decide on the same counts, so a limit can be overrun by at most
@@ -35,11 +35,14 @@ DAY: Final = "day"
 MONTH: Final = "month"
 PERIODS: Final = (MINUTE, DAY, MONTH)
 MINUTE_SECONDS: Final = 60.0
-# A month's window length in cluster mode: windows are indexed by the calendar month, and the cluster
-# forgets a window once (index + 2) x length lies in the past and lets Redis expire it after 2 x length.
-# 32 days exceeds every month, so the current and the previous month stay watched, and kept, however
-# far the months' real lengths (30.44 days on average) drift from the index.
-MONTH_LENGTH: Final = 32 * DAY_SECONDS
+# A month's window length in cluster mode: windows are indexed by the calendar month (months since 1970),
+# and both the cluster and the node's table read index x length as the window's start in unix seconds:
+# the cluster forgets a window once (index + 2) x length lies in the past (Redis expires it 2 x length
+# after its last write), and the table gives a cell to another key by the same sum. The Gregorian
+# average month makes that product the month's real start within two days. (32 days, as it was, put the
+# product years ahead: month windows were never forgotten, each read again on every flush, and a month
+# key took over the live cell of a second-, hour- or day-window key.)
+MONTH_LENGTH: Final = 365.2425 / 12 * DAY_SECONDS
 
 
 def minute_window(now: float) -> tuple[int, float]:

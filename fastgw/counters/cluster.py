@@ -36,8 +36,12 @@ recovery never depend on traffic: the flush runs every interval, idle or not, an
 becomes a reconnect probe (a fresh connection each time) with a backoff doubling from the interval up to
 ``PROBE_MAX``, so a worker is back within PROBE_MAX + timeout of the store's return (measured: ~0.3 s
 after a 5 s outage, both modes). Admissions made while Redis was down are counted locally, and sent with
-the first flush that works while their window still matters (a flush that failed after Redis applied it
-can count those admissions twice: at most one interval's worth, on the safe side).
+the first flush that works while their window still matters: a probe first PINGs the store, and only a
+store that answers gets the batch. A batch sent whose answer does not come within ``timeout`` may have
+been applied: it is not sent again (sending it again counted it once more on every probe for as long as
+Redis stayed slow, an inflated total that refused clients for up to two windows); if the store had in
+fact taken none of it, the cluster total misses that one flush of this worker's admissions, which the
+node's own count still holds (a decision takes the larger of the two, below).
 
 Lost counts: a Redis restarted empty (no persistence) forgets the window's counts, and a worker killed
 while Redis was down takes its unsent admissions with it (they stay in the node's shared-memory table,
@@ -214,6 +218,8 @@ class ClusterCounts:
         """One round trip: read the participants set, send this worker's admissions, read the totals it
         watches, and record this flush in the participants set (last: whoever sees that entry sees the
         counts sent before it). While the store is down this is the reconnect probe. Never raises."""
+        if not self.up and not await self._answers():
+            return  # still away: what is pending waits for a flush that can send it
         now = time.time()
         batch, self.pending = self.pending, {}
         self._forget_old(now)
@@ -241,11 +247,11 @@ class ClusterCounts:
             totals = [int(body[2 * i] or 0) for i in range(len(written))]  # INCRBY's new totals
             values = [int(v or 0) for chunk in body[2 * len(written) :] for v in chunk]
         except Exception as exc:  # any failure of the store (or of its answer): fall back, say so once
-            self._failed(batch, exc)
-            old, self._client = self._client, self._new_client()
-            with contextlib.suppress(Exception):  # a connection cut mid-reply never serves the next command
-                async with asyncio.timeout(self.settings.timeout):
-                    await old.aclose()
+            # No answer within the timeout: the store may well have applied the batch (it was sent: a
+            # probe checked the connection first). Sent again, it was counted once more on every probe
+            # while the store stayed slow. Dropped, it is missing at most once (a store that took none).
+            self._failed({} if type(exc).__name__ == "TimeoutError" else batch, exc)
+            await self._reconnect()
             return
         self.inflight = {}
         remote = self.remote
@@ -268,6 +274,25 @@ class ClusterCounts:
             since = oldest - self.settings.flush_interval  # everyone's first interval from then is in
             for key in [key for key, seen in unsettled.items() if seen <= since]:
                 del unsettled[key]
+
+    async def _answers(self) -> bool:
+        """The reconnect probe, on a fresh connection: does the store answer a PING within the timeout?
+        Only then is a batch sent (whose answer, if late, would leave it unknown whether it counted)."""
+        try:
+            async with asyncio.timeout(self.settings.timeout):
+                await self._client.ping()
+        except Exception:
+            self.errors += 1
+            await self._reconnect()
+            return False
+        return True
+
+    async def _reconnect(self) -> None:
+        """A fresh client for the next try: a connection cut mid-reply never serves the next command."""
+        old, self._client = self._client, self._new_client()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self.settings.timeout):
+                await old.aclose()
 
     def _failed(self, batch: dict[tuple[int, int], int], exc: Exception) -> None:
         """A flush or probe that failed: keep the deltas whose window still matters for the next flush,

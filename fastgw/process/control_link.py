@@ -59,6 +59,10 @@ DRAIN_SECONDS: Final = 1.0
 # this many the control process has stopped answering, and the book keeps adding up (merged rows)
 # instead of holding more reports of up to BOOK_ROWS_MAX rows each.
 UNACKED_REPORTS_MAX: Final = 8
+# Quota admissions per report (~100 bytes each: ~1 MiB): a book a long store outage filled (one row per
+# distinct quota key and period) goes as several reports, one at a time, never one message past the
+# channel's 64 MiB frame limit (the control process would drop the channel on every resend).
+QUOTA_REPORT_ROWS: Final = 8192
 
 
 class LinkedWorker(Protocol):
@@ -167,6 +171,8 @@ class ControlLink:
         elif isinstance(message, QuotaAck):
             if self.quota_unacked is not None and self.quota_unacked.seq == message.seq:
                 self.quota_unacked = None
+                if len(QUOTAS.pending) >= QUOTA_REPORT_ROWS:  # a book a long outage filled: on at once
+                    self.send_quotas()
         else:
             sys.stderr.write(f"fastgw[worker {self.worker.slot}]: unexpected {message.TAG} message\n")
 
@@ -190,6 +196,10 @@ class ControlLink:
         entries = QUOTAS.take()
         if not entries:
             return False
+        if len(entries) > QUOTA_REPORT_ROWS:  # the rest stays in the book, sent once this one is in
+            for key_hash, code, _limit, _value, count in entries[QUOTA_REPORT_ROWS:]:
+                QUOTAS.add(int(key_hash), int(code), int(count))  # type: ignore[call-overload]
+            entries = entries[:QUOTA_REPORT_ROWS]
         self.quota_seq += 1
         admissions = tuple(_admission(entry) for entry in entries)
         report = QuotaReport(writer=self.quota_writer, seq=self.quota_seq, entries=admissions)

@@ -58,10 +58,10 @@ def test_gcra_admits_rate_times_time_plus_burst_across_four_workers(
     stamps = sorted(admitted_at(r) for r in records)
     span = stamps[-1] - stamps[0]
     admitted = statuses[200]
-    expected = rate * span + burst
+    expected = rate * span + burst + workers  # each worker's share: one at once plus burst / workers
     print(
         f"\nGCRA {rate}/s + burst {burst}, {workers} workers, 200 clients offering {offered / span:.0f}/s "
-        f"for {span:.2f}s: admitted {admitted}, rate x T + burst = {expected:.0f} "
+        f"for {span:.2f}s: admitted {admitted}, rate x T + burst + workers = {expected:.0f} "
         f"({(admitted - expected) / expected * 100:+.1f}%)"
     )
     assert abs(admitted - expected) <= 0.02 * expected + workers - 1

@@ -4,13 +4,14 @@ store's URL never logged with its password, and a window's onset limited to this
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 from pathlib import Path
 
 import pytest
 
-from fastgw.counters.cluster import PROBE_MAX, ClusterCounts
+from fastgw.counters.cluster import PROBE_MAX, ClusterCounts, _name
 from fastgw.snapshot import RedisSettings
 from tests.support.redis_server import RedisServer
 
@@ -88,3 +89,91 @@ def test_an_unread_window_admits_this_workers_share_only() -> None:
     counts.unsettled.clear()
     counts.remote[(9, window)] = 120
     assert counts.count(9, window, 0.0, 1.0) == 120 + admitted
+
+
+class SlowProxy:
+    """A TCP proxy in front of redis-server whose answers come ``delay`` seconds late: a store that
+    applies every command and answers after the flush's timeout."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.delay = 0.0
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, late: bool) -> None:
+            with contextlib.suppress(Exception):
+                while data := await src.read(65536):
+                    if late and self.delay:
+                        await asyncio.sleep(self.delay)
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(client_r, server_w, False), pipe(server_r, client_w, True))
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+@pytest.mark.asyncio
+async def test_a_store_too_slow_to_answer_counts_each_admission_once(tmp_path: Path) -> None:
+    """Redis answering after the flush's timeout had applied the batch; the worker kept it and sent it
+    again with every probe, each applied again: 5 admissions counted 5 x (probes + 1) times, a total
+    that refused clients for up to two windows. A batch sent and unanswered is now not sent again; one
+    kept while the store is away is sent once, when a PING says it answers again."""
+    import redis
+
+    server = RedisServer(tmp_path)
+    proxy = SlowProxy(server.port)
+    port = await proxy.start()
+    counts = ClusterCounts(settings(f"redis://127.0.0.1:{port}/0"))
+    window = int(time.time() // 60)
+    counts.count(11, window, 0.0, 60.0)  # watched, with a minute's length: never forgotten here
+    direct = redis.Redis.from_url(server.url)
+    counts.start()
+    try:
+        counts.add(11, window, 10)
+        await until(lambda: counts.remote.get((11, window)) == 10, 2, "the first batch")
+        proxy.delay = TIMEOUT + 0.1
+        counts.add(11, window, 5)
+        await until(lambda: not counts.up, 2, "the slow store to be noticed")
+        await until(lambda: counts.errors >= 4, 5, "several probes while it stays slow")
+        counts.add(11, window, 3)  # admitted while it is away: kept, sent once it answers
+        proxy.delay = 0.0
+        await until(lambda: counts.up, 5, "the store to answer again")
+        await until(lambda: not counts.pending and not counts.inflight, 2, "the kept batch sent")
+        assert int(direct.get(_name((11, window))) or 0) == 10 + 5 + 3
+    finally:
+        await counts.stop()
+        await proxy.stop()
+        direct.close()
+        server.stop()
+
+
+def test_a_month_window_is_forgotten_two_months_on_and_not_before() -> None:
+    """Month windows (indexed by the calendar month) were kept by (index + 2) x 32 days, a time years
+    ahead: never forgotten, every month key was read again on every flush for good."""
+    from datetime import UTC, datetime
+
+    from fastgw.counters.allowance import MONTH_LENGTH
+
+    counts = ClusterCounts(settings("redis://127.0.0.1:1/0"))
+    month = (2026 - 1970) * 12 + 11  # December 2026
+
+    def kept(when: datetime) -> bool:
+        counts.watched[(5, month)] = MONTH_LENGTH
+        counts._forget_old(when.timestamp())
+        return (5, month) in counts.watched
+
+    utc = UTC
+    assert kept(datetime(2026, 12, 31, 23, 59, tzinfo=utc))  # its last minute
+    assert kept(datetime(2027, 1, 28, tzinfo=utc))  # the month after: still the previous one
+    assert not kept(datetime(2027, 2, 3, tzinfo=utc))  # two months on

@@ -93,3 +93,36 @@ def test_a_stop_without_a_control_process_keeps_a_large_book_in_bounded_batches(
         (3, BOOK_ROWS_MAX // 2),
     ]
     assert sum(row[7] for b in batches for row in b["rows"]) == book  # requests: each row once
+
+
+def test_a_large_quota_book_goes_one_bounded_report_at_a_time_each_admission_once() -> None:
+    """Quota admissions kept through a long store outage (the control process acknowledges a report only
+    once it is in the store) went as one report: past the frame limit, the channel was dropped on every
+    resend, reloads and key pushes with it."""
+    from fastgw.codec.control_messages import QuotaAck, QuotaReport
+    from fastgw.counters.quota import QUOTAS
+    from fastgw.process.control_link import QUOTA_REPORT_ROWS
+
+    QUOTAS.take()
+    rows = 2 * QUOTA_REPORT_ROWS + 100
+    for i in range(rows):
+        QUOTAS.add(1000 + i, 20000, 2)
+    link = ControlLink(StubWorker(), "/nonexistent")
+    channel = Channel()
+    link.channel = channel  # type: ignore[assignment]
+    try:
+        assert link.send_quotas()
+        assert not link.send_quotas()  # one at a time: the next waits for this one's acknowledgement
+        for _ in range(2):  # each acknowledgement sends the next full report at once
+            sent = [m for m in channel.sent if isinstance(m, QuotaReport)]
+            link._on_message(channel, QuotaAck(seq=sent[-1].seq))  # type: ignore[arg-type]
+        assert link.send_quotas()  # the rest, as the tick sends what the book holds
+        link._on_message(channel, QuotaAck(seq=link.quota_seq))  # type: ignore[arg-type]
+        reports = [m for m in channel.sent if isinstance(m, QuotaReport)]
+        assert [len(r.entries) for r in reports] == [QUOTA_REPORT_ROWS, QUOTA_REPORT_ROWS, 100]
+        assert max(len(encode(r)) for r in reports) < 2 * 1024 * 1024
+        counted = {(e[0], e[1]): e[4] for r in reports for e in r.entries}
+        assert len(counted) == rows and set(counted.values()) == {2}  # every key once, its whole count
+        assert not QUOTAS.pending and link.quota_unacked is None
+    finally:
+        QUOTAS.take()
