@@ -25,7 +25,7 @@ from fastgw.ai.config import LlmConfig, Model, Target, auth_headers
 from fastgw.ai.provider_calls import ERROR_BODY_MAX, read_reply, reply_headers, send_request
 from fastgw.ai.record import LlmRecord
 from fastgw.ai.resilience import ProviderKey
-from fastgw.ai.routing import KeyHealth, TargetHealth, plan
+from fastgw.ai.routing import WORKER_KEYS, WORKER_TARGETS, KeyHealth, TargetHealth, plan
 from fastgw.handler_api import ResponseWriter, UpstreamReply, Upstreams
 from fastgw.proxy.upstream_errors import not_sent
 
@@ -47,15 +47,17 @@ class OwnKey:
 
 
 class TargetLoop:
-    """Per llm route and worker: the health of its targets and keys, and the loop over them."""
+    """Per llm route and worker: the loop over its targets, with the worker's health of targets and keys
+    (ai/routing.py: one state for every route and snapshot)."""
 
     __slots__ = ("adapters", "health", "keys", "llm", "rng")
 
     def __init__(self, llm: LlmConfig, adapters: Mapping[str, Adapter], rng: random.Random) -> None:
         self.llm = llm
         self.adapters = adapters
-        self.health = TargetHealth(llm.resilience)
-        self.keys = KeyHealth(llm.resilience)
+        # What this worker learned of its targets and keys, whichever route or snapshot learned it.
+        self.health = TargetHealth(llm.resilience, WORKER_TARGETS)
+        self.keys = KeyHealth(llm.resilience, WORKER_KEYS)
         self.rng = rng
 
     def _backoff(self, retry: int) -> float:
@@ -144,7 +146,7 @@ class TargetLoop:
                     error.provider_status == 0 or error.provider_status in self.llm.fallback_on
                 ):
                     record.error = error.kind
-                    await fail(error.status, error.message, None, None, error.retry_after)
+                    await fail(error.status, error.message, None, None, self._client_hint(error))
                     return
                 # The same target at once with another of its provider's keys, while the attempts left
                 # keep one for each target after it: keys limited together (an organisation's) must
@@ -161,7 +163,7 @@ class TargetLoop:
             return
         record.error = failure.kind if failure is not None else "no_target"
         if failure is not None:
-            await fail(failure.status, failure.message, None, None, failure.retry_after)
+            await fail(failure.status, failure.message, None, None, self._client_hint(failure))
         elif own_key is not None:
             message = f"no target of model '{model.name}' accepts the client's own provider key"
             await fail(400, message, None, "provider_key_not_accepted", None)
@@ -189,6 +191,13 @@ class TargetLoop:
         now = time.monotonic()
         self.keys.rate_limited(provider.name, key, now, error.retry_after)
         return not self.keys.all_resting(provider.name, provider.keys, now)
+
+    def _client_hint(self, error: ProviderError) -> float | None:
+        """The provider's retry hint for the client's Retry-After, at most ``cool_down_max``: the gateway
+        tries the target again by then, so a client told a day (a daily quota's reset) would wait on
+        for nothing."""
+        hint = error.retry_after
+        return None if hint is None else min(hint, self.llm.resilience.cool_down_max)
 
     def _retry_wait(self, target: Target, error: ProviderError, retries: int) -> float | None:
         """Seconds to wait before trying ``target`` again, or None to move on (the target set aside)."""

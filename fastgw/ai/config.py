@@ -38,7 +38,7 @@ PROVIDER_KINDS: Final = ("openai", "azure_openai", "anthropic", "gemini")
 # The statuses that move a request to the next target (before the first byte reached the client): rate
 # limits (429), provider failures (5xx) and Anthropic's overload (529). 4xx other than 429 are the
 # client's own mistakes: another provider would refuse them too.
-DEFAULT_FALLBACK: Final = (429, 500, 502, 503, 504, 529)
+DEFAULT_FALLBACK: Final = (408, 429, 500, 502, 503, 504, 529)
 ATTEMPTS_MAX: Final = (10, "each attempt can wait for a provider's full timeout: more is a hang")
 STATUS_MAX: Final = (599, "HTTP statuses end at 599")
 CONTEXT_WINDOW_MAX: Final = (100_000_000, "100M tokens: 50x the largest context window offered today")

@@ -21,7 +21,12 @@ A provider's keys (``api_keys``) are chosen by weight per request among those no
 (``KeyHealth``): a key the provider rate-limited (429) rests until the provider's reset while the other
 keys keep serving; only when every key of the provider rests is its target set aside. The state is per
 worker: each worker learns from its own traffic, which is enough to stop hammering a provider that is
-refusing.
+refusing. Within a worker it is one state (``WORKER_TARGETS``, ``WORKER_KEYS``) for every llm and prompt
+route of every snapshot: a reload goes on from what was learned (it used to forget it, and every
+worker's next request asked a provider that had just said to wait 30 s), and a provider one route found
+down is down for the others. Targets are known by (provider, provider model), keys by (provider, key
+name): a reload that points a name elsewhere carries the old state over for at most ``cool_down_max``,
+and a target set aside is still tried last.
 """
 
 from __future__ import annotations
@@ -44,12 +49,16 @@ class TargetHealth:
 
     __slots__ = ("_failures", "_probing", "_settings", "_streak", "_until")
 
-    def __init__(self, settings: Resilience | None = None) -> None:
+    def __init__(self, settings: Resilience | None = None, shared: TargetHealth | None = None) -> None:
+        """``shared``: whose state to read and write (under this one's settings); default a fresh one."""
         self._settings = settings or Resilience()
         self._until: dict[tuple[str, str], float] = {}  # open until; past it, half-open until it reports
         self._failures: dict[tuple[str, str], int] = {}  # consecutive failures since the last success
         self._streak: dict[tuple[str, str], int] = {}  # cool-downs in a row without a success: the doubling
         self._probing: dict[tuple[str, str], float] = {}  # when the half-open target's probe was let go
+        if shared is not None:
+            self._until, self._failures = shared._until, shared._failures
+            self._streak, self._probing = shared._streak, shared._probing
 
     def set_aside(self, target: Target, now: float, seconds: float | None) -> None:
         """A failure of ``target``: the circuit opens once ``breaker_failures`` came in a row; a failed
@@ -99,20 +108,21 @@ class KeyHealth:
 
     __slots__ = ("_settings", "_until")
 
-    def __init__(self, settings: Resilience | None = None) -> None:
+    def __init__(self, settings: Resilience | None = None, shared: KeyHealth | None = None) -> None:
+        """``shared``: whose state to read and write (under this one's settings); default a fresh one."""
         self._settings = settings or Resilience()
-        self._until: dict[tuple[str, int], float] = {}
+        self._until: dict[tuple[str, str], float] = {} if shared is None else shared._until
 
     def rate_limited(self, provider: str, key: ProviderKey, now: float, seconds: float | None) -> None:
         wait = KEY_REST if seconds is None else max(seconds, 0.0)
-        self._until[(provider, key.index)] = now + min(wait, self._settings.cool_down_max)
+        self._until[(provider, key.name)] = now + min(wait, self._settings.cool_down_max)
 
     def resting(self, provider: str, key: ProviderKey, now: float) -> bool:
-        until = self._until.get((provider, key.index))
+        until = self._until.get((provider, key.name))
         if until is None:
             return False
         if until <= now:
-            del self._until[(provider, key.index)]
+            del self._until[(provider, key.name)]
             return False
         return True
 
@@ -127,11 +137,16 @@ class KeyHealth:
             return keys[0]
         ready = [k for k in keys if not self.resting(provider, k, now)]
         if not ready:
-            return min(keys, key=lambda k: self._until.get((provider, k.index), 0.0))
+            return min(keys, key=lambda k: self._until.get((provider, k.name), 0.0))
         return _weighted_order(ready, rng)[0]
 
     def all_resting(self, provider: str, keys: tuple[ProviderKey, ...], now: float) -> bool:
         return all(self.resting(provider, k, now) for k in keys)
+
+
+# This worker's target and key state, shared by every TargetLoop (ai/attempts.py) of every snapshot.
+WORKER_TARGETS: Final = TargetHealth()
+WORKER_KEYS: Final = KeyHealth()
 
 
 def _weighted_order(items: list[_Weighted], rng: random.Random) -> list[_Weighted]:

@@ -293,6 +293,13 @@ def test_an_error_object_in_a_200_is_the_providers_message_masked_and_no_malform
             True,
         ),
         (503, b"<html>Service Unavailable at 10.1.2.3</html>", 502, "api_error", True),
+        (  # the provider's own timeout: falls back as a 5xx does, a 504 to the client as on every adapter
+            408,
+            b'{"type":"error","error":{"type":"timeout_error","message":"Request timed out"}}',
+            504,
+            "timeout_error",
+            True,
+        ),
         (
             500,
             b'{"type":"error","error":{"type":"api_error","message":"upstream 10.1.2.3:80 https://10.1.2.3/x"}}',

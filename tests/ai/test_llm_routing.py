@@ -136,3 +136,26 @@ def test_when_every_key_rests_the_one_back_first_is_used() -> None:
 
 def test_a_provider_without_keys_uses_its_stored_key() -> None:
     assert KeyHealth().choose("p", (), 0.0, random.Random()) is None
+
+
+def test_a_new_routes_health_goes_on_from_the_workers_own() -> None:
+    """A reload builds new routes, each with its TargetLoop: they used to start knowing nothing, so a
+    provider that had just said to wait 30 s was asked again by every worker's next request. Sharing the
+    worker's state, a new one (under its own, newer settings) sees the target still set aside, and what
+    it learns the old one sees too; a key rests by its name across a reload that reorders the keys."""
+    worker = TargetHealth()
+    old = TargetHealth(Resilience(cool_down=5.0), worker)
+    a = target("a")
+    old.set_aside(a, 0.0, 30.0)
+    new = TargetHealth(Resilience(cool_down=1.0, cool_down_max=10.0), worker)
+    assert not new.available(a, 9.0)
+    assert new.available(a, 30.0)  # the reset believed when it was set aside; then the probe
+    new.succeeded(a)
+    assert old.available(a, 30.1)
+    assert TargetHealth().available(a, 1.0)  # no state shared unless asked
+
+    keys = KeyHealth()
+    before = (key(0), key(1))
+    KeyHealth(None, keys).rate_limited("p", before[1], 0.0, 20.0)
+    after = (ProviderKey(0, "k1", 1, before[1].headers), ProviderKey(1, "k0", 1, before[0].headers))
+    assert KeyHealth(None, keys).choose("p", after, 1.0, random.Random()) == after[1]  # k0: not resting

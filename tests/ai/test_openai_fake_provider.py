@@ -181,6 +181,7 @@ async def failed(
     [
         ("429", False, 429, True, "Rate limit reached"),
         ("529", False, 502, True, "Overloaded"),
+        ("408", False, 504, True, "Request timed out"),
         ("500", True, 502, True, "The server had an error"),
         ("html", False, 502, False, "HTML page"),
         ("empty", False, 502, False, "empty answer"),

@@ -188,6 +188,7 @@ def openai_error(message: str, kind: str = "server_error") -> bytes:
         (500, 502, True, "provider_unavailable"),
         (503, 502, True, "provider_unavailable"),
         (529, 502, True, "overloaded"),
+        (408, 504, True, "provider_timeout"),  # the provider's own timeout: never the request's fault
         (400, 400, False, "provider_rejected"),
         (404, 404, False, "provider_rejected"),
         (401, 502, False, "provider_auth"),

@@ -1,5 +1,5 @@
 """Fallbacks as the openai SDK sees them: a model with two targets whose first refuses (429 with
-Retry-After, 529, 500, connection refused) or answers a 200 that is no completion (an HTML page, an empty
+Retry-After, 529, 500, 408, connection refused) or answers a 200 that is no completion (an HTML page, an empty
 or truncated body; a stream request too) answers from the second, the ``x-fastgw-llm-target`` header and
 the access log name it with attempts=2, and the refusing target is skipped while set aside. After the
 first byte nothing falls back: a stream that breaks ends with an error event. A client that hangs up
@@ -7,6 +7,7 @@ mid-stream makes the gateway hang up on the provider at once."""
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -21,6 +22,7 @@ FIRST_FAILS = {  # model -> the failing first target (provider, provider model)
     "fb-429": ("oa", "fault-429"),
     "fb-529": ("oa", "fault-529"),
     "fb-500": ("oa", "fault-500"),
+    "fb-408": ("oa", "fault-408"),  # the provider's own timeout: as a 5xx, never the request's fault
     "fb-refused": ("down", "gpt-4o-mini"),
     "fb-html": ("oa", "fault-html"),  # a 200 that is no completion: the provider's fault, as a 5xx is
     "fb-empty": ("oa", "fault-empty"),
@@ -50,6 +52,7 @@ def fallback_models() -> str:
     tables += [then_anthropic(name, "oa", model) for name, model in NO_FALLBACK.items()]
     # A provider model of their own: the target set aside by one test is not another's.
     tables += [then_anthropic(f"fbs-{fault}", "oa", f"stream-{fault}") for fault in UNUSABLE_200]
+    tables.append(then_anthropic("fb-reload", "oa", "gpt-4o-reload"))  # refuses by a queued fault
     tables.append(
         """
         [[llm.models]]
@@ -106,6 +109,23 @@ def test_a_refusing_first_target_falls_back_then_is_set_aside(
     # Set aside (Retry-After 30 s, or the cool-down): the next request goes straight to the second.
     seen_by_openai = len(fb.stack.openai.requests)
     target, _, _ = ask(sdk, model)
+    assert target == "an/claude-sonnet-4-5; attempts=1"
+    assert len(fb.stack.openai.requests) == seen_by_openai
+
+
+def test_a_target_set_aside_stays_set_aside_across_a_reload(fb: LlmGateway, sdk: openai.OpenAI) -> None:
+    """A reload built the routes anew and their targets' health with them: a provider that had just
+    answered 429 with Retry-After 30 was asked again by the next request, as if it had never refused."""
+    fb.stack.openai.faults.append("429")
+    target, _, _ = ask(sdk, "fb-reload")
+    assert target == "an/claude-sonnet-4-5; attempts=2"
+    gw = fb.gateway
+    reloads = gw.stderr().count("reload (SIGHUP) complete")
+    gw.config.write_text(gw.config.read_text() + then_anthropic("fb-reload-marker", "oa", "gpt-4o-mini"))
+    gw.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: gw.stderr().count("reload (SIGHUP) complete") > reloads, 10, "the reload")
+    seen_by_openai = len(fb.stack.openai.requests)
+    target, _, _ = ask(sdk, "fb-reload")  # the same connection, so the same worker, on the new snapshot
     assert target == "an/claude-sonnet-4-5; attempts=1"
     assert len(fb.stack.openai.requests) == seen_by_openai
 

@@ -105,6 +105,10 @@ def extra(secrets: Path, silent_port: int) -> str:
         ]
 
         [[llm.models]]
+        name = "day-hint"
+        targets = [{{ provider = "oa", model = "gpt-4o-day-hint" }}]
+
+        [[llm.models]]
         name = "two-keys"
         targets = [{{ provider = "oa-keys", model = "gpt-4o-mini" }}]
 
@@ -257,6 +261,24 @@ def test_a_retry_after_over_the_bound_moves_on_at_once(gw: LlmGateway, sdk: open
     assert time.monotonic() - began < SLACK
     assert headers["x-fastgw-llm-target"] == "an/claude-sonnet-4-5; attempts=2"
     fake.retry_after = "1"
+
+
+def test_a_provider_hint_past_the_cool_down_reaches_the_client_as_the_cool_down(
+    gw: LlmGateway, sdk: openai.OpenAI
+) -> None:
+    """A provider's 429 naming a reset hours away (a daily quota's) went on to the client as that long a
+    Retry-After, while the gateway tries the target again after ``cool_down_max`` (300 s by default):
+    the client waited on for nothing. The client's hint is now the gateway's own."""
+    fake = gw.stack.openai
+    fake.retry_after = "5000"
+    fake.faults.append("429")
+    try:
+        with pytest.raises(openai.RateLimitError) as caught:
+            ask(sdk, "day-hint")
+    finally:
+        fake.retry_after = "1"
+    assert caught.value.response.headers["retry-after"] == "300"
+    assert caught.value.response.headers["x-fastgw-llm-target"] == "oa/gpt-4o-day-hint; attempts=1"
 
 
 def test_two_keys_share_the_requests_and_a_rate_limited_one_rests(gw: LlmGateway, sdk: openai.OpenAI) -> None:

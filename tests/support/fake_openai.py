@@ -29,6 +29,7 @@ FAULTS: Final = (
     "429",  # rate limited: Retry-After and x-ratelimit-* headers
     "529",  # overloaded
     "500",  # server error
+    "408",  # the provider timed out waiting for the request (as a proxy in front of it may answer)
     "slow-first-token",  # first_token_delay seconds before the first token (or the whole answer)
     "stall",  # streams the first chunk, then nothing until the client hangs up
     "malformed-event",  # a stream event that is not JSON
@@ -50,7 +51,14 @@ FAULTS: Final = (
 MAX_BODY: Final = 64 << 20  # a request body larger than this is refused (413): the fake's own bound
 HUGE_LINE: Final = 10 << 20
 HUGE_RESPONSE: Final = 40_000_000
-_REASONS: Final = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 413: "Too Large"}
+_REASONS: Final = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    408: "Request Timeout",
+    413: "Too Large",
+}
 
 
 def dumps(value: object) -> bytes:
@@ -277,6 +285,8 @@ class FakeOpenAI:
             await self._send(
                 writer, 500, error_body("The server had an error processing your request.", "server_error")
             )
+        elif fault == "408":
+            await self._send(writer, 408, error_body("Request timed out.", "timeout"))
         elif fault == "html":
             await self._send(writer, 200, b"<html><body><h1>502 Bad Gateway</h1></body></html>", "text/html")
         elif fault == "empty":

@@ -147,9 +147,11 @@ class AnthropicAdapter:
             message = f"the provider answered {status} without an error object"
         if status == 529 or kind not in ERROR_STATUS:
             kind = ERROR_TYPE.get(status, "api_error" if status >= 500 else "invalid_request_error")
-        # The fallback rules: 429, 529 and 5xx may go to another target; other 4xx are the request's fault.
-        retryable = status == 429 or status >= 500
-        client_status = 502 if status >= 500 else status  # 529 included; 4xx passed on as they are
+        # The fallback rules: 408 (the provider's own timeout), 429, 529 and 5xx may go to another target;
+        # other 4xx are the request's fault.
+        retryable = status in (408, 429) or status >= 500
+        # 529 included in 502; a 408 is a 504 (as the other adapters say it); other 4xx pass on as they are.
+        client_status = 502 if status >= 500 else 504 if status == 408 else status
         return ProviderError(
             client_status,
             message,

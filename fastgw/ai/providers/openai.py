@@ -245,9 +245,10 @@ def provider_error(status: int, headers: Mapping[str, str], body: bytes) -> Prov
 
     429 keeps its status (the client's SDK backs off); 401 and 403 become 502, since they are about the
     gateway's provider key, not the client's credentials, and a client told "401" would blame its own key;
-    other 4xx pass on as is; 5xx and 529 become 502. Retryable (another target may answer): 429, 5xx, 529.
+    408 (the provider timed out waiting: its fault, not the request's) becomes 504; other 4xx pass on as
+    is; 5xx and 529 become 502. Retryable (another target may answer): 408, 429, 5xx, 529.
     """
-    retryable = status == 429 or status >= 500
+    retryable = status in (408, 429) or status >= 500
     message = error_message(json_or_none(body), f"the provider answered {status}")
     if status == 429:
         client_status, kind = 429, "rate_limited"
@@ -256,6 +257,8 @@ def provider_error(status: int, headers: Mapping[str, str], body: bytes) -> Prov
         message = f"the provider refused the gateway's credentials ({status}): {_redact_keys(message)}"
     elif status >= 500:
         client_status, kind = 502, "overloaded" if status == 529 else "provider_unavailable"
+    elif status == 408:
+        client_status, kind = 504, "provider_timeout"
     else:
         client_status, kind = status, "provider_rejected"
     return ProviderError(
