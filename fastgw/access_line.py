@@ -106,6 +106,7 @@ def format_batch(
         tail = b""
         if (
             r.denial
+            or r.error_detail
             or r.shadow is not None
             or r.client_cert is not None
             or (include_query and r.query)
@@ -121,8 +122,8 @@ def format_batch(
                 tail += b',"denial":' + dumps(r.denial)
                 if r.stalled_side:
                     tail += b',"stalled_side":' + dumps(r.stalled_side)
-                if r.error_detail:
-                    tail += b',"error":' + dumps(r.error_detail)
+            if r.error_detail:  # a denial's, or what a handler answered without saying (prompt APIs)
+                tail += b',"error":' + dumps(r.error_detail)
             if r.shadow is not None:
                 tail += b',"shadow":' + dumps(r.shadow)
             cert = r.client_cert

@@ -149,6 +149,7 @@ def compile_prompt_apis(specs: tuple[PromptApiSpec, ...], ctx: CompileContext) -
         system = _template(ctx, f"{key}.system", spec.system, document) if spec.system else None
         template = _template(ctx, f"{key}.template", spec.template, document)
         parameters = _parameters(ctx, key, spec)
+        _check_requests(ctx, key, model, parameters, output_schema)
         if spec.max_tokens is not None and 0 < model.context_window <= spec.max_tokens:
             raise ctx.error(
                 f"{key}.max_tokens",
@@ -186,6 +187,34 @@ def _check_json_schema_mode(ctx: CompileContext, key: str, model: Any) -> None:
                 " JSON-schema mode: add 'response_format' to its drop_unsupported (the answer is then only"
                 " validated)",
             )
+
+
+def _check_requests(
+    ctx: CompileContext, key: str, model: Any, parameters: dict[str, Any], output: Schema | None
+) -> None:
+    """Build the API's request for each target of its model, as a request would: what an adapter refuses
+    (a JSON Schema keyword Gemini's subset lacks, ...) or a provider's range excludes (Anthropic's
+    temperature is 0 to 1) would otherwise be every request's failure, answered to callers who control
+    only the values of the input's fields."""
+    from fastgw.ai.adapter import InvalidRequestError
+    from fastgw.ai.providers.registry import ADAPTERS
+
+    messages = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
+    pivot: dict[str, Any] = {"model": model.name, "messages": messages, **parameters}
+    if output is not None:
+        pivot["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "a", "schema": output.document},
+        }
+    for target in model.targets:
+        name = f"{target.provider.name}/{target.target.model}"
+        kind = target.provider.kind
+        if kind == "anthropic" and parameters.get("temperature", 0.0) > 1.0:
+            raise ctx.error(f"{key}.temperature", f"at most 1 for target {name} (an anthropic provider)")
+        try:
+            ADAPTERS[kind].chat_request(pivot, target.target, False)
+        except InvalidRequestError as exc:
+            raise ctx.error(key, f"target {name} cannot take this API's request: {exc.message}") from None
 
 
 def _parameters(ctx: CompileContext, key: str, spec: PromptApiSpec) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from fastgw.ai.prices import record_cost
 from fastgw.ai.prompt_config import PromptApi
 from fastgw.ai.provider_calls import RESPONSE_MAX, read_reply
 from fastgw.ai.record import LlmRecord
-from fastgw.ai.relay import cancel_kind, provider_may_bill, send_whole
+from fastgw.ai.relay import cancel_kind, provider_may_bill
 from fastgw.codec.problem import PROBLEM_BASE
 from fastgw.codec.serialize import REASONS
 from fastgw.exchange import Exchange
@@ -49,6 +49,9 @@ BYTES_PER_TOKEN: Final = 4
 MESSAGE_OVERHEAD_TOKENS: Final = 4
 # Calls for one request when the answer must match an output schema: the first and one retry.
 SCHEMA_TRIES: Final = 2
+# Objects and arrays nested in a request body, at most: a form's fields go a few levels deep; past this
+# a value would fail to fill the template (orjson writes 254 levels at most) and only costs validation.
+BODY_DEPTH_MAX: Final = 64
 _PROBLEM: Final = b"application/problem+json"
 
 
@@ -96,12 +99,20 @@ class PromptApiHandler:
             )
             return
         if not may_use(ex.consumer, api.model):  # before the body: its schema is no business of theirs
-            await _problem(out, ex, 403, "model-not-allowed", f"this credential may not use {api.model!r}")
+            ex.error_detail = f"the credential may not use model {api.model!r}"  # the log's, not theirs
+            await _problem(out, ex, 403, "model-not-allowed", "this credential may not use this API")
             return
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
             await _problem(out, ex, 400, "invalid-body", "the body is not JSON")
+            return
+        if not isinstance(doc, dict):  # a schema's root $ref (drafts 4 to 7) hides its "type": object
+            await _problem(out, ex, 400, "invalid-body", "the body must be a JSON object")
+            return
+        if _deeper_than(doc, BODY_DEPTH_MAX):
+            detail = f"the body is nested deeper than {BODY_DEPTH_MAX} objects and arrays"
+            await _problem(out, ex, 400, "invalid-body", detail)
             return
         error = api.input_schema.first_error(doc)
         if error is not None:
@@ -115,11 +126,14 @@ class PromptApiHandler:
         if api.context_window:
             estimate = estimate_tokens(messages, api.max_tokens)
             if estimate > api.context_window:
-                detail = (
+                # The numbers would tell the client the hidden prompt's length (to ~4 bytes, by bisecting
+                # its input) and the model's window: in the log only.
+                ex.error_detail = (
                     f"the filled prompt and its answer need about {estimate} tokens (estimated at"
                     f" {BYTES_PER_TOKEN} bytes per token, max_tokens {api.max_tokens} included): over"
                     f" {api.model!r}'s context window of {api.context_window}"
                 )
+                detail = "the input is too long for this API: the model could not take the prompt it fills"
                 await _problem(out, ex, 400, "context-window-exceeded", detail)
                 return
         await self._answer(ex, api, messages, out, upstreams)
@@ -175,13 +189,11 @@ class PromptApiHandler:
         async def fail(
             status: int, message: str, param: str | None, code: str | None, retry_after: float | None
         ) -> None:
+            # What the provider or the target loop said names what the API hides (the provider, its
+            # model, an account, the alias): in the log only; the client learns what kind of failure.
             hint = ((b"retry-after", b"%d" % math.ceil(retry_after)),) if retry_after else ()
-            if status in (401, 403, 404, 422):
-                # The provider refused what the gateway built or holds (a deployment, a model name, its
-                # key): the caller cannot change it, and its message names what the API hides. In the log
-                # only. A 400 or 413 (the prompt too long for the model) stays the caller's to fix.
-                ex.error_detail = message[:300]
-                status, message = 502, "the provider refused the request"
+            ex.error_detail = message[:300]
+            status, message = public_failure(status)
             await _problem(out, ex, status, "provider-error", message, (), hint)
 
         violation = ""
@@ -223,17 +235,31 @@ class PromptApiHandler:
                 record.error = "no_text"
                 await _problem(out, ex, 502, "no-answer", "the model gave no text answer")
                 return
+            cut = _finish_reason(answer) == "length"
             if api.output_schema is None:
-                await send_whole(out, record, orjson.dumps({"result": text}))
+                # An answer cut at max_tokens says so: a 200 alone would pass it off as whole.
+                await _send_result(
+                    out, orjson.dumps({"result": text, "truncated": True} if cut else {"result": text})
+                )
                 return
             try:
                 result = orjson.loads(text)
             except orjson.JSONDecodeError:
+                if cut:  # asked again, the same prompt would be cut again (and billed twice)
+                    record.error = "truncated"
+                    detail = f"the model's answer was cut at the API's max_tokens ({api.max_tokens})"
+                    await _problem(out, ex, 502, "answer-truncated", detail)
+                    return
                 violation = "the answer is not JSON"
                 continue
             error = api.output_schema.first_error(result)
             if error is None:
-                await send_whole(out, record, orjson.dumps({"result": result}))
+                try:
+                    whole = orjson.dumps({"result": result})
+                except orjson.JSONEncodeError:  # nested past orjson's 254 levels (it parses up to 1024)
+                    violation = "the answer is nested too deeply"
+                    continue
+                await _send_result(out, whole)
                 return
             violation = f"{error[0]}: {error[1]}"
         record.error = "output_schema"
@@ -252,6 +278,53 @@ async def _refuse(out: ResponseWriter, ex: Exchange, hold: Hold) -> None:
     await _problem(out, ex, hold.status, problem, message, (("code", code),), retry)
 
 
+def public_failure(status: int) -> tuple[int, str]:
+    """The status and message a prompt API's client gets for a failed provider call (what was said is in
+    the access log's ``error``): a provider's refusal of the gateway's own request or credentials (401,
+    403, 404, 422) is a 502, as every server-side failure is."""
+    if status in (400, 413):
+        return (
+            status,
+            "the model's provider refused the request made from this input (too long, or not accepted)",
+        )
+    if status == 429:
+        return 429, "the model's provider is limiting requests: try again later"
+    if status == 503:
+        return 503, "no provider is available for this API now"
+    if status == 504:
+        return 504, "the model's provider did not answer in time"
+    return 502, "the model's provider failed to answer"
+
+
+def _deeper_than(value: Any, most: int) -> bool:
+    """Whether ``value`` nests objects and arrays more than ``most`` deep (without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if depth >= most:
+                    return True
+                stack.append((child, depth + 1))
+    return False
+
+
+async def _send_result(out: ResponseWriter, body: bytes) -> None:
+    """The 200: no ``x-fastgw-llm-target`` as llm routes send (it names the provider and its model)."""
+    out.start(200, ((b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))))
+    await out.write(body)
+    await out.end()
+
+
+def _finish_reason(answer: Json) -> str | None:
+    try:
+        reason = answer["choices"][0]["finish_reason"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return reason if isinstance(reason, str) else None
+
+
 def _content(answer: Json) -> str | None:
     try:
         content = answer["choices"][0]["message"]["content"]
@@ -266,7 +339,7 @@ def _sum(a: Usage, b: Usage) -> Usage:
         a.completion_tokens + b.completion_tokens,
         a.cached_tokens + b.cached_tokens,
         a.reasoning_tokens + b.reasoning_tokens,
-        a.reported and b.reported,
+        a.reported or b.reported,  # one call's count kept when the other's is missing (its cost: unknown)
         a.cache_creation_tokens + b.cache_creation_tokens,
     )
 

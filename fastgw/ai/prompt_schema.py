@@ -10,6 +10,7 @@ and the key.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any, Final
 
 from fastgw.config.context import CompileContext
@@ -19,6 +20,10 @@ from fastgw.config.context import CompileContext
 # "properties"), a crash of the config load instead of its error. 100 is 50 levels of properties, far
 # beyond any request body a template fills.
 SCHEMA_DEPTH_MAX: Final = 100
+# Violations of one document weighed for the most relevant: best_match takes the max of every error it
+# is given, and a body of 2M wrong array items made 2M error objects (seconds of the worker's loop) for
+# one 400. The first few are enough to name a useful one.
+ERRORS_WEIGHED: Final = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +37,7 @@ class Schema:
     def first_error(self, instance: Any) -> tuple[str, str] | None:
         """(JSON path, message) of the most relevant violation, or None when ``instance`` matches."""
         try:
-            error = self.best_match(self.validator.iter_errors(instance))
+            error = self.best_match(islice(self.validator.iter_errors(instance), ERRORS_WEIGHED))
         except RecursionError:  # a recursive schema ($ref to itself) over a body nested ~1000 deep
             return "$", "the document is nested too deeply to validate"
         except Exception as exc:  # a value a check cannot take (a "regex" format's pattern too large)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from fastgw.codec.path import normalize_path
 from fastgw.config import sections
@@ -37,6 +37,11 @@ from fastgw.snapshot import (
     StoreSettings,
     UpstreamSettings,
 )
+
+# A prompt_api route's body limit when it sets none: the body is a form's JSON, validated against the
+# input schema on the worker's loop byte by byte (a valid 10 MiB array took seconds), and a prompt it fills
+# is far smaller than a megabyte; a route that needs more says max_body_bytes.
+PROMPT_BODY_DEFAULT: Final = 1024 * 1024
 
 
 class _Headers:
@@ -85,6 +90,8 @@ def _route(
     if spec.strip_prefix and spec.match == "exact":
         raise ctx.error(f"{key}.strip_prefix", 'only applies to match = "prefix"')
     max_body = server.max_body_bytes if spec.max_body_bytes is None else spec.max_body_bytes
+    if spec.kind == "prompt_api" and spec.max_body_bytes is None:
+        max_body = min(max_body, PROMPT_BODY_DEFAULT)
     if max_body < 0:
         raise ctx.error(f"{key}.max_body_bytes", "must not be negative")
     policies: list[Any] = list(ctx.global_policies)

@@ -289,7 +289,10 @@ class _RouteCore:
     strip_prefix: bool = doc("remove the matched prefix before forwarding", False)
     preserve_host: bool = doc("forward the client's Host instead of the target's host:port", False)
     max_body_bytes: int | None = doc(
-        "body limit for this route (default: server.max_body_bytes)", None, most=BODY_MAX
+        "body limit for this route (default: server.max_body_bytes; on a prompt_api route at most 1 MiB,"
+        " PROMPT_BODY_DEFAULT: a form's JSON, whose every byte the input schema's validation costs)",
+        None,
+        most=BODY_MAX,
     )
     request_headers: HeaderOpsSpec = doc("headers set/removed before forwarding", HeaderOpsSpec())
     response_headers: HeaderOpsSpec = doc("headers set/removed on responses", HeaderOpsSpec())

@@ -4,6 +4,7 @@ key and, for a template, its line."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -509,3 +510,74 @@ def test_a_value_a_format_check_cannot_take_is_a_refusal_not_a_crash() -> None:
         "$",
         "the document cannot be validated (OverflowError)",
     )
+
+
+GEMINI = """
+[upstreams.gm]
+targets = ["127.0.0.1:1"]
+[[llm.providers]]
+name = "gm"
+kind = "gemini"
+upstream = "gm"
+[[llm.models]]
+name = "gem"
+targets = [{ provider = "gm", model = "gemini-2.5-flash" }]
+"""
+
+
+def test_a_request_a_target_cannot_take_is_a_config_error_not_every_callers_400() -> None:
+    """The API's request is built for each target at load: Gemini's schema subset has no $defs, and
+    Anthropic takes temperature 0 to 1. Both loaded, and every request was then a 400 blaming a caller
+    who controls only the values of the input's fields."""
+    schema = (
+        'output_schema = { type = "object", "$defs" = { s = { type = "string" } },'
+        ' properties = { x = { "$ref" = "#/$defs/s" } } }\n'
+    )
+    text = config(GEMINI, replace=('model = "writer"\n', f'model = "gem"\n{schema}'))
+    assert error_for(text) == (
+        "conf/x.toml: prompt_api[0]: target gm/gemini-2.5-flash cannot take this API's request: JSON Schema"
+        " keyword '$defs' is not supported by the gemini provider"
+    )
+    hot = config(
+        ANTHROPIC.replace("DROP", ""), replace=('model = "writer"\n', 'model = "claude"\ntemperature = 1.5\n')
+    )
+    assert error_for(hot) == (
+        "conf/x.toml: prompt_api[0].temperature: at most 1 for target an/claude-sonnet-4-5"
+        " (an anthropic provider)"
+    )
+    assert compile_config(hot.replace("temperature = 1.5", "temperature = 1.0").encode(), "x.toml")
+
+
+def test_a_prompt_route_takes_a_megabyte_unless_it_says_more() -> None:
+    """A prompt API's body is validated on the worker's loop value by value; the server's 10 MiB default
+    let one request hold it for seconds."""
+    route = compile_config(config().encode(), "x.toml").routes[0]
+    assert route.max_body_bytes == 1024 * 1024
+    wider = compile_config(config(route="max_body_bytes = 4194304").encode(), "x.toml").routes[0]
+    assert wider.max_body_bytes == 4 * 1024 * 1024
+
+
+def test_a_body_with_many_wrong_values_draws_a_few_errors_not_one_per_value() -> None:
+    """best_match weighed every error of the document: an array of 100,000 wrong items made 100,000
+    error objects (seconds of the worker's loop for a 10 MiB body) for one 400."""
+    from fastgw.ai.prompt_schema import ERRORS_WEIGHED
+
+    tags = 'sentences = { type = "integer" }, tags = { type = "array", items = { type = "string" } }'
+    api: PromptApi = compile_config(
+        config(replace=('sentences = { type = "integer" }', tags)).encode(), "x.toml"
+    ).sections["prompt_api"]["summarize"]
+    real = api.input_schema.validator
+    drawn = 0
+
+    class Counting:
+        def iter_errors(self, instance: Any) -> Any:
+            nonlocal drawn
+            for error in real.iter_errors(instance):
+                drawn += 1
+                yield error
+
+    schema = dataclasses.replace(api.input_schema, validator=Counting())
+    error = schema.first_error({"text": "x", "tags": [0] * 100_000})
+    assert error is not None and error[1] == "0 is not of type 'string'"
+    assert error[0].startswith("$.tags[") and int(error[0][7:-1]) < ERRORS_WEIGHED  # one of the first few
+    assert drawn <= ERRORS_WEIGHED

@@ -19,6 +19,7 @@ from tests.support.demo_llm import demo_llm_config
 from tests.support.gateways import Gateway
 from tests.support.llm_gateway import ADMIN_TOKEN, LlmGateway, llm_record, post_json, running_llm_gateway
 from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 EXTRA = """
 [keys]
@@ -66,6 +67,23 @@ output_schema = {{ type = "object", required = ["label"], additionalProperties =
 properties = {{ label = {{ type = "string", enum = ["spam", "ham"] }} }} }}
 
 [[prompt_api]]
+name = "short"
+path = "/prompts/short"
+model = "prompt-model"
+max_tokens = 2
+template = "{{{{ text }}}}"
+input_schema = {{ type = "object", properties = {{ text = {{ type = "string" }}, any = {{}} }} }}
+
+[[prompt_api]]
+name = "short-json"
+path = "/prompts/short-json"
+model = "prompt-model"
+max_tokens = 2
+template = "{{{{ text }}}}"
+input_schema = {{ type = "object", properties = {{ text = {{ type = "string" }} }} }}
+output_schema = {{ type = "object", properties = {{ label = {{ type = "string" }} }} }}
+
+[[prompt_api]]
 name = "private"
 path = "/secured/private"
 model = "prompt-model"
@@ -102,6 +120,7 @@ def test_a_valid_call_fills_the_templates_and_returns_the_result(gw: LlmGateway)
     resp = post(gw, "/prompts/echo", {"text": "{{ tone }} hello", "tone": "dry"})
     assert resp.status == 200, resp.body
     assert resp.header(b"content-type") == b"application/json"
+    assert resp.header(b"x-fastgw-llm-target") is None  # an llm route's header names provider and model
     assert json.loads(resp.body) == {"result": "Hello! This is the fake provider answering."}
     assert len(fake.requests) == seen + 1
     sent = fake.requests[-1].json
@@ -171,9 +190,75 @@ def test_past_the_context_window_is_a_400_before_any_provider_call(gw: LlmGatewa
     assert resp.status == 400
     problem = json.loads(resp.body)
     assert problem["type"].endswith("/context-window-exceeded")
-    assert "context window of 300" in problem["detail"]
+    # The numbers would give away the hidden prompt's length and the model: in the log only.
+    assert problem["detail"].startswith("the input is too long for this API")
+    assert "300" not in problem["detail"] and "prompt-model" not in problem["detail"]
+    assert "context window of 300" in access_record(gw, resp)["error"]
     assert len(fake.requests) == seen
     assert post(gw, "/prompts/echo", {"text": "word " * 100}).status == 200  # ~125 + 50 + overhead fits
+
+
+def access_record(gw: LlmGateway, resp: Response) -> dict[str, Any]:
+    """The access-log record of ``resp`` (by its x-request-id), waiting for it."""
+    request_id = (resp.header(b"x-request-id") or b"").decode()
+
+    def found() -> dict[str, Any] | None:
+        return next((r for r in gw.gateway.log_records() if r.get("request_id") == request_id), None)
+
+    return wait_until(found, 5.0, f"the access-log record of {request_id}")  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "detail", "said"),
+    [
+        ("429", 429, "the model's provider is limiting requests: try again later", "Rate limit reached"),
+        ("500", 502, "the model's provider failed to answer", "The server had an error"),
+    ],
+)
+def test_a_provider_failure_tells_the_client_its_kind_and_the_log_what_was_said(
+    gw: LlmGateway, fault: str, status: int, detail: str, said: str
+) -> None:
+    """A provider's message names what a prompt API hides (the provider, its model, an account: "Rate
+    limit reached for gpt-4o-mini in organization org-..."): it reached the client verbatim."""
+    gw.stack.openai.faults.append(fault)
+    resp = post(gw, "/prompts/echo", {"text": "hello"})
+    assert resp.status == status, resp.body
+    problem = json.loads(resp.body)
+    assert (problem["type"].rsplit("/", 1)[1], problem["detail"]) == ("provider-error", detail)
+    for hidden in (b"gpt-4o-mini", b"prompt-model", b"oa/", said.encode()):
+        assert hidden not in resp.body and all(hidden not in value for _, value in resp.headers)
+    assert said in access_record(gw, resp)["error"]
+
+
+def test_bodies_too_deep_or_not_objects_are_400s_never_500s(gw: LlmGateway) -> None:
+    """A value nested 300 deep passed the schema of a free-form field and then failed to fill the
+    template (orjson writes 254 levels at most): a 500. A root that is no object: no API takes one."""
+    seen = len(gw.stack.openai.requests)
+    deep: Any = "x"
+    for _ in range(300):
+        deep = [deep]
+    too_deep = post(gw, "/prompts/short", {"text": "a", "any": deep})
+    assert too_deep.status == 400, too_deep.body
+    assert "nested deeper than 64" in json.loads(too_deep.body)["detail"]
+    for body in ([1, 2], "text", 3):
+        refused = post(gw, "/prompts/short", body)
+        assert (
+            refused.status == 400 and json.loads(refused.body)["detail"] == "the body must be a JSON object"
+        )
+    assert len(gw.stack.openai.requests) == seen
+
+
+def test_an_answer_cut_at_max_tokens_says_so_and_is_not_asked_again(gw: LlmGateway) -> None:
+    """Cut at the API's max_tokens, an answer went out as a plain 200; with an output schema, the cut
+    JSON was asked for again (the same prompt, cut again, billed twice) and then a 502 blamed the model."""
+    whole = post(gw, "/prompts/short", {"text": "hello"})
+    assert whole.status == 200 and json.loads(whole.body) == {"result": "Hello! This ", "truncated": True}
+    seen = len(gw.stack.openai.requests)
+    cut = post(gw, "/prompts/short-json", {"text": "hello"})
+    assert cut.status == 502
+    problem = json.loads(cut.body)
+    assert problem["type"].endswith("/answer-truncated") and "max_tokens (2)" in problem["detail"]
+    assert len(gw.stack.openai.requests) == seen + 1
 
 
 def test_auth_applies_as_on_any_route(gw: LlmGateway) -> None:
@@ -194,6 +279,7 @@ def test_a_credential_without_the_model_is_refused_before_its_body_is_looked_at(
         refused = post(gw, "/secured/private", body, auth)
         assert refused.status == 403, refused.body
         assert json.loads(refused.body)["type"].endswith("model-not-allowed")
+        assert b"prompt-model" not in refused.body  # the API's model is none of the client's business
     assert len(gw.stack.openai.requests) == seen
 
 
@@ -205,7 +291,7 @@ def test_wrong_method_and_unknown_path(gw: LlmGateway) -> None:
 
 def test_admin_lists_the_apis_with_their_schemas(gw: LlmGateway) -> None:
     listed = {api["name"]: api for api in admin(gw, "/prompt-apis")["prompt_apis"]}
-    assert set(listed) == {"echo", "classify", "private"}
+    assert set(listed) == {"echo", "classify", "short", "short-json", "private"}
     echo = listed["echo"]
     assert echo["path"] == "/prompts/echo" and echo["method"] == "POST" and echo["model"] == "prompt-model"
     assert echo["routes"] == [{"name": "prompts", "auth": ["none"]}]
@@ -218,7 +304,13 @@ def test_admin_lists_the_apis_with_their_schemas(gw: LlmGateway) -> None:
 def test_openapi_document_is_valid_31(gw: LlmGateway, tmp_path: Path) -> None:
     doc = admin(gw, "/prompt-apis/openapi.json")
     assert doc["openapi"] == "3.1.0" and doc["info"]["title"] and doc["info"]["version"]
-    assert set(doc["paths"]) == {"/prompts/echo", "/prompts/classify", "/secured/private"}
+    assert set(doc["paths"]) == {
+        "/prompts/echo",
+        "/prompts/classify",
+        "/prompts/short",
+        "/prompts/short-json",
+        "/secured/private",
+    }
     schemes = doc["components"]["securitySchemes"]
     assert schemes == {
         "api_key": {"type": "http", "scheme": "bearer", "description": "a fastgw API key (fgw_...)"}
