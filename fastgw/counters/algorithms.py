@@ -27,6 +27,10 @@ UNCAPPED: Final = math.inf  # a shadow limit's cap: it counts every request it s
 TAT_MAX: Final = (
     65536  # GCRA arrival times kept per limit per worker (cleared when full: keys are client input)
 )
+# This worker's GCRA arrival times by limit id (stable across reloads): a reload compiles new Gcra
+# objects, which used to start empty and give every key a fresh burst, though a reload that keeps a
+# limit keeps its counts (a sliding window's live in the node's table).
+GCRA_TIMES: Final[dict[bytes, dict[int, float]]] = {}
 
 
 def sliding_wait(current: float, previous: float, rate: float, elapsed: float, length: float) -> float:
@@ -162,10 +166,11 @@ class Gcra(Counter):
     on its own, one request at once plus its share of the burst, so n saturated workers admit about
     rate x T + burst + n together (n - 1 more than one GCRA would: the lease's price)."""
 
-    def __init__(self, table: CounterTable, window: float, burst: int) -> None:
+    def __init__(self, table: CounterTable, window: float, burst: int, limit_id: bytes = b"") -> None:
         super().__init__(table, window)
         self.burst = burst
-        self.tat: dict[int, float] = {}  # theoretical arrival times, this worker's share
+        # Theoretical arrival times, this worker's share: kept by limit id across reloads (none: its own).
+        self.tat: dict[int, float] = GCRA_TIMES.setdefault(limit_id, {}) if limit_id else {}
 
     def admit(
         self,

@@ -152,7 +152,7 @@ class RateLimit:
     def _counter(limit: LimitSpec, table: CounterTable) -> Counter:
         """The algorithm counting ``limit``, picked once per compile."""
         if limit.gcra:
-            return Gcra(table, limit.window, limit.burst)
+            return Gcra(table, limit.window, limit.burst, limit.limit_id)
         if limit.quota:
             return Quota(table, limit.window, limit.quota, limit.limit_id)
         if limit.concurrency:
@@ -206,7 +206,7 @@ class RateLimit:
         now = _time()
         # What each limit counted (its counter, key and what undoes it), to take back if a later one refuses.
         taken: list[tuple[Counter, KeyCells, float]] | None = [] if self._several else None
-        refused: tuple[LimitSpec, float, float] | None = None
+        refused: tuple[LimitSpec, float, float, str | bytes] | None = None
         share = 2.0  # the share left of the rated limit nearest exhaustion (the one the headers show) ...
         shown: bytes | None = None  # ... its RateLimit item prefix, requests left and seconds to reset
         shown_left = shown_reset = 0.0
@@ -215,13 +215,18 @@ class RateLimit:
         if self._per_consumer and ex.consumer is not None:
             overrides = getattr(ex.consumer, "limits", None) or None
         cluster = CLUSTER.current
+        queues = self.queues if may_wait and self.queues else None
+        behind = False
         for limit, keys, counter, base_rate, by_ip, prefix, shows in self._plan:
             value = ex.client_ip if by_ip else self._key(limit, ex)
             rate = base_rate if overrides is None else _own_rate(limit, overrides, base_rate)
             key = keys.get(value) or self._new_key(keys, limit, value)
+            if queues is not None and refused is None:  # requests of this key wait: behind them
+                queue = queues.get(limit.name)
+                behind = queue is not None and queue.waiting_for(value)
             # Count this request under a limit while nothing refused it yet, if there is room (a shadow
             # limit counts it regardless: it only records would-be refusals).
-            cap = -1.0 if refused is not None else UNCAPPED if limit.shadow else float(rate)
+            cap = -1.0 if refused is not None or behind else UNCAPPED if limit.shadow else float(rate)
             remaining = counter.admit(key, value, now, cap, rate, shows, cluster)
             if counter.unavailable:  # cluster mode, the shared store down, failure = "closed"
                 if taken:
@@ -237,21 +242,22 @@ class RateLimit:
             if shows and (remaining - 1) / rate < share:
                 share = (remaining - 1) / rate
                 shown, shown_left, shown_reset = prefix, remaining - 1, reset
-            if remaining < 1:
+            if remaining < 1 or behind:
                 if limit.shadow:
                     if ex.shadow is None:
                         ex.shadow = []
                     ex.shadow.append(f"rate_limit.{limit.name}")
                 elif refused is None or reset > refused[2]:
-                    refused = (limit, remaining, reset)
+                    refused = (limit, remaining, reset, value)
+                behind = False
         if refused is not None:
             if taken:
                 self._take_back(taken, cluster)
             ex.limit_state = None  # nothing stays counted: nothing to release
-            limit, remaining, reset = refused
+            limit, remaining, reset, value = refused
             queue = self.queues.get(limit.name) if may_wait else None
             if queue is not None:
-                waiting = queue.admit(ex, time.monotonic())
+                waiting = queue.admit(ex, time.monotonic(), value)
                 if waiting is not None:
                     return Pending(waiting)
             return self._denial(limit, reset, queue is not None, overrides)

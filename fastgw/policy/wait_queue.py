@@ -9,7 +9,10 @@ Beyond the hard limit, a full queue, the request is refused at once.
 Fairness: waiters are grouped by owner (the consumer, else the client address) and served round-robin, so
 a consumer with fifty waiting requests delays a quiet consumer's one request by at most one turn; and one
 owner may hold at most half the queue, so a noisy consumer cannot fill it and leave others only
-refusals. Queues are per worker: across n workers up to n x N requests wait.
+refusals. A new request whose limit key has waiters goes behind them even when the limit has room at
+that moment: otherwise, under sustained overload, new arrivals took each slot as it freed and the
+waiters (re-checked on the tick) waited out max_wait for their 429. Queues are per worker: across n
+workers up to n x N requests wait.
 """
 
 from __future__ import annotations
@@ -27,21 +30,27 @@ Recheck = Callable[[Exchange], "Denial | None"]
 
 
 class Waiter:
-    __slots__ = ("deadline", "ex", "future", "owner")
+    __slots__ = ("deadline", "ex", "future", "key", "owner")
 
     def __init__(
-        self, ex: Exchange, owner: bytes, future: asyncio.Future[Denial | None], deadline: float
+        self,
+        ex: Exchange,
+        owner: bytes,
+        future: asyncio.Future[Denial | None],
+        deadline: float,
+        key: str | bytes,
     ) -> None:
         self.ex = ex
         self.owner = owner
         self.future = future
         self.deadline = deadline
+        self.key = key  # what the limit counts it by
 
 
 class WaitQueue:
     """The waiters of one limit in this worker, grouped by owner."""
 
-    __slots__ = ("_by_owner", "_turns", "expired", "length", "max_length", "max_wait", "recheck")
+    __slots__ = ("_by_key", "_by_owner", "_turns", "expired", "length", "max_length", "max_wait", "recheck")
 
     def __init__(self, max_length: int, max_wait: float, recheck: Recheck, expired: Denial) -> None:
         self.max_length = max_length
@@ -51,9 +60,15 @@ class WaitQueue:
         self.length = 0
         self._by_owner: dict[bytes, deque[Waiter]] = {}
         self._turns: deque[bytes] = deque()  # owners with waiters, in round-robin order
+        self._by_key: dict[str | bytes, int] = {}  # the limit's key -> its waiters
 
-    def admit(self, ex: Exchange, now: float) -> asyncio.Future[Denial | None] | None:
-        """Park ``ex``; None when the queue (or this owner's half of it) is full."""
+    def waiting_for(self, key: str | bytes) -> bool:
+        """Whether requests counted by ``key`` wait: a new one goes behind them (rate_limit.check), never
+        takes the room the tick would have given them."""
+        return key in self._by_key
+
+    def admit(self, ex: Exchange, now: float, key: str | bytes = b"") -> asyncio.Future[Denial | None] | None:
+        """Park ``ex`` (counted by ``key``); None when the queue (or this owner's half of it) is full."""
         consumer: Any = ex.consumer
         owner = consumer.consumer_id.encode() if consumer is not None else ex.client_ip.encode()
         mine = self._by_owner.get(owner)
@@ -63,7 +78,8 @@ class WaitQueue:
         if mine is None:
             mine = self._by_owner[owner] = deque()
             self._turns.append(owner)
-        mine.append(Waiter(ex, owner, future, now + self.max_wait))
+        mine.append(Waiter(ex, owner, future, now + self.max_wait, key))
+        self._by_key[key] = self._by_key.get(key, 0) + 1
         self.length += 1
         WAITING.add(self)
         return future
@@ -88,7 +104,7 @@ class WaitQueue:
                     turns.rotate(-1)
                     continue
             waiters.popleft()
-            self.length -= 1
+            self._left(head)
             if not head.future.done():
                 head.future.set_result(outcome)
             turns.popleft()
@@ -102,7 +118,7 @@ class WaitQueue:
             waiters = self._by_owner[owner]
             while waiters and now >= waiters[0].deadline:
                 head = waiters.popleft()
-                self.length -= 1
+                self._left(head)
                 if not head.future.done():
                     head.future.set_result(self._expire(head))
             if not waiters:
@@ -110,6 +126,14 @@ class WaitQueue:
                 turns.remove(owner)
         if not self.length:
             WAITING.discard(self)
+
+    def _left(self, waiter: Waiter) -> None:
+        self.length -= 1
+        left = self._by_key[waiter.key] - 1
+        if left:
+            self._by_key[waiter.key] = left
+        else:
+            del self._by_key[waiter.key]
 
     def _expire(self, waiter: Waiter) -> Denial | None:
         """The answer of a waiter past its deadline: admitted if there is room at this last look, else the

@@ -48,3 +48,16 @@ def test_a_steady_client_within_the_rate_is_never_refused() -> None:
     for i in range(100):
         gcra.admit(key, "k", 50.0 + i * 0.1001, 10, 10, True, None)  # 9.99 a second
         assert gcra.counted, i
+
+
+def test_a_reload_keeps_each_keys_arrival_times() -> None:
+    """Each compile made a new Gcra with no arrival times: every reload gave every key a fresh burst
+    (docs: a reload that keeps a limit keeps its counts). They are kept by the limit's id."""
+    table = memory_table(shards=1)
+    key = KeyCells(3, table.locate(3))
+    before = Gcra(table, 1.0, 2, b"route:paced/gcra")
+    assert admitted_at_once(before, key, 10.0, 10) == 3
+    after = Gcra(table, 1.0, 2, b"route:paced/gcra")  # the reload's
+    after.admit(key, "k", 10.0, 10, 10, True, None)
+    assert not after.counted
+    assert admitted_at_once(Gcra(table, 1.0, 2, b"route:other/gcra"), key, 10.0, 10) == 3
