@@ -19,6 +19,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Final
 
 from fastgw.ai.adapter import UNUSABLE_ANSWERS, Adapter, InvalidRequestError, ProviderError, ProviderRequest
 from fastgw.ai.config import LlmConfig, Model, Target, auth_headers
@@ -34,6 +35,8 @@ Build = Callable[[Adapter, Target], ProviderRequest]
 # Relays a 2xx answer to the client (raises ProviderError; once it wrote bytes, it ended the answer).
 # ``began``: when the attempt sent its request (the stream deadlines count from it).
 Relay = Callable[[UpstreamReply, Adapter, Target, float], Awaitable[None]]
+# A call's deadlines that pass only after its request was sent (the connect's is not one of them).
+SENT_THEN_TIMED_OUT: Final = frozenset({"first_token_timeout", "total_timeout", "idle_timeout"})
 # Answers an error before any byte: status, message, param, code, retry_after.
 Fail = Callable[[int, str, str | None, str | None, float | None], Awaitable[None]]
 
@@ -115,7 +118,10 @@ class TargetLoop:
                     record.at_provider = False
                 except ProviderError as failed:
                     error = failed
-                    record.at_provider = False  # refused or unreachable: nothing billable is running
+                    # Refused by status or never connected: nothing billable ran. Sent and then no answer
+                    # in time, or a 2xx answer that could not be used: the provider may have run it and
+                    # bill it, so a budget keeps its estimate (relay.provider_may_bill).
+                    record.at_provider = relaying or failed.kind in SENT_THEN_TIMED_OUT
                 except asyncio.CancelledError as cancelled:
                     if not_sent(cancelled):
                         record.at_provider = False  # cut while connecting: the request never left

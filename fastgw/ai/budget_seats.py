@@ -8,6 +8,7 @@ from typing import Any
 
 from fastgw.ai.budget_headers import Fixed
 from fastgw.counters.allowance import Allowance, AmountKey
+from fastgw.exchange import Exchange
 
 
 class Spot:
@@ -68,3 +69,20 @@ class DayRates:
         self.answer = answer
         self.since = since
         self.until = until
+
+
+def seat_key(kind: str, ex: Exchange, identity: Any) -> str:
+    """The text a budget keyed by ``kind`` counts this caller under (the store's and the alerts')."""
+    if kind == "route":
+        return ""
+    if identity is None:
+        return "ip:" + ex.client_ip
+    if kind == "api_key":
+        key_id = getattr(identity, "key_id", None)
+        if key_id is not None:
+            return "key:" + str(key_id)
+    elif kind == "team":
+        team = getattr(identity, "team", "")
+        if team:
+            return "team:" + str(team)
+    return str(identity.consumer_id)

@@ -25,7 +25,7 @@ from typing import Any, Final
 from fastgw.ai.adapter import Usage
 from fastgw.ai.budget_alerts import Alerts
 from fastgw.ai.budget_headers import Field, Fixed, limit_headers
-from fastgw.ai.budget_seats import DayRates, Entry, Seat, Spot
+from fastgw.ai.budget_seats import DayRates, Entry, Seat, Spot, seat_key
 from fastgw.ai.client_format import ClientFormat
 from fastgw.ai.prices import PriceTable, utc_day
 from fastgw.ai.record import LlmRecord
@@ -136,6 +136,10 @@ class Hold:
                 entry = entry.next
             return
         tokens = usage.total_tokens
+        # Cut short (the client left, a deadline, a provider failing mid-stream): what was reported is
+        # partial (Anthropic's message_start says 1 output token; the real count comes at the end), while
+        # the provider bills what it generated: the estimate stays unless the report says more.
+        cut = bool(record.error)
         cost = -2  # not looked up yet
         alerts = self.budgets.alerts
         following: Entry | None = entry
@@ -145,14 +149,14 @@ class Hold:
             kind = spot.kind
             amount = real = entry.amount
             if kind == TOKENS:
-                real = tokens
+                real = tokens if not cut or tokens > amount else amount
             elif kind == USD:
                 if cost == -2:
                     usd = record.cost_usd  # ai/prices.py's, set just before; None: unknown price
                     cost = -1 if usd is None else rounded(usd * MICRO)
                 if cost < 0:
                     continue
-                real = cost
+                real = cost if not cut or cost > amount else amount
             spot.allowance.settle(spot.key, entry.when, real - amount, cluster)
             if alerts is not None:
                 used, cap = entry.used, entry.cap
@@ -260,9 +264,14 @@ class Budgets:
         hold = Hold(self)
         output = self.output_tokens
         if isinstance(pivot, dict):
-            asked = pivot.get("max_completion_tokens") or pivot.get("max_tokens")
-            if isinstance(asked, int) and asked > 0:
+            # The larger of the two caps (an adapter may send either: a client naming both with a small
+            # max_completion_tokens reserved that while its provider got the large max_tokens), times n.
+            asked = max(_count(pivot.get("max_completion_tokens")), _count(pivot.get("max_tokens")))
+            if asked > 0:
                 output = asked
+            choices = _count(pivot.get("n"))
+            if choices > 1:
+                output *= choices
         else:
             output = 0  # embeddings: no answer tokens
         prompt = body_bytes // BYTES_PER_TOKEN + 1
@@ -287,8 +296,9 @@ class Budgets:
                 hold.refusal = self._refusal(row, cap, 0.0, amount)
                 hold.retry = 60.0 if spot.allowance.minute else 3600.0
                 break
-            if amount < 0:
-                continue  # an unknown price: spend not counted (docs/llm-budgets.md)
+            # The model's first target has no price (-1): estimated at 0, so that the entry is there for
+            # the settle to count the cost of the target that served, if it has one (a priced fallback).
+            amount = max(amount, 0)
             allowance = spot.allowance
             if not allowance.reserve(spot.key, spot.value, amount, now, cap, cluster):
                 message = f"budget {self._plan[row][0].name!r} cannot be checked: the shared store is down"
@@ -352,7 +362,7 @@ class Budgets:
         caps: list[int] = []
         fixed: list[Fixed | None] = []
         for row, (budget, limit, allowance, keys) in enumerate(self._plan):
-            value = _key(budget.key, ex, identity)
+            value = seat_key(budget.key, ex, identity)
             spot = keys.get(value)
             if spot is None:
                 hashed = key_hash(allowance.limit_id, value.encode())
@@ -396,6 +406,11 @@ class Budgets:
         )
 
 
+def _count(value: Any) -> int:
+    """A request's count parameter (max_tokens, n), or 0 when it is none."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
 def _priced(per_prompt: float, per_answer: float, prompt: int, output: int) -> int:
     """Micro-USD of ``prompt`` and ``output`` tokens at these rates; -1 when the price is unknown."""
     return -1 if per_prompt < 0 else rounded(prompt * per_prompt + output * per_answer)
@@ -422,19 +437,3 @@ def _cap(budget: Budget, limit: Limit, overrides: dict[str, int] | None) -> int:
         cents = overrides.get(f"{budget.name}.{limit.field}_cents")
         return limit.cap if cents is None else cents * (MICRO // 100)
     return overrides.get(f"{budget.name}.{limit.field}", limit.cap)
-
-
-def _key(kind: str, ex: Exchange, identity: Any) -> str:
-    if kind == "route":
-        return ""
-    if identity is None:
-        return "ip:" + ex.client_ip
-    if kind == "api_key":
-        key_id = getattr(identity, "key_id", None)
-        if key_id is not None:
-            return "key:" + str(key_id)
-    elif kind == "team":
-        team = getattr(identity, "team", "")
-        if team:
-            return "team:" + str(team)
-    return str(identity.consumer_id)

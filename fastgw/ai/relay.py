@@ -183,17 +183,14 @@ async def relay_stream(
     await out.end()
 
 
-# What cancel_kind names a cut exchange: the client left, or the stopping worker cut it at drain_timeout.
-CUT_KINDS: Final = frozenset({CANCELLED_CLIENT_GONE, CANCELLED_SHUTDOWN})
-
-
 def provider_may_bill(record: LlmRecord, started: bool, status: int) -> bool:
     """Whether a provider may bill for an exchange that reported no usage, so that a budget keeps its
-    estimate: the answer began to reach the client (always a 200), or the exchange was cut while a call
-    was out (sent or being sent, not failed), which the provider may have run. An error the gateway
-    rendered (every target refused), a cut between attempts (a retry's backoff) or before any call used
-    nothing billable."""
-    return (started and status == 200) or (record.at_provider and record.error in CUT_KINDS)
+    estimate: the answer began to reach the client (always a 200), or the exchange ended while the last
+    call may have run: cut while it was out (sent or being sent), or failed after it was sent (a timeout
+    waiting for the answer, a 2xx answer that could not be used: ai/attempts.py keeps ``at_provider``).
+    A refusal by status, a connect failure, a cut between attempts (a retry's backoff) or before any call
+    used nothing billable."""
+    return (started and status == 200) or (record.at_provider and bool(record.error))
 
 
 def cancel_kind(cancelled: asyncio.CancelledError) -> str:

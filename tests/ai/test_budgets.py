@@ -177,13 +177,55 @@ def test_the_headers_of_a_caller_kept_from_answer_to_answer_are_those_written_af
             )
 
 
-def test_a_model_without_a_price_is_not_counted_in_usd_but_a_zero_budget_still_refuses() -> None:
+def test_a_model_without_a_price_is_estimated_at_0_and_what_a_priced_target_served_still_counts() -> None:
+    """The first target's price is the estimate's: without one, no USD entry was made, so a priced
+    fallback (or a weighted sibling) that served was never counted either; a spent budget never refused."""
     spend = budgets("route", Limit("usd_per_day", "usd", "day", 1_000_000))
-    hold = spend.reserve(request_from(None), None, 400, {})
-    assert hold.refusal is None and hold.first is None  # no price table: nothing to count
+    caller = request_from(None)
+    for _ in range(2):  # $0.60 each, served by a priced target
+        hold = spend.reserve(caller, None, 400, {})
+        assert hold.refusal is None and hold.first is not None and hold.first.amount == 0
+        served = LlmRecord("m", "chat", usage=Usage(10, 10, reported=True))
+        served.cost_usd = 0.6
+        hold.settle(served, answered=True)
+    refused = spend.reserve(caller, None, 400, {})
+    assert refused.refusal is not None and refused.refusal[1] == "insufficient_quota"  # $1.20 of $1
+    unpriced = budgets("route", Limit("usd_per_day", "usd", "day", 1_000_000))
+    hold = unpriced.reserve(caller, None, 400, {})
+    hold.settle(LlmRecord("m", "chat", usage=Usage(10, 10, reported=True)), answered=True)  # no price
+    assert unpriced.reserve(caller, None, 400, {}).refusal is None  # nothing counted
     off = budgets("route", Limit("usd_per_day", "usd", "day", 0))
     hold = off.reserve(request_from(None), None, 400, {})
     assert hold.refusal is not None and hold.refusal[1] == "insufficient_quota"
+
+
+def test_the_answer_estimate_is_the_larger_cap_times_n() -> None:
+    """A client naming a small max_completion_tokens beside a large max_tokens reserved the small one
+    while its provider got the large one; n answers were estimated as one."""
+    route = budgets("route", Limit("tokens_per_day", "tokens", "day", 10**9))
+    hold = route.reserve(
+        request_from(None), None, 400, {"max_completion_tokens": 16, "max_tokens": 500, "n": 3}
+    )
+    assert hold.tokens == 400 // 4 + 1 + 3 * 500
+    assert route.reserve(request_from(None), None, 400, {"max_tokens": 50, "n": True}).tokens == 101 + 50
+
+
+def test_an_answer_cut_short_keeps_its_estimate_whatever_usage_came_before_the_cut() -> None:
+    """Anthropic's first stream event reports the prompt and 1 output token; a stream cut after 7,000
+    tokens settled at prompt + 1, its estimate given back: a way round any token or spend budget."""
+    route = budgets("route", Limit("tokens_per_day", "tokens", "day", 10_000))
+    caller = request_from(None)
+    hold = route.reserve(caller, None, 400, {"max_tokens": 300})
+    cut = LlmRecord("m", "chat", usage=Usage(101, 1, reported=True))
+    cut.error = "client_gone"
+    hold.settle(cut, answered=True)
+    after = route.reserve(caller, None, 400, {"max_tokens": 300})
+    assert (b"x-ratelimit-remaining-tokens", b"%d" % (10_000 - 2 * 401)) in after.headers  # kept whole
+    more = LlmRecord("m", "chat", usage=Usage(101, 900, reported=True))  # reported past the estimate
+    more.error = "first_token_timeout"
+    after.settle(more, answered=True)
+    last = route.reserve(caller, None, 400, {"max_tokens": 1})
+    assert (b"x-ratelimit-remaining-tokens", b"%d" % (10_000 - 401 - 1001 - 102)) in last.headers
 
 
 def test_the_shared_store_down_with_failure_closed_answers_503_and_counts_nothing() -> None:
@@ -278,3 +320,19 @@ def test_an_alert_flag_gives_its_cell_back_once_its_minute_is_long_past_and_a_da
     assert "budget alert" in capsys.readouterr().err
     t.count(99, t.locate(99), 28_000_003, 0.0, 10.0, 1, 60.0)  # a new minute key, three minutes on
     assert (t.table_full == 0) == (period == "minute"), "the flag's cell given away (or kept) wrongly"
+
+
+def test_a_last_call_that_failed_after_it_was_sent_may_be_billed() -> None:
+    """A call with no answer within total_timeout (sent: the provider may be generating, and bill)
+    gave its whole reservation back: requests with a huge max_tokens past the deadline cost nothing."""
+    from fastgw.ai.relay import provider_may_bill
+
+    timed_out = LlmRecord("m", "chat")
+    timed_out.at_provider, timed_out.error = True, "total_timeout"  # as ai/attempts.py leaves it
+    assert provider_may_bill(timed_out, False, 504)
+    refused = LlmRecord("m", "chat")
+    refused.at_provider, refused.error = False, "provider_unavailable"  # a 5xx status, or no connection
+    assert not provider_may_bill(refused, False, 502)
+    cut = LlmRecord("m", "chat")
+    cut.at_provider, cut.error = True, "client_gone"
+    assert provider_may_bill(cut, False, 499)
