@@ -205,6 +205,10 @@ class IntrospectionAuth:
         self, ex: Exchange, token: bytes, future: asyncio.Future[Principal | Denial]
     ) -> Denial | None:
         """Make the one call for ``token``, settle its waiters, then answer this request."""
+        # What the requests sharing the call get if it does not end (this request's client left: its Task
+        # was cancelled mid-call; or it raised): the 503 of a failed call, nothing cached, never a wait
+        # without end on a future no one would settle.
+        outcome: Principal | Denial = UNAVAILABLE
         try:
             outcome = await self._introspect(token)
         finally:
@@ -215,7 +219,8 @@ class IntrospectionAuth:
                 self._unsettled[ip] = left
             else:
                 self._unsettled.pop(ip, None)
-        future.set_result(outcome)
+            if not future.done():
+                future.set_result(outcome)
         return await self._apply(ex, outcome)
 
     async def _share(self, ex: Exchange, future: asyncio.Future[Principal | Denial]) -> Denial | None:

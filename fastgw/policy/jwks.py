@@ -50,7 +50,12 @@ def is_loopback(host: str) -> bool:
 
 
 def parse_jwks(document: Any, fits: Any, where: str) -> tuple[dict[str, Any], list[Any]]:
-    """(keys by kid, keys without kid) of the usable keys. Raises ValueError naming ``where``."""
+    """(keys by kid, keys without kid) of the usable keys. Raises ValueError naming ``where``.
+
+    An entry that is no signing key this library reads (an encryption key, ``use: enc``, as Keycloak
+    publishes by default; an algorithm or curve pyjwt lacks) is skipped: one such entry used to refuse the
+    whole set, so an IdP adding one took every token down once the saved keys passed jwks_max_stale. A
+    set of nothing else is still an error, naming what was skipped."""
     entries = document.get("keys") if isinstance(document, dict) else None
     if not isinstance(entries, list) or not entries:
         raise ValueError(f"{where} has no 'keys' list")
@@ -58,6 +63,7 @@ def parse_jwks(document: Any, fits: Any, where: str) -> tuple[dict[str, Any], li
 
     by_kid: dict[str, Any] = {}
     without_kid: list[Any] = []
+    skipped: list[str] = []
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict):
             raise ValueError(f"{where}: keys[{i}] is not an object")
@@ -65,10 +71,14 @@ def parse_jwks(document: Any, fits: Any, where: str) -> tuple[dict[str, Any], li
             raise ValueError(f"{where}: keys[{i}] is a symmetric key; use a secret reference")
         if "d" in entry:
             raise ValueError(f"{where}: keys[{i}] is a private key: publish public keys only")
+        if entry.get("use") == "enc":
+            skipped.append(f"keys[{i}]: an encryption key (use 'enc')")
+            continue
         try:
             key = PyJWK(entry).key
         except Exception as exc:  # untrusted input to a parser: PyJWKError, InvalidKeyError (not one), ...
-            raise ValueError(f"{where}: keys[{i}]: {exc or type(exc).__name__}") from None
+            skipped.append(f"keys[{i}]: {exc or type(exc).__name__}")
+            continue
         if not fits(key):
             continue  # keys for other algorithms may share the set; they are simply not used here
         kid = entry.get("kid")
@@ -76,6 +86,8 @@ def parse_jwks(document: Any, fits: Any, where: str) -> tuple[dict[str, Any], li
             by_kid[kid] = key
         else:
             without_kid.append(key)
+    if skipped and not by_kid and not without_kid:
+        raise ValueError(f"{where}: {'; '.join(skipped[:3])}: no usable key")
     return by_kid, without_kid
 
 

@@ -76,6 +76,7 @@ UNKNOWN_KEY = _invalid("unknown key id", "jwt.kid")
 BAD_SIGNATURE = _invalid("signature verification failed", "jwt.signature")
 EXPIRED = _invalid("token expired", "jwt.expired")
 NOT_YET = _invalid("token not yet valid", "jwt.not_before")
+NOT_YET_TTL: Final = 1.0  # seconds a not-yet-valid token's refusal is kept (see _settle)
 BAD_AUDIENCE = _invalid("wrong audience", "jwt.audience")
 BAD_CLAIMS = _invalid("missing or invalid claims", "jwt.claims")
 UNBOUND = _invalid("token not bound to this client certificate", "jwt.cert_binding")
@@ -250,6 +251,9 @@ class JwtAuth:
         self.negative_ttl = negative_ttl
         self.shadow = shadow
         self._good: OrderedDict[bytes, JwtIdentity] = OrderedDict()
+        # The remote key sets' generation the good entries were verified under: once they change (a key
+        # rotated out, as a leaked one is), every token is verified again, never served from the cache.
+        self._good_generation = 0
         # token -> (until, denial, key generation): an entry made before the key sets changed is void,
         # so a token whose kid was rotated in works as soon as this worker has the key.
         self._bad: dict[bytes, tuple[float, Denial, int]] = {}
@@ -278,6 +282,8 @@ class JwtAuth:
             return TOO_LARGE
         now = self.clock()
         identity = self._good.get(token)
+        if identity is not None and self._remotes:
+            identity = self._still_trusted(token, identity)
         if identity is not None:
             if now < identity.expires + self._leeway(identity):
                 if identity.cert_thumbprint and not _bound_to(identity, ex):
@@ -297,6 +303,22 @@ class JwtAuth:
             source.want_refresh()  # in the cooldown: fetch when it ends, never more often
         return self._settle(ex, token, outcome, now)
 
+    def _still_trusted(self, token: bytes, identity: JwtIdentity) -> JwtIdentity | None:
+        """A cached token, unless the keys it was verified with may be gone (the remote sets changed
+        since) or are too old to trust (its issuer's keys past jwks_max_stale, when its tokens get 401):
+        then None, and it is verified again."""
+        generation = self._key_generation()
+        if generation != self._good_generation:
+            self._good.clear()
+            self._good_generation = generation
+            return None
+        issuer = self.issuers.get(identity.issuer)
+        remote = issuer.remote if issuer is not None else None
+        if remote is not None and not remote.usable():
+            del self._good[token]
+            return None
+        return identity
+
     def _key_generation(self) -> int:
         """Changes whenever any remote key set changes (each generation only grows)."""
         total = 0
@@ -314,7 +336,10 @@ class JwtAuth:
         if isinstance(outcome, Denial):
             if len(self._bad) >= self.cache_size:
                 self._bad.clear()
-            self._bad[token] = (now + self.negative_ttl, outcome, self._key_generation())
+            # A token not yet valid becomes valid at its nbf: kept a second at most, not negative_ttl
+            # (30 s by default), so a token used as soon as it is issued (clock skew) is not refused on.
+            ttl = min(self.negative_ttl, NOT_YET_TTL) if outcome is NOT_YET else self.negative_ttl
+            self._bad[token] = (now + ttl, outcome, self._key_generation())
             return outcome
         good = self._good
         good[token] = outcome

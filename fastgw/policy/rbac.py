@@ -60,8 +60,12 @@ def usable_identity(identity: Identity) -> bool:
     they go to the access log, the usage ledger, the limits' keys and the identity headers sent upstream,
     so each must encode (JSON allows a lone surrogate, "\\ud800", which no encoder writes: one made a batch
     of access-log lines unwritable and every request's upstream head fail) and hold no control character
-    (a NUL is refused by PostgreSQL's text, a CR or LF cannot go in a header)."""
-    return all(_text(t) for t in (identity.consumer, identity.team, *identity.roles, *identity.scopes))
+    (a NUL is refused by PostgreSQL's text, a CR or LF cannot go in a header). A role holds no comma and
+    a scope no space: the identity headers join them so (``x-consumer-roles: a,b``), and a role
+    "viewer,admin" the gateway checked as one would be two there, one of them admin, to the upstream."""
+    return all(
+        _text(t) for t in (identity.consumer, identity.team, *identity.roles, *identity.scopes)
+    ) and not (any("," in role for role in identity.roles) or any(" " in scope for scope in identity.scopes))
 
 
 def _text(text: str) -> bool:

@@ -96,7 +96,10 @@ def build_request_head(
     # Untrusted peers: every X-Forwarded-* header of the client is in the drop set, ours replace them.
     drop = route.drop_request_trusted if peer_trusted else route.drop_request
     for name, value in ex.headers:
-        if name in drop:
+        # A name with "_" goes when it is a dropped one spelled so: servers that read headers through a
+        # CGI/WSGI environ see X_Consumer and X-Consumer as one (HTTP_X_CONSUMER), and our identity or
+        # forwarding headers must never come from the client (nginx drops every "_" name by default).
+        if name in drop or (b"_" in name and name.replace(b"_", b"-") in drop):
             if name == b"via":
                 incoming_via = value
             continue

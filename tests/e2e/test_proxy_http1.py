@@ -46,6 +46,24 @@ def test_spoofed_forwarding_headers_are_overwritten(gateway: Gateway, upstream: 
     assert seen.header(b"x-real-ip") is None
 
 
+def test_dropped_headers_spelled_with_underscores_are_dropped_too(
+    gateway: Gateway, upstream: TestUpstream
+) -> None:
+    """Servers that read headers through a CGI/WSGI environ (HTTP_X_CONSUMER) take X_Consumer for
+    X-Consumer: a client's X_Consumer_Roles: admin reached them as the gateway's identity header."""
+    get(
+        gateway.port,
+        "/",
+        "X_Consumer: admin\r\nX_Consumer_Roles: admin\r\nX_Forwarded_For: 6.6.6.6\r\n"
+        "X_Real_IP: 6.6.6.6\r\nX_Custom_Thing: kept\r\n",
+    )
+    seen = upstream.requests[-1]
+    names = {name.lower().replace(b"_", b"-") for name, _ in seen.headers}
+    assert not names & {b"x-consumer", b"x-consumer-roles", b"x-real-ip"}, seen.headers
+    assert seen.all(b"x-forwarded-for") == [b"127.0.0.1"]
+    assert seen.header(b"x_custom_thing") == b"kept"  # a name no dropped one: forwarded as it came
+
+
 def test_safe_request_id_and_traceparent_are_kept(gateway: Gateway, upstream: TestUpstream) -> None:
     tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     resp = get(gateway.port, "/", f"X-Request-Id: abc-123\r\ntraceparent: {tp}\r\n")

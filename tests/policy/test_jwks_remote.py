@@ -396,3 +396,33 @@ def test_a_set_with_a_malformed_key_is_a_failed_fetch_and_the_refreshes_go_on(
     assert "fetching the JWKS of issuer 'idp' failed (the JWKS: keys[0]:" in err, err
     assert "Task exception was never retrieved" not in err
     STALE.clear()
+
+
+def test_a_cached_token_is_verified_again_once_its_key_is_removed_or_past_max_stale(
+    tmp_path: Path, idp: Idp
+) -> None:
+    """A token verified once was served from the cache until its exp: after the IdP removed its key (a
+    leaked key rotated out), and after its issuer's keys passed jwks_max_stale (docs: 401 from then)."""
+    from fastgw.policy.jwks import STALE
+
+    leaked, kept = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    idp.keys = [jwk(leaked, "leaked"), jwk(kept, "kept")]
+    url = f'jwks_url = "http://127.0.0.1:{idp.port}/keys"\njwks_min_interval = 0.1\njwks_refresh = 600'
+    policy = jwt_policy(compile_with(tmp_path, url + "\njwks_max_stale = 1"))
+    remote = policy.issuers[ISS].remote
+    assert remote is not None
+    signed_leaked, signed_kept = token(leaked, "leaked"), token(kept, "kept", sub="bob")
+
+    async def scenario() -> None:
+        assert await outcome(policy, signed_leaked) == "ok"
+        assert await outcome(policy, signed_kept) == "ok"
+        idp.keys = [jwk(kept, "kept")]
+        assert await remote.refresh()
+        assert await outcome(policy, signed_leaked) == "jwt.kid"  # not the cached "ok"
+        assert await outcome(policy, signed_kept) == "ok"
+        idp.up = False
+        await asyncio.sleep(1.1)  # past jwks_max_stale with the IdP away
+        assert await outcome(policy, signed_kept) == "jwt.kid"
+
+    asyncio.run(scenario())
+    STALE.clear()

@@ -272,6 +272,25 @@ def test_verified_and_refused_tokens_are_cached(make_policy: Callable[..., JwtAu
     assert reason(check(policy, short)) == "jwt.expired"  # the cache honours expiry (+ leeway)
 
 
+def test_a_token_used_before_its_nbf_passes_as_soon_as_it_is_valid(
+    make_policy: Callable[..., JwtAuth], rsa_key: Any
+) -> None:
+    """A refusal for a token not yet valid was kept negative_ttl (30 s) like a forged one's: a token used
+    the moment it was issued, by a client whose clock runs ahead, was refused for half a minute."""
+    clock = FakeClock()
+    policy = make_policy(clock=clock)
+    early = jwt.encode(claims(nbf=int(time.time()) + 6), rsa_key, algorithm="RS256")  # leeway 5: ~1 s early
+    assert reason(check(policy, early)) == "jwt.not_before"
+    waited = 0.0
+    deadline = time.monotonic() + 5.0
+    while reason(check(policy, early)) != "ok":
+        assert time.monotonic() < deadline, "still refused"
+        clock.advance(0.25)  # the cache's clock; the token's validity runs on the real one
+        waited += 0.25
+        time.sleep(0.05)
+    assert waited < 10.0  # well inside the 30 s a refusal is kept for
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
