@@ -48,6 +48,11 @@ from fastgw.snapshot import Snapshot, SnapshotHolder
 from fastgw.upstream.pool import PoolManager
 
 RECONNECT_SECONDS: Final = 1.0
+# Before the first tables came (a worker starting beside its control process, which opens the store and
+# migrates it first), a connect is tried this often, and a starting worker waits at most FIRST_TABLES
+# seconds for them before it takes requests: without the API key table it refused valid keys with 401.
+FIRST_RECONNECT_SECONDS: Final = 0.05
+FIRST_TABLES_SECONDS: Final = 2.0
 # At exit, how long a worker without a channel waits to connect for its last reports: a local Unix
 # socket accepts at once when the control process is up; longer would only delay the stop.
 LAST_CONNECT_SECONDS: Final = 1.0
@@ -97,6 +102,7 @@ class ControlLink:
         self.quota_seq = 0
         self.quota_unacked: QuotaReport | None = None
         self.quota_resend_at = 0.0  # monotonic
+        self.told = asyncio.Event()  # the control process's first tables (keys, quota bases) arrived
         worker.on_tick(self.flush_quotas)
         worker.on_tick(self.flush_ledger)
         worker.on_tick(self.send_audit_notes)
@@ -110,7 +116,20 @@ class ControlLink:
                 assert self._lost is not None
                 await self._lost
                 self.channel = None
-            await asyncio.sleep(RECONNECT_SECONDS)
+            await asyncio.sleep(RECONNECT_SECONDS if self.told.is_set() else FIRST_RECONNECT_SECONDS)
+
+    async def first_tables(self, beat: Callable[[float], None] | None) -> None:
+        """At the worker's start, before it accepts: wait (up to FIRST_TABLES_SECONDS) for the control
+        process's first tables, beating the heartbeat meanwhile (the supervisor kills a silent worker)."""
+        deadline = time.monotonic() + FIRST_TABLES_SECONDS
+        while not self.told.is_set() and (now := time.monotonic()) < deadline:
+            if beat is not None:
+                beat(now)
+            try:
+                async with asyncio.timeout(min(0.05, deadline - now)):
+                    await self.told.wait()
+            except TimeoutError:
+                pass
 
     async def _connect(self) -> bool:
         """One try at a channel to the control process (it says Hello); False if none answers."""
@@ -160,12 +179,15 @@ class ControlLink:
                 CACHES.apply(message)
             except MessageError as exc:  # the control process is broken: say so, keep the rest
                 sys.stderr.write(f"fastgw[worker {self.worker.slot} {os.getpid()}]: {exc}\n")
+            if message.full is not None:
+                self.told.set()
         elif isinstance(message, Health):
             self.worker.pools.set_health(message.upstream, message.target, message.healthy)
         elif isinstance(message, MetricsPull):
             channel.send(MetricsExport(seq=message.seq, data=self.worker.export_metrics()))
         elif isinstance(message, QuotaBases):
             QUOTAS.apply_bases([list(entry) for entry in message.entries])
+            self.told.set()
         elif isinstance(message, LedgerAck):
             self._acknowledged(message.seq)
         elif isinstance(message, QuotaAck):

@@ -346,13 +346,16 @@ async def _worker_main(
     tune_allocator()
     worker = Worker(snapshot, slot, shard)
     worker.heartbeat = lambda now: heartbeats.beat(slot, now)
+    # The control link first, and its tables (API keys, provider keys, quota bases) before the first
+    # request: a worker that took requests before them refused valid keys with 401 after every restart.
+    worker.control = ControlLink(worker, control_address)
+    worker.control.start()
+    await worker.control.first_tables(worker.heartbeat)
     await worker.start(sockets, demo)
     # Budget alerts a worker no longer running left undelivered go out again from here (ai/alert_spool.py).
     worker.alert_spool = start_spool(alerts_by_route(snapshot), snapshot.state.dir, os.getpid())
     await CLUSTER.configure(snapshot.ratelimit_redis)  # None: nothing to share, nothing started
     worker.install_signal_handlers()
-    worker.control = ControlLink(worker, control_address)
-    worker.control.start()
     tune_gc()
     install_memory_probe(f"worker {slot}")  # FASTGW_TRACEMALLOC=1 only: a diagnostic, see the module
     os.write(status_fd, f"ready worker {slot} {os.getpid()} {snapshot.id}\n".encode())
