@@ -129,6 +129,9 @@ class RemoteJwks:
         self.without_kid: tuple[Any, ...] = ()
         self.fetched_at = 0.0  # wall clock of the keys in use (0: none)
         self.generation = 0  # bumped whenever the key set changes (negative caches compare it)
+        # The last fetch failed (the provider is down, or answered garbage): a token whose kid the keys in
+        # use lack may well be good, so it gets 503, not 401 (jwt_auth.py). Cleared by a good fetch.
+        self.failing = False
         self._document = b""  # canonical bytes of the set in use, to tell a change from a refetch
         self._discovered_at = -1e9
         self._last_attempt = -1e9
@@ -155,6 +158,10 @@ class RemoteJwks:
 
     def may_refetch(self) -> bool:
         return time.monotonic() - self._last_attempt >= self.min_interval
+
+    def fetching(self) -> bool:
+        """Whether a fetch is in flight (a request may wait for it: ``refresh`` shares it)."""
+        return self._inflight is not None
 
     def want_refresh(self) -> None:
         """Ask for a fetch as soon as the cooldown allows (an unknown kid arrived during it)."""
@@ -247,10 +254,12 @@ class RemoteJwks:
             self._document = canonical
             self.generation += 1
         self.by_kid, self.without_kid, self.fetched_at = by_kid, without_kid, at
+        self.failing = False
         STALE.pop(self.name, None)
 
     def _failed(self, where: str, error: BaseException) -> None:
         exc = str(error) or type(error).__name__  # a TimeoutError says nothing of itself
+        self.failing = True
         if not self.fetched_at:
             log_line(f"fetching {where} of issuer {self.name!r} failed ({exc}); no keys yet")
             return

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from fastgw.exchange import Exchange
 from fastgw.policy.api_key import BEARER_DUPLICATE, BEARER_OK, REALM, bearer_denials, bearer_token
 from fastgw.policy.chain import Denial, Pending, Phase
+from fastgw.policy.jwe import JweDecrypter
 from fastgw.policy.jwks import RemoteJwks
 from fastgw.policy.model_grants import models_from_claim
 from fastgw.policy.rbac import usable_identity
@@ -84,30 +85,19 @@ UNDECRYPTABLE = _invalid("cannot decrypt the token", "jwt.decrypt")
 JWE_REQUIRED = _invalid("an encrypted token is required", "jwt.jwe_required")
 WRONG_ISSUER = _invalid("issuer not accepted on this route", "jwt.route_issuer")
 WRONG_AUDIENCE = _invalid("audience not accepted on this route", "jwt.route_audience")
-
-
-class JweDecrypter:
-    """Nested JWE (RFC 7516 compact, RFC 7519 5.2): the outer layer is decrypted with joserfc, a
-    maintained JOSE library, rather than our own code; the inner JWS is then verified as any other.
-    Only RSA-OAEP-256 or dir key management with A256GCM content encryption are accepted."""
-
-    def __init__(self, key: Any, algorithm: str, required: bool) -> None:
-        from joserfc import jwe
-
-        self._jwe = jwe
-        self._key = key
-        self._registry = jwe.JWERegistry(algorithms=[algorithm, "A256GCM"])
-        self.required = required
-
-    def decrypt(self, token: str) -> str | None:
-        from joserfc.errors import JoseError
-
-        try:
-            result = self._jwe.decrypt_compact(token, self._key, registry=self._registry)
-        except (JoseError, ValueError, TypeError):
-            return None
-        plaintext = result.plaintext
-        return plaintext.decode("ascii", "replace") if plaintext else None
+# A kid the keys in use lack while its issuer's key set cannot be fetched: the token may be good (signed
+# with a key rotated in during the outage), so the gateway, not the client, is at fault: 503, not cached,
+# not a failed authentication. Retry-After: a few seconds, about jwks_min_interval's default cooldown.
+KEYS_UNAVAILABLE = Denial(
+    503,
+    "auth-unavailable",
+    "the token's signing keys cannot be fetched from its issuer; try again",
+    "jwt.keys_unavailable",
+    ((b"retry-after", b"5"),),
+)
+# Outcomes a fetch of the issuer's keys may change: a kid not yet known (a key rotated in) and a signature
+# that fails under the key its kid names (the provider reused the kid for new key material).
+_REFETCHED: Final = (UNKNOWN_KEY, BAD_SIGNATURE)
 
 
 def _bound_to(identity: JwtIdentity, ex: Exchange) -> bool:
@@ -262,7 +252,7 @@ class JwtAuth:
         self._started = not self._remotes
 
     def check(self, ex: Exchange) -> Denial | Pending | None:
-        return throttled(ex, self._check, self.throttle, (MISSING, DUPLICATE))
+        return throttled(ex, self._check, self.throttle, (MISSING, DUPLICATE, KEYS_UNAVAILABLE))
 
     def stop(self) -> None:
         """Stop this policy's background JWKS refreshes: a reload replaced it (else every reload would
@@ -297,10 +287,12 @@ class JwtAuth:
             return bad[1]
         issuer, outcome = self._verify(token.decode("latin-1"))
         source = issuer.remote if issuer is not None else None
-        if outcome is UNKNOWN_KEY and source is not None:
-            if source.may_refetch():
+        if source is not None and outcome in _REFETCHED:
+            if source.may_refetch() or source.fetching():
                 return Pending(self._after_refetch(ex, token, source))  # maybe a key rotated in since
             source.want_refresh()  # in the cooldown: fetch when it ends, never more often
+            if outcome is UNKNOWN_KEY and source.failing:
+                return KEYS_UNAVAILABLE
         return self._settle(ex, token, outcome, now)
 
     def _still_trusted(self, token: bytes, identity: JwtIdentity) -> JwtIdentity | None:
@@ -329,6 +321,8 @@ class JwtAuth:
     async def _after_refetch(self, ex: Exchange, token: bytes, remote: RemoteJwks) -> Denial | None:
         await remote.refresh()
         _issuer, outcome = self._verify(token.decode("latin-1"))
+        if outcome is UNKNOWN_KEY and remote.failing:
+            return KEYS_UNAVAILABLE
         return self._settle(ex, token, outcome, self.clock())
 
     def _settle(self, ex: Exchange, token: bytes, outcome: JwtIdentity | Denial, now: float) -> Denial | None:

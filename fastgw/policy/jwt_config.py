@@ -23,8 +23,9 @@ from fastgw.policy.jwt_consumer_ids import (
 from fastgw.secret_refs import resolve_secret
 
 if TYPE_CHECKING:
+    from fastgw.policy.jwe import JweDecrypter
     from fastgw.policy.jwks import RemoteJwks
-    from fastgw.policy.jwt_auth import JweDecrypter, JwtAuth, JwtIssuer, JwtRouteBinding
+    from fastgw.policy.jwt_auth import JwtAuth, JwtIssuer, JwtRouteBinding
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -37,7 +38,7 @@ class JwtIssuerSpec:
         "allowed 'alg' values; HS* need secret, RS*/PS*/ES*/EdDSA need public keys; never 'none'", ...
     )
     secret: SecretSpec | None = doc("shared HMAC secret (a secret reference, >= 32 bytes)", None)
-    public_keys: tuple[str, ...] = doc("PEM public key files (used for tokens without a matching kid)", ())
+    public_keys: tuple[str, ...] = doc("PEM public key files (used for tokens without a kid)", ())
     jwks_file: str | None = doc("a JWKS file (JSON Web Key Set): keys chosen by 'kid'", None)
     jwks_url: str | None = doc("a JWKS URL, fetched by each worker and refreshed in the background", None)
     discovery_url: str | None = doc("an OIDC discovery document whose jwks_uri names the JWKS", None)
@@ -249,7 +250,7 @@ def route_binding(
 def _jwe_decrypter(ctx: CompileContext, spec: JweSpec) -> JweDecrypter:
     from joserfc.jwk import OctKey, RSAKey
 
-    from fastgw.policy.jwt_auth import JweDecrypter
+    from fastgw.policy.jwe import JweDecrypter
 
     material = resolve_secret(ctx.secret("jwt.jwe.key", spec.key))
     try:

@@ -202,6 +202,70 @@ def test_a_kid_first_seen_in_the_cooldown_works_once_the_key_is_learned(tmp_path
     assert 0 <= took < 1.0, took
 
 
+def test_a_kid_given_new_key_material_works_without_waiting_for_the_background_refresh(
+    tmp_path: Path, idp: Idp
+) -> None:
+    """A provider that reuses a kid for a new key: a token signed with the new key failed its signature
+    under the old one until the next background refresh (jwks_refresh, an hour by default). A failed
+    signature under a fetched key now asks for a fetch, as an unknown kid does (as rate-bounded)."""
+    old, new = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    idp.keys = [jwk(old, "a")]
+    policy = jwt_policy(
+        compile_with(
+            tmp_path,
+            f'jwks_url = "http://127.0.0.1:{idp.port}/keys"\njwks_min_interval = 0.2\njwks_refresh = 600',
+        )
+    )
+
+    async def scenario() -> None:
+        assert await outcome(policy, token(old, "a")) == "ok"
+        fetched = idp.fetches(b"/keys")
+        deadline = time.monotonic() + 5.0
+        while idp.fetches(b"/keys") == fetched:  # the background loop's first fetch, a cooldown later
+            assert time.monotonic() < deadline, "the background refreshes never fetched"
+            await asyncio.sleep(0.02)
+        idp.keys = [jwk(new, "a")]  # its next one is jwks_refresh (600 s) away
+        await asyncio.sleep(0.25)  # past the cooldown
+        assert await outcome(policy, token(new, "a")) == "ok"
+        assert await outcome(policy, token(old, "a", sub="bob")) == "jwt.signature"  # the old key is gone
+        fetches = idp.fetches(b"/keys")
+        for _ in range(20):  # forged signatures in the cooldown: refused at once, no fetch each
+            assert await outcome(policy, token(old, "a", sub=secrets.token_hex(4))) == "jwt.signature"
+        assert idp.fetches(b"/keys") <= fetches + 1
+
+    asyncio.run(scenario())
+
+
+def test_an_unknown_kid_while_the_provider_is_down_is_503_then_401_once_it_answers(
+    tmp_path: Path, idp: Idp
+) -> None:
+    """Keys fetched, then the provider goes away and a token names a kid the keys lack: maybe a key
+    rotated in during the outage, so the gateway cannot tell, and says so (503, not cached, not a failed
+    authentication); once the provider answers, the same token is the client's error (401)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    idp.keys = [jwk(key, "a")]
+    policy = jwt_policy(
+        compile_with(
+            tmp_path,
+            f'jwks_url = "http://127.0.0.1:{idp.port}/keys"\njwks_min_interval = 0.1\njwks_refresh = 600',
+        )
+    )
+    unknown = token(key, "zzz")
+
+    async def scenario() -> None:
+        assert await outcome(policy, token(key, "a")) == "ok"
+        idp.up = False
+        await asyncio.sleep(0.15)
+        assert await outcome(policy, unknown) == "jwt.keys_unavailable"  # the fetch it made failed
+        assert await outcome(policy, unknown) == "jwt.keys_unavailable"  # in the cooldown: still 503
+        assert await outcome(policy, token(key, "a", sub="bob")) == "ok"  # known keys keep serving
+        idp.up = True
+        await asyncio.sleep(0.15)
+        assert await outcome(policy, unknown) == "jwt.kid"
+
+    asyncio.run(scenario())
+
+
 def test_routes_bind_issuers_and_audiences(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     (tmp_path / "jwks.json").write_text(json.dumps({"keys": [jwk(key, "a")]}))
@@ -294,13 +358,13 @@ def test_discovery_checks_the_issuer_and_finds_a_moved_jwks_uri(
     # OIDC Discovery 4.3: a document naming another issuer is not this issuer's.
     idp.discovery["issuer"] = "https://evil.example.test/"
     policy = jwt_policy(compile_with(tmp_path, discovery + options))
-    assert asyncio.run(outcome(policy, token(key, "a"))) == "jwt.kid"
+    assert asyncio.run(outcome(policy, token(key, "a"))) == "jwt.keys_unavailable"
     assert idp.fetches(b"/keys") == 0
     assert "is not the configured 'https://idp.example.test/'" in capsys.readouterr().err
     # A plain-http jwks_uri on another host is refused even when discovered over loopback.
     idp.discovery = {"issuer": ISS, "jwks_uri": "http://idp.example.test/keys"}
     policy = jwt_policy(compile_with(tmp_path, discovery + options))
-    assert asyncio.run(outcome(policy, token(key, "a"))) == "jwt.kid"
+    assert asyncio.run(outcome(policy, token(key, "a"))) == "jwt.keys_unavailable"
     assert "its jwks_uri is plain http://" in capsys.readouterr().err
 
     idp.discovery = {"issuer": ISS, "jwks_uri": f"http://127.0.0.1:{idp.port}/keys"}
@@ -347,14 +411,14 @@ def test_stale_keys_are_logged_exported_and_bounded_by_jwks_max_stale(
         family = next(m for m in collector.collect() if m.name == "fastgw_jwks_stale_seconds")
         assert [s.labels for s in family.samples] == [{"issuer": "idp"}]
         await asyncio.sleep(1.1)  # past jwks_max_stale: the keys verify nothing any more
-        assert await outcome(policy, token(key, "a", sub="carol")) == "jwt.kid"
+        assert await outcome(policy, token(key, "a", sub="carol")) == "jwt.keys_unavailable"
 
     asyncio.run(scenario())
     err = capsys.readouterr().err
     assert "fetching the JWKS of issuer 'idp' failed" in err and "serving stale keys fetched 0 s ago" in err
     # A worker or snapshot started later does not take keys older than jwks_max_stale either.
     later = jwt_policy(compile_with(tmp_path, url + "\njwks_max_stale = 1"))
-    assert asyncio.run(outcome(later, token(key, "a", sub="dave"))) == "jwt.kid"
+    assert asyncio.run(outcome(later, token(key, "a", sub="dave"))) == "jwt.keys_unavailable"
     fresh_enough = jwt_policy(compile_with(tmp_path, url + "\njwks_max_stale = 600"))
     assert asyncio.run(outcome(fresh_enough, token(key, "a", sub="erin"))) == "ok"
     STALE.clear()
@@ -422,7 +486,7 @@ def test_a_cached_token_is_verified_again_once_its_key_is_removed_or_past_max_st
         assert await outcome(policy, signed_kept) == "ok"
         idp.up = False
         await asyncio.sleep(1.1)  # past jwks_max_stale with the IdP away
-        assert await outcome(policy, signed_kept) == "jwt.kid"
+        assert await outcome(policy, signed_kept) == "jwt.keys_unavailable"
 
     asyncio.run(scenario())
     STALE.clear()
