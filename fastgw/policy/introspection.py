@@ -25,7 +25,7 @@ import urllib.parse
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final, Literal
+from typing import Any, ClassVar, Final, Literal, TypeGuard
 
 import orjson
 
@@ -71,6 +71,12 @@ class IntrospectionSpec:
         "seconds an active answer is reused (never past the token's exp)", 60.0, most=SECONDS_MAX
     )
     negative_ttl: float = doc("seconds an inactive answer is reused", 10.0, most=SECONDS_MAX)
+    audiences: tuple[str, ...] = doc(
+        "the answer's aud must name one of these (RFC 7662 2.2); empty: not checked (a warning: any active"
+        " token of the server passes, whatever resource it was issued for)",
+        (),
+    )
+    issuer: str | None = doc("the answer's iss must be this (when set)", None)
     cache_size: int = doc("tokens remembered per worker", 10000, most=CACHE_MAX)
     max_token_bytes: int = doc(
         "longest bearer token sent to the endpoint (else 401, no call)", 8192, most=HEAD_MAX
@@ -100,6 +106,20 @@ INACTIVE = _invalid_token("the bearer token is not active", "introspection.inact
 MALFORMED = _invalid_token("the bearer token is malformed", "introspection.malformed")
 TOO_LARGE = _invalid_token("the bearer token is too large", "introspection.too_large")
 INVALID_IDENTITY = _invalid_token("the bearer token names no usable identity", "introspection.claims")
+# An answer saying "active" for a token this gateway must still refuse (RFC 7662 4: the protected resource
+# checks what the answer says of the token's lifetime, audience and issuer).
+EXPIRED = _invalid_token("the bearer token has expired", "introspection.expired")
+NOT_YET = _invalid_token("the bearer token is not valid yet", "introspection.not_before")
+NOT_YET_TTL: Final = 1.0  # seconds a not-yet-valid token's refusal is kept: it becomes valid at its nbf
+WRONG_AUDIENCE = _invalid_token("the bearer token is not meant for this gateway", "introspection.audience")
+WRONG_ISSUER = _invalid_token("the bearer token is from another issuer", "introspection.issuer")
+NOT_ACCESS = _invalid_token("the bearer token is not an access token", "introspection.token_type")
+# token_type values (RFC 7662 2.2; RFC 8693 3 URIs) of a plain bearer access token. Any other (a refresh
+# token, a DPoP-bound token whose proof this gateway does not check) is refused.
+_BEARER_TYPES: Final = frozenset({"bearer", "access_token", "urn:ietf:params:oauth:token-type:access_token"})
+# Keycloak (and servers like it) return the token's own claims, "typ" among them, and answer active for a
+# refresh or ID token introspected at the same endpoint: those "typ" values are no access token.
+_NOT_ACCESS_TYP: Final = frozenset({"refresh", "offline", "id", "logout"})
 UNSETTLED = Denial(
     429,
     "too-many-requests",
@@ -144,8 +164,12 @@ class IntrospectionAuth:
         max_concurrent: int = 64,
         throttle: ThrottleSettings | None = None,
         clock: Callable[[], float] = time.time,
+        audiences: frozenset[str] = frozenset(),
+        issuer: str | None = None,
     ) -> None:
         self.name = name
+        self.audiences = audiences  # empty: not checked
+        self.issuer = issuer
         self.clock = clock  # wall time, for the caches' expiry (a test ages answers with its own clock)
         self.endpoint = endpoint
         self.cache_ttl = cache_ttl
@@ -156,7 +180,7 @@ class IntrospectionAuth:
         self.throttle = throttle if not shadow else None  # shadow mode never delays nor blocks
         self._slots = asyncio.Semaphore(max_concurrent)  # binds to the worker's loop on first use
         self._good: OrderedDict[bytes, Principal] = OrderedDict()
-        self._bad: dict[bytes, float] = {}
+        self._bad: dict[bytes, tuple[float, Denial]] = {}  # token -> (until, its refusal)
         self._inflight: dict[bytes, asyncio.Future[Principal | Denial]] = {}
         self._unsettled: dict[str, int] = {}  # client address -> its calls in flight
         self.calls = 0  # introspection requests actually sent (tests, metrics)
@@ -180,9 +204,9 @@ class IntrospectionAuth:
                 ex.consumer = identity
                 return None
             del self._good[token]
-        until = self._bad.get(token)
-        if until is not None and now < until:
-            return INACTIVE
+        bad = self._bad.get(token)
+        if bad is not None and now < bad[0]:
+            return bad[1]
         future = self._inflight.get(token)
         if future is not None:
             return Pending(self._share(ex, future))
@@ -230,7 +254,7 @@ class IntrospectionAuth:
     async def _apply(self, ex: Exchange, outcome: Principal | Denial) -> Denial | None:
         if isinstance(outcome, Denial):
             settings = self.throttle
-            if outcome is not INACTIVE or settings is None:
+            if outcome.status != 401 or settings is None:
                 return outcome  # 503: the server failed, not the client
             late = after_failure(ex, outcome, settings)
             return late if isinstance(late, Denial) else await late.awaitable
@@ -257,11 +281,13 @@ class IntrospectionAuth:
             took = time.monotonic() - self._down_since
             self._down_since = 0.0
             log_line(f"introspection endpoint {self._where()} answers again (unavailable for {took:.1f} s)")
-        if answer["active"] is not True:
+        refusal = INACTIVE if answer["active"] is not True else self._refusal(answer, now)
+        if refusal is not None:
             if len(self._bad) >= self.cache_size:
                 self._bad.clear()
-            self._bad[token] = now + self.negative_ttl
-            return INACTIVE
+            ttl = min(self.negative_ttl, NOT_YET_TTL) if refusal is NOT_YET else self.negative_ttl
+            self._bad[token] = (now + ttl, refusal)
+            return refusal
         identity = _identity(answer, now, self.cache_ttl)
         if not usable_identity(identity):
             # Active, but naming its holder in a way the log, the store or a header cannot carry (a NUL,
@@ -271,6 +297,29 @@ class IntrospectionAuth:
         if len(self._good) > self.cache_size:
             self._good.popitem(last=False)
         return identity
+
+    def _refusal(self, answer: dict[str, Any], now: float) -> Denial | None:
+        """Why an active answer's token is still refused here, or None: its exp passed or nbf is ahead
+        (the gateway's clock decides: a server with a slower clock said active), its type is not a
+        bearer access token, or its iss or aud is not one this gateway accepts (when configured)."""
+        exp, nbf = answer.get("exp"), answer.get("nbf")
+        if _number(exp) and exp <= now:
+            return EXPIRED
+        if _number(nbf) and nbf > now:
+            return NOT_YET
+        token_type, typ = answer.get("token_type"), answer.get("typ")
+        if isinstance(token_type, str) and token_type.lower() not in _BEARER_TYPES:
+            return NOT_ACCESS
+        if isinstance(typ, str) and typ.lower() in _NOT_ACCESS_TYP:
+            return NOT_ACCESS
+        if self.issuer is not None and answer.get("iss") != self.issuer:
+            return WRONG_ISSUER
+        if self.audiences:
+            aud = answer.get("aud")
+            named = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+            if not any(isinstance(a, str) and a in self.audiences for a in named):
+                return WRONG_AUDIENCE
+        return None
 
     def _unavailable(self, reason: str) -> Denial:
         """The 503 of a failed call; the first of an outage is logged (the metric counts every one)."""
@@ -297,13 +346,18 @@ class IntrospectionAuth:
         return await request(e.target, "POST", headers, urllib.parse.urlencode(fields).encode())
 
 
+def _number(value: object) -> TypeGuard[int | float]:
+    """A JSON number (RFC 7662's exp, nbf): not a boolean, which Python counts as an int."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _identity(answer: dict[str, Any], now: float, cache_ttl: float) -> Principal:
     subject = answer.get("sub") or answer.get("username") or answer.get("client_id") or "anonymous"
     scope = answer.get("scope")
     roles = answer.get("roles")
     exp = answer.get("exp")
     expires = now + cache_ttl
-    if isinstance(exp, (int, float)):
+    if _number(exp):
         expires = min(expires, float(exp))
     return Principal(
         consumer=str(subject),
@@ -344,6 +398,14 @@ def compile(spec: IntrospectionSpec | None, ctx: CompileContext) -> None:
         ctx.warnings.append("introspection.url is plain http: tokens and client credentials travel in clear")
     for name in ("timeout", "cache_ttl", "negative_ttl", "cache_size", "max_token_bytes", "max_concurrent"):
         ctx.positive(f"introspection.{name}", getattr(spec, name))
+    for index, audience in enumerate(spec.audiences):
+        if not audience:
+            raise ctx.error(f"introspection.audiences[{index}]", "must not be empty")
+    if not spec.audiences:
+        ctx.warnings.append(
+            "introspection.audiences is empty: any active token of the authorization server passes,"
+            " whatever resource it was issued for"
+        )
     secret = resolve_secret(ctx.secret("introspection.client_secret", spec.client_secret))
     endpoint = IntrospectionEndpoint(
         target=target,
@@ -361,6 +423,8 @@ def compile(spec: IntrospectionSpec | None, ctx: CompileContext) -> None:
         max_concurrent=spec.max_concurrent,
         throttle=ctx.throttle,
         clock=ctx.clock,
+        audiences=frozenset(spec.audiences),
+        issuer=spec.issuer,
     )
     ctx.credential_headers["introspection"] = frozenset({b"authorization"})
 

@@ -16,6 +16,9 @@ import pytest
 from tests.support.clients import ResponseReader, connect, get
 from tests.support.gateways import Gateway, basic_config
 from tests.support.upstreams import SeenRequest, TestUpstream, json_response
+from tests.support.waiting import wait_until
+
+_FOR_US = {"aud": ["api://other", "api://orders"], "iss": "https://as.example.test/"}
 
 
 @pytest.fixture
@@ -28,6 +31,16 @@ def idp() -> Iterator[TestUpstream]:
         # character (no header can carry it)
         "nul-subject": {"active": True, "sub": "ali\u0000ce", "exp": int(time.time()) + 600},
         "control-scope": {"active": True, "sub": "bob", "scope": "orders:read x\u0001y"},
+        # Active, yet no token for this gateway (RFC 7662 4): past its exp, before its nbf, a refresh token
+        # (Keycloak's "typ", RFC 7662's token_type), a DPoP-bound one, another resource's, another issuer's
+        "expired-active": {"active": True, "sub": "carol", "exp": int(time.time()) - 5},
+        "early-active": {"active": True, "sub": "carol", "nbf": int(time.time()) + 600},
+        "refresh-typ": {"active": True, "sub": "carol", "typ": "Refresh", **_FOR_US},
+        "refresh-type": {"active": True, "sub": "carol", "token_type": "refresh_token", **_FOR_US},
+        "dpop-type": {"active": True, "sub": "carol", "token_type": "DPoP", **_FOR_US},
+        "billing-aud": {"active": True, "sub": "carol", "aud": "api://billing", "iss": _FOR_US["iss"]},
+        "other-iss": {"active": True, "sub": "carol", "aud": "api://orders", "iss": "https://evil.test/"},
+        "for-us": {"active": True, "sub": "dan", "token_type": "Bearer", **_FOR_US},
     }
 
     def handler(req: SeenRequest) -> bytes | None:
@@ -151,6 +164,57 @@ def test_an_active_token_naming_no_usable_identity_is_refused(
         assert b'error="invalid_token"' in (refused.header(b"www-authenticate") or b"")
     assert len(upstream.requests) == seen
     assert get(gw.port, "/orders/1", headers="Authorization: Bearer good-token\r\n").status == 200
+
+
+def test_an_active_answer_for_a_token_the_gateway_must_not_take_is_refused(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream, idp: TestUpstream, tmp_path: Path
+) -> None:
+    """ "active": true is the server's word that the token is live; whether it is a bearer access token,
+    within its exp and nbf by the gateway's clock, and meant for this gateway is for the gateway to check.
+    An active answer past its exp passed its first request (cached until exp, already behind)."""
+    gw = gateway_factory(introspection_config(upstream.port, idp.port, tmp_path / "client.secret"))
+    assert "introspection.audiences is empty" in gw.stderr()  # no audience named: warned
+    seen = len(upstream.requests)
+    refusals = {
+        "expired-active": b"has expired",
+        "early-active": b"is not valid yet",
+        "refresh-typ": b"is not an access token",
+        "refresh-type": b"is not an access token",
+        "dpop-type": b"is not an access token",
+    }
+    for token, detail in refusals.items():
+        for _ in range(2):  # and the refusal is kept
+            refused = get(gw.port, "/orders/1", headers=f"Authorization: Bearer {token}\r\n")
+            assert refused.status == 401 and detail in refused.body, (token, refused.body)
+            assert b'error="invalid_token"' in (refused.header(b"www-authenticate") or b"")
+    assert len(upstream.requests) == seen
+    assert get(gw.port, "/orders/1", headers="Authorization: Bearer good-token\r\n").status == 200
+    assert get(gw.port, "/orders/1", headers="Authorization: Bearer billing-aud\r\n").status == 200
+    calls = len(idp.requests)
+
+    def asked_again() -> bool:
+        assert get(gw.port, "/orders/1", headers="Authorization: Bearer early-active\r\n").status == 401
+        return len(idp.requests) > calls
+
+    # A not-yet-valid token's refusal is kept 1 s, not negative_ttl (10 s): it may become valid meanwhile.
+    wait_until(asked_again, 3.0, "the early token asked about again")
+
+
+def test_introspection_audiences_and_issuer(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream, idp: TestUpstream, tmp_path: Path
+) -> None:
+    extra = 'audiences = ["api://orders"]\n        issuer = "https://as.example.test/"'
+    gw = gateway_factory(introspection_config(upstream.port, idp.port, tmp_path / "client.secret", extra))
+    assert "introspection.audiences is empty" not in gw.stderr()
+    for token, detail in (
+        ("billing-aud", b"not meant for this gateway"),
+        ("good-token", b"from another issuer"),  # an answer without iss (or aud) names neither
+        ("other-iss", b"from another issuer"),
+    ):
+        refused = get(gw.port, "/orders/1", headers=f"Authorization: Bearer {token}\r\n")
+        assert refused.status == 401 and detail in refused.body, (token, refused.body)
+    assert get(gw.port, "/orders/1", headers="Authorization: Bearer for-us\r\n").status == 200
+    assert upstream.requests[-1].header(b"x-consumer") == b"dan"
 
 
 def test_a_random_token_flood_costs_at_most_the_throttle_allowance(
