@@ -43,7 +43,8 @@ Redis stayed slow, an inflated total that refused clients for up to two windows)
 fact taken none of it, the cluster total misses that one flush of this worker's admissions, which the
 node's own count still holds (a decision takes the larger of the two, below).
 
-Lost counts: a Redis restarted empty (no persistence) forgets the window's counts, and a worker killed
+A stopping worker sends what is pending in one last round trip (``stop``). Lost counts: a Redis
+restarted empty (no persistence) forgets the window's counts, and a worker killed
 while Redis was down takes its unsent admissions with it (they stay in the node's shared-memory table,
 which the replacement worker does not resend). Either way the cluster estimate can fall below what this
 node alone admitted, so a decision takes the larger of the two: a node never admits past the limit on
@@ -187,7 +188,10 @@ class ClusterCounts:
         Redis made that likely while the flush used it; fastgw now uses ``asyncio.timeout`` everywhere),
         and a library below may do the same: the loop also checks ``_stopping``, and the wait is bounded.
         (Awaiting the Task under ``suppress(CancelledError)`` would also swallow a cancellation of
-        ``stop`` itself.) Leaves the participants set, best effort, so P shrinks at once."""
+        ``stop`` itself.) Then sends what is pending (admissions since the last flush: a reload that
+        changed [rate_limits.redis], or a stopping worker, lost up to one interval of them from the
+        cluster's counts) and leaves the participants set so P shrinks at once, in one round trip within
+        ``timeout``, best effort."""
         self._stopping = True
         task = self._task
         if task is not None and not task.done():
@@ -198,8 +202,18 @@ class ClusterCounts:
         if self._client is not None:
             with contextlib.suppress(Exception):
                 if self.up:
+                    pipe = self._client.pipeline(transaction=False)
+                    # Not the batch of a flush cut by the cancellation (``inflight``): sent, it may have
+                    # counted, and is not sent again (as after a timeout, in ``flush``).
+                    for key, delta in self.pending.items():
+                        if delta and key in self.watched:
+                            name = _name(key)
+                            pipe.incrby(name, delta)
+                            pipe.expire(name, int(2 * self.watched[key]) + 1)
+                    pipe.zrem(_PARTICIPANTS, self.ident)
                     async with asyncio.timeout(self.settings.timeout):
-                        await self._client.zrem(_PARTICIPANTS, self.ident)
+                        await pipe.execute()
+                    self.pending = {}
             with contextlib.suppress(Exception):
                 await self._client.aclose()
 

@@ -177,3 +177,28 @@ def test_a_month_window_is_forgotten_two_months_on_and_not_before() -> None:
     assert kept(datetime(2026, 12, 31, 23, 59, tzinfo=utc))  # its last minute
     assert kept(datetime(2027, 1, 28, tzinfo=utc))  # the month after: still the previous one
     assert not kept(datetime(2027, 2, 3, tzinfo=utc))  # two months on
+
+
+@pytest.mark.asyncio
+async def test_a_stop_sends_the_admissions_counted_since_the_last_flush(tmp_path: Path) -> None:
+    """A worker stopping (or a reload changing [rate_limits.redis]) lost from the cluster's counts what it
+    admitted since its last flush, up to one interval of traffic; the stop now sends it, and leaves the
+    participants set, in one round trip."""
+    import redis
+
+    server = RedisServer(tmp_path)
+    slow = RedisSettings(url=server.url, flush_interval=30.0, timeout=TIMEOUT, failure="closed")
+    counts = ClusterCounts(slow)
+    counts.start()
+    direct = redis.Redis.from_url(server.url)
+    try:
+        window = int(time.time() // 60)
+        assert counts.count(7, window, 0.5, 60.0) == 0.0  # watched, as a rate limit's check makes it
+        counts.add(7, window, 5)  # admitted; the first flush is 30 s away
+        await counts.stop()
+        assert direct.get(_name((7, window))) == b"5"
+        assert 0 < (direct.ttl(_name((7, window))) or 0) <= 121
+        assert direct.zcard(b"fgw:rl:participants") == 0
+    finally:
+        direct.close()
+        server.stop()
