@@ -88,10 +88,13 @@ class TargetLoop:
         if own_key is not None:  # the client's key goes to the providers it is for, and nowhere else
             targets = [t for t in targets if t.provider.name in own_key.providers]
         chosen = targets[: self.llm.max_attempts]
+        record.at_provider = False  # (a prompt API's second run: its first call was answered)
         for index, target in enumerate(chosen):
             retries = 0
             while budget > 0:
                 budget -= 1
+                if record.at_provider:  # the call before this one was sent and never answered
+                    record.unanswered += 1
                 record.attempts += 1
                 record.provider, record.provider_model = target.provider.name, target.target.model
                 adapter = self.adapters[target.provider.kind]

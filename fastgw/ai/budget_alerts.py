@@ -99,13 +99,15 @@ class Alerts:
         window: int,
         value: str,
         percent: int,
+        cap: int,
         fields: dict[str, Any],
         length: float = 0.0,
     ) -> None:
-        """Queue the alert for ``percent`` unless this period already had it (the node's flag cell;
-        ``length``: the period's in seconds for a sliding minute, so the table can reuse the flag's cell
-        once the minute is long past; 0 for a calendar period)."""
-        flag = key_hash(limit_id + b"#alert%d" % percent, value.encode())
+        """Queue the alert for ``percent`` of ``cap`` unless this period already had it (the node's flag
+        cell; ``length``: the period's in seconds for a sliding minute, so the table can reuse the flag's
+        cell once the minute is long past; 0 for a calendar period). The cap is part of the flag: a
+        consumer's limit raised within the period (after its 100 % alert) has its thresholds again."""
+        flag = key_hash(limit_id + b"#alert%d@%d" % (percent, cap), value.encode())
         where = self.table.locate(flag)
         if self.table.count(flag, where, window, 0.0) > 0:
             return

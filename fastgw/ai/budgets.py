@@ -125,14 +125,18 @@ class Hold:
         started (a stream cut short) keeps its estimate, since the provider may bill for it."""
         usage = record.usage
         entry = self.first
-        if entry is None or (not usage.reported and answered):
+        # Earlier calls of this request that were sent and never answered (a fallback answered after
+        # them): the provider may bill each, so each keeps an estimate as a last such call does.
+        unanswered = record.unanswered
+        if entry is None or (not usage.reported and answered and not unanswered):
             return
         cluster = self.cluster
         if not usage.reported:
+            kept = unanswered + (1 if answered else 0)  # estimates kept: the reservation is one
             while entry is not None:
                 spot = entry.spot
                 if spot.kind != REQUESTS:  # the request itself was made: it counts
-                    spot.allowance.settle(spot.key, entry.when, -entry.amount, cluster)
+                    spot.allowance.settle(spot.key, entry.when, entry.amount * (kept - 1), cluster)
                 entry = entry.next
             return
         tokens = usage.total_tokens
@@ -157,6 +161,8 @@ class Hold:
                 if cost < 0:
                     continue
                 real = cost if not cut or cost > amount else amount
+            if unanswered and kind != REQUESTS:
+                real += amount * unanswered
             spot.allowance.settle(spot.key, entry.when, real - amount, cluster)
             if alerts is not None:
                 used, cap = entry.used, entry.cap
@@ -199,6 +205,7 @@ class Budgets:
             window,
             value,
             percent,
+            cap,
             {
                 "budget": budget.name,
                 "limit": limit.field,

@@ -154,6 +154,7 @@ class PromptApiHandler:
         request's record sums both calls')."""
         call = LlmRecord(record.model, record.endpoint, False, record.provider, record.provider_model)
         call.usage = usage
+        call.unanswered = record.unanswered
         call.cost_usd = record_cost(self.llm.prices, call) if usage.reported else None
         return call
 
@@ -209,6 +210,7 @@ class PromptApiHandler:
                     return
                 hold.show(ex)
             call: LlmRecord | None = None  # this call's own usage and cost, once it answered
+            record.unanswered = 0  # the calls of this run only: the run before settled its own
             try:
                 await self.loop.run(model, upstreams, out, record, build, relay, fail)
                 if answers:

@@ -45,6 +45,9 @@ class LlmRecord:
     # A provider call is out and has not failed (set by the target loop, ai/attempts.py): a cut now may
     # leave work the provider bills for (ai/relay.py provider_may_bill). Not logged.
     at_provider: bool = False
+    # Calls of this request sent and never answered (a deadline after the request left) before the call
+    # that ended it: the provider may bill each, so a budget keeps an estimate for each (ai/budgets.py).
+    unanswered: int = 0
 
     # Written out, not generated: dataclass's own __init__ is made at import and stays interpreted in the
     # compiled build (one per llm request). The dataclass still gives eq and repr; the fields as above.
@@ -84,6 +87,7 @@ class LlmRecord:
         self.cost_usd = cost_usd
         self.guardrails = guardrails
         self.at_provider = False
+        self.unanswered = 0
 
     @property
     def tokens_per_second(self) -> float:

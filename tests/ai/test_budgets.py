@@ -228,6 +228,24 @@ def test_an_answer_cut_short_keeps_its_estimate_whatever_usage_came_before_the_c
     assert (b"x-ratelimit-remaining-tokens", b"%d" % (10_000 - 401 - 1001 - 102)) in last.headers
 
 
+def test_calls_sent_and_never_answered_before_the_one_that_ended_the_request_keep_an_estimate_each() -> None:
+    """Target A timed out after the request left (twice: a retry), then fallback B answered: only B's
+    usage was counted, though A's provider may bill both calls (a budget a slow provider let through)."""
+    route = budgets("route", Limit("tokens_per_day", "tokens", "day", 10_000))
+    caller = request_from(None)
+    hold = route.reserve(caller, None, 400, {"max_tokens": 99})  # estimate 101 + 99 = 200
+    served = LlmRecord("m", "chat", usage=Usage(30, 20, reported=True))
+    served.unanswered = 2  # as ai/attempts.py counts them
+    hold.settle(served, answered=True)
+    after = route.reserve(caller, None, 400, {"max_tokens": 99})
+    assert (b"x-ratelimit-remaining-tokens", b"%d" % (10_000 - 50 - 2 * 200 - 200)) in after.headers
+    failed = LlmRecord("m", "chat")  # then the fallback refused too (a 5xx): no usage, nothing billed
+    failed.unanswered, failed.error = 1, "provider_unavailable"
+    after.settle(failed, answered=False)  # the reservation stays, for the one unanswered call
+    last = route.reserve(caller, None, 400, {"max_tokens": 99})
+    assert (b"x-ratelimit-remaining-tokens", b"%d" % (10_000 - 450 - 200 - 200)) in last.headers
+
+
 def test_the_shared_store_down_with_failure_closed_answers_503_and_counts_nothing() -> None:
     route = budgets("route", TOKENS_PER_DAY)
     down = ClusterCounts(
@@ -336,3 +354,18 @@ def test_a_last_call_that_failed_after_it_was_sent_may_be_billed() -> None:
     cut = LlmRecord("m", "chat")
     cut.at_provider, cut.error = True, "client_gone"
     assert provider_may_bill(cut, False, 499)
+
+
+def test_a_raised_cap_has_its_thresholds_alerted_again_within_the_period(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The once-per-period flag named the limit, key and threshold only: a consumer whose day cap was
+    raised after its 100 % alert never heard of the new cap's 80 % or 100 % that day."""
+    t = table()
+    route = Budgets((Budget("b", "llm:b", "route", (TOKENS_PER_DAY,)),), t, 100)
+    route.alerts = Alerts("llm", (100,), (), b"s" * 32, t)
+    route.alert(0, -41_588, "route", 100, 1000.0, 1000, True)
+    route.alert(0, -41_588, "route", 100, 1000.0, 1000, True)  # the same cap: once
+    assert capsys.readouterr().err.count("budget alert") == 1
+    route.alert(0, -41_588, "route", 100, 5000.0, 5000, False)  # the cap raised to 5,000 that day
+    assert capsys.readouterr().err.count("budget alert") == 1

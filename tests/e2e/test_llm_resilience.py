@@ -41,6 +41,7 @@ TOTAL = 0.5  # the slow-total target's total_timeout
 CONNECT = 0.3  # the silent provider's connect_timeout (its upstream's own is 3 s)
 SHORT = 0.2  # a total or first-token deadline shorter than CONNECT: it, not the connect's, cuts the connect
 BACKOFF_MAX = 0.1
+BUDGETED_CAP = 1_000_000  # the /budgeted route's tokens_per_day
 SLACK = 1.5  # scheduling, TLS and the fallback target's own answer, on a loaded CI machine
 
 
@@ -163,6 +164,13 @@ def extra(secrets: Path, silent_port: int) -> str:
         ]
 
         [[llm.models]]
+        name = "budget-fallback"  # slow-total's shape on a target of its own (health is per target)
+        targets = [
+            {{ provider = "oa", model = "gpt-4o-budgeted", total_timeout = {TOTAL} }},
+            {{ provider = "an", model = "claude-sonnet-4-5", priority = 1 }},
+        ]
+
+        [[llm.models]]
         name = "slow-total-alone"
         targets = [{{ provider = "oa", model = "fault-slow-first-token", total_timeout = {TOTAL} }}]
 
@@ -197,6 +205,18 @@ def extra(secrets: Path, silent_port: int) -> str:
         auth = "none"
         kind = "llm"
         handler = {{ byok_providers = ["oa"] }}
+
+        [[routes]]
+        name = "budgeted"
+        path = "/budgeted/v1"
+        strip_prefix = true
+        auth = "none"
+        kind = "llm"
+
+        [[routes.handler.budgets]]
+        name = "day-tokens"
+        key = "route"
+        tokens_per_day = {BUDGETED_CAP}
         """
 
 
@@ -424,6 +444,33 @@ def test_a_whole_answer_is_bounded_by_the_total_deadline(gw: LlmGateway, sdk: op
         fake.first_token_delay = 0.05
     assert headers["x-fastgw-llm-target"] == "an/claude-sonnet-4-5; attempts=3"
     assert 2 * TOTAL <= elapsed < 2 * TOTAL + BACKOFF_MAX + SLACK
+
+
+def test_a_fallback_after_calls_sent_and_never_answered_counts_an_estimate_for_each(gw: LlmGateway) -> None:
+    """The first target is called twice (retries = 1), each call sent and cut at total_timeout (the
+    provider may bill both), then the fallback answers. A token budget counted the fallback's usage only;
+    now an estimate for each unanswered call too."""
+    fake = gw.stack.openai
+    url = gw.base_url.removesuffix("/v1") + "/budgeted/v1"
+    with openai.OpenAI(base_url=url, api_key="any", max_retries=0, timeout=20) as budgeted:
+        fake.first_token_delay = 5.0
+        fake.faults.extend(["slow-first-token"] * 2)
+        try:
+            raw = budgeted.chat.completions.with_raw_response.create(
+                model="budget-fallback", messages=[{"role": "user", "content": "hello there"}], max_tokens=32
+            )
+        finally:
+            fake.first_token_delay = 0.05
+            fake.faults.clear()
+        assert raw.headers["x-fastgw-llm-target"] == "an/claude-sonnet-4-5; attempts=3"
+        answer = raw.parse()
+        assert answer.usage is not None
+        estimate = BUDGETED_CAP - int(raw.headers["x-ratelimit-remaining-tokens"])  # the first request
+        again = budgeted.chat.completions.with_raw_response.create(  # the same estimate
+            model="budget-fallback", messages=[{"role": "user", "content": "hello there"}], max_tokens=32
+        )
+        counted = BUDGETED_CAP - int(again.headers["x-ratelimit-remaining-tokens"]) - estimate
+        assert counted == answer.usage.total_tokens + 2 * estimate, (counted, estimate)
 
 
 def test_a_provider_that_never_connects_falls_back_within_the_connect_bound(
