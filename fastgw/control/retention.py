@@ -3,9 +3,10 @@ and then daily, by the control process (the only process that writes the store a
 run is audited with what it removed, per kind (counts only).
 
 Two sorts of target: store tables (store/tables.py RETAINED_TABLES: rows whose time column is older are
-deleted, on every backend that has the table) and files (rotated audit and access log files, FILE.*,
-whose modification time is older; the live file is never touched: the audit chain and open log handles
-stay whole). In a cluster every node runs it; a row another node removed first is simply not there.
+deleted, on every backend that has the table; quota counts by key and period, Store.forget_quotas) and
+files (rotated audit and access log files, FILE.*, whose modification time is older; the live file is
+never touched: the audit chain and open log handles stay whole). In a cluster every node runs it; a row
+another node removed first is simply not there.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ class Retention:
         return None if target in ("stdout", "off") else target
 
     def _remove(self, kind: str, before: float, snapshot: Snapshot) -> int:
+        if kind == "quotas":  # a run's old row goes only with its key and period's newer ones (quota_sql.py)
+            return self._store.forget_quotas(before)
         if kind in RETAINED_TABLES:
             table, column = RETAINED_TABLES[kind]
             if not self._store.has_table(table):

@@ -35,8 +35,9 @@ class WorkerTables:
         self.started = started  # the run whose quota admissions the workers count (store quota_bases)
         self.log = log
         self._told: dict[str, dict[str, Any]] = {}  # cache name -> entries, as pushed to every worker
-        # The quota bases last read (counts of earlier runs: they do not change during this one), sent
-        # while the store is down rather than none, which wiped a reconnecting worker's own.
+        # The quota bases last read (counts of earlier runs and of other nodes: stale ones only miss what
+        # other nodes counted since), sent while the store is down rather than none, which wiped a
+        # reconnecting worker's own.
         self._bases: tuple[tuple[int, int, int], ...] | None = None
 
     def record(self, message: ControlMessage) -> None:

@@ -5,13 +5,14 @@ counts live in two places. The node-wide shared-memory table counts this run of 
 supervisor's lifetime: it survives worker and control-process restarts), under a window code that
 cannot collide with sliding windows (negative; days even, months odd). The store keeps the totals:
 every ``[rate_limits] quota_flush`` seconds each worker sends the control process (the store's only
-writer) what it admitted since, and the control process adds it in one transaction. When a worker
-connects, the control process sends it each key's count from before this run; a decision is that base
-plus the table's count for this run.
+writer) what it admitted since, and the control process adds it in one transaction, to this run's own
+row (store/quota_sql.py). When a worker connects, the control process sends it each key's count outside
+this run (earlier runs; in cluster mode, other nodes' too); a decision is that base plus the table's
+count for this run.
 
 Crash bound: counts reach the store at most one flush interval late, so a crash of the whole node loses at
 most one interval of admissions per worker (a worker that dies alone loses nothing: this run's counts
-stay in shared memory). Quotas are per node, also in cluster mode.
+stay in shared memory). Between a worker's connects, quotas are per node, also in cluster mode.
 """
 
 from __future__ import annotations

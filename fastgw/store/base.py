@@ -96,7 +96,8 @@ class QuotaAdmission:
 
 @dataclass(frozen=True, slots=True)
 class QuotaBase:
-    """What a quota key counted in a period before the current run: a worker adds its own run to it."""
+    """What a quota key counted in a period outside the current run (earlier runs, other nodes): a worker
+    adds its own run to it."""
 
     key_hash: int
     period: int
@@ -334,22 +335,23 @@ class Store(Protocol):
     def add_quota_counts(
         self, run_id: float, admissions: Sequence[QuotaAdmission], now: float, batch: Batch | None = None
     ) -> bool:
-        """Add admissions counted in run ``run_id`` (the gateway's start time), in one transaction; the
-        first write of a new run folds the previous run's count into the base. ``batch`` (writer,
-        number) as in ``add_usage``: a worker's report written before (then re-sent to a control process's
-        successor) is skipped, False; True when added."""
+        """Add admissions counted in run ``run_id`` (the gateway's start time) to that run's own row of each
+        key and period (store/quota_sql.py), in one transaction. ``batch`` (writer, number) as in
+        ``add_usage``: a worker's report written before (then re-sent to a control process's successor)
+        is skipped, False; True when added."""
         ...
 
     def quota_bases(self, run_id: float, periods: Sequence[int]) -> list[QuotaBase]:
-        """Counts before ``run_id`` for the given periods."""
+        """For the given periods, each key's count in every run but ``run_id`` (earlier runs, other
+        nodes): the asking run's workers add their own."""
         ...
 
     def quota_counts(self) -> list[QuotaCount]:
-        """Every quota key's total per period, most recently updated first."""
+        """Every quota key's total per period, all runs added, most recently updated first."""
         ...
 
-    def forget_quotas(self, before: float) -> None:
-        """Drop quota rows not updated since ``before``."""
+    def forget_quotas(self, before: float) -> int:
+        """Drop the rows of each key and period that no run has written since ``before``; how many went."""
         ...
 
     # -- the usage ledger (sinks/ledger.py, store/usage_sql.py)

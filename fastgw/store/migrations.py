@@ -73,4 +73,19 @@ MIGRATIONS: Final = (
             " updated REAL NOT NULL)",
         ),
     ),
+    Migration(
+        7,
+        "quotas: one row per key, period and run (run_id), so nodes sharing a store never count a run"
+        " twice (store/quota_sql.py); each row kept as it was",
+        (
+            # SQLite cannot change a primary key in place: a new table, the rows, then the new one's name.
+            "CREATE TABLE quotas_by_run (key_hash INTEGER NOT NULL, period INTEGER NOT NULL,"
+            " limit_id TEXT NOT NULL, key TEXT NOT NULL, base INTEGER NOT NULL, run_id REAL NOT NULL,"
+            " run INTEGER NOT NULL, updated REAL NOT NULL, PRIMARY KEY (key_hash, period, run_id))",
+            "INSERT INTO quotas_by_run (key_hash, period, limit_id, key, base, run_id, run, updated)"
+            " SELECT key_hash, period, limit_id, key, base, run_id, run, updated FROM quotas",
+            "DROP TABLE quotas",
+            "ALTER TABLE quotas_by_run RENAME TO quotas",
+        ),
+    ),
 )

@@ -88,4 +88,14 @@ PG_MIGRATIONS: Final = (
             " updated DOUBLE PRECISION NOT NULL)",
         ),
     ),
+    Migration(
+        7,
+        "quotas: one row per key, period and run (run_id), so nodes sharing a store never count a run"
+        " twice (store/quota_sql.py); each row kept as it was",
+        (
+            # quotas_pkey: the name PostgreSQL gave step 1's primary key, kept for the new one.
+            "ALTER TABLE quotas DROP CONSTRAINT quotas_pkey",
+            "ALTER TABLE quotas ADD CONSTRAINT quotas_pkey PRIMARY KEY (key_hash, period, run_id)",
+        ),
+    ),
 )

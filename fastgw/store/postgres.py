@@ -43,6 +43,15 @@ from fastgw.store.base import (
 from fastgw.store.pg_connect import connect_once, describe, first_line
 from fastgw.store.pg_keeper import ConnectionKeeper
 from fastgw.store.pg_migrations import CHANGE_CHANNEL, PG_MIGRATIONS
+from fastgw.store.quota_sql import (
+    COUNTS_SQL,
+    add_counts_rows,
+    add_counts_sql,
+    bases_from,
+    bases_sql,
+    counts_from,
+    forget_sql,
+)
 from fastgw.store.rows import (
     CONSUMER_COLUMNS,
     CREDENTIAL_COLUMNS,
@@ -371,26 +380,18 @@ class PostgresStore:
     def delete_rows_before(self, table: str, column: str, before: float) -> int:
         return len(self._run(delete_before_sql(table, column, "%s"), (before,)))
 
-    # -- quotas: counted by every node into the same rows ----------------------------------------------
+    # -- quotas: a row per key, period and run: nodes never write the same row (store/quota_sql.py) ----
     def add_quota_counts(
         self, run_id: float, admissions: Sequence[QuotaAdmission], now: float, batch: Batch | None = None
     ) -> bool:
         if not admissions and batch is None:
             return True
-        sql = (
-            "INSERT INTO quotas AS q (key_hash, period, limit_id, key, base, run_id, run, updated)"
-            " VALUES (%s, %s, %s, %s, 0, %s, %s, %s) ON CONFLICT (key_hash, period) DO UPDATE SET"
-            " base = CASE WHEN q.run_id = excluded.run_id THEN q.base ELSE q.base + q.run END,"
-            " run = CASE WHEN q.run_id = excluded.run_id THEN q.run + excluded.run ELSE excluded.run END,"
-            " run_id = excluded.run_id, updated = excluded.updated"
-        )
-        rows = [(a.key_hash, a.period, a.limit_id, a.key, run_id, a.count, now) for a in admissions]
         try:
             with self.transaction(), self._connection() as conn, conn.cursor() as cur:
                 if batch is not None and not self._run(claim_batch("%s"), (*batch, now)):
                     return False  # written before: a re-sent report adds nothing
-                if rows:
-                    cur.executemany(sql, rows)
+                if admissions:
+                    cur.executemany(add_counts_sql("%s"), add_counts_rows(run_id, admissions, now))
         except psycopg.Error as exc:
             raise self._error(exc) from exc
         return True
@@ -398,21 +399,13 @@ class PostgresStore:
     def quota_bases(self, run_id: float, periods: Sequence[int]) -> list[QuotaBase]:
         if not periods:
             return []
-        rows = self._run(
-            "SELECT key_hash, period, CASE WHEN run_id = %s THEN base ELSE base + run END"
-            " FROM quotas WHERE period = ANY(%s)",
-            (run_id, list(periods)),
-        )
-        return [QuotaBase(int(h), int(p), int(n)) for h, p, n in rows]
+        return bases_from(self._run(bases_sql(len(periods), "%s"), (run_id, *periods)))
 
     def quota_counts(self) -> list[QuotaCount]:
-        rows = self._run(
-            "SELECT limit_id, key, period, base + run, updated FROM quotas ORDER BY updated DESC"
-        )
-        return [QuotaCount(str(r[0]), str(r[1]), int(r[2]), int(r[3]), float(r[4])) for r in rows]
+        return counts_from(self._run(COUNTS_SQL))
 
-    def forget_quotas(self, before: float) -> None:
-        self._run("DELETE FROM quotas WHERE updated < %s", (before,))
+    def forget_quotas(self, before: float) -> int:
+        return len(self._run(forget_sql("%s"), (before, before)))
 
     # -- the usage ledger (store/usage_sql.py) ------------------------------------------------------------
     def add_usage(self, deltas: Sequence[UsageDelta], now: float, batch: Batch | None = None) -> bool:

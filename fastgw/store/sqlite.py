@@ -37,6 +37,15 @@ from fastgw.store.base import (
     UsageTotal,
 )
 from fastgw.store.migrations import MIGRATIONS
+from fastgw.store.quota_sql import (
+    COUNTS_SQL,
+    add_counts_rows,
+    add_counts_sql,
+    bases_from,
+    bases_sql,
+    counts_from,
+    forget_sql,
+)
 from fastgw.store.rows import (
     CONSUMER_COLUMNS,
     CREDENTIAL_COLUMNS,
@@ -391,42 +400,26 @@ class SQLiteStore:
     def delete_rows_before(self, table: str, column: str, before: float) -> int:
         return len(self._run(delete_before_sql(table, column, "?"), (before,)))
 
-    # -- quotas -----------------------------------------------------------------------------------------
+    # -- quotas: one row per key, period and run (store/quota_sql.py) ------------------------------------
     def add_quota_counts(
         self, run_id: float, admissions: Sequence[QuotaAdmission], now: float, batch: Batch | None = None
     ) -> bool:
         with self.transaction():
             if batch is not None and not self._run(claim_batch("?"), (*batch, now)):
                 return False  # written before: a re-sent report adds nothing
-            self._run_many(
-                "INSERT INTO quotas (key_hash, period, limit_id, key, base, run_id, run, updated)"
-                " VALUES (?, ?, ?, ?, 0, ?, ?, ?) ON CONFLICT (key_hash, period) DO UPDATE SET"
-                " base = CASE WHEN run_id = excluded.run_id THEN base ELSE base + run END,"
-                " run = CASE WHEN run_id = excluded.run_id THEN run + excluded.run ELSE excluded.run END,"
-                " run_id = excluded.run_id, updated = excluded.updated",
-                [(a.key_hash, a.period, a.limit_id, a.key, run_id, a.count, now) for a in admissions],
-            )
+            self._run_many(add_counts_sql("?"), add_counts_rows(run_id, admissions, now))
         return True
 
     def quota_bases(self, run_id: float, periods: Sequence[int]) -> list[QuotaBase]:
         if not periods:
             return []
-        marks = ",".join("?" * len(periods))
-        rows = self._run(
-            f"SELECT key_hash, period, CASE WHEN run_id = ? THEN base ELSE base + run END"
-            f" FROM quotas WHERE period IN ({marks})",
-            (run_id, *periods),
-        )
-        return [QuotaBase(int(h), int(p), int(n)) for h, p, n in rows]
+        return bases_from(self._run(bases_sql(len(periods), "?"), (run_id, *periods)))
 
     def quota_counts(self) -> list[QuotaCount]:
-        rows = self._run(
-            "SELECT limit_id, key, period, base + run, updated FROM quotas ORDER BY updated DESC"
-        )
-        return [QuotaCount(str(r[0]), str(r[1]), int(r[2]), int(r[3]), float(r[4])) for r in rows]
+        return counts_from(self._run(COUNTS_SQL))
 
-    def forget_quotas(self, before: float) -> None:
-        self._run("DELETE FROM quotas WHERE updated < ?", (before,))
+    def forget_quotas(self, before: float) -> int:
+        return len(self._run(forget_sql("?"), (before, before)))
 
     # -- the usage ledger (store/usage_sql.py) ------------------------------------------------------------
     def add_usage(self, deltas: Sequence[UsageDelta], now: float, batch: Batch | None = None) -> bool:

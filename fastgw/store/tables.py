@@ -38,7 +38,7 @@ TABLES: Final[tuple[StoreTable, ...]] = (
     StoreTable(
         "quotas",
         ("key_hash", "period", "limit_id", "key", "base", "run_id", "run", "updated"),
-        ("key_hash", "period"),
+        ("key_hash", "period", "run_id"),  # a row per run (schema step 7)
     ),
     AUDIT_ANCHORS,
     StoreTable(
@@ -58,9 +58,9 @@ QUOTAS: Final = TABLES[3]
 LEDGER: Final = TABLES[5]
 
 # Retention kinds ([retention] days, config/retention_spec.py) kept in a store table: (table, the column
-# holding each row's unix time). A table a backend lacks (the change log on SQLite) is skipped.
+# holding each row's unix time). A table a backend lacks (the change log on SQLite) is skipped. Not
+# "quotas": a key and period's rows (one per run) age together, Store.forget_quotas (control/retention.py).
 RETAINED_TABLES: Final = {
-    "quotas": ("quotas", "updated"),
     "changes": ("changes", "at"),
     "ledger": ("llm_usage", "updated"),  # a day's row is last written on that day (sinks/ledger.py)
 }

@@ -67,6 +67,19 @@ def test_old_rows_and_rotated_files_go_new_ones_and_live_files_stay(
     assert retention.enforce(NOW) == {"access_logs": 0, "audit_files": 0, "ledger": 0, "quotas": 0}
 
 
+def test_a_quota_key_and_period_age_together_never_one_run_alone(
+    make_store: StoreMaker, tmp_path: Path
+) -> None:
+    """A row per run (store/quota_sql.py): an old run's count of a period another run still counts in
+    is kept, or the quota would admit again what it had refused."""
+    store = make_store()
+    store.add_quota_counts(1.0, [QuotaAdmission(1, -3, "monthly", "k", 5)], NOW - 40 * DAY_SECONDS)
+    store.add_quota_counts(2.0, [QuotaAdmission(1, -3, "monthly", "k", 1)], NOW - 5 * DAY_SECONDS)
+    snap = snapshot(tmp_path, "quotas_days = 30")
+    assert Retention(store, lambda: snap, lambda e, **f: None, print).enforce(NOW) == {"quotas": 0}
+    assert [(c.key, c.count) for c in store.quota_counts()] == [("k", 6)]
+
+
 def test_without_retention_nothing_is_removed_or_audited(make_store: StoreMaker, tmp_path: Path) -> None:
     store = make_store()
     store.add_quota_counts(1.0, [QuotaAdmission(1, -2, "daily", "old", 1)], 1.0)

@@ -111,6 +111,39 @@ def test_quota_counts_add_up_across_runs(make_store: StoreMaker, counts: list[in
     assert store.quota_counts() == []
 
 
+def test_runs_sharing_a_store_are_each_sent_every_count_but_their_own(make_store: StoreMaker) -> None:
+    """Two nodes (runs 1.0 and 2.0) count one key and period in turn: each run's base is every other run's
+    count, never its own (its workers add that), and the total is every admission once. The one-row
+    layout folded run 1's count into the base when run 2 wrote, so run 1 was sent its own count again."""
+    store = make_store()
+    a, b = 1.0, 2.0
+    for n, (run, count) in enumerate([(a, 3), (b, 5), (a, 7), (b, 11)]):
+        store.add_quota_counts(run, [QuotaAdmission(7, 3, "l", "k", count)], now=10.0 + n)
+    store.add_quota_counts(b, [QuotaAdmission(8, 3, "l", "j", 2)], now=20.0)  # a key only run b counted
+    assert set(store.quota_bases(a, [3])) == {QuotaBase(7, 3, 5 + 11), QuotaBase(8, 3, 2)}
+    assert set(store.quota_bases(b, [3])) == {QuotaBase(7, 3, 3 + 7), QuotaBase(8, 3, 0)}
+    assert set(store.quota_bases(9.0, [3])) == {QuotaBase(7, 3, 26), QuotaBase(8, 3, 2)}  # a later run
+    assert [(c.limit, c.key, c.period, c.count, c.updated) for c in store.quota_counts()] == [
+        ("l", "j", 3, 2, 20.0),
+        ("l", "k", 3, 26, 13.0),  # one line per key and period, all runs added, the newest time
+    ]
+
+
+def test_forgetting_keeps_an_old_run_while_another_run_of_its_key_and_period_is_recent(
+    make_store: StoreMaker,
+) -> None:
+    store = make_store()
+    store.add_quota_counts(1.0, [QuotaAdmission(7, 3, "l", "k", 4)], now=10.0)  # run 1, long ago
+    store.add_quota_counts(2.0, [QuotaAdmission(7, 3, "l", "k", 6)], now=100.0)  # run 2, recent
+    store.add_quota_counts(1.0, [QuotaAdmission(8, 3, "l", "j", 1)], now=10.0)
+    store.add_quota_counts(2.0, [QuotaAdmission(8, 3, "l", "j", 1)], now=20.0)
+    removed = store.forget_quotas(before=50.0)
+    assert [(c.key, c.count) for c in store.quota_counts()] == [("k", 10)]
+    assert store.quota_bases(1.0, [3]) == [QuotaBase(7, 3, 6)]  # run 1's row is still its own
+    assert removed == 2  # both of key 8's rows, neither of key 7's
+    assert store.forget_quotas(before=100.0) == 0 and store.forget_quotas(before=101.0) == 2
+
+
 def test_a_numbered_quota_report_written_twice_is_counted_once(make_store: StoreMaker) -> None:
     """A worker sends a quota report again to the successor of a control process killed after writing
     it and before acknowledging it: the store skips a batch number it has applied."""

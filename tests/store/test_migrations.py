@@ -1,5 +1,6 @@
 """Versioned migrations: a database made by any earlier fastgw upgrades in place, keeping its rows; a new
-one gets every step; ``fastgw store migrate --dry-run`` shows the SQL and changes nothing."""
+one gets every step; ``fastgw store migrate --dry-run`` shows the SQL and changes nothing. Step 7 (a quota
+row per run) runs on both backends here: the ``make_store`` fixture (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from fastgw.store.base import ApiKey, AuditAnchor, Consumer, StoreError
+from fastgw.store import postgres, sqlite
+from fastgw.store.base import ApiKey, AuditAnchor, Consumer, QuotaAdmission, QuotaBase, StoreError
 from fastgw.store.migrations import MIGRATIONS
 from fastgw.store.sqlite import SQLiteStore
+from fastgw.store.tables import QUOTAS
+from tests.support.stores import StoreMaker
 
 # The schema exactly as the code before versioned migrations wrote it (fastgw/store/sqlite.py SCHEMA, then
 # ADDED_COLUMNS' ALTER): no schema_migrations table.
@@ -101,8 +105,8 @@ def test_a_new_database_gets_every_step_once(tmp_path: Path) -> None:
     path = tmp_path / "state" / "fastgw.db"
     store = SQLiteStore(str(path), migrate=False)
     try:
-        assert [m.version for m in store.pending_migrations()] == [1, 2, 3, 5, 6]
-        assert [m.version for m in store.migrate()] == [1, 2, 3, 5, 6]
+        assert [m.version for m in store.pending_migrations()] == [1, 2, 3, 5, 6, 7]
+        assert [m.version for m in store.migrate()] == [1, 2, 3, 5, 6, 7]
         assert store.migrate() == []
         store.add_consumer(Consumer(id="c_1", name="a", team="", roles=(), metadata={}, created=1.0))
         assert store.consumer("a") == store.consumer("c_1") is not None
@@ -204,3 +208,31 @@ def test_a_database_that_already_has_a_later_column_records_the_step_without_run
         ]
     finally:
         store.close()
+
+
+# Quota rows as the one-row-per-key-and-period layout (before step 7) left them: key 7's base holds what
+# runs before run 5.0 counted, key 8 was counted by run 6.0 alone.
+OLD_QUOTA_ROWS = [(7, 3, "l", "k", 10, 5.0, 4, 50.0), (8, 3, "l", "j", 0, 6.0, 2, 60.0)]
+
+
+def test_quota_rows_keep_their_totals_and_bases_through_the_step_to_a_row_per_run(
+    make_store: StoreMaker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module, name = (sqlite, "MIGRATIONS") if make_store.backend == "sqlite" else (postgres, "PG_MIGRATIONS")
+    with monkeypatch.context() as patch:  # a database at schema version 6
+        patch.setattr(module, name, tuple(m for m in getattr(module, name) if m.version <= 6))
+        old = make_store()
+        old.insert_rows(QUOTAS.name, QUOTAS.columns, OLD_QUOTA_ROWS)
+        totals, bases = old.quota_counts(), {run: old.quota_bases(run, [3]) for run in (5.0, 6.0, 9.0)}
+    assert [m.version for m in old.pending_migrations()] == [7]
+    store = make_store.reopen(old)
+    assert store.pending_migrations() == []
+    assert store.quota_counts() == totals and {r: store.quota_bases(r, [3]) for r in bases} == bases
+    assert [(c.key, c.count) for c in totals] == [("j", 2), ("k", 14)]
+    assert set(bases[5.0]) == {QuotaBase(7, 3, 10), QuotaBase(8, 3, 2)}  # the migrated row is run 5.0's
+    # Run 9.0 and the migrated row's run 5.0 count key 7 in turn: each row keeps its own run.
+    store.add_quota_counts(9.0, [QuotaAdmission(7, 3, "l", "k", 1)], 70.0)
+    store.add_quota_counts(5.0, [QuotaAdmission(7, 3, "l", "k", 2)], 71.0)
+    assert QuotaBase(7, 3, 10 + 1) in store.quota_bases(5.0, [3])
+    assert QuotaBase(7, 3, 10 + 4 + 2) in store.quota_bases(9.0, [3])
+    assert [(c.key, c.count) for c in store.quota_counts()] == [("k", 17), ("j", 2)]

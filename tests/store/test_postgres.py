@@ -1,6 +1,7 @@
 """What only the PostgreSQL store does: migrations under an advisory lock (nodes starting together),
 ``fastgw store migrate`` against it, a clear one-line error when the database is unreachable (never the
-password), and the change log every write feeds (gapless numbers in commit order, what each touched)."""
+password), the change log every write feeds (gapless numbers in commit order, what each touched), and
+nodes counting the same quota keys at once."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from fastgw.store.base import ApiKey, Consumer, StoreError
+from fastgw.store.base import ApiKey, Consumer, QuotaAdmission, QuotaBase, StoreError
 from fastgw.store.pg_migrations import PG_MIGRATIONS
 from fastgw.store.postgres import PostgresStore
 from tests.support.ports import free_port
@@ -103,6 +104,7 @@ def test_store_migrate_dry_run_prints_the_postgres_sql_and_changes_nothing(
     assert f"{len(PG_MIGRATIONS)} migrations would run" in out.stdout
     assert "-- migration 4: the cluster change log" in out.stdout
     assert "CREATE TABLE consumers (id TEXT PRIMARY KEY" in out.stdout and "BYTEA" in out.stdout
+    assert "ADD CONSTRAINT quotas_pkey PRIMARY KEY (key_hash, period, run_id);" in out.stdout
     with psycopg.connect(postgres_dsn) as conn:
         assert conn.execute("SELECT to_regclass('schema_migrations')").fetchone() == (None,)
     out = _migrate(config)
@@ -181,3 +183,33 @@ def test_concurrent_writers_get_gapless_numbers_in_commit_order(postgres_dsn: st
     finally:
         for s in stores:
             s.close()
+
+
+def test_nodes_counting_the_same_quota_keys_at_once_each_get_a_base_without_their_own_run(
+    postgres_dsn: str,
+) -> None:
+    """Two nodes' control processes (runs 1.0 and 2.0) write reports for the same keys and period at
+    the same time: every admission is in the total once, and each node's base leaves out exactly its own
+    run, whichever node wrote last."""
+    nodes = {1.0: PostgresStore(postgres_dsn, node="node-a"), 2.0: PostgresStore(postgres_dsn, node="node-b")}
+    reports = 40
+    try:
+
+        def report(run: float, store: PostgresStore) -> None:
+            for i in range(reports):
+                admitted = [QuotaAdmission(h, 3, "l", f"k{h}", int(run)) for h in (7, 8)]
+                store.add_quota_counts(run, admitted, 10.0 + i, (f"quota-{run}", i + 1))
+
+        threads = [threading.Thread(target=report, args=item) for item in nodes.items()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        mine = {run: reports * int(run) for run in nodes}  # each node's own run, per key
+        for run, store in nodes.items():
+            base = sum(mine.values()) - mine[run]
+            assert set(store.quota_bases(run, [3])) == {QuotaBase(7, 3, base), QuotaBase(8, 3, base)}
+        assert sorted((c.key, c.count) for c in nodes[1.0].quota_counts()) == [("k7", 120), ("k8", 120)]
+    finally:
+        for store in nodes.values():
+            store.close()

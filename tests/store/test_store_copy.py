@@ -56,6 +56,7 @@ def sqlite_path(tmp_path: Path) -> Path:
         )
     )
     store.add_quota_counts(7.0, [QuotaAdmission(-5, 3, "daily", "acme", 11)], 8.0)
+    store.add_quota_counts(8.5, [QuotaAdmission(-5, 3, "daily", "acme", 4)], 9.0)  # a later run: its own row
     store.set_audit_anchor("/var/log/fastgw/audit.log", 12, "ab" * 32)
     store.add_usage(
         [UsageDelta("2026-12-01", "acme", "k_1", "", "m", "p", "llm", 2, 20, 7, 0, 0, 900, 0, 0)], 9.0
@@ -102,11 +103,12 @@ def test_copy_moves_every_table_and_verifies_it(sqlite_path: Path, postgres_dsn:
     rc, out = copy(sqlite_path, dsn)
     assert rc == 0, out
     assert "verified: every row of the source is in the target" in out
+    assert ["quotas", "2", "2", "2", "ok"] in [line.split() for line in out.splitlines()]
     assert counts(dsn) == {
         "consumers": 2,
         "api_keys": 1,
         "provider_credentials": 1,
-        "quotas": 1,
+        "quotas": 2,
         "audit_anchor": 1,
         "llm_usage": 1,
         "ledger_batches": 0,
@@ -118,6 +120,8 @@ def test_copy_moves_every_table_and_verifies_it(sqlite_path: Path, postgres_dsn:
         assert target.api_keys() == source.api_keys()
         assert target.provider_credentials() == source.provider_credentials()
         assert target.quota_counts() == source.quota_counts()
+        assert [c.count for c in target.quota_counts()] == [15]
+        assert target.quota_bases(8.5, [3]) == source.quota_bases(8.5, [3])
         assert target.usage(UsageQuery()) == source.usage(UsageQuery())
         # The anchor belongs to the node whose state directory held the file.
         assert target.audit_anchor("/var/log/fastgw/audit.log") == source.audit_anchor(

@@ -41,6 +41,18 @@ class StoreMaker:
         self.opened.append(store)
         return store
 
+    def reopen(self, store: Store) -> Store:
+        """``store``'s database opened again (and migrated): ``store`` is closed first."""
+        self.opened.remove(store)
+        store.close()
+        if isinstance(store, SQLiteStore):
+            again: Store = SQLiteStore(store.path)
+        else:
+            assert self.dsn is not None and isinstance(store, PostgresStore)
+            again = PostgresStore(self.dsn, node=store.node, connect_timeout=5)
+        self.opened.append(again)
+        return again
+
     def close(self) -> None:
         while self.opened:
             self.opened.pop().close()
