@@ -212,7 +212,7 @@ def compile_spec(spec: ConfigSpec, data: bytes, file: str, context: CompileConte
         tls = None
         if ls.tls is not None:
             tls = sections.listener_tls(ctx, f"listeners[{i}].tls", ls.tls, http2.enabled)
-            ctx.warnings.extend(tls.warnings)
+            ctx.warnings.extend(f"listeners[{i}].tls.{warning}" for warning in tls.warnings)
         listeners.append(
             ListenerSettings(
                 name=ls.name,

@@ -138,6 +138,39 @@ def _names(cert_path: str, where: str, warnings: list[str]) -> list[str]:
     return names
 
 
+def _crl_warnings(path: str, warnings: list[str]) -> None:
+    """A CRL past its nextUpdate fails every client-certificate handshake (OpenSSL: "CRL has expired")
+    with nothing but the clients' errors to tell why: said at load (``fastgw check``, start, reload), and
+    one that lapses within a day too, so a CRL that is not being renewed is noticed before it bites."""
+    from cryptography import x509
+
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return  # loading it failed already, with its own error
+    now = datetime.datetime.now(datetime.UTC)
+    marker = b"-----BEGIN X509 CRL-----"
+    for block in data.split(marker)[1:]:
+        try:
+            crl = x509.load_pem_x509_crl(marker + block)
+        except ValueError:
+            continue
+        next_update = crl.next_update_utc
+        issuer = crl.issuer.rfc4514_string()
+        if next_update is None:
+            continue
+        if next_update <= now:
+            warnings.append(
+                f"crl: {path} ({issuer}) is past its nextUpdate, {next_update:%Y-%m-%d %H:%M} UTC: every"
+                " client certificate it covers is refused until a fresh CRL is loaded (fastgw reload)"
+            )
+        elif next_update - now < datetime.timedelta(days=1):
+            warnings.append(
+                f"crl: {path} ({issuer}) lapses at {next_update:%Y-%m-%d %H:%M} UTC: renew it before then"
+            )
+
+
 def build_listener_tls(
     certificates: list[tuple[str, str]],
     profile: Profile,
@@ -175,6 +208,8 @@ def build_listener_tls(
             else:
                 by_name.setdefault(name, ctx)
     assert default is not None
+    if crl is not None and client_auth != "none":
+        _crl_warnings(crl, warnings)
     return ListenerTls(
         default=default,
         by_name=by_name,

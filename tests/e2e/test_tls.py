@@ -203,7 +203,7 @@ auth = "none"
     certs.server_key.chmod(0o644)
     out = check(base.format(cert=certs.server_cert, key=certs.server_key, extra=""))
     assert out.returncode == 0
-    assert "warning: certificates[0].key" in out.stdout and "chmod 600" in out.stdout
+    assert "warning: listeners[0].tls.certificates[0].key" in out.stdout and "chmod 600" in out.stdout
     # A certificate out of its validity period is refused (it was loaded, and served to clients that all
     # refuse it); one ending within EXPIRY_WARNING_DAYS is a warning.
     ca = x509.load_pem_x509_certificate(certs.ca_cert.read_bytes())
@@ -250,11 +250,8 @@ def test_cert_dev_command(tmp_path: Path) -> None:
     ctx.load_cert_chain(tmp_path / "d" / "client.pem", tmp_path / "d" / "client-key.pem")
 
 
-def test_revoked_client_certificate_is_refused(
-    gateway_factory: Callable[..., Gateway], upstream: TestUpstream, certs: DevCertificates
-) -> None:
-    import datetime
-
+def write_crl(certs: DevCertificates, next_update: datetime.timedelta) -> Path:
+    """A CRL of the dev CA revoking the dev client certificate, its nextUpdate ``next_update`` from now."""
     from cryptography.hazmat.primitives import hashes
 
     ca = x509.load_pem_x509_certificate(certs.ca_cert.read_bytes())
@@ -264,8 +261,8 @@ def test_revoked_client_certificate_is_refused(
     crl = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(ca.subject)
-        .last_update(now - datetime.timedelta(minutes=5))
-        .next_update(now + datetime.timedelta(days=1))
+        .last_update(min(now, now + next_update) - datetime.timedelta(minutes=5))
+        .next_update(now + next_update)
         .add_revoked_certificate(
             x509.RevokedCertificateBuilder().serial_number(revoked.serial_number).revocation_date(now).build()
         )
@@ -273,6 +270,44 @@ def test_revoked_client_certificate_is_refused(
     )
     crl_path = certs.ca_cert.parent / "crl.pem"
     crl_path.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    return crl_path
+
+
+@pytest.mark.parametrize(
+    ("next_update", "warned"),
+    [
+        (datetime.timedelta(hours=-1), "is past its nextUpdate"),
+        (datetime.timedelta(hours=3), "lapses at"),
+        (datetime.timedelta(days=7), ""),
+    ],
+)
+def test_a_crl_past_or_near_its_next_update_is_warned_about_at_load(
+    certs: DevCertificates, upstream: TestUpstream, next_update: datetime.timedelta, warned: str
+) -> None:
+    """Past its nextUpdate, OpenSSL refuses every client certificate the CRL covers ("CRL has expired"):
+    the only sign was each client's failed handshake. Now `fastgw check`, a start and a reload say so."""
+    from fastgw.config.compiler import compile_config
+
+    crl_path = write_crl(certs, next_update)
+    config = tls_config(
+        upstream.port,
+        [(certs.server_cert, certs.server_key)],
+        f', client_auth = "required", client_ca = "{certs.ca_cert}", crl = "{crl_path}"',
+    )
+    snapshot = compile_config(
+        config.replace("{port}", "8443").encode(), str(certs.ca_cert.parent / "gw.toml")
+    )
+    found = [w for w in snapshot.warnings if "crl:" in w]
+    if warned:
+        assert len(found) == 1 and warned in found[0] and found[0].startswith("listeners[0].tls.crl: ")
+    else:
+        assert found == []
+
+
+def test_revoked_client_certificate_is_refused(
+    gateway_factory: Callable[..., Gateway], upstream: TestUpstream, certs: DevCertificates
+) -> None:
+    crl_path = write_crl(certs, datetime.timedelta(days=1))
     good_cert, good_key = second_cert(certs, "good-client", client=True)
     gw = gateway_factory(
         tls_config(
