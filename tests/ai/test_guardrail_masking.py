@@ -74,3 +74,11 @@ def test_a_placeholder_split_in_one_character_chunks_is_restored() -> None:
 def test_redaction_for_logs_keeps_no_value() -> None:
     text = "mail alice@example.com, card 4111-1111-1111-1111, key AKIAIOSFODNN7EXAMPLE"
     assert redact(text, ALL) == "mail [EMAIL], card [PAYMENT_CARD], key [AWS_ACCESS_KEY]"
+
+
+def test_a_value_hidden_with_invisible_characters_is_masked_whole_and_restored_exactly() -> None:
+    text = "write to alice\u200b@exam\u200dple.com and bob\uff20example.com, card 4111 11\u200b11 1111 1111."
+    masks, out = masked(text)
+    assert "alice" not in out and "bob" not in out and "4111" not in out and "\u200b" not in out, out
+    assert masks.restore(out) == text
+    assert redact(text, ALL) == "write to [EMAIL] and [EMAIL], card [PAYMENT_CARD]."

@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from fastgw.ai.guardrails.folding import fold
+
 # Every digit detector's match has at least this many digits (a UK NINO has six, all others more) ...
 DIGITS_MIN: Final = 6
 # ... with at most this many other characters between two of them (an IBAN's letter group and a space).
@@ -141,8 +143,11 @@ def find(
     of two at the same start the longer (a JWT inside a log line is one secret, not three); with ``rank``
     (detector name -> its action's weight), a match that overlaps a lower-ranked one wins instead (a
     card to mask inside an address only logged is masked, not sent)."""
-    view = TextView(text)
+    folded = fold(text)  # lookalikes and invisible characters read as a model reads them (folding.py)
+    view = TextView(text if folded is None else folded.text)
     hits = [(s, e, d) for d in detectors for s, e in d.spans(view)]
+    if folded is not None and folded.dropped:
+        hits = [(*folded.span(s, e), d) for s, e, d in hits]
     if len(hits) < 2:
         return hits
     hits.sort(key=lambda h: (h[0], -h[1]))

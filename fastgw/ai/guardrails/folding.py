@@ -1,0 +1,104 @@
+"""What the detectors read: a text folded to the characters a model reads through.
+
+A pattern for an email or a card number misses ``alice\u200b@example.com``, ``\uff14\uff11\uff11\uff11 ...``
+(fullwidth digits), ``4111\u00a01111...`` or a phone number in Arabic-Indic digits, while the model reads
+each as the plain one; and a prompt injection can hide in Unicode tag characters (U+E0020-U+E007E, "ASCII
+smuggling"), invisible to a reviewer and readable by a model. Before scanning, invisible characters are
+dropped and lookalikes mapped to ASCII: fullwidth forms, other decimal digits, Unicode spaces and dashes,
+tag characters. Matches are found in the folded text and their spans mapped back to the original one, so
+masking replaces the original characters (invisible ones inside the match included).
+
+Cost: none for ASCII text (``str.isascii``); otherwise one regex search for a foldable character, and a
+``str.translate`` only when there is one.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from functools import cache
+from typing import Final
+
+# Rendered as nothing, or only steering direction or joining: dropped. (Soft hyphen, combining grapheme
+# joiner, Arabic letter mark, Hangul fillers, Khmer vowel inherents, Mongolian vowel separator, zero-width
+# space / non-joiner / joiner, LRM / RLM, bidi embeddings and isolates, word joiner and invisible
+# operators, deprecated format characters, variation selectors, BOM, halfwidth Hangul filler, tag
+# begin and cancel.)
+_INVISIBLE: Final = (
+    "\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b\u200c\u200d\u200e\u200f"
+    "\u202a\u202b\u202c\u202d\u202e\u2060\u2061\u2062\u2063\u2064\u2066\u2067\u2068\u2069"
+    "\u206a\u206b\u206c\u206d\u206e\u206f\u3164\ufeff\uffa0\U000e0001\U000e007f"
+    + "".join(chr(c) for c in range(0xFE00, 0xFE10))
+)
+_SPACES: Final = (
+    "\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f\u3000"
+)
+_DASHES: Final = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63"
+
+
+@cache
+def _table() -> dict[int, int | None]:
+    """The folding, built on first use (only routes with guardrails pay for it): ~700 entries."""
+    table: dict[int, int | None] = dict.fromkeys(map(ord, _INVISIBLE))
+    table.update((ord(c), 0x20) for c in _SPACES)
+    table.update((ord(c), 0x2D) for c in _DASHES)
+    table.update((c, c - 0xFEE0) for c in range(0xFF01, 0xFF5F))  # fullwidth ASCII
+    table.update((c, c - 0xE0000) for c in range(0xE0020, 0xE007F))  # tag characters
+    for c in range(0x80, 0x20000):  # other decimal digits (Nd): all lie in the first two planes
+        digit = unicodedata.decimal(chr(c), -1)
+        if digit >= 0:
+            table[c] = 0x30 + digit
+    return table
+
+
+def _class(codes: list[int]) -> str:
+    """A regex character class of ``codes``, as ranges."""
+    codes = sorted(codes)
+    parts: list[str] = []
+    start = prev = codes[0]
+    for code in [*codes[1:], -2]:
+        if code != prev + 1:
+            parts.append(re.escape(chr(start)) + ("-" + re.escape(chr(prev)) if prev > start else ""))
+            start = code
+        prev = code
+    return "[" + "".join(parts) + "]"
+
+
+@cache
+def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """A foldable character; an invisible one (dropped: the spans after it move)."""
+    table = _table()
+    return re.compile(_class(list(table))), re.compile(_class([c for c, v in table.items() if v is None]))
+
+
+class Folded:
+    """A text folded for scanning, and how to map a span in it back to the original."""
+
+    __slots__ = ("dropped", "text")
+
+    def __init__(self, text: str, dropped: list[int]) -> None:
+        self.text = text
+        self.dropped = dropped  # the original positions of the dropped characters, in order
+
+    def original(self, position: int) -> int:
+        """The original position of the folded text's character at ``position``."""
+        for at in self.dropped:
+            if at <= position:
+                position += 1
+            else:
+                break
+        return position
+
+    def span(self, start: int, end: int) -> tuple[int, int]:
+        """The original span of the folded span ``[start, end)`` (non-empty)."""
+        return self.original(start), self.original(end - 1) + 1
+
+
+def fold(text: str) -> Folded | None:
+    """``text`` folded, or None when there is nothing to fold (the common case: no cost but a check)."""
+    if text.isascii():
+        return None
+    foldable, invisible = _patterns()
+    if foldable.search(text) is None:
+        return None
+    return Folded(text.translate(_table()), [m.start() for m in invisible.finditer(text)])
