@@ -3,9 +3,11 @@
 Several gateways (nodes) behind one load balancer share their sliding-window limits through Redis. A
 request never waits for Redis: each worker (a *participant*) decides from the last global counts it read
 plus its own admissions not yet sent, and a background Task flushes those admissions every
-``flush_interval`` (pipelined ``INCRBY`` + ``EXPIRE``, one round trip) and reads back the totals of every
-key it is watching (the keys it saw in the last two windows, by ``MGET`` in chunks: the cost grows with
-distinct keys).
+``flush_interval`` (pipelined ``INCRBY`` + ``EXPIRE``, one round trip) and reads back the totals of the
+keys asked about since the last flush (``MGET`` in chunks): the cost grows with the keys in use, not with
+every key seen in the last two windows (a per-address limit sees many). A key asked about again after
+flushes that did not read it decides from a stale total until the next read, so it counts as a new
+window's does (its share only, below) until a settled read.
 
 Keys are ``fgw:rl:<key hash>:<window index>``, the same blake2b hash the node-local table uses, so every
 node agrees on them; window indexes come from the wall clock, so nodes need synchronised clocks (NTP).
@@ -105,6 +107,9 @@ class ClusterCounts:
         self.inflight: dict[tuple[int, int], int] = {}  # the batch of the flush under way
         self.remote: dict[tuple[int, int], int] = {}  # (key hash, window) -> last total read from Redis
         self.watched: dict[tuple[int, int], float] = {}  # (key hash, window) -> window length (s)
+        self.asked: set[tuple[int, int]] = set()  # keys count() was asked about since the last flush
+        self.fresh: set[tuple[int, int]] = set()  # keys whose total the last flush read (or wrote)
+        self._forgot_at = 0.0  # when _forget_old last ran (it walks every watched key: once a second)
         self.participants = 1  # P, as last read from the participants set (count() raises it to the floor)
         # (key hash, window) -> when this worker first saw it (unix s). Unsettled until a read taken once
         # every participant has flushed since one interval after that: the read then includes whatever
@@ -137,6 +142,12 @@ class ClusterCounts:
                 self._watch(previous, length)
         if not self.up:
             return None
+        asked = self.asked
+        if current not in asked:  # the first ask since the last flush: read with the next one
+            asked.add(current)
+            asked.add(previous)
+            self._unless_fresh(current)
+            self._unless_fresh(previous)
         pending = self.pending
         mine_now = pending.get(current, 0)
         mine_before = pending.get(previous, 0)
@@ -155,6 +166,12 @@ class ClusterCounts:
             if previous in unsettled:
                 before = max(before, (self.own.get(previous, 0) + mine_before) * share)
         return now_count + before * weight_previous
+
+    def _unless_fresh(self, key: tuple[int, int]) -> None:
+        """A key the last flush did not read: its total may be stale (others admitted meanwhile), so this
+        worker takes its share only until a settled read, as in a new window."""
+        if key not in self.fresh and key in self.remote and key not in self.unsettled:
+            self.unsettled[key] = time.time()
 
     def _watch(self, key: tuple[int, int], length: float) -> None:
         """Start watching a window, unsettled (see ``unsettled``)."""
@@ -236,9 +253,13 @@ class ClusterCounts:
             return  # still away: what is pending waits for a flush that can send it
         now = time.time()
         batch, self.pending = self.pending, {}
-        self._forget_old(now)
+        asked, self.asked = self.asked, set()
+        if now - self._forgot_at >= 1.0:
+            self._forgot_at = now
+            self._forget_old(now)
         written = [key for key, delta in batch.items() if delta]
-        read_only = [key for key in self.watched if key not in batch]
+        watched = self.watched
+        read_only = [key for key in asked if key not in batch and key in watched]
         self.inflight = batch
         try:
             pipe = self._client.pipeline(transaction=False)
@@ -261,6 +282,7 @@ class ClusterCounts:
             totals = [int(body[2 * i] or 0) for i in range(len(written))]  # INCRBY's new totals
             values = [int(v or 0) for chunk in body[2 * len(written) :] for v in chunk]
         except Exception as exc:  # any failure of the store (or of its answer): fall back, say so once
+            self.asked |= asked  # read with the next flush that works
             # No answer within the timeout: the store may well have applied the batch (it was sent: a
             # probe checked the connection first). Sent again, it was counted once more on every probe
             # while the store stayed slow. Dropped, it is missing at most once (a store that took none).
@@ -275,6 +297,7 @@ class ClusterCounts:
             own[key] = own.get(key, 0) + batch[key]
         for key, value in zip(read_only, values, strict=True):
             remote[key] = value
+        self.fresh = {*written, *read_only}
         self.participants = max(1, participants)
         unsettled = self.unsettled
         if not self.up:

@@ -202,3 +202,58 @@ async def test_a_stop_sends_the_admissions_counted_since_the_last_flush(tmp_path
     finally:
         direct.close()
         server.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_flush_reads_only_the_keys_asked_about_and_a_key_asked_again_takes_its_share(
+    tmp_path: Path,
+) -> None:
+    """Each flush read every key seen in the last two windows: a per-address limit seeing 100,000
+    addresses a minute made every flush (20 a second) an MGET of 200,000 keys, until one came too slow
+    and marked the store down. Now a flush reads the keys asked about since the one before; a key asked
+    about again after that decides from a stale total, so it takes this worker's share only until read."""
+    import redis
+
+    server = RedisServer(tmp_path)
+    counts = ClusterCounts(settings(server.url))
+    counts.start()
+    direct = redis.Redis.from_url(server.url)
+    try:
+        await until(lambda: counts.participants == 1 and counts.errors == 0, 2, "a first flush")
+        window = int(time.time() // 60)
+        for key_hash in range(1, 20_001):  # seen once each
+            counts.count(key_hash, window, 0.0, 60.0)
+        reads: list[int] = []  # keys per MGET
+        flushes: list[int] = []  # a pipeline each
+        real_pipeline = counts._client.pipeline
+
+        def counting_pipeline(*args: object, **kwargs: object) -> object:
+            flushes.append(1)
+            pipe = real_pipeline(*args, **kwargs)
+            original = pipe.mget
+
+            def mget(keys: list[bytes]) -> object:
+                reads.append(len(keys))
+                return original(keys)
+
+            pipe.mget = mget
+            return pipe
+
+        counts._client.pipeline = counting_pipeline
+        # read: the keys and their previous windows (remote is set once the flush's answer came)
+        await until(lambda: len(counts.remote) >= 40_000, 2, "the flush of the keys just seen")
+        direct.set(_name((7, window)), 150)  # others admitted 150 of key 7 meanwhile
+        reads.clear()
+        flushes.clear()
+        await until(lambda: len(flushes) >= 3 or counts.errors > 0, 2, "idle flushes")
+        assert counts.errors == 0 and sum(reads) == 0, reads  # nothing asked: nothing read
+        counts.participants = 4
+        # Key 7 asked again: its total (0, read before the others' 150) is stale: this worker's share.
+        assert counts.count(7, window, 0.0, 60.0) == 0.0
+        assert (7, window) in counts.unsettled
+        await until(lambda: counts.remote.get((7, window)) == 150, 2, "key 7 read again")
+        assert reads and all(n <= 2 for n in reads), reads  # key 7 and its previous window, per flush
+    finally:
+        await counts.stop()
+        direct.close()
+        server.stop()
