@@ -158,9 +158,8 @@ class Hold:
                 if cost == -2:
                     usd = record.cost_usd  # ai/prices.py's, set just before; None: unknown price
                     cost = -1 if usd is None else rounded(usd * MICRO)
-                if cost < 0:
-                    continue
-                real = cost if not cut or cost > amount else amount
+                # An unknown price (-1) adds nothing (docs/llm-budgets.md); the unanswered calls below do.
+                real = 0 if cost < 0 else cost if not cut or cost > amount else amount
             if unanswered and kind != REQUESTS:
                 real += amount * unanswered
             spot.allowance.settle(spot.key, entry.when, real - amount, cluster)

@@ -209,6 +209,8 @@ class ClusterCounts:
         changed [rate_limits.redis], or a stopping worker, lost up to one interval of them from the
         cluster's counts) and leaves the participants set so P shrinks at once, in one round trip within
         ``timeout``, best effort."""
+        if self._stopping:
+            return  # stopped (or stopping) already: a reload's and the shutdown's stop may overlap
         self._stopping = True
         task = self._task
         if task is not None and not task.done():
@@ -222,7 +224,8 @@ class ClusterCounts:
                     pipe = self._client.pipeline(transaction=False)
                     # Not the batch of a flush cut by the cancellation (``inflight``): sent, it may have
                     # counted, and is not sent again (as after a timeout, in ``flush``).
-                    for key, delta in self.pending.items():
+                    batch, self.pending = self.pending, {}
+                    for key, delta in batch.items():
                         if delta and key in self.watched:
                             name = _name(key)
                             pipe.incrby(name, delta)
@@ -230,7 +233,6 @@ class ClusterCounts:
                     pipe.zrem(_PARTICIPANTS, self.ident)
                     async with asyncio.timeout(self.settings.timeout):
                         await pipe.execute()
-                    self.pending = {}
             with contextlib.suppress(Exception):
                 await self._client.aclose()
 

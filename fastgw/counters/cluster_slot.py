@@ -25,9 +25,11 @@ class ClusterHolder:
         current = self.current
         if current is not None and settings == current.settings:
             return
+        # Taken out before the await: a second configure meanwhile (a reload's, spawned, and the
+        # shutdown's) finds nothing to stop twice, and starts nothing the first would then overwrite.
+        self.current = None
         if current is not None:
             await current.stop()
-        self.current = None
         if settings is not None:
             counts = ClusterCounts(settings)
             counts.start()

@@ -401,6 +401,8 @@ def compile(spec: IntrospectionSpec | None, ctx: CompileContext) -> None:
     for index, audience in enumerate(spec.audiences):
         if not audience:
             raise ctx.error(f"introspection.audiences[{index}]", "must not be empty")
+    if spec.issuer == "":
+        raise ctx.error("introspection.issuer", "must not be empty (leave it out to check no issuer)")
     if not spec.audiences:
         ctx.warnings.append(
             "introspection.audiences is empty: any active token of the authorization server passes,"

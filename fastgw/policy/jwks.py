@@ -167,6 +167,18 @@ class RemoteJwks:
         """Ask for a fetch as soon as the cooldown allows (an unknown kid arrived during it)."""
         self._wanted.set()
 
+    async def refresh_if_due(self) -> None:
+        """What a request whose token may need newer keys waits for: the fetch in flight, else one if the
+        cooldown allows (never one more: a request parked while a fetch ran may start only after it
+        ended, and a flood of such requests chained fetches back to back), else none, asking for one
+        when the cooldown ends."""
+        if self._inflight is not None:
+            await asyncio.shield(self._inflight)
+        elif self.may_refetch():
+            await self.refresh()
+        else:
+            self.want_refresh()
+
     async def refresh(self) -> bool:
         """Fetch now (concurrent callers share one fetch); True when the fetch succeeded."""
         if self._inflight is not None:

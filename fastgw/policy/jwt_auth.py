@@ -34,7 +34,7 @@ from fastgw.policy.jwe import JweDecrypter
 from fastgw.policy.jwks import RemoteJwks
 from fastgw.policy.model_grants import models_from_claim
 from fastgw.policy.rbac import usable_identity
-from fastgw.policy.throttle import ThrottleSettings, throttled
+from fastgw.policy.throttle import ThrottleSettings, after_failure, throttled
 
 HMAC_ALGORITHMS: Final = frozenset({"HS256", "HS384", "HS512"})
 ASYMMETRIC_ALGORITHMS: Final = frozenset(
@@ -87,7 +87,7 @@ WRONG_ISSUER = _invalid("issuer not accepted on this route", "jwt.route_issuer")
 WRONG_AUDIENCE = _invalid("audience not accepted on this route", "jwt.route_audience")
 # A kid the keys in use lack while its issuer's key set cannot be fetched: the token may be good (signed
 # with a key rotated in during the outage), so the gateway, not the client, is at fault: 503, not cached,
-# not a failed authentication. Retry-After: a few seconds, about jwks_min_interval's default cooldown.
+# not a failed authentication. Retry-After: a few seconds, half jwks_min_interval's default (10 s).
 KEYS_UNAVAILABLE = Denial(
     503,
     "auth-unavailable",
@@ -319,11 +319,18 @@ class JwtAuth:
         return total
 
     async def _after_refetch(self, ex: Exchange, token: bytes, remote: RemoteJwks) -> Denial | None:
-        await remote.refresh()
+        await remote.refresh_if_due()
         _issuer, outcome = self._verify(token.decode("latin-1"))
         if outcome is UNKNOWN_KEY and remote.failing:
             return KEYS_UNAVAILABLE
-        return self._settle(ex, token, outcome, self.clock())
+        refused = self._settle(ex, token, outcome, self.clock())
+        settings = self.throttle
+        if refused is None or settings is None or refused.status != 401:
+            return refused
+        # A wrong token counts towards [auth_throttle] on this path too (throttled() sees only the
+        # Pending): a flood of forged signatures parked behind a fetch is slowed and blocked as others are.
+        late = after_failure(ex, refused, settings)
+        return late if isinstance(late, Denial) else await late.awaitable
 
     def _settle(self, ex: Exchange, token: bytes, outcome: JwtIdentity | Denial, now: float) -> Denial | None:
         """Cache a verification's result and apply it to the exchange."""

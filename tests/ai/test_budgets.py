@@ -369,3 +369,35 @@ def test_a_raised_cap_has_its_thresholds_alerted_again_within_the_period(
     assert capsys.readouterr().err.count("budget alert") == 1
     route.alert(0, -41_588, "route", 100, 5000.0, 5000, False)  # the cap raised to 5,000 that day
     assert capsys.readouterr().err.count("budget alert") == 1
+
+
+def test_an_unpriced_target_that_served_adds_nothing_and_unanswered_calls_before_it_count() -> None:
+    """A priced first target reserves its estimate; an unpriced fallback that served left that estimate
+    counted (the docs: an unpriced target adds nothing), and with calls to the priced one sent and never
+    answered before it, still one estimate whatever their number."""
+    from types import SimpleNamespace
+
+    spend = budgets("route", Limit("usd_per_day", "usd", "day", 10**12))
+    spend.prices = compile_prices((), {"openai": "openai"}, lambda key, reason: ValueError(reason))  # type: ignore[arg-type, return-value]
+    target = SimpleNamespace(
+        provider=SimpleNamespace(name="openai"), target=SimpleNamespace(model="gpt-4o-mini")
+    )
+    model = SimpleNamespace(targets=(target,))
+    caller = request_from(None)
+
+    def used_after(unanswered: int) -> tuple[int, float]:
+        hold = spend.reserve(caller, model, 4000, {"max_tokens": 1000})
+        assert hold.first is not None and hold.first.amount > 0
+        served = LlmRecord("m", "chat", usage=Usage(10, 10, reported=True))  # cost_usd None: unpriced
+        served.unanswered = unanswered
+        before = hold.first.used
+        hold.settle(served, answered=True)
+        after = spend.reserve(caller, model, 4000, {"max_tokens": 1000})
+        assert after.first is not None
+        after.settle(LlmRecord("m", "chat"), answered=False)  # given back: only the settle above counts
+        return hold.first.amount, after.first.used - before
+
+    estimate, added = used_after(0)
+    assert added == 0
+    estimate, added = used_after(2)
+    assert added == 2 * estimate

@@ -343,3 +343,8 @@ client_secret = {{ file = "{secret}" }}
     assert any("introspection.url is plain http" in w for w in allowed)
     assert any("introspection.url is plain http" in w for w in compile_with("http://127.0.0.1:9/i"))
     assert not any("plain http" in w for w in compile_with("https://auth.example.test/introspect"))
+    # An empty issuer or audience would refuse every token: a config error naming the key.
+    with pytest.raises(ConfigError, match=r"introspection\.issuer: must not be empty"):
+        compile_with("https://auth.example.test/introspect", 'issuer = ""')
+    with pytest.raises(ConfigError, match=r"introspection\.audiences\[1\]: must not be empty"):
+        compile_with("https://auth.example.test/introspect", 'audiences = ["api", ""]')

@@ -89,7 +89,9 @@ def idp() -> Iterator[Idp]:
     server.server.close()
 
 
-def compile_with(tmp_path: Path, issuer: str, *, routes: str = "", extra: str = "") -> Snapshot:
+def compile_with(
+    tmp_path: Path, issuer: str, *, routes: str = "", extra: str = "", throttle: str = "enabled = false"
+) -> Snapshot:
     route = routes or '[[routes]]\nname = "r"\npath = "/"\nupstream = "u"\nauth = "jwt"'
     config = f"""
 [[listeners]]
@@ -100,7 +102,7 @@ dir = "{tmp_path / "state"}"
 targets = ["127.0.0.1:9"]
 {route}
 [auth_throttle]
-enabled = false
+{throttle}
 [jwt]
 negative_ttl = 30.0
 {extra}
@@ -119,12 +121,17 @@ def jwt_policy(snapshot: Snapshot) -> JwtAuth:
     return policy
 
 
-async def outcome(policy: JwtAuth, token: str) -> str:
-    """The reason a token is refused ("ok" when it passes), awaiting a JWKS fetch as a connection would."""
+async def outcome(policy: JwtAuth, token: str, *, spawned: bool = False) -> str:
+    """The reason a token is refused ("ok" when it passes), awaiting a JWKS fetch as a connection would
+    (``spawned``: in a Task of its own, as the worker runs a parked request: it starts a loop iteration
+    later)."""
     ex = Exchange(b"GET", b"/", b"1.1", [(b"authorization", b"Bearer " + token.encode())])
     result = policy.check(ex)
     if isinstance(result, Pending):
-        result = await result.awaitable
+        if spawned:
+            result = await asyncio.get_running_loop().create_task(result.awaitable)  # type: ignore[arg-type]
+        else:
+            result = await result.awaitable
     return result.reason if isinstance(result, Denial) else "ok"
 
 
@@ -213,7 +220,7 @@ def test_a_kid_given_new_key_material_works_without_waiting_for_the_background_r
     policy = jwt_policy(
         compile_with(
             tmp_path,
-            f'jwks_url = "http://127.0.0.1:{idp.port}/keys"\njwks_min_interval = 0.2\njwks_refresh = 600',
+            f'jwks_url = "http://127.0.0.1:{idp.port}/keys"\njwks_min_interval = 1.0\njwks_refresh = 600',
         )
     )
 
@@ -225,15 +232,79 @@ def test_a_kid_given_new_key_material_works_without_waiting_for_the_background_r
             assert time.monotonic() < deadline, "the background refreshes never fetched"
             await asyncio.sleep(0.02)
         idp.keys = [jwk(new, "a")]  # its next one is jwks_refresh (600 s) away
-        await asyncio.sleep(0.25)  # past the cooldown
+        await asyncio.sleep(1.05)  # past the cooldown
         assert await outcome(policy, token(new, "a")) == "ok"
         assert await outcome(policy, token(old, "a", sub="bob")) == "jwt.signature"  # the old key is gone
-        fetches = idp.fetches(b"/keys")
-        for _ in range(20):  # forged signatures in the cooldown: refused at once, no fetch each
+        fetches, began = idp.fetches(b"/keys"), time.monotonic()
+        for _ in range(20):  # forged signatures: refused, at most one fetch per cooldown
             assert await outcome(policy, token(old, "a", sub=secrets.token_hex(4))) == "jwt.signature"
-        assert idp.fetches(b"/keys") <= fetches + 1
+        assert idp.fetches(b"/keys") <= fetches + 1 + (time.monotonic() - began) / 1.0
 
     asyncio.run(scenario())
+
+
+def test_requests_parked_behind_a_fetch_never_start_another_within_the_cooldown(
+    tmp_path: Path, idp: Idp
+) -> None:
+    """A request whose kid is unknown while a fetch is in flight waits for that fetch; its coroutine
+    may start only after the fetch ended, and then started a fetch of its own whatever the cooldown:
+    50 clients sending random kids chained fetches back to back against a slow provider."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    idp.keys = [jwk(key, "a")]
+    interval = 1.0
+    policy = jwt_policy(
+        compile_with(
+            tmp_path,
+            f'jwks_url = "http://127.0.0.1:{idp.port}/keys"\njwks_min_interval = {interval}\n'
+            "jwks_refresh = 600",
+        )
+    )
+
+    async def flood() -> tuple[float, int]:
+        assert await outcome(policy, token(key, "a")) == "ok"
+        idp.server.delay = 0.1  # each fetch takes a while: requests park behind it
+        before = idp.fetches(b"/keys")
+        began = time.monotonic()
+
+        async def client() -> None:
+            while time.monotonic() - began < 2.5:
+                kid = secrets.token_hex(8)
+                assert await outcome(policy, token(key, kid), spawned=True) in ("jwt.kid", "ok")
+                await asyncio.sleep(0.001)
+
+        await asyncio.gather(*(client() for _ in range(50)))
+        return time.monotonic() - began, idp.fetches(b"/keys") - before
+
+    took, fetches = asyncio.run(flood())
+    assert fetches <= took / interval + 2, (fetches, took)
+
+
+def test_forged_tokens_that_waited_for_a_fetch_count_as_failed_authentications(
+    tmp_path: Path, idp: Idp
+) -> None:
+    """An unknown kid (or a failed signature) waits for a fetch of the keys; its 401 then went back
+    through the Pending, which [auth_throttle] never saw: a flood of forged tokens timed past the
+    cooldown was never slowed nor blocked."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    idp.keys = [jwk(key, "a")]
+    policy = jwt_policy(
+        compile_with(
+            tmp_path,
+            f'jwks_url = "http://127.0.0.1:{idp.port}/keys"\njwks_min_interval = 0.05\njwks_refresh = 600',
+            throttle="window = 60.0\nslow_after = 2\ndelay = 0.01\nblock_after = 3\nblock_seconds = 60.0",
+        )
+    )
+
+    async def flood() -> list[str]:
+        assert await outcome(policy, token(key, "a")) == "ok"
+        reasons = []
+        for _ in range(5):
+            await asyncio.sleep(0.06)  # past the cooldown: each waits for a fetch
+            reasons.append(await outcome(policy, token(key, secrets.token_hex(8))))
+        return reasons
+
+    reasons = asyncio.run(flood())
+    assert reasons[:3] == ["jwt.kid"] * 3 and reasons[3:] == ["auth_throttle.blocked"] * 2, reasons
 
 
 def test_an_unknown_kid_while_the_provider_is_down_is_503_then_401_once_it_answers(
