@@ -12,6 +12,7 @@ another node removed first is simply not there.
 from __future__ import annotations
 
 import asyncio
+import calendar
 import glob
 import os
 import time
@@ -58,9 +59,14 @@ class Retention:
         target = snapshot.access_log.target
         return None if target in ("stdout", "off") else target
 
-    def _remove(self, kind: str, before: float, snapshot: Snapshot) -> int:
+    def _remove(self, kind: str, before: float, snapshot: Snapshot, now: float) -> int:
         if kind == "quotas":  # a run's old row goes only with its key and period's newer ones (quota_sql.py)
-            return self._store.forget_quotas(before)
+            # Never a count of a period still running: a month's key idle for longer than quotas_days
+            # would get a fresh allowance for the rest of its month. A row written before this month
+            # began belongs to no running period.
+            today = time.gmtime(now)
+            month_start = float(calendar.timegm((today.tm_year, today.tm_mon, 1, 0, 0, 0)))
+            return self._store.forget_quotas(min(before, month_start))
         if kind in RETAINED_TABLES:
             table, column = RETAINED_TABLES[kind]
             if not self._store.has_table(table):
@@ -80,7 +86,7 @@ class Retention:
         removed: dict[str, int] = {}
         for kind, days in sorted(snapshot.retention.items()):
             try:
-                removed[kind] = self._remove(kind, now - days * DAY_SECONDS, snapshot)
+                removed[kind] = self._remove(kind, now - days * DAY_SECONDS, snapshot, now)
             except (StoreError, OSError) as exc:
                 self._log(f"retention of {kind} failed (next try in a day): {exc}")
                 removed[kind] = -1

@@ -102,3 +102,19 @@ def test_bad_retention_is_refused_naming_the_key(tmp_path: Path, retention: str,
     with pytest.raises(ConfigError) as err:
         snapshot(tmp_path, retention)
     assert message in str(err.value)
+
+
+def test_a_count_of_a_period_still_running_is_kept_whatever_quotas_days(
+    make_store: StoreMaker, tmp_path: Path
+) -> None:
+    """quotas_days = 7 removed a monthly key idle for 10 days in the middle of its month: the key got a
+    fresh allowance for the rest of the month. Rows written this month are kept until it ends."""
+    import calendar
+
+    now = float(calendar.timegm((2033, 5, 20, 12, 0, 0)))
+    store = make_store()
+    store.add_quota_counts(1.0, [QuotaAdmission(1, -3, "monthly", "this-month", 5)], now - 10 * DAY_SECONDS)
+    store.add_quota_counts(1.0, [QuotaAdmission(2, -5, "monthly", "last-month", 5)], now - 25 * DAY_SECONDS)
+    snap = snapshot(tmp_path, "quotas_days = 7")
+    assert Retention(store, lambda: snap, lambda e, **f: None, print).enforce(now) == {"quotas": 1}
+    assert [c.key for c in store.quota_counts()] == ["this-month"]
