@@ -85,6 +85,14 @@ def _name(key: tuple[int, int]) -> bytes:
     return b"%s%x:%d" % (_PREFIX, key[0] & 0xFFFFFFFFFFFFFFFF, key[1])
 
 
+def _timed_out(exc: Exception) -> bool:
+    """A flush with no answer in time: asyncio's deadline (the builtin TimeoutError) or the client's
+    socket_timeout (redis's own TimeoutError, no subclass of it)."""
+    from redis.exceptions import TimeoutError as RedisTimeout
+
+    return isinstance(exc, (TimeoutError, RedisTimeout))
+
+
 def _where(url: str) -> str:
     """The store's address for log lines: scheme, host and port only (a URL may carry a password)."""
     try:
@@ -288,7 +296,7 @@ class ClusterCounts:
             # No answer within the timeout: the store may well have applied the batch (it was sent: a
             # probe checked the connection first). Sent again, it was counted once more on every probe
             # while the store stayed slow. Dropped, it is missing at most once (a store that took none).
-            self._failed({} if type(exc).__name__ == "TimeoutError" else batch, exc)
+            self._failed({} if _timed_out(exc) else batch, exc)
             await self._reconnect()
             return
         self.inflight = {}
