@@ -216,13 +216,15 @@ async def test_a_flush_reads_only_the_keys_asked_about_and_a_key_asked_again_tak
     import redis
 
     server = RedisServer(tmp_path)
-    counts = ClusterCounts(settings(server.url))
+    # A timeout for a loaded CI machine: the first flush reads 10,000 keys at once.
+    roomy = RedisSettings(url=server.url, flush_interval=INTERVAL, timeout=2.0, failure="closed")
+    counts = ClusterCounts(roomy)
     counts.start()
     direct = redis.Redis.from_url(server.url)
     try:
         await until(lambda: counts.participants == 1 and counts.errors == 0, 2, "a first flush")
         window = int(time.time() // 60)
-        for key_hash in range(1, 20_001):  # seen once each
+        for key_hash in range(1, 5_001):  # seen once each
             counts.count(key_hash, window, 0.0, 60.0)
         reads: list[int] = []  # keys per MGET
         flushes: list[int] = []  # a pipeline each
@@ -242,7 +244,7 @@ async def test_a_flush_reads_only_the_keys_asked_about_and_a_key_asked_again_tak
 
         counts._client.pipeline = counting_pipeline
         # read: the keys and their previous windows (remote is set once the flush's answer came)
-        await until(lambda: len(counts.remote) >= 40_000, 2, "the flush of the keys just seen")
+        await until(lambda: len(counts.remote) >= 10_000, 5, "the flush of the keys just seen")
         direct.set(_name((7, window)), 150)  # others admitted 150 of key 7 meanwhile
         reads.clear()
         flushes.clear()
