@@ -102,12 +102,17 @@ class Alerts:
         cap: int,
         fields: dict[str, Any],
         length: float = 0.0,
+        refused: bool = False,
     ) -> None:
         """Queue the alert for ``percent`` of ``cap`` unless this period already had it (the node's flag
         cell; ``length``: the period's in seconds for a sliding minute, so the table can reuse the flag's
         cell once the minute is long past; 0 for a calendar period). The cap is part of the flag: a
-        consumer's limit raised within the period (after its 100 % alert) has its thresholds again."""
-        flag = key_hash(limit_id + b"#alert%d@%d" % (percent, cap), value.encode())
+        consumer's limit raised within the period (after its 100 % alert) has its thresholds again. A
+        refusal's alert (``refused``) is flagged apart: a request refused for its size while little was
+        used no longer takes the place of the 100 % its limit reaches later."""
+        flag = key_hash(
+            limit_id + b"#alert%d@%d%s" % (percent, cap, b"r" if refused else b""), value.encode()
+        )
         where = self.table.locate(flag)
         if self.table.count(flag, where, window, 0.0) > 0:
             return

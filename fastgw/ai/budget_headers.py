@@ -137,3 +137,22 @@ def reset_text(seconds: float) -> bytes:
 
 def _digits(number: int) -> bytes:
     return b"%d" % number
+
+
+def refusal_text(budget: str, field: str, kind: str, cap: int, used: float, amount: int) -> tuple[str, str]:
+    """A budget's refusal as the client's SDK shows it: (message, code), worded as OpenAI's own (a
+    spend budget's ``insufficient_quota``, a token or request limit's ``rate_limit_exceeded``); spend in
+    micro-USD."""
+    what = field.replace("_", " ")
+    if kind == "usd":
+        return (
+            f"Budget {budget!r} exhausted: {what} {cap / 1_000_000:g}, spent {used / 1_000_000:.4f}. "
+            "You exceeded your current quota.",
+            "insufficient_quota",
+        )
+    unit = "tokens" if kind == "tokens" else "requests"
+    return (
+        f"Rate limit reached for {what} (budget {budget!r}): limit {cap}, used {math.floor(used)},"
+        f" requested {amount} {unit}.",
+        "rate_limit_exceeded",
+    )

@@ -24,7 +24,7 @@ from typing import Any, Final
 
 from fastgw.ai.adapter import Usage
 from fastgw.ai.budget_alerts import Alerts
-from fastgw.ai.budget_headers import Field, Fixed, limit_headers
+from fastgw.ai.budget_headers import Field, Fixed, limit_headers, refusal_text
 from fastgw.ai.budget_seats import DayRates, Entry, Seat, Spot, seat_key
 from fastgw.ai.client_format import ClientFormat
 from fastgw.ai.prices import PriceTable, utc_day
@@ -131,12 +131,16 @@ class Hold:
         if entry is None or (not usage.reported and answered and not unanswered):
             return
         cluster = self.cluster
+        alerts = self.budgets.alerts
         if not usage.reported:
             kept = unanswered + (1 if answered else 0)  # estimates kept: the reservation is one
             while entry is not None:
                 spot = entry.spot
                 if spot.kind != REQUESTS:  # the request itself was made: it counts
-                    spot.allowance.settle(spot.key, entry.when, entry.amount * (kept - 1), cluster)
+                    amount = entry.amount
+                    spot.allowance.settle(spot.key, entry.when, amount * (kept - 1), cluster)
+                    if alerts is not None and kept > 1:  # more than was reserved: a threshold may pass
+                        self._crossed(entry, amount * kept)
                 entry = entry.next
             return
         tokens = usage.total_tokens
@@ -145,7 +149,6 @@ class Hold:
         # the provider bills what it generated: the estimate stays unless the report says more.
         cut = bool(record.error)
         cost = -2  # not looked up yet
-        alerts = self.budgets.alerts
         following: Entry | None = entry
         while following is not None:
             entry, following = following, following.next
@@ -164,10 +167,18 @@ class Hold:
                 real += amount * unanswered
             spot.allowance.settle(spot.key, entry.when, real - amount, cluster)
             if alerts is not None:
-                used, cap = entry.used, entry.cap
-                percent = alerts.crossed(used, used + real, cap)
-                if percent:
-                    self.budgets.alert(spot.row, entry.when, spot.value, percent, used + real, cap, False)
+                self._crossed(entry, real)
+
+    def _crossed(self, entry: Entry, real: int) -> None:
+        """Raise the highest threshold that ``real`` (what the request counts, settled) takes its limit
+        across, from what was used when it was admitted."""
+        alerts = self.budgets.alerts
+        assert alerts is not None
+        used, cap = entry.used, entry.cap
+        percent = alerts.crossed(used, used + real, cap)
+        if percent:
+            spot = entry.spot
+            self.budgets.alert(spot.row, entry.when, spot.value, percent, used + real, cap, False)
 
 
 class Budgets:
@@ -216,6 +227,7 @@ class Budgets:
                 "time": _time(),
             },
             MINUTE_SECONDS if allowance.minute else 0.0,
+            refused,
         )
 
     def cost(self, provider: str, provider_model: str, usage: Usage, now: float) -> int:
@@ -397,19 +409,7 @@ class Budgets:
 
     def _refusal(self, row: int, cap: int, used: float, amount: int) -> tuple[str, str]:
         budget, limit, _allowance, _keys = self._plan[row]
-        what = limit.field.replace("_", " ")
-        if limit.kind == "usd":
-            return (
-                f"Budget {budget.name!r} exhausted: {what} {cap / MICRO:g}, spent {used / MICRO:.4f}. "
-                "You exceeded your current quota.",
-                "insufficient_quota",
-            )
-        unit = "tokens" if limit.kind == "tokens" else "requests"
-        return (
-            f"Rate limit reached for {what} (budget {budget.name!r}): limit {cap}, used {math.floor(used)},"
-            f" requested {amount} {unit}.",
-            "rate_limit_exceeded",
-        )
+        return refusal_text(budget.name, limit.field, limit.kind, cap, used, amount)
 
 
 def _count(value: Any) -> int:

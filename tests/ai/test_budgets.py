@@ -401,3 +401,30 @@ def test_an_unpriced_target_that_served_adds_nothing_and_unanswered_calls_before
     assert added == 0
     estimate, added = used_after(2)
     assert added == 2 * estimate
+
+
+def test_a_refusals_alert_does_not_take_the_place_of_the_limits_own_100_percent(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A request refused for its size while 10 % was used raised the 100 % alert, flagged for the day:
+    when the limit really reached 100 % later, no alert came. A refusal's alert is flagged apart."""
+    t = table()
+    route = Budgets((Budget("b", "llm:b", "route", (TOKENS_PER_DAY,)),), t, 100)
+    route.alerts = Alerts("llm", (100,), (), b"s" * 32, t)
+    route.alert(0, -41_588, "route", 100, 100.0, 1000, True)  # refused: 100 of 1,000 used
+    route.alert(0, -41_588, "route", 100, 100.0, 1000, True)  # refused again: once a day
+    route.alert(0, -41_588, "route", 100, 1000.0, 1000, False)  # the limit reached
+    assert capsys.readouterr().err.count("budget alert") == 2
+
+
+def test_estimates_kept_for_unanswered_calls_raise_the_thresholds_they_pass(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    t = table()
+    route = Budgets((Budget("b", "llm:b", "route", (TOKENS_PER_DAY,)),), t, 100)
+    route.alerts = Alerts("llm", (50,), (), b"s" * 32, t)
+    hold = route.reserve(request_from(None), None, 400, {"max_tokens": 199})  # estimate 300
+    failed = LlmRecord("m", "chat")  # no usage: the fallback refused; two calls before it unanswered
+    failed.unanswered, failed.error = 2, "provider_unavailable"
+    hold.settle(failed, answered=False)  # 600 of 1,000 kept
+    assert '"threshold":50' in capsys.readouterr().err
