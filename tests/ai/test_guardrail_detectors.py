@@ -274,3 +274,16 @@ def test_plain_ascii_and_unfoldable_text_are_scanned_as_they_are() -> None:
 
     assert fold("alice@example.com 4111 1111 1111 1111") is None
     assert fold("Grüße aus Köln, 東京") is None  # nothing to fold: no translation made
+
+
+@given(st.lists(st.sampled_from(["a", "@", "1", " ", "\u200b", "\u00ad", "\ufeff", "\uff11"]), max_size=40))
+def test_a_folded_position_maps_back_to_its_original_character(chars: list[str]) -> None:
+    from fastgw.ai.guardrails.folding import fold
+
+    text = "".join(chars)
+    folded = fold(text)
+    if folded is None:
+        return
+    kept = [i for i, c in enumerate(text) if c not in "\u200b\u00ad\ufeff"]
+    assert len(folded.text) == len(kept)
+    assert [folded.original(p) for p in range(len(kept))] == kept
