@@ -241,6 +241,7 @@ WIDE_CARD = "4111 1111 1111 1111".translate({c: c + 0xFEE0 for c in range(0x30, 
         # Lookalikes: fullwidth digits and at sign, no-break spaces, Unicode dashes, Arabic-Indic digits.
         (f"card {WIDE_CARD}!", "payment_card", WIDE_CARD),
         ("mail bob\uff20example.com now", "email", "bob\uff20example.com"),
+        ("écrire à ali\u00adce@exemple.fr\u00a0!", "email", "ali\u00adce@exemple.fr"),  # Latin-1 only
         ("card 4111\u00a01111\u00a01111\u00a01111.", "payment_card", "4111\u00a01111\u00a01111\u00a01111"),
         ("ssn 078\u201305\u20131120.", "us_ssn", "078\u201305\u20131120"),
         (
@@ -274,6 +275,10 @@ def test_plain_ascii_and_unfoldable_text_are_scanned_as_they_are() -> None:
 
     assert fold("alice@example.com 4111 1111 1111 1111") is None
     assert fold("Grüße aus Köln, 東京") is None  # nothing to fold: no translation made
+    # Chinese prose's fullwidth punctuation (comma, exclamation mark, brackets) is in no value
+    assert fold("你好\uff0c世界\uff01\uff08测试\uff09") is None
+    folded = fold("电话\uff1a\uff10\uff11\uff12")
+    assert folded is not None and folded.text == "电话\uff1a012"
 
 
 @given(st.lists(st.sampled_from(["a", "@", "1", " ", "\u200b", "\u00ad", "\ufeff", "\uff11"]), max_size=40))
