@@ -25,7 +25,7 @@ from fastgw.ai.adapter import UNUSABLE_ANSWERS, Adapter, InvalidRequestError, Pr
 from fastgw.ai.config import LlmConfig, Model, Target, auth_headers
 from fastgw.ai.provider_calls import ERROR_BODY_MAX, read_reply, reply_headers, send_request
 from fastgw.ai.record import LlmRecord
-from fastgw.ai.resilience import ProviderKey
+from fastgw.ai.resilience import Deadlines, ProviderKey
 from fastgw.ai.routing import WORKER_KEYS, WORKER_TARGETS, KeyHealth, TargetHealth, plan
 from fastgw.handler_api import ResponseWriter, UpstreamReply, Upstreams
 from fastgw.proxy.upstream_errors import not_sent
@@ -89,9 +89,17 @@ class TargetLoop:
             targets = [t for t in targets if t.provider.name in own_key.providers]
         chosen = targets[: self.llm.max_attempts]
         record.at_provider = False  # (a prompt API's second run: its first call was answered)
+        # Every call of the request until an answer starts, back-offs included: without it a chain of
+        # max_attempts x (1 + retries) calls, each up to total_timeout, could hold a client for hours.
+        deadline = time.monotonic() + settings.request_timeout
+        late = False
         for index, target in enumerate(chosen):
             retries = 0
             while budget > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    late = True
+                    break
                 budget -= 1
                 if record.at_provider:  # the call before this one was sent and never answered
                     record.unanswered += 1
@@ -110,9 +118,10 @@ class TargetLoop:
                     request = build(adapter, target)
                     built = True
                     record.at_provider = True
-                    reply = await send_request(upstreams, target, request, credential, stream=stream)
+                    limits = _within(target.deadlines, left, stream)
+                    reply = await send_request(upstreams, target, request, credential, limits, stream=stream)
                     if reply.status >= 400:
-                        text = await read_reply(reply, ERROR_BODY_MAX, limits=target.deadlines, stream=stream)
+                        text = await read_reply(reply, ERROR_BODY_MAX, limits=limits, stream=stream)
                         raise adapter.error(reply.status, reply_headers(reply), text)
                     relaying = True
                     await relay(reply, adapter, target, began)
@@ -166,7 +175,14 @@ class TargetLoop:
                 if wait is None:
                     break  # the next target
                 retries += 1
-                await asyncio.sleep(wait)
+                await asyncio.sleep(min(wait, max(0.0, deadline - time.monotonic())))
+            if late:
+                break
+        if late:
+            record.error = "request_timeout"
+            message = f"no provider answered within request_timeout ({settings.request_timeout:g}s)"
+            await fail(504, message, None, None, None)
+            return
         if failure is None and unsupported is not None:
             await fail(400, unsupported.message, unsupported.param, unsupported.code, None)
             return
@@ -217,3 +233,12 @@ class TargetLoop:
             return max(self._backoff(retries), hint or 0.0)
         self.health.set_aside(target, now, hint)
         return None
+
+
+def _within(limits: Deadlines, left: float, stream: bool) -> Deadlines:
+    """A call's deadlines, none past the request's (``left`` seconds): the connect and the first token
+    (a stream's answer starts there), and a whole answer's total (it starts when it is all read)."""
+    total = limits.total if stream or limits.total <= left else left
+    if limits.connect <= left and limits.first_token <= left and total == limits.total:
+        return limits
+    return Deadlines(min(limits.connect, left), min(limits.first_token, left), limits.idle, total)

@@ -110,6 +110,13 @@ class ResilienceSpec:
     total_timeout: float = doc(
         "default seconds one call to a provider may take, answer included", 600.0, most=TOTAL_MAX
     )
+    request_timeout: float = doc(
+        "seconds all of a request's provider calls may take until its answer starts: retries, back-offs"
+        " and fallbacks included (a started answer is bounded by its call's own deadlines); past it the"
+        " client gets 504",
+        900.0,
+        most=TOTAL_MAX,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +147,7 @@ class Resilience:
     cool_down: float = 5.0
     cool_down_max: float = 300.0
     deadlines: Deadlines = Deadlines(10.0, 60.0, 60.0, 600.0)
+    request_timeout: float = 900.0  # all of a request's calls until its answer starts (ai/attempts.py)
 
 
 def _positive(value: float, key: str, ctx: CompileContext) -> float:
@@ -173,6 +181,7 @@ def compile_resilience(spec: ResilienceSpec, ctx: CompileContext) -> Resilience:
         spec.cool_down,
         spec.cool_down_max,
         deadlines,
+        _positive(spec.request_timeout, "llm.request_timeout", ctx),
     )
 
 

@@ -7,7 +7,7 @@ with ``[llm] retries = 1`` in front of the fake providers.
   and the access log names the key used (never the key itself).
 - A stream whose first token is late falls back to the next target within the first-token bound; one that
   goes silent after its first token ends with an error event within the idle bound; a whole answer is
-  bounded by the total deadline.
+  bounded by the total deadline; a chain of slow calls by the request's (``request_timeout``).
 - A route with ``byok_providers`` sends the client's own key (``x-fastgw-provider-key``) instead of the
   gateway's, to those providers only; any other route refuses that header and never forwards it.
 """
@@ -42,6 +42,8 @@ CONNECT = 0.3  # the silent provider's connect_timeout (its upstream's own is 3 
 SHORT = 0.2  # a total or first-token deadline shorter than CONNECT: it, not the connect's, cuts the connect
 BACKOFF_MAX = 0.1
 BUDGETED_CAP = 1_000_000  # the /budgeted route's tokens_per_day
+REQUEST = 3.0  # [llm] request_timeout: longer than every chain of calls here but deadline-chain's
+CHAIN_TOTAL = 2.0  # deadline-chain's targets' total_timeout: 4 calls of 2 s, past REQUEST
 SLACK = 1.5  # scheduling, TLS and the fallback target's own answer, on a loaded CI machine
 
 
@@ -52,6 +54,7 @@ def extra(secrets: Path, silent_port: int) -> str:
     return f"""
         [llm]
         retries = 1
+        request_timeout = {REQUEST}
         retry_backoff = 0.05
         retry_backoff_max = {BACKOFF_MAX}
         retry_wait_max = 2.0
@@ -168,6 +171,13 @@ def extra(secrets: Path, silent_port: int) -> str:
         targets = [
             {{ provider = "oa", model = "gpt-4o-budgeted", total_timeout = {TOTAL} }},
             {{ provider = "an", model = "claude-sonnet-4-5", priority = 1 }},
+        ]
+
+        [[llm.models]]
+        name = "deadline-chain"  # two targets, each called twice (retries = 1): 4 x CHAIN_TOTAL unbounded
+        targets = [
+            {{ provider = "oa", model = "gpt-4o-deadline-a", total_timeout = {CHAIN_TOTAL} }},
+            {{ provider = "oa", model = "gpt-4o-deadline-b", total_timeout = {CHAIN_TOTAL}, priority = 1 }},
         ]
 
         [[llm.models]]
@@ -471,6 +481,25 @@ def test_a_fallback_after_calls_sent_and_never_answered_counts_an_estimate_for_e
         )
         counted = BUDGETED_CAP - int(again.headers["x-ratelimit-remaining-tokens"]) - estimate
         assert counted == answer.usage.total_tokens + 2 * estimate, (counted, estimate)
+
+
+def test_request_timeout_bounds_a_chain_of_slow_calls(gw: LlmGateway, sdk: openai.OpenAI) -> None:
+    """Each call cut at its own total_timeout, then retried, then the fallback's two: without a bound over
+    the request, 4 x 2 s before the client heard anything. request_timeout (3 s) ends the chain: the
+    call in flight is cut to what is left, no further call is made, and the client gets a 504."""
+    fake = gw.stack.openai
+    fake.first_token_delay = 5.0
+    fake.faults.extend(["slow-first-token"] * 4)
+    began = time.monotonic()
+    try:
+        with pytest.raises(openai.APIStatusError) as refused:
+            ask(sdk, "deadline-chain")
+    finally:
+        fake.first_token_delay = 0.05
+        fake.faults.clear()
+    elapsed = time.monotonic() - began
+    assert refused.value.status_code == 504 and "request_timeout" in str(refused.value), refused.value
+    assert REQUEST <= elapsed < REQUEST + SLACK, elapsed
 
 
 def test_a_provider_that_never_connects_falls_back_within_the_connect_bound(
