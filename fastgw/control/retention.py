@@ -12,13 +12,13 @@ another node removed first is simply not there.
 from __future__ import annotations
 
 import asyncio
-import calendar
 import glob
 import os
 import time
 from collections.abc import Callable
 from typing import Final
 
+from fastgw.counters.quota import MONTH, QUOTAS, period_bounds
 from fastgw.snapshot import Snapshot
 from fastgw.store.base import Store, StoreError
 from fastgw.store.tables import RETAINED_TABLES
@@ -64,8 +64,7 @@ class Retention:
             # Never a count of a period still running: a month's key idle for longer than quotas_days
             # would get a fresh allowance for the rest of its month. A row written before this month
             # began belongs to no running period.
-            today = time.gmtime(now)
-            month_start = float(calendar.timegm((today.tm_year, today.tm_mon, 1, 0, 0, 0)))
+            _period, month_start, _end = period_bounds(QUOTAS.period(MONTH, now)[0])
             return self._store.forget_quotas(min(before, month_start))
         if kind in RETAINED_TABLES:
             table, column = RETAINED_TABLES[kind]

@@ -235,9 +235,7 @@ class ClusterCounts:
                     batch, self.pending = self.pending, {}
                     for key, delta in batch.items():
                         if delta and key in self.watched:
-                            name = _name(key)
-                            pipe.incrby(name, delta)
-                            pipe.expire(name, int(2 * self.watched[key]) + 1)
+                            self._add_to(pipe, key, delta)
                     pipe.zrem(_PARTICIPANTS, self.ident)
                     async with asyncio.timeout(self.settings.timeout):
                         await pipe.execute()
@@ -277,9 +275,7 @@ class ClusterCounts:
             pipe.zrange(_PARTICIPANTS, 0, 0, withscores=True)  # the participant that flushed longest ago
             pipe.zcard(_PARTICIPANTS)
             for key in written:  # INCRBY answers with the new total: no separate read
-                name = _name(key)
-                pipe.incrby(name, batch[key])
-                pipe.expire(name, int(2 * self.watched.get(key, 60.0)) + 1)
+                self._add_to(pipe, key, batch[key])
             for start in range(0, len(read_only), _MGET_CHUNK):
                 pipe.mget([_name(key) for key in read_only[start : start + _MGET_CHUNK]])
             pipe.zadd(_PARTICIPANTS, {self.ident: now})
@@ -321,6 +317,12 @@ class ClusterCounts:
             since = oldest - self.settings.flush_interval  # everyone's first interval from then is in
             for key in [key for key, seen in unsettled.items() if seen <= since]:
                 del unsettled[key]
+
+    def _add_to(self, pipe: Any, key: tuple[int, int], delta: int) -> None:
+        """Queue ``delta`` for ``key`` on ``pipe``: its INCRBY, and an expiry two of its windows on."""
+        name = _name(key)
+        pipe.incrby(name, delta)
+        pipe.expire(name, int(2 * self.watched.get(key, 60.0)) + 1)
 
     async def _answers(self) -> bool:
         """The reconnect probe, on a fresh connection: does the store answer a PING within the timeout?

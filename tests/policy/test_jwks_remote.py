@@ -121,6 +121,16 @@ def jwt_policy(snapshot: Snapshot) -> JwtAuth:
     return policy
 
 
+def remote_policy(
+    tmp_path: Path, idp: Idp, min_interval: float, *, extra: str = "", throttle: str = "enabled = false"
+) -> JwtAuth:
+    """The jwt policy of an issuer whose keys are ``idp``'s JWKS, fetched at most every ``min_interval``
+    seconds; the background refresh is 600 s off, so a test sees the fetches its requests ask for."""
+    url = f'jwks_url = "http://127.0.0.1:{idp.port}/keys"'
+    issuer = f"{url}\njwks_min_interval = {min_interval}\njwks_refresh = 600{extra}"
+    return jwt_policy(compile_with(tmp_path, issuer, throttle=throttle))
+
+
 async def outcome(policy: JwtAuth, token: str, *, spawned: bool = False, client_ip: str = "") -> str:
     """The reason a token is refused ("ok" when it passes), awaiting a JWKS fetch as a connection would
     (``spawned``: in a Task of its own, as the worker runs a parked request: it starts a loop iteration
@@ -147,13 +157,7 @@ def test_random_kid_flood_is_rate_bounded_and_a_rotated_kid_works_at_once(tmp_pa
     key_a, key_b = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     idp.keys = [jwk(key_a, "a")]
     interval = 0.5
-    policy = jwt_policy(
-        compile_with(
-            tmp_path,
-            f'jwks_url = "http://127.0.0.1:{idp.port}/keys"\n'
-            f"jwks_min_interval = {interval}\njwks_refresh = 600",
-        )
-    )
+    policy = remote_policy(tmp_path, idp, interval)
     rotated = token(key_b, "b")
 
     async def flood() -> tuple[float, int, float]:
@@ -187,12 +191,7 @@ def test_a_kid_first_seen_in_the_cooldown_works_once_the_key_is_learned(tmp_path
     for by that refusal, at the end of the cooldown) brings its key."""
     key_a, key_b = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     idp.keys = [jwk(key_a, "a")]
-    policy = jwt_policy(
-        compile_with(
-            tmp_path,
-            f'jwks_url = "http://127.0.0.1:{idp.port}/keys"\njwks_min_interval = 0.3\njwks_refresh = 600',
-        )
-    )
+    policy = remote_policy(tmp_path, idp, 0.3)
     early = token(key_b, "b")
 
     async def scenario() -> float:
@@ -218,12 +217,7 @@ def test_a_kid_given_new_key_material_works_without_waiting_for_the_background_r
     signature under a fetched key now asks for a fetch, as an unknown kid does (as rate-bounded)."""
     old, new = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     idp.keys = [jwk(old, "a")]
-    policy = jwt_policy(
-        compile_with(
-            tmp_path,
-            f'jwks_url = "http://127.0.0.1:{idp.port}/keys"\njwks_min_interval = 1.0\njwks_refresh = 600',
-        )
-    )
+    policy = remote_policy(tmp_path, idp, 1.0)
 
     async def scenario() -> None:
         assert await outcome(policy, token(old, "a")) == "ok"
@@ -253,13 +247,7 @@ def test_requests_parked_behind_a_fetch_never_start_another_within_the_cooldown(
     key = ec.generate_private_key(ec.SECP256R1())
     idp.keys = [jwk(key, "a")]
     interval = 1.0
-    policy = jwt_policy(
-        compile_with(
-            tmp_path,
-            f'jwks_url = "http://127.0.0.1:{idp.port}/keys"\njwks_min_interval = {interval}\n'
-            "jwks_refresh = 600",
-        )
-    )
+    policy = remote_policy(tmp_path, idp, interval)
 
     async def flood() -> tuple[float, int]:
         assert await outcome(policy, token(key, "a")) == "ok"
@@ -288,12 +276,11 @@ def test_forged_tokens_that_waited_for_a_fetch_count_as_failed_authentications(
     cooldown was never slowed nor blocked."""
     key = ec.generate_private_key(ec.SECP256R1())
     idp.keys = [jwk(key, "a")]
-    policy = jwt_policy(
-        compile_with(
-            tmp_path,
-            f'jwks_url = "http://127.0.0.1:{idp.port}/keys"\njwks_min_interval = 0.05\njwks_refresh = 600',
-            throttle="window = 60.0\nslow_after = 2\ndelay = 0.01\nblock_after = 3\nblock_seconds = 60.0",
-        )
+    policy = remote_policy(
+        tmp_path,
+        idp,
+        0.05,
+        throttle="window = 60.0\nslow_after = 2\ndelay = 0.01\nblock_after = 3\nblock_seconds = 60.0",
     )
 
     # An address of its own: the worker's failure table is the process's, which later tests share.
@@ -319,12 +306,7 @@ def test_an_unknown_kid_while_the_provider_is_down_is_503_then_401_once_it_answe
     authentication); once the provider answers, the same token is the client's error (401)."""
     key = ec.generate_private_key(ec.SECP256R1())
     idp.keys = [jwk(key, "a")]
-    policy = jwt_policy(
-        compile_with(
-            tmp_path,
-            f'jwks_url = "http://127.0.0.1:{idp.port}/keys"\njwks_min_interval = 0.1\njwks_refresh = 600',
-        )
-    )
+    policy = remote_policy(tmp_path, idp, 0.1)
     unknown = token(key, "zzz")
 
     async def scenario() -> None:
