@@ -85,6 +85,12 @@ COMPILED: Final = (
     "fastgw.ai.formats.openai_format",
     "fastgw.ai.providers.openai",
     "fastgw.ai.providers.azure_openai",  # its adapter and stream extend the OpenAI ones (compiled)
+    # Guardrails: a route's detectors scan each prompt; their loops and windows cost more interpreted than
+    # the regex engine's work (mask + restore on 2 KiB: about 80 us interpreted, 44 us compiled).
+    "fastgw.ai.guardrails.folding",
+    "fastgw.ai.guardrails.scan",
+    "fastgw.ai.guardrails.detectors",
+    "fastgw.ai.guardrails.masking",
 )
 _PACKAGE: Final = Path(__file__).resolve().parent
 

@@ -292,3 +292,31 @@ def test_a_folded_position_maps_back_to_its_original_character(chars: list[str])
     kept = [i for i, c in enumerate(text) if c not in "\u200b\u00ad\ufeff"]
     assert len(folded.text) == len(kept)
     assert [folded.original(p) for p in range(len(kept))] == kept
+
+
+DIGIT_DETECTORS = tuple(d for d in ALL if d.digits)
+VALUES = st.sampled_from(
+    (
+        "+44 20 7946 0958", "+1 (415) 555-0132", "+33 6 12 34 56 78", "+81-3-1234-5678", "(415) 555-0132",
+        "415-555-0132", "415.555.0132", "020 7946 0958", "06 12 34 56 78", "078-05-1120", "AB 12 34 56 C",
+        "AB123456C", "GB82 WEST 1234 5698 7654 32", "MT84 MALT 0110 0001 2345 MTLC AST0 01S",
+        "MT84MALT011000012345MTLCAST001S", "DE89370400440532013000", "2024-03-15", "4,200", "3.2.1",
+    )
+)  # fmt: skip
+NOISE = st.text("0123456789 -.+()/,ABGMTxz\n", min_size=0, max_size=6)
+
+
+@given(st.lists(st.one_of(VALUES, cards(), ibans(), NOISE), min_size=1, max_size=8))
+def test_a_digit_detector_misses_nothing_a_scan_of_the_whole_text_finds(pieces: list[str]) -> None:
+    """Digit detectors search only around clusters of digits, each as far as its own matches reach
+    (a phone's "+" before, an IBAN's country code and trailing letters): no value next to, inside or
+    between others is lost by that."""
+    text = "".join(pieces)
+    for detector in DIGIT_DETECTORS:
+        whole = {
+            m.span()
+            for pattern, *_ in detector.patterns
+            for m in pattern.finditer(text)
+            if detector.valid is None or detector.valid(m.group())
+        }
+        assert sorted(whole) == sorted(detector.spans(TextView(text))), detector.name

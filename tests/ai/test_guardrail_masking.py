@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fastgw.ai.guardrails.detectors import DETECTORS
-from fastgw.ai.guardrails.masking import HOLD_MAX, Masks, StreamRestorer, redact
+from fastgw.ai.guardrails.masking import HOLD_MAX, PLACEHOLDER, Masks, StreamRestorer, redact
 from fastgw.ai.guardrails.scan import find
 
 ALL = tuple(DETECTORS.values())
@@ -40,6 +40,39 @@ def test_mask_then_restore_is_the_original_and_hides_every_value(text: str) -> N
 def test_the_same_value_gets_the_same_placeholder() -> None:
     _, out = masked("a@example.com, b@example.com and a@example.com again")
     assert out == "[EMAIL_1], [EMAIL_2] and [EMAIL_1] again"
+
+
+ANSWER_PIECES = st.sampled_from(
+    [
+        "[EMAIL_1]",
+        "[EMAIL_12]",
+        "[EMAIL_1",
+        "EMAIL_1]",
+        "[[EMAIL_2]]",
+        "[PHONE_1]",
+        "[KEY_3]",
+        "[",
+        "]",
+        " ",
+        "x",
+    ]
+)
+
+
+@given(
+    st.lists(st.sampled_from(["a@example.com", "b@example.com", "[PHONE_1]", "[x", "v"]), max_size=12),
+    st.lists(ANSWER_PIECES, max_size=20),
+)
+def test_an_answer_is_restored_as_one_substitution_would(values: list[str], pieces: list[str]) -> None:
+    """A few placeholders are put back by one replace each, many (or a value holding "[", which could
+    spell a placeholder) by one substitution: both give what a single left-to-right substitution of the
+    issued placeholders gives, values never read again."""
+    masks = Masks()
+    for i, value in enumerate(values):
+        masks.placeholder(("EMAIL", "PHONE", "KEY")[i % 3], value)
+    answer = "".join(pieces)
+    table = masks.by_placeholder
+    assert masks.restore(answer) == PLACEHOLDER.sub(lambda m: table.get(m.group(), m.group()), answer)
 
 
 def test_placeholders_not_issued_are_left_alone() -> None:

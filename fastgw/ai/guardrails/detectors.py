@@ -19,7 +19,7 @@ from typing import Final
 
 import orjson
 
-from fastgw.ai.guardrails.scan import Detector, TextView, rare_char
+from fastgw.ai.guardrails.scan import DIGIT_REACH, Detector, Reach, TextView, rare_char
 from fastgw.key_format import well_formed
 
 # --- validations ------------------------------------------------------------------------------------------
@@ -80,15 +80,18 @@ def valid_iban(text: str) -> bool:
     return IBAN_LENGTHS.get(iban[:2]) == len(iban) and iban_checksum(iban) == 1
 
 
+# What a phone number's match holds besides its digits.
+_PHONE_MARKS: Final = str.maketrans("", "", " .-()+")
+
+
 def valid_phone(text: str) -> bool:
     """E.164 allows 15 digits at most; fewer than 8 is an extension or a short code, not a number."""
-    digits = sum(map(str.isdigit, text))
-    return 8 <= digits <= 15
+    return 8 <= len(text.translate(_PHONE_MARKS)) <= 15
 
 
 def valid_national_phone(text: str) -> bool:
     """A trunk-prefixed national number (``020 7946 0958``, ``06 12 34 56 78``) has 10 or 11 digits."""
-    return sum(map(str.isdigit, text)) in (10, 11)
+    return len(text.translate(_PHONE_MARKS)) in (10, 11)
 
 
 def valid_ssn(text: str) -> bool:
@@ -138,10 +141,12 @@ def email_starts(view: TextView) -> list[tuple[int, int]] | None:
     """From each ``@``, back over the local part's characters: where an address may start (None: so
     many "@" that the whole text is scanned instead)."""
     text = view.text
-    if text.count("@") * EMAIL_DENSE > len(text):
+    at = text.find("@")
+    if at < 0:
+        return []
+    if text.find("@", at + 1) >= 0 and text.count("@") * EMAIL_DENSE > len(text):  # one "@": no count
         return None
     out = []
-    at = text.find("@")
     while at >= 0:
         back = _LOCAL_PART.match(text[max(0, at - LOCAL_MAX) : at][::-1])
         if back is not None:
@@ -205,34 +210,64 @@ _PROVIDER_KEY: Final = r"sk-(?<![A-Za-z0-9_-]sk-)(?:proj-|ant-)?[A-Za-z0-9_-]{32
 def _d(
     name: str,
     group: str,
-    *patterns: str,
+    *patterns: str | tuple[str, str, int, bytes],
     valid: Callable[[str], bool] | None = None,
     hints: tuple[str, ...] = (),
     digits: int = 0,
+    reach: Reach = (DIGIT_REACH, DIGIT_REACH),
+    token_run: bool = False,
 ) -> Detector:
-    compiled = tuple(re.compile(p) for p in patterns)
-    rare = tuple(rare_char(h) for h in hints)
-    return Detector(name, group, compiled, valid, hints, rare, digits=digits)
+    compiled = tuple(
+        (re.compile(p[0]), *p[1:]) if isinstance(p, tuple) else (re.compile(p), "", 0, b"") for p in patterns
+    )
+    gates = tuple((rare_char(h), h) for h in hints)
+    return Detector(
+        name, group, compiled, valid, hints, gates, digits=digits, reach=reach, token_run=token_run
+    )
 
 
 DETECTORS: Final = {
     d.name: d
     for d in (
-        Detector("email", "pii", (re.compile(_EMAIL),), starts=email_starts),
-        _d("phone", "pii", f"{_PHONE_INTL}|{_PHONE_NANP_PAREN}|{_PHONE_NANP}", valid=valid_phone, digits=8),
-        _d("phone_national", "pii", _PHONE_NATIONAL, valid=valid_national_phone, digits=10),
-        _d("payment_card", "pii", _CARD, valid=valid_card, digits=13),
-        _d("iban", "pii", _IBAN, valid=valid_iban, digits=IBAN_DIGITS_MIN),
-        _d("us_ssn", "national_id", _US_SSN, valid=valid_ssn, hints=("-",), digits=9),
-        _d("uk_nino", "national_id", _UK_NINO, valid=valid_nino, digits=6),
-        _d("aws_access_key", "secrets", _AWS_ACCESS_KEY),
-        _d("aws_secret_key", "secrets", _AWS_SECRET_KEY, hints=("ecret", "ECRET")),
-        _d("gcp_api_key", "secrets", _GCP_API_KEY, hints=("AIza",)),
+        Detector("email", "pii", ((re.compile(_EMAIL), "@", 0, b""),), starts=email_starts),
+        # Three patterns, each with its own first character, not one alternation: the regex engine skips
+        # to a literal or one class of first characters, and tries an alternation at every position; and
+        # each only where it can match (a "+" in the text, a "(", ten digits in the window: a date
+        # has eight). Reach: a "+" or "(" before the first digit; a ")" and the look-ahead's two after.
+        _d(
+            "phone",
+            "pii",
+            (_PHONE_INTL, "+", 8, b""),
+            (_PHONE_NANP_PAREN, "(", 10, b""),
+            (_PHONE_NANP, "", 10, b""),
+            valid=valid_phone,
+            digits=8,
+            reach=(1, 3),
+        ),
+        _d("phone_national", "pii", _PHONE_NATIONAL, valid=valid_national_phone, digits=10, reach=(0, 2)),
+        _d("payment_card", "pii", _CARD, valid=valid_card, digits=13, reach=(0, 2)),
+        # The country code before the check digits; after the last digit of the cluster, Malta's trailing
+        # " MTLC AST0 01S" (digits too few to be a cluster) and the look-ahead.
+        _d(
+            "iban",
+            "pii",
+            (_IBAN, "", 0, b"AA00"),  # the country code and check digits, in the window's shape
+            valid=valid_iban,
+            digits=IBAN_DIGITS_MIN,
+            reach=(2, DIGIT_REACH),
+        ),
+        _d("us_ssn", "national_id", _US_SSN, valid=valid_ssn, hints=("-",), digits=9, reach=(0, 1)),
+        # Two letters and a space before the digits; a space, the suffix letter and the look-ahead after.
+        _d("uk_nino", "national_id", (_UK_NINO, "", 0, b"AA"), valid=valid_nino, digits=6, reach=(3, 3)),
+        # These four hold a run of TOKEN_RUN characters of [A-Za-z0-9_+/-] (20, 40, 39 and 35).
+        _d("aws_access_key", "secrets", _AWS_ACCESS_KEY, token_run=True),
+        _d("aws_secret_key", "secrets", _AWS_SECRET_KEY, hints=("ecret", "ECRET"), token_run=True),
+        _d("gcp_api_key", "secrets", _GCP_API_KEY, hints=("AIza",), token_run=True),
         _d("azure_storage_key", "secrets", _AZURE_STORAGE_KEY, hints=("AccountKey=",)),
         _d("private_key", "secrets", _PRIVATE_KEY, hints=("-----BEGIN",)),
         _d("jwt", "secrets", _JWT, valid=valid_jwt, hints=("eyJ",)),
         _d("fastgw_key", "secrets", _FASTGW_KEY, valid=valid_fastgw_key, hints=("fgw_",)),
-        _d("provider_key", "secrets", _PROVIDER_KEY, hints=("sk-",)),
+        _d("provider_key", "secrets", _PROVIDER_KEY, hints=("sk-",), token_run=True),
     )
 }
 GROUPS: Final = {

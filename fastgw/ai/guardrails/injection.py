@@ -99,4 +99,4 @@ def injection_detector(phrases: tuple[str, ...]) -> Detector | None:
                 at = lower.find(word, at + 1)
         return out
 
-    return Detector("prompt_injection", "injection", (pattern,), starts=starts)
+    return Detector("prompt_injection", "injection", ((pattern, "", 0, b""),), starts=starts)
