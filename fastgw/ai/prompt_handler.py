@@ -24,6 +24,7 @@ from typing import Any, Final
 
 import orjson
 
+from fastgw.ai import exact_json
 from fastgw.ai.adapter import Adapter, Json, ProviderRequest, Usage
 from fastgw.ai.attempts import TargetLoop
 from fastgw.ai.budgets import Budgets, Hold
@@ -103,7 +104,7 @@ class PromptApiHandler:
             await _problem(out, ex, 403, "model-not-allowed", "this credential may not use this API")
             return
         try:
-            doc = orjson.loads(body)
+            doc = exact_json.loads(body)  # a 25-digit number stays one (orjson alone: a float)
         except orjson.JSONDecodeError:
             await _problem(out, ex, 400, "invalid-body", "the body is not JSON")
             return
@@ -245,7 +246,7 @@ class PromptApiHandler:
                 )
                 return
             try:
-                result = orjson.loads(text)
+                result = exact_json.loads(text.encode())
             except orjson.JSONDecodeError:
                 if cut:  # asked again, the same prompt would be cut again (and billed twice)
                     record.error = "truncated"
@@ -257,7 +258,7 @@ class PromptApiHandler:
             error = api.output_schema.first_error(result)
             if error is None:
                 try:
-                    whole = orjson.dumps({"result": result})
+                    whole = exact_json.dumps({"result": result})
                 except orjson.JSONEncodeError:  # nested past orjson's 254 levels (it parses up to 1024)
                     violation = "the answer is nested too deeply"
                     continue

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-import orjson
+from fastgw.ai import exact_json
 
 _PATH: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(?:\.(?:[A-Za-z_][A-Za-z0-9_-]*|[0-9]+))*")
 # A template is operator-written text; 64 KiB is far beyond any prompt's instructions, and every fill
@@ -79,7 +79,7 @@ class Template:
 
 def _lookup(values: Any, path: tuple[str, ...]) -> Any:
     """Key and index lookups on parsed JSON only: ``type(...) is`` checks, so a subclass with a custom
-    ``__getitem__`` (none can come from orjson, but the rule is the sandbox) is never called."""
+    ``__getitem__`` (none can come from a parsed body, but the rule is the sandbox) is never called."""
     current = values
     for step in path:
         if type(current) is dict:  # a step of digits is a key here: {{ codes.404 }}, {{ codes.007 }}
@@ -96,7 +96,7 @@ def _render(value: Any) -> str:
         return ""
     if type(value) is str:
         return value
-    return orjson.dumps(value).decode()
+    return exact_json.dumps(value).decode()  # an integer past 64 bits as written
 
 
 def compile_template(text: str) -> Template:

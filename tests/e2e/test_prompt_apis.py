@@ -84,6 +84,15 @@ input_schema = {{ type = "object", properties = {{ text = {{ type = "string" }} 
 output_schema = {{ type = "object", properties = {{ label = {{ type = "string" }} }} }}
 
 [[prompt_api]]
+name = "order"
+path = "/prompts/order"
+model = "prompt-model"
+template = "Order {{{{ id }}}} of {{{{ ids }}}}"
+input_schema = {{ type = "object", required = ["id"], properties = {{ id = {{ type = "integer" }}, \
+ids = {{ type = "array", items = {{ type = "integer" }} }} }} }}
+output_schema = {{ type = "object", required = ["id"], properties = {{ id = {{ type = "integer" }} }} }}
+
+[[prompt_api]]
 name = "private"
 path = "/secured/private"
 model = "prompt-model"
@@ -181,6 +190,19 @@ def test_output_schema_is_asked_for_validated_and_retried_once(gw: LlmGateway) -
     assert problem["type"].endswith("/output-schema-violation")
     assert "$.label: 'eggs' is not one of ['spam', 'ham']" in problem["detail"]
     assert len(fake.requests) == seen + 4
+
+
+def test_integers_past_64_bits_reach_the_template_and_the_client_as_written(gw: LlmGateway) -> None:
+    """A 30-digit order number in the body, and one in the model's answer: every digit kept (orjson alone
+    read them as floats, 1.2345678901234568e+29 in the prompt, and could not write one back)."""
+    fake = gw.stack.openai
+    fake.texts.append('{"id": 98765432109876543210987654321}')
+    body = b'{"id": 123456789012345678901234567890, "ids": [-9223372036854775809, 18446744073709551616]}'
+    resp = post(gw, "/prompts/order", body)
+    assert resp.status == 200, resp.body
+    prompt = fake.requests[-1].json["messages"][-1]["content"]
+    assert prompt == "Order 123456789012345678901234567890 of [-9223372036854775809,18446744073709551616]"
+    assert json.loads(resp.body) == {"result": {"id": 98765432109876543210987654321}}
 
 
 def test_past_the_context_window_is_a_400_before_any_provider_call(gw: LlmGateway) -> None:
@@ -291,7 +313,7 @@ def test_wrong_method_and_unknown_path(gw: LlmGateway) -> None:
 
 def test_admin_lists_the_apis_with_their_schemas(gw: LlmGateway) -> None:
     listed = {api["name"]: api for api in admin(gw, "/prompt-apis")["prompt_apis"]}
-    assert set(listed) == {"echo", "classify", "short", "short-json", "private"}
+    assert set(listed) == {"echo", "classify", "short", "short-json", "order", "private"}
     echo = listed["echo"]
     assert echo["path"] == "/prompts/echo" and echo["method"] == "POST" and echo["model"] == "prompt-model"
     assert echo["routes"] == [{"name": "prompts", "auth": ["none"]}]
@@ -309,6 +331,7 @@ def test_openapi_document_is_valid_31(gw: LlmGateway, tmp_path: Path) -> None:
         "/prompts/classify",
         "/prompts/short",
         "/prompts/short-json",
+        "/prompts/order",
         "/secured/private",
     }
     schemes = doc["components"]["securitySchemes"]
