@@ -257,6 +257,33 @@ def test_invisible_characters_and_lookalikes_hide_nothing(text: str, name: str, 
     assert (name, value) in found(text)
 
 
+GUJARATI = str.maketrans("0123456789", "".join(chr(0x0AE6 + d) for d in range(10)))
+
+
+@pytest.mark.parametrize(
+    ("text", "name", "value"),
+    [
+        # Digits folding leaves as they are (Gujarati here): the regexes read them, the digit clusters
+        # do not count them; such a text is scanned as widely as any match reaches.
+        (
+            f"Tel +44 20 7946 {'0958'.translate(GUJARATI)} thanks",
+            "phone",
+            f"+44 20 7946 {'0958'.translate(GUJARATI)}",
+        ),
+        (f"call 415-555-01{'32'.translate(GUJARATI)}", "phone", f"415-555-01{'32'.translate(GUJARATI)}"),
+        (
+            f"DE{'89'.translate(GUJARATI)} 3704 0044 0532 0130 00",
+            "iban",
+            f"DE{'89'.translate(GUJARATI)} 3704 0044 0532 0130 00",
+        ),
+        # An IBAN whose account starts with letters: its check digits lie before the digit cluster.
+        ("IBAN LC07 HEMM ABCD 0001 0001 0012 0012 0002.", "iban", "LC07 HEMM ABCD 0001 0001 0012 0012 0002"),
+    ],
+)
+def test_values_around_their_digit_clusters_are_found_whole(text: str, name: str, value: str) -> None:
+    assert found(text) == [(name, value)]
+
+
 def test_an_injection_hidden_in_tag_characters_is_found() -> None:
     """ "ASCII smuggling": Unicode tag characters (U+E0020-U+E007E) render as nothing and a model reads
     them as the ASCII they shadow."""
@@ -300,7 +327,9 @@ VALUES = st.sampled_from(
         "+44 20 7946 0958", "+1 (415) 555-0132", "+33 6 12 34 56 78", "+81-3-1234-5678", "(415) 555-0132",
         "415-555-0132", "415.555.0132", "020 7946 0958", "06 12 34 56 78", "078-05-1120", "AB 12 34 56 C",
         "AB123456C", "GB82 WEST 1234 5698 7654 32", "MT84 MALT 0110 0001 2345 MTLC AST0 01S",
-        "MT84MALT011000012345MTLCAST001S", "DE89370400440532013000", "2024-03-15", "4,200", "3.2.1",
+        "MT84MALT011000012345MTLCAST001S", "DE89370400440532013000",
+        "LC07 HEMM ABCD 0001 0001 0012 0012 0002", "KW93 CBKU ABCD 0000 0000 0012 3456 01", "2024-03-15",
+        "4,200", "3.2.1",
     )
 )  # fmt: skip
 NOISE = st.text("0123456789 -.+()/,ABGMTxz\n", min_size=0, max_size=6)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from fastgw.ai.guardrails.detectors import DETECTORS
@@ -51,22 +51,28 @@ ANSWER_PIECES = st.sampled_from(
         "[[EMAIL_2]]",
         "[PHONE_1]",
         "[KEY_3]",
+        "[KEY_1]",
         "[",
         "]",
+        "_1]",
         " ",
         "x",
     ]
 )
 
 
+@example(values=["KEY", "v", "a@example.com"], pieces=["[", "[EMAIL_1]", "_1]"])  # "[KEY_1]", issued
 @given(
-    st.lists(st.sampled_from(["a@example.com", "b@example.com", "[PHONE_1]", "[x", "v"]), max_size=12),
+    st.lists(
+        st.sampled_from(["a@example.com", "b@example.com", "[PHONE_1]", "[x", "x]", "KEY", "1", "v"]),
+        max_size=12,
+    ),
     st.lists(ANSWER_PIECES, max_size=20),
 )
 def test_an_answer_is_restored_as_one_substitution_would(values: list[str], pieces: list[str]) -> None:
-    """A few placeholders are put back by one replace each, many (or a value holding "[", which could
-    spell a placeholder) by one substitution: both give what a single left-to-right substitution of the
-    issued placeholders gives, values never read again."""
+    """A few placeholders are put back by one replace each, many (or a value that could make one with
+    the text around it: "KEY" in "[" + "[EMAIL_1]" + "_1]") by one substitution: both give what a single
+    left-to-right substitution of the issued placeholders gives, values never read again."""
     masks = Masks()
     for i, value in enumerate(values):
         masks.placeholder(("EMAIL", "PHONE", "KEY")[i % 3], value)

@@ -246,15 +246,16 @@ DETECTORS: Final = {
         ),
         _d("phone_national", "pii", _PHONE_NATIONAL, valid=valid_national_phone, digits=10, reach=(0, 2)),
         _d("payment_card", "pii", _CARD, valid=valid_card, digits=13, reach=(0, 2)),
-        # The country code before the check digits; after the last digit of the cluster, Malta's trailing
-        # " MTLC AST0 01S" (digits too few to be a cluster) and the look-ahead.
+        # The country code and check digits may lie before the cluster (letters run up to 8 characters
+        # after them in Saint Lucia's or Kuwait's accounts: "LC07 HEMM ABCD 0001 ..."); after the last
+        # digit of the cluster, Malta's trailing " MTLC AST0 01S" (too few digits to be one) and the
+        # look-ahead. The shape gate: the country code and check digits are in the window.
         _d(
             "iban",
             "pii",
-            (_IBAN, "", 0, b"AA00"),  # the country code and check digits, in the window's shape
+            (_IBAN, "", 0, b"AA00"),
             valid=valid_iban,
             digits=IBAN_DIGITS_MIN,
-            reach=(2, DIGIT_REACH),
         ),
         _d("us_ssn", "national_id", _US_SSN, valid=valid_ssn, hints=("-",), digits=9, reach=(0, 1)),
         # Two letters and a space before the digits; a space, the suffix letter and the look-ahead after.

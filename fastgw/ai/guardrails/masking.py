@@ -29,6 +29,7 @@ HOLD_MAX: Final = LABEL_MAX + 7
 # each); past it, by one substitution.
 REPLACE_MAX: Final = 8
 PLACEHOLDER: Final = re.compile(r"\[[A-Z][A-Z_]*_\d{1,4}\]")
+_PLACEHOLDER_CHARS: Final = re.compile(r"[A-Z_\d]+")  # what a placeholder holds between its brackets
 # A tail that is the beginning of a placeholder and may still be completed by the next chunk.
 _OPEN_TAIL: Final = re.compile(r"\[(?:[A-Z][A-Z_]*\d{0,4})?\Z")
 
@@ -40,14 +41,16 @@ class TooManyValuesError(Exception):
 class Masks:
     """One request's placeholders and the values they stand for."""
 
-    __slots__ = ("bracketed", "by_placeholder", "by_value", "counts", "taken")
+    __slots__ = ("by_placeholder", "by_value", "counts", "joinable", "taken")
 
     def __init__(self) -> None:
         self.by_placeholder: dict[str, str] = {}
         self.by_value: dict[tuple[str, str], str] = {}
         self.counts: dict[str, int] = {}
         self.taken: set[str] = set()  # placeholder-like text the client wrote itself: never issued
-        self.bracketed = False  # a value holds "[" (and so might hold a placeholder's text)
+        # A value could make a placeholder's text with what surrounds it, or hold one ("KEY", a masked
+        # phrase, in "[AWS_ACCESS_" + "[PROMPT_INJECTION_1]" + "_1]"): restored by substitution only.
+        self.joinable = False
 
     def reserve(self, text: str) -> None:
         """Keep the placeholders ``text`` already holds from being issued, so that an answer quoting the
@@ -70,8 +73,8 @@ class Masks:
         self.counts[label] = n
         self.by_value[key] = name
         self.by_placeholder[name] = value
-        if "[" in value:
-            self.bracketed = True
+        if "[" in value or "]" in value or _PLACEHOLDER_CHARS.fullmatch(value):
+            self.joinable = True
         return name
 
     def mask(self, text: str, hits: list[tuple[int, int, Detector]]) -> str:
@@ -94,11 +97,13 @@ class Masks:
         table = self.by_placeholder
         if json_string:
             return PLACEHOLDER.sub(lambda m: _json_body(table.get(m.group(), m.group())), text)
-        if len(table) <= REPLACE_MAX and not self.bracketed:
+        if len(table) <= REPLACE_MAX and not self.joinable:
             # The same result as the substitution below: a placeholder's text is found only where the
-            # pattern matches (nothing it matches holds a "["), and no value put in holds a placeholder.
-            # A replace per placeholder is C-speed and allocates only where one occurs (5 times faster
-            # on an answer with a few).
+            # pattern matches (nothing it matches holds a "["), and no value put in makes one: a match
+            # that took in a value's characters would start or end inside it (at a "[" or "]", which it
+            # has not) or hold all of it (it has a character no placeholder has). A replace per
+            # placeholder is C-speed and allocates only where one occurs (7 times faster on an answer
+            # with a few).
             for name, value in table.items():
                 text = text.replace(name, value)
             return text

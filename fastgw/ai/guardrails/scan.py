@@ -72,11 +72,17 @@ class TextView:
     """One text and what the detectors scanning it share: its digit clusters and its lower-cased form,
     each computed at most once."""
 
-    __slots__ = ("_digits", "_lower", "_token_run", "shape", "text")
+    __slots__ = ("_digits", "_lower", "_token_run", "shape", "text", "wide")
 
     def __init__(self, text: str) -> None:
         self.text = text
         self.shape = b""  # set with the digit windows
+        # Set with them too: the text has characters past Latin-1, among which decimal digits folding.py
+        # leaves as they are (Gujarati, Tamil, Khmer, ...): ``\d`` matches them, the shape does not count
+        # them. Such a text is scanned as widely as any match can reach, whatever a detector's own reach
+        # and its patterns' digits and shapes say (a phone number ending in Gujarati digits was cut after
+        # its last ASCII one).
+        self.wide = False
         self._digits: list[Window] | None = None
         self._lower: str | None = None
         self._token_run: bool | None = None
@@ -102,7 +108,9 @@ class TextView:
         if self._digits is None:
             # One byte per character whatever the text (unencodable characters become "?"), so offsets
             # in the mapped bytes are offsets in the text.
-            mapped = self.shape = self.text.encode("latin-1", "replace").translate(_SHAPE_MAP)
+            text = self.text
+            mapped = self.shape = text.encode("latin-1", "replace").translate(_SHAPE_MAP)
+            self.wide = not text.isascii() and max(text) > "\xff"
             windows: list[Window] = []
             for m in _CLUSTER.finditer(mapped):
                 first, last = m.span()
@@ -178,13 +186,15 @@ class Detector:
         # it is given (a date's window of 42 characters instead of 13 made the phone detector 3 times
         # dearer).
         least = self.digits
-        before, after = self.reach if self.digits else (0, 0)
+        wide = view.wide
+        before, after = (DIGIT_REACH, DIGIT_REACH) if wide else self.reach if least else (0, 0)
         size = len(text)
         shape = view.shape
-        for p, needs, p_digits, shaped in self.patterns:
+        for p, needs, p_digits, shape_needs in self.patterns:
             if needs and needs not in text:
                 continue
-            fewest = p_digits if p_digits > least else least
+            shaped = b"" if wide else shape_needs
+            fewest = p_digits if p_digits > least and not wide else least
             for first, last, digits in windows:
                 if digits < fewest:
                     continue
