@@ -79,7 +79,10 @@ class TargetLoop:
         *,
         stream: bool = False,
         own_key: OwnKey | None = None,
+        deadline: float = 0.0,
     ) -> None:
+        """Call the model's targets until one answers; ``deadline`` (monotonic; 0: ``request_timeout``
+        from now) bounds every call until an answer starts, shared by a prompt API's two runs."""
         settings = self.llm.resilience
         budget = self.llm.max_attempts * (1 + settings.retries)
         failure: ProviderError | None = None
@@ -91,7 +94,8 @@ class TargetLoop:
         record.at_provider = False  # (a prompt API's second run: its first call was answered)
         # Every call of the request until an answer starts, back-offs included: without it a chain of
         # max_attempts x (1 + retries) calls, each up to total_timeout, could hold a client for hours.
-        deadline = time.monotonic() + settings.request_timeout
+        if not deadline:
+            deadline = time.monotonic() + settings.request_timeout
         late = False
         for index, target in enumerate(chosen):
             retries = 0
@@ -166,6 +170,9 @@ class TargetLoop:
                     record.error = error.kind
                     await fail(error.status, error.message, None, None, self._client_hint(error))
                     return
+                if time.monotonic() >= deadline:  # cut at the request's deadline: no time for another
+                    late = True
+                    break
                 # The same target at once with another of its provider's keys, while the attempts left
                 # keep one for each target after it: keys limited together (an organisation's) must
                 # not spend the request's attempts before its fallback is tried.

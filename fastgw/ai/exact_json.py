@@ -11,34 +11,36 @@ else).
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, Final
 
 import orjson
 
-_LONG_DIGITS: Final = re.compile(rb"\d{19,}")
+# The text's digits as "0", anything else as " ": a run of 19 is then one memory search (1 ms a MiB,
+# where a regex took 68 ms on a MiB of 18-digit numbers, each digit a start it tried).
+_DIGITS: Final = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
+_LONG_RUN: Final = b"0" * 19
 
 
 def loads(data: bytes) -> Any:
     """``data`` parsed; raises ``orjson.JSONDecodeError`` as orjson does (what it refuses stays refused:
     the standard library reads only what orjson accepted)."""
     doc = orjson.loads(data)
-    if _LONG_DIGITS.search(data) is None:
+    if _LONG_RUN not in data.translate(_DIGITS):
         return doc
     try:
         return json.loads(data)
-    except RecursionError:  # nested past the interpreter's limit (orjson reads 1024 levels)
+    except RecursionError:  # past the interpreter's depth (orjson reads 1024 levels): orjson's reading
         return doc
 
 
 def dumps(value: Any) -> bytes:
     """``value`` as compact JSON; raises ``orjson.JSONEncodeError`` where neither can write it (nested
-    past both libraries' depth)."""
+    past both libraries' depth: orjson writes 254 levels, the standard library about 990)."""
     try:
         return orjson.dumps(value)
     except orjson.JSONEncodeError:
         try:
-            return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+            return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
         except (RecursionError, ValueError, TypeError):
             pass
         raise

@@ -201,6 +201,9 @@ class PromptApiHandler:
         violation = ""
         cost: float | None = 0.0
         so_far: Usage | None = None
+        # One request_timeout for the request, the output schema's retry included (each run had its own:
+        # a client could wait twice as long as the setting says).
+        deadline = time.monotonic() + self.loop.llm.resilience.request_timeout
         for _ in range(SCHEMA_TRIES):
             answers.clear()
             hold = None
@@ -213,7 +216,7 @@ class PromptApiHandler:
             call: LlmRecord | None = None  # this call's own usage and cost, once it answered
             record.unanswered = 0  # the calls of this run only: the run before settled its own
             try:
-                await self.loop.run(model, upstreams, out, record, build, relay, fail)
+                await self.loop.run(model, upstreams, out, record, build, relay, fail, deadline=deadline)
                 if answers:
                     call = self._call(record, answers[0][1])
             except asyncio.CancelledError as cancelled:
@@ -259,7 +262,7 @@ class PromptApiHandler:
             if error is None:
                 try:
                     whole = exact_json.dumps({"result": result})
-                except orjson.JSONEncodeError:  # nested past orjson's 254 levels (it parses up to 1024)
+                except orjson.JSONEncodeError:  # nested past what either JSON library writes (~990 levels)
                     violation = "the answer is nested too deeply"
                     continue
                 await _send_result(out, whole)

@@ -112,8 +112,8 @@ class ResilienceSpec:
     )
     request_timeout: float = doc(
         "seconds all of a request's provider calls may take until its answer starts: retries, back-offs"
-        " and fallbacks included (a started answer is bounded by its call's own deadlines); past it the"
-        " client gets 504",
+        " and fallbacks included, and a prompt API's output-schema retry (a started answer is bounded by its"
+        " call's own deadlines); past it the client gets 504",
         900.0,
         most=TOTAL_MAX,
     )

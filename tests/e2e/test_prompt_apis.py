@@ -5,6 +5,7 @@ context window refused before any provider call, auth as on any route, the admin
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +22,14 @@ from tests.support.llm_gateway import ADMIN_TOKEN, LlmGateway, llm_record, post_
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
 
+REQUEST = 4.0  # [llm] request_timeout
+SLOW = 2.5  # the slow calls' delay: two of them pass REQUEST, one does not
+SLACK = 1.5  # scheduling and TLS on a loaded CI machine
+
 EXTRA = """
+[llm]
+request_timeout = {request}
+
 [keys]
 pepper = {{ file = "{secrets}/pepper" }}
 
@@ -107,7 +115,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlmGateway]:
     secrets = directory / "secrets"
     secrets.mkdir()
     (secrets / "pepper").write_text("p" * 32 + "\n")
-    with running_llm_gateway(directory, EXTRA.format(secrets=secrets)) as running:
+    with running_llm_gateway(directory, EXTRA.format(secrets=secrets, request=REQUEST)) as running:
         yield running
 
 
@@ -203,6 +211,29 @@ def test_integers_past_64_bits_reach_the_template_and_the_client_as_written(gw: 
     prompt = fake.requests[-1].json["messages"][-1]["content"]
     assert prompt == "Order 123456789012345678901234567890 of [-9223372036854775809,18446744073709551616]"
     assert json.loads(resp.body) == {"result": {"id": 98765432109876543210987654321}}
+
+
+def test_the_output_schema_retry_shares_the_request_timeout(gw: LlmGateway) -> None:
+    """A first answer that does not match, after SLOW seconds, then a second call as slow: together past
+    request_timeout, which bounds the request, not each call (each run had its own: 2 x SLOW, then a
+    502)."""
+    fake = gw.stack.openai
+    fake.first_token_delay = SLOW
+    fake.faults.extend(["slow-first-token"] * 2)
+    fake.texts.extend(["not json", "not json either"])
+    began = time.monotonic()
+    try:
+        resp = post(gw, "/prompts/classify", {"text": "x"})
+    finally:
+        fake.first_token_delay = 0.5
+        fake.faults.clear()
+        fake.texts.clear()
+    elapsed = time.monotonic() - began
+    assert resp.status == 504, resp.body
+    assert json.loads(resp.body)["detail"] == "the model's provider did not answer in time"
+    assert REQUEST <= elapsed < REQUEST + SLACK, elapsed
+    record = llm_record(gw.gateway, dict((k.decode(), v.decode()) for k, v in resp.headers))
+    assert record["error"] == "request_timeout" and record["attempts"] == 2
 
 
 def test_past_the_context_window_is_a_400_before_any_provider_call(gw: LlmGateway) -> None:
